@@ -1,0 +1,149 @@
+//! The core's configuration: flags and environment, validated at start-up, with local defaults so
+//! that `regional-core` alone runs against the local PostgreSQL. Secrets never print.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `regional-core [serve|migrate]`.
+#[derive(Debug, Parser)]
+#[command(name = "regional-core", version, about = "The ticketing platform's regional core")]
+pub struct Config {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Used when no subcommand is given: `regional-core` alone means `regional-core serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(ServeArgs),
+    /// Create the database if it does not exist, apply pending migrations, and exit.
+    Migrate(DatabaseArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CORE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Apply pending migrations (creating the database if needed) before serving.
+    #[arg(long, env = "CORE_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub migrate: bool,
+    /// How long `/healthz` waits for the database before calling it down, in milliseconds.
+    #[arg(long, env = "CORE_HEALTH_TIMEOUT_MS", default_value_t = 1000)]
+    pub health_timeout_ms: u64,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+impl ServeArgs {
+    pub fn health_timeout(&self) -> Duration {
+        Duration::from_millis(self.health_timeout_ms)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL URL (may carry a password: it is never printed).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/ticketing",
+        hide_env_values = true
+    )]
+    pub database_url: DatabaseUrl,
+    /// Most connections the pool opens.
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
+    pub max_connections: u32,
+}
+
+/// A PostgreSQL URL whose `Debug` and `Display` hide the password.
+#[derive(Clone)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The full URL, password included: pass it to the driver, never to a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else { return "***".into() };
+        match rest.split_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+                None => self.0.clone(),
+            },
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("must be a postgres:// URL".into())
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_print() {
+        let url: DatabaseUrl = "postgres://core:s3cret@db.internal:5432/ticketing".parse().unwrap();
+        assert_eq!(url.to_string(), "postgres://core:***@db.internal:5432/ticketing");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert!(url.expose().contains("s3cret"));
+    }
+
+    #[test]
+    fn urls_without_password_print_as_is() {
+        let url: DatabaseUrl = "postgres://postgres@127.0.0.1/ticketing".parse().unwrap();
+        assert_eq!(url.to_string(), "postgres://postgres@127.0.0.1/ticketing");
+    }
+
+    #[test]
+    fn non_postgres_urls_are_refused() {
+        assert!("mysql://x@y/z".parse::<DatabaseUrl>().is_err());
+    }
+
+    #[test]
+    fn no_subcommand_means_serve_with_local_defaults() {
+        let config = Config::try_parse_from(["regional-core"]).unwrap();
+        assert!(config.command.is_none());
+        assert_eq!(config.serve.listen.to_string(), "127.0.0.1:8080");
+        assert!(config.serve.migrate);
+    }
+
+    #[test]
+    fn migrate_can_be_turned_off() {
+        let config = Config::try_parse_from(["regional-core", "serve", "--migrate", "false"]).unwrap();
+        let Some(Command::Serve(args)) = config.command else { panic!("expected serve") };
+        assert!(!args.migrate);
+    }
+}

@@ -1,0 +1,11 @@
+//! The regional core: the organizers' admin API, checkout, payments, fulfillment, check-in and
+//! reporting, on PostgreSQL. It never writes seat state: the inventory Durable Objects own it.
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+
+pub use app::{router, serve, AppState};
+pub use config::{Command, Config, DatabaseArgs, DatabaseUrl, ServeArgs};

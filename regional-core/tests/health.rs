@@ -1,0 +1,75 @@
+//! The core's `/healthz` and error bodies, served for real on a loopback port against PostgreSQL.
+
+use std::time::Duration;
+
+use regional_core::{db, router, AppState};
+use shared_types::{CoreHealth, HealthStatus, Problem, ProblemType};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+async fn spawn(pool: PgPool) -> String {
+    let state = AppState { db: pool, health_timeout: Duration::from_millis(1000) };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[sqlx::test]
+async fn healthz_reports_the_newest_applied_migration(pool: PgPool) {
+    let base = spawn(pool).await;
+    let resp = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let health: CoreHealth = resp.json().await.unwrap();
+    assert_eq!(health.status, HealthStatus::Ok);
+    assert_eq!(health.database.status, HealthStatus::Ok);
+    assert_eq!(health.database.migration_version, db::latest_known_migration());
+    assert!(health.database.migration_version.is_some());
+}
+
+#[sqlx::test(migrations = false)]
+async fn healthz_is_503_on_a_database_without_migrations(pool: PgPool) {
+    let base = spawn(pool).await;
+    let resp = reqwest::get(format!("{base}/healthz")).await.unwrap();
+    assert_eq!(resp.status(), 503);
+    let health: CoreHealth = resp.json().await.unwrap();
+    assert_eq!(health.database.status, HealthStatus::Down);
+    assert_eq!(health.database.detail.as_deref(), Some("migrations not applied"));
+}
+
+#[tokio::test]
+async fn healthz_is_503_and_prompt_when_the_database_is_unreachable() {
+    // Port 9 (discard) on loopback: nothing listens there, so every connection is refused.
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_lazy("postgres://postgres@127.0.0.1:9/none")
+        .unwrap();
+    let base = spawn(pool).await;
+    let resp = tokio::time::timeout(Duration::from_secs(5), reqwest::get(format!("{base}/healthz")))
+        .await
+        .expect("healthz must answer within its timeout, not hang")
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    let health: CoreHealth = resp.json().await.unwrap();
+    assert_eq!(health.status, HealthStatus::Down);
+    assert_eq!(health.database.status, HealthStatus::Down);
+    assert!(health.database.detail.is_some());
+}
+
+#[sqlx::test]
+async fn unknown_routes_and_methods_answer_problem_json(pool: PgPool) {
+    let base = spawn(pool).await;
+    let client = reqwest::Client::new();
+
+    let resp = client.get(format!("{base}/no/such/thing")).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let problem: Problem = resp.json().await.unwrap();
+    assert!(problem.is(ProblemType::NotFound));
+    assert_eq!(problem.instance.as_deref(), Some("/no/such/thing"));
+
+    let resp = client.delete(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let problem: Problem = resp.json().await.unwrap();
+    assert!(problem.is(ProblemType::MethodNotAllowed));
+}

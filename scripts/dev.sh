@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The run command: the whole stack on this machine.
+#   edge (Worker + Durable Objects in workerd, via wrangler dev)  http://127.0.0.1:8787
+#   regional core (against PostgreSQL, migrations applied)        http://127.0.0.1:8080
+# Ctrl-C stops everything it started. EDGE_PORT / CORE_PORT / DATABASE_URL override the defaults.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+EDGE_PORT="${EDGE_PORT:-8787}"
+CORE_PORT="${CORE_PORT:-8080}"
+export DATABASE_URL="${DATABASE_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/ticketing}"
+
+bash "$ROOT/scripts/bootstrap.sh" --no-kafka
+bash "$ROOT/scripts/dev-keys.sh"
+for port in "$EDGE_PORT" "$CORE_PORT"; do
+  port_open "$port" && die "port $port is already in use (another dev.sh?); set EDGE_PORT / CORE_PORT"
+done
+bash "$ROOT/scripts/build-worker.sh"
+timed "cargo build regional-core" cargo build -q -p regional-core
+mkdir -p "$LOCAL/logs"
+
+PIDS=()
+stop_all() {
+  trap - INT TERM EXIT
+  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+  done
+  log "stopped"
+}
+trap 'stop_all; exit 0' INT TERM
+trap stop_all EXIT
+
+log "starting the regional core on 127.0.0.1:$CORE_PORT (logs: $LOCAL/logs/core.log)"
+(
+  set -a && source "$LOCAL/core.env" && set +a
+  exec setsid "$CARGO_TARGET_DIR/debug/regional-core" serve --listen "127.0.0.1:$CORE_PORT"
+) >"$LOCAL/logs/core.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$CORE_PORT/healthz" 60 || { tail -n 30 "$LOCAL/logs/core.log"; die "the core did not start"; }
+
+log "starting the edge (wrangler dev) on 127.0.0.1:$EDGE_PORT (logs: $LOCAL/logs/edge.log)"
+(
+  cd "$ROOT"
+  exec setsid wrangler dev --ip 127.0.0.1 --port "$EDGE_PORT" --inspector-port 0 \
+    --persist-to "$LOCAL/wrangler-state" --env-file "$LOCAL/edge.env" \
+    --var "CORE_URL:http://127.0.0.1:$CORE_PORT" --show-interactive-dev-session=false --log-level info
+) >"$LOCAL/logs/edge.log" 2>&1 </dev/null &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$EDGE_PORT/healthz" 90 || { tail -n 30 "$LOCAL/logs/edge.log"; die "the edge did not start"; }
+
+cat <<MSG
+
+  edge (buyers)      http://127.0.0.1:$EDGE_PORT
+  health chain       http://127.0.0.1:$EDGE_PORT/healthz
+  regional core      http://127.0.0.1:$CORE_PORT   (health: /healthz)
+  database           ${DATABASE_URL%%\?*}
+  logs               $LOCAL/logs/
+
+MSG
+curl -s "http://127.0.0.1:$EDGE_PORT/healthz" || true
+printf '\n\nPress Ctrl-C to stop.\n'
+
+# Stay up while both run; if either exits, stop the other and say so.
+set +e
+wait -n "${PIDS[@]}"
+log "a service exited; see $LOCAL/logs/"
+exit 1

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The test command: every test, on the real parts. Exits non-zero on any failure.
+#   1. lint:     cargo fmt --check, cargo clippy --all-targets -D warnings
+#   2. host:     unit, property and PostgreSQL tests of every crate (cargo nextest)
+#   3. workerd:  the compiled Worker and its Durable Objects in workerd (node --test + miniflare)
+#   4. e2e:      the real stack (core binary + wrangler dev + PostgreSQL + Kafka broker)
+# Options: --only lint|host|workerd|e2e runs one stage (after the bootstrap).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ONLY=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --only) ONLY=$2; shift 2 ;;
+    *) die "unknown option $1" ;;
+  esac
+done
+want() { [ -z "$ONLY" ] || [ "$ONLY" = "$1" ]; }
+
+started=$(date +%s)
+bash "$ROOT/scripts/bootstrap.sh"
+cd "$ROOT"
+
+PG_SERVER="postgres://$PGUSER@$PGHOST:$PGPORT"
+# #[sqlx::test] creates (and drops) one database per test on this server.
+export DATABASE_URL="$PG_SERVER/postgres"
+# Every stage builds the same package set (--workspace) so that features unify identically and
+# nothing is compiled twice; filters pick the tests.
+NEXTEST=(cargo nextest run --locked --workspace --no-fail-fast)
+
+KAFKA_PORT="${KAFKA_PORT:-19092}"
+cleanup() { KAFKA_PORT=$KAFKA_PORT bash "$ROOT/scripts/kafka.sh" stop >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+
+if want lint; then
+  timed "fmt" cargo fmt --all -- --check
+  timed "clippy" cargo clippy --locked --workspace --all-targets -- -D warnings
+fi
+if want host; then
+  timed "host tests" "${NEXTEST[@]}" -E 'not package(e2e)'
+fi
+if want workerd || want e2e; then
+  timed "worker build" bash "$ROOT/scripts/build-worker.sh"
+fi
+if want workerd; then
+  timed "workerd tests" node --test --test-concurrency=1 'tests/workerd/*.test.mjs'
+fi
+if want e2e; then
+  timed "binaries build" cargo build --locked -q --workspace --bins
+  KAFKA_PORT=$KAFKA_PORT timed "kafka start" bash "$ROOT/scripts/kafka.sh" start
+  E2E_CORE_BIN="$CARGO_TARGET_DIR/debug/regional-core" E2E_DATABASE_SERVER="$PG_SERVER" \
+    KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" timed "e2e tests" "${NEXTEST[@]}" -E 'package(e2e)'
+fi
+log "all tests passed in $(($(date +%s) - started)) s"

@@ -1,0 +1,10 @@
+//! The contract between the edge (Workers and Durable Objects) and the regional core.
+//!
+//! Everything here is plain data and pure functions: no I/O, no clocks, no randomness, so that it
+//! compiles unchanged for the host and for `wasm32-unknown-unknown` and is tested on the host.
+
+pub mod health;
+pub mod problem;
+
+pub use health::{CoreHealth, HealthReport, HealthStatus, Tier, TierReport};
+pub use problem::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};

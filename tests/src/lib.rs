@@ -1,0 +1,160 @@
+//! The end-to-end harness: starts the real regional core binary and the real edge Worker in
+//! workerd (wrangler dev) on free loopback ports, against the local PostgreSQL, and stops them
+//! (whole process groups) when dropped. `scripts/test.sh` builds everything first and sets:
+//!
+//! - `E2E_CORE_BIN`: the `regional-core` binary;
+//! - `E2E_DATABASE_SERVER`: a PostgreSQL URL without database name (`postgres://postgres@127.0.0.1:5432`).
+//!
+//! `wrangler` must be on `PATH` (scripts/lib.sh puts it there) and the Worker built in
+//! `edge-worker/build/`.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name)
+        .unwrap_or_else(|_| panic!("{name} is not set: run the end-to-end tests through scripts/test.sh"))
+}
+
+/// A loopback port that nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// A process group started by the harness; dropping it stops the whole group.
+pub struct Service {
+    name: &'static str,
+    child: Child,
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl Service {
+    /// `http://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The last lines of the service's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Stops the service and waits for it to exit.
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).stderr(Stdio::null()).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        let _ = self.child.wait();
+    }
+
+    /// Waits until `path` answers HTTP (any status), or fails with the service's log.
+    pub async fn wait_ready(&self, path: &str, within: Duration) {
+        let client = reqwest::Client::new();
+        let url = format!("{}{path}", self.url());
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if client.get(&url).timeout(Duration::from_secs(3)).send().await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("{} did not answer on {url} within {within:?}; its log:\n{}", self.name, self.log_tail());
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(name: &'static str, mut cmd: Command, port: u16, log_dir: &std::path::Path) -> Service {
+    std::fs::create_dir_all(log_dir).expect("log dir");
+    let log = log_dir.join(format!("{name}-{port}.log"));
+    let out = std::fs::File::create(&log).expect("log file");
+    let err = out.try_clone().expect("log file");
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+    Service { name, child, port, log }
+}
+
+/// A scratch directory for one test's logs and state, under the target directory.
+pub fn scratch_dir(test: &str) -> PathBuf {
+    let base =
+        std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| repo_root().join("target"));
+    let dir = base.join("e2e").join(format!("{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A database name of its own for one test, dropped by [`drop_database`].
+pub fn database_url(name: &str) -> String {
+    format!("{}/{name}", required_env("E2E_DATABASE_SERVER").trim_end_matches('/'))
+}
+
+/// Drops a test database (best effort: the server may be gone in a fault test).
+pub fn drop_database(name: &str) {
+    let server = required_env("E2E_DATABASE_SERVER");
+    let _ = Command::new("psql")
+        .args([
+            &format!("{server}/postgres"),
+            "-qc",
+            &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Starts the regional core on `port` against `database_url`, applying migrations first when
+/// `migrate` is true.
+pub fn start_core(port: u16, database_url: &str, migrate: bool, log_dir: &std::path::Path) -> Service {
+    let mut cmd = Command::new(required_env("E2E_CORE_BIN"));
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--migrate", &migrate.to_string()])
+        .env("DATABASE_URL", database_url)
+        .env("CORE_HEALTH_TIMEOUT_MS", "1000")
+        .env("RUST_LOG", "info");
+    spawn("core", cmd, port, log_dir)
+}
+
+/// Starts the edge Worker and its Durable Objects in workerd (wrangler dev) on `port`, talking to
+/// the core at `core_url`, keeping Durable Object storage under `state_dir`.
+pub fn start_edge(
+    port: u16,
+    core_url: &str,
+    state_dir: &std::path::Path,
+    log_dir: &std::path::Path,
+) -> Service {
+    let mut cmd = Command::new("wrangler");
+    cmd.current_dir(repo_root())
+        .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", "0"])
+        .args(["--show-interactive-dev-session=false", "--log-level", "info"])
+        .arg("--persist-to")
+        .arg(state_dir)
+        .args(["--var", &format!("CORE_URL:{core_url}"), "--var", "HEALTH_TIMEOUT_MS:1500"])
+        .env("WRANGLER_SEND_METRICS", "false");
+    spawn("edge", cmd, port, log_dir)
+}
