@@ -11,7 +11,7 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${TICKETING_CACHE:-$HOME/.cache/ticketing}"
 # Per-clone local state (dev keys, wrangler's DO storage, logs): inside the clone, git-ignored.
-LOCAL="$ROOT/.local"
+LOCAL="${TICKETING_LOCAL:-$ROOT/.local}"
 
 NODE_VERSION=22.23.3
 WORKER_BUILD_VERSION=0.8.7

@@ -18,7 +18,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     match answer {
         Ok(resp) => Ok(resp),
         Err(e) => {
-            worker::console_error!("{} {path}: {e}", "unhandled error");
+            worker::console_error!("unhandled error on {path}: {e}");
             http::problem_of(ProblemType::Internal, "the edge could not complete this request", &path)
         }
     }

@@ -4,7 +4,10 @@
 //! compiles unchanged for the host and for `wasm32-unknown-unknown` and is tested on the host.
 
 pub mod health;
+pub mod ids;
+pub mod inventory;
 pub mod problem;
+pub mod token;
 
 pub use health::{CoreHealth, HealthReport, HealthStatus, Tier, TierReport};
 pub use problem::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};

@@ -1,0 +1,383 @@
+//! What an event sells: its seat map (sections, rows, seats with coordinates, accessibility and
+//! price zone), its general-admission tiers, prices in minor units, and the hold settings. The
+//! core sends an [`Inventory`] to the event's inventory object; [`Inventory::validate`] is the one
+//! place its rules live, and an object never stores an inventory that fails it.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{EventId, SeatId, SectionId, TierId, ZoneId};
+
+/// Most seats one inventory object holds; larger venues are sharded by section.
+pub const MAX_SEATS_PER_INVENTORY: usize = 100_000;
+/// Most places one GA tier has.
+pub const MAX_GA_CAPACITY: u32 = 1_000_000;
+
+/// An ISO 4217 currency code (three capital letters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Currency([u8; 3]);
+
+impl Currency {
+    pub fn parse(s: &str) -> Result<Self, FieldError> {
+        match s.as_bytes() {
+            [a, b, c] if [a, b, c].iter().all(|x| x.is_ascii_uppercase()) => Ok(Self([*a, *b, *c])),
+            _ => Err(FieldError::new("currency", "must be an ISO 4217 code such as EUR or USD")),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII capitals are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or("XXX")
+    }
+}
+
+impl TryFrom<String> for Currency {
+    type Error = FieldError;
+    fn try_from(s: String) -> Result<Self, FieldError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<Currency> for String {
+    fn from(c: Currency) -> String {
+        c.as_str().to_owned()
+    }
+}
+
+impl fmt::Display for Currency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An amount in the currency's minor unit (cents for EUR), never a float.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Money {
+    pub amount_minor: i64,
+    pub currency: Currency,
+}
+
+/// Accessibility features of a seat, for buyers who need them and for the seat-map page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Accessibility {
+    Wheelchair,
+    Companion,
+    EasyAccess,
+    HearingLoop,
+    LimitedView,
+}
+
+/// One seat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Seat {
+    /// Unique within the event (for example `A-12-7`).
+    pub id: SeatId,
+    /// What the buyer reads on the ticket (`7`).
+    pub label: String,
+    /// Position for drawing the seat map, in the venue's own units.
+    pub x: f32,
+    pub y: f32,
+    pub zone: ZoneId,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accessibility: Vec<Accessibility>,
+    /// An aisle (or any gap) follows this seat: it is not adjacent to the next one in the row.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub aisle_after: bool,
+}
+
+/// A row: its seats in physical order, so that neighbours in the list sit side by side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub label: String,
+    pub seats: Vec<Seat>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Section {
+    pub id: SectionId,
+    pub name: String,
+    pub rows: Vec<Row>,
+}
+
+/// A price zone: every seat in it costs the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceZone {
+    pub id: ZoneId,
+    pub name: String,
+    pub price: Money,
+}
+
+/// A general-admission tier: a number of interchangeable places.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GaTier {
+    pub id: TierId,
+    pub name: String,
+    pub capacity: u32,
+    pub price: Money,
+}
+
+/// The seat map of one event (or of one shard of it).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeatMap {
+    #[serde(default)]
+    pub sections: Vec<Section>,
+    #[serde(default)]
+    pub zones: Vec<PriceZone>,
+    #[serde(default)]
+    pub ga_tiers: Vec<GaTier>,
+}
+
+impl SeatMap {
+    /// Every seat, section by section, row by row, in order.
+    pub fn seats(&self) -> impl Iterator<Item = (&Section, &Row, &Seat)> {
+        self.sections
+            .iter()
+            .flat_map(|s| s.rows.iter().flat_map(move |r| r.seats.iter().map(move |x| (s, r, x))))
+    }
+
+    pub fn seat_count(&self) -> usize {
+        self.sections.iter().flat_map(|s| &s.rows).map(|r| r.seats.len()).sum()
+    }
+}
+
+/// How holds behave for an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HoldSettings {
+    /// How long a hold lasts before it expires by itself.
+    pub hold_seconds: u32,
+    /// How much longer the core may extend a hold, once, for checkout.
+    pub extension_seconds: u32,
+    /// Most tickets one visitor may hold and buy for the event, together.
+    pub max_tickets_per_visitor: u32,
+}
+
+impl Default for HoldSettings {
+    fn default() -> Self {
+        Self { hold_seconds: 600, extension_seconds: 600, max_tickets_per_visitor: 8 }
+    }
+}
+
+/// Everything an inventory object needs to sell an event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    pub event: EventId,
+    /// The core's version of this definition; an object refuses an older one than it holds.
+    pub version: u64,
+    pub currency: Currency,
+    pub seat_map: SeatMap,
+    #[serde(default)]
+    pub settings: HoldSettings,
+}
+
+/// One thing wrong with a request body, naming the field (a JSON path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { field: field.into(), message: message.into() }
+    }
+}
+
+impl Inventory {
+    /// Checks every rule of a definition; returns all violations at once, each naming its field.
+    pub fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut err = |field: String, message: &str| errors.push(FieldError::new(field, message));
+        let map = &self.seat_map;
+
+        let s = &self.settings;
+        if !(60..=3600).contains(&s.hold_seconds) {
+            err("settings.hold_seconds".into(), "must be between 60 and 3600");
+        }
+        if s.extension_seconds > 3600 {
+            err("settings.extension_seconds".into(), "must be at most 3600");
+        }
+        if !(1..=50).contains(&s.max_tickets_per_visitor) {
+            err("settings.max_tickets_per_visitor".into(), "must be between 1 and 50");
+        }
+
+        let mut zone_ids = HashSet::new();
+        for (i, z) in map.zones.iter().enumerate() {
+            if !zone_ids.insert(&z.id) {
+                err(format!("seat_map.zones[{i}].id"), "duplicate zone id");
+            }
+            check_name(&z.name, format!("seat_map.zones[{i}].name"), &mut err);
+            check_price(&z.price, self.currency, format!("seat_map.zones[{i}].price"), &mut err);
+        }
+        let mut tier_ids = HashSet::new();
+        for (i, t) in map.ga_tiers.iter().enumerate() {
+            if !tier_ids.insert(&t.id) {
+                err(format!("seat_map.ga_tiers[{i}].id"), "duplicate tier id");
+            }
+            check_name(&t.name, format!("seat_map.ga_tiers[{i}].name"), &mut err);
+            if !(1..=MAX_GA_CAPACITY).contains(&t.capacity) {
+                err(format!("seat_map.ga_tiers[{i}].capacity"), "must be between 1 and 1000000");
+            }
+            check_price(&t.price, self.currency, format!("seat_map.ga_tiers[{i}].price"), &mut err);
+        }
+
+        let mut section_ids = HashSet::new();
+        let mut seat_ids = HashSet::new();
+        for (si, section) in map.sections.iter().enumerate() {
+            let at = format!("seat_map.sections[{si}]");
+            if !section_ids.insert(&section.id) {
+                err(format!("{at}.id"), "duplicate section id");
+            }
+            check_name(&section.name, format!("{at}.name"), &mut err);
+            for (ri, row) in section.rows.iter().enumerate() {
+                let at = format!("{at}.rows[{ri}]");
+                check_name(&row.label, format!("{at}.label"), &mut err);
+                if row.seats.is_empty() {
+                    err(format!("{at}.seats"), "a row needs at least one seat");
+                }
+                for (i, seat) in row.seats.iter().enumerate() {
+                    let at = format!("{at}.seats[{i}]");
+                    if !seat_ids.insert(&seat.id) {
+                        err(format!("{at}.id"), "duplicate seat id");
+                    }
+                    check_name(&seat.label, format!("{at}.label"), &mut err);
+                    if !zone_ids.contains(&seat.zone) {
+                        err(format!("{at}.zone"), "no such price zone");
+                    }
+                    if !(seat.x.is_finite() && seat.y.is_finite()) {
+                        err(format!("{at}.x"), "coordinates must be finite numbers");
+                    }
+                }
+            }
+        }
+        if seat_ids.len() > MAX_SEATS_PER_INVENTORY {
+            err("seat_map.sections".into(), "too many seats for one inventory object: shard by section");
+        }
+        if seat_ids.is_empty() && map.ga_tiers.is_empty() {
+            err("seat_map".into(), "an inventory needs at least one seat or general-admission tier");
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn check_name(name: &str, field: String, err: &mut impl FnMut(String, &str)) {
+    if name.trim().is_empty() || name.chars().count() > 100 {
+        err(field, "must be 1 to 100 characters");
+    }
+}
+
+fn check_price(price: &Money, currency: Currency, field: String, err: &mut impl FnMut(String, &str)) {
+    if price.currency != currency {
+        err(format!("{field}.currency"), "must be the event's currency");
+    }
+    if price.amount_minor < 0 {
+        err(format!("{field}.amount_minor"), "must not be negative");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A small valid inventory: `sections` × `rows` × `seats` in one zone, plus one GA tier.
+    pub fn sample(sections: usize, rows: usize, seats: usize) -> Inventory {
+        let eur = Currency::parse("EUR").unwrap();
+        let zone = ZoneId::parse("std").unwrap();
+        Inventory {
+            event: EventId::parse("evt_1").unwrap(),
+            version: 1,
+            currency: eur,
+            seat_map: SeatMap {
+                sections: (0..sections)
+                    .map(|s| Section {
+                        id: SectionId::parse(&format!("S{s}")).unwrap(),
+                        name: format!("Section {s}"),
+                        rows: (0..rows)
+                            .map(|r| Row {
+                                label: format!("{r}"),
+                                seats: (0..seats)
+                                    .map(|n| Seat {
+                                        id: SeatId::parse(&format!("S{s}-{r}-{n}")).unwrap(),
+                                        label: format!("{n}"),
+                                        x: n as f32,
+                                        y: r as f32,
+                                        zone: zone.clone(),
+                                        accessibility: vec![],
+                                        aisle_after: false,
+                                    })
+                                    .collect(),
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+                zones: vec![PriceZone {
+                    id: zone.clone(),
+                    name: "Standard".into(),
+                    price: Money { amount_minor: 4500, currency: eur },
+                }],
+                ga_tiers: vec![GaTier {
+                    id: TierId::parse("floor").unwrap(),
+                    name: "Floor".into(),
+                    capacity: 100,
+                    price: Money { amount_minor: 3000, currency: eur },
+                }],
+            },
+            settings: HoldSettings::default(),
+        }
+    }
+
+    #[test]
+    fn a_sample_inventory_is_valid_and_round_trips() {
+        let inv = sample(2, 3, 4);
+        assert_eq!(inv.validate(), Ok(()));
+        assert_eq!(inv.seat_map.seat_count(), 24);
+        let json = serde_json::to_string(&inv).unwrap();
+        assert_eq!(serde_json::from_str::<Inventory>(&json).unwrap(), inv);
+    }
+
+    #[test]
+    fn every_violation_is_reported_with_its_field() {
+        let mut inv = sample(1, 1, 2);
+        let dup = inv.seat_map.sections[0].rows[0].seats[0].id.clone();
+        inv.seat_map.sections[0].rows[0].seats[1].id = dup;
+        inv.seat_map.sections[0].rows[0].seats[1].zone = ZoneId::parse("vip").unwrap();
+        inv.seat_map.ga_tiers[0].capacity = 0;
+        inv.seat_map.zones[0].price.currency = Currency::parse("USD").unwrap();
+        inv.settings.hold_seconds = 5;
+        let fields: Vec<String> = inv.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+        for want in [
+            "settings.hold_seconds",
+            "seat_map.zones[0].price.currency",
+            "seat_map.ga_tiers[0].capacity",
+            "seat_map.sections[0].rows[0].seats[1].id",
+            "seat_map.sections[0].rows[0].seats[1].zone",
+        ] {
+            assert!(fields.iter().any(|f| f == want), "{want} missing from {fields:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_inventory_is_refused() {
+        let mut inv = sample(0, 0, 0);
+        inv.seat_map.ga_tiers.clear();
+        assert_eq!(inv.validate().unwrap_err()[0].field, "seat_map");
+    }
+
+    #[test]
+    fn currencies_are_iso_codes() {
+        assert!(Currency::parse("EUR").is_ok());
+        for bad in ["eur", "EURO", "E1R", ""] {
+            assert!(Currency::parse(bad).is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<Money>(r#"{"amount_minor":1,"currency":"usd"}"#).is_err());
+    }
+}
