@@ -4,5 +4,6 @@
 
 pub mod health_probe;
 pub mod http;
+pub mod inventory;
 
 pub use health_probe::{HealthProbe, ProbeReadBack, ProbeWrite};

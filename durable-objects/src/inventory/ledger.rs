@@ -1,0 +1,938 @@
+//! The hold ledger: the rules of seat state for one inventory (an event, or one shard of it).
+//!
+//! Pure: no I/O, no clock, no randomness — the caller passes the time and the new hold's id. Every
+//! operation either changes nothing and returns an error, or applies completely and reports which
+//! holds it touched (so the Durable Object can persist exactly those before it answers). The
+//! invariants it keeps: a seat is in at most one live hold and sold at most once; a GA tier never
+//! has more held + sold than its capacity; a visitor never holds + owns more than the limit.
+
+use std::collections::{BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use shared_types::ids::{EventId, HoldId, SeatId, SectionId, TierId, VisitorId, ZoneId};
+use shared_types::inventory::{Accessibility, HoldSettings, Inventory};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// How long the answer to an idempotency key is remembered.
+pub const IDEMPOTENCY_RETENTION_MS: Millis = 60 * 60 * 1000;
+/// How long an ended (released or expired) hold is remembered, so that a retried release or a late
+/// confirm gets a precise answer instead of "not found".
+pub const ENDED_HOLD_RETENTION_MS: Millis = 60 * 60 * 1000;
+/// Longest idempotency key accepted.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// Most seats or places one hold may ask for, whatever the event's limit.
+pub const MAX_HOLD_QUANTITY: u32 = 50;
+
+/// What a buyer asks to hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum HoldRequest {
+    /// Exactly these seats, all or nothing.
+    Seats { seats: Vec<SeatId> },
+    /// The best `quantity` available seats, in one section and/or zone when given; adjacent in
+    /// one row when possible.
+    BestAvailable {
+        quantity: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        section: Option<SectionId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        zone: Option<ZoneId>,
+        /// Only seats with this accessibility feature.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accessibility: Option<Accessibility>,
+    },
+    /// `quantity` places of a general-admission tier.
+    GeneralAdmission { tier: TierId, quantity: u32 },
+}
+
+impl HoldRequest {
+    /// A stable fingerprint of the request body, for idempotency (FNV-1a over canonical JSON).
+    pub fn fingerprint(&self) -> u64 {
+        let bytes = serde_json::to_vec(self).unwrap_or_default();
+        bytes
+            .iter()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+    }
+}
+
+/// Where a hold is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldState {
+    /// Holding its seats until `expires_at`.
+    Held,
+    /// Sold: its seats are taken for good (unless returned after a refund).
+    Sold,
+    /// Given back before expiry by the buyer or the core.
+    Released,
+    /// Reached its expiry without being sold.
+    Expired,
+}
+
+/// General-admission places in a hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GaPlaces {
+    pub tier: TierId,
+    pub quantity: u32,
+}
+
+/// A hold, as stored and as reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub id: HoldId,
+    pub visitor: VisitorId,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seats: Vec<SeatId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ga: Option<GaPlaces>,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+    /// The one extension for checkout has been used.
+    pub extended: bool,
+    pub state: HoldState,
+    /// When it was sold, released or expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<Millis>,
+    /// Seats of a sold hold given back after a refund.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub returned_seats: Vec<SeatId>,
+    /// GA places of a sold hold given back after a refund.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub returned_ga: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl Hold {
+    /// Tickets this hold counts against its visitor's limit right now.
+    pub fn tickets(&self) -> u32 {
+        match self.state {
+            HoldState::Held => self.seats.len() as u32 + self.ga.as_ref().map_or(0, |g| g.quantity),
+            HoldState::Sold => {
+                (self.seats.len() - self.returned_seats.len()) as u32
+                    + self.ga.as_ref().map_or(0, |g| g.quantity - self.returned_ga)
+            }
+            HoldState::Released | HoldState::Expired => 0,
+        }
+    }
+}
+
+/// Why an operation was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+pub enum HoldError {
+    #[error("no such seat {seat}")]
+    UnknownSeat { seat: SeatId },
+    #[error("no such section {section}")]
+    UnknownSection { section: SectionId },
+    #[error("no such price zone {zone}")]
+    UnknownZone { zone: ZoneId },
+    #[error("no such tier {tier}")]
+    UnknownTier { tier: TierId },
+    #[error("the request names no seat, or a quantity outside 1..={max}")]
+    BadQuantity { max: u32 },
+    #[error("seat {seat} is named twice")]
+    DuplicateSeat { seat: SeatId },
+    #[error("seats already held or sold: {seats:?}")]
+    SeatsUnavailable { seats: Vec<SeatId> },
+    #[error("only {available} available, {requested} requested")]
+    NotEnoughAvailable { requested: u32, available: u32 },
+    #[error("the limit is {limit} tickets per buyer; {current} already held or bought")]
+    LimitExceeded { limit: u32, current: u32, requested: u32 },
+    #[error("this idempotency key was used with a different request")]
+    IdempotencyConflict,
+    #[error("the idempotency key must be 1 to 128 visible ASCII characters")]
+    BadIdempotencyKey,
+    #[error("no such hold")]
+    HoldNotFound,
+    #[error("the hold belongs to another visitor")]
+    NotYourHold,
+    #[error("the hold expired")]
+    HoldExpired,
+    #[error("the hold was released")]
+    HoldReleased,
+    #[error("the hold is already sold")]
+    HoldSold,
+    #[error("the hold was already extended once")]
+    AlreadyExtended,
+    #[error("the hold is not sold")]
+    NotSold,
+    #[error("seat {seat} is not part of this sale or was already returned")]
+    NotReturnable { seat: SeatId },
+    #[error("the inventory is for event {found}, this object serves {expected}")]
+    WrongEvent { expected: EventId, found: EventId },
+    #[error("inventory version {offered} is not newer than the current {current}")]
+    StaleInventory { current: u64, offered: u64 },
+    #[error("the update would remove or shrink what is held or sold: {detail}")]
+    UpdateWouldDisturbHolds { detail: String },
+}
+
+/// The answer to a successful placement (what the edge turns into a hold token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placed {
+    pub hold: Hold,
+    /// True when this is the remembered answer to a repeated idempotency key.
+    pub replayed: bool,
+}
+
+/// Who asks to release a hold: a buyer may only release their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Releaser<'a> {
+    Visitor(&'a VisitorId),
+    Core,
+}
+
+/// Counts for one section, zone or tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub capacity: u32,
+    pub available: u32,
+    pub held: u32,
+    pub sold: u32,
+}
+
+/// What buyers may see: which seats and how many places are available. Its `version` grows with
+/// every change, so caches can tell which of two snapshots is newer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Availability {
+    pub event: EventId,
+    pub version: u64,
+    pub inventory_version: u64,
+    /// One character per seat, in seat-map order: `a` available, `h` held, `s` sold.
+    pub seats: String,
+    pub sections: Vec<(SectionId, Counts)>,
+    pub tiers: Vec<(TierId, Counts)>,
+}
+
+/// Operational figures for the operator and reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub holds_placed: u64,
+    pub holds_released: u64,
+    pub holds_expired: u64,
+    pub holds_sold: u64,
+    pub live_holds: u64,
+    /// How late expiries ran compared with the holds' expiry times.
+    pub expiry_lateness_max_ms: Millis,
+    pub expiry_lateness_total_ms: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SeatState {
+    Free,
+    Held,
+    Sold,
+}
+
+#[derive(Debug, Clone)]
+struct SeatEntry {
+    id: SeatId,
+    section: u32,
+    zone: u32,
+    accessibility: Vec<Accessibility>,
+    /// Not adjacent to the next seat in its row.
+    gap_after: bool,
+    state: SeatState,
+}
+
+#[derive(Debug, Clone)]
+struct TierEntry {
+    id: TierId,
+    capacity: u32,
+    held: u32,
+    sold: u32,
+}
+
+#[derive(Debug, Clone)]
+struct IdempotencyRecord {
+    fingerprint: u64,
+    answer: Result<Hold, HoldError>,
+}
+
+/// The ledger of one inventory object.
+#[derive(Debug, Clone)]
+pub struct Ledger {
+    event: EventId,
+    inventory_version: u64,
+    settings: HoldSettings,
+    seats: Vec<SeatEntry>,
+    seat_index: HashMap<SeatId, u32>,
+    /// Seat index ranges of each row, in seat-map order (rows are where adjacency lives).
+    rows: Vec<std::ops::Range<u32>>,
+    sections: Vec<SectionId>,
+    zones: Vec<ZoneId>,
+    tiers: Vec<TierEntry>,
+    holds: HashMap<HoldId, Hold>,
+    /// Live holds by expiry, earliest first.
+    expiries: BTreeSet<(Millis, HoldId)>,
+    /// Ended (released or expired) holds by end time, for pruning.
+    ended: BTreeSet<(Millis, HoldId)>,
+    tickets_by_visitor: HashMap<VisitorId, u32>,
+    idempotency: HashMap<(VisitorId, String), IdempotencyRecord>,
+    idempotency_by_age: BTreeSet<(Millis, VisitorId, String)>,
+    version: u64,
+    stats: Stats,
+}
+
+impl Ledger {
+    /// A ledger for a validated inventory, with nothing held or sold.
+    pub fn new(inventory: &Inventory) -> Self {
+        let mut ledger = Self {
+            event: inventory.event.clone(),
+            inventory_version: 0,
+            settings: inventory.settings,
+            seats: Vec::new(),
+            seat_index: HashMap::new(),
+            rows: Vec::new(),
+            sections: Vec::new(),
+            zones: Vec::new(),
+            tiers: Vec::new(),
+            holds: HashMap::new(),
+            expiries: BTreeSet::new(),
+            ended: BTreeSet::new(),
+            tickets_by_visitor: HashMap::new(),
+            idempotency: HashMap::new(),
+            idempotency_by_age: BTreeSet::new(),
+            version: 0,
+            stats: Stats::default(),
+        };
+        ledger.load_inventory(inventory);
+        ledger
+    }
+
+    /// Rebuilds a ledger from its inventory and stored holds (after a restart). Holds that are
+    /// `Held` but past expiry stay held until the next [`Ledger::expire_due`], which the object's
+    /// alarm runs at once.
+    pub fn restore(
+        inventory: &Inventory,
+        holds: impl IntoIterator<Item = Hold>,
+        version: u64,
+        stats: Stats,
+    ) -> Result<Self, HoldError> {
+        let mut ledger = Self::new(inventory);
+        for hold in holds {
+            ledger.apply_hold_effects(&hold, 1)?;
+            ledger.index_hold(&hold);
+            ledger.holds.insert(hold.id.clone(), hold);
+        }
+        ledger.version = version;
+        ledger.stats = Stats { live_holds: ledger.expiries.len() as u64, ..stats };
+        Ok(ledger)
+    }
+
+    fn load_inventory(&mut self, inventory: &Inventory) {
+        let map = &inventory.seat_map;
+        self.zones = map.zones.iter().map(|z| z.id.clone()).collect();
+        self.sections = map.sections.iter().map(|s| s.id.clone()).collect();
+        let zone_of: HashMap<&ZoneId, u32> =
+            self.zones.iter().enumerate().map(|(i, z)| (z, i as u32)).collect();
+        let old_states: HashMap<SeatId, SeatState> =
+            self.seats.drain(..).filter(|s| s.state != SeatState::Free).map(|s| (s.id, s.state)).collect();
+        self.seat_index.clear();
+        self.rows.clear();
+        for (si, section) in map.sections.iter().enumerate() {
+            for row in &section.rows {
+                let start = self.seats.len() as u32;
+                for seat in &row.seats {
+                    self.seat_index.insert(seat.id.clone(), self.seats.len() as u32);
+                    self.seats.push(SeatEntry {
+                        id: seat.id.clone(),
+                        section: si as u32,
+                        zone: zone_of.get(&seat.zone).copied().unwrap_or(0),
+                        accessibility: seat.accessibility.clone(),
+                        gap_after: seat.aisle_after,
+                        state: old_states.get(&seat.id).copied().unwrap_or(SeatState::Free),
+                    });
+                }
+                self.rows.push(start..self.seats.len() as u32);
+            }
+        }
+        let old_tiers: HashMap<TierId, (u32, u32)> =
+            self.tiers.drain(..).map(|t| (t.id, (t.held, t.sold))).collect();
+        self.tiers = map
+            .ga_tiers
+            .iter()
+            .map(|t| {
+                let (held, sold) = old_tiers.get(&t.id).copied().unwrap_or((0, 0));
+                TierEntry { id: t.id.clone(), capacity: t.capacity, held, sold }
+            })
+            .collect();
+        self.settings = inventory.settings;
+        self.inventory_version = inventory.version;
+    }
+
+    /// Replaces the inventory definition (new prices, seats, settings) without disturbing holds:
+    /// refused if it is older, for another event, or would drop a held or sold seat or shrink a
+    /// tier below what is held and sold. Live holds keep their expiry.
+    pub fn update_inventory(&mut self, inventory: &Inventory) -> Result<(), HoldError> {
+        if inventory.event != self.event {
+            return Err(HoldError::WrongEvent {
+                expected: self.event.clone(),
+                found: inventory.event.clone(),
+            });
+        }
+        if inventory.version <= self.inventory_version {
+            return Err(HoldError::StaleInventory {
+                current: self.inventory_version,
+                offered: inventory.version,
+            });
+        }
+        let new_seats: std::collections::HashSet<&SeatId> =
+            inventory.seat_map.seats().map(|(_, _, s)| &s.id).collect();
+        let dropped: Vec<&SeatId> = self
+            .seats
+            .iter()
+            .filter(|s| s.state != SeatState::Free && !new_seats.contains(&s.id))
+            .map(|s| &s.id)
+            .collect();
+        if !dropped.is_empty() {
+            return Err(HoldError::UpdateWouldDisturbHolds {
+                detail: format!("seats {dropped:?} are held or sold"),
+            });
+        }
+        for tier in &self.tiers {
+            let in_use = tier.held + tier.sold;
+            let capacity = inventory.seat_map.ga_tiers.iter().find(|t| t.id == tier.id).map(|t| t.capacity);
+            if in_use > 0 && capacity.is_none_or(|c| c < in_use) {
+                return Err(HoldError::UpdateWouldDisturbHolds {
+                    detail: format!("tier {} has {in_use} places held or sold", tier.id),
+                });
+            }
+        }
+        self.load_inventory(inventory);
+        self.version += 1;
+        Ok(())
+    }
+
+    pub fn event(&self) -> &EventId {
+        &self.event
+    }
+
+    pub fn settings(&self) -> HoldSettings {
+        self.settings
+    }
+
+    pub fn inventory_version(&self) -> u64 {
+        self.inventory_version
+    }
+
+    /// The availability version: grows by one with every change buyers can see.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn hold(&self, id: &HoldId) -> Option<&Hold> {
+        self.holds.get(id)
+    }
+
+    /// The earliest expiry among live holds: when the object's alarm must fire next.
+    pub fn next_expiry(&self) -> Option<Millis> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// Tickets the visitor currently holds or owns.
+    pub fn tickets_of(&self, visitor: &VisitorId) -> u32 {
+        self.tickets_by_visitor.get(visitor).copied().unwrap_or(0)
+    }
+
+    /// Places a hold, all or nothing. With an idempotency key, a repeat of the same request gets
+    /// the same answer (success or refusal); a different request under the same key is refused.
+    pub fn place_hold(
+        &mut self,
+        visitor: &VisitorId,
+        idempotency_key: Option<&str>,
+        request: &HoldRequest,
+        now: Millis,
+        new_id: HoldId,
+    ) -> Result<Placed, HoldError> {
+        let Some(key) = idempotency_key else {
+            return self
+                .place_new(visitor, request, now, new_id)
+                .map(|hold| Placed { hold, replayed: false });
+        };
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(HoldError::BadIdempotencyKey);
+        }
+        let fingerprint = request.fingerprint();
+        let slot = (visitor.clone(), key.to_owned());
+        if let Some(record) = self.idempotency.get(&slot) {
+            if record.fingerprint != fingerprint {
+                return Err(HoldError::IdempotencyConflict);
+            }
+            return match &record.answer {
+                // The remembered hold, as it is now (it may have been sold or expired since).
+                Ok(hold) => {
+                    let current = self.holds.get(&hold.id).cloned().unwrap_or_else(|| hold.clone());
+                    Ok(Placed { hold: current, replayed: true })
+                }
+                Err(e) => Err(e.clone()),
+            };
+        }
+        let answer = self.place_new(visitor, request, now, new_id);
+        self.idempotency_by_age.insert((now, slot.0.clone(), slot.1.clone()));
+        self.idempotency.insert(slot, IdempotencyRecord { fingerprint, answer: answer.clone() });
+        answer.map(|hold| Placed { hold, replayed: false })
+    }
+
+    fn place_new(
+        &mut self,
+        visitor: &VisitorId,
+        request: &HoldRequest,
+        now: Millis,
+        id: HoldId,
+    ) -> Result<Hold, HoldError> {
+        if self.holds.contains_key(&id) {
+            // The caller's id generator repeated itself: refuse rather than overwrite a hold.
+            return Err(HoldError::IdempotencyConflict);
+        }
+        let (seats, ga) = match request {
+            HoldRequest::Seats { seats } => (self.pick_named(seats)?, None),
+            HoldRequest::BestAvailable { quantity, section, zone, accessibility } => {
+                (self.pick_best(*quantity, section.as_ref(), zone.as_ref(), *accessibility)?, None)
+            }
+            HoldRequest::GeneralAdmission { tier, quantity } => {
+                (Vec::new(), Some(self.pick_ga(tier, *quantity)?))
+            }
+        };
+        let requested = seats.len() as u32 + ga.as_ref().map_or(0, |(_, q)| *q);
+        let current = self.tickets_of(visitor);
+        let limit = self.settings.max_tickets_per_visitor;
+        if current + requested > limit {
+            return Err(HoldError::LimitExceeded { limit, current, requested });
+        }
+
+        let hold = Hold {
+            id,
+            visitor: visitor.clone(),
+            seats: seats.iter().map(|&i| self.seats[i as usize].id.clone()).collect(),
+            ga: ga.map(|(t, quantity)| GaPlaces { tier: self.tiers[t].id.clone(), quantity }),
+            created_at: now,
+            expires_at: now + Millis::from(self.settings.hold_seconds) * 1000,
+            extended: false,
+            state: HoldState::Held,
+            ended_at: None,
+            returned_seats: Vec::new(),
+            returned_ga: 0,
+        };
+        // Cannot fail: every seat and place was just checked to be free.
+        self.apply_hold_effects(&hold, 1)?;
+        self.index_hold(&hold);
+        self.holds.insert(hold.id.clone(), hold.clone());
+        self.stats.holds_placed += 1;
+        self.stats.live_holds += 1;
+        self.version += 1;
+        Ok(hold)
+    }
+
+    fn pick_named(&self, seats: &[SeatId]) -> Result<Vec<u32>, HoldError> {
+        if seats.is_empty() || seats.len() > MAX_HOLD_QUANTITY as usize {
+            return Err(HoldError::BadQuantity { max: MAX_HOLD_QUANTITY });
+        }
+        let mut picked = Vec::with_capacity(seats.len());
+        let mut taken = Vec::new();
+        for seat in seats {
+            let &i =
+                self.seat_index.get(seat).ok_or_else(|| HoldError::UnknownSeat { seat: seat.clone() })?;
+            if picked.contains(&i) {
+                return Err(HoldError::DuplicateSeat { seat: seat.clone() });
+            }
+            if self.seats[i as usize].state != SeatState::Free {
+                taken.push(seat.clone());
+            }
+            picked.push(i);
+        }
+        if taken.is_empty() {
+            Ok(picked)
+        } else {
+            Err(HoldError::SeatsUnavailable { seats: taken })
+        }
+    }
+
+    /// Best available: the first row (in seat-map order, front rows first) with a block of
+    /// `quantity` adjacent free seats, the block nearest the row's middle; when no row has one,
+    /// the first free seats in seat-map order.
+    fn pick_best(
+        &self,
+        quantity: u32,
+        section: Option<&SectionId>,
+        zone: Option<&ZoneId>,
+        accessibility: Option<Accessibility>,
+    ) -> Result<Vec<u32>, HoldError> {
+        if quantity == 0 || quantity > MAX_HOLD_QUANTITY {
+            return Err(HoldError::BadQuantity { max: MAX_HOLD_QUANTITY });
+        }
+        let section = match section {
+            Some(s) => Some(
+                self.sections
+                    .iter()
+                    .position(|x| x == s)
+                    .ok_or_else(|| HoldError::UnknownSection { section: s.clone() })? as u32,
+            ),
+            None => None,
+        };
+        let zone = match zone {
+            Some(z) => Some(
+                self.zones
+                    .iter()
+                    .position(|x| x == z)
+                    .ok_or_else(|| HoldError::UnknownZone { zone: z.clone() })? as u32,
+            ),
+            None => None,
+        };
+        let eligible = |s: &SeatEntry| {
+            s.state == SeatState::Free
+                && section.is_none_or(|x| s.section == x)
+                && zone.is_none_or(|x| s.zone == x)
+                && accessibility.is_none_or(|a| s.accessibility.contains(&a))
+        };
+        let n = quantity as usize;
+        for row in &self.rows {
+            let (start, end) = (row.start as usize, row.end as usize);
+            if end - start < n {
+                continue;
+            }
+            let middle = (start + end) as f64 / 2.0;
+            let mut best: Option<(f64, usize)> = None;
+            let mut run_start = start;
+            for i in start..end {
+                let seat = &self.seats[i];
+                if !eligible(seat) {
+                    run_start = i + 1;
+                    continue;
+                }
+                if i + 1 - run_start >= n {
+                    let block_start = i + 1 - n;
+                    let distance = ((block_start + i + 1) as f64 / 2.0 - middle).abs();
+                    if best.is_none_or(|(d, _)| distance < d) {
+                        best = Some((distance, block_start));
+                    }
+                }
+                if seat.gap_after {
+                    run_start = i + 1;
+                }
+            }
+            if let Some((_, block_start)) = best {
+                return Ok((block_start..block_start + n).map(|i| i as u32).collect());
+            }
+        }
+        let scattered: Vec<u32> =
+            (0..self.seats.len()).filter(|&i| eligible(&self.seats[i])).take(n).map(|i| i as u32).collect();
+        if scattered.len() == n {
+            Ok(scattered)
+        } else {
+            Err(HoldError::NotEnoughAvailable { requested: quantity, available: scattered.len() as u32 })
+        }
+    }
+
+    fn pick_ga(&self, tier: &TierId, quantity: u32) -> Result<(usize, u32), HoldError> {
+        if quantity == 0 || quantity > MAX_HOLD_QUANTITY {
+            return Err(HoldError::BadQuantity { max: MAX_HOLD_QUANTITY });
+        }
+        let t = self
+            .tiers
+            .iter()
+            .position(|t| &t.id == tier)
+            .ok_or_else(|| HoldError::UnknownTier { tier: tier.clone() })?;
+        let entry = &self.tiers[t];
+        let available = entry.capacity - entry.held - entry.sold;
+        if quantity > available {
+            return Err(HoldError::NotEnoughAvailable { requested: quantity, available });
+        }
+        Ok((t, quantity))
+    }
+
+    /// Releases a live hold (the buyer's own, or any for the core). Releasing a hold that is
+    /// already released or expired succeeds and changes nothing, so retries are safe.
+    pub fn release(&mut self, id: &HoldId, by: Releaser<'_>, now: Millis) -> Result<&Hold, HoldError> {
+        let hold = self.holds.get(id).ok_or(HoldError::HoldNotFound)?;
+        if let Releaser::Visitor(v) = by {
+            if &hold.visitor != v {
+                return Err(HoldError::NotYourHold);
+            }
+        }
+        match hold.state {
+            HoldState::Released | HoldState::Expired => {}
+            HoldState::Sold => return Err(HoldError::HoldSold),
+            HoldState::Held => {
+                self.end_hold(id, HoldState::Released, now);
+                self.stats.holds_released += 1;
+            }
+        }
+        self.holds.get(id).ok_or(HoldError::HoldNotFound)
+    }
+
+    /// Expires every live hold whose time has come (`expires_at <= now`), returning their ids.
+    pub fn expire_due(&mut self, now: Millis) -> Vec<HoldId> {
+        let mut expired = Vec::new();
+        while let Some((at, id)) = self.expiries.first().cloned() {
+            if at > now {
+                break;
+            }
+            self.end_hold(&id, HoldState::Expired, now);
+            let lateness = now - at;
+            self.stats.holds_expired += 1;
+            self.stats.expiry_lateness_max_ms = self.stats.expiry_lateness_max_ms.max(lateness);
+            self.stats.expiry_lateness_total_ms += lateness;
+            expired.push(id);
+        }
+        expired
+    }
+
+    /// Extends a live hold once, by the event's extension time, for checkout.
+    pub fn extend(&mut self, id: &HoldId, now: Millis) -> Result<&Hold, HoldError> {
+        let hold = self.live_hold(id, now)?;
+        if hold.extended {
+            return Err(HoldError::AlreadyExtended);
+        }
+        let old = hold.expires_at;
+        let new = old + Millis::from(self.settings.extension_seconds) * 1000;
+        self.expiries.remove(&(old, id.clone()));
+        self.expiries.insert((new, id.clone()));
+        let hold = self.holds.get_mut(id).ok_or(HoldError::HoldNotFound)?;
+        hold.expires_at = new;
+        hold.extended = true;
+        Ok(hold)
+    }
+
+    /// Sells a live (possibly extended) hold. Confirming a sold hold again succeeds and changes
+    /// nothing (a duplicate webhook); an expired or released hold cannot be sold.
+    pub fn confirm(&mut self, id: &HoldId, now: Millis) -> Result<&Hold, HoldError> {
+        if self.holds.get(id).map(|h| h.state) == Some(HoldState::Sold) {
+            return self.holds.get(id).ok_or(HoldError::HoldNotFound);
+        }
+        let hold = self.live_hold(id, now)?.clone();
+        self.expiries.remove(&(hold.expires_at, id.clone()));
+        for seat in &hold.seats {
+            if let Some(&i) = self.seat_index.get(seat) {
+                self.seats[i as usize].state = SeatState::Sold;
+            }
+        }
+        if let Some(ga) = &hold.ga {
+            if let Some(t) = self.tiers.iter_mut().find(|t| t.id == ga.tier) {
+                t.held -= ga.quantity;
+                t.sold += ga.quantity;
+            }
+        }
+        let hold = self.holds.get_mut(id).ok_or(HoldError::HoldNotFound)?;
+        hold.state = HoldState::Sold;
+        hold.ended_at = Some(now);
+        self.stats.holds_sold += 1;
+        self.stats.live_holds -= 1;
+        self.version += 1;
+        Ok(hold)
+    }
+
+    /// Gives sold seats (all remaining when `seats` is empty) and GA places back to sale after
+    /// a refund. Returning something not sold in this hold, or already returned, is refused.
+    pub fn return_sold(
+        &mut self,
+        id: &HoldId,
+        seats: &[SeatId],
+        ga_quantity: u32,
+    ) -> Result<&Hold, HoldError> {
+        let hold = self.holds.get(id).ok_or(HoldError::HoldNotFound)?;
+        if hold.state != HoldState::Sold {
+            return Err(HoldError::NotSold);
+        }
+        let remaining: Vec<&SeatId> =
+            hold.seats.iter().filter(|s| !hold.returned_seats.contains(s)).collect();
+        let ga_remaining = hold.ga.as_ref().map_or(0, |g| g.quantity - hold.returned_ga);
+        let (to_return, ga_back): (Vec<SeatId>, u32) = if seats.is_empty() && ga_quantity == 0 {
+            (remaining.into_iter().cloned().collect(), ga_remaining)
+        } else {
+            for (i, seat) in seats.iter().enumerate() {
+                if !remaining.contains(&seat) || seats[..i].contains(seat) {
+                    return Err(HoldError::NotReturnable { seat: seat.clone() });
+                }
+            }
+            if ga_quantity > ga_remaining {
+                return Err(HoldError::BadQuantity { max: ga_remaining });
+            }
+            (seats.to_vec(), ga_quantity)
+        };
+        let visitor = hold.visitor.clone();
+        let tier = hold.ga.as_ref().map(|g| g.tier.clone());
+        for seat in &to_return {
+            if let Some(&i) = self.seat_index.get(seat) {
+                self.seats[i as usize].state = SeatState::Free;
+            }
+        }
+        if let Some(tier) = tier.filter(|_| ga_back > 0) {
+            if let Some(t) = self.tiers.iter_mut().find(|t| t.id == tier) {
+                t.sold -= ga_back;
+            }
+        }
+        self.add_tickets(&visitor, -(to_return.len() as i64 + i64::from(ga_back)));
+        self.version += 1;
+        let hold = self.holds.get_mut(id).ok_or(HoldError::HoldNotFound)?;
+        hold.returned_seats.extend(to_return);
+        hold.returned_ga += ga_back;
+        Ok(hold)
+    }
+
+    /// Forgets ended holds and idempotency answers older than their retention; returns the ended
+    /// holds forgotten (the object deletes their rows).
+    pub fn prune(&mut self, now: Millis) -> Vec<HoldId> {
+        let mut forgotten = Vec::new();
+        while let Some((at, id)) = self.ended.first().cloned() {
+            if at > now - ENDED_HOLD_RETENTION_MS {
+                break;
+            }
+            self.ended.remove(&(at, id.clone()));
+            self.holds.remove(&id);
+            forgotten.push(id);
+        }
+        while let Some((at, visitor, key)) = self.idempotency_by_age.first().cloned() {
+            if at > now - IDEMPOTENCY_RETENTION_MS {
+                break;
+            }
+            self.idempotency_by_age.remove(&(at, visitor.clone(), key.clone()));
+            self.idempotency.remove(&(visitor, key));
+        }
+        forgotten
+    }
+
+    /// What buyers see.
+    pub fn availability(&self) -> Availability {
+        let mut sections: Vec<(SectionId, Counts)> =
+            self.sections.iter().map(|s| (s.clone(), Counts::default())).collect();
+        let mut seats = String::with_capacity(self.seats.len());
+        for seat in &self.seats {
+            let counts = &mut sections[seat.section as usize].1;
+            counts.capacity += 1;
+            match seat.state {
+                SeatState::Free => {
+                    counts.available += 1;
+                    seats.push('a');
+                }
+                SeatState::Held => {
+                    counts.held += 1;
+                    seats.push('h');
+                }
+                SeatState::Sold => {
+                    counts.sold += 1;
+                    seats.push('s');
+                }
+            }
+        }
+        let tiers = self
+            .tiers
+            .iter()
+            .map(|t| {
+                let counts = Counts {
+                    capacity: t.capacity,
+                    available: t.capacity - t.held - t.sold,
+                    held: t.held,
+                    sold: t.sold,
+                };
+                (t.id.clone(), counts)
+            })
+            .collect();
+        Availability {
+            event: self.event.clone(),
+            version: self.version,
+            inventory_version: self.inventory_version,
+            seats,
+            sections,
+            tiers,
+        }
+    }
+
+    fn live_hold(&self, id: &HoldId, now: Millis) -> Result<&Hold, HoldError> {
+        let hold = self.holds.get(id).ok_or(HoldError::HoldNotFound)?;
+        match hold.state {
+            HoldState::Held if now < hold.expires_at => Ok(hold),
+            HoldState::Held | HoldState::Expired => Err(HoldError::HoldExpired),
+            HoldState::Released => Err(HoldError::HoldReleased),
+            HoldState::Sold => Err(HoldError::HoldSold),
+        }
+    }
+
+    /// Ends a live hold: frees its seats and places and stops counting them for its visitor.
+    fn end_hold(&mut self, id: &HoldId, state: HoldState, now: Millis) {
+        let Some(hold) = self.holds.get(id).cloned() else { return };
+        if hold.state != HoldState::Held {
+            return;
+        }
+        let _ = self.apply_hold_effects(&hold, -1);
+        self.expiries.remove(&(hold.expires_at, id.clone()));
+        self.ended.insert((now, id.clone()));
+        if let Some(h) = self.holds.get_mut(id) {
+            h.state = state;
+            h.ended_at = Some(now);
+        }
+        self.stats.live_holds -= 1;
+        self.version += 1;
+    }
+
+    /// Adds (`sign` = 1) or removes (-1) a hold's claim on seats, places and its visitor's count.
+    fn apply_hold_effects(&mut self, hold: &Hold, sign: i64) -> Result<(), HoldError> {
+        let seat_state = match hold.state {
+            HoldState::Held => SeatState::Held,
+            HoldState::Sold => SeatState::Sold,
+            HoldState::Released | HoldState::Expired => return Ok(()),
+        };
+        for seat in &hold.seats {
+            if hold.returned_seats.contains(seat) {
+                continue;
+            }
+            let &i =
+                self.seat_index.get(seat).ok_or_else(|| HoldError::UnknownSeat { seat: seat.clone() })?;
+            let entry = &mut self.seats[i as usize];
+            entry.state = if sign > 0 {
+                if entry.state != SeatState::Free {
+                    return Err(HoldError::SeatsUnavailable { seats: vec![seat.clone()] });
+                }
+                seat_state
+            } else {
+                SeatState::Free
+            };
+        }
+        if let Some(ga) = &hold.ga {
+            let t = self
+                .tiers
+                .iter_mut()
+                .find(|t| t.id == ga.tier)
+                .ok_or_else(|| HoldError::UnknownTier { tier: ga.tier.clone() })?;
+            let quantity =
+                if hold.state == HoldState::Sold { ga.quantity - hold.returned_ga } else { ga.quantity };
+            let counter = if hold.state == HoldState::Sold { &mut t.sold } else { &mut t.held };
+            if sign > 0 {
+                *counter += quantity;
+            } else {
+                *counter -= quantity;
+            }
+        }
+        self.add_tickets(&hold.visitor, sign * i64::from(hold.tickets()));
+        Ok(())
+    }
+
+    fn add_tickets(&mut self, visitor: &VisitorId, delta: i64) {
+        let count = self.tickets_by_visitor.entry(visitor.clone()).or_insert(0);
+        *count = (i64::from(*count) + delta).max(0) as u32;
+        if *count == 0 {
+            self.tickets_by_visitor.remove(visitor);
+        }
+    }
+
+    fn index_hold(&mut self, hold: &Hold) {
+        match hold.state {
+            HoldState::Held => {
+                self.expiries.insert((hold.expires_at, hold.id.clone()));
+            }
+            HoldState::Released | HoldState::Expired => {
+                self.ended.insert((hold.ended_at.unwrap_or(hold.created_at), hold.id.clone()));
+            }
+            HoldState::Sold => {}
+        }
+    }
+}

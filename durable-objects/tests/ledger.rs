@@ -1,0 +1,306 @@
+//! The hold ledger's rules, one example each, named after the rule.
+
+mod common;
+
+use common::{hold_id, id, inventory, seat, visitor};
+use durable_objects::inventory::ledger::{HoldRequest, Ledger, Releaser, IDEMPOTENCY_RETENTION_MS};
+use durable_objects::inventory::{HoldError, HoldState};
+use shared_types::inventory::HoldSettings;
+
+const SETTINGS: HoldSettings =
+    HoldSettings { hold_seconds: 600, extension_seconds: 300, max_tickets_per_visitor: 6 };
+const T0: i64 = 1_800_000_000_000;
+
+fn ledger() -> Ledger {
+    Ledger::new(&inventory(2, 4, 10, 20, SETTINGS))
+}
+
+fn seats(ids: &[&str]) -> HoldRequest {
+    HoldRequest::Seats { seats: ids.iter().map(|s| seat(s)).collect() }
+}
+
+#[test]
+fn a_named_seat_hold_is_all_or_nothing() {
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1", "S0-0-2"]), T0, hold_id(1)).unwrap();
+    let before = l.availability();
+    let err = l.place_hold(&visitor(2), None, &seats(&["S0-0-3", "S0-0-2"]), T0, hold_id(2)).unwrap_err();
+    assert_eq!(err, HoldError::SeatsUnavailable { seats: vec![seat("S0-0-2")] });
+    assert_eq!(l.availability(), before, "a refused hold changes nothing, not even the version");
+    assert!(l.hold(&hold_id(2)).is_none());
+}
+
+#[test]
+fn unknown_and_duplicate_seats_and_bad_quantities_are_refused() {
+    let mut l = ledger();
+    let v = visitor(1);
+    assert!(matches!(
+        l.place_hold(&v, None, &seats(&["nope"]), T0, hold_id(1)),
+        Err(HoldError::UnknownSeat { .. })
+    ));
+    assert!(matches!(
+        l.place_hold(&v, None, &seats(&["S0-0-1", "S0-0-1"]), T0, hold_id(1)),
+        Err(HoldError::DuplicateSeat { .. })
+    ));
+    assert!(matches!(
+        l.place_hold(&v, None, &seats(&[]), T0, hold_id(1)),
+        Err(HoldError::BadQuantity { .. })
+    ));
+    let ga0 = HoldRequest::GeneralAdmission { tier: id("floor"), quantity: 0 };
+    assert!(matches!(l.place_hold(&v, None, &ga0, T0, hold_id(1)), Err(HoldError::BadQuantity { .. })));
+    assert_eq!(l.version(), 0);
+}
+
+#[test]
+fn best_available_takes_adjacent_seats_nearest_the_middle_of_the_front_row() {
+    let mut l = ledger();
+    let req =
+        HoldRequest::BestAvailable { quantity: 4, section: Some(id("S1")), zone: None, accessibility: None };
+    let placed = l.place_hold(&visitor(1), None, &req, T0, hold_id(1)).unwrap();
+    // Row 0 of S1 has seats 0..10: the 4-block nearest the middle is 3..7.
+    assert_eq!(placed.hold.seats, ["S1-0-3", "S1-0-4", "S1-0-5", "S1-0-6"].map(seat));
+}
+
+#[test]
+fn best_available_moves_to_the_next_row_when_no_block_fits_and_scatters_as_a_last_resort() {
+    let mut l = Ledger::new(&inventory(1, 2, 4, 0, SETTINGS));
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1", "S0-1-2"]), T0, hold_id(1)).unwrap();
+    let three = HoldRequest::BestAvailable { quantity: 3, section: None, zone: None, accessibility: None };
+    // Row 0 is 0 _ 2 3: no block of 3. Row 1 is 0 1 _ 3: none either. Scattered: first free seats.
+    let got = l.place_hold(&visitor(2), None, &three, T0, hold_id(2)).unwrap().hold.seats;
+    assert_eq!(got, ["S0-0-0", "S0-0-2", "S0-0-3"].map(seat));
+    let two = HoldRequest::BestAvailable { quantity: 2, section: None, zone: None, accessibility: None };
+    let got = l.place_hold(&visitor(3), None, &two, T0, hold_id(3)).unwrap().hold.seats;
+    assert_eq!(got, ["S0-1-0", "S0-1-1"].map(seat));
+    let err = l.place_hold(&visitor(4), None, &two, T0, hold_id(4)).unwrap_err();
+    assert_eq!(err, HoldError::NotEnoughAvailable { requested: 2, available: 1 });
+}
+
+#[test]
+fn best_available_respects_zone_and_accessibility() {
+    let mut l = ledger();
+    let req = HoldRequest::BestAvailable {
+        quantity: 2,
+        section: None,
+        zone: Some(id("front")),
+        accessibility: Some(shared_types::inventory::Accessibility::Wheelchair),
+    };
+    let got = l.place_hold(&visitor(1), None, &req, T0, hold_id(1)).unwrap().hold.seats;
+    // Front-zone wheelchair seats are the first of each row, never adjacent: scattered.
+    assert_eq!(got, ["S0-0-0", "S0-1-0"].map(seat));
+    let bad =
+        HoldRequest::BestAvailable { quantity: 1, section: Some(id("S9")), zone: None, accessibility: None };
+    assert!(matches!(
+        l.place_hold(&visitor(1), None, &bad, T0, hold_id(2)),
+        Err(HoldError::UnknownSection { .. })
+    ));
+}
+
+#[test]
+fn a_ga_tier_never_oversells() {
+    let mut l = ledger();
+    let ga = |quantity| HoldRequest::GeneralAdmission { tier: id("floor"), quantity };
+    for n in 0..3 {
+        l.place_hold(&visitor(n), None, &ga(6), T0, hold_id(n.into())).unwrap();
+    }
+    let err = l.place_hold(&visitor(9), None, &ga(3), T0, hold_id(9)).unwrap_err();
+    assert_eq!(err, HoldError::NotEnoughAvailable { requested: 3, available: 2 });
+    l.place_hold(&visitor(9), None, &ga(2), T0, hold_id(10)).unwrap();
+    let tiers = l.availability().tiers;
+    assert_eq!((tiers[0].1.available, tiers[0].1.held), (0, 20));
+}
+
+#[test]
+fn per_visitor_limits_count_holds_and_purchases_together() {
+    let mut l = ledger();
+    let v = visitor(1);
+    l.place_hold(&v, None, &seats(&["S0-0-1", "S0-0-2", "S0-0-3"]), T0, hold_id(1)).unwrap();
+    l.confirm(&hold_id(1), T0 + 1).unwrap();
+    l.place_hold(&v, None, &HoldRequest::GeneralAdmission { tier: id("floor"), quantity: 2 }, T0, hold_id(2))
+        .unwrap();
+    let err = l.place_hold(&v, None, &seats(&["S0-1-1", "S0-1-2"]), T0, hold_id(3)).unwrap_err();
+    assert_eq!(err, HoldError::LimitExceeded { limit: 6, current: 5, requested: 2 });
+    // Releasing the GA hold frees room under the limit; a refund does too.
+    l.release(&hold_id(2), Releaser::Visitor(&v), T0 + 2).unwrap();
+    l.place_hold(&v, None, &seats(&["S0-1-1", "S0-1-2"]), T0, hold_id(3)).unwrap();
+    assert_eq!(l.tickets_of(&v), 5);
+    l.return_sold(&hold_id(1), &[seat("S0-0-1")], 0).unwrap();
+    assert_eq!(l.tickets_of(&v), 4);
+}
+
+#[test]
+fn the_same_idempotency_key_and_body_gets_the_same_answer_and_never_a_second_hold() {
+    let mut l = ledger();
+    let v = visitor(1);
+    let first = l.place_hold(&v, Some("k1"), &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    let again = l.place_hold(&v, Some("k1"), &seats(&["S0-0-1"]), T0 + 5, hold_id(2)).unwrap();
+    assert!(again.replayed && !first.replayed);
+    assert_eq!(again.hold, first.hold);
+    assert!(l.hold(&hold_id(2)).is_none());
+    assert_eq!(l.stats().holds_placed, 1);
+    // Same key, other body: a clear conflict; another visitor's same key is their own.
+    assert_eq!(
+        l.place_hold(&v, Some("k1"), &seats(&["S0-0-2"]), T0, hold_id(3)).unwrap_err(),
+        HoldError::IdempotencyConflict
+    );
+    assert!(l.place_hold(&visitor(2), Some("k1"), &seats(&["S0-0-2"]), T0, hold_id(4)).is_ok());
+    // A refusal is remembered too: the retry does not succeed behind the first answer's back.
+    let refused = l.place_hold(&visitor(3), Some("k2"), &seats(&["S0-0-1"]), T0, hold_id(5)).unwrap_err();
+    l.release(&hold_id(1), Releaser::Core, T0 + 6).unwrap();
+    assert_eq!(
+        l.place_hold(&visitor(3), Some("k2"), &seats(&["S0-0-1"]), T0 + 7, hold_id(6)).unwrap_err(),
+        refused
+    );
+    // After the retention period the key is forgotten.
+    l.prune(T0 + IDEMPOTENCY_RETENTION_MS + 1);
+    assert!(l.place_hold(&visitor(3), Some("k2"), &seats(&["S0-0-1"]), T0, hold_id(7)).is_ok());
+    assert_eq!(
+        l.place_hold(&v, Some(""), &seats(&["S0-0-9"]), T0, hold_id(8)).unwrap_err(),
+        HoldError::BadIdempotencyKey
+    );
+}
+
+#[test]
+fn holds_expire_at_their_time_and_free_their_seats() {
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    l.place_hold(&visitor(2), None, &seats(&["S0-0-2"]), T0 + 1000, hold_id(2)).unwrap();
+    assert_eq!(l.next_expiry(), Some(T0 + 600_000));
+    assert!(l.expire_due(T0 + 599_999).is_empty());
+    assert_eq!(l.expire_due(T0 + 600_010), vec![hold_id(1)]);
+    assert_eq!(l.hold(&hold_id(1)).unwrap().state, HoldState::Expired);
+    assert_eq!(l.next_expiry(), Some(T0 + 601_000));
+    assert_eq!(l.stats().expiry_lateness_max_ms, 10);
+    assert!(l.place_hold(&visitor(3), None, &seats(&["S0-0-1"]), T0 + 600_020, hold_id(3)).is_ok());
+    assert_eq!(l.confirm(&hold_id(1), T0 + 600_030).unwrap_err(), HoldError::HoldExpired);
+}
+
+#[test]
+fn a_hold_past_its_time_cannot_be_sold_even_before_the_sweep() {
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    assert_eq!(l.confirm(&hold_id(1), T0 + 600_000).unwrap_err(), HoldError::HoldExpired);
+    assert_eq!(l.extend(&hold_id(1), T0 + 600_000).unwrap_err(), HoldError::HoldExpired);
+}
+
+#[test]
+fn a_hold_extends_once_and_an_extended_hold_can_be_sold() {
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    assert_eq!(l.extend(&hold_id(1), T0 + 500_000).unwrap().expires_at, T0 + 900_000);
+    assert_eq!(l.extend(&hold_id(1), T0 + 500_001).unwrap_err(), HoldError::AlreadyExtended);
+    assert_eq!(l.next_expiry(), Some(T0 + 900_000));
+    assert!(l.expire_due(T0 + 700_000).is_empty());
+    assert_eq!(l.confirm(&hold_id(1), T0 + 800_000).unwrap().state, HoldState::Sold);
+    assert_eq!(l.next_expiry(), None);
+}
+
+#[test]
+fn a_seat_is_sold_once_and_a_duplicate_confirm_changes_nothing() {
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    l.confirm(&hold_id(1), T0 + 1).unwrap();
+    let version = l.version();
+    assert_eq!(l.confirm(&hold_id(1), T0 + 2).unwrap().state, HoldState::Sold);
+    assert_eq!(l.version(), version);
+    assert_eq!(l.stats().holds_sold, 1);
+    assert!(matches!(
+        l.place_hold(&visitor(2), None, &seats(&["S0-0-1"]), T0, hold_id(2)),
+        Err(HoldError::SeatsUnavailable { .. })
+    ));
+    assert_eq!(l.release(&hold_id(1), Releaser::Core, T0 + 3).unwrap_err(), HoldError::HoldSold);
+}
+
+#[test]
+fn release_is_idempotent_and_only_for_the_owner() {
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    assert_eq!(
+        l.release(&hold_id(1), Releaser::Visitor(&visitor(2)), T0).unwrap_err(),
+        HoldError::NotYourHold
+    );
+    assert_eq!(
+        l.release(&hold_id(1), Releaser::Visitor(&visitor(1)), T0).unwrap().state,
+        HoldState::Released
+    );
+    let version = l.version();
+    assert_eq!(l.release(&hold_id(1), Releaser::Core, T0).unwrap().state, HoldState::Released);
+    assert_eq!(l.version(), version);
+    assert_eq!(l.confirm(&hold_id(1), T0).unwrap_err(), HoldError::HoldReleased);
+    assert_eq!(l.release(&hold_id(9), Releaser::Core, T0).unwrap_err(), HoldError::HoldNotFound);
+}
+
+#[test]
+fn returned_seats_go_back_on_sale_once() {
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1", "S0-0-2"]), T0, hold_id(1)).unwrap();
+    assert_eq!(l.return_sold(&hold_id(1), &[], 0).unwrap_err(), HoldError::NotSold);
+    l.confirm(&hold_id(1), T0).unwrap();
+    l.return_sold(&hold_id(1), &[seat("S0-0-2")], 0).unwrap();
+    assert!(matches!(l.return_sold(&hold_id(1), &[seat("S0-0-2")], 0), Err(HoldError::NotReturnable { .. })));
+    assert!(l.place_hold(&visitor(2), None, &seats(&["S0-0-2"]), T0, hold_id(2)).is_ok());
+    l.return_sold(&hold_id(1), &[], 0).unwrap();
+    assert_eq!(l.hold(&hold_id(1)).unwrap().returned_seats, [seat("S0-0-2"), seat("S0-0-1")]);
+    assert_eq!(l.tickets_of(&visitor(1)), 0);
+}
+
+#[test]
+fn the_availability_version_only_grows() {
+    let mut l = ledger();
+    let mut last = l.version();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    assert!(l.version() > last);
+    last = l.version();
+    l.extend(&hold_id(1), T0).unwrap();
+    l.confirm(&hold_id(1), T0).unwrap();
+    assert!(l.version() > last);
+    let a = l.availability();
+    assert_eq!(a.version, l.version());
+    assert_eq!(&a.seats[..3], "asa");
+    assert_eq!(a.sections[0].1.sold, 1);
+}
+
+#[test]
+fn an_inventory_update_keeps_live_holds_and_refuses_to_drop_what_is_held() {
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    let mut next = inventory(2, 4, 10, 20, SETTINGS);
+    next.version = 2;
+    next.seat_map.zones[0].price.amount_minor = 5000;
+    l.update_inventory(&next).unwrap();
+    assert_eq!(l.hold(&hold_id(1)).unwrap().state, HoldState::Held);
+    assert_eq!(&l.availability().seats[..2], "ah");
+    assert!(matches!(l.update_inventory(&next), Err(HoldError::StaleInventory { .. })));
+    let mut smaller = inventory(1, 1, 1, 20, SETTINGS);
+    smaller.version = 3;
+    assert!(matches!(l.update_inventory(&smaller), Err(HoldError::UpdateWouldDisturbHolds { .. })));
+}
+
+#[test]
+fn a_restored_ledger_is_the_same_ledger() {
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    l.place_hold(
+        &visitor(2),
+        None,
+        &HoldRequest::GeneralAdmission { tier: id("floor"), quantity: 3 },
+        T0,
+        hold_id(2),
+    )
+    .unwrap();
+    l.place_hold(&visitor(3), None, &seats(&["S0-0-2", "S0-0-3"]), T0, hold_id(3)).unwrap();
+    l.confirm(&hold_id(2), T0).unwrap();
+    l.confirm(&hold_id(3), T0).unwrap();
+    l.return_sold(&hold_id(3), &[seat("S0-0-3")], 0).unwrap();
+    l.place_hold(&visitor(4), None, &seats(&["S0-0-4"]), T0, hold_id(4)).unwrap();
+    l.release(&hold_id(4), Releaser::Core, T0).unwrap();
+
+    let holds: Vec<_> = (1..=4).filter_map(|n| l.hold(&hold_id(n)).cloned()).collect();
+    let back =
+        Ledger::restore(&inventory(2, 4, 10, 20, SETTINGS), holds, l.version(), l.stats().clone()).unwrap();
+    assert_eq!(back.availability(), l.availability());
+    assert_eq!(back.next_expiry(), l.next_expiry());
+    for v in 1..=4 {
+        assert_eq!(back.tickets_of(&visitor(v)), l.tickets_of(&visitor(v)));
+    }
+}
