@@ -289,7 +289,7 @@ impl World {
     fn check_invariants(&self) -> Result<(), TestCaseError> {
         let holds = self.holds();
         let availability = self.ledger.availability();
-        let mut expected = vec![b'a'; ROWS * PER_ROW];
+        let mut expected = [b'a'; ROWS * PER_ROW];
         let (mut ga_held, mut ga_sold) = (0u32, 0u32);
         let mut tickets: HashMap<_, u32> = HashMap::new();
         for h in &holds {
