@@ -297,7 +297,8 @@ fn a_restored_ledger_is_the_same_ledger() {
 
     let holds: Vec<_> = (1..=4).filter_map(|n| l.hold(&hold_id(n)).cloned()).collect();
     let back =
-        Ledger::restore(&inventory(2, 4, 10, 20, SETTINGS), holds, l.version(), l.stats().clone()).unwrap();
+        Ledger::restore(&inventory(2, 4, 10, 20, SETTINGS), holds, vec![], l.version(), l.stats().clone())
+            .unwrap();
     assert_eq!(back.availability(), l.availability());
     assert_eq!(back.next_expiry(), l.next_expiry());
     for v in 1..=4 {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use common::{hold_id, id, inventory, seat, visitor};
 use durable_objects::inventory::ledger::{HoldRequest, Ledger, Releaser};
-use durable_objects::inventory::{Hold, HoldError, HoldState};
+use durable_objects::inventory::{Hold, HoldError, HoldState, IdempotencyRecord};
 use proptest::prelude::*;
 use shared_types::ids::{HoldId, SeatId};
 use shared_types::inventory::{HoldSettings, Inventory};
@@ -107,6 +107,14 @@ struct World {
 impl World {
     fn holds(&self) -> Vec<Hold> {
         self.issued.iter().filter_map(|id| self.ledger.hold(id).cloned()).collect()
+    }
+
+    /// The ledger's remembered idempotency answers, as the object would have stored them.
+    fn records(&self) -> Vec<IdempotencyRecord> {
+        self.keys
+            .keys()
+            .filter_map(|(v, k)| self.ledger.idempotency_record(&visitor(*v), &format!("key-{k}")).cloned())
+            .collect()
     }
 
     fn pick(&self, n: usize) -> Option<HoldId> {
@@ -357,9 +365,19 @@ proptest! {
             last_snapshot = snapshot;
         }
         // A restart (rebuild from stored holds) gives the same ledger.
-        let back = Ledger::restore(&inv(), world.holds(), world.ledger.version(), world.ledger.stats().clone())
+        let back = Ledger::restore(&inv(), world.holds(), world.records(), world.ledger.version(), world.ledger.stats().clone())
             .map_err(|e| TestCaseError::fail(format!("restore failed: {e}")))?;
         prop_assert_eq!(back.availability(), world.ledger.availability());
         prop_assert_eq!(back.next_expiry(), world.ledger.next_expiry());
+        // ... including its idempotency answers: a retry after the restart gets the first answer.
+        let mut back = back;
+        for ((v, k), (request, first)) in &world.keys {
+            let again = back.place_hold(&visitor(*v), Some(&format!("key-{k}")), request, world.now, hold_id(u64::MAX));
+            match (first, again) {
+                (Ok(id), Ok(p)) => prop_assert!(p.replayed && &p.hold.id == id),
+                (Err(e), Err(g)) => prop_assert_eq!(e, &g),
+                (first, again) => prop_assert!(false, "after restart {:?} became {:?}", first, again),
+            }
+        }
     }
 }

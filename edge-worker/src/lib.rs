@@ -5,6 +5,7 @@
 mod health;
 
 // Linking the Durable Object classes here makes one script deploy the Worker and its objects.
+pub use durable_objects::inventory::InventoryObject;
 pub use durable_objects::HealthProbe;
 
 use durable_objects::http;

@@ -196,8 +196,9 @@ impl Inventory {
         let map = &self.seat_map;
 
         let s = &self.settings;
-        if !(60..=3600).contains(&s.hold_seconds) {
-            err("settings.hold_seconds".into(), "must be between 60 and 3600");
+        // The object accepts short holds (tests, demos); the admin API sets the organizer's minimum.
+        if !(1..=3600).contains(&s.hold_seconds) {
+            err("settings.hold_seconds".into(), "must be between 1 and 3600");
         }
         if s.extension_seconds > 3600 {
             err("settings.extension_seconds".into(), "must be at most 3600");
@@ -352,7 +353,7 @@ pub(crate) mod tests {
         inv.seat_map.sections[0].rows[0].seats[1].zone = ZoneId::parse("vip").unwrap();
         inv.seat_map.ga_tiers[0].capacity = 0;
         inv.seat_map.zones[0].price.currency = Currency::parse("USD").unwrap();
-        inv.settings.hold_seconds = 5;
+        inv.settings.hold_seconds = 0;
         let fields: Vec<String> = inv.validate().unwrap_err().into_iter().map(|e| e.field).collect();
         for want in [
             "settings.hold_seconds",

@@ -14,7 +14,10 @@ export async function startEdge(bindings = {}, options = {}) {
     modulesRules: [{ type: 'CompiledWasm', include: ['**/*.wasm'], fallthrough: true }],
     compatibilityDate: '2025-09-01',
     bindings: { CORE_URL: 'http://127.0.0.1:9', HEALTH_TIMEOUT_MS: '2000', ...bindings },
-    durableObjects: { HEALTH_PROBE: { className: 'HealthProbe', useSQLite: true } },
+    durableObjects: {
+      HEALTH_PROBE: { className: 'HealthProbe', useSQLite: true },
+      INVENTORY: { className: 'InventoryObject', useSQLite: true },
+    },
     ...options,
   });
   await mf.ready;

@@ -247,10 +247,16 @@ struct TierEntry {
     sold: u32,
 }
 
-#[derive(Debug, Clone)]
-struct IdempotencyRecord {
-    fingerprint: u64,
-    answer: Result<Hold, HoldError>,
+/// The remembered answer to one visitor's idempotency key, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub visitor: VisitorId,
+    pub key: String,
+    /// [`HoldRequest::fingerprint`] of the first request under this key.
+    pub fingerprint: u64,
+    /// The first answer: the hold placed, or why it was refused.
+    pub answer: Result<Hold, HoldError>,
+    pub at: Millis,
 }
 
 /// The ledger of one inventory object.
@@ -304,12 +310,13 @@ impl Ledger {
         ledger
     }
 
-    /// Rebuilds a ledger from its inventory and stored holds (after a restart). Holds that are
-    /// `Held` but past expiry stay held until the next [`Ledger::expire_due`], which the object's
-    /// alarm runs at once.
+    /// Rebuilds a ledger from its inventory, stored holds and idempotency answers (after a
+    /// restart). Holds that are `Held` but past expiry stay held until the next
+    /// [`Ledger::expire_due`], which the object's alarm runs at once.
     pub fn restore(
         inventory: &Inventory,
         holds: impl IntoIterator<Item = Hold>,
+        idempotency: impl IntoIterator<Item = IdempotencyRecord>,
         version: u64,
         stats: Stats,
     ) -> Result<Self, HoldError> {
@@ -318,6 +325,9 @@ impl Ledger {
             ledger.apply_hold_effects(&hold, 1)?;
             ledger.index_hold(&hold);
             ledger.holds.insert(hold.id.clone(), hold);
+        }
+        for record in idempotency {
+            ledger.remember(record);
         }
         ledger.version = version;
         ledger.stats = Stats { live_holds: ledger.expiries.len() as u64, ..stats };
@@ -478,8 +488,13 @@ impl Ledger {
             };
         }
         let answer = self.place_new(visitor, request, now, new_id);
-        self.idempotency_by_age.insert((now, slot.0.clone(), slot.1.clone()));
-        self.idempotency.insert(slot, IdempotencyRecord { fingerprint, answer: answer.clone() });
+        self.remember(IdempotencyRecord {
+            visitor: visitor.clone(),
+            key: key.to_owned(),
+            fingerprint,
+            answer: answer.clone(),
+            at: now,
+        });
         answer.map(|hold| Placed { hold, replayed: false })
     }
 
@@ -799,6 +814,16 @@ impl Ledger {
             self.idempotency.remove(&(visitor, key));
         }
         forgotten
+    }
+
+    /// The remembered answer to a visitor's idempotency key (the object stores it).
+    pub fn idempotency_record(&self, visitor: &VisitorId, key: &str) -> Option<&IdempotencyRecord> {
+        self.idempotency.get(&(visitor.clone(), key.to_owned()))
+    }
+
+    fn remember(&mut self, record: IdempotencyRecord) {
+        self.idempotency_by_age.insert((record.at, record.visitor.clone(), record.key.clone()));
+        self.idempotency.insert((record.visitor.clone(), record.key.clone()), record);
     }
 
     /// What buyers see.

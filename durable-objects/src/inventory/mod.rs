@@ -2,7 +2,11 @@
 //! on top of it, the Durable Object that persists it and arms its alarm.
 
 pub mod ledger;
+pub mod object;
+pub mod store;
 
 pub use ledger::{
-    Availability, Hold, HoldError, HoldRequest, HoldState, Ledger, Millis, Placed, Releaser, Stats,
+    Availability, Hold, HoldError, HoldRequest, HoldState, IdempotencyRecord, Ledger, Millis, Placed,
+    Releaser, Stats,
 };
+pub use object::{Caller, InventoryObject, CALLER_HEADER};

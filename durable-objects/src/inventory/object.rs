@@ -1,0 +1,398 @@
+//! `InventoryObject`: the single writer of one inventory's seat state (an event, or one section
+//! shard of it). A thin shell over [`Ledger`]: parse, apply, persist (synchronously, so that the
+//! change is atomic and durable before the answer leaves), re-arm the alarm, answer.
+//!
+//! It is reachable only through the edge Worker, which authenticates callers and says who they are
+//! in the `x-caller` header: `visitor <id>` for a buyer whose admission token it verified, `core`
+//! for a request it verified as signed by the core. The object enforces what each may do.
+
+use std::cell::RefCell;
+
+use serde::Deserialize;
+use shared_types::ids::{HoldId, SeatId, VisitorId};
+use shared_types::inventory::Inventory;
+use shared_types::{Problem, ProblemType};
+use worker::{durable_object, Date, DurableObject, Env, Method, Request, Response, Result, State};
+
+use super::ledger::{HoldError, HoldRequest, Ledger, Millis, Releaser, IDEMPOTENCY_RETENTION_MS};
+use super::store::Store;
+use crate::http;
+
+/// Header naming the authenticated caller.
+pub const CALLER_HEADER: &str = "x-caller";
+
+/// Who is calling, as the edge established it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Visitor(VisitorId),
+    Core,
+}
+
+impl Caller {
+    /// Reads the `x-caller` header value.
+    pub fn parse(header: &str) -> Option<Self> {
+        match header.split_once(' ') {
+            Some(("visitor", id)) => VisitorId::parse(id).ok().map(Caller::Visitor),
+            None if header == "core" => Some(Caller::Core),
+            _ => None,
+        }
+    }
+
+    /// The header value for this caller.
+    pub fn header(&self) -> String {
+        match self {
+            Caller::Visitor(v) => format!("visitor {v}"),
+            Caller::Core => "core".into(),
+        }
+    }
+}
+
+/// Body of `POST /holds`.
+#[derive(Debug, Deserialize)]
+pub struct PlaceHoldBody {
+    pub request: HoldRequest,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Body of `POST /holds/{id}/return`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ReturnBody {
+    #[serde(default)]
+    pub seats: Vec<SeatId>,
+    #[serde(default)]
+    pub ga_quantity: u32,
+}
+
+/// The Durable Object class of an inventory.
+#[durable_object]
+pub struct InventoryObject {
+    state: State,
+    /// The ledger, loaded from storage on first use (`None` until an inventory arrives).
+    ledger: RefCell<Option<Ledger>>,
+    loaded: std::cell::Cell<bool>,
+}
+
+fn now() -> Millis {
+    Date::now().as_millis() as Millis
+}
+
+/// A fresh hold id: 96 random bits.
+fn new_hold_id() -> Result<HoldId> {
+    let mut bytes = [0u8; 12];
+    getrandom::getrandom(&mut bytes).map_err(|e| worker::Error::RustError(format!("randomness: {e}")))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    HoldId::parse(&format!("h_{hex}")).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
+/// The problem a refused ledger operation becomes. `reason` (and the error's fields) ride along as
+/// extension members so clients can act on them.
+pub fn hold_problem(e: &HoldError, instance: &str) -> Problem {
+    use HoldError::*;
+    let kind = match e {
+        UnknownSeat { .. }
+        | UnknownSection { .. }
+        | UnknownZone { .. }
+        | UnknownTier { .. }
+        | BadQuantity { .. }
+        | DuplicateSeat { .. }
+        | BadIdempotencyKey
+        | WrongEvent { .. } => ProblemType::ValidationFailed,
+        HoldNotFound | NotYourHold => ProblemType::NotFound,
+        SeatsUnavailable { .. }
+        | NotEnoughAvailable { .. }
+        | LimitExceeded { .. }
+        | IdempotencyConflict
+        | HoldExpired
+        | HoldReleased
+        | HoldSold
+        | AlreadyExtended
+        | NotSold
+        | NotReturnable { .. }
+        | StaleInventory { .. }
+        | UpdateWouldDisturbHolds { .. } => ProblemType::Conflict,
+    };
+    // Another visitor's hold is reported exactly like a missing one: no probing of hold ids.
+    let detail = if matches!(e, NotYourHold) { HoldNotFound.to_string() } else { e.to_string() };
+    let mut problem = Problem::new(kind, detail).with_instance(instance);
+    let shown = if matches!(e, NotYourHold) { &HoldNotFound } else { e };
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(shown) {
+        problem.extensions.extend(fields);
+    }
+    problem
+}
+
+impl InventoryObject {
+    fn store(&self) -> Result<Store> {
+        Store::open(self.state.storage().sql())
+    }
+
+    /// Loads the ledger once per object lifetime and re-arms the alarm (a crash may have lost it).
+    async fn ensure_loaded(&self) -> Result<()> {
+        if self.loaded.get() {
+            return Ok(());
+        }
+        let ledger = self.store()?.load()?;
+        let next = ledger.as_ref().and_then(Ledger::next_expiry);
+        *self.ledger.borrow_mut() = ledger;
+        self.loaded.set(true);
+        self.arm_alarm(next).await
+    }
+
+    /// Keeps exactly one alarm, at the earliest live expiry.
+    async fn arm_alarm(&self, next: Option<Millis>) -> Result<()> {
+        let storage = self.state.storage();
+        match next {
+            Some(at) => {
+                if storage.get_alarm().await? != Some(at) {
+                    let when = worker::js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at as f64));
+                    storage.set_alarm(worker::ScheduledTime::new(when)).await?;
+                }
+            }
+            None => storage.delete_alarm().await?,
+        }
+        Ok(())
+    }
+
+    fn next_expiry(&self) -> Option<Millis> {
+        self.ledger.borrow().as_ref().and_then(Ledger::next_expiry)
+    }
+
+    /// Runs a ledger operation that touches one hold, persisting that hold and the ledger's meta
+    /// synchronously; answers the hold (or the refusal).
+    fn hold_op(
+        &self,
+        path: &str,
+        op: impl FnOnce(&mut Ledger, Millis) -> std::result::Result<HoldId, HoldError>,
+    ) -> Result<Response> {
+        let mut guard = self.ledger.borrow_mut();
+        let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
+        match op(ledger, now()) {
+            Ok(id) => {
+                let store = self.store()?;
+                let hold = ledger.hold(&id).cloned();
+                if let Some(hold) = &hold {
+                    store.save_holds([hold])?;
+                }
+                store.save_meta(ledger)?;
+                http::json(200, &hold)
+            }
+            Err(e) => http::problem(&hold_problem(&e, path)),
+        }
+    }
+
+    async fn route(&self, mut req: Request, path: &str, caller: Caller) -> Result<Response> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let method = req.method();
+        let response = match (method, segments.as_slice(), &caller) {
+            (Method::Put, ["inventory"], Caller::Core) => {
+                let inventory: Inventory = match req.json().await {
+                    Ok(i) => i,
+                    Err(e) => return malformed(path, e),
+                };
+                self.put_inventory(inventory, path)?
+            }
+            (Method::Post, ["holds"], Caller::Visitor(visitor)) => {
+                let body: PlaceHoldBody = match req.json().await {
+                    Ok(b) => b,
+                    Err(e) => return malformed(path, e),
+                };
+                self.place_hold(visitor, body, path)?
+            }
+            (Method::Get, ["holds", id], _) => {
+                let id = parse_hold_id(id);
+                let guard = self.ledger.borrow();
+                let Some(ledger) = guard.as_ref() else { return not_on_sale(path) };
+                match (id.and_then(|id| ledger.hold(&id)), &caller) {
+                    (Some(hold), Caller::Core) => http::json(200, hold)?,
+                    (Some(hold), Caller::Visitor(v)) if &hold.visitor == v => http::json(200, hold)?,
+                    _ => http::problem(&hold_problem(&HoldError::HoldNotFound, path))?,
+                }
+            }
+            (Method::Delete, ["holds", id], _) => {
+                let Some(id) = parse_hold_id(id) else {
+                    return http::problem(&hold_problem(&HoldError::HoldNotFound, path));
+                };
+                self.hold_op(path, |l, now| {
+                    let by = match &caller {
+                        Caller::Visitor(v) => Releaser::Visitor(v),
+                        Caller::Core => Releaser::Core,
+                    };
+                    l.release(&id, by, now).map(|h| h.id.clone())
+                })?
+            }
+            (Method::Post, ["holds", id, action], Caller::Core) => {
+                let Some(id) = parse_hold_id(id) else {
+                    return http::problem(&hold_problem(&HoldError::HoldNotFound, path));
+                };
+                match *action {
+                    "extend" => self.hold_op(path, |l, now| l.extend(&id, now).map(|h| h.id.clone()))?,
+                    "confirm" => self.hold_op(path, |l, now| l.confirm(&id, now).map(|h| h.id.clone()))?,
+                    "return" => {
+                        let body: ReturnBody = match req.text().await {
+                            Ok(t) if t.trim().is_empty() => ReturnBody::default(),
+                            Ok(t) => match serde_json::from_str(&t) {
+                                Ok(b) => b,
+                                Err(e) => return malformed(path, e),
+                            },
+                            Err(e) => return malformed(path, e),
+                        };
+                        self.hold_op(path, |l, _| {
+                            l.return_sold(&id, &body.seats, body.ga_quantity).map(|h| h.id.clone())
+                        })?
+                    }
+                    _ => http::problem_of(ProblemType::NotFound, "no such hold action", path)?,
+                }
+            }
+            (Method::Get, ["availability"], _) => {
+                let guard = self.ledger.borrow();
+                let Some(ledger) = guard.as_ref() else { return not_on_sale(path) };
+                http::json(200, &ledger.availability())?
+            }
+            (Method::Get, ["stats"], Caller::Core) => {
+                let guard = self.ledger.borrow();
+                let Some(ledger) = guard.as_ref() else { return not_on_sale(path) };
+                let availability = ledger.availability();
+                http::json(
+                    200,
+                    &serde_json::json!({
+                        "event": ledger.event(),
+                        "inventory_version": ledger.inventory_version(),
+                        "version": ledger.version(),
+                        "stats": ledger.stats(),
+                        "next_expiry": ledger.next_expiry(),
+                        "sections": availability.sections,
+                        "tiers": availability.tiers,
+                        "storage_bytes": self.store()?.size(),
+                    }),
+                )?
+            }
+            (_, ["inventory" | "holds" | "availability" | "stats", ..], _) => {
+                http::problem_of(ProblemType::Forbidden, "not allowed for this caller", path)?
+            }
+            _ => http::problem_of(ProblemType::NotFound, "no such route on the inventory", path)?,
+        };
+        // Whatever changed, the alarm follows the earliest expiry.
+        self.arm_alarm(self.next_expiry()).await?;
+        Ok(response)
+    }
+
+    fn put_inventory(&self, inventory: Inventory, path: &str) -> Result<Response> {
+        if let Err(errors) = inventory.validate() {
+            let problem = Problem::new(ProblemType::ValidationFailed, "the inventory is not valid")
+                .with_instance(path)
+                .with_extension("errors", serde_json::to_value(&errors)?);
+            return http::problem(&problem);
+        }
+        let mut guard = self.ledger.borrow_mut();
+        let outcome = match guard.as_mut() {
+            Some(ledger) => ledger.update_inventory(&inventory),
+            None => {
+                *guard = Some(Ledger::new(&inventory));
+                Ok(())
+            }
+        };
+        if let Err(e) = outcome {
+            return http::problem(&hold_problem(&e, path));
+        }
+        let Some(ledger) = guard.as_ref() else { return not_on_sale(path) };
+        let store = self.store()?;
+        store.save_inventory(&inventory)?;
+        store.save_meta(ledger)?;
+        http::json(
+            200,
+            &serde_json::json!({
+                "event": ledger.event(),
+                "inventory_version": ledger.inventory_version(),
+                "version": ledger.version(),
+            }),
+        )
+    }
+
+    fn place_hold(&self, visitor: &VisitorId, body: PlaceHoldBody, path: &str) -> Result<Response> {
+        let mut guard = self.ledger.borrow_mut();
+        let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
+        let key = body.idempotency_key.as_deref();
+        let answer = ledger.place_hold(visitor, key, &body.request, now(), new_hold_id()?);
+        // Persist before answering: the hold and the key's answer (a refusal is remembered too).
+        let store = self.store()?;
+        if let Ok(placed) = &answer {
+            if !placed.replayed {
+                store.save_holds([&placed.hold])?;
+            }
+        }
+        if let Some(record) = key.and_then(|k| ledger.idempotency_record(visitor, k)) {
+            store.save_idempotency(record)?;
+        }
+        store.save_meta(ledger)?;
+        match answer {
+            Ok(placed) => http::json(if placed.replayed { 200 } else { 201 }, &placed),
+            Err(e) => http::problem(&hold_problem(&e, path)),
+        }
+    }
+}
+
+impl DurableObject for InventoryObject {
+    fn new(state: State, _env: Env) -> Self {
+        Self { state, ledger: RefCell::new(None), loaded: std::cell::Cell::new(false) }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let path = req.path();
+        let Some(caller) = req.headers().get(CALLER_HEADER)?.as_deref().and_then(Caller::parse) else {
+            return http::problem_of(ProblemType::Unauthorized, "no authenticated caller", &path);
+        };
+        if let Err(e) = self.ensure_loaded().await {
+            worker::console_error!("inventory load failed: {e}");
+            return http::problem_of(ProblemType::Internal, "the inventory could not be loaded", &path);
+        }
+        match self.route(req, &path, caller).await {
+            Ok(resp) => Ok(resp),
+            Err(e) => {
+                // A failed write may have left memory ahead of storage: reload from storage next time.
+                worker::console_error!("inventory {path}: {e}");
+                self.loaded.set(false);
+                *self.ledger.borrow_mut() = None;
+                http::problem_of(
+                    ProblemType::Internal,
+                    "the inventory could not complete this request",
+                    &path,
+                )
+            }
+        }
+    }
+
+    /// Expires every due hold, forgets what is past retention, and re-arms for the next expiry.
+    /// Safe to run twice (a retried alarm finds nothing more to do).
+    async fn alarm(&self) -> Result<Response> {
+        self.ensure_loaded().await?;
+        let now = now();
+        let next = {
+            let mut guard = self.ledger.borrow_mut();
+            let Some(ledger) = guard.as_mut() else { return Response::ok("no inventory") };
+            let expired = ledger.expire_due(now);
+            let forgotten = ledger.prune(now);
+            let store = self.store()?;
+            let touched: Vec<_> = expired.iter().filter_map(|id| ledger.hold(id)).collect();
+            store.save_holds(touched)?;
+            store.delete_holds(&forgotten)?;
+            store.delete_idempotency_before(now - IDEMPOTENCY_RETENTION_MS)?;
+            store.save_meta(ledger)?;
+            ledger.next_expiry()
+        };
+        self.arm_alarm(next).await?;
+        Response::ok("expired due holds")
+    }
+}
+
+fn parse_hold_id(id: &str) -> Option<HoldId> {
+    HoldId::parse(id).ok()
+}
+
+fn not_on_sale(path: &str) -> Result<Response> {
+    http::problem_of(ProblemType::NotFound, "this event has no inventory here", path)
+}
+
+fn malformed(path: &str, e: impl std::fmt::Display) -> Result<Response> {
+    http::problem_of(ProblemType::MalformedRequest, format!("the body could not be read: {e}"), path)
+}

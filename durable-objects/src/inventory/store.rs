@@ -1,0 +1,167 @@
+//! Persistence of one inventory object's ledger in its SQLite storage.
+//!
+//! Every write here is a synchronous `sql.exec`; a Durable Object commits all writes made without
+//! an intervening `await` as one atomic batch, and holds back the response until they are durable
+//! (output gates). So the object mutates its ledger, calls these methods with no `await` in
+//! between, and an acknowledged hold is on disk — or, if any write throws, nothing is.
+//! Seat states are never stored: they are derived from the holds on load.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use shared_types::ids::HoldId;
+use shared_types::inventory::Inventory;
+use worker::{Result, SqlStorage, SqlStorageValue};
+
+use super::ledger::{Hold, HoldState, IdempotencyRecord, Ledger, Millis, Stats};
+
+/// The object's storage.
+pub struct Store {
+    sql: SqlStorage,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    body: String,
+}
+
+/// The small facts kept beside the holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    version: u64,
+    stats: Stats,
+}
+
+impl Store {
+    /// Opens the storage, creating the tables on first use.
+    pub fn open(sql: SqlStorage) -> Result<Self> {
+        sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL)", None)?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS holds (
+                id TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                expires_at INTEGER NOT NULL,
+                body TEXT NOT NULL
+            )",
+            None,
+        )?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS idempotency (
+                visitor TEXT NOT NULL,
+                key TEXT NOT NULL,
+                at INTEGER NOT NULL,
+                body TEXT NOT NULL,
+                PRIMARY KEY (visitor, key)
+            )",
+            None,
+        )?;
+        sql.exec("CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at)", None)?;
+        Ok(Self { sql })
+    }
+
+    /// The ledger as last stored, or `None` before the core first sent an inventory.
+    pub fn load(&self) -> Result<Option<Ledger>> {
+        let Some(inventory) = self.meta::<Inventory>("inventory")? else { return Ok(None) };
+        let meta = self.meta::<Meta>("ledger")?.unwrap_or(Meta { version: 0, stats: Stats::default() });
+        let holds: Vec<Hold> = self.bodies("SELECT body FROM holds", None)?;
+        let records: Vec<IdempotencyRecord> = self.bodies("SELECT body FROM idempotency", None)?;
+        Ledger::restore(&inventory, holds, records, meta.version, meta.stats)
+            .map(Some)
+            .map_err(|e| worker::Error::RustError(format!("stored ledger is inconsistent: {e}")))
+    }
+
+    /// Stores the inventory definition.
+    pub fn save_inventory(&self, inventory: &Inventory) -> Result<()> {
+        self.put_meta("inventory", inventory)
+    }
+
+    /// Stores the ledger's version and statistics (after every change).
+    pub fn save_meta(&self, ledger: &Ledger) -> Result<()> {
+        self.put_meta("ledger", &Meta { version: ledger.version(), stats: ledger.stats().clone() })
+    }
+
+    /// Inserts or replaces holds as they are now.
+    pub fn save_holds<'a>(&self, holds: impl IntoIterator<Item = &'a Hold>) -> Result<()> {
+        for hold in holds {
+            self.sql.exec(
+                "INSERT INTO holds (id, state, expires_at, body) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at,
+                 body = excluded.body",
+                vec![
+                    hold.id.as_str().into(),
+                    state_name(hold.state).into(),
+                    SqlStorageValue::from(hold.expires_at),
+                    to_json(hold)?.into(),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Deletes holds the ledger has forgotten.
+    pub fn delete_holds(&self, ids: &[HoldId]) -> Result<()> {
+        for id in ids {
+            self.sql.exec("DELETE FROM holds WHERE id = ?", vec![id.as_str().into()])?;
+        }
+        Ok(())
+    }
+
+    /// Stores the answer to an idempotency key.
+    pub fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO idempotency (visitor, key, at, body) VALUES (?, ?, ?, ?)",
+            vec![
+                record.visitor.as_str().into(),
+                record.key.as_str().into(),
+                SqlStorageValue::from(record.at),
+                to_json(record)?.into(),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes idempotency answers older than `before` (the ledger forgot them too).
+    pub fn delete_idempotency_before(&self, before: Millis) -> Result<()> {
+        self.sql.exec("DELETE FROM idempotency WHERE at < ?", vec![SqlStorageValue::from(before)])?;
+        Ok(())
+    }
+
+    /// Bytes of storage in use (for the operator's statistics).
+    pub fn size(&self) -> usize {
+        self.sql.database_size()
+    }
+
+    fn meta<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let rows: Vec<T> = self.bodies("SELECT body FROM meta WHERE key = ?", vec![key.into()])?;
+        Ok(rows.into_iter().next())
+    }
+
+    fn put_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
+        self.sql.exec(
+            "INSERT OR REPLACE INTO meta (key, body) VALUES (?, ?)",
+            vec![key.into(), to_json(value)?.into()],
+        )?;
+        Ok(())
+    }
+
+    fn bodies<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        bindings: impl Into<Option<Vec<SqlStorageValue>>>,
+    ) -> Result<Vec<T>> {
+        let rows: Vec<Body> = self.sql.exec(query, bindings)?.to_array()?;
+        rows.into_iter().map(|r| serde_json::from_str(&r.body).map_err(worker::Error::from)).collect()
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(worker::Error::from)
+}
+
+fn state_name(state: HoldState) -> &'static str {
+    match state {
+        HoldState::Held => "held",
+        HoldState::Sold => "sold",
+        HoldState::Released => "released",
+        HoldState::Expired => "expired",
+    }
+}

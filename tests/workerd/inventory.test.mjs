@@ -1,0 +1,169 @@
+// The InventoryObject Durable Object in workerd (miniflare), called directly as the edge Worker
+// calls it (with the x-caller header the edge sets after authenticating). Invariants under real
+// concurrency, alarm-driven expiry, and a restart of the runtime with persisted storage.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { startEdge } from './harness.mjs';
+
+const cleanups = [];
+after(async () => { for (const c of cleanups.reverse()) await c(); });
+
+function inventory({ event = 'evt1', version = 1, holdSeconds = 600, seats = 10, ga = 5, limit = 8 } = {}) {
+  const zone = 'std';
+  return {
+    event, version, currency: 'EUR',
+    seat_map: {
+      sections: [{ id: 'A', name: 'Section A', rows: [{ label: '1', seats: Array.from({ length: seats }, (_, n) => ({ id: `A-1-${n}`, label: `${n}`, x: n, y: 0, zone })) }] }],
+      zones: [{ id: zone, name: 'Standard', price: { amount_minor: 4500, currency: 'EUR' } }],
+      ga_tiers: ga ? [{ id: 'floor', name: 'Floor', capacity: ga, price: { amount_minor: 3000, currency: 'EUR' } }] : [],
+    },
+    settings: { hold_seconds: holdSeconds, extension_seconds: 60, max_tickets_per_visitor: limit },
+  };
+}
+
+async function objectFor(mf, name) {
+  const ns = await mf.getDurableObjectNamespace('INVENTORY');
+  const stub = ns.get(ns.idFromName(name));
+  const call = async (method, p, caller, body) => {
+    const headers = caller ? { 'x-caller': caller } : {};
+    const res = await stub.fetch(`https://inventory${p}`, { method, headers, body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body)) });
+    const text = await res.text();
+    let json; try { json = JSON.parse(text); } catch { json = text; }
+    return { status: res.status, type: res.headers.get('content-type'), body: json };
+  };
+  return call;
+}
+
+async function freshObject(name, inv) {
+  const mf = await startEdge();
+  cleanups.push(() => mf.dispose());
+  const call = await objectFor(mf, name);
+  const put = await call('PUT', '/inventory', 'core', inv);
+  assert.equal(put.status, 200, JSON.stringify(put.body));
+  return { mf, call };
+}
+
+const hold = (seats, key) => ({ request: { kind: 'seats', seats }, ...(key ? { idempotency_key: key } : {}) });
+
+test('only the core may set the inventory; a bad one is refused naming the field, and changes nothing', async () => {
+  const mf = await startEdge();
+  cleanups.push(() => mf.dispose());
+  const call = await objectFor(mf, 'evt-auth');
+  assert.equal((await call('PUT', '/inventory', undefined, inventory())).status, 401);
+  const asVisitor = await call('PUT', '/inventory', 'visitor v1', inventory());
+  assert.equal(asVisitor.status, 403);
+  const bad = inventory();
+  bad.seat_map.sections[0].rows[0].seats[3].zone = 'nope';
+  const refused = await call('PUT', '/inventory', 'core', bad);
+  assert.equal(refused.status, 422);
+  assert.equal(refused.type, 'application/problem+json');
+  assert.equal(refused.body.errors[0].field, 'seat_map.sections[0].rows[0].seats[3].zone');
+  assert.equal((await call('GET', '/availability', 'visitor v1')).status, 404, 'nothing was stored');
+  assert.equal((await call('PUT', '/inventory', 'core', '{"event":')).status, 400);
+});
+
+test('many concurrent buyers racing for the same seats: exactly one wins each seat', async () => {
+  const { call } = await freshObject('evt-race', inventory({ seats: 6 }));
+  const racers = 40;
+  const results = await Promise.all(Array.from({ length: racers }, (_, i) =>
+    call('POST', '/holds', `visitor r${i}`, hold(i % 2 ? ['A-1-1', 'A-1-2'] : ['A-1-2', 'A-1-3']))));
+  const won = results.filter((r) => r.status === 201);
+  assert.equal(won.length, 1, `winners: ${won.length}`);
+  for (const r of results.filter((r) => r.status !== 201)) {
+    assert.equal(r.status, 409);
+    assert.equal(r.body.reason, 'seats_unavailable');
+  }
+  // And for GA places: 5 of capacity, 30 racers for one each.
+  const ga = await Promise.all(Array.from({ length: 30 }, (_, i) =>
+    call('POST', '/holds', `visitor g${i}`, { request: { kind: 'general_admission', tier: 'floor', quantity: 1 } })));
+  assert.equal(ga.filter((r) => r.status === 201).length, 5);
+  const availability = (await call('GET', '/availability', 'visitor x')).body;
+  assert.equal(availability.tiers[0][1].available, 0);
+  assert.equal(availability.seats.split('').filter((c) => c === 'h').length, 2);
+});
+
+test('an idempotency key gives the same answer to a retry and a conflict to another body', async () => {
+  const { call } = await freshObject('evt-idem', inventory());
+  const first = await call('POST', '/holds', 'visitor v1', hold(['A-1-4'], 'key-1'));
+  assert.equal(first.status, 201);
+  const retry = await call('POST', '/holds', 'visitor v1', hold(['A-1-4'], 'key-1'));
+  assert.equal(retry.status, 200);
+  assert.equal(retry.body.replayed, true);
+  assert.equal(retry.body.hold.id, first.body.hold.id);
+  const other = await call('POST', '/holds', 'visitor v1', hold(['A-1-5'], 'key-1'));
+  assert.equal(other.status, 409);
+  assert.equal(other.body.reason, 'idempotency_conflict');
+  const stats = (await call('GET', '/stats', 'core')).body;
+  assert.equal(stats.stats.holds_placed, 1);
+});
+
+test('malformed bodies and wrong callers are refused with problem+json and change nothing', async () => {
+  const { call } = await freshObject('evt-bad', inventory());
+  const before = (await call('GET', '/availability', 'visitor v1')).body.version;
+  for (const body of ['{"request":', '{"request":{"kind":"seats","seats":"A-1-1"}}', '[]', '{"request":{"kind":"teleport"}}']) {
+    const r = await call('POST', '/holds', 'visitor v1', body);
+    assert.equal(r.status, 400, body);
+    assert.equal(r.type, 'application/problem+json');
+  }
+  const unknown = await call('POST', '/holds', 'visitor v1', hold(['Z-9-9']));
+  assert.equal(unknown.status, 422);
+  assert.equal(unknown.body.reason, 'unknown_seat');
+  const placed = await call('POST', '/holds', 'visitor v1', hold(['A-1-1']));
+  assert.equal((await call('POST', `/holds/${placed.body.hold.id}/confirm`, 'visitor v1')).status, 403, 'only the core confirms');
+  assert.equal((await call('DELETE', `/holds/${placed.body.hold.id}`, 'visitor v2')).status, 404, "another visitor's hold is not found");
+  assert.equal((await call('GET', '/availability', 'visitor v1')).body.version, before + 1, 'only the one good hold changed anything');
+});
+
+test('the core extends, confirms (twice, harmlessly) and returns; a sold seat is never held again', async () => {
+  const { call } = await freshObject('evt-sell', inventory());
+  const placed = (await call('POST', '/holds', 'visitor v1', hold(['A-1-1', 'A-1-2']))).body.hold;
+  const extended = await call('POST', `/holds/${placed.id}/extend`, 'core');
+  assert.equal(extended.body.expires_at, placed.expires_at + 60_000);
+  assert.equal((await call('POST', `/holds/${placed.id}/extend`, 'core')).body.reason, 'already_extended');
+  assert.equal((await call('POST', `/holds/${placed.id}/confirm`, 'core')).body.state, 'sold');
+  assert.equal((await call('POST', `/holds/${placed.id}/confirm`, 'core')).body.state, 'sold');
+  assert.equal((await call('POST', '/holds', 'visitor v2', hold(['A-1-2']))).status, 409);
+  const returned = await call('POST', `/holds/${placed.id}/return`, 'core', { seats: ['A-1-2'] });
+  assert.deepEqual(returned.body.returned_seats, ['A-1-2']);
+  assert.equal((await call('POST', '/holds', 'visitor v2', hold(['A-1-2']))).status, 201);
+});
+
+test('a hold expires by alarm, with no client request, and its seats return within a second', async () => {
+  const { call } = await freshObject('evt-expiry', inventory({ holdSeconds: 1 }));
+  const placed = (await call('POST', '/holds', 'visitor v1', hold(['A-1-7']))).body.hold;
+  await new Promise((r) => setTimeout(r, 2500));
+  // Reads do not expire anything: only the alarm can have released the seat.
+  const h = (await call('GET', `/holds/${placed.id}`, 'core')).body;
+  assert.equal(h.state, 'expired');
+  assert.ok(h.ended_at - h.expires_at < 1000, `expired ${h.ended_at - h.expires_at} ms late`);
+  const availability = (await call('GET', '/availability', 'visitor v2')).body;
+  assert.equal(availability.seats[7], 'a');
+  assert.equal((await call('GET', '/stats', 'core')).body.stats.holds_expired, 1);
+});
+
+test('holds and their alarm survive a restart of the runtime', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-persist-'));
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const first = await startEdge({}, { durableObjectsPersist: dir });
+  let call = await objectFor(first, 'evt-restart');
+  assert.equal((await call('PUT', '/inventory', 'core', inventory({ holdSeconds: 3 }))).status, 200);
+  const longHold = (await call('POST', '/holds', 'visitor v1', hold(['A-1-1']))).body.hold;
+  const sold = (await call('POST', '/holds', 'visitor v2', hold(['A-1-2']))).body.hold;
+  await call('POST', `/holds/${sold.id}/extend`, 'core');
+  await call('POST', `/holds/${sold.id}/confirm`, 'core');
+  await first.dispose();
+
+  const second = await startEdge({}, { durableObjectsPersist: dir });
+  cleanups.push(() => second.dispose());
+  call = await objectFor(second, 'evt-restart');
+  const held = (await call('GET', `/holds/${longHold.id}`, 'core')).body;
+  assert.equal(held.state, 'held', 'the acknowledged hold survived');
+  assert.equal((await call('POST', '/holds', 'visitor v3', hold(['A-1-1']))).status, 409);
+  assert.equal((await call('GET', `/holds/${sold.id}`, 'core')).body.state, 'sold');
+  await new Promise((r) => setTimeout(r, Math.max(0, longHold.expires_at - Date.now()) + 1500));
+  assert.equal((await call('GET', `/holds/${longHold.id}`, 'core')).body.state, 'expired', 'the alarm fired after the restart');
+  assert.equal((await call('GET', '/availability', 'visitor v3')).body.seats.slice(1, 3), 'as');
+});
