@@ -16,7 +16,7 @@ fn ledger() -> Ledger {
 }
 
 fn seats(ids: &[&str]) -> HoldRequest {
-    HoldRequest::Seats { seats: ids.iter().map(|s| seat(s)).collect() }
+    HoldRequest::Seats { seats: ids.iter().map(|s| seat(s)).collect(), section: None }
 }
 
 #[test]
@@ -270,7 +270,10 @@ fn an_inventory_update_keeps_live_holds_and_refuses_to_drop_what_is_held() {
     l.update_inventory(&next).unwrap();
     assert_eq!(l.hold(&hold_id(1)).unwrap().state, HoldState::Held);
     assert_eq!(&l.availability().seats[..2], "ah");
-    assert!(matches!(l.update_inventory(&next), Err(HoldError::StaleInventory { .. })));
+    l.update_inventory(&next).expect("the same push again is accepted");
+    let mut older = next.clone();
+    older.seat_map.zones[0].price.amount_minor = 1;
+    assert!(matches!(l.update_inventory(&older), Err(HoldError::StaleInventory { .. })));
     let mut smaller = inventory(1, 1, 1, 20, SETTINGS);
     smaller.version = 3;
     assert!(matches!(l.update_inventory(&smaller), Err(HoldError::UpdateWouldDisturbHolds { .. })));
@@ -304,4 +307,15 @@ fn a_restored_ledger_is_the_same_ledger() {
     for v in 1..=4 {
         assert_eq!(back.tickets_of(&visitor(v)), l.tickets_of(&visitor(v)));
     }
+}
+
+#[test]
+fn named_seats_in_a_section_must_be_in_that_section() {
+    let mut l = ledger();
+    let req = |s: &str| HoldRequest::Seats { seats: vec![seat(s)], section: Some(id("S1")) };
+    assert!(matches!(
+        l.place_hold(&visitor(1), None, &req("S0-0-1"), T0, hold_id(1)),
+        Err(HoldError::UnknownSeat { .. })
+    ));
+    assert!(l.place_hold(&visitor(1), None, &req("S1-0-1"), T0, hold_id(2)).is_ok());
 }

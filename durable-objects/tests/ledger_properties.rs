@@ -161,7 +161,7 @@ impl World {
 
         // Without a replay: success exactly when the model says there is room.
         let expected_ok = match &request {
-            HoldRequest::Seats { seats } => {
+            HoldRequest::Seats { seats, .. } => {
                 let mut distinct = seats.clone();
                 distinct.sort();
                 distinct.dedup();
@@ -194,9 +194,11 @@ impl World {
     fn step(&mut self, op: Op) -> Result<(), TestCaseError> {
         let version_before = self.ledger.version();
         match op {
-            Op::Seats { visitor: v, seats, key } => {
-                self.place(v, key, HoldRequest::Seats { seats: seats.into_iter().map(seat_at).collect() })?
-            }
+            Op::Seats { visitor: v, seats, key } => self.place(
+                v,
+                key,
+                HoldRequest::Seats { seats: seats.into_iter().map(seat_at).collect(), section: None },
+            )?,
             Op::Best { visitor: v, quantity, key } => self.place(
                 v,
                 key,

@@ -3,12 +3,18 @@
 //! orders in the regional core). A handler error becomes a problem+json 500, never a panic.
 
 mod health;
+mod holds;
+mod internal;
+mod keys;
+mod objects;
 
 // Linking the Durable Object classes here makes one script deploy the Worker and its objects.
+pub use durable_objects::directory::EventDirectory;
 pub use durable_objects::inventory::InventoryObject;
 pub use durable_objects::HealthProbe;
 
 use durable_objects::http;
+use shared_types::ids::EventId;
 use shared_types::ProblemType;
 use worker::{event, Context, Env, Method, Request, Response, Result};
 
@@ -26,9 +32,57 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 }
 
 async fn route(req: Request, env: &Env, path: &str) -> Result<Response> {
-    match (req.method(), path) {
-        (Method::Get | Method::Head, "/healthz") => health::healthz(env).await,
-        (_, "/healthz") => http::problem_of(ProblemType::MethodNotAllowed, "use GET", path),
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (Method::Get | Method::Head, ["healthz"]) => health::healthz(env).await,
+        (_, ["healthz"]) => http::problem_of(ProblemType::MethodNotAllowed, "use GET", path),
+        (method, ["api", "v1", "events", event, rest @ ..]) => {
+            let Ok(event) = EventId::parse(event) else {
+                return http::problem_of(ProblemType::NotFound, "no such event", path);
+            };
+            match (method, rest) {
+                (Method::Get, ["availability"]) => holds::availability(env, &event, path).await,
+                (Method::Post, ["holds"]) => match edge_keys(env, path)? {
+                    Ok(keys) => holds::place(req, env, &keys, &event, path).await,
+                    Err(resp) => Ok(resp),
+                },
+                (Method::Delete, ["holds", hold]) => match edge_keys(env, path)? {
+                    Ok(keys) => holds::release(req, env, &keys, &event, hold, path).await,
+                    Err(resp) => Ok(resp),
+                },
+                (_, ["availability"] | ["holds"] | ["holds", _]) => http::problem_of(
+                    ProblemType::MethodNotAllowed,
+                    "this route does not accept that method",
+                    path,
+                ),
+                _ => http::problem_of(ProblemType::NotFound, "no such route", path),
+            }
+        }
+        (_, ["internal", "v1", "events", event, rest @ ..]) => {
+            let Ok(event) = EventId::parse(event) else {
+                return http::problem_of(ProblemType::NotFound, "no such event", path);
+            };
+            match edge_keys(env, path)? {
+                Ok(keys) => internal::handle(req, env, &keys, &event, rest, path).await,
+                Err(resp) => Ok(resp),
+            }
+        }
         _ => http::problem_of(ProblemType::NotFound, "no such route", path),
+    }
+}
+
+/// The edge's keys; a deployment without them answers 503 (and says why in the log, not to the client).
+fn edge_keys(env: &Env, path: &str) -> Result<std::result::Result<keys::EdgeKeys, Response>> {
+    match keys::EdgeKeys::from_env(env) {
+        Ok(keys) => Ok(Ok(keys)),
+        Err(e) => {
+            worker::console_error!("edge keys: {e}");
+            http::problem_of(
+                ProblemType::DependencyUnavailable,
+                "the edge is not configured to sign tokens",
+                path,
+            )
+            .map(Err)
+        }
     }
 }

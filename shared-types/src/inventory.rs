@@ -162,6 +162,23 @@ impl Default for HoldSettings {
     }
 }
 
+/// How an event's inventory is spread over Durable Objects.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharding {
+    /// One object holds everything (up to [`MAX_SEATS_PER_INVENTORY`] seats).
+    #[default]
+    None,
+    /// One object per section, and one for all general-admission tiers: for stadiums, so that
+    /// no single object takes every hold of the event.
+    BySection,
+}
+
+/// The name of the GA shard of a sectioned event.
+pub const GA_SHARD: &str = "ga";
+/// The name of the only shard of an unsharded event.
+pub const MAIN_SHARD: &str = "main";
+
 /// Everything an inventory object needs to sell an event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Inventory {
@@ -172,6 +189,8 @@ pub struct Inventory {
     pub seat_map: SeatMap,
     #[serde(default)]
     pub settings: HoldSettings,
+    #[serde(default)]
+    pub sharding: Sharding,
 }
 
 /// One thing wrong with a request body, naming the field (a JSON path).
@@ -189,6 +208,31 @@ impl FieldError {
 }
 
 impl Inventory {
+    /// Splits the inventory into the pieces its objects hold, in a fixed order (sections in
+    /// seat-map order, then GA): `(shard name, inventory of that shard)`. Every piece keeps all
+    /// price zones and the settings; a hold always lives in exactly one piece.
+    pub fn shards(&self) -> Vec<(String, Inventory)> {
+        match self.sharding {
+            Sharding::None => vec![(MAIN_SHARD.to_owned(), self.clone())],
+            Sharding::BySection => {
+                let piece = |sections: Vec<Section>, ga_tiers: Vec<GaTier>| Inventory {
+                    seat_map: SeatMap { sections, zones: self.seat_map.zones.clone(), ga_tiers },
+                    ..self.clone()
+                };
+                let mut shards: Vec<(String, Inventory)> = self
+                    .seat_map
+                    .sections
+                    .iter()
+                    .map(|s| (s.id.as_str().to_owned(), piece(vec![s.clone()], vec![])))
+                    .collect();
+                if !self.seat_map.ga_tiers.is_empty() {
+                    shards.push((GA_SHARD.to_owned(), piece(vec![], self.seat_map.ga_tiers.clone())));
+                }
+                shards
+            }
+        }
+    }
+
     /// Checks every rule of a definition; returns all violations at once, each naming its field.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
@@ -256,7 +300,20 @@ impl Inventory {
                 }
             }
         }
-        if seat_ids.len() > MAX_SEATS_PER_INVENTORY {
+        let largest_object = match self.sharding {
+            Sharding::None => seat_ids.len(),
+            Sharding::BySection => {
+                if map.sections.iter().any(|s| s.id.as_str() == GA_SHARD) {
+                    err("seat_map.sections".into(), "a sectioned event cannot have a section named \"ga\"");
+                }
+                map.sections
+                    .iter()
+                    .map(|s| s.rows.iter().map(|r| r.seats.len()).sum::<usize>())
+                    .max()
+                    .unwrap_or(0)
+            }
+        };
+        if largest_object > MAX_SEATS_PER_INVENTORY {
             err("seat_map.sections".into(), "too many seats for one inventory object: shard by section");
         }
         if seat_ids.is_empty() && map.ga_tiers.is_empty() {
@@ -333,7 +390,24 @@ pub(crate) mod tests {
                 }],
             },
             settings: HoldSettings::default(),
+            sharding: Sharding::None,
         }
+    }
+
+    #[test]
+    fn sharding_by_section_gives_each_section_and_the_ga_pool_its_own_piece() {
+        let mut inv = sample(3, 2, 5);
+        assert_eq!(inv.shards().len(), 1);
+        inv.sharding = Sharding::BySection;
+        let shards = inv.shards();
+        let names: Vec<&str> = shards.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["S0", "S1", "S2", "ga"]);
+        let seats: usize = shards.iter().map(|(_, s)| s.seat_map.seat_count()).sum();
+        assert_eq!(seats, inv.seat_map.seat_count());
+        for (_, piece) in &shards {
+            assert_eq!(piece.validate(), Ok(()));
+        }
+        assert!(shards[3].1.seat_map.sections.is_empty() && shards[3].1.seat_map.ga_tiers.len() == 1);
     }
 
     #[test]

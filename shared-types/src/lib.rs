@@ -7,6 +7,7 @@ pub mod health;
 pub mod ids;
 pub mod inventory;
 pub mod problem;
+pub mod request_signing;
 pub mod token;
 
 pub use health::{CoreHealth, HealthReport, HealthStatus, Tier, TierReport};

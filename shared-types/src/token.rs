@@ -45,6 +45,25 @@ impl TokenKind {
     }
 }
 
+/// What a hold token grants, beyond the common claims (`jti` is the hold id). The core reads it
+/// at checkout, offline, with the edge's public keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldGrant {
+    pub hold: crate::ids::HoldId,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seats: Vec<crate::ids::SeatId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ga_tier: Option<crate::ids::TierId>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ga_quantity: u32,
+    /// The hold's expiry in milliseconds (the token's `exp` is the same, in seconds, rounded up).
+    pub expires_at_ms: i64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -159,6 +178,11 @@ impl TokenSigner {
         KeyRing { keys }
     }
 
+    /// Signs raw bytes (request signatures share the token keys).
+    pub(crate) fn sign_bytes(&self, message: &[u8]) -> [u8; 64] {
+        self.key.sign(message).to_bytes()
+    }
+
     /// Signs `claims` as a token of `kind`.
     pub fn sign<T: Serialize>(&self, kind: TokenKind, claims: &Claims<T>) -> String {
         let header = Header { alg: "EdDSA".into(), kid: self.kid.clone(), typ: kind.as_str().into() };
@@ -206,6 +230,17 @@ impl KeyRing {
     /// The key ids trusted.
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)
+    }
+
+    /// Verifies a raw signature by key `kid`.
+    pub(crate) fn verify_bytes(
+        &self,
+        kid: &str,
+        message: &[u8],
+        signature: &[u8; 64],
+    ) -> Result<(), TokenError> {
+        let key = self.keys.get(kid).ok_or_else(|| TokenError::UnknownKey(kid.to_owned()))?;
+        key.verify_strict(message, &Signature::from_bytes(signature)).map_err(|_| TokenError::BadSignature)
     }
 
     /// True when no key is trusted (every token would be refused).

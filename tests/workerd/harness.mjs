@@ -17,6 +17,7 @@ export async function startEdge(bindings = {}, options = {}) {
     durableObjects: {
       HEALTH_PROBE: { className: 'HealthProbe', useSQLite: true },
       INVENTORY: { className: 'InventoryObject', useSQLite: true },
+      DIRECTORY: { className: 'EventDirectory', useSQLite: true },
     },
     ...options,
   });
@@ -43,4 +44,49 @@ export function coreHealth(dbStatus = 'ok') {
     ? { tier: 'database', status: 'ok', latency_ms: 0.4, migration_version: 20261121000001 }
     : { tier: 'database', status: 'down', latency_ms: 1000, detail: 'connection failed: ConnectionRefused' };
   return { status: dbStatus === 'ok' ? 'ok' : 'down', version: '0.1.0', database };
+}
+
+// ---- keys and signatures, implemented independently of the Rust code (node:crypto) ----------
+import crypto from 'node:crypto';
+
+export const b64url = (buf) => Buffer.from(buf).toString('base64url');
+
+// A fresh Ed25519 key: { kid, privateKey, seed (base64url), pub (base64url) }.
+export function newKey(kid) {
+  const { privateKey } = crypto.generateKeyPairSync('ed25519');
+  const jwk = privateKey.export({ format: 'jwk' });
+  return { kid, privateKey, seed: jwk.d, pub: jwk.x };
+}
+
+// The bindings that give an edge these keys (as wrangler secrets would).
+export function keyBindings(edge, core) {
+  return { EDGE_SIGNING_KEY: `${edge.kid}:${edge.seed}`, CORE_VERIFYING_KEYS: `${core.kid}:${core.pub}` };
+}
+
+// A JWS (EdDSA) token of `typ` with these claims, signed by `key`.
+export function signToken(key, typ, claims) {
+  const header = b64url(JSON.stringify({ alg: 'EdDSA', kid: key.kid, typ }));
+  const payload = b64url(JSON.stringify(claims));
+  const sig = crypto.sign(null, Buffer.from(`${header}.${payload}`), key.privateKey);
+  return `${header}.${payload}.${b64url(sig)}`;
+}
+
+// Verifies a token with a public key (base64url) and returns its header and claims.
+export function readToken(token, pub) {
+  const [h, p, s] = token.split('.');
+  const publicKey = crypto.createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: pub }, format: 'jwk' });
+  const ok = crypto.verify(null, Buffer.from(`${h}.${p}`), publicKey, Buffer.from(s, 'base64url'));
+  return { ok, header: JSON.parse(Buffer.from(h, 'base64url')), claims: JSON.parse(Buffer.from(p, 'base64url')) };
+}
+
+export function admissionToken(edge, event, visitor, { ttl = 600, iat = Math.floor(Date.now() / 1000) } = {}) {
+  return signToken(edge, 'admission', { iss: 'edge', aud: event, sub: visitor, iat, exp: iat + ttl, jti: crypto.randomUUID() });
+}
+
+// The x-core-signature header for a request (shared_types::request_signing).
+export function coreSignature(core, method, pathAndQuery, body = '', { ts = Math.floor(Date.now() / 1000), nonce = b64url(crypto.randomBytes(16)) } = {}) {
+  const digest = b64url(crypto.createHash('sha256').update(body).digest());
+  const text = `ticketing-core-request-v1\n${method.toUpperCase()}\n${pathAndQuery}\n${digest}\n${ts}\n${nonce}`;
+  const sig = b64url(crypto.sign(null, Buffer.from(text), core.privateKey));
+  return `kid=${core.kid}, ts=${ts}, nonce=${nonce}, sig=${sig}`;
 }

@@ -27,8 +27,10 @@ function inventory({ event = 'evt1', version = 1, holdSeconds = 600, seats = 10,
 async function objectFor(mf, name) {
   const ns = await mf.getDurableObjectNamespace('INVENTORY');
   const stub = ns.get(ns.idFromName(name));
-  const call = async (method, p, caller, body) => {
+  const call = async (method, p, caller, body, nonce) => {
     const headers = caller ? { 'x-caller': caller } : {};
+    // The edge passes the core request's nonce along; the object refuses to see one twice.
+    if (caller === 'core' && method !== 'GET') headers['x-core-nonce'] = nonce ?? `n-${Math.random()}`;
     const res = await stub.fetch(`https://inventory${p}`, { method, headers, body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body)) });
     const text = await res.text();
     let json; try { json = JSON.parse(text); } catch { json = text; }
@@ -166,4 +168,15 @@ test('holds and their alarm survive a restart of the runtime', async () => {
   await new Promise((r) => setTimeout(r, Math.max(0, longHold.expires_at - Date.now()) + 1500));
   assert.equal((await call('GET', `/holds/${longHold.id}`, 'core')).body.state, 'expired', 'the alarm fired after the restart');
   assert.equal((await call('GET', '/availability', 'visitor v3')).body.seats.slice(1, 3), 'as');
+});
+
+test('a core request without a nonce, or with one seen before, is refused as a replay', async () => {
+  const { call } = await freshObject('evt-replay', inventory());
+  const placed = (await call('POST', '/holds', 'visitor v1', hold(['A-1-1']))).body.hold;
+  const first = await call('POST', `/holds/${placed.id}/extend`, 'core', undefined, 'nonce-once-0001');
+  assert.equal(first.status, 200);
+  const replay = await call('POST', `/holds/${placed.id}/confirm`, 'core', undefined, 'nonce-once-0001');
+  assert.equal(replay.status, 401);
+  assert.equal(replay.body.reason, 'replayed');
+  assert.equal((await call('GET', `/holds/${placed.id}`, 'core')).body.state, 'held', 'the replay changed nothing');
 });

@@ -29,8 +29,13 @@ pub const MAX_HOLD_QUANTITY: u32 = 50;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum HoldRequest {
-    /// Exactly these seats, all or nothing.
-    Seats { seats: Vec<SeatId> },
+    /// Exactly these seats, all or nothing. In a sectioned event, `section` says which shard
+    /// they are in (every seat must be in it).
+    Seats {
+        seats: Vec<SeatId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        section: Option<SectionId>,
+    },
     /// The best `quantity` available seats, in one section and/or zone when given; adjacent in
     /// one row when possible.
     BestAvailable {
@@ -48,13 +53,22 @@ pub enum HoldRequest {
 }
 
 impl HoldRequest {
-    /// A stable fingerprint of the request body, for idempotency (FNV-1a over canonical JSON).
+    /// A stable fingerprint of the request body, for idempotency.
     pub fn fingerprint(&self) -> u64 {
-        let bytes = serde_json::to_vec(self).unwrap_or_default();
-        bytes
-            .iter()
-            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
+        fnv1a(&serde_json::to_vec(self).unwrap_or_default())
     }
+}
+
+fn inventory_fingerprint(inventory: &Inventory) -> u64 {
+    fnv1a(&serde_json::to_vec(inventory).unwrap_or_default())
+}
+
+/// FNV-1a: stable across builds and platforms (unlike std's hasher), so stored fingerprints
+/// still match after a deploy.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// Where a hold is in its life.
@@ -264,6 +278,8 @@ pub struct IdempotencyRecord {
 pub struct Ledger {
     event: EventId,
     inventory_version: u64,
+    /// Fingerprint of the current definition: the same version pushed again is accepted as is.
+    inventory_fingerprint: u64,
     settings: HoldSettings,
     seats: Vec<SeatEntry>,
     seat_index: HashMap<SeatId, u32>,
@@ -290,6 +306,7 @@ impl Ledger {
         let mut ledger = Self {
             event: inventory.event.clone(),
             inventory_version: 0,
+            inventory_fingerprint: 0,
             settings: inventory.settings,
             seats: Vec::new(),
             seat_index: HashMap::new(),
@@ -373,6 +390,7 @@ impl Ledger {
             .collect();
         self.settings = inventory.settings;
         self.inventory_version = inventory.version;
+        self.inventory_fingerprint = inventory_fingerprint(inventory);
     }
 
     /// Replaces the inventory definition (new prices, seats, settings) without disturbing holds:
@@ -384,6 +402,11 @@ impl Ledger {
                 expected: self.event.clone(),
                 found: inventory.event.clone(),
             });
+        }
+        if inventory.version == self.inventory_version
+            && inventory_fingerprint(inventory) == self.inventory_fingerprint
+        {
+            return Ok(()); // the same push again (a retry): nothing to do
         }
         if inventory.version <= self.inventory_version {
             return Err(HoldError::StaleInventory {
@@ -510,7 +533,7 @@ impl Ledger {
             return Err(HoldError::IdempotencyConflict);
         }
         let (seats, ga) = match request {
-            HoldRequest::Seats { seats } => (self.pick_named(seats)?, None),
+            HoldRequest::Seats { seats, section } => (self.pick_named(seats, section.as_ref())?, None),
             HoldRequest::BestAvailable { quantity, section, zone, accessibility } => {
                 (self.pick_best(*quantity, section.as_ref(), zone.as_ref(), *accessibility)?, None)
             }
@@ -548,15 +571,22 @@ impl Ledger {
         Ok(hold)
     }
 
-    fn pick_named(&self, seats: &[SeatId]) -> Result<Vec<u32>, HoldError> {
+    fn pick_named(&self, seats: &[SeatId], section: Option<&SectionId>) -> Result<Vec<u32>, HoldError> {
         if seats.is_empty() || seats.len() > MAX_HOLD_QUANTITY as usize {
             return Err(HoldError::BadQuantity { max: MAX_HOLD_QUANTITY });
         }
+        let section = match section {
+            Some(s) => Some(self.section_index(s)?),
+            None => None,
+        };
         let mut picked = Vec::with_capacity(seats.len());
         let mut taken = Vec::new();
         for seat in seats {
             let &i =
                 self.seat_index.get(seat).ok_or_else(|| HoldError::UnknownSeat { seat: seat.clone() })?;
+            if section.is_some_and(|s| self.seats[i as usize].section != s) {
+                return Err(HoldError::UnknownSeat { seat: seat.clone() });
+            }
             if picked.contains(&i) {
                 return Err(HoldError::DuplicateSeat { seat: seat.clone() });
             }
@@ -586,12 +616,7 @@ impl Ledger {
             return Err(HoldError::BadQuantity { max: MAX_HOLD_QUANTITY });
         }
         let section = match section {
-            Some(s) => Some(
-                self.sections
-                    .iter()
-                    .position(|x| x == s)
-                    .ok_or_else(|| HoldError::UnknownSection { section: s.clone() })? as u32,
-            ),
+            Some(s) => Some(self.section_index(s)?),
             None => None,
         };
         let zone = match zone {
@@ -646,6 +671,11 @@ impl Ledger {
         } else {
             Err(HoldError::NotEnoughAvailable { requested: quantity, available: scattered.len() as u32 })
         }
+    }
+
+    fn section_index(&self, section: &SectionId) -> Result<u32, HoldError> {
+        let i = self.sections.iter().position(|x| x == section);
+        i.map(|i| i as u32).ok_or_else(|| HoldError::UnknownSection { section: section.clone() })
     }
 
     fn pick_ga(&self, tier: &TierId, quantity: u32) -> Result<(usize, u32), HoldError> {

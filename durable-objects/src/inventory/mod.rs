@@ -9,4 +9,4 @@ pub use ledger::{
     Availability, Hold, HoldError, HoldRequest, HoldState, IdempotencyRecord, Ledger, Millis, Placed,
     Releaser, Stats,
 };
-pub use object::{Caller, InventoryObject, CALLER_HEADER};
+pub use object::{shard_of_hold, Caller, InventoryObject, CALLER_HEADER, NONCE_HEADER, SHARD_INDEX_HEADER};

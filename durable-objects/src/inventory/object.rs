@@ -4,7 +4,9 @@
 //!
 //! It is reachable only through the edge Worker, which authenticates callers and says who they are
 //! in the `x-caller` header: `visitor <id>` for a buyer whose admission token it verified, `core`
-//! for a request it verified as signed by the core. The object enforces what each may do.
+//! for a request it verified as signed by the core (with the request's nonce in `x-core-nonce`,
+//! which the object refuses to see twice), `edge` for the Worker's own public reads. The object
+//! enforces what each may do.
 
 use std::cell::RefCell;
 
@@ -20,12 +22,18 @@ use crate::http;
 
 /// Header naming the authenticated caller.
 pub const CALLER_HEADER: &str = "x-caller";
+/// Header carrying a core request's nonce (replay refusal).
+pub const NONCE_HEADER: &str = "x-core-nonce";
+/// Header with which the edge tells a shard its index in the event's layout (in hold ids).
+pub const SHARD_INDEX_HEADER: &str = "x-shard-index";
 
 /// Who is calling, as the edge established it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Visitor(VisitorId),
     Core,
+    /// The edge Worker itself, reading public data (availability).
+    Edge,
 }
 
 impl Caller {
@@ -34,6 +42,7 @@ impl Caller {
         match header.split_once(' ') {
             Some(("visitor", id)) => VisitorId::parse(id).ok().map(Caller::Visitor),
             None if header == "core" => Some(Caller::Core),
+            None if header == "edge" => Some(Caller::Edge),
             _ => None,
         }
     }
@@ -43,6 +52,7 @@ impl Caller {
         match self {
             Caller::Visitor(v) => format!("visitor {v}"),
             Caller::Core => "core".into(),
+            Caller::Edge => "edge".into(),
         }
     }
 }
@@ -77,12 +87,18 @@ fn now() -> Millis {
     Date::now().as_millis() as Millis
 }
 
-/// A fresh hold id: 96 random bits.
-fn new_hold_id() -> Result<HoldId> {
+/// A fresh hold id: `h<shard index>-<96 random bits in hex>`, so that the edge can route any
+/// later call about the hold to the shard that holds it.
+fn new_hold_id(shard: u32) -> Result<HoldId> {
     let mut bytes = [0u8; 12];
     getrandom::getrandom(&mut bytes).map_err(|e| worker::Error::RustError(format!("randomness: {e}")))?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    HoldId::parse(&format!("h_{hex}")).map_err(|e| worker::Error::RustError(e.to_string()))
+    HoldId::parse(&format!("h{shard}-{hex}")).map_err(|e| worker::Error::RustError(e.to_string()))
+}
+
+/// The shard index a hold id names (see [`new_hold_id`]).
+pub fn shard_of_hold(id: &str) -> Option<usize> {
+    id.strip_prefix('h')?.split_once('-')?.0.parse().ok()
 }
 
 /// The problem a refused ledger operation becomes. `reason` (and the error's fields) ride along as
@@ -184,13 +200,20 @@ impl InventoryObject {
     async fn route(&self, mut req: Request, path: &str, caller: Caller) -> Result<Response> {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let method = req.method();
+        if caller == Caller::Core && method != Method::Get {
+            let nonce = req.headers().get(NONCE_HEADER)?;
+            if let Err(refusal) = self.store()?.record_nonce(nonce.as_deref(), now()) {
+                return http::problem(&refusal.problem().with_instance(path));
+            }
+        }
         let response = match (method, segments.as_slice(), &caller) {
             (Method::Put, ["inventory"], Caller::Core) => {
                 let inventory: Inventory = match req.json().await {
                     Ok(i) => i,
                     Err(e) => return malformed(path, e),
                 };
-                self.put_inventory(inventory, path)?
+                let shard = req.headers().get(SHARD_INDEX_HEADER)?.and_then(|v| v.parse().ok()).unwrap_or(0);
+                self.put_inventory(inventory, shard, path)?
             }
             (Method::Post, ["holds"], Caller::Visitor(visitor)) => {
                 let body: PlaceHoldBody = match req.json().await {
@@ -209,14 +232,14 @@ impl InventoryObject {
                     _ => http::problem(&hold_problem(&HoldError::HoldNotFound, path))?,
                 }
             }
-            (Method::Delete, ["holds", id], _) => {
+            (Method::Delete, ["holds", id], Caller::Visitor(_) | Caller::Core) => {
                 let Some(id) = parse_hold_id(id) else {
                     return http::problem(&hold_problem(&HoldError::HoldNotFound, path));
                 };
                 self.hold_op(path, |l, now| {
                     let by = match &caller {
                         Caller::Visitor(v) => Releaser::Visitor(v),
-                        Caller::Core => Releaser::Core,
+                        _ => Releaser::Core,
                     };
                     l.release(&id, by, now).map(|h| h.id.clone())
                 })?
@@ -277,7 +300,7 @@ impl InventoryObject {
         Ok(response)
     }
 
-    fn put_inventory(&self, inventory: Inventory, path: &str) -> Result<Response> {
+    fn put_inventory(&self, inventory: Inventory, shard: u32, path: &str) -> Result<Response> {
         if let Err(errors) = inventory.validate() {
             let problem = Problem::new(ProblemType::ValidationFailed, "the inventory is not valid")
                 .with_instance(path)
@@ -298,6 +321,7 @@ impl InventoryObject {
         let Some(ledger) = guard.as_ref() else { return not_on_sale(path) };
         let store = self.store()?;
         store.save_inventory(&inventory)?;
+        store.save_shard(shard)?;
         store.save_meta(ledger)?;
         http::json(
             200,
@@ -313,9 +337,9 @@ impl InventoryObject {
         let mut guard = self.ledger.borrow_mut();
         let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
         let key = body.idempotency_key.as_deref();
-        let answer = ledger.place_hold(visitor, key, &body.request, now(), new_hold_id()?);
-        // Persist before answering: the hold and the key's answer (a refusal is remembered too).
         let store = self.store()?;
+        let answer = ledger.place_hold(visitor, key, &body.request, now(), new_hold_id(store.shard()?)?);
+        // Persist before answering: the hold and the key's answer (a refusal is remembered too).
         if let Ok(placed) = &answer {
             if !placed.replayed {
                 store.save_holds([&placed.hold])?;
@@ -377,6 +401,7 @@ impl DurableObject for InventoryObject {
             store.save_holds(touched)?;
             store.delete_holds(&forgotten)?;
             store.delete_idempotency_before(now - IDEMPOTENCY_RETENTION_MS)?;
+            store.forget_nonces(now)?;
             store.save_meta(ledger)?;
             ledger.next_expiry()
         };

@@ -10,9 +10,41 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shared_types::ids::HoldId;
 use shared_types::inventory::Inventory;
+use shared_types::request_signing::MAX_REQUEST_AGE_SECS;
+use shared_types::{Problem, ProblemType};
 use worker::{Result, SqlStorage, SqlStorageValue};
 
 use super::ledger::{Hold, HoldState, IdempotencyRecord, Ledger, Millis, Stats};
+
+/// Why a core request's nonce was refused.
+#[derive(Debug)]
+pub enum NonceRefusal {
+    Missing,
+    Replayed,
+    Storage(worker::Error),
+}
+
+impl From<worker::Error> for NonceRefusal {
+    fn from(e: worker::Error) -> Self {
+        Self::Storage(e)
+    }
+}
+
+impl NonceRefusal {
+    /// The problem to answer.
+    pub fn problem(&self) -> Problem {
+        let (kind, detail, reason) = match self {
+            Self::Missing => (ProblemType::Unauthorized, "the core request carries no nonce", "unsigned"),
+            Self::Replayed => {
+                (ProblemType::Unauthorized, "this request was already received (replay)", "replayed")
+            }
+            Self::Storage(_) => {
+                (ProblemType::Internal, "the request could not be checked for replay", "internal")
+            }
+        };
+        Problem::new(kind, detail).with_extension("reason", reason.into())
+    }
+}
 
 /// The object's storage.
 pub struct Store {
@@ -55,6 +87,10 @@ impl Store {
             None,
         )?;
         sql.exec("CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at)", None)?;
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS core_nonces (nonce TEXT PRIMARY KEY, at INTEGER NOT NULL)",
+            None,
+        )?;
         Ok(Self { sql })
     }
 
@@ -122,6 +158,39 @@ impl Store {
     /// Deletes idempotency answers older than `before` (the ledger forgot them too).
     pub fn delete_idempotency_before(&self, before: Millis) -> Result<()> {
         self.sql.exec("DELETE FROM idempotency WHERE at < ?", vec![SqlStorageValue::from(before)])?;
+        Ok(())
+    }
+
+    /// This object's index in its event's shard layout (0 when unsharded).
+    pub fn shard(&self) -> Result<u32> {
+        Ok(self.meta::<u32>("shard")?.unwrap_or(0))
+    }
+
+    pub fn save_shard(&self, shard: u32) -> Result<()> {
+        self.put_meta("shard", &shard)
+    }
+
+    /// Records a core request's nonce; refuses a missing one or one seen before (a replay).
+    pub fn record_nonce(&self, nonce: Option<&str>, now: Millis) -> std::result::Result<(), NonceRefusal> {
+        let nonce = nonce.ok_or(NonceRefusal::Missing)?;
+        let seen: Vec<serde_json::Value> = self
+            .sql
+            .exec("SELECT 1 AS seen FROM core_nonces WHERE nonce = ?", vec![nonce.into()])?
+            .to_array()?;
+        if !seen.is_empty() {
+            return Err(NonceRefusal::Replayed);
+        }
+        self.sql.exec(
+            "INSERT INTO core_nonces (nonce, at) VALUES (?, ?)",
+            vec![nonce.into(), SqlStorageValue::from(now)],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets nonces older than any request could be (they would be refused as stale anyway).
+    pub fn forget_nonces(&self, now: Millis) -> Result<()> {
+        let horizon = now - 2 * MAX_REQUEST_AGE_SECS * 1000;
+        self.sql.exec("DELETE FROM core_nonces WHERE at < ?", vec![SqlStorageValue::from(horizon)])?;
         Ok(())
     }
 

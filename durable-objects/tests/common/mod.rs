@@ -76,6 +76,7 @@ pub fn inventory(sections: usize, rows: usize, seats: usize, ga: u32, settings: 
             },
         },
         settings,
+        sharding: Default::default(),
     }
 }
 

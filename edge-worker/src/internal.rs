@@ -1,0 +1,232 @@
+//! The core's internal routes at the edge. Every call must carry the core's signature over method,
+//! path, body digest, timestamp and nonce (`shared_types::request_signing`); the edge checks the
+//! signature and freshness, the receiving object refuses a nonce it has seen (replay).
+//!
+//! - `PUT  /internal/v1/events/{event}/inventory`                 publish or update (split into shards)
+//! - `GET  /internal/v1/events/{event}/holds/{hold}`              one hold
+//! - `POST /internal/v1/events/{event}/holds/{hold}/{action}`     extend | confirm | release | return
+//! - `GET  /internal/v1/events/{event}/stats`                     held, sold, available, expiries (summed over shards)
+
+use durable_objects::directory::Layout;
+use durable_objects::http;
+use durable_objects::inventory::{shard_of_hold, Caller};
+use serde_json::{json, Value};
+use shared_types::ids::{EventId, HoldId};
+use shared_types::inventory::Inventory;
+use shared_types::request_signing::{verify_request, SignedRequest, SIGNATURE_HEADER};
+use shared_types::{Problem, ProblemType};
+use worker::{Date, Env, Method, Request, Response, Result};
+
+use crate::holds::invalidate_availability;
+use crate::keys::EdgeKeys;
+use crate::objects::{self, Call};
+
+/// Largest body the core may send (a stadium's seat map is a few megabytes).
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Verifies the core's signature; on success returns the body and the signed request.
+async fn authenticate(
+    req: &mut Request,
+    keys: &EdgeKeys,
+    path: &str,
+) -> Result<std::result::Result<(Vec<u8>, SignedRequest), Response>> {
+    let url = req.url()?;
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let header = req.headers().get(SIGNATURE_HEADER)?;
+    let body = req.bytes().await?;
+    if body.len() > MAX_BODY_BYTES {
+        return http::problem_of(ProblemType::MalformedRequest, "the body is too large", path).map(Err);
+    }
+    let method = req.method().to_string();
+    let now = Date::now().as_millis() as i64 / 1000;
+    match verify_request(&keys.core, header.as_deref(), &method, &path_and_query, &body, now) {
+        Ok(signed) => Ok(Ok((body, signed))),
+        Err(e) => http::problem(
+            &Problem::new(ProblemType::Unauthorized, e.to_string())
+                .with_instance(path)
+                .with_extension("reason", e.reason().into()),
+        )
+        .map(Err),
+    }
+}
+
+pub async fn handle(
+    mut req: Request,
+    env: &Env,
+    keys: &EdgeKeys,
+    event: &EventId,
+    rest: &[&str],
+    path: &str,
+) -> Result<Response> {
+    let (body, signed) = match authenticate(&mut req, keys, path).await? {
+        Ok(ok) => ok,
+        Err(resp) => return Ok(resp),
+    };
+    let call = Call { caller: &Caller::Core, nonce: Some(&signed.nonce), shard_index: None };
+    match (req.method(), rest) {
+        (Method::Put, ["inventory"]) => put_inventory(env, event, &body, &signed, path).await,
+        (Method::Get, ["stats"]) => stats(env, event, path).await,
+        (method, ["holds", hold, action @ ..]) => {
+            let not_found = || http::problem_of(ProblemType::NotFound, "no such hold", path);
+            let (Ok(hold), Some(shard)) = (HoldId::parse(hold), shard_of_hold(hold)) else {
+                return not_found();
+            };
+            let Some(layout) = objects::layout(env, event).await? else { return not_found() };
+            let Some(name) = layout.object_name(shard) else { return not_found() };
+            let (method, object_path, body) = match (method, action) {
+                (Method::Get, []) => (Method::Get, format!("/holds/{hold}"), None),
+                (Method::Post, ["release"]) => (Method::Delete, format!("/holds/{hold}"), None),
+                (Method::Post, [a @ ("extend" | "confirm" | "return")]) => (
+                    Method::Post,
+                    format!("/holds/{hold}/{a}"),
+                    Some(String::from_utf8_lossy(&body).into_owned()),
+                ),
+                _ => return http::problem_of(ProblemType::NotFound, "no such hold action", path),
+            };
+            let resp = objects::inventory(env, &name, method, &object_path, &call, body).await?;
+            invalidate_availability(event);
+            objects::relay(resp, path).await
+        }
+        _ => http::problem_of(ProblemType::NotFound, "no such internal route", path),
+    }
+}
+
+/// Publishes an inventory: validates it, records the shard layout, and puts each shard's piece
+/// into its object (concurrently). A retry of the same version is accepted by every shard that
+/// already has it, so the core can simply push again after a partial failure.
+async fn put_inventory(
+    env: &Env,
+    event: &EventId,
+    body: &[u8],
+    signed: &SignedRequest,
+    path: &str,
+) -> Result<Response> {
+    let inventory: Inventory = match serde_json::from_slice(body) {
+        Ok(i) => i,
+        Err(e) => {
+            return http::problem_of(ProblemType::MalformedRequest, format!("not an inventory: {e}"), path)
+        }
+    };
+    if &inventory.event != event {
+        return http::problem_of(ProblemType::ValidationFailed, "the inventory is for another event", path);
+    }
+    if let Err(errors) = inventory.validate() {
+        let problem = Problem::new(ProblemType::ValidationFailed, "the inventory is not valid")
+            .with_instance(path)
+            .with_extension("errors", serde_json::to_value(&errors)?);
+        return http::problem(&problem);
+    }
+    let shards = inventory.shards();
+    let proposed = Layout {
+        event: event.clone(),
+        sharding: inventory.sharding,
+        shards: shards.iter().map(|(name, _)| name.clone()).collect(),
+        inventory_version: inventory.version,
+    };
+    let call = Call { caller: &Caller::Core, nonce: Some(&signed.nonce), shard_index: None };
+    let mut resp = objects::directory(
+        env,
+        event,
+        Method::Put,
+        "/layout",
+        &call,
+        Some(serde_json::to_string(&proposed)?),
+    )
+    .await?;
+    if resp.status_code() != 200 {
+        return objects::relay(resp, path).await;
+    }
+    let layout: Layout = resp.json().await?;
+    objects::remember_layout(layout.clone());
+
+    let puts = shards.iter().map(|(name, piece)| {
+        let index = layout.index_of(name).unwrap_or(0);
+        let object = layout.object_name(index).unwrap_or_default();
+        async move {
+            let call = Call { caller: &Caller::Core, nonce: Some(&signed.nonce), shard_index: Some(index) };
+            let answer = objects::inventory(
+                env,
+                &object,
+                Method::Put,
+                "/inventory",
+                &call,
+                Some(serde_json::to_string(piece)?),
+            )
+            .await;
+            let (status, body) = match answer {
+                Ok(mut resp) => (resp.status_code(), resp.json::<Value>().await.unwrap_or(Value::Null)),
+                Err(e) => (502, json!({ "detail": e.to_string() })),
+            };
+            Ok::<_, worker::Error>(json!({ "shard": name, "status": status, "answer": body }))
+        }
+    });
+    let results: Vec<Value> =
+        futures_util::future::join_all(puts).await.into_iter().collect::<Result<Vec<_>>>()?;
+    invalidate_availability(event);
+    let failed: Vec<&Value> = results.iter().filter(|r| r["status"] != 200).collect();
+    if failed.is_empty() {
+        return http::json(
+            200,
+            &json!({ "event": event, "inventory_version": inventory.version, "sharding": inventory.sharding, "shards": results }),
+        );
+    }
+    let status = failed.iter().filter_map(|r| r["status"].as_u64()).max().unwrap_or(502);
+    let kind = if status == 409 { ProblemType::Conflict } else { ProblemType::DependencyUnavailable };
+    let problem =
+        Problem::new(kind, format!("{} of {} shards refused the inventory", failed.len(), results.len()))
+            .with_instance(path)
+            .with_extension("shards", Value::Array(results.clone()));
+    http::problem(&problem)
+}
+
+/// Statistics of every shard, with their sums.
+async fn stats(env: &Env, event: &EventId, path: &str) -> Result<Response> {
+    let Some(layout) = objects::layout(env, event).await? else {
+        return http::problem_of(ProblemType::NotFound, "this event is not published at the edge", path);
+    };
+    let call = Call { caller: &Caller::Core, nonce: None, shard_index: None };
+    let names: Vec<String> = (0..layout.shards.len()).filter_map(|i| layout.object_name(i)).collect();
+    let answers = futures_util::future::join_all(
+        names.iter().map(|n| objects::inventory(env, n, Method::Get, "/stats", &call, None)),
+    )
+    .await;
+    let mut shards = Vec::new();
+    let mut totals = json!({ "held": 0, "sold": 0, "available": 0, "capacity": 0 });
+    let mut counters = serde_json::Map::new();
+    let mut lateness_max = 0i64;
+    for (name, answer) in layout.shards.iter().zip(answers) {
+        let mut resp = answer?;
+        if resp.status_code() != 200 {
+            return objects::relay(resp, path).await;
+        }
+        let shard: Value = resp.json().await?;
+        for group in ["sections", "tiers"] {
+            for pair in shard[group].as_array().into_iter().flatten() {
+                for key in ["held", "sold", "available", "capacity"] {
+                    let add = pair[1][key].as_u64().unwrap_or(0);
+                    totals[key] = json!(totals[key].as_u64().unwrap_or(0) + add);
+                }
+            }
+        }
+        if let Some(stats) = shard["stats"].as_object() {
+            for (key, value) in stats {
+                if key == "expiry_lateness_max_ms" {
+                    lateness_max = lateness_max.max(value.as_i64().unwrap_or(0));
+                } else {
+                    let sum =
+                        counters.get(key).and_then(Value::as_i64).unwrap_or(0) + value.as_i64().unwrap_or(0);
+                    counters.insert(key.clone(), json!(sum));
+                }
+            }
+        }
+        shards.push(json!({ "shard": name, "stats": shard }));
+    }
+    counters.insert("expiry_lateness_max_ms".into(), json!(lateness_max));
+    http::json(
+        200,
+        &json!({ "event": event, "sharding": layout.sharding, "totals": totals, "stats": counters, "shards": shards }),
+    )
+}

@@ -1,0 +1,121 @@
+//! Calling the event's Durable Objects: the directory (shard layout, cached briefly per isolate)
+//! and the inventory shards. Answers from objects are relayed with the public path as `instance`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use durable_objects::directory::Layout;
+use durable_objects::inventory::{Caller, CALLER_HEADER, NONCE_HEADER, SHARD_INDEX_HEADER};
+use shared_types::ids::EventId;
+use shared_types::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
+use wasm_bindgen::JsValue;
+use worker::{Date, Env, Headers, Method, Request, RequestInit, Response, Result};
+
+use durable_objects::http;
+
+/// How long an isolate trusts a layout it read (layouts only grow, and rarely).
+const LAYOUT_TTL_MS: f64 = 5_000.0;
+
+thread_local! {
+    static LAYOUTS: RefCell<HashMap<EventId, (f64, Layout)>> = RefCell::new(HashMap::new());
+}
+
+/// One call to an object: who is calling, and the core request's nonce when there is one.
+pub struct Call<'a> {
+    pub caller: &'a Caller,
+    pub nonce: Option<&'a str>,
+    pub shard_index: Option<usize>,
+}
+
+async fn call_object(
+    env: &Env,
+    binding: &str,
+    name: &str,
+    method: Method,
+    path: &str,
+    call: &Call<'_>,
+    body: Option<String>,
+) -> Result<Response> {
+    let stub = env.durable_object(binding)?.id_from_name(name)?.get_stub()?;
+    let headers = Headers::new();
+    headers.set(CALLER_HEADER, &call.caller.header())?;
+    if let Some(nonce) = call.nonce {
+        headers.set(NONCE_HEADER, nonce)?;
+    }
+    if let Some(index) = call.shard_index {
+        headers.set(SHARD_INDEX_HEADER, &index.to_string())?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if let Some(body) = body {
+        init.with_body(Some(JsValue::from_str(&body)));
+    }
+    stub.fetch_with_request(Request::new_with_init(&format!("https://object{path}"), &init)?).await
+}
+
+/// Calls the inventory shard `name`.
+pub async fn inventory(
+    env: &Env,
+    name: &str,
+    method: Method,
+    path: &str,
+    call: &Call<'_>,
+    body: Option<String>,
+) -> Result<Response> {
+    call_object(env, "INVENTORY", name, method, path, call, body).await
+}
+
+/// Calls the event's directory.
+pub async fn directory(
+    env: &Env,
+    event: &EventId,
+    method: Method,
+    path: &str,
+    call: &Call<'_>,
+    body: Option<String>,
+) -> Result<Response> {
+    call_object(env, "DIRECTORY", event.as_str(), method, path, call, body).await
+}
+
+/// The event's shard layout (cached per isolate), or `None` if it is not published here.
+pub async fn layout(env: &Env, event: &EventId) -> Result<Option<Layout>> {
+    let now = Date::now().as_millis() as f64;
+    let cached = LAYOUTS
+        .with(|c| c.borrow().get(event).filter(|(at, _)| now - at < LAYOUT_TTL_MS).map(|(_, l)| l.clone()));
+    if cached.is_some() {
+        return Ok(cached);
+    }
+    let call = Call { caller: &Caller::Edge, nonce: None, shard_index: None };
+    let mut resp = directory(env, event, Method::Get, "/layout", &call, None).await?;
+    if resp.status_code() != 200 {
+        return Ok(None);
+    }
+    let layout: Layout = resp.json().await?;
+    remember_layout(layout.clone());
+    Ok(Some(layout))
+}
+
+/// Puts a layout this isolate just wrote into its cache.
+pub fn remember_layout(layout: Layout) {
+    let now = Date::now().as_millis() as f64;
+    LAYOUTS.with(|c| c.borrow_mut().insert(layout.event.clone(), (now, layout)));
+}
+
+/// Relays an object's answer, giving problems the public path as their `instance`.
+pub async fn relay(mut resp: Response, public_path: &str) -> Result<Response> {
+    let is_problem = resp.headers().get("content-type")?.is_some_and(|t| t.starts_with(PROBLEM_CONTENT_TYPE));
+    if !is_problem {
+        return Ok(resp);
+    }
+    let status = resp.status_code();
+    let problem = match resp.json::<Problem>().await {
+        Ok(p) => p.with_instance(public_path),
+        Err(_) => Problem::new(ProblemType::Internal, "an object answered an unreadable error")
+            .with_instance(public_path),
+    };
+    let mut out = http::problem(&problem)?;
+    if out.status_code() != status {
+        out = out.with_status(status);
+    }
+    Ok(out)
+}

@@ -1,0 +1,175 @@
+// The edge's hold routes in workerd: buyers with admission tokens, the core with signed requests,
+// sharded stadiums. Tokens and signatures are made here with node:crypto, independently of the
+// Rust code, so these tests also prove the wire formats.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { startEdge, newKey, keyBindings, admissionToken, signToken, readToken, coreSignature } from './harness.mjs';
+
+const edgeKey = newKey('edge-test');
+const coreKey = newKey('core-test');
+let mf;
+before(async () => { mf = await startEdge(keyBindings(edgeKey, coreKey)); });
+after(async () => { await mf.dispose(); });
+
+function inventory(event, { sections = 1, rows = 1, seats = 10, ga = 5, sharding = 'none', version = 1, holdSeconds = 600 } = {}) {
+  return {
+    event, version, currency: 'EUR', sharding,
+    seat_map: {
+      sections: Array.from({ length: sections }, (_, s) => ({
+        id: `S${s}`, name: `Section ${s}`,
+        rows: Array.from({ length: rows }, (_, r) => ({
+          label: `${r}`,
+          seats: Array.from({ length: seats }, (_, n) => ({ id: `S${s}-${r}-${n}`, label: `${n}`, x: n, y: r, zone: 'std' })),
+        })),
+      })),
+      zones: [{ id: 'std', name: 'Standard', price: { amount_minor: 4500, currency: 'EUR' } }],
+      ga_tiers: ga ? [{ id: 'floor', name: 'Floor', capacity: ga, price: { amount_minor: 3000, currency: 'EUR' } }] : [],
+    },
+    settings: { hold_seconds: holdSeconds, extension_seconds: 60, max_tickets_per_visitor: 8 },
+  };
+}
+
+async function core(method, path, body, opts = {}) {
+  const text = body === undefined ? '' : JSON.stringify(body);
+  const signature = opts.signature ?? coreSignature(coreKey, method, path, opts.signedBody ?? text, opts);
+  const headers = signature ? { 'x-core-signature': signature } : {};
+  const res = await mf.dispatchFetch(`http://edge${path}`, { method, headers, body: method === 'GET' ? undefined : text });
+  return { status: res.status, type: res.headers.get('content-type'), body: await res.json() };
+}
+
+async function buyer(method, path, token, body, headers = {}) {
+  const h = { ...headers };
+  if (token) h.authorization = `Bearer ${token}`;
+  const res = await mf.dispatchFetch(`http://edge${path}`, { method, headers: h, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: res.status, type: res.headers.get('content-type'), body: await res.json() };
+}
+
+const publish = async (inv) => {
+  const r = await core('PUT', `/internal/v1/events/${inv.event}/inventory`, inv);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body;
+};
+
+test('the core publishes an inventory with a signed request; unsigned, forged, stale and replayed ones are refused', async () => {
+  const inv = inventory('evt-pub');
+  const path = '/internal/v1/events/evt-pub/inventory';
+  const unsigned = await core('PUT', path, inv, { signature: '' });
+  assert.equal(unsigned.status, 401);
+  assert.equal(unsigned.type, 'application/problem+json');
+  assert.equal(unsigned.body.reason, 'unsigned');
+  assert.equal((await core('PUT', path, inv, { signedBody: '{"other":1}' })).body.reason, 'bad-signature');
+  assert.equal((await core('PUT', path, inv, { ts: Math.floor(Date.now() / 1000) - 600 })).body.reason, 'stale');
+  const stranger = newKey('core-test');
+  const forged = coreSignature(stranger, 'PUT', path, JSON.stringify(inv));
+  assert.equal((await core('PUT', path, inv, { signature: forged })).body.reason, 'bad-signature');
+  assert.equal((await buyer('GET', '/api/v1/events/evt-pub/availability')).status, 404, 'nothing was published');
+
+  const signature = coreSignature(coreKey, 'PUT', path, JSON.stringify(inv));
+  assert.equal((await core('PUT', path, inv, { signature })).status, 200);
+  const replay = await core('PUT', path, inv, { signature });
+  assert.equal(replay.status, 401);
+  assert.equal(replay.body.reason, 'replayed');
+  // A fresh push of the same version is an idempotent retry.
+  assert.equal((await core('PUT', path, inv)).status, 200);
+  const bad = inventory('evt-pub', { version: 2 });
+  bad.seat_map.zones[0].price.currency = 'usd';
+  const invalid = await core('PUT', path, bad);
+  assert.equal(invalid.status, 400, JSON.stringify(invalid.body));
+});
+
+test('a buyer with an admission token holds seats and gets a hold token the core can verify offline', async () => {
+  await publish(inventory('evt-buy'));
+  const token = admissionToken(edgeKey, 'evt-buy', 'visitor-1');
+  const r = await buyer('POST', '/api/v1/events/evt-buy/holds', token, { kind: 'seats', seats: ['S0-0-3', 'S0-0-4'] }, { 'idempotency-key': 'k-1' });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+  const { ok, header, claims } = readToken(r.body.hold_token, edgeKey.pub);
+  assert.ok(ok, 'the hold token verifies with the edge public key');
+  assert.deepEqual(header, { alg: 'EdDSA', kid: 'edge-test', typ: 'hold' });
+  assert.equal(claims.aud, 'evt-buy');
+  assert.equal(claims.sub, 'visitor-1');
+  assert.equal(claims.jti, r.body.hold.id);
+  assert.deepEqual(claims.seats, ['S0-0-3', 'S0-0-4']);
+  assert.equal(claims.exp, Math.ceil(r.body.hold.expires_at / 1000));
+  // A retry with the same key is the same hold; another body under it is a conflict.
+  const retry = await buyer('POST', '/api/v1/events/evt-buy/holds', token, { kind: 'seats', seats: ['S0-0-3', 'S0-0-4'] }, { 'idempotency-key': 'k-1' });
+  assert.equal(retry.status, 200);
+  assert.equal(retry.body.hold.id, r.body.hold.id);
+  const conflict = await buyer('POST', '/api/v1/events/evt-buy/holds', token, { kind: 'seats', seats: ['S0-0-5'] }, { 'idempotency-key': 'k-1' });
+  assert.equal(conflict.status, 409);
+  const availability = await buyer('GET', '/api/v1/events/evt-buy/availability');
+  assert.equal(availability.body.seats.slice(3, 5), 'hh');
+});
+
+test('forged, expired, wrong-event, wrong-kind and missing admission tokens are refused and change nothing', async () => {
+  await publish(inventory('evt-tok'));
+  const path = '/api/v1/events/evt-tok/holds';
+  const body = { kind: 'seats', seats: ['S0-0-1'] };
+  const cases = [
+    [undefined, 'missing'],
+    ['not.a.token', 'malformed'],
+    [admissionToken(newKey('edge-test'), 'evt-tok', 'v'), 'bad-signature'],
+    [admissionToken(newKey('edge-other'), 'evt-tok', 'v'), 'unknown-key'],
+    [admissionToken(edgeKey, 'evt-tok', 'v', { iat: Math.floor(Date.now() / 1000) - 700 }), 'expired'],
+    [admissionToken(edgeKey, 'evt-other', 'v'), 'wrong-event'],
+    [signToken(edgeKey, 'hold', { iss: 'edge', aud: 'evt-tok', sub: 'v', iat: 0, exp: 9e9, jti: 'x' }), 'wrong-kind'],
+  ];
+  for (const [token, reason] of cases) {
+    const r = await buyer('POST', path, token, body);
+    assert.equal(r.status, 401, reason);
+    assert.equal(r.type, 'application/problem+json');
+    assert.equal(r.body.reason, reason);
+  }
+  const availability = await buyer('GET', '/api/v1/events/evt-tok/availability');
+  assert.equal(availability.body.version, 0, 'no refused request changed anything');
+  const malformed = await buyer('POST', path, admissionToken(edgeKey, 'evt-tok', 'v'), { kind: 'seats', seats: 'S0-0-1' });
+  assert.equal(malformed.status, 400);
+});
+
+test("a buyer releases their own hold, never another visitor's; the core confirms with a signed call", async () => {
+  await publish(inventory('evt-rel'));
+  const mine = admissionToken(edgeKey, 'evt-rel', 'alice');
+  const theirs = admissionToken(edgeKey, 'evt-rel', 'mallory');
+  const a = (await buyer('POST', '/api/v1/events/evt-rel/holds', mine, { kind: 'seats', seats: ['S0-0-1'] })).body.hold;
+  const b = (await buyer('POST', '/api/v1/events/evt-rel/holds', mine, { kind: 'seats', seats: ['S0-0-2'] })).body.hold;
+  assert.equal((await buyer('DELETE', `/api/v1/events/evt-rel/holds/${a.id}`, theirs)).status, 404);
+  assert.equal((await buyer('DELETE', `/api/v1/events/evt-rel/holds/${a.id}`, mine)).body.state, 'released');
+  const unsigned = await buyer('POST', `/internal/v1/events/evt-rel/holds/${b.id}/confirm`, mine);
+  assert.equal(unsigned.status, 401, 'a buyer cannot call the core routes');
+  const confirmed = await core('POST', `/internal/v1/events/evt-rel/holds/${b.id}/confirm`);
+  assert.equal(confirmed.body.state, 'sold');
+  const again = await core('POST', `/internal/v1/events/evt-rel/holds/${b.id}/confirm`);
+  assert.equal(again.body.state, 'sold', 'a duplicate confirmation changes nothing');
+  assert.equal((await core('GET', `/internal/v1/events/evt-rel/holds/${b.id}`)).body.state, 'sold');
+});
+
+test('a stadium of 80,000 seats in 20 sections, sharded by section, with statistics summed across shards', async () => {
+  const inv = inventory('stadium', { sections: 20, rows: 40, seats: 100, ga: 10000, sharding: 'by_section' });
+  const published = await publish(inv);
+  assert.equal(published.shards.length, 21);
+  const token = admissionToken(edgeKey, 'stadium', 'fan-1');
+  const path = '/api/v1/events/stadium/holds';
+  const seats = await buyer('POST', path, token, { kind: 'seats', seats: ['S7-0-10', 'S7-0-11'], section: 'S7' });
+  assert.equal(seats.status, 201, JSON.stringify(seats.body));
+  assert.match(seats.body.hold.id, /^h7-/, 'the hold id names its shard');
+  const best = await buyer('POST', path, token, { kind: 'best_available', quantity: 2, section: 'S12' });
+  assert.equal(best.status, 201);
+  assert.deepEqual(best.body.hold.seats, ['S12-0-49', 'S12-0-50']);
+  const ga = await buyer('POST', path, token, { kind: 'general_admission', tier: 'floor', quantity: 3 });
+  assert.equal(ga.status, 201);
+  const unrouted = await buyer('POST', path, token, { kind: 'seats', seats: ['S3-0-1'] });
+  assert.equal(unrouted.status, 422, 'a sectioned event needs the section');
+  const wrongSection = await buyer('POST', path, token, { kind: 'seats', seats: ['S3-0-1'], section: 'S4' });
+  assert.equal(wrongSection.status, 422);
+
+  assert.equal((await buyer('DELETE', `/api/v1/events/stadium/holds/${best.body.hold.id}`, token)).body.state, 'released');
+  await core('POST', `/internal/v1/events/stadium/holds/${seats.body.hold.id}/confirm`);
+  const stats = await core('GET', '/internal/v1/events/stadium/stats');
+  assert.equal(stats.status, 200);
+  assert.deepEqual(stats.body.totals, { capacity: 90000, held: 3, sold: 2, available: 89995 });
+  assert.equal(stats.body.stats.holds_placed, 3);
+  assert.equal(stats.body.stats.holds_released, 1);
+  assert.equal(stats.body.shards.length, 21);
+  const availability = await buyer('GET', '/api/v1/events/stadium/availability');
+  assert.equal(availability.body.seats.length, 80000);
+  assert.equal(availability.body.seats[7 * 4000 + 10], 's');
+});
