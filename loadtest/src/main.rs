@@ -1,19 +1,46 @@
-//! The load generator. For now it measures one endpoint (by default the edge's `/healthz`) with a
-//! bounded number of requests and concurrent clients, and prints machine-readable results (JSON).
-//! The flash-sale scenario builds on this loop.
+//! The load generator and benchmarks. Every run is bounded in count and time, targets loopback
+//! (or the URL given), and prints machine-readable JSON.
+//!
+//! - `loadtest http`   GET one URL (the health chain by default) at a concurrency
+//! - `loadtest ledger` the hold ledger natively (holds per second, expiry sweep cost)
+//! - `loadtest holds`  2-seat holds through the edge and its objects (one object or sharded)
+
+mod holds;
+mod ledger_bench;
+mod summary;
 
 use std::time::{Duration, Instant};
 
-use clap::Parser;
-use serde::Serialize;
+use clap::{Parser, Subcommand};
+use summary::{summarize, Sample};
 
 #[derive(Debug, Parser)]
-#[command(name = "loadtest", about = "Bounded HTTP load against a loopback target")]
-struct Args {
+#[command(name = "loadtest", about = "Bounded load and benchmarks for the ticketing platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// GET one URL repeatedly.
+    Http(HttpArgs),
+    /// Benchmark the hold ledger natively.
+    Ledger {
+        /// Rounds of filling a 20,000-seat map with 2-seat holds.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        rounds: u64,
+    },
+    /// Place 2-seat holds through the edge.
+    Holds(holds::HoldsArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct HttpArgs {
     /// URL to request (GET).
     #[arg(long, default_value = "http://127.0.0.1:8787/healthz")]
     url: String,
-    /// Total requests (bounded: at most 1,000,000).
+    /// Total requests (at most 1,000,000).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     requests: u64,
     /// Concurrent clients (at most 1024).
@@ -24,26 +51,34 @@ struct Args {
     max_seconds: u64,
 }
 
-#[derive(Debug, Serialize)]
-struct Summary {
-    url: String,
-    requests: u64,
-    concurrency: u64,
-    ok: u64,
-    errors: u64,
-    statuses: std::collections::BTreeMap<u16, u64>,
-    seconds: f64,
-    requests_per_second: f64,
-    p50_ms: f64,
-    p90_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let report = match cli.command {
+        Command::Http(args) => serde_json::to_value(http(args).await),
+        Command::Ledger { rounds } => serde_json::to_value(ledger_bench::run(rounds as usize)),
+        Command::Holds(args) => match holds::run(args).await {
+            Ok(report) => serde_json::to_value(report),
+            Err(e) => {
+                eprintln!("loadtest holds: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+    };
+    match report {
+        Ok(json) => {
+            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
-#[tokio::main]
-async fn main() {
-    let args = Args::parse();
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("http client");
+async fn http(args: HttpArgs) -> serde_json::Value {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let started = Instant::now();
@@ -51,7 +86,7 @@ async fn main() {
     for _ in 0..args.concurrency {
         let (client, url, next, total) = (client.clone(), args.url.clone(), next.clone(), args.requests);
         workers.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
+            let mut samples: Vec<Sample> = Vec::new();
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total && Instant::now() < deadline
             {
                 let t = Instant::now();
@@ -72,66 +107,6 @@ async fn main() {
     for w in workers {
         samples.extend(w.await.unwrap_or_default());
     }
-    let seconds = started.elapsed().as_secs_f64();
-    println!("{}", serde_json::to_string_pretty(&summarize(&args, samples, seconds)).unwrap_or_default());
-}
-
-fn summarize(args: &Args, samples: Vec<(Option<u16>, Duration)>, seconds: f64) -> Summary {
-    let mut statuses = std::collections::BTreeMap::new();
-    let mut latencies: Vec<f64> = Vec::with_capacity(samples.len());
-    let mut errors = 0;
-    for (status, latency) in &samples {
-        match status {
-            Some(s) => *statuses.entry(*s).or_insert(0) += 1,
-            None => errors += 1,
-        }
-        latencies.push(latency.as_secs_f64() * 1000.0);
-    }
-    latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
-        latencies[i]
-    };
-    let ok = statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
-    Summary {
-        url: args.url.clone(),
-        requests: samples.len() as u64,
-        concurrency: args.concurrency,
-        ok,
-        errors,
-        statuses,
-        seconds,
-        requests_per_second: if seconds > 0.0 { samples.len() as f64 / seconds } else { 0.0 },
-        p50_ms: pct(0.50),
-        p90_ms: pct(0.90),
-        p99_ms: pct(0.99),
-        max_ms: latencies.last().copied().unwrap_or(0.0),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_come_from_the_sorted_samples() {
-        let args = Args::parse_from(["loadtest"]);
-        let samples: Vec<_> = (1..=100).map(|ms| (Some(200), Duration::from_millis(ms))).collect();
-        let s = summarize(&args, samples, 1.0);
-        assert_eq!(s.ok, 100);
-        assert!((s.p50_ms - 51.0).abs() < 1.01, "{}", s.p50_ms);
-        assert!((s.p99_ms - 99.0).abs() < 1.01, "{}", s.p99_ms);
-        assert_eq!(s.max_ms, 100.0);
-    }
-
-    #[test]
-    fn errors_and_non_2xx_are_not_ok() {
-        let args = Args::parse_from(["loadtest"]);
-        let samples = vec![(Some(200), Duration::ZERO), (Some(503), Duration::ZERO), (None, Duration::ZERO)];
-        let s = summarize(&args, samples, 1.0);
-        assert_eq!((s.ok, s.errors, s.statuses[&503]), (1, 1, 1));
-    }
+    let summary = summarize(&samples, started.elapsed().as_secs_f64());
+    serde_json::json!({ "url": args.url, "concurrency": args.concurrency, "result": summary })
 }

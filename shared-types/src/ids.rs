@@ -1,7 +1,10 @@
 //! Identifiers that parse instead of validate: a value of these types is always well-formed
 //! (1 to 64 characters of `[A-Za-z0-9_-]`), so it is safe in URLs, SQL parameters, logs and keys.
+//! They are immutable and shared (`Arc<str>`): the hold path copies ids into holds, indexes and
+//! answers, and a copy must cost a reference count, not an allocation.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,13 +20,13 @@ macro_rules! id_type {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Parses an identifier, refusing anything empty, longer than 64 or outside `[A-Za-z0-9_-]`.
             pub fn parse(s: &str) -> Result<Self, IdError> {
                 if is_valid_id(s) {
-                    Ok(Self(s.to_owned()))
+                    Ok(Self(Arc::from(s)))
                 } else {
                     Err(IdError { what: $what })
                 }
@@ -38,7 +41,7 @@ macro_rules! id_type {
             type Error = IdError;
             fn try_from(s: String) -> Result<Self, IdError> {
                 if is_valid_id(&s) {
-                    Ok(Self(s))
+                    Ok(Self(Arc::from(s)))
                 } else {
                     Err(IdError { what: $what })
                 }
@@ -47,7 +50,7 @@ macro_rules! id_type {
 
         impl From<$name> for String {
             fn from(id: $name) -> String {
-                id.0
+                id.0.to_string()
             }
         }
 

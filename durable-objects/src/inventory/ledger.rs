@@ -8,6 +8,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+/// Maps keyed by ids the platform chooses (seat, hold and visitor ids): a fast hasher. Maps keyed
+/// by what a buyer chooses (idempotency keys) keep std's DoS-resistant SipHash.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 use serde::{Deserialize, Serialize};
 use shared_types::ids::{EventId, HoldId, SeatId, SectionId, TierId, VisitorId, ZoneId};
 use shared_types::inventory::{Accessibility, HoldSettings, Inventory};
@@ -246,6 +250,8 @@ enum SeatState {
 struct SeatEntry {
     id: SeatId,
     section: u32,
+    /// Index into `rows`.
+    row: u32,
     zone: u32,
     accessibility: Vec<Accessibility>,
     /// Not adjacent to the next seat in its row.
@@ -282,18 +288,20 @@ pub struct Ledger {
     inventory_fingerprint: u64,
     settings: HoldSettings,
     seats: Vec<SeatEntry>,
-    seat_index: HashMap<SeatId, u32>,
+    seat_index: FastMap<SeatId, u32>,
     /// Seat index ranges of each row, in seat-map order (rows are where adjacency lives).
     rows: Vec<std::ops::Range<u32>>,
+    /// Free seats per row, so that best-available skips rows that cannot fit a block.
+    row_free: Vec<u32>,
     sections: Vec<SectionId>,
     zones: Vec<ZoneId>,
     tiers: Vec<TierEntry>,
-    holds: HashMap<HoldId, Hold>,
+    holds: FastMap<HoldId, Hold>,
     /// Live holds by expiry, earliest first.
     expiries: BTreeSet<(Millis, HoldId)>,
     /// Ended (released or expired) holds by end time, for pruning.
     ended: BTreeSet<(Millis, HoldId)>,
-    tickets_by_visitor: HashMap<VisitorId, u32>,
+    tickets_by_visitor: FastMap<VisitorId, u32>,
     idempotency: HashMap<(VisitorId, String), IdempotencyRecord>,
     idempotency_by_age: BTreeSet<(Millis, VisitorId, String)>,
     version: u64,
@@ -309,15 +317,16 @@ impl Ledger {
             inventory_fingerprint: 0,
             settings: inventory.settings,
             seats: Vec::new(),
-            seat_index: HashMap::new(),
+            seat_index: FastMap::default(),
             rows: Vec::new(),
+            row_free: Vec::new(),
             sections: Vec::new(),
             zones: Vec::new(),
             tiers: Vec::new(),
-            holds: HashMap::new(),
+            holds: FastMap::default(),
             expiries: BTreeSet::new(),
             ended: BTreeSet::new(),
-            tickets_by_visitor: HashMap::new(),
+            tickets_by_visitor: FastMap::default(),
             idempotency: HashMap::new(),
             idempotency_by_age: BTreeSet::new(),
             version: 0,
@@ -369,6 +378,7 @@ impl Ledger {
                     self.seats.push(SeatEntry {
                         id: seat.id.clone(),
                         section: si as u32,
+                        row: self.rows.len() as u32,
                         zone: zone_of.get(&seat.zone).copied().unwrap_or(0),
                         accessibility: seat.accessibility.clone(),
                         gap_after: seat.aisle_after,
@@ -378,6 +388,16 @@ impl Ledger {
                 self.rows.push(start..self.seats.len() as u32);
             }
         }
+        self.row_free = self
+            .rows
+            .iter()
+            .map(|r| {
+                self.seats[r.start as usize..r.end as usize]
+                    .iter()
+                    .filter(|s| s.state == SeatState::Free)
+                    .count() as u32
+            })
+            .collect();
         let old_tiers: HashMap<TierId, (u32, u32)> =
             self.tiers.drain(..).map(|t| (t.id, (t.held, t.sold))).collect();
         self.tiers = map
@@ -561,9 +581,15 @@ impl Ledger {
             returned_seats: Vec::new(),
             returned_ga: 0,
         };
-        // Cannot fail: every seat and place was just checked to be free.
-        self.apply_hold_effects(&hold, 1)?;
-        self.index_hold(&hold);
+        // Claim by index: every seat and place was just checked to be free.
+        for &i in &seats {
+            self.set_seat_state(i as usize, SeatState::Held);
+        }
+        if let Some((t, quantity)) = ga {
+            self.tiers[t].held += quantity;
+        }
+        self.add_tickets(visitor, i64::from(requested));
+        self.expiries.insert((hold.expires_at, hold.id.clone()));
         self.holds.insert(hold.id.clone(), hold.clone());
         self.stats.holds_placed += 1;
         self.stats.live_holds += 1;
@@ -635,9 +661,9 @@ impl Ledger {
                 && accessibility.is_none_or(|a| s.accessibility.contains(&a))
         };
         let n = quantity as usize;
-        for row in &self.rows {
+        for (r, row) in self.rows.iter().enumerate() {
             let (start, end) = (row.start as usize, row.end as usize);
-            if end - start < n {
+            if (self.row_free[r] as usize) < n {
                 continue;
             }
             let middle = (start + end) as f64 / 2.0;
@@ -758,7 +784,7 @@ impl Ledger {
         self.expiries.remove(&(hold.expires_at, id.clone()));
         for seat in &hold.seats {
             if let Some(&i) = self.seat_index.get(seat) {
-                self.seats[i as usize].state = SeatState::Sold;
+                self.set_seat_state(i as usize, SeatState::Sold);
             }
         }
         if let Some(ga) = &hold.ga {
@@ -808,7 +834,7 @@ impl Ledger {
         let tier = hold.ga.as_ref().map(|g| g.tier.clone());
         for seat in &to_return {
             if let Some(&i) = self.seat_index.get(seat) {
-                self.seats[i as usize].state = SeatState::Free;
+                self.set_seat_state(i as usize, SeatState::Free);
             }
         }
         if let Some(tier) = tier.filter(|_| ga_back > 0) {
@@ -914,19 +940,18 @@ impl Ledger {
 
     /// Ends a live hold: frees its seats and places and stops counting them for its visitor.
     fn end_hold(&mut self, id: &HoldId, state: HoldState, now: Millis) {
-        let Some(hold) = self.holds.get(id).cloned() else { return };
-        if hold.state != HoldState::Held {
-            return;
+        // Taken out and put back, rather than cloned: the sweep ends thousands at once.
+        let Some(mut hold) = self.holds.remove(id) else { return };
+        if hold.state == HoldState::Held {
+            let _ = self.apply_hold_effects(&hold, -1);
+            self.expiries.remove(&(hold.expires_at, hold.id.clone()));
+            self.ended.insert((now, hold.id.clone()));
+            hold.state = state;
+            hold.ended_at = Some(now);
+            self.stats.live_holds -= 1;
+            self.version += 1;
         }
-        let _ = self.apply_hold_effects(&hold, -1);
-        self.expiries.remove(&(hold.expires_at, id.clone()));
-        self.ended.insert((now, id.clone()));
-        if let Some(h) = self.holds.get_mut(id) {
-            h.state = state;
-            h.ended_at = Some(now);
-        }
-        self.stats.live_holds -= 1;
-        self.version += 1;
+        self.holds.insert(hold.id.clone(), hold);
     }
 
     /// Adds (`sign` = 1) or removes (-1) a hold's claim on seats, places and its visitor's count.
@@ -942,15 +967,15 @@ impl Ledger {
             }
             let &i =
                 self.seat_index.get(seat).ok_or_else(|| HoldError::UnknownSeat { seat: seat.clone() })?;
-            let entry = &mut self.seats[i as usize];
-            entry.state = if sign > 0 {
-                if entry.state != SeatState::Free {
+            let next = if sign > 0 {
+                if self.seats[i as usize].state != SeatState::Free {
                     return Err(HoldError::SeatsUnavailable { seats: vec![seat.clone()] });
                 }
                 seat_state
             } else {
                 SeatState::Free
             };
+            self.set_seat_state(i as usize, next);
         }
         if let Some(ga) = &hold.ga {
             let t = self
@@ -969,6 +994,19 @@ impl Ledger {
         }
         self.add_tickets(&hold.visitor, sign * i64::from(hold.tickets()));
         Ok(())
+    }
+
+    /// Changes one seat's state, keeping the row's free count.
+    fn set_seat_state(&mut self, i: usize, state: SeatState) {
+        let entry = &mut self.seats[i];
+        let (was_free, now_free) = (entry.state == SeatState::Free, state == SeatState::Free);
+        entry.state = state;
+        let row = entry.row as usize;
+        match (was_free, now_free) {
+            (true, false) => self.row_free[row] -= 1,
+            (false, true) => self.row_free[row] += 1,
+            _ => {}
+        }
     }
 
     fn add_tickets(&mut self, visitor: &VisitorId, delta: i64) {

@@ -287,6 +287,7 @@ impl InventoryObject {
                         "sections": availability.sections,
                         "tiers": availability.tiers,
                         "storage_bytes": self.store()?.size(),
+                        "wasm_memory_bytes": wasm_memory_bytes(),
                     }),
                 )?
             }
@@ -407,6 +408,18 @@ impl DurableObject for InventoryObject {
         };
         self.arm_alarm(next).await?;
         Response::ok("expired due holds")
+    }
+}
+
+/// The size of this isolate's wasm linear memory (the heap's high-water mark: it never shrinks).
+fn wasm_memory_bytes() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
     }
 }
 

@@ -1,0 +1,211 @@
+//! The hold path through the edge: publish a 20,000-seat event (one object, or sharded by
+//! section), then place 2-seat holds from many visitors at a bounded concurrency, every request
+//! with its own admission token, and report throughput, latency and the objects' statistics
+//! (storage, wasm memory). Signs its own admission tokens and core calls with the dev keys.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use clap::Args;
+use serde::Serialize;
+use serde_json::{json, Value};
+use shared_types::inventory::Sharding;
+use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
+use shared_types::token::{Claims, TokenKind, TokenSigner};
+
+use crate::ledger_bench::seat_map;
+use crate::summary::{summarize, Sample, Summary};
+
+#[derive(Debug, Args)]
+pub struct HoldsArgs {
+    /// The edge's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8787")]
+    edge: String,
+    /// Sections of the map (the seats are split evenly); with --sharded each is its own object.
+    #[arg(long, default_value_t = 8)]
+    sections: usize,
+    /// Seats in all (rounded down to whole rows of 50).
+    #[arg(long, default_value_t = 20_000)]
+    seats: usize,
+    /// Shard the event by section.
+    #[arg(long)]
+    sharded: bool,
+    /// Holds to place (each of 2 seats, by its own visitor); bounded by the map.
+    #[arg(long, default_value_t = 2_000)]
+    holds: usize,
+    /// Concurrent clients (at most 1024).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    concurrency: u64,
+    /// Hard stop, in seconds (at most 600).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=600))]
+    max_seconds: u64,
+    /// The edge's signing key (`<kid>:<seed>`), to make admission tokens.
+    #[arg(long, env = "EDGE_SIGNING_KEY", hide_env_values = true)]
+    edge_signing_key: String,
+    /// The core's signing key, to publish the event.
+    #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
+    core_signing_key: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HoldsReport {
+    pub event: String,
+    pub seats: usize,
+    pub sections: usize,
+    pub sharded: bool,
+    pub concurrency: u64,
+    pub publish_seconds: f64,
+    pub holds: Summary,
+    /// Per shard: storage bytes and wasm memory bytes as the objects report them.
+    pub objects: Vec<Value>,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::getrandom(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+async fn core_call(
+    client: &reqwest::Client,
+    signer: &TokenSigner,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Value), String> {
+    let signature = sign_request(signer, method.as_str(), path, &body, unix_now(), &nonce());
+    let resp = client
+        .request(method, format!("{base}{path}"))
+        .header(SIGNATURE_HEADER, signature)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
+    let edge = TokenSigner::parse(&args.edge_signing_key).map_err(|e| format!("EDGE_SIGNING_KEY: {e}"))?;
+    let core = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
+    let per_row = 50;
+    let rows = (args.seats / args.sections / per_row).max(1);
+    let event = format!("bench-{}-{}", unix_now(), if args.sharded { "sharded" } else { "single" });
+    let mut inventory = seat_map(&event, args.sections, rows, per_row);
+    inventory.sharding = if args.sharded { Sharding::BySection } else { Sharding::None };
+    let seats = inventory.seat_map.seat_count();
+
+    let started = Instant::now();
+    let body = serde_json::to_vec(&inventory).map_err(|e| e.to_string())?;
+    let path = format!("/internal/v1/events/{event}/inventory");
+    let (status, answer) = core_call(&client, &core, &args.edge, reqwest::Method::PUT, &path, body).await?;
+    if status != 200 {
+        return Err(format!("publishing failed ({status}): {answer}"));
+    }
+    let publish_seconds = started.elapsed().as_secs_f64();
+
+    // Every hold: two adjacent seats, one visitor, its own admission token (signed before timing).
+    let now = unix_now();
+    let holds: Vec<(String, Value)> = inventory
+        .seat_map
+        .sections
+        .iter()
+        .flat_map(|s| {
+            s.rows.iter().flat_map(move |r| r.seats.chunks(2).map(move |pair| (s.id.clone(), pair.to_vec())))
+        })
+        .take(args.holds.min(seats / 2))
+        .enumerate()
+        .map(|(i, (section, pair))| {
+            let claims = Claims {
+                iss: "edge".to_owned(),
+                aud: event.clone(),
+                sub: format!("visitor-{i}"),
+                iat: now,
+                exp: now + 3600,
+                jti: format!("adm-{i}"),
+                extra: serde_json::Map::new(),
+            };
+            let token = edge.sign(TokenKind::Admission, &claims);
+            let ids: Vec<&str> = pair.iter().map(|s| s.id.as_str()).collect();
+            (token, json!({ "kind": "seats", "seats": ids, "section": section }))
+        })
+        .collect();
+    let holds = Arc::new(holds);
+    let next = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
+    let url = format!("{}/api/v1/events/{event}/holds", args.edge);
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (client, url, holds, next) = (client.clone(), url.clone(), holds.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let mut samples: Vec<Sample> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= holds.len() || Instant::now() > deadline {
+                    break;
+                }
+                let (token, body) = &holds[i];
+                let t = Instant::now();
+                let status = match client.post(&url).bearer_auth(token).json(body).send().await {
+                    Ok(resp) => {
+                        let s = resp.status().as_u16();
+                        let _ = resp.bytes().await;
+                        Some(s)
+                    }
+                    Err(_) => None,
+                };
+                samples.push((status, t.elapsed()));
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::new();
+    for w in workers {
+        samples.extend(w.await.unwrap_or_default());
+    }
+    let summary = summarize(&samples, started.elapsed().as_secs_f64());
+
+    let (_, stats) = core_call(
+        &client,
+        &core,
+        &args.edge,
+        reqwest::Method::GET,
+        &format!("/internal/v1/events/{event}/stats"),
+        vec![],
+    )
+    .await?;
+    let objects = stats["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            json!({
+                "shard": s["shard"],
+                "live_holds": s["stats"]["stats"]["live_holds"],
+                "storage_bytes": s["stats"]["storage_bytes"],
+                "wasm_memory_bytes": s["stats"]["wasm_memory_bytes"],
+            })
+        })
+        .collect();
+    Ok(HoldsReport {
+        event,
+        seats,
+        sections: args.sections,
+        sharded: args.sharded,
+        concurrency: args.concurrency,
+        publish_seconds,
+        holds: summary,
+        objects,
+    })
+}

@@ -1,0 +1,78 @@
+//! Latency samples and their summary, printed as JSON.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One request's outcome: its HTTP status (or `None` for a transport error) and latency.
+pub type Sample = (Option<u16>, Duration);
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub requests: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+pub fn summarize(samples: &[Sample], seconds: f64) -> Summary {
+    let mut statuses = BTreeMap::new();
+    let mut latencies: Vec<f64> = Vec::with_capacity(samples.len());
+    let mut errors = 0;
+    for (status, latency) in samples {
+        match status {
+            Some(s) => *statuses.entry(*s).or_insert(0) += 1,
+            None => errors += 1,
+        }
+        latencies.push(latency.as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        latencies[((latencies.len() as f64 - 1.0) * p).round() as usize]
+    };
+    let ok = statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
+    Summary {
+        requests: samples.len() as u64,
+        ok,
+        errors,
+        statuses,
+        seconds,
+        requests_per_second: if seconds > 0.0 { samples.len() as f64 / seconds } else { 0.0 },
+        p50_ms: pct(0.50),
+        p90_ms: pct(0.90),
+        p99_ms: pct(0.99),
+        max_ms: latencies.last().copied().unwrap_or(0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_come_from_the_sorted_samples() {
+        let samples: Vec<_> = (1..=100).rev().map(|ms| (Some(200), Duration::from_millis(ms))).collect();
+        let s = summarize(&samples, 1.0);
+        assert_eq!(s.ok, 100);
+        assert!((s.p50_ms - 51.0).abs() < 1.01, "{}", s.p50_ms);
+        assert!((s.p99_ms - 99.0).abs() < 1.01, "{}", s.p99_ms);
+        assert_eq!(s.max_ms, 100.0);
+    }
+
+    #[test]
+    fn errors_and_non_2xx_are_not_ok() {
+        let samples = vec![(Some(200), Duration::ZERO), (Some(503), Duration::ZERO), (None, Duration::ZERO)];
+        let s = summarize(&samples, 1.0);
+        assert_eq!((s.ok, s.errors, s.statuses[&503]), (1, 1, 1));
+    }
+}
