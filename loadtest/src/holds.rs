@@ -59,7 +59,9 @@ pub struct HoldsReport {
     pub concurrency: u64,
     pub publish_seconds: f64,
     pub holds: Summary,
-    /// Per shard: storage bytes and wasm memory bytes as the objects report them.
+    /// Per shard, right after publishing: storage bytes and the isolate's wasm memory.
+    pub objects_after_publish: Vec<Value>,
+    /// Per shard, after the holds.
     pub objects: Vec<Value>,
 }
 
@@ -93,6 +95,33 @@ async fn core_call(
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
+/// Each shard's live holds, storage bytes and isolate wasm memory, from the signed stats route.
+async fn object_stats(
+    client: &reqwest::Client,
+    core: &TokenSigner,
+    edge: &str,
+    event: &str,
+) -> Result<Vec<Value>, String> {
+    let path = format!("/internal/v1/events/{event}/stats");
+    let (status, stats) = core_call(client, core, edge, reqwest::Method::GET, &path, vec![]).await?;
+    if status != 200 {
+        return Err(format!("stats failed ({status}): {stats}"));
+    }
+    Ok(stats["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            json!({
+                "shard": s["shard"],
+                "live_holds": s["stats"]["stats"]["live_holds"],
+                "storage_bytes": s["stats"]["storage_bytes"],
+                "wasm_memory_bytes": s["stats"]["wasm_memory_bytes"],
+            })
+        })
+        .collect())
+}
+
 pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
     let edge = TokenSigner::parse(&args.edge_signing_key).map_err(|e| format!("EDGE_SIGNING_KEY: {e}"))?;
     let core = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
@@ -100,7 +129,11 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
         reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
     let per_row = 50;
     let rows = (args.seats / args.sections / per_row).max(1);
-    let event = format!("bench-{}-{}", unix_now(), if args.sharded { "sharded" } else { "single" });
+    let event = format!(
+        "bench-{}-{}",
+        nonce().replace(['-', '_'], "x"),
+        if args.sharded { "sharded" } else { "single" }
+    );
     let mut inventory = seat_map(&event, args.sections, rows, per_row);
     inventory.sharding = if args.sharded { Sharding::BySection } else { Sharding::None };
     let seats = inventory.seat_map.seat_count();
@@ -113,6 +146,7 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
         return Err(format!("publishing failed ({status}): {answer}"));
     }
     let publish_seconds = started.elapsed().as_secs_f64();
+    let objects_after_publish = object_stats(&client, &core, &args.edge, &event).await?;
 
     // Every hold: two adjacent seats, one visitor, its own admission token (signed before timing).
     let now = unix_now();
@@ -176,28 +210,7 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
     }
     let summary = summarize(&samples, started.elapsed().as_secs_f64());
 
-    let (_, stats) = core_call(
-        &client,
-        &core,
-        &args.edge,
-        reqwest::Method::GET,
-        &format!("/internal/v1/events/{event}/stats"),
-        vec![],
-    )
-    .await?;
-    let objects = stats["shards"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            json!({
-                "shard": s["shard"],
-                "live_holds": s["stats"]["stats"]["live_holds"],
-                "storage_bytes": s["stats"]["storage_bytes"],
-                "wasm_memory_bytes": s["stats"]["wasm_memory_bytes"],
-            })
-        })
-        .collect();
+    let objects = object_stats(&client, &core, &args.edge, &event).await?;
     Ok(HoldsReport {
         event,
         seats,
@@ -206,6 +219,7 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
         concurrency: args.concurrency,
         publish_seconds,
         holds: summary,
+        objects_after_publish,
         objects,
     })
 }

@@ -81,6 +81,9 @@ pub struct InventoryObject {
     /// The ledger, loaded from storage on first use (`None` until an inventory arrives).
     ledger: RefCell<Option<Ledger>>,
     loaded: std::cell::Cell<bool>,
+    /// The alarm this instance last set (`Some(None)`: none), so that a request whose change leaves
+    /// the earliest expiry where it was costs no alarm call. Forgotten when the alarm fires.
+    armed: std::cell::Cell<Option<Option<Millis>>>,
 }
 
 fn now() -> Millis {
@@ -157,16 +160,18 @@ impl InventoryObject {
 
     /// Keeps exactly one alarm, at the earliest live expiry.
     async fn arm_alarm(&self, next: Option<Millis>) -> Result<()> {
+        if self.armed.get() == Some(next) {
+            return Ok(());
+        }
         let storage = self.state.storage();
         match next {
             Some(at) => {
-                if storage.get_alarm().await? != Some(at) {
-                    let when = worker::js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at as f64));
-                    storage.set_alarm(worker::ScheduledTime::new(when)).await?;
-                }
+                let when = worker::js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at as f64));
+                storage.set_alarm(worker::ScheduledTime::new(when)).await?;
             }
             None => storage.delete_alarm().await?,
         }
+        self.armed.set(Some(next));
         Ok(())
     }
 
@@ -359,7 +364,12 @@ impl InventoryObject {
 
 impl DurableObject for InventoryObject {
     fn new(state: State, _env: Env) -> Self {
-        Self { state, ledger: RefCell::new(None), loaded: std::cell::Cell::new(false) }
+        Self {
+            state,
+            ledger: RefCell::new(None),
+            loaded: std::cell::Cell::new(false),
+            armed: std::cell::Cell::new(None),
+        }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
@@ -377,6 +387,7 @@ impl DurableObject for InventoryObject {
                 // A failed write may have left memory ahead of storage: reload from storage next time.
                 worker::console_error!("inventory {path}: {e}");
                 self.loaded.set(false);
+                self.armed.set(None);
                 *self.ledger.borrow_mut() = None;
                 http::problem_of(
                     ProblemType::Internal,
@@ -390,6 +401,8 @@ impl DurableObject for InventoryObject {
     /// Expires every due hold, forgets what is past retention, and re-arms for the next expiry.
     /// Safe to run twice (a retried alarm finds nothing more to do).
     async fn alarm(&self) -> Result<Response> {
+        // The alarm that fired is gone: whatever this instance armed before no longer stands.
+        self.armed.set(None);
         self.ensure_loaded().await?;
         let now = now();
         let next = {

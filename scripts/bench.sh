@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Reproduces docs/benchmarks.md: the ledger natively, then the health chain and the hold path
+# through a fresh local stack (wrangler dev + the core). Bounded in count and time; loopback only.
+# Results (JSON) go to $BENCH_OUT (default .local/bench/).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+OUT="${BENCH_OUT:-$LOCAL/bench}"
+EDGE_PORT="${BENCH_EDGE_PORT:-18787}"
+CORE_PORT="${BENCH_CORE_PORT:-18080}"
+mkdir -p "$OUT" "$LOCAL/logs"
+bash "$ROOT/scripts/bootstrap.sh" --no-kafka
+bash "$ROOT/scripts/dev-keys.sh"
+bash "$ROOT/scripts/build-worker.sh"
+timed "build (release loadtest, core)" cargo build -q --release -p loadtest
+cargo build -q -p regional-core
+LT="$CARGO_TARGET_DIR/release/loadtest"
+set -a
+source "$LOCAL/edge.env"
+source "$LOCAL/core.env"
+set +a
+
+log "ledger (native)"
+"$LT" ledger --rounds 50 | tee "$OUT/ledger.json"
+
+PIDS=()
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  sleep 1
+  for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+trap stop_all EXIT
+
+# A fresh edge (new DO storage, new isolate) for each scenario, so memory figures are its own.
+start_edge() {
+  rm -rf "$OUT/state"
+  (cd "$ROOT" && exec setsid wrangler dev --ip 127.0.0.1 --port "$EDGE_PORT" --inspector-port 0 \
+    --persist-to "$OUT/state" --env-file "$LOCAL/edge.env" --var "CORE_URL:http://127.0.0.1:$CORE_PORT" \
+    --show-interactive-dev-session=false --log-level error) >"$LOCAL/logs/bench-edge.log" 2>&1 </dev/null &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$EDGE_PORT/healthz" 90 || die "edge did not start"
+}
+stop_edge() {
+  kill -TERM -- "-${PIDS[-1]}" 2>/dev/null || true
+  sleep 1
+  kill -KILL -- "-${PIDS[-1]}" 2>/dev/null || true
+  unset 'PIDS[-1]'
+}
+
+(DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/ticketing" exec setsid "$CARGO_TARGET_DIR/debug/regional-core" \
+  serve --listen "127.0.0.1:$CORE_PORT") >"$LOCAL/logs/bench-core.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$CORE_PORT/healthz" 60 || die "core did not start"
+
+start_edge
+log "health chain (edge -> DO -> core -> PostgreSQL)"
+"$LT" http --url "http://127.0.0.1:$EDGE_PORT/healthz" --requests 2000 --concurrency 8 | tee "$OUT/healthz.json"
+stop_edge
+
+for sharding in single sharded; do
+  for c in 32 128; do
+    start_edge
+    flag=()
+    [ "$sharding" = sharded ] && flag=(--sharded)
+    log "holds: $sharding, concurrency $c"
+    "$LT" holds --edge "http://127.0.0.1:$EDGE_PORT" --seats 20000 --sections 8 "${flag[@]}" \
+      --holds 5000 --concurrency "$c" | tee "$OUT/holds-$sharding-c$c.json"
+    stop_edge
+  done
+done
+log "results in $OUT"
