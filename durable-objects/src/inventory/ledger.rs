@@ -6,7 +6,7 @@
 //! invariants it keeps: a seat is in at most one live hold and sold at most once; a GA tier never
 //! has more held + sold than its capacity; a visitor never holds + owns more than the limit.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Maps keyed by ids the platform chooses (seat, hold and visitor ids): a fast hasher. Maps keyed
 /// by what a buyer chooses (idempotency keys) keep std's DoS-resistant SipHash.
@@ -297,8 +297,12 @@ pub struct Ledger {
     zones: Vec<ZoneId>,
     tiers: Vec<TierEntry>,
     holds: FastMap<HoldId, Hold>,
-    /// Live holds by expiry, earliest first.
-    expiries: BTreeSet<(Millis, HoldId)>,
+    /// Live holds by expiry, earliest first; the sequence number orders holds that expire in the
+    /// same millisecond without comparing their ids.
+    expiries: BTreeMap<(Millis, u64), HoldId>,
+    /// Where each live hold sits in `expiries`.
+    expiry_keys: FastMap<HoldId, (Millis, u64)>,
+    next_sequence: u64,
     /// Ended (released or expired) holds by end time, for pruning.
     ended: BTreeSet<(Millis, HoldId)>,
     tickets_by_visitor: FastMap<VisitorId, u32>,
@@ -324,7 +328,9 @@ impl Ledger {
             zones: Vec::new(),
             tiers: Vec::new(),
             holds: FastMap::default(),
-            expiries: BTreeSet::new(),
+            expiries: BTreeMap::new(),
+            expiry_keys: FastMap::default(),
+            next_sequence: 0,
             ended: BTreeSet::new(),
             tickets_by_visitor: FastMap::default(),
             idempotency: HashMap::new(),
@@ -488,7 +494,7 @@ impl Ledger {
 
     /// The earliest expiry among live holds: when the object's alarm must fire next.
     pub fn next_expiry(&self) -> Option<Millis> {
-        self.expiries.first().map(|(at, _)| *at)
+        self.expiries.first_key_value().map(|((at, _), _)| *at)
     }
 
     /// Tickets the visitor currently holds or owns.
@@ -589,7 +595,7 @@ impl Ledger {
             self.tiers[t].held += quantity;
         }
         self.add_tickets(visitor, i64::from(requested));
-        self.expiries.insert((hold.expires_at, hold.id.clone()));
+        self.schedule(&hold.id, hold.expires_at);
         self.holds.insert(hold.id.clone(), hold.clone());
         self.stats.holds_placed += 1;
         self.stats.live_holds += 1;
@@ -744,7 +750,7 @@ impl Ledger {
     /// Expires every live hold whose time has come (`expires_at <= now`), returning their ids.
     pub fn expire_due(&mut self, now: Millis) -> Vec<HoldId> {
         let mut expired = Vec::new();
-        while let Some((at, id)) = self.expiries.first().cloned() {
+        while let Some(((at, _), id)) = self.expiries.first_key_value().map(|(k, v)| (*k, v.clone())) {
             if at > now {
                 break;
             }
@@ -766,8 +772,8 @@ impl Ledger {
         }
         let old = hold.expires_at;
         let new = old + Millis::from(self.settings.extension_seconds) * 1000;
-        self.expiries.remove(&(old, id.clone()));
-        self.expiries.insert((new, id.clone()));
+        self.unschedule(id);
+        self.schedule(id, new);
         let hold = self.holds.get_mut(id).ok_or(HoldError::HoldNotFound)?;
         hold.expires_at = new;
         hold.extended = true;
@@ -781,7 +787,7 @@ impl Ledger {
             return self.holds.get(id).ok_or(HoldError::HoldNotFound);
         }
         let hold = self.live_hold(id, now)?.clone();
-        self.expiries.remove(&(hold.expires_at, id.clone()));
+        self.unschedule(id);
         for seat in &hold.seats {
             if let Some(&i) = self.seat_index.get(seat) {
                 self.set_seat_state(i as usize, SeatState::Sold);
@@ -944,7 +950,7 @@ impl Ledger {
         let Some(mut hold) = self.holds.remove(id) else { return };
         if hold.state == HoldState::Held {
             let _ = self.apply_hold_effects(&hold, -1);
-            self.expiries.remove(&(hold.expires_at, hold.id.clone()));
+            self.unschedule(&hold.id);
             self.ended.insert((now, hold.id.clone()));
             hold.state = state;
             hold.ended_at = Some(now);
@@ -996,6 +1002,21 @@ impl Ledger {
         Ok(())
     }
 
+    /// Puts a live hold into the expiry index.
+    fn schedule(&mut self, id: &HoldId, at: Millis) {
+        self.next_sequence += 1;
+        let key = (at, self.next_sequence);
+        self.expiries.insert(key, id.clone());
+        self.expiry_keys.insert(id.clone(), key);
+    }
+
+    /// Takes a hold out of the expiry index.
+    fn unschedule(&mut self, id: &HoldId) {
+        if let Some(key) = self.expiry_keys.remove(id) {
+            self.expiries.remove(&key);
+        }
+    }
+
     /// Changes one seat's state, keeping the row's free count.
     fn set_seat_state(&mut self, i: usize, state: SeatState) {
         let entry = &mut self.seats[i];
@@ -1020,7 +1041,7 @@ impl Ledger {
     fn index_hold(&mut self, hold: &Hold) {
         match hold.state {
             HoldState::Held => {
-                self.expiries.insert((hold.expires_at, hold.id.clone()));
+                self.schedule(&hold.id, hold.expires_at);
             }
             HoldState::Released | HoldState::Expired => {
                 self.ended.insert((hold.ended_at.unwrap_or(hold.created_at), hold.id.clone()));
