@@ -17,6 +17,13 @@ for arg in "$@"; do
 done
 mkdir -p "$CACHE" "$LOCAL"
 
+# Tools (wasm-bindgen, worker-build, tansu) are built once per machine and only run builds and
+# tests: skip their fat LTO and single codegen unit, which cost minutes of a cold run for nothing.
+tool_install() {
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=false \
+    cargo install "$@"
+}
+
 apt_install() {
   command -v apt-get >/dev/null || die "apt-get not found; install $* by hand"
   [ -f "$CACHE/.apt-updated" ] || { apt-get update -qq && touch "$CACHE/.apt-updated"; }
@@ -68,11 +75,11 @@ wasm_tools() {
   if ! "$CACHE/tools/bin/wasm-bindgen" --version 2>/dev/null | grep -q " $want\$"; then
     # Not --locked: its lockfile pins a crate version the registry no longer serves.
     (cd "$CACHE" && CARGO_TARGET_DIR="$CACHE/tools-target" \
-      cargo install -q --force wasm-bindgen-cli --version "$want" --root "$CACHE/tools")
+      tool_install -q --force wasm-bindgen-cli --version "$want" --root "$CACHE/tools")
   fi
   if ! "$CACHE/tools/bin/worker-build" --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
     (cd "$CACHE" && CARGO_TARGET_DIR="$CACHE/tools-target" \
-      cargo install -q --force --locked worker-build --version "$WORKER_BUILD_VERSION" --root "$CACHE/tools")
+      tool_install -q --force --locked worker-build --version "$WORKER_BUILD_VERSION" --root "$CACHE/tools")
   fi
   rm -rf "$CACHE/tools-target"
 }
@@ -80,7 +87,7 @@ wasm_tools() {
 # ---- cargo-nextest (the test runner; machines of this kind have it) ---------------------------
 nextest() {
   command -v cargo-nextest >/dev/null && return 0
-  (cd "$CACHE" && CARGO_TARGET_DIR="$CACHE/tools-target" cargo install -q --locked cargo-nextest --root "$CACHE/tools")
+  (cd "$CACHE" && CARGO_TARGET_DIR="$CACHE/tools-target" tool_install -q --locked cargo-nextest --root "$CACHE/tools")
   rm -rf "$CACHE/tools-target"
 }
 
@@ -117,7 +124,7 @@ pg_ready() {
 # ---- the Kafka-protocol broker (tansu, SQLite storage) ----------------------------------------
 tansu() {
   if [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -qx "tansu $TANSU_VERSION"; then return 0; fi
-  CARGO_TARGET_DIR="$CACHE/tansu-target" cargo install -q --force tansu --version "$TANSU_VERSION" --locked \
+  CARGO_TARGET_DIR="$CACHE/tansu-target" tool_install -q --force tansu --version "$TANSU_VERSION" --locked \
     --no-default-features --features "$TANSU_FEATURES" --root "$CACHE/tansu-$TANSU_VERSION"
   rm -rf "$CACHE/tansu-target" # 1.4 GiB of intermediates
 }
