@@ -58,15 +58,42 @@ log "health chain (edge -> DO -> core -> PostgreSQL)"
 "$LT" http --url "http://127.0.0.1:$EDGE_PORT/healthz" --requests 2000 --concurrency 8 | tee "$OUT/healthz.json"
 stop_edge
 
-for sharding in single sharded; do
-  for c in 32 128; do
-    start_edge
-    flag=()
-    [ "$sharding" = sharded ] && flag=(--sharded)
-    log "holds: $sharding, concurrency $c"
-    "$LT" holds --edge "http://127.0.0.1:$EDGE_PORT" --seats 20000 --sections 8 "${flag[@]}" \
-      --holds 5000 --concurrency "$c" | tee "$OUT/holds-$sharding-c$c.json"
-    stop_edge
+# The hold path through wrangler dev (what scripts/dev.sh runs) and through one workerd process
+# without wrangler's proxy (miniflare), each with a fresh isolate and storage.
+WORKERD_PORT="${BENCH_WORKERD_PORT:-18788}"
+start_workerd() { # $1: keep storage ("keep") or start empty
+  [ "${1:-}" = keep ] || rm -rf "$OUT/state-workerd"
+  (cd "$ROOT" && exec setsid node loadtest/workerd-server.mjs "$WORKERD_PORT" "$OUT/state-workerd") \
+    >"$LOCAL/logs/bench-workerd.log" 2>&1 </dev/null &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$WORKERD_PORT/healthz" 60 || die "workerd did not start"
+}
+
+for runtime in wrangler workerd; do
+  for sharding in single sharded; do
+    for c in 32 128; do
+      if [ "$runtime" = wrangler ]; then start_edge; url="http://127.0.0.1:$EDGE_PORT"; else start_workerd; url="http://127.0.0.1:$WORKERD_PORT"; fi
+      flag=()
+      [ "$sharding" = sharded ] && flag=(--sharded)
+      log "holds: $runtime, $sharding, concurrency $c"
+      "$LT" holds --edge "$url" --seats 20000 --sections 8 "${flag[@]}" \
+        --holds 5000 --concurrency "$c" >"$OUT/holds-$runtime-$sharding-c$c.json"
+      stop_edge
+    done
   done
+done
+
+# Memory of one inventory object: fill it, restart the runtime, and read the isolate's wasm memory
+# after the object alone has loaded from storage (no publish body parsed in that isolate).
+for point in 100:0 20000:0 20000:5000 50000:0 50000:5000; do
+  seats=${point%:*} holds=${point#*:}
+  start_workerd
+  event=$("$LT" holds --edge "http://127.0.0.1:$WORKERD_PORT" --seats "$seats" --sections 1 --holds "$holds" \
+    --concurrency 32 | python3 -c 'import json,sys; print(json.load(sys.stdin)["event"])')
+  stop_edge
+  start_workerd keep
+  log "memory: $seats seats, $holds holds"
+  "$LT" stats --edge "http://127.0.0.1:$WORKERD_PORT" --event "$event" >"$OUT/memory-$seats-$holds.json"
+  stop_edge
 done
 log "results in $OUT"

@@ -95,6 +95,24 @@ async fn core_call(
     Ok((status, resp.json().await.unwrap_or(Value::Null)))
 }
 
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8787")]
+    edge: String,
+    #[arg(long)]
+    event: String,
+    #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
+    core_signing_key: String,
+}
+
+/// One event's objects' statistics.
+pub async fn stats(args: StatsArgs) -> Result<Vec<Value>, String> {
+    let core = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
+    object_stats(&client, &core, &args.edge, &args.event).await
+}
+
 /// Each shard's live holds, storage bytes and isolate wasm memory, from the signed stats route.
 async fn object_stats(
     client: &reqwest::Client,

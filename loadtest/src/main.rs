@@ -33,6 +33,8 @@ enum Command {
     },
     /// Place 2-seat holds through the edge.
     Holds(holds::HoldsArgs),
+    /// Print an event's objects' statistics (signed core call).
+    Stats(holds::StatsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -61,6 +63,13 @@ async fn main() -> std::process::ExitCode {
             Ok(report) => serde_json::to_value(report),
             Err(e) => {
                 eprintln!("loadtest holds: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        Command::Stats(args) => match holds::stats(args).await {
+            Ok(objects) => Ok(serde_json::Value::Array(objects)),
+            Err(e) => {
+                eprintln!("loadtest stats: {e}");
                 return std::process::ExitCode::FAILURE;
             }
         },

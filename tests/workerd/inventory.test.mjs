@@ -182,3 +182,21 @@ test('a core request without a nonce, or with one seen before, is refused as a r
   assert.equal(replay.body.reason, 'replayed');
   assert.equal((await call('GET', `/holds/${placed.id}`, 'core')).body.state, 'held', 'the replay changed nothing');
 });
+
+test('a 50,000-seat inventory is stored (in chunks under the row limit) and reloads after a restart', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-large-'));
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const big = inventory({ seats: 50_000, ga: 0 });
+  const first = await startEdge({}, { durableObjectsPersist: dir });
+  let call = await objectFor(first, 'evt-large');
+  const put = await call('PUT', '/inventory', 'core', big);
+  assert.equal(put.status, 200, JSON.stringify(put.body));
+  assert.equal((await call('POST', '/holds', 'visitor v1', hold(['A-1-49999']))).status, 201);
+  await first.dispose();
+  const second = await startEdge({}, { durableObjectsPersist: dir });
+  cleanups.push(() => second.dispose());
+  call = await objectFor(second, 'evt-large');
+  const seats = (await call('GET', '/availability', 'visitor v2')).body.seats;
+  assert.equal(seats.length, 50_000);
+  assert.equal(seats[49_999], 'h');
+});

@@ -88,6 +88,15 @@ impl Store {
         )?;
         sql.exec("CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at)", None)?;
         sql.exec(
+            "CREATE TABLE IF NOT EXISTS chunks (
+                key TEXT NOT NULL,
+                part INTEGER NOT NULL,
+                body TEXT NOT NULL,
+                PRIMARY KEY (key, part)
+            )",
+            None,
+        )?;
+        sql.exec(
             "CREATE TABLE IF NOT EXISTS core_nonces (nonce TEXT PRIMARY KEY, at INTEGER NOT NULL)",
             None,
         )?;
@@ -96,7 +105,8 @@ impl Store {
 
     /// The ledger as last stored, or `None` before the core first sent an inventory.
     pub fn load(&self) -> Result<Option<Ledger>> {
-        let Some(inventory) = self.meta::<Inventory>("inventory")? else { return Ok(None) };
+        let Some(inventory) = self.get_large("inventory")? else { return Ok(None) };
+        let inventory: Inventory = serde_json::from_str(&inventory)?;
         let meta = self.meta::<Meta>("ledger")?.unwrap_or(Meta { version: 0, stats: Stats::default() });
         let holds: Vec<Hold> = self.bodies("SELECT body FROM holds", None)?;
         let records: Vec<IdempotencyRecord> = self.bodies("SELECT body FROM idempotency", None)?;
@@ -105,9 +115,29 @@ impl Store {
             .map_err(|e| worker::Error::RustError(format!("stored ledger is inconsistent: {e}")))
     }
 
-    /// Stores the inventory definition.
+    /// Stores the inventory definition (a stadium's is several megabytes: stored in chunks).
     pub fn save_inventory(&self, inventory: &Inventory) -> Result<()> {
-        self.put_meta("inventory", inventory)
+        self.put_large("inventory", &to_json(inventory)?)
+    }
+
+    /// Stores a document of any size as ordered chunks, each under the row size limit.
+    fn put_large(&self, key: &str, text: &str) -> Result<()> {
+        self.sql.exec("DELETE FROM chunks WHERE key = ?", vec![key.into()])?;
+        for (part, chunk) in chunks(text, CHUNK_BYTES).into_iter().enumerate() {
+            self.sql.exec(
+                "INSERT INTO chunks (key, part, body) VALUES (?, ?, ?)",
+                vec![key.into(), SqlStorageValue::from(part as i64), chunk.into()],
+            )?;
+        }
+        Ok(())
+    }
+
+    fn get_large(&self, key: &str) -> Result<Option<String>> {
+        let parts: Vec<Body> = self
+            .sql
+            .exec("SELECT body FROM chunks WHERE key = ? ORDER BY part", vec![key.into()])?
+            .to_array()?;
+        Ok((!parts.is_empty()).then(|| parts.into_iter().map(|p| p.body).collect()))
     }
 
     /// Stores the ledger's version and statistics (after every change).
@@ -222,6 +252,25 @@ impl Store {
     }
 }
 
+/// Durable Object SQLite refuses strings and rows over 2 MB; documents are stored in 1 MiB chunks.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Splits `text` into pieces of at most `max` bytes, never inside a UTF-8 character.
+fn chunks(text: &str, max: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = max.min(rest.len());
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        let (piece, tail) = rest.split_at(end);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
 fn to_json<T: Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(worker::Error::from)
 }
@@ -232,5 +281,21 @@ fn state_name(state: HoldState) -> &'static str {
         HoldState::Sold => "sold",
         HoldState::Released => "released",
         HoldState::Expired => "expired",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn chunks_rejoin_to_the_text_and_never_split_a_character() {
+        let text = "Sitzplatz-Ä ".repeat(1000) + "🎫";
+        for max in [4, 7, 64, 1000, 1 << 20] {
+            let pieces = chunks(&text, max);
+            assert!(pieces.iter().all(|p| p.len() <= max && !p.is_empty()), "max {max}");
+            assert_eq!(pieces.concat(), text);
+        }
+        assert!(chunks("", 8).is_empty());
     }
 }
