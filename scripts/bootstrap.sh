@@ -17,11 +17,9 @@ for arg in "$@"; do
 done
 mkdir -p "$CACHE" "$LOCAL"
 
-# Tools (wasm-bindgen, worker-build, tansu) are built once per machine and only run builds and
-# tests: skip their fat LTO and single codegen unit, which cost minutes of a cold run for nothing.
+# Tools (wasm-bindgen, worker-build, nextest, tansu) are built once per machine, outside the clone.
 tool_install() {
-  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=false \
-    cargo install "$@"
+  cargo install "$@"
 }
 
 apt_install() {
