@@ -31,8 +31,10 @@ apt_install() {
 # ---- the wasm32 target ------------------------------------------------------------------------
 wasm_target() {
   if [ -f "$CACHE/debroot/.ready" ]; then return 0; fi
-  if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then return 0; fi
-  if [ -z "${FORCE_DEBIAN_WASM:-}" ] && rustup target add wasm32-unknown-unknown; then return 0; fi
+  if [ -z "${FORCE_DEBIAN_WASM:-}" ]; then
+    if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then return 0; fi
+    if rustup target add wasm32-unknown-unknown; then return 0; fi
+  fi
   # Fallback: Debian's rustc-web with the std sources, compiled with build-std, linked by wasm-ld.
   log "rustup could not add wasm32-unknown-unknown: using Debian's rustc-web + build-std"
   command -v apt-get >/dev/null || die "no apt-get for the rustc-web fallback"
