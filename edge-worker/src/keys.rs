@@ -5,10 +5,20 @@
 //! - `EDGE_VERIFYING_KEYS` (optional): earlier edge public keys still trusted during a rotation.
 //! - `CORE_VERIFYING_KEYS`: the core's public keys, for its signed requests.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use shared_types::token::{KeyRing, TokenSigner};
 use worker::Env;
 
-/// The edge's keys for one request.
+thread_local! {
+    /// Parsed keys, with the configuration text they came from. Parsing derives a public key and
+    /// decompresses every trusted one (elliptic-curve work, in wasm): done once per isolate, again
+    /// only when the configuration changes.
+    static PARSED: RefCell<Option<(String, Rc<EdgeKeys>)>> = const { RefCell::new(None) };
+}
+
+/// The edge's keys.
 pub struct EdgeKeys {
     pub signer: TokenSigner,
     /// Tokens the edge accepts: its current key plus any earlier ones in `EDGE_VERIFYING_KEYS`.
@@ -29,17 +39,28 @@ fn read(env: &Env, name: &'static str) -> Option<String> {
 }
 
 impl EdgeKeys {
-    pub fn from_env(env: &Env) -> Result<Self, KeyConfigError> {
+    /// The keys of this deployment (parsed once per isolate).
+    pub fn from_env(env: &Env) -> Result<Rc<Self>, KeyConfigError> {
         let missing = |name| KeyConfigError { name, problem: "not set".into() };
+        let signing = read(env, "EDGE_SIGNING_KEY").ok_or_else(|| missing("EDGE_SIGNING_KEY"))?;
+        let earlier = read(env, "EDGE_VERIFYING_KEYS").unwrap_or_default();
+        let core = read(env, "CORE_VERIFYING_KEYS").ok_or_else(|| missing("CORE_VERIFYING_KEYS"))?;
+        let config = format!("{signing}\n{earlier}\n{core}");
+        let cached =
+            PARSED.with(|p| p.borrow().as_ref().filter(|(c, _)| *c == config).map(|(_, k)| k.clone()));
+        if let Some(keys) = cached {
+            return Ok(keys);
+        }
+        let keys = Rc::new(Self::parse(&signing, &earlier, &core)?);
+        PARSED.with(|p| *p.borrow_mut() = Some((config, keys.clone())));
+        Ok(keys)
+    }
+
+    fn parse(signing: &str, earlier: &str, core: &str) -> Result<Self, KeyConfigError> {
         let bad = |name, e: shared_types::token::KeyError| KeyConfigError { name, problem: e.to_string() };
-        let signer =
-            TokenSigner::parse(&read(env, "EDGE_SIGNING_KEY").ok_or_else(|| missing("EDGE_SIGNING_KEY"))?)
-                .map_err(|e| bad("EDGE_SIGNING_KEY", e))?;
-        let earlier = KeyRing::parse(&read(env, "EDGE_VERIFYING_KEYS").unwrap_or_default())
-            .map_err(|e| bad("EDGE_VERIFYING_KEYS", e))?;
-        let core =
-            KeyRing::parse(&read(env, "CORE_VERIFYING_KEYS").ok_or_else(|| missing("CORE_VERIFYING_KEYS"))?)
-                .map_err(|e| bad("CORE_VERIFYING_KEYS", e))?;
+        let signer = TokenSigner::parse(signing).map_err(|e| bad("EDGE_SIGNING_KEY", e))?;
+        let earlier = KeyRing::parse(earlier).map_err(|e| bad("EDGE_VERIFYING_KEYS", e))?;
+        let core = KeyRing::parse(core).map_err(|e| bad("CORE_VERIFYING_KEYS", e))?;
         Ok(Self { edge: signer.verifying_ring().merge(&earlier), signer, core })
     }
 }

@@ -72,7 +72,7 @@ async fn route(req: Request, env: &Env, path: &str) -> Result<Response> {
 }
 
 /// The edge's keys; a deployment without them answers 503 (and says why in the log, not to the client).
-fn edge_keys(env: &Env, path: &str) -> Result<std::result::Result<keys::EdgeKeys, Response>> {
+fn edge_keys(env: &Env, path: &str) -> Result<std::result::Result<std::rc::Rc<keys::EdgeKeys>, Response>> {
     match keys::EdgeKeys::from_env(env) {
         Ok(keys) => Ok(Ok(keys)),
         Err(e) => {

@@ -84,6 +84,8 @@ pub struct InventoryObject {
     /// The alarm this instance last set (`Some(None)`: none), so that a request whose change leaves
     /// the earliest expiry where it was costs no alarm call. Forgotten when the alarm fires.
     armed: std::cell::Cell<Option<Option<Millis>>>,
+    /// This object's shard index (in hold ids), read on load and set on publish.
+    shard: std::cell::Cell<u32>,
 }
 
 fn now() -> Millis {
@@ -142,8 +144,9 @@ pub fn hold_problem(e: &HoldError, instance: &str) -> Problem {
 }
 
 impl InventoryObject {
+    /// The storage; its tables were created when the ledger was loaded.
     fn store(&self) -> Result<Store> {
-        Store::open(self.state.storage().sql())
+        Ok(Store::attach(self.state.storage().sql()))
     }
 
     /// Loads the ledger once per object lifetime and re-arms the alarm (a crash may have lost it).
@@ -151,7 +154,9 @@ impl InventoryObject {
         if self.loaded.get() {
             return Ok(());
         }
-        let ledger = self.store()?.load()?;
+        let store = Store::create(self.state.storage().sql())?;
+        let ledger = store.load()?;
+        self.shard.set(store.shard()?);
         let next = ledger.as_ref().and_then(Ledger::next_expiry);
         *self.ledger.borrow_mut() = ledger;
         self.loaded.set(true);
@@ -328,6 +333,7 @@ impl InventoryObject {
         let store = self.store()?;
         store.save_inventory(&inventory)?;
         store.save_shard(shard)?;
+        self.shard.set(shard);
         store.save_meta(ledger)?;
         http::json(
             200,
@@ -344,7 +350,7 @@ impl InventoryObject {
         let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
         let key = body.idempotency_key.as_deref();
         let store = self.store()?;
-        let answer = ledger.place_hold(visitor, key, &body.request, now(), new_hold_id(store.shard()?)?);
+        let answer = ledger.place_hold(visitor, key, &body.request, now(), new_hold_id(self.shard.get())?);
         // Persist before answering: the hold and the key's answer (a refusal is remembered too).
         if let Ok(placed) = &answer {
             if !placed.replayed {
@@ -369,6 +375,7 @@ impl DurableObject for InventoryObject {
             ledger: RefCell::new(None),
             loaded: std::cell::Cell::new(false),
             armed: std::cell::Cell::new(None),
+            shard: std::cell::Cell::new(0),
         }
     }
 

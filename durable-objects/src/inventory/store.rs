@@ -64,8 +64,14 @@ struct Meta {
 }
 
 impl Store {
-    /// Opens the storage, creating the tables on first use.
-    pub fn open(sql: SqlStorage) -> Result<Self> {
+    /// The storage, for an object whose tables exist (see [`Store::create`]): no statement runs.
+    pub fn attach(sql: SqlStorage) -> Self {
+        Self { sql }
+    }
+
+    /// Opens the storage, creating the tables if needed. Once per object instance: schema
+    /// statements cost a round trip each, and the hold path must not pay them.
+    pub fn create(sql: SqlStorage) -> Result<Self> {
         sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL)", None)?;
         sql.exec(
             "CREATE TABLE IF NOT EXISTS holds (
