@@ -3,7 +3,6 @@
 //! with its own admission token, and report throughput, latency and the objects' statistics
 //! (storage, wasm memory). Signs its own admission tokens and core calls with the dev keys.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -17,7 +16,7 @@ use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
 use shared_types::token::{Claims, TokenKind, TokenSigner};
 
 use crate::ledger_bench::seat_map;
-use crate::summary::{summarize, Sample, Summary};
+use crate::summary::{drive, status_of, Summary};
 
 #[derive(Debug, Args)]
 pub struct HoldsArgs {
@@ -192,41 +191,21 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
             (token, json!({ "kind": "seats", "seats": ids, "section": section }))
         })
         .collect();
+    let total = holds.len();
     let holds = Arc::new(holds);
-    let next = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let url = format!("{}/api/v1/events/{event}/holds", args.edge);
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (client, url, holds, next) = (client.clone(), url.clone(), holds.clone(), next.clone());
-        workers.push(tokio::spawn(async move {
-            let mut samples: Vec<Sample> = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= holds.len() || Instant::now() > deadline {
-                    break;
-                }
+    let summary = {
+        let client = client.clone();
+        drive(args.concurrency, total, deadline, move |i| {
+            let (client, url, holds) = (client.clone(), url.clone(), holds.clone());
+            async move {
                 let (token, body) = &holds[i];
-                let t = Instant::now();
-                let status = match client.post(&url).bearer_auth(token).json(body).send().await {
-                    Ok(resp) => {
-                        let s = resp.status().as_u16();
-                        let _ = resp.bytes().await;
-                        Some(s)
-                    }
-                    Err(_) => None,
-                };
-                samples.push((status, t.elapsed()));
+                status_of(client.post(&url).bearer_auth(token).json(body).send().await).await
             }
-            samples
-        }));
-    }
-    let mut samples = Vec::new();
-    for w in workers {
-        samples.extend(w.await.unwrap_or_default());
-    }
-    let summary = summarize(&samples, started.elapsed().as_secs_f64());
+        })
+        .await
+    };
 
     let objects = object_stats(&client, &core, &args.edge, &event).await?;
     Ok(HoldsReport {

@@ -12,7 +12,7 @@ mod summary;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use summary::{summarize, Sample};
+use summary::{drive, status_of};
 
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", about = "Bounded load and benchmarks for the ticketing platform")]
@@ -89,33 +89,11 @@ async fn main() -> std::process::ExitCode {
 async fn http(args: HttpArgs) -> serde_json::Value {
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
-    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (client, url, next, total) = (client.clone(), args.url.clone(), next.clone(), args.requests);
-        workers.push(tokio::spawn(async move {
-            let mut samples: Vec<Sample> = Vec::new();
-            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total && Instant::now() < deadline
-            {
-                let t = Instant::now();
-                let status = match client.get(&url).send().await {
-                    Ok(resp) => {
-                        let s = resp.status().as_u16();
-                        let _ = resp.bytes().await;
-                        Some(s)
-                    }
-                    Err(_) => None,
-                };
-                samples.push((status, t.elapsed()));
-            }
-            samples
-        }));
-    }
-    let mut samples = Vec::new();
-    for w in workers {
-        samples.extend(w.await.unwrap_or_default());
-    }
-    let summary = summarize(&samples, started.elapsed().as_secs_f64());
+    let url = args.url.clone();
+    let summary = drive(args.concurrency, args.requests as usize, deadline, move |_| {
+        let (client, url) = (client.clone(), url.clone());
+        async move { status_of(client.get(&url).send().await).await }
+    })
+    .await;
     serde_json::json!({ "url": args.url, "concurrency": args.concurrency, "result": summary })
 }

@@ -1,7 +1,10 @@
-//! Latency samples and their summary, printed as JSON.
+//! Driving bounded concurrent load, and summarizing its latency samples as JSON.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -20,6 +23,47 @@ pub struct Summary {
     pub p90_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+}
+
+/// Runs `request(i)` for i in `0..total` from `concurrency` clients until done or `deadline`, and
+/// summarizes the outcomes. A request answers its HTTP status, or `None` on a transport error.
+pub async fn drive<F, Fut>(concurrency: u64, total: usize, deadline: Instant, request: F) -> Summary
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Option<u16>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (next, request) = (next.clone(), request.clone());
+        workers.push(tokio::spawn(async move {
+            let mut samples: Vec<Sample> = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total || Instant::now() > deadline {
+                    break;
+                }
+                let t = Instant::now();
+                let status = request(i).await;
+                samples.push((status, t.elapsed()));
+            }
+            samples
+        }));
+    }
+    let mut samples = Vec::new();
+    for w in workers {
+        samples.extend(w.await.unwrap_or_default());
+    }
+    summarize(&samples, started.elapsed().as_secs_f64())
+}
+
+/// The status of a response, after reading its body (so the timing covers the whole answer).
+pub async fn status_of(answer: Result<reqwest::Response, reqwest::Error>) -> Option<u16> {
+    let resp = answer.ok()?;
+    let status = resp.status().as_u16();
+    let _ = resp.bytes().await;
+    Some(status)
 }
 
 pub fn summarize(samples: &[Sample], seconds: f64) -> Summary {
