@@ -19,3 +19,8 @@ pub fn problem(p: &Problem) -> Result<Response> {
 pub fn problem_of(kind: ProblemType, detail: impl Into<String>, instance: &str) -> Result<Response> {
     problem(&Problem::new(kind, detail).with_instance(instance))
 }
+
+/// A `malformed-request` problem for a body that could not be read.
+pub fn malformed(instance: &str, e: impl std::fmt::Display) -> Result<Response> {
+    problem_of(ProblemType::MalformedRequest, format!("the body could not be read: {e}"), instance)
+}

@@ -6,5 +6,18 @@ pub mod directory;
 pub mod health_probe;
 pub mod http;
 pub mod inventory;
+pub mod waiting_room;
 
 pub use health_probe::{HealthProbe, ProbeReadBack, ProbeWrite};
+
+/// The size of this isolate's wasm linear memory (the heap's high-water mark: it never shrinks).
+pub fn wasm_memory_bytes() -> usize {
+    #[cfg(target_arch = "wasm32")]
+    {
+        core::arch::wasm32::memory_size(0) * 65_536
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        0
+    }
+}

@@ -50,13 +50,13 @@ fn unauthorized(detail: String, reason: &str, path: &str) -> Result<Response> {
     )
 }
 
-/// The admission token from `Authorization: Bearer` or the `admission` cookie.
-fn admission_token(req: &Request) -> Result<Option<String>> {
+/// The admission token from `Authorization: Bearer` or the event's `admission_{event}` cookie
+/// (which the waiting room sets).
+fn admission_token(req: &Request, event: &EventId) -> Result<Option<String>> {
     if let Some(auth) = req.headers().get("authorization")? {
         return Ok(auth.strip_prefix("Bearer ").map(|t| t.trim().to_owned()));
     }
-    let cookies = req.headers().get("cookie")?.unwrap_or_default();
-    Ok(cookies.split(';').find_map(|c| c.trim().strip_prefix("admission=")).map(str::to_owned))
+    crate::queue::cookie(req, &format!("admission_{event}"))
 }
 
 /// The visitor an admission token for `event` names, or the problem to answer.
@@ -66,7 +66,7 @@ fn authenticate(
     event: &EventId,
     path: &str,
 ) -> Result<std::result::Result<VisitorId, Response>> {
-    let Some(token) = admission_token(req)? else {
+    let Some(token) = admission_token(req, event)? else {
         return unauthorized("an admission token is required".into(), "missing", path).map(Err);
     };
     let expect = Expectation {

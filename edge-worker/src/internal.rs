@@ -6,6 +6,9 @@
 //! - `GET  /internal/v1/events/{event}/holds/{hold}`              one hold
 //! - `POST /internal/v1/events/{event}/holds/{hold}/{action}`     extend | confirm | release | return
 //! - `GET  /internal/v1/events/{event}/stats`                     held, sold, available, expiries (summed over shards)
+//! - `PUT  /internal/v1/events/{event}/waiting-room`              waiting-room settings
+//! - `GET  /internal/v1/events/{event}/waiting-room`              the line: view, refusals, shards
+//! - `POST /internal/v1/events/{event}/waiting-room/sessions/end` a buyer finished (closed-loop admission)
 
 use durable_objects::directory::Layout;
 use durable_objects::http;
@@ -16,6 +19,11 @@ use shared_types::inventory::Inventory;
 use shared_types::request_signing::{verify_request, SignedRequest, SIGNATURE_HEADER};
 use shared_types::{Problem, ProblemType};
 use worker::{Date, Env, Method, Request, Response, Result};
+
+use durable_objects::waiting_room::{
+    self as room, call_as, shard_name, EndSession, COORDINATOR_BINDING, SHARD_BINDING,
+};
+use shared_types::waiting_room::{shard_of_visitor, WaitingRoomSettings};
 
 use crate::holds::invalidate_availability;
 use crate::keys::EdgeKeys;
@@ -69,6 +77,13 @@ pub async fn handle(
     match (req.method(), rest) {
         (Method::Put, ["inventory"]) => put_inventory(env, event, &body, &signed, path).await,
         (Method::Get, ["stats"]) => stats(env, event, path).await,
+        (Method::Put, ["waiting-room"]) => put_settings(env, event, &body, path).await,
+        (Method::Get, ["waiting-room"]) => {
+            let resp =
+                room::call(env, COORDINATOR_BINDING, event.as_str(), Method::Get, "/stats", None).await?;
+            objects::relay(resp, path).await
+        }
+        (Method::Post, ["waiting-room", "sessions", "end"]) => end_session(env, event, &body, path).await,
         (method, ["holds", hold, action @ ..]) => {
             let not_found = || http::problem_of(ProblemType::NotFound, "no such hold", path);
             let (Ok(hold), Some(shard)) = (HoldId::parse(hold), shard_of_hold(hold)) else {
@@ -141,6 +156,13 @@ async fn put_inventory(
     }
     let layout: Layout = resp.json().await?;
     objects::remember_layout(layout.clone());
+    // A published event has a waiting room, with the default settings until the core sends some.
+    let ensure = serde_json::to_string(&json!({ "event": event }))?;
+    let resp =
+        room::call(env, COORDINATOR_BINDING, event.as_str(), Method::Post, "/ensure", Some(ensure)).await?;
+    if resp.status_code() != 200 {
+        return objects::relay(resp, path).await;
+    }
 
     let puts = shards.iter().map(|(name, piece)| {
         let index = layout.index_of(name).unwrap_or(0);
@@ -229,4 +251,67 @@ async fn stats(env: &Env, event: &EventId, path: &str) -> Result<Response> {
         200,
         &json!({ "event": event, "sharding": layout.sharding, "totals": totals, "stats": counters, "shards": shards }),
     )
+}
+
+/// Waiting-room settings from the core: validated here, applied by the coordinator.
+async fn put_settings(env: &Env, event: &EventId, body: &[u8], path: &str) -> Result<Response> {
+    let settings: WaitingRoomSettings = match serde_json::from_slice(body) {
+        Ok(s) => s,
+        Err(e) => {
+            return http::problem_of(
+                ProblemType::MalformedRequest,
+                format!("not waiting-room settings: {e}"),
+                path,
+            )
+        }
+    };
+    if let Err(errors) = settings.validate() {
+        return http::problem(
+            &Problem::new(ProblemType::ValidationFailed, "the waiting-room settings are not valid")
+                .with_instance(path)
+                .with_extension("errors", serde_json::to_value(&errors)?),
+        );
+    }
+    let push = serde_json::to_string(&json!({ "event": event, "settings": settings }))?;
+    let resp = call_as(
+        env,
+        COORDINATOR_BINDING,
+        event.as_str(),
+        Method::Put,
+        "/settings",
+        Some(push),
+        &Caller::Core,
+    )
+    .await?;
+    crate::queue::forget_view(event);
+    objects::relay(resp, path).await
+}
+
+/// The core says a buyer is done (bought): their session ends now and frees a place under the cap.
+async fn end_session(env: &Env, event: &EventId, body: &[u8], path: &str) -> Result<Response> {
+    let end: EndSession = match serde_json::from_slice(body) {
+        Ok(e) => e,
+        Err(e) => {
+            return http::problem_of(
+                ProblemType::MalformedRequest,
+                format!("expected {{\"visitor\"}}: {e}"),
+                path,
+            )
+        }
+    };
+    let Some(view) = crate::queue::view(env, event).await? else {
+        return http::problem_of(ProblemType::NotFound, "no such event", path);
+    };
+    let shard = shard_of_visitor(end.visitor.as_str(), view.settings.queue_shards);
+    let resp = call_as(
+        env,
+        SHARD_BINDING,
+        &shard_name(event, shard),
+        Method::Post,
+        "/sessions/end",
+        Some(serde_json::to_string(&end)?),
+        &Caller::Core,
+    )
+    .await?;
+    objects::relay(resp, path).await
 }

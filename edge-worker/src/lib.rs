@@ -7,10 +7,13 @@ mod holds;
 mod internal;
 mod keys;
 mod objects;
+mod pages;
+mod queue;
 
 // Linking the Durable Object classes here makes one script deploy the Worker and its objects.
 pub use durable_objects::directory::EventDirectory;
 pub use durable_objects::inventory::InventoryObject;
+pub use durable_objects::waiting_room::{QueueCoordinator, QueueShard};
 pub use durable_objects::HealthProbe;
 
 use durable_objects::http;
@@ -19,9 +22,9 @@ use shared_types::ProblemType;
 use worker::{event, Context, Env, Method, Request, Response, Result};
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
-    let answer = route(req, &env, &path).await;
+    let answer = route(req, &env, &ctx, &path).await;
     match answer {
         Ok(resp) => Ok(resp),
         Err(e) => {
@@ -31,15 +34,46 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     }
 }
 
-async fn route(req: Request, env: &Env, path: &str) -> Result<Response> {
+async fn route(req: Request, env: &Env, ctx: &Context, path: &str) -> Result<Response> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         (Method::Get | Method::Head, ["healthz"]) => health::healthz(env).await,
         (_, ["healthz"]) => http::problem_of(ProblemType::MethodNotAllowed, "use GET", path),
+        (method, ["events", event, rest @ ..]) => {
+            let Ok(event) = EventId::parse(event) else {
+                return http::problem_of(ProblemType::NotFound, "no such event", path);
+            };
+            let keys = match edge_keys(env, path)? {
+                Ok(keys) => keys,
+                Err(resp) => return Ok(resp),
+            };
+            let room = queue::Room { env, ctx, keys: &keys, event: &event, path };
+            match (method, rest) {
+                (Method::Get | Method::Head, []) => pages::event_page(&room, &req).await,
+                (Method::Post, ["join"]) => pages::join_form(&room, req).await,
+                (Method::Get | Method::Head, ["buy"]) => pages::buy_page(&room, &req).await,
+                (_, [] | ["join"] | ["buy"]) => queue::method_not_allowed(path),
+                _ => http::problem_of(ProblemType::NotFound, "no such page", path),
+            }
+        }
         (method, ["api", "v1", "events", event, rest @ ..]) => {
             let Ok(event) = EventId::parse(event) else {
                 return http::problem_of(ProblemType::NotFound, "no such event", path);
             };
+            if let ["queue" | "challenge"] = rest {
+                let keys = match edge_keys(env, path)? {
+                    Ok(keys) => keys,
+                    Err(resp) => return Ok(resp),
+                };
+                let room = queue::Room { env, ctx, keys: &keys, event: &event, path };
+                return match (method, rest) {
+                    (Method::Post, ["challenge"]) => queue::challenge(&room, &req).await,
+                    (Method::Post, ["queue"]) => queue::join_api(&room, req).await,
+                    (Method::Get, ["queue"]) => queue::status(&room, &req).await,
+                    (Method::Delete, ["queue"]) => queue::leave(&room, &req).await,
+                    _ => queue::method_not_allowed(path),
+                };
+            }
             match (method, rest) {
                 (Method::Get, ["availability"]) => holds::availability(env, &event, path).await,
                 (Method::Post, ["holds"]) => match edge_keys(env, path)? {

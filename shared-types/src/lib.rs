@@ -9,6 +9,7 @@ pub mod inventory;
 pub mod problem;
 pub mod request_signing;
 pub mod token;
+pub mod waiting_room;
 
 pub use health::{CoreHealth, HealthReport, HealthStatus, Tier, TierReport};
 pub use problem::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};

@@ -30,6 +30,8 @@ pub enum ProblemType {
     Conflict,
     /// Too many requests from this client.
     RateLimited,
+    /// The request did not pass the anti-bot checks (proof of work, Turnstile, header sanity).
+    BotCheckFailed,
     /// A tier this request depends on did not answer in time.
     DependencyUnavailable,
     /// A bug or an unexpected failure; the operator's logs have the cause.
@@ -48,6 +50,7 @@ impl ProblemType {
             Self::Forbidden => "forbidden",
             Self::Conflict => "conflict",
             Self::RateLimited => "rate-limited",
+            Self::BotCheckFailed => "bot-check-failed",
             Self::DependencyUnavailable => "dependency-unavailable",
             Self::Internal => "internal",
         }
@@ -64,6 +67,7 @@ impl ProblemType {
             Self::Forbidden => "Not allowed",
             Self::Conflict => "Conflict with the current state",
             Self::RateLimited => "Too many requests",
+            Self::BotCheckFailed => "Bot check failed",
             Self::DependencyUnavailable => "A dependency is unavailable",
             Self::Internal => "Internal error",
         }
@@ -80,6 +84,7 @@ impl ProblemType {
             Self::Forbidden => 403,
             Self::Conflict => 409,
             Self::RateLimited => 429,
+            Self::BotCheckFailed => 403,
             Self::DependencyUnavailable => 503,
             Self::Internal => 500,
         }
@@ -169,6 +174,7 @@ mod tests {
             Forbidden,
             Conflict,
             RateLimited,
+            BotCheckFailed,
             DependencyUnavailable,
             Internal,
         ];

@@ -33,6 +33,9 @@ pub enum TokenKind {
     /// Proof of a hold placed by an inventory object, presented at checkout.
     #[serde(rename = "hold")]
     Hold,
+    /// A proof-of-work puzzle the edge handed a visitor before joining a waiting room.
+    #[serde(rename = "challenge")]
+    Challenge,
 }
 
 impl TokenKind {
@@ -41,6 +44,7 @@ impl TokenKind {
             Self::Queue => "queue",
             Self::Admission => "admission",
             Self::Hold => "hold",
+            Self::Challenge => "challenge",
         }
     }
 }

@@ -18,6 +18,8 @@ export async function startEdge(bindings = {}, options = {}) {
       HEALTH_PROBE: { className: 'HealthProbe', useSQLite: true },
       INVENTORY: { className: 'InventoryObject', useSQLite: true },
       DIRECTORY: { className: 'EventDirectory', useSQLite: true },
+      QUEUE_COORDINATOR: { className: 'QueueCoordinator', useSQLite: true },
+      QUEUE_SHARD: { className: 'QueueShard', useSQLite: true },
     },
     ...options,
   });
@@ -89,4 +91,42 @@ export function coreSignature(core, method, pathAndQuery, body = '', { ts = Math
   const text = `ticketing-core-request-v1\n${method.toUpperCase()}\n${pathAndQuery}\n${digest}\n${ts}\n${nonce}`;
   const sig = b64url(crypto.sign(null, Buffer.from(text), core.privateKey));
   return `kid=${core.kid}, ts=${ts}, nonce=${nonce}, sig=${sig}`;
+}
+
+// ---- fixtures shared by the tests -------------------------------------------------------------
+
+// An inventory (shared_types::inventory::Inventory) of `sections` x `rows` x `seats` plus a GA tier.
+export function inventory(event, { sections = 1, rows = 1, seats = 10, ga = 5, sharding = 'none', version = 1, holdSeconds = 600 } = {}) {
+  return {
+    event, version, currency: 'EUR', sharding,
+    seat_map: {
+      sections: Array.from({ length: sections }, (_, s) => ({
+        id: `S${s}`, name: `Section ${s}`,
+        rows: Array.from({ length: rows }, (_, r) => ({
+          label: `${r}`,
+          seats: Array.from({ length: seats }, (_, n) => ({ id: `S${s}-${r}-${n}`, label: `${n}`, x: n, y: r, zone: 'std' })),
+        })),
+      })),
+      zones: [{ id: 'std', name: 'Standard', price: { amount_minor: 4500, currency: 'EUR' } }],
+      ga_tiers: ga ? [{ id: 'floor', name: 'Floor', capacity: ga, price: { amount_minor: 3000, currency: 'EUR' } }] : [],
+    },
+    settings: { hold_seconds: holdSeconds, extension_seconds: 60, max_tickets_per_visitor: 8 },
+  };
+}
+
+// Calls the edge as the core would (signed); `publish` pushes an inventory and expects 200.
+export function coreClient(mf, coreKey) {
+  async function core(method, path, body, opts = {}) {
+    const text = body === undefined ? '' : JSON.stringify(body);
+    const signature = opts.signature ?? coreSignature(coreKey, method, path, opts.signedBody ?? text, opts);
+    const headers = signature ? { 'x-core-signature': signature } : {};
+    const res = await mf.dispatchFetch(`http://edge${path}`, { method, headers, body: method === 'GET' ? undefined : text });
+    return { status: res.status, type: res.headers.get('content-type'), body: await res.json() };
+  }
+  async function publish(inv) {
+    const r = await core('PUT', `/internal/v1/events/${inv.event}/inventory`, inv);
+    if (r.status !== 200) throw new Error(`publish ${inv.event}: ${r.status} ${JSON.stringify(r.body)}`);
+    return r.body;
+  }
+  return { core, publish };
 }

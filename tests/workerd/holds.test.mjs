@@ -3,39 +3,17 @@
 // Rust code, so these tests also prove the wire formats.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { startEdge, newKey, keyBindings, admissionToken, signToken, readToken, coreSignature } from './harness.mjs';
+import { startEdge, newKey, keyBindings, admissionToken, signToken, readToken, coreSignature, inventory, coreClient } from './harness.mjs';
 
 const edgeKey = newKey('edge-test');
 const coreKey = newKey('core-test');
 let mf;
-before(async () => { mf = await startEdge(keyBindings(edgeKey, coreKey)); });
+let core, publish;
+before(async () => {
+  mf = await startEdge(keyBindings(edgeKey, coreKey));
+  ({ core, publish } = coreClient(mf, coreKey));
+});
 after(async () => { await mf.dispose(); });
-
-function inventory(event, { sections = 1, rows = 1, seats = 10, ga = 5, sharding = 'none', version = 1, holdSeconds = 600 } = {}) {
-  return {
-    event, version, currency: 'EUR', sharding,
-    seat_map: {
-      sections: Array.from({ length: sections }, (_, s) => ({
-        id: `S${s}`, name: `Section ${s}`,
-        rows: Array.from({ length: rows }, (_, r) => ({
-          label: `${r}`,
-          seats: Array.from({ length: seats }, (_, n) => ({ id: `S${s}-${r}-${n}`, label: `${n}`, x: n, y: r, zone: 'std' })),
-        })),
-      })),
-      zones: [{ id: 'std', name: 'Standard', price: { amount_minor: 4500, currency: 'EUR' } }],
-      ga_tiers: ga ? [{ id: 'floor', name: 'Floor', capacity: ga, price: { amount_minor: 3000, currency: 'EUR' } }] : [],
-    },
-    settings: { hold_seconds: holdSeconds, extension_seconds: 60, max_tickets_per_visitor: 8 },
-  };
-}
-
-async function core(method, path, body, opts = {}) {
-  const text = body === undefined ? '' : JSON.stringify(body);
-  const signature = opts.signature ?? coreSignature(coreKey, method, path, opts.signedBody ?? text, opts);
-  const headers = signature ? { 'x-core-signature': signature } : {};
-  const res = await mf.dispatchFetch(`http://edge${path}`, { method, headers, body: method === 'GET' ? undefined : text });
-  return { status: res.status, type: res.headers.get('content-type'), body: await res.json() };
-}
 
 async function buyer(method, path, token, body, headers = {}) {
   const h = { ...headers };
@@ -44,11 +22,6 @@ async function buyer(method, path, token, body, headers = {}) {
   return { status: res.status, type: res.headers.get('content-type'), body: await res.json() };
 }
 
-const publish = async (inv) => {
-  const r = await core('PUT', `/internal/v1/events/${inv.event}/inventory`, inv);
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body;
-};
 
 test('the core publishes an inventory with a signed request; unsigned, forged, stale and replayed ones are refused', async () => {
   const inv = inventory('evt-pub');

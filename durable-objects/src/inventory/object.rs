@@ -297,7 +297,7 @@ impl InventoryObject {
                         "sections": availability.sections,
                         "tiers": availability.tiers,
                         "storage_bytes": self.store()?.size(),
-                        "wasm_memory_bytes": wasm_memory_bytes(),
+                        "wasm_memory_bytes": crate::wasm_memory_bytes(),
                     }),
                 )?
             }
@@ -431,18 +431,6 @@ impl DurableObject for InventoryObject {
     }
 }
 
-/// The size of this isolate's wasm linear memory (the heap's high-water mark: it never shrinks).
-fn wasm_memory_bytes() -> usize {
-    #[cfg(target_arch = "wasm32")]
-    {
-        core::arch::wasm32::memory_size(0) * 65_536
-    }
-    #[cfg(not(target_arch = "wasm32"))]
-    {
-        0
-    }
-}
-
 fn parse_hold_id(id: &str) -> Option<HoldId> {
     HoldId::parse(id).ok()
 }
@@ -452,5 +440,5 @@ fn not_on_sale(path: &str) -> Result<Response> {
 }
 
 fn malformed(path: &str, e: impl std::fmt::Display) -> Result<Response> {
-    http::problem_of(ProblemType::MalformedRequest, format!("the body could not be read: {e}"), path)
+    http::malformed(path, e)
 }

@@ -1,0 +1,330 @@
+//! The buyer's pages, served by the edge as plain HTML: no build step, readable by a screen reader,
+//! usable from the keyboard, and working without JavaScript (the waiting page refreshes itself with
+//! `<meta http-equiv="refresh">`; the script only solves the proof of work and animates the clock).
+//!
+//! - `GET  /events/{event}`       the line: join form, or place and wait, or on to the purchase page
+//!   (`Accept: application/json` gets the same as JSON)
+//! - `POST /events/{event}/join`  the join form
+//! - `GET  /events/{event}/buy`   the purchase page (admitted buyers)
+
+use durable_objects::http;
+use shared_types::waiting_room::{BotCheck, Phase, QueueStatus, RoomView, StatusState};
+use shared_types::Problem;
+use worker::{Date, Request, Response, Result};
+
+use crate::queue::{self, Room, Standing};
+
+fn now_ms() -> i64 {
+    Date::now().as_millis() as i64
+}
+
+/// Escapes text for HTML content and attribute values.
+pub fn escape(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&#39;".to_owned(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+const STYLE: &str = "body{font:1.1rem/1.5 system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#111}\
+h1{font-size:1.6rem}.box{border:2px solid #333;border-radius:.5rem;padding:1rem 1.25rem;margin:1rem 0}\
+progress{width:100%;height:1.5rem}button{font:inherit;padding:.6rem 1.4rem;border:2px solid #114;border-radius:.4rem;\
+background:#2a4bd7;color:#fff;cursor:pointer}button:focus-visible,a:focus-visible{outline:3px solid #e70;outline-offset:2px}\
+.error{border-color:#a00;background:#fee}.muted{color:#444}dt{font-weight:600}";
+
+fn page(title: &str, refresh: Option<u32>, body: &str) -> String {
+    let refresh =
+        refresh.map(|s| format!("<meta http-equiv=\"refresh\" content=\"{s}\">")).unwrap_or_default();
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">{refresh}\
+         <title>{}</title><style>{STYLE}</style></head><body><main>{body}</main></body></html>",
+        escape(title)
+    )
+}
+
+fn html(status: u16, body: String) -> Result<Response> {
+    let mut resp = Response::from_html(body)?.with_status(status);
+    resp.headers_mut().set("cache-control", "no-store")?;
+    Ok(resp)
+}
+
+fn see_other(location: &str, cookies: &[String]) -> Result<Response> {
+    let mut resp = Response::empty()?.with_status(303);
+    resp.headers_mut().set("location", location)?;
+    for c in cookies {
+        resp.headers_mut().append("set-cookie", c)?;
+    }
+    resp.headers_mut().set("cache-control", "no-store")?;
+    Ok(resp)
+}
+
+fn wants_json(req: &Request) -> Result<bool> {
+    let accept = req.headers().get("accept")?.unwrap_or_default();
+    Ok(accept.contains("application/json") && !accept.contains("text/html"))
+}
+
+/// "3 min 20 s", "45 s", "2 h 5 min".
+pub fn duration(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+fn countdown(on_sale_ms: i64) -> String {
+    let left = ((on_sale_ms - now_ms()).max(0) / 1000) as u64;
+    format!(
+        "<p>Sales start in <strong><span id=\"countdown\" data-until=\"{on_sale_ms}\">{}</span></strong>.</p>",
+        duration(left)
+    )
+}
+
+/// The page when the buyer is not in line yet: what the line is doing, and the join form.
+fn landing(
+    room: &Room<'_>,
+    view: &RoomView,
+    challenge: Option<&serde_json::Value>,
+    error: Option<&Problem>,
+) -> String {
+    let event = room.event;
+    let mut body = format!("<h1>Tickets for {}</h1>", escape(event.as_str()));
+    if let Some(p) = error {
+        body.push_str(&format!(
+            "<div class=\"box error\" role=\"alert\"><p><strong>{}</strong></p><p>{}</p></div>",
+            escape(&p.title),
+            escape(p.detail.as_deref().unwrap_or(""))
+        ));
+    }
+    match view.phase {
+        Phase::SoldOut => {
+            body.push_str("<div class=\"box\" role=\"status\"><p>This event is <strong>sold out</strong>. The line is closed.</p></div>");
+            return page("Sold out", None, &body);
+        }
+        Phase::Closed => {
+            body.push_str(
+                "<div class=\"box\" role=\"status\"><p>The line for this event is closed.</p></div>",
+            );
+            return page("Line closed", None, &body);
+        }
+        Phase::BeforeOpening => {
+            let opens = view.settings.pre_queue_opens_at_ms.unwrap_or_default();
+            let left = ((opens - now_ms()).max(0) / 1000) as u64;
+            body.push_str(&format!(
+                "<div class=\"box\" role=\"status\"><p>The line opens in <strong>{}</strong>. This page refreshes by itself.</p></div>",
+                duration(left)
+            ));
+            return page("The line is not open yet", Some(left.clamp(1, 30) as u32), &body);
+        }
+        _ => {}
+    }
+    if let Some(sale) = view.settings.on_sale_at_ms.filter(|&s| s > now_ms()) {
+        body.push_str(&countdown(sale));
+        body.push_str("<p>Everyone who joins before the start gets a place drawn at random at the start; nobody gains by arriving first.</p>");
+    } else {
+        body.push_str(&format!(
+            "<p>{} people are waiting. Places are given in the order people join.</p>",
+            view.waiting
+        ));
+    }
+    let mut fields = String::new();
+    let mut script = String::new();
+    match (&view.settings.bot.check, challenge) {
+        (BotCheck::ProofOfWork { .. }, Some(c)) => {
+            let token = c["challenge"].as_str().unwrap_or_default();
+            let difficulty = c["difficulty"].as_u64().unwrap_or_default();
+            fields.push_str(&format!(
+                "<input type=\"hidden\" name=\"challenge\" value=\"{}\"><input type=\"hidden\" name=\"solution\" value=\"\">",
+                escape(token)
+            ));
+            script =
+                format!("<script>{}</script>", POW_SCRIPT.replace("DIFFICULTY", &difficulty.to_string()));
+            body.push_str("<noscript><p class=\"box error\">Joining this line needs JavaScript for a short browser check.</p></noscript>");
+        }
+        (BotCheck::Turnstile { site_key }, _) => {
+            fields.push_str(&format!(
+                "<div class=\"cf-turnstile\" data-sitekey=\"{}\"></div>",
+                escape(site_key)
+            ));
+            script =
+                "<script src=\"https://challenges.cloudflare.com/turnstile/v0/api.js\" async defer></script>"
+                    .into();
+        }
+        _ => {}
+    }
+    body.push_str(&format!(
+        "<form method=\"post\" action=\"/events/{event}/join\" id=\"join\">{fields}\
+         <button type=\"submit\">Join the line</button></form>\
+         <p id=\"check\" role=\"status\" aria-live=\"polite\" class=\"muted\"></p>{script}"
+    ));
+    page(&format!("Join the line: {event}"), None, &body)
+}
+
+/// Solves the proof of work in the browser (SHA-256 of `challenge.nonce` with DIFFICULTY leading
+/// zero bits), then submits the form.
+const POW_SCRIPT: &str = r#"(function(){var f=document.getElementById('join'),s=document.getElementById('check');
+f.addEventListener('submit',async function(e){var sol=f.elements.solution;if(sol.value)return;e.preventDefault();
+f.querySelector('button').disabled=true;s.textContent='Checking your browser, one moment...';
+var ch=f.elements.challenge.value,enc=new TextEncoder(),d=DIFFICULTY;
+function zeros(b){var n=0;for(var i=0;i<b.length;i++){if(b[i]===0){n+=8;continue;}return n+Math.clz32(b[i])-24;}return n;}
+for(var n=0;;n++){var h=new Uint8Array(await crypto.subtle.digest('SHA-256',enc.encode(ch+'.'+n)));
+if(zeros(h)>=d){sol.value=String(n);break;}}s.textContent='Joining...';f.submit();});})();"#;
+
+/// Animates the countdown (the page also refreshes itself without this).
+const CLOCK_SCRIPT: &str = r#"(function(){var c=document.getElementById('countdown');if(!c)return;
+var until=+c.dataset.until;function fmt(s){return s<60?s+' s':s<3600?Math.floor(s/60)+' min '+(s%60)+' s':Math.floor(s/3600)+' h '+Math.floor(s%3600/60)+' min';}
+setInterval(function(){var s=Math.max(0,Math.round((until-Date.now())/1000));c.textContent=fmt(s);if(s===0)location.reload();},1000);})();"#;
+
+/// The page of someone in line.
+fn waiting(room: &Room<'_>, status: &QueueStatus) -> String {
+    let event = room.event;
+    let mut body = format!("<h1>You are in line for {}</h1>", escape(event.as_str()));
+    let percent = (status.progress * 100.0).round() as u32;
+    match status.state {
+        StatusState::SoldOut => body.push_str("<div class=\"box\" role=\"status\"><p>Sorry: this event has <strong>sold out</strong>.</p></div>"),
+        StatusState::Closed => body.push_str("<div class=\"box\" role=\"status\"><p>The line for this event has been closed.</p></div>"),
+        StatusState::PreQueue => {
+            body.push_str("<div class=\"box\" role=\"status\"><p>You have joined before the start. Your place will be drawn at random when sales start.</p></div>");
+            if let Some(sale) = status.on_sale_at_ms {
+                body.push_str(&countdown(sale));
+            }
+        }
+        _ => {
+            let position = status.position.map_or("being worked out".to_owned(), |p| p.to_string());
+            let wait = status.estimated_wait_seconds.map_or("a moment".to_owned(), duration);
+            let paused = if status.state == StatusState::Paused {
+                "<p><strong>Admission is paused for a moment.</strong> You keep your place.</p>"
+            } else {
+                ""
+            };
+            body.push_str(&format!(
+                "<div class=\"box\" role=\"status\">{paused}<dl><dt>Your place in line</dt><dd id=\"position\">{position}</dd>\
+                 <dt>Estimated wait</dt><dd id=\"wait\">{wait}</dd></dl>\
+                 <label for=\"progress\">Progress</label>\
+                 <progress id=\"progress\" max=\"100\" value=\"{percent}\" aria-valuetext=\"{percent} percent of the line ahead of you has gone in\">{percent}%</progress></div>"
+            ));
+        }
+    }
+    body.push_str(&format!(
+        "<p class=\"muted\">This page refreshes by itself every {} seconds. Keep it open; if you leave and come back soon, you keep your place.</p>\
+         <script>{CLOCK_SCRIPT}</script>",
+        status.poll_after_seconds
+    ));
+    page(&format!("In line: {event}"), Some(status.poll_after_seconds), &body)
+}
+
+/// `GET /events/{event}`.
+pub async fn event_page(room: &Room<'_>, req: &Request) -> Result<Response> {
+    if wants_json(req)? {
+        return match queue::ticket(room, req)? {
+            Ok(_) => queue::status(room, req).await,
+            Err(_) if queue::held_admission(room, req)?.is_some() => queue::status(room, req).await,
+            Err(_) => match queue::view(room.env, room.event).await? {
+                Some(view) => {
+                    let mut resp = http::json(
+                        200,
+                        &serde_json::json!({
+                            "event": view.event,
+                            "phase": view.phase,
+                            "on_sale_at_ms": view.settings.on_sale_at_ms,
+                            "waiting": view.waiting,
+                            "admit_rate_per_minute": view.admit_rate_per_minute,
+                            "join": format!("/api/v1/events/{}/queue", room.event),
+                        }),
+                    )?;
+                    resp.headers_mut().set("cache-control", "public, max-age=1")?;
+                    Ok(resp)
+                }
+                None => http::problem_of(shared_types::ProblemType::NotFound, "no such event", room.path),
+            },
+        };
+    }
+    let Some(view) = queue::view(room.env, room.event).await? else {
+        return html(404, page("No such event", None, "<h1>No such event</h1><p>There is no sale here.</p>"));
+    };
+    let has_ticket = queue::ticket(room, req)?.is_ok();
+    if has_ticket || queue::held_admission(room, req)?.is_some() {
+        match queue::standing(room, req).await? {
+            Ok(Standing::Admitted { cookie, .. }) => {
+                return see_other(
+                    &format!("/events/{}/buy", room.event),
+                    &cookie.into_iter().collect::<Vec<_>>(),
+                )
+            }
+            Ok(Standing::Waiting { status, .. }) => return html(200, waiting(room, &status)),
+            Err(mut resp) => {
+                // The ticket cannot go further (expired turn, left, …): say why, offer to join again.
+                let problem: Option<Problem> = resp.json().await.ok();
+                return landing_with_challenge(room, req, &view, problem.as_ref(), resp.status_code()).await;
+            }
+        }
+    }
+    landing_with_challenge(room, req, &view, None, 200).await
+}
+
+async fn landing_with_challenge(
+    room: &Room<'_>,
+    req: &Request,
+    view: &RoomView,
+    problem: Option<&Problem>,
+    status: u16,
+) -> Result<Response> {
+    let mut cookies = Vec::new();
+    let mut challenge = None;
+    if view.phase.accepts_joins() && matches!(view.settings.bot.check, BotCheck::ProofOfWork { .. }) {
+        let mut resp = queue::challenge(room, req).await?;
+        if resp.status_code() == 200 {
+            for c in resp.headers().get("set-cookie")?.into_iter() {
+                cookies.push(c);
+            }
+            challenge = Some(resp.json::<serde_json::Value>().await?);
+        }
+    }
+    let mut resp = html(status, landing(room, view, challenge.as_ref(), problem))?;
+    for c in cookies {
+        resp.headers_mut().append("set-cookie", &c)?;
+    }
+    Ok(resp)
+}
+
+/// `POST /events/{event}/join` (the form).
+pub async fn join_form(room: &Room<'_>, mut req: Request) -> Result<Response> {
+    match queue::join(room, &mut req).await? {
+        Ok((_, cookies)) => see_other(&format!("/events/{}", room.event), &cookies),
+        Err(mut refused) => {
+            let problem: Option<Problem> = refused.json().await.ok();
+            let status = refused.status_code();
+            match queue::view(room.env, room.event).await? {
+                Some(view) => landing_with_challenge(room, &req, &view, problem.as_ref(), status).await,
+                None => html(404, page("No such event", None, "<h1>No such event</h1>")),
+            }
+        }
+    }
+}
+
+/// `GET /events/{event}/buy`: the purchase page for an admitted buyer (seat choice comes later).
+pub async fn buy_page(room: &Room<'_>, req: &Request) -> Result<Response> {
+    let Some((_, claims)) = queue::held_admission(room, req)? else {
+        return see_other(&format!("/events/{}", room.event), &[]);
+    };
+    let left = ((claims.exp * 1000 - now_ms()).max(0) / 1000) as u64;
+    let body = format!(
+        "<h1>You're in: {event}</h1><div class=\"box\" role=\"status\"><p>It is your turn to buy. \
+         You may buy up to <strong>{max}</strong> tickets.</p>\
+         <p>Your session ends in <strong><span id=\"countdown\" data-until=\"{until}\">{left}</span></strong>.</p></div>\
+         <p>Seats available right now: <a href=\"/api/v1/events/{event}/availability\">availability</a>.</p>\
+         <script>{CLOCK_SCRIPT}</script>",
+        event = escape(room.event.as_str()),
+        max = claims.extra.max_tickets,
+        until = claims.exp * 1000,
+        left = duration(left),
+    );
+    html(200, page(&format!("Buy tickets: {}", room.event), None, &body))
+}

@@ -1,0 +1,390 @@
+// The waiting room in workerd: anti-bot checks, joining, polling, admission in order, the single
+// exchange for an admission token, leaving, the pre-queue shuffle, sold out, Turnstile. Tokens and
+// proofs of work are made and checked here with node:crypto, independently of the Rust code.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
+import { startEdge, startPeer, newKey, keyBindings, signToken, readToken, inventory, coreClient, admissionToken } from './harness.mjs';
+
+const edgeKey = newKey('edge-test');
+const coreKey = newKey('core-test');
+let mf, core, publish, turnstile;
+const TURNSTILE_SECRET = 'test-turnstile-secret';
+
+before(async () => {
+  // A local server speaking Turnstile's documented siteverify protocol (form POST: secret, response).
+  turnstile = await startPeer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      const form = new URLSearchParams(body);
+      const ok = req.method === 'POST' && form.get('secret') === TURNSTILE_SECRET && form.get('response') === 'human-token';
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(ok
+        ? { success: true, challenge_ts: new Date().toISOString(), hostname: 'edge', 'error-codes': [] }
+        : { success: false, 'error-codes': [form.get('secret') === TURNSTILE_SECRET ? 'invalid-input-response' : 'invalid-input-secret'] }));
+    });
+  });
+  mf = await startEdge({
+    ...keyBindings(edgeKey, coreKey),
+    TURNSTILE_VERIFY_URL: `${turnstile.url}/turnstile/v0/siteverify`,
+    TURNSTILE_SECRET,
+  });
+  ({ core, publish } = coreClient(mf, coreKey));
+});
+after(async () => { await mf.dispose(); await turnstile.close(); });
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+let ipCounter = 0;
+
+// A browser-like client with its own cookie jar and address.
+function client() {
+  const jar = new Map();
+  const ip = `10.0.${Math.floor(++ipCounter / 250)}.${ipCounter % 250}`;
+  async function send(method, path, { body, headers = {}, bearer } = {}) {
+    const h = { 'user-agent': 'queue-test/1.0', 'cf-connecting-ip': ip, ...headers };
+    if (jar.size) h.cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
+    if (bearer) h.authorization = `Bearer ${bearer}`;
+    if (body !== undefined && typeof body !== 'string') { h['content-type'] = 'application/json'; body = JSON.stringify(body); }
+    const res = await mf.dispatchFetch(`http://edge${path}`, { method, headers: h, body, redirect: 'manual' });
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(';');
+      const [k, v] = pair.split('=');
+      if (/Max-Age=0/.test(c)) jar.delete(k); else jar.set(k, v);
+    }
+    const type = res.headers.get('content-type') ?? '';
+    const parsed = type.includes('json') ? await res.json() : await res.text();
+    return { status: res.status, type, body: parsed, headers: res.headers };
+  }
+  return { send, jar };
+}
+
+function solve(challenge, difficulty) {
+  for (let n = 0; ; n++) {
+    const h = crypto.createHash('sha256').update(`${challenge}.${n}`).digest();
+    let bits = 0;
+    for (const b of h) { if (b === 0) { bits += 8; continue; } bits += Math.clz32(b) - 24; break; }
+    if (bits >= difficulty) return String(n);
+  }
+}
+
+const base = (over = {}) => ({
+  version: 1,
+  admit_per_minute: 600,
+  max_active: 10000,
+  queue_shards: 2,
+  mode: 'fifo',
+  bot: { check: { kind: 'off' } },
+  rate_limits: { per_ip_per_minute: 1000, joins_per_visitor_per_minute: 10 },
+  ...over,
+});
+
+async function room(event, settings, inv = inventory(event, { seats: 50, ga: 100 })) {
+  await publish(inv);
+  const r = await core('PUT', `/internal/v1/events/${event}/waiting-room`, settings);
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  await sleep(1100); // the edge caches the view for a second
+}
+
+async function pollUntilAdmitted(c, event, { timeoutMs = 20000 } = {}) {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await c.send('GET', `/api/v1/events/${event}/queue`);
+    if (r.status !== 200) return r;
+    if (r.body.state === 'admitted') return r;
+    if (Date.now() > until) throw new Error(`not admitted: ${JSON.stringify(r.body)}`);
+    await sleep(250);
+  }
+}
+
+test('settings come only from the core, signed, and bad ones are refused field by field', async () => {
+  await publish(inventory('wr-settings'));
+  const path = '/internal/v1/events/wr-settings/waiting-room';
+  assert.equal((await core('PUT', path, base(), { signature: '' })).status, 401);
+  const bad = await core('PUT', path, base({ admit_per_minute: 0, queue_shards: 99 }));
+  assert.equal(bad.status, 422);
+  assert.deepEqual(bad.body.errors.map((e) => e.field), ['admit_per_minute', 'queue_shards']);
+  const unknown = await core('PUT', path, { ...base(), surprise: true });
+  assert.equal(unknown.status, 400);
+  assert.equal((await core('PUT', path, base())).status, 200);
+  assert.equal((await core('PUT', path, base())).body.changed, false, 'the same version again is a retry');
+  const stale = await core('PUT', path, base({ version: 0 }));
+  assert.equal(stale.status, 409);
+  assert.equal(stale.body.reason, 'stale');
+  const stats = await core('GET', path);
+  assert.equal(stats.status, 200);
+  assert.equal(stats.body.view.settings.queue_shards, 2);
+  // An event that was never published has no line.
+  const nobody = client();
+  assert.equal((await nobody.send('POST', '/api/v1/events/wr-nowhere/queue', { body: {} })).status, 404);
+});
+
+test('joining needs a solved proof of work bound to the visitor; a solved challenge works once', async () => {
+  const event = 'wr-pow';
+  await room(event, base({ bot: { check: { kind: 'proof_of_work', difficulty: 8 } } }));
+  const c = client();
+  const missing = await c.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  assert.equal(missing.status, 403);
+  assert.equal(missing.type, 'application/problem+json');
+  assert.equal(missing.body.type, 'https://errors.ticketing.dev/bot-check-failed');
+  assert.equal(missing.body.reason, 'pow-missing');
+
+  const ch = await c.send('POST', `/api/v1/events/${event}/challenge`);
+  assert.equal(ch.status, 200);
+  assert.equal(ch.body.check, 'proof_of_work');
+  assert.ok(ch.body.difficulty >= 8);
+  const token = readToken(ch.body.challenge, edgeKey.pub);
+  assert.ok(token.ok);
+  assert.equal(token.header.typ, 'challenge');
+  assert.equal(token.claims.sub, ch.body.visitor);
+  assert.equal(c.jar.get('visitor'), ch.body.visitor, 'the visitor cookie is set');
+
+  const wrong = await c.send('POST', `/api/v1/events/${event}/queue`, { body: { challenge: ch.body.challenge, solution: 'nope' } });
+  assert.equal(wrong.body.reason, 'pow-invalid');
+  const solution = solve(ch.body.challenge, ch.body.difficulty);
+  const joined = await c.send('POST', `/api/v1/events/${event}/queue`, { body: { challenge: ch.body.challenge, solution } });
+  assert.equal(joined.status, 201, JSON.stringify(joined.body));
+  const ticket = readToken(joined.body.ticket, edgeKey.pub);
+  assert.ok(ticket.ok);
+  assert.equal(ticket.header.typ, 'queue');
+  assert.equal(ticket.claims.aud, event);
+  assert.equal(ticket.claims.sub, ch.body.visitor);
+  assert.ok(joined.body.ticket.length < 400, 'compact enough for a cookie');
+
+  const reused = await c.send('POST', `/api/v1/events/${event}/queue`, { body: { challenge: ch.body.challenge, solution } });
+  assert.equal(reused.status, 403);
+  assert.equal(reused.body.reason, 'pow-reused');
+
+  // Someone else's challenge (bound to another visitor) does not work for this visitor.
+  const other = client();
+  const theirs = await other.send('POST', `/api/v1/events/${event}/challenge`);
+  const stolen = await c.send('POST', `/api/v1/events/${event}/queue`, {
+    body: { challenge: theirs.body.challenge, solution: solve(theirs.body.challenge, theirs.body.difficulty) },
+  });
+  assert.equal(stolen.body.reason, 'pow-invalid');
+
+  // Refusals are counted per reason (an isolate sends its counts at most every five seconds).
+  await sleep(5200);
+  await c.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  await sleep(300);
+  const stats = await core('GET', `/internal/v1/events/${event}/waiting-room`);
+  for (const reason of ['pow-missing', 'pow-invalid', 'pow-reused']) {
+    assert.ok(stats.body.refusals[reason] >= 1, `${reason} counted: ${JSON.stringify(stats.body.refusals)}`);
+  }
+});
+
+test('buyers are admitted in the order they joined, each exactly once, at the configured rate', async () => {
+  const event = 'wr-fifo';
+  await room(event, base({ admit_per_minute: 300 }));
+  const buyers = [];
+  for (let i = 0; i < 30; i++) {
+    const c = client();
+    const r = await c.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+    assert.equal(r.status, 201, JSON.stringify(r.body));
+    buyers.push({ c, joinedAt: Date.now(), place: r.body.place });
+    await sleep(60);
+  }
+  // Poll everyone in rounds; note the round in which each was first admitted.
+  const admittedIn = new Map();
+  const tokens = new Map();
+  for (let round = 0; admittedIn.size < buyers.length; round++) {
+    assert.ok(round < 200, `stuck: ${admittedIn.size} admitted`);
+    for (const [i, b] of buyers.entries()) {
+      if (admittedIn.has(i)) continue;
+      const r = await b.c.send('GET', `/api/v1/events/${event}/queue`);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      if (r.body.state === 'admitted') {
+        admittedIn.set(i, round);
+        tokens.set(i, r.body.admission_token);
+      } else {
+        assert.ok(r.body.status.position >= 1);
+        assert.ok(r.body.status.poll_after_seconds >= 1);
+      }
+    }
+    await sleep(200);
+  }
+  // Earlier seconds never go in after later ones (within one second, shards may reorder).
+  for (let a = 0; a < buyers.length; a++) {
+    for (let b = a + 1; b < buyers.length; b++) {
+      if (Math.floor(buyers[a].joinedAt / 1000) + 1 < Math.floor(buyers[b].joinedAt / 1000)) {
+        assert.ok(admittedIn.get(a) <= admittedIn.get(b) + 1, `buyer ${a} admitted after buyer ${b}`);
+      }
+    }
+  }
+  // The admission token is signed, for this event and visitor, short-lived.
+  const t = readToken(tokens.get(0), edgeKey.pub);
+  assert.ok(t.ok);
+  assert.equal(t.header.typ, 'admission');
+  assert.equal(t.claims.aud, event);
+  assert.ok(t.claims.exp - t.claims.iat <= 600);
+  // It opens the hold route.
+  const hold = await buyers[0].c.send('POST', `/api/v1/events/${event}/holds`, { body: { kind: 'general_admission', tier: 'floor', quantity: 1 } });
+  assert.equal(hold.status, 201, JSON.stringify(hold.body));
+
+  // The queue ticket was exchanged once; presenting it again (without the admission) is refused.
+  const again = client();
+  const ticket = buyers[1].c.jar.get(`queue_${event}`);
+  const replay = await again.send('GET', `/api/v1/events/${event}/queue`, { bearer: ticket });
+  assert.equal(replay.status, 409);
+  assert.equal(replay.body.reason, 'already-exchanged');
+  const stats = await core('GET', `/internal/v1/events/${event}/waiting-room`);
+  assert.equal(stats.body.view.admitted_total, 30);
+});
+
+test('forged, expired, wrong-event and wrong-visitor queue tickets are refused with problem+json', async () => {
+  const event = 'wr-tokens';
+  await room(event, base());
+  const c = client();
+  const joined = await c.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  const claims = readToken(joined.body.ticket, edgeKey.pub).claims;
+  const now = Math.floor(Date.now() / 1000);
+  const cases = {
+    'unknown-key': signToken(newKey('edge-other'), 'queue', claims),
+    'bad-signature': signToken({ ...newKey('x'), kid: 'edge-test' }, 'queue', claims),
+    expired: signToken(edgeKey, 'queue', { ...claims, iat: now - 100, exp: now - 10 }),
+    'wrong-event': signToken(edgeKey, 'queue', { ...claims, aud: 'wr-other' }),
+    'wrong-kind': signToken(edgeKey, 'hold', claims),
+  };
+  for (const [reason, token] of Object.entries(cases)) {
+    const r = await client().send('GET', `/api/v1/events/${event}/queue`, { bearer: token, headers: { cookie: `queue_${event}=${token}` } });
+    assert.equal(r.status, 401, reason);
+    assert.equal(r.type, 'application/problem+json');
+    assert.equal(r.body.reason, reason, JSON.stringify(r.body));
+  }
+  // Someone else's ticket, presented with one's own visitor cookie.
+  const thief = client();
+  await thief.send('POST', `/api/v1/events/${event}/challenge`);
+  const stolen = await thief.send('GET', `/api/v1/events/${event}/queue`, { bearer: joined.body.ticket });
+  assert.equal(stolen.status, 401);
+  assert.equal(stolen.body.reason, 'wrong-visitor');
+  // A queue ticket is no admission token.
+  const hold = await c.send('POST', `/api/v1/events/${event}/holds`, { bearer: joined.body.ticket, body: { kind: 'general_admission', tier: 'floor', quantity: 1 } });
+  assert.equal(hold.status, 401);
+  assert.equal(hold.body.reason, 'wrong-kind');
+  // An admission token for another event does not open this one's holds.
+  const elsewhere = admissionToken(edgeKey, 'wr-other', claims.sub);
+  const h2 = await c.send('POST', `/api/v1/events/${event}/holds`, { bearer: elsewhere, body: { kind: 'general_admission', tier: 'floor', quantity: 1 } });
+  assert.equal(h2.body.reason, 'wrong-event');
+});
+
+test('a returning visitor keeps their place; one who left cannot be admitted on the old ticket', async () => {
+  const event = 'wr-return';
+  await room(event, base({ paused: true }));
+  const c = client();
+  const first = await c.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  const again = await c.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  assert.equal(again.status, 200);
+  assert.equal(again.body.returning, true);
+  assert.deepEqual(again.body.place, first.body.place);
+  const status = await c.send('GET', `/api/v1/events/${event}/queue`);
+  assert.equal(status.body.status.state, 'paused');
+
+  const ticket = c.jar.get(`queue_${event}`);
+  const left = await c.send('DELETE', `/api/v1/events/${event}/queue`);
+  assert.equal(left.status, 200);
+  assert.equal(c.jar.has(`queue_${event}`), false, 'the cookie is cleared');
+  await core('PUT', `/internal/v1/events/${event}/waiting-room`, base({ version: 2, paused: false }));
+  await sleep(2500);
+  const late = await client().send('GET', `/api/v1/events/${event}/queue`, { bearer: ticket, headers: { cookie: `visitor=${first.body.visitor}` } });
+  assert.equal(late.status, 409, JSON.stringify(late.body));
+  assert.equal(late.body.reason, 'left');
+});
+
+test('before the sale everyone waits in the pre-queue; at the start they are shuffled, with the seed revealed', async () => {
+  const event = 'wr-shuffle';
+  const onSale = Date.now() + 4000;
+  await room(event, base({ mode: 'shuffle_then_fifo', on_sale_at_ms: onSale, admit_per_minute: 6000 }));
+  const before = (await core('GET', `/internal/v1/events/${event}/waiting-room`)).body.view;
+  assert.equal(before.phase, 'pre_queue');
+  assert.equal(before.seed, undefined, 'the seed is secret before the draw');
+  const buyers = [];
+  for (let i = 0; i < 16; i++) {
+    const c = client();
+    const r = await c.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+    assert.equal(r.status, 201);
+    assert.equal(r.body.place.pre, true);
+    assert.equal(r.body.status.state, 'pre_queue');
+    buyers.push(c);
+  }
+  const admitted = await Promise.all(buyers.map((c) => pollUntilAdmitted(c, event)));
+  assert.ok(admitted.every((r) => r.body.state === 'admitted'));
+  assert.ok(Date.now() >= onSale);
+  const view = (await core('GET', `/internal/v1/events/${event}/waiting-room`)).body.view;
+  assert.ok(view.seed, 'revealed after the draw');
+  assert.equal(crypto.createHash('sha256').update(Buffer.from(view.seed, 'hex')).digest('hex'), view.seed_commitment);
+  assert.equal(before.seed_commitment, view.seed_commitment, 'the commitment never changed');
+  assert.equal(view.admitted_total, 16);
+});
+
+test('Turnstile: the edge verifies the token with siteverify; a failure is refused and counted', async () => {
+  const event = 'wr-turnstile';
+  await room(event, base({ bot: { check: { kind: 'turnstile', site_key: '1x00000000000000000000AA' } } }));
+  const c = client();
+  const ch = await c.send('POST', `/api/v1/events/${event}/challenge`);
+  assert.equal(ch.body.check, 'turnstile');
+  assert.equal(ch.body.site_key, '1x00000000000000000000AA');
+  const bot = await c.send('POST', `/api/v1/events/${event}/queue`, { body: { turnstile_token: 'bot-token' } });
+  assert.equal(bot.status, 403);
+  assert.equal(bot.body.reason, 'turnstile-failed');
+  const none = await c.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  assert.equal(none.body.reason, 'turnstile-missing');
+  const human = await c.send('POST', `/api/v1/events/${event}/queue`, { body: { turnstile_token: 'human-token' } });
+  assert.equal(human.status, 201, JSON.stringify(human.body));
+});
+
+test('a bot sent to the stalled line gets a ticket that never moves', async () => {
+  const event = 'wr-stall';
+  await room(event, base({ bot: { check: { kind: 'proof_of_work', difficulty: 8 }, on_failure: 'stall' } }));
+  const bot = client();
+  const r = await bot.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  assert.equal(r.status, 201);
+  await sleep(2500);
+  const s = await bot.send('GET', `/api/v1/events/${event}/queue`);
+  assert.equal(s.status, 200);
+  assert.notEqual(s.body.state, 'admitted');
+  assert.equal(s.body.status.state, 'waiting');
+});
+
+test('requests over the per-address limit and requests without sane headers are refused', async () => {
+  const event = 'wr-limits';
+  await room(event, base({ rate_limits: { per_ip_per_minute: 5, joins_per_visitor_per_minute: 2 } }));
+  const c = client();
+  const answers = [];
+  for (let i = 0; i < 7; i++) answers.push((await c.send('POST', `/api/v1/events/${event}/challenge`)).status);
+  assert.ok(answers.slice(0, 5).every((s) => s === 200), answers.join());
+  assert.equal(answers[6], 429);
+  const noUa = await mf.dispatchFetch(`http://edge/api/v1/events/${event}/queue`, {
+    method: 'POST', headers: { 'user-agent': '', 'cf-connecting-ip': '10.9.9.9' }, body: '{}',
+  });
+  assert.equal(noUa.status, 403);
+  assert.equal((await noUa.json()).reason, 'bad-headers');
+  // Joining again and again as one visitor is limited at the shard.
+  const v = client();
+  const codes = [];
+  for (let i = 0; i < 4; i++) codes.push((await v.send('POST', `/api/v1/events/${event}/queue`, { body: {} })).status);
+  assert.deepEqual(codes, [201, 200, 429, 429]);
+});
+
+test('when every seat is sold the line closes and everyone waiting is told', async () => {
+  const event = 'wr-soldout';
+  await room(event, base({ admit_per_minute: 600, paused: true }), inventory(event, { seats: 0, sections: 0, ga: 1 }));
+  const waiting = client();
+  await waiting.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  // Someone admitted elsewhere buys the last place: hold it and confirm it as the core would.
+  const buyerToken = admissionToken(edgeKey, event, 'v-buyer');
+  const hold = await client().send('POST', `/api/v1/events/${event}/holds`, { bearer: buyerToken, body: { kind: 'general_admission', tier: 'floor', quantity: 1 } });
+  assert.equal(hold.status, 201, JSON.stringify(hold.body));
+  const confirmed = await core('POST', `/internal/v1/events/${event}/holds/${hold.body.hold.id}/confirm`, {});
+  assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
+  await core('PUT', `/internal/v1/events/${event}/waiting-room`, base({ version: 2, paused: true }));
+  let status;
+  for (let i = 0; i < 40; i++) {
+    status = await waiting.send('GET', `/api/v1/events/${event}/queue`);
+    if (status.body.status?.state === 'sold_out') break;
+    await sleep(250);
+  }
+  assert.equal(status.body.status.state, 'sold_out');
+  const late = await client().send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  assert.equal(late.status, 409);
+  assert.equal(late.body.reason, 'sold-out');
+});
