@@ -5,13 +5,16 @@
 #
 #   scripts/bootstrap.sh            everything the run and test commands need
 #   scripts/bootstrap.sh --no-kafka skip the Kafka-protocol broker (the run command does not need it)
+#   scripts/bootstrap.sh --no-browser skip headless Chromium (only the page tests need it)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WANT_KAFKA=1
+WANT_BROWSER=1
 for arg in "$@"; do
   case $arg in
     --no-kafka) WANT_KAFKA= ;;
+    --no-browser) WANT_BROWSER= ;;
     *) die "unknown option $arg" ;;
   esac
 done
@@ -129,6 +132,12 @@ tansu() {
   rm -rf "$CACHE/tansu-target" # 1.4 GiB of intermediates
 }
 
+# ---- headless Chromium for the buyer-page tests (Debian's package) ---------------------------------
+browser() {
+  command -v chromium >/dev/null || apt_install chromium
+  chromium --headless=new --no-sandbox --version >/dev/null 2>&1 || die "chromium does not start"
+}
+
 command -v curl >/dev/null || apt_install curl ca-certificates
 timed "wasm32 target" wasm_target
 timed "node $NODE_VERSION" node22
@@ -137,4 +146,5 @@ timed "wasm-bindgen + worker-build" wasm_tools
 timed "cargo-nextest" nextest
 timed "postgresql" postgres
 [ -z "$WANT_KAFKA" ] || timed "tansu $TANSU_VERSION" tansu
+[ -z "$WANT_BROWSER" ] || timed "chromium" browser
 log "bootstrap done (caches in $CACHE)"

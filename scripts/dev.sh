@@ -10,7 +10,7 @@ EDGE_PORT="${EDGE_PORT:-8787}"
 CORE_PORT="${CORE_PORT:-8080}"
 export DATABASE_URL="${DATABASE_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/ticketing}"
 
-bash "$ROOT/scripts/bootstrap.sh" --no-kafka
+bash "$ROOT/scripts/bootstrap.sh" --no-kafka --no-browser
 bash "$ROOT/scripts/dev-keys.sh"
 for port in "$EDGE_PORT" "$CORE_PORT"; do
   port_open "$port" && die "port $port is already in use (another dev.sh?); set EDGE_PORT / CORE_PORT"

@@ -78,11 +78,7 @@ pub async fn handle(
         (Method::Put, ["inventory"]) => put_inventory(env, event, &body, &signed, path).await,
         (Method::Get, ["stats"]) => stats(env, event, path).await,
         (Method::Put, ["waiting-room"]) => put_settings(env, event, &body, path).await,
-        (Method::Get, ["waiting-room"]) => {
-            let resp =
-                room::call(env, COORDINATOR_BINDING, event.as_str(), Method::Get, "/stats", None).await?;
-            objects::relay(resp, path).await
-        }
+        (Method::Get, ["waiting-room"]) => room_stats(env, event, path).await,
         (Method::Post, ["waiting-room", "sessions", "end"]) => end_session(env, event, &body, path).await,
         (method, ["holds", hold, action @ ..]) => {
             let not_found = || http::problem_of(ProblemType::NotFound, "no such hold", path);
@@ -314,4 +310,25 @@ async fn end_session(env: &Env, event: &EventId, body: &[u8], path: &str) -> Res
     )
     .await?;
     objects::relay(resp, path).await
+}
+
+/// The line: the coordinator's view and counters, and each queue shard's (places, storage, memory).
+async fn room_stats(env: &Env, event: &EventId, path: &str) -> Result<Response> {
+    let mut resp = room::call(env, COORDINATOR_BINDING, event.as_str(), Method::Get, "/stats", None).await?;
+    if resp.status_code() != 200 {
+        return objects::relay(resp, path).await;
+    }
+    let mut stats: Value = resp.json().await?;
+    let shards = stats["view"]["settings"]["queue_shards"].as_u64().unwrap_or(0) as u16;
+    let calls = (0..shards).map(|i| {
+        let name = shard_name(event, i);
+        async move {
+            let mut resp =
+                call_as(env, SHARD_BINDING, &name, Method::Get, "/stats", None, &Caller::Core).await?;
+            resp.json::<Value>().await
+        }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    stats["shards"] = Value::Array(answers.into_iter().map(|a| a.unwrap_or(Value::Null)).collect());
+    http::json(200, &stats)
 }

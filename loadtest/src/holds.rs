@@ -68,13 +68,13 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-fn nonce() -> String {
+pub(crate) fn nonce() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::getrandom(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-async fn core_call(
+pub(crate) async fn core_call(
     client: &reqwest::Client,
     signer: &TokenSigner,
     base: &str,

@@ -4,9 +4,11 @@
 //! - `loadtest http`   GET one URL (the health chain by default) at a concurrency
 //! - `loadtest ledger` the hold ledger natively (holds per second, expiry sweep cost)
 //! - `loadtest holds`  2-seat holds through the edge and its objects (one object or sharded)
+//! - `loadtest queue`  joins and polls of the waiting room through the edge (DO requests per poll)
 
 mod holds;
 mod ledger_bench;
+mod queue;
 mod summary;
 
 use std::time::{Duration, Instant};
@@ -33,6 +35,8 @@ enum Command {
     },
     /// Place 2-seat holds through the edge.
     Holds(holds::HoldsArgs),
+    /// Join and poll the waiting room through the edge.
+    Queue(queue::QueueArgs),
     /// Print an event's objects' statistics (signed core call).
     Stats(holds::StatsArgs),
 }
@@ -63,6 +67,13 @@ async fn main() -> std::process::ExitCode {
             Ok(report) => serde_json::to_value(report),
             Err(e) => {
                 eprintln!("loadtest holds: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        Command::Queue(args) => match queue::run(args).await {
+            Ok(report) => serde_json::to_value(report),
+            Err(e) => {
+                eprintln!("loadtest queue: {e}");
                 return std::process::ExitCode::FAILURE;
             }
         },

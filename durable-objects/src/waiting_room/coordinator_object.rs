@@ -52,6 +52,8 @@ pub struct QueueCoordinator {
     /// The alarm this instance set (`Some(None)`: none armed).
     armed: Cell<Option<Option<Millis>>>,
     stock_read_ms: Cell<Millis>,
+    /// Requests taken since this instance started, by route (for the benchmarks).
+    requests: RefCell<BTreeMap<String, u64>>,
 }
 
 fn now() -> Millis {
@@ -231,6 +233,8 @@ impl QueueCoordinator {
     async fn route(&self, mut req: Request, path: &str, caller: Caller) -> Result<Response> {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let now = now();
+        *self.requests.borrow_mut().entry(segments.first().copied().unwrap_or("").to_owned()).or_default() +=
+            1;
         match (req.method(), segments.as_slice(), &caller) {
             (Method::Get, ["view"], _) => match self.coordinator.borrow().as_ref() {
                 Some(c) => http::json(200, &c.view(now)),
@@ -287,6 +291,7 @@ impl QueueCoordinator {
                         "refusals": c.refusals,
                         "stock": c.stock,
                         "lines": c.lines(),
+                        "requests": *self.requests.borrow(),
                         "wasm_memory_bytes": crate::wasm_memory_bytes(),
                     }),
                 ),
@@ -332,6 +337,7 @@ impl DurableObject for QueueCoordinator {
             loaded: Cell::new(false),
             armed: Cell::new(None),
             stock_read_ms: Cell::new(0),
+            requests: RefCell::new(BTreeMap::new()),
         }
     }
 

@@ -141,6 +141,8 @@ pub struct QueueShard {
     /// Join numbers handed out so far: (pre-queue, after).
     counts: Cell<(u64, u64)>,
     loaded: Cell<bool>,
+    /// Requests taken since this instance started, by route (for the benchmarks).
+    requests: RefCell<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 fn now() -> Millis {
@@ -580,6 +582,7 @@ impl QueueShard {
                 "admitted_through": meta.admitted_through,
                 "ended": meta.ended,
                 "refused_rate": meta.refused_rate,
+                "requests": *self.requests.borrow(),
                 "storage_bytes": self.sql().database_size(),
                 "wasm_memory_bytes": crate::wasm_memory_bytes(),
             }),
@@ -596,6 +599,15 @@ impl QueueShard {
                 }
             };
         }
+        let route = match segments.as_slice() {
+            ["join"] => "join",
+            ["exchange"] => "exchange",
+            ["leave"] => "leave",
+            ["sync"] => "sync",
+            ["sessions", "end"] => "end",
+            _ => "other",
+        };
+        *self.requests.borrow_mut().entry(route).or_default() += 1;
         match (req.method(), segments.as_slice(), &caller) {
             (Method::Post, ["join"], Caller::Edge) => self.join(body!(), path).await,
             (Method::Post, ["exchange"], Caller::Edge) => self.exchange(body!(), path),
@@ -616,6 +628,7 @@ impl DurableObject for QueueShard {
             meta: RefCell::new(Meta::default()),
             counts: Cell::new((0, 0)),
             loaded: Cell::new(false),
+            requests: RefCell::new(Default::default()),
         }
     }
 
