@@ -319,3 +319,13 @@ fn named_seats_in_a_section_must_be_in_that_section() {
     ));
     assert!(l.place_hold(&visitor(1), None, &req("S1-0-1"), T0, hold_id(2)).is_ok());
 }
+
+#[test]
+fn a_repeated_hold_id_is_refused_as_such_and_overwrites_nothing() {
+    let mut l = ledger();
+    let first = l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    let err = l.place_hold(&visitor(2), None, &seats(&["S0-0-2"]), T0, hold_id(1)).unwrap_err();
+    assert_eq!(err, HoldError::DuplicateHoldId);
+    assert_eq!(l.hold(&hold_id(1)), Some(&first.hold));
+    assert_eq!(l.stats().holds_placed, 1);
+}

@@ -15,6 +15,7 @@ use serde::Serialize;
 use shared_types::ids::{EventId, HoldId, VisitorId};
 use shared_types::inventory::{Sharding, GA_SHARD, MAIN_SHARD};
 use shared_types::token::{verify, Claims, Expectation, HoldGrant, TokenKind};
+use shared_types::waiting_room::AdmissionGrant;
 use shared_types::{Problem, ProblemType};
 use worker::{Date, Env, Method, Request, Response, Result};
 
@@ -60,8 +61,9 @@ fn admission_token(req: &Request, event: &EventId) -> Result<Option<String>> {
 }
 
 /// The visitor an admission token for `event` names, or the problem to answer.
-fn authenticate(
+async fn authenticate(
     req: &Request,
+    env: &Env,
     keys: &EdgeKeys,
     event: &EventId,
     path: &str,
@@ -76,15 +78,34 @@ fn authenticate(
         subject: None,
         now: now_ms() / 1000,
     };
+    // Signature, expiry and event first; then the grant's own claims.
     let claims: Claims<serde_json::Map<String, serde_json::Value>> = match verify(&token, &keys.edge, &expect)
     {
         Ok(c) => c,
         Err(e) => return unauthorized(e.to_string(), e.reason(), path).map(Err),
     };
-    match VisitorId::parse(&claims.sub) {
-        Ok(v) => Ok(Ok(v)),
-        Err(_) => unauthorized("the token's visitor is not valid".into(), "malformed", path).map(Err),
+    let Ok(grant) = serde_json::from_value::<AdmissionGrant>(serde_json::Value::Object(claims.extra.clone()))
+    else {
+        return unauthorized("the token does not name a waiting-room session".into(), "malformed", path)
+            .map(Err);
+    };
+    let claims = Claims {
+        iss: claims.iss,
+        aud: claims.aud,
+        sub: claims.sub,
+        iat: claims.iat,
+        exp: claims.exp,
+        jti: claims.jti,
+        extra: grant,
+    };
+    let Ok(visitor) = VisitorId::parse(&claims.sub) else {
+        return unauthorized("the token's visitor is not valid".into(), "malformed", path).map(Err);
+    };
+    // The token is good only while the shopping session it was issued for is open.
+    if !crate::queue::session_open(env, event, &visitor, &claims).await? {
+        return unauthorized("this shopping session has ended".into(), "session-ended", path).map(Err);
     }
+    Ok(Ok(visitor))
 }
 
 /// Which shard of the layout a hold request goes to.
@@ -114,7 +135,7 @@ pub async fn place(
     event: &EventId,
     path: &str,
 ) -> Result<Response> {
-    let visitor = match authenticate(&req, keys, event, path)? {
+    let visitor = match authenticate(&req, env, keys, event, path).await? {
         Ok(v) => v,
         Err(resp) => return Ok(resp),
     };
@@ -176,7 +197,7 @@ pub async fn release(
     hold: &str,
     path: &str,
 ) -> Result<Response> {
-    let visitor = match authenticate(&req, keys, event, path)? {
+    let visitor = match authenticate(&req, env, keys, event, path).await? {
         Ok(v) => v,
         Err(resp) => return Ok(resp),
     };

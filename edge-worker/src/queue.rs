@@ -16,7 +16,8 @@ use std::rc::Rc;
 
 use durable_objects::http;
 use durable_objects::waiting_room::{
-    call, shard_name, JoinRequest, Joined, PlaceRef, Session, COORDINATOR_BINDING, SHARD_BINDING,
+    call, shard_name, JoinRequest, Joined, PlaceRef, Session, SessionCheck, COORDINATOR_BINDING,
+    SHARD_BINDING,
 };
 use serde::{Deserialize, Serialize};
 use shared_types::ids::{EventId, VisitorId};
@@ -47,6 +48,52 @@ thread_local! {
     static REFUSALS: RefCell<HashMap<EventId, Refusals>> = RefCell::new(HashMap::new());
     /// Requests per client IP in the current minute (this isolate's share of the traffic).
     static IP_WINDOWS: RefCell<(i64, HashMap<String, u32>)> = RefCell::new((0, HashMap::new()));
+    /// Admission sessions a shard confirmed open, by token id, with when (bounded; see `session_open`).
+    static SESSIONS: RefCell<HashMap<String, f64>> = RefCell::new(HashMap::new());
+}
+
+/// How long an isolate trusts a shard's word that a session is open.
+const SESSION_TTL_MS: f64 = 5_000.0;
+
+/// True while the shopping session an admission token was issued for is open (asked of the queue
+/// shard that issued it; a positive answer is trusted for five seconds by this isolate).
+pub async fn session_open(
+    env: &Env,
+    event: &EventId,
+    visitor: &VisitorId,
+    claims: &Claims<AdmissionGrant>,
+) -> Result<bool> {
+    let now = now_ms() as f64;
+    let cached = SESSIONS.with(|s| s.borrow().get(&claims.jti).is_some_and(|at| now - at < SESSION_TTL_MS));
+    if cached {
+        return Ok(true);
+    }
+    if claims.extra.shard == STALL_SHARD {
+        return Ok(false);
+    }
+    let check = SessionCheck {
+        visitor: visitor.clone(),
+        pre: claims.extra.pre,
+        n: claims.extra.seq,
+        jti: claims.jti.clone(),
+    };
+    let name = shard_name(event, claims.extra.shard);
+    let resp =
+        call(env, SHARD_BINDING, &name, Method::Post, "/session", Some(serde_json::to_string(&check)?))
+            .await?;
+    let open = resp.status_code() == 200;
+    SESSIONS.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() > 10_000 {
+            s.retain(|_, at| now - *at < SESSION_TTL_MS);
+        }
+        if open {
+            s.insert(claims.jti.clone(), now);
+        } else {
+            s.remove(&claims.jti);
+        }
+    });
+    Ok(open)
 }
 
 fn now_ms() -> i64 {
@@ -745,6 +792,7 @@ pub async fn join_api(room: &Room<'_>, mut req: Request) -> Result<Response> {
 pub async fn leave(room: &Room<'_>, req: &Request) -> Result<Response> {
     let (shard, place) = match (held_admission(room, req)?, ticket(room, req)?) {
         (Some((_, claims)), _) => {
+            SESSIONS.with(|s| s.borrow_mut().remove(&claims.jti));
             let visitor =
                 VisitorId::parse(&claims.sub).map_err(|e| worker::Error::RustError(e.to_string()))?;
             (claims.extra.shard, PlaceRef { visitor, pre: claims.extra.pre, n: claims.extra.seq })

@@ -1,7 +1,8 @@
 //! The hold path through the edge: publish a 20,000-seat event (one object, or sharded by
 //! section), then place 2-seat holds from many visitors at a bounded concurrency, every request
 //! with its own admission token, and report throughput, latency and the objects' statistics
-//! (storage, wasm memory). Signs its own admission tokens and core calls with the dev keys.
+//! (storage, wasm memory). Buyers get real admissions first (untimed: the event's line lets them
+//! straight in); core calls are signed with the dev core key.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,9 +14,10 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use shared_types::inventory::Sharding;
 use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
-use shared_types::token::{Claims, TokenKind, TokenSigner};
+use shared_types::token::TokenSigner;
 
 use crate::ledger_bench::seat_map;
+use crate::queue::admissions;
 use crate::summary::{drive, status_of, Summary};
 
 #[derive(Debug, Args)]
@@ -41,9 +43,6 @@ pub struct HoldsArgs {
     /// Hard stop, in seconds (at most 600).
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=600))]
     max_seconds: u64,
-    /// The edge's signing key (`<kid>:<seed>`), to make admission tokens.
-    #[arg(long, env = "EDGE_SIGNING_KEY", hide_env_values = true)]
-    edge_signing_key: String,
     /// The core's signing key, to publish the event.
     #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
     core_signing_key: String,
@@ -140,7 +139,6 @@ async fn object_stats(
 }
 
 pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
-    let edge = TokenSigner::parse(&args.edge_signing_key).map_err(|e| format!("EDGE_SIGNING_KEY: {e}"))?;
     let core = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
     let client =
         reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
@@ -165,31 +163,25 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
     let publish_seconds = started.elapsed().as_secs_f64();
     let objects_after_publish = object_stats(&client, &core, &args.edge, &event).await?;
 
-    // Every hold: two adjacent seats, one visitor, its own admission token (signed before timing).
-    let now = unix_now();
-    let holds: Vec<(String, Value)> = inventory
+    // Every hold: two adjacent seats, one visitor with a real admission (joined before timing).
+    let pairs: Vec<(String, Vec<String>)> = inventory
         .seat_map
         .sections
         .iter()
         .flat_map(|s| {
-            s.rows.iter().flat_map(move |r| r.seats.chunks(2).map(move |pair| (s.id.clone(), pair.to_vec())))
+            s.rows.iter().flat_map(move |r| {
+                r.seats
+                    .chunks(2)
+                    .map(move |pair| (s.id.to_string(), pair.iter().map(|x| x.id.to_string()).collect()))
+            })
         })
         .take(args.holds.min(seats / 2))
-        .enumerate()
-        .map(|(i, (section, pair))| {
-            let claims = Claims {
-                iss: "edge".to_owned(),
-                aud: event.clone(),
-                sub: format!("visitor-{i}"),
-                iat: now,
-                exp: now + 3600,
-                jti: format!("adm-{i}"),
-                extra: serde_json::Map::new(),
-            };
-            let token = edge.sign(TokenKind::Admission, &claims);
-            let ids: Vec<&str> = pair.iter().map(|s| s.id.as_str()).collect();
-            (token, json!({ "kind": "seats", "seats": ids, "section": section }))
-        })
+        .collect();
+    let tokens = admissions(&client, &core, &args.edge, &event, pairs.len(), args.concurrency).await?;
+    let holds: Vec<(String, Value)> = pairs
+        .into_iter()
+        .zip(tokens)
+        .map(|((section, ids), token)| (token, json!({ "kind": "seats", "seats": ids, "section": section })))
         .collect();
     let total = holds.len();
     let holds = Arc::new(holds);

@@ -263,3 +263,53 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
         storage_bytes_per_place: per(storage, places),
     })
 }
+
+/// Real admissions for `count` new visitors of `event` (untimed setup for the hold benchmarks):
+/// its line is set to let everyone straight in, and each visitor joins and exchanges its ticket.
+pub async fn admissions(
+    client: &reqwest::Client,
+    core: &TokenSigner,
+    edge: &str,
+    event: &str,
+    count: usize,
+    concurrency: u64,
+) -> Result<Vec<String>, String> {
+    let settings = json!({
+        "version": 1,
+        "mode": "passthrough",
+        "bot": { "check": { "kind": "off" } },
+        "max_active": 10_000_000,
+        "rate_limits": { "per_ip_per_minute": 100_000_000, "joins_per_visitor_per_minute": 10 },
+    });
+    let path = format!("/internal/v1/events/{event}/waiting-room");
+    let body = serde_json::to_vec(&settings).map_err(|e| e.to_string())?;
+    let (status, answer) = core_call(client, core, edge, reqwest::Method::PUT, &path, body).await?;
+    if status != 200 {
+        return Err(format!("settings refused ({status}): {answer}"));
+    }
+    let tokens: Arc<Vec<Mutex<Option<String>>>> = Arc::new((0..count).map(|_| Mutex::new(None)).collect());
+    let base = format!("{edge}/api/v1/events/{event}/queue");
+    let summary = {
+        let (client, tokens) = (client.clone(), tokens.clone());
+        let deadline = Instant::now() + Duration::from_secs(600);
+        drive(concurrency, count, deadline, move |i| {
+            let (client, base, tokens) = (client.clone(), base.clone(), tokens.clone());
+            async move {
+                let joined: Value =
+                    client.post(&base).json(&json!({})).send().await.ok()?.json().await.ok()?;
+                let ticket = joined["ticket"].as_str()?;
+                let resp = client.get(&base).bearer_auth(ticket).send().await.ok()?;
+                let status = resp.status().as_u16();
+                let answer: Value = resp.json().await.ok()?;
+                *tokens[i].lock().ok()? = answer["admission_token"].as_str().map(str::to_owned);
+                Some(status)
+            }
+        })
+        .await
+    };
+    let tokens: Vec<String> = tokens.iter().filter_map(|t| t.lock().ok().and_then(|t| t.clone())).collect();
+    if tokens.len() < count {
+        return Err(format!("only {} of {count} admissions ({:?})", tokens.len(), summary.statuses));
+    }
+    Ok(tokens)
+}

@@ -3,7 +3,7 @@
 // Rust code, so these tests also prove the wire formats.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { startEdge, newKey, keyBindings, admissionToken, signToken, readToken, coreSignature, inventory, coreClient } from './harness.mjs';
+import { startEdge, newKey, keyBindings, admissionToken, signToken, readToken, coreSignature, inventory, coreClient, admit } from './harness.mjs';
 
 const edgeKey = newKey('edge-test');
 const coreKey = newKey('core-test');
@@ -52,14 +52,14 @@ test('the core publishes an inventory with a signed request; unsigned, forged, s
 
 test('a buyer with an admission token holds seats and gets a hold token the core can verify offline', async () => {
   await publish(inventory('evt-buy'));
-  const token = admissionToken(edgeKey, 'evt-buy', 'visitor-1');
+  const { token, visitor } = await admit(mf, core, 'evt-buy');
   const r = await buyer('POST', '/api/v1/events/evt-buy/holds', token, { kind: 'seats', seats: ['S0-0-3', 'S0-0-4'] }, { 'idempotency-key': 'k-1' });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   const { ok, header, claims } = readToken(r.body.hold_token, edgeKey.pub);
   assert.ok(ok, 'the hold token verifies with the edge public key');
   assert.deepEqual(header, { alg: 'EdDSA', kid: 'edge-test', typ: 'hold' });
   assert.equal(claims.aud, 'evt-buy');
-  assert.equal(claims.sub, 'visitor-1');
+  assert.equal(claims.sub, visitor);
   assert.equal(claims.jti, r.body.hold.id);
   assert.deepEqual(claims.seats, ['S0-0-3', 'S0-0-4']);
   assert.equal(claims.exp, Math.ceil(r.body.hold.expires_at / 1000));
@@ -85,6 +85,8 @@ test('forged, expired, wrong-event, wrong-kind and missing admission tokens are 
     [admissionToken(edgeKey, 'evt-tok', 'v', { iat: Math.floor(Date.now() / 1000) - 700 }), 'expired'],
     [admissionToken(edgeKey, 'evt-other', 'v'), 'wrong-event'],
     [signToken(edgeKey, 'hold', { iss: 'edge', aud: 'evt-tok', sub: 'v', iat: 0, exp: 9e9, jti: 'x' }), 'wrong-kind'],
+    [admissionToken(edgeKey, 'evt-tok', 'v'), 'malformed'],
+    [signToken(edgeKey, 'admission', { iss: 'edge', aud: 'evt-tok', sub: 'v', iat: Math.floor(Date.now() / 1000), exp: 9e9, jti: 'no-such-session', shard: 0, seq: 1, max_tickets: 6 }), 'session-ended'],
   ];
   for (const [token, reason] of cases) {
     const r = await buyer('POST', path, token, body);
@@ -94,14 +96,14 @@ test('forged, expired, wrong-event, wrong-kind and missing admission tokens are 
   }
   const availability = await buyer('GET', '/api/v1/events/evt-tok/availability');
   assert.equal(availability.body.version, 0, 'no refused request changed anything');
-  const malformed = await buyer('POST', path, admissionToken(edgeKey, 'evt-tok', 'v'), { kind: 'seats', seats: 'S0-0-1' });
+  const malformed = await buyer('POST', path, (await admit(mf, core, 'evt-tok')).token, { kind: 'seats', seats: 'S0-0-1' });
   assert.equal(malformed.status, 400);
 });
 
 test("a buyer releases their own hold, never another visitor's; the core confirms with a signed call", async () => {
   await publish(inventory('evt-rel'));
-  const mine = admissionToken(edgeKey, 'evt-rel', 'alice');
-  const theirs = admissionToken(edgeKey, 'evt-rel', 'mallory');
+  const mine = (await admit(mf, core, 'evt-rel')).token;
+  const theirs = (await admit(mf, core, 'evt-rel')).token;
   const a = (await buyer('POST', '/api/v1/events/evt-rel/holds', mine, { kind: 'seats', seats: ['S0-0-1'] })).body.hold;
   const b = (await buyer('POST', '/api/v1/events/evt-rel/holds', mine, { kind: 'seats', seats: ['S0-0-2'] })).body.hold;
   assert.equal((await buyer('DELETE', `/api/v1/events/evt-rel/holds/${a.id}`, theirs)).status, 404);
@@ -119,7 +121,7 @@ test('a stadium of 80,000 seats in 20 sections, sharded by section, with statist
   const inv = inventory('stadium', { sections: 20, rows: 40, seats: 100, ga: 10000, sharding: 'by_section' });
   const published = await publish(inv);
   assert.equal(published.shards.length, 21);
-  const token = admissionToken(edgeKey, 'stadium', 'fan-1');
+  const { token } = await admit(mf, core, 'stadium');
   const path = '/api/v1/events/stadium/holds';
   const seats = await buyer('POST', path, token, { kind: 'seats', seats: ['S7-0-10', 'S7-0-11'], section: 'S7' });
   assert.equal(seats.status, 201, JSON.stringify(seats.body));

@@ -4,7 +4,7 @@
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
-import { startEdge, startPeer, newKey, keyBindings, signToken, readToken, inventory, coreClient, admissionToken } from './harness.mjs';
+import { startEdge, startPeer, newKey, keyBindings, signToken, readToken, inventory, coreClient, admissionToken, admit } from './harness.mjs';
 
 const edgeKey = newKey('edge-test');
 const coreKey = newKey('core-test');
@@ -370,13 +370,13 @@ test('when every seat is sold the line closes and everyone waiting is told', asy
   await room(event, base({ admit_per_minute: 600, paused: true }), inventory(event, { seats: 0, sections: 0, ga: 1 }));
   const waiting = client();
   await waiting.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
-  // Someone admitted elsewhere buys the last place: hold it and confirm it as the core would.
-  const buyerToken = admissionToken(edgeKey, event, 'v-buyer');
+  // Someone admitted before the pause buys the last place: hold it and confirm it as the core would.
+  const buyerToken = await sessionFor(event);
   const hold = await client().send('POST', `/api/v1/events/${event}/holds`, { bearer: buyerToken, body: { kind: 'general_admission', tier: 'floor', quantity: 1 } });
   assert.equal(hold.status, 201, JSON.stringify(hold.body));
   const confirmed = await core('POST', `/internal/v1/events/${event}/holds/${hold.body.hold.id}/confirm`, {});
   assert.equal(confirmed.status, 200, JSON.stringify(confirmed.body));
-  await core('PUT', `/internal/v1/events/${event}/waiting-room`, base({ version: 2, paused: true }));
+  await core('PUT', `/internal/v1/events/${event}/waiting-room`, base({ version: 300, paused: true }));
   let status;
   for (let i = 0; i < 40; i++) {
     status = await waiting.send('GET', `/api/v1/events/${event}/queue`);
@@ -387,4 +387,41 @@ test('when every seat is sold the line closes and everyone waiting is told', asy
   const late = await client().send('POST', `/api/v1/events/${event}/queue`, { body: {} });
   assert.equal(late.status, 409);
   assert.equal(late.body.reason, 'sold-out');
+});
+
+// An admission token of a real session for `event`: its line lets one buyer straight in, then
+// returns to its settings (under a higher version).
+async function sessionFor(event) {
+  const c = client();
+  const stats = (await core('GET', `/internal/v1/events/${event}/waiting-room`)).body.view.settings;
+  await core('PUT', `/internal/v1/events/${event}/waiting-room`, { ...stats, version: stats.version + 100, paused: false, mode: 'passthrough' });
+  const joined = await c.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  assert.equal(joined.status, 201, JSON.stringify(joined.body));
+  const status = await c.send('GET', `/api/v1/events/${event}/queue`);
+  assert.equal(status.body.state, 'admitted', JSON.stringify(status.body));
+  await core('PUT', `/internal/v1/events/${event}/waiting-room`, { ...stats, version: stats.version + 101 });
+  return status.body.admission_token;
+}
+
+test('an admission token works only while its session is open: leaving or buying ends it', async () => {
+  const event = 'wr-session';
+  await publish(inventory(event, { seats: 10, ga: 10 }));
+  const hold = (c, token) => c.send('POST', `/api/v1/events/${event}/holds`, { bearer: token, body: { kind: 'general_admission', tier: 'floor', quantity: 1 } });
+  // Leaving ends the session at once.
+  const a = await admit(mf, core, event);
+  const c = client();
+  assert.equal((await hold(c, a.token)).status, 201);
+  const left = await c.send('DELETE', `/api/v1/events/${event}/queue`, { bearer: a.token });
+  assert.equal(left.status, 200);
+  const after = await hold(c, a.token);
+  assert.equal(after.status, 401);
+  assert.equal(after.body.reason, 'session-ended');
+  // The core ending a session (the buyer bought) does too (an isolate may trust an open session for 5 s).
+  const b = await admit(mf, core, event);
+  assert.equal((await hold(c, b.token)).status, 201);
+  const ended = await core('POST', `/internal/v1/events/${event}/waiting-room/sessions/end`, { visitor: b.visitor });
+  assert.equal(ended.status, 200, JSON.stringify(ended.body));
+  assert.equal(ended.body.ended, 1);
+  await sleep(5200);
+  assert.equal((await hold(c, b.token)).body.reason, 'session-ended');
 });

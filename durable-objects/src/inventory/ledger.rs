@@ -163,6 +163,8 @@ pub enum HoldError {
     LimitExceeded { limit: u32, current: u32, requested: u32 },
     #[error("this idempotency key was used with a different request")]
     IdempotencyConflict,
+    #[error("a hold with this id already exists; retry the request")]
+    DuplicateHoldId,
     #[error("the idempotency key must be 1 to 128 visible ASCII characters")]
     BadIdempotencyKey,
     #[error("no such hold")]
@@ -556,7 +558,7 @@ impl Ledger {
     ) -> Result<Hold, HoldError> {
         if self.holds.contains_key(&id) {
             // The caller's id generator repeated itself: refuse rather than overwrite a hold.
-            return Err(HoldError::IdempotencyConflict);
+            return Err(HoldError::DuplicateHoldId);
         }
         let (seats, ga) = match request {
             HoldRequest::Seats { seats, section } => (self.pick_named(seats, section.as_ref())?, None),

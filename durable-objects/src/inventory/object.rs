@@ -124,6 +124,7 @@ pub fn hold_problem(e: &HoldError, instance: &str) -> Problem {
         | NotEnoughAvailable { .. }
         | LimitExceeded { .. }
         | IdempotencyConflict
+        | DuplicateHoldId
         | HoldExpired
         | HoldReleased
         | HoldSold

@@ -8,7 +8,7 @@ pub mod shard;
 
 pub use coordinator::{Coordinator, Line, SettingsError, ShardReport, Stock, SyncRequest};
 pub use coordinator_object::QueueCoordinator;
-pub use shard::{shard_name, EndSession, JoinRequest, Joined, PlaceRef, QueueShard, Session};
+pub use shard::{shard_name, EndSession, JoinRequest, Joined, PlaceRef, QueueShard, Session, SessionCheck};
 
 use crate::inventory::{Caller, CALLER_HEADER};
 use wasm_bindgen::JsValue;

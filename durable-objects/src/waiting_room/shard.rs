@@ -69,6 +69,15 @@ pub struct Session {
     pub max_tickets: u32,
 }
 
+/// Body of `POST /session`: is the session an admission token names still open?
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionCheck {
+    pub visitor: VisitorId,
+    pub pre: bool,
+    pub n: u64,
+    pub jti: String,
+}
+
 /// Body of `POST /sessions/end` (from the core: the buyer has bought).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EndSession {
@@ -110,6 +119,13 @@ struct Row {
 
 const ROW_COLUMNS: &str =
     "visitor, pre, n, joined_ms, admitted_ms, exchanged_ms, left_ms, closed_ms, attempts, attempt_window_ms";
+
+#[derive(Deserialize)]
+struct OpenSession {
+    jti: Option<String>,
+    session_end_ms: Option<i64>,
+    closed_ms: Option<i64>,
+}
 
 #[derive(Deserialize)]
 struct Count {
@@ -478,6 +494,34 @@ impl QueueShard {
         http::json(200, &serde_json::json!({ "ended": ended }))
     }
 
+    /// An admission token is good only while its session is open: not ended by leaving, buying or
+    /// time, and for the one exchange that issued it.
+    fn check_session(&self, check: SessionCheck, path: &str) -> Result<Response> {
+        let place = PlaceRef { visitor: check.visitor, pre: check.pre, n: check.n };
+        let rows: Vec<OpenSession> = self
+            .sql()
+            .exec(
+                "SELECT jti, session_end_ms, closed_ms FROM places WHERE pre = ? AND n = ? AND visitor = ?",
+                vec![
+                    SqlStorageValue::from(i64::from(place.pre)),
+                    int(place.n),
+                    place.visitor.as_str().into(),
+                ],
+            )?
+            .to_array()?;
+        let open = rows.first().filter(|r| {
+            r.jti.as_deref() == Some(check.jti.as_str())
+                && r.closed_ms.is_none()
+                && r.session_end_ms.is_some_and(|end| end > now())
+        });
+        match open {
+            Some(r) => http::json(200, &serde_json::json!({ "open": true, "ends_ms": r.session_end_ms })),
+            None => {
+                refusal(ProblemType::Unauthorized, "this shopping session has ended", "session-ended", path)
+            }
+        }
+    }
+
     /// The coordinator's sync: record the admissions it decided, close what timed out, report.
     fn sync(&self, req: SyncRequest) -> Result<Response> {
         self.adopt(&req.event, req.shard, &req.settings)?;
@@ -605,6 +649,7 @@ impl QueueShard {
             ["leave"] => "leave",
             ["sync"] => "sync",
             ["sessions", "end"] => "end",
+            ["session"] => "session",
             _ => "other",
         };
         *self.requests.borrow_mut().entry(route).or_default() += 1;
@@ -613,6 +658,7 @@ impl QueueShard {
             (Method::Post, ["exchange"], Caller::Edge) => self.exchange(body!(), path),
             (Method::Post, ["leave"], Caller::Edge) => self.leave(body!(), path),
             (Method::Post, ["sessions", "end"], Caller::Core) => self.end_session(body!()),
+            (Method::Post, ["session"], Caller::Edge) => self.check_session(body!(), path),
             (Method::Post, ["sync"], Caller::Edge) => self.sync(body!()),
             (Method::Get, ["stats"], Caller::Core | Caller::Edge) => self.stats(),
             _ => http::problem_of(ProblemType::NotFound, "no such route on the queue shard", path),
