@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Reproduces docs/benchmarks.md: the ledger natively, then the health chain and the hold path
-# through a fresh local stack (wrangler dev + the core). Bounded in count and time; loopback only.
+# Reproduces docs/benchmarks.md: the ledger natively, then the health chain, the hold path and the
+# waiting room through a fresh local stack (wrangler dev + the core, or workerd alone). Bounded in
+# count and time; loopback only.
 # Results (JSON) go to $BENCH_OUT (default .local/bench/).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -96,4 +97,19 @@ for point in 100:0 20000:0 20000:5000 50000:0 50000:5000; do
   "$LT" stats --edge "http://127.0.0.1:$WORKERD_PORT" --event "$event" >"$OUT/memory-$seats-$holds.json"
   stop_edge
 done
+# The waiting room through workerd: joins and polls over 4 queue shards (DO requests per poll),
+# then one shard taking 250,000 places, and its heap after a restart (places live in storage).
+start_workerd
+log "queue: 3,000 buyers, 2 polls each, 4 shards"
+"$LT" queue --edge "http://127.0.0.1:$WORKERD_PORT" --buyers 3000 --polls 2 --shards 4 --concurrency 32 \
+  >"$OUT/queue-4shards.json"
+stop_edge
+start_workerd
+log "queue: 250,000 places in one shard"
+event=$("$LT" queue --edge "http://127.0.0.1:$WORKERD_PORT" --buyers 250000 --polls 1 --shards 1 --concurrency 64 \
+  --max-seconds 1200 | tee "$OUT/queue-250k.json" | python3 -c 'import json,sys; print(json.load(sys.stdin)["event"])')
+stop_edge
+start_workerd keep
+"$LT" stats --edge "http://127.0.0.1:$WORKERD_PORT" --event "$event" --waiting-room >"$OUT/queue-250k-restarted.json"
+stop_edge
 log "results in $OUT"

@@ -99,6 +99,9 @@ pub struct StatsArgs {
     edge: String,
     #[arg(long)]
     event: String,
+    /// The waiting room's objects (coordinator and queue shards) instead of the inventory's.
+    #[arg(long)]
+    waiting_room: bool,
     #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
     core_signing_key: String,
 }
@@ -106,8 +109,30 @@ pub struct StatsArgs {
 /// One event's objects' statistics.
 pub async fn stats(args: StatsArgs) -> Result<Vec<Value>, String> {
     let core = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
-    let client =
-        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .user_agent(crate::USER_AGENT)
+        .build()
+        .map_err(|e| e.to_string())?;
+    if args.waiting_room {
+        let path = format!("/internal/v1/events/{}/waiting-room", args.event);
+        let (status, stats) =
+            core_call(&client, &core, &args.edge, reqwest::Method::GET, &path, vec![]).await?;
+        if status != 200 {
+            return Err(format!("stats failed ({status}): {stats}"));
+        }
+        let shards = stats["shards"].as_array().cloned().unwrap_or_default();
+        return Ok(shards
+            .into_iter()
+            .map(|s| {
+                json!({
+                    "places": s["pre_joined"].as_u64().unwrap_or(0) + s["post_joined"].as_u64().unwrap_or(0),
+                    "storage_bytes": s["storage_bytes"],
+                    "wasm_memory_bytes": s["wasm_memory_bytes"],
+                })
+            })
+            .collect());
+    }
     object_stats(&client, &core, &args.edge, &args.event).await
 }
 
@@ -140,8 +165,11 @@ async fn object_stats(
 
 pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
     let core = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
-    let client =
-        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .user_agent(crate::USER_AGENT)
+        .build()
+        .map_err(|e| e.to_string())?;
     let per_row = 50;
     let rows = (args.seats / args.sections / per_row).max(1);
     let event = format!(

@@ -14,6 +14,9 @@ mod summary;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+
+/// What the load generator says it is (the edge refuses requests without a User-Agent).
+pub const USER_AGENT: &str = concat!("ticketing-loadtest/", env!("CARGO_PKG_VERSION"));
 use summary::{drive, status_of};
 
 #[derive(Debug, Parser)]

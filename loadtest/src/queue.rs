@@ -93,7 +93,7 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
     let core = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
-        .user_agent("ticketing-loadtest/1")
+        .user_agent(crate::USER_AGENT)
         .build()
         .map_err(|e| e.to_string())?;
     let event = format!("bench-q-{}", nonce().replace(['-', '_'], "x"));

@@ -425,3 +425,28 @@ test('an admission token works only while its session is open: leaving or buying
   await sleep(5200);
   assert.equal((await hold(c, b.token)).body.reason, 'session-ended');
 });
+
+test('a buyer whose turn came keeps it for the return grace, and loses it after', async () => {
+  const event = 'wr-grace';
+  await room(event, base({ return_grace_seconds: 10, admit_per_minute: 600 }));
+  const [early, late] = [client(), client()];
+  await early.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  await late.send('POST', `/api/v1/events/${event}/queue`, { body: {} });
+  // Both are admitted within a few seconds; `early` comes back in time, `late` does not.
+  await sleep(4000);
+  const inTime = await early.send('GET', `/api/v1/events/${event}/queue`);
+  assert.equal(inTime.body.state, 'admitted', JSON.stringify(inTime.body));
+  await sleep(9000);
+  const tooLate = await late.send('GET', `/api/v1/events/${event}/queue`);
+  assert.equal(tooLate.status, 409, JSON.stringify(tooLate.body));
+  assert.equal(tooLate.body.reason, 'expired');
+  // The place that was never claimed no longer counts as an active buyer.
+  let view;
+  for (let i = 0; i < 20; i++) {
+    view = (await core('GET', `/internal/v1/events/${event}/waiting-room`)).body.view;
+    if (view.active === 1) break;
+    await sleep(250);
+  }
+  assert.equal(view.admitted_total, 2);
+  assert.equal(view.active, 1, JSON.stringify(view));
+});
