@@ -11,7 +11,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
-use crate::{db, health};
+use crate::{accounts, db, health};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -24,6 +24,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
+        .merge(accounts::routes())
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(TraceLayer::new_for_http())

@@ -25,6 +25,21 @@ pub enum Command {
     Serve(ServeArgs),
     /// Create the database if it does not exist, apply pending migrations, and exit.
     Migrate(DatabaseArgs),
+    /// Create a platform admin (and the platform organization, the first time) and print their
+    /// API key once.
+    CreateAdmin(CreateAdminArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateAdminArgs {
+    /// The admin's e-mail address (unique).
+    #[arg(long)]
+    pub email: String,
+    /// The admin's name.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -3,6 +3,7 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use shared_types::inventory::FieldError;
 use shared_types::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
 
 /// Every way an API request can fail.
@@ -12,11 +13,38 @@ pub enum ApiError {
     NoRoute(String),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// No resource, or another tenant's (never told apart).
+    #[error("not found")]
+    NotFound,
+    /// Missing or bad credentials; the reason is a stable slug.
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    /// Authenticated, but the role may not do this.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// The body or a parameter could not be parsed.
+    #[error("malformed: {0}")]
+    Malformed(String),
+    /// Parsed, but fields are not acceptable (each named).
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// Conflicts with the current state; the reason is a stable slug.
+    #[error("conflict ({reason}): {detail}")]
+    Conflict { reason: &'static str, detail: String },
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
 
 impl ApiError {
+    /// A validation failure of one field.
+    pub fn field(field: &str, message: &str) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn conflict(reason: &'static str, detail: impl Into<String>) -> Self {
+        Self::Conflict { reason, detail: detail.into() }
+    }
+
     fn problem(&self) -> Problem {
         match self {
             Self::NoRoute(path) => {
@@ -24,6 +52,20 @@ impl ApiError {
             }
             Self::MethodNotAllowed => {
                 Problem::new(ProblemType::MethodNotAllowed, "this route does not accept that method")
+            }
+            Self::NotFound => Problem::new(ProblemType::NotFound, "no such resource"),
+            Self::Unauthorized(reason) => {
+                Problem::new(ProblemType::Unauthorized, "a valid API key is required (Authorization: Bearer)")
+                    .with_extension("reason", (*reason).into())
+            }
+            Self::Forbidden(detail) => Problem::new(ProblemType::Forbidden, detail.clone()),
+            Self::Malformed(detail) => Problem::new(ProblemType::MalformedRequest, detail.clone()),
+            Self::Validation(errors) => {
+                Problem::new(ProblemType::ValidationFailed, "some fields are not valid")
+                    .with_extension("errors", serde_json::to_value(errors).unwrap_or_default())
+            }
+            Self::Conflict { reason, detail } => {
+                Problem::new(ProblemType::Conflict, detail.clone()).with_extension("reason", (*reason).into())
             }
             Self::Database(_) => Problem::new(ProblemType::Internal, "the request could not be completed"),
         }

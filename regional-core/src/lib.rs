@@ -1,7 +1,10 @@
 //! The regional core: the organizers' admin API, checkout, payments, fulfillment, check-in and
 //! reporting, on PostgreSQL. It never writes seat state: the inventory Durable Objects own it.
 
+pub mod accounts;
+pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;

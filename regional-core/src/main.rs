@@ -1,7 +1,8 @@
 //! `regional-core`: parse the configuration, set up logging, run the subcommand.
 
 use clap::Parser;
-use regional_core::{db, Command, Config};
+use regional_core::config::CreateAdminArgs;
+use regional_core::{accounts, db, Command, Config};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -15,6 +16,7 @@ async fn main() -> std::process::ExitCode {
     }
     let outcome = match config.command {
         Some(Command::Migrate(args)) => db::migrate(&args).await.map_err(Into::into),
+        Some(Command::CreateAdmin(args)) => create_admin(args).await,
         Some(Command::Serve(args)) => regional_core::serve(args).await,
         None => regional_core::serve(config.serve).await,
     };
@@ -25,4 +27,15 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `regional-core create-admin`: migrates, creates the admin, prints the key (to stdout, once).
+async fn create_admin(args: CreateAdminArgs) -> Result<(), Box<dyn std::error::Error>> {
+    db::migrate(&args.database).await?;
+    let pool = db::pool(&args.database)?;
+    let made = accounts::create_platform_admin(&pool, &args.email, &args.name)
+        .await
+        .map_err(|e| format!("create-admin: {e}"))?;
+    println!("{}", serde_json::to_string_pretty(&made)?);
+    Ok(())
 }

@@ -1,0 +1,173 @@
+//! What every admin route shares: JSON bodies that fail as problem+json, cursor pagination, and
+//! `Idempotency-Key` on creating routes.
+//!
+//! **Pagination**: `?limit=1..200` (default 50) and `?cursor=<opaque>`; answers
+//! `{"items": [...], "next_cursor": "..." | null}`. The cursor is the last item's
+//! `(created_at, id)`, so pages are stable while rows are added.
+//!
+//! **Idempotency**: a creating request with `Idempotency-Key` runs once per (user, key). The first
+//! answer is stored in the same transaction as the change; a retry with the same method, path and
+//! body gets it again (with `Idempotent-Replayed: true`); the same key with another request is a
+//! `409` (`reason: idempotency_conflict`). Concurrent retries wait on a transaction-scoped lock.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+/// Reads a JSON body; a parse failure is a `malformed-request` problem naming what was wrong.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::Malformed(format!("the body is not valid: {e}")))
+}
+
+/// `?limit` and `?cursor`.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// A page position: after the row with this creation time and id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Cursor {
+    pub at: DateTime<Utc>,
+    pub id: String,
+}
+
+impl PageQuery {
+    /// The page size to ask for (one more is fetched to learn whether another page follows).
+    pub fn limit(&self) -> Result<i64, ApiError> {
+        match self.limit {
+            None => Ok(50),
+            Some(n @ 1..=200) => Ok(i64::from(n)),
+            Some(_) => Err(ApiError::field("limit", "must be 1 to 200")),
+        }
+    }
+
+    /// Where the page starts (`None`: the beginning).
+    pub fn after(&self) -> Result<Option<Cursor>, ApiError> {
+        let Some(raw) = &self.cursor else { return Ok(None) };
+        URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::field("cursor", "is not a cursor this API gave out"))
+    }
+}
+
+/// One page of a listing.
+#[derive(Debug, Serialize)]
+pub struct Listing<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Builds a page from `limit + 1` fetched rows.
+pub fn page<T>(mut rows: Vec<T>, limit: i64, position: impl Fn(&T) -> Cursor) -> Listing<T> {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = more
+        .then(|| {
+            rows.last().map(|r| URL_SAFE_NO_PAD.encode(serde_json::to_vec(&position(r)).unwrap_or_default()))
+        })
+        .flatten();
+    Listing { items: rows, next_cursor }
+}
+
+/// The work of a creating request, inside the transaction that also records its answer.
+pub type Work<'c> = Pin<Box<dyn Future<Output = Result<(StatusCode, Value), ApiError>> + Send + 'c>>;
+
+#[derive(sqlx::FromRow)]
+struct Stored {
+    method: String,
+    path: String,
+    request_sha256: Vec<u8>,
+    status: i16,
+    body: Value,
+}
+
+/// Runs a creating request once per `Idempotency-Key` (see the module documentation).
+pub async fn create<F>(
+    db: &PgPool,
+    caller: &Caller,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    body: &Bytes,
+    work: F,
+) -> Result<Response, ApiError>
+where
+    F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c>,
+{
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().unwrap_or_default();
+            if k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ApiError::Malformed(
+                    "Idempotency-Key must be 1 to 200 visible ASCII characters".into(),
+                ));
+            }
+            Some(k.to_owned())
+        }
+    };
+    let digest = Sha256::digest(body).to_vec();
+    let mut tx = db.begin().await?;
+    if let Some(key) = &key {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("{}:{key}", caller.user_id))
+            .execute(&mut *tx)
+            .await?;
+        let stored: Option<Stored> = sqlx::query_as(
+            "SELECT method, path, request_sha256, status, body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+        )
+        .bind(caller.user_id)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(s) = stored {
+            if s.method != method || s.path != path || s.request_sha256 != digest {
+                return Err(ApiError::conflict(
+                    "idempotency_conflict",
+                    "this Idempotency-Key was used with a different request",
+                ));
+            }
+            let status = StatusCode::from_u16(s.status as u16).unwrap_or(StatusCode::OK);
+            return Ok((status, [("idempotent-replayed", "true")], Json(s.body)).into_response());
+        }
+    }
+    let (status, answer) = work(&mut tx).await?;
+    if let Some(key) = &key {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (organization_id, user_id, key, method, path, request_sha256, status, body)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(caller.organization_id)
+        .bind(caller.user_id)
+        .bind(key)
+        .bind(method)
+        .bind(path)
+        .bind(&digest)
+        .bind(status.as_u16() as i16)
+        .bind(&answer)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((status, Json(answer)).into_response())
+}

@@ -1,0 +1,382 @@
+//! Accounts and access against real PostgreSQL (a fresh database per test), over HTTP on loopback:
+//! API keys, roles, tenant scoping (another organization's resources answer 404), validation,
+//! idempotency and pagination.
+
+use std::time::Duration;
+
+use regional_core::accounts::create_platform_admin;
+use regional_core::{router, AppState};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+struct Api {
+    base: String,
+    http: Client,
+    db: PgPool,
+}
+
+impl Api {
+    async fn start(db: PgPool) -> Self {
+        let state = AppState { db: db.clone(), health_timeout: Duration::from_millis(1000) };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+        Self { base: format!("http://{addr}"), http: Client::new(), db }
+    }
+
+    async fn call(&self, key: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_with(key, method, path, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        key: &str,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(key);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        if status.is_client_error() || status.is_server_error() {
+            assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        }
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}")).fetch_one(&self.db).await.unwrap()
+    }
+}
+
+/// A platform admin, two organizations, each with an organizer admin (keys returned).
+async fn two_tenants(api: &Api) -> (String, [(String, String); 2]) {
+    let root = create_platform_admin(&api.db, "root@platform.test", "Root").await.unwrap().key;
+    let mut tenants = Vec::new();
+    for slug in ["acme", "globex"] {
+        let (s, org) = api
+            .call(
+                &root,
+                Method::POST,
+                "/api/v1/organizations",
+                Some(json!({ "name": slug, "slug": slug, "time_zone": "Europe/Berlin" })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{org}");
+        let org_id = org["id"].as_str().unwrap().to_owned();
+        let (s, user) = api
+            .call(
+                &root,
+                Method::POST,
+                "/api/v1/users",
+                Some(json!({ "email": format!("admin@{slug}.test"), "role": "organizer_admin", "organization_id": org_id })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{user}");
+        let (s, key) = api
+            .call(
+                &root,
+                Method::POST,
+                &format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap()),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{key}");
+        tenants.push((org_id, key["key"].as_str().unwrap().to_owned()));
+    }
+    (root, [tenants[0].clone(), tenants[1].clone()])
+}
+
+#[sqlx::test]
+async fn every_admin_route_needs_a_valid_key(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    for (key, reason) in [
+        ("", "missing"),
+        ("nonsense", "malformed"),
+        ("tk_0123456789abcdef_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "unknown-key"),
+    ] {
+        let (s, p) = api.call(key, Method::GET, "/api/v1/users", None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        assert_eq!(p["type"], "https://errors.ticketing.dev/unauthorized");
+        assert_eq!(p["reason"], reason, "{key}");
+    }
+    // A right id with a wrong secret is an unknown key too.
+    let forged = format!("{}{}", &acme[..acme.len() - 4], "AAAA");
+    assert_eq!(api.call(&forged, Method::GET, "/api/v1/users", None).await.1["reason"], "unknown-key");
+    let (s, _) = api.call(&acme, Method::GET, "/api/v1/users", None).await;
+    assert_eq!(s, StatusCode::OK);
+    // Last use is recorded.
+    let used: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT last_used_at FROM api_keys WHERE id = $1")
+            .bind(&acme[3..19])
+            .fetch_one(&api.db)
+            .await
+            .unwrap();
+    assert!(used.is_some());
+}
+
+#[sqlx::test]
+async fn another_tenants_resources_answer_404(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(acme_org, acme), (globex_org, globex)]) = two_tenants(&api).await;
+    let (_, globex_users) = api.call(&globex, Method::GET, "/api/v1/users", None).await;
+    let globex_admin = globex_users["items"][0]["id"].as_str().unwrap().to_owned();
+    let (_, globex_keys) = api.call(&globex, Method::GET, "/api/v1/api-keys", None).await;
+    let globex_key = globex_keys["items"][0]["id"].as_str().unwrap().to_owned();
+    for (method, path, body) in [
+        (Method::GET, format!("/api/v1/organizations/{globex_org}"), None),
+        (Method::GET, format!("/api/v1/users/{globex_admin}"), None),
+        (Method::POST, format!("/api/v1/users/{globex_admin}/api-keys"), None),
+        (Method::DELETE, format!("/api/v1/api-keys/{globex_key}"), None),
+        (
+            Method::POST,
+            "/api/v1/users".into(),
+            Some(json!({ "email": "x@y.test", "role": "scanner", "organization_id": globex_org })),
+        ),
+    ] {
+        let (s, p) = api.call(&acme, method.clone(), &path, body).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}: {p}");
+        assert_eq!(p["type"], "https://errors.ticketing.dev/not-found");
+    }
+    // Listings show only one's own organization.
+    let (_, orgs) = api.call(&acme, Method::GET, "/api/v1/organizations", None).await;
+    assert_eq!(orgs["items"].as_array().unwrap().len(), 1);
+    assert_eq!(orgs["items"][0]["id"], acme_org);
+    let (_, users) = api.call(&acme, Method::GET, "/api/v1/users", None).await;
+    assert!(users["items"].as_array().unwrap().iter().all(|u| u["organization_id"] == acme_org));
+    // Globex's key still works: nothing was revoked.
+    assert_eq!(api.call(&globex, Method::GET, "/api/v1/users", None).await.0, StatusCode::OK);
+}
+
+#[sqlx::test]
+async fn roles_limit_what_a_key_may_do(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let mut keys = std::collections::HashMap::new();
+    for role in ["organizer_staff", "box_office", "scanner"] {
+        let (s, user) = api
+            .call(
+                &acme,
+                Method::POST,
+                "/api/v1/users",
+                Some(json!({ "email": format!("{role}@acme.test"), "role": role })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{user}");
+        let (_, key) = api
+            .call(
+                &acme,
+                Method::POST,
+                &format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap()),
+                None,
+            )
+            .await;
+        keys.insert(role, key["key"].as_str().unwrap().to_owned());
+    }
+    // Only organizer admins (and the platform) make users; nobody but the platform makes organizations.
+    for role in ["organizer_staff", "box_office", "scanner"] {
+        let (s, p) = api
+            .call(
+                &keys[role],
+                Method::POST,
+                "/api/v1/users",
+                Some(json!({ "email": "new@acme.test", "role": "scanner" })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{role}: {p}");
+    }
+    let (s, _) = api
+        .call(&acme, Method::POST, "/api/v1/organizations", Some(json!({ "name": "x", "slug": "x" })))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // A scanner cannot read the organization's users either; it may see itself.
+    assert_eq!(api.call(&keys["scanner"], Method::GET, "/api/v1/users", None).await.0, StatusCode::FORBIDDEN);
+    // Nobody makes a platform admin through the API.
+    let (s, p) = api
+        .call(
+            &acme,
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({ "email": "boss@acme.test", "role": "platform_admin" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["errors"][0]["field"], "role");
+    // A revoked key stops working at once.
+    let key_id = &keys["scanner"][3..19];
+    assert_eq!(
+        api.call(&acme, Method::DELETE, &format!("/api/v1/api-keys/{key_id}"), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        api.call(&keys["scanner"], Method::GET, "/api/v1/api-keys", None).await.1["reason"],
+        "revoked"
+    );
+}
+
+#[sqlx::test]
+async fn bad_bodies_answer_problem_json_and_change_nothing(db: PgPool) {
+    let api = Api::start(db).await;
+    let (root, [(_, acme), _]) = two_tenants(&api).await;
+    let users = api.count("users").await;
+    let orgs = api.count("organizations").await;
+    let (s, p) = api
+        .call(
+            &acme,
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({ "email": "not-an-email", "role": "scanner", "name": "x".repeat(300) })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> =
+        p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["email", "name"]);
+    let (s, p) = api
+        .call(&acme, Method::POST, "/api/v1/users", Some(json!({ "email": "a@acme.test", "role": "king" })))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{p}");
+    assert_eq!(p["type"], "https://errors.ticketing.dev/malformed-request");
+    let (s, _) = api
+        .call(
+            &acme,
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({ "email": "a@acme.test", "role": "scanner", "extra": 1 })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, p) = api
+        .call(
+            &root,
+            Method::POST,
+            "/api/v1/organizations",
+            Some(json!({ "name": "", "slug": "Bad Slug", "time_zone": "Mars//Base" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["errors"].as_array().unwrap().len(), 3);
+    let (s, p) = api
+        .call(&root, Method::POST, "/api/v1/organizations", Some(json!({ "name": "Again", "slug": "acme" })))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(p["reason"], "slug_taken");
+    assert_eq!(api.count("users").await, users);
+    assert_eq!(api.count("organizations").await, orgs);
+}
+
+#[sqlx::test]
+async fn creating_routes_are_idempotent_per_key(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let body = json!({ "email": "once@acme.test", "role": "box_office" });
+    let key = [("idempotency-key", "create-once-1")];
+    let (s1, first) = api.call_with(&acme, Method::POST, "/api/v1/users", Some(body.clone()), &key).await;
+    let (s2, again) = api.call_with(&acme, Method::POST, "/api/v1/users", Some(body), &key).await;
+    assert_eq!((s1, s2), (StatusCode::CREATED, StatusCode::CREATED));
+    assert_eq!(first, again, "the retry gets the first answer");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'once@acme.test'")
+        .fetch_one(&api.db)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let (s, p) = api
+        .call_with(
+            &acme,
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({ "email": "other@acme.test", "role": "box_office" })),
+            &key,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(p["reason"], "idempotency_conflict");
+    // Concurrent retries of a new key make one user.
+    let body = json!({ "email": "race@acme.test", "role": "scanner" });
+    let calls = (0..8).map(|_| {
+        api.call_with(
+            &acme,
+            Method::POST,
+            "/api/v1/users",
+            Some(body.clone()),
+            &[("idempotency-key", "race-1")],
+        )
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    assert!(answers.iter().all(|(s, _)| *s == StatusCode::CREATED), "{answers:?}");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE email = 'race@acme.test'")
+        .fetch_one(&api.db)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[sqlx::test]
+async fn listings_page_with_a_cursor_and_filter(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    for i in 0..5 {
+        let role = if i % 2 == 0 { "scanner" } else { "box_office" };
+        api.call(
+            &acme,
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({ "email": format!("u{i}@acme.test"), "role": role })),
+        )
+        .await;
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/users?limit=2".to_owned();
+    loop {
+        let (s, page) = api.call(&acme, Method::GET, &path, None).await;
+        assert_eq!(s, StatusCode::OK);
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        seen.extend(items.iter().map(|u| u["email"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/v1/users?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 6, "the admin and five users, each once: {seen:?}");
+    let (_, scanners) = api.call(&acme, Method::GET, "/api/v1/users?role=scanner", None).await;
+    assert_eq!(scanners["items"].as_array().unwrap().len(), 3);
+    let (s, p) = api.call(&acme, Method::GET, "/api/v1/users?limit=0", None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["errors"][0]["field"], "limit");
+    let (s, _) = api.call(&acme, Method::GET, "/api/v1/users?cursor=garbage", None).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[sqlx::test]
+async fn create_admin_makes_one_platform_and_refuses_a_taken_email(db: PgPool) {
+    let first = create_platform_admin(&db, "ops@platform.test", "Ops").await.unwrap();
+    let second = create_platform_admin(&db, "sre@platform.test", "SRE").await.unwrap();
+    assert_eq!(first.organization, second.organization, "one platform organization");
+    assert!(create_platform_admin(&db, "OPS@platform.test", "again").await.is_err());
+    let api = Api::start(db).await;
+    let (s, _) = api
+        .call(
+            &first.key,
+            Method::POST,
+            "/api/v1/organizations",
+            Some(json!({ "name": "Initech", "slug": "initech" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (_, orgs) = api.call(&first.key, Method::GET, "/api/v1/organizations", None).await;
+    assert_eq!(
+        orgs["items"].as_array().unwrap().len(),
+        1,
+        "the platform organization is not listed as a tenant"
+    );
+}
