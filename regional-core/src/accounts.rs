@@ -236,7 +236,7 @@ async fn list_organizations(
 }
 
 /// The lower bound of a page over `(created_at, id)` rows keyed by UUID.
-fn bounds(after: Option<Cursor>) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+pub fn bounds(after: Option<Cursor>) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     match after {
         None => Ok((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil())),
         Some(c) => {

@@ -11,7 +11,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
-use crate::{accounts, db, health};
+use crate::{accounts, db, events, health, venues};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -25,6 +25,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .merge(accounts::routes())
+        .merge(venues::routes())
+        .merge(events::routes())
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(TraceLayer::new_for_http())

@@ -8,7 +8,9 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod health;
+pub mod venues;
 
 pub use app::{router, serve, AppState};
 pub use config::{Command, Config, DatabaseArgs, DatabaseUrl, ServeArgs};

@@ -1,0 +1,465 @@
+//! Events, their state machine, and their ticket tiers.
+//!
+//! - `POST /api/v1/events`                  a draft event at one of the organization's venues
+//! - `GET  /api/v1/events[?state=]`         the organization's events (paged)
+//! - `GET  /api/v1/events/{id}`
+//! - `POST /api/v1/events/{id}/state`       `{"state": "published"}`: one step of the state machine
+//! - `POST /api/v1/events/{id}/tiers`       a ticket tier
+//! - `GET  /api/v1/events/{id}/tiers`
+//!
+//! The state machine ([`allowed`]): draft → published → on_sale → sold_out ⇄ on_sale; any of
+//! draft, published, on_sale, sold_out → cancelled; published, on_sale, sold_out → completed.
+//! Cancelled and completed are final. Publishing needs at least one tier.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared_types::inventory::{Currency, FieldError};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::accounts::valid_time_zone;
+use crate::api::{self, page, Cursor, Listing};
+use crate::app::AppState;
+use crate::auth::{Caller, Permission};
+use crate::error::ApiError;
+use crate::venues::{find_venue, GaArea, ZoneIn};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/events", post(create_event).get(list_events))
+        .route("/api/v1/events/{id}", get(get_event))
+        .route("/api/v1/events/{id}/state", post(change_state))
+        .route("/api/v1/events/{id}/tiers", post(create_tier).get(list_tiers))
+}
+
+/// The states of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum EventState {
+    Draft,
+    Published,
+    OnSale,
+    SoldOut,
+    Cancelled,
+    Completed,
+}
+
+/// The states an event may go to from `from`.
+pub fn allowed(from: EventState) -> &'static [EventState] {
+    use EventState::*;
+    match from {
+        Draft => &[Published, Cancelled],
+        Published => &[OnSale, Cancelled, Completed],
+        OnSale => &[SoldOut, Cancelled, Completed],
+        SoldOut => &[OnSale, Cancelled, Completed],
+        Cancelled | Completed => &[],
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Event {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub venue_id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub genre: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub time_zone: String,
+    pub images: Value,
+    pub state: EventState,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const EVENT_COLUMNS: &str =
+    "id, organization_id, venue_id, title, description, genre, starts_at, ends_at, time_zone, \
+                             images, state, version, created_at, updated_at";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEvent {
+    venue_id: Uuid,
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    genre: String,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    /// Defaults to the venue's.
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    images: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Tier {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub ga_area: Option<String>,
+    pub currency: String,
+    pub price_minor: i64,
+    pub zone_prices: Value,
+    pub quantity: i32,
+    pub per_order_limit: i32,
+    pub sale_starts_at: Option<DateTime<Utc>>,
+    pub sale_ends_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const TIER_COLUMNS: &str =
+    "id, event_id, name, kind, ga_area, currency, price_minor, zone_prices, quantity, \
+                            per_order_limit, sale_starts_at, sale_ends_at, created_at";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTier {
+    name: String,
+    /// `seated` or `ga`.
+    kind: String,
+    #[serde(default)]
+    ga_area: Option<String>,
+    currency: String,
+    price_minor: i64,
+    #[serde(default)]
+    zone_prices: std::collections::BTreeMap<String, i64>,
+    quantity: i32,
+    #[serde(default = "default_limit")]
+    per_order_limit: i32,
+    #[serde(default)]
+    sale_starts_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    sale_ends_at: Option<DateTime<Utc>>,
+}
+
+fn default_limit() -> i32 {
+    8
+}
+
+fn is_url(s: &str) -> bool {
+    (s.starts_with("https://") || s.starts_with("http://"))
+        && s.len() <= 2000
+        && !s.contains(char::is_whitespace)
+}
+
+async fn create_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let new: NewEvent = api::parse_json(&body)?;
+    let venue = find_venue(&state.db, &caller, &new.venue_id.to_string())
+        .await
+        .map_err(|_| ApiError::field("venue_id", "no such venue in this organization"))?;
+    let mut errors = Vec::new();
+    let len = |s: &str| s.chars().count();
+    if !(1..=200).contains(&len(new.title.trim())) {
+        errors.push(FieldError::new("title", "must be 1 to 200 characters"));
+    }
+    if len(&new.description) > 20_000 {
+        errors.push(FieldError::new("description", "must be at most 20000 characters"));
+    }
+    if len(&new.genre) > 50 {
+        errors.push(FieldError::new("genre", "must be at most 50 characters"));
+    }
+    if new.ends_at <= new.starts_at {
+        errors.push(FieldError::new("ends_at", "must be after starts_at"));
+    }
+    let time_zone = new.time_zone.clone().unwrap_or(venue.time_zone.clone());
+    if !valid_time_zone(&time_zone) {
+        errors.push(FieldError::new("time_zone", "must be an IANA time zone name such as Europe/Berlin"));
+    }
+    for (i, url) in new.images.iter().enumerate() {
+        if !is_url(url) {
+            errors.push(FieldError::new(format!("images[{i}]"), "must be an http(s) URL"));
+        }
+    }
+    if new.images.len() > 20 {
+        errors.push(FieldError::new("images", "at most 20 images"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let org = caller.organization_id;
+    api::create(&state.db, &caller, &headers, "POST", "/api/v1/events", &body, move |conn| {
+        Box::pin(async move {
+            let event: Event = sqlx::query_as(&format!(
+                "INSERT INTO events (id, organization_id, venue_id, title, description, genre, starts_at, ends_at,
+                                     time_zone, images)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {EVENT_COLUMNS}"
+            ))
+            .bind(Uuid::new_v4())
+            .bind(org)
+            .bind(venue.id)
+            .bind(new.title.trim())
+            .bind(&new.description)
+            .bind(&new.genre)
+            .bind(new.starts_at)
+            .bind(new.ends_at)
+            .bind(&time_zone)
+            .bind(json!(new.images))
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok((StatusCode::CREATED, serde_json::to_value(&event).unwrap_or_default()))
+        })
+    })
+    .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EventFilter {
+    #[serde(default)]
+    state: Option<EventState>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+async fn list_events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(f): Query<EventFilter>,
+) -> Result<Json<Listing<Event>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let q = api::PageQuery { limit: f.limit, cursor: f.cursor };
+    let limit = q.limit()?;
+    let (at, id) = crate::accounts::bounds(q.after()?)?;
+    let rows: Vec<Event> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE organization_id = $1 AND ($2::text IS NULL OR state = $2) AND (created_at, id) > ($3, $4)
+         ORDER BY created_at, id LIMIT $5"
+    ))
+    .bind(caller.organization_id)
+    .bind(f.state)
+    .bind(at)
+    .bind(id)
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(page(rows, limit, |e| Cursor { at: e.created_at, id: e.id.to_string() })))
+}
+
+/// An event of the caller's organization (404 otherwise).
+pub async fn find_event(db: &PgPool, caller: &Caller, id: &str) -> Result<Event, ApiError> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
+    let row: Option<Event> = sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.filter(|e| e.organization_id == caller.organization_id).ok_or(ApiError::NotFound)
+}
+
+async fn get_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Event>, ApiError> {
+    caller.require(Permission::Read)?;
+    Ok(Json(find_event(&state.db, &caller, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateChange {
+    state: EventState,
+}
+
+async fn change_state(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Event>, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let change: StateChange = api::parse_json(&body)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    if event.state == change.state {
+        return Ok(Json(event));
+    }
+    if !allowed(event.state).contains(&change.state) {
+        let to: Vec<_> = allowed(event.state).to_vec();
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!("an event in state {:?} may go to {to:?} only", event.state),
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    if change.state == EventState::Published {
+        let tiers: i64 = sqlx::query_scalar("SELECT count(*) FROM ticket_tiers WHERE event_id = $1")
+            .bind(event.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if tiers == 0 {
+            return Err(ApiError::conflict(
+                "no_tiers",
+                "an event needs at least one ticket tier to be published",
+            ));
+        }
+    }
+    // The state it was read in: a concurrent change wins, this one is refused.
+    let updated: Option<Event> = sqlx::query_as(&format!(
+        "UPDATE events SET state = $2, version = version + 1, updated_at = now()
+         WHERE id = $1 AND state = $3 RETURNING {EVENT_COLUMNS}"
+    ))
+    .bind(event.id)
+    .bind(change.state)
+    .bind(event.state)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let updated = updated.ok_or_else(|| {
+        ApiError::conflict("concurrent_change", "the event changed meanwhile; read it again")
+    })?;
+    sqlx::query("INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, 'event.state', $2, $3)")
+        .bind(format!("user:{}", caller.user_id))
+        .bind(format!("event:{}", event.id))
+        .bind(json!({ "from": event.state, "to": change.state }))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(updated))
+}
+
+async fn create_tier(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let new: NewTier = api::parse_json(&body)?;
+    if matches!(event.state, EventState::Cancelled | EventState::Completed) {
+        return Err(ApiError::conflict("event_closed", "a cancelled or completed event takes no new tiers"));
+    }
+    let venue = find_venue(&state.db, &caller, &event.venue_id.to_string()).await?;
+    let zones: Vec<ZoneIn> = serde_json::from_value(venue.zones.clone()).unwrap_or_default();
+    let areas: Vec<GaArea> = serde_json::from_value(venue.ga_areas.clone()).unwrap_or_default();
+    let mut errors = Vec::new();
+    if !(1..=100).contains(&new.name.trim().chars().count()) {
+        errors.push(FieldError::new("name", "must be 1 to 100 characters"));
+    }
+    if Currency::parse(&new.currency).is_err() {
+        errors.push(FieldError::new("currency", "must be an ISO 4217 code such as EUR or USD"));
+    }
+    if new.price_minor < 0 {
+        errors.push(FieldError::new("price_minor", "must be 0 or more (minor units)"));
+    }
+    if new.quantity < 0 {
+        errors.push(FieldError::new("quantity", "must be 0 or more"));
+    }
+    if !(1..=100).contains(&new.per_order_limit) {
+        errors.push(FieldError::new("per_order_limit", "must be 1 to 100"));
+    }
+    if let (Some(a), Some(b)) = (new.sale_starts_at, new.sale_ends_at) {
+        if b <= a {
+            errors.push(FieldError::new("sale_ends_at", "must be after sale_starts_at"));
+        }
+    }
+    match new.kind.as_str() {
+        "seated" => {
+            if new.ga_area.is_some() {
+                errors.push(FieldError::new("ga_area", "only for ga tiers"));
+            }
+            for (zone, price) in &new.zone_prices {
+                if !zones.iter().any(|z| z.id.as_str() == zone) {
+                    errors.push(FieldError::new(
+                        format!("zone_prices.{zone}"),
+                        "is not one of the venue's zones",
+                    ));
+                }
+                if *price < 0 {
+                    errors.push(FieldError::new(format!("zone_prices.{zone}"), "must be 0 or more"));
+                }
+            }
+        }
+        "ga" => match new.ga_area.as_deref().and_then(|a| areas.iter().find(|x| x.id.as_str() == a)) {
+            None => errors.push(FieldError::new("ga_area", "must name one of the venue's GA areas")),
+            Some(area) if new.quantity > area.capacity as i32 => errors.push(FieldError::new(
+                "quantity",
+                format!("exceeds the area's capacity of {}", area.capacity),
+            )),
+            Some(_) => {}
+        },
+        _ => errors.push(FieldError::new("kind", "must be seated or ga")),
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (org, event_id) = (caller.organization_id, event.id);
+    let path = format!("/api/v1/events/{event_id}/tiers");
+    api::create(&state.db, &caller, &headers, "POST", &path, &body, move |conn| {
+        Box::pin(async move {
+            let tier: Tier = sqlx::query_as(&format!(
+                "INSERT INTO ticket_tiers (id, event_id, organization_id, name, kind, ga_area, currency, price_minor,
+                                           zone_prices, quantity, per_order_limit, sale_starts_at, sale_ends_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {TIER_COLUMNS}"
+            ))
+            .bind(Uuid::new_v4())
+            .bind(event_id)
+            .bind(org)
+            .bind(new.name.trim())
+            .bind(&new.kind)
+            .bind(&new.ga_area)
+            .bind(&new.currency)
+            .bind(new.price_minor)
+            .bind(json!(new.zone_prices))
+            .bind(new.quantity)
+            .bind(new.per_order_limit)
+            .bind(new.sale_starts_at)
+            .bind(new.sale_ends_at)
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok((StatusCode::CREATED, serde_json::to_value(&tier).unwrap_or_default()))
+        })
+    })
+    .await
+}
+
+async fn list_tiers(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Listing<Tier>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let rows: Vec<Tier> = sqlx::query_as(&format!(
+        "SELECT {TIER_COLUMNS} FROM ticket_tiers WHERE event_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(event.id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(Listing { items: rows, next_cursor: None }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_machine_has_final_states_and_no_way_back_to_draft() {
+        use EventState::*;
+        for s in [Draft, Published, OnSale, SoldOut, Cancelled, Completed] {
+            assert!(!allowed(s).contains(&Draft));
+        }
+        assert!(allowed(Cancelled).is_empty() && allowed(Completed).is_empty());
+        assert!(allowed(SoldOut).contains(&OnSale) && allowed(OnSale).contains(&SoldOut));
+        assert!(!allowed(Draft).contains(&OnSale), "publish first");
+    }
+}

@@ -1,0 +1,567 @@
+//! Venues and their seat maps.
+//!
+//! - `POST /api/v1/venues`              a venue from its JSON (docs/api.md has the format)
+//! - `GET  /api/v1/venues`              the organization's venues (paged)
+//! - `GET  /api/v1/venues/{id}`         one venue with its whole seat map
+//! - `PUT  /api/v1/venues/{id}/seats`   replace the seats from CSV (`text/csv`; columns
+//!   `section,row,seat,label,x,y,zone,accessibility,aisle_after`), while no published event uses it
+//!
+//! Seats are rows of `venue_seats`, so PostgreSQL itself keeps seat ids unique in a venue and no two
+//! seats at one place (section, row, label).
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared_types::ids::{SeatId, SectionId, TierId, ZoneId};
+use shared_types::inventory::{Accessibility, FieldError, MAX_GA_CAPACITY, MAX_SEATS_PER_INVENTORY};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::accounts::valid_time_zone;
+use crate::api::{self, page, Cursor, Listing, PageQuery};
+use crate::app::AppState;
+use crate::auth::{Caller, Permission};
+use crate::error::ApiError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/venues", post(create_venue).get(list_venues))
+        .route("/api/v1/venues/{id}", get(get_venue))
+        .route("/api/v1/venues/{id}/seats", put(replace_seats))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeatIn {
+    pub id: SeatId,
+    pub label: String,
+    pub x: f32,
+    pub y: f32,
+    pub zone: ZoneId,
+    #[serde(default)]
+    pub accessibility: Vec<Accessibility>,
+    #[serde(default)]
+    pub aisle_after: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowIn {
+    pub label: String,
+    pub seats: Vec<SeatIn>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SectionIn {
+    pub id: SectionId,
+    pub name: String,
+    #[serde(default)]
+    pub rows: Vec<RowIn>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneIn {
+    pub id: ZoneId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GaArea {
+    pub id: TierId,
+    pub name: String,
+    pub capacity: u32,
+}
+
+/// A venue as imported and as answered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VenueIn {
+    pub name: String,
+    #[serde(default)]
+    pub city: String,
+    #[serde(default)]
+    pub address: String,
+    pub time_zone: String,
+    #[serde(default)]
+    pub zones: Vec<ZoneIn>,
+    #[serde(default)]
+    pub ga_areas: Vec<GaArea>,
+    #[serde(default)]
+    pub sections: Vec<SectionIn>,
+}
+
+/// A venue row (without its seats).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Venue {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub city: String,
+    pub address: String,
+    pub time_zone: String,
+    pub zones: Value,
+    pub ga_areas: Value,
+    pub seat_count: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+const VENUE_COLUMNS: &str =
+    "id, organization_id, name, city, address, time_zone, zones, ga_areas, seat_count, created_at";
+
+fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, min: usize, max: usize) {
+    let n = value.chars().count();
+    if n < min || n > max {
+        errors.push(FieldError::new(field, format!("must be {min} to {max} characters")));
+    }
+}
+
+/// Every rule of a venue's layout, each failure naming its field.
+pub fn validate(v: &VenueIn) -> Result<(), Vec<FieldError>> {
+    let mut errors = Vec::new();
+    text(&mut errors, "name", &v.name, 1, 200);
+    text(&mut errors, "city", &v.city, 0, 100);
+    text(&mut errors, "address", &v.address, 0, 500);
+    if !valid_time_zone(&v.time_zone) {
+        errors.push(FieldError::new("time_zone", "must be an IANA time zone name such as Europe/Berlin"));
+    }
+    let mut zones = HashSet::new();
+    for (i, z) in v.zones.iter().enumerate() {
+        if !zones.insert(z.id.as_str()) {
+            errors.push(FieldError::new(format!("zones[{i}].id"), "is used twice"));
+        }
+        text(&mut errors, &format!("zones[{i}].name"), &z.name, 1, 100);
+    }
+    let mut areas = HashSet::new();
+    for (i, a) in v.ga_areas.iter().enumerate() {
+        if !areas.insert(a.id.as_str()) {
+            errors.push(FieldError::new(format!("ga_areas[{i}].id"), "is used twice"));
+        }
+        if a.capacity == 0 || a.capacity > MAX_GA_CAPACITY {
+            errors.push(FieldError::new(format!("ga_areas[{i}].capacity"), "must be 1 to 1000000"));
+        }
+    }
+    let (mut sections, mut seats, mut places) = (HashSet::new(), HashSet::new(), HashSet::new());
+    let mut count = 0usize;
+    for (s, section) in v.sections.iter().enumerate() {
+        if !sections.insert(section.id.as_str()) {
+            errors.push(FieldError::new(format!("sections[{s}].id"), "is used twice"));
+        }
+        for (r, row) in section.rows.iter().enumerate() {
+            text(&mut errors, &format!("sections[{s}].rows[{r}].label"), &row.label, 1, 20);
+            for (n, seat) in row.seats.iter().enumerate() {
+                count += 1;
+                let at = format!("sections[{s}].rows[{r}].seats[{n}]");
+                if !seats.insert(seat.id.as_str()) {
+                    errors.push(FieldError::new(format!("{at}.id"), "is used twice in this venue"));
+                }
+                if !places.insert((section.id.as_str(), row.label.as_str(), seat.label.as_str())) {
+                    errors.push(FieldError::new(format!("{at}.label"), "is used twice in this row"));
+                }
+                text(&mut errors, &format!("{at}.label"), &seat.label, 1, 20);
+                if !zones.contains(seat.zone.as_str()) {
+                    errors.push(FieldError::new(format!("{at}.zone"), "is not one of the venue's zones"));
+                }
+                if !seat.x.is_finite() || !seat.y.is_finite() {
+                    errors.push(FieldError::new(format!("{at}.x"), "coordinates must be finite numbers"));
+                }
+                if errors.len() > 100 {
+                    return Err(errors);
+                }
+            }
+        }
+    }
+    if count > MAX_SEATS_PER_INVENTORY {
+        errors.push(FieldError::new("sections", "a venue has at most 100000 seats"));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// Writes the seats of `v` for venue `id` (one bulk insert per 5,000 seats).
+async fn insert_seats(conn: &mut PgConnection, id: Uuid, sections: &[SectionIn]) -> Result<(), ApiError> {
+    let all: Vec<(&SectionIn, &RowIn, &SeatIn)> = sections
+        .iter()
+        .flat_map(|s| s.rows.iter().flat_map(move |r| r.seats.iter().map(move |x| (s, r, x))))
+        .collect();
+    for (chunk_no, chunk) in all.chunks(5_000).enumerate() {
+        let base = chunk_no * 5_000;
+        let mut seat_ids = Vec::with_capacity(chunk.len());
+        let (mut sec, mut rows, mut labels, mut pos, mut xs, mut ys, mut zones, mut acc, mut aisle) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (i, (s, r, seat)) in chunk.iter().enumerate() {
+            seat_ids.push(seat.id.to_string());
+            sec.push(s.id.to_string());
+            rows.push(r.label.clone());
+            labels.push(seat.label.clone());
+            pos.push((base + i) as i32);
+            xs.push(seat.x);
+            ys.push(seat.y);
+            zones.push(seat.zone.to_string());
+            // Postgres has no array of arrays of differing lengths: accessibility travels as JSON.
+            acc.push(serde_json::to_string(&seat.accessibility).unwrap_or_else(|_| "[]".into()));
+            aisle.push(seat.aisle_after);
+        }
+        sqlx::query(
+            "INSERT INTO venue_seats (venue_id, seat_id, section_id, row_label, label, position, x, y, zone_id,
+                                      accessibility, aisle_after)
+             SELECT $1, s, sec, r, l, p, x, y, z, ARRAY(SELECT jsonb_array_elements_text(a::jsonb)), aisle
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::real[], $8::real[],
+                         $9::text[], $10::text[], $11::bool[]) AS t(s, sec, r, l, p, x, y, z, a, aisle)",
+        )
+        .bind(id)
+        .bind(&seat_ids)
+        .bind(&sec)
+        .bind(&rows)
+        .bind(&labels)
+        .bind(&pos)
+        .bind(&xs)
+        .bind(&ys)
+        .bind(&zones)
+        .bind(&acc)
+        .bind(&aisle)
+        .execute(&mut *conn)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                ApiError::field("sections", "two seats share an id or a place")
+            }
+            _ => ApiError::Database(e),
+        })?;
+    }
+    Ok(())
+}
+
+fn section_summaries(sections: &[SectionIn]) -> Value {
+    Value::Array(
+        sections
+            .iter()
+            .map(|s| json!({ "id": s.id, "name": s.name, "rows": s.rows.iter().map(|r| r.label.clone()).collect::<Vec<_>>() }))
+            .collect(),
+    )
+}
+
+fn seat_total(sections: &[SectionIn]) -> i32 {
+    sections.iter().flat_map(|s| &s.rows).map(|r| r.seats.len()).sum::<usize>() as i32
+}
+
+async fn create_venue(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let venue: VenueIn = api::parse_json(&body)?;
+    validate(&venue).map_err(ApiError::Validation)?;
+    let org = caller.organization_id;
+    api::create(&state.db, &caller, &headers, "POST", "/api/v1/venues", &body, move |conn| {
+        Box::pin(async move {
+            let id = Uuid::new_v4();
+            let row: Venue = sqlx::query_as(&format!(
+                "INSERT INTO venues (id, organization_id, name, city, address, time_zone, sections, zones, ga_areas, seat_count)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {VENUE_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(org)
+            .bind(venue.name.trim())
+            .bind(&venue.city)
+            .bind(&venue.address)
+            .bind(&venue.time_zone)
+            .bind(section_summaries(&venue.sections))
+            .bind(serde_json::to_value(&venue.zones).unwrap_or_default())
+            .bind(serde_json::to_value(&venue.ga_areas).unwrap_or_default())
+            .bind(seat_total(&venue.sections))
+            .fetch_one(&mut *conn)
+            .await?;
+            insert_seats(conn, id, &venue.sections).await?;
+            Ok((StatusCode::CREATED, serde_json::to_value(&row).unwrap_or_default()))
+        })
+    })
+    .await
+}
+
+async fn list_venues(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Listing<Venue>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let limit = q.limit()?;
+    let (at, id) = crate::accounts::bounds(q.after()?)?;
+    let rows: Vec<Venue> = sqlx::query_as(&format!(
+        "SELECT {VENUE_COLUMNS} FROM venues WHERE organization_id = $1 AND (created_at, id) > ($2, $3)
+         ORDER BY created_at, id LIMIT $4"
+    ))
+    .bind(caller.organization_id)
+    .bind(at)
+    .bind(id)
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(page(rows, limit, |v| Cursor { at: v.created_at, id: v.id.to_string() })))
+}
+
+/// A venue of the caller's organization (404 otherwise).
+pub async fn find_venue(db: &PgPool, caller: &Caller, id: &str) -> Result<Venue, ApiError> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
+    let row: Option<Venue> = sqlx::query_as(&format!("SELECT {VENUE_COLUMNS} FROM venues WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.filter(|v| v.organization_id == caller.organization_id).ok_or(ApiError::NotFound)
+}
+
+#[derive(sqlx::FromRow)]
+struct SeatRow {
+    seat_id: String,
+    section_id: String,
+    row_label: String,
+    label: String,
+    x: f32,
+    y: f32,
+    zone_id: String,
+    accessibility: Vec<String>,
+    aisle_after: bool,
+}
+
+/// The seat map of a venue, sections in their stored order and seats in import order.
+pub async fn load_sections(db: &PgPool, venue: Uuid) -> Result<Vec<SectionIn>, ApiError> {
+    let names: Value =
+        sqlx::query_scalar("SELECT sections FROM venues WHERE id = $1").bind(venue).fetch_one(db).await?;
+    let seats: Vec<SeatRow> = sqlx::query_as(
+        "SELECT seat_id, section_id, row_label, label, x, y, zone_id, accessibility, aisle_after
+         FROM venue_seats WHERE venue_id = $1 ORDER BY position",
+    )
+    .bind(venue)
+    .fetch_all(db)
+    .await?;
+    let mut by_section: BTreeMap<String, Vec<RowIn>> = BTreeMap::new();
+    for s in seats {
+        let rows = by_section.entry(s.section_id.clone()).or_default();
+        if rows.last().is_none_or(|r| r.label != s.row_label) {
+            rows.push(RowIn { label: s.row_label.clone(), seats: Vec::new() });
+        }
+        let accessibility =
+            s.accessibility.iter().filter_map(|a| serde_json::from_value(json!(a)).ok()).collect();
+        let (Ok(id), Ok(zone)) = (SeatId::parse(&s.seat_id), ZoneId::parse(&s.zone_id)) else { continue };
+        if let Some(row) = rows.last_mut() {
+            row.seats.push(SeatIn {
+                id,
+                label: s.label,
+                x: s.x,
+                y: s.y,
+                zone,
+                accessibility,
+                aisle_after: s.aisle_after,
+            });
+        }
+    }
+    let mut out = Vec::new();
+    for s in names.as_array().into_iter().flatten() {
+        let Some(id) = s["id"].as_str().and_then(|i| SectionId::parse(i).ok()) else { continue };
+        let rows = by_section.remove(id.as_str()).unwrap_or_default();
+        out.push(SectionIn { id, name: s["name"].as_str().unwrap_or_default().to_owned(), rows });
+    }
+    Ok(out)
+}
+
+async fn get_venue(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::Read)?;
+    let venue = find_venue(&state.db, &caller, &id).await?;
+    let sections = load_sections(&state.db, venue.id).await?;
+    let mut answer = serde_json::to_value(&venue).unwrap_or_default();
+    answer["sections"] = serde_json::to_value(&sections).unwrap_or_default();
+    Ok(Json(answer))
+}
+
+/// Splits one CSV line (RFC 4180 quoting).
+pub fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (false, '"') if field.is_empty() => quoted = true,
+            (false, ',') => fields.push(std::mem::take(&mut field)),
+            (_, c) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err("an unclosed quote".into());
+    }
+    fields.push(field);
+    Ok(fields)
+}
+
+/// Reads the seats CSV into sections (in first-seen order; section names from the venue, else the id).
+pub fn parse_seats_csv(text: &str, known: &Value) -> Result<Vec<SectionIn>, ApiError> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = lines.next().ok_or_else(|| ApiError::Malformed("the CSV is empty".into()))?;
+    let header = csv_fields(header).map_err(|e| ApiError::Malformed(format!("line 1: {e}")))?;
+    let want = ["section", "row", "seat", "label", "x", "y", "zone", "accessibility", "aisle_after"];
+    if header.iter().map(|h| h.trim()).ne(want.iter().copied()) {
+        return Err(ApiError::Malformed(format!("the CSV header must be: {}", want.join(","))));
+    }
+    let name_of = |id: &str| {
+        known
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["id"] == id)
+            .and_then(|s| s["name"].as_str())
+            .unwrap_or(id)
+            .to_owned()
+    };
+    let mut sections: Vec<SectionIn> = Vec::new();
+    for (i, line) in lines.enumerate() {
+        let n = i + 2;
+        let bad = |what: &str| ApiError::field(&format!("line {n}"), what);
+        let f = csv_fields(line).map_err(|e| ApiError::Malformed(format!("line {n}: {e}")))?;
+        if f.len() != want.len() {
+            return Err(bad("has the wrong number of columns"));
+        }
+        let section = SectionId::parse(f[0].trim()).map_err(|_| bad("section is not a valid id"))?;
+        let seat = SeatIn {
+            id: SeatId::parse(f[2].trim()).map_err(|_| bad("seat is not a valid id"))?,
+            label: f[3].trim().to_owned(),
+            x: f[4].trim().parse().map_err(|_| bad("x is not a number"))?,
+            y: f[5].trim().parse().map_err(|_| bad("y is not a number"))?,
+            zone: ZoneId::parse(f[6].trim()).map_err(|_| bad("zone is not a valid id"))?,
+            accessibility: f[7]
+                .split(';')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(|a| {
+                    serde_json::from_value(json!(a)).map_err(|_| bad("accessibility has an unknown flag"))
+                })
+                .collect::<Result<_, _>>()?,
+            aisle_after: matches!(f[8].trim(), "true" | "1" | "yes"),
+        };
+        let row_label = f[1].trim().to_owned();
+        let idx = match sections.iter().position(|s| s.id == section) {
+            Some(i) => i,
+            None => {
+                sections.push(SectionIn { name: name_of(section.as_str()), id: section, rows: Vec::new() });
+                sections.len() - 1
+            }
+        };
+        let rows = &mut sections[idx].rows;
+        match rows.iter_mut().find(|r| r.label == row_label) {
+            Some(r) => r.seats.push(seat),
+            None => rows.push(RowIn { label: row_label, seats: vec![seat] }),
+        }
+    }
+    Ok(sections)
+}
+
+async fn replace_seats(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Venue>, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let venue = find_venue(&state.db, &caller, &id).await?;
+    let is_csv =
+        headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/csv"));
+    if !is_csv {
+        return Err(ApiError::Malformed("send the seats as text/csv".into()));
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::Malformed("the CSV is not UTF-8".into()))?;
+    let known: Value = sqlx::query_scalar("SELECT sections FROM venues WHERE id = $1")
+        .bind(venue.id)
+        .fetch_one(&state.db)
+        .await?;
+    let sections = parse_seats_csv(text, &known)?;
+    let check = VenueIn {
+        name: venue.name.clone(),
+        city: venue.city.clone(),
+        address: venue.address.clone(),
+        time_zone: venue.time_zone.clone(),
+        zones: serde_json::from_value(venue.zones.clone()).unwrap_or_default(),
+        ga_areas: serde_json::from_value(venue.ga_areas.clone()).unwrap_or_default(),
+        sections,
+    };
+    validate(&check).map_err(ApiError::Validation)?;
+    let mut tx = state.db.begin().await?;
+    let in_use: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE venue_id = $1 AND state IN ('published', 'on_sale', 'sold_out')",
+    )
+    .bind(venue.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if in_use > 0 {
+        return Err(ApiError::conflict("venue_in_use", "a published event uses this venue's seats"));
+    }
+    sqlx::query("DELETE FROM venue_seats WHERE venue_id = $1").bind(venue.id).execute(&mut *tx).await?;
+    insert_seats(&mut tx, venue.id, &check.sections).await?;
+    let row: Venue = sqlx::query_as(&format!(
+        "UPDATE venues SET sections = $2, seat_count = $3 WHERE id = $1 RETURNING {VENUE_COLUMNS}"
+    ))
+    .bind(venue.id)
+    .bind(section_summaries(&check.sections))
+    .bind(seat_total(&check.sections))
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Json(row))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(csv_fields(r#"a,"b,c","d ""e""",,"#).unwrap(), ["a", "b,c", "d \"e\"", "", ""]);
+        assert!(csv_fields(r#"a,"b"#).is_err());
+    }
+
+    #[test]
+    fn seats_csv_builds_sections_and_rows() {
+        let csv = "section,row,seat,label,x,y,zone,accessibility,aisle_after\n\
+                   A,1,A-1-1,1,0,0,std,wheelchair;companion,false\n\
+                   A,1,A-1-2,2,1,0,std,,true\n\
+                   B,1,B-1-1,1,0,5,cheap,,\n";
+        let sections = parse_seats_csv(csv, &json!([{ "id": "A", "name": "Stalls" }])).unwrap();
+        assert_eq!(sections.len(), 2);
+        assert_eq!(sections[0].name, "Stalls");
+        assert_eq!(sections[1].name, "B");
+        assert_eq!(sections[0].rows[0].seats.len(), 2);
+        assert_eq!(
+            sections[0].rows[0].seats[0].accessibility,
+            [Accessibility::Wheelchair, Accessibility::Companion]
+        );
+        assert!(sections[0].rows[0].seats[1].aisle_after);
+        assert!(parse_seats_csv("nope\n", &json!([])).is_err());
+        assert!(parse_seats_csv(
+            "section,row,seat,label,x,y,zone,accessibility,aisle_after\nA,1,A 1,1,0,0,std,,\n",
+            &json!([])
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! The catalog against real PostgreSQL: venues from JSON and CSV, events and their state machine,
+//! ticket tiers; validation names the field, another tenant's catalog answers 404.
+
+mod common;
+
+use common::{two_tenants, Api};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+fn venue_json(rows: usize, per_row: usize) -> Value {
+    let seats = |s: &str, r: usize| -> Vec<Value> {
+        (0..per_row)
+            .map(|n| json!({ "id": format!("{s}-{r}-{n}"), "label": format!("{n}"), "x": n, "y": r, "zone": if r == 0 { "front" } else { "std" },
+                             "accessibility": if n == 0 { json!(["wheelchair"]) } else { json!([]) } }))
+            .collect()
+    };
+    let sections: Vec<Value> = ["A", "B"]
+        .iter()
+        .map(|s| {
+            let rows: Vec<Value> =
+                (0..rows).map(|r| json!({ "label": format!("{r}"), "seats": seats(s, r) })).collect();
+            json!({ "id": s, "name": format!("Section {s}"), "rows": rows })
+        })
+        .collect();
+    json!({
+        "name": "Globe Hall", "city": "Berlin", "address": "Hauptstr. 1", "time_zone": "Europe/Berlin",
+        "zones": [{ "id": "front", "name": "Front" }, { "id": "std", "name": "Standard" }],
+        "ga_areas": [{ "id": "floor", "name": "Floor", "capacity": 500 }],
+        "sections": sections,
+    })
+}
+
+async fn venue(api: &Api, key: &str) -> String {
+    let (s, v) = api.call(key, Method::POST, "/api/v1/venues", Some(venue_json(3, 10))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+async fn event(api: &Api, key: &str, venue: &str) -> String {
+    let body = json!({ "venue_id": venue, "title": "Opening Night", "genre": "concert",
+                       "starts_at": "2027-03-01T19:00:00Z", "ends_at": "2027-03-01T22:00:00Z",
+                       "images": ["https://img.example/1.jpg"] });
+    let (s, e) = api.call(key, Method::POST, "/api/v1/events", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    assert_eq!(e["state"], "draft");
+    assert_eq!(e["time_zone"], "Europe/Berlin", "the venue's zone by default");
+    e["id"].as_str().unwrap().to_owned()
+}
+
+#[sqlx::test]
+async fn a_venue_imports_from_json_and_its_seat_map_reads_back(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let id = venue(&api, &acme).await;
+    let (s, v) = api.call(&acme, Method::GET, &format!("/api/v1/venues/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["seat_count"], 60);
+    assert_eq!(v["sections"][1]["id"], "B");
+    assert_eq!(v["sections"][1]["rows"][2]["seats"][9]["id"], "B-2-9");
+    assert_eq!(v["sections"][0]["rows"][0]["seats"][0]["accessibility"], json!(["wheelchair"]));
+    assert_eq!(v["ga_areas"][0]["capacity"], 500);
+    let (_, list) = api.call(&acme, Method::GET, "/api/v1/venues", None).await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+}
+
+#[sqlx::test]
+async fn a_bad_venue_is_refused_naming_each_field_and_nothing_is_stored(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let mut bad = venue_json(1, 3);
+    bad["time_zone"] = json!("nowhere at all");
+    bad["sections"][1]["rows"][0]["seats"][0]["id"] = json!("A-0-1"); // taken in section A
+    bad["sections"][0]["rows"][0]["seats"][2]["zone"] = json!("vip"); // no such zone
+    bad["ga_areas"][0]["capacity"] = json!(0);
+    let (s, p) = api.call(&acme, Method::POST, "/api/v1/venues", Some(bad)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> =
+        p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(
+        fields,
+        [
+            "time_zone",
+            "ga_areas[0].capacity",
+            "sections[0].rows[0].seats[2].zone",
+            "sections[1].rows[0].seats[0].id"
+        ]
+    );
+    let (s, _) = api.call(&acme, Method::POST, "/api/v1/venues", Some(json!({ "name": "x" }))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "a missing required field is a malformed body");
+    assert_eq!(api.count("venues").await, 0);
+    assert_eq!(api.count("venue_seats").await, 0);
+}
+
+#[sqlx::test]
+async fn seats_import_from_csv_and_duplicates_are_refused(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let id = venue(&api, &acme).await;
+    let csv = "section,row,seat,label,x,y,zone,accessibility,aisle_after\n\
+               A,1,A-1-1,1,0,0,front,wheelchair;companion,false\n\
+               A,1,A-1-2,2,1,0,front,,true\n\
+               C,1,C-1-1,1,0,9,std,,\n";
+    let resp = api
+        .http
+        .put(format!("{}/api/v1/venues/{id}/seats", api.base))
+        .bearer_auth(&acme)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["seat_count"], 3);
+    let (_, full) = api.call(&acme, Method::GET, &format!("/api/v1/venues/{id}"), None).await;
+    assert_eq!(full["sections"][0]["name"], "Section A", "known sections keep their names");
+    assert_eq!(full["sections"][1]["id"], "C");
+    assert_eq!(
+        full["sections"][0]["rows"][0]["seats"][0]["accessibility"],
+        json!(["wheelchair", "companion"])
+    );
+    // Two seats at one place: refused, and the seats stay as they were.
+    let dup = "section,row,seat,label,x,y,zone,accessibility,aisle_after\nA,1,A-1-1,1,0,0,front,,\nA,1,A-1-9,1,0,0,front,,\n";
+    let resp = api
+        .http
+        .put(format!("{}/api/v1/venues/{id}/seats", api.base))
+        .bearer_auth(&acme)
+        .header("content-type", "text/csv")
+        .body(dup)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(api.count("venue_seats").await, 3);
+}
+
+#[sqlx::test]
+async fn events_follow_their_state_machine(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let venue = venue(&api, &acme).await;
+    let event = event(&api, &acme, &venue).await;
+    let to = |state: &str| json!({ "state": state });
+    let path = format!("/api/v1/events/{event}/state");
+    // No tiers yet: cannot publish.
+    let (s, p) = api.call(&acme, Method::POST, &path, Some(to("published"))).await;
+    assert_eq!((s, p["reason"].as_str()), (StatusCode::CONFLICT, Some("no_tiers")));
+    // Skipping a step is refused.
+    let (s, p) = api.call(&acme, Method::POST, &path, Some(to("on_sale"))).await;
+    assert_eq!((s, p["reason"].as_str()), (StatusCode::CONFLICT, Some("invalid_transition")));
+    let tier = json!({ "name": "Standard", "kind": "seated", "currency": "EUR", "price_minor": 4500,
+                       "zone_prices": { "front": 6500 }, "quantity": 60 });
+    let (s, t) = api.call(&acme, Method::POST, &format!("/api/v1/events/{event}/tiers"), Some(tier)).await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    for state in ["published", "on_sale", "sold_out", "on_sale", "cancelled"] {
+        let (s, e) = api.call(&acme, Method::POST, &path, Some(to(state))).await;
+        assert_eq!(s, StatusCode::OK, "{state}: {e}");
+        assert_eq!(e["state"], state);
+    }
+    // Cancelled is final.
+    let (s, _) = api.call(&acme, Method::POST, &path, Some(to("on_sale"))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    let (s, _) = api.call(&acme, Method::POST, &path, Some(to("someday"))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, listed) = api.call(&acme, Method::GET, "/api/v1/events?state=cancelled", None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    let (_, none) = api.call(&acme, Method::GET, "/api/v1/events?state=draft", None).await;
+    assert_eq!(none["items"].as_array().unwrap().len(), 0);
+}
+
+#[sqlx::test]
+async fn tiers_are_validated_against_the_venue(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let venue = venue(&api, &acme).await;
+    let event = event(&api, &acme, &venue).await;
+    let path = format!("/api/v1/events/{event}/tiers");
+    let bad = json!({ "name": "", "kind": "ga", "ga_area": "floor", "currency": "eur", "price_minor": -1, "quantity": 900 });
+    let (s, p) = api.call(&acme, Method::POST, &path, Some(bad)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> =
+        p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["name", "currency", "price_minor", "quantity"]);
+    let bad_zone = json!({ "name": "VIP", "kind": "seated", "currency": "EUR", "price_minor": 1, "quantity": 1, "zone_prices": { "vip": 1 } });
+    let (s, p) = api.call(&acme, Method::POST, &path, Some(bad_zone)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["errors"][0]["field"], "zone_prices.vip");
+    let ga = json!({ "name": "Floor", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 3000, "quantity": 500 });
+    assert_eq!(api.call(&acme, Method::POST, &path, Some(ga)).await.0, StatusCode::CREATED);
+    let (_, tiers) = api.call(&acme, Method::GET, &path, None).await;
+    assert_eq!(tiers["items"].as_array().unwrap().len(), 1);
+    assert_eq!(api.count("ticket_tiers").await, 1);
+}
+
+#[sqlx::test]
+async fn another_tenants_catalog_answers_404_and_scanners_cannot_create_events(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), (_, globex)]) = two_tenants(&api).await;
+    let venue = venue(&api, &acme).await;
+    let event = event(&api, &acme, &venue).await;
+    for (method, path, body) in [
+        (Method::GET, format!("/api/v1/venues/{venue}"), None),
+        (Method::GET, format!("/api/v1/events/{event}"), None),
+        (Method::GET, format!("/api/v1/events/{event}/tiers"), None),
+        (Method::POST, format!("/api/v1/events/{event}/state"), Some(json!({ "state": "cancelled" }))),
+        (
+            Method::POST,
+            format!("/api/v1/events/{event}/tiers"),
+            Some(
+                json!({ "name": "x", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 1, "quantity": 1 }),
+            ),
+        ),
+    ] {
+        let (s, p) = api.call(&globex, method.clone(), &path, body).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{method} {path}: {p}");
+    }
+    // Globex cannot put an event in Acme's venue either.
+    let body = json!({ "venue_id": venue, "title": "Squat", "starts_at": "2027-03-01T19:00:00Z", "ends_at": "2027-03-01T22:00:00Z" });
+    let (s, p) = api.call(&globex, Method::POST, "/api/v1/events", Some(body.clone())).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["errors"][0]["field"], "venue_id");
+    // A scanner of Acme cannot create events.
+    let (_, user) = api
+        .call(
+            &acme,
+            Method::POST,
+            "/api/v1/users",
+            Some(json!({ "email": "gate@acme.test", "role": "scanner" })),
+        )
+        .await;
+    let (_, key) = api
+        .call(&acme, Method::POST, &format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap()), None)
+        .await;
+    let scanner = key["key"].as_str().unwrap();
+    let mut mine = body;
+    mine["venue_id"] = json!(venue);
+    let (s, _) = api.call(scanner, Method::POST, "/api/v1/events", Some(mine)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(api.count("events").await, 1);
+}
