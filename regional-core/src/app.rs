@@ -11,7 +11,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
-use crate::{accounts, db, events, health, venues};
+use crate::{accounts, db, events, health, publishing, venues};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -39,6 +39,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         db::migrate(&args.database).await?;
     }
     let state = AppState { db: db::pool(&args.database)?, health_timeout: args.health_timeout() };
+    match &args.core_signing_key {
+        Some(key) => {
+            let edge = publishing::EdgeClient::new(&args.edge_url, key.0.clone());
+            tokio::spawn(publishing::run(state.db.clone(), edge));
+            tracing::info!(edge = %args.edge_url, "publishing events to the edge");
+        }
+        None => tracing::warn!("CORE_SIGNING_KEY is not set: events will not be published to the edge"),
+    }
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, database = %args.database.database_url, "core listening");
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;

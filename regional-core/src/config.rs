@@ -19,6 +19,8 @@ pub struct Config {
     pub serve: ServeArgs,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (the default).
@@ -55,6 +57,30 @@ pub struct ServeArgs {
     pub health_timeout_ms: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// The edge's base URL, for publishing events to it.
+    #[arg(long, env = "EDGE_URL", default_value = "http://127.0.0.1:8787")]
+    pub edge_url: String,
+    /// The core's signing key (`<kid>:<base64url seed>`), for its calls to the edge. Without it
+    /// nothing is published (events wait, pending).
+    #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
+    pub core_signing_key: Option<SecretKey>,
+}
+
+/// A signing key read from configuration: parsed at start-up, never printed.
+#[derive(Clone)]
+pub struct SecretKey(pub shared_types::token::TokenSigner);
+
+impl FromStr for SecretKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        shared_types::token::TokenSigner::parse(s).map(Self).map_err(|e| e.to_string())
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey({}, ***)", self.0.kid())
+    }
 }
 
 impl ServeArgs {

@@ -14,12 +14,13 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shared_types::inventory::{Currency, FieldError};
+use shared_types::waiting_room::WaitingRoomSettings;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -28,6 +29,7 @@ use crate::api::{self, page, Cursor, Listing};
 use crate::app::AppState;
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
+use crate::publishing;
 use crate::venues::{find_venue, GaArea, ZoneIn};
 
 pub fn routes() -> Router<AppState> {
@@ -36,6 +38,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/events/{id}", get(get_event))
         .route("/api/v1/events/{id}/state", post(change_state))
         .route("/api/v1/events/{id}/tiers", post(create_tier).get(list_tiers))
+        .route("/api/v1/events/{id}/waiting-room", put(set_waiting_room))
+        .route("/api/v1/events/{id}/sync", get(sync_status).post(sync_now))
 }
 
 /// The states of an event.
@@ -325,6 +329,9 @@ async fn change_state(
     let updated = updated.ok_or_else(|| {
         ApiError::conflict("concurrent_change", "the event changed meanwhile; read it again")
     })?;
+    if publishing::visible_at_edge(updated.state) {
+        publishing::enqueue(&mut tx, updated.id, updated.organization_id, updated.version).await?;
+    }
     sqlx::query("INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, 'event.state', $2, $3)")
         .bind(format!("user:{}", caller.user_id))
         .bind(format!("event:{}", event.id))
@@ -426,6 +433,7 @@ async fn create_tier(
             .bind(new.sale_ends_at)
             .fetch_one(&mut *conn)
             .await?;
+            touch(conn, event_id).await?;
             Ok((StatusCode::CREATED, serde_json::to_value(&tier).unwrap_or_default()))
         })
     })
@@ -446,6 +454,72 @@ async fn list_tiers(
     .fetch_all(&state.db)
     .await?;
     Ok(Json(Listing { items: rows, next_cursor: None }))
+}
+
+/// A change the edge must learn: bump the event's version and, if the edge knows the event, queue
+/// the push (in the same transaction as the change).
+async fn touch(conn: &mut sqlx::PgConnection, event: Uuid) -> Result<(), ApiError> {
+    let (org, state, version): (Uuid, EventState, i64) = sqlx::query_as(
+        "UPDATE events SET version = version + 1, updated_at = now() WHERE id = $1
+         RETURNING organization_id, state, version",
+    )
+    .bind(event)
+    .fetch_one(&mut *conn)
+    .await?;
+    if publishing::visible_at_edge(state) {
+        publishing::enqueue(conn, event, org, version).await?;
+    }
+    Ok(())
+}
+
+/// `PUT /api/v1/events/{id}/waiting-room`: the event's waiting-room settings (their `version` is
+/// set by the core from the event's version when pushed).
+async fn set_waiting_room(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let settings: WaitingRoomSettings = api::parse_json(&body)?;
+    settings.validate().map_err(ApiError::Validation)?;
+    let mut tx = state.db.begin().await?;
+    sqlx::query("UPDATE events SET waiting_room = $2 WHERE id = $1")
+        .bind(event.id)
+        .bind(serde_json::to_value(&settings).unwrap_or_default())
+        .execute(&mut *tx)
+        .await?;
+    touch(&mut tx, event.id).await?;
+    tx.commit().await?;
+    Ok(Json(serde_json::to_value(&settings).unwrap_or_default()))
+}
+
+/// `GET /api/v1/events/{id}/sync`: what the edge holds of the event.
+async fn sync_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::Read)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    Ok(Json(publishing::status(&state.db, event.id).await?))
+}
+
+/// `POST /api/v1/events/{id}/sync`: retry a failing push now.
+async fn sync_now(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    if !publishing::visible_at_edge(event.state) {
+        return Err(ApiError::conflict("not_published", "only a published event is pushed to the edge"));
+    }
+    let mut conn = state.db.acquire().await?;
+    publishing::enqueue(&mut conn, event.id, event.organization_id, event.version).await?;
+    Ok(Json(publishing::status(&state.db, event.id).await?))
 }
 
 #[cfg(test)]

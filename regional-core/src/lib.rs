@@ -10,6 +10,7 @@ pub mod db;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod publishing;
 pub mod venues;
 
 pub use app::{router, serve, AppState};

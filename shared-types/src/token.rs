@@ -170,6 +170,12 @@ impl TokenSigner {
         &self.kid
     }
 
+    /// This key as its configuration string `<kid>:<base64url seed>` — secret: for writing
+    /// configuration (key generation, tests), never for a log.
+    pub fn secret_config(&self) -> String {
+        format!("{}:{}", self.kid, URL_SAFE_NO_PAD.encode(self.key.to_bytes()))
+    }
+
     /// The matching public key, as `<kid>:<base64url>` for a verifier's key list.
     pub fn public_config(&self) -> String {
         format!("{}:{}", self.kid, URL_SAFE_NO_PAD.encode(self.key.verifying_key().as_bytes()))

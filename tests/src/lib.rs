@@ -132,12 +132,83 @@ pub fn drop_database(name: &str) {
 /// Starts the regional core on `port` against `database_url`, applying migrations first when
 /// `migrate` is true.
 pub fn start_core(port: u16, database_url: &str, migrate: bool, log_dir: &std::path::Path) -> Service {
+    start_core_with(port, database_url, migrate, log_dir, &[])
+}
+
+/// [`start_core`] with more environment (keys, the edge's URL).
+pub fn start_core_with(
+    port: u16,
+    database_url: &str,
+    migrate: bool,
+    log_dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> Service {
     let mut cmd = Command::new(required_env("E2E_CORE_BIN"));
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--migrate", &migrate.to_string()])
         .env("DATABASE_URL", database_url)
         .env("CORE_HEALTH_TIMEOUT_MS", "1000")
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .env_remove("CORE_SIGNING_KEY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     spawn("core", cmd, port, log_dir)
+}
+
+/// Runs `regional-core create-admin` against `database_url` and returns the admin's API key.
+pub fn create_admin(database_url: &str, email: &str) -> String {
+    let out = Command::new(required_env("E2E_CORE_BIN"))
+        .args(["create-admin", "--email", email])
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("regional-core create-admin");
+    assert!(out.status.success(), "create-admin failed: {}", String::from_utf8_lossy(&out.stderr));
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).expect("create-admin prints JSON");
+    made["key"].as_str().expect("a key").to_owned()
+}
+
+/// A fresh pair of signing keys for one test: the edge's and the core's, as configuration strings.
+pub struct TestKeys {
+    pub edge: shared_types::token::TokenSigner,
+    pub core: shared_types::token::TokenSigner,
+}
+
+impl TestKeys {
+    pub fn new() -> Self {
+        let seed = |_: u8| {
+            let mut s = [0u8; 32];
+            getrandom::getrandom(&mut s).expect("randomness");
+            s
+        };
+        Self {
+            edge: shared_types::token::TokenSigner::from_seed("edge-e2e", seed(1)).expect("key"),
+            core: shared_types::token::TokenSigner::from_seed("core-e2e", seed(2)).expect("key"),
+        }
+    }
+
+    /// The core's `CORE_SIGNING_KEY`.
+    pub fn core_signing_key(&self) -> String {
+        self.core.secret_config()
+    }
+
+    /// Writes the edge's env file (`--env-file`) into `dir`.
+    pub fn edge_env_file(&self, dir: &std::path::Path) -> PathBuf {
+        let path = dir.join("edge.env");
+        let text = format!(
+            "EDGE_SIGNING_KEY={}\nCORE_VERIFYING_KEYS={}\n",
+            self.edge.secret_config(),
+            self.core.public_config()
+        );
+        std::fs::write(&path, text).expect("edge env file");
+        path
+    }
+}
+
+impl Default for TestKeys {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Starts the edge Worker and its Durable Objects in workerd (wrangler dev) on `port`, talking to
@@ -154,6 +225,27 @@ pub fn start_edge(
         .args(["--show-interactive-dev-session=false", "--log-level", "info"])
         .arg("--persist-to")
         .arg(state_dir)
+        .args(["--var", &format!("CORE_URL:{core_url}"), "--var", "HEALTH_TIMEOUT_MS:1500"])
+        .env("WRANGLER_SEND_METRICS", "false");
+    spawn("edge", cmd, port, log_dir)
+}
+
+/// [`start_edge`] with its keys (an env file, as `scripts/dev.sh` passes them).
+pub fn start_edge_with_keys(
+    port: u16,
+    core_url: &str,
+    state_dir: &std::path::Path,
+    log_dir: &std::path::Path,
+    env_file: &std::path::Path,
+) -> Service {
+    let mut cmd = Command::new("wrangler");
+    cmd.current_dir(repo_root())
+        .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", "0"])
+        .args(["--show-interactive-dev-session=false", "--log-level", "info"])
+        .arg("--persist-to")
+        .arg(state_dir)
+        .arg("--env-file")
+        .arg(env_file)
         .args(["--var", &format!("CORE_URL:{core_url}"), "--var", "HEALTH_TIMEOUT_MS:1500"])
         .env("WRANGLER_SEND_METRICS", "false");
     spawn("edge", cmd, port, log_dir)

@@ -1,0 +1,330 @@
+//! Publishing events to the edge. The event's state and catalog live here; the edge enforces them:
+//! an event that is published (or on sale, sold out, cancelled) is pushed to the edge's internal
+//! routes — its inventory (seat map with zone prices, GA tiers, hold settings) and its
+//! waiting-room settings — signed with the core's key.
+//!
+//! Every change that the edge must know bumps `events.version` and marks the event's `edge_sync`
+//! row pending ([`enqueue`], in the same transaction as the change). A background task
+//! ([`run`]) takes due rows, pushes the current definition (versioned by `events.version`, so a
+//! retry or a late push is harmless: the edge accepts a newer or the same version only), and
+//! records the outcome: `synced` with the version the edge acknowledged, or `failing` with the error
+//! and the next attempt, backing off exponentially up to five minutes. Live holds are never
+//! disturbed: the inventory objects refuse an update that would drop a held or sold seat.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use shared_types::ids::{EventId, TierId};
+use shared_types::inventory::{
+    Currency, GaTier, HoldSettings, Inventory, Money, PriceZone, Row, Seat, SeatMap, Section, Sharding,
+};
+use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
+use shared_types::token::TokenSigner;
+use shared_types::waiting_room::{QueueMode, WaitingRoomSettings};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::events::EventState;
+use crate::venues::{load_sections, GaArea, ZoneIn};
+
+/// Events above this many seats are sharded by section at the edge (one object per section).
+pub const SHARD_ABOVE_SEATS: usize = 20_000;
+/// Longest wait between two attempts.
+const MAX_BACKOFF_SECS: i64 = 300;
+/// How long a push may hold its claim on a row before another publisher may take it.
+const LEASE_SECS: i64 = 60;
+
+/// Marks `event` to be pushed (at version `version`), in the caller's transaction.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    event: Uuid,
+    organization: Uuid,
+    version: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO edge_sync (event_id, organization_id, wanted_version, state)
+         VALUES ($1, $2, $3, 'pending')
+         ON CONFLICT (event_id) DO UPDATE SET wanted_version = GREATEST(edge_sync.wanted_version, excluded.wanted_version),
+             state = CASE WHEN edge_sync.synced_version >= excluded.wanted_version THEN edge_sync.state ELSE 'pending' END,
+             attempts = 0, next_attempt_at = now(), updated_at = now()",
+    )
+    .bind(event)
+    .bind(organization)
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// True when the edge should know about an event in this state.
+pub fn visible_at_edge(state: EventState) -> bool {
+    matches!(state, EventState::Published | EventState::OnSale | EventState::SoldOut | EventState::Cancelled)
+}
+
+/// The edge's internal API, as the core calls it.
+#[derive(Clone)]
+pub struct EdgeClient {
+    pub base: String,
+    pub signer: TokenSigner,
+    pub http: reqwest::Client,
+}
+
+impl EdgeClient {
+    pub fn new(base: &str, signer: TokenSigner) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("ticketing-core/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Self { base: base.trim_end_matches('/').to_owned(), signer, http }
+    }
+
+    /// A signed call; `Ok` only for a 2xx answer.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<Value, String> {
+        let mut nonce = [0u8; 16];
+        getrandom::getrandom(&mut nonce).map_err(|e| e.to_string())?;
+        let now = chrono::Utc::now().timestamp();
+        let signature =
+            sign_request(&self.signer, method.as_str(), path, &body, now, &URL_SAFE_NO_PAD.encode(nonce));
+        let resp = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header(SIGNATURE_HEADER, signature)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("edge unreachable: {e}"))?;
+        let status = resp.status();
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(answer)
+        } else {
+            Err(format!(
+                "edge answered {status}: {}",
+                answer.get("detail").and_then(Value::as_str).unwrap_or("")
+            ))
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct EventRow {
+    id: Uuid,
+    venue_id: Uuid,
+    state: EventState,
+    version: i64,
+    waiting_room: Value,
+    hold_settings: Value,
+    zones: Value,
+    ga_areas: Value,
+}
+
+#[derive(sqlx::FromRow)]
+struct TierRow {
+    id: Uuid,
+    name: String,
+    kind: String,
+    ga_area: Option<String>,
+    currency: String,
+    price_minor: i64,
+    zone_prices: Value,
+    quantity: i32,
+}
+
+/// What the edge should hold for an event now: (inventory, waiting-room settings).
+pub async fn definition(db: &PgPool, event: Uuid) -> Result<(Inventory, WaitingRoomSettings), String> {
+    let e: EventRow = sqlx::query_as(
+        "SELECT e.id, e.venue_id, e.state, e.version, e.waiting_room, e.hold_settings, v.zones, v.ga_areas
+         FROM events e JOIN venues v ON v.id = e.venue_id WHERE e.id = $1",
+    )
+    .bind(event)
+    .fetch_one(db)
+    .await
+    .map_err(|e| e.to_string())?;
+    let tiers: Vec<TierRow> = sqlx::query_as(
+        "SELECT id, name, kind, ga_area, currency, price_minor, zone_prices, quantity FROM ticket_tiers
+         WHERE event_id = $1 ORDER BY created_at, id",
+    )
+    .bind(event)
+    .fetch_all(db)
+    .await
+    .map_err(|e| e.to_string())?;
+    let currency = tiers.first().map(|t| t.currency.as_str()).unwrap_or("EUR");
+    let currency = Currency::parse(currency).map_err(|e| e.to_string())?;
+    let money = |amount_minor: i64| Money { amount_minor, currency };
+    let zones: Vec<ZoneIn> = serde_json::from_value(e.zones).map_err(|e| e.to_string())?;
+    let areas: Vec<GaArea> = serde_json::from_value(e.ga_areas).map_err(|e| e.to_string())?;
+    // Seats are on sale when a seated tier prices them (its zone price, or its base price).
+    let seated = tiers.iter().find(|t| t.kind == "seated");
+    let mut seat_map = SeatMap::default();
+    if let Some(tier) = seated {
+        seat_map.zones = zones
+            .iter()
+            .map(|z| PriceZone {
+                id: z.id.clone(),
+                name: z.name.clone(),
+                price: money(
+                    tier.zone_prices.get(z.id.as_str()).and_then(Value::as_i64).unwrap_or(tier.price_minor),
+                ),
+            })
+            .collect();
+        let sections = load_sections(db, e.venue_id).await.map_err(|e| e.to_string())?;
+        seat_map.sections = sections
+            .into_iter()
+            .map(|s| Section {
+                id: s.id,
+                name: s.name,
+                rows: s
+                    .rows
+                    .into_iter()
+                    .map(|r| Row {
+                        label: r.label,
+                        seats: r
+                            .seats
+                            .into_iter()
+                            .map(|x| Seat {
+                                id: x.id,
+                                label: x.label,
+                                x: x.x,
+                                y: x.y,
+                                zone: x.zone,
+                                accessibility: x.accessibility,
+                                aisle_after: x.aisle_after,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect();
+    }
+    seat_map.ga_tiers = tiers
+        .iter()
+        .filter(|t| t.kind == "ga")
+        .filter_map(|t| {
+            let area = areas.iter().find(|a| Some(a.id.as_str()) == t.ga_area.as_deref())?;
+            Some(GaTier {
+                id: TierId::parse(&t.id.to_string()).ok()?,
+                name: format!("{} ({})", t.name, area.name),
+                capacity: t.quantity.max(0) as u32,
+                price: money(t.price_minor),
+            })
+        })
+        .collect();
+    let sharding =
+        if seat_map.seat_count() > SHARD_ABOVE_SEATS { Sharding::BySection } else { Sharding::None };
+    let settings: HoldSettings = serde_json::from_value(e.hold_settings).unwrap_or_default();
+    let inventory = Inventory {
+        event: EventId::parse(&e.id.to_string()).map_err(|e| e.to_string())?,
+        version: e.version as u64,
+        currency,
+        seat_map,
+        settings,
+        sharding,
+    };
+    let mut room: WaitingRoomSettings = serde_json::from_value(e.waiting_room).map_err(|e| e.to_string())?;
+    room.version = e.version as u64;
+    if e.state == EventState::Cancelled {
+        room.mode = QueueMode::Closed;
+    }
+    Ok((inventory, room))
+}
+
+/// Pushes one event's definition; the version the edge now holds.
+async fn push(db: &PgPool, edge: &EdgeClient, event: Uuid) -> Result<i64, String> {
+    let (inventory, room) = definition(db, event).await?;
+    let version = inventory.version as i64;
+    let body = serde_json::to_vec(&inventory).map_err(|e| e.to_string())?;
+    edge.call(reqwest::Method::PUT, &format!("/internal/v1/events/{event}/inventory"), body).await?;
+    let body = serde_json::to_vec(&room).map_err(|e| e.to_string())?;
+    edge.call(reqwest::Method::PUT, &format!("/internal/v1/events/{event}/waiting-room"), body).await?;
+    Ok(version)
+}
+
+/// Pushes every due event once; returns how many were attempted.
+pub async fn sync_due(db: &PgPool, edge: &EdgeClient) -> Result<usize, sqlx::Error> {
+    // Claim due rows with a lease, so that several core replicas never push the same event at once.
+    let due: Vec<(Uuid, i64, i32)> = sqlx::query_as(
+        "UPDATE edge_sync SET next_attempt_at = now() + make_interval(secs => $1), updated_at = now()
+         WHERE event_id IN (SELECT event_id FROM edge_sync WHERE state <> 'synced' AND next_attempt_at <= now()
+                            ORDER BY next_attempt_at LIMIT 16 FOR UPDATE SKIP LOCKED)
+         RETURNING event_id, wanted_version, attempts",
+    )
+    .bind(LEASE_SECS as f64)
+    .fetch_all(db)
+    .await?;
+    for (event, wanted, attempts) in &due {
+        match push(db, edge, *event).await {
+            Ok(version) => {
+                sqlx::query(
+                    "UPDATE edge_sync SET synced_version = GREATEST(coalesce(synced_version, 0), $2), synced_at = now(),
+                         attempts = 0, last_error = NULL, updated_at = now(),
+                         state = CASE WHEN wanted_version <= $2 THEN 'synced' ELSE 'pending' END,
+                         next_attempt_at = now()
+                     WHERE event_id = $1",
+                )
+                .bind(event)
+                .bind(version)
+                .execute(db)
+                .await?;
+                tracing::info!(%event, version, "event synced to the edge");
+            }
+            Err(error) => {
+                let backoff = (1i64 << (*attempts).clamp(0, 9)).min(MAX_BACKOFF_SECS);
+                sqlx::query(
+                    "UPDATE edge_sync SET state = 'failing', attempts = attempts + 1, last_error = $2,
+                         next_attempt_at = now() + make_interval(secs => $3), updated_at = now()
+                     WHERE event_id = $1",
+                )
+                .bind(event)
+                .bind(&error)
+                .bind(backoff as f64)
+                .execute(db)
+                .await?;
+                tracing::warn!(%event, wanted, attempt = attempts + 1, %error, "edge push failed; will retry");
+            }
+        }
+    }
+    Ok(due.len())
+}
+
+/// The publisher loop: runs until the process stops.
+pub async fn run(db: PgPool, edge: EdgeClient) {
+    loop {
+        match sync_due(&db, &edge).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "publisher could not read its queue"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One event's row of the push queue.
+#[derive(Debug, serde::Serialize, sqlx::FromRow)]
+pub struct SyncState {
+    pub state: String,
+    pub wanted_version: i64,
+    pub synced_version: Option<i64>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub next_attempt_at: chrono::DateTime<chrono::Utc>,
+    pub synced_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The sync state of an event, for the admin API.
+pub async fn status(db: &PgPool, event: Uuid) -> Result<Value, sqlx::Error> {
+    let row: Option<SyncState> = sqlx::query_as(
+        "SELECT state, wanted_version, synced_version, attempts, last_error, next_attempt_at, synced_at
+         FROM edge_sync WHERE event_id = $1",
+    )
+    .bind(event)
+    .fetch_optional(db)
+    .await?;
+    Ok(match row {
+        None => json!({ "state": "not_published" }),
+        Some(row) => serde_json::to_value(row).unwrap_or_default(),
+    })
+}

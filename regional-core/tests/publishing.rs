@@ -1,0 +1,93 @@
+//! Publishing, on the core's side, against real PostgreSQL: what an event becomes at the edge (its
+//! inventory and waiting-room settings), the queue of pushes, and retries with backoff when the edge
+//! cannot be reached. (The push to a running edge in workerd is in `tests/tests/publishing.rs`.)
+
+mod common;
+
+use common::{two_tenants, Api};
+use regional_core::publishing::{self, EdgeClient};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use shared_types::token::TokenSigner;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+async fn published_event(api: &Api, key: &str) -> String {
+    let venue = json!({
+        "name": "Hall", "time_zone": "UTC",
+        "zones": [{ "id": "front", "name": "Front" }, { "id": "back", "name": "Back" }],
+        "ga_areas": [{ "id": "floor", "name": "Floor", "capacity": 100 }],
+        "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": [
+            { "id": "A-1", "label": "1", "x": 0, "y": 0, "zone": "front" },
+            { "id": "A-2", "label": "2", "x": 1, "y": 0, "zone": "back", "accessibility": ["wheelchair"] } ] }] }],
+    });
+    let (_, v) = api.call(key, Method::POST, "/api/v1/venues", Some(venue)).await;
+    let body = json!({ "venue_id": v["id"], "title": "Gig", "starts_at": "2027-01-01T20:00:00Z", "ends_at": "2027-01-01T23:00:00Z" });
+    let (_, e) = api.call(key, Method::POST, "/api/v1/events", Some(body)).await;
+    let id = e["id"].as_str().unwrap().to_owned();
+    let tiers = format!("/api/v1/events/{id}/tiers");
+    let seated = json!({ "name": "Seats", "kind": "seated", "currency": "EUR", "price_minor": 3000, "zone_prices": { "front": 5000 }, "quantity": 2 });
+    assert_eq!(api.call(key, Method::POST, &tiers, Some(seated)).await.0, StatusCode::CREATED);
+    let ga = json!({ "name": "Standing", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 2000, "quantity": 80 });
+    assert_eq!(api.call(key, Method::POST, &tiers, Some(ga)).await.0, StatusCode::CREATED);
+    let room = json!({ "admit_per_minute": 120, "mode": "fifo", "bot": { "check": { "kind": "off" } } });
+    let (s, r) = api.call(key, Method::PUT, &format!("/api/v1/events/{id}/waiting-room"), Some(room)).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    let (s, e) = api
+        .call(key, Method::POST, &format!("/api/v1/events/{id}/state"), Some(json!({ "state": "published" })))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    id
+}
+
+#[sqlx::test]
+async fn a_published_event_becomes_a_valid_inventory_and_waiting_room(db: PgPool) {
+    let api = Api::start(db.clone()).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let id = published_event(&api, &acme).await;
+    let (inventory, room) = publishing::definition(&db, id.parse().unwrap()).await.unwrap();
+    inventory.validate().expect("the edge accepts what the core sends");
+    assert_eq!(inventory.event.as_str(), id);
+    assert_eq!(inventory.seat_map.seat_count(), 2);
+    let price = |zone: &str| {
+        inventory.seat_map.zones.iter().find(|z| z.id.as_str() == zone).unwrap().price.amount_minor
+    };
+    assert_eq!((price("front"), price("back")), (5000, 3000), "zone price, else the tier's price");
+    assert_eq!(inventory.seat_map.ga_tiers.len(), 1);
+    assert_eq!(inventory.seat_map.ga_tiers[0].capacity, 80);
+    assert_eq!(room.admit_per_minute, 120);
+    let (_, event) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    assert_eq!(inventory.version, event["version"].as_u64().unwrap());
+    assert_eq!(room.version, inventory.version, "both carry the event's version");
+    // Queued for the edge.
+    let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+    assert_eq!(sync["state"], "pending");
+    assert_eq!(sync["wanted_version"], event["version"]);
+}
+
+#[sqlx::test]
+async fn an_unreachable_edge_is_retried_with_backoff_and_the_failure_recorded(db: PgPool) {
+    let api = Api::start(db.clone()).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let id = published_event(&api, &acme).await;
+    let signer = TokenSigner::from_seed("core-test", [7; 32]).unwrap();
+    // Port 9 on loopback: nothing listens, every push fails at once.
+    let edge = EdgeClient::new("http://127.0.0.1:9", signer);
+    assert_eq!(publishing::sync_due(&db, &edge).await.unwrap(), 1);
+    let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+    assert_eq!(sync["state"], "failing");
+    assert_eq!(sync["attempts"], 1);
+    assert!(sync["last_error"].as_str().unwrap().contains("unreachable"), "{sync}");
+    // Not due again before its backoff.
+    assert_eq!(publishing::sync_due(&db, &edge).await.unwrap(), 0);
+    // The organizer may ask for a retry now; a draft cannot be synced.
+    let (s, _) = api.call(&acme, Method::POST, &format!("/api/v1/events/{id}/sync"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(publishing::sync_due(&db, &edge).await.unwrap(), 1);
+    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM edge_sync WHERE event_id = $1")
+        .bind(id.parse::<Uuid>().unwrap())
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 1, "an asked-for retry starts counting again");
+}

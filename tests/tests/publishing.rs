@@ -1,0 +1,213 @@
+//! Publishing from the core to a running edge (the real core binary, wrangler dev, PostgreSQL): an
+//! event published while the edge is down is retried and its failure recorded; once the edge is up,
+//! the edge holds exactly the published definition; a later change is pushed without disturbing a
+//! live hold.
+
+use std::time::{Duration, Instant};
+
+use e2e::{
+    create_admin, database_url, drop_database, free_port, scratch_dir, start_core_with, start_edge_with_keys,
+    TestKeys,
+};
+use regional_core::publishing::EdgeClient;
+use serde_json::{json, Value};
+
+struct Admin {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("core answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let (status, answer) = self.call(method, path, Some(body)).await;
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+        answer
+    }
+
+    /// Polls the event's sync state until `done` holds (or fails after `within`).
+    async fn sync_until(&self, event: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, sync) =
+                self.call(reqwest::Method::GET, &format!("/api/v1/events/{event}/sync"), None).await;
+            if done(&sync) {
+                return sync;
+            }
+            assert!(Instant::now() < deadline, "sync state never reached: {sync}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_holds() {
+    let dir = scratch_dir("publishing");
+    let db_name = format!("e2e_publish_{}", std::process::id());
+    let db = database_url(&db_name);
+    let keys = TestKeys::new();
+    let (core_port, edge_port) = (free_port(), free_port());
+    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let core = start_core_with(
+        core_port,
+        &db,
+        true,
+        &dir,
+        &[("CORE_SIGNING_KEY", keys.core_signing_key()), ("EDGE_URL", edge_url.clone())],
+    );
+    core.wait_ready("/healthz", Duration::from_secs(60)).await;
+    let root =
+        Admin { base: core.url(), key: create_admin(&db, "root@e2e.test"), http: reqwest::Client::new() };
+
+    // An organization, its admin, a venue with two seats and a GA area, an event with two tiers.
+    let org = root
+        .ok(reqwest::Method::POST, "/api/v1/organizations", json!({ "name": "Acme", "slug": "acme" }))
+        .await;
+    let user = root
+        .ok(
+            reqwest::Method::POST,
+            "/api/v1/users",
+            json!({ "email": "admin@acme.test", "role": "organizer_admin", "organization_id": org["id"] }),
+        )
+        .await;
+    let key = root
+        .ok(
+            reqwest::Method::POST,
+            &format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap()),
+            json!({}),
+        )
+        .await;
+    let acme = Admin {
+        base: core.url(),
+        key: key["key"].as_str().unwrap().to_owned(),
+        http: reqwest::Client::new(),
+    };
+    let venue = acme
+        .ok(
+            reqwest::Method::POST,
+            "/api/v1/venues",
+            json!({ "name": "Hall", "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
+                    "ga_areas": [{ "id": "floor", "name": "Floor", "capacity": 100 }],
+                    "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": [
+                        { "id": "A-1", "label": "1", "x": 0, "y": 0, "zone": "std" },
+                        { "id": "A-2", "label": "2", "x": 1, "y": 0, "zone": "std" } ] }] }] }),
+        )
+        .await;
+    let event = acme
+        .ok(
+            reqwest::Method::POST,
+            "/api/v1/events",
+            json!({ "venue_id": venue["id"], "title": "Gig", "starts_at": "2027-01-01T20:00:00Z", "ends_at": "2027-01-01T23:00:00Z" }),
+        )
+        .await;
+    let id = event["id"].as_str().unwrap().to_owned();
+    let tiers = format!("/api/v1/events/{id}/tiers");
+    acme.ok(
+        reqwest::Method::POST,
+        &tiers,
+        json!({ "name": "Seats", "kind": "seated", "currency": "EUR", "price_minor": 4000, "quantity": 2 }),
+    )
+    .await;
+    acme.ok(reqwest::Method::POST, &tiers, json!({ "name": "Standing", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 2500, "quantity": 60 }))
+        .await;
+    acme.ok(
+        reqwest::Method::PUT,
+        &format!("/api/v1/events/{id}/waiting-room"),
+        json!({ "mode": "passthrough", "bot": { "check": { "kind": "off" } } }),
+    )
+    .await;
+
+    // 1. Published while the edge is down: the push fails, is recorded, and waits to be retried.
+    acme.ok(reqwest::Method::POST, &format!("/api/v1/events/{id}/state"), json!({ "state": "published" }))
+        .await;
+    let failing = acme.sync_until(&id, Duration::from_secs(20), |s| s["state"] == "failing").await;
+    assert!(failing["attempts"].as_i64().unwrap() >= 1);
+    assert!(failing["last_error"].as_str().unwrap().contains("unreachable"), "{failing}");
+
+    // 2. The edge comes up; the retry (asked for now rather than waiting out the backoff) lands.
+    let edge =
+        start_edge_with_keys(edge_port, &core.url(), &dir.join("do-state"), &dir, &keys.edge_env_file(&dir));
+    edge.wait_ready("/healthz", Duration::from_secs(120)).await;
+    acme.ok(reqwest::Method::POST, &format!("/api/v1/events/{id}/sync"), json!({})).await;
+    let (_, current) = acme.call(reqwest::Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    let version = current["version"].as_i64().unwrap();
+    let synced = acme.sync_until(&id, Duration::from_secs(60), |s| s["state"] == "synced").await;
+    assert_eq!(
+        synced["synced_version"],
+        version,
+        "{synced}\nedge log:\n{}\ncore log:\n{}",
+        edge.log_tail(),
+        core.log_tail()
+    );
+
+    // The edge holds exactly what was published.
+    let client = EdgeClient::new(&edge.url(), keys.core.clone());
+    let stats =
+        client.call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/stats"), vec![]).await.unwrap();
+    assert_eq!(stats["totals"]["capacity"], 2 + 60, "{stats}");
+    assert_eq!(stats["shards"][0]["stats"]["inventory_version"], version);
+    let availability: Value = reqwest::get(format!("{}/api/v1/events/{id}/availability", edge.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(availability["seats"], "aa");
+    assert_eq!(availability["tiers"][0][1]["capacity"], 60);
+    let room = client
+        .call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/waiting-room"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(room["view"]["settings"]["mode"], "passthrough");
+    assert_eq!(room["view"]["settings"]["version"], version);
+
+    // 3. A buyer holds a seat (through the line: passthrough lets them straight in).
+    let buyer = reqwest::Client::builder().user_agent("e2e-buyer/1").build().unwrap();
+    let queue = format!("{}/api/v1/events/{id}/queue", edge.url());
+    let joined: Value = buyer.post(&queue).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let ticket = joined["ticket"].as_str().unwrap_or_else(|| panic!("join: {joined}"));
+    let admitted: Value = buyer.get(&queue).bearer_auth(ticket).send().await.unwrap().json().await.unwrap();
+    let admission = admitted["admission_token"].as_str().unwrap_or_else(|| panic!("admission: {admitted}"));
+    let hold = buyer
+        .post(format!("{}/api/v1/events/{id}/holds", edge.url()))
+        .bearer_auth(admission)
+        .json(&json!({ "kind": "seats", "seats": ["A-1"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hold.status(), 201);
+    let hold: Value = hold.json().await.unwrap();
+    let hold_id = hold["hold"]["id"].as_str().unwrap().to_owned();
+
+    // 4. The organizer adds a tier: pushed as a new version, and the live hold is untouched.
+    acme.ok(reqwest::Method::POST, &tiers, json!({ "name": "Late", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 3500, "quantity": 20 }))
+        .await;
+    let (_, current) = acme.call(reqwest::Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    let newer = current["version"].as_i64().unwrap();
+    assert!(newer > version);
+    acme.sync_until(&id, Duration::from_secs(30), |s| s["state"] == "synced" && s["synced_version"] == newer)
+        .await;
+    let stats =
+        client.call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/stats"), vec![]).await.unwrap();
+    assert_eq!(stats["totals"]["capacity"], 2 + 60 + 20);
+    assert_eq!(stats["totals"]["held"], 1);
+    let still = client
+        .call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/holds/{hold_id}"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(still["state"], "held", "{still}");
+
+    drop(edge);
+    core.stop();
+    drop_database(&db_name);
+}
