@@ -35,6 +35,7 @@ trap stop_all EXIT
 log "starting the regional core on 127.0.0.1:$CORE_PORT (logs: $LOCAL/logs/core.log)"
 (
   set -a && source "$LOCAL/core.env" && set +a
+  export EDGE_URL="http://127.0.0.1:$EDGE_PORT"
   exec setsid "$CARGO_TARGET_DIR/debug/regional-core" serve --listen "127.0.0.1:$CORE_PORT"
 ) >"$LOCAL/logs/core.log" 2>&1 &
 PIDS+=($!)
@@ -50,7 +51,23 @@ log "starting the edge (wrangler dev) on 127.0.0.1:$EDGE_PORT (logs: $LOCAL/logs
 PIDS+=($!)
 wait_http "http://127.0.0.1:$EDGE_PORT/healthz" 90 || { tail -n 30 "$LOCAL/logs/edge.log"; die "the edge did not start"; }
 
+# The demo: an organization, a venue and an event whose sale starts a minute after it was first
+# seeded; the core pushes it to the edge (waited for here, so the buyer's URL works when printed).
+demo=$("$CARGO_TARGET_DIR/debug/regional-core" seed-demo 2>>"$LOCAL/logs/core.log") || die "seeding the demo failed"
+demo_event=$(printf '%s' "$demo" | python3 -c 'import json,sys; print(json.load(sys.stdin)["event"])')
+demo_key=$(printf '%s' "$demo" | python3 -c 'import json,sys; print(json.load(sys.stdin)["organizer_key"])')
+demo_sale=$(printf '%s' "$demo" | python3 -c 'import json,sys; print(json.load(sys.stdin)["on_sale_at"])')
+for _ in $(seq 1 60); do
+  curl -sf -H "authorization: Bearer $demo_key" "http://127.0.0.1:$CORE_PORT/api/v1/events/$demo_event/sync" |
+    grep -q '"state":"synced"' && break
+  sleep 0.5
+done
+
 cat <<MSG
+
+  demo sale          http://127.0.0.1:$EDGE_PORT/events/$demo_event   (on sale at $demo_sale)
+  demo organizer key $demo_key
+                     (admin API: curl -H "authorization: Bearer \$KEY" http://127.0.0.1:$CORE_PORT/api/v1/events)
 
   edge (buyers)      http://127.0.0.1:$EDGE_PORT
   health chain       http://127.0.0.1:$EDGE_PORT/healthz

@@ -11,7 +11,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
-use crate::{accounts, db, events, health, publishing, venues};
+use crate::{accounts, catalog, db, events, health, publishing, venues};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -27,10 +27,45 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::routes())
         .merge(venues::routes())
         .merge(events::routes())
+        .merge(catalog::routes())
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// The id of one request: the caller's `x-request-id` (or the trace id of its W3C `traceparent`,
+/// as the edge sends it) when well-formed, else a new one. It is in every log line of the request
+/// (the span) and in the answer's `x-request-id`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+fn incoming_id(req: &Request) -> Option<String> {
+    let headers = req.headers();
+    let ok = |s: &str| {
+        (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if let Some(id) = headers.get("x-request-id").and_then(|v| v.to_str().ok()).filter(|s| ok(s)) {
+        return Some(id.to_owned());
+    }
+    // traceparent: version-traceid-parentid-flags; the trace id names the whole chain.
+    let trace = headers.get("traceparent").and_then(|v| v.to_str().ok())?;
+    let id = trace.split('-').nth(1)?;
+    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+}
+
+async fn request_id(mut req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let id = incoming_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", value);
+    }
+    resp
 }
 
 /// Migrates (when asked), binds and serves until SIGINT or SIGTERM.

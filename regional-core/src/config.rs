@@ -30,6 +30,9 @@ pub enum Command {
     /// Create a platform admin (and the platform organization, the first time) and print their
     /// API key once.
     CreateAdmin(CreateAdminArgs),
+    /// Seed the demo organization, venue and event (idempotent) and print the buyer's event id and
+    /// a fresh organizer key, as JSON.
+    SeedDemo(DatabaseArgs),
 }
 
 #[derive(Debug, Clone, Args)]

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use regional_core::config::CreateAdminArgs;
-use regional_core::{accounts, db, Command, Config};
+use regional_core::{accounts, db, demo, Command, Config, DatabaseArgs};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -17,6 +17,7 @@ async fn main() -> std::process::ExitCode {
     let outcome = match config.command {
         Some(Command::Migrate(args)) => db::migrate(&args).await.map_err(Into::into),
         Some(Command::CreateAdmin(args)) => create_admin(args).await,
+        Some(Command::SeedDemo(args)) => seed_demo(args).await,
         Some(Command::Serve(args)) => regional_core::serve(args).await,
         None => regional_core::serve(config.serve).await,
     };
@@ -36,6 +37,15 @@ async fn create_admin(args: CreateAdminArgs) -> Result<(), Box<dyn std::error::E
     let made = accounts::create_platform_admin(&pool, &args.email, &args.name)
         .await
         .map_err(|e| format!("create-admin: {e}"))?;
+    println!("{}", serde_json::to_string_pretty(&made)?);
+    Ok(())
+}
+
+/// `regional-core seed-demo`: migrates, seeds the demo, prints what to open.
+async fn seed_demo(args: DatabaseArgs) -> Result<(), Box<dyn std::error::Error>> {
+    db::migrate(&args).await?;
+    let pool = db::pool(&args)?;
+    let made = demo::seed(&pool).await?;
     println!("{}", serde_json::to_string_pretty(&made)?);
     Ok(())
 }

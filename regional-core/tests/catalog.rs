@@ -239,3 +239,86 @@ async fn another_tenants_catalog_answers_404_and_scanners_cannot_create_events(d
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert_eq!(api.count("events").await, 1);
 }
+
+#[sqlx::test]
+async fn buyers_search_published_events_without_a_key_and_see_tiers_and_prices(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), (_, globex)]) = two_tenants(&api).await;
+    let tier = json!({ "name": "Standard", "kind": "seated", "currency": "EUR", "price_minor": 4500, "zone_prices": { "front": 6500 }, "quantity": 60 });
+    let mut published = Vec::new();
+    for (key, title, genre, starts) in [
+        (&acme, "Jazz Night", "jazz", "2027-03-01T19:00:00Z"),
+        (&acme, "Rock Festival", "rock", "2027-04-01T19:00:00Z"),
+        (&globex, "Late Jazz Session", "jazz", "2027-05-01T19:00:00Z"),
+        (&globex, "Draft Only", "jazz", "2027-06-01T19:00:00Z"),
+    ] {
+        let venue = venue(&api, key).await;
+        let body = json!({ "venue_id": venue, "title": title, "genre": genre, "starts_at": starts, "ends_at": "2027-12-31T23:00:00Z" });
+        let (_, e) = api.call(key, Method::POST, "/api/v1/events", Some(body)).await;
+        let id = e["id"].as_str().unwrap().to_owned();
+        api.call(key, Method::POST, &format!("/api/v1/events/{id}/tiers"), Some(tier.clone())).await;
+        if title != "Draft Only" {
+            let (s, _) = api
+                .call(
+                    key,
+                    Method::POST,
+                    &format!("/api/v1/events/{id}/state"),
+                    Some(json!({ "state": "published" })),
+                )
+                .await;
+            assert_eq!(s, StatusCode::OK);
+            published.push(id);
+        }
+    }
+    let get = |path: String| {
+        let http = api.http.clone();
+        let base = api.base.clone();
+        async move {
+            let resp = http.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(resp.headers()["cache-control"], "public, max-age=30");
+            let status = resp.status();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let titles = |v: &Value| {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["title"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let (s, all) = get("/api/v1/catalog/events".into()).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        titles(&all),
+        ["Jazz Night", "Rock Festival", "Late Jazz Session"],
+        "drafts are not listed; by start time"
+    );
+    assert_eq!(
+        titles(&get("/api/v1/catalog/events?q=jazz".into()).await.1),
+        ["Jazz Night", "Late Jazz Session"]
+    );
+    assert_eq!(titles(&get("/api/v1/catalog/events?genre=ROCK".into()).await.1), ["Rock Festival"]);
+    assert_eq!(
+        titles(
+            &get(
+                "/api/v1/catalog/events?city=berlin&from=2027-03-15T00:00:00Z&to=2027-04-15T00:00:00Z".into()
+            )
+            .await
+            .1
+        ),
+        ["Rock Festival"]
+    );
+    let (_, first) = get("/api/v1/catalog/events?limit=2".into()).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    assert_eq!(
+        titles(&get(format!("/api/v1/catalog/events?limit=2&cursor={cursor}")).await.1),
+        ["Late Jazz Session"]
+    );
+    let (s, one) = get(format!("/api/v1/catalog/events/{}", published[0])).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(one["tiers"][0]["zone_prices"]["front"], 6500);
+    assert_eq!(one["buy_path"], format!("/events/{}", published[0]));
+    assert_eq!(one["city"], "Berlin");
+}

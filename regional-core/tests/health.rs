@@ -73,3 +73,23 @@ async fn unknown_routes_and_methods_answer_problem_json(pool: PgPool) {
     let problem: Problem = resp.json().await.unwrap();
     assert!(problem.is(ProblemType::MethodNotAllowed));
 }
+
+#[sqlx::test]
+async fn every_answer_carries_a_request_id_taken_from_the_caller_or_made(pool: PgPool) {
+    let base = spawn(pool).await;
+    let client = reqwest::Client::new();
+    let made = client.get(format!("{base}/healthz")).send().await.unwrap();
+    let id = made.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32);
+    let given = client.get(format!("{base}/nope")).header("x-request-id", "req-123").send().await.unwrap();
+    assert_eq!(given.headers()["x-request-id"], "req-123");
+    let traced = client
+        .get(format!("{base}/healthz"))
+        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(traced.headers()["x-request-id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    let junk = client.get(format!("{base}/healthz")).header("x-request-id", "bad id!").send().await.unwrap();
+    assert_ne!(junk.headers()["x-request-id"], "bad id!");
+}

@@ -91,3 +91,23 @@ async fn an_unreachable_edge_is_retried_with_backoff_and_the_failure_recorded(db
         .unwrap();
     assert_eq!(attempts, 1, "an asked-for retry starts counting again");
 }
+
+#[sqlx::test]
+async fn the_demo_seeds_once_and_reissues_its_key(db: PgPool) {
+    let first = regional_core::demo::seed(&db).await.unwrap();
+    let second = regional_core::demo::seed(&db).await.unwrap();
+    assert!(first.created && !second.created);
+    assert_eq!(first.event, second.event, "one demo event, however often the run command starts");
+    assert_eq!(first.on_sale_at.timestamp(), second.on_sale_at.timestamp());
+    assert_ne!(first.organizer_key, second.organizer_key);
+    let (inventory, room) = publishing::definition(&db, first.event).await.unwrap();
+    inventory.validate().expect("a valid inventory");
+    assert_eq!(inventory.seat_map.seat_count(), 400);
+    assert_eq!(inventory.seat_map.ga_tiers[0].capacity, 300);
+    assert_eq!(room.on_sale_at_ms, Some(first.on_sale_at.timestamp_millis()));
+    let api = Api::start(db).await;
+    let path = format!("/api/v1/events/{}", first.event);
+    assert_eq!(api.call(&first.organizer_key, Method::GET, &path, None).await.1["reason"], "revoked");
+    let (s, e) = api.call(&second.organizer_key, Method::GET, &path, None).await;
+    assert_eq!((s, e["state"].as_str()), (StatusCode::OK, Some("on_sale")));
+}

@@ -1,0 +1,2 @@
+DROP INDEX venues_city;
+DROP INDEX events_search;

@@ -1,0 +1,129 @@
+//! The public catalog, for buyers and the edge's pages: published events (on sale, sold out or
+//! announced) of every organization, searchable, with their tiers and prices. No key needed;
+//! answers are cacheable for 30 seconds.
+//!
+//! - `GET /api/v1/catalog/events?q=&city=&genre=&from=&to=&limit=&cursor=`  by start time
+//! - `GET /api/v1/catalog/events/{id}`                                      with tiers and prices
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::api::{page, Cursor, PageQuery};
+use crate::app::AppState;
+use crate::error::ApiError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/v1/catalog/events", get(search)).route("/api/v1/catalog/events/{id}", get(one))
+}
+
+/// How long buyers' clients and caches may keep an answer.
+const CACHE: &str = "public, max-age=30";
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct PublicEvent {
+    pub id: Uuid,
+    pub title: String,
+    pub description: String,
+    pub genre: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub time_zone: String,
+    pub images: Value,
+    pub state: String,
+    pub venue_name: String,
+    pub city: String,
+    pub organizer: String,
+}
+
+const COLUMNS: &str =
+    "e.id, e.title, e.description, e.genre, e.starts_at, e.ends_at, e.time_zone, e.images, e.state, \
+                       v.name AS venue_name, v.city, o.name AS organizer";
+
+#[derive(Debug, Default, Deserialize)]
+struct Search {
+    q: Option<String>,
+    city: Option<String>,
+    genre: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn search(
+    State(state): State<AppState>,
+    Query(s): Query<Search>,
+) -> Result<impl IntoResponse, ApiError> {
+    let paging = PageQuery { limit: s.limit, cursor: s.cursor };
+    let limit = paging.limit()?;
+    let (at, id) = crate::accounts::bounds(paging.after()?)?;
+    if s.q.as_deref().is_some_and(|q| q.len() > 200) {
+        return Err(ApiError::field("q", "must be at most 200 characters"));
+    }
+    let rows: Vec<PublicEvent> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events e JOIN venues v ON v.id = e.venue_id JOIN organizations o ON o.id = e.organization_id
+         WHERE e.state IN ('published', 'on_sale', 'sold_out')
+           AND ($1::text IS NULL OR to_tsvector('simple', e.title || ' ' || e.description) @@ plainto_tsquery('simple', $1))
+           AND ($2::text IS NULL OR lower(v.city) = lower($2))
+           AND ($3::text IS NULL OR lower(e.genre) = lower($3))
+           AND ($4::timestamptz IS NULL OR e.starts_at >= $4)
+           AND ($5::timestamptz IS NULL OR e.starts_at < $5)
+           AND (e.starts_at, e.id) > ($6, $7)
+         ORDER BY e.starts_at, e.id LIMIT $8"
+    ))
+    .bind(s.q.as_deref().filter(|q| !q.trim().is_empty()))
+    .bind(s.city.as_deref())
+    .bind(s.genre.as_deref())
+    .bind(s.from)
+    .bind(s.to)
+    .bind(at)
+    .bind(id)
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    let listing = page(rows, limit, |e| Cursor { at: e.starts_at, id: e.id.to_string() });
+    Ok(([(header::CACHE_CONTROL, CACHE)], Json(listing)))
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+struct PublicTier {
+    id: Uuid,
+    name: String,
+    kind: String,
+    currency: String,
+    price_minor: i64,
+    zone_prices: Value,
+    per_order_limit: i32,
+    sale_starts_at: Option<DateTime<Utc>>,
+    sale_ends_at: Option<DateTime<Utc>>,
+}
+
+async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
+    let event: Option<PublicEvent> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM events e JOIN venues v ON v.id = e.venue_id JOIN organizations o ON o.id = e.organization_id
+         WHERE e.id = $1 AND e.state IN ('published', 'on_sale', 'sold_out', 'cancelled')"
+    ))
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?;
+    let event = event.ok_or(ApiError::NotFound)?;
+    let tiers: Vec<PublicTier> = sqlx::query_as(
+        "SELECT id, name, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at
+         FROM ticket_tiers WHERE event_id = $1 ORDER BY created_at, id",
+    )
+    .bind(id)
+    .fetch_all(&state.db)
+    .await?;
+    let mut answer = serde_json::to_value(&event).unwrap_or_default();
+    answer["tiers"] = serde_json::to_value(&tiers).unwrap_or_default();
+    answer["buy_path"] = Value::String(format!("/events/{id}"));
+    Ok(([(header::CACHE_CONTROL, CACHE)], Json(answer)))
+}
