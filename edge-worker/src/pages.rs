@@ -87,6 +87,14 @@ fn countdown(on_sale_ms: i64) -> String {
     )
 }
 
+/// What the pages call the event: its name when the organizer's settings give one, else its id.
+fn event_name(room: &Room<'_>, view: Option<&RoomView>) -> String {
+    view.map(|v| v.settings.display_name.trim())
+        .filter(|n| !n.is_empty())
+        .unwrap_or(room.event.as_str())
+        .to_owned()
+}
+
 /// The page when the buyer is not in line yet: what the line is doing, and the join form.
 fn landing(
     room: &Room<'_>,
@@ -95,7 +103,7 @@ fn landing(
     error: Option<&Problem>,
 ) -> String {
     let event = room.event;
-    let mut body = format!("<h1>Tickets for {}</h1>", escape(event.as_str()));
+    let mut body = format!("<h1>Tickets for {}</h1>", escape(&event_name(room, Some(view))));
     if let Some(p) = error {
         body.push_str(&format!(
             "<div class=\"box error\" role=\"alert\"><p><strong>{}</strong></p><p>{}</p></div>",
@@ -164,7 +172,7 @@ fn landing(
          <button type=\"submit\">Join the line</button></form>\
          <p id=\"check\" role=\"status\" aria-live=\"polite\" class=\"muted\"></p>{script}"
     ));
-    page(&format!("Join the line: {event}"), None, &body)
+    page(&format!("Join the line: {}", event_name(room, Some(view))), None, &body)
 }
 
 /// Solves the proof of work in the browser (SHA-256 of `challenge.nonce` with DIFFICULTY leading
@@ -183,9 +191,8 @@ var until=+c.dataset.until;function fmt(s){return s<60?s+' s':s<3600?Math.floor(
 setInterval(function(){var s=Math.max(0,Math.round((until-Date.now())/1000));c.textContent=fmt(s);if(s===0)location.reload();},1000);})();"#;
 
 /// The page of someone in line.
-fn waiting(room: &Room<'_>, status: &QueueStatus) -> String {
-    let event = room.event;
-    let mut body = format!("<h1>You are in line for {}</h1>", escape(event.as_str()));
+fn waiting(room: &Room<'_>, view: &RoomView, status: &QueueStatus) -> String {
+    let mut body = format!("<h1>You are in line for {}</h1>", escape(&event_name(room, Some(view))));
     let percent = (status.progress * 100.0).round() as u32;
     match status.state {
         StatusState::SoldOut => body.push_str("<div class=\"box\" role=\"status\"><p>Sorry: this event has <strong>sold out</strong>.</p></div>"),
@@ -217,7 +224,7 @@ fn waiting(room: &Room<'_>, status: &QueueStatus) -> String {
          <script>{CLOCK_SCRIPT}</script>",
         status.poll_after_seconds
     ));
-    page(&format!("In line: {event}"), Some(status.poll_after_seconds), &body)
+    page(&format!("In line: {}", event_name(room, Some(view))), Some(status.poll_after_seconds), &body)
 }
 
 /// `GET /events/{event}`.
@@ -258,7 +265,7 @@ pub async fn event_page(room: &Room<'_>, req: &Request) -> Result<Response> {
                     &cookie.into_iter().collect::<Vec<_>>(),
                 )
             }
-            Ok(Standing::Waiting { status, .. }) => return html(200, waiting(room, &status)),
+            Ok(Standing::Waiting { status, .. }) => return html(200, waiting(room, &view, &status)),
             Err(mut resp) => {
                 // The ticket cannot go further (expired turn, left, …): say why, offer to join again.
                 let problem: Option<Problem> = resp.json().await.ok();
@@ -315,16 +322,19 @@ pub async fn buy_page(room: &Room<'_>, req: &Request) -> Result<Response> {
         return see_other(&format!("/events/{}", room.event), &[]);
     };
     let left = ((claims.exp * 1000 - now_ms()).max(0) / 1000) as u64;
+    let view = queue::view(room.env, room.event).await?;
+    let name = escape(&event_name(room, view.as_deref()));
     let body = format!(
-        "<h1>You're in: {event}</h1><div class=\"box\" role=\"status\"><p>It is your turn to buy. \
+        "<h1>You're in: {name}</h1><div class=\"box\" role=\"status\"><p>It is your turn to buy. \
          You may buy up to <strong>{max}</strong> tickets.</p>\
          <p>Your session ends in <strong><span id=\"countdown\" data-until=\"{until}\">{left}</span></strong>.</p></div>\
          <p>Seats available right now: <a href=\"/api/v1/events/{event}/availability\">availability</a>.</p>\
          <script>{CLOCK_SCRIPT}</script>",
         event = escape(room.event.as_str()),
+        name = name,
         max = claims.extra.max_tickets,
         until = claims.exp * 1000,
         left = duration(left),
     );
-    html(200, page(&format!("Buy tickets: {}", room.event), None, &body))
+    html(200, page(&format!("Buy tickets: {}", event_name(room, view.as_deref())), None, &body))
 }

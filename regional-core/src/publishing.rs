@@ -114,6 +114,7 @@ impl EdgeClient {
 struct EventRow {
     id: Uuid,
     venue_id: Uuid,
+    title: String,
     state: EventState,
     version: i64,
     waiting_room: Value,
@@ -137,7 +138,7 @@ struct TierRow {
 /// What the edge should hold for an event now: (inventory, waiting-room settings).
 pub async fn definition(db: &PgPool, event: Uuid) -> Result<(Inventory, WaitingRoomSettings), String> {
     let e: EventRow = sqlx::query_as(
-        "SELECT e.id, e.venue_id, e.state, e.version, e.waiting_room, e.hold_settings, v.zones, v.ga_areas
+        "SELECT e.id, e.venue_id, e.title, e.state, e.version, e.waiting_room, e.hold_settings, v.zones, v.ga_areas
          FROM events e JOIN venues v ON v.id = e.venue_id WHERE e.id = $1",
     )
     .bind(event)
@@ -226,6 +227,7 @@ pub async fn definition(db: &PgPool, event: Uuid) -> Result<(Inventory, WaitingR
     };
     let mut room: WaitingRoomSettings = serde_json::from_value(e.waiting_room).map_err(|e| e.to_string())?;
     room.version = e.version as u64;
+    room.display_name = e.title;
     if e.state == EventState::Cancelled {
         room.mode = QueueMode::Closed;
     }

@@ -118,6 +118,8 @@ pub struct WaitingRoomSettings {
     /// Set by the core; a push with a lower version than the one held is refused, the same version
     /// is accepted again (retries).
     pub version: u64,
+    /// The event's name on the buyer's pages (set by the core from the event's title).
+    pub display_name: String,
     /// When joining opens (Unix ms); `None`: as soon as the event is published.
     pub pre_queue_opens_at_ms: Option<i64>,
     /// When admission starts (Unix ms); `None`: at once (no pre-queue).
@@ -145,6 +147,7 @@ impl Default for WaitingRoomSettings {
     fn default() -> Self {
         Self {
             version: 0,
+            display_name: String::new(),
             pre_queue_opens_at_ms: None,
             on_sale_at_ms: None,
             admit_per_minute: 600,
@@ -171,6 +174,7 @@ impl WaitingRoomSettings {
             }
         };
         check((1..=1_000_000).contains(&self.admit_per_minute), "admit_per_minute", "must be 1 to 1000000");
+        check(self.display_name.chars().count() <= 200, "display_name", "must be at most 200 characters");
         check((1..=10_000_000).contains(&self.max_active), "max_active", "must be 1 to 10000000");
         check((60..=86_400).contains(&self.session_seconds), "session_seconds", "must be 60 to 86400");
         check(

@@ -41,12 +41,12 @@ async function resume(event, settings) {
 
 test('joining from the keyboard, waiting with a visible place, and being moved on when admitted', async () => {
   const event = 'page-js';
-  const settings = { paused: true, bot: { check: { kind: 'proof_of_work', difficulty: 8 } } };
+  const settings = { paused: true, display_name: 'Opening Night', bot: { check: { kind: 'proof_of_work', difficulty: 8 } } };
   await room(event, settings);
   const page = await browser.newPage();
   await page.goto(`${url}/events/${event}`);
   assert.equal(await page.getAttribute('html', 'lang'), 'en');
-  assert.match(await page.textContent('h1'), /Tickets for page-js/);
+  assert.match(await page.textContent('h1'), /Tickets for Opening Night/, 'the organizer\'s name for the event');
   // Keyboard only: tab to the button and press Enter; the page solves the proof of work and joins.
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Join the line');
