@@ -11,7 +11,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
-use crate::{accounts, catalog, db, events, health, publishing, venues};
+use crate::{accounts, catalog, db, events, health, promotions, publishing, venues};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .merge(venues::routes())
         .merge(events::routes())
         .merge(catalog::routes())
+        .merge(promotions::routes())
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {

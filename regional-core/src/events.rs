@@ -79,6 +79,7 @@ pub struct Event {
     pub ends_at: DateTime<Utc>,
     pub time_zone: String,
     pub images: Value,
+    pub refund_policy: Value,
     pub state: EventState,
     pub version: i64,
     pub created_at: DateTime<Utc>,
@@ -87,7 +88,7 @@ pub struct Event {
 
 const EVENT_COLUMNS: &str =
     "id, organization_id, venue_id, title, description, genre, starts_at, ends_at, time_zone, \
-                             images, state, version, created_at, updated_at";
+                             images, refund_policy, state, version, created_at, updated_at";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod promotions;
 pub mod publishing;
 pub mod venues;
 

@@ -322,3 +322,65 @@ async fn buyers_search_published_events_without_a_key_and_see_tiers_and_prices(d
     assert_eq!(one["buy_path"], format!("/events/{}", published[0]));
     assert_eq!(one["city"], "Berlin");
 }
+
+#[sqlx::test]
+async fn promo_codes_and_refund_policies_are_validated_and_scoped(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), (_, globex)]) = two_tenants(&api).await;
+    let venue = venue(&api, &acme).await;
+    let event = event(&api, &acme, &venue).await;
+    let (_, tier) = api
+        .call(&acme, Method::POST, &format!("/api/v1/events/{event}/tiers"), Some(json!({ "name": "Std", "kind": "seated", "currency": "EUR", "price_minor": 4500, "quantity": 60 })))
+        .await;
+    let codes = format!("/api/v1/events/{event}/promo-codes");
+    let good = json!({ "code": "EARLY-20", "kind": "percent", "percent_off": 20, "max_uses": 100, "per_buyer_limit": 2,
+                       "valid_from": "2027-01-01T00:00:00Z", "valid_until": "2027-02-01T00:00:00Z", "tier_ids": [tier["id"]] });
+    let (s, code) = api.call(&acme, Method::POST, &codes, Some(good.clone())).await;
+    assert_eq!(s, StatusCode::CREATED, "{code}");
+    assert_eq!(code["uses"], 0);
+    let (s, p) = api.call(&acme, Method::POST, &codes, Some(good)).await;
+    assert_eq!((s, p["reason"].as_str()), (StatusCode::CONFLICT, Some("code_taken")));
+    let bad = json!({ "code": "x", "kind": "amount", "percent_off": 5, "max_uses": 0, "tier_ids": [uuid::Uuid::new_v4()] });
+    let (s, p) = api.call(&acme, Method::POST, &codes, Some(bad)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let fields: Vec<&str> =
+        p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    assert_eq!(fields, ["code", "amount_off_minor", "currency", "percent_off", "max_uses", "tier_ids[0]"]);
+    let amount = json!({ "code": "TENOFF", "kind": "amount", "amount_off_minor": 1000, "currency": "EUR" });
+    assert_eq!(api.call(&acme, Method::POST, &codes, Some(amount)).await.0, StatusCode::CREATED);
+    let (_, listed) = api.call(&acme, Method::GET, &codes, None).await;
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+    let (s, off) =
+        api.call(&acme, Method::DELETE, &format!("{codes}/{}", code["id"].as_str().unwrap()), None).await;
+    assert_eq!((s, off["active"].as_bool()), (StatusCode::OK, Some(false)));
+    // Another tenant sees none of it.
+    assert_eq!(api.call(&globex, Method::GET, &codes, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.call(&globex, Method::DELETE, &format!("{codes}/{}", code["id"].as_str().unwrap()), None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let policy = format!("/api/v1/events/{event}/refund-policy");
+    let (s, _) = api
+        .call(
+            &acme,
+            Method::PUT,
+            &policy,
+            Some(json!([{ "hours_before": 168, "percent": 100 }, { "hours_before": 24, "percent": 50 }])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, e) = api.call(&acme, Method::GET, &format!("/api/v1/events/{event}"), None).await;
+    assert_eq!(e["refund_policy"][1]["percent"], 50);
+    let (s, p) = api
+        .call(
+            &acme,
+            Method::PUT,
+            &policy,
+            Some(json!([{ "hours_before": 24, "percent": 50 }, { "hours_before": 48, "percent": 100 }])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["errors"][0]["field"], "[1].hours_before");
+    assert_eq!(api.call(&globex, Method::PUT, &policy, Some(json!([]))).await.0, StatusCode::NOT_FOUND);
+}

@@ -1,0 +1,2 @@
+ALTER TABLE events DROP COLUMN refund_policy;
+DROP TABLE promo_codes;

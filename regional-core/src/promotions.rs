@@ -1,0 +1,315 @@
+//! Promo codes and refund policies of an event.
+//!
+//! - `POST   /api/v1/events/{id}/promo-codes`            a code: percent or amount off, usage cap,
+//!   per-buyer cap, validity window, tier scope
+//! - `GET    /api/v1/events/{id}/promo-codes`
+//! - `DELETE /api/v1/events/{id}/promo-codes/{code_id}`  deactivate (kept for the records)
+//! - `PUT    /api/v1/events/{id}/refund-policy`          windows before the start, e.g.
+//!   `[{"hours_before": 168, "percent": 100}, {"hours_before": 24, "percent": 50}]`: 100 % until
+//!   7 days before, 50 % until 24 hours before, nothing after ([`refund_percent`]).
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{delete, post, put};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared_types::inventory::{Currency, FieldError};
+use uuid::Uuid;
+
+use crate::api::{self, Listing};
+use crate::app::AppState;
+use crate::auth::{Caller, Permission};
+use crate::error::ApiError;
+use crate::events::{find_event, EventState};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/events/{id}/promo-codes", post(create_code).get(list_codes))
+        .route("/api/v1/events/{id}/promo-codes/{code}", delete(deactivate_code))
+        .route("/api/v1/events/{id}/refund-policy", put(set_refund_policy))
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct PromoCode {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub code: String,
+    pub kind: String,
+    pub percent_off: Option<i32>,
+    pub amount_off_minor: Option<i64>,
+    pub currency: Option<String>,
+    pub max_uses: Option<i32>,
+    pub uses: i32,
+    pub per_buyer_limit: Option<i32>,
+    pub valid_from: Option<DateTime<Utc>>,
+    pub valid_until: Option<DateTime<Utc>>,
+    pub tier_ids: Vec<Uuid>,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+const CODE_COLUMNS: &str =
+    "id, event_id, code, kind, percent_off, amount_off_minor, currency, max_uses, uses, \
+                            per_buyer_limit, valid_from, valid_until, tier_ids, active, created_at";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewCode {
+    code: String,
+    kind: String,
+    #[serde(default)]
+    percent_off: Option<i32>,
+    #[serde(default)]
+    amount_off_minor: Option<i64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    max_uses: Option<i32>,
+    #[serde(default)]
+    per_buyer_limit: Option<i32>,
+    #[serde(default)]
+    valid_from: Option<DateTime<Utc>>,
+    #[serde(default)]
+    valid_until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    tier_ids: Vec<Uuid>,
+}
+
+fn validate_code(c: &NewCode, tiers: &[Uuid]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    let code_ok = (3..=32).contains(&c.code.len())
+        && c.code.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !code_ok {
+        errors.push(FieldError::new("code", "must be 3 to 32 characters of A-Z, 0-9, '_' and '-'"));
+    }
+    match c.kind.as_str() {
+        "percent" => {
+            if !c.percent_off.is_some_and(|p| (1..=100).contains(&p)) {
+                errors.push(FieldError::new("percent_off", "must be 1 to 100 for a percent code"));
+            }
+            if c.amount_off_minor.is_some() || c.currency.is_some() {
+                errors.push(FieldError::new("amount_off_minor", "only for an amount code"));
+            }
+        }
+        "amount" => {
+            if c.amount_off_minor.is_none_or(|a| a <= 0) {
+                errors.push(FieldError::new("amount_off_minor", "must be more than 0 for an amount code"));
+            }
+            if c.currency.as_deref().is_none_or(|cur| Currency::parse(cur).is_err()) {
+                errors.push(FieldError::new("currency", "must be an ISO 4217 code such as EUR"));
+            }
+            if c.percent_off.is_some() {
+                errors.push(FieldError::new("percent_off", "only for a percent code"));
+            }
+        }
+        _ => errors.push(FieldError::new("kind", "must be percent or amount")),
+    }
+    if c.max_uses.is_some_and(|n| n < 1) {
+        errors.push(FieldError::new("max_uses", "must be at least 1"));
+    }
+    if c.per_buyer_limit.is_some_and(|n| n < 1) {
+        errors.push(FieldError::new("per_buyer_limit", "must be at least 1"));
+    }
+    if let (Some(a), Some(b)) = (c.valid_from, c.valid_until) {
+        if b <= a {
+            errors.push(FieldError::new("valid_until", "must be after valid_from"));
+        }
+    }
+    for (i, t) in c.tier_ids.iter().enumerate() {
+        if !tiers.contains(t) {
+            errors.push(FieldError::new(format!("tier_ids[{i}]"), "is not a tier of this event"));
+        }
+    }
+    errors
+}
+
+async fn create_code(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let new: NewCode = api::parse_json(&body)?;
+    let tiers: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM ticket_tiers WHERE event_id = $1")
+        .bind(event.id)
+        .fetch_all(&state.db)
+        .await?;
+    let errors = validate_code(&new, &tiers);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (org, event_id) = (caller.organization_id, event.id);
+    let path = format!("/api/v1/events/{event_id}/promo-codes");
+    api::create(&state.db, &caller, &headers, "POST", &path, &body, move |conn| {
+        Box::pin(async move {
+            let row: Option<PromoCode> = sqlx::query_as(&format!(
+                "INSERT INTO promo_codes (id, organization_id, event_id, code, kind, percent_off, amount_off_minor, currency,
+                                          max_uses, per_buyer_limit, valid_from, valid_until, tier_ids)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (event_id, code) DO NOTHING RETURNING {CODE_COLUMNS}"
+            ))
+            .bind(Uuid::new_v4())
+            .bind(org)
+            .bind(event_id)
+            .bind(&new.code)
+            .bind(&new.kind)
+            .bind(new.percent_off)
+            .bind(new.amount_off_minor)
+            .bind(&new.currency)
+            .bind(new.max_uses)
+            .bind(new.per_buyer_limit)
+            .bind(new.valid_from)
+            .bind(new.valid_until)
+            .bind(&new.tier_ids)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let row = row.ok_or_else(|| ApiError::conflict("code_taken", "this event already has this code"))?;
+            Ok((StatusCode::CREATED, serde_json::to_value(&row).unwrap_or_default()))
+        })
+    })
+    .await
+}
+
+async fn list_codes(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Listing<PromoCode>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let rows: Vec<PromoCode> = sqlx::query_as(&format!(
+        "SELECT {CODE_COLUMNS} FROM promo_codes WHERE event_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(event.id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(Listing { items: rows, next_cursor: None }))
+}
+
+async fn deactivate_code(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, code)): Path<(String, String)>,
+) -> Result<Json<PromoCode>, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let code: Uuid = code.parse().map_err(|_| ApiError::NotFound)?;
+    let row: Option<PromoCode> = sqlx::query_as(&format!(
+        "UPDATE promo_codes SET active = false WHERE id = $1 AND event_id = $2 RETURNING {CODE_COLUMNS}"
+    ))
+    .bind(code)
+    .bind(event.id)
+    .fetch_optional(&state.db)
+    .await?;
+    row.map(Json).ok_or(ApiError::NotFound)
+}
+
+/// One window of a refund policy: until `hours_before` the start, `percent` is refunded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundWindow {
+    pub hours_before: u32,
+    pub percent: u8,
+}
+
+/// The rules of a policy: windows from the earliest to the latest, percentages never rising.
+pub fn validate_policy(windows: &[RefundWindow]) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if windows.len() > 10 {
+        errors.push(FieldError::new("windows", "at most 10 windows"));
+    }
+    for (i, w) in windows.iter().enumerate() {
+        if w.percent > 100 {
+            errors.push(FieldError::new(format!("[{i}].percent"), "must be 0 to 100"));
+        }
+        if w.hours_before > 24 * 365 {
+            errors.push(FieldError::new(format!("[{i}].hours_before"), "must be at most a year"));
+        }
+        if let Some(prev) = i.checked_sub(1).map(|p| windows[p]) {
+            if w.hours_before >= prev.hours_before {
+                errors.push(FieldError::new(
+                    format!("[{i}].hours_before"),
+                    "windows must go from earliest to latest",
+                ));
+            }
+            if w.percent > prev.percent {
+                errors.push(FieldError::new(format!("[{i}].percent"), "a later window may not refund more"));
+            }
+        }
+    }
+    errors
+}
+
+/// The percentage refunded for a cancellation at `now` of an event starting at `starts_at`
+/// (0 when no window is still open). A cancelled event refunds 100 % whatever the policy (the
+/// checkout's refund path decides that, not this function).
+pub fn refund_percent(windows: &[RefundWindow], starts_at: DateTime<Utc>, now: DateTime<Utc>) -> u8 {
+    windows
+        .iter()
+        .find(|w| now <= starts_at - chrono::Duration::hours(i64::from(w.hours_before)))
+        .map_or(0, |w| w.percent)
+}
+
+async fn set_refund_policy(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    if matches!(event.state, EventState::Cancelled | EventState::Completed) {
+        return Err(ApiError::conflict(
+            "event_closed",
+            "the policy of a cancelled or completed event is final",
+        ));
+    }
+    let windows: Vec<RefundWindow> = api::parse_json(&body)?;
+    let errors = validate_policy(&windows);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    sqlx::query("UPDATE events SET refund_policy = $2, updated_at = now() WHERE id = $1")
+        .bind(event.id)
+        .bind(json!(windows))
+        .execute(&state.db)
+        .await?;
+    Ok(Json(json!({ "refund_policy": windows })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refunds_follow_the_windows() {
+        let policy = [
+            RefundWindow { hours_before: 168, percent: 100 },
+            RefundWindow { hours_before: 24, percent: 50 },
+        ];
+        let start: DateTime<Utc> = "2027-06-10T20:00:00Z".parse().unwrap();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(refund_percent(&policy, start, at("2027-06-01T00:00:00Z")), 100);
+        assert_eq!(refund_percent(&policy, start, at("2027-06-03T20:00:00Z")), 100, "exactly 7 days before");
+        assert_eq!(refund_percent(&policy, start, at("2027-06-05T00:00:00Z")), 50);
+        assert_eq!(refund_percent(&policy, start, at("2027-06-10T00:00:00Z")), 0);
+        assert_eq!(refund_percent(&[], start, at("2027-01-01T00:00:00Z")), 0);
+        assert!(validate_policy(&policy).is_empty());
+        let rising = [
+            RefundWindow { hours_before: 168, percent: 50 },
+            RefundWindow { hours_before: 24, percent: 100 },
+        ];
+        assert_eq!(validate_policy(&rising)[0].field, "[1].percent");
+        let unordered = [
+            RefundWindow { hours_before: 24, percent: 100 },
+            RefundWindow { hours_before: 168, percent: 50 },
+        ];
+        assert_eq!(validate_policy(&unordered)[0].field, "[1].hours_before");
+    }
+}
