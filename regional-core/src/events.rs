@@ -35,7 +35,8 @@ use crate::venues::{find_venue, GaArea, ZoneIn};
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/events", post(create_event).get(list_events))
-        .route("/api/v1/events/{id}", get(get_event))
+        .route("/api/v1/events/{id}", get(get_event).patch(update_event))
+        .route("/api/v1/events/{id}/tiers/{tier}", axum::routing::patch(update_tier))
         .route("/api/v1/events/{id}/state", post(change_state))
         .route("/api/v1/events/{id}/tiers", post(create_tier).get(list_tiers))
         .route("/api/v1/events/{id}/waiting-room", put(set_waiting_room))
@@ -455,6 +456,144 @@ async fn list_tiers(
     .fetch_all(&state.db)
     .await?;
     Ok(Json(Listing { items: rows, next_cursor: None }))
+}
+
+/// The fields of an event an organizer may change (absent: unchanged).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventChanges {
+    title: Option<String>,
+    description: Option<String>,
+    genre: Option<String>,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    images: Option<Vec<String>>,
+}
+
+/// `PATCH /api/v1/events/{id}`: pushed to the edge like every change (the title names the event
+/// on the buyer's pages).
+async fn update_event(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Event>, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let c: EventChanges = api::parse_json(&body)?;
+    if matches!(event.state, EventState::Cancelled | EventState::Completed) {
+        return Err(ApiError::conflict("event_closed", "a cancelled or completed event does not change"));
+    }
+    let title = c.title.unwrap_or(event.title);
+    let description = c.description.unwrap_or(event.description);
+    let genre = c.genre.unwrap_or(event.genre);
+    let (starts_at, ends_at) = (c.starts_at.unwrap_or(event.starts_at), c.ends_at.unwrap_or(event.ends_at));
+    let images = c.images.map(|i| json!(i)).unwrap_or(event.images);
+    let mut errors = Vec::new();
+    if !(1..=200).contains(&title.trim().chars().count()) {
+        errors.push(FieldError::new("title", "must be 1 to 200 characters"));
+    }
+    if description.chars().count() > 20_000 {
+        errors.push(FieldError::new("description", "must be at most 20000 characters"));
+    }
+    if genre.chars().count() > 50 {
+        errors.push(FieldError::new("genre", "must be at most 50 characters"));
+    }
+    if ends_at <= starts_at {
+        errors.push(FieldError::new("ends_at", "must be after starts_at"));
+    }
+    for (i, url) in images.as_array().into_iter().flatten().enumerate() {
+        if !url.as_str().is_some_and(is_url) {
+            errors.push(FieldError::new(format!("images[{i}]"), "must be an http(s) URL"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "UPDATE events SET title = $2, description = $3, genre = $4, starts_at = $5, ends_at = $6, images = $7
+         WHERE id = $1",
+    )
+    .bind(event.id)
+    .bind(title.trim())
+    .bind(&description)
+    .bind(&genre)
+    .bind(starts_at)
+    .bind(ends_at)
+    .bind(&images)
+    .execute(&mut *tx)
+    .await?;
+    touch(&mut tx, event.id).await?;
+    tx.commit().await?;
+    Ok(Json(find_event(&state.db, &caller, &id).await?))
+}
+
+/// The fields of a tier an organizer may change (absent: unchanged).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierChanges {
+    name: Option<String>,
+    price_minor: Option<i64>,
+    zone_prices: Option<std::collections::BTreeMap<String, i64>>,
+    quantity: Option<i32>,
+    per_order_limit: Option<i32>,
+}
+
+/// `PATCH /api/v1/events/{id}/tiers/{tier}`: a price or quantity change, pushed to the edge (live
+/// holds keep their seats; a GA quantity below what is held and sold is refused by the edge and
+/// shows as a failing sync).
+async fn update_tier(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, tier)): Path<(String, String)>,
+    body: Bytes,
+) -> Result<Json<Tier>, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let tier: Uuid = tier.parse().map_err(|_| ApiError::NotFound)?;
+    let c: TierChanges = api::parse_json(&body)?;
+    let mut errors = Vec::new();
+    if c.name.as_deref().is_some_and(|n| !(1..=100).contains(&n.trim().chars().count())) {
+        errors.push(FieldError::new("name", "must be 1 to 100 characters"));
+    }
+    if c.price_minor.is_some_and(|p| p < 0) {
+        errors.push(FieldError::new("price_minor", "must be 0 or more (minor units)"));
+    }
+    if c.quantity.is_some_and(|q| q < 0) {
+        errors.push(FieldError::new("quantity", "must be 0 or more"));
+    }
+    if c.per_order_limit.is_some_and(|l| !(1..=100).contains(&l)) {
+        errors.push(FieldError::new("per_order_limit", "must be 1 to 100"));
+    }
+    for (zone, price) in c.zone_prices.iter().flatten() {
+        if *price < 0 {
+            errors.push(FieldError::new(format!("zone_prices.{zone}"), "must be 0 or more"));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let mut tx = state.db.begin().await?;
+    let updated: Option<Tier> = sqlx::query_as(&format!(
+        "UPDATE ticket_tiers SET name = coalesce($3, name), price_minor = coalesce($4, price_minor),
+             zone_prices = coalesce($5, zone_prices), quantity = coalesce($6, quantity),
+             per_order_limit = coalesce($7, per_order_limit)
+         WHERE id = $1 AND event_id = $2 RETURNING {TIER_COLUMNS}"
+    ))
+    .bind(tier)
+    .bind(event.id)
+    .bind(c.name.as_deref().map(str::trim))
+    .bind(c.price_minor)
+    .bind(c.zone_prices.map(|z| json!(z)))
+    .bind(c.quantity)
+    .bind(c.per_order_limit)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let updated = updated.ok_or(ApiError::NotFound)?;
+    touch(&mut tx, event.id).await?;
+    tx.commit().await?;
+    Ok(Json(updated))
 }
 
 /// A change the edge must learn: bump the event's version and, if the edge knows the event, queue

@@ -111,3 +111,49 @@ async fn the_demo_seeds_once_and_reissues_its_key(db: PgPool) {
     let (s, e) = api.call(&second.organizer_key, Method::GET, &path, None).await;
     assert_eq!((s, e["state"].as_str()), (StatusCode::OK, Some("on_sale")));
 }
+
+#[sqlx::test]
+async fn a_price_or_title_change_of_a_published_event_is_queued_for_the_edge(db: PgPool) {
+    let api = Api::start(db.clone()).await;
+    let (_, [(_, acme), (_, globex)]) = two_tenants(&api).await;
+    let id = published_event(&api, &acme).await;
+    let (_, before) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    let (_, tiers) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/tiers"), None).await;
+    let tier = tiers["items"][0]["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/events/{id}/tiers/{tier}");
+    let (s, t) =
+        api.call(&acme, Method::PATCH, &path, Some(json!({ "zone_prices": { "front": 5500 } }))).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    let (s, e) = api
+        .call(&acme, Method::PATCH, &format!("/api/v1/events/{id}"), Some(json!({ "title": "Gig (moved)" })))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{e}");
+    assert_eq!(e["version"].as_i64().unwrap(), before["version"].as_i64().unwrap() + 2);
+    let (inventory, room) = publishing::definition(&db, id.parse().unwrap()).await.unwrap();
+    assert_eq!(inventory.version as i64, e["version"].as_i64().unwrap());
+    assert_eq!(
+        inventory.seat_map.zones.iter().find(|z| z.id.as_str() == "front").unwrap().price.amount_minor,
+        5500
+    );
+    assert_eq!(room.display_name, "Gig (moved)");
+    let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+    assert_eq!(sync["wanted_version"], e["version"]);
+    // Bad changes and other tenants change nothing.
+    let (s, _) = api.call(&acme, Method::PATCH, &path, Some(json!({ "price_minor": -5 }))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        api.call(&globex, Method::PATCH, &path, Some(json!({ "price_minor": 1 }))).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (s, _) = api
+        .call(
+            &acme,
+            Method::PATCH,
+            &format!("/api/v1/events/{id}"),
+            Some(json!({ "ends_at": "2020-01-01T00:00:00Z" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (_, after) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    assert_eq!(after["version"], e["version"]);
+}
