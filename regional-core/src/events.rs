@@ -364,8 +364,15 @@ async fn create_tier(
     if !(1..=100).contains(&new.name.trim().chars().count()) {
         errors.push(FieldError::new("name", "must be 1 to 100 characters"));
     }
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT currency FROM ticket_tiers WHERE event_id = $1 LIMIT 1")
+            .bind(event.id)
+            .fetch_optional(&state.db)
+            .await?;
     if Currency::parse(&new.currency).is_err() {
         errors.push(FieldError::new("currency", "must be an ISO 4217 code such as EUR or USD"));
+    } else if existing.as_deref().is_some_and(|c| c != new.currency) {
+        errors.push(FieldError::new("currency", "must be the event's currency (its other tiers')"));
     }
     if new.price_minor < 0 {
         errors.push(FieldError::new("price_minor", "must be 0 or more (minor units)"));

@@ -188,6 +188,13 @@ async fn tiers_are_validated_against_the_venue(db: PgPool) {
     assert_eq!(p["errors"][0]["field"], "zone_prices.vip");
     let ga = json!({ "name": "Floor", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 3000, "quantity": 500 });
     assert_eq!(api.call(&acme, Method::POST, &path, Some(ga)).await.0, StatusCode::CREATED);
+    let dollars = json!({ "name": "Floor USD", "kind": "ga", "ga_area": "floor", "currency": "USD", "price_minor": 3000, "quantity": 5 });
+    let (s, p) = api.call(&acme, Method::POST, &path, Some(dollars)).await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("currency")),
+        "one currency per event"
+    );
     let (_, tiers) = api.call(&acme, Method::GET, &path, None).await;
     assert_eq!(tiers["items"].as_array().unwrap().len(), 1);
     assert_eq!(api.count("ticket_tiers").await, 1);
@@ -321,6 +328,11 @@ async fn buyers_search_published_events_without_a_key_and_see_tiers_and_prices(d
     assert_eq!(one["tiers"][0]["zone_prices"]["front"], 6500);
     assert_eq!(one["buy_path"], format!("/events/{}", published[0]));
     assert_eq!(one["city"], "Berlin");
+    // Drafts are not public.
+    let (_, drafts) = api.call(&globex, Method::GET, "/api/v1/events?state=draft", None).await;
+    let draft = drafts["items"][0]["id"].as_str().unwrap().to_owned();
+    let resp = api.http.get(format!("{}/api/v1/catalog/events/{draft}", api.base)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 }
 
 #[sqlx::test]
