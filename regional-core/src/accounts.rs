@@ -16,8 +16,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{delete, get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -29,19 +28,21 @@ use crate::api::{self, page, Cursor, Listing, PageQuery};
 use crate::app::AppState;
 use crate::auth::{new_key, Caller, Permission, Role};
 use crate::error::ApiError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/organizations", post(create_organization).get(list_organizations))
-        .route("/api/v1/organizations/{id}", get(get_organization))
-        .route("/api/v1/users", post(create_user).get(list_users))
-        .route("/api/v1/users/{id}", get(get_user))
-        .route("/api/v1/users/{id}/api-keys", post(create_key))
-        .route("/api/v1/api-keys", get(list_keys))
-        .route("/api/v1/api-keys/{id}", delete(revoke_key))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_organization, list_organizations))
+        .routes(routes!(get_organization))
+        .routes(routes!(create_user, list_users))
+        .routes(routes!(get_user))
+        .routes(routes!(create_key))
+        .routes(routes!(list_keys))
+        .routes(routes!(revoke_key))
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Organization {
     pub id: Uuid,
     pub name: String,
@@ -50,7 +51,7 @@ pub struct Organization {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub organization_id: Uuid,
@@ -61,7 +62,7 @@ pub struct User {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ApiKey {
     pub id: String,
     pub user_id: Uuid,
@@ -72,7 +73,7 @@ pub struct ApiKey {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewOrganization {
     name: String,
@@ -85,7 +86,7 @@ fn utc() -> String {
     "UTC".into()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewUser {
     email: String,
@@ -97,7 +98,7 @@ struct NewUser {
     organization_id: Option<Uuid>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewKeyBody {
     #[serde(default)]
@@ -161,6 +162,7 @@ fn actor(caller: &Caller) -> String {
     format!("user:{}", caller.user_id)
 }
 
+#[utoipa::path(post, path = "/api/v1/organizations", tag = "accounts", security(("api_key" = [])), request_body = NewOrganization, responses((status = 201, body = Organization), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_organization(
     State(state): State<AppState>,
     caller: Caller,
@@ -212,6 +214,7 @@ async fn create_organization(
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/organizations", tag = "accounts", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<Organization>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_organizations(
     State(state): State<AppState>,
     caller: Caller,
@@ -247,6 +250,7 @@ pub fn bounds(after: Option<Cursor>) -> Result<(DateTime<Utc>, Uuid), ApiError> 
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/organizations/{id}", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Organization), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_organization(
     State(state): State<AppState>,
     caller: Caller,
@@ -264,6 +268,7 @@ async fn get_organization(
     org.map(Json).ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", security(("api_key" = [])), request_body = NewUser, responses((status = 201, body = User), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -327,7 +332,8 @@ async fn create_user(
     .await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UserFilter {
     #[serde(default)]
     role: Option<Role>,
@@ -337,6 +343,7 @@ struct UserFilter {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/users", tag = "accounts", security(("api_key" = [])), params(UserFilter), responses((status = 200, body = Listing<User>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
@@ -372,6 +379,7 @@ async fn find_user(db: &PgPool, caller: &Caller, id: &str) -> Result<User, ApiEr
     user.filter(|u| caller.sees(u.organization_id)).ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = User), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -391,6 +399,7 @@ fn may_manage_keys_of(caller: &Caller, user_id: Uuid, organization: Uuid) -> boo
         || (caller.role.may(Permission::ManageUsers) && caller.organization_id == organization)
 }
 
+#[utoipa::path(post, path = "/api/v1/users/{id}/api-keys", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewKeyBody, responses((status = 201, description = "the key row and `key`, shown once", body = ApiKey), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -452,6 +461,7 @@ async fn insert_key(
     Ok((key.token, row))
 }
 
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "accounts", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<ApiKey>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -479,6 +489,7 @@ async fn list_keys(
     Ok(Json(page(rows, limit, |k| Cursor { at: k.created_at, id: k.id.clone() })))
 }
 
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = ApiKey), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,

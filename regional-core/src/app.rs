@@ -8,6 +8,9 @@ use axum::Router;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::ServeArgs;
 use crate::error::ApiError;
@@ -22,13 +25,10 @@ pub struct AppState {
 
 /// Every route of the core.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .merge(accounts::routes())
-        .merge(venues::routes())
-        .merge(events::routes())
-        .merge(catalog::routes())
-        .merge(promotions::routes())
+    let (routes, openapi) = documented_routes().split_for_parts();
+    let document = serde_json::to_value(&openapi).unwrap_or_default();
+    routes
+        .route("/api/v1/openapi.json", get(move || async move { axum::Json(document) }))
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -37,6 +37,53 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of every route (served at `/api/v1/openapi.json`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented_routes().into_openapi()
+}
+
+/// Every API route, each registered together with its documentation: a route cannot exist
+/// without being in the OpenAPI document.
+fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .merge(accounts::routes())
+        .merge(venues::routes())
+        .merge(events::routes())
+        .merge(promotions::routes())
+        .merge(catalog::routes())
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Ticketing regional core", description = "The organizers' admin API, the public catalog and operations. Errors are RFC 9457 problem+json (see docs/api.md)."),
+    modifiers(&BearerKeys),
+    tags(
+        (name = "accounts", description = "organizations, users, API keys"),
+        (name = "catalog", description = "venues, events, tiers, promo codes, refund policies"),
+        (name = "publishing", description = "what the edge holds of an event"),
+        (name = "public", description = "the buyers' catalog (no key)"),
+        (name = "operations", description = "health"),
+    )
+)]
+struct ApiDoc;
+
+/// API keys: `Authorization: Bearer tk_<id>_<secret>`.
+struct BearerKeys;
+
+impl utoipa::Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("tk_<id>_<secret>").build(),
+            ),
+        );
+    }
 }
 
 /// The id of one request: the caller's `x-request-id` (or the trace id of its W3C `traceparent`,

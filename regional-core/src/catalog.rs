@@ -8,25 +8,26 @@
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::api::{page, Cursor, PageQuery};
+use crate::api::{page, Cursor, Listing, PageQuery};
 use crate::app::AppState;
 use crate::error::ApiError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/v1/catalog/events", get(search)).route("/api/v1/catalog/events/{id}", get(one))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(search)).routes(routes!(one))
 }
 
 /// How long buyers' clients and caches may keep an answer.
 const CACHE: &str = "public, max-age=30";
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PublicEvent {
     pub id: Uuid,
     pub title: String,
@@ -35,6 +36,7 @@ pub struct PublicEvent {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub time_zone: String,
+    #[schema(value_type = Object)]
     pub images: Value,
     pub state: String,
     pub venue_name: String,
@@ -46,7 +48,8 @@ const COLUMNS: &str =
     "e.id, e.title, e.description, e.genre, e.starts_at, e.ends_at, e.time_zone, e.images, e.state, \
                        v.name AS venue_name, v.city, o.name AS organizer";
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct Search {
     q: Option<String>,
     city: Option<String>,
@@ -57,6 +60,7 @@ struct Search {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/catalog/events", tag = "public", params(Search), responses((status = 200, body = Listing<PublicEvent>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn search(
     State(state): State<AppState>,
     Query(s): Query<Search>,
@@ -105,6 +109,7 @@ struct PublicTier {
     sale_ends_at: Option<DateTime<Utc>>,
 }
 
+#[utoipa::path(get, path = "/api/v1/catalog/events/{id}", tag = "public", params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the event with its tiers and prices", body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let event: Option<PublicEvent> = sqlx::query_as(&format!(

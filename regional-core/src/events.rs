@@ -14,8 +14,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -31,20 +30,22 @@ use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
 use crate::publishing;
 use crate::venues::{find_venue, GaArea, ZoneIn};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/events", post(create_event).get(list_events))
-        .route("/api/v1/events/{id}", get(get_event).patch(update_event))
-        .route("/api/v1/events/{id}/tiers/{tier}", axum::routing::patch(update_tier))
-        .route("/api/v1/events/{id}/state", post(change_state))
-        .route("/api/v1/events/{id}/tiers", post(create_tier).get(list_tiers))
-        .route("/api/v1/events/{id}/waiting-room", put(set_waiting_room))
-        .route("/api/v1/events/{id}/sync", get(sync_status).post(sync_now))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_event, list_events))
+        .routes(routes!(get_event, update_event))
+        .routes(routes!(change_state))
+        .routes(routes!(create_tier, list_tiers))
+        .routes(routes!(update_tier))
+        .routes(routes!(set_waiting_room))
+        .routes(routes!(sync_status, sync_now))
 }
 
 /// The states of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum EventState {
@@ -68,7 +69,7 @@ pub fn allowed(from: EventState) -> &'static [EventState] {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Event {
     pub id: Uuid,
     pub organization_id: Uuid,
@@ -79,7 +80,9 @@ pub struct Event {
     pub starts_at: DateTime<Utc>,
     pub ends_at: DateTime<Utc>,
     pub time_zone: String,
+    #[schema(value_type = Object)]
     pub images: Value,
+    #[schema(value_type = Object)]
     pub refund_policy: Value,
     pub state: EventState,
     pub version: i64,
@@ -91,7 +94,7 @@ const EVENT_COLUMNS: &str =
     "id, organization_id, venue_id, title, description, genre, starts_at, ends_at, time_zone, \
                              images, refund_policy, state, version, created_at, updated_at";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewEvent {
     venue_id: Uuid,
@@ -109,7 +112,7 @@ struct NewEvent {
     images: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Tier {
     pub id: Uuid,
     pub event_id: Uuid,
@@ -118,6 +121,7 @@ pub struct Tier {
     pub ga_area: Option<String>,
     pub currency: String,
     pub price_minor: i64,
+    #[schema(value_type = Object)]
     pub zone_prices: Value,
     pub quantity: i32,
     pub per_order_limit: i32,
@@ -130,7 +134,7 @@ const TIER_COLUMNS: &str =
     "id, event_id, name, kind, ga_area, currency, price_minor, zone_prices, quantity, \
                             per_order_limit, sale_starts_at, sale_ends_at, created_at";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewTier {
     name: String,
@@ -161,6 +165,7 @@ fn is_url(s: &str) -> bool {
         && !s.contains(char::is_whitespace)
 }
 
+#[utoipa::path(post, path = "/api/v1/events", tag = "catalog", security(("api_key" = [])), request_body = NewEvent, responses((status = 201, body = Event), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_event(
     State(state): State<AppState>,
     caller: Caller,
@@ -227,7 +232,8 @@ async fn create_event(
     .await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventFilter {
     #[serde(default)]
     state: Option<EventState>,
@@ -237,6 +243,7 @@ struct EventFilter {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/events", tag = "catalog", security(("api_key" = [])), params(EventFilter), responses((status = 200, body = Listing<Event>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -271,6 +278,7 @@ pub async fn find_event(db: &PgPool, caller: &Caller, id: &str) -> Result<Event,
     row.filter(|e| e.organization_id == caller.organization_id).ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Event), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_event(
     State(state): State<AppState>,
     caller: Caller,
@@ -280,12 +288,13 @@ async fn get_event(
     Ok(Json(find_event(&state.db, &caller, &id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StateChange {
     state: EventState,
 }
 
+#[utoipa::path(post, path = "/api/v1/events/{id}/state", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = StateChange, responses((status = 200, body = Event), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn change_state(
     State(state): State<AppState>,
     caller: Caller,
@@ -344,6 +353,7 @@ async fn change_state(
     Ok(Json(updated))
 }
 
+#[utoipa::path(post, path = "/api/v1/events/{id}/tiers", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewTier, responses((status = 201, body = Tier), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_tier(
     State(state): State<AppState>,
     caller: Caller,
@@ -449,6 +459,7 @@ async fn create_tier(
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/events/{id}/tiers", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Listing<Tier>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_tiers(
     State(state): State<AppState>,
     caller: Caller,
@@ -466,7 +477,7 @@ async fn list_tiers(
 }
 
 /// The fields of an event an organizer may change (absent: unchanged).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EventChanges {
     title: Option<String>,
@@ -479,6 +490,7 @@ struct EventChanges {
 
 /// `PATCH /api/v1/events/{id}`: pushed to the edge like every change (the title names the event
 /// on the buyer's pages).
+#[utoipa::path(patch, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = EventChanges, responses((status = 200, body = Event), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn update_event(
     State(state): State<AppState>,
     caller: Caller,
@@ -537,7 +549,7 @@ async fn update_event(
 }
 
 /// The fields of a tier an organizer may change (absent: unchanged).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TierChanges {
     name: Option<String>,
@@ -550,6 +562,7 @@ struct TierChanges {
 /// `PATCH /api/v1/events/{id}/tiers/{tier}`: a price or quantity change, pushed to the edge (live
 /// holds keep their seats; a GA quantity below what is held and sold is refused by the edge and
 /// shows as a failing sync).
+#[utoipa::path(patch, path = "/api/v1/events/{id}/tiers/{tier}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), ("tier" = String, Path, description = "the tier id")), request_body = TierChanges, responses((status = 200, body = Tier), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn update_tier(
     State(state): State<AppState>,
     caller: Caller,
@@ -621,6 +634,7 @@ async fn touch(conn: &mut sqlx::PgConnection, event: Uuid) -> Result<(), ApiErro
 
 /// `PUT /api/v1/events/{id}/waiting-room`: the event's waiting-room settings (their `version` is
 /// set by the core from the event's version when pushed).
+#[utoipa::path(put, path = "/api/v1/events/{id}/waiting-room", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = Object, description = "WaitingRoomSettings (docs/api.md)"), responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn set_waiting_room(
     State(state): State<AppState>,
     caller: Caller,
@@ -643,6 +657,7 @@ async fn set_waiting_room(
 }
 
 /// `GET /api/v1/events/{id}/sync`: what the edge holds of the event.
+#[utoipa::path(get, path = "/api/v1/events/{id}/sync", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "what the edge holds of the event", body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn sync_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -654,6 +669,7 @@ async fn sync_status(
 }
 
 /// `POST /api/v1/events/{id}/sync`: retry a failing push now.
+#[utoipa::path(post, path = "/api/v1/events/{id}/sync", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn sync_now(
     State(state): State<AppState>,
     caller: Caller,

@@ -11,6 +11,7 @@ use shared_types::{CoreHealth, Tier, TierReport};
 use crate::app::AppState;
 use crate::db;
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the core and its database are up", body = Object), (status = 503, description = "the database is down", body = Object)))]
 pub async fn healthz(State(app): State<AppState>) -> (StatusCode, Json<CoreHealth>) {
     let started = Instant::now();
     let checked = tokio::time::timeout(app.health_timeout, db::migration_version(&app.db)).await;

@@ -11,8 +11,7 @@
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{delete, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -24,15 +23,17 @@ use crate::app::AppState;
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
 use crate::events::{find_event, EventState};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/events/{id}/promo-codes", post(create_code).get(list_codes))
-        .route("/api/v1/events/{id}/promo-codes/{code}", delete(deactivate_code))
-        .route("/api/v1/events/{id}/refund-policy", put(set_refund_policy))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_code, list_codes))
+        .routes(routes!(deactivate_code))
+        .routes(routes!(set_refund_policy))
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PromoCode {
     pub id: Uuid,
     pub event_id: Uuid,
@@ -55,7 +56,7 @@ const CODE_COLUMNS: &str =
     "id, event_id, code, kind, percent_off, amount_off_minor, currency, max_uses, uses, \
                             per_buyer_limit, valid_from, valid_until, tier_ids, active, created_at";
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewCode {
     code: String,
@@ -126,6 +127,7 @@ fn validate_code(c: &NewCode, tiers: &[Uuid]) -> Vec<FieldError> {
     errors
 }
 
+#[utoipa::path(post, path = "/api/v1/events/{id}/promo-codes", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewCode, responses((status = 201, body = PromoCode), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_code(
     State(state): State<AppState>,
     caller: Caller,
@@ -176,6 +178,7 @@ async fn create_code(
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/events/{id}/promo-codes", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Listing<PromoCode>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_codes(
     State(state): State<AppState>,
     caller: Caller,
@@ -192,6 +195,7 @@ async fn list_codes(
     Ok(Json(Listing { items: rows, next_cursor: None }))
 }
 
+#[utoipa::path(delete, path = "/api/v1/events/{id}/promo-codes/{code}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), ("code" = String, Path, description = "the promo code id")), responses((status = 200, body = PromoCode), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn deactivate_code(
     State(state): State<AppState>,
     caller: Caller,
@@ -211,7 +215,7 @@ async fn deactivate_code(
 }
 
 /// One window of a refund policy: until `hours_before` the start, `percent` is refunded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefundWindow {
     pub hours_before: u32,
@@ -256,6 +260,7 @@ pub fn refund_percent(windows: &[RefundWindow], starts_at: DateTime<Utc>, now: D
         .map_or(0, |w| w.percent)
 }
 
+#[utoipa::path(put, path = "/api/v1/events/{id}/refund-policy", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<RefundWindow>, responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn set_refund_policy(
     State(state): State<AppState>,
     caller: Caller,

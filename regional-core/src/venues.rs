@@ -14,8 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -29,61 +28,69 @@ use crate::api::{self, page, Cursor, Listing, PageQuery};
 use crate::app::AppState;
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/venues", post(create_venue).get(list_venues))
-        .route("/api/v1/venues/{id}", get(get_venue))
-        .route("/api/v1/venues/{id}/seats", put(replace_seats))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_venue, list_venues))
+        .routes(routes!(get_venue))
+        .routes(routes!(replace_seats))
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeatIn {
+    #[schema(value_type = String)]
     pub id: SeatId,
     pub label: String,
     pub x: f32,
     pub y: f32,
+    #[schema(value_type = String)]
     pub zone: ZoneId,
     #[serde(default)]
+    #[schema(value_type = Vec<String>)]
     pub accessibility: Vec<Accessibility>,
     #[serde(default)]
     pub aisle_after: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RowIn {
     pub label: String,
     pub seats: Vec<SeatIn>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SectionIn {
+    #[schema(value_type = String)]
     pub id: SectionId,
     pub name: String,
     #[serde(default)]
     pub rows: Vec<RowIn>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneIn {
+    #[schema(value_type = String)]
     pub id: ZoneId,
     pub name: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GaArea {
+    #[schema(value_type = String)]
     pub id: TierId,
     pub name: String,
     pub capacity: u32,
 }
 
 /// A venue as imported and as answered.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VenueIn {
     pub name: String,
@@ -101,7 +108,7 @@ pub struct VenueIn {
 }
 
 /// A venue row (without its seats).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Venue {
     pub id: Uuid,
     pub organization_id: Uuid,
@@ -109,7 +116,9 @@ pub struct Venue {
     pub city: String,
     pub address: String,
     pub time_zone: String,
+    #[schema(value_type = Object)]
     pub zones: Value,
+    #[schema(value_type = Object)]
     pub ga_areas: Value,
     pub seat_count: i32,
     pub created_at: DateTime<Utc>,
@@ -257,6 +266,7 @@ fn seat_total(sections: &[SectionIn]) -> i32 {
     sections.iter().flat_map(|s| &s.rows).map(|r| r.seats.len()).sum::<usize>() as i32
 }
 
+#[utoipa::path(post, path = "/api/v1/venues", tag = "catalog", security(("api_key" = [])), request_body = VenueIn, responses((status = 201, body = Venue), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn create_venue(
     State(state): State<AppState>,
     caller: Caller,
@@ -293,6 +303,7 @@ async fn create_venue(
     .await
 }
 
+#[utoipa::path(get, path = "/api/v1/venues", tag = "catalog", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<Venue>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn list_venues(
     State(state): State<AppState>,
     caller: Caller,
@@ -378,6 +389,7 @@ pub async fn load_sections(db: &PgPool, venue: Uuid) -> Result<Vec<SectionIn>, A
     Ok(out)
 }
 
+#[utoipa::path(get, path = "/api/v1/venues/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the venue with its sections, rows and seats", body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn get_venue(
     State(state): State<AppState>,
     caller: Caller,
@@ -477,6 +489,7 @@ pub fn parse_seats_csv(text: &str, known: &Value) -> Result<Vec<SectionIn>, ApiE
     Ok(sections)
 }
 
+#[utoipa::path(put, path = "/api/v1/venues/{id}/seats", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = String, content_type = "text/csv", description = "section,row,seat,label,x,y,zone,accessibility,aisle_after"), responses((status = 200, body = Venue), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn replace_seats(
     State(state): State<AppState>,
     caller: Caller,
