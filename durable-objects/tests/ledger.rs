@@ -329,3 +329,64 @@ fn a_repeated_hold_id_is_refused_as_such_and_overwrites_nothing() {
     assert_eq!(l.hold(&hold_id(1)), Some(&first.hold));
     assert_eq!(l.stats().holds_placed, 1);
 }
+
+/// The inventory with `off` seats taken off sale, as a newer version.
+fn with_off_sale(version: u64, off: &[&str]) -> shared_types::inventory::Inventory {
+    let mut inv = inventory(2, 4, 10, 20, SETTINGS);
+    inv.version = version;
+    for section in &mut inv.seat_map.sections {
+        for row in &mut section.rows {
+            for s in &mut row.seats {
+                s.off_sale = off.contains(&s.id.as_str());
+            }
+        }
+    }
+    inv
+}
+
+#[test]
+fn a_seat_taken_off_sale_keeps_its_hold_and_is_never_held_again() {
+    let mut l = ledger();
+    let held = l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
+    // Taking a held and a free seat off sale disturbs nothing.
+    l.update_inventory(&with_off_sale(2, &["S0-0-1", "S0-0-2"])).unwrap();
+    assert_eq!(l.hold(&hold_id(1)), Some(&held.hold), "the live hold stands");
+    let avail = l.availability();
+    assert_eq!(&avail.seats[1..3], "hx");
+    assert_eq!(avail.sections[0].1.capacity, 39, "an off-sale free seat is not for sale");
+    let err = l.place_hold(&visitor(2), None, &seats(&["S0-0-2"]), T0, hold_id(2)).unwrap_err();
+    assert!(matches!(err, HoldError::SeatsUnavailable { .. }));
+    // The hold is sold and survives a restore (the seat was off sale before the restore).
+    l.confirm(&hold_id(1), T0 + 1).unwrap();
+    let holds: Vec<_> = [l.hold(&hold_id(1)).unwrap().clone()].into();
+    let restored =
+        Ledger::restore(&with_off_sale(2, &["S0-0-1", "S0-0-2"]), holds, [], l.version(), l.stats().clone())
+            .expect("a hold on a seat taken off sale restores");
+    assert_eq!(&restored.availability().seats[1..3], "sx");
+    // When a hold on an off-sale seat ends, the seat stays off sale.
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-5"]), T0, hold_id(3)).unwrap();
+    l.update_inventory(&with_off_sale(2, &["S0-0-5"])).unwrap();
+    l.release(&hold_id(3), Releaser::Visitor(&visitor(1)), T0 + 2).unwrap();
+    assert_eq!(&l.availability().seats[5..6], "x");
+    assert!(l.place_hold(&visitor(2), None, &seats(&["S0-0-5"]), T0 + 3, hold_id(4)).is_err());
+    // Best-available never picks it; back on sale, it can be held again.
+    let best = l
+        .place_hold(
+            &visitor(2),
+            None,
+            &HoldRequest::BestAvailable {
+                quantity: 6,
+                section: Some(id("S0")),
+                zone: None,
+                accessibility: None,
+            },
+            T0 + 4,
+            hold_id(5),
+        )
+        .unwrap();
+    assert!(!best.hold.seats.contains(&seat("S0-0-5")));
+    l.update_inventory(&with_off_sale(3, &[])).unwrap();
+    assert_eq!(&l.availability().seats[5..6], "a");
+    assert!(l.place_hold(&visitor(3), None, &seats(&["S0-0-5"]), T0 + 5, hold_id(6)).is_ok());
+}

@@ -49,6 +49,7 @@ pub fn seat_map(event: &str, sections: usize, rows: usize, per_row: usize) -> In
                                     zone: zone.clone(),
                                     accessibility: vec![],
                                     aisle_after: false,
+                                    off_sale: false,
                                 })
                                 .collect(),
                         })

@@ -41,6 +41,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_tier, list_tiers))
         .routes(routes!(update_tier))
         .routes(routes!(set_waiting_room))
+        .routes(routes!(set_seats_off_sale))
         .routes(routes!(sync_status, sync_now))
 }
 
@@ -654,6 +655,50 @@ async fn set_waiting_room(
     touch(&mut tx, event.id).await?;
     tx.commit().await?;
     Ok(Json(serde_json::to_value(&settings).unwrap_or_default()))
+}
+
+/// `PUT /api/v1/events/{id}/seats-off-sale`: the seats of the venue this event does not sell
+/// (replacing the list; `[]` puts every seat back on sale). Pushed to the edge, where a seat held or
+/// sold when it was taken off keeps its hold or sale; when the hold ends, the seat stays off sale.
+#[utoipa::path(put, path = "/api/v1/events/{id}/seats-off-sale", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<String>, responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn set_seats_off_sale(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let seats: Vec<String> = api::parse_json(&body)?;
+    if seats.len() > 100_000 {
+        return Err(ApiError::field("seats", "at most 100000 seats"));
+    }
+    let known: Vec<String> =
+        sqlx::query_scalar("SELECT seat_id FROM venue_seats WHERE venue_id = $1 AND seat_id = ANY($2)")
+            .bind(event.venue_id)
+            .bind(&seats)
+            .fetch_all(&state.db)
+            .await?;
+    let known: std::collections::HashSet<&str> = known.iter().map(String::as_str).collect();
+    let errors: Vec<FieldError> = seats
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !known.contains(s.as_str()))
+        .take(50)
+        .map(|(i, _)| FieldError::new(format!("[{i}]"), "is not a seat of this event's venue"))
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let mut tx = state.db.begin().await?;
+    sqlx::query("UPDATE events SET off_sale_seats = $2 WHERE id = $1")
+        .bind(event.id)
+        .bind(json!(seats))
+        .execute(&mut *tx)
+        .await?;
+    touch(&mut tx, event.id).await?;
+    tx.commit().await?;
+    Ok(Json(json!({ "off_sale_seats": seats })))
 }
 
 /// `GET /api/v1/events/{id}/sync`: what the edge holds of the event.

@@ -119,6 +119,7 @@ struct EventRow {
     version: i64,
     waiting_room: Value,
     hold_settings: Value,
+    off_sale_seats: Value,
     zones: Value,
     ga_areas: Value,
 }
@@ -138,7 +139,7 @@ struct TierRow {
 /// What the edge should hold for an event now: (inventory, waiting-room settings).
 pub async fn definition(db: &PgPool, event: Uuid) -> Result<(Inventory, WaitingRoomSettings), String> {
     let e: EventRow = sqlx::query_as(
-        "SELECT e.id, e.venue_id, e.title, e.state, e.version, e.waiting_room, e.hold_settings, v.zones, v.ga_areas
+        "SELECT e.id, e.venue_id, e.title, e.state, e.version, e.waiting_room, e.hold_settings, e.off_sale_seats, v.zones, v.ga_areas
          FROM events e JOIN venues v ON v.id = e.venue_id WHERE e.id = $1",
     )
     .bind(event)
@@ -173,6 +174,8 @@ pub async fn definition(db: &PgPool, event: Uuid) -> Result<(Inventory, WaitingR
             })
             .collect();
         let sections = load_sections(db, e.venue_id).await.map_err(|e| e.to_string())?;
+        let off_sale: std::collections::HashSet<String> =
+            serde_json::from_value(e.off_sale_seats.clone()).unwrap_or_default();
         seat_map.sections = sections
             .into_iter()
             .map(|s| Section {
@@ -187,6 +190,7 @@ pub async fn definition(db: &PgPool, event: Uuid) -> Result<(Inventory, WaitingR
                             .seats
                             .into_iter()
                             .map(|x| Seat {
+                                off_sale: off_sale.contains(x.id.as_str()),
                                 id: x.id,
                                 label: x.label,
                                 x: x.x,

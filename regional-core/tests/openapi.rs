@@ -45,6 +45,7 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("get", "/api/v1/events/{id}/tiers"),
         ("patch", "/api/v1/events/{id}/tiers/{tier}"),
         ("put", "/api/v1/events/{id}/waiting-room"),
+        ("put", "/api/v1/events/{id}/seats-off-sale"),
         ("get", "/api/v1/events/{id}/sync"),
         ("post", "/api/v1/events/{id}/sync"),
         ("post", "/api/v1/events/{id}/promo-codes"),

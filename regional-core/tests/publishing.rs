@@ -157,3 +157,24 @@ async fn a_price_or_title_change_of_a_published_event_is_queued_for_the_edge(db:
     let (_, after) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
     assert_eq!(after["version"], e["version"]);
 }
+
+#[sqlx::test]
+async fn seats_taken_off_sale_are_marked_in_what_the_edge_gets(db: PgPool) {
+    let api = Api::start(db.clone()).await;
+    let (_, [(_, acme), (_, globex)]) = two_tenants(&api).await;
+    let id = published_event(&api, &acme).await;
+    let path = format!("/api/v1/events/{id}/seats-off-sale");
+    let (s, p) = api.call(&acme, Method::PUT, &path, Some(json!(["A-2", "Z-9"]))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(p["errors"][0]["field"], "[1]");
+    assert_eq!(api.call(&globex, Method::PUT, &path, Some(json!(["A-2"]))).await.0, StatusCode::NOT_FOUND);
+    let (s, _) = api.call(&acme, Method::PUT, &path, Some(json!(["A-2"]))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (inventory, _) = publishing::definition(&db, id.parse().unwrap()).await.unwrap();
+    inventory.validate().unwrap();
+    let off: Vec<&str> =
+        inventory.seat_map.seats().filter(|(_, _, s)| s.off_sale).map(|(_, _, s)| s.id.as_str()).collect();
+    assert_eq!(off, ["A-2"]);
+    let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+    assert_eq!(sync["wanted_version"].as_u64().unwrap(), inventory.version);
+}

@@ -87,6 +87,10 @@ pub struct Seat {
     /// An aisle (or any gap) follows this seat: it is not adjacent to the next one in the row.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub aisle_after: bool,
+    /// Taken off sale by the organizer: never held again. A hold or sale on it when it was taken off
+    /// stands; when that hold ends the seat stays off sale.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub off_sale: bool,
 }
 
 /// A row: its seats in physical order, so that neighbours in the list sit side by side.
@@ -371,6 +375,7 @@ pub(crate) mod tests {
                                         zone: zone.clone(),
                                         accessibility: vec![],
                                         aisle_after: false,
+                                        off_sale: false,
                                     })
                                     .collect(),
                             })

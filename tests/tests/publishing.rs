@@ -1,7 +1,7 @@
 //! Publishing from the core to a running edge (the real core binary, wrangler dev, PostgreSQL): an
 //! event published while the edge is down is retried and its failure recorded; once the edge is up,
 //! the edge holds exactly the published definition; a later change is pushed without disturbing a
-//! live hold.
+//! live hold, nor does taking its seat off sale.
 
 use std::time::{Duration, Instant};
 
@@ -206,6 +206,28 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
         .await
         .unwrap();
     assert_eq!(still["state"], "held", "{still}");
+
+    // 5. Both seats taken off sale: the held one keeps its hold, the free one is no longer sold.
+    acme.ok(reqwest::Method::PUT, &format!("/api/v1/events/{id}/seats-off-sale"), json!(["A-1", "A-2"]))
+        .await;
+    let (_, current) = acme.call(reqwest::Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    let newest = current["version"].as_i64().unwrap();
+    acme.sync_until(&id, Duration::from_secs(30), |s| {
+        s["state"] == "synced" && s["synced_version"] == newest
+    })
+    .await;
+    let still = client
+        .call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/holds/{hold_id}"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(still["state"], "held", "{still}");
+    let availability: Value = reqwest::get(format!("{}/api/v1/events/{id}/availability", edge.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(availability["seats"], "hx");
 
     drop(edge);
     core.stop();

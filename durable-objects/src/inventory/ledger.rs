@@ -246,6 +246,8 @@ enum SeatState {
     Free,
     Held,
     Sold,
+    /// Off sale and not held or sold: never placeable.
+    Withdrawn,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +261,8 @@ struct SeatEntry {
     /// Not adjacent to the next seat in its row.
     gap_after: bool,
     state: SeatState,
+    /// Taken off sale: never free again.
+    off_sale: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -390,7 +394,12 @@ impl Ledger {
                         zone: zone_of.get(&seat.zone).copied().unwrap_or(0),
                         accessibility: seat.accessibility.clone(),
                         gap_after: seat.aisle_after,
-                        state: old_states.get(&seat.id).copied().unwrap_or(SeatState::Free),
+                        state: match old_states.get(&seat.id) {
+                            Some(&state @ (SeatState::Held | SeatState::Sold)) => state,
+                            _ if seat.off_sale => SeatState::Withdrawn,
+                            _ => SeatState::Free,
+                        },
+                        off_sale: seat.off_sale,
                     });
                 }
                 self.rows.push(start..self.seats.len() as u32);
@@ -447,7 +456,7 @@ impl Ledger {
         let dropped: Vec<&SeatId> = self
             .seats
             .iter()
-            .filter(|s| s.state != SeatState::Free && !new_seats.contains(&s.id))
+            .filter(|s| matches!(s.state, SeatState::Held | SeatState::Sold) && !new_seats.contains(&s.id))
             .map(|s| &s.id)
             .collect();
         if !dropped.is_empty() {
@@ -911,6 +920,10 @@ impl Ledger {
                     counts.sold += 1;
                     seats.push('s');
                 }
+                SeatState::Withdrawn => {
+                    counts.capacity -= 1;
+                    seats.push('x');
+                }
             }
         }
         let tiers = self
@@ -976,7 +989,8 @@ impl Ledger {
             let &i =
                 self.seat_index.get(seat).ok_or_else(|| HoldError::UnknownSeat { seat: seat.clone() })?;
             let next = if sign > 0 {
-                if self.seats[i as usize].state != SeatState::Free {
+                // On restore, a hold stands on a seat taken off sale after it was placed.
+                if !matches!(self.seats[i as usize].state, SeatState::Free | SeatState::Withdrawn) {
                     return Err(HoldError::SeatsUnavailable { seats: vec![seat.clone()] });
                 }
                 seat_state
@@ -1022,6 +1036,8 @@ impl Ledger {
     /// Changes one seat's state, keeping the row's free count.
     fn set_seat_state(&mut self, i: usize, state: SeatState) {
         let entry = &mut self.seats[i];
+        // A seat taken off sale never becomes free again: its hold's end withdraws it.
+        let state = if state == SeatState::Free && entry.off_sale { SeatState::Withdrawn } else { state };
         let (was_free, now_free) = (entry.state == SeatState::Free, state == SeatState::Free);
         entry.state = state;
         let row = entry.row as usize;

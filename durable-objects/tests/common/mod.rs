@@ -54,6 +54,7 @@ pub fn inventory(sections: usize, rows: usize, seats: usize, ga: u32, settings: 
                                         vec![]
                                     },
                                     aisle_after: false,
+                                    off_sale: false,
                                 })
                                 .collect(),
                         })

@@ -1,0 +1,1 @@
+ALTER TABLE events DROP COLUMN off_sale_seats;
