@@ -619,7 +619,7 @@ async fn update_tier(
 
 /// A change the edge must learn: bump the event's version and, if the edge knows the event, queue
 /// the push (in the same transaction as the change).
-async fn touch(conn: &mut sqlx::PgConnection, event: Uuid) -> Result<(), ApiError> {
+pub async fn touch(conn: &mut sqlx::PgConnection, event: Uuid) -> Result<(), ApiError> {
     let (org, state, version): (Uuid, EventState, i64) = sqlx::query_as(
         "UPDATE events SET version = version + 1, updated_at = now() WHERE id = $1
          RETURNING organization_id, state, version",

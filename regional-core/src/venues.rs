@@ -521,14 +521,32 @@ async fn replace_seats(
     };
     validate(&check).map_err(ApiError::Validation)?;
     let mut tx = state.db.begin().await?;
-    let in_use: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events WHERE venue_id = $1 AND state IN ('published', 'on_sale', 'sold_out')",
+    // Events the edge knows: their venue may gain seats, never lose one (take seats off sale per
+    // event instead), and each is pushed again.
+    let live: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM events WHERE venue_id = $1 AND state IN ('published', 'on_sale', 'sold_out')",
     )
     .bind(venue.id)
-    .fetch_one(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    if in_use > 0 {
-        return Err(ApiError::conflict("venue_in_use", "a published event uses this venue's seats"));
+    if !live.is_empty() {
+        let kept: Vec<String> = sqlx::query_scalar("SELECT seat_id FROM venue_seats WHERE venue_id = $1")
+            .bind(venue.id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let now: HashSet<&str> = check
+            .sections
+            .iter()
+            .flat_map(|s| &s.rows)
+            .flat_map(|r| &r.seats)
+            .map(|x| x.id.as_str())
+            .collect();
+        if let Some(gone) = kept.iter().find(|id| !now.contains(id.as_str())) {
+            return Err(ApiError::conflict(
+                "venue_in_use",
+                format!("published events use this venue: seats may be added, not removed (seat {gone}); take seats off sale per event instead"),
+            ));
+        }
     }
     sqlx::query("DELETE FROM venue_seats WHERE venue_id = $1").bind(venue.id).execute(&mut *tx).await?;
     insert_seats(&mut tx, venue.id, &check.sections).await?;
@@ -540,6 +558,9 @@ async fn replace_seats(
     .bind(seat_total(&check.sections))
     .fetch_one(&mut *tx)
     .await?;
+    for event in live {
+        crate::events::touch(&mut tx, event).await?;
+    }
     tx.commit().await?;
     Ok(Json(row))
 }

@@ -178,3 +178,46 @@ async fn seats_taken_off_sale_are_marked_in_what_the_edge_gets(db: PgPool) {
     let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
     assert_eq!(sync["wanted_version"].as_u64().unwrap(), inventory.version);
 }
+
+#[sqlx::test]
+async fn a_published_events_venue_may_gain_seats_but_not_lose_them(db: PgPool) {
+    let api = Api::start(db.clone()).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let id = published_event(&api, &acme).await;
+    let (_, event) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    let venue = event["venue_id"].as_str().unwrap().to_owned();
+    let put = |csv: &'static str| {
+        let (http, base, key) = (api.http.clone(), api.base.clone(), acme.clone());
+        let url = format!("{base}/api/v1/venues/{venue}/seats");
+        async move {
+            let resp = http
+                .put(url)
+                .bearer_auth(key)
+                .header("content-type", "text/csv")
+                .body(csv)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (s, p) =
+        put("section,row,seat,label,x,y,zone,accessibility,aisle_after\nA,1,A-1,1,0,0,front,,\n").await;
+    assert_eq!(
+        (s, p["reason"].as_str()),
+        (StatusCode::CONFLICT, Some("venue_in_use")),
+        "removing A-2 is refused"
+    );
+    let (s, v) = put(
+        "section,row,seat,label,x,y,zone,accessibility,aisle_after\nA,1,A-1,1,0,0,front,,\nA,1,A-2,2,1,0,back,wheelchair,\nA,1,A-3,3,2,0,back,,\n",
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (inventory, _) = publishing::definition(&db, id.parse().unwrap()).await.unwrap();
+    assert_eq!(inventory.seat_map.seat_count(), 3, "the new seat goes to the edge");
+    let (_, after) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    assert!(after["version"].as_i64() > event["version"].as_i64());
+    let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+    assert_eq!(sync["wanted_version"], after["version"]);
+}
