@@ -12,7 +12,7 @@ use shared_types::waiting_room::{BotCheck, Phase, QueueStatus, RoomView, StatusS
 use shared_types::Problem;
 use worker::{Date, Request, Response, Result};
 
-use crate::queue::{self, Room, Standing};
+use crate::queue::{self, Credentials, Room, Standing};
 
 fn now_ms() -> i64 {
     Date::now().as_millis() as i64
@@ -229,51 +229,48 @@ fn waiting(room: &Room<'_>, view: &RoomView, status: &QueueStatus) -> String {
 
 /// `GET /events/{event}`.
 pub async fn event_page(room: &Room<'_>, req: &Request) -> Result<Response> {
+    // The caller's tokens are read and verified once; every branch below works from them.
+    let credentials = queue::credentials(room, req)?;
     if wants_json(req)? {
-        return match queue::ticket(room, req)? {
-            Ok(_) => queue::status(room, req).await,
-            Err(_) if queue::held_admission(room, req)?.is_some() => queue::status(room, req).await,
-            Err(_) => match queue::view(room.env, room.event).await? {
-                Some(view) => {
-                    let mut resp = http::json(
-                        200,
-                        &serde_json::json!({
-                            "event": view.event,
-                            "phase": view.phase,
-                            "on_sale_at_ms": view.settings.on_sale_at_ms,
-                            "waiting": view.waiting,
-                            "admit_rate_per_minute": view.admit_rate_per_minute,
-                            "join": format!("/api/v1/events/{}/queue", room.event),
-                        }),
-                    )?;
-                    resp.headers_mut().set("cache-control", "public, max-age=1")?;
-                    Ok(resp)
-                }
-                None => http::problem_of(shared_types::ProblemType::NotFound, "no such event", room.path),
-            },
+        if !matches!(credentials, Credentials::None(..)) {
+            return queue::status_of_caller(room, req, credentials).await;
+        }
+        return match queue::view(room.env, room.event).await? {
+            Some(view) => {
+                let mut resp = http::json(
+                    200,
+                    &serde_json::json!({
+                        "event": view.event,
+                        "phase": view.phase,
+                        "on_sale_at_ms": view.settings.on_sale_at_ms,
+                        "waiting": view.waiting,
+                        "admit_rate_per_minute": view.admit_rate_per_minute,
+                        "join": format!("/api/v1/events/{}/queue", room.event),
+                    }),
+                )?;
+                resp.headers_mut().set("cache-control", "public, max-age=1")?;
+                Ok(resp)
+            }
+            None => http::problem_of(shared_types::ProblemType::NotFound, "no such event", room.path),
         };
     }
     let Some(view) = queue::view(room.env, room.event).await? else {
         return html(404, page("No such event", None, "<h1>No such event</h1><p>There is no sale here.</p>"));
     };
-    let has_ticket = queue::ticket(room, req)?.is_ok();
-    if has_ticket || queue::held_admission(room, req)?.is_some() {
-        match queue::standing(room, req).await? {
-            Ok(Standing::Admitted { cookie, .. }) => {
-                return see_other(
-                    &format!("/events/{}/buy", room.event),
-                    &cookie.into_iter().collect::<Vec<_>>(),
-                )
-            }
-            Ok(Standing::Waiting { status, .. }) => return html(200, waiting(room, &view, &status)),
-            Err(mut resp) => {
-                // The ticket cannot go further (expired turn, left, …): say why, offer to join again.
-                let problem: Option<Problem> = resp.json().await.ok();
-                return landing_with_challenge(room, req, &view, problem.as_ref(), resp.status_code()).await;
-            }
+    if matches!(credentials, Credentials::None(..)) {
+        return landing_with_challenge(room, req, &view, None, 200).await;
+    }
+    match queue::standing(room, req, credentials).await? {
+        Ok(Standing::Admitted { cookie, .. }) => {
+            see_other(&format!("/events/{}/buy", room.event), &cookie.into_iter().collect::<Vec<_>>())
+        }
+        Ok(Standing::Waiting { status, .. }) => html(200, waiting(room, &view, &status)),
+        Err(mut resp) => {
+            // The ticket cannot go further (expired turn, left, …): say why, offer to join again.
+            let problem: Option<Problem> = resp.json().await.ok();
+            landing_with_challenge(room, req, &view, problem.as_ref(), resp.status_code()).await
         }
     }
-    landing_with_challenge(room, req, &view, None, 200).await
 }
 
 async fn landing_with_challenge(

@@ -536,7 +536,7 @@ pub async fn join(
     };
     let now = now_ms();
     let mut cookies = Vec::new();
-    let (visitor, spent, place, returning) = match bot_check(room, req, &view, &body).await? {
+    let (visitor, place, returning) = match bot_check(room, req, &view, &body).await? {
         Ok((visitor, spent)) => {
             let shards = view.settings.queue_shards;
             let shard = shard_of_visitor(visitor.as_str(), shards);
@@ -545,7 +545,7 @@ pub async fn join(
                 shard,
                 visitor: visitor.clone(),
                 settings: view.settings.clone(),
-                challenge: spent.clone(),
+                challenge: spent,
             };
             let name = shard_name(room.event, shard);
             let mut resp = call(
@@ -566,7 +566,7 @@ pub async fn join(
                 return http::problem(&problem.with_instance(room.path)).map(Err);
             }
             let joined: Joined = resp.json().await?;
-            (visitor, spent, QueuePlace { shard, seq: joined.n, pre: joined.pre }, joined.returning)
+            (visitor, QueuePlace { shard, seq: joined.n, pre: joined.pre }, joined.returning)
         }
         Err(Failed(reason, detail)) => {
             if view.settings.bot.on_failure == BotFailure::Refuse {
@@ -576,10 +576,9 @@ pub async fn join(
             room.count_refusal(&format!("stalled-{reason}"));
             let visitor = visitor_cookie(req)?.map_or_else(new_visitor, Ok)?;
             let seq = u64::from_str_radix(&random_hex(4)?, 16).unwrap_or(0) % 1000 + view.waiting;
-            (visitor, None, QueuePlace { shard: STALL_SHARD, seq, pre: false }, false)
+            (visitor, QueuePlace { shard: STALL_SHARD, seq, pre: false }, false)
         }
     };
-    let _ = spent;
     let claims = Claims {
         iss: "edge".into(),
         aud: room.event.to_string(),
@@ -683,14 +682,41 @@ pub enum Standing {
     },
 }
 
-/// The poller's standing, or the problem to answer.
-pub async fn standing(room: &Room<'_>, req: &Request) -> Result<std::result::Result<Standing, Response>> {
+/// What the caller holds for this event, each token verified once per request.
+pub enum Credentials {
+    /// A valid admission token (and its claims).
+    Admission(String, Claims<AdmissionGrant>),
+    /// A valid queue ticket.
+    Ticket(Ticket),
+    /// Neither: why the ticket (if any) was refused.
+    None(&'static str, String),
+}
+
+/// Reads the caller's admission token, else their queue ticket.
+pub fn credentials(room: &Room<'_>, req: &Request) -> Result<Credentials> {
     if let Some((token, claims)) = held_admission(room, req)? {
-        return Ok(Ok(Standing::Admitted { token, expires_at_ms: claims.exp * 1000, cookie: None }));
+        return Ok(Credentials::Admission(token, claims));
     }
-    let ticket = match ticket(room, req)? {
-        Ok(t) => t,
-        Err((reason, detail)) => return room.refuse(ProblemType::Unauthorized, reason, detail).map(Err),
+    Ok(match ticket(room, req)? {
+        Ok(t) => Credentials::Ticket(t),
+        Err((reason, detail)) => Credentials::None(reason, detail),
+    })
+}
+
+/// The poller's standing, or the problem to answer.
+pub async fn standing(
+    room: &Room<'_>,
+    req: &Request,
+    credentials: Credentials,
+) -> Result<std::result::Result<Standing, Response>> {
+    let ticket = match credentials {
+        Credentials::Admission(token, claims) => {
+            return Ok(Ok(Standing::Admitted { token, expires_at_ms: claims.exp * 1000, cookie: None }))
+        }
+        Credentials::Ticket(t) => t,
+        Credentials::None(reason, detail) => {
+            return room.refuse(ProblemType::Unauthorized, reason, detail).map(Err)
+        }
     };
     let Some(view) = view(room.env, room.event).await? else {
         return http::problem_of(ProblemType::NotFound, "no such event", room.path).map(Err);
@@ -743,7 +769,12 @@ pub async fn standing(room: &Room<'_>, req: &Request) -> Result<std::result::Res
 
 /// `GET /queue` for apps.
 pub async fn status(room: &Room<'_>, req: &Request) -> Result<Response> {
-    let standing = match standing(room, req).await? {
+    status_of_caller(room, req, credentials(room, req)?).await
+}
+
+/// The status answer for credentials already read.
+pub async fn status_of_caller(room: &Room<'_>, req: &Request, credentials: Credentials) -> Result<Response> {
+    let standing = match standing(room, req, credentials).await? {
         Ok(s) => s,
         Err(resp) => return Ok(resp),
     };
@@ -790,15 +821,17 @@ pub async fn join_api(room: &Room<'_>, mut req: Request) -> Result<Response> {
 
 /// `DELETE /queue`: gives up the place (or ends the session of an admitted buyer).
 pub async fn leave(room: &Room<'_>, req: &Request) -> Result<Response> {
-    let (shard, place) = match (held_admission(room, req)?, ticket(room, req)?) {
-        (Some((_, claims)), _) => {
+    let (shard, place) = match credentials(room, req)? {
+        Credentials::Admission(_, claims) => {
             SESSIONS.with(|s| s.borrow_mut().remove(&claims.jti));
             let visitor =
                 VisitorId::parse(&claims.sub).map_err(|e| worker::Error::RustError(e.to_string()))?;
             (claims.extra.shard, PlaceRef { visitor, pre: claims.extra.pre, n: claims.extra.seq })
         }
-        (None, Ok(t)) => (t.place.shard, PlaceRef { visitor: t.visitor, pre: t.place.pre, n: t.place.seq }),
-        (None, Err((reason, detail))) => return room.refuse(ProblemType::Unauthorized, reason, detail),
+        Credentials::Ticket(t) => {
+            (t.place.shard, PlaceRef { visitor: t.visitor, pre: t.place.pre, n: t.place.seq })
+        }
+        Credentials::None(reason, detail) => return room.refuse(ProblemType::Unauthorized, reason, detail),
     };
     if shard != STALL_SHARD {
         let name = shard_name(room.event, shard);
@@ -822,7 +855,7 @@ pub async fn leave(room: &Room<'_>, req: &Request) -> Result<Response> {
     Ok(resp)
 }
 
-/// Sends a visitor who fails a page's checks on (used by the pages module).
+/// The answer to a waiting-room route called with a method it does not take.
 pub fn method_not_allowed(path: &str) -> Result<Response> {
     http::problem_of(ProblemType::MethodNotAllowed, "this route does not accept that method", path)
 }

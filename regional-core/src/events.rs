@@ -160,6 +160,39 @@ fn default_limit() -> i32 {
     8
 }
 
+/// The rules of an event's descriptive fields, for creating and for changing it.
+fn check_event_fields(
+    title: &str,
+    description: &str,
+    genre: &str,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    images: &[String],
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if !(1..=200).contains(&title.trim().chars().count()) {
+        errors.push(FieldError::new("title", "must be 1 to 200 characters"));
+    }
+    if description.chars().count() > 20_000 {
+        errors.push(FieldError::new("description", "must be at most 20000 characters"));
+    }
+    if genre.chars().count() > 50 {
+        errors.push(FieldError::new("genre", "must be at most 50 characters"));
+    }
+    if ends_at <= starts_at {
+        errors.push(FieldError::new("ends_at", "must be after starts_at"));
+    }
+    for (i, url) in images.iter().enumerate() {
+        if !is_url(url) {
+            errors.push(FieldError::new(format!("images[{i}]"), "must be an http(s) URL"));
+        }
+    }
+    if images.len() > 20 {
+        errors.push(FieldError::new("images", "at most 20 images"));
+    }
+    errors
+}
+
 fn is_url(s: &str) -> bool {
     (s.starts_with("https://") || s.starts_with("http://"))
         && s.len() <= 2000
@@ -178,31 +211,11 @@ async fn create_event(
     let venue = find_venue(&state.db, &caller, &new.venue_id.to_string())
         .await
         .map_err(|_| ApiError::field("venue_id", "no such venue in this organization"))?;
-    let mut errors = Vec::new();
-    let len = |s: &str| s.chars().count();
-    if !(1..=200).contains(&len(new.title.trim())) {
-        errors.push(FieldError::new("title", "must be 1 to 200 characters"));
-    }
-    if len(&new.description) > 20_000 {
-        errors.push(FieldError::new("description", "must be at most 20000 characters"));
-    }
-    if len(&new.genre) > 50 {
-        errors.push(FieldError::new("genre", "must be at most 50 characters"));
-    }
-    if new.ends_at <= new.starts_at {
-        errors.push(FieldError::new("ends_at", "must be after starts_at"));
-    }
+    let mut errors =
+        check_event_fields(&new.title, &new.description, &new.genre, new.starts_at, new.ends_at, &new.images);
     let time_zone = new.time_zone.clone().unwrap_or(venue.time_zone.clone());
     if !valid_time_zone(&time_zone) {
         errors.push(FieldError::new("time_zone", "must be an IANA time zone name such as Europe/Berlin"));
-    }
-    for (i, url) in new.images.iter().enumerate() {
-        if !is_url(url) {
-            errors.push(FieldError::new(format!("images[{i}]"), "must be an http(s) URL"));
-        }
-    }
-    if new.images.len() > 20 {
-        errors.push(FieldError::new("images", "at most 20 images"));
     }
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -508,25 +521,11 @@ async fn update_event(
     let description = c.description.unwrap_or(event.description);
     let genre = c.genre.unwrap_or(event.genre);
     let (starts_at, ends_at) = (c.starts_at.unwrap_or(event.starts_at), c.ends_at.unwrap_or(event.ends_at));
-    let images = c.images.map(|i| json!(i)).unwrap_or(event.images);
-    let mut errors = Vec::new();
-    if !(1..=200).contains(&title.trim().chars().count()) {
-        errors.push(FieldError::new("title", "must be 1 to 200 characters"));
-    }
-    if description.chars().count() > 20_000 {
-        errors.push(FieldError::new("description", "must be at most 20000 characters"));
-    }
-    if genre.chars().count() > 50 {
-        errors.push(FieldError::new("genre", "must be at most 50 characters"));
-    }
-    if ends_at <= starts_at {
-        errors.push(FieldError::new("ends_at", "must be after starts_at"));
-    }
-    for (i, url) in images.as_array().into_iter().flatten().enumerate() {
-        if !url.as_str().is_some_and(is_url) {
-            errors.push(FieldError::new(format!("images[{i}]"), "must be an http(s) URL"));
-        }
-    }
+    let images: Vec<String> = match c.images {
+        Some(images) => images,
+        None => serde_json::from_value(event.images).unwrap_or_default(),
+    };
+    let errors = check_event_fields(&title, &description, &genre, starts_at, ends_at, &images);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -541,7 +540,7 @@ async fn update_event(
     .bind(&genre)
     .bind(starts_at)
     .bind(ends_at)
-    .bind(&images)
+    .bind(json!(images))
     .execute(&mut *tx)
     .await?;
     touch(&mut tx, event.id).await?;

@@ -96,8 +96,6 @@ struct Meta {
     seed: Option<String>,
     ended: u64,
     awake_until_ms: Millis,
-    /// Joins counted per visitor-minute would be rows; refused joins are counted here instead.
-    refused_rate: u64,
 }
 
 /// One place, as stored.
@@ -324,7 +322,6 @@ impl QueueShard {
             let window_open = now - row.attempt_window_ms < 60_000;
             let attempts = if window_open { row.attempts + 1 } else { 1 };
             if window_open && attempts > i64::from(settings.rate_limits.joins_per_visitor_per_minute) {
-                self.meta.borrow_mut().refused_rate += 1;
                 return refusal(
                     ProblemType::RateLimited,
                     "too many joins from this visitor",
@@ -625,7 +622,6 @@ impl QueueShard {
                 "post_joined": post,
                 "admitted_through": meta.admitted_through,
                 "ended": meta.ended,
-                "refused_rate": meta.refused_rate,
                 "requests": *self.requests.borrow(),
                 "storage_bytes": self.sql().database_size(),
                 "wasm_memory_bytes": crate::wasm_memory_bytes(),
