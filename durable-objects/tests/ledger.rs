@@ -390,3 +390,38 @@ fn a_seat_taken_off_sale_keeps_its_hold_and_is_never_held_again() {
     assert_eq!(&l.availability().seats[5..6], "a");
     assert!(l.place_hold(&visitor(3), None, &seats(&["S0-0-5"]), T0 + 5, hold_id(6)).is_ok());
 }
+
+#[test]
+fn an_expired_hold_is_reclaimed_only_while_its_seats_are_still_free() {
+    let mut l = ledger();
+    let expiry = T0 + 600_000;
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1", "S0-0-2"]), T0, hold_id(1)).unwrap();
+    l.place_hold(&visitor(2), None, &seats(&["S0-0-5"]), T0, hold_id(2)).unwrap();
+    // Due but not yet swept: reclaim ends it and sells it in one step.
+    let sold = l.reclaim(&hold_id(1), expiry + 1).unwrap();
+    assert_eq!(sold.state, HoldState::Sold);
+    assert_eq!(l.tickets_of(&visitor(1)), 2);
+    assert_eq!(l.reclaim(&hold_id(1), expiry + 2).unwrap().state, HoldState::Sold, "idempotent");
+    assert!(matches!(
+        l.place_hold(&visitor(3), None, &seats(&["S0-0-1"]), expiry + 3, hold_id(3)),
+        Err(HoldError::SeatsUnavailable { .. })
+    ));
+    // Expired, then one of its seats taken by another buyer: refused, nothing changes.
+    l.expire_due(expiry);
+    assert_eq!(l.hold(&hold_id(2)).unwrap().state, HoldState::Expired);
+    l.place_hold(&visitor(3), None, &seats(&["S0-0-5"]), expiry + 5, hold_id(4)).unwrap();
+    let version = l.version();
+    assert_eq!(
+        l.reclaim(&hold_id(2), expiry + 6).unwrap_err(),
+        HoldError::SeatsUnavailable { seats: vec![seat("S0-0-5")] }
+    );
+    assert_eq!(l.version(), version);
+    assert_eq!(l.hold(&hold_id(2)).unwrap().state, HoldState::Expired);
+    // A released hold whose seats are free is sold again, and a GA hold within capacity too.
+    let ga = HoldRequest::GeneralAdmission { tier: id("floor"), quantity: 2 };
+    l.place_hold(&visitor(4), None, &ga, T0, hold_id(5)).unwrap();
+    l.release(&hold_id(5), Releaser::Core, T0 + 1).unwrap();
+    assert_eq!(l.reclaim(&hold_id(5), T0 + 2).unwrap().state, HoldState::Sold);
+    assert_eq!(l.stats().holds_sold, 2);
+    assert_eq!(l.reclaim(&hold_id(9), T0).unwrap_err(), HoldError::HoldNotFound);
+}

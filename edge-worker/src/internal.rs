@@ -4,7 +4,7 @@
 //!
 //! - `PUT  /internal/v1/events/{event}/inventory`                 publish or update (split into shards)
 //! - `GET  /internal/v1/events/{event}/holds/{hold}`              one hold
-//! - `POST /internal/v1/events/{event}/holds/{hold}/{action}`     extend | confirm | release | return
+//! - `POST /internal/v1/events/{event}/holds/{hold}/{action}`     extend | confirm | reclaim | release | return
 //! - `GET  /internal/v1/events/{event}/stats`                     held, sold, available, expiries (summed over shards)
 //! - `PUT  /internal/v1/events/{event}/waiting-room`              waiting-room settings
 //! - `GET  /internal/v1/events/{event}/waiting-room`              the line: view, refusals, shards
@@ -90,7 +90,7 @@ pub async fn handle(
             let (method, object_path, body) = match (method, action) {
                 (Method::Get, []) => (Method::Get, format!("/holds/{hold}"), None),
                 (Method::Post, ["release"]) => (Method::Delete, format!("/holds/{hold}"), None),
-                (Method::Post, [a @ ("extend" | "confirm" | "return")]) => (
+                (Method::Post, [a @ ("extend" | "confirm" | "reclaim" | "return")]) => (
                     Method::Post,
                     format!("/holds/{hold}/{a}"),
                     Some(String::from_utf8_lossy(&body).into_owned()),

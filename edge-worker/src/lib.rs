@@ -8,6 +8,7 @@ mod internal;
 mod keys;
 mod objects;
 mod pages;
+mod proxy;
 mod queue;
 
 // Linking the Durable Object classes here makes one script deploy the Worker and its objects.
@@ -91,6 +92,15 @@ async fn route(req: Request, env: &Env, ctx: &Context, path: &str) -> Result<Res
                 ),
                 _ => http::problem_of(ProblemType::NotFound, "no such route", path),
             }
+        }
+        (Method::Post, ["api", "v1", "checkout"])
+        | (Method::Get, ["api", "v1", "orders", _])
+        | (Method::Post, ["api", "v1", "orders", _, "cancel"]) => match edge_keys(env, path)? {
+            Ok(keys) => proxy::forward(req, env, &keys, path).await,
+            Err(resp) => Ok(resp),
+        },
+        (_, ["api", "v1", "checkout"] | ["api", "v1", "orders", ..]) => {
+            http::problem_of(ProblemType::MethodNotAllowed, "this route does not accept that method", path)
         }
         (_, ["internal", "v1", "events", event, rest @ ..]) => {
             let Ok(event) = EventId::parse(event) else {

@@ -1,5 +1,6 @@
 //! The HTTP application: shared state, the router, and serving with graceful shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::Request;
@@ -12,23 +13,40 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::checkout::Checkout;
 use crate::config::ServeArgs;
 use crate::error::ApiError;
-use crate::{accounts, catalog, db, events, health, promotions, publishing, venues};
+use crate::payments::{stripe::Stripe, testpay::TestPay, PaymentProvider as _, Provider};
+use crate::{accounts, catalog, checkout, db, events, health, promotions, publishing, venues};
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
     pub health_timeout: Duration,
+    /// Checkout, when the core has its keys (else its routes answer 503).
+    pub checkout: Option<Arc<Checkout>>,
+}
+
+impl AppState {
+    /// State without checkout (admin and catalog only).
+    pub fn new(db: PgPool, health_timeout: Duration) -> Self {
+        Self { db, health_timeout, checkout: None }
+    }
 }
 
 /// Every route of the core.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] plus routes that are not part of the API (the test provider's pages).
+pub fn router_with(state: AppState, extra: Router) -> Router {
     let (routes, openapi) = documented_routes().split_for_parts();
     let document = serde_json::to_value(&openapi).unwrap_or_default();
     routes
         .route("/api/v1/openapi.json", get(move || async move { axum::Json(document) }))
+        .route("/metrics", get(metrics))
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -37,6 +55,26 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+        .merge(extra)
+}
+
+/// `GET /metrics`: Prometheus text. Checkout's figures so far: orders by state and the age of the
+/// oldest unfinished order (which must stay near zero plus the payment window).
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> Result<String, ApiError> {
+    let by_state: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM orders GROUP BY state ORDER BY state")
+            .fetch_all(&state.db)
+            .await?;
+    let oldest = checkout::driver::oldest_unfinished_age(&state.db).await?;
+    let mut out =
+        String::from("# HELP ticketing_orders Orders by saga state.\n# TYPE ticketing_orders gauge\n");
+    for (s, n) in by_state {
+        out.push_str(&format!("ticketing_orders{{state=\"{s}\"}} {n}\n"));
+    }
+    out.push_str("# HELP ticketing_oldest_unfinished_order_age_seconds Age of the oldest order not yet paid, cancelled or refunded.\n");
+    out.push_str("# TYPE ticketing_oldest_unfinished_order_age_seconds gauge\n");
+    out.push_str(&format!("ticketing_oldest_unfinished_order_age_seconds {oldest}\n"));
+    Ok(out)
 }
 
 /// The OpenAPI 3.1 document of every route (served at `/api/v1/openapi.json`).
@@ -54,6 +92,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(events::routes())
         .merge(promotions::routes())
         .merge(catalog::routes())
+        .merge(checkout::routes())
 }
 
 #[derive(utoipa::OpenApi)]
@@ -65,6 +104,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         (name = "catalog", description = "venues, events, tiers, promo codes, refund policies"),
         (name = "publishing", description = "what the edge holds of an event"),
         (name = "public", description = "the buyers' catalog (no key)"),
+        (name = "checkout", description = "orders, payments, refunds, provider webhooks"),
         (name = "operations", description = "health"),
     )
 )]
@@ -81,6 +121,15 @@ impl utoipa::Modify for BearerKeys {
             "api_key",
             SecurityScheme::Http(
                 HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("tk_<id>_<secret>").build(),
+            ),
+        );
+        components.add_security_scheme(
+            "order_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWS (EdDSA), from checkout")
+                    .build(),
             ),
         );
     }
@@ -121,7 +170,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.migrate {
         db::migrate(&args.database).await?;
     }
-    let state = AppState { db: db::pool(&args.database)?, health_timeout: args.health_timeout() };
+    let mut state = AppState::new(db::pool(&args.database)?, args.health_timeout());
+    let mut extra = Router::new();
     match &args.core_signing_key {
         Some(key) => {
             let edge = publishing::EdgeClient::new(&args.edge_url, key.0.clone());
@@ -130,9 +180,66 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => tracing::warn!("CORE_SIGNING_KEY is not set: events will not be published to the edge"),
     }
+    let c = &args.checkout;
+    let provider = match c.payment_provider.as_str() {
+        "stripe" => {
+            let key = c.stripe_secret_key.clone().ok_or("PAYMENT_PROVIDER=stripe needs STRIPE_SECRET_KEY")?;
+            let secrets: Vec<String> = c
+                .stripe_webhook_secrets
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if secrets.is_empty() {
+                return Err("PAYMENT_PROVIDER=stripe needs STRIPE_WEBHOOK_SECRETS".into());
+            }
+            Provider::Stripe(Stripe::new(&c.stripe_api_base, key, secrets))
+        }
+        _ => {
+            let secret = c.testpay_webhook_secret.clone().unwrap_or_else(|| {
+                let mut bytes = [0u8; 24];
+                let _ = getrandom::getrandom(&mut bytes);
+                format!("whsec_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            });
+            let testpay = TestPay::new(state.db.clone(), &c.public_url, secret);
+            tokio::spawn(testpay.clone().run_deliveries());
+            extra = extra.merge(testpay.clone().routes());
+            Provider::Test(testpay)
+        }
+    };
+    match (&args.core_signing_key, c.edge_verifying_keys.as_deref()) {
+        (Some(key), Some(edge_keys)) => {
+            let edge_keys = shared_types::token::KeyRing::parse(edge_keys)
+                .map_err(|e| format!("EDGE_VERIFYING_KEYS: {e}"))?;
+            let checkout = Arc::new(Checkout {
+                db: state.db.clone(),
+                edge: publishing::EdgeClient::new(&args.edge_url, key.0.clone()),
+                provider,
+                edge_keys,
+                signer: key.0.clone(),
+                fault: c.fault_inject.clone(),
+                grace: chrono::Duration::seconds(i64::from(c.payment_grace_secs)),
+            });
+            if let Some(point) = &c.fault_inject {
+                tracing::warn!(
+                    point,
+                    "CORE_FAULT_INJECT is set: this core will crash on purpose (tests only)"
+                );
+            }
+            tokio::spawn(checkout::driver::run(
+                checkout.clone(),
+                Duration::from_millis(c.reconcile_interval_ms),
+            ));
+            tracing::info!(provider = checkout.provider.name(), "checkout enabled");
+            state.checkout = Some(checkout);
+        }
+        _ => tracing::warn!("CORE_SIGNING_KEY or EDGE_VERIFYING_KEYS is not set: checkout answers 503"),
+    }
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, database = %args.database.database_url, "core listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, router_with(state, extra)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("core stopped");
     Ok(())
 }

@@ -60,6 +60,8 @@ pub enum Permission {
     Read,
     /// Check tickets in.
     Scan,
+    /// Refund and cancel orders (money): organizer admins only.
+    Refund,
 }
 
 impl Role {

@@ -67,6 +67,43 @@ pub struct ServeArgs {
     /// nothing is published (events wait, pending).
     #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
     pub core_signing_key: Option<SecretKey>,
+    #[command(flatten)]
+    pub checkout: CheckoutArgs,
+}
+
+/// Checkout and payments.
+#[derive(Debug, Clone, Args)]
+pub struct CheckoutArgs {
+    /// The edge's public keys (`<kid>:<base64url>`, comma-separated; several during a rotation),
+    /// to verify hold tokens offline. Without them (or `CORE_SIGNING_KEY`) checkout answers 503.
+    #[arg(long, env = "EDGE_VERIFYING_KEYS")]
+    pub edge_verifying_keys: Option<String>,
+    /// Where buyers and providers reach this core (test provider pages and its webhooks).
+    #[arg(long, env = "CORE_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
+    pub public_url: String,
+    /// `testpay` (the built-in test provider) or `stripe`.
+    #[arg(long, env = "PAYMENT_PROVIDER", default_value = "testpay", value_parser = ["testpay", "stripe"])]
+    pub payment_provider: String,
+    /// The test provider's webhook secret; a random one per start when unset.
+    #[arg(long, env = "TESTPAY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub testpay_webhook_secret: Option<String>,
+    #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com")]
+    pub stripe_api_base: String,
+    #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
+    pub stripe_secret_key: Option<String>,
+    /// Webhook endpoint secrets (`whsec_...`, comma-separated: several during a rotation).
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRETS", hide_env_values = true)]
+    pub stripe_webhook_secrets: Option<String>,
+    /// How long after the hold's expiry a payment may still arrive before it is cancelled at the
+    /// provider (a buyer who pays in the last second still gets the seats if nobody took them).
+    #[arg(long, env = "PAYMENT_GRACE_SECS", default_value_t = 30)]
+    pub payment_grace_secs: u32,
+    /// How often the reconciler looks for unfinished orders, in milliseconds.
+    #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 500)]
+    pub reconcile_interval_ms: u64,
+    /// Test only: a crash point (`crash-before-confirm`, `crash-after-confirm`). Never in production.
+    #[arg(long, env = "CORE_FAULT_INJECT", hide = true)]
+    pub fault_inject: Option<String>,
 }
 
 /// A signing key read from configuration: parsed at start-up, never printed.

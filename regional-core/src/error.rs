@@ -31,6 +31,12 @@ pub enum ApiError {
     /// Conflicts with the current state; the reason is a stable slug.
     #[error("conflict ({reason}): {detail}")]
     Conflict { reason: &'static str, detail: String },
+    /// A buyer's token (hold or order) was refused; the reason is the token error's slug.
+    #[error("token refused ({reason}): {detail}")]
+    Token { reason: &'static str, detail: String },
+    /// A dependency (the edge, the payment provider) or a part of the configuration is missing.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -67,6 +73,9 @@ impl ApiError {
             Self::Conflict { reason, detail } => {
                 Problem::new(ProblemType::Conflict, detail.clone()).with_extension("reason", (*reason).into())
             }
+            Self::Token { reason, detail } => Problem::new(ProblemType::Unauthorized, detail.clone())
+                .with_extension("reason", (*reason).into()),
+            Self::Unavailable(detail) => Problem::new(ProblemType::DependencyUnavailable, detail.clone()),
             Self::Database(_) => Problem::new(ProblemType::Internal, "the request could not be completed"),
         }
     }

@@ -6,15 +6,17 @@ pub mod api;
 pub mod app;
 pub mod auth;
 pub mod catalog;
+pub mod checkout;
 pub mod config;
 pub mod db;
 pub mod demo;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod payments;
 pub mod promotions;
 pub mod publishing;
 pub mod venues;
 
-pub use app::{router, serve, AppState};
+pub use app::{router, router_with, serve, AppState};
 pub use config::{Command, Config, DatabaseArgs, DatabaseUrl, ServeArgs};

@@ -83,8 +83,13 @@ impl EdgeClient {
 
     /// A signed call; `Ok` only for a 2xx answer.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<Value, String> {
+        self.send(method, path, body).await.map_err(|e| e.to_string())
+    }
+
+    /// A signed call; a refusal keeps the edge's status and `reason` so that callers can act on it.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<Value, EdgeError> {
         let mut nonce = [0u8; 16];
-        getrandom::getrandom(&mut nonce).map_err(|e| e.to_string())?;
+        getrandom::getrandom(&mut nonce).map_err(|e| EdgeError::Unreachable(e.to_string()))?;
         let now = chrono::Utc::now().timestamp();
         let signature =
             sign_request(&self.signer, method.as_str(), path, &body, now, &URL_SAFE_NO_PAD.encode(nonce));
@@ -96,16 +101,43 @@ impl EdgeClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| format!("edge unreachable: {e}"))?;
+            .map_err(|e| EdgeError::Unreachable(e.without_url().to_string()))?;
         let status = resp.status();
         let answer: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_success() {
             Ok(answer)
-        } else {
-            Err(format!(
+        } else if status.is_server_error() {
+            Err(EdgeError::Unreachable(format!(
                 "edge answered {status}: {}",
                 answer.get("detail").and_then(Value::as_str).unwrap_or("")
-            ))
+            )))
+        } else {
+            Err(EdgeError::Refused {
+                status: status.as_u16(),
+                reason: answer.get("reason").and_then(Value::as_str).unwrap_or("").to_owned(),
+                detail: answer.get("detail").and_then(Value::as_str).unwrap_or("").to_owned(),
+            })
+        }
+    }
+}
+
+/// Why a call to the edge did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EdgeError {
+    /// No answer, or a 5xx: try again later.
+    #[error("edge unreachable: {0}")]
+    Unreachable(String),
+    /// The edge refused (4xx) with a problem's `reason` (the ledger's refusal, e.g. `hold_expired`).
+    #[error("edge refused ({status} {reason}): {detail}")]
+    Refused { status: u16, reason: String, detail: String },
+}
+
+impl EdgeError {
+    /// The refusal's reason (empty for an unreachable edge).
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Unreachable(_) => "",
+            Self::Refused { reason, .. } => reason,
         }
     }
 }

@@ -8,7 +8,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 async fn spawn(pool: PgPool) -> String {
-    let state = AppState { db: pool, health_timeout: Duration::from_millis(1000) };
+    let state = AppState::new(pool, Duration::from_millis(1000));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });

@@ -36,6 +36,9 @@ pub enum TokenKind {
     /// A proof-of-work puzzle the edge handed a visitor before joining a waiting room.
     #[serde(rename = "challenge")]
     Challenge,
+    /// The buyer's access to one order (signed by the core at checkout).
+    #[serde(rename = "order")]
+    Order,
 }
 
 impl TokenKind {
@@ -45,6 +48,7 @@ impl TokenKind {
             Self::Admission => "admission",
             Self::Hold => "hold",
             Self::Challenge => "challenge",
+            Self::Order => "order",
         }
     }
 }
@@ -270,6 +274,18 @@ pub struct Expectation<'a> {
     pub subject: Option<&'a str>,
     /// The verifier's clock, Unix seconds.
     pub now: i64,
+}
+
+/// The event a token says it is for, read without checking anything: only to choose what to
+/// expect before [`verify`]ing it (which checks the signature over that same claim).
+pub fn unverified_audience(token: &str) -> Option<String> {
+    if token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("aud")?.as_str().map(str::to_owned)
 }
 
 /// Verifies `token` and returns its claims, or the first reason to refuse it. The signature is

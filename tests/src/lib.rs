@@ -250,3 +250,64 @@ pub fn start_edge_with_keys(
         .env("WRANGLER_SEND_METRICS", "false");
     spawn("edge", cmd, port, log_dir)
 }
+
+/// A loopback TCP relay that can be opened and closed: the way a test makes a dependency
+/// unreachable and reachable again without restarting it. While closed, new connections are
+/// dropped at once (connection reset) and open ones are cut.
+pub struct Gate {
+    pub port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Gate {
+    /// Relays `127.0.0.1:<port>` to `127.0.0.1:<target>`, open at first.
+    pub async fn start(target: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("gate port");
+        let port = listener.local_addr().expect("gate address").port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (o, g) = (open.clone(), generation.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                if !o.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let born = g.load(Ordering::SeqCst);
+                let g = g.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await else {
+                        return;
+                    };
+                    let cut = async {
+                        while g.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut => {}
+                    }
+                });
+            }
+        });
+        Self { port, open, generation }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -819,6 +819,58 @@ impl Ledger {
         Ok(hold)
     }
 
+    /// Sells a hold that expired or was released while its buyer was paying, if everything it held
+    /// is still free (a seat taken off sale meanwhile is not): the saga's way to honour a late
+    /// payment without a refund. A live hold is simply confirmed; a sold one is answered as is.
+    /// When anything was taken by another buyer, it is refused and nothing changes.
+    pub fn reclaim(&mut self, id: &HoldId, now: Millis) -> Result<&Hold, HoldError> {
+        let hold = self.holds.get(id).ok_or(HoldError::HoldNotFound)?;
+        match hold.state {
+            HoldState::Sold => return self.holds.get(id).ok_or(HoldError::HoldNotFound),
+            HoldState::Held if now < hold.expires_at => return self.confirm(id, now),
+            HoldState::Held => {
+                // Due but not yet swept: end it first, so that the seats are counted as free.
+                self.end_hold(id, HoldState::Expired, now);
+                self.stats.holds_expired += 1;
+            }
+            HoldState::Released | HoldState::Expired => {}
+        }
+        let mut hold = self.holds.get(id).cloned().ok_or(HoldError::HoldNotFound)?;
+        let taken: Vec<SeatId> = hold
+            .seats
+            .iter()
+            .filter(|s| {
+                self.seat_index.get(*s).is_none_or(|&i| self.seats[i as usize].state != SeatState::Free)
+            })
+            .cloned()
+            .collect();
+        if !taken.is_empty() {
+            return Err(HoldError::SeatsUnavailable { seats: taken });
+        }
+        if let Some(ga) = &hold.ga {
+            let tier = self
+                .tiers
+                .iter()
+                .find(|t| t.id == ga.tier)
+                .ok_or(HoldError::UnknownTier { tier: ga.tier.clone() })?;
+            let available = tier.capacity.saturating_sub(tier.held + tier.sold);
+            if available < ga.quantity {
+                return Err(HoldError::NotEnoughAvailable { requested: ga.quantity, available });
+            }
+        }
+        // No longer an ended hold: never pruned.
+        self.ended.remove(&(hold.ended_at.unwrap_or(hold.created_at), hold.id.clone()));
+        hold.state = HoldState::Sold;
+        hold.ended_at = Some(now);
+        hold.returned_seats.clear();
+        hold.returned_ga = 0;
+        self.apply_hold_effects(&hold, 1)?;
+        self.stats.holds_sold += 1;
+        self.version += 1;
+        self.holds.insert(hold.id.clone(), hold);
+        self.holds.get(id).ok_or(HoldError::HoldNotFound)
+    }
+
     /// Gives sold seats (all remaining when `seats` is empty) and GA places back to sale after
     /// a refund. Returning something not sold in this hold, or already returned, is refused.
     pub fn return_sold(

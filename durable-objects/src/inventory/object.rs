@@ -262,6 +262,7 @@ impl InventoryObject {
                 match *action {
                     "extend" => self.hold_op(path, |l, now| l.extend(&id, now).map(|h| h.id.clone()))?,
                     "confirm" => self.hold_op(path, |l, now| l.confirm(&id, now).map(|h| h.id.clone()))?,
+                    "reclaim" => self.hold_op(path, |l, now| l.reclaim(&id, now).map(|h| h.id.clone()))?,
                     "return" => {
                         let body: ReturnBody = match req.text().await {
                             Ok(t) if t.trim().is_empty() => ReturnBody::default(),

@@ -18,7 +18,7 @@ pub struct Api {
 
 impl Api {
     pub async fn start(db: PgPool) -> Self {
-        let state = AppState { db: db.clone(), health_timeout: Duration::from_millis(1000) };
+        let state = AppState::new(db.clone(), Duration::from_millis(1000));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });

@@ -1,0 +1,98 @@
+//! The buyer's routes that the core answers, forwarded by the edge:
+//!
+//! - `POST /api/v1/checkout`              a hold token becomes an order (`Idempotency-Key`)
+//! - `GET  /api/v1/orders/{id}`           the order, with the buyer's order token
+//! - `POST /api/v1/orders/{id}/cancel`    the buyer cancels
+//!
+//! The edge checks what it can offline first (a checkout's hold token is its own signature), so
+//! that junk never reaches the core; it forwards only the headers the core needs, plus the
+//! caller's address and a `traceparent` that names the request end to end.
+
+use durable_objects::http;
+use shared_types::token::{unverified_audience, verify, Expectation, TokenKind};
+use shared_types::{Problem, ProblemType};
+use worker::{Date, Env, Fetch, Headers, Method, Request, RequestInit, Response, Result};
+
+use crate::keys::EdgeKeys;
+
+/// Largest checkout body a buyer may send.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Headers passed on to the core.
+const FORWARDED: [&str; 4] = ["authorization", "idempotency-key", "content-type", "accept"];
+
+fn traceparent() -> String {
+    let mut bytes = [0u8; 24];
+    let _ = getrandom::getrandom(&mut bytes);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!("00-{}-{}-01", hex(&bytes[..16]), hex(&bytes[16..]))
+}
+
+/// Refuses a checkout whose hold token the edge itself would not accept.
+fn check_hold_token(body: &[u8], keys: &EdgeKeys) -> std::result::Result<(), (String, &'static str)> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| ("the body is not JSON".to_owned(), "malformed"))?;
+    let token = value["hold_token"].as_str().ok_or(("hold_token is required".to_owned(), "missing"))?;
+    let event = unverified_audience(token).ok_or(("the hold token is malformed".to_owned(), "malformed"))?;
+    let expect = Expectation {
+        kind: TokenKind::Hold,
+        issuer: "edge",
+        audience: &event,
+        subject: None,
+        now: Date::now().as_millis() as i64 / 1000,
+    };
+    verify::<serde_json::Value>(token, &keys.edge, &expect)
+        .map(|_| ())
+        .map_err(|e| (e.to_string(), e.reason()))
+}
+
+/// Forwards a buyer's request to the core.
+pub async fn forward(mut req: Request, env: &Env, keys: &EdgeKeys, path: &str) -> Result<Response> {
+    let Some(core) = env.var("CORE_URL").ok().map(|v| v.to_string()) else {
+        return http::problem_of(ProblemType::DependencyUnavailable, "the core is not configured", path);
+    };
+    let method = req.method();
+    let body = req.bytes().await?;
+    if body.len() > MAX_BODY_BYTES {
+        return http::problem_of(ProblemType::MalformedRequest, "the body is too large", path);
+    }
+    if path == "/api/v1/checkout" {
+        if let Err((detail, reason)) = check_hold_token(&body, keys) {
+            let kind = if reason == "malformed" && detail.contains("JSON") {
+                ProblemType::MalformedRequest
+            } else {
+                ProblemType::Unauthorized
+            };
+            return http::problem(
+                &Problem::new(kind, detail).with_instance(path).with_extension("reason", reason.into()),
+            );
+        }
+    }
+    let headers = Headers::new();
+    for name in FORWARDED {
+        if let Some(v) = req.headers().get(name)? {
+            headers.set(name, &v)?;
+        }
+    }
+    let trace = req.headers().get("traceparent")?.unwrap_or_else(traceparent);
+    headers.set("traceparent", &trace)?;
+    if let Some(ip) = req.headers().get("cf-connecting-ip")? {
+        headers.set("x-forwarded-for", &ip)?;
+    }
+    let url = format!("{}{}", core.trim_end_matches('/'), req.url()?.path());
+    let mut init = RequestInit::new();
+    init.with_method(method.clone()).with_headers(headers);
+    if method != Method::Get && method != Method::Head {
+        init.with_body(Some(worker::js_sys::Uint8Array::from(body.as_slice()).into()));
+    }
+    match Fetch::Request(Request::new_with_init(&url, &init)?).send().await {
+        Ok(resp) => Ok(resp),
+        Err(e) => {
+            worker::console_error!("core unreachable for {path}: {e}");
+            http::problem_of(
+                ProblemType::DependencyUnavailable,
+                "the core could not be reached; retry with the same Idempotency-Key",
+                path,
+            )
+        }
+    }
+}

@@ -1,0 +1,13 @@
+DROP TABLE testpay_deliveries;
+DROP TABLE testpay_refunds;
+DROP TABLE testpay_payments;
+DROP TABLE state_audit;
+DROP FUNCTION state_audit_append_only();
+DROP TABLE outbox;
+DROP TABLE tickets;
+DROP TABLE webhook_events;
+DROP TABLE refunds;
+DROP TABLE payments;
+DROP TABLE order_lines;
+DROP TABLE orders;
+ALTER TABLE events DROP COLUMN pricing;

@@ -1,0 +1,176 @@
+//! Payment providers behind one trait: the built-in test provider ([`testpay`]) for local use and
+//! tests, and Stripe ([`stripe`]). The saga only ever talks to [`PaymentProvider`]; every call is
+//! idempotent by a key the core chooses (the order id), so a retried step never charges or refunds
+//! twice. Outcomes arrive by signed webhook ([`signature`]); the reconciler also asks the provider
+//! directly when a webhook is late.
+
+pub mod signature;
+pub mod stripe;
+pub mod testpay;
+
+use std::future::Future;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a payment stands at the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteState {
+    /// Waiting for the buyer (or in flight).
+    Pending,
+    Succeeded,
+    Failed,
+    Canceled,
+}
+
+/// A payment as the provider created it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedPayment {
+    /// The provider's id for it.
+    pub reference: String,
+    /// A page the buyer opens to pay (test provider).
+    pub redirect_url: Option<String>,
+    /// What the buyer's browser needs to pay (Stripe.js).
+    pub client_secret: Option<String>,
+    pub state: RemoteState,
+}
+
+/// What the core asks a provider to charge.
+#[derive(Debug, Clone)]
+pub struct PaymentRequest<'a> {
+    /// Unique per order: a retry creates nothing new.
+    pub idempotency_key: &'a str,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    /// The order id, carried in the provider's metadata and back in webhooks.
+    pub order_id: &'a str,
+    pub description: &'a str,
+}
+
+/// A verified webhook's meaning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// The provider's event id (deliveries of one event share it).
+    pub id: String,
+    pub kind: WebhookKind,
+    /// The payment it is about.
+    pub reference: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookKind {
+    PaymentSucceeded,
+    PaymentFailed,
+    PaymentCanceled,
+    /// Anything else (refund notices, other objects): acknowledged and ignored.
+    Other,
+}
+
+impl WebhookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PaymentSucceeded => "payment_succeeded",
+            Self::PaymentFailed => "payment_failed",
+            Self::PaymentCanceled => "payment_canceled",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Why a provider call did not give an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    /// Try again later (network, 5xx, rate limit).
+    #[error("provider unavailable: {0}")]
+    Unavailable(String),
+    /// The provider refused the request; retrying the same request will not help.
+    #[error("provider refused: {0}")]
+    Refused(String),
+}
+
+/// What one provider does for the saga.
+pub trait PaymentProvider {
+    /// The name stored with each payment (`testpay`, `stripe`).
+    fn name(&self) -> &'static str;
+    /// Creates a payment (idempotent by `request.idempotency_key`).
+    fn create(
+        &self,
+        request: &PaymentRequest<'_>,
+    ) -> impl Future<Output = Result<CreatedPayment, ProviderError>> + Send;
+    /// The payment's current state (for the reconciler when a webhook is late).
+    fn retrieve(&self, reference: &str) -> impl Future<Output = Result<RemoteState, ProviderError>> + Send;
+    /// Cancels a payment that has not succeeded, so that it never can; answers the state it ends
+    /// in (`Succeeded` when it was too late to cancel).
+    fn cancel(&self, reference: &str) -> impl Future<Output = Result<RemoteState, ProviderError>> + Send;
+    /// Refunds `amount_minor` of a succeeded payment (idempotent by `idempotency_key`); the
+    /// provider's refund id.
+    fn refund(
+        &self,
+        reference: &str,
+        amount_minor: i64,
+        idempotency_key: &str,
+    ) -> impl Future<Output = Result<String, ProviderError>> + Send;
+    /// Verifies a webhook delivery (signature, freshness) and reads what it says.
+    fn verify_webhook(
+        &self,
+        signature_header: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<WebhookEvent, signature::SignatureError>;
+}
+
+/// The provider a deployment is configured with.
+#[derive(Clone)]
+pub enum Provider {
+    Test(testpay::TestPay),
+    Stripe(stripe::Stripe),
+}
+
+impl PaymentProvider for Provider {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Test(p) => p.name(),
+            Self::Stripe(p) => p.name(),
+        }
+    }
+
+    async fn create(&self, request: &PaymentRequest<'_>) -> Result<CreatedPayment, ProviderError> {
+        match self {
+            Self::Test(p) => p.create(request).await,
+            Self::Stripe(p) => p.create(request).await,
+        }
+    }
+
+    async fn retrieve(&self, reference: &str) -> Result<RemoteState, ProviderError> {
+        match self {
+            Self::Test(p) => p.retrieve(reference).await,
+            Self::Stripe(p) => p.retrieve(reference).await,
+        }
+    }
+
+    async fn cancel(&self, reference: &str) -> Result<RemoteState, ProviderError> {
+        match self {
+            Self::Test(p) => p.cancel(reference).await,
+            Self::Stripe(p) => p.cancel(reference).await,
+        }
+    }
+
+    async fn refund(&self, reference: &str, amount_minor: i64, key: &str) -> Result<String, ProviderError> {
+        match self {
+            Self::Test(p) => p.refund(reference, amount_minor, key).await,
+            Self::Stripe(p) => p.refund(reference, amount_minor, key).await,
+        }
+    }
+
+    fn verify_webhook(
+        &self,
+        header: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<WebhookEvent, signature::SignatureError> {
+        match self {
+            Self::Test(p) => p.verify_webhook(header, body, now),
+            Self::Stripe(p) => p.verify_webhook(header, body, now),
+        }
+    }
+}

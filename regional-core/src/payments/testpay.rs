@@ -1,0 +1,440 @@
+//! The built-in test provider, "testpay": a payment provider that runs inside the core process,
+//! with its own books (`testpay_*` tables), for local use and tests. It behaves as a remote
+//! provider would:
+//!
+//! - the core creates, retrieves, cancels and refunds payments through [`PaymentProvider`],
+//!   idempotently by key;
+//! - the buyer (or a tester) opens the payment page `GET /testpay/pay/{id}` and approves,
+//!   declines or delays the payment;
+//! - the outcome is reported by webhook to `POST /api/v1/webhooks/testpay`, over real HTTP,
+//!   signed with Stripe's scheme (`Testpay-Signature: t=..,v1=..`), retried with backoff until
+//!   acknowledged; a tester can ask for duplicate deliveries, a delay, and a stale failure event
+//!   delivered after the success (out of order), as real providers do.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+use super::signature::{self, SignatureError, DEFAULT_TOLERANCE_SECS};
+use super::{
+    CreatedPayment, PaymentProvider, PaymentRequest, ProviderError, RemoteState, WebhookEvent, WebhookKind,
+};
+use crate::error::ApiError;
+
+/// Deliveries are abandoned after this many failed attempts (about an hour of backoff).
+const MAX_DELIVERY_ATTEMPTS: i32 = 20;
+/// Longest wait between two delivery attempts.
+const MAX_DELIVERY_BACKOFF_SECS: i64 = 60;
+
+#[derive(Clone)]
+pub struct TestPay {
+    db: PgPool,
+    /// Where its pages are and where it sends webhooks: the core's public base URL.
+    public_url: String,
+    webhook_secret: String,
+}
+
+impl std::fmt::Debug for TestPay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TestPay({}, ***)", self.public_url)
+    }
+}
+
+fn random_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn unavailable(e: sqlx::Error) -> ProviderError {
+    ProviderError::Unavailable(e.to_string())
+}
+
+fn remote(state: &str) -> RemoteState {
+    match state {
+        "succeeded" => RemoteState::Succeeded,
+        "failed" => RemoteState::Failed,
+        "canceled" => RemoteState::Canceled,
+        _ => RemoteState::Pending,
+    }
+}
+
+impl TestPay {
+    pub fn new(db: PgPool, public_url: &str, webhook_secret: String) -> Self {
+        Self { db, public_url: public_url.trim_end_matches('/').to_owned(), webhook_secret }
+    }
+
+    fn page_url(&self, id: &str) -> String {
+        format!("{}/testpay/pay/{id}", self.public_url)
+    }
+
+    /// Records the webhooks an outcome owes the merchant.
+    async fn owe(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        events: &[(String, Value, i64)],
+    ) -> Result<(), sqlx::Error> {
+        for (id, payload, delay_ms) in events {
+            sqlx::query(
+                "INSERT INTO testpay_deliveries (event_id, payload, next_attempt_at)
+                 VALUES ($1, $2, now() + make_interval(secs => $3))",
+            )
+            .bind(id)
+            .bind(payload)
+            .bind(*delay_ms as f64 / 1000.0)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn event(kind: &str, payment: &str, reference: &str, status: &str) -> (String, Value) {
+        let id = random_id("evt");
+        let body = json!({
+            "id": id,
+            "type": kind,
+            "created": chrono::Utc::now().timestamp(),
+            "data": { "payment": { "id": payment, "reference": reference, "status": status } },
+        });
+        (id, body)
+    }
+
+    /// The tester's decision on a payment; what the page shows afterwards.
+    async fn decide(&self, id: &str, decision: Decision, opts: &Options) -> Result<String, ApiError> {
+        let mut tx = self.db.begin().await?;
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT state, reference FROM testpay_payments WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((state, reference)) = row else { return Err(ApiError::NotFound) };
+        if !matches!(state.as_str(), "requires_payment" | "processing") {
+            return Ok(format!("This payment is already {state}."));
+        }
+        let new_state = match decision {
+            Decision::Approve => "succeeded",
+            Decision::Decline => "failed",
+        };
+        sqlx::query("UPDATE testpay_payments SET state = $2 WHERE id = $1")
+            .bind(id)
+            .bind(new_state)
+            .execute(&mut *tx)
+            .await?;
+        let delay = opts.delay_ms.unwrap_or(0).clamp(0, 600_000);
+        let kind = if new_state == "succeeded" { "payment.succeeded" } else { "payment.failed" };
+        let (event_id, payload) = Self::event(kind, id, &reference, new_state);
+        let mut deliveries = Vec::new();
+        // Duplicates are the same event (same id) delivered again, as providers do.
+        for i in 0..=opts.duplicates.unwrap_or(0).min(5) {
+            deliveries.push((event_id.clone(), payload.clone(), delay + i64::from(i) * 50));
+        }
+        if opts.stale_failure.unwrap_or(false) && new_state == "succeeded" {
+            // A failure of an earlier attempt, delivered after the success.
+            let (id2, p2) = Self::event("payment.failed", id, &reference, "failed");
+            deliveries.push((id2, p2, delay + 300));
+        }
+        self.owe(&mut tx, &deliveries).await?;
+        tx.commit().await?;
+        Ok(format!("Payment {new_state}."))
+    }
+
+    /// Sends due webhooks once; how many were attempted.
+    pub async fn deliver_due(&self, http: &reqwest::Client) -> Result<usize, sqlx::Error> {
+        let due: Vec<(i64, Value, i32)> = sqlx::query_as(
+            "UPDATE testpay_deliveries SET next_attempt_at = now() + interval '30 seconds'
+             WHERE id IN (SELECT id FROM testpay_deliveries WHERE delivered_at IS NULL AND next_attempt_at <= now()
+                          AND attempts < $1 ORDER BY next_attempt_at, id LIMIT 32 FOR UPDATE SKIP LOCKED)
+             RETURNING id, payload, attempts",
+        )
+        .bind(MAX_DELIVERY_ATTEMPTS)
+        .fetch_all(&self.db)
+        .await?;
+        for (id, payload, attempts) in &due {
+            let body = serde_json::to_vec(payload).unwrap_or_default();
+            let header = signature::sign(&self.webhook_secret, chrono::Utc::now().timestamp(), &body);
+            let outcome = http
+                .post(format!("{}/api/v1/webhooks/testpay", self.public_url))
+                .header("content-type", "application/json")
+                .header("testpay-signature", header)
+                .body(body)
+                .send()
+                .await;
+            let error = match outcome {
+                Ok(resp) if resp.status().is_success() => None,
+                Ok(resp) => Some(format!("merchant answered {}", resp.status())),
+                Err(e) => Some(format!("merchant unreachable: {}", e.without_url())),
+            };
+            match error {
+                None => {
+                    sqlx::query("UPDATE testpay_deliveries SET delivered_at = now(), attempts = attempts + 1 WHERE id = $1")
+                        .bind(id)
+                        .execute(&self.db)
+                        .await?;
+                }
+                Some(error) => {
+                    let backoff = (1i64 << (*attempts).clamp(0, 6)).min(MAX_DELIVERY_BACKOFF_SECS);
+                    sqlx::query(
+                        "UPDATE testpay_deliveries SET attempts = attempts + 1, last_error = $2,
+                             next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(&error)
+                    .bind(backoff as f64)
+                    .execute(&self.db)
+                    .await?;
+                    tracing::warn!(delivery = id, attempt = attempts + 1, %error, "testpay webhook not acknowledged");
+                }
+            }
+        }
+        Ok(due.len())
+    }
+
+    /// The delivery loop: runs until the process stops.
+    pub async fn run_deliveries(self) {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+        loop {
+            match self.deliver_due(&http).await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "testpay could not read its deliveries"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The tester's pages and buttons, under `/testpay`.
+    pub fn routes(self) -> Router {
+        Router::new()
+            .route("/testpay/pay/{id}", get(page))
+            .route("/testpay/pay/{id}/{decision}", post(decide))
+            .with_state(self)
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Decision {
+    Approve,
+    Decline,
+}
+
+/// What a tester can ask of a decision (query string or form).
+#[derive(Debug, Default, Deserialize)]
+struct Options {
+    /// Deliver the outcome this many extra times (same event id).
+    duplicates: Option<u32>,
+    /// Hold the outcome's webhook back this long.
+    delay_ms: Option<i64>,
+    /// After a success, also deliver a stale failure event (out of order).
+    stale_failure: Option<bool>,
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+async fn page(State(pay): State<TestPay>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let row: Option<(i64, String, String, String)> =
+        sqlx::query_as("SELECT amount_minor, currency, state, reference FROM testpay_payments WHERE id = $1")
+            .bind(&id)
+            .fetch_optional(&pay.db)
+            .await?;
+    let Some((amount, currency, state, reference)) = row else { return Err(ApiError::NotFound) };
+    let id = escape(&id);
+    let amount = format!("{}.{:02} {}", amount / 100, amount % 100, escape(&currency));
+    let buttons = if matches!(state.as_str(), "requires_payment" | "processing") {
+        format!(
+            r#"<form method="post" action="/testpay/pay/{id}/approve"><button>Approve</button></form>
+<form method="post" action="/testpay/pay/{id}/decline"><button>Decline</button></form>
+<form method="post" action="/testpay/pay/{id}/approve"><input type="hidden" name="delay_ms" value="10000"><button>Approve, report in 10 s</button></form>"#
+        )
+    } else {
+        format!("<p>This payment is {}.</p>", escape(&state))
+    };
+    Ok(Html(format!(
+        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>testpay: {amount}</title></head><body><main><h1>testpay</h1>
+<p>A test payment of <strong>{amount}</strong> for order <code>{}</code>. No money moves.</p>{buttons}</main></body></html>"#,
+        escape(&reference)
+    ))
+    .into_response())
+}
+
+async fn decide(
+    State(pay): State<TestPay>,
+    Path((id, decision)): Path<(String, String)>,
+    Query(query): Query<Options>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let decision = match decision.as_str() {
+        "approve" => Decision::Approve,
+        "decline" => Decision::Decline,
+        _ => return Err(ApiError::NotFound),
+    };
+    // Options from the query string, or from the page's form.
+    let form: Options = serde_urlencoded_lite(&body);
+    let opts = Options {
+        duplicates: query.duplicates.or(form.duplicates),
+        delay_ms: query.delay_ms.or(form.delay_ms),
+        stale_failure: query.stale_failure.or(form.stale_failure),
+    };
+    let message = pay.decide(&id, decision, &opts).await?;
+    let wants_json = headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("json"));
+    Ok(if wants_json {
+        Json(json!({ "message": message })).into_response()
+    } else {
+        Html(format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>testpay</title></head><body><main><p>{}</p></main></body></html>", escape(&message))).into_response()
+    })
+}
+
+/// Reads the page's tiny form (`delay_ms=...`); anything else is ignored.
+fn serde_urlencoded_lite(body: &[u8]) -> Options {
+    let mut opts = Options::default();
+    for pair in String::from_utf8_lossy(body).split('&') {
+        match pair.split_once('=') {
+            Some(("delay_ms", v)) => opts.delay_ms = v.parse().ok(),
+            Some(("duplicates", v)) => opts.duplicates = v.parse().ok(),
+            Some(("stale_failure", v)) => opts.stale_failure = Some(v == "true" || v == "1"),
+            _ => {}
+        }
+    }
+    opts
+}
+
+impl PaymentProvider for TestPay {
+    fn name(&self) -> &'static str {
+        "testpay"
+    }
+
+    async fn create(&self, request: &PaymentRequest<'_>) -> Result<CreatedPayment, ProviderError> {
+        let (id, state): (String, String) = sqlx::query_as(
+            "WITH made AS (
+                 INSERT INTO testpay_payments (id, idempotency_key, amount_minor, currency, reference, state)
+                 VALUES ($1, $2, $3, $4, $5, 'requires_payment')
+                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, state)
+             SELECT id, state FROM made
+             UNION ALL SELECT id, state FROM testpay_payments WHERE idempotency_key = $2
+             LIMIT 1",
+        )
+        .bind(random_id("tp"))
+        .bind(request.idempotency_key)
+        .bind(request.amount_minor)
+        .bind(request.currency)
+        .bind(request.order_id)
+        .fetch_one(&self.db)
+        .await
+        .map_err(unavailable)?;
+        Ok(CreatedPayment {
+            redirect_url: Some(self.page_url(&id)),
+            reference: id,
+            client_secret: None,
+            state: remote(&state),
+        })
+    }
+
+    async fn retrieve(&self, reference: &str) -> Result<RemoteState, ProviderError> {
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM testpay_payments WHERE id = $1")
+            .bind(reference)
+            .fetch_optional(&self.db)
+            .await
+            .map_err(unavailable)?;
+        state.map(|s| remote(&s)).ok_or_else(|| ProviderError::Refused("no such payment".into()))
+    }
+
+    async fn cancel(&self, reference: &str) -> Result<RemoteState, ProviderError> {
+        let mut tx = self.db.begin().await.map_err(unavailable)?;
+        let row: Option<(String, String)> =
+            sqlx::query_as("SELECT state, reference FROM testpay_payments WHERE id = $1 FOR UPDATE")
+                .bind(reference)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        let Some((state, order)) = row else { return Err(ProviderError::Refused("no such payment".into())) };
+        if matches!(state.as_str(), "requires_payment" | "processing") {
+            sqlx::query("UPDATE testpay_payments SET state = 'canceled' WHERE id = $1")
+                .bind(reference)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            let (id, payload) = Self::event("payment.canceled", reference, &order, "canceled");
+            self.owe(&mut tx, &[(id, payload, 0)]).await.map_err(unavailable)?;
+            tx.commit().await.map_err(unavailable)?;
+            return Ok(RemoteState::Canceled);
+        }
+        Ok(remote(&state))
+    }
+
+    async fn refund(&self, reference: &str, amount_minor: i64, key: &str) -> Result<String, ProviderError> {
+        let mut tx = self.db.begin().await.map_err(unavailable)?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM testpay_refunds WHERE idempotency_key = $1")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        if let Some(id) = existing {
+            return Ok(id);
+        }
+        let charged: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT state, amount_minor, refunded_minor FROM testpay_payments WHERE id = $1 FOR UPDATE",
+        )
+        .bind(reference)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some((state, amount, refunded)) = charged else {
+            return Err(ProviderError::Refused("no such payment".into()));
+        };
+        if state != "succeeded" || amount_minor <= 0 || refunded + amount_minor > amount {
+            return Err(ProviderError::Refused(format!("cannot refund {amount_minor} of a {state} payment")));
+        }
+        let id = random_id("re");
+        sqlx::query("INSERT INTO testpay_refunds (id, idempotency_key, payment_id, amount_minor) VALUES ($1, $2, $3, $4)")
+            .bind(&id)
+            .bind(key)
+            .bind(reference)
+            .bind(amount_minor)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query("UPDATE testpay_payments SET refunded_minor = refunded_minor + $2 WHERE id = $1")
+            .bind(reference)
+            .bind(amount_minor)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(id)
+    }
+
+    fn verify_webhook(
+        &self,
+        header: Option<&str>,
+        body: &[u8],
+        now: i64,
+    ) -> Result<WebhookEvent, SignatureError> {
+        signature::verify(
+            header,
+            body,
+            std::slice::from_ref(&self.webhook_secret),
+            now,
+            DEFAULT_TOLERANCE_SECS,
+        )?;
+        let event: Value =
+            serde_json::from_slice(body).map_err(|e| SignatureError::Payload(e.to_string()))?;
+        let id = event["id"].as_str().ok_or_else(|| SignatureError::Payload("no id".into()))?;
+        let kind = match event["type"].as_str().unwrap_or("") {
+            "payment.succeeded" => WebhookKind::PaymentSucceeded,
+            "payment.failed" => WebhookKind::PaymentFailed,
+            "payment.canceled" => WebhookKind::PaymentCanceled,
+            _ => WebhookKind::Other,
+        };
+        let reference = event["data"]["payment"]["id"].as_str().unwrap_or("").to_owned();
+        Ok(WebhookEvent { id: id.to_owned(), kind, reference })
+    }
+}

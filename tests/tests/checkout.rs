@@ -1,0 +1,553 @@
+//! Checkout end to end: workerd (wrangler dev) + the core binary + PostgreSQL, with the built-in
+//! test provider reporting by signed webhook over HTTP.
+//!
+//! 1. `checkout_pays_declines_cancels_and_refuses_bad_webhooks`: hold → checkout through the edge →
+//!    approval → paid, seats sold at the edge; the same key twice (and concurrently) gives one order
+//!    and one payment; duplicate and out-of-order webhooks change nothing; bad and stale signatures
+//!    are refused; a decline frees the seats; a buyer's cancellation refunds by the policy and puts
+//!    the seats back on sale; tokens are checked.
+//! 2. `checkout_recovers_from_crashes_an_unreachable_edge_and_expiry`: the core killed between payment
+//!    and confirmation finishes the order after a restart; the edge unreachable during confirmation,
+//!    then reachable; a hold that expires during payment is taken back when its seats are free and
+//!    refunded when another buyer took them. Then the audit: no seat sold twice, every paid order
+//!    with tickets, every refunded one with its refund.
+
+use std::time::{Duration, Instant};
+
+use e2e::{
+    create_admin, database_url, drop_database, free_port, scratch_dir, start_core_with, start_edge_with_keys,
+    Gate, Service, TestKeys,
+};
+use regional_core::payments::signature;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+
+const WEBHOOK_SECRET: &str = "whsec_e2e_checkout";
+
+struct Admin {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("core answers");
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
+        let (status, answer) = self.call(method, path, Some(body)).await;
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+        answer
+    }
+}
+
+fn core_env(keys: &TestKeys, edge_url: &str, public_url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("CORE_SIGNING_KEY", keys.core_signing_key()),
+        ("EDGE_VERIFYING_KEYS", keys.edge.public_config()),
+        ("EDGE_URL", edge_url.to_owned()),
+        ("CORE_PUBLIC_URL", public_url.to_owned()),
+        ("TESTPAY_WEBHOOK_SECRET", WEBHOOK_SECRET.to_owned()),
+        ("PAYMENT_GRACE_SECS", "30".to_owned()),
+        ("RECONCILE_INTERVAL_MS", "200".to_owned()),
+    ]
+}
+
+/// An organization with a venue (six seats, a standing area) and two published, passthrough
+/// events: one with ten-minute holds, one with holds of two seconds (plus two for payment).
+async fn organize(core: &str, db: &str) -> (Admin, String, String) {
+    let root =
+        Admin { base: core.to_owned(), key: create_admin(db, "root@e2e.test"), http: reqwest::Client::new() };
+    let org = root.ok(Method::POST, "/api/v1/organizations", json!({ "name": "Acme", "slug": "acme" })).await;
+    let user = root
+        .ok(
+            Method::POST,
+            "/api/v1/users",
+            json!({ "email": "admin@acme.test", "role": "organizer_admin", "organization_id": org["id"] }),
+        )
+        .await;
+    let key = root
+        .ok(Method::POST, &format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap()), json!({}))
+        .await;
+    let acme = Admin {
+        base: core.to_owned(),
+        key: key["key"].as_str().unwrap().to_owned(),
+        http: reqwest::Client::new(),
+    };
+    let seats: Vec<Value> = (1..=6)
+        .map(|i| json!({ "id": format!("A-{i}"), "label": i.to_string(), "x": i, "y": 0, "zone": "std" }))
+        .collect();
+    let venue = acme
+        .ok(
+            Method::POST,
+            "/api/v1/venues",
+            json!({ "name": "Hall", "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
+                    "ga_areas": [{ "id": "floor", "name": "Floor", "capacity": 100 }],
+                    "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": seats }] }] }),
+        )
+        .await;
+    let mut events = Vec::new();
+    for (title, hold_seconds, extension) in [("Long holds", 600, 600), ("Short holds", 2, 2)] {
+        let event = acme
+            .ok(
+                Method::POST,
+                "/api/v1/events",
+                json!({ "venue_id": venue["id"], "title": title, "starts_at": "2027-06-01T20:00:00Z", "ends_at": "2027-06-01T23:00:00Z" }),
+            )
+            .await;
+        let id = event["id"].as_str().unwrap().to_owned();
+        acme.ok(
+            Method::POST,
+            &format!("/api/v1/events/{id}/tiers"),
+            json!({ "name": "Seats", "kind": "seated", "currency": "EUR", "price_minor": 4000, "zone_prices": { "std": 5000 }, "quantity": 6 }),
+        )
+        .await;
+        acme.ok(
+            Method::PUT,
+            &format!("/api/v1/events/{id}/sale-settings"),
+            json!({ "pricing": { "service_fee": { "per_ticket_minor": 150, "percent_bps": 500 }, "tax": { "rate_bps": 1900 } },
+                    "holds": { "hold_seconds": hold_seconds, "extension_seconds": extension, "max_tickets_per_visitor": 8 } }),
+        )
+        .await;
+        acme.ok(
+            Method::PUT,
+            &format!("/api/v1/events/{id}/waiting-room"),
+            json!({ "mode": "passthrough", "bot": { "check": { "kind": "off" } } }),
+        )
+        .await;
+        acme.ok(
+            Method::PUT,
+            &format!("/api/v1/events/{id}/refund-policy"),
+            json!([{ "hours_before": 24, "percent": 100 }]),
+        )
+        .await;
+        acme.ok(Method::POST, &format!("/api/v1/events/{id}/state"), json!({ "state": "published" })).await;
+        events.push(id);
+    }
+    (acme, events[0].clone(), events[1].clone())
+}
+
+/// Waits until every event is synced to the edge.
+async fn synced(acme: &Admin, events: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for id in events {
+        loop {
+            let (_, sync) = acme.call(Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+            if sync["state"] == "synced" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "never synced: {sync}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// A new buyer, admitted through the (passthrough) line, holding `seats`: (hold id, hold token).
+async fn hold(edge: &str, event: &str, seats: &[&str]) -> (String, String) {
+    let buyer = reqwest::Client::builder().user_agent("e2e-buyer/1").build().unwrap();
+    let queue = format!("{edge}/api/v1/events/{event}/queue");
+    let joined: Value = buyer.post(&queue).json(&json!({})).send().await.unwrap().json().await.unwrap();
+    let ticket = joined["ticket"].as_str().unwrap_or_else(|| panic!("join: {joined}"));
+    let admitted: Value = buyer.get(&queue).bearer_auth(ticket).send().await.unwrap().json().await.unwrap();
+    let admission = admitted["admission_token"].as_str().unwrap_or_else(|| panic!("admission: {admitted}"));
+    let resp = buyer
+        .post(format!("{edge}/api/v1/events/{event}/holds"))
+        .bearer_auth(admission)
+        .json(&json!({ "kind": "seats", "seats": seats }))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let held: Value = resp.json().await.unwrap();
+    assert_eq!(status, 201, "hold {seats:?}: {held}");
+    (held["hold"]["id"].as_str().unwrap().to_owned(), held["hold_token"].as_str().unwrap().to_owned())
+}
+
+/// `POST /api/v1/checkout` through the edge: (status, answer).
+async fn checkout(edge: &str, hold_token: &str, key: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{edge}/api/v1/checkout"))
+        .header("idempotency-key", key)
+        .json(&json!({ "hold_token": hold_token, "email": "buyer@e2e.test" }))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The tester presses a button on the test provider's page.
+async fn decide(core: &str, order: &Value, decision: &str, query: &str) {
+    let page =
+        order["payment"]["redirect_url"].as_str().unwrap_or_else(|| panic!("no payment page: {order}"));
+    let payment = page.rsplit('/').next().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{core}/testpay/pay/{payment}/{decision}?{query}"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{decision}");
+}
+
+/// Polls the buyer's view of the order (through the edge) until `done` holds.
+async fn order_until(edge: &str, answer: &Value, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let id = answer["order"]["id"].as_str().unwrap();
+    let token = answer["order_token"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let order: Value = reqwest::Client::new()
+            .get(format!("{edge}/api/v1/orders/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&order) {
+            return order;
+        }
+        assert!(Instant::now() < deadline, "order never became {what}: {order}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn availability(edge: &str, event: &str) -> String {
+    // The availability of an isolate is cached for a second.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a: Value = reqwest::get(format!("{edge}/api/v1/events/{event}/availability"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    a["seats"].as_str().unwrap().to_owned()
+}
+
+async fn count(db: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
+}
+
+/// The checks that must hold whatever happened: no seat with two live tickets, every paid order
+/// with one ticket per line, every refunded order with a succeeded refund of its amount, no order
+/// left unfinished, money at the provider equal to what the orders kept.
+async fn audit(db: &PgPool) {
+    assert_eq!(count(db, "SELECT count(*) FROM (SELECT event_id, seat_id FROM tickets WHERE state <> 'void' GROUP BY 1, 2 HAVING count(*) > 1) d").await, 0);
+    assert_eq!(
+        count(db, "SELECT count(*) FROM orders o WHERE state = 'paid' AND (SELECT count(*) FROM tickets t WHERE t.order_id = o.id AND t.state = 'valid') <> (SELECT count(*) FROM order_lines l WHERE l.order_id = o.id)").await,
+        0,
+        "a paid order without its tickets"
+    );
+    assert_eq!(
+        count(db, "SELECT count(*) FROM orders o WHERE state = 'refunded' AND refund_minor > 0 AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.order_id = o.id AND r.state = 'succeeded' AND r.amount_minor = o.refund_minor)").await,
+        0,
+        "a refunded order without its refund"
+    );
+    assert_eq!(
+        count(
+            db,
+            "SELECT count(*) FROM orders WHERE state IN ('created', 'confirming', 'releasing', 'refunding')"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(db, "SELECT count(*) FROM orders o JOIN payments p ON p.order_id = o.id JOIN testpay_payments t ON t.id = p.provider_ref
+                   WHERE t.state = 'succeeded' AND o.state NOT IN ('paid', 'refunded')").await,
+        0,
+        "money taken for an order that is neither paid nor refunded"
+    );
+    assert_eq!(
+        count(db, "SELECT count(*) FROM orders o JOIN payments p ON p.order_id = o.id JOIN testpay_payments t ON t.id = p.provider_ref
+                   WHERE t.refunded_minor <> o.refund_minor").await,
+        0,
+        "the provider refunded another amount than the order says"
+    );
+}
+
+async fn pool(db: &str) -> PgPool {
+    sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(db).await.expect("database")
+}
+
+#[tokio::test]
+async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
+    let dir = scratch_dir("checkout");
+    let db_name = format!("e2e_checkout_{}", std::process::id());
+    let db_url = database_url(&db_name);
+    let keys = TestKeys::new();
+    let (core_port, edge_port) = (free_port(), free_port());
+    let core_url = format!("http://127.0.0.1:{core_port}");
+    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let core = start_core_with(core_port, &db_url, true, &dir, &core_env(&keys, &edge_url, &core_url));
+    core.wait_ready("/healthz", Duration::from_secs(60)).await;
+    let edge =
+        start_edge_with_keys(edge_port, &core_url, &dir.join("do-state"), &dir, &keys.edge_env_file(&dir));
+    edge.wait_ready("/healthz", Duration::from_secs(120)).await;
+    let db = pool(&db_url).await;
+    let (acme, event, _) = organize(&core_url, &db_url).await;
+    synced(&acme, &[&event]).await;
+
+    // 1. Hold two seats; the same checkout key sent twice at once, then again: one order, one payment.
+    let (hold_id, token) = hold(&edge_url, &event, &["A-1", "A-2"]).await;
+    let ((s1, a1), (s2, a2)) =
+        tokio::join!(checkout(&edge_url, &token, "key-1"), checkout(&edge_url, &token, "key-1"));
+    assert!(
+        [200, 201].contains(&s1) && [200, 201].contains(&s2),
+        "{s1} {a1}\n{s2} {a2}\n{}",
+        core.log_tail()
+    );
+    assert_eq!(a1["order"]["id"], a2["order"]["id"]);
+    let (s3, a3) = checkout(&edge_url, &token, "key-1").await;
+    assert_eq!((s3, &a3["order"]["id"]), (200, &a1["order"]["id"]));
+    let answer = a3;
+    let order = &answer["order"];
+    assert_eq!(order["state"], "awaiting_payment", "{order}");
+    // 2 × (5000 + fee 150 + 5 % = 400 + tax 19 % of 5400 = 1026).
+    assert_eq!(order["total_minor"], 2 * (5000 + 400 + 1026), "{order}");
+    assert_eq!(count(&db, "SELECT count(*) FROM orders").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM payments").await, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM testpay_payments").await, 1);
+    // The hold was extended for payment.
+    assert!(order["hold_expires_at"].as_str().unwrap() > answer["order"]["created_at"].as_str().unwrap());
+
+    // 2. Approved, reported three times, plus a stale failure delivered after the success.
+    decide(&core_url, order, "approve", "duplicates=2&stale_failure=true").await;
+    let paid = order_until(&edge_url, &answer, "paid", |o| o["state"] == "paid").await;
+    assert_eq!(paid["tickets"].as_array().unwrap().len(), 2, "{paid}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&db, "SELECT count(*) FROM testpay_deliveries WHERE delivered_at IS NULL").await > 0 {
+        assert!(Instant::now() < deadline, "webhooks never delivered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM testpay_deliveries").await, 4);
+    assert_eq!(count(&db, "SELECT count(*) FROM webhook_events").await, 2, "one per distinct event");
+    let again = order_until(&edge_url, &answer, "still paid", |_| true).await;
+    assert_eq!(
+        (again["state"].as_str(), again["payment"]["state"].as_str()),
+        (Some("paid"), Some("succeeded"))
+    );
+    assert_eq!(count(&db, "SELECT count(*) FROM tickets").await, 2);
+    assert_eq!(availability(&edge_url, &event).await, "ssaaaa");
+    let client = regional_core::publishing::EdgeClient::new(&edge_url, keys.core.clone());
+    let at_edge = client
+        .call(Method::GET, &format!("/internal/v1/events/{event}/holds/{hold_id}"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(at_edge["state"], "sold");
+    let trail: Vec<(String,)> =
+        sqlx::query_as("SELECT to_state FROM state_audit WHERE subject_kind = 'order' ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let trail: Vec<&str> = trail.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(trail, ["created", "awaiting_payment", "confirming", "paid"]);
+    assert!(sqlx::query("DELETE FROM state_audit").execute(&db).await.is_err(), "the audit is append-only");
+    assert_eq!(count(&db, "SELECT count(*) FROM outbox WHERE payload->>'type' = 'order.paid'").await, 1);
+
+    // 3. Webhooks with a bad or stale signature are refused and change nothing.
+    let body =
+        json!({ "id": "evt_forged", "type": "payment.succeeded", "data": { "payment": { "id": "tp_x" } } })
+            .to_string();
+    let now = chrono::Utc::now().timestamp();
+    for (header, reason) in [
+        (signature::sign("whsec_wrong", now, body.as_bytes()), "bad-signature"),
+        (signature::sign(WEBHOOK_SECRET, now - 3600, body.as_bytes()), "stale-signature"),
+        ("t=1,v1=zz".to_owned(), "malformed-signature"),
+    ] {
+        let resp = reqwest::Client::new()
+            .post(format!("{core_url}/api/v1/webhooks/testpay"))
+            .header("testpay-signature", header)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401);
+        assert_eq!(resp.headers()["content-type"], "application/problem+json");
+        let problem: Value = resp.json().await.unwrap();
+        assert_eq!(problem["reason"], reason, "{problem}");
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM webhook_events").await, 2);
+
+    // 4. Declined: the order is cancelled and its seat is free again.
+    let (_, token) = hold(&edge_url, &event, &["A-3"]).await;
+    let (status, declined) = checkout(&edge_url, &token, "key-2").await;
+    assert_eq!(status, 201, "{declined}");
+    decide(&core_url, &declined["order"], "decline", "").await;
+    let cancelled = order_until(&edge_url, &declined, "cancelled", |o| o["state"] == "cancelled").await;
+    assert_eq!(cancelled["outcome"], "payment_failed");
+    assert_eq!(availability(&edge_url, &event).await, "ssaaaa");
+
+    // 5. Tokens: a forged hold token stops at the edge; an order needs its own token.
+    let cut = token.rfind('.').unwrap() + 1;
+    let flipped = if &token[cut..cut + 1] == "A" { "B" } else { "A" };
+    let forged = format!("{}{flipped}{}", &token[..cut], &token[cut + 1..]);
+    let (status, problem) = checkout(&edge_url, &forged, "key-3").await;
+    assert_eq!((status, problem["reason"].as_str()), (401, Some("bad-signature")), "{problem}");
+    let other = declined["order_token"].as_str().unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{edge_url}/api/v1/orders/{}", answer["order"]["id"].as_str().unwrap()))
+        .bearer_auth(other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let resp = reqwest::get(format!("{edge_url}/api/v1/orders/{}", answer["order"]["id"].as_str().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // 6. The buyer cancels the paid order: refunded by the policy (fees kept), seats back on sale.
+    let resp = reqwest::Client::new()
+        .post(format!("{edge_url}/api/v1/orders/{}/cancel", answer["order"]["id"].as_str().unwrap()))
+        .bearer_auth(answer["order_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let refunded = order_until(&edge_url, &answer, "refunded", |o| o["state"] == "refunded").await;
+    let fees = refunded["fee_minor"].as_i64().unwrap();
+    assert_eq!(refunded["refund_minor"].as_i64().unwrap(), refunded["total_minor"].as_i64().unwrap() - fees);
+    assert!(refunded["tickets"].as_array().unwrap().iter().all(|t| t["state"] == "void"), "{refunded}");
+    assert_eq!(availability(&edge_url, &event).await, "aaaaaa");
+    audit(&db).await;
+
+    db.close().await;
+    drop(edge);
+    core.stop();
+    drop_database(&db_name);
+}
+
+#[tokio::test]
+async fn checkout_recovers_from_crashes_an_unreachable_edge_and_expiry() {
+    let dir = scratch_dir("checkout-faults");
+    let db_name = format!("e2e_checkout_faults_{}", std::process::id());
+    let db_url = database_url(&db_name);
+    let keys = TestKeys::new();
+    let (core_port, edge_port) = (free_port(), free_port());
+    let core_url = format!("http://127.0.0.1:{core_port}");
+    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    // The core reaches the edge through a gate the test can close.
+    let gate = Gate::start(edge_port).await;
+    let start = |fault: Option<&str>| -> Service {
+        let mut env = core_env(&keys, &gate.url(), &core_url);
+        if let Some(point) = fault {
+            env.push(("CORE_FAULT_INJECT", point.to_owned()));
+        }
+        start_core_with(core_port, &db_url, true, &dir, &env)
+    };
+    let core = start(None);
+    core.wait_ready("/healthz", Duration::from_secs(60)).await;
+    let edge =
+        start_edge_with_keys(edge_port, &core_url, &dir.join("do-state"), &dir, &keys.edge_env_file(&dir));
+    edge.wait_ready("/healthz", Duration::from_secs(120)).await;
+    let db = pool(&db_url).await;
+    let (acme, long, short) = organize(&core_url, &db_url).await;
+    synced(&acme, &[&long, &short]).await;
+    core.stop();
+
+    // 1. The core crashes between the payment's success and the hold's confirmation.
+    let core = start(Some("crash-before-confirm"));
+    core.wait_ready("/healthz", Duration::from_secs(60)).await;
+    let (_, token) = hold(&edge_url, &long, &["A-1"]).await;
+    let (status, crashed) = checkout(&edge_url, &token, "crash-1").await;
+    assert_eq!(status, 201, "{crashed}");
+    decide(&core_url, &crashed["order"], "approve", "").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{core_url}/healthz")).await.is_ok() {
+        assert!(Instant::now() < deadline, "the core never crashed:\n{}", core.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state: String = sqlx::query_scalar("SELECT state FROM orders").fetch_one(&db).await.unwrap();
+    assert_eq!(state, "confirming", "the crash came after the payment was recorded");
+    drop(core);
+    let core = start(None);
+    core.wait_ready("/healthz", Duration::from_secs(60)).await;
+    let paid = order_until(&edge_url, &crashed, "paid after the restart", |o| o["state"] == "paid").await;
+    assert_eq!(paid["tickets"].as_array().unwrap().len(), 1);
+
+    // 2. The edge is unreachable while the payment succeeds; the order waits, then finishes.
+    let (_, token) = hold(&edge_url, &long, &["A-2"]).await;
+    let (status, cut) = checkout(&edge_url, &token, "cut-1").await;
+    assert_eq!(status, 201, "{cut}");
+    gate.close();
+    decide(&core_url, &cut["order"], "approve", "").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (state, attempts): (String, i32) =
+            sqlx::query_as("SELECT state, attempts FROM orders WHERE id = $1::uuid")
+                .bind(cut["order"]["id"].as_str().unwrap())
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if state == "confirming" && attempts >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed confirmation recorded: {state} {attempts}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gate.open();
+    order_until(&edge_url, &cut, "paid once the edge is back", |o| o["state"] == "paid").await;
+
+    // 3. A hold expires during payment and nobody took its seat: the seat is taken back, no refund.
+    let (hold_a, token) = hold(&edge_url, &short, &["A-3"]).await;
+    let (status, late) = checkout(&edge_url, &token, "late-1").await;
+    assert_eq!(status, 201, "{late}");
+    let client = regional_core::publishing::EdgeClient::new(&edge_url, keys.core.clone());
+    let expired = |hold: String| {
+        let client = client.clone();
+        let short = short.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let h = client
+                    .call(Method::GET, &format!("/internal/v1/events/{short}/holds/{hold}"), vec![])
+                    .await
+                    .unwrap();
+                if h["state"] == "expired" {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "the hold never expired: {h}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    expired(hold_a.clone()).await;
+    decide(&core_url, &late["order"], "approve", "").await;
+    let kept = order_until(&edge_url, &late, "paid after reclaiming", |o| o["state"] == "paid").await;
+    assert_eq!(kept["refund_minor"], 0);
+    let h = client
+        .call(Method::GET, &format!("/internal/v1/events/{short}/holds/{hold_a}"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(h["state"], "sold", "{h}");
+
+    // 4. A hold expires during payment and another buyer takes its seat: refunded, and told why.
+    let (hold_b, token) = hold(&edge_url, &short, &["A-4"]).await;
+    let (status, lost) = checkout(&edge_url, &token, "lost-1").await;
+    assert_eq!(status, 201, "{lost}");
+    expired(hold_b).await;
+    let (rival, _) = hold(&edge_url, &short, &["A-4"]).await;
+    decide(&core_url, &lost["order"], "approve", "").await;
+    let refunded = order_until(&edge_url, &lost, "refunded", |o| o["state"] == "refunded").await;
+    assert_eq!(refunded["outcome"], "hold_lost");
+    assert_eq!(refunded["refund_minor"], refunded["total_minor"]);
+    assert_eq!(count(&db, "SELECT count(*) FROM outbox WHERE payload->>'type' = 'order.hold_lost'").await, 1);
+    let h = client
+        .call(Method::GET, &format!("/internal/v1/events/{short}/holds/{rival}"), vec![])
+        .await
+        .unwrap();
+    assert_eq!(h["state"], "held", "the other buyer keeps the seat: {h}");
+
+    audit(&db).await;
+    db.close().await;
+    drop(edge);
+    core.stop();
+    drop_database(&db_name);
+}
