@@ -5,7 +5,9 @@
 //! - `loadtest ledger` the hold ledger natively (holds per second, expiry sweep cost)
 //! - `loadtest holds`  2-seat holds through the edge and its objects (one object or sharded)
 //! - `loadtest queue`  joins and polls of the waiting room through the edge (DO requests per poll)
+//! - `loadtest checkout` hold → checkout → test payment → paid, end to end (checkouts per second)
 
+mod checkout;
 mod holds;
 mod ledger_bench;
 mod queue;
@@ -42,6 +44,8 @@ enum Command {
     Queue(queue::QueueArgs),
     /// Print an event's objects' statistics (signed core call).
     Stats(holds::StatsArgs),
+    /// Buy end to end: hold, checkout, test payment, paid.
+    Checkout(checkout::CheckoutArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,6 +74,13 @@ async fn main() -> std::process::ExitCode {
             Ok(report) => serde_json::to_value(report),
             Err(e) => {
                 eprintln!("loadtest holds: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        Command::Checkout(args) => match checkout::run(args).await {
+            Ok(report) => serde_json::to_value(report),
+            Err(e) => {
+                eprintln!("loadtest checkout: {e}");
                 return std::process::ExitCode::FAILURE;
             }
         },

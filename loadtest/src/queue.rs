@@ -287,6 +287,18 @@ pub async fn admissions(
     if status != 200 {
         return Err(format!("settings refused ({status}): {answer}"));
     }
+    admit(client, edge, event, count, concurrency).await
+}
+
+/// Joins `count` new visitors to `event`'s line (which must let them straight in) and exchanges
+/// each ticket for an admission token.
+pub async fn admit(
+    client: &reqwest::Client,
+    edge: &str,
+    event: &str,
+    count: usize,
+    concurrency: u64,
+) -> Result<Vec<String>, String> {
     let tokens: Arc<Vec<Mutex<Option<String>>>> = Arc::new((0..count).map(|_| Mutex::new(None)).collect());
     let base = format!("{edge}/api/v1/events/{event}/queue");
     let summary = {

@@ -74,7 +74,24 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     out.push_str("# HELP ticketing_oldest_unfinished_order_age_seconds Age of the oldest order not yet paid, cancelled or refunded.\n");
     out.push_str("# TYPE ticketing_oldest_unfinished_order_age_seconds gauge\n");
     out.push_str(&format!("ticketing_oldest_unfinished_order_age_seconds {oldest}\n"));
+    let in_use = state.db.size().saturating_sub(state.db.num_idle() as u32);
+    out.push_str("# HELP ticketing_db_connections_in_use Database connections checked out of the pool.\n");
+    out.push_str("# TYPE ticketing_db_connections_in_use gauge\n");
+    out.push_str(&format!("ticketing_db_connections_in_use {in_use}\n"));
+    out.push_str(&format!("ticketing_db_connections_open {}\n", state.db.size()));
+    if let Some(rss) = resident_memory_bytes() {
+        out.push_str("# HELP process_resident_memory_bytes Resident memory size in bytes.\n");
+        out.push_str("# TYPE process_resident_memory_bytes gauge\n");
+        out.push_str(&format!("process_resident_memory_bytes {rss}\n"));
+    }
     Ok(out)
+}
+
+/// The process's resident memory (Linux: `/proc/self/statm`, in pages of 4 KiB).
+fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }
 
 /// The OpenAPI 3.1 document of every route (served at `/api/v1/openapi.json`).

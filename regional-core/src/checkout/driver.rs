@@ -22,6 +22,9 @@ const LEASE_SECS: f64 = 60.0;
 const MAX_BACKOFF_SECS: i64 = 60;
 /// Steps one drive performs at most (an order needs at most five to finish).
 const MAX_STEPS: usize = 8;
+/// After a transition, the process that made it drives the order on at once; the reconciler
+/// steps in only if it has not within this time (so the two rarely meet on one order).
+pub const HANDOVER_SECS: f64 = 5.0;
 
 pub const ORDER_COLUMNS: &str =
     "id, organization_id, event_id, visitor_id, hold_id, email, state, outcome, currency, \
@@ -112,13 +115,14 @@ pub async fn apply(
     let Some(t) = saga::next(from, input) else { return Ok(None) };
     let changed = sqlx::query(
         "UPDATE orders SET state = $3, outcome = coalesce($4, outcome), attempts = 0, last_error = NULL,
-             next_attempt_at = now(), lease_until = NULL, updated_at = now()
+             next_attempt_at = now() + make_interval(secs => $5), lease_until = NULL, updated_at = now()
          WHERE id = $1 AND state = $2",
     )
     .bind(order)
     .bind(from)
     .bind(t.to)
     .bind(t.outcome.map(Outcome::as_str))
+    .bind(HANDOVER_SECS)
     .execute(&mut *conn)
     .await?
     .rows_affected()
@@ -216,12 +220,13 @@ impl Checkout {
         format!("/internal/v1/events/{}/holds/{}", o.event_id, o.hold_id)
     }
 
-    /// Takes an order for one step, if it is due and nobody else has it.
+    /// Takes an order for one step, if nobody else has it. (The reconciler only asks for orders
+    /// whose next attempt is due; a drive after a fresh event goes at once.)
     async fn claim(&self, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
         sqlx::query_as(&format!(
             "UPDATE orders SET lease_until = now() + make_interval(secs => $2)
              WHERE id = $1 AND state IN ('created', 'awaiting_payment', 'confirming', 'releasing', 'refunding')
-               AND next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now())
+               AND (lease_until IS NULL OR lease_until < now())
              RETURNING {ORDER_COLUMNS}"
         ))
         .bind(id)

@@ -96,7 +96,7 @@ pub struct CheckoutRequest {
     pub promo_code: Option<String>,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineView {
     pub tier_id: Uuid,
     pub seat_id: Option<String>,
@@ -107,7 +107,7 @@ pub struct LineView {
     pub tax_minor: i64,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PaymentView {
     pub provider: String,
     pub state: String,
@@ -118,7 +118,7 @@ pub struct PaymentView {
     pub refunded_minor: i64,
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TicketView {
     pub id: Uuid,
     pub tier_id: Uuid,
@@ -162,7 +162,7 @@ pub struct CheckoutAnswer {
     pub order_token: String,
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(Deserialize)]
 struct OrderHead {
     id: Uuid,
     event_id: Uuid,
@@ -187,35 +187,26 @@ const HEAD_COLUMNS: &str =
     "id, event_id, state, outcome, email, hold_id, currency, subtotal_minor, discount_minor, \
     fee_minor, tax_minor, tax_included, total_minor, refund_minor, hold_expires_at, created_at, updated_at";
 
-async fn head(db: &PgPool, id: Uuid) -> Result<Option<OrderHead>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {HEAD_COLUMNS} FROM orders WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
-}
-
 /// The full view of an order.
 pub async fn view(db: &PgPool, id: Uuid) -> Result<OrderView, ApiError> {
-    let h = head(db, id).await?.ok_or(ApiError::NotFound)?;
-    let lines: Vec<LineView> = sqlx::query_as(
-        "SELECT tier_id, seat_id, zone_id, price_minor, discount_minor, fee_minor, tax_minor FROM order_lines
-         WHERE order_id = $1 ORDER BY line",
-    )
-    .bind(id)
-    .fetch_all(db)
-    .await?;
-    let payment: Option<PaymentView> = sqlx::query_as(
-        "SELECT provider, state, redirect_url, client_secret, refunded_minor FROM payments WHERE order_id = $1",
-    )
+    // One statement: a buyer polling their order costs one round trip.
+    let row: Option<(Value, Value, Option<Value>, Value)> = sqlx::query_as(&format!(
+        "SELECT to_jsonb(h),
+             (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.line), '[]') FROM
+                 (SELECT line, tier_id, seat_id, zone_id, price_minor, discount_minor, fee_minor, tax_minor
+                  FROM order_lines WHERE order_id = $1) l),
+             (SELECT to_jsonb(p) FROM (SELECT provider, state, redirect_url, client_secret, refunded_minor
+                  FROM payments WHERE order_id = $1) p),
+             (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.seat_id, t.id), '[]') FROM
+                 (SELECT id, tier_id, seat_id, state, version FROM tickets WHERE order_id = $1) t)
+         FROM (SELECT {HEAD_COLUMNS} FROM orders WHERE id = $1) h"
+    ))
     .bind(id)
     .fetch_optional(db)
     .await?;
-    let tickets: Vec<TicketView> = sqlx::query_as(
-        "SELECT id, tier_id, seat_id, state, version FROM tickets WHERE order_id = $1 ORDER BY seat_id, id",
-    )
-    .bind(id)
-    .fetch_all(db)
-    .await?;
+    let (head, lines, payment, tickets) = row.ok_or(ApiError::NotFound)?;
+    let corrupt = |e: serde_json::Error| ApiError::Database(sqlx::Error::Decode(Box::new(e)));
+    let h: OrderHead = serde_json::from_value(head).map_err(corrupt)?;
     Ok(OrderView {
         id: h.id,
         event_id: h.event_id,
@@ -232,9 +223,9 @@ pub async fn view(db: &PgPool, id: Uuid) -> Result<OrderView, ApiError> {
         total_minor: h.total_minor,
         refund_minor: h.refund_minor,
         hold_expires_at: h.hold_expires_at,
-        lines,
-        payment,
-        tickets,
+        lines: serde_json::from_value(lines).map_err(corrupt)?,
+        payment: payment.map(serde_json::from_value).transpose().map_err(corrupt)?,
+        tickets: serde_json::from_value(tickets).map_err(corrupt)?,
         created_at: h.created_at,
         updated_at: h.updated_at,
     })
@@ -603,8 +594,10 @@ async fn create_checkout(
     let mut tx = state.db.begin().await?;
     let inserted = sqlx::query(
         "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
-             currency, subtotal_minor, discount_minor, fee_minor, tax_minor, tax_included, total_minor, promo_code_id, hold_expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             currency, subtotal_minor, discount_minor, fee_minor, tax_minor, tax_included, total_minor, promo_code_id, hold_expires_at,
+             next_attempt_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $13, $14, $15, $16, $17,
+             now() + make_interval(secs => $18))
          ON CONFLICT DO NOTHING",
     )
     .bind(id)
@@ -624,6 +617,7 @@ async fn create_checkout(
     .bind(priced.totals.total_minor)
     .bind(priced.promo)
     .bind(expires_at)
+    .bind(driver::HANDOVER_SECS)
     .execute(&mut *tx)
     .await?
     .rows_affected();

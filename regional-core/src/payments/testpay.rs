@@ -36,6 +36,8 @@ const MAX_DELIVERY_BACKOFF_SECS: i64 = 60;
 #[derive(Clone)]
 pub struct TestPay {
     db: PgPool,
+    /// Wakes the delivery loop when an outcome is owed (it also looks every 100 ms).
+    wake: std::sync::Arc<tokio::sync::Notify>,
     /// Where its pages are and where it sends webhooks: the core's public base URL.
     public_url: String,
     webhook_secret: String,
@@ -66,7 +68,12 @@ fn remote(state: &str) -> RemoteState {
 
 impl TestPay {
     pub fn new(db: PgPool, public_url: &str, webhook_secret: String) -> Self {
-        Self { db, public_url: public_url.trim_end_matches('/').to_owned(), webhook_secret }
+        Self {
+            db,
+            wake: Default::default(),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            webhook_secret,
+        }
     }
 
     fn page_url(&self, id: &str) -> String {
@@ -140,6 +147,7 @@ impl TestPay {
         }
         self.owe(&mut tx, &deliveries).await?;
         tx.commit().await?;
+        self.wake.notify_one();
         Ok(format!("Payment {new_state}."))
     }
 
@@ -154,44 +162,63 @@ impl TestPay {
         .bind(MAX_DELIVERY_ATTEMPTS)
         .fetch_all(&self.db)
         .await?;
-        for (id, payload, attempts) in &due {
-            let body = serde_json::to_vec(payload).unwrap_or_default();
-            let header = signature::sign(&self.webhook_secret, chrono::Utc::now().timestamp(), &body);
-            let outcome = http
-                .post(format!("{}/api/v1/webhooks/testpay", self.public_url))
-                .header("content-type", "application/json")
-                .header("testpay-signature", header)
-                .body(body)
-                .send()
-                .await;
-            let error = match outcome {
-                Ok(resp) if resp.status().is_success() => None,
-                Ok(resp) => Some(format!("merchant answered {}", resp.status())),
-                Err(e) => Some(format!("merchant unreachable: {}", e.without_url())),
-            };
-            match error {
-                None => {
-                    sqlx::query("UPDATE testpay_deliveries SET delivered_at = now(), attempts = attempts + 1 WHERE id = $1")
-                        .bind(id)
-                        .execute(&self.db)
-                        .await?;
-                }
-                Some(error) => {
-                    let backoff = (1i64 << (*attempts).clamp(0, 6)).min(MAX_DELIVERY_BACKOFF_SECS);
-                    sqlx::query(
-                        "UPDATE testpay_deliveries SET attempts = attempts + 1, last_error = $2,
-                             next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
-                    )
+        // Concurrently, as a provider's delivery fleet would (one slow merchant call does not hold
+        // up the others).
+        use futures_util::StreamExt as _;
+        let count = due.len();
+        let results: Vec<Result<(), sqlx::Error>> = futures_util::stream::iter(due)
+            .map(|(id, payload, attempts)| async move { self.deliver(http, id, &payload, attempts).await })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().collect::<Result<Vec<()>, _>>()?;
+        Ok(count)
+    }
+
+    /// One delivery attempt, recorded.
+    async fn deliver(
+        &self,
+        http: &reqwest::Client,
+        id: i64,
+        payload: &Value,
+        attempts: i32,
+    ) -> Result<(), sqlx::Error> {
+        let body = serde_json::to_vec(payload).unwrap_or_default();
+        let header = signature::sign(&self.webhook_secret, chrono::Utc::now().timestamp(), &body);
+        let outcome = http
+            .post(format!("{}/api/v1/webhooks/testpay", self.public_url))
+            .header("content-type", "application/json")
+            .header("testpay-signature", header)
+            .body(body)
+            .send()
+            .await;
+        let error = match outcome {
+            Ok(resp) if resp.status().is_success() => None,
+            Ok(resp) => Some(format!("merchant answered {}", resp.status())),
+            Err(e) => Some(format!("merchant unreachable: {}", e.without_url())),
+        };
+        match error {
+            None => {
+                sqlx::query("UPDATE testpay_deliveries SET delivered_at = now(), attempts = attempts + 1 WHERE id = $1")
                     .bind(id)
-                    .bind(&error)
-                    .bind(backoff as f64)
                     .execute(&self.db)
                     .await?;
-                    tracing::warn!(delivery = id, attempt = attempts + 1, %error, "testpay webhook not acknowledged");
-                }
+            }
+            Some(error) => {
+                let backoff = (1i64 << attempts.clamp(0, 6)).min(MAX_DELIVERY_BACKOFF_SECS);
+                sqlx::query(
+                    "UPDATE testpay_deliveries SET attempts = attempts + 1, last_error = $2,
+                         next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&error)
+                .bind(backoff as f64)
+                .execute(&self.db)
+                .await?;
+                tracing::warn!(delivery = id, attempt = attempts + 1, %error, "testpay webhook not acknowledged");
             }
         }
-        Ok(due.len())
+        Ok(())
     }
 
     /// The delivery loop: runs until the process stops.
@@ -203,7 +230,10 @@ impl TestPay {
                 Ok(_) => {}
                 Err(e) => tracing::error!(error = %e, "testpay could not read its deliveries"),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.wake.notified() => {}
+            }
         }
     }
 
