@@ -172,10 +172,14 @@ async fn hold(edge: &str, event: &str, seats: &[&str]) -> (String, String) {
 
 /// `POST /api/v1/checkout` through the edge: (status, answer).
 async fn checkout(edge: &str, hold_token: &str, key: &str) -> (u16, Value) {
+    checkout_with(edge, hold_token, key, json!(null)).await
+}
+
+async fn checkout_with(edge: &str, hold_token: &str, key: &str, promo: Value) -> (u16, Value) {
     let resp = reqwest::Client::new()
         .post(format!("{edge}/api/v1/checkout"))
         .header("idempotency-key", key)
-        .json(&json!({ "hold_token": hold_token, "email": "buyer@e2e.test" }))
+        .json(&json!({ "hold_token": hold_token, "email": format!("{key}@e2e.test"), "promo_code": promo }))
         .send()
         .await
         .unwrap();
@@ -416,6 +420,39 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     assert_eq!(refunded["refund_minor"].as_i64().unwrap(), refunded["total_minor"].as_i64().unwrap() - fees);
     assert!(refunded["tickets"].as_array().unwrap().iter().all(|t| t["state"] == "void"), "{refunded}");
     assert_eq!(availability(&edge_url, &event).await, "aaaaaa");
+
+    // 7. With a promo code; then the organizer refunds it and takes the seat off sale.
+    acme.ok(Method::POST, &format!("/api/v1/events/{event}/promo-codes"), json!({ "code": "SAVE10", "kind": "percent", "percent_off": 10 }))
+        .await;
+    let (_, token) = hold(&edge_url, &event, &["A-5"]).await;
+    let (status, promo) = checkout_with(&edge_url, &token, "key-4", json!("save10")).await;
+    assert_eq!(status, 201, "{promo}");
+    // 5000 - 500; fee 150 + 225; tax 19 % of 4875 = 926.
+    assert_eq!((promo["order"]["discount_minor"].as_i64(), promo["order"]["total_minor"].as_i64()), (Some(500), Some(4500 + 375 + 926)));
+    decide(&core_url, &promo["order"], "approve", "").await;
+    order_until(&edge_url, &promo, "paid", |o| o["state"] == "paid").await;
+    let (status, answer) = acme
+        .call(Method::POST, &format!("/api/v1/orders/{}/refund", promo["order"]["id"].as_str().unwrap()), Some(json!({ "seats": "off_sale", "percent": 50 })))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    let refunded = order_until(&edge_url, &promo, "refunded", |o| o["state"] == "refunded").await;
+    assert_eq!(refunded["refund_minor"].as_i64(), Some((4500 + 375 + 926) / 2));
+    assert_eq!(availability(&edge_url, &event).await, "aaaaxa", "the refunded seat is off sale, not free");
+
+    // 8. The organizer cancels the event: the paid order is refunded in full, the unpaid one cancelled.
+    let (_, token) = hold(&edge_url, &event, &["A-6"]).await;
+    let (_, paid_one) = checkout(&edge_url, &token, "key-5").await;
+    decide(&core_url, &paid_one["order"], "approve", "").await;
+    order_until(&edge_url, &paid_one, "paid", |o| o["state"] == "paid").await;
+    let (_, token) = hold(&edge_url, &event, &["A-1"]).await;
+    let (_, unpaid) = checkout(&edge_url, &token, "key-6").await;
+    assert_eq!(unpaid["order"]["state"], "awaiting_payment", "{unpaid}");
+    acme.ok(Method::POST, &format!("/api/v1/events/{event}/state"), json!({ "state": "cancelled" })).await;
+    let refunded = order_until(&edge_url, &paid_one, "refunded", |o| o["state"] == "refunded").await;
+    assert_eq!((refunded["outcome"].as_str(), &refunded["refund_minor"]), (Some("event_cancelled"), &refunded["total_minor"]));
+    let cancelled = order_until(&edge_url, &unpaid, "cancelled", |o| o["state"] == "cancelled").await;
+    assert_eq!(cancelled["outcome"], "event_cancelled");
+    assert_eq!(cancelled["payment"]["state"], "cancelled", "{cancelled}");
     audit(&db).await;
 
     db.close().await;
