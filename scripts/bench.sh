@@ -3,8 +3,12 @@
 # waiting room through a fresh local stack (wrangler dev + the core, or workerd alone). Bounded in
 # count and time; loopback only.
 # Results (JSON) go to $BENCH_OUT (default .local/bench/).
+#   scripts/bench.sh            everything
+#   scripts/bench.sh checkout   only checkout end to end
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+WHAT="${1:-all}"
+case $WHAT in all | checkout) ;; *) die "usage: scripts/bench.sh [all|checkout]" ;; esac
 
 OUT="${BENCH_OUT:-$LOCAL/bench}"
 EDGE_PORT="${BENCH_EDGE_PORT:-18787}"
@@ -13,7 +17,7 @@ mkdir -p "$OUT" "$LOCAL/logs"
 bash "$ROOT/scripts/bootstrap.sh" --no-kafka
 bash "$ROOT/scripts/dev-keys.sh"
 bash "$ROOT/scripts/build-worker.sh"
-timed "build (release loadtest, core)" cargo build -q --release -p loadtest
+timed "build (release loadtest, core)" cargo build -q --release -p loadtest -p regional-core
 cargo build -q -p regional-core
 LT="$CARGO_TARGET_DIR/release/loadtest"
 set -a
@@ -21,8 +25,10 @@ source "$LOCAL/edge.env"
 source "$LOCAL/core.env"
 set +a
 
+if [ "$WHAT" = all ]; then
 log "ledger (native)"
 "$LT" ledger --rounds 50 | tee "$OUT/ledger.json"
+fi
 
 PIDS=()
 stop_all() {
@@ -49,6 +55,16 @@ stop_edge() {
   unset 'PIDS[-1]'
 }
 
+WORKERD_PORT="${BENCH_WORKERD_PORT:-18788}"
+start_workerd() { # $1: keep storage ("keep") or start empty
+  [ "${1:-}" = keep ] || rm -rf "$OUT/state-workerd"
+  (cd "$ROOT" && exec setsid node loadtest/workerd-server.mjs "$WORKERD_PORT" "$OUT/state-workerd") \
+    >"$LOCAL/logs/bench-workerd.log" 2>&1 </dev/null &
+  PIDS+=($!)
+  wait_http "http://127.0.0.1:$WORKERD_PORT/healthz" 60 || die "workerd did not start"
+}
+
+if [ "$WHAT" = all ]; then
 (DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/ticketing" exec setsid "$CARGO_TARGET_DIR/debug/regional-core" \
   serve --listen "127.0.0.1:$CORE_PORT") >"$LOCAL/logs/bench-core.log" 2>&1 &
 PIDS+=($!)
@@ -61,14 +77,6 @@ stop_edge
 
 # The hold path through wrangler dev (what scripts/dev.sh runs) and through one workerd process
 # without wrangler's proxy (miniflare), each with a fresh isolate and storage.
-WORKERD_PORT="${BENCH_WORKERD_PORT:-18788}"
-start_workerd() { # $1: keep storage ("keep") or start empty
-  [ "${1:-}" = keep ] || rm -rf "$OUT/state-workerd"
-  (cd "$ROOT" && exec setsid node loadtest/workerd-server.mjs "$WORKERD_PORT" "$OUT/state-workerd") \
-    >"$LOCAL/logs/bench-workerd.log" 2>&1 </dev/null &
-  PIDS+=($!)
-  wait_http "http://127.0.0.1:$WORKERD_PORT/healthz" 60 || die "workerd did not start"
-}
 
 for runtime in wrangler workerd; do
   for sharding in single sharded; do
@@ -112,4 +120,24 @@ stop_edge
 start_workerd keep
 "$LT" stats --edge "http://127.0.0.1:$WORKERD_PORT" --event "$event" --waiting-room >"$OUT/queue-250k-restarted.json"
 stop_edge
+stop_all
+fi
+
+# Checkout end to end: the release core (its own database, the built-in test provider) and the
+# Worker in one workerd process; each buyer holds two seats, checks out, pays, waits until paid.
+BENCH_DB="postgres://$PGUSER@$PGHOST:$PGPORT/ticketing_bench"
+(DATABASE_URL="$BENCH_DB" EDGE_URL="http://127.0.0.1:$WORKERD_PORT" CORE_PUBLIC_URL="http://127.0.0.1:$CORE_PORT" \
+  exec setsid "$CARGO_TARGET_DIR/release/regional-core" serve --listen "127.0.0.1:$CORE_PORT") \
+  >"$LOCAL/logs/bench-core.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$CORE_PORT/healthz" 60 || die "core did not start"
+export CORE_URL="http://127.0.0.1:$CORE_PORT"
+start_workerd
+admin_key=$(DATABASE_URL="$BENCH_DB" "$CARGO_TARGET_DIR/release/regional-core" create-admin \
+  --email "bench-$(date +%s%N)@bench.local" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+for c in 16 64; do
+  log "checkout: 2,000 buyers, concurrency $c"
+  PLATFORM_ADMIN_KEY="$admin_key" DATABASE_URL="$BENCH_DB" "$LT" checkout --edge "http://127.0.0.1:$WORKERD_PORT" \
+    --core "http://127.0.0.1:$CORE_PORT" --buyers 2000 --concurrency "$c" >"$OUT/checkout-c$c.json"
+done
 log "results in $OUT"

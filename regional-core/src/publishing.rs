@@ -88,20 +88,32 @@ impl EdgeClient {
 
     /// A signed call; a refusal keeps the edge's status and `reason` so that callers can act on it.
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<Value, EdgeError> {
-        let mut nonce = [0u8; 16];
-        getrandom::getrandom(&mut nonce).map_err(|e| EdgeError::Unreachable(e.to_string()))?;
-        let now = chrono::Utc::now().timestamp();
-        let signature =
-            sign_request(&self.signer, method.as_str(), path, &body, now, &URL_SAFE_NO_PAD.encode(nonce));
-        let resp = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header(SIGNATURE_HEADER, signature)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| EdgeError::Unreachable(e.without_url().to_string()))?;
+        // A request that never left (a pooled connection the edge had closed, a refused connect)
+        // is sent once more with a fresh nonce: every internal route is idempotent.
+        let mut attempt = 0;
+        let resp = loop {
+            let mut nonce = [0u8; 16];
+            getrandom::getrandom(&mut nonce).map_err(|e| EdgeError::Unreachable(e.to_string()))?;
+            let now = chrono::Utc::now().timestamp();
+            let signature =
+                sign_request(&self.signer, method.as_str(), path, &body, now, &URL_SAFE_NO_PAD.encode(nonce));
+            let sent = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .header(SIGNATURE_HEADER, signature)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => break resp,
+                Err(e) if attempt == 0 && !e.is_timeout() => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(EdgeError::Unreachable(e.without_url().to_string())),
+            }
+        };
         let status = resp.status();
         let answer: Value = resp.json().await.unwrap_or(Value::Null);
         if status.is_success() {

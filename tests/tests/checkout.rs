@@ -422,17 +422,28 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     assert_eq!(availability(&edge_url, &event).await, "aaaaaa");
 
     // 7. With a promo code; then the organizer refunds it and takes the seat off sale.
-    acme.ok(Method::POST, &format!("/api/v1/events/{event}/promo-codes"), json!({ "code": "SAVE10", "kind": "percent", "percent_off": 10 }))
-        .await;
+    acme.ok(
+        Method::POST,
+        &format!("/api/v1/events/{event}/promo-codes"),
+        json!({ "code": "SAVE10", "kind": "percent", "percent_off": 10 }),
+    )
+    .await;
     let (_, token) = hold(&edge_url, &event, &["A-5"]).await;
     let (status, promo) = checkout_with(&edge_url, &token, "key-4", json!("save10")).await;
     assert_eq!(status, 201, "{promo}");
     // 5000 - 500; fee 150 + 225; tax 19 % of 4875 = 926.
-    assert_eq!((promo["order"]["discount_minor"].as_i64(), promo["order"]["total_minor"].as_i64()), (Some(500), Some(4500 + 375 + 926)));
+    assert_eq!(
+        (promo["order"]["discount_minor"].as_i64(), promo["order"]["total_minor"].as_i64()),
+        (Some(500), Some(4500 + 375 + 926))
+    );
     decide(&core_url, &promo["order"], "approve", "").await;
     order_until(&edge_url, &promo, "paid", |o| o["state"] == "paid").await;
     let (status, answer) = acme
-        .call(Method::POST, &format!("/api/v1/orders/{}/refund", promo["order"]["id"].as_str().unwrap()), Some(json!({ "seats": "off_sale", "percent": 50 })))
+        .call(
+            Method::POST,
+            &format!("/api/v1/orders/{}/refund", promo["order"]["id"].as_str().unwrap()),
+            Some(json!({ "seats": "off_sale", "percent": 50 })),
+        )
         .await;
     assert_eq!(status, 202, "{answer}");
     let refunded = order_until(&edge_url, &promo, "refunded", |o| o["state"] == "refunded").await;
@@ -449,7 +460,10 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     assert_eq!(unpaid["order"]["state"], "awaiting_payment", "{unpaid}");
     acme.ok(Method::POST, &format!("/api/v1/events/{event}/state"), json!({ "state": "cancelled" })).await;
     let refunded = order_until(&edge_url, &paid_one, "refunded", |o| o["state"] == "refunded").await;
-    assert_eq!((refunded["outcome"].as_str(), &refunded["refund_minor"]), (Some("event_cancelled"), &refunded["total_minor"]));
+    assert_eq!(
+        (refunded["outcome"].as_str(), &refunded["refund_minor"]),
+        (Some("event_cancelled"), &refunded["total_minor"])
+    );
     let cancelled = order_until(&edge_url, &unpaid, "cancelled", |o| o["state"] == "cancelled").await;
     assert_eq!(cancelled["outcome"], "event_cancelled");
     assert_eq!(cancelled["payment"]["state"], "cancelled", "{cancelled}");

@@ -62,6 +62,9 @@ struct PaymentRow {
 enum Step {
     /// The order moved on: look again at once.
     Moved,
+    /// The order moved on to a state that waits for the outside world (the buyer's payment) or
+    /// is final: nothing more to do now.
+    Parked,
     /// Nothing to do before this time.
     Wait(DateTime<Utc>),
     /// It failed; retry with backoff.
@@ -249,6 +252,7 @@ impl Checkout {
             let outcome = self.step(&order).await;
             let recorded = match outcome {
                 Step::Moved => continue,
+                Step::Parked => return,
                 Step::Wait(at) => {
                     sqlx::query("UPDATE orders SET next_attempt_at = $2, lease_until = NULL WHERE id = $1")
                         .bind(id)
@@ -377,7 +381,7 @@ impl Checkout {
                 }
             }
             tx.commit().await?;
-            Ok(Step::Moved)
+            Ok(if free { Step::Moved } else { Step::Parked })
         }
         .await;
         result.unwrap_or_else(Step::from)
@@ -537,7 +541,7 @@ impl Checkout {
                 if let Err(e) = self.edge.send(reqwest::Method::POST, &path, body).await {
                     tracing::info!(order = %o.id, error = %e, "could not end the buyer's session");
                 }
-                Step::Moved
+                Step::Parked
             }
             Err(sqlx::Error::Database(e)) if e.constraint() == Some("tickets_one_live_per_seat") => {
                 // The edge sold a seat that already has a live ticket: never issue it twice.

@@ -303,13 +303,15 @@ fn authorize_buyer(checkout: &Checkout, headers: &HeaderMap, id: &str) -> Result
 #[derive(sqlx::FromRow)]
 struct EventForSale {
     organization_id: Uuid,
-    venue_id: Uuid,
     state: EventState,
     pricing: Value,
     hold_settings: Value,
+    tiers: Value,
+    zones: Value,
+    owned: i64,
 }
 
-#[derive(sqlx::FromRow, Clone)]
+#[derive(Deserialize, Clone)]
 struct TierForSale {
     id: Uuid,
     kind: String,
@@ -354,10 +356,25 @@ async fn price_hold(
     email: &str,
     promo_code: Option<&str>,
 ) -> Result<Priced, ApiError> {
+    // Everything pricing reads, in one round trip: the event, its tiers, the seats' zones, and
+    // what this buyer already owns of it.
+    let seats: Vec<String> = grant.seats.iter().map(|s| s.to_string()).collect();
     let e: EventForSale = sqlx::query_as(
-        "SELECT organization_id, venue_id, state, pricing, hold_settings FROM events WHERE id = $1",
+        "SELECT e.organization_id, e.state, e.pricing, e.hold_settings,
+             (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') FROM
+                 (SELECT id, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at, created_at
+                  FROM ticket_tiers WHERE event_id = e.id) t) AS tiers,
+             (SELECT coalesce(jsonb_object_agg(seat_id, zone_id), '{}') FROM venue_seats
+                  WHERE venue_id = e.venue_id AND seat_id = ANY($2)) AS zones,
+             (SELECT count(*) FROM order_lines l JOIN orders o ON o.id = l.order_id
+                  WHERE o.event_id = e.id AND (o.visitor_id = $3 OR lower(o.email) = lower($4))
+                    AND o.state NOT IN ('cancelled', 'refunded')) AS owned
+         FROM events e WHERE e.id = $1",
     )
     .bind(event)
+    .bind(&seats)
+    .bind(visitor)
+    .bind(email)
     .fetch_optional(db)
     .await?
     .ok_or(ApiError::NotFound)?;
@@ -366,13 +383,9 @@ async fn price_hold(
     }
     let settings: PricingSettings = serde_json::from_value(e.pricing).unwrap_or_default();
     let holds: HoldSettings = serde_json::from_value(e.hold_settings).unwrap_or_default();
-    let tiers: Vec<TierForSale> = sqlx::query_as(
-        "SELECT id, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at
-         FROM ticket_tiers WHERE event_id = $1 ORDER BY created_at, id",
-    )
-    .bind(event)
-    .fetch_all(db)
-    .await?;
+    let corrupt = |e: serde_json::Error| ApiError::Database(sqlx::Error::Decode(Box::new(e)));
+    let tiers: Vec<TierForSale> = serde_json::from_value(e.tiers).map_err(corrupt)?;
+    let zones: HashMap<String, String> = serde_json::from_value(e.zones).map_err(corrupt)?;
     // (tier, seat, zone, price) per line.
     let mut lines: Vec<(TierForSale, Option<String>, Option<String>, i64)> = Vec::new();
     if !grant.seats.is_empty() {
@@ -380,16 +393,6 @@ async fn price_hold(
             .iter()
             .find(|t| t.kind == "seated")
             .ok_or_else(|| ApiError::conflict("not_priced", "the seats of this event have no price"))?;
-        let seats: Vec<String> = grant.seats.iter().map(|s| s.to_string()).collect();
-        let zones: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(
-            "SELECT seat_id, zone_id FROM venue_seats WHERE venue_id = $1 AND seat_id = ANY($2)",
-        )
-        .bind(e.venue_id)
-        .bind(&seats)
-        .fetch_all(db)
-        .await?
-        .into_iter()
-        .collect();
         for seat in seats {
             let zone = zones.get(&seat).ok_or_else(|| {
                 ApiError::conflict("not_priced", format!("seat {seat} is not in this event's venue"))
@@ -429,16 +432,7 @@ async fn price_hold(
         }
     }
     // The per-buyer cap across the whole event (a sectioned event's shards each only see their own).
-    let owned: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM order_lines l JOIN orders o ON o.id = l.order_id
-         WHERE o.event_id = $1 AND (o.visitor_id = $2 OR lower(o.email) = lower($3))
-           AND o.state NOT IN ('cancelled', 'refunded')",
-    )
-    .bind(event)
-    .bind(visitor)
-    .bind(email)
-    .fetch_one(db)
-    .await?;
+    let owned = e.owned;
     let cap = i64::from(holds.max_tickets_per_visitor);
     if owned + lines.len() as i64 > cap {
         return Err(ApiError::conflict(
