@@ -371,7 +371,7 @@ pub async fn run(args: CheckoutArgs) -> Result<CheckoutReport, String> {
                     rss = rss.max(metric(&text, "process_resident_memory_bytes").unwrap_or(0.0));
                     conns = conns.max(metric(&text, "ticketing_db_connections_in_use").unwrap_or(0.0));
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(1000)).await;
             }
             (rss as u64, conns as u64)
         })

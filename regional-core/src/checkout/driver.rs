@@ -769,8 +769,9 @@ impl Checkout {
 /// reaches each of them (a full refund, seats returned).
 async fn sweep_cancelled_events(db: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
     let orders: Vec<(Uuid, OrderState)> = sqlx::query_as(
-        "SELECT o.id, o.state FROM orders o JOIN events e ON e.id = o.event_id
-         WHERE e.state = 'cancelled' AND o.state IN ('created', 'awaiting_payment', 'paid') LIMIT 200",
+        "SELECT o.id, o.state FROM orders o
+         WHERE o.event_id IN (SELECT id FROM events WHERE state = 'cancelled')
+           AND o.state IN ('created', 'awaiting_payment', 'paid') LIMIT 200",
     )
     .fetch_all(db)
     .await?;
