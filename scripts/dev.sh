@@ -36,6 +36,7 @@ log "starting the regional core on 127.0.0.1:$CORE_PORT (logs: $LOCAL/logs/core.
 (
   set -a && source "$LOCAL/core.env" && set +a
   export EDGE_URL="http://127.0.0.1:$EDGE_PORT"
+  export CORE_PUBLIC_URL="http://127.0.0.1:$CORE_PORT"
   exec setsid "$CARGO_TARGET_DIR/debug/regional-core" serve --listen "127.0.0.1:$CORE_PORT"
 ) >"$LOCAL/logs/core.log" 2>&1 &
 PIDS+=($!)
