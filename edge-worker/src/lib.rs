@@ -40,6 +40,7 @@ async fn route(req: Request, env: &Env, ctx: &Context, path: &str) -> Result<Res
     match (req.method(), segments.as_slice()) {
         (Method::Get | Method::Head, ["healthz"]) => health::healthz(env).await,
         (_, ["healthz"]) => http::problem_of(ProblemType::MethodNotAllowed, "use GET", path),
+        (Method::Get | Method::Head, ["orders", order]) => pages::order_page(order),
         (method, ["events", event, rest @ ..]) => {
             let Ok(event) = EventId::parse(event) else {
                 return http::problem_of(ProblemType::NotFound, "no such event", path);

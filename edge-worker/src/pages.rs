@@ -5,7 +5,9 @@
 //! - `GET  /events/{event}`       the line: join form, or place and wait, or on to the purchase page
 //!   (`Accept: application/json` gets the same as JSON)
 //! - `POST /events/{event}/join`  the join form
-//! - `GET  /events/{event}/buy`   the purchase page (admitted buyers)
+//! - `GET  /events/{event}/buy`   the purchase page (admitted buyers): hold, check out, pay
+//! - `GET  /orders/{order}`       the buyer's order (needs JavaScript: the order token stays in the
+//!   browser)
 
 use durable_objects::http;
 use shared_types::waiting_room::{BotCheck, Phase, QueueStatus, RoomView, StatusState};
@@ -325,8 +327,17 @@ pub async fn buy_page(room: &Room<'_>, req: &Request) -> Result<Response> {
         "<h1>You're in: {name}</h1><div class=\"box\" role=\"status\"><p>It is your turn to buy. \
          You may buy up to <strong>{max}</strong> tickets.</p>\
          <p>Your session ends in <strong><span id=\"countdown\" data-until=\"{until}\">{left}</span></strong>.</p></div>\
-         <p>Seats available right now: <a href=\"/api/v1/events/{event}/availability\">availability</a>.</p>\
-         <script>{CLOCK_SCRIPT}</script>",
+         <form id=\"buy\" data-event=\"{event}\" class=\"box\">\
+         <p><label for=\"quantity\">Seats (best available)</label><br>\
+         <input id=\"quantity\" name=\"quantity\" type=\"number\" min=\"1\" max=\"{max}\" value=\"2\" required></p>\
+         <p><label for=\"email\">E-mail for your tickets</label><br>\
+         <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"email\" required></p>\
+         <p><label for=\"promo\">Promo code (optional)</label><br><input id=\"promo\" name=\"promo\"></p>\
+         <p><button type=\"submit\">Hold my seats and pay</button></p></form>\
+         <p id=\"buy-status\" role=\"status\" aria-live=\"polite\"></p>\
+         <noscript><p class=\"box error\">Paying needs JavaScript.</p></noscript>\
+         <p class=\"muted\">Seats available right now: <a href=\"/api/v1/events/{event}/availability\">availability</a>.</p>\
+         <script>{CLOCK_SCRIPT}</script><script>{BUY_SCRIPT}</script>",
         event = escape(room.event.as_str()),
         name = name,
         max = claims.extra.max_tickets,
@@ -335,3 +346,63 @@ pub async fn buy_page(room: &Room<'_>, req: &Request) -> Result<Response> {
     );
     html(200, page(&format!("Buy tickets: {}", event_name(room, view.as_deref())), None, &body))
 }
+
+/// The purchase: hold the best seats (the admission cookie authenticates), check out with a key
+/// kept for this hold (a retry buys once), then go to the order page (its token in the fragment,
+/// never sent to a server, and in this tab's storage).
+const BUY_SCRIPT: &str = r#"(function(){var f=document.getElementById('buy');if(!f)return;
+var out=document.getElementById('buy-status'),ev=f.getAttribute('data-event');
+function say(t,bad){out.textContent=t;out.className=bad?'box error':'';}
+async function json(r){try{return await r.json();}catch(e){return {};}}
+f.addEventListener('submit',async function(e){e.preventDefault();var b=f.querySelector('button');b.disabled=true;
+try{say('Holding your seats…');
+var q=parseInt(f.quantity.value,10);
+var h=await fetch('/api/v1/events/'+ev+'/holds',{method:'POST',headers:{'content-type':'application/json'},
+ body:JSON.stringify({kind:'best_available',quantity:q})});var hb=await json(h);
+if(h.status!==201&&h.status!==200){say('We could not hold seats: '+(hb.detail||h.status),true);b.disabled=false;return;}
+var seats=(hb.hold.seats||[]).join(', ');say('Held '+(seats||q+' places')+'. Creating your order…');
+var k=sessionStorage.getItem('checkout-'+hb.hold.id);if(!k){k=crypto.randomUUID();sessionStorage.setItem('checkout-'+hb.hold.id,k);}
+var body={hold_token:hb.hold_token,email:f.email.value,return_url:location.origin+'/orders/'};
+if(f.promo.value)body.promo_code=f.promo.value;
+var c=await fetch('/api/v1/checkout',{method:'POST',headers:{'content-type':'application/json','idempotency-key':k},body:JSON.stringify(body)});
+var cb=await json(c);
+if(c.status!==201&&c.status!==200){say('Your order could not be made: '+(cb.detail||c.status),true);b.disabled=false;return;}
+sessionStorage.setItem('order-'+cb.order.id,cb.order_token);
+location.href='/orders/'+cb.order.id+'#'+cb.order_token;
+}catch(err){say('Something went wrong: '+err,true);b.disabled=false;}});})();"#;
+
+/// `GET /orders/{id}`: the buyer's order page. The order token comes from the fragment (or this
+/// tab's storage); the script asks `/api/v1/orders/{id}` and follows the order until it is final.
+pub fn order_page(order: &str) -> Result<Response> {
+    let order = escape(order);
+    let body = format!(
+        "<h1>Your order</h1><div id=\"order\" data-order=\"{order}\" class=\"box\" role=\"status\" aria-live=\"polite\">\
+         <p>Loading your order…</p></div>\
+         <noscript><p class=\"box error\">This page needs JavaScript to show your order.</p></noscript>\
+         <script>{ORDER_SCRIPT}</script>"
+    );
+    html(200, page("Your order", None, &body))
+}
+
+const ORDER_SCRIPT: &str = r#"(function(){var box=document.getElementById('order'),id=box.getAttribute('data-order');
+var t=location.hash.slice(1)||sessionStorage.getItem('order-'+id);
+if(location.hash){sessionStorage.setItem('order-'+id,t);history.replaceState(null,'',location.pathname);}
+function esc(s){return String(s).replace(/[&<>"']/g,function(c){return '&#'+c.charCodeAt(0)+';';});}
+function money(m,c){return (m/100).toFixed(2)+' '+esc(c);}
+var words={created:'Being created',awaiting_payment:'Waiting for your payment',confirming:'Paid — confirming your seats',
+ paid:'Paid',releasing:'Being cancelled',cancelled:'Cancelled',refunding:'Being refunded',refunded:'Refunded'};
+async function load(){if(!t){box.innerHTML='<p>We do not have this order\'s key in this browser.</p>';return;}
+var r=await fetch('/api/v1/orders/'+id,{headers:{authorization:'Bearer '+t}});
+if(r.status!==200){box.innerHTML='<p>This order could not be shown ('+r.status+').</p>';return;}
+var o=await r.json(),h='<h2 id="state">'+esc(words[o.state]||o.state)+'</h2>';
+h+='<dl><dt>Total</dt><dd>'+money(o.total_minor,o.currency)+(o.tax_included?' (tax included)':'')+'</dd>';
+if(o.refund_minor>0)h+='<dt>Refunded</dt><dd>'+money(o.refund_minor,o.currency)+'</dd>';
+if(o.outcome)h+='<dt>Why</dt><dd>'+esc(o.outcome.replace(/_/g,' '))+'</dd>';
+h+='</dl>';
+if(o.state==='awaiting_payment'&&o.payment&&o.payment.redirect_url){
+ h+='<p>Please pay before '+esc(new Date(o.hold_expires_at).toLocaleTimeString())+'.</p><p><a id="pay" href="'+esc(o.payment.redirect_url)+'">Pay now</a></p>';}
+if(o.tickets&&o.tickets.length){h+='<h2>Your tickets</h2><ul>';o.tickets.forEach(function(x){
+ h+='<li>'+(x.seat_id?'Seat '+esc(x.seat_id):'Standing')+' — '+esc(x.state)+'</li>';});h+='</ul>';}
+box.innerHTML=h;
+if(['paid','cancelled','refunded'].indexOf(o.state)<0)setTimeout(load,2000);}
+load();})();"#;

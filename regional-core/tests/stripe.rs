@@ -180,6 +180,7 @@ fn request<'a>(key: &'a str) -> PaymentRequest<'a> {
         currency: "EUR",
         order_id: "order-1",
         description: "tickets",
+        return_url: None,
     }
 }
 

@@ -421,7 +421,22 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     assert!(refunded["tickets"].as_array().unwrap().iter().all(|t| t["state"] == "void"), "{refunded}");
     assert_eq!(availability(&edge_url, &event).await, "aaaaaa");
 
-    // 7. With a promo code; then the organizer refunds it and takes the seat off sale.
+    // 7. A buyer in Chromium: the line, the purchase page, the test provider's page, the order page.
+    let out = std::process::Command::new("node")
+        .current_dir(e2e::repo_root())
+        .args(["tests/browser/buy.mjs", &edge_url, &event])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "the browser buyer failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bought: Value = serde_json::from_slice(&out.stdout).expect("the script reports its order");
+    let seat = bought["tickets"][0].as_str().unwrap().split(' ').nth(1).unwrap().to_owned();
+
+    // 8. With a promo code; then the organizer refunds it and takes the seat off sale.
     acme.ok(
         Method::POST,
         &format!("/api/v1/events/{event}/promo-codes"),
@@ -448,9 +463,12 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     assert_eq!(status, 202, "{answer}");
     let refunded = order_until(&edge_url, &promo, "refunded", |o| o["state"] == "refunded").await;
     assert_eq!(refunded["refund_minor"].as_i64(), Some((4500 + 375 + 926) / 2));
-    assert_eq!(availability(&edge_url, &event).await, "aaaaxa", "the refunded seat is off sale, not free");
+    let seats = availability(&edge_url, &event).await;
+    assert_eq!(&seats[4..5], "x", "the refunded seat is off sale, not free: {seats}");
+    let browser_seat: usize = seat.trim_start_matches("A-").parse().unwrap();
+    assert_eq!(&seats[browser_seat - 1..browser_seat], "s", "the browser's seat is sold: {seats}");
 
-    // 8. The organizer cancels the event: the paid order is refunded in full, the unpaid one cancelled.
+    // 9. The organizer cancels the event: the paid order is refunded in full, the unpaid one cancelled.
     let (_, token) = hold(&edge_url, &event, &["A-6"]).await;
     let (_, paid_one) = checkout(&edge_url, &token, "key-5").await;
     decide(&core_url, &paid_one["order"], "approve", "").await;

@@ -28,7 +28,7 @@ pub const HANDOVER_SECS: f64 = 5.0;
 
 pub const ORDER_COLUMNS: &str =
     "id, organization_id, event_id, visitor_id, hold_id, email, state, outcome, currency, \
-     total_minor, fee_minor, refund_minor, hold_expires_at, seats_after_refund, promo_code_id, attempts";
+     total_minor, fee_minor, refund_minor, hold_expires_at, seats_after_refund, promo_code_id, attempts, return_url";
 
 /// What the driver needs of an order.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -49,6 +49,7 @@ pub struct OrderRow {
     pub seats_after_refund: String,
     pub promo_code_id: Option<Uuid>,
     pub attempts: i32,
+    pub return_url: Option<String>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -332,6 +333,7 @@ impl Checkout {
                 currency: &o.currency,
                 order_id: &order_id,
                 description: "tickets",
+                return_url: o.return_url.as_deref(),
             };
             match self.provider.create(&request).await {
                 Ok(p) => Some(p),

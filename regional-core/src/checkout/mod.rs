@@ -94,6 +94,10 @@ pub struct CheckoutRequest {
     pub email: String,
     #[serde(default)]
     pub promo_code: Option<String>,
+    /// Where the payment page sends the buyer back to, with the order id appended
+    /// (`https://…/orders/`); http(s), at most 300 characters.
+    #[serde(default)]
+    pub return_url: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -538,6 +542,13 @@ async fn create_checkout(
     if !valid_email(&email) {
         return Err(ApiError::field("email", "must be an e-mail address"));
     }
+    if let Some(url) = &req.return_url {
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let clean = !url.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>'));
+        if !scheme_ok || url.len() > 300 || !clean {
+            return Err(ApiError::field("return_url", "must be an http(s) URL of at most 300 characters"));
+        }
+    }
     let refused =
         |e: shared_types::token::TokenError| ApiError::Token { reason: e.reason(), detail: e.to_string() };
     let audience = unverified_audience(&req.hold_token)
@@ -589,9 +600,9 @@ async fn create_checkout(
     let inserted = sqlx::query(
         "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
              currency, subtotal_minor, discount_minor, fee_minor, tax_minor, tax_included, total_minor, promo_code_id, hold_expires_at,
-             next_attempt_at)
+             next_attempt_at, return_url)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $13, $14, $15, $16, $17,
-             now() + make_interval(secs => $18))
+             now() + make_interval(secs => $18), $19)
          ON CONFLICT DO NOTHING",
     )
     .bind(id)
@@ -612,6 +623,7 @@ async fn create_checkout(
     .bind(priced.promo)
     .bind(expires_at)
     .bind(driver::HANDOVER_SECS)
+    .bind(&req.return_url)
     .execute(&mut *tx)
     .await?
     .rows_affected();

@@ -45,6 +45,9 @@ pub struct PaymentRequest<'a> {
     /// The order id, carried in the provider's metadata and back in webhooks.
     pub order_id: &'a str,
     pub description: &'a str,
+    /// Where the buyer goes back to after paying, with the order id appended (the provider's page
+    /// links to it; Stripe's client-side confirmation takes its own).
+    pub return_url: Option<&'a str>,
 }
 
 /// A verified webhook's meaning.

@@ -112,16 +112,24 @@ impl TestPay {
     }
 
     /// The tester's decision on a payment; what the page shows afterwards.
-    async fn decide(&self, id: &str, decision: Decision, opts: &Options) -> Result<String, ApiError> {
+    /// The message to show and the buyer's way back.
+    async fn decide(
+        &self,
+        id: &str,
+        decision: Decision,
+        opts: &Options,
+    ) -> Result<(String, Option<String>), ApiError> {
         let mut tx = self.db.begin().await?;
-        let row: Option<(String, String)> =
-            sqlx::query_as("SELECT state, reference FROM testpay_payments WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some((state, reference)) = row else { return Err(ApiError::NotFound) };
+        let row: Option<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT state, reference, return_url FROM testpay_payments WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((state, reference, return_url)) = row else { return Err(ApiError::NotFound) };
+        let back = return_url.map(|u| format!("{u}{reference}"));
         if !matches!(state.as_str(), "requires_payment" | "processing") {
-            return Ok(format!("This payment is already {state}."));
+            return Ok((format!("This payment is already {state}."), back));
         }
         let new_state = match decision {
             Decision::Approve => "succeeded",
@@ -148,7 +156,7 @@ impl TestPay {
         self.owe(&mut tx, &deliveries).await?;
         tx.commit().await?;
         self.wake.notify_one();
-        Ok(format!("Payment {new_state}."))
+        Ok((format!("Payment {new_state}."), back))
     }
 
     /// Sends due webhooks once; how many were attempted.
@@ -313,12 +321,15 @@ async fn decide(
         delay_ms: query.delay_ms.or(form.delay_ms),
         stale_failure: query.stale_failure.or(form.stale_failure),
     };
-    let message = pay.decide(&id, decision, &opts).await?;
+    let (message, back) = pay.decide(&id, decision, &opts).await?;
     let wants_json = headers.get("accept").and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("json"));
     Ok(if wants_json {
-        Json(json!({ "message": message })).into_response()
+        Json(json!({ "message": message, "return_url": back })).into_response()
     } else {
-        Html(format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>testpay</title></head><body><main><p>{}</p></main></body></html>", escape(&message))).into_response()
+        let link = back
+            .map(|u| format!("<p><a href=\"{}\">Back to your order</a></p>", escape(&u)))
+            .unwrap_or_default();
+        Html(format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>testpay</title></head><body><main><p role=\"status\">{}</p>{link}</main></body></html>", escape(&message))).into_response()
     })
 }
 
@@ -344,8 +355,8 @@ impl PaymentProvider for TestPay {
     async fn create(&self, request: &PaymentRequest<'_>) -> Result<CreatedPayment, ProviderError> {
         let (id, state): (String, String) = sqlx::query_as(
             "WITH made AS (
-                 INSERT INTO testpay_payments (id, idempotency_key, amount_minor, currency, reference, state)
-                 VALUES ($1, $2, $3, $4, $5, 'requires_payment')
+                 INSERT INTO testpay_payments (id, idempotency_key, amount_minor, currency, reference, state, return_url)
+                 VALUES ($1, $2, $3, $4, $5, 'requires_payment', $6)
                  ON CONFLICT (idempotency_key) DO NOTHING RETURNING id, state)
              SELECT id, state FROM made
              UNION ALL SELECT id, state FROM testpay_payments WHERE idempotency_key = $2
@@ -356,6 +367,7 @@ impl PaymentProvider for TestPay {
         .bind(request.amount_minor)
         .bind(request.currency)
         .bind(request.order_id)
+        .bind(request.return_url)
         .fetch_one(&self.db)
         .await
         .map_err(unavailable)?;

@@ -1,0 +1,2 @@
+ALTER TABLE testpay_payments DROP COLUMN return_url;
+ALTER TABLE orders DROP COLUMN return_url;

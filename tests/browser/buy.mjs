@@ -1,0 +1,34 @@
+// A buyer in headless Chromium (Debian's, driven by playwright-core) buys a seat through the real
+// stack: joins the line, is admitted, holds the best seat and checks out on the purchase page, pays
+// on the test provider's page, comes back to the order page and sees it paid with its ticket.
+// Run by tests/tests/checkout.rs:  node tests/browser/buy.mjs <edge url> <event id>
+import { chromium } from 'playwright-core';
+
+const [edge, event] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu'],
+});
+const page = await browser.newPage();
+try {
+  await page.goto(`${edge}/events/${event}`);
+  await Promise.all([page.waitForURL(`${edge}/events/${event}`, { waitUntil: 'load' }), page.click('button')]);
+  await page.waitForURL(`${edge}/events/${event}/buy`, { timeout: 30000 });
+  await page.fill('#quantity', '1');
+  await page.fill('#email', 'browser@e2e.test');
+  await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/, { timeout: 30000 }), page.click('form#buy button')]);
+  await page.waitForSelector('#pay', { timeout: 30000 });
+  if (!(await page.textContent('#state')).includes('Waiting for your payment')) throw new Error('not awaiting payment');
+  await Promise.all([page.waitForURL(/\/testpay\/pay\//), page.click('#pay')]);
+  await Promise.all([page.waitForURL(/\/approve$/), page.click('button:text-is("Approve")')]);
+  await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/), page.click('text=Back to your order')]);
+  await page.waitForFunction(() => document.getElementById('state')?.textContent === 'Paid', null, { timeout: 30000 });
+  const tickets = await page.$$eval('#order li', (items) => items.map((li) => li.textContent));
+  if (tickets.length !== 1 || !/^Seat A-\d+ — valid$/.test(tickets[0])) throw new Error(`tickets: ${JSON.stringify(tickets)}`);
+  console.log(JSON.stringify({ order: new URL(page.url()).pathname, tickets }));
+} catch (e) {
+  console.error(`${e}\n--- page ${page.url()} ---\n${await page.content()}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
