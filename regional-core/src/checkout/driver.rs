@@ -72,6 +72,14 @@ enum Step {
     Failed(String),
 }
 
+/// A step whose last act was a transaction: moved on, or failed with its error.
+fn moved(result: Result<(), sqlx::Error>) -> Step {
+    match result {
+        Ok(()) => Step::Moved,
+        Err(e) => e.into(),
+    }
+}
+
 impl From<sqlx::Error> for Step {
     fn from(e: sqlx::Error) -> Self {
         Step::Failed(format!("database: {e}"))
@@ -426,10 +434,7 @@ impl Checkout {
             tx.commit().await
         }
         .await;
-        match result {
-            Ok(()) => Step::Moved,
-            Err(e) => e.into(),
-        }
+        moved(result)
     }
 
     /// A transition with no other effect.
@@ -440,10 +445,7 @@ impl Checkout {
             tx.commit().await
         }
         .await;
-        match result {
-            Ok(()) => Step::Moved,
-            Err(e) => e.into(),
-        }
+        moved(result)
     }
 
     /// `confirming`: sell the hold at the edge (or take its seats back if it expired and they
@@ -491,10 +493,7 @@ impl Checkout {
                     tx.commit().await
                 }
                 .await;
-                match result {
-                    Ok(()) => Step::Moved,
-                    Err(e) => e.into(),
-                }
+                moved(result)
             }
         }
     }
@@ -610,10 +609,7 @@ impl Checkout {
             tx.commit().await
         }
         .await;
-        match result {
-            Ok(()) => Step::Moved,
-            Err(e) => e.into(),
-        }
+        moved(result)
     }
 
     /// `refunding`: refund through the provider (idempotent), give the seats back (or take them
@@ -716,10 +712,7 @@ impl Checkout {
             tx.commit().await
         }
         .await;
-        match result {
-            Ok(()) => Step::Moved,
-            Err(e) => e.into(),
-        }
+        moved(result)
     }
 
     /// Puts the order's seats on the event's off-sale list and waits until the edge has that

@@ -9,6 +9,8 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::{WebhookEvent, WebhookKind};
+
 /// Default tolerance between the signature's timestamp and now (Stripe's libraries use 300 s).
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
 
@@ -58,6 +60,26 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Verifies a delivery, then reads the provider's event: its `id`, its kind (its `type` looked up in
+/// `kinds`; anything else is [`WebhookKind::Other`]) and the payment it is about (`reference`).
+pub fn read_event(
+    header: Option<&str>,
+    body: &[u8],
+    secrets: &[String],
+    now: i64,
+    kinds: &[(&str, WebhookKind)],
+    reference: fn(&serde_json::Value) -> Option<&str>,
+) -> Result<WebhookEvent, SignatureError> {
+    verify(header, body, secrets, now, DEFAULT_TOLERANCE_SECS)?;
+    let event: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| SignatureError::Payload(e.to_string()))?;
+    let id = event["id"].as_str().ok_or_else(|| SignatureError::Payload("no id".into()))?;
+    let kind_name = event["type"].as_str().unwrap_or("");
+    let kind = kinds.iter().find(|(name, _)| *name == kind_name).map_or(WebhookKind::Other, |(_, k)| *k);
+    let reference = reference(&event).unwrap_or("").to_owned();
+    Ok(WebhookEvent { id: id.to_owned(), kind, reference })
 }
 
 /// The header value for `body` signed at `timestamp` with `secret`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::signature::{self, SignatureError, DEFAULT_TOLERANCE_SECS};
+use super::signature::{self, SignatureError};
 use super::{
     CreatedPayment, PaymentProvider, PaymentRequest, ProviderError, RemoteState, WebhookEvent, WebhookKind,
 };
@@ -155,24 +155,19 @@ impl PaymentProvider for Stripe {
         body: &[u8],
         now: i64,
     ) -> Result<WebhookEvent, SignatureError> {
-        signature::verify(header, body, &self.webhook_secrets, now, DEFAULT_TOLERANCE_SECS)?;
-        let event: Value =
-            serde_json::from_slice(body).map_err(|e| SignatureError::Payload(e.to_string()))?;
-        let id = event["id"].as_str().ok_or_else(|| SignatureError::Payload("no id".into()))?;
-        let kind = match event["type"].as_str().unwrap_or("") {
-            "payment_intent.succeeded" => WebhookKind::PaymentSucceeded,
-            "payment_intent.payment_failed" => WebhookKind::PaymentFailed,
-            "payment_intent.canceled" => WebhookKind::PaymentCanceled,
-            _ => WebhookKind::Other,
-        };
-        let object = &event["data"]["object"];
-        let reference = match object["object"].as_str() {
-            Some("payment_intent") => object["id"].as_str(),
-            _ => object["payment_intent"].as_str(),
-        }
-        .unwrap_or("")
-        .to_owned();
-        Ok(WebhookEvent { id: id.to_owned(), kind, reference })
+        const KINDS: [(&str, WebhookKind); 3] = [
+            ("payment_intent.succeeded", WebhookKind::PaymentSucceeded),
+            ("payment_intent.payment_failed", WebhookKind::PaymentFailed),
+            ("payment_intent.canceled", WebhookKind::PaymentCanceled),
+        ];
+        // The payment an event is about: the intent itself, or the one a charge or refund names.
+        signature::read_event(header, body, &self.webhook_secrets, now, &KINDS, |e| {
+            let object = &e["data"]["object"];
+            match object["object"].as_str() {
+                Some("payment_intent") => object["id"].as_str(),
+                _ => object["payment_intent"].as_str(),
+            }
+        })
     }
 }
 

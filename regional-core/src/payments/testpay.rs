@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::signature::{self, SignatureError, DEFAULT_TOLERANCE_SECS};
+use super::signature::{self, SignatureError};
 use super::{
     CreatedPayment, PaymentProvider, PaymentRequest, ProviderError, RemoteState, WebhookEvent, WebhookKind,
 };
@@ -460,23 +460,13 @@ impl PaymentProvider for TestPay {
         body: &[u8],
         now: i64,
     ) -> Result<WebhookEvent, SignatureError> {
-        signature::verify(
-            header,
-            body,
-            std::slice::from_ref(&self.webhook_secret),
-            now,
-            DEFAULT_TOLERANCE_SECS,
-        )?;
-        let event: Value =
-            serde_json::from_slice(body).map_err(|e| SignatureError::Payload(e.to_string()))?;
-        let id = event["id"].as_str().ok_or_else(|| SignatureError::Payload("no id".into()))?;
-        let kind = match event["type"].as_str().unwrap_or("") {
-            "payment.succeeded" => WebhookKind::PaymentSucceeded,
-            "payment.failed" => WebhookKind::PaymentFailed,
-            "payment.canceled" => WebhookKind::PaymentCanceled,
-            _ => WebhookKind::Other,
-        };
-        let reference = event["data"]["payment"]["id"].as_str().unwrap_or("").to_owned();
-        Ok(WebhookEvent { id: id.to_owned(), kind, reference })
+        const KINDS: [(&str, WebhookKind); 3] = [
+            ("payment.succeeded", WebhookKind::PaymentSucceeded),
+            ("payment.failed", WebhookKind::PaymentFailed),
+            ("payment.canceled", WebhookKind::PaymentCanceled),
+        ];
+        signature::read_event(header, body, std::slice::from_ref(&self.webhook_secret), now, &KINDS, |e| {
+            e["data"]["payment"]["id"].as_str()
+        })
     }
 }
