@@ -24,7 +24,7 @@ try {
   await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/), page.click('text=Back to your order')]);
   await page.waitForFunction(() => document.getElementById('state')?.textContent === 'Paid', null, { timeout: 30000 });
   const tickets = await page.$$eval('#order li', (items) => items.map((li) => li.textContent));
-  if (tickets.length !== 1 || !/^Seat A-\d+ — valid$/.test(tickets[0])) throw new Error(`tickets: ${JSON.stringify(tickets)}`);
+  if (tickets.length !== 1 || !/^Seat [A-Za-z0-9_-]+ — valid$/.test(tickets[0])) throw new Error(`tickets: ${JSON.stringify(tickets)}`);
   console.log(JSON.stringify({ order: new URL(page.url()).pathname, tickets }));
 } catch (e) {
   console.error(`${e}\n--- page ${page.url()} ---\n${await page.content()}`);
