@@ -95,7 +95,10 @@ async fn route(req: Request, env: &Env, ctx: &Context, path: &str) -> Result<Res
             }
         }
         (Method::Post, ["api", "v1", "checkout"])
+        | (Method::Get, ["api", "v1", "keys"])
         | (Method::Get, ["api", "v1", "orders", _])
+        | (Method::Get, ["api", "v1", "orders", _, "tickets"])
+        | (Method::Get, ["api", "v1", "orders", _, "tickets", _, "qr.svg" | "qr.png"])
         | (Method::Post, ["api", "v1", "orders", _, "cancel"]) => match edge_keys(env, path)? {
             Ok(keys) => proxy::forward(req, env, &keys, path).await,
             Err(resp) => Ok(resp),

@@ -401,8 +401,14 @@ if(o.outcome)h+='<dt>Why</dt><dd>'+esc(o.outcome.replace(/_/g,' '))+'</dd>';
 h+='</dl>';
 if(o.state==='awaiting_payment'&&o.payment&&o.payment.redirect_url){
  h+='<p>Please pay before '+esc(new Date(o.hold_expires_at).toLocaleTimeString())+'.</p><p><a id="pay" href="'+esc(o.payment.redirect_url)+'">Pay now</a></p>';}
+var live=(o.tickets||[]).filter(function(x){return x.state==='valid';});
 if(o.tickets&&o.tickets.length){h+='<h2>Your tickets</h2><ul>';o.tickets.forEach(function(x){
- h+='<li>'+(x.seat_id?'Seat '+esc(x.seat_id):'Standing')+' — '+esc(x.state)+'</li>';});h+='</ul>';}
+ h+='<li>'+(x.seat_id?'Seat '+esc(x.seat_id):'Standing')+' — '+esc(x.state)+'</li>';});h+='</ul>';
+ live.forEach(function(x){h+='<figure class="qr" id="qr-'+esc(x.id)+'"><figcaption>'+(x.seat_id?'Seat '+esc(x.seat_id):'Standing')+
+  ': show this at the gate</figcaption></figure>';});}
 box.innerHTML=h;
+live.forEach(async function(x){var q=await fetch('/api/v1/orders/'+id+'/tickets/'+x.id+'/qr.svg',{headers:{authorization:'Bearer '+t}});
+ if(q.status===200){var f=document.getElementById('qr-'+x.id);var d=document.createElement('div');d.setAttribute('role','img');
+ d.setAttribute('aria-label','QR code of the ticket');d.innerHTML=await q.text();f.appendChild(d);}});
 if(['paid','cancelled','refunded'].indexOf(o.state)<0)setTimeout(load,2000);}
 load();})();"#;

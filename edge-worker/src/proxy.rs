@@ -3,6 +3,8 @@
 //! - `POST /api/v1/checkout`              a hold token becomes an order (`Idempotency-Key`)
 //! - `GET  /api/v1/orders/{id}`           the order, with the buyer's order token
 //! - `POST /api/v1/orders/{id}/cancel`    the buyer cancels
+//! - `GET  /api/v1/orders/{id}/tickets[/{ticket}/qr.svg|qr.png]`  the tickets' codes and QR codes
+//! - `GET  /api/v1/keys`                  the core's public keys (for scanners)
 //!
 //! The edge checks what it can offline first (a checkout's hold token is its own signature), so
 //! that junk never reaches the core; it forwards only the headers the core needs, plus the

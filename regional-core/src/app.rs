@@ -116,6 +116,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(promotions::routes())
         .merge(catalog::routes())
         .merge(checkout::routes())
+        .merge(crate::fulfillment::tickets::routes())
 }
 
 #[derive(utoipa::OpenApi)]

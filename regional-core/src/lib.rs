@@ -12,6 +12,7 @@ pub mod db;
 pub mod demo;
 pub mod error;
 pub mod events;
+pub mod fulfillment;
 pub mod health;
 pub mod payments;
 pub mod promotions;

@@ -39,6 +39,9 @@ pub enum TokenKind {
     /// The buyer's access to one order (signed by the core at checkout).
     #[serde(rename = "order")]
     Order,
+    /// A ticket's code (signed by the core, shown as a QR code, checked at the gate).
+    #[serde(rename = "ticket")]
+    Ticket,
 }
 
 impl TokenKind {
@@ -49,6 +52,7 @@ impl TokenKind {
             Self::Hold => "hold",
             Self::Challenge => "challenge",
             Self::Order => "order",
+            Self::Ticket => "ticket",
         }
     }
 }
@@ -70,6 +74,21 @@ pub struct HoldGrant {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// What a ticket code says, beyond the common claims (`sub` is the ticket id, `jti` is
+/// `<ticket>.<version>`, `aud` the event). A scanner verifies it offline with the core's public
+/// keys; the version tells a re-issued ticket's old code from its current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketGrant {
+    /// The seat, or none for a general-admission place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seat: Option<String>,
+    pub tier: String,
+    /// The holder: the first 16 hex digits of the SHA-256 of their lower-cased e-mail (the code
+    /// names who holds it without showing the address to whoever scans it).
+    pub holder: String,
+    pub version: u32,
 }
 
 /// Why a token was refused.

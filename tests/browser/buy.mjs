@@ -23,6 +23,7 @@ try {
   await Promise.all([page.waitForURL(/\/approve$/), page.click('button:text-is("Approve")')]);
   await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/), page.click('text=Back to your order')]);
   await page.waitForFunction(() => document.getElementById('state')?.textContent === 'Paid', null, { timeout: 30000 });
+  await page.waitForSelector('figure.qr svg', { timeout: 10000 });
   const tickets = await page.$$eval('#order li', (items) => items.map((li) => li.textContent));
   if (tickets.length !== 1 || !/^Seat [A-Za-z0-9_-]+ — valid$/.test(tickets[0])) throw new Error(`tickets: ${JSON.stringify(tickets)}`);
   console.log(JSON.stringify({ order: new URL(page.url()).pathname, tickets }));

@@ -76,7 +76,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_orders))
 }
 
-fn checkout_of(state: &AppState) -> Result<Arc<Checkout>, ApiError> {
+pub(crate) fn checkout_of(state: &AppState) -> Result<Arc<Checkout>, ApiError> {
     state.checkout.clone().ok_or_else(|| {
         ApiError::Unavailable(
             "checkout is not configured on this core (CORE_SIGNING_KEY, EDGE_VERIFYING_KEYS)".into(),
@@ -275,7 +275,7 @@ fn order_token(signer: &TokenSigner, order: Uuid, event: Uuid, visitor: &str) ->
 }
 
 /// The order an order token in `Authorization: Bearer` opens (it must be for `id`).
-fn authorize_buyer(checkout: &Checkout, headers: &HeaderMap, id: &str) -> Result<Uuid, ApiError> {
+pub(crate) fn authorize_buyer(checkout: &Checkout, headers: &HeaderMap, id: &str) -> Result<Uuid, ApiError> {
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())

@@ -18,7 +18,12 @@ pub struct Api {
 
 impl Api {
     pub async fn start(db: PgPool) -> Self {
-        let state = AppState::new(db.clone(), Duration::from_millis(1000));
+        Self::start_with(AppState::new(db.clone(), Duration::from_millis(1000))).await
+    }
+
+    /// The core with this state (e.g. with checkout configured).
+    pub async fn start_with(state: AppState) -> Self {
+        let db = state.db.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });

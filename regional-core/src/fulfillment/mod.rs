@@ -1,0 +1,4 @@
+//! Fulfillment: what a paid order gives its buyer. So far: ticket codes (signed by the core,
+//! verifiable offline with its published public keys) and their QR codes ([`tickets`]).
+
+pub mod tickets;
