@@ -257,6 +257,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 Duration::from_millis(c.reconcile_interval_ms),
             ));
             tracing::info!(provider = checkout.provider.name(), "checkout enabled");
+            let gates = crate::fulfillment::checkin::Gates::server(checkout.clone());
+            let grpc = c.grpc_listen;
+            tokio::spawn(async move {
+                let served = tonic::transport::Server::builder().add_service(gates).serve(grpc).await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, addr = %grpc, "the check-in service stopped");
+                }
+            });
+            tracing::info!(addr = %grpc, "check-in (gRPC) listening");
             state.checkout = Some(checkout);
         }
         _ => tracing::warn!("CORE_SIGNING_KEY or EDGE_VERIFYING_KEYS is not set: checkout answers 503"),

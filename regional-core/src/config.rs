@@ -98,6 +98,9 @@ pub struct CheckoutArgs {
     /// provider (a buyer who pays in the last second still gets the seats if nobody took them).
     #[arg(long, env = "PAYMENT_GRACE_SECS", default_value_t = 30)]
     pub payment_grace_secs: u32,
+    /// Where the check-in gRPC service listens (scanners, box office).
+    #[arg(long, env = "CORE_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
+    pub grpc_listen: SocketAddr,
     /// How often the reconciler looks for unfinished orders, in milliseconds.
     #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 500)]
     pub reconcile_interval_ms: u64,

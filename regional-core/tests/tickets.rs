@@ -4,17 +4,8 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use common::{two_tenants, Api};
-use regional_core::checkout::Checkout;
+use common::{paid_tickets, two_tenants, with_checkout, Api};
 use regional_core::fulfillment::tickets::holder_of;
-use regional_core::payments::testpay::TestPay;
-use regional_core::payments::Provider;
-use regional_core::publishing::EdgeClient;
-use regional_core::AppState;
-use reqwest::Method;
 use serde_json::{json, Value};
 use shared_types::token::{verify, Claims, Expectation, KeyRing, TicketGrant, TokenKind, TokenSigner};
 use sqlx::PgPool;
@@ -51,70 +42,10 @@ fn decode_png(bytes: &[u8]) -> String {
 #[sqlx::test]
 async fn a_tickets_qr_code_decodes_to_a_code_that_verifies_offline(db: PgPool) {
     let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let mut state = AppState::new(db.clone(), Duration::from_secs(1));
-    state.checkout = Some(Arc::new(Checkout {
-        db: db.clone(),
-        edge: EdgeClient::new("http://127.0.0.1:9", signer.clone()),
-        provider: Provider::Test(TestPay::new(db.clone(), "http://127.0.0.1:9", "whsec_test".into())),
-        edge_keys: KeyRing::default(),
-        signer: signer.clone(),
-        fault: None,
-        grace: chrono::Duration::seconds(30),
-    }));
-    let api = Api::start_with(state).await;
+    let api = Api::start_with(with_checkout(&db, &signer)).await;
     let (_, [(org, key), _]) = two_tenants(&api).await;
-    let (_, venue) = api
-        .call(&key, Method::POST, "/api/v1/venues", Some(json!({
-            "name": "Hall", "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
-            "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": [{ "id": "A-1", "label": "1", "x": 0, "y": 0, "zone": "std" }] }] }] })))
-        .await;
-    let (_, event) = api
-        .call(
-            &key,
-            Method::POST,
-            "/api/v1/events",
-            Some(json!({ "venue_id": venue["id"], "title": "Gig",
-            "starts_at": "2027-01-01T20:00:00Z", "ends_at": "2027-01-01T23:00:00Z" })),
-        )
-        .await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
-    let (_, tier) = api
-        .call(
-            &key,
-            Method::POST,
-            &format!("/api/v1/events/{event_id}/tiers"),
-            Some(json!({
-            "name": "Seats", "kind": "seated", "currency": "EUR", "price_minor": 4000, "quantity": 1 })),
-        )
-        .await;
-    // A paid order with one ticket, as checkout leaves it.
-    let (order, ticket) = (Uuid::new_v4(), Uuid::new_v4());
-    let org: Uuid = org.parse().unwrap();
-    let event: Uuid = event_id.parse().unwrap();
-    sqlx::query(
-        "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
-             currency, subtotal_minor, discount_minor, fee_minor, tax_minor, total_minor, hold_expires_at)
-         VALUES ($1, $2, $3, 'v0123456789abcdef', 'h0-01', 'k', 'x', 'Buyer@Example.test', 'paid', 'EUR', 4000, 0, 0, 0, 4000, now())",
-    )
-    .bind(order)
-    .bind(org)
-    .bind(event)
-    .execute(&db)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO tickets (id, order_id, organization_id, event_id, tier_id, seat_id, holder_email)
-         VALUES ($1, $2, $3, $4, $5::uuid, 'A-1', 'Buyer@Example.test')",
-    )
-    .bind(ticket)
-    .bind(order)
-    .bind(org)
-    .bind(event)
-    .bind(tier["id"].as_str().unwrap())
-    .execute(&db)
-    .await
-    .unwrap();
-
+    let (event_id, order, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
+    let ticket = tickets[0];
     let token = order_token(&signer, order, &event_id);
     let get = |path: String, bearer: Option<String>| {
         let http = api.http.clone();

@@ -147,6 +147,7 @@ pub fn start_core_with(
     cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--migrate", &migrate.to_string()])
         .env("DATABASE_URL", database_url)
         .env("CORE_HEALTH_TIMEOUT_MS", "1000")
+        .env("CORE_GRPC_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "info")
         .env_remove("CORE_SIGNING_KEY");
     for (k, v) in env {

@@ -586,6 +586,7 @@ async fn create_checkout(
         }
         if existing.state == OrderState::Created {
             co.drive(existing.id).await;
+            settle(&state.db, existing.id).await?;
         }
         let order = view(&state.db, existing.id).await?;
         let token = order_token(&co.signer, order.id, order.event_id, &visitor);
@@ -675,6 +676,7 @@ async fn create_checkout(
     tx.commit().await?;
 
     co.drive(id).await;
+    settle(&state.db, id).await?;
     let order = view(&state.db, id).await?;
     if order.state == OrderState::Created {
         return Err(ApiError::Unavailable(
@@ -683,6 +685,20 @@ async fn create_checkout(
     }
     let token = order_token(&co.signer, id, event, &visitor);
     Ok(answer(StatusCode::CREATED, false, CheckoutAnswer { order, order_token: token }))
+}
+
+/// Waits (up to 5 s) while another worker — a concurrent retry of the same checkout — is starting
+/// the order's payment, so that both answers carry the payment.
+async fn settle(db: &PgPool, id: Uuid) -> Result<(), ApiError> {
+    for _ in 0..100 {
+        let state: OrderState =
+            sqlx::query_scalar("SELECT state FROM orders WHERE id = $1").bind(id).fetch_one(db).await?;
+        if state != OrderState::Created {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 #[derive(sqlx::FromRow)]

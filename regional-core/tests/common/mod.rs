@@ -105,3 +105,95 @@ pub async fn two_tenants(api: &Api) -> (String, [(String, String); 2]) {
     }
     (root, [tenants[0].clone(), tenants[1].clone()])
 }
+
+/// The core's state with checkout configured (its edge and provider unreachable: tests that need
+/// them run end to end).
+pub fn with_checkout(db: &PgPool, signer: &shared_types::token::TokenSigner) -> AppState {
+    use regional_core::checkout::Checkout;
+    use regional_core::payments::{testpay::TestPay, Provider};
+    let mut state = AppState::new(db.clone(), Duration::from_secs(1));
+    state.checkout = Some(std::sync::Arc::new(Checkout {
+        db: db.clone(),
+        edge: regional_core::publishing::EdgeClient::new("http://127.0.0.1:9", signer.clone()),
+        provider: Provider::Test(TestPay::new(db.clone(), "http://127.0.0.1:9", "whsec_test".into())),
+        edge_keys: shared_types::token::KeyRing::default(),
+        signer: signer.clone(),
+        fault: None,
+        grace: chrono::Duration::seconds(30),
+    }));
+    state
+}
+
+/// A venue with `seats` in one row, an event there with a seated tier, and a paid order holding a
+/// ticket for each seat, as checkout leaves it: (event id, order id, ticket ids).
+pub async fn paid_tickets(
+    api: &Api,
+    key: &str,
+    org: &str,
+    seats: &[&str],
+) -> (String, uuid::Uuid, Vec<uuid::Uuid>) {
+    let seat_list: Vec<Value> = seats
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({ "id": s, "label": (i + 1).to_string(), "x": i, "y": 0, "zone": "std" }))
+        .collect();
+    let (s, venue) = api
+        .call(
+            key,
+            Method::POST,
+            "/api/v1/venues",
+            Some(json!({
+            "name": "Hall", "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
+            "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": seat_list }] }] })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{venue}");
+    let (_, event) = api
+        .call(
+            key,
+            Method::POST,
+            "/api/v1/events",
+            Some(json!({ "venue_id": venue["id"], "title": "Gig",
+            "starts_at": "2027-01-01T20:00:00Z", "ends_at": "2027-01-01T23:00:00Z" })),
+        )
+        .await;
+    let event_id = event["id"].as_str().unwrap().to_owned();
+    let (_, tier) = api
+        .call(key, Method::POST, &format!("/api/v1/events/{event_id}/tiers"), Some(json!({
+            "name": "Seats", "kind": "seated", "currency": "EUR", "price_minor": 4000, "quantity": seats.len() })))
+        .await;
+    let order = uuid::Uuid::new_v4();
+    let org: uuid::Uuid = org.parse().unwrap();
+    let event: uuid::Uuid = event_id.parse().unwrap();
+    sqlx::query(
+        "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
+             currency, subtotal_minor, discount_minor, fee_minor, tax_minor, total_minor, hold_expires_at)
+         VALUES ($1, $2, $3, 'v0123456789abcdef', $4, $4, 'x', 'Buyer@Example.test', 'paid', 'EUR', 4000, 0, 0, 0, 4000, now())",
+    )
+    .bind(order)
+    .bind(org)
+    .bind(event)
+    .bind(format!("h0-{}", order.simple()))
+    .execute(&api.db)
+    .await
+    .unwrap();
+    let mut tickets = Vec::new();
+    for seat in seats {
+        let ticket = uuid::Uuid::new_v4();
+        sqlx::query(
+            "INSERT INTO tickets (id, order_id, organization_id, event_id, tier_id, seat_id, holder_email)
+             VALUES ($1, $2, $3, $4, $5::uuid, $6, 'Buyer@Example.test')",
+        )
+        .bind(ticket)
+        .bind(order)
+        .bind(org)
+        .bind(event)
+        .bind(tier["id"].as_str().unwrap())
+        .bind(seat)
+        .execute(&api.db)
+        .await
+        .unwrap();
+        tickets.push(ticket);
+    }
+    (event_id, order, tickets)
+}

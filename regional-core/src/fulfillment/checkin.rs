@@ -1,0 +1,205 @@
+//! Check-in over gRPC (`proto/checkin.proto`): a scanner sends the code it read and its gate; the
+//! core verifies the code (its own signature, the scanner's event, the ticket's current version)
+//! and marks the ticket used with one conditional `UPDATE`, so that of two gates scanning one
+//! ticket at the same moment exactly one admits and the other is told when and where it was used.
+//! Every scan is recorded in `check_ins`.
+
+// tonic's `Status` is large, and gRPC handlers return it by value: that is tonic's design.
+#![allow(clippy::result_large_err)]
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use shared_types::token::{verify, Claims, Expectation, TicketGrant, TokenKind};
+use sqlx::PgPool;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::auth::{authenticate, Caller, Permission};
+use crate::checkout::Checkout;
+use crate::fulfillment::tickets::{code, TicketRow};
+
+pub mod proto {
+    tonic::include_proto!("ticketing.checkin.v1");
+}
+
+use proto::check_in_reply::Result as Outcome;
+use proto::check_in_server::{CheckIn, CheckInServer};
+use proto::{CheckInReply, CheckInRequest, ValidCode, ValidCodesRequest};
+
+/// The check-in service.
+pub struct Gates {
+    checkout: Arc<Checkout>,
+}
+
+impl Gates {
+    pub fn server(checkout: Arc<Checkout>) -> CheckInServer<Self> {
+        CheckInServer::new(Self { checkout })
+    }
+
+    fn db(&self) -> &PgPool {
+        &self.checkout.db
+    }
+
+    /// The scanner behind the request, allowed to scan `event` (its organization's).
+    async fn scanner<T>(&self, req: &Request<T>, event: &str) -> Result<(Caller, Uuid), Status> {
+        let authorization = req.metadata().get("authorization").and_then(|v| v.to_str().ok());
+        let caller = authenticate(self.db(), authorization)
+            .await
+            .map_err(|_| Status::unauthenticated("a valid API key is required (authorization: Bearer)"))?;
+        caller.require(Permission::Scan).map_err(|_| Status::permission_denied("this role may not scan"))?;
+        let event: Uuid = event.parse().map_err(|_| Status::not_found("no such event"))?;
+        let org: Option<Uuid> = sqlx::query_scalar("SELECT organization_id FROM events WHERE id = $1")
+            .bind(event)
+            .fetch_optional(self.db())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        match org {
+            Some(org) if caller.sees(org) => Ok((caller, event)),
+            _ => Err(Status::not_found("no such event")),
+        }
+    }
+
+    async fn record(
+        &self,
+        event: Uuid,
+        ticket: Option<Uuid>,
+        gate: &str,
+        reply: &CheckInReply,
+        scanner: Uuid,
+    ) {
+        let result = match reply.result() {
+            Outcome::Admitted => "admitted",
+            Outcome::AlreadyUsed => "already_used",
+            _ => "refused",
+        };
+        let reason = (!reply.reason.is_empty()).then_some(reply.reason.as_str());
+        let written = sqlx::query(
+            "INSERT INTO check_ins (event_id, ticket_id, gate, result, reason, scanner) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(event)
+        .bind(ticket)
+        .bind(gate)
+        .bind(result)
+        .bind(reason)
+        .bind(scanner)
+        .execute(self.db())
+        .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, "a scan could not be recorded");
+        }
+    }
+}
+
+fn refused(reason: &str) -> CheckInReply {
+    CheckInReply { result: Outcome::Refused as i32, reason: reason.to_owned(), ..Default::default() }
+}
+
+#[tonic::async_trait]
+impl CheckIn for Gates {
+    async fn check_in(&self, req: Request<CheckInRequest>) -> Result<Response<CheckInReply>, Status> {
+        let (caller, event) = self.scanner(&req, &req.get_ref().event_id).await?;
+        let CheckInRequest { code, gate, .. } = req.into_inner();
+        if gate.is_empty() || gate.len() > 64 {
+            return Err(Status::invalid_argument("gate must be 1 to 64 characters"));
+        }
+        let audience = event.to_string();
+        let expect = Expectation {
+            kind: TokenKind::Ticket,
+            issuer: "core",
+            audience: &audience,
+            subject: None,
+            now: chrono::Utc::now().timestamp(),
+        };
+        let claims: Claims<TicketGrant> = match verify(&code, &self.checkout.signer.verifying_ring(), &expect)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let reply = refused(e.reason());
+                self.record(event, None, &gate, &reply, caller.user_id).await;
+                return Ok(Response::new(reply));
+            }
+        };
+        let Ok(ticket) = claims.sub.parse::<Uuid>() else {
+            return Ok(Response::new(refused("malformed")));
+        };
+        let version = claims.extra.version as i32;
+        let db_error = |e: sqlx::Error| Status::unavailable(e.to_string());
+        // The one conditional write: only a valid ticket of this version becomes used.
+        let admitted: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE tickets SET state = 'used', used_at = now(), used_gate = $4, updated_at = now()
+             WHERE id = $1 AND event_id = $2 AND version = $3 AND state = 'valid' RETURNING seat_id",
+        )
+        .bind(ticket)
+        .bind(event)
+        .bind(version)
+        .bind(&gate)
+        .fetch_optional(self.db())
+        .await
+        .map_err(db_error)?;
+        let reply = match admitted {
+            Some(seat) => CheckInReply {
+                result: Outcome::Admitted as i32,
+                ticket_id: ticket.to_string(),
+                seat: seat.unwrap_or_default(),
+                ..Default::default()
+            },
+            None => {
+                let row: Option<(String, i32, Option<String>, Option<chrono::DateTime<chrono::Utc>>, Option<String>)> =
+                    sqlx::query_as(
+                        "SELECT state, version, seat_id, used_at, used_gate FROM tickets WHERE id = $1 AND event_id = $2",
+                    )
+                    .bind(ticket)
+                    .bind(event)
+                    .fetch_optional(self.db())
+                    .await
+                    .map_err(db_error)?;
+                match row {
+                    None => refused("unknown-ticket"),
+                    Some((_, current, ..)) if current != version => refused("old-version"),
+                    Some((state, _, seat, used_at, used_gate)) if state == "used" => CheckInReply {
+                        result: Outcome::AlreadyUsed as i32,
+                        ticket_id: ticket.to_string(),
+                        seat: seat.unwrap_or_default(),
+                        used_at: used_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                        used_gate: used_gate.unwrap_or_default(),
+                        reason: String::new(),
+                    },
+                    Some(_) => refused("void"),
+                }
+            }
+        };
+        self.record(event, Some(ticket), &gate, &reply, caller.user_id).await;
+        Ok(Response::new(reply))
+    }
+
+    type ValidCodesStream = Pin<Box<dyn Stream<Item = Result<ValidCode, Status>> + Send>>;
+
+    async fn valid_codes(
+        &self,
+        req: Request<ValidCodesRequest>,
+    ) -> Result<Response<Self::ValidCodesStream>, Status> {
+        let (_, event) = self.scanner(&req, &req.get_ref().event_id).await?;
+        let rows: Vec<TicketRow> = sqlx::query_as(
+            "SELECT t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at
+             FROM tickets t JOIN events e ON e.id = t.event_id
+             WHERE t.event_id = $1 AND t.state IN ('valid', 'used') ORDER BY t.id",
+        )
+        .bind(event)
+        .fetch_all(self.db())
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+        let signer = self.checkout.signer.clone();
+        let codes = rows.into_iter().map(move |t| {
+            Ok(ValidCode {
+                ticket_id: t.id.to_string(),
+                code: code(&signer, &t),
+                version: t.version,
+                seat: t.seat_id.clone().unwrap_or_default(),
+                used: t.state == "used",
+            })
+        });
+        Ok(Response::new(Box::pin(futures_util::stream::iter(codes))))
+    }
+}

@@ -1,0 +1,158 @@
+//! Check-in over gRPC against real PostgreSQL: a valid code admits once; a replay is told when and
+//! where the ticket was used; forged, old-version and other-event codes are refused; two gates
+//! scanning one ticket at the same moment admit it once; only a key of the event's organization may
+//! scan; the offline list carries every ticket's current code.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{paid_tickets, two_tenants, with_checkout, Api};
+use regional_core::fulfillment::checkin::proto::check_in_client::CheckInClient;
+use regional_core::fulfillment::checkin::proto::check_in_reply::Result as Outcome;
+use regional_core::fulfillment::checkin::proto::{CheckInRequest, ValidCodesRequest};
+use regional_core::fulfillment::checkin::Gates;
+use regional_core::fulfillment::tickets::{code, TicketRow};
+use shared_types::token::TokenSigner;
+use sqlx::PgPool;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+async fn serve(state: &regional_core::AppState) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let gates = Gates::server(state.checkout.clone().unwrap());
+    tokio::spawn(
+        async move { tonic::transport::Server::builder().add_service(gates).serve(addr).await.unwrap() },
+    );
+    addr
+}
+
+async fn client(addr: SocketAddr) -> CheckInClient<Channel> {
+    for _ in 0..50 {
+        if let Ok(c) = CheckInClient::connect(format!("http://{addr}")).await {
+            return c;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the check-in service did not start");
+}
+
+fn scan(code: &str, gate: &str, event: &str, key: &str) -> tonic::Request<CheckInRequest> {
+    let mut req =
+        tonic::Request::new(CheckInRequest { code: code.into(), gate: gate.into(), event_id: event.into() });
+    req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    req
+}
+
+async fn code_of(db: &PgPool, signer: &TokenSigner, ticket: Uuid) -> String {
+    let row: TicketRow = sqlx::query_as(
+        "SELECT t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at
+         FROM tickets t JOIN events e ON e.id = t.event_id WHERE t.id = $1",
+    )
+    .bind(ticket)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    code(signer, &row)
+}
+
+#[sqlx::test]
+async fn a_ticket_admits_once_and_every_bad_code_is_refused(db: PgPool) {
+    let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let state = with_checkout(&db, &signer);
+    let api = Api::start_with(state.clone()).await;
+    let (_, [(org, key), (_, other_key)]) = two_tenants(&api).await;
+    let (event, _, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2", "A-3", "A-4"]).await;
+    let (_, _, elsewhere) = paid_tickets(&api, &key, &org, &["B-1"]).await;
+    let addr = serve(&state).await;
+    let mut gates = client(addr).await;
+
+    // A valid code admits, once; the replay says when and where.
+    let first = code_of(&db, &signer, tickets[0]).await;
+    let r = gates.check_in(scan(&first, "north", &event, &key)).await.unwrap().into_inner();
+    assert_eq!((r.result(), r.seat.as_str()), (Outcome::Admitted, "A-1"));
+    let r = gates.check_in(scan(&first, "south", &event, &key)).await.unwrap().into_inner();
+    assert_eq!((r.result(), r.used_gate.as_str()), (Outcome::AlreadyUsed, "north"));
+    assert!(!r.used_at.is_empty());
+
+    // Forged: one character of the signature changed.
+    let second = code_of(&db, &signer, tickets[1]).await;
+    let cut = second.rfind('.').unwrap() + 1;
+    let flipped = if &second[cut..cut + 1] == "A" { "B" } else { "A" };
+    let forged = format!("{}{flipped}{}", &second[..cut], &second[cut + 1..]);
+    let r = gates.check_in(scan(&forged, "north", &event, &key)).await.unwrap().into_inner();
+    assert_eq!((r.result(), r.reason.as_str()), (Outcome::Refused, "bad-signature"));
+    // Signed by another key.
+    let stranger = TokenSigner::from_seed("core-test", [9; 32]).unwrap();
+    let r = gates
+        .check_in(scan(&code_of(&db, &stranger, tickets[1]).await, "north", &event, &key))
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().reason, "bad-signature");
+    // An old version after a re-issue.
+    sqlx::query("UPDATE tickets SET version = 2 WHERE id = $1").bind(tickets[1]).execute(&db).await.unwrap();
+    let r = gates.check_in(scan(&second, "north", &event, &key)).await.unwrap().into_inner();
+    assert_eq!((r.result(), r.reason.as_str()), (Outcome::Refused, "old-version"));
+    let current = code_of(&db, &signer, tickets[1]).await;
+    let r = gates.check_in(scan(&current, "north", &event, &key)).await.unwrap().into_inner();
+    assert_eq!(r.result(), Outcome::Admitted);
+    // Another event's ticket at this event's gate.
+    let foreign = code_of(&db, &signer, elsewhere[0]).await;
+    let r = gates.check_in(scan(&foreign, "north", &event, &key)).await.unwrap().into_inner();
+    assert_eq!((r.result(), r.reason.as_str()), (Outcome::Refused, "wrong-event"));
+    // A voided (refunded) ticket.
+    sqlx::query("UPDATE tickets SET state = 'void' WHERE id = $1")
+        .bind(tickets[3])
+        .execute(&db)
+        .await
+        .unwrap();
+    let r =
+        gates.check_in(scan(&code_of(&db, &signer, tickets[3]).await, "north", &event, &key)).await.unwrap();
+    assert_eq!(r.into_inner().reason, "void");
+
+    // Two gates at the same moment, ten times over: exactly one admits.
+    let third = code_of(&db, &signer, tickets[2]).await;
+    let mut a = client(addr).await;
+    let mut b = client(addr).await;
+    let (ra, rb) = tokio::join!(
+        a.check_in(scan(&third, "east", &event, &key)),
+        b.check_in(scan(&third, "west", &event, &key))
+    );
+    let results = [ra.unwrap().into_inner().result(), rb.unwrap().into_inner().result()];
+    assert_eq!(results.iter().filter(|r| **r == Outcome::Admitted).count(), 1, "{results:?}");
+    assert_eq!(results.iter().filter(|r| **r == Outcome::AlreadyUsed).count(), 1, "{results:?}");
+
+    // Every scan is on record.
+    let scans: i64 = sqlx::query_scalar("SELECT count(*) FROM check_ins").fetch_one(&db).await.unwrap();
+    assert_eq!(scans, 10);
+
+    // Keys: none, or another organization's, may not scan this event.
+    let mut anonymous = tonic::Request::new(CheckInRequest {
+        code: third.clone(),
+        gate: "x".into(),
+        event_id: event.clone(),
+    });
+    anonymous.metadata_mut().remove("authorization");
+    assert_eq!(gates.check_in(anonymous).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        gates.check_in(scan(&third, "x", &event, &other_key)).await.unwrap_err().code(),
+        tonic::Code::NotFound
+    );
+
+    // The offline list: every live ticket's current code, used ones marked.
+    let mut req = tonic::Request::new(ValidCodesRequest { event_id: event.clone() });
+    req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let mut stream = gates.valid_codes(req).await.unwrap().into_inner();
+    let mut listed = Vec::new();
+    while let Some(item) = stream.message().await.unwrap() {
+        listed.push(item);
+    }
+    assert_eq!(listed.len(), 3, "the void ticket is not listed");
+    let current_listed = listed.iter().find(|c| c.ticket_id == tickets[1].to_string()).unwrap();
+    assert_eq!(
+        (current_listed.code.as_str(), current_listed.version, current_listed.used),
+        (current.as_str(), 2, true)
+    );
+}
