@@ -99,10 +99,13 @@ async fn route(req: Request, env: &Env, ctx: &Context, path: &str) -> Result<Res
         | (Method::Get, ["api", "v1", "orders", _])
         | (Method::Get, ["api", "v1", "orders", _, "tickets"])
         | (Method::Get, ["api", "v1", "orders", _, "tickets", _, "qr.svg" | "qr.png"])
-        | (Method::Post, ["api", "v1", "orders", _, "cancel"]) => match edge_keys(env, path)? {
-            Ok(keys) => proxy::forward(req, env, &keys, path).await,
-            Err(resp) => Ok(resp),
-        },
+        | (Method::Post, ["api", "v1", "orders", _, "cancel"])
+        | (Method::Post, ["api", "v1", "orders", _, "tickets", _, "reissue"]) => {
+            match edge_keys(env, path)? {
+                Ok(keys) => proxy::forward(req, env, &keys, path).await,
+                Err(resp) => Ok(resp),
+            }
+        }
         (_, ["api", "v1", "checkout"] | ["api", "v1", "orders", ..]) => {
             http::problem_of(ProblemType::MethodNotAllowed, "this route does not accept that method", path)
         }

@@ -4,6 +4,7 @@
 //! - `GET  /api/v1/orders/{id}`           the order, with the buyer's order token
 //! - `POST /api/v1/orders/{id}/cancel`    the buyer cancels
 //! - `GET  /api/v1/orders/{id}/tickets[/{ticket}/qr.svg|qr.png]`  the tickets' codes and QR codes
+//! - `POST /api/v1/orders/{id}/tickets/{ticket}/reissue`       a new code for a lost one
 //! - `GET  /api/v1/keys`                  the core's public keys (for scanners)
 //!
 //! The edge checks what it can offline first (a checkout's hold token is its own signature), so

@@ -64,6 +64,7 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("get", "/api/v1/keys"),
         ("get", "/api/v1/orders/{id}/tickets"),
         ("get", "/api/v1/orders/{id}/tickets/{ticket}/{file}"),
+        ("post", "/api/v1/orders/{id}/tickets/{ticket}/reissue"),
     ];
     let mut listed = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {

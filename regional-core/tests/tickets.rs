@@ -95,13 +95,25 @@ async fn a_tickets_qr_code_decodes_to_a_code_that_verifies_offline(db: PgPool) {
     assert_eq!(svg.headers()["content-type"], "image/svg+xml");
     assert!(svg.text().await.unwrap().contains("<svg"));
 
-    // A re-issue (a new version) gives a new code; the old one names the old version.
-    sqlx::query("UPDATE tickets SET version = 2 WHERE id = $1").bind(ticket).execute(&db).await.unwrap();
+    // A re-issue (the buyer lost the code) gives a new version and a new code.
+    let reissue = format!("{}/api/v1/orders/{order}/tickets/{ticket}/reissue", api.base);
+    let reissued: Value =
+        api.http.post(&reissue).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let newer: Claims<TicketGrant> = verify(reissued["code"].as_str().unwrap(), &ring, &expect).unwrap();
+    assert_eq!((newer.extra.version, reissued["version"].as_i64()), (2, Some(2)));
+    assert_ne!(reissued["code"], code.as_str());
     let list: Value =
         get(format!("/api/v1/orders/{order}/tickets"), Some(token.clone())).await.json().await.unwrap();
-    let newer: Claims<TicketGrant> = verify(list[0]["code"].as_str().unwrap(), &ring, &expect).unwrap();
-    assert_eq!(newer.extra.version, 2);
-    assert_ne!(list[0]["code"], code.as_str());
+    assert_eq!(list[0]["code"], reissued["code"]);
+    let outbox: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE payload->>'type' = 'ticket.reissued'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(outbox, 1);
+    // A used ticket cannot be re-issued.
+    sqlx::query("UPDATE tickets SET state = 'used' WHERE id = $1").bind(ticket).execute(&db).await.unwrap();
+    assert_eq!(api.http.post(&reissue).bearer_auth(&token).send().await.unwrap().status(), 409);
 
     // Only the order's own token.
     assert_eq!(get(format!("/api/v1/orders/{order}/tickets"), None).await.status(), 401);

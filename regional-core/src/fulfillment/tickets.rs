@@ -9,6 +9,7 @@
 //! - `GET /api/v1/keys`                                       the core's public keys (public)
 //! - `GET /api/v1/orders/{id}/tickets`                        the order's live tickets with their codes (order token)
 //! - `GET /api/v1/orders/{id}/tickets/{ticket}/qr.svg|qr.png` a ticket's QR code (order token)
+//! - `POST /api/v1/orders/{id}/tickets/{ticket}/reissue`      a new code; the old one stops working (order token)
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
@@ -33,7 +34,11 @@ const PNG_SCALE: usize = 6;
 const QUIET_ZONE: usize = 4;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(keys)).routes(routes!(order_tickets)).routes(routes!(ticket_qr))
+    OpenApiRouter::new()
+        .routes(routes!(keys))
+        .routes(routes!(order_tickets))
+        .routes(routes!(ticket_qr))
+        .routes(routes!(reissue))
 }
 
 /// A ticket as its code needs it.
@@ -205,4 +210,57 @@ async fn ticket_qr(
         "qr.png" => Ok(([(header::CONTENT_TYPE, "image/png"), private], qr_png(&code)?).into_response()),
         _ => Err(ApiError::NotFound),
     }
+}
+
+/// `POST /api/v1/orders/{id}/tickets/{ticket}/reissue`: the buyer lost the code (or fears it was
+/// copied): the ticket gets a new version, so its old code no longer admits (check-in answers
+/// `old-version`). A used or void ticket cannot be re-issued.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/tickets/{ticket}/reissue", tag = "checkout", security(("order_token" = [])),
+    params(("id" = String, Path, description = "the order id"), ("ticket" = String, Path, description = "the ticket id")),
+    responses((status = 200, body = TicketCode), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn reissue(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, ticket)): Path<(String, String)>,
+) -> Result<Json<TicketCode>, ApiError> {
+    let co = checkout_of(&state)?;
+    let order = authorize_buyer(&co, &headers, &id)?;
+    let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
+    let mut tx = state.db.begin().await?;
+    let bumped: Option<(i32, Uuid)> = sqlx::query_as(
+        "UPDATE tickets SET version = version + 1, updated_at = now()
+         WHERE id = $1 AND order_id = $2 AND state = 'valid' RETURNING version, event_id",
+    )
+    .bind(ticket)
+    .bind(order)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((version, event)) = bumped else {
+        let exists: Option<String> =
+            sqlx::query_scalar("SELECT state FROM tickets WHERE id = $1 AND order_id = $2")
+                .bind(ticket)
+                .bind(order)
+                .fetch_optional(&mut *tx)
+                .await?;
+        return Err(match exists {
+            Some(state) => {
+                ApiError::conflict("not_reissuable", format!("a ticket that is {state} cannot be re-issued"))
+            }
+            None => ApiError::NotFound,
+        });
+    };
+    let payload = json!({ "type": "ticket.reissued", "schema_version": 1, "ticket_id": ticket, "order_id": order,
+                          "event_id": event, "version": version, "at": Utc::now() });
+    crate::checkout::driver::outbox(&mut tx, "tickets", event, payload).await?;
+    tx.commit().await?;
+    let row =
+        tickets_of(&state.db, order, Some(ticket)).await?.into_iter().next().ok_or(ApiError::NotFound)?;
+    Ok(Json(TicketCode {
+        id: row.id,
+        seat_id: row.seat_id.clone(),
+        tier_id: row.tier_id,
+        version: row.version,
+        state: row.state.clone(),
+        code: code(&co.signer, &row),
+    }))
 }
