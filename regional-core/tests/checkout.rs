@@ -3,14 +3,8 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::time::Duration;
-
+use common::{checkout, state_with, Api};
 use regional_core::checkout::Checkout;
-use regional_core::payments::testpay::TestPay;
-use regional_core::payments::Provider;
-use regional_core::publishing::EdgeClient;
-use regional_core::{router, AppState};
 use serde_json::{json, Value};
 use shared_types::ids::HoldId;
 use shared_types::token::{Claims, HoldGrant, TokenKind, TokenSigner};
@@ -43,20 +37,10 @@ fn hold_token(signer: &TokenSigner, event: &str, exp_from_now: i64) -> String {
 async fn bad_checkouts_answer_problem_json_and_change_nothing(db: PgPool) {
     let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
     let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let checkout = Checkout {
-        db: db.clone(),
-        edge: EdgeClient::new("http://127.0.0.1:9", core.clone()),
-        provider: Provider::Test(TestPay::new(db.clone(), "http://127.0.0.1:9", "whsec_test".into())),
-        edge_keys: edge.verifying_ring(),
-        signer: core,
-        fault: None,
-        grace: chrono::Duration::seconds(30),
-    };
-    let mut state = AppState::new(db.clone(), Duration::from_secs(1));
-    state.checkout = Some(Arc::new(checkout));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let api =
+        Api::start_with(state_with(Checkout { edge_keys: edge.verifying_ring(), ..checkout(&db, &core) }))
+            .await;
+    let addr = api.base.trim_start_matches("http://").to_owned();
     let url = format!("http://{addr}/api/v1/checkout");
     let event = "00000000-0000-0000-0000-00000000e001";
     let good = hold_token(&edge, event, 600);

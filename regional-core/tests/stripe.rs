@@ -6,21 +6,19 @@ mod common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use common::{checkout, state_with, Api};
 use regional_core::checkout::Checkout;
 use regional_core::payments::stripe::Stripe;
 use regional_core::payments::{
     signature, PaymentProvider, PaymentRequest, Provider, ProviderError, RemoteState,
 };
-use regional_core::publishing::EdgeClient;
-use regional_core::{router, AppState};
 use serde_json::{json, Value};
-use shared_types::token::{KeyRing, TokenSigner};
+use shared_types::token::TokenSigner;
 use sqlx::PgPool;
 
 #[derive(Default)]
@@ -232,24 +230,13 @@ async fn payment_intents_and_refunds_follow_stripes_api() {
 async fn stripe_webhooks_are_verified_deduplicated_and_accepted_during_a_rotation(db: PgPool) {
     let (base, _) = local_stripe().await;
     let signer = TokenSigner::from_seed("core-test", [7; 32]).unwrap();
-    let checkout = Checkout {
-        db: db.clone(),
-        edge: EdgeClient::new("http://127.0.0.1:9", signer.clone()),
-        provider: Provider::Stripe(Stripe::new(
-            &base,
-            "sk_test_local".into(),
-            vec!["whsec_new".into(), "whsec_old".into()],
-        )),
-        edge_keys: KeyRing::default(),
-        signer,
-        fault: None,
-        grace: chrono::Duration::seconds(30),
-    };
-    let mut state = AppState::new(db.clone(), Duration::from_secs(1));
-    state.checkout = Some(Arc::new(checkout));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let stripe = Stripe::new(&base, "sk_test_local".into(), vec!["whsec_new".into(), "whsec_old".into()]);
+    let api = Api::start_with(state_with(Checkout {
+        provider: Provider::Stripe(stripe),
+        ..checkout(&db, &signer)
+    }))
+    .await;
+    let addr = api.base.trim_start_matches("http://").to_owned();
     let url = format!("http://{addr}/api/v1/webhooks/stripe");
     let send = |body: String, header: String| {
         let url = url.clone();

@@ -586,9 +586,8 @@ async fn create_checkout(
         }
         if existing.state == OrderState::Created {
             co.drive(existing.id).await;
-            settle(&state.db, existing.id).await?;
         }
-        let order = view(&state.db, existing.id).await?;
+        let order = settled_view(&state.db, existing.id).await?;
         let token = order_token(&co.signer, order.id, order.event_id, &visitor);
         return Ok(answer(StatusCode::OK, true, CheckoutAnswer { order, order_token: token }));
     }
@@ -676,8 +675,7 @@ async fn create_checkout(
     tx.commit().await?;
 
     co.drive(id).await;
-    settle(&state.db, id).await?;
-    let order = view(&state.db, id).await?;
+    let order = settled_view(&state.db, id).await?;
     if order.state == OrderState::Created {
         return Err(ApiError::Unavailable(
             "the order is recorded but its payment could not be started yet; retry with the same Idempotency-Key".into(),
@@ -687,18 +685,18 @@ async fn create_checkout(
     Ok(answer(StatusCode::CREATED, false, CheckoutAnswer { order, order_token: token }))
 }
 
-/// Waits (up to 5 s) while another worker — a concurrent retry of the same checkout — is starting
-/// the order's payment, so that both answers carry the payment.
-async fn settle(db: &PgPool, id: Uuid) -> Result<(), ApiError> {
+/// The order's view once its payment has started: while another worker (a concurrent retry of
+/// the same checkout) is starting it, waits up to 5 s, so that both answers carry the payment.
+async fn settled_view(db: &PgPool, id: Uuid) -> Result<OrderView, ApiError> {
+    let mut order = view(db, id).await?;
     for _ in 0..100 {
-        let state: OrderState =
-            sqlx::query_scalar("SELECT state FROM orders WHERE id = $1").bind(id).fetch_one(db).await?;
-        if state != OrderState::Created {
+        if order.state != OrderState::Created {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        order = view(db, id).await?;
     }
-    Ok(())
+    Ok(order)
 }
 
 #[derive(sqlx::FromRow)]

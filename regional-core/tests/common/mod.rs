@@ -106,13 +106,11 @@ pub async fn two_tenants(api: &Api) -> (String, [(String, String); 2]) {
     (root, [tenants[0].clone(), tenants[1].clone()])
 }
 
-/// The core's state with checkout configured (its edge and provider unreachable: tests that need
-/// them run end to end).
-pub fn with_checkout(db: &PgPool, signer: &shared_types::token::TokenSigner) -> AppState {
-    use regional_core::checkout::Checkout;
+/// Checkout signing with `signer`, its edge and test provider unreachable (tests that need them
+/// run end to end); a test changes what it needs with `Checkout { field, ..checkout(..) }`.
+pub fn checkout(db: &PgPool, signer: &shared_types::token::TokenSigner) -> regional_core::checkout::Checkout {
     use regional_core::payments::{testpay::TestPay, Provider};
-    let mut state = AppState::new(db.clone(), Duration::from_secs(1));
-    state.checkout = Some(std::sync::Arc::new(Checkout {
+    regional_core::checkout::Checkout {
         db: db.clone(),
         edge: regional_core::publishing::EdgeClient::new("http://127.0.0.1:9", signer.clone()),
         provider: Provider::Test(TestPay::new(db.clone(), "http://127.0.0.1:9", "whsec_test".into())),
@@ -120,8 +118,19 @@ pub fn with_checkout(db: &PgPool, signer: &shared_types::token::TokenSigner) -> 
         signer: signer.clone(),
         fault: None,
         grace: chrono::Duration::seconds(30),
-    }));
+    }
+}
+
+/// The core's state with this checkout.
+pub fn state_with(checkout: regional_core::checkout::Checkout) -> AppState {
+    let mut state = AppState::new(checkout.db.clone(), Duration::from_secs(1));
+    state.checkout = Some(std::sync::Arc::new(checkout));
     state
+}
+
+/// The core's state with the default test [`checkout`].
+pub fn with_checkout(db: &PgPool, signer: &shared_types::token::TokenSigner) -> AppState {
+    state_with(checkout(db, signer))
 }
 
 /// A venue with `seats` in one row, an event there with a seated tier, and a paid order holding a
