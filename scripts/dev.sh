@@ -2,18 +2,23 @@
 # The run command: the whole stack on this machine.
 #   edge (Worker + Durable Objects in workerd, via wrangler dev)  http://127.0.0.1:8787
 #   regional core (against PostgreSQL, migrations applied)        http://127.0.0.1:8080
-# Ctrl-C stops everything it started. EDGE_PORT / CORE_PORT / DATABASE_URL override the defaults.
+#   mail sink (a real SMTP server keeping what the core sends)     http://127.0.0.1:8025
+# Domain events go from the outbox to their consumers in the core's process (no broker needed);
+# set KAFKA_BOOTSTRAP to relay them through a Kafka-protocol broker instead.
+# Ctrl-C stops everything it started. EDGE_PORT / CORE_PORT / MAIL_PORT / DATABASE_URL override the defaults.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 EDGE_PORT="${EDGE_PORT:-8787}"
 CORE_PORT="${CORE_PORT:-8080}"
+MAIL_PORT="${MAIL_PORT:-8025}"
+SMTP_PORT="${SMTP_PORT:-1025}"
 export DATABASE_URL="${DATABASE_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/ticketing}"
 
 bash "$ROOT/scripts/bootstrap.sh" --no-kafka --no-browser
 bash "$ROOT/scripts/dev-keys.sh"
-for port in "$EDGE_PORT" "$CORE_PORT"; do
-  port_open "$port" && die "port $port is already in use (another dev.sh?); set EDGE_PORT / CORE_PORT"
+for port in "$EDGE_PORT" "$CORE_PORT" "$MAIL_PORT" "$SMTP_PORT"; do
+  port_open "$port" && die "port $port is already in use (another dev.sh?); set EDGE_PORT / CORE_PORT / MAIL_PORT / SMTP_PORT"
 done
 bash "$ROOT/scripts/build-worker.sh"
 timed "cargo build regional-core" cargo build -q -p regional-core
@@ -32,10 +37,17 @@ stop_all() {
 trap 'stop_all; exit 0' INT TERM
 trap stop_all EXIT
 
+log "starting the mail sink: SMTP on 127.0.0.1:$SMTP_PORT, mailbox http://127.0.0.1:$MAIL_PORT"
+(exec setsid node "$ROOT/scripts/smtp-sink.mjs" --port "$SMTP_PORT" --http "$MAIL_PORT" --dir "$LOCAL/mail") \
+  >"$LOCAL/logs/mail.log" 2>&1 </dev/null &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$MAIL_PORT/messages" 20 || { tail -n 30 "$LOCAL/logs/mail.log"; die "the mail sink did not start"; }
+
 log "starting the regional core on 127.0.0.1:$CORE_PORT (logs: $LOCAL/logs/core.log)"
 (
   set -a && source "$LOCAL/core.env" && set +a
   export EDGE_URL="http://127.0.0.1:$EDGE_PORT"
+  export SMTP_URL="${SMTP_URL:-smtp://127.0.0.1:$SMTP_PORT}"
   export CORE_PUBLIC_URL="http://127.0.0.1:$CORE_PORT"
   exec setsid "$CARGO_TARGET_DIR/debug/regional-core" serve --listen "127.0.0.1:$CORE_PORT"
 ) >"$LOCAL/logs/core.log" 2>&1 &
@@ -73,6 +85,7 @@ cat <<MSG
   edge (buyers)      http://127.0.0.1:$EDGE_PORT
   health chain       http://127.0.0.1:$EDGE_PORT/healthz
   regional core      http://127.0.0.1:$CORE_PORT   (health: /healthz)
+  mail sent          http://127.0.0.1:$MAIL_PORT   (every mail the core sent, as received over SMTP)
   database           ${DATABASE_URL%%\?*}
   logs               $LOCAL/logs/
 
@@ -80,7 +93,7 @@ MSG
 curl -s "http://127.0.0.1:$EDGE_PORT/healthz" || true
 printf '\n\nPress Ctrl-C to stop.\n'
 
-# Stay up while both run; if either exits, stop the other and say so.
+# Stay up while all run; if one exits, stop the others and say so.
 set +e
 wait -n "${PIDS[@]}"
 log "a service exited; see $LOCAL/logs/"

@@ -49,6 +49,6 @@ if want e2e; then
   timed "binaries build" cargo build --locked -q --workspace --bins
   KAFKA_PORT=$KAFKA_PORT timed "kafka start" bash "$ROOT/scripts/kafka.sh" start
   E2E_CORE_BIN="$CARGO_TARGET_DIR/debug/regional-core" E2E_DATABASE_SERVER="$PG_SERVER" \
-    KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" timed "e2e tests" "${NEXTEST[@]}" -E 'package(e2e)'
+    KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" TANSU="$TANSU" timed "e2e tests" "${NEXTEST[@]}" -E 'package(e2e)'
 fi
 log "all tests passed in $(($(date +%s) - started)) s"

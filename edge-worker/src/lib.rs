@@ -41,6 +41,7 @@ async fn route(req: Request, env: &Env, ctx: &Context, path: &str) -> Result<Res
         (Method::Get | Method::Head, ["healthz"]) => health::healthz(env).await,
         (_, ["healthz"]) => http::problem_of(ProblemType::MethodNotAllowed, "use GET", path),
         (Method::Get | Method::Head, ["orders", order]) => pages::order_page(order),
+        (Method::Get | Method::Head, ["transfers", transfer]) => pages::transfer_page(transfer),
         (method, ["events", event, rest @ ..]) => {
             let Ok(event) = EventId::parse(event) else {
                 return http::problem_of(ProblemType::NotFound, "no such event", path);
@@ -100,13 +101,17 @@ async fn route(req: Request, env: &Env, ctx: &Context, path: &str) -> Result<Res
         | (Method::Get, ["api", "v1", "orders", _, "tickets"])
         | (Method::Get, ["api", "v1", "orders", _, "tickets", _, "qr.svg" | "qr.png"])
         | (Method::Post, ["api", "v1", "orders", _, "cancel"])
-        | (Method::Post, ["api", "v1", "orders", _, "tickets", _, "reissue"]) => {
+        | (Method::Post, ["api", "v1", "orders", _, "tickets", _, "reissue" | "transfer"])
+        | (Method::Post, ["api", "v1", "orders", _, "tickets", _, "transfer", "cancel"])
+        | (Method::Get, ["api", "v1", "transfers", _])
+        | (Method::Get, ["api", "v1", "transfers", _, "qr.svg" | "qr.png"])
+        | (Method::Post, ["api", "v1", "transfers", _, "accept" | "decline"]) => {
             match edge_keys(env, path)? {
                 Ok(keys) => proxy::forward(req, env, &keys, path).await,
                 Err(resp) => Ok(resp),
             }
         }
-        (_, ["api", "v1", "checkout"] | ["api", "v1", "orders", ..]) => {
+        (_, ["api", "v1", "checkout"] | ["api", "v1", "orders" | "transfers", ..]) => {
             http::problem_of(ProblemType::MethodNotAllowed, "this route does not accept that method", path)
         }
         (_, ["internal", "v1", "events", event, rest @ ..]) => {

@@ -403,12 +403,57 @@ if(o.state==='awaiting_payment'&&o.payment&&o.payment.redirect_url){
  h+='<p>Please pay before '+esc(new Date(o.hold_expires_at).toLocaleTimeString())+'.</p><p><a id="pay" href="'+esc(o.payment.redirect_url)+'">Pay now</a></p>';}
 var live=(o.tickets||[]).filter(function(x){return x.state==='valid';});
 if(o.tickets&&o.tickets.length){h+='<h2>Your tickets</h2><ul>';o.tickets.forEach(function(x){
- h+='<li>'+(x.seat_id?'Seat '+esc(x.seat_id):'Standing')+' — '+esc(x.state)+'</li>';});h+='</ul>';
+ h+='<li>'+(x.seat_id?'Seat '+esc(x.seat_id):'Standing')+' — '+(x.transferred?'given to someone else':esc(x.state))+'</li>';});h+='</ul>';
+ live=live.filter(function(x){return !x.transferred;});
  live.forEach(function(x){h+='<figure class="qr" id="qr-'+esc(x.id)+'"><figcaption>'+(x.seat_id?'Seat '+esc(x.seat_id):'Standing')+
-  ': show this at the gate</figcaption></figure>';});}
+  ': show this at the gate</figcaption></figure><form class="give" data-ticket="'+esc(x.id)+'"><label>Give this ticket to (e-mail) '+
+  '<input type="email" name="to" required></label> <button>Send</button> <span class="said" role="status"></span></form>';});}
 box.innerHTML=h;
+box.querySelectorAll('form.give').forEach(function(f){f.addEventListener('submit',async function(e){e.preventDefault();
+ var said=f.querySelector('.said'),r=await fetch('/api/v1/orders/'+id+'/tickets/'+f.getAttribute('data-ticket')+'/transfer',
+ {method:'POST',headers:{authorization:'Bearer '+t,'content-type':'application/json'},body:JSON.stringify({to_email:f.to.value})});
+ var j=await r.json();said.textContent=r.status===201?'Offered to '+j.to_email+' until '+new Date(j.expires_at).toLocaleString()+
+ '. It stays yours until they accept.':(j.detail||('Could not offer it ('+r.status+')'));});});
 live.forEach(async function(x){var q=await fetch('/api/v1/orders/'+id+'/tickets/'+x.id+'/qr.svg',{headers:{authorization:'Bearer '+t}});
  if(q.status===200){var f=document.getElementById('qr-'+x.id);var d=document.createElement('div');d.setAttribute('role','img');
  d.setAttribute('aria-label','QR code of the ticket');d.innerHTML=await q.text();f.appendChild(d);}});
 if(['paid','cancelled','refunded'].indexOf(o.state)<0)setTimeout(load,2000);}
+load();})();"#;
+
+/// `GET /transfers/{id}`: a ticket offered to the visitor. The transfer token comes from the
+/// fragment of the mail's link; the script shows the offer, accepts or declines it, and then shows
+/// the ticket's QR code.
+pub fn transfer_page(transfer: &str) -> Result<Response> {
+    let transfer = escape(transfer);
+    let body = format!(
+        "<h1>A ticket for you</h1><div id=\"transfer\" data-transfer=\"{transfer}\" class=\"box\" role=\"status\" aria-live=\"polite\">\
+         <p>Loading the offer…</p></div>\
+         <noscript><p class=\"box error\">This page needs JavaScript to show the offer.</p></noscript>\
+         <script>{TRANSFER_SCRIPT}</script>"
+    );
+    html(200, page("A ticket for you", None, &body))
+}
+
+const TRANSFER_SCRIPT: &str = r#"(function(){var box=document.getElementById('transfer'),id=box.getAttribute('data-transfer');
+var t=location.hash.slice(1)||sessionStorage.getItem('transfer-'+id);
+if(location.hash){sessionStorage.setItem('transfer-'+id,t);history.replaceState(null,'',location.pathname);}
+function esc(s){return String(s).replace(/[&<>"']/g,function(c){return '&#'+c.charCodeAt(0)+';';});}
+var auth={authorization:'Bearer '+t};
+function show(x){var h='<p><strong>'+esc(x.event_title)+'</strong>, '+esc(new Date(x.starts_at).toLocaleString())+'</p>'+
+ '<p>'+esc(x.tier)+(x.seat_id?', seat '+esc(x.seat_id):'')+'</p><p id="state">';
+ if(x.state==='offered'){h+='Offered to '+esc(x.to_email)+' until '+esc(new Date(x.expires_at).toLocaleString())+'.</p>'+
+  '<p><button id="accept">Accept the ticket</button> <button id="decline">No, thanks</button></p>';}
+ else if(x.state==='accepted'){h+='It is yours: show this at the gate.</p><figure class="qr" id="qr"></figure>';}
+ else{h+='This offer is '+esc(x.state)+'.</p>';}
+ box.innerHTML=h;
+ if(x.state==='offered'){document.getElementById('accept').onclick=function(){act('accept');};
+  document.getElementById('decline').onclick=function(){act('decline');};}
+ if(x.state==='accepted'){fetch('/api/v1/transfers/'+id+'/qr.svg',{headers:auth}).then(function(r){return r.status===200?r.text():'';})
+  .then(function(svg){var d=document.createElement('div');d.setAttribute('role','img');d.setAttribute('aria-label','QR code of the ticket');
+  d.innerHTML=svg;document.getElementById('qr').appendChild(d);});}}
+async function act(what){var r=await fetch('/api/v1/transfers/'+id+'/'+what,{method:'POST',headers:auth});var j=await r.json();
+ if(r.status===200)show(j);else box.insertAdjacentHTML('beforeend','<p class="error">'+esc(j.detail||r.status)+'</p>');}
+async function load(){if(!t){box.innerHTML='<p>Open this page from the link in your mail.</p>';return;}
+ var r=await fetch('/api/v1/transfers/'+id,{headers:auth});
+ if(r.status!==200){box.innerHTML='<p>This offer could not be shown ('+r.status+').</p>';return;}show(await r.json());}
 load();})();"#;

@@ -85,6 +85,29 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     out.push_str("# TYPE ticketing_db_connections_in_use gauge\n");
     out.push_str(&format!("ticketing_db_connections_in_use {in_use}\n"));
     out.push_str(&format!("ticketing_db_connections_open {}\n", state.db.size()));
+    let lag = crate::bus::relay::lag_seconds(&state.db).await?;
+    out.push_str("# HELP ticketing_outbox_lag_seconds Age of the oldest outbox row not yet relayed.\n");
+    out.push_str("# TYPE ticketing_outbox_lag_seconds gauge\n");
+    out.push_str(&format!("ticketing_outbox_lag_seconds {lag}\n"));
+    // Pending and parked only (partial indexes): sent mails are history.
+    let mails: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM notifications WHERE state = 'pending'),
+                (SELECT count(*) FROM notifications WHERE state = 'parked')",
+    )
+    .fetch_one(&state.db)
+    .await?;
+    out.push_str(
+        "# HELP ticketing_notifications Mails waiting to be sent, and parked after repeated failure.\n",
+    );
+    out.push_str("# TYPE ticketing_notifications gauge\n");
+    out.push_str(&format!("ticketing_notifications{{state=\"pending\"}} {}\n", mails.0));
+    out.push_str(&format!("ticketing_notifications{{state=\"parked\"}} {}\n", mails.1));
+    let failed = crate::notifications::sender::FAILED_ATTEMPTS.load(std::sync::atomic::Ordering::Relaxed);
+    out.push_str(
+        "# HELP ticketing_notification_failures_total Failed attempts to send a mail since start.\n",
+    );
+    out.push_str("# TYPE ticketing_notification_failures_total counter\n");
+    out.push_str(&format!("ticketing_notification_failures_total {failed}\n"));
     if let Some(rss) = resident_memory_bytes() {
         out.push_str("# HELP process_resident_memory_bytes Resident memory size in bytes.\n");
         out.push_str("# TYPE process_resident_memory_bytes gauge\n");
@@ -117,6 +140,8 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(catalog::routes())
         .merge(checkout::routes())
         .merge(crate::fulfillment::tickets::routes())
+        .merge(crate::fulfillment::transfers::routes())
+        .merge(crate::notifications::ops::routes())
 }
 
 #[derive(utoipa::OpenApi)]
@@ -153,6 +178,15 @@ impl utoipa::Modify for BearerKeys {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWS (EdDSA), from checkout")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "transfer_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWS (EdDSA), from the transfer offer's mail")
                     .build(),
             ),
         );
@@ -270,10 +304,70 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => tracing::warn!("CORE_SIGNING_KEY or EDGE_VERIFYING_KEYS is not set: checkout answers 503"),
     }
+    start_fulfillment(&args, &state.db).await?;
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, database = %args.database.database_url, "core listening");
     axum::serve(listener, router_with(state, extra)).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("core stopped");
+    Ok(())
+}
+
+/// The outbox relay (to Kafka, or to the consumers in this process), the consumers, the mail
+/// sender and the reminders.
+async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::bus::{kafka, relay};
+    use crate::notifications::{reminders, sender, MailSettings, Notifier};
+    let f = &args.fulfillment;
+    let mut consumers: Vec<Arc<dyn crate::bus::Consumer>> = Vec::new();
+    if let Some(key) = &args.core_signing_key {
+        let mail = Arc::new(MailSettings {
+            buyer_url: f.buyer_url.clone().unwrap_or_else(|| args.edge_url.clone()),
+            signer: key.0.clone(),
+        });
+        consumers.push(Arc::new(Notifier::new(mail.clone())));
+        let lead = chrono::Duration::hours(f.reminder_lead_hours);
+        tokio::spawn(reminders::run(db.clone(), mail, lead, Duration::from_secs(60)));
+        match &f.smtp_url {
+            Some(url) => {
+                let from = f.mail_from.parse().map_err(|e| format!("MAIL_FROM: {e}"))?;
+                let settings = sender::SenderSettings {
+                    from,
+                    max_attempts: f.notify_max_attempts.max(1),
+                    retry_base: Duration::from_millis(f.notify_retry_base_ms),
+                    per_hour: f.notify_per_hour.max(1),
+                    domain: "ticketing.local".into(),
+                };
+                let s = sender::Sender::new(db.clone(), url, settings, key.0.clone())?;
+                tokio::spawn(Arc::new(s).run(Duration::from_millis(500)));
+                tracing::info!("notifications: sending mail over SMTP");
+            }
+            None => tracing::warn!("SMTP_URL is not set: mails are queued, not sent"),
+        }
+    }
+    let poll = Duration::from_millis(f.outbox_poll_ms);
+    let sink = match &f.kafka_bootstrap {
+        Some(bootstrap) => {
+            let settings = kafka::KafkaSettings {
+                bootstrap: bootstrap.clone(),
+                topic_prefix: f.kafka_topic_prefix.clone(),
+                partitions: f.kafka_partitions.max(1),
+            };
+            if let Err(e) = settings.create_topics().await {
+                // The broker may be down now: the relay waits for it; topics can be made later.
+                tracing::warn!(error = %e, "kafka: could not create the topics");
+            }
+            for c in consumers {
+                tokio::spawn(kafka::run_consumer(db.clone(), settings.clone(), c));
+            }
+            tracing::info!(bootstrap, "outbox: relayed to Kafka");
+            relay::Sink::Kafka(kafka::Publisher::new(settings)?)
+        }
+        None => {
+            tracing::info!("outbox: delivered in-process (KAFKA_BOOTSTRAP is not set)");
+            relay::Sink::InProcess(consumers)
+        }
+    };
+    tokio::spawn(relay::Relay::new(db.clone(), sink).run(poll));
     Ok(())
 }
 

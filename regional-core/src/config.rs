@@ -69,6 +69,48 @@ pub struct ServeArgs {
     pub core_signing_key: Option<SecretKey>,
     #[command(flatten)]
     pub checkout: CheckoutArgs,
+    #[command(flatten)]
+    pub fulfillment: FulfillmentArgs,
+}
+
+/// Domain events (the outbox relay) and notifications.
+#[derive(Debug, Clone, Args)]
+pub struct FulfillmentArgs {
+    /// The Kafka-protocol broker (`host:port`, comma-separated). Without it the outbox is delivered
+    /// to the consumers in this process.
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: Option<String>,
+    /// Prepended to the topic names (`ticketing.` gives `ticketing.orders.v1`).
+    #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "ticketing.")]
+    pub kafka_topic_prefix: String,
+    /// Partitions of the topics the relay creates.
+    #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3)]
+    pub kafka_partitions: i32,
+    /// How often the relay looks for unsent outbox rows when nothing woke it, in milliseconds.
+    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 1000)]
+    pub outbox_poll_ms: u64,
+    /// The SMTP server (`smtp://host:port`, `smtp://user:pass@host:587?tls=required`,
+    /// `smtps://…`). Without it mails are queued but not sent.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// The mails' sender.
+    #[arg(long, env = "MAIL_FROM", default_value = "Tickets <tickets@localhost>")]
+    pub mail_from: String,
+    /// Where buyers open their pages (the edge's public URL), for links in mails; `EDGE_URL` when unset.
+    #[arg(long, env = "BUYER_URL")]
+    pub buyer_url: Option<String>,
+    /// Failed attempts before a mail is parked.
+    #[arg(long, env = "NOTIFY_MAX_ATTEMPTS", default_value_t = 8)]
+    pub notify_max_attempts: i32,
+    /// The first retry's delay in milliseconds (doubled at each attempt, at most an hour).
+    #[arg(long, env = "NOTIFY_RETRY_BASE_MS", default_value_t = 5000)]
+    pub notify_retry_base_ms: u64,
+    /// Most mails to one recipient per hour (the rest wait).
+    #[arg(long, env = "NOTIFY_PER_HOUR", default_value_t = 20)]
+    pub notify_per_hour: i64,
+    /// How long before an event its reminders go out, in hours.
+    #[arg(long, env = "REMINDER_LEAD_HOURS", default_value_t = 24)]
+    pub reminder_lead_hours: i64,
 }
 
 /// Checkout and payments.

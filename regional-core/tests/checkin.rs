@@ -156,3 +156,82 @@ async fn a_ticket_admits_once_and_every_bad_code_is_refused(db: PgPool) {
         (current.as_str(), 2, true)
     );
 }
+
+#[sqlx::test]
+async fn offline_scans_sync_back_at_their_own_time_once_and_double_entries_are_told(db: PgPool) {
+    use regional_core::fulfillment::checkin::proto::{OfflineScan, SyncScansRequest};
+    let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let state = with_checkout(&db, &signer);
+    let api = Api::start_with(state.clone()).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, _, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2", "A-3"]).await;
+    let mut gates = client(serve(&state).await).await;
+    let codes = [
+        code_of(&db, &signer, tickets[0]).await,
+        code_of(&db, &signer, tickets[1]).await,
+        code_of(&db, &signer, tickets[2]).await,
+    ];
+    // A-3 was scanned online first.
+    let r = gates.check_in(scan(&codes[2], "main", &event, &key)).await.unwrap().into_inner();
+    assert_eq!(r.result(), Outcome::Admitted);
+
+    let at = |mins: i64| (chrono::Utc::now() - chrono::Duration::minutes(mins)).to_rfc3339();
+    let (early, late) = (at(30), at(20));
+    let scans = vec![
+        // A-1 scanned at two offline gates; sent latest first: the earliest is the first use.
+        OfflineScan { code: codes[0].clone(), gate: "east".into(), scanned_at: late.clone() },
+        OfflineScan { code: codes[0].clone(), gate: "west".into(), scanned_at: early.clone() },
+        OfflineScan { code: codes[1].clone(), gate: "east".into(), scanned_at: early.clone() },
+        OfflineScan { code: codes[2].clone(), gate: "east".into(), scanned_at: early.clone() },
+        OfflineScan { code: "forged".into(), gate: "east".into(), scanned_at: early.clone() },
+    ];
+    let sync = |scans: Vec<OfflineScan>| {
+        let mut req = tonic::Request::new(SyncScansRequest { event_id: event.clone(), scans });
+        req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+        req
+    };
+    let results = gates.sync_scans(sync(scans.clone())).await.unwrap().into_inner().results;
+    let outcomes: Vec<Outcome> = results.iter().map(|r| r.result()).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::AlreadyUsed, Outcome::Admitted, Outcome::Admitted, Outcome::AlreadyUsed, Outcome::Refused]
+    );
+    assert_eq!(results[0].used_gate, "west", "the double entry names the first use");
+    assert_eq!(results[3].used_gate, "main");
+    let (used_at, gate): (chrono::DateTime<chrono::Utc>, String) =
+        sqlx::query_as("SELECT used_at, used_gate FROM tickets WHERE id = $1")
+            .bind(tickets[0])
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (used_at.to_rfc3339(), gate.as_str()),
+        (
+            chrono::SubsecRound::trunc_subsecs(chrono::DateTime::parse_from_rfc3339(&early).unwrap(), 6)
+                .with_timezone(&chrono::Utc)
+                .to_rfc3339(),
+            "west"
+        )
+    );
+
+    // The same sync again (a scanner that did not hear the answer) changes nothing.
+    let again = gates.sync_scans(sync(scans)).await.unwrap().into_inner().results;
+    assert_eq!(again.iter().map(|r| r.result()).collect::<Vec<_>>(), outcomes);
+    let admitted: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE topic = 'checkins'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(admitted, 3, "one ticket.checked_in per ticket");
+    let payloads: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT payload FROM outbox").fetch_all(&db).await.unwrap();
+    for p in &payloads {
+        regional_core::bus::schema::check(p).unwrap_or_else(|e| panic!("{e}: {p}"));
+    }
+
+    // Bad input is refused whole.
+    let future = vec![OfflineScan { code: codes[1].clone(), gate: "east".into(), scanned_at: at(-60) }];
+    assert_eq!(gates.sync_scans(sync(future)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    let garbled =
+        vec![OfflineScan { code: codes[1].clone(), gate: "east".into(), scanned_at: "yesterday".into() }];
+    assert_eq!(gates.sync_scans(sync(garbled)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+}

@@ -65,6 +65,14 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("get", "/api/v1/orders/{id}/tickets"),
         ("get", "/api/v1/orders/{id}/tickets/{ticket}/{file}"),
         ("post", "/api/v1/orders/{id}/tickets/{ticket}/reissue"),
+        ("post", "/api/v1/orders/{id}/tickets/{ticket}/transfer"),
+        ("post", "/api/v1/orders/{id}/tickets/{ticket}/transfer/cancel"),
+        ("get", "/api/v1/transfers/{id}"),
+        ("get", "/api/v1/transfers/{id}/{file}"),
+        ("post", "/api/v1/transfers/{id}/accept"),
+        ("post", "/api/v1/transfers/{id}/decline"),
+        ("get", "/api/v1/ops/notifications"),
+        ("post", "/api/v1/ops/notifications/{id}/retry"),
     ];
     let mut listed = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {

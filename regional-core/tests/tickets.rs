@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{paid_tickets, two_tenants, with_checkout, Api};
+use common::{decode_png, paid_tickets, two_tenants, with_checkout, Api};
 use regional_core::fulfillment::tickets::holder_of;
 use serde_json::{json, Value};
 use shared_types::token::{verify, Claims, Expectation, KeyRing, TicketGrant, TokenKind, TokenSigner};
@@ -23,20 +23,6 @@ fn order_token(signer: &TokenSigner, order: Uuid, event: &str) -> String {
         extra: json!({}),
     };
     signer.sign(TokenKind::Order, &claims)
-}
-
-/// Reads a QR code out of a greyscale PNG with an independent decoder.
-fn decode_png(bytes: &[u8]) -> String {
-    let decoder = png::Decoder::new(bytes);
-    let mut reader = decoder.read_info().unwrap();
-    let mut pixels = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut pixels).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Grayscale);
-    let (w, h) = (info.width as usize, info.height as usize);
-    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
-    let grids = image.detect_grids();
-    assert_eq!(grids.len(), 1, "one QR code in the image");
-    grids[0].decode().unwrap().1
 }
 
 #[sqlx::test]

@@ -42,6 +42,10 @@ pub enum TokenKind {
     /// A ticket's code (signed by the core, shown as a QR code, checked at the gate).
     #[serde(rename = "ticket")]
     Ticket,
+    /// A ticket offered to someone by e-mail: lets its recipient see and accept (or decline) the
+    /// offer (signed by the core; `jti` is the transfer id).
+    #[serde(rename = "transfer")]
+    Transfer,
 }
 
 impl TokenKind {
@@ -53,6 +57,7 @@ impl TokenKind {
             Self::Challenge => "challenge",
             Self::Order => "order",
             Self::Ticket => "ticket",
+            Self::Transfer => "transfer",
         }
     }
 }

@@ -129,6 +129,36 @@ pub fn drop_database(name: &str) {
         .status();
 }
 
+/// A fresh, migrated database `name` (dropped first if a previous run left it) and a pool on it.
+pub async fn fresh_database(name: &str) -> sqlx::PgPool {
+    drop_database(name);
+    let args = regional_core::DatabaseArgs {
+        database_url: database_url(name).parse().expect("database url"),
+        max_connections: 16,
+    };
+    regional_core::db::migrate(&args).await.expect("migrate");
+    regional_core::db::pool(&args).expect("pool")
+}
+
+/// Starts the Kafka-protocol broker (tansu, `TANSU`) on `port` with its SQLite store in `dir`
+/// (kept across restarts: stop it and start it again on the same `dir` to bring it back).
+pub fn start_tansu(port: u16, dir: &std::path::Path) -> Service {
+    std::fs::create_dir_all(dir).expect("broker dir");
+    let listener = format!("tcp://127.0.0.1:{port}");
+    let mut cmd = Command::new(required_env("TANSU"));
+    cmd.args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .current_dir(dir)
+        .env("RUST_LOG", "warn");
+    let service = spawn("tansu", cmd, port, dir);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "tansu did not listen on {port}:\n{}", service.log_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    service
+}
+
 /// Starts the regional core on `port` against `database_url`, applying migrations first when
 /// `migrate` is true.
 pub fn start_core(port: u16, database_url: &str, migrate: bool, log_dir: &std::path::Path) -> Service {
@@ -149,6 +179,9 @@ pub fn start_core_with(
         .env("CORE_HEALTH_TIMEOUT_MS", "1000")
         .env("CORE_GRPC_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "info")
+        // Tests share one broker: a core uses it only when its test says so.
+        .env_remove("KAFKA_BOOTSTRAP")
+        .env_remove("SMTP_URL")
         .env_remove("CORE_SIGNING_KEY");
     for (k, v) in env {
         cmd.env(k, v);

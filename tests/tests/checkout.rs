@@ -274,6 +274,14 @@ async fn audit(db: &PgPool) {
         0,
         "the provider refunded another amount than the order says"
     );
+    // Every domain event the run wrote matches its documented schema (docs/schemas/events.v1.json).
+    let payloads: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT payload FROM outbox ORDER BY id").fetch_all(db).await.unwrap();
+    for p in &payloads {
+        if let Err(e) = regional_core::bus::schema::check(p) {
+            panic!("an outbox message does not match the schema: {e}\n{p}");
+        }
+    }
 }
 
 async fn pool(db: &str) -> PgPool {

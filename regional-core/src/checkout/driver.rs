@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::saga::{self, Input, OrderState, Outcome};
 use super::Checkout;
+use crate::bus::outbox;
 use crate::payments::{PaymentProvider, PaymentRequest, ProviderError, RemoteState};
 use crate::publishing::EdgeError;
 
@@ -177,23 +178,32 @@ pub async fn record_payment(
     .await?;
     if let Some((payment, from)) = changed {
         audit(conn, "payment", payment, order, actor, Some(&from), to, json!({})).await?;
+        payment_event(conn, order, &format!("payment.{to}"), json!({})).await?;
     }
     Ok(())
 }
 
-/// Appends a domain event to the outbox (in the caller's transaction).
-pub async fn outbox(
+/// A `payments` event of the payment (or its refund) of `order`, written with one statement.
+async fn payment_event(
     conn: &mut PgConnection,
-    topic: &str,
-    key: Uuid,
-    payload: Value,
+    order: Uuid,
+    kind: &str,
+    extra: Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO outbox (topic, key, payload) VALUES ($1, $2, $3)")
-        .bind(topic)
-        .bind(key.to_string())
-        .bind(payload)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "INSERT INTO outbox (topic, key, payload)
+         SELECT 'payments', o.event_id::text, jsonb_build_object('type', $2::text, 'schema_version', 1,
+             'order_id', o.id, 'event_id', o.event_id, 'organization_id', o.organization_id,
+             'payment_id', p.id, 'provider', p.provider, 'provider_ref', p.provider_ref,
+             'amount_minor', p.amount_minor, 'refunded_minor', p.refunded_minor, 'currency', p.currency,
+             'at', now()) || $3::jsonb
+         FROM orders o JOIN payments p ON p.order_id = o.id WHERE o.id = $1",
+    )
+    .bind(order)
+    .bind(kind)
+    .bind(extra)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -530,6 +540,8 @@ impl Checkout {
                 event_payload("order.paid", o, json!({ "tickets": tickets })),
             )
             .await?;
+            let issued = event_payload("ticket.issued", o, json!({ "tickets": tickets }));
+            outbox(&mut tx, "tickets", o.event_id, issued).await?;
             tx.commit().await
         }
         .await;
@@ -674,6 +686,8 @@ impl Checkout {
                         .bind(o.refund_minor)
                         .execute(&mut *tx)
                         .await?;
+                        payment_event(&mut tx, o.id, "payment.refunded", json!({ "refund_id": refund }))
+                            .await?;
                     }
                     tx.commit().await
                 }
@@ -702,10 +716,16 @@ impl Checkout {
         let result: Result<(), sqlx::Error> = async {
             let mut tx = self.db.begin().await?;
             if apply(&mut tx, o.id, o.state, Input::Refunded, "checkout", json!({ "refund_minor": o.refund_minor })).await?.is_some() {
-                sqlx::query("UPDATE tickets SET state = 'void', updated_at = now() WHERE order_id = $1 AND state = 'valid'")
-                    .bind(o.id)
-                    .execute(&mut *tx)
-                    .await?;
+                let void: Vec<Uuid> = sqlx::query_scalar(
+                    "UPDATE tickets SET state = 'void', updated_at = now() WHERE order_id = $1 AND state = 'valid' RETURNING id",
+                )
+                .bind(o.id)
+                .fetch_all(&mut *tx)
+                .await?;
+                if !void.is_empty() {
+                    let voided = event_payload("ticket.voided", o, json!({ "ticket_ids": void }));
+                    outbox(&mut tx, "tickets", o.event_id, voided).await?;
+                }
                 let payload = event_payload("order.refunded", o, json!({ "refund_minor": o.refund_minor, "outcome": o.outcome }));
                 outbox(&mut tx, "orders", o.event_id, payload).await?;
             }

@@ -129,6 +129,9 @@ pub struct TicketView {
     pub seat_id: Option<String>,
     pub state: String,
     pub version: i32,
+    /// Given to someone else (an accepted transfer): the order no longer shows its code.
+    #[serde(default)]
+    pub transferred: bool,
 }
 
 /// An order as its buyer and organizer see it.
@@ -202,7 +205,9 @@ pub async fn view(db: &PgPool, id: Uuid) -> Result<OrderView, ApiError> {
              (SELECT to_jsonb(p) FROM (SELECT provider, state, redirect_url, client_secret, refunded_minor
                   FROM payments WHERE order_id = $1) p),
              (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.seat_id, t.id), '[]') FROM
-                 (SELECT id, tier_id, seat_id, state, version FROM tickets WHERE order_id = $1) t)
+                 (SELECT t.id, t.tier_id, t.seat_id, t.state, t.version,
+                         lower(t.holder_email) <> lower(o.email) AS transferred
+                  FROM tickets t JOIN orders o ON o.id = t.order_id WHERE t.order_id = $1) t)
          FROM (SELECT {HEAD_COLUMNS} FROM orders WHERE id = $1) h"
     ))
     .bind(id)
@@ -247,7 +252,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(key.to_owned())
 }
 
-fn valid_email(email: &str) -> bool {
+pub(crate) fn valid_email(email: &str) -> bool {
     let Some((local, domain)) = email.rsplit_once('@') else { return false };
     (3..=254).contains(&email.len())
         && !local.is_empty()
@@ -260,7 +265,7 @@ fn now_secs() -> i64 {
 }
 
 /// The buyer's order token.
-fn order_token(signer: &TokenSigner, order: Uuid, event: Uuid, visitor: &str) -> String {
+pub(crate) fn order_token(signer: &TokenSigner, order: Uuid, event: Uuid, visitor: &str) -> String {
     let now = now_secs();
     let claims = Claims {
         iss: "core".to_owned(),

@@ -10,6 +10,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use chrono::SubsecRound as _;
 use futures_util::Stream;
 use shared_types::token::{verify, Claims, Expectation, TicketGrant, TokenKind};
 use sqlx::PgPool;
@@ -26,7 +27,7 @@ pub mod proto {
 
 use proto::check_in_reply::Result as Outcome;
 use proto::check_in_server::{CheckIn, CheckInServer};
-use proto::{CheckInReply, CheckInRequest, ValidCode, ValidCodesRequest};
+use proto::{CheckInReply, CheckInRequest, SyncScansReply, SyncScansRequest, ValidCode, ValidCodesRequest};
 
 /// The check-in service.
 pub struct Gates {
@@ -101,77 +102,39 @@ impl CheckIn for Gates {
     async fn check_in(&self, req: Request<CheckInRequest>) -> Result<Response<CheckInReply>, Status> {
         let (caller, event) = self.scanner(&req, &req.get_ref().event_id).await?;
         let CheckInRequest { code, gate, .. } = req.into_inner();
-        if gate.is_empty() || gate.len() > 64 {
-            return Err(Status::invalid_argument("gate must be 1 to 64 characters"));
+        check_gate(&gate)?;
+        self.scan(&caller, event, &code, &gate, None).await.map(Response::new)
+    }
+
+    async fn sync_scans(&self, req: Request<SyncScansRequest>) -> Result<Response<SyncScansReply>, Status> {
+        let (caller, event) = self.scanner(&req, &req.get_ref().event_id).await?;
+        let scans = req.into_inner().scans;
+        if scans.len() > 10_000 {
+            return Err(Status::invalid_argument("at most 10,000 scans per call"));
         }
-        let audience = event.to_string();
-        let expect = Expectation {
-            kind: TokenKind::Ticket,
-            issuer: "core",
-            audience: &audience,
-            subject: None,
-            now: chrono::Utc::now().timestamp(),
-        };
-        let claims: Claims<TicketGrant> = match verify(&code, &self.checkout.signer.verifying_ring(), &expect)
-        {
-            Ok(c) => c,
-            Err(e) => {
-                let reply = refused(e.reason());
-                self.record(event, None, &gate, &reply, caller.user_id).await;
-                return Ok(Response::new(reply));
+        let now = chrono::Utc::now();
+        let mut timed = Vec::with_capacity(scans.len());
+        for (i, s) in scans.iter().enumerate() {
+            check_gate(&s.gate)?;
+            let at = chrono::DateTime::parse_from_rfc3339(&s.scanned_at)
+                .map_err(|_| Status::invalid_argument(format!("scans[{i}].scanned_at is not RFC 3339")))?
+                .with_timezone(&chrono::Utc)
+                .trunc_subsecs(6);
+            if at > now + chrono::Duration::minutes(5) || at < now - chrono::Duration::days(7) {
+                return Err(Status::invalid_argument(format!(
+                    "scans[{i}].scanned_at must be within the last 7 days"
+                )));
             }
-        };
-        let Ok(ticket) = claims.sub.parse::<Uuid>() else {
-            return Ok(Response::new(refused("malformed")));
-        };
-        let version = claims.extra.version as i32;
-        let db_error = |e: sqlx::Error| Status::unavailable(e.to_string());
-        // The one conditional write: only a valid ticket of this version becomes used.
-        let admitted: Option<Option<String>> = sqlx::query_scalar(
-            "UPDATE tickets SET state = 'used', used_at = now(), used_gate = $4, updated_at = now()
-             WHERE id = $1 AND event_id = $2 AND version = $3 AND state = 'valid' RETURNING seat_id",
-        )
-        .bind(ticket)
-        .bind(event)
-        .bind(version)
-        .bind(&gate)
-        .fetch_optional(self.db())
-        .await
-        .map_err(db_error)?;
-        let reply = match admitted {
-            Some(seat) => CheckInReply {
-                result: Outcome::Admitted as i32,
-                ticket_id: ticket.to_string(),
-                seat: seat.unwrap_or_default(),
-                ..Default::default()
-            },
-            None => {
-                let row: Option<(String, i32, Option<String>, Option<chrono::DateTime<chrono::Utc>>, Option<String>)> =
-                    sqlx::query_as(
-                        "SELECT state, version, seat_id, used_at, used_gate FROM tickets WHERE id = $1 AND event_id = $2",
-                    )
-                    .bind(ticket)
-                    .bind(event)
-                    .fetch_optional(self.db())
-                    .await
-                    .map_err(db_error)?;
-                match row {
-                    None => refused("unknown-ticket"),
-                    Some((_, current, ..)) if current != version => refused("old-version"),
-                    Some((state, _, seat, used_at, used_gate)) if state == "used" => CheckInReply {
-                        result: Outcome::AlreadyUsed as i32,
-                        ticket_id: ticket.to_string(),
-                        seat: seat.unwrap_or_default(),
-                        used_at: used_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                        used_gate: used_gate.unwrap_or_default(),
-                        reason: String::new(),
-                    },
-                    Some(_) => refused("void"),
-                }
-            }
-        };
-        self.record(event, Some(ticket), &gate, &reply, caller.user_id).await;
-        Ok(Response::new(reply))
+            timed.push((at, i));
+        }
+        // In time order, so that the first use is the earliest scan.
+        timed.sort();
+        let mut results = vec![CheckInReply::default(); scans.len()];
+        for (at, i) in timed {
+            let s = &scans[i];
+            results[i] = self.scan(&caller, event, &s.code, &s.gate, Some(at)).await?;
+        }
+        Ok(Response::new(SyncScansReply { results }))
     }
 
     type ValidCodesStream = Pin<Box<dyn Stream<Item = Result<ValidCode, Status>> + Send>>;
@@ -201,5 +164,121 @@ impl CheckIn for Gates {
             })
         });
         Ok(Response::new(Box::pin(futures_util::stream::iter(codes))))
+    }
+}
+
+/// A ticket's state, version, seat, and when and where it was used.
+type TicketUse = (String, i32, Option<String>, Option<chrono::DateTime<chrono::Utc>>, Option<String>);
+
+fn check_gate(gate: &str) -> Result<(), Status> {
+    if gate.is_empty() || gate.len() > 64 {
+        return Err(Status::invalid_argument("gate must be 1 to 64 characters"));
+    }
+    Ok(())
+}
+
+impl Gates {
+    /// One scan: `at` is when an offline scanner admitted (now when `None`).
+    async fn scan(
+        &self,
+        caller: &Caller,
+        event: Uuid,
+        code: &str,
+        gate: &str,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<CheckInReply, Status> {
+        let audience = event.to_string();
+        let expect = Expectation {
+            kind: TokenKind::Ticket,
+            issuer: "core",
+            audience: &audience,
+            subject: None,
+            now: chrono::Utc::now().timestamp(),
+        };
+        let claims: Claims<TicketGrant> = match verify(code, &self.checkout.signer.verifying_ring(), &expect)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let reply = refused(e.reason());
+                self.record(event, None, gate, &reply, caller.user_id).await;
+                return Ok(reply);
+            }
+        };
+        let Ok(ticket) = claims.sub.parse::<Uuid>() else {
+            return Ok(refused("malformed"));
+        };
+        let version = claims.extra.version as i32;
+        let db_error = |e: sqlx::Error| Status::unavailable(e.to_string());
+        // The one conditional write: only a valid ticket of this version becomes used; its event
+        // goes to the outbox in the same statement.
+        let admitted: Option<Option<String>> = sqlx::query_scalar(
+            "WITH used AS (
+                UPDATE tickets SET state = 'used', used_at = COALESCE($5, now()), used_gate = $4, updated_at = now()
+                WHERE id = $1 AND event_id = $2 AND version = $3 AND state = 'valid'
+                RETURNING id, seat_id, order_id, tier_id, used_at),
+             published AS (
+                INSERT INTO outbox (topic, key, payload)
+                SELECT 'checkins', $2::text, jsonb_build_object('type', 'ticket.checked_in', 'schema_version', 1,
+                    'event_id', $2, 'ticket_id', id, 'order_id', order_id, 'tier_id', tier_id, 'seat_id', seat_id,
+                    'gate', $4, 'at', used_at, 'offline', $5 IS NOT NULL)
+                FROM used)
+             SELECT seat_id FROM used",
+        )
+        .bind(ticket)
+        .bind(event)
+        .bind(version)
+        .bind(gate)
+        .bind(at)
+        .fetch_optional(self.db())
+        .await
+        .map_err(db_error)?;
+        let reply = match admitted {
+            Some(seat) => CheckInReply {
+                result: Outcome::Admitted as i32,
+                ticket_id: ticket.to_string(),
+                seat: seat.unwrap_or_default(),
+                ..Default::default()
+            },
+            None => {
+                let row: Option<TicketUse> =
+                    sqlx::query_as(
+                        "SELECT state, version, seat_id, used_at, used_gate FROM tickets WHERE id = $1 AND event_id = $2",
+                    )
+                    .bind(ticket)
+                    .bind(event)
+                    .fetch_optional(self.db())
+                    .await
+                    .map_err(db_error)?;
+                match row {
+                    None => refused("unknown-ticket"),
+                    Some((_, current, ..)) if current != version => refused("old-version"),
+                    // This very offline scan, synced again.
+                    Some((state, _, seat, used_at, used_gate))
+                        if state == "used"
+                            && at.is_some()
+                            && used_at == at
+                            && used_gate.as_deref() == Some(gate) =>
+                    {
+                        return Ok(CheckInReply {
+                            result: Outcome::Admitted as i32,
+                            ticket_id: ticket.to_string(),
+                            seat: seat.unwrap_or_default(),
+                            ..Default::default()
+                        });
+                    }
+                    Some((state, _, seat, used_at, used_gate)) if state == "used" => CheckInReply {
+                        result: Outcome::AlreadyUsed as i32,
+                        ticket_id: ticket.to_string(),
+                        seat: seat.unwrap_or_default(),
+                        used_at: used_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                        used_gate: used_gate.unwrap_or_default(),
+                        reason: String::new(),
+                    },
+                    Some(_) => refused("void"),
+                }
+            }
+        };
+        self.record(event, Some(ticket), gate, &reply, caller.user_id).await;
+        Ok(reply)
     }
 }

@@ -4,3 +4,4 @@
 
 pub mod checkin;
 pub mod tickets;
+pub mod transfers;

@@ -129,8 +129,9 @@ async fn tickets_of(
 ) -> Result<Vec<TicketRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at
-         FROM tickets t JOIN events e ON e.id = t.event_id
+         FROM tickets t JOIN events e ON e.id = t.event_id JOIN orders o ON o.id = t.order_id
          WHERE t.order_id = $1 AND ($2::uuid IS NULL OR t.id = $2) AND t.state <> 'void'
+           AND lower(t.holder_email) = lower(o.email)
          ORDER BY t.seat_id, t.id",
     )
     .bind(order)
@@ -228,20 +229,24 @@ async fn reissue(
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let mut tx = state.db.begin().await?;
     let bumped: Option<(i32, Uuid)> = sqlx::query_as(
-        "UPDATE tickets SET version = version + 1, updated_at = now()
-         WHERE id = $1 AND order_id = $2 AND state = 'valid' RETURNING version, event_id",
+        "UPDATE tickets t SET version = version + 1, updated_at = now() FROM orders o
+         WHERE t.id = $1 AND t.order_id = $2 AND t.state = 'valid' AND o.id = t.order_id
+           AND lower(t.holder_email) = lower(o.email)
+         RETURNING t.version, t.event_id",
     )
     .bind(ticket)
     .bind(order)
     .fetch_optional(&mut *tx)
     .await?;
     let Some((version, event)) = bumped else {
-        let exists: Option<String> =
-            sqlx::query_scalar("SELECT state FROM tickets WHERE id = $1 AND order_id = $2")
-                .bind(ticket)
-                .bind(order)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let exists: Option<String> = sqlx::query_scalar(
+            "SELECT t.state FROM tickets t JOIN orders o ON o.id = t.order_id
+                 WHERE t.id = $1 AND t.order_id = $2 AND lower(t.holder_email) = lower(o.email)",
+        )
+        .bind(ticket)
+        .bind(order)
+        .fetch_optional(&mut *tx)
+        .await?;
         return Err(match exists {
             Some(state) => {
                 ApiError::conflict("not_reissuable", format!("a ticket that is {state} cannot be re-issued"))
@@ -251,7 +256,7 @@ async fn reissue(
     };
     let payload = json!({ "type": "ticket.reissued", "schema_version": 1, "ticket_id": ticket, "order_id": order,
                           "event_id": event, "version": version, "at": Utc::now() });
-    crate::checkout::driver::outbox(&mut tx, "tickets", event, payload).await?;
+    crate::bus::outbox(&mut tx, "tickets", event, payload).await?;
     tx.commit().await?;
     let row =
         tickets_of(&state.db, order, Some(ticket)).await?.into_iter().next().ok_or(ApiError::NotFound)?;

@@ -1,0 +1,169 @@
+//! The outbox relay: publishes unsent outbox rows in id order, and marks a row sent only after its
+//! sink acknowledged it (the broker, with `acks=all`; or every in-process consumer, committed). A
+//! crash between the two sends the row again: consumers deduplicate by message id ([`deliver`]).
+//!
+//! One relay publishes at a time across every core (a PostgreSQL advisory lock held on a dedicated
+//! connection), so rows go out in one order; the others wait to take over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+
+use super::kafka::Publisher;
+use super::{deliver, Consumer, Message};
+
+/// The advisory lock that makes one relay the publisher ("outbox" in ASCII).
+const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
+
+/// Where the relay delivers.
+pub enum Sink {
+    /// A Kafka-protocol broker; the consumers read it in their own groups.
+    Kafka(Publisher),
+    /// No broker: straight to the consumers, in this process.
+    InProcess(Vec<Arc<dyn Consumer>>),
+}
+
+pub struct Relay {
+    db: PgPool,
+    sink: Sink,
+    /// Rows per batch.
+    batch: i64,
+    /// Test only: stop (as a crash would) after this many rows of a batch were acknowledged, before
+    /// marking any of them sent.
+    crash_after: Option<usize>,
+}
+
+impl Relay {
+    pub fn new(db: PgPool, sink: Sink) -> Self {
+        Self { db, sink, batch: 500, crash_after: None }
+    }
+
+    pub fn with_batch(mut self, rows: i64) -> Self {
+        self.batch = rows.max(1);
+        self
+    }
+
+    /// Test only: see [`Relay::crash_after`].
+    pub fn crashing_after(mut self, rows: usize) -> Self {
+        self.crash_after = Some(rows);
+        self
+    }
+
+    /// Publishes until the process stops: takes the relay lock, then relays whenever rows commit
+    /// (woken by the outbox trigger) or every `poll`.
+    pub async fn run(mut self, poll: Duration) {
+        loop {
+            let mut lock = match self.db.acquire().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay: no database connection");
+                    tokio::time::sleep(poll).await;
+                    continue;
+                }
+            };
+            let held: Result<bool, _> = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(RELAY_LOCK)
+                .fetch_one(&mut *lock)
+                .await;
+            if !matches!(held, Ok(true)) {
+                // Another core relays; try again later (it may stop).
+                drop(lock);
+                tokio::time::sleep(poll * 4).await;
+                continue;
+            }
+            tracing::info!(sink = self.sink_name(), "relay: publishing the outbox");
+            let mut listener = PgListener::connect_with(&self.db).await.ok();
+            if let Some(l) = listener.as_mut() {
+                let _ = l.listen("outbox").await;
+            }
+            loop {
+                match self.relay_batch().await {
+                    Ok(n) if n as i64 >= self.batch => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "relay: batch failed; retrying"),
+                }
+                // Still ours? (A lost connection releases the lock.)
+                let still: Result<i64, _> = sqlx::query_scalar("SELECT 1::int8").fetch_one(&mut *lock).await;
+                if still.is_err() {
+                    break;
+                }
+                match listener.as_mut() {
+                    Some(l) => {
+                        let _ = tokio::time::timeout(poll, l.recv()).await;
+                    }
+                    None => tokio::time::sleep(poll).await,
+                }
+            }
+        }
+    }
+
+    fn sink_name(&self) -> &'static str {
+        match self.sink {
+            Sink::Kafka(_) => "kafka",
+            Sink::InProcess(_) => "in-process",
+        }
+    }
+
+    /// Relays one batch of unsent rows; answers how many were marked sent.
+    pub async fn relay_batch(&mut self) -> Result<usize, String> {
+        let rows: Vec<Message> = sqlx::query_as(
+            "SELECT id, topic, key, payload FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(self.batch)
+        .fetch_all(&self.db)
+        .await
+        .map_err(|e| e.to_string())?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let rows = match self.crash_after {
+            Some(n) => &rows[..n.min(rows.len())],
+            None => &rows[..],
+        };
+        let delivered = match &mut self.sink {
+            Sink::Kafka(publisher) => publisher.publish(rows).await,
+            Sink::InProcess(consumers) => deliver_in_process(&self.db, consumers, rows).await,
+        };
+        if self.crash_after.is_some() {
+            return Err(format!("simulated crash after {delivered} acknowledged rows, none marked sent"));
+        }
+        let ids: Vec<i64> = rows[..delivered].iter().map(|m| m.id).collect();
+        if !ids.is_empty() {
+            sqlx::query("UPDATE outbox SET sent_at = now() WHERE id = ANY($1)")
+                .bind(&ids)
+                .execute(&self.db)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if delivered < rows.len() {
+            return Err(format!("{} of {} rows delivered", delivered, rows.len()));
+        }
+        Ok(delivered)
+    }
+}
+
+/// Delivers `rows` in order to every consumer of their topic; answers how many rows (a prefix)
+/// every consumer applied.
+async fn deliver_in_process(db: &PgPool, consumers: &[Arc<dyn Consumer>], rows: &[Message]) -> usize {
+    for (i, row) in rows.iter().enumerate() {
+        for c in consumers.iter().filter(|c| c.topics().contains(&row.topic.as_str())) {
+            if let Err(e) = deliver(db, c.as_ref(), row).await {
+                tracing::warn!(consumer = c.name(), message = row.id, error = %e, "consumer failed; retrying");
+                return i;
+            }
+        }
+    }
+    rows.len()
+}
+
+/// Seconds since the oldest unsent outbox row was written (0 when none): the relay's lag.
+pub async fn lag_seconds(db: &PgPool) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT COALESCE((SELECT EXTRACT(EPOCH FROM now() - created_at)::float8
+                          FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1), 0)",
+    )
+    .fetch_one(db)
+    .await
+}

@@ -1,0 +1,378 @@
+//! Ticket transfer by e-mail, accepted by its recipient.
+//!
+//! - `POST /api/v1/orders/{id}/tickets/{ticket}/transfer`         offer a ticket to an address (order token)
+//! - `POST /api/v1/orders/{id}/tickets/{ticket}/transfer/cancel`  withdraw the open offer (order token)
+//! - `GET  /api/v1/transfers/{id}`                                the offer, and the ticket's code once accepted (transfer token)
+//! - `POST /api/v1/transfers/{id}/accept` · `/decline`            the recipient decides (transfer token)
+//! - `GET  /api/v1/transfers/{id}/qr.svg|qr.png`                  the accepted ticket's QR code (transfer token)
+//!
+//! The offer goes to the outbox (`ticket.transfer_offered`); the notifier mails the recipient a
+//! link carrying a transfer token (signed by the core, `jti` the transfer, valid until the offer
+//! expires), so that no secret is stored or published. Acceptance moves the ticket to the
+//! recipient and bumps its version in one transaction: the giver's code stops admitting at once.
+//! An offer expires after 72 hours or when the event starts, whichever is first.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared_types::token::{unverified_audience, verify, Claims, Expectation, TokenKind, TokenSigner};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::checkout::{authorize_buyer, checkout_of, Checkout};
+use crate::error::ApiError;
+use crate::fulfillment::tickets::{code, qr_png, qr_svg, TicketRow};
+
+/// How long an offer stays open (unless the event starts first).
+const OFFER_HOURS: i64 = 72;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(offer))
+        .routes(routes!(withdraw))
+        .routes(routes!(show))
+        .routes(routes!(accept))
+        .routes(routes!(decline))
+        .routes(routes!(transfer_qr))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TransferRequest {
+    /// Who receives the ticket.
+    pub to_email: String,
+}
+
+/// A transfer as its giver and recipient see it.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TransferView {
+    pub id: Uuid,
+    pub ticket_id: Uuid,
+    pub event_id: Uuid,
+    pub event_title: String,
+    pub starts_at: DateTime<Utc>,
+    pub seat_id: Option<String>,
+    pub tier: String,
+    pub to_email: String,
+    /// `offered`, `accepted`, `declined`, `cancelled` or `expired`.
+    pub state: String,
+    pub expires_at: DateTime<Utc>,
+    /// The ticket's code, once accepted (for its new holder, while they hold it).
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+const VIEW: &str = "SELECT x.id, x.ticket_id, x.event_id, e.title AS event_title, e.starts_at, t.seat_id,
+        tt.name AS tier, x.to_email,
+        CASE WHEN x.state = 'offered' AND x.expires_at <= now() THEN 'expired' ELSE x.state END AS state,
+        x.expires_at
+    FROM ticket_transfers x JOIN tickets t ON t.id = x.ticket_id JOIN events e ON e.id = x.event_id
+    JOIN ticket_tiers tt ON tt.id = t.tier_id WHERE x.id = $1";
+
+async fn view(db: &sqlx::PgPool, id: Uuid) -> Result<TransferView, ApiError> {
+    sqlx::query_as(VIEW).bind(id).fetch_optional(db).await?.ok_or(ApiError::NotFound)
+}
+
+/// The recipient's token for transfer `id` (what the offer mail links to).
+pub fn transfer_token(
+    signer: &TokenSigner,
+    id: Uuid,
+    event: Uuid,
+    to_email: &str,
+    expires_at: DateTime<Utc>,
+) -> String {
+    let now = Utc::now().timestamp();
+    let claims = Claims {
+        iss: "core".to_owned(),
+        aud: event.to_string(),
+        sub: crate::fulfillment::tickets::holder_of(to_email),
+        iat: now,
+        // Readable a week past the offer, so that the recipient sees what became of it.
+        exp: (expires_at + chrono::Duration::days(7)).timestamp(),
+        jti: id.to_string(),
+        extra: json!({}),
+    };
+    signer.sign(TokenKind::Transfer, &claims)
+}
+
+/// The transfer a transfer token in `Authorization: Bearer` opens (it must be for `id`).
+fn authorize_recipient(co: &Checkout, headers: &HeaderMap, id: &str) -> Result<Uuid, ApiError> {
+    let token = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Token {
+            reason: "missing",
+            detail: "a transfer token is required (Authorization: Bearer)".into(),
+        })?
+        .trim();
+    let audience = unverified_audience(token)
+        .ok_or(ApiError::Token { reason: "malformed", detail: "the transfer token is malformed".into() })?;
+    let expect = Expectation {
+        kind: TokenKind::Transfer,
+        issuer: "core",
+        audience: &audience,
+        subject: None,
+        now: Utc::now().timestamp(),
+    };
+    let claims: Claims<Value> = verify(token, &co.signer.verifying_ring(), &expect)
+        .map_err(|e| ApiError::Token { reason: e.reason(), detail: e.to_string() })?;
+    if claims.jti != id {
+        return Err(ApiError::NotFound);
+    }
+    id.parse().map_err(|_| ApiError::NotFound)
+}
+
+/// `POST /api/v1/orders/{id}/tickets/{ticket}/transfer`: offers the ticket to `to_email`, who gets
+/// a mail to accept it. The ticket keeps admitting its current holder until the offer is accepted.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/tickets/{ticket}/transfer", tag = "checkout", security(("order_token" = [])),
+    params(("id" = String, Path, description = "the order id"), ("ticket" = String, Path, description = "the ticket id")),
+    request_body = TransferRequest,
+    responses((status = 201, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn offer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, ticket)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let co = checkout_of(&state)?;
+    let order = authorize_buyer(&co, &headers, &id)?;
+    let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
+    let req: TransferRequest = crate::api::parse_json(&body)?;
+    let to = req.to_email.trim().to_owned();
+    if !crate::checkout::valid_email(&to) {
+        return Err(ApiError::field("to_email", "must be an e-mail address"));
+    }
+    let mut tx = state.db.begin().await?;
+    // The ticket, still its order's (not given away), valid, and its event not started.
+    let found: Option<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT t.event_id, t.state, o.email, e.starts_at FROM tickets t
+         JOIN orders o ON o.id = t.order_id JOIN events e ON e.id = t.event_id
+         WHERE t.id = $1 AND t.order_id = $2 AND lower(t.holder_email) = lower(o.email) FOR UPDATE OF t",
+    )
+    .bind(ticket)
+    .bind(order)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (event, ticket_state, from, starts_at) = found.ok_or(ApiError::NotFound)?;
+    if ticket_state != "valid" {
+        return Err(ApiError::conflict(
+            "not_transferable",
+            format!("a ticket that is {ticket_state} cannot be transferred"),
+        ));
+    }
+    if to.eq_ignore_ascii_case(&from) {
+        return Err(ApiError::field("to_email", "is the ticket's holder already"));
+    }
+    let expires_at = (Utc::now() + chrono::Duration::hours(OFFER_HOURS)).min(starts_at);
+    if expires_at <= Utc::now() {
+        return Err(ApiError::conflict(
+            "too_late",
+            "the event has started: its tickets can no longer be transferred",
+        ));
+    }
+    // An expired offer no longer blocks a new one.
+    sqlx::query("UPDATE ticket_transfers SET state = 'expired', decided_at = now() WHERE ticket_id = $1 AND state = 'offered' AND expires_at <= now()")
+        .bind(ticket)
+        .execute(&mut *tx)
+        .await?;
+    let transfer = Uuid::new_v4();
+    let inserted = sqlx::query(
+        "INSERT INTO ticket_transfers (id, ticket_id, order_id, event_id, from_email, to_email, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(transfer)
+    .bind(ticket)
+    .bind(order)
+    .bind(event)
+    .bind(&from)
+    .bind(&to)
+    .bind(expires_at)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(ApiError::conflict(
+                "transfer_open",
+                "this ticket is already offered to someone: cancel that offer first",
+            ));
+        }
+        other => other?,
+    };
+    let payload = json!({ "type": "ticket.transfer_offered", "schema_version": 1, "transfer_id": transfer,
+        "ticket_id": ticket, "order_id": order, "event_id": event, "to_email": to, "expires_at": expires_at,
+        "tickets": [ticket], "at": Utc::now() });
+    crate::bus::outbox(&mut tx, "tickets", event, payload).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(view(&state.db, transfer).await?)).into_response())
+}
+
+/// `POST /api/v1/orders/{id}/tickets/{ticket}/transfer/cancel`: withdraws the ticket's open offer.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/tickets/{ticket}/transfer/cancel", tag = "checkout", security(("order_token" = [])),
+    params(("id" = String, Path, description = "the order id"), ("ticket" = String, Path, description = "the ticket id")),
+    responses((status = 200, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn withdraw(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, ticket)): Path<(String, String)>,
+) -> Result<Json<TransferView>, ApiError> {
+    let co = checkout_of(&state)?;
+    let order = authorize_buyer(&co, &headers, &id)?;
+    let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
+    let cancelled: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE ticket_transfers SET state = 'cancelled', decided_at = now()
+         WHERE ticket_id = $1 AND order_id = $2 AND state = 'offered' AND expires_at > now() RETURNING id",
+    )
+    .bind(ticket)
+    .bind(order)
+    .fetch_optional(&state.db)
+    .await?;
+    match cancelled {
+        Some(t) => Ok(Json(view(&state.db, t).await?)),
+        None => Err(ApiError::conflict("no_open_offer", "this ticket has no open transfer offer")),
+    }
+}
+
+/// `GET /api/v1/transfers/{id}`: the offer as its recipient sees it; with the ticket's code once
+/// they accepted it (and while they hold it).
+#[utoipa::path(get, path = "/api/v1/transfers/{id}", tag = "checkout", security(("transfer_token" = [])),
+    params(("id" = String, Path, description = "the transfer id")),
+    responses((status = 200, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn show(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<TransferView>, ApiError> {
+    let co = checkout_of(&state)?;
+    let id = authorize_recipient(&co, &headers, &id)?;
+    let mut v = view(&state.db, id).await?;
+    if v.state == "accepted" {
+        v.code = held_ticket(&state.db, id).await?.map(|t| code(&co.signer, &t));
+    }
+    Ok(Json(v))
+}
+
+/// The transferred ticket, while its recipient still holds it.
+async fn held_ticket(db: &sqlx::PgPool, transfer: Uuid) -> Result<Option<TicketRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at
+         FROM ticket_transfers x JOIN tickets t ON t.id = x.ticket_id JOIN events e ON e.id = t.event_id
+         WHERE x.id = $1 AND x.state = 'accepted' AND t.state <> 'void' AND lower(t.holder_email) = lower(x.to_email)",
+    )
+    .bind(transfer)
+    .fetch_optional(db)
+    .await
+}
+
+/// `POST /api/v1/transfers/{id}/accept`: the ticket becomes the recipient's, with a new code; the
+/// giver's code no longer admits. Accepting twice answers the same.
+#[utoipa::path(post, path = "/api/v1/transfers/{id}/accept", tag = "checkout", security(("transfer_token" = [])),
+    params(("id" = String, Path, description = "the transfer id")),
+    responses((status = 200, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn accept(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<TransferView>, ApiError> {
+    let co = checkout_of(&state)?;
+    let id = authorize_recipient(&co, &headers, &id)?;
+    let mut tx = state.db.begin().await?;
+    let offer: Option<(Uuid, Uuid, String, String, String, bool)> = sqlx::query_as(
+        "SELECT ticket_id, event_id, from_email, to_email, state, expires_at <= now() FROM ticket_transfers WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (ticket, event, from, to, offer_state, expired) = offer.ok_or(ApiError::NotFound)?;
+    match (offer_state.as_str(), expired) {
+        ("accepted", _) => {
+            drop(tx);
+            return show(State(state), headers, Path(id.to_string())).await;
+        }
+        ("offered", false) => {}
+        ("offered", true) => return Err(ApiError::conflict("offer_expired", "this offer has expired")),
+        (s, _) => return Err(ApiError::conflict("offer_closed", format!("this offer was {s}"))),
+    }
+    // Still the giver's and valid (a used, refunded or re-given ticket cannot move).
+    let moved: Option<i32> = sqlx::query_scalar(
+        "UPDATE tickets SET holder_email = $3, version = version + 1, updated_at = now()
+         WHERE id = $1 AND state = 'valid' AND lower(holder_email) = lower($2) RETURNING version",
+    )
+    .bind(ticket)
+    .bind(&from)
+    .bind(&to)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(version) = moved else {
+        sqlx::query("UPDATE ticket_transfers SET state = 'cancelled', decided_at = now() WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Err(ApiError::conflict(
+            "not_transferable",
+            "the ticket can no longer be transferred (used, refunded or re-given)",
+        ));
+    };
+    sqlx::query("UPDATE ticket_transfers SET state = 'accepted', decided_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let payload = json!({ "type": "ticket.transferred", "schema_version": 1, "transfer_id": id, "ticket_id": ticket,
+        "event_id": event, "version": version, "at": Utc::now() });
+    crate::bus::outbox(&mut tx, "tickets", event, payload).await?;
+    tx.commit().await?;
+    show(State(state), headers, Path(id.to_string())).await
+}
+
+/// `POST /api/v1/transfers/{id}/decline`: the recipient says no; the ticket stays its giver's.
+#[utoipa::path(post, path = "/api/v1/transfers/{id}/decline", tag = "checkout", security(("transfer_token" = [])),
+    params(("id" = String, Path, description = "the transfer id")),
+    responses((status = 200, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn decline(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<TransferView>, ApiError> {
+    let co = checkout_of(&state)?;
+    let id = authorize_recipient(&co, &headers, &id)?;
+    let declined: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE ticket_transfers SET state = 'declined', decided_at = now()
+         WHERE id = $1 AND state = 'offered' AND expires_at > now() RETURNING id",
+    )
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?;
+    let v = view(&state.db, id).await?;
+    match declined {
+        Some(_) => Ok(Json(v)),
+        None => Err(ApiError::conflict("offer_closed", format!("this offer is {}", v.state))),
+    }
+}
+
+/// `GET /api/v1/transfers/{id}/{file}`: `qr.svg` or `qr.png` of the accepted ticket (transfer token).
+#[utoipa::path(get, path = "/api/v1/transfers/{id}/{file}", tag = "checkout", security(("transfer_token" = [])),
+    params(("id" = String, Path, description = "the transfer id"), ("file" = String, Path, description = "qr.svg or qr.png")),
+    responses((status = 200, description = "image/svg+xml or image/png"), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn transfer_qr(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((id, file)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let co = checkout_of(&state)?;
+    let id = authorize_recipient(&co, &headers, &id)?;
+    let ticket = held_ticket(&state.db, id).await?.ok_or(ApiError::NotFound)?;
+    let code = code(&co.signer, &ticket);
+    let private = (header::CACHE_CONTROL, "private, no-store");
+    match file.as_str() {
+        "qr.svg" => Ok(([(header::CONTENT_TYPE, "image/svg+xml"), private], qr_svg(&code)?).into_response()),
+        "qr.png" => Ok(([(header::CONTENT_TYPE, "image/png"), private], qr_png(&code)?).into_response()),
+        _ => Err(ApiError::NotFound),
+    }
+}

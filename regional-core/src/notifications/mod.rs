@@ -1,0 +1,292 @@
+//! Notifications: e-mail to buyers (docs/notifications.md).
+//!
+//! - [`Notifier`] is an outbox consumer: it turns domain events into rendered mails in the
+//!   `notifications` table, one per purpose (`dedup_key`), in the same transaction that records the
+//!   message as consumed.
+//! - [`reminders`] queues a reminder for every ticket holder when an event is near.
+//! - [`sender`] sends due mails over SMTP with retries and backoff, parks a mail after repeated
+//!   failure (visible to the operator: [`ops`] routes and `/metrics`), and caps mails per recipient
+//!   per hour.
+
+pub mod ops;
+pub mod reminders;
+pub mod sender;
+pub mod templates;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use serde_json::{json, Value};
+use shared_types::token::TokenSigner;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::bus::{Consumer, ConsumerError, Message};
+
+/// What every mail's links and sender need.
+#[derive(Clone)]
+pub struct MailSettings {
+    /// Where buyers open their pages (the edge's public URL): links in mails.
+    pub buyer_url: String,
+    /// Signs the order tokens in the links.
+    pub signer: TokenSigner,
+}
+
+/// The outbox consumer that queues mails.
+pub struct Notifier {
+    settings: Arc<MailSettings>,
+}
+
+impl Notifier {
+    pub fn new(settings: Arc<MailSettings>) -> Self {
+        Self { settings }
+    }
+}
+
+impl Consumer for Notifier {
+    fn name(&self) -> &'static str {
+        "notifications"
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        &["orders", "tickets"]
+    }
+
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        message: &'a Message,
+    ) -> BoxFuture<'a, Result<(), ConsumerError>> {
+        Box::pin(async move {
+            let p = &message.payload;
+            let order = p["order_id"].as_str().and_then(|s| s.parse::<Uuid>().ok());
+            let o = order.map(|o| o.to_string()).unwrap_or_default();
+            let (kind, dedup, tickets) = match message.kind() {
+                "order.paid" => {
+                    ("order_confirmation", format!("order_confirmation:{o}"), ticket_ids(&p["tickets"]))
+                }
+                "order.cancelled" => ("order_cancelled", format!("order_cancelled:{o}"), vec![]),
+                // A lost hold was told by its own mail (which promised the full refund).
+                "order.refunded" if p["outcome"] == "hold_lost" => return Ok(()),
+                "order.refunded" => ("order_refunded", format!("order_refunded:{o}"), vec![]),
+                "order.hold_lost" => ("hold_lost", format!("hold_lost:{o}"), vec![]),
+                "ticket.reissued" => {
+                    let ticket = p["ticket_id"].as_str().and_then(|s| s.parse().ok());
+                    let Some(ticket) = ticket else { return Ok(()) };
+                    ("ticket_reissued", format!("ticket_reissued:{ticket}:{}", p["version"]), vec![ticket])
+                }
+                "ticket.transfer_offered" => {
+                    let Some(transfer) = p["transfer_id"].as_str() else { return Ok(()) };
+                    ("transfer_offer", format!("transfer_offer:{transfer}"), ticket_ids(&p["tickets"]))
+                }
+                _ => return Ok(()),
+            };
+            let Some(order) = order else {
+                tracing::warn!(message = message.id, "notifications: a message without its order; skipped");
+                return Ok(());
+            };
+            let Some(facts) = order_facts(tx, order).await? else {
+                tracing::warn!(message = message.id, %order, "notifications: no such order; skipped");
+                return Ok(());
+            };
+            let mut context = facts.context(&self.settings, &tickets, tx).await?;
+            let recipient = match kind {
+                "transfer_offer" => {
+                    let to = p["to_email"].as_str().unwrap_or_default().to_owned();
+                    let transfer: Uuid =
+                        p["transfer_id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_default();
+                    let expires: DateTime<Utc> =
+                        p["expires_at"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(Utc::now);
+                    let token = crate::fulfillment::transfers::transfer_token(
+                        &self.settings.signer,
+                        transfer,
+                        facts.event_id,
+                        &to,
+                        expires,
+                    );
+                    context["transfer"] = json!({
+                        "from": facts.email,
+                        "link": format!("{}/transfers/{transfer}#{token}", self.settings.buyer_url.trim_end_matches('/')),
+                        "expires": facts.local(expires),
+                    });
+                    to
+                }
+                "ticket_reissued" => p["holder_email"].as_str().unwrap_or(&facts.email).to_owned(),
+                _ => facts.email.clone(),
+            };
+            context["outcome"] = Value::from(outcome_text(p["outcome"].as_str().unwrap_or_default()));
+            let mail = templates::render(kind, &context).map_err(|e| ConsumerError::from(e.to_string()))?;
+            // Confirmations and reminders carry QR codes; the others only a link.
+            let attach =
+                if matches!(kind, "order_confirmation" | "ticket_reissued") { tickets } else { vec![] };
+            queue(tx, &dedup, kind, &recipient, &mail, &attach, Some(order), Some(facts.event_id)).await?;
+            Ok(())
+        })
+    }
+}
+
+fn ticket_ids(v: &Value) -> Vec<Uuid> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["ticket_id"].as_str().or(t.as_str()).and_then(|s| s.parse().ok()))
+        .collect()
+}
+
+/// A rendered mail.
+pub struct Mail {
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+/// Queues a mail once per `dedup_key` (a second one with the same key changes nothing).
+#[allow(clippy::too_many_arguments)]
+pub async fn queue(
+    conn: &mut PgConnection,
+    dedup_key: &str,
+    kind: &str,
+    recipient: &str,
+    mail: &Mail,
+    tickets: &[Uuid],
+    order: Option<Uuid>,
+    event: Option<Uuid>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO notifications (id, dedup_key, kind, recipient, subject, text_body, html_body, ticket_ids, order_id, event_id)
+         VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING",
+    )
+    .bind(dedup_key)
+    .bind(kind)
+    .bind(recipient)
+    .bind(&mail.subject)
+    .bind(&mail.text)
+    .bind(&mail.html)
+    .bind(tickets)
+    .bind(order)
+    .bind(event)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What a mail says of an order's outcome.
+fn outcome_text(outcome: &str) -> &'static str {
+    match outcome {
+        "payment_failed" => "the payment did not go through",
+        "abandoned" => "it was not paid in time",
+        "buyer_cancelled" => "you cancelled it",
+        "event_cancelled" => "the event was cancelled",
+        "organizer_refunded" => "refunded by the organizer",
+        "hold_expired" => "your seats' hold expired before the payment",
+        "hold_lost" => "your seats' hold expired before the payment arrived",
+        _ => "",
+    }
+}
+
+/// An order and its event, as mails show them.
+#[derive(sqlx::FromRow)]
+pub(crate) struct OrderFacts {
+    pub order_id: Uuid,
+    pub event_id: Uuid,
+    pub visitor_id: String,
+    pub email: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub refund_minor: i64,
+    pub title: String,
+    pub venue: String,
+    pub starts_at: DateTime<Utc>,
+    pub time_zone: String,
+}
+
+pub(crate) async fn order_facts(
+    conn: &mut PgConnection,
+    order: Uuid,
+) -> Result<Option<OrderFacts>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT o.id AS order_id, o.event_id, o.visitor_id, o.email, o.currency, o.total_minor, o.refund_minor,
+                e.title, v.name AS venue, e.starts_at, e.time_zone
+         FROM orders o JOIN events e ON e.id = o.event_id JOIN venues v ON v.id = e.venue_id WHERE o.id = $1",
+    )
+    .bind(order)
+    .fetch_optional(conn)
+    .await
+}
+
+impl OrderFacts {
+    /// A time as the event's audience reads it: in the event's time zone.
+    pub fn local(&self, at: DateTime<Utc>) -> String {
+        match self.time_zone.parse::<chrono_tz::Tz>() {
+            Ok(tz) => at.with_timezone(&tz).format("%A %-d %B %Y, %H:%M (%Z)").to_string(),
+            Err(_) => at.format("%A %-d %B %Y, %H:%M UTC").to_string(),
+        }
+    }
+
+    /// The templates' context: event, order (with a link that opens it) and tickets.
+    async fn context(
+        &self,
+        settings: &MailSettings,
+        tickets: &[Uuid],
+        conn: &mut PgConnection,
+    ) -> Result<Value, sqlx::Error> {
+        let token =
+            crate::checkout::order_token(&settings.signer, self.order_id, self.event_id, &self.visitor_id);
+        let rows: Vec<(Option<String>, String)> = sqlx::query_as(
+            "SELECT t.seat_id, tt.name FROM tickets t JOIN ticket_tiers tt ON tt.id = t.tier_id
+             WHERE t.id = ANY($1) ORDER BY t.seat_id, t.id",
+        )
+        .bind(tickets)
+        .fetch_all(conn)
+        .await?;
+        let base = settings.buyer_url.trim_end_matches('/');
+        Ok(json!({
+            "event": {
+                "title": self.title,
+                "venue": self.venue,
+                "starts": self.local(self.starts_at),
+                "link": format!("{base}/events/{}", self.event_id),
+            },
+            "order": {
+                "id": self.order_id,
+                "total": money(self.total_minor, &self.currency),
+                "refund": money(self.refund_minor, &self.currency),
+                "link": format!("{base}/orders/{}#{token}", self.order_id),
+            },
+            "tickets": rows.iter().map(|(seat, tier)| json!({ "seat": seat, "tier": tier })).collect::<Vec<_>>(),
+        }))
+    }
+}
+
+/// An amount in minor units as people read it (`12.50 EUR`; no decimals for zero-decimal
+/// currencies).
+pub fn money(minor: i64, currency: &str) -> String {
+    const ZERO_DECIMAL: [&str; 8] = ["JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"];
+    if ZERO_DECIMAL.contains(&currency) {
+        return format!("{minor} {currency}");
+    }
+    let sign = if minor < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02} {currency}", minor.abs() / 100, minor.abs() % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_reads_as_people_write_it() {
+        assert_eq!(money(1250, "EUR"), "12.50 EUR");
+        assert_eq!(money(5, "USD"), "0.05 USD");
+        assert_eq!(money(-5, "USD"), "-0.05 USD");
+        assert_eq!(money(1250, "JPY"), "1250 JPY");
+    }
+
+    #[test]
+    fn ticket_lists_read_both_shapes() {
+        let id = Uuid::new_v4();
+        assert_eq!(ticket_ids(&json!([{ "ticket_id": id }])), vec![id]);
+        assert_eq!(ticket_ids(&json!([id])), vec![id]);
+        assert!(ticket_ids(&json!(null)).is_empty());
+    }
+}

@@ -1,0 +1,111 @@
+//! The operator's view of notifications: what is parked (and why), and a retry.
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::api::{self, Cursor, Listing, PageQuery};
+use crate::auth::{Caller, Permission};
+use crate::error::ApiError;
+use crate::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list)).routes(routes!(retry))
+}
+
+/// A queued, sent or parked mail (its bodies are not listed).
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct NotificationView {
+    pub id: Uuid,
+    pub kind: String,
+    pub recipient: String,
+    pub subject: String,
+    pub state: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub order_id: Option<Uuid>,
+    pub event_id: Option<Uuid>,
+    pub next_attempt_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NotificationFilter {
+    /// `pending`, `sent` or `parked` (default `parked`).
+    pub state: Option<String>,
+}
+
+const COLUMNS: &str = "id, kind, recipient, subject, state, attempts, last_error, order_id, event_id, next_attempt_at, created_at, sent_at";
+
+/// `GET /api/v1/ops/notifications`: mails by state, oldest first (platform operators).
+#[utoipa::path(get, path = "/api/v1/ops/notifications", tag = "operations", security(("api_key" = [])),
+    params(PageQuery, NotificationFilter),
+    responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(page): Query<PageQuery>,
+    Query(filter): Query<NotificationFilter>,
+) -> Result<Json<Listing<NotificationView>>, ApiError> {
+    caller.require(Permission::ManagePlatform)?;
+    let wanted = filter.state.as_deref().unwrap_or("parked");
+    if !["pending", "sent", "parked"].contains(&wanted) {
+        return Err(ApiError::field("state", "must be pending, sent or parked"));
+    }
+    let limit = page.limit()?;
+    let after = page.after()?;
+    let rows: Vec<NotificationView> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM notifications
+         WHERE state = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid))
+         ORDER BY created_at, id LIMIT $4"
+    ))
+    .bind(wanted)
+    .bind(after.as_ref().map(|c| c.at))
+    .bind(after.as_ref().and_then(|c| c.id.parse::<Uuid>().ok()))
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(api::page(rows, limit, |r| Cursor { at: r.created_at, id: r.id.to_string() })))
+}
+
+/// `POST /api/v1/ops/notifications/{id}/retry`: a parked mail is tried again now, with a fresh
+/// count of attempts (platform operators).
+#[utoipa::path(post, path = "/api/v1/ops/notifications/{id}/retry", tag = "operations", security(("api_key" = [])),
+    params(("id" = String, Path, description = "the notification id")),
+    responses((status = 200, body = NotificationView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn retry(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<NotificationView>, ApiError> {
+    caller.require(Permission::ManagePlatform)?;
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
+    let row: Option<NotificationView> = sqlx::query_as(&format!(
+        "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
+         WHERE id = $1 AND state = 'parked' RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?;
+    match row {
+        Some(r) => Ok(Json(r)),
+        None => {
+            let exists: Option<String> = sqlx::query_scalar("SELECT state FROM notifications WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&state.db)
+                .await?;
+            match exists {
+                Some(s) => {
+                    Err(ApiError::conflict("not_parked", format!("the notification is {s}, not parked")))
+                }
+                None => Err(ApiError::NotFound),
+            }
+        }
+    }
+}

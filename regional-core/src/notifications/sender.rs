@@ -1,0 +1,269 @@
+//! Sends queued mails over SMTP (lettre): `SMTP_URL` is `smtp://host:port` (plain, for a local
+//! sink), `smtp://user:pass@host:587?tls=required` (STARTTLS) or `smtps://…` (TLS).
+//!
+//! - A mail is claimed with a lease, so two cores never send it at once.
+//! - Its `Message-ID` comes from its `dedup_key`: a mail sent again after a crash between the
+//!   server's acceptance and the `sent` mark carries the same id, which receivers deduplicate on.
+//! - A temporary failure (4xx, no connection) is retried with exponential backoff and jitter; a
+//!   permanent one (5xx) or `max_attempts` failures park the mail, for the operator to look at
+//!   (`GET /api/v1/ops/notifications?state=parked`) and retry.
+//! - At most `per_hour` mails go to one recipient in an hour; the rest wait for the window.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::fulfillment::tickets::{code, qr_png, TicketRow};
+use shared_types::token::TokenSigner;
+
+/// Mails that failed an attempt since start (for `/metrics`).
+pub static FAILED_ATTEMPTS: AtomicU64 = AtomicU64::new(0);
+
+#[derive(Debug, Clone)]
+pub struct SenderSettings {
+    /// `From:`.
+    pub from: Mailbox,
+    /// Attempts before a mail is parked.
+    pub max_attempts: i32,
+    /// The first retry's delay (doubled at each attempt, at most an hour).
+    pub retry_base: Duration,
+    /// Most mails to one recipient per hour.
+    pub per_hour: i64,
+    /// The domain of `Message-ID`s.
+    pub domain: String,
+}
+
+pub struct Sender {
+    db: PgPool,
+    smtp: AsyncSmtpTransport<Tokio1Executor>,
+    settings: SenderSettings,
+    signer: TokenSigner,
+}
+
+#[derive(sqlx::FromRow)]
+struct Due {
+    id: Uuid,
+    dedup_key: String,
+    recipient: String,
+    subject: String,
+    text_body: String,
+    html_body: String,
+    ticket_ids: Vec<Uuid>,
+    attempts: i32,
+}
+
+/// What became of one attempt.
+enum Sent {
+    Ok,
+    /// Over the recipient's cap: try again at this time (not an attempt).
+    Deferred(DateTime<Utc>),
+    Failed {
+        permanent: bool,
+        error: String,
+    },
+}
+
+impl Sender {
+    pub fn new(
+        db: PgPool,
+        smtp_url: &str,
+        settings: SenderSettings,
+        signer: TokenSigner,
+    ) -> Result<Self, String> {
+        let smtp = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
+            .map_err(|e| format!("SMTP_URL: {e}"))?
+            .timeout(Some(Duration::from_secs(20)))
+            .build();
+        Ok(Self { db, smtp, settings, signer })
+    }
+
+    /// Sends due mails until the process stops.
+    pub async fn run(self: Arc<Self>, poll: Duration) {
+        loop {
+            match self.send_due().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "notifications: could not read due mails"),
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Claims and sends one batch of due mails; answers how many it tried.
+    pub async fn send_due(&self) -> Result<usize, sqlx::Error> {
+        let due: Vec<Due> = sqlx::query_as(
+            "UPDATE notifications SET lease_until = now() + interval '2 minutes'
+             WHERE id IN (SELECT id FROM notifications
+                          WHERE state = 'pending' AND next_attempt_at <= now()
+                            AND (lease_until IS NULL OR lease_until < now())
+                          ORDER BY next_attempt_at LIMIT 16 FOR UPDATE SKIP LOCKED)
+             RETURNING id, dedup_key, recipient, subject, text_body, html_body, ticket_ids, attempts",
+        )
+        .fetch_all(&self.db)
+        .await?;
+        let n = due.len();
+        // One recipient's mails one after the other (so that the cap counts each), recipients at once.
+        let mut by_recipient: std::collections::BTreeMap<&str, Vec<&Due>> = Default::default();
+        for d in &due {
+            by_recipient.entry(d.recipient.as_str()).or_default().push(d);
+        }
+        let sends = by_recipient.into_values().map(|mails| async move {
+            for d in mails {
+                let outcome = self.send_one(d).await;
+                self.record(d, outcome).await?;
+            }
+            Ok::<(), sqlx::Error>(())
+        });
+        for r in futures_util::future::join_all(sends).await {
+            r?;
+        }
+        Ok(n)
+    }
+
+    async fn send_one(&self, d: &Due) -> Sent {
+        // The recipient's cap: mails sent to them in the last hour.
+        let window: Result<(i64, Option<DateTime<Utc>>), _> = sqlx::query_as(
+            "SELECT count(*), min(sent_at) FROM notifications
+             WHERE recipient = $1 AND state = 'sent' AND sent_at > now() - interval '1 hour'",
+        )
+        .bind(&d.recipient)
+        .fetch_one(&self.db)
+        .await;
+        match window {
+            Ok((sent, oldest)) if sent >= self.settings.per_hour => {
+                let at = oldest.unwrap_or_else(Utc::now) + chrono::Duration::hours(1);
+                return Sent::Deferred(at);
+            }
+            Ok(_) => {}
+            Err(e) => return Sent::Failed { permanent: false, error: e.to_string() },
+        }
+        let message = match self.message(d).await {
+            Ok(m) => m,
+            Err(e) => return Sent::Failed { permanent: true, error: e },
+        };
+        match self.smtp.send(message).await {
+            Ok(_) => Sent::Ok,
+            Err(e) => Sent::Failed { permanent: e.is_permanent(), error: e.to_string() },
+        }
+    }
+
+    /// The MIME message: text and HTML alternatives, each ticket's QR code attached.
+    async fn message(&self, d: &Due) -> Result<lettre::Message, String> {
+        let to: Mailbox = d.recipient.parse().map_err(|e| format!("recipient: {e}"))?;
+        let digest = Sha256::digest(d.dedup_key.as_bytes());
+        let id: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let bodies = MultiPart::alternative_plain_html(d.text_body.clone(), d.html_body.clone());
+        let mut body = MultiPart::mixed().multipart(bodies);
+        if !d.ticket_ids.is_empty() {
+            // Drawn now, so that a code re-issued since the mail was queued is the current one.
+            let tickets: Vec<TicketRow> = sqlx::query_as(
+                "SELECT t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at
+                 FROM tickets t JOIN events e ON e.id = t.event_id
+                 WHERE t.id = ANY($1) AND t.state = 'valid' ORDER BY t.seat_id, t.id",
+            )
+            .bind(&d.ticket_ids)
+            .fetch_all(&self.db)
+            .await
+            .map_err(|e| e.to_string())?;
+            for (n, t) in tickets.iter().enumerate() {
+                let png = qr_png(&code(&self.signer, t)).map_err(|e| e.to_string())?;
+                let name = match &t.seat_id {
+                    Some(seat) => {
+                        format!("ticket-{}.png", seat.replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
+                    }
+                    None => format!("ticket-{}.png", n + 1),
+                };
+                let png_type = ContentType::parse("image/png").map_err(|e| e.to_string())?;
+                body = body.singlepart(Attachment::new(name).body(png, png_type));
+            }
+        }
+        lettre::Message::builder()
+            .from(self.settings.from.clone())
+            .to(to)
+            .subject(d.subject.clone())
+            .message_id(Some(format!("<{id}@{}>", self.settings.domain)))
+            .multipart(body)
+            .map_err(|e| e.to_string())
+    }
+
+    async fn record(&self, d: &Due, outcome: Sent) -> Result<(), sqlx::Error> {
+        match outcome {
+            Sent::Ok => {
+                sqlx::query("UPDATE notifications SET state = 'sent', sent_at = now(), attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = $1")
+                    .bind(d.id)
+                    .execute(&self.db)
+                    .await?;
+                tracing::info!(notification = %d.id, "notification sent");
+            }
+            Sent::Deferred(at) => {
+                sqlx::query(
+                    "UPDATE notifications SET next_attempt_at = $2, lease_until = NULL WHERE id = $1",
+                )
+                .bind(d.id)
+                .bind(at)
+                .execute(&self.db)
+                .await?;
+                tracing::info!(notification = %d.id, until = %at, "notification deferred: the recipient's hourly cap");
+            }
+            Sent::Failed { permanent, error } => {
+                FAILED_ATTEMPTS.fetch_add(1, Ordering::Relaxed);
+                let attempts = d.attempts + 1;
+                let park = permanent || attempts >= self.settings.max_attempts;
+                let next = Utc::now() + backoff(self.settings.retry_base, attempts);
+                sqlx::query(
+                    "UPDATE notifications SET attempts = $2, last_error = $3, lease_until = NULL,
+                         state = CASE WHEN $4 THEN 'parked' ELSE 'pending' END, next_attempt_at = $5
+                     WHERE id = $1",
+                )
+                .bind(d.id)
+                .bind(attempts)
+                .bind(&error)
+                .bind(park)
+                .bind(next)
+                .execute(&self.db)
+                .await?;
+                if park {
+                    tracing::error!(notification = %d.id, attempts, error, "notification parked: the operator must look at it");
+                } else {
+                    tracing::warn!(notification = %d.id, attempts, error, "notification failed; will retry");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The wait before attempt `attempts + 1`: `base · 2^(attempts-1)`, at most an hour, with up to 25 %
+/// jitter so that a recovering server is not hit by every retry at once.
+fn backoff(base: Duration, attempts: i32) -> chrono::Duration {
+    let exp = base.as_millis() as u64 * (1u64 << (attempts - 1).clamp(0, 20));
+    let capped = exp.min(3_600_000);
+    let mut r = [0u8; 2];
+    let _ = getrandom::getrandom(&mut r);
+    let jitter = capped * u64::from(u16::from_le_bytes(r) % 256) / 1024;
+    chrono::Duration::milliseconds((capped + jitter) as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let base = Duration::from_millis(1000);
+        let first = backoff(base, 1).num_milliseconds();
+        assert!((1000..=1250).contains(&first), "{first}");
+        let third = backoff(base, 3).num_milliseconds();
+        assert!((4000..=5000).contains(&third), "{third}");
+        let late = backoff(base, 40).num_milliseconds();
+        assert!((3_600_000..=4_500_000).contains(&late), "{late}");
+    }
+}

@@ -1,0 +1,105 @@
+//! The mail templates (`regional-core/templates/mail/`), compiled into the binary: per kind, a
+//! plain-text `<kind>.txt` whose first line is the subject, and an HTML `<kind>.html` that extends
+//! `base.html`. HTML is escaped automatically; the text bodies are not (they are not HTML).
+
+use std::sync::OnceLock;
+
+use minijinja::Environment;
+use serde_json::Value;
+
+use super::Mail;
+
+/// Every template, by name.
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html", include_str!("../../templates/mail/base.html")),
+    ("order_confirmation.txt", include_str!("../../templates/mail/order_confirmation.txt")),
+    ("order_confirmation.html", include_str!("../../templates/mail/order_confirmation.html")),
+    ("order_cancelled.txt", include_str!("../../templates/mail/order_cancelled.txt")),
+    ("order_cancelled.html", include_str!("../../templates/mail/order_cancelled.html")),
+    ("order_refunded.txt", include_str!("../../templates/mail/order_refunded.txt")),
+    ("order_refunded.html", include_str!("../../templates/mail/order_refunded.html")),
+    ("hold_lost.txt", include_str!("../../templates/mail/hold_lost.txt")),
+    ("hold_lost.html", include_str!("../../templates/mail/hold_lost.html")),
+    ("transfer_offer.txt", include_str!("../../templates/mail/transfer_offer.txt")),
+    ("transfer_offer.html", include_str!("../../templates/mail/transfer_offer.html")),
+    ("event_reminder.txt", include_str!("../../templates/mail/event_reminder.txt")),
+    ("event_reminder.html", include_str!("../../templates/mail/event_reminder.html")),
+    ("ticket_reissued.txt", include_str!("../../templates/mail/ticket_reissued.txt")),
+    ("ticket_reissued.html", include_str!("../../templates/mail/ticket_reissued.html")),
+];
+
+/// The kinds of mail (each has both templates).
+pub const KINDS: [&str; 7] = [
+    "order_confirmation",
+    "order_cancelled",
+    "order_refunded",
+    "hold_lost",
+    "transfer_offer",
+    "event_reminder",
+    "ticket_reissued",
+];
+
+fn env() -> &'static Environment<'static> {
+    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source).expect("a mail template does not compile");
+        }
+        env
+    })
+}
+
+/// Renders the mail `kind` with `context`.
+pub fn render(kind: &str, context: &Value) -> Result<Mail, minijinja::Error> {
+    let text = env().get_template(&format!("{kind}.txt"))?.render(context)?;
+    let html = env().get_template(&format!("{kind}.html"))?.render(context)?;
+    let (subject, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+    Ok(Mail {
+        // A subject is one line, whatever the data.
+        subject: subject.trim().chars().filter(|c| !c.is_control()).collect(),
+        text: body.trim_start_matches('\n').to_owned(),
+        html,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn context() -> Value {
+        json!({
+            "event": { "title": "Rock <& Roll>", "venue": "Hall", "starts": "Friday", "link": "http://x/events/e" },
+            "order": { "id": "o-1", "total": "12.50 EUR", "refund": "10.00 EUR", "link": "http://x/orders/o-1#t" },
+            "tickets": [{ "seat": "A-1", "tier": "Floor" }, { "seat": null, "tier": "GA" }],
+            "outcome": "you cancelled it",
+            "transfer": { "from": "a@example.com", "link": "http://x/accept", "expires": "Sunday" },
+        })
+    }
+
+    #[test]
+    fn every_kind_renders_a_subject_and_both_bodies() {
+        for kind in KINDS {
+            let mail = render(kind, &context()).unwrap_or_else(|e| panic!("{kind}: {e:#}"));
+            assert!(!mail.subject.is_empty() && !mail.subject.contains('\n'), "{kind}");
+            assert!(!mail.text.trim().is_empty(), "{kind}");
+            assert!(
+                mail.html.contains("<html") && mail.html.contains("Rock &lt;&amp; Roll&gt;"),
+                "{kind}: html escapes"
+            );
+        }
+        let confirmation = render("order_confirmation", &context()).unwrap();
+        assert_eq!(confirmation.subject, "Your tickets for Rock <& Roll>");
+        assert!(confirmation.text.contains("- Floor, seat A-1") && confirmation.text.contains("- GA\n"));
+        assert!(confirmation.html.contains("o-1#t"), "the link is in the HTML body");
+    }
+
+    #[test]
+    fn a_missing_value_is_an_error_not_an_empty_mail() {
+        let mut c = context();
+        c["order"] = json!({});
+        assert!(render("order_confirmation", &c).is_err());
+    }
+}

@@ -1,0 +1,297 @@
+//! Notifications against a real SMTP server (nodemailer's smtp-server, `scripts/smtp-sink.mjs`):
+//! the outbox delivered in-process to the notifier, mails rendered from the templates and sent by
+//! the sender; read back as MIME by an independent parser (mail-parser) and the QR code by an
+//! independent decoder (rqrr).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{decode_png, paid_tickets, two_tenants, with_checkout, Api};
+use mail_parser::{MessageParser, MimeHeaders};
+use regional_core::bus::relay::{Relay, Sink};
+use regional_core::notifications::sender::{Sender, SenderSettings};
+use regional_core::notifications::{reminders, MailSettings, Notifier};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use shared_types::token::{verify, Claims, Expectation, TicketGrant, TokenKind, TokenSigner};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The SMTP sink, on a free port, keeping messages in a directory of its own.
+struct SmtpSink {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl SmtpSink {
+    fn start(extra: &[&str]) -> Self {
+        let mut r = [0u8; 6];
+        getrandom::getrandom(&mut r).unwrap();
+        let dir = std::env::temp_dir()
+            .join(format!("smtp-sink-{}", r.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp-sink.mjs");
+        let mut child = Command::new("node")
+            .arg(script)
+            .args(["--port", "0", "--dir"])
+            .arg(&dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node (scripts/lib.sh puts it on PATH)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("smtp sink said {line:?}"));
+        Self { child, port: ready["smtp"].as_u64().unwrap() as u16, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}", self.port)
+    }
+
+    /// The raw messages received, oldest first.
+    fn messages(&self) -> Vec<Vec<u8>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn signer() -> TokenSigner {
+    TokenSigner::from_seed("core-test", [4; 32]).unwrap()
+}
+
+fn sender(db: &PgPool, sink: &SmtpSink, max_attempts: i32, per_hour: i64) -> Sender {
+    let settings = SenderSettings {
+        from: "Tickets <tickets@example.test>".parse().unwrap(),
+        max_attempts,
+        retry_base: Duration::from_millis(10),
+        per_hour,
+        domain: "example.test".into(),
+    };
+    Sender::new(db.clone(), &sink.url(), settings, signer()).unwrap()
+}
+
+fn mail_settings() -> Arc<MailSettings> {
+    Arc::new(MailSettings { buyer_url: "https://tickets.example.test".into(), signer: signer() })
+}
+
+/// Delivers the outbox to the notifier, in this process (as the core does without a broker).
+async fn relay(db: &PgPool) {
+    let notifier: Arc<dyn regional_core::bus::Consumer> = Arc::new(Notifier::new(mail_settings()));
+    let mut relay = Relay::new(db.clone(), Sink::InProcess(vec![notifier]));
+    relay.relay_batch().await.expect("relay");
+}
+
+/// An `order.paid` message for a paid order, as checkout writes it.
+async fn order_paid(db: &PgPool, order: Uuid, event: &str, tickets: &[Uuid]) {
+    let mut tx = db.begin().await.unwrap();
+    let event: Uuid = event.parse().unwrap();
+    let tickets: Vec<Value> = tickets.iter().map(|t| json!({ "ticket_id": t })).collect();
+    let payload = json!({ "type": "order.paid", "schema_version": 1, "order_id": order, "event_id": event,
+                          "email": "Buyer@Example.test", "tickets": tickets });
+    regional_core::bus::outbox(&mut tx, "orders", event, payload).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+async fn state_of(db: &PgPool, kind: &str) -> (String, i32, Option<String>) {
+    sqlx::query_as("SELECT state, attempts, last_error FROM notifications WHERE kind = $1")
+        .bind(kind)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[sqlx::test]
+async fn a_paid_order_mails_its_tickets_once_to_a_real_smtp_server(db: PgPool) {
+    let api = Api::start_with(with_checkout(&db, &signer())).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2"]).await;
+    let sink = SmtpSink::start(&[]);
+    order_paid(&db, order, &event, &tickets).await;
+    relay(&db).await;
+    // The same message delivered again (a relay that crashed before marking it) queues nothing more.
+    sqlx::query("UPDATE outbox SET sent_at = NULL").execute(&db).await.unwrap();
+    relay(&db).await;
+    assert_eq!(api.count("notifications").await, 1);
+
+    let sender = sender(&db, &sink, 5, 20);
+    assert_eq!(sender.send_due().await.unwrap(), 1);
+    assert_eq!(sender.send_due().await.unwrap(), 0, "a sent mail is not sent again");
+    assert_eq!(state_of(&db, "order_confirmation").await.0, "sent");
+
+    let raw = sink.messages();
+    assert_eq!(raw.len(), 1, "one mail");
+    let mail = MessageParser::default().parse(&raw[0]).expect("MIME");
+    assert_eq!(mail.subject(), Some("Your tickets for Gig"));
+    assert_eq!(mail.to().and_then(|a| a.first()).and_then(|a| a.address()), Some("Buyer@Example.test"));
+    assert!(mail.message_id().is_some_and(|id| id.ends_with("@example.test")));
+    let text = mail.body_text(0).expect("a plain-text body");
+    assert!(text.contains("seat A-1") && text.contains("seat A-2"), "{text}");
+    assert!(text.contains(&format!("https://tickets.example.test/orders/{order}#")), "{text}");
+    let html = mail.body_html(0).expect("an HTML body");
+    assert!(html.contains("<li>Seats, seat A-1</li>"), "{html}");
+
+    // Each ticket's QR code is attached and decodes to a code that verifies with the core's key.
+    let pngs: Vec<_> =
+        mail.attachments().filter(|a| a.content_type().is_some_and(|c| c.subtype() == Some("png"))).collect();
+    assert_eq!(pngs.len(), 2);
+    let mut seats = Vec::new();
+    for png in pngs {
+        let code = decode_png(png.contents());
+        let expect = Expectation {
+            kind: TokenKind::Ticket,
+            issuer: "core",
+            audience: &event,
+            subject: None,
+            now: chrono::Utc::now().timestamp(),
+        };
+        let claims: Claims<TicketGrant> =
+            verify(&code, &signer().verifying_ring(), &expect).expect("the code verifies");
+        assert!(tickets.iter().any(|t| t.to_string() == claims.sub));
+        seats.push(claims.extra.seat.unwrap());
+    }
+    seats.sort();
+    assert_eq!(seats, ["A-1", "A-2"]);
+}
+
+#[sqlx::test]
+async fn a_failing_smtp_server_means_retries_then_a_parked_mail_the_operator_can_retry(db: PgPool) {
+    let api = Api::start_with(with_checkout(&db, &signer())).await;
+    let (root, [(org, key), (_, other_key)]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
+    order_paid(&db, order, &event, &tickets).await;
+    relay(&db).await;
+
+    // 451: temporary. Retried with backoff until the attempts run out, then parked.
+    let failing = SmtpSink::start(&["--fail", "451"]);
+    let sender = sender(&db, &failing, 3, 20);
+    let mut rounds = 0;
+    while state_of(&db, "order_confirmation").await.0 == "pending" {
+        sender.send_due().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        rounds += 1;
+        assert!(rounds < 200, "never parked");
+    }
+    let (state, attempts, error) = state_of(&db, "order_confirmation").await;
+    assert_eq!((state.as_str(), attempts), ("parked", 3));
+    assert!(error.unwrap().contains("451"));
+    assert!(failing.messages().is_empty());
+
+    // The operator sees it, and why, in the API and in /metrics.
+    let (s, parked) = api.call(&root, Method::GET, "/api/v1/ops/notifications?state=parked", None).await;
+    assert_eq!(s, StatusCode::OK, "{parked}");
+    assert_eq!(parked["items"].as_array().unwrap().len(), 1);
+    let id = parked["items"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(parked["items"][0]["attempts"], 3);
+    let (s, _) = api.call(&other_key, Method::GET, "/api/v1/ops/notifications", None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "an organizer is not the operator");
+    let metrics = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("ticketing_notifications{state=\"parked\"} 1"), "{metrics}");
+
+    // Retried by the operator against a working server: sent.
+    let (s, retried) =
+        api.call(&root, Method::POST, &format!("/api/v1/ops/notifications/{id}/retry"), None).await;
+    assert_eq!(s, StatusCode::OK, "{retried}");
+    assert_eq!(retried["state"], "pending");
+    let (s, again) =
+        api.call(&root, Method::POST, &format!("/api/v1/ops/notifications/{id}/retry"), None).await;
+    assert_eq!((s, again["reason"].as_str()), (StatusCode::CONFLICT, Some("not_parked")), "{again}");
+    let working = SmtpSink::start(&[]);
+    sender_for(&db, &working).send_due().await.unwrap();
+    assert_eq!(state_of(&db, "order_confirmation").await.0, "sent");
+    assert_eq!(working.messages().len(), 1);
+}
+
+fn sender_for(db: &PgPool, sink: &SmtpSink) -> Sender {
+    sender(db, sink, 3, 20)
+}
+
+#[sqlx::test]
+async fn a_permanent_refusal_parks_at_once(db: PgPool) {
+    let api = Api::start_with(with_checkout(&db, &signer())).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
+    order_paid(&db, order, &event, &tickets).await;
+    relay(&db).await;
+    let refusing = SmtpSink::start(&["--fail", "550"]);
+    sender(&db, &refusing, 8, 20).send_due().await.unwrap();
+    let (state, attempts, error) = state_of(&db, "order_confirmation").await;
+    assert_eq!((state.as_str(), attempts), ("parked", 1));
+    assert!(error.unwrap().contains("550"));
+}
+
+#[sqlx::test]
+async fn one_recipient_gets_at_most_the_hourly_cap_and_the_rest_waits(db: PgPool) {
+    let api = Api::start_with(with_checkout(&db, &signer())).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let sink = SmtpSink::start(&[]);
+    for seat in ["A-1", "B-1", "C-1"] {
+        let (event, order, tickets) = paid_tickets(&api, &key, &org, &[seat]).await;
+        order_paid(&db, order, &event, &tickets).await;
+    }
+    relay(&db).await;
+    assert_eq!(api.count("notifications").await, 3);
+    let sender = sender(&db, &sink, 5, 2);
+    sender.send_due().await.unwrap();
+    sender.send_due().await.unwrap();
+    assert_eq!(sink.messages().len(), 2, "the cap is two an hour");
+    let waiting: (String, i32, f64) = sqlx::query_as(
+        "SELECT state, attempts, EXTRACT(EPOCH FROM next_attempt_at - now())::float8 FROM notifications WHERE state <> 'sent'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((waiting.0.as_str(), waiting.1), ("pending", 0), "deferred, not failed");
+    assert!(waiting.2 > 3500.0, "it waits for the hour's window: {}", waiting.2);
+}
+
+#[sqlx::test]
+async fn an_event_near_its_start_reminds_each_holder_once(db: PgPool) {
+    let api = Api::start_with(with_checkout(&db, &signer())).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, _, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2"]).await;
+    // The second ticket was given to someone else; the event is published and starts in 3 hours.
+    sqlx::query("UPDATE tickets SET holder_email = 'friend@example.test' WHERE id = $1")
+        .bind(tickets[1])
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE events SET state = 'published', starts_at = now() + interval '3 hours', ends_at = now() + interval '6 hours' WHERE id = $1::uuid")
+        .bind(&event)
+        .execute(&db)
+        .await
+        .unwrap();
+    let lead = chrono::Duration::hours(24);
+    assert_eq!(reminders::queue_due(&db, &mail_settings(), lead).await.unwrap(), 2);
+    assert_eq!(reminders::queue_due(&db, &mail_settings(), lead).await.unwrap(), 0, "once per event");
+    let sink = SmtpSink::start(&[]);
+    sender(&db, &sink, 5, 20).send_due().await.unwrap();
+    let mut to: Vec<String> = sink
+        .messages()
+        .iter()
+        .map(|raw| {
+            let m = MessageParser::default().parse(raw).unwrap();
+            assert_eq!(m.subject(), Some("Gig is coming up"));
+            m.to().and_then(|a| a.first()).and_then(|a| a.address()).unwrap().to_owned()
+        })
+        .collect();
+    to.sort();
+    assert_eq!(to, ["Buyer@Example.test", "friend@example.test"]);
+}

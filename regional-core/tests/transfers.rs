@@ -1,0 +1,246 @@
+//! Ticket transfer by e-mail: the giver offers a ticket, the recipient gets a mail with a link
+//! (queued by the notifier from the outbox), accepts, and holds the ticket with a new code; the
+//! giver's code and views no longer carry it. Declines, withdrawals and bad tokens change nothing.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{paid_tickets, two_tenants, with_checkout, Api};
+use regional_core::bus::relay::{Relay, Sink};
+use regional_core::notifications::{MailSettings, Notifier};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use shared_types::token::{verify, Claims, Expectation, TicketGrant, TokenKind, TokenSigner};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn signer() -> TokenSigner {
+    TokenSigner::from_seed("core-test", [4; 32]).unwrap()
+}
+
+fn order_token(order: Uuid, event: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        iss: "core".into(),
+        aud: event.into(),
+        sub: "v0123456789abcdef".into(),
+        iat: now,
+        exp: now + 3600,
+        jti: order.to_string(),
+        extra: json!({}),
+    };
+    signer().sign(TokenKind::Order, &claims)
+}
+
+/// A call with a bearer token (order or transfer token).
+async fn call(
+    api: &Api,
+    method: Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = api.http.request(method, format!("{}{path}", api.base)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Delivers the outbox to the notifier (in this process) and answers the link of the offer mail
+/// sent to `to`.
+async fn offer_link(db: &PgPool, to: &str) -> String {
+    let settings =
+        Arc::new(MailSettings { buyer_url: "https://tickets.example.test".into(), signer: signer() });
+    let notifier: Arc<dyn regional_core::bus::Consumer> = Arc::new(Notifier::new(settings));
+    Relay::new(db.clone(), Sink::InProcess(vec![notifier])).relay_batch().await.unwrap();
+    let text: String = sqlx::query_scalar(
+        "SELECT text_body FROM notifications WHERE kind = 'transfer_offer' AND recipient = $1",
+    )
+    .bind(to)
+    .fetch_one(db)
+    .await
+    .unwrap();
+    let start = text.find("https://tickets.example.test/transfers/").expect("an accept link");
+    text[start..].split_whitespace().next().unwrap().to_owned()
+}
+
+fn ticket_version(code: &str, event: &str) -> u32 {
+    let expect = Expectation {
+        kind: TokenKind::Ticket,
+        issuer: "core",
+        audience: event,
+        subject: None,
+        now: chrono::Utc::now().timestamp(),
+    };
+    let claims: Claims<TicketGrant> = verify(code, &signer().verifying_ring(), &expect).unwrap();
+    claims.extra.version
+}
+
+#[sqlx::test]
+async fn a_ticket_offered_by_mail_is_accepted_and_changes_hands(db: PgPool) {
+    let api = Api::start_with(with_checkout(&db, &signer())).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2"]).await;
+    let token = order_token(order, &event);
+    let base = format!("/api/v1/orders/{order}/tickets/{}", tickets[0]);
+
+    // Bad offers change nothing.
+    let (s, p) =
+        call(&api, Method::POST, &format!("{base}/transfer"), &token, Some(json!({ "to_email": "nope" })))
+            .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    let (s, _) = call(
+        &api,
+        Method::POST,
+        &format!("{base}/transfer"),
+        &token,
+        Some(json!({ "to_email": "buyer@example.test" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "not to its own holder");
+    let (s, _) = call(
+        &api,
+        Method::POST,
+        &format!("{base}/transfer"),
+        "junk",
+        Some(json!({ "to_email": "f@example.test" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(api.count("ticket_transfers").await, 0);
+
+    let (s, offer) = call(
+        &api,
+        Method::POST,
+        &format!("{base}/transfer"),
+        &token,
+        Some(json!({ "to_email": "Friend@Example.test" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{offer}");
+    assert_eq!((offer["state"].as_str(), offer["seat_id"].as_str()), (Some("offered"), Some("A-1")));
+    let (s, again) = call(
+        &api,
+        Method::POST,
+        &format!("{base}/transfer"),
+        &token,
+        Some(json!({ "to_email": "other@example.test" })),
+    )
+    .await;
+    assert_eq!((s, again["reason"].as_str()), (StatusCode::CONFLICT, Some("transfer_open")));
+
+    // The recipient's mail links to the offer with a token of its own.
+    let link = offer_link(&db, "Friend@Example.test").await;
+    let (path, transfer_token) =
+        link.trim_start_matches("https://tickets.example.test").split_once('#').unwrap();
+    let id = offer["id"].as_str().unwrap();
+    assert_eq!(path, format!("/transfers/{id}"));
+    let (s, seen) = call(&api, Method::GET, &format!("/api/v1/transfers/{id}"), transfer_token, None).await;
+    assert_eq!((s, seen["state"].as_str()), (StatusCode::OK, Some("offered")));
+    assert!(seen.get("code").is_none(), "no code before acceptance");
+    // The order token is not a transfer token.
+    let (s, _) = call(&api, Method::GET, &format!("/api/v1/transfers/{id}"), &token, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // Accepted: the recipient holds it with a new code (version 2); accepting twice answers the same.
+    let (_, before) = call(&api, Method::GET, &format!("/api/v1/orders/{order}/tickets"), &token, None).await;
+    assert_eq!(before.as_array().unwrap().len(), 2);
+    let (s, accepted) =
+        call(&api, Method::POST, &format!("/api/v1/transfers/{id}/accept"), transfer_token, None).await;
+    assert_eq!((s, accepted["state"].as_str()), (StatusCode::OK, Some("accepted")), "{accepted}");
+    let new_code = accepted["code"].as_str().unwrap();
+    assert_eq!(ticket_version(new_code, &event), 2);
+    let (s, twice) =
+        call(&api, Method::POST, &format!("/api/v1/transfers/{id}/accept"), transfer_token, None).await;
+    assert_eq!((s, twice["code"].as_str()), (StatusCode::OK, Some(new_code)));
+    let holder: String = sqlx::query_scalar("SELECT holder_email FROM tickets WHERE id = $1")
+        .bind(tickets[0])
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(holder, "Friend@Example.test");
+    let svg = api
+        .http
+        .get(format!("{}/api/v1/transfers/{id}/qr.svg", api.base))
+        .bearer_auth(transfer_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(svg.status(), StatusCode::OK);
+
+    // The giver's order no longer shows or re-issues it, and says it was given away.
+    let (_, after) = call(&api, Method::GET, &format!("/api/v1/orders/{order}/tickets"), &token, None).await;
+    assert_eq!(after.as_array().unwrap().len(), 1);
+    assert_eq!(after[0]["seat_id"], "A-2");
+    let (s, _) = call(&api, Method::GET, &format!("{base}/qr.svg"), &token, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = call(&api, Method::POST, &format!("{base}/reissue"), &token, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, view) = call(&api, Method::GET, &format!("/api/v1/orders/{order}"), &token, None).await;
+    let given: Vec<bool> =
+        view["tickets"].as_array().unwrap().iter().map(|t| t["transferred"].as_bool().unwrap()).collect();
+    assert_eq!(given, [true, false]);
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT payload->>'type' FROM outbox WHERE topic = 'tickets' ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(kinds, ["ticket.transfer_offered", "ticket.transferred"]);
+    let payloads: Vec<serde_json::Value> =
+        sqlx::query_scalar("SELECT payload FROM outbox").fetch_all(&db).await.unwrap();
+    for p in &payloads {
+        regional_core::bus::schema::check(p).unwrap_or_else(|e| panic!("{e}: {p}"));
+    }
+}
+
+#[sqlx::test]
+async fn a_declined_or_withdrawn_offer_leaves_the_ticket_with_its_giver(db: PgPool) {
+    let api = Api::start_with(with_checkout(&db, &signer())).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
+    let token = order_token(order, &event);
+    let base = format!("/api/v1/orders/{order}/tickets/{}", tickets[0]);
+    let offer = |to: &'static str| {
+        let (api, token, base) = (&api, token.clone(), base.clone());
+        async move {
+            let (s, o) =
+                call(api, Method::POST, &format!("{base}/transfer"), &token, Some(json!({ "to_email": to })))
+                    .await;
+            assert_eq!(s, StatusCode::CREATED, "{o}");
+            o["id"].as_str().unwrap().to_owned()
+        }
+    };
+
+    // Declined by its recipient.
+    let first = offer("one@example.test").await;
+    let link = offer_link(&db, "one@example.test").await;
+    let t1 = link.split_once('#').unwrap().1.to_owned();
+    let (s, d) = call(&api, Method::POST, &format!("/api/v1/transfers/{first}/decline"), &t1, None).await;
+    assert_eq!((s, d["state"].as_str()), (StatusCode::OK, Some("declined")));
+    let (s, late) = call(&api, Method::POST, &format!("/api/v1/transfers/{first}/accept"), &t1, None).await;
+    assert_eq!((s, late["reason"].as_str()), (StatusCode::CONFLICT, Some("offer_closed")));
+
+    // Withdrawn by its giver before the recipient accepts.
+    let second = offer("two@example.test").await;
+    let link = offer_link(&db, "two@example.test").await;
+    let t2 = link.split_once('#').unwrap().1.to_owned();
+    let (s, w) = call(&api, Method::POST, &format!("{base}/transfer/cancel"), &token, None).await;
+    assert_eq!((s, w["state"].as_str()), (StatusCode::OK, Some("cancelled")));
+    let (s, _) = call(&api, Method::POST, &format!("/api/v1/transfers/{second}/accept"), &t2, None).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    // One offer's token does not open another.
+    let (s, _) = call(&api, Method::GET, &format!("/api/v1/transfers/{second}"), &t1, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (holder, version): (String, i32) =
+        sqlx::query_as("SELECT holder_email, version FROM tickets WHERE id = $1")
+            .bind(tickets[0])
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!((holder.as_str(), version), ("Buyer@Example.test", 1));
+}

@@ -1,0 +1,235 @@
+//! The outbox on a real Kafka-protocol broker (tansu): the relay (idempotent producer, acks=all,
+//! keyed by event) and consumer groups reading with `regional_core::bus::kafka::run_consumer`.
+//!
+//! - A relay that stops in the middle of a batch (after the broker acknowledged part of it, before
+//!   marking anything sent) and a fresh relay after it: the topic holds duplicates, and yet every
+//!   consumer group applies each message once, in order per event.
+//! - The broker down for a while, then up: nothing lost, nothing applied twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::{drop_database, free_port, fresh_database, scratch_dir, start_tansu};
+use futures_util::future::BoxFuture;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::ClientConfig;
+use regional_core::bus::kafka::{run_consumer, KafkaSettings, Publisher};
+use regional_core::bus::relay::{Relay, Sink};
+use regional_core::bus::{outbox, Consumer, ConsumerError, Message, TOPICS};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// A consumer that records what it applied, in the order it applied it.
+struct Recorder(&'static str);
+
+impl Consumer for Recorder {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn topics(&self) -> &'static [&'static str] {
+        &TOPICS
+    }
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        m: &'a Message,
+    ) -> BoxFuture<'a, Result<(), ConsumerError>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO received (consumer, message_id, topic, key) VALUES ($1, $2, $3, $4)")
+                .bind(self.0)
+                .bind(m.id)
+                .bind(&m.topic)
+                .bind(&m.key)
+                .execute(tx)
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+const GROUPS: [&str; 2] = ["audit-a", "audit-b"];
+
+async fn prepare(db: &PgPool) {
+    // No uniqueness here on purpose: a message applied twice must show, not fail.
+    sqlx::query(
+        "CREATE TABLE received (seq BIGSERIAL PRIMARY KEY, consumer TEXT, message_id BIGINT, topic TEXT, key TEXT)",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+fn settings(bootstrap: &str) -> KafkaSettings {
+    let mut r = [0u8; 4];
+    getrandom::getrandom(&mut r).unwrap();
+    KafkaSettings {
+        bootstrap: bootstrap.to_owned(),
+        // Topics and groups of this run only (the broker may be shared).
+        topic_prefix: format!("t{}x{:08x}.", std::process::id(), u32::from_le_bytes(r)),
+        partitions: 3,
+    }
+}
+
+/// `n` messages over the topics, for `events` (the keys), in one transaction each.
+async fn write(db: &PgPool, events: &[Uuid], n: usize) {
+    for i in 0..n {
+        let mut tx = db.begin().await.unwrap();
+        let event = events[i % events.len()];
+        let topic = TOPICS[i % TOPICS.len()];
+        outbox(&mut tx, topic, event, json!({ "type": "test.message", "schema_version": 1, "n": i }))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+async fn unsent(db: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(db).await.unwrap()
+}
+
+async fn applied(db: &PgPool, group: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM received WHERE consumer = $1")
+        .bind(group)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+/// Waits until every group applied `n` messages, then checks: each message once per group, and
+/// each event's messages of a topic in outbox order (Kafka orders a partition, not across topics).
+async fn expect_applied_once_in_order(db: &PgPool, n: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    for group in GROUPS {
+        while applied(db, group).await < n {
+            assert!(Instant::now() < deadline, "{group} applied {} of {n}", applied(db, group).await);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Late duplicates would arrive now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for group in GROUPS {
+        let (total, distinct): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(DISTINCT message_id) FROM received WHERE consumer = $1")
+                .bind(group)
+                .fetch_one(db)
+                .await
+                .unwrap();
+        assert_eq!((total, distinct), (n, n), "{group}: each message applied once");
+        let orders: Vec<(String, Vec<i64>)> = sqlx::query_as(
+            "SELECT topic || ' ' || key, array_agg(message_id ORDER BY seq) FROM received WHERE consumer = $1
+             GROUP BY topic, key",
+        )
+        .bind(group)
+        .fetch_all(db)
+        .await
+        .unwrap();
+        for (key, ids) in orders {
+            assert!(ids.windows(2).all(|w| w[0] < w[1]), "{group}: {key} out of order: {ids:?}");
+        }
+    }
+}
+
+/// How many messages the topics hold (read by a group of its own), waiting up to `within` for
+/// at least `at_least`.
+async fn raw_count(settings: &KafkaSettings, at_least: usize, within: Duration) -> usize {
+    let raw: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.bootstrap)
+        .set("group.id", format!("{}raw", settings.topic_prefix))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let topics: Vec<String> = TOPICS.iter().map(|t| settings.topic(t)).collect();
+    raw.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let mut n = 0;
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // After the expected count, a short wait shows whether more follow.
+        let wait = if n >= at_least { Duration::from_secs(2).min(left) } else { left };
+        match tokio::time::timeout(wait, raw.recv()).await {
+            Ok(Ok(_)) => n += 1,
+            Ok(Err(e)) => panic!("raw read: {e}"),
+            Err(_) => return n,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_relay_restarted_mid_batch_gives_each_group_every_message_once_in_order_per_event() {
+    let bootstrap = std::env::var("KAFKA_BOOTSTRAP").expect("KAFKA_BOOTSTRAP: run through scripts/test.sh");
+    let name = format!("e2e_outbox_restart_{}", std::process::id());
+    let db = fresh_database(&name).await;
+    prepare(&db).await;
+    let settings = settings(&bootstrap);
+    settings.create_topics().await.expect("topics");
+    let events: Vec<Uuid> = (0..5).map(|_| Uuid::new_v4()).collect();
+    write(&db, &events, 600).await;
+
+    // The first relay stops after 250 rows of a 500-row batch were acknowledged: nothing is marked.
+    let publisher = Publisher::new(settings.clone()).unwrap();
+    let mut first = Relay::new(db.clone(), Sink::Kafka(publisher)).with_batch(500).crashing_after(250);
+    let crashed = first.relay_batch().await;
+    assert!(crashed.is_err(), "{crashed:?}");
+    drop(first);
+    assert_eq!(unsent(&db).await, 600, "a crash before the mark leaves every row to send");
+
+    // A fresh relay (a new producer session) sends everything, the 250 again among it.
+    let mut second =
+        Relay::new(db.clone(), Sink::Kafka(Publisher::new(settings.clone()).unwrap())).with_batch(500);
+    while unsent(&db).await > 0 {
+        second.relay_batch().await.expect("relay");
+    }
+    assert_eq!(
+        raw_count(&settings, 850, Duration::from_secs(60)).await,
+        850,
+        "the topics hold the 250 twice"
+    );
+
+    for group in GROUPS {
+        tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Recorder(group))));
+    }
+    expect_applied_once_in_order(&db, 600, Duration::from_secs(90)).await;
+    db.close().await;
+    drop_database(&name);
+}
+
+#[tokio::test]
+async fn the_broker_down_for_a_while_loses_nothing_and_duplicates_nothing() {
+    let name = format!("e2e_outbox_broker_down_{}", std::process::id());
+    let db = fresh_database(&name).await;
+    prepare(&db).await;
+    let dir = scratch_dir("broker-down");
+    let port = free_port();
+    let broker = start_tansu(port, &dir);
+    let settings = settings(&format!("127.0.0.1:{port}"));
+    settings.create_topics().await.expect("topics");
+    let publisher = Publisher::new(settings.clone()).unwrap();
+    let relay = tokio::spawn(Relay::new(db.clone(), Sink::Kafka(publisher)).run(Duration::from_millis(200)));
+    let consumers: Vec<_> = GROUPS
+        .iter()
+        .map(|g| tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Recorder(g)))))
+        .collect();
+    let events: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    write(&db, &events, 100).await;
+    expect_applied_once_in_order(&db, 100, Duration::from_secs(60)).await;
+
+    // Down: what is written meanwhile stays in the outbox.
+    broker.stop();
+    write(&db, &events, 100).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(unsent(&db).await, 100, "nothing is marked sent while the broker is away");
+
+    // Up again, on the same store.
+    let broker = start_tansu(port, &dir);
+    let back = Instant::now();
+    expect_applied_once_in_order(&db, 200, Duration::from_secs(120)).await;
+    eprintln!("all applied {:?} after the broker came back", back.elapsed());
+    assert_eq!(unsent(&db).await, 0);
+    relay.abort();
+    consumers.iter().for_each(|c| c.abort());
+    drop(broker);
+    db.close().await;
+    drop_database(&name);
+}
