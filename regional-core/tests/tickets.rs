@@ -4,26 +4,12 @@
 
 mod common;
 
-use common::{decode_png, paid_tickets, two_tenants, with_checkout, Api};
+use common::{decode_png, order_token, paid_tickets, two_tenants, with_checkout, Api};
 use regional_core::fulfillment::tickets::holder_of;
-use serde_json::{json, Value};
+use serde_json::Value;
 use shared_types::token::{verify, Claims, Expectation, KeyRing, TicketGrant, TokenKind, TokenSigner};
 use sqlx::PgPool;
 use uuid::Uuid;
-
-fn order_token(signer: &TokenSigner, order: Uuid, event: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = Claims {
-        iss: "core".into(),
-        aud: event.into(),
-        sub: "v0123456789abcdef".into(),
-        iat: now,
-        exp: now + 3600,
-        jti: order.to_string(),
-        extra: json!({}),
-    };
-    signer.sign(TokenKind::Order, &claims)
-}
 
 #[sqlx::test]
 async fn a_tickets_qr_code_decodes_to_a_code_that_verifies_offline(db: PgPool) {

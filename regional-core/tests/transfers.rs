@@ -13,24 +13,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use shared_types::token::{verify, Claims, Expectation, TicketGrant, TokenKind, TokenSigner};
 use sqlx::PgPool;
-use uuid::Uuid;
 
 fn signer() -> TokenSigner {
     TokenSigner::from_seed("core-test", [4; 32]).unwrap()
-}
-
-fn order_token(order: Uuid, event: &str) -> String {
-    let now = chrono::Utc::now().timestamp();
-    let claims = Claims {
-        iss: "core".into(),
-        aud: event.into(),
-        sub: "v0123456789abcdef".into(),
-        iat: now,
-        exp: now + 3600,
-        jti: order.to_string(),
-        extra: json!({}),
-    };
-    signer().sign(TokenKind::Order, &claims)
 }
 
 /// A call with a bearer token (order or transfer token).
@@ -85,7 +70,7 @@ async fn a_ticket_offered_by_mail_is_accepted_and_changes_hands(db: PgPool) {
     let api = Api::start_with(with_checkout(&db, &signer())).await;
     let (_, [(org, key), _]) = two_tenants(&api).await;
     let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2"]).await;
-    let token = order_token(order, &event);
+    let token = common::order_token(&signer(), order, &event);
     let base = format!("/api/v1/orders/{order}/tickets/{}", tickets[0]);
 
     // Bad offers change nothing.
@@ -202,7 +187,7 @@ async fn a_declined_or_withdrawn_offer_leaves_the_ticket_with_its_giver(db: PgPo
     let api = Api::start_with(with_checkout(&db, &signer())).await;
     let (_, [(org, key), _]) = two_tenants(&api).await;
     let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
-    let token = order_token(order, &event);
+    let token = common::order_token(&signer(), order, &event);
     let base = format!("/api/v1/orders/{order}/tickets/{}", tickets[0]);
     let offer = |to: &'static str| {
         let (api, token, base) = (&api, token.clone(), base.clone());

@@ -1,10 +1,11 @@
 // A buyer in headless Chromium (Debian's, driven by playwright-core) buys a seat through the real
 // stack: joins the line, is admitted, holds the best seat and checks out on the purchase page, pays
 // on the test provider's page, comes back to the order page and sees it paid with its ticket.
-// Run by tests/tests/checkout.rs:  node tests/browser/buy.mjs <edge url> <event id>
+// With a recipient's address, it then offers the ticket to them with the order page's form.
+// Run by tests/tests/checkout.rs:  node tests/browser/buy.mjs <edge url> <event id> [<give to>]
 import { chromium } from 'playwright-core';
 
-const [edge, event] = process.argv.slice(2);
+const [edge, event, giveTo] = process.argv.slice(2);
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
   args: ['--no-sandbox', '--disable-gpu'],
@@ -26,7 +27,14 @@ try {
   await page.waitForSelector('figure.qr svg', { timeout: 10000 });
   const tickets = await page.$$eval('#order li', (items) => items.map((li) => li.textContent));
   if (tickets.length !== 1 || !/^Seat [A-Za-z0-9_-]+ — valid$/.test(tickets[0])) throw new Error(`tickets: ${JSON.stringify(tickets)}`);
-  console.log(JSON.stringify({ order: new URL(page.url()).pathname, tickets }));
+  let offered = null;
+  if (giveTo) {
+    await page.fill('form.give input[name=to]', giveTo);
+    await page.click('form.give button');
+    await page.waitForFunction(() => /^Offered to /.test(document.querySelector('form.give .said')?.textContent ?? ''), null, { timeout: 10000 });
+    offered = await page.textContent('form.give .said');
+  }
+  console.log(JSON.stringify({ order: new URL(page.url()).pathname, tickets, offered }));
 } catch (e) {
   console.error(`${e}\n--- page ${page.url()} ---\n${await page.content()}`);
   process.exitCode = 1;

@@ -159,6 +159,61 @@ pub fn start_tansu(port: u16, dir: &std::path::Path) -> Service {
     service
 }
 
+/// Starts a real SMTP server (`scripts/smtp-sink.mjs`, nodemailer's smtp-server) on `port`,
+/// keeping every message it accepts as a `.eml` file in `dir`.
+pub fn start_smtp_sink(port: u16, dir: &std::path::Path) -> Service {
+    let mut cmd = Command::new("node");
+    cmd.arg(repo_root().join("scripts/smtp-sink.mjs")).args(["--port", &port.to_string(), "--dir"]).arg(dir);
+    let service = spawn("smtp-sink", cmd, port, dir.parent().unwrap_or(dir));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the SMTP sink did not listen on {port}:\n{}", service.log_tail());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    service
+}
+
+/// The subjects of the mails an SMTP sink kept in `dir`, oldest first.
+pub fn mail_subjects(dir: &std::path::Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+        .iter()
+        .filter_map(|f| {
+            let text = std::fs::read_to_string(f).ok()?;
+            let line = text.lines().find(|l| l.to_ascii_lowercase().starts_with("subject:"))?;
+            Some(line["subject:".len()..].trim().to_owned())
+        })
+        .collect()
+}
+
+/// The first link starting with `prefix` in the mail whose subject starts with `subject` (the
+/// quoted-printable text body unfolded), if that mail has arrived in `dir`.
+pub fn mail_link(dir: &std::path::Path, subject: &str, prefix: &str) -> Option<String> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    files.sort();
+    files.iter().find_map(|f| {
+        let raw = std::fs::read_to_string(f).ok()?;
+        let subject_line = raw.lines().find(|l| l.to_ascii_lowercase().starts_with("subject:"))?;
+        if !subject_line["subject:".len()..].trim().starts_with(subject) {
+            return None;
+        }
+        let text = raw.replace("=\r\n", "").replace("=\n", "").replace("=3D", "=");
+        let start = text.find(prefix)?;
+        let end = text[start..]
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '<')
+            .map_or(text.len(), |e| start + e);
+        Some(text[start..end].to_owned())
+    })
+}
+
 /// Starts the regional core on `port` against `database_url`, applying migrations first when
 /// `migrate` is true.
 pub fn start_core(port: u16, database_url: &str, migrate: bool, log_dir: &std::path::Path) -> Service {

@@ -297,7 +297,16 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     let (core_port, edge_port) = (free_port(), free_port());
     let core_url = format!("http://127.0.0.1:{core_port}");
     let edge_url = format!("http://127.0.0.1:{edge_port}");
-    let core = start_core_with(core_port, &db_url, true, &dir, &core_env(&keys, &edge_url, &core_url));
+    // Domain events go through the real broker to the notifier, which mails a real SMTP server.
+    let smtp_port = free_port();
+    let mail_dir = dir.join("mail");
+    let _smtp = e2e::start_smtp_sink(smtp_port, &mail_dir);
+    let mut env = core_env(&keys, &edge_url, &core_url);
+    let bootstrap = std::env::var("KAFKA_BOOTSTRAP").expect("KAFKA_BOOTSTRAP: run through scripts/test.sh");
+    env.push(("KAFKA_BOOTSTRAP", bootstrap));
+    env.push(("KAFKA_TOPIC_PREFIX", format!("e2e{}.", std::process::id())));
+    env.push(("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}")));
+    let core = start_core_with(core_port, &db_url, true, &dir, &env);
     core.wait_ready("/healthz", Duration::from_secs(60)).await;
     let edge =
         start_edge_with_keys(edge_port, &core_url, &dir.join("do-state"), &dir, &keys.edge_env_file(&dir));
@@ -429,10 +438,27 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     assert!(refunded["tickets"].as_array().unwrap().iter().all(|t| t["state"] == "void"), "{refunded}");
     assert_eq!(availability(&edge_url, &event).await, "aaaaaa");
 
+    // The buyers were told, by mail, through Kafka: the tickets, the declined order, the refund.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let wanted = [
+        "Your tickets for Long holds",
+        "Your order for Long holds was cancelled",
+        "Your refund for Long holds",
+    ];
+    loop {
+        let subjects = e2e::mail_subjects(&mail_dir);
+        if wanted.iter().all(|w| subjects.iter().filter(|s| s == w).count() == 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "mails received: {subjects:?}\n{}", core.log_tail());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await, 0, "all relayed");
+
     // 7. A buyer in Chromium: the line, the purchase page, the test provider's page, the order page.
     let out = std::process::Command::new("node")
         .current_dir(e2e::repo_root())
-        .args(["tests/browser/buy.mjs", &edge_url, &event])
+        .args(["tests/browser/buy.mjs", &edge_url, &event, "friend@e2e.test"])
         .output()
         .expect("node runs");
     assert!(
@@ -443,6 +469,39 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     );
     let bought: Value = serde_json::from_slice(&out.stdout).expect("the script reports its order");
     let seat = bought["tickets"][0].as_str().unwrap().split(' ').nth(1).unwrap().to_owned();
+
+    // 7b. The browser buyer gave the ticket to a friend, who gets the offer by mail, opens its link
+    //     in Chromium, accepts, and sees the ticket's QR code; the ticket is theirs with a new code.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let link = loop {
+        if let Some(link) = e2e::mail_link(
+            &mail_dir,
+            "browser@e2e.test is sending you a ticket",
+            &format!("{edge_url}/transfers/"),
+        ) {
+            break link;
+        }
+        assert!(Instant::now() < deadline, "no offer mail: {:?}", e2e::mail_subjects(&mail_dir));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let out = std::process::Command::new("node")
+        .current_dir(e2e::repo_root())
+        .args(["tests/browser/accept.mjs", &link])
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "the recipient failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (holder, version): (String, i32) = sqlx::query_as("SELECT holder_email, version FROM tickets WHERE seat_id = $1 AND event_id = $2::uuid AND state = 'valid'")
+        .bind(&seat)
+        .bind(&event)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!((holder.as_str(), version), ("friend@e2e.test", 2));
 
     // 8. With a promo code; then the organizer refunds it and takes the seat off sale.
     acme.ok(

@@ -279,33 +279,44 @@ pub(crate) fn order_token(signer: &TokenSigner, order: Uuid, event: Uuid, visito
     signer.sign(TokenKind::Order, &claims)
 }
 
-/// The order an order token in `Authorization: Bearer` opens (it must be for `id`).
-pub(crate) fn authorize_buyer(checkout: &Checkout, headers: &HeaderMap, id: &str) -> Result<Uuid, ApiError> {
+/// The id a core-signed token of `kind` in `Authorization: Bearer` opens (its `jti`, which must be
+/// `id`): order tokens open orders, transfer tokens open transfers.
+pub(crate) fn authorize_token(
+    co: &Checkout,
+    headers: &HeaderMap,
+    kind: TokenKind,
+    id: &str,
+) -> Result<Uuid, ApiError> {
+    let (a, what) = match kind {
+        TokenKind::Transfer => ("a", "transfer"),
+        _ => ("an", "order"),
+    };
     let token = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Token {
+        .ok_or_else(|| ApiError::Token {
             reason: "missing",
-            detail: "an order token is required (Authorization: Bearer)".into(),
+            detail: format!("{a} {what} token is required (Authorization: Bearer)"),
         })?
         .trim();
     let refused =
         |e: shared_types::token::TokenError| ApiError::Token { reason: e.reason(), detail: e.to_string() };
-    let audience = unverified_audience(token)
-        .ok_or(ApiError::Token { reason: "malformed", detail: "the order token is malformed".into() })?;
-    let expect = Expectation {
-        kind: TokenKind::Order,
-        issuer: "core",
-        audience: &audience,
-        subject: None,
-        now: now_secs(),
-    };
-    let claims: Claims<Value> = verify(token, &checkout.signer.verifying_ring(), &expect).map_err(refused)?;
+    let audience = unverified_audience(token).ok_or_else(|| ApiError::Token {
+        reason: "malformed",
+        detail: format!("the {what} token is malformed"),
+    })?;
+    let expect = Expectation { kind, issuer: "core", audience: &audience, subject: None, now: now_secs() };
+    let claims: Claims<Value> = verify(token, &co.signer.verifying_ring(), &expect).map_err(refused)?;
     if claims.jti != id {
         return Err(ApiError::NotFound);
     }
     id.parse().map_err(|_| ApiError::NotFound)
+}
+
+/// The order an order token in `Authorization: Bearer` opens (it must be for `id`).
+pub(crate) fn authorize_buyer(checkout: &Checkout, headers: &HeaderMap, id: &str) -> Result<Uuid, ApiError> {
+    authorize_token(checkout, headers, TokenKind::Order, id)
 }
 
 /// What pricing needs of the event.

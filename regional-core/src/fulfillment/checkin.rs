@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::auth::{authenticate, Caller, Permission};
 use crate::checkout::Checkout;
-use crate::fulfillment::tickets::{code, TicketRow};
+use crate::fulfillment::tickets::{code, TicketRow, TICKET_COLUMNS};
 
 pub mod proto {
     tonic::include_proto!("ticketing.checkin.v1");
@@ -144,11 +144,10 @@ impl CheckIn for Gates {
         req: Request<ValidCodesRequest>,
     ) -> Result<Response<Self::ValidCodesStream>, Status> {
         let (_, event) = self.scanner(&req, &req.get_ref().event_id).await?;
-        let rows: Vec<TicketRow> = sqlx::query_as(
-            "SELECT t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at
-             FROM tickets t JOIN events e ON e.id = t.event_id
-             WHERE t.event_id = $1 AND t.state IN ('valid', 'used') ORDER BY t.id",
-        )
+        let rows: Vec<TicketRow> = sqlx::query_as(&format!(
+            "SELECT {TICKET_COLUMNS} FROM tickets t JOIN events e ON e.id = t.event_id
+             WHERE t.event_id = $1 AND t.state IN ('valid', 'used') ORDER BY t.id"
+        ))
         .bind(event)
         .fetch_all(self.db())
         .await

@@ -41,6 +41,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reissue))
 }
 
+/// The columns of a [`TicketRow`], from `tickets t JOIN events e ON e.id = t.event_id`.
+pub const TICKET_COLUMNS: &str =
+    "t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at";
+
 /// A ticket as its code needs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TicketRow {
@@ -127,13 +131,12 @@ async fn tickets_of(
     order: Uuid,
     ticket: Option<Uuid>,
 ) -> Result<Vec<TicketRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at
-         FROM tickets t JOIN events e ON e.id = t.event_id JOIN orders o ON o.id = t.order_id
+    sqlx::query_as(&format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN events e ON e.id = t.event_id JOIN orders o ON o.id = t.order_id
          WHERE t.order_id = $1 AND ($2::uuid IS NULL OR t.id = $2) AND t.state <> 'void'
            AND lower(t.holder_email) = lower(o.email)
-         ORDER BY t.seat_id, t.id",
-    )
+         ORDER BY t.seat_id, t.id"
+    ))
     .bind(order)
     .bind(ticket)
     .fetch_all(db)
@@ -204,11 +207,15 @@ async fn ticket_qr(
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let row =
         tickets_of(&state.db, order, Some(ticket)).await?.into_iter().next().ok_or(ApiError::NotFound)?;
-    let code = code(&co.signer, &row);
+    qr_file(&code(&co.signer, &row), &file)
+}
+
+/// A code's QR code as the file `qr.svg` or `qr.png` (private: a code admits whoever shows it).
+pub fn qr_file(code: &str, file: &str) -> Result<Response, ApiError> {
     let private = (header::CACHE_CONTROL, "private, no-store");
-    match file.as_str() {
-        "qr.svg" => Ok(([(header::CONTENT_TYPE, "image/svg+xml"), private], qr_svg(&code)?).into_response()),
-        "qr.png" => Ok(([(header::CONTENT_TYPE, "image/png"), private], qr_png(&code)?).into_response()),
+    match file {
+        "qr.svg" => Ok(([(header::CONTENT_TYPE, "image/svg+xml"), private], qr_svg(code)?).into_response()),
+        "qr.png" => Ok(([(header::CONTENT_TYPE, "image/png"), private], qr_png(code)?).into_response()),
         _ => Err(ApiError::NotFound),
     }
 }

@@ -13,21 +13,21 @@
 //! An offer expires after 72 hours or when the event starts, whichever is first.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
-use shared_types::token::{unverified_audience, verify, Claims, Expectation, TokenKind, TokenSigner};
+use serde_json::json;
+use shared_types::token::{Claims, TokenKind, TokenSigner};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::checkout::{authorize_buyer, checkout_of, Checkout};
+use crate::checkout::{authorize_buyer, authorize_token, checkout_of, Checkout};
 use crate::error::ApiError;
-use crate::fulfillment::tickets::{code, qr_png, qr_svg, TicketRow};
+use crate::fulfillment::tickets::{code, qr_file, TicketRow, TICKET_COLUMNS};
 
 /// How long an offer stays open (unless the event starts first).
 const OFFER_HOURS: i64 = 72;
@@ -103,30 +103,7 @@ pub fn transfer_token(
 
 /// The transfer a transfer token in `Authorization: Bearer` opens (it must be for `id`).
 fn authorize_recipient(co: &Checkout, headers: &HeaderMap, id: &str) -> Result<Uuid, ApiError> {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(ApiError::Token {
-            reason: "missing",
-            detail: "a transfer token is required (Authorization: Bearer)".into(),
-        })?
-        .trim();
-    let audience = unverified_audience(token)
-        .ok_or(ApiError::Token { reason: "malformed", detail: "the transfer token is malformed".into() })?;
-    let expect = Expectation {
-        kind: TokenKind::Transfer,
-        issuer: "core",
-        audience: &audience,
-        subject: None,
-        now: Utc::now().timestamp(),
-    };
-    let claims: Claims<Value> = verify(token, &co.signer.verifying_ring(), &expect)
-        .map_err(|e| ApiError::Token { reason: e.reason(), detail: e.to_string() })?;
-    if claims.jti != id {
-        return Err(ApiError::NotFound);
-    }
-    id.parse().map_err(|_| ApiError::NotFound)
+    authorize_token(co, headers, TokenKind::Transfer, id)
 }
 
 /// `POST /api/v1/orders/{id}/tickets/{ticket}/transfer`: offers the ticket to `to_email`, who gets
@@ -260,11 +237,10 @@ async fn show(
 
 /// The transferred ticket, while its recipient still holds it.
 async fn held_ticket(db: &sqlx::PgPool, transfer: Uuid) -> Result<Option<TicketRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at
-         FROM ticket_transfers x JOIN tickets t ON t.id = x.ticket_id JOIN events e ON e.id = t.event_id
-         WHERE x.id = $1 AND x.state = 'accepted' AND t.state <> 'void' AND lower(t.holder_email) = lower(x.to_email)",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {TICKET_COLUMNS} FROM ticket_transfers x JOIN tickets t ON t.id = x.ticket_id JOIN events e ON e.id = t.event_id
+         WHERE x.id = $1 AND x.state = 'accepted' AND t.state <> 'void' AND lower(t.holder_email) = lower(x.to_email)"
+    ))
     .bind(transfer)
     .fetch_optional(db)
     .await
@@ -368,11 +344,5 @@ async fn transfer_qr(
     let co = checkout_of(&state)?;
     let id = authorize_recipient(&co, &headers, &id)?;
     let ticket = held_ticket(&state.db, id).await?.ok_or(ApiError::NotFound)?;
-    let code = code(&co.signer, &ticket);
-    let private = (header::CACHE_CONTROL, "private, no-store");
-    match file.as_str() {
-        "qr.svg" => Ok(([(header::CONTENT_TYPE, "image/svg+xml"), private], qr_svg(&code)?).into_response()),
-        "qr.png" => Ok(([(header::CONTENT_TYPE, "image/png"), private], qr_png(&code)?).into_response()),
-        _ => Err(ApiError::NotFound),
-    }
+    qr_file(&code(&co.signer, &ticket), &file)
 }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::fulfillment::tickets::{code, qr_png, TicketRow};
+use crate::fulfillment::tickets::{code, qr_png, TicketRow, TICKET_COLUMNS};
 use shared_types::token::TokenSigner;
 
 /// Mails that failed an attempt since start (for `/metrics`).
@@ -164,11 +164,10 @@ impl Sender {
         let mut body = MultiPart::mixed().multipart(bodies);
         if !d.ticket_ids.is_empty() {
             // Drawn now, so that a code re-issued since the mail was queued is the current one.
-            let tickets: Vec<TicketRow> = sqlx::query_as(
-                "SELECT t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at
-                 FROM tickets t JOIN events e ON e.id = t.event_id
-                 WHERE t.id = ANY($1) AND t.state = 'valid' ORDER BY t.seat_id, t.id",
-            )
+            let tickets: Vec<TicketRow> = sqlx::query_as(&format!(
+                "SELECT {TICKET_COLUMNS} FROM tickets t JOIN events e ON e.id = t.event_id
+                 WHERE t.id = ANY($1) AND t.state = 'valid' ORDER BY t.seat_id, t.id"
+            ))
             .bind(&d.ticket_ids)
             .fetch_all(&self.db)
             .await

@@ -1,0 +1,28 @@
+// A ticket's recipient in headless Chromium opens the link of the offer mail, sees the offer,
+// accepts it, and is shown the ticket's QR code.
+// Run by tests/tests/checkout.rs:  node tests/browser/accept.mjs <link from the mail>
+import { chromium } from 'playwright-core';
+
+const [link] = process.argv.slice(2);
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu'],
+});
+const page = await browser.newPage();
+try {
+  await page.goto(link);
+  await page.waitForSelector('#accept', { timeout: 15000 });
+  const offer = await page.textContent('#transfer');
+  if (!/seat /.test(offer)) throw new Error(`the offer does not name the seat: ${offer}`);
+  if (new URL(page.url()).hash) throw new Error('the token stayed in the address bar');
+  await page.click('#accept');
+  await page.waitForSelector('#qr svg', { timeout: 15000 });
+  const state = await page.textContent('#state');
+  if (!state.startsWith('It is yours')) throw new Error(`state: ${state}`);
+  console.log(JSON.stringify({ state: 'accepted', offer }));
+} catch (e) {
+  console.error(`${e}\n--- page ${page.url()} ---\n${await page.content()}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
