@@ -295,3 +295,46 @@ async fn an_event_near_its_start_reminds_each_holder_once(db: PgPool) {
     to.sort();
     assert_eq!(to, ["Buyer@Example.test", "friend@example.test"]);
 }
+
+#[sqlx::test]
+async fn each_outcome_gets_its_mail_and_a_lost_hold_is_told_once(db: PgPool) {
+    let api = Api::start_with(with_checkout(&db, &signer())).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, lost, _) = paid_tickets(&api, &key, &org, &["A-1"]).await;
+    let (_, cancelled, _) = paid_tickets(&api, &key, &org, &["B-1"]).await;
+    let (_, refunded, _) = paid_tickets(&api, &key, &org, &["C-1"]).await;
+    let event_id: Uuid = event.parse().unwrap();
+    let mut tx = db.begin().await.unwrap();
+    let base = |kind: &str, order: Uuid, extra: Value| {
+        let mut p = json!({ "type": kind, "schema_version": 1, "order_id": order, "event_id": event_id,
+                            "email": "Buyer@Example.test", "currency": "EUR", "total_minor": 4000 });
+        p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        p
+    };
+    for payload in [
+        // The hold expired while paying and another buyer took the seat: one mail, not a second
+        // one when the refund completes.
+        base("order.hold_lost", lost, json!({ "refund_minor": 4000 })),
+        base("order.refunded", lost, json!({ "refund_minor": 4000, "outcome": "hold_lost" })),
+        base("order.cancelled", cancelled, json!({ "outcome": "payment_failed" })),
+        base("order.refunded", refunded, json!({ "refund_minor": 3000, "outcome": "buyer_cancelled" })),
+    ] {
+        regional_core::bus::outbox(&mut tx, "orders", event_id, payload).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    relay(&db).await;
+    let queued: Vec<(String, Uuid, String)> =
+        sqlx::query_as("SELECT kind, order_id, subject FROM notifications ORDER BY kind")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let kinds: Vec<(&str, Uuid)> = queued.iter().map(|(k, o, _)| (k.as_str(), *o)).collect();
+    assert_eq!(kinds, [("hold_lost", lost), ("order_cancelled", cancelled), ("order_refunded", refunded)]);
+    assert_eq!(queued[0].2, "Your seats for Gig could not be kept");
+    let refund_text: String =
+        sqlx::query_scalar("SELECT text_body FROM notifications WHERE kind = 'order_refunded'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(refund_text.contains("was refunded: 30.00 EUR of 40.00 EUR (you cancelled it)"), "{refund_text}");
+}

@@ -116,6 +116,10 @@ impl Consumer for Notifier {
                 _ => facts.email.clone(),
             };
             context["outcome"] = Value::from(outcome_text(p["outcome"].as_str().unwrap_or_default()));
+            // The amount the message reports (the order's row may have moved on since).
+            if let Some(refund) = p["refund_minor"].as_i64() {
+                context["order"]["refund"] = Value::from(money(refund, &facts.currency));
+            }
             let mail = templates::render(kind, &context).map_err(|e| ConsumerError::from(e.to_string()))?;
             // Confirmations and reminders carry QR codes; the others only a link.
             let attach =
