@@ -142,6 +142,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(crate::fulfillment::tickets::routes())
         .merge(crate::fulfillment::transfers::routes())
         .merge(crate::notifications::ops::routes())
+        .merge(crate::reporting::routes())
 }
 
 #[derive(utoipa::OpenApi)]
@@ -154,6 +155,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         (name = "publishing", description = "what the edge holds of an event"),
         (name = "public", description = "the buyers' catalog (no key)"),
         (name = "checkout", description = "orders, payments, refunds, provider webhooks"),
+        (name = "reporting", description = "organizers' reports, from the outbox's projections"),
         (name = "operations", description = "health"),
     )
 )]
@@ -318,7 +320,8 @@ async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Bo
     use crate::bus::{kafka, relay};
     use crate::notifications::{reminders, sender, MailSettings, Notifier};
     let f = &args.fulfillment;
-    let mut consumers: Vec<Arc<dyn crate::bus::Consumer>> = Vec::new();
+    let mut consumers: Vec<Arc<dyn crate::bus::Consumer>> =
+        vec![Arc::new(crate::reporting::projector::Projector)];
     if let Some(key) = &args.core_signing_key {
         let mail = Arc::new(MailSettings {
             buyer_url: f.buyer_url.clone().unwrap_or_else(|| args.edge_url.clone()),

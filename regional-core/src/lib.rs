@@ -19,6 +19,7 @@ pub mod notifications;
 pub mod payments;
 pub mod promotions;
 pub mod publishing;
+pub mod reporting;
 pub mod venues;
 
 pub use app::{router, router_with, serve, AppState};

@@ -72,6 +72,8 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("post", "/api/v1/transfers/{id}/accept"),
         ("post", "/api/v1/transfers/{id}/decline"),
         ("get", "/api/v1/ops/notifications"),
+        ("get", "/api/v1/events/{id}/report"),
+        ("get", "/api/v1/events/{id}/report/sales"),
         ("post", "/api/v1/ops/notifications/{id}/retry"),
     ];
     let mut listed = Vec::new();

@@ -648,6 +648,17 @@ async fn create_checkout(
         drop(tx);
         return Box::pin(create_checkout(State(state), headers, body)).await;
     }
+    // Reporting counts orders created (the hold-to-order conversion); one statement, same transaction.
+    sqlx::query(
+        "INSERT INTO outbox (topic, key, payload)
+         SELECT 'orders', event_id::text, jsonb_build_object('type', 'order.created', 'schema_version', 1,
+             'order_id', id, 'event_id', event_id, 'organization_id', organization_id, 'email', email,
+             'currency', currency, 'total_minor', total_minor, 'at', created_at)
+         FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     for (i, (tier, seat, zone, p)) in priced.lines.iter().enumerate() {
         sqlx::query(
             "INSERT INTO order_lines (order_id, line, tier_id, seat_id, zone_id, price_minor, discount_minor, fee_minor, tax_minor)

@@ -1,0 +1,268 @@
+//! Organizer reports (docs/reporting.md), read from the projections that [`projector::Projector`]
+//! keeps (one row per event, tier and minute with sales), so that a report costs the same at a
+//! thousand orders as at a million.
+//!
+//! - `GET /api/v1/events/{id}/report`        per tier and in total: tickets sold and refunded,
+//!   money (gross, discounts, fees, tax, refunds, net), orders (created, paid, cancelled, abandoned,
+//!   refunded) with the conversion and abandonment, promo codes
+//! - `GET /api/v1/events/{id}/report/sales`  the same figures over time, per minute, hour or day in
+//!   the event's time zone
+
+pub mod projector;
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::{Caller, Permission};
+use crate::error::ApiError;
+use crate::events::find_event;
+use crate::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(event_report)).routes(routes!(sales))
+}
+
+/// Tickets and money, of one tier or in total. `net_minor` = gross − fees − refunds + the fees
+/// given back by refunds: the organizer's ticket money after refunds, before commission.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Figures {
+    pub tickets_sold: i64,
+    pub tickets_refunded: i64,
+    pub gross_minor: i64,
+    pub discount_minor: i64,
+    pub fee_minor: i64,
+    pub tax_minor: i64,
+    pub refunded_minor: i64,
+    pub fee_refunded_minor: i64,
+    pub net_minor: i64,
+}
+
+impl Figures {
+    fn add(&mut self, o: &Figures) {
+        self.tickets_sold += o.tickets_sold;
+        self.tickets_refunded += o.tickets_refunded;
+        self.gross_minor += o.gross_minor;
+        self.discount_minor += o.discount_minor;
+        self.fee_minor += o.fee_minor;
+        self.tax_minor += o.tax_minor;
+        self.refunded_minor += o.refunded_minor;
+        self.fee_refunded_minor += o.fee_refunded_minor;
+        self.net_minor += o.net_minor;
+    }
+}
+
+const FIGURES: &str = "COALESCE(sum(tickets_sold), 0)::int8 AS tickets_sold,
+    COALESCE(sum(tickets_refunded), 0)::int8 AS tickets_refunded,
+    COALESCE(sum(gross_minor), 0)::int8 AS gross_minor, COALESCE(sum(discount_minor), 0)::int8 AS discount_minor,
+    COALESCE(sum(fee_minor), 0)::int8 AS fee_minor, COALESCE(sum(tax_minor), 0)::int8 AS tax_minor,
+    COALESCE(sum(refunded_minor), 0)::int8 AS refunded_minor,
+    COALESCE(sum(fee_refunded_minor), 0)::int8 AS fee_refunded_minor,
+    COALESCE(sum(gross_minor - fee_minor - refunded_minor + fee_refunded_minor), 0)::int8 AS net_minor";
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TierReport {
+    pub tier_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub currency: String,
+    /// Places on sale in the tier.
+    pub capacity: i64,
+    /// Tickets sold and not refunded.
+    pub live_tickets: i64,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// Orders: how holds became orders and orders became sales.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct OrderFigures {
+    pub created: i64,
+    pub paid: i64,
+    pub cancelled: i64,
+    /// Cancelled because nobody paid in time (of `cancelled`).
+    pub abandoned: i64,
+    pub refunded: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PromoReport {
+    pub code: String,
+    pub orders: i64,
+    pub discount_minor: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EventReport {
+    pub event_id: Uuid,
+    pub tiers: Vec<TierReport>,
+    pub totals: Figures,
+    pub orders: OrderFigures,
+    /// Paid orders per order created (0 to 1).
+    pub conversion: f64,
+    /// Abandoned orders per order created (0 to 1).
+    pub abandonment: f64,
+    pub promo_codes: Vec<PromoReport>,
+    pub generated_at: DateTime<Utc>,
+}
+
+const ORDERS: &str = "COALESCE(sum(orders_created), 0)::int8 AS created, COALESCE(sum(orders_paid), 0)::int8 AS paid,
+    COALESCE(sum(orders_cancelled), 0)::int8 AS cancelled, COALESCE(sum(orders_abandoned), 0)::int8 AS abandoned,
+    COALESCE(sum(orders_refunded), 0)::int8 AS refunded";
+
+/// `GET /api/v1/events/{id}/report`: the event's sale so far.
+#[utoipa::path(get, path = "/api/v1/events/{id}/report", tag = "reporting", security(("api_key" = [])),
+    params(("id" = String, Path, description = "the event id")),
+    responses((status = 200, body = EventReport), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn event_report(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<EventReport>, ApiError> {
+    caller.require(Permission::Read)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let rows: Vec<(Uuid, String, String, String, i64, sqlx::types::Json<Figures>)> =
+        sqlx::query_as(&format!(
+            "SELECT t.id, t.name, t.kind, t.currency, t.quantity::int8,
+                (SELECT to_jsonb(f) FROM (SELECT {FIGURES} FROM report_tier_minute r
+                                          WHERE r.event_id = t.event_id AND r.tier_id = t.id) f)
+         FROM ticket_tiers t WHERE t.event_id = $1 ORDER BY t.created_at, t.id"
+        ))
+        .bind(event.id)
+        .fetch_all(&state.db)
+        .await?;
+    let mut totals = Figures::default();
+    let tiers: Vec<TierReport> = rows
+        .into_iter()
+        .map(|(tier_id, name, kind, currency, capacity, f)| {
+            totals.add(&f.0);
+            TierReport {
+                tier_id,
+                name,
+                kind,
+                currency,
+                capacity,
+                live_tickets: f.0.tickets_sold - f.0.tickets_refunded,
+                figures: f.0,
+            }
+        })
+        .collect();
+    let orders: OrderFigures =
+        sqlx::query_as(&format!("SELECT {ORDERS} FROM report_event_minute WHERE event_id = $1"))
+            .bind(event.id)
+            .fetch_one(&state.db)
+            .await?;
+    let promo_codes: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT c.code, r.orders::int8, r.discount_minor FROM report_promo r JOIN promo_codes c ON c.id = r.promo_code_id
+         WHERE r.event_id = $1 ORDER BY c.code",
+    )
+    .bind(event.id)
+    .fetch_all(&state.db)
+    .await?;
+    let ratio = |n: i64| if orders.created > 0 { n as f64 / orders.created as f64 } else { 0.0 };
+    Ok(Json(EventReport {
+        event_id: event.id,
+        tiers,
+        totals,
+        conversion: ratio(orders.paid),
+        abandonment: ratio(orders.abandoned),
+        orders,
+        promo_codes: promo_codes
+            .into_iter()
+            .map(|(code, orders, discount_minor)| PromoReport { code, orders, discount_minor })
+            .collect(),
+        generated_at: Utc::now(),
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SalesQuery {
+    /// `minute`, `hour` (default) or `day`, in the event's time zone.
+    pub bucket: Option<String>,
+    /// From this time (RFC 3339), inclusive.
+    pub from: Option<DateTime<Utc>>,
+    /// Until this time (RFC 3339), exclusive.
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SalesBucket {
+    /// The bucket's start.
+    pub at: DateTime<Utc>,
+    #[serde(flatten)]
+    pub figures: Figures,
+    pub orders: OrderFigures,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SalesReport {
+    pub event_id: Uuid,
+    pub bucket: String,
+    pub time_zone: String,
+    pub buckets: Vec<SalesBucket>,
+}
+
+/// `GET /api/v1/events/{id}/report/sales`: sales over time (only buckets with activity).
+#[utoipa::path(get, path = "/api/v1/events/{id}/report/sales", tag = "reporting", security(("api_key" = [])),
+    params(("id" = String, Path, description = "the event id"), SalesQuery),
+    responses((status = 200, body = SalesReport), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn sales(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<SalesQuery>,
+) -> Result<Json<SalesReport>, ApiError> {
+    caller.require(Permission::Read)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    let bucket = q.bucket.unwrap_or_else(|| "hour".into());
+    if !["minute", "hour", "day"].contains(&bucket.as_str()) {
+        return Err(ApiError::field("bucket", "must be minute, hour or day"));
+    }
+    // Buckets start at the event's local boundaries (a day is the organizer's day, not UTC's).
+    let window = "($3::timestamptz IS NULL OR minute >= $3) AND ($4::timestamptz IS NULL OR minute < $4)";
+    let money: Vec<(DateTime<Utc>, sqlx::types::Json<Figures>)> = sqlx::query_as(&format!(
+        "SELECT b, to_jsonb(f) FROM (
+             SELECT date_trunc($2, minute, $5) AS b, {FIGURES} FROM report_tier_minute
+             WHERE event_id = $1 AND {window} GROUP BY 1) f ORDER BY 1"
+    ))
+    .bind(event.id)
+    .bind(&bucket)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(&event.time_zone)
+    .fetch_all(&state.db)
+    .await?;
+    let orders: Vec<(DateTime<Utc>, sqlx::types::Json<OrderFigures>)> = sqlx::query_as(&format!(
+        "SELECT b, to_jsonb(f) FROM (
+             SELECT date_trunc($2, minute, $5) AS b, {ORDERS} FROM report_event_minute
+             WHERE event_id = $1 AND {window} GROUP BY 1) f ORDER BY 1"
+    ))
+    .bind(event.id)
+    .bind(&bucket)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(&event.time_zone)
+    .fetch_all(&state.db)
+    .await?;
+    let mut buckets: BTreeMap<DateTime<Utc>, SalesBucket> = BTreeMap::new();
+    let empty = |at| SalesBucket { at, figures: Figures::default(), orders: OrderFigures::default() };
+    for (at, f) in money {
+        buckets.entry(at).or_insert_with(|| empty(at)).figures = f.0;
+    }
+    for (at, o) in orders {
+        buckets.entry(at).or_insert_with(|| empty(at)).orders = o.0;
+    }
+    Ok(Json(SalesReport {
+        event_id: event.id,
+        bucket,
+        time_zone: event.time_zone.clone(),
+        buckets: buckets.into_values().collect(),
+    }))
+}
