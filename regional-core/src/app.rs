@@ -26,12 +26,14 @@ pub struct AppState {
     pub health_timeout: Duration,
     /// Checkout, when the core has its keys (else its routes answer 503).
     pub checkout: Option<Arc<Checkout>>,
+    /// The platform's commission on an organizer's ticket money, in basis points (settlement).
+    pub commission_bps: i64,
 }
 
 impl AppState {
     /// State without checkout (admin and catalog only).
     pub fn new(db: PgPool, health_timeout: Duration) -> Self {
-        Self { db, health_timeout, checkout: None }
+        Self { db, health_timeout, checkout: None, commission_bps: crate::config::DEFAULT_COMMISSION_BPS }
     }
 }
 
@@ -231,6 +233,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         db::migrate(&args.database).await?;
     }
     let mut state = AppState::new(db::pool(&args.database)?, args.health_timeout());
+    state.commission_bps = i64::from(args.commission_bps);
     let mut extra = Router::new();
     match &args.core_signing_key {
         Some(key) => {

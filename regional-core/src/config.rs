@@ -71,7 +71,15 @@ pub struct ServeArgs {
     pub checkout: CheckoutArgs,
     #[command(flatten)]
     pub fulfillment: FulfillmentArgs,
+    /// The platform's commission on an organizer's ticket money (after fees and refunds), in basis
+    /// points: 500 is 5 %. Used by the settlement report.
+    #[arg(long, env = "PLATFORM_COMMISSION_BPS", default_value_t = DEFAULT_COMMISSION_BPS as u32,
+          value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub commission_bps: u32,
 }
+
+/// The settlement's commission when `PLATFORM_COMMISSION_BPS` is not set (5 %).
+pub const DEFAULT_COMMISSION_BPS: i64 = 500;
 
 /// Domain events (the outbox relay) and notifications.
 #[derive(Debug, Clone, Args)]

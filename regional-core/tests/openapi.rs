@@ -74,6 +74,8 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("get", "/api/v1/ops/notifications"),
         ("get", "/api/v1/events/{id}/report"),
         ("get", "/api/v1/events/{id}/report/sales"),
+        ("get", "/api/v1/events/{id}/settlement"),
+        ("get", "/api/v1/events/{id}/exports/{file}"),
         ("post", "/api/v1/ops/notifications/{id}/retry"),
     ];
     let mut listed = Vec::new();

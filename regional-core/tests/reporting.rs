@@ -324,11 +324,145 @@ async fn reports_equal_direct_counts_and_stay_with_their_tenant(db: PgPool) {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
 
+    // The settlement: ticket money after refunds and the platform's fees, less 5 % commission.
+    let (s, settlement) =
+        api.call(&key, Method::GET, &format!("/api/v1/events/{event_id}/settlement"), None).await;
+    assert_eq!(s, StatusCode::OK, "{settlement}");
+    let line = &settlement["lines"][0];
+    let revenue = direct.0 - direct.1 - direct.2 + direct.3;
+    let commission = (revenue * 500 + 5_000) / 10_000;
+    assert_eq!(line["gross_minor"], direct.0);
+    assert_eq!(line["platform_fees_minor"], direct.1 - direct.3);
+    assert_eq!(line["ticket_revenue_minor"], revenue);
+    assert_eq!(
+        (line["commission_minor"].as_i64(), line["payout_minor"].as_i64()),
+        (Some(commission), Some(revenue - commission))
+    );
+    let csv = api
+        .http
+        .get(format!("{}/api/v1/events/{event_id}/exports/settlement.csv", api.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let mut reader = csv::Reader::from_reader(std::io::Cursor::new(csv.bytes().await.unwrap()));
+    let row: std::collections::HashMap<String, String> = reader.deserialize().next().unwrap().unwrap();
+    let major = |minor: i64| format!("{}.{:02}", minor / 100, minor % 100);
+    assert_eq!((row["currency"].as_str(), row["payout_due"].clone()), ("EUR", major(revenue - commission)));
+
     // Another tenant's key does not see the event.
-    for path in
-        [format!("/api/v1/events/{event_id}/report"), format!("/api/v1/events/{event_id}/report/sales")]
-    {
+    for path in [
+        format!("/api/v1/events/{event_id}/report"),
+        format!("/api/v1/events/{event_id}/report/sales"),
+        format!("/api/v1/events/{event_id}/settlement"),
+        format!("/api/v1/events/{event_id}/exports/orders.csv"),
+    ] {
         let (s, _) = api.call(&other_key, Method::GET, &path, None).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
+}
+
+/// The resident memory of this process (the core runs in it), in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}
+
+#[sqlx::test]
+async fn a_hundred_thousand_orders_export_streams_with_bounded_memory_and_parses_back(db: PgPool) {
+    use std::io::Write as _;
+    let api = Api::start(db.clone()).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    sqlx::query("UPDATE organizations SET time_zone = 'America/New_York' WHERE id = $1::uuid")
+        .bind(&org)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (_, venue) = api
+        .call(&key, Method::POST, "/api/v1/venues", Some(json!({
+            "name": "Hall", "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
+            "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": [{ "id": "A-1", "label": "1", "x": 0, "y": 0, "zone": "std" }] }] }] })))
+        .await;
+    let (_, event) = api
+        .call(
+            &key,
+            Method::POST,
+            "/api/v1/events",
+            Some(json!({ "venue_id": venue["id"], "title": "Big",
+            "starts_at": "2027-03-01T20:00:00Z", "ends_at": "2027-03-01T23:00:00Z" })),
+        )
+        .await;
+    let event_id = event["id"].as_str().unwrap().to_owned();
+    // Addresses that need quoting, and some that a spreadsheet would run as a formula.
+    sqlx::query(
+        "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
+             currency, subtotal_minor, discount_minor, fee_minor, tax_minor, total_minor, hold_expires_at, created_at)
+         SELECT gen_random_uuid(), $1::uuid, $2::uuid, 'v0123456789abcdef', 'h-' || g, 'k-' || g, 'x',
+                CASE WHEN g % 1000 = 0 THEN '\"q, ' || g || '\"@x.test' WHEN g % 1000 = 1 THEN '=cmd' || g || '@x.test'
+                     ELSE 'b' || g || '@x.test' END,
+                'paid', 'EUR', 5000 + g % 100, 0, 150, 0, 5150 + g % 100, now(),
+                timestamptz '2027-01-01 00:00:00+00' + g * interval '1 second'
+         FROM generate_series(1, 100000) g",
+    )
+    .bind(&org)
+    .bind(&event_id)
+    .execute(&db)
+    .await
+    .unwrap();
+
+    let before = rss();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let sampler = {
+        let peak = peak.clone();
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss(), std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let url = format!("{}/api/v1/events/{event_id}/exports/orders.csv", api.base);
+    let resp = api.http.get(url).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers().get("content-length").is_none(), "streamed, not sized in advance");
+    let path = std::env::temp_dir().join(format!("orders-{}.csv", Uuid::new_v4()));
+    let mut file = std::fs::File::create(&path).unwrap();
+    let mut resp = resp;
+    let mut bytes = 0;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        bytes += chunk.len();
+        file.write_all(&chunk).unwrap();
+    }
+    sampler.abort();
+    let grew = peak.load(std::sync::atomic::Ordering::Relaxed).saturating_sub(before);
+    eprintln!("export: {bytes} bytes; resident memory grew by {} KiB", grew / 1024);
+    assert!(bytes > 10_000_000);
+    assert!(grew < (bytes as u64) / 2, "memory grew by {grew} bytes for a {bytes}-byte export");
+
+    // Parsed back by an independent parser: the same rows, in order, times in New York.
+    let rows: Vec<(Uuid, String, i64, DateTime<Utc>)> =
+        sqlx::query_as("SELECT id, email, total_minor, created_at FROM orders ORDER BY created_at, id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    let mut reader = csv::Reader::from_path(&path).unwrap();
+    assert_eq!(
+        reader.headers().unwrap().iter().take(3).collect::<Vec<_>>(),
+        ["order_id", "created_at", "state"]
+    );
+    let mut n = 0;
+    for (record, (id, email, total, created)) in reader.records().zip(&rows) {
+        let r = record.unwrap();
+        assert_eq!(&r[0], id.to_string());
+        let at = DateTime::parse_from_rfc3339(&r[1]).unwrap();
+        assert_eq!(at.with_timezone(&Utc), *created);
+        assert_eq!(at.offset().local_minus_utc(), -5 * 3600, "the organization's zone");
+        let expected = if email.starts_with('=') { format!("'{email}") } else { email.clone() };
+        assert_eq!(&r[4], expected);
+        assert_eq!(&r[11], format!("{}.{:02}", total / 100, total % 100));
+        n += 1;
+    }
+    assert_eq!(n, 100_000);
+    let _ = std::fs::remove_file(&path);
 }

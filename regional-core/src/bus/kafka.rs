@@ -186,6 +186,7 @@ pub async fn run_consumer(db: PgPool, settings: KafkaSettings, consumer: Arc<dyn
         let key = m.key().and_then(|k| std::str::from_utf8(k).ok()).unwrap_or_default();
         let topic = settings.outbox_topic(m.topic());
         match m.payload().and_then(|p| Message::from_wire(topic, key, p)) {
+            Some(message) if !consumer.wants(&message) => {}
             Some(message) => {
                 let mut backoff = Duration::from_millis(100);
                 while let Err(e) = deliver(&db, consumer.as_ref(), &message).await {

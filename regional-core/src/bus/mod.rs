@@ -81,6 +81,12 @@ pub trait Consumer: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// The topics it reads.
     fn topics(&self) -> &'static [&'static str];
+    /// Whether it does anything with `message` (one it does not want costs nothing: no
+    /// transaction, no record).
+    fn wants(&self, message: &Message) -> bool {
+        let _ = message;
+        true
+    }
     /// Applies `message` inside `tx` (committed with the record that it was applied).
     fn handle<'a>(
         &'a self,
@@ -89,23 +95,44 @@ pub trait Consumer: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), ConsumerError>>;
 }
 
-/// Applies `message` to `consumer` once: `Ok(false)` when it had already been applied.
+/// Applies `message` to `consumer` once: `Ok(false)` when it had already been applied (or the
+/// consumer does not want it).
 pub async fn deliver(db: &PgPool, consumer: &dyn Consumer, message: &Message) -> Result<bool, ConsumerError> {
+    Ok(deliver_batch(db, consumer, std::slice::from_ref(message)).await? == 1)
+}
+
+/// Applies `messages` (in order) to `consumer` in one transaction, each once; answers how many
+/// were applied now. All or none: an error leaves every message to be offered again.
+pub async fn deliver_batch(
+    db: &PgPool,
+    consumer: &dyn Consumer,
+    messages: &[Message],
+) -> Result<usize, ConsumerError> {
+    let wanted: Vec<&Message> = messages
+        .iter()
+        .filter(|m| consumer.topics().contains(&m.topic.as_str()) && consumer.wants(m))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(0);
+    }
     let mut tx = db.begin().await?;
-    let first: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO consumed_messages (consumer, message_id) VALUES ($1, $2)
+    let ids: Vec<i64> = wanted.iter().map(|m| m.id).collect();
+    let fresh: Vec<i64> = sqlx::query_scalar(
+        "INSERT INTO consumed_messages (consumer, message_id) SELECT $1, unnest($2::int8[])
          ON CONFLICT DO NOTHING RETURNING message_id",
     )
     .bind(consumer.name())
-    .bind(message.id)
-    .fetch_optional(&mut *tx)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
     .await?;
-    if first.is_none() {
-        return Ok(false);
+    let fresh: std::collections::HashSet<i64> = fresh.into_iter().collect();
+    let mut applied = 0;
+    for m in wanted.into_iter().filter(|m| fresh.contains(&m.id)) {
+        consumer.handle(&mut tx, m).await?;
+        applied += 1;
     }
-    consumer.handle(&mut tx, message).await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(applied)
 }
 
 /// Appends a domain event to the outbox, in the caller's transaction: it is published if and only

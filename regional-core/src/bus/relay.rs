@@ -1,6 +1,6 @@
 //! The outbox relay: publishes unsent outbox rows in id order, and marks a row sent only after its
 //! sink acknowledged it (the broker, with `acks=all`; or every in-process consumer, committed). A
-//! crash between the two sends the row again: consumers deduplicate by message id ([`deliver`]).
+//! crash between the two sends the row again: consumers deduplicate by message id ([`super::deliver_batch`]).
 //!
 //! One relay publishes at a time across every core (a PostgreSQL advisory lock held on a dedicated
 //! connection), so rows go out in one order; the others wait to take over.
@@ -12,7 +12,7 @@ use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
 use super::kafka::Publisher;
-use super::{deliver, Consumer, Message};
+use super::{deliver_batch, Consumer, Message};
 
 /// The advisory lock that makes one relay the publisher ("outbox" in ASCII).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
@@ -144,15 +144,14 @@ impl Relay {
     }
 }
 
-/// Delivers `rows` in order to every consumer of their topic; answers how many rows (a prefix)
-/// every consumer applied.
+/// Delivers `rows` to every consumer, each consumer's share in one transaction; answers how many
+/// rows every consumer applied (all of them, or none: a failed consumer has them all again, and
+/// the others recognize what they already applied).
 async fn deliver_in_process(db: &PgPool, consumers: &[Arc<dyn Consumer>], rows: &[Message]) -> usize {
-    for (i, row) in rows.iter().enumerate() {
-        for c in consumers.iter().filter(|c| c.topics().contains(&row.topic.as_str())) {
-            if let Err(e) = deliver(db, c.as_ref(), row).await {
-                tracing::warn!(consumer = c.name(), message = row.id, error = %e, "consumer failed; retrying");
-                return i;
-            }
+    for c in consumers {
+        if let Err(e) = deliver_batch(db, c.as_ref(), rows).await {
+            tracing::warn!(consumer = c.name(), error = %e, "consumer failed; retrying");
+            return 0;
         }
     }
     rows.len()

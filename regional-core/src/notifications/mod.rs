@@ -53,6 +53,18 @@ impl Consumer for Notifier {
         &["orders", "tickets"]
     }
 
+    fn wants(&self, m: &Message) -> bool {
+        matches!(
+            m.kind(),
+            "order.paid"
+                | "order.cancelled"
+                | "order.refunded"
+                | "order.hold_lost"
+                | "ticket.reissued"
+                | "ticket.transfer_offered"
+        )
+    }
+
     fn handle<'a>(
         &'a self,
         tx: &'a mut PgConnection,
@@ -263,15 +275,9 @@ impl OrderFacts {
     }
 }
 
-/// An amount in minor units as people read it (`12.50 EUR`; no decimals for zero-decimal
-/// currencies).
+/// An amount in minor units as people read it (`12.50 EUR`).
 pub fn money(minor: i64, currency: &str) -> String {
-    const ZERO_DECIMAL: [&str; 8] = ["JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"];
-    if ZERO_DECIMAL.contains(&currency) {
-        return format!("{minor} {currency}");
-    }
-    let sign = if minor < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02} {currency}", minor.abs() / 100, minor.abs() % 100)
+    format!("{} {currency}", crate::reporting::decimal(minor, currency))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! - `GET /api/v1/events/{id}/report/sales`  the same figures over time, per minute, hour or day in
 //!   the event's time zone
 
+pub mod exports;
 pub mod projector;
 
 use std::collections::BTreeMap;
@@ -26,7 +27,22 @@ use crate::events::find_event;
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(event_report)).routes(routes!(sales))
+    OpenApiRouter::new()
+        .routes(routes!(event_report))
+        .routes(routes!(sales))
+        .routes(routes!(settlement))
+        .merge(exports::routes())
+}
+
+/// An amount in minor units in the currency's major unit (`12.50`; `1250` for zero-decimal
+/// currencies), as exports and mails show it.
+pub fn decimal(minor: i64, currency: &str) -> String {
+    const ZERO_DECIMAL: [&str; 8] = ["JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"];
+    if ZERO_DECIMAL.contains(&currency) {
+        return minor.to_string();
+    }
+    let sign = if minor < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", minor.unsigned_abs() / 100, minor.unsigned_abs() % 100)
 }
 
 /// Tickets and money, of one tier or in total. `net_minor` = gross − fees − refunds + the fees
@@ -127,32 +143,9 @@ async fn event_report(
 ) -> Result<Json<EventReport>, ApiError> {
     caller.require(Permission::Read)?;
     let event = find_event(&state.db, &caller, &id).await?;
-    let rows: Vec<(Uuid, String, String, String, i64, sqlx::types::Json<Figures>)> =
-        sqlx::query_as(&format!(
-            "SELECT t.id, t.name, t.kind, t.currency, t.quantity::int8,
-                (SELECT to_jsonb(f) FROM (SELECT {FIGURES} FROM report_tier_minute r
-                                          WHERE r.event_id = t.event_id AND r.tier_id = t.id) f)
-         FROM ticket_tiers t WHERE t.event_id = $1 ORDER BY t.created_at, t.id"
-        ))
-        .bind(event.id)
-        .fetch_all(&state.db)
-        .await?;
+    let tiers = tier_reports(&state.db, event.id).await?;
     let mut totals = Figures::default();
-    let tiers: Vec<TierReport> = rows
-        .into_iter()
-        .map(|(tier_id, name, kind, currency, capacity, f)| {
-            totals.add(&f.0);
-            TierReport {
-                tier_id,
-                name,
-                kind,
-                currency,
-                capacity,
-                live_tickets: f.0.tickets_sold - f.0.tickets_refunded,
-                figures: f.0,
-            }
-        })
-        .collect();
+    tiers.iter().for_each(|t| totals.add(&t.figures));
     let orders: OrderFigures =
         sqlx::query_as(&format!("SELECT {ORDERS} FROM report_event_minute WHERE event_id = $1"))
             .bind(event.id)
@@ -179,6 +172,33 @@ async fn event_report(
             .collect(),
         generated_at: Utc::now(),
     }))
+}
+
+/// Every tier of the event with its figures.
+async fn tier_reports(db: &sqlx::PgPool, event: Uuid) -> Result<Vec<TierReport>, ApiError> {
+    let rows: Vec<(Uuid, String, String, String, i64, sqlx::types::Json<Figures>)> =
+        sqlx::query_as(&format!(
+            "SELECT t.id, t.name, t.kind, t.currency, t.quantity::int8,
+                (SELECT to_jsonb(f) FROM (SELECT {FIGURES} FROM report_tier_minute r
+                                          WHERE r.event_id = t.event_id AND r.tier_id = t.id) f)
+         FROM ticket_tiers t WHERE t.event_id = $1 ORDER BY t.created_at, t.id"
+        ))
+        .bind(event)
+        .fetch_all(db)
+        .await?;
+    let tiers: Vec<TierReport> = rows
+        .into_iter()
+        .map(|(tier_id, name, kind, currency, capacity, f)| TierReport {
+            tier_id,
+            name,
+            kind,
+            currency,
+            capacity,
+            live_tickets: f.0.tickets_sold - f.0.tickets_refunded,
+            figures: f.0,
+        })
+        .collect();
+    Ok(tiers)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -265,4 +285,76 @@ async fn sales(
         time_zone: event.time_zone.clone(),
         buckets: buckets.into_values().collect(),
     }))
+}
+
+/// What the organizer is owed for one currency of an event.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SettlementLine {
+    pub currency: String,
+    pub tickets_sold: i64,
+    pub tickets_refunded: i64,
+    /// What buyers paid.
+    pub gross_minor: i64,
+    pub refunded_minor: i64,
+    /// Service fees the platform keeps (fees minus those refunded).
+    pub platform_fees_minor: i64,
+    /// Tax within the ticket money (the organizer remits it).
+    pub tax_minor: i64,
+    /// gross − refunds − platform fees: the organizer's ticket money.
+    pub ticket_revenue_minor: i64,
+    /// The platform's commission on the ticket money (rounded half up).
+    pub commission_minor: i64,
+    /// ticket revenue − commission.
+    pub payout_minor: i64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Settlement {
+    pub event_id: Uuid,
+    pub commission_bps: i64,
+    pub lines: Vec<SettlementLine>,
+    pub generated_at: DateTime<Utc>,
+}
+
+/// The settlement of `event` with the platform's commission `bps`.
+pub async fn settlement_of(db: &sqlx::PgPool, event: Uuid, bps: i64) -> Result<Settlement, ApiError> {
+    let mut by_currency: BTreeMap<String, Figures> = BTreeMap::new();
+    for t in tier_reports(db, event).await? {
+        by_currency.entry(t.currency).or_default().add(&t.figures);
+    }
+    let lines = by_currency
+        .into_iter()
+        .map(|(currency, f)| {
+            let revenue = f.net_minor;
+            let commission = (i128::from(revenue) * i128::from(bps) + 5_000).div_euclid(10_000) as i64;
+            SettlementLine {
+                currency,
+                tickets_sold: f.tickets_sold,
+                tickets_refunded: f.tickets_refunded,
+                gross_minor: f.gross_minor,
+                refunded_minor: f.refunded_minor,
+                platform_fees_minor: f.fee_minor - f.fee_refunded_minor,
+                tax_minor: f.tax_minor,
+                ticket_revenue_minor: revenue,
+                commission_minor: commission,
+                payout_minor: revenue - commission,
+            }
+        })
+        .collect();
+    Ok(Settlement { event_id: event, commission_bps: bps, lines, generated_at: Utc::now() })
+}
+
+/// `GET /api/v1/events/{id}/settlement`: what the organizer is owed (per currency), after refunds,
+/// the platform's fees and its commission (`PLATFORM_COMMISSION_BPS`).
+#[utoipa::path(get, path = "/api/v1/events/{id}/settlement", tag = "reporting", security(("api_key" = [])),
+    params(("id" = String, Path, description = "the event id")),
+    responses((status = 200, body = Settlement), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn settlement(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Settlement>, ApiError> {
+    caller.require(Permission::Read)?;
+    let event = find_event(&state.db, &caller, &id).await?;
+    Ok(Json(settlement_of(&state.db, event.id, state.commission_bps).await?))
 }

@@ -19,6 +19,10 @@ impl Consumer for Projector {
         &["orders"]
     }
 
+    fn wants(&self, m: &Message) -> bool {
+        matches!(m.kind(), "order.created" | "order.paid" | "order.cancelled" | "order.refunded")
+    }
+
     fn handle<'a>(
         &'a self,
         tx: &'a mut PgConnection,
