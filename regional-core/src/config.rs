@@ -94,8 +94,9 @@ pub struct FulfillmentArgs {
     /// Partitions of the topics the relay creates.
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3)]
     pub kafka_partitions: i32,
-    /// How often the relay looks for unsent outbox rows when nothing woke it, in milliseconds.
-    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 1000)]
+    /// How often the relay looks for unsent outbox rows, in milliseconds (the delay before a
+    /// message reaches its consumers).
+    #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 100)]
     pub outbox_poll_ms: u64,
     /// The SMTP server (`smtp://host:port`, `smtp://user:pass@host:587?tls=required`,
     /// `smtps://…`). Without it mails are queued but not sent.

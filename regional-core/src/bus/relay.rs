@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 
 use super::kafka::Publisher;
@@ -51,8 +50,8 @@ impl Relay {
         self
     }
 
-    /// Publishes until the process stops: takes the relay lock, then relays whenever rows commit
-    /// (woken by the outbox trigger) or every `poll`.
+    /// Publishes until the process stops: takes the relay lock, then relays every `poll` (at once
+    /// again while batches come back full).
     pub async fn run(mut self, poll: Duration) {
         loop {
             let mut lock = match self.db.acquire().await {
@@ -74,26 +73,25 @@ impl Relay {
                 continue;
             }
             tracing::info!(sink = self.sink_name(), "relay: publishing the outbox");
-            let mut listener = PgListener::connect_with(&self.db).await.ok();
-            if let Some(l) = listener.as_mut() {
-                let _ = l.listen("outbox").await;
-            }
+            let mut idle = 0u32;
             loop {
                 match self.relay_batch().await {
                     Ok(n) if n as i64 >= self.batch => continue,
-                    Ok(_) => {}
+                    Ok(0) => idle += 1,
+                    Ok(_) => idle = 0,
                     Err(e) => tracing::warn!(error = %e, "relay: batch failed; retrying"),
                 }
-                // Still ours? (A lost connection releases the lock.)
-                let still: Result<i64, _> = sqlx::query_scalar("SELECT 1::int8").fetch_one(&mut *lock).await;
-                if still.is_err() {
-                    break;
-                }
-                match listener.as_mut() {
-                    Some(l) => {
-                        let _ = tokio::time::timeout(poll, l.recv()).await;
+                // Polled, not woken by NOTIFY: PostgreSQL serializes the commits of transactions
+                // that notify, which would throttle every checkout.
+                tokio::time::sleep(poll).await;
+                if idle >= 50 {
+                    // Idle for a while: is the lock still ours? (A lost connection releases it.)
+                    idle = 0;
+                    let still: Result<i64, _> =
+                        sqlx::query_scalar("SELECT 1::int8").fetch_one(&mut *lock).await;
+                    if still.is_err() {
+                        break;
                     }
-                    None => tokio::time::sleep(poll).await,
                 }
             }
         }
