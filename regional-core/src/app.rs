@@ -335,13 +335,16 @@ async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Bo
         tokio::spawn(reminders::run(db.clone(), mail, lead, Duration::from_secs(60)));
         match &f.smtp_url {
             Some(url) => {
-                let from = f.mail_from.parse().map_err(|e| format!("MAIL_FROM: {e}"))?;
+                let from: lettre::message::Mailbox =
+                    f.mail_from.parse().map_err(|e| format!("MAIL_FROM: {e}"))?;
+                // Message-IDs in the sender's own domain (RFC 5322 wants them globally unique).
+                let domain = from.email.domain().to_owned();
                 let settings = sender::SenderSettings {
                     from,
                     max_attempts: f.notify_max_attempts.max(1),
                     retry_base: Duration::from_millis(f.notify_retry_base_ms),
                     per_hour: f.notify_per_hour.max(1),
-                    domain: "ticketing.local".into(),
+                    domain,
                 };
                 let s = sender::Sender::new(db.clone(), url, settings, key.0.clone())?;
                 tokio::spawn(Arc::new(s).run(Duration::from_millis(500)));
