@@ -51,6 +51,7 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
@@ -110,6 +111,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     );
     out.push_str("# TYPE ticketing_notification_failures_total counter\n");
     out.push_str(&format!("ticketing_notification_failures_total {failed}\n"));
+    out.push_str(&crate::metrics::render());
     if let Some(rss) = resident_memory_bytes() {
         out.push_str("# HELP process_resident_memory_bytes Resident memory size in bytes.\n");
         out.push_str("# TYPE process_resident_memory_bytes gauge\n");

@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod fulfillment;
 pub mod health;
+pub mod metrics;
 pub mod notifications;
 pub mod payments;
 pub mod promotions;
