@@ -85,6 +85,21 @@ where
     Body::from_stream(futures_util::StreamExt::chain(first, rest))
 }
 
+/// One page of `select` (which ends `WHERE <its scope> = $1 AND …` with `$2`, `$3` the cursor
+/// and `$4` the page size, ordered by `(created_at, id)`).
+async fn keyset<R>(db: &PgPool, select: &str, event: Uuid, after: Cursor) -> Result<Vec<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(select)
+        .bind(event)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(PAGE)
+        .fetch_all(db)
+        .await
+}
+
 const ORDERS_HEADER: &str = "order_id,created_at,state,outcome,email,currency,subtotal,discount,fee,tax,tax_included,total,refunded,promo_code,tickets";
 
 #[derive(sqlx::FromRow)]
@@ -112,19 +127,17 @@ async fn orders_page(
     tz: Tz,
     after: Cursor,
 ) -> Result<(Vec<String>, Cursor), sqlx::Error> {
-    let rows: Vec<OrderRow> = sqlx::query_as(
+    let rows: Vec<OrderRow> = keyset(
+        &db,
         "SELECT o.id, o.created_at, o.state, o.outcome, o.email, o.currency, o.subtotal_minor, o.discount_minor, o.fee_minor,
                 o.tax_minor, o.tax_included, o.total_minor, o.refund_minor, pc.code,
                 (SELECT count(*) FROM order_lines l WHERE l.order_id = o.id) AS tickets
          FROM orders o LEFT JOIN promo_codes pc ON pc.id = o.promo_code_id
          WHERE o.event_id = $1 AND ($2::timestamptz IS NULL OR (o.created_at, o.id) > ($2, $3::uuid))
          ORDER BY o.created_at, o.id LIMIT $4",
+        event,
+        after,
     )
-    .bind(event)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(PAGE)
-    .fetch_all(&db)
     .await?;
     let last = rows.last().map(|r| (r.created_at, r.id));
     let lines = rows
@@ -177,17 +190,15 @@ async fn tickets_page(
     tz: Tz,
     after: Cursor,
 ) -> Result<(Vec<String>, Cursor), sqlx::Error> {
-    let rows: Vec<TicketRow> = sqlx::query_as(
+    let rows: Vec<TicketRow> = keyset(
+        &db,
         "SELECT t.id, t.order_id, t.created_at, tt.name AS tier, t.seat_id, t.holder_email, t.state, t.version, t.used_at, t.used_gate
          FROM tickets t JOIN ticket_tiers tt ON tt.id = t.tier_id
          WHERE t.event_id = $1 AND ($2::timestamptz IS NULL OR (t.created_at, t.id) > ($2, $3::uuid))
          ORDER BY t.created_at, t.id LIMIT $4",
+        event,
+        after,
     )
-    .bind(event)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(PAGE)
-    .fetch_all(&db)
     .await?;
     let last = rows.last().map(|r| (r.created_at, r.id));
     let lines = rows
@@ -233,17 +244,15 @@ async fn refunds_page(
     tz: Tz,
     after: Cursor,
 ) -> Result<(Vec<String>, Cursor), sqlx::Error> {
-    let rows: Vec<RefundRow> = sqlx::query_as(
+    let rows: Vec<RefundRow> = keyset(
+        &db,
         "SELECT r.id, r.order_id, r.created_at, r.updated_at, r.state, r.amount_minor, o.currency, r.reason, r.provider_ref
          FROM refunds r JOIN orders o ON o.id = r.order_id
          WHERE o.event_id = $1 AND ($2::timestamptz IS NULL OR (r.created_at, r.id) > ($2, $3::uuid))
          ORDER BY r.created_at, r.id LIMIT $4",
+        event,
+        after,
     )
-    .bind(event)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(PAGE)
-    .fetch_all(&db)
     .await?;
     let last = rows.last().map(|r| (r.created_at, r.id));
     let lines = rows

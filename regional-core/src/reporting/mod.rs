@@ -229,6 +229,32 @@ pub struct SalesReport {
     pub buckets: Vec<SalesBucket>,
 }
 
+/// The sums `columns` of a projection `table` per bucket, buckets starting at the event's local
+/// boundaries (a day is the organizer's day, not UTC's).
+async fn bucketed<T: serde::de::DeserializeOwned + Send + Unpin + 'static>(
+    db: &sqlx::PgPool,
+    table: &str,
+    columns: &str,
+    event: Uuid,
+    bucket: &str,
+    q: &SalesQuery,
+    time_zone: &str,
+) -> Result<Vec<(DateTime<Utc>, sqlx::types::Json<T>)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT b, to_jsonb(f) FROM (
+             SELECT date_trunc($2, minute, $5) AS b, {columns} FROM {table}
+             WHERE event_id = $1 AND ($3::timestamptz IS NULL OR minute >= $3) AND ($4::timestamptz IS NULL OR minute < $4)
+             GROUP BY 1) f ORDER BY 1"
+    ))
+    .bind(event)
+    .bind(bucket)
+    .bind(q.from)
+    .bind(q.to)
+    .bind(time_zone)
+    .fetch_all(db)
+    .await
+}
+
 /// `GET /api/v1/events/{id}/report/sales`: sales over time (only buckets with activity).
 #[utoipa::path(get, path = "/api/v1/events/{id}/report/sales", tag = "reporting", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id"), SalesQuery),
@@ -241,36 +267,14 @@ async fn sales(
 ) -> Result<Json<SalesReport>, ApiError> {
     caller.require(Permission::Read)?;
     let event = find_event(&state.db, &caller, &id).await?;
-    let bucket = q.bucket.unwrap_or_else(|| "hour".into());
+    let bucket = q.bucket.clone().unwrap_or_else(|| "hour".into());
     if !["minute", "hour", "day"].contains(&bucket.as_str()) {
         return Err(ApiError::field("bucket", "must be minute, hour or day"));
     }
-    // Buckets start at the event's local boundaries (a day is the organizer's day, not UTC's).
-    let window = "($3::timestamptz IS NULL OR minute >= $3) AND ($4::timestamptz IS NULL OR minute < $4)";
-    let money: Vec<(DateTime<Utc>, sqlx::types::Json<Figures>)> = sqlx::query_as(&format!(
-        "SELECT b, to_jsonb(f) FROM (
-             SELECT date_trunc($2, minute, $5) AS b, {FIGURES} FROM report_tier_minute
-             WHERE event_id = $1 AND {window} GROUP BY 1) f ORDER BY 1"
-    ))
-    .bind(event.id)
-    .bind(&bucket)
-    .bind(q.from)
-    .bind(q.to)
-    .bind(&event.time_zone)
-    .fetch_all(&state.db)
-    .await?;
-    let orders: Vec<(DateTime<Utc>, sqlx::types::Json<OrderFigures>)> = sqlx::query_as(&format!(
-        "SELECT b, to_jsonb(f) FROM (
-             SELECT date_trunc($2, minute, $5) AS b, {ORDERS} FROM report_event_minute
-             WHERE event_id = $1 AND {window} GROUP BY 1) f ORDER BY 1"
-    ))
-    .bind(event.id)
-    .bind(&bucket)
-    .bind(q.from)
-    .bind(q.to)
-    .bind(&event.time_zone)
-    .fetch_all(&state.db)
-    .await?;
+    let money: Vec<(DateTime<Utc>, sqlx::types::Json<Figures>)> =
+        bucketed(&state.db, "report_tier_minute", FIGURES, event.id, &bucket, &q, &event.time_zone).await?;
+    let orders: Vec<(DateTime<Utc>, sqlx::types::Json<OrderFigures>)> =
+        bucketed(&state.db, "report_event_minute", ORDERS, event.id, &bucket, &q, &event.time_zone).await?;
     let mut buckets: BTreeMap<DateTime<Utc>, SalesBucket> = BTreeMap::new();
     let empty = |at| SalesBucket { at, figures: Figures::default(), orders: OrderFigures::default() };
     for (at, f) in money {
