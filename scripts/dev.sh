@@ -84,7 +84,8 @@ cat <<MSG
 
   edge (buyers)      http://127.0.0.1:$EDGE_PORT
   health chain       http://127.0.0.1:$EDGE_PORT/healthz
-  regional core      http://127.0.0.1:$CORE_PORT   (health: /healthz)
+  organizer dashboard http://127.0.0.1:$CORE_PORT/dashboard/events/$demo_event   (sign in with the key above)
+  regional core      http://127.0.0.1:$CORE_PORT   (/healthz, /readyz, /metrics)
   mail sent          http://127.0.0.1:$MAIL_PORT   (every mail the core sent, as received over SMTP)
   database           ${DATABASE_URL%%\?*}
   logs               $LOCAL/logs/

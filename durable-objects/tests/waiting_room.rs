@@ -382,3 +382,26 @@ fn the_proof_of_work_gets_harder_under_a_flood_of_joins() {
     // 9,000 joins in the last minute: over 8x the threshold, 4 bits more (the cap).
     assert_eq!(flood.c.difficulty(), 16);
 }
+
+/// The average wait the operator sees: a pre-queue place waits from the on-sale time, a later one
+/// from when it joined (counted to the second, so at most a second more than the truth).
+#[test]
+fn the_average_wait_is_what_buyers_waited() {
+    let on_sale = T0 + 10_000;
+    let settings = WaitingRoomSettings { on_sale_at_ms: Some(on_sale), ..open_settings(3, 600) };
+    let mut all = buyers(150, T0 + 1_000, 50, 600_000);
+    all.extend(
+        buyers(150, on_sale + 2_000, 300, 600_000)
+            .into_iter()
+            .map(|b| Buyer { name: format!("late-{}", b.name), ..b }),
+    );
+    let mut sim = Sim::new(settings, all, [11; 32]);
+    assert_eq!(sim.c.average_wait_ms(), 0);
+    sim.run_until_all_admitted(400);
+    let truth: Vec<Millis> =
+        sim.admitted.iter().map(|&(b, at)| at - sim.buyers[b].joins_at.max(on_sale)).collect();
+    let mean = truth.iter().sum::<Millis>() as f64 / truth.len() as f64;
+    let seen = sim.c.average_wait_ms() as f64;
+    assert!(mean > 5_000.0, "the line made people wait ({mean} ms)");
+    assert!(seen >= mean - 1.0 && seen <= mean + 1_000.0, "average wait {seen} ms, truth {mean} ms");
+}

@@ -92,11 +92,20 @@ pub async fn forward(mut req: Request, env: &Env, keys: &EdgeKeys, path: &str) -
     match Fetch::Request(Request::new_with_init(&url, &init)?).send().await {
         Ok(resp) => Ok(resp),
         Err(e) => {
-            worker::console_error!("core unreachable for {path}: {e}");
-            http::problem_of(
-                ProblemType::DependencyUnavailable,
-                "the core could not be reached; retry with the same Idempotency-Key",
-                path,
+            // One JSON line, with the trace id the core's logs would have carried.
+            let trace_id = trace.split('-').nth(1).unwrap_or_default().to_owned();
+            worker::console_error!(
+                "{}",
+                serde_json::json!({ "level": "error", "message": "core unreachable", "path": path,
+                                    "trace_id": trace_id, "error": e.to_string() })
+            );
+            http::problem(
+                &Problem::new(
+                    ProblemType::DependencyUnavailable,
+                    "the core could not be reached; retry with the same Idempotency-Key",
+                )
+                .with_instance(path)
+                .with_extension("trace_id", trace_id.into()),
             )
         }
     }

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::checkout::Checkout;
-use crate::config::ServeArgs;
+use crate::config::{DatabaseArgs, ServeArgs};
 use crate::error::ApiError;
 use crate::payments::{stripe::Stripe, testpay::TestPay, PaymentProvider as _, Provider};
 use crate::{accounts, catalog, checkout, db, events, health, promotions, publishing, venues};
@@ -23,17 +23,32 @@ use crate::{accounts, catalog, checkout, db, events, health, promotions, publish
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
+    /// Where reports, exports and the dashboard read: the replica when one is configured
+    /// (`DATABASE_REPLICA_URL`), else the primary.
+    pub read_db: PgPool,
     pub health_timeout: Duration,
     /// Checkout, when the core has its keys (else its routes answer 503).
     pub checkout: Option<Arc<Checkout>>,
     /// The platform's commission on an organizer's ticket money, in basis points (settlement).
     pub commission_bps: i64,
+    /// What the edge knows of each sale (reports, dashboard, `/metrics`).
+    pub edge: Arc<crate::reporting::edge::EdgeStats>,
+    /// True once the core is shutting down: `/readyz` answers 503 so that no new traffic comes.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
     /// State without checkout (admin and catalog only).
     pub fn new(db: PgPool, health_timeout: Duration) -> Self {
-        Self { db, health_timeout, checkout: None, commission_bps: crate::config::DEFAULT_COMMISSION_BPS }
+        Self {
+            read_db: db.clone(),
+            db,
+            health_timeout,
+            checkout: None,
+            commission_bps: crate::config::DEFAULT_COMMISSION_BPS,
+            edge: crate::reporting::edge::EdgeStats::disabled(),
+            draining: Arc::default(),
+        }
     }
 }
 
@@ -49,13 +64,16 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
     routes
         .route("/api/v1/openapi.json", get(move || async move { axum::Json(document) }))
         .route("/metrics", get(metrics))
+        .merge(crate::reporting::dashboard::routes())
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        }))
+        })
+        // One access line per request (status, latency), inside the request's span.
+        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
         .merge(extra)
@@ -89,6 +107,8 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     out.push_str(&format!("ticketing_db_connections_in_use {in_use}\n"));
     out.push_str(&format!("ticketing_db_connections_open {}\n", state.db.size()));
     let lag = crate::bus::relay::lag_seconds(&state.db).await?;
+    let unsent: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(&state.db).await?;
     out.push_str("# HELP ticketing_outbox_lag_seconds Age of the oldest outbox row not yet relayed.\n");
     out.push_str("# TYPE ticketing_outbox_lag_seconds gauge\n");
     out.push_str(&format!("ticketing_outbox_lag_seconds {lag}\n"));
@@ -112,6 +132,8 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     out.push_str("# TYPE ticketing_notification_failures_total counter\n");
     out.push_str(&format!("ticketing_notification_failures_total {failed}\n"));
     out.push_str(&crate::metrics::render());
+    out.push_str(&crate::bus::lag::render(unsent, lag));
+    out.push_str(&state.edge.render());
     if let Some(rss) = resident_memory_bytes() {
         out.push_str("# HELP process_resident_memory_bytes Resident memory size in bytes.\n");
         out.push_str("# TYPE process_resident_memory_bytes gauge\n");
@@ -137,6 +159,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
+        .routes(routes!(health::livez))
+        .routes(routes!(health::readyz))
         .merge(accounts::routes())
         .merge(venues::routes())
         .merge(events::routes())
@@ -236,11 +260,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut state = AppState::new(db::pool(&args.database)?, args.health_timeout());
     state.commission_bps = i64::from(args.commission_bps);
+    let ops = &args.operations;
+    if let Some(replica) = &ops.replica_url {
+        let replica = DatabaseArgs { database_url: replica.clone(), ..args.database.clone() };
+        state.read_db = db::pool(&replica)?;
+        tracing::info!(replica = %replica.database_url.redacted(), "reports read from the replica");
+    }
     let mut extra = Router::new();
     match &args.core_signing_key {
         Some(key) => {
             let edge = publishing::EdgeClient::new(&args.edge_url, key.0.clone());
             tokio::spawn(publishing::run(state.db.clone(), edge));
+            state.edge = crate::reporting::edge::EdgeStats::new(publishing::EdgeClient::new(
+                &args.edge_url,
+                key.0.clone(),
+            ));
+            let every = Duration::from_secs(ops.edge_scrape_secs.max(1));
+            tokio::spawn(state.edge.clone().run_scraper(state.db.clone(), every));
             tracing::info!(edge = %args.edge_url, "publishing events to the edge");
         }
         None => tracing::warn!("CORE_SIGNING_KEY is not set: events will not be published to the edge"),
@@ -314,7 +350,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     start_fulfillment(&args, &state.db).await?;
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, database = %args.database.database_url, "core listening");
-    axum::serve(listener, router_with(state, extra)).with_graceful_shutdown(shutdown_signal()).await?;
+    let (draining, drain_for) = (state.draining.clone(), Duration::from_secs(ops.shutdown_drain_secs));
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Not ready any more, still serving: the load balancer sees /readyz fail and stops
+        // sending new requests; those in flight and arriving meanwhile are answered.
+        draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(seconds = drain_for.as_secs(), "shutting down: draining");
+        tokio::time::sleep(drain_for).await;
+    };
+    axum::serve(listener, router_with(state, extra)).with_graceful_shutdown(shutdown).await?;
     tracing::info!("core stopped");
     Ok(())
 }
@@ -375,6 +420,7 @@ async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Bo
         }
         None => {
             tracing::info!("outbox: delivered in-process (KAFKA_BOOTSTRAP is not set)");
+            consumers.iter().for_each(|c| crate::bus::lag::in_process(c.name()));
             relay::Sink::InProcess(consumers)
         }
     };

@@ -76,6 +76,24 @@ pub struct ServeArgs {
     #[arg(long, env = "PLATFORM_COMMISSION_BPS", default_value_t = DEFAULT_COMMISSION_BPS as u32,
           value_parser = clap::value_parser!(u32).range(0..=10_000))]
     pub commission_bps: u32,
+    #[command(flatten)]
+    pub operations: OperationsArgs,
+}
+
+/// Reading, scraping and shutting down (docs/reporting.md).
+#[derive(Debug, Clone, Args)]
+pub struct OperationsArgs {
+    /// A read replica's URL for reports, exports and the dashboard (they may lag the primary by
+    /// the replication delay). Unset: they read the primary.
+    #[arg(long, env = "DATABASE_REPLICA_URL", hide_env_values = true)]
+    pub replica_url: Option<DatabaseUrl>,
+    /// How often the edge's figures of the events on sale are scraped into `/metrics`.
+    #[arg(long, env = "EDGE_SCRAPE_SECS", default_value_t = 15)]
+    pub edge_scrape_secs: u64,
+    /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, so that the
+    /// load balancer stops sending new ones before the listener closes.
+    #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 5)]
+    pub shutdown_drain_secs: u64,
 }
 
 /// The settlement's commission when `PLATFORM_COMMISSION_BPS` is not set (5 %).

@@ -45,3 +45,42 @@ fn database_failure(e: &sqlx::Error) -> String {
         _ => "database check failed".into(),
     }
 }
+
+/// `GET /livez`: the process serves requests (a supervisor restarts it when this fails). It reads
+/// nothing: a slow database must not get a healthy core killed.
+#[utoipa::path(get, path = "/livez", tag = "operations", responses((status = 200, description = "the process is up", body = Object)))]
+pub async fn livez() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "up", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// `GET /readyz`: whether a load balancer should send this core traffic. Ready when the database
+/// answers within the health timeout, its schema is the one this binary knows (not older: a
+/// rolling deploy waits for the migration), and the core is not shutting down.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready for traffic", body = Object), (status = 503, description = "not ready: draining, database down, or schema behind", body = Object)))]
+pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    let mut reasons = Vec::new();
+    if app.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        reasons.push("draining".to_owned());
+    }
+    match tokio::time::timeout(app.health_timeout, db::migration_version(&app.db)).await {
+        Ok(Ok(version)) => {
+            if version < db::latest_known_migration() {
+                reasons.push(format!(
+                    "schema at migration {} but this binary needs {}",
+                    version.unwrap_or(0),
+                    db::latest_known_migration().unwrap_or(0)
+                ));
+            }
+        }
+        Ok(Err(e)) => reasons.push(database_failure(&e)),
+        Err(_) => reasons.push("the database did not answer in time".to_owned()),
+    }
+    if reasons.is_empty() {
+        (StatusCode::OK, Json(serde_json::json!({ "status": "ready" })))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "not_ready", "reasons": reasons })),
+        )
+    }
+}

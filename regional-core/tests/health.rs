@@ -93,3 +93,41 @@ async fn every_answer_carries_a_request_id_taken_from_the_caller_or_made(pool: P
     let junk = client.get(format!("{base}/healthz")).header("x-request-id", "bad id!").send().await.unwrap();
     assert_ne!(junk.headers()["x-request-id"], "bad id!");
 }
+
+/// Readiness, for a load balancer: ready on a migrated database; not ready when the schema is
+/// behind the binary (a rolling deploy before its migration), or while draining at shutdown;
+/// `/livez` stays up through all of it (it reads nothing).
+#[sqlx::test]
+async fn readyz_follows_the_schema_and_draining_while_livez_stays_up(pool: PgPool) {
+    let state = AppState::new(pool.clone(), Duration::from_millis(1000));
+    let draining = state.draining.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let ready = |base: String| async move {
+        let resp = reqwest::get(format!("{base}/readyz")).await.unwrap();
+        (resp.status().as_u16(), resp.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!(ready(base.clone()).await, (200, serde_json::json!({ "status": "ready" })));
+
+    let newest = db::latest_known_migration().unwrap();
+    sqlx::query("UPDATE _sqlx_migrations SET success = false WHERE version = $1")
+        .bind(newest)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (status, body) = ready(base.clone()).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["reasons"][0].as_str().unwrap().contains(&newest.to_string()), "{body}");
+    sqlx::query("UPDATE _sqlx_migrations SET success = true WHERE version = $1")
+        .bind(newest)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = ready(base.clone()).await;
+    assert_eq!((status, body["reasons"].clone()), (503, serde_json::json!(["draining"])));
+    let live = reqwest::get(format!("{base}/livez")).await.unwrap();
+    assert_eq!(live.status(), 200);
+}

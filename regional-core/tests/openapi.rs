@@ -23,6 +23,8 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
 
     let expected = [
         ("get", "/healthz"),
+        ("get", "/livez"),
+        ("get", "/readyz"),
         ("post", "/api/v1/organizations"),
         ("get", "/api/v1/organizations"),
         ("get", "/api/v1/organizations/{id}"),

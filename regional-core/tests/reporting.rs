@@ -3,6 +3,8 @@
 //! lost; some with a promo code; tax added or included), their outbox messages delivered to the
 //! projector (some twice). Every figure of the report equals a direct count over orders and their
 //! lines; the sales over time fall in the event's local hours and days; another tenant gets 404.
+//! Reports read through a read-only pool (a replica's stand-in), and the organizer's dashboard shows
+//! the same figures behind its sign-in.
 
 mod common;
 
@@ -47,7 +49,9 @@ async fn message(db: &PgPool, kind: &str, order: Uuid, event: Uuid, at: DateTime
 
 #[sqlx::test]
 async fn reports_equal_direct_counts_and_stay_with_their_tenant(db: PgPool) {
-    let api = Api::start(db.clone()).await;
+    let mut state = regional_core::AppState::new(db.clone(), std::time::Duration::from_millis(1000));
+    state.read_db = replica(&db);
+    let api = Api::start_with(state).await;
     let (_, [(org, key), (_, other_key)]) = two_tenants(&api).await;
     let org: Uuid = org.parse().unwrap();
     let (s, venue) = api
@@ -361,6 +365,100 @@ async fn reports_equal_direct_counts_and_stay_with_their_tenant(db: PgPool) {
         let (s, _) = api.call(&other_key, Method::GET, &path, None).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
+
+    // Every report above was read through the replica's connections, which cannot write.
+    let on_replica: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ticketing-replica' AND datname = current_database()",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(on_replica > 0, "the reports used the replica pool");
+    // No edge in this test: its figures are marked unavailable, the rest of the report stands.
+    assert_eq!(report["edge"]["available"], false);
+    assert!(report["tiers"][0]["held"].is_null() && report["waiting_room"].is_null());
+
+    dashboard_shows_the_report(&api, &key, &other_key, event_id, &report).await;
+}
+
+/// A stand-in for a read replica: the same database through connections that cannot write (as a
+/// hot standby's cannot), named so that the test sees they were used.
+fn replica(db: &PgPool) -> PgPool {
+    let options = (*db.connect_options())
+        .clone()
+        .application_name("ticketing-replica")
+        .options([("default_transaction_read_only", "on")]);
+    sqlx::postgres::PgPoolOptions::new().max_connections(4).connect_lazy_with(options)
+}
+
+/// The dashboard: sign-in with the key (a cookie), the event list, the event's page with the
+/// report's figures, the live panel, tenants, a bad key, sign-out.
+async fn dashboard_shows_the_report(api: &Api, key: &str, other_key: &str, event: Uuid, report: &Value) {
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let base = &api.base;
+    let page = http.get(format!("{base}/dashboard")).send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    assert!(page.text().await.unwrap().contains("name=\"key\""), "the sign-in form");
+    let bad = http
+        .post(format!("{base}/dashboard/sign-in"))
+        .form(&[("key", "tk_0123456789abcdef_nope")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNAUTHORIZED);
+    assert!(bad.headers().get("set-cookie").is_none());
+    let signed = http.post(format!("{base}/dashboard/sign-in")).form(&[("key", key)]).send().await.unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_owned();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/dashboard"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    let cookie = cookie.split(';').next().unwrap().to_owned();
+    let get = |path: String, cookie: String| {
+        let http = http.clone();
+        async move { http.get(format!("{base}{path}")).header("cookie", cookie).send().await.unwrap() }
+    };
+    let list = get("/dashboard".into(), cookie.clone()).await.text().await.unwrap();
+    assert!(list.contains(&format!("/dashboard/events/{event}")) && list.contains(">Gig<"), "{list}");
+    let resp = get(format!("/dashboard/events/{event}"), cookie.clone()).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-security-policy"].to_str().unwrap().contains("script-src 'self'"));
+    let html = resp.text().await.unwrap();
+    let live: i64 =
+        report["tiers"].as_array().unwrap().iter().map(|t| t["live_tickets"].as_i64().unwrap()).sum();
+    let gross = report["totals"]["gross_minor"].as_i64().unwrap();
+    assert!(html.contains(&format!("data-figure=\"sold\">{live} / 2000<")), "sold vs capacity");
+    assert!(
+        html.contains(&format!("data-figure=\"gross\">{}.{:02} EUR<", gross / 100, gross % 100)),
+        "revenue"
+    );
+    let paid = report["orders"]["paid"].as_i64().unwrap();
+    assert!(html.contains(&format!("data-figure=\"orders-paid\">{paid}<")));
+    assert!(html.contains("data-figure=\"edge-unavailable\""), "no edge here: said so");
+    assert!(html.contains("/dashboard/assets/dashboard.js"));
+    let panel = get(format!("/dashboard/events/{event}/live"), cookie.clone()).await.text().await.unwrap();
+    assert!(panel.contains(&format!("data-figure=\"sold\">{live} / 2000<")) && !panel.contains("<html"));
+    // Without the cookie the panel is refused; the page sends the browser to sign in.
+    let (s, _) = api.call("", Method::GET, &format!("/dashboard/events/{event}/live"), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(format!("/dashboard/events/{event}"), String::new()).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    // Another tenant's organizer does not see the event.
+    let other =
+        http.post(format!("{base}/dashboard/sign-in")).form(&[("key", other_key)]).send().await.unwrap();
+    let other_cookie = other.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(
+        get(format!("/dashboard/events/{event}"), other_cookie.clone()).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(format!("/dashboard/events/{event}/live"), other_cookie).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let out = http.post(format!("{base}/dashboard/sign-out")).header("cookie", cookie).send().await.unwrap();
+    assert!(out.headers()["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
 }
 
 /// The resident memory of this process (the core runs in it), in bytes.

@@ -50,6 +50,16 @@ impl Service {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// Sends SIGTERM (as an orchestrator does) without waiting.
+    pub fn terminate(&self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
+    /// True once the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Stops the service and waits for it to exit.
     pub fn stop(mut self) {
         self.kill();
@@ -234,6 +244,8 @@ pub fn start_core_with(
         .env("CORE_HEALTH_TIMEOUT_MS", "1000")
         .env("CORE_GRPC_LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("RUST_LOG", "info")
+        // Stop at once when a test stops the core (its own test sets a drain).
+        .env("SHUTDOWN_DRAIN_SECS", "0")
         // Tests share one broker: a core uses it only when its test says so.
         .env_remove("KAFKA_BOOTSTRAP")
         .env_remove("SMTP_URL")

@@ -149,14 +149,23 @@ async fn synced(acme: &Admin, events: &[&str]) {
     }
 }
 
-/// A new buyer, admitted through the (passthrough) line, holding `seats`: (hold id, hold token).
+/// A new buyer, admitted through the line (at once when it is passthrough), holding `seats`:
+/// (hold id, hold token).
 async fn hold(edge: &str, event: &str, seats: &[&str]) -> (String, String) {
     let buyer = reqwest::Client::builder().user_agent("e2e-buyer/1").build().unwrap();
     let queue = format!("{edge}/api/v1/events/{event}/queue");
     let joined: Value = buyer.post(&queue).json(&json!({})).send().await.unwrap().json().await.unwrap();
     let ticket = joined["ticket"].as_str().unwrap_or_else(|| panic!("join: {joined}"));
-    let admitted: Value = buyer.get(&queue).bearer_auth(ticket).send().await.unwrap().json().await.unwrap();
-    let admission = admitted["admission_token"].as_str().unwrap_or_else(|| panic!("admission: {admitted}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let admitted = loop {
+        let polled: Value = buyer.get(&queue).bearer_auth(ticket).send().await.unwrap().json().await.unwrap();
+        if polled["admission_token"].is_string() {
+            break polled;
+        }
+        assert!(Instant::now() < deadline, "never admitted: {polled}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let admission = admitted["admission_token"].as_str().unwrap();
     let resp = buyer
         .post(format!("{edge}/api/v1/events/{event}/holds"))
         .bearer_auth(admission)
@@ -685,5 +694,159 @@ async fn checkout_recovers_from_crashes_an_unreachable_edge_and_expiry() {
     db.close().await;
     drop(edge);
     core.stop();
+    drop_database(&db_name);
+}
+
+/// 3. What organizers and operators see of a live sale, through a real line (first come, first
+///    served): the report's held and available seats and waiting-room figures read from the edge,
+///    the edge's statistics scraped into `/metrics` with the consumers' lag, and the dashboard in
+///    Chromium, signed in with the organizer's key, refreshing itself to the next sale.
+#[tokio::test]
+async fn reports_metrics_and_the_dashboard_show_the_live_sale() {
+    let dir = scratch_dir("live_sale");
+    let db_name = format!("e2e_live_{}", std::process::id());
+    let db_url = database_url(&db_name);
+    let keys = TestKeys::new();
+    let (core_port, edge_port) = (free_port(), free_port());
+    let core_url = format!("http://127.0.0.1:{core_port}");
+    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let mut env = core_env(&keys, &edge_url, &core_url);
+    env.push(("EDGE_SCRAPE_SECS", "1".to_owned()));
+    env.push(("LOG_FORMAT", "json".to_owned()));
+    let core = start_core_with(core_port, &db_url, true, &dir, &env);
+    core.wait_ready("/readyz", Duration::from_secs(60)).await;
+    let edge =
+        start_edge_with_keys(edge_port, &core_url, &dir.join("do-state"), &dir, &keys.edge_env_file(&dir));
+    edge.wait_ready("/healthz", Duration::from_secs(120)).await;
+    let (acme, event, _) = organize(&core_url, &db_url).await;
+    acme.ok(
+        Method::PUT,
+        &format!("/api/v1/events/{event}/waiting-room"),
+        json!({ "mode": "fifo", "admit_per_minute": 600, "bot": { "check": { "kind": "off" } } }),
+    )
+    .await;
+    synced(&acme, &[&event]).await;
+
+    // A sale: one buyer pays for A-1, another holds A-2; a bot-like request is refused.
+    let (_, token) = hold(&edge_url, &event, &["A-1"]).await;
+    let (s, first) = checkout(&edge_url, &token, "live-1").await;
+    assert_eq!(s, 201, "{first}");
+    decide(&core_url, &first["order"], "approve", "").await;
+    order_until(&edge_url, &first, "paid", |o| o["state"] == "paid").await;
+    // One id from the buyer through the edge to the core's JSON log lines: the trace id.
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let traced = reqwest::Client::new()
+        .get(format!("{edge_url}/api/v1/orders/{}", first["order"]["id"].as_str().unwrap()))
+        .bearer_auth(first["order_token"].as_str().unwrap())
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((traced.status().as_u16(), traced.headers()["x-request-id"].to_str().unwrap()), (200, trace));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line: Value = loop {
+        let logged = std::fs::read_to_string(dir.join(format!("core-{core_port}.log"))).unwrap();
+        if let Some(l) = logged.lines().find(|l| l.contains(trace)) {
+            break serde_json::from_str(l).expect("a JSON log line");
+        }
+        assert!(Instant::now() < deadline, "the core did not log the request");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(line["span"]["request_id"], trace, "{line}");
+    let (_, second_token) = hold(&edge_url, &event, &["A-2"]).await;
+    let refused = reqwest::Client::builder()
+        .user_agent("x".repeat(600))
+        .build()
+        .unwrap()
+        .post(format!("{edge_url}/api/v1/events/{event}/queue"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(refused.status().is_client_error());
+
+    // The report: sold from the projections, held and available and the line from the edge.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let report = loop {
+        let (_, r) = acme.call(Method::GET, &format!("/api/v1/events/{event}/report"), None).await;
+        let ready = r["tiers"][0]["live_tickets"] == 1
+            && r["tiers"][0]["held"] == 1
+            && r["waiting_room"]["refusals"]["bad-headers"].as_u64() >= Some(1);
+        if ready {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "the report never showed the sale: {r}\n{}", core.log_tail());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(report["edge"]["available"], true, "{report}");
+    assert_eq!(report["tiers"][0]["available"], 4, "six seats, one sold, one held");
+    let line = &report["waiting_room"];
+    assert_eq!((line["admitted_total"].as_u64(), line["waiting"].as_u64()), (Some(2), Some(0)), "{line}");
+    assert_eq!(line["phase"], "open");
+    assert!(line["admitted_per_minute"].as_f64().unwrap() >= 2.0, "{line}");
+    assert_eq!(report["holds"]["placed"], 2);
+    assert_eq!(report["hold_to_order"], 0.5, "one order of two holds");
+
+    // /metrics: the edge's figures, scraped every second, and the consumers' lag.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = reqwest::get(format!("{core_url}/metrics")).await.unwrap().text().await.unwrap();
+        let e = format!("event=\"{event}\"");
+        let wanted = [
+            format!("ticketing_edge_seats{{{e},state=\"held\"}} 1"),
+            format!("ticketing_edge_seats{{{e},state=\"sold\"}} 1"),
+            format!("ticketing_edge_holds_total{{{e},outcome=\"placed\"}} 2"),
+            format!("ticketing_edge_queue_admitted_total{{{e}}} 2"),
+            format!("ticketing_edge_refusals_total{{{e},reason=\"bad-headers\"}}"),
+            format!("ticketing_edge_scrape_ok{{{e}}} 1"),
+            "ticketing_consumer_lag_messages{consumer=\"reporting\"} 0".to_owned(),
+        ];
+        if wanted.iter().all(|w| text.contains(w.as_str())) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "metrics never showed the edge: {text}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The dashboard in Chromium: the sale as it stands, then the next sale without a reload.
+    let mut browser = std::process::Command::new("node")
+        .current_dir(e2e::repo_root())
+        .args(["tests/browser/dashboard.mjs", &core_url, &acme.key, &event, "1 / 6", "2 / 6"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(browser.stdout.take().unwrap()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    let first_line = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(line) => line,
+        Err(_) => {
+            let out = browser.wait_with_output().unwrap();
+            panic!("the dashboard did not show the sale:\n{}", String::from_utf8_lossy(&out.stderr))
+        }
+    };
+    let shown: Value = serde_json::from_str(&first_line).unwrap();
+    assert_eq!(shown["held"], "1", "{shown}");
+    assert_eq!(shown["orders_paid"], "1", "{shown}");
+    assert_eq!(shown["hold_to_order"], "50 %", "{shown}");
+    assert_eq!((shown["phase"].as_str(), shown["waiting"].as_str()), (Some("open"), Some("0")), "{shown}");
+    assert_eq!(shown["chart_total"], "1", "this minute's sale is on the chart: {shown}");
+    assert!(shown["refusals"]["bad-headers"].as_u64() >= Some(1), "{shown}");
+    assert!(shown["gross"].as_str().unwrap().ends_with(" EUR"), "{shown}");
+
+    let (s, second) = checkout(&edge_url, &second_token, "live-2").await;
+    assert_eq!(s, 201, "{second}");
+    decide(&core_url, &second["order"], "approve", "").await;
+    order_until(&edge_url, &second, "paid", |o| o["state"] == "paid").await;
+    let refreshed = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    let out = browser.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && refreshed.contains("\"refreshed\":true"),
+        "the dashboard did not refresh to the next sale: {refreshed}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(edge);
+    drop(core);
     drop_database(&db_name);
 }

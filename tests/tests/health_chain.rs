@@ -94,3 +94,37 @@ fn probe_row(report: &HealthReport) -> i64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no row id in {detail:?}"))
 }
+
+/// A SIGTERM'd core first stops being ready (`/readyz` 503) while it still answers, for
+/// `SHUTDOWN_DRAIN_SECS`, then exits: a load balancer drains it without failing a request.
+#[tokio::test]
+async fn a_terminated_core_drains_before_it_exits() {
+    let dir = scratch_dir("core_drain");
+    let db_name = format!("e2e_drain_{}", std::process::id());
+    let db = database_url(&db_name);
+    let port = free_port();
+    let mut core = e2e::start_core_with(port, &db, true, &dir, &[("SHUTDOWN_DRAIN_SECS", "3".to_owned())]);
+    core.wait_ready("/readyz", Duration::from_secs(60)).await;
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{}{path}", core.url())).timeout(Duration::from_secs(5)).send();
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    core.terminate();
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let draining = loop {
+        let r = get("/readyz").await.expect("still serving while draining");
+        if r.status() == 503 {
+            break r.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "never drained");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(draining["reasons"], serde_json::json!(["draining"]));
+    assert_eq!(get("/healthz").await.unwrap().status(), 200, "requests are still answered");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !core.exited() {
+        assert!(std::time::Instant::now() < deadline, "the core did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(core);
+    drop_database(&db_name);
+}

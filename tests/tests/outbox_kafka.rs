@@ -50,6 +50,36 @@ impl Consumer for Recorder {
 
 const GROUPS: [&str; 2] = ["audit-a", "audit-b"];
 
+/// A consumer that takes 25 ms a message: it falls behind, and its lag must show in `/metrics`.
+struct Slow;
+
+impl Consumer for Slow {
+    fn name(&self) -> &'static str {
+        "lag-probe"
+    }
+    fn topics(&self) -> &'static [&'static str] {
+        &TOPICS
+    }
+    fn handle<'a>(
+        &'a self,
+        tx: &'a mut PgConnection,
+        m: &'a Message,
+    ) -> BoxFuture<'a, Result<(), ConsumerError>> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            Recorder("lag-probe").handle(tx, m).await
+        })
+    }
+}
+
+/// The probe's lag in messages as `/metrics` would show it, if reported yet.
+fn probe_lag() -> Option<i64> {
+    let text = regional_core::bus::lag::render(0, 0.0);
+    let line =
+        text.lines().find(|l| l.starts_with("ticketing_consumer_lag_messages{consumer=\"lag-probe\"}"))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
 async fn prepare(db: &PgPool) {
     // No uniqueness here on purpose: a message applied twice must show, not fail.
     sqlx::query(
@@ -190,7 +220,23 @@ async fn a_relay_restarted_mid_batch_gives_each_group_every_message_once_in_orde
     for group in GROUPS {
         tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Recorder(group))));
     }
+    tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Slow)));
     expect_applied_once_in_order(&db, 600, Duration::from_secs(90)).await;
+
+    // Consumer lag, from librdkafka's statistics: the slow consumer was seen behind, then caught up.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut most_behind = 0;
+    loop {
+        let lag = probe_lag();
+        most_behind = most_behind.max(lag.unwrap_or(0));
+        if applied(&db, "lag-probe").await == 600 && lag == Some(0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the probe's lag never came back to 0: {lag:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(most_behind > 0, "the slow consumer's lag was never seen");
+    eprintln!("the slow consumer was seen {most_behind} messages behind");
     db.close().await;
     drop_database(&name);
 }

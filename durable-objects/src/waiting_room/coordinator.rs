@@ -147,6 +147,12 @@ pub struct Coordinator {
     joins: VecDeque<(Millis, u64)>,
     pub refusals: BTreeMap<String, u64>,
     pub stock: Option<Stock>,
+    /// Sum of the waits of everyone admitted so far, and how many (for the average wait). A
+    /// pre-queue place waits from the on-sale time, a later one from the second it joined.
+    #[serde(default)]
+    waited_ms: u64,
+    #[serde(default)]
+    waited: u64,
 }
 
 impl Coordinator {
@@ -167,6 +173,8 @@ impl Coordinator {
             joins: VecDeque::new(),
             refusals: BTreeMap::new(),
             stock: None,
+            waited_ms: 0,
+            waited: 0,
         }
     }
 
@@ -352,7 +360,9 @@ impl Coordinator {
             0
         } else {
             let pre = self.admit_prequeue(budget);
-            pre + self.admit_after_sale(budget - pre)
+            let since_sale = self.settings.on_sale_at_ms.map_or(0, |t| (now - t).max(0));
+            self.count_waits(pre, since_sale as u64);
+            pre + self.admit_after_sale(budget - pre, now)
         };
         self.credit -= admitted as f64;
         if admitted > 0 {
@@ -382,7 +392,7 @@ impl Coordinator {
     }
 
     /// Admits up to `budget` of those who joined after the on-sale time, oldest second first.
-    fn admit_after_sale(&mut self, mut budget: u64) -> u64 {
+    fn admit_after_sale(&mut self, mut budget: u64, now: Millis) -> u64 {
         // Only seconds that every shard has reported in full.
         let horizon = self.lines.iter().map(|l| l.synced_ms.div_euclid(1_000)).min().unwrap_or(0);
         let mut admitted = 0;
@@ -418,6 +428,7 @@ impl Coordinator {
                     line.target += n;
                     line.buckets.pop_front();
                 }
+                self.count_waits(total, (now - second * 1_000).max(0) as u64);
                 budget -= total;
                 admitted += total;
                 continue;
@@ -442,10 +453,21 @@ impl Coordinator {
             for &(i, n, _) in &shares {
                 self.lines[i].target += n;
             }
+            self.count_waits(budget, (now - second * 1_000).max(0) as u64);
             admitted += budget;
             break;
         }
         admitted
+    }
+
+    fn count_waits(&mut self, people: u64, each_ms: u64) {
+        self.waited += people;
+        self.waited_ms = self.waited_ms.saturating_add(people.saturating_mul(each_ms));
+    }
+
+    /// The average wait of everyone admitted so far, in milliseconds (0 before anyone is).
+    pub fn average_wait_ms(&self) -> u64 {
+        self.waited_ms.checked_div(self.waited).unwrap_or(0)
     }
 
     fn trim_windows(&mut self, now: Millis) {

@@ -289,6 +289,7 @@ impl QueueCoordinator {
                         "view": c.view(now),
                         "configured": c.configured,
                         "refusals": c.refusals,
+                        "average_wait_ms": c.average_wait_ms(),
                         "stock": c.stock,
                         "lines": c.lines(),
                         "requests": *self.requests.borrow(),

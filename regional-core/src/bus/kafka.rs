@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{Consumer as _, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::statistics::Statistics;
 use rdkafka::ClientConfig;
 use sqlx::PgPool;
 
@@ -148,7 +149,7 @@ impl Publisher {
 /// once ([`deliver`]; retried while the database fails) before its offset is stored.
 pub async fn run_consumer(db: PgPool, settings: KafkaSettings, consumer: Arc<dyn Consumer>) {
     let group = format!("{}{}", settings.topic_prefix, consumer.name());
-    let stream: StreamConsumer = match settings
+    let stream: StreamConsumer<LagContext> = match settings
         .client()
         .set("group.id", &group)
         .set("enable.auto.commit", "true")
@@ -159,7 +160,8 @@ pub async fn run_consumer(db: PgPool, settings: KafkaSettings, consumer: Arc<dyn
         // A member that died is replaced within 10 s (the default waits 45 s).
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .create()
+        .set("statistics.interval.ms", super::lag::STATS_INTERVAL_MS.to_string())
+        .create_with_context(LagContext { consumer: consumer.name().to_owned() })
     {
         Ok(s) => s,
         Err(e) => {
@@ -194,6 +196,10 @@ pub async fn run_consumer(db: PgPool, settings: KafkaSettings, consumer: Arc<dyn
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
+                if let Some(sent_ms) = m.timestamp().to_millis() {
+                    let age = (chrono::Utc::now().timestamp_millis() - sent_ms) as f64 / 1000.0;
+                    super::lag::applied(consumer.name(), age);
+                }
             }
             None => tracing::warn!(
                 group,
@@ -207,6 +213,26 @@ pub async fn run_consumer(db: PgPool, settings: KafkaSettings, consumer: Arc<dyn
         }
     }
 }
+
+/// Reads each consumer's lag from librdkafka's statistics: the sum over its assigned partitions.
+struct LagContext {
+    consumer: String,
+}
+
+impl ClientContext for LagContext {
+    fn stats(&self, statistics: Statistics) {
+        let behind: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        super::lag::behind(&self.consumer, behind);
+    }
+}
+
+impl ConsumerContext for LagContext {}
 
 #[cfg(test)]
 mod tests {

@@ -8,6 +8,7 @@
 //! `consumed_messages` commit together.
 
 pub mod kafka;
+pub mod lag;
 pub mod relay;
 pub mod schema;
 

@@ -288,19 +288,19 @@ async fn export(
     Path((id, file)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::Read)?;
-    let event = find_event(&state.db, &caller, &id).await?;
+    let event = find_event(&state.read_db, &caller, &id).await?;
     let zone: String = sqlx::query_scalar("SELECT time_zone FROM organizations WHERE id = $1")
         .bind(event.organization_id)
-        .fetch_one(&state.db)
+        .fetch_one(&state.read_db)
         .await?;
     let tz: Tz = zone.parse().unwrap_or(Tz::UTC);
-    let (db, ev) = (state.db.clone(), event.id);
+    let (db, ev) = (state.read_db.clone(), event.id);
     let body = match file.as_str() {
         "orders.csv" => stream(ORDERS_HEADER, move |after| orders_page(db.clone(), ev, tz, after)),
         "tickets.csv" => stream(TICKETS_HEADER, move |after| tickets_page(db.clone(), ev, tz, after)),
         "refunds.csv" => stream(REFUNDS_HEADER, move |after| refunds_page(db.clone(), ev, tz, after)),
         "settlement.csv" => {
-            let s = settlement_of(&state.db, ev, state.commission_bps).await?;
+            let s = settlement_of(&state.read_db, ev, state.commission_bps).await?;
             let mut out = format!("{SETTLEMENT_HEADER}\r\n");
             for l in &s.lines {
                 let m = |v: i64| decimal(v, &l.currency);

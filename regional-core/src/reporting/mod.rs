@@ -8,6 +8,8 @@
 //! - `GET /api/v1/events/{id}/report/sales`  the same figures over time, per minute, hour or day in
 //!   the event's time zone
 
+pub mod dashboard;
+pub mod edge;
 pub mod exports;
 pub mod projector;
 
@@ -92,6 +94,10 @@ pub struct TierReport {
     pub capacity: i64,
     /// Tickets sold and not refunded.
     pub live_tickets: i64,
+    /// Places held at the edge now (absent when the edge cannot be reached).
+    pub held: Option<u64>,
+    /// Places on sale and neither held nor sold, at the edge now.
+    pub available: Option<u64>,
     #[serde(flatten)]
     pub figures: Figures,
 }
@@ -125,7 +131,22 @@ pub struct EventReport {
     /// Abandoned orders per order created (0 to 1).
     pub abandonment: f64,
     pub promo_codes: Vec<PromoReport>,
+    /// Orders created per hold placed at the edge (0 to 1; absent without the edge's figures).
+    pub hold_to_order: Option<f64>,
+    /// Whether the edge's figures (held, available, holds, waiting room) could be read.
+    pub edge: EdgeStatus,
+    pub holds: Option<edge::HoldCounters>,
+    pub waiting_room: Option<edge::QueueFigures>,
     pub generated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct EdgeStatus {
+    pub available: bool,
+    /// When the edge's figures were read.
+    pub fetched_at: Option<DateTime<Utc>>,
+    /// Why they are missing.
+    pub error: Option<String>,
 }
 
 const ORDERS: &str = "COALESCE(sum(orders_created), 0)::int8 AS created, COALESCE(sum(orders_paid), 0)::int8 AS paid,
@@ -142,25 +163,52 @@ async fn event_report(
     Path(id): Path<String>,
 ) -> Result<Json<EventReport>, ApiError> {
     caller.require(Permission::Read)?;
-    let event = find_event(&state.db, &caller, &id).await?;
-    let tiers = tier_reports(&state.db, event.id).await?;
+    let event = find_event(&state.read_db, &caller, &id).await?;
+    Ok(Json(report_of(&state, event.id).await?))
+}
+
+/// The report of an event the caller may see.
+pub async fn report_of(state: &AppState, event: Uuid) -> Result<EventReport, ApiError> {
+    let (tiers, picture) = tokio::join!(tier_reports(&state.read_db, event), state.edge.picture(event));
+    let mut tiers = tiers?;
+    if let Ok(p) = &picture {
+        for t in &mut tiers {
+            if let Some(c) = p.tier(t.tier_id, &t.kind) {
+                t.held = Some(c.held);
+                t.available = Some(c.available);
+            }
+        }
+    }
     let mut totals = Figures::default();
     tiers.iter().for_each(|t| totals.add(&t.figures));
     let orders: OrderFigures =
         sqlx::query_as(&format!("SELECT {ORDERS} FROM report_event_minute WHERE event_id = $1"))
-            .bind(event.id)
-            .fetch_one(&state.db)
+            .bind(event)
+            .fetch_one(&state.read_db)
             .await?;
     let promo_codes: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT c.code, r.orders::int8, r.discount_minor FROM report_promo r JOIN promo_codes c ON c.id = r.promo_code_id
          WHERE r.event_id = $1 ORDER BY c.code",
     )
-    .bind(event.id)
-    .fetch_all(&state.db)
+    .bind(event)
+    .fetch_all(&state.read_db)
     .await?;
     let ratio = |n: i64| if orders.created > 0 { n as f64 / orders.created as f64 } else { 0.0 };
-    Ok(Json(EventReport {
-        event_id: event.id,
+    let edge = EdgeStatus {
+        available: picture.is_ok(),
+        fetched_at: picture.as_ref().ok().map(|p| p.fetched_at),
+        error: picture.as_ref().err().cloned(),
+    };
+    let picture = picture.ok();
+    Ok(EventReport {
+        event_id: event,
+        hold_to_order: picture
+            .as_ref()
+            .filter(|p| p.holds.placed > 0)
+            .map(|p| orders.created as f64 / p.holds.placed as f64),
+        edge,
+        holds: picture.as_ref().map(|p| p.holds.clone()),
+        waiting_room: picture.map(|p| p.queue),
         tiers,
         totals,
         conversion: ratio(orders.paid),
@@ -171,7 +219,7 @@ async fn event_report(
             .map(|(code, orders, discount_minor)| PromoReport { code, orders, discount_minor })
             .collect(),
         generated_at: Utc::now(),
-    }))
+    })
 }
 
 /// Every tier of the event with its figures.
@@ -195,6 +243,8 @@ async fn tier_reports(db: &sqlx::PgPool, event: Uuid) -> Result<Vec<TierReport>,
             currency,
             capacity,
             live_tickets: f.0.tickets_sold - f.0.tickets_refunded,
+            held: None,
+            available: None,
             figures: f.0,
         })
         .collect();
@@ -266,15 +316,17 @@ async fn sales(
     Query(q): Query<SalesQuery>,
 ) -> Result<Json<SalesReport>, ApiError> {
     caller.require(Permission::Read)?;
-    let event = find_event(&state.db, &caller, &id).await?;
+    let event = find_event(&state.read_db, &caller, &id).await?;
     let bucket = q.bucket.clone().unwrap_or_else(|| "hour".into());
     if !["minute", "hour", "day"].contains(&bucket.as_str()) {
         return Err(ApiError::field("bucket", "must be minute, hour or day"));
     }
     let money: Vec<(DateTime<Utc>, sqlx::types::Json<Figures>)> =
-        bucketed(&state.db, "report_tier_minute", FIGURES, event.id, &bucket, &q, &event.time_zone).await?;
+        bucketed(&state.read_db, "report_tier_minute", FIGURES, event.id, &bucket, &q, &event.time_zone)
+            .await?;
     let orders: Vec<(DateTime<Utc>, sqlx::types::Json<OrderFigures>)> =
-        bucketed(&state.db, "report_event_minute", ORDERS, event.id, &bucket, &q, &event.time_zone).await?;
+        bucketed(&state.read_db, "report_event_minute", ORDERS, event.id, &bucket, &q, &event.time_zone)
+            .await?;
     let mut buckets: BTreeMap<DateTime<Utc>, SalesBucket> = BTreeMap::new();
     let empty = |at| SalesBucket { at, figures: Figures::default(), orders: OrderFigures::default() };
     for (at, f) in money {
@@ -359,6 +411,6 @@ async fn settlement(
     Path(id): Path<String>,
 ) -> Result<Json<Settlement>, ApiError> {
     caller.require(Permission::Read)?;
-    let event = find_event(&state.db, &caller, &id).await?;
-    Ok(Json(settlement_of(&state.db, event.id, state.commission_bps).await?))
+    let event = find_event(&state.read_db, &caller, &id).await?;
+    Ok(Json(settlement_of(&state.read_db, event.id, state.commission_bps).await?))
 }

@@ -1,0 +1,397 @@
+//! What only the edge knows of a sale: seats held and available, the holds' counters (placed,
+//! released, expired, sold, how late expiries ran) and the waiting room (people waiting, admitted
+//! per minute, average wait, refusals by reason).
+//!
+//! Read through the edge's signed internal routes (`GET /internal/v1/events/{id}/stats` and
+//! `…/waiting-room`, signed with the core's key like every core → edge call). A scraper reads every
+//! event on sale each `EDGE_SCRAPE_SECS` and keeps the last answer, which `/metrics` shows; reports
+//! and the dashboard use an answer younger than [`FRESH`] or ask again (bounded by [`ASK_TIMEOUT`]).
+//! An edge that cannot be reached makes these figures "unavailable", never a failed report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::publishing::EdgeClient;
+
+/// An answer this young is used as is.
+pub const FRESH: Duration = Duration::from_secs(5);
+/// How long a report waits for the edge.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// Events scraped at once.
+const SCRAPE_CONCURRENCY: usize = 8;
+/// Most events scraped per round (the soonest first).
+const SCRAPE_MAX_EVENTS: i64 = 500;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SeatCounts {
+    pub capacity: u64,
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+}
+
+impl SeatCounts {
+    fn add(&mut self, v: &Value) {
+        let n = |k: &str| v[k].as_u64().unwrap_or(0);
+        self.capacity += n("capacity");
+        self.available += n("available");
+        self.held += n("held");
+        self.sold += n("sold");
+    }
+}
+
+/// The holds' counters since the event was published at the edge.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HoldCounters {
+    pub placed: u64,
+    pub released: u64,
+    pub expired: u64,
+    pub sold: u64,
+    pub live: u64,
+    /// How late the latest-running expiry was, and on average (after the hold's expiry time).
+    pub expiry_lateness_max_ms: u64,
+    pub expiry_lateness_avg_ms: f64,
+}
+
+/// The waiting room.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct QueueFigures {
+    /// `open`, `pre_queue`, `paused`, `sold_out`, … (docs/waiting-room in api.md).
+    pub phase: String,
+    /// People in the line, not yet admitted.
+    pub waiting: u64,
+    /// Admitted and still shopping.
+    pub active: u64,
+    pub admitted_total: u64,
+    /// Over the last minute.
+    pub admitted_per_minute: f64,
+    /// Of everyone admitted so far: from the on-sale time for the pre-queue, from joining after.
+    pub average_wait_seconds: f64,
+    /// Refusals by reason (bot checks, bad tokens, limits), as the edge's isolates reported them.
+    pub refusals: BTreeMap<String, u64>,
+}
+
+/// One event as the edge sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EdgePicture {
+    pub fetched_at: DateTime<Utc>,
+    /// Every seat and place of the event.
+    pub totals: SeatCounts,
+    /// Seats of the seat map (the seated tier's).
+    pub seats: SeatCounts,
+    /// General-admission tiers, by tier id.
+    pub ga_tiers: BTreeMap<Uuid, SeatCounts>,
+    pub holds: HoldCounters,
+    pub queue: QueueFigures,
+}
+
+impl EdgePicture {
+    /// The counts of one of the event's tiers.
+    pub fn tier(&self, tier: Uuid, kind: &str) -> Option<SeatCounts> {
+        if kind == "seated" {
+            Some(self.seats)
+        } else {
+            self.ga_tiers.get(&tier).copied()
+        }
+    }
+
+    /// From the answers of the edge's two routes.
+    pub fn parse(stats: &Value, room: &Value) -> Result<Self, String> {
+        let shards = stats["shards"].as_array().ok_or("the edge's stats name no shards")?;
+        let mut picture = EdgePicture { fetched_at: Utc::now(), ..Default::default() };
+        for shard in shards {
+            let shard = &shard["stats"];
+            for pair in shard["sections"].as_array().into_iter().flatten() {
+                picture.seats.add(&pair[1]);
+            }
+            for pair in shard["tiers"].as_array().into_iter().flatten() {
+                let id = pair[0].as_str().and_then(|s| s.parse().ok()).ok_or("a tier id is not a uuid")?;
+                picture.ga_tiers.entry(id).or_default().add(&pair[1]);
+            }
+        }
+        picture.totals = picture.seats;
+        for counts in picture.ga_tiers.values() {
+            picture.totals.capacity += counts.capacity;
+            picture.totals.available += counts.available;
+            picture.totals.held += counts.held;
+            picture.totals.sold += counts.sold;
+        }
+        let s = &stats["stats"];
+        let n = |k: &str| s[k].as_u64().unwrap_or(0);
+        let finished = n("holds_expired");
+        picture.holds = HoldCounters {
+            placed: n("holds_placed"),
+            released: n("holds_released"),
+            expired: finished,
+            sold: n("holds_sold"),
+            live: n("live_holds"),
+            expiry_lateness_max_ms: n("expiry_lateness_max_ms"),
+            expiry_lateness_avg_ms: if finished > 0 {
+                n("expiry_lateness_total_ms") as f64 / finished as f64
+            } else {
+                0.0
+            },
+        };
+        let view = &room["view"];
+        picture.queue = QueueFigures {
+            phase: view["phase"].as_str().unwrap_or("unknown").to_owned(),
+            waiting: view["waiting"].as_u64().unwrap_or(0),
+            active: view["active"].as_u64().unwrap_or(0),
+            admitted_total: view["admitted_total"].as_u64().unwrap_or(0),
+            admitted_per_minute: view["admit_rate_per_minute"].as_f64().unwrap_or(0.0),
+            average_wait_seconds: room["average_wait_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            refusals: serde_json::from_value(room["refusals"].clone()).unwrap_or_default(),
+        };
+        Ok(picture)
+    }
+}
+
+/// The last answer for an event.
+#[derive(Debug, Clone)]
+struct Scraped {
+    at: Instant,
+    picture: Result<EdgePicture, String>,
+}
+
+/// The edge's figures, scraped and asked for.
+#[derive(Default)]
+pub struct EdgeStats {
+    edge: Option<EdgeClient>,
+    last: RwLock<HashMap<Uuid, Scraped>>,
+}
+
+impl EdgeStats {
+    /// Without an edge (no `CORE_SIGNING_KEY`): every picture is unavailable.
+    pub fn disabled() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn new(edge: EdgeClient) -> Arc<Self> {
+        Arc::new(Self { edge: Some(edge), last: RwLock::default() })
+    }
+
+    /// The event's picture: the last one if fresh, else asked now.
+    pub async fn picture(&self, event: Uuid) -> Result<EdgePicture, String> {
+        if let Some(s) = self.last.read().ok().and_then(|m| m.get(&event).cloned()) {
+            if s.at.elapsed() < FRESH {
+                return s.picture;
+            }
+        }
+        self.ask(event).await
+    }
+
+    /// Asks the edge and keeps the answer.
+    async fn ask(&self, event: Uuid) -> Result<EdgePicture, String> {
+        let Some(edge) = &self.edge else { return Err("the core has no edge configured".into()) };
+        let stats = format!("/internal/v1/events/{event}/stats");
+        let room = format!("/internal/v1/events/{event}/waiting-room");
+        let both = async {
+            let (stats, room) = tokio::join!(
+                edge.call(reqwest::Method::GET, &stats, Vec::new()),
+                edge.call(reqwest::Method::GET, &room, Vec::new())
+            );
+            EdgePicture::parse(&stats?, &room?)
+        };
+        let picture = match tokio::time::timeout(ASK_TIMEOUT, both).await {
+            Ok(p) => p,
+            Err(_) => Err(format!("the edge did not answer within {} s", ASK_TIMEOUT.as_secs())),
+        };
+        if let Ok(mut last) = self.last.write() {
+            last.insert(event, Scraped { at: Instant::now(), picture: picture.clone() });
+        }
+        picture
+    }
+
+    /// Scrapes the events on sale (published, on sale or sold out, not ended a day ago) forever.
+    pub async fn run_scraper(self: Arc<Self>, db: PgPool, every: Duration) {
+        if self.edge.is_none() {
+            return;
+        }
+        loop {
+            match events_on_sale(&db).await {
+                Ok(events) => {
+                    let asks = events.iter().copied().map(|event| {
+                        let this = Arc::clone(&self);
+                        async move { this.ask(event).await.is_ok() }
+                    });
+                    let _: Vec<bool> =
+                        futures_util::stream::iter(asks).buffer_unordered(SCRAPE_CONCURRENCY).collect().await;
+                    if let Ok(mut last) = self.last.write() {
+                        last.retain(|id, _| events.contains(id));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "edge scrape: could not list the events on sale"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    }
+
+    /// The last answers as Prometheus text, labelled by event.
+    pub fn render(&self) -> String {
+        let Ok(last) = self.last.read() else { return String::new() };
+        let mut events: Vec<(&Uuid, &Scraped)> = last.iter().collect();
+        events.sort_by_key(|(id, _)| **id);
+        let mut families: Vec<(&str, &str, &str, Vec<String>)> = Vec::new();
+        let mut put =
+            |name: &'static str, kind: &'static str, help: &'static str, line: String| match families
+                .iter_mut()
+                .find(|f| f.0 == name)
+            {
+                Some(f) => f.3.push(line),
+                None => families.push((name, kind, help, vec![line])),
+            };
+        for (id, scraped) in events {
+            let e = format!("event=\"{id}\"");
+            put(
+                "ticketing_edge_scrape_ok",
+                "gauge",
+                "1 when the edge answered the last scrape of the event.",
+                format!("{{{e}}} {}", u8::from(scraped.picture.is_ok())),
+            );
+            put(
+                "ticketing_edge_scrape_age_seconds",
+                "gauge",
+                "Age of the last scrape of the event.",
+                format!("{{{e}}} {:.3}", scraped.at.elapsed().as_secs_f64()),
+            );
+            let Ok(p) = &scraped.picture else { continue };
+            for (state, n) in
+                [("available", p.totals.available), ("held", p.totals.held), ("sold", p.totals.sold)]
+            {
+                put(
+                    "ticketing_edge_seats",
+                    "gauge",
+                    "Seats and places at the edge, by state.",
+                    format!("{{{e},state=\"{state}\"}} {n}"),
+                );
+            }
+            let h = &p.holds;
+            for (outcome, n) in
+                [("placed", h.placed), ("released", h.released), ("expired", h.expired), ("sold", h.sold)]
+            {
+                put(
+                    "ticketing_edge_holds_total",
+                    "counter",
+                    "Holds placed, and how they ended.",
+                    format!("{{{e},outcome=\"{outcome}\"}} {n}"),
+                );
+            }
+            let q = &p.queue;
+            // One value per event: (name, type, help, value).
+            let singles: [(&'static str, &'static str, &'static str, f64); 8] = [
+                ("ticketing_edge_holds_live", "gauge", "Holds not yet ended.", h.live as f64),
+                (
+                    "ticketing_edge_hold_expiry_lateness_max_seconds",
+                    "gauge",
+                    "How late the latest expiry ran after the hold's expiry time.",
+                    h.expiry_lateness_max_ms as f64 / 1000.0,
+                ),
+                (
+                    "ticketing_edge_hold_expiry_lateness_avg_seconds",
+                    "gauge",
+                    "How late expiries ran on average.",
+                    h.expiry_lateness_avg_ms / 1000.0,
+                ),
+                (
+                    "ticketing_edge_queue_waiting",
+                    "gauge",
+                    "People in the waiting room not yet admitted.",
+                    q.waiting as f64,
+                ),
+                (
+                    "ticketing_edge_queue_active",
+                    "gauge",
+                    "People admitted and still shopping.",
+                    q.active as f64,
+                ),
+                (
+                    "ticketing_edge_queue_admitted_total",
+                    "counter",
+                    "People admitted from the waiting room.",
+                    q.admitted_total as f64,
+                ),
+                (
+                    "ticketing_edge_queue_admitted_per_minute",
+                    "gauge",
+                    "Admissions over the last minute.",
+                    q.admitted_per_minute,
+                ),
+                (
+                    "ticketing_edge_queue_average_wait_seconds",
+                    "gauge",
+                    "Average wait of the people admitted so far.",
+                    q.average_wait_seconds,
+                ),
+            ];
+            for (name, kind, help, value) in singles {
+                put(name, kind, help, format!("{{{e}}} {value}"));
+            }
+            for (reason, n) in &q.refusals {
+                let reason: String =
+                    reason.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect();
+                put(
+                    "ticketing_edge_refusals_total",
+                    "counter",
+                    "Requests the edge refused (bot checks, tokens, limits), by reason.",
+                    format!("{{{e},reason=\"{reason}\"}} {n}"),
+                );
+            }
+        }
+        let mut out = String::new();
+        for (name, kind, help, lines) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for line in lines {
+                let _ = writeln!(out, "{name}{line}");
+            }
+        }
+        out
+    }
+}
+
+/// Events whose sale the edge runs now: published, on sale or sold out, not ended a day ago.
+async fn events_on_sale(db: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT id FROM events WHERE state IN ('published', 'on_sale', 'sold_out')
+           AND ends_at > now() - interval '1 day' ORDER BY starts_at LIMIT $1",
+    )
+    .bind(SCRAPE_MAX_EVENTS)
+    .fetch_all(db)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_picture_sums_the_shards_and_reads_the_line() {
+        let ga = Uuid::new_v4();
+        let c = |cap: u64, a: u64, h: u64, s: u64| json!({ "capacity": cap, "available": a, "held": h, "sold": s });
+        let stats = json!({ "shards": [
+            { "stats": { "sections": [["A", c(10, 6, 3, 1)]], "tiers": [[ga.to_string(), c(100, 90, 4, 6)]] } },
+            { "stats": { "sections": [["B", c(5, 5, 0, 0)]], "tiers": [] } } ],
+            "stats": { "holds_placed": 9, "holds_released": 1, "holds_expired": 2, "holds_sold": 4, "live_holds": 2,
+                       "expiry_lateness_max_ms": 900, "expiry_lateness_total_ms": 1000 } });
+        let room = json!({ "view": { "phase": "open", "waiting": 40, "active": 7, "admitted_total": 70,
+                                     "admit_rate_per_minute": 60.0 },
+                           "average_wait_ms": 12500, "refusals": { "bad-headers": 3, "pow-invalid": 1 } });
+        let p = EdgePicture::parse(&stats, &room).unwrap();
+        assert_eq!(p.seats, SeatCounts { capacity: 15, available: 11, held: 3, sold: 1 });
+        assert_eq!(p.tier(ga, "ga"), Some(SeatCounts { capacity: 100, available: 90, held: 4, sold: 6 }));
+        assert_eq!(p.totals.held, 7);
+        assert_eq!(p.holds.expiry_lateness_avg_ms, 500.0);
+        assert_eq!(p.queue.average_wait_seconds, 12.5);
+        assert_eq!(p.queue.refusals["bad-headers"], 3);
+        assert!(EdgePicture::parse(&json!({}), &room).is_err());
+    }
+}
