@@ -123,6 +123,21 @@ impl Api {
 /// One organization, a venue with `seats` seats (rows of 50), an event on sale with a passthrough
 /// line: the event id.
 async fn set_up(http: &reqwest::Client, core: &str, admin_key: &str, seats: u64) -> Result<String, String> {
+    let line = json!({ "mode": "passthrough", "bot": { "check": { "kind": "off" } }, "max_active": 10_000_000,
+                       "rate_limits": { "per_ip_per_minute": 100_000_000, "joins_per_visitor_per_minute": 10 } });
+    let holds = json!({ "hold_seconds": 600, "extension_seconds": 600, "max_tickets_per_visitor": 8 });
+    set_up_with(http, core, admin_key, seats, line, holds).await
+}
+
+/// [`set_up`] with the event's waiting-room settings and hold settings.
+pub async fn set_up_with(
+    http: &reqwest::Client,
+    core: &str,
+    admin_key: &str,
+    seats: u64,
+    waiting_room: Value,
+    holds: Value,
+) -> Result<String, String> {
     let tag = nonce().to_lowercase().replace(['-', '_'], "x");
     let root = Api { http: http.clone(), base: core.to_owned(), key: admin_key.to_owned() };
     let org = root
@@ -184,17 +199,10 @@ async fn set_up(http: &reqwest::Client, core: &str, admin_key: &str, seats: u64)
             reqwest::Method::PUT,
             &format!("/api/v1/events/{id}/sale-settings"),
             json!({ "pricing": { "service_fee": { "per_ticket_minor": 150, "percent_bps": 500 }, "tax": { "rate_bps": 1900 } },
-                    "holds": { "hold_seconds": 600, "extension_seconds": 600, "max_tickets_per_visitor": 8 } }),
+                    "holds": holds }),
         )
         .await?;
-    org_api
-        .send(
-            reqwest::Method::PUT,
-            &format!("/api/v1/events/{id}/waiting-room"),
-            json!({ "mode": "passthrough", "bot": { "check": { "kind": "off" } }, "max_active": 10_000_000,
-                    "rate_limits": { "per_ip_per_minute": 100_000_000, "joins_per_visitor_per_minute": 10 } }),
-        )
-        .await?;
+    org_api.send(reqwest::Method::PUT, &format!("/api/v1/events/{id}/waiting-room"), waiting_room).await?;
     for state in ["published", "on_sale"] {
         org_api
             .send(reqwest::Method::POST, &format!("/api/v1/events/{id}/state"), json!({ "state": state }))

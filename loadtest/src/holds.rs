@@ -102,6 +102,9 @@ pub struct StatsArgs {
     /// The waiting room's objects (coordinator and queue shards) instead of the inventory's.
     #[arg(long)]
     waiting_room: bool,
+    /// With `--waiting-room`: the coordinator's whole answer (view, lines, stock, refusals, shards).
+    #[arg(long)]
+    raw: bool,
     #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
     core_signing_key: String,
 }
@@ -120,6 +123,9 @@ pub async fn stats(args: StatsArgs) -> Result<Vec<Value>, String> {
             core_call(&client, &core, &args.edge, reqwest::Method::GET, &path, vec![]).await?;
         if status != 200 {
             return Err(format!("stats failed ({status}): {stats}"));
+        }
+        if args.raw {
+            return Ok(vec![stats]);
         }
         let shards = stats["shards"].as_array().cloned().unwrap_or_default();
         return Ok(shards

@@ -6,11 +6,17 @@
 //! - `loadtest holds`  2-seat holds through the edge and its objects (one object or sharded)
 //! - `loadtest queue`  joins and polls of the waiting room through the edge (DO requests per poll)
 //! - `loadtest checkout` hold → checkout → test payment → paid, end to end (checkouts per second)
+//! - `loadtest sale`   a whole flash sale (line, challenge, admission, seats, holds, checkout,
+//!   payment) by N buyers, then the audit; results as JSON and an SVG chart
+//! - `loadtest audit`  the audit alone, of an event a `sale` made
 
+mod audit;
+mod chart;
 mod checkout;
 mod holds;
 mod ledger_bench;
 mod queue;
+mod sale;
 mod summary;
 
 use std::time::{Duration, Instant};
@@ -46,6 +52,25 @@ enum Command {
     Stats(holds::StatsArgs),
     /// Buy end to end: hold, checkout, test payment, paid.
     Checkout(checkout::CheckoutArgs),
+    /// Play a flash sale and audit it (exits non-zero when the audit finds a violation).
+    Sale(sale::SaleArgs),
+    /// Audit an event a `sale` made.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct AuditArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8787")]
+    edge: String,
+    #[arg(long)]
+    event: String,
+    /// The event's seats (the sale's `--seats`).
+    #[arg(long)]
+    seats: u64,
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
+    core_signing_key: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -81,6 +106,35 @@ async fn main() -> std::process::ExitCode {
             Ok(report) => serde_json::to_value(report),
             Err(e) => {
                 eprintln!("loadtest checkout: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        Command::Sale(args) => match sale::run(args).await {
+            Ok(report) => {
+                let clean = report.audit.clean;
+                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                if !clean {
+                    eprintln!("loadtest sale: THE AUDIT FOUND VIOLATIONS (see \"audit\" above)");
+                    return std::process::ExitCode::FAILURE;
+                }
+                return std::process::ExitCode::SUCCESS;
+            }
+            Err(e) => {
+                eprintln!("loadtest sale: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        Command::Audit(args) => match run_audit(args).await {
+            Ok(audit) => {
+                println!("{}", serde_json::to_string_pretty(&audit).unwrap_or_default());
+                return if audit.clean {
+                    std::process::ExitCode::SUCCESS
+                } else {
+                    std::process::ExitCode::FAILURE
+                };
+            }
+            Err(e) => {
+                eprintln!("loadtest audit: {e}");
                 return std::process::ExitCode::FAILURE;
             }
         },
@@ -121,4 +175,16 @@ async fn http(args: HttpArgs) -> serde_json::Value {
     })
     .await;
     serde_json::json!({ "url": args.url, "concurrency": args.concurrency, "result": summary })
+}
+
+async fn run_audit(args: AuditArgs) -> Result<audit::Audit, String> {
+    let http = reqwest::Client::builder().user_agent(USER_AGENT).build().map_err(|e| e.to_string())?;
+    let signer = shared_types::token::TokenSigner::parse(&args.core_signing_key)
+        .map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&args.database_url)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    audit::audit(&http, &signer, &args.edge, &db, &args.event, &sale::seat_ids(args.seats)).await
 }

@@ -412,3 +412,24 @@ impl Gate {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// The edge Worker and its objects in one workerd process through miniflare, without wrangler's
+/// dev proxy (`loadtest/workerd-server.mjs`, as the benchmarks run it): for load, where the proxy
+/// is not what is measured.
+pub fn start_workerd_edge(
+    port: u16,
+    core_url: &str,
+    state_dir: &std::path::Path,
+    log_dir: &std::path::Path,
+    keys: &TestKeys,
+) -> Service {
+    let mut cmd = Command::new("node");
+    cmd.current_dir(repo_root())
+        .arg("loadtest/workerd-server.mjs")
+        .arg(port.to_string())
+        .arg(state_dir)
+        .env("EDGE_SIGNING_KEY", keys.edge.secret_config())
+        .env("CORE_VERIFYING_KEYS", keys.core.public_config())
+        .env("CORE_URL", core_url);
+    spawn("edge", cmd, port, log_dir)
+}

@@ -86,6 +86,8 @@ pub struct InventoryObject {
     armed: std::cell::Cell<Option<Option<Millis>>>,
     /// This object's shard index (in hold ids), read on load and set on publish.
     shard: std::cell::Cell<u32>,
+    /// Requests this instance took (reset when it is evicted): the load generator's DO cost.
+    requests: std::cell::Cell<u64>,
 }
 
 fn now() -> Millis {
@@ -299,6 +301,7 @@ impl InventoryObject {
                         "sections": availability.sections,
                         "tiers": availability.tiers,
                         "storage_bytes": self.store()?.size(),
+                        "requests": self.requests.get(),
                         "wasm_memory_bytes": crate::wasm_memory_bytes(),
                     }),
                 )?
@@ -378,10 +381,12 @@ impl DurableObject for InventoryObject {
             loaded: std::cell::Cell::new(false),
             armed: std::cell::Cell::new(None),
             shard: std::cell::Cell::new(0),
+            requests: std::cell::Cell::new(0),
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
+        self.requests.set(self.requests.get() + 1);
         let path = req.path();
         let Some(caller) = req.headers().get(CALLER_HEADER)?.as_deref().and_then(Caller::parse) else {
             return http::problem_of(ProblemType::Unauthorized, "no authenticated caller", &path);

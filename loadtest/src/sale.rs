@@ -1,0 +1,854 @@
+//! `loadtest sale`: a flash sale played against the local stack (the edge in workerd, the core,
+//! PostgreSQL), then audited.
+//!
+//! N buyers arrive on a curve (all in the on-sale second, or spread over some seconds), and each
+//! one, like the buyer's page: asks for a challenge and solves its proof of work, joins the line,
+//! polls when told to, is admitted, thinks, looks at the seat map, holds seats (a share of buyers
+//! going for the same "best" block), thinks, checks out, and pays on the test provider's page (a
+//! share declining, a share abandoning). Bots (a share of arrivals) join without solving the
+//! challenge and must be refused. Every request is timed; requests in flight are bounded.
+//!
+//! At the end the run waits for the sale to settle (abandoned holds expire, orders finish) and
+//! audits it (`crate::audit`). Results: JSON and an SVG chart in `--out`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde::Serialize;
+use serde_json::{json, Value};
+use shared_types::token::TokenSigner;
+use shared_types::waiting_room::pow_solve;
+use tokio::sync::Semaphore;
+
+use crate::holds::{core_call, nonce};
+use crate::summary::{summarize, Sample, Summary};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrival {
+    /// Everyone in the on-sale second.
+    Burst,
+    /// Evenly over `--spread-seconds` from the on-sale time.
+    Spread,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SaleArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8787")]
+    pub edge: String,
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub core: String,
+    /// Buyers (people), at most 100,000.
+    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub buyers: u64,
+    /// Seats on sale (rows of 50), at most 50,000.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(2..=50_000))]
+    pub seats: u64,
+    /// The "best" seats (the first rows) that `--hot-share` of the buyers go for.
+    #[arg(long, default_value_t = 50)]
+    pub hot_seats: u64,
+    #[arg(long, default_value_t = 0.5)]
+    pub hot_share: f64,
+    /// Most seats a buyer wants (each wants 1 to this many).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=8))]
+    pub max_tickets: u64,
+    #[arg(long, value_enum, default_value_t = Arrival::Burst)]
+    pub arrival: Arrival,
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub spread_seconds: u64,
+    /// Seconds from the set-up to the on-sale time (who comes before is in the shuffled pre-queue).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub on_sale_in: u64,
+    /// The line's admission rate and cap of people shopping at once.
+    #[arg(long, default_value_t = 6_000)]
+    pub admit_per_minute: u32,
+    #[arg(long, default_value_t = 500)]
+    pub max_active: u32,
+    /// How long an admitted buyer may shop: a buyer who vanished (abandoned) holds a place under
+    /// `--max-active` until then (at least 60).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(60..=86_400))]
+    pub session_seconds: u32,
+    /// Proof-of-work difficulty of the challenge (0: no bot check).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=20))]
+    pub difficulty: u8,
+    /// Share of arrivals that are bots (join without solving the challenge).
+    #[arg(long, default_value_t = 0.02)]
+    pub bot_share: f64,
+    /// Shares of buyers with a hold who decline at the provider, or never pay.
+    #[arg(long, default_value_t = 0.05)]
+    pub decline_share: f64,
+    #[arg(long, default_value_t = 0.05)]
+    pub abandon_share: f64,
+    /// Think time before choosing seats and before paying, uniform in [min, max] ms.
+    #[arg(long, default_value_t = 200)]
+    pub think_min_ms: u64,
+    #[arg(long, default_value_t = 1_500)]
+    pub think_max_ms: u64,
+    /// How long a hold lasts (abandoned holds must expire within the run).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(5..=3600))]
+    pub hold_seconds: u32,
+    /// How long checkout extends a hold for the payment (an abandoned payment keeps its seats held
+    /// that long, and the line pauses while every seat left is held).
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub payment_seconds: u32,
+    /// Requests in flight at once, over all buyers (at most 4096).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub concurrency: u64,
+    /// Hard stop of the buyers' phase, in seconds (then the settling and the audit).
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..=3600))]
+    pub max_seconds: u64,
+    /// Seed of the buyers' plan (arrivals, choices, fates): the same seed, the same sale.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where the results go (`sale-<event>.json`, `sale-<event>.svg`).
+    #[arg(long, default_value = ".local/loadtest")]
+    pub out: PathBuf,
+    /// A platform admin's API key (`regional-core create-admin`).
+    #[arg(long, env = "PLATFORM_ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: String,
+    /// The core's database (the audit reads it).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    /// The core's signing key (the audit reads the edge's statistics through its signed route).
+    #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
+    pub core_signing_key: String,
+}
+
+/// The steps a buyer's requests belong to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Step {
+    Challenge,
+    Join,
+    Poll,
+    Availability,
+    Hold,
+    Checkout,
+    Pay,
+    Order,
+    Leave,
+    Bot,
+}
+
+const STEPS: [Step; 10] = [
+    Step::Challenge,
+    Step::Join,
+    Step::Poll,
+    Step::Availability,
+    Step::Hold,
+    Step::Checkout,
+    Step::Pay,
+    Step::Order,
+    Step::Leave,
+    Step::Bot,
+];
+
+/// One timed request: step, status (`None`: transport error), when it ended (ms since the start),
+/// how long it took.
+type Rec = (Step, Option<u16>, u32, Duration);
+
+/// How a buyer's visit ended.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Outcome {
+    Paid,
+    Declined,
+    Abandoned,
+    /// The order ended refunded (the hold was lost while paying and the seats were taken).
+    Refunded,
+    /// The line said sold out before their turn.
+    SoldOutInLine,
+    /// Admitted, but no seat was left to hold.
+    NoSeats,
+    /// Admitted, but every hold attempt met a conflict.
+    GaveUp,
+    /// A person refused by the edge (`reason`): should not happen.
+    Refused(String),
+    /// A bot refused (`reason`): the door works.
+    BotRefused(String),
+    /// A bot that got a place in line: the door failed.
+    BotJoined,
+    /// The run's time ran out while the buyer was still at it.
+    TimedOut,
+    /// A request failed (transport or 5xx) at this step.
+    Failed(String),
+}
+
+/// One buyer's plan, drawn from the seed before the sale.
+#[derive(Debug, Clone)]
+struct Plan {
+    arrive_after: Duration,
+    bot: bool,
+    hot: bool,
+    tickets: usize,
+    fate: Fate,
+    think: [Duration; 2],
+    rng: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Pay,
+    Decline,
+    Abandon,
+}
+
+/// splitmix64: small, seeded, good enough for plans.
+fn next(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn unit(state: &mut u64) -> f64 {
+    (next(state) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn plans(args: &SaleArgs) -> Vec<Plan> {
+    let mut rng = args.seed;
+    (0..args.buyers)
+        .map(|i| {
+            let arrive_after = match args.arrival {
+                Arrival::Burst => Duration::from_millis(next(&mut rng) % 1_000),
+                Arrival::Spread => {
+                    Duration::from_secs_f64(args.spread_seconds as f64 * i as f64 / args.buyers as f64)
+                }
+            };
+            let fate = match unit(&mut rng) {
+                u if u < args.decline_share => Fate::Decline,
+                u if u < args.decline_share + args.abandon_share => Fate::Abandon,
+                _ => Fate::Pay,
+            };
+            let span = args.think_max_ms.saturating_sub(args.think_min_ms) + 1;
+            Plan {
+                arrive_after,
+                bot: unit(&mut rng) < args.bot_share,
+                hot: unit(&mut rng) < args.hot_share,
+                tickets: 1 + (next(&mut rng) % args.max_tickets) as usize,
+                fate,
+                think: [0, 1].map(|_| Duration::from_millis(args.think_min_ms + next(&mut rng) % span)),
+                rng: next(&mut rng),
+            }
+        })
+        .collect()
+}
+
+/// What every buyer shares.
+struct Ctx {
+    http: reqwest::Client,
+    core: String,
+    edge: String,
+    /// `{edge}/api/v1/events/{event}`.
+    base: String,
+    slots: Semaphore,
+    started: Instant,
+    deadline: Instant,
+    records: Mutex<Vec<Rec>>,
+    seat_ids: Vec<String>,
+    hot_seats: usize,
+    done: AtomicU64,
+    sold: AtomicU64,
+    /// Tickets seen paid: (ms since the start, tickets).
+    sales: Mutex<Vec<(u32, u64)>>,
+    /// Per buyer who got in: ms from joining to admission.
+    waits: Mutex<Vec<u64>>,
+    conflicts: AtomicU64,
+    /// How long an admitted buyer who finds every seat held waits for one to come back.
+    hold_wait: Duration,
+}
+
+/// An answer: status, body, and the `visitor` cookie if one was set.
+struct Answer {
+    status: u16,
+    body: Value,
+    cookie: Option<String>,
+}
+
+impl Ctx {
+    fn now_ms(&self) -> u32 {
+        self.started.elapsed().as_millis() as u32
+    }
+
+    /// Sends one request (waiting for a slot), times it, records it.
+    async fn send(&self, step: Step, req: reqwest::RequestBuilder) -> Option<Answer> {
+        let _slot = self.slots.acquire().await.ok()?;
+        let t = Instant::now();
+        let answer = match req.send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let cookie = resp
+                    .headers()
+                    .get_all("set-cookie")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find(|c| c.starts_with("visitor="))
+                    .map(|c| c.split(';').next().unwrap_or_default().to_owned());
+                let body = resp.json().await.unwrap_or(Value::Null);
+                Some(Answer { status, body, cookie })
+            }
+            Err(_) => None,
+        };
+        let rec = (step, answer.as_ref().map(|a| a.status), self.now_ms(), t.elapsed());
+        if let Ok(mut r) = self.records.lock() {
+            r.push(rec);
+        }
+        answer
+    }
+
+    fn out_of_time(&self) -> bool {
+        Instant::now() > self.deadline
+    }
+}
+
+fn reason(body: &Value) -> String {
+    body["reason"].as_str().or(body["type"].as_str()).unwrap_or("unknown").to_owned()
+}
+
+/// One visit, start to end.
+async fn visit(ctx: Arc<Ctx>, mut plan: Plan) -> Outcome {
+    tokio::time::sleep(plan.arrive_after).await;
+    let base = &ctx.base;
+    if plan.bot {
+        // A bot skips the page: no challenge solved, a made-up solution.
+        let Some(a) = ctx
+            .send(
+                Step::Bot,
+                ctx.http.post(format!("{base}/queue")).json(&json!({ "challenge": "x", "solution": "0" })),
+            )
+            .await
+        else {
+            return Outcome::Failed("bot".into());
+        };
+        return if a.body["ticket"].is_string() {
+            Outcome::BotJoined
+        } else {
+            Outcome::BotRefused(reason(&a.body))
+        };
+    }
+    // The challenge, solved off the async threads.
+    let Some(c) = ctx.send(Step::Challenge, ctx.http.post(format!("{base}/challenge"))).await else {
+        return Outcome::Failed("challenge".into());
+    };
+    if c.status != 200 {
+        return Outcome::Refused(reason(&c.body));
+    }
+    let cookie = c.cookie.unwrap_or_default();
+    let mut join = json!({});
+    if let (Some(challenge), Some(difficulty)) = (c.body["challenge"].as_str(), c.body["difficulty"].as_u64())
+    {
+        let challenge = challenge.to_owned();
+        let solution = {
+            let challenge = challenge.clone();
+            tokio::task::spawn_blocking(move || pow_solve(&challenge, difficulty as u8))
+                .await
+                .unwrap_or_default()
+        };
+        join = json!({ "challenge": challenge, "solution": solution });
+    }
+    let Some(j) = ctx
+        .send(Step::Join, ctx.http.post(format!("{base}/queue")).header("cookie", &cookie).json(&join))
+        .await
+    else {
+        return Outcome::Failed("join".into());
+    };
+    let Some(ticket) = j.body["ticket"].as_str().map(str::to_owned) else {
+        return match j.status {
+            409 if reason(&j.body) == "sold-out" => Outcome::SoldOutInLine,
+            s if s >= 500 => Outcome::Failed("join".into()),
+            _ => Outcome::Refused(reason(&j.body)),
+        };
+    };
+    let joined = Instant::now();
+    // The line: poll when told to.
+    let admission = loop {
+        if ctx.out_of_time() {
+            return Outcome::TimedOut;
+        }
+        let Some(p) = ctx
+            .send(
+                Step::Poll,
+                ctx.http.get(format!("{base}/queue")).header("cookie", &cookie).bearer_auth(&ticket),
+            )
+            .await
+        else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        if let Some(token) = p.body["admission_token"].as_str() {
+            break token.to_owned();
+        }
+        let status = &p.body["status"];
+        match status["state"].as_str().or(p.body["state"].as_str()) {
+            Some("sold_out") | Some("closed") => return Outcome::SoldOutInLine,
+            _ if p.status >= 400 && p.status < 500 && p.status != 429 => {
+                return Outcome::Refused(reason(&p.body))
+            }
+            _ => {}
+        }
+        let after = status["poll_after_seconds"].as_u64().unwrap_or(2).clamp(1, 30);
+        tokio::time::sleep(Duration::from_secs(after)).await;
+    };
+    if let Ok(mut w) = ctx.waits.lock() {
+        w.push(joined.elapsed().as_millis() as u64);
+    }
+    let outcome = shop(&ctx, &mut plan, &admission).await;
+    // Who leaves without buying says so (the page's "leave" button), which frees their place under
+    // the cap at once; who abandoned just vanished (their session times out).
+    if matches!(outcome, Outcome::NoSeats | Outcome::GaveUp | Outcome::Declined) {
+        ctx.send(Step::Leave, ctx.http.delete(format!("{base}/queue")).bearer_auth(&admission)).await;
+    }
+    outcome
+}
+
+/// Admitted: seats, hold, checkout, payment.
+async fn shop(ctx: &Ctx, plan: &mut Plan, admission: &str) -> Outcome {
+    let base = &ctx.base;
+    tokio::time::sleep(plan.think[0]).await;
+
+    // Seats: look at the map, pick, hold; on a conflict look again (three tries in the hot block,
+    // then anywhere), as a person would.
+    let mut hold_token = None;
+    let mut attempt = 0;
+    let look_until = Instant::now() + ctx.hold_wait;
+    while attempt < 6 {
+        attempt += 1;
+        if ctx.out_of_time() {
+            return Outcome::TimedOut;
+        }
+        let Some(a) = ctx.send(Step::Availability, ctx.http.get(format!("{base}/availability"))).await else {
+            continue;
+        };
+        let map = a.body["seats"].as_str().unwrap_or_default().as_bytes().to_vec();
+        let free = |range: std::ops::Range<usize>| -> Vec<usize> {
+            range.filter(|&i| map.get(i) == Some(&b'a')).collect()
+        };
+        let hot = plan.hot && attempt <= 3;
+        let mut choices = if hot { free(0..ctx.hot_seats) } else { free(0..ctx.seat_ids.len()) };
+        if choices.is_empty() {
+            if hot {
+                continue;
+            }
+            // Nothing free but some held: a person waits for a hold to lapse, and looks again.
+            if map.contains(&b'h') && Instant::now() < look_until {
+                attempt -= 1;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            return Outcome::NoSeats;
+        }
+        // Together if possible: a random free seat and the free ones right after it.
+        let start = choices[(next(&mut plan.rng) % choices.len() as u64) as usize];
+        choices.retain(|&i| i >= start);
+        let seats: Vec<&str> = choices.iter().take(plan.tickets).map(|&i| ctx.seat_ids[i].as_str()).collect();
+        let Some(h) = ctx
+            .send(
+                Step::Hold,
+                ctx.http
+                    .post(format!("{base}/holds"))
+                    .bearer_auth(admission)
+                    .json(&json!({ "kind": "seats", "seats": seats })),
+            )
+            .await
+        else {
+            continue;
+        };
+        match h.status {
+            201 => {
+                hold_token = h.body["hold_token"].as_str().map(str::to_owned);
+                break;
+            }
+            409 => {
+                ctx.conflicts.fetch_add(1, Ordering::Relaxed);
+            }
+            s if s >= 500 => return Outcome::Failed("hold".into()),
+            _ => return Outcome::Refused(reason(&h.body)),
+        }
+    }
+    let Some(hold_token) = hold_token else { return Outcome::GaveUp };
+    tokio::time::sleep(plan.think[1]).await;
+
+    let email = format!("{}@sale.test", nonce().to_lowercase().replace(['-', '_'], "x"));
+    let Some(o) = ctx
+        .send(
+            Step::Checkout,
+            ctx.http
+                .post(format!("{}/api/v1/checkout", ctx.edge))
+                .header("idempotency-key", nonce())
+                .json(&json!({ "hold_token": hold_token, "email": email })),
+        )
+        .await
+    else {
+        return Outcome::Failed("checkout".into());
+    };
+    if o.status != 201 {
+        return if o.status >= 500 {
+            Outcome::Failed("checkout".into())
+        } else {
+            Outcome::Refused(reason(&o.body))
+        };
+    }
+    let decision = match plan.fate {
+        Fate::Abandon => return Outcome::Abandoned,
+        Fate::Decline => "decline",
+        Fate::Pay => "approve",
+    };
+    let payment = o.body["order"]["payment"]["redirect_url"].as_str().and_then(|u| u.rsplit('/').next());
+    let Some(payment) = payment else { return Outcome::Failed("checkout".into()) };
+    let Some(p) = ctx
+        .send(
+            Step::Pay,
+            ctx.http
+                .post(format!("{}/testpay/pay/{payment}/{decision}", ctx.core))
+                .header("accept", "application/json"),
+        )
+        .await
+    else {
+        return Outcome::Failed("pay".into());
+    };
+    if p.status != 200 {
+        return Outcome::Failed("pay".into());
+    }
+    // The order page: polled until the order has an outcome.
+    let (id, token) = (
+        o.body["order"]["id"].as_str().unwrap_or_default(),
+        o.body["order_token"].as_str().unwrap_or_default(),
+    );
+    loop {
+        if ctx.out_of_time() {
+            return Outcome::TimedOut;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(order) = ctx
+            .send(Step::Order, ctx.http.get(format!("{}/api/v1/orders/{id}", ctx.edge)).bearer_auth(token))
+            .await
+        else {
+            continue;
+        };
+        match order.body["state"].as_str() {
+            Some("paid") => {
+                let n = order.body["tickets"].as_array().map_or(0, Vec::len) as u64;
+                ctx.sold.fetch_add(n, Ordering::Relaxed);
+                if let Ok(mut sales) = ctx.sales.lock() {
+                    sales.push((ctx.now_ms(), n));
+                }
+                return Outcome::Paid;
+            }
+            Some("cancelled") => return Outcome::Declined,
+            Some("refunded") => return Outcome::Refunded,
+            _ => {}
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct SaleReport {
+    pub event: String,
+    pub settings: Value,
+    pub seconds: f64,
+    /// Buyers that ended each way.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Refusals by reason (people and bots).
+    pub refused: BTreeMap<String, u64>,
+    pub tickets_sold: u64,
+    pub hold_conflicts: u64,
+    pub requests: u64,
+    pub requests_per_second: f64,
+    /// Per step: throughput and latency percentiles.
+    pub steps: BTreeMap<String, Summary>,
+    /// From joining to admission, over the buyers admitted (ms).
+    pub wait_ms: Value,
+    /// Durable Object requests per buyer (queue objects and inventory objects, from their counters).
+    pub do_requests_per_buyer: f64,
+    pub audit: crate::audit::Audit,
+    pub chart: String,
+}
+
+/// Creates the event, plays the sale, settles, audits, writes the results.
+pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .user_agent(crate::USER_AGENT)
+        .pool_max_idle_per_host(args.concurrency as usize)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let signer = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
+    let db = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&args.database_url)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    let on_sale_at = chrono_ms() + args.on_sale_in as i64 * 1000;
+    let settings = json!({
+        "mode": "shuffle_then_fifo",
+        "on_sale_at_ms": on_sale_at,
+        "admit_per_minute": args.admit_per_minute,
+        "max_active": args.max_active,
+        "session_seconds": args.session_seconds,
+        "return_grace_seconds": 30,
+        "bot": { "check": if args.difficulty == 0 { json!({ "kind": "off" }) } else { json!({ "kind": "proof_of_work", "difficulty": args.difficulty }) },
+                 "raise_above_joins_per_minute": 100_000_000 },
+        "rate_limits": { "per_ip_per_minute": 100_000_000, "joins_per_visitor_per_minute": 10 },
+    });
+    let holds = json!({ "hold_seconds": args.hold_seconds, "extension_seconds": args.payment_seconds, "max_tickets_per_visitor": 8 });
+    let event =
+        crate::checkout::set_up_with(&http, &args.core, &args.admin_key, args.seats, settings.clone(), holds)
+            .await?;
+    let seat_ids = seat_ids(args.seats);
+    let stats_path = format!("/internal/v1/events/{event}/stats");
+    let room_path = format!("/internal/v1/events/{event}/waiting-room");
+    let do_requests = |http: reqwest::Client, signer: TokenSigner, edge: String, a: String, b: String| async move {
+        let (_, stats) = core_call(&http, &signer, &edge, reqwest::Method::GET, &a, vec![]).await?;
+        let (_, room) = core_call(&http, &signer, &edge, reqwest::Method::GET, &b, vec![]).await?;
+        let sum = |v: &Value| v.as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
+        let inventory: u64 = stats["shards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["stats"]["requests"].as_u64())
+            .sum();
+        let queue: u64 = sum(&room["requests"])
+            + room["shards"].as_array().into_iter().flatten().map(|s| sum(&s["requests"])).sum::<u64>();
+        Ok::<u64, String>(inventory + queue)
+    };
+    let before =
+        do_requests(http.clone(), signer.clone(), args.edge.clone(), stats_path.clone(), room_path.clone())
+            .await?;
+
+    // Wait for the on-sale second: the burst arrives in it (the shuffled pre-queue is for who came earlier).
+    let until = on_sale_at - chrono_ms();
+    if until > 0 {
+        tokio::time::sleep(Duration::from_millis(until as u64)).await;
+    }
+    let started = Instant::now();
+    let ctx = Arc::new(Ctx {
+        http: http.clone(),
+        core: args.core.clone(),
+        edge: args.edge.clone(),
+        base: format!("{}/api/v1/events/{event}", args.edge),
+        slots: Semaphore::new(args.concurrency as usize),
+        started,
+        deadline: started + Duration::from_secs(args.max_seconds),
+        records: Mutex::new(Vec::with_capacity(args.buyers as usize * 12)),
+        seat_ids,
+        hot_seats: args.hot_seats.min(args.seats) as usize,
+        done: AtomicU64::new(0),
+        sold: AtomicU64::new(0),
+        sales: Mutex::new(Vec::new()),
+        waits: Mutex::new(Vec::new()),
+        conflicts: AtomicU64::new(0),
+        hold_wait: Duration::from_secs(u64::from(args.hold_seconds.max(args.payment_seconds)) + 10),
+    });
+    let progress = tokio::spawn(progress(ctx.clone(), args.buyers));
+    let tasks: Vec<_> = plans(&args)
+        .into_iter()
+        .map(|plan| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let outcome = visit(ctx.clone(), plan).await;
+                ctx.done.fetch_add(1, Ordering::Relaxed);
+                outcome
+            })
+        })
+        .collect();
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        outcomes.push(t.await.unwrap_or(Outcome::Failed("panic".into())));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    progress.abort();
+    eprintln!();
+    let after = do_requests(http.clone(), signer.clone(), args.edge.clone(), stats_path, room_path).await?;
+
+    // Settle: abandoned holds expire, their orders end; then audit edge and core.
+    let audit = crate::audit::settle_and_audit(
+        &http,
+        &signer,
+        &args.edge,
+        &db,
+        &event,
+        &ctx.seat_ids,
+        Duration::from_secs(u64::from(args.hold_seconds.max(args.payment_seconds)) + 120),
+    )
+    .await?;
+
+    let records = std::mem::take(&mut *ctx.records.lock().map_err(|_| "poisoned")?);
+    let mut steps = BTreeMap::new();
+    for step in STEPS {
+        let samples: Vec<Sample> = records.iter().filter(|r| r.0 == step).map(|r| (r.1, r.3)).collect();
+        if !samples.is_empty() {
+            steps.insert(format!("{step:?}").to_lowercase(), summarize(&samples, seconds));
+        }
+    }
+    let mut counted: BTreeMap<String, u64> = BTreeMap::new();
+    let mut refused: BTreeMap<String, u64> = BTreeMap::new();
+    for o in &outcomes {
+        let key = match o {
+            Outcome::Refused(r) | Outcome::BotRefused(r) => {
+                *refused.entry(r.clone()).or_default() += 1;
+                if matches!(o, Outcome::Refused(_)) { "refused" } else { "bot_refused" }.to_owned()
+            }
+            Outcome::Failed(step) => format!("failed_{step}"),
+            other => serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        };
+        *counted.entry(key).or_default() += 1;
+    }
+    let mut waits = ctx.waits.lock().map_err(|_| "poisoned")?.clone();
+    waits.sort_unstable();
+    let pct = |p: f64| waits.get(((waits.len() as f64 - 1.0) * p).round().max(0.0) as usize).copied();
+    let people =
+        outcomes.iter().filter(|o| !matches!(o, Outcome::BotRefused(_) | Outcome::BotJoined)).count();
+    let chart_path = args.out.join(format!("sale-{event}.svg"));
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let sales = std::mem::take(&mut *ctx.sales.lock().map_err(|_| "poisoned")?);
+    std::fs::write(&chart_path, chart(&records, &sales, seconds, &event)).map_err(|e| e.to_string())?;
+    let report = SaleReport {
+        event: event.clone(),
+        settings: json!({
+            "buyers": args.buyers, "seats": args.seats, "hot_seats": args.hot_seats, "hot_share": args.hot_share,
+            "max_tickets": args.max_tickets, "arrival": args.arrival, "spread_seconds": args.spread_seconds,
+            "admit_per_minute": args.admit_per_minute, "max_active": args.max_active, "difficulty": args.difficulty,
+            "bot_share": args.bot_share, "decline_share": args.decline_share, "abandon_share": args.abandon_share,
+            "think_ms": [args.think_min_ms, args.think_max_ms], "hold_seconds": args.hold_seconds,
+            "payment_seconds": args.payment_seconds, "session_seconds": args.session_seconds,
+            "concurrency": args.concurrency, "seed": args.seed,
+        }),
+        seconds,
+        outcomes: counted,
+        refused,
+        tickets_sold: ctx.sold.load(Ordering::Relaxed),
+        hold_conflicts: ctx.conflicts.load(Ordering::Relaxed),
+        requests: records.len() as u64,
+        requests_per_second: records.len() as f64 / seconds.max(1e-9),
+        steps,
+        wait_ms: json!({ "admitted": waits.len(), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": waits.last() }),
+        do_requests_per_buyer: after.saturating_sub(before) as f64 / people.max(1) as f64,
+        audit,
+        chart: chart_path.display().to_string(),
+    };
+    let json_path = args.out.join(format!("sale-{event}.json"));
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    eprintln!("results: {} and {}", json_path.display(), chart_path.display());
+    Ok(report)
+}
+
+/// The seat ids of a venue the load generator made, in seat-map order (rows of 50).
+pub fn seat_ids(seats: u64) -> Vec<String> {
+    (0..seats).map(|i| format!("R{}-{}", i / 50, i % 50)).collect()
+}
+
+fn chrono_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A line on stderr every second: a bar on a terminal, a plain line every 10 s otherwise.
+async fn progress(ctx: Arc<Ctx>, buyers: u64) {
+    let tty = std::io::stderr().is_terminal();
+    let mut last_requests = 0usize;
+    let mut tick = 0u64;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tick += 1;
+        let done = ctx.done.load(Ordering::Relaxed);
+        let requests = ctx.records.lock().map(|r| r.len()).unwrap_or(0);
+        let rate = requests - last_requests;
+        last_requests = requests;
+        let sold = ctx.sold.load(Ordering::Relaxed);
+        let filled = (done * 30 / buyers.max(1)) as usize;
+        let line = format!(
+            "[{}{}] {done}/{buyers} buyers done · {sold} tickets sold · {rate} req/s · {} s",
+            "#".repeat(filled),
+            " ".repeat(30 - filled),
+            ctx.started.elapsed().as_secs()
+        );
+        if tty {
+            eprint!("\r{line}");
+        } else if tick.is_multiple_of(10) {
+            eprintln!("{line}");
+        }
+    }
+}
+
+/// Requests per second, p50/p99 latency per second, tickets sold (paid orders seen) over time.
+fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, event: &str) -> String {
+    let n = seconds.ceil().max(1.0) as usize + 1;
+    let mut per_second: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for &(_, _, at, latency) in records {
+        per_second[(at as usize / 1000).min(n - 1)].push(latency.as_secs_f64() * 1000.0);
+    }
+    let rps: Vec<Option<f64>> = per_second.iter().map(|v| Some(v.len() as f64)).collect();
+    let pct = |p: f64| -> Vec<Option<f64>> {
+        per_second
+            .iter()
+            .map(|v| {
+                if v.is_empty() {
+                    return None;
+                }
+                let mut v = v.clone();
+                v.sort_by(|a, b| a.total_cmp(b));
+                Some(v[((v.len() as f64 - 1.0) * p).round() as usize])
+            })
+            .collect()
+    };
+    let (p50, p99) = (pct(0.5), pct(0.99));
+    let holds: Vec<Option<f64>> = {
+        let mut c = vec![0u64; n];
+        for &(step, status, at, _) in records {
+            if step == Step::Hold && status == Some(201) {
+                c[(at as usize / 1000).min(n - 1)] += 1;
+            }
+        }
+        c.iter().map(|&x| Some(x as f64)).collect()
+    };
+    let sold: Vec<Option<f64>> = {
+        let mut c = vec![0u64; n];
+        for &(at, tickets) in sales {
+            c[(at as usize / 1000).min(n - 1)] += tickets;
+        }
+        let mut total = 0;
+        c.iter()
+            .map(|&x| {
+                total += x;
+                Some(total as f64)
+            })
+            .collect()
+    };
+    use crate::chart::{svg, Panel, Series};
+    svg(
+        &format!("Flash sale {event}"),
+        n - 1,
+        &[
+            Panel {
+                title: "Requests per second",
+                unit: "",
+                series: vec![
+                    Series { name: "all steps", colour: "#2f6fdf", values: &rps },
+                    Series { name: "holds placed", colour: "#f0a020", values: &holds },
+                ],
+            },
+            Panel {
+                title: "Latency",
+                unit: "ms",
+                series: vec![
+                    Series { name: "p50", colour: "#2f6fdf", values: &p50 },
+                    Series { name: "p99", colour: "#b3261e", values: &p99 },
+                ],
+            },
+            Panel {
+                title: "Tickets sold (cumulative, as buyers saw their orders paid)",
+                unit: "",
+                series: vec![Series { name: "tickets", colour: "#1a7f37", values: &sold }],
+            },
+        ],
+    )
+}

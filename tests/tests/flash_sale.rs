@@ -1,0 +1,101 @@
+//! A short flash sale through the real stack (workerd + the core binary + PostgreSQL), played by
+//! the load generator (`loadtest sale`) and audited by it: 300 buyers (some of them bots) for 100
+//! seats, half going for the same 20, with declines, abandoned holds that must expire, and the
+//! line's proof of work. The run must end with a clean audit: no seat sold twice, no tier oversold,
+//! every paid order with its tickets, every hold ended, the edge and the core agreeing seat by seat.
+
+use std::time::Duration;
+
+use e2e::{
+    create_admin, database_url, drop_database, free_port, scratch_dir, start_core_with, start_workerd_edge,
+    TestKeys,
+};
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_short_flash_sale_ends_with_a_clean_audit() {
+    let dir = scratch_dir("flash_sale");
+    let db_name = format!("e2e_sale_{}", std::process::id());
+    let db_url = database_url(&db_name);
+    let keys = TestKeys::new();
+    let (core_port, edge_port) = (free_port(), free_port());
+    let core_url = format!("http://127.0.0.1:{core_port}");
+    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let env = vec![
+        ("CORE_SIGNING_KEY", keys.core_signing_key()),
+        ("EDGE_VERIFYING_KEYS", keys.edge.public_config()),
+        ("EDGE_URL", edge_url.clone()),
+        ("CORE_PUBLIC_URL", core_url.clone()),
+        ("PAYMENT_GRACE_SECS", "5".to_owned()),
+        ("RECONCILE_INTERVAL_MS", "300".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ];
+    let core = start_core_with(core_port, &db_url, true, &dir, &env);
+    core.wait_ready("/readyz", Duration::from_secs(60)).await;
+    // The Worker in workerd without wrangler's dev proxy (as the benchmarks run it).
+    let edge = start_workerd_edge(edge_port, &core_url, &dir.join("do-state"), &dir, &keys);
+    edge.wait_ready("/healthz", Duration::from_secs(120)).await;
+    let admin = create_admin(&db_url, "root@sale.test");
+
+    let core_bin = std::path::PathBuf::from(std::env::var("E2E_CORE_BIN").expect("E2E_CORE_BIN"));
+    let loadtest = core_bin.with_file_name("loadtest");
+    let out_dir = dir.join("results");
+    let run = tokio::task::spawn_blocking({
+        let (edge_url, core_url, db_url, signing) =
+            (edge_url.clone(), core_url.clone(), db_url.clone(), keys.core_signing_key());
+        let out_dir = out_dir.clone();
+        move || {
+            std::process::Command::new(&loadtest)
+                .args(["sale", "--edge", &edge_url, "--core", &core_url])
+                .args(["--buyers", "300", "--seats", "100", "--hot-seats", "20", "--hot-share", "0.5"])
+                .args(["--max-tickets", "2", "--arrival", "burst", "--on-sale-in", "3", "--difficulty", "2"])
+                .args(["--bot-share", "0.05", "--decline-share", "0.1", "--abandon-share", "0.1"])
+                .args(["--think-min-ms", "50", "--think-max-ms", "300", "--hold-seconds", "8"])
+                .args(["--payment-seconds", "10"])
+                .args(["--admit-per-minute", "3000", "--max-active", "100", "--session-seconds", "60"])
+                .args(["--concurrency", "64", "--max-seconds", "240"])
+                .arg("--out")
+                .arg(&out_dir)
+                .env("PLATFORM_ADMIN_KEY", admin)
+                .env("DATABASE_URL", db_url)
+                .env("CORE_SIGNING_KEY", signing)
+                .output()
+                .expect("the load generator runs")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "the sale or its audit failed:\n{stdout}\n{stderr}\n--- core ---\n{}\n--- edge ---\n{}",
+        core.log_tail(),
+        edge.log_tail()
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("the report is JSON");
+    assert_eq!(report["audit"]["clean"], true, "{}", report["audit"]);
+    let outcomes = &report["outcomes"];
+    let n = |k: &str| outcomes[k].as_u64().unwrap_or(0);
+    assert!(n("paid") > 0, "{outcomes}");
+    assert!(n("bot_refused") > 0 && n("bot_joined") == 0, "the door held: {outcomes}");
+    assert_eq!(n("refused"), 0, "no person refused: {report}");
+    assert_eq!(n("timed_out"), 0, "every buyer's visit ended within the run: {outcomes}");
+    assert!(n("sold_out_in_line") + n("no_seats") + n("gave_up") > 0, "300 buyers for 100 seats: {outcomes}");
+    let sold = report["tickets_sold"].as_u64().unwrap();
+    assert!(sold > 0 && sold <= 100);
+    assert_eq!(
+        report["audit"]["figures"]["live_tickets"].as_u64(),
+        Some(sold),
+        "what buyers saw paid is what the core holds"
+    );
+    assert!(report["hold_conflicts"].as_u64().unwrap() > 0, "the hot block was contended");
+    for step in ["challenge", "join", "poll", "hold", "checkout", "pay"] {
+        assert!(report["steps"][step]["requests"].as_u64().unwrap_or(0) > 0, "{step}");
+    }
+    let chart = std::fs::read_to_string(report["chart"].as_str().unwrap()).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("Tickets sold"));
+    drop(edge);
+    drop(core);
+    drop_database(&db_name);
+}
