@@ -167,6 +167,8 @@ enum Outcome {
     NoSeats,
     /// Admitted, but every hold attempt met a conflict.
     GaveUp,
+    /// Admitted, but the admission ran out (`session_seconds`) while waiting for a held seat.
+    SessionExpired,
     /// A person refused by the edge (`reason`): should not happen.
     Refused(String),
     /// A bot refused (`reason`): the door works.
@@ -468,6 +470,7 @@ async fn shop(ctx: &Ctx, plan: &mut Plan, admission: &str) -> Outcome {
                 ctx.conflicts.fetch_add(1, Ordering::Relaxed);
             }
             s if s >= 500 => return Outcome::Failed("hold".into()),
+            401 if reason(&h.body) == "expired" => return Outcome::SessionExpired,
             _ => return Outcome::Refused(reason(&h.body)),
         }
     }
