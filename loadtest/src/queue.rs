@@ -86,6 +86,16 @@ fn background_requests(stats: &Value) -> u64 {
     coordinator + shards
 }
 
+/// The `visitor=…` cookie the edge set on a challenge's answer (to send back with the join).
+pub fn visitor_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("visitor="))
+        .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+}
+
 /// A solved challenge: the visitor cookie it came with, the challenge, the solution.
 type Proof = (String, String, String);
 
@@ -148,14 +158,7 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
                 async move {
                     let resp = client.post(format!("{base}/challenge")).send().await.ok()?;
                     let status = resp.status().as_u16();
-                    let cookie = resp
-                        .headers()
-                        .get_all("set-cookie")
-                        .iter()
-                        .filter_map(|v| v.to_str().ok())
-                        .find(|c| c.starts_with("visitor="))
-                        .map(|c| c.split(';').next().unwrap_or_default().to_owned())
-                        .unwrap_or_default();
+                    let cookie = visitor_cookie(&resp).unwrap_or_default();
                     let body: Value = resp.json().await.ok()?;
                     let challenge = body["challenge"].as_str()?.to_owned();
                     let difficulty = body["difficulty"].as_u64()? as u8;

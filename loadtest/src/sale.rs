@@ -285,13 +285,7 @@ impl Ctx {
         let answer = match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let cookie = resp
-                    .headers()
-                    .get_all("set-cookie")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .find(|c| c.starts_with("visitor="))
-                    .map(|c| c.split(';').next().unwrap_or_default().to_owned());
+                let cookie = crate::queue::visitor_cookie(&resp);
                 let body = resp.json().await.unwrap_or(Value::Null);
                 Some(Answer { status, body, cookie })
             }
