@@ -152,7 +152,7 @@ if [ "$WHAT" != checkout ]; then
   PLATFORM_ADMIN_KEY="$admin_key" DATABASE_URL="$BENCH_DB" "$LT" sale --edge "http://127.0.0.1:$WORKERD_PORT" \
     --core "http://127.0.0.1:$CORE_PORT" --buyers 20000 --seats 5000 --hot-seats 500 --hot-share 0.5 \
     --max-tickets 2 --arrival burst --difficulty 4 --bot-share 0.02 --decline-share 0.05 --abandon-share 0.05 \
-    --admit-per-minute 6000 --max-active 1000 --hold-seconds 60 --concurrency 256 --max-seconds 1500 \
+    --admit-per-minute 6000 --max-active 1000 --hold-seconds 60 --concurrency 256 --max-seconds 1500 --baseline \
     --out "$OUT" >"$OUT/sale.json"
 fi
 log "results in $OUT"

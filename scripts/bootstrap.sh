@@ -124,6 +124,18 @@ pg_ready() {
   fi
 }
 
+# ---- Redis (the load generator's baseline locks seats in it) ------------------------------------
+redis() {
+  if port_open "${REDIS_PORT:-6379}"; then return 0; fi
+  log "no Redis on 127.0.0.1:${REDIS_PORT:-6379}: starting one (data under $CACHE/redis)"
+  command -v redis-server >/dev/null || apt_install redis-server
+  mkdir -p "$CACHE/redis"
+  redis-server --bind 127.0.0.1 --port "${REDIS_PORT:-6379}" --dir "$CACHE/redis" --daemonize yes \
+    --logfile "$CACHE/redis/server.log" >/dev/null
+  for _ in $(seq 1 50); do port_open "${REDIS_PORT:-6379}" && return 0; sleep 0.1; done
+  die "Redis did not start; see $CACHE/redis/server.log"
+}
+
 # ---- the Kafka-protocol broker (tansu, SQLite storage) ----------------------------------------
 tansu() {
   if [ -x "$TANSU" ] && "$TANSU" --version 2>/dev/null | grep -qx "tansu $TANSU_VERSION"; then return 0; fi
@@ -145,6 +157,7 @@ timed "npm packages" npm_packages
 timed "wasm-bindgen + worker-build" wasm_tools
 timed "cargo-nextest" nextest
 timed "postgresql" postgres
+timed "redis" redis
 [ -z "$WANT_KAFKA" ] || timed "tansu $TANSU_VERSION" tansu
 [ -z "$WANT_BROWSER" ] || timed "chromium" browser
 log "bootstrap done (caches in $CACHE)"

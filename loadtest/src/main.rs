@@ -11,6 +11,7 @@
 //! - `loadtest audit`  the audit alone, of an event a `sale` made
 
 mod audit;
+mod baseline;
 mod chart;
 mod checkout;
 mod holds;

@@ -105,6 +105,13 @@ pub struct SaleArgs {
     /// Seed of the buyers' plan (arrivals, choices, fates): the same seed, the same sale.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Then play the same buyers' plans against the baseline (a Redis lock per seat and an
+    /// optimistic-version update in PostgreSQL; `crate::baseline`) and compare.
+    #[arg(long)]
+    pub baseline: bool,
+    /// The Redis the baseline locks seats in (`host:port`).
+    #[arg(long, env = "BASELINE_REDIS", default_value = "127.0.0.1:6379")]
+    pub redis: String,
     /// Where the results go (`sale-<event>.json`, `sale-<event>.svg`).
     #[arg(long, default_value = ".local/loadtest")]
     pub out: PathBuf,
@@ -181,27 +188,27 @@ enum Outcome {
     Failed(String),
 }
 
-/// One buyer's plan, drawn from the seed before the sale.
+/// One buyer's plan, drawn from the seed before the sale (the baseline replays the same plans).
 #[derive(Debug, Clone)]
-struct Plan {
-    arrive_after: Duration,
-    bot: bool,
-    hot: bool,
-    tickets: usize,
-    fate: Fate,
-    think: [Duration; 2],
-    rng: u64,
+pub(crate) struct Plan {
+    pub arrive_after: Duration,
+    pub bot: bool,
+    pub hot: bool,
+    pub tickets: usize,
+    pub fate: Fate,
+    pub think: [Duration; 2],
+    pub rng: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
+pub(crate) enum Fate {
     Pay,
     Decline,
     Abandon,
 }
 
 /// splitmix64: small, seeded, good enough for plans.
-fn next(state: &mut u64) -> u64 {
+pub(crate) fn next(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -213,7 +220,7 @@ fn unit(state: &mut u64) -> f64 {
     (next(state) >> 11) as f64 / (1u64 << 53) as f64
 }
 
-fn plans(args: &SaleArgs) -> Vec<Plan> {
+pub(crate) fn plans(args: &SaleArgs) -> Vec<Plan> {
     let mut rng = args.seed;
     (0..args.buyers)
         .map(|i| {
@@ -565,6 +572,11 @@ pub struct SaleReport {
     pub do_requests_per_buyer: f64,
     pub audit: crate::audit::Audit,
     pub chart: String,
+    /// The same plans against the baseline, and the two side by side (with `--baseline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<crate::baseline::BaselineReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<Value>,
 }
 
 /// Creates the event, plays the sale, settles, audits, writes the results.
@@ -731,7 +743,19 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         do_requests_per_buyer: after.saturating_sub(before) as f64 / people.max(1) as f64,
         audit,
         chart: chart_path.display().to_string(),
+        baseline: None,
+        comparison: None,
     };
+    let mut report = report;
+    if args.baseline {
+        eprintln!(
+            "the same {} buyers against the baseline (Redis locks + optimistic PostgreSQL)",
+            args.buyers
+        );
+        let baseline = crate::baseline::run(&args, plans(&args), &db, &args.redis).await?;
+        report.comparison = Some(crate::baseline::comparison(&report, &baseline));
+        report.baseline = Some(baseline);
+    }
     let json_path = args.out.join(format!("sale-{event}.json"));
     std::fs::write(&json_path, serde_json::to_vec_pretty(&report).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;

@@ -3,6 +3,8 @@
 //! seats, half going for the same 20, with declines, abandoned holds that must expire, and the
 //! line's proof of work. The run must end with a clean audit: no seat sold twice, no tier oversold,
 //! every paid order with its tickets, every hold ended, the edge and the core agreeing seat by seat.
+//! The same buyers' plans then run against the baseline (a Redis lock per seat, an optimistic
+//! update in PostgreSQL), audited by the same questions, and the two are compared.
 
 use std::time::Duration;
 
@@ -53,7 +55,7 @@ async fn a_short_flash_sale_ends_with_a_clean_audit() {
                 .args(["--think-min-ms", "50", "--think-max-ms", "300", "--hold-seconds", "8"])
                 .args(["--payment-seconds", "10"])
                 .args(["--admit-per-minute", "3000", "--max-active", "100", "--session-seconds", "60"])
-                .args(["--concurrency", "64", "--max-seconds", "240"])
+                .args(["--concurrency", "64", "--max-seconds", "240", "--baseline"])
                 .arg("--out")
                 .arg(&out_dir)
                 .env("PLATFORM_ADMIN_KEY", admin)
@@ -93,6 +95,15 @@ async fn a_short_flash_sale_ends_with_a_clean_audit() {
     for step in ["challenge", "join", "poll", "hold", "checkout", "pay"] {
         assert!(report["steps"][step]["requests"].as_u64().unwrap_or(0) > 0, "{step}");
     }
+    // The same plans against the baseline (Redis locks + optimistic PostgreSQL), side by side.
+    let baseline = &report["baseline"];
+    assert!(baseline["audit"]["checks"].as_array().is_some_and(|c| c.len() >= 6), "{baseline}");
+    assert!(baseline["outcomes"]["paid"].as_u64().unwrap_or(0) > 0, "{baseline}");
+    assert!(
+        report["comparison"]["hold_latency"]["baseline"]["p99_ms"].is_number(),
+        "{}",
+        report["comparison"]
+    );
     let chart = std::fs::read_to_string(report["chart"].as_str().unwrap()).unwrap();
     assert!(chart.starts_with("<svg") && chart.contains("Tickets sold"));
     drop(edge);
