@@ -807,43 +807,32 @@ fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, event: &str) -> St
     for &(_, _, at, latency) in records {
         per_second[(at as usize / 1000).min(n - 1)].push(latency.as_secs_f64() * 1000.0);
     }
+    per_second.iter_mut().for_each(|v| v.sort_by(|a, b| a.total_cmp(b)));
     let rps: Vec<Option<f64>> = per_second.iter().map(|v| Some(v.len() as f64)).collect();
     let pct = |p: f64| -> Vec<Option<f64>> {
-        per_second
-            .iter()
-            .map(|v| {
-                if v.is_empty() {
-                    return None;
-                }
-                let mut v = v.clone();
-                v.sort_by(|a, b| a.total_cmp(b));
-                Some(v[((v.len() as f64 - 1.0) * p).round() as usize])
-            })
-            .collect()
+        per_second.iter().map(|v| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied()).collect()
     };
     let (p50, p99) = (pct(0.5), pct(0.99));
-    let holds: Vec<Option<f64>> = {
+    // Counts per second of `(ms since the start, count)` pairs.
+    let bucketed = |items: &mut dyn Iterator<Item = (u32, u64)>| {
         let mut c = vec![0u64; n];
-        for &(step, status, at, _) in records {
-            if step == Step::Hold && status == Some(201) {
-                c[(at as usize / 1000).min(n - 1)] += 1;
-            }
+        for (at, k) in items {
+            c[(at as usize / 1000).min(n - 1)] += k;
         }
-        c.iter().map(|&x| Some(x as f64)).collect()
+        c
     };
-    let sold: Vec<Option<f64>> = {
-        let mut c = vec![0u64; n];
-        for &(at, tickets) in sales {
-            c[(at as usize / 1000).min(n - 1)] += tickets;
-        }
-        let mut total = 0;
-        c.iter()
-            .map(|&x| {
-                total += x;
-                Some(total as f64)
-            })
-            .collect()
-    };
+    let holds: Vec<Option<f64>> =
+        bucketed(&mut records.iter().filter(|r| r.0 == Step::Hold && r.1 == Some(201)).map(|r| (r.2, 1)))
+            .into_iter()
+            .map(|x| Some(x as f64))
+            .collect();
+    let sold: Vec<Option<f64>> = bucketed(&mut sales.iter().copied())
+        .into_iter()
+        .scan(0u64, |total, x| {
+            *total += x;
+            Some(Some(*total as f64))
+        })
+        .collect();
     use crate::chart::{svg, Panel, Series};
     svg(
         &format!("Flash sale {event}"),

@@ -106,9 +106,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     out.push_str("# TYPE ticketing_db_connections_in_use gauge\n");
     out.push_str(&format!("ticketing_db_connections_in_use {in_use}\n"));
     out.push_str(&format!("ticketing_db_connections_open {}\n", state.db.size()));
-    let lag = crate::bus::relay::lag_seconds(&state.db).await?;
-    let unsent: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetch_one(&state.db).await?;
+    let (unsent, lag) = crate::bus::relay::backlog(&state.db).await?;
     out.push_str("# HELP ticketing_outbox_lag_seconds Age of the oldest outbox row not yet relayed.\n");
     out.push_str("# TYPE ticketing_outbox_lag_seconds gauge\n");
     out.push_str(&format!("ticketing_outbox_lag_seconds {lag}\n"));

@@ -13,26 +13,31 @@ use crate::db;
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the core and its database are up", body = Object), (status = 503, description = "the database is down", body = Object)))]
 pub async fn healthz(State(app): State<AppState>) -> (StatusCode, Json<CoreHealth>) {
-    let started = Instant::now();
-    let checked = tokio::time::timeout(app.health_timeout, db::migration_version(&app.db)).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let (checked, latency_ms) = check_database(&app).await;
     let database = match checked {
-        Ok(Ok(version)) => {
+        Ok(version) => {
             TierReport { migration_version: version, ..TierReport::ok(Tier::Database, latency_ms) }
         }
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "health: database check failed");
-            TierReport::down(Tier::Database, latency_ms, database_failure(&e))
-        }
-        Err(_) => TierReport::down(
-            Tier::Database,
-            latency_ms,
-            format!("no answer within {} ms", app.health_timeout.as_millis()),
-        ),
+        Err(why) => TierReport::down(Tier::Database, latency_ms, why),
     };
     let health = CoreHealth::new(env!("CARGO_PKG_VERSION"), database);
     let status = StatusCode::from_u16(health.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     (status, Json(health))
+}
+
+/// The database's newest applied migration, or why it could not be read, within the health
+/// timeout; and how long the check took (ms). What `/healthz` and `/readyz` both ask.
+async fn check_database(app: &AppState) -> (Result<Option<i64>, String>, f64) {
+    let started = Instant::now();
+    let checked = match tokio::time::timeout(app.health_timeout, db::migration_version(&app.db)).await {
+        Ok(Ok(version)) => Ok(version),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health: database check failed");
+            Err(database_failure(&e))
+        }
+        Err(_) => Err(format!("no answer within {} ms", app.health_timeout.as_millis())),
+    };
+    (checked, started.elapsed().as_secs_f64() * 1000.0)
 }
 
 /// A short, safe description of why the database check failed (no SQL, no credentials).
@@ -62,18 +67,14 @@ pub async fn readyz(State(app): State<AppState>) -> (StatusCode, Json<serde_json
     if app.draining.load(std::sync::atomic::Ordering::SeqCst) {
         reasons.push("draining".to_owned());
     }
-    match tokio::time::timeout(app.health_timeout, db::migration_version(&app.db)).await {
-        Ok(Ok(version)) => {
-            if version < db::latest_known_migration() {
-                reasons.push(format!(
-                    "schema at migration {} but this binary needs {}",
-                    version.unwrap_or(0),
-                    db::latest_known_migration().unwrap_or(0)
-                ));
-            }
-        }
-        Ok(Err(e)) => reasons.push(database_failure(&e)),
-        Err(_) => reasons.push("the database did not answer in time".to_owned()),
+    match check_database(&app).await.0 {
+        Ok(version) if version < db::latest_known_migration() => reasons.push(format!(
+            "schema at migration {} but this binary needs {}",
+            version.unwrap_or(0),
+            db::latest_known_migration().unwrap_or(0)
+        )),
+        Ok(_) => {}
+        Err(why) => reasons.push(why),
     }
     if reasons.is_empty() {
         (StatusCode::OK, Json(serde_json::json!({ "status": "ready" })))

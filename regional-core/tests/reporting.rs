@@ -47,6 +47,27 @@ async fn message(db: &PgPool, kind: &str, order: Uuid, event: Uuid, at: DateTime
     tx.commit().await.unwrap();
 }
 
+/// A one-seat venue in `time_zone` and an event `title` there: the event id.
+async fn one_seat_event(api: &Api, key: &str, time_zone: &str, title: &str) -> Uuid {
+    let (s, venue) = api
+        .call(key, Method::POST, "/api/v1/venues", Some(json!({
+            "name": "Hall", "time_zone": time_zone, "zones": [{ "id": "std", "name": "Standard" }],
+            "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": [{ "id": "A-1", "label": "1", "x": 0, "y": 0, "zone": "std" }] }] }] })))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{venue}");
+    let (s, event) = api
+        .call(
+            key,
+            Method::POST,
+            "/api/v1/events",
+            Some(json!({ "venue_id": venue["id"], "title": title,
+            "starts_at": "2027-03-01T20:00:00Z", "ends_at": "2027-03-01T23:00:00Z" })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{event}");
+    event["id"].as_str().unwrap().parse().unwrap()
+}
+
 #[sqlx::test]
 async fn reports_equal_direct_counts_and_stay_with_their_tenant(db: PgPool) {
     let mut state = regional_core::AppState::new(db.clone(), std::time::Duration::from_millis(1000));
@@ -54,22 +75,7 @@ async fn reports_equal_direct_counts_and_stay_with_their_tenant(db: PgPool) {
     let api = Api::start_with(state).await;
     let (_, [(org, key), (_, other_key)]) = two_tenants(&api).await;
     let org: Uuid = org.parse().unwrap();
-    let (s, venue) = api
-        .call(&key, Method::POST, "/api/v1/venues", Some(json!({
-            "name": "Hall", "time_zone": "Europe/Paris", "zones": [{ "id": "std", "name": "Standard" }],
-            "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": [{ "id": "A-1", "label": "1", "x": 0, "y": 0, "zone": "std" }] }] }] })))
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{venue}");
-    let (_, event) = api
-        .call(
-            &key,
-            Method::POST,
-            "/api/v1/events",
-            Some(json!({ "venue_id": venue["id"], "title": "Gig",
-            "starts_at": "2027-03-01T20:00:00Z", "ends_at": "2027-03-01T23:00:00Z" })),
-        )
-        .await;
-    let event_id: Uuid = event["id"].as_str().unwrap().parse().unwrap();
+    let event_id = one_seat_event(&api, &key, "Europe/Paris", "Gig").await;
     let mut tiers = Vec::new();
     for (name, price) in [("Floor", 5000), ("Balcony", 3000)] {
         let (s, tier) = api
@@ -477,21 +483,7 @@ async fn a_hundred_thousand_orders_export_streams_with_bounded_memory_and_parses
         .execute(&db)
         .await
         .unwrap();
-    let (_, venue) = api
-        .call(&key, Method::POST, "/api/v1/venues", Some(json!({
-            "name": "Hall", "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
-            "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": [{ "id": "A-1", "label": "1", "x": 0, "y": 0, "zone": "std" }] }] }] })))
-        .await;
-    let (_, event) = api
-        .call(
-            &key,
-            Method::POST,
-            "/api/v1/events",
-            Some(json!({ "venue_id": venue["id"], "title": "Big",
-            "starts_at": "2027-03-01T20:00:00Z", "ends_at": "2027-03-01T23:00:00Z" })),
-        )
-        .await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
+    let event_id = one_seat_event(&api, &key, "UTC", "Big").await.to_string();
     // Addresses that need quoting, and some that a spreadsheet would run as a formula.
     sqlx::query(
         "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,

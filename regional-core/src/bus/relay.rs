@@ -155,11 +155,12 @@ async fn deliver_in_process(db: &PgPool, consumers: &[Arc<dyn Consumer>], rows: 
     rows.len()
 }
 
-/// Seconds since the oldest unsent outbox row was written (0 when none): the relay's lag.
-pub async fn lag_seconds(db: &PgPool) -> Result<f64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT COALESCE((SELECT EXTRACT(EPOCH FROM now() - created_at)::float8
-                          FROM outbox WHERE sent_at IS NULL ORDER BY id LIMIT 1), 0)",
+/// The relay's backlog: outbox rows not yet relayed, and seconds since the oldest of them was
+/// written (0 when none). One read of the partial index `outbox_unsent`.
+pub async fn backlog(db: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
+         FROM outbox WHERE sent_at IS NULL",
     )
     .fetch_one(db)
     .await

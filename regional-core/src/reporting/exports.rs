@@ -85,19 +85,29 @@ where
     Body::from_stream(futures_util::StreamExt::chain(first, rest))
 }
 
+/// A row of an export: where it stands in `(created_at, id)` order, and its CSV line.
+trait CsvRow: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin {
+    fn cursor(&self) -> (DateTime<Utc>, Uuid);
+    fn line(&self, tz: Tz) -> String;
+}
+
 /// One page of `select` (which ends `WHERE <its scope> = $1 AND …` with `$2`, `$3` the cursor
-/// and `$4` the page size, ordered by `(created_at, id)`).
-async fn keyset<R>(db: &PgPool, select: &str, event: Uuid, after: Cursor) -> Result<Vec<R>, sqlx::Error>
-where
-    R: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-{
-    sqlx::query_as(select)
+/// and `$4` the page size, ordered by `(created_at, id)`): its CSV lines and the last row's cursor.
+async fn page<R: CsvRow>(
+    db: PgPool,
+    select: &'static str,
+    event: Uuid,
+    tz: Tz,
+    after: Cursor,
+) -> Result<(Vec<String>, Cursor), sqlx::Error> {
+    let rows: Vec<R> = sqlx::query_as(select)
         .bind(event)
         .bind(after.map(|a| a.0))
         .bind(after.map(|a| a.1))
         .bind(PAGE)
-        .fetch_all(db)
-        .await
+        .fetch_all(&db)
+        .await?;
+    Ok((rows.iter().map(|r| r.line(tz)).collect(), rows.last().map(R::cursor)))
 }
 
 const ORDERS_HEADER: &str = "order_id,created_at,state,outcome,email,currency,subtotal,discount,fee,tax,tax_included,total,refunded,promo_code,tickets";
@@ -121,50 +131,39 @@ struct OrderRow {
     tickets: i64,
 }
 
-async fn orders_page(
-    db: PgPool,
-    event: Uuid,
-    tz: Tz,
-    after: Cursor,
-) -> Result<(Vec<String>, Cursor), sqlx::Error> {
-    let rows: Vec<OrderRow> = keyset(
-        &db,
-        "SELECT o.id, o.created_at, o.state, o.outcome, o.email, o.currency, o.subtotal_minor, o.discount_minor, o.fee_minor,
+const ORDERS_SELECT: &str = "SELECT o.id, o.created_at, o.state, o.outcome, o.email, o.currency, o.subtotal_minor, o.discount_minor, o.fee_minor,
                 o.tax_minor, o.tax_included, o.total_minor, o.refund_minor, pc.code,
                 (SELECT count(*) FROM order_lines l WHERE l.order_id = o.id) AS tickets
          FROM orders o LEFT JOIN promo_codes pc ON pc.id = o.promo_code_id
          WHERE o.event_id = $1 AND ($2::timestamptz IS NULL OR (o.created_at, o.id) > ($2, $3::uuid))
-         ORDER BY o.created_at, o.id LIMIT $4",
-        event,
-        after,
-    )
-    .await?;
-    let last = rows.last().map(|r| (r.created_at, r.id));
-    let lines = rows
-        .iter()
-        .map(|r| {
-            let m = |v: i64| decimal(v, &r.currency);
-            format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                r.id,
-                local(r.created_at, tz),
-                r.state,
-                text(r.outcome.as_deref().unwrap_or_default()),
-                text(&r.email),
-                r.currency,
-                m(r.subtotal_minor),
-                m(r.discount_minor),
-                m(r.fee_minor),
-                m(r.tax_minor),
-                r.tax_included,
-                m(r.total_minor),
-                m(r.refund_minor),
-                text(r.code.as_deref().unwrap_or_default()),
-                r.tickets
-            )
-        })
-        .collect();
-    Ok((lines, last))
+         ORDER BY o.created_at, o.id LIMIT $4";
+
+impl CsvRow for OrderRow {
+    fn cursor(&self) -> (DateTime<Utc>, Uuid) {
+        (self.created_at, self.id)
+    }
+
+    fn line(&self, tz: Tz) -> String {
+        let m = |v: i64| decimal(v, &self.currency);
+        format!(
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            self.id,
+            local(self.created_at, tz),
+            self.state,
+            text(self.outcome.as_deref().unwrap_or_default()),
+            text(&self.email),
+            self.currency,
+            m(self.subtotal_minor),
+            m(self.discount_minor),
+            m(self.fee_minor),
+            m(self.tax_minor),
+            self.tax_included,
+            m(self.total_minor),
+            m(self.refund_minor),
+            text(self.code.as_deref().unwrap_or_default()),
+            self.tickets
+        )
+    }
 }
 
 const TICKETS_HEADER: &str =
@@ -184,42 +183,31 @@ struct TicketRow {
     used_gate: Option<String>,
 }
 
-async fn tickets_page(
-    db: PgPool,
-    event: Uuid,
-    tz: Tz,
-    after: Cursor,
-) -> Result<(Vec<String>, Cursor), sqlx::Error> {
-    let rows: Vec<TicketRow> = keyset(
-        &db,
-        "SELECT t.id, t.order_id, t.created_at, tt.name AS tier, t.seat_id, t.holder_email, t.state, t.version, t.used_at, t.used_gate
+const TICKETS_SELECT: &str = "SELECT t.id, t.order_id, t.created_at, tt.name AS tier, t.seat_id, t.holder_email, t.state, t.version, t.used_at, t.used_gate
          FROM tickets t JOIN ticket_tiers tt ON tt.id = t.tier_id
          WHERE t.event_id = $1 AND ($2::timestamptz IS NULL OR (t.created_at, t.id) > ($2, $3::uuid))
-         ORDER BY t.created_at, t.id LIMIT $4",
-        event,
-        after,
-    )
-    .await?;
-    let last = rows.last().map(|r| (r.created_at, r.id));
-    let lines = rows
-        .iter()
-        .map(|r| {
-            format!(
-                "{},{},{},{},{},{},{},{},{},{}",
-                r.id,
-                r.order_id,
-                local(r.created_at, tz),
-                text(&r.tier),
-                text(r.seat_id.as_deref().unwrap_or_default()),
-                text(&r.holder_email),
-                r.state,
-                r.version,
-                local_opt(r.used_at, tz),
-                text(r.used_gate.as_deref().unwrap_or_default())
-            )
-        })
-        .collect();
-    Ok((lines, last))
+         ORDER BY t.created_at, t.id LIMIT $4";
+
+impl CsvRow for TicketRow {
+    fn cursor(&self) -> (DateTime<Utc>, Uuid) {
+        (self.created_at, self.id)
+    }
+
+    fn line(&self, tz: Tz) -> String {
+        format!(
+            "{},{},{},{},{},{},{},{},{},{}",
+            self.id,
+            self.order_id,
+            local(self.created_at, tz),
+            text(&self.tier),
+            text(self.seat_id.as_deref().unwrap_or_default()),
+            text(&self.holder_email),
+            self.state,
+            self.version,
+            local_opt(self.used_at, tz),
+            text(self.used_gate.as_deref().unwrap_or_default())
+        )
+    }
 }
 
 const REFUNDS_HEADER: &str =
@@ -238,41 +226,30 @@ struct RefundRow {
     provider_ref: Option<String>,
 }
 
-async fn refunds_page(
-    db: PgPool,
-    event: Uuid,
-    tz: Tz,
-    after: Cursor,
-) -> Result<(Vec<String>, Cursor), sqlx::Error> {
-    let rows: Vec<RefundRow> = keyset(
-        &db,
-        "SELECT r.id, r.order_id, r.created_at, r.updated_at, r.state, r.amount_minor, o.currency, r.reason, r.provider_ref
+const REFUNDS_SELECT: &str = "SELECT r.id, r.order_id, r.created_at, r.updated_at, r.state, r.amount_minor, o.currency, r.reason, r.provider_ref
          FROM refunds r JOIN orders o ON o.id = r.order_id
          WHERE o.event_id = $1 AND ($2::timestamptz IS NULL OR (r.created_at, r.id) > ($2, $3::uuid))
-         ORDER BY r.created_at, r.id LIMIT $4",
-        event,
-        after,
-    )
-    .await?;
-    let last = rows.last().map(|r| (r.created_at, r.id));
-    let lines = rows
-        .iter()
-        .map(|r| {
-            format!(
-                "{},{},{},{},{},{},{},{},{}",
-                r.id,
-                r.order_id,
-                local(r.created_at, tz),
-                local(r.updated_at, tz),
-                r.state,
-                decimal(r.amount_minor, &r.currency),
-                r.currency,
-                text(&r.reason),
-                text(r.provider_ref.as_deref().unwrap_or_default())
-            )
-        })
-        .collect();
-    Ok((lines, last))
+         ORDER BY r.created_at, r.id LIMIT $4";
+
+impl CsvRow for RefundRow {
+    fn cursor(&self) -> (DateTime<Utc>, Uuid) {
+        (self.created_at, self.id)
+    }
+
+    fn line(&self, tz: Tz) -> String {
+        format!(
+            "{},{},{},{},{},{},{},{},{}",
+            self.id,
+            self.order_id,
+            local(self.created_at, tz),
+            local(self.updated_at, tz),
+            self.state,
+            decimal(self.amount_minor, &self.currency),
+            self.currency,
+            text(&self.reason),
+            text(self.provider_ref.as_deref().unwrap_or_default())
+        )
+    }
 }
 
 const SETTLEMENT_HEADER: &str = "event_id,currency,tickets_sold,tickets_refunded,gross,refunded,platform_fees,tax,ticket_revenue,commission_bps,commission,payout_due,generated_at";
@@ -296,9 +273,15 @@ async fn export(
     let tz: Tz = zone.parse().unwrap_or(Tz::UTC);
     let (db, ev) = (state.read_db.clone(), event.id);
     let body = match file.as_str() {
-        "orders.csv" => stream(ORDERS_HEADER, move |after| orders_page(db.clone(), ev, tz, after)),
-        "tickets.csv" => stream(TICKETS_HEADER, move |after| tickets_page(db.clone(), ev, tz, after)),
-        "refunds.csv" => stream(REFUNDS_HEADER, move |after| refunds_page(db.clone(), ev, tz, after)),
+        "orders.csv" => {
+            stream(ORDERS_HEADER, move |after| page::<OrderRow>(db.clone(), ORDERS_SELECT, ev, tz, after))
+        }
+        "tickets.csv" => {
+            stream(TICKETS_HEADER, move |after| page::<TicketRow>(db.clone(), TICKETS_SELECT, ev, tz, after))
+        }
+        "refunds.csv" => {
+            stream(REFUNDS_HEADER, move |after| page::<RefundRow>(db.clone(), REFUNDS_SELECT, ev, tz, after))
+        }
         "settlement.csv" => {
             let s = settlement_of(&state.read_db, ev, state.commission_bps).await?;
             let mut out = format!("{SETTLEMENT_HEADER}\r\n");
