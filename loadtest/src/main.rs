@@ -9,6 +9,7 @@
 //! - `loadtest sale`   a whole flash sale (line, challenge, admission, seats, holds, checkout,
 //!   payment) by N buyers, then the audit; results as JSON and an SVG chart
 //! - `loadtest audit`  the audit alone, of an event a `sale` made
+//! - `loadtest baseline-server` (hidden) the design `sale --baseline` compares with, as a service
 
 mod audit;
 mod baseline;
@@ -57,6 +58,9 @@ enum Command {
     Sale(sale::SaleArgs),
     /// Audit an event a `sale` made.
     Audit(AuditArgs),
+    /// The baseline design as a service (started by `sale --baseline`, one run's seats).
+    #[command(hide = true)]
+    BaselineServer(baseline::server::ServerArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -136,6 +140,13 @@ async fn main() -> std::process::ExitCode {
             }
             Err(e) => {
                 eprintln!("loadtest audit: {e}");
+                return std::process::ExitCode::FAILURE;
+            }
+        },
+        Command::BaselineServer(args) => match baseline::server::serve(args).await {
+            Ok(()) => return std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("loadtest baseline-server: {e}");
                 return std::process::ExitCode::FAILURE;
             }
         },

@@ -752,7 +752,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
             "the same {} buyers against the baseline (Redis locks + optimistic PostgreSQL)",
             args.buyers
         );
-        let baseline = crate::baseline::run(&args, plans(&args), &db, &args.redis).await?;
+        let baseline = crate::baseline::run(&args, plans(&args), &db).await?;
         report.comparison = Some(crate::baseline::comparison(&report, &baseline));
         report.baseline = Some(baseline);
     }
