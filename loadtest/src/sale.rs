@@ -556,6 +556,9 @@ pub struct SaleReport {
     pub event: String,
     pub settings: Value,
     pub seconds: f64,
+    /// The sale's figures in one place: buyers admitted, holds placed, conflicts, holds expired and
+    /// released (the edge's counters), orders paid and refunded, refusals by reason.
+    pub counts: Value,
     /// Buyers that ended each way.
     pub outcomes: BTreeMap<String, u64>,
     /// Refusals by reason (people and bots).
@@ -577,6 +580,58 @@ pub struct SaleReport {
     pub baseline: Option<crate::baseline::BaselineReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub comparison: Option<Value>,
+}
+
+/// The event's Durable Object requests, from the objects' own counters (the inventory shards, the
+/// queue coordinator and shards), read every 5 s. A counter lives in its object's memory, so an
+/// object evicted while idle (after a sell-out, say) starts again from zero: a counter found lower
+/// than last time is counted from zero, as Prometheus's `increase` does. The reads themselves
+/// (the inventory's request, the coordinator's `stats`, the shards' `other`) are left out.
+struct DoRequests {
+    http: reqwest::Client,
+    signer: TokenSigner,
+    edge: String,
+    stats_path: String,
+    room_path: String,
+    /// Each object's last counter, and the requests counted so far.
+    seen: Mutex<(BTreeMap<String, u64>, u64)>,
+}
+
+impl DoRequests {
+    /// Reads every counter and returns the requests counted since the first read.
+    async fn sample(&self) -> Result<u64, String> {
+        let (_, stats) =
+            core_call(&self.http, &self.signer, &self.edge, reqwest::Method::GET, &self.stats_path, vec![])
+                .await?;
+        let (_, room) =
+            core_call(&self.http, &self.signer, &self.edge, reqwest::Method::GET, &self.room_path, vec![])
+                .await?;
+        let routes = |v: &Value, own: &str| {
+            v.as_object()
+                .map_or(0, |m| m.iter().filter(|(k, _)| *k != own).filter_map(|(_, n)| n.as_u64()).sum())
+        };
+        let mut now: Vec<(String, u64)> = vec![("coordinator".into(), routes(&room["requests"], "stats"))];
+        for (i, shard) in room["shards"].as_array().into_iter().flatten().enumerate() {
+            now.push((format!("queue-{i}"), routes(&shard["requests"], "other")));
+        }
+        for shard in stats["shards"].as_array().into_iter().flatten() {
+            let n = shard["stats"]["requests"].as_u64().unwrap_or(0);
+            now.push((format!("inventory-{}", shard["shard"]), n.saturating_sub(1)));
+        }
+        let mut seen = self.seen.lock().map_err(|_| "poisoned")?;
+        let (last, total) = &mut *seen;
+        let first = last.is_empty();
+        for (object, n) in now {
+            let before = last.insert(object, n);
+            if !first {
+                *total += match before {
+                    Some(b) if n >= b => n - b,
+                    _ => n,
+                };
+            }
+        }
+        Ok(*total)
+    }
 }
 
 /// Creates the event, plays the sale, settles, audits, writes the results.
@@ -610,25 +665,25 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         crate::checkout::set_up_with(&http, &args.core, &args.admin_key, args.seats, settings.clone(), holds)
             .await?;
     let seat_ids = seat_ids(args.seats);
-    let stats_path = format!("/internal/v1/events/{event}/stats");
-    let room_path = format!("/internal/v1/events/{event}/waiting-room");
-    let do_requests = |http: reqwest::Client, signer: TokenSigner, edge: String, a: String, b: String| async move {
-        let (_, stats) = core_call(&http, &signer, &edge, reqwest::Method::GET, &a, vec![]).await?;
-        let (_, room) = core_call(&http, &signer, &edge, reqwest::Method::GET, &b, vec![]).await?;
-        let sum = |v: &Value| v.as_object().map_or(0, |m| m.values().filter_map(Value::as_u64).sum::<u64>());
-        let inventory: u64 = stats["shards"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["stats"]["requests"].as_u64())
-            .sum();
-        let queue: u64 = sum(&room["requests"])
-            + room["shards"].as_array().into_iter().flatten().map(|s| sum(&s["requests"])).sum::<u64>();
-        Ok::<u64, String>(inventory + queue)
+    let counter = DoRequests {
+        http: http.clone(),
+        signer: signer.clone(),
+        edge: args.edge.clone(),
+        stats_path: format!("/internal/v1/events/{event}/stats"),
+        room_path: format!("/internal/v1/events/{event}/waiting-room"),
+        seen: Mutex::new((BTreeMap::new(), 0)),
     };
-    let before =
-        do_requests(http.clone(), signer.clone(), args.edge.clone(), stats_path.clone(), room_path.clone())
-            .await?;
+    counter.sample().await?;
+    let counter = Arc::new(counter);
+    let sampler = {
+        let counter = counter.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let _ = counter.sample().await;
+            }
+        })
+    };
 
     // Wait for the on-sale second: the burst arrives in it (the shuffled pre-queue is for who came earlier).
     let until = on_sale_at - chrono_ms();
@@ -673,7 +728,8 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
     let seconds = started.elapsed().as_secs_f64();
     progress.abort();
     eprintln!();
-    let after = do_requests(http.clone(), signer.clone(), args.edge.clone(), stats_path, room_path).await?;
+    sampler.abort();
+    let do_requests = counter.sample().await?;
 
     // Settle: abandoned holds expire, their orders end; then audit edge and core.
     let audit = crate::audit::settle_and_audit(
@@ -720,8 +776,25 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let sales = std::mem::take(&mut *ctx.sales.lock().map_err(|_| "poisoned")?);
     std::fs::write(&chart_path, chart(&records, &sales, seconds, &event)).map_err(|e| e.to_string())?;
+    let holds = &audit.figures["edge"]["holds"];
+    let count = |key: &str| counted.get(key).copied().unwrap_or(0);
+    let counts = json!({
+        "admitted": waits.len(),
+        "held": steps.get("hold").and_then(|h| h.statuses.get(&201)).copied().unwrap_or(0),
+        "conflicts": ctx.conflicts.load(Ordering::Relaxed),
+        "holds_expired": holds["holds_expired"],
+        "holds_released": holds["holds_released"],
+        "holds_sold": holds["holds_sold"],
+        "paid": count("paid"),
+        "declined": count("declined"),
+        "abandoned": count("abandoned"),
+        "refunded": count("refunded"),
+        "refused": refused.values().sum::<u64>(),
+        "refused_by_reason": refused,
+    });
     let report = SaleReport {
         event: event.clone(),
+        counts,
         settings: json!({
             "buyers": args.buyers, "seats": args.seats, "hot_seats": args.hot_seats, "hot_share": args.hot_share,
             "max_tickets": args.max_tickets, "arrival": args.arrival, "spread_seconds": args.spread_seconds,
@@ -740,7 +813,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         requests_per_second: records.len() as f64 / seconds.max(1e-9),
         steps,
         wait_ms: json!({ "admitted": waits.len(), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": waits.last() }),
-        do_requests_per_buyer: after.saturating_sub(before) as f64 / people.max(1) as f64,
+        do_requests_per_buyer: do_requests as f64 / people.max(1) as f64,
         audit,
         chart: chart_path.display().to_string(),
         baseline: None,

@@ -92,6 +92,19 @@ async fn a_short_flash_sale_ends_with_a_clean_audit() {
         "what buyers saw paid is what the core holds"
     );
     assert!(report["hold_conflicts"].as_u64().unwrap() > 0, "the hot block was contended");
+    // Every person joined a queue shard, and every admitted one read and held at an inventory object.
+    let per_buyer = report["do_requests_per_buyer"].as_f64().unwrap();
+    assert!((1.0..50.0).contains(&per_buyer), "Durable Object requests per buyer: {per_buyer}");
+    let counts = &report["counts"];
+    for key in ["admitted", "held", "conflicts", "holds_sold", "paid", "refused"] {
+        assert!(counts[key].as_u64().unwrap_or(0) > 0, "{key}: {counts}");
+    }
+    assert_eq!(counts["paid"], report["outcomes"]["paid"], "{counts}");
+    assert_eq!(
+        counts["holds_sold"], report["audit"]["figures"]["orders_by_state"]["paid"],
+        "a hold per paid order"
+    );
+    assert!(counts["refused_by_reason"]["pow-invalid"].as_u64().unwrap_or(0) > 0, "the bots: {counts}");
     for step in ["challenge", "join", "poll", "hold", "checkout", "pay"] {
         assert!(report["steps"][step]["requests"].as_u64().unwrap_or(0) > 0, "{step}");
     }
