@@ -32,9 +32,14 @@ log "ledger (native)"
 fi
 
 PIDS=()
-stop_all() {
+stop_all() { # TERM, then up to 10 s for the core's drain (SHUTDOWN_DRAIN_SECS) before KILL
   for pid in "${PIDS[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
-  sleep 1
+  for _ in $(seq 1 50); do
+    alive=0
+    for pid in "${PIDS[@]}"; do kill -0 -- "-$pid" 2>/dev/null && alive=1; done
+    [ "$alive" = 0 ] && break
+    sleep 0.2
+  done
   for pid in "${PIDS[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
   PIDS=()
 }
