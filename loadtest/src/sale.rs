@@ -129,7 +129,7 @@ pub struct SaleArgs {
 /// The steps a buyer's requests belong to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-enum Step {
+pub(crate) enum Step {
     Challenge,
     Join,
     Poll,
@@ -157,7 +157,9 @@ const STEPS: [Step; 10] = [
 
 /// One timed request: step, status (`None`: transport error), when it ended (ms since the start),
 /// how long it took.
-type Rec = (Step, Option<u16>, u32, Duration);
+/// One request: its step, status (none when it failed), when it started (ms since the start) and
+/// how long it took.
+pub(crate) type Rec = (Step, Option<u16>, u32, Duration);
 
 /// How a buyer's visit ended.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -775,7 +777,8 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
     let chart_path = args.out.join(format!("sale-{event}.svg"));
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let sales = std::mem::take(&mut *ctx.sales.lock().map_err(|_| "poisoned")?);
-    std::fs::write(&chart_path, chart(&records, &sales, seconds, &event)).map_err(|e| e.to_string())?;
+    std::fs::write(&chart_path, chart(&records, &sales, seconds, &format!("Flash sale {event}")))
+        .map_err(|e| e.to_string())?;
     let holds = &audit.figures["edge"]["holds"];
     let count = |key: &str| counted.get(key).copied().unwrap_or(0);
     let counts = json!({
@@ -825,7 +828,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
             "the same {} buyers against the baseline (Redis locks + optimistic PostgreSQL)",
             args.buyers
         );
-        let baseline = crate::baseline::run(&args, plans(&args), &db).await?;
+        let baseline = crate::baseline::run(&args, plans(&args), &db, &event).await?;
         report.comparison = Some(crate::baseline::comparison(&report, &baseline));
         report.baseline = Some(baseline);
     }
@@ -874,7 +877,7 @@ async fn progress(ctx: Arc<Ctx>, buyers: u64) {
 }
 
 /// Requests per second, p50/p99 latency per second, tickets sold (paid orders seen) over time.
-fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, event: &str) -> String {
+pub(crate) fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, title: &str) -> String {
     let n = seconds.ceil().max(1.0) as usize + 1;
     let mut per_second: Vec<Vec<f64>> = vec![Vec::new(); n];
     for &(_, _, at, latency) in records {
@@ -908,7 +911,7 @@ fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, event: &str) -> St
         .collect();
     use crate::chart::{svg, Panel, Series};
     svg(
-        &format!("Flash sale {event}"),
+        title,
         n - 1,
         &[
             Panel {

@@ -26,6 +26,7 @@ use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
 
+use crate::sale::{Rec, Step};
 use crate::summary::{summarize, Sample, Summary};
 use resp::Redis;
 
@@ -87,13 +88,15 @@ struct Ctx {
     hot_seats: usize,
     slots: Semaphore,
     started: Instant,
-    samples: Mutex<BTreeMap<&'static str, Vec<Sample>>>,
+    records: Mutex<Vec<Rec>>,
+    /// Tickets sold: (ms since the start, tickets), for the chart.
+    sales: Mutex<Vec<(u32, u64)>>,
     conflicts: AtomicU64,
 }
 
 impl Ctx {
     /// One request to the baseline service under the bound of requests in flight, timed per step.
-    async fn call(&self, step: &'static str, path: &str, body: Option<Value>) -> Result<(u16, Value), ()> {
+    async fn call(&self, step: Step, path: &str, body: Option<Value>) -> Result<(u16, Value), ()> {
         let _slot = self.slots.acquire().await;
         let t = Instant::now();
         let url = format!("{}{path}", self.url);
@@ -108,8 +111,9 @@ impl Ctx {
             }
             Err(_) => Err(()),
         };
-        if let Ok(mut s) = self.samples.lock() {
-            s.entry(step).or_default().push((answer.as_ref().ok().map(|a| a.0), t.elapsed()));
+        let started = t.duration_since(self.started).as_millis() as u32;
+        if let Ok(mut r) = self.records.lock() {
+            r.push((step, answer.as_ref().ok().map(|a| a.0), started, t.elapsed()));
         }
         answer
     }
@@ -140,7 +144,9 @@ async fn visit(ctx: Arc<Ctx>, plan: crate::sale::Plan, buyer: usize) -> Outcome 
     let me = format!("b{buyer}");
     let mut held: Option<Value> = None;
     for attempt in 1..=6 {
-        let Ok((200, free)) = ctx.call("availability", "/seats", None).await else { return Outcome::Failed };
+        let Ok((200, free)) = ctx.call(Step::Availability, "/seats", None).await else {
+            return Outcome::Failed;
+        };
         let free: std::collections::HashSet<&str> =
             free.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
         let range = if plan.hot && attempt <= 3 { 0..ctx.hot_seats } else { 0..ctx.seat_ids.len() };
@@ -154,7 +160,7 @@ async fn visit(ctx: Arc<Ctx>, plan: crate::sale::Plan, buyer: usize) -> Outcome 
         let start = choices[(crate::sale::next(&mut rng) % choices.len() as u64) as usize];
         choices.retain(|&i| i >= start);
         let seats: Vec<&str> = choices.iter().take(plan.tickets).map(|&i| ctx.seat_ids[i].as_str()).collect();
-        match ctx.call("hold", "/holds", Some(json!({ "buyer": me, "seats": seats }))).await {
+        match ctx.call(Step::Hold, "/holds", Some(json!({ "buyer": me, "seats": seats }))).await {
             Ok((201, answer)) => {
                 held = Some(answer["seats"].clone());
                 break;
@@ -167,8 +173,8 @@ async fn visit(ctx: Arc<Ctx>, plan: crate::sale::Plan, buyer: usize) -> Outcome 
     }
     let Some(seats) = held else { return Outcome::GaveUp };
     tokio::time::sleep(plan.think[1]).await;
-    let body = json!({ "buyer": me, "seats": seats });
-    let order = match ctx.call("checkout", "/orders", Some(body.clone())).await {
+    let body = json!({ "buyer": me, "seats": &seats });
+    let order = match ctx.call(Step::Checkout, "/orders", Some(body.clone())).await {
         Ok((201, answer)) => answer["order"].as_str().unwrap_or_default().to_owned(),
         Ok((409, _)) => return Outcome::LostHold,
         _ => return Outcome::Failed,
@@ -178,8 +184,15 @@ async fn visit(ctx: Arc<Ctx>, plan: crate::sale::Plan, buyer: usize) -> Outcome 
         crate::sale::Fate::Decline => (format!("/orders/{order}/decline"), Outcome::Declined),
         crate::sale::Fate::Pay => (format!("/orders/{order}/pay"), Outcome::Paid),
     };
-    match ctx.call("pay", &path, Some(body)).await {
+    match ctx.call(Step::Pay, &path, Some(body)).await {
         Ok((200, answer)) if answer["state"] == "refunded" => Outcome::PaidThenRefunded,
+        Ok((200, answer)) if answer["state"] == "paid" => {
+            let at = ctx.started.elapsed().as_millis() as u32;
+            if let Ok(mut sales) = ctx.sales.lock() {
+                sales.push((at, seats.as_array().map_or(0, Vec::len) as u64));
+            }
+            Outcome::Paid
+        }
         Ok((200, _)) => outcome,
         _ => Outcome::Failed,
     }
@@ -205,6 +218,8 @@ pub struct BaselineReport {
     pub holds_per_second: f64,
     pub steps: BTreeMap<String, Summary>,
     pub audit: crate::audit::Audit,
+    /// Requests per second, latency and tickets sold over its run (SVG).
+    pub chart: String,
 }
 
 /// Plays `plans` against the baseline service and audits it.
@@ -212,6 +227,7 @@ pub async fn run(
     args: &crate::sale::SaleArgs,
     plans: Vec<crate::sale::Plan>,
     db: &PgPool,
+    event: &str,
 ) -> Result<BaselineReport, String> {
     let run = format!("r{}", &uuid_v4()[..8]);
     let seat_ids = crate::sale::seat_ids(args.seats);
@@ -232,7 +248,8 @@ pub async fn run(
         seat_ids,
         slots: Semaphore::new(args.concurrency as usize),
         started: Instant::now(),
-        samples: Mutex::new(BTreeMap::new()),
+        records: Mutex::new(Vec::new()),
+        sales: Mutex::new(Vec::new()),
         conflicts: AtomicU64::new(0),
     });
     let deadline = tokio::time::Instant::now() + Duration::from_secs(args.max_seconds);
@@ -263,9 +280,19 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let audit = audit(db, &redis, &run, settle.elapsed().as_secs_f64()).await?;
-    let samples = std::mem::take(&mut *ctx.samples.lock().map_err(|_| "poisoned")?);
-    let holds = samples.get("hold").map_or(0, |s| s.iter().filter(|x| x.0 == Some(201)).count());
+    let records = std::mem::take(&mut *ctx.records.lock().map_err(|_| "poisoned")?);
+    let sales = std::mem::take(&mut *ctx.sales.lock().map_err(|_| "poisoned")?);
+    let mut steps = BTreeMap::new();
+    for step in [Step::Availability, Step::Hold, Step::Checkout, Step::Pay] {
+        let samples: Vec<Sample> = records.iter().filter(|r| r.0 == step).map(|r| (r.1, r.3)).collect();
+        steps.insert(format!("{step:?}").to_lowercase(), summarize(&samples, seconds));
+    }
+    let holds = records.iter().filter(|r| r.0 == Step::Hold && r.1 == Some(201)).count();
     let tickets_sold = audit.figures["tickets"].as_i64().unwrap_or(0);
+    let chart = args.out.join(format!("sale-{event}-baseline.svg"));
+    let title = "The same buyers against the baseline (Redis lock + optimistic PostgreSQL)";
+    std::fs::write(&chart, crate::sale::chart(&records, &sales, seconds, title))
+        .map_err(|e| e.to_string())?;
     Ok(BaselineReport {
         run,
         seconds,
@@ -273,8 +300,9 @@ pub async fn run(
         tickets_sold,
         hold_conflicts: ctx.conflicts.load(Ordering::Relaxed),
         holds_per_second: holds as f64 / seconds.max(1e-9),
-        steps: samples.iter().map(|(k, v)| ((*k).to_owned(), summarize(v, seconds))).collect(),
+        steps,
         audit,
+        chart: chart.display().to_string(),
     })
 }
 
