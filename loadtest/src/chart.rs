@@ -128,7 +128,12 @@ fn nice(v: f64) -> f64 {
 
 fn short(v: f64) -> String {
     if v >= 10_000.0 {
-        format!("{:.0}k", v / 1000.0)
+        let k = v / 1000.0;
+        if k == k.trunc() {
+            format!("{k:.0}k")
+        } else {
+            format!("{k:.1}k")
+        }
     } else if v >= 100.0 || v == v.trunc() {
         format!("{v:.0}")
     } else {
@@ -149,6 +154,10 @@ mod tests {
         assert_eq!(nice(7.0), 10.0);
         assert_eq!(nice(130.0), 200.0);
         assert_eq!(nice(0.3), 0.5);
+        assert_eq!(
+            (short(37_500.0), short(50_000.0), short(3_750.0), short(12.5)),
+            ("37.5k".into(), "50k".into(), "3750".into(), "12.5".into())
+        );
         let values = [Some(1.0), None, Some(3.0), Some(2.0)];
         let s = svg(
             "t <run>",
