@@ -312,12 +312,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         (Some(key), Some(edge_keys)) => {
             let edge_keys = shared_types::token::KeyRing::parse(edge_keys)
                 .map_err(|e| format!("EDGE_VERIFYING_KEYS: {e}"))?;
+            let previous_keys =
+                shared_types::token::KeyRing::parse(c.core_previous_verifying_keys.as_deref().unwrap_or(""))
+                    .map_err(|e| format!("CORE_PREVIOUS_VERIFYING_KEYS: {e}"))?;
+            if previous_keys.kids().any(|kid| kid == key.0.kid()) {
+                return Err(format!(
+                    "CORE_PREVIOUS_VERIFYING_KEYS: {} is the signing key's id; list only earlier keys",
+                    key.0.kid()
+                )
+                .into());
+            }
             let checkout = Arc::new(Checkout {
                 db: state.db.clone(),
                 edge: publishing::EdgeClient::new(&args.edge_url, key.0.clone()),
                 provider,
                 edge_keys,
                 signer: key.0.clone(),
+                previous_keys,
                 fault: c.fault_inject.clone(),
                 grace: chrono::Duration::seconds(i64::from(c.payment_grace_secs)),
             });

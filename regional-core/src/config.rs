@@ -147,6 +147,10 @@ pub struct CheckoutArgs {
     /// to verify hold tokens offline. Without them (or `CORE_SIGNING_KEY`) checkout answers 503.
     #[arg(long, env = "EDGE_VERIFYING_KEYS")]
     pub edge_verifying_keys: Option<String>,
+    /// The core's earlier public keys (`<kid>:<base64url>`, comma-separated) during a rotation of
+    /// `CORE_SIGNING_KEY`: codes and links they signed stay valid, and `/api/v1/keys` publishes them.
+    #[arg(long, env = "CORE_PREVIOUS_VERIFYING_KEYS")]
+    pub core_previous_verifying_keys: Option<String>,
     /// Where buyers and providers reach this core (test provider pages and its webhooks).
     #[arg(long, env = "CORE_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
     pub public_url: String,

@@ -1,13 +1,14 @@
 //! Check-in over gRPC against real PostgreSQL: a valid code admits once; a replay is told when and
 //! where the ticket was used; forged, old-version and other-event codes are refused; two gates
 //! scanning one ticket at the same moment admit it once; only a key of the event's organization may
-//! scan; the offline list carries every ticket's current code.
+//! scan; the offline list carries every ticket's current code; a rotated signing key's codes and
+//! order links keep working while the old key is listed as previous, and stop when it is dropped.
 
 mod common;
 
 use std::net::SocketAddr;
 
-use common::{paid_tickets, two_tenants, with_checkout, Api};
+use common::{checkout, order_token, paid_tickets, state_with, two_tenants, with_checkout, Api};
 use regional_core::fulfillment::checkin::proto::check_in_client::CheckInClient;
 use regional_core::fulfillment::checkin::proto::check_in_reply::Result as Outcome;
 use regional_core::fulfillment::checkin::proto::{CheckInRequest, ValidCodesRequest};
@@ -234,4 +235,58 @@ async fn offline_scans_sync_back_at_their_own_time_once_and_double_entries_are_t
     let garbled =
         vec![OfflineScan { code: codes[1].clone(), gate: "east".into(), scanned_at: "yesterday".into() }];
     assert_eq!(gates.sync_scans(sync(garbled)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+}
+
+#[sqlx::test]
+async fn codes_signed_before_a_key_rotation_admit_while_the_old_key_is_trusted(db: PgPool) {
+    // Tickets sold and mailed under the old key.
+    let old = TokenSigner::from_seed("core-2026-01", [4; 32]).unwrap();
+    let api = Api::start_with(with_checkout(&db, &old)).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2"]).await;
+    let printed = code_of(&db, &old, tickets[0]).await;
+    let old_link = order_token(&old, order, &event);
+
+    // The core restarts signing with a new key, the old one listed as previous.
+    let new = TokenSigner::from_seed("core-2026-02", [5; 32]).unwrap();
+    let rotated = state_with(regional_core::checkout::Checkout {
+        previous_keys: old.verifying_ring(),
+        ..checkout(&db, &new)
+    });
+    let api = Api::start_with(rotated.clone()).await;
+    let mut gates = client(serve(&rotated).await).await;
+    let r = gates.check_in(scan(&printed, "north", &event, &key)).await.unwrap().into_inner();
+    assert_eq!((r.result(), r.seat.as_str()), (Outcome::Admitted, "A-1"), "{}", r.reason);
+    // Scanners learn both keys, the signing one first.
+    let keys: serde_json::Value =
+        api.http.get(format!("{}/api/v1/keys", api.base)).send().await.unwrap().json().await.unwrap();
+    let kids: Vec<(&str, bool)> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["kid"].as_str().unwrap(), k["current"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(kids, [("core-2026-02", true), ("core-2026-01", false)]);
+    // The order link mailed under the old key still opens the order, whose codes are now new-key ones.
+    let list: serde_json::Value = api
+        .http
+        .get(format!("{}/api/v1/orders/{order}/tickets", api.base))
+        .bearer_auth(&old_link)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fresh = list[1]["code"].as_str().unwrap().to_owned();
+    assert_eq!(fresh, code_of(&db, &new, tickets[1]).await);
+    let r = gates.check_in(scan(&fresh, "north", &event, &key)).await.unwrap().into_inner();
+    assert_eq!(r.result(), Outcome::Admitted);
+
+    // Once the old key is dropped, what it signed is refused.
+    let dropped = state_with(checkout(&db, &new));
+    let mut gates = client(serve(&dropped).await).await;
+    let other_old = code_of(&db, &old, tickets[1]).await;
+    let r = gates.check_in(scan(&other_old, "south", &event, &key)).await.unwrap().into_inner();
+    assert_eq!((r.result(), r.reason.as_str()), (Outcome::Refused, "unknown-key"));
 }

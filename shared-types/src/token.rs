@@ -265,6 +265,11 @@ impl KeyRing {
         self
     }
 
+    /// The trusted keys as `(kid, base64url public key)`, for publishing them.
+    pub fn public_keys(&self) -> impl Iterator<Item = (&str, String)> {
+        self.keys.iter().map(|(kid, key)| (kid.as_str(), URL_SAFE_NO_PAD.encode(key.as_bytes())))
+    }
+
     /// The key ids trusted.
     pub fn kids(&self) -> impl Iterator<Item = &str> {
         self.keys.keys().map(String::as_str)

@@ -57,12 +57,23 @@ pub struct Checkout {
     pub provider: Provider,
     /// The edge's public keys (hold tokens), several during a rotation.
     pub edge_keys: KeyRing,
-    /// Signs order tokens (the core's key).
+    /// Signs order tokens, transfer links and ticket codes (the core's key).
     pub signer: TokenSigner,
+    /// The core's earlier public keys, still trusted during a rotation (`CORE_PREVIOUS_VERIFYING_KEYS`):
+    /// the ticket codes, order links and transfer links they signed keep working, and `/api/v1/keys`
+    /// publishes them for offline scanners. Empty when no rotation is under way.
+    pub previous_keys: KeyRing,
     /// A test-only crash point (`CORE_FAULT_INJECT`).
     pub fault: Option<String>,
     /// How long after the hold's expiry a payment may still arrive before it is cancelled.
     pub grace: chrono::Duration,
+}
+
+impl Checkout {
+    /// The keys the core's own tokens are checked against: its signing key's, and the earlier ones.
+    pub fn trusted_keys(&self) -> KeyRing {
+        self.signer.verifying_ring().merge(&self.previous_keys)
+    }
 }
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -307,7 +318,7 @@ pub(crate) fn authorize_token(
         detail: format!("the {what} token is malformed"),
     })?;
     let expect = Expectation { kind, issuer: "core", audience: &audience, subject: None, now: now_secs() };
-    let claims: Claims<Value> = verify(token, &co.signer.verifying_ring(), &expect).map_err(refused)?;
+    let claims: Claims<Value> = verify(token, &co.trusted_keys(), &expect).map_err(refused)?;
     if claims.jti != id {
         return Err(ApiError::NotFound);
     }

@@ -194,8 +194,7 @@ impl Gates {
             subject: None,
             now: chrono::Utc::now().timestamp(),
         };
-        let claims: Claims<TicketGrant> = match verify(code, &self.checkout.signer.verifying_ring(), &expect)
-        {
+        let claims: Claims<TicketGrant> = match verify(code, &self.checkout.trusted_keys(), &expect) {
             Ok(c) => c,
             Err(e) => {
                 let reply = refused(e.reason());

@@ -157,12 +157,19 @@ pub struct TicketCode {
 
 /// `GET /api/v1/keys`: the core's public keys, for scanners to verify ticket codes offline.
 #[utoipa::path(get, path = "/api/v1/keys", tag = "public",
-    responses((status = 200, body = Object, description = "{\"keys\": [{\"kid\", \"alg\": \"EdDSA\", \"public_key\": base64url}]}")))]
+    responses((status = 200, body = Object, description = "{\"keys\": [{\"kid\", \"alg\": \"EdDSA\", \"crv\": \"Ed25519\", \"public_key\": base64url, \"current\": bool}]}: the signing key first, then earlier keys still trusted during a rotation")))]
 async fn keys(State(state): State<AppState>) -> Result<Response, ApiError> {
     let co = checkout_of(&state)?;
-    let public = co.signer.public_config();
-    let (kid, key) = public.split_once(':').unwrap_or_default();
-    let body = json!({ "keys": [{ "kid": kid, "alg": "EdDSA", "crv": "Ed25519", "public_key": key }] });
+    // The signing key first (new codes carry it), then the earlier ones still trusted.
+    let current = co.signer.kid().to_owned();
+    let mut keys: Vec<(String, String)> =
+        co.trusted_keys().public_keys().map(|(kid, key)| (kid.to_owned(), key)).collect();
+    keys.sort_by_key(|(kid, _)| *kid != current);
+    let keys: Vec<_> = keys
+        .into_iter()
+        .map(|(kid, key)| json!({ "kid": kid, "alg": "EdDSA", "crv": "Ed25519", "public_key": key, "current": kid == current }))
+        .collect();
+    let body = json!({ "keys": keys });
     Ok(([(header::CACHE_CONTROL, "public, max-age=300")], Json(body)).into_response())
 }
 

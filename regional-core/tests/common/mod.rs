@@ -116,6 +116,7 @@ pub fn checkout(db: &PgPool, signer: &shared_types::token::TokenSigner) -> regio
         provider: Provider::Test(TestPay::new(db.clone(), "http://127.0.0.1:9", "whsec_test".into())),
         edge_keys: shared_types::token::KeyRing::default(),
         signer: signer.clone(),
+        previous_keys: shared_types::token::KeyRing::default(),
         fault: None,
         grace: chrono::Duration::seconds(30),
     }
