@@ -105,7 +105,8 @@ async fn route(req: Request, env: &Env, ctx: &Context, path: &str) -> Result<Res
         | (Method::Post, ["api", "v1", "orders", _, "tickets", _, "transfer", "cancel"])
         | (Method::Get, ["api", "v1", "transfers", _])
         | (Method::Get, ["api", "v1", "transfers", _, "qr.svg" | "qr.png"])
-        | (Method::Post, ["api", "v1", "transfers", _, "accept" | "decline"]) => {
+        | (Method::Post, ["api", "v1", "transfers", _, "accept" | "decline" | "transfer"])
+        | (Method::Post, ["api", "v1", "transfers", _, "transfer", "cancel"]) => {
             match edge_keys(env, path)? {
                 Ok(keys) => proxy::forward(req, env, &keys, path).await,
                 Err(resp) => Ok(resp),

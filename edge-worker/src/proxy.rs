@@ -6,7 +6,7 @@
 //! - `GET  /api/v1/orders/{id}/tickets[/{ticket}/qr.svg|qr.png]`  the tickets' codes and QR codes
 //! - `POST /api/v1/orders/{id}/tickets/{ticket}/reissue`       a new code for a lost one
 //! - `POST /api/v1/orders/{id}/tickets/{ticket}/transfer[/cancel]`  offer a ticket by e-mail, or withdraw the offer
-//! - `GET  /api/v1/transfers/{id}[/qr.svg|qr.png]`, `POST …/accept|decline`  the recipient's side
+//! - `GET  /api/v1/transfers/{id}[/qr.svg|qr.png]`, `POST …/accept|decline|transfer[/cancel]`  the recipient's side
 //! - `GET  /api/v1/keys`                  the core's public keys (for scanners)
 //!
 //! The edge checks what it can offline first (a checkout's hold token is its own signature), so

@@ -73,6 +73,8 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("get", "/api/v1/transfers/{id}/{file}"),
         ("post", "/api/v1/transfers/{id}/accept"),
         ("post", "/api/v1/transfers/{id}/decline"),
+        ("post", "/api/v1/transfers/{id}/transfer"),
+        ("post", "/api/v1/transfers/{id}/transfer/cancel"),
         ("get", "/api/v1/ops/notifications"),
         ("get", "/api/v1/events/{id}/report"),
         ("get", "/api/v1/events/{id}/report/sales"),

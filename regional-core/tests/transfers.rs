@@ -229,3 +229,115 @@ async fn a_declined_or_withdrawn_offer_leaves_the_ticket_with_its_giver(db: PgPo
             .unwrap();
     assert_eq!((holder.as_str(), version), ("Buyer@Example.test", 1));
 }
+
+#[sqlx::test]
+async fn a_recipient_passes_the_ticket_on_and_only_the_holder_can(db: PgPool) {
+    let api = Api::start_with(with_checkout(&db, &signer())).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
+    let token = common::order_token(&signer(), order, &event);
+    let base = format!("/api/v1/orders/{order}/tickets/{}", tickets[0]);
+    let link_token = |link: String| link.split_once('#').unwrap().1.to_owned();
+
+    // The buyer gives it to B, who accepts.
+    let (_, to_b) = call(
+        &api,
+        Method::POST,
+        &format!("{base}/transfer"),
+        &token,
+        Some(json!({ "to_email": "b@example.test" })),
+    )
+    .await;
+    let b_id = to_b["id"].as_str().unwrap().to_owned();
+    let b_token = link_token(offer_link(&db, "b@example.test").await);
+    // B cannot give what B does not hold yet.
+    let (s, p) = call(
+        &api,
+        Method::POST,
+        &format!("/api/v1/transfers/{b_id}/transfer"),
+        &b_token,
+        Some(json!({ "to_email": "c@example.test" })),
+    )
+    .await;
+    assert_eq!((s, p["reason"].as_str()), (StatusCode::CONFLICT, Some("not_holder")));
+    let (s, _) = call(&api, Method::POST, &format!("/api/v1/transfers/{b_id}/accept"), &b_token, None).await;
+    assert_eq!(s, StatusCode::OK);
+
+    // B offers it to C: bad input and the buyer's token change nothing.
+    let on = format!("/api/v1/transfers/{b_id}/transfer");
+    let (s, _) = call(&api, Method::POST, &on, &b_token, Some(json!({ "to_email": "nope" }))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = call(&api, Method::POST, &on, &b_token, Some(json!({ "to_email": "B@example.test" }))).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "not to its own holder");
+    let (s, _) = call(&api, Method::POST, &on, &token, Some(json!({ "to_email": "c@example.test" }))).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "the buyer's order token is not B's transfer token");
+    let (s, to_c) =
+        call(&api, Method::POST, &on, &b_token, Some(json!({ "to_email": "c@example.test" }))).await;
+    assert_eq!((s, to_c["state"].as_str()), (StatusCode::CREATED, Some("offered")), "{to_c}");
+    // The buyer can neither withdraw B's offer nor offer the ticket again.
+    let (s, p) = call(&api, Method::POST, &format!("{base}/transfer/cancel"), &token, None).await;
+    assert_eq!((s, p["reason"].as_str()), (StatusCode::CONFLICT, Some("no_open_offer")));
+    let (s, _) = call(
+        &api,
+        Method::POST,
+        &format!("{base}/transfer"),
+        &token,
+        Some(json!({ "to_email": "d@example.test" })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // B sees the offer; B's mail to C names B as the giver.
+    let (_, b_view) = call(&api, Method::GET, &format!("/api/v1/transfers/{b_id}"), &b_token, None).await;
+    assert_eq!(b_view["onward"]["to_email"], "c@example.test");
+    assert_eq!(b_view["onward"]["state"], "offered");
+    let c_link = offer_link(&db, "c@example.test").await;
+    let mail: String = sqlx::query_scalar(
+        "SELECT text_body FROM notifications WHERE kind = 'transfer_offer' AND recipient = 'c@example.test'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert!(mail.starts_with("b@example.test wants to give you a ticket"), "{mail}");
+
+    // B withdraws and offers again; C accepts: C holds version 3, B no longer has a code.
+    let (s, cancelled) = call(&api, Method::POST, &format!("{on}/cancel"), &b_token, None).await;
+    assert_eq!((s, cancelled["state"].as_str()), (StatusCode::OK, Some("cancelled")));
+    let (s, p) = call(&api, Method::POST, &format!("{on}/cancel"), &b_token, None).await;
+    assert_eq!((s, p["reason"].as_str()), (StatusCode::CONFLICT, Some("no_open_offer")));
+    let (s, to_c) =
+        call(&api, Method::POST, &on, &b_token, Some(json!({ "to_email": "c@example.test" }))).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let c_id = to_c["id"].as_str().unwrap().to_owned();
+    let c_token = {
+        // The first link was for the withdrawn offer; the new one has its own id.
+        assert!(c_link.contains(&format!("/transfers/{}", cancelled["id"].as_str().unwrap())));
+        let settings =
+            Arc::new(MailSettings { buyer_url: "https://tickets.example.test".into(), signer: signer() });
+        let notifier: Arc<dyn regional_core::bus::Consumer> = Arc::new(Notifier::new(settings));
+        Relay::new(db.clone(), Sink::InProcess(vec![notifier])).relay_batch().await.unwrap();
+        let text: String = sqlx::query_scalar(
+            "SELECT text_body FROM notifications WHERE kind = 'transfer_offer' AND text_body LIKE '%' || $1 || '%'",
+        )
+        .bind(&c_id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        let start = text.find("https://tickets.example.test/transfers/").unwrap();
+        link_token(text[start..].split_whitespace().next().unwrap().to_owned())
+    };
+    let (s, c_view) =
+        call(&api, Method::POST, &format!("/api/v1/transfers/{c_id}/accept"), &c_token, None).await;
+    assert_eq!((s, c_view["state"].as_str()), (StatusCode::OK, Some("accepted")), "{c_view}");
+    assert_eq!(ticket_version(c_view["code"].as_str().unwrap(), &event), 3);
+    let (_, b_view) = call(&api, Method::GET, &format!("/api/v1/transfers/{b_id}"), &b_token, None).await;
+    assert!(b_view.get("code").is_none(), "B gave it away: {b_view}");
+    assert_eq!(b_view["onward"]["state"], "accepted");
+    let (s, _) = call(&api, Method::GET, &format!("/api/v1/transfers/{b_id}/qr.svg"), &b_token, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, p) = call(&api, Method::POST, &on, &b_token, Some(json!({ "to_email": "d@example.test" }))).await;
+    assert_eq!((s, p["reason"].as_str()), (StatusCode::CONFLICT, Some("not_holder")));
+    let payloads: Vec<Value> = sqlx::query_scalar("SELECT payload FROM outbox").fetch_all(&db).await.unwrap();
+    for p in &payloads {
+        regional_core::bus::schema::check(p).unwrap_or_else(|e| panic!("{e}: {p}"));
+    }
+}

@@ -1,5 +1,6 @@
 // A ticket's recipient in headless Chromium opens the link of the offer mail, sees the offer,
-// accepts it, and is shown the ticket's QR code.
+// accepts it, and is shown the ticket's QR code; then offers it on to someone else and withdraws
+// that offer.
 // Run by tests/tests/checkout.rs:  node tests/browser/accept.mjs <link from the mail>
 import { chromium } from 'playwright-core';
 
@@ -19,6 +20,15 @@ try {
   await page.waitForSelector('#qr svg', { timeout: 15000 });
   const state = await page.textContent('#state');
   if (!state.startsWith('It is yours')) throw new Error(`state: ${state}`);
+  // Passing it on, then thinking better of it.
+  await page.fill('#to', 'third@e2e.test');
+  await page.click('#pass button');
+  await page.waitForSelector('#onward', { timeout: 15000 });
+  const onward = await page.textContent('#onward');
+  if (!onward.includes('You offered it to third@e2e.test')) throw new Error(`onward: ${onward}`);
+  await page.waitForSelector('#qr svg', { timeout: 15000 });
+  await page.click('#withdraw');
+  await page.waitForSelector('#pass', { timeout: 15000 });
   console.log(JSON.stringify({ state: 'accepted', offer }));
 } catch (e) {
   console.error(`${e}\n--- page ${page.url()} ---\n${await page.content()}`);

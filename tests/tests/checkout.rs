@@ -511,6 +511,15 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
         .await
         .unwrap();
     assert_eq!((holder.as_str(), version), ("friend@e2e.test", 2));
+    // The recipient offered it on and withdrew the offer: still theirs, the offer on record.
+    let onward: Vec<(String, String)> = sqlx::query_as(
+        "SELECT to_email, state FROM ticket_transfers WHERE event_id = $1::uuid AND from_email = 'friend@e2e.test'",
+    )
+    .bind(&event)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(onward, [("third@e2e.test".to_owned(), "cancelled".to_owned())]);
 
     // 8. With a promo code; then the organizer refunds it and takes the seat off sale.
     acme.ok(

@@ -5,6 +5,8 @@
 //! - `GET  /api/v1/transfers/{id}`                                the offer, and the ticket's code once accepted (transfer token)
 //! - `POST /api/v1/transfers/{id}/accept` · `/decline`            the recipient decides (transfer token)
 //! - `GET  /api/v1/transfers/{id}/qr.svg|qr.png`                  the accepted ticket's QR code (transfer token)
+//! - `POST /api/v1/transfers/{id}/transfer`                       the recipient, while holding it, offers it on (transfer token)
+//! - `POST /api/v1/transfers/{id}/transfer/cancel`                and withdraws that offer
 //!
 //! The offer goes to the outbox (`ticket.transfer_offered`); the notifier mails the recipient a
 //! link carrying a transfer token (signed by the core, `jti` the transfer, valid until the offer
@@ -40,6 +42,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(accept))
         .routes(routes!(decline))
         .routes(routes!(transfer_qr))
+        .routes(routes!(pass_on))
+        .routes(routes!(withdraw_onward))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -66,6 +70,12 @@ pub struct TransferView {
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<String>,
+    /// Once accepted: the latest offer its recipient made of the ticket in turn
+    /// (`{id, to_email, state, expires_at}`), if any.
+    #[sqlx(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub onward: Option<serde_json::Value>,
 }
 
 const VIEW: &str = "SELECT x.id, x.ticket_id, x.event_id, e.title AS event_title, e.starts_at, t.seat_id,
@@ -144,7 +154,23 @@ async fn offer(
             format!("a ticket that is {ticket_state} cannot be transferred"),
         ));
     }
-    if to.eq_ignore_ascii_case(&from) {
+    let transfer = open_offer(&mut tx, ticket, order, event, &from, &to, starts_at).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(view(&state.db, transfer).await?)).into_response())
+}
+
+/// Opens an offer of `ticket` from its holder `from` to `to`, in `tx` (the caller has checked that
+/// `from` holds the valid ticket and locked its row), and writes `ticket.transfer_offered`.
+async fn open_offer(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ticket: Uuid,
+    order: Uuid,
+    event: Uuid,
+    from: &str,
+    to: &str,
+    starts_at: DateTime<Utc>,
+) -> Result<Uuid, ApiError> {
+    if to.eq_ignore_ascii_case(from) {
         return Err(ApiError::field("to_email", "is the ticket's holder already"));
     }
     let expires_at = (Utc::now() + chrono::Duration::hours(OFFER_HOURS)).min(starts_at);
@@ -157,7 +183,7 @@ async fn offer(
     // An expired offer no longer blocks a new one.
     sqlx::query("UPDATE ticket_transfers SET state = 'expired', decided_at = now() WHERE ticket_id = $1 AND state = 'offered' AND expires_at <= now()")
         .bind(ticket)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     let transfer = Uuid::new_v4();
     let inserted = sqlx::query(
@@ -168,10 +194,10 @@ async fn offer(
     .bind(ticket)
     .bind(order)
     .bind(event)
-    .bind(&from)
-    .bind(&to)
+    .bind(from)
+    .bind(to)
     .bind(expires_at)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await;
     match inserted {
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
@@ -183,11 +209,10 @@ async fn offer(
         other => other?,
     };
     let payload = json!({ "type": "ticket.transfer_offered", "schema_version": 1, "transfer_id": transfer,
-        "ticket_id": ticket, "order_id": order, "event_id": event, "to_email": to, "expires_at": expires_at,
+        "ticket_id": ticket, "order_id": order, "event_id": event, "from_email": from, "to_email": to, "expires_at": expires_at,
         "tickets": [ticket], "at": Utc::now() });
-    crate::bus::outbox(&mut tx, "tickets", event, payload).await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(view(&state.db, transfer).await?)).into_response())
+    crate::bus::outbox(tx, "tickets", event, payload).await?;
+    Ok(transfer)
 }
 
 /// `POST /api/v1/orders/{id}/tickets/{ticket}/transfer/cancel`: withdraws the ticket's open offer.
@@ -204,7 +229,8 @@ async fn withdraw(
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "UPDATE ticket_transfers SET state = 'cancelled', decided_at = now()
-         WHERE ticket_id = $1 AND order_id = $2 AND state = 'offered' AND expires_at > now() RETURNING id",
+         WHERE ticket_id = $1 AND order_id = $2 AND state = 'offered' AND expires_at > now()
+           AND lower(from_email) = (SELECT lower(email) FROM orders WHERE id = $2) RETURNING id",
     )
     .bind(ticket)
     .bind(order)
@@ -231,6 +257,16 @@ async fn show(
     let mut v = view(&state.db, id).await?;
     if v.state == "accepted" {
         v.code = held_ticket(&state.db, id).await?.map(|t| code(&co.signer, &t));
+        v.onward = sqlx::query_scalar(
+            "SELECT json_build_object('id', y.id, 'to_email', y.to_email, 'expires_at', y.expires_at,
+                 'state', CASE WHEN y.state = 'offered' AND y.expires_at <= now() THEN 'expired' ELSE y.state END)
+             FROM ticket_transfers x JOIN ticket_transfers y ON y.ticket_id = x.ticket_id AND y.id <> x.id
+               AND lower(y.from_email) = lower(x.to_email) AND y.created_at >= x.decided_at
+             WHERE x.id = $1 ORDER BY y.created_at DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&state.db)
+        .await?;
     }
     Ok(Json(v))
 }
@@ -345,4 +381,77 @@ async fn transfer_qr(
     let id = authorize_recipient(&co, &headers, &id)?;
     let ticket = held_ticket(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     qr_file(&code(&co.signer, &ticket), &file)
+}
+
+/// `POST /api/v1/transfers/{id}/transfer`: the recipient of an accepted transfer, while they hold
+/// the ticket, offers it on to someone else (the same rules as the buyer's offer).
+#[utoipa::path(post, path = "/api/v1/transfers/{id}/transfer", tag = "checkout", security(("transfer_token" = [])),
+    params(("id" = String, Path, description = "the accepted transfer's id")),
+    request_body = TransferRequest,
+    responses((status = 201, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn pass_on(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let co = checkout_of(&state)?;
+    let id = authorize_recipient(&co, &headers, &id)?;
+    let req: TransferRequest = crate::api::parse_json(&body)?;
+    let to = req.to_email.trim().to_owned();
+    if !crate::checkout::valid_email(&to) {
+        return Err(ApiError::field("to_email", "must be an e-mail address"));
+    }
+    let mut tx = state.db.begin().await?;
+    // Accepted, and the ticket still this recipient's.
+    let found: Option<(Uuid, Uuid, Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT t.id, t.order_id, t.event_id, t.state, x.to_email, e.starts_at
+         FROM ticket_transfers x JOIN tickets t ON t.id = x.ticket_id JOIN events e ON e.id = t.event_id
+         WHERE x.id = $1 AND x.state = 'accepted' AND lower(t.holder_email) = lower(x.to_email) FOR UPDATE OF t",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((ticket, order, event, ticket_state, holder, starts_at)) = found else {
+        return Err(ApiError::conflict(
+            "not_holder",
+            "this ticket is not yours to give: accept the offer first (or you gave it on already)",
+        ));
+    };
+    if ticket_state != "valid" {
+        return Err(ApiError::conflict(
+            "not_transferable",
+            format!("a ticket that is {ticket_state} cannot be transferred"),
+        ));
+    }
+    let transfer = open_offer(&mut tx, ticket, order, event, &holder, &to, starts_at).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(view(&state.db, transfer).await?)).into_response())
+}
+
+/// `POST /api/v1/transfers/{id}/transfer/cancel`: withdraws the offer the recipient made of it.
+#[utoipa::path(post, path = "/api/v1/transfers/{id}/transfer/cancel", tag = "checkout", security(("transfer_token" = [])),
+    params(("id" = String, Path, description = "the accepted transfer's id")),
+    responses((status = 200, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+async fn withdraw_onward(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<TransferView>, ApiError> {
+    let co = checkout_of(&state)?;
+    let id = authorize_recipient(&co, &headers, &id)?;
+    let cancelled: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE ticket_transfers y SET state = 'cancelled', decided_at = now()
+         FROM ticket_transfers x
+         WHERE x.id = $1 AND x.state = 'accepted' AND y.ticket_id = x.ticket_id
+           AND lower(y.from_email) = lower(x.to_email) AND y.state = 'offered' AND y.expires_at > now()
+         RETURNING y.id",
+    )
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?;
+    match cancelled {
+        Some(t) => Ok(Json(view(&state.db, t).await?)),
+        None => Err(ApiError::conflict("no_open_offer", "you have no open offer of this ticket")),
+    }
 }

@@ -118,7 +118,8 @@ impl Consumer for Notifier {
                         expires,
                     );
                     context["transfer"] = json!({
-                        "from": facts.email,
+                        // The giver: the buyer, or a recipient passing the ticket on.
+                        "from": p["from_email"].as_str().unwrap_or(&facts.email),
                         "link": format!("{}/transfers/{transfer}#{token}", self.settings.buyer_url.trim_end_matches('/')),
                         "expires": facts.local(expires),
                     });
