@@ -622,18 +622,27 @@ impl DoRequests {
         }
         let mut seen = self.seen.lock().map_err(|_| "poisoned")?;
         let (last, total) = &mut *seen;
-        let first = last.is_empty();
-        for (object, n) in now {
-            let before = last.insert(object, n);
-            if !first {
-                *total += match before {
-                    Some(b) if n >= b => n - b,
-                    _ => n,
-                };
-            }
-        }
+        *total += increase(last, now);
         Ok(*total)
     }
+}
+
+/// What counters grew by since `last` (then `last` holds `now`). A counter lower than last time was
+/// reset (its object restarted): all of it is new. An object first seen after the first reading
+/// (a shard woken during the run) is new too; the first reading itself only sets the base.
+fn increase(last: &mut BTreeMap<String, u64>, now: Vec<(String, u64)>) -> u64 {
+    let first = last.is_empty();
+    let mut grown = 0;
+    for (object, n) in now {
+        let before = last.insert(object, n);
+        if !first {
+            grown += match before {
+                Some(b) if n >= b => n - b,
+                _ => n,
+            };
+        }
+    }
+    grown
 }
 
 /// Creates the event, plays the sale, settles, audits, writes the results.
@@ -937,4 +946,20 @@ pub(crate) fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, title: 
             },
         ],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_grow_across_resets_and_late_objects() {
+        let mut last = BTreeMap::new();
+        let read = |v: &[(&str, u64)]| v.iter().map(|(k, n)| ((*k).to_owned(), *n)).collect::<Vec<_>>();
+        assert_eq!(increase(&mut last, read(&[("queue-0", 10), ("inventory", 5)])), 0, "the base");
+        assert_eq!(increase(&mut last, read(&[("queue-0", 15), ("inventory", 9)])), 9);
+        // The inventory object was evicted and started again from zero; a new shard woke.
+        assert_eq!(increase(&mut last, read(&[("queue-0", 15), ("inventory", 3), ("queue-1", 4)])), 7);
+        assert_eq!(increase(&mut last, read(&[("queue-0", 16), ("inventory", 3), ("queue-1", 4)])), 1);
+    }
 }

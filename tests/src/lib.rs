@@ -402,10 +402,12 @@ impl Gate {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Refuses new connections and cuts the open ones.
-    pub fn close(&self) {
+    /// Refuses new connections and cuts the open ones; returns once they are cut (each relay checks
+    /// every 20 ms), so that no request sent afterwards can slip through a pooled connection.
+    pub async fn close(&self) {
         self.open.store(false, std::sync::atomic::Ordering::SeqCst);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     pub fn open(&self) {

@@ -630,7 +630,7 @@ async fn checkout_recovers_from_crashes_an_unreachable_edge_and_expiry() {
     let (_, token) = hold(&edge_url, &long, &["A-2"]).await;
     let (status, cut) = checkout(&edge_url, &token, "cut-1").await;
     assert_eq!(status, 201, "{cut}");
-    gate.close();
+    gate.close().await;
     decide(&core_url, &cut["order"], "approve", "").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
