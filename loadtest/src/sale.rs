@@ -755,13 +755,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
     .await?;
 
     let records = std::mem::take(&mut *ctx.records.lock().map_err(|_| "poisoned")?);
-    let mut steps = BTreeMap::new();
-    for step in STEPS {
-        let samples: Vec<Sample> = records.iter().filter(|r| r.0 == step).map(|r| (r.1, r.3)).collect();
-        if !samples.is_empty() {
-            steps.insert(format!("{step:?}").to_lowercase(), summarize(&samples, seconds));
-        }
-    }
+    let steps = step_summaries(&records, seconds);
     let mut counted: BTreeMap<String, u64> = BTreeMap::new();
     let mut refused: BTreeMap<String, u64> = BTreeMap::new();
     for o in &outcomes {
@@ -883,6 +877,18 @@ async fn progress(ctx: Arc<Ctx>, buyers: u64) {
             eprintln!("{line}");
         }
     }
+}
+
+/// Throughput and latency percentiles of each step that has requests, by its name.
+pub(crate) fn step_summaries(records: &[Rec], seconds: f64) -> BTreeMap<String, Summary> {
+    let mut steps = BTreeMap::new();
+    for step in STEPS {
+        let samples: Vec<Sample> = records.iter().filter(|r| r.0 == step).map(|r| (r.1, r.3)).collect();
+        if !samples.is_empty() {
+            steps.insert(format!("{step:?}").to_lowercase(), summarize(&samples, seconds));
+        }
+    }
+    steps
 }
 
 /// Requests per second, p50/p99 latency per second, tickets sold (paid orders seen) over time.

@@ -27,7 +27,7 @@ use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
 
 use crate::sale::{Rec, Step};
-use crate::summary::{summarize, Sample, Summary};
+use crate::summary::Summary;
 use resp::Redis;
 
 /// The baseline's tables (created once; each run has its own `run` id).
@@ -282,11 +282,7 @@ pub async fn run(
     let audit = audit(db, &redis, &run, settle.elapsed().as_secs_f64()).await?;
     let records = std::mem::take(&mut *ctx.records.lock().map_err(|_| "poisoned")?);
     let sales = std::mem::take(&mut *ctx.sales.lock().map_err(|_| "poisoned")?);
-    let mut steps = BTreeMap::new();
-    for step in [Step::Availability, Step::Hold, Step::Checkout, Step::Pay] {
-        let samples: Vec<Sample> = records.iter().filter(|r| r.0 == step).map(|r| (r.1, r.3)).collect();
-        steps.insert(format!("{step:?}").to_lowercase(), summarize(&samples, seconds));
-    }
+    let steps = crate::sale::step_summaries(&records, seconds);
     let holds = records.iter().filter(|r| r.0 == Step::Hold && r.1 == Some(201)).count();
     let tickets_sold = audit.figures["tickets"].as_i64().unwrap_or(0);
     let chart = args.out.join(format!("sale-{event}-baseline.svg"));
@@ -378,6 +374,10 @@ mod tests {
     //! starts Redis when none runs).
     use super::*;
 
+    fn redis_addr() -> String {
+        std::env::var("BASELINE_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into())
+    }
+
     async fn post(http: &reqwest::Client, url: &str, body: Value) -> (u16, Value) {
         let r = http.post(url).json(&body).send().await.unwrap();
         (r.status().as_u16(), r.json().await.unwrap())
@@ -388,7 +388,7 @@ mod tests {
         let run = format!("t{}", &uuid_v4()[..8]);
         let seats = crate::sale::seat_ids(4);
         prepare(&db, &run, &seats).await.unwrap();
-        let redis_addr = std::env::var("BASELINE_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into());
+        let redis_addr = redis_addr();
         let app = server::router(db.clone(), Redis::new(&redis_addr), &run, 60_000, 400);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -453,7 +453,7 @@ mod tests {
             .await
             .unwrap();
         }
-        let redis_addr = std::env::var("BASELINE_REDIS").unwrap_or_else(|_| "127.0.0.1:6379".into());
+        let redis_addr = redis_addr();
         let audit = audit(&db, &Redis::new(&redis_addr), &run, 0.0).await.unwrap();
         assert!(!audit.clean);
         let failed: Vec<&str> = audit.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();

@@ -131,11 +131,7 @@ async fn offer(
     let co = checkout_of(&state)?;
     let order = authorize_buyer(&co, &headers, &id)?;
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
-    let req: TransferRequest = crate::api::parse_json(&body)?;
-    let to = req.to_email.trim().to_owned();
-    if !crate::checkout::valid_email(&to) {
-        return Err(ApiError::field("to_email", "must be an e-mail address"));
-    }
+    let to = recipient(&body)?;
     let mut tx = state.db.begin().await?;
     // The ticket, still its order's (not given away), valid, and its event not started.
     let found: Option<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
@@ -148,15 +144,31 @@ async fn offer(
     .fetch_optional(&mut *tx)
     .await?;
     let (event, ticket_state, from, starts_at) = found.ok_or(ApiError::NotFound)?;
+    transferable(&ticket_state)?;
+    let transfer = open_offer(&mut tx, ticket, order, event, &from, &to, starts_at).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(view(&state.db, transfer).await?)).into_response())
+}
+
+/// The offer's recipient from a [`TransferRequest`] body.
+fn recipient(body: &[u8]) -> Result<String, ApiError> {
+    let req: TransferRequest = crate::api::parse_json(body)?;
+    let to = req.to_email.trim().to_owned();
+    if !crate::checkout::valid_email(&to) {
+        return Err(ApiError::field("to_email", "must be an e-mail address"));
+    }
+    Ok(to)
+}
+
+/// Only a valid ticket (not used, not void) can change hands.
+fn transferable(ticket_state: &str) -> Result<(), ApiError> {
     if ticket_state != "valid" {
         return Err(ApiError::conflict(
             "not_transferable",
             format!("a ticket that is {ticket_state} cannot be transferred"),
         ));
     }
-    let transfer = open_offer(&mut tx, ticket, order, event, &from, &to, starts_at).await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(view(&state.db, transfer).await?)).into_response())
+    Ok(())
 }
 
 /// Opens an offer of `ticket` from its holder `from` to `to`, in `tx` (the caller has checked that
@@ -397,11 +409,7 @@ async fn pass_on(
 ) -> Result<Response, ApiError> {
     let co = checkout_of(&state)?;
     let id = authorize_recipient(&co, &headers, &id)?;
-    let req: TransferRequest = crate::api::parse_json(&body)?;
-    let to = req.to_email.trim().to_owned();
-    if !crate::checkout::valid_email(&to) {
-        return Err(ApiError::field("to_email", "must be an e-mail address"));
-    }
+    let to = recipient(&body)?;
     let mut tx = state.db.begin().await?;
     // Accepted, and the ticket still this recipient's.
     let found: Option<(Uuid, Uuid, Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
@@ -418,12 +426,7 @@ async fn pass_on(
             "this ticket is not yours to give: accept the offer first (or you gave it on already)",
         ));
     };
-    if ticket_state != "valid" {
-        return Err(ApiError::conflict(
-            "not_transferable",
-            format!("a ticket that is {ticket_state} cannot be transferred"),
-        ));
-    }
+    transferable(&ticket_state)?;
     let transfer = open_offer(&mut tx, ticket, order, event, &holder, &to, starts_at).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(view(&state.db, transfer).await?)).into_response())
