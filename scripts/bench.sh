@@ -14,6 +14,9 @@ case $WHAT in all | checkout | sale) ;; *) die "usage: scripts/bench.sh [all|che
 OUT="${BENCH_OUT:-$LOCAL/bench}"
 EDGE_PORT="${BENCH_EDGE_PORT:-18787}"
 CORE_PORT="${BENCH_CORE_PORT:-18080}"
+METRICS_PORT="${BENCH_METRICS_PORT:-19464}"
+# Benchmarks pay with the built-in test provider: development mode (never in production).
+export CORE_DEV_MODE=true CORE_METRICS_LISTEN="127.0.0.1:$METRICS_PORT"
 mkdir -p "$OUT" "$LOCAL/logs"
 bash "$ROOT/scripts/bootstrap.sh" --no-kafka
 bash "$ROOT/scripts/dev-keys.sh"
@@ -145,7 +148,7 @@ if [ "$WHAT" != sale ]; then
 for c in 16 64; do
   log "checkout: 2,000 buyers, concurrency $c"
   PLATFORM_ADMIN_KEY="$admin_key" DATABASE_URL="$BENCH_DB" "$LT" checkout --edge "http://127.0.0.1:$WORKERD_PORT" \
-    --core "http://127.0.0.1:$CORE_PORT" --buyers 2000 --concurrency "$c" >"$OUT/checkout-c$c.json"
+    --core "http://127.0.0.1:$CORE_PORT" --core-metrics "http://127.0.0.1:$METRICS_PORT" --buyers 2000 --concurrency "$c" >"$OUT/checkout-c$c.json"
 done
 fi
 

@@ -11,14 +11,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 EDGE_PORT="${EDGE_PORT:-8787}"
 CORE_PORT="${CORE_PORT:-8080}"
+METRICS_PORT="${METRICS_PORT:-9464}"
 MAIL_PORT="${MAIL_PORT:-8025}"
 SMTP_PORT="${SMTP_PORT:-1025}"
 export DATABASE_URL="${DATABASE_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/ticketing}"
 
 bash "$ROOT/scripts/bootstrap.sh" --no-kafka --no-browser
 bash "$ROOT/scripts/dev-keys.sh"
-for port in "$EDGE_PORT" "$CORE_PORT" "$MAIL_PORT" "$SMTP_PORT"; do
-  port_open "$port" && die "port $port is already in use (another dev.sh?); set EDGE_PORT / CORE_PORT / MAIL_PORT / SMTP_PORT"
+for port in "$EDGE_PORT" "$CORE_PORT" "$METRICS_PORT" "$MAIL_PORT" "$SMTP_PORT"; do
+  port_open "$port" && die "port $port is already in use (another dev.sh?); set EDGE_PORT / CORE_PORT / METRICS_PORT / MAIL_PORT / SMTP_PORT"
 done
 bash "$ROOT/scripts/build-worker.sh"
 timed "cargo build regional-core" cargo build -q -p regional-core
@@ -49,6 +50,9 @@ log "starting the regional core on 127.0.0.1:$CORE_PORT (logs: $LOCAL/logs/core.
   export EDGE_URL="http://127.0.0.1:$EDGE_PORT"
   export SMTP_URL="${SMTP_URL:-smtp://127.0.0.1:$SMTP_PORT}"
   export CORE_PUBLIC_URL="http://127.0.0.1:$CORE_PORT"
+  # Local development: the built-in test provider (its pages mark any order paid). Never in production.
+  export CORE_DEV_MODE=true
+  export CORE_METRICS_LISTEN="127.0.0.1:$METRICS_PORT"
   exec setsid "$CARGO_TARGET_DIR/debug/regional-core" serve --listen "127.0.0.1:$CORE_PORT"
 ) >"$LOCAL/logs/core.log" 2>&1 &
 PIDS+=($!)
@@ -85,7 +89,8 @@ cat <<MSG
   edge (buyers)      http://127.0.0.1:$EDGE_PORT
   health chain       http://127.0.0.1:$EDGE_PORT/healthz
   organizer dashboard http://127.0.0.1:$CORE_PORT/dashboard/events/$demo_event   (sign in with the key above)
-  regional core      http://127.0.0.1:$CORE_PORT   (/healthz, /readyz, /metrics)
+  regional core      http://127.0.0.1:$CORE_PORT   (/healthz, /readyz)
+  metrics            http://127.0.0.1:$METRICS_PORT/metrics   (operators only: its own listener)
   mail sent          http://127.0.0.1:$MAIL_PORT   (every mail the core sent, as received over SMTP)
   database           ${DATABASE_URL%%\?*}
   logs               $LOCAL/logs/

@@ -23,6 +23,9 @@ pub struct CheckoutArgs {
     edge: String,
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     core: String,
+    /// The core's operators' listener (`CORE_METRICS_LISTEN`), for its memory and connections.
+    #[arg(long, default_value = "http://127.0.0.1:9464")]
+    core_metrics: String,
     /// Buyers, each buying two seats (at most 100,000).
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     buyers: u64,
@@ -370,7 +373,7 @@ pub async fn run(args: CheckoutArgs) -> Result<CheckoutReport, String> {
     // The core's memory and connections, sampled while the run lasts.
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let sampler = {
-        let (client, core, running) = (client.clone(), args.core.clone(), running.clone());
+        let (client, core, running) = (client.clone(), args.core_metrics.clone(), running.clone());
         tokio::spawn(async move {
             let (mut rss, mut conns) = (0f64, 0f64);
             while running.load(std::sync::atomic::Ordering::Relaxed) {

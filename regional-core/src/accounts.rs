@@ -11,7 +11,12 @@
 //! - `DELETE /api/v1/api-keys/{id}`            revoke (same rule as creating)
 //!
 //! Another organization's resources answer 404, never 403. The first platform admin comes from
-//! `regional-core create-admin` ([`create_platform_admin`]).
+//! `regional-core create-admin` ([`create_platform_admin`]). The platform organization holds
+//! platform admins and nobody else (enforced here and by a trigger on `users`), and only a platform
+//! admin manages a platform admin's keys.
+//!
+//! A new key's secret is in the creating answer only: with an `Idempotency-Key`, a replay answers
+//! the key's row without it (`secret_withheld: "key"`; see [`api::create_with_secret`]).
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -301,8 +306,15 @@ async fn create_user(
                     .bind(organization)
                     .fetch_optional(&mut *conn)
                     .await?;
-            if exists.is_none() {
-                return Err(ApiError::field("organization_id", "no such organization"));
+            match exists {
+                None => return Err(ApiError::field("organization_id", "no such organization")),
+                Some(true) => {
+                    return Err(ApiError::field(
+                        "organization_id",
+                        "the platform organization holds platform admins only (`regional-core create-admin`)",
+                    ))
+                }
+                Some(false) => {}
             }
             let user: Option<User> = sqlx::query_as(
                 "INSERT INTO users (id, organization_id, email, name, role) VALUES ($1, $2, $3, $4, $5)
@@ -392,8 +404,12 @@ async fn get_user(
     Ok(Json(user))
 }
 
-/// May `caller` manage the keys of `user`? Themself, their organization's admin, or the platform.
-fn may_manage_keys_of(caller: &Caller, user_id: Uuid, organization: Uuid) -> bool {
+/// May `caller` manage the keys of `user` (of `role`, in `organization`)? Themself, their
+/// organization's admin, or the platform; a platform admin's keys, only a platform admin.
+fn may_manage_keys_of(caller: &Caller, user_id: Uuid, role: Role, organization: Uuid) -> bool {
+    if role == Role::PlatformAdmin {
+        return caller.role == Role::PlatformAdmin;
+    }
     caller.user_id == user_id
         || caller.role == Role::PlatformAdmin
         || (caller.role.may(Permission::ManageUsers) && caller.organization_id == organization)
@@ -408,7 +424,7 @@ async fn create_key(
     body: Bytes,
 ) -> Result<axum::response::Response, ApiError> {
     let user = find_user(&state.db, &caller, &id).await?;
-    if !may_manage_keys_of(&caller, user.id, user.organization_id) {
+    if !may_manage_keys_of(&caller, user.id, user.role, user.organization_id) {
         return Err(ApiError::Forbidden(
             "only the user or their organization's admin may make their keys".into(),
         ));
@@ -421,7 +437,7 @@ async fn create_key(
     }
     let c = caller.clone();
     let path = format!("/api/v1/users/{}/api-keys", user.id);
-    api::create(&state.db, &caller, &headers, "POST", &path, &body, move |conn| {
+    api::create_with_secret(&state.db, &caller, &headers, "POST", &path, &body, Some("key"), move |conn| {
         Box::pin(async move {
             let (key, row) = insert_key(conn, user.id, user.organization_id, &new.name).await?;
             audit(
@@ -495,14 +511,16 @@ async fn revoke_key(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKey>, ApiError> {
-    let row: Option<ApiKey> = sqlx::query_as(
-        "SELECT id, user_id, organization_id, name, created_at, last_used_at, revoked_at FROM api_keys WHERE id = $1",
+    let row: Option<(String, Uuid, Uuid, Role)> = sqlx::query_as(
+        "SELECT k.id, k.user_id, k.organization_id, u.role FROM api_keys k JOIN users u ON u.id = k.user_id
+         WHERE k.id = $1",
     )
     .bind(&id)
     .fetch_optional(&state.db)
     .await?;
-    let row = row.filter(|k| caller.sees(k.organization_id)).ok_or(ApiError::NotFound)?;
-    if !may_manage_keys_of(&caller, row.user_id, row.organization_id) {
+    let (_, user, organization, role) =
+        row.filter(|(_, _, org, _)| caller.sees(*org)).ok_or(ApiError::NotFound)?;
+    if !may_manage_keys_of(&caller, user, role, organization) {
         return Err(ApiError::NotFound);
     }
     let mut tx = state.db.begin().await?;
@@ -583,5 +601,18 @@ mod tests {
         assert!(valid_time_zone("UTC") && valid_time_zone("America/Argentina/Buenos_Aires"));
         assert!(!valid_time_zone("Europe//Berlin") && !valid_time_zone("a b"));
         assert!(valid_email("ops@example.com") && !valid_email("nobody") && !valid_email("a b@x.io"));
+    }
+
+    #[test]
+    fn only_a_platform_admin_manages_a_platform_admins_keys() {
+        let org = Uuid::new_v4();
+        let caller =
+            |role| Caller { user_id: Uuid::new_v4(), organization_id: org, role, key_id: "k".into() };
+        let admin = Uuid::new_v4();
+        // Even an organizer admin of the same organization (which the database no longer allows).
+        assert!(!may_manage_keys_of(&caller(Role::OrganizerAdmin), admin, Role::PlatformAdmin, org));
+        assert!(may_manage_keys_of(&caller(Role::PlatformAdmin), admin, Role::PlatformAdmin, org));
+        assert!(may_manage_keys_of(&caller(Role::OrganizerAdmin), admin, Role::Scanner, org));
+        assert!(!may_manage_keys_of(&caller(Role::OrganizerStaff), admin, Role::Scanner, org));
     }
 }

@@ -9,6 +9,9 @@
 //! answer is stored in the same transaction as the change; a retry with the same method, path and
 //! body gets it again (with `Idempotent-Replayed: true`); the same key with another request is a
 //! `409` (`reason: idempotency_conflict`). Concurrent retries wait on a transaction-scoped lock.
+//! A stored answer lives [`IDEMPOTENCY_HOURS`] hours, then the key may be used again; the pruner
+//! ([`prune`]) deletes expired rows. An answer that carries a secret (a new API key) is stored
+//! without it: a replay answers `secret_withheld: "<field>"` instead ([`create_with_secret`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -119,6 +122,9 @@ struct Stored {
     body: Value,
 }
 
+/// How long an idempotent answer is kept (and a key's reuse refused or replayed).
+pub const IDEMPOTENCY_HOURS: i32 = 24;
+
 /// Runs a creating request once per `Idempotency-Key` (see the module documentation).
 pub async fn create<F>(
     db: &PgPool,
@@ -127,6 +133,26 @@ pub async fn create<F>(
     method: &str,
     path: &str,
     body: &Bytes,
+    work: F,
+) -> Result<Response, ApiError>
+where
+    F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c>,
+{
+    create_with_secret(db, caller, headers, method, path, body, None, work).await
+}
+
+/// [`create`] for an answer whose top-level field `secret` is shown once: it is never stored, and
+/// a replay answers the rest with `secret_withheld: "<secret>"`. The caller who lost the first
+/// answer revokes what was made (its id is in the replay) and makes another.
+#[allow(clippy::too_many_arguments)]
+pub async fn create_with_secret<F>(
+    db: &PgPool,
+    caller: &Caller,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+    body: &Bytes,
+    secret: Option<&'static str>,
     work: F,
 ) -> Result<Response, ApiError>
 where
@@ -151,6 +177,16 @@ where
             .bind(format!("{}:{key}", caller.user_id))
             .execute(&mut *tx)
             .await?;
+        // An expired answer is forgotten: the key starts afresh.
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2
+               AND created_at <= now() - make_interval(hours => $3)",
+        )
+        .bind(caller.user_id)
+        .bind(key)
+        .bind(IDEMPOTENCY_HOURS)
+        .execute(&mut *tx)
+        .await?;
         let stored: Option<Stored> = sqlx::query_as(
             "SELECT method, path, request_sha256, status, body FROM idempotency_keys WHERE user_id = $1 AND key = $2",
         )
@@ -171,6 +207,11 @@ where
     }
     let (status, answer) = work(&mut tx).await?;
     if let Some(key) = &key {
+        let mut kept = answer.clone();
+        if let (Some(field), Some(fields)) = (secret, kept.as_object_mut()) {
+            fields.remove(field);
+            fields.insert("secret_withheld".into(), Value::String(field.to_owned()));
+        }
         sqlx::query(
             "INSERT INTO idempotency_keys (organization_id, user_id, key, method, path, request_sha256, status, body)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -182,10 +223,39 @@ where
         .bind(path)
         .bind(&digest)
         .bind(status.as_u16() as i16)
-        .bind(&answer)
+        .bind(&kept)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
     Ok((status, Json(answer)).into_response())
+}
+
+/// Deletes expired idempotent answers and promo-attempt windows, a batch at a time; the number of
+/// rows deleted.
+pub async fn prune(db: &PgPool) -> Result<u64, sqlx::Error> {
+    let answers = sqlx::query(
+        "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+             SELECT ctid FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1) LIMIT 10000))",
+    )
+    .bind(IDEMPOTENCY_HOURS)
+    .execute(db)
+    .await?
+    .rows_affected();
+    let attempts = crate::promotions::prune_attempts(db).await?;
+    Ok(answers + attempts)
+}
+
+/// Runs [`prune`] every `every`, until the process ends.
+pub async fn run_pruner(db: PgPool, every: std::time::Duration) {
+    loop {
+        match prune(&db).await {
+            Ok(n) if n > 0 => {
+                tracing::info!(rows = n, "pruned expired idempotency answers and attempt windows")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning failed; retrying later"),
+        }
+        tokio::time::sleep(every).await;
+    }
 }

@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::checkout::Checkout;
-use crate::config::{DatabaseArgs, ServeArgs};
+use crate::config::{DatabaseArgs, ProviderChoice, ServeArgs};
 use crate::error::ApiError;
 use crate::payments::{stripe::Stripe, testpay::TestPay, PaymentProvider as _, Provider};
 use crate::{accounts, catalog, checkout, db, events, health, promotions, publishing, venues};
@@ -35,6 +35,8 @@ pub struct AppState {
     pub edge: Arc<crate::reporting::edge::EdgeStats>,
     /// True once the core is shutting down: `/readyz` answers 503 so that no new traffic comes.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The longest any request may take (`CORE_REQUEST_TIMEOUT_SECS`; see [`crate::limits`]).
+    pub request_timeout: Duration,
 }
 
 impl AppState {
@@ -48,6 +50,7 @@ impl AppState {
             commission_bps: crate::config::DEFAULT_COMMISSION_BPS,
             edge: crate::reporting::edge::EdgeStats::disabled(),
             draining: Arc::default(),
+            request_timeout: crate::limits::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -57,16 +60,20 @@ pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
 }
 
-/// [`router`] plus routes that are not part of the API (the test provider's pages).
-pub fn router_with(state: AppState, extra: Router) -> Router {
+/// [`router`] plus routes that are not part of the API (the test provider's pages). `/metrics` is
+/// not here: it shows every tenant's figures, so it has a listener of its own ([`metrics_router`]).
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let (routes, openapi) = documented_routes().split_for_parts();
     let document = serde_json::to_value(&openapi).unwrap_or_default();
     routes
         .route("/api/v1/openapi.json", get(move || async move { axum::Json(document) }))
-        .route("/metrics", get(metrics))
         .merge(crate::reporting::dashboard::routes())
+        .merge(extra)
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Body and time limits of every route, then axum's own ceiling for what reaches a handler.
+        .layer(axum::middleware::from_fn_with_state(state.request_timeout, crate::limits::bound))
+        .layer(axum::extract::DefaultBodyLimit::max(crate::limits::MAX_BODY))
         .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
@@ -76,7 +83,16 @@ pub fn router_with(state: AppState, extra: Router) -> Router {
         .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
-        .merge(extra)
+}
+
+/// The operators' listener (`CORE_METRICS_LISTEN`): `/metrics` only, for Prometheus. Keep it off
+/// the public network (docs/security.md); it answers within the same time limit as the API.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
+        .layer(axum::middleware::from_fn_with_state(state.request_timeout, crate::limits::bound))
+        .with_state(state)
 }
 
 /// `GET /metrics`: Prometheus text. Checkout's figures so far: unfinished orders by state and the age of the
@@ -258,13 +274,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut state = AppState::new(db::pool(&args.database)?, args.health_timeout());
     state.commission_bps = i64::from(args.commission_bps);
+    state.request_timeout = Duration::from_secs(args.request_timeout_secs);
     let ops = &args.operations;
     if let Some(replica) = &ops.replica_url {
         let replica = DatabaseArgs { database_url: replica.clone(), ..args.database.clone() };
         state.read_db = db::pool(&replica)?;
         tracing::info!(replica = %replica.database_url.redacted(), "reports read from the replica");
     }
-    let mut extra = Router::new();
+    let mut extra = Router::<AppState>::new();
     match &args.core_signing_key {
         Some(key) => {
             let edge = publishing::EdgeClient::new(&args.edge_url, key.0.clone());
@@ -280,8 +297,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => tracing::warn!("CORE_SIGNING_KEY is not set: events will not be published to the edge"),
     }
     let c = &args.checkout;
-    let provider = match c.payment_provider.as_str() {
-        "stripe" => {
+    let provider = match args.provider_choice()? {
+        ProviderChoice::Stripe => {
             let key = c.stripe_secret_key.clone().ok_or("PAYMENT_PROVIDER=stripe needs STRIPE_SECRET_KEY")?;
             let secrets: Vec<String> = c
                 .stripe_webhook_secrets
@@ -294,22 +311,23 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             if secrets.is_empty() {
                 return Err("PAYMENT_PROVIDER=stripe needs STRIPE_WEBHOOK_SECRETS".into());
             }
-            Provider::Stripe(Stripe::new(&c.stripe_api_base, key, secrets))
+            Some(Provider::Stripe(Stripe::new(&c.stripe_api_base, key, secrets)))
         }
-        _ => {
-            let secret = c.testpay_webhook_secret.clone().unwrap_or_else(|| {
-                let mut bytes = [0u8; 24];
-                let _ = getrandom::getrandom(&mut bytes);
-                format!("whsec_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
-            });
+        ProviderChoice::Test => {
+            tracing::warn!("development mode: the test payment provider is mounted (never in production)");
+            let secret = match c.testpay_webhook_secret.clone() {
+                Some(secret) => secret,
+                None => crate::payments::testpay::random_secret()?,
+            };
             let testpay = TestPay::new(state.db.clone(), &c.public_url, secret);
             tokio::spawn(testpay.clone().run_deliveries());
             extra = extra.merge(testpay.clone().routes());
-            Provider::Test(testpay)
+            Some(Provider::Test(testpay))
         }
+        ProviderChoice::None => None,
     };
-    match (&args.core_signing_key, c.edge_verifying_keys.as_deref()) {
-        (Some(key), Some(edge_keys)) => {
+    match (&args.core_signing_key, c.edge_verifying_keys.as_deref(), provider) {
+        (Some(key), Some(edge_keys), Some(provider)) => {
             let edge_keys = shared_types::token::KeyRing::parse(edge_keys)
                 .map_err(|e| format!("EDGE_VERIFYING_KEYS: {e}"))?;
             let previous_keys =
@@ -357,6 +375,15 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         _ => tracing::warn!("CORE_SIGNING_KEY or EDGE_VERIFYING_KEYS is not set: checkout answers 503"),
     }
     start_fulfillment(&args, &state.db).await?;
+    tokio::spawn(crate::api::run_pruner(state.db.clone(), Duration::from_secs(600)));
+    let metrics_listener = TcpListener::bind(args.metrics_listen).await?;
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening (operators only)");
+    let metrics_app = metrics_router(state.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, database = %args.database.database_url, "core listening");
     let (draining, drain_for) = (state.draining.clone(), Duration::from_secs(ops.shutdown_drain_secs));

@@ -138,7 +138,8 @@ fn parse_key(token: &str) -> Option<(&str, &str)> {
     (ok_id && secret.len() == 43).then_some((id, secret))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+/// Equality whose time does not depend on where the inputs differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -52,6 +52,19 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CORE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Development mode: allows what must never run in production (the test payment provider, its
+    /// pages that mark any order paid, fault injection). The run command and the tests ask for it;
+    /// without it the core refuses to start with any of them (docs/security.md).
+    #[arg(long, env = "CORE_DEV_MODE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub dev_mode: bool,
+    /// Where `/metrics` is served: its own listener, for operators and Prometheus only (it shows
+    /// every tenant's figures). Never on the public listener.
+    #[arg(long, env = "CORE_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: SocketAddr,
+    /// Longest time any HTTP request may take before it is answered `503` (seconds).
+    #[arg(long, env = "CORE_REQUEST_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub request_timeout_secs: u64,
     /// Apply pending migrations (creating the database if needed) before serving.
     #[arg(long, env = "CORE_MIGRATE", default_value_t = true, action = clap::ArgAction::Set)]
     pub migrate: bool,
@@ -154,9 +167,10 @@ pub struct CheckoutArgs {
     /// Where buyers and providers reach this core (test provider pages and its webhooks).
     #[arg(long, env = "CORE_PUBLIC_URL", default_value = "http://127.0.0.1:8080")]
     pub public_url: String,
-    /// `testpay` (the built-in test provider) or `stripe`.
-    #[arg(long, env = "PAYMENT_PROVIDER", default_value = "testpay", value_parser = ["testpay", "stripe"])]
-    pub payment_provider: String,
+    /// `stripe`, or `testpay` (the built-in test provider, development mode only). Unset: `testpay`
+    /// in development mode; otherwise required whenever checkout is configured.
+    #[arg(long, env = "PAYMENT_PROVIDER", value_parser = ["testpay", "stripe"])]
+    pub payment_provider: Option<String>,
     /// The test provider's webhook secret; a random one per start when unset.
     #[arg(long, env = "TESTPAY_WEBHOOK_SECRET", hide_env_values = true)]
     pub testpay_webhook_secret: Option<String>,
@@ -199,9 +213,44 @@ impl fmt::Debug for SecretKey {
     }
 }
 
+/// The payment provider a core serves with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderChoice {
+    /// None: checkout is not configured (no keys), so nothing is charged and no provider exists.
+    None,
+    Stripe,
+    /// The built-in test provider: development mode only.
+    Test,
+}
+
 impl ServeArgs {
     pub fn health_timeout(&self) -> Duration {
         Duration::from_millis(self.health_timeout_ms)
+    }
+
+    /// True when checkout has what it needs (the core's key and the edge's keys).
+    pub fn checkout_configured(&self) -> bool {
+        self.core_signing_key.is_some() && self.checkout.edge_verifying_keys.is_some()
+    }
+
+    /// The provider to serve with, or why this configuration may not start. Safe by default: the
+    /// test provider (whose pages mark any order paid) and fault injection need development mode.
+    pub fn provider_choice(&self) -> Result<ProviderChoice, String> {
+        let c = &self.checkout;
+        if c.fault_inject.is_some() && !self.dev_mode {
+            return Err("CORE_FAULT_INJECT crashes the core on purpose: it needs CORE_DEV_MODE=true".into());
+        }
+        match (c.payment_provider.as_deref(), self.dev_mode) {
+            (Some("stripe"), _) => Ok(ProviderChoice::Stripe),
+            (Some(_), true) | (None, true) => Ok(ProviderChoice::Test),
+            (Some(_), false) => Err("PAYMENT_PROVIDER=testpay lets anyone mark an order paid: it needs \
+                 CORE_DEV_MODE=true (never in production)"
+                .into()),
+            (None, false) if self.checkout_configured() => Err("PAYMENT_PROVIDER is not set: set it to \
+                 stripe (or CORE_DEV_MODE=true for the test provider, never in production)"
+                .into()),
+            (None, false) => Ok(ProviderChoice::None),
+        }
     }
 }
 
@@ -295,6 +344,48 @@ mod tests {
         assert!(config.command.is_none());
         assert_eq!(config.serve.listen.to_string(), "127.0.0.1:8080");
         assert!(config.serve.migrate);
+    }
+
+    fn serve_args(args: &[&str]) -> ServeArgs {
+        let mut all = vec!["regional-core", "serve"];
+        all.extend_from_slice(args);
+        let Some(Command::Serve(args)) = Config::try_parse_from(all).unwrap().command else {
+            panic!("serve")
+        };
+        args
+    }
+
+    const KEYS: [&str; 4] = [
+        "--core-signing-key",
+        "core-1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        "--edge-verifying-keys",
+        "edge-1:O2onvM62pC1io6jQKm8Nc2UyFXcd4kOmOsBIoYtZ2ik",
+    ];
+
+    #[test]
+    fn the_test_provider_needs_development_mode() {
+        // No provider named, checkout configured, no development mode: refused (it was testpay).
+        let refused = serve_args(&KEYS).provider_choice().unwrap_err();
+        assert!(refused.contains("PAYMENT_PROVIDER"), "{refused}");
+        let mut named = KEYS.to_vec();
+        named.extend(["--payment-provider", "testpay"]);
+        assert!(serve_args(&named).provider_choice().unwrap_err().contains("CORE_DEV_MODE"));
+        // Asked for explicitly: the test provider.
+        named.extend(["--dev-mode", "true"]);
+        assert_eq!(serve_args(&named).provider_choice(), Ok(ProviderChoice::Test));
+        let mut stripe = KEYS.to_vec();
+        stripe.extend(["--payment-provider", "stripe"]);
+        assert_eq!(serve_args(&stripe).provider_choice(), Ok(ProviderChoice::Stripe));
+        // No checkout, no provider: nothing to charge with, nothing mounted.
+        assert_eq!(serve_args(&[]).provider_choice(), Ok(ProviderChoice::None));
+        assert!(!serve_args(&[]).dev_mode, "development mode is never the default");
+    }
+
+    #[test]
+    fn fault_injection_needs_development_mode() {
+        assert!(serve_args(&["--fault-inject", "crash-before-confirm"]).provider_choice().is_err());
+        let ok = serve_args(&["--fault-inject", "crash-before-confirm", "--dev-mode", "true"]);
+        assert!(ok.provider_choice().is_ok());
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// A buyer's token (hold or order) was refused; the reason is the token error's slug.
     #[error("token refused ({reason}): {detail}")]
     Token { reason: &'static str, detail: String },
+    /// Too many attempts; try again after this many seconds (`Retry-After`).
+    #[error("rate limited ({reason}), retry after {retry_after_secs} s")]
+    RateLimited { reason: &'static str, retry_after_secs: u64 },
     /// A dependency (the edge, the payment provider) or a part of the configuration is missing.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -49,6 +52,11 @@ impl ApiError {
 
     pub fn conflict(reason: &'static str, detail: impl Into<String>) -> Self {
         Self::Conflict { reason, detail: detail.into() }
+    }
+
+    /// True when this is a validation failure naming `field`.
+    pub fn is_field(&self, field: &str) -> bool {
+        matches!(self, Self::Validation(errors) if errors.iter().any(|e| e.field == field))
     }
 
     fn problem(&self) -> Problem {
@@ -75,6 +83,12 @@ impl ApiError {
             }
             Self::Token { reason, detail } => Problem::new(ProblemType::Unauthorized, detail.clone())
                 .with_extension("reason", (*reason).into()),
+            Self::RateLimited { reason, retry_after_secs } => Problem::new(
+                ProblemType::RateLimited,
+                format!("too many attempts; retry after {retry_after_secs} s"),
+            )
+            .with_extension("reason", (*reason).into())
+            .with_extension("retry_after", (*retry_after_secs).into()),
             Self::Unavailable(detail) => Problem::new(ProblemType::DependencyUnavailable, detail.clone()),
             Self::Database(_) => Problem::new(ProblemType::Internal, "the request could not be completed"),
         }
@@ -86,7 +100,11 @@ impl IntoResponse for ApiError {
         if let Self::Database(e) = &self {
             tracing::error!(error = %e, "database error");
         }
-        problem_response(&self.problem())
+        let mut resp = problem_response(&self.problem());
+        if let Self::RateLimited { retry_after_secs, .. } = &self {
+            resp.headers_mut().insert(header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        resp
     }
 }
 

@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod fulfillment;
 pub mod health;
+pub mod limits;
 pub mod metrics;
 pub mod notifications;
 pub mod payments;
@@ -23,5 +24,5 @@ pub mod publishing;
 pub mod reporting;
 pub mod venues;
 
-pub use app::{router, router_with, serve, AppState};
+pub use app::{metrics_router, router, router_with, serve, AppState};
 pub use config::{Command, Config, DatabaseArgs, DatabaseUrl, ServeArgs};

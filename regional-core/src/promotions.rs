@@ -288,6 +288,84 @@ async fn set_refund_policy(
     Ok(Json(json!({ "refund_policy": windows })))
 }
 
+/// Failed promo code attempts allowed per buyer (visitor) of an event in one window.
+pub const PROMO_FAILURES_PER_VISITOR: i32 = 10;
+/// Failed promo code attempts allowed per hold in one window.
+pub const PROMO_FAILURES_PER_HOLD: i32 = 5;
+/// The window, in seconds.
+pub const PROMO_WINDOW_SECS: i32 = 15 * 60;
+
+/// The bound on guessing promo codes at checkout: failed attempts counted per buyer of an event and
+/// per hold, in fixed windows (`promo_attempts`), across every core replica. A buyer over either
+/// bound is answered `429` (`reason: promo-attempts`, `Retry-After`) until the window ends, whatever
+/// code they try; codes that work are never counted.
+pub struct Attempts {
+    scopes: [(String, i32); 2],
+}
+
+impl Attempts {
+    pub fn new(event: Uuid, visitor: &str, hold: &str) -> Self {
+        Self {
+            scopes: [
+                (format!("visitor:{event}:{visitor}"), PROMO_FAILURES_PER_VISITOR),
+                (format!("hold:{hold}"), PROMO_FAILURES_PER_HOLD),
+            ],
+        }
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.scopes.iter().map(|(s, _)| s.as_str()).collect()
+    }
+
+    /// Refuses when a scope has no attempt left in its window.
+    pub async fn check(&self, db: &sqlx::PgPool) -> Result<(), ApiError> {
+        let rows: Vec<(String, i32, f64)> = sqlx::query_as(
+            "SELECT scope, failures, extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8
+             FROM promo_attempts WHERE scope = ANY($1) AND window_start > now() - make_interval(secs => $2)",
+        )
+        .bind(self.names())
+        .bind(PROMO_WINDOW_SECS)
+        .fetch_all(db)
+        .await?;
+        for (scope, failures, left) in rows {
+            let limit = self.scopes.iter().find(|(s, _)| *s == scope).map_or(0, |(_, l)| *l);
+            if failures >= limit {
+                return Err(ApiError::RateLimited {
+                    reason: "promo-attempts",
+                    retry_after_secs: left.ceil().max(1.0) as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one failed attempt in every scope (a new window when the last one ended).
+    pub async fn fail(&self, db: &sqlx::PgPool) -> Result<(), ApiError> {
+        sqlx::query(
+            "INSERT INTO promo_attempts (scope, failures) SELECT unnest($1::text[]), 1
+             ON CONFLICT (scope) DO UPDATE SET
+                 failures = CASE WHEN promo_attempts.window_start <= now() - make_interval(secs => $2)
+                                 THEN 1 ELSE promo_attempts.failures + 1 END,
+                 window_start = CASE WHEN promo_attempts.window_start <= now() - make_interval(secs => $2)
+                                     THEN now() ELSE promo_attempts.window_start END",
+        )
+        .bind(self.names())
+        .bind(PROMO_WINDOW_SECS)
+        .execute(db)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Deletes ended attempt windows (the pruner, [`crate::api::prune`]).
+pub async fn prune_attempts(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("DELETE FROM promo_attempts WHERE window_start < now() - make_interval(secs => $1)")
+        .bind(PROMO_WINDOW_SECS)
+        .execute(db)
+        .await?
+        .rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

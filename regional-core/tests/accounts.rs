@@ -295,3 +295,98 @@ async fn create_admin_makes_one_platform_and_refuses_a_taken_email(db: PgPool) {
         "the platform organization is not listed as a tenant"
     );
 }
+
+#[sqlx::test]
+async fn nobody_but_platform_admins_is_in_the_platform_organization_or_manages_their_keys(db: PgPool) {
+    let api = Api::start(db).await;
+    let (root_key, [(_, acme), _]) = two_tenants(&api).await;
+    let (root_user, root_org): (uuid::Uuid, uuid::Uuid) =
+        sqlx::query_as("SELECT id, organization_id FROM users WHERE email = 'root@platform.test'")
+            .fetch_one(&api.db)
+            .await
+            .unwrap();
+    let root = regional_core::accounts::Bootstrap { organization: root_org, user: root_user, key: root_key };
+    // A second-tier admin inside the platform organization: refused by the API and by the database.
+    let platform = root.organization.to_string();
+    for role in ["organizer_admin", "organizer_staff", "box_office", "scanner"] {
+        let (s, p) = api
+            .call(
+                &root.key,
+                Method::POST,
+                "/api/v1/users",
+                Some(json!({ "email": format!("{role}@platform.test"), "role": role, "organization_id": platform })),
+            )
+            .await;
+        assert_eq!(
+            (s, p["errors"][0]["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("organization_id"))
+        );
+    }
+    let planted = sqlx::query(
+        "INSERT INTO users (id, organization_id, email, name, role) VALUES (gen_random_uuid(), $1, 'x@platform.test', '', 'organizer_admin')",
+    )
+    .bind(root.organization)
+    .execute(&api.db)
+    .await;
+    assert!(planted.is_err(), "the database refuses it too");
+    let moved = sqlx::query("UPDATE users SET role = 'organizer_admin' WHERE id = $1")
+        .bind(root.user)
+        .execute(&api.db)
+        .await;
+    assert!(moved.is_err(), "a platform admin cannot be demoted in place");
+    assert_eq!(
+        api.count("users WHERE organization_id = (SELECT id FROM organizations WHERE is_platform)").await,
+        1
+    );
+    // An organizer admin cannot make or revoke a platform admin's keys (it does not even see them).
+    let path = format!("/api/v1/users/{}/api-keys", root.user);
+    let (s, _) = api.call(&acme, Method::POST, &path, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let key_id = root.key.split('_').nth(1).unwrap();
+    let (s, _) = api.call(&acme, Method::DELETE, &format!("/api/v1/api-keys/{key_id}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = api.call(&root.key, Method::GET, "/api/v1/organizations", None).await;
+    assert_eq!(s, StatusCode::OK, "the platform admin's key still works");
+}
+
+#[sqlx::test]
+async fn a_new_keys_secret_is_never_stored_and_idempotent_answers_expire(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let (_, me) = api.call(&acme, Method::GET, "/api/v1/api-keys", None).await;
+    let user = me["items"][0]["user_id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/users/{user}/api-keys");
+    let once = [("idempotency-key", "new-key-1")];
+    let (s, first) = api.call_with(&acme, Method::POST, &path, Some(json!({ "name": "ci" })), &once).await;
+    assert_eq!(s, StatusCode::CREATED);
+    let secret = first["key"].as_str().unwrap().to_owned();
+    // Nothing stored holds the secret, nor its random part.
+    let stored: String =
+        sqlx::query_scalar("SELECT coalesce(string_agg(body::text, ' '), '') FROM idempotency_keys")
+            .fetch_one(&api.db)
+            .await
+            .unwrap();
+    let random_part = secret.rsplit('_').next().unwrap();
+    assert!(!stored.contains(random_part), "{stored}");
+    // The replay names the key it made, withholds the secret, and makes nothing new.
+    let (s, again) = api.call_with(&acme, Method::POST, &path, Some(json!({ "name": "ci" })), &once).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!((again["id"].clone(), again["secret_withheld"].as_str()), (first["id"].clone(), Some("key")));
+    assert!(again.get("key").is_none(), "{again}");
+    assert_eq!(api.count("api_keys WHERE name = 'ci'").await, 1);
+    // A day later the key is free again, and the pruner removes expired answers.
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .execute(&api.db)
+        .await
+        .unwrap();
+    let (s, later) = api.call_with(&acme, Method::POST, &path, Some(json!({ "name": "ci" })), &once).await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_ne!(later["id"], first["id"]);
+    assert!(later["key"].is_string());
+    sqlx::query("UPDATE idempotency_keys SET created_at = now() - interval '25 hours'")
+        .execute(&api.db)
+        .await
+        .unwrap();
+    assert_eq!(regional_core::api::prune(&api.db).await.unwrap(), 1);
+    assert_eq!(api.count("idempotency_keys").await, 0);
+}

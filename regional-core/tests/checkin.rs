@@ -142,7 +142,8 @@ async fn a_ticket_admits_once_and_every_bad_code_is_refused(db: PgPool) {
         tonic::Code::NotFound
     );
 
-    // The offline list: every live ticket's current code, used ones marked.
+    // The offline list: every live ticket's current version and seat, used ones marked; never a
+    // code (a scanner key must not be able to make an entry).
     let mut req = tonic::Request::new(ValidCodesRequest { event_id: event.clone() });
     req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
     let mut stream = gates.valid_codes(req).await.unwrap().into_inner();
@@ -152,10 +153,159 @@ async fn a_ticket_admits_once_and_every_bad_code_is_refused(db: PgPool) {
     }
     assert_eq!(listed.len(), 3, "the void ticket is not listed");
     let current_listed = listed.iter().find(|c| c.ticket_id == tickets[1].to_string()).unwrap();
+    assert_eq!((current_listed.seat.as_str(), current_listed.version, current_listed.used), ("A-2", 2, true));
+    let encoded = prost::Message::encode_to_vec(current_listed);
+    let signature = current.rsplit('.').next().unwrap();
+    assert!(!String::from_utf8_lossy(&encoded).contains(signature), "no code in the offline list");
+}
+
+fn sync(
+    event: &str,
+    key: &str,
+    scans: Vec<regional_core::fulfillment::checkin::proto::OfflineScan>,
+) -> tonic::Request<regional_core::fulfillment::checkin::proto::SyncScansRequest> {
+    let mut req = tonic::Request::new(regional_core::fulfillment::checkin::proto::SyncScansRequest {
+        event_id: event.into(),
+        scans,
+    });
+    req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    req
+}
+
+#[sqlx::test]
+async fn an_offline_scan_made_before_a_reissue_or_transfer_uses_the_ticket(db: PgPool) {
+    use regional_core::fulfillment::checkin::proto::OfflineScan;
+    let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let state = with_checkout(&db, &signer);
+    let api = Api::start_with(state.clone()).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2", "A-3"]).await;
+    let mut gates = client(serve(&state).await).await;
+    let v1 = [
+        code_of(&db, &signer, tickets[0]).await,
+        code_of(&db, &signer, tickets[1]).await,
+        code_of(&db, &signer, tickets[2]).await,
+    ];
+    let scanned = (chrono::Utc::now() - chrono::Duration::minutes(30)).to_rfc3339();
+
+    // An offline gate admits with their first codes; then, before it syncs, A-1 is
+    // re-issued by its buyer and A-2 given to someone else (both make version 2).
+    let token = order_token(&signer, order, &event);
+    let reissued = api
+        .http
+        .post(format!("{}/api/v1/orders/{order}/tickets/{}/reissue", api.base, tickets[0]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reissued.status(), 200, "{}", reissued.text().await.unwrap());
+    sqlx::query(
+        "UPDATE tickets SET version = version + 1, holder_email = 'friend@example.test' WHERE id = $1",
+    )
+    .bind(tickets[1])
+    .execute(&db)
+    .await
+    .unwrap();
+    let v2 = [code_of(&db, &signer, tickets[0]).await, code_of(&db, &signer, tickets[1]).await];
+    assert_ne!(v2[0], v1[0]);
+
+    // The sync: both scans were made before the new versions began, so they were the first uses.
+    let scans = vec![
+        OfflineScan { code: v1[0].clone(), gate: "east".into(), scanned_at: scanned.clone() },
+        OfflineScan { code: v1[1].clone(), gate: "east".into(), scanned_at: scanned.clone() },
+    ];
+    let results = gates.sync_scans(sync(&event, &key, scans.clone())).await.unwrap().into_inner().results;
     assert_eq!(
-        (current_listed.code.as_str(), current_listed.version, current_listed.used),
-        (current.as_str(), 2, true)
+        results.iter().map(|r| r.result()).collect::<Vec<_>>(),
+        [Outcome::Admitted, Outcome::Admitted]
     );
+    // Version 2 of either admits nobody else: already used, at the offline gate.
+    for code in &v2 {
+        let r = gates.check_in(scan(code, "west", &event, &key)).await.unwrap().into_inner();
+        assert_eq!((r.result(), r.used_gate.as_str()), (Outcome::AlreadyUsed, "east"), "{}", r.reason);
+    }
+    // Synced again: the same answers, nothing changes.
+    let again = gates.sync_scans(sync(&event, &key, scans)).await.unwrap().into_inner().results;
+    assert_eq!(again.iter().map(|r| r.result()).collect::<Vec<_>>(), [Outcome::Admitted, Outcome::Admitted]);
+
+    // An old code scanned after the re-issue is what it always was: refused, the ticket unused.
+    sqlx::query("UPDATE tickets SET version = version + 1 WHERE id = $1")
+        .bind(tickets[2])
+        .execute(&db)
+        .await
+        .unwrap();
+    let after = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    let late = vec![OfflineScan { code: v1[2].clone(), gate: "east".into(), scanned_at: after }];
+    let r = gates.sync_scans(sync(&event, &key, late)).await.unwrap().into_inner().results;
+    assert_eq!((r[0].result(), r[0].reason.as_str()), (Outcome::Refused, "old-version"));
+    let r = gates.check_in(scan(&v1[2], "west", &event, &key)).await.unwrap().into_inner();
+    assert_eq!((r.result(), r.reason.as_str()), (Outcome::Refused, "old-version"));
+    let state: String = sqlx::query_scalar("SELECT state FROM tickets WHERE id = $1")
+        .bind(tickets[2])
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(state, "valid");
+}
+
+#[sqlx::test]
+async fn a_used_ticket_is_not_refunded_unless_the_organizer_says_so(db: PgPool) {
+    let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let state = with_checkout(&db, &signer);
+    let api = Api::start_with(state.clone()).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2"]).await;
+    let mut gates = client(serve(&state).await).await;
+    let r =
+        gates.check_in(scan(&code_of(&db, &signer, tickets[0]).await, "north", &event, &key)).await.unwrap();
+    assert_eq!(r.into_inner().result(), Outcome::Admitted);
+
+    // The buyer, scanned in, asks for their money back: refused, nothing changes.
+    let token = order_token(&signer, order, &event);
+    let cancelled = api
+        .http
+        .post(format!("{}/api/v1/orders/{order}/cancel", api.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 409);
+    let problem: serde_json::Value = cancelled.json().await.unwrap();
+    assert_eq!(problem["reason"], "ticket_used", "{problem}");
+    // The organizer: refused unless the refund of a used ticket is said explicitly.
+    let refund = format!("/api/v1/orders/{order}/refund");
+    let (s, p) = api.call(&key, reqwest::Method::POST, &refund, Some(serde_json::json!({}))).await;
+    assert_eq!((s.as_u16(), p["reason"].as_str()), (409, Some("ticket_used")), "{p}");
+    let (s, p) = api
+        .call(
+            &key,
+            reqwest::Method::POST,
+            &refund,
+            Some(serde_json::json!({ "include_used": true, "seats": "return" })),
+        )
+        .await;
+    assert_eq!(s.as_u16(), 422, "a used seat cannot go back on sale: {p}");
+    let state_now: String = sqlx::query_scalar("SELECT state FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(state_now, "paid");
+    let (s, p) = api
+        .call(&key, reqwest::Method::POST, &refund, Some(serde_json::json!({ "include_used": true })))
+        .await;
+    assert_eq!(s.as_u16(), 202, "{p}");
+    let seats: String = sqlx::query_scalar("SELECT seats_after_refund FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(seats, "off_sale", "someone sat there");
+    // While the refund runs, the order's other ticket admits nobody.
+    let r =
+        gates.check_in(scan(&code_of(&db, &signer, tickets[1]).await, "north", &event, &key)).await.unwrap();
+    let r = r.into_inner();
+    assert_eq!((r.result(), r.reason.as_str()), (Outcome::Refused, "not-paid"));
 }
 
 #[sqlx::test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{checkout, state_with, Api};
+use common::{checkout, state_with, two_tenants, Api};
 use regional_core::checkout::Checkout;
 use serde_json::{json, Value};
 use shared_types::ids::HoldId;
@@ -11,20 +11,36 @@ use shared_types::token::{Claims, HoldGrant, TokenKind, TokenSigner};
 use sqlx::PgPool;
 
 fn hold_token(signer: &TokenSigner, event: &str, exp_from_now: i64) -> String {
+    hold_of(signer, event, exp_from_now, "h0-0123abcd", &["A-1"])
+}
+
+/// A hold token for `seats` under `hold` (its shard is its prefix: `h1-…` is section B's object).
+fn hold_of(signer: &TokenSigner, event: &str, exp_from_now: i64, hold: &str, seats: &[&str]) -> String {
+    hold_for(signer, event, exp_from_now, hold, seats, "v0123456789abcdef")
+}
+
+fn hold_for(
+    signer: &TokenSigner,
+    event: &str,
+    exp_from_now: i64,
+    hold: &str,
+    seats: &[&str],
+    visitor: &str,
+) -> String {
     let now = chrono::Utc::now().timestamp();
-    let hold = HoldId::parse("h0-0123abcd").unwrap();
+    let hold = HoldId::parse(hold).unwrap();
     signer.sign(
         TokenKind::Hold,
         &Claims {
             iss: "edge".into(),
             aud: event.into(),
-            sub: "v0123456789abcdef".into(),
+            sub: visitor.into(),
             iat: now,
             exp: now + exp_from_now,
             jti: hold.to_string(),
             extra: HoldGrant {
                 hold,
-                seats: vec![shared_types::ids::SeatId::parse("A-1").unwrap()],
+                seats: seats.iter().map(|s| shared_types::ids::SeatId::parse(s).unwrap()).collect(),
                 ga_tier: None,
                 ga_quantity: 0,
                 expires_at_ms: (now + exp_from_now) * 1000,
@@ -151,4 +167,204 @@ async fn bad_checkouts_answer_problem_json_and_change_nothing(db: PgPool) {
         .unwrap();
     let problem: Value = resp.json().await.unwrap();
     assert_eq!(problem["reason"], "wrong-kind", "a hold token is not an order token: {problem}");
+}
+
+/// An event on sale in a venue of sections A, B and C (four seats each, 30.00 a seat), sold by
+/// section, with `cap` tickets per buyer: (event id, the organizer's key).
+async fn on_sale(api: &Api, cap: u32) -> (String, String) {
+    let (_, [(_, key), _]) = two_tenants(api).await;
+    let section = |id: &str| {
+        let seats: Vec<Value> = (1..=4)
+            .map(|n| json!({ "id": format!("{id}-{n}"), "label": n.to_string(), "x": n, "y": 0, "zone": "std" }))
+            .collect();
+        json!({ "id": id, "name": id, "rows": [{ "label": "1", "seats": seats }] })
+    };
+    let (s, venue) = api
+        .call(
+            &key,
+            reqwest::Method::POST,
+            "/api/v1/venues",
+            Some(json!({
+            "name": "Hall", "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
+            "sections": [section("A"), section("B"), section("C")] })),
+        )
+        .await;
+    assert_eq!(s, 201, "{venue}");
+    let (s, event) = api
+        .call(
+            &key,
+            reqwest::Method::POST,
+            "/api/v1/events",
+            Some(json!({ "venue_id": venue["id"], "title": "Gig",
+            "starts_at": "2027-01-01T20:00:00Z", "ends_at": "2027-01-01T23:00:00Z" })),
+        )
+        .await;
+    assert_eq!(s, 201, "{event}");
+    let id = event["id"].as_str().unwrap().to_owned();
+    let (s, tier) = api
+        .call(
+            &key,
+            reqwest::Method::POST,
+            &format!("/api/v1/events/{id}/tiers"),
+            Some(json!({
+            "name": "Seats", "kind": "seated", "currency": "EUR", "price_minor": 3000, "quantity": 12 })),
+        )
+        .await;
+    assert_eq!(s, 201, "{tier}");
+    // On sale as publishing leaves it (the edge is not part of this test).
+    sqlx::query("UPDATE events SET state = 'on_sale', hold_settings = $2 WHERE id = $1::uuid")
+        .bind(&id)
+        .bind(json!({ "max_tickets_per_visitor": cap }))
+        .execute(&api.db)
+        .await
+        .unwrap();
+    (id, key)
+}
+
+async fn post_checkout(api: &Api, key: &str, body: Value) -> (u16, Value) {
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/checkout", api.base))
+        .header("idempotency-key", key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[sqlx::test]
+async fn one_buyers_concurrent_checkouts_across_sections_share_the_event_cap(db: PgPool) {
+    let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
+    let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let api =
+        Api::start_with(state_with(Checkout { edge_keys: edge.verifying_ring(), ..checkout(&db, &core) }))
+            .await;
+    let (event, _) = on_sale(&api, 2).await;
+    // The buyer holds the cap (two seats) in each section (each section's object allows it), and
+    // checks all three out at once.
+    let holds =
+        [("h0-00000a01", ["A-1", "A-2"]), ("h1-00000b01", ["B-1", "B-2"]), ("h2-00000c01", ["C-1", "C-2"])];
+    let mut runs = Vec::new();
+    for (round, (hold, seats)) in holds.iter().enumerate() {
+        let token = hold_of(&edge, &event, 600, hold, seats);
+        let api = &api;
+        runs.push(async move {
+            post_checkout(
+                api,
+                &format!("cap-{round}"),
+                json!({ "hold_token": token, "email": "fan@example.test" }),
+            )
+            .await
+        });
+    }
+    let answers = futures_util::future::join_all(runs).await;
+    let refused = answers.iter().filter(|(s, p)| *s == 409 && p["reason"] == "limit_exceeded").count();
+    assert_eq!(refused, 2, "{answers:?}");
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&db).await.unwrap();
+    let lines: i64 = sqlx::query_scalar("SELECT count(*) FROM order_lines").fetch_one(&db).await.unwrap();
+    assert_eq!((orders, lines), (1, 2), "one order of two tickets: the cap is the event's");
+}
+
+#[sqlx::test]
+async fn promo_codes_cannot_be_guessed_and_their_buyer_limit_holds_under_concurrency(db: PgPool) {
+    let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
+    let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let api =
+        Api::start_with(state_with(Checkout { edge_keys: edge.verifying_ring(), ..checkout(&db, &core) }))
+            .await;
+    let (event, key) = on_sale(&api, 12).await;
+    let (s, code) = api
+        .call(
+            &key,
+            reqwest::Method::POST,
+            &format!("/api/v1/events/{event}/promo-codes"),
+            Some(json!({
+            "code": "FRIENDS", "kind": "percent", "percent_off": 50, "per_buyer_limit": 1 })),
+        )
+        .await;
+    assert_eq!(s, 201, "{code}");
+
+    // Guessing on one hold: five wrong codes, then the hold may try no more, not even the right one.
+    let token = hold_of(&edge, &event, 600, "h0-00000a01", &["A-1"]);
+    for n in 0..5 {
+        let (s, p) = post_checkout(
+            &api,
+            &format!("g{n}"),
+            json!({
+            "hold_token": token, "email": "guess@example.test", "promo_code": format!("GUESS{n}") }),
+        )
+        .await;
+        assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("promo_code")), "{p}");
+    }
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/checkout", api.base))
+        .header("idempotency-key", "g5")
+        .json(&json!({ "hold_token": token, "email": "guess@example.test", "promo_code": "FRIENDS" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=900).contains(&wait), "{wait}");
+    let p: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (p["type"].as_str(), p["reason"].as_str()),
+        (Some("https://errors.ticketing.dev/rate-limited"), Some("promo-attempts"))
+    );
+    // Other holds of the same buyer share a bound of ten per event.
+    for n in 0..5 {
+        let other = hold_of(&edge, &event, 600, &format!("h1-0000b{n:03}"), &["B-1"]);
+        let (s, _) = post_checkout(
+            &api,
+            &format!("o{n}"),
+            json!({
+            "hold_token": other, "email": "guess@example.test", "promo_code": "NOPE1" }),
+        )
+        .await;
+        assert_eq!(s, 422);
+    }
+    let last = hold_of(&edge, &event, 600, "h2-0000c001", &["C-1"]);
+    let (s, p) = post_checkout(
+        &api,
+        "o-last",
+        json!({
+        "hold_token": last, "email": "guess@example.test", "promo_code": "NOPE2" }),
+    )
+    .await;
+    assert_eq!((s, p["reason"].as_str()), (429, Some("promo-attempts")), "{p}");
+    let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&db).await.unwrap();
+    assert_eq!(orders, 0, "refusals change nothing");
+
+    // The per-buyer limit of a code, with two checkouts of one buyer at once, from two browsers
+    // (two visitors, one e-mail; neither the guesser above).
+    let mut runs = Vec::new();
+    let two = [("h0-00000a02", "A-2", "v00000000000000a2"), ("h1-00000b02", "B-2", "v00000000000000b2")];
+    for (n, (hold, seat, visitor)) in two.into_iter().enumerate() {
+        let token = token_for_visitor(&edge, &event, hold, seat, visitor);
+        let api = &api;
+        runs.push(async move {
+            post_checkout(
+                api,
+                &format!("friends-{n}"),
+                json!({
+                "hold_token": token, "email": "Fan@Example.test", "promo_code": "friends" }),
+            )
+            .await
+        });
+    }
+    let answers = futures_util::future::join_all(runs).await;
+    let refused =
+        answers.iter().filter(|(s, p)| *s == 422 && p["errors"][0]["field"] == "promo_code").count();
+    assert_eq!(refused, 1, "{answers:?}");
+    let with_code: i64 = sqlx::query_scalar("SELECT count(*) FROM orders WHERE promo_code_id IS NOT NULL")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(with_code, 1);
+}
+
+fn token_for_visitor(signer: &TokenSigner, event: &str, hold: &str, seat: &str, visitor: &str) -> String {
+    hold_for(signer, event, 600, hold, &[seat], visitor)
 }

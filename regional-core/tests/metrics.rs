@@ -11,7 +11,8 @@ use shared_types::token::TokenSigner;
 use sqlx::PgPool;
 
 async fn scrape(api: &Api) -> Scrape {
-    let text = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
+    let text =
+        api.http.get(format!("{}/metrics", api.metrics_base)).send().await.unwrap().text().await.unwrap();
     Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
 }
 

@@ -202,7 +202,8 @@ async fn a_failing_smtp_server_means_retries_then_a_parked_mail_the_operator_can
     assert_eq!(parked["items"][0]["attempts"], 3);
     let (s, _) = api.call(&other_key, Method::GET, "/api/v1/ops/notifications", None).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "an organizer is not the operator");
-    let metrics = api.http.get(format!("{}/metrics", api.base)).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        api.http.get(format!("{}/metrics", api.metrics_base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("ticketing_notifications{state=\"parked\"} 1"), "{metrics}");
 
     // Retried by the operator against a working server: sent.

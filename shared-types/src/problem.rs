@@ -30,6 +30,8 @@ pub enum ProblemType {
     Conflict,
     /// Too many requests from this client.
     RateLimited,
+    /// The body is larger than the route takes (refused before it is read when its length is known).
+    PayloadTooLarge,
     /// The request did not pass the anti-bot checks (proof of work, Turnstile, header sanity).
     BotCheckFailed,
     /// A tier this request depends on did not answer in time.
@@ -50,6 +52,7 @@ impl ProblemType {
             Self::Forbidden => "forbidden",
             Self::Conflict => "conflict",
             Self::RateLimited => "rate-limited",
+            Self::PayloadTooLarge => "payload-too-large",
             Self::BotCheckFailed => "bot-check-failed",
             Self::DependencyUnavailable => "dependency-unavailable",
             Self::Internal => "internal",
@@ -67,6 +70,7 @@ impl ProblemType {
             Self::Forbidden => "Not allowed",
             Self::Conflict => "Conflict with the current state",
             Self::RateLimited => "Too many requests",
+            Self::PayloadTooLarge => "Payload too large",
             Self::BotCheckFailed => "Bot check failed",
             Self::DependencyUnavailable => "A dependency is unavailable",
             Self::Internal => "Internal error",
@@ -84,6 +88,7 @@ impl ProblemType {
             Self::Forbidden => 403,
             Self::Conflict => 409,
             Self::RateLimited => 429,
+            Self::PayloadTooLarge => 413,
             Self::BotCheckFailed => 403,
             Self::DependencyUnavailable => 503,
             Self::Internal => 500,
@@ -174,6 +179,7 @@ mod tests {
             Forbidden,
             Conflict,
             RateLimited,
+            PayloadTooLarge,
             BotCheckFailed,
             DependencyUnavailable,
             Internal,

@@ -243,6 +243,10 @@ pub fn start_core_with(
         .env("DATABASE_URL", database_url)
         .env("CORE_HEALTH_TIMEOUT_MS", "1000")
         .env("CORE_GRPC_LISTEN", format!("127.0.0.1:{}", free_port()))
+        // Operators' /metrics listener; a test that scrapes it sets its own port.
+        .env("CORE_METRICS_LISTEN", format!("127.0.0.1:{}", free_port()))
+        // The test provider and fault injection exist only when asked for.
+        .env("CORE_DEV_MODE", "true")
         .env("RUST_LOG", "info")
         // Stop at once when a test stops the core (its own test sets a drain).
         .env("SHUTDOWN_DRAIN_SECS", "0")

@@ -722,6 +722,8 @@ async fn reports_metrics_and_the_dashboard_show_the_live_sale() {
     let mut env = core_env(&keys, &edge_url, &core_url);
     env.push(("EDGE_SCRAPE_SECS", "1".to_owned()));
     env.push(("LOG_FORMAT", "json".to_owned()));
+    let metrics_url = format!("http://127.0.0.1:{}", free_port());
+    env.push(("CORE_METRICS_LISTEN", metrics_url.trim_start_matches("http://").to_owned()));
     let core = start_core_with(core_port, &db_url, true, &dir, &env);
     core.wait_ready("/readyz", Duration::from_secs(60)).await;
     let edge =
@@ -799,7 +801,7 @@ async fn reports_metrics_and_the_dashboard_show_the_live_sale() {
     // /metrics: the edge's figures, scraped every second, and the consumers' lag.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let text = reqwest::get(format!("{core_url}/metrics")).await.unwrap().text().await.unwrap();
+        let text = reqwest::get(format!("{metrics_url}/metrics")).await.unwrap().text().await.unwrap();
         let e = format!("event=\"{event}\"");
         let wanted = [
             format!("ticketing_edge_seats{{{e},state=\"held\"}} 1"),

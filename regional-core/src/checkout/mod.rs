@@ -339,7 +339,6 @@ struct EventForSale {
     hold_settings: Value,
     tiers: Value,
     zones: Value,
-    owned: i64,
 }
 
 #[derive(Deserialize, Clone)]
@@ -375,6 +374,7 @@ struct Priced {
     lines: Vec<(Uuid, Option<String>, Option<String>, pricing::LinePrice)>,
     totals: pricing::Totals,
     promo: Option<Uuid>,
+    limits: BuyerLimits,
 }
 
 /// Prices the hold's seats and places with the event's current prices, checking every rule of the
@@ -383,12 +383,10 @@ async fn price_hold(
     db: &PgPool,
     event: Uuid,
     grant: &HoldGrant,
-    visitor: &str,
-    email: &str,
     promo_code: Option<&str>,
 ) -> Result<Priced, ApiError> {
-    // Everything pricing reads, in one round trip: the event, its tiers, the seats' zones, and
-    // what this buyer already owns of it.
+    // Everything pricing reads, in one round trip: the event, its tiers and the seats' zones. What
+    // the buyer already owns is counted in the order's transaction ([`BuyerLimits::enforce`]).
     let seats: Vec<String> = grant.seats.iter().map(|s| s.to_string()).collect();
     let e: EventForSale = sqlx::query_as(
         "SELECT e.organization_id, e.state, e.pricing, e.hold_settings,
@@ -396,16 +394,11 @@ async fn price_hold(
                  (SELECT id, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at, created_at
                   FROM ticket_tiers WHERE event_id = e.id) t) AS tiers,
              (SELECT coalesce(jsonb_object_agg(seat_id, zone_id), '{}') FROM venue_seats
-                  WHERE venue_id = e.venue_id AND seat_id = ANY($2)) AS zones,
-             (SELECT count(*) FROM order_lines l JOIN orders o ON o.id = l.order_id
-                  WHERE o.event_id = e.id AND (o.visitor_id = $3 OR lower(o.email) = lower($4))
-                    AND o.state NOT IN ('cancelled', 'refunded')) AS owned
+                  WHERE venue_id = e.venue_id AND seat_id = ANY($2)) AS zones
          FROM events e WHERE e.id = $1",
     )
     .bind(event)
     .bind(&seats)
-    .bind(visitor)
-    .bind(email)
     .fetch_optional(db)
     .await?
     .ok_or(ApiError::NotFound)?;
@@ -462,18 +455,10 @@ async fn price_hold(
             ));
         }
     }
-    // The per-buyer cap across the whole event (a sectioned event's shards each only see their own).
-    let owned = e.owned;
-    let cap = i64::from(holds.max_tickets_per_visitor);
-    if owned + lines.len() as i64 > cap {
-        return Err(ApiError::conflict(
-            "limit_exceeded",
-            format!("at most {cap} tickets per buyer for this event"),
-        ));
-    }
     let currency = lines[0].0.currency.clone();
     let mut discount = None;
     let mut promo_id = None;
+    let mut promo_limit = None;
     let mut eligible: Vec<Uuid> = Vec::new();
     if let Some(code) = promo_code.map(str::trim).filter(|c| !c.is_empty()) {
         let promo: Promo = sqlx::query_as(
@@ -494,19 +479,6 @@ async fn price_hold(
         if promo.kind == "amount" && promo.currency.as_deref() != Some(currency.as_str()) {
             return Err(ApiError::field("promo_code", "this promo code is for another currency"));
         }
-        if let Some(limit) = promo.per_buyer_limit {
-            let used: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM orders WHERE promo_code_id = $1 AND lower(email) = lower($2)
-                   AND state NOT IN ('cancelled')",
-            )
-            .bind(promo.id)
-            .bind(email)
-            .fetch_one(db)
-            .await?;
-            if used >= i64::from(limit) {
-                return Err(ApiError::field("promo_code", "this promo code was already used by this buyer"));
-            }
-        }
         eligible = if promo.tier_ids.is_empty() {
             per_tier.keys().copied().collect()
         } else {
@@ -518,6 +490,7 @@ async fn price_hold(
             _ => Discount::Percent(0),
         });
         promo_id = Some(promo.id);
+        promo_limit = promo.per_buyer_limit;
     }
     let inputs: Vec<LineIn> = lines
         .iter()
@@ -527,6 +500,7 @@ async fn price_hold(
         return Err(ApiError::field("promo_code", "this promo code does not apply to these tickets"));
     }
     let (prices, totals) = pricing::price(&inputs, discount, &settings);
+    let lines_count = lines.len() as i64;
     Ok(Priced {
         organization_id: e.organization_id,
         currency,
@@ -537,7 +511,78 @@ async fn price_hold(
             .collect(),
         totals,
         promo: promo_id,
+        limits: BuyerLimits {
+            tickets: lines_count,
+            cap: i64::from(holds.max_tickets_per_visitor),
+            promo: promo_id.zip(promo_limit),
+        },
     })
+}
+
+/// What one buyer may have of an event: checked in the order's transaction, under a lock on
+/// (event, visitor) and one on (event, e-mail), so that concurrent checkouts of one buyer (holds
+/// in several sections of a sectioned event, whose shards each see only their own) are counted
+/// one after the other.
+struct BuyerLimits {
+    /// Tickets in this order.
+    tickets: i64,
+    /// The event's cap per buyer (`max_tickets_per_visitor`), across all its sections.
+    cap: i64,
+    /// The promo code and its per-buyer limit, when it has one.
+    promo: Option<(Uuid, i32)>,
+}
+
+impl BuyerLimits {
+    async fn enforce(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        event: Uuid,
+        visitor: &str,
+        email: &str,
+    ) -> Result<(), ApiError> {
+        // Always in the same order: two transactions never wait on each other's second lock.
+        let mut locks = [
+            format!("buyer:{event}:visitor:{visitor}"),
+            format!("buyer:{event}:email:{}", email.to_lowercase()),
+        ];
+        locks.sort();
+        for lock in &locks {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(lock)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let owned: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM order_lines l JOIN orders o ON o.id = l.order_id
+             WHERE o.event_id = $1 AND (o.visitor_id = $2 OR lower(o.email) = lower($3))
+               AND o.state NOT IN ('cancelled', 'refunded')",
+        )
+        .bind(event)
+        .bind(visitor)
+        .bind(email)
+        .fetch_one(&mut *tx)
+        .await?;
+        if owned + self.tickets > self.cap {
+            return Err(ApiError::conflict(
+                "limit_exceeded",
+                format!("at most {} tickets per buyer for this event", self.cap),
+            ));
+        }
+        if let Some((promo, limit)) = self.promo {
+            let used: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM orders WHERE promo_code_id = $1 AND lower(email) = lower($2)
+                   AND state NOT IN ('cancelled')",
+            )
+            .bind(promo)
+            .bind(email)
+            .fetch_one(&mut *tx)
+            .await?;
+            if used >= i64::from(limit) {
+                return Err(ApiError::field("promo_code", "this promo code was already used by this buyer"));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn answer(status: StatusCode, replayed: bool, body: CheckoutAnswer) -> Response {
@@ -619,11 +664,23 @@ async fn create_checkout(
         return Ok(answer(StatusCode::OK, true, CheckoutAnswer { order, order_token: token }));
     }
 
-    let priced = price_hold(&state.db, event, &claims.extra, &visitor, &email, Some(promo.as_str())).await?;
+    // Promo codes cannot be guessed without limit: failed attempts are counted per buyer and hold.
+    let attempts = crate::promotions::Attempts::new(event, &visitor, &hold);
+    if !promo.is_empty() {
+        attempts.check(&state.db).await?;
+    }
+    let priced = match price_hold(&state.db, event, &claims.extra, Some(promo.as_str())).await {
+        Err(e) if !promo.is_empty() && e.is_field("promo_code") => {
+            attempts.fail(&state.db).await?;
+            return Err(e);
+        }
+        other => other?,
+    };
     let id = Uuid::new_v4();
     let expires_at =
         DateTime::<Utc>::from_timestamp_millis(claims.extra.expires_at_ms).unwrap_or_else(Utc::now);
     let mut tx = state.db.begin().await?;
+    priced.limits.enforce(&mut tx, event, &visitor, &email).await?;
     let inserted = sqlx::query(
         "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
              currency, subtotal_minor, discount_minor, fee_minor, tax_minor, tax_included, total_minor, promo_code_id, hold_expires_at,
@@ -803,6 +860,13 @@ async fn cancel_order(
     match order_state {
         OrderState::Created | OrderState::AwaitingPayment => {}
         OrderState::Paid => {
+            // Scanned in, then refunded: a used ticket is not the buyer's to give back.
+            if used_tickets(&mut tx, id).await? > 0 {
+                return Err(ApiError::conflict(
+                    "ticket_used",
+                    "a ticket of this order was used at the gate: it cannot be refunded",
+                ));
+            }
             let windows: Vec<crate::promotions::RefundWindow> =
                 serde_json::from_value(policy).unwrap_or_default();
             let percent = crate::promotions::refund_percent(&windows, starts_at, Utc::now());
@@ -832,14 +896,28 @@ async fn cancel_order(
     Ok((StatusCode::ACCEPTED, Json(view(&state.db, id).await?)))
 }
 
+/// Tickets of an order used at the gate. Check-in marks a ticket used only while its order is
+/// paid, under a share lock on the order ([`crate::fulfillment::checkin`]): read under the order's
+/// `FOR UPDATE`, this count cannot change before the refund is decided.
+async fn used_tickets(tx: &mut sqlx::PgConnection, order: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM tickets WHERE order_id = $1 AND state = 'used'")
+        .bind(order)
+        .fetch_one(tx)
+        .await
+}
+
 /// The body of an organizer's refund.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RefundRequest {
-    /// `return` (back on sale, the default) or `off_sale`.
+    /// `return` (back on sale, the default) or `off_sale` (the default when used tickets are
+    /// refunded: someone sat there).
     pub seats: Option<String>,
     /// The share of the total to refund, 1 to 100 (default 100).
     pub percent: Option<u8>,
+    /// Refund an order whose tickets were used at the gate. Without it such an order is refused
+    /// (`409 ticket_used`), so that a refund of someone who came in is always said explicitly.
+    pub include_used: bool,
 }
 
 /// `POST /api/v1/orders/{id}/refund`: an organizer refunds a paid order (organizer admins).
@@ -856,8 +934,7 @@ async fn refund_order(
     let co = checkout_of(&state)?;
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let req: RefundRequest = if body.is_empty() { RefundRequest::default() } else { api::parse_json(&body)? };
-    let seats = req.seats.as_deref().unwrap_or("return");
-    if !matches!(seats, "return" | "off_sale") {
+    if !matches!(req.seats.as_deref(), None | Some("return" | "off_sale")) {
         return Err(ApiError::field("seats", "must be return or off_sale"));
     }
     let percent = req.percent.unwrap_or(100);
@@ -878,6 +955,21 @@ async fn refund_order(
             format!("an order that is {} cannot be refunded", order_state.as_str()),
         ));
     }
+    let used = used_tickets(&mut tx, id).await?;
+    if used > 0 && !req.include_used {
+        return Err(ApiError::conflict(
+            "ticket_used",
+            format!("{used} ticket(s) of this order were used at the gate; to refund anyway, send include_used: true"),
+        ));
+    }
+    let seats = match (req.seats.as_deref(), used) {
+        (Some("return"), 1..) => {
+            return Err(ApiError::field("seats", "the seats of used tickets cannot go back on sale"))
+        }
+        (Some(seats), _) => seats,
+        (None, 0) => "return",
+        (None, _) => "off_sale",
+    };
     sqlx::query("UPDATE orders SET refund_minor = $2, seats_after_refund = $3 WHERE id = $1")
         .bind(id)
         .bind(total * i64::from(percent) / 100)
@@ -890,7 +982,7 @@ async fn refund_order(
         order_state,
         Input::OrganizerRefunds,
         &format!("user:{}", caller.user_id),
-        json!({ "seats": seats, "percent": percent }),
+        json!({ "seats": seats, "percent": percent, "used_tickets": used }),
     )
     .await?;
     tx.commit().await?;

@@ -3,6 +3,14 @@
 //! and marks the ticket used with one conditional `UPDATE`, so that of two gates scanning one
 //! ticket at the same moment exactly one admits and the other is told when and where it was used.
 //! Every scan is recorded in `check_ins`.
+//!
+//! - A ticket is used only while its order is paid: the write takes a share lock on the order, so a
+//!   refund (which locks it for update and counts used tickets) and a scan never cross.
+//! - An offline scan of an earlier version counts when it was made before the next version began
+//!   (`ticket_versions`): the ticket is marked used at that time and the later version is refused as
+//!   already used; a re-issue or a transfer after the scan cannot admit a second person.
+//! - `ValidCodes` gives an offline scanner what it needs to check the codes it reads (ticket,
+//!   version, seat, used), never the codes themselves: a scanner key cannot mint an entry.
 
 // tonic's `Status` is large, and gRPC handlers return it by value: that is tonic's design.
 #![allow(clippy::result_large_err)]
@@ -19,7 +27,7 @@ use uuid::Uuid;
 
 use crate::auth::{authenticate, Caller, Permission};
 use crate::checkout::Checkout;
-use crate::fulfillment::tickets::{code, TicketRow, TICKET_COLUMNS};
+use crate::fulfillment::tickets::{TicketRow, TICKET_COLUMNS};
 
 pub mod proto {
     tonic::include_proto!("ticketing.checkin.v1");
@@ -152,11 +160,9 @@ impl CheckIn for Gates {
         .fetch_all(self.db())
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
-        let signer = self.checkout.signer.clone();
         let codes = rows.into_iter().map(move |t| {
             Ok(ValidCode {
                 ticket_id: t.id.to_string(),
-                code: code(&signer, &t),
                 version: t.version,
                 seat: t.seat_id.clone().unwrap_or_default(),
                 used: t.state == "used",
@@ -207,12 +213,18 @@ impl Gates {
         };
         let version = claims.extra.version as i32;
         let db_error = |e: sqlx::Error| Status::unavailable(e.to_string());
-        // The one conditional write: only a valid ticket of this version becomes used; its event
-        // goes to the outbox in the same statement.
+        // The one conditional write: only a valid ticket of a paid order becomes used, by a code of
+        // its current version, or (offline) of an earlier version scanned before the next one
+        // began; its event goes to the outbox in the same statement.
         let admitted: Option<Option<String>> = sqlx::query_scalar(
-            "WITH used AS (
+            "WITH paid AS (
+                SELECT o.id FROM orders o JOIN tickets t ON t.order_id = o.id
+                WHERE t.id = $1 AND o.state = 'paid' FOR SHARE OF o),
+             used AS (
                 UPDATE tickets SET state = 'used', used_at = COALESCE($5, now()), used_gate = $4, updated_at = now()
-                WHERE id = $1 AND event_id = $2 AND version = $3 AND state = 'valid'
+                WHERE id = $1 AND event_id = $2 AND state = 'valid' AND order_id IN (SELECT id FROM paid)
+                  AND (version = $3 OR ($5 IS NOT NULL AND version > $3 AND $5 < (
+                      SELECT valid_from FROM ticket_versions WHERE ticket_id = $1 AND version = $3 + 1)))
                 RETURNING id, seat_id, order_id, tier_id, used_at),
              published AS (
                 INSERT INTO outbox (topic, key, payload)
@@ -249,7 +261,6 @@ impl Gates {
                     .map_err(db_error)?;
                 match row {
                     None => refused("unknown-ticket"),
-                    Some((_, current, ..)) if current != version => refused("old-version"),
                     // This very offline scan, synced again.
                     Some((state, _, seat, used_at, used_gate))
                         if state == "used"
@@ -264,6 +275,7 @@ impl Gates {
                             ..Default::default()
                         });
                     }
+                    // Used, by this version or an earlier one: the holder of any version is told.
                     Some((state, _, seat, used_at, used_gate)) if state == "used" => CheckInReply {
                         result: Outcome::AlreadyUsed as i32,
                         ticket_id: ticket.to_string(),
@@ -272,6 +284,8 @@ impl Gates {
                         used_gate: used_gate.unwrap_or_default(),
                         reason: String::new(),
                     },
+                    Some((_, current, ..)) if current != version => refused("old-version"),
+                    Some((state, ..)) if state == "valid" => refused("not-paid"),
                     Some(_) => refused("void"),
                 }
             }

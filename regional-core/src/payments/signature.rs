@@ -5,6 +5,10 @@
 //! accepted when its timestamp is within the tolerance of now (either way) and some `v1` matches
 //! some configured secret (several secrets during a rotation). Other schemes (`v0`, ...) are
 //! ignored. Comparison is constant-time.
+//!
+//! The header is bounded before any work ([`MAX_HEADER_BYTES`], at most [`MAX_SIGNATURES`] `v1`
+//! entries of exactly 64 hex digits), and the MAC over the body is computed once per secret, not
+//! once per entry: an unauthenticated delivery costs at most one MAC per configured secret.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -13,6 +17,11 @@ use super::{WebhookEvent, WebhookKind};
 
 /// Default tolerance between the signature's timestamp and now (Stripe's libraries use 300 s).
 pub const DEFAULT_TOLERANCE_SECS: i64 = 300;
+/// The longest signature header taken. Stripe sends one `v1` per endpoint secret (two during a
+/// rotation) and perhaps a `v0`: about 150 bytes.
+pub const MAX_HEADER_BYTES: usize = 1024;
+/// The most `v1` entries taken in one header.
+pub const MAX_SIGNATURES: usize = 8;
 
 /// Why a webhook delivery was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,13 +105,23 @@ pub fn verify(
     tolerance_secs: i64,
 ) -> Result<(), SignatureError> {
     let header = header.ok_or(SignatureError::Missing)?;
+    if header.len() > MAX_HEADER_BYTES {
+        return Err(SignatureError::Malformed);
+    }
     let mut timestamp = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
         let (k, v) = part.trim().split_once('=').ok_or(SignatureError::Malformed)?;
         match k {
             "t" => timestamp = Some(v.parse::<i64>().map_err(|_| SignatureError::Malformed)?),
-            "v1" => signatures.push(unhex(v).ok_or(SignatureError::Malformed)?),
+            "v1" => {
+                // An HMAC-SHA256 is 32 bytes: anything else can never match.
+                let sig = unhex(v).filter(|s| s.len() == 32).ok_or(SignatureError::Malformed)?;
+                if signatures.len() == MAX_SIGNATURES {
+                    return Err(SignatureError::Malformed);
+                }
+                signatures.push(sig);
+            }
             _ => {}
         }
     }
@@ -113,9 +132,11 @@ pub fn verify(
     if (now - timestamp).abs() > tolerance_secs {
         return Err(SignatureError::Stale);
     }
-    let matches = secrets
-        .iter()
-        .any(|secret| signatures.iter().any(|sig| mac(secret, timestamp, body).verify_slice(sig).is_ok()));
+    // One MAC per secret, compared (in constant time) with every entry.
+    let matches = secrets.iter().any(|secret| {
+        let expected = mac(secret, timestamp, body).finalize().into_bytes();
+        signatures.iter().fold(false, |found, sig| found | crate::auth::constant_time_eq(&expected, sig))
+    });
     if matches {
         Ok(())
     } else {
@@ -175,6 +196,26 @@ mod tests {
         // Only v1 counts: a v0 signature alone is not enough.
         let v0 = sign("s", NOW, b"b").replace("v1=", "v0=");
         assert_eq!(verify(Some(&v0), b"b", &secrets(&["s"]), NOW, 300), Err(SignatureError::Malformed));
+    }
+
+    #[test]
+    fn a_header_is_bounded_before_any_work() {
+        let body = vec![b'x'; 2 << 20];
+        // 1,000 empty entries and a 2 MB body took 67 s here: each entry cost a MAC of the body.
+        let empties = format!("t={NOW}{}", ",v1=".repeat(1000));
+        assert_eq!(verify(Some(&empties), &body, &secrets(&["s"]), NOW, 300), Err(SignatureError::Malformed));
+        // Entries of the wrong length, too many entries, or an oversized header: refused unread.
+        let short = format!("t={NOW},v1=00");
+        assert_eq!(verify(Some(&short), &body, &secrets(&["s"]), NOW, 300), Err(SignatureError::Malformed));
+        let nine = format!("t={NOW}{}", format!(",v1={}", "0".repeat(64)).repeat(9));
+        assert!(nine.len() <= MAX_HEADER_BYTES);
+        assert_eq!(verify(Some(&nine), &body, &secrets(&["s"]), NOW, 300), Err(SignatureError::Malformed));
+        let long = format!("t={NOW},v1={},v0={}", "0".repeat(64), "0".repeat(MAX_HEADER_BYTES));
+        assert_eq!(verify(Some(&long), &body, &secrets(&["s"]), NOW, 300), Err(SignatureError::Malformed));
+        // Eight entries, one of them right, with the rotation's two secrets: accepted.
+        let good = sign("s", NOW, &body);
+        let eight = format!("{good}{}", format!(",v1={}", "0".repeat(64)).repeat(7));
+        assert_eq!(verify(Some(&eight), &body, &secrets(&["old", "s"]), NOW, 300), Ok(()));
     }
 
     #[test]

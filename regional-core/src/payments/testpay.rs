@@ -49,6 +49,20 @@ impl std::fmt::Debug for TestPay {
     }
 }
 
+/// A fresh webhook secret for a start without `TESTPAY_WEBHOOK_SECRET`: 192 bits from the operating
+/// system, or an error (never a predictable secret) when its random source fails.
+pub fn random_secret() -> Result<String, String> {
+    random_secret_from(getrandom::getrandom)
+}
+
+fn random_secret_from(
+    fill: impl FnOnce(&mut [u8]) -> Result<(), getrandom::Error>,
+) -> Result<String, String> {
+    let mut bytes = [0u8; 24];
+    fill(&mut bytes).map_err(|e| format!("the test provider's webhook secret: no random source ({e})"))?;
+    Ok(format!("whsec_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
 fn random_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
@@ -246,7 +260,7 @@ impl TestPay {
     }
 
     /// The tester's pages and buttons, under `/testpay`.
-    pub fn routes(self) -> Router {
+    pub fn routes<S>(self) -> Router<S> {
         Router::new()
             .route("/testpay/pay/{id}", get(page))
             .route("/testpay/pay/{id}/{decision}", post(decide))
@@ -468,5 +482,19 @@ impl PaymentProvider for TestPay {
         signature::read_event(header, body, std::slice::from_ref(&self.webhook_secret), now, &KINDS, |e| {
             e["data"]["payment"]["id"].as_str()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_random_source_is_an_error_not_a_predictable_secret() {
+        let failed = random_secret_from(|_| Err(getrandom::Error::UNSUPPORTED));
+        assert!(failed.is_err());
+        let a = random_secret().unwrap();
+        assert!(a.starts_with("whsec_") && a.len() == 6 + 48);
+        assert_ne!(a, random_secret().unwrap());
     }
 }

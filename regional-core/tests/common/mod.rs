@@ -12,6 +12,8 @@ use sqlx::PgPool;
 
 pub struct Api {
     pub base: String,
+    /// The operators' listener (`/metrics`), apart from the API's.
+    pub metrics_base: String,
     pub http: Client,
     pub db: PgPool,
 }
@@ -24,10 +26,19 @@ impl Api {
     /// The core with this state (e.g. with checkout configured).
     pub async fn start_with(state: AppState) -> Self {
         let db = state.db.clone();
+        let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ops_addr = ops.local_addr().unwrap();
+        let metrics = regional_core::metrics_router(state.clone());
+        tokio::spawn(async move { axum::serve(ops, metrics).await.unwrap() });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
-        Self { base: format!("http://{addr}"), http: Client::new(), db }
+        Self {
+            base: format!("http://{addr}"),
+            metrics_base: format!("http://{ops_addr}"),
+            http: Client::new(),
+            db,
+        }
     }
 
     pub async fn call(
