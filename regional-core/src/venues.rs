@@ -9,7 +9,7 @@
 //! Seats are rows of `venue_seats`, so PostgreSQL itself keeps seat ids unique in a venue and no two
 //! seats at one place (section, row, label).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -448,6 +448,10 @@ pub fn parse_seats_csv(text: &str, known: &Value) -> Result<Vec<SectionIn>, ApiE
             .to_owned()
     };
     let mut sections: Vec<SectionIn> = Vec::new();
+    // Where each section and each (section, row) is in `sections`: one lookup per line, so an
+    // import is linear in its lines (it was lines × sections).
+    let mut section_at: HashMap<String, usize> = HashMap::new();
+    let mut row_at: HashMap<(usize, String), usize> = HashMap::new();
     for (i, line) in lines.enumerate() {
         let n = i + 2;
         let bad = |what: &str| ApiError::field(&format!("line {n}"), what);
@@ -473,18 +477,16 @@ pub fn parse_seats_csv(text: &str, known: &Value) -> Result<Vec<SectionIn>, ApiE
             aisle_after: matches!(f[8].trim(), "true" | "1" | "yes"),
         };
         let row_label = f[1].trim().to_owned();
-        let idx = match sections.iter().position(|s| s.id == section) {
-            Some(i) => i,
-            None => {
-                sections.push(SectionIn { name: name_of(section.as_str()), id: section, rows: Vec::new() });
-                sections.len() - 1
-            }
-        };
+        let idx = *section_at.entry(section.as_str().to_owned()).or_insert_with(|| {
+            sections.push(SectionIn { name: name_of(section.as_str()), id: section, rows: Vec::new() });
+            sections.len() - 1
+        });
         let rows = &mut sections[idx].rows;
-        match rows.iter_mut().find(|r| r.label == row_label) {
-            Some(r) => r.seats.push(seat),
-            None => rows.push(RowIn { label: row_label, seats: vec![seat] }),
-        }
+        let r = *row_at.entry((idx, row_label)).or_insert_with_key(|(_, label)| {
+            rows.push(RowIn { label: label.clone(), seats: Vec::new() });
+            rows.len() - 1
+        });
+        rows[r].seats.push(seat);
     }
     Ok(sections)
 }

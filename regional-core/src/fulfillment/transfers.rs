@@ -89,13 +89,16 @@ async fn view(db: &sqlx::PgPool, id: Uuid) -> Result<TransferView, ApiError> {
     sqlx::query_as(VIEW).bind(id).fetch_optional(db).await?.ok_or(ApiError::NotFound)
 }
 
-/// The recipient's token for transfer `id` (what the offer mail links to).
+/// The recipient's token for transfer `id` (what the offer mail links to). Once accepted it is how
+/// the recipient reaches their ticket, so it lives until the event is over (and a week past the
+/// offer at least, so that a recipient sees what became of an offer they did not take).
 pub fn transfer_token(
     signer: &TokenSigner,
     id: Uuid,
     event: Uuid,
     to_email: &str,
     expires_at: DateTime<Utc>,
+    event_ends_at: DateTime<Utc>,
 ) -> String {
     let now = Utc::now().timestamp();
     let claims = Claims {
@@ -103,8 +106,9 @@ pub fn transfer_token(
         aud: event.to_string(),
         sub: crate::fulfillment::tickets::holder_of(to_email),
         iat: now,
-        // Readable a week past the offer, so that the recipient sees what became of it.
-        exp: (expires_at + chrono::Duration::days(7)).timestamp(),
+        exp: (expires_at + chrono::Duration::days(7))
+            .max(event_ends_at + chrono::Duration::days(1))
+            .timestamp(),
         jti: id.to_string(),
         extra: json!({}),
     };
@@ -456,5 +460,39 @@ async fn withdraw_onward(
     match cancelled {
         Some(t) => Ok(Json(view(&state.db, t).await?)),
         None => Err(ApiError::conflict("no_open_offer", "you have no open offer of this ticket")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recipients_link_lives_until_the_event_is_over() {
+        let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+        let (id, event) = (Uuid::new_v4(), Uuid::new_v4());
+        let offer_ends = Utc::now() + chrono::Duration::days(3);
+        let event_ends = Utc::now() + chrono::Duration::days(120);
+        let token = transfer_token(&signer, id, event, "friend@example.test", offer_ends, event_ends);
+        // Checked as the core checks it, on the day before the event ends.
+        let audience = event.to_string();
+        let expect = shared_types::token::Expectation {
+            kind: TokenKind::Transfer,
+            issuer: "core",
+            audience: &audience,
+            subject: None,
+            now: (event_ends - chrono::Duration::days(1)).timestamp(),
+        };
+        let claims: Claims<serde_json::Value> =
+            shared_types::token::verify(&token, &signer.verifying_ring(), &expect).expect("still valid");
+        assert!(claims.exp >= event_ends.timestamp());
+        // An event soon over: the link still outlives the offer by a week.
+        let soon = transfer_token(&signer, id, event, "friend@example.test", offer_ends, Utc::now());
+        let expect = shared_types::token::Expectation {
+            now: (offer_ends + chrono::Duration::days(6)).timestamp(),
+            ..expect
+        };
+        assert!(shared_types::token::verify::<serde_json::Value>(&soon, &signer.verifying_ring(), &expect)
+            .is_ok());
     }
 }

@@ -116,6 +116,7 @@ impl Consumer for Notifier {
                         facts.event_id,
                         &to,
                         expires,
+                        facts.ends_at,
                     );
                     context["transfer"] = json!({
                         // The giver: the buyer, or a recipient passing the ticket on.
@@ -215,6 +216,7 @@ pub(crate) struct OrderFacts {
     pub title: String,
     pub venue: String,
     pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
     pub time_zone: String,
 }
 
@@ -224,7 +226,7 @@ pub(crate) async fn order_facts(
 ) -> Result<Option<OrderFacts>, sqlx::Error> {
     sqlx::query_as(
         "SELECT o.id AS order_id, o.event_id, o.visitor_id, o.email, o.currency, o.total_minor, o.refund_minor,
-                e.title, v.name AS venue, e.starts_at, e.time_zone
+                e.title, v.name AS venue, e.starts_at, e.ends_at, e.time_zone
          FROM orders o JOIN events e ON e.id = o.event_id JOIN venues v ON v.id = e.venue_id WHERE o.id = $1",
     )
     .bind(order)
