@@ -632,9 +632,15 @@ pub async fn touch(conn: &mut sqlx::PgConnection, event: Uuid) -> Result<(), Api
     Ok(())
 }
 
-/// `PUT /api/v1/events/{id}/waiting-room`: the event's waiting-room settings (their `version` is
-/// set by the core from the event's version when pushed).
-#[utoipa::path(put, path = "/api/v1/events/{id}/waiting-room", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = Object, description = "WaitingRoomSettings (docs/api.md)"), responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+/// `PUT /api/v1/events/{id}/waiting-room`: changes the event's waiting-room settings. The body
+/// names only what changes (a JSON merge patch, RFC 7396: fields left out keep their value, `null`
+/// resets one to its default); their `version` is set by the core from the event's version when
+/// pushed. The result is checked against the same bounds and the same rule the edge applies
+/// ([`WaitingRoomSettings::validate`], [`WaitingRoomSettings::check_change`]), so that a change
+/// the core accepts is one the edge takes: once anyone has joined a started sale, its on-sale time,
+/// mode and shards stay (`409`, the edge's reason); when the edge cannot say whether anyone has
+/// joined, such a change waits (`503`).
+#[utoipa::path(put, path = "/api/v1/events/{id}/waiting-room", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = Object, description = "the WaitingRoomSettings fields to change (docs/api.md)"), responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 async fn set_waiting_room(
     State(state): State<AppState>,
     caller: Caller,
@@ -643,17 +649,62 @@ async fn set_waiting_room(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Permission::ManageCatalog)?;
     let event = find_event(&state.db, &caller, &id).await?;
-    let settings: WaitingRoomSettings = api::parse_json(&body)?;
-    settings.validate().map_err(ApiError::Validation)?;
+    let patch: Value = api::parse_json(&body)?;
+    if !patch.is_object() {
+        return Err(ApiError::Malformed("the body must be a JSON object of the fields to change".into()));
+    }
     let mut tx = state.db.begin().await?;
+    let stored: Value = sqlx::query_scalar("SELECT waiting_room FROM events WHERE id = $1 FOR UPDATE")
+        .bind(event.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let current: WaitingRoomSettings = serde_json::from_value(stored.clone()).unwrap_or_default();
+    let mut merged = serde_json::to_value(&current).unwrap_or_default();
+    merge_patch(&mut merged, &patch);
+    let next: WaitingRoomSettings = api::parse_json(merged.to_string().as_bytes())?;
+    next.validate().map_err(ApiError::Validation)?;
+    // Without an edge nothing was pushed, so nothing there can refuse.
+    if publishing::visible_at_edge(event.state) && state.edge.configured() {
+        let now = Utc::now().timestamp_millis();
+        // Only a change the rule could refuse needs to know whether anyone has joined.
+        if let Err(refusal) = current.check_change(&next, now, false, true) {
+            let joined = match state.edge.picture(event.id).await {
+                Ok(picture) => picture.queue.anyone_joined,
+                Err(e) => {
+                    return Err(ApiError::Unavailable(format!(
+                        "the edge could not say whether anyone has joined the line ({e}); this change may be refused there: retry"
+                    )))
+                }
+            };
+            if joined {
+                return Err(ApiError::conflict(refusal.reason(), refusal.message()));
+            }
+        }
+    }
     sqlx::query("UPDATE events SET waiting_room = $2 WHERE id = $1")
         .bind(event.id)
-        .bind(serde_json::to_value(&settings).unwrap_or_default())
+        .bind(serde_json::to_value(&next).unwrap_or_default())
         .execute(&mut *tx)
         .await?;
     touch(&mut tx, event.id).await?;
     tx.commit().await?;
-    Ok(Json(serde_json::to_value(&settings).unwrap_or_default()))
+    Ok(Json(serde_json::to_value(&next).unwrap_or_default()))
+}
+
+/// JSON merge patch (RFC 7396): members of `patch` replace those of `target`, objects merge
+/// member by member, and `null` removes one (its default applies). Eight lines; no crate needed.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let (Some(fields), Value::Object(changes)) = (target.as_object_mut(), patch) else {
+        *target = patch.clone();
+        return;
+    };
+    for (k, v) in changes {
+        if v.is_null() {
+            fields.remove(k);
+        } else {
+            merge_patch(fields.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
 }
 
 /// `PUT /api/v1/events/{id}/seats-off-sale`: the seats of the venue this event does not sell

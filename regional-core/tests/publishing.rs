@@ -221,3 +221,65 @@ async fn a_published_events_venue_may_gain_seats_but_not_lose_them(db: PgPool) {
     let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
     assert_eq!(sync["wanted_version"], after["version"]);
 }
+
+#[sqlx::test]
+async fn waiting_room_changes_name_only_what_changes_and_sale_settings_keep_the_edges_bounds(db: PgPool) {
+    let api = Api::start(db.clone()).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let id = published_event(&api, &acme).await;
+    let path = format!("/api/v1/events/{id}/waiting-room");
+    let sale = 4_000_000_000_000i64;
+    let (s, r) =
+        api.call(&acme, Method::PUT, &path, Some(json!({ "on_sale_at_ms": sale, "max_active": 50 }))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    // During the sale the organizer lowers the per-buyer limit, naming only it: nothing else moves.
+    let (s, r) = api.call(&acme, Method::PUT, &path, Some(json!({ "max_tickets_per_buyer": 2 }))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(
+        (
+            r["on_sale_at_ms"].as_i64(),
+            r["max_active"].as_u64(),
+            r["admit_per_minute"].as_u64(),
+            r["mode"].as_str()
+        ),
+        (Some(sale), Some(50), Some(120), Some("fifo")),
+        "{r}"
+    );
+    assert_eq!(r["max_tickets_per_buyer"], 2);
+    assert_eq!(r["bot"]["check"]["kind"], "off", "nested fields the patch does not name stay");
+    // `null` resets one field to its default; unknown fields and bad values change nothing.
+    let (s, r) = api.call(&acme, Method::PUT, &path, Some(json!({ "max_active": null }))).await;
+    assert_eq!(
+        (s, r["max_active"].as_u64(), r["on_sale_at_ms"].as_i64()),
+        (StatusCode::OK, Some(1000), Some(sale))
+    );
+    for bad in [json!({ "no_such_field": 1 }), json!({ "max_tickets_per_buyer": 0 }), json!([1])] {
+        let (s, p) = api.call(&acme, Method::PUT, &path, Some(bad.clone())).await;
+        assert!(s.is_client_error(), "{bad}: {p}");
+    }
+    let (room_json,): (serde_json::Value,) =
+        sqlx::query_as("SELECT waiting_room FROM events WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (room_json["max_tickets_per_buyer"].as_u64(), room_json["on_sale_at_ms"].as_i64()),
+        (Some(2), Some(sale))
+    );
+
+    // Hold settings: the core takes exactly what the edge takes (60 per visitor was accepted here and
+    // refused there, and every later push of the event failed with it).
+    let settings = format!("/api/v1/events/{id}/sale-settings");
+    let (s, p) = api
+        .call(&acme, Method::PUT, &settings, Some(json!({ "holds": { "max_tickets_per_visitor": 60 } })))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert_eq!(p["errors"][0]["field"], "holds.max_tickets_per_visitor");
+    let (s, _) = api
+        .call(&acme, Method::PUT, &settings, Some(json!({ "holds": { "max_tickets_per_visitor": 50 } })))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (inventory, _) = publishing::definition(&db, id.parse().unwrap()).await.unwrap();
+    inventory.validate().expect("the edge accepts what the core accepted");
+}

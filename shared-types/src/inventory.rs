@@ -166,6 +166,31 @@ impl Default for HoldSettings {
     }
 }
 
+impl HoldSettings {
+    /// Most tickets per visitor an event may set.
+    pub const MAX_TICKETS_PER_VISITOR: u32 = 50;
+
+    /// The bounds of hold settings, each field named under `prefix` (`settings.` at the edge,
+    /// `holds.` in the core's admin API): one definition, so the core never accepts what the edge
+    /// would refuse. The objects accept short holds (tests, demos).
+    pub fn validate(&self, prefix: &str) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if !(1..=3600).contains(&self.hold_seconds) {
+            errors.push(FieldError::new(format!("{prefix}hold_seconds"), "must be between 1 and 3600"));
+        }
+        if self.extension_seconds > 3600 {
+            errors.push(FieldError::new(format!("{prefix}extension_seconds"), "must be at most 3600"));
+        }
+        if !(1..=Self::MAX_TICKETS_PER_VISITOR).contains(&self.max_tickets_per_visitor) {
+            errors.push(FieldError::new(
+                format!("{prefix}max_tickets_per_visitor"),
+                "must be between 1 and 50",
+            ));
+        }
+        errors
+    }
+}
+
 /// How an event's inventory is spread over Durable Objects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -239,21 +264,9 @@ impl Inventory {
 
     /// Checks every rule of a definition; returns all violations at once, each naming its field.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = Vec::new();
-        let mut err = |field: String, message: &str| errors.push(FieldError::new(field, message));
+        let mut errors = self.settings.validate("settings.");
         let map = &self.seat_map;
-
-        let s = &self.settings;
-        // The object accepts short holds (tests, demos); the admin API sets the organizer's minimum.
-        if !(1..=3600).contains(&s.hold_seconds) {
-            err("settings.hold_seconds".into(), "must be between 1 and 3600");
-        }
-        if s.extension_seconds > 3600 {
-            err("settings.extension_seconds".into(), "must be at most 3600");
-        }
-        if !(1..=50).contains(&s.max_tickets_per_visitor) {
-            err("settings.max_tickets_per_visitor".into(), "must be between 1 and 50");
-        }
+        let mut err = |field: String, message: &str| errors.push(FieldError::new(field, message));
 
         let mut zone_ids = HashSet::new();
         for (i, z) in map.zones.iter().enumerate() {

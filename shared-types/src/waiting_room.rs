@@ -232,9 +232,63 @@ impl WaitingRoomSettings {
         }
     }
 
+    /// Whether `next` may replace these settings at `now_ms` once people use the line: the number of
+    /// queue shards is fixed once anyone has joined, and the on-sale time and the queueing mode once
+    /// the sale has started (`drawn`: the pre-queue was drawn) and anyone has joined; closing the
+    /// line or letting everyone through is always allowed. The coordinator applies this rule to
+    /// every push, and the core checks it before it answers an organizer (one rule, both sides).
+    pub fn check_change(
+        &self,
+        next: &Self,
+        now_ms: i64,
+        drawn: bool,
+        anyone_joined: bool,
+    ) -> Result<(), ChangeRefusal> {
+        if next.queue_shards != self.queue_shards && anyone_joined {
+            return Err(ChangeRefusal::ShardsFixed);
+        }
+        let started = drawn || self.on_sale_at_ms.is_none_or(|t| t <= now_ms);
+        if started
+            && anyone_joined
+            && (next.on_sale_at_ms != self.on_sale_at_ms || next.mode != self.mode)
+            && !matches!(next.mode, QueueMode::Closed | QueueMode::Passthrough)
+        {
+            return Err(ChangeRefusal::SaleStarted);
+        }
+        Ok(())
+    }
+
     /// True when those who join at `now_ms` are in the pre-queue (shuffled at the on-sale time).
     pub fn is_prequeue(&self, now_ms: i64) -> bool {
         self.mode == QueueMode::ShuffleThenFifo && self.on_sale_at_ms.is_some_and(|sale| now_ms < sale)
+    }
+}
+
+/// Why a change of waiting-room settings is refused ([`WaitingRoomSettings::check_change`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeRefusal {
+    /// The number of queue shards cannot change once people have joined.
+    ShardsFixed,
+    /// The on-sale time and the queueing mode cannot change once the sale has started.
+    SaleStarted,
+}
+
+impl ChangeRefusal {
+    /// The stable reason slug (`reason` in problem+json, the same at the edge and in the core).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::ShardsFixed => "shards_fixed",
+            Self::SaleStarted => "sale_started",
+        }
+    }
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::ShardsFixed => "the number of queue shards cannot change once people have joined",
+            Self::SaleStarted => {
+                "the on-sale time and the queueing mode cannot change once the sale has started"
+            }
+        }
     }
 }
 

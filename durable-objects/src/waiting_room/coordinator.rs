@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use shared_types::ids::EventId;
 use shared_types::waiting_room::{
-    hex, hex32, seed_commitment, BotCheck, DrawRng, Phase, QueueMode, RoomView, ShardCursor,
+    hex, hex32, seed_commitment, BotCheck, ChangeRefusal, DrawRng, Phase, QueueMode, RoomView, ShardCursor,
     WaitingRoomSettings, MAX_POW_DIFFICULTY,
 };
 
@@ -182,7 +182,8 @@ impl Coordinator {
         &self.lines
     }
 
-    fn anyone_joined(&self) -> bool {
+    /// True once anyone has joined any shard's line.
+    pub fn anyone_joined(&self) -> bool {
         self.lines.iter().any(|l| l.pre_joined + l.post_joined > 0)
     }
 
@@ -199,17 +200,10 @@ impl Coordinator {
                 Err(SettingsError::VersionConflict { version: held })
             };
         }
-        if next.queue_shards != self.settings.queue_shards && self.anyone_joined() {
-            return Err(SettingsError::ShardsFixed);
-        }
-        let started = self.drawn || self.settings.on_sale_at_ms.is_none_or(|t| t <= now);
-        if started
-            && self.anyone_joined()
-            && (next.on_sale_at_ms != self.settings.on_sale_at_ms || next.mode != self.settings.mode)
-            && !matches!(next.mode, QueueMode::Closed | QueueMode::Passthrough)
-        {
-            return Err(SettingsError::SaleStarted);
-        }
+        self.settings.check_change(&next, now, self.drawn, self.anyone_joined()).map_err(|r| match r {
+            ChangeRefusal::ShardsFixed => SettingsError::ShardsFixed,
+            ChangeRefusal::SaleStarted => SettingsError::SaleStarted,
+        })?;
         if next.queue_shards != self.settings.queue_shards {
             self.lines = vec![Line::default(); usize::from(next.queue_shards)];
         }

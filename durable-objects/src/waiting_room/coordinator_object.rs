@@ -288,6 +288,8 @@ impl QueueCoordinator {
                     &serde_json::json!({
                         "view": c.view(now),
                         "configured": c.configured,
+                        // What the settings rule asks (the core checks a change before it answers).
+                        "anyone_joined": c.anyone_joined(),
                         "refusals": c.refusals,
                         "average_wait_ms": c.average_wait_ms(),
                         "stock": c.stock,

@@ -1090,19 +1090,8 @@ async fn set_sale_settings(
         .into_iter()
         .map(|(f, m)| shared_types::inventory::FieldError::new(format!("pricing.{f}"), m))
         .collect();
-    let h = settings.holds;
-    if !(1..=3600).contains(&h.hold_seconds) {
-        errors.push(shared_types::inventory::FieldError::new("holds.hold_seconds", "must be 1 to 3600"));
-    }
-    if h.extension_seconds > 3600 {
-        errors.push(shared_types::inventory::FieldError::new("holds.extension_seconds", "must be 0 to 3600"));
-    }
-    if !(1..=100).contains(&h.max_tickets_per_visitor) {
-        errors.push(shared_types::inventory::FieldError::new(
-            "holds.max_tickets_per_visitor",
-            "must be 1 to 100",
-        ));
-    }
+    // The edge's own bounds (one definition): what passes here, the edge takes.
+    errors.extend(settings.holds.validate("holds."));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

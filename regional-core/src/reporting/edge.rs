@@ -76,6 +76,9 @@ pub struct QueueFigures {
     pub admitted_per_minute: f64,
     /// Of everyone admitted so far: from the on-sale time for the pre-queue, from joining after.
     pub average_wait_seconds: f64,
+    /// True once anyone has joined the line (the settings rule depends on it).
+    #[serde(default)]
+    pub anyone_joined: bool,
     /// Refusals by reason (bot checks, bad tokens, limits), as the edge's isolates reported them.
     pub refusals: BTreeMap<String, u64>,
 }
@@ -147,6 +150,7 @@ impl EdgePicture {
             waiting: view["waiting"].as_u64().unwrap_or(0),
             active: view["active"].as_u64().unwrap_or(0),
             admitted_total: view["admitted_total"].as_u64().unwrap_or(0),
+            anyone_joined: room["anyone_joined"].as_bool().unwrap_or(true),
             admitted_per_minute: view["admit_rate_per_minute"].as_f64().unwrap_or(0.0),
             average_wait_seconds: room["average_wait_ms"].as_f64().unwrap_or(0.0) / 1000.0,
             refusals: serde_json::from_value(room["refusals"].clone()).unwrap_or_default(),
@@ -177,6 +181,11 @@ impl EdgeStats {
 
     pub fn new(edge: EdgeClient) -> Arc<Self> {
         Arc::new(Self { edge: Some(edge), last: RwLock::default() })
+    }
+
+    /// True when the core has an edge to ask (and to publish to).
+    pub fn configured(&self) -> bool {
+        self.edge.is_some()
     }
 
     /// The event's picture: the last one if fresh, else asked now.
