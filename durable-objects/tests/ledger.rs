@@ -425,3 +425,61 @@ fn an_expired_hold_is_reclaimed_only_while_its_seats_are_still_free() {
     assert_eq!(l.stats().holds_sold, 2);
     assert_eq!(l.reclaim(&hold_id(9), T0).unwrap_err(), HoldError::HoldNotFound);
 }
+
+#[test]
+fn an_admissions_ticket_limit_caps_holds_with_the_events_own() {
+    let mut l = ledger();
+    let v = visitor(1);
+    // Admitted with 2: three seats are refused, two are held, a third is refused.
+    let three = seats(&["S0-0-1", "S0-0-2", "S0-0-3"]);
+    assert!(matches!(
+        l.place_hold_within(&v, None, &three, T0, hold_id(1), Some(2)),
+        Err(HoldError::LimitExceeded { limit: 2, .. })
+    ));
+    l.place_hold_within(&v, None, &seats(&["S0-0-1", "S0-0-2"]), T0, hold_id(2), Some(2)).unwrap();
+    assert!(matches!(
+        l.place_hold_within(&v, None, &seats(&["S0-0-3"]), T0, hold_id(3), Some(2)),
+        Err(HoldError::LimitExceeded { limit: 2, current: 2, .. })
+    ));
+    // Admitted with more than the event allows: the event's limit (6) applies.
+    let w = visitor(2);
+    let seven = seats(&["S0-1-1", "S0-1-2", "S0-1-3", "S0-1-4", "S0-1-5", "S0-1-6", "S0-1-7"]);
+    assert!(matches!(
+        l.place_hold_within(&w, None, &seven, T0, hold_id(4), Some(50)),
+        Err(HoldError::LimitExceeded { limit: 6, .. })
+    ));
+}
+
+#[test]
+fn ten_thousand_refused_holds_under_fresh_keys_leave_the_ledger_bounded_and_the_alarm_armed() {
+    use durable_objects::inventory::ledger::MAX_REMEMBERED_PER_VISITOR;
+    let mut l = ledger();
+    let v = visitor(1);
+    let mut evicted = 0;
+    for n in 0..10_000u32 {
+        let refused = l.place_hold(
+            &v,
+            Some(&format!("k-{n}")),
+            &seats(&["nope"]),
+            T0 + i64::from(n),
+            hold_id(u64::from(n)),
+        );
+        assert!(refused.is_err());
+        evicted += l.take_evicted().len();
+    }
+    assert_eq!(l.remembered(), MAX_REMEMBERED_PER_VISITOR, "at most this many answers per visitor");
+    assert_eq!(
+        evicted,
+        10_000 - MAX_REMEMBERED_PER_VISITOR,
+        "every forgotten answer is deleted from storage"
+    );
+    // The newest answers are the ones kept: a retry of the last key gets the same refusal.
+    assert!(l.idempotency_record(&v, "k-9999").is_some() && l.idempotency_record(&v, "k-0").is_none());
+    // No hold is live, yet the object has something to forget: its alarm stays armed for it...
+    assert_eq!(l.next_expiry(), None);
+    let wake = l.next_wake().expect("an alarm to forget the answers");
+    assert_eq!(wake, T0 + 10_000 - MAX_REMEMBERED_PER_VISITOR as i64 + IDEMPOTENCY_RETENTION_MS);
+    // ...and once it has run past the retention, nothing is left and no alarm is needed.
+    l.prune(T0 + 10_000 + IDEMPOTENCY_RETENTION_MS);
+    assert_eq!((l.remembered(), l.next_wake()), (0, None));
+}

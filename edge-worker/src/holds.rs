@@ -22,8 +22,6 @@ use worker::{Date, Env, Method, Request, Response, Result};
 use crate::keys::EdgeKeys;
 use crate::objects::{self, Call};
 
-/// Largest request body a buyer may send.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
 /// How long an isolate serves an availability snapshot before asking the objects again.
 const AVAILABILITY_TTL_MS: f64 = 1_000.0;
 
@@ -61,13 +59,19 @@ fn admission_token(req: &Request, event: &EventId) -> Result<Option<String>> {
 }
 
 /// The visitor an admission token for `event` names, or the problem to answer.
+/// A buyer an admission token lets in: who, and how many tickets their admission allows.
+struct Admitted {
+    visitor: VisitorId,
+    max_tickets: u32,
+}
+
 async fn authenticate(
     req: &Request,
     env: &Env,
     keys: &EdgeKeys,
     event: &EventId,
     path: &str,
-) -> Result<std::result::Result<VisitorId, Response>> {
+) -> Result<std::result::Result<Admitted, Response>> {
     let Some(token) = admission_token(req, event)? else {
         return unauthorized("an admission token is required".into(), "missing", path).map(Err);
     };
@@ -105,7 +109,7 @@ async fn authenticate(
     if !crate::queue::session_open(env, event, &visitor, &claims).await? {
         return unauthorized("this shopping session has ended".into(), "session-ended", path).map(Err);
     }
-    Ok(Ok(visitor))
+    Ok(Ok(Admitted { visitor, max_tickets: claims.extra.max_tickets }))
 }
 
 /// Which shard of the layout a hold request goes to.
@@ -121,11 +125,7 @@ fn shard_for(layout: &Layout, request: &HoldRequest) -> std::result::Result<usiz
 }
 
 async fn read_body(req: &mut Request, path: &str) -> Result<std::result::Result<Vec<u8>, Response>> {
-    let body = req.bytes().await?;
-    if body.len() > MAX_BODY_BYTES {
-        return http::problem_of(ProblemType::MalformedRequest, "the body is too large", path).map(Err);
-    }
-    Ok(Ok(body))
+    crate::body::read(req, crate::body::HOLD, path).await
 }
 
 pub async fn place(
@@ -135,7 +135,7 @@ pub async fn place(
     event: &EventId,
     path: &str,
 ) -> Result<Response> {
-    let visitor = match authenticate(&req, env, keys, event, path).await? {
+    let Admitted { visitor, max_tickets } = match authenticate(&req, env, keys, event, path).await? {
         Ok(v) => v,
         Err(resp) => return Ok(resp),
     };
@@ -158,7 +158,7 @@ pub async fn place(
         Err(detail) => return http::problem_of(ProblemType::ValidationFailed, detail, path),
     };
     let name = layout.object_name(shard).unwrap_or_default();
-    let forwarded = serde_json::json!({ "request": request, "idempotency_key": idempotency_key });
+    let forwarded = serde_json::json!({ "request": request, "idempotency_key": idempotency_key, "max_tickets": max_tickets });
     let caller = Caller::Visitor(visitor.clone());
     let call = Call { caller: &caller, nonce: None, shard_index: None };
     let mut resp =
@@ -198,7 +198,7 @@ pub async fn release(
     path: &str,
 ) -> Result<Response> {
     let visitor = match authenticate(&req, env, keys, event, path).await? {
-        Ok(v) => v,
+        Ok(admitted) => admitted.visitor,
         Err(resp) => return Ok(resp),
     };
     let not_found = || http::problem_of(ProblemType::NotFound, "no such hold", path);

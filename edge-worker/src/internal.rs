@@ -29,9 +29,6 @@ use crate::holds::invalidate_availability;
 use crate::keys::EdgeKeys;
 use crate::objects::{self, Call};
 
-/// Largest body the core may send (a stadium's seat map is a few megabytes).
-const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
-
 /// Verifies the core's signature; on success returns the body and the signed request.
 async fn authenticate(
     req: &mut Request,
@@ -44,20 +41,30 @@ async fn authenticate(
         None => url.path().to_owned(),
     };
     let header = req.headers().get(SIGNATURE_HEADER)?;
-    let body = req.bytes().await?;
-    if body.len() > MAX_BODY_BYTES {
-        return http::problem_of(ProblemType::MalformedRequest, "the body is too large", path).map(Err);
-    }
     let method = req.method().to_string();
     let now = Date::now().as_millis() as i64 / 1000;
-    match verify_request(&keys.core, header.as_deref(), &method, &path_and_query, &body, now) {
-        Ok(signed) => Ok(Ok((body, signed))),
-        Err(e) => http::problem(
+    let refused = |e: shared_types::request_signing::RequestAuthError| {
+        http::problem(
             &Problem::new(ProblemType::Unauthorized, e.to_string())
                 .with_instance(path)
                 .with_extension("reason", e.reason().into()),
         )
-        .map(Err),
+        .map(Err)
+    };
+    // Refused unread when it cannot be the core's: no signature, or larger than the route takes.
+    if header.is_none() {
+        if let Err(e) = verify_request(&keys.core, None, &method, &path_and_query, &[], now) {
+            return refused(e);
+        }
+    }
+    let limit = if path.ends_with("/inventory") { crate::body::INVENTORY } else { crate::body::INTERNAL };
+    let body = match crate::body::read(req, limit, path).await? {
+        Ok(body) => body,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    match verify_request(&keys.core, header.as_deref(), &method, &path_and_query, &body, now) {
+        Ok(signed) => Ok(Ok((body, signed))),
+        Err(e) => refused(e),
     }
 }
 

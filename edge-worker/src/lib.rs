@@ -2,6 +2,7 @@
 //! owns no state of its own (seat and queue state live in the Durable Objects it links, catalog and
 //! orders in the regional core). A handler error becomes a problem+json 500, never a panic.
 
+mod body;
 mod health;
 mod holds;
 mod internal;
@@ -27,7 +28,12 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
     let answer = route(req, &env, &ctx, &path).await;
     match answer {
-        Ok(resp) => Ok(resp),
+        Ok(mut resp) => {
+            // No answer is ever sniffed into another type (a JSON body read as HTML, say). A
+            // relayed answer whose headers cannot change is one the core already marked.
+            let _ = resp.headers_mut().set("x-content-type-options", "nosniff");
+            Ok(resp)
+        }
         Err(e) => {
             worker::console_error!("unhandled error on {path}: {e}");
             http::problem_of(ProblemType::Internal, "the edge could not complete this request", &path)

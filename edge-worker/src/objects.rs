@@ -108,6 +108,7 @@ pub async fn relay(mut resp: Response, public_path: &str) -> Result<Response> {
         return Ok(resp);
     }
     let status = resp.status_code();
+    let retry_after = resp.headers().get("retry-after")?;
     let problem = match resp.json::<Problem>().await {
         Ok(p) => p.with_instance(public_path),
         Err(_) => Problem::new(ProblemType::Internal, "an object answered an unreadable error")
@@ -116,6 +117,9 @@ pub async fn relay(mut resp: Response, public_path: &str) -> Result<Response> {
     let mut out = http::problem(&problem)?;
     if out.status_code() != status {
         out = out.with_status(status);
+    }
+    if let Some(wait) = retry_after {
+        out.headers_mut().set("retry-after", &wait)?;
     }
     Ok(out)
 }

@@ -20,8 +20,6 @@ use worker::{Date, Env, Fetch, Headers, Method, Request, RequestInit, Response, 
 
 use crate::keys::EdgeKeys;
 
-/// Largest checkout body a buyer may send.
-const MAX_BODY_BYTES: usize = 16 * 1024;
 /// Headers passed on to the core.
 const FORWARDED: [&str; 4] = ["authorization", "idempotency-key", "content-type", "accept"];
 
@@ -56,10 +54,10 @@ pub async fn forward(mut req: Request, env: &Env, keys: &EdgeKeys, path: &str) -
         return http::problem_of(ProblemType::DependencyUnavailable, "the core is not configured", path);
     };
     let method = req.method();
-    let body = req.bytes().await?;
-    if body.len() > MAX_BODY_BYTES {
-        return http::problem_of(ProblemType::MalformedRequest, "the body is too large", path);
-    }
+    let body = match crate::body::read(&mut req, crate::body::PROXY, path).await? {
+        Ok(body) => body,
+        Err(refused) => return Ok(refused),
+    };
     if path == "/api/v1/checkout" {
         if let Err((detail, reason)) = check_hold_token(&body, keys) {
             let kind = if reason == "malformed" && detail.contains("JSON") {

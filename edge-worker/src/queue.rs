@@ -35,8 +35,6 @@ use crate::keys::EdgeKeys;
 const VIEW_TTL_MS: f64 = 1_000.0;
 /// How often an isolate sends its refusal counts to the coordinator (at most).
 const REFUSAL_FLUSH_MS: f64 = 5_000.0;
-/// Largest join body.
-const MAX_JOIN_BODY: usize = 8 * 1024;
 /// The Turnstile verification endpoint when `TURNSTILE_VERIFY_URL` is not set.
 const TURNSTILE_URL: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
 
@@ -508,10 +506,10 @@ pub async fn join(
         .headers()
         .get("content-type")?
         .is_some_and(|t| t.starts_with("application/x-www-form-urlencoded"));
-    let raw = req.bytes().await?;
-    if raw.len() > MAX_JOIN_BODY {
-        return http::problem_of(ProblemType::MalformedRequest, "the body is too large", room.path).map(Err);
-    }
+    let raw = match crate::body::read(req, crate::body::JOIN, room.path).await? {
+        Ok(raw) => raw,
+        Err(refused) => return Ok(Err(refused)),
+    };
     let body: JoinBody = if raw.is_empty() {
         JoinBody::default()
     } else if form {

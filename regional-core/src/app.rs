@@ -264,6 +264,8 @@ async fn request_id(mut req: Request, next: axum::middleware::Next) -> axum::res
     if let Ok(value) = axum::http::HeaderValue::from_str(&id) {
         resp.headers_mut().insert("x-request-id", value);
     }
+    // No answer is ever sniffed into another type.
+    resp.headers_mut().insert("x-content-type-options", axum::http::HeaderValue::from_static("nosniff"));
     resp
 }
 

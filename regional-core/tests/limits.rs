@@ -145,6 +145,8 @@ fn start(env: &[(&str, &str)]) -> (Option<std::process::ExitStatus>, String, std
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the core neither started nor stopped");
 }
 
@@ -179,6 +181,7 @@ async fn the_test_provider_exists_only_in_development_mode() {
     let (s, _) = problem(resp).await;
     assert_eq!(s, 404);
     let _ = child.kill();
+    let _ = child.wait();
 
     // Asked for explicitly: they do.
     let (status, base, mut child) = start(&[keys[0], keys[1], ("CORE_DEV_MODE", "true")]);
@@ -186,4 +189,5 @@ async fn the_test_provider_exists_only_in_development_mode() {
     let resp = reqwest::Client::new().delete(format!("{base}/testpay/pay/x/approve")).send().await.unwrap();
     assert_eq!(resp.status(), 405, "the test provider's pages are mounted");
     let _ = child.kill();
+    let _ = child.wait();
 }

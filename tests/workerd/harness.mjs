@@ -135,13 +135,13 @@ export function coreClient(mf, coreKey) {
 // in (passthrough, no bot check), the visitor joins and exchanges the ticket. Resolves to
 // { token, visitor }.
 const passthroughRooms = new WeakMap();
-export async function admit(mf, core, event) {
+export async function admit(mf, core, event, room = {}) {
   const rooms = passthroughRooms.get(mf) ?? new Set();
   passthroughRooms.set(mf, rooms);
   if (!rooms.has(event)) {
     const r = await core('PUT', `/internal/v1/events/${event}/waiting-room`, {
       version: 1, mode: 'passthrough', bot: { check: { kind: 'off' } },
-      rate_limits: { per_ip_per_minute: 1000000, joins_per_visitor_per_minute: 100 },
+      rate_limits: { per_ip_per_minute: 1000000, joins_per_visitor_per_minute: 100 }, ...room,
     });
     if (r.status !== 200) throw new Error(`waiting-room settings for ${event}: ${r.status} ${JSON.stringify(r.body)}`);
     rooms.add(event);

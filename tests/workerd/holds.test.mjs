@@ -148,3 +148,47 @@ test('a stadium of 80,000 seats in 20 sections, sharded by section, with statist
   assert.equal(availability.body.seats.length, 80000);
   assert.equal(availability.body.seats[7 * 4000 + 10], 's');
 });
+
+test("the admission's ticket limit applies to holds: the smaller of it and the event's", async () => {
+  await publish(inventory('evt-cap'));
+  const { token } = await admit(mf, core, 'evt-cap', { max_tickets_per_buyer: 2 });
+  const path = '/api/v1/events/evt-cap/holds';
+  const three = await buyer('POST', path, token, { kind: 'seats', seats: ['S0-0-1', 'S0-0-2', 'S0-0-3'] });
+  assert.equal(three.status, 409, JSON.stringify(three.body));
+  assert.equal(three.body.limit, 2, 'the admission allows two, the event eight');
+  assert.equal((await buyer('POST', path, token, { kind: 'seats', seats: ['S0-0-1', 'S0-0-2'] })).status, 201);
+  const third = await buyer('POST', path, token, { kind: 'seats', seats: ['S0-0-3'] });
+  assert.equal(third.status, 409);
+  assert.equal(third.body.current, 2);
+});
+
+test('ten thousand refused holds under fresh keys leave the object bounded: rate-limited, few answers kept', async () => {
+  await publish(inventory('evt-flood'));
+  const { token } = await admit(mf, core, 'evt-flood');
+  const before = (await core('GET', '/internal/v1/events/evt-flood/stats')).body.shards[0].stats;
+  const statuses = {};
+  let retryAfter;
+  for (let batch = 0; batch < 100; batch++) {
+    const answers = await Promise.all(Array.from({ length: 100 }, async (_, i) => {
+      const res = await mf.dispatchFetch('http://edge/api/v1/events/evt-flood/holds', {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'idempotency-key': `flood-${batch}-${i}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ kind: 'seats', seats: ['no-such-seat'] }),
+      });
+      if (res.status === 429) retryAfter = res.headers.get('retry-after');
+      await res.arrayBuffer();
+      return res.status;
+    }));
+    for (const s of answers) statuses[s] = (statuses[s] ?? 0) + 1;
+  }
+  assert.equal(statuses[422], 30, `the visitor's rate: ${JSON.stringify(statuses)}`);
+  assert.equal(statuses[429], 10_000 - 30);
+  assert.ok(Number(retryAfter) >= 1 && Number(retryAfter) <= 60, retryAfter);
+  const after = (await core('GET', '/internal/v1/events/evt-flood/stats')).body.shards[0].stats;
+  assert.ok(after.remembered_answers <= 32, `answers kept: ${after.remembered_answers}`);
+  assert.equal(after.rate_windows, 1);
+  assert.ok(after.storage_bytes - before.storage_bytes < 64 * 1024, `storage grew ${after.storage_bytes - before.storage_bytes} B`);
+  assert.ok(after.wasm_memory_bytes - before.wasm_memory_bytes <= 2 * 1024 * 1024, 'memory stays put');
+  assert.ok(after.next_wake > Date.now(), 'the alarm is armed to forget them, with no hold live');
+  assert.equal(after.next_expiry, null);
+});

@@ -26,6 +26,10 @@ pub const IDEMPOTENCY_RETENTION_MS: Millis = 60 * 60 * 1000;
 pub const ENDED_HOLD_RETENTION_MS: Millis = 60 * 60 * 1000;
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+/// Most idempotency answers remembered per visitor: a buyer's retries need a handful; a visitor
+/// sending fresh keys (each refused, say) cannot grow the object past this. Past it, the visitor's
+/// oldest answer is forgotten first.
+pub const MAX_REMEMBERED_PER_VISITOR: usize = 32;
 /// Most seats or places one hold may ask for, whatever the event's limit.
 pub const MAX_HOLD_QUANTITY: u32 = 50;
 
@@ -314,6 +318,10 @@ pub struct Ledger {
     tickets_by_visitor: FastMap<VisitorId, u32>,
     idempotency: HashMap<(VisitorId, String), IdempotencyRecord>,
     idempotency_by_age: BTreeSet<(Millis, VisitorId, String)>,
+    /// Each visitor's remembered keys by age (at most [`MAX_REMEMBERED_PER_VISITOR`]).
+    idempotency_by_visitor: HashMap<VisitorId, BTreeSet<(Millis, String)>>,
+    /// Answers forgotten to keep that bound, not yet deleted from storage ([`Ledger::take_evicted`]).
+    evicted: Vec<(VisitorId, String)>,
     version: u64,
     stats: Stats,
 }
@@ -341,6 +349,8 @@ impl Ledger {
             tickets_by_visitor: FastMap::default(),
             idempotency: HashMap::new(),
             idempotency_by_age: BTreeSet::new(),
+            idempotency_by_visitor: HashMap::new(),
+            evicted: Vec::new(),
             version: 0,
             stats: Stats::default(),
         };
@@ -523,9 +533,27 @@ impl Ledger {
         now: Millis,
         new_id: HoldId,
     ) -> Result<Placed, HoldError> {
+        self.place_hold_within(visitor, idempotency_key, request, now, new_id, None)
+    }
+
+    /// [`Ledger::place_hold`] for a buyer whose admission allows at most `admission_cap` tickets
+    /// (the waiting room's `max_tickets_per_buyer`, carried in the admission token): the smaller of
+    /// it and the event's `max_tickets_per_visitor` applies.
+    pub fn place_hold_within(
+        &mut self,
+        visitor: &VisitorId,
+        idempotency_key: Option<&str>,
+        request: &HoldRequest,
+        now: Millis,
+        new_id: HoldId,
+        admission_cap: Option<u32>,
+    ) -> Result<Placed, HoldError> {
+        let limit = admission_cap.map_or(self.settings.max_tickets_per_visitor, |cap| {
+            cap.min(self.settings.max_tickets_per_visitor)
+        });
         let Some(key) = idempotency_key else {
             return self
-                .place_new(visitor, request, now, new_id)
+                .place_new(visitor, request, now, new_id, limit)
                 .map(|hold| Placed { hold, replayed: false });
         };
         if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic())
@@ -547,7 +575,7 @@ impl Ledger {
                 Err(e) => Err(e.clone()),
             };
         }
-        let answer = self.place_new(visitor, request, now, new_id);
+        let answer = self.place_new(visitor, request, now, new_id, limit);
         self.remember(IdempotencyRecord {
             visitor: visitor.clone(),
             key: key.to_owned(),
@@ -564,6 +592,7 @@ impl Ledger {
         request: &HoldRequest,
         now: Millis,
         id: HoldId,
+        limit: u32,
     ) -> Result<Hold, HoldError> {
         if self.holds.contains_key(&id) {
             // The caller's id generator repeated itself: refuse rather than overwrite a hold.
@@ -580,7 +609,6 @@ impl Ledger {
         };
         let requested = seats.len() as u32 + ga.as_ref().map_or(0, |(_, q)| *q);
         let current = self.tickets_of(visitor);
-        let limit = self.settings.max_tickets_per_visitor;
         if current + requested > limit {
             return Err(HoldError::LimitExceeded { limit, current, requested });
         }
@@ -935,10 +963,40 @@ impl Ledger {
             if at > now - IDEMPOTENCY_RETENTION_MS {
                 break;
             }
-            self.idempotency_by_age.remove(&(at, visitor.clone(), key.clone()));
-            self.idempotency.remove(&(visitor, key));
+            self.forget_answer(at, &visitor, &key);
         }
         forgotten
+    }
+
+    /// When something next needs the object's attention, live holds or not: the earliest expiry,
+    /// or the moment the oldest ended hold or remembered answer may be forgotten. The object keeps
+    /// its alarm here, so memory and storage shrink back even after the last hold ends.
+    pub fn next_wake(&self) -> Option<Millis> {
+        let ended = self.ended.first().map(|(at, _)| at + ENDED_HOLD_RETENTION_MS);
+        let answer = self.idempotency_by_age.first().map(|(at, ..)| at + IDEMPOTENCY_RETENTION_MS);
+        [self.next_expiry(), ended, answer].into_iter().flatten().min()
+    }
+
+    /// Remembered idempotency answers (all visitors).
+    pub fn remembered(&self) -> usize {
+        self.idempotency.len()
+    }
+
+    /// The answers forgotten to keep each visitor under [`MAX_REMEMBERED_PER_VISITOR`] since the
+    /// last call: the object deletes their rows.
+    pub fn take_evicted(&mut self) -> Vec<(VisitorId, String)> {
+        std::mem::take(&mut self.evicted)
+    }
+
+    fn forget_answer(&mut self, at: Millis, visitor: &VisitorId, key: &str) {
+        self.idempotency_by_age.remove(&(at, visitor.clone(), key.to_owned()));
+        self.idempotency.remove(&(visitor.clone(), key.to_owned()));
+        if let Some(mine) = self.idempotency_by_visitor.get_mut(visitor) {
+            mine.remove(&(at, key.to_owned()));
+            if mine.is_empty() {
+                self.idempotency_by_visitor.remove(visitor);
+            }
+        }
     }
 
     /// The remembered answer to a visitor's idempotency key (the object stores it).
@@ -947,8 +1005,16 @@ impl Ledger {
     }
 
     fn remember(&mut self, record: IdempotencyRecord) {
-        self.idempotency_by_age.insert((record.at, record.visitor.clone(), record.key.clone()));
-        self.idempotency.insert((record.visitor.clone(), record.key.clone()), record);
+        let visitor = record.visitor.clone();
+        self.idempotency_by_age.insert((record.at, visitor.clone(), record.key.clone()));
+        let mine = self.idempotency_by_visitor.entry(visitor.clone()).or_default();
+        mine.insert((record.at, record.key.clone()));
+        let oldest = (mine.len() > MAX_REMEMBERED_PER_VISITOR).then(|| mine.first().cloned()).flatten();
+        self.idempotency.insert((visitor.clone(), record.key.clone()), record);
+        if let Some((at, key)) = oldest {
+            self.forget_answer(at, &visitor, &key);
+            self.evicted.push((visitor, key));
+        }
     }
 
     /// What buyers see.

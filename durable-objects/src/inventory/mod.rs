@@ -3,6 +3,7 @@
 
 pub mod ledger;
 pub mod object;
+pub mod rate;
 pub mod store;
 
 pub use ledger::{

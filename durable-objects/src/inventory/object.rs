@@ -63,6 +63,10 @@ pub struct PlaceHoldBody {
     pub request: HoldRequest,
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The buyer's admission allows at most this many tickets (`max_tickets` of the admission
+    /// token, verified by the edge); the smaller of it and the event's per-visitor limit applies.
+    #[serde(default)]
+    pub max_tickets: Option<u32>,
 }
 
 /// Body of `POST /holds/{id}/return`.
@@ -88,6 +92,8 @@ pub struct InventoryObject {
     shard: std::cell::Cell<u32>,
     /// Requests this instance took (reset when it is evicted): the load generator's DO cost.
     requests: std::cell::Cell<u64>,
+    /// Hold requests per visitor ([`super::rate`]).
+    rate: RefCell<super::rate::HoldRate>,
 }
 
 fn now() -> Millis {
@@ -183,8 +189,9 @@ impl InventoryObject {
         Ok(())
     }
 
+    /// When the alarm must next run: an expiry, or something to forget ([`Ledger::next_wake`]).
     fn next_expiry(&self) -> Option<Millis> {
-        self.ledger.borrow().as_ref().and_then(Ledger::next_expiry)
+        self.ledger.borrow().as_ref().and_then(Ledger::next_wake)
     }
 
     /// Runs a ledger operation that touches one hold, persisting that hold and the ledger's meta
@@ -298,6 +305,9 @@ impl InventoryObject {
                         "version": ledger.version(),
                         "stats": ledger.stats(),
                         "next_expiry": ledger.next_expiry(),
+                        "next_wake": ledger.next_wake(),
+                        "remembered_answers": ledger.remembered(),
+                        "rate_windows": self.rate.borrow().len(),
                         "sections": availability.sections,
                         "tiers": availability.tiers,
                         "storage_bytes": self.store()?.size(),
@@ -353,9 +363,21 @@ impl InventoryObject {
     fn place_hold(&self, visitor: &VisitorId, body: PlaceHoldBody, path: &str) -> Result<Response> {
         let mut guard = self.ledger.borrow_mut();
         let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
+        if let Err(wait_ms) = self.rate.borrow_mut().attempt(visitor, now()) {
+            let secs = (wait_ms + 999) / 1000;
+            let mut resp = http::problem(
+                &Problem::new(ProblemType::RateLimited, "too many hold requests; try again shortly")
+                    .with_instance(path)
+                    .with_extension("reason", "hold-rate".into())
+                    .with_extension("retry_after", secs.into()),
+            )?;
+            resp.headers_mut().set("retry-after", &secs.to_string())?;
+            return Ok(resp);
+        }
         let key = body.idempotency_key.as_deref();
         let store = self.store()?;
-        let answer = ledger.place_hold(visitor, key, &body.request, now(), new_hold_id(self.shard.get())?);
+        let id = new_hold_id(self.shard.get())?;
+        let answer = ledger.place_hold_within(visitor, key, &body.request, now(), id, body.max_tickets);
         // Persist before answering: the hold and the key's answer (a refusal is remembered too).
         if let Ok(placed) = &answer {
             if !placed.replayed {
@@ -364,6 +386,10 @@ impl InventoryObject {
         }
         if let Some(record) = key.and_then(|k| ledger.idempotency_record(visitor, k)) {
             store.save_idempotency(record)?;
+        }
+        // Over the per-visitor bound: the oldest answers go from storage as from memory.
+        for (v, k) in ledger.take_evicted() {
+            store.delete_idempotency(&v, &k)?;
         }
         store.save_meta(ledger)?;
         match answer {
@@ -382,6 +408,7 @@ impl DurableObject for InventoryObject {
             armed: std::cell::Cell::new(None),
             shard: std::cell::Cell::new(0),
             requests: std::cell::Cell::new(0),
+            rate: RefCell::new(Default::default()),
         }
     }
 
@@ -431,7 +458,8 @@ impl DurableObject for InventoryObject {
             store.delete_idempotency_before(now - IDEMPOTENCY_RETENTION_MS)?;
             store.forget_nonces(now)?;
             store.save_meta(ledger)?;
-            ledger.next_expiry()
+            self.rate.borrow_mut().prune(now);
+            ledger.next_wake()
         };
         self.arm_alarm(next).await?;
         Response::ok("expired due holds")

@@ -8,7 +8,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shared_types::ids::HoldId;
+use shared_types::ids::{HoldId, VisitorId};
 use shared_types::inventory::Inventory;
 use shared_types::request_signing::MAX_REQUEST_AGE_SECS;
 use shared_types::{Problem, ProblemType};
@@ -187,6 +187,15 @@ impl Store {
                 SqlStorageValue::from(record.at),
                 to_json(record)?.into(),
             ],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes one visitor's answer to one key (the ledger forgot it to stay within its bound).
+    pub fn delete_idempotency(&self, visitor: &VisitorId, key: &str) -> Result<()> {
+        self.sql.exec(
+            "DELETE FROM idempotency WHERE visitor = ? AND key = ?",
+            vec![visitor.as_str().into(), key.into()],
         )?;
         Ok(())
     }

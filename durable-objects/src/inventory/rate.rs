@@ -1,0 +1,92 @@
+//! How often one visitor may ask an inventory object for a hold: at most [`HOLDS_PER_WINDOW`] in
+//! each [`WINDOW_MS`] window, counted in the object (the single writer of its seats, so the count is
+//! exact per object). A hold over the rate is answered `429` with `Retry-After` before the ledger
+//! sees it: nothing is placed or remembered. The windows live in memory only (an evicted object
+//! starts counting afresh, which is harmless for a rate), and ended windows are dropped whenever
+//! there are many, so the map stays within the visitors of the last minute.
+
+use std::collections::HashMap;
+
+use shared_types::ids::VisitorId;
+
+use super::ledger::Millis;
+
+/// Hold requests one visitor may make of one object per window: a buyer picks and re-picks seats a
+/// few times a minute; a script sending fresh keys is cut off here.
+pub const HOLDS_PER_WINDOW: u32 = 30;
+/// The window.
+pub const WINDOW_MS: Millis = 60_000;
+/// Ended windows are dropped once the map holds this many visitors.
+const PRUNE_ABOVE: usize = 4_096;
+
+#[derive(Debug, Default)]
+pub struct HoldRate {
+    /// Each visitor's current window: when it started, and the requests in it.
+    windows: HashMap<VisitorId, (Millis, u32)>,
+}
+
+impl HoldRate {
+    /// Counts one hold request of `visitor` at `now`; `Err(ms)` when over the rate, with how long
+    /// until the window ends.
+    pub fn attempt(&mut self, visitor: &VisitorId, now: Millis) -> Result<(), Millis> {
+        if self.windows.len() >= PRUNE_ABOVE {
+            self.prune(now);
+        }
+        let window = self.windows.entry(visitor.clone()).or_insert((now, 0));
+        if now - window.0 >= WINDOW_MS {
+            *window = (now, 0);
+        }
+        if window.1 >= HOLDS_PER_WINDOW {
+            return Err(window.0 + WINDOW_MS - now);
+        }
+        window.1 += 1;
+        Ok(())
+    }
+
+    /// Drops the windows that ended before `now`.
+    pub fn prune(&mut self, now: Millis) {
+        self.windows.retain(|_, (start, _)| now - *start < WINDOW_MS);
+    }
+
+    /// Visitors with a window.
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn visitor(n: u32) -> VisitorId {
+        VisitorId::parse(&format!("v{n:016x}")).unwrap()
+    }
+
+    #[test]
+    fn a_visitor_gets_the_rate_and_then_waits_for_the_window() {
+        let mut rate = HoldRate::default();
+        let t0 = 1_800_000_000_000;
+        for i in 0..HOLDS_PER_WINDOW {
+            assert_eq!(rate.attempt(&visitor(1), t0 + Millis::from(i)), Ok(()));
+        }
+        assert_eq!(rate.attempt(&visitor(1), t0 + 1_000), Err(WINDOW_MS - 1_000));
+        assert_eq!(rate.attempt(&visitor(2), t0 + 1_000), Ok(()), "another visitor has their own");
+        assert_eq!(rate.attempt(&visitor(1), t0 + WINDOW_MS), Ok(()), "a new window");
+    }
+
+    #[test]
+    fn ended_windows_are_dropped_so_the_map_stays_small() {
+        let mut rate = HoldRate::default();
+        let t0 = 1_800_000_000_000;
+        for n in 0..10_000 {
+            let _ = rate.attempt(&visitor(n), t0 + Millis::from(n) * 100);
+        }
+        assert!(rate.len() <= PRUNE_ABOVE + 600, "{}", rate.len());
+        rate.prune(t0 + 10_000 * 100 + WINDOW_MS);
+        assert!(rate.is_empty());
+    }
+}

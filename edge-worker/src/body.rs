@@ -1,0 +1,55 @@
+//! Every request body the edge reads, bounded before it is read: a declared `Content-Length` over
+//! the route's limit is refused at once (`413 payload-too-large`), and a body that declares none is
+//! read a chunk at a time and refused as soon as it passes the limit. No route reads more than its
+//! limit plus one chunk, whoever sends it (the core's internal routes check the signature only after
+//! the body is read, so this bound is what stops an unauthenticated flood).
+
+use durable_objects::http;
+use futures_util::StreamExt as _;
+use shared_types::{Problem, ProblemType};
+use worker::{Request, Response, Result};
+
+/// A hold request (seats named by id, at most a few dozen).
+pub const HOLD: usize = 16 * 1024;
+/// A buyer's request forwarded to the core (checkout, transfers).
+pub const PROXY: usize = 16 * 1024;
+/// The join form or JSON (a challenge and its solution, or a Turnstile token).
+pub const JOIN: usize = 8 * 1024;
+/// The core's calls, but for an inventory.
+pub const INTERNAL: usize = 64 * 1024;
+/// An inventory pushed by the core (a stadium's seat map is a few megabytes).
+pub const INVENTORY: usize = 32 * 1024 * 1024;
+
+fn too_large(limit: usize, path: &str) -> Result<Response> {
+    http::problem(
+        &Problem::new(ProblemType::PayloadTooLarge, format!("the body may be at most {limit} bytes"))
+            .with_instance(path)
+            .with_extension("limit_bytes", limit.into()),
+    )
+}
+
+/// The body of `req`, at most `limit` bytes; a `413` answer otherwise.
+pub async fn read(
+    req: &mut Request,
+    limit: usize,
+    path: &str,
+) -> Result<std::result::Result<Vec<u8>, Response>> {
+    let declared = req.headers().get("content-length")?.and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit, path).map(Err);
+    }
+    if declared == Some(0) {
+        return Ok(Ok(Vec::new()));
+    }
+    // No body at all (a GET, or a POST without one): nothing to read.
+    let Ok(mut chunks) = req.stream() else { return Ok(Ok(Vec::new())) };
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > limit {
+            return too_large(limit, path).map(Err);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(body))
+}
