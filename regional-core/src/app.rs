@@ -299,7 +299,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => tracing::warn!("CORE_SIGNING_KEY is not set: events will not be published to the edge"),
     }
     let c = &args.checkout;
-    let provider = match args.provider_choice()? {
+    let provider = match args.validate()? {
         ProviderChoice::Stripe => {
             let key = c.stripe_secret_key.clone().ok_or("PAYMENT_PROVIDER=stripe needs STRIPE_SECRET_KEY")?;
             let secrets: Vec<String> = c
@@ -365,13 +365,20 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!(provider = checkout.provider.name(), "checkout enabled");
             let gates = crate::fulfillment::checkin::Gates::server(checkout.clone());
             let grpc = c.grpc_listen;
+            let tls = match (&c.grpc_tls_cert, &c.grpc_tls_key) {
+                (Some(cert), Some(key)) => Some((
+                    std::fs::read(cert).map_err(|e| format!("CORE_GRPC_TLS_CERT {}: {e}", cert.display()))?,
+                    std::fs::read(key).map_err(|e| format!("CORE_GRPC_TLS_KEY {}: {e}", key.display()))?,
+                )),
+                _ => None,
+            };
+            let secure = tls.is_some();
             tokio::spawn(async move {
-                let served = tonic::transport::Server::builder().add_service(gates).serve(grpc).await;
-                if let Err(e) = served {
+                if let Err(e) = crate::fulfillment::checkin::serve(gates, grpc, tls).await {
                     tracing::error!(error = %e, addr = %grpc, "the check-in service stopped");
                 }
             });
-            tracing::info!(addr = %grpc, "check-in (gRPC) listening");
+            tracing::info!(addr = %grpc, tls = secure, "check-in (gRPC) listening");
             state.checkout = Some(checkout);
         }
         _ => tracing::warn!("CORE_SIGNING_KEY or EDGE_VERIFYING_KEYS is not set: checkout answers 503"),

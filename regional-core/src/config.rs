@@ -188,6 +188,17 @@ pub struct CheckoutArgs {
     /// Where the check-in gRPC service listens (scanners, box office).
     #[arg(long, env = "CORE_GRPC_LISTEN", default_value = "127.0.0.1:50051")]
     pub grpc_listen: SocketAddr,
+    /// The check-in service's TLS certificate chain (PEM file). With `CORE_GRPC_TLS_KEY`, scanners
+    /// connect over TLS (their API keys travel in the metadata).
+    #[arg(long, env = "CORE_GRPC_TLS_CERT")]
+    pub grpc_tls_cert: Option<std::path::PathBuf>,
+    /// The check-in service's TLS private key (PEM file).
+    #[arg(long, env = "CORE_GRPC_TLS_KEY", hide_env_values = true)]
+    pub grpc_tls_key: Option<std::path::PathBuf>,
+    /// Serve check-in without TLS on a non-loopback address (TLS ends before the core, at a mesh
+    /// or a load balancer). Without TLS and without this, the core serves check-in on loopback only.
+    #[arg(long, env = "CORE_GRPC_PLAINTEXT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub grpc_plaintext: bool,
     /// How often the reconciler looks for unfinished orders, in milliseconds.
     #[arg(long, env = "RECONCILE_INTERVAL_MS", default_value_t = 500)]
     pub reconcile_interval_ms: u64,
@@ -233,12 +244,27 @@ impl ServeArgs {
         self.core_signing_key.is_some() && self.checkout.edge_verifying_keys.is_some()
     }
 
-    /// The provider to serve with, or why this configuration may not start. Safe by default: the
-    /// test provider (whose pages mark any order paid) and fault injection need development mode.
-    pub fn provider_choice(&self) -> Result<ProviderChoice, String> {
+    /// Every start-up rule of a configuration, and the payment provider to serve with; or why it may
+    /// not start. Safe by default: the test provider (whose pages mark any order paid) and fault
+    /// injection need development mode, and check-in leaves loopback only over TLS or when told.
+    pub fn validate(&self) -> Result<ProviderChoice, String> {
         let c = &self.checkout;
         if c.fault_inject.is_some() && !self.dev_mode {
             return Err("CORE_FAULT_INJECT crashes the core on purpose: it needs CORE_DEV_MODE=true".into());
+        }
+        match (&c.grpc_tls_cert, &c.grpc_tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err("CORE_GRPC_TLS_CERT and CORE_GRPC_TLS_KEY go together".into())
+            }
+            (None, None) if !c.grpc_listen.ip().is_loopback() && !c.grpc_plaintext => {
+                return Err(format!(
+                    "CORE_GRPC_LISTEN={} is not loopback: set CORE_GRPC_TLS_CERT and CORE_GRPC_TLS_KEY \
+                     (scanners' API keys would cross the network in the clear), or CORE_GRPC_PLAINTEXT=true \
+                     when TLS ends before the core",
+                    c.grpc_listen
+                ))
+            }
+            _ => {}
         }
         match (c.payment_provider.as_deref(), self.dev_mode) {
             (Some("stripe"), _) => Ok(ProviderChoice::Stripe),
@@ -365,27 +391,38 @@ mod tests {
     #[test]
     fn the_test_provider_needs_development_mode() {
         // No provider named, checkout configured, no development mode: refused (it was testpay).
-        let refused = serve_args(&KEYS).provider_choice().unwrap_err();
+        let refused = serve_args(&KEYS).validate().unwrap_err();
         assert!(refused.contains("PAYMENT_PROVIDER"), "{refused}");
         let mut named = KEYS.to_vec();
         named.extend(["--payment-provider", "testpay"]);
-        assert!(serve_args(&named).provider_choice().unwrap_err().contains("CORE_DEV_MODE"));
+        assert!(serve_args(&named).validate().unwrap_err().contains("CORE_DEV_MODE"));
         // Asked for explicitly: the test provider.
         named.extend(["--dev-mode", "true"]);
-        assert_eq!(serve_args(&named).provider_choice(), Ok(ProviderChoice::Test));
+        assert_eq!(serve_args(&named).validate(), Ok(ProviderChoice::Test));
         let mut stripe = KEYS.to_vec();
         stripe.extend(["--payment-provider", "stripe"]);
-        assert_eq!(serve_args(&stripe).provider_choice(), Ok(ProviderChoice::Stripe));
+        assert_eq!(serve_args(&stripe).validate(), Ok(ProviderChoice::Stripe));
         // No checkout, no provider: nothing to charge with, nothing mounted.
-        assert_eq!(serve_args(&[]).provider_choice(), Ok(ProviderChoice::None));
+        assert_eq!(serve_args(&[]).validate(), Ok(ProviderChoice::None));
         assert!(!serve_args(&[]).dev_mode, "development mode is never the default");
     }
 
     #[test]
+    fn check_in_leaves_loopback_only_with_tls_or_when_told() {
+        assert!(serve_args(&["--grpc-listen", "0.0.0.0:50051"]).validate().unwrap_err().contains("TLS"));
+        let told = serve_args(&["--grpc-listen", "0.0.0.0:50051", "--grpc-plaintext", "true"]);
+        assert!(told.validate().is_ok());
+        let tls = ["--grpc-listen", "0.0.0.0:50051", "--grpc-tls-cert", "c.pem", "--grpc-tls-key", "k.pem"];
+        assert!(serve_args(&tls).validate().is_ok());
+        assert!(serve_args(&["--grpc-tls-cert", "c.pem"]).validate().is_err(), "a certificate needs its key");
+        assert!(serve_args(&[]).validate().is_ok(), "loopback needs neither");
+    }
+
+    #[test]
     fn fault_injection_needs_development_mode() {
-        assert!(serve_args(&["--fault-inject", "crash-before-confirm"]).provider_choice().is_err());
+        assert!(serve_args(&["--fault-inject", "crash-before-confirm"]).validate().is_err());
         let ok = serve_args(&["--fault-inject", "crash-before-confirm", "--dev-mode", "true"]);
-        assert!(ok.provider_choice().is_ok());
+        assert!(ok.validate().is_ok());
     }
 
     #[test]

@@ -440,3 +440,67 @@ async fn codes_signed_before_a_key_rotation_admit_while_the_old_key_is_trusted(d
     let r = gates.check_in(scan(&other_old, "south", &event, &key)).await.unwrap().into_inner();
     assert_eq!((r.result(), r.reason.as_str()), (Outcome::Refused, "unknown-key"));
 }
+
+#[sqlx::test]
+async fn check_in_is_served_over_tls_when_given_a_certificate(db: PgPool) {
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let state = with_checkout(&db, &signer);
+    let api = Api::start_with(state.clone()).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, _, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
+    // A certificate for localhost, made as an operator would (openssl), for this test only.
+    let dir = std::env::temp_dir().join(format!("checkin-tls-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A private CA and a leaf for localhost signed by it, as an operator's PKI would issue.
+    let script = "set -e
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=test-ca \\
+            -keyout ca.key -out ca.pem 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \\
+            -keyout key.pem -out leaf.csr 2>/dev/null
+        printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > leaf.ext
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \\
+            -extfile leaf.ext -out cert.pem 2>/dev/null";
+    let made = std::process::Command::new("sh").args(["-c", script]).current_dir(&dir).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    let cert = std::fs::read(dir.join("cert.pem")).unwrap();
+    let cert_for_server = cert.clone();
+    let key_pem = std::fs::read(dir.join("key.pem")).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let gates = Gates::server(state.checkout.clone().unwrap());
+    tokio::spawn(async move {
+        let served =
+            regional_core::fulfillment::checkin::serve(gates, addr, Some((cert_for_server, key_pem))).await;
+        eprintln!("check-in over TLS stopped: {served:?}");
+    });
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)).domain_name("localhost");
+    let endpoint = Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap();
+    let mut channel = None;
+    for _ in 0..50 {
+        match endpoint.connect().await {
+            Ok(c) => {
+                channel = Some(c);
+                break;
+            }
+            Err(e) => eprintln!("connect (retrying): {e:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut gates = CheckInClient::new(channel.expect("a TLS connection"));
+    let code = code_of(&db, &signer, tickets[0]).await;
+    let r = gates.check_in(scan(&code, "north", &event, &key)).await.unwrap().into_inner();
+    assert_eq!(r.result(), Outcome::Admitted);
+    // A plaintext client gets nothing from the TLS port.
+    let plain = CheckInClient::connect(format!("http://{addr}")).await;
+    let refused = match plain {
+        Err(_) => true,
+        Ok(mut c) => c.check_in(scan(&code, "north", &event, &key)).await.is_err(),
+    };
+    assert!(refused, "plaintext must not reach a TLS check-in service");
+}

@@ -37,6 +37,21 @@ use proto::check_in_reply::Result as Outcome;
 use proto::check_in_server::{CheckIn, CheckInServer};
 use proto::{CheckInReply, CheckInRequest, SyncScansReply, SyncScansRequest, ValidCode, ValidCodesRequest};
 
+/// Serves check-in on `addr` until the process ends: over TLS with `tls` (PEM certificate chain and
+/// key), in plaintext otherwise (loopback, or TLS ended before the core: see `CORE_GRPC_PLAINTEXT`).
+pub async fn serve(
+    gates: CheckInServer<Gates>,
+    addr: std::net::SocketAddr,
+    tls: Option<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), tonic::transport::Error> {
+    let mut server = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls {
+        let identity = tonic::transport::Identity::from_pem(cert, key);
+        server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
+    }
+    server.add_service(gates).serve(addr).await
+}
+
 /// The check-in service.
 pub struct Gates {
     checkout: Arc<Checkout>,
