@@ -6,12 +6,20 @@
 #   scripts/bench.sh            everything
 #   scripts/bench.sh checkout   only checkout end to end
 #   scripts/bench.sh sale       only the flash sale: 20,000 buyers for 5,000 seats, audited
+#   scripts/bench.sh import     only the 100,000-seat import (native, no stack)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WHAT="${1:-all}"
-case $WHAT in all | checkout | sale) ;; *) die "usage: scripts/bench.sh [all|checkout|sale]" ;; esac
+case $WHAT in all | checkout | sale | import) ;; *) die "usage: scripts/bench.sh [all|checkout|sale|import]" ;; esac
 
 OUT="${BENCH_OUT:-$LOCAL/bench}"
+if [ "$WHAT" = all ] || [ "$WHAT" = import ]; then
+  mkdir -p "$OUT"
+  log "seat import: a 100,000-seat CSV read and checked (native, release)"
+  cargo bench -q --locked -p regional-core --bench seat_import | tee "$OUT/seat-import.json"
+  [ "$WHAT" = import ] && exit 0
+fi
+
 EDGE_PORT="${BENCH_EDGE_PORT:-18787}"
 CORE_PORT="${BENCH_CORE_PORT:-18080}"
 METRICS_PORT="${BENCH_METRICS_PORT:-19464}"

@@ -58,13 +58,13 @@ fn admission_token(req: &Request, event: &EventId) -> Result<Option<String>> {
     crate::queue::cookie(req, &format!("admission_{event}"))
 }
 
-/// The visitor an admission token for `event` names, or the problem to answer.
 /// A buyer an admission token lets in: who, and how many tickets their admission allows.
 struct Admitted {
     visitor: VisitorId,
     max_tickets: u32,
 }
 
+/// The buyer an admission token for `event` names, or the problem to answer.
 async fn authenticate(
     req: &Request,
     env: &Env,

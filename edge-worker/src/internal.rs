@@ -16,7 +16,7 @@ use durable_objects::inventory::{shard_of_hold, Caller};
 use serde_json::{json, Value};
 use shared_types::ids::{EventId, HoldId};
 use shared_types::inventory::Inventory;
-use shared_types::request_signing::{verify_request, SignedRequest, SIGNATURE_HEADER};
+use shared_types::request_signing::{precheck_request, verify_request, SignedRequest, SIGNATURE_HEADER};
 use shared_types::{Problem, ProblemType};
 use worker::{Date, Env, Method, Request, Response, Result};
 
@@ -51,13 +51,13 @@ async fn authenticate(
         )
         .map(Err)
     };
-    // Refused unread when it cannot be the core's: no signature, or larger than the route takes.
-    if header.is_none() {
-        if let Err(e) = verify_request(&keys.core, None, &method, &path_and_query, &[], now) {
-            return refused(e);
-        }
+    // Refused unread when it cannot be the core's (no signature, one of a key the edge does not
+    // trust, or a stale one) or is larger than the route takes.
+    if let Err(e) = precheck_request(&keys.core, header.as_deref(), now) {
+        return refused(e);
     }
-    let limit = if path.ends_with("/inventory") { crate::body::INVENTORY } else { crate::body::INTERNAL };
+    let inventory = req.method() == Method::Put && path.ends_with("/inventory");
+    let limit = if inventory { crate::body::INVENTORY } else { crate::body::INTERNAL };
     let body = match crate::body::read(req, limit, path).await? {
         Ok(body) => body,
         Err(refused) => return Ok(Err(refused)),

@@ -20,6 +20,11 @@ END $$;
 CREATE TRIGGER users_platform_roles BEFORE INSERT OR UPDATE OF role, organization_id ON users
     FOR EACH ROW EXECUTE FUNCTION users_platform_roles();
 
+-- Hold settings within the edge's bounds (the core used to take up to 100 tickets per visitor, the
+-- edge 50): events stored above it are brought to it, so that their pushes are taken again.
+UPDATE events SET hold_settings = jsonb_set(hold_settings, '{max_tickets_per_visitor}', '50')
+WHERE (hold_settings->>'max_tickets_per_visitor')::int > 50;
+
 -- No secret is kept in an idempotent answer: API keys stored before this change are removed.
 UPDATE idempotency_keys SET body = (body - 'key') || '{"secret_withheld": "key"}'
 WHERE body ? 'key';

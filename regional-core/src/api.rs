@@ -231,17 +231,24 @@ where
     Ok((status, Json(answer)).into_response())
 }
 
-/// Deletes expired idempotent answers and promo-attempt windows, a batch at a time; the number of
-/// rows deleted.
+/// Deletes expired idempotent answers (in batches of 10,000, until none is left) and ended
+/// promo-attempt windows; the number of rows deleted.
 pub async fn prune(db: &PgPool) -> Result<u64, sqlx::Error> {
-    let answers = sqlx::query(
-        "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
-             SELECT ctid FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1) LIMIT 10000))",
-    )
-    .bind(IDEMPOTENCY_HOURS)
-    .execute(db)
-    .await?
-    .rows_affected();
+    let mut answers = 0;
+    loop {
+        let batch = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+                 SELECT ctid FROM idempotency_keys WHERE created_at < now() - make_interval(hours => $1) LIMIT 10000))",
+        )
+        .bind(IDEMPOTENCY_HOURS)
+        .execute(db)
+        .await?
+        .rows_affected();
+        answers += batch;
+        if batch < 10_000 {
+            break;
+        }
+    }
     let attempts = crate::promotions::prune_attempts(db).await?;
     Ok(answers + attempts)
 }

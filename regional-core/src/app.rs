@@ -92,6 +92,7 @@ pub fn metrics_router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|req: Request| async move { ApiError::NoRoute(req.uri().path().to_owned()) })
         .layer(axum::middleware::from_fn_with_state(state.request_timeout, crate::limits::bound))
+        .layer(axum::middleware::from_fn(nosniff))
         .with_state(state)
 }
 
@@ -269,8 +270,16 @@ async fn request_id(mut req: Request, next: axum::middleware::Next) -> axum::res
     resp
 }
 
+async fn nosniff(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert("x-content-type-options", axum::http::HeaderValue::from_static("nosniff"));
+    resp
+}
+
 /// Migrates (when asked), binds and serves until SIGINT or SIGTERM.
 pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // Every start-up rule first: a configuration that may not run changes nothing.
+    let choice = args.validate()?;
     if args.migrate {
         db::migrate(&args.database).await?;
     }
@@ -299,7 +308,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         None => tracing::warn!("CORE_SIGNING_KEY is not set: events will not be published to the edge"),
     }
     let c = &args.checkout;
-    let provider = match args.validate()? {
+    let provider = match choice {
         ProviderChoice::Stripe => {
             let key = c.stripe_secret_key.clone().ok_or("PAYMENT_PROVIDER=stripe needs STRIPE_SECRET_KEY")?;
             let secrets: Vec<String> = c

@@ -650,18 +650,33 @@ async fn set_waiting_room(
     caller.require(Permission::ManageCatalog)?;
     let event = find_event(&state.db, &caller, &id).await?;
     let patch: Value = api::parse_json(&body)?;
-    if !patch.is_object() {
+    let Some(fields) = patch.as_object() else {
         return Err(ApiError::Malformed("the body must be a JSON object of the fields to change".into()));
+    };
+    // Set by the core when it pushes (the event's version and title), never by the organizer.
+    let core_owned: Vec<FieldError> = ["version", "display_name"]
+        .into_iter()
+        .filter(|f| fields.contains_key(*f))
+        .map(|f| FieldError::new(f, "is set by the core"))
+        .collect();
+    if !core_owned.is_empty() {
+        return Err(ApiError::Validation(core_owned));
     }
     let mut tx = state.db.begin().await?;
     let stored: Value = sqlx::query_scalar("SELECT waiting_room FROM events WHERE id = $1 FOR UPDATE")
         .bind(event.id)
         .fetch_one(&mut *tx)
         .await?;
-    let current: WaitingRoomSettings = serde_json::from_value(stored.clone()).unwrap_or_default();
+    // A stored document the core cannot read is a bug to see, not a reason to reset the settings.
+    let current: WaitingRoomSettings = if stored.is_null() || stored == json!({}) {
+        WaitingRoomSettings::default()
+    } else {
+        serde_json::from_value(stored).map_err(|e| ApiError::Database(sqlx::Error::Decode(Box::new(e))))?
+    };
     let mut merged = serde_json::to_value(&current).unwrap_or_default();
     merge_patch(&mut merged, &patch);
-    let next: WaitingRoomSettings = api::parse_json(merged.to_string().as_bytes())?;
+    let next: WaitingRoomSettings = serde_json::from_value(merged)
+        .map_err(|e| ApiError::Malformed(format!("the change is not valid: {e}")))?;
     next.validate().map_err(ApiError::Validation)?;
     // Without an edge nothing was pushed, so nothing there can refuse.
     if publishing::visible_at_edge(event.state) && state.edge.configured() {

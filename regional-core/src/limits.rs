@@ -17,7 +17,8 @@ use crate::error::{problem_response, ApiError};
 /// The largest body any route takes: seat maps of the largest venues (a 100,000-seat CSV is about
 /// 4 MB). Also the ceiling set on axum's own limit.
 pub const MAX_BODY: usize = 16 << 20;
-/// A provider's webhook: Stripe's events are a few kilobytes.
+/// A provider's webhook: Stripe's events are a few kilobytes; kept apart from the default so that
+/// either can change alone.
 pub const WEBHOOK_BODY: usize = 256 << 10;
 /// Everything else: JSON documents an organizer or a buyer sends.
 pub const DEFAULT_BODY: usize = 256 << 10;

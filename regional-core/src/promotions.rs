@@ -288,17 +288,18 @@ async fn set_refund_policy(
     Ok(Json(json!({ "refund_policy": windows })))
 }
 
-/// Failed promo code attempts allowed per buyer (visitor) of an event in one window.
+/// Promo code attempts that may fail per buyer (visitor) of an event in one window.
 pub const PROMO_FAILURES_PER_VISITOR: i32 = 10;
-/// Failed promo code attempts allowed per hold in one window.
+/// Promo code attempts that may fail per hold in one window.
 pub const PROMO_FAILURES_PER_HOLD: i32 = 5;
 /// The window, in seconds.
 pub const PROMO_WINDOW_SECS: i32 = 15 * 60;
 
-/// The bound on guessing promo codes at checkout: failed attempts counted per buyer of an event and
-/// per hold, in fixed windows (`promo_attempts`), across every core replica. A buyer over either
-/// bound is answered `429` (`reason: promo-attempts`, `Retry-After`) until the window ends, whatever
-/// code they try; codes that work are never counted.
+/// The bound on guessing promo codes at checkout: attempts counted per buyer of an event and per
+/// hold, in fixed windows (`promo_attempts`), across every core replica. Each attempt takes a slot
+/// in one atomic statement before the code is looked up, so concurrent guesses cannot share a
+/// slot; a code that works gives its slot back. A buyer over either bound is answered `429`
+/// (`reason: promo-attempts`, `Retry-After`) until the window ends, whatever code they try.
 pub struct Attempts {
     scopes: [(String, i32); 2],
 }
@@ -317,19 +318,26 @@ impl Attempts {
         self.scopes.iter().map(|(s, _)| s.as_str()).collect()
     }
 
-    /// Refuses when a scope has no attempt left in its window.
-    pub async fn check(&self, db: &sqlx::PgPool) -> Result<(), ApiError> {
+    /// Takes one attempt in every scope (a new window when the last one ended); refuses when a
+    /// scope had none left.
+    pub async fn take(&self, db: &sqlx::PgPool) -> Result<(), ApiError> {
         let rows: Vec<(String, i32, f64)> = sqlx::query_as(
-            "SELECT scope, failures, extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8
-             FROM promo_attempts WHERE scope = ANY($1) AND window_start > now() - make_interval(secs => $2)",
+            "INSERT INTO promo_attempts (scope, failures) SELECT unnest($1::text[]), 1
+             ON CONFLICT (scope) DO UPDATE SET
+                 failures = CASE WHEN promo_attempts.window_start <= now() - make_interval(secs => $2)
+                                 THEN 1 ELSE promo_attempts.failures + 1 END,
+                 window_start = CASE WHEN promo_attempts.window_start <= now() - make_interval(secs => $2)
+                                     THEN now() ELSE promo_attempts.window_start END
+             RETURNING scope, failures,
+                 extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8",
         )
         .bind(self.names())
         .bind(PROMO_WINDOW_SECS)
         .fetch_all(db)
         .await?;
-        for (scope, failures, left) in rows {
+        for (scope, taken, left) in rows {
             let limit = self.scopes.iter().find(|(s, _)| *s == scope).map_or(0, |(_, l)| *l);
-            if failures >= limit {
+            if taken > limit {
                 return Err(ApiError::RateLimited {
                     reason: "promo-attempts",
                     retry_after_secs: left.ceil().max(1.0) as u64,
@@ -339,20 +347,12 @@ impl Attempts {
         Ok(())
     }
 
-    /// Counts one failed attempt in every scope (a new window when the last one ended).
-    pub async fn fail(&self, db: &sqlx::PgPool) -> Result<(), ApiError> {
-        sqlx::query(
-            "INSERT INTO promo_attempts (scope, failures) SELECT unnest($1::text[]), 1
-             ON CONFLICT (scope) DO UPDATE SET
-                 failures = CASE WHEN promo_attempts.window_start <= now() - make_interval(secs => $2)
-                                 THEN 1 ELSE promo_attempts.failures + 1 END,
-                 window_start = CASE WHEN promo_attempts.window_start <= now() - make_interval(secs => $2)
-                                     THEN now() ELSE promo_attempts.window_start END",
-        )
-        .bind(self.names())
-        .bind(PROMO_WINDOW_SECS)
-        .execute(db)
-        .await?;
+    /// Gives the attempt back: the code worked (or was not the problem).
+    pub async fn give_back(&self, db: &sqlx::PgPool) -> Result<(), ApiError> {
+        sqlx::query("UPDATE promo_attempts SET failures = greatest(failures - 1, 0) WHERE scope = ANY($1)")
+            .bind(self.names())
+            .execute(db)
+            .await?;
         Ok(())
     }
 }

@@ -179,14 +179,24 @@ async fn an_offline_scan_made_before_a_reissue_or_transfer_uses_the_ticket(db: P
     let state = with_checkout(&db, &signer);
     let api = Api::start_with(state.clone()).await;
     let (_, [(org, key), _]) = two_tenants(&api).await;
-    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2", "A-3"]).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2", "A-3", "A-4"]).await;
     let mut gates = client(serve(&state).await).await;
     let v1 = [
         code_of(&db, &signer, tickets[0]).await,
         code_of(&db, &signer, tickets[1]).await,
         code_of(&db, &signer, tickets[2]).await,
+        code_of(&db, &signer, tickets[3]).await,
     ];
     let scanned = (chrono::Utc::now() - chrono::Duration::minutes(30)).to_rfc3339();
+    // The gate fetched its offline list forty minutes ago, before it went offline.
+    let mut req = tonic::Request::new(ValidCodesRequest { event_id: event.clone() });
+    req.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let mut list = gates.valid_codes(req).await.unwrap().into_inner();
+    while list.message().await.unwrap().is_some() {}
+    sqlx::query("UPDATE scanner_lists SET fetched_at = now() - interval '40 minutes'")
+        .execute(&db)
+        .await
+        .unwrap();
 
     // An offline gate admits with their first codes; then, before it syncs, A-1 is
     // re-issued by its buyer and A-2 given to someone else (both make version 2).

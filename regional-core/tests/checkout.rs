@@ -313,8 +313,8 @@ async fn promo_codes_cannot_be_guessed_and_their_buyer_limit_holds_under_concurr
         (p["type"].as_str(), p["reason"].as_str()),
         (Some("https://errors.ticketing.dev/rate-limited"), Some("promo-attempts"))
     );
-    // Other holds of the same buyer share a bound of ten per event.
-    for n in 0..5 {
+    // Other holds of the same buyer share a bound of ten per event (the refused sixth counted too).
+    for n in 0..4 {
         let other = hold_of(&edge, &event, 600, &format!("h1-0000b{n:03}"), &["B-1"]);
         let (s, _) = post_checkout(
             &api,
@@ -336,6 +336,25 @@ async fn promo_codes_cannot_be_guessed_and_their_buyer_limit_holds_under_concurr
     assert_eq!((s, p["reason"].as_str()), (429, Some("promo-attempts")), "{p}");
     let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&db).await.unwrap();
     assert_eq!(orders, 0, "refusals change nothing");
+
+    // Guesses sent at once get no more slots than guesses sent one by one.
+    let fresh = hold_for(&edge, &event, 600, "h2-0000c002", &["C-2"], "v00000000000000c2");
+    let guesses = (0..20).map(|n| {
+        let (api, fresh) = (&api, fresh.clone());
+        async move {
+            post_checkout(
+                api,
+                &format!("par-{n}"),
+                json!({
+                "hold_token": fresh, "email": "par@example.test", "promo_code": format!("PAR{n}") }),
+            )
+            .await
+            .0
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    assert_eq!(statuses.iter().filter(|s| **s == 422).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15, "{statuses:?}");
 
     // The per-buyer limit of a code, with two checkouts of one buyer at once, from two browsers
     // (two visitors, one e-mail; neither the guesser above).
@@ -367,4 +386,26 @@ async fn promo_codes_cannot_be_guessed_and_their_buyer_limit_holds_under_concurr
 
 fn token_for_visitor(signer: &TokenSigner, event: &str, hold: &str, seat: &str, visitor: &str) -> String {
     hold_for(signer, event, 600, hold, &[seat], visitor)
+}
+
+#[sqlx::test]
+async fn the_checkout_cap_is_also_what_the_waiting_room_admits_each_buyer_to(db: PgPool) {
+    let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
+    let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let api =
+        Api::start_with(state_with(Checkout { edge_keys: edge.verifying_ring(), ..checkout(&db, &core) }))
+            .await;
+    let (event, _) = on_sale(&api, 12).await;
+    // The line admits each buyer to two tickets (their admission's max_tickets); in a sectioned
+    // event each section's object sees only its own, so checkout counts them all.
+    sqlx::query("UPDATE events SET waiting_room = '{\"max_tickets_per_buyer\": 2}' WHERE id = $1::uuid")
+        .bind(&event)
+        .execute(&db)
+        .await
+        .unwrap();
+    let token = hold_of(&edge, &event, 600, "h0-00000a01", &["A-1", "A-2", "A-3"]);
+    let (s, p) =
+        post_checkout(&api, "three", json!({ "hold_token": token, "email": "fan@example.test" })).await;
+    assert_eq!((s, p["reason"].as_str()), (409, Some("limit_exceeded")), "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("at most 2"), "{p}");
 }

@@ -79,16 +79,15 @@ pub fn sign_request(
     format!("kid={}, ts={ts}, nonce={nonce}, sig={}", signer.kid(), URL_SAFE_NO_PAD.encode(signature))
 }
 
-/// Verifies a request's signature header against the trusted keys and the clock. Replay (a nonce
-/// seen before) is for the receiver to check with the returned [`SignedRequest`].
-pub fn verify_request(
-    keys: &KeyRing,
-    header: Option<&str>,
-    method: &str,
-    path_and_query: &str,
-    body: &[u8],
-    now: i64,
-) -> Result<SignedRequest, RequestAuthError> {
+/// A signature header's parts, checked for shape.
+struct Parsed<'a> {
+    kid: &'a str,
+    ts: i64,
+    nonce: &'a str,
+    sig: [u8; 64],
+}
+
+fn parse_header(header: Option<&str>) -> Result<Parsed<'_>, RequestAuthError> {
     let header = header.ok_or(RequestAuthError::Unsigned)?;
     if header.len() > 512 {
         return Err(RequestAuthError::Malformed("too long"));
@@ -118,6 +117,34 @@ pub fn verify_request(
         .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
         .and_then(|b| b.try_into().ok())
         .ok_or(RequestAuthError::Malformed("sig is not 64 bytes of base64url"))?;
+    Ok(Parsed { kid, ts, nonce, sig })
+}
+
+/// What can be checked of a request before its body is read: the header's shape, a key id the
+/// receiver trusts, a fresh timestamp. A receiver calls this first so that nobody who cannot be the
+/// signer gets a large body read ([`verify_request`] then checks the signature over the body).
+pub fn precheck_request(keys: &KeyRing, header: Option<&str>, now: i64) -> Result<(), RequestAuthError> {
+    let parsed = parse_header(header)?;
+    if !keys.kids().any(|k| k == parsed.kid) {
+        return Err(RequestAuthError::UnknownKey(parsed.kid.to_owned()));
+    }
+    if (now - parsed.ts).abs() > MAX_REQUEST_AGE_SECS {
+        return Err(RequestAuthError::Stale { signed_at: parsed.ts, now });
+    }
+    Ok(())
+}
+
+/// Verifies a request's signature header against the trusted keys and the clock. Replay (a nonce
+/// seen before) is for the receiver to check with the returned [`SignedRequest`].
+pub fn verify_request(
+    keys: &KeyRing,
+    header: Option<&str>,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    now: i64,
+) -> Result<SignedRequest, RequestAuthError> {
+    let Parsed { kid, ts, nonce, sig } = parse_header(header)?;
     let text = signing_text(method, path_and_query, body, ts, nonce);
     keys.verify_bytes(kid, text.as_bytes(), &sig).map_err(|e| match e {
         TokenError::UnknownKey(k) => RequestAuthError::UnknownKey(k),

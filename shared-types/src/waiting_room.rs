@@ -800,4 +800,30 @@ mod tests {
         assert_eq!(hex32(&hex(&seed)), Some(seed));
         assert_eq!(hex32("zz"), None);
     }
+
+    #[test]
+    fn a_started_sale_with_people_in_line_keeps_its_time_mode_and_shards() {
+        let now = 1_800_000_000_000;
+        let current = WaitingRoomSettings { on_sale_at_ms: Some(now - 1), ..WaitingRoomSettings::default() };
+        let later = WaitingRoomSettings { on_sale_at_ms: Some(now + 60_000), ..current.clone() };
+        let fifo = WaitingRoomSettings { mode: QueueMode::Fifo, ..current.clone() };
+        let shards = WaitingRoomSettings { queue_shards: 8, ..current.clone() };
+        let fewer_tickets = WaitingRoomSettings { max_tickets_per_buyer: 2, ..current.clone() };
+        let closed = WaitingRoomSettings { mode: QueueMode::Closed, ..current.clone() };
+        assert_eq!(current.check_change(&later, now, false, true), Err(ChangeRefusal::SaleStarted));
+        assert_eq!(current.check_change(&fifo, now, false, true), Err(ChangeRefusal::SaleStarted));
+        assert_eq!(current.check_change(&shards, now, false, true), Err(ChangeRefusal::ShardsFixed));
+        assert_eq!(current.check_change(&fewer_tickets, now, false, true), Ok(()));
+        assert_eq!(current.check_change(&closed, now, false, true), Ok(()), "closing is always allowed");
+        // Nobody in line yet, or the sale not started: anything goes.
+        assert_eq!(current.check_change(&later, now, false, false), Ok(()));
+        let not_started = WaitingRoomSettings { on_sale_at_ms: Some(now + 1), ..current.clone() };
+        assert_eq!(not_started.check_change(&fifo, now, false, true), Ok(()));
+        assert_eq!(
+            not_started.check_change(&fifo, now, true, true),
+            Err(ChangeRefusal::SaleStarted),
+            "drawn"
+        );
+        assert_eq!(ChangeRefusal::SaleStarted.reason(), "sale_started");
+    }
 }

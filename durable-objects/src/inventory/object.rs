@@ -164,15 +164,19 @@ impl InventoryObject {
             return Ok(());
         }
         let store = Store::create(self.state.storage().sql())?;
-        let ledger = store.load()?;
+        let mut ledger = store.load()?;
         self.shard.set(store.shard()?);
-        let next = ledger.as_ref().and_then(Ledger::next_expiry);
+        // Answers over the per-visitor bound (stored before it existed) go from storage at once.
+        for (v, k) in ledger.as_mut().map(Ledger::take_evicted).unwrap_or_default() {
+            store.delete_idempotency(&v, &k)?;
+        }
+        let next = ledger.as_ref().and_then(Ledger::next_wake);
         *self.ledger.borrow_mut() = ledger;
         self.loaded.set(true);
         self.arm_alarm(next).await
     }
 
-    /// Keeps exactly one alarm, at the earliest live expiry.
+    /// Keeps exactly one alarm, at the next wake ([`Ledger::next_wake`]).
     async fn arm_alarm(&self, next: Option<Millis>) -> Result<()> {
         if self.armed.get() == Some(next) {
             return Ok(());
@@ -190,7 +194,7 @@ impl InventoryObject {
     }
 
     /// When the alarm must next run: an expiry, or something to forget ([`Ledger::next_wake`]).
-    fn next_expiry(&self) -> Option<Millis> {
+    fn next_wake(&self) -> Option<Millis> {
         self.ledger.borrow().as_ref().and_then(Ledger::next_wake)
     }
 
@@ -322,7 +326,7 @@ impl InventoryObject {
             _ => http::problem_of(ProblemType::NotFound, "no such route on the inventory", path)?,
         };
         // Whatever changed, the alarm follows the earliest expiry.
-        self.arm_alarm(self.next_expiry()).await?;
+        self.arm_alarm(self.next_wake()).await?;
         Ok(response)
     }
 

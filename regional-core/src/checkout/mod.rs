@@ -337,6 +337,7 @@ struct EventForSale {
     state: EventState,
     pricing: Value,
     hold_settings: Value,
+    waiting_room: Value,
     tiers: Value,
     zones: Value,
 }
@@ -389,7 +390,7 @@ async fn price_hold(
     // the buyer already owns is counted in the order's transaction ([`BuyerLimits::enforce`]).
     let seats: Vec<String> = grant.seats.iter().map(|s| s.to_string()).collect();
     let e: EventForSale = sqlx::query_as(
-        "SELECT e.organization_id, e.state, e.pricing, e.hold_settings,
+        "SELECT e.organization_id, e.state, e.pricing, e.hold_settings, e.waiting_room,
              (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') FROM
                  (SELECT id, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at, created_at
                   FROM ticket_tiers WHERE event_id = e.id) t) AS tiers,
@@ -407,6 +408,9 @@ async fn price_hold(
     }
     let settings: PricingSettings = serde_json::from_value(e.pricing).unwrap_or_default();
     let holds: HoldSettings = serde_json::from_value(e.hold_settings).unwrap_or_default();
+    // What the waiting room admits each buyer to (the admission token's `max_tickets`).
+    let room: shared_types::waiting_room::WaitingRoomSettings =
+        serde_json::from_value(e.waiting_room).unwrap_or_default();
     let corrupt = |e: serde_json::Error| ApiError::Database(sqlx::Error::Decode(Box::new(e)));
     let tiers: Vec<TierForSale> = serde_json::from_value(e.tiers).map_err(corrupt)?;
     let zones: HashMap<String, String> = serde_json::from_value(e.zones).map_err(corrupt)?;
@@ -513,7 +517,7 @@ async fn price_hold(
         promo: promo_id,
         limits: BuyerLimits {
             tickets: lines_count,
-            cap: i64::from(holds.max_tickets_per_visitor),
+            cap: i64::from(holds.max_tickets_per_visitor.min(room.max_tickets_per_buyer)),
             promo: promo_id.zip(promo_limit),
         },
     })
@@ -526,7 +530,8 @@ async fn price_hold(
 struct BuyerLimits {
     /// Tickets in this order.
     tickets: i64,
-    /// The event's cap per buyer (`max_tickets_per_visitor`), across all its sections.
+    /// The event's cap per buyer across all its sections: the smaller of `max_tickets_per_visitor`
+    /// and the waiting room's `max_tickets_per_buyer` (what each admission allows).
     cap: i64,
     /// The promo code and its per-buyer limit, when it has one.
     promo: Option<(Uuid, i32)>,
@@ -540,17 +545,20 @@ impl BuyerLimits {
         visitor: &str,
         email: &str,
     ) -> Result<(), ApiError> {
-        // Always in the same order: two transactions never wait on each other's second lock.
-        let mut locks = [
-            format!("buyer:{event}:visitor:{visitor}"),
-            format!("buyer:{event}:email:{}", email.to_lowercase()),
-        ];
-        locks.sort();
-        for lock in &locks {
-            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-                .bind(lock)
-                .execute(&mut *tx)
-                .await?;
+        // Both keys made by PostgreSQL (the e-mail through the same lower() as the count), taken in
+        // one order: two transactions never wait on each other's second lock.
+        let keys: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT hashtextextended(key, 0) AS k FROM
+                 unnest(ARRAY['buyer:' || $1 || ':visitor:' || $2, 'buyer:' || $1 || ':email:' || lower($3)]) AS key
+             ORDER BY k",
+        )
+        .bind(event.to_string())
+        .bind(visitor)
+        .bind(email)
+        .fetch_all(&mut *tx)
+        .await?;
+        for key in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await?;
         }
         let owned: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM order_lines l JOIN orders o ON o.id = l.order_id
@@ -664,17 +672,20 @@ async fn create_checkout(
         return Ok(answer(StatusCode::OK, true, CheckoutAnswer { order, order_token: token }));
     }
 
-    // Promo codes cannot be guessed without limit: failed attempts are counted per buyer and hold.
+    // Promo codes cannot be guessed without limit: each attempt takes a slot per buyer and per
+    // hold, given back unless the code itself was refused.
     let attempts = crate::promotions::Attempts::new(event, &visitor, &hold);
     if !promo.is_empty() {
-        attempts.check(&state.db).await?;
+        attempts.take(&state.db).await?;
     }
     let priced = match price_hold(&state.db, event, &claims.extra, Some(promo.as_str())).await {
-        Err(e) if !promo.is_empty() && e.is_field("promo_code") => {
-            attempts.fail(&state.db).await?;
-            return Err(e);
+        Err(e) if e.is_field("promo_code") => return Err(e),
+        other => {
+            if !promo.is_empty() {
+                attempts.give_back(&state.db).await?;
+            }
+            other?
         }
-        other => other?,
     };
     let id = Uuid::new_v4();
     let expires_at =

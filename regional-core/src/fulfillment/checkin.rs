@@ -7,8 +7,10 @@
 //! - A ticket is used only while its order is paid: the write takes a share lock on the order, so a
 //!   refund (which locks it for update and counts used tickets) and a scan never cross.
 //! - An offline scan of an earlier version counts when it was made before the next version began
-//!   (`ticket_versions`): the ticket is marked used at that time and the later version is refused as
-//!   already used; a re-issue or a transfer after the scan cannot admit a second person.
+//!   (`ticket_versions`) and the list its scanner had then (its latest `ValidCodes` before the scan,
+//!   `scanner_lists`) was fetched before that too: the ticket is marked used at that time and the
+//!   later version is refused as already used. A re-issue or a transfer after the scan cannot admit
+//!   a second person, and a scanner key cannot backdate a scan past what its list held.
 //! - `ValidCodes` gives an offline scanner what it needs to check the codes it reads (ticket,
 //!   version, seat, used), never the codes themselves: a scanner key cannot mint an entry.
 
@@ -166,7 +168,15 @@ impl CheckIn for Gates {
         &self,
         req: Request<ValidCodesRequest>,
     ) -> Result<Response<Self::ValidCodesStream>, Status> {
-        let (_, event) = self.scanner(&req, &req.get_ref().event_id).await?;
+        let (caller, event) = self.scanner(&req, &req.get_ref().event_id).await?;
+        // What this scanner's list holds from now on (offline scans of earlier versions are
+        // judged by it).
+        sqlx::query("INSERT INTO scanner_lists (event_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(event)
+            .bind(caller.user_id)
+            .execute(self.db())
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         let rows: Vec<TicketRow> = sqlx::query_as(&format!(
             "SELECT {TICKET_COLUMNS} FROM tickets t JOIN events e ON e.id = t.event_id
              WHERE t.event_id = $1 AND t.state IN ('valid', 'used') ORDER BY t.id"
@@ -238,8 +248,11 @@ impl Gates {
              used AS (
                 UPDATE tickets SET state = 'used', used_at = COALESCE($5, now()), used_gate = $4, updated_at = now()
                 WHERE id = $1 AND event_id = $2 AND state = 'valid' AND order_id IN (SELECT id FROM paid)
-                  AND (version = $3 OR ($5 IS NOT NULL AND version > $3 AND $5 < (
-                      SELECT valid_from FROM ticket_versions WHERE ticket_id = $1 AND version = $3 + 1)))
+                  AND (version = $3 OR ($5 IS NOT NULL AND version > $3 AND (
+                      SELECT max(fetched_at) FROM scanner_lists
+                      WHERE event_id = $2 AND user_id = $6 AND fetched_at <= $5) < (
+                      SELECT valid_from FROM ticket_versions WHERE ticket_id = $1 AND version = $3 + 1)
+                      AND $5 < (SELECT valid_from FROM ticket_versions WHERE ticket_id = $1 AND version = $3 + 1)))
                 RETURNING id, seat_id, order_id, tier_id, used_at),
              published AS (
                 INSERT INTO outbox (topic, key, payload)
@@ -254,6 +267,7 @@ impl Gates {
         .bind(version)
         .bind(gate)
         .bind(at)
+        .bind(caller.user_id)
         .fetch_optional(self.db())
         .await
         .map_err(db_error)?;
