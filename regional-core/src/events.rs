@@ -683,8 +683,8 @@ async fn set_waiting_room(
         let now = Utc::now().timestamp_millis();
         // Only a change the rule could refuse needs to know whether anyone has joined.
         if let Err(refusal) = current.check_change(&next, now, false, true) {
-            let joined = match state.edge.picture(event.id).await {
-                Ok(picture) => picture.queue.anyone_joined,
+            let joined = match state.edge.anyone_joined(event.id).await {
+                Ok(joined) => joined,
                 Err(e) => {
                     return Err(ApiError::Unavailable(format!(
                         "the edge could not say whether anyone has joined the line ({e}); this change may be refused there: retry"

@@ -229,6 +229,30 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
         .unwrap();
     assert_eq!(availability["seats"], "hx");
 
+    // 6. With someone in the line, a change the edge would refuse (the mode of a started sale) is
+    //    refused by the core before it answers, with the edge's reason, and changes nothing; a change
+    //    naming only the ticket limit keeps every other field and reaches the edge.
+    let room_path = format!("/api/v1/events/{id}/waiting-room");
+    let (status, refused) =
+        acme.call(reqwest::Method::PUT, &room_path, Some(json!({ "mode": "fifo" }))).await;
+    assert_eq!((status, refused["reason"].as_str()), (409, Some("sale_started")), "{refused}");
+    acme.ok(reqwest::Method::PUT, &room_path, json!({ "max_tickets_per_buyer": 2 })).await;
+    let (_, current) = acme.call(reqwest::Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    let limited = current["version"].as_i64().unwrap();
+    acme.sync_until(&id, Duration::from_secs(30), |s| {
+        s["state"] == "synced" && s["synced_version"] == limited
+    })
+    .await;
+    let room = client
+        .call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/waiting-room"), vec![])
+        .await
+        .unwrap();
+    let settings = &room["view"]["settings"];
+    assert_eq!(
+        (settings["mode"].as_str(), settings["max_tickets_per_buyer"].as_u64()),
+        (Some("passthrough"), Some(2))
+    );
+
     drop(edge);
     core.stop();
     drop_database(&db_name);

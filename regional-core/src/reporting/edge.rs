@@ -76,9 +76,6 @@ pub struct QueueFigures {
     pub admitted_per_minute: f64,
     /// Of everyone admitted so far: from the on-sale time for the pre-queue, from joining after.
     pub average_wait_seconds: f64,
-    /// True once anyone has joined the line (the settings rule depends on it).
-    #[serde(default)]
-    pub anyone_joined: bool,
     /// Refusals by reason (bot checks, bad tokens, limits), as the edge's isolates reported them.
     pub refusals: BTreeMap<String, u64>,
 }
@@ -150,7 +147,6 @@ impl EdgePicture {
             waiting: view["waiting"].as_u64().unwrap_or(0),
             active: view["active"].as_u64().unwrap_or(0),
             admitted_total: view["admitted_total"].as_u64().unwrap_or(0),
-            anyone_joined: room["anyone_joined"].as_bool().unwrap_or(true),
             admitted_per_minute: view["admit_rate_per_minute"].as_f64().unwrap_or(0.0),
             average_wait_seconds: room["average_wait_ms"].as_f64().unwrap_or(0.0) / 1000.0,
             refusals: serde_json::from_value(room["refusals"].clone()).unwrap_or_default(),
@@ -186,6 +182,21 @@ impl EdgeStats {
     /// True when the core has an edge to ask (and to publish to).
     pub fn configured(&self) -> bool {
         self.edge.is_some()
+    }
+
+    /// Whether anyone has joined the event's line, asked now (not from the cache: a settings
+    /// change is judged by it). An event the edge does not know yet has nobody in line.
+    pub async fn anyone_joined(&self, event: Uuid) -> Result<bool, String> {
+        let Some(edge) = &self.edge else { return Ok(false) };
+        let path = format!("/internal/v1/events/{event}/waiting-room");
+        let asked =
+            tokio::time::timeout(ASK_TIMEOUT, edge.send(reqwest::Method::GET, &path, Vec::new())).await;
+        match asked {
+            Ok(Ok(room)) => Ok(room["anyone_joined"].as_bool().unwrap_or(true)),
+            Ok(Err(crate::publishing::EdgeError::Refused { status: 404, .. })) => Ok(false),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("the edge did not answer within {} s", ASK_TIMEOUT.as_secs())),
+        }
     }
 
     /// The event's picture: the last one if fresh, else asked now.
