@@ -2,19 +2,18 @@
 //! path, body digest, timestamp and nonce (`shared_types::request_signing`); the edge checks the
 //! signature and freshness, the receiving object refuses a nonce it has seen (replay).
 //!
-//! - `PUT  /internal/v1/events/{event}/inventory`                 publish or update (split into shards)
-//! - `GET  /internal/v1/events/{event}/holds/{hold}`              one hold
-//! - `POST /internal/v1/events/{event}/holds/{hold}/{action}`     extend | confirm | reclaim | release | return
-//! - `GET  /internal/v1/events/{event}/stats`                     held, sold, available, expiries (summed over shards)
-//! - `PUT  /internal/v1/events/{event}/waiting-room`              waiting-room settings
-//! - `GET  /internal/v1/events/{event}/waiting-room`              the line: view, refusals, shards
-//! - `POST /internal/v1/events/{event}/waiting-room/sessions/end` a buyer finished (closed-loop admission)
+//!
+//! The routes are [`InternalRoute`] (shared with the core, which builds them): publish or update an
+//! inventory (split into shards), one hold and its actions (extend, confirm, reclaim, release,
+//! return), the stats (summed over shards), the waiting room's settings and its line, and the end
+//! of a buyer's session (closed-loop admission).
 
 use durable_objects::directory::Layout;
 use durable_objects::http;
 use durable_objects::inventory::{shard_of_hold, Caller};
 use serde_json::{json, Value};
 use shared_types::ids::{EventId, HoldId};
+use shared_types::internal_api::{HoldAction, InternalRoute};
 use shared_types::inventory::Inventory;
 use shared_types::request_signing::{precheck_request, verify_request, SignedRequest, SIGNATURE_HEADER};
 use shared_types::{Problem, ProblemType};
@@ -81,35 +80,50 @@ pub async fn handle(
         Err(resp) => return Ok(resp),
     };
     let call = Call { caller: &Caller::Core, nonce: Some(&signed.nonce), shard_index: None };
-    match (req.method(), rest) {
-        (Method::Put, ["inventory"]) => put_inventory(env, event, &body, &signed, path).await,
-        (Method::Get, ["stats"]) => stats(env, event, path).await,
-        (Method::Put, ["waiting-room"]) => put_settings(env, event, &body, path).await,
-        (Method::Get, ["waiting-room"]) => room_stats(env, event, path).await,
-        (Method::Post, ["waiting-room", "sessions", "end"]) => end_session(env, event, &body, path).await,
-        (method, ["holds", hold, action @ ..]) => {
-            let not_found = || http::problem_of(ProblemType::NotFound, "no such hold", path);
-            let (Ok(hold), Some(shard)) = (HoldId::parse(hold), shard_of_hold(hold)) else {
-                return not_found();
-            };
-            let Some(layout) = objects::layout(env, event).await? else { return not_found() };
-            let Some(name) = layout.object_name(shard) else { return not_found() };
-            let (method, object_path, body) = match (method, action) {
-                (Method::Get, []) => (Method::Get, format!("/holds/{hold}"), None),
-                (Method::Post, ["release"]) => (Method::Delete, format!("/holds/{hold}"), None),
-                (Method::Post, [a @ ("extend" | "confirm" | "reclaim" | "return")]) => (
-                    Method::Post,
-                    format!("/holds/{hold}/{a}"),
-                    Some(String::from_utf8_lossy(&body).into_owned()),
-                ),
-                _ => return http::problem_of(ProblemType::NotFound, "no such hold action", path),
-            };
-            let resp = objects::inventory(env, &name, method, &object_path, &call, body).await?;
-            invalidate_availability(event);
-            objects::relay(resp, path).await
+    let Some(route) = InternalRoute::parse(req.method().as_ref(), rest) else {
+        return http::problem_of(ProblemType::NotFound, "no such internal route", path);
+    };
+    match route {
+        InternalRoute::PutInventory => put_inventory(env, event, &body, &signed, path).await,
+        InternalRoute::Stats => stats(env, event, path).await,
+        InternalRoute::PutWaitingRoom => put_settings(env, event, &body, path).await,
+        InternalRoute::WaitingRoom => room_stats(env, event, path).await,
+        InternalRoute::EndSession => end_session(env, event, &body, path).await,
+        InternalRoute::Hold(hold) => hold_call(env, event, &hold, None, &call, &body, path).await,
+        InternalRoute::HoldAction(hold, action) => {
+            hold_call(env, event, &hold, Some(action), &call, &body, path).await
         }
-        _ => http::problem_of(ProblemType::NotFound, "no such internal route", path),
     }
+}
+
+/// One hold, or an action on it, passed to the inventory object that has it.
+async fn hold_call(
+    env: &Env,
+    event: &EventId,
+    hold: &str,
+    action: Option<HoldAction>,
+    call: &Call<'_>,
+    body: &[u8],
+    path: &str,
+) -> Result<Response> {
+    let not_found = || http::problem_of(ProblemType::NotFound, "no such hold", path);
+    let (Ok(hold), Some(shard)) = (HoldId::parse(hold), shard_of_hold(hold)) else {
+        return not_found();
+    };
+    let Some(layout) = objects::layout(env, event).await? else { return not_found() };
+    let Some(name) = layout.object_name(shard) else { return not_found() };
+    let (method, object_path, body) = match action {
+        None => (Method::Get, format!("/holds/{hold}"), None),
+        Some(HoldAction::Release) => (Method::Delete, format!("/holds/{hold}"), None),
+        Some(a) => (
+            Method::Post,
+            format!("/holds/{hold}/{}", a.as_str()),
+            Some(String::from_utf8_lossy(body).into_owned()),
+        ),
+    };
+    let resp = objects::inventory(env, &name, method, &object_path, call, body).await?;
+    invalidate_availability(event);
+    objects::relay(resp, path).await
 }
 
 /// Publishes an inventory: validates it, records the shard layout, and puts each shard's piece

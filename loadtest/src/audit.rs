@@ -20,7 +20,8 @@ use serde_json::{json, Value};
 use shared_types::token::TokenSigner;
 use sqlx::PgPool;
 
-use crate::holds::core_call;
+use crate::edge::core_call;
+use shared_types::internal_api::InternalRoute;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -54,8 +55,7 @@ async fn edge_stats(
     edge: &str,
     event: &str,
 ) -> Result<Value, String> {
-    let path = format!("/internal/v1/events/{event}/stats");
-    let (status, stats) = core_call(http, signer, edge, reqwest::Method::GET, &path, vec![]).await?;
+    let (status, stats) = core_call(http, signer, edge, event, &InternalRoute::Stats, vec![]).await?;
     if status != 200 {
         return Err(format!("the edge's statistics: {status} {stats}"));
     }

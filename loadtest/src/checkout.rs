@@ -14,7 +14,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::holds::nonce;
+use crate::edge::nonce;
 use crate::summary::{drive, summarize, Sample, Summary};
 
 #[derive(Debug, Args)]

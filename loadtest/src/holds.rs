@@ -5,20 +5,19 @@
 //! straight in); core calls are signed with the dev core key.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Value};
 use shared_types::inventory::Sharding;
-use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
 use shared_types::token::TokenSigner;
 
+use crate::edge::{core_call, nonce};
 use crate::ledger_bench::seat_map;
 use crate::queue::admissions;
 use crate::summary::{drive, status_of, Summary};
+use shared_types::internal_api::InternalRoute;
 
 #[derive(Debug, Args)]
 pub struct HoldsArgs {
@@ -63,36 +62,6 @@ pub struct HoldsReport {
     pub objects: Vec<Value>,
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
-pub(crate) fn nonce() -> String {
-    let mut bytes = [0u8; 16];
-    let _ = getrandom::getrandom(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-pub(crate) async fn core_call(
-    client: &reqwest::Client,
-    signer: &TokenSigner,
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Vec<u8>,
-) -> Result<(u16, Value), String> {
-    let signature = sign_request(signer, method.as_str(), path, &body, unix_now(), &nonce());
-    let resp = client
-        .request(method, format!("{base}{path}"))
-        .header(SIGNATURE_HEADER, signature)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    Ok((status, resp.json().await.unwrap_or(Value::Null)))
-}
-
 #[derive(Debug, Args)]
 pub struct StatsArgs {
     #[arg(long, default_value = "http://127.0.0.1:8787")]
@@ -118,9 +87,8 @@ pub async fn stats(args: StatsArgs) -> Result<Vec<Value>, String> {
         .build()
         .map_err(|e| e.to_string())?;
     if args.waiting_room {
-        let path = format!("/internal/v1/events/{}/waiting-room", args.event);
         let (status, stats) =
-            core_call(&client, &core, &args.edge, reqwest::Method::GET, &path, vec![]).await?;
+            core_call(&client, &core, &args.edge, &args.event, &InternalRoute::WaitingRoom, vec![]).await?;
         if status != 200 {
             return Err(format!("stats failed ({status}): {stats}"));
         }
@@ -149,8 +117,7 @@ async fn object_stats(
     edge: &str,
     event: &str,
 ) -> Result<Vec<Value>, String> {
-    let path = format!("/internal/v1/events/{event}/stats");
-    let (status, stats) = core_call(client, core, edge, reqwest::Method::GET, &path, vec![]).await?;
+    let (status, stats) = core_call(client, core, edge, event, &InternalRoute::Stats, vec![]).await?;
     if status != 200 {
         return Err(format!("stats failed ({status}): {stats}"));
     }
@@ -189,8 +156,8 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
 
     let started = Instant::now();
     let body = serde_json::to_vec(&inventory).map_err(|e| e.to_string())?;
-    let path = format!("/internal/v1/events/{event}/inventory");
-    let (status, answer) = core_call(&client, &core, &args.edge, reqwest::Method::PUT, &path, body).await?;
+    let (status, answer) =
+        core_call(&client, &core, &args.edge, &event, &InternalRoute::PutInventory, body).await?;
     if status != 200 {
         return Err(format!("publishing failed ({status}): {answer}"));
     }

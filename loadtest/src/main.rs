@@ -15,6 +15,7 @@ mod audit;
 mod baseline;
 mod chart;
 mod checkout;
+mod edge;
 mod holds;
 mod ledger_bench;
 mod queue;
@@ -55,7 +56,7 @@ enum Command {
     /// Buy end to end: hold, checkout, test payment, paid.
     Checkout(checkout::CheckoutArgs),
     /// Play a flash sale and audit it (exits non-zero when the audit finds a violation).
-    Sale(sale::SaleArgs),
+    Sale(sale::plan::SaleArgs),
     /// Audit an event a `sale` made.
     Audit(AuditArgs),
     /// The baseline design as a service (started by `sale --baseline`, one run's seats).
@@ -198,5 +199,5 @@ async fn run_audit(args: AuditArgs) -> Result<audit::Audit, String> {
         .connect(&args.database_url)
         .await
         .map_err(|e| format!("database: {e}"))?;
-    audit::audit(&http, &signer, &args.edge, &db, &args.event, &sale::seat_ids(args.seats)).await
+    audit::audit(&http, &signer, &args.edge, &db, &args.event, &sale::plan::seat_ids(args.seats)).await
 }

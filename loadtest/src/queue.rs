@@ -13,9 +13,10 @@ use serde_json::{json, Value};
 use shared_types::token::TokenSigner;
 use shared_types::waiting_room::pow_solve;
 
-use crate::holds::{core_call, nonce};
+use crate::edge::{core_call, nonce, visitor_cookie};
 use crate::ledger_bench::seat_map;
 use crate::summary::{drive, Summary};
+use shared_types::internal_api::InternalRoute;
 
 #[derive(Debug, Args)]
 pub struct QueueArgs {
@@ -86,16 +87,6 @@ fn background_requests(stats: &Value) -> u64 {
     coordinator + shards
 }
 
-/// The `visitor=…` cookie the edge set on a challenge's answer (to send back with the join).
-pub fn visitor_cookie(resp: &reqwest::Response) -> Option<String> {
-    resp.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("visitor="))
-        .map(|c| c.split(';').next().unwrap_or_default().to_owned())
-}
-
 /// A solved challenge: the visitor cookie it came with, the challenge, the solution.
 type Proof = (String, String, String);
 
@@ -108,9 +99,9 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
         .map_err(|e| e.to_string())?;
     let event = format!("bench-q-{}", nonce().replace(['-', '_'], "x"));
     let inventory = seat_map(&event, 1, 1, 50);
-    let path = format!("/internal/v1/events/{event}/inventory");
     let body = serde_json::to_vec(&inventory).map_err(|e| e.to_string())?;
-    let (status, answer) = core_call(&client, &core, &args.edge, reqwest::Method::PUT, &path, body).await?;
+    let (status, answer) =
+        core_call(&client, &core, &args.edge, &event, &InternalRoute::PutInventory, body).await?;
     if status != 200 {
         return Err(format!("publishing failed ({status}): {answer}"));
     }
@@ -127,17 +118,17 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
         "bot": { "check": check, "raise_above_joins_per_minute": 100_000_000 },
         "rate_limits": { "per_ip_per_minute": 100_000_000, "joins_per_visitor_per_minute": 10 },
     });
-    let path = format!("/internal/v1/events/{event}/waiting-room");
     let body = serde_json::to_vec(&settings).map_err(|e| e.to_string())?;
-    let (status, answer) = core_call(&client, &core, &args.edge, reqwest::Method::PUT, &path, body).await?;
+    let (status, answer) =
+        core_call(&client, &core, &args.edge, &event, &InternalRoute::PutWaitingRoom, body).await?;
     if status != 200 {
         return Err(format!("settings refused ({status}): {answer}"));
     }
     let stats = || {
-        let (client, core, edge, path) = (client.clone(), core.clone(), args.edge.clone(), path.clone());
+        let (client, core, edge, event) = (client.clone(), core.clone(), args.edge.clone(), event.clone());
         async move {
             let (status, stats) =
-                core_call(&client, &core, &edge, reqwest::Method::GET, &path, vec![]).await?;
+                core_call(&client, &core, &edge, &event, &InternalRoute::WaitingRoom, vec![]).await?;
             if status != 200 {
                 return Err(format!("stats failed ({status}): {stats}"));
             }
@@ -284,9 +275,8 @@ pub async fn admissions(
         "max_active": 10_000_000,
         "rate_limits": { "per_ip_per_minute": 100_000_000, "joins_per_visitor_per_minute": 10 },
     });
-    let path = format!("/internal/v1/events/{event}/waiting-room");
     let body = serde_json::to_vec(&settings).map_err(|e| e.to_string())?;
-    let (status, answer) = core_call(client, core, edge, reqwest::Method::PUT, &path, body).await?;
+    let (status, answer) = core_call(client, core, edge, event, &InternalRoute::PutWaitingRoom, body).await?;
     if status != 200 {
         return Err(format!("settings refused ({status}): {answer}"));
     }

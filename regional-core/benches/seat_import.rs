@@ -7,7 +7,8 @@
 
 use std::time::Instant;
 
-use regional_core::venues::{parse_seats_csv, validate, VenueIn, ZoneIn};
+use regional_core::models::venue::{validate, VenueIn, ZoneIn};
+use regional_core::venues::parse_seats_csv;
 use shared_types::ids::ZoneId;
 
 fn csv(sections: usize, rows: usize, seats: usize) -> String {

@@ -29,10 +29,12 @@ use shared_types::inventory::FieldError;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::api::bounds;
 use crate::api::{self, page, Cursor, Listing, PageQuery};
-use crate::app::AppState;
 use crate::auth::{new_key, Caller, Permission, Role};
 use crate::error::ApiError;
+use crate::state::AppState;
+use crate::validate::{valid_email, valid_time_zone};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -124,26 +126,6 @@ fn valid_slug(s: &str) -> bool {
         && s.len() <= 63
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
-}
-
-/// An IANA zone name's shape (`UTC`, `Europe/Berlin`, `America/Argentina/Buenos_Aires`).
-pub fn valid_time_zone(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.split('/').all(|part| {
-            !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
-        })
-}
-
-fn valid_email(s: &str) -> bool {
-    s.len() <= 254
-        && s.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && domain.contains('.')
-                && !s.chars().any(char::is_whitespace)
-                && !domain.contains('@')
-        })
 }
 
 async fn audit(
@@ -241,18 +223,6 @@ async fn list_organizations(
     .fetch_all(&state.db)
     .await?;
     Ok(Json(page(rows, limit, |o| Cursor { at: o.created_at, id: o.id.to_string() })))
-}
-
-/// The lower bound of a page over `(created_at, id)` rows keyed by UUID.
-pub fn bounds(after: Option<Cursor>) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    match after {
-        None => Ok((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil())),
-        Some(c) => {
-            let id =
-                c.id.parse().map_err(|_| ApiError::field("cursor", "is not a cursor this API gave out"))?;
-            Ok((c.at, id))
-        }
-    }
 }
 
 #[utoipa::path(get, path = "/api/v1/organizations/{id}", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Organization), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]

@@ -17,6 +17,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use axum::body::Bytes;
+use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -27,10 +29,46 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use shared_types::idempotency::{self, IdempotencyKey};
 use sqlx::{PgConnection, PgPool};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use uuid::Uuid;
+
+/// The request's `Idempotency-Key` header, under the one rule of [`shared_types::idempotency`]
+/// (also the edge's for holds). As an extractor it is required; `Option<IdempotencyHeader>` takes
+/// it when present. A key that breaks the rule is a `422 validation-failed` naming the header.
+#[derive(Debug, Clone)]
+pub struct IdempotencyHeader(pub IdempotencyKey);
+
+impl IdempotencyHeader {
+    /// The key when the header is present, checked.
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+        let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+        let key = value.to_str().map_err(|_| ApiError::field("Idempotency-Key", idempotency::RULE))?;
+        IdempotencyKey::parse(key)
+            .map(|k| Some(Self(k)))
+            .map_err(|rule| ApiError::field("Idempotency-Key", rule))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Self::from_headers(&parts.headers)?
+            .ok_or_else(|| ApiError::field("Idempotency-Key", "this header is required"))
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyHeader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, ApiError> {
+        Self::from_headers(&parts.headers)
+    }
+}
 
 /// Reads a JSON body; a parse failure is a `malformed-request` problem naming what was wrong.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -158,18 +196,7 @@ pub async fn create_with_secret<F>(
 where
     F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c>,
 {
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(v) => {
-            let k = v.to_str().unwrap_or_default();
-            if k.is_empty() || k.len() > 200 || !k.bytes().all(|b| b.is_ascii_graphic()) {
-                return Err(ApiError::Malformed(
-                    "Idempotency-Key must be 1 to 200 visible ASCII characters".into(),
-                ));
-            }
-            Some(k.to_owned())
-        }
-    };
+    let key = IdempotencyHeader::from_headers(headers)?.map(|h| h.0.as_str().to_owned());
     let digest = Sha256::digest(body).to_vec();
     let mut tx = db.begin().await?;
     if let Some(key) = &key {
@@ -249,20 +276,17 @@ pub async fn prune(db: &PgPool) -> Result<u64, sqlx::Error> {
             break;
         }
     }
-    let attempts = crate::promotions::prune_attempts(db).await?;
-    Ok(answers + attempts)
+    Ok(answers)
 }
 
-/// Runs [`prune`] every `every`, until the process ends.
-pub async fn run_pruner(db: PgPool, every: std::time::Duration) {
-    loop {
-        match prune(&db).await {
-            Ok(n) if n > 0 => {
-                tracing::info!(rows = n, "pruned expired idempotency answers and attempt windows")
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "pruning failed; retrying later"),
+/// The lower bound of a page over `(created_at, id)` rows keyed by UUID.
+pub fn bounds(after: Option<Cursor>) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    match after {
+        None => Ok((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil())),
+        Some(c) => {
+            let id =
+                c.id.parse().map_err(|_| ApiError::field("cursor", "is not a cursor this API gave out"))?;
+            Ok((c.at, id))
         }
-        tokio::time::sleep(every).await;
     }
 }

@@ -6,16 +6,16 @@
 //! secret 43 characters of base64url (256 random bits). Only the secret's SHA-256 is stored; a
 //! random 256-bit secret needs no slow hash. Comparison is constant-time.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::error::ApiError;
 
 /// What a user may do. One role per user.
@@ -138,11 +138,6 @@ fn parse_key(token: &str) -> Option<(&str, &str)> {
     (ok_id && secret.len() == 43).then_some((id, secret))
 }
 
-/// Equality whose time does not depend on where the inputs differ.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[derive(sqlx::FromRow)]
 struct KeyRow {
     user_id: Uuid,
@@ -171,7 +166,7 @@ pub async fn authenticate(db: &PgPool, authorization: Option<&str>) -> Result<Ca
     .fetch_optional(db)
     .await?;
     let Some(row) = row else { return Err(ApiError::Unauthorized("unknown-key")) };
-    if !constant_time_eq(&Sha256::digest(secret.as_bytes()), &row.secret_sha256) {
+    if !bool::from(Sha256::digest(secret.as_bytes()).as_slice().ct_eq(&row.secret_sha256)) {
         return Err(ApiError::Unauthorized("unknown-key"));
     }
     if row.revoked {
@@ -192,12 +187,17 @@ pub async fn authenticate(db: &PgPool, authorization: Option<&str>) -> Result<Ca
     })
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// The caller of an admin route, from any state that holds the database pool.
+impl<S> FromRequestParts<S> for Caller
+where
+    PgPool: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        authenticate(&state.db, header).await
+        authenticate(&PgPool::from_ref(state), header).await
     }
 }
 
@@ -210,7 +210,7 @@ mod tests {
         let key = new_key();
         let (id, secret) = parse_key(&key.token).unwrap();
         assert_eq!(id, key.id);
-        assert!(constant_time_eq(&Sha256::digest(secret.as_bytes()), &key.secret_sha256));
+        assert_eq!(Sha256::digest(secret.as_bytes()).as_slice(), key.secret_sha256.as_slice());
         assert_ne!(new_key().token, key.token);
         for bad in ["", "tk_", "tk_short_x", "xx_0123456789abcdef_", &key.token.replace("tk_", "tk-")] {
             assert!(parse_key(bad).is_none(), "{bad}");

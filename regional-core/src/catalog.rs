@@ -15,8 +15,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::api::{page, Cursor, Listing, PageQuery};
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -67,7 +67,7 @@ async fn search(
 ) -> Result<impl IntoResponse, ApiError> {
     let paging = PageQuery { limit: s.limit, cursor: s.cursor };
     let limit = paging.limit()?;
-    let (at, id) = crate::accounts::bounds(paging.after()?)?;
+    let (at, id) = crate::api::bounds(paging.after()?)?;
     if s.q.as_deref().is_some_and(|q| q.len() > 200) {
         return Err(ApiError::field("q", "must be at most 200 characters"));
     }

@@ -16,20 +16,21 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use shared_types::inventory::{Currency, FieldError};
 use shared_types::waiting_room::WaitingRoomSettings;
-use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::accounts::valid_time_zone;
 use crate::api::{self, page, Cursor, Listing};
-use crate::app::AppState;
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
-use crate::publishing;
-use crate::venues::{find_venue, GaArea, ZoneIn};
+use crate::models::event::{allowed, find_event, Event, EventState, Tier, EVENT_COLUMNS, TIER_COLUMNS};
+use crate::models::venue::{find_venue, GaArea, ZoneIn};
+use crate::publishing::{self, touch};
+use crate::state::AppState;
+use crate::validate::is_url;
+use crate::validate::valid_time_zone;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -44,56 +45,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(set_seats_off_sale))
         .routes(routes!(sync_status, sync_now))
 }
-
-/// The states of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-pub enum EventState {
-    Draft,
-    Published,
-    OnSale,
-    SoldOut,
-    Cancelled,
-    Completed,
-}
-
-/// The states an event may go to from `from`.
-pub fn allowed(from: EventState) -> &'static [EventState] {
-    use EventState::*;
-    match from {
-        Draft => &[Published, Cancelled],
-        Published => &[OnSale, Cancelled, Completed],
-        OnSale => &[SoldOut, Cancelled, Completed],
-        SoldOut => &[OnSale, Cancelled, Completed],
-        Cancelled | Completed => &[],
-    }
-}
-
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Event {
-    pub id: Uuid,
-    pub organization_id: Uuid,
-    pub venue_id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub genre: String,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub time_zone: String,
-    #[schema(value_type = Object)]
-    pub images: Value,
-    #[schema(value_type = Object)]
-    pub refund_policy: Value,
-    pub state: EventState,
-    pub version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-const EVENT_COLUMNS: &str =
-    "id, organization_id, venue_id, title, description, genre, starts_at, ends_at, time_zone, \
-                             images, refund_policy, state, version, created_at, updated_at";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -112,28 +63,6 @@ struct NewEvent {
     #[serde(default)]
     images: Vec<String>,
 }
-
-#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct Tier {
-    pub id: Uuid,
-    pub event_id: Uuid,
-    pub name: String,
-    pub kind: String,
-    pub ga_area: Option<String>,
-    pub currency: String,
-    pub price_minor: i64,
-    #[schema(value_type = Object)]
-    pub zone_prices: Value,
-    pub quantity: i32,
-    pub per_order_limit: i32,
-    pub sale_starts_at: Option<DateTime<Utc>>,
-    pub sale_ends_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-}
-
-const TIER_COLUMNS: &str =
-    "id, event_id, name, kind, ga_area, currency, price_minor, zone_prices, quantity, \
-                            per_order_limit, sale_starts_at, sale_ends_at, created_at";
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -191,12 +120,6 @@ fn check_event_fields(
         errors.push(FieldError::new("images", "at most 20 images"));
     }
     errors
-}
-
-fn is_url(s: &str) -> bool {
-    (s.starts_with("https://") || s.starts_with("http://"))
-        && s.len() <= 2000
-        && !s.contains(char::is_whitespace)
 }
 
 #[utoipa::path(post, path = "/api/v1/events", tag = "catalog", security(("api_key" = [])), request_body = NewEvent, responses((status = 201, body = Event), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
@@ -266,7 +189,7 @@ async fn list_events(
     caller.require(Permission::Read)?;
     let q = api::PageQuery { limit: f.limit, cursor: f.cursor };
     let limit = q.limit()?;
-    let (at, id) = crate::accounts::bounds(q.after()?)?;
+    let (at, id) = crate::api::bounds(q.after()?)?;
     let rows: Vec<Event> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM events
          WHERE organization_id = $1 AND ($2::text IS NULL OR state = $2) AND (created_at, id) > ($3, $4)
@@ -280,16 +203,6 @@ async fn list_events(
     .fetch_all(&state.db)
     .await?;
     Ok(Json(page(rows, limit, |e| Cursor { at: e.created_at, id: e.id.to_string() })))
-}
-
-/// An event of the caller's organization (404 otherwise).
-pub async fn find_event(db: &PgPool, caller: &Caller, id: &str) -> Result<Event, ApiError> {
-    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
-    let row: Option<Event> = sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
-    row.filter(|e| e.organization_id == caller.organization_id).ok_or(ApiError::NotFound)
 }
 
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Event), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
@@ -614,22 +527,6 @@ async fn update_tier(
     touch(&mut tx, event.id).await?;
     tx.commit().await?;
     Ok(Json(updated))
-}
-
-/// A change the edge must learn: bump the event's version and, if the edge knows the event, queue
-/// the push (in the same transaction as the change).
-pub async fn touch(conn: &mut sqlx::PgConnection, event: Uuid) -> Result<(), ApiError> {
-    let (org, state, version): (Uuid, EventState, i64) = sqlx::query_as(
-        "UPDATE events SET version = version + 1, updated_at = now() WHERE id = $1
-         RETURNING organization_id, state, version",
-    )
-    .bind(event)
-    .fetch_one(&mut *conn)
-    .await?;
-    if publishing::visible_at_edge(state) {
-        publishing::enqueue(conn, event, org, version).await?;
-    }
-    Ok(())
 }
 
 /// `PUT /api/v1/events/{id}/waiting-room`: changes the event's waiting-room settings. The body

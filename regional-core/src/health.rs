@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use shared_types::{CoreHealth, Tier, TierReport};
 
-use crate::app::AppState;
 use crate::db;
+use crate::state::AppState;
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the core and its database are up", body = Object), (status = 503, description = "the database is down", body = Object)))]
 pub async fn healthz(State(app): State<AppState>) -> (StatusCode, Json<CoreHealth>) {

@@ -3,7 +3,6 @@
 
 pub mod accounts;
 pub mod api;
-pub mod app;
 pub mod auth;
 pub mod bus;
 pub mod catalog;
@@ -11,18 +10,29 @@ pub mod checkout;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod edge_client;
 pub mod error;
 pub mod events;
 pub mod fulfillment;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+pub mod middleware;
+pub mod models;
+pub mod money;
 pub mod notifications;
 pub mod payments;
 pub mod promotions;
 pub mod publishing;
 pub mod reporting;
+pub mod router;
+pub mod serve;
+pub mod state;
+pub mod tokens;
+pub mod validate;
 pub mod venues;
 
-pub use app::{metrics_router, router, router_with, serve, AppState};
 pub use config::{Command, Config, DatabaseArgs, DatabaseUrl, ServeArgs};
+pub use router::{metrics_router, router, router_with};
+pub use serve::serve;
+pub use state::AppState;

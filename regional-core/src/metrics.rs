@@ -6,9 +6,12 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+
+use crate::error::ApiError;
+use crate::state::AppState;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
@@ -100,4 +103,72 @@ pub fn render() -> String {
         ));
     }
     out
+}
+
+/// `GET /metrics`: Prometheus text. Checkout's figures so far: unfinished orders by state and the age of the
+/// oldest unfinished order (which must stay near zero plus the payment window).
+pub async fn scrape(State(state): State<AppState>) -> Result<String, ApiError> {
+    // Unfinished orders only (counted from a partial index, whatever the table's size); totals per
+    // state belong to reporting's projections.
+    let by_state: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT state, count(*) FROM orders
+         WHERE state IN ('created', 'awaiting_payment', 'confirming', 'releasing', 'refunding')
+         GROUP BY state ORDER BY state",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let oldest = crate::checkout::driver::oldest_unfinished_age(&state.db).await?;
+    let mut out = String::from(
+        "# HELP ticketing_orders_unfinished Orders the saga is still working on, by state.\n# TYPE ticketing_orders_unfinished gauge\n",
+    );
+    for (s, n) in by_state {
+        out.push_str(&format!("ticketing_orders_unfinished{{state=\"{s}\"}} {n}\n"));
+    }
+    out.push_str("# HELP ticketing_oldest_unfinished_order_age_seconds Age of the oldest order not yet paid, cancelled or refunded.\n");
+    out.push_str("# TYPE ticketing_oldest_unfinished_order_age_seconds gauge\n");
+    out.push_str(&format!("ticketing_oldest_unfinished_order_age_seconds {oldest}\n"));
+    let in_use = state.db.size().saturating_sub(state.db.num_idle() as u32);
+    out.push_str("# HELP ticketing_db_connections_in_use Database connections checked out of the pool.\n");
+    out.push_str("# TYPE ticketing_db_connections_in_use gauge\n");
+    out.push_str(&format!("ticketing_db_connections_in_use {in_use}\n"));
+    out.push_str(&format!("ticketing_db_connections_open {}\n", state.db.size()));
+    let (unsent, lag) = crate::bus::relay::backlog(&state.db).await?;
+    out.push_str("# HELP ticketing_outbox_lag_seconds Age of the oldest outbox row not yet relayed.\n");
+    out.push_str("# TYPE ticketing_outbox_lag_seconds gauge\n");
+    out.push_str(&format!("ticketing_outbox_lag_seconds {lag}\n"));
+    // Pending and parked only (partial indexes): sent mails are history.
+    let mails: (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM notifications WHERE state = 'pending'),
+                (SELECT count(*) FROM notifications WHERE state = 'parked')",
+    )
+    .fetch_one(&state.db)
+    .await?;
+    out.push_str(
+        "# HELP ticketing_notifications Mails waiting to be sent, and parked after repeated failure.\n",
+    );
+    out.push_str("# TYPE ticketing_notifications gauge\n");
+    out.push_str(&format!("ticketing_notifications{{state=\"pending\"}} {}\n", mails.0));
+    out.push_str(&format!("ticketing_notifications{{state=\"parked\"}} {}\n", mails.1));
+    let failed = crate::notifications::sender::FAILED_ATTEMPTS.load(std::sync::atomic::Ordering::Relaxed);
+    out.push_str(
+        "# HELP ticketing_notification_failures_total Failed attempts to send a mail since start.\n",
+    );
+    out.push_str("# TYPE ticketing_notification_failures_total counter\n");
+    out.push_str(&format!("ticketing_notification_failures_total {failed}\n"));
+    out.push_str(&crate::metrics::render());
+    out.push_str(&crate::bus::lag::render(unsent, lag));
+    out.push_str(&state.edge.render());
+    if let Some(rss) = resident_memory_bytes() {
+        out.push_str("# HELP process_resident_memory_bytes Resident memory size in bytes.\n");
+        out.push_str("# TYPE process_resident_memory_bytes gauge\n");
+        out.push_str(&format!("process_resident_memory_bytes {rss}\n"));
+    }
+    Ok(out)
+}
+
+/// The process's resident memory (Linux: `/proc/self/statm`, in pages of 4 KiB).
+fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
 }

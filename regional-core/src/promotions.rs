@@ -19,10 +19,10 @@ use shared_types::inventory::{Currency, FieldError};
 use uuid::Uuid;
 
 use crate::api::{self, Listing};
-use crate::app::AppState;
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
-use crate::events::{find_event, EventState};
+use crate::models::event::{find_event, EventState};
+use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -357,7 +357,7 @@ impl Attempts {
     }
 }
 
-/// Deletes ended attempt windows (the pruner, [`crate::api::prune`]).
+/// Deletes ended attempt windows (the pruner in [`crate::serve`]).
 pub async fn prune_attempts(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query("DELETE FROM promo_attempts WHERE window_start < now() - make_interval(secs => $1)")
         .bind(PROMO_WINDOW_SECS)

@@ -13,21 +13,20 @@
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde_json::{json, Value};
 use shared_types::ids::{EventId, TierId};
+use shared_types::internal_api::InternalRoute;
 use shared_types::inventory::{
     Currency, GaTier, HoldSettings, Inventory, Money, PriceZone, Row, Seat, SeatMap, Section, Sharding,
 };
-use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
-use shared_types::token::TokenSigner;
 use shared_types::waiting_room::{QueueMode, WaitingRoomSettings};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::events::EventState;
-use crate::venues::{load_sections, GaArea, ZoneIn};
+use crate::edge_client::EdgeClient;
+use crate::error::ApiError;
+use crate::models::event::EventState;
+use crate::models::venue::{load_sections, GaArea, ZoneIn};
 
 /// Events above this many seats are sharded by section at the edge (one object per section).
 pub const SHARD_ABOVE_SEATS: usize = 20_000;
@@ -61,97 +60,6 @@ pub async fn enqueue(
 /// True when the edge should know about an event in this state.
 pub fn visible_at_edge(state: EventState) -> bool {
     matches!(state, EventState::Published | EventState::OnSale | EventState::SoldOut | EventState::Cancelled)
-}
-
-/// The edge's internal API, as the core calls it.
-#[derive(Clone)]
-pub struct EdgeClient {
-    pub base: String,
-    pub signer: TokenSigner,
-    pub http: reqwest::Client,
-}
-
-impl EdgeClient {
-    pub fn new(base: &str, signer: TokenSigner) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .user_agent(concat!("ticketing-core/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        Self { base: base.trim_end_matches('/').to_owned(), signer, http }
-    }
-
-    /// A signed call; `Ok` only for a 2xx answer.
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<Value, String> {
-        self.send(method, path, body).await.map_err(|e| e.to_string())
-    }
-
-    /// A signed call; a refusal keeps the edge's status and `reason` so that callers can act on it.
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<Value, EdgeError> {
-        // A request that never left (a pooled connection the edge had closed, a refused connect)
-        // is sent once more with a fresh nonce: every internal route is idempotent.
-        let mut attempt = 0;
-        let resp = loop {
-            let mut nonce = [0u8; 16];
-            getrandom::getrandom(&mut nonce).map_err(|e| EdgeError::Unreachable(e.to_string()))?;
-            let now = chrono::Utc::now().timestamp();
-            let signature =
-                sign_request(&self.signer, method.as_str(), path, &body, now, &URL_SAFE_NO_PAD.encode(nonce));
-            let sent = self
-                .http
-                .request(method.clone(), format!("{}{path}", self.base))
-                .header(SIGNATURE_HEADER, signature)
-                .header("content-type", "application/json")
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(resp) => break resp,
-                Err(e) if attempt == 0 && !e.is_timeout() => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(EdgeError::Unreachable(e.without_url().to_string())),
-            }
-        };
-        let status = resp.status();
-        let answer: Value = resp.json().await.unwrap_or(Value::Null);
-        if status.is_success() {
-            Ok(answer)
-        } else if status.is_server_error() {
-            Err(EdgeError::Unreachable(format!(
-                "edge answered {status}: {}",
-                answer.get("detail").and_then(Value::as_str).unwrap_or("")
-            )))
-        } else {
-            Err(EdgeError::Refused {
-                status: status.as_u16(),
-                reason: answer.get("reason").and_then(Value::as_str).unwrap_or("").to_owned(),
-                detail: answer.get("detail").and_then(Value::as_str).unwrap_or("").to_owned(),
-            })
-        }
-    }
-}
-
-/// Why a call to the edge did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EdgeError {
-    /// No answer, or a 5xx: try again later.
-    #[error("edge unreachable: {0}")]
-    Unreachable(String),
-    /// The edge refused (4xx) with a problem's `reason` (the ledger's refusal, e.g. `hold_expired`).
-    #[error("edge refused ({status} {reason}): {detail}")]
-    Refused { status: u16, reason: String, detail: String },
-}
-
-impl EdgeError {
-    /// The refusal's reason (empty for an unreachable edge).
-    pub fn reason(&self) -> &str {
-        match self {
-            Self::Unreachable(_) => "",
-            Self::Refused { reason, .. } => reason,
-        }
-    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -287,9 +195,9 @@ async fn push(db: &PgPool, edge: &EdgeClient, event: Uuid) -> Result<i64, String
     let (inventory, room) = definition(db, event).await?;
     let version = inventory.version as i64;
     let body = serde_json::to_vec(&inventory).map_err(|e| e.to_string())?;
-    edge.call(reqwest::Method::PUT, &format!("/internal/v1/events/{event}/inventory"), body).await?;
+    edge.send(&event.to_string(), &InternalRoute::PutInventory, body).await.map_err(|e| e.to_string())?;
     let body = serde_json::to_vec(&room).map_err(|e| e.to_string())?;
-    edge.call(reqwest::Method::PUT, &format!("/internal/v1/events/{event}/waiting-room"), body).await?;
+    edge.send(&event.to_string(), &InternalRoute::PutWaitingRoom, body).await.map_err(|e| e.to_string())?;
     Ok(version)
 }
 
@@ -377,4 +285,20 @@ pub async fn status(db: &PgPool, event: Uuid) -> Result<Value, sqlx::Error> {
         None => json!({ "state": "not_published" }),
         Some(row) => serde_json::to_value(row).unwrap_or_default(),
     })
+}
+
+/// A change the edge must learn: bump the event's version and, if the edge knows the event, queue
+/// the push (in the same transaction as the change).
+pub async fn touch(conn: &mut sqlx::PgConnection, event: Uuid) -> Result<(), ApiError> {
+    let (org, state, version): (Uuid, EventState, i64) = sqlx::query_as(
+        "UPDATE events SET version = version + 1, updated_at = now() WHERE id = $1
+         RETURNING organization_id, state, version",
+    )
+    .bind(event)
+    .fetch_one(&mut *conn)
+    .await?;
+    if visible_at_edge(state) {
+        enqueue(conn, event, org, version).await?;
+    }
+    Ok(())
 }

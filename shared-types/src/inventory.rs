@@ -359,6 +359,20 @@ fn check_price(price: &Money, currency: Currency, field: String, err: &mut impl 
     }
 }
 
+/// Where a hold is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldState {
+    /// Holding its seats until `expires_at`.
+    Held,
+    /// Sold: its seats are taken for good (unless returned after a refund).
+    Sold,
+    /// Given back before expiry by the buyer or the core.
+    Released,
+    /// Reached its expiry without being sold.
+    Expired,
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

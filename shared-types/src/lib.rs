@@ -4,7 +4,9 @@
 //! compiles unchanged for the host and for `wasm32-unknown-unknown` and is tested on the host.
 
 pub mod health;
+pub mod idempotency;
 pub mod ids;
+pub mod internal_api;
 pub mod inventory;
 pub mod problem;
 pub mod request_signing;

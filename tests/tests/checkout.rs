@@ -21,6 +21,7 @@ use e2e::{
 use regional_core::payments::signature;
 use reqwest::Method;
 use serde_json::{json, Value};
+use shared_types::inventory::HoldState;
 use sqlx::PgPool;
 
 const WEBHOOK_SECRET: &str = "whsec_e2e_checkout";
@@ -365,12 +366,9 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     );
     assert_eq!(count(&db, "SELECT count(*) FROM tickets").await, 2);
     assert_eq!(availability(&edge_url, &event).await, "ssaaaa");
-    let client = regional_core::publishing::EdgeClient::new(&edge_url, keys.core.clone());
-    let at_edge = client
-        .call(Method::GET, &format!("/internal/v1/events/{event}/holds/{hold_id}"), vec![])
-        .await
-        .unwrap();
-    assert_eq!(at_edge["state"], "sold");
+    let client = regional_core::edge_client::EdgeClient::new(&edge_url, keys.core.clone());
+    let at_edge = client.hold(&event, &hold_id).await.unwrap();
+    assert_eq!(at_edge.state, HoldState::Sold);
     let trail: Vec<(String,)> =
         sqlx::query_as("SELECT to_state FROM state_audit WHERE subject_kind = 'order' ORDER BY id")
             .fetch_all(&db)
@@ -653,21 +651,18 @@ async fn checkout_recovers_from_crashes_an_unreachable_edge_and_expiry() {
     let (hold_a, token) = hold(&edge_url, &short, &["A-3"]).await;
     let (status, late) = checkout(&edge_url, &token, "late-1").await;
     assert_eq!(status, 201, "{late}");
-    let client = regional_core::publishing::EdgeClient::new(&edge_url, keys.core.clone());
+    let client = regional_core::edge_client::EdgeClient::new(&edge_url, keys.core.clone());
     let expired = |hold: String| {
         let client = client.clone();
         let short = short.clone();
         async move {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                let h = client
-                    .call(Method::GET, &format!("/internal/v1/events/{short}/holds/{hold}"), vec![])
-                    .await
-                    .unwrap();
-                if h["state"] == "expired" {
+                let h = client.hold(&short, &hold).await.unwrap();
+                if h.state == HoldState::Expired {
                     return;
                 }
-                assert!(Instant::now() < deadline, "the hold never expired: {h}");
+                assert!(Instant::now() < deadline, "the hold never expired: {h:?}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -676,11 +671,8 @@ async fn checkout_recovers_from_crashes_an_unreachable_edge_and_expiry() {
     decide(&core_url, &late["order"], "approve", "").await;
     let kept = order_until(&edge_url, &late, "paid after reclaiming", |o| o["state"] == "paid").await;
     assert_eq!(kept["refund_minor"], 0);
-    let h = client
-        .call(Method::GET, &format!("/internal/v1/events/{short}/holds/{hold_a}"), vec![])
-        .await
-        .unwrap();
-    assert_eq!(h["state"], "sold", "{h}");
+    let h = client.hold(&short, &hold_a).await.unwrap();
+    assert_eq!(h.state, HoldState::Sold, "{h:?}");
 
     // 4. A hold expires during payment and another buyer takes its seat: refunded, and told why.
     let (hold_b, token) = hold(&edge_url, &short, &["A-4"]).await;
@@ -693,11 +685,8 @@ async fn checkout_recovers_from_crashes_an_unreachable_edge_and_expiry() {
     assert_eq!(refunded["outcome"], "hold_lost");
     assert_eq!(refunded["refund_minor"], refunded["total_minor"]);
     assert_eq!(count(&db, "SELECT count(*) FROM outbox WHERE payload->>'type' = 'order.hold_lost'").await, 1);
-    let h = client
-        .call(Method::GET, &format!("/internal/v1/events/{short}/holds/{rival}"), vec![])
-        .await
-        .unwrap();
-    assert_eq!(h["state"], "held", "the other buyer keeps the seat: {h}");
+    let h = client.hold(&short, &rival).await.unwrap();
+    assert_eq!(h.state, HoldState::Held, "the other buyer keeps the seat: {h:?}");
 
     audit(&db).await;
     db.close().await;

@@ -9,8 +9,9 @@ use e2e::{
     create_admin, database_url, drop_database, free_port, scratch_dir, start_core_with, start_edge_with_keys,
     TestKeys,
 };
-use regional_core::publishing::EdgeClient;
+use regional_core::edge_client::EdgeClient;
 use serde_json::{json, Value};
+use shared_types::internal_api::InternalRoute;
 
 struct Admin {
     base: String,
@@ -152,8 +153,7 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
 
     // The edge holds exactly what was published.
     let client = EdgeClient::new(&edge.url(), keys.core.clone());
-    let stats =
-        client.call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/stats"), vec![]).await.unwrap();
+    let stats = client.send(&id.to_string(), &InternalRoute::Stats, vec![]).await.unwrap();
     assert_eq!(stats["totals"]["capacity"], 2 + 60, "{stats}");
     assert_eq!(stats["shards"][0]["stats"]["inventory_version"], version);
     let availability: Value = reqwest::get(format!("{}/api/v1/events/{id}/availability", edge.url()))
@@ -164,10 +164,7 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
         .unwrap();
     assert_eq!(availability["seats"], "aa");
     assert_eq!(availability["tiers"][0][1]["capacity"], 60);
-    let room = client
-        .call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/waiting-room"), vec![])
-        .await
-        .unwrap();
+    let room = client.send(&id.to_string(), &InternalRoute::WaitingRoom, vec![]).await.unwrap();
     assert_eq!(room["view"]["settings"]["mode"], "passthrough");
     assert_eq!(room["view"]["settings"]["version"], version);
 
@@ -197,14 +194,11 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
     assert!(newer > version);
     acme.sync_until(&id, Duration::from_secs(30), |s| s["state"] == "synced" && s["synced_version"] == newer)
         .await;
-    let stats =
-        client.call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/stats"), vec![]).await.unwrap();
+    let stats = client.send(&id.to_string(), &InternalRoute::Stats, vec![]).await.unwrap();
     assert_eq!(stats["totals"]["capacity"], 2 + 60 + 20);
     assert_eq!(stats["totals"]["held"], 1);
-    let still = client
-        .call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/holds/{hold_id}"), vec![])
-        .await
-        .unwrap();
+    let still =
+        client.send(&id.to_string(), &InternalRoute::Hold(hold_id.to_string()), vec![]).await.unwrap();
     assert_eq!(still["state"], "held", "{still}");
 
     // 5. Both seats taken off sale: the held one keeps its hold, the free one is no longer sold.
@@ -216,10 +210,8 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
         s["state"] == "synced" && s["synced_version"] == newest
     })
     .await;
-    let still = client
-        .call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/holds/{hold_id}"), vec![])
-        .await
-        .unwrap();
+    let still =
+        client.send(&id.to_string(), &InternalRoute::Hold(hold_id.to_string()), vec![]).await.unwrap();
     assert_eq!(still["state"], "held", "{still}");
     let availability: Value = reqwest::get(format!("{}/api/v1/events/{id}/availability", edge.url()))
         .await
@@ -243,10 +235,7 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
         s["state"] == "synced" && s["synced_version"] == limited
     })
     .await;
-    let room = client
-        .call(reqwest::Method::GET, &format!("/internal/v1/events/{id}/waiting-room"), vec![])
-        .await
-        .unwrap();
+    let room = client.send(&id.to_string(), &InternalRoute::WaitingRoom, vec![]).await.unwrap();
     let settings = &room["view"]["settings"];
     assert_eq!(
         (settings["mode"].as_str(), settings["max_tickets_per_buyer"].as_u64()),

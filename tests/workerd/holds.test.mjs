@@ -168,6 +168,7 @@ test('ten thousand refused holds under fresh keys leave the object bounded: rate
   const before = (await core('GET', '/internal/v1/events/evt-flood/stats')).body.shards[0].stats;
   const statuses = {};
   let retryAfter;
+  const started = Date.now();
   for (let batch = 0; batch < 100; batch++) {
     const answers = await Promise.all(Array.from({ length: 100 }, async (_, i) => {
       const res = await mf.dispatchFetch('http://edge/api/v1/events/evt-flood/holds', {
@@ -181,8 +182,11 @@ test('ten thousand refused holds under fresh keys leave the object bounded: rate
     }));
     for (const s of answers) statuses[s] = (statuses[s] ?? 0) + 1;
   }
-  assert.equal(statuses[422], 30, `the visitor's rate: ${JSON.stringify(statuses)}`);
-  assert.equal(statuses[429], 10_000 - 30);
+  // 30 a minute: a slow machine whose flood spans a second window lets that window's 30 through too.
+  const windows = 1 + Math.floor((Date.now() - started) / 60_000);
+  const allowed = statuses[422];
+  assert.ok(allowed >= 30 && allowed <= 30 * windows, `the visitor's rate over ${windows} window(s): ${JSON.stringify(statuses)}`);
+  assert.equal(statuses[429], 10_000 - allowed);
   assert.ok(Number(retryAfter) >= 1 && Number(retryAfter) <= 60, retryAfter);
   const after = (await core('GET', '/internal/v1/events/evt-flood/stats')).body.shards[0].stats;
   assert.ok(after.remembered_answers <= 32, `answers kept: ${after.remembered_answers}`);

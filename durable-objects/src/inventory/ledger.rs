@@ -14,6 +14,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 use serde::{Deserialize, Serialize};
 use shared_types::ids::{EventId, HoldId, SeatId, SectionId, TierId, VisitorId, ZoneId};
+pub use shared_types::inventory::HoldState;
 use shared_types::inventory::{Accessibility, HoldSettings, Inventory};
 
 /// Milliseconds since the Unix epoch.
@@ -24,8 +25,6 @@ pub const IDEMPOTENCY_RETENTION_MS: Millis = 60 * 60 * 1000;
 /// How long an ended (released or expired) hold is remembered, so that a retried release or a late
 /// confirm gets a precise answer instead of "not found".
 pub const ENDED_HOLD_RETENTION_MS: Millis = 60 * 60 * 1000;
-/// Longest idempotency key accepted.
-pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// Most idempotency answers remembered per visitor: a buyer's retries need a handful; a visitor
 /// sending fresh keys (each refused, say) cannot grow the object past this. Past it, the visitor's
 /// oldest answer is forgotten first.
@@ -77,20 +76,6 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes
         .iter()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3))
-}
-
-/// Where a hold is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HoldState {
-    /// Holding its seats until `expires_at`.
-    Held,
-    /// Sold: its seats are taken for good (unless returned after a refund).
-    Sold,
-    /// Given back before expiry by the buyer or the core.
-    Released,
-    /// Reached its expiry without being sold.
-    Expired,
 }
 
 /// General-admission places in a hold.
@@ -556,8 +541,7 @@ impl Ledger {
                 .place_new(visitor, request, now, new_id, limit)
                 .map(|hold| Placed { hold, replayed: false });
         };
-        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic())
-        {
+        if !shared_types::idempotency::valid(key) {
             return Err(HoldError::BadIdempotencyKey);
         }
         let fingerprint = request.fingerprint();

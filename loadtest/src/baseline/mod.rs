@@ -26,7 +26,7 @@ use sqlx::PgPool;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Semaphore;
 
-use crate::sale::{Rec, Step};
+use crate::sale::plan::{Rec, Step};
 use crate::summary::Summary;
 use resp::Redis;
 
@@ -55,7 +55,7 @@ pub(crate) async fn prepare(db: &PgPool, run: &str, seats: &[String]) -> Result<
 /// Starts `loadtest baseline-server` for the run and returns it with its base URL. The process is
 /// killed when the handle is dropped.
 async fn start_server(
-    args: &crate::sale::SaleArgs,
+    args: &crate::sale::plan::SaleArgs,
     run: &str,
 ) -> Result<(tokio::process::Child, String), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
@@ -137,7 +137,7 @@ enum Outcome {
     Failed,
 }
 
-async fn visit(ctx: Arc<Ctx>, plan: crate::sale::Plan, buyer: usize) -> Outcome {
+async fn visit(ctx: Arc<Ctx>, plan: crate::sale::plan::Plan, buyer: usize) -> Outcome {
     tokio::time::sleep(plan.arrive_after).await;
     tokio::time::sleep(plan.think[0]).await;
     let mut rng = plan.rng;
@@ -157,7 +157,7 @@ async fn visit(ctx: Arc<Ctx>, plan: crate::sale::Plan, buyer: usize) -> Outcome 
             }
             return Outcome::NoSeats;
         }
-        let start = choices[(crate::sale::next(&mut rng) % choices.len() as u64) as usize];
+        let start = choices[(crate::sale::plan::next(&mut rng) % choices.len() as u64) as usize];
         choices.retain(|&i| i >= start);
         let seats: Vec<&str> = choices.iter().take(plan.tickets).map(|&i| ctx.seat_ids[i].as_str()).collect();
         match ctx.call(Step::Hold, "/holds", Some(json!({ "buyer": me, "seats": seats }))).await {
@@ -180,9 +180,9 @@ async fn visit(ctx: Arc<Ctx>, plan: crate::sale::Plan, buyer: usize) -> Outcome 
         _ => return Outcome::Failed,
     };
     let (path, outcome) = match plan.fate {
-        crate::sale::Fate::Abandon => return Outcome::Abandoned,
-        crate::sale::Fate::Decline => (format!("/orders/{order}/decline"), Outcome::Declined),
-        crate::sale::Fate::Pay => (format!("/orders/{order}/pay"), Outcome::Paid),
+        crate::sale::plan::Fate::Abandon => return Outcome::Abandoned,
+        crate::sale::plan::Fate::Decline => (format!("/orders/{order}/decline"), Outcome::Declined),
+        crate::sale::plan::Fate::Pay => (format!("/orders/{order}/pay"), Outcome::Paid),
     };
     match ctx.call(Step::Pay, &path, Some(body)).await {
         Ok((200, answer)) if answer["state"] == "refunded" => Outcome::PaidThenRefunded,
@@ -224,13 +224,13 @@ pub struct BaselineReport {
 
 /// Plays `plans` against the baseline service and audits it.
 pub async fn run(
-    args: &crate::sale::SaleArgs,
-    plans: Vec<crate::sale::Plan>,
+    args: &crate::sale::plan::SaleArgs,
+    plans: Vec<crate::sale::plan::Plan>,
     db: &PgPool,
     event: &str,
 ) -> Result<BaselineReport, String> {
     let run = format!("r{}", &uuid_v4()[..8]);
-    let seat_ids = crate::sale::seat_ids(args.seats);
+    let seat_ids = crate::sale::plan::seat_ids(args.seats);
     prepare(db, &run, &seat_ids).await?;
     let redis = Redis::new(&args.redis);
     redis.call(&["PING"]).await?;
@@ -282,12 +282,12 @@ pub async fn run(
     let audit = audit(db, &redis, &run, settle.elapsed().as_secs_f64()).await?;
     let records = std::mem::take(&mut *ctx.records.lock().map_err(|_| "poisoned")?);
     let sales = std::mem::take(&mut *ctx.sales.lock().map_err(|_| "poisoned")?);
-    let steps = crate::sale::step_summaries(&records, seconds);
+    let steps = crate::sale::plan::step_summaries(&records, seconds);
     let holds = records.iter().filter(|r| r.0 == Step::Hold && r.1 == Some(201)).count();
     let tickets_sold = audit.figures["tickets"].as_i64().unwrap_or(0);
     let chart = args.out.join(format!("sale-{event}-baseline.svg"));
     let title = "The same buyers against the baseline (Redis lock + optimistic PostgreSQL)";
-    std::fs::write(&chart, crate::sale::chart(&records, &sales, seconds, title))
+    std::fs::write(&chart, crate::sale::plan::chart(&records, &sales, seconds, title))
         .map_err(|e| e.to_string())?;
     Ok(BaselineReport {
         run,
@@ -347,25 +347,6 @@ async fn audit(db: &PgPool, redis: &Redis, run: &str, settled: f64) -> Result<cr
     })
 }
 
-/// The side-by-side table of the two runs.
-pub fn comparison(platform: &crate::sale::SaleReport, baseline: &BaselineReport) -> Value {
-    let hold = |s: &BTreeMap<String, Summary>| {
-        s.get("hold").map(|h| json!({ "p50_ms": h.p50_ms, "p99_ms": h.p99_ms }))
-    };
-    json!({
-        "holds_per_second": { "platform": platform.steps.get("hold").map(|h| h.statuses.get(&201).copied().unwrap_or(0) as f64 / platform.seconds.max(1e-9)), "baseline": baseline.holds_per_second },
-        "hold_latency": { "platform": hold(&platform.steps), "baseline": hold(&baseline.steps) },
-        "hold_conflicts": { "platform": platform.hold_conflicts, "baseline": baseline.hold_conflicts },
-        "tickets_sold": { "platform": platform.tickets_sold, "baseline": baseline.tickets_sold },
-        "double_sales_found": {
-            "platform": platform.audit.checks.iter().find(|c| c.name == "no_seat_sold_twice").map(|c| !c.ok),
-            "baseline": baseline.audit.checks.iter().find(|c| c.name == "no_seat_sold_twice").map(|c| !c.ok),
-        },
-        "paid_then_refunded": { "baseline": baseline.outcomes.get("paid_then_refunded").copied().unwrap_or(0) },
-        "audit_clean": { "platform": platform.audit.clean, "baseline": baseline.audit.clean },
-    })
-}
-
 #[cfg(test)]
 mod tests {
     //! The baseline is only a fair comparison if it is correct: its lock refuses a second buyer, its
@@ -386,7 +367,7 @@ mod tests {
     #[sqlx::test]
     async fn a_lapsed_lock_loses_the_seat_to_the_version_check_and_is_refunded(db: PgPool) {
         let run = format!("t{}", &uuid_v4()[..8]);
-        let seats = crate::sale::seat_ids(4);
+        let seats = crate::sale::plan::seat_ids(4);
         prepare(&db, &run, &seats).await.unwrap();
         let redis_addr = redis_addr();
         let app = server::router(db.clone(), Redis::new(&redis_addr), &run, 60_000, 400);
@@ -436,7 +417,7 @@ mod tests {
     #[sqlx::test]
     async fn the_audit_sees_a_double_sale(db: PgPool) {
         let run = format!("t{}", &uuid_v4()[..8]);
-        prepare(&db, &run, &crate::sale::seat_ids(2)).await.unwrap();
+        prepare(&db, &run, &crate::sale::plan::seat_ids(2)).await.unwrap();
         for order in [uuid_v4(), uuid_v4()] {
             sqlx::query("INSERT INTO baseline_orders (id, run, state, seats, paid_minor) VALUES ($1::uuid, $2, 'paid', 1, 4500)")
                 .bind(&order)

@@ -14,8 +14,10 @@ use uuid::Uuid;
 use super::saga::{self, Input, OrderState, Outcome};
 use super::Checkout;
 use crate::bus::outbox;
+use crate::edge_client::EdgeError;
 use crate::payments::{PaymentProvider, PaymentRequest, ProviderError, RemoteState};
-use crate::publishing::EdgeError;
+use shared_types::internal_api::{HoldAction, HoldAnswer, InternalRoute};
+use shared_types::inventory::HoldState;
 
 /// How long a worker may hold an order before another may take it over.
 const LEASE_SECS: f64 = 60.0;
@@ -238,8 +240,9 @@ fn hold_lost(e: &EdgeError) -> bool {
 }
 
 impl Checkout {
-    fn hold_path(&self, o: &OrderRow) -> String {
-        format!("/internal/v1/events/{}/holds/{}", o.event_id, o.hold_id)
+    /// `action` on the order's hold at the edge.
+    async fn on_hold(&self, o: &OrderRow, action: HoldAction) -> Result<Value, EdgeError> {
+        self.edge.hold_action(&o.event_id.to_string(), &o.hold_id, action).await
     }
 
     /// Takes an order for one step, if nobody else has it. (The reconciler only asks for orders
@@ -320,12 +323,17 @@ impl Checkout {
 
     /// `created`: extend the hold for payment, create the payment.
     async fn start_payment(&self, o: &OrderRow) -> Step {
-        let path = self.hold_path(o);
-        let hold = match self.edge.send(reqwest::Method::POST, &format!("{path}/extend"), Vec::new()).await {
+        let extended = match self.on_hold(o, HoldAction::Extend).await {
+            Ok(hold) => {
+                serde_json::from_value::<HoldAnswer>(hold).map_err(|e| EdgeError::Unreachable(e.to_string()))
+            }
+            Err(e) => Err(e),
+        };
+        let hold = match extended {
             Ok(hold) => hold,
             Err(e) if e.reason() == "already_extended" => {
-                match self.edge.send(reqwest::Method::GET, &path, Vec::new()).await {
-                    Ok(hold) if hold["state"] == "held" => hold,
+                match self.edge.hold(&o.event_id.to_string(), &o.hold_id).await {
+                    Ok(hold) if hold.state == HoldState::Held => hold,
                     Ok(_) => return self.simple(o, Input::HoldGone, json!({})).await,
                     Err(e) => return Step::Failed(e.to_string()),
                 }
@@ -335,10 +343,7 @@ impl Checkout {
             }
             Err(e) => return Step::Failed(e.to_string()),
         };
-        let expires_at = hold["expires_at"]
-            .as_i64()
-            .and_then(DateTime::<Utc>::from_timestamp_millis)
-            .unwrap_or(o.hold_expires_at);
+        let expires_at = DateTime::<Utc>::from_timestamp_millis(hold.expires_at).unwrap_or(o.hold_expires_at);
         let free = o.total_minor == 0;
         let created = if free {
             None
@@ -462,11 +467,10 @@ impl Checkout {
     /// are still free), then mark the order paid and issue its tickets, in one transaction.
     async fn confirm(&self, o: &OrderRow) -> Step {
         self.fault("crash-before-confirm");
-        let path = self.hold_path(o);
-        let sold = match self.edge.send(reqwest::Method::POST, &format!("{path}/confirm"), Vec::new()).await {
+        let sold = match self.on_hold(o, HoldAction::Confirm).await {
             Ok(_) => Ok("confirmed"),
             Err(e) if matches!(e.reason(), "hold_expired" | "hold_released") => {
-                match self.edge.send(reqwest::Method::POST, &format!("{path}/reclaim"), Vec::new()).await {
+                match self.on_hold(o, HoldAction::Reclaim).await {
                     Ok(_) => Ok("reclaimed"),
                     Err(e) if hold_lost(&e) => Err(e),
                     Err(e) => return Step::Failed(e.to_string()),
@@ -549,9 +553,9 @@ impl Checkout {
             Ok(()) => {
                 // Closed-loop admission: the buyer's shopping session is over (best effort: the
                 // session also ends by itself when its time is up).
-                let path = format!("/internal/v1/events/{}/waiting-room/sessions/end", o.event_id);
                 let body = serde_json::to_vec(&json!({ "visitor": o.visitor_id })).unwrap_or_default();
-                if let Err(e) = self.edge.send(reqwest::Method::POST, &path, body).await {
+                let ended = self.edge.send(&o.event_id.to_string(), &InternalRoute::EndSession, body).await;
+                if let Err(e) = ended {
                     tracing::info!(order = %o.id, error = %e, "could not end the buyer's session");
                 }
                 Step::Parked
@@ -595,8 +599,7 @@ impl Checkout {
                 }
             }
         }
-        let path = self.hold_path(o);
-        match self.edge.send(reqwest::Method::POST, &format!("{path}/release"), Vec::new()).await {
+        match self.on_hold(o, HoldAction::Release).await {
             Ok(_) => {}
             Err(e) if hold_gone(&e) => {}
             Err(e) => return Step::Failed(e.to_string()),
@@ -706,8 +709,7 @@ impl Checkout {
                     Err(e) => return e.into(),
                 }
             }
-            let path = format!("{}/return", self.hold_path(o));
-            match self.edge.send(reqwest::Method::POST, &path, b"{}".to_vec()).await {
+            match self.on_hold(o, HoldAction::Return).await {
                 Ok(_) => {}
                 Err(e) if matches!(e.reason(), "not_returnable" | "not_sold") => {}
                 Err(e) => return Step::Failed(e.to_string()),
@@ -754,7 +756,7 @@ impl Checkout {
                 .bind(json!(missing))
                 .execute(&mut *tx)
                 .await?;
-            crate::events::touch(&mut tx, o.event_id).await.map_err(|e| match e {
+            crate::publishing::touch(&mut tx, o.event_id).await.map_err(|e| match e {
                 crate::error::ApiError::Database(e) => e,
                 other => sqlx::Error::Protocol(other.to_string()),
             })?;

@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::auth::{authenticate, Caller, Permission};
 use crate::checkout::Checkout;
-use crate::fulfillment::tickets::{TicketRow, TICKET_COLUMNS};
+use crate::models::ticket::{TicketRow, TICKET_COLUMNS};
 
 pub mod proto {
     tonic::include_proto!("ticketing.checkin.v1");

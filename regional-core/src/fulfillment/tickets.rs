@@ -15,23 +15,17 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
-use qrcode::{EcLevel, QrCode};
+use chrono::Utc;
 use serde::Serialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use shared_types::token::{Claims, TicketGrant, TokenKind, TokenSigner};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::checkout::{authorize_buyer, checkout_of};
 use crate::error::ApiError;
-
-/// Pixels per QR module in the PNG, and the quiet zone around the code (in modules).
-const PNG_SCALE: usize = 6;
-const QUIET_ZONE: usize = 4;
+use crate::models::ticket::{qr_file, TicketRow, TICKET_COLUMNS};
+use crate::state::AppState;
+use crate::tokens::ticket_code;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -39,91 +33,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(order_tickets))
         .routes(routes!(ticket_qr))
         .routes(routes!(reissue))
-}
-
-/// The columns of a [`TicketRow`], from `tickets t JOIN events e ON e.id = t.event_id`.
-pub const TICKET_COLUMNS: &str =
-    "t.id, t.event_id, t.tier_id, t.seat_id, t.holder_email, t.version, t.state, t.created_at, e.ends_at";
-
-/// A ticket as its code needs it.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TicketRow {
-    pub id: Uuid,
-    pub event_id: Uuid,
-    pub tier_id: Uuid,
-    pub seat_id: Option<String>,
-    pub holder_email: String,
-    pub version: i32,
-    pub state: String,
-    pub created_at: DateTime<Utc>,
-    /// The event's end: codes are good until a day after it.
-    pub ends_at: DateTime<Utc>,
-}
-
-/// The holder as a code names them.
-pub fn holder_of(email: &str) -> String {
-    Sha256::digest(email.trim().to_lowercase().as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The ticket's code.
-pub fn code(signer: &TokenSigner, t: &TicketRow) -> String {
-    let claims = Claims {
-        iss: "core".to_owned(),
-        aud: t.event_id.to_string(),
-        sub: t.id.to_string(),
-        iat: t.created_at.timestamp(),
-        exp: (t.ends_at + chrono::Duration::days(1)).timestamp(),
-        jti: format!("{}.{}", t.id, t.version),
-        extra: TicketGrant {
-            seat: t.seat_id.clone(),
-            tier: t.tier_id.to_string(),
-            holder: holder_of(&t.holder_email),
-            version: t.version.max(1) as u32,
-        },
-    };
-    signer.sign(TokenKind::Ticket, &claims)
-}
-
-fn qr(code: &str) -> Result<QrCode, ApiError> {
-    // Medium error correction: a phone screen with a scratch or glare still reads.
-    QrCode::with_error_correction_level(code.as_bytes(), EcLevel::M)
-        .map_err(|e| ApiError::Unavailable(format!("the code does not fit a QR code: {e}")))
-}
-
-/// The QR code as SVG.
-pub fn qr_svg(code: &str) -> Result<String, ApiError> {
-    Ok(qr(code)?.render::<qrcode::render::svg::Color<'_>>().quiet_zone(true).min_dimensions(256, 256).build())
-}
-
-/// The QR code as an 8-bit greyscale PNG.
-pub fn qr_png(code: &str) -> Result<Vec<u8>, ApiError> {
-    let qr = qr(code)?;
-    let modules = qr.width();
-    let dark = qr.to_colors();
-    let side = (modules + 2 * QUIET_ZONE) * PNG_SCALE;
-    let mut pixels = vec![255u8; side * side];
-    for y in 0..modules {
-        for x in 0..modules {
-            if dark[y * modules + x] == qrcode::Color::Dark {
-                for dy in 0..PNG_SCALE {
-                    let row = (y + QUIET_ZONE) * PNG_SCALE + dy;
-                    let start = row * side + (x + QUIET_ZONE) * PNG_SCALE;
-                    pixels[start..start + PNG_SCALE].fill(0);
-                }
-            }
-        }
-    }
-    let mut out = Vec::new();
-    let mut encoder = png::Encoder::new(&mut out, side as u32, side as u32);
-    encoder.set_color(png::ColorType::Grayscale);
-    encoder.set_depth(png::BitDepth::Eight);
-    let written = encoder.write_header().and_then(|mut w| w.write_image_data(&pixels));
-    written.map_err(|e| ApiError::Unavailable(format!("the PNG could not be written: {e}")))?;
-    Ok(out)
 }
 
 async fn tickets_of(
@@ -159,7 +68,7 @@ pub struct TicketCode {
 #[utoipa::path(get, path = "/api/v1/keys", tag = "public",
     responses((status = 200, body = Object, description = "{\"keys\": [{\"kid\", \"alg\": \"EdDSA\", \"crv\": \"Ed25519\", \"public_key\": base64url, \"current\": bool}]}: the signing key first, then earlier keys still trusted during a rotation")))]
 async fn keys(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let co = checkout_of(&state)?;
+    let co = state.checkout()?;
     // The signing key first (new codes carry it), then the earlier ones still trusted.
     let current = co.signer.kid().to_owned();
     let mut keys: Vec<(String, String)> =
@@ -182,8 +91,8 @@ async fn order_tickets(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<Vec<TicketCode>>, ApiError> {
-    let co = checkout_of(&state)?;
-    let order = authorize_buyer(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let order = co.authorize_buyer(&headers, &id)?;
     let rows = tickets_of(&state.db, order, None).await?;
     Ok(Json(
         rows.iter()
@@ -193,7 +102,7 @@ async fn order_tickets(
                 tier_id: t.tier_id,
                 version: t.version,
                 state: t.state.clone(),
-                code: code(&co.signer, t),
+                code: ticket_code(&co.signer, t),
             })
             .collect(),
     ))
@@ -209,22 +118,12 @@ async fn ticket_qr(
     headers: HeaderMap,
     Path((id, ticket, file)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let co = checkout_of(&state)?;
-    let order = authorize_buyer(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let order = co.authorize_buyer(&headers, &id)?;
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let row =
         tickets_of(&state.db, order, Some(ticket)).await?.into_iter().next().ok_or(ApiError::NotFound)?;
-    qr_file(&code(&co.signer, &row), &file)
-}
-
-/// A code's QR code as the file `qr.svg` or `qr.png` (private: a code admits whoever shows it).
-pub fn qr_file(code: &str, file: &str) -> Result<Response, ApiError> {
-    let private = (header::CACHE_CONTROL, "private, no-store");
-    match file {
-        "qr.svg" => Ok(([(header::CONTENT_TYPE, "image/svg+xml"), private], qr_svg(code)?).into_response()),
-        "qr.png" => Ok(([(header::CONTENT_TYPE, "image/png"), private], qr_png(code)?).into_response()),
-        _ => Err(ApiError::NotFound),
-    }
+    qr_file(&ticket_code(&co.signer, &row), &file)
 }
 
 /// `POST /api/v1/orders/{id}/tickets/{ticket}/reissue`: the buyer lost the code (or fears it was
@@ -238,8 +137,8 @@ async fn reissue(
     headers: HeaderMap,
     Path((id, ticket)): Path<(String, String)>,
 ) -> Result<Json<TicketCode>, ApiError> {
-    let co = checkout_of(&state)?;
-    let order = authorize_buyer(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let order = co.authorize_buyer(&headers, &id)?;
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let mut tx = state.db.begin().await?;
     let bumped: Option<(i32, Uuid)> = sqlx::query_as(
@@ -280,6 +179,6 @@ async fn reissue(
         tier_id: row.tier_id,
         version: row.version,
         state: row.state.clone(),
-        code: code(&co.signer, &row),
+        code: ticket_code(&co.signer, &row),
     }))
 }

@@ -21,15 +21,15 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use shared_types::token::{Claims, TokenKind, TokenSigner};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::app::AppState;
-use crate::checkout::{authorize_buyer, authorize_token, checkout_of, Checkout};
 use crate::error::ApiError;
-use crate::fulfillment::tickets::{code, qr_file, TicketRow, TICKET_COLUMNS};
+use crate::models::ticket::{qr_file, TicketRow, TICKET_COLUMNS};
+use crate::state::AppState;
+use crate::tokens::ticket_code;
+use crate::validate::valid_email;
 
 /// How long an offer stays open (unless the event starts first).
 const OFFER_HOURS: i64 = 72;
@@ -89,37 +89,6 @@ async fn view(db: &sqlx::PgPool, id: Uuid) -> Result<TransferView, ApiError> {
     sqlx::query_as(VIEW).bind(id).fetch_optional(db).await?.ok_or(ApiError::NotFound)
 }
 
-/// The recipient's token for transfer `id` (what the offer mail links to). Once accepted it is how
-/// the recipient reaches their ticket, so it lives until the event is over (and a week past the
-/// offer at least, so that a recipient sees what became of an offer they did not take).
-pub fn transfer_token(
-    signer: &TokenSigner,
-    id: Uuid,
-    event: Uuid,
-    to_email: &str,
-    expires_at: DateTime<Utc>,
-    event_ends_at: DateTime<Utc>,
-) -> String {
-    let now = Utc::now().timestamp();
-    let claims = Claims {
-        iss: "core".to_owned(),
-        aud: event.to_string(),
-        sub: crate::fulfillment::tickets::holder_of(to_email),
-        iat: now,
-        exp: (expires_at + chrono::Duration::days(7))
-            .max(event_ends_at + chrono::Duration::days(1))
-            .timestamp(),
-        jti: id.to_string(),
-        extra: json!({}),
-    };
-    signer.sign(TokenKind::Transfer, &claims)
-}
-
-/// The transfer a transfer token in `Authorization: Bearer` opens (it must be for `id`).
-fn authorize_recipient(co: &Checkout, headers: &HeaderMap, id: &str) -> Result<Uuid, ApiError> {
-    authorize_token(co, headers, TokenKind::Transfer, id)
-}
-
 /// `POST /api/v1/orders/{id}/tickets/{ticket}/transfer`: offers the ticket to `to_email`, who gets
 /// a mail to accept it. The ticket keeps admitting its current holder until the offer is accepted.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/tickets/{ticket}/transfer", tag = "checkout", security(("order_token" = [])),
@@ -132,8 +101,8 @@ async fn offer(
     Path((id, ticket)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let co = checkout_of(&state)?;
-    let order = authorize_buyer(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let order = co.authorize_buyer(&headers, &id)?;
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let to = recipient(&body)?;
     let mut tx = state.db.begin().await?;
@@ -158,7 +127,7 @@ async fn offer(
 fn recipient(body: &[u8]) -> Result<String, ApiError> {
     let req: TransferRequest = crate::api::parse_json(body)?;
     let to = req.to_email.trim().to_owned();
-    if !crate::checkout::valid_email(&to) {
+    if !valid_email(&to) {
         return Err(ApiError::field("to_email", "must be an e-mail address"));
     }
     Ok(to)
@@ -240,8 +209,8 @@ async fn withdraw(
     headers: HeaderMap,
     Path((id, ticket)): Path<(String, String)>,
 ) -> Result<Json<TransferView>, ApiError> {
-    let co = checkout_of(&state)?;
-    let order = authorize_buyer(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let order = co.authorize_buyer(&headers, &id)?;
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "UPDATE ticket_transfers SET state = 'cancelled', decided_at = now()
@@ -268,11 +237,11 @@ async fn show(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<TransferView>, ApiError> {
-    let co = checkout_of(&state)?;
-    let id = authorize_recipient(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let id = co.authorize_recipient(&headers, &id)?;
     let mut v = view(&state.db, id).await?;
     if v.state == "accepted" {
-        v.code = held_ticket(&state.db, id).await?.map(|t| code(&co.signer, &t));
+        v.code = held_ticket(&state.db, id).await?.map(|t| ticket_code(&co.signer, &t));
         v.onward = sqlx::query_scalar(
             "SELECT json_build_object('id', y.id, 'to_email', y.to_email, 'expires_at', y.expires_at,
                  'state', CASE WHEN y.state = 'offered' AND y.expires_at <= now() THEN 'expired' ELSE y.state END)
@@ -308,8 +277,8 @@ async fn accept(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<TransferView>, ApiError> {
-    let co = checkout_of(&state)?;
-    let id = authorize_recipient(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let id = co.authorize_recipient(&headers, &id)?;
     let mut tx = state.db.begin().await?;
     let offer: Option<(Uuid, Uuid, String, String, String, bool)> = sqlx::query_as(
         "SELECT ticket_id, event_id, from_email, to_email, state, expires_at <= now() FROM ticket_transfers WHERE id = $1 FOR UPDATE",
@@ -368,8 +337,8 @@ async fn decline(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<TransferView>, ApiError> {
-    let co = checkout_of(&state)?;
-    let id = authorize_recipient(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let id = co.authorize_recipient(&headers, &id)?;
     let declined: Option<Uuid> = sqlx::query_scalar(
         "UPDATE ticket_transfers SET state = 'declined', decided_at = now()
          WHERE id = $1 AND state = 'offered' AND expires_at > now() RETURNING id",
@@ -393,10 +362,10 @@ async fn transfer_qr(
     headers: HeaderMap,
     Path((id, file)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let co = checkout_of(&state)?;
-    let id = authorize_recipient(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let id = co.authorize_recipient(&headers, &id)?;
     let ticket = held_ticket(&state.db, id).await?.ok_or(ApiError::NotFound)?;
-    qr_file(&code(&co.signer, &ticket), &file)
+    qr_file(&ticket_code(&co.signer, &ticket), &file)
 }
 
 /// `POST /api/v1/transfers/{id}/transfer`: the recipient of an accepted transfer, while they hold
@@ -411,8 +380,8 @@ async fn pass_on(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let co = checkout_of(&state)?;
-    let id = authorize_recipient(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let id = co.authorize_recipient(&headers, &id)?;
     let to = recipient(&body)?;
     let mut tx = state.db.begin().await?;
     // Accepted, and the ticket still this recipient's.
@@ -445,8 +414,8 @@ async fn withdraw_onward(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<TransferView>, ApiError> {
-    let co = checkout_of(&state)?;
-    let id = authorize_recipient(&co, &headers, &id)?;
+    let co = state.checkout()?;
+    let id = co.authorize_recipient(&headers, &id)?;
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "UPDATE ticket_transfers y SET state = 'cancelled', decided_at = now()
          FROM ticket_transfers x
@@ -460,39 +429,5 @@ async fn withdraw_onward(
     match cancelled {
         Some(t) => Ok(Json(view(&state.db, t).await?)),
         None => Err(ApiError::conflict("no_open_offer", "you have no open offer of this ticket")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_recipients_link_lives_until_the_event_is_over() {
-        let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-        let (id, event) = (Uuid::new_v4(), Uuid::new_v4());
-        let offer_ends = Utc::now() + chrono::Duration::days(3);
-        let event_ends = Utc::now() + chrono::Duration::days(120);
-        let token = transfer_token(&signer, id, event, "friend@example.test", offer_ends, event_ends);
-        // Checked as the core checks it, on the day before the event ends.
-        let audience = event.to_string();
-        let expect = shared_types::token::Expectation {
-            kind: TokenKind::Transfer,
-            issuer: "core",
-            audience: &audience,
-            subject: None,
-            now: (event_ends - chrono::Duration::days(1)).timestamp(),
-        };
-        let claims: Claims<serde_json::Value> =
-            shared_types::token::verify(&token, &signer.verifying_ring(), &expect).expect("still valid");
-        assert!(claims.exp >= event_ends.timestamp());
-        // An event soon over: the link still outlives the offer by a week.
-        let soon = transfer_token(&signer, id, event, "friend@example.test", offer_ends, Utc::now());
-        let expect = shared_types::token::Expectation {
-            now: (offer_ends + chrono::Duration::days(6)).timestamp(),
-            ..expect
-        };
-        assert!(shared_types::token::verify::<serde_json::Value>(&soon, &signer.verifying_ring(), &expect)
-            .is_ok());
     }
 }

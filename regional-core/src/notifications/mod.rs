@@ -23,6 +23,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::bus::{Consumer, ConsumerError, Message};
+use crate::money::money;
+use crate::tokens::{order_token, transfer_token};
 
 /// What every mail's links and sender need.
 #[derive(Clone)]
@@ -110,7 +112,7 @@ impl Consumer for Notifier {
                         p["transfer_id"].as_str().and_then(|s| s.parse().ok()).unwrap_or_default();
                     let expires: DateTime<Utc> =
                         p["expires_at"].as_str().and_then(|s| s.parse().ok()).unwrap_or_else(Utc::now);
-                    let token = crate::fulfillment::transfers::transfer_token(
+                    let token = transfer_token(
                         &self.settings.signer,
                         transfer,
                         facts.event_id,
@@ -250,8 +252,7 @@ impl OrderFacts {
         tickets: &[Uuid],
         conn: &mut PgConnection,
     ) -> Result<Value, sqlx::Error> {
-        let token =
-            crate::checkout::order_token(&settings.signer, self.order_id, self.event_id, &self.visitor_id);
+        let token = order_token(&settings.signer, self.order_id, self.event_id, &self.visitor_id);
         let rows: Vec<(Option<String>, String)> = sqlx::query_as(
             "SELECT t.seat_id, tt.name FROM tickets t JOIN ticket_tiers tt ON tt.id = t.tier_id
              WHERE t.id = ANY($1) ORDER BY t.seat_id, t.id",
@@ -278,22 +279,9 @@ impl OrderFacts {
     }
 }
 
-/// An amount in minor units as people read it (`12.50 EUR`).
-pub fn money(minor: i64, currency: &str) -> String {
-    format!("{} {currency}", crate::reporting::decimal(minor, currency))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn money_reads_as_people_write_it() {
-        assert_eq!(money(1250, "EUR"), "12.50 EUR");
-        assert_eq!(money(5, "USD"), "0.05 USD");
-        assert_eq!(money(-5, "USD"), "-0.05 USD");
-        assert_eq!(money(1250, "JPY"), "1250 JPY");
-    }
 
     #[test]
     fn ticket_lists_read_both_shapes() {

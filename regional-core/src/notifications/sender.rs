@@ -21,7 +21,8 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::fulfillment::tickets::{code, qr_png, TicketRow, TICKET_COLUMNS};
+use crate::models::ticket::{qr_png, TicketRow, TICKET_COLUMNS};
+use crate::tokens::ticket_code;
 use shared_types::token::TokenSigner;
 
 /// Mails that failed an attempt since start (for `/metrics`).
@@ -173,7 +174,7 @@ impl Sender {
             .await
             .map_err(|e| e.to_string())?;
             for (n, t) in tickets.iter().enumerate() {
-                let png = qr_png(&code(&self.signer, t)).map_err(|e| e.to_string())?;
+                let png = qr_png(&ticket_code(&self.signer, t)).map_err(|e| e.to_string())?;
                 let name = match &t.seat_id {
                     Some(seat) => {
                         format!("ticket-{}.png", seat.replace(|c: char| !c.is_ascii_alphanumeric(), "-"))

@@ -12,6 +12,7 @@
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq as _;
 
 use super::{WebhookEvent, WebhookKind};
 
@@ -135,7 +136,9 @@ pub fn verify(
     // One MAC per secret, compared (in constant time) with every entry.
     let matches = secrets.iter().any(|secret| {
         let expected = mac(secret, timestamp, body).finalize().into_bytes();
-        signatures.iter().fold(false, |found, sig| found | crate::auth::constant_time_eq(&expected, sig))
+        signatures
+            .iter()
+            .fold(false, |found, sig| found | bool::from(expected.as_slice().ct_eq(sig.as_slice())))
     });
     if matches {
         Ok(())

@@ -27,11 +27,12 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::{decimal, report_of, EventReport};
+use super::{report_of, EventReport};
 use crate::auth::{authenticate, Caller, Permission};
 use crate::error::ApiError;
-use crate::events::find_event;
-use crate::AppState;
+use crate::models::event::find_event;
+use crate::money::decimal;
+use crate::state::AppState;
 
 const COOKIE: &str = "ticketing_dashboard";
 /// A sign-in lasts a working day.

@@ -20,7 +20,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::publishing::EdgeClient;
+use crate::edge_client::EdgeClient;
+use shared_types::internal_api::InternalRoute;
 
 /// An answer this young is used as is.
 pub const FRESH: Duration = Duration::from_secs(5);
@@ -188,12 +189,14 @@ impl EdgeStats {
     /// change is judged by it). An event the edge does not know yet has nobody in line.
     pub async fn anyone_joined(&self, event: Uuid) -> Result<bool, String> {
         let Some(edge) = &self.edge else { return Ok(false) };
-        let path = format!("/internal/v1/events/{event}/waiting-room");
-        let asked =
-            tokio::time::timeout(ASK_TIMEOUT, edge.send(reqwest::Method::GET, &path, Vec::new())).await;
+        let asked = tokio::time::timeout(
+            ASK_TIMEOUT,
+            edge.send(&event.to_string(), &InternalRoute::WaitingRoom, Vec::new()),
+        )
+        .await;
         match asked {
             Ok(Ok(room)) => Ok(room["anyone_joined"].as_bool().unwrap_or(true)),
-            Ok(Err(crate::publishing::EdgeError::Refused { status: 404, .. })) => Ok(false),
+            Ok(Err(crate::edge_client::EdgeError::Refused { status: 404, .. })) => Ok(false),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err(format!("the edge did not answer within {} s", ASK_TIMEOUT.as_secs())),
         }
@@ -212,14 +215,13 @@ impl EdgeStats {
     /// Asks the edge and keeps the answer.
     async fn ask(&self, event: Uuid) -> Result<EdgePicture, String> {
         let Some(edge) = &self.edge else { return Err("the core has no edge configured".into()) };
-        let stats = format!("/internal/v1/events/{event}/stats");
-        let room = format!("/internal/v1/events/{event}/waiting-room");
+        let event_id = event.to_string();
         let both = async {
             let (stats, room) = tokio::join!(
-                edge.call(reqwest::Method::GET, &stats, Vec::new()),
-                edge.call(reqwest::Method::GET, &room, Vec::new())
+                edge.send(&event_id, &InternalRoute::Stats, Vec::new()),
+                edge.send(&event_id, &InternalRoute::WaitingRoom, Vec::new())
             );
-            EdgePicture::parse(&stats?, &room?)
+            EdgePicture::parse(&stats.map_err(|e| e.to_string())?, &room.map_err(|e| e.to_string())?)
         };
         let picture = match tokio::time::timeout(ASK_TIMEOUT, both).await {
             Ok(p) => p,

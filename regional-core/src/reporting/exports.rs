@@ -17,11 +17,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::{decimal, settlement_of};
+use super::settlement_of;
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
-use crate::events::find_event;
-use crate::AppState;
+use crate::models::event::find_event;
+use crate::money::decimal;
+use crate::state::AppState;
 
 /// Rows per query.
 const PAGE: i64 = 2000;

@@ -25,8 +25,8 @@ use uuid::Uuid;
 
 use crate::auth::{Caller, Permission};
 use crate::error::ApiError;
-use crate::events::find_event;
-use crate::AppState;
+use crate::models::event::find_event;
+use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -34,17 +34,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sales))
         .routes(routes!(settlement))
         .merge(exports::routes())
-}
-
-/// An amount in minor units in the currency's major unit (`12.50`; `1250` for zero-decimal
-/// currencies), as exports and mails show it.
-pub fn decimal(minor: i64, currency: &str) -> String {
-    const ZERO_DECIMAL: [&str; 8] = ["JPY", "KRW", "VND", "CLP", "ISK", "UGX", "XAF", "XOF"];
-    if ZERO_DECIMAL.contains(&currency) {
-        return minor.to_string();
-    }
-    let sign = if minor < 0 { "-" } else { "" };
-    format!("{sign}{}.{:02}", minor.unsigned_abs() / 100, minor.unsigned_abs() % 100)
 }
 
 /// Tickets and money, of one tier or in total. `net_minor` = gross − fees − refunds + the fees

@@ -1,7 +1,7 @@
 //! The catalog against real PostgreSQL: venues from JSON and CSV, events and their state machine,
 //! ticket tiers; validation names the field, another tenant's catalog answers 404.
 
-mod common;
+use crate::common;
 
 use common::{two_tenants, Api};
 use reqwest::{Method, StatusCode};

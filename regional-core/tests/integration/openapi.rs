@@ -2,7 +2,7 @@
 //! 3.1 model (`oas3`), listing every route — and every route it lists exists (answers something
 //! other than "no such route").
 
-mod common;
+use crate::common;
 
 use common::Api;
 use reqwest::{Method, StatusCode};

@@ -2,10 +2,10 @@
 //! decoder (rqrr) reads back to a code that verifies offline with the core's published key, naming
 //! the event, the ticket, its seat, its holder and its version; only the order's own token sees it.
 
-mod common;
+use crate::common;
 
 use common::{decode_png, order_token, paid_tickets, two_tenants, with_checkout, Api};
-use regional_core::fulfillment::tickets::holder_of;
+use regional_core::tokens::holder_of;
 use serde_json::Value;
 use shared_types::token::{verify, Claims, Expectation, KeyRing, TicketGrant, TokenKind, TokenSigner};
 use sqlx::PgPool;

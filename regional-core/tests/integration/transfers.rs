@@ -2,7 +2,7 @@
 //! (queued by the notifier from the outbox), accepts, and holds the ticket with a new code; the
 //! giver's code and views no longer carry it. Declines, withdrawals and bad tokens change nothing.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

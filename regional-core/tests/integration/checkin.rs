@@ -4,7 +4,7 @@
 //! scan; the offline list carries every ticket's current code; a rotated signing key's codes and
 //! order links keep working while the old key is listed as previous, and stop when it is dropped.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 
@@ -13,7 +13,8 @@ use regional_core::fulfillment::checkin::proto::check_in_client::CheckInClient;
 use regional_core::fulfillment::checkin::proto::check_in_reply::Result as Outcome;
 use regional_core::fulfillment::checkin::proto::{CheckInRequest, ValidCodesRequest};
 use regional_core::fulfillment::checkin::Gates;
-use regional_core::fulfillment::tickets::{code, TicketRow};
+use regional_core::models::ticket::TicketRow;
+use regional_core::tokens::ticket_code;
 use shared_types::token::TokenSigner;
 use sqlx::PgPool;
 use tonic::transport::Channel;
@@ -56,7 +57,7 @@ async fn code_of(db: &PgPool, signer: &TokenSigner, ticket: Uuid) -> String {
     .fetch_one(db)
     .await
     .unwrap();
-    code(signer, &row)
+    ticket_code(signer, &row)
 }
 
 #[sqlx::test]

@@ -13,153 +13,23 @@
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use serde::Serialize;
 use serde_json::{json, Value};
 use shared_types::token::TokenSigner;
 use shared_types::waiting_room::pow_solve;
 use tokio::sync::Semaphore;
 
-use crate::holds::{core_call, nonce};
-use crate::summary::{summarize, Sample, Summary};
+use crate::edge::{core_call, nonce};
+use shared_types::internal_api::InternalRoute;
+pub mod plan;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Arrival {
-    /// Everyone in the on-sale second.
-    Burst,
-    /// Evenly over `--spread-seconds` from the on-sale time.
-    Spread,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct SaleArgs {
-    #[arg(long, default_value = "http://127.0.0.1:8787")]
-    pub edge: String,
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub core: String,
-    /// Buyers (people), at most 100,000.
-    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    pub buyers: u64,
-    /// Seats on sale (rows of 50), at most 50,000.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(2..=50_000))]
-    pub seats: u64,
-    /// The "best" seats (the first rows) that `--hot-share` of the buyers go for.
-    #[arg(long, default_value_t = 50)]
-    pub hot_seats: u64,
-    #[arg(long, default_value_t = 0.5)]
-    pub hot_share: f64,
-    /// Most seats a buyer wants (each wants 1 to this many).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=8))]
-    pub max_tickets: u64,
-    #[arg(long, value_enum, default_value_t = Arrival::Burst)]
-    pub arrival: Arrival,
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub spread_seconds: u64,
-    /// Seconds from the set-up to the on-sale time (who comes before is in the shuffled pre-queue).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
-    pub on_sale_in: u64,
-    /// The line's admission rate and cap of people shopping at once.
-    #[arg(long, default_value_t = 6_000)]
-    pub admit_per_minute: u32,
-    #[arg(long, default_value_t = 500)]
-    pub max_active: u32,
-    /// How long an admitted buyer may shop: a buyer who vanished (abandoned) holds a place under
-    /// `--max-active` until then (at least 60).
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(60..=86_400))]
-    pub session_seconds: u32,
-    /// Proof-of-work difficulty of the challenge (0: no bot check).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(0..=20))]
-    pub difficulty: u8,
-    /// Share of arrivals that are bots (join without solving the challenge).
-    #[arg(long, default_value_t = 0.02)]
-    pub bot_share: f64,
-    /// Shares of buyers with a hold who decline at the provider, or never pay.
-    #[arg(long, default_value_t = 0.05)]
-    pub decline_share: f64,
-    #[arg(long, default_value_t = 0.05)]
-    pub abandon_share: f64,
-    /// Think time before choosing seats and before paying, uniform in [min, max] ms.
-    #[arg(long, default_value_t = 200)]
-    pub think_min_ms: u64,
-    #[arg(long, default_value_t = 1_500)]
-    pub think_max_ms: u64,
-    /// How long a hold lasts (abandoned holds must expire within the run).
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(5..=3600))]
-    pub hold_seconds: u32,
-    /// How long checkout extends a hold for the payment (an abandoned payment keeps its seats held
-    /// that long, and the line pauses while every seat left is held).
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..=3600))]
-    pub payment_seconds: u32,
-    /// Requests in flight at once, over all buyers (at most 4096).
-    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=4096))]
-    pub concurrency: u64,
-    /// Hard stop of the buyers' phase, in seconds (then the settling and the audit).
-    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(10..=3600))]
-    pub max_seconds: u64,
-    /// Seed of the buyers' plan (arrivals, choices, fates): the same seed, the same sale.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// Then play the same buyers' plans against the baseline (a Redis lock per seat and an
-    /// optimistic-version update in PostgreSQL; `crate::baseline`) and compare.
-    #[arg(long)]
-    pub baseline: bool,
-    /// The Redis the baseline locks seats in (`host:port`).
-    #[arg(long, env = "BASELINE_REDIS", default_value = "127.0.0.1:6379")]
-    pub redis: String,
-    /// Where the results go (`sale-<event>.json`, `sale-<event>.svg`).
-    #[arg(long, default_value = ".local/loadtest")]
-    pub out: PathBuf,
-    /// A platform admin's API key (`regional-core create-admin`).
-    #[arg(long, env = "PLATFORM_ADMIN_KEY", hide_env_values = true)]
-    pub admin_key: String,
-    /// The core's database (the audit reads it).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
-    /// The core's signing key (the audit reads the edge's statistics through its signed route).
-    #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
-    pub core_signing_key: String,
-}
-
-/// The steps a buyer's requests belong to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Step {
-    Challenge,
-    Join,
-    Poll,
-    Availability,
-    Hold,
-    Checkout,
-    Pay,
-    Order,
-    Leave,
-    Bot,
-}
-
-const STEPS: [Step; 10] = [
-    Step::Challenge,
-    Step::Join,
-    Step::Poll,
-    Step::Availability,
-    Step::Hold,
-    Step::Checkout,
-    Step::Pay,
-    Step::Order,
-    Step::Leave,
-    Step::Bot,
-];
-
-/// One timed request: step, status (`None`: transport error), when it ended (ms since the start),
-/// how long it took.
-/// One request: its step, status (none when it failed), when it started (ms since the start) and
-/// how long it took.
-pub(crate) type Rec = (Step, Option<u16>, u32, Duration);
+use self::plan::*;
+use crate::baseline::BaselineReport;
+use crate::summary::Summary;
 
 /// How a buyer's visit ended.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -188,67 +58,6 @@ enum Outcome {
     TimedOut,
     /// A request failed (transport or 5xx) at this step.
     Failed(String),
-}
-
-/// One buyer's plan, drawn from the seed before the sale (the baseline replays the same plans).
-#[derive(Debug, Clone)]
-pub(crate) struct Plan {
-    pub arrive_after: Duration,
-    pub bot: bool,
-    pub hot: bool,
-    pub tickets: usize,
-    pub fate: Fate,
-    pub think: [Duration; 2],
-    pub rng: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fate {
-    Pay,
-    Decline,
-    Abandon,
-}
-
-/// splitmix64: small, seeded, good enough for plans.
-pub(crate) fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn unit(state: &mut u64) -> f64 {
-    (next(state) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-pub(crate) fn plans(args: &SaleArgs) -> Vec<Plan> {
-    let mut rng = args.seed;
-    (0..args.buyers)
-        .map(|i| {
-            let arrive_after = match args.arrival {
-                Arrival::Burst => Duration::from_millis(next(&mut rng) % 1_000),
-                Arrival::Spread => {
-                    Duration::from_secs_f64(args.spread_seconds as f64 * i as f64 / args.buyers as f64)
-                }
-            };
-            let fate = match unit(&mut rng) {
-                u if u < args.decline_share => Fate::Decline,
-                u if u < args.decline_share + args.abandon_share => Fate::Abandon,
-                _ => Fate::Pay,
-            };
-            let span = args.think_max_ms.saturating_sub(args.think_min_ms) + 1;
-            Plan {
-                arrive_after,
-                bot: unit(&mut rng) < args.bot_share,
-                hot: unit(&mut rng) < args.hot_share,
-                tickets: 1 + (next(&mut rng) % args.max_tickets) as usize,
-                fate,
-                think: [0, 1].map(|_| Duration::from_millis(args.think_min_ms + next(&mut rng) % span)),
-                rng: next(&mut rng),
-            }
-        })
-        .collect()
 }
 
 /// What every buyer shares.
@@ -294,7 +103,7 @@ impl Ctx {
         let answer = match req.send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let cookie = crate::queue::visitor_cookie(&resp);
+                let cookie = crate::edge::visitor_cookie(&resp);
                 let body = resp.json().await.unwrap_or(Value::Null);
                 Some(Answer { status, body, cookie })
             }
@@ -593,8 +402,7 @@ struct DoRequests {
     http: reqwest::Client,
     signer: TokenSigner,
     edge: String,
-    stats_path: String,
-    room_path: String,
+    event: String,
     /// Each object's last counter, and the requests counted so far.
     seen: Mutex<(BTreeMap<String, u64>, u64)>,
 }
@@ -603,10 +411,10 @@ impl DoRequests {
     /// Reads every counter and returns the requests counted since the first read.
     async fn sample(&self) -> Result<u64, String> {
         let (_, stats) =
-            core_call(&self.http, &self.signer, &self.edge, reqwest::Method::GET, &self.stats_path, vec![])
+            core_call(&self.http, &self.signer, &self.edge, &self.event, &InternalRoute::Stats, vec![])
                 .await?;
         let (_, room) =
-            core_call(&self.http, &self.signer, &self.edge, reqwest::Method::GET, &self.room_path, vec![])
+            core_call(&self.http, &self.signer, &self.edge, &self.event, &InternalRoute::WaitingRoom, vec![])
                 .await?;
         let routes = |v: &Value, own: &str| {
             v.as_object()
@@ -680,8 +488,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         http: http.clone(),
         signer: signer.clone(),
         edge: args.edge.clone(),
-        stats_path: format!("/internal/v1/events/{event}/stats"),
-        room_path: format!("/internal/v1/events/{event}/waiting-room"),
+        event: event.to_string(),
         seen: Mutex::new((BTreeMap::new(), 0)),
     };
     counter.sample().await?;
@@ -832,7 +639,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
             args.buyers
         );
         let baseline = crate::baseline::run(&args, plans(&args), &db, &event).await?;
-        report.comparison = Some(crate::baseline::comparison(&report, &baseline));
+        report.comparison = Some(comparison(&report, &baseline));
         report.baseline = Some(baseline);
     }
     let json_path = args.out.join(format!("sale-{event}.json"));
@@ -840,11 +647,6 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         .map_err(|e| e.to_string())?;
     eprintln!("results: {} and {}", json_path.display(), chart_path.display());
     Ok(report)
-}
-
-/// The seat ids of a venue the load generator made, in seat-map order (rows of 50).
-pub fn seat_ids(seats: u64) -> Vec<String> {
-    (0..seats).map(|i| format!("R{}-{}", i / 50, i % 50)).collect()
 }
 
 fn chrono_ms() -> i64 {
@@ -879,79 +681,23 @@ async fn progress(ctx: Arc<Ctx>, buyers: u64) {
     }
 }
 
-/// Throughput and latency percentiles of each step that has requests, by its name.
-pub(crate) fn step_summaries(records: &[Rec], seconds: f64) -> BTreeMap<String, Summary> {
-    let mut steps = BTreeMap::new();
-    for step in STEPS {
-        let samples: Vec<Sample> = records.iter().filter(|r| r.0 == step).map(|r| (r.1, r.3)).collect();
-        if !samples.is_empty() {
-            steps.insert(format!("{step:?}").to_lowercase(), summarize(&samples, seconds));
-        }
-    }
-    steps
-}
-
-/// Requests per second, p50/p99 latency per second, tickets sold (paid orders seen) over time.
-pub(crate) fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, title: &str) -> String {
-    let n = seconds.ceil().max(1.0) as usize + 1;
-    let mut per_second: Vec<Vec<f64>> = vec![Vec::new(); n];
-    for &(_, _, at, latency) in records {
-        per_second[(at as usize / 1000).min(n - 1)].push(latency.as_secs_f64() * 1000.0);
-    }
-    per_second.iter_mut().for_each(|v| v.sort_by(|a, b| a.total_cmp(b)));
-    let rps: Vec<Option<f64>> = per_second.iter().map(|v| Some(v.len() as f64)).collect();
-    let pct = |p: f64| -> Vec<Option<f64>> {
-        per_second.iter().map(|v| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied()).collect()
+/// The side-by-side table of the two runs.
+pub fn comparison(platform: &SaleReport, baseline: &BaselineReport) -> Value {
+    let hold = |s: &BTreeMap<String, Summary>| {
+        s.get("hold").map(|h| json!({ "p50_ms": h.p50_ms, "p99_ms": h.p99_ms }))
     };
-    let (p50, p99) = (pct(0.5), pct(0.99));
-    // Counts per second of `(ms since the start, count)` pairs.
-    let bucketed = |items: &mut dyn Iterator<Item = (u32, u64)>| {
-        let mut c = vec![0u64; n];
-        for (at, k) in items {
-            c[(at as usize / 1000).min(n - 1)] += k;
-        }
-        c
-    };
-    let holds: Vec<Option<f64>> =
-        bucketed(&mut records.iter().filter(|r| r.0 == Step::Hold && r.1 == Some(201)).map(|r| (r.2, 1)))
-            .into_iter()
-            .map(|x| Some(x as f64))
-            .collect();
-    let sold: Vec<Option<f64>> = bucketed(&mut sales.iter().copied())
-        .into_iter()
-        .scan(0u64, |total, x| {
-            *total += x;
-            Some(Some(*total as f64))
-        })
-        .collect();
-    use crate::chart::{svg, Panel, Series};
-    svg(
-        title,
-        n - 1,
-        &[
-            Panel {
-                title: "Requests per second",
-                unit: "",
-                series: vec![
-                    Series { name: "all steps", colour: "#2f6fdf", values: &rps },
-                    Series { name: "holds placed", colour: "#f0a020", values: &holds },
-                ],
-            },
-            Panel {
-                title: "Latency",
-                unit: "ms",
-                series: vec![
-                    Series { name: "p50", colour: "#2f6fdf", values: &p50 },
-                    Series { name: "p99", colour: "#b3261e", values: &p99 },
-                ],
-            },
-            Panel {
-                title: "Tickets sold (cumulative, as buyers saw their orders paid)",
-                unit: "",
-                series: vec![Series { name: "tickets", colour: "#1a7f37", values: &sold }],
-            },
-        ],
-    )
+    json!({
+        "holds_per_second": { "platform": platform.steps.get("hold").map(|h| h.statuses.get(&201).copied().unwrap_or(0) as f64 / platform.seconds.max(1e-9)), "baseline": baseline.holds_per_second },
+        "hold_latency": { "platform": hold(&platform.steps), "baseline": hold(&baseline.steps) },
+        "hold_conflicts": { "platform": platform.hold_conflicts, "baseline": baseline.hold_conflicts },
+        "tickets_sold": { "platform": platform.tickets_sold, "baseline": baseline.tickets_sold },
+        "double_sales_found": {
+            "platform": platform.audit.checks.iter().find(|c| c.name == "no_seat_sold_twice").map(|c| !c.ok),
+            "baseline": baseline.audit.checks.iter().find(|c| c.name == "no_seat_sold_twice").map(|c| !c.ok),
+        },
+        "paid_then_refunded": { "baseline": baseline.outcomes.get("paid_then_refunded").copied().unwrap_or(0) },
+        "audit_clean": { "platform": platform.audit.clean, "baseline": baseline.audit.clean },
+    })
 }
 
 #[cfg(test)]

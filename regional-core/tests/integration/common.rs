@@ -1,6 +1,5 @@
 //! What the core's HTTP tests share: the core served on a loopback port against the test's fresh
 //! database, a client that checks every error is problem+json, and two tenants to test scoping.
-#![allow(dead_code)]
 
 use std::time::Duration;
 
@@ -123,7 +122,7 @@ pub fn checkout(db: &PgPool, signer: &shared_types::token::TokenSigner) -> regio
     use regional_core::payments::{testpay::TestPay, Provider};
     regional_core::checkout::Checkout {
         db: db.clone(),
-        edge: regional_core::publishing::EdgeClient::new("http://127.0.0.1:9", signer.clone()),
+        edge: regional_core::edge_client::EdgeClient::new("http://127.0.0.1:9", signer.clone()),
         provider: Provider::Test(TestPay::new(db.clone(), "http://127.0.0.1:9", "whsec_test".into())),
         edge_keys: shared_types::token::KeyRing::default(),
         signer: signer.clone(),

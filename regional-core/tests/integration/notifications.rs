@@ -3,7 +3,7 @@
 //! the sender; read back as MIME by an independent parser (mail-parser) and the QR code by an
 //! independent decoder (rqrr).
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -2,7 +2,7 @@
 //! (form-encoded PaymentIntents and Refunds, bearer secret key, `Idempotency-Key`, error objects),
 //! and Stripe webhooks through the core's route (`Stripe-Signature`, tolerance, rotation).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! API keys, roles, tenant scoping (another organization's resources answer 404), validation,
 //! idempotency and pagination.
 
-mod common;
+use crate::common;
 
 use common::{two_tenants, Api};
 use regional_core::accounts::create_platform_admin;
@@ -233,6 +233,31 @@ async fn creating_routes_are_idempotent_per_key(db: PgPool) {
         .await
         .unwrap();
     assert_eq!(n, 1);
+}
+
+/// One rule for every Idempotency-Key (the edge's holds, checkout, the admin API): 1 to 128
+/// visible ASCII characters; a key past it is refused as checkout refuses it, and changes nothing.
+#[sqlx::test]
+async fn the_admin_api_takes_the_one_idempotency_key_rule(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let users = api.count("users").await;
+    for bad in ["k".repeat(129), "has space".to_owned()] {
+        let body = json!({ "email": "long@acme.test", "role": "box_office" });
+        let (s, p) = api
+            .call_with(&acme, Method::POST, "/api/v1/users", Some(body), &[("idempotency-key", &bad)])
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {p}");
+        assert_eq!(p["type"], "https://errors.ticketing.dev/validation-failed");
+        assert_eq!(p["errors"][0]["field"], "Idempotency-Key");
+    }
+    assert_eq!(api.count("users").await, users, "a refused request changes nothing");
+    let longest = "k".repeat(128);
+    let body = json!({ "email": "long@acme.test", "role": "box_office" });
+    let (s, _) = api
+        .call_with(&acme, Method::POST, "/api/v1/users", Some(body), &[("idempotency-key", &longest)])
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
 }
 
 #[sqlx::test]

@@ -4,7 +4,7 @@
 //! listener; and a core refuses to start with the test payment provider unless development mode
 //! is asked for.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

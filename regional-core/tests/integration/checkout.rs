@@ -1,7 +1,7 @@
 //! Checkout's refusals against real PostgreSQL: every bad request answers problem+json with a
 //! stable type and reason, and changes nothing (no order, no payment, no audit row).
 
-mod common;
+use crate::common;
 
 use common::{checkout, state_with, two_tenants, Api};
 use regional_core::checkout::Checkout;

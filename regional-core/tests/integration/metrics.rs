@@ -2,7 +2,7 @@
 //! are counted per route template and status with their latency, and the saga's gauges follow a
 //! sale.
 
-mod common;
+use crate::common;
 
 use common::{paid_tickets, two_tenants, with_checkout, Api};
 use prometheus_parse::{Scrape, Value};

@@ -2,10 +2,11 @@
 //! inventory and waiting-room settings), the queue of pushes, and retries with backoff when the edge
 //! cannot be reached. (The push to a running edge in workerd is in `tests/tests/publishing.rs`.)
 
-mod common;
+use crate::common;
 
 use common::{two_tenants, Api};
-use regional_core::publishing::{self, EdgeClient};
+use regional_core::edge_client::EdgeClient;
+use regional_core::publishing;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use shared_types::token::TokenSigner;

@@ -6,7 +6,7 @@
 //! Reports read through a read-only pool (a replica's stand-in), and the organizer's dashboard shows
 //! the same figures behind its sign-in.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

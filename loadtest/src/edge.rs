@@ -1,0 +1,55 @@
+//! The edge as the load generator calls it: signed internal calls (as the core makes them), the
+//! visitor cookie, request nonces.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::Value;
+use shared_types::internal_api::InternalRoute;
+use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
+use shared_types::token::TokenSigner;
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+pub fn nonce() -> String {
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::getrandom(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A call to the edge's internal API signed with the core's key: its status and JSON body.
+pub async fn core_call(
+    client: &reqwest::Client,
+    signer: &TokenSigner,
+    base: &str,
+    event: &str,
+    route: &InternalRoute,
+    body: Vec<u8>,
+) -> Result<(u16, Value), String> {
+    let (method, path) = (route.method(), route.path(event));
+    let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+    let path = path.as_str();
+    let signature = sign_request(signer, method.as_str(), path, &body, unix_now(), &nonce());
+    let resp = client
+        .request(method, format!("{base}{path}"))
+        .header(SIGNATURE_HEADER, signature)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// The `visitor=…` cookie the edge set on a challenge's answer (to send back with the join).
+pub fn visitor_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("visitor="))
+        .map(|c| c.split(';').next().unwrap_or_default().to_owned())
+}

@@ -1,0 +1,273 @@
+//! `POST /api/v1/checkout`: a buyer's hold becomes one order, exactly once per Idempotency-Key.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use shared_types::token::{unverified_audience, verify, Claims, Expectation, HoldGrant, TokenKind};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::quote::*;
+use super::saga::OrderState;
+use super::*;
+use crate::api::IdempotencyHeader;
+use crate::api::{self};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::tokens::order_token;
+use crate::validate::valid_email;
+
+/// The body of `POST /api/v1/checkout`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckoutRequest {
+    /// The hold token the edge answered when the seats were held.
+    pub hold_token: String,
+    /// Where the tickets go.
+    pub email: String,
+    #[serde(default)]
+    pub promo_code: Option<String>,
+    /// Where the payment page sends the buyer back to, with the order id appended
+    /// (`https://…/orders/`); http(s), at most 300 characters.
+    #[serde(default)]
+    pub return_url: Option<String>,
+}
+
+/// The answer to a checkout: the order and the buyer's token for it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CheckoutAnswer {
+    pub order: OrderView,
+    /// `Authorization: Bearer` for `GET /api/v1/orders/{id}` and its cancellation.
+    pub order_token: String,
+}
+
+pub(super) fn answer(status: StatusCode, replayed: bool, body: CheckoutAnswer) -> Response {
+    let mut resp = (status, Json(body)).into_response();
+    if replayed {
+        resp.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    resp
+}
+
+/// `POST /api/v1/checkout`: turns a hold into an order (once per `Idempotency-Key`) and starts its
+/// payment. `201` with the order and the buyer's order token; a retry with the same key answers
+/// the same order (`200`, `Idempotent-Replayed: true`).
+#[utoipa::path(post, path = "/api/v1/checkout", tag = "checkout",
+    params(("Idempotency-Key" = String, Header, description = "one order per key")),
+    request_body = CheckoutRequest,
+    responses((status = 201, body = CheckoutAnswer), (status = 200, body = CheckoutAnswer, description = "a retry"),
+        (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "the edge or the provider is unavailable; retry with the same key", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn create_checkout(
+    State(state): State<AppState>,
+    IdempotencyHeader(idempotency): IdempotencyHeader,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let co = state.checkout()?;
+    let key = idempotency.as_str().to_owned();
+    let req: CheckoutRequest = api::parse_json(&body)?;
+    let email = req.email.trim().to_owned();
+    if !valid_email(&email) {
+        return Err(ApiError::field("email", "must be an e-mail address"));
+    }
+    if let Some(url) = &req.return_url {
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        let clean = !url.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '<' | '>'));
+        if !scheme_ok || url.len() > 300 || !clean {
+            return Err(ApiError::field("return_url", "must be an http(s) URL of at most 300 characters"));
+        }
+    }
+    let refused =
+        |e: shared_types::token::TokenError| ApiError::Token { reason: e.reason(), detail: e.to_string() };
+    let audience = unverified_audience(&req.hold_token)
+        .ok_or(ApiError::Token { reason: "malformed", detail: "the hold token is malformed".into() })?;
+    let expect = Expectation {
+        kind: TokenKind::Hold,
+        issuer: "edge",
+        audience: &audience,
+        subject: None,
+        now: Utc::now().timestamp(),
+    };
+    let claims: Claims<HoldGrant> = verify(&req.hold_token, &co.edge_keys, &expect).map_err(refused)?;
+    let event: Uuid = audience.parse().map_err(|_| ApiError::NotFound)?;
+    let visitor = claims.sub.clone();
+    let hold = claims.extra.hold.to_string();
+    let promo = req.promo_code.as_deref().map(str::trim).unwrap_or("").to_uppercase();
+    let hash = Sha256::digest(format!("{hold}\n{}\n{promo}", email.to_lowercase()).as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+
+    // A retry (same key), or the same hold under another key: the order that exists.
+    if let Some(existing) = existing_order(&state.db, &visitor, &key, &hold).await? {
+        if existing.visitor_id != visitor || (existing.hold_id == hold && existing.request_hash != hash) {
+            return Err(ApiError::conflict(
+                "idempotency_conflict",
+                "this hold is already being bought with other details",
+            ));
+        }
+        if existing.hold_id != hold {
+            return Err(ApiError::conflict(
+                "idempotency_conflict",
+                "this Idempotency-Key was used for another checkout",
+            ));
+        }
+        if existing.state == OrderState::Created {
+            co.drive(existing.id).await;
+        }
+        let order = settled_view(&state.db, existing.id).await?;
+        let token = order_token(&co.signer, order.id, order.event_id, &visitor);
+        return Ok(answer(StatusCode::OK, true, CheckoutAnswer { order, order_token: token }));
+    }
+
+    // Promo codes cannot be guessed without limit: each attempt takes a slot per buyer and per
+    // hold, given back unless the code itself was refused.
+    let attempts = crate::promotions::Attempts::new(event, &visitor, &hold);
+    if !promo.is_empty() {
+        attempts.take(&state.db).await?;
+    }
+    let priced = match price_hold(&state.db, event, &claims.extra, Some(promo.as_str())).await {
+        Err(e) if e.is_field("promo_code") => return Err(e),
+        other => {
+            if !promo.is_empty() {
+                attempts.give_back(&state.db).await?;
+            }
+            other?
+        }
+    };
+    let id = Uuid::new_v4();
+    let expires_at =
+        DateTime::<Utc>::from_timestamp_millis(claims.extra.expires_at_ms).unwrap_or_else(Utc::now);
+    let mut tx = state.db.begin().await?;
+    priced.limits.enforce(&mut tx, event, &visitor, &email).await?;
+    let inserted = sqlx::query(
+        "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
+             currency, subtotal_minor, discount_minor, fee_minor, tax_minor, tax_included, total_minor, promo_code_id, hold_expires_at,
+             next_attempt_at, return_url)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $13, $14, $15, $16, $17,
+             now() + make_interval(secs => $18), $19)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(priced.organization_id)
+    .bind(event)
+    .bind(&visitor)
+    .bind(&hold)
+    .bind(&key)
+    .bind(&hash)
+    .bind(&email)
+    .bind(&priced.currency)
+    .bind(priced.totals.subtotal_minor)
+    .bind(priced.totals.discount_minor)
+    .bind(priced.totals.fee_minor)
+    .bind(priced.totals.tax_minor)
+    .bind(priced.totals.tax_included)
+    .bind(priced.totals.total_minor)
+    .bind(priced.promo)
+    .bind(expires_at)
+    .bind(driver::HANDOVER_SECS)
+    .bind(&req.return_url)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // A concurrent request with the same key or hold won: answer its order.
+        drop(tx);
+        return Box::pin(create_checkout(State(state), IdempotencyHeader(idempotency), body)).await;
+    }
+    // Reporting counts orders created (the hold-to-order conversion); one statement, same transaction.
+    sqlx::query(
+        "INSERT INTO outbox (topic, key, payload)
+         SELECT 'orders', event_id::text, jsonb_build_object('type', 'order.created', 'schema_version', 1,
+             'order_id', id, 'event_id', event_id, 'organization_id', organization_id, 'email', email,
+             'currency', currency, 'total_minor', total_minor, 'at', created_at)
+         FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    for (i, (tier, seat, zone, p)) in priced.lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, line, tier_id, seat_id, zone_id, price_minor, discount_minor, fee_minor, tax_minor)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(i as i32)
+        .bind(tier)
+        .bind(seat)
+        .bind(zone)
+        .bind(p.price_minor)
+        .bind(p.discount_minor)
+        .bind(p.fee_minor)
+        .bind(p.tax_minor)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some(promo) = priced.promo {
+        let counted = sqlx::query(
+            "UPDATE promo_codes SET uses = uses + 1 WHERE id = $1 AND (max_uses IS NULL OR uses < max_uses)",
+        )
+        .bind(promo)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if counted == 0 {
+            return Err(ApiError::field("promo_code", "this promo code has been used up"));
+        }
+    }
+    driver::audit(
+        &mut tx,
+        "order",
+        id,
+        id,
+        &format!("buyer:{visitor}"),
+        None,
+        "created",
+        json!({ "total_minor": priced.totals.total_minor }),
+    )
+    .await?;
+    tx.commit().await?;
+
+    co.drive(id).await;
+    let order = settled_view(&state.db, id).await?;
+    if order.state == OrderState::Created {
+        return Err(ApiError::Unavailable(
+            "the order is recorded but its payment could not be started yet; retry with the same Idempotency-Key".into(),
+        ));
+    }
+    let token = order_token(&co.signer, id, event, &visitor);
+    Ok(answer(StatusCode::CREATED, false, CheckoutAnswer { order, order_token: token }))
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct Existing {
+    id: Uuid,
+    visitor_id: String,
+    hold_id: String,
+    request_hash: String,
+    state: OrderState,
+}
+
+pub(super) async fn existing_order(
+    db: &PgPool,
+    visitor: &str,
+    key: &str,
+    hold: &str,
+) -> Result<Option<Existing>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, visitor_id, hold_id, request_hash, state FROM orders
+         WHERE (visitor_id = $1 AND idempotency_key = $2) OR hold_id = $3
+         ORDER BY (visitor_id = $1 AND idempotency_key = $2) DESC LIMIT 1",
+    )
+    .bind(visitor)
+    .bind(key)
+    .bind(hold)
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,237 @@
+//! Orders after checkout: the buyer's view and cancel (order token), the organizer's refund and list (API key).
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::saga::{Input, OrderState};
+use super::*;
+use crate::api::{self, Cursor, Listing, PageQuery};
+use crate::auth::{Caller, Permission};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// `GET /api/v1/orders/{id}`: the buyer's order (with the order token from checkout).
+#[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "checkout", security(("order_token" = [])),
+    params(("id" = String, Path, description = "the order id")),
+    responses((status = 200, body = OrderView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn get_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let co = state.checkout()?;
+    let id = co.authorize_buyer(&headers, &id)?;
+    Ok(Json(view(&state.db, id).await?))
+}
+
+/// `POST /api/v1/orders/{id}/cancel`: the buyer cancels. Before payment the hold is released;
+/// after, the event's refund policy decides how much comes back (fees are kept), and the seats go
+/// back on sale.
+#[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "checkout", security(("order_token" = [])),
+    params(("id" = String, Path, description = "the order id")),
+    responses((status = 202, body = OrderView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn cancel_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<OrderView>), ApiError> {
+    let co = state.checkout()?;
+    let id = co.authorize_buyer(&headers, &id)?;
+    let mut tx = state.db.begin().await?;
+    let (order_state, total, fee, starts_at, policy): (OrderState, i64, i64, DateTime<Utc>, Value) =
+        sqlx::query_as(
+            "SELECT o.state, o.total_minor, o.fee_minor, e.starts_at, e.refund_policy FROM orders o
+         JOIN events e ON e.id = o.event_id WHERE o.id = $1 FOR UPDATE OF o",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    match order_state {
+        OrderState::Created | OrderState::AwaitingPayment => {}
+        OrderState::Paid => {
+            // Scanned in, then refunded: a used ticket is not the buyer's to give back.
+            if used_tickets(&mut tx, id).await? > 0 {
+                return Err(ApiError::conflict(
+                    "ticket_used",
+                    "a ticket of this order was used at the gate: it cannot be refunded",
+                ));
+            }
+            let windows: Vec<crate::promotions::RefundWindow> =
+                serde_json::from_value(policy).unwrap_or_default();
+            let percent = crate::promotions::refund_percent(&windows, starts_at, Utc::now());
+            if percent == 0 {
+                return Err(ApiError::conflict(
+                    "not_refundable",
+                    "the event's refund policy allows no refund now",
+                ));
+            }
+            let refund = (total - fee).max(0) * i64::from(percent) / 100;
+            sqlx::query("UPDATE orders SET refund_minor = $2, seats_after_refund = 'return' WHERE id = $1")
+                .bind(id)
+                .bind(refund)
+                .execute(&mut *tx)
+                .await?;
+        }
+        _ => {
+            return Err(ApiError::conflict(
+                "not_cancellable",
+                format!("an order that is {} cannot be cancelled", order_state.as_str()),
+            ))
+        }
+    }
+    driver::apply(&mut tx, id, order_state, Input::BuyerCancels, "buyer", json!({})).await?;
+    tx.commit().await?;
+    co.drive(id).await;
+    Ok((StatusCode::ACCEPTED, Json(view(&state.db, id).await?)))
+}
+
+/// Tickets of an order used at the gate. Check-in marks a ticket used only while its order is
+/// paid, under a share lock on the order ([`crate::fulfillment::checkin`]): read under the order's
+/// `FOR UPDATE`, this count cannot change before the refund is decided.
+pub(super) async fn used_tickets(tx: &mut sqlx::PgConnection, order: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM tickets WHERE order_id = $1 AND state = 'used'")
+        .bind(order)
+        .fetch_one(tx)
+        .await
+}
+
+/// The body of an organizer's refund.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefundRequest {
+    /// `return` (back on sale, the default) or `off_sale` (the default when used tickets are
+    /// refunded: someone sat there).
+    pub seats: Option<String>,
+    /// The share of the total to refund, 1 to 100 (default 100).
+    pub percent: Option<u8>,
+    /// Refund an order whose tickets were used at the gate. Without it such an order is refused
+    /// (`409 ticket_used`), so that a refund of someone who came in is always said explicitly.
+    pub include_used: bool,
+}
+
+/// `POST /api/v1/orders/{id}/refund`: an organizer refunds a paid order (organizer admins).
+#[utoipa::path(post, path = "/api/v1/orders/{id}/refund", tag = "checkout", security(("api_key" = [])),
+    params(("id" = String, Path, description = "the order id")), request_body = RefundRequest,
+    responses((status = 202, body = OrderView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn refund_order(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<OrderView>), ApiError> {
+    caller.require(Permission::Refund)?;
+    let co = state.checkout()?;
+    let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
+    let req: RefundRequest = if body.is_empty() { RefundRequest::default() } else { api::parse_json(&body)? };
+    if !matches!(req.seats.as_deref(), None | Some("return" | "off_sale")) {
+        return Err(ApiError::field("seats", "must be return or off_sale"));
+    }
+    let percent = req.percent.unwrap_or(100);
+    if !(1..=100).contains(&percent) {
+        return Err(ApiError::field("percent", "must be 1 to 100"));
+    }
+    let mut tx = state.db.begin().await?;
+    let row: Option<(Uuid, OrderState, i64)> =
+        sqlx::query_as("SELECT organization_id, state, total_minor FROM orders WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let (org, order_state, total) = row.filter(|(org, ..)| caller.sees(*org)).ok_or(ApiError::NotFound)?;
+    let _ = org;
+    if order_state != OrderState::Paid {
+        return Err(ApiError::conflict(
+            "not_refundable",
+            format!("an order that is {} cannot be refunded", order_state.as_str()),
+        ));
+    }
+    let used = used_tickets(&mut tx, id).await?;
+    if used > 0 && !req.include_used {
+        return Err(ApiError::conflict(
+            "ticket_used",
+            format!("{used} ticket(s) of this order were used at the gate; to refund anyway, send include_used: true"),
+        ));
+    }
+    let seats = match (req.seats.as_deref(), used) {
+        (Some("return"), 1..) => {
+            return Err(ApiError::field("seats", "the seats of used tickets cannot go back on sale"))
+        }
+        (Some(seats), _) => seats,
+        (None, 0) => "return",
+        (None, _) => "off_sale",
+    };
+    sqlx::query("UPDATE orders SET refund_minor = $2, seats_after_refund = $3 WHERE id = $1")
+        .bind(id)
+        .bind(total * i64::from(percent) / 100)
+        .bind(seats)
+        .execute(&mut *tx)
+        .await?;
+    driver::apply(
+        &mut tx,
+        id,
+        order_state,
+        Input::OrganizerRefunds,
+        &format!("user:{}", caller.user_id),
+        json!({ "seats": seats, "percent": percent, "used_tickets": used }),
+    )
+    .await?;
+    tx.commit().await?;
+    co.drive(id).await;
+    Ok((StatusCode::ACCEPTED, Json(view(&state.db, id).await?)))
+}
+
+/// One row of an event's order list.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct OrderSummary {
+    pub id: Uuid,
+    pub state: OrderState,
+    pub outcome: Option<String>,
+    pub email: String,
+    pub currency: String,
+    pub total_minor: i64,
+    pub refund_minor: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OrderFilter {
+    /// Only orders in this state.
+    pub state: Option<OrderState>,
+}
+
+/// `GET /api/v1/events/{id}/orders`: an event's orders, newest last (cursor pagination).
+#[utoipa::path(get, path = "/api/v1/events/{id}/orders", tag = "checkout", security(("api_key" = [])),
+    params(("id" = String, Path, description = "the event id"), PageQuery, OrderFilter),
+    responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn list_orders(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(page): Query<PageQuery>,
+    Query(filter): Query<OrderFilter>,
+) -> Result<Json<Listing<OrderSummary>>, ApiError> {
+    caller.require(Permission::Read)?;
+    let event = crate::models::event::find_event(&state.db, &caller, &id).await?;
+    let limit = page.limit()?;
+    let after = page.after()?;
+    let rows: Vec<OrderSummary> = sqlx::query_as(
+        "SELECT id, state, outcome, email, currency, total_minor, refund_minor, created_at FROM orders
+         WHERE event_id = $1 AND ($2::text IS NULL OR state = $2)
+           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4::uuid))
+         ORDER BY created_at, id LIMIT $5",
+    )
+    .bind(event.id)
+    .bind(filter.state.map(OrderState::as_str))
+    .bind(after.as_ref().map(|c| c.at))
+    .bind(after.as_ref().and_then(|c| c.id.parse::<Uuid>().ok()))
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(api::page(rows, limit, |r| Cursor { at: r.created_at, id: r.id.to_string() })))
+}

@@ -1,0 +1,279 @@
+//! A hold priced for an order: the event, its tiers and sale settings, the promo code and the buyer's limits, read and checked in the order's transaction.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use shared_types::inventory::HoldSettings;
+use shared_types::token::HoldGrant;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::pricing::{Discount, LineIn, PricingSettings};
+use super::*;
+use crate::error::ApiError;
+use crate::models::event::EventState;
+
+/// What pricing needs of the event.
+#[derive(sqlx::FromRow)]
+pub(super) struct EventForSale {
+    organization_id: Uuid,
+    state: EventState,
+    pricing: Value,
+    hold_settings: Value,
+    waiting_room: Value,
+    tiers: Value,
+    zones: Value,
+}
+
+#[derive(Deserialize, Clone)]
+pub(super) struct TierForSale {
+    id: Uuid,
+    kind: String,
+    currency: String,
+    price_minor: i64,
+    zone_prices: Value,
+    per_order_limit: i32,
+    sale_starts_at: Option<DateTime<Utc>>,
+    sale_ends_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct Promo {
+    id: Uuid,
+    kind: String,
+    percent_off: Option<i32>,
+    amount_off_minor: Option<i64>,
+    currency: Option<String>,
+    per_buyer_limit: Option<i32>,
+    valid_from: Option<DateTime<Utc>>,
+    valid_until: Option<DateTime<Utc>>,
+    tier_ids: Vec<Uuid>,
+    active: bool,
+}
+
+/// A priced order, ready to insert.
+pub(super) struct Priced {
+    pub(super) organization_id: Uuid,
+    pub(super) currency: String,
+    pub(super) lines: Vec<(Uuid, Option<String>, Option<String>, pricing::LinePrice)>,
+    pub(super) totals: pricing::Totals,
+    pub(super) promo: Option<Uuid>,
+    pub(super) limits: BuyerLimits,
+}
+
+/// Prices the hold's seats and places with the event's current prices, checking every rule of the
+/// sale (state, tier windows, per-order limits, per-buyer cap, promo code).
+pub(super) async fn price_hold(
+    db: &PgPool,
+    event: Uuid,
+    grant: &HoldGrant,
+    promo_code: Option<&str>,
+) -> Result<Priced, ApiError> {
+    // Everything pricing reads, in one round trip: the event, its tiers and the seats' zones. What
+    // the buyer already owns is counted in the order's transaction ([`BuyerLimits::enforce`]).
+    let seats: Vec<String> = grant.seats.iter().map(|s| s.to_string()).collect();
+    let e: EventForSale = sqlx::query_as(
+        "SELECT e.organization_id, e.state, e.pricing, e.hold_settings, e.waiting_room,
+             (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') FROM
+                 (SELECT id, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at, created_at
+                  FROM ticket_tiers WHERE event_id = e.id) t) AS tiers,
+             (SELECT coalesce(jsonb_object_agg(seat_id, zone_id), '{}') FROM venue_seats
+                  WHERE venue_id = e.venue_id AND seat_id = ANY($2)) AS zones
+         FROM events e WHERE e.id = $1",
+    )
+    .bind(event)
+    .bind(&seats)
+    .fetch_optional(db)
+    .await?
+    .ok_or(ApiError::NotFound)?;
+    if !matches!(e.state, EventState::Published | EventState::OnSale | EventState::SoldOut) {
+        return Err(ApiError::conflict("event_not_on_sale", "this event is not on sale"));
+    }
+    let settings: PricingSettings = serde_json::from_value(e.pricing).unwrap_or_default();
+    let holds: HoldSettings = serde_json::from_value(e.hold_settings).unwrap_or_default();
+    // What the waiting room admits each buyer to (the admission token's `max_tickets`).
+    let room: shared_types::waiting_room::WaitingRoomSettings =
+        serde_json::from_value(e.waiting_room).unwrap_or_default();
+    let corrupt = |e: serde_json::Error| ApiError::Database(sqlx::Error::Decode(Box::new(e)));
+    let tiers: Vec<TierForSale> = serde_json::from_value(e.tiers).map_err(corrupt)?;
+    let zones: HashMap<String, String> = serde_json::from_value(e.zones).map_err(corrupt)?;
+    // (tier, seat, zone, price) per line.
+    let mut lines: Vec<(TierForSale, Option<String>, Option<String>, i64)> = Vec::new();
+    if !grant.seats.is_empty() {
+        let tier = tiers
+            .iter()
+            .find(|t| t.kind == "seated")
+            .ok_or_else(|| ApiError::conflict("not_priced", "the seats of this event have no price"))?;
+        for seat in seats {
+            let zone = zones.get(&seat).ok_or_else(|| {
+                ApiError::conflict("not_priced", format!("seat {seat} is not in this event's venue"))
+            })?;
+            let price =
+                tier.zone_prices.get(zone.as_str()).and_then(Value::as_i64).unwrap_or(tier.price_minor);
+            lines.push((tier.clone(), Some(seat), Some(zone.clone()), price));
+        }
+    }
+    if let Some(ga) = &grant.ga_tier {
+        let tier = tiers
+            .iter()
+            .find(|t| t.kind == "ga" && t.id.to_string() == ga.as_str())
+            .ok_or_else(|| ApiError::conflict("not_priced", "this tier is not sold any more"))?;
+        for _ in 0..grant.ga_quantity {
+            lines.push((tier.clone(), None, None, tier.price_minor));
+        }
+    }
+    if lines.is_empty() {
+        return Err(ApiError::conflict("empty_hold", "the hold holds nothing"));
+    }
+    let now = Utc::now();
+    let mut per_tier: HashMap<Uuid, i32> = HashMap::new();
+    for (tier, ..) in &lines {
+        *per_tier.entry(tier.id).or_default() += 1;
+        if tier.sale_starts_at.is_some_and(|s| now < s) || tier.sale_ends_at.is_some_and(|e| now >= e) {
+            return Err(ApiError::conflict("sale_closed", "this tier is not on sale at this time"));
+        }
+    }
+    for (tier, count) in &per_tier {
+        let limit = tiers.iter().find(|t| t.id == *tier).map_or(i32::MAX, |t| t.per_order_limit);
+        if *count > limit {
+            return Err(ApiError::conflict(
+                "per_order_limit",
+                format!("at most {limit} tickets of this tier per order"),
+            ));
+        }
+    }
+    let currency = lines[0].0.currency.clone();
+    let mut discount = None;
+    let mut promo_id = None;
+    let mut promo_limit = None;
+    let mut eligible: Vec<Uuid> = Vec::new();
+    if let Some(code) = promo_code.map(str::trim).filter(|c| !c.is_empty()) {
+        let promo: Promo = sqlx::query_as(
+            "SELECT id, kind, percent_off, amount_off_minor, currency, per_buyer_limit, valid_from, valid_until, tier_ids, active
+             FROM promo_codes WHERE event_id = $1 AND code = upper($2)",
+        )
+        .bind(event)
+        .bind(code)
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| ApiError::field("promo_code", "no such promo code"))?;
+        if !promo.active
+            || promo.valid_from.is_some_and(|f| now < f)
+            || promo.valid_until.is_some_and(|u| now >= u)
+        {
+            return Err(ApiError::field("promo_code", "this promo code is not valid now"));
+        }
+        if promo.kind == "amount" && promo.currency.as_deref() != Some(currency.as_str()) {
+            return Err(ApiError::field("promo_code", "this promo code is for another currency"));
+        }
+        eligible = if promo.tier_ids.is_empty() {
+            per_tier.keys().copied().collect()
+        } else {
+            promo.tier_ids.clone()
+        };
+        discount = Some(match (promo.percent_off, promo.amount_off_minor) {
+            (Some(p), _) => Discount::Percent(i64::from(p)),
+            (None, Some(a)) => Discount::AmountOff(a),
+            _ => Discount::Percent(0),
+        });
+        promo_id = Some(promo.id);
+        promo_limit = promo.per_buyer_limit;
+    }
+    let inputs: Vec<LineIn> = lines
+        .iter()
+        .map(|(tier, _, _, price)| LineIn { price_minor: *price, discountable: eligible.contains(&tier.id) })
+        .collect();
+    if discount.is_some() && !inputs.iter().any(|l| l.discountable) {
+        return Err(ApiError::field("promo_code", "this promo code does not apply to these tickets"));
+    }
+    let (prices, totals) = pricing::price(&inputs, discount, &settings);
+    let lines_count = lines.len() as i64;
+    Ok(Priced {
+        organization_id: e.organization_id,
+        currency,
+        lines: lines
+            .into_iter()
+            .zip(prices)
+            .map(|((tier, seat, zone, _), p)| (tier.id, seat, zone, p))
+            .collect(),
+        totals,
+        promo: promo_id,
+        limits: BuyerLimits {
+            tickets: lines_count,
+            cap: i64::from(holds.max_tickets_per_visitor.min(room.max_tickets_per_buyer)),
+            promo: promo_id.zip(promo_limit),
+        },
+    })
+}
+
+/// What one buyer may have of an event: checked in the order's transaction, under a lock on
+/// (event, visitor) and one on (event, e-mail), so that concurrent checkouts of one buyer (holds
+/// in several sections of a sectioned event, whose shards each see only their own) are counted
+/// one after the other.
+pub(super) struct BuyerLimits {
+    /// Tickets in this order.
+    pub(super) tickets: i64,
+    /// The event's cap per buyer across all its sections: the smaller of `max_tickets_per_visitor`
+    /// and the waiting room's `max_tickets_per_buyer` (what each admission allows).
+    pub(super) cap: i64,
+    /// The promo code and its per-buyer limit, when it has one.
+    pub(super) promo: Option<(Uuid, i32)>,
+}
+
+impl BuyerLimits {
+    pub(super) async fn enforce(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        event: Uuid,
+        visitor: &str,
+        email: &str,
+    ) -> Result<(), ApiError> {
+        // Both keys made by PostgreSQL (the e-mail through the same lower() as the count), taken in
+        // one order: two transactions never wait on each other's second lock.
+        let keys: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT hashtextextended(key, 0) AS k FROM
+                 unnest(ARRAY['buyer:' || $1 || ':visitor:' || $2, 'buyer:' || $1 || ':email:' || lower($3)]) AS key
+             ORDER BY k",
+        )
+        .bind(event.to_string())
+        .bind(visitor)
+        .bind(email)
+        .fetch_all(&mut *tx)
+        .await?;
+        for key in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *tx).await?;
+        }
+        let owned: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM order_lines l JOIN orders o ON o.id = l.order_id
+             WHERE o.event_id = $1 AND (o.visitor_id = $2 OR lower(o.email) = lower($3))
+               AND o.state NOT IN ('cancelled', 'refunded')",
+        )
+        .bind(event)
+        .bind(visitor)
+        .bind(email)
+        .fetch_one(&mut *tx)
+        .await?;
+        if owned + self.tickets > self.cap {
+            return Err(ApiError::conflict(
+                "limit_exceeded",
+                format!("at most {} tickets per buyer for this event", self.cap),
+            ));
+        }
+        if let Some((promo, limit)) = self.promo {
+            let used: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM orders WHERE promo_code_id = $1 AND lower(email) = lower($2)
+                   AND state NOT IN ('cancelled')",
+            )
+            .bind(promo)
+            .bind(email)
+            .fetch_one(&mut *tx)
+            .await?;
+            if used >= i64::from(limit) {
+                return Err(ApiError::field("promo_code", "this promo code was already used by this buyer"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,152 @@
+//! Checkout's routes, the payment provider's webhook, and an event's sale settings.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use shared_types::inventory::HoldSettings;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use super::create::*;
+use super::orders::*;
+use super::pricing::PricingSettings;
+use super::saga::{Input, OrderState};
+use super::*;
+use crate::api::{self};
+use crate::auth::{Caller, Permission};
+use crate::error::ApiError;
+use crate::payments::{PaymentProvider, RemoteState, WebhookKind};
+use crate::state::AppState;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_checkout))
+        .routes(routes!(get_order))
+        .routes(routes!(cancel_order))
+        .routes(routes!(refund_order))
+        .routes(routes!(webhook))
+        .routes(routes!(set_sale_settings))
+        .routes(routes!(list_orders))
+}
+
+/// `POST /api/v1/webhooks/{provider}`: a provider's signed report. Each provider event counts
+/// once (duplicates answer `200` and change nothing); an unknown payment answers `404` so that the
+/// provider retries.
+#[utoipa::path(post, path = "/api/v1/webhooks/{provider}", tag = "checkout",
+    params(("provider" = String, Path, description = "testpay or stripe")),
+    request_body(content = Object, description = "the provider's event, signed (Stripe-Signature / Testpay-Signature)"),
+    responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn webhook(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let co = state.checkout()?;
+    if provider != co.provider.name() {
+        return Err(ApiError::NotFound);
+    }
+    let header = headers.get(format!("{provider}-signature")).and_then(|v| v.to_str().ok());
+    let event = co
+        .provider
+        .verify_webhook(header, &body, Utc::now().timestamp())
+        .map_err(|e| ApiError::Token { reason: e.reason(), detail: e.to_string() })?;
+    let mut tx = state.db.begin().await?;
+    let fresh = sqlx::query(
+        "INSERT INTO webhook_events (provider, event_id, kind, provider_ref) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+    )
+    .bind(&provider)
+    .bind(&event.id)
+    .bind(event.kind.as_str())
+    .bind(&event.reference)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if !fresh {
+        return Ok(Json(json!({ "received": true, "duplicate": true })));
+    }
+    let (remote, input) = match event.kind {
+        WebhookKind::PaymentSucceeded => (RemoteState::Succeeded, Input::PaymentSucceeded),
+        WebhookKind::PaymentFailed => (RemoteState::Failed, Input::PaymentFailed),
+        WebhookKind::PaymentCanceled => (RemoteState::Canceled, Input::PaymentFailed),
+        WebhookKind::Other => {
+            tx.commit().await?;
+            return Ok(Json(json!({ "received": true, "ignored": true })));
+        }
+    };
+    let order: Option<(Uuid, OrderState)> = sqlx::query_as(
+        "SELECT o.id, o.state FROM payments p JOIN orders o ON o.id = p.order_id
+         WHERE p.provider = $1 AND p.provider_ref = $2 FOR UPDATE OF o",
+    )
+    .bind(&provider)
+    .bind(&event.reference)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((order, order_state)) = order else {
+        // Not recorded yet (the checkout is still finishing): the provider will deliver again.
+        return Err(ApiError::NotFound);
+    };
+    let actor = format!("{provider}:{}", event.id);
+    driver::record_payment(&mut tx, order, remote, &actor).await?;
+    let moved =
+        driver::apply(&mut tx, order, order_state, input, &actor, json!({ "webhook": event.id })).await?;
+    tx.commit().await?;
+    if moved.is_some() {
+        tokio::spawn(async move { co.drive(order).await });
+    }
+    Ok(Json(json!({ "received": true, "order_state": moved.unwrap_or(order_state) })))
+}
+
+/// An event's sale settings: fees and tax (core) and hold behaviour (edge).
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaleSettings {
+    #[serde(default)]
+    pub pricing: PricingSettings,
+    /// `hold_seconds`, `extension_seconds`, `max_tickets_per_visitor`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub holds: HoldSettings,
+}
+
+/// `PUT /api/v1/events/{id}/sale-settings`: fees, tax and holds (pushed to the edge).
+#[utoipa::path(put, path = "/api/v1/events/{id}/sale-settings", tag = "catalog", security(("api_key" = [])),
+    params(("id" = String, Path, description = "the resource id")), request_body = SaleSettings,
+    responses((status = 200, body = SaleSettings), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+pub(super) async fn set_sale_settings(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<SaleSettings>, ApiError> {
+    caller.require(Permission::ManageCatalog)?;
+    let event = crate::models::event::find_event(&state.db, &caller, &id).await?;
+    let settings: SaleSettings = api::parse_json(&body)?;
+    let mut errors: Vec<shared_types::inventory::FieldError> = settings
+        .pricing
+        .validate()
+        .into_iter()
+        .map(|(f, m)| shared_types::inventory::FieldError::new(format!("pricing.{f}"), m))
+        .collect();
+    // The edge's own bounds (one definition): what passes here, the edge takes.
+    errors.extend(settings.holds.validate("holds."));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let mut tx = state.db.begin().await?;
+    sqlx::query("UPDATE events SET pricing = $2, hold_settings = $3 WHERE id = $1")
+        .bind(event.id)
+        .bind(serde_json::to_value(settings.pricing).unwrap_or_default())
+        .bind(serde_json::to_value(settings.holds).unwrap_or_default())
+        .execute(&mut *tx)
+        .await?;
+    crate::publishing::touch(&mut tx, event.id).await?;
+    tx.commit().await?;
+    Ok(Json(settings))
+}

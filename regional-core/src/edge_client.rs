@@ -1,0 +1,115 @@
+//! The core's client of the edge's internal API (signed requests, docs/api.md "core → edge").
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::Value;
+use shared_types::internal_api::{HoldAction, HoldAnswer, InternalRoute};
+use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
+use shared_types::token::TokenSigner;
+
+/// The edge's internal API, as the core calls it.
+#[derive(Clone)]
+pub struct EdgeClient {
+    pub base: String,
+    pub signer: TokenSigner,
+    pub http: reqwest::Client,
+}
+
+/// Why a call to the edge did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EdgeError {
+    /// No answer, or a 5xx: try again later.
+    #[error("edge unreachable: {0}")]
+    Unreachable(String),
+    /// The edge refused (4xx) with a problem's `reason` (the ledger's refusal, e.g. `hold_expired`).
+    #[error("edge refused ({status} {reason}): {detail}")]
+    Refused { status: u16, reason: String, detail: String },
+}
+
+impl EdgeClient {
+    pub fn new(base: &str, signer: TokenSigner) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .user_agent(concat!("ticketing-core/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Self { base: base.trim_end_matches('/').to_owned(), signer, http }
+    }
+
+    /// A signed call of `route` for `event`; a refusal keeps the edge's status and `reason` so that
+    /// callers can act on it.
+    pub async fn send(&self, event: &str, route: &InternalRoute, body: Vec<u8>) -> Result<Value, EdgeError> {
+        let method = reqwest::Method::from_bytes(route.method().as_bytes()).unwrap_or(reqwest::Method::GET);
+        self.send_to(method, &route.path(event), body).await
+    }
+
+    /// A hold as the edge has it now.
+    pub async fn hold(&self, event: &str, hold: &str) -> Result<HoldAnswer, EdgeError> {
+        let answer = self.send(event, &InternalRoute::Hold(hold.to_owned()), Vec::new()).await?;
+        serde_json::from_value(answer)
+            .map_err(|e| EdgeError::Unreachable(format!("the edge's hold is not one: {e}")))
+    }
+
+    /// `action` on a hold: the hold as it is after it.
+    pub async fn hold_action(&self, event: &str, hold: &str, action: HoldAction) -> Result<Value, EdgeError> {
+        let body = if action == HoldAction::Return { b"{}".to_vec() } else { Vec::new() };
+        self.send(event, &InternalRoute::HoldAction(hold.to_owned(), action), body).await
+    }
+
+    async fn send_to(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<Value, EdgeError> {
+        // A request that never left (a pooled connection the edge had closed, a refused connect)
+        // is sent once more with a fresh nonce: every internal route is idempotent.
+        let mut attempt = 0;
+        let resp = loop {
+            let mut nonce = [0u8; 16];
+            getrandom::getrandom(&mut nonce).map_err(|e| EdgeError::Unreachable(e.to_string()))?;
+            let now = chrono::Utc::now().timestamp();
+            let signature =
+                sign_request(&self.signer, method.as_str(), path, &body, now, &URL_SAFE_NO_PAD.encode(nonce));
+            let sent = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .header(SIGNATURE_HEADER, signature)
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(resp) => break resp,
+                Err(e) if attempt == 0 && !e.is_timeout() => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(EdgeError::Unreachable(e.without_url().to_string())),
+            }
+        };
+        let status = resp.status();
+        let answer: Value = resp.json().await.unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(answer)
+        } else if status.is_server_error() {
+            Err(EdgeError::Unreachable(format!(
+                "edge answered {status}: {}",
+                answer.get("detail").and_then(Value::as_str).unwrap_or("")
+            )))
+        } else {
+            Err(EdgeError::Refused {
+                status: status.as_u16(),
+                reason: answer.get("reason").and_then(Value::as_str).unwrap_or("").to_owned(),
+                detail: answer.get("detail").and_then(Value::as_str).unwrap_or("").to_owned(),
+            })
+        }
+    }
+}
+
+impl EdgeError {
+    /// The refusal's reason (empty for an unreachable edge).
+    pub fn reason(&self) -> &str {
+        match self {
+            Self::Unreachable(_) => "",
+            Self::Refused { reason, .. } => reason,
+        }
+    }
+}

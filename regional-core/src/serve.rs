@@ -1,0 +1,258 @@
+//! Start-up: the rules of the configuration, the pools, the background tasks (publishing,
+//! checkout's driver, check-in, the outbox relay and its consumers, mail, pruning), both
+//! listeners, and a graceful shutdown that drains first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+
+use crate::checkout::Checkout;
+use crate::config::{DatabaseArgs, ProviderChoice, ServeArgs};
+use crate::edge_client::EdgeClient;
+use crate::payments::{stripe::Stripe, testpay::TestPay, PaymentProvider as _, Provider};
+use crate::router::{metrics_router, router_with};
+use crate::state::AppState;
+use crate::{checkout, db, publishing};
+
+/// Migrates (when asked), binds and serves until SIGINT or SIGTERM.
+pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // Every start-up rule first: a configuration that may not run changes nothing.
+    let choice = args.validate()?;
+    if args.migrate {
+        db::migrate(&args.database).await?;
+    }
+    let mut state = AppState::new(db::pool(&args.database)?, args.health_timeout());
+    state.commission_bps = i64::from(args.commission_bps);
+    state.request_timeout = Duration::from_secs(args.request_timeout_secs);
+    let ops = &args.operations;
+    if let Some(replica) = &ops.replica_url {
+        let replica = DatabaseArgs { database_url: replica.clone(), ..args.database.clone() };
+        state.read_db = db::pool(&replica)?;
+        tracing::info!(replica = %replica.database_url.redacted(), "reports read from the replica");
+    }
+    let mut extra = Router::<AppState>::new();
+    match &args.core_signing_key {
+        Some(key) => {
+            let edge = EdgeClient::new(&args.edge_url, key.0.clone());
+            tokio::spawn(publishing::run(state.db.clone(), edge));
+            state.edge =
+                crate::reporting::edge::EdgeStats::new(EdgeClient::new(&args.edge_url, key.0.clone()));
+            let every = Duration::from_secs(ops.edge_scrape_secs.max(1));
+            tokio::spawn(state.edge.clone().run_scraper(state.db.clone(), every));
+            tracing::info!(edge = %args.edge_url, "publishing events to the edge");
+        }
+        None => tracing::warn!("CORE_SIGNING_KEY is not set: events will not be published to the edge"),
+    }
+    let c = &args.checkout;
+    let provider = match choice {
+        ProviderChoice::Stripe => {
+            let key = c.stripe_secret_key.clone().ok_or("PAYMENT_PROVIDER=stripe needs STRIPE_SECRET_KEY")?;
+            let secrets: Vec<String> = c
+                .stripe_webhook_secrets
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if secrets.is_empty() {
+                return Err("PAYMENT_PROVIDER=stripe needs STRIPE_WEBHOOK_SECRETS".into());
+            }
+            Some(Provider::Stripe(Stripe::new(&c.stripe_api_base, key, secrets)))
+        }
+        ProviderChoice::Test => {
+            tracing::warn!("development mode: the test payment provider is mounted (never in production)");
+            let secret = match c.testpay_webhook_secret.clone() {
+                Some(secret) => secret,
+                None => crate::payments::testpay::random_secret()?,
+            };
+            let testpay = TestPay::new(state.db.clone(), &c.public_url, secret);
+            tokio::spawn(testpay.clone().run_deliveries());
+            extra = extra.merge(testpay.clone().routes());
+            Some(Provider::Test(testpay))
+        }
+        ProviderChoice::None => None,
+    };
+    match (&args.core_signing_key, c.edge_verifying_keys.as_deref(), provider) {
+        (Some(key), Some(edge_keys), Some(provider)) => {
+            let edge_keys = shared_types::token::KeyRing::parse(edge_keys)
+                .map_err(|e| format!("EDGE_VERIFYING_KEYS: {e}"))?;
+            let previous_keys =
+                shared_types::token::KeyRing::parse(c.core_previous_verifying_keys.as_deref().unwrap_or(""))
+                    .map_err(|e| format!("CORE_PREVIOUS_VERIFYING_KEYS: {e}"))?;
+            if previous_keys.kids().any(|kid| kid == key.0.kid()) {
+                return Err(format!(
+                    "CORE_PREVIOUS_VERIFYING_KEYS: {} is the signing key's id; list only earlier keys",
+                    key.0.kid()
+                )
+                .into());
+            }
+            let checkout = Arc::new(Checkout {
+                db: state.db.clone(),
+                edge: EdgeClient::new(&args.edge_url, key.0.clone()),
+                provider,
+                edge_keys,
+                signer: key.0.clone(),
+                previous_keys,
+                fault: c.fault_inject.clone(),
+                grace: chrono::Duration::seconds(i64::from(c.payment_grace_secs)),
+            });
+            if let Some(point) = &c.fault_inject {
+                tracing::warn!(
+                    point,
+                    "CORE_FAULT_INJECT is set: this core will crash on purpose (tests only)"
+                );
+            }
+            tokio::spawn(checkout::driver::run(
+                checkout.clone(),
+                Duration::from_millis(c.reconcile_interval_ms),
+            ));
+            tracing::info!(provider = checkout.provider.name(), "checkout enabled");
+            let gates = crate::fulfillment::checkin::Gates::server(checkout.clone());
+            let grpc = c.grpc_listen;
+            let tls = match (&c.grpc_tls_cert, &c.grpc_tls_key) {
+                (Some(cert), Some(key)) => Some((
+                    std::fs::read(cert).map_err(|e| format!("CORE_GRPC_TLS_CERT {}: {e}", cert.display()))?,
+                    std::fs::read(key).map_err(|e| format!("CORE_GRPC_TLS_KEY {}: {e}", key.display()))?,
+                )),
+                _ => None,
+            };
+            let secure = tls.is_some();
+            tokio::spawn(async move {
+                if let Err(e) = crate::fulfillment::checkin::serve(gates, grpc, tls).await {
+                    tracing::error!(error = %e, addr = %grpc, "the check-in service stopped");
+                }
+            });
+            tracing::info!(addr = %grpc, tls = secure, "check-in (gRPC) listening");
+            state.checkout = Some(checkout);
+        }
+        _ => tracing::warn!("CORE_SIGNING_KEY or EDGE_VERIFYING_KEYS is not set: checkout answers 503"),
+    }
+    start_fulfillment(&args, &state.db).await?;
+    tokio::spawn(run_pruner(state.db.clone(), Duration::from_secs(600)));
+    let metrics_listener = TcpListener::bind(args.metrics_listen).await?;
+    tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening (operators only)");
+    let metrics_app = metrics_router(state.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+    let listener = TcpListener::bind(args.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, database = %args.database.database_url, "core listening");
+    let (draining, drain_for) = (state.draining.clone(), Duration::from_secs(ops.shutdown_drain_secs));
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Not ready any more, still serving: the load balancer sees /readyz fail and stops
+        // sending new requests; those in flight and arriving meanwhile are answered.
+        draining.store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!(seconds = drain_for.as_secs(), "shutting down: draining");
+        tokio::time::sleep(drain_for).await;
+    };
+    axum::serve(listener, router_with(state, extra)).with_graceful_shutdown(shutdown).await?;
+    tracing::info!("core stopped");
+    Ok(())
+}
+
+/// The outbox relay (to Kafka, or to the consumers in this process), the consumers, the mail
+/// sender and the reminders.
+async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+    use crate::bus::{kafka, relay};
+    use crate::notifications::{reminders, sender, MailSettings, Notifier};
+    let f = &args.fulfillment;
+    let mut consumers: Vec<Arc<dyn crate::bus::Consumer>> =
+        vec![Arc::new(crate::reporting::projector::Projector)];
+    if let Some(key) = &args.core_signing_key {
+        let mail = Arc::new(MailSettings {
+            buyer_url: f.buyer_url.clone().unwrap_or_else(|| args.edge_url.clone()),
+            signer: key.0.clone(),
+        });
+        consumers.push(Arc::new(Notifier::new(mail.clone())));
+        let lead = chrono::Duration::hours(f.reminder_lead_hours);
+        tokio::spawn(reminders::run(db.clone(), mail, lead, Duration::from_secs(60)));
+        match &f.smtp_url {
+            Some(url) => {
+                let from: lettre::message::Mailbox =
+                    f.mail_from.parse().map_err(|e| format!("MAIL_FROM: {e}"))?;
+                // Message-IDs in the sender's own domain (RFC 5322 wants them globally unique).
+                let domain = from.email.domain().to_owned();
+                let settings = sender::SenderSettings {
+                    from,
+                    max_attempts: f.notify_max_attempts.max(1),
+                    retry_base: Duration::from_millis(f.notify_retry_base_ms),
+                    per_hour: f.notify_per_hour.max(1),
+                    domain,
+                };
+                let s = sender::Sender::new(db.clone(), url, settings, key.0.clone())?;
+                tokio::spawn(Arc::new(s).run(Duration::from_millis(500)));
+                tracing::info!("notifications: sending mail over SMTP");
+            }
+            None => tracing::warn!("SMTP_URL is not set: mails are queued, not sent"),
+        }
+    }
+    let poll = Duration::from_millis(f.outbox_poll_ms);
+    let sink = match &f.kafka_bootstrap {
+        Some(bootstrap) => {
+            let settings = kafka::KafkaSettings {
+                bootstrap: bootstrap.clone(),
+                topic_prefix: f.kafka_topic_prefix.clone(),
+                partitions: f.kafka_partitions.max(1),
+            };
+            if let Err(e) = settings.create_topics().await {
+                // The broker may be down now: the relay waits for it; topics can be made later.
+                tracing::warn!(error = %e, "kafka: could not create the topics");
+            }
+            for c in consumers {
+                tokio::spawn(kafka::run_consumer(db.clone(), settings.clone(), c));
+            }
+            tracing::info!(bootstrap, "outbox: relayed to Kafka");
+            relay::Sink::Kafka(kafka::Publisher::new(settings)?)
+        }
+        None => {
+            tracing::info!("outbox: delivered in-process (KAFKA_BOOTSTRAP is not set)");
+            consumers.iter().for_each(|c| crate::bus::lag::in_process(c.name()));
+            relay::Sink::InProcess(consumers)
+        }
+    };
+    tokio::spawn(relay::Relay::new(db.clone(), sink).run(poll));
+    Ok(())
+}
+
+/// Deletes expired idempotent answers ([`crate::api::prune`]) and ended promo-attempt windows
+/// ([`crate::promotions::prune_attempts`]) every `every`, until the process ends.
+async fn run_pruner(db: sqlx::PgPool, every: Duration) {
+    loop {
+        let pruned = match crate::api::prune(&db).await {
+            Ok(answers) => crate::promotions::prune_attempts(&db).await.map(|attempts| answers + attempts),
+            Err(e) => Err(e),
+        };
+        match pruned {
+            Ok(n) if n > 0 => {
+                tracing::info!(rows = n, "pruned expired idempotency answers and attempt windows")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning failed; retrying later"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

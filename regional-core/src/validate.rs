@@ -1,0 +1,53 @@
+//! Field rules shared by every resource: e-mail addresses, time zones, URLs. One rule each, so
+//! that an address an organizer may enter is one a buyer may enter too.
+
+/// An IANA zone name's shape (`UTC`, `Europe/Berlin`, `America/Argentina/Buenos_Aires`).
+pub fn valid_time_zone(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.split('/').all(|part| {
+            !part.is_empty()
+                && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+'))
+        })
+}
+
+/// An e-mail address's shape: one `@`, a non-empty local part, a dotted domain, 3 to 254
+/// characters, no white space or control characters. (Organizers' users and buyers alike; the
+/// mail server is the final judge.)
+pub fn valid_email(s: &str) -> bool {
+    (3..=254).contains(&s.len())
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && s.split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'))
+}
+
+/// An image or page address: http(s), at most 2,000 characters, no white space.
+pub fn is_url(s: &str) -> bool {
+    (s.starts_with("https://") || s.starts_with("http://"))
+        && s.len() <= 2000
+        && !s.contains(char::is_whitespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_email_rule() {
+        assert!(valid_email("a@b.co"));
+        assert!(valid_email("first.last+tag@example.org"));
+        for bad in ["", "a@b", "@b.co", "a b@c.de", "a@b@c.de", "a@\u{7}b.de", "x"] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+        assert!(!valid_email(&format!("{}@b.co", "a".repeat(250))));
+    }
+
+    #[test]
+    fn time_zones_and_urls() {
+        assert!(valid_time_zone("America/Argentina/Buenos_Aires"));
+        assert!(!valid_time_zone("Europe//Berlin"));
+        assert!(is_url("https://example.org/a.png"));
+        assert!(!is_url("javascript:alert(1)"));
+        assert!(!is_url("https://a b"));
+    }
+}

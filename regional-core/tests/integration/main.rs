@@ -1,0 +1,19 @@
+//! The core's integration tests, in one binary (one link of the whole core instead of one per
+//! file): each module is one part of the API against a fresh PostgreSQL database per test
+//! (`#[sqlx::test]`). Shared helpers are in `common`.
+
+mod accounts;
+mod catalog;
+mod checkin;
+mod checkout;
+mod common;
+mod health;
+mod limits;
+mod metrics;
+mod notifications;
+mod openapi;
+mod publishing;
+mod reporting;
+mod stripe;
+mod tickets;
+mod transfers;

@@ -1,0 +1,156 @@
+//! The edge's internal API: the routes the core (and the load generator) call, signed with the
+//! core's key (see [`crate::request_signing`]), and the answers they read. Both sides build and
+//! match routes through [`InternalRoute`], so a path is written once.
+//!
+//! | route | method | path under `/internal/v1/events/{event}` |
+//! |---|---|---|
+//! | [`InternalRoute::PutInventory`] | PUT | `/inventory` |
+//! | [`InternalRoute::Stats`] | GET | `/stats` |
+//! | [`InternalRoute::PutWaitingRoom`] | PUT | `/waiting-room` |
+//! | [`InternalRoute::WaitingRoom`] | GET | `/waiting-room` |
+//! | [`InternalRoute::EndSession`] | POST | `/waiting-room/sessions/end` |
+//! | [`InternalRoute::Hold`] | GET | `/holds/{hold}` |
+//! | [`InternalRoute::HoldAction`] | POST | `/holds/{hold}/{extend,confirm,reclaim,release,return}` |
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::HoldState;
+
+/// Where every internal route starts.
+pub const PREFIX: &str = "/internal/v1/events/";
+
+/// What the core may do to a hold at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldAction {
+    /// Once, for checkout: the hold lives on for payment.
+    Extend,
+    /// Sell it.
+    Confirm,
+    /// Sell the seats of an expired or released hold when they are still free.
+    Reclaim,
+    /// Give its seats back before expiry.
+    Release,
+    /// Give the seats of a sold hold back (a refund).
+    Return,
+}
+
+impl HoldAction {
+    pub const ALL: [HoldAction; 5] = [
+        HoldAction::Extend,
+        HoldAction::Confirm,
+        HoldAction::Reclaim,
+        HoldAction::Release,
+        HoldAction::Return,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldAction::Extend => "extend",
+            HoldAction::Confirm => "confirm",
+            HoldAction::Reclaim => "reclaim",
+            HoldAction::Release => "release",
+            HoldAction::Return => "return",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+/// One route of the internal API, for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InternalRoute {
+    PutInventory,
+    Stats,
+    PutWaitingRoom,
+    WaitingRoom,
+    EndSession,
+    Hold(String),
+    HoldAction(String, HoldAction),
+}
+
+impl InternalRoute {
+    /// The HTTP method, upper case.
+    pub fn method(&self) -> &'static str {
+        match self {
+            InternalRoute::PutInventory | InternalRoute::PutWaitingRoom => "PUT",
+            InternalRoute::Stats | InternalRoute::WaitingRoom | InternalRoute::Hold(_) => "GET",
+            InternalRoute::EndSession | InternalRoute::HoldAction(..) => "POST",
+        }
+    }
+
+    /// The path for `event`.
+    pub fn path(&self, event: &str) -> String {
+        let rest = match self {
+            InternalRoute::PutInventory => "inventory".to_owned(),
+            InternalRoute::Stats => "stats".to_owned(),
+            InternalRoute::PutWaitingRoom | InternalRoute::WaitingRoom => "waiting-room".to_owned(),
+            InternalRoute::EndSession => "waiting-room/sessions/end".to_owned(),
+            InternalRoute::Hold(hold) => format!("holds/{hold}"),
+            InternalRoute::HoldAction(hold, action) => format!("holds/{hold}/{}", action.as_str()),
+        };
+        format!("{PREFIX}{event}/{rest}")
+    }
+
+    /// The route a request names: its method (upper case) and the path's segments after the
+    /// event's. `None` for anything else.
+    pub fn parse(method: &str, rest: &[&str]) -> Option<Self> {
+        Some(match (method, rest) {
+            ("PUT", ["inventory"]) => InternalRoute::PutInventory,
+            ("GET", ["stats"]) => InternalRoute::Stats,
+            ("PUT", ["waiting-room"]) => InternalRoute::PutWaitingRoom,
+            ("GET", ["waiting-room"]) => InternalRoute::WaitingRoom,
+            ("POST", ["waiting-room", "sessions", "end"]) => InternalRoute::EndSession,
+            ("GET", ["holds", hold]) => InternalRoute::Hold((*hold).to_owned()),
+            ("POST", ["holds", hold, action]) => {
+                InternalRoute::HoldAction((*hold).to_owned(), HoldAction::parse(action)?)
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// A hold as the hold routes answer it: the fields the core acts on (the answer has more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldAnswer {
+    pub id: String,
+    pub state: HoldState,
+    /// Milliseconds since the epoch.
+    pub expires_at: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_parses_back_from_its_own_path() {
+        let routes = [
+            InternalRoute::PutInventory,
+            InternalRoute::Stats,
+            InternalRoute::PutWaitingRoom,
+            InternalRoute::WaitingRoom,
+            InternalRoute::EndSession,
+            InternalRoute::Hold("h-1".into()),
+        ]
+        .into_iter()
+        .chain(HoldAction::ALL.map(|a| InternalRoute::HoldAction("h-1".into(), a)));
+        for route in routes {
+            let path = route.path("ev-1");
+            let rest: Vec<&str> = path.strip_prefix(PREFIX).unwrap().split('/').skip(1).collect();
+            assert_eq!(InternalRoute::parse(route.method(), &rest), Some(route.clone()), "{path}");
+        }
+        assert_eq!(InternalRoute::parse("GET", &["inventory"]), None);
+        assert_eq!(InternalRoute::parse("POST", &["holds", "h", "steal"]), None);
+    }
+
+    #[test]
+    fn a_hold_answer_reads_the_edges_hold() {
+        let hold: HoldAnswer = serde_json::from_str(
+            r#"{"id":"h-1","visitor":"v","seats":["A-1"],"created_at":1,"expires_at":2,"extended":true,"state":"held"}"#,
+        )
+        .unwrap();
+        assert_eq!((hold.state, hold.expires_at), (HoldState::Held, 2));
+    }
+}
