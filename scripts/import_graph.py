@@ -3,8 +3,9 @@
 
 Usage: scripts/import_graph.py CRATE_SRC_DIR [--max-loop N] [--dot]
 
-A file imports another when it names it by path: `crate::a::b`, `super::x` or `self::x` (in
-`use` lines or inline); unit-test modules are left out. A module's `mod.rs` counts as the
+A file imports another when it names it by path: `crate::a::b`, `super::x`, `self::x` or a
+glob of one (in `use` lines or inline), or names one of its own child modules bare (`child::f`);
+unit-test modules (`#[cfg(test)]`, last in a file) are left out. A module's `mod.rs` counts as the
 module, so a parent that calls its child and a child that uses its parent are a loop of two. Prints every loop (strongly connected component) with more
 than one file, largest first; exits 1 when one is larger than --max-loop (default: no limit).
 """
@@ -17,6 +18,8 @@ from collections import defaultdict
 COMMENT = re.compile(r"//.*?$|/\*.*?\*/", re.S | re.M)
 STRING = re.compile(r'r#*"(?:.|\n)*?"#*|"(?:\\.|[^"\\])*"')
 PATH = re.compile(r"\b(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
+GLOB = re.compile(r"\buse\s+(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)*)::\*\s*;")
+CHILD = re.compile(r"^\s*(?:pub(?:\([a-z]+\))?\s+)?mod\s+([a-z_][a-z0-9_]*)\s*;", re.M)
 USE_GROUP = re.compile(r"\buse\s+(crate|super|self)((?:::[A-Za-z_][A-Za-z0-9_]*)*)::\{([^;]*)\};", re.S)
 
 
@@ -70,6 +73,12 @@ def edges(src):
                 targets.append(walk(base, segs))
         for m in PATH.finditer(text):
             targets.append(walk(base_of(m.group(1)), m.group(2).split("::")))
+        for m in GLOB.finditer(text):
+            targets.append(walk(base_of(m.group(1)), [s for s in m.group(2).split("::") if s]))
+        # A child module named bare (`exports::routes()`, `use self::x` aside) is an import too.
+        for child in CHILD.findall(text):
+            if re.search(r"(?<![\w:])" + child + r"::", text.replace(f"mod {child};", "")):
+                targets.append(mod + (child,))
         for t in targets:
             r = resolve(mods, (), t)
             if r is None or r == mod:

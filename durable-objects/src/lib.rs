@@ -6,9 +6,16 @@ pub mod directory;
 pub mod health_probe;
 pub mod http;
 pub mod inventory;
+pub mod stub;
 pub mod waiting_room;
 
 pub use health_probe::{HealthProbe, ProbeReadBack, ProbeWrite};
+
+/// Milliseconds since the epoch, from the runtime's clock (Workers: `Date.now()`, which does not
+/// advance while a request computes). The one clock of the objects and the edge.
+pub fn now_ms() -> i64 {
+    worker::Date::now().as_millis() as i64
+}
 
 /// The size of this isolate's wasm linear memory (the heap's high-water mark: it never shrinks).
 pub fn wasm_memory_bytes() -> usize {

@@ -18,7 +18,7 @@ const DEFAULT_TIMEOUT_MS: u64 = 2_000;
 const PROBE_OBJECT_NAME: &str = "healthz";
 
 pub async fn healthz(env: &Env) -> Result<Response> {
-    let started = now_ms();
+    let started = durable_objects::now_ms() as f64;
     let timeout_ms = env
         .var("HEALTH_TIMEOUT_MS")
         .ok()
@@ -33,7 +33,7 @@ pub async fn healthz(env: &Env) -> Result<Response> {
 
     let mut tiers = vec![object];
     tiers.extend(core);
-    tiers.push(TierReport::ok(Tier::Edge, now_ms() - started));
+    tiers.push(TierReport::ok(Tier::Edge, (durable_objects::now_ms() as f64) - started));
     let report = HealthReport::from_tiers(tiers);
     let mut resp = http::json(report.http_status(), &report)?;
     resp.headers_mut().set("cache-control", "no-store")?;
@@ -41,10 +41,10 @@ pub async fn healthz(env: &Env) -> Result<Response> {
 }
 
 async fn check_durable_object(env: &Env, timeout_ms: u64) -> TierReport {
-    let started = now_ms();
-    let write = ProbeWrite { nonce: nonce(), at_ms: Date::now().as_millis() as i64 };
+    let started = durable_objects::now_ms() as f64;
+    let write = ProbeWrite { nonce: nonce(), at_ms: durable_objects::now_ms() };
     let outcome = with_timeout(timeout_ms, probe_object(env, &write)).await;
-    let latency = now_ms() - started;
+    let latency = (durable_objects::now_ms() as f64) - started;
     match outcome {
         None => TierReport::down(Tier::DurableObject, latency, format!("no answer within {timeout_ms} ms")),
         Some(Err(e)) => TierReport::down(Tier::DurableObject, latency, e.to_string()),
@@ -86,7 +86,7 @@ async fn check_core(core_url: Option<&str>, timeout_ms: u64) -> Vec<TierReport> 
     let Some(core_url) = core_url.filter(|u| !u.is_empty()) else {
         return unreachable_core(TierReport::down(Tier::Core, 0.0, "CORE_URL is not configured"));
     };
-    let started = now_ms();
+    let started = durable_objects::now_ms() as f64;
     let url = format!("{}/healthz", core_url.trim_end_matches('/'));
     let controller = AbortController::default();
     let signal = controller.signal();
@@ -97,7 +97,7 @@ async fn check_core(core_url: Option<&str>, timeout_ms: u64) -> Vec<TierReport> 
         Ok::<_, worker::Error>((status, body))
     })
     .await;
-    let latency = now_ms() - started;
+    let latency = (durable_objects::now_ms() as f64) - started;
     match answer {
         None => {
             controller.abort();
@@ -145,10 +145,6 @@ async fn with_timeout<F: Future>(ms: u64, fut: F) -> Option<F::Output> {
     }
 }
 
-fn now_ms() -> f64 {
-    Date::now().as_millis() as f64
-}
-
 /// 128 random bits as hex; the read-back must return exactly these.
 fn nonce() -> String {
     let mut bytes = [0u8; 16];
@@ -156,7 +152,7 @@ fn nonce() -> String {
     if getrandom::getrandom(&mut bytes).is_err() {
         bytes[..8].copy_from_slice(&Date::now().as_millis().to_le_bytes());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 #[cfg(test)]

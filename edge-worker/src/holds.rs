@@ -17,7 +17,7 @@ use shared_types::inventory::{Sharding, GA_SHARD, MAIN_SHARD};
 use shared_types::token::{verify, Claims, Expectation, HoldGrant, TokenKind};
 use shared_types::waiting_room::AdmissionGrant;
 use shared_types::{Problem, ProblemType};
-use worker::{Date, Env, Method, Request, Response, Result};
+use worker::{Env, Method, Request, Response, Result};
 
 use crate::keys::EdgeKeys;
 use crate::objects::{self, Call};
@@ -35,10 +35,6 @@ struct HoldAnswer {
     hold: durable_objects::inventory::Hold,
     hold_token: String,
     replayed: bool,
-}
-
-fn now_ms() -> i64 {
-    Date::now().as_millis() as i64
 }
 
 fn unauthorized(detail: String, reason: &str, path: &str) -> Result<Response> {
@@ -80,7 +76,7 @@ async fn authenticate(
         issuer: "edge",
         audience: event.as_str(),
         subject: None,
-        now: now_ms() / 1000,
+        now: durable_objects::now_ms() / 1000,
     };
     // Signature, expiry and event first; then the grant's own claims.
     let claims: Claims<serde_json::Map<String, serde_json::Value>> = match verify(&token, &keys.edge, &expect)
@@ -173,7 +169,7 @@ pub async fn place(
         iss: "edge".to_owned(),
         aud: event.to_string(),
         sub: visitor.to_string(),
-        iat: now_ms() / 1000,
+        iat: durable_objects::now_ms() / 1000,
         exp: (hold.expires_at + 999) / 1000,
         jti: hold.id.to_string(),
         extra: HoldGrant {
@@ -215,7 +211,7 @@ pub async fn release(
 /// Availability of the whole event, merged across shards (seats in seat-map order, sections and
 /// tiers in layout order, version = sum of the shards' versions, so it only grows).
 pub async fn availability(env: &Env, event: &EventId, path: &str) -> Result<Response> {
-    let now = now_ms() as f64;
+    let now = durable_objects::now_ms() as f64;
     let cached = AVAILABILITY.with(|c| {
         c.borrow().get(event).filter(|(at, _)| now - at < AVAILABILITY_TTL_MS).map(|(_, b)| b.clone())
     });

@@ -5,11 +5,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 
 use durable_objects::directory::Layout;
-use durable_objects::inventory::{Caller, CALLER_HEADER, NONCE_HEADER, SHARD_INDEX_HEADER};
+use durable_objects::inventory::Caller;
+pub use durable_objects::stub::Call;
+use durable_objects::stub::{self, DIRECTORY_BINDING, INVENTORY_BINDING};
 use shared_types::ids::EventId;
 use shared_types::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
-use wasm_bindgen::JsValue;
-use worker::{Date, Env, Headers, Method, Request, RequestInit, Response, Result};
+use worker::{Date, Env, Method, Response, Result};
 
 use durable_objects::http;
 
@@ -18,39 +19,6 @@ const LAYOUT_TTL_MS: f64 = 5_000.0;
 
 thread_local! {
     static LAYOUTS: RefCell<HashMap<EventId, (f64, Layout)>> = RefCell::new(HashMap::new());
-}
-
-/// One call to an object: who is calling, and the core request's nonce when there is one.
-pub struct Call<'a> {
-    pub caller: &'a Caller,
-    pub nonce: Option<&'a str>,
-    pub shard_index: Option<usize>,
-}
-
-async fn call_object(
-    env: &Env,
-    binding: &str,
-    name: &str,
-    method: Method,
-    path: &str,
-    call: &Call<'_>,
-    body: Option<String>,
-) -> Result<Response> {
-    let stub = env.durable_object(binding)?.id_from_name(name)?.get_stub()?;
-    let headers = Headers::new();
-    headers.set(CALLER_HEADER, &call.caller.header())?;
-    if let Some(nonce) = call.nonce {
-        headers.set(NONCE_HEADER, nonce)?;
-    }
-    if let Some(index) = call.shard_index {
-        headers.set(SHARD_INDEX_HEADER, &index.to_string())?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(method).with_headers(headers);
-    if let Some(body) = body {
-        init.with_body(Some(JsValue::from_str(&body)));
-    }
-    stub.fetch_with_request(Request::new_with_init(&format!("https://object{path}"), &init)?).await
 }
 
 /// Calls the inventory shard `name`.
@@ -62,7 +30,7 @@ pub async fn inventory(
     call: &Call<'_>,
     body: Option<String>,
 ) -> Result<Response> {
-    call_object(env, "INVENTORY", name, method, path, call, body).await
+    stub::send(env, INVENTORY_BINDING, name, method, path, call, body).await
 }
 
 /// Calls the event's directory.
@@ -74,7 +42,7 @@ pub async fn directory(
     call: &Call<'_>,
     body: Option<String>,
 ) -> Result<Response> {
-    call_object(env, "DIRECTORY", event.as_str(), method, path, call, body).await
+    stub::send(env, DIRECTORY_BINDING, event.as_str(), method, path, call, body).await
 }
 
 /// The event's shard layout (cached per isolate), or `None` if it is not published here.
@@ -85,7 +53,7 @@ pub async fn layout(env: &Env, event: &EventId) -> Result<Option<Layout>> {
     if cached.is_some() {
         return Ok(cached);
     }
-    let call = Call { caller: &Caller::Edge, nonce: None, shard_index: None };
+    let call = Call::by(&Caller::Edge);
     let mut resp = directory(env, event, Method::Get, "/layout", &call, None).await?;
     if resp.status_code() != 200 {
         return Ok(None);

@@ -12,13 +12,9 @@
 use durable_objects::http;
 use shared_types::waiting_room::{BotCheck, Phase, QueueStatus, RoomView, StatusState};
 use shared_types::Problem;
-use worker::{Date, Request, Response, Result};
+use worker::{Request, Response, Result};
 
 use crate::queue::{self, Credentials, Room, Standing};
-
-fn now_ms() -> i64 {
-    Date::now().as_millis() as i64
-}
 
 /// Escapes text for HTML content and attribute values.
 pub fn escape(s: &str) -> String {
@@ -109,7 +105,7 @@ pub fn duration(secs: u64) -> String {
 }
 
 fn countdown(on_sale_ms: i64) -> String {
-    let left = ((on_sale_ms - now_ms()).max(0) / 1000) as u64;
+    let left = ((on_sale_ms - durable_objects::now_ms()).max(0) / 1000) as u64;
     format!(
         "<p>Sales start in <strong><span id=\"countdown\" data-until=\"{on_sale_ms}\">{}</span></strong>.</p>",
         duration(left)
@@ -153,7 +149,7 @@ fn landing(
         }
         Phase::BeforeOpening => {
             let opens = view.settings.pre_queue_opens_at_ms.unwrap_or_default();
-            let left = ((opens - now_ms()).max(0) / 1000) as u64;
+            let left = ((opens - durable_objects::now_ms()).max(0) / 1000) as u64;
             body.push_str(&format!(
                 "<div class=\"box\" role=\"status\"><p>The line opens in <strong>{}</strong>. This page refreshes by itself.</p></div>",
                 duration(left)
@@ -162,7 +158,7 @@ fn landing(
         }
         _ => {}
     }
-    if let Some(sale) = view.settings.on_sale_at_ms.filter(|&s| s > now_ms()) {
+    if let Some(sale) = view.settings.on_sale_at_ms.filter(|&s| s > durable_objects::now_ms()) {
         body.push_str(&countdown(sale));
         body.push_str("<p>Everyone who joins before the start gets a place drawn at random at the start; nobody gains by arriving first.</p>");
     } else {
@@ -347,7 +343,7 @@ pub async fn buy_page(room: &Room<'_>, req: &Request) -> Result<Response> {
     let Some((_, claims)) = queue::held_admission(room, req)? else {
         return see_other(&format!("/events/{}", room.event), &[]);
     };
-    let left = ((claims.exp * 1000 - now_ms()).max(0) / 1000) as u64;
+    let left = ((claims.exp * 1000 - durable_objects::now_ms()).max(0) / 1000) as u64;
     let view = queue::view(room.env, room.event).await?;
     let name = escape(&event_name(room, view.as_deref()));
     let body = format!(

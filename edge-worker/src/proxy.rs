@@ -26,8 +26,7 @@ const FORWARDED: [&str; 4] = ["authorization", "idempotency-key", "content-type"
 fn traceparent() -> String {
     let mut bytes = [0u8; 24];
     let _ = getrandom::getrandom(&mut bytes);
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    format!("00-{}-{}-01", hex(&bytes[..16]), hex(&bytes[16..]))
+    format!("00-{}-{}-01", hex::encode(&bytes[..16]), hex::encode(&bytes[16..]))
 }
 
 /// Refuses a checkout whose hold token the edge itself would not accept.

@@ -27,7 +27,7 @@ use shared_types::waiting_room::{
     QueuePlace, QueueStatus, RoomView, StatusState, CHALLENGE_SECS, QUEUE_TICKET_SECS, STALL_SHARD,
 };
 use shared_types::{Problem, ProblemType};
-use worker::{Context, Date, Env, Method, Request, Response, Result};
+use worker::{Context, Env, Method, Request, Response, Result};
 
 use crate::keys::EdgeKeys;
 
@@ -61,7 +61,7 @@ pub async fn session_open(
     visitor: &VisitorId,
     claims: &Claims<AdmissionGrant>,
 ) -> Result<bool> {
-    let now = now_ms() as f64;
+    let now = durable_objects::now_ms() as f64;
     let cached = SESSIONS.with(|s| s.borrow().get(&claims.jti).is_some_and(|at| now - at < SESSION_TTL_MS));
     if cached {
         return Ok(true);
@@ -94,10 +94,6 @@ pub async fn session_open(
     Ok(open)
 }
 
-fn now_ms() -> i64 {
-    Date::now().as_millis() as i64
-}
-
 /// Everything a waiting-room handler needs.
 pub struct Room<'a> {
     pub env: &'a Env,
@@ -110,7 +106,7 @@ pub struct Room<'a> {
 /// The event's line as the coordinator last published it (cached per isolate for a second), or
 /// `None` when the event has no waiting room (not published).
 pub async fn view(env: &Env, event: &EventId) -> Result<Option<Rc<RoomView>>> {
-    let now = now_ms() as f64;
+    let now = durable_objects::now_ms() as f64;
     let cached = VIEWS.with(|v| {
         v.borrow().get(event).filter(|(at, _)| now - at < VIEW_TTL_MS).map(|(_, view)| view.clone())
     });
@@ -141,7 +137,7 @@ impl Room<'_> {
     }
 
     fn count_refusal(&self, reason: &str) {
-        let now = now_ms() as f64;
+        let now = durable_objects::now_ms() as f64;
         let flush = REFUSALS.with(|r| {
             let mut r = r.borrow_mut();
             let (last, counts) = r.entry(self.event.clone()).or_insert((0.0, BTreeMap::new()));
@@ -194,7 +190,7 @@ impl Room<'_> {
     /// Counts a request against its client IP's budget for this minute.
     fn over_ip_limit(req: &Request, per_minute: u32) -> Result<bool> {
         let ip = req.headers().get("cf-connecting-ip")?.unwrap_or_else(|| "unknown".into());
-        let minute = now_ms() / 60_000;
+        let minute = durable_objects::now_ms() / 60_000;
         Ok(IP_WINDOWS.with(|w| {
             let mut w = w.borrow_mut();
             if w.0 != minute {
@@ -263,7 +259,7 @@ pub fn set_cookie(req: &Request, name: &str, value: &str, max_age_secs: i64) -> 
 fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::getrandom(&mut buf).map_err(|e| worker::Error::RustError(format!("randomness: {e}")))?;
-    Ok(shared_types::waiting_room::hex(&buf))
+    Ok(hex::encode(buf))
 }
 
 fn new_visitor() -> Result<VisitorId> {
@@ -298,7 +294,7 @@ pub async fn challenge(room: &Room<'_>, req: &Request) -> Result<Response> {
         Some(v) => (v, false),
         None => (new_visitor()?, true),
     };
-    let now = now_ms();
+    let now = durable_objects::now_ms();
     let mut answer = ChallengeAnswer {
         check: "off",
         visitor: visitor.clone(),
@@ -381,7 +377,7 @@ async fn bot_check(
                 issuer: "edge",
                 audience: room.event.as_str(),
                 subject: cookie_visitor.as_ref().map(VisitorId::as_str),
-                now: now_ms() / 1000,
+                now: durable_objects::now_ms() / 1000,
             };
             let claims: Claims<ChallengeGrant> = match verify(challenge, &room.keys.edge, &expect) {
                 Ok(c) => c,
@@ -532,7 +528,7 @@ pub async fn join(
             }
         }
     };
-    let now = now_ms();
+    let now = durable_objects::now_ms();
     let mut cookies = Vec::new();
     let (visitor, place, returning) = match bot_check(room, req, &view, &body).await? {
         Ok((visitor, spent)) => {
@@ -615,7 +611,7 @@ pub fn ticket(room: &Room<'_>, req: &Request) -> Result<std::result::Result<Tick
         issuer: "edge",
         audience: room.event.as_str(),
         subject: None,
-        now: now_ms() / 1000,
+        now: durable_objects::now_ms() / 1000,
     };
     let claims: Claims<QueuePlace> = match verify(&token, &room.keys.edge, &expect) {
         Ok(c) => c,
@@ -661,7 +657,7 @@ pub fn held_admission(room: &Room<'_>, req: &Request) -> Result<Option<(String, 
         issuer: "edge",
         audience: room.event.as_str(),
         subject: None,
-        now: now_ms() / 1000,
+        now: durable_objects::now_ms() / 1000,
     };
     Ok(verify::<AdmissionGrant>(&token, &room.keys.edge, &expect).ok().map(|c| (token, c)))
 }
@@ -719,7 +715,7 @@ pub async fn standing(
     let Some(view) = view(room.env, room.event).await? else {
         return http::problem_of(ProblemType::NotFound, "no such event", room.path).map(Err);
     };
-    let now = now_ms();
+    let now = durable_objects::now_ms();
     let status = status_of(&view, &ticket.place, now);
     if status.state != StatusState::Admitted {
         return Ok(Ok(Standing::Waiting { status, place: ticket.place }));

@@ -149,7 +149,7 @@ fn actor(caller: &Caller) -> String {
     format!("user:{}", caller.user_id)
 }
 
-#[utoipa::path(post, path = "/api/v1/organizations", tag = "accounts", security(("api_key" = [])), request_body = NewOrganization, responses((status = 201, body = Organization), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/organizations", tag = "accounts", security(("api_key" = [])), request_body = NewOrganization, responses((status = 201, body = Organization), crate::api::Problems))]
 async fn create_organization(
     State(state): State<AppState>,
     caller: Caller,
@@ -201,7 +201,7 @@ async fn create_organization(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/organizations", tag = "accounts", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<Organization>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/organizations", tag = "accounts", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<Organization>), crate::api::Problems))]
 async fn list_organizations(
     State(state): State<AppState>,
     caller: Caller,
@@ -225,7 +225,7 @@ async fn list_organizations(
     Ok(Json(page(rows, limit, |o| Cursor { at: o.created_at, id: o.id.to_string() })))
 }
 
-#[utoipa::path(get, path = "/api/v1/organizations/{id}", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Organization), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/organizations/{id}", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Organization), crate::api::Problems))]
 async fn get_organization(
     State(state): State<AppState>,
     caller: Caller,
@@ -243,7 +243,7 @@ async fn get_organization(
     org.map(Json).ok_or(ApiError::NotFound)
 }
 
-#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", security(("api_key" = [])), request_body = NewUser, responses((status = 201, body = User), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", security(("api_key" = [])), request_body = NewUser, responses((status = 201, body = User), crate::api::Problems))]
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -325,7 +325,7 @@ struct UserFilter {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/users", tag = "accounts", security(("api_key" = [])), params(UserFilter), responses((status = 200, body = Listing<User>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/users", tag = "accounts", security(("api_key" = [])), params(UserFilter), responses((status = 200, body = Listing<User>), crate::api::Problems))]
 async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
@@ -361,7 +361,7 @@ async fn find_user(db: &PgPool, caller: &Caller, id: &str) -> Result<User, ApiEr
     user.filter(|u| caller.sees(u.organization_id)).ok_or(ApiError::NotFound)
 }
 
-#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = User), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/users/{id}", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = User), crate::api::Problems))]
 async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -385,7 +385,7 @@ fn may_manage_keys_of(caller: &Caller, user_id: Uuid, role: Role, organization: 
         || (caller.role.may(Permission::ManageUsers) && caller.organization_id == organization)
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{id}/api-keys", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewKeyBody, responses((status = 201, description = "the key row and `key`, shown once", body = ApiKey), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/users/{id}/api-keys", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewKeyBody, responses((status = 201, description = "the key row and `key`, shown once", body = ApiKey), crate::api::Problems))]
 async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
@@ -447,7 +447,7 @@ async fn insert_key(
     Ok((key.token, row))
 }
 
-#[utoipa::path(get, path = "/api/v1/api-keys", tag = "accounts", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<ApiKey>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/api-keys", tag = "accounts", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<ApiKey>), crate::api::Problems))]
 async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
@@ -475,7 +475,7 @@ async fn list_keys(
     Ok(Json(page(rows, limit, |k| Cursor { at: k.created_at, id: k.id.clone() })))
 }
 
-#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = ApiKey), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/api/v1/api-keys/{id}", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = ApiKey), crate::api::Problems))]
 async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,

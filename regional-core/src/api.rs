@@ -70,6 +70,24 @@ impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyHeader {
     }
 }
 
+/// The failure answer every documented route shares, `4XX` problem+json (RFC 9457): named once
+/// here and listed in each route's `responses(...)` as `crate::api::Problems`.
+pub struct Problems;
+
+impl utoipa::IntoResponses for Problems {
+    fn responses(
+    ) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        use utoipa::openapi::{content::ContentBuilder, response::ResponseBuilder, Ref};
+        let schema = Ref::from_schema_name(<ProblemDoc as utoipa::ToSchema>::name());
+        let content = ContentBuilder::new().schema(Some(schema)).build();
+        let problem = ResponseBuilder::new()
+            .description("a problem (RFC 9457)")
+            .content(shared_types::PROBLEM_CONTENT_TYPE, content)
+            .build();
+        std::collections::BTreeMap::from([("4XX".to_owned(), problem.into())])
+    }
+}
+
 /// Reads a JSON body; a parse failure is a `malformed-request` problem naming what was wrong.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::Malformed(format!("the body is not valid: {e}")))

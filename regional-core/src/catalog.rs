@@ -60,7 +60,7 @@ struct Search {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/catalog/events", tag = "public", params(Search), responses((status = 200, body = Listing<PublicEvent>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/catalog/events", tag = "public", params(Search), responses((status = 200, body = Listing<PublicEvent>), crate::api::Problems))]
 async fn search(
     State(state): State<AppState>,
     Query(s): Query<Search>,
@@ -109,7 +109,7 @@ struct PublicTier {
     sale_ends_at: Option<DateTime<Utc>>,
 }
 
-#[utoipa::path(get, path = "/api/v1/catalog/events/{id}", tag = "public", params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the event with its tiers and prices", body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/catalog/events/{id}", tag = "public", params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the event with its tiers and prices", body = Object), crate::api::Problems))]
 async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let event: Option<PublicEvent> = sqlx::query_as(&format!(

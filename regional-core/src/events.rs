@@ -122,7 +122,7 @@ fn check_event_fields(
     errors
 }
 
-#[utoipa::path(post, path = "/api/v1/events", tag = "catalog", security(("api_key" = [])), request_body = NewEvent, responses((status = 201, body = Event), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/events", tag = "catalog", security(("api_key" = [])), request_body = NewEvent, responses((status = 201, body = Event), crate::api::Problems))]
 async fn create_event(
     State(state): State<AppState>,
     caller: Caller,
@@ -180,7 +180,7 @@ struct EventFilter {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/events", tag = "catalog", security(("api_key" = [])), params(EventFilter), responses((status = 200, body = Listing<Event>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/events", tag = "catalog", security(("api_key" = [])), params(EventFilter), responses((status = 200, body = Listing<Event>), crate::api::Problems))]
 async fn list_events(
     State(state): State<AppState>,
     caller: Caller,
@@ -205,7 +205,7 @@ async fn list_events(
     Ok(Json(page(rows, limit, |e| Cursor { at: e.created_at, id: e.id.to_string() })))
 }
 
-#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Event), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Event), crate::api::Problems))]
 async fn get_event(
     State(state): State<AppState>,
     caller: Caller,
@@ -221,7 +221,7 @@ struct StateChange {
     state: EventState,
 }
 
-#[utoipa::path(post, path = "/api/v1/events/{id}/state", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = StateChange, responses((status = 200, body = Event), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/events/{id}/state", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = StateChange, responses((status = 200, body = Event), crate::api::Problems))]
 async fn change_state(
     State(state): State<AppState>,
     caller: Caller,
@@ -280,7 +280,7 @@ async fn change_state(
     Ok(Json(updated))
 }
 
-#[utoipa::path(post, path = "/api/v1/events/{id}/tiers", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewTier, responses((status = 201, body = Tier), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/events/{id}/tiers", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewTier, responses((status = 201, body = Tier), crate::api::Problems))]
 async fn create_tier(
     State(state): State<AppState>,
     caller: Caller,
@@ -386,7 +386,7 @@ async fn create_tier(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/events/{id}/tiers", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Listing<Tier>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/events/{id}/tiers", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Listing<Tier>), crate::api::Problems))]
 async fn list_tiers(
     State(state): State<AppState>,
     caller: Caller,
@@ -417,7 +417,7 @@ struct EventChanges {
 
 /// `PATCH /api/v1/events/{id}`: pushed to the edge like every change (the title names the event
 /// on the buyer's pages).
-#[utoipa::path(patch, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = EventChanges, responses((status = 200, body = Event), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(patch, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = EventChanges, responses((status = 200, body = Event), crate::api::Problems))]
 async fn update_event(
     State(state): State<AppState>,
     caller: Caller,
@@ -475,7 +475,7 @@ struct TierChanges {
 /// `PATCH /api/v1/events/{id}/tiers/{tier}`: a price or quantity change, pushed to the edge (live
 /// holds keep their seats; a GA quantity below what is held and sold is refused by the edge and
 /// shows as a failing sync).
-#[utoipa::path(patch, path = "/api/v1/events/{id}/tiers/{tier}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), ("tier" = String, Path, description = "the tier id")), request_body = TierChanges, responses((status = 200, body = Tier), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(patch, path = "/api/v1/events/{id}/tiers/{tier}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), ("tier" = String, Path, description = "the tier id")), request_body = TierChanges, responses((status = 200, body = Tier), crate::api::Problems))]
 async fn update_tier(
     State(state): State<AppState>,
     caller: Caller,
@@ -537,7 +537,7 @@ async fn update_tier(
 /// the core accepts is one the edge takes: once anyone has joined a started sale, its on-sale time,
 /// mode and shards stay (`409`, the edge's reason); when the edge cannot say whether anyone has
 /// joined, such a change waits (`503`).
-#[utoipa::path(put, path = "/api/v1/events/{id}/waiting-room", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = Object, description = "the WaitingRoomSettings fields to change (docs/api.md)"), responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/api/v1/events/{id}/waiting-room", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = Object, description = "the WaitingRoomSettings fields to change (docs/api.md)"), responses((status = 200, body = Object), crate::api::Problems))]
 async fn set_waiting_room(
     State(state): State<AppState>,
     caller: Caller,
@@ -622,7 +622,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 /// `PUT /api/v1/events/{id}/seats-off-sale`: the seats of the venue this event does not sell
 /// (replacing the list; `[]` puts every seat back on sale). Pushed to the edge, where a seat held or
 /// sold when it was taken off keeps its hold or sale; when the hold ends, the seat stays off sale.
-#[utoipa::path(put, path = "/api/v1/events/{id}/seats-off-sale", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<String>, responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/api/v1/events/{id}/seats-off-sale", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<String>, responses((status = 200, body = Object), crate::api::Problems))]
 async fn set_seats_off_sale(
     State(state): State<AppState>,
     caller: Caller,
@@ -664,7 +664,7 @@ async fn set_seats_off_sale(
 }
 
 /// `GET /api/v1/events/{id}/sync`: what the edge holds of the event.
-#[utoipa::path(get, path = "/api/v1/events/{id}/sync", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "what the edge holds of the event", body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/events/{id}/sync", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "what the edge holds of the event", body = Object), crate::api::Problems))]
 async fn sync_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -676,7 +676,7 @@ async fn sync_status(
 }
 
 /// `POST /api/v1/events/{id}/sync`: retry a failing push now.
-#[utoipa::path(post, path = "/api/v1/events/{id}/sync", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/events/{id}/sync", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Object), crate::api::Problems))]
 async fn sync_now(
     State(state): State<AppState>,
     caller: Caller,

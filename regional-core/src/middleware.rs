@@ -25,7 +25,7 @@ fn incoming_id(req: &Request) -> Option<String> {
     (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
 }
 
-pub async fn request_id(mut req: Request, next: Next) -> Response {
+pub(crate) async fn request_id(mut req: Request, next: Next) -> Response {
     let id = incoming_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let mut resp = next.run(req).await;
@@ -38,7 +38,7 @@ pub async fn request_id(mut req: Request, next: Next) -> Response {
 }
 
 /// `X-Content-Type-Options: nosniff` (the metrics listener; the API's answers get it in [`request_id`]).
-pub async fn nosniff(req: Request, next: Next) -> Response {
+pub(crate) async fn nosniff(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     resp.headers_mut().insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     resp

@@ -127,7 +127,7 @@ fn validate_code(c: &NewCode, tiers: &[Uuid]) -> Vec<FieldError> {
     errors
 }
 
-#[utoipa::path(post, path = "/api/v1/events/{id}/promo-codes", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewCode, responses((status = 201, body = PromoCode), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/events/{id}/promo-codes", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewCode, responses((status = 201, body = PromoCode), crate::api::Problems))]
 async fn create_code(
     State(state): State<AppState>,
     caller: Caller,
@@ -178,7 +178,7 @@ async fn create_code(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/events/{id}/promo-codes", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Listing<PromoCode>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/events/{id}/promo-codes", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Listing<PromoCode>), crate::api::Problems))]
 async fn list_codes(
     State(state): State<AppState>,
     caller: Caller,
@@ -195,7 +195,7 @@ async fn list_codes(
     Ok(Json(Listing { items: rows, next_cursor: None }))
 }
 
-#[utoipa::path(delete, path = "/api/v1/events/{id}/promo-codes/{code}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), ("code" = String, Path, description = "the promo code id")), responses((status = 200, body = PromoCode), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(delete, path = "/api/v1/events/{id}/promo-codes/{code}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), ("code" = String, Path, description = "the promo code id")), responses((status = 200, body = PromoCode), crate::api::Problems))]
 async fn deactivate_code(
     State(state): State<AppState>,
     caller: Caller,
@@ -260,7 +260,7 @@ pub fn refund_percent(windows: &[RefundWindow], starts_at: DateTime<Utc>, now: D
         .map_or(0, |w| w.percent)
 }
 
-#[utoipa::path(put, path = "/api/v1/events/{id}/refund-policy", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<RefundWindow>, responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/api/v1/events/{id}/refund-policy", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<RefundWindow>, responses((status = 200, body = Object), crate::api::Problems))]
 async fn set_refund_policy(
     State(state): State<AppState>,
     caller: Caller,

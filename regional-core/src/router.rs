@@ -84,6 +84,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
 #[openapi(
     info(title = "Ticketing regional core", description = "The organizers' admin API, the public catalog and operations. Errors are RFC 9457 problem+json (see docs/api.md)."),
     modifiers(&BearerKeys),
+    components(schemas(crate::api::ProblemDoc)),
     tags(
         (name = "accounts", description = "organizations, users, API keys"),
         (name = "catalog", description = "venues, events, tiers, promo codes, refund policies"),

@@ -15,11 +15,7 @@ use crate::models::ticket::TicketRow;
 
 /// The holder as a code names them.
 pub fn holder_of(email: &str) -> String {
-    Sha256::digest(email.trim().to_lowercase().as_bytes())
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&Sha256::digest(email.trim().to_lowercase().as_bytes())[..8])
 }
 
 /// A ticket's code: what its QR code carries.
@@ -41,7 +37,6 @@ pub fn ticket_code(signer: &TokenSigner, t: &TicketRow) -> String {
     signer.sign(TokenKind::Ticket, &claims)
 }
 
-/// How long a buyer's order token lets them see their order.
 /// How long a buyer's order token lets them see their order.
 const ORDER_TOKEN_DAYS: i64 = 400;
 

@@ -104,7 +104,7 @@ fn seat_total(sections: &[SectionIn]) -> i32 {
     sections.iter().flat_map(|s| &s.rows).map(|r| r.seats.len()).sum::<usize>() as i32
 }
 
-#[utoipa::path(post, path = "/api/v1/venues", tag = "catalog", security(("api_key" = [])), request_body = VenueIn, responses((status = 201, body = Venue), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/api/v1/venues", tag = "catalog", security(("api_key" = [])), request_body = VenueIn, responses((status = 201, body = Venue), crate::api::Problems))]
 async fn create_venue(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,7 +141,7 @@ async fn create_venue(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/venues", tag = "catalog", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<Venue>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/venues", tag = "catalog", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<Venue>), crate::api::Problems))]
 async fn list_venues(
     State(state): State<AppState>,
     caller: Caller,
@@ -163,7 +163,7 @@ async fn list_venues(
     Ok(Json(page(rows, limit, |v| Cursor { at: v.created_at, id: v.id.to_string() })))
 }
 
-#[utoipa::path(get, path = "/api/v1/venues/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the venue with its sections, rows and seats", body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/api/v1/venues/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the venue with its sections, rows and seats", body = Object), crate::api::Problems))]
 async fn get_venue(
     State(state): State<AppState>,
     caller: Caller,
@@ -265,7 +265,7 @@ pub fn parse_seats_csv(text: &str, known: &Value) -> Result<Vec<SectionIn>, ApiE
     Ok(sections)
 }
 
-#[utoipa::path(put, path = "/api/v1/venues/{id}/seats", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = String, content_type = "text/csv", description = "section,row,seat,label,x,y,zone,accessibility,aisle_after"), responses((status = 200, body = Venue), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/api/v1/venues/{id}/seats", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = String, content_type = "text/csv", description = "section,row,seat,label,x,y,zone,accessibility,aisle_after"), responses((status = 200, body = Venue), crate::api::Problems))]
 async fn replace_seats(
     State(state): State<AppState>,
     caller: Caller,

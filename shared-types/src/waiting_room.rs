@@ -609,7 +609,7 @@ pub struct DrawRng {
 
 impl DrawRng {
     pub fn new(seed: &[u8; 32]) -> Self {
-        Self { seed: hex(seed), counter: 0 }
+        Self { seed: hex::encode(seed), counter: 0 }
     }
 
     fn next_u64(&mut self) -> u64 {
@@ -635,23 +635,13 @@ impl DrawRng {
 
 /// The SHA-256 of a seed, hex: the commitment published before the draw.
 pub fn seed_commitment(seed: &[u8; 32]) -> String {
-    hex(&Sha256::digest(seed))
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(Sha256::digest(seed))
 }
 
 /// 32 bytes from 64 hex digits.
 pub fn hex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
 }
 
@@ -797,7 +787,7 @@ mod tests {
     #[test]
     fn hex_round_trips() {
         let seed = [0xab; 32];
-        assert_eq!(hex32(&hex(&seed)), Some(seed));
+        assert_eq!(hex32(&hex::encode(seed)), Some(seed));
         assert_eq!(hex32("zz"), None);
     }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use shared_types::ids::{HoldId, SeatId, VisitorId};
 use shared_types::inventory::Inventory;
 use shared_types::{Problem, ProblemType};
-use worker::{durable_object, Date, DurableObject, Env, Method, Request, Response, Result, State};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
 use super::ledger::{HoldError, HoldRequest, Ledger, Millis, Releaser, IDEMPOTENCY_RETENTION_MS};
 use super::store::Store;
@@ -96,17 +96,13 @@ pub struct InventoryObject {
     rate: RefCell<super::rate::HoldRate>,
 }
 
-fn now() -> Millis {
-    Date::now().as_millis() as Millis
-}
-
 /// A fresh hold id: `h<shard index>-<96 random bits in hex>`, so that the edge can route any
 /// later call about the hold to the shard that holds it.
 fn new_hold_id(shard: u32) -> Result<HoldId> {
     let mut bytes = [0u8; 12];
     getrandom::getrandom(&mut bytes).map_err(|e| worker::Error::RustError(format!("randomness: {e}")))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    HoldId::parse(&format!("h{shard}-{hex}")).map_err(|e| worker::Error::RustError(e.to_string()))
+    HoldId::parse(&format!("h{shard}-{}", hex::encode(bytes)))
+        .map_err(|e| worker::Error::RustError(e.to_string()))
 }
 
 /// The shard index a hold id names (see [`new_hold_id`]).
@@ -207,7 +203,7 @@ impl InventoryObject {
     ) -> Result<Response> {
         let mut guard = self.ledger.borrow_mut();
         let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
-        match op(ledger, now()) {
+        match op(ledger, crate::now_ms()) {
             Ok(id) => {
                 let store = self.store()?;
                 let hold = ledger.hold(&id).cloned();
@@ -226,7 +222,7 @@ impl InventoryObject {
         let method = req.method();
         if caller == Caller::Core && method != Method::Get {
             let nonce = req.headers().get(NONCE_HEADER)?;
-            if let Err(refusal) = self.store()?.record_nonce(nonce.as_deref(), now()) {
+            if let Err(refusal) = self.store()?.record_nonce(nonce.as_deref(), crate::now_ms()) {
                 return http::problem(&refusal.problem().with_instance(path));
             }
         }
@@ -367,7 +363,7 @@ impl InventoryObject {
     fn place_hold(&self, visitor: &VisitorId, body: PlaceHoldBody, path: &str) -> Result<Response> {
         let mut guard = self.ledger.borrow_mut();
         let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
-        if let Err(wait_ms) = self.rate.borrow_mut().attempt(visitor, now()) {
+        if let Err(wait_ms) = self.rate.borrow_mut().attempt(visitor, crate::now_ms()) {
             let secs = (wait_ms + 999) / 1000;
             let mut resp = http::problem(
                 &Problem::new(ProblemType::RateLimited, "too many hold requests; try again shortly")
@@ -381,7 +377,8 @@ impl InventoryObject {
         let key = body.idempotency_key.as_deref();
         let store = self.store()?;
         let id = new_hold_id(self.shard.get())?;
-        let answer = ledger.place_hold_within(visitor, key, &body.request, now(), id, body.max_tickets);
+        let answer =
+            ledger.place_hold_within(visitor, key, &body.request, crate::now_ms(), id, body.max_tickets);
         // Persist before answering: the hold and the key's answer (a refusal is remembered too).
         if let Ok(placed) = &answer {
             if !placed.replayed {
@@ -449,7 +446,7 @@ impl DurableObject for InventoryObject {
         // The alarm that fired is gone: whatever this instance armed before no longer stands.
         self.armed.set(None);
         self.ensure_loaded().await?;
-        let now = now();
+        let now = crate::now_ms();
         let next = {
             let mut guard = self.ledger.borrow_mut();
             let Some(ledger) = guard.as_mut() else { return Response::ok("no inventory") };

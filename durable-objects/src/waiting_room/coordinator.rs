@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use shared_types::ids::EventId;
 use shared_types::waiting_room::{
-    hex, hex32, seed_commitment, BotCheck, ChangeRefusal, DrawRng, Phase, QueueMode, RoomView, ShardCursor,
+    hex32, seed_commitment, BotCheck, ChangeRefusal, DrawRng, Phase, QueueMode, RoomView, ShardCursor,
     WaitingRoomSettings, MAX_POW_DIFFICULTY,
 };
 
@@ -163,7 +163,7 @@ impl Coordinator {
             event,
             settings,
             configured,
-            seed: hex(&seed),
+            seed: hex::encode(seed),
             lines,
             drawn: false,
             draw: DrawRng::new(&seed),

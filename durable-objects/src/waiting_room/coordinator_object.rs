@@ -18,14 +18,14 @@ use serde::{Deserialize, Serialize};
 use shared_types::ids::EventId;
 use shared_types::waiting_room::{Phase, WaitingRoomSettings};
 use shared_types::{Problem, ProblemType};
-use worker::{durable_object, Date, DurableObject, Env, Method, Request, Response, Result, State};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
 use super::coordinator::{Coordinator, Millis, SettingsError, ShardReport, Stock};
 use super::shard::shard_name;
-use super::{call, SHARD_BINDING};
 use crate::directory::Layout;
 use crate::http;
 use crate::inventory::{Availability, Caller, CALLER_HEADER};
+use crate::stub::{call, DIRECTORY_BINDING, INVENTORY_BINDING, SHARD_BINDING};
 
 /// How often the seats left are read from the inventory while the line is open.
 const STOCK_EVERY_MS: Millis = 5_000;
@@ -54,10 +54,6 @@ pub struct QueueCoordinator {
     stock_read_ms: Cell<Millis>,
     /// Requests taken since this instance started, by route (for the benchmarks).
     requests: RefCell<BTreeMap<String, u64>>,
-}
-
-fn now() -> Millis {
-    Date::now().as_millis() as Millis
 }
 
 impl QueueCoordinator {
@@ -106,7 +102,7 @@ impl QueueCoordinator {
     }
 
     async fn arm_next(&self) -> Result<()> {
-        let next = self.coordinator.borrow().as_ref().and_then(|c| c.next_tick(now()));
+        let next = self.coordinator.borrow().as_ref().and_then(|c| c.next_tick(crate::now_ms()));
         self.arm(next).await
     }
 
@@ -133,7 +129,7 @@ impl QueueCoordinator {
         let outcome = {
             let mut guard = self.coordinator.borrow_mut();
             match guard.as_mut() {
-                Some(c) => c.apply_settings(settings, now()),
+                Some(c) => c.apply_settings(settings, crate::now_ms()),
                 None => {
                     drop(guard);
                     self.create(push.event, Some(settings))?;
@@ -147,7 +143,7 @@ impl QueueCoordinator {
                 // Read the seats left at the next tick, whatever the last reading.
                 self.stock_read_ms.set(0);
                 // Apply at once: the next tick brings the shards the new settings.
-                self.arm(Some(now())).await?;
+                self.arm(Some(crate::now_ms())).await?;
                 let version = self.coordinator.borrow().as_ref().map_or(0, |c| c.settings.version);
                 http::json(200, &serde_json::json!({ "version": version, "changed": changed }))
             }
@@ -169,7 +165,7 @@ impl QueueCoordinator {
 
     /// One tick: decide admissions, sync every shard, read the stock, re-arm.
     async fn tick(&self) -> Result<()> {
-        let now = now();
+        let now = crate::now_ms();
         // Seats left first: nobody is admitted to a sale that has just sold out.
         let event = self.coordinator.borrow().as_ref().map(|c| c.event.clone());
         if let Some(event) = event {
@@ -232,7 +228,7 @@ impl QueueCoordinator {
 
     async fn route(&self, mut req: Request, path: &str, caller: Caller) -> Result<Response> {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-        let now = now();
+        let now = crate::now_ms();
         *self.requests.borrow_mut().entry(segments.first().copied().unwrap_or("").to_owned()).or_default() +=
             1;
         match (req.method(), segments.as_slice(), &caller) {
@@ -307,7 +303,7 @@ impl QueueCoordinator {
 
 /// Seats left across every inventory shard of the event (`None` if it has no inventory yet).
 async fn read_stock(env: &Env, event: &EventId) -> Result<Option<Stock>> {
-    let mut resp = call(env, "DIRECTORY", event.as_str(), Method::Get, "/layout", None).await?;
+    let mut resp = call(env, DIRECTORY_BINDING, event.as_str(), Method::Get, "/layout", None).await?;
     if resp.status_code() != 200 {
         return Ok(None);
     }
@@ -315,7 +311,7 @@ async fn read_stock(env: &Env, event: &EventId) -> Result<Option<Stock>> {
     let mut stock = Stock::default();
     for index in 0..layout.shards.len() {
         let Some(name) = layout.object_name(index) else { continue };
-        let mut resp = call(env, "INVENTORY", &name, Method::Get, "/availability", None).await?;
+        let mut resp = call(env, INVENTORY_BINDING, &name, Method::Get, "/availability", None).await?;
         if resp.status_code() != 200 {
             return Ok(None);
         }

@@ -15,14 +15,12 @@ use serde::{Deserialize, Serialize};
 use shared_types::ids::{EventId, VisitorId};
 use shared_types::waiting_room::{hex32, prequeue_seq, Phase, QueueMode, WaitingRoomSettings};
 use shared_types::{Problem, ProblemType};
-use worker::{
-    durable_object, Date, DurableObject, Env, Method, Request, Response, Result, SqlStorageValue, State,
-};
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, SqlStorageValue, State};
 
 use super::coordinator::{Millis, ShardReport, SyncRequest};
-use super::{call, COORDINATOR_BINDING};
 use crate::http;
 use crate::inventory::{Caller, CALLER_HEADER};
+use crate::stub::{call, COORDINATOR_BINDING};
 
 /// The Durable Object name of shard `index` of `event`'s line.
 pub fn shard_name(event: &EventId, index: u16) -> String {
@@ -159,10 +157,6 @@ pub struct QueueShard {
     requests: RefCell<std::collections::BTreeMap<&'static str, u64>>,
 }
 
-fn now() -> Millis {
-    Date::now().as_millis() as Millis
-}
-
 fn int(v: u64) -> SqlStorageValue {
     SqlStorageValue::from(v as i64)
 }
@@ -291,7 +285,7 @@ impl QueueShard {
 
     async fn join(&self, body: JoinRequest, path: &str) -> Result<Response> {
         self.adopt(&body.event, body.shard, &body.settings)?;
-        let now = now();
+        let now = crate::now_ms();
         let (settings, phase, prequeue_final) = {
             let meta = self.meta.borrow();
             (meta.settings.clone().unwrap_or_default(), meta.phase, meta.prequeue_final)
@@ -385,7 +379,7 @@ impl QueueShard {
     }
 
     fn exchange(&self, place: PlaceRef, path: &str) -> Result<Response> {
-        let now = now();
+        let now = crate::now_ms();
         let settings = self.meta.borrow().settings.clone().unwrap_or_default();
         let Some(row) = self.find(&place)? else {
             return refusal(ProblemType::NotFound, "no such place in this line", "unknown-place", path);
@@ -422,7 +416,7 @@ impl QueueShard {
         let mut bytes = [0u8; 16];
         getrandom::getrandom(&mut bytes).map_err(|e| worker::Error::RustError(format!("randomness: {e}")))?;
         let session = Session {
-            jti: shared_types::waiting_room::hex(&bytes),
+            jti: hex::encode(bytes),
             started_ms: now,
             ends_ms: now + i64::from(settings.session_seconds) * 1000,
             max_tickets: settings.max_tickets_per_buyer,
@@ -467,7 +461,7 @@ impl QueueShard {
         if self.find(&place)?.is_none() {
             return refusal(ProblemType::NotFound, "no such place in this line", "unknown-place", path);
         }
-        self.close(&place, now())?;
+        self.close(&place, crate::now_ms())?;
         http::json(200, &serde_json::json!({ "left": true }))
     }
 
@@ -485,7 +479,7 @@ impl QueueShard {
         let mut ended = 0;
         for row in rows {
             let place = PlaceRef { visitor: body.visitor.clone(), pre: row.pre == 1, n: row.n as u64 };
-            self.close(&place, now())?;
+            self.close(&place, crate::now_ms())?;
             ended += 1;
         }
         http::json(200, &serde_json::json!({ "ended": ended }))
@@ -509,7 +503,7 @@ impl QueueShard {
         let open = rows.first().filter(|r| {
             r.jti.as_deref() == Some(check.jti.as_str())
                 && r.closed_ms.is_none()
-                && r.session_end_ms.is_some_and(|end| end > now())
+                && r.session_end_ms.is_some_and(|end| end > crate::now_ms())
         });
         match open {
             Some(r) => http::json(200, &serde_json::json!({ "open": true, "ends_ms": r.session_end_ms })),
@@ -522,7 +516,7 @@ impl QueueShard {
     /// The coordinator's sync: record the admissions it decided, close what timed out, report.
     fn sync(&self, req: SyncRequest) -> Result<Response> {
         self.adopt(&req.event, req.shard, &req.settings)?;
-        let now = now();
+        let now = crate::now_ms();
         let sql = self.sql();
         let (pre_count, post_count) = self.counts.get();
         let settings = self.meta.borrow().settings.clone().unwrap_or_default();

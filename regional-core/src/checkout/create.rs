@@ -62,7 +62,7 @@ pub(super) fn answer(status: StatusCode, replayed: bool, body: CheckoutAnswer) -
     params(("Idempotency-Key" = String, Header, description = "one order per key")),
     request_body = CheckoutRequest,
     responses((status = 201, body = CheckoutAnswer), (status = 200, body = CheckoutAnswer, description = "a retry"),
-        (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json"),
+        crate::api::Problems,
         (status = 503, description = "the edge or the provider is unavailable; retry with the same key", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
 pub(super) async fn create_checkout(
     State(state): State<AppState>,
@@ -99,10 +99,7 @@ pub(super) async fn create_checkout(
     let visitor = claims.sub.clone();
     let hold = claims.extra.hold.to_string();
     let promo = req.promo_code.as_deref().map(str::trim).unwrap_or("").to_uppercase();
-    let hash = Sha256::digest(format!("{hold}\n{}\n{promo}", email.to_lowercase()).as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let hash = hex::encode(Sha256::digest(format!("{hold}\n{}\n{promo}", email.to_lowercase()).as_bytes()));
 
     // A retry (same key), or the same hold under another key: the order that exists.
     if let Some(existing) = existing_order(&state.db, &visitor, &key, &hold).await? {

@@ -31,7 +31,7 @@ use uuid::Uuid;
 use self::saga::OrderState;
 use crate::edge_client::EdgeClient;
 use crate::error::ApiError;
-use crate::payments::Provider;
+use crate::payments::provider::Provider;
 use crate::tokens::authorize_token;
 
 /// Everything checkout needs besides the database.

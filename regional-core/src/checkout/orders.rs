@@ -1,4 +1,5 @@
-//! Orders after checkout: the buyer's view and cancel (order token), the organizer's refund and list (API key).
+//! Orders after checkout: the buyer's view and cancel (order token), the organizer's refund and
+//! list (API key).
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -19,7 +20,7 @@ use crate::state::AppState;
 /// `GET /api/v1/orders/{id}`: the buyer's order (with the order token from checkout).
 #[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "checkout", security(("order_token" = [])),
     params(("id" = String, Path, description = "the order id")),
-    responses((status = 200, body = OrderView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = OrderView), crate::api::Problems))]
 pub(super) async fn get_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -35,7 +36,7 @@ pub(super) async fn get_order(
 /// back on sale.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/cancel", tag = "checkout", security(("order_token" = [])),
     params(("id" = String, Path, description = "the order id")),
-    responses((status = 202, body = OrderView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 202, body = OrderView), crate::api::Problems))]
 pub(super) async fn cancel_order(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -118,7 +119,7 @@ pub struct RefundRequest {
 /// `POST /api/v1/orders/{id}/refund`: an organizer refunds a paid order (organizer admins).
 #[utoipa::path(post, path = "/api/v1/orders/{id}/refund", tag = "checkout", security(("api_key" = [])),
     params(("id" = String, Path, description = "the order id")), request_body = RefundRequest,
-    responses((status = 202, body = OrderView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 202, body = OrderView), crate::api::Problems))]
 pub(super) async fn refund_order(
     State(state): State<AppState>,
     caller: Caller,
@@ -208,7 +209,7 @@ pub struct OrderFilter {
 /// `GET /api/v1/events/{id}/orders`: an event's orders, newest last (cursor pagination).
 #[utoipa::path(get, path = "/api/v1/events/{id}/orders", tag = "checkout", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id"), PageQuery, OrderFilter),
-    responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = Object), crate::api::Problems))]
 pub(super) async fn list_orders(
     State(state): State<AppState>,
     caller: Caller,

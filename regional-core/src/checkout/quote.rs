@@ -1,4 +1,6 @@
-//! A hold priced for an order: the event, its tiers and sale settings, the promo code and the buyer's limits, read and checked in the order's transaction.
+//! A hold priced for an order: the event, its tiers and sale settings and the promo code, read
+//! from the pool ([`price_hold`]); and the buyer's limits ([`BuyerLimits`]), counted and enforced
+//! in the order's transaction.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,5 @@
-//! Checkout's routes, the payment provider's webhook, and an event's sale settings.
+//! Checkout's route list ([`routes`]), the payment provider's webhook, and an event's sale
+//! settings.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -40,7 +41,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[utoipa::path(post, path = "/api/v1/webhooks/{provider}", tag = "checkout",
     params(("provider" = String, Path, description = "testpay or stripe")),
     request_body(content = Object, description = "the provider's event, signed (Stripe-Signature / Testpay-Signature)"),
-    responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = Object), crate::api::Problems))]
 pub(super) async fn webhook(
     State(state): State<AppState>,
     Path(provider): Path<String>,
@@ -118,7 +119,7 @@ pub struct SaleSettings {
 /// `PUT /api/v1/events/{id}/sale-settings`: fees, tax and holds (pushed to the edge).
 #[utoipa::path(put, path = "/api/v1/events/{id}/sale-settings", tag = "catalog", security(("api_key" = [])),
     params(("id" = String, Path, description = "the resource id")), request_body = SaleSettings,
-    responses((status = 200, body = SaleSettings), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = SaleSettings), crate::api::Problems))]
 pub(super) async fn set_sale_settings(
     State(state): State<AppState>,
     caller: Caller,

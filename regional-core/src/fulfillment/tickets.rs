@@ -66,7 +66,7 @@ pub struct TicketCode {
 
 /// `GET /api/v1/keys`: the core's public keys, for scanners to verify ticket codes offline.
 #[utoipa::path(get, path = "/api/v1/keys", tag = "public",
-    responses((status = 200, body = Object, description = "{\"keys\": [{\"kid\", \"alg\": \"EdDSA\", \"crv\": \"Ed25519\", \"public_key\": base64url, \"current\": bool}]}: the signing key first, then earlier keys still trusted during a rotation")))]
+    responses((status = 200, body = Object, description = "{\"keys\": [{\"kid\", \"alg\": \"EdDSA\", \"crv\": \"Ed25519\", \"public_key\": base64url, \"current\": bool}]}: the signing key first, then earlier keys still trusted during a rotation"), crate::api::Problems))]
 async fn keys(State(state): State<AppState>) -> Result<Response, ApiError> {
     let co = state.checkout()?;
     // The signing key first (new codes carry it), then the earlier ones still trusted.
@@ -85,7 +85,7 @@ async fn keys(State(state): State<AppState>) -> Result<Response, ApiError> {
 /// `GET /api/v1/orders/{id}/tickets`: the order's live tickets with their codes (order token).
 #[utoipa::path(get, path = "/api/v1/orders/{id}/tickets", tag = "checkout", security(("order_token" = [])),
     params(("id" = String, Path, description = "the order id")),
-    responses((status = 200, body = Vec<TicketCode>), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = Vec<TicketCode>), crate::api::Problems))]
 async fn order_tickets(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -112,7 +112,7 @@ async fn order_tickets(
 #[utoipa::path(get, path = "/api/v1/orders/{id}/tickets/{ticket}/{file}", tag = "checkout", security(("order_token" = [])),
     params(("id" = String, Path, description = "the order id"), ("ticket" = String, Path, description = "the ticket id"),
            ("file" = String, Path, description = "qr.svg or qr.png")),
-    responses((status = 200, description = "image/svg+xml or image/png"), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, description = "image/svg+xml or image/png"), crate::api::Problems))]
 async fn ticket_qr(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -131,7 +131,7 @@ async fn ticket_qr(
 /// `old-version`). A used or void ticket cannot be re-issued.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/tickets/{ticket}/reissue", tag = "checkout", security(("order_token" = [])),
     params(("id" = String, Path, description = "the order id"), ("ticket" = String, Path, description = "the ticket id")),
-    responses((status = 200, body = TicketCode), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = TicketCode), crate::api::Problems))]
 async fn reissue(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -94,7 +94,7 @@ async fn view(db: &sqlx::PgPool, id: Uuid) -> Result<TransferView, ApiError> {
 #[utoipa::path(post, path = "/api/v1/orders/{id}/tickets/{ticket}/transfer", tag = "checkout", security(("order_token" = [])),
     params(("id" = String, Path, description = "the order id"), ("ticket" = String, Path, description = "the ticket id")),
     request_body = TransferRequest,
-    responses((status = 201, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 201, body = TransferView), crate::api::Problems))]
 async fn offer(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -203,7 +203,7 @@ async fn open_offer(
 /// `POST /api/v1/orders/{id}/tickets/{ticket}/transfer/cancel`: withdraws the ticket's open offer.
 #[utoipa::path(post, path = "/api/v1/orders/{id}/tickets/{ticket}/transfer/cancel", tag = "checkout", security(("order_token" = [])),
     params(("id" = String, Path, description = "the order id"), ("ticket" = String, Path, description = "the ticket id")),
-    responses((status = 200, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn withdraw(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -231,7 +231,7 @@ async fn withdraw(
 /// they accepted it (and while they hold it).
 #[utoipa::path(get, path = "/api/v1/transfers/{id}", tag = "checkout", security(("transfer_token" = [])),
     params(("id" = String, Path, description = "the transfer id")),
-    responses((status = 200, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn show(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -271,7 +271,7 @@ async fn held_ticket(db: &sqlx::PgPool, transfer: Uuid) -> Result<Option<TicketR
 /// giver's code no longer admits. Accepting twice answers the same.
 #[utoipa::path(post, path = "/api/v1/transfers/{id}/accept", tag = "checkout", security(("transfer_token" = [])),
     params(("id" = String, Path, description = "the transfer id")),
-    responses((status = 200, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn accept(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -331,7 +331,7 @@ async fn accept(
 /// `POST /api/v1/transfers/{id}/decline`: the recipient says no; the ticket stays its giver's.
 #[utoipa::path(post, path = "/api/v1/transfers/{id}/decline", tag = "checkout", security(("transfer_token" = [])),
     params(("id" = String, Path, description = "the transfer id")),
-    responses((status = 200, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn decline(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -356,7 +356,7 @@ async fn decline(
 /// `GET /api/v1/transfers/{id}/{file}`: `qr.svg` or `qr.png` of the accepted ticket (transfer token).
 #[utoipa::path(get, path = "/api/v1/transfers/{id}/{file}", tag = "checkout", security(("transfer_token" = [])),
     params(("id" = String, Path, description = "the transfer id"), ("file" = String, Path, description = "qr.svg or qr.png")),
-    responses((status = 200, description = "image/svg+xml or image/png"), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, description = "image/svg+xml or image/png"), crate::api::Problems))]
 async fn transfer_qr(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -373,7 +373,7 @@ async fn transfer_qr(
 #[utoipa::path(post, path = "/api/v1/transfers/{id}/transfer", tag = "checkout", security(("transfer_token" = [])),
     params(("id" = String, Path, description = "the accepted transfer's id")),
     request_body = TransferRequest,
-    responses((status = 201, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 201, body = TransferView), crate::api::Problems))]
 async fn pass_on(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -408,7 +408,7 @@ async fn pass_on(
 /// `POST /api/v1/transfers/{id}/transfer/cancel`: withdraws the offer the recipient made of it.
 #[utoipa::path(post, path = "/api/v1/transfers/{id}/transfer/cancel", tag = "checkout", security(("transfer_token" = [])),
     params(("id" = String, Path, description = "the accepted transfer's id")),
-    responses((status = 200, body = TransferView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn withdraw_onward(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -55,7 +55,7 @@ pub struct Event {
     pub updated_at: DateTime<Utc>,
 }
 
-pub const EVENT_COLUMNS: &str =
+pub(crate) const EVENT_COLUMNS: &str =
     "id, organization_id, venue_id, title, description, genre, starts_at, ends_at, time_zone, \
                              images, refund_policy, state, version, created_at, updated_at";
 
@@ -77,7 +77,7 @@ pub struct Tier {
     pub created_at: DateTime<Utc>,
 }
 
-pub const TIER_COLUMNS: &str =
+pub(crate) const TIER_COLUMNS: &str =
     "id, event_id, name, kind, ga_area, currency, price_minor, zone_prices, quantity, \
                             per_order_limit, sale_starts_at, sale_ends_at, created_at";
 

@@ -100,10 +100,10 @@ pub struct Venue {
     pub created_at: DateTime<Utc>,
 }
 
-pub const VENUE_COLUMNS: &str =
+pub(crate) const VENUE_COLUMNS: &str =
     "id, organization_id, name, city, address, time_zone, zones, ga_areas, seat_count, created_at";
 
-pub fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, min: usize, max: usize) {
+fn text(errors: &mut Vec<FieldError>, field: &str, value: &str, min: usize, max: usize) {
     let n = value.chars().count();
     if n < min || n > max {
         errors.push(FieldError::new(field, format!("must be {min} to {max} characters")));

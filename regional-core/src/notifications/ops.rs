@@ -46,7 +46,7 @@ const COLUMNS: &str = "id, kind, recipient, subject, state, attempts, last_error
 /// `GET /api/v1/ops/notifications`: mails by state, oldest first (platform operators).
 #[utoipa::path(get, path = "/api/v1/ops/notifications", tag = "operations", security(("api_key" = [])),
     params(PageQuery, NotificationFilter),
-    responses((status = 200, body = Object), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = Object), crate::api::Problems))]
 async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -78,7 +78,7 @@ async fn list(
 /// count of attempts (platform operators).
 #[utoipa::path(post, path = "/api/v1/ops/notifications/{id}/retry", tag = "operations", security(("api_key" = [])),
     params(("id" = String, Path, description = "the notification id")),
-    responses((status = 200, body = NotificationView), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = NotificationView), crate::api::Problems))]
 async fn retry(
     State(state): State<AppState>,
     caller: Caller,

@@ -160,7 +160,7 @@ impl Sender {
     async fn message(&self, d: &Due) -> Result<lettre::Message, String> {
         let to: Mailbox = d.recipient.parse().map_err(|e| format!("recipient: {e}"))?;
         let digest = Sha256::digest(d.dedup_key.as_bytes());
-        let id: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        let id = hex::encode(&digest[..16]);
         let bodies = MultiPart::alternative_plain_html(d.text_body.clone(), d.html_body.clone());
         let mut body = MultiPart::mixed().multipart(bodies);
         if !d.ticket_ids.is_empty() {

@@ -1,9 +1,10 @@
 //! Payment providers behind one trait: the built-in test provider ([`testpay`]) for local use and
-//! tests, and Stripe ([`stripe`]). The saga only ever talks to [`PaymentProvider`]; every call is
+//! tests, and Stripe ([`stripe`]), one of them chosen at start-up ([`provider::Provider`]). The saga only ever talks to [`PaymentProvider`]; every call is
 //! idempotent by a key the core chooses (the order id), so a retried step never charges or refunds
 //! twice. Outcomes arrive by signed webhook ([`signature`]); the reconciler also asks the provider
 //! directly when a webhook is late.
 
+pub mod provider;
 pub mod signature;
 pub mod stripe;
 pub mod testpay;
@@ -120,60 +121,4 @@ pub trait PaymentProvider {
         body: &[u8],
         now: i64,
     ) -> Result<WebhookEvent, signature::SignatureError>;
-}
-
-/// The provider a deployment is configured with.
-#[derive(Clone)]
-pub enum Provider {
-    Test(testpay::TestPay),
-    Stripe(stripe::Stripe),
-}
-
-impl PaymentProvider for Provider {
-    fn name(&self) -> &'static str {
-        match self {
-            Self::Test(p) => p.name(),
-            Self::Stripe(p) => p.name(),
-        }
-    }
-
-    async fn create(&self, request: &PaymentRequest<'_>) -> Result<CreatedPayment, ProviderError> {
-        match self {
-            Self::Test(p) => p.create(request).await,
-            Self::Stripe(p) => p.create(request).await,
-        }
-    }
-
-    async fn retrieve(&self, reference: &str) -> Result<RemoteState, ProviderError> {
-        match self {
-            Self::Test(p) => p.retrieve(reference).await,
-            Self::Stripe(p) => p.retrieve(reference).await,
-        }
-    }
-
-    async fn cancel(&self, reference: &str) -> Result<RemoteState, ProviderError> {
-        match self {
-            Self::Test(p) => p.cancel(reference).await,
-            Self::Stripe(p) => p.cancel(reference).await,
-        }
-    }
-
-    async fn refund(&self, reference: &str, amount_minor: i64, key: &str) -> Result<String, ProviderError> {
-        match self {
-            Self::Test(p) => p.refund(reference, amount_minor, key).await,
-            Self::Stripe(p) => p.refund(reference, amount_minor, key).await,
-        }
-    }
-
-    fn verify_webhook(
-        &self,
-        header: Option<&str>,
-        body: &[u8],
-        now: i64,
-    ) -> Result<WebhookEvent, signature::SignatureError> {
-        match self {
-            Self::Test(p) => p.verify_webhook(header, body, now),
-            Self::Stripe(p) => p.verify_webhook(header, body, now),
-        }
-    }
 }

@@ -60,7 +60,7 @@ fn random_secret_from(
 ) -> Result<String, String> {
     let mut bytes = [0u8; 24];
     fill(&mut bytes).map_err(|e| format!("the test provider's webhook secret: no random source ({e})"))?;
-    Ok(format!("whsec_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()))
+    Ok(format!("whsec_{}", hex::encode(bytes)))
 }
 
 fn random_id(prefix: &str) -> String {

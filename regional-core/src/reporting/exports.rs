@@ -259,7 +259,7 @@ const SETTLEMENT_HEADER: &str = "event_id,currency,tickets_sold,tickets_refunded
 /// `settlement.csv`, streamed.
 #[utoipa::path(get, path = "/api/v1/events/{id}/exports/{file}", tag = "reporting", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id"), ("file" = String, Path, description = "orders.csv, tickets.csv, refunds.csv or settlement.csv")),
-    responses((status = 200, description = "text/csv, streamed"), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, description = "text/csv, streamed"), crate::api::Problems))]
 async fn export(
     State(state): State<AppState>,
     caller: Caller,

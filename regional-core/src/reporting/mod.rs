@@ -145,7 +145,7 @@ const ORDERS: &str = "COALESCE(sum(orders_created), 0)::int8 AS created, COALESC
 /// `GET /api/v1/events/{id}/report`: the event's sale so far.
 #[utoipa::path(get, path = "/api/v1/events/{id}/report", tag = "reporting", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id")),
-    responses((status = 200, body = EventReport), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = EventReport), crate::api::Problems))]
 async fn event_report(
     State(state): State<AppState>,
     caller: Caller,
@@ -297,7 +297,7 @@ async fn bucketed<T: serde::de::DeserializeOwned + Send + Unpin + 'static>(
 /// `GET /api/v1/events/{id}/report/sales`: sales over time (only buckets with activity).
 #[utoipa::path(get, path = "/api/v1/events/{id}/report/sales", tag = "reporting", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id"), SalesQuery),
-    responses((status = 200, body = SalesReport), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = SalesReport), crate::api::Problems))]
 async fn sales(
     State(state): State<AppState>,
     caller: Caller,
@@ -393,7 +393,7 @@ pub async fn settlement_of(db: &sqlx::PgPool, event: Uuid, bps: i64) -> Result<S
 /// the platform's fees and its commission (`PLATFORM_COMMISSION_BPS`).
 #[utoipa::path(get, path = "/api/v1/events/{id}/settlement", tag = "reporting", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id")),
-    responses((status = 200, body = Settlement), (status = "4XX", description = "a problem (RFC 9457)", body = crate::api::ProblemDoc, content_type = "application/problem+json")))]
+    responses((status = 200, body = Settlement), crate::api::Problems))]
 async fn settlement(
     State(state): State<AppState>,
     caller: Caller,

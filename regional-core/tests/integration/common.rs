@@ -119,7 +119,7 @@ pub async fn two_tenants(api: &Api) -> (String, [(String, String); 2]) {
 /// Checkout signing with `signer`, its edge and test provider unreachable (tests that need them
 /// run end to end); a test changes what it needs with `Checkout { field, ..checkout(..) }`.
 pub fn checkout(db: &PgPool, signer: &shared_types::token::TokenSigner) -> regional_core::checkout::Checkout {
-    use regional_core::payments::{testpay::TestPay, Provider};
+    use regional_core::payments::{provider::Provider, testpay::TestPay};
     regional_core::checkout::Checkout {
         db: db.clone(),
         edge: regional_core::edge_client::EdgeClient::new("http://127.0.0.1:9", signer.clone()),

@@ -33,8 +33,7 @@ impl SmtpSink {
     fn start(extra: &[&str]) -> Self {
         let mut r = [0u8; 6];
         getrandom::getrandom(&mut r).unwrap();
-        let dir = std::env::temp_dir()
-            .join(format!("smtp-sink-{}", r.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        let dir = std::env::temp_dir().join(format!("smtp-sink-{}", hex::encode(r)));
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/smtp-sink.mjs");
         let mut child = Command::new("node")
             .arg(script)

@@ -94,6 +94,17 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
     want.sort();
     assert_eq!(listed, want, "the document lists exactly the API's routes");
 
+    // Every route but the health probes documents its failures as problem+json of the one schema.
+    assert!(doc["components"]["schemas"]["Problem"].is_object(), "the problem schema is a component");
+    for (method, path) in listed.iter().filter(|(_, p)| p.starts_with("/api/")) {
+        let problem = &doc["paths"][path][method]["responses"]["4XX"];
+        assert_eq!(problem["description"], "a problem (RFC 9457)", "{method} {path}");
+        assert_eq!(
+            problem["content"]["application/problem+json"]["schema"]["$ref"], "#/components/schemas/Problem",
+            "{method} {path}"
+        );
+    }
+
     // Every listed route exists: called without a key (or with dummy ids) it answers anything but
     // "no such route" or "method not allowed".
     for (method, path) in &listed {

@@ -13,10 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::{checkout, state_with, Api};
 use regional_core::checkout::Checkout;
+use regional_core::payments::provider::Provider;
 use regional_core::payments::stripe::Stripe;
-use regional_core::payments::{
-    signature, PaymentProvider, PaymentRequest, Provider, ProviderError, RemoteState,
-};
+use regional_core::payments::{signature, PaymentProvider, PaymentRequest, ProviderError, RemoteState};
 use serde_json::{json, Value};
 use shared_types::token::TokenSigner;
 use sqlx::PgPool;
