@@ -67,16 +67,3 @@ pub async fn call(
 ) -> Result<Response> {
     send(env, binding, name, method, path, &Call::by(&Caller::Edge), body).await
 }
-
-/// [`send`] as `caller`.
-pub async fn call_as(
-    env: &Env,
-    binding: &str,
-    name: &str,
-    method: Method,
-    path: &str,
-    body: Option<String>,
-    caller: &Caller,
-) -> Result<Response> {
-    send(env, binding, name, method, path, &Call::by(caller), body).await
-}

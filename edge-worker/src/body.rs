@@ -4,10 +4,11 @@
 //! limit plus one chunk, whoever sends it (the core's internal routes check the signature only after
 //! the body is read, so this bound is what stops an unauthenticated flood).
 
-use durable_objects::http;
 use futures_util::StreamExt as _;
 use shared_types::{Problem, ProblemType};
-use worker::{Request, Response, Result};
+use worker::Request;
+
+use crate::context::{Result, Stop};
 
 /// A hold request (seats named by id, at most a few dozen).
 pub const HOLD: usize = 16 * 1024;
@@ -20,8 +21,8 @@ pub const INTERNAL: usize = 64 * 1024;
 /// An inventory pushed by the core (a stadium's seat map is a few megabytes).
 pub const INVENTORY: usize = 32 * 1024 * 1024;
 
-fn too_large(limit: usize, path: &str) -> Result<Response> {
-    http::problem(
+fn too_large(limit: usize, path: &str) -> Stop {
+    Stop::problem(
         &Problem::new(ProblemType::PayloadTooLarge, format!("the body may be at most {limit} bytes"))
             .with_instance(path)
             .with_extension("limit_bytes", limit.into()),
@@ -29,27 +30,23 @@ fn too_large(limit: usize, path: &str) -> Result<Response> {
 }
 
 /// The body of `req`, at most `limit` bytes; a `413` answer otherwise.
-pub async fn read(
-    req: &mut Request,
-    limit: usize,
-    path: &str,
-) -> Result<std::result::Result<Vec<u8>, Response>> {
+pub async fn read(req: &mut Request, limit: usize, path: &str) -> Result<Vec<u8>> {
     let declared = req.headers().get("content-length")?.and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(limit, path).map(Err);
+        return Err(too_large(limit, path));
     }
     if declared == Some(0) {
-        return Ok(Ok(Vec::new()));
+        return Ok(Vec::new());
     }
     // No body at all (a GET, or a POST without one): nothing to read.
-    let Ok(mut chunks) = req.stream() else { return Ok(Ok(Vec::new())) };
+    let Ok(mut chunks) = req.stream() else { return Ok(Vec::new()) };
     let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
         if body.len() + chunk.len() > limit {
-            return too_large(limit, path).map(Err);
+            return Err(too_large(limit, path));
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Ok(body))
+    Ok(body)
 }

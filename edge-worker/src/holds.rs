@@ -12,15 +12,15 @@ use durable_objects::directory::Layout;
 use durable_objects::http;
 use durable_objects::inventory::{shard_of_hold, Availability, Caller, HoldRequest, Placed};
 use serde::Serialize;
-use shared_types::ids::{EventId, HoldId, VisitorId};
+use shared_types::ids::{EventId, HoldId};
 use shared_types::inventory::{Sharding, GA_SHARD, MAIN_SHARD};
-use shared_types::token::{verify, Claims, Expectation, HoldGrant, TokenKind};
-use shared_types::waiting_room::AdmissionGrant;
-use shared_types::{Problem, ProblemType};
-use worker::{Env, Method, Request, Response, Result};
+use shared_types::token::{Claims, HoldGrant, TokenKind};
+use shared_types::ProblemType;
+use worker::{Method, Request, Response};
 
-use crate::keys::EdgeKeys;
+use crate::context::{EventCtx, Result};
 use crate::objects::{self, Call};
+use crate::room::credentials::{admitted, Admitted};
 
 /// How long an isolate serves an availability snapshot before asking the objects again.
 const AVAILABILITY_TTL_MS: f64 = 1_000.0;
@@ -37,77 +37,6 @@ struct HoldAnswer {
     replayed: bool,
 }
 
-fn unauthorized(detail: String, reason: &str, path: &str) -> Result<Response> {
-    http::problem(
-        &Problem::new(ProblemType::Unauthorized, detail)
-            .with_instance(path)
-            .with_extension("reason", reason.into()),
-    )
-}
-
-/// The admission token from `Authorization: Bearer` or the event's `admission_{event}` cookie
-/// (which the waiting room sets).
-fn admission_token(req: &Request, event: &EventId) -> Result<Option<String>> {
-    if let Some(auth) = req.headers().get("authorization")? {
-        return Ok(auth.strip_prefix("Bearer ").map(|t| t.trim().to_owned()));
-    }
-    crate::queue::cookie(req, &format!("admission_{event}"))
-}
-
-/// A buyer an admission token lets in: who, and how many tickets their admission allows.
-struct Admitted {
-    visitor: VisitorId,
-    max_tickets: u32,
-}
-
-/// The buyer an admission token for `event` names, or the problem to answer.
-async fn authenticate(
-    req: &Request,
-    env: &Env,
-    keys: &EdgeKeys,
-    event: &EventId,
-    path: &str,
-) -> Result<std::result::Result<Admitted, Response>> {
-    let Some(token) = admission_token(req, event)? else {
-        return unauthorized("an admission token is required".into(), "missing", path).map(Err);
-    };
-    let expect = Expectation {
-        kind: TokenKind::Admission,
-        issuer: "edge",
-        audience: event.as_str(),
-        subject: None,
-        now: durable_objects::now_ms() / 1000,
-    };
-    // Signature, expiry and event first; then the grant's own claims.
-    let claims: Claims<serde_json::Map<String, serde_json::Value>> = match verify(&token, &keys.edge, &expect)
-    {
-        Ok(c) => c,
-        Err(e) => return unauthorized(e.to_string(), e.reason(), path).map(Err),
-    };
-    let Ok(grant) = serde_json::from_value::<AdmissionGrant>(serde_json::Value::Object(claims.extra.clone()))
-    else {
-        return unauthorized("the token does not name a waiting-room session".into(), "malformed", path)
-            .map(Err);
-    };
-    let claims = Claims {
-        iss: claims.iss,
-        aud: claims.aud,
-        sub: claims.sub,
-        iat: claims.iat,
-        exp: claims.exp,
-        jti: claims.jti,
-        extra: grant,
-    };
-    let Ok(visitor) = VisitorId::parse(&claims.sub) else {
-        return unauthorized("the token's visitor is not valid".into(), "malformed", path).map(Err);
-    };
-    // The token is good only while the shopping session it was issued for is open.
-    if !crate::queue::session_open(env, event, &visitor, &claims).await? {
-        return unauthorized("this shopping session has ended".into(), "session-ended", path).map(Err);
-    }
-    Ok(Ok(Admitted { visitor, max_tickets: claims.extra.max_tickets }))
-}
-
 /// Which shard of the layout a hold request goes to.
 fn shard_for(layout: &Layout, request: &HoldRequest) -> std::result::Result<usize, String> {
     let name = match (layout.sharding, request) {
@@ -120,54 +49,33 @@ fn shard_for(layout: &Layout, request: &HoldRequest) -> std::result::Result<usiz
     layout.index_of(name).ok_or_else(|| format!("no section {name} in this event"))
 }
 
-async fn read_body(req: &mut Request, path: &str) -> Result<std::result::Result<Vec<u8>, Response>> {
-    crate::body::read(req, crate::body::HOLD, path).await
-}
-
-pub async fn place(
-    mut req: Request,
-    env: &Env,
-    keys: &EdgeKeys,
-    event: &EventId,
-    path: &str,
-) -> Result<Response> {
-    let Admitted { visitor, max_tickets } = match authenticate(&req, env, keys, event, path).await? {
-        Ok(v) => v,
-        Err(resp) => return Ok(resp),
-    };
+/// `POST /holds`: a hold, and its signed hold token.
+pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
+    let Admitted { visitor, max_tickets } = admitted(ev, &req).await?;
     let idempotency_key = req.headers().get("idempotency-key")?;
-    let body = match read_body(&mut req, path).await? {
-        Ok(b) => b,
-        Err(resp) => return Ok(resp),
-    };
-    let request: HoldRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return http::problem_of(ProblemType::MalformedRequest, format!("not a hold request: {e}"), path)
-        }
-    };
-    let Some(layout) = objects::layout(env, event).await? else {
-        return http::problem_of(ProblemType::NotFound, "this event is not on sale", path);
-    };
-    let shard = match shard_for(&layout, &request) {
-        Ok(i) => i,
-        Err(detail) => return http::problem_of(ProblemType::ValidationFailed, detail, path),
-    };
+    let body = crate::body::read(&mut req, crate::body::HOLD, ev.path).await?;
+    let request: HoldRequest = serde_json::from_slice(&body)
+        .map_err(|e| ev.problem(ProblemType::MalformedRequest, format!("not a hold request: {e}")))?;
+    let layout = objects::layout(ev.env, &ev.event)
+        .await?
+        .ok_or_else(|| ev.problem(ProblemType::NotFound, "this event is not on sale"))?;
+    let shard =
+        shard_for(&layout, &request).map_err(|detail| ev.problem(ProblemType::ValidationFailed, detail))?;
     let name = layout.object_name(shard).unwrap_or_default();
     let forwarded = serde_json::json!({ "request": request, "idempotency_key": idempotency_key, "max_tickets": max_tickets });
     let caller = Caller::Visitor(visitor.clone());
-    let call = Call { caller: &caller, nonce: None, shard_index: None };
+    let call = Call::by(&caller);
     let mut resp =
-        objects::inventory(env, &name, Method::Post, "/holds", &call, Some(forwarded.to_string())).await?;
+        objects::inventory(ev.env, &name, Method::Post, "/holds", &call, Some(forwarded.to_string())).await?;
     if !matches!(resp.status_code(), 200 | 201) {
-        return objects::relay(resp, path).await;
+        return objects::relay(resp, ev.path).await;
     }
     let status = resp.status_code();
     let placed: Placed = resp.json().await?;
     let hold = placed.hold;
     let claims = Claims {
         iss: "edge".to_owned(),
-        aud: event.to_string(),
+        aud: ev.event.to_string(),
         sub: visitor.to_string(),
         iat: durable_objects::now_ms() / 1000,
         exp: (hold.expires_at + 999) / 1000,
@@ -180,37 +88,34 @@ pub async fn place(
             expires_at_ms: hold.expires_at,
         },
     };
-    let hold_token = keys.signer.sign(TokenKind::Hold, &claims);
-    invalidate_availability(event);
-    http::json(status, &HoldAnswer { hold, hold_token, replayed: placed.replayed })
+    let hold_token = ev.keys()?.signer.sign(TokenKind::Hold, &claims);
+    invalidate_availability(&ev.event);
+    Ok(http::json(status, &HoldAnswer { hold, hold_token, replayed: placed.replayed })?)
 }
 
-pub async fn release(
-    req: Request,
-    env: &Env,
-    keys: &EdgeKeys,
-    event: &EventId,
-    hold: &str,
-    path: &str,
-) -> Result<Response> {
-    let visitor = match authenticate(&req, env, keys, event, path).await? {
-        Ok(admitted) => admitted.visitor,
-        Err(resp) => return Ok(resp),
-    };
-    let not_found = || http::problem_of(ProblemType::NotFound, "no such hold", path);
-    let (Ok(hold), Some(shard)) = (HoldId::parse(hold), shard_of_hold(hold)) else { return not_found() };
-    let Some(layout) = objects::layout(env, event).await? else { return not_found() };
-    let Some(name) = layout.object_name(shard) else { return not_found() };
+/// `DELETE /holds/{hold}`: the buyer lets their own hold go.
+pub async fn release(ev: &EventCtx<'_>, req: Request, hold: &str) -> Result<Response> {
+    let visitor = admitted(ev, &req).await?.visitor;
+    let name = hold_object(ev, hold).await?;
     let caller = Caller::Visitor(visitor);
-    let call = Call { caller: &caller, nonce: None, shard_index: None };
-    let resp = objects::inventory(env, &name, Method::Delete, &format!("/holds/{hold}"), &call, None).await?;
-    invalidate_availability(event);
-    objects::relay(resp, path).await
+    let path = format!("/holds/{hold}");
+    let resp = objects::inventory(ev.env, &name, Method::Delete, &path, &Call::by(&caller), None).await?;
+    invalidate_availability(&ev.event);
+    objects::relay(resp, ev.path).await
+}
+
+/// The name of the inventory object that has `hold` (its id names its shard); 404 for no such hold.
+pub async fn hold_object(ev: &EventCtx<'_>, hold: &str) -> Result<String> {
+    let not_found = || ev.problem(ProblemType::NotFound, "no such hold");
+    let (Ok(_), Some(shard)) = (HoldId::parse(hold), shard_of_hold(hold)) else { return Err(not_found()) };
+    let layout = objects::layout(ev.env, &ev.event).await?.ok_or_else(not_found)?;
+    layout.object_name(shard).ok_or_else(not_found)
 }
 
 /// Availability of the whole event, merged across shards (seats in seat-map order, sections and
 /// tiers in layout order, version = sum of the shards' versions, so it only grows).
-pub async fn availability(env: &Env, event: &EventId, path: &str) -> Result<Response> {
+pub async fn availability(ev: &EventCtx<'_>) -> Result<Response> {
+    let (env, event) = (ev.env, &ev.event);
     let now = durable_objects::now_ms() as f64;
     let cached = AVAILABILITY.with(|c| {
         c.borrow().get(event).filter(|(at, _)| now - at < AVAILABILITY_TTL_MS).map(|(_, b)| b.clone())
@@ -218,10 +123,10 @@ pub async fn availability(env: &Env, event: &EventId, path: &str) -> Result<Resp
     let body = match cached {
         Some(body) => body,
         None => {
-            let Some(layout) = objects::layout(env, event).await? else {
-                return http::problem_of(ProblemType::NotFound, "this event is not on sale", path);
-            };
-            let call = Call { caller: &Caller::Edge, nonce: None, shard_index: None };
+            let layout = objects::layout(env, event)
+                .await?
+                .ok_or_else(|| ev.problem(ProblemType::NotFound, "this event is not on sale"))?;
+            let call = Call::by(&Caller::Edge);
             let names: Vec<String> = (0..layout.shards.len()).filter_map(|i| layout.object_name(i)).collect();
             let answers = futures_util::future::join_all(
                 names
@@ -233,7 +138,7 @@ pub async fn availability(env: &Env, event: &EventId, path: &str) -> Result<Resp
             for answer in answers {
                 let mut resp = answer?;
                 if resp.status_code() != 200 {
-                    return objects::relay(resp, path).await;
+                    return objects::relay(resp, ev.path).await;
                 }
                 let part: Availability = resp.json().await?;
                 merged = Some(match merged {

@@ -2,7 +2,6 @@
 //! path, body digest, timestamp and nonce (`shared_types::request_signing`); the edge checks the
 //! signature and freshness, the receiving object refuses a nonce it has seen (replay).
 //!
-//!
 //! The routes are [`InternalRoute`] (shared with the core, which builds them): publish or update an
 //! inventory (split into shards), one hold and its actions (extend, confirm, reclaim, release,
 //! return), the stats (summed over shards), the waiting room's settings and its line, and the end
@@ -10,30 +9,24 @@
 
 use durable_objects::directory::Layout;
 use durable_objects::http;
-use durable_objects::inventory::{shard_of_hold, Caller};
+use durable_objects::inventory::Caller;
+use durable_objects::stub::send;
+use durable_objects::waiting_room::{call, shard_name, EndSession, COORDINATOR_BINDING, SHARD_BINDING};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use shared_types::ids::{EventId, HoldId};
 use shared_types::internal_api::{HoldAction, InternalRoute};
 use shared_types::inventory::Inventory;
 use shared_types::request_signing::{precheck_request, verify_request, SignedRequest, SIGNATURE_HEADER};
-use shared_types::{Problem, ProblemType};
-use worker::{Date, Env, Method, Request, Response, Result};
-
-use durable_objects::waiting_room::{
-    self as room, call_as, shard_name, EndSession, COORDINATOR_BINDING, SHARD_BINDING,
-};
 use shared_types::waiting_room::{shard_of_visitor, WaitingRoomSettings};
+use shared_types::{Problem, ProblemType};
+use worker::{Method, Request, Response};
 
-use crate::holds::invalidate_availability;
-use crate::keys::EdgeKeys;
+use crate::context::{EventCtx, Result, Stop};
+use crate::holds::{hold_object, invalidate_availability};
 use crate::objects::{self, Call};
 
 /// Verifies the core's signature; on success returns the body and the signed request.
-async fn authenticate(
-    req: &mut Request,
-    keys: &EdgeKeys,
-    path: &str,
-) -> Result<std::result::Result<(Vec<u8>, SignedRequest), Response>> {
+async fn authenticate(ev: &EventCtx<'_>, req: &mut Request) -> Result<(Vec<u8>, SignedRequest)> {
     let url = req.url()?;
     let path_and_query = match url.query() {
         Some(q) => format!("{}?{q}", url.path()),
@@ -41,77 +34,64 @@ async fn authenticate(
     };
     let header = req.headers().get(SIGNATURE_HEADER)?;
     let method = req.method().to_string();
-    let now = Date::now().as_millis() as i64 / 1000;
+    let now = durable_objects::now_ms() / 1000;
+    let keys = ev.keys()?;
     let refused = |e: shared_types::request_signing::RequestAuthError| {
-        http::problem(
-            &Problem::new(ProblemType::Unauthorized, e.to_string())
-                .with_instance(path)
-                .with_extension("reason", e.reason().into()),
-        )
-        .map(Err)
+        ev.refusal(ProblemType::Unauthorized, e.reason(), e.to_string())
     };
     // Refused unread when it cannot be the core's (no signature, one of a key the edge does not
     // trust, or a stale one) or is larger than the route takes.
-    if let Err(e) = precheck_request(&keys.core, header.as_deref(), now) {
-        return refused(e);
-    }
-    let inventory = req.method() == Method::Put && path.ends_with("/inventory");
+    precheck_request(&keys.core, header.as_deref(), now).map_err(refused)?;
+    let inventory = req.method() == Method::Put && ev.path.ends_with("/inventory");
     let limit = if inventory { crate::body::INVENTORY } else { crate::body::INTERNAL };
-    let body = match crate::body::read(req, limit, path).await? {
-        Ok(body) => body,
-        Err(refused) => return Ok(Err(refused)),
+    let body = crate::body::read(req, limit, ev.path).await?;
+    let signed = verify_request(&keys.core, header.as_deref(), &method, &path_and_query, &body, now)
+        .map_err(refused)?;
+    Ok((body, signed))
+}
+
+/// A signed call of the core's to `/internal/v1/events/{event}/{rest}`.
+pub async fn handle(ev: &EventCtx<'_>, mut req: Request, rest: &[&str]) -> Result<Response> {
+    let (body, signed) = authenticate(ev, &mut req).await?;
+    let call = Call { caller: &Caller::Core, nonce: Some(&signed.nonce), shard_index: None };
+    let Some(route) = InternalRoute::parse(req.method().as_ref(), rest) else {
+        return Err(ev.problem(ProblemType::NotFound, "no such internal route"));
     };
-    match verify_request(&keys.core, header.as_deref(), &method, &path_and_query, &body, now) {
-        Ok(signed) => Ok(Ok((body, signed))),
-        Err(e) => refused(e),
+    match route {
+        InternalRoute::PutInventory => put_inventory(ev, &body, &signed).await,
+        InternalRoute::Stats => stats(ev).await,
+        InternalRoute::PutWaitingRoom => put_settings(ev, &body).await,
+        InternalRoute::WaitingRoom => room_stats(ev).await,
+        InternalRoute::EndSession => end_session(ev, &body).await,
+        InternalRoute::Hold(hold) => hold_call(ev, &hold, None, &call, &body).await,
+        InternalRoute::HoldAction(hold, action) => hold_call(ev, &hold, Some(action), &call, &body).await,
     }
 }
 
-pub async fn handle(
-    mut req: Request,
-    env: &Env,
-    keys: &EdgeKeys,
-    event: &EventId,
-    rest: &[&str],
-    path: &str,
-) -> Result<Response> {
-    let (body, signed) = match authenticate(&mut req, keys, path).await? {
-        Ok(ok) => ok,
-        Err(resp) => return Ok(resp),
-    };
-    let call = Call { caller: &Caller::Core, nonce: Some(&signed.nonce), shard_index: None };
-    let Some(route) = InternalRoute::parse(req.method().as_ref(), rest) else {
-        return http::problem_of(ProblemType::NotFound, "no such internal route", path);
-    };
-    match route {
-        InternalRoute::PutInventory => put_inventory(env, event, &body, &signed, path).await,
-        InternalRoute::Stats => stats(env, event, path).await,
-        InternalRoute::PutWaitingRoom => put_settings(env, event, &body, path).await,
-        InternalRoute::WaitingRoom => room_stats(env, event, path).await,
-        InternalRoute::EndSession => end_session(env, event, &body, path).await,
-        InternalRoute::Hold(hold) => hold_call(env, event, &hold, None, &call, &body, path).await,
-        InternalRoute::HoldAction(hold, action) => {
-            hold_call(env, event, &hold, Some(action), &call, &body, path).await
-        }
-    }
+/// The body of a call of the core's, or a 400 naming what it should have been.
+fn parse<T: DeserializeOwned>(ev: &EventCtx<'_>, body: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(body)
+        .map_err(|e| ev.problem(ProblemType::MalformedRequest, format!("not {what}: {e}")))
+}
+
+/// A 422 listing what is wrong with a body.
+fn invalid<E: serde::Serialize>(ev: &EventCtx<'_>, detail: &str, errors: &E) -> Result<Stop> {
+    Ok(Stop::problem(
+        &Problem::new(ProblemType::ValidationFailed, detail)
+            .with_instance(ev.path)
+            .with_extension("errors", serde_json::to_value(errors)?),
+    ))
 }
 
 /// One hold, or an action on it, passed to the inventory object that has it.
 async fn hold_call(
-    env: &Env,
-    event: &EventId,
+    ev: &EventCtx<'_>,
     hold: &str,
     action: Option<HoldAction>,
     call: &Call<'_>,
     body: &[u8],
-    path: &str,
 ) -> Result<Response> {
-    let not_found = || http::problem_of(ProblemType::NotFound, "no such hold", path);
-    let (Ok(hold), Some(shard)) = (HoldId::parse(hold), shard_of_hold(hold)) else {
-        return not_found();
-    };
-    let Some(layout) = objects::layout(env, event).await? else { return not_found() };
-    let Some(name) = layout.object_name(shard) else { return not_found() };
+    let name = hold_object(ev, hold).await?;
     let (method, object_path, body) = match action {
         None => (Method::Get, format!("/holds/{hold}"), None),
         Some(HoldAction::Release) => (Method::Delete, format!("/holds/{hold}"), None),
@@ -121,35 +101,22 @@ async fn hold_call(
             Some(String::from_utf8_lossy(body).into_owned()),
         ),
     };
-    let resp = objects::inventory(env, &name, method, &object_path, call, body).await?;
-    invalidate_availability(event);
-    objects::relay(resp, path).await
+    let resp = objects::inventory(ev.env, &name, method, &object_path, call, body).await?;
+    invalidate_availability(&ev.event);
+    objects::relay(resp, ev.path).await
 }
 
 /// Publishes an inventory: validates it, records the shard layout, and puts each shard's piece
 /// into its object (concurrently). A retry of the same version is accepted by every shard that
 /// already has it, so the core can simply push again after a partial failure.
-async fn put_inventory(
-    env: &Env,
-    event: &EventId,
-    body: &[u8],
-    signed: &SignedRequest,
-    path: &str,
-) -> Result<Response> {
-    let inventory: Inventory = match serde_json::from_slice(body) {
-        Ok(i) => i,
-        Err(e) => {
-            return http::problem_of(ProblemType::MalformedRequest, format!("not an inventory: {e}"), path)
-        }
-    };
+async fn put_inventory(ev: &EventCtx<'_>, body: &[u8], signed: &SignedRequest) -> Result<Response> {
+    let (env, event, path) = (ev.env, &ev.event, ev.path);
+    let inventory: Inventory = parse(ev, body, "an inventory")?;
     if &inventory.event != event {
-        return http::problem_of(ProblemType::ValidationFailed, "the inventory is for another event", path);
+        return Err(ev.problem(ProblemType::ValidationFailed, "the inventory is for another event"));
     }
     if let Err(errors) = inventory.validate() {
-        let problem = Problem::new(ProblemType::ValidationFailed, "the inventory is not valid")
-            .with_instance(path)
-            .with_extension("errors", serde_json::to_value(&errors)?);
-        return http::problem(&problem);
+        return Err(invalid(ev, "the inventory is not valid", &errors)?);
     }
     let shards = inventory.shards();
     let proposed = Layout {
@@ -158,13 +125,13 @@ async fn put_inventory(
         shards: shards.iter().map(|(name, _)| name.clone()).collect(),
         inventory_version: inventory.version,
     };
-    let call = Call { caller: &Caller::Core, nonce: Some(&signed.nonce), shard_index: None };
+    let signed_call = Call { caller: &Caller::Core, nonce: Some(&signed.nonce), shard_index: None };
     let mut resp = objects::directory(
         env,
         event,
         Method::Put,
         "/layout",
-        &call,
+        &signed_call,
         Some(serde_json::to_string(&proposed)?),
     )
     .await?;
@@ -175,8 +142,7 @@ async fn put_inventory(
     objects::remember_layout(layout.clone());
     // A published event has a waiting room, with the default settings until the core sends some.
     let ensure = serde_json::to_string(&json!({ "event": event }))?;
-    let resp =
-        room::call(env, COORDINATOR_BINDING, event.as_str(), Method::Post, "/ensure", Some(ensure)).await?;
+    let resp = call(env, COORDINATOR_BINDING, event.as_str(), Method::Post, "/ensure", Some(ensure)).await?;
     if resp.status_code() != 200 {
         return objects::relay(resp, path).await;
     }
@@ -203,14 +169,14 @@ async fn put_inventory(
         }
     });
     let results: Vec<Value> =
-        futures_util::future::join_all(puts).await.into_iter().collect::<Result<Vec<_>>>()?;
+        futures_util::future::join_all(puts).await.into_iter().collect::<worker::Result<Vec<_>>>()?;
     invalidate_availability(event);
     let failed: Vec<&Value> = results.iter().filter(|r| r["status"] != 200).collect();
     if failed.is_empty() {
-        return http::json(
+        return Ok(http::json(
             200,
             &json!({ "event": event, "inventory_version": inventory.version, "sharding": inventory.sharding, "shards": results }),
-        );
+        )?);
     }
     let status = failed.iter().filter_map(|r| r["status"].as_u64()).max().unwrap_or(502);
     let kind = if status == 409 { ProblemType::Conflict } else { ProblemType::DependencyUnavailable };
@@ -218,15 +184,16 @@ async fn put_inventory(
         Problem::new(kind, format!("{} of {} shards refused the inventory", failed.len(), results.len()))
             .with_instance(path)
             .with_extension("shards", Value::Array(results.clone()));
-    http::problem(&problem)
+    Ok(http::problem(&problem)?)
 }
 
 /// Statistics of every shard, with their sums.
-async fn stats(env: &Env, event: &EventId, path: &str) -> Result<Response> {
-    let Some(layout) = objects::layout(env, event).await? else {
-        return http::problem_of(ProblemType::NotFound, "this event is not published at the edge", path);
-    };
-    let call = Call { caller: &Caller::Core, nonce: None, shard_index: None };
+async fn stats(ev: &EventCtx<'_>) -> Result<Response> {
+    let (env, event, path) = (ev.env, &ev.event, ev.path);
+    let layout = objects::layout(env, event)
+        .await?
+        .ok_or_else(|| ev.problem(ProblemType::NotFound, "this event is not published at the edge"))?;
+    let call = Call::by(&Caller::Core);
     let names: Vec<String> = (0..layout.shards.len()).filter_map(|i| layout.object_name(i)).collect();
     let answers = futures_util::future::join_all(
         names.iter().map(|n| objects::inventory(env, n, Method::Get, "/stats", &call, None)),
@@ -264,80 +231,45 @@ async fn stats(env: &Env, event: &EventId, path: &str) -> Result<Response> {
         shards.push(json!({ "shard": name, "stats": shard }));
     }
     counters.insert("expiry_lateness_max_ms".into(), json!(lateness_max));
-    http::json(
+    Ok(http::json(
         200,
         &json!({ "event": event, "sharding": layout.sharding, "totals": totals, "stats": counters, "shards": shards }),
-    )
+    )?)
 }
 
 /// Waiting-room settings from the core: validated here, applied by the coordinator.
-async fn put_settings(env: &Env, event: &EventId, body: &[u8], path: &str) -> Result<Response> {
-    let settings: WaitingRoomSettings = match serde_json::from_slice(body) {
-        Ok(s) => s,
-        Err(e) => {
-            return http::problem_of(
-                ProblemType::MalformedRequest,
-                format!("not waiting-room settings: {e}"),
-                path,
-            )
-        }
-    };
+async fn put_settings(ev: &EventCtx<'_>, body: &[u8]) -> Result<Response> {
+    let settings: WaitingRoomSettings = parse(ev, body, "waiting-room settings")?;
     if let Err(errors) = settings.validate() {
-        return http::problem(
-            &Problem::new(ProblemType::ValidationFailed, "the waiting-room settings are not valid")
-                .with_instance(path)
-                .with_extension("errors", serde_json::to_value(&errors)?),
-        );
+        return Err(invalid(ev, "the waiting-room settings are not valid", &errors)?);
     }
-    let push = serde_json::to_string(&json!({ "event": event, "settings": settings }))?;
-    let resp = call_as(
-        env,
-        COORDINATOR_BINDING,
-        event.as_str(),
-        Method::Put,
-        "/settings",
-        Some(push),
-        &Caller::Core,
-    )
-    .await?;
-    crate::queue::forget_view(event);
-    objects::relay(resp, path).await
+    let push = serde_json::to_string(&json!({ "event": ev.event, "settings": settings }))?;
+    let as_core = Call::by(&Caller::Core);
+    let resp =
+        send(ev.env, COORDINATOR_BINDING, ev.event.as_str(), Method::Put, "/settings", &as_core, Some(push));
+    let resp = resp.await?;
+    crate::room::forget_view(&ev.event);
+    objects::relay(resp, ev.path).await
 }
 
 /// The core says a buyer is done (bought): their session ends now and frees a place under the cap.
-async fn end_session(env: &Env, event: &EventId, body: &[u8], path: &str) -> Result<Response> {
-    let end: EndSession = match serde_json::from_slice(body) {
-        Ok(e) => e,
-        Err(e) => {
-            return http::problem_of(
-                ProblemType::MalformedRequest,
-                format!("expected {{\"visitor\"}}: {e}"),
-                path,
-            )
-        }
-    };
-    let Some(view) = crate::queue::view(env, event).await? else {
-        return http::problem_of(ProblemType::NotFound, "no such event", path);
-    };
-    let shard = shard_of_visitor(end.visitor.as_str(), view.settings.queue_shards);
-    let resp = call_as(
-        env,
-        SHARD_BINDING,
-        &shard_name(event, shard),
-        Method::Post,
-        "/sessions/end",
-        Some(serde_json::to_string(&end)?),
-        &Caller::Core,
-    )
-    .await?;
-    objects::relay(resp, path).await
+async fn end_session(ev: &EventCtx<'_>, body: &[u8]) -> Result<Response> {
+    let end: EndSession = parse(ev, body, "{\"visitor\"}")?;
+    let view = crate::room::view_or_404(ev).await?;
+    let shard = shard_name(&ev.event, shard_of_visitor(end.visitor.as_str(), view.settings.queue_shards));
+    let as_core = Call::by(&Caller::Core);
+    let body = serde_json::to_string(&end)?;
+    let resp =
+        send(ev.env, SHARD_BINDING, &shard, Method::Post, "/sessions/end", &as_core, Some(body)).await?;
+    objects::relay(resp, ev.path).await
 }
 
 /// The line: the coordinator's view and counters, and each queue shard's (places, storage, memory).
-async fn room_stats(env: &Env, event: &EventId, path: &str) -> Result<Response> {
-    let mut resp = room::call(env, COORDINATOR_BINDING, event.as_str(), Method::Get, "/stats", None).await?;
+async fn room_stats(ev: &EventCtx<'_>) -> Result<Response> {
+    let (env, event) = (ev.env, &ev.event);
+    let mut resp = call(env, COORDINATOR_BINDING, event.as_str(), Method::Get, "/stats", None).await?;
     if resp.status_code() != 200 {
-        return objects::relay(resp, path).await;
+        return objects::relay(resp, ev.path).await;
     }
     let mut stats: Value = resp.json().await?;
     let shards = stats["view"]["settings"]["queue_shards"].as_u64().unwrap_or(0) as u16;
@@ -345,11 +277,12 @@ async fn room_stats(env: &Env, event: &EventId, path: &str) -> Result<Response> 
         let name = shard_name(event, i);
         async move {
             let mut resp =
-                call_as(env, SHARD_BINDING, &name, Method::Get, "/stats", None, &Caller::Core).await?;
+                send(env, SHARD_BINDING, &name, Method::Get, "/stats", &Call::by(&Caller::Core), None)
+                    .await?;
             resp.json::<Value>().await
         }
     });
     let answers = futures_util::future::join_all(calls).await;
     stats["shards"] = Value::Array(answers.into_iter().map(|a| a.unwrap_or(Value::Null)).collect());
-    http::json(200, &stats)
+    Ok(http::json(200, &stats)?)
 }

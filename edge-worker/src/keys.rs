@@ -8,7 +8,8 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use shared_types::token::{KeyRing, TokenSigner};
+use serde::de::DeserializeOwned;
+use shared_types::token::{verify, Claims, Expectation, KeyRing, TokenError, TokenKind, TokenSigner};
 use worker::Env;
 
 thread_local! {
@@ -62,5 +63,21 @@ impl EdgeKeys {
         let earlier = KeyRing::parse(earlier).map_err(|e| bad("EDGE_VERIFYING_KEYS", e))?;
         let core = KeyRing::parse(core).map_err(|e| bad("CORE_VERIFYING_KEYS", e))?;
         Ok(Self { edge: signer.verifying_ring().merge(&earlier), signer, core })
+    }
+}
+
+impl EdgeKeys {
+    /// Verifies a token of `kind` the edge issued for the event `audience` (and, when given, the
+    /// visitor `subject`), by this deployment's key or an earlier one still trusted.
+    pub fn verify<T: DeserializeOwned>(
+        &self,
+        kind: TokenKind,
+        token: &str,
+        audience: &str,
+        subject: Option<&str>,
+    ) -> Result<Claims<T>, TokenError> {
+        let expect =
+            Expectation { kind, issuer: "edge", audience, subject, now: durable_objects::now_ms() / 1000 };
+        verify(token, &self.edge, &expect)
     }
 }

@@ -10,9 +10,9 @@ pub use durable_objects::stub::Call;
 use durable_objects::stub::{self, DIRECTORY_BINDING, INVENTORY_BINDING};
 use shared_types::ids::EventId;
 use shared_types::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
-use worker::{Date, Env, Method, Response, Result};
+use worker::{Env, Method, Response};
 
-use durable_objects::http;
+use crate::context::{Result, Stop};
 
 /// How long an isolate trusts a layout it read (layouts only grow, and rarely).
 const LAYOUT_TTL_MS: f64 = 5_000.0;
@@ -29,7 +29,7 @@ pub async fn inventory(
     path: &str,
     call: &Call<'_>,
     body: Option<String>,
-) -> Result<Response> {
+) -> worker::Result<Response> {
     stub::send(env, INVENTORY_BINDING, name, method, path, call, body).await
 }
 
@@ -41,13 +41,13 @@ pub async fn directory(
     path: &str,
     call: &Call<'_>,
     body: Option<String>,
-) -> Result<Response> {
+) -> worker::Result<Response> {
     stub::send(env, DIRECTORY_BINDING, event.as_str(), method, path, call, body).await
 }
 
 /// The event's shard layout (cached per isolate), or `None` if it is not published here.
 pub async fn layout(env: &Env, event: &EventId) -> Result<Option<Layout>> {
-    let now = Date::now().as_millis() as f64;
+    let now = durable_objects::now_ms() as f64;
     let cached = LAYOUTS
         .with(|c| c.borrow().get(event).filter(|(at, _)| now - at < LAYOUT_TTL_MS).map(|(_, l)| l.clone()));
     if cached.is_some() {
@@ -65,7 +65,7 @@ pub async fn layout(env: &Env, event: &EventId) -> Result<Option<Layout>> {
 
 /// Puts a layout this isolate just wrote into its cache.
 pub fn remember_layout(layout: Layout) {
-    let now = Date::now().as_millis() as f64;
+    let now = durable_objects::now_ms() as f64;
     LAYOUTS.with(|c| c.borrow_mut().insert(layout.event.clone(), (now, layout)));
 }
 
@@ -82,7 +82,7 @@ pub async fn relay(mut resp: Response, public_path: &str) -> Result<Response> {
         Err(_) => Problem::new(ProblemType::Internal, "an object answered an unreadable error")
             .with_instance(public_path),
     };
-    let mut out = http::problem(&problem)?;
+    let mut out = durable_objects::http::problem(&problem)?;
     if out.status_code() != status {
         out = out.with_status(status);
     }
@@ -90,4 +90,12 @@ pub async fn relay(mut resp: Response, public_path: &str) -> Result<Response> {
         out.headers_mut().set("retry-after", &wait)?;
     }
     Ok(out)
+}
+
+/// An object's refusal, relayed as the answer to stop with.
+pub async fn relayed(resp: Response, public_path: &str) -> Stop {
+    match relay(resp, public_path).await {
+        Ok(resp) => Stop::Answer(resp),
+        Err(stop) => stop,
+    }
 }

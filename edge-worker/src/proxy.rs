@@ -13,11 +13,11 @@
 //! that junk never reaches the core; it forwards only the headers the core needs, plus the
 //! caller's address and a `traceparent` that names the request end to end.
 
-use durable_objects::http;
-use shared_types::token::{unverified_audience, verify, Expectation, TokenKind};
+use shared_types::token::{unverified_audience, TokenKind};
 use shared_types::{Problem, ProblemType};
-use worker::{Date, Env, Fetch, Headers, Method, Request, RequestInit, Response, Result};
+use worker::{Fetch, Headers, Method, Request, RequestInit, Response};
 
+use crate::context::{Ctx, Result, Stop};
 use crate::keys::EdgeKeys;
 
 /// Headers passed on to the core.
@@ -35,28 +35,20 @@ fn check_hold_token(body: &[u8], keys: &EdgeKeys) -> std::result::Result<(), (St
         serde_json::from_slice(body).map_err(|_| ("the body is not JSON".to_owned(), "malformed"))?;
     let token = value["hold_token"].as_str().ok_or(("hold_token is required".to_owned(), "missing"))?;
     let event = unverified_audience(token).ok_or(("the hold token is malformed".to_owned(), "malformed"))?;
-    let expect = Expectation {
-        kind: TokenKind::Hold,
-        issuer: "edge",
-        audience: &event,
-        subject: None,
-        now: Date::now().as_millis() as i64 / 1000,
-    };
-    verify::<serde_json::Value>(token, &keys.edge, &expect)
+    keys.verify::<serde_json::Value>(TokenKind::Hold, token, &event, None)
         .map(|_| ())
         .map_err(|e| (e.to_string(), e.reason()))
 }
 
 /// Forwards a buyer's request to the core.
-pub async fn forward(mut req: Request, env: &Env, keys: &EdgeKeys, path: &str) -> Result<Response> {
-    let Some(core) = env.var("CORE_URL").ok().map(|v| v.to_string()) else {
-        return http::problem_of(ProblemType::DependencyUnavailable, "the core is not configured", path);
+pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
+    let path = cx.path;
+    let keys = cx.keys()?;
+    let Some(core) = cx.env.var("CORE_URL").ok().map(|v| v.to_string()) else {
+        return Err(cx.problem(ProblemType::DependencyUnavailable, "the core is not configured"));
     };
     let method = req.method();
-    let body = match crate::body::read(&mut req, crate::body::PROXY, path).await? {
-        Ok(body) => body,
-        Err(refused) => return Ok(refused),
-    };
+    let body = crate::body::read(&mut req, crate::body::PROXY, path).await?;
     if path == "/api/v1/checkout" {
         if let Err((detail, reason)) = check_hold_token(&body, keys) {
             let kind = if reason == "malformed" && detail.contains("JSON") {
@@ -64,9 +56,7 @@ pub async fn forward(mut req: Request, env: &Env, keys: &EdgeKeys, path: &str) -
             } else {
                 ProblemType::Unauthorized
             };
-            return http::problem(
-                &Problem::new(kind, detail).with_instance(path).with_extension("reason", reason.into()),
-            );
+            return Err(cx.refusal(kind, reason, detail));
         }
     }
     let headers = Headers::new();
@@ -96,14 +86,14 @@ pub async fn forward(mut req: Request, env: &Env, keys: &EdgeKeys, path: &str) -
                 serde_json::json!({ "level": "error", "message": "core unreachable", "path": path,
                                     "trace_id": trace_id, "error": e.to_string() })
             );
-            http::problem(
+            Err(Stop::problem(
                 &Problem::new(
                     ProblemType::DependencyUnavailable,
                     "the core could not be reached; retry with the same Idempotency-Key",
                 )
                 .with_instance(path)
                 .with_extension("trace_id", trace_id.into()),
-            )
+            ))
         }
     }
 }

@@ -173,6 +173,22 @@ pub struct Claims<T> {
     pub extra: T,
 }
 
+impl<T> Claims<T> {
+    /// The same claims with other kind-specific ones (to read a token's general claims first and
+    /// its grant after).
+    pub fn with_extra<U>(self, extra: U) -> Claims<U> {
+        Claims {
+            iss: self.iss,
+            aud: self.aud,
+            sub: self.sub,
+            iat: self.iat,
+            exp: self.exp,
+            jti: self.jti,
+            extra,
+        }
+    }
+}
+
 /// A signing key with its id, read from `<kid>:<base64url seed>` (never printed).
 #[derive(Clone)]
 pub struct TokenSigner {

@@ -10,4 +10,4 @@ pub use coordinator::{Coordinator, Line, SettingsError, ShardReport, Stock, Sync
 pub use coordinator_object::QueueCoordinator;
 pub use shard::{shard_name, EndSession, JoinRequest, Joined, PlaceRef, QueueShard, Session, SessionCheck};
 
-pub use crate::stub::{call, call_as, COORDINATOR_BINDING, SHARD_BINDING};
+pub use crate::stub::{call, COORDINATOR_BINDING, SHARD_BINDING};

@@ -1,0 +1,206 @@
+//! What every challenge and join passes first: sane headers, a budget of requests per client
+//! address, a line that is open; then, for a join, the event's bot check (a signed proof-of-work
+//! challenge solved, or a Turnstile token Cloudflare confirms).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use shared_types::ids::VisitorId;
+use shared_types::token::{Claims, TokenKind};
+use shared_types::waiting_room::{pow_valid, BotCheck, ChallengeGrant, Phase, RoomView};
+use shared_types::{Problem, ProblemType};
+use worker::{Env, Method, Request};
+
+use super::credentials::{visitor_cookie, visitor_or_new};
+use crate::context::{EventCtx, Result, Stop};
+use crate::web;
+
+/// The Turnstile verification endpoint when `TURNSTILE_VERIFY_URL` is not set.
+const TURNSTILE_URL: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
+
+thread_local! {
+    /// Requests per client IP in the current minute (this isolate's share of the traffic).
+    static IP_WINDOWS: RefCell<(i64, HashMap<String, u32>)> = RefCell::new((0, HashMap::new()));
+}
+
+/// Basic request sanity: what browsers and real apps always send, within sane sizes.
+fn insane_headers(req: &Request) -> Result<Option<&'static str>> {
+    let headers = req.headers();
+    let ua = headers.get("user-agent")?.unwrap_or_default();
+    if ua.trim().is_empty() {
+        return Ok(Some("no User-Agent header"));
+    }
+    if ua.len() > 512 {
+        return Ok(Some("the User-Agent header is absurdly long"));
+    }
+    let mut count = 0;
+    for (name, value) in headers.entries() {
+        count += 1;
+        if name.len() + value.len() > 8 * 1024 {
+            return Ok(Some("a header is absurdly long"));
+        }
+    }
+    if count > 64 {
+        return Ok(Some("too many headers"));
+    }
+    Ok(None)
+}
+
+/// Counts a request against its client IP's budget for this minute.
+fn over_ip_limit(req: &Request, per_minute: u32) -> Result<bool> {
+    let ip = req.headers().get("cf-connecting-ip")?.unwrap_or_else(|| "unknown".into());
+    let minute = durable_objects::now_ms() / 60_000;
+    Ok(IP_WINDOWS.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.0 != minute {
+            *w = (minute, HashMap::new());
+        }
+        let n = w.1.entry(ip).or_default();
+        *n += 1;
+        *n > per_minute
+    }))
+}
+
+/// The checks every join and challenge passes first.
+pub fn screen(ev: &EventCtx<'_>, req: &Request, view: &RoomView) -> Result<()> {
+    if let Some(why) = insane_headers(req)? {
+        return Err(super::refuse(ev, ProblemType::BotCheckFailed, "bad-headers", why));
+    }
+    if over_ip_limit(req, view.settings.rate_limits.per_ip_per_minute)? {
+        let detail = "too many requests from this address; try again in a minute";
+        return Err(super::refuse(ev, ProblemType::RateLimited, "ip-rate", detail));
+    }
+    let (reason, detail) = match view.phase {
+        Phase::BeforeOpening => ("not-open", "the line for this event is not open yet"),
+        Phase::SoldOut => ("sold-out", "this event is sold out"),
+        Phase::Closed => ("closed", "the line for this event is closed"),
+        _ => return Ok(()),
+    };
+    let mut problem = Problem::new(ProblemType::Conflict, detail)
+        .with_instance(ev.path)
+        .with_extension("reason", reason.into());
+    if let Some(opens) = view.settings.pre_queue_opens_at_ms {
+        problem = problem.with_extension("opens_at_ms", opens.into());
+    }
+    Err(Stop::problem(&problem))
+}
+
+/// What a join may carry (JSON from apps, a form from the page).
+#[derive(Debug, Default, Deserialize)]
+pub struct JoinBody {
+    #[serde(default)]
+    pub challenge: Option<String>,
+    #[serde(default)]
+    pub solution: Option<String>,
+    #[serde(default, alias = "cf-turnstile-response")]
+    pub turnstile_token: Option<String>,
+}
+
+impl JoinBody {
+    /// The body of a join: a form, JSON, or nothing.
+    pub fn read(ev: &EventCtx<'_>, raw: &[u8], form: bool) -> Result<Self> {
+        if raw.is_empty() {
+            return Ok(Self::default());
+        }
+        if form {
+            let mut fields = web::form_fields(raw);
+            let turnstile =
+                fields.remove("cf-turnstile-response").or_else(|| fields.remove("turnstile_token"));
+            return Ok(Self {
+                challenge: fields.remove("challenge"),
+                solution: fields.remove("solution"),
+                turnstile_token: turnstile,
+            });
+        }
+        serde_json::from_slice(raw)
+            .map_err(|e| ev.problem(ProblemType::MalformedRequest, format!("not a join request: {e}")))
+    }
+}
+
+/// A failed bot check: its reason and what to tell.
+pub struct Failed(pub &'static str, pub String);
+
+/// The visitor who passed the event's bot check, and the challenge spent (id, expiry).
+pub type Passed = (VisitorId, Option<(String, i64)>);
+
+/// Runs the event's bot check.
+pub async fn bot_check(
+    ev: &EventCtx<'_>,
+    req: &Request,
+    view: &RoomView,
+    body: &JoinBody,
+) -> Result<std::result::Result<Passed, Failed>> {
+    let failed = |reason, detail: &str| Ok(Err(Failed(reason, detail.to_owned())));
+    match &view.settings.bot.check {
+        BotCheck::Off => Ok(Ok((visitor_or_new(req)?, None))),
+        BotCheck::ProofOfWork { .. } => {
+            let (Some(challenge), Some(solution)) = (&body.challenge, &body.solution) else {
+                return failed("pow-missing", "a solved proof-of-work challenge is required");
+            };
+            let cookie_visitor = visitor_cookie(req)?;
+            let subject = cookie_visitor.as_ref().map(VisitorId::as_str);
+            let verified = ev.keys()?.verify(TokenKind::Challenge, challenge, ev.event.as_str(), subject);
+            let claims: Claims<ChallengeGrant> = match verified {
+                Ok(c) => c,
+                Err(e) => return failed("pow-invalid", &format!("the challenge is not valid: {e}")),
+            };
+            if !pow_valid(challenge, solution, claims.extra.difficulty) {
+                return failed("pow-invalid", "the proof of work does not solve the challenge");
+            }
+            let Ok(visitor) = VisitorId::parse(&claims.sub) else {
+                return failed("pow-invalid", "the challenge names no valid visitor");
+            };
+            Ok(Ok((visitor, Some((claims.jti, claims.exp * 1000)))))
+        }
+        BotCheck::Turnstile { .. } => {
+            let Some(token) = body.turnstile_token.as_deref().filter(|t| !t.is_empty() && t.len() <= 2048)
+            else {
+                return failed("turnstile-missing", "a Turnstile response is required");
+            };
+            match turnstile_verify(ev.env, req, token).await {
+                Ok(true) => Ok(Ok((visitor_or_new(req)?, None))),
+                Ok(false) => failed("turnstile-failed", "the Turnstile check failed"),
+                Err(e) => {
+                    worker::console_error!("turnstile siteverify: {e}");
+                    failed("turnstile-unavailable", "the Turnstile check could not be made")
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SiteVerify {
+    success: bool,
+    #[serde(default, rename = "error-codes")]
+    error_codes: Vec<String>,
+}
+
+/// Asks Turnstile's siteverify (`TURNSTILE_VERIFY_URL`, secret `TURNSTILE_SECRET`) about a token.
+async fn turnstile_verify(env: &Env, req: &Request, token: &str) -> worker::Result<bool> {
+    let url = env.var("TURNSTILE_VERIFY_URL").map(|v| v.to_string()).unwrap_or_else(|_| TURNSTILE_URL.into());
+    let secret = env
+        .secret("TURNSTILE_SECRET")
+        .map(|s| s.to_string())
+        .or_else(|_| env.var("TURNSTILE_SECRET").map(|v| v.to_string()))
+        .map_err(|_| worker::Error::RustError("TURNSTILE_SECRET is not set".into()))?;
+    let ip = req.headers().get("cf-connecting-ip")?;
+    let mut fields = vec![("secret", secret.as_str()), ("response", token)];
+    if let Some(ip) = ip.as_deref() {
+        fields.push(("remoteip", ip));
+    }
+    let headers = worker::Headers::new();
+    headers.set("content-type", "application/x-www-form-urlencoded")?;
+    let mut init = worker::RequestInit::new();
+    init.with_method(Method::Post).with_headers(headers).with_body(Some(web::form_body(&fields).into()));
+    let mut resp = worker::Fetch::Request(Request::new_with_init(&url, &init)?).send().await?;
+    if resp.status_code() != 200 {
+        return Err(worker::Error::RustError(format!("siteverify answered {}", resp.status_code())));
+    }
+    let answer: SiteVerify = resp.json().await?;
+    if !answer.success {
+        worker::console_log!("turnstile refused: {:?}", answer.error_codes);
+    }
+    Ok(answer.success)
+}

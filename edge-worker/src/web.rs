@@ -1,0 +1,151 @@
+//! The edge's web helpers, in one place: cookies and bearer tokens, form bodies, the responses the
+//! routes share (HTML with its security headers, redirects, JSON that must not be cached), random
+//! ids and durations in words. HTML escaping is the templates' (askama escapes every `{{ }}`).
+
+use std::collections::HashMap;
+
+use durable_objects::http;
+use serde::Serialize;
+use shared_types::ProblemType;
+use worker::{Request, Response};
+
+use crate::context::{Ctx, Result};
+
+/// A cookie's value.
+pub fn cookie(req: &Request, name: &str) -> Result<Option<String>> {
+    let cookies = req.headers().get("cookie")?.unwrap_or_default();
+    Ok(cookies
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned()))
+}
+
+/// A `Set-Cookie` value: HttpOnly, SameSite=Lax, Secure when served over https. A `max_age_secs`
+/// of 0 deletes the cookie.
+pub fn set_cookie(req: &Request, name: &str, value: &str, max_age_secs: i64) -> Result<String> {
+    let secure = req.url()?.scheme() == "https";
+    Ok(format!(
+        "{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; SameSite=Lax{}",
+        if secure { "; Secure" } else { "" }
+    ))
+}
+
+/// The token of an `Authorization: Bearer` header, if any.
+pub fn bearer(req: &Request) -> Result<Option<String>> {
+    Ok(req
+        .headers()
+        .get("authorization")?
+        .and_then(|a| a.strip_prefix("Bearer ").map(|t| t.trim().to_owned())))
+}
+
+/// The fields of an `application/x-www-form-urlencoded` body (the last of a repeated name wins).
+pub fn form_fields(body: &[u8]) -> HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+/// An `application/x-www-form-urlencoded` body.
+pub fn form_body(fields: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(fields).finish()
+}
+
+/// True when the request's body is a form.
+pub fn is_form(req: &Request) -> Result<bool> {
+    Ok(req.headers().get("content-type")?.is_some_and(|t| t.starts_with("application/x-www-form-urlencoded")))
+}
+
+/// True when the caller asked for JSON rather than a page.
+pub fn wants_json(req: &Request) -> Result<bool> {
+    let accept = req.headers().get("accept")?.unwrap_or_default();
+    Ok(accept.contains("application/json") && !accept.contains("text/html"))
+}
+
+/// A JSON answer nobody caches (it is about this caller), with the cookies to set.
+pub fn private_json<T: Serialize>(status: u16, body: &T, cookies: &[String]) -> Result<Response> {
+    let mut resp = http::json(status, body)?;
+    for c in cookies {
+        resp.headers_mut().append("set-cookie", c)?;
+    }
+    resp.headers_mut().set("cache-control", "no-store")?;
+    Ok(resp)
+}
+
+/// A `303 See Other` to `location`, with the cookies to set.
+pub fn see_other(location: &str, cookies: &[String]) -> Result<Response> {
+    let mut resp = Response::empty()?.with_status(303);
+    resp.headers_mut().set("location", location)?;
+    for c in cookies {
+        resp.headers_mut().append("set-cookie", c)?;
+    }
+    resp.headers_mut().set("cache-control", "no-store")?;
+    Ok(resp)
+}
+
+/// The Content-Security-Policy of every page: nothing runs or loads but the edge's own asset files
+/// (and Turnstile's, when an event uses it), pages talk only to this origin, and no other site may
+/// frame them (clickjacking on the buy and transfer pages). Pages carry no inline script or style.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
+     script-src 'self' https://challenges.cloudflare.com; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; frame-src https://challenges.cloudflare.com; form-action 'self'; \
+     base-uri 'none'; frame-ancestors 'none'";
+
+/// A page, with the headers every page carries, and the cookies to set.
+pub fn html(status: u16, body: String, cookies: &[String]) -> Result<Response> {
+    let mut resp = Response::from_html(body)?.with_status(status);
+    let headers = resp.headers_mut();
+    headers.set("cache-control", "no-store")?;
+    headers.set("content-security-policy", CONTENT_SECURITY_POLICY)?;
+    // For browsers that predate frame-ancestors.
+    headers.set("x-frame-options", "DENY")?;
+    headers.set("referrer-policy", "same-origin")?;
+    for c in cookies {
+        headers.append("set-cookie", c)?;
+    }
+    Ok(resp)
+}
+
+/// The answer to a route called with a method it does not take.
+pub fn method_not_allowed(cx: &Ctx<'_>) -> Result<Response> {
+    Err(cx.problem(ProblemType::MethodNotAllowed, "this route does not accept that method"))
+}
+
+/// `bytes` random bytes, in hex.
+pub fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::getrandom(&mut buf).map_err(|e| worker::Error::RustError(format!("randomness: {e}")))?;
+    Ok(hex::encode(buf))
+}
+
+/// Whole seconds from now until `at_ms` (0 once it has passed).
+pub fn secs_until(at_ms: i64) -> u64 {
+    ((at_ms - durable_objects::now_ms()).max(0) / 1000) as u64
+}
+
+/// "3 min 20 s", "45 s", "2 h 5 min".
+pub fn duration(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min {} s", secs / 60, secs % 60),
+        _ => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_words() {
+        assert_eq!(duration(45), "45 s");
+        assert_eq!(duration(200), "3 min 20 s");
+        assert_eq!(duration(7500), "2 h 5 min");
+    }
+
+    #[test]
+    fn forms_round_trip_through_the_encoder() {
+        let body = form_body(&[("secret", "a b&c=d"), ("response", "é%+")]);
+        let fields = form_fields(body.as_bytes());
+        assert_eq!(fields["secret"], "a b&c=d");
+        assert_eq!(fields["response"], "é%+");
+    }
+}
