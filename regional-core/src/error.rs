@@ -42,6 +42,9 @@ pub enum ApiError {
     Unavailable(String),
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A page could not be rendered (a bug: a template and its context disagree).
+    #[error("template: {0}")]
+    Template(#[from] minijinja::Error),
 }
 
 impl ApiError {
@@ -90,15 +93,19 @@ impl ApiError {
             .with_extension("reason", (*reason).into())
             .with_extension("retry_after", (*retry_after_secs).into()),
             Self::Unavailable(detail) => Problem::new(ProblemType::DependencyUnavailable, detail.clone()),
-            Self::Database(_) => Problem::new(ProblemType::Internal, "the request could not be completed"),
+            Self::Database(_) | Self::Template(_) => {
+                Problem::new(ProblemType::Internal, "the request could not be completed")
+            }
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Database(e) = &self {
-            tracing::error!(error = %e, "database error");
+        match &self {
+            Self::Database(e) => tracing::error!(error = %e, "database error"),
+            Self::Template(e) => tracing::error!(error = %e, "template error"),
+            _ => {}
         }
         let mut resp = problem_response(&self.problem());
         if let Self::RateLimited { retry_after_secs, .. } = &self {

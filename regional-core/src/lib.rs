@@ -28,6 +28,7 @@ pub mod reporting;
 pub mod router;
 pub mod serve;
 pub mod state;
+pub mod templates;
 pub mod tokens;
 pub mod validate;
 pub mod venues;

@@ -1,32 +1,11 @@
-//! The mail templates (`regional-core/templates/mail/`), compiled into the binary: per kind, a
+//! The mail (`regional-core/templates/mail/`, rendered by [`crate::templates`]): per kind, a
 //! plain-text `<kind>.txt` whose first line is the subject, and an HTML `<kind>.html` that extends
-//! `base.html`. HTML is escaped automatically; the text bodies are not (they are not HTML).
+//! `mail/base.html`. HTML is escaped automatically; the text bodies are not (they are not HTML).
 
-use std::sync::OnceLock;
-
-use minijinja::Environment;
 use serde_json::Value;
 
 use super::Mail;
-
-/// Every template, by name.
-const TEMPLATES: &[(&str, &str)] = &[
-    ("base.html", include_str!("../../templates/mail/base.html")),
-    ("order_confirmation.txt", include_str!("../../templates/mail/order_confirmation.txt")),
-    ("order_confirmation.html", include_str!("../../templates/mail/order_confirmation.html")),
-    ("order_cancelled.txt", include_str!("../../templates/mail/order_cancelled.txt")),
-    ("order_cancelled.html", include_str!("../../templates/mail/order_cancelled.html")),
-    ("order_refunded.txt", include_str!("../../templates/mail/order_refunded.txt")),
-    ("order_refunded.html", include_str!("../../templates/mail/order_refunded.html")),
-    ("hold_lost.txt", include_str!("../../templates/mail/hold_lost.txt")),
-    ("hold_lost.html", include_str!("../../templates/mail/hold_lost.html")),
-    ("transfer_offer.txt", include_str!("../../templates/mail/transfer_offer.txt")),
-    ("transfer_offer.html", include_str!("../../templates/mail/transfer_offer.html")),
-    ("event_reminder.txt", include_str!("../../templates/mail/event_reminder.txt")),
-    ("event_reminder.html", include_str!("../../templates/mail/event_reminder.html")),
-    ("ticket_reissued.txt", include_str!("../../templates/mail/ticket_reissued.txt")),
-    ("ticket_reissued.html", include_str!("../../templates/mail/ticket_reissued.html")),
-];
+use crate::templates;
 
 /// The kinds of mail (each has both templates).
 pub const KINDS: [&str; 7] = [
@@ -39,22 +18,10 @@ pub const KINDS: [&str; 7] = [
     "ticket_reissued",
 ];
 
-fn env() -> &'static Environment<'static> {
-    static ENV: OnceLock<Environment<'static>> = OnceLock::new();
-    ENV.get_or_init(|| {
-        let mut env = Environment::new();
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-        for (name, source) in TEMPLATES {
-            env.add_template(name, source).expect("a mail template does not compile");
-        }
-        env
-    })
-}
-
 /// Renders the mail `kind` with `context`.
 pub fn render(kind: &str, context: &Value) -> Result<Mail, minijinja::Error> {
-    let text = env().get_template(&format!("{kind}.txt"))?.render(context)?;
-    let html = env().get_template(&format!("{kind}.html"))?.render(context)?;
+    let text = templates::render(&format!("mail/{kind}.txt"), context)?;
+    let html = templates::render(&format!("mail/{kind}.html"), context)?;
     let (subject, body) = text.split_once('\n').unwrap_or((text.as_str(), ""));
     Ok(Mail {
         // A subject is one line, whatever the data.

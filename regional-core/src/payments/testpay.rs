@@ -27,6 +27,7 @@ use super::{
     CreatedPayment, PaymentProvider, PaymentRequest, ProviderError, RemoteState, WebhookEvent, WebhookKind,
 };
 use crate::error::ApiError;
+use crate::templates;
 
 /// Deliveries are abandoned after this many failed attempts (about an hour of backoff).
 const MAX_DELIVERY_ATTEMPTS: i32 = 20;
@@ -285,10 +286,6 @@ struct Options {
     stale_failure: Option<bool>,
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 async fn page(State(pay): State<TestPay>, Path(id): Path<String>) -> Result<Response, ApiError> {
     let row: Option<(i64, String, String, String)> =
         sqlx::query_as("SELECT amount_minor, currency, state, reference FROM testpay_payments WHERE id = $1")
@@ -296,24 +293,13 @@ async fn page(State(pay): State<TestPay>, Path(id): Path<String>) -> Result<Resp
             .fetch_optional(&pay.db)
             .await?;
     let Some((amount, currency, state, reference)) = row else { return Err(ApiError::NotFound) };
-    let id = escape(&id);
-    let amount = format!("{}.{:02} {}", amount / 100, amount % 100, escape(&currency));
-    let buttons = if matches!(state.as_str(), "requires_payment" | "processing") {
-        format!(
-            r#"<form method="post" action="/testpay/pay/{id}/approve"><button>Approve</button></form>
-<form method="post" action="/testpay/pay/{id}/decline"><button>Decline</button></form>
-<form method="post" action="/testpay/pay/{id}/approve"><input type="hidden" name="delay_ms" value="10000"><button>Approve, report in 10 s</button></form>"#
-        )
-    } else {
-        format!("<p>This payment is {}.</p>", escape(&state))
-    };
-    Ok(Html(format!(
-        r#"<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
-<title>testpay: {amount}</title></head><body><main><h1>testpay</h1>
-<p>A test payment of <strong>{amount}</strong> for order <code>{}</code>. No money moves.</p>{buttons}</main></body></html>"#,
-        escape(&reference)
-    ))
-    .into_response())
+    let amount = format!("{}.{:02} {currency}", amount / 100, amount % 100);
+    let open = matches!(state.as_str(), "requires_payment" | "processing");
+    let context = json!({
+        "title": format!("testpay: {amount}"), "id": id, "amount": amount, "reference": reference,
+        "state": state, "open": open,
+    });
+    Ok(Html(templates::render("testpay/pay.html", context)?).into_response())
 }
 
 async fn decide(
@@ -329,7 +315,7 @@ async fn decide(
         _ => return Err(ApiError::NotFound),
     };
     // Options from the query string, or from the page's form.
-    let form: Options = serde_urlencoded_lite(&body);
+    let form: Options = serde_urlencoded::from_bytes(&body).unwrap_or_default();
     let opts = Options {
         duplicates: query.duplicates.or(form.duplicates),
         delay_ms: query.delay_ms.or(form.delay_ms),
@@ -340,25 +326,9 @@ async fn decide(
     Ok(if wants_json {
         Json(json!({ "message": message, "return_url": back })).into_response()
     } else {
-        let link = back
-            .map(|u| format!("<p><a href=\"{}\">Back to your order</a></p>", escape(&u)))
-            .unwrap_or_default();
-        Html(format!("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>testpay</title></head><body><main><p role=\"status\">{}</p>{link}</main></body></html>", escape(&message))).into_response()
+        let context = json!({ "title": "testpay", "message": message, "back": back });
+        Html(templates::render("testpay/decided.html", context)?).into_response()
     })
-}
-
-/// Reads the page's tiny form (`delay_ms=...`); anything else is ignored.
-fn serde_urlencoded_lite(body: &[u8]) -> Options {
-    let mut opts = Options::default();
-    for pair in String::from_utf8_lossy(body).split('&') {
-        match pair.split_once('=') {
-            Some(("delay_ms", v)) => opts.delay_ms = v.parse().ok(),
-            Some(("duplicates", v)) => opts.duplicates = v.parse().ok(),
-            Some(("stale_failure", v)) => opts.stale_failure = Some(v == "true" || v == "1"),
-            _ => {}
-        }
-    }
-    opts
 }
 
 impl PaymentProvider for TestPay {

@@ -15,7 +15,6 @@
 //! projections, read from the replica when there is one) and the edge's picture.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -24,7 +23,8 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use chrono::{DateTime, Duration, DurationRound as _, Utc};
 use chrono_tz::Tz;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{report_of, EventReport};
@@ -33,6 +33,7 @@ use crate::error::ApiError;
 use crate::models::event::find_event;
 use crate::money::decimal;
 use crate::state::AppState;
+use crate::templates;
 
 const COOKIE: &str = "ticketing_dashboard";
 /// A sign-in lasts a working day.
@@ -61,22 +62,6 @@ async fn asset(body: &'static str, kind: &'static str) -> Response {
     ([(header::CONTENT_TYPE, kind), (header::CACHE_CONTROL, "public, max-age=300")], body).into_response()
 }
 
-/// Text made safe for HTML (element content and quoted attributes).
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn html(status: StatusCode, body: String) -> Response {
     let mut resp = (status, body).into_response();
     let h = resp.headers_mut();
@@ -88,14 +73,9 @@ fn html(status: StatusCode, body: String) -> Response {
     resp
 }
 
-fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{} · Ticketing dashboard</title><link rel=\"stylesheet\" href=\"/dashboard/assets/dashboard.css\">\
-         </head><body>{body}</body></html>",
-        esc(title)
-    )
+/// The page `template` rendered with `context`, with the dashboard's headers.
+fn page(status: StatusCode, template: &str, context: impl Serialize) -> Result<Response, ApiError> {
+    Ok(html(status, templates::render(template, context)?))
 }
 
 /// The key in the dashboard's cookie, if any.
@@ -133,21 +113,12 @@ fn set_cookie(value: &str, max_age: u32, secure: bool) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
-fn sign_in_page(problem: Option<&str>) -> String {
-    let problem =
-        problem.map(|p| format!("<p class=\"problem\" role=\"alert\">{}</p>", esc(p))).unwrap_or_default();
+fn sign_in_page(status: StatusCode, problem: Option<&str>) -> Result<Response, ApiError> {
+    let hours = COOKIE_MAX_AGE_SECS / 3600;
     page(
-        "Sign in",
-        &format!(
-            "<main class=\"narrow\"><h1>Organizer dashboard</h1>{problem}\
-             <form method=\"post\" action=\"/dashboard/sign-in\">\
-             <label for=\"key\">API key</label>\
-             <input id=\"key\" name=\"key\" type=\"password\" autocomplete=\"off\" required placeholder=\"tk_…\">\
-             <button type=\"submit\">Sign in</button></form>\
-             <p class=\"note\">Any key of your organization with read access. It is kept in a cookie \
-             only this dashboard receives, until you sign out or for {} hours.</p></main>",
-            COOKIE_MAX_AGE_SECS / 3600
-        ),
+        status,
+        "dashboard/sign_in.html",
+        json!({ "title": "Sign in", "signed_in": false, "problem": problem, "hours": hours }),
     )
 }
 
@@ -156,7 +127,11 @@ struct SignIn {
     key: String,
 }
 
-async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<SignIn>) -> Response {
+async fn sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<SignIn>,
+) -> Result<Response, ApiError> {
     let key = form.key.trim();
     let checked = authenticate(&state.db, Some(&format!("Bearer {key}"))).await;
     match checked.and_then(|c| c.require(Permission::Read).map(|()| c)) {
@@ -164,16 +139,16 @@ async fn sign_in(State(state): State<AppState>, headers: HeaderMap, Form(form): 
             let mut resp = Redirect::to("/dashboard").into_response();
             resp.headers_mut()
                 .insert(header::SET_COOKIE, set_cookie(key, COOKIE_MAX_AGE_SECS, secure(&headers)));
-            resp
+            Ok(resp)
         }
-        Err(ApiError::Unauthorized(_)) => html(
+        Err(ApiError::Unauthorized(_)) => sign_in_page(
             StatusCode::UNAUTHORIZED,
-            sign_in_page(Some("This key is not valid (unknown, revoked or disabled).")),
+            Some("This key is not valid (unknown, revoked or disabled)."),
         ),
         Err(ApiError::Forbidden(_)) => {
-            html(StatusCode::FORBIDDEN, sign_in_page(Some("This key's role may not read reports.")))
+            sign_in_page(StatusCode::FORBIDDEN, Some("This key's role may not read reports."))
         }
-        Err(e) => e.into_response(),
+        Err(e) => Err(e),
     }
 }
 
@@ -188,7 +163,7 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Result<Respo
     let caller = match signed_in(&state, &headers).await {
         Ok(c) => c,
         Err(ApiError::Unauthorized(_) | ApiError::Forbidden(_)) => {
-            return Ok(html(StatusCode::OK, sign_in_page(None)));
+            return sign_in_page(StatusCode::OK, None);
         }
         Err(e) => return Err(e),
     };
@@ -201,36 +176,17 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Result<Respo
     .bind(caller.organization_id)
     .fetch_all(&state.read_db)
     .await?;
-    let mut rows = String::new();
-    for (id, title, state, starts, tz) in &events {
-        let _ = write!(
-            rows,
-            "<tr><td><a href=\"/dashboard/events/{id}\">{}</a></td><td>{}</td><td>{}</td></tr>",
-            esc(title),
-            esc(state),
-            esc(&local(*starts, tz, "%Y-%m-%d %H:%M %Z"))
-        );
-    }
-    if events.is_empty() {
-        rows.push_str("<tr><td colspan=\"3\">No events yet.</td></tr>");
-    }
-    Ok(html(
+    let events: Vec<Value> = events
+        .iter()
+        .map(|(id, title, state, starts, tz)| {
+            json!({ "id": id, "title": title, "state": state, "starts": local(*starts, tz, "%Y-%m-%d %H:%M %Z") })
+        })
+        .collect();
+    page(
         StatusCode::OK,
-        page(
-            "Events",
-            &format!(
-                "{}<main><h1>Events</h1><table><thead><tr><th>Event</th><th>State</th><th>Starts</th></tr></thead>\
-                 <tbody>{rows}</tbody></table></main>",
-                header_bar()
-            ),
-        ),
-    ))
-}
-
-fn header_bar() -> String {
-    "<header><a href=\"/dashboard\">Dashboard</a><form method=\"post\" action=\"/dashboard/sign-out\">\
-     <button type=\"submit\" class=\"link\">Sign out</button></form></header>"
-        .into()
+        "dashboard/events.html",
+        json!({ "title": "Events", "signed_in": true, "events": events }),
+    )
 }
 
 fn local(at: DateTime<Utc>, tz: &str, format: &str) -> String {
@@ -254,26 +210,22 @@ async fn event_page(
     let event = match find_event(&state.read_db, &caller, &id).await {
         Ok(e) => e,
         Err(ApiError::NotFound) => {
-            return Ok(html(
-                StatusCode::NOT_FOUND,
-                page("Not found", &format!("{}<main><h1>No such event</h1></main>", header_bar())),
-            ))
+            let context = json!({ "title": "No such event", "signed_in": true });
+            return page(StatusCode::NOT_FOUND, "dashboard/message.html", context);
         }
         Err(e) => return Err(e),
     };
-    let panel = live_html(&state, event.id, &event.time_zone).await?;
-    let body = format!(
-        "{}<main><h1>{}</h1><p class=\"sub\">{} · {}</p>\
-         <div id=\"live\" data-src=\"/dashboard/events/{}/live\" data-refresh-secs=\"{REFRESH_SECS}\">{panel}</div>\
-         <p class=\"note\" id=\"refresh-state\" aria-live=\"polite\"></p></main>\
-         <script src=\"/dashboard/assets/dashboard.js\"></script>",
-        header_bar(),
-        esc(&event.title),
-        esc(&local(event.starts_at, &event.time_zone, "%Y-%m-%d %H:%M %Z")),
-        esc(&format!("{:?}", event.state).to_lowercase()),
-        event.id,
-    );
-    Ok(html(StatusCode::OK, page(&event.title, &body)))
+    let live = live_view(&state, event.id, &event.time_zone).await?;
+    let context = json!({
+        "title": event.title,
+        "signed_in": true,
+        "id": event.id,
+        "starts": local(event.starts_at, &event.time_zone, "%Y-%m-%d %H:%M %Z"),
+        "state": format!("{:?}", event.state).to_lowercase(),
+        "refresh_secs": REFRESH_SECS,
+        "live": live,
+    });
+    page(StatusCode::OK, "dashboard/event.html", context)
 }
 
 /// `GET /dashboard/events/{id}/live`: the panel alone.
@@ -284,7 +236,8 @@ async fn live_panel(
 ) -> Result<Response, ApiError> {
     let caller = signed_in(&state, &headers).await?;
     let event = find_event(&state.read_db, &caller, &id).await?;
-    Ok(html(StatusCode::OK, live_html(&state, event.id, &event.time_zone).await?))
+    let live = live_view(&state, event.id, &event.time_zone).await?;
+    page(StatusCode::OK, "dashboard/live.html", json!({ "live": live }))
 }
 
 /// Tickets sold per minute over the last [`CHART_MINUTES`] minutes.
@@ -309,49 +262,139 @@ async fn sales_per_minute(db: &sqlx::PgPool, event: Uuid, now: DateTime<Utc>) ->
     Ok(per_minute)
 }
 
+/// The live panel's figures: what `dashboard/live.html` draws.
+#[derive(Serialize)]
+struct Live {
+    sold: i64,
+    capacity: i64,
+    bar: Bar,
+    held: String,
+    gross: String,
+    net: String,
+    chart: Chart,
+    queue: Option<Queue>,
+    edge_error: String,
+    orders: Orders,
+    tiers: Vec<TierRow>,
+    generated_at: String,
+    generated: String,
+}
+
+/// Sold and held against capacity, as widths of a 300-wide bar.
+#[derive(Serialize)]
+struct Bar {
+    sold: String,
+    held: String,
+    held_count: u64,
+}
+
+/// Bars of tickets per minute, oldest first, with the scale's top.
+#[derive(Serialize)]
+struct Chart {
+    width: f64,
+    height: f64,
+    minutes: usize,
+    total: i64,
+    top: i64,
+    bars: Vec<ChartBar>,
+    from: String,
+    to: String,
+}
+
+#[derive(Serialize)]
+struct ChartBar {
+    minute: usize,
+    tickets: i64,
+    x: String,
+    y: String,
+    width: String,
+    height: String,
+}
+
+#[derive(Serialize)]
+struct Queue {
+    phase: String,
+    waiting: u64,
+    active: u64,
+    admit_rate: String,
+    average_wait: String,
+    refusals: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize)]
+struct Orders {
+    paid: i64,
+    abandoned: i64,
+    hold_to_order: String,
+    conversion: String,
+}
+
+#[derive(Serialize)]
+struct TierRow {
+    id: String,
+    name: String,
+    sold: i64,
+    held: String,
+    available: String,
+    capacity: i64,
+    gross: String,
+}
+
 /// The live panel: figures, the sales chart, the line, the tiers.
-async fn live_html(state: &AppState, event: Uuid, tz: &str) -> Result<String, ApiError> {
+async fn live_view(state: &AppState, event: Uuid, tz: &str) -> Result<Live, ApiError> {
     let now = Utc::now();
     let (report, per_minute) =
         tokio::join!(report_of(state, event), sales_per_minute(&state.read_db, event, now));
     let (report, per_minute) = (report?, per_minute?);
-    let mut out = String::new();
     let capacity: i64 = report.tiers.iter().map(|t| t.capacity).sum();
     let sold: i64 = report.tiers.iter().map(|t| t.live_tickets).sum();
     let held: Option<u64> = report.tiers.iter().map(|t| t.held).sum();
-    let _ = write!(
-        out,
-        "<section class=\"cards\">{}{}{}{}</section>",
-        card("Sold", "sold", &format!("{sold} / {capacity}"), &sold_bar(sold, held.unwrap_or(0), capacity)),
-        card("Held now", "held", &held.map_or("–".into(), |h| h.to_string()), ""),
-        card("Revenue (gross)", "gross", &money_by_currency(&report, |t| t.figures.gross_minor), ""),
-        card("Net after refunds", "net", &money_by_currency(&report, |t| t.figures.net_minor), ""),
-    );
-    let _ = write!(
-        out,
-        "<section><h2>Tickets sold per minute</h2>{}<p class=\"axis\"><span>{}</span><span>{}</span></p></section>",
-        chart(&per_minute),
-        esc(&local(now - Duration::minutes(CHART_MINUTES - 1), tz, "%H:%M")),
-        esc(&local(now, tz, "%H:%M")),
-    );
-    out.push_str(&queue_html(&report));
-    out.push_str(&orders_html(&report));
-    out.push_str(&tiers_html(&report));
-    let _ = write!(
-        out,
-        "<p class=\"note\">Figures at <time data-figure=\"generated\" datetime=\"{}\">{}</time>.</p>",
-        now.to_rfc3339(),
-        esc(&local(now, tz, "%H:%M:%S %Z"))
-    );
-    Ok(out)
-}
-
-fn card(label: &str, figure: &str, value: &str, extra: &str) -> String {
-    format!(
-        "<div class=\"card\"><div class=\"label\">{}</div><div class=\"value\" data-figure=\"{figure}\">{}</div>{extra}</div>",
-        esc(label),
-        esc(value)
-    )
+    let opt = |v: Option<u64>| v.map_or("–".into(), |v| v.to_string());
+    let mut chart = chart(&per_minute);
+    chart.from = local(now - Duration::minutes(CHART_MINUTES - 1), tz, "%H:%M");
+    chart.to = local(now, tz, "%H:%M");
+    let queue = report.waiting_room.as_ref().map(|q| Queue {
+        phase: q.phase.clone(),
+        waiting: q.waiting,
+        active: q.active,
+        admit_rate: format!("{:.0}", q.admitted_per_minute),
+        average_wait: format!("{:.0} s", q.average_wait_seconds),
+        refusals: q.refusals.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    });
+    let orders = Orders {
+        paid: report.orders.paid,
+        abandoned: report.orders.abandoned,
+        hold_to_order: report.hold_to_order.map_or("–".into(), |r| format!("{:.0} %", r * 100.0)),
+        conversion: format!("{:.0} %", report.conversion * 100.0),
+    };
+    let tiers = report
+        .tiers
+        .iter()
+        .map(|t| TierRow {
+            id: t.tier_id.to_string(),
+            name: t.name.clone(),
+            sold: t.live_tickets,
+            held: opt(t.held),
+            available: opt(t.available),
+            capacity: t.capacity,
+            gross: format!("{} {}", decimal(t.figures.gross_minor, &t.currency), t.currency),
+        })
+        .collect();
+    Ok(Live {
+        sold,
+        capacity,
+        bar: sold_bar(sold, held.unwrap_or(0), capacity),
+        held: opt(held),
+        gross: money_by_currency(&report, |t| t.figures.gross_minor),
+        net: money_by_currency(&report, |t| t.figures.net_minor),
+        chart,
+        edge_error: report.edge.error.clone().unwrap_or_default(),
+        queue,
+        orders,
+        tiers,
+        generated_at: now.to_rfc3339(),
+        generated: local(now, tz, "%H:%M:%S %Z"),
+    })
 }
 
 /// Money per currency (`1,234.50 EUR`), for tiers in several currencies.
@@ -366,108 +409,43 @@ fn money_by_currency(report: &EventReport, f: impl Fn(&super::TierReport) -> i64
     sums.iter().map(|(c, m)| format!("{} {c}", decimal(*m, c))).collect::<Vec<_>>().join(" + ")
 }
 
-/// Sold and held against capacity, as a bar.
-fn sold_bar(sold: i64, held: u64, capacity: i64) -> String {
+fn sold_bar(sold: i64, held: u64, capacity: i64) -> Bar {
     let cap = capacity.max(1) as f64;
     let s = (sold as f64 / cap * 300.0).clamp(0.0, 300.0);
     let h = (held as f64 / cap * 300.0).clamp(0.0, 300.0 - s);
-    format!(
-        "<svg class=\"bar\" viewBox=\"0 0 300 12\" role=\"img\" aria-label=\"{sold} sold and {held} held of {capacity}\">\
-         <rect width=\"300\" height=\"12\" class=\"free\"/><rect width=\"{s:.1}\" height=\"12\" class=\"sold\"/>\
-         <rect x=\"{s:.1}\" width=\"{h:.1}\" height=\"12\" class=\"held\"/></svg>"
-    )
+    Bar { sold: format!("{s:.1}"), held: format!("{h:.1}"), held_count: held }
 }
 
-/// Bars of tickets per minute, oldest first, with the scale's top.
-fn chart(per_minute: &[i64]) -> String {
-    let (w, h) = (600.0, 160.0);
+fn chart(per_minute: &[i64]) -> Chart {
+    let (width, height) = (600.0, 160.0);
     let top = per_minute.iter().copied().max().unwrap_or(0).max(1);
-    let step = w / per_minute.len().max(1) as f64;
-    let mut bars = String::new();
-    for (i, &n) in per_minute.iter().enumerate() {
-        if n == 0 {
-            continue;
-        }
-        let bh = n as f64 / top as f64 * (h - 16.0);
-        let _ = write!(
-            bars,
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{bh:.1}\" data-minute=\"{i}\"><title>{n}</title></rect>",
-            i as f64 * step + 1.0,
-            h - bh,
-            (step - 2.0).max(1.0)
-        );
+    let step = width / per_minute.len().max(1) as f64;
+    let bars = per_minute
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(i, &n)| {
+            let bh = n as f64 / top as f64 * (height - 16.0);
+            ChartBar {
+                minute: i,
+                tickets: n,
+                x: format!("{:.1}", i as f64 * step + 1.0),
+                y: format!("{:.1}", height - bh),
+                width: format!("{:.1}", (step - 2.0).max(1.0)),
+                height: format!("{bh:.1}"),
+            }
+        })
+        .collect();
+    Chart {
+        width,
+        height,
+        minutes: per_minute.len(),
+        total: per_minute.iter().sum(),
+        top,
+        bars,
+        from: String::new(),
+        to: String::new(),
     }
-    let total: i64 = per_minute.iter().sum();
-    format!(
-        "<svg class=\"chart\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"{total} tickets in the last {} minutes, at most {top} a minute\" data-figure=\"chart\" data-total=\"{total}\">\
-         <line x1=\"0\" y1=\"{h}\" x2=\"{w}\" y2=\"{h}\" class=\"axis\"/><text x=\"2\" y=\"11\" class=\"scale\">{top}/min</text>{bars}</svg>",
-        per_minute.len()
-    )
-}
-
-fn queue_html(report: &EventReport) -> String {
-    let Some(q) = &report.waiting_room else {
-        let why = report.edge.error.clone().unwrap_or_default();
-        return format!(
-            "<section><h2>Waiting room</h2><p class=\"problem\" data-figure=\"edge-unavailable\">The edge's figures are unavailable: {}</p></section>",
-            esc(&why)
-        );
-    };
-    let mut refusals = String::new();
-    for (reason, n) in &q.refusals {
-        let _ = write!(
-            refusals,
-            "<tr><td>{}</td><td data-refusal=\"{}\">{n}</td></tr>",
-            esc(reason),
-            esc(reason)
-        );
-    }
-    if refusals.is_empty() {
-        refusals.push_str("<tr><td colspan=\"2\">None</td></tr>");
-    }
-    format!(
-        "<section><h2>Waiting room</h2><section class=\"cards\">{}{}{}{}{}</section>\
-         <h3>Refused, by reason</h3><table class=\"small\"><tbody>{refusals}</tbody></table></section>",
-        card("Phase", "phase", &q.phase, ""),
-        card("Waiting", "waiting", &q.waiting.to_string(), ""),
-        card("Shopping", "active", &q.active.to_string(), ""),
-        card("Admitted / minute", "admit-rate", &format!("{:.0}", q.admitted_per_minute), ""),
-        card("Average wait", "average-wait", &format!("{:.0} s", q.average_wait_seconds), ""),
-    )
-}
-
-fn orders_html(report: &EventReport) -> String {
-    let o = &report.orders;
-    let hold_to_order = report.hold_to_order.map_or("–".into(), |r| format!("{:.0} %", r * 100.0));
-    format!(
-        "<section><h2>Orders</h2><section class=\"cards\">{}{}{}{}</section></section>",
-        card("Paid", "orders-paid", &o.paid.to_string(), ""),
-        card("Abandoned", "orders-abandoned", &o.abandoned.to_string(), ""),
-        card("Holds → orders", "hold-to-order", &hold_to_order, ""),
-        card("Orders → paid", "conversion", &format!("{:.0} %", report.conversion * 100.0), ""),
-    )
-}
-
-fn tiers_html(report: &EventReport) -> String {
-    let mut rows = String::new();
-    let opt = |v: Option<u64>| v.map_or("–".into(), |v| v.to_string());
-    for t in &report.tiers {
-        let _ = write!(
-            rows,
-            "<tr data-tier=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            t.tier_id,
-            esc(&t.name),
-            t.live_tickets,
-            opt(t.held),
-            opt(t.available),
-            t.capacity,
-            esc(&format!("{} {}", decimal(t.figures.gross_minor, &t.currency), t.currency)),
-        );
-    }
-    format!(
-        "<section><h2>Tiers</h2><table><thead><tr><th>Tier</th><th>Sold</th><th>Held</th><th>Available</th>\
-         <th>Capacity</th><th>Gross</th></tr></thead><tbody>{rows}</tbody></table></section>"
-    )
 }
 
 #[cfg(test)]
@@ -475,8 +453,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn text_is_escaped_and_the_cookie_is_read_back() {
-        assert_eq!(esc("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+    fn the_cookie_is_read_back() {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_static("a=1; ticketing_dashboard=tk_abc_def; b=2"));
         assert_eq!(cookie_key(&h).as_deref(), Some("tk_abc_def"));
@@ -488,9 +465,16 @@ mod tests {
 
     #[test]
     fn the_chart_scales_to_the_busiest_minute() {
-        let svg = chart(&[0, 2, 4, 0]);
-        assert!(svg.contains("data-total=\"6\""));
-        assert!(svg.contains("4/min"));
-        assert_eq!(svg.matches("<rect").count(), 2);
+        let chart = chart(&[0, 2, 4, 0]);
+        assert_eq!((chart.total, chart.top, chart.bars.len()), (6, 4, 2));
+        let svg = templates::render("dashboard/live.html", json!({ "live": {
+            "sold": 1, "capacity": 2, "bar": sold_bar(1, 0, 2), "held": "0", "gross": "–", "net": "–",
+            "chart": chart, "queue": null, "edge_error": "<down>", "tiers": [], "generated_at": "", "generated": "",
+            "orders": { "paid": 0, "abandoned": 0, "hold_to_order": "–", "conversion": "0 %" },
+        }}))
+        .unwrap();
+        assert!(svg.contains("data-total=\"6\"") && svg.contains("4/min"), "{svg}");
+        assert_eq!(svg.matches("<rect").count(), 3 + 2, "the bar's three, the chart's two");
+        assert!(svg.contains("unavailable: &lt;down&gt;"));
     }
 }
