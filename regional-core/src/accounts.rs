@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use crate::api::bounds;
 use crate::api::{self, page, Cursor, Listing, PageQuery};
-use crate::auth::{new_key, Caller, Permission, Role};
+use crate::auth::{need, new_key, Caller, Can, Permission, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::validate::{valid_email, valid_time_zone};
@@ -152,11 +152,10 @@ fn actor(caller: &Caller) -> String {
 #[utoipa::path(post, path = "/api/v1/organizations", tag = "accounts", security(("api_key" = [])), request_body = NewOrganization, responses((status = 201, body = Organization), crate::api::Problems))]
 async fn create_organization(
     State(state): State<AppState>,
-    caller: Caller,
+    Can(caller, _): Can<need::ManagePlatform>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::response::Response, ApiError> {
-    caller.require(Permission::ManagePlatform)?;
     let new: NewOrganization = api::parse_json(&body)?;
     let mut errors = Vec::new();
     check_name(&mut errors, "name", &new.name, true);
@@ -246,11 +245,10 @@ async fn get_organization(
 #[utoipa::path(post, path = "/api/v1/users", tag = "accounts", security(("api_key" = [])), request_body = NewUser, responses((status = 201, body = User), crate::api::Problems))]
 async fn create_user(
     State(state): State<AppState>,
-    caller: Caller,
+    Can(caller, _): Can<need::ManageUsers>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::response::Response, ApiError> {
-    caller.require(Permission::ManageUsers)?;
     let new: NewUser = api::parse_json(&body)?;
     let organization = match (caller.role, new.organization_id) {
         (Role::PlatformAdmin, Some(org)) => org,
@@ -328,10 +326,9 @@ struct UserFilter {
 #[utoipa::path(get, path = "/api/v1/users", tag = "accounts", security(("api_key" = [])), params(UserFilter), responses((status = 200, body = Listing<User>), crate::api::Problems))]
 async fn list_users(
     State(state): State<AppState>,
-    caller: Caller,
+    Can(caller, _): Can<need::Read>,
     Query(f): Query<UserFilter>,
 ) -> Result<Json<Listing<User>>, ApiError> {
-    caller.require(Permission::Read)?;
     let q = PageQuery { limit: f.limit, cursor: f.cursor };
     let limit = q.limit()?;
     let (at, id) = bounds(q.after()?)?;

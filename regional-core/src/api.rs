@@ -17,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -85,6 +85,19 @@ impl utoipa::IntoResponses for Problems {
             .content(shared_types::PROBLEM_CONTENT_TYPE, content)
             .build();
         std::collections::BTreeMap::from([("4XX".to_owned(), problem.into())])
+    }
+}
+
+/// A JSON request body, parsed before the handler runs (after the caller's checks): one that does
+/// not parse is a `malformed-request` problem naming what was wrong, one over the body limit a 413.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        parse_json(&body).map(JsonBody).map_err(IntoResponse::into_response)
     }
 }
 

@@ -1,10 +1,14 @@
 //! Who is calling: API keys and roles. Every admin route takes a [`Caller`], which only a valid,
-//! unrevoked key of an enabled user yields; handlers then check the role ([`Caller::require`]) and
-//! scope every query to `caller.organization_id` (another tenant's rows answer 404).
+//! unrevoked key of an enabled user yields, checked for what the route needs: [`Can<P>`] (a caller
+//! allowed to do `P`, checked before the handler runs) or, for a route about one event,
+//! `models::event::OwnEvent<P>` (the same, and the event in the caller's organization). Every
+//! query is scoped to `caller.organization_id` (another tenant's rows answer 404).
 //!
 //! A key is `tk_<id>_<secret>`: `id` is 16 characters of `[a-z0-9]` (public, the row's key), the
 //! secret 43 characters of base64url (256 random bits). Only the secret's SHA-256 is stored; a
 //! random 256-bit secret needs no slow hash. Comparison is constant-time.
+
+use std::marker::PhantomData;
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
@@ -198,6 +202,44 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         authenticate(&PgPool::from_ref(state), header).await
+    }
+}
+
+/// A permission as a type, so that a route says what it needs in its signature: `Can<Read>`.
+pub trait Need {
+    const PERMISSION: Permission;
+}
+
+/// The permissions as types (see [`Permission`] for what each allows).
+pub mod need {
+    use super::{Need, Permission};
+
+    macro_rules! needs {
+        ($($name:ident),*) => {$(
+            #[doc = concat!("Needs [`Permission::", stringify!($name), "`].")]
+            pub struct $name;
+            impl Need for $name {
+                const PERMISSION: Permission = Permission::$name;
+            }
+        )*};
+    }
+    needs!(ManagePlatform, ManageUsers, ManageCatalog, Read, Scan, Refund);
+}
+
+/// A caller allowed to do `P`: authenticated (401), then checked (403), before the handler runs.
+pub struct Can<P>(pub Caller, pub PhantomData<fn() -> P>);
+
+impl<S, P: Need> FromRequestParts<S> for Can<P>
+where
+    PgPool: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.require(P::PERMISSION)?;
+        Ok(Self(caller, PhantomData))
     }
 }
 

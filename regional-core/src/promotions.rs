@@ -18,10 +18,10 @@ use serde_json::{json, Value};
 use shared_types::inventory::{Currency, FieldError};
 use uuid::Uuid;
 
-use crate::api::{self, Listing};
-use crate::auth::{Caller, Permission};
+use crate::api::{self, JsonBody, Listing};
+use crate::auth::{need, Can};
 use crate::error::ApiError;
-use crate::models::event::{find_event, EventState};
+use crate::models::event::{find_event, EventState, OwnEvent};
 use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -130,13 +130,10 @@ fn validate_code(c: &NewCode, tiers: &[Uuid]) -> Vec<FieldError> {
 #[utoipa::path(post, path = "/api/v1/events/{id}/promo-codes", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewCode, responses((status = 201, body = PromoCode), crate::api::Problems))]
 async fn create_code(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::response::Response, ApiError> {
-    caller.require(Permission::ManageCatalog)?;
-    let event = find_event(&state.db, &caller, &id).await?;
     let new: NewCode = api::parse_json(&body)?;
     let tiers: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM ticket_tiers WHERE event_id = $1")
         .bind(event.id)
@@ -181,11 +178,8 @@ async fn create_code(
 #[utoipa::path(get, path = "/api/v1/events/{id}/promo-codes", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Listing<PromoCode>), crate::api::Problems))]
 async fn list_codes(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnEvent { event, .. }: OwnEvent<need::Read>,
 ) -> Result<Json<Listing<PromoCode>>, ApiError> {
-    caller.require(Permission::Read)?;
-    let event = find_event(&state.db, &caller, &id).await?;
     let rows: Vec<PromoCode> = sqlx::query_as(&format!(
         "SELECT {CODE_COLUMNS} FROM promo_codes WHERE event_id = $1 ORDER BY created_at, id"
     ))
@@ -198,10 +192,9 @@ async fn list_codes(
 #[utoipa::path(delete, path = "/api/v1/events/{id}/promo-codes/{code}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), ("code" = String, Path, description = "the promo code id")), responses((status = 200, body = PromoCode), crate::api::Problems))]
 async fn deactivate_code(
     State(state): State<AppState>,
-    caller: Caller,
+    Can(caller, _): Can<need::ManageCatalog>,
     Path((id, code)): Path<(String, String)>,
 ) -> Result<Json<PromoCode>, ApiError> {
-    caller.require(Permission::ManageCatalog)?;
     let event = find_event(&state.db, &caller, &id).await?;
     let code: Uuid = code.parse().map_err(|_| ApiError::NotFound)?;
     let row: Option<PromoCode> = sqlx::query_as(&format!(
@@ -263,19 +256,15 @@ pub fn refund_percent(windows: &[RefundWindow], starts_at: DateTime<Utc>, now: D
 #[utoipa::path(put, path = "/api/v1/events/{id}/refund-policy", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<RefundWindow>, responses((status = 200, body = Object), crate::api::Problems))]
 async fn set_refund_policy(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Bytes,
+    OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
+    JsonBody(windows): JsonBody<Vec<RefundWindow>>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Permission::ManageCatalog)?;
-    let event = find_event(&state.db, &caller, &id).await?;
     if matches!(event.state, EventState::Cancelled | EventState::Completed) {
         return Err(ApiError::conflict(
             "event_closed",
             "the policy of a cancelled or completed event is final",
         ));
     }
-    let windows: Vec<RefundWindow> = api::parse_json(&body)?;
     let errors = validate_policy(&windows);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));

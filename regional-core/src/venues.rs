@@ -21,7 +21,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::api::{self, page, Cursor, Listing, PageQuery};
-use crate::auth::{Caller, Permission};
+use crate::auth::{need, Can};
 use crate::error::ApiError;
 use crate::models::venue::{
     find_venue, load_sections, validate, RowIn, SeatIn, SectionIn, Venue, VenueIn, VENUE_COLUMNS,
@@ -107,11 +107,10 @@ fn seat_total(sections: &[SectionIn]) -> i32 {
 #[utoipa::path(post, path = "/api/v1/venues", tag = "catalog", security(("api_key" = [])), request_body = VenueIn, responses((status = 201, body = Venue), crate::api::Problems))]
 async fn create_venue(
     State(state): State<AppState>,
-    caller: Caller,
+    Can(caller, _): Can<need::ManageCatalog>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<axum::response::Response, ApiError> {
-    caller.require(Permission::ManageCatalog)?;
     let venue: VenueIn = api::parse_json(&body)?;
     validate(&venue).map_err(ApiError::Validation)?;
     let org = caller.organization_id;
@@ -144,10 +143,9 @@ async fn create_venue(
 #[utoipa::path(get, path = "/api/v1/venues", tag = "catalog", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<Venue>), crate::api::Problems))]
 async fn list_venues(
     State(state): State<AppState>,
-    caller: Caller,
+    Can(caller, _): Can<need::Read>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Listing<Venue>>, ApiError> {
-    caller.require(Permission::Read)?;
     let limit = q.limit()?;
     let (at, id) = crate::api::bounds(q.after()?)?;
     let rows: Vec<Venue> = sqlx::query_as(&format!(
@@ -166,10 +164,9 @@ async fn list_venues(
 #[utoipa::path(get, path = "/api/v1/venues/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the venue with its sections, rows and seats", body = Object), crate::api::Problems))]
 async fn get_venue(
     State(state): State<AppState>,
-    caller: Caller,
+    Can(caller, _): Can<need::Read>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require(Permission::Read)?;
     let venue = find_venue(&state.db, &caller, &id).await?;
     let sections = load_sections(&state.db, venue.id).await?;
     let mut answer = serde_json::to_value(&venue).unwrap_or_default();
@@ -268,12 +265,11 @@ pub fn parse_seats_csv(text: &str, known: &Value) -> Result<Vec<SectionIn>, ApiE
 #[utoipa::path(put, path = "/api/v1/venues/{id}/seats", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = String, content_type = "text/csv", description = "section,row,seat,label,x,y,zone,accessibility,aisle_after"), responses((status = 200, body = Venue), crate::api::Problems))]
 async fn replace_seats(
     State(state): State<AppState>,
-    caller: Caller,
+    Can(caller, _): Can<need::ManageCatalog>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Venue>, ApiError> {
-    caller.require(Permission::ManageCatalog)?;
     let venue = find_venue(&state.db, &caller, &id).await?;
     let is_csv =
         headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/csv"));

@@ -13,8 +13,9 @@ use uuid::Uuid;
 use super::saga::{Input, OrderState};
 use super::*;
 use crate::api::{self, Cursor, Listing, PageQuery};
-use crate::auth::{Caller, Permission};
+use crate::auth::{need, Can};
 use crate::error::ApiError;
+use crate::models::event::OwnEvent;
 use crate::state::AppState;
 
 /// `GET /api/v1/orders/{id}`: the buyer's order (with the order token from checkout).
@@ -122,11 +123,10 @@ pub struct RefundRequest {
     responses((status = 202, body = OrderView), crate::api::Problems))]
 pub(super) async fn refund_order(
     State(state): State<AppState>,
-    caller: Caller,
+    Can(caller, _): Can<need::Refund>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<OrderView>), ApiError> {
-    caller.require(Permission::Refund)?;
     let co = state.checkout()?;
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let req: RefundRequest = if body.is_empty() { RefundRequest::default() } else { api::parse_json(&body)? };
@@ -212,13 +212,10 @@ pub struct OrderFilter {
     responses((status = 200, body = Object), crate::api::Problems))]
 pub(super) async fn list_orders(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnEvent { event, .. }: OwnEvent<need::Read>,
     Query(page): Query<PageQuery>,
     Query(filter): Query<OrderFilter>,
 ) -> Result<Json<Listing<OrderSummary>>, ApiError> {
-    caller.require(Permission::Read)?;
-    let event = crate::models::event::find_event(&state.db, &caller, &id).await?;
     let limit = page.limit()?;
     let after = page.after()?;
     let rows: Vec<OrderSummary> = sqlx::query_as(

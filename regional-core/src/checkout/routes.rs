@@ -18,9 +18,10 @@ use super::orders::*;
 use super::pricing::PricingSettings;
 use super::saga::{Input, OrderState};
 use super::*;
-use crate::api::{self};
-use crate::auth::{Caller, Permission};
+use crate::api::JsonBody;
+use crate::auth::need;
 use crate::error::ApiError;
+use crate::models::event::OwnEvent;
 use crate::payments::{PaymentProvider, RemoteState, WebhookKind};
 use crate::state::AppState;
 
@@ -122,13 +123,9 @@ pub struct SaleSettings {
     responses((status = 200, body = SaleSettings), crate::api::Problems))]
 pub(super) async fn set_sale_settings(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    body: Bytes,
+    OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
+    JsonBody(settings): JsonBody<SaleSettings>,
 ) -> Result<Json<SaleSettings>, ApiError> {
-    caller.require(Permission::ManageCatalog)?;
-    let event = crate::models::event::find_event(&state.db, &caller, &id).await?;
-    let settings: SaleSettings = api::parse_json(&body)?;
     let mut errors: Vec<shared_types::inventory::FieldError> = settings
         .pricing
         .validate()

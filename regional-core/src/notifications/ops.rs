@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::api::{self, Cursor, Listing, PageQuery};
-use crate::auth::{Caller, Permission};
+use crate::auth::{need, Can};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -49,11 +49,10 @@ const COLUMNS: &str = "id, kind, recipient, subject, state, attempts, last_error
     responses((status = 200, body = Object), crate::api::Problems))]
 async fn list(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Can<need::ManagePlatform>,
     Query(page): Query<PageQuery>,
     Query(filter): Query<NotificationFilter>,
 ) -> Result<Json<Listing<NotificationView>>, ApiError> {
-    caller.require(Permission::ManagePlatform)?;
     let wanted = filter.state.as_deref().unwrap_or("parked");
     if !["pending", "sent", "parked"].contains(&wanted) {
         return Err(ApiError::field("state", "must be pending, sent or parked"));
@@ -81,10 +80,9 @@ async fn list(
     responses((status = 200, body = NotificationView), crate::api::Problems))]
 async fn retry(
     State(state): State<AppState>,
-    caller: Caller,
+    _: Can<need::ManagePlatform>,
     Path(id): Path<String>,
 ) -> Result<Json<NotificationView>, ApiError> {
-    caller.require(Permission::ManagePlatform)?;
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let row: Option<NotificationView> = sqlx::query_as(&format!(
         "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::settlement_of;
-use crate::auth::{Caller, Permission};
+use crate::auth::{need, Can};
 use crate::error::ApiError;
 use crate::models::event::find_event;
 use crate::money::decimal;
@@ -262,10 +262,9 @@ const SETTLEMENT_HEADER: &str = "event_id,currency,tickets_sold,tickets_refunded
     responses((status = 200, description = "text/csv, streamed"), crate::api::Problems))]
 async fn export(
     State(state): State<AppState>,
-    caller: Caller,
+    Can(caller, _): Can<need::Read>,
     Path((id, file)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    caller.require(Permission::Read)?;
     let event = find_event(&state.read_db, &caller, &id).await?;
     let zone: String = sqlx::query_scalar("SELECT time_zone FROM organizations WHERE id = $1")
         .bind(event.organization_id)

@@ -15,7 +15,7 @@ pub mod projector;
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,9 +23,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::{Caller, Permission};
+use crate::auth::need;
 use crate::error::ApiError;
-use crate::models::event::find_event;
+use crate::models::event::OwnEvent;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -148,11 +148,8 @@ const ORDERS: &str = "COALESCE(sum(orders_created), 0)::int8 AS created, COALESC
     responses((status = 200, body = EventReport), crate::api::Problems))]
 async fn event_report(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnEvent { event, .. }: OwnEvent<need::Read>,
 ) -> Result<Json<EventReport>, ApiError> {
-    caller.require(Permission::Read)?;
-    let event = find_event(&state.read_db, &caller, &id).await?;
     Ok(Json(report_of(&state, event.id).await?))
 }
 
@@ -300,12 +297,9 @@ async fn bucketed<T: serde::de::DeserializeOwned + Send + Unpin + 'static>(
     responses((status = 200, body = SalesReport), crate::api::Problems))]
 async fn sales(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnEvent { event, .. }: OwnEvent<need::Read>,
     Query(q): Query<SalesQuery>,
 ) -> Result<Json<SalesReport>, ApiError> {
-    caller.require(Permission::Read)?;
-    let event = find_event(&state.read_db, &caller, &id).await?;
     let bucket = q.bucket.clone().unwrap_or_else(|| "hour".into());
     if !["minute", "hour", "day"].contains(&bucket.as_str()) {
         return Err(ApiError::field("bucket", "must be minute, hour or day"));
@@ -396,10 +390,7 @@ pub async fn settlement_of(db: &sqlx::PgPool, event: Uuid, bps: i64) -> Result<S
     responses((status = 200, body = Settlement), crate::api::Problems))]
 async fn settlement(
     State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
+    OwnEvent { event, .. }: OwnEvent<need::Read>,
 ) -> Result<Json<Settlement>, ApiError> {
-    caller.require(Permission::Read)?;
-    let event = find_event(&state.read_db, &caller, &id).await?;
     Ok(Json(settlement_of(&state.read_db, event.id, state.commission_bps).await?))
 }

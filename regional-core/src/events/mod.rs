@@ -1,0 +1,321 @@
+//! Events and their state machine; their ticket tiers (`tiers.rs`); what the edge sells of them
+//! (`sale.rs`: the waiting room's settings, seats off sale, the sync with the edge).
+//!
+//! - `POST  /api/v1/events`                  a draft event at one of the organization's venues
+//! - `GET   /api/v1/events[?state=]`         the organization's events (paged)
+//! - `GET   /api/v1/events/{id}`, `PATCH /api/v1/events/{id}`
+//! - `POST  /api/v1/events/{id}/state`       `{"state": "published"}`: one step of the state machine
+//!
+//! Every route about one event takes an [`OwnEvent`]: the caller's permission is checked and the
+//! event looked up in their organization before the handler runs.
+//!
+//! The state machine ([`allowed`]): draft → published → on_sale → sold_out ⇄ on_sale; any of
+//! draft, published, on_sale, sold_out → cancelled; published, on_sale, sold_out → completed.
+//! Cancelled and completed are final. Publishing needs at least one tier.
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use shared_types::inventory::FieldError;
+use uuid::Uuid;
+
+use crate::api::{self, page, Cursor, JsonBody, Listing};
+use crate::auth::{need, Can};
+use crate::error::ApiError;
+use crate::models::event::{allowed, find_event, Event, EventState, OwnEvent, EVENT_COLUMNS};
+use crate::models::venue::find_venue;
+use crate::publishing::{self, touch};
+use crate::state::AppState;
+use crate::validate::is_url;
+use crate::validate::valid_time_zone;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+mod sale;
+mod tiers;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_event, list_events))
+        .routes(routes!(get_event, update_event))
+        .routes(routes!(change_state))
+        .routes(routes!(tiers::create_tier, tiers::list_tiers))
+        .routes(routes!(tiers::update_tier))
+        .routes(routes!(sale::set_waiting_room))
+        .routes(routes!(sale::set_seats_off_sale))
+        .routes(routes!(sale::sync_status, sale::sync_now))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewEvent {
+    venue_id: Uuid,
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    genre: String,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    /// Defaults to the venue's.
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    images: Vec<String>,
+}
+
+/// The rules of an event's descriptive fields, for creating and for changing it.
+fn check_event_fields(
+    title: &str,
+    description: &str,
+    genre: &str,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    images: &[String],
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if !(1..=200).contains(&title.trim().chars().count()) {
+        errors.push(FieldError::new("title", "must be 1 to 200 characters"));
+    }
+    if description.chars().count() > 20_000 {
+        errors.push(FieldError::new("description", "must be at most 20000 characters"));
+    }
+    if genre.chars().count() > 50 {
+        errors.push(FieldError::new("genre", "must be at most 50 characters"));
+    }
+    if ends_at <= starts_at {
+        errors.push(FieldError::new("ends_at", "must be after starts_at"));
+    }
+    for (i, url) in images.iter().enumerate() {
+        if !is_url(url) {
+            errors.push(FieldError::new(format!("images[{i}]"), "must be an http(s) URL"));
+        }
+    }
+    if images.len() > 20 {
+        errors.push(FieldError::new("images", "at most 20 images"));
+    }
+    errors
+}
+
+#[utoipa::path(post, path = "/api/v1/events", tag = "catalog", security(("api_key" = [])), request_body = NewEvent, responses((status = 201, body = Event), crate::api::Problems))]
+async fn create_event(
+    State(state): State<AppState>,
+    Can(caller, _): Can<need::ManageCatalog>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    let new: NewEvent = api::parse_json(&body)?;
+    let venue = find_venue(&state.db, &caller, &new.venue_id.to_string())
+        .await
+        .map_err(|_| ApiError::field("venue_id", "no such venue in this organization"))?;
+    let mut errors =
+        check_event_fields(&new.title, &new.description, &new.genre, new.starts_at, new.ends_at, &new.images);
+    let time_zone = new.time_zone.clone().unwrap_or(venue.time_zone.clone());
+    if !valid_time_zone(&time_zone) {
+        errors.push(FieldError::new("time_zone", "must be an IANA time zone name such as Europe/Berlin"));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let org = caller.organization_id;
+    api::create(&state.db, &caller, &headers, "POST", "/api/v1/events", &body, move |conn| {
+        Box::pin(async move {
+            let event: Event = sqlx::query_as(&format!(
+                "INSERT INTO events (id, organization_id, venue_id, title, description, genre, starts_at, ends_at,
+                                     time_zone, images)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {EVENT_COLUMNS}"
+            ))
+            .bind(Uuid::new_v4())
+            .bind(org)
+            .bind(venue.id)
+            .bind(new.title.trim())
+            .bind(&new.description)
+            .bind(&new.genre)
+            .bind(new.starts_at)
+            .bind(new.ends_at)
+            .bind(&time_zone)
+            .bind(json!(new.images))
+            .fetch_one(&mut *conn)
+            .await?;
+            Ok((StatusCode::CREATED, serde_json::to_value(&event).unwrap_or_default()))
+        })
+    })
+    .await
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct EventFilter {
+    #[serde(default)]
+    state: Option<EventState>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/events", tag = "catalog", security(("api_key" = [])), params(EventFilter), responses((status = 200, body = Listing<Event>), crate::api::Problems))]
+async fn list_events(
+    State(state): State<AppState>,
+    Can(caller, _): Can<need::Read>,
+    Query(f): Query<EventFilter>,
+) -> Result<Json<Listing<Event>>, ApiError> {
+    let q = api::PageQuery { limit: f.limit, cursor: f.cursor };
+    let limit = q.limit()?;
+    let (at, id) = crate::api::bounds(q.after()?)?;
+    let rows: Vec<Event> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events
+         WHERE organization_id = $1 AND ($2::text IS NULL OR state = $2) AND (created_at, id) > ($3, $4)
+         ORDER BY created_at, id LIMIT $5"
+    ))
+    .bind(caller.organization_id)
+    .bind(f.state)
+    .bind(at)
+    .bind(id)
+    .bind(limit + 1)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(page(rows, limit, |e| Cursor { at: e.created_at, id: e.id.to_string() })))
+}
+
+#[utoipa::path(get, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Event), crate::api::Problems))]
+async fn get_event(OwnEvent { event, .. }: OwnEvent<need::Read>) -> Result<Json<Event>, ApiError> {
+    Ok(Json(event))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct StateChange {
+    state: EventState,
+}
+
+#[utoipa::path(post, path = "/api/v1/events/{id}/state", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = StateChange, responses((status = 200, body = Event), crate::api::Problems))]
+async fn change_state(
+    State(state): State<AppState>,
+    Can(caller, _): Can<need::ManageCatalog>,
+    Path(id): Path<String>,
+    JsonBody(change): JsonBody<StateChange>,
+) -> Result<Json<Event>, ApiError> {
+    let event = find_event(&state.db, &caller, &id).await?;
+    if event.state == change.state {
+        return Ok(Json(event));
+    }
+    if !allowed(event.state).contains(&change.state) {
+        let to: Vec<_> = allowed(event.state).to_vec();
+        return Err(ApiError::conflict(
+            "invalid_transition",
+            format!("an event in state {:?} may go to {to:?} only", event.state),
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    if change.state == EventState::Published {
+        let tiers: i64 = sqlx::query_scalar("SELECT count(*) FROM ticket_tiers WHERE event_id = $1")
+            .bind(event.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if tiers == 0 {
+            return Err(ApiError::conflict(
+                "no_tiers",
+                "an event needs at least one ticket tier to be published",
+            ));
+        }
+    }
+    // The state it was read in: a concurrent change wins, this one is refused.
+    let updated: Option<Event> = sqlx::query_as(&format!(
+        "UPDATE events SET state = $2, version = version + 1, updated_at = now()
+         WHERE id = $1 AND state = $3 RETURNING {EVENT_COLUMNS}"
+    ))
+    .bind(event.id)
+    .bind(change.state)
+    .bind(event.state)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let updated = updated.ok_or_else(|| {
+        ApiError::conflict("concurrent_change", "the event changed meanwhile; read it again")
+    })?;
+    if publishing::visible_at_edge(updated.state) {
+        publishing::enqueue(&mut tx, updated.id, updated.organization_id, updated.version).await?;
+    }
+    sqlx::query("INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, 'event.state', $2, $3)")
+        .bind(format!("user:{}", caller.user_id))
+        .bind(format!("event:{}", event.id))
+        .bind(json!({ "from": event.state, "to": change.state }))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(updated))
+}
+
+/// The fields of an event an organizer may change (absent: unchanged).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EventChanges {
+    title: Option<String>,
+    description: Option<String>,
+    genre: Option<String>,
+    starts_at: Option<DateTime<Utc>>,
+    ends_at: Option<DateTime<Utc>>,
+    images: Option<Vec<String>>,
+}
+
+/// `PATCH /api/v1/events/{id}`: pushed to the edge like every change (the title names the event
+/// on the buyer's pages).
+#[utoipa::path(patch, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = EventChanges, responses((status = 200, body = Event), crate::api::Problems))]
+async fn update_event(
+    State(state): State<AppState>,
+    OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
+    JsonBody(c): JsonBody<EventChanges>,
+) -> Result<Json<Event>, ApiError> {
+    if matches!(event.state, EventState::Cancelled | EventState::Completed) {
+        return Err(ApiError::conflict("event_closed", "a cancelled or completed event does not change"));
+    }
+    let title = c.title.unwrap_or(event.title);
+    let description = c.description.unwrap_or(event.description);
+    let genre = c.genre.unwrap_or(event.genre);
+    let (starts_at, ends_at) = (c.starts_at.unwrap_or(event.starts_at), c.ends_at.unwrap_or(event.ends_at));
+    let images: Vec<String> = match c.images {
+        Some(images) => images,
+        None => serde_json::from_value(event.images).unwrap_or_default(),
+    };
+    let errors = check_event_fields(&title, &description, &genre, starts_at, ends_at, &images);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let mut tx = state.db.begin().await?;
+    sqlx::query(
+        "UPDATE events SET title = $2, description = $3, genre = $4, starts_at = $5, ends_at = $6, images = $7
+         WHERE id = $1",
+    )
+    .bind(event.id)
+    .bind(title.trim())
+    .bind(&description)
+    .bind(&genre)
+    .bind(starts_at)
+    .bind(ends_at)
+    .bind(json!(images))
+    .execute(&mut *tx)
+    .await?;
+    touch(&mut tx, event.id).await?;
+    tx.commit().await?;
+    Ok(Json(find_event(&state.db, &caller, &event.id.to_string()).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_state_machine_has_final_states_and_no_way_back_to_draft() {
+        use EventState::*;
+        for s in [Draft, Published, OnSale, SoldOut, Cancelled, Completed] {
+            assert!(!allowed(s).contains(&Draft));
+        }
+        assert!(allowed(Cancelled).is_empty() && allowed(Completed).is_empty());
+        assert!(allowed(SoldOut).contains(&OnSale) && allowed(OnSale).contains(&SoldOut));
+        assert!(!allowed(Draft).contains(&OnSale), "publish first");
+    }
+}
