@@ -17,7 +17,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -86,6 +86,14 @@ impl utoipa::IntoResponses for Problems {
             .build();
         std::collections::BTreeMap::from([("4XX".to_owned(), problem.into())])
     }
+}
+
+/// The route's `{id}` (for extractors that check what it names before the handler runs); a route
+/// without one answers 404.
+pub async fn path_id<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, ApiError> {
+    let params = RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::NotFound)?;
+    let id = params.iter().find(|(name, _)| *name == "id").map(|(_, id)| id.to_owned());
+    id.ok_or(ApiError::NotFound)
 }
 
 /// A JSON request body, parsed before the handler runs (after the caller's checks): one that does

@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod buyer;
 pub mod catalog;
 pub mod checkout;
 pub mod config;

@@ -3,7 +3,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,6 +14,7 @@ use super::saga::{Input, OrderState};
 use super::*;
 use crate::api::{self, Cursor, Listing, PageQuery};
 use crate::auth::{need, Can};
+use crate::buyer::BuyerOrder;
 use crate::error::ApiError;
 use crate::models::event::OwnEvent;
 use crate::state::AppState;
@@ -24,11 +25,8 @@ use crate::state::AppState;
     responses((status = 200, body = OrderView), crate::api::Problems))]
 pub(super) async fn get_order(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    BuyerOrder { id, .. }: BuyerOrder,
 ) -> Result<Json<OrderView>, ApiError> {
-    let co = state.checkout()?;
-    let id = co.authorize_buyer(&headers, &id)?;
     Ok(Json(view(&state.db, id).await?))
 }
 
@@ -40,11 +38,8 @@ pub(super) async fn get_order(
     responses((status = 202, body = OrderView), crate::api::Problems))]
 pub(super) async fn cancel_order(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    BuyerOrder { co, id }: BuyerOrder,
 ) -> Result<(StatusCode, Json<OrderView>), ApiError> {
-    let co = state.checkout()?;
-    let id = co.authorize_buyer(&headers, &id)?;
     let mut tx = state.db.begin().await?;
     let (order_state, total, fee, starts_at, policy): (OrderState, i64, i64, DateTime<Utc>, Value) =
         sqlx::query_as(

@@ -12,7 +12,7 @@
 //! - `POST /api/v1/orders/{id}/tickets/{ticket}/reissue`      a new code; the old one stops working (order token)
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
@@ -22,6 +22,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::buyer::BuyerOrder;
 use crate::error::ApiError;
 use crate::models::ticket::{qr_file, TicketRow, TICKET_COLUMNS};
 use crate::state::AppState;
@@ -88,11 +89,8 @@ async fn keys(State(state): State<AppState>) -> Result<Response, ApiError> {
     responses((status = 200, body = Vec<TicketCode>), crate::api::Problems))]
 async fn order_tickets(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    BuyerOrder { co, id: order }: BuyerOrder,
 ) -> Result<Json<Vec<TicketCode>>, ApiError> {
-    let co = state.checkout()?;
-    let order = co.authorize_buyer(&headers, &id)?;
     let rows = tickets_of(&state.db, order, None).await?;
     Ok(Json(
         rows.iter()
@@ -115,11 +113,9 @@ async fn order_tickets(
     responses((status = 200, description = "image/svg+xml or image/png"), crate::api::Problems))]
 async fn ticket_qr(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((id, ticket, file)): Path<(String, String, String)>,
+    BuyerOrder { co, id: order }: BuyerOrder,
+    Path((_, ticket, file)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let co = state.checkout()?;
-    let order = co.authorize_buyer(&headers, &id)?;
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let row =
         tickets_of(&state.db, order, Some(ticket)).await?.into_iter().next().ok_or(ApiError::NotFound)?;
@@ -134,11 +130,9 @@ async fn ticket_qr(
     responses((status = 200, body = TicketCode), crate::api::Problems))]
 async fn reissue(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((id, ticket)): Path<(String, String)>,
+    BuyerOrder { co, id: order }: BuyerOrder,
+    Path((_, ticket)): Path<(String, String)>,
 ) -> Result<Json<TicketCode>, ApiError> {
-    let co = state.checkout()?;
-    let order = co.authorize_buyer(&headers, &id)?;
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let mut tx = state.db.begin().await?;
     let bumped: Option<(i32, Uuid)> = sqlx::query_as(

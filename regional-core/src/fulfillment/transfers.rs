@@ -15,7 +15,7 @@
 //! An offer expires after 72 hours or when the event starts, whichever is first.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -25,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::buyer::{BuyerOrder, Recipient};
 use crate::error::ApiError;
 use crate::models::ticket::{qr_file, TicketRow, TICKET_COLUMNS};
 use crate::state::AppState;
@@ -97,12 +98,10 @@ async fn view(db: &sqlx::PgPool, id: Uuid) -> Result<TransferView, ApiError> {
     responses((status = 201, body = TransferView), crate::api::Problems))]
 async fn offer(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((id, ticket)): Path<(String, String)>,
+    BuyerOrder { id: order, .. }: BuyerOrder,
+    Path((_, ticket)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let co = state.checkout()?;
-    let order = co.authorize_buyer(&headers, &id)?;
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let to = recipient(&body)?;
     let mut tx = state.db.begin().await?;
@@ -206,11 +205,9 @@ async fn open_offer(
     responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn withdraw(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((id, ticket)): Path<(String, String)>,
+    BuyerOrder { id: order, .. }: BuyerOrder,
+    Path((_, ticket)): Path<(String, String)>,
 ) -> Result<Json<TransferView>, ApiError> {
-    let co = state.checkout()?;
-    let order = co.authorize_buyer(&headers, &id)?;
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "UPDATE ticket_transfers SET state = 'cancelled', decided_at = now()
@@ -234,11 +231,8 @@ async fn withdraw(
     responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn show(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Recipient { co, id }: Recipient,
 ) -> Result<Json<TransferView>, ApiError> {
-    let co = state.checkout()?;
-    let id = co.authorize_recipient(&headers, &id)?;
     let mut v = view(&state.db, id).await?;
     if v.state == "accepted" {
         v.code = held_ticket(&state.db, id).await?.map(|t| ticket_code(&co.signer, &t));
@@ -274,11 +268,8 @@ async fn held_ticket(db: &sqlx::PgPool, transfer: Uuid) -> Result<Option<TicketR
     responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn accept(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Recipient { co, id }: Recipient,
 ) -> Result<Json<TransferView>, ApiError> {
-    let co = state.checkout()?;
-    let id = co.authorize_recipient(&headers, &id)?;
     let mut tx = state.db.begin().await?;
     let offer: Option<(Uuid, Uuid, String, String, String, bool)> = sqlx::query_as(
         "SELECT ticket_id, event_id, from_email, to_email, state, expires_at <= now() FROM ticket_transfers WHERE id = $1 FOR UPDATE",
@@ -290,7 +281,7 @@ async fn accept(
     match (offer_state.as_str(), expired) {
         ("accepted", _) => {
             drop(tx);
-            return show(State(state), headers, Path(id.to_string())).await;
+            return show(State(state), Recipient { co, id }).await;
         }
         ("offered", false) => {}
         ("offered", true) => return Err(ApiError::conflict("offer_expired", "this offer has expired")),
@@ -325,7 +316,7 @@ async fn accept(
         "event_id": event, "version": version, "at": Utc::now() });
     crate::bus::outbox(&mut tx, "tickets", event, payload).await?;
     tx.commit().await?;
-    show(State(state), headers, Path(id.to_string())).await
+    show(State(state), Recipient { co, id }).await
 }
 
 /// `POST /api/v1/transfers/{id}/decline`: the recipient says no; the ticket stays its giver's.
@@ -334,11 +325,8 @@ async fn accept(
     responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn decline(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Recipient { id, .. }: Recipient,
 ) -> Result<Json<TransferView>, ApiError> {
-    let co = state.checkout()?;
-    let id = co.authorize_recipient(&headers, &id)?;
     let declined: Option<Uuid> = sqlx::query_scalar(
         "UPDATE ticket_transfers SET state = 'declined', decided_at = now()
          WHERE id = $1 AND state = 'offered' AND expires_at > now() RETURNING id",
@@ -359,11 +347,9 @@ async fn decline(
     responses((status = 200, description = "image/svg+xml or image/png"), crate::api::Problems))]
 async fn transfer_qr(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path((id, file)): Path<(String, String)>,
+    Recipient { co, id }: Recipient,
+    Path((_, file)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let co = state.checkout()?;
-    let id = co.authorize_recipient(&headers, &id)?;
     let ticket = held_ticket(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     qr_file(&ticket_code(&co.signer, &ticket), &file)
 }
@@ -376,12 +362,9 @@ async fn transfer_qr(
     responses((status = 201, body = TransferView), crate::api::Problems))]
 async fn pass_on(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Recipient { id, .. }: Recipient,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    let co = state.checkout()?;
-    let id = co.authorize_recipient(&headers, &id)?;
     let to = recipient(&body)?;
     let mut tx = state.db.begin().await?;
     // Accepted, and the ticket still this recipient's.
@@ -411,11 +394,8 @@ async fn pass_on(
     responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn withdraw_onward(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Recipient { id, .. }: Recipient,
 ) -> Result<Json<TransferView>, ApiError> {
-    let co = state.checkout()?;
-    let id = co.authorize_recipient(&headers, &id)?;
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "UPDATE ticket_transfers y SET state = 'cancelled', decided_at = now()
          FROM ticket_transfers x

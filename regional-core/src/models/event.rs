@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 
-use axum::extract::{FromRef, FromRequestParts, RawPathParams};
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -113,9 +113,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Can(caller, _) = Can::<P>::from_request_parts(parts, state).await?;
-        let params = RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::NotFound)?;
-        let id = params.iter().find(|(name, _)| *name == "id").map(|(_, id)| id.to_owned());
-        let event = find_event(&PgPool::from_ref(state), &caller, &id.ok_or(ApiError::NotFound)?).await?;
+        let id = crate::api::path_id(parts, state).await?;
+        let event = find_event(&PgPool::from_ref(state), &caller, &id).await?;
         Ok(Self { caller, event, need: PhantomData })
     }
 }
