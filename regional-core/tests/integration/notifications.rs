@@ -338,3 +338,28 @@ async fn each_outcome_gets_its_mail_and_a_lost_hold_is_told_once(db: PgPool) {
             .unwrap();
     assert!(refund_text.contains("was refunded: 30.00 EUR of 40.00 EUR (you cancelled it)"), "{refund_text}");
 }
+
+/// Every writer of the outbox passes one rule (the table's `outbox_row` constraint): a known topic,
+/// a key, a payload naming its type at schema version 1. A row that breaks it is refused and
+/// nothing is written.
+#[sqlx::test]
+async fn an_outbox_row_that_breaks_the_rule_is_refused(db: PgPool) {
+    let event = Uuid::new_v4();
+    let good = json!({ "type": "order.paid", "schema_version": 1 });
+    let cases = [
+        ("unknown-topic", good.clone()),
+        ("orders", json!({ "schema_version": 1 })),
+        ("orders", json!({ "type": 7, "schema_version": 1 })),
+        ("orders", json!({ "type": "order.paid", "schema_version": 2 })),
+    ];
+    for (topic, payload) in cases {
+        let mut tx = db.begin().await.unwrap();
+        let written = regional_core::bus::outbox(&mut tx, topic, event, payload.clone()).await;
+        assert!(written.is_err(), "{topic} {payload} was accepted");
+    }
+    let mut tx = db.begin().await.unwrap();
+    regional_core::bus::outbox(&mut tx, "orders", event, good).await.unwrap();
+    tx.commit().await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&db).await.unwrap();
+    assert_eq!(rows, 1);
+}
