@@ -168,7 +168,7 @@ pub(super) async fn create_checkout(
     .bind(priced.totals.total_minor)
     .bind(priced.promo)
     .bind(expires_at)
-    .bind(driver::HANDOVER_SECS)
+    .bind(record::HANDOVER_SECS)
     .bind(&req.return_url)
     .execute(&mut *tx)
     .await?
@@ -218,7 +218,7 @@ pub(super) async fn create_checkout(
             return Err(ApiError::field("promo_code", "this promo code has been used up"));
         }
     }
-    driver::audit(
+    record::audit(
         &mut tx,
         "order",
         id,

@@ -15,10 +15,13 @@
 mod create;
 pub mod driver;
 mod orders;
+mod payment_steps;
 pub mod pricing;
 mod quote;
+pub mod record;
 pub mod routes;
 pub mod saga;
+mod seat_steps;
 
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};

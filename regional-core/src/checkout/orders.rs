@@ -82,7 +82,7 @@ pub(super) async fn cancel_order(
             ))
         }
     }
-    driver::apply(&mut tx, id, order_state, Input::BuyerCancels, "buyer", json!({})).await?;
+    record::apply(&mut tx, id, order_state, Input::BuyerCancels, "buyer", json!({})).await?;
     tx.commit().await?;
     co.drive(id).await;
     Ok((StatusCode::ACCEPTED, Json(view(&state.db, id).await?)))
@@ -167,7 +167,7 @@ pub(super) async fn refund_order(
         .bind(seats)
         .execute(&mut *tx)
         .await?;
-    driver::apply(
+    record::apply(
         &mut tx,
         id,
         order_state,

@@ -95,9 +95,9 @@ pub(super) async fn webhook(
         return Err(ApiError::NotFound);
     };
     let actor = format!("{provider}:{}", event.id);
-    driver::record_payment(&mut tx, order, remote, &actor).await?;
+    record::record_payment(&mut tx, order, remote, &actor).await?;
     let moved =
-        driver::apply(&mut tx, order, order_state, input, &actor, json!({ "webhook": event.id })).await?;
+        record::apply(&mut tx, order, order_state, input, &actor, json!({ "webhook": event.id })).await?;
     tx.commit().await?;
     if moved.is_some() {
         tokio::spawn(async move { co.drive(order).await });

@@ -1,0 +1,262 @@
+//! The saga's payment steps (see `driver.rs`): start the payment with the provider, await its
+//! outcome, record it, and refund (whole or in part). Each calls the provider idempotently (the
+//! order's keys) and records the transition in one transaction, conditional on the state it
+//! started from.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::driver::{hold_gone, moved, Step};
+use super::record::OrderRow;
+use super::record::{apply, audit, event_payload, payment_event, record_payment};
+use super::saga::{Input, OrderState, Outcome};
+use super::Checkout;
+use crate::bus::outbox;
+use crate::edge_client::EdgeError;
+use crate::payments::{PaymentProvider, PaymentRequest, ProviderError, RemoteState};
+use shared_types::internal_api::{HoldAction, HoldAnswer};
+use shared_types::inventory::HoldState;
+
+impl Checkout {
+    /// `created`: extend the hold for payment, create the payment.
+    pub(super) async fn start_payment(&self, o: &OrderRow) -> Step {
+        let extended = match self.on_hold(o, HoldAction::Extend).await {
+            Ok(hold) => {
+                serde_json::from_value::<HoldAnswer>(hold).map_err(|e| EdgeError::Unreachable(e.to_string()))
+            }
+            Err(e) => Err(e),
+        };
+        let hold = match extended {
+            Ok(hold) => hold,
+            Err(e) if e.reason() == "already_extended" => {
+                match self.edge.hold(&o.event_id.to_string(), &o.hold_id).await {
+                    Ok(hold) if hold.state == HoldState::Held => hold,
+                    Ok(_) => return self.simple(o, Input::HoldGone, json!({})).await,
+                    Err(e) => return Step::Failed(e.to_string()),
+                }
+            }
+            Err(e) if hold_gone(&e) => {
+                return self.simple(o, Input::HoldGone, json!({ "edge": e.reason() })).await
+            }
+            Err(e) => return Step::Failed(e.to_string()),
+        };
+        let expires_at = DateTime::<Utc>::from_timestamp_millis(hold.expires_at).unwrap_or(o.hold_expires_at);
+        let free = o.total_minor == 0;
+        let created = if free {
+            None
+        } else {
+            let key = format!("order-{}", o.id);
+            let order_id = o.id.to_string();
+            let request = PaymentRequest {
+                idempotency_key: &key,
+                amount_minor: o.total_minor,
+                currency: &o.currency,
+                order_id: &order_id,
+                description: "tickets",
+                return_url: o.return_url.as_deref(),
+            };
+            match self.provider.create(&request).await {
+                Ok(p) => Some(p),
+                Err(e) => return Step::Failed(e.to_string()),
+            }
+        };
+        let result: Result<Step, sqlx::Error> = async {
+            let mut tx = self.db.begin().await?;
+            let payment = Uuid::new_v4();
+            let inserted = sqlx::query(
+                "INSERT INTO payments (id, order_id, provider, provider_ref, state, amount_minor, currency, redirect_url, client_secret)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO NOTHING",
+            )
+            .bind(payment)
+            .bind(o.id)
+            .bind(self.provider.name())
+            .bind(created.as_ref().map(|p| p.reference.clone()))
+            .bind(if free { "succeeded" } else { "pending" })
+            .bind(o.total_minor)
+            .bind(&o.currency)
+            .bind(created.as_ref().and_then(|p| p.redirect_url.clone()))
+            .bind(created.as_ref().and_then(|p| p.client_secret.clone()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 1 {
+                let to = if free { "succeeded" } else { "pending" };
+                audit(&mut tx, "payment", payment, o.id, "checkout", None, to, json!({ "provider": self.provider.name() })).await?;
+            }
+            sqlx::query("UPDATE orders SET hold_expires_at = $2 WHERE id = $1")
+                .bind(o.id)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+            let moved = apply(&mut tx, o.id, o.state, Input::PaymentCreated, "checkout", json!({})).await?;
+            if moved.is_some() {
+                if free {
+                    apply(&mut tx, o.id, OrderState::AwaitingPayment, Input::PaymentSucceeded, "checkout", json!({ "free": true }))
+                        .await?;
+                } else {
+                    // Nothing to do before the deadline unless the provider reports first.
+                    sqlx::query("UPDATE orders SET next_attempt_at = $2 WHERE id = $1")
+                        .bind(o.id)
+                        .bind(expires_at + self.grace)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(if free { Step::Moved } else { Step::Parked })
+        }
+        .await;
+        result.unwrap_or_else(Step::from)
+    }
+
+    /// `awaiting_payment`: at the deadline, cancel the payment at the provider (which tells us if
+    /// it was too late to cancel).
+    pub(super) async fn await_payment(&self, o: &OrderRow) -> Step {
+        let deadline = o.hold_expires_at + self.grace;
+        if Utc::now() < deadline {
+            return Step::Wait(deadline);
+        }
+        let payment = match self.payment(o.id).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Step::Failed("no payment recorded".into()),
+            Err(e) => return e.into(),
+        };
+        let Some(reference) = payment.provider_ref.as_deref() else {
+            return self.simple(o, Input::DeadlinePassed, json!({})).await;
+        };
+        match self.provider.cancel(reference).await {
+            Ok(RemoteState::Pending) => Step::Failed("the provider could not cancel the payment yet".into()),
+            Ok(remote) => self.payment_outcome(o, remote, "reconciler").await,
+            Err(e) => Step::Failed(e.to_string()),
+        }
+    }
+
+    /// Records the provider's answer about a payment and feeds it to the saga.
+    pub(super) async fn payment_outcome(&self, o: &OrderRow, remote: RemoteState, actor: &str) -> Step {
+        let input = match remote {
+            RemoteState::Succeeded => Input::PaymentSucceeded,
+            RemoteState::Failed => Input::PaymentFailed,
+            RemoteState::Canceled => Input::DeadlinePassed,
+            RemoteState::Pending => return Step::Wait(Utc::now()),
+        };
+        let result: Result<(), sqlx::Error> = async {
+            let mut tx = self.db.begin().await?;
+            record_payment(&mut tx, o.id, remote, actor).await?;
+            apply(&mut tx, o.id, o.state, input, actor, json!({})).await?;
+            tx.commit().await
+        }
+        .await;
+        moved(result)
+    }
+
+    /// `refunding`: refund through the provider (idempotent), give the seats back (or take them
+    /// off sale), void the tickets.
+    pub(super) async fn refund(&self, o: &OrderRow) -> Step {
+        let payment = match self.payment(o.id).await {
+            Ok(Some(p)) => p,
+            Ok(None) => return Step::Failed("no payment recorded".into()),
+            Err(e) => return e.into(),
+        };
+        if o.refund_minor > 0 {
+            if let Some(reference) = payment.provider_ref.as_deref() {
+                let inserted = sqlx::query(
+                    "INSERT INTO refunds (id, order_id, payment_id, amount_minor, reason, state)
+                     VALUES ($1, $2, $3, $4, $5, 'pending') ON CONFLICT (order_id) DO NOTHING",
+                )
+                .bind(Uuid::new_v4())
+                .bind(o.id)
+                .bind(payment.id)
+                .bind(o.refund_minor)
+                .bind(o.outcome.as_deref().unwrap_or("refund"))
+                .execute(&self.db)
+                .await;
+                if let Err(e) = inserted {
+                    return e.into();
+                }
+                let key = format!("refund-{}", o.id);
+                let refund_ref = match self.provider.refund(reference, o.refund_minor, &key).await {
+                    Ok(r) => r,
+                    Err(ProviderError::Refused(e)) => {
+                        tracing::error!(order = %o.id, error = %e, "the provider refused a refund: the operator must look at it");
+                        return Step::Failed(format!("refund refused: {e}"));
+                    }
+                    Err(e) => return Step::Failed(e.to_string()),
+                };
+                let result: Result<(), sqlx::Error> = async {
+                    let mut tx = self.db.begin().await?;
+                    let changed: Option<Uuid> = sqlx::query_scalar(
+                        "UPDATE refunds SET state = 'succeeded', provider_ref = $2, updated_at = now()
+                         WHERE order_id = $1 AND state <> 'succeeded' RETURNING id",
+                    )
+                    .bind(o.id)
+                    .bind(&refund_ref)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(refund) = changed {
+                        audit(
+                            &mut tx,
+                            "refund",
+                            refund,
+                            o.id,
+                            "checkout",
+                            Some("pending"),
+                            "succeeded",
+                            json!({ "amount_minor": o.refund_minor }),
+                        )
+                        .await?;
+                        sqlx::query(
+                            "UPDATE payments SET refunded_minor = $2, updated_at = now() WHERE id = $1",
+                        )
+                        .bind(payment.id)
+                        .bind(o.refund_minor)
+                        .execute(&mut *tx)
+                        .await?;
+                        payment_event(&mut tx, o.id, "payment.refunded", json!({ "refund_id": refund }))
+                            .await?;
+                    }
+                    tx.commit().await
+                }
+                .await;
+                if let Err(e) = result {
+                    return e.into();
+                }
+            }
+        }
+        // The seats: only a sold hold has any to give back.
+        if o.outcome.as_deref() != Some(Outcome::HoldLost.as_str()) {
+            if o.seats_after_refund == "off_sale" {
+                match self.take_off_sale(o).await {
+                    Ok(true) => {}
+                    Ok(false) => return Step::Wait(Utc::now() + chrono::Duration::milliseconds(500)),
+                    Err(e) => return e.into(),
+                }
+            }
+            match self.on_hold(o, HoldAction::Return).await {
+                Ok(_) => {}
+                Err(e) if matches!(e.reason(), "not_returnable" | "not_sold") => {}
+                Err(e) => return Step::Failed(e.to_string()),
+            }
+        }
+        let result: Result<(), sqlx::Error> = async {
+            let mut tx = self.db.begin().await?;
+            if apply(&mut tx, o.id, o.state, Input::Refunded, "checkout", json!({ "refund_minor": o.refund_minor })).await?.is_some() {
+                let void: Vec<Uuid> = sqlx::query_scalar(
+                    "UPDATE tickets SET state = 'void', updated_at = now() WHERE order_id = $1 AND state = 'valid' RETURNING id",
+                )
+                .bind(o.id)
+                .fetch_all(&mut *tx)
+                .await?;
+                if !void.is_empty() {
+                    let voided = event_payload("ticket.voided", o, json!({ "ticket_ids": void }));
+                    outbox(&mut tx, "tickets", o.event_id, voided).await?;
+                }
+                let payload = event_payload("order.refunded", o, json!({ "refund_minor": o.refund_minor, "outcome": o.outcome }));
+                outbox(&mut tx, "orders", o.event_id, payload).await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        moved(result)
+    }
+}
