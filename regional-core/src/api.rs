@@ -30,7 +30,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared_types::idempotency::{self, IdempotencyKey};
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::QueryAs;
+use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -148,6 +150,65 @@ impl PageQuery {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .map(Some)
             .ok_or_else(|| ApiError::field("cursor", "is not a cursor this API gave out"))
+    }
+}
+
+/// The id half of a page position: a row's id, of the type the table keys it by.
+pub trait KeysetId:
+    ToString + Send + sqlx::Type<Postgres> + for<'q> sqlx::Encode<'q, Postgres> + Sized
+{
+    /// The position before every row.
+    fn first() -> Self;
+    fn parse(s: &str) -> Option<Self>;
+}
+
+impl KeysetId for Uuid {
+    fn first() -> Self {
+        Uuid::nil()
+    }
+    fn parse(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+}
+
+impl KeysetId for String {
+    fn first() -> Self {
+        String::new()
+    }
+    fn parse(s: &str) -> Option<Self> {
+        Some(s.to_owned())
+    }
+}
+
+impl PageQuery {
+    /// One page of a listing ordered by `(time, id)`. `query` binds its filters first and ends with
+    /// `(<time>, id) > ($n, $n+1) ORDER BY <time>, id LIMIT $n+2`: this binds the page's position
+    /// and one row more than its size (to learn whether another page follows), runs it, and makes
+    /// the page; `position` names a row's `(time, id)`.
+    pub async fn fetch<'q, T, K>(
+        &self,
+        query: QueryAs<'q, Postgres, T, PgArguments>,
+        db: &PgPool,
+        position: impl Fn(&T) -> (DateTime<Utc>, K),
+    ) -> Result<Listing<T>, ApiError>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
+        K: KeysetId + 'q,
+    {
+        let limit = self.limit()?;
+        let (at, id) = match self.after()? {
+            None => (DateTime::<Utc>::UNIX_EPOCH, K::first()),
+            Some(c) => (
+                c.at,
+                K::parse(&c.id)
+                    .ok_or_else(|| ApiError::field("cursor", "is not a cursor this API gave out"))?,
+            ),
+        };
+        let rows = query.bind(at).bind(id).bind(limit + 1).fetch_all(db).await?;
+        Ok(page(rows, limit, |row| {
+            let (at, id) = position(row);
+            Cursor { at, id: id.to_string() }
+        }))
     }
 }
 
@@ -318,14 +379,3 @@ pub async fn prune(db: &PgPool) -> Result<u64, sqlx::Error> {
     Ok(answers)
 }
 
-/// The lower bound of a page over `(created_at, id)` rows keyed by UUID.
-pub fn bounds(after: Option<Cursor>) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    match after {
-        None => Ok((DateTime::<Utc>::UNIX_EPOCH, Uuid::nil())),
-        Some(c) => {
-            let id =
-                c.id.parse().map_err(|_| ApiError::field("cursor", "is not a cursor this API gave out"))?;
-            Ok((c.at, id))
-        }
-    }
-}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::api::{page, Cursor, Listing, PageQuery};
+use crate::api::{Listing, PageQuery};
 use crate::error::ApiError;
 use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
@@ -66,12 +66,10 @@ async fn search(
     Query(s): Query<Search>,
 ) -> Result<impl IntoResponse, ApiError> {
     let paging = PageQuery { limit: s.limit, cursor: s.cursor };
-    let limit = paging.limit()?;
-    let (at, id) = crate::api::bounds(paging.after()?)?;
     if s.q.as_deref().is_some_and(|q| q.len() > 200) {
         return Err(ApiError::field("q", "must be at most 200 characters"));
     }
-    let rows: Vec<PublicEvent> = sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM events e JOIN venues v ON v.id = e.venue_id JOIN organizations o ON o.id = e.organization_id
          WHERE e.state IN ('published', 'on_sale', 'sold_out')
            AND ($1::text IS NULL OR to_tsvector('simple', e.title || ' ' || e.description) @@ plainto_tsquery('simple', $1))
@@ -81,18 +79,14 @@ async fn search(
            AND ($5::timestamptz IS NULL OR e.starts_at < $5)
            AND (e.starts_at, e.id) > ($6, $7)
          ORDER BY e.starts_at, e.id LIMIT $8"
-    ))
-    .bind(s.q.as_deref().filter(|q| !q.trim().is_empty()))
-    .bind(s.city.as_deref())
-    .bind(s.genre.as_deref())
-    .bind(s.from)
-    .bind(s.to)
-    .bind(at)
-    .bind(id)
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
-    let listing = page(rows, limit, |e| Cursor { at: e.starts_at, id: e.id.to_string() });
+    );
+    let query = sqlx::query_as(&sql)
+        .bind(s.q.as_deref().filter(|q| !q.trim().is_empty()))
+        .bind(s.city.as_deref())
+        .bind(s.genre.as_deref())
+        .bind(s.from)
+        .bind(s.to);
+    let listing = paging.fetch(query, &state.db, |e: &PublicEvent| (e.starts_at, e.id)).await?;
     Ok(([(header::CACHE_CONTROL, CACHE)], Json(listing)))
 }
 

@@ -20,7 +20,7 @@ use shared_types::ids::{SeatId, SectionId, ZoneId};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::api::{self, page, Cursor, Listing, PageQuery};
+use crate::api::{self, Listing, PageQuery};
 use crate::auth::{need, Can};
 use crate::error::ApiError;
 use crate::models::venue::{
@@ -146,19 +146,12 @@ async fn list_venues(
     Can(caller, _): Can<need::Read>,
     Query(q): Query<PageQuery>,
 ) -> Result<Json<Listing<Venue>>, ApiError> {
-    let limit = q.limit()?;
-    let (at, id) = crate::api::bounds(q.after()?)?;
-    let rows: Vec<Venue> = sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {VENUE_COLUMNS} FROM venues WHERE organization_id = $1 AND (created_at, id) > ($2, $3)
          ORDER BY created_at, id LIMIT $4"
-    ))
-    .bind(caller.organization_id)
-    .bind(at)
-    .bind(id)
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(page(rows, limit, |v| Cursor { at: v.created_at, id: v.id.to_string() })))
+    );
+    let query = sqlx::query_as(&sql).bind(caller.organization_id);
+    Ok(Json(q.fetch(query, &state.db, |v: &Venue| (v.created_at, v.id)).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/venues/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the venue with its sections, rows and seats", body = Object), crate::api::Problems))]

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::saga::{Input, OrderState};
 use super::*;
-use crate::api::{self, Cursor, Listing, PageQuery};
+use crate::api::{self, Listing, PageQuery};
 use crate::auth::{need, Can};
 use crate::buyer::BuyerOrder;
 use crate::error::ApiError;
@@ -211,20 +211,12 @@ pub(super) async fn list_orders(
     Query(page): Query<PageQuery>,
     Query(filter): Query<OrderFilter>,
 ) -> Result<Json<Listing<OrderSummary>>, ApiError> {
-    let limit = page.limit()?;
-    let after = page.after()?;
-    let rows: Vec<OrderSummary> = sqlx::query_as(
+    let query = sqlx::query_as(
         "SELECT id, state, outcome, email, currency, total_minor, refund_minor, created_at FROM orders
-         WHERE event_id = $1 AND ($2::text IS NULL OR state = $2)
-           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4::uuid))
+         WHERE event_id = $1 AND ($2::text IS NULL OR state = $2) AND (created_at, id) > ($3, $4)
          ORDER BY created_at, id LIMIT $5",
     )
     .bind(event.id)
-    .bind(filter.state.map(OrderState::as_str))
-    .bind(after.as_ref().map(|c| c.at))
-    .bind(after.as_ref().and_then(|c| c.id.parse::<Uuid>().ok()))
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(api::page(rows, limit, |r| Cursor { at: r.created_at, id: r.id.to_string() })))
+    .bind(filter.state.map(OrderState::as_str));
+    Ok(Json(page.fetch(query, &state.db, |r: &OrderSummary| (r.created_at, r.id)).await?))
 }

@@ -23,7 +23,7 @@ use serde_json::json;
 use shared_types::inventory::FieldError;
 use uuid::Uuid;
 
-use crate::api::{self, page, Cursor, JsonBody, Listing};
+use crate::api::{self, JsonBody, Listing};
 use crate::auth::{need, Can};
 use crate::error::ApiError;
 use crate::models::event::{allowed, find_event, Event, EventState, OwnEvent, EVENT_COLUMNS};
@@ -165,21 +165,13 @@ async fn list_events(
     Query(f): Query<EventFilter>,
 ) -> Result<Json<Listing<Event>>, ApiError> {
     let q = api::PageQuery { limit: f.limit, cursor: f.cursor };
-    let limit = q.limit()?;
-    let (at, id) = crate::api::bounds(q.after()?)?;
-    let rows: Vec<Event> = sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events
          WHERE organization_id = $1 AND ($2::text IS NULL OR state = $2) AND (created_at, id) > ($3, $4)
          ORDER BY created_at, id LIMIT $5"
-    ))
-    .bind(caller.organization_id)
-    .bind(f.state)
-    .bind(at)
-    .bind(id)
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(page(rows, limit, |e| Cursor { at: e.created_at, id: e.id.to_string() })))
+    );
+    let query = sqlx::query_as(&sql).bind(caller.organization_id).bind(f.state);
+    Ok(Json(q.fetch(query, &state.db, |e: &Event| (e.created_at, e.id)).await?))
 }
 
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Event), crate::api::Problems))]

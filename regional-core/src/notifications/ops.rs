@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::api::{self, Cursor, Listing, PageQuery};
+use crate::api::{Listing, PageQuery};
 use crate::auth::{need, Can};
 use crate::error::ApiError;
 use crate::AppState;
@@ -57,20 +57,12 @@ async fn list(
     if !["pending", "sent", "parked"].contains(&wanted) {
         return Err(ApiError::field("state", "must be pending, sent or parked"));
     }
-    let limit = page.limit()?;
-    let after = page.after()?;
-    let rows: Vec<NotificationView> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM notifications
-         WHERE state = $1 AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid))
+    let sql = format!(
+        "SELECT {COLUMNS} FROM notifications WHERE state = $1 AND (created_at, id) > ($2, $3)
          ORDER BY created_at, id LIMIT $4"
-    ))
-    .bind(wanted)
-    .bind(after.as_ref().map(|c| c.at))
-    .bind(after.as_ref().and_then(|c| c.id.parse::<Uuid>().ok()))
-    .bind(limit + 1)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(api::page(rows, limit, |r| Cursor { at: r.created_at, id: r.id.to_string() })))
+    );
+    let query = sqlx::query_as(&sql).bind(wanted);
+    Ok(Json(page.fetch(query, &state.db, |r: &NotificationView| (r.created_at, r.id)).await?))
 }
 
 /// `POST /api/v1/ops/notifications/{id}/retry`: a parked mail is tried again now, with a fresh

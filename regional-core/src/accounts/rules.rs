@@ -1,0 +1,50 @@
+//! What the account routes share: name and slug rules, the audit row of an account change, and
+//! how a caller is named in it.
+
+use serde_json::Value;
+use shared_types::inventory::FieldError;
+use sqlx::PgConnection;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+pub(super) fn utc() -> String {
+    "UTC".into()
+}
+
+pub(super) fn check_name(errors: &mut Vec<FieldError>, field: &str, value: &str, required: bool) {
+    if (required && value.trim().is_empty()) || value.chars().count() > 200 {
+        errors.push(FieldError::new(
+            field,
+            if required { "must be 1 to 200 characters" } else { "must be at most 200 characters" },
+        ));
+    }
+}
+
+pub(super) fn valid_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+}
+
+pub(super) async fn audit(
+    conn: &mut PgConnection,
+    caller: &str,
+    action: &str,
+    subject: &str,
+    details: Value,
+) -> Result<(), ApiError> {
+    sqlx::query("INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, $2, $3, $4)")
+        .bind(caller)
+        .bind(action)
+        .bind(subject)
+        .bind(details)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub(super) fn actor(caller: &Caller) -> String {
+    format!("user:{}", caller.user_id)
+}
