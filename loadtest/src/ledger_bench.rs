@@ -6,10 +6,8 @@ use std::time::Instant;
 
 use durable_objects::inventory::{HoldRequest, Ledger};
 use serde::Serialize;
-use shared_types::ids::{EventId, HoldId, SeatId, SectionId, VisitorId, ZoneId};
-use shared_types::inventory::{
-    Currency, HoldSettings, Inventory, Money, PriceZone, Row, Seat, SeatMap, Section, Sharding,
-};
+use shared_types::ids::{EventId, HoldId, SeatId, VisitorId, ZoneId};
+use shared_types::inventory::{Currency, HoldSettings, Inventory, Money, PriceZone, SeatMap, Sharding};
 
 #[derive(Debug, Serialize)]
 pub struct LedgerReport {
@@ -27,35 +25,12 @@ pub struct LedgerReport {
 pub fn seat_map(event: &str, sections: usize, rows: usize, per_row: usize) -> Inventory {
     let eur = Currency::parse("EUR").expect("EUR");
     let zone = ZoneId::parse("std").expect("zone");
-    let id = |s: String| SeatId::parse(&s).expect("seat id");
     Inventory {
         event: EventId::parse(event).expect("event id"),
         version: 1,
         currency: eur,
         seat_map: SeatMap {
-            sections: (0..sections)
-                .map(|s| Section {
-                    id: SectionId::parse(&format!("S{s}")).expect("section id"),
-                    name: format!("Section {s}"),
-                    rows: (0..rows)
-                        .map(|r| Row {
-                            label: format!("{r}"),
-                            seats: (0..per_row)
-                                .map(|n| Seat {
-                                    id: id(format!("S{s}-{r}-{n}")),
-                                    label: format!("{n}"),
-                                    x: n as f32,
-                                    y: r as f32,
-                                    zone: zone.clone(),
-                                    accessibility: vec![],
-                                    aisle_after: false,
-                                    off_sale: false,
-                                })
-                                .collect(),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            sections: SeatMap::grid(sections, rows, per_row, |_, _, _| (zone.clone(), vec![])),
             zones: vec![PriceZone {
                 id: zone,
                 name: "Standard".into(),

@@ -378,4 +378,3 @@ pub async fn prune(db: &PgPool) -> Result<u64, sqlx::Error> {
     }
     Ok(answers)
 }
-

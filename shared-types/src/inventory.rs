@@ -136,6 +136,44 @@ pub struct SeatMap {
 }
 
 impl SeatMap {
+    /// A grid of `sections` × `rows` × `per_row` seats, for tests and benchmarks: sections `S{s}`,
+    /// rows `{r}`, seats `S{s}-{r}-{n}` at `(n, r)`; `zone_of(s, r, n)` gives a seat's zone and
+    /// accessibility.
+    pub fn grid(
+        sections: usize,
+        rows: usize,
+        per_row: usize,
+        zone_of: impl Fn(usize, usize, usize) -> (ZoneId, Vec<Accessibility>),
+    ) -> Vec<Section> {
+        let id = |s: String| SeatId::parse(&s).expect("a grid seat id is valid");
+        (0..sections)
+            .map(|s| Section {
+                id: SectionId::parse(&format!("S{s}")).expect("a grid section id is valid"),
+                name: format!("Section {s}"),
+                rows: (0..rows)
+                    .map(|r| Row {
+                        label: format!("{r}"),
+                        seats: (0..per_row)
+                            .map(|n| {
+                                let (zone, accessibility) = zone_of(s, r, n);
+                                Seat {
+                                    id: id(format!("S{s}-{r}-{n}")),
+                                    label: format!("{n}"),
+                                    x: n as f32,
+                                    y: r as f32,
+                                    zone,
+                                    accessibility,
+                                    aisle_after: false,
+                                    off_sale: false,
+                                }
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
     /// Every seat, section by section, row by row, in order.
     pub fn seats(&self) -> impl Iterator<Item = (&Section, &Row, &Seat)> {
         self.sections
@@ -386,29 +424,7 @@ pub(crate) mod tests {
             version: 1,
             currency: eur,
             seat_map: SeatMap {
-                sections: (0..sections)
-                    .map(|s| Section {
-                        id: SectionId::parse(&format!("S{s}")).unwrap(),
-                        name: format!("Section {s}"),
-                        rows: (0..rows)
-                            .map(|r| Row {
-                                label: format!("{r}"),
-                                seats: (0..seats)
-                                    .map(|n| Seat {
-                                        id: SeatId::parse(&format!("S{s}-{r}-{n}")).unwrap(),
-                                        label: format!("{n}"),
-                                        x: n as f32,
-                                        y: r as f32,
-                                        zone: zone.clone(),
-                                        accessibility: vec![],
-                                        aisle_after: false,
-                                        off_sale: false,
-                                    })
-                                    .collect(),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
+                sections: SeatMap::grid(sections, rows, seats, |_, _, _| (zone.clone(), vec![])),
                 zones: vec![PriceZone {
                     id: zone.clone(),
                     name: "Standard".into(),

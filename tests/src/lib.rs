@@ -316,6 +316,36 @@ impl Default for TestKeys {
     }
 }
 
+/// What a full-stack test sets up first: a scratch directory, a database of its own (dropped by
+/// the test at its end), fresh keys, and free ports for the core and the edge.
+pub struct Setup {
+    pub dir: PathBuf,
+    pub db_name: String,
+    pub db_url: String,
+    pub keys: TestKeys,
+    pub core_port: u16,
+    pub edge_port: u16,
+    pub core_url: String,
+    pub edge_url: String,
+}
+
+impl Setup {
+    pub fn new(test: &str) -> Self {
+        let db_name = format!("e2e_{}_{}", test.replace('-', "_"), std::process::id());
+        let (core_port, edge_port) = (free_port(), free_port());
+        Self {
+            dir: scratch_dir(test),
+            db_url: database_url(&db_name),
+            db_name,
+            keys: TestKeys::new(),
+            core_port,
+            edge_port,
+            core_url: format!("http://127.0.0.1:{core_port}"),
+            edge_url: format!("http://127.0.0.1:{edge_port}"),
+        }
+    }
+}
+
 /// Starts the edge Worker and its Durable Objects in workerd (wrangler dev) on `port`, talking to
 /// the core at `core_url`, keeping Durable Object storage under `state_dir`.
 pub fn start_edge(
@@ -324,15 +354,7 @@ pub fn start_edge(
     state_dir: &std::path::Path,
     log_dir: &std::path::Path,
 ) -> Service {
-    let mut cmd = Command::new("wrangler");
-    cmd.current_dir(repo_root())
-        .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", "0"])
-        .args(["--show-interactive-dev-session=false", "--log-level", "info"])
-        .arg("--persist-to")
-        .arg(state_dir)
-        .args(["--var", &format!("CORE_URL:{core_url}"), "--var", "HEALTH_TIMEOUT_MS:1500"])
-        .env("WRANGLER_SEND_METRICS", "false");
-    spawn("edge", cmd, port, log_dir)
+    start_wrangler(port, core_url, state_dir, log_dir, None)
 }
 
 /// [`start_edge`] with its keys (an env file, as `scripts/dev.sh` passes them).
@@ -343,16 +365,27 @@ pub fn start_edge_with_keys(
     log_dir: &std::path::Path,
     env_file: &std::path::Path,
 ) -> Service {
+    start_wrangler(port, core_url, state_dir, log_dir, Some(env_file))
+}
+
+fn start_wrangler(
+    port: u16,
+    core_url: &str,
+    state_dir: &std::path::Path,
+    log_dir: &std::path::Path,
+    env_file: Option<&std::path::Path>,
+) -> Service {
     let mut cmd = Command::new("wrangler");
     cmd.current_dir(repo_root())
         .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string(), "--inspector-port", "0"])
         .args(["--show-interactive-dev-session=false", "--log-level", "info"])
         .arg("--persist-to")
         .arg(state_dir)
-        .arg("--env-file")
-        .arg(env_file)
         .args(["--var", &format!("CORE_URL:{core_url}"), "--var", "HEALTH_TIMEOUT_MS:1500"])
         .env("WRANGLER_SEND_METRICS", "false");
+    if let Some(env_file) = env_file {
+        cmd.arg("--env-file").arg(env_file);
+    }
     spawn("edge", cmd, port, log_dir)
 }
 

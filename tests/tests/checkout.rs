@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    create_admin, database_url, drop_database, free_port, scratch_dir, start_core_with, start_edge_with_keys,
-    Gate, Service, TestKeys,
+    create_admin, drop_database, free_port, start_core_with, start_edge_with_keys, Gate, Service, Setup,
+    TestKeys,
 };
 use regional_core::payments::signature;
 use reqwest::Method;
@@ -300,13 +300,8 @@ async fn pool(db: &str) -> PgPool {
 
 #[tokio::test]
 async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
-    let dir = scratch_dir("checkout");
-    let db_name = format!("e2e_checkout_{}", std::process::id());
-    let db_url = database_url(&db_name);
-    let keys = TestKeys::new();
-    let (core_port, edge_port) = (free_port(), free_port());
-    let core_url = format!("http://127.0.0.1:{core_port}");
-    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let Setup { dir, db_name, db_url, keys, core_port, edge_port, core_url, edge_url } =
+        Setup::new("checkout");
     // Domain events go through the real broker to the notifier, which mails a real SMTP server.
     let smtp_port = free_port();
     let mail_dir = dir.join("mail");
@@ -578,13 +573,8 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
 
 #[tokio::test]
 async fn checkout_recovers_from_crashes_an_unreachable_edge_and_expiry() {
-    let dir = scratch_dir("checkout-faults");
-    let db_name = format!("e2e_checkout_faults_{}", std::process::id());
-    let db_url = database_url(&db_name);
-    let keys = TestKeys::new();
-    let (core_port, edge_port) = (free_port(), free_port());
-    let core_url = format!("http://127.0.0.1:{core_port}");
-    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let Setup { dir, db_name, db_url, keys, core_port, edge_port, core_url, edge_url } =
+        Setup::new("checkout-faults");
     // The core reaches the edge through a gate the test can close.
     let gate = Gate::start(edge_port).await;
     let start = |fault: Option<&str>| -> Service {
@@ -701,13 +691,8 @@ async fn checkout_recovers_from_crashes_an_unreachable_edge_and_expiry() {
 ///    Chromium, signed in with the organizer's key, refreshing itself to the next sale.
 #[tokio::test]
 async fn reports_metrics_and_the_dashboard_show_the_live_sale() {
-    let dir = scratch_dir("live_sale");
-    let db_name = format!("e2e_live_{}", std::process::id());
-    let db_url = database_url(&db_name);
-    let keys = TestKeys::new();
-    let (core_port, edge_port) = (free_port(), free_port());
-    let core_url = format!("http://127.0.0.1:{core_port}");
-    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let Setup { dir, db_name, db_url, keys, core_port, edge_port, core_url, edge_url } =
+        Setup::new("live_sale");
     let mut env = core_env(&keys, &edge_url, &core_url);
     env.push(("EDGE_SCRAPE_SECS", "1".to_owned()));
     env.push(("LOG_FORMAT", "json".to_owned()));

@@ -8,21 +8,13 @@
 
 use std::time::Duration;
 
-use e2e::{
-    create_admin, database_url, drop_database, free_port, scratch_dir, start_core_with, start_workerd_edge,
-    TestKeys,
-};
+use e2e::{create_admin, drop_database, start_core_with, start_workerd_edge, Setup};
 use serde_json::Value;
 
 #[tokio::test]
 async fn a_short_flash_sale_ends_with_a_clean_audit() {
-    let dir = scratch_dir("flash_sale");
-    let db_name = format!("e2e_sale_{}", std::process::id());
-    let db_url = database_url(&db_name);
-    let keys = TestKeys::new();
-    let (core_port, edge_port) = (free_port(), free_port());
-    let core_url = format!("http://127.0.0.1:{core_port}");
-    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let Setup { dir, db_name, db_url, keys, core_port, edge_port, core_url, edge_url } =
+        Setup::new("flash_sale");
     let env = vec![
         ("CORE_SIGNING_KEY", keys.core_signing_key()),
         ("EDGE_VERIFYING_KEYS", keys.edge.public_config()),

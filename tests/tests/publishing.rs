@@ -5,10 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{
-    create_admin, database_url, drop_database, free_port, scratch_dir, start_core_with, start_edge_with_keys,
-    TestKeys,
-};
+use e2e::{create_admin, drop_database, start_core_with, start_edge_with_keys, Setup};
 use regional_core::edge_client::EdgeClient;
 use serde_json::{json, Value};
 use shared_types::internal_api::InternalRoute;
@@ -53,12 +50,8 @@ impl Admin {
 
 #[tokio::test]
 async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_holds() {
-    let dir = scratch_dir("publishing");
-    let db_name = format!("e2e_publish_{}", std::process::id());
-    let db = database_url(&db_name);
-    let keys = TestKeys::new();
-    let (core_port, edge_port) = (free_port(), free_port());
-    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let Setup { dir, db_name, db_url: db, keys, core_port, edge_port, edge_url, .. } =
+        Setup::new("publishing");
     let core = start_core_with(
         core_port,
         &db,

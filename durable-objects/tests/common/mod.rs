@@ -1,8 +1,8 @@
 //! Test inventories.
 
-use shared_types::ids::{EventId, HoldId, SeatId, SectionId, TierId, VisitorId, ZoneId};
+use shared_types::ids::{EventId, HoldId, SeatId, TierId, VisitorId, ZoneId};
 use shared_types::inventory::{
-    Accessibility, Currency, GaTier, HoldSettings, Inventory, Money, PriceZone, Row, Seat, SeatMap, Section,
+    Accessibility, Currency, GaTier, HoldSettings, Inventory, Money, PriceZone, SeatMap,
 };
 
 pub fn id<T: TryFrom<String>>(s: &str) -> T
@@ -34,33 +34,11 @@ pub fn inventory(sections: usize, rows: usize, seats: usize, ga: u32, settings: 
         version: 1,
         currency: eur,
         seat_map: SeatMap {
-            sections: (0..sections)
-                .map(|s| Section {
-                    id: id::<SectionId>(&format!("S{s}")),
-                    name: format!("Section {s}"),
-                    rows: (0..rows)
-                        .map(|r| Row {
-                            label: format!("{r}"),
-                            seats: (0..seats)
-                                .map(|n| Seat {
-                                    id: seat(&format!("S{s}-{r}-{n}")),
-                                    label: format!("{n}"),
-                                    x: n as f32,
-                                    y: r as f32,
-                                    zone: id::<ZoneId>(if n == 0 { "front" } else { "std" }),
-                                    accessibility: if n == 0 {
-                                        vec![Accessibility::Wheelchair]
-                                    } else {
-                                        vec![]
-                                    },
-                                    aisle_after: false,
-                                    off_sale: false,
-                                })
-                                .collect(),
-                        })
-                        .collect(),
-                })
-                .collect(),
+            sections: SeatMap::grid(sections, rows, seats, |_, _, n| {
+                let front = n == 0;
+                let accessibility = if front { vec![Accessibility::Wheelchair] } else { vec![] };
+                (id::<ZoneId>(if front { "front" } else { "std" }), accessibility)
+            }),
             zones: vec![
                 PriceZone { id: id("std"), name: "Standard".into(), price: price(4500) },
                 PriceZone { id: id("front"), name: "Front".into(), price: price(9000) },
