@@ -348,12 +348,7 @@ async fn buy(
 }
 
 pub async fn run(args: CheckoutArgs) -> Result<CheckoutReport, String> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .user_agent(crate::USER_AGENT)
-        .pool_max_idle_per_host(1024)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let client = crate::edge::http_client(60, 1024)?;
     let db = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(&args.database_url)

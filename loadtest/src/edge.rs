@@ -14,6 +14,22 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// The HTTP client of a run: the load generator's User-Agent, `timeout_secs` per request, at most
+/// `idle_per_host` idle connections kept per host.
+pub fn http_client(timeout_secs: u64, idle_per_host: usize) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(timeout_secs))
+        .user_agent(crate::USER_AGENT)
+        .pool_max_idle_per_host(idle_per_host)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// The core's signer, from the `CORE_SIGNING_KEY` it was given.
+pub fn core_signer(config: &str) -> Result<TokenSigner, String> {
+    TokenSigner::parse(config).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))
+}
+
 pub fn nonce() -> String {
     let mut bytes = [0u8; 16];
     let _ = getrandom::getrandom(&mut bytes);

@@ -80,12 +80,8 @@ pub struct StatsArgs {
 
 /// One event's objects' statistics.
 pub async fn stats(args: StatsArgs) -> Result<Vec<Value>, String> {
-    let core = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .user_agent(crate::USER_AGENT)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let core = crate::edge::core_signer(&args.core_signing_key)?;
+    let client = crate::edge::http_client(30, usize::MAX)?;
     if args.waiting_room {
         let (status, stats) =
             core_call(&client, &core, &args.edge, &args.event, &InternalRoute::WaitingRoom, vec![]).await?;
@@ -137,12 +133,8 @@ async fn object_stats(
 }
 
 pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
-    let core = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .user_agent(crate::USER_AGENT)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let core = crate::edge::core_signer(&args.core_signing_key)?;
+    let client = crate::edge::http_client(30, usize::MAX)?;
     let per_row = 50;
     let rows = (args.seats / args.sections / per_row).max(1);
     let event = format!(

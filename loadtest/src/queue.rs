@@ -91,12 +91,8 @@ fn background_requests(stats: &Value) -> u64 {
 type Proof = (String, String, String);
 
 pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
-    let core = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .user_agent(crate::USER_AGENT)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let core = crate::edge::core_signer(&args.core_signing_key)?;
+    let client = crate::edge::http_client(30, usize::MAX)?;
     let event = format!("bench-q-{}", nonce().replace(['-', '_'], "x"));
     let inventory = seat_map(&event, 1, 1, 50);
     let body = serde_json::to_vec(&inventory).map_err(|e| e.to_string())?;

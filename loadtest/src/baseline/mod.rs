@@ -235,12 +235,7 @@ pub async fn run(
     let redis = Redis::new(&args.redis);
     redis.call(&["PING"]).await?;
     let (server, url) = start_server(args, &run).await?;
-    let http = reqwest::Client::builder()
-        .user_agent(crate::USER_AGENT)
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(args.concurrency as usize)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = crate::edge::http_client(30, args.concurrency as usize)?;
     let ctx = Arc::new(Ctx {
         http,
         url,

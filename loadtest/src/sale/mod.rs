@@ -455,13 +455,8 @@ fn increase(last: &mut BTreeMap<String, u64>, now: Vec<(String, u64)>) -> u64 {
 
 /// Creates the event, plays the sale, settles, audits, writes the results.
 pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .user_agent(crate::USER_AGENT)
-        .pool_max_idle_per_host(args.concurrency as usize)
-        .build()
-        .map_err(|e| e.to_string())?;
-    let signer = TokenSigner::parse(&args.core_signing_key).map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
+    let http = crate::edge::http_client(60, args.concurrency as usize)?;
+    let signer = crate::edge::core_signer(&args.core_signing_key)?;
     let db = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&args.database_url)
