@@ -1,7 +1,11 @@
 //! Response helpers shared by the objects and the Worker: JSON bodies and RFC 9457 problems.
 
+use std::future::Future;
+
 use shared_types::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
-use worker::{Response, Result};
+use worker::{Request, Response, Result};
+
+use crate::caller::{Caller, CALLER_HEADER};
 
 /// A JSON response with the given status.
 pub fn json<T: serde::Serialize>(status: u16, body: &T) -> Result<Response> {
@@ -23,4 +27,34 @@ pub fn problem_of(kind: ProblemType, detail: impl Into<String>, instance: &str) 
 /// A `malformed-request` problem for a body that could not be read.
 pub fn malformed(instance: &str, e: impl std::fmt::Display) -> Result<Response> {
     problem_of(ProblemType::MalformedRequest, format!("the body could not be read: {e}"), instance)
+}
+
+/// What every object's `fetch` does around its routes: refuse a request without an authenticated
+/// caller (401), make sure the object's state is loaded, route, and turn a failure into a 500
+/// after which `reset` makes the object read its storage again (memory may be ahead of storage
+/// after a failed write). `name` names the object in the log and the answer.
+pub async fn serve<L, R>(
+    req: Request,
+    name: &str,
+    load: L,
+    route: impl FnOnce(Request, String, Caller) -> R,
+    reset: impl FnOnce(),
+) -> Result<Response>
+where
+    L: Future<Output = Result<()>>,
+    R: Future<Output = Result<Response>>,
+{
+    let path = req.path();
+    let Some(caller) = req.headers().get(CALLER_HEADER)?.as_deref().and_then(Caller::parse) else {
+        return problem_of(ProblemType::Unauthorized, "no authenticated caller", &path);
+    };
+    let answer = match load.await {
+        Ok(()) => route(req, path.clone(), caller).await,
+        Err(e) => Err(e),
+    };
+    answer.or_else(|e| {
+        worker::console_error!("{name} {path}: {e}");
+        reset();
+        problem_of(ProblemType::Internal, format!("the {name} could not complete this request"), &path)
+    })
 }

@@ -2,6 +2,8 @@
 //! state machine (in this crate or in `shared-types`), persist to the object's SQLite storage,
 //! answer. The edge Worker links this crate so that one script deploys the Worker and its objects.
 
+pub mod alarm;
+pub mod caller;
 pub mod directory;
 pub mod health_probe;
 pub mod http;

@@ -6,8 +6,9 @@ pub mod object;
 pub mod rate;
 pub mod store;
 
+pub use crate::caller::{Caller, CALLER_HEADER, NONCE_HEADER, SHARD_INDEX_HEADER};
 pub use ledger::{
     Availability, Hold, HoldError, HoldRequest, HoldState, IdempotencyRecord, Ledger, Millis, Placed,
     Releaser, Stats,
 };
-pub use object::{shard_of_hold, Caller, InventoryObject, CALLER_HEADER, NONCE_HEADER, SHARD_INDEX_HEADER};
+pub use object::{shard_of_hold, InventoryObject};

@@ -18,44 +18,9 @@ use worker::{durable_object, DurableObject, Env, Method, Request, Response, Resu
 
 use super::ledger::{HoldError, HoldRequest, Ledger, Millis, Releaser, IDEMPOTENCY_RETENTION_MS};
 use super::store::Store;
+use crate::alarm::Alarm;
+use crate::caller::{Caller, NONCE_HEADER, SHARD_INDEX_HEADER};
 use crate::http;
-
-/// Header naming the authenticated caller.
-pub const CALLER_HEADER: &str = "x-caller";
-/// Header carrying a core request's nonce (replay refusal).
-pub const NONCE_HEADER: &str = "x-core-nonce";
-/// Header with which the edge tells a shard its index in the event's layout (in hold ids).
-pub const SHARD_INDEX_HEADER: &str = "x-shard-index";
-
-/// Who is calling, as the edge established it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Caller {
-    Visitor(VisitorId),
-    Core,
-    /// The edge Worker itself, reading public data (availability).
-    Edge,
-}
-
-impl Caller {
-    /// Reads the `x-caller` header value.
-    pub fn parse(header: &str) -> Option<Self> {
-        match header.split_once(' ') {
-            Some(("visitor", id)) => VisitorId::parse(id).ok().map(Caller::Visitor),
-            None if header == "core" => Some(Caller::Core),
-            None if header == "edge" => Some(Caller::Edge),
-            _ => None,
-        }
-    }
-
-    /// The header value for this caller.
-    pub fn header(&self) -> String {
-        match self {
-            Caller::Visitor(v) => format!("visitor {v}"),
-            Caller::Core => "core".into(),
-            Caller::Edge => "edge".into(),
-        }
-    }
-}
 
 /// Body of `POST /holds`.
 #[derive(Debug, Deserialize)]
@@ -87,7 +52,7 @@ pub struct InventoryObject {
     loaded: std::cell::Cell<bool>,
     /// The alarm this instance last set (`Some(None)`: none), so that a request whose change leaves
     /// the earliest expiry where it was costs no alarm call. Forgotten when the alarm fires.
-    armed: std::cell::Cell<Option<Option<Millis>>>,
+    alarm: Alarm,
     /// This object's shard index (in hold ids), read on load and set on publish.
     shard: std::cell::Cell<u32>,
     /// Requests this instance took (reset when it is evicted): the load generator's DO cost.
@@ -169,24 +134,7 @@ impl InventoryObject {
         let next = ledger.as_ref().and_then(Ledger::next_wake);
         *self.ledger.borrow_mut() = ledger;
         self.loaded.set(true);
-        self.arm_alarm(next).await
-    }
-
-    /// Keeps exactly one alarm, at the next wake ([`Ledger::next_wake`]).
-    async fn arm_alarm(&self, next: Option<Millis>) -> Result<()> {
-        if self.armed.get() == Some(next) {
-            return Ok(());
-        }
-        let storage = self.state.storage();
-        match next {
-            Some(at) => {
-                let when = worker::js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at as f64));
-                storage.set_alarm(worker::ScheduledTime::new(when)).await?;
-            }
-            None => storage.delete_alarm().await?,
-        }
-        self.armed.set(Some(next));
-        Ok(())
+        self.alarm.keep(&self.state.storage(), next).await
     }
 
     /// When the alarm must next run: an expiry, or something to forget ([`Ledger::next_wake`]).
@@ -322,7 +270,7 @@ impl InventoryObject {
             _ => http::problem_of(ProblemType::NotFound, "no such route on the inventory", path)?,
         };
         // Whatever changed, the alarm follows the earliest expiry.
-        self.arm_alarm(self.next_wake()).await?;
+        self.alarm.keep(&self.state.storage(), self.next_wake()).await?;
         Ok(response)
     }
 
@@ -406,7 +354,7 @@ impl DurableObject for InventoryObject {
             state,
             ledger: RefCell::new(None),
             loaded: std::cell::Cell::new(false),
-            armed: std::cell::Cell::new(None),
+            alarm: Alarm::default(),
             shard: std::cell::Cell::new(0),
             requests: std::cell::Cell::new(0),
             rate: RefCell::new(Default::default()),
@@ -415,36 +363,20 @@ impl DurableObject for InventoryObject {
 
     async fn fetch(&self, req: Request) -> Result<Response> {
         self.requests.set(self.requests.get() + 1);
-        let path = req.path();
-        let Some(caller) = req.headers().get(CALLER_HEADER)?.as_deref().and_then(Caller::parse) else {
-            return http::problem_of(ProblemType::Unauthorized, "no authenticated caller", &path);
+        let route = |req, path: String, caller| async move { self.route(req, &path, caller).await };
+        let reset = || {
+            self.loaded.set(false);
+            self.alarm.forget();
+            *self.ledger.borrow_mut() = None;
         };
-        if let Err(e) = self.ensure_loaded().await {
-            worker::console_error!("inventory load failed: {e}");
-            return http::problem_of(ProblemType::Internal, "the inventory could not be loaded", &path);
-        }
-        match self.route(req, &path, caller).await {
-            Ok(resp) => Ok(resp),
-            Err(e) => {
-                // A failed write may have left memory ahead of storage: reload from storage next time.
-                worker::console_error!("inventory {path}: {e}");
-                self.loaded.set(false);
-                self.armed.set(None);
-                *self.ledger.borrow_mut() = None;
-                http::problem_of(
-                    ProblemType::Internal,
-                    "the inventory could not complete this request",
-                    &path,
-                )
-            }
-        }
+        http::serve(req, "inventory", self.ensure_loaded(), route, reset).await
     }
 
     /// Expires every due hold, forgets what is past retention, and re-arms for the next expiry.
     /// Safe to run twice (a retried alarm finds nothing more to do).
     async fn alarm(&self) -> Result<Response> {
         // The alarm that fired is gone: whatever this instance armed before no longer stands.
-        self.armed.set(None);
+        self.alarm.forget();
         self.ensure_loaded().await?;
         let now = crate::now_ms();
         let next = {
@@ -462,7 +394,7 @@ impl DurableObject for InventoryObject {
             self.rate.borrow_mut().prune(now);
             ledger.next_wake()
         };
-        self.arm_alarm(next).await?;
+        self.alarm.keep(&self.state.storage(), next).await?;
         Response::ok("expired due holds")
     }
 }

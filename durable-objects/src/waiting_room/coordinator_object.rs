@@ -22,9 +22,10 @@ use worker::{durable_object, DurableObject, Env, Method, Request, Response, Resu
 
 use super::coordinator::{Coordinator, Millis, SettingsError, ShardReport, Stock};
 use super::shard::shard_name;
+use crate::alarm::Alarm;
 use crate::directory::Layout;
 use crate::http;
-use crate::inventory::{Availability, Caller, CALLER_HEADER};
+use crate::inventory::{Availability, Caller};
 use crate::stub::{call, DIRECTORY_BINDING, INVENTORY_BINDING, SHARD_BINDING};
 
 /// How often the seats left are read from the inventory while the line is open.
@@ -49,8 +50,7 @@ pub struct QueueCoordinator {
     env: Env,
     coordinator: RefCell<Option<Coordinator>>,
     loaded: Cell<bool>,
-    /// The alarm this instance set (`Some(None)`: none armed).
-    armed: Cell<Option<Option<Millis>>>,
+    alarm: Alarm,
     stock_read_ms: Cell<Millis>,
     /// Requests taken since this instance started, by route (for the benchmarks).
     requests: RefCell<BTreeMap<String, u64>>,
@@ -84,26 +84,9 @@ impl QueueCoordinator {
         Ok(())
     }
 
-    /// Keeps one alarm at the coordinator's next tick.
-    async fn arm(&self, at: Option<Millis>) -> Result<()> {
-        if self.armed.get() == Some(at) {
-            return Ok(());
-        }
-        let storage = self.state.storage();
-        match at {
-            Some(at) => {
-                let when = worker::js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(at as f64));
-                storage.set_alarm(worker::ScheduledTime::new(when)).await?;
-            }
-            None => storage.delete_alarm().await?,
-        }
-        self.armed.set(Some(at));
-        Ok(())
-    }
-
     async fn arm_next(&self) -> Result<()> {
         let next = self.coordinator.borrow().as_ref().and_then(|c| c.next_tick(crate::now_ms()));
-        self.arm(next).await
+        self.alarm.keep(&self.state.storage(), next).await
     }
 
     fn create(&self, event: EventId, settings: Option<WaitingRoomSettings>) -> Result<()> {
@@ -143,7 +126,7 @@ impl QueueCoordinator {
                 // Read the seats left at the next tick, whatever the last reading.
                 self.stock_read_ms.set(0);
                 // Apply at once: the next tick brings the shards the new settings.
-                self.arm(Some(crate::now_ms())).await?;
+                self.alarm.keep(&self.state.storage(), Some(crate::now_ms())).await?;
                 let version = self.coordinator.borrow().as_ref().map_or(0, |c| c.settings.version);
                 http::json(200, &serde_json::json!({ "version": version, "changed": changed }))
             }
@@ -257,12 +240,12 @@ impl QueueCoordinator {
                 self.put_settings(push, path).await
             }
             (Method::Post, ["wake"], _) => {
-                let sooner = match self.armed.get() {
+                let sooner = match self.alarm.armed() {
                     Some(Some(at)) => at > now + 1_000,
                     _ => true,
                 };
                 if sooner && self.coordinator.borrow().is_some() {
-                    self.arm(Some(now)).await?;
+                    self.alarm.keep(&self.state.storage(), Some(now)).await?;
                 }
                 http::json(200, &serde_json::json!({ "awake": true }))
             }
@@ -334,30 +317,20 @@ impl DurableObject for QueueCoordinator {
             env,
             coordinator: RefCell::new(None),
             loaded: Cell::new(false),
-            armed: Cell::new(None),
+            alarm: Alarm::default(),
             stock_read_ms: Cell::new(0),
             requests: RefCell::new(BTreeMap::new()),
         }
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let path = req.path();
-        let Some(caller) = req.headers().get(CALLER_HEADER)?.as_deref().and_then(Caller::parse) else {
-            return http::problem_of(ProblemType::Unauthorized, "no authenticated caller", &path);
-        };
-        let answer = match self.load() {
-            Ok(()) => self.route(req, &path, caller).await,
-            Err(e) => Err(e),
-        };
-        answer.or_else(|e| {
-            worker::console_error!("queue coordinator {path}: {e}");
-            self.loaded.set(false);
-            http::problem_of(ProblemType::Internal, "the waiting room could not complete this request", &path)
-        })
+        let load = async { self.load() };
+        let route = |req, path: String, caller| async move { self.route(req, &path, caller).await };
+        http::serve(req, "waiting room", load, route, || self.loaded.set(false)).await
     }
 
     async fn alarm(&self) -> Result<Response> {
-        self.armed.set(None);
+        self.alarm.forget();
         self.load()?;
         if let Err(e) = self.tick().await {
             worker::console_error!("queue coordinator tick failed: {e}");

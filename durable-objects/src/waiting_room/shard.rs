@@ -19,7 +19,7 @@ use worker::{durable_object, DurableObject, Env, Method, Request, Response, Resu
 
 use super::coordinator::{Millis, ShardReport, SyncRequest};
 use crate::http;
-use crate::inventory::{Caller, CALLER_HEADER};
+use crate::inventory::Caller;
 use crate::stub::{call, COORDINATOR_BINDING};
 
 /// The Durable Object name of shard `index` of `event`'s line.
@@ -669,19 +669,8 @@ impl DurableObject for QueueShard {
     }
 
     async fn fetch(&self, req: Request) -> Result<Response> {
-        let path = req.path();
-        let Some(caller) = req.headers().get(CALLER_HEADER)?.as_deref().and_then(Caller::parse) else {
-            return http::problem_of(ProblemType::Unauthorized, "no authenticated caller", &path);
-        };
-        let answer = match self.ensure_loaded() {
-            Ok(()) => self.route(req, &path, caller).await,
-            Err(e) => Err(e),
-        };
-        answer.or_else(|e| {
-            // Memory may be ahead of storage after a failed write: reload next time.
-            worker::console_error!("queue shard {path}: {e}");
-            self.loaded.set(false);
-            http::problem_of(ProblemType::Internal, "the queue could not complete this request", &path)
-        })
+        let load = async { self.ensure_loaded() };
+        let route = |req, path: String, caller| async move { self.route(req, &path, caller).await };
+        http::serve(req, "queue", load, route, || self.loaded.set(false)).await
     }
 }
