@@ -1,5 +1,5 @@
-//! What every admin route shares: JSON bodies that fail as problem+json, cursor pagination, and
-//! `Idempotency-Key` on creating routes.
+//! What every admin route shares: JSON bodies that fail as problem+json ([`JsonBody`]), cursor
+//! pagination ([`PageQuery::fetch`]), and `Idempotency-Key` on creating routes ([`Creating`]).
 //!
 //! **Pagination**: `?limit=1..200` (default 50) and `?cursor=<opaque>`; answers
 //! `{"items": [...], "next_cursor": "..." | null}`. The cursor is the last item's
@@ -11,13 +11,15 @@
 //! `409` (`reason: idempotency_conflict`). Concurrent retries wait on a transaction-scoped lock.
 //! A stored answer lives [`IDEMPOTENCY_HOURS`] hours, then the key may be used again; the pruner
 //! ([`prune`]) deletes expired rows. An answer that carries a secret (a new API key) is stored
-//! without it: a replay answers `secret_withheld: "<field>"` instead ([`create_with_secret`]).
+//! without it: a replay answers `secret_withheld: "<field>"` instead ([`Creating::run_with_secret`]).
 
 use std::future::Future;
 use std::pin::Pin;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, RawPathParams, Request};
+use axum::extract::{
+    FromRef, FromRequest, FromRequestParts, OptionalFromRequestParts, RawPathParams, Request,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -263,23 +265,70 @@ struct Stored {
 /// How long an idempotent answer is kept (and a key's reuse refused or replayed).
 pub const IDEMPOTENCY_HOURS: i32 = 24;
 
-/// Runs a creating request once per `Idempotency-Key` (see the module documentation).
-pub async fn create<F>(
-    db: &PgPool,
-    caller: &Caller,
-    headers: &HeaderMap,
-    method: &str,
-    path: &str,
-    body: &Bytes,
-    work: F,
-) -> Result<Response, ApiError>
-where
-    F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c>,
-{
-    create_with_secret(db, caller, headers, method, path, body, None, work).await
+/// A creating request (`POST`, with an optional `Idempotency-Key`), read before the handler runs:
+/// the pool, the headers and the body. [`Creating::run`] does the handler's work once per key (see
+/// the module documentation).
+pub struct Creating {
+    db: PgPool,
+    headers: HeaderMap,
+    body: Bytes,
 }
 
-/// [`create`] for an answer whose top-level field `secret` is shown once: it is never stored, and
+impl<S> FromRequest<S> for Creating
+where
+    PgPool: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let headers = req.headers().clone();
+        let body = Bytes::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        Ok(Self { db: PgPool::from_ref(state), headers, body })
+    }
+}
+
+impl Creating {
+    /// The body, parsed as JSON (a `malformed-request` problem otherwise).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        parse_json(&self.body)
+    }
+
+    /// The body, parsed as JSON, or `T::default()` for an empty one.
+    pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+        if self.body.is_empty() {
+            Ok(T::default())
+        } else {
+            self.json()
+        }
+    }
+
+    /// Runs `work` once for this request's `Idempotency-Key` (or once, without one); `path` names
+    /// what is created (a replay must name the same).
+    pub async fn run<F>(&self, caller: &Caller, path: &str, work: F) -> Result<Response, ApiError>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c>,
+    {
+        create_with_secret(&self.db, caller, &self.headers, "POST", path, &self.body, None, work).await
+    }
+
+    /// [`Creating::run`] for an answer whose field `secret` is shown once (see [`create_with_secret`]).
+    pub async fn run_with_secret<F>(
+        &self,
+        caller: &Caller,
+        path: &str,
+        secret: &'static str,
+        work: F,
+    ) -> Result<Response, ApiError>
+    where
+        F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c>,
+    {
+        create_with_secret(&self.db, caller, &self.headers, "POST", path, &self.body, Some(secret), work)
+            .await
+    }
+}
+
+/// Runs a creating request once per `Idempotency-Key`; for an answer whose top-level field `secret` is shown once: it is never stored, and
 /// a replay answers the rest with `secret_withheld: "<secret>"`. The caller who lost the first
 /// answer revokes what was made (its id is in the replay) and makes another.
 #[allow(clippy::too_many_arguments)]

@@ -8,9 +8,8 @@
 //!   `[{"hours_before": 168, "percent": 100}, {"hours_before": 24, "percent": 50}]`: 100 % until
 //!   7 days before, 50 % until 24 hours before, nothing after ([`refund_percent`]).
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,7 +17,7 @@ use serde_json::{json, Value};
 use shared_types::inventory::{Currency, FieldError};
 use uuid::Uuid;
 
-use crate::api::{self, JsonBody, Listing};
+use crate::api::{Creating, JsonBody, Listing};
 use crate::auth::{need, Can};
 use crate::error::ApiError;
 use crate::models::event::{find_event, EventState, OwnEvent};
@@ -131,10 +130,9 @@ fn validate_code(c: &NewCode, tiers: &[Uuid]) -> Vec<FieldError> {
 async fn create_code(
     State(state): State<AppState>,
     OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
-    headers: HeaderMap,
-    body: Bytes,
+    creating: Creating,
 ) -> Result<axum::response::Response, ApiError> {
-    let new: NewCode = api::parse_json(&body)?;
+    let new: NewCode = creating.json()?;
     let tiers: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM ticket_tiers WHERE event_id = $1")
         .bind(event.id)
         .fetch_all(&state.db)
@@ -145,7 +143,7 @@ async fn create_code(
     }
     let (org, event_id) = (caller.organization_id, event.id);
     let path = format!("/api/v1/events/{event_id}/promo-codes");
-    api::create(&state.db, &caller, &headers, "POST", &path, &body, move |conn| {
+    creating.run(&caller, &path, move |conn| {
         Box::pin(async move {
             let row: Option<PromoCode> = sqlx::query_as(&format!(
                 "INSERT INTO promo_codes (id, organization_id, event_id, code, kind, percent_off, amount_off_minor, currency,

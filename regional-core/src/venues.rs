@@ -20,7 +20,7 @@ use shared_types::ids::{SeatId, SectionId, ZoneId};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::api::{self, Listing, PageQuery};
+use crate::api::{Creating, Listing, PageQuery};
 use crate::auth::{need, Can};
 use crate::error::ApiError;
 use crate::models::venue::{
@@ -106,15 +106,13 @@ fn seat_total(sections: &[SectionIn]) -> i32 {
 
 #[utoipa::path(post, path = "/api/v1/venues", tag = "catalog", security(("api_key" = [])), request_body = VenueIn, responses((status = 201, body = Venue), crate::api::Problems))]
 async fn create_venue(
-    State(state): State<AppState>,
     Can(caller, _): Can<need::ManageCatalog>,
-    headers: HeaderMap,
-    body: Bytes,
+    creating: Creating,
 ) -> Result<axum::response::Response, ApiError> {
-    let venue: VenueIn = api::parse_json(&body)?;
+    let venue: VenueIn = creating.json()?;
     validate(&venue).map_err(ApiError::Validation)?;
     let org = caller.organization_id;
-    api::create(&state.db, &caller, &headers, "POST", "/api/v1/venues", &body, move |conn| {
+    creating.run(&caller, "/api/v1/venues", move |conn| {
         Box::pin(async move {
             let id = Uuid::new_v4();
             let row: Venue = sqlx::query_as(&format!(

@@ -5,9 +5,8 @@
 //! - `GET    /api/v1/api-keys`             organizer admin: the organization's; others: their own
 //! - `DELETE /api/v1/api-keys/{id}`        revoke (same rule as creating)
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,7 +16,7 @@ use uuid::Uuid;
 
 use super::rules::{actor, audit, check_name};
 use super::users::find_user;
-use crate::api::{self, Listing, PageQuery};
+use crate::api::{Creating, Listing, PageQuery};
 use crate::auth::{new_key, Caller, Permission, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -56,8 +55,7 @@ pub(super) async fn create_key(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    creating: Creating,
 ) -> Result<axum::response::Response, ApiError> {
     let user = find_user(&state.db, &caller, &id).await?;
     if !may_manage_keys_of(&caller, user.id, user.role, user.organization_id) {
@@ -65,7 +63,7 @@ pub(super) async fn create_key(
             "only the user or their organization's admin may make their keys".into(),
         ));
     }
-    let new: NewKeyBody = if body.is_empty() { NewKeyBody::default() } else { api::parse_json(&body)? };
+    let new: NewKeyBody = creating.json_or_default()?;
     let mut errors = Vec::new();
     check_name(&mut errors, "name", &new.name, false);
     if !errors.is_empty() {
@@ -73,23 +71,24 @@ pub(super) async fn create_key(
     }
     let c = caller.clone();
     let path = format!("/api/v1/users/{}/api-keys", user.id);
-    api::create_with_secret(&state.db, &caller, &headers, "POST", &path, &body, Some("key"), move |conn| {
-        Box::pin(async move {
-            let (key, row) = insert_key(conn, user.id, user.organization_id, &new.name).await?;
-            audit(
-                conn,
-                &actor(&c),
-                "api_key.create",
-                &format!("api_key:{}", row.id),
-                json!({ "user": user.id }),
-            )
-            .await?;
-            let mut answer = serde_json::to_value(&row).unwrap_or_default();
-            answer["key"] = Value::String(key);
-            Ok((StatusCode::CREATED, answer))
+    creating
+        .run_with_secret(&caller, &path, "key", move |conn| {
+            Box::pin(async move {
+                let (key, row) = insert_key(conn, user.id, user.organization_id, &new.name).await?;
+                audit(
+                    conn,
+                    &actor(&c),
+                    "api_key.create",
+                    &format!("api_key:{}", row.id),
+                    json!({ "user": user.id }),
+                )
+                .await?;
+                let mut answer = serde_json::to_value(&row).unwrap_or_default();
+                answer["key"] = Value::String(key);
+                Ok((StatusCode::CREATED, answer))
+            })
         })
-    })
-    .await
+        .await
 }
 
 pub(super) async fn insert_key(

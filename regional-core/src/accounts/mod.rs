@@ -17,11 +17,10 @@
 //! admin manages a platform admin's keys.
 //!
 //! A new key's secret is in the creating answer only: with an `Idempotency-Key`, a replay answers
-//! the key's row without it (`secret_withheld: "key"`; see [`api::create_with_secret`]).
+//! the key's row without it (`secret_withheld: "key"`; see [`api::Creating::run_with_secret`]).
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -30,7 +29,7 @@ use shared_types::inventory::FieldError;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::api::{self, Listing, PageQuery};
+use crate::api::{Creating, Listing, PageQuery};
 use crate::auth::{need, Caller, Can, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -78,12 +77,10 @@ struct NewOrganization {
 
 #[utoipa::path(post, path = "/api/v1/organizations", tag = "accounts", security(("api_key" = [])), request_body = NewOrganization, responses((status = 201, body = Organization), crate::api::Problems))]
 async fn create_organization(
-    State(state): State<AppState>,
     Can(caller, _): Can<need::ManagePlatform>,
-    headers: HeaderMap,
-    body: Bytes,
+    creating: Creating,
 ) -> Result<axum::response::Response, ApiError> {
-    let new: NewOrganization = api::parse_json(&body)?;
+    let new: NewOrganization = creating.json()?;
     let mut errors = Vec::new();
     check_name(&mut errors, "name", &new.name, true);
     if !valid_slug(&new.slug) {
@@ -99,32 +96,34 @@ async fn create_organization(
         return Err(ApiError::Validation(errors));
     }
     let c = caller.clone();
-    api::create(&state.db, &caller, &headers, "POST", "/api/v1/organizations", &body, move |conn| {
-        Box::pin(async move {
-            let org: Option<Organization> = sqlx::query_as(
-                "INSERT INTO organizations (id, name, slug, time_zone) VALUES ($1, $2, $3, $4)
+    creating
+        .run(&caller, "/api/v1/organizations", move |conn| {
+            Box::pin(async move {
+                let org: Option<Organization> = sqlx::query_as(
+                    "INSERT INTO organizations (id, name, slug, time_zone) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (slug) DO NOTHING RETURNING id, name, slug, time_zone, created_at",
-            )
-            .bind(Uuid::new_v4())
-            .bind(new.name.trim())
-            .bind(&new.slug)
-            .bind(&new.time_zone)
-            .fetch_optional(&mut *conn)
-            .await?;
-            let org =
-                org.ok_or_else(|| ApiError::conflict("slug_taken", "an organization with this slug exists"))?;
-            audit(
-                conn,
-                &actor(&c),
-                "organization.create",
-                &format!("organization:{}", org.id),
-                json!({ "slug": org.slug }),
-            )
-            .await?;
-            Ok((StatusCode::CREATED, serde_json::to_value(&org).unwrap_or_default()))
+                )
+                .bind(Uuid::new_v4())
+                .bind(new.name.trim())
+                .bind(&new.slug)
+                .bind(&new.time_zone)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let org = org.ok_or_else(|| {
+                    ApiError::conflict("slug_taken", "an organization with this slug exists")
+                })?;
+                audit(
+                    conn,
+                    &actor(&c),
+                    "organization.create",
+                    &format!("organization:{}", org.id),
+                    json!({ "slug": org.slug }),
+                )
+                .await?;
+                Ok((StatusCode::CREATED, serde_json::to_value(&org).unwrap_or_default()))
+            })
         })
-    })
-    .await
+        .await
 }
 
 #[utoipa::path(get, path = "/api/v1/organizations", tag = "accounts", security(("api_key" = [])), params(PageQuery), responses((status = 200, body = Listing<Organization>), crate::api::Problems))]

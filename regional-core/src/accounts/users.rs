@@ -4,9 +4,8 @@
 //! - `GET  /api/v1/users[?role=]`  the caller's organization
 //! - `GET  /api/v1/users/{id}`
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,7 +15,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::rules::{actor, audit, check_name};
-use crate::api::{self, Listing, PageQuery};
+use crate::api::{Creating, Listing, PageQuery};
 use crate::auth::{need, Caller, Can, Permission, Role};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -47,12 +46,10 @@ pub(super) struct NewUser {
 
 #[utoipa::path(post, path = "/api/v1/users", tag = "accounts", security(("api_key" = [])), request_body = NewUser, responses((status = 201, body = User), crate::api::Problems))]
 pub(super) async fn create_user(
-    State(state): State<AppState>,
     Can(caller, _): Can<need::ManageUsers>,
-    headers: HeaderMap,
-    body: Bytes,
+    creating: Creating,
 ) -> Result<axum::response::Response, ApiError> {
-    let new: NewUser = api::parse_json(&body)?;
+    let new: NewUser = creating.json()?;
     let organization = match (caller.role, new.organization_id) {
         (Role::PlatformAdmin, Some(org)) => org,
         (_, Some(org)) if org != caller.organization_id => return Err(ApiError::NotFound),
@@ -70,49 +67,48 @@ pub(super) async fn create_user(
         return Err(ApiError::Validation(errors));
     }
     let c = caller.clone();
-    api::create(&state.db, &caller, &headers, "POST", "/api/v1/users", &body, move |conn| {
-        Box::pin(async move {
-            let exists: Option<bool> =
-                sqlx::query_scalar("SELECT is_platform FROM organizations WHERE id = $1")
-                    .bind(organization)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            match exists {
-                None => return Err(ApiError::field("organization_id", "no such organization")),
-                Some(true) => {
-                    return Err(ApiError::field(
+    creating
+        .run(&caller, "/api/v1/users", move |conn| {
+            Box::pin(async move {
+                let exists: Option<bool> =
+                    sqlx::query_scalar("SELECT is_platform FROM organizations WHERE id = $1")
+                        .bind(organization)
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                match exists {
+                    None => return Err(ApiError::field("organization_id", "no such organization")),
+                    Some(true) => return Err(ApiError::field(
                         "organization_id",
                         "the platform organization holds platform admins only (`regional-core create-admin`)",
-                    ))
+                    )),
+                    Some(false) => {}
                 }
-                Some(false) => {}
-            }
-            let user: Option<User> = sqlx::query_as(
-                "INSERT INTO users (id, organization_id, email, name, role) VALUES ($1, $2, $3, $4, $5)
+                let user: Option<User> = sqlx::query_as(
+                    "INSERT INTO users (id, organization_id, email, name, role) VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT (lower(email)) DO NOTHING
                  RETURNING id, organization_id, email, name, role, disabled, created_at",
-            )
-            .bind(Uuid::new_v4())
-            .bind(organization)
-            .bind(new.email.trim())
-            .bind(new.name.trim())
-            .bind(new.role)
-            .fetch_optional(&mut *conn)
-            .await?;
-            let user =
-                user.ok_or_else(|| ApiError::conflict("email_taken", "a user with this e-mail exists"))?;
-            audit(
-                conn,
-                &actor(&c),
-                "user.create",
-                &format!("user:{}", user.id),
-                json!({ "role": user.role }),
-            )
-            .await?;
-            Ok((StatusCode::CREATED, serde_json::to_value(&user).unwrap_or_default()))
+                )
+                .bind(Uuid::new_v4())
+                .bind(organization)
+                .bind(new.email.trim())
+                .bind(new.name.trim())
+                .bind(new.role)
+                .fetch_optional(&mut *conn)
+                .await?;
+                let user =
+                    user.ok_or_else(|| ApiError::conflict("email_taken", "a user with this e-mail exists"))?;
+                audit(
+                    conn,
+                    &actor(&c),
+                    "user.create",
+                    &format!("user:{}", user.id),
+                    json!({ "role": user.role }),
+                )
+                .await?;
+                Ok((StatusCode::CREATED, serde_json::to_value(&user).unwrap_or_default()))
+            })
         })
-    })
-    .await
+        .await
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

@@ -13,9 +13,8 @@
 //! draft, published, on_sale, sold_out → cancelled; published, on_sale, sold_out → completed.
 //! Cancelled and completed are final. Publishing needs at least one tier.
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -23,7 +22,7 @@ use serde_json::json;
 use shared_types::inventory::FieldError;
 use uuid::Uuid;
 
-use crate::api::{self, JsonBody, Listing};
+use crate::api::{self, Creating, JsonBody, Listing};
 use crate::auth::{need, Can};
 use crate::error::ApiError;
 use crate::models::event::{allowed, find_event, Event, EventState, OwnEvent, EVENT_COLUMNS};
@@ -105,10 +104,9 @@ fn check_event_fields(
 async fn create_event(
     State(state): State<AppState>,
     Can(caller, _): Can<need::ManageCatalog>,
-    headers: HeaderMap,
-    body: Bytes,
+    creating: Creating,
 ) -> Result<axum::response::Response, ApiError> {
-    let new: NewEvent = api::parse_json(&body)?;
+    let new: NewEvent = creating.json()?;
     let venue = find_venue(&state.db, &caller, &new.venue_id.to_string())
         .await
         .map_err(|_| ApiError::field("venue_id", "no such venue in this organization"))?;
@@ -122,7 +120,7 @@ async fn create_event(
         return Err(ApiError::Validation(errors));
     }
     let org = caller.organization_id;
-    api::create(&state.db, &caller, &headers, "POST", "/api/v1/events", &body, move |conn| {
+    creating.run(&caller, "/api/v1/events", move |conn| {
         Box::pin(async move {
             let event: Event = sqlx::query_as(&format!(
                 "INSERT INTO events (id, organization_id, venue_id, title, description, genre, starts_at, ends_at,

@@ -4,9 +4,8 @@
 //! - `GET   /api/v1/events/{id}/tiers`
 //! - `PATCH /api/v1/events/{id}/tiers/{tier}`
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -14,7 +13,7 @@ use serde_json::json;
 use shared_types::inventory::{Currency, FieldError};
 use uuid::Uuid;
 
-use crate::api::{self, JsonBody, Listing};
+use crate::api::{Creating, JsonBody, Listing};
 use crate::auth::{need, Can};
 use crate::error::ApiError;
 use crate::models::event::{find_event, EventState, OwnEvent, Tier, TIER_COLUMNS};
@@ -51,10 +50,9 @@ fn default_limit() -> i32 {
 pub(super) async fn create_tier(
     State(state): State<AppState>,
     OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
-    headers: HeaderMap,
-    body: Bytes,
+    creating: Creating,
 ) -> Result<axum::response::Response, ApiError> {
-    let new: NewTier = api::parse_json(&body)?;
+    let new: NewTier = creating.json()?;
     if matches!(event.state, EventState::Cancelled | EventState::Completed) {
         return Err(ApiError::conflict("event_closed", "a cancelled or completed event takes no new tiers"));
     }
@@ -121,7 +119,7 @@ pub(super) async fn create_tier(
     }
     let (org, event_id) = (caller.organization_id, event.id);
     let path = format!("/api/v1/events/{event_id}/tiers");
-    api::create(&state.db, &caller, &headers, "POST", &path, &body, move |conn| {
+    creating.run(&caller, &path, move |conn| {
         Box::pin(async move {
             let tier: Tier = sqlx::query_as(&format!(
                 "INSERT INTO ticket_tiers (id, event_id, organization_id, name, kind, ga_area, currency, price_minor,
