@@ -1,6 +1,6 @@
 //! The one alarm an object keeps. Each object arms at most one alarm (its next expiry or tick);
 //! [`Alarm`] remembers what this instance last set, so that an unchanged wake costs no storage
-//! call, and forgets it when the object reloads.
+//! call, and forgets it when told to (the alarm fired, or the object reads its storage again).
 
 use std::cell::Cell;
 

@@ -75,6 +75,8 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
         (Method::Get | Method::Head, ["transfers", transfer]) => pages::transfer_page(transfer),
         (method, ["events", event, rest @ ..]) => {
             let ev = cx.at(event_of(cx, event)?);
+            // Every page of the line signs or checks tokens: without keys, 503 at once.
+            cx.keys()?;
             match (method, rest) {
                 (Method::Get | Method::Head, []) => pages::event_page(&ev, &req).await,
                 (Method::Post, ["join"]) => pages::join_form(&ev, req).await,
@@ -85,6 +87,12 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
         }
         (method, ["api", "v1", "events", event, rest @ ..]) => {
             let ev = cx.at(event_of(cx, event)?);
+            // The line's routes and the holds sign or check tokens: without keys, 503 at once.
+            let signs = matches!(rest, ["queue" | "challenge"])
+                || matches!((&method, rest), (Method::Post, ["holds"]) | (Method::Delete, ["holds", _]));
+            if signs {
+                cx.keys()?;
+            }
             match (method, rest) {
                 (Method::Post, ["challenge"]) => api::challenge(&ev, &req).await,
                 (Method::Post, ["queue"]) => api::join(&ev, req).await,

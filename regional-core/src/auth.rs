@@ -1,7 +1,7 @@
 //! Who is calling: API keys and roles. Every admin route takes a [`Caller`], which only a valid,
 //! unrevoked key of an enabled user yields, checked for what the route needs: [`Can<P>`] (a caller
 //! allowed to do `P`, checked before the handler runs) or, for a route about one event,
-//! `models::event::OwnEvent<P>` (the same, and the event in the caller's organization). Every
+//! `extract::OwnEvent<P>` (the same, and the event in the caller's organization). Every
 //! query is scoped to `caller.organization_id` (another tenant's rows answer 404).
 //!
 //! A key is `tk_<id>_<secret>`: `id` is 16 characters of `[a-z0-9]` (public, the row's key), the

@@ -17,11 +17,13 @@ use serde_json::{json, Value};
 use shared_types::inventory::{Currency, FieldError};
 use uuid::Uuid;
 
-use crate::api::{Creating, JsonBody, Listing};
+use crate::api::{self, Creating, Listing};
 use crate::auth::{need, Can};
 use crate::error::ApiError;
-use crate::models::event::{find_event, EventState, OwnEvent};
+use crate::extract::OwnEvent;
+use crate::models::event::{find_event, EventState};
 use crate::state::AppState;
+use axum::body::Bytes;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -255,7 +257,7 @@ pub fn refund_percent(windows: &[RefundWindow], starts_at: DateTime<Utc>, now: D
 async fn set_refund_policy(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
-    JsonBody(windows): JsonBody<Vec<RefundWindow>>,
+    body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     if matches!(event.state, EventState::Cancelled | EventState::Completed) {
         return Err(ApiError::conflict(
@@ -263,6 +265,8 @@ async fn set_refund_policy(
             "the policy of a cancelled or completed event is final",
         ));
     }
+    // Read after the closed check (409 before 422).
+    let windows: Vec<RefundWindow> = api::parse_json(&body)?;
     let errors = validate_policy(&windows);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));

@@ -139,6 +139,7 @@ impl SeatMap {
     /// A grid of `sections` × `rows` × `per_row` seats, for tests and benchmarks: sections `S{s}`,
     /// rows `{r}`, seats `S{s}-{r}-{n}` at `(n, r)`; `zone_of(s, r, n)` gives a seat's zone and
     /// accessibility.
+    #[cfg(any(test, feature = "fixtures"))]
     pub fn grid(
         sections: usize,
         rows: usize,

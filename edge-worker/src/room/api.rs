@@ -1,4 +1,4 @@
-//! The waiting room's JSON routes, for apps (the pages in `pages/` take the same steps).
+//! The waiting room's JSON routes, for apps (the pages in `pages.rs` take the same steps).
 
 use serde_json::json;
 use worker::{Request, Response};

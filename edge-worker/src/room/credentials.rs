@@ -139,11 +139,13 @@ pub struct Admitted {
 /// kind, or the event's admission cookie), while their shopping session is open; a 401 otherwise.
 pub async fn admitted(ev: &EventCtx<'_>, req: &Request) -> Result<Admitted> {
     let unauthorized = |reason: &str, detail: String| ev.refusal(ProblemType::Unauthorized, reason, detail);
-    let token = match web::bearer(req)? {
-        Some(token) => token,
-        None => cookie(req, &admission_cookie(ev))?
-            .ok_or_else(|| unauthorized("missing", "an admission token is required".into()))?,
+    // An Authorization header is the credential when there is one (the cookie only without it).
+    let token = match (req.headers().get("authorization")?, web::bearer(req)?) {
+        (_, Some(token)) => Some(token),
+        (Some(_), None) => None,
+        (None, None) => cookie(req, &admission_cookie(ev))?,
     };
+    let token = token.ok_or_else(|| unauthorized("missing", "an admission token is required".into()))?;
     // Signature, expiry and event first (whatever the grant says); then the grant's own claims.
     let claims = ev
         .keys()?

@@ -141,7 +141,7 @@ pub async fn deliver_batch(
 /// topic of [`TOPICS`], a payload with its `type` at [`SCHEMA_VERSION`]) is the table's constraint
 /// `outbox_row`, which every writer passes: this function, and the three statements that build
 /// their payload in SQL to stay one statement on a hot path (`checkout/create.rs`,
-/// `checkout/driver.rs` `payment_event`, `fulfillment/checkin.rs`).
+/// `checkout/record.rs` `payment_event`, `fulfillment/checkin.rs`).
 pub async fn outbox(
     conn: &mut PgConnection,
     topic: &str,

@@ -14,9 +14,9 @@ use super::saga::{Input, OrderState};
 use super::*;
 use crate::api::{self, Listing, PageQuery};
 use crate::auth::{need, Can};
-use crate::buyer::BuyerOrder;
 use crate::error::ApiError;
-use crate::models::event::OwnEvent;
+use crate::extract::BuyerOrder;
+use crate::extract::OwnEvent;
 use crate::state::AppState;
 
 /// `GET /api/v1/orders/{id}`: the buyer's order (with the order token from checkout).

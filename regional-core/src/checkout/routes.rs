@@ -21,7 +21,7 @@ use super::*;
 use crate::api::JsonBody;
 use crate::auth::need;
 use crate::error::ApiError;
-use crate::models::event::OwnEvent;
+use crate::extract::OwnEvent;
 use crate::payments::{PaymentProvider, RemoteState, WebhookKind};
 use crate::state::AppState;
 

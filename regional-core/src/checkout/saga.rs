@@ -215,7 +215,7 @@ mod tests {
         }
     }
 
-    /// The driver's step for the current state, against the world (mirrors `driver.rs`).
+    /// The driver's step for the current state, against the world (mirrors `payment_steps.rs` and `seat_steps.rs`).
     fn step(w: &mut World) {
         match w.state {
             OrderState::Created => {

@@ -6,8 +6,9 @@
 //! - `GET   /api/v1/events/{id}`, `PATCH /api/v1/events/{id}`
 //! - `POST  /api/v1/events/{id}/state`       `{"state": "published"}`: one step of the state machine
 //!
-//! Every route about one event takes an [`OwnEvent`]: the caller's permission is checked and the
-//! event looked up in their organization before the handler runs.
+//! A route about one event takes an [`OwnEvent`]: the caller's permission is checked and the event
+//! looked up in their organization before the handler runs (a route that must read its body before
+//! the event, as `change_state` does, takes `Can` and looks the event up itself).
 //!
 //! The state machine ([`allowed`]): draft → published → on_sale → sold_out ⇄ on_sale; any of
 //! draft, published, on_sale, sold_out → cancelled; published, on_sale, sold_out → completed.
@@ -25,7 +26,8 @@ use uuid::Uuid;
 use crate::api::{self, Creating, JsonBody, Listing};
 use crate::auth::{need, Can};
 use crate::error::ApiError;
-use crate::models::event::{allowed, find_event, Event, EventState, OwnEvent, EVENT_COLUMNS};
+use crate::extract::OwnEvent;
+use crate::models::event::{allowed, find_event, Event, EventState, EVENT_COLUMNS};
 use crate::models::venue::find_venue;
 use crate::publishing::{self, touch};
 use crate::state::AppState;

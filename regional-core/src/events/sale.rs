@@ -15,7 +15,7 @@ use shared_types::waiting_room::WaitingRoomSettings;
 use crate::api::{self, JsonBody};
 use crate::auth::need;
 use crate::error::ApiError;
-use crate::models::event::OwnEvent;
+use crate::extract::OwnEvent;
 use crate::publishing::{self, touch};
 use crate::state::AppState;
 

@@ -13,13 +13,15 @@ use serde_json::json;
 use shared_types::inventory::{Currency, FieldError};
 use uuid::Uuid;
 
-use crate::api::{Creating, JsonBody, Listing};
-use crate::auth::{need, Can};
+use crate::api::{self, Creating, Listing};
+use crate::auth::need;
 use crate::error::ApiError;
-use crate::models::event::{find_event, EventState, OwnEvent, Tier, TIER_COLUMNS};
+use crate::extract::OwnEvent;
+use crate::models::event::{EventState, Tier, TIER_COLUMNS};
 use crate::models::venue::{find_venue, GaArea, ZoneIn};
 use crate::publishing::touch;
 use crate::state::AppState;
+use axum::body::Bytes;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -179,12 +181,13 @@ pub(super) struct TierChanges {
 #[utoipa::path(patch, path = "/api/v1/events/{id}/tiers/{tier}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), ("tier" = String, Path, description = "the tier id")), request_body = TierChanges, responses((status = 200, body = Tier), crate::api::Problems))]
 pub(super) async fn update_tier(
     State(state): State<AppState>,
-    Can(caller, _): Can<need::ManageCatalog>,
-    Path((id, tier)): Path<(String, String)>,
-    JsonBody(c): JsonBody<TierChanges>,
+    OwnEvent { caller: _, event, .. }: OwnEvent<need::ManageCatalog>,
+    Path((_, tier)): Path<(String, String)>,
+    body: Bytes,
 ) -> Result<Json<Tier>, ApiError> {
-    let event = find_event(&state.db, &caller, &id).await?;
     let tier: Uuid = tier.parse().map_err(|_| ApiError::NotFound)?;
+    // The body is read after the event and the tier are found (404 before 422).
+    let c: TierChanges = api::parse_json(&body)?;
     let mut errors = Vec::new();
     if c.name.as_deref().is_some_and(|n| !(1..=100).contains(&n.trim().chars().count())) {
         errors.push(FieldError::new("name", "must be 1 to 100 characters"));

@@ -22,8 +22,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::buyer::BuyerOrder;
 use crate::error::ApiError;
+use crate::extract::BuyerOrder;
 use crate::models::ticket::{qr_file, TicketRow, TICKET_COLUMNS};
 use crate::state::AppState;
 use crate::tokens::ticket_code;

@@ -1,16 +1,12 @@
 //! Events, their state machine, and their ticket tiers, as rows.
 
-use std::marker::PhantomData;
-
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::request::Parts;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::{Caller, Can, Need};
+use crate::auth::Caller;
 use crate::error::ApiError;
 
 /// The states of an event.
@@ -93,28 +89,4 @@ pub async fn find_event(db: &PgPool, caller: &Caller, id: &str) -> Result<Event,
         .fetch_optional(db)
         .await?;
     row.filter(|e| e.organization_id == caller.organization_id).ok_or(ApiError::NotFound)
-}
-
-/// The event a route's `{id}` names, for a caller allowed to do `P`: authenticated (401), checked
-/// (403), then the event looked up in the caller's organization (404 for none, or another
-/// tenant's), all before the handler runs.
-pub struct OwnEvent<P> {
-    pub caller: Caller,
-    pub event: Event,
-    need: PhantomData<fn() -> P>,
-}
-
-impl<S, P: Need> FromRequestParts<S> for OwnEvent<P>
-where
-    PgPool: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Can(caller, _) = Can::<P>::from_request_parts(parts, state).await?;
-        let id = crate::api::path_id(parts, state).await?;
-        let event = find_event(&PgPool::from_ref(state), &caller, &id).await?;
-        Ok(Self { caller, event, need: PhantomData })
-    }
 }

@@ -315,7 +315,16 @@ async fn decide(
         _ => return Err(ApiError::NotFound),
     };
     // Options from the query string, or from the page's form.
-    let form: Options = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    let mut form = Options::default();
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+    for (name, value) in fields {
+        match name.as_str() {
+            "delay_ms" => form.delay_ms = value.parse().ok(),
+            "duplicates" => form.duplicates = value.parse().ok(),
+            "stale_failure" => form.stale_failure = Some(value == "true" || value == "1"),
+            _ => {}
+        }
+    }
     let opts = Options {
         duplicates: query.duplicates.or(form.duplicates),
         delay_ms: query.delay_ms.or(form.delay_ms),

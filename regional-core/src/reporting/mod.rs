@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::auth::need;
 use crate::error::ApiError;
-use crate::models::event::OwnEvent;
+use crate::extract::{OwnEvent, Replica};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -148,7 +148,7 @@ const ORDERS: &str = "COALESCE(sum(orders_created), 0)::int8 AS created, COALESC
     responses((status = 200, body = EventReport), crate::api::Problems))]
 async fn event_report(
     State(state): State<AppState>,
-    OwnEvent { event, .. }: OwnEvent<need::Read>,
+    OwnEvent { event, .. }: OwnEvent<need::Read, Replica>,
 ) -> Result<Json<EventReport>, ApiError> {
     Ok(Json(report_of(&state, event.id).await?))
 }
@@ -297,7 +297,7 @@ async fn bucketed<T: serde::de::DeserializeOwned + Send + Unpin + 'static>(
     responses((status = 200, body = SalesReport), crate::api::Problems))]
 async fn sales(
     State(state): State<AppState>,
-    OwnEvent { event, .. }: OwnEvent<need::Read>,
+    OwnEvent { event, .. }: OwnEvent<need::Read, Replica>,
     Query(q): Query<SalesQuery>,
 ) -> Result<Json<SalesReport>, ApiError> {
     let bucket = q.bucket.clone().unwrap_or_else(|| "hour".into());
@@ -390,7 +390,7 @@ pub async fn settlement_of(db: &sqlx::PgPool, event: Uuid, bps: i64) -> Result<S
     responses((status = 200, body = Settlement), crate::api::Problems))]
 async fn settlement(
     State(state): State<AppState>,
-    OwnEvent { event, .. }: OwnEvent<need::Read>,
+    OwnEvent { event, .. }: OwnEvent<need::Read, Replica>,
 ) -> Result<Json<Settlement>, ApiError> {
     Ok(Json(settlement_of(&state.read_db, event.id, state.commission_bps).await?))
 }

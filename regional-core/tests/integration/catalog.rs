@@ -395,4 +395,16 @@ async fn promo_codes_and_refund_policies_are_validated_and_scoped(db: PgPool) {
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(p["errors"][0]["field"], "[1].hours_before");
     assert_eq!(api.call(&globex, Method::PUT, &policy, Some(json!([]))).await.0, StatusCode::NOT_FOUND);
+    // What is wrong with the route comes before what is wrong with the body: another tenant's
+    // event (or tier) is a 404 and a closed event a 409, whatever the body says.
+    let tier_path = format!("/api/v1/events/{event}/tiers/{}", tier["id"].as_str().unwrap());
+    let junk = Some(json!({ "no_such_field": true }));
+    assert_eq!(api.call(&globex, Method::PATCH, &tier_path, junk.clone()).await.0, StatusCode::NOT_FOUND);
+    let no_tier = format!("/api/v1/events/{event}/tiers/not-a-tier");
+    assert_eq!(api.call(&acme, Method::PATCH, &no_tier, junk.clone()).await.0, StatusCode::NOT_FOUND);
+    let state = format!("/api/v1/events/{event}/state");
+    let (s, _) = api.call(&acme, Method::POST, &state, Some(json!({ "state": "cancelled" }))).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, p) = api.call(&acme, Method::PUT, &policy, Some(json!({ "not": "windows" }))).await;
+    assert_eq!((s, p["reason"].as_str()), (StatusCode::CONFLICT, Some("event_closed")));
 }
