@@ -95,20 +95,18 @@ struct Buy<'a> {
     clock: Clock,
 }
 
+/// A page whose content its script fetches (`assets/order.js`, `assets/transfer.js`).
 #[derive(Template)]
-#[template(path = "order.html")]
-struct Order<'a> {
+#[template(path = "app.html")]
+struct App<'a> {
     title: &'static str,
     refresh: Option<u64>,
-    order: &'a str,
-}
-
-#[derive(Template)]
-#[template(path = "transfer.html")]
-struct Transfer<'a> {
-    title: &'static str,
-    refresh: Option<u64>,
-    transfer: &'a str,
+    /// `order` or `transfer`: the box's id and its data attribute, which the script reads.
+    kind: &'static str,
+    id: &'a str,
+    loading: &'static str,
+    noscript: &'static str,
+    script: &'static str,
 }
 
 #[derive(Template)]
@@ -290,12 +288,30 @@ pub async fn buy_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
 /// `GET /orders/{id}`: the buyer's order page. The order token comes from the fragment (or this
 /// tab's storage); the script asks `/api/v1/orders/{id}` and follows the order until it is final.
 pub fn order_page(order: &str) -> Result<Response> {
-    page(200, &Order { title: "Your order", refresh: None, order }, &[])
+    let app = App {
+        title: "Your order",
+        refresh: None,
+        kind: "order",
+        id: order,
+        loading: "Loading your order…",
+        noscript: "This page needs JavaScript to show your order.",
+        script: "order.js",
+    };
+    page(200, &app, &[])
 }
 
 /// `GET /transfers/{id}`: a ticket offered to the visitor. The transfer token comes from the
 /// fragment of the mail's link; the script shows the offer, accepts or declines it, and then shows
 /// the ticket's QR code.
 pub fn transfer_page(transfer: &str) -> Result<Response> {
-    page(200, &Transfer { title: "A ticket for you", refresh: None, transfer }, &[])
+    let app = App {
+        title: "A ticket for you",
+        refresh: None,
+        kind: "transfer",
+        id: transfer,
+        loading: "Loading the offer…",
+        noscript: "This page needs JavaScript to show the offer.",
+        script: "transfer.js",
+    };
+    page(200, &app, &[])
 }

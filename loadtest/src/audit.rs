@@ -62,6 +62,43 @@ async fn edge_stats(
     Ok(stats)
 }
 
+/// The invariants that are a count of rows that must be zero: (name, the count, what it counts).
+const ZERO_COUNTS: [(&str, &str, &str); 6] = [
+    (
+        "no_seat_sold_twice",
+        "SELECT count(*) FROM (SELECT seat_id FROM tickets WHERE event_id = $1::uuid AND seat_id IS NOT NULL
+           AND state <> 'void' GROUP BY seat_id HAVING count(*) > 1) d",
+        "seats with two live tickets",
+    ),
+    (
+        "no_tier_oversold",
+        "SELECT count(*) FROM ticket_tiers t WHERE t.event_id = $1::uuid
+           AND (SELECT count(*) FROM tickets k WHERE k.tier_id = t.id AND k.state <> 'void') > t.quantity",
+        "tiers with more live tickets than places",
+    ),
+    (
+        "paid_orders_have_their_tickets",
+        "SELECT count(*) FROM orders o WHERE o.event_id = $1::uuid AND o.state = 'paid'
+           AND (SELECT count(*) FROM tickets t WHERE t.order_id = o.id AND t.state <> 'void')
+            <> (SELECT count(*) FROM order_lines l WHERE l.order_id = o.id)",
+        "paid orders without all their tickets",
+    ),
+    (
+        "refunded_orders_have_their_refund",
+        "SELECT count(*) FROM orders o WHERE o.event_id = $1::uuid AND o.state = 'refunded' AND o.refund_minor > 0
+           AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.order_id = o.id AND r.state = 'succeeded'
+                           AND r.amount_minor = o.refund_minor)",
+        "refunded orders without it",
+    ),
+    (
+        "money_only_for_paid_or_refunded",
+        "SELECT count(*) FROM orders o JOIN payments p ON p.order_id = o.id JOIN testpay_payments t ON t.id = p.provider_ref
+         WHERE o.event_id = $1::uuid AND t.state = 'succeeded' AND o.state NOT IN ('paid', 'refunded')",
+        "orders with money taken and no outcome",
+    ),
+    ("no_order_unfinished", UNFINISHED, "orders unfinished"),
+];
+
 /// Waits (at most `within`) until no order of the event is unfinished and no hold is live, then
 /// audits.
 pub async fn settle_and_audit(
@@ -100,62 +137,10 @@ pub async fn audit(
     let mut checks = Vec::new();
     let mut check = |name: &'static str, ok: bool, detail: String| checks.push(Check { name, ok, detail });
 
-    let twice = count(
-        db,
-        "SELECT count(*) FROM (SELECT seat_id FROM tickets WHERE event_id = $1::uuid AND seat_id IS NOT NULL
-           AND state <> 'void' GROUP BY seat_id HAVING count(*) > 1) d",
-        event,
-    )
-    .await?;
-    check("no_seat_sold_twice", twice == 0, format!("{twice} seats with two live tickets"));
-    let oversold = count(
-        db,
-        "SELECT count(*) FROM ticket_tiers t WHERE t.event_id = $1::uuid
-           AND (SELECT count(*) FROM tickets k WHERE k.tier_id = t.id AND k.state <> 'void') > t.quantity",
-        event,
-    )
-    .await?;
-    check("no_tier_oversold", oversold == 0, format!("{oversold} tiers with more live tickets than places"));
-    let short = count(
-        db,
-        "SELECT count(*) FROM orders o WHERE o.event_id = $1::uuid AND o.state = 'paid'
-           AND (SELECT count(*) FROM tickets t WHERE t.order_id = o.id AND t.state <> 'void')
-            <> (SELECT count(*) FROM order_lines l WHERE l.order_id = o.id)",
-        event,
-    )
-    .await?;
-    check(
-        "paid_orders_have_their_tickets",
-        short == 0,
-        format!("{short} paid orders without all their tickets"),
-    );
-    let unrefunded = count(
-        db,
-        "SELECT count(*) FROM orders o WHERE o.event_id = $1::uuid AND o.state = 'refunded' AND o.refund_minor > 0
-           AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.order_id = o.id AND r.state = 'succeeded'
-                           AND r.amount_minor = o.refund_minor)",
-        event,
-    )
-    .await?;
-    check(
-        "refunded_orders_have_their_refund",
-        unrefunded == 0,
-        format!("{unrefunded} refunded orders without it"),
-    );
-    let kept = count(
-        db,
-        "SELECT count(*) FROM orders o JOIN payments p ON p.order_id = o.id JOIN testpay_payments t ON t.id = p.provider_ref
-         WHERE o.event_id = $1::uuid AND t.state = 'succeeded' AND o.state NOT IN ('paid', 'refunded')",
-        event,
-    )
-    .await?;
-    check(
-        "money_only_for_paid_or_refunded",
-        kept == 0,
-        format!("{kept} orders with money taken and no outcome"),
-    );
-    let unfinished = count(db, UNFINISHED, event).await?;
-    check("no_order_unfinished", unfinished == 0, format!("{unfinished} orders unfinished"));
+    for (name, sql, what) in ZERO_COUNTS {
+        let n = count(db, sql, event).await?;
+        check(name, n == 0, format!("{n} {what}"));
+    }
 
     let stats = edge_stats(http, signer, edge, event).await?;
     let s = &stats["stats"];
