@@ -115,7 +115,7 @@ pub async fn hold_object(ev: &EventCtx<'_>, hold: &str) -> Result<String> {
 /// Availability of the whole event, merged across shards (seats in seat-map order, sections and
 /// tiers in layout order, version = sum of the shards' versions, so it only grows).
 pub async fn availability(ev: &EventCtx<'_>) -> Result<Response> {
-    let (env, event) = (ev.env, &ev.event);
+    let event = &ev.event;
     let now = durable_objects::now_ms() as f64;
     let cached = AVAILABILITY.with(|c| {
         c.borrow().get(event).filter(|(at, _)| now - at < AVAILABILITY_TTL_MS).map(|(_, b)| b.clone())
@@ -123,24 +123,10 @@ pub async fn availability(ev: &EventCtx<'_>) -> Result<Response> {
     let body = match cached {
         Some(body) => body,
         None => {
-            let layout = objects::layout(env, event)
-                .await?
-                .ok_or_else(|| ev.problem(ProblemType::NotFound, "this event is not on sale"))?;
-            let call = Call::by(&Caller::Edge);
-            let names: Vec<String> = (0..layout.shards.len()).filter_map(|i| layout.object_name(i)).collect();
-            let answers = futures_util::future::join_all(
-                names
-                    .iter()
-                    .map(|name| objects::inventory(env, name, Method::Get, "/availability", &call, None)),
-            )
-            .await;
+            let (_, parts): (_, Vec<Availability>) =
+                objects::every_shard(ev, &Caller::Edge, "/availability", "this event is not on sale").await?;
             let mut merged: Option<Availability> = None;
-            for answer in answers {
-                let mut resp = answer?;
-                if resp.status_code() != 200 {
-                    return objects::relay(resp, ev.path).await;
-                }
-                let part: Availability = resp.json().await?;
+            for part in parts {
                 merged = Some(match merged {
                     None => part,
                     Some(mut m) => {

@@ -10,7 +10,7 @@
 use durable_objects::directory::Layout;
 use durable_objects::http;
 use durable_objects::inventory::Caller;
-use durable_objects::stub::send;
+use durable_objects::stub::{send, DIRECTORY_BINDING};
 use durable_objects::waiting_room::{call, shard_name, EndSession, COORDINATOR_BINDING, SHARD_BINDING};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -126,15 +126,9 @@ async fn put_inventory(ev: &EventCtx<'_>, body: &[u8], signed: &SignedRequest) -
         inventory_version: inventory.version,
     };
     let signed_call = Call { caller: &Caller::Core, nonce: Some(&signed.nonce), shard_index: None };
-    let mut resp = objects::directory(
-        env,
-        event,
-        Method::Put,
-        "/layout",
-        &signed_call,
-        Some(serde_json::to_string(&proposed)?),
-    )
-    .await?;
+    let proposed = Some(serde_json::to_string(&proposed)?);
+    let mut resp =
+        send(env, DIRECTORY_BINDING, event.as_str(), Method::Put, "/layout", &signed_call, proposed).await?;
     if resp.status_code() != 200 {
         return objects::relay(resp, path).await;
     }
@@ -189,26 +183,13 @@ async fn put_inventory(ev: &EventCtx<'_>, body: &[u8], signed: &SignedRequest) -
 
 /// Statistics of every shard, with their sums.
 async fn stats(ev: &EventCtx<'_>) -> Result<Response> {
-    let (env, event, path) = (ev.env, &ev.event, ev.path);
-    let layout = objects::layout(env, event)
-        .await?
-        .ok_or_else(|| ev.problem(ProblemType::NotFound, "this event is not published at the edge"))?;
-    let call = Call::by(&Caller::Core);
-    let names: Vec<String> = (0..layout.shards.len()).filter_map(|i| layout.object_name(i)).collect();
-    let answers = futures_util::future::join_all(
-        names.iter().map(|n| objects::inventory(env, n, Method::Get, "/stats", &call, None)),
-    )
-    .await;
+    let (layout, answers): (_, Vec<Value>) =
+        objects::every_shard(ev, &Caller::Core, "/stats", "this event is not published at the edge").await?;
     let mut shards = Vec::new();
     let mut totals = json!({ "held": 0, "sold": 0, "available": 0, "capacity": 0 });
     let mut counters = serde_json::Map::new();
     let mut lateness_max = 0i64;
-    for (name, answer) in layout.shards.iter().zip(answers) {
-        let mut resp = answer?;
-        if resp.status_code() != 200 {
-            return objects::relay(resp, path).await;
-        }
-        let shard: Value = resp.json().await?;
+    for (name, shard) in layout.shards.iter().zip(answers) {
         for group in ["sections", "tiers"] {
             for pair in shard[group].as_array().into_iter().flatten() {
                 for key in ["held", "sold", "available", "capacity"] {
@@ -233,7 +214,7 @@ async fn stats(ev: &EventCtx<'_>) -> Result<Response> {
     counters.insert("expiry_lateness_max_ms".into(), json!(lateness_max));
     Ok(http::json(
         200,
-        &json!({ "event": event, "sharding": layout.sharding, "totals": totals, "stats": counters, "shards": shards }),
+        &json!({ "event": ev.event, "sharding": layout.sharding, "totals": totals, "stats": counters, "shards": shards }),
     )?)
 }
 

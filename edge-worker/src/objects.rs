@@ -12,7 +12,7 @@ use shared_types::ids::EventId;
 use shared_types::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
 use worker::{Env, Method, Response};
 
-use crate::context::{Result, Stop};
+use crate::context::{EventCtx, Result, Stop};
 
 /// How long an isolate trusts a layout it read (layouts only grow, and rarely).
 const LAYOUT_TTL_MS: f64 = 5_000.0;
@@ -33,16 +33,29 @@ pub async fn inventory(
     stub::send(env, INVENTORY_BINDING, name, method, path, call, body).await
 }
 
-/// Calls the event's directory.
-pub async fn directory(
-    env: &Env,
-    event: &EventId,
-    method: Method,
+/// `GET path` of every inventory shard of the event at once, as `caller`: the layout, and the
+/// shards' answers in its order. A shard's refusal is relayed as the answer; an event not published here is a 404 saying
+/// `unpublished`.
+pub async fn every_shard<T: serde::de::DeserializeOwned>(
+    ev: &EventCtx<'_>,
+    caller: &Caller,
     path: &str,
-    call: &Call<'_>,
-    body: Option<String>,
-) -> worker::Result<Response> {
-    stub::send(env, DIRECTORY_BINDING, event.as_str(), method, path, call, body).await
+    unpublished: &str,
+) -> Result<(Layout, Vec<T>)> {
+    let layout =
+        layout(ev.env, &ev.event).await?.ok_or_else(|| ev.problem(ProblemType::NotFound, unpublished))?;
+    let call = Call::by(caller);
+    let names: Vec<String> = (0..layout.shards.len()).filter_map(|i| layout.object_name(i)).collect();
+    let calls = names.iter().map(|name| inventory(ev.env, name, Method::Get, path, &call, None));
+    let mut parts = Vec::with_capacity(names.len());
+    for answer in futures_util::future::join_all(calls).await {
+        let mut resp = answer?;
+        if resp.status_code() != 200 {
+            return Err(relayed(resp, ev.path).await);
+        }
+        parts.push(resp.json().await?);
+    }
+    Ok((layout, parts))
 }
 
 /// The event's shard layout (cached per isolate), or `None` if it is not published here.
@@ -54,7 +67,8 @@ pub async fn layout(env: &Env, event: &EventId) -> Result<Option<Layout>> {
         return Ok(cached);
     }
     let call = Call::by(&Caller::Edge);
-    let mut resp = directory(env, event, Method::Get, "/layout", &call, None).await?;
+    let mut resp =
+        stub::send(env, DIRECTORY_BINDING, event.as_str(), Method::Get, "/layout", &call, None).await?;
     if resp.status_code() != 200 {
         return Ok(None);
     }

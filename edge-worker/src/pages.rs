@@ -101,12 +101,20 @@ struct Buy<'a> {
 struct App<'a> {
     title: &'static str,
     refresh: Option<u64>,
-    /// `order` or `transfer`: the box's id and its data attribute, which the script reads.
+    /// `order` or `transfer`: the box's id and its data attribute, which the script
+    /// (`{kind}.js`) reads.
     kind: &'static str,
     id: &'a str,
-    loading: &'static str,
-    noscript: &'static str,
+    /// What the page shows, as a sentence ends: `your order`.
+    what: &'static str,
     script: &'static str,
+}
+
+impl<'a> App<'a> {
+    fn page(kind: &'static str, id: &'a str, title: &'static str, what: &'static str) -> Result<Response> {
+        let script = if kind == "order" { "order.js" } else { "transfer.js" };
+        page(200, &App { title, refresh: None, kind, id, what, script }, &[])
+    }
 }
 
 #[derive(Template)]
@@ -288,30 +296,12 @@ pub async fn buy_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
 /// `GET /orders/{id}`: the buyer's order page. The order token comes from the fragment (or this
 /// tab's storage); the script asks `/api/v1/orders/{id}` and follows the order until it is final.
 pub fn order_page(order: &str) -> Result<Response> {
-    let app = App {
-        title: "Your order",
-        refresh: None,
-        kind: "order",
-        id: order,
-        loading: "Loading your order…",
-        noscript: "This page needs JavaScript to show your order.",
-        script: "order.js",
-    };
-    page(200, &app, &[])
+    App::page("order", order, "Your order", "your order")
 }
 
 /// `GET /transfers/{id}`: a ticket offered to the visitor. The transfer token comes from the
 /// fragment of the mail's link; the script shows the offer, accepts or declines it, and then shows
 /// the ticket's QR code.
 pub fn transfer_page(transfer: &str) -> Result<Response> {
-    let app = App {
-        title: "A ticket for you",
-        refresh: None,
-        kind: "transfer",
-        id: transfer,
-        loading: "Loading the offer…",
-        noscript: "This page needs JavaScript to show the offer.",
-        script: "transfer.js",
-    };
-    page(200, &app, &[])
+    App::page("transfer", transfer, "A ticket for you", "the offer")
 }

@@ -49,17 +49,17 @@ pub struct HoldsArgs {
 
 #[derive(Debug, Serialize)]
 pub struct HoldsReport {
-    pub event: String,
-    pub seats: usize,
-    pub sections: usize,
-    pub sharded: bool,
-    pub concurrency: u64,
-    pub publish_seconds: f64,
-    pub holds: Summary,
+    event: String,
+    seats: usize,
+    sections: usize,
+    sharded: bool,
+    concurrency: u64,
+    publish_seconds: f64,
+    holds: Summary,
     /// Per shard, right after publishing: storage bytes and the isolate's wasm memory.
-    pub objects_after_publish: Vec<Value>,
+    objects_after_publish: Vec<Value>,
     /// Per shard, after the holds.
-    pub objects: Vec<Value>,
+    objects: Vec<Value>,
 }
 
 #[derive(Debug, Args)]

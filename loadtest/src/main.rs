@@ -98,84 +98,45 @@ struct HttpArgs {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let report = match cli.command {
-        Command::Http(args) => serde_json::to_value(http(args).await),
-        Command::Ledger { rounds } => serde_json::to_value(ledger_bench::run(rounds as usize)),
-        Command::Holds(args) => match holds::run(args).await {
-            Ok(report) => serde_json::to_value(report),
-            Err(e) => {
-                eprintln!("loadtest holds: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        },
-        Command::Checkout(args) => match checkout::run(args).await {
-            Ok(report) => serde_json::to_value(report),
-            Err(e) => {
-                eprintln!("loadtest checkout: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        },
-        Command::Sale(args) => match sale::run(args).await {
-            Ok(report) => {
-                let clean = report.audit.clean;
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
-                if !clean {
-                    eprintln!("loadtest sale: THE AUDIT FOUND VIOLATIONS (see \"audit\" above)");
-                    return std::process::ExitCode::FAILURE;
-                }
+    // Each command answers its report and whether it passed (a sale or an audit fails on a
+    // violation, with its report still printed).
+    let (name, outcome) = match cli.command {
+        Command::Http(args) => ("http", Ok(passed(http(args).await))),
+        Command::Ledger { rounds } => ("ledger", Ok(passed(ledger_bench::run(rounds as usize)))),
+        Command::Holds(args) => ("holds", holds::run(args).await.map(passed)),
+        Command::Checkout(args) => ("checkout", checkout::run(args).await.map(passed)),
+        Command::Queue(args) => ("queue", queue::run(args).await.map(passed)),
+        Command::Stats(args) => ("stats", holds::stats(args).await.map(passed)),
+        Command::BaselineServer(args) => {
+            ("baseline-server", baseline::server::serve(args).await.map(|()| None))
+        }
+        Command::Sale(args) => ("sale", sale::run(args).await.map(|r| Some((json(&r), r.audit.clean)))),
+        Command::Audit(args) => ("audit", run_audit(args).await.map(|a| Some((json(&a), a.clean)))),
+    };
+    match outcome {
+        Ok(Some((report, clean))) => {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            if clean {
                 return std::process::ExitCode::SUCCESS;
             }
-            Err(e) => {
-                eprintln!("loadtest sale: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        },
-        Command::Audit(args) => match run_audit(args).await {
-            Ok(audit) => {
-                println!("{}", serde_json::to_string_pretty(&audit).unwrap_or_default());
-                return if audit.clean {
-                    std::process::ExitCode::SUCCESS
-                } else {
-                    std::process::ExitCode::FAILURE
-                };
-            }
-            Err(e) => {
-                eprintln!("loadtest audit: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        },
-        Command::BaselineServer(args) => match baseline::server::serve(args).await {
-            Ok(()) => return std::process::ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("loadtest baseline-server: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        },
-        Command::Queue(args) => match queue::run(args).await {
-            Ok(report) => serde_json::to_value(report),
-            Err(e) => {
-                eprintln!("loadtest queue: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        },
-        Command::Stats(args) => match holds::stats(args).await {
-            Ok(objects) => Ok(serde_json::Value::Array(objects)),
-            Err(e) => {
-                eprintln!("loadtest stats: {e}");
-                return std::process::ExitCode::FAILURE;
-            }
-        },
-    };
-    match report {
-        Ok(json) => {
-            println!("{}", serde_json::to_string_pretty(&json).unwrap_or_default());
-            std::process::ExitCode::SUCCESS
+            eprintln!("loadtest {name}: THE AUDIT FOUND VIOLATIONS (see \"audit\" above)");
+            std::process::ExitCode::FAILURE
         }
+        Ok(None) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("loadtest: {e}");
+            eprintln!("loadtest {name}: {e}");
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn json(report: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(report).unwrap_or_default()
+}
+
+/// A report with nothing to fail on.
+fn passed(report: impl serde::Serialize) -> Option<(serde_json::Value, bool)> {
+    Some((json(&report), true))
 }
 
 async fn http(args: HttpArgs) -> serde_json::Value {

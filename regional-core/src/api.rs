@@ -37,8 +37,17 @@ use sqlx::query::QueryAs;
 use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use uuid::Uuid;
+
+/// A resource's documented routes: each bracketed group is one path's handlers (one per method),
+/// as `utoipa_axum::routes!` takes them.
+macro_rules! resource_routes {
+    ($( [$($group:tt)*] ),* $(,)?) => {
+        utoipa_axum::router::OpenApiRouter::new()$(.routes(utoipa_axum::routes!($($group)*)))*
+    };
+}
+pub(crate) use resource_routes;
 
 /// The request's `Idempotency-Key` header, under the one rule of [`shared_types::idempotency`]
 /// (also the edge's for holds). As an extractor it is required; `Option<IdempotencyHeader>` takes
@@ -48,7 +57,7 @@ pub struct IdempotencyHeader(pub IdempotencyKey);
 
 impl IdempotencyHeader {
     /// The key when the header is present, checked.
-    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, ApiError> {
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>> {
         let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
         let key = value.to_str().map_err(|_| ApiError::field("Idempotency-Key", idempotency::RULE))?;
         IdempotencyKey::parse(key)
@@ -60,7 +69,7 @@ impl IdempotencyHeader {
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self> {
         Self::from_headers(&parts.headers)?
             .ok_or_else(|| ApiError::field("Idempotency-Key", "this header is required"))
     }
@@ -69,7 +78,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyHeader {
 impl<S: Send + Sync> OptionalFromRequestParts<S> for IdempotencyHeader {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>> {
         Self::from_headers(&parts.headers)
     }
 }
@@ -94,7 +103,7 @@ impl utoipa::IntoResponses for Problems {
 
 /// The route's `{id}` (for extractors that check what it names before the handler runs); a route
 /// without one answers 404.
-pub async fn path_id<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String, ApiError> {
+pub async fn path_id<S: Send + Sync>(parts: &mut Parts, state: &S) -> Result<String> {
     let params = RawPathParams::from_request_parts(parts, state).await.map_err(|_| ApiError::NotFound)?;
     let id = params.iter().find(|(name, _)| *name == "id").map(|(_, id)| id.to_owned());
     id.ok_or(ApiError::NotFound)
@@ -114,7 +123,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 }
 
 /// Reads a JSON body; a parse failure is a `malformed-request` problem naming what was wrong.
-pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| ApiError::Malformed(format!("the body is not valid: {e}")))
 }
 
@@ -135,7 +144,7 @@ pub struct Cursor {
 
 impl PageQuery {
     /// The page size to ask for (one more is fetched to learn whether another page follows).
-    pub fn limit(&self) -> Result<i64, ApiError> {
+    pub fn limit(&self) -> Result<i64> {
         match self.limit {
             None => Ok(50),
             Some(n @ 1..=200) => Ok(i64::from(n)),
@@ -144,7 +153,7 @@ impl PageQuery {
     }
 
     /// Where the page starts (`None`: the beginning).
-    pub fn after(&self) -> Result<Option<Cursor>, ApiError> {
+    pub fn after(&self) -> Result<Option<Cursor>> {
         let Some(raw) = &self.cursor else { return Ok(None) };
         URL_SAFE_NO_PAD
             .decode(raw)
@@ -192,7 +201,7 @@ impl PageQuery {
         query: QueryAs<'q, Postgres, T, PgArguments>,
         db: &PgPool,
         position: impl Fn(&T) -> (DateTime<Utc>, K),
-    ) -> Result<Listing<T>, ApiError>
+    ) -> Result<Listing<T>>
     where
         T: Send + Unpin + for<'r> sqlx::FromRow<'r, PgRow>,
         K: KeysetId + 'q,
@@ -219,6 +228,19 @@ impl PageQuery {
 pub struct Listing<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
+}
+
+impl<T> Listing<T> {
+    /// Every row of `table` (whose `columns` are `T`'s) that belongs to `event`, oldest first, as
+    /// one page: for the small per-event collections (tiers, promo codes).
+    pub async fn of_event(db: &PgPool, table: &str, columns: &str, event: Uuid) -> Result<Json<Self>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+    {
+        let sql = format!("SELECT {columns} FROM {table} WHERE event_id = $1 ORDER BY created_at, id");
+        let items = sqlx::query_as(&sql).bind(event).fetch_all(db).await?;
+        Ok(Json(Self { items, next_cursor: None }))
+    }
 }
 
 /// The problem+json body, as the OpenAPI document describes it (`shared_types::Problem`).
@@ -251,7 +273,7 @@ pub fn page<T>(mut rows: Vec<T>, limit: i64, position: impl Fn(&T) -> Cursor) ->
 }
 
 /// The work of a creating request, inside the transaction that also records its answer.
-pub type Work<'c> = Pin<Box<dyn Future<Output = Result<(StatusCode, Value), ApiError>> + Send + 'c>>;
+pub type Work<'c> = Pin<Box<dyn Future<Output = Result<(StatusCode, Value)>> + Send + 'c>>;
 
 #[derive(sqlx::FromRow)]
 struct Stored {
@@ -290,12 +312,12 @@ where
 
 impl Creating {
     /// The body, parsed as JSON (a `malformed-request` problem otherwise).
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         parse_json(&self.body)
     }
 
     /// The body, parsed as JSON, or `T::default()` for an empty one.
-    pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T, ApiError> {
+    pub fn json_or_default<T: DeserializeOwned + Default>(&self) -> Result<T> {
         if self.body.is_empty() {
             Ok(T::default())
         } else {
@@ -305,7 +327,7 @@ impl Creating {
 
     /// Runs `work` once for this request's `Idempotency-Key` (or once, without one); `path` names
     /// what is created (a replay must name the same).
-    pub async fn run<F>(&self, caller: &Caller, path: &str, work: F) -> Result<Response, ApiError>
+    pub async fn run<F>(&self, caller: &Caller, path: &str, work: F) -> Result<Response>
     where
         F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c>,
     {
@@ -319,7 +341,7 @@ impl Creating {
         path: &str,
         secret: &'static str,
         work: F,
-    ) -> Result<Response, ApiError>
+    ) -> Result<Response>
     where
         F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c>,
     {
@@ -341,7 +363,7 @@ pub async fn create_with_secret<F>(
     body: &Bytes,
     secret: Option<&'static str>,
     work: F,
-) -> Result<Response, ApiError>
+) -> Result<Response>
 where
     F: for<'c> FnOnce(&'c mut PgConnection) -> Work<'c>,
 {

@@ -20,7 +20,7 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq as _;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 
 /// What a user may do. One role per user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
@@ -94,7 +94,7 @@ pub struct Caller {
 
 impl Caller {
     /// Refuses (403) unless the caller's role may do `what`.
-    pub fn require(&self, what: Permission) -> Result<(), ApiError> {
+    pub fn require(&self, what: Permission) -> Result<()> {
         if self.role.may(what) {
             Ok(())
         } else {
@@ -154,7 +154,7 @@ struct KeyRow {
 }
 
 /// The caller a bearer token names, or why not.
-pub async fn authenticate(db: &PgPool, authorization: Option<&str>) -> Result<Caller, ApiError> {
+pub async fn authenticate(db: &PgPool, authorization: Option<&str>) -> Result<Caller> {
     let token = authorization
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim)

@@ -15,7 +15,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::api::{Listing, PageQuery};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
+use crate::models::event::{EventDetails, TierOffer, TIER_OFFER_COLUMNS};
 use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -30,14 +31,9 @@ const CACHE: &str = "public, max-age=30";
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PublicEvent {
     pub id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub genre: String,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub time_zone: String,
-    #[schema(value_type = Object)]
-    pub images: Value,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub details: EventDetails,
     pub state: String,
     pub venue_name: String,
     pub city: String,
@@ -61,10 +57,7 @@ struct Search {
 }
 
 #[utoipa::path(get, path = "/api/v1/catalog/events", tag = "public", params(Search), responses((status = 200, body = Listing<PublicEvent>), crate::api::Problems))]
-async fn search(
-    State(state): State<AppState>,
-    Query(s): Query<Search>,
-) -> Result<impl IntoResponse, ApiError> {
+async fn search(State(state): State<AppState>, Query(s): Query<Search>) -> Result<impl IntoResponse> {
     let paging = PageQuery { limit: s.limit, cursor: s.cursor };
     if s.q.as_deref().is_some_and(|q| q.len() > 200) {
         return Err(ApiError::field("q", "must be at most 200 characters"));
@@ -86,25 +79,13 @@ async fn search(
         .bind(s.genre.as_deref())
         .bind(s.from)
         .bind(s.to);
-    let listing = paging.fetch(query, &state.db, |e: &PublicEvent| (e.starts_at, e.id)).await?;
+    let listing =
+        paging.fetch(query, &state.db, |e: &PublicEvent| (e.details.schedule.starts_at, e.id)).await?;
     Ok(([(header::CACHE_CONTROL, CACHE)], Json(listing)))
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
-struct PublicTier {
-    id: Uuid,
-    name: String,
-    kind: String,
-    currency: String,
-    price_minor: i64,
-    zone_prices: Value,
-    per_order_limit: i32,
-    sale_starts_at: Option<DateTime<Utc>>,
-    sale_ends_at: Option<DateTime<Utc>>,
-}
-
 #[utoipa::path(get, path = "/api/v1/catalog/events/{id}", tag = "public", params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the event with its tiers and prices", body = Object), crate::api::Problems))]
-async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let event: Option<PublicEvent> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM events e JOIN venues v ON v.id = e.venue_id JOIN organizations o ON o.id = e.organization_id
@@ -114,10 +95,9 @@ async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<im
     .fetch_optional(&state.db)
     .await?;
     let event = event.ok_or(ApiError::NotFound)?;
-    let tiers: Vec<PublicTier> = sqlx::query_as(
-        "SELECT id, name, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at
-         FROM ticket_tiers WHERE event_id = $1 ORDER BY created_at, id",
-    )
+    let tiers: Vec<TierOffer> = sqlx::query_as(&format!(
+        "SELECT {TIER_OFFER_COLUMNS} FROM ticket_tiers WHERE event_id = $1 ORDER BY created_at, id"
+    ))
     .bind(id)
     .fetch_all(&state.db)
     .await?;

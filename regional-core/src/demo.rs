@@ -29,37 +29,29 @@ const DEMO_EMAIL: &str = "organizer@demo.ticketing.local";
 pub async fn seed(db: &PgPool) -> Result<Demo, sqlx::Error> {
     let mut tx = db.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('seed-demo', 0))").execute(&mut *tx).await?;
-    let org: Option<Uuid> = sqlx::query_scalar("SELECT id FROM organizations WHERE slug = 'demo'")
-        .fetch_optional(&mut *tx)
-        .await?;
-    let org = match org {
-        Some(id) => id,
-        None => {
-            let id = Uuid::new_v4();
-            sqlx::query("INSERT INTO organizations (id, name, slug, time_zone) VALUES ($1, 'Demo Promotions', 'demo', 'Europe/Berlin')")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            id
-        }
-    };
-    let user: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE lower(email) = $1")
-        .bind(DEMO_EMAIL)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let user = match user {
-        Some(id) => id,
-        None => {
-            let id = Uuid::new_v4();
-            sqlx::query("INSERT INTO users (id, organization_id, email, name, role) VALUES ($1, $2, $3, 'Demo Organizer', 'organizer_admin')")
-                .bind(id)
-                .bind(org)
-                .bind(DEMO_EMAIL)
-                .execute(&mut *tx)
-                .await?;
-            id
-        }
-    };
+    // Each row is found, or made when it is not there (under the lock above).
+    let org: Uuid = sqlx::query_scalar(
+        "WITH found AS (SELECT id FROM organizations WHERE slug = 'demo'),
+              made AS (INSERT INTO organizations (id, name, slug, time_zone)
+                       SELECT $1, 'Demo Promotions', 'demo', 'Europe/Berlin' WHERE NOT EXISTS (SELECT FROM found)
+                       RETURNING id)
+         SELECT id FROM found UNION ALL SELECT id FROM made",
+    )
+    .bind(Uuid::new_v4())
+    .fetch_one(&mut *tx)
+    .await?;
+    let user: Uuid = sqlx::query_scalar(
+        "WITH found AS (SELECT id FROM users WHERE lower(email) = $3),
+              made AS (INSERT INTO users (id, organization_id, email, name, role)
+                       SELECT $1, $2, $3, 'Demo Organizer', 'organizer_admin' WHERE NOT EXISTS (SELECT FROM found)
+                       RETURNING id)
+         SELECT id FROM found UNION ALL SELECT id FROM made",
+    )
+    .bind(Uuid::new_v4())
+    .bind(org)
+    .bind(DEMO_EMAIL)
+    .fetch_one(&mut *tx)
+    .await?;
     sqlx::query(
         "UPDATE api_keys SET revoked_at = now() WHERE user_id = $1 AND name = 'demo' AND revoked_at IS NULL",
     )

@@ -6,6 +6,9 @@ use axum::response::{IntoResponse, Response};
 use shared_types::inventory::FieldError;
 use shared_types::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
 
+/// What a handler or a service answers: `Result<T>` fails with an [`ApiError`].
+pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+
 /// Every way an API request can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {

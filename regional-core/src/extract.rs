@@ -18,6 +18,8 @@ use crate::checkout::Checkout;
 use crate::error::ApiError;
 use crate::models::event::{find_event, Event};
 use crate::state::AppState;
+use crate::tokens::authorize_token;
+use shared_types::token::TokenKind;
 
 /// Which of the state's pools an extractor reads from.
 pub trait Pool {
@@ -62,36 +64,36 @@ impl<P: Need, D: Pool> FromRequestParts<AppState> for OwnEvent<P, D> {
     }
 }
 
-/// The order an order token in `Authorization: Bearer` opens.
-pub struct BuyerOrder {
-    pub co: Arc<Checkout>,
-    pub id: Uuid,
+/// Declares an extractor for what a core-signed token of one kind in `Authorization: Bearer`
+/// opens: the id in the path, which must be the token's.
+macro_rules! opened_by_token {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        pub struct $name {
+            pub co: Arc<Checkout>,
+            pub id: Uuid,
+        }
+
+        impl FromRequestParts<AppState> for $name {
+            type Rejection = ApiError;
+
+            async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+                let co = state.checkout()?;
+                let id = path_id(parts, state).await?;
+                let id = authorize_token(&co.trusted_keys(), &parts.headers, $kind, &id)?;
+                Ok(Self { co, id })
+            }
+        }
+    };
 }
 
-impl FromRequestParts<AppState> for BuyerOrder {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let co = state.checkout()?;
-        let id = path_id(parts, state).await?;
-        let id = co.authorize_buyer(&parts.headers, &id)?;
-        Ok(Self { co, id })
-    }
-}
-
-/// The transfer a transfer token in `Authorization: Bearer` opens.
-pub struct Recipient {
-    pub co: Arc<Checkout>,
-    pub id: Uuid,
-}
-
-impl FromRequestParts<AppState> for Recipient {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let co = state.checkout()?;
-        let id = path_id(parts, state).await?;
-        let id = co.authorize_recipient(&parts.headers, &id)?;
-        Ok(Self { co, id })
-    }
-}
+opened_by_token!(
+    /// The order an order token opens.
+    BuyerOrder,
+    TokenKind::Order
+);
+opened_by_token!(
+    /// The transfer a transfer token opens.
+    Recipient,
+    TokenKind::Transfer
+);

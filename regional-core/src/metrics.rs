@@ -10,7 +10,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::error::ApiError;
+use crate::error::Result;
 use crate::state::AppState;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -107,7 +107,7 @@ pub fn render() -> String {
 
 /// `GET /metrics`: Prometheus text. Checkout's figures so far: unfinished orders by state and the age of the
 /// oldest unfinished order (which must stay near zero plus the payment window).
-pub async fn scrape(State(state): State<AppState>) -> Result<String, ApiError> {
+pub async fn scrape(State(state): State<AppState>) -> Result<String> {
     // Unfinished orders only (counted from a partial index, whatever the table's size); totals per
     // state belong to reporting's projections.
     let by_state: Vec<(String, i64)> = sqlx::query_as(

@@ -17,40 +17,37 @@ use serde_json::{json, Value};
 use shared_types::inventory::{Currency, FieldError};
 use uuid::Uuid;
 
+use crate::api::resource_routes;
 use crate::api::{self, Creating, Listing};
 use crate::auth::{need, Can};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::extract::OwnEvent;
 use crate::models::event::{find_event, EventState};
 use crate::state::AppState;
 use axum::body::Bytes;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_code, list_codes))
-        .routes(routes!(deactivate_code))
-        .routes(routes!(set_refund_policy))
+    resource_routes! { [create_code, list_codes], [deactivate_code], [set_refund_policy] }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PromoCode {
-    pub id: Uuid,
-    pub event_id: Uuid,
-    pub code: String,
-    pub kind: String,
-    pub percent_off: Option<i32>,
-    pub amount_off_minor: Option<i64>,
-    pub currency: Option<String>,
-    pub max_uses: Option<i32>,
-    pub uses: i32,
-    pub per_buyer_limit: Option<i32>,
-    pub valid_from: Option<DateTime<Utc>>,
-    pub valid_until: Option<DateTime<Utc>>,
-    pub tier_ids: Vec<Uuid>,
-    pub active: bool,
-    pub created_at: DateTime<Utc>,
+    id: Uuid,
+    event_id: Uuid,
+    code: String,
+    kind: String,
+    percent_off: Option<i32>,
+    amount_off_minor: Option<i64>,
+    currency: Option<String>,
+    max_uses: Option<i32>,
+    uses: i32,
+    per_buyer_limit: Option<i32>,
+    valid_from: Option<DateTime<Utc>>,
+    valid_until: Option<DateTime<Utc>>,
+    tier_ids: Vec<Uuid>,
+    active: bool,
+    created_at: DateTime<Utc>,
 }
 
 const CODE_COLUMNS: &str =
@@ -133,7 +130,7 @@ async fn create_code(
     State(state): State<AppState>,
     OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
     creating: Creating,
-) -> Result<axum::response::Response, ApiError> {
+) -> Result<axum::response::Response> {
     let new: NewCode = creating.json()?;
     let tiers: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM ticket_tiers WHERE event_id = $1")
         .bind(event.id)
@@ -179,14 +176,8 @@ async fn create_code(
 async fn list_codes(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::Read>,
-) -> Result<Json<Listing<PromoCode>>, ApiError> {
-    let rows: Vec<PromoCode> = sqlx::query_as(&format!(
-        "SELECT {CODE_COLUMNS} FROM promo_codes WHERE event_id = $1 ORDER BY created_at, id"
-    ))
-    .bind(event.id)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(Listing { items: rows, next_cursor: None }))
+) -> Result<Json<Listing<PromoCode>>> {
+    Listing::of_event(&state.db, "promo_codes", CODE_COLUMNS, event.id).await
 }
 
 #[utoipa::path(delete, path = "/api/v1/events/{id}/promo-codes/{code}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), ("code" = String, Path, description = "the promo code id")), responses((status = 200, body = PromoCode), crate::api::Problems))]
@@ -194,7 +185,7 @@ async fn deactivate_code(
     State(state): State<AppState>,
     Can(caller, _): Can<need::ManageCatalog>,
     Path((id, code)): Path<(String, String)>,
-) -> Result<Json<PromoCode>, ApiError> {
+) -> Result<Json<PromoCode>> {
     let event = find_event(&state.db, &caller, &id).await?;
     let code: Uuid = code.parse().map_err(|_| ApiError::NotFound)?;
     let row: Option<PromoCode> = sqlx::query_as(&format!(
@@ -258,7 +249,7 @@ async fn set_refund_policy(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>> {
     if matches!(event.state, EventState::Cancelled | EventState::Completed) {
         return Err(ApiError::conflict(
             "event_closed",
@@ -311,7 +302,7 @@ impl Attempts {
 
     /// Takes one attempt in every scope (a new window when the last one ended); refuses when a
     /// scope had none left.
-    pub async fn take(&self, db: &sqlx::PgPool) -> Result<(), ApiError> {
+    pub async fn take(&self, db: &sqlx::PgPool) -> Result<()> {
         let rows: Vec<(String, i32, f64)> = sqlx::query_as(
             "INSERT INTO promo_attempts (scope, failures) SELECT unnest($1::text[]), 1
              ON CONFLICT (scope) DO UPDATE SET
@@ -339,7 +330,7 @@ impl Attempts {
     }
 
     /// Gives the attempt back: the code worked (or was not the problem).
-    pub async fn give_back(&self, db: &sqlx::PgPool) -> Result<(), ApiError> {
+    pub async fn give_back(&self, db: &sqlx::PgPool) -> Result<()> {
         sqlx::query("UPDATE promo_attempts SET failures = greatest(failures - 1, 0) WHERE scope = ANY($1)")
             .bind(self.names())
             .execute(db)

@@ -24,7 +24,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::edge_client::EdgeClient;
-use crate::error::ApiError;
+use crate::error::Result;
 use crate::models::event::EventState;
 use crate::models::venue::{load_sections, GaArea, ZoneIn};
 
@@ -289,7 +289,7 @@ pub async fn status(db: &PgPool, event: Uuid) -> Result<Value, sqlx::Error> {
 
 /// A change the edge must learn: bump the event's version and, if the edge knows the event, queue
 /// the push (in the same transaction as the change).
-pub async fn touch(conn: &mut sqlx::PgConnection, event: Uuid) -> Result<(), ApiError> {
+pub async fn touch(conn: &mut sqlx::PgConnection, event: Uuid) -> Result<()> {
     let (org, state, version): (Uuid, EventState, i64) = sqlx::query_as(
         "UPDATE events SET version = version + 1, updated_at = now() WHERE id = $1
          RETURNING organization_id, state, version",

@@ -8,7 +8,7 @@ use axum::extract::FromRef;
 use sqlx::PgPool;
 
 use crate::checkout::Checkout;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::reporting::edge::EdgeStats;
 
 /// What every handler can reach.
@@ -47,7 +47,7 @@ impl AppState {
     }
 
     /// Checkout, or the 503 its routes answer on a core without its keys.
-    pub fn checkout(&self) -> Result<Arc<Checkout>, ApiError> {
+    pub fn checkout(&self) -> Result<Arc<Checkout>> {
         self.checkout.clone().ok_or_else(|| {
             ApiError::Unavailable(
                 "checkout is not configured on this core (CORE_SIGNING_KEY, EDGE_VERIFYING_KEYS)".into(),

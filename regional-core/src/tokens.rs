@@ -10,7 +10,7 @@ use shared_types::token::{
 };
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::models::ticket::TicketRow;
 
 /// The holder as a code names them.
@@ -61,12 +61,7 @@ pub fn order_token(signer: &TokenSigner, order: Uuid, event: Uuid, visitor: &str
 
 /// The id a core-signed token of `kind` in `Authorization: Bearer` opens (its `jti`, which must be
 /// `id`): order tokens open orders, transfer tokens open transfers.
-pub fn authorize_token(
-    trusted: &KeyRing,
-    headers: &HeaderMap,
-    kind: TokenKind,
-    id: &str,
-) -> Result<Uuid, ApiError> {
+pub fn authorize_token(trusted: &KeyRing, headers: &HeaderMap, kind: TokenKind, id: &str) -> Result<Uuid> {
     let (a, what) = match kind {
         TokenKind::Transfer => ("a", "transfer"),
         _ => ("an", "order"),

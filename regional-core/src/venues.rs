@@ -20,25 +20,22 @@ use shared_types::ids::{SeatId, SectionId, ZoneId};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
+use crate::api::resource_routes;
 use crate::api::{Creating, Listing, PageQuery};
 use crate::auth::{need, Can};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::models::venue::{
     find_venue, load_sections, validate, RowIn, SeatIn, SectionIn, Venue, VenueIn, VENUE_COLUMNS,
 };
 use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_venue, list_venues))
-        .routes(routes!(get_venue))
-        .routes(routes!(replace_seats))
+    resource_routes! { [create_venue, list_venues], [get_venue], [replace_seats] }
 }
 
 /// Writes the seats of `v` for venue `id` (one bulk insert per 5,000 seats).
-async fn insert_seats(conn: &mut PgConnection, id: Uuid, sections: &[SectionIn]) -> Result<(), ApiError> {
+async fn insert_seats(conn: &mut PgConnection, id: Uuid, sections: &[SectionIn]) -> Result<()> {
     let all: Vec<(&SectionIn, &RowIn, &SeatIn)> = sections
         .iter()
         .flat_map(|s| s.rows.iter().flat_map(move |r| r.seats.iter().map(move |x| (s, r, x))))
@@ -108,7 +105,7 @@ fn seat_total(sections: &[SectionIn]) -> i32 {
 async fn create_venue(
     Can(caller, _): Can<need::ManageCatalog>,
     creating: Creating,
-) -> Result<axum::response::Response, ApiError> {
+) -> Result<axum::response::Response> {
     let venue: VenueIn = creating.json()?;
     validate(&venue).map_err(ApiError::Validation)?;
     let org = caller.organization_id;
@@ -143,7 +140,7 @@ async fn list_venues(
     State(state): State<AppState>,
     Can(caller, _): Can<need::Read>,
     Query(q): Query<PageQuery>,
-) -> Result<Json<Listing<Venue>>, ApiError> {
+) -> Result<Json<Listing<Venue>>> {
     let sql = format!(
         "SELECT {VENUE_COLUMNS} FROM venues WHERE organization_id = $1 AND (created_at, id) > ($2, $3)
          ORDER BY created_at, id LIMIT $4"
@@ -157,7 +154,7 @@ async fn get_venue(
     State(state): State<AppState>,
     Can(caller, _): Can<need::Read>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>> {
     let venue = find_venue(&state.db, &caller, &id).await?;
     let sections = load_sections(&state.db, venue.id).await?;
     let mut answer = serde_json::to_value(&venue).unwrap_or_default();
@@ -191,7 +188,7 @@ pub fn csv_fields(line: &str) -> Result<Vec<String>, String> {
 }
 
 /// Reads the seats CSV into sections (in first-seen order; section names from the venue, else the id).
-pub fn parse_seats_csv(text: &str, known: &Value) -> Result<Vec<SectionIn>, ApiError> {
+pub fn parse_seats_csv(text: &str, known: &Value) -> Result<Vec<SectionIn>> {
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header = lines.next().ok_or_else(|| ApiError::Malformed("the CSV is empty".into()))?;
     let header = csv_fields(header).map_err(|e| ApiError::Malformed(format!("line 1: {e}")))?;
@@ -260,7 +257,7 @@ async fn replace_seats(
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Venue>, ApiError> {
+) -> Result<Json<Venue>> {
     let venue = find_venue(&state.db, &caller, &id).await?;
     let is_csv =
         headers.get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/csv"));

@@ -13,6 +13,7 @@ pub const PROBLEM_TYPE_BASE: &str = "https://errors.ticketing.dev/";
 
 /// The kinds of failure the platform reports. The slug is the stable part of the `type` URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(test, derive(strum::EnumIter))]
 pub enum ProblemType {
     /// No route or no such resource (also for another tenant's resources).
     NotFound,
@@ -169,24 +170,11 @@ mod tests {
 
     #[test]
     fn slugs_are_unique() {
-        use ProblemType::*;
-        let all = [
-            NotFound,
-            MethodNotAllowed,
-            MalformedRequest,
-            ValidationFailed,
-            Unauthorized,
-            Forbidden,
-            Conflict,
-            RateLimited,
-            PayloadTooLarge,
-            BotCheckFailed,
-            DependencyUnavailable,
-            Internal,
-        ];
-        let mut slugs: Vec<_> = all.iter().map(|k| k.slug()).collect();
+        use strum::IntoEnumIterator;
+        let mut slugs: Vec<_> = ProblemType::iter().map(ProblemType::slug).collect();
+        let all = slugs.len();
         slugs.sort_unstable();
         slugs.dedup();
-        assert_eq!(slugs.len(), all.len());
+        assert_eq!(slugs.len(), all);
     }
 }

@@ -15,6 +15,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The repository root.
+/// `GET url` (with a bearer token if given), answered as JSON (`null` when the body is not).
+pub async fn get_json(url: &str, bearer: Option<&str>) -> serde_json::Value {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(token) = bearer {
+        req = req.bearer_auth(token);
+    }
+    req.send().await.unwrap().json().await.unwrap_or(serde_json::Value::Null)
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }

@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    create_admin, drop_database, free_port, start_core_with, start_edge_with_keys, Gate, Service, Setup,
-    TestKeys,
+    create_admin, drop_database, free_port, get_json, start_core_with, start_edge_with_keys, Gate, Service,
+    Setup, TestKeys,
 };
 use regional_core::payments::signature;
 use reqwest::Method;
@@ -216,15 +216,7 @@ async fn order_until(edge: &str, answer: &Value, what: &str, done: impl Fn(&Valu
     let token = answer["order_token"].as_str().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let order: Value = reqwest::Client::new()
-            .get(format!("{edge}/api/v1/orders/{id}"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let order = get_json(&format!("{edge}/api/v1/orders/{id}"), Some(token)).await;
         if done(&order) {
             return order;
         }
@@ -292,6 +284,15 @@ async fn audit(db: &PgPool) {
             panic!("an outbox message does not match the schema: {e}\n{p}");
         }
     }
+}
+
+/// Ends a sale test: the audit, then the edge, the core and the database go.
+async fn audit_and_stop(db: PgPool, edge: Service, core: Service, db_name: &str) {
+    audit(&db).await;
+    db.close().await;
+    drop(edge);
+    core.stop();
+    drop_database(db_name);
 }
 
 async fn pool(db: &str) -> PgPool {
@@ -563,12 +564,7 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     let cancelled = order_until(&edge_url, &unpaid, "cancelled", |o| o["state"] == "cancelled").await;
     assert_eq!(cancelled["outcome"], "event_cancelled");
     assert_eq!(cancelled["payment"]["state"], "cancelled", "{cancelled}");
-    audit(&db).await;
-
-    db.close().await;
-    drop(edge);
-    core.stop();
-    drop_database(&db_name);
+    audit_and_stop(db, edge, core, &db_name).await;
 }
 
 #[tokio::test]
@@ -678,11 +674,7 @@ async fn checkout_recovers_from_crashes_an_unreachable_edge_and_expiry() {
     let h = client.hold(&short, &rival).await.unwrap();
     assert_eq!(h.state, HoldState::Held, "the other buyer keeps the seat: {h:?}");
 
-    audit(&db).await;
-    db.close().await;
-    drop(edge);
-    core.stop();
-    drop_database(&db_name);
+    audit_and_stop(db, edge, core, &db_name).await;
 }
 
 /// 3. What organizers and operators see of a live sale, through a real line (first come, first

@@ -10,18 +10,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use e2e::{drop_database, free_port, fresh_database, scratch_dir, start_tansu};
-use futures_util::future::BoxFuture;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::ClientConfig;
 use regional_core::bus::kafka::{run_consumer, KafkaSettings, Publisher};
 use regional_core::bus::relay::{Relay, Sink};
-use regional_core::bus::{outbox, Consumer, ConsumerError, Message, TOPICS};
+use regional_core::bus::{outbox, Consumer, Handling, Message, TOPICS};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// A consumer that records what it applied, in the order it applied it.
-struct Recorder(&'static str);
+/// A consumer that records what it applied, in the order it applied it, taking `.1` a message
+/// (a slow one falls behind, and its lag must show in `/metrics`).
+struct Recorder(&'static str, Duration);
 
 impl Consumer for Recorder {
     fn name(&self) -> &'static str {
@@ -30,12 +30,9 @@ impl Consumer for Recorder {
     fn topics(&self) -> &'static [&'static str] {
         &TOPICS
     }
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        m: &'a Message,
-    ) -> BoxFuture<'a, Result<(), ConsumerError>> {
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, m: &'a Message) -> Handling<'a> {
         Box::pin(async move {
+            tokio::time::sleep(self.1).await;
             sqlx::query("INSERT INTO received (consumer, message_id, topic, key) VALUES ($1, $2, $3, $4)")
                 .bind(self.0)
                 .bind(m.id)
@@ -49,28 +46,6 @@ impl Consumer for Recorder {
 }
 
 const GROUPS: [&str; 2] = ["audit-a", "audit-b"];
-
-/// A consumer that takes 25 ms a message: it falls behind, and its lag must show in `/metrics`.
-struct Slow;
-
-impl Consumer for Slow {
-    fn name(&self) -> &'static str {
-        "lag-probe"
-    }
-    fn topics(&self) -> &'static [&'static str] {
-        &TOPICS
-    }
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        m: &'a Message,
-    ) -> BoxFuture<'a, Result<(), ConsumerError>> {
-        Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-            Recorder("lag-probe").handle(tx, m).await
-        })
-    }
-}
 
 /// The probe's lag in messages as `/metrics` would show it, if reported yet.
 fn probe_lag() -> Option<i64> {
@@ -218,9 +193,13 @@ async fn a_relay_restarted_mid_batch_gives_each_group_every_message_once_in_orde
     );
 
     for group in GROUPS {
-        tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Recorder(group))));
+        tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Recorder(group, Duration::ZERO))));
     }
-    tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Slow)));
+    tokio::spawn(run_consumer(
+        db.clone(),
+        settings.clone(),
+        Arc::new(Recorder("lag-probe", Duration::from_millis(25))),
+    ));
     expect_applied_once_in_order(&db, 600, Duration::from_secs(90)).await;
 
     // Consumer lag, from librdkafka's statistics: the slow consumer was seen behind, then caught up.
@@ -255,7 +234,9 @@ async fn the_broker_down_for_a_while_loses_nothing_and_duplicates_nothing() {
     let relay = tokio::spawn(Relay::new(db.clone(), Sink::Kafka(publisher)).run(Duration::from_millis(200)));
     let consumers: Vec<_> = GROUPS
         .iter()
-        .map(|g| tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Recorder(g)))))
+        .map(|g| {
+            tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Recorder(g, Duration::ZERO))))
+        })
         .collect();
     let events: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
     write(&db, &events, 100).await;

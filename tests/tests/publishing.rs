@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{create_admin, drop_database, start_core_with, start_edge_with_keys, Setup};
+use e2e::{create_admin, drop_database, get_json, start_core_with, start_edge_with_keys, Setup};
 use regional_core::edge_client::EdgeClient;
 use serde_json::{json, Value};
 use shared_types::internal_api::InternalRoute;
@@ -149,12 +149,7 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
     let stats = client.send(&id.to_string(), &InternalRoute::Stats, vec![]).await.unwrap();
     assert_eq!(stats["totals"]["capacity"], 2 + 60, "{stats}");
     assert_eq!(stats["shards"][0]["stats"]["inventory_version"], version);
-    let availability: Value = reqwest::get(format!("{}/api/v1/events/{id}/availability", edge.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let availability = get_json(&format!("{}/api/v1/events/{id}/availability", edge.url()), None).await;
     assert_eq!(availability["seats"], "aa");
     assert_eq!(availability["tiers"][0][1]["capacity"], 60);
     let room = client.send(&id.to_string(), &InternalRoute::WaitingRoom, vec![]).await.unwrap();
@@ -206,12 +201,7 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
     let still =
         client.send(&id.to_string(), &InternalRoute::Hold(hold_id.to_string()), vec![]).await.unwrap();
     assert_eq!(still["state"], "held", "{still}");
-    let availability: Value = reqwest::get(format!("{}/api/v1/events/{id}/availability", edge.url()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let availability = get_json(&format!("{}/api/v1/events/{id}/availability", edge.url()), None).await;
     assert_eq!(availability["seats"], "hx");
 
     // 6. With someone in the line, a change the edge would refuse (the mode of a started sale) is

@@ -63,49 +63,26 @@ struct Meta {
     stats: Stats,
 }
 
+/// The object's tables, created in one statement batch (one call into the runtime).
+const SCHEMA: &str = "\
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idempotency (visitor TEXT NOT NULL, key TEXT NOT NULL, at INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (visitor, key));
+CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at);
+CREATE TABLE IF NOT EXISTS chunks (key TEXT NOT NULL, part INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (key, part));
+CREATE TABLE IF NOT EXISTS core_nonces (nonce TEXT PRIMARY KEY, at INTEGER NOT NULL);
+";
+
 impl Store {
     /// The storage, for an object whose tables exist (see [`Store::create`]): no statement runs.
     pub fn attach(sql: SqlStorage) -> Self {
         Self { sql }
     }
 
-    /// Opens the storage, creating the tables if needed. Once per object instance: schema
-    /// statements cost a round trip each, and the hold path must not pay them.
+    /// Opens the storage, creating the tables if needed. Once per object instance: the hold path
+    /// must not pay for schema statements.
     pub fn create(sql: SqlStorage) -> Result<Self> {
-        sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL)", None)?;
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS holds (
-                id TEXT PRIMARY KEY,
-                state TEXT NOT NULL,
-                expires_at INTEGER NOT NULL,
-                body TEXT NOT NULL
-            )",
-            None,
-        )?;
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS idempotency (
-                visitor TEXT NOT NULL,
-                key TEXT NOT NULL,
-                at INTEGER NOT NULL,
-                body TEXT NOT NULL,
-                PRIMARY KEY (visitor, key)
-            )",
-            None,
-        )?;
-        sql.exec("CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at)", None)?;
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS chunks (
-                key TEXT NOT NULL,
-                part INTEGER NOT NULL,
-                body TEXT NOT NULL,
-                PRIMARY KEY (key, part)
-            )",
-            None,
-        )?;
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS core_nonces (nonce TEXT PRIMARY KEY, at INTEGER NOT NULL)",
-            None,
-        )?;
+        sql.exec(SCHEMA, None)?;
         Ok(Self { sql })
     }
 

@@ -82,6 +82,20 @@ pub struct EndSession {
     pub visitor: VisitorId,
 }
 
+/// The shard's tables, created in one statement batch (one call into the runtime).
+const SCHEMA: &str = "\
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS places (id INTEGER PRIMARY KEY, visitor TEXT NOT NULL,
+    pre INTEGER NOT NULL, n INTEGER NOT NULL, joined_ms INTEGER NOT NULL,
+    admitted_ms INTEGER, exchanged_ms INTEGER, session_end_ms INTEGER, jti TEXT, left_ms INTEGER, closed_ms INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 1, attempt_window_ms INTEGER NOT NULL, UNIQUE (pre, n));
+-- One open place per visitor; a visitor who left or whose session ended may join again.
+CREATE UNIQUE INDEX IF NOT EXISTS open_place ON places (visitor) WHERE left_ms IS NULL AND closed_ms IS NULL;
+-- Admitted and not yet ended: the sessions the sync closes when they time out.
+CREATE INDEX IF NOT EXISTS open_sessions ON places (admitted_ms) WHERE admitted_ms IS NOT NULL AND closed_ms IS NULL;
+CREATE TABLE IF NOT EXISTS challenges (jti TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
+";
+
 /// The shard's small state (places are rows, not here).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Meta {
@@ -175,42 +189,7 @@ impl QueueShard {
             return Ok(());
         }
         let sql = self.sql();
-        sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL)", None)?;
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS places (
-                id INTEGER PRIMARY KEY,
-                visitor TEXT NOT NULL,
-                pre INTEGER NOT NULL,
-                n INTEGER NOT NULL,
-                joined_ms INTEGER NOT NULL,
-                admitted_ms INTEGER,
-                exchanged_ms INTEGER,
-                session_end_ms INTEGER,
-                jti TEXT,
-                left_ms INTEGER,
-                closed_ms INTEGER,
-                attempts INTEGER NOT NULL DEFAULT 1,
-                attempt_window_ms INTEGER NOT NULL,
-                UNIQUE (pre, n)
-            )",
-            None,
-        )?;
-        // One open place per visitor; a visitor who left or whose session ended may join again.
-        sql.exec(
-            "CREATE UNIQUE INDEX IF NOT EXISTS open_place ON places (visitor)
-             WHERE left_ms IS NULL AND closed_ms IS NULL",
-            None,
-        )?;
-        // Admitted and not yet ended: the sessions the sync closes when they time out.
-        sql.exec(
-            "CREATE INDEX IF NOT EXISTS open_sessions ON places (admitted_ms)
-             WHERE admitted_ms IS NOT NULL AND closed_ms IS NULL",
-            None,
-        )?;
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS challenges (jti TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL)",
-            None,
-        )?;
+        sql.exec(SCHEMA, None)?;
         let meta: Vec<Body> = sql.exec("SELECT body FROM meta WHERE key = 'shard'", None)?.to_array()?;
         let meta = match meta.first() {
             Some(b) => serde_json::from_str(&b.body)?,

@@ -256,31 +256,16 @@ pub(crate) fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, title: 
         })
         .collect();
     use crate::chart::{svg, Panel, Series};
-    svg(
-        title,
-        n - 1,
-        &[
-            Panel {
-                title: "Requests per second",
-                unit: "",
-                series: vec![
-                    Series { name: "all steps", colour: "#2f6fdf", values: &rps },
-                    Series { name: "holds placed", colour: "#f0a020", values: &holds },
-                ],
-            },
-            Panel {
-                title: "Latency",
-                unit: "ms",
-                series: vec![
-                    Series { name: "p50", colour: "#2f6fdf", values: &p50 },
-                    Series { name: "p99", colour: "#b3261e", values: &p99 },
-                ],
-            },
-            Panel {
-                title: "Tickets sold (cumulative, as buyers saw their orders paid)",
-                unit: "",
-                series: vec![Series { name: "tickets", colour: "#1a7f37", values: &sold }],
-            },
-        ],
-    )
+    let line = |name, colour, values| Series { name, colour, values };
+    let (blue, amber, red, green) = ("#2f6fdf", "#f0a020", "#b3261e", "#1a7f37");
+    let panels = [
+        ("Requests per second", "", vec![line("all steps", blue, &rps), line("holds placed", amber, &holds)]),
+        ("Latency", "ms", vec![line("p50", blue, &p50), line("p99", red, &p99)]),
+        (
+            "Tickets sold (cumulative, as buyers saw their orders paid)",
+            "",
+            vec![line("tickets", green, &sold)],
+        ),
+    ];
+    svg(title, n - 1, &panels.map(|(title, unit, series)| Panel { title, unit, series }))
 }

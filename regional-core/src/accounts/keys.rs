@@ -18,7 +18,7 @@ use super::rules::{actor, audit, check_name};
 use super::users::find_user;
 use crate::api::{Creating, Listing, PageQuery};
 use crate::auth::{new_key, Caller, Permission, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -56,7 +56,7 @@ pub(super) async fn create_key(
     caller: Caller,
     Path(id): Path<String>,
     creating: Creating,
-) -> Result<axum::response::Response, ApiError> {
+) -> Result<axum::response::Response> {
     let user = find_user(&state.db, &caller, &id).await?;
     if !may_manage_keys_of(&caller, user.id, user.role, user.organization_id) {
         return Err(ApiError::Forbidden(
@@ -75,14 +75,7 @@ pub(super) async fn create_key(
         .run_with_secret(&caller, &path, "key", move |conn| {
             Box::pin(async move {
                 let (key, row) = insert_key(conn, user.id, user.organization_id, &new.name).await?;
-                audit(
-                    conn,
-                    &actor(&c),
-                    "api_key.create",
-                    &format!("api_key:{}", row.id),
-                    json!({ "user": user.id }),
-                )
-                .await?;
+                audit(conn, &actor(&c), "api_key.create", &row.id, json!({ "user": user.id })).await?;
                 let mut answer = serde_json::to_value(&row).unwrap_or_default();
                 answer["key"] = Value::String(key);
                 Ok((StatusCode::CREATED, answer))
@@ -96,7 +89,7 @@ pub(super) async fn insert_key(
     user: Uuid,
     organization: Uuid,
     name: &str,
-) -> Result<(String, ApiKey), ApiError> {
+) -> Result<(String, ApiKey)> {
     let key = new_key();
     let row: ApiKey = sqlx::query_as(
         "INSERT INTO api_keys (id, user_id, organization_id, name, secret_sha256) VALUES ($1, $2, $3, $4, $5)
@@ -117,7 +110,7 @@ pub(super) async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<PageQuery>,
-) -> Result<Json<Listing<ApiKey>>, ApiError> {
+) -> Result<Json<Listing<ApiKey>>> {
     let everyone = caller.role.may(Permission::ManageUsers);
     let query = sqlx::query_as(
         "SELECT id, user_id, organization_id, name, created_at, last_used_at, revoked_at FROM api_keys
@@ -135,7 +128,7 @@ pub(super) async fn revoke_key(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<ApiKey>, ApiError> {
+) -> Result<Json<ApiKey>> {
     let row: Option<(String, Uuid, Uuid, Role)> = sqlx::query_as(
         "SELECT k.id, k.user_id, k.organization_id, u.role FROM api_keys k JOIN users u ON u.id = k.user_id
          WHERE k.id = $1",
@@ -156,7 +149,7 @@ pub(super) async fn revoke_key(
     .bind(&id)
     .fetch_one(&mut *tx)
     .await?;
-    audit(&mut tx, &actor(&caller), "api_key.revoke", &format!("api_key:{id}"), json!({})).await?;
+    audit(&mut tx, &actor(&caller), "api_key.revoke", id, json!({})).await?;
     tx.commit().await?;
     Ok(Json(revoked))
 }

@@ -29,13 +29,13 @@ use shared_types::inventory::FieldError;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::api::resource_routes;
 use crate::api::{Creating, Listing, PageQuery};
 use crate::auth::{need, Caller, Can, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use crate::validate::{valid_email, valid_time_zone};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 mod keys;
 mod rules;
@@ -47,14 +47,11 @@ pub use users::User;
 use rules::{actor, audit, check_name, utc, valid_slug};
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_organization, list_organizations))
-        .routes(routes!(get_organization))
-        .routes(routes!(users::create_user, users::list_users))
-        .routes(routes!(users::get_user))
-        .routes(routes!(keys::create_key))
-        .routes(routes!(keys::list_keys))
-        .routes(routes!(keys::revoke_key))
+    resource_routes! {
+        [create_organization, list_organizations], [get_organization],
+        [users::create_user, users::list_users], [users::get_user], [keys::create_key], [keys::list_keys],
+        [keys::revoke_key]
+    }
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -79,7 +76,7 @@ struct NewOrganization {
 async fn create_organization(
     Can(caller, _): Can<need::ManagePlatform>,
     creating: Creating,
-) -> Result<axum::response::Response, ApiError> {
+) -> Result<axum::response::Response> {
     let new: NewOrganization = creating.json()?;
     let mut errors = Vec::new();
     check_name(&mut errors, "name", &new.name, true);
@@ -112,14 +109,7 @@ async fn create_organization(
                 let org = org.ok_or_else(|| {
                     ApiError::conflict("slug_taken", "an organization with this slug exists")
                 })?;
-                audit(
-                    conn,
-                    &actor(&c),
-                    "organization.create",
-                    &format!("organization:{}", org.id),
-                    json!({ "slug": org.slug }),
-                )
-                .await?;
+                audit(conn, &actor(&c), "organization.create", org.id, json!({ "slug": org.slug })).await?;
                 Ok((StatusCode::CREATED, serde_json::to_value(&org).unwrap_or_default()))
             })
         })
@@ -131,7 +121,7 @@ async fn list_organizations(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<PageQuery>,
-) -> Result<Json<Listing<Organization>>, ApiError> {
+) -> Result<Json<Listing<Organization>>> {
     let query = sqlx::query_as(
         "SELECT id, name, slug, time_zone, created_at FROM organizations
          WHERE ($1 OR id = $2) AND NOT is_platform AND (created_at, id) > ($3, $4)
@@ -147,7 +137,7 @@ async fn get_organization(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<Organization>, ApiError> {
+) -> Result<Json<Organization>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     if !caller.sees(id) {
         return Err(ApiError::NotFound);
@@ -170,7 +160,7 @@ pub struct Bootstrap {
 
 /// Creates the platform organization (if there is none yet) and a platform admin with one key.
 /// Refuses an e-mail that already has a user.
-pub async fn create_platform_admin(db: &PgPool, email: &str, name: &str) -> Result<Bootstrap, ApiError> {
+pub async fn create_platform_admin(db: &PgPool, email: &str, name: &str) -> Result<Bootstrap> {
     if !valid_email(email) {
         return Err(ApiError::field("email", "must be an e-mail address"));
     }
@@ -178,19 +168,15 @@ pub async fn create_platform_admin(db: &PgPool, email: &str, name: &str) -> Resu
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('create-admin', 0))")
         .execute(&mut *tx)
         .await?;
-    let org: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM organizations WHERE is_platform").fetch_optional(&mut *tx).await?;
-    let org = match org {
-        Some(id) => id,
-        None => {
-            let id = Uuid::new_v4();
-            sqlx::query("INSERT INTO organizations (id, name, slug, is_platform) VALUES ($1, 'Platform', 'platform', true)")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            id
-        }
-    };
+    let org: Uuid = sqlx::query_scalar(
+        "WITH found AS (SELECT id FROM organizations WHERE is_platform),
+              made AS (INSERT INTO organizations (id, name, slug, is_platform)
+                       SELECT $1, 'Platform', 'platform', true WHERE NOT EXISTS (SELECT FROM found) RETURNING id)
+         SELECT id FROM found UNION ALL SELECT id FROM made",
+    )
+    .bind(Uuid::new_v4())
+    .fetch_one(&mut *tx)
+    .await?;
     let user: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO users (id, organization_id, email, name, role) VALUES ($1, $2, $3, $4, 'platform_admin')
          ON CONFLICT (lower(email)) DO NOTHING RETURNING id",
@@ -207,7 +193,7 @@ pub async fn create_platform_admin(db: &PgPool, email: &str, name: &str) -> Resu
         &mut tx,
         "cli:create-admin",
         "user.create",
-        &format!("user:{user}"),
+        user,
         json!({ "role": "platform_admin", "key": row.id }),
     )
     .await?;

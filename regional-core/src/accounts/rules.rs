@@ -6,7 +6,7 @@ use shared_types::inventory::FieldError;
 use sqlx::PgConnection;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::Result;
 
 pub(super) fn utc() -> String {
     "UTC".into()
@@ -28,17 +28,20 @@ pub(super) fn valid_slug(s: &str) -> bool {
         && !s.starts_with('-')
 }
 
+/// Records an account change: `action` is `{kind}.{verb}` (`user.create`), and the subject is
+/// `{kind}:{id}`.
 pub(super) async fn audit(
     conn: &mut PgConnection,
-    caller: &str,
+    actor: &str,
     action: &str,
-    subject: &str,
+    id: impl std::fmt::Display,
     details: Value,
-) -> Result<(), ApiError> {
+) -> Result<()> {
+    let kind = action.split_once('.').map_or(action, |(kind, _)| kind);
     sqlx::query("INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, $2, $3, $4)")
-        .bind(caller)
+        .bind(actor)
         .bind(action)
-        .bind(subject)
+        .bind(format!("{kind}:{id}"))
         .bind(details)
         .execute(conn)
         .await?;

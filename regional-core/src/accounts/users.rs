@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::rules::{actor, audit, check_name};
 use crate::api::{Creating, Listing, PageQuery};
 use crate::auth::{need, Caller, Can, Permission, Role};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use crate::validate::valid_email;
 
@@ -48,7 +48,7 @@ pub(super) struct NewUser {
 pub(super) async fn create_user(
     Can(caller, _): Can<need::ManageUsers>,
     creating: Creating,
-) -> Result<axum::response::Response, ApiError> {
+) -> Result<axum::response::Response> {
     let new: NewUser = creating.json()?;
     let organization = match (caller.role, new.organization_id) {
         (Role::PlatformAdmin, Some(org)) => org,
@@ -97,14 +97,7 @@ pub(super) async fn create_user(
                 .await?;
                 let user =
                     user.ok_or_else(|| ApiError::conflict("email_taken", "a user with this e-mail exists"))?;
-                audit(
-                    conn,
-                    &actor(&c),
-                    "user.create",
-                    &format!("user:{}", user.id),
-                    json!({ "role": user.role }),
-                )
-                .await?;
+                audit(conn, &actor(&c), "user.create", user.id, json!({ "role": user.role })).await?;
                 Ok((StatusCode::CREATED, serde_json::to_value(&user).unwrap_or_default()))
             })
         })
@@ -127,7 +120,7 @@ pub(super) async fn list_users(
     State(state): State<AppState>,
     Can(caller, _): Can<need::Read>,
     Query(f): Query<UserFilter>,
-) -> Result<Json<Listing<User>>, ApiError> {
+) -> Result<Json<Listing<User>>> {
     let q = PageQuery { limit: f.limit, cursor: f.cursor };
     let query = sqlx::query_as(
         "SELECT id, organization_id, email, name, role, disabled, created_at FROM users
@@ -139,7 +132,7 @@ pub(super) async fn list_users(
     Ok(Json(q.fetch(query, &state.db, |u: &User| (u.created_at, u.id)).await?))
 }
 
-pub(super) async fn find_user(db: &PgPool, caller: &Caller, id: &str) -> Result<User, ApiError> {
+pub(super) async fn find_user(db: &PgPool, caller: &Caller, id: &str) -> Result<User> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let user: Option<User> = sqlx::query_as(
         "SELECT id, organization_id, email, name, role, disabled, created_at FROM users WHERE id = $1",
@@ -155,7 +148,7 @@ pub(super) async fn get_user(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<User>, ApiError> {
+) -> Result<Json<User>> {
     let user = find_user(&state.db, &caller, &id).await?;
     if user.id != caller.user_id {
         caller.require(Permission::Read)?;

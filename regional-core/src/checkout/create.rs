@@ -18,7 +18,7 @@ use super::saga::OrderState;
 use super::*;
 use crate::api::IdempotencyHeader;
 use crate::api::{self};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::state::AppState;
 use crate::tokens::order_token;
 use crate::validate::valid_email;
@@ -68,7 +68,7 @@ pub(super) async fn create_checkout(
     State(state): State<AppState>,
     IdempotencyHeader(idempotency): IdempotencyHeader,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response> {
     let co = state.checkout()?;
     let key = idempotency.as_str().to_owned();
     let req: CheckoutRequest = api::parse_json(&body)?;
@@ -119,7 +119,7 @@ pub(super) async fn create_checkout(
             co.drive(existing.id).await;
         }
         let order = settled_view(&state.db, existing.id).await?;
-        let token = order_token(&co.signer, order.id, order.event_id, &visitor);
+        let token = order_token(&co.signer, order.head.id, order.head.event_id, &visitor);
         return Ok(answer(StatusCode::OK, true, CheckoutAnswer { order, order_token: token }));
     }
 
@@ -233,7 +233,7 @@ pub(super) async fn create_checkout(
 
     co.drive(id).await;
     let order = settled_view(&state.db, id).await?;
-    if order.state == OrderState::Created {
+    if order.head.state == OrderState::Created {
         return Err(ApiError::Unavailable(
             "the order is recorded but its payment could not be started yet; retry with the same Idempotency-Key".into(),
         ));

@@ -23,19 +23,17 @@ pub mod routes;
 pub mod saga;
 mod seat_steps;
 
-use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use shared_types::token::{KeyRing, TokenKind, TokenSigner};
+use shared_types::token::{KeyRing, TokenSigner};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use self::saga::OrderState;
 use crate::edge_client::EdgeClient;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::payments::provider::Provider;
-use crate::tokens::authorize_token;
 
 /// Everything checkout needs besides the database.
 pub struct Checkout {
@@ -60,16 +58,6 @@ impl Checkout {
     /// The keys the core's own tokens are checked against: its signing key's, and the earlier ones.
     pub fn trusted_keys(&self) -> KeyRing {
         self.signer.verifying_ring().merge(&self.previous_keys)
-    }
-
-    /// The order an order token in `Authorization: Bearer` opens (it must be for `id`).
-    pub fn authorize_buyer(&self, headers: &HeaderMap, id: &str) -> Result<Uuid, ApiError> {
-        authorize_token(&self.trusted_keys(), headers, TokenKind::Order, id)
-    }
-
-    /// The transfer a transfer token in `Authorization: Bearer` opens (it must be for `id`).
-    pub fn authorize_recipient(&self, headers: &HeaderMap, id: &str) -> Result<Uuid, ApiError> {
-        authorize_token(&self.trusted_keys(), headers, TokenKind::Transfer, id)
     }
 }
 
@@ -107,9 +95,9 @@ pub struct TicketView {
     pub transferred: bool,
 }
 
-/// An order as its buyer and organizer see it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct OrderView {
+/// An order's own record: who, for which event, where it stands and what it costs.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OrderHead {
     pub id: Uuid,
     pub event_id: Uuid,
     pub state: OrderState,
@@ -118,41 +106,23 @@ pub struct OrderView {
     pub email: String,
     pub hold_id: String,
     pub currency: String,
-    pub subtotal_minor: i64,
-    pub discount_minor: i64,
-    pub fee_minor: i64,
-    pub tax_minor: i64,
-    pub tax_included: bool,
-    pub total_minor: i64,
+    #[serde(flatten)]
+    pub totals: pricing::Totals,
     pub refund_minor: i64,
     /// Pay before this (the hold's expiry, extended for payment).
     pub hold_expires_at: DateTime<Utc>,
-    pub lines: Vec<LineView>,
-    pub payment: Option<PaymentView>,
-    pub tickets: Vec<TicketView>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Deserialize)]
-struct OrderHead {
-    id: Uuid,
-    event_id: Uuid,
-    state: OrderState,
-    outcome: Option<String>,
-    email: String,
-    hold_id: String,
-    currency: String,
-    subtotal_minor: i64,
-    discount_minor: i64,
-    fee_minor: i64,
-    tax_minor: i64,
-    tax_included: bool,
-    total_minor: i64,
-    refund_minor: i64,
-    hold_expires_at: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
+/// An order as its buyer and organizer see it: its record, lines, payment and tickets.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderView {
+    #[serde(flatten)]
+    pub head: OrderHead,
+    pub lines: Vec<LineView>,
+    pub payment: Option<PaymentView>,
+    pub tickets: Vec<TicketView>,
 }
 
 const HEAD_COLUMNS: &str =
@@ -160,7 +130,7 @@ const HEAD_COLUMNS: &str =
     fee_minor, tax_minor, tax_included, total_minor, refund_minor, hold_expires_at, created_at, updated_at";
 
 /// The full view of an order.
-pub async fn view(db: &PgPool, id: Uuid) -> Result<OrderView, ApiError> {
+pub async fn view(db: &PgPool, id: Uuid) -> Result<OrderView> {
     // One statement: a buyer polling their order costs one round trip.
     let row: Option<(Value, Value, Option<Value>, Value)> = sqlx::query_as(&format!(
         "SELECT to_jsonb(h),
@@ -180,37 +150,20 @@ pub async fn view(db: &PgPool, id: Uuid) -> Result<OrderView, ApiError> {
     .await?;
     let (head, lines, payment, tickets) = row.ok_or(ApiError::NotFound)?;
     let corrupt = |e: serde_json::Error| ApiError::Database(sqlx::Error::Decode(Box::new(e)));
-    let h: OrderHead = serde_json::from_value(head).map_err(corrupt)?;
     Ok(OrderView {
-        id: h.id,
-        event_id: h.event_id,
-        state: h.state,
-        outcome: h.outcome,
-        email: h.email,
-        hold_id: h.hold_id,
-        currency: h.currency,
-        subtotal_minor: h.subtotal_minor,
-        discount_minor: h.discount_minor,
-        fee_minor: h.fee_minor,
-        tax_minor: h.tax_minor,
-        tax_included: h.tax_included,
-        total_minor: h.total_minor,
-        refund_minor: h.refund_minor,
-        hold_expires_at: h.hold_expires_at,
+        head: serde_json::from_value(head).map_err(corrupt)?,
         lines: serde_json::from_value(lines).map_err(corrupt)?,
         payment: payment.map(serde_json::from_value).transpose().map_err(corrupt)?,
         tickets: serde_json::from_value(tickets).map_err(corrupt)?,
-        created_at: h.created_at,
-        updated_at: h.updated_at,
     })
 }
 
 /// The order's view once its payment has started: while another worker (a concurrent retry of
 /// the same checkout) is starting it, waits up to 5 s, so that both answers carry the payment.
-async fn settled_view(db: &PgPool, id: Uuid) -> Result<OrderView, ApiError> {
+async fn settled_view(db: &PgPool, id: Uuid) -> Result<OrderView> {
     let mut order = view(db, id).await?;
     for _ in 0..100 {
-        if order.state != OrderState::Created {
+        if order.head.state != OrderState::Created {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

@@ -14,7 +14,7 @@ use super::saga::{Input, OrderState};
 use super::*;
 use crate::api::{self, Listing, PageQuery};
 use crate::auth::{need, Can};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::extract::BuyerOrder;
 use crate::extract::OwnEvent;
 use crate::state::AppState;
@@ -26,7 +26,7 @@ use crate::state::AppState;
 pub(super) async fn get_order(
     State(state): State<AppState>,
     BuyerOrder { id, .. }: BuyerOrder,
-) -> Result<Json<OrderView>, ApiError> {
+) -> Result<Json<OrderView>> {
     Ok(Json(view(&state.db, id).await?))
 }
 
@@ -39,7 +39,7 @@ pub(super) async fn get_order(
 pub(super) async fn cancel_order(
     State(state): State<AppState>,
     BuyerOrder { co, id }: BuyerOrder,
-) -> Result<(StatusCode, Json<OrderView>), ApiError> {
+) -> Result<(StatusCode, Json<OrderView>)> {
     let mut tx = state.db.begin().await?;
     let (order_state, total, fee, starts_at, policy): (OrderState, i64, i64, DateTime<Utc>, Value) =
         sqlx::query_as(
@@ -121,7 +121,7 @@ pub(super) async fn refund_order(
     Can(caller, _): Can<need::Refund>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<(StatusCode, Json<OrderView>), ApiError> {
+) -> Result<(StatusCode, Json<OrderView>)> {
     let co = state.checkout()?;
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let req: RefundRequest = if body.is_empty() { RefundRequest::default() } else { api::parse_json(&body)? };
@@ -184,14 +184,14 @@ pub(super) async fn refund_order(
 /// One row of an event's order list.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct OrderSummary {
-    pub id: Uuid,
-    pub state: OrderState,
-    pub outcome: Option<String>,
-    pub email: String,
-    pub currency: String,
-    pub total_minor: i64,
-    pub refund_minor: i64,
-    pub created_at: DateTime<Utc>,
+    id: Uuid,
+    state: OrderState,
+    outcome: Option<String>,
+    email: String,
+    currency: String,
+    total_minor: i64,
+    refund_minor: i64,
+    created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -210,7 +210,7 @@ pub(super) async fn list_orders(
     OwnEvent { event, .. }: OwnEvent<need::Read>,
     Query(page): Query<PageQuery>,
     Query(filter): Query<OrderFilter>,
-) -> Result<Json<Listing<OrderSummary>>, ApiError> {
+) -> Result<Json<Listing<OrderSummary>>> {
     let query = sqlx::query_as(
         "SELECT id, state, outcome, email, currency, total_minor, refund_minor, created_at FROM orders
          WHERE event_id = $1 AND ($2::text IS NULL OR state = $2) AND (created_at, id) > ($3, $4)

@@ -86,7 +86,9 @@ pub struct LinePrice {
 }
 
 /// An order's totals.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema,
+)]
 pub struct Totals {
     pub subtotal_minor: i64,
     pub discount_minor: i64,

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use serde_json::Value;
 use shared_types::inventory::HoldSettings;
 use shared_types::token::HoldGrant;
@@ -14,8 +13,8 @@ use uuid::Uuid;
 
 use super::pricing::{Discount, LineIn, PricingSettings};
 use super::*;
-use crate::error::ApiError;
-use crate::models::event::EventState;
+use crate::error::{ApiError, Result};
+use crate::models::event::{EventState, TierOffer};
 
 /// What pricing needs of the event.
 #[derive(sqlx::FromRow)]
@@ -27,18 +26,6 @@ pub(super) struct EventForSale {
     waiting_room: Value,
     tiers: Value,
     zones: Value,
-}
-
-#[derive(Deserialize, Clone)]
-pub(super) struct TierForSale {
-    id: Uuid,
-    kind: String,
-    currency: String,
-    price_minor: i64,
-    zone_prices: Value,
-    per_order_limit: i32,
-    sale_starts_at: Option<DateTime<Utc>>,
-    sale_ends_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -72,14 +59,14 @@ pub(super) async fn price_hold(
     event: Uuid,
     grant: &HoldGrant,
     promo_code: Option<&str>,
-) -> Result<Priced, ApiError> {
+) -> Result<Priced> {
     // Everything pricing reads, in one round trip: the event, its tiers and the seats' zones. What
     // the buyer already owns is counted in the order's transaction ([`BuyerLimits::enforce`]).
     let seats: Vec<String> = grant.seats.iter().map(|s| s.to_string()).collect();
     let e: EventForSale = sqlx::query_as(
         "SELECT e.organization_id, e.state, e.pricing, e.hold_settings, e.waiting_room,
              (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') FROM
-                 (SELECT id, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at, created_at
+                 (SELECT id, name, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at, created_at
                   FROM ticket_tiers WHERE event_id = e.id) t) AS tiers,
              (SELECT coalesce(jsonb_object_agg(seat_id, zone_id), '{}') FROM venue_seats
                   WHERE venue_id = e.venue_id AND seat_id = ANY($2)) AS zones
@@ -99,10 +86,10 @@ pub(super) async fn price_hold(
     let room: shared_types::waiting_room::WaitingRoomSettings =
         serde_json::from_value(e.waiting_room).unwrap_or_default();
     let corrupt = |e: serde_json::Error| ApiError::Database(sqlx::Error::Decode(Box::new(e)));
-    let tiers: Vec<TierForSale> = serde_json::from_value(e.tiers).map_err(corrupt)?;
+    let tiers: Vec<TierOffer> = serde_json::from_value(e.tiers).map_err(corrupt)?;
     let zones: HashMap<String, String> = serde_json::from_value(e.zones).map_err(corrupt)?;
     // (tier, seat, zone, price) per line.
-    let mut lines: Vec<(TierForSale, Option<String>, Option<String>, i64)> = Vec::new();
+    let mut lines: Vec<(TierOffer, Option<String>, Option<String>, i64)> = Vec::new();
     if !grant.seats.is_empty() {
         let tier = tiers
             .iter()
@@ -231,7 +218,7 @@ impl BuyerLimits {
         event: Uuid,
         visitor: &str,
         email: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<()> {
         // Both keys made by PostgreSQL (the e-mail through the same lower() as the count), taken in
         // one order: two transactions never wait on each other's second lock.
         let keys: Vec<i64> = sqlx::query_scalar(

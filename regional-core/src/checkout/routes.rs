@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use shared_types::inventory::HoldSettings;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::create::*;
@@ -18,22 +17,20 @@ use super::orders::*;
 use super::pricing::PricingSettings;
 use super::saga::{Input, OrderState};
 use super::*;
+use crate::api::resource_routes;
 use crate::api::JsonBody;
 use crate::auth::need;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::extract::OwnEvent;
+use crate::payments::signature::Delivery;
 use crate::payments::{PaymentProvider, RemoteState, WebhookKind};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_checkout))
-        .routes(routes!(get_order))
-        .routes(routes!(cancel_order))
-        .routes(routes!(refund_order))
-        .routes(routes!(webhook))
-        .routes(routes!(set_sale_settings))
-        .routes(routes!(list_orders))
+    resource_routes! {
+        [create_checkout], [get_order], [cancel_order], [refund_order], [webhook], [set_sale_settings],
+        [list_orders]
+    }
 }
 
 /// `POST /api/v1/webhooks/{provider}`: a provider's signed report. Each provider event counts
@@ -48,7 +45,7 @@ pub(super) async fn webhook(
     Path(provider): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>> {
     let co = state.checkout()?;
     if provider != co.provider.name() {
         return Err(ApiError::NotFound);
@@ -56,7 +53,7 @@ pub(super) async fn webhook(
     let header = headers.get(format!("{provider}-signature")).and_then(|v| v.to_str().ok());
     let event = co
         .provider
-        .verify_webhook(header, &body, Utc::now().timestamp())
+        .verify_webhook(&Delivery { signature: header, body: &body, now: Utc::now().timestamp() })
         .map_err(|e| ApiError::Token { reason: e.reason(), detail: e.to_string() })?;
     let mut tx = state.db.begin().await?;
     let fresh = sqlx::query(
@@ -125,7 +122,7 @@ pub(super) async fn set_sale_settings(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
     JsonBody(settings): JsonBody<SaleSettings>,
-) -> Result<Json<SaleSettings>, ApiError> {
+) -> Result<Json<SaleSettings>> {
     let mut errors: Vec<shared_types::inventory::FieldError> = settings
         .pricing
         .validate()

@@ -23,9 +23,10 @@ use serde_json::json;
 use shared_types::inventory::FieldError;
 use uuid::Uuid;
 
+use crate::api::resource_routes;
 use crate::api::{self, Creating, JsonBody, Listing};
 use crate::auth::{need, Can};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::extract::OwnEvent;
 use crate::models::event::{allowed, find_event, Event, EventState, EVENT_COLUMNS};
 use crate::models::venue::find_venue;
@@ -34,21 +35,16 @@ use crate::state::AppState;
 use crate::validate::is_url;
 use crate::validate::valid_time_zone;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 mod sale;
 mod tiers;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(create_event, list_events))
-        .routes(routes!(get_event, update_event))
-        .routes(routes!(change_state))
-        .routes(routes!(tiers::create_tier, tiers::list_tiers))
-        .routes(routes!(tiers::update_tier))
-        .routes(routes!(sale::set_waiting_room))
-        .routes(routes!(sale::set_seats_off_sale))
-        .routes(routes!(sale::sync_status, sale::sync_now))
+    resource_routes! {
+        [create_event, list_events], [get_event, update_event], [change_state],
+        [tiers::create_tier, tiers::list_tiers], [tiers::update_tier], [sale::set_waiting_room],
+        [sale::set_seats_off_sale], [sale::sync_status, sale::sync_now]
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -107,7 +103,7 @@ async fn create_event(
     State(state): State<AppState>,
     Can(caller, _): Can<need::ManageCatalog>,
     creating: Creating,
-) -> Result<axum::response::Response, ApiError> {
+) -> Result<axum::response::Response> {
     let new: NewEvent = creating.json()?;
     let venue = find_venue(&state.db, &caller, &new.venue_id.to_string())
         .await
@@ -163,7 +159,7 @@ async fn list_events(
     State(state): State<AppState>,
     Can(caller, _): Can<need::Read>,
     Query(f): Query<EventFilter>,
-) -> Result<Json<Listing<Event>>, ApiError> {
+) -> Result<Json<Listing<Event>>> {
     let q = api::PageQuery { limit: f.limit, cursor: f.cursor };
     let sql = format!(
         "SELECT {EVENT_COLUMNS} FROM events
@@ -175,7 +171,7 @@ async fn list_events(
 }
 
 #[utoipa::path(get, path = "/api/v1/events/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Event), crate::api::Problems))]
-async fn get_event(OwnEvent { event, .. }: OwnEvent<need::Read>) -> Result<Json<Event>, ApiError> {
+async fn get_event(OwnEvent { event, .. }: OwnEvent<need::Read>) -> Result<Json<Event>> {
     Ok(Json(event))
 }
 
@@ -191,7 +187,7 @@ async fn change_state(
     Can(caller, _): Can<need::ManageCatalog>,
     Path(id): Path<String>,
     JsonBody(change): JsonBody<StateChange>,
-) -> Result<Json<Event>, ApiError> {
+) -> Result<Json<Event>> {
     let event = find_event(&state.db, &caller, &id).await?;
     if event.state == change.state {
         return Ok(Json(event));
@@ -261,17 +257,20 @@ async fn update_event(
     State(state): State<AppState>,
     OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
     JsonBody(c): JsonBody<EventChanges>,
-) -> Result<Json<Event>, ApiError> {
+) -> Result<Json<Event>> {
     if matches!(event.state, EventState::Cancelled | EventState::Completed) {
         return Err(ApiError::conflict("event_closed", "a cancelled or completed event does not change"));
     }
-    let title = c.title.unwrap_or(event.title);
-    let description = c.description.unwrap_or(event.description);
-    let genre = c.genre.unwrap_or(event.genre);
-    let (starts_at, ends_at) = (c.starts_at.unwrap_or(event.starts_at), c.ends_at.unwrap_or(event.ends_at));
+    let title = c.title.unwrap_or(event.details.title);
+    let description = c.description.unwrap_or(event.details.description);
+    let genre = c.genre.unwrap_or(event.details.genre);
+    let (starts_at, ends_at) = (
+        c.starts_at.unwrap_or(event.details.schedule.starts_at),
+        c.ends_at.unwrap_or(event.details.schedule.ends_at),
+    );
     let images: Vec<String> = match c.images {
         Some(images) => images,
-        None => serde_json::from_value(event.images).unwrap_or_default(),
+        None => serde_json::from_value(event.details.images).unwrap_or_default(),
     };
     let errors = check_event_fields(&title, &description, &genre, starts_at, ends_at, &images);
     if !errors.is_empty() {

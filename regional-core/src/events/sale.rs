@@ -14,7 +14,7 @@ use shared_types::waiting_room::WaitingRoomSettings;
 
 use crate::api::{self, JsonBody};
 use crate::auth::need;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::extract::OwnEvent;
 use crate::publishing::{self, touch};
 use crate::state::AppState;
@@ -32,7 +32,7 @@ pub(super) async fn set_waiting_room(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>> {
     let patch: Value = api::parse_json(&body)?;
     let Some(fields) = patch.as_object() else {
         return Err(ApiError::Malformed("the body must be a JSON object of the fields to change".into()));
@@ -114,7 +114,7 @@ pub(super) async fn set_seats_off_sale(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
     JsonBody(seats): JsonBody<Vec<String>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>> {
     if seats.len() > 100_000 {
         return Err(ApiError::field("seats", "at most 100000 seats"));
     }
@@ -151,7 +151,7 @@ pub(super) async fn set_seats_off_sale(
 pub(super) async fn sync_status(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::Read>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>> {
     Ok(Json(publishing::status(&state.db, event.id).await?))
 }
 
@@ -160,7 +160,7 @@ pub(super) async fn sync_status(
 pub(super) async fn sync_now(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Value>> {
     if !publishing::visible_at_edge(event.state) {
         return Err(ApiError::conflict("not_published", "only a published event is pushed to the edge"));
     }

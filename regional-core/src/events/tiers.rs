@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::api::{self, Creating, Listing};
 use crate::auth::need;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::extract::OwnEvent;
 use crate::models::event::{EventState, Tier, TIER_COLUMNS};
 use crate::models::venue::{find_venue, GaArea, ZoneIn};
@@ -53,7 +53,7 @@ pub(super) async fn create_tier(
     State(state): State<AppState>,
     OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
     creating: Creating,
-) -> Result<axum::response::Response, ApiError> {
+) -> Result<axum::response::Response> {
     let new: NewTier = creating.json()?;
     if matches!(event.state, EventState::Cancelled | EventState::Completed) {
         return Err(ApiError::conflict("event_closed", "a cancelled or completed event takes no new tiers"));
@@ -154,14 +154,8 @@ pub(super) async fn create_tier(
 pub(super) async fn list_tiers(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::Read>,
-) -> Result<Json<Listing<Tier>>, ApiError> {
-    let rows: Vec<Tier> = sqlx::query_as(&format!(
-        "SELECT {TIER_COLUMNS} FROM ticket_tiers WHERE event_id = $1 ORDER BY created_at, id"
-    ))
-    .bind(event.id)
-    .fetch_all(&state.db)
-    .await?;
-    Ok(Json(Listing { items: rows, next_cursor: None }))
+) -> Result<Json<Listing<Tier>>> {
+    Listing::of_event(&state.db, "ticket_tiers", TIER_COLUMNS, event.id).await
 }
 
 /// The fields of a tier an organizer may change (absent: unchanged).
@@ -184,7 +178,7 @@ pub(super) async fn update_tier(
     OwnEvent { caller: _, event, .. }: OwnEvent<need::ManageCatalog>,
     Path((_, tier)): Path<(String, String)>,
     body: Bytes,
-) -> Result<Json<Tier>, ApiError> {
+) -> Result<Json<Tier>> {
     let tier: Uuid = tier.parse().map_err(|_| ApiError::NotFound)?;
     // The body is read after the event and the tier are found (404 before 422).
     let c: TierChanges = api::parse_json(&body)?;

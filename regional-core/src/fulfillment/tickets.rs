@@ -19,21 +19,17 @@ use chrono::Utc;
 use serde::Serialize;
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::api::resource_routes;
+use crate::error::{ApiError, Result};
 use crate::extract::BuyerOrder;
 use crate::models::ticket::{qr_file, TicketRow, TICKET_COLUMNS};
 use crate::state::AppState;
 use crate::tokens::ticket_code;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(keys))
-        .routes(routes!(order_tickets))
-        .routes(routes!(ticket_qr))
-        .routes(routes!(reissue))
+    resource_routes! { [keys], [order_tickets], [ticket_qr], [reissue] }
 }
 
 async fn tickets_of(
@@ -68,7 +64,7 @@ pub struct TicketCode {
 /// `GET /api/v1/keys`: the core's public keys, for scanners to verify ticket codes offline.
 #[utoipa::path(get, path = "/api/v1/keys", tag = "public",
     responses((status = 200, body = Object, description = "{\"keys\": [{\"kid\", \"alg\": \"EdDSA\", \"crv\": \"Ed25519\", \"public_key\": base64url, \"current\": bool}]}: the signing key first, then earlier keys still trusted during a rotation"), crate::api::Problems))]
-async fn keys(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn keys(State(state): State<AppState>) -> Result<Response> {
     let co = state.checkout()?;
     // The signing key first (new codes carry it), then the earlier ones still trusted.
     let current = co.signer.kid().to_owned();
@@ -90,7 +86,7 @@ async fn keys(State(state): State<AppState>) -> Result<Response, ApiError> {
 async fn order_tickets(
     State(state): State<AppState>,
     BuyerOrder { co, id: order }: BuyerOrder,
-) -> Result<Json<Vec<TicketCode>>, ApiError> {
+) -> Result<Json<Vec<TicketCode>>> {
     let rows = tickets_of(&state.db, order, None).await?;
     Ok(Json(
         rows.iter()
@@ -115,7 +111,7 @@ async fn ticket_qr(
     State(state): State<AppState>,
     BuyerOrder { co, id: order }: BuyerOrder,
     Path((_, ticket, file)): Path<(String, String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Response> {
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let row =
         tickets_of(&state.db, order, Some(ticket)).await?.into_iter().next().ok_or(ApiError::NotFound)?;
@@ -132,7 +128,7 @@ async fn reissue(
     State(state): State<AppState>,
     BuyerOrder { co, id: order }: BuyerOrder,
     Path((_, ticket)): Path<(String, String)>,
-) -> Result<Json<TicketCode>, ApiError> {
+) -> Result<Json<TicketCode>> {
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let mut tx = state.db.begin().await?;
     let bumped: Option<(i32, Uuid)> = sqlx::query_as(

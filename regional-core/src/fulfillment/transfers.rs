@@ -22,10 +22,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::api::resource_routes;
+use crate::error::{ApiError, Result};
 use crate::extract::{BuyerOrder, Recipient};
 use crate::models::ticket::{qr_file, TicketRow, TICKET_COLUMNS};
 use crate::state::AppState;
@@ -36,15 +36,9 @@ use crate::validate::valid_email;
 const OFFER_HOURS: i64 = 72;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(offer))
-        .routes(routes!(withdraw))
-        .routes(routes!(show))
-        .routes(routes!(accept))
-        .routes(routes!(decline))
-        .routes(routes!(transfer_qr))
-        .routes(routes!(pass_on))
-        .routes(routes!(withdraw_onward))
+    resource_routes! {
+        [offer], [withdraw], [show], [accept], [decline], [transfer_qr], [pass_on], [withdraw_onward]
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -56,27 +50,27 @@ pub struct TransferRequest {
 /// A transfer as its giver and recipient see it.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TransferView {
-    pub id: Uuid,
-    pub ticket_id: Uuid,
-    pub event_id: Uuid,
-    pub event_title: String,
-    pub starts_at: DateTime<Utc>,
-    pub seat_id: Option<String>,
-    pub tier: String,
-    pub to_email: String,
+    id: Uuid,
+    ticket_id: Uuid,
+    event_id: Uuid,
+    event_title: String,
+    starts_at: DateTime<Utc>,
+    seat_id: Option<String>,
+    tier: String,
+    to_email: String,
     /// `offered`, `accepted`, `declined`, `cancelled` or `expired`.
-    pub state: String,
-    pub expires_at: DateTime<Utc>,
+    state: String,
+    expires_at: DateTime<Utc>,
     /// The ticket's code, once accepted (for its new holder, while they hold it).
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
+    code: Option<String>,
     /// Once accepted: the latest offer its recipient made of the ticket in turn
     /// (`{id, to_email, state, expires_at}`), if any.
     #[sqlx(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
-    pub onward: Option<serde_json::Value>,
+    onward: Option<serde_json::Value>,
 }
 
 const VIEW: &str = "SELECT x.id, x.ticket_id, x.event_id, e.title AS event_title, e.starts_at, t.seat_id,
@@ -86,7 +80,7 @@ const VIEW: &str = "SELECT x.id, x.ticket_id, x.event_id, e.title AS event_title
     FROM ticket_transfers x JOIN tickets t ON t.id = x.ticket_id JOIN events e ON e.id = x.event_id
     JOIN ticket_tiers tt ON tt.id = t.tier_id WHERE x.id = $1";
 
-async fn view(db: &sqlx::PgPool, id: Uuid) -> Result<TransferView, ApiError> {
+async fn view(db: &sqlx::PgPool, id: Uuid) -> Result<TransferView> {
     sqlx::query_as(VIEW).bind(id).fetch_optional(db).await?.ok_or(ApiError::NotFound)
 }
 
@@ -101,7 +95,7 @@ async fn offer(
     BuyerOrder { id: order, .. }: BuyerOrder,
     Path((_, ticket)): Path<(String, String)>,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response> {
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let to = recipient(&body)?;
     let mut tx = state.db.begin().await?;
@@ -123,7 +117,7 @@ async fn offer(
 }
 
 /// The offer's recipient from a [`TransferRequest`] body.
-fn recipient(body: &[u8]) -> Result<String, ApiError> {
+fn recipient(body: &[u8]) -> Result<String> {
     let req: TransferRequest = crate::api::parse_json(body)?;
     let to = req.to_email.trim().to_owned();
     if !valid_email(&to) {
@@ -133,7 +127,7 @@ fn recipient(body: &[u8]) -> Result<String, ApiError> {
 }
 
 /// Only a valid ticket (not used, not void) can change hands.
-fn transferable(ticket_state: &str) -> Result<(), ApiError> {
+fn transferable(ticket_state: &str) -> Result<()> {
     if ticket_state != "valid" {
         return Err(ApiError::conflict(
             "not_transferable",
@@ -153,7 +147,7 @@ async fn open_offer(
     from: &str,
     to: &str,
     starts_at: DateTime<Utc>,
-) -> Result<Uuid, ApiError> {
+) -> Result<Uuid> {
     if to.eq_ignore_ascii_case(from) {
         return Err(ApiError::field("to_email", "is the ticket's holder already"));
     }
@@ -207,7 +201,7 @@ async fn withdraw(
     State(state): State<AppState>,
     BuyerOrder { id: order, .. }: BuyerOrder,
     Path((_, ticket)): Path<(String, String)>,
-) -> Result<Json<TransferView>, ApiError> {
+) -> Result<Json<TransferView>> {
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "UPDATE ticket_transfers SET state = 'cancelled', decided_at = now()
@@ -229,10 +223,7 @@ async fn withdraw(
 #[utoipa::path(get, path = "/api/v1/transfers/{id}", tag = "checkout", security(("transfer_token" = [])),
     params(("id" = String, Path, description = "the transfer id")),
     responses((status = 200, body = TransferView), crate::api::Problems))]
-async fn show(
-    State(state): State<AppState>,
-    Recipient { co, id }: Recipient,
-) -> Result<Json<TransferView>, ApiError> {
+async fn show(State(state): State<AppState>, Recipient { co, id }: Recipient) -> Result<Json<TransferView>> {
     let mut v = view(&state.db, id).await?;
     if v.state == "accepted" {
         v.code = held_ticket(&state.db, id).await?.map(|t| ticket_code(&co.signer, &t));
@@ -269,7 +260,7 @@ async fn held_ticket(db: &sqlx::PgPool, transfer: Uuid) -> Result<Option<TicketR
 async fn accept(
     State(state): State<AppState>,
     Recipient { co, id }: Recipient,
-) -> Result<Json<TransferView>, ApiError> {
+) -> Result<Json<TransferView>> {
     let mut tx = state.db.begin().await?;
     let offer: Option<(Uuid, Uuid, String, String, String, bool)> = sqlx::query_as(
         "SELECT ticket_id, event_id, from_email, to_email, state, expires_at <= now() FROM ticket_transfers WHERE id = $1 FOR UPDATE",
@@ -326,7 +317,7 @@ async fn accept(
 async fn decline(
     State(state): State<AppState>,
     Recipient { id, .. }: Recipient,
-) -> Result<Json<TransferView>, ApiError> {
+) -> Result<Json<TransferView>> {
     let declined: Option<Uuid> = sqlx::query_scalar(
         "UPDATE ticket_transfers SET state = 'declined', decided_at = now()
          WHERE id = $1 AND state = 'offered' AND expires_at > now() RETURNING id",
@@ -349,7 +340,7 @@ async fn transfer_qr(
     State(state): State<AppState>,
     Recipient { co, id }: Recipient,
     Path((_, file)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Response> {
     let ticket = held_ticket(&state.db, id).await?.ok_or(ApiError::NotFound)?;
     qr_file(&ticket_code(&co.signer, &ticket), &file)
 }
@@ -364,7 +355,7 @@ async fn pass_on(
     State(state): State<AppState>,
     Recipient { id, .. }: Recipient,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response> {
     let to = recipient(&body)?;
     let mut tx = state.db.begin().await?;
     // Accepted, and the ticket still this recipient's.
@@ -395,7 +386,7 @@ async fn pass_on(
 async fn withdraw_onward(
     State(state): State<AppState>,
     Recipient { id, .. }: Recipient,
-) -> Result<Json<TransferView>, ApiError> {
+) -> Result<Json<TransferView>> {
     let cancelled: Option<Uuid> = sqlx::query_scalar(
         "UPDATE ticket_transfers y SET state = 'cancelled', decided_at = now()
          FROM ticket_transfers x

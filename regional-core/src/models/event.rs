@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 
 /// The states of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
@@ -34,19 +34,52 @@ pub fn allowed(from: EventState) -> &'static [EventState] {
     }
 }
 
+/// When an event happens: its start and end, and the time zone its audience reads them in.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Schedule {
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    /// An IANA time zone name (`Europe/Berlin`).
+    pub time_zone: String,
+}
+
+impl Schedule {
+    /// A time as the event's audience reads it (`format` as chrono's `format`).
+    pub fn local(&self, at: DateTime<Utc>, format: &str) -> String {
+        local_time(at, &self.time_zone, format)
+    }
+}
+
+/// A time in the time zone named `zone`, formatted; in UTC when the zone is not a known name.
+pub fn local_time(at: DateTime<Utc>, zone: &str, format: &str) -> String {
+    match zone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => at.with_timezone(&tz).format(format).to_string(),
+        Err(_) => at.format(format).to_string(),
+    }
+}
+
+/// What an event's page says: the organizer writes it, buyers read it in the catalog.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct EventDetails {
+    pub title: String,
+    pub description: String,
+    pub genre: String,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub schedule: Schedule,
+    /// Image URLs.
+    #[schema(value_type = Object)]
+    pub images: Value,
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Event {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub venue_id: Uuid,
-    pub title: String,
-    pub description: String,
-    pub genre: String,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub time_zone: String,
-    #[schema(value_type = Object)]
-    pub images: Value,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub details: EventDetails,
     #[schema(value_type = Object)]
     pub refund_policy: Value,
     pub state: EventState,
@@ -81,8 +114,27 @@ pub(crate) const TIER_COLUMNS: &str =
     "id, event_id, name, kind, ga_area, currency, price_minor, zone_prices, quantity, \
                             per_order_limit, sale_starts_at, sale_ends_at, created_at";
 
+/// A tier as buyers are offered it: its price (per zone for seats), how many one order may take
+/// and when it is sold. The catalog shows it; checkout prices holds with it.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+pub struct TierOffer {
+    pub id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub currency: String,
+    pub price_minor: i64,
+    pub zone_prices: Value,
+    pub per_order_limit: i32,
+    pub sale_starts_at: Option<DateTime<Utc>>,
+    pub sale_ends_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of [`TierOffer`] in `ticket_tiers`.
+pub(crate) const TIER_OFFER_COLUMNS: &str =
+    "id, name, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at";
+
 /// An event of the caller's organization (404 otherwise).
-pub async fn find_event(db: &PgPool, caller: &Caller, id: &str) -> Result<Event, ApiError> {
+pub async fn find_event(db: &PgPool, caller: &Caller, id: &str) -> Result<Event> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let row: Option<Event> = sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
         .bind(id)

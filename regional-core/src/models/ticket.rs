@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use qrcode::{EcLevel, QrCode};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 
 /// Pixels per QR module in the PNG, and the quiet zone around the code (in modules).
 const PNG_SCALE: usize = 6;
@@ -32,19 +32,19 @@ pub struct TicketRow {
     pub ends_at: DateTime<Utc>,
 }
 
-fn qr(code: &str) -> Result<QrCode, ApiError> {
+fn qr(code: &str) -> Result<QrCode> {
     // Medium error correction: a phone screen with a scratch or glare still reads.
     QrCode::with_error_correction_level(code.as_bytes(), EcLevel::M)
         .map_err(|e| ApiError::Unavailable(format!("the code does not fit a QR code: {e}")))
 }
 
 /// The QR code as SVG.
-pub fn qr_svg(code: &str) -> Result<String, ApiError> {
+pub fn qr_svg(code: &str) -> Result<String> {
     Ok(qr(code)?.render::<qrcode::render::svg::Color<'_>>().quiet_zone(true).min_dimensions(256, 256).build())
 }
 
 /// The QR code as an 8-bit greyscale PNG.
-pub fn qr_png(code: &str) -> Result<Vec<u8>, ApiError> {
+pub fn qr_png(code: &str) -> Result<Vec<u8>> {
     let qr = qr(code)?;
     let modules = qr.width();
     let dark = qr.to_colors();
@@ -71,7 +71,7 @@ pub fn qr_png(code: &str) -> Result<Vec<u8>, ApiError> {
 }
 
 /// A code's QR code as the file `qr.svg` or `qr.png` (private: a code admits whoever shows it).
-pub fn qr_file(code: &str, file: &str) -> Result<Response, ApiError> {
+pub fn qr_file(code: &str, file: &str) -> Result<Response> {
     let private = (header::CACHE_CONTROL, "private, no-store");
     match file {
         "qr.svg" => Ok(([(header::CONTENT_TYPE, "image/svg+xml"), private], qr_svg(code)?).into_response()),

@@ -11,7 +11,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::validate::valid_time_zone;
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -176,7 +176,7 @@ pub fn validate(v: &VenueIn) -> Result<(), Vec<FieldError>> {
 }
 
 /// A venue of the caller's organization (404 otherwise).
-pub async fn find_venue(db: &PgPool, caller: &Caller, id: &str) -> Result<Venue, ApiError> {
+pub async fn find_venue(db: &PgPool, caller: &Caller, id: &str) -> Result<Venue> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let row: Option<Venue> = sqlx::query_as(&format!("SELECT {VENUE_COLUMNS} FROM venues WHERE id = $1"))
         .bind(id)
@@ -186,7 +186,7 @@ pub async fn find_venue(db: &PgPool, caller: &Caller, id: &str) -> Result<Venue,
 }
 
 /// The seat map of a venue, sections in their stored order and seats in import order.
-pub async fn load_sections(db: &PgPool, venue: Uuid) -> Result<Vec<SectionIn>, ApiError> {
+pub async fn load_sections(db: &PgPool, venue: Uuid) -> Result<Vec<SectionIn>> {
     let names: Value =
         sqlx::query_scalar("SELECT sections FROM venues WHERE id = $1").bind(venue).fetch_one(db).await?;
     let seats: Vec<SeatRow> = sqlx::query_as(

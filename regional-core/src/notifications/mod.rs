@@ -16,13 +16,13 @@ pub mod templates;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures_util::future::BoxFuture;
 use serde_json::{json, Value};
 use shared_types::token::TokenSigner;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::bus::{Consumer, ConsumerError, Message};
+use crate::bus::{Consumer, ConsumerError, Handling, Message};
+use crate::models::event::Schedule;
 use crate::money::money;
 use crate::tokens::{order_token, transfer_token};
 
@@ -67,11 +67,7 @@ impl Consumer for Notifier {
         )
     }
 
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        message: &'a Message,
-    ) -> BoxFuture<'a, Result<(), ConsumerError>> {
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, message: &'a Message) -> Handling<'a> {
         Box::pin(async move {
             let p = &message.payload;
             let order = p["order_id"].as_str().and_then(|s| s.parse::<Uuid>().ok());
@@ -118,7 +114,7 @@ impl Consumer for Notifier {
                         facts.event_id,
                         &to,
                         expires,
-                        facts.ends_at,
+                        facts.schedule.ends_at,
                     );
                     context["transfer"] = json!({
                         // The giver: the buyer, or a recipient passing the ticket on.
@@ -217,9 +213,8 @@ pub(crate) struct OrderFacts {
     pub refund_minor: i64,
     pub title: String,
     pub venue: String,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub time_zone: String,
+    #[sqlx(flatten)]
+    pub schedule: Schedule,
 }
 
 pub(crate) async fn order_facts(
@@ -239,10 +234,7 @@ pub(crate) async fn order_facts(
 impl OrderFacts {
     /// A time as the event's audience reads it: in the event's time zone.
     pub fn local(&self, at: DateTime<Utc>) -> String {
-        match self.time_zone.parse::<chrono_tz::Tz>() {
-            Ok(tz) => at.with_timezone(&tz).format("%A %-d %B %Y, %H:%M (%Z)").to_string(),
-            Err(_) => at.format("%A %-d %B %Y, %H:%M UTC").to_string(),
-        }
+        self.schedule.local(at, "%A %-d %B %Y, %H:%M (%Z)")
     }
 
     /// The templates' context: event, order (with a link that opens it) and tickets.
@@ -265,7 +257,7 @@ impl OrderFacts {
             "event": {
                 "title": self.title,
                 "venue": self.venue,
-                "starts": self.local(self.starts_at),
+                "starts": self.local(self.schedule.starts_at),
                 "link": format!("{base}/events/{}", self.event_id),
             },
             "order": {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::api::{Listing, PageQuery};
 use crate::auth::{need, Can};
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -20,18 +20,18 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// A queued, sent or parked mail (its bodies are not listed).
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct NotificationView {
-    pub id: Uuid,
-    pub kind: String,
-    pub recipient: String,
-    pub subject: String,
-    pub state: String,
-    pub attempts: i32,
-    pub last_error: Option<String>,
-    pub order_id: Option<Uuid>,
-    pub event_id: Option<Uuid>,
-    pub next_attempt_at: DateTime<Utc>,
-    pub created_at: DateTime<Utc>,
-    pub sent_at: Option<DateTime<Utc>>,
+    id: Uuid,
+    kind: String,
+    recipient: String,
+    subject: String,
+    state: String,
+    attempts: i32,
+    last_error: Option<String>,
+    order_id: Option<Uuid>,
+    event_id: Option<Uuid>,
+    next_attempt_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    sent_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -52,7 +52,7 @@ async fn list(
     _: Can<need::ManagePlatform>,
     Query(page): Query<PageQuery>,
     Query(filter): Query<NotificationFilter>,
-) -> Result<Json<Listing<NotificationView>>, ApiError> {
+) -> Result<Json<Listing<NotificationView>>> {
     let wanted = filter.state.as_deref().unwrap_or("parked");
     if !["pending", "sent", "parked"].contains(&wanted) {
         return Err(ApiError::field("state", "must be pending, sent or parked"));
@@ -74,7 +74,7 @@ async fn retry(
     State(state): State<AppState>,
     _: Can<need::ManagePlatform>,
     Path(id): Path<String>,
-) -> Result<Json<NotificationView>, ApiError> {
+) -> Result<Json<NotificationView>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let row: Option<NotificationView> = sqlx::query_as(&format!(
         "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL

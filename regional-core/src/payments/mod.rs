@@ -11,6 +11,8 @@ pub mod testpay;
 
 use std::future::Future;
 
+use signature::Delivery;
+
 use serde::{Deserialize, Serialize};
 
 /// Where a payment stands at the provider.
@@ -115,10 +117,5 @@ pub trait PaymentProvider {
         idempotency_key: &str,
     ) -> impl Future<Output = Result<String, ProviderError>> + Send;
     /// Verifies a webhook delivery (signature, freshness) and reads what it says.
-    fn verify_webhook(
-        &self,
-        signature_header: Option<&str>,
-        body: &[u8],
-        now: i64,
-    ) -> Result<WebhookEvent, signature::SignatureError>;
+    fn verify_webhook(&self, delivery: &Delivery<'_>) -> Result<WebhookEvent, signature::SignatureError>;
 }

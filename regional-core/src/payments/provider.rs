@@ -1,7 +1,7 @@
 //! The provider a deployment is configured with: one enum over the implementations, so that the
 //! saga holds one concrete type.
 
-use super::signature::SignatureError;
+use super::signature::{Delivery, SignatureError};
 use super::stripe::Stripe;
 use super::testpay::TestPay;
 use super::{CreatedPayment, PaymentProvider, PaymentRequest, ProviderError, RemoteState, WebhookEvent};
@@ -49,15 +49,10 @@ impl PaymentProvider for Provider {
         }
     }
 
-    fn verify_webhook(
-        &self,
-        header: Option<&str>,
-        body: &[u8],
-        now: i64,
-    ) -> Result<WebhookEvent, SignatureError> {
+    fn verify_webhook(&self, delivery: &Delivery<'_>) -> Result<WebhookEvent, SignatureError> {
         match self {
-            Self::Test(p) => p.verify_webhook(header, body, now),
-            Self::Stripe(p) => p.verify_webhook(header, body, now),
+            Self::Test(p) => p.verify_webhook(delivery),
+            Self::Stripe(p) => p.verify_webhook(delivery),
         }
     }
 }

@@ -68,16 +68,24 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
 }
 
+/// One webhook delivery as it arrived: the signature header, the raw body and the time it is
+/// checked at (Unix seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub signature: Option<&'a str>,
+    pub body: &'a [u8],
+    pub now: i64,
+}
+
 /// Verifies a delivery, then reads the provider's event: its `id`, its kind (its `type` looked up in
 /// `kinds`; anything else is [`WebhookKind::Other`]) and the payment it is about (`reference`).
 pub fn read_event(
-    header: Option<&str>,
-    body: &[u8],
+    delivery: &Delivery<'_>,
     secrets: &[String],
-    now: i64,
     kinds: &[(&str, WebhookKind)],
     reference: fn(&serde_json::Value) -> Option<&str>,
 ) -> Result<WebhookEvent, SignatureError> {
+    let Delivery { signature: header, body, now } = *delivery;
     verify(header, body, secrets, now, DEFAULT_TOLERANCE_SECS)?;
     let event: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| SignatureError::Payload(e.to_string()))?;

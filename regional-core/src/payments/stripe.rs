@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::signature::{self, SignatureError};
+use super::signature::{self, Delivery, SignatureError};
 use super::{
     CreatedPayment, PaymentProvider, PaymentRequest, ProviderError, RemoteState, WebhookEvent, WebhookKind,
 };
@@ -149,19 +149,14 @@ impl PaymentProvider for Stripe {
         }
     }
 
-    fn verify_webhook(
-        &self,
-        header: Option<&str>,
-        body: &[u8],
-        now: i64,
-    ) -> Result<WebhookEvent, SignatureError> {
+    fn verify_webhook(&self, delivery: &Delivery<'_>) -> Result<WebhookEvent, SignatureError> {
         const KINDS: [(&str, WebhookKind); 3] = [
             ("payment_intent.succeeded", WebhookKind::PaymentSucceeded),
             ("payment_intent.payment_failed", WebhookKind::PaymentFailed),
             ("payment_intent.canceled", WebhookKind::PaymentCanceled),
         ];
         // The payment an event is about: the intent itself, or the one a charge or refund names.
-        signature::read_event(header, body, &self.webhook_secrets, now, &KINDS, |e| {
+        signature::read_event(delivery, &self.webhook_secrets, &KINDS, |e| {
             let object = &e["data"]["object"];
             match object["object"].as_str() {
                 Some("payment_intent") => object["id"].as_str(),
@@ -188,7 +183,8 @@ mod tests {
         let stripe = Stripe::new("http://x", "sk".into(), vec!["whsec_1".into()]);
         let body = br#"{"id":"evt_1","object":"event","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1","object":"payment_intent","status":"succeeded"}}}"#;
         let header = signature::sign("whsec_1", 1_800_000_000, body);
-        let event = stripe.verify_webhook(Some(&header), body, 1_800_000_010).unwrap();
+        let event =
+            stripe.verify_webhook(&Delivery { signature: Some(&header), body, now: 1_800_000_010 }).unwrap();
         assert_eq!(
             event,
             WebhookEvent {
@@ -197,6 +193,9 @@ mod tests {
                 reference: "pi_1".into()
             }
         );
-        assert_eq!(stripe.verify_webhook(Some(&header), body, 1_800_000_400), Err(SignatureError::Stale));
+        assert_eq!(
+            stripe.verify_webhook(&Delivery { signature: Some(&header), body, now: 1_800_000_400 }),
+            Err(SignatureError::Stale)
+        );
     }
 }

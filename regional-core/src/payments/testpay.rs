@@ -22,11 +22,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use super::signature::{self, SignatureError};
+use super::signature::{self, Delivery, SignatureError};
 use super::{
     CreatedPayment, PaymentProvider, PaymentRequest, ProviderError, RemoteState, WebhookEvent, WebhookKind,
 };
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::templates;
 
 /// Deliveries are abandoned after this many failed attempts (about an hour of backoff).
@@ -128,12 +128,7 @@ impl TestPay {
 
     /// The tester's decision on a payment; what the page shows afterwards.
     /// The message to show and the buyer's way back.
-    async fn decide(
-        &self,
-        id: &str,
-        decision: Decision,
-        opts: &Options,
-    ) -> Result<(String, Option<String>), ApiError> {
+    async fn decide(&self, id: &str, decision: Decision, opts: &Options) -> Result<(String, Option<String>)> {
         let mut tx = self.db.begin().await?;
         let row: Option<(String, String, Option<String>)> = sqlx::query_as(
             "SELECT state, reference, return_url FROM testpay_payments WHERE id = $1 FOR UPDATE",
@@ -286,7 +281,7 @@ struct Options {
     stale_failure: Option<bool>,
 }
 
-async fn page(State(pay): State<TestPay>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn page(State(pay): State<TestPay>, Path(id): Path<String>) -> Result<Response> {
     let row: Option<(i64, String, String, String)> =
         sqlx::query_as("SELECT amount_minor, currency, state, reference FROM testpay_payments WHERE id = $1")
             .bind(&id)
@@ -308,7 +303,7 @@ async fn decide(
     Query(query): Query<Options>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response> {
     let decision = match decision.as_str() {
         "approve" => Decision::Approve,
         "decline" => Decision::Decline,
@@ -447,18 +442,13 @@ impl PaymentProvider for TestPay {
         Ok(id)
     }
 
-    fn verify_webhook(
-        &self,
-        header: Option<&str>,
-        body: &[u8],
-        now: i64,
-    ) -> Result<WebhookEvent, SignatureError> {
+    fn verify_webhook(&self, delivery: &Delivery<'_>) -> Result<WebhookEvent, SignatureError> {
         const KINDS: [(&str, WebhookKind); 3] = [
             ("payment.succeeded", WebhookKind::PaymentSucceeded),
             ("payment.failed", WebhookKind::PaymentFailed),
             ("payment.canceled", WebhookKind::PaymentCanceled),
         ];
-        signature::read_event(header, body, std::slice::from_ref(&self.webhook_secret), now, &KINDS, |e| {
+        signature::read_event(delivery, std::slice::from_ref(&self.webhook_secret), &KINDS, |e| {
             e["data"]["payment"]["id"].as_str()
         })
     }

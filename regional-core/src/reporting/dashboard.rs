@@ -22,15 +22,14 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use chrono::{DateTime, Duration, DurationRound as _, Utc};
-use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{report_of, EventReport};
 use crate::auth::{authenticate, Caller, Permission};
-use crate::error::ApiError;
-use crate::models::event::find_event;
+use crate::error::{ApiError, Result};
+use crate::models::event::{find_event, local_time};
 use crate::money::decimal;
 use crate::state::AppState;
 use crate::templates;
@@ -74,7 +73,7 @@ fn html(status: StatusCode, body: String) -> Response {
 }
 
 /// The page `template` rendered with `context`, with the dashboard's headers.
-fn page(status: StatusCode, template: &str, context: impl Serialize) -> Result<Response, ApiError> {
+fn page(status: StatusCode, template: &str, context: impl Serialize) -> Result<Response> {
     Ok(html(status, templates::render(template, context)?))
 }
 
@@ -91,7 +90,7 @@ fn cookie_key(headers: &HeaderMap) -> Option<String> {
 }
 
 /// The signed-in organizer, or why not.
-async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Caller> {
     let key = cookie_key(headers).ok_or(ApiError::Unauthorized("missing"))?;
     let caller = authenticate(&state.db, Some(&format!("Bearer {key}"))).await?;
     caller.require(Permission::Read)?;
@@ -113,7 +112,7 @@ fn set_cookie(value: &str, max_age: u32, secure: bool) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("invalid=1"))
 }
 
-fn sign_in_page(status: StatusCode, problem: Option<&str>) -> Result<Response, ApiError> {
+fn sign_in_page(status: StatusCode, problem: Option<&str>) -> Result<Response> {
     let hours = COOKIE_MAX_AGE_SECS / 3600;
     page(
         status,
@@ -131,7 +130,7 @@ async fn sign_in(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<SignIn>,
-) -> Result<Response, ApiError> {
+) -> Result<Response> {
     let key = form.key.trim();
     let checked = authenticate(&state.db, Some(&format!("Bearer {key}"))).await;
     match checked.and_then(|c| c.require(Permission::Read).map(|()| c)) {
@@ -159,7 +158,7 @@ async fn sign_out(headers: HeaderMap) -> Response {
 }
 
 /// Signed in: the events; else the sign-in form.
-async fn home(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+async fn home(State(state): State<AppState>, headers: HeaderMap) -> Result<Response> {
     let caller = match signed_in(&state, &headers).await {
         Ok(c) => c,
         Err(ApiError::Unauthorized(_) | ApiError::Forbidden(_)) => {
@@ -179,7 +178,7 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Result<Respo
     let events: Vec<Value> = events
         .iter()
         .map(|(id, title, state, starts, tz)| {
-            json!({ "id": id, "title": title, "state": state, "starts": local(*starts, tz, "%Y-%m-%d %H:%M %Z") })
+            json!({ "id": id, "title": title, "state": state, "starts": local_time(*starts, tz, "%Y-%m-%d %H:%M %Z") })
         })
         .collect();
     page(
@@ -189,19 +188,12 @@ async fn home(State(state): State<AppState>, headers: HeaderMap) -> Result<Respo
     )
 }
 
-fn local(at: DateTime<Utc>, tz: &str, format: &str) -> String {
-    match tz.parse::<Tz>() {
-        Ok(tz) => at.with_timezone(&tz).format(format).to_string(),
-        Err(_) => at.format(format).to_string(),
-    }
-}
-
 /// `GET /dashboard/events/{id}`.
 async fn event_page(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response> {
     let caller = match signed_in(&state, &headers).await {
         Ok(c) => c,
         Err(ApiError::Unauthorized(_)) => return Ok(Redirect::to("/dashboard").into_response()),
@@ -215,12 +207,13 @@ async fn event_page(
         }
         Err(e) => return Err(e),
     };
-    let live = live_view(&state, event.id, &event.time_zone).await?;
+    let schedule = &event.details.schedule;
+    let live = live_view(&state, event.id, &schedule.time_zone).await?;
     let context = json!({
-        "title": event.title,
+        "title": event.details.title,
         "signed_in": true,
         "id": event.id,
-        "starts": local(event.starts_at, &event.time_zone, "%Y-%m-%d %H:%M %Z"),
+        "starts": schedule.local(schedule.starts_at, "%Y-%m-%d %H:%M %Z"),
         "state": format!("{:?}", event.state).to_lowercase(),
         "refresh_secs": REFRESH_SECS,
         "live": live,
@@ -233,15 +226,15 @@ async fn live_panel(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response> {
     let caller = signed_in(&state, &headers).await?;
     let event = find_event(&state.read_db, &caller, &id).await?;
-    let live = live_view(&state, event.id, &event.time_zone).await?;
+    let live = live_view(&state, event.id, &event.details.schedule.time_zone).await?;
     page(StatusCode::OK, "dashboard/live.html", json!({ "live": live }))
 }
 
 /// Tickets sold per minute over the last [`CHART_MINUTES`] minutes.
-async fn sales_per_minute(db: &sqlx::PgPool, event: Uuid, now: DateTime<Utc>) -> Result<Vec<i64>, ApiError> {
+async fn sales_per_minute(db: &sqlx::PgPool, event: Uuid, now: DateTime<Utc>) -> Result<Vec<i64>> {
     let end = now.duration_trunc(Duration::minutes(1)).unwrap_or(now);
     let start = end - Duration::minutes(CHART_MINUTES - 1);
     let rows: Vec<(DateTime<Utc>, i64)> = sqlx::query_as(
@@ -341,7 +334,7 @@ struct TierRow {
 }
 
 /// The live panel: figures, the sales chart, the line, the tiers.
-async fn live_view(state: &AppState, event: Uuid, tz: &str) -> Result<Live, ApiError> {
+async fn live_view(state: &AppState, event: Uuid, tz: &str) -> Result<Live> {
     let now = Utc::now();
     let (report, per_minute) =
         tokio::join!(report_of(state, event), sales_per_minute(&state.read_db, event, now));
@@ -351,8 +344,8 @@ async fn live_view(state: &AppState, event: Uuid, tz: &str) -> Result<Live, ApiE
     let held: Option<u64> = report.tiers.iter().map(|t| t.held).sum();
     let opt = |v: Option<u64>| v.map_or("–".into(), |v| v.to_string());
     let mut chart = chart(&per_minute);
-    chart.from = local(now - Duration::minutes(CHART_MINUTES - 1), tz, "%H:%M");
-    chart.to = local(now, tz, "%H:%M");
+    chart.from = local_time(now - Duration::minutes(CHART_MINUTES - 1), tz, "%H:%M");
+    chart.to = local_time(now, tz, "%H:%M");
     let queue = report.waiting_room.as_ref().map(|q| Queue {
         phase: q.phase.clone(),
         waiting: q.waiting,
@@ -393,7 +386,7 @@ async fn live_view(state: &AppState, event: Uuid, tz: &str) -> Result<Live, ApiE
         orders,
         tiers,
         generated_at: now.to_rfc3339(),
-        generated: local(now, tz, "%H:%M:%S %Z"),
+        generated: local_time(now, tz, "%H:%M:%S %Z"),
     })
 }
 

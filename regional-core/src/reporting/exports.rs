@@ -19,7 +19,8 @@ use uuid::Uuid;
 
 use super::settlement_of;
 use crate::auth::{need, Can};
-use crate::error::ApiError;
+use crate::checkout::pricing::Totals;
+use crate::error::{ApiError, Result};
 use crate::models::event::find_event;
 use crate::money::decimal;
 use crate::state::AppState;
@@ -121,12 +122,8 @@ struct OrderRow {
     outcome: Option<String>,
     email: String,
     currency: String,
-    subtotal_minor: i64,
-    discount_minor: i64,
-    fee_minor: i64,
-    tax_minor: i64,
-    tax_included: bool,
-    total_minor: i64,
+    #[sqlx(flatten)]
+    totals: Totals,
     refund_minor: i64,
     code: Option<String>,
     tickets: i64,
@@ -154,12 +151,12 @@ impl CsvRow for OrderRow {
             text(self.outcome.as_deref().unwrap_or_default()),
             text(&self.email),
             self.currency,
-            m(self.subtotal_minor),
-            m(self.discount_minor),
-            m(self.fee_minor),
-            m(self.tax_minor),
-            self.tax_included,
-            m(self.total_minor),
+            m(self.totals.subtotal_minor),
+            m(self.totals.discount_minor),
+            m(self.totals.fee_minor),
+            m(self.totals.tax_minor),
+            self.totals.tax_included,
+            m(self.totals.total_minor),
             m(self.refund_minor),
             text(self.code.as_deref().unwrap_or_default()),
             self.tickets
@@ -264,7 +261,7 @@ async fn export(
     State(state): State<AppState>,
     Can(caller, _): Can<need::Read>,
     Path((id, file)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<Response> {
     let event = find_event(&state.read_db, &caller, &id).await?;
     let zone: String = sqlx::query_scalar("SELECT time_zone FROM organizations WHERE id = $1")
         .bind(event.organization_id)

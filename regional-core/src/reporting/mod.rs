@@ -20,20 +20,17 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::api::resource_routes;
 use crate::auth::need;
-use crate::error::ApiError;
+use crate::error::{ApiError, Result};
 use crate::extract::{OwnEvent, Replica};
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(event_report))
-        .routes(routes!(sales))
-        .routes(routes!(settlement))
-        .merge(exports::routes())
+    let reports = resource_routes! { [event_report], [sales], [settlement] };
+    reports.merge(exports::routes())
 }
 
 /// Tickets and money, of one tier or in total. `net_minor` = gross − fees − refunds + the fees
@@ -149,12 +146,12 @@ const ORDERS: &str = "COALESCE(sum(orders_created), 0)::int8 AS created, COALESC
 async fn event_report(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::Read, Replica>,
-) -> Result<Json<EventReport>, ApiError> {
+) -> Result<Json<EventReport>> {
     Ok(Json(report_of(&state, event.id).await?))
 }
 
 /// The report of an event the caller may see.
-pub async fn report_of(state: &AppState, event: Uuid) -> Result<EventReport, ApiError> {
+pub async fn report_of(state: &AppState, event: Uuid) -> Result<EventReport> {
     let (tiers, picture) = tokio::join!(tier_reports(&state.read_db, event), state.edge.picture(event));
     let mut tiers = tiers?;
     if let Ok(p) = &picture {
@@ -209,7 +206,7 @@ pub async fn report_of(state: &AppState, event: Uuid) -> Result<EventReport, Api
 }
 
 /// Every tier of the event with its figures.
-async fn tier_reports(db: &sqlx::PgPool, event: Uuid) -> Result<Vec<TierReport>, ApiError> {
+async fn tier_reports(db: &sqlx::PgPool, event: Uuid) -> Result<Vec<TierReport>> {
     let rows: Vec<(Uuid, String, String, String, i64, sqlx::types::Json<Figures>)> =
         sqlx::query_as(&format!(
             "SELECT t.id, t.name, t.kind, t.currency, t.quantity::int8,
@@ -299,17 +296,31 @@ async fn sales(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::Read, Replica>,
     Query(q): Query<SalesQuery>,
-) -> Result<Json<SalesReport>, ApiError> {
+) -> Result<Json<SalesReport>> {
     let bucket = q.bucket.clone().unwrap_or_else(|| "hour".into());
     if !["minute", "hour", "day"].contains(&bucket.as_str()) {
         return Err(ApiError::field("bucket", "must be minute, hour or day"));
     }
-    let money: Vec<(DateTime<Utc>, sqlx::types::Json<Figures>)> =
-        bucketed(&state.read_db, "report_tier_minute", FIGURES, event.id, &bucket, &q, &event.time_zone)
-            .await?;
-    let orders: Vec<(DateTime<Utc>, sqlx::types::Json<OrderFigures>)> =
-        bucketed(&state.read_db, "report_event_minute", ORDERS, event.id, &bucket, &q, &event.time_zone)
-            .await?;
+    let money: Vec<(DateTime<Utc>, sqlx::types::Json<Figures>)> = bucketed(
+        &state.read_db,
+        "report_tier_minute",
+        FIGURES,
+        event.id,
+        &bucket,
+        &q,
+        &event.details.schedule.time_zone,
+    )
+    .await?;
+    let orders: Vec<(DateTime<Utc>, sqlx::types::Json<OrderFigures>)> = bucketed(
+        &state.read_db,
+        "report_event_minute",
+        ORDERS,
+        event.id,
+        &bucket,
+        &q,
+        &event.details.schedule.time_zone,
+    )
+    .await?;
     let mut buckets: BTreeMap<DateTime<Utc>, SalesBucket> = BTreeMap::new();
     let empty = |at| SalesBucket { at, figures: Figures::default(), orders: OrderFigures::default() };
     for (at, f) in money {
@@ -321,7 +332,7 @@ async fn sales(
     Ok(Json(SalesReport {
         event_id: event.id,
         bucket,
-        time_zone: event.time_zone.clone(),
+        time_zone: event.details.schedule.time_zone.clone(),
         buckets: buckets.into_values().collect(),
     }))
 }
@@ -356,7 +367,7 @@ pub struct Settlement {
 }
 
 /// The settlement of `event` with the platform's commission `bps`.
-pub async fn settlement_of(db: &sqlx::PgPool, event: Uuid, bps: i64) -> Result<Settlement, ApiError> {
+pub async fn settlement_of(db: &sqlx::PgPool, event: Uuid, bps: i64) -> Result<Settlement> {
     let mut by_currency: BTreeMap<String, Figures> = BTreeMap::new();
     for t in tier_reports(db, event).await? {
         by_currency.entry(t.currency).or_default().add(&t.figures);
@@ -391,6 +402,6 @@ pub async fn settlement_of(db: &sqlx::PgPool, event: Uuid, bps: i64) -> Result<S
 async fn settlement(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::Read, Replica>,
-) -> Result<Json<Settlement>, ApiError> {
+) -> Result<Json<Settlement>> {
     Ok(Json(settlement_of(&state.read_db, event.id, state.commission_bps).await?))
 }

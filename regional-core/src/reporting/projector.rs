@@ -2,11 +2,10 @@
 //! orders. Each message changes a few counters in the transaction that records it as consumed, so a
 //! redelivered message counts once and a report never scans orders.
 
-use futures_util::future::BoxFuture;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::bus::{Consumer, ConsumerError, Message};
+use crate::bus::{Consumer, Handling, Message};
 
 pub struct Projector;
 
@@ -23,11 +22,7 @@ impl Consumer for Projector {
         matches!(m.kind(), "order.created" | "order.paid" | "order.cancelled" | "order.refunded")
     }
 
-    fn handle<'a>(
-        &'a self,
-        tx: &'a mut PgConnection,
-        m: &'a Message,
-    ) -> BoxFuture<'a, Result<(), ConsumerError>> {
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, m: &'a Message) -> Handling<'a> {
         Box::pin(async move {
             let p = &m.payload;
             let (Some(order), Some(event), Some(at)) = (

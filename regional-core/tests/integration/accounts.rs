@@ -19,15 +19,15 @@ async fn every_admin_route_needs_a_valid_key(db: PgPool) {
         ("nonsense", "malformed"),
         ("tk_0123456789abcdef_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "unknown-key"),
     ] {
-        let (s, p) = api.call(key, Method::GET, "/api/v1/users", None).await;
+        let (s, p) = api.get(key, "/api/v1/users").await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
         assert_eq!(p["type"], "https://errors.ticketing.dev/unauthorized");
         assert_eq!(p["reason"], reason, "{key}");
     }
     // A right id with a wrong secret is an unknown key too.
     let forged = format!("{}{}", &acme[..acme.len() - 4], "AAAA");
-    assert_eq!(api.call(&forged, Method::GET, "/api/v1/users", None).await.1["reason"], "unknown-key");
-    let (s, _) = api.call(&acme, Method::GET, "/api/v1/users", None).await;
+    assert_eq!(api.get(&forged, "/api/v1/users").await.1["reason"], "unknown-key");
+    let (s, _) = api.get(&acme, "/api/v1/users").await;
     assert_eq!(s, StatusCode::OK);
     // Last use is recorded.
     let used: Option<chrono::DateTime<chrono::Utc>> =
@@ -43,9 +43,9 @@ async fn every_admin_route_needs_a_valid_key(db: PgPool) {
 async fn another_tenants_resources_answer_404(db: PgPool) {
     let api = Api::start(db).await;
     let (_, [(acme_org, acme), (globex_org, globex)]) = two_tenants(&api).await;
-    let (_, globex_users) = api.call(&globex, Method::GET, "/api/v1/users", None).await;
+    let (_, globex_users) = api.get(&globex, "/api/v1/users").await;
     let globex_admin = globex_users["items"][0]["id"].as_str().unwrap().to_owned();
-    let (_, globex_keys) = api.call(&globex, Method::GET, "/api/v1/api-keys", None).await;
+    let (_, globex_keys) = api.get(&globex, "/api/v1/api-keys").await;
     let globex_key = globex_keys["items"][0]["id"].as_str().unwrap().to_owned();
     for (method, path, body) in [
         (Method::GET, format!("/api/v1/organizations/{globex_org}"), None),
@@ -63,13 +63,13 @@ async fn another_tenants_resources_answer_404(db: PgPool) {
         assert_eq!(p["type"], "https://errors.ticketing.dev/not-found");
     }
     // Listings show only one's own organization.
-    let (_, orgs) = api.call(&acme, Method::GET, "/api/v1/organizations", None).await;
+    let (_, orgs) = api.get(&acme, "/api/v1/organizations").await;
     assert_eq!(orgs["items"].as_array().unwrap().len(), 1);
     assert_eq!(orgs["items"][0]["id"], acme_org);
-    let (_, users) = api.call(&acme, Method::GET, "/api/v1/users", None).await;
+    let (_, users) = api.get(&acme, "/api/v1/users").await;
     assert!(users["items"].as_array().unwrap().iter().all(|u| u["organization_id"] == acme_org));
     // Globex's key still works: nothing was revoked.
-    assert_eq!(api.call(&globex, Method::GET, "/api/v1/users", None).await.0, StatusCode::OK);
+    assert_eq!(api.get(&globex, "/api/v1/users").await.0, StatusCode::OK);
 }
 
 #[sqlx::test]
@@ -78,35 +78,15 @@ async fn roles_limit_what_a_key_may_do(db: PgPool) {
     let (_, [(_, acme), _]) = two_tenants(&api).await;
     let mut keys = std::collections::HashMap::new();
     for role in ["organizer_staff", "box_office", "scanner"] {
-        let (s, user) = api
-            .call(
-                &acme,
-                Method::POST,
-                "/api/v1/users",
-                Some(json!({ "email": format!("{role}@acme.test"), "role": role })),
-            )
-            .await;
+        let (s, user) =
+            api.add_user(&acme, json!({ "email": format!("{role}@acme.test"), "role": role })).await;
         assert_eq!(s, StatusCode::CREATED, "{user}");
-        let (_, key) = api
-            .call(
-                &acme,
-                Method::POST,
-                &format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap()),
-                None,
-            )
-            .await;
+        let (_, key) = api.add_key(&acme, &user).await;
         keys.insert(role, key["key"].as_str().unwrap().to_owned());
     }
     // Only organizer admins (and the platform) make users; nobody but the platform makes organizations.
     for role in ["organizer_staff", "box_office", "scanner"] {
-        let (s, p) = api
-            .call(
-                &keys[role],
-                Method::POST,
-                "/api/v1/users",
-                Some(json!({ "email": "new@acme.test", "role": "scanner" })),
-            )
-            .await;
+        let (s, p) = api.add_user(&keys[role], json!({ "email": "new@acme.test", "role": "scanner" })).await;
         assert_eq!(s, StatusCode::FORBIDDEN, "{role}: {p}");
     }
     let (s, _) = api
@@ -114,16 +94,9 @@ async fn roles_limit_what_a_key_may_do(db: PgPool) {
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // A scanner cannot read the organization's users either; it may see itself.
-    assert_eq!(api.call(&keys["scanner"], Method::GET, "/api/v1/users", None).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(api.get(&keys["scanner"], "/api/v1/users").await.0, StatusCode::FORBIDDEN);
     // Nobody makes a platform admin through the API.
-    let (s, p) = api
-        .call(
-            &acme,
-            Method::POST,
-            "/api/v1/users",
-            Some(json!({ "email": "boss@acme.test", "role": "platform_admin" })),
-        )
-        .await;
+    let (s, p) = api.add_user(&acme, json!({ "email": "boss@acme.test", "role": "platform_admin" })).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(p["errors"][0]["field"], "role");
     // A revoked key stops working at once.
@@ -132,10 +105,7 @@ async fn roles_limit_what_a_key_may_do(db: PgPool) {
         api.call(&acme, Method::DELETE, &format!("/api/v1/api-keys/{key_id}"), None).await.0,
         StatusCode::OK
     );
-    assert_eq!(
-        api.call(&keys["scanner"], Method::GET, "/api/v1/api-keys", None).await.1["reason"],
-        "revoked"
-    );
+    assert_eq!(api.get(&keys["scanner"], "/api/v1/api-keys").await.1["reason"], "revoked");
 }
 
 #[sqlx::test]
@@ -145,30 +115,16 @@ async fn bad_bodies_answer_problem_json_and_change_nothing(db: PgPool) {
     let users = api.count("users").await;
     let orgs = api.count("organizations").await;
     let (s, p) = api
-        .call(
-            &acme,
-            Method::POST,
-            "/api/v1/users",
-            Some(json!({ "email": "not-an-email", "role": "scanner", "name": "x".repeat(300) })),
-        )
+        .add_user(&acme, json!({ "email": "not-an-email", "role": "scanner", "name": "x".repeat(300) }))
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let fields: Vec<&str> =
         p["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["email", "name"]);
-    let (s, p) = api
-        .call(&acme, Method::POST, "/api/v1/users", Some(json!({ "email": "a@acme.test", "role": "king" })))
-        .await;
+    let (s, p) = api.add_user(&acme, json!({ "email": "a@acme.test", "role": "king" })).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{p}");
     assert_eq!(p["type"], "https://errors.ticketing.dev/malformed-request");
-    let (s, _) = api
-        .call(
-            &acme,
-            Method::POST,
-            "/api/v1/users",
-            Some(json!({ "email": "a@acme.test", "role": "scanner", "extra": 1 })),
-        )
-        .await;
+    let (s, _) = api.add_user(&acme, json!({ "email": "a@acme.test", "role": "scanner", "extra": 1 })).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, p) = api
         .call(
@@ -266,18 +222,12 @@ async fn listings_page_with_a_cursor_and_filter(db: PgPool) {
     let (_, [(_, acme), _]) = two_tenants(&api).await;
     for i in 0..5 {
         let role = if i % 2 == 0 { "scanner" } else { "box_office" };
-        api.call(
-            &acme,
-            Method::POST,
-            "/api/v1/users",
-            Some(json!({ "email": format!("u{i}@acme.test"), "role": role })),
-        )
-        .await;
+        api.add_user(&acme, json!({ "email": format!("u{i}@acme.test"), "role": role })).await;
     }
     let mut seen = Vec::new();
     let mut path = "/api/v1/users?limit=2".to_owned();
     loop {
-        let (s, page) = api.call(&acme, Method::GET, &path, None).await;
+        let (s, page) = api.get(&acme, &path).await;
         assert_eq!(s, StatusCode::OK);
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 2);
@@ -288,12 +238,12 @@ async fn listings_page_with_a_cursor_and_filter(db: PgPool) {
         }
     }
     assert_eq!(seen.len(), 6, "the admin and five users, each once: {seen:?}");
-    let (_, scanners) = api.call(&acme, Method::GET, "/api/v1/users?role=scanner", None).await;
+    let (_, scanners) = api.get(&acme, "/api/v1/users?role=scanner").await;
     assert_eq!(scanners["items"].as_array().unwrap().len(), 3);
-    let (s, p) = api.call(&acme, Method::GET, "/api/v1/users?limit=0", None).await;
+    let (s, p) = api.get(&acme, "/api/v1/users?limit=0").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(p["errors"][0]["field"], "limit");
-    let (s, _) = api.call(&acme, Method::GET, "/api/v1/users?cursor=garbage", None).await;
+    let (s, _) = api.get(&acme, "/api/v1/users?cursor=garbage").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
@@ -313,7 +263,7 @@ async fn create_admin_makes_one_platform_and_refuses_a_taken_email(db: PgPool) {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED);
-    let (_, orgs) = api.call(&first.key, Method::GET, "/api/v1/organizations", None).await;
+    let (_, orgs) = api.get(&first.key, "/api/v1/organizations").await;
     assert_eq!(
         orgs["items"].as_array().unwrap().len(),
         1,
@@ -334,13 +284,7 @@ async fn nobody_but_platform_admins_is_in_the_platform_organization_or_manages_t
     // A second-tier admin inside the platform organization: refused by the API and by the database.
     let platform = root.organization.to_string();
     for role in ["organizer_admin", "organizer_staff", "box_office", "scanner"] {
-        let (s, p) = api
-            .call(
-                &root.key,
-                Method::POST,
-                "/api/v1/users",
-                Some(json!({ "email": format!("{role}@platform.test"), "role": role, "organization_id": platform })),
-            )
+        let (s, p) = api.add_user(&root.key, json!({ "email": format!("{role}@platform.test"), "role": role, "organization_id": platform }))
             .await;
         assert_eq!(
             (s, p["errors"][0]["field"].as_str()),
@@ -370,7 +314,7 @@ async fn nobody_but_platform_admins_is_in_the_platform_organization_or_manages_t
     let key_id = root.key.split('_').nth(1).unwrap();
     let (s, _) = api.call(&acme, Method::DELETE, &format!("/api/v1/api-keys/{key_id}"), None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = api.call(&root.key, Method::GET, "/api/v1/organizations", None).await;
+    let (s, _) = api.get(&root.key, "/api/v1/organizations").await;
     assert_eq!(s, StatusCode::OK, "the platform admin's key still works");
 }
 
@@ -378,7 +322,7 @@ async fn nobody_but_platform_admins_is_in_the_platform_organization_or_manages_t
 async fn a_new_keys_secret_is_never_stored_and_idempotent_answers_expire(db: PgPool) {
     let api = Api::start(db).await;
     let (_, [(_, acme), _]) = two_tenants(&api).await;
-    let (_, me) = api.call(&acme, Method::GET, "/api/v1/api-keys", None).await;
+    let (_, me) = api.get(&acme, "/api/v1/api-keys").await;
     let user = me["items"][0]["user_id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/users/{user}/api-keys");
     let once = [("idempotency-key", "new-key-1")];

@@ -31,6 +31,12 @@ fn venue_json(rows: usize, per_row: usize) -> Value {
     })
 }
 
+/// `PUT /api/v1/venues/{id}/seats` with a CSV body.
+async fn put_csv(api: &Api, key: &str, venue: &str, csv: &'static str) -> reqwest::Response {
+    let url = format!("{}/api/v1/venues/{venue}/seats", api.base);
+    api.http.put(url).bearer_auth(key).header("content-type", "text/csv").body(csv).send().await.unwrap()
+}
+
 async fn venue(api: &Api, key: &str) -> String {
     let (s, v) = api.call(key, Method::POST, "/api/v1/venues", Some(venue_json(3, 10))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
@@ -53,14 +59,14 @@ async fn a_venue_imports_from_json_and_its_seat_map_reads_back(db: PgPool) {
     let api = Api::start(db).await;
     let (_, [(_, acme), _]) = two_tenants(&api).await;
     let id = venue(&api, &acme).await;
-    let (s, v) = api.call(&acme, Method::GET, &format!("/api/v1/venues/{id}"), None).await;
+    let (s, v) = api.get(&acme, &format!("/api/v1/venues/{id}")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["seat_count"], 60);
     assert_eq!(v["sections"][1]["id"], "B");
     assert_eq!(v["sections"][1]["rows"][2]["seats"][9]["id"], "B-2-9");
     assert_eq!(v["sections"][0]["rows"][0]["seats"][0]["accessibility"], json!(["wheelchair"]));
     assert_eq!(v["ga_areas"][0]["capacity"], 500);
-    let (_, list) = api.call(&acme, Method::GET, "/api/v1/venues", None).await;
+    let (_, list) = api.get(&acme, "/api/v1/venues").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
 
@@ -101,19 +107,11 @@ async fn seats_import_from_csv_and_duplicates_are_refused(db: PgPool) {
                A,1,A-1-1,1,0,0,front,wheelchair;companion,false\n\
                A,1,A-1-2,2,1,0,front,,true\n\
                C,1,C-1-1,1,0,9,std,,\n";
-    let resp = api
-        .http
-        .put(format!("{}/api/v1/venues/{id}/seats", api.base))
-        .bearer_auth(&acme)
-        .header("content-type", "text/csv")
-        .body(csv)
-        .send()
-        .await
-        .unwrap();
+    let resp = put_csv(&api, &acme, &id, csv).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["seat_count"], 3);
-    let (_, full) = api.call(&acme, Method::GET, &format!("/api/v1/venues/{id}"), None).await;
+    let (_, full) = api.get(&acme, &format!("/api/v1/venues/{id}")).await;
     assert_eq!(full["sections"][0]["name"], "Section A", "known sections keep their names");
     assert_eq!(full["sections"][1]["id"], "C");
     assert_eq!(
@@ -122,15 +120,7 @@ async fn seats_import_from_csv_and_duplicates_are_refused(db: PgPool) {
     );
     // Two seats at one place: refused, and the seats stay as they were.
     let dup = "section,row,seat,label,x,y,zone,accessibility,aisle_after\nA,1,A-1-1,1,0,0,front,,\nA,1,A-1-9,1,0,0,front,,\n";
-    let resp = api
-        .http
-        .put(format!("{}/api/v1/venues/{id}/seats", api.base))
-        .bearer_auth(&acme)
-        .header("content-type", "text/csv")
-        .body(dup)
-        .send()
-        .await
-        .unwrap();
+    let resp = put_csv(&api, &acme, &id, dup).await;
     assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(api.count("venue_seats").await, 3);
 }
@@ -163,9 +153,9 @@ async fn events_follow_their_state_machine(db: PgPool) {
     assert_eq!(s, StatusCode::CONFLICT);
     let (s, _) = api.call(&acme, Method::POST, &path, Some(to("someday"))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (_, listed) = api.call(&acme, Method::GET, "/api/v1/events?state=cancelled", None).await;
+    let (_, listed) = api.get(&acme, "/api/v1/events?state=cancelled").await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
-    let (_, none) = api.call(&acme, Method::GET, "/api/v1/events?state=draft", None).await;
+    let (_, none) = api.get(&acme, "/api/v1/events?state=draft").await;
     assert_eq!(none["items"].as_array().unwrap().len(), 0);
 }
 
@@ -195,7 +185,7 @@ async fn tiers_are_validated_against_the_venue(db: PgPool) {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("currency")),
         "one currency per event"
     );
-    let (_, tiers) = api.call(&acme, Method::GET, &path, None).await;
+    let (_, tiers) = api.get(&acme, &path).await;
     assert_eq!(tiers["items"].as_array().unwrap().len(), 1);
     assert_eq!(api.count("ticket_tiers").await, 1);
 }
@@ -228,17 +218,8 @@ async fn another_tenants_catalog_answers_404_and_scanners_cannot_create_events(d
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(p["errors"][0]["field"], "venue_id");
     // A scanner of Acme cannot create events.
-    let (_, user) = api
-        .call(
-            &acme,
-            Method::POST,
-            "/api/v1/users",
-            Some(json!({ "email": "gate@acme.test", "role": "scanner" })),
-        )
-        .await;
-    let (_, key) = api
-        .call(&acme, Method::POST, &format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap()), None)
-        .await;
+    let (_, user) = api.add_user(&acme, json!({ "email": "gate@acme.test", "role": "scanner" })).await;
+    let (_, key) = api.add_key(&acme, &user).await;
     let scanner = key["key"].as_str().unwrap();
     let mut mine = body;
     mine["venue_id"] = json!(venue);
@@ -329,7 +310,7 @@ async fn buyers_search_published_events_without_a_key_and_see_tiers_and_prices(d
     assert_eq!(one["buy_path"], format!("/events/{}", published[0]));
     assert_eq!(one["city"], "Berlin");
     // Drafts are not public.
-    let (_, drafts) = api.call(&globex, Method::GET, "/api/v1/events?state=draft", None).await;
+    let (_, drafts) = api.get(&globex, "/api/v1/events?state=draft").await;
     let draft = drafts["items"][0]["id"].as_str().unwrap().to_owned();
     let resp = api.http.get(format!("{}/api/v1/catalog/events/{draft}", api.base)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
@@ -360,13 +341,13 @@ async fn promo_codes_and_refund_policies_are_validated_and_scoped(db: PgPool) {
     assert_eq!(fields, ["code", "amount_off_minor", "currency", "percent_off", "max_uses", "tier_ids[0]"]);
     let amount = json!({ "code": "TENOFF", "kind": "amount", "amount_off_minor": 1000, "currency": "EUR" });
     assert_eq!(api.call(&acme, Method::POST, &codes, Some(amount)).await.0, StatusCode::CREATED);
-    let (_, listed) = api.call(&acme, Method::GET, &codes, None).await;
+    let (_, listed) = api.get(&acme, &codes).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
     let (s, off) =
         api.call(&acme, Method::DELETE, &format!("{codes}/{}", code["id"].as_str().unwrap()), None).await;
     assert_eq!((s, off["active"].as_bool()), (StatusCode::OK, Some(false)));
     // Another tenant sees none of it.
-    assert_eq!(api.call(&globex, Method::GET, &codes, None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(api.get(&globex, &codes).await.0, StatusCode::NOT_FOUND);
     assert_eq!(
         api.call(&globex, Method::DELETE, &format!("{codes}/{}", code["id"].as_str().unwrap()), None).await.0,
         StatusCode::NOT_FOUND
@@ -382,7 +363,7 @@ async fn promo_codes_and_refund_policies_are_validated_and_scoped(db: PgPool) {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (_, e) = api.call(&acme, Method::GET, &format!("/api/v1/events/{event}"), None).await;
+    let (_, e) = api.get(&acme, &format!("/api/v1/events/{event}")).await;
     assert_eq!(e["refund_policy"][1]["percent"], 50);
     let (s, p) = api
         .call(

@@ -20,6 +20,26 @@ use sqlx::PgPool;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+/// A core with checkout on and an organizer's paid order of tickets for `seats`.
+struct Sold {
+    signer: TokenSigner,
+    state: regional_core::AppState,
+    api: Api,
+    key: String,
+    event: String,
+    order: Uuid,
+    tickets: Vec<Uuid>,
+}
+
+async fn sold(db: &PgPool, seats: &[&str]) -> Sold {
+    let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let state = with_checkout(db, &signer);
+    let api = Api::start_with(state.clone()).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, seats).await;
+    Sold { signer, state, api, key, event, order, tickets }
+}
+
 async fn serve(state: &regional_core::AppState) -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -176,11 +196,8 @@ fn sync(
 #[sqlx::test]
 async fn an_offline_scan_made_before_a_reissue_or_transfer_uses_the_ticket(db: PgPool) {
     use regional_core::fulfillment::checkin::proto::OfflineScan;
-    let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let state = with_checkout(&db, &signer);
-    let api = Api::start_with(state.clone()).await;
-    let (_, [(org, key), _]) = two_tenants(&api).await;
-    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2", "A-3", "A-4"]).await;
+    let Sold { signer, state, api, key, event, order, tickets } =
+        sold(&db, &["A-1", "A-2", "A-3", "A-4"]).await;
     let mut gates = client(serve(&state).await).await;
     let v1 = [
         code_of(&db, &signer, tickets[0]).await,
@@ -261,11 +278,7 @@ async fn an_offline_scan_made_before_a_reissue_or_transfer_uses_the_ticket(db: P
 
 #[sqlx::test]
 async fn a_used_ticket_is_not_refunded_unless_the_organizer_says_so(db: PgPool) {
-    let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let state = with_checkout(&db, &signer);
-    let api = Api::start_with(state.clone()).await;
-    let (_, [(org, key), _]) = two_tenants(&api).await;
-    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2"]).await;
+    let Sold { signer, state, api, key, event, order, tickets } = sold(&db, &["A-1", "A-2"]).await;
     let mut gates = client(serve(&state).await).await;
     let r =
         gates.check_in(scan(&code_of(&db, &signer, tickets[0]).await, "north", &event, &key)).await.unwrap();
@@ -322,11 +335,7 @@ async fn a_used_ticket_is_not_refunded_unless_the_organizer_says_so(db: PgPool) 
 #[sqlx::test]
 async fn offline_scans_sync_back_at_their_own_time_once_and_double_entries_are_told(db: PgPool) {
     use regional_core::fulfillment::checkin::proto::{OfflineScan, SyncScansRequest};
-    let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let state = with_checkout(&db, &signer);
-    let api = Api::start_with(state.clone()).await;
-    let (_, [(org, key), _]) = two_tenants(&api).await;
-    let (event, _, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2", "A-3"]).await;
+    let Sold { signer, state, api: _, key, event, tickets, .. } = sold(&db, &["A-1", "A-2", "A-3"]).await;
     let mut gates = client(serve(&state).await).await;
     let codes = [
         code_of(&db, &signer, tickets[0]).await,
@@ -429,16 +438,7 @@ async fn codes_signed_before_a_key_rotation_admit_while_the_old_key_is_trusted(d
         .collect();
     assert_eq!(kids, [("core-2026-02", true), ("core-2026-01", false)]);
     // The order link mailed under the old key still opens the order, whose codes are now new-key ones.
-    let list: serde_json::Value = api
-        .http
-        .get(format!("{}/api/v1/orders/{order}/tickets", api.base))
-        .bearer_auth(&old_link)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, list) = api.get(&old_link, &format!("/api/v1/orders/{order}/tickets")).await;
     let fresh = list[1]["code"].as_str().unwrap().to_owned();
     assert_eq!(fresh, code_of(&db, &new, tickets[1]).await);
     let r = gates.check_in(scan(&fresh, "north", &event, &key)).await.unwrap().into_inner();
@@ -455,11 +455,7 @@ async fn codes_signed_before_a_key_rotation_admit_while_the_old_key_is_trusted(d
 #[sqlx::test]
 async fn check_in_is_served_over_tls_when_given_a_certificate(db: PgPool) {
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-    let signer = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let state = with_checkout(&db, &signer);
-    let api = Api::start_with(state.clone()).await;
-    let (_, [(org, key), _]) = two_tenants(&api).await;
-    let (event, _, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
+    let Sold { signer, state, api: _, key, event, tickets, .. } = sold(&db, &["A-1"]).await;
     // A certificate for localhost, made as an operator would (openssl), for this test only.
     let dir = std::env::temp_dir().join(format!("checkin-tls-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();

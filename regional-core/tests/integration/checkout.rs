@@ -10,6 +10,15 @@ use shared_types::ids::HoldId;
 use shared_types::token::{Claims, HoldGrant, TokenKind, TokenSigner};
 use sqlx::PgPool;
 
+/// The core with checkout on, trusting the test edge's key: the API, the edge's signer and the
+/// core's.
+async fn checkout_api(db: &PgPool) -> (Api, TokenSigner, TokenSigner) {
+    let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
+    let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let state = state_with(Checkout { edge_keys: edge.verifying_ring(), ..checkout(db, &core) });
+    (Api::start_with(state).await, edge, core)
+}
+
 fn hold_token(signer: &TokenSigner, event: &str, exp_from_now: i64) -> String {
     hold_of(signer, event, exp_from_now, "h0-0123abcd", &["A-1"])
 }
@@ -51,11 +60,7 @@ fn hold_for(
 
 #[sqlx::test]
 async fn bad_checkouts_answer_problem_json_and_change_nothing(db: PgPool) {
-    let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
-    let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let api =
-        Api::start_with(state_with(Checkout { edge_keys: edge.verifying_ring(), ..checkout(&db, &core) }))
-            .await;
+    let (api, edge, _core) = checkout_api(&db).await;
     let addr = api.base.trim_start_matches("http://").to_owned();
     let url = format!("http://{addr}/api/v1/checkout");
     let event = "00000000-0000-0000-0000-00000000e001";
@@ -235,11 +240,7 @@ async fn post_checkout(api: &Api, key: &str, body: Value) -> (u16, Value) {
 
 #[sqlx::test]
 async fn one_buyers_concurrent_checkouts_across_sections_share_the_event_cap(db: PgPool) {
-    let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
-    let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let api =
-        Api::start_with(state_with(Checkout { edge_keys: edge.verifying_ring(), ..checkout(&db, &core) }))
-            .await;
+    let (api, edge, _core) = checkout_api(&db).await;
     let (event, _) = on_sale(&api, 2).await;
     // The buyer holds the cap (two seats) in each section (each section's object allows it), and
     // checks all three out at once.
@@ -268,11 +269,7 @@ async fn one_buyers_concurrent_checkouts_across_sections_share_the_event_cap(db:
 
 #[sqlx::test]
 async fn promo_codes_cannot_be_guessed_and_their_buyer_limit_holds_under_concurrency(db: PgPool) {
-    let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
-    let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let api =
-        Api::start_with(state_with(Checkout { edge_keys: edge.verifying_ring(), ..checkout(&db, &core) }))
-            .await;
+    let (api, edge, _core) = checkout_api(&db).await;
     let (event, key) = on_sale(&api, 12).await;
     let (s, code) = api
         .call(
@@ -390,11 +387,7 @@ fn token_for_visitor(signer: &TokenSigner, event: &str, hold: &str, seat: &str, 
 
 #[sqlx::test]
 async fn the_checkout_cap_is_also_what_the_waiting_room_admits_each_buyer_to(db: PgPool) {
-    let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
-    let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let api =
-        Api::start_with(state_with(Checkout { edge_keys: edge.verifying_ring(), ..checkout(&db, &core) }))
-            .await;
+    let (api, edge, _core) = checkout_api(&db).await;
     let (event, _) = on_sale(&api, 12).await;
     // The line admits each buyer to two tickets (their admission's max_tickets); in a sectioned
     // event each section's object sees only its own, so checkout counts them all.

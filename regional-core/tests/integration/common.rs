@@ -50,6 +50,22 @@ impl Api {
         self.call_with(key, method, path, body, &[]).await
     }
 
+    /// `GET path`.
+    pub async fn get(&self, key: &str, path: &str) -> (StatusCode, Value) {
+        self.call(key, Method::GET, path, None).await
+    }
+
+    /// `POST /api/v1/users` with `body`.
+    pub async fn add_user(&self, key: &str, body: Value) -> (StatusCode, Value) {
+        self.call(key, Method::POST, "/api/v1/users", Some(body)).await
+    }
+
+    /// A new API key for `user` (as the API answered it).
+    pub async fn add_key(&self, key: &str, user: &Value) -> (StatusCode, Value) {
+        let path = format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap());
+        self.call(key, Method::POST, &path, None).await
+    }
+
     pub async fn call_with(
         &self,
         key: &str,
@@ -93,23 +109,10 @@ pub async fn two_tenants(api: &Api) -> (String, [(String, String); 2]) {
             .await;
         assert_eq!(s, StatusCode::CREATED, "{org}");
         let org_id = org["id"].as_str().unwrap().to_owned();
-        let (s, user) = api
-            .call(
-                &root,
-                Method::POST,
-                "/api/v1/users",
-                Some(json!({ "email": format!("admin@{slug}.test"), "role": "organizer_admin", "organization_id": org_id })),
-            )
+        let (s, user) = api.add_user(&root, json!({ "email": format!("admin@{slug}.test"), "role": "organizer_admin", "organization_id": org_id }))
             .await;
         assert_eq!(s, StatusCode::CREATED, "{user}");
-        let (s, key) = api
-            .call(
-                &root,
-                Method::POST,
-                &format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap()),
-                None,
-            )
-            .await;
+        let (s, key) = api.add_key(&root, &user).await;
         assert_eq!(s, StatusCode::CREATED, "{key}");
         tenants.push((org_id, key["key"].as_str().unwrap().to_owned()));
     }

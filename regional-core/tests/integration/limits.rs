@@ -14,6 +14,12 @@ use serde_json::Value;
 use shared_types::token::TokenSigner;
 use sqlx::PgPool;
 
+/// A testpay webhook with this signature header and body.
+async fn webhook(http: &reqwest::Client, api: &Api, signature: String, body: Vec<u8>) -> reqwest::Response {
+    let url = format!("{}/api/v1/webhooks/testpay", api.base);
+    http.post(url).header("testpay-signature", signature).body(body).send().await.unwrap()
+}
+
 async fn problem(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     assert_eq!(resp.headers()["content-type"], "application/problem+json", "{status}");
@@ -27,24 +33,18 @@ async fn oversized_bodies_and_slow_requests_are_refused_with_problem_json(db: Pg
     let http = reqwest::Client::new();
 
     // A 2 MB webhook: refused from its declared length, before any signature work.
-    let resp = http
-        .post(format!("{}/api/v1/webhooks/testpay", api.base))
-        .header("testpay-signature", format!("t=1{}", ",v1=".repeat(1000)))
-        .body(vec![b'x'; 2 << 20])
-        .send()
-        .await
-        .unwrap();
+    let resp = webhook(&http, &api, format!("t=1{}", ",v1=".repeat(1000)), vec![b'x'; 2 << 20]).await;
     let (s, p) = problem(resp).await;
     assert_eq!((s, p["type"].as_str()), (413, Some("https://errors.ticketing.dev/payload-too-large")), "{p}");
     assert_eq!(p["limit_bytes"], 256 << 10);
     // Within the size limit, 10,000 empty signature entries are malformed, not 10,000 MACs.
-    let resp = http
-        .post(format!("{}/api/v1/webhooks/testpay", api.base))
-        .header("testpay-signature", format!("t={}{}", chrono::Utc::now().timestamp(), ",v1=".repeat(10_000)))
-        .body(vec![b'x'; 200 << 10])
-        .send()
-        .await
-        .unwrap();
+    let resp = webhook(
+        &http,
+        &api,
+        format!("t={}{}", chrono::Utc::now().timestamp(), ",v1=".repeat(10_000)),
+        vec![b'x'; 200 << 10],
+    )
+    .await;
     let (s, p) = problem(resp).await;
     assert_eq!((s, p["reason"].as_str()), (401, Some("malformed-signature")), "{p}");
 

@@ -6,7 +6,7 @@ use crate::common;
 
 use common::{paid_tickets, two_tenants, with_checkout, Api};
 use prometheus_parse::{Scrape, Value};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use shared_types::token::TokenSigner;
 use sqlx::PgPool;
 
@@ -38,12 +38,12 @@ async fn metrics_parse_and_move_with_requests_and_a_sale(db: PgPool) {
     };
 
     for _ in 0..3 {
-        let (s, _) = api.call(&key, Method::GET, "/api/v1/events", None).await;
+        let (s, _) = api.get(&key, "/api/v1/events").await;
         assert_eq!(s, StatusCode::OK);
     }
-    let (s, _) = api.call(&key, Method::GET, "/api/v1/events/not-an-id", None).await;
+    let (s, _) = api.get(&key, "/api/v1/events/not-an-id").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = api.call(&key, Method::GET, "/no/such/route", None).await;
+    let (s, _) = api.get(&key, "/no/such/route").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     let after = scrape(&api).await;

@@ -194,12 +194,12 @@ async fn a_failing_smtp_server_means_retries_then_a_parked_mail_the_operator_can
     assert!(failing.messages().is_empty());
 
     // The operator sees it, and why, in the API and in /metrics.
-    let (s, parked) = api.call(&root, Method::GET, "/api/v1/ops/notifications?state=parked", None).await;
+    let (s, parked) = api.get(&root, "/api/v1/ops/notifications?state=parked").await;
     assert_eq!(s, StatusCode::OK, "{parked}");
     assert_eq!(parked["items"].as_array().unwrap().len(), 1);
     let id = parked["items"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(parked["items"][0]["attempts"], 3);
-    let (s, _) = api.call(&other_key, Method::GET, "/api/v1/ops/notifications", None).await;
+    let (s, _) = api.get(&other_key, "/api/v1/ops/notifications").await;
     assert_eq!(s, StatusCode::FORBIDDEN, "an organizer is not the operator");
     let metrics =
         api.http.get(format!("{}/metrics", api.metrics_base)).send().await.unwrap().text().await.unwrap();

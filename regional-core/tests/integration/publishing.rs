@@ -57,11 +57,11 @@ async fn a_published_event_becomes_a_valid_inventory_and_waiting_room(db: PgPool
     assert_eq!(inventory.seat_map.ga_tiers.len(), 1);
     assert_eq!(inventory.seat_map.ga_tiers[0].capacity, 80);
     assert_eq!(room.admit_per_minute, 120);
-    let (_, event) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    let (_, event) = api.get(&acme, &format!("/api/v1/events/{id}")).await;
     assert_eq!(inventory.version, event["version"].as_u64().unwrap());
     assert_eq!(room.version, inventory.version, "both carry the event's version");
     // Queued for the edge.
-    let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+    let (_, sync) = api.get(&acme, &format!("/api/v1/events/{id}/sync")).await;
     assert_eq!(sync["state"], "pending");
     assert_eq!(sync["wanted_version"], event["version"]);
 }
@@ -75,7 +75,7 @@ async fn an_unreachable_edge_is_retried_with_backoff_and_the_failure_recorded(db
     // Port 9 on loopback: nothing listens, every push fails at once.
     let edge = EdgeClient::new("http://127.0.0.1:9", signer);
     assert_eq!(publishing::sync_due(&db, &edge).await.unwrap(), 1);
-    let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+    let (_, sync) = api.get(&acme, &format!("/api/v1/events/{id}/sync")).await;
     assert_eq!(sync["state"], "failing");
     assert_eq!(sync["attempts"], 1);
     assert!(sync["last_error"].as_str().unwrap().contains("unreachable"), "{sync}");
@@ -108,8 +108,8 @@ async fn the_demo_seeds_once_and_reissues_its_key(db: PgPool) {
     assert_eq!(room.on_sale_at_ms, Some(first.on_sale_at.timestamp_millis()));
     let api = Api::start(db).await;
     let path = format!("/api/v1/events/{}", first.event);
-    assert_eq!(api.call(&first.organizer_key, Method::GET, &path, None).await.1["reason"], "revoked");
-    let (s, e) = api.call(&second.organizer_key, Method::GET, &path, None).await;
+    assert_eq!(api.get(&first.organizer_key, &path).await.1["reason"], "revoked");
+    let (s, e) = api.get(&second.organizer_key, &path).await;
     assert_eq!((s, e["state"].as_str()), (StatusCode::OK, Some("on_sale")));
 }
 
@@ -118,8 +118,8 @@ async fn a_price_or_title_change_of_a_published_event_is_queued_for_the_edge(db:
     let api = Api::start(db.clone()).await;
     let (_, [(_, acme), (_, globex)]) = two_tenants(&api).await;
     let id = published_event(&api, &acme).await;
-    let (_, before) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
-    let (_, tiers) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/tiers"), None).await;
+    let (_, before) = api.get(&acme, &format!("/api/v1/events/{id}")).await;
+    let (_, tiers) = api.get(&acme, &format!("/api/v1/events/{id}/tiers")).await;
     let tier = tiers["items"][0]["id"].as_str().unwrap().to_owned();
     let path = format!("/api/v1/events/{id}/tiers/{tier}");
     let (s, t) =
@@ -137,7 +137,7 @@ async fn a_price_or_title_change_of_a_published_event_is_queued_for_the_edge(db:
         5500
     );
     assert_eq!(room.display_name, "Gig (moved)");
-    let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+    let (_, sync) = api.get(&acme, &format!("/api/v1/events/{id}/sync")).await;
     assert_eq!(sync["wanted_version"], e["version"]);
     // Bad changes and other tenants change nothing.
     let (s, _) = api.call(&acme, Method::PATCH, &path, Some(json!({ "price_minor": -5 }))).await;
@@ -155,7 +155,7 @@ async fn a_price_or_title_change_of_a_published_event_is_queued_for_the_edge(db:
         )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (_, after) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    let (_, after) = api.get(&acme, &format!("/api/v1/events/{id}")).await;
     assert_eq!(after["version"], e["version"]);
 }
 
@@ -176,7 +176,7 @@ async fn seats_taken_off_sale_are_marked_in_what_the_edge_gets(db: PgPool) {
     let off: Vec<&str> =
         inventory.seat_map.seats().filter(|(_, _, s)| s.off_sale).map(|(_, _, s)| s.id.as_str()).collect();
     assert_eq!(off, ["A-2"]);
-    let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+    let (_, sync) = api.get(&acme, &format!("/api/v1/events/{id}/sync")).await;
     assert_eq!(sync["wanted_version"].as_u64().unwrap(), inventory.version);
 }
 
@@ -185,7 +185,7 @@ async fn a_published_events_venue_may_gain_seats_but_not_lose_them(db: PgPool) {
     let api = Api::start(db.clone()).await;
     let (_, [(_, acme), _]) = two_tenants(&api).await;
     let id = published_event(&api, &acme).await;
-    let (_, event) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    let (_, event) = api.get(&acme, &format!("/api/v1/events/{id}")).await;
     let venue = event["venue_id"].as_str().unwrap().to_owned();
     let put = |csv: &'static str| {
         let (http, base, key) = (api.http.clone(), api.base.clone(), acme.clone());
@@ -217,9 +217,9 @@ async fn a_published_events_venue_may_gain_seats_but_not_lose_them(db: PgPool) {
     assert_eq!(s, StatusCode::OK, "{v}");
     let (inventory, _) = publishing::definition(&db, id.parse().unwrap()).await.unwrap();
     assert_eq!(inventory.seat_map.seat_count(), 3, "the new seat goes to the edge");
-    let (_, after) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}"), None).await;
+    let (_, after) = api.get(&acme, &format!("/api/v1/events/{id}")).await;
     assert!(after["version"].as_i64() > event["version"].as_i64());
-    let (_, sync) = api.call(&acme, Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
+    let (_, sync) = api.get(&acme, &format!("/api/v1/events/{id}/sync")).await;
     assert_eq!(sync["wanted_version"], after["version"]);
 }
 

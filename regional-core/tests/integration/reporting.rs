@@ -183,46 +183,22 @@ async fn reports_equal_direct_counts_and_stay_with_their_tenant(db: PgPool) {
         message(&db, "order.created", order, event_id, created, total_v.clone()).await;
         let paid_at = created + Duration::seconds(20);
         if matches!(fate, 1 | 4 | 5 | 7) {
-            message(
-                &db,
-                "order.paid",
-                order,
-                event_id,
-                paid_at,
-                json!({ "total_minor": total, "tickets": [] }),
-            )
-            .await;
+            let paid = json!({ "total_minor": total, "tickets": [] });
+            message(&db, "order.paid", order, event_id, paid_at, paid).await;
             let hour = paid_at.duration_trunc(Duration::hours(1)).unwrap();
             *sold_per_hour.entry(hour).or_default() += lines.len() as i64;
         }
         let later = created + Duration::minutes(5);
+        let refunded = json!({ "refund_minor": refund, "outcome": outcome });
         match fate {
             2 | 3 => {
                 message(&db, "order.cancelled", order, event_id, later, json!({ "outcome": outcome })).await
             }
-            4 | 5 | 7 => {
-                message(
-                    &db,
-                    "order.refunded",
-                    order,
-                    event_id,
-                    later,
-                    json!({ "refund_minor": refund, "outcome": outcome }),
-                )
-                .await
-            }
+            4 | 5 | 7 => message(&db, "order.refunded", order, event_id, later, refunded.clone()).await,
             6 => {
                 message(&db, "order.hold_lost", order, event_id, paid_at, json!({ "refund_minor": refund }))
                     .await;
-                message(
-                    &db,
-                    "order.refunded",
-                    order,
-                    event_id,
-                    later,
-                    json!({ "refund_minor": refund, "outcome": outcome }),
-                )
-                .await;
+                message(&db, "order.refunded", order, event_id, later, refunded.clone()).await;
             }
             _ => {}
         }
@@ -232,7 +208,7 @@ async fn reports_equal_direct_counts_and_stay_with_their_tenant(db: PgPool) {
     sqlx::query("UPDATE outbox SET sent_at = NULL WHERE id % 3 = 0").execute(&db).await.unwrap();
     deliver_all(&db).await;
 
-    let (s, report) = api.call(&key, Method::GET, &format!("/api/v1/events/{event_id}/report"), None).await;
+    let (s, report) = api.get(&key, &format!("/api/v1/events/{event_id}/report")).await;
     assert_eq!(s, StatusCode::OK, "{report}");
 
     // The direct counts, from orders and their lines.
@@ -308,9 +284,7 @@ async fn reports_equal_direct_counts_and_stay_with_their_tenant(db: PgPool) {
     );
 
     // Over time: tickets sold per hour; days are Paris days (orders from 22:00 local run past midnight).
-    let (s, hours) = api
-        .call(&key, Method::GET, &format!("/api/v1/events/{event_id}/report/sales?bucket=hour"), None)
-        .await;
+    let (s, hours) = api.get(&key, &format!("/api/v1/events/{event_id}/report/sales?bucket=hour")).await;
     assert_eq!(s, StatusCode::OK, "{hours}");
     let per_hour: BTreeMap<DateTime<Utc>, i64> = hours["buckets"]
         .as_array()
@@ -320,23 +294,18 @@ async fn reports_equal_direct_counts_and_stay_with_their_tenant(db: PgPool) {
         .map(|b| (b["at"].as_str().unwrap().parse().unwrap(), b["tickets_sold"].as_i64().unwrap()))
         .collect();
     assert_eq!(per_hour, sold_per_hour);
-    let (_, days) = api
-        .call(&key, Method::GET, &format!("/api/v1/events/{event_id}/report/sales?bucket=day"), None)
-        .await;
+    let (_, days) = api.get(&key, &format!("/api/v1/events/{event_id}/report/sales?bucket=day")).await;
     let starts: Vec<&str> =
         days["buckets"].as_array().unwrap().iter().map(|b| b["at"].as_str().unwrap()).collect();
     assert_eq!(starts, ["2026-12-31T23:00:00Z", "2027-01-01T23:00:00Z"], "midnight in Paris");
     let day_total: i64 =
         days["buckets"].as_array().unwrap().iter().map(|b| b["orders"]["created"].as_i64().unwrap()).sum();
     assert_eq!(day_total, 300);
-    let (s, bad) = api
-        .call(&key, Method::GET, &format!("/api/v1/events/{event_id}/report/sales?bucket=week"), None)
-        .await;
+    let (s, bad) = api.get(&key, &format!("/api/v1/events/{event_id}/report/sales?bucket=week")).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
 
     // The settlement: ticket money after refunds and the platform's fees, less 5 % commission.
-    let (s, settlement) =
-        api.call(&key, Method::GET, &format!("/api/v1/events/{event_id}/settlement"), None).await;
+    let (s, settlement) = api.get(&key, &format!("/api/v1/events/{event_id}/settlement")).await;
     assert_eq!(s, StatusCode::OK, "{settlement}");
     let line = &settlement["lines"][0];
     let revenue = direct.0 - direct.1 - direct.2 + direct.3;
@@ -368,7 +337,7 @@ async fn reports_equal_direct_counts_and_stay_with_their_tenant(db: PgPool) {
         format!("/api/v1/events/{event_id}/settlement"),
         format!("/api/v1/events/{event_id}/exports/orders.csv"),
     ] {
-        let (s, _) = api.call(&other_key, Method::GET, &path, None).await;
+        let (s, _) = api.get(&other_key, &path).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
     }
 
@@ -445,7 +414,7 @@ async fn dashboard_shows_the_report(api: &Api, key: &str, other_key: &str, event
     let panel = get(format!("/dashboard/events/{event}/live"), cookie.clone()).await.text().await.unwrap();
     assert!(panel.contains(&format!("data-figure=\"sold\">{live} / 2000<")) && !panel.contains("<html"));
     // Without the cookie the panel is refused; the page sends the browser to sign in.
-    let (s, _) = api.call("", Method::GET, &format!("/dashboard/events/{event}/live"), None).await;
+    let (s, _) = api.get("", &format!("/dashboard/events/{event}/live")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(
         get(format!("/dashboard/events/{event}"), String::new()).await.status(),

@@ -35,6 +35,11 @@ async fn call(
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Offers the ticket at `path` (`…/tickets/{id}`, or `/api/v1/transfers/{id}` to pass it on) to `to`.
+async fn offer_ticket(api: &Api, path: &str, token: &str, to: &str) -> (StatusCode, Value) {
+    call(api, Method::POST, &format!("{path}/transfer"), token, Some(json!({ "to_email": to }))).await
+}
+
 /// Delivers the outbox to the notifier (in this process) and answers the link of the offer mail
 /// sent to `to`.
 async fn offer_link(db: &PgPool, to: &str) -> String {
@@ -74,48 +79,18 @@ async fn a_ticket_offered_by_mail_is_accepted_and_changes_hands(db: PgPool) {
     let base = format!("/api/v1/orders/{order}/tickets/{}", tickets[0]);
 
     // Bad offers change nothing.
-    let (s, p) =
-        call(&api, Method::POST, &format!("{base}/transfer"), &token, Some(json!({ "to_email": "nope" })))
-            .await;
+    let (s, p) = offer_ticket(&api, &base, &token, "nope").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
-    let (s, _) = call(
-        &api,
-        Method::POST,
-        &format!("{base}/transfer"),
-        &token,
-        Some(json!({ "to_email": "buyer@example.test" })),
-    )
-    .await;
+    let (s, _) = offer_ticket(&api, &base, &token, "buyer@example.test").await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "not to its own holder");
-    let (s, _) = call(
-        &api,
-        Method::POST,
-        &format!("{base}/transfer"),
-        "junk",
-        Some(json!({ "to_email": "f@example.test" })),
-    )
-    .await;
+    let (s, _) = offer_ticket(&api, &base, "junk", "f@example.test").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert_eq!(api.count("ticket_transfers").await, 0);
 
-    let (s, offer) = call(
-        &api,
-        Method::POST,
-        &format!("{base}/transfer"),
-        &token,
-        Some(json!({ "to_email": "Friend@Example.test" })),
-    )
-    .await;
+    let (s, offer) = offer_ticket(&api, &base, &token, "Friend@Example.test").await;
     assert_eq!(s, StatusCode::CREATED, "{offer}");
     assert_eq!((offer["state"].as_str(), offer["seat_id"].as_str()), (Some("offered"), Some("A-1")));
-    let (s, again) = call(
-        &api,
-        Method::POST,
-        &format!("{base}/transfer"),
-        &token,
-        Some(json!({ "to_email": "other@example.test" })),
-    )
-    .await;
+    let (s, again) = offer_ticket(&api, &base, &token, "other@example.test").await;
     assert_eq!((s, again["reason"].as_str()), (StatusCode::CONFLICT, Some("transfer_open")));
 
     // The recipient's mail links to the offer with a token of its own.
@@ -192,9 +167,7 @@ async fn a_declined_or_withdrawn_offer_leaves_the_ticket_with_its_giver(db: PgPo
     let offer = |to: &'static str| {
         let (api, token, base) = (&api, token.clone(), base.clone());
         async move {
-            let (s, o) =
-                call(api, Method::POST, &format!("{base}/transfer"), &token, Some(json!({ "to_email": to })))
-                    .await;
+            let (s, o) = offer_ticket(api, &base, &token, to).await;
             assert_eq!(s, StatusCode::CREATED, "{o}");
             o["id"].as_str().unwrap().to_owned()
         }
@@ -240,25 +213,11 @@ async fn a_recipient_passes_the_ticket_on_and_only_the_holder_can(db: PgPool) {
     let link_token = |link: String| link.split_once('#').unwrap().1.to_owned();
 
     // The buyer gives it to B, who accepts.
-    let (_, to_b) = call(
-        &api,
-        Method::POST,
-        &format!("{base}/transfer"),
-        &token,
-        Some(json!({ "to_email": "b@example.test" })),
-    )
-    .await;
+    let (_, to_b) = offer_ticket(&api, &base, &token, "b@example.test").await;
     let b_id = to_b["id"].as_str().unwrap().to_owned();
     let b_token = link_token(offer_link(&db, "b@example.test").await);
     // B cannot give what B does not hold yet.
-    let (s, p) = call(
-        &api,
-        Method::POST,
-        &format!("/api/v1/transfers/{b_id}/transfer"),
-        &b_token,
-        Some(json!({ "to_email": "c@example.test" })),
-    )
-    .await;
+    let (s, p) = offer_ticket(&api, &format!("/api/v1/transfers/{b_id}"), &b_token, "c@example.test").await;
     assert_eq!((s, p["reason"].as_str()), (StatusCode::CONFLICT, Some("not_holder")));
     let (s, _) = call(&api, Method::POST, &format!("/api/v1/transfers/{b_id}/accept"), &b_token, None).await;
     assert_eq!(s, StatusCode::OK);
@@ -277,14 +236,7 @@ async fn a_recipient_passes_the_ticket_on_and_only_the_holder_can(db: PgPool) {
     // The buyer can neither withdraw B's offer nor offer the ticket again.
     let (s, p) = call(&api, Method::POST, &format!("{base}/transfer/cancel"), &token, None).await;
     assert_eq!((s, p["reason"].as_str()), (StatusCode::CONFLICT, Some("no_open_offer")));
-    let (s, _) = call(
-        &api,
-        Method::POST,
-        &format!("{base}/transfer"),
-        &token,
-        Some(json!({ "to_email": "d@example.test" })),
-    )
-    .await;
+    let (s, _) = offer_ticket(&api, &base, &token, "d@example.test").await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // B sees the offer; B's mail to C names B as the giver.
     let (_, b_view) = call(&api, Method::GET, &format!("/api/v1/transfers/{b_id}"), &b_token, None).await;
