@@ -70,10 +70,14 @@ wait_http "http://127.0.0.1:$EDGE_PORT/healthz" 90 || { tail -n 30 "$LOCAL/logs/
 
 # The demo: an organization, a venue and an event whose sale starts a minute after it was first
 # seeded; the core pushes it to the edge (waited for here, so the buyer's URL works when printed).
+# It is pushed again every time: this edge's storage may be new (another clone, a reset of
+# .local/wrangler-state) while the database remembers the demo as synced.
 demo=$("$CARGO_TARGET_DIR/debug/regional-core" seed-demo 2>>"$LOCAL/logs/core.log") || die "seeding the demo failed"
 demo_event=$(printf '%s' "$demo" | python3 -c 'import json,sys; print(json.load(sys.stdin)["event"])')
 demo_key=$(printf '%s' "$demo" | python3 -c 'import json,sys; print(json.load(sys.stdin)["organizer_key"])')
 demo_sale=$(printf '%s' "$demo" | python3 -c 'import json,sys; print(json.load(sys.stdin)["on_sale_at"])')
+"$CARGO_TARGET_DIR/debug/regional-core" republish --event "$demo_event" >/dev/null 2>>"$LOCAL/logs/core.log" ||
+  die "queueing the demo's push failed"
 for _ in $(seq 1 60); do
   curl -sf -H "authorization: Bearer $demo_key" "http://127.0.0.1:$CORE_PORT/api/v1/events/$demo_event/sync" |
     grep -q '"state":"synced"' && break

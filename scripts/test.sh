@@ -2,7 +2,8 @@
 # The test command: every test, on the real parts. Exits non-zero on any failure.
 #   1. lint:     cargo fmt --check, cargo clippy --all-targets -D warnings, import loops of 2 at most
 #   2. host:     unit, property and PostgreSQL tests of every crate (cargo nextest)
-#   3. workerd:  the compiled Worker and its Durable Objects in workerd (node --test + miniflare)
+#   3. workerd:  the compiled Worker and its Durable Objects in workerd (node --test + miniflare), and
+#                each deployed environment's bundle (wrangler deploy --dry-run) within its size budget
 #   4. e2e:      the real stack (core binary + wrangler dev + PostgreSQL + Kafka broker)
 # Options: --only lint|host|workerd|e2e runs one stage (after the bootstrap).
 set -euo pipefail
@@ -48,6 +49,7 @@ if want workerd || want e2e; then
   timed "worker build" bash "$ROOT/scripts/build-worker.sh"
 fi
 if want workerd; then
+  timed "edge bundles" bash "$ROOT/scripts/edge-bundle.sh"
   timed "workerd tests" node --test --test-concurrency=1 'tests/workerd/*.test.mjs'
 fi
 if want e2e; then

@@ -79,14 +79,16 @@ pub struct EventDirectory {
     state: State,
 }
 
+/// The directory's tables, created in one statement batch (one call into the runtime).
+const SCHEMA: &str = "\
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS core_nonces (nonce TEXT PRIMARY KEY, at INTEGER NOT NULL);
+";
+
 impl EventDirectory {
     fn layout(&self) -> Result<Option<Layout>> {
         let sql = self.state.storage().sql();
-        sql.exec("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL)", None)?;
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS core_nonces (nonce TEXT PRIMARY KEY, at INTEGER NOT NULL)",
-            None,
-        )?;
+        sql.exec(SCHEMA, None)?;
         let rows: Vec<Body> = sql.exec("SELECT body FROM meta WHERE key = 'layout'", None)?.to_array()?;
         rows.first().map(|r| serde_json::from_str(&r.body).map_err(worker::Error::from)).transpose()
     }

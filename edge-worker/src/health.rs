@@ -12,19 +12,18 @@ use shared_types::{CoreHealth, HealthReport, Tier, TierReport};
 use wasm_bindgen::JsValue;
 use worker::{AbortController, Date, Delay, Env, Fetch, Method, Request, RequestInit, Response, Result};
 
-/// Default time a tier gets to answer, unless `HEALTH_TIMEOUT_MS` says otherwise.
+use crate::settings::{CORE_URL, HEALTH_TIMEOUT_MS};
+
+/// The time a tier gets to answer when `HEALTH_TIMEOUT_MS` is not a number.
 const DEFAULT_TIMEOUT_MS: u64 = 2_000;
 /// The one probe object all edge health checks write to.
 const PROBE_OBJECT_NAME: &str = "healthz";
 
 pub async fn healthz(env: &Env) -> Result<Response> {
     let started = durable_objects::now_ms() as f64;
-    let timeout_ms = env
-        .var("HEALTH_TIMEOUT_MS")
-        .ok()
-        .and_then(|v| v.to_string().parse().ok())
-        .unwrap_or(DEFAULT_TIMEOUT_MS);
-    let core_url = env.var("CORE_URL").ok().map(|v| v.to_string());
+    let timeout_ms =
+        HEALTH_TIMEOUT_MS.read_or_default(env).and_then(|v| v.parse().ok()).unwrap_or(DEFAULT_TIMEOUT_MS);
+    let core_url = CORE_URL.read(env);
 
     let (object, core) = futures_util::join!(
         check_durable_object(env, timeout_ms),

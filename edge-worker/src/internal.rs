@@ -60,6 +60,7 @@ pub async fn handle(ev: &EventCtx<'_>, mut req: Request, rest: &[&str]) -> Resul
     match route {
         InternalRoute::PutInventory => put_inventory(ev, &body, &signed).await,
         InternalRoute::Stats => stats(ev).await,
+        InternalRoute::Layout => layout(ev).await,
         InternalRoute::PutWaitingRoom => put_settings(ev, &body).await,
         InternalRoute::WaitingRoom => room_stats(ev).await,
         InternalRoute::EndSession => end_session(ev, &body).await,
@@ -179,6 +180,15 @@ async fn put_inventory(ev: &EventCtx<'_>, body: &[u8], signed: &SignedRequest) -
             .with_instance(path)
             .with_extension("shards", Value::Array(results.clone()));
     Ok(http::problem(&problem)?)
+}
+
+/// The event's shard layout (with the inventory version the edge holds), or 404: the core asks,
+/// to re-push an event the edge lost.
+async fn layout(ev: &EventCtx<'_>) -> Result<Response> {
+    let layout = objects::layout(ev.env, &ev.event)
+        .await?
+        .ok_or_else(|| ev.problem(ProblemType::NotFound, "this event is not published at the edge"))?;
+    Ok(http::json(200, &layout)?)
 }
 
 /// Statistics of every shard, with their sums.

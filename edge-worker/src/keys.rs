@@ -12,6 +12,8 @@ use serde::de::DeserializeOwned;
 use shared_types::token::{verify, Claims, Expectation, KeyRing, TokenError, TokenKind, TokenSigner};
 use worker::Env;
 
+use crate::settings::{CORE_VERIFYING_KEYS, EDGE_SIGNING_KEY, EDGE_VERIFYING_KEYS};
+
 thread_local! {
     /// Parsed keys, with the configuration text they came from. Parsing derives a public key and
     /// decompresses every trusted one (elliptic-curve work, in wasm): done once per isolate, again
@@ -35,17 +37,13 @@ pub struct KeyConfigError {
     pub problem: String,
 }
 
-fn read(env: &Env, name: &'static str) -> Option<String> {
-    env.secret(name).map(|s| s.to_string()).or_else(|_| env.var(name).map(|v| v.to_string())).ok()
-}
-
 impl EdgeKeys {
     /// The keys of this deployment (parsed once per isolate).
     pub fn from_env(env: &Env) -> Result<Rc<Self>, KeyConfigError> {
         let missing = |name| KeyConfigError { name, problem: "not set".into() };
-        let signing = read(env, "EDGE_SIGNING_KEY").ok_or_else(|| missing("EDGE_SIGNING_KEY"))?;
-        let earlier = read(env, "EDGE_VERIFYING_KEYS").unwrap_or_default();
-        let core = read(env, "CORE_VERIFYING_KEYS").ok_or_else(|| missing("CORE_VERIFYING_KEYS"))?;
+        let signing = EDGE_SIGNING_KEY.read(env).ok_or_else(|| missing("EDGE_SIGNING_KEY"))?;
+        let earlier = EDGE_VERIFYING_KEYS.read(env).unwrap_or_default();
+        let core = CORE_VERIFYING_KEYS.read(env).ok_or_else(|| missing("CORE_VERIFYING_KEYS"))?;
         let config = format!("{signing}\n{earlier}\n{core}");
         let cached =
             PARSED.with(|p| p.borrow().as_ref().filter(|(c, _)| *c == config).map(|(_, k)| k.clone()));

@@ -23,6 +23,7 @@ mod objects;
 mod pages;
 mod proxy;
 mod room;
+mod settings;
 mod web;
 
 // Linking the Durable Object classes here makes one script deploy the Worker and its objects.

@@ -34,8 +34,8 @@ pub async fn inventory(
 }
 
 /// `GET path` of every inventory shard of the event at once, as `caller`: the layout, and the
-/// shards' answers in its order. A shard's refusal is relayed as the answer; an event not published here is a 404 saying
-/// `unpublished`.
+/// shards' answers in its order. A shard's refusal is relayed as the answer; an event not
+/// published here is a 404 saying `unpublished`.
 pub async fn every_shard<T: serde::de::DeserializeOwned>(
     ev: &EventCtx<'_>,
     caller: &Caller,

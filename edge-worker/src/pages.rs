@@ -110,11 +110,15 @@ struct App<'a> {
     script: &'static str,
 }
 
-impl<'a> App<'a> {
-    fn page(kind: &'static str, id: &'a str, title: &'static str, what: &'static str) -> Result<Response> {
-        let script = if kind == "order" { "order.js" } else { "transfer.js" };
-        page(200, &App { title, refresh: None, kind, id, what, script }, &[])
-    }
+/// The app pages: (kind, title, what it shows, script).
+const ORDER_APP: (&str, &str, &str, &str) = ("order", "Your order", "your order", "order.js");
+const TRANSFER_APP: (&str, &str, &str, &str) = ("transfer", "A ticket for you", "the offer", "transfer.js");
+
+fn app_page(
+    id: &str,
+    (kind, title, what, script): (&'static str, &'static str, &'static str, &'static str),
+) -> Result<Response> {
+    page(200, &App { title, refresh: None, kind, id, what, script }, &[])
 }
 
 #[derive(Template)]
@@ -296,12 +300,12 @@ pub async fn buy_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
 /// `GET /orders/{id}`: the buyer's order page. The order token comes from the fragment (or this
 /// tab's storage); the script asks `/api/v1/orders/{id}` and follows the order until it is final.
 pub fn order_page(order: &str) -> Result<Response> {
-    App::page("order", order, "Your order", "your order")
+    app_page(order, ORDER_APP)
 }
 
 /// `GET /transfers/{id}`: a ticket offered to the visitor. The transfer token comes from the
 /// fragment of the mail's link; the script shows the offer, accepts or declines it, and then shows
 /// the ticket's QR code.
 pub fn transfer_page(transfer: &str) -> Result<Response> {
-    App::page("transfer", transfer, "A ticket for you", "the offer")
+    app_page(transfer, TRANSFER_APP)
 }

@@ -44,7 +44,7 @@ fn check_hold_token(body: &[u8], keys: &EdgeKeys) -> std::result::Result<(), (St
 pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
     let path = cx.path;
     let keys = cx.keys()?;
-    let Some(core) = cx.env.var("CORE_URL").ok().map(|v| v.to_string()) else {
+    let Some(core) = crate::settings::CORE_URL.read(cx.env) else {
         return Err(cx.problem(ProblemType::DependencyUnavailable, "the core is not configured"));
     };
     let method = req.method();

@@ -119,7 +119,7 @@ async fn main() -> std::process::ExitCode {
             if clean {
                 return std::process::ExitCode::SUCCESS;
             }
-            eprintln!("loadtest {name}: THE AUDIT FOUND VIOLATIONS (see \"audit\" above)");
+            eprintln!("loadtest {name}: THE AUDIT FOUND VIOLATIONS (see the report above)");
             std::process::ExitCode::FAILURE
         }
         Ok(None) => std::process::ExitCode::SUCCESS,

@@ -233,7 +233,12 @@ pub struct Listing<T> {
 impl<T> Listing<T> {
     /// Every row of `table` (whose `columns` are `T`'s) that belongs to `event`, oldest first, as
     /// one page: for the small per-event collections (tiers, promo codes).
-    pub async fn of_event(db: &PgPool, table: &str, columns: &str, event: Uuid) -> Result<Json<Self>>
+    pub async fn of_event(
+        db: &PgPool,
+        table: &'static str,
+        columns: &'static str,
+        event: Uuid,
+    ) -> Result<Json<Self>>
     where
         T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
     {

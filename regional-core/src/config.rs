@@ -33,6 +33,23 @@ pub enum Command {
     /// Seed the demo organization, venue and event (idempotent) and print the buyer's event id and
     /// a fresh organizer key, as JSON.
     SeedDemo(DatabaseArgs),
+    /// Queue a push to the edge of one event (`--event ID`) or of every published one (`--all`),
+    /// even when the core records them as synced: after the edge lost its storage or moved to
+    /// another account. A running core pushes them.
+    Republish(RepublishArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["event", "all"])))]
+pub struct RepublishArgs {
+    /// The event to push again.
+    #[arg(long)]
+    pub event: Option<uuid::Uuid>,
+    /// Every event the edge should know (published, on sale, sold out or cancelled).
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -103,6 +120,10 @@ pub struct OperationsArgs {
     /// How often the edge's figures of the events on sale are scraped into `/metrics`.
     #[arg(long, env = "EDGE_SCRAPE_SECS", default_value_t = 15)]
     pub edge_scrape_secs: u64,
+    /// How often the publisher asks the edge whether it still holds each synced event (and pushes
+    /// again any it lost).
+    #[arg(long, env = "EDGE_CHECK_SECS", default_value_t = 60)]
+    pub edge_check_secs: u64,
     /// On SIGTERM, how long `/readyz` answers 503 while requests are still served, so that the
     /// load balancer stops sending new ones before the listener closes.
     #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 5)]
@@ -174,8 +195,10 @@ pub struct CheckoutArgs {
     /// The test provider's webhook secret; a random one per start when unset.
     #[arg(long, env = "TESTPAY_WEBHOOK_SECRET", hide_env_values = true)]
     pub testpay_webhook_secret: Option<String>,
+    /// Stripe's API (another base only for a Stripe-compatible test double).
     #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com")]
     pub stripe_api_base: String,
+    /// Stripe's secret API key (`sk_live_...`), with `PAYMENT_PROVIDER=stripe`.
     #[arg(long, env = "STRIPE_SECRET_KEY", hide_env_values = true)]
     pub stripe_secret_key: Option<String>,
     /// Webhook endpoint secrets (`whsec_...`, comma-separated: several during a rotation).
@@ -341,6 +364,52 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
+/// Read by `main.rs` before the configuration is parsed: (name, default, what).
+const LOGGING_ENV: [(&str, &str, &str); 2] = [
+    ("RUST_LOG", "info,sqlx=warn", "What is logged (tracing-subscriber's `EnvFilter` syntax)."),
+    ("LOG_FORMAT", "text", "`json` for one JSON object per log line."),
+];
+
+/// The core's part of docs/configuration.md, made from the command-line definitions above: one
+/// table per subcommand, every setting with its environment variable, flag, default and whether it
+/// is a secret (its value is never shown in `--help` or logs). A test keeps the document current.
+pub fn reference_markdown() -> String {
+    use clap::CommandFactory;
+    let root = Config::command();
+    let mut out = String::new();
+    for cmd in root.get_subcommands().filter(|c| c.get_name() != "help") {
+        let about = one_line(cmd.get_about().map(|a| a.to_string()).unwrap_or_default());
+        out.push_str(&format!("### `regional-core {}`\n\n{about}\n\n", cmd.get_name()));
+        out.push_str("| variable | flag | secret | default | what |\n| --- | --- | --- | --- | --- |\n");
+        for arg in cmd.get_arguments().filter(|a| !a.is_hide_set() && a.get_id() != "help") {
+            let env = arg.get_env().map_or("—".to_owned(), |e| format!("`{}`", e.to_string_lossy()));
+            let flag = arg.get_long().map_or("—".to_owned(), |l| format!("`--{l}`"));
+            let secret = if arg.is_hide_env_values_set() { "yes" } else { "no" };
+            let defaults: Vec<String> =
+                arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+            let default = match defaults.join(",") {
+                d if d.is_empty() => "—".to_owned(),
+                d => format!("`{d}`"),
+            };
+            let help =
+                one_line(arg.get_long_help().or(arg.get_help()).map(|h| h.to_string()).unwrap_or_default());
+            out.push_str(&format!("| {env} | {flag} | {secret} | {default} | {help} |\n"));
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "### Every subcommand\n\n| variable | secret | default | what |\n| --- | --- | --- | --- |\n",
+    );
+    for (name, default, what) in LOGGING_ENV {
+        out.push_str(&format!("| `{name}` | no | `{default}` | {what} |\n"));
+    }
+    out
+}
+
+fn one_line(text: String) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").replace('|', "\\|")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -423,6 +492,36 @@ mod tests {
         assert!(serve_args(&["--fault-inject", "crash-before-confirm"]).validate().is_err());
         let ok = serve_args(&["--fault-inject", "crash-before-confirm", "--dev-mode", "true"]);
         assert!(ok.validate().is_ok());
+    }
+
+    /// docs/configuration.md's core tables are [`reference_markdown`]'s (`UPDATE_CONFIG_DOCS=1`
+    /// rewrites them: `scripts/config-docs.sh`).
+    #[test]
+    fn the_configuration_reference_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let (head, rest) = doc.split_once("<!-- core:begin -->\n").expect("the core's begin marker");
+        let (current, tail) = rest.split_once("<!-- core:end -->").expect("the core's end marker");
+        let generated = reference_markdown();
+        assert!(!generated.contains("|  |"), "every setting says what it does (a doc comment)");
+        if std::env::var_os("UPDATE_CONFIG_DOCS").is_some() {
+            std::fs::write(path, format!("{head}<!-- core:begin -->\n{generated}<!-- core:end -->{tail}"))
+                .unwrap();
+        } else {
+            assert!(current == generated, "docs/configuration.md is stale: run scripts/config-docs.sh");
+        }
+    }
+
+    #[test]
+    fn republish_takes_one_event_or_all() {
+        let parse = |args: &[&str]| Config::try_parse_from([&["regional-core", "republish"], args].concat());
+        let id = "7f0c1f6e-8a5e-4c55-9d38-0d0a3bd6e0b1";
+        let Some(Command::Republish(one)) = parse(&["--event", id]).unwrap().command else { panic!() };
+        assert_eq!(one.event.map(|e| e.to_string()).as_deref(), Some(id));
+        let Some(Command::Republish(all)) = parse(&["--all"]).unwrap().command else { panic!() };
+        assert!(all.all && all.event.is_none());
+        assert!(parse(&[]).is_err(), "one of them is needed");
+        assert!(parse(&["--all", "--event", id]).is_err(), "not both");
     }
 
     #[test]

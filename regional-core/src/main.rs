@@ -1,8 +1,8 @@
 //! `regional-core`: parse the configuration, set up logging, run the subcommand.
 
 use clap::Parser;
-use regional_core::config::CreateAdminArgs;
-use regional_core::{accounts, db, demo, Command, Config, DatabaseArgs};
+use regional_core::config::{CreateAdminArgs, RepublishArgs};
+use regional_core::{accounts, db, demo, publishing, Command, Config, DatabaseArgs};
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -18,6 +18,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Migrate(args)) => db::migrate(&args).await.map_err(Into::into),
         Some(Command::CreateAdmin(args)) => create_admin(args).await,
         Some(Command::SeedDemo(args)) => seed_demo(args).await,
+        Some(Command::Republish(args)) => republish(args).await,
         Some(Command::Serve(args)) => regional_core::serve(args).await,
         None => regional_core::serve(config.serve).await,
     };
@@ -47,5 +48,16 @@ async fn seed_demo(args: DatabaseArgs) -> Result<(), Box<dyn std::error::Error>>
     let pool = db::pool(&args)?;
     let made = demo::seed(&pool).await?;
     println!("{}", serde_json::to_string_pretty(&made)?);
+    Ok(())
+}
+
+/// `regional-core republish`: queues the pushes, prints how many.
+async fn republish(args: RepublishArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let pool = db::pool(&args.database)?;
+    let queued = publishing::republish(&pool, args.event).await?;
+    if let (Some(event), 0) = (args.event, queued) {
+        return Err(format!("republish: event {event} is not published (or does not exist)").into());
+    }
+    println!("{}", serde_json::json!({ "queued": queued }));
     Ok(())
 }

@@ -10,12 +10,18 @@
 //! records the outcome: `synced` with the version the edge acknowledged, or `failing` with the error
 //! and the next attempt, backing off exponentially up to five minutes. Live holds are never
 //! disturbed: the inventory objects refuse an update that would drop a held or sold seat.
+//!
+//! The edge can lose what it was sent (its storage reset locally, the Worker moved to another
+//! account): every `EDGE_CHECK_SECS` the publisher asks the edge what it holds of each synced event
+//! ([`check_edge`]) and queues a push of any event it no longer holds, or holds at an older
+//! version. [`force`] queues a push whatever the row says (`POST /api/v1/events/{id}/sync` and
+//! `regional-core republish`).
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use shared_types::ids::{EventId, TierId};
-use shared_types::internal_api::InternalRoute;
+use shared_types::internal_api::{InternalRoute, LayoutAnswer};
 use shared_types::inventory::{
     Currency, GaTier, HoldSettings, Inventory, Money, PriceZone, Row, Seat, SeatMap, Section, Sharding,
 };
@@ -23,7 +29,7 @@ use shared_types::waiting_room::{QueueMode, WaitingRoomSettings};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::edge_client::EdgeClient;
+use crate::edge_client::{EdgeClient, EdgeError};
 use crate::error::Result;
 use crate::models::event::EventState;
 use crate::models::venue::{load_sections, GaArea, ZoneIn};
@@ -55,6 +61,24 @@ pub async fn enqueue(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The event states the edge knows about, in SQL (as [`visible_at_edge`]).
+const VISIBLE_SQL: &str = "'published', 'on_sale', 'sold_out', 'cancelled'";
+
+/// Queues a push of the event's current definition even when the edge is recorded as holding it
+/// (the edge accepts the same version again). False when the event is not visible at the edge.
+pub async fn force(conn: &mut PgConnection, event: Uuid) -> Result<bool, sqlx::Error> {
+    let queued = sqlx::query(&format!(
+        "INSERT INTO edge_sync (event_id, organization_id, wanted_version, state)
+         SELECT id, organization_id, version, 'pending' FROM events WHERE id = $1 AND state IN ({VISIBLE_SQL})
+         ON CONFLICT (event_id) DO UPDATE SET wanted_version = GREATEST(edge_sync.wanted_version, excluded.wanted_version),
+             state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()"
+    ))
+    .bind(event)
+    .execute(conn)
+    .await?;
+    Ok(queued.rows_affected() == 1)
 }
 
 /// True when the edge should know about an event in this state.
@@ -201,6 +225,23 @@ async fn push(db: &PgPool, edge: &EdgeClient, event: Uuid) -> Result<i64, String
     Ok(version)
 }
 
+/// Queues a push of `event`, or of every event the edge should know with `None`; answers how many
+/// were queued (`regional-core republish`).
+pub async fn republish(db: &PgPool, event: Option<Uuid>) -> Result<u64, sqlx::Error> {
+    let events: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT id FROM events WHERE ($1::uuid IS NULL OR id = $1) AND state IN ({VISIBLE_SQL}) ORDER BY id"
+    ))
+    .bind(event)
+    .fetch_all(db)
+    .await?;
+    let mut conn = db.acquire().await?;
+    let mut queued = 0;
+    for event in events {
+        queued += u64::from(force(&mut conn, event).await?);
+    }
+    Ok(queued)
+}
+
 /// Pushes every due event once; returns how many were attempted.
 pub async fn sync_due(db: &PgPool, edge: &EdgeClient) -> Result<usize, sqlx::Error> {
     // Claim due rows with a lease, so that several core replicas never push the same event at once.
@@ -248,9 +289,79 @@ pub async fn sync_due(db: &PgPool, edge: &EdgeClient) -> Result<usize, sqlx::Err
     Ok(due.len())
 }
 
-/// The publisher loop: runs until the process stops.
-pub async fn run(db: PgPool, edge: EdgeClient) {
+/// Asks the edge what it holds of every event recorded as synced, and queues a push of each one it
+/// no longer holds (404) or holds at an older inventory version; answers how many were queued. An
+/// edge that cannot be asked changes nothing (the health chain and the sync's failures say so).
+/// One replica checks at a time (an advisory lock); the others skip the round.
+pub async fn check_edge(db: &PgPool, edge: &EdgeClient) -> Result<usize, sqlx::Error> {
+    let mut lock = db.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('edge-check', 0))")
+        .fetch_one(&mut *lock)
+        .await?;
+    if !locked {
+        return Ok(0);
+    }
+    let checked = check_synced(db, edge).await;
+    sqlx::query("SELECT pg_advisory_unlock(hashtextextended('edge-check', 0))").execute(&mut *lock).await?;
+    checked
+}
+
+async fn check_synced(db: &PgPool, edge: &EdgeClient) -> Result<usize, sqlx::Error> {
+    let synced: Vec<(Uuid, i64)> = sqlx::query_as(&format!(
+        "SELECT s.event_id, s.synced_version FROM edge_sync s JOIN events e ON e.id = s.event_id
+         WHERE s.state = 'synced' AND e.state IN ({VISIBLE_SQL}) ORDER BY s.event_id"
+    ))
+    .fetch_all(db)
+    .await?;
+    let mut queued = 0;
+    for (event, version) in synced {
+        let held = match edge.send(&event.to_string(), &InternalRoute::Layout, Vec::new()).await {
+            Ok(answer) => match serde_json::from_value::<LayoutAnswer>(answer) {
+                Ok(layout) => Some(layout.inventory_version as i64),
+                Err(_) => continue,
+            },
+            Err(EdgeError::Refused { status: 404, .. }) => None,
+            Err(error) => {
+                tracing::debug!(%event, %error, "edge check: the edge could not be asked");
+                continue;
+            }
+        };
+        if held.is_some_and(|held| held >= version) {
+            continue;
+        }
+        // Only if nothing changed since it was read: a push in between has its own outcome.
+        let lost = sqlx::query(
+            "UPDATE edge_sync SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now(),
+                 last_error = $3
+             WHERE event_id = $1 AND state = 'synced' AND synced_version = $2",
+        )
+        .bind(event)
+        .bind(version)
+        .bind(match held {
+            None => "the edge no longer held this event".to_owned(),
+            Some(held) => format!("the edge held version {held} of {version}"),
+        })
+        .execute(db)
+        .await?;
+        if lost.rows_affected() == 1 {
+            tracing::warn!(%event, version, ?held, "the edge lost a synced event; pushing it again");
+            queued += 1;
+        }
+    }
+    Ok(queued)
+}
+
+/// The publisher loop: pushes what is due, and every `check_every` asks the edge what it still
+/// holds ([`check_edge`]); runs until the process stops.
+pub async fn run(db: PgPool, edge: EdgeClient, check_every: Duration) {
+    let mut next_check = tokio::time::Instant::now();
     loop {
+        if tokio::time::Instant::now() >= next_check {
+            if let Err(e) = check_edge(&db, &edge).await {
+                tracing::error!(error = %e, "publisher could not check the edge");
+            }
+            next_check = tokio::time::Instant::now() + check_every;
+        }
         match sync_due(&db, &edge).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}

@@ -37,7 +37,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     match &args.core_signing_key {
         Some(key) => {
             let edge = EdgeClient::new(&args.edge_url, key.0.clone());
-            tokio::spawn(publishing::run(state.db.clone(), edge));
+            let check_every = Duration::from_secs(ops.edge_check_secs.max(1));
+            tokio::spawn(publishing::run(state.db.clone(), edge, check_every));
             state.edge =
                 crate::reporting::edge::EdgeStats::new(EdgeClient::new(&args.edge_url, key.0.clone()));
             let every = Duration::from_secs(ops.edge_scrape_secs.max(1));

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | [`InternalRoute::PutInventory`] | PUT | `/inventory` |
 //! | [`InternalRoute::Stats`] | GET | `/stats` |
+//! | [`InternalRoute::Layout`] | GET | `/layout` |
 //! | [`InternalRoute::PutWaitingRoom`] | PUT | `/waiting-room` |
 //! | [`InternalRoute::WaitingRoom`] | GET | `/waiting-room` |
 //! | [`InternalRoute::EndSession`] | POST | `/waiting-room/sessions/end` |
@@ -63,6 +64,9 @@ impl HoldAction {
 pub enum InternalRoute {
     PutInventory,
     Stats,
+    /// What the edge holds of the event (its shards and inventory version); 404 when it holds
+    /// nothing: the core re-pushes an event the edge lost.
+    Layout,
     PutWaitingRoom,
     WaitingRoom,
     EndSession,
@@ -75,7 +79,10 @@ impl InternalRoute {
     pub fn method(&self) -> &'static str {
         match self {
             InternalRoute::PutInventory | InternalRoute::PutWaitingRoom => "PUT",
-            InternalRoute::Stats | InternalRoute::WaitingRoom | InternalRoute::Hold(_) => "GET",
+            InternalRoute::Stats
+            | InternalRoute::Layout
+            | InternalRoute::WaitingRoom
+            | InternalRoute::Hold(_) => "GET",
             InternalRoute::EndSession | InternalRoute::HoldAction(..) => "POST",
         }
     }
@@ -85,6 +92,7 @@ impl InternalRoute {
         let rest = match self {
             InternalRoute::PutInventory => "inventory".to_owned(),
             InternalRoute::Stats => "stats".to_owned(),
+            InternalRoute::Layout => "layout".to_owned(),
             InternalRoute::PutWaitingRoom | InternalRoute::WaitingRoom => "waiting-room".to_owned(),
             InternalRoute::EndSession => "waiting-room/sessions/end".to_owned(),
             InternalRoute::Hold(hold) => format!("holds/{hold}"),
@@ -99,6 +107,7 @@ impl InternalRoute {
         Some(match (method, rest) {
             ("PUT", ["inventory"]) => InternalRoute::PutInventory,
             ("GET", ["stats"]) => InternalRoute::Stats,
+            ("GET", ["layout"]) => InternalRoute::Layout,
             ("PUT", ["waiting-room"]) => InternalRoute::PutWaitingRoom,
             ("GET", ["waiting-room"]) => InternalRoute::WaitingRoom,
             ("POST", ["waiting-room", "sessions", "end"]) => InternalRoute::EndSession,
@@ -120,6 +129,13 @@ pub struct HoldAnswer {
     pub expires_at: i64,
 }
 
+/// What [`InternalRoute::Layout`] answers: the fields the core acts on (the answer has more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayoutAnswer {
+    /// The inventory version the edge holds.
+    pub inventory_version: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +145,7 @@ mod tests {
         let routes = [
             InternalRoute::PutInventory,
             InternalRoute::Stats,
+            InternalRoute::Layout,
             InternalRoute::PutWaitingRoom,
             InternalRoute::WaitingRoom,
             InternalRoute::EndSession,

@@ -14,16 +14,16 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The repository root.
-/// `GET url` (with a bearer token if given), answered as JSON (`null` when the body is not).
+/// `GET url` (with a bearer token if given), answered as JSON.
 pub async fn get_json(url: &str, bearer: Option<&str>) -> serde_json::Value {
     let mut req = reqwest::Client::new().get(url);
     if let Some(token) = bearer {
         req = req.bearer_auth(token);
     }
-    req.send().await.unwrap().json().await.unwrap_or(serde_json::Value::Null)
+    req.send().await.expect("an answer").json().await.expect("a JSON answer")
 }
 
+/// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
@@ -280,6 +280,17 @@ pub fn create_admin(database_url: &str, email: &str) -> String {
     assert!(out.status.success(), "create-admin failed: {}", String::from_utf8_lossy(&out.stderr));
     let made: serde_json::Value = serde_json::from_slice(&out.stdout).expect("create-admin prints JSON");
     made["key"].as_str().expect("a key").to_owned()
+}
+
+/// Runs `regional-core <args>` against `database_url`: its exit status and standard output.
+pub fn core_command(database_url: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(required_env("E2E_CORE_BIN"))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("regional-core runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A fresh pair of signing keys for one test: the edge's and the core's, as configuration strings.

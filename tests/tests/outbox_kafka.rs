@@ -14,13 +14,13 @@ use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::ClientConfig;
 use regional_core::bus::kafka::{run_consumer, KafkaSettings, Publisher};
 use regional_core::bus::relay::{Relay, Sink};
-use regional_core::bus::{outbox, Consumer, Handling, Message, TOPICS};
+use regional_core::bus::{outbox, Consumer, HandleFuture, Message, TOPICS};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// A consumer that records what it applied, in the order it applied it, taking `.1` a message
-/// (a slow one falls behind, and its lag must show in `/metrics`).
+/// A consumer that records what it applied, in the order it applied it, spending the given time on
+/// each message (a slow one falls behind, and its lag must show in `/metrics`).
 struct Recorder(&'static str, Duration);
 
 impl Consumer for Recorder {
@@ -30,7 +30,7 @@ impl Consumer for Recorder {
     fn topics(&self) -> &'static [&'static str] {
         &TOPICS
     }
-    fn handle<'a>(&'a self, tx: &'a mut PgConnection, m: &'a Message) -> Handling<'a> {
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, m: &'a Message) -> HandleFuture<'a> {
         Box::pin(async move {
             tokio::time::sleep(self.1).await;
             sqlx::query("INSERT INTO received (consumer, message_id, topic, key) VALUES ($1, $2, $3, $4)")

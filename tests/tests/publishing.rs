@@ -1,11 +1,14 @@
 //! Publishing from the core to a running edge (the real core binary, wrangler dev, PostgreSQL): an
 //! event published while the edge is down is retried and its failure recorded; once the edge is up,
 //! the edge holds exactly the published definition; a later change is pushed without disturbing a
-//! live hold, nor does taking its seat off sale.
+//! live hold, nor does taking its seat off sale; an edge that lost its storage gets the event again
+//! (found by the core's check, and by `regional-core republish`).
 
 use std::time::{Duration, Instant};
 
-use e2e::{create_admin, drop_database, get_json, start_core_with, start_edge_with_keys, Setup};
+use e2e::{
+    core_command, create_admin, drop_database, get_json, start_core_with, start_edge_with_keys, Setup,
+};
 use regional_core::edge_client::EdgeClient;
 use serde_json::{json, Value};
 use shared_types::internal_api::InternalRoute;
@@ -57,7 +60,11 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
         &db,
         true,
         &dir,
-        &[("CORE_SIGNING_KEY", keys.core_signing_key()), ("EDGE_URL", edge_url.clone())],
+        &[
+            ("CORE_SIGNING_KEY", keys.core_signing_key()),
+            ("EDGE_URL", edge_url.clone()),
+            ("EDGE_CHECK_SECS", "1".to_owned()),
+        ],
     );
     core.wait_ready("/healthz", Duration::from_secs(60)).await;
     let root =
@@ -224,6 +231,37 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
         (settings["mode"].as_str(), settings["max_tickets_per_buyer"].as_u64()),
         (Some("passthrough"), Some(2))
     );
+
+    // 7. The edge loses its storage (a reset, a new account) while the core records the event as
+    //    synced: the core's check finds the edge without it and pushes it again.
+    drop(edge);
+    std::fs::remove_dir_all(dir.join("do-state")).unwrap();
+    let edge =
+        start_edge_with_keys(edge_port, &core.url(), &dir.join("do-state"), &dir, &keys.edge_env_file(&dir));
+    edge.wait_ready("/healthz", Duration::from_secs(120)).await;
+    let availability_url = format!("{}/api/v1/events/{id}/availability", edge.url());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let back = get_json(&availability_url, None).await;
+        if back["seats"].is_string() {
+            // Both seats off sale, as defined; the hold went with the lost storage.
+            assert_eq!(back["seats"], "xx", "the definition pushed again");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the edge never got the event back: {back}\n{}", core.log_tail());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let room = client.send(&id.to_string(), &InternalRoute::WaitingRoom, vec![]).await.unwrap();
+    assert_eq!(room["view"]["settings"]["max_tickets_per_buyer"], 2, "the waiting room pushed again too");
+
+    // 8. `regional-core republish` queues a push whatever the core records; a draft is refused.
+    let (ok, out) = core_command(&db, &["republish", "--event", &id]);
+    assert!(ok && out.contains("\"queued\":1"), "{out}");
+    acme.sync_until(&id, Duration::from_secs(30), |s| s["state"] == "synced").await;
+    let (ok, out) = core_command(&db, &["republish", "--all"]);
+    assert!(ok && out.contains("\"queued\":1"), "{out}");
+    let (ok, _) = core_command(&db, &["republish", "--event", &uuid::Uuid::new_v4().to_string()]);
+    assert!(!ok, "an unknown event is refused");
 
     drop(edge);
     core.stop();

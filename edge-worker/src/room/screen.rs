@@ -14,10 +14,7 @@ use worker::{Env, Method, Request};
 
 use super::credentials::{visitor_cookie, visitor_or_new};
 use crate::context::{EventCtx, Result, Stop};
-use crate::web;
-
-/// The Turnstile verification endpoint when `TURNSTILE_VERIFY_URL` is not set.
-const TURNSTILE_URL: &str = "https://challenges.cloudflare.com/turnstile/v0/siteverify";
+use crate::{settings, web};
 
 thread_local! {
     /// Requests per client IP in the current minute (this isolate's share of the traffic).
@@ -179,12 +176,10 @@ struct SiteVerify {
 
 /// Asks Turnstile's siteverify (`TURNSTILE_VERIFY_URL`, secret `TURNSTILE_SECRET`) about a token.
 async fn turnstile_verify(env: &Env, req: &Request, token: &str) -> worker::Result<bool> {
-    let url = env.var("TURNSTILE_VERIFY_URL").map(|v| v.to_string()).unwrap_or_else(|_| TURNSTILE_URL.into());
-    let secret = env
-        .secret("TURNSTILE_SECRET")
-        .map(|s| s.to_string())
-        .or_else(|_| env.var("TURNSTILE_SECRET").map(|v| v.to_string()))
-        .map_err(|_| worker::Error::RustError("TURNSTILE_SECRET is not set".into()))?;
+    let url = settings::TURNSTILE_VERIFY_URL.read_or_default(env).unwrap_or_default();
+    let secret = settings::TURNSTILE_SECRET
+        .read(env)
+        .ok_or_else(|| worker::Error::RustError("TURNSTILE_SECRET is not set".into()))?;
     let ip = req.headers().get("cf-connecting-ip")?;
     let mut fields = vec![("secret", secret.as_str()), ("response", token)];
     if let Some(ip) = ip.as_deref() {

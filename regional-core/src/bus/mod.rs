@@ -89,12 +89,12 @@ pub trait Consumer: Send + Sync + 'static {
         true
     }
     /// Applies `message` inside `tx` (committed with the record that it was applied).
-    fn handle<'a>(&'a self, tx: &'a mut PgConnection, message: &'a Message) -> Handling<'a>;
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, message: &'a Message) -> HandleFuture<'a>;
 }
 
 /// What [`Consumer::handle`] answers: the work of applying one message, boxed so that consumers
 /// can be kept as `dyn Consumer`.
-pub type Handling<'a> = BoxFuture<'a, Result<(), ConsumerError>>;
+pub type HandleFuture<'a> = BoxFuture<'a, Result<(), ConsumerError>>;
 
 /// Applies `message` to `consumer` once: `Ok(false)` when it had already been applied (or the
 /// consumer does not want it).

@@ -95,7 +95,8 @@ pub struct TicketView {
     pub transferred: bool,
 }
 
-/// An order's own record: who, for which event, where it stands and what it costs.
+/// An order's own record: who, for which event, where it stands and what it costs (the head of
+/// [`OrderView`]; an event's order list shows the shorter `orders::OrderSummary`).
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderHead {
     pub id: Uuid,

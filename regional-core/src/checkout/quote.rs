@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::pricing::{Discount, LineIn, PricingSettings};
 use super::*;
 use crate::error::{ApiError, Result};
-use crate::models::event::{EventState, TierOffer};
+use crate::models::event::{EventState, TierOffer, TIER_OFFER_COLUMNS};
 
 /// What pricing needs of the event.
 #[derive(sqlx::FromRow)]
@@ -63,15 +63,15 @@ pub(super) async fn price_hold(
     // Everything pricing reads, in one round trip: the event, its tiers and the seats' zones. What
     // the buyer already owns is counted in the order's transaction ([`BuyerLimits::enforce`]).
     let seats: Vec<String> = grant.seats.iter().map(|s| s.to_string()).collect();
-    let e: EventForSale = sqlx::query_as(
+    let e: EventForSale = sqlx::query_as(&format!(
         "SELECT e.organization_id, e.state, e.pricing, e.hold_settings, e.waiting_room,
              (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.created_at, t.id), '[]') FROM
-                 (SELECT id, name, kind, currency, price_minor, zone_prices, per_order_limit, sale_starts_at, sale_ends_at, created_at
+                 (SELECT {TIER_OFFER_COLUMNS}, created_at
                   FROM ticket_tiers WHERE event_id = e.id) t) AS tiers,
-             (SELECT coalesce(jsonb_object_agg(seat_id, zone_id), '{}') FROM venue_seats
+             (SELECT coalesce(jsonb_object_agg(seat_id, zone_id), '{{}}') FROM venue_seats
                   WHERE venue_id = e.venue_id AND seat_id = ANY($2)) AS zones
-         FROM events e WHERE e.id = $1",
-    )
+         FROM events e WHERE e.id = $1"
+    ))
     .bind(event)
     .bind(&seats)
     .fetch_optional(db)

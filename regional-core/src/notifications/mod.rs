@@ -21,7 +21,7 @@ use shared_types::token::TokenSigner;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::bus::{Consumer, ConsumerError, Handling, Message};
+use crate::bus::{Consumer, ConsumerError, HandleFuture, Message};
 use crate::models::event::Schedule;
 use crate::money::money;
 use crate::tokens::{order_token, transfer_token};
@@ -67,7 +67,7 @@ impl Consumer for Notifier {
         )
     }
 
-    fn handle<'a>(&'a self, tx: &'a mut PgConnection, message: &'a Message) -> Handling<'a> {
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, message: &'a Message) -> HandleFuture<'a> {
         Box::pin(async move {
             let p = &message.payload;
             let order = p["order_id"].as_str().and_then(|s| s.parse::<Uuid>().ok());
@@ -234,7 +234,11 @@ pub(crate) async fn order_facts(
 impl OrderFacts {
     /// A time as the event's audience reads it: in the event's time zone.
     pub fn local(&self, at: DateTime<Utc>) -> String {
-        self.schedule.local(at, "%A %-d %B %Y, %H:%M (%Z)")
+        match self.schedule.time_zone.parse::<chrono_tz::Tz>() {
+            Ok(_) => self.schedule.local(at, "%A %-d %B %Y, %H:%M (%Z)"),
+            // A zone name that is well-formed but unknown: say plainly that the time is UTC.
+            Err(_) => at.format("%A %-d %B %Y, %H:%M UTC").to_string(),
+        }
     }
 
     /// The templates' context: event, order (with a link that opens it) and tickets.

@@ -5,7 +5,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::bus::{Consumer, Handling, Message};
+use crate::bus::{Consumer, HandleFuture, Message};
 
 pub struct Projector;
 
@@ -22,7 +22,7 @@ impl Consumer for Projector {
         matches!(m.kind(), "order.created" | "order.paid" | "order.cancelled" | "order.refunded")
     }
 
-    fn handle<'a>(&'a self, tx: &'a mut PgConnection, m: &'a Message) -> Handling<'a> {
+    fn handle<'a>(&'a self, tx: &'a mut PgConnection, m: &'a Message) -> HandleFuture<'a> {
         Box::pin(async move {
             let p = &m.payload;
             let (Some(order), Some(event), Some(at)) = (

@@ -284,3 +284,96 @@ async fn waiting_room_changes_name_only_what_changes_and_sale_settings_keep_the_
     let (inventory, _) = publishing::definition(&db, id.parse().unwrap()).await.unwrap();
     inventory.validate().expect("the edge accepts what the core accepted");
 }
+
+/// A stand-in for the edge's `GET …/layout`: the inventory version it holds of each event (absent:
+/// 404, as an edge that lost the event answers), or 503 for every event when `down`.
+async fn fake_edge(held: std::collections::HashMap<String, u64>, down: bool) -> String {
+    use axum::extract::Path;
+    use axum::http::StatusCode as Code;
+    use axum::response::IntoResponse;
+    let held = std::sync::Arc::new(held);
+    let app = axum::Router::new().route(
+        "/internal/v1/events/{id}/layout",
+        axum::routing::get(move |Path(id): Path<String>| {
+            let held = held.clone();
+            async move {
+                match (down, held.get(&id)) {
+                    (true, _) => Code::SERVICE_UNAVAILABLE.into_response(),
+                    (false, Some(v)) => axum::Json(json!({ "inventory_version": v })).into_response(),
+                    (false, None) => {
+                        (Code::NOT_FOUND, axum::Json(json!({ "reason": "not-found" }))).into_response()
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[sqlx::test]
+async fn the_core_pushes_again_what_the_edge_lost_and_sync_now_always_pushes(db: PgPool) {
+    let api = Api::start(db.clone()).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let (lost, older, kept) = (
+        published_event(&api, &acme).await,
+        published_event(&api, &acme).await,
+        published_event(&api, &acme).await,
+    );
+    // The core records all three as pushed at their current version.
+    sqlx::query("UPDATE edge_sync SET state = 'synced', synced_version = wanted_version, synced_at = now()")
+        .execute(&db)
+        .await
+        .unwrap();
+    // An event's (state, synced version) in the push queue.
+    let sync_row = |id: &str| {
+        let db = db.clone();
+        let id: Uuid = id.parse().unwrap();
+        async move {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT state, synced_version FROM edge_sync WHERE event_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    let state = |id: &str| {
+        let row = sync_row(id);
+        async move { row.await.0 }
+    };
+    let version = |id: &str| {
+        let row = sync_row(id);
+        async move { row.await.1 }
+    };
+    let signer = TokenSigner::from_seed("core-test", [7; 32]).unwrap();
+
+    // An edge that cannot be asked changes nothing.
+    let down = EdgeClient::new(&fake_edge(Default::default(), true).await, signer.clone());
+    assert_eq!(publishing::check_edge(&db, &down).await.unwrap(), 0);
+    assert_eq!(state(&lost).await, "synced");
+
+    // The edge lost one event and holds another at an older version: both are queued, the third not.
+    let held =
+        [(older.clone(), version(&older).await as u64 - 1), (kept.clone(), version(&kept).await as u64)];
+    let edge = EdgeClient::new(&fake_edge(held.into_iter().collect(), false).await, signer);
+    assert_eq!(publishing::check_edge(&db, &edge).await.unwrap(), 2);
+    assert_eq!(
+        (state(&lost).await, state(&older).await, state(&kept).await),
+        ("pending".into(), "pending".into(), "synced".into())
+    );
+    let (_, sync) = api.get(&acme, &format!("/api/v1/events/{lost}/sync")).await;
+    assert_eq!(sync["last_error"], "the edge no longer held this event", "{sync}");
+
+    // Asking for a push queues one even when the core records the event as synced.
+    let (s, sync) = api.call(&acme, Method::POST, &format!("/api/v1/events/{kept}/sync"), None).await;
+    assert_eq!((s, sync["state"].as_str()), (StatusCode::OK, Some("pending")), "{sync}");
+    // And so does `regional-core republish`, for one event or all of them; a draft is not pushed.
+    sqlx::query("UPDATE edge_sync SET state = 'synced'").execute(&db).await.unwrap();
+    assert_eq!(publishing::republish(&db, Some(kept.parse().unwrap())).await.unwrap(), 1);
+    assert_eq!(publishing::republish(&db, None).await.unwrap(), 3);
+    assert_eq!(publishing::republish(&db, Some(Uuid::new_v4())).await.unwrap(), 0);
+}
