@@ -6,18 +6,23 @@
 # Usage: scripts/edge-bundle.sh [outdir]   (prints each environment's raw and gzip sizes)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-cd "$ROOT"
 
 BUDGET_GZIP_KIB=1024
-OUT="${1:-$(mktemp -d)}"
-mkdir -p "$OUT"
+if [ $# -ge 1 ]; then
+  mkdir -p "$1"
+  OUT="$(cd "$1" && pwd)"
+else
+  OUT="$(mktemp -d)"
+  trap 'rm -rf "$OUT"' EXIT
+fi
+cd "$ROOT"
 [ -f edge-worker/build/index.js ] || die "no built Worker: run scripts/build-worker.sh first"
 for env in staging production; do
   rm -rf "$OUT/$env"
   wrangler deploy --dry-run --env "$env" --outdir "$OUT/$env" >"$OUT/$env.log" 2>&1 ||
     { cat "$OUT/$env.log"; die "wrangler deploy --dry-run --env $env failed"; }
   # wrangler's own figure, as Cloudflare counts it: "Total Upload: 1790.43 KiB / gzip: 656.40 KiB".
-  total=$(grep -o 'Total Upload: .*' "$OUT/$env.log" | head -1)
+  total=$(grep -o 'Total Upload: .*' "$OUT/$env.log" | head -1 || true)
   gz=$(printf '%s' "$total" | sed -n 's/.*gzip: \([0-9.]*\) KiB.*/\1/p')
   [ -n "$gz" ] || { cat "$OUT/$env.log"; die "no upload size in wrangler's output"; }
   log "edge bundle ($env): $total (budget $BUDGET_GZIP_KIB KiB gzip)"

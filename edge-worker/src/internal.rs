@@ -185,9 +185,9 @@ async fn put_inventory(ev: &EventCtx<'_>, body: &[u8], signed: &SignedRequest) -
 /// The event's shard layout (with the inventory version the edge holds), or 404: the core asks,
 /// to re-push an event the edge lost.
 async fn layout(ev: &EventCtx<'_>) -> Result<Response> {
-    let layout = objects::layout(ev.env, &ev.event)
-        .await?
-        .ok_or_else(|| ev.problem(ProblemType::NotFound, "this event is not published at the edge"))?;
+    let unpublished =
+        || ev.refusal(ProblemType::NotFound, "unpublished", "this event is not published at the edge");
+    let layout = objects::layout(ev.env, &ev.event).await?.ok_or_else(unpublished)?;
     Ok(http::json(200, &layout)?)
 }
 

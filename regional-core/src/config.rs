@@ -35,7 +35,8 @@ pub enum Command {
     SeedDemo(DatabaseArgs),
     /// Queue a push to the edge of one event (`--event ID`) or of every published one (`--all`),
     /// even when the core records them as synced: after the edge lost its storage or moved to
-    /// another account. A running core pushes them.
+    /// another account. Events with orders are left alone (docs/runbook.md). A running core
+    /// pushes them.
     Republish(RepublishArgs),
 }
 

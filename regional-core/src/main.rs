@@ -56,7 +56,9 @@ async fn republish(args: RepublishArgs) -> Result<(), Box<dyn std::error::Error>
     let pool = db::pool(&args.database)?;
     let queued = publishing::republish(&pool, args.event).await?;
     if let (Some(event), 0) = (args.event, queued) {
-        return Err(format!("republish: event {event} is not published (or does not exist)").into());
+        return Err(
+            format!("republish: event {event} is not published, has orders, or does not exist").into()
+        );
     }
     println!("{}", serde_json::json!({ "queued": queued }));
     Ok(())

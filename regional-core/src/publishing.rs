@@ -13,9 +13,11 @@
 //!
 //! The edge can lose what it was sent (its storage reset locally, the Worker moved to another
 //! account): every `EDGE_CHECK_SECS` the publisher asks the edge what it holds of each synced event
-//! ([`check_edge`]) and queues a push of any event it no longer holds, or holds at an older
-//! version. [`force`] queues a push whatever the row says (`POST /api/v1/events/{id}/sync` and
-//! `regional-core republish`).
+//! ([`check_edge`]). An event it no longer holds (or holds at an older version) is pushed again
+//! when it has no orders; one with orders is marked `lost` and never pushed again by itself: the
+//! definition carries no sales, so a fresh object given it would put sold seats and places back on
+//! sale (docs/runbook.md says what an operator does). [`force`] queues a push of an event without
+//! orders whatever its row says (`POST /api/v1/events/{id}/sync`, `regional-core republish`).
 
 use std::time::Duration;
 
@@ -66,12 +68,17 @@ pub async fn enqueue(
 /// The event states the edge knows about, in SQL (as [`visible_at_edge`]).
 const VISIBLE_SQL: &str = "'published', 'on_sale', 'sold_out', 'cancelled'";
 
+/// Whether an event has orders: then the edge holds sales the definition does not carry.
+const HAS_ORDERS_SQL: &str = "EXISTS (SELECT FROM orders o WHERE o.event_id = events.id)";
+
 /// Queues a push of the event's current definition even when the edge is recorded as holding it
-/// (the edge accepts the same version again). False when the event is not visible at the edge.
+/// (the edge accepts the same version again): only for an event the edge should know and that
+/// has no orders. False otherwise (nothing changes).
 pub async fn force(conn: &mut PgConnection, event: Uuid) -> Result<bool, sqlx::Error> {
     let queued = sqlx::query(&format!(
         "INSERT INTO edge_sync (event_id, organization_id, wanted_version, state)
-         SELECT id, organization_id, version, 'pending' FROM events WHERE id = $1 AND state IN ({VISIBLE_SQL})
+         SELECT id, organization_id, version, 'pending' FROM events
+          WHERE id = $1 AND state IN ({VISIBLE_SQL}) AND NOT {HAS_ORDERS_SQL}
          ON CONFLICT (event_id) DO UPDATE SET wanted_version = GREATEST(edge_sync.wanted_version, excluded.wanted_version),
              state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now()"
     ))
@@ -226,7 +233,7 @@ async fn push(db: &PgPool, edge: &EdgeClient, event: Uuid) -> Result<i64, String
 }
 
 /// Queues a push of `event`, or of every event the edge should know with `None`; answers how many
-/// were queued (`regional-core republish`).
+/// were queued (`regional-core republish`). Events with orders are not pushed ([`force`]).
 pub async fn republish(db: &PgPool, event: Option<Uuid>) -> Result<u64, sqlx::Error> {
     let events: Vec<Uuid> = sqlx::query_scalar(&format!(
         "SELECT id FROM events WHERE ($1::uuid IS NULL OR id = $1) AND state IN ({VISIBLE_SQL}) ORDER BY id"
@@ -247,7 +254,7 @@ pub async fn sync_due(db: &PgPool, edge: &EdgeClient) -> Result<usize, sqlx::Err
     // Claim due rows with a lease, so that several core replicas never push the same event at once.
     let due: Vec<(Uuid, i64, i32)> = sqlx::query_as(
         "UPDATE edge_sync SET next_attempt_at = now() + make_interval(secs => $1), updated_at = now()
-         WHERE event_id IN (SELECT event_id FROM edge_sync WHERE state <> 'synced' AND next_attempt_at <= now()
+         WHERE event_id IN (SELECT event_id FROM edge_sync WHERE state IN ('pending', 'failing') AND next_attempt_at <= now()
                             ORDER BY next_attempt_at LIMIT 16 FOR UPDATE SKIP LOCKED)
          RETURNING event_id, wanted_version, attempts",
     )
@@ -290,19 +297,22 @@ pub async fn sync_due(db: &PgPool, edge: &EdgeClient) -> Result<usize, sqlx::Err
 }
 
 /// Asks the edge what it holds of every event recorded as synced, and queues a push of each one it
-/// no longer holds (404) or holds at an older inventory version; answers how many were queued. An
-/// edge that cannot be asked changes nothing (the health chain and the sync's failures say so).
-/// One replica checks at a time (an advisory lock); the others skip the round.
+/// no longer holds (404 `unpublished`) or holds at an older inventory version, unless it has orders
+/// (then it is marked `lost`); answers how many were queued. The round ends at the first answer
+/// that is not the edge's word (unreachable, another refusal): it changes nothing. No two rounds
+/// run at once (an advisory lock: a replica that finds one running skips its own).
 pub async fn check_edge(db: &PgPool, edge: &EdgeClient) -> Result<usize, sqlx::Error> {
-    let mut lock = db.acquire().await?;
+    // A connection of its own, closed after the round: the session lock ends with it whatever
+    // happens, and never goes back to the pool.
+    let mut lock = db.acquire().await?.detach();
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('edge-check', 0))")
-        .fetch_one(&mut *lock)
+        .fetch_one(&mut lock)
         .await?;
     if !locked {
         return Ok(0);
     }
     let checked = check_synced(db, edge).await;
-    sqlx::query("SELECT pg_advisory_unlock(hashtextextended('edge-check', 0))").execute(&mut *lock).await?;
+    drop(lock);
     checked
 }
 
@@ -318,50 +328,71 @@ async fn check_synced(db: &PgPool, edge: &EdgeClient) -> Result<usize, sqlx::Err
         let held = match edge.send(&event.to_string(), &InternalRoute::Layout, Vec::new()).await {
             Ok(answer) => match serde_json::from_value::<LayoutAnswer>(answer) {
                 Ok(layout) => Some(layout.inventory_version as i64),
-                Err(_) => continue,
+                Err(error) => {
+                    tracing::warn!(%event, %error, "edge check: an answer it cannot read; round ended");
+                    break;
+                }
             },
-            Err(EdgeError::Refused { status: 404, .. }) => None,
+            // Only the edge's own word that it does not know the event (an edge without the route,
+            // during a deploy, answers another 404).
+            Err(EdgeError::Refused { status: 404, reason, .. }) if reason == "unpublished" => None,
             Err(error) => {
-                tracing::debug!(%event, %error, "edge check: the edge could not be asked");
-                continue;
+                tracing::warn!(%event, %error, "edge check: the edge could not say; round ended");
+                break;
             }
         };
         if held.is_some_and(|held| held >= version) {
             continue;
         }
-        // Only if nothing changed since it was read: a push in between has its own outcome.
-        let lost = sqlx::query(
-            "UPDATE edge_sync SET state = 'pending', attempts = 0, next_attempt_at = now(), updated_at = now(),
-                 last_error = $3
-             WHERE event_id = $1 AND state = 'synced' AND synced_version = $2",
-        )
-        .bind(event)
-        .bind(version)
-        .bind(match held {
+        // Pushed again when it has no orders, marked lost when it has; only if nothing changed since
+        // it was read (a push in between has its own outcome).
+        let why = match held {
             None => "the edge no longer held this event".to_owned(),
             Some(held) => format!("the edge held version {held} of {version}"),
-        })
-        .execute(db)
+        };
+        let marked: Option<String> = sqlx::query_scalar(&format!(
+            "UPDATE edge_sync SET attempts = 0, next_attempt_at = now(), updated_at = now(),
+                 state = CASE WHEN (SELECT {HAS_ORDERS_SQL} FROM events WHERE id = $1) THEN 'lost' ELSE 'pending' END,
+                 last_error = CASE WHEN (SELECT {HAS_ORDERS_SQL} FROM events WHERE id = $1)
+                     THEN $3 || ', and it has orders: not pushed again (docs/runbook.md)' ELSE $3 END
+             WHERE event_id = $1 AND state = 'synced' AND synced_version = $2
+             RETURNING state"
+        ))
+        .bind(event)
+        .bind(version)
+        .bind(&why)
+        .fetch_optional(db)
         .await?;
-        if lost.rows_affected() == 1 {
-            tracing::warn!(%event, version, ?held, "the edge lost a synced event; pushing it again");
-            queued += 1;
+        match marked.as_deref() {
+            Some("pending") => {
+                tracing::warn!(%event, version, ?held, "the edge lost a synced event; pushing it again");
+                queued += 1;
+            }
+            Some(_) => {
+                tracing::error!(%event, version, ?held, "the edge lost an event with orders; not pushed again")
+            }
+            None => {}
         }
     }
     Ok(queued)
 }
 
-/// The publisher loop: pushes what is due, and every `check_every` asks the edge what it still
-/// holds ([`check_edge`]); runs until the process stops.
+/// The publisher: pushes what is due, and (in a task of its own, so that a slow round never
+/// delays a push) every `check_every` asks the edge what it still holds ([`check_edge`]); runs
+/// until the process stops.
 pub async fn run(db: PgPool, edge: EdgeClient, check_every: Duration) {
-    let mut next_check = tokio::time::Instant::now();
-    loop {
-        if tokio::time::Instant::now() >= next_check {
-            if let Err(e) = check_edge(&db, &edge).await {
-                tracing::error!(error = %e, "publisher could not check the edge");
+    tokio::spawn({
+        let (db, edge) = (db.clone(), edge.clone());
+        async move {
+            loop {
+                if let Err(e) = check_edge(&db, &edge).await {
+                    tracing::error!(error = %e, "publisher could not check the edge");
+                }
+                tokio::time::sleep(check_every).await;
             }
-            next_check = tokio::time::Instant::now() + check_every;
         }
+    });
+    loop {
         match sync_due(&db, &edge).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}

@@ -64,8 +64,8 @@ impl HoldAction {
 pub enum InternalRoute {
     PutInventory,
     Stats,
-    /// What the edge holds of the event (its shards and inventory version); 404 when it holds
-    /// nothing: the core re-pushes an event the edge lost.
+    /// What the edge holds of the event (its shards and inventory version); 404 with the reason
+    /// `unpublished` when it holds nothing: the core re-pushes an event the edge lost.
     Layout,
     PutWaitingRoom,
     WaitingRoom,

@@ -254,7 +254,8 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
     let room = client.send(&id.to_string(), &InternalRoute::WaitingRoom, vec![]).await.unwrap();
     assert_eq!(room["view"]["settings"]["max_tickets_per_buyer"], 2, "the waiting room pushed again too");
 
-    // 8. `regional-core republish` queues a push whatever the core records; a draft is refused.
+    // 8. `regional-core republish` queues a push whatever the core records; an unknown event is
+    //    refused.
     let (ok, out) = core_command(&db, &["republish", "--event", &id]);
     assert!(ok && out.contains("\"queued\":1"), "{out}");
     acme.sync_until(&id, Duration::from_secs(30), |s| s["state"] == "synced").await;

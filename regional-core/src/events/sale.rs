@@ -155,8 +155,9 @@ pub(super) async fn sync_status(
     Ok(Json(publishing::status(&state.db, event.id).await?))
 }
 
-/// `POST /api/v1/events/{id}/sync`: push the event to the edge now, even when it is recorded as
-/// synced (the edge may have lost it); the push itself runs in the background.
+/// `POST /api/v1/events/{id}/sync`: push the event to the edge now. One without orders is pushed
+/// even when recorded as synced (the edge may have lost it); one with orders only when its push is
+/// pending or failing (a retry now). The push itself runs in the background.
 #[utoipa::path(post, path = "/api/v1/events/{id}/sync", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Object), crate::api::Problems))]
 pub(super) async fn sync_now(
     State(state): State<AppState>,
@@ -166,6 +167,8 @@ pub(super) async fn sync_now(
         return Err(ApiError::conflict("not_published", "only a published event is pushed to the edge"));
     }
     let mut conn = state.db.acquire().await?;
-    publishing::force(&mut conn, event.id).await?;
+    if !publishing::force(&mut conn, event.id).await? {
+        publishing::enqueue(&mut conn, event.id, event.organization_id, event.version).await?;
+    }
     Ok(Json(publishing::status(&state.db, event.id).await?))
 }

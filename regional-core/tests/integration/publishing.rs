@@ -301,7 +301,7 @@ async fn fake_edge(held: std::collections::HashMap<String, u64>, down: bool) -> 
                     (true, _) => Code::SERVICE_UNAVAILABLE.into_response(),
                     (false, Some(v)) => axum::Json(json!({ "inventory_version": v })).into_response(),
                     (false, None) => {
-                        (Code::NOT_FOUND, axum::Json(json!({ "reason": "not-found" }))).into_response()
+                        (Code::NOT_FOUND, axum::Json(json!({ "reason": "unpublished" }))).into_response()
                     }
                 }
             }
@@ -314,15 +314,28 @@ async fn fake_edge(held: std::collections::HashMap<String, u64>, down: bool) -> 
 }
 
 #[sqlx::test]
-async fn the_core_pushes_again_what_the_edge_lost_and_sync_now_always_pushes(db: PgPool) {
+async fn the_core_pushes_again_what_the_edge_lost_unless_it_has_orders(db: PgPool) {
     let api = Api::start(db.clone()).await;
-    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let (_, [(org, acme), _]) = two_tenants(&api).await;
     let (lost, older, kept) = (
         published_event(&api, &acme).await,
         published_event(&api, &acme).await,
         published_event(&api, &acme).await,
     );
-    // The core records all three as pushed at their current version.
+    // A fourth has an order: the edge alone held what it sold, so it must never be pushed afresh.
+    let sold = published_event(&api, &acme).await;
+    sqlx::query(
+        "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
+             currency, subtotal_minor, discount_minor, fee_minor, tax_minor, total_minor, hold_expires_at)
+         VALUES ($1, $2, $3, 'v0123456789abcdef', 'h0-00000001', 'k', 'x', 'b@example.test', 'paid', 'EUR', 1, 0, 0, 0, 1, now())",
+    )
+    .bind(Uuid::new_v4())
+    .bind(org.parse::<Uuid>().unwrap())
+    .bind(sold.parse::<Uuid>().unwrap())
+    .execute(&db)
+    .await
+    .unwrap();
+    // The core records all four as pushed at their current version.
     sqlx::query("UPDATE edge_sync SET state = 'synced', synced_version = wanted_version, synced_at = now()")
         .execute(&db)
         .await
@@ -351,16 +364,23 @@ async fn the_core_pushes_again_what_the_edge_lost_and_sync_now_always_pushes(db:
     };
     let signer = TokenSigner::from_seed("core-test", [7; 32]).unwrap();
 
-    // An edge that cannot be asked changes nothing.
+    // An edge that cannot be asked changes nothing, nor does a 404 that is not the edge saying it
+    // does not know the event (an edge without the route yet, during a deploy).
+    let elsewhere = format!("{}/elsewhere", fake_edge(Default::default(), false).await);
+    let unknown_route = EdgeClient::new(&elsewhere, signer.clone());
+    assert_eq!(publishing::check_edge(&db, &unknown_route).await.unwrap(), 0);
+    assert_eq!(state(&lost).await, "synced");
     let down = EdgeClient::new(&fake_edge(Default::default(), true).await, signer.clone());
     assert_eq!(publishing::check_edge(&db, &down).await.unwrap(), 0);
     assert_eq!(state(&lost).await, "synced");
 
-    // The edge lost one event and holds another at an older version: both are queued, the third not.
+    // The edge lost two events and holds one at an older version: the two without orders are queued,
+    // the one with orders is marked lost (and not pushed), the one held up to date is left alone.
     let held =
         [(older.clone(), version(&older).await as u64 - 1), (kept.clone(), version(&kept).await as u64)];
     let edge = EdgeClient::new(&fake_edge(held.into_iter().collect(), false).await, signer);
     assert_eq!(publishing::check_edge(&db, &edge).await.unwrap(), 2);
+    assert_eq!(state(&sold).await, "lost");
     assert_eq!(
         (state(&lost).await, state(&older).await, state(&kept).await),
         ("pending".into(), "pending".into(), "synced".into())
@@ -368,12 +388,26 @@ async fn the_core_pushes_again_what_the_edge_lost_and_sync_now_always_pushes(db:
     let (_, sync) = api.get(&acme, &format!("/api/v1/events/{lost}/sync")).await;
     assert_eq!(sync["last_error"], "the edge no longer held this event", "{sync}");
 
+    // The publisher pushes the queued ones, never the lost one.
+    let due: Vec<Uuid> =
+        sqlx::query_scalar("SELECT event_id FROM edge_sync WHERE state IN ('pending', 'failing')")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(due.len(), 2, "{due:?}");
+    assert_eq!(publishing::sync_due(&db, &edge).await.unwrap(), 2);
+    assert_eq!(state(&sold).await, "lost");
+
     // Asking for a push queues one even when the core records the event as synced.
     let (s, sync) = api.call(&acme, Method::POST, &format!("/api/v1/events/{kept}/sync"), None).await;
     assert_eq!((s, sync["state"].as_str()), (StatusCode::OK, Some("pending")), "{sync}");
-    // And so does `regional-core republish`, for one event or all of them; a draft is not pushed.
-    sqlx::query("UPDATE edge_sync SET state = 'synced'").execute(&db).await.unwrap();
+    // And so does `regional-core republish`, for one event or all of them; not for the lost one
+    // with orders, nor for an unknown event.
+    sqlx::query("UPDATE edge_sync SET state = 'synced' WHERE state <> 'lost'").execute(&db).await.unwrap();
     assert_eq!(publishing::republish(&db, Some(kept.parse().unwrap())).await.unwrap(), 1);
-    assert_eq!(publishing::republish(&db, None).await.unwrap(), 3);
+    assert_eq!(publishing::republish(&db, None).await.unwrap(), 3, "all but the one with orders");
+    assert_eq!(publishing::republish(&db, Some(sold.parse().unwrap())).await.unwrap(), 0);
     assert_eq!(publishing::republish(&db, Some(Uuid::new_v4())).await.unwrap(), 0);
+    let (_, sync) = api.call(&acme, Method::POST, &format!("/api/v1/events/{sold}/sync"), None).await;
+    assert_eq!(sync["state"], "lost", "asking does not push an event with orders afresh: {sync}");
 }
