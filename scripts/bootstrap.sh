@@ -150,6 +150,11 @@ browser() {
   chromium --headless=new --no-sandbox --version >/dev/null 2>&1 || die "chromium does not start"
 }
 
+# ---- promtool, to check and unit-test the alert rules (Debian's prometheus package) -----------------
+promtool_install() {
+  command -v promtool >/dev/null || apt_install prometheus
+}
+
 command -v curl >/dev/null || apt_install curl ca-certificates
 timed "wasm32 target" wasm_target
 timed "node $NODE_VERSION" node22
@@ -158,6 +163,7 @@ timed "wasm-bindgen + worker-build" wasm_tools
 timed "cargo-nextest" nextest
 timed "postgresql" postgres
 timed "redis" redis
+timed "promtool" promtool_install
 [ -z "$WANT_KAFKA" ] || timed "tansu $TANSU_VERSION" tansu
 [ -z "$WANT_BROWSER" ] || timed "chromium" browser
 log "bootstrap done (caches in $CACHE)"

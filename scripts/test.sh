@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: every test, on the real parts. Exits non-zero on any failure.
-#   1. lint:     cargo fmt --check, cargo clippy --all-targets -D warnings, import loops of 2 at most
+#   1. lint:     cargo fmt --check, cargo clippy --all-targets -D warnings, import loops of 2 at most,
+#                the alert rules (promtool check and unit tests)
 #   2. host:     unit, property and PostgreSQL tests of every crate (cargo nextest)
 #   3. workerd:  the compiled Worker and its Durable Objects in workerd (node --test + miniflare), and
 #                each deployed environment's bundle (wrangler deploy --dry-run) within its size budget
@@ -41,6 +42,7 @@ if want lint; then
   for crate in shared-types durable-objects edge-worker regional-core loadtest; do
     python3 "$ROOT/scripts/import_graph.py" "$crate/src" --max-loop 2
   done
+  timed "alert rules" bash "$ROOT/scripts/check-alerts.sh"
 fi
 if want host; then
   timed "host tests" "${NEXTEST[@]}" -E 'not package(e2e)'

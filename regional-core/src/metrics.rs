@@ -155,6 +155,19 @@ pub async fn scrape(State(state): State<AppState>) -> Result<String> {
     );
     out.push_str("# TYPE ticketing_notification_failures_total counter\n");
     out.push_str(&format!("ticketing_notification_failures_total {failed}\n"));
+    // The push queue to the edge, by state (a handful of rows per event at most).
+    let sync: Vec<(String, i64)> =
+        sqlx::query_as("SELECT state, count(*) FROM edge_sync WHERE state <> 'synced' GROUP BY state")
+            .fetch_all(&state.db)
+            .await?;
+    out.push_str(
+        "# HELP ticketing_edge_sync_events Events whose push to the edge is pending, failing or lost.\n",
+    );
+    out.push_str("# TYPE ticketing_edge_sync_events gauge\n");
+    for s in ["pending", "failing", "lost"] {
+        let n = sync.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+        out.push_str(&format!("ticketing_edge_sync_events{{state=\"{s}\"}} {n}\n"));
+    }
     out.push_str(&crate::metrics::render());
     out.push_str(&crate::bus::lag::render(unsent, lag));
     out.push_str(&state.edge.render());

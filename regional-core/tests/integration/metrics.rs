@@ -77,4 +77,8 @@ async fn metrics_parse_and_move_with_requests_and_a_sale(db: PgPool) {
     assert_eq!(value(&during, "ticketing_orders_unfinished", &[("state", "awaiting_payment")]), Some(1.0));
     assert!(value(&during, "ticketing_oldest_unfinished_order_age_seconds", &[]).is_some());
     assert!(value(&during, "ticketing_outbox_lag_seconds", &[]).is_some());
+    // The push queue to the edge, which the alert rules read (infra/prometheus/alerts.yml).
+    for state in ["pending", "failing", "lost"] {
+        assert!(value(&during, "ticketing_edge_sync_events", &[("state", state)]).is_some(), "{state}");
+    }
 }
