@@ -306,7 +306,10 @@ impl ServeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL (may carry a password: it is never printed).
+    /// PostgreSQL URL (may carry a password: it is never printed). TLS by its `sslmode`
+    /// (`prefer`, the default, encrypts when the server offers it; `require`; `verify-ca`;
+    /// `verify-full`, for a managed database) and `sslrootcert=/path/ca.pem` (the provider's CA;
+    /// Mozilla's roots are built in).
     #[arg(
         long,
         env = "DATABASE_URL",

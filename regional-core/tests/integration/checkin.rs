@@ -459,17 +459,7 @@ async fn check_in_is_served_over_tls_when_given_a_certificate(db: PgPool) {
     // A certificate for localhost, made as an operator would (openssl), for this test only.
     let dir = std::env::temp_dir().join(format!("checkin-tls-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    // A private CA and a leaf for localhost signed by it, as an operator's PKI would issue.
-    let script = "set -e
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=test-ca \\
-            -keyout ca.key -out ca.pem 2>/dev/null
-        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \\
-            -keyout key.pem -out leaf.csr 2>/dev/null
-        printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > leaf.ext
-        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \\
-            -extfile leaf.ext -out cert.pem 2>/dev/null";
-    let made = std::process::Command::new("sh").args(["-c", script]).current_dir(&dir).output().unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    common::test_pki(&dir);
     let ca = std::fs::read(dir.join("ca.pem")).unwrap();
     let cert = std::fs::read(dir.join("cert.pem")).unwrap();
     let cert_for_server = cert.clone();

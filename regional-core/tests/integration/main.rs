@@ -16,4 +16,5 @@ mod publishing;
 mod reporting;
 mod stripe;
 mod tickets;
+mod tls;
 mod transfers;
