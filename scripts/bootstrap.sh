@@ -96,6 +96,8 @@ nextest() {
 
 # ---- PostgreSQL -------------------------------------------------------------------------------
 postgres() {
+  # The server's programs too, even when a server answers: the TLS test starts a cluster of its own.
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
   if pg_ready; then return 0; fi
   log "no PostgreSQL on $PGHOST:$PGPORT: starting a private cluster under $CACHE/pg"
   local bin
@@ -152,7 +154,10 @@ browser() {
 
 # ---- promtool, to check and unit-test the alert rules (Debian's prometheus package) -----------------
 promtool_install() {
-  command -v promtool >/dev/null || apt_install prometheus
+  command -v promtool >/dev/null && return 0
+  apt_install prometheus
+  # Only promtool is wanted: where systemd runs, the package also starts a Prometheus server.
+  if command -v systemctl >/dev/null; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 }
 
 command -v curl >/dev/null || apt_install curl ca-certificates

@@ -306,10 +306,10 @@ impl ServeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DatabaseArgs {
-    /// PostgreSQL URL (may carry a password: it is never printed). TLS by its `sslmode`
-    /// (`prefer`, the default, encrypts when the server offers it; `require`; `verify-ca`;
-    /// `verify-full`, for a managed database) and `sslrootcert=/path/ca.pem` (the provider's CA;
-    /// Mozilla's roots are built in).
+    /// PostgreSQL URL (may carry a password: it is never printed). TLS by its `sslmode`:
+    /// `verify-full` with `sslrootcert=/path/ca.pem` (the provider's CA; Mozilla's roots are built
+    /// in) for a managed database. `prefer` (the default) and `require` encrypt without checking
+    /// who answers; `verify-ca` is refused.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -348,7 +348,11 @@ impl DatabaseUrl {
 impl FromStr for DatabaseUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        if s.contains("sslmode=verify-ca") {
+            // The driver (sqlx with rustls) trusts Mozilla's roots besides `sslrootcert`, so a
+            // chain check without the name check would accept any public certificate.
+            Err("sslmode=verify-ca is refused: use verify-full (the name is checked too)".into())
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             Ok(Self(s.to_owned()))
         } else {
             Err("must be a postgres:// URL".into())
@@ -514,6 +518,15 @@ mod tests {
         } else {
             assert!(current == generated, "docs/configuration.md is stale: run scripts/config-docs.sh");
         }
+    }
+
+    #[test]
+    fn database_urls_refuse_a_tls_mode_that_would_trust_any_public_certificate() {
+        assert!("postgres://db/x?sslmode=verify-ca"
+            .parse::<DatabaseUrl>()
+            .unwrap_err()
+            .contains("verify-full"));
+        assert!("postgres://db/x?sslmode=verify-full&sslrootcert=/ca.pem".parse::<DatabaseUrl>().is_ok());
     }
 
     #[test]

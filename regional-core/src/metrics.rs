@@ -155,7 +155,7 @@ pub async fn scrape(State(state): State<AppState>) -> Result<String> {
     );
     out.push_str("# TYPE ticketing_notification_failures_total counter\n");
     out.push_str(&format!("ticketing_notification_failures_total {failed}\n"));
-    // The push queue to the edge, by state (a handful of rows per event at most).
+    // The push queue to the edge, by state (one row per published event).
     let sync: Vec<(String, i64)> =
         sqlx::query_as("SELECT state, count(*) FROM edge_sync WHERE state <> 'synced' GROUP BY state")
             .fetch_all(&state.db)

@@ -43,7 +43,8 @@ const MAX_BACKOFF_SECS: i64 = 300;
 /// How long a push may hold its claim on a row before another publisher may take it.
 const LEASE_SECS: i64 = 60;
 
-/// Marks `event` to be pushed (at version `version`), in the caller's transaction.
+/// Marks `event` to be pushed (at version `version`), in the caller's transaction. A `lost` row
+/// stays lost: a change of the event never pushes a definition without its sales afresh.
 pub async fn enqueue(
     conn: &mut PgConnection,
     event: Uuid,
@@ -54,7 +55,8 @@ pub async fn enqueue(
         "INSERT INTO edge_sync (event_id, organization_id, wanted_version, state)
          VALUES ($1, $2, $3, 'pending')
          ON CONFLICT (event_id) DO UPDATE SET wanted_version = GREATEST(edge_sync.wanted_version, excluded.wanted_version),
-             state = CASE WHEN edge_sync.synced_version >= excluded.wanted_version THEN edge_sync.state ELSE 'pending' END,
+             state = CASE WHEN edge_sync.state = 'lost' OR edge_sync.synced_version >= excluded.wanted_version
+                          THEN edge_sync.state ELSE 'pending' END,
              attempts = 0, next_attempt_at = now(), updated_at = now()",
     )
     .bind(event)

@@ -397,6 +397,12 @@ async fn the_core_pushes_again_what_the_edge_lost_unless_it_has_orders(db: PgPoo
     assert_eq!(due.len(), 2, "{due:?}");
     assert_eq!(publishing::sync_due(&db, &edge).await.unwrap(), 2);
     assert_eq!(state(&sold).await, "lost");
+    // A change of the lost event (a new version to push) leaves it lost.
+    let (s, _) = api
+        .call(&acme, Method::PUT, &format!("/api/v1/events/{sold}/seats-off-sale"), Some(json!(["A-1"])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(state(&sold).await, "lost", "a change never pushes an event with orders afresh");
 
     // Asking for a push queues one even when the core records the event as synced.
     let (s, sync) = api.call(&acme, Method::POST, &format!("/api/v1/events/{kept}/sync"), None).await;
