@@ -301,26 +301,11 @@ async fn sales(
     if !["minute", "hour", "day"].contains(&bucket.as_str()) {
         return Err(ApiError::field("bucket", "must be minute, hour or day"));
     }
-    let money: Vec<(DateTime<Utc>, sqlx::types::Json<Figures>)> = bucketed(
-        &state.read_db,
-        "report_tier_minute",
-        FIGURES,
-        event.id,
-        &bucket,
-        &q,
-        &event.details.schedule.time_zone,
-    )
-    .await?;
-    let orders: Vec<(DateTime<Utc>, sqlx::types::Json<OrderFigures>)> = bucketed(
-        &state.read_db,
-        "report_event_minute",
-        ORDERS,
-        event.id,
-        &bucket,
-        &q,
-        &event.details.schedule.time_zone,
-    )
-    .await?;
+    let (db, zone) = (&state.read_db, &event.details.schedule.time_zone);
+    let money: Vec<(DateTime<Utc>, sqlx::types::Json<Figures>)> =
+        bucketed(db, "report_tier_minute", FIGURES, event.id, &bucket, &q, zone).await?;
+    let orders: Vec<(DateTime<Utc>, sqlx::types::Json<OrderFigures>)> =
+        bucketed(db, "report_event_minute", ORDERS, event.id, &bucket, &q, zone).await?;
     let mut buckets: BTreeMap<DateTime<Utc>, SalesBucket> = BTreeMap::new();
     let empty = |at| SalesBucket { at, figures: Figures::default(), orders: OrderFigures::default() };
     for (at, f) in money {
