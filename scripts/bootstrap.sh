@@ -160,7 +160,25 @@ promtool_install() {
   if command -v systemctl >/dev/null; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
 }
 
+# ---- the deploy checks: buildah (the core's image), stunnel4 (Kafka over TLS), and from PyPI, in a
+# virtual environment in the cache, the Kubernetes schema validator and the policy scanner ---------
+deploy_tools() {
+  local want=()
+  command -v buildah >/dev/null || want+=(buildah)
+  command -v stunnel4 >/dev/null || want+=(stunnel4)
+  command -v openssl >/dev/null || want+=(openssl)
+  [ ${#want[@]} -eq 0 ] || apt_install "${want[@]}"
+  local venv="$CACHE/pyenv" stamp="$CACHE/pyenv/.requirements.sha256" sum
+  sum=$(sha256sum "$ROOT/infra/requirements.txt" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then return 0; fi
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/infra/requirements.txt"
+  echo "$sum" >"$stamp"
+}
+
 command -v curl >/dev/null || apt_install curl ca-certificates
+command -v cc >/dev/null || apt_install build-essential
+{ command -v python3 >/dev/null && python3 -c "import ensurepip, venv" 2>/dev/null; } || apt_install python3 python3-venv
 timed "wasm32 target" wasm_target
 timed "node $NODE_VERSION" node22
 timed "npm packages" npm_packages
@@ -169,6 +187,7 @@ timed "cargo-nextest" nextest
 timed "postgresql" postgres
 timed "redis" redis
 timed "promtool" promtool_install
+timed "deploy tools" deploy_tools
 [ -z "$WANT_KAFKA" ] || timed "tansu $TANSU_VERSION" tansu
 [ -z "$WANT_BROWSER" ] || timed "chromium" browser
 log "bootstrap done (caches in $CACHE)"

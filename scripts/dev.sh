@@ -4,7 +4,8 @@
 #   regional core (against PostgreSQL, migrations applied)        http://127.0.0.1:8080
 #   mail sink (a real SMTP server keeping what the core sends)     http://127.0.0.1:8025
 # Domain events go from the outbox to their consumers in the core's process (no broker needed);
-# set KAFKA_BOOTSTRAP to relay them through a Kafka-protocol broker instead.
+# set KAFKA_BOOTSTRAP to relay them through a Kafka-protocol broker instead (with
+# KAFKA_REPLICATION_FACTOR=1 for a single local broker).
 # Ctrl-C stops everything it started. EDGE_PORT / CORE_PORT / MAIL_PORT / DATABASE_URL override the defaults.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The test command: every test, on the real parts. Exits non-zero on any failure.
 #   1. lint:     cargo fmt --check, cargo clippy --all-targets -D warnings, import loops of 2 at most,
-#                the alert rules (promtool check and unit tests)
+#                the alert rules (promtool check and unit tests), the Kubernetes manifests (schemas and
+#                checkov, scripts/check-k8s.py)
 #   2. host:     unit, property and PostgreSQL tests of every crate (cargo nextest)
 #   3. workerd:  the compiled Worker and its Durable Objects in workerd (node --test + miniflare), and
 #                each deployed environment's bundle (wrangler deploy --dry-run) within its size budget
-#   4. e2e:      the real stack (core binary + wrangler dev + PostgreSQL + Kafka broker)
+#   4. e2e:      the core's image (built with buildah, started from its root filesystem), then the
+#                real stack (core binary + wrangler dev + PostgreSQL + Kafka broker)
 # Options: --only lint|host|workerd|e2e runs one stage (after the bootstrap).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -43,6 +45,7 @@ if want lint; then
     python3 "$ROOT/scripts/import_graph.py" "$crate/src" --max-loop 2
   done
   timed "alert rules" bash "$ROOT/scripts/check-alerts.sh"
+  timed "kubernetes manifests" "$CACHE/pyenv/bin/python" "$ROOT/scripts/check-k8s.py"
 fi
 if want host; then
   timed "host tests" "${NEXTEST[@]}" -E 'not package(e2e)'
@@ -56,6 +59,7 @@ if want workerd; then
 fi
 if want e2e; then
   timed "binaries build" cargo build --locked -q --workspace --bins
+  timed "core image" bash "$ROOT/scripts/image.sh"
   KAFKA_PORT=$KAFKA_PORT timed "kafka start" bash "$ROOT/scripts/kafka.sh" start
   E2E_CORE_BIN="$CARGO_TARGET_DIR/debug/regional-core" E2E_DATABASE_SERVER="$PG_SERVER" \
     KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" TANSU="$TANSU" timed "e2e tests" "${NEXTEST[@]}" -E 'package(e2e)'

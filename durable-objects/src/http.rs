@@ -12,10 +12,18 @@ pub fn json<T: serde::Serialize>(status: u16, body: &T) -> Result<Response> {
     Ok(Response::from_json(body)?.with_status(status))
 }
 
-/// A problem+json response; its status comes from the problem.
+/// How long a client told "too many requests" waits when the limit does not say (the per-address
+/// and per-visitor windows are a minute).
+pub const DEFAULT_RETRY_AFTER_SECS: u32 = 60;
+
+/// A problem+json response; its status comes from the problem. Every `429` carries `Retry-After`
+/// ([`DEFAULT_RETRY_AFTER_SECS`] unless the caller sets a closer one).
 pub fn problem(p: &Problem) -> Result<Response> {
     let mut resp = Response::from_json(p)?.with_status(p.status);
     resp.headers_mut().set("content-type", PROBLEM_CONTENT_TYPE)?;
+    if p.status == 429 {
+        resp.headers_mut().set("retry-after", &DEFAULT_RETRY_AFTER_SECS.to_string())?;
+    }
     Ok(resp)
 }
 

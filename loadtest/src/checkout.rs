@@ -127,7 +127,7 @@ impl Api {
 /// line: the event id.
 async fn set_up(http: &reqwest::Client, core: &str, admin_key: &str, seats: u64) -> Result<String, String> {
     let line = json!({ "mode": "passthrough", "bot": { "check": { "kind": "off" } }, "max_active": 10_000_000,
-                       "rate_limits": { "per_ip_per_minute": 100_000_000, "joins_per_visitor_per_minute": 10 } });
+                       "rate_limits": { "joins_per_visitor_per_minute": 10 } });
     let holds = json!({ "hold_seconds": 600, "extension_seconds": 600, "max_tickets_per_visitor": 8 });
     set_up_with(http, core, admin_key, seats, line, holds).await
 }

@@ -112,7 +112,7 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
         "paused": true,
         "queue_shards": args.shards,
         "bot": { "check": check, "raise_above_joins_per_minute": 100_000_000 },
-        "rate_limits": { "per_ip_per_minute": 100_000_000, "joins_per_visitor_per_minute": 10 },
+        "rate_limits": { "joins_per_visitor_per_minute": 10 },
     });
     let body = serde_json::to_vec(&settings).map_err(|e| e.to_string())?;
     let (status, answer) =
@@ -269,7 +269,7 @@ pub async fn admissions(
         "mode": "passthrough",
         "bot": { "check": { "kind": "off" } },
         "max_active": 10_000_000,
-        "rate_limits": { "per_ip_per_minute": 100_000_000, "joins_per_visitor_per_minute": 10 },
+        "rate_limits": { "joins_per_visitor_per_minute": 10 },
     });
     let body = serde_json::to_vec(&settings).map_err(|e| e.to_string())?;
     let (status, answer) = core_call(client, core, edge, event, &InternalRoute::PutWaitingRoom, body).await?;

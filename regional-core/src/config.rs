@@ -38,6 +38,16 @@ pub enum Command {
     /// another account. Events with orders are left alone (docs/runbook.md). A running core
     /// pushes them.
     Republish(RepublishArgs),
+    /// Exit 0 when the URL answers 200 within two seconds, 1 otherwise: the image's health check
+    /// (it has no shell and no curl). Only `http://`.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// What to ask, e.g. `http://127.0.0.1:8080/readyz`.
+    #[arg(default_value = "http://127.0.0.1:8080/readyz")]
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -144,9 +154,13 @@ pub struct FulfillmentArgs {
     /// Prepended to the topic names (`ticketing.` gives `ticketing.orders.v1`).
     #[arg(long, env = "KAFKA_TOPIC_PREFIX", default_value = "ticketing.")]
     pub kafka_topic_prefix: String,
-    /// Partitions of the topics the relay creates.
+    /// Partitions of the topics the relay creates (one event's messages always share one).
     #[arg(long, env = "KAFKA_PARTITIONS", default_value_t = 3)]
     pub kafka_partitions: i32,
+    /// Replicas of each partition of the topics the relay creates: 3 survives a broker's loss
+    /// with `min.insync.replicas=2`; a single local broker needs 1.
+    #[arg(long, env = "KAFKA_REPLICATION_FACTOR", default_value_t = 3)]
+    pub kafka_replication_factor: i32,
     /// How often the relay looks for unsent outbox rows, in milliseconds (the delay before a
     /// message reaches its consumers).
     #[arg(long, env = "OUTBOX_POLL_MS", default_value_t = 100)]
@@ -378,6 +392,47 @@ const LOGGING_ENV: [(&str, &str, &str); 2] = [
     ("LOG_FORMAT", "text", "`json` for one JSON object per log line."),
 ];
 
+/// The prefix of the environment variables that set any librdkafka property.
+pub const KAFKA_CONF_PREFIX: &str = "KAFKA_CONF_";
+
+/// Properties the core sets itself, because its guarantees rest on them (the producer never drops a
+/// message, offsets are stored only after a message is handled): setting one is refused.
+const KAFKA_RESERVED: [&str; 8] = [
+    "bootstrap.servers",
+    "enable.idempotence",
+    "acks",
+    "message.timeout.ms",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+];
+
+/// The librdkafka properties given in the environment: `KAFKA_CONF_SASL_MECHANISMS=SCRAM-SHA-512`
+/// sets `sasl.mechanisms` (the rest of the name lower-cased, `_` read as `.`). Values may be secret
+/// (`KAFKA_CONF_SASL_PASSWORD`) and are never logged. Refused: an empty name, and the properties
+/// the core's guarantees rest on.
+pub fn kafka_properties(
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, String> {
+    let mut props: Vec<(String, String)> = Vec::new();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix(KAFKA_CONF_PREFIX) else { continue };
+        if rest.is_empty() || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("{name}: not a librdkafka property name"));
+        }
+        let key = rest.to_ascii_lowercase().replace('_', ".");
+        if KAFKA_RESERVED.contains(&key.as_str()) {
+            return Err(format!(
+                "{name} would set {key}, which the core sets itself (docs/configuration.md)"
+            ));
+        }
+        props.push((key, value));
+    }
+    props.sort();
+    Ok(props)
+}
+
 /// The core's part of docs/configuration.md, made from the command-line definitions above: one
 /// table per subcommand, every setting with its environment variable, flag, default and whether it
 /// is a secret (its value is never shown in `--help` or logs). A test keeps the document current.
@@ -411,6 +466,14 @@ pub fn reference_markdown() -> String {
     for (name, default, what) in LOGGING_ENV {
         out.push_str(&format!("| `{name}` | no | `{default}` | {what} |\n"));
     }
+    out.push_str(&format!(
+        "\n`{KAFKA_CONF_PREFIX}<PROPERTY>` (`serve`; may be secret, never logged): any librdkafka property, \
+         the rest of the name lower-cased with `_` read as `.`, e.g. `KAFKA_CONF_SECURITY_PROTOCOL=SASL_SSL`, \
+         `KAFKA_CONF_SASL_MECHANISMS=SCRAM-SHA-512`, `KAFKA_CONF_SASL_USERNAME`, `KAFKA_CONF_SASL_PASSWORD`, \
+         `KAFKA_CONF_SSL_CA_LOCATION=/etc/kafka/ca.pem`. Over TLS without `ssl.ca.location` the system's CA \
+         certificates are used (`probe`). Refused, because the core's guarantees rest on them: {}.\n",
+        KAFKA_RESERVED.map(|k| format!("`{k}`")).join(", ")
+    ));
     out
 }
 
@@ -518,6 +581,41 @@ mod tests {
         } else {
             assert!(current == generated, "docs/configuration.md is stale: run scripts/config-docs.sh");
         }
+    }
+
+    fn props(vars: &[(&str, &str)]) -> Result<Vec<(String, String)>, String> {
+        kafka_properties(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn kafka_properties_come_from_prefixed_variables() {
+        let got = props(&[
+            ("KAFKA_CONF_SECURITY_PROTOCOL", "SASL_SSL"),
+            ("KAFKA_CONF_SASL_PASSWORD", "s3cret"),
+            ("KAFKA_BOOTSTRAP", "b:9092"),
+            ("HOME", "/root"),
+        ])
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                ("sasl.password".to_owned(), "s3cret".to_owned()),
+                ("security.protocol".to_owned(), "SASL_SSL".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn kafka_properties_the_core_relies_on_cannot_be_set() {
+        for name in
+            ["KAFKA_CONF_ENABLE_IDEMPOTENCE", "KAFKA_CONF_ACKS", "KAFKA_CONF_ENABLE_AUTO_OFFSET_STORE"]
+        {
+            let e = props(&[(name, "x")]).unwrap_err();
+            assert!(e.contains("sets itself"), "{name}: {e}");
+            assert!(!e.contains("x\""), "the value is not echoed");
+        }
+        assert!(props(&[("KAFKA_CONF_", "x")]).is_err());
+        assert!(props(&[("KAFKA_CONF_SASL-PASSWORD", "x")]).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `regional-core`: parse the configuration, set up logging, run the subcommand.
 
 use clap::Parser;
-use regional_core::config::{CreateAdminArgs, RepublishArgs};
+use regional_core::config::{CreateAdminArgs, ProbeArgs, RepublishArgs};
 use regional_core::{accounts, db, demo, publishing, Command, Config, DatabaseArgs};
 use tracing_subscriber::EnvFilter;
 
@@ -19,6 +19,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::CreateAdmin(args)) => create_admin(args).await,
         Some(Command::SeedDemo(args)) => seed_demo(args).await,
         Some(Command::Republish(args)) => republish(args).await,
+        Some(Command::Probe(args)) => probe(args).await,
         Some(Command::Serve(args)) => regional_core::serve(args).await,
         None => regional_core::serve(config.serve).await,
     };
@@ -61,5 +62,15 @@ async fn republish(args: RepublishArgs) -> Result<(), Box<dyn std::error::Error>
         );
     }
     println!("{}", serde_json::json!({ "queued": queued }));
+    Ok(())
+}
+
+/// `regional-core probe URL`: the health check of an image without a shell.
+async fn probe(args: ProbeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build()?;
+    let status = client.get(&args.url).send().await?.status();
+    if status != reqwest::StatusCode::OK {
+        return Err(format!("probe: {} answered {status}", args.url).into());
+    }
     Ok(())
 }

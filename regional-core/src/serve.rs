@@ -201,7 +201,10 @@ async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Bo
                 bootstrap: bootstrap.clone(),
                 topic_prefix: f.kafka_topic_prefix.clone(),
                 partitions: f.kafka_partitions.max(1),
+                replication_factor: f.kafka_replication_factor.max(1),
+                properties: kafka::Properties(crate::config::kafka_properties(std::env::vars())?),
             };
+            settings.check()?;
             if let Err(e) = settings.create_topics().await {
                 // The broker may be down now: the relay waits for it; topics can be made later.
                 tracing::warn!(error = %e, "kafka: could not create the topics");

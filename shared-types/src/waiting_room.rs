@@ -94,19 +94,23 @@ impl Default for BotPolicy {
     }
 }
 
-/// Request-rate limits at the edge.
+/// Request-rate limits of an event at the edge. The per-address limit is not here: it is the
+/// platform's, the Workers Rate Limiting binding `IP_LIMIT` (wrangler.toml, per environment),
+/// counted across every isolate and every event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
-    /// Requests to the queue routes per client IP per minute.
-    pub per_ip_per_minute: u32,
     /// Joins per visitor per minute.
     pub joins_per_visitor_per_minute: u32,
+    /// Retired: settings stored before the binding carried it; read and ignored, never written,
+    /// and refused in new settings ([`WaitingRoomSettings::validate`]).
+    #[serde(skip_serializing)]
+    pub per_ip_per_minute: Option<u32>,
 }
 
 impl Default for RateLimits {
     fn default() -> Self {
-        Self { per_ip_per_minute: 120, joins_per_visitor_per_minute: 6 }
+        Self { joins_per_visitor_per_minute: 6, per_ip_per_minute: None }
     }
 }
 
@@ -219,7 +223,11 @@ impl WaitingRoomSettings {
             "bot.raise_above_joins_per_minute",
             "must be at least 1",
         );
-        check(self.rate_limits.per_ip_per_minute >= 1, "rate_limits.per_ip_per_minute", "must be at least 1");
+        check(
+            self.rate_limits.per_ip_per_minute.is_none(),
+            "rate_limits.per_ip_per_minute",
+            "is the platform's now (the edge's IP_LIMIT rate limiting binding, per environment); leave it out",
+        );
         check(
             self.rate_limits.joins_per_visitor_per_minute >= 1,
             "rate_limits.joins_per_visitor_per_minute",

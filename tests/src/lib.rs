@@ -162,19 +162,64 @@ pub async fn fresh_database(name: &str) -> sqlx::PgPool {
 /// Starts the Kafka-protocol broker (tansu, `TANSU`) on `port` with its SQLite store in `dir`
 /// (kept across restarts: stop it and start it again on the same `dir` to bring it back).
 pub fn start_tansu(port: u16, dir: &std::path::Path) -> Service {
+    start_tansu_with(port, dir, &format!("tcp://127.0.0.1:{port}"), &[])
+}
+
+/// Starts tansu on `127.0.0.1:port` with its data in `dir`, telling clients to come back at
+/// `advertised` (a TLS listener in front of it, say), with `extra` arguments (`--authentication`).
+pub fn start_tansu_with(port: u16, dir: &std::path::Path, advertised: &str, extra: &[&str]) -> Service {
     std::fs::create_dir_all(dir).expect("broker dir");
     let listener = format!("tcp://127.0.0.1:{port}");
     let mut cmd = Command::new(required_env("TANSU"));
-    cmd.args(["broker", "--listener-url", &listener, "--advertised-listener-url", &listener])
+    cmd.args(["broker", "--listener-url", &listener, "--advertised-listener-url", advertised])
         .args(["--storage-engine", "sqlite://tansu.db"])
+        .args(extra)
         .current_dir(dir)
         .env("RUST_LOG", "warn");
     let service = spawn("tansu", cmd, port, dir);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "tansu did not listen on {port}:\n{}", service.log_tail());
+    wait_listening(&service, Duration::from_secs(10));
+    service
+}
+
+/// Waits until something accepts connections on the service's port.
+fn wait_listening(service: &Service, within: Duration) {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", service.port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not listen on {}:\n{}",
+            service.name,
+            service.port,
+            service.log_tail()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A private CA and a certificate for `localhost` in `dir` (`scripts/test-pki.sh`): `ca.pem`,
+/// `cert.pem`, `key.pem`.
+pub fn test_pki(dir: &std::path::Path) {
+    let made = Command::new("sh").arg(repo_root().join("scripts/test-pki.sh")).arg(dir).output().expect("sh");
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+}
+
+/// Starts Debian's stunnel4 on `127.0.0.1:accept`: TLS with `dir`'s `cert.pem` and `key.pem`
+/// ([`test_pki`]), passed on in plaintext to `127.0.0.1:connect`.
+pub fn start_stunnel(accept: u16, connect: u16, dir: &std::path::Path) -> Service {
+    let conf = dir.join(format!("stunnel-{accept}.conf"));
+    let d = dir.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "foreground = yes\npid =\n[tls]\naccept = 127.0.0.1:{accept}\nconnect = 127.0.0.1:{connect}\n\
+             cert = {d}/cert.pem\nkey = {d}/key.pem\n"
+        ),
+    )
+    .expect("stunnel.conf");
+    let mut cmd = Command::new("stunnel4");
+    cmd.arg(&conf);
+    let service = spawn("stunnel", cmd, accept, dir);
+    wait_listening(&service, Duration::from_secs(10));
     service
 }
 
@@ -184,11 +229,7 @@ pub fn start_smtp_sink(port: u16, dir: &std::path::Path) -> Service {
     let mut cmd = Command::new("node");
     cmd.arg(repo_root().join("scripts/smtp-sink.mjs")).args(["--port", &port.to_string(), "--dir"]).arg(dir);
     let service = spawn("smtp-sink", cmd, port, dir.parent().unwrap_or(dir));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the SMTP sink did not listen on {port}:\n{}", service.log_tail());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&service, Duration::from_secs(20));
     service
 }
 

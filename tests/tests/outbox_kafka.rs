@@ -5,14 +5,19 @@
 //!   marking anything sent) and a fresh relay after it: the topic holds duplicates, and yet every
 //!   consumer group applies each message once, in order per event.
 //! - The broker down for a while, then up: nothing lost, nothing applied twice.
+//! - A broker that requires TLS and SASL/SCRAM (stunnel4 in front of tansu with authentication):
+//!   reached with the right CA and password, and with nothing acknowledged otherwise.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use e2e::{drop_database, free_port, fresh_database, scratch_dir, start_tansu};
+use e2e::{
+    drop_database, free_port, fresh_database, scratch_dir, start_stunnel, start_tansu, start_tansu_with,
+    test_pki,
+};
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::ClientConfig;
-use regional_core::bus::kafka::{run_consumer, KafkaSettings, Publisher};
+use regional_core::bus::kafka::{run_consumer, KafkaSettings, Properties, Publisher};
 use regional_core::bus::relay::{Relay, Sink};
 use regional_core::bus::{outbox, Consumer, HandleFuture, Message, TOPICS};
 use serde_json::json;
@@ -73,6 +78,8 @@ fn settings(bootstrap: &str) -> KafkaSettings {
         // Topics and groups of this run only (the broker may be shared).
         topic_prefix: format!("t{}x{:08x}.", std::process::id(), u32::from_le_bytes(r)),
         partitions: 3,
+        replication_factor: 1,
+        properties: Default::default(),
     }
 }
 
@@ -257,6 +264,95 @@ async fn the_broker_down_for_a_while_loses_nothing_and_duplicates_nothing() {
     relay.abort();
     consumers.iter().for_each(|c| c.abort());
     drop(broker);
+    db.close().await;
+    drop_database(&name);
+}
+
+/// The settings of a client of the TLS listener on `port`, with a SASL/SCRAM password and the CA
+/// it trusts, given as an operator would: `KAFKA_CONF_*` variables.
+fn secure(port: u16, password: &str, ca: &std::path::Path) -> KafkaSettings {
+    let mut s = settings(&format!("localhost:{port}"));
+    let vars = [
+        ("KAFKA_CONF_SECURITY_PROTOCOL", "SASL_SSL"),
+        ("KAFKA_CONF_SASL_MECHANISMS", "SCRAM-SHA-512"),
+        ("KAFKA_CONF_SASL_USERNAME", "core"),
+        ("KAFKA_CONF_SASL_PASSWORD", password),
+        ("KAFKA_CONF_SSL_CA_LOCATION", ca.to_str().unwrap()),
+        ("UNRELATED", "ignored"),
+    ];
+    let props =
+        regional_core::config::kafka_properties(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    s.properties = Properties(props.expect("valid properties"));
+    s.check().expect("librdkafka takes the properties");
+    s
+}
+
+/// A relay that may not get anything acknowledged: after `within`, every row is still unsent.
+async fn relays_nothing(db: &PgPool, settings: KafkaSettings, rows: i64, what: &str) {
+    let mut relay = Relay::new(db.clone(), Sink::Kafka(Publisher::new(settings).unwrap()));
+    // The producer never gives a message up, so it waits (it would deliver if the broker let it).
+    let attempt = tokio::time::timeout(Duration::from_secs(5), relay.relay_batch()).await;
+    eprintln!("{what}: {attempt:?}");
+    assert_eq!(unsent(db).await, rows, "{what}: nothing may be marked sent");
+}
+
+#[tokio::test]
+async fn the_outbox_reaches_a_broker_that_requires_tls_and_sasl_scram() {
+    const PASSWORD: &str = "correct horse battery staple";
+    let name = format!("e2e_outbox_tls_{}", std::process::id());
+    let db = fresh_database(&name).await;
+    prepare(&db).await;
+    let dir = scratch_dir("kafka-tls");
+    test_pki(&dir);
+    let stranger = dir.join("other-ca");
+    std::fs::create_dir_all(&stranger).unwrap();
+    test_pki(&stranger);
+    let (plain, tls) = (free_port(), free_port());
+    // Clients are sent back to the TLS listener, under the name its certificate carries.
+    let advertised = format!("tcp://localhost:{tls}");
+    // The user is made while the broker still lets anyone in (tansu's `user create` speaks the
+    // Kafka admin API, which then needs authentication itself).
+    let open = start_tansu_with(plain, &dir, &advertised, &[]);
+    let made = std::process::Command::new(std::env::var("TANSU").unwrap())
+        .args(["user", "create", "--broker", &format!("tcp://127.0.0.1:{plain}"), "--mechanism", "scram512"])
+        .args(["core", PASSWORD])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    open.stop();
+    let broker = start_tansu_with(plain, &dir, &advertised, &["--authentication"]);
+    let stunnel = start_stunnel(tls, plain, &dir);
+
+    let good = secure(tls, PASSWORD, &dir.join("ca.pem"));
+    good.create_topics().await.expect("topics over TLS with SASL");
+    let events: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    write(&db, &events, 30).await;
+
+    // A wrong password, a CA that did not sign the broker's certificate, and plaintext: nothing.
+    let mut wrong_password = secure(tls, "not the password", &dir.join("ca.pem"));
+    wrong_password.topic_prefix = good.topic_prefix.clone();
+    relays_nothing(&db, wrong_password, 30, "a wrong password").await;
+    let mut wrong_ca = secure(tls, PASSWORD, &stranger.join("ca.pem"));
+    wrong_ca.topic_prefix = good.topic_prefix.clone();
+    relays_nothing(&db, wrong_ca, 30, "a CA that did not sign the broker's certificate").await;
+    let mut plaintext = settings(&format!("localhost:{tls}"));
+    plaintext.topic_prefix = good.topic_prefix.clone();
+    relays_nothing(&db, plaintext, 30, "plaintext to the TLS listener").await;
+
+    // The right ones: the relay and the consumer groups, over TLS with SASL/SCRAM.
+    let relay = tokio::spawn(
+        Relay::new(db.clone(), Sink::Kafka(Publisher::new(good.clone()).unwrap()))
+            .run(Duration::from_millis(200)),
+    );
+    let consumers: Vec<_> = GROUPS
+        .iter()
+        .map(|g| tokio::spawn(run_consumer(db.clone(), good.clone(), Arc::new(Recorder(g, Duration::ZERO)))))
+        .collect();
+    expect_applied_once_in_order(&db, 30, Duration::from_secs(60)).await;
+    assert_eq!(unsent(&db).await, 0);
+    relay.abort();
+    consumers.iter().for_each(|c| c.abort());
+    drop((stunnel, broker));
     db.close().await;
     drop_database(&name);
 }

@@ -21,6 +21,8 @@ export async function startEdge(bindings = {}, options = {}) {
       QUEUE_COORDINATOR: { className: 'QueueCoordinator', useSQLite: true },
       QUEUE_SHARD: { className: 'QueueShard', useSQLite: true },
     },
+    // The per-address limit (wrangler.toml's IP_LIMIT); tests of the limit pass a small one.
+    ratelimits: { IP_LIMIT: { namespace_id: '1000', simple: { limit: 1000000, period: 60 } } },
     ...options,
   });
   await mf.ready;
@@ -141,7 +143,7 @@ export async function admit(mf, core, event, room = {}) {
   if (!rooms.has(event)) {
     const r = await core('PUT', `/internal/v1/events/${event}/waiting-room`, {
       version: 1, mode: 'passthrough', bot: { check: { kind: 'off' } },
-      rate_limits: { per_ip_per_minute: 1000000, joins_per_visitor_per_minute: 100 }, ...room,
+      rate_limits: { joins_per_visitor_per_minute: 100 }, ...room,
     });
     if (r.status !== 200) throw new Error(`waiting-room settings for ${event}: ${r.status} ${JSON.stringify(r.body)}`);
     rooms.add(event);

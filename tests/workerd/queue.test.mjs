@@ -75,7 +75,7 @@ const base = (over = {}) => ({
   queue_shards: 2,
   mode: 'fifo',
   bot: { check: { kind: 'off' } },
-  rate_limits: { per_ip_per_minute: 1000, joins_per_visitor_per_minute: 10 },
+  rate_limits: { joins_per_visitor_per_minute: 10 },
   ...over,
 });
 
@@ -345,24 +345,64 @@ test('a bot sent to the stalled line gets a ticket that never moves', async () =
   assert.equal(s.body.status.state, 'waiting');
 });
 
-test('requests over the per-address limit and requests without sane headers are refused', async () => {
-  const event = 'wr-limits';
-  await room(event, base({ rate_limits: { per_ip_per_minute: 5, joins_per_visitor_per_minute: 2 } }));
-  const c = client();
-  const answers = [];
-  for (let i = 0; i < 7; i++) answers.push((await c.send('POST', `/api/v1/events/${event}/challenge`)).status);
-  assert.ok(answers.slice(0, 5).every((s) => s === 200), answers.join());
-  assert.equal(answers[6], 429);
-  const noUa = await mf.dispatchFetch(`http://edge/api/v1/events/${event}/queue`, {
-    method: 'POST', headers: { 'user-agent': '', 'cf-connecting-ip': '10.9.9.9' }, body: '{}',
+// Runs `body` against an edge of its own started with these miniflare options (its own rate
+// limiting binding), then puts the shared edge back.
+async function withEdge(options, body) {
+  const shared = mf;
+  mf = await startEdge({ ...keyBindings(edgeKey, coreKey) }, options);
+  ({ core, publish } = coreClient(mf, coreKey));
+  try {
+    await body();
+  } finally {
+    await mf.dispose();
+    mf = shared;
+    ({ core, publish } = coreClient(mf, coreKey));
+  }
+}
+
+test('requests over the per-address limit get 429 with Retry-After; requests without sane headers are refused', async () => {
+  // The per-address limit is the Rate Limiting binding (wrangler.toml IP_LIMIT): 5 a minute here.
+  await withEdge({ ratelimits: { IP_LIMIT: { namespace_id: '1000', simple: { limit: 5, period: 60 } } } }, async () => {
+    const event = 'wr-limits';
+    await room(event, base({ rate_limits: { joins_per_visitor_per_minute: 2 } }));
+    const c = client();
+    const answers = [];
+    for (let i = 0; i < 7; i++) answers.push(await c.send('POST', `/api/v1/events/${event}/challenge`));
+    assert.ok(answers.slice(0, 5).every((a) => a.status === 200), answers.map((a) => a.status).join());
+    assert.equal(answers[6].status, 429);
+    assert.equal(answers[6].body.reason, 'ip-rate');
+    assert.equal(answers[6].headers.get('retry-after'), '60');
+    // Another address is not held back by the first one's count.
+    assert.equal((await client().send('POST', `/api/v1/events/${event}/challenge`)).status, 200);
+    const noUa = await mf.dispatchFetch(`http://edge/api/v1/events/${event}/queue`, {
+      method: 'POST', headers: { 'user-agent': '', 'cf-connecting-ip': '10.9.9.9' }, body: '{}',
+    });
+    assert.equal(noUa.status, 403);
+    assert.equal((await noUa.json()).reason, 'bad-headers');
+    // Joining again and again as one visitor is limited at the shard, with Retry-After as well.
+    const v = client();
+    const codes = [];
+    for (let i = 0; i < 4; i++) codes.push(await v.send('POST', `/api/v1/events/${event}/queue`, { body: {} }));
+    assert.deepEqual(codes.map((r) => r.status), [201, 200, 429, 429]);
+    assert.equal(codes[2].body.reason, 'visitor-rate');
+    assert.ok(Number(codes[2].headers.get('retry-after')) > 0, 'a 429 says when to come back');
   });
-  assert.equal(noUa.status, 403);
-  assert.equal((await noUa.json()).reason, 'bad-headers');
-  // Joining again and again as one visitor is limited at the shard.
-  const v = client();
-  const codes = [];
-  for (let i = 0; i < 4; i++) codes.push((await v.send('POST', `/api/v1/events/${event}/queue`, { body: {} })).status);
-  assert.deepEqual(codes, [201, 200, 429, 429]);
+});
+
+test('an edge deployed without its rate limiting binding takes no joins', async () => {
+  await withEdge({ ratelimits: {} }, async () => {
+    const event = 'wr-no-limiter';
+    await room(event, base());
+    const r = await client().send('POST', `/api/v1/events/${event}/challenge`);
+    assert.equal(r.status, 500);
+    assert.equal(r.type, 'application/problem+json');
+  });
+});
+
+test('settings that still carry a per-event address limit are refused: the limit is the platform\'s', async () => {
+  const r = await core('PUT', '/internal/v1/events/wr-old-limit/waiting-room', base({ rate_limits: { per_ip_per_minute: 5 } }));
+  assert.equal(r.status, 422, JSON.stringify(r.body));
+  assert.ok(JSON.stringify(r.body).includes('per_ip_per_minute'));
 });
 
 test('when every seat is sold the line closes and everyone waiting is told', async () => {

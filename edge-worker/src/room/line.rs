@@ -45,7 +45,7 @@ pub struct Challenge {
 /// `visitor` cookie to set when they had none.
 pub async fn challenge(ev: &EventCtx<'_>, req: &Request) -> Result<(Challenge, Option<String>)> {
     let view = view_or_404(ev).await?;
-    screen(ev, req, &view)?;
+    screen(ev, req, &view).await?;
     let (visitor, fresh) = match visitor_cookie(req)? {
         Some(v) => (v, false),
         None => (super::credentials::new_visitor()?, true),
@@ -101,7 +101,7 @@ pub struct JoinAnswer {
 /// the cookies to set.
 pub async fn join(ev: &EventCtx<'_>, req: &mut Request) -> Result<(JoinAnswer, Vec<String>)> {
     let view = view_or_404(ev).await?;
-    screen(ev, req, &view)?;
+    screen(ev, req, &view).await?;
     let form = web::is_form(req)?;
     let raw = crate::body::read(req, crate::body::JOIN, ev.path).await?;
     let body = JoinBody::read(ev, &raw, form)?;

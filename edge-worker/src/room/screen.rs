@@ -2,9 +2,6 @@
 //! address, a line that is open; then, for a join, the event's bot check (a signed proof-of-work
 //! challenge solved, or a Turnstile token Cloudflare confirms).
 
-use std::cell::RefCell;
-use std::collections::HashMap;
-
 use serde::Deserialize;
 use shared_types::ids::VisitorId;
 use shared_types::token::{Claims, TokenKind};
@@ -16,10 +13,10 @@ use super::credentials::{visitor_cookie, visitor_or_new};
 use crate::context::{EventCtx, Result, Stop};
 use crate::{settings, web};
 
-thread_local! {
-    /// Requests per client IP in the current minute (this isolate's share of the traffic).
-    static IP_WINDOWS: RefCell<(i64, HashMap<String, u32>)> = RefCell::new((0, HashMap::new()));
-}
+/// The Workers Rate Limiting binding that counts challenges and joins per client address
+/// (wrangler.toml `[[ratelimits]]`: its limit and period are set per environment). One counter for
+/// every isolate of a Cloudflare location, not this isolate's share of the traffic.
+pub const IP_LIMIT: &str = "IP_LIMIT";
 
 /// Basic request sanity: what browsers and real apps always send, within sane sizes.
 fn insane_headers(req: &Request) -> Result<Option<&'static str>> {
@@ -44,27 +41,24 @@ fn insane_headers(req: &Request) -> Result<Option<&'static str>> {
     Ok(None)
 }
 
-/// Counts a request against its client IP's budget for this minute.
-fn over_ip_limit(req: &Request, per_minute: u32) -> Result<bool> {
+/// Counts a request against its client address's budget (the Rate Limiting binding). A deployment
+/// without the binding refuses joins (500, the cause in the log): an edge that cannot count would
+/// let one address take the line.
+async fn over_ip_limit(ev: &EventCtx<'_>, req: &Request) -> Result<bool> {
     let ip = req.headers().get("cf-connecting-ip")?.unwrap_or_else(|| "unknown".into());
-    let minute = durable_objects::now_ms() / 60_000;
-    Ok(IP_WINDOWS.with(|w| {
-        let mut w = w.borrow_mut();
-        if w.0 != minute {
-            *w = (minute, HashMap::new());
-        }
-        let n = w.1.entry(ip).or_default();
-        *n += 1;
-        *n > per_minute
-    }))
+    let limiter = ev.env.rate_limiter(IP_LIMIT).map_err(|e| {
+        worker::console_error!("the {IP_LIMIT} rate limiting binding is missing: {e}");
+        ev.problem(ProblemType::Internal, "the edge is not configured to take joins")
+    })?;
+    Ok(!limiter.limit(ip).await?.success)
 }
 
 /// The checks every join and challenge passes first.
-pub fn screen(ev: &EventCtx<'_>, req: &Request, view: &RoomView) -> Result<()> {
+pub async fn screen(ev: &EventCtx<'_>, req: &Request, view: &RoomView) -> Result<()> {
     if let Some(why) = insane_headers(req)? {
         return Err(super::refuse(ev, ProblemType::BotCheckFailed, "bad-headers", why));
     }
-    if over_ip_limit(req, view.settings.rate_limits.per_ip_per_minute)? {
+    if over_ip_limit(ev, req).await? {
         let detail = "too many requests from this address; try again in a minute";
         return Err(super::refuse(ev, ProblemType::RateLimited, "ip-rate", detail));
     }

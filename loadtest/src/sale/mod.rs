@@ -472,7 +472,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         "return_grace_seconds": 30,
         "bot": { "check": if args.difficulty == 0 { json!({ "kind": "off" }) } else { json!({ "kind": "proof_of_work", "difficulty": args.difficulty }) },
                  "raise_above_joins_per_minute": 100_000_000 },
-        "rate_limits": { "per_ip_per_minute": 100_000_000, "joins_per_visitor_per_minute": 10 },
+        "rate_limits": { "joins_per_visitor_per_minute": 10 },
     });
     let holds = json!({ "hold_seconds": args.hold_seconds, "extension_seconds": args.payment_seconds, "max_tickets_per_visitor": 8 });
     let event =

@@ -29,6 +29,21 @@ pub struct KafkaSettings {
     pub topic_prefix: String,
     /// Partitions of the topics the relay creates.
     pub partitions: i32,
+    /// Replicas of each partition of the topics the relay creates.
+    pub replication_factor: i32,
+    /// librdkafka properties from the environment (`KAFKA_CONF_*`: TLS, SASL, tuning); values may be
+    /// secret, so this type's `Debug` shows only the names.
+    pub properties: Properties,
+}
+
+/// librdkafka properties set by the operator (`config::kafka_properties`).
+#[derive(Clone, Default)]
+pub struct Properties(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for Properties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| k)).finish()
+    }
 }
 
 impl KafkaSettings {
@@ -46,21 +61,46 @@ impl KafkaSettings {
             .unwrap_or(kafka_topic)
     }
 
+    /// Every client's configuration: the operator's properties over the core's defaults. The
+    /// properties the core's guarantees rest on are set after this, by the producer and the
+    /// consumers, and cannot be given (`config::kafka_properties` refuses them).
     fn client(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap)
             .set("client.id", "ticketing-core")
             // Back on a returning broker within a second or two (the default backs off to 10 s).
             .set("reconnect.backoff.max.ms", "1000");
+        let tls = self
+            .properties
+            .0
+            .iter()
+            .any(|(k, v)| k == "security.protocol" && v.to_ascii_lowercase().contains("ssl"));
+        if tls && !self.properties.0.iter().any(|(k, _)| k == "ssl.ca.location") {
+            // librdkafka's OpenSSL is compiled in and would look for certificates where this
+            // system keeps none: find the system's CA bundle instead.
+            c.set("ssl.ca.location", "probe");
+        }
+        for (k, v) in &self.properties.0 {
+            c.set(k, v);
+        }
         c
+    }
+
+    /// Fails when a property is unknown to librdkafka or its value is refused, naming it (never
+    /// its value): checked once at start-up.
+    pub fn check(&self) -> Result<(), KafkaError> {
+        let _: AdminClient<DefaultClientContext> = self.client().create()?;
+        Ok(())
     }
 
     /// Creates the topics (those that exist already are left as they are).
     pub async fn create_topics(&self) -> Result<(), KafkaError> {
         let admin: AdminClient<DefaultClientContext> = self.client().create()?;
         let names: Vec<String> = TOPICS.iter().map(|t| self.topic(t)).collect();
-        let topics: Vec<NewTopic> =
-            names.iter().map(|n| NewTopic::new(n, self.partitions, TopicReplication::Fixed(1))).collect();
+        let topics: Vec<NewTopic> = names
+            .iter()
+            .map(|n| NewTopic::new(n, self.partitions, TopicReplication::Fixed(self.replication_factor)))
+            .collect();
         let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
         for result in admin.create_topics(&topics, &options).await? {
             match result {
@@ -240,9 +280,31 @@ mod tests {
 
     #[test]
     fn topic_names_carry_the_prefix_and_the_schema_version() {
-        let s = KafkaSettings { bootstrap: String::new(), topic_prefix: "ticketing.".into(), partitions: 3 };
+        let s = KafkaSettings {
+            bootstrap: String::new(),
+            topic_prefix: "ticketing.".into(),
+            partitions: 3,
+            replication_factor: 1,
+            properties: Properties::default(),
+        };
         assert_eq!(s.topic("orders"), "ticketing.orders.v1");
         assert_eq!(s.outbox_topic("ticketing.orders.v1"), "orders");
         assert_eq!(s.outbox_topic("ticketing.checkins.v1"), "checkins");
+    }
+
+    #[test]
+    fn unknown_properties_stop_the_start_and_secrets_do_not_print() {
+        let mut s = KafkaSettings {
+            bootstrap: "127.0.0.1:9".into(),
+            topic_prefix: "t.".into(),
+            partitions: 1,
+            replication_factor: 1,
+            properties: Properties(vec![("sasl.password".into(), "s3cret".into())]),
+        };
+        assert!(s.check().is_ok());
+        assert!(!format!("{s:?}").contains("s3cret"), "{s:?}");
+        s.properties.0.push(("no.such.property".into(), "1".into()));
+        let e = s.check().unwrap_err().to_string();
+        assert!(e.contains("no.such.property"), "{e}");
     }
 }

@@ -250,18 +250,10 @@ pub fn order_token(signer: &shared_types::token::TokenSigner, order: uuid::Uuid,
     signer.sign(shared_types::token::TokenKind::Order, &claims)
 }
 
-/// A private CA (`ca.pem`, `ca.key`) and a certificate for localhost signed by it (`cert.pem`,
-/// `key.pem`; for the name `localhost` only), made with openssl in `dir` as an operator's PKI
-/// would issue them, for TLS tests.
+/// A private CA and a certificate for localhost in `dir` (`scripts/test-pki.sh`: `ca.pem`, `ca.key`,
+/// `cert.pem`, `key.pem`; for the name `localhost` only), for TLS tests.
 pub fn test_pki(dir: &std::path::Path) {
-    let script = "set -e
-        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=test-ca \\
-            -keyout ca.key -out ca.pem 2>/dev/null
-        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \\
-            -keyout key.pem -out leaf.csr 2>/dev/null
-        printf 'subjectAltName=DNS:localhost\\nbasicConstraints=CA:FALSE\\n' > leaf.ext
-        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \\
-            -extfile leaf.ext -out cert.pem 2>/dev/null";
-    let made = std::process::Command::new("sh").args(["-c", script]).current_dir(dir).output().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/test-pki.sh");
+    let made = std::process::Command::new("sh").arg(script).arg(dir).output().unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
 }
