@@ -163,6 +163,8 @@ def check_core(objs, env):
     if sc.get("allowPrivilegeEscalation") is not False or not sc.get("readOnlyRootFilesystem") \
             or sc.get("capabilities", {}).get("drop") != ["ALL"] or not pod["securityContext"].get("runAsNonRoot"):
         fail(f"{where}: not non-root, read-only, without privilege escalation and capabilities")
+    if "replicas" in dep["spec"]:
+        fail(f"{env}: the Deployment sets replicas, which the HorizontalPodAutoscaler owns (an apply would reset it)")
     if "grpc" not in {p["name"] for p in core["ports"]}:
         fail(f"{where}: no gRPC (check-in) port")
     config = kinds[("ConfigMap", "ticketing-core-config")]["data"]

@@ -59,7 +59,7 @@ trap cleanup EXIT
 install -D -m 0755 "$BIN" "$STAGE/usr/local/bin/regional-core"
 strip "$STAGE/usr/local/bin/regional-core"
 # Every shared library the binary loads, at the path the loader looks for it.
-for lib in $(ldd "$BIN" | awk '/=> \// { print $3 } /^\s*\/lib/ { print $1 }'); do
+for lib in $(ldd "$BIN" | awk '/=> \// { print $3 } /^[[:space:]]*\/lib/ { print $1 }'); do
   install -D -m 0755 "$(readlink -f "$lib")" "$STAGE$lib"
 done
 # The CA certificates, for TLS to managed PostgreSQL, Kafka, SMTP and Stripe (Debian's bundle).
@@ -77,7 +77,6 @@ CTR=$("${BUILDAH[@]}" from scratch)
   --port 8080 --port 9090 --port 50051 \
   --env CORE_LISTEN=0.0.0.0:8080 \
   --env CORE_METRICS_LISTEN=0.0.0.0:9090 \
-  --env CORE_GRPC_LISTEN=0.0.0.0:50051 \
   --env LOG_FORMAT=json \
   --env RUST_LOG=info \
   --entrypoint '["/usr/local/bin/regional-core"]' \
@@ -106,14 +105,14 @@ ROOTFS=$("${BUILDAH[@]}" mount "$WORK")
 USER_OF=$("${BUILDAH[@]}" inspect --type image --format '{{.Docker.Config.User}}' "$IMAGE")
 [ "$USER_OF" = "$UID_GID" ] || die "the image runs as '$USER_OF', not $UID_GID"
 mapfile -t ENVS < <("${BUILDAH[@]}" inspect --type image --format '{{range .Docker.Config.Env}}{{println .}}{{end}}' "$IMAGE" | sed '/^$/d')
-# Only the image's environment, plus what a deployment gives it (a database and a signing key);
-# the ports are moved off the defaults so that a running stack does not collide.
+# Only the image's environment, plus the least a deployment gives it (a database and a signing
+# key); the HTTP and metrics ports are moved off the defaults so that a running stack does not
+# collide (the check-in gRPC keeps the image's default, on loopback).
 PGOPTIONS=--client-min-messages=warning psql -q "$PG_SERVER/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 SEED="image:$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 env -i "${ENVS[@]}" \
   CORE_LISTEN="127.0.0.1:$PORT" CORE_METRICS_LISTEN="127.0.0.1:$((PORT + 1))" CORE_GRPC_LISTEN="127.0.0.1:$((PORT + 2))" \
-  CORE_GRPC_PLAINTEXT=true \
-  DATABASE_URL="$PG_SERVER/$DB" CORE_SIGNING_KEY="$SEED" EDGE_URL=http://127.0.0.1:9 \
+  DATABASE_URL="$PG_SERVER/$DB" CORE_SIGNING_KEY="$SEED" \
   "$(command -v chroot)" --userspec="$UID_GID" "$ROOTFS" /usr/local/bin/regional-core serve >"$STAGE/core.log" 2>&1 &
 CORE_PID=$!
 ready=

@@ -61,7 +61,10 @@ where
         Err(e) => Err(e),
     };
     answer.or_else(|e| {
-        worker::console_error!("{name} {path}: {e}");
+        crate::log::error(
+            "object request failed",
+            serde_json::json!({ "object": name, "path": path, "error": e.to_string() }),
+        );
         reset();
         problem_of(ProblemType::Internal, format!("the {name} could not complete this request"), &path)
     })

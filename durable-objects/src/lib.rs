@@ -8,6 +8,7 @@ pub mod directory;
 pub mod health_probe;
 pub mod http;
 pub mod inventory;
+pub mod log;
 pub mod stub;
 pub mod waiting_room;
 

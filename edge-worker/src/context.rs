@@ -79,7 +79,10 @@ impl<'a> Ctx<'a> {
         match EdgeKeys::from_env(self.env) {
             Ok(keys) => Ok(self.keys.get_or_init(|| keys)),
             Err(e) => {
-                worker::console_error!("edge keys: {e}");
+                durable_objects::log::error(
+                    "the edge's keys are not usable",
+                    serde_json::json!({ "error": e.to_string() }),
+                );
                 Err(self
                     .problem(ProblemType::DependencyUnavailable, "the edge is not configured to sign tokens"))
             }

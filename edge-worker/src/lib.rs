@@ -52,7 +52,10 @@ async fn fetch(req: Request, env: Env, worker: Context) -> worker::Result<Respon
             Ok(resp)
         }
         Err(Stop::Fault(e)) => {
-            worker::console_error!("unhandled error on {path}: {e}");
+            durable_objects::log::error(
+                "unhandled error",
+                serde_json::json!({ "path": path, "error": e.to_string() }),
+            );
             let mut resp =
                 http::problem_of(ProblemType::Internal, "the edge could not complete this request", &path)?;
             let _ = resp.headers_mut().set("x-content-type-options", "nosniff");

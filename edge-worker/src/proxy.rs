@@ -81,10 +81,9 @@ pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
         Err(e) => {
             // One JSON line, with the trace id the core's logs would have carried.
             let trace_id = trace.split('-').nth(1).unwrap_or_default().to_owned();
-            worker::console_error!(
-                "{}",
-                serde_json::json!({ "level": "error", "message": "core unreachable", "path": path,
-                                    "trace_id": trace_id, "error": e.to_string() })
+            durable_objects::log::error(
+                "core unreachable",
+                serde_json::json!({ "path": path, "trace_id": trace_id, "error": e.to_string() }),
             );
             Err(Stop::problem(
                 &Problem::new(

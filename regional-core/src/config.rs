@@ -38,9 +38,29 @@ pub enum Command {
     /// another account. Events with orders are left alone (docs/runbook.md). A running core
     /// pushes them.
     Republish(RepublishArgs),
+    /// Mark the outbox's messages from a point as unsent, so that the relay sends them to Kafka
+    /// again (for downstream readers that lost them). The core's own consumers apply each message
+    /// once whatever is sent again. Prints how many were marked.
+    ReplayOutbox(ReplayOutboxArgs),
     /// Exit 0 when the URL answers 200 within two seconds, 1 otherwise: the image's health check
     /// (it has no shell and no curl). Only `http://`.
     Probe(ProbeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("from").required(true).args(["from_id", "since"])))]
+pub struct ReplayOutboxArgs {
+    /// The first message to send again (its id: the `message-id` header of Kafka's copy).
+    #[arg(long)]
+    pub from_id: Option<i64>,
+    /// Every message written at or after this time (RFC 3339, e.g. `2026-12-02T18:00:00Z`).
+    #[arg(long)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// The last message to send again (its id); without it, up to the newest.
+    #[arg(long)]
+    pub until_id: Option<i64>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -408,12 +428,28 @@ const KAFKA_RESERVED: [&str; 8] = [
     "auto.offset.reset",
 ];
 
+/// Properties that weaken TLS, send a password in the clear, break the core's ordering (one event's
+/// messages on one partition) or make replicas fence each other, or load or run code: refused
+/// unless `CORE_DEV_MODE=true`.
+const KAFKA_UNSAFE: [&str; 8] = [
+    "enable.ssl.certificate.verification",
+    "ssl.endpoint.identification.algorithm",
+    "partitioner",
+    "group.instance.id",
+    "transactional.id",
+    "plugin.library.paths",
+    "ssl.engine.location",
+    "sasl.kerberos.kinit.cmd",
+];
+
 /// The librdkafka properties given in the environment: `KAFKA_CONF_SASL_MECHANISMS=SCRAM-SHA-512`
 /// sets `sasl.mechanisms` (the rest of the name lower-cased, `_` read as `.`). Values may be secret
-/// (`KAFKA_CONF_SASL_PASSWORD`) and are never logged. Refused: an empty name, and the properties
-/// the core's guarantees rest on.
+/// (`KAFKA_CONF_SASL_PASSWORD`) and are never logged or echoed. Refused: an empty name, the
+/// properties the core's guarantees rest on, and, outside development mode, the unsafe ones
+/// ([`KAFKA_UNSAFE`], and `security.protocol=SASL_PLAINTEXT`, a password in the clear).
 pub fn kafka_properties(
     vars: impl Iterator<Item = (String, String)>,
+    dev_mode: bool,
 ) -> Result<Vec<(String, String)>, String> {
     let mut props: Vec<(String, String)> = Vec::new();
     for (name, value) in vars {
@@ -425,6 +461,12 @@ pub fn kafka_properties(
         if KAFKA_RESERVED.contains(&key.as_str()) {
             return Err(format!(
                 "{name} would set {key}, which the core sets itself (docs/configuration.md)"
+            ));
+        }
+        let clear_password = key == "security.protocol" && value.eq_ignore_ascii_case("sasl_plaintext");
+        if !dev_mode && (KAFKA_UNSAFE.contains(&key.as_str()) || clear_password) {
+            return Err(format!(
+                "{name} would weaken TLS or the core's guarantees (docs/configuration.md): only with CORE_DEV_MODE=true"
             ));
         }
         props.push((key, value));
@@ -471,8 +513,11 @@ pub fn reference_markdown() -> String {
          the rest of the name lower-cased with `_` read as `.`, e.g. `KAFKA_CONF_SECURITY_PROTOCOL=SASL_SSL`, \
          `KAFKA_CONF_SASL_MECHANISMS=SCRAM-SHA-512`, `KAFKA_CONF_SASL_USERNAME`, `KAFKA_CONF_SASL_PASSWORD`, \
          `KAFKA_CONF_SSL_CA_LOCATION=/etc/kafka/ca.pem`. Over TLS without `ssl.ca.location` the system's CA \
-         certificates are used (`probe`). Refused, because the core's guarantees rest on them: {}.\n",
-        KAFKA_RESERVED.map(|k| format!("`{k}`")).join(", ")
+         certificates are used (`probe`). Refused, because the core's guarantees rest on them: {}. \
+         Refused unless `CORE_DEV_MODE=true`, because they weaken TLS, run code or break ordering: {}, \
+         and `security.protocol=SASL_PLAINTEXT`.\n",
+        KAFKA_RESERVED.map(|k| format!("`{k}`")).join(", "),
+        KAFKA_UNSAFE.map(|k| format!("`{k}`")).join(", ")
     ));
     out
 }
@@ -584,7 +629,7 @@ mod tests {
     }
 
     fn props(vars: &[(&str, &str)]) -> Result<Vec<(String, String)>, String> {
-        kafka_properties(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        kafka_properties(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())), false)
     }
 
     #[test]
@@ -615,6 +660,20 @@ mod tests {
             assert!(!e.contains("x\""), "the value is not echoed");
         }
         assert!(props(&[("KAFKA_CONF_", "x")]).is_err());
+        // What would weaken TLS or send the password in the clear needs development mode.
+        for (name, value) in [
+            ("KAFKA_CONF_ENABLE_SSL_CERTIFICATE_VERIFICATION", "false"),
+            ("KAFKA_CONF_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM", "none"),
+            ("KAFKA_CONF_SECURITY_PROTOCOL", "sasl_plaintext"),
+            ("KAFKA_CONF_PLUGIN_LIBRARY_PATHS", "/tmp/evil.so"),
+            ("KAFKA_CONF_PARTITIONER", "random"),
+        ] {
+            let e = props(&[(name, value)]).unwrap_err();
+            assert!(e.contains("CORE_DEV_MODE") && !e.contains(value), "{name}: {e}");
+            let dev = kafka_properties([(name.to_owned(), value.to_owned())].into_iter(), true);
+            assert!(dev.is_ok(), "{name} in development mode");
+        }
+        assert!(props(&[("KAFKA_CONF_SECURITY_PROTOCOL", "SASL_SSL")]).is_ok());
         assert!(props(&[("KAFKA_CONF_SASL-PASSWORD", "x")]).is_err());
     }
 
@@ -637,6 +696,24 @@ mod tests {
         assert!(all.all && all.event.is_none());
         assert!(parse(&[]).is_err(), "one of them is needed");
         assert!(parse(&["--all", "--event", id]).is_err(), "not both");
+    }
+
+    #[test]
+    fn replay_outbox_takes_a_starting_point() {
+        let parse =
+            |args: &[&str]| Config::try_parse_from([&["regional-core", "replay-outbox"], args].concat());
+        let Some(Command::ReplayOutbox(a)) = parse(&["--from-id", "42", "--until-id", "50"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!((a.from_id, a.until_id, a.since), (Some(42), Some(50), None));
+        let Some(Command::ReplayOutbox(b)) = parse(&["--since", "2026-12-02T18:00:00Z"]).unwrap().command
+        else {
+            panic!()
+        };
+        assert_eq!(b.since.map(|t| t.timestamp()), Some(1_796_234_400));
+        assert!(parse(&[]).is_err(), "a starting point is needed");
+        assert!(parse(&["--since", "yesterday"]).is_err(), "a time is RFC 3339");
     }
 
     #[test]

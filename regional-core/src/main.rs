@@ -1,7 +1,7 @@
 //! `regional-core`: parse the configuration, set up logging, run the subcommand.
 
 use clap::Parser;
-use regional_core::config::{CreateAdminArgs, ProbeArgs, RepublishArgs};
+use regional_core::config::{CreateAdminArgs, ProbeArgs, ReplayOutboxArgs, RepublishArgs};
 use regional_core::{accounts, db, demo, publishing, Command, Config, DatabaseArgs};
 use tracing_subscriber::EnvFilter;
 
@@ -19,6 +19,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::CreateAdmin(args)) => create_admin(args).await,
         Some(Command::SeedDemo(args)) => seed_demo(args).await,
         Some(Command::Republish(args)) => republish(args).await,
+        Some(Command::ReplayOutbox(args)) => replay_outbox(args).await,
         Some(Command::Probe(args)) => probe(args).await,
         Some(Command::Serve(args)) => regional_core::serve(args).await,
         None => regional_core::serve(config.serve).await,
@@ -65,9 +66,17 @@ async fn republish(args: RepublishArgs) -> Result<(), Box<dyn std::error::Error>
     Ok(())
 }
 
+/// `regional-core replay-outbox`: marks the range unsent, prints how many.
+async fn replay_outbox(args: ReplayOutboxArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let pool = db::pool(&args.database)?;
+    let marked = regional_core::bus::relay::replay(&pool, args.from_id, args.since, args.until_id).await?;
+    println!("{}", serde_json::json!({ "marked_unsent": marked }));
+    Ok(())
+}
+
 /// `regional-core probe URL`: the health check of an image without a shell.
 async fn probe(args: ProbeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build()?;
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).no_proxy().build()?;
     let status = client.get(&args.url).send().await?.status();
     if status != reqwest::StatusCode::OK {
         return Err(format!("probe: {} answered {status}", args.url).into());

@@ -202,7 +202,10 @@ async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Bo
                 topic_prefix: f.kafka_topic_prefix.clone(),
                 partitions: f.kafka_partitions.max(1),
                 replication_factor: f.kafka_replication_factor.max(1),
-                properties: kafka::Properties(crate::config::kafka_properties(std::env::vars())?),
+                properties: kafka::Properties(crate::config::kafka_properties(
+                    std::env::vars(),
+                    args.dev_mode,
+                )?),
             };
             settings.check()?;
             if let Err(e) = settings.create_topics().await {

@@ -102,8 +102,8 @@ impl Default for BotPolicy {
 pub struct RateLimits {
     /// Joins per visitor per minute.
     pub joins_per_visitor_per_minute: u32,
-    /// Retired: settings stored before the binding carried it; read and ignored, never written,
-    /// and refused in new settings ([`WaitingRoomSettings::validate`]).
+    /// Retired: read and ignored (settings stored, or sent by a core, before the binding carried
+    /// it), never written. The core's admin API refuses it in an organizer's change.
     #[serde(skip_serializing)]
     pub per_ip_per_minute: Option<u32>,
 }
@@ -222,11 +222,6 @@ impl WaitingRoomSettings {
             self.bot.raise_above_joins_per_minute >= 1,
             "bot.raise_above_joins_per_minute",
             "must be at least 1",
-        );
-        check(
-            self.rate_limits.per_ip_per_minute.is_none(),
-            "rate_limits.per_ip_per_minute",
-            "is the platform's now (the edge's IP_LIMIT rate limiting binding, per environment); leave it out",
         );
         check(
             self.rate_limits.joins_per_visitor_per_minute >= 1,

@@ -280,8 +280,10 @@ fn secure(port: u16, password: &str, ca: &std::path::Path) -> KafkaSettings {
         ("KAFKA_CONF_SSL_CA_LOCATION", ca.to_str().unwrap()),
         ("UNRELATED", "ignored"),
     ];
-    let props =
-        regional_core::config::kafka_properties(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let props = regional_core::config::kafka_properties(
+        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        false,
+    );
     s.properties = Properties(props.expect("valid properties"));
     s.check().expect("librdkafka takes the properties");
     s

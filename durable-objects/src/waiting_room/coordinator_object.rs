@@ -161,7 +161,10 @@ impl QueueCoordinator {
                         }
                     }
                     Ok(None) => {}
-                    Err(e) => worker::console_error!("queue coordinator could not read the stock: {e}"),
+                    Err(e) => crate::log::error(
+                        "queue coordinator could not read the stock",
+                        serde_json::json!({ "error": e.to_string() }),
+                    ),
                 }
             }
         }
@@ -195,7 +198,10 @@ impl QueueCoordinator {
             for ((i, _), report) in requests.iter().zip(reports) {
                 match report {
                     Ok(r) => c.apply_report(*i, &r),
-                    Err(e) => worker::console_error!("queue shard {i} did not sync: {e}"),
+                    Err(e) => crate::log::error(
+                        "queue shard did not sync",
+                        serde_json::json!({ "shard": i, "error": e.to_string() }),
+                    ),
                 }
             }
         }
@@ -333,7 +339,7 @@ impl DurableObject for QueueCoordinator {
         self.alarm.forget();
         self.load()?;
         if let Err(e) = self.tick().await {
-            worker::console_error!("queue coordinator tick failed: {e}");
+            crate::log::error("queue coordinator tick failed", serde_json::json!({ "error": e.to_string() }));
             self.loaded.set(false);
             self.load()?;
         }

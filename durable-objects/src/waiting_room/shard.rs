@@ -351,7 +351,10 @@ impl QueueShard {
             let resp =
                 call(&self.env, COORDINATOR_BINDING, body.event.as_str(), Method::Post, "/wake", None).await;
             if let Err(e) = resp {
-                worker::console_error!("queue shard could not wake the coordinator: {e}");
+                crate::log::error(
+                    "queue shard could not wake the coordinator",
+                    serde_json::json!({ "error": e.to_string() }),
+                );
             }
         }
         http::json(201, &Joined { n, pre, returning: false, joined_ms: now })

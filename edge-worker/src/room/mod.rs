@@ -120,7 +120,10 @@ pub fn count_refusal(ev: &EventCtx<'_>, reason: &str) {
             let body = serde_json::to_string(&counts).unwrap_or_default();
             let sent = call(&env, COORDINATOR_BINDING, event.as_str(), Method::Post, "/refusals", Some(body));
             if let Err(e) = sent.await {
-                worker::console_error!("refusal counts not delivered: {e}");
+                durable_objects::log::error(
+                    "refusal counts not delivered",
+                    serde_json::json!({ "error": e.to_string() }),
+                );
             }
         });
     }

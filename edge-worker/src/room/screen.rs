@@ -41,16 +41,43 @@ fn insane_headers(req: &Request) -> Result<Option<&'static str>> {
     Ok(None)
 }
 
+/// What the per-address budget counts by: an IPv4 address, or an IPv6 address's /64 (one
+/// subscriber's prefix: a host picks any of its 2^64 addresses at will).
+fn limit_key(ip: &str) -> String {
+    match ip.parse::<std::net::Ipv6Addr>() {
+        Ok(v6) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(v6) => v6.to_ipv4_mapped().map(|v4| v4.to_string()).unwrap_or_default(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
 /// Counts a request against its client address's budget (the Rate Limiting binding). A deployment
 /// without the binding refuses joins (500, the cause in the log): an edge that cannot count would
-/// let one address take the line.
+/// let one address take the line. A binding that errors now and then lets the request through (and
+/// logs it): the bot check and the per-visitor limit still stand, and a buyer is not turned away
+/// for the platform's hiccup.
 async fn over_ip_limit(ev: &EventCtx<'_>, req: &Request) -> Result<bool> {
     let ip = req.headers().get("cf-connecting-ip")?.unwrap_or_else(|| "unknown".into());
     let limiter = ev.env.rate_limiter(IP_LIMIT).map_err(|e| {
-        worker::console_error!("the {IP_LIMIT} rate limiting binding is missing: {e}");
+        durable_objects::log::error(
+            "the rate limiting binding is missing",
+            serde_json::json!({ "binding": IP_LIMIT, "error": e.to_string() }),
+        );
         ev.problem(ProblemType::Internal, "the edge is not configured to take joins")
     })?;
-    Ok(!limiter.limit(ip).await?.success)
+    match limiter.limit(limit_key(&ip)).await {
+        Ok(outcome) => Ok(!outcome.success),
+        Err(e) => {
+            durable_objects::log::error(
+                "the rate limiter failed; let through",
+                serde_json::json!({ "error": e.to_string() }),
+            );
+            Ok(false)
+        }
+    }
 }
 
 /// The checks every join and challenge passes first.
@@ -153,7 +180,10 @@ pub async fn bot_check(
                 Ok(true) => Ok(Ok((visitor_or_new(req)?, None))),
                 Ok(false) => failed("turnstile-failed", "the Turnstile check failed"),
                 Err(e) => {
-                    worker::console_error!("turnstile siteverify: {e}");
+                    durable_objects::log::error(
+                        "turnstile siteverify failed",
+                        serde_json::json!({ "error": e.to_string() }),
+                    );
                     failed("turnstile-unavailable", "the Turnstile check could not be made")
                 }
             }
@@ -189,7 +219,24 @@ async fn turnstile_verify(env: &Env, req: &Request, token: &str) -> worker::Resu
     }
     let answer: SiteVerify = resp.json().await?;
     if !answer.success {
-        worker::console_log!("turnstile refused: {:?}", answer.error_codes);
+        durable_objects::log::info(
+            "turnstile refused",
+            serde_json::json!({ "error_codes": answer.error_codes }),
+        );
     }
     Ok(answer.success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_key;
+
+    #[test]
+    fn addresses_are_counted_by_ipv4_address_or_ipv6_prefix() {
+        assert_eq!(limit_key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(limit_key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(limit_key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_eq!(limit_key("::ffff:198.51.100.9"), "198.51.100.9");
+        assert_eq!(limit_key("unknown"), "unknown");
+    }
 }

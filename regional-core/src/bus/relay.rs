@@ -165,3 +165,28 @@ pub async fn backlog(db: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     .fetch_one(db)
     .await
 }
+
+/// Marks the outbox's messages in a range as unsent (`regional-core replay-outbox`): those with an id
+/// from `from_id`, or written from `since`, up to `until_id` when given. The relay then sends them
+/// again in id order; the core's consumers apply each message once (`consumed_messages`), so only
+/// downstream readers of Kafka see them again. Answers how many were marked.
+pub async fn replay(
+    db: &PgPool,
+    from_id: Option<i64>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    until_id: Option<i64>,
+) -> Result<u64, sqlx::Error> {
+    let marked = sqlx::query(
+        "UPDATE outbox SET sent_at = NULL
+         WHERE sent_at IS NOT NULL
+           AND ($1::int8 IS NULL OR id >= $1)
+           AND ($2::timestamptz IS NULL OR created_at >= $2)
+           AND ($3::int8 IS NULL OR id <= $3)",
+    )
+    .bind(from_id)
+    .bind(since)
+    .bind(until_id)
+    .execute(db)
+    .await?;
+    Ok(marked.rows_affected())
+}

@@ -38,11 +38,18 @@ pub(super) async fn set_waiting_room(
         return Err(ApiError::Malformed("the body must be a JSON object of the fields to change".into()));
     };
     // Set by the core when it pushes (the event's version and title), never by the organizer.
-    let core_owned: Vec<FieldError> = ["version", "display_name"]
+    let mut core_owned: Vec<FieldError> = ["version", "display_name"]
         .into_iter()
         .filter(|f| fields.contains_key(*f))
         .map(|f| FieldError::new(f, "is set by the core"))
         .collect();
+    // Retired: the per-address limit is the platform's (the edge's IP_LIMIT binding).
+    if patch.pointer("/rate_limits/per_ip_per_minute").is_some() {
+        core_owned.push(FieldError::new(
+            "rate_limits.per_ip_per_minute",
+            "is the platform's (the edge's IP_LIMIT rate limiting binding, per environment); leave it out",
+        ));
+    }
     if !core_owned.is_empty() {
         return Err(ApiError::Validation(core_owned));
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{decode_png, paid_tickets, two_tenants, with_checkout, Api};
 use mail_parser::{MessageParser, MimeHeaders};
-use regional_core::bus::relay::{Relay, Sink};
+use regional_core::bus::relay::{replay, Relay, Sink};
 use regional_core::notifications::sender::{Sender, SenderSettings};
 use regional_core::notifications::{reminders, MailSettings, Notifier};
 use reqwest::{Method, StatusCode};
@@ -117,6 +117,43 @@ async fn state_of(db: &PgPool, kind: &str) -> (String, i32, Option<String>) {
         .unwrap()
 }
 
+/// The outbox's ids, and which of them are unsent.
+async fn outbox_ids(db: &PgPool) -> (Vec<i64>, Vec<i64>) {
+    let rows: Vec<(i64, bool)> =
+        sqlx::query_as("SELECT id, sent_at IS NULL FROM outbox ORDER BY id").fetch_all(db).await.unwrap();
+    (rows.iter().map(|r| r.0).collect(), rows.iter().filter(|r| r.1).map(|r| r.0).collect())
+}
+
+#[sqlx::test]
+async fn the_outbox_is_replayed_from_an_id_or_a_time_up_to_an_id(db: PgPool) {
+    let event = Uuid::new_v4();
+    for n in 0..5 {
+        let mut tx = db.begin().await.unwrap();
+        let payload = json!({ "type": "test.message", "schema_version": 1, "n": n });
+        regional_core::bus::outbox(&mut tx, "orders", event, payload).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    relay(&db).await;
+    let (ids, unsent) = outbox_ids(&db).await;
+    assert!(unsent.is_empty());
+    assert_eq!(replay(&db, Some(ids[2]), None, Some(ids[3])).await.unwrap(), 2);
+    assert_eq!(outbox_ids(&db).await.1, ids[2..4]);
+    // Marking again what is already waiting changes nothing.
+    assert_eq!(replay(&db, Some(ids[2]), None, Some(ids[3])).await.unwrap(), 0);
+    relay(&db).await;
+    assert!(outbox_ids(&db).await.1.is_empty(), "the relay sent them again");
+
+    sqlx::query("UPDATE outbox SET created_at = now() - interval '1 hour' WHERE id < $1")
+        .bind(ids[4])
+        .execute(&db)
+        .await
+        .unwrap();
+    let since = chrono::Utc::now() - chrono::Duration::minutes(5);
+    assert_eq!(replay(&db, None, Some(since), None).await.unwrap(), 1);
+    assert_eq!(outbox_ids(&db).await.1, [ids[4]]);
+    assert_eq!(replay(&db, Some(ids[4] + 1), None, None).await.unwrap(), 0, "nothing after the newest");
+}
+
 #[sqlx::test]
 async fn a_paid_order_mails_its_tickets_once_to_a_real_smtp_server(db: PgPool) {
     let api = Api::start_with(with_checkout(&db, &signer())).await;
@@ -125,8 +162,9 @@ async fn a_paid_order_mails_its_tickets_once_to_a_real_smtp_server(db: PgPool) {
     let sink = SmtpSink::start(&[]);
     order_paid(&db, order, &event, &tickets).await;
     relay(&db).await;
-    // The same message delivered again (a relay that crashed before marking it) queues nothing more.
-    sqlx::query("UPDATE outbox SET sent_at = NULL").execute(&db).await.unwrap();
+    // The same message delivered again (an operator's replay of the outbox, or a relay that crashed
+    // before marking it) queues nothing more.
+    assert_eq!(replay(&db, Some(0), None, None).await.unwrap(), 1);
     relay(&db).await;
     assert_eq!(api.count("notifications").await, 1);
 

@@ -258,6 +258,11 @@ async fn waiting_room_changes_name_only_what_changes_and_sale_settings_keep_the_
         let (s, p) = api.call(&acme, Method::PUT, &path, Some(bad.clone())).await;
         assert!(s.is_client_error(), "{bad}: {p}");
     }
+    // The retired per-event address limit is refused by name (the platform's binding has it).
+    let retired = json!({ "rate_limits": { "per_ip_per_minute": 5 } });
+    let (s, p) = api.call(&acme, Method::PUT, &path, Some(retired)).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{p}");
+    assert!(p.to_string().contains("rate_limits.per_ip_per_minute"), "{p}");
     let (room_json,): (serde_json::Value,) =
         sqlx::query_as("SELECT waiting_room FROM events WHERE id = $1::uuid")
             .bind(&id)
