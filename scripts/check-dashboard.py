@@ -23,7 +23,9 @@ def exported():
 
 
 def base(name):
-    for s in SUFFIXES:
+    """The name the code registers: without a histogram's suffixes, and without `_total` (the
+    Prometheus client adds it to every counter)."""
+    for s in SUFFIXES + ("_total",):
         if name.endswith(s) and name[: -len(s)] in known:
             return name[: -len(s)]
     return name

@@ -14,6 +14,7 @@ pub mod edge_client;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod figures;
 pub mod fulfillment;
 pub mod health;
 pub mod limits;

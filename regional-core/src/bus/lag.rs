@@ -6,7 +6,6 @@
 //! apply each relay batch as it is read, so their lag is the outbox's: rows not yet relayed.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{LazyLock, Mutex};
 
 /// How often a Kafka consumer's statistics arrive.
@@ -43,27 +42,36 @@ pub fn applied(consumer: &str, age_secs: f64) {
     update(consumer, |l| l.applied_age_secs = age_secs.max(0.0));
 }
 
-/// Prometheus text; in-process consumers take the outbox's unsent rows and their lag.
-pub fn render(outbox_unsent: i64, outbox_lag_secs: f64) -> String {
-    let Ok(lag) = LAG.lock() else { return String::new() };
-    if lag.is_empty() {
-        return String::new();
-    }
-    let mut out = String::from(
-        "# HELP ticketing_consumer_lag_messages Relayed messages a consumer has not applied yet.\n# TYPE ticketing_consumer_lag_messages gauge\n",
-    );
+/// Each consumer's lag into `s`; in-process consumers take the outbox's unsent rows and their lag.
+pub fn collect(s: &mut crate::figures::Snapshot, outbox_unsent: i64, outbox_lag_secs: f64) {
+    let Ok(lag) = LAG.lock() else { return };
     for (name, l) in lag.iter() {
         let n = if l.in_process { outbox_unsent } else { l.messages };
-        let _ = writeln!(out, "ticketing_consumer_lag_messages{{consumer=\"{name}\"}} {n}");
+        s.gauge(
+            "ticketing_consumer_lag_messages",
+            "Relayed messages a consumer has not applied yet",
+            vec![("consumer", name.clone())],
+            n as f64,
+        );
     }
-    out.push_str("# HELP ticketing_consumer_lag_seconds How far behind a consumer is in time (0 when caught up).\n# TYPE ticketing_consumer_lag_seconds gauge\n");
     for (name, l) in lag.iter() {
         let secs = match (l.in_process, l.messages) {
             (true, _) => outbox_lag_secs,
             (false, 0) => 0.0,
             (false, _) => l.applied_age_secs,
         };
-        let _ = writeln!(out, "ticketing_consumer_lag_seconds{{consumer=\"{name}\"}} {secs:.3}");
+        s.gauge(
+            "ticketing_consumer_lag_seconds",
+            "How far behind a consumer is in time (0 when caught up)",
+            vec![("consumer", name.clone())],
+            secs,
+        );
     }
-    out
+}
+
+/// The lag alone, as Prometheus text (for tests and tools).
+pub fn render(outbox_unsent: i64, outbox_lag_secs: f64) -> String {
+    let mut s = crate::figures::Snapshot::default();
+    collect(&mut s, outbox_unsent, outbox_lag_secs);
+    s.to_text()
 }

@@ -9,7 +9,6 @@
 //!   (`GET /api/v1/ops/notifications?state=parked`) and retry.
 //! - At most `per_hour` mails go to one recipient in an hour; the rest wait for the window.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +23,6 @@ use uuid::Uuid;
 use crate::models::ticket::{qr_png, TicketRow, TICKET_COLUMNS};
 use crate::tokens::ticket_code;
 use shared_types::token::TokenSigner;
-
-/// Mails that failed an attempt since start (for `/metrics`).
-pub static FAILED_ATTEMPTS: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Clone)]
 pub struct SenderSettings {
@@ -214,7 +210,7 @@ impl Sender {
                 tracing::info!(notification = %d.id, until = %at, "notification deferred: the recipient's hourly cap");
             }
             Sent::Failed { permanent, error } => {
-                FAILED_ATTEMPTS.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::MAIL_FAILURES.inc();
                 let attempts = d.attempts + 1;
                 let park = permanent || attempts >= self.settings.max_attempts;
                 let next = Utc::now() + backoff(self.settings.retry_base, attempts);

@@ -9,7 +9,6 @@
 //! An edge that cannot be reached makes these figures "unavailable", never a failed report.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -257,125 +256,103 @@ impl EdgeStats {
         }
     }
 
-    /// The last answers as Prometheus text, labelled by event.
-    pub fn render(&self) -> String {
-        let Ok(last) = self.last.read() else { return String::new() };
+    /// The last answers into `s`, labelled by event.
+    pub fn collect(&self, s: &mut crate::figures::Snapshot) {
+        let Ok(last) = self.last.read() else { return };
         let mut events: Vec<(&Uuid, &Scraped)> = last.iter().collect();
         events.sort_by_key(|(id, _)| **id);
-        let mut families: Vec<(&str, &str, &str, Vec<String>)> = Vec::new();
-        let mut put =
-            |name: &'static str, kind: &'static str, help: &'static str, line: String| match families
-                .iter_mut()
-                .find(|f| f.0 == name)
-            {
-                Some(f) => f.3.push(line),
-                None => families.push((name, kind, help, vec![line])),
-            };
         for (id, scraped) in events {
-            let e = format!("event=\"{id}\"");
-            put(
+            let e = || vec![("event", id.to_string())];
+            let with = |k: &'static str, v: &str| vec![("event", id.to_string()), (k, v.to_owned())];
+            s.gauge(
                 "ticketing_edge_scrape_ok",
-                "gauge",
-                "1 when the edge answered the last scrape of the event.",
-                format!("{{{e}}} {}", u8::from(scraped.picture.is_ok())),
+                "1 when the edge answered the last scrape of the event",
+                e(),
+                f64::from(u8::from(scraped.picture.is_ok())),
             );
-            put(
+            s.gauge(
                 "ticketing_edge_scrape_age_seconds",
-                "gauge",
-                "Age of the last scrape of the event.",
-                format!("{{{e}}} {:.3}", scraped.at.elapsed().as_secs_f64()),
+                "Age of the last scrape of the event",
+                e(),
+                scraped.at.elapsed().as_secs_f64(),
             );
             let Ok(p) = &scraped.picture else { continue };
             for (state, n) in
                 [("available", p.totals.available), ("held", p.totals.held), ("sold", p.totals.sold)]
             {
-                put(
+                s.gauge(
                     "ticketing_edge_seats",
-                    "gauge",
-                    "Seats and places at the edge, by state.",
-                    format!("{{{e},state=\"{state}\"}} {n}"),
+                    "Seats and places at the edge, by state",
+                    with("state", state),
+                    n as f64,
                 );
             }
             let h = &p.holds;
             for (outcome, n) in
                 [("placed", h.placed), ("released", h.released), ("expired", h.expired), ("sold", h.sold)]
             {
-                put(
-                    "ticketing_edge_holds_total",
-                    "counter",
-                    "Holds placed, and how they ended.",
-                    format!("{{{e},outcome=\"{outcome}\"}} {n}"),
+                s.counter(
+                    "ticketing_edge_holds",
+                    "Holds placed, and how they ended",
+                    with("outcome", outcome),
+                    n as f64,
                 );
             }
             let q = &p.queue;
-            // One value per event: (name, type, help, value).
-            let singles: [(&'static str, &'static str, &'static str, f64); 8] = [
-                ("ticketing_edge_holds_live", "gauge", "Holds not yet ended.", h.live as f64),
-                (
-                    "ticketing_edge_hold_expiry_lateness_max_seconds",
-                    "gauge",
-                    "How late the latest expiry ran after the hold's expiry time.",
-                    h.expiry_lateness_max_ms as f64 / 1000.0,
-                ),
-                (
-                    "ticketing_edge_hold_expiry_lateness_avg_seconds",
-                    "gauge",
-                    "How late expiries ran on average.",
-                    h.expiry_lateness_avg_ms / 1000.0,
-                ),
-                (
-                    "ticketing_edge_queue_waiting",
-                    "gauge",
-                    "People in the waiting room not yet admitted.",
-                    q.waiting as f64,
-                ),
-                (
-                    "ticketing_edge_queue_active",
-                    "gauge",
-                    "People admitted and still shopping.",
-                    q.active as f64,
-                ),
-                (
-                    "ticketing_edge_queue_admitted_total",
-                    "counter",
-                    "People admitted from the waiting room.",
-                    q.admitted_total as f64,
-                ),
-                (
-                    "ticketing_edge_queue_admitted_per_minute",
-                    "gauge",
-                    "Admissions over the last minute.",
-                    q.admitted_per_minute,
-                ),
-                (
-                    "ticketing_edge_queue_average_wait_seconds",
-                    "gauge",
-                    "Average wait of the people admitted so far.",
-                    q.average_wait_seconds,
-                ),
-            ];
-            for (name, kind, help, value) in singles {
-                put(name, kind, help, format!("{{{e}}} {value}"));
-            }
+            s.gauge("ticketing_edge_holds_live", "Holds not yet ended", e(), h.live as f64);
+            s.gauge(
+                "ticketing_edge_hold_expiry_lateness_max_seconds",
+                "How late the latest expiry ran after the hold's expiry time",
+                e(),
+                h.expiry_lateness_max_ms as f64 / 1000.0,
+            );
+            s.gauge(
+                "ticketing_edge_hold_expiry_lateness_avg_seconds",
+                "How late expiries ran on average",
+                e(),
+                h.expiry_lateness_avg_ms / 1000.0,
+            );
+            s.gauge(
+                "ticketing_edge_queue_waiting",
+                "People in the waiting room not yet admitted",
+                e(),
+                q.waiting as f64,
+            );
+            s.gauge(
+                "ticketing_edge_queue_active",
+                "People admitted and still shopping",
+                e(),
+                q.active as f64,
+            );
+            s.counter(
+                "ticketing_edge_queue_admitted",
+                "People admitted from the waiting room",
+                e(),
+                q.admitted_total as f64,
+            );
+            s.gauge(
+                "ticketing_edge_queue_admitted_per_minute",
+                "Admissions over the last minute",
+                e(),
+                q.admitted_per_minute,
+            );
+            s.gauge(
+                "ticketing_edge_queue_average_wait_seconds",
+                "Average wait of the people admitted so far",
+                e(),
+                q.average_wait_seconds,
+            );
             for (reason, n) in &q.refusals {
                 let reason: String =
                     reason.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect();
-                put(
-                    "ticketing_edge_refusals_total",
-                    "counter",
-                    "Requests the edge refused (bot checks, tokens, limits), by reason.",
-                    format!("{{{e},reason=\"{reason}\"}} {n}"),
+                s.counter(
+                    "ticketing_edge_refusals",
+                    "Requests the edge refused (bot checks, tokens, limits), by reason",
+                    with("reason", &reason),
+                    *n as f64,
                 );
             }
         }
-        let mut out = String::new();
-        for (name, kind, help, lines) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for line in lines {
-                let _ = writeln!(out, "{name}{line}");
-            }
-        }
-        out
     }
 }
 
