@@ -12,26 +12,46 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAME = re.compile(r"\b((?:ticketing|process)_[a-z_]+)")
-SUFFIXES = ("_bucket", "_sum", "_count")
 
 
-def exported():
-    names = set()
-    for path in glob.glob(os.path.join(ROOT, "regional-core/src/**/*.rs"), recursive=True):
-        names.update(NAME.findall(open(path).read()))
-    return names
+def sources():
+    return "\n".join(
+        open(p).read() for p in glob.glob(os.path.join(ROOT, "regional-core/src/**/*.rs"), recursive=True)
+    )
+
+
+def exported(code):
+    """Every metric name the code defines, and the kind of those it registers or reports as
+    counters or histograms (anything else is a gauge, exposed under its own name)."""
+    names = set(NAME.findall(code))
+    kinds = {}
+    # Figures reported at scrape time: `s.counter("name", ...)`, `s.gauge("name", ...)`.
+    for kind, n in re.findall(r"\.(counter|gauge)\(\s*\"((?:ticketing|process)_[a-z_]+)\"", code):
+        kinds[n] = kind
+    # Live metrics: `registry.register("name", "help", THING.clone())`, THING's declared type.
+    for n, thing in re.findall(r'register\(\s*"([a-z_]+)",\s*"[^"]*",\s*([A-Za-z_.]+)\.clone\(\)', code):
+        field = thing.split(".")[-1]
+        decl = re.search(rf"\b{re.escape(field)}: ([^\n]+)", code)
+        if not decl:
+            sys.exit(f"check-dashboard: cannot find the type of {thing} (registered as {n})")
+        kinds[n] = "histogram" if "Histogram" in decl.group(1) else "counter" if "Counter" in decl.group(1) else "gauge"
+    return names, kinds
 
 
 def base(name):
-    """The name the code registers: without a histogram's suffixes, and without `_total` (the
-    Prometheus client adds it to every counter)."""
-    for s in SUFFIXES + ("_total",):
-        if name.endswith(s) and name[: -len(s)] in known:
-            return name[: -len(s)]
+    """The name the code registers, from the name a query uses: a counter's samples are
+    `<name>_total` (the Prometheus client adds it), a histogram's `<name>_bucket`, `_sum` and
+    `_count`. Anything else is used as it is: a counter without `_total` or a gauge with it is a
+    name that does not exist."""
+    for suffix, kind in [("_total", "counter"), ("_bucket", "histogram"), ("_sum", "histogram"), ("_count", "histogram")]:
+        if name.endswith(suffix) and kinds.get(name[: -len(suffix)]) == kind:
+            return name[: -len(suffix)]
+    if kinds.get(name) in ("counter", "histogram"):
+        return f"{name} (a {kinds[name]}: its samples have a suffix)"
     return name
 
 
-known = exported()
+known, kinds = exported(sources())
 errors = []
 dash = json.load(open(os.path.join(ROOT, "infra/grafana/ticketing.json")))
 ids = [p["id"] for p in dash["panels"]]

@@ -106,8 +106,8 @@ USER_OF=$("${BUILDAH[@]}" inspect --type image --format '{{.Docker.Config.User}}
 [ "$USER_OF" = "$UID_GID" ] || die "the image runs as '$USER_OF', not $UID_GID"
 mapfile -t ENVS < <("${BUILDAH[@]}" inspect --type image --format '{{range .Docker.Config.Env}}{{println .}}{{end}}' "$IMAGE" | sed '/^$/d')
 # Only the image's environment, plus the least a deployment gives it (a database and a signing
-# key); the HTTP and metrics ports are moved off the defaults so that a running stack does not
-# collide (the check-in gRPC keeps the image's default, on loopback).
+# key); the HTTP, metrics and check-in ports are moved to loopback ports off the defaults so that
+# a running stack does not collide (the image's own check-in default is loopback too).
 PGOPTIONS=--client-min-messages=warning psql -q "$PG_SERVER/postgres" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 SEED="image:$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 env -i "${ENVS[@]}" \

@@ -159,6 +159,11 @@ pub struct OperationsArgs {
     /// load balancer stops sending new ones before the listener closes.
     #[arg(long, env = "SHUTDOWN_DRAIN_SECS", default_value_t = 5)]
     pub shutdown_drain_secs: u64,
+    /// After the drain, how long the background tasks (checkout's driver, the relay, consumers,
+    /// mail, publishing) and check-in's calls in flight get to finish their step before they are
+    /// cut short (nothing is lost then: another replica resumes what was recorded).
+    #[arg(long, env = "SHUTDOWN_TASKS_SECS", default_value_t = 10)]
+    pub shutdown_tasks_secs: u64,
 }
 
 /// The settlement's commission when `PLATFORM_COMMISSION_BPS` is not set (5 %).
@@ -207,6 +212,9 @@ pub struct FulfillmentArgs {
     /// How long before an event its reminders go out, in hours.
     #[arg(long, env = "REMINDER_LEAD_HOURS", default_value_t = 24)]
     pub reminder_lead_hours: i64,
+    /// How often events are looked at for reminders that are due, in seconds.
+    #[arg(long, env = "REMINDER_CHECK_SECS", default_value_t = 60)]
+    pub reminder_check_secs: u64,
 }
 
 /// Checkout and payments.
@@ -415,9 +423,11 @@ const LOGGING_ENV: [(&str, &str, &str); 2] = [
 /// The prefix of the environment variables that set any librdkafka property.
 pub const KAFKA_CONF_PREFIX: &str = "KAFKA_CONF_";
 
-/// Properties the core sets itself, because its guarantees rest on them (the producer never drops a
-/// message, offsets are stored only after a message is handled): setting one is refused.
-const KAFKA_RESERVED: [&str; 8] = [
+/// Properties the core sets itself, or whose default it relies on, because its guarantees rest on
+/// them (the producer never drops a message, offsets are stored only after a message is handled,
+/// the consumer's stream never yields end-of-partition): setting one, or one of its aliases
+/// ([`KAFKA_ALIASES`]), is refused.
+const KAFKA_RESERVED: [&str; 9] = [
     "bootstrap.servers",
     "enable.idempotence",
     "acks",
@@ -426,14 +436,27 @@ const KAFKA_RESERVED: [&str; 8] = [
     "enable.auto.commit",
     "enable.auto.offset.store",
     "auto.offset.reset",
+    "enable.partition.eof",
+];
+
+/// librdkafka's other names for a property (its CONFIGURATION.md): checked as the property itself.
+const KAFKA_ALIASES: [(&str, &str); 4] = [
+    ("metadata.broker.list", "bootstrap.servers"),
+    ("request.required.acks", "acks"),
+    ("delivery.timeout.ms", "message.timeout.ms"),
+    ("auto.commit.enable", "enable.auto.commit"),
 ];
 
 /// Properties that weaken TLS, send a password in the clear, break the core's ordering (one event's
 /// messages on one partition) or make replicas fence each other, or load or run code: refused
 /// unless `CORE_DEV_MODE=true`.
-const KAFKA_UNSAFE: [&str; 8] = [
+const KAFKA_UNSAFE: [&str; 12] = [
     "enable.ssl.certificate.verification",
     "ssl.endpoint.identification.algorithm",
+    "ssl.cipher.suites",
+    "ssl.providers",
+    "ssl.engine.id",
+    "enable.sasl.oauthbearer.unsecure.jwt",
     "partitioner",
     "group.instance.id",
     "transactional.id",
@@ -458,13 +481,15 @@ pub fn kafka_properties(
             return Err(format!("{name}: not a librdkafka property name"));
         }
         let key = rest.to_ascii_lowercase().replace('_', ".");
-        if KAFKA_RESERVED.contains(&key.as_str()) {
+        let canonical =
+            KAFKA_ALIASES.iter().find(|(alias, _)| *alias == key).map_or(key.as_str(), |(_, k)| k);
+        if KAFKA_RESERVED.contains(&canonical) {
             return Err(format!(
                 "{name} would set {key}, which the core sets itself (docs/configuration.md)"
             ));
         }
         let clear_password = key == "security.protocol" && value.eq_ignore_ascii_case("sasl_plaintext");
-        if !dev_mode && (KAFKA_UNSAFE.contains(&key.as_str()) || clear_password) {
+        if !dev_mode && (KAFKA_UNSAFE.contains(&canonical) || clear_password) {
             return Err(format!(
                 "{name} would weaken TLS or the core's guarantees (docs/configuration.md): only with CORE_DEV_MODE=true"
             ));
@@ -513,10 +538,11 @@ pub fn reference_markdown() -> String {
          the rest of the name lower-cased with `_` read as `.`, e.g. `KAFKA_CONF_SECURITY_PROTOCOL=SASL_SSL`, \
          `KAFKA_CONF_SASL_MECHANISMS=SCRAM-SHA-512`, `KAFKA_CONF_SASL_USERNAME`, `KAFKA_CONF_SASL_PASSWORD`, \
          `KAFKA_CONF_SSL_CA_LOCATION=/etc/kafka/ca.pem`. Over TLS without `ssl.ca.location` the system's CA \
-         certificates are used (`probe`). Refused, because the core's guarantees rest on them: {}. \
+         certificates are used (`probe`). Refused, because the core's guarantees rest on them: {} (and their aliases {}). \
          Refused unless `CORE_DEV_MODE=true`, because they weaken TLS, run code or break ordering: {}, \
          and `security.protocol=SASL_PLAINTEXT`.\n",
         KAFKA_RESERVED.map(|k| format!("`{k}`")).join(", "),
+        KAFKA_ALIASES.map(|(a, _)| format!("`{a}`")).join(", "),
         KAFKA_UNSAFE.map(|k| format!("`{k}`")).join(", ")
     ));
     out
@@ -652,9 +678,16 @@ mod tests {
 
     #[test]
     fn kafka_properties_the_core_relies_on_cannot_be_set() {
-        for name in
-            ["KAFKA_CONF_ENABLE_IDEMPOTENCE", "KAFKA_CONF_ACKS", "KAFKA_CONF_ENABLE_AUTO_OFFSET_STORE"]
-        {
+        for name in [
+            "KAFKA_CONF_ENABLE_IDEMPOTENCE",
+            "KAFKA_CONF_ACKS",
+            "KAFKA_CONF_ENABLE_AUTO_OFFSET_STORE",
+            // librdkafka's aliases of reserved properties
+            "KAFKA_CONF_METADATA_BROKER_LIST",
+            "KAFKA_CONF_REQUEST_REQUIRED_ACKS",
+            "KAFKA_CONF_DELIVERY_TIMEOUT_MS",
+            "KAFKA_CONF_AUTO_COMMIT_ENABLE",
+        ] {
             let e = props(&[(name, "x")]).unwrap_err();
             assert!(e.contains("sets itself"), "{name}: {e}");
             assert!(!e.contains("x\""), "the value is not echoed");
@@ -667,6 +700,9 @@ mod tests {
             ("KAFKA_CONF_SECURITY_PROTOCOL", "sasl_plaintext"),
             ("KAFKA_CONF_PLUGIN_LIBRARY_PATHS", "/tmp/evil.so"),
             ("KAFKA_CONF_PARTITIONER", "random"),
+            ("KAFKA_CONF_SSL_CIPHER_SUITES", "NULL"),
+            ("KAFKA_CONF_SSL_PROVIDERS", "legacy"),
+            ("KAFKA_CONF_ENABLE_SASL_OAUTHBEARER_UNSECURE_JWT", "yes"),
         ] {
             let e = props(&[(name, value)]).unwrap_err();
             assert!(e.contains("CORE_DEV_MODE") && !e.contains(value), "{name}: {e}");

@@ -16,12 +16,25 @@ pub async fn migrate(args: &DatabaseArgs) -> Result<(), sqlx::Error> {
     let url = args.database_url.expose();
     if !Postgres::database_exists(url).await? {
         tracing::info!(database = %args.database_url, "creating database");
-        Postgres::create_database(url).await?;
+        match Postgres::create_database(url).await {
+            Ok(()) => {}
+            // Another replica starting at the same moment made it first: what we wanted.
+            Err(e) if made_concurrently(&e) => {
+                tracing::info!(database = %args.database_url, "the database was created by another process")
+            }
+            Err(e) => return Err(e),
+        }
     }
     let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
     MIGRATOR.run(&pool).await?;
     pool.close().await;
     Ok(())
+}
+
+/// True when CREATE DATABASE lost a race to another session: `duplicate_database` (42P04), or
+/// the catalog's unique index when both got past the existence check at once (23505).
+fn made_concurrently(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().is_some_and(|c| c == "42P04" || c == "23505"))
 }
 
 /// A pool that connects on demand, so the core starts (and reports the database as down on

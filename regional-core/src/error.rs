@@ -96,6 +96,10 @@ impl ApiError {
             .with_extension("reason", (*reason).into())
             .with_extension("retry_after", (*retry_after_secs).into()),
             Self::Unavailable(detail) => Problem::new(ProblemType::DependencyUnavailable, detail.clone()),
+            Self::Database(e) if database_unavailable(e) => Problem::new(
+                ProblemType::DependencyUnavailable,
+                "the database is unavailable for a moment; retry shortly",
+            ),
             Self::Database(_) | Self::Template(_) => {
                 Problem::new(ProblemType::Internal, "the request could not be completed")
             }
@@ -111,10 +115,36 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut resp = problem_response(&self.problem());
-        if let Self::RateLimited { retry_after_secs, .. } = &self {
-            resp.headers_mut().insert(header::RETRY_AFTER, (*retry_after_secs).into());
+        match &self {
+            Self::RateLimited { retry_after_secs, .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, (*retry_after_secs).into());
+            }
+            Self::Database(e) if database_unavailable(e) => {
+                resp.headers_mut().insert(header::RETRY_AFTER, DATABASE_RETRY_AFTER_SECS.into());
+            }
+            _ => {}
         }
         resp
+    }
+}
+
+/// What a client waits before retrying when the database is unavailable (a failover takes tens of
+/// seconds; clients retry with their `Idempotency-Key`).
+const DATABASE_RETRY_AFTER_SECS: u64 = 2;
+
+/// True when a database error means "not reachable right now" rather than a bug: no connection
+/// within the pool's timeout, a connection lost or refused, a server shutting down or starting
+/// (SQLSTATE class 08, 57P01–57P03), or a primary just demoted to a read-only replica (25006).
+/// Those answer `503 dependency-unavailable` with `Retry-After`; anything else is a 500.
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            true
+        }
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "25006")
+        }),
+        _ => false,
     }
 }
 
@@ -123,4 +153,21 @@ pub fn problem_response(problem: &Problem) -> Response {
     let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = serde_json::to_vec(problem).unwrap_or_default();
     (status, [(header::CONTENT_TYPE, PROBLEM_CONTENT_TYPE)], body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_answers_503_with_retry_after_and_a_bug_500() {
+        let resp = ApiError::Database(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "2");
+        let lost = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(ApiError::Database(sqlx::Error::Io(lost)).into_response().status(), 503);
+        let bug = ApiError::Database(sqlx::Error::RowNotFound).into_response();
+        assert_eq!(bug.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(bug.headers().get(header::RETRY_AFTER).is_none());
+    }
 }

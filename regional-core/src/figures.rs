@@ -19,7 +19,51 @@ struct Figures {
     name: &'static str,
     help: &'static str,
     kind: MetricType,
-    samples: Vec<(Labels, f64)>,
+    samples: Vec<(Labels, Value)>,
+}
+
+/// A figure's value: counts stay integers in the text (`3`, not `3.0`), so readers that parse
+/// integers keep working; durations and rates are floats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int(v)
+    }
+}
+
+impl From<u64> for Value {
+    fn from(v: u64) -> Self {
+        Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<u32> for Value {
+    fn from(v: u32) -> Self {
+        Value::Int(v.into())
+    }
+}
+
+impl From<usize> for Value {
+    fn from(v: usize) -> Self {
+        Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Int(v.into())
+    }
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Self {
+        Value::Float(v)
+    }
 }
 
 /// Figures read at scrape time, encoded as they are: gauges, and counters another party counted
@@ -30,7 +74,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    fn add(&mut self, name: &'static str, help: &'static str, kind: MetricType, labels: Labels, value: f64) {
+    fn add(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        kind: MetricType,
+        labels: Labels,
+        value: Value,
+    ) {
         let at = match self.families.iter().position(|f| f.name == name) {
             Some(i) => i,
             None => {
@@ -42,13 +93,19 @@ impl Snapshot {
     }
 
     /// A gauge's value (`help` without a final period: one is added).
-    pub fn gauge(&mut self, name: &'static str, help: &'static str, labels: Labels, value: f64) {
-        self.add(name, help, MetricType::Gauge, labels, value);
+    pub fn gauge(&mut self, name: &'static str, help: &'static str, labels: Labels, value: impl Into<Value>) {
+        self.add(name, help, MetricType::Gauge, labels, value.into());
     }
 
     /// A counter's value; `name` without `_total` (the encoder adds it).
-    pub fn counter(&mut self, name: &'static str, help: &'static str, labels: Labels, value: f64) {
-        self.add(name, help, MetricType::Counter, labels, value);
+    pub fn counter(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: Labels,
+        value: impl Into<Value>,
+    ) {
+        self.add(name, help, MetricType::Counter, labels, value.into());
     }
 
     /// The snapshot alone, as Prometheus text.
@@ -67,9 +124,14 @@ impl Collector for Snapshot {
             let mut family = encoder.encode_descriptor(f.name, &help, None, f.kind)?;
             for (labels, value) in &f.samples {
                 let metric = family.encode_family(labels)?;
-                match f.kind {
-                    MetricType::Counter => ConstCounter::new(*value).encode(metric)?,
-                    _ => ConstGauge::new(*value).encode(metric)?,
+                // A counter cannot go below zero: a negative count (never expected) reads as 0.
+                match (f.kind, *value) {
+                    (MetricType::Counter, Value::Int(n)) => {
+                        ConstCounter::new(u64::try_from(n).unwrap_or(0)).encode(metric)?
+                    }
+                    (MetricType::Counter, Value::Float(x)) => ConstCounter::new(x.max(0.0)).encode(metric)?,
+                    (_, Value::Int(n)) => ConstGauge::new(n).encode(metric)?,
+                    (_, Value::Float(x)) => ConstGauge::new(x).encode(metric)?,
                 }
             }
         }
@@ -84,4 +146,23 @@ pub fn encode(registry: &Registry) -> String {
         tracing::warn!(error = %e, "metrics: encoding failed");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_stay_integers_and_durations_floats() {
+        let mut s = Snapshot::default();
+        s.gauge("t_waiting", "Waiting", vec![("event", "e".into())], 3i64);
+        s.counter("t_done", "Done", vec![], 2u64);
+        s.gauge("t_age_seconds", "Age", vec![], 0.5);
+        s.gauge("t_up", "Up", vec![], true);
+        let text = s.to_text();
+        let lines: Vec<&str> = text.lines().collect();
+        for want in ["t_waiting{event=\"e\"} 3", "t_done_total 2", "t_age_seconds 0.5", "t_up 1"] {
+            assert!(lines.contains(&want), "{want} not in {text}");
+        }
+    }
 }

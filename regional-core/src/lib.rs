@@ -29,6 +29,7 @@ pub mod publishing;
 pub mod reporting;
 pub mod router;
 pub mod serve;
+pub mod shutdown;
 pub mod state;
 pub mod templates;
 pub mod tokens;

@@ -10,8 +10,10 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -44,7 +46,7 @@ pub static MAIL_FAILURES: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 /// The middleware: times each request and counts it under its route.
 pub async fn track(req: Request, next: Next) -> Response {
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -59,6 +61,28 @@ pub async fn track(req: Request, next: Next) -> Response {
         .inc();
     LIVE.latency.get_or_create(&vec![("method", method), ("route", route)]).observe(seconds);
     resp
+}
+
+/// A method as a label value: the standard ones as they are, anything else `other`, so a client
+/// sending made-up methods cannot add series without bound.
+fn method_label(m: &axum::http::Method) -> String {
+    use axum::http::Method;
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    if known.contains(m) {
+        m.as_str().to_owned()
+    } else {
+        "other".to_owned()
+    }
 }
 
 /// A route as a label value: `{id}` written `:id` (some scrapers' parsers stop at a brace).
@@ -90,7 +114,7 @@ pub fn render(snapshot: Snapshot) -> String {
 
 /// `GET /metrics`: Prometheus text. Checkout's figures so far: unfinished orders by state and the age of the
 /// oldest unfinished order (which must stay near zero plus the payment window).
-pub async fn scrape(State(state): State<AppState>) -> Result<String> {
+pub async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse> {
     // Unfinished orders only (counted from a partial index, whatever the table's size); totals per
     // state belong to reporting's projections.
     let by_state: Vec<(String, i64)> = sqlx::query_as(
@@ -107,7 +131,7 @@ pub async fn scrape(State(state): State<AppState>) -> Result<String> {
             "ticketing_orders_unfinished",
             "Orders the saga is still working on, by state",
             vec![("state", st)],
-            n as f64,
+            n,
         );
     }
     s.gauge(
@@ -121,9 +145,9 @@ pub async fn scrape(State(state): State<AppState>) -> Result<String> {
         "ticketing_db_connections_in_use",
         "Database connections checked out of the pool",
         vec![],
-        in_use.into(),
+        in_use,
     );
-    s.gauge("ticketing_db_connections_open", "Database connections open", vec![], state.db.size().into());
+    s.gauge("ticketing_db_connections_open", "Database connections open", vec![], state.db.size());
     let (unsent, lag) = crate::bus::relay::backlog(&state.db).await?;
     s.gauge("ticketing_outbox_lag_seconds", "Age of the oldest outbox row not yet relayed", vec![], lag);
     // Pending and parked only (partial indexes): sent mails are history.
@@ -138,7 +162,7 @@ pub async fn scrape(State(state): State<AppState>) -> Result<String> {
             "ticketing_notifications",
             "Mails waiting to be sent, and parked after repeated failure",
             vec![("state", st.into())],
-            n as f64,
+            n,
         );
     }
     // The push queue to the edge, by state (one row per published event).
@@ -152,15 +176,15 @@ pub async fn scrape(State(state): State<AppState>) -> Result<String> {
             "ticketing_edge_sync_events",
             "Events whose push to the edge is pending, failing or lost",
             vec![("state", st.into())],
-            n as f64,
+            n,
         );
     }
     crate::bus::lag::collect(&mut s, unsent, lag);
     state.edge.collect(&mut s);
     if let Some(rss) = resident_memory_bytes() {
-        s.gauge("process_resident_memory_bytes", "Resident memory size in bytes", vec![], rss as f64);
+        s.gauge("process_resident_memory_bytes", "Resident memory size in bytes", vec![], rss);
     }
-    Ok(render(s))
+    Ok(([(header::CONTENT_TYPE, prometheus_text::CONTENT_TYPE)], render(s)))
 }
 
 /// The process's resident memory (Linux: `/proc/self/statm`, in pages of 4 KiB).

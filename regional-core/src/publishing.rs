@@ -379,28 +379,31 @@ async fn check_synced(db: &PgPool, edge: &EdgeClient) -> Result<usize, sqlx::Err
     Ok(queued)
 }
 
-/// The publisher: pushes what is due, and (in a task of its own, so that a slow round never
-/// delays a push) every `check_every` asks the edge what it still holds ([`check_edge`]); runs
-/// until the process stops.
-pub async fn run(db: PgPool, edge: EdgeClient, check_every: Duration) {
-    tokio::spawn({
-        let (db, edge) = (db.clone(), edge.clone());
-        async move {
-            loop {
-                if let Err(e) = check_edge(&db, &edge).await {
-                    tracing::error!(error = %e, "publisher could not check the edge");
-                }
-                tokio::time::sleep(check_every).await;
-            }
-        }
-    });
-    loop {
+/// The publisher: pushes what is due until asked to stop (a push under way is finished and
+/// recorded).
+pub async fn run(db: PgPool, edge: EdgeClient, stop: crate::shutdown::Stop) {
+    while !stop.requested() {
         match sync_due(&db, &edge).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "publisher could not read its queue"),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !stop.pause(Duration::from_millis(500)).await {
+            break;
+        }
+    }
+}
+
+/// Every `check_every`, asks the edge what it still holds ([`check_edge`]), until asked to stop:
+/// a task of its own, so that a slow round never delays a push.
+pub async fn run_checks(db: PgPool, edge: EdgeClient, check_every: Duration, stop: crate::shutdown::Stop) {
+    while !stop.requested() {
+        if let Err(e) = check_edge(&db, &edge).await {
+            tracing::error!(error = %e, "publisher could not check the edge");
+        }
+        if !stop.pause(check_every).await {
+            break;
+        }
     }
 }
 

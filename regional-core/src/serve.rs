@@ -14,6 +14,7 @@ use crate::edge_client::EdgeClient;
 use crate::payments::provider::Provider;
 use crate::payments::{stripe::Stripe, testpay::TestPay, PaymentProvider as _};
 use crate::router::{metrics_router, router_with};
+use crate::shutdown::Tasks;
 use crate::state::AppState;
 use crate::{checkout, db, publishing};
 
@@ -34,15 +35,21 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         tracing::info!(replica = %replica.database_url.redacted(), "reports read from the replica");
     }
     let mut extra = Router::<AppState>::new();
+    // Every task started here stops with the process, after HTTP has drained (shutdown.rs).
+    let mut tasks = Tasks::new();
     match &args.core_signing_key {
         Some(key) => {
             let edge = EdgeClient::new(&args.edge_url, key.0.clone());
             let check_every = Duration::from_secs(ops.edge_check_secs.max(1));
-            tokio::spawn(publishing::run(state.db.clone(), edge, check_every));
+            let (db, e) = (state.db.clone(), edge.clone());
+            tasks.spawn("publisher", |stop| publishing::run(db, e, stop));
+            let db = state.db.clone();
+            tasks.spawn("edge-check", move |stop| publishing::run_checks(db, edge, check_every, stop));
             state.edge =
                 crate::reporting::edge::EdgeStats::new(EdgeClient::new(&args.edge_url, key.0.clone()));
             let every = Duration::from_secs(ops.edge_scrape_secs.max(1));
-            tokio::spawn(state.edge.clone().run_scraper(state.db.clone(), every));
+            let (stats, db) = (state.edge.clone(), state.db.clone());
+            tasks.spawn("edge-scraper", move |stop| stats.run_scraper(db, every, stop));
             tracing::info!(edge = %args.edge_url, "publishing events to the edge");
         }
         None => tracing::warn!("CORE_SIGNING_KEY is not set: events will not be published to the edge"),
@@ -71,7 +78,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 None => crate::payments::testpay::random_secret()?,
             };
             let testpay = TestPay::new(state.db.clone(), &c.public_url, secret);
-            tokio::spawn(testpay.clone().run_deliveries());
+            let deliveries = testpay.clone();
+            tasks.spawn("testpay-deliveries", |stop| deliveries.run_deliveries(stop));
             extra = extra.merge(testpay.clone().routes());
             Some(Provider::Test(testpay))
         }
@@ -107,10 +115,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                     "CORE_FAULT_INJECT is set: this core will crash on purpose (tests only)"
                 );
             }
-            tokio::spawn(checkout::driver::run(
-                checkout.clone(),
-                Duration::from_millis(c.reconcile_interval_ms),
-            ));
+            let (driven, every) = (checkout.clone(), Duration::from_millis(c.reconcile_interval_ms));
+            tasks.spawn("checkout-driver", move |stop| checkout::driver::run(driven, every, stop));
             tracing::info!(provider = checkout.provider.name(), "checkout enabled");
             let gates = crate::fulfillment::checkin::Gates::server(checkout.clone());
             let grpc = c.grpc_listen;
@@ -122,8 +128,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 _ => None,
             };
             let secure = tls.is_some();
-            tokio::spawn(async move {
-                if let Err(e) = crate::fulfillment::checkin::serve(gates, grpc, tls).await {
+            tasks.spawn("check-in", move |stop| async move {
+                if let Err(e) = crate::fulfillment::checkin::serve(gates, grpc, tls, stop).await {
                     tracing::error!(error = %e, addr = %grpc, "the check-in service stopped");
                 }
             });
@@ -132,19 +138,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => tracing::warn!("CORE_SIGNING_KEY or EDGE_VERIFYING_KEYS is not set: checkout answers 503"),
     }
-    start_fulfillment(&args, &state.db).await?;
-    tokio::spawn(run_pruner(state.db.clone(), Duration::from_secs(600)));
+    start_fulfillment(&args, &state.db, &mut tasks).await?;
+    let db = state.db.clone();
+    tasks.spawn("pruner", |stop| run_pruner(db, Duration::from_secs(600), stop));
     let metrics_listener = TcpListener::bind(args.metrics_listen).await?;
     tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening (operators only)");
     let metrics_app = metrics_router(state.clone());
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(metrics_listener, metrics_app).await {
+    tasks.spawn("metrics", |stop| async move {
+        let stopped = async move { stop.wait().await };
+        if let Err(e) = axum::serve(metrics_listener, metrics_app).with_graceful_shutdown(stopped).await {
             tracing::error!(error = %e, "the metrics listener stopped");
         }
     });
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, database = %args.database.database_url, "core listening");
     let (draining, drain_for) = (state.draining.clone(), Duration::from_secs(ops.shutdown_drain_secs));
+    let stop_tasks = tasks.trigger();
     let shutdown = async move {
         shutdown_signal().await;
         // Not ready any more, still serving: the load balancer sees /readyz fail and stops
@@ -152,15 +161,24 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         draining.store(true, std::sync::atomic::Ordering::SeqCst);
         tracing::info!(seconds = drain_for.as_secs(), "shutting down: draining");
         tokio::time::sleep(drain_for).await;
+        // The listener closes now; check-in and the background tasks stop with it, finishing
+        // the step each is in while HTTP finishes its requests in flight.
+        stop_tasks();
     };
     axum::serve(listener, router_with(state, extra)).with_graceful_shutdown(shutdown).await?;
-    tracing::info!("core stopped");
+    let total = tasks.len();
+    let stopped = tasks.stop_all(Duration::from_secs(ops.shutdown_tasks_secs)).await;
+    tracing::info!(tasks = total, stopped, "core stopped");
     Ok(())
 }
 
 /// The outbox relay (to Kafka, or to the consumers in this process), the consumers, the mail
 /// sender and the reminders.
-async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+async fn start_fulfillment(
+    args: &ServeArgs,
+    db: &sqlx::PgPool,
+    tasks: &mut Tasks,
+) -> Result<(), Box<dyn std::error::Error>> {
     use crate::bus::{kafka, relay};
     use crate::notifications::{reminders, sender, MailSettings, Notifier};
     let f = &args.fulfillment;
@@ -173,7 +191,9 @@ async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Bo
         });
         consumers.push(Arc::new(Notifier::new(mail.clone())));
         let lead = chrono::Duration::hours(f.reminder_lead_hours);
-        tokio::spawn(reminders::run(db.clone(), mail, lead, Duration::from_secs(60)));
+        let (pool, settings, every) =
+            (db.clone(), mail.clone(), Duration::from_secs(f.reminder_check_secs.max(1)));
+        tasks.spawn("reminders", move |stop| reminders::run(pool, settings, lead, every, stop));
         match &f.smtp_url {
             Some(url) => {
                 let from: lettre::message::Mailbox =
@@ -188,7 +208,7 @@ async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Bo
                     domain,
                 };
                 let s = sender::Sender::new(db.clone(), url, settings, key.0.clone())?;
-                tokio::spawn(Arc::new(s).run(Duration::from_millis(500)));
+                tasks.spawn("mail-sender", |stop| Arc::new(s).run(Duration::from_millis(500), stop));
                 tracing::info!("notifications: sending mail over SMTP");
             }
             None => tracing::warn!("SMTP_URL is not set: mails are queued, not sent"),
@@ -213,7 +233,8 @@ async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Bo
                 tracing::warn!(error = %e, "kafka: could not create the topics");
             }
             for c in consumers {
-                tokio::spawn(kafka::run_consumer(db.clone(), settings.clone(), c));
+                let (pool, settings) = (db.clone(), settings.clone());
+                tasks.spawn(c.name(), move |stop| kafka::run_consumer(pool, settings, c, stop));
             }
             tracing::info!(bootstrap, "outbox: relayed to Kafka");
             relay::Sink::Kafka(kafka::Publisher::new(settings)?)
@@ -224,14 +245,15 @@ async fn start_fulfillment(args: &ServeArgs, db: &sqlx::PgPool) -> Result<(), Bo
             relay::Sink::InProcess(consumers)
         }
     };
-    tokio::spawn(relay::Relay::new(db.clone(), sink).run(poll));
+    let relay = relay::Relay::new(db.clone(), sink);
+    tasks.spawn("relay", move |stop| relay.run(poll, stop));
     Ok(())
 }
 
 /// Deletes expired idempotent answers ([`crate::api::prune`]) and ended promo-attempt windows
-/// ([`crate::promotions::prune_attempts`]) every `every`, until the process ends.
-async fn run_pruner(db: sqlx::PgPool, every: Duration) {
-    loop {
+/// ([`crate::promotions::prune_attempts`]) every `every`, until asked to stop.
+async fn run_pruner(db: sqlx::PgPool, every: Duration, stop: crate::shutdown::Stop) {
+    while !stop.requested() {
         let pruned = match crate::api::prune(&db).await {
             Ok(answers) => crate::promotions::prune_attempts(&db).await.map(|attempts| answers + attempts),
             Err(e) => Err(e),
@@ -243,7 +265,9 @@ async fn run_pruner(db: sqlx::PgPool, every: Duration) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning failed; retrying later"),
         }
-        tokio::time::sleep(every).await;
+        if !stop.pause(every).await {
+            break;
+        }
     }
 }
 

@@ -64,6 +64,26 @@ impl Service {
         let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
     }
 
+    /// Waits up to `within` for the process to exit by itself: its exit status, or `None` while
+    /// it still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The service's whole log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// True once the process has exited.
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
@@ -532,4 +552,28 @@ pub fn start_workerd_edge(
         .env("CORE_VERIFYING_KEYS", keys.core.public_config())
         .env("CORE_URL", core_url);
     spawn("edge", cmd, port, log_dir)
+}
+
+/// Runs `loadtest sale` (next to `E2E_CORE_BIN`) against the edge at `edge_url` and the core at
+/// `core_url` with the plan in `plan` (its arguments, separated by white space), writing its
+/// results under `out_dir`; answers its output.
+pub async fn run_sale(
+    edge_url: &str,
+    core_url: &str,
+    db_url: &str,
+    keys: &TestKeys,
+    admin_key: &str,
+    out_dir: &std::path::Path,
+    plan: &str,
+) -> std::process::Output {
+    let loadtest = PathBuf::from(required_env("E2E_CORE_BIN")).with_file_name("loadtest");
+    let mut cmd = Command::new(loadtest);
+    cmd.args(["sale", "--edge", edge_url, "--core", core_url])
+        .args(plan.split_whitespace())
+        .arg("--out")
+        .arg(out_dir)
+        .env("PLATFORM_ADMIN_KEY", admin_key)
+        .env("DATABASE_URL", db_url)
+        .env("CORE_SIGNING_KEY", keys.core_signing_key());
+    tokio::task::spawn_blocking(move || cmd.output().expect("the load generator runs")).await.expect("joined")
 }

@@ -774,11 +774,14 @@ async fn reports_metrics_and_the_dashboard_show_the_live_sale() {
             format!("ticketing_edge_seats{{{e},state=\"sold\"}} 1"),
             format!("ticketing_edge_holds_total{{{e},outcome=\"placed\"}} 2"),
             format!("ticketing_edge_queue_admitted_total{{{e}}} 2"),
-            format!("ticketing_edge_refusals_total{{{e},reason=\"bad-headers\"}}"),
             format!("ticketing_edge_scrape_ok{{{e}}} 1"),
             "ticketing_consumer_lag_messages{consumer=\"reporting\"} 0".to_owned(),
         ];
-        if wanted.iter().all(|w| text.contains(w.as_str())) {
+        // Whole lines: counts are integers in the text (`1`, not `1.0` or `10`).
+        let refused = format!("ticketing_edge_refusals_total{{{e},reason=\"bad-headers\"}} ");
+        if wanted.iter().all(|w| text.lines().any(|l| l == w))
+            && text.lines().any(|l| l.starts_with(&refused))
+        {
             break;
         }
         assert!(Instant::now() < deadline, "metrics never showed the edge: {text}");

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use e2e::{create_admin, drop_database, start_core_with, start_workerd_edge, Setup};
+use e2e::{create_admin, drop_database, run_sale, start_core_with, start_workerd_edge, Setup};
 use serde_json::Value;
 
 #[tokio::test]
@@ -31,34 +31,12 @@ async fn a_short_flash_sale_ends_with_a_clean_audit() {
     edge.wait_ready("/healthz", Duration::from_secs(120)).await;
     let admin = create_admin(&db_url, "root@sale.test");
 
-    let core_bin = std::path::PathBuf::from(std::env::var("E2E_CORE_BIN").expect("E2E_CORE_BIN"));
-    let loadtest = core_bin.with_file_name("loadtest");
-    let out_dir = dir.join("results");
-    let run = tokio::task::spawn_blocking({
-        let (edge_url, core_url, db_url, signing) =
-            (edge_url.clone(), core_url.clone(), db_url.clone(), keys.core_signing_key());
-        let out_dir = out_dir.clone();
-        move || {
-            std::process::Command::new(&loadtest)
-                .args(["sale", "--edge", &edge_url, "--core", &core_url])
-                .args(["--buyers", "300", "--seats", "100", "--hot-seats", "20", "--hot-share", "0.5"])
-                .args(["--max-tickets", "2", "--arrival", "burst", "--on-sale-in", "3", "--difficulty", "2"])
-                .args(["--bot-share", "0.05", "--decline-share", "0.1", "--abandon-share", "0.1"])
-                .args(["--think-min-ms", "50", "--think-max-ms", "300", "--hold-seconds", "8"])
-                .args(["--payment-seconds", "10"])
-                .args(["--admit-per-minute", "3000", "--max-active", "100", "--session-seconds", "60"])
-                .args(["--concurrency", "64", "--max-seconds", "240", "--baseline"])
-                .arg("--out")
-                .arg(&out_dir)
-                .env("PLATFORM_ADMIN_KEY", admin)
-                .env("DATABASE_URL", db_url)
-                .env("CORE_SIGNING_KEY", signing)
-                .output()
-                .expect("the load generator runs")
-        }
-    })
-    .await
-    .unwrap();
+    let plan = "--buyers 300 --seats 100 --hot-seats 20 --hot-share 0.5 --max-tickets 2 --arrival burst \
+                --on-sale-in 3 --difficulty 2 --bot-share 0.05 --decline-share 0.1 --abandon-share 0.1 \
+                --think-min-ms 50 --think-max-ms 300 --hold-seconds 8 --payment-seconds 10 \
+                --admit-per-minute 3000 --max-active 100 --session-seconds 60 --concurrency 64 \
+                --max-seconds 240 --baseline";
+    let run = run_sale(&edge_url, &core_url, &db_url, &keys, &admin, &dir.join("results"), plan).await;
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(

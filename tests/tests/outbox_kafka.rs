@@ -20,6 +20,7 @@ use rdkafka::ClientConfig;
 use regional_core::bus::kafka::{run_consumer, KafkaSettings, Properties, Publisher};
 use regional_core::bus::relay::{Relay, Sink};
 use regional_core::bus::{outbox, Consumer, HandleFuture, Message, TOPICS};
+use regional_core::shutdown::Stop;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -48,6 +49,11 @@ impl Consumer for Recorder {
             Ok(())
         })
     }
+}
+
+/// These tasks run until the test ends (or it aborts them).
+fn never() -> Stop {
+    Stop::never()
 }
 
 const GROUPS: [&str; 2] = ["audit-a", "audit-b"];
@@ -200,12 +206,18 @@ async fn a_relay_restarted_mid_batch_gives_each_group_every_message_once_in_orde
     );
 
     for group in GROUPS {
-        tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Recorder(group, Duration::ZERO))));
+        tokio::spawn(run_consumer(
+            db.clone(),
+            settings.clone(),
+            Arc::new(Recorder(group, Duration::ZERO)),
+            never(),
+        ));
     }
     tokio::spawn(run_consumer(
         db.clone(),
         settings.clone(),
         Arc::new(Recorder("lag-probe", Duration::from_millis(25))),
+        never(),
     ));
     expect_applied_once_in_order(&db, 600, Duration::from_secs(90)).await;
 
@@ -238,11 +250,17 @@ async fn the_broker_down_for_a_while_loses_nothing_and_duplicates_nothing() {
     let settings = settings(&format!("127.0.0.1:{port}"));
     settings.create_topics().await.expect("topics");
     let publisher = Publisher::new(settings.clone()).unwrap();
-    let relay = tokio::spawn(Relay::new(db.clone(), Sink::Kafka(publisher)).run(Duration::from_millis(200)));
+    let relay =
+        tokio::spawn(Relay::new(db.clone(), Sink::Kafka(publisher)).run(Duration::from_millis(200), never()));
     let consumers: Vec<_> = GROUPS
         .iter()
         .map(|g| {
-            tokio::spawn(run_consumer(db.clone(), settings.clone(), Arc::new(Recorder(g, Duration::ZERO))))
+            tokio::spawn(run_consumer(
+                db.clone(),
+                settings.clone(),
+                Arc::new(Recorder(g, Duration::ZERO)),
+                never(),
+            ))
         })
         .collect();
     let events: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
@@ -344,11 +362,18 @@ async fn the_outbox_reaches_a_broker_that_requires_tls_and_sasl_scram() {
     // The right ones: the relay and the consumer groups, over TLS with SASL/SCRAM.
     let relay = tokio::spawn(
         Relay::new(db.clone(), Sink::Kafka(Publisher::new(good.clone()).unwrap()))
-            .run(Duration::from_millis(200)),
+            .run(Duration::from_millis(200), never()),
     );
     let consumers: Vec<_> = GROUPS
         .iter()
-        .map(|g| tokio::spawn(run_consumer(db.clone(), good.clone(), Arc::new(Recorder(g, Duration::ZERO)))))
+        .map(|g| {
+            tokio::spawn(run_consumer(
+                db.clone(),
+                good.clone(),
+                Arc::new(Recorder(g, Duration::ZERO)),
+                never(),
+            ))
+        })
         .collect();
     expect_applied_once_in_order(&db, 30, Duration::from_secs(60)).await;
     assert_eq!(unsent(&db).await, 0);

@@ -57,8 +57,9 @@ fn limit_key(ip: &str) -> String {
 /// Counts a request against its client address's budget (the Rate Limiting binding). A deployment
 /// without the binding refuses joins (500, the cause in the log): an edge that cannot count would
 /// let one address take the line. A binding that errors now and then lets the request through (and
-/// logs it): the bot check and the per-visitor limit still stand, and a buyer is not turned away
-/// for the platform's hiccup.
+/// logs it, and counts it under the refusal reason `ip-limit-unavailable`, which the operator's
+/// alert `TicketingEdgeRateLimiterFailing` watches): the bot check and the per-visitor limit still
+/// stand, and a buyer is not turned away for the platform's hiccup.
 async fn over_ip_limit(ev: &EventCtx<'_>, req: &Request) -> Result<bool> {
     let ip = req.headers().get("cf-connecting-ip")?.unwrap_or_else(|| "unknown".into());
     let limiter = ev.env.rate_limiter(IP_LIMIT).map_err(|e| {
@@ -75,6 +76,7 @@ async fn over_ip_limit(ev: &EventCtx<'_>, req: &Request) -> Result<bool> {
                 "the rate limiter failed; let through",
                 serde_json::json!({ "error": e.to_string() }),
             );
+            super::count_refusal(ev, "ip-limit-unavailable");
             Ok(false)
         }
     }

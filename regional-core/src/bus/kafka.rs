@@ -191,9 +191,15 @@ impl Publisher {
     }
 }
 
-/// Feeds `consumer` from its own consumer group until the process stops: each message is applied
-/// once ([`deliver`]; retried while the database fails) before its offset is stored.
-pub async fn run_consumer(db: PgPool, settings: KafkaSettings, consumer: Arc<dyn Consumer>) {
+/// Feeds `consumer` from its own consumer group until asked to stop: each message is applied
+/// once ([`deliver`]; retried while the database fails) before its offset is stored. On a stop,
+/// the message in hand is finished and the stored offsets are committed before the group is left.
+pub async fn run_consumer(
+    db: PgPool,
+    settings: KafkaSettings,
+    consumer: Arc<dyn Consumer>,
+    stop: crate::shutdown::Stop,
+) {
     let group = format!("{}{}", settings.topic_prefix, consumer.name());
     let stream: StreamConsumer<LagContext> = match settings
         .client()
@@ -223,11 +229,15 @@ pub async fn run_consumer(db: PgPool, settings: KafkaSettings, consumer: Arc<dyn
     }
     tracing::info!(group, ?topics, "consumer: reading");
     loop {
-        let m = match stream.recv().await {
+        let received = tokio::select! {
+            m = stream.recv() => m,
+            _ = stop.wait() => break,
+        };
+        let m = match received {
             Ok(m) => m,
             Err(e) => {
                 tracing::debug!(error = %e, group, "consumer: receive failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                stop.pause(Duration::from_millis(200)).await;
                 continue;
             }
         };
@@ -237,10 +247,19 @@ pub async fn run_consumer(db: PgPool, settings: KafkaSettings, consumer: Arc<dyn
             Some(message) if !consumer.wants(&message) => {}
             Some(message) => {
                 let mut backoff = Duration::from_millis(100);
+                let mut applied = true;
                 while let Err(e) = deliver(&db, consumer.as_ref(), &message).await {
                     tracing::warn!(error = %e, group, message = message.id, "consumer failed; retrying");
-                    tokio::time::sleep(backoff).await;
+                    if !stop.pause(backoff).await {
+                        applied = false;
+                        break;
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                if !applied {
+                    // Asked to stop while the database fails: the offset is not stored, so the
+                    // group's next member applies this message.
+                    break;
                 }
                 if let Some(sent_ms) = m.timestamp().to_millis() {
                     let age = (chrono::Utc::now().timestamp_millis() - sent_ms) as f64 / 1000.0;
@@ -258,6 +277,10 @@ pub async fn run_consumer(db: PgPool, settings: KafkaSettings, consumer: Arc<dyn
             tracing::warn!(error = %e, group, "consumer: could not store the offset");
         }
     }
+    // Dropping the consumer closes it: librdkafka commits the stored offsets (what was applied,
+    // never more) and leaves the group, so that its partitions move to another replica at once.
+    drop(stream);
+    tracing::info!(group, "consumer: stopped");
 }
 
 /// Reads each consumer's lag from librdkafka's statistics: the sum over its assigned partitions.

@@ -51,7 +51,7 @@ pub fn collect(s: &mut crate::figures::Snapshot, outbox_unsent: i64, outbox_lag_
             "ticketing_consumer_lag_messages",
             "Relayed messages a consumer has not applied yet",
             vec![("consumer", name.clone())],
-            n as f64,
+            n,
         );
     }
     for (name, l) in lag.iter() {

@@ -12,6 +12,7 @@ use sqlx::PgPool;
 
 use super::kafka::Publisher;
 use super::{deliver_batch, Consumer, Message};
+use crate::shutdown::Stop;
 
 /// The advisory lock that makes one relay the publisher ("outbox" in ASCII).
 const RELAY_LOCK: i64 = 0x6f75_7462_6f78;
@@ -50,15 +51,16 @@ impl Relay {
         self
     }
 
-    /// Publishes until the process stops: takes the relay lock, then relays every `poll` (at once
-    /// again while batches come back full).
-    pub async fn run(mut self, poll: Duration) {
-        loop {
+    /// Publishes until asked to stop: takes the relay lock, then relays every `poll` (at once
+    /// again while batches come back full). A batch under way is finished first (the broker's
+    /// acknowledgements recorded), then the lock is given back with its connection.
+    pub async fn run(mut self, poll: Duration, stop: Stop) {
+        while !stop.requested() {
             let mut lock = match self.db.acquire().await {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "relay: no database connection");
-                    tokio::time::sleep(poll).await;
+                    stop.pause(poll).await;
                     continue;
                 }
             };
@@ -69,12 +71,12 @@ impl Relay {
             if !matches!(held, Ok(true)) {
                 // Another core relays; try again later (it may stop).
                 drop(lock);
-                tokio::time::sleep(poll * 4).await;
+                stop.pause(poll * 4).await;
                 continue;
             }
             tracing::info!(sink = self.sink_name(), "relay: publishing the outbox");
             let mut idle = 0u32;
-            loop {
+            while !stop.requested() {
                 match self.relay_batch().await {
                     Ok(n) if n as i64 >= self.batch => continue,
                     Ok(0) => idle += 1,
@@ -83,7 +85,9 @@ impl Relay {
                 }
                 // Polled, not woken by NOTIFY: PostgreSQL serializes the commits of transactions
                 // that notify, which would throttle every checkout.
-                tokio::time::sleep(poll).await;
+                if !stop.pause(poll).await {
+                    break;
+                }
                 if idle >= 50 {
                     // Idle for a while: is the lock still ours? (A lost connection releases it.)
                     idle = 0;

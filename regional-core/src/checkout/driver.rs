@@ -204,10 +204,11 @@ async fn due(db: &PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
     .await
 }
 
-/// The reconciler: runs until the process stops.
-pub async fn run(checkout: std::sync::Arc<Checkout>, interval: Duration) {
+/// The reconciler: runs until asked to stop (the orders being driven are taken to the end of
+/// their step first; each step is recorded, so another replica would resume them anyway).
+pub async fn run(checkout: std::sync::Arc<Checkout>, interval: Duration, stop: crate::shutdown::Stop) {
     use futures_util::StreamExt as _;
-    loop {
+    while !stop.requested() {
         if let Err(e) = sweep_cancelled_events(&checkout.db).await {
             tracing::error!(error = %e, "reconciler could not sweep cancelled events");
         }
@@ -221,7 +222,9 @@ pub async fn run(checkout: std::sync::Arc<Checkout>, interval: Duration) {
             }
             Err(e) => tracing::error!(error = %e, "reconciler could not read unfinished orders"),
         }
-        tokio::time::sleep(interval).await;
+        if !stop.pause(interval).await {
+            break;
+        }
     }
 }
 

@@ -39,19 +39,21 @@ use proto::check_in_reply::Result as Outcome;
 use proto::check_in_server::{CheckIn, CheckInServer};
 use proto::{CheckInReply, CheckInRequest, SyncScansReply, SyncScansRequest, ValidCode, ValidCodesRequest};
 
-/// Serves check-in on `addr` until the process ends: over TLS with `tls` (PEM certificate chain and
-/// key), in plaintext otherwise (loopback, or TLS ended before the core: see `CORE_GRPC_PLAINTEXT`).
+/// Serves check-in on `addr` until asked to stop (then stops accepting and finishes the calls in
+/// flight): over TLS with `tls` (PEM certificate chain and key), in plaintext otherwise (loopback,
+/// or TLS ended before the core: see `CORE_GRPC_PLAINTEXT`).
 pub async fn serve(
     gates: CheckInServer<Gates>,
     addr: std::net::SocketAddr,
     tls: Option<(Vec<u8>, Vec<u8>)>,
+    stop: crate::shutdown::Stop,
 ) -> Result<(), tonic::transport::Error> {
     let mut server = tonic::transport::Server::builder();
     if let Some((cert, key)) = tls {
         let identity = tonic::transport::Identity::from_pem(cert, key);
         server = server.tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?;
     }
-    server.add_service(gates).serve(addr).await
+    server.add_service(gates).serve_with_shutdown(addr, async move { stop.wait().await }).await
 }
 
 /// The check-in service.

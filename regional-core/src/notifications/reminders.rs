@@ -61,14 +61,22 @@ pub async fn queue_due(
     Ok(queued)
 }
 
-/// Queues reminders every `every` until the process stops.
-pub async fn run(db: PgPool, settings: Arc<MailSettings>, lead: chrono::Duration, every: Duration) {
-    loop {
+/// Queues reminders every `every` until asked to stop.
+pub async fn run(
+    db: PgPool,
+    settings: Arc<MailSettings>,
+    lead: chrono::Duration,
+    every: Duration,
+    stop: crate::shutdown::Stop,
+) {
+    while !stop.requested() {
         match queue_due(&db, &settings, lead).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(mails = n, "event reminders queued"),
             Err(e) => tracing::warn!(error = %e, "event reminders: failed; will retry"),
         }
-        tokio::time::sleep(every).await;
+        if !stop.pause(every).await {
+            break;
+        }
     }
 }

@@ -82,15 +82,18 @@ impl Sender {
         Ok(Self { db, smtp, settings, signer })
     }
 
-    /// Sends due mails until the process stops.
-    pub async fn run(self: Arc<Self>, poll: Duration) {
-        loop {
+    /// Sends due mails until asked to stop (a batch under way is finished: its mails sent and
+    /// recorded).
+    pub async fn run(self: Arc<Self>, poll: Duration, stop: crate::shutdown::Stop) {
+        while !stop.requested() {
             match self.send_due().await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "notifications: could not read due mails"),
             }
-            tokio::time::sleep(poll).await;
+            if !stop.pause(poll).await {
+                break;
+            }
         }
     }
 

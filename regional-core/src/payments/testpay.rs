@@ -239,10 +239,10 @@ impl TestPay {
         Ok(())
     }
 
-    /// The delivery loop: runs until the process stops.
-    pub async fn run_deliveries(self) {
+    /// The delivery loop: runs until asked to stop.
+    pub async fn run_deliveries(self, stop: crate::shutdown::Stop) {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
-        loop {
+        while !stop.requested() {
             match self.deliver_due(&http).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
@@ -251,6 +251,7 @@ impl TestPay {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                 _ = self.wake.notified() => {}
+                _ = stop.wait() => break,
             }
         }
     }

@@ -232,12 +232,13 @@ impl EdgeStats {
         picture
     }
 
-    /// Scrapes the events on sale (published, on sale or sold out, not ended a day ago) forever.
-    pub async fn run_scraper(self: Arc<Self>, db: PgPool, every: Duration) {
+    /// Scrapes the events on sale (published, on sale or sold out, not ended a day ago) until
+    /// asked to stop.
+    pub async fn run_scraper(self: Arc<Self>, db: PgPool, every: Duration, stop: crate::shutdown::Stop) {
         if self.edge.is_none() {
             return;
         }
-        loop {
+        while !stop.requested() {
             match events_on_sale(&db).await {
                 Ok(events) => {
                     let asks = events.iter().copied().map(|event| {
@@ -252,7 +253,9 @@ impl EdgeStats {
                 }
                 Err(e) => tracing::warn!(error = %e, "edge scrape: could not list the events on sale"),
             }
-            tokio::time::sleep(every).await;
+            if !stop.pause(every).await {
+                break;
+            }
         }
     }
 
@@ -268,7 +271,7 @@ impl EdgeStats {
                 "ticketing_edge_scrape_ok",
                 "1 when the edge answered the last scrape of the event",
                 e(),
-                f64::from(u8::from(scraped.picture.is_ok())),
+                scraped.picture.is_ok(),
             );
             s.gauge(
                 "ticketing_edge_scrape_age_seconds",
@@ -284,7 +287,7 @@ impl EdgeStats {
                     "ticketing_edge_seats",
                     "Seats and places at the edge, by state",
                     with("state", state),
-                    n as f64,
+                    n,
                 );
             }
             let h = &p.holds;
@@ -295,11 +298,11 @@ impl EdgeStats {
                     "ticketing_edge_holds",
                     "Holds placed, and how they ended",
                     with("outcome", outcome),
-                    n as f64,
+                    n,
                 );
             }
             let q = &p.queue;
-            s.gauge("ticketing_edge_holds_live", "Holds not yet ended", e(), h.live as f64);
+            s.gauge("ticketing_edge_holds_live", "Holds not yet ended", e(), h.live);
             s.gauge(
                 "ticketing_edge_hold_expiry_lateness_max_seconds",
                 "How late the latest expiry ran after the hold's expiry time",
@@ -316,19 +319,14 @@ impl EdgeStats {
                 "ticketing_edge_queue_waiting",
                 "People in the waiting room not yet admitted",
                 e(),
-                q.waiting as f64,
+                q.waiting,
             );
-            s.gauge(
-                "ticketing_edge_queue_active",
-                "People admitted and still shopping",
-                e(),
-                q.active as f64,
-            );
+            s.gauge("ticketing_edge_queue_active", "People admitted and still shopping", e(), q.active);
             s.counter(
                 "ticketing_edge_queue_admitted",
                 "People admitted from the waiting room",
                 e(),
-                q.admitted_total as f64,
+                q.admitted_total,
             );
             s.gauge(
                 "ticketing_edge_queue_admitted_per_minute",
@@ -347,9 +345,9 @@ impl EdgeStats {
                     reason.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).collect();
                 s.counter(
                     "ticketing_edge_refusals",
-                    "Requests the edge refused (bot checks, tokens, limits), by reason",
+                    "Requests the edge refused (bot checks, tokens, limits), by reason; ip-limit-unavailable counts joins let through unchecked because the rate limiter failed",
                     with("reason", &reason),
-                    *n as f64,
+                    *n,
                 );
             }
         }

@@ -472,8 +472,13 @@ async fn check_in_is_served_over_tls_when_given_a_certificate(db: PgPool) {
     };
     let gates = Gates::server(state.checkout.clone().unwrap());
     tokio::spawn(async move {
-        let served =
-            regional_core::fulfillment::checkin::serve(gates, addr, Some((cert_for_server, key_pem))).await;
+        let served = regional_core::fulfillment::checkin::serve(
+            gates,
+            addr,
+            Some((cert_for_server, key_pem)),
+            regional_core::shutdown::Stop::never(),
+        )
+        .await;
         eprintln!("check-in over TLS stopped: {served:?}");
     });
     let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&ca)).domain_name("localhost");

@@ -131,3 +131,25 @@ async fn readyz_follows_the_schema_and_draining_while_livez_stays_up(pool: PgPoo
     let live = reqwest::get(format!("{base}/livez")).await.unwrap();
     assert_eq!(live.status(), 200);
 }
+
+/// Replicas started at once against a database that does not exist yet all come up: the one that
+/// loses the race to create it takes the database the other made (then sqlx's migration lock
+/// lets one of them migrate).
+#[tokio::test]
+async fn replicas_that_start_at_once_all_create_and_migrate_the_database() {
+    use regional_core::config::{DatabaseArgs, DatabaseUrl};
+    let server = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let server = server.rsplit_once('/').map_or(server.as_str(), |(s, _)| s).to_owned();
+    let name = format!("race_{}", uuid::Uuid::new_v4().simple());
+    let args = DatabaseArgs {
+        database_url: format!("{server}/{name}").parse::<DatabaseUrl>().unwrap(),
+        max_connections: 1,
+    };
+    let starts = (0..4).map(|_| db::migrate(&args));
+    let outcomes = futures_util::future::join_all(starts).await;
+    let admin = PgPoolOptions::new().max_connections(1).connect(&format!("{server}/postgres")).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&admin).await.unwrap();
+    for outcome in outcomes {
+        assert!(outcome.is_ok(), "a replica failed to start: {outcome:?}");
+    }
+}
