@@ -15,26 +15,31 @@ NAME = re.compile(r"\b((?:ticketing|process)_[a-z_]+)")
 
 
 def sources():
-    return "\n".join(
-        open(p).read() for p in glob.glob(os.path.join(ROOT, "regional-core/src/**/*.rs"), recursive=True)
-    )
+    """Every source file of the core: (path, text)."""
+    return [
+        (p, open(p).read()) for p in glob.glob(os.path.join(ROOT, "regional-core/src/**/*.rs"), recursive=True)
+    ]
 
 
-def exported(code):
+def exported(files):
     """Every metric name the code defines, and the kind of those it registers or reports as
     counters or histograms (anything else is a gauge, exposed under its own name)."""
-    names = set(NAME.findall(code))
-    kinds = {}
-    # Figures reported at scrape time: `s.counter("name", ...)`, `s.gauge("name", ...)`.
-    for kind, n in re.findall(r"\.(counter|gauge)\(\s*\"((?:ticketing|process)_[a-z_]+)\"", code):
-        kinds[n] = kind
-    # Live metrics: `registry.register("name", "help", THING.clone())`, THING's declared type.
-    for n, thing in re.findall(r'register\(\s*"([a-z_]+)",\s*"[^"]*",\s*([A-Za-z_.]+)\.clone\(\)', code):
-        field = thing.split(".")[-1]
-        decl = re.search(rf"\b{re.escape(field)}: ([^\n]+)", code)
-        if not decl:
-            sys.exit(f"check-dashboard: cannot find the type of {thing} (registered as {n})")
-        kinds[n] = "histogram" if "Histogram" in decl.group(1) else "counter" if "Counter" in decl.group(1) else "gauge"
+    names, kinds = set(), {}
+    for path, code in files:
+        names.update(NAME.findall(code))
+        # Figures reported at scrape time: `s.counter("name", ...)`, `s.gauge("name", ...)`.
+        for kind, n in re.findall(r"\.(counter|gauge)\(\s*\"((?:ticketing|process)_[a-z_]+)\"", code):
+            kinds[n] = kind
+        # Live metrics: `registry.register("name", "help", THING.clone())`, THING's type as
+        # declared in the same file (a field `requests: Family<…, Counter>` or a static).
+        for n, thing in re.findall(r'register\(\s*"([a-z_]+)",\s*"[^"]*",\s*([A-Za-z_.]+)\.clone\(\)', code):
+            field = thing.split(".")[-1]
+            # Its type, not its value: `field: Type<…>,` or `static FIELD: LazyLock<Type> = …`.
+            decls = [d for d in re.findall(rf"\b{re.escape(field)}: ([^\n]+)", code) if "::" not in d.split("<")[0]]
+            if len(decls) != 1:
+                sys.exit(f"check-dashboard: {path}: {len(decls)} declarations of {field} (registered as {n})")
+            decl = decls[0]
+            kinds[n] = "histogram" if "Histogram" in decl else "counter" if "Counter" in decl else "gauge"
     return names, kinds
 
 

@@ -62,6 +62,7 @@ if want e2e; then
   timed "core image" bash "$ROOT/scripts/image.sh"
   KAFKA_PORT=$KAFKA_PORT timed "kafka start" bash "$ROOT/scripts/kafka.sh" start
   E2E_CORE_BIN="$CARGO_TARGET_DIR/debug/regional-core" E2E_DATABASE_SERVER="$PG_SERVER" \
+    E2E_PYTHON="$CACHE/pyenv/bin/python" \
     KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" TANSU="$TANSU" timed "e2e tests" "${NEXTEST[@]}" -E 'package(e2e)'
 fi
 log "all tests passed in $(($(date +%s) - started)) s"

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use shared_types::internal_api::{HoldAction, InternalRoute};
 use shared_types::inventory::Inventory;
 use shared_types::request_signing::{precheck_request, verify_request, SignedRequest, SIGNATURE_HEADER};
+use shared_types::traceparent::TraceParent;
 use shared_types::waiting_room::{shard_of_visitor, WaitingRoomSettings};
 use shared_types::{Problem, ProblemType};
 use worker::{Method, Request, Response};
@@ -51,21 +52,53 @@ async fn authenticate(ev: &EventCtx<'_>, req: &mut Request) -> Result<(Vec<u8>, 
 }
 
 /// A signed call of the core's to `/internal/v1/events/{event}/{rest}`.
+///
+/// Each call the core signed is logged once, with its outcome and the trace it belongs to (the
+/// core's `traceparent`: its trace id and the core's span that made the call), so that the core's
+/// exported trace and the edge's log line can be joined. Calls that fail authentication are not
+/// logged one by one (they are counted as refusals).
 pub async fn handle(ev: &EventCtx<'_>, mut req: Request, rest: &[&str]) -> Result<Response> {
     let (body, signed) = authenticate(ev, &mut req).await?;
+    let trace = req.headers().get("traceparent")?.as_deref().and_then(TraceParent::parse);
+    let method = req.method();
+    let answer = route_call(ev, &req, rest, &body, &signed).await;
+    let status = match &answer {
+        Ok(resp) | Err(Stop::Answer(resp)) => resp.status_code(),
+        Err(Stop::Fault(_)) => 500,
+    };
+    durable_objects::log::info(
+        "core call",
+        serde_json::json!({
+            "method": method.to_string(),
+            "path": ev.path,
+            "status": status,
+            "trace_id": trace.map(|t| t.trace_id_hex()),
+            "parent_id": trace.map(|t| t.parent_id_hex()),
+        }),
+    );
+    answer
+}
+
+async fn route_call(
+    ev: &EventCtx<'_>,
+    req: &Request,
+    rest: &[&str],
+    body: &[u8],
+    signed: &SignedRequest,
+) -> Result<Response> {
     let call = Call { caller: &Caller::Core, nonce: Some(&signed.nonce), shard_index: None };
     let Some(route) = InternalRoute::parse(req.method().as_ref(), rest) else {
         return Err(ev.problem(ProblemType::NotFound, "no such internal route"));
     };
     match route {
-        InternalRoute::PutInventory => put_inventory(ev, &body, &signed).await,
+        InternalRoute::PutInventory => put_inventory(ev, body, signed).await,
         InternalRoute::Stats => stats(ev).await,
         InternalRoute::Layout => layout(ev).await,
-        InternalRoute::PutWaitingRoom => put_settings(ev, &body).await,
+        InternalRoute::PutWaitingRoom => put_settings(ev, body).await,
         InternalRoute::WaitingRoom => room_stats(ev).await,
-        InternalRoute::EndSession => end_session(ev, &body).await,
-        InternalRoute::Hold(hold) => hold_call(ev, &hold, None, &call, &body).await,
-        InternalRoute::HoldAction(hold, action) => hold_call(ev, &hold, Some(action), &call, &body).await,
+        InternalRoute::EndSession => end_session(ev, body).await,
+        InternalRoute::Hold(hold) => hold_call(ev, &hold, None, &call, body).await,
+        InternalRoute::HoldAction(hold, action) => hold_call(ev, &hold, Some(action), &call, body).await,
     }
 }
 

@@ -11,7 +11,8 @@
 //!
 //! The edge checks what it can offline first (a checkout's hold token is its own signature), so
 //! that junk never reaches the core; it forwards only the headers the core needs, plus the
-//! caller's address and a `traceparent` that names the request end to end.
+//! caller's address and a `traceparent` that names the request end to end (a trace started here,
+//! the edge being the trust boundary: `web::trace_onward`).
 
 use shared_types::token::{unverified_audience, TokenKind};
 use shared_types::{Problem, ProblemType};
@@ -22,12 +23,6 @@ use crate::keys::EdgeKeys;
 
 /// Headers passed on to the core.
 const FORWARDED: [&str; 4] = ["authorization", "idempotency-key", "content-type", "accept"];
-
-fn traceparent() -> String {
-    let mut bytes = [0u8; 24];
-    let _ = getrandom::getrandom(&mut bytes);
-    format!("00-{}-{}-01", hex::encode(&bytes[..16]), hex::encode(&bytes[16..]))
-}
 
 /// Refuses a checkout whose hold token the edge itself would not accept.
 fn check_hold_token(body: &[u8], keys: &EdgeKeys) -> std::result::Result<(), (String, &'static str)> {
@@ -65,8 +60,8 @@ pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
             headers.set(name, &v)?;
         }
     }
-    let trace = req.headers().get("traceparent")?.unwrap_or_else(traceparent);
-    headers.set("traceparent", &trace)?;
+    let trace = crate::web::trace_onward()?;
+    headers.set("traceparent", &trace.to_string())?;
     if let Some(ip) = req.headers().get("cf-connecting-ip")? {
         headers.set("x-forwarded-for", &ip)?;
     }
@@ -80,7 +75,7 @@ pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
         Ok(resp) => Ok(resp),
         Err(e) => {
             // One JSON line, with the trace id the core's logs would have carried.
-            let trace_id = trace.split('-').nth(1).unwrap_or_default().to_owned();
+            let trace_id = trace.trace_id_hex();
             durable_objects::log::error(
                 "core unreachable",
                 serde_json::json!({ "path": path, "trace_id": trace_id, "error": e.to_string() }),

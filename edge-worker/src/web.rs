@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use durable_objects::http;
 use serde::Serialize;
+use shared_types::traceparent::TraceParent;
 use shared_types::ProblemType;
 use worker::{Request, Response};
 
@@ -114,6 +115,22 @@ pub fn random_hex(bytes: usize) -> Result<String> {
     let mut buf = vec![0u8; bytes];
     getrandom::getrandom(&mut buf).map_err(|e| worker::Error::RustError(format!("randomness: {e}")))?;
     Ok(hex::encode(buf))
+}
+
+/// `N` random bytes.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    getrandom::getrandom(&mut buf).map_err(|e| worker::Error::RustError(format!("randomness: {e}")))?;
+    Ok(buf)
+}
+
+/// The `traceparent` this edge sends to the core for a buyer's request: a new trace, sampled,
+/// with this hop's span as the parent. The edge is the trust boundary (W3C Trace Context allows
+/// restarting a trace there): a buyer's own `traceparent` is not continued, so that nobody outside
+/// chooses the trace id the core's logs and request id carry (gluing requests into one trace,
+/// copying someone's request id) or turns sampling off to hide from traces.
+pub fn trace_onward() -> Result<TraceParent> {
+    Ok(TraceParent::new_root(random_bytes()?))
 }
 
 /// Whole seconds from now until `at_ms` (0 once it has passed).

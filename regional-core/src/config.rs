@@ -415,9 +415,29 @@ impl fmt::Display for DatabaseUrl {
 }
 
 /// Read by `main.rs` before the configuration is parsed: (name, default, what).
-const LOGGING_ENV: [(&str, &str, &str); 2] = [
+const LOGGING_ENV: [(&str, &str, &str); 6] = [
     ("RUST_LOG", "info,sqlx=warn", "What is logged (tracing-subscriber's `EnvFilter` syntax)."),
     ("LOG_FORMAT", "text", "`json` for one JSON object per log line."),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "",
+        "Where traces go over OTLP/HTTP (protobuf), e.g. `http://otel-collector:4318` (`/v1/traces` is added); unset: nothing is exported, `traceparent` is still carried. `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` gives the full URL instead.",
+    ),
+    (
+        "OTEL_SERVICE_NAME",
+        "ticketing-core",
+        "The service name on exported spans. The SDK's other standard variables apply too (`OTEL_EXPORTER_OTLP_HEADERS` for a collector's credentials (secret), `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_QUEUE_SIZE`, `OTEL_RESOURCE_ATTRIBUTES`).",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_HEADERS",
+        "",
+        "Headers sent with each export (`key=value,…`), e.g. the collector's API key: a secret (never logged). `OTEL_EXPORTER_OTLP_TRACES_HEADERS` likewise, for traces only.",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        "",
+        "As `OTEL_EXPORTER_OTLP_HEADERS`, for traces only: a secret.",
+    ),
 ];
 
 /// The prefix of the environment variables that set any librdkafka property.
@@ -481,8 +501,11 @@ pub fn kafka_properties(
             return Err(format!("{name}: not a librdkafka property name"));
         }
         let key = rest.to_ascii_lowercase().replace('_', ".");
-        let canonical =
-            KAFKA_ALIASES.iter().find(|(alias, _)| *alias == key).map_or(key.as_str(), |(_, k)| k);
+        // librdkafka hands a property it does not know globally to the default topic
+        // configuration, which drops a leading `topic.`: `topic.auto.offset.reset` is
+        // `auto.offset.reset`. Checked as what it sets.
+        let bare = key.strip_prefix("topic.").unwrap_or(&key);
+        let canonical = KAFKA_ALIASES.iter().find(|(alias, _)| *alias == bare).map_or(bare, |(_, k)| k);
         if KAFKA_RESERVED.contains(&canonical) {
             return Err(format!(
                 "{name} would set {key}, which the core sets itself (docs/configuration.md)"
@@ -531,7 +554,9 @@ pub fn reference_markdown() -> String {
         "### Every subcommand\n\n| variable | secret | default | what |\n| --- | --- | --- | --- |\n",
     );
     for (name, default, what) in LOGGING_ENV {
-        out.push_str(&format!("| `{name}` | no | `{default}` | {what} |\n"));
+        let secret = if name.ends_with("_HEADERS") { "yes" } else { "no" };
+        let default = if default.is_empty() { "—".to_owned() } else { format!("`{default}`") };
+        out.push_str(&format!("| `{name}` | {secret} | {default} | {what} |\n"));
     }
     out.push_str(&format!(
         "\n`{KAFKA_CONF_PREFIX}<PROPERTY>` (`serve`; may be secret, never logged): any librdkafka property, \
@@ -687,6 +712,10 @@ mod tests {
             "KAFKA_CONF_REQUEST_REQUIRED_ACKS",
             "KAFKA_CONF_DELIVERY_TIMEOUT_MS",
             "KAFKA_CONF_AUTO_COMMIT_ENABLE",
+            // a topic property under librdkafka's `topic.` prefix
+            "KAFKA_CONF_TOPIC_AUTO_OFFSET_RESET",
+            "KAFKA_CONF_TOPIC_MESSAGE_TIMEOUT_MS",
+            "KAFKA_CONF_TOPIC_DELIVERY_TIMEOUT_MS",
         ] {
             let e = props(&[(name, "x")]).unwrap_err();
             assert!(e.contains("sets itself"), "{name}: {e}");
@@ -700,6 +729,7 @@ mod tests {
             ("KAFKA_CONF_SECURITY_PROTOCOL", "sasl_plaintext"),
             ("KAFKA_CONF_PLUGIN_LIBRARY_PATHS", "/tmp/evil.so"),
             ("KAFKA_CONF_PARTITIONER", "random"),
+            ("KAFKA_CONF_TOPIC_PARTITIONER", "random"),
             ("KAFKA_CONF_SSL_CIPHER_SUITES", "NULL"),
             ("KAFKA_CONF_SSL_PROVIDERS", "legacy"),
             ("KAFKA_CONF_ENABLE_SASL_OAUTHBEARER_UNSECURE_JWT", "yes"),

@@ -8,6 +8,7 @@ use serde_json::Value;
 use shared_types::internal_api::{HoldAction, HoldAnswer, InternalRoute};
 use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
 use shared_types::token::TokenSigner;
+use tracing::Instrument as _;
 
 /// The edge's internal API, as the core calls it.
 #[derive(Clone)]
@@ -59,6 +60,26 @@ impl EdgeClient {
     }
 
     async fn send_to(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> Result<Value, EdgeError> {
+        // A client span of its own (a child of the request or task that calls), named to the edge
+        // by its traceparent.
+        let span = tracing::info_span!(
+            "edge call",
+            otel.name = %format_args!("edge {method}"),
+            otel.kind = "client",
+            method = %method,
+            path = %path,
+        );
+        let traceparent = crate::telemetry::traceparent(&span);
+        self.send_traced(method, path, body, &traceparent).instrument(span).await
+    }
+
+    async fn send_traced(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Vec<u8>,
+        traceparent: &str,
+    ) -> Result<Value, EdgeError> {
         // A request that never left (a pooled connection the edge had closed, a refused connect)
         // is sent once more with a fresh nonce: every internal route is idempotent.
         let mut attempt = 0;
@@ -72,6 +93,7 @@ impl EdgeClient {
                 .http
                 .request(method.clone(), format!("{}{path}", self.base))
                 .header(SIGNATURE_HEADER, signature)
+                .header("traceparent", traceparent)
                 .header("content-type", "application/json")
                 .body(body.clone())
                 .send()

@@ -133,16 +133,29 @@ impl IntoResponse for ApiError {
 const DATABASE_RETRY_AFTER_SECS: u64 = 2;
 
 /// True when a database error means "not reachable right now" rather than a bug: no connection
-/// within the pool's timeout, a connection lost or refused, a server shutting down or starting
-/// (SQLSTATE class 08, 57P01–57P03), or a primary just demoted to a read-only replica (25006).
-/// Those answer `503 dependency-unavailable` with `Retry-After`; anything else is a 500.
+/// within the pool's timeout, a connection lost (I/O) or refused (SQLSTATE 08000, 08001, 08003,
+/// 08004, 08006), a server shutting down or starting (57P01–57P03) or full (53300), or a primary
+/// just demoted to a read-only replica during a failover (25006). Those answer
+/// `503 dependency-unavailable` with `Retry-After`; anything else is a 500 — a TLS handshake that
+/// fails (a misconfigured certificate stays so) and a protocol violation (08P01) included. Both
+/// kinds are logged at error level and counted as 5xx.
 fn database_unavailable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-            true
-        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
         sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "25006")
+            matches!(
+                c.as_ref(),
+                "08000"
+                    | "08001"
+                    | "08003"
+                    | "08004"
+                    | "08006"
+                    | "57P01"
+                    | "57P02"
+                    | "57P03"
+                    | "53300"
+                    | "25006"
+            )
         }),
         _ => false,
     }

@@ -31,6 +31,7 @@ pub mod router;
 pub mod serve;
 pub mod shutdown;
 pub mod state;
+pub mod telemetry;
 pub mod templates;
 pub mod tokens;
 pub mod validate;

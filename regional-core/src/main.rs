@@ -2,19 +2,35 @@
 
 use clap::Parser;
 use regional_core::config::{CreateAdminArgs, ProbeArgs, ReplayOutboxArgs, RepublishArgs};
-use regional_core::{accounts, db, demo, publishing, Command, Config, DatabaseArgs};
-use tracing_subscriber::EnvFilter;
+use regional_core::{accounts, db, demo, publishing, telemetry, Command, Config, DatabaseArgs};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Logs and traces first, outside the runtime (the OTLP exporter's HTTP client blocks).
+    let telemetry = telemetry::init();
+    let outcome = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => {
+            let outcome = runtime.block_on(run(config));
+            // Blocking work still running (a Kafka consumer closing against a broker that is
+            // down) gets a bound, so that the flush below happens within the pod's grace period.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+            outcome
+        }
+        Err(e) => Err(e.into()),
+    };
+    // Spans still in the batch are exported before the process ends.
+    telemetry.shutdown();
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "regional-core failed");
+            std::process::ExitCode::FAILURE
+        }
     }
-    let outcome = match config.command {
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    match config.command {
         Some(Command::Migrate(args)) => db::migrate(&args).await.map_err(Into::into),
         Some(Command::CreateAdmin(args)) => create_admin(args).await,
         Some(Command::SeedDemo(args)) => seed_demo(args).await,
@@ -23,13 +39,6 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Probe(args)) => probe(args).await,
         Some(Command::Serve(args)) => regional_core::serve(args).await,
         None => regional_core::serve(config.serve).await,
-    };
-    match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "regional-core failed");
-            std::process::ExitCode::FAILURE
-        }
     }
 }
 

@@ -21,8 +21,7 @@ fn incoming_id(req: &Request) -> Option<String> {
     }
     // traceparent: version-traceid-parentid-flags; the trace id names the whole chain.
     let trace = headers.get("traceparent").and_then(|v| v.to_str().ok())?;
-    let id = trace.split('-').nth(1)?;
-    (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+    shared_types::traceparent::TraceParent::parse(trace).map(|t| t.trace_id_hex())
 }
 
 pub(crate) async fn request_id(mut req: Request, next: Next) -> Response {

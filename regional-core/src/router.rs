@@ -2,10 +2,11 @@
 //! metrics, tracing, request ids). The top of the import graph: it imports the handlers, and
 //! nothing imports it but `serve` (docs/architecture.md, "The core's layers").
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{OnResponse as _, TraceLayer};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -35,14 +36,44 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.request_timeout, crate::limits::bound))
         .layer(axum::extract::DefaultBodyLimit::max(crate::limits::MAX_BODY))
         .layer(axum::middleware::from_fn(crate::metrics::track))
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        })
-        // One access line per request (status, latency), inside the request's span.
-        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // One access line per request (status, latency), inside the request's span.
+                .on_response(|resp: &Response, latency, span: &tracing::Span| {
+                    span.record("http.response.status_code", resp.status().as_u16());
+                    tower_http::trace::DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .on_response(resp, latency, span)
+                }),
+        )
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
+}
+
+/// A request's span: named by its route template (bounded, unlike raw paths), continuing the
+/// caller's trace (`traceparent`), with the request id every log line of it carries.
+fn request_span(req: &Request) -> tracing::Span {
+    let id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
+    let method = req.method();
+    if matches!(route, "/livez" | "/readyz" | "/healthz") {
+        // Probes (every few seconds from every prober) are logged, not traced: a debug span is
+        // below the traces' filter (telemetry.rs).
+        return tracing::debug_span!("probe", method = %method, path = %req.uri().path(), request_id = %id);
+    }
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        method = %method,
+        path = %req.uri().path(),
+        http.route = route,
+        request_id = %id,
+        http.response.status_code = tracing::field::Empty,
+    );
+    crate::telemetry::continue_trace(&span, req.headers());
+    span
 }
 
 /// The operators' listener (`CORE_METRICS_LISTEN`): `/metrics` only, for Prometheus. Keep it off

@@ -4,6 +4,10 @@
 //! finish the step it is in. A task sees the request through its [`Stop`]: its waits between
 //! rounds end early ([`Stop::pause`]), and it returns instead of starting another round.
 //!
+//! Not tasks: the drive of an order that a request starts at once (a payment webhook, a checkout)
+//! runs on its own; cut short at exit, its order keeps its lease until it lapses (`LEASE_SECS`,
+//! `checkout/driver.rs`), then any replica's reconciler resumes it.
+//!
 //! Nothing depends on a task finishing: every step is recorded in PostgreSQL and leased, so a task
 //! cut short (a crash, or a task that overruns the bound) is taken over by another replica. A
 //! graceful stop only avoids redoing work and logs that each task ended. A leaf.
@@ -28,9 +32,9 @@ impl Stop {
         Stop(NEVER.subscribe())
     }
 
-    /// True once a stop has been requested.
+    /// True once a stop has been requested (or its [`Tasks`] are gone, which means the same).
     pub fn requested(&self) -> bool {
-        *self.0.borrow()
+        *self.0.borrow() || self.0.has_changed().is_err()
     }
 
     /// Resolves when a stop is requested.

@@ -11,6 +11,7 @@ pub mod inventory;
 pub mod problem;
 pub mod request_signing;
 pub mod token;
+pub mod traceparent;
 pub mod waiting_room;
 
 pub use health::{CoreHealth, HealthReport, HealthStatus, Tier, TierReport};

@@ -129,6 +129,14 @@ impl Drop for Service {
     }
 }
 
+/// Starts `cmd` as a service of the harness (its log under `log_dir`) and waits until it listens on
+/// `port`.
+pub fn spawn_service(name: &'static str, cmd: Command, port: u16, log_dir: &std::path::Path) -> Service {
+    let service = spawn(name, cmd, port, log_dir);
+    wait_listening(&service, Duration::from_secs(20));
+    service
+}
+
 fn spawn(name: &'static str, mut cmd: Command, port: u16, log_dir: &std::path::Path) -> Service {
     std::fs::create_dir_all(log_dir).expect("log dir");
     let log = log_dir.join(format!("{name}-{port}.log"));

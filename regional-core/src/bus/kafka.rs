@@ -230,8 +230,9 @@ pub async fn run_consumer(
     tracing::info!(group, ?topics, "consumer: reading");
     loop {
         let received = tokio::select! {
-            m = stream.recv() => m,
+            biased;
             _ = stop.wait() => break,
+            m = stream.recv() => m,
         };
         let m = match received {
             Ok(m) => m,
@@ -279,7 +280,9 @@ pub async fn run_consumer(
     }
     // Dropping the consumer closes it: librdkafka commits the stored offsets (what was applied,
     // never more) and leaves the group, so that its partitions move to another replica at once.
-    drop(stream);
+    // Closing waits for the broker (up to the session timeout when it is down): off the runtime's
+    // threads.
+    let _ = tokio::task::spawn_blocking(move || drop(stream)).await;
     tracing::info!(group, "consumer: stopped");
 }
 

@@ -52,8 +52,9 @@ impl Relay {
     }
 
     /// Publishes until asked to stop: takes the relay lock, then relays every `poll` (at once
-    /// again while batches come back full). A batch under way is finished first (the broker's
-    /// acknowledgements recorded), then the lock is given back with its connection.
+    /// again while batches come back full). On a stop, the batch under way is finished first (the
+    /// broker's acknowledgements recorded), then the lock is released at once, so that another
+    /// replica relays without waiting for this process to end.
     pub async fn run(mut self, poll: Duration, stop: Stop) {
         while !stop.requested() {
             let mut lock = match self.db.acquire().await {
@@ -97,6 +98,12 @@ impl Relay {
                         break;
                     }
                 }
+            }
+            if stop.requested() {
+                // The lock is the connection's (a pooled one would keep it): released by hand.
+                let _ =
+                    sqlx::query("SELECT pg_advisory_unlock($1)").bind(RELAY_LOCK).execute(&mut *lock).await;
+                tracing::info!("relay: stopped; the lock is released");
             }
         }
     }
