@@ -7,6 +7,7 @@
 //! - `keys.rs`     the edge's keys: sign and verify its tokens
 //! - `body.rs`     every body read within a bound
 //! - `room/`       the waiting room (screen, credentials, the line's steps, its JSON routes)
+//! - `home.rs`     `GET /`: the events, searchable (the core's catalog, cached per isolate)
 //! - `pages.rs`    the buyer's pages (templates in `templates/`, scripts and styles in `assets/`)
 //! - `holds.rs`    holds and availability;  `proxy.rs` the buyer's routes the core answers
 //! - `internal.rs` the core's signed calls;  `objects.rs` calling the event's Durable Objects
@@ -17,6 +18,7 @@ mod body;
 mod context;
 mod health;
 mod holds;
+mod home;
 mod internal;
 mod keys;
 mod objects;
@@ -72,6 +74,8 @@ fn event_of(cx: &Ctx<'_>, segment: &str) -> Result<EventId> {
 async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
     let segments: Vec<&str> = cx.path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
+        (Method::Get | Method::Head, [""]) => home::home(cx, &req).await,
+        (_, [""]) => web::method_not_allowed(cx),
         (Method::Get | Method::Head, ["healthz"]) => Ok(health::healthz(cx.env).await?),
         (_, ["healthz"]) => Err(cx.problem(ProblemType::MethodNotAllowed, "use GET")),
         (Method::Get | Method::Head, ["assets", file]) => assets::serve(cx, file),

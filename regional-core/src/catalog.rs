@@ -38,6 +38,20 @@ pub struct PublicEvent {
     pub venue_name: String,
     pub city: String,
     pub organizer: String,
+    /// The start as the audience reads it, in the event's time zone (`Fri 12 Jun 2026, 20:00`):
+    /// pages show it without a time-zone database of their own.
+    #[sqlx(skip)]
+    pub starts_local: String,
+}
+
+/// How [`PublicEvent::starts_local`] reads.
+const LOCAL_FORMAT: &str = "%a %-d %b %Y, %H:%M";
+
+impl PublicEvent {
+    fn with_local_start(mut self) -> Self {
+        self.starts_local = self.details.schedule.local(self.details.schedule.starts_at, LOCAL_FORMAT);
+        self
+    }
 }
 
 const COLUMNS: &str =
@@ -79,8 +93,9 @@ async fn search(State(state): State<AppState>, Query(s): Query<Search>) -> Resul
         .bind(s.genre.as_deref())
         .bind(s.from)
         .bind(s.to);
-    let listing =
+    let mut listing =
         paging.fetch(query, &state.db, |e: &PublicEvent| (e.details.schedule.starts_at, e.id)).await?;
+    listing.items = listing.items.into_iter().map(PublicEvent::with_local_start).collect();
     Ok(([(header::CACHE_CONTROL, CACHE)], Json(listing)))
 }
 
@@ -94,7 +109,7 @@ async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<im
     .bind(id)
     .fetch_optional(&state.db)
     .await?;
-    let event = event.ok_or(ApiError::NotFound)?;
+    let event = event.ok_or(ApiError::NotFound)?.with_local_start();
     let tiers: Vec<TierOffer> = sqlx::query_as(&format!(
         "SELECT {TIER_OFFER_COLUMNS} FROM ticket_tiers WHERE event_id = $1 ORDER BY created_at, id"
     ))

@@ -283,6 +283,12 @@ async fn buyers_search_published_events_without_a_key_and_see_tiers_and_prices(d
         ["Jazz Night", "Rock Festival", "Late Jazz Session"],
         "drafts are not listed; by start time"
     );
+    let first = &all["items"][0];
+    let local = first["starts_local"].as_str().unwrap_or_default();
+    assert!(
+        local.contains("2027") && local.contains(':'),
+        "the start in the event's zone, readable: {first}"
+    );
     assert_eq!(
         titles(&get("/api/v1/catalog/events?q=jazz".into()).await.1),
         ["Jazz Night", "Late Jazz Session"]
