@@ -10,7 +10,7 @@ out="$ROOT/edge-worker/build"
 stamp="$out/.inputs.sha256"
 inputs_hash() {
   (cd "$ROOT" && find Cargo.toml Cargo.lock shared-types durable-objects edge-worker \
-    -path edge-worker/build -prune -o -type f \( -name '*.rs' -o -name 'Cargo.toml' -o -name '*.html' \
+    -path edge-worker/build -prune -o -type f \( -name '*.rs' -o -name 'Cargo.toml' -o -name Cargo.lock -o -name '*.html' \
     -o -name '*.css' -o -name '*.js' \) -print0 |
     sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 }

@@ -143,7 +143,7 @@ fn unreachable_core(core: TierReport) -> Vec<TierReport> {
 }
 
 /// Runs `fut` for at most `ms` milliseconds; `None` if the time ran out first.
-async fn with_timeout<F: Future>(ms: u64, fut: F) -> Option<F::Output> {
+pub(crate) async fn with_timeout<F: Future>(ms: u64, fut: F) -> Option<F::Output> {
     let fut = std::pin::pin!(fut);
     let delay = std::pin::pin!(Delay::from(Duration::from_millis(ms)));
     match select(fut, delay).await {

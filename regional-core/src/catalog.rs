@@ -83,6 +83,7 @@ async fn search(State(state): State<AppState>, Query(s): Query<Search>) -> Resul
            AND ($2::text IS NULL OR lower(v.city) = lower($2))
            AND ($3::text IS NULL OR lower(e.genre) = lower($3))
            AND ($4::timestamptz IS NULL OR e.starts_at >= $4)
+           AND ($4::timestamptz IS NOT NULL OR e.ends_at > now())
            AND ($5::timestamptz IS NULL OR e.starts_at < $5)
            AND (e.starts_at, e.id) > ($6, $7)
          ORDER BY e.starts_at, e.id LIMIT $8"

@@ -58,10 +58,11 @@ test('a search is checked, bounded and passed on; the same search again is answe
     assert.equal(res.status, 200);
     const html = await res.text();
     assert.ok(html.includes('value="jazz"') && html.includes('value="2027-03-01"'), 'the form keeps the search');
+    assert.ok(html.includes('<h1>Events found: 2</h1>'));
   }
   assert.equal(asked.length, 1, 'one request to the core for five visitors');
   assert.equal(asked[0].url,
-    '/api/v1/catalog/events?q=jazz&city=Berlin&from=2027-03-01T00%3A00%3A00Z&to=2027-03-31T23%3A59%3A59.999Z&limit=24');
+    '/api/v1/catalog/events?q=jazz&city=berlin&from=2027-03-01T00%3A00%3A00Z&to=2027-04-01T00%3A00%3A00Z&limit=24');
   // What is not a date, or too long, is not passed on.
   await mf.dispatchFetch(`http://edge/?from=yesterday&q=${'a'.repeat(500)}`);
   assert.equal(asked[1].url, `/api/v1/catalog/events?q=${'a'.repeat(200)}&limit=24`);
@@ -76,4 +77,23 @@ test('a catalog that cannot be read gives a page that says so (503), and only GE
   assert.match(await res.text(), /cannot be listed right now/);
   const post = await mf.dispatchFetch('http://edge/', { method: 'POST' });
   assert.equal(post.status, 405);
+});
+
+test('an item whose id is not an id is left out, and a core that hangs gets a few seconds', async () => {
+  let hang = false;
+  const peer = await startPeer((req, res) => {
+    if (hang) return; // never answers
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ items: [...events, { ...events[0], id: '"><script>x</script>' }] }));
+  });
+  const mf = await startEdge({ CORE_URL: peer.url });
+  cleanups.push(() => peer.close(), () => mf.dispose());
+  const first = await (await mf.dispatchFetch('http://edge/?city=Paris')).text();
+  assert.equal((first.match(/<li class="event">/g) || []).length, 2);
+  hang = true;
+  const started = Date.now();
+  const slow = await mf.dispatchFetch('http://edge/?city=Oslo');
+  assert.equal(slow.status, 503, 'nothing kept for this search');
+  assert.equal(slow.headers.get('retry-after'), '5');
+  assert.ok(Date.now() - started < 10000, 'the core gets a few seconds, not forever');
 });

@@ -320,6 +320,20 @@ async fn buyers_search_published_events_without_a_key_and_see_tiers_and_prices(d
     let draft = drafts["items"][0]["id"].as_str().unwrap().to_owned();
     let resp = api.http.get(format!("{}/api/v1/catalog/events/{draft}", api.base)).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    // An event that is over is listed only when asked for by date (the front page shows what is
+    // still to come).
+    sqlx::query(
+        "UPDATE events SET starts_at = now() - interval '3 hours', ends_at = now() - interval '1 hour'
+         WHERE title = 'Jazz Night'",
+    )
+    .execute(&api.db)
+    .await
+    .unwrap();
+    assert_eq!(titles(&get("/api/v1/catalog/events".into()).await.1), ["Rock Festival", "Late Jazz Session"]);
+    assert_eq!(
+        titles(&get("/api/v1/catalog/events?from=2000-01-01T00:00:00Z".into()).await.1),
+        ["Jazz Night", "Rock Festival", "Late Jazz Session"]
+    );
 }
 
 #[sqlx::test]
