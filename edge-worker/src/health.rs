@@ -92,10 +92,9 @@ async fn check_core(core_url: Option<&str>, timeout_ms: u64) -> Vec<TierReport> 
     let answer = with_timeout(timeout_ms, async {
         // A trace of its own, like every call to the core (the core does not export its probes).
         let headers = worker::Headers::new();
-        let mut random = [0u8; 24];
-        getrandom::getrandom(&mut random).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let trace = shared_types::traceparent::TraceParent::new_root(random);
-        headers.set("traceparent", &trace.to_string())?;
+        if let Ok(trace) = crate::web::trace_onward() {
+            headers.set("traceparent", &trace.to_string())?;
+        }
         let mut init = RequestInit::new();
         init.with_method(Method::Get).with_headers(headers);
         let mut resp = Fetch::Request(Request::new_with_init(&url, &init)?).send_with_signal(&signal).await?;

@@ -48,12 +48,6 @@ impl From<u32> for Value {
     }
 }
 
-impl From<usize> for Value {
-    fn from(v: usize) -> Self {
-        Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
-    }
-}
-
 impl From<bool> for Value {
     fn from(v: bool) -> Self {
         Value::Int(v.into())

@@ -1,6 +1,6 @@
 //! The W3C Trace Context `traceparent` header (<https://www.w3.org/TR/trace-context/>), as the
-//! edge reads it from buyers and the core and writes it on every call it makes: one trace id names
-//! a request end to end, and each hop sends its own span id as the parent of the next.
+//! edge writes it on every call to the core (a trace it starts) and reads it from the core's calls
+//! (to log the trace and the core's span): one trace id names a request end to end.
 //!
 //! Hand-written rather than the `opentelemetry` crate at the edge: the header is 55 characters of
 //! fixed format, and the crate would add its context machinery to the Worker's wasm for it. The
@@ -65,13 +65,6 @@ impl TraceParent {
         Self { trace_id, parent_id, flags: 0x01 }
     }
 
-    /// The header this hop sends on: the same trace and flags, its own span id as the parent.
-    pub fn child(&self, span_id: [u8; 8]) -> Self {
-        let mut parent_id = span_id;
-        parent_id[7] |= u8::from(parent_id == [0; 8]);
-        Self { parent_id, ..*self }
-    }
-
     /// The trace id as 32 hex digits (what logs carry).
     pub fn trace_id_hex(&self) -> String {
         hex::encode(self.trace_id)
@@ -126,13 +119,9 @@ mod tests {
     }
 
     #[test]
-    fn a_hop_keeps_the_trace_and_sends_its_own_span() {
-        let t = TraceParent::parse(EXAMPLE).unwrap();
-        let next = t.child([7; 8]);
-        assert_eq!(next.trace_id, t.trace_id);
-        assert_eq!(next.flags, t.flags);
-        assert_eq!(next.parent_id_hex(), "0707070707070707");
+    fn a_new_trace_is_sampled_and_never_has_an_all_zero_id() {
         let root = TraceParent::new_root([0; 24]);
+        assert_eq!(root.flags, 1);
         assert!(TraceParent::parse(&root.to_string()).is_some(), "never an invalid all-zero id");
     }
 }
