@@ -16,7 +16,7 @@ fn ledger() -> Ledger {
 }
 
 fn seats(ids: &[&str]) -> HoldRequest {
-    HoldRequest::Seats { seats: ids.iter().map(|s| seat(s)).collect(), section: None }
+    HoldRequest::Seats { seats: ids.iter().map(|s| seat(s)).collect(), section: None, tier: None }
 }
 
 #[test]
@@ -54,8 +54,13 @@ fn unknown_and_duplicate_seats_and_bad_quantities_are_refused() {
 #[test]
 fn best_available_takes_adjacent_seats_nearest_the_middle_of_the_front_row() {
     let mut l = ledger();
-    let req =
-        HoldRequest::BestAvailable { quantity: 4, section: Some(id("S1")), zone: None, accessibility: None };
+    let req = HoldRequest::BestAvailable {
+        quantity: 4,
+        section: Some(id("S1")),
+        zone: None,
+        accessibility: None,
+        tier: None,
+    };
     let placed = l.place_hold(&visitor(1), None, &req, T0, hold_id(1)).unwrap();
     // Row 0 of S1 has seats 0..10: the 4-block nearest the middle is 3..7.
     assert_eq!(placed.hold.seats, ["S1-0-3", "S1-0-4", "S1-0-5", "S1-0-6"].map(seat));
@@ -65,11 +70,23 @@ fn best_available_takes_adjacent_seats_nearest_the_middle_of_the_front_row() {
 fn best_available_moves_to_the_next_row_when_no_block_fits_and_scatters_as_a_last_resort() {
     let mut l = Ledger::new(&inventory(1, 2, 4, 0, SETTINGS));
     l.place_hold(&visitor(1), None, &seats(&["S0-0-1", "S0-1-2"]), T0, hold_id(1)).unwrap();
-    let three = HoldRequest::BestAvailable { quantity: 3, section: None, zone: None, accessibility: None };
+    let three = HoldRequest::BestAvailable {
+        quantity: 3,
+        section: None,
+        zone: None,
+        accessibility: None,
+        tier: None,
+    };
     // Row 0 is 0 _ 2 3: no block of 3. Row 1 is 0 1 _ 3: none either. Scattered: first free seats.
     let got = l.place_hold(&visitor(2), None, &three, T0, hold_id(2)).unwrap().hold.seats;
     assert_eq!(got, ["S0-0-0", "S0-0-2", "S0-0-3"].map(seat));
-    let two = HoldRequest::BestAvailable { quantity: 2, section: None, zone: None, accessibility: None };
+    let two = HoldRequest::BestAvailable {
+        quantity: 2,
+        section: None,
+        zone: None,
+        accessibility: None,
+        tier: None,
+    };
     let got = l.place_hold(&visitor(3), None, &two, T0, hold_id(3)).unwrap().hold.seats;
     assert_eq!(got, ["S0-1-0", "S0-1-1"].map(seat));
     let err = l.place_hold(&visitor(4), None, &two, T0, hold_id(4)).unwrap_err();
@@ -84,12 +101,18 @@ fn best_available_respects_zone_and_accessibility() {
         section: None,
         zone: Some(id("front")),
         accessibility: Some(shared_types::inventory::Accessibility::Wheelchair),
+        tier: None,
     };
     let got = l.place_hold(&visitor(1), None, &req, T0, hold_id(1)).unwrap().hold.seats;
     // Front-zone wheelchair seats are the first of each row, never adjacent: scattered.
     assert_eq!(got, ["S0-0-0", "S0-1-0"].map(seat));
-    let bad =
-        HoldRequest::BestAvailable { quantity: 1, section: Some(id("S9")), zone: None, accessibility: None };
+    let bad = HoldRequest::BestAvailable {
+        quantity: 1,
+        section: Some(id("S9")),
+        zone: None,
+        accessibility: None,
+        tier: None,
+    };
     assert!(matches!(
         l.place_hold(&visitor(1), None, &bad, T0, hold_id(2)),
         Err(HoldError::UnknownSection { .. })
@@ -312,7 +335,7 @@ fn a_restored_ledger_is_the_same_ledger() {
 #[test]
 fn named_seats_in_a_section_must_be_in_that_section() {
     let mut l = ledger();
-    let req = |s: &str| HoldRequest::Seats { seats: vec![seat(s)], section: Some(id("S1")) };
+    let req = |s: &str| HoldRequest::Seats { seats: vec![seat(s)], section: Some(id("S1")), tier: None };
     assert!(matches!(
         l.place_hold(&visitor(1), None, &req("S0-0-1"), T0, hold_id(1)),
         Err(HoldError::UnknownSeat { .. })
@@ -380,6 +403,7 @@ fn a_seat_taken_off_sale_keeps_its_hold_and_is_never_held_again() {
                 section: Some(id("S0")),
                 zone: None,
                 accessibility: None,
+                tier: None,
             },
             T0 + 4,
             hold_id(5),
@@ -482,4 +506,61 @@ fn ten_thousand_refused_holds_under_fresh_keys_leave_the_ledger_bounded_and_the_
     // ...and once it has run past the retention, nothing is left and no alarm is needed.
     l.prune(T0 + 10_000 + IDEMPOTENCY_RETENTION_MS);
     assert_eq!((l.remembered(), l.next_wake()), (0, None));
+}
+
+#[test]
+fn a_seat_hold_is_sold_under_the_seated_tier_it_names_or_the_first() {
+    use shared_types::inventory::{Money, SeatedTier, ZonePrice};
+    let mut inv = inventory(1, 2, 10, 20, SETTINGS);
+    let price = |amount_minor| Money { amount_minor, currency: inv.currency };
+    let priced = |name: &str, amount| SeatedTier {
+        id: id(name),
+        name: name.into(),
+        prices: vec![
+            ZonePrice { zone: id("std"), price: price(amount) },
+            ZonePrice { zone: id("front"), price: price(amount * 2) },
+        ],
+    };
+    inv.seat_map.seated_tiers = vec![priced("adult", 4500), priced("child", 2000)];
+    assert_eq!(inv.validate(), Ok(()));
+    let mut l = Ledger::new(&inv);
+    let named = HoldRequest::Seats { seats: vec![seat("S0-0-1")], section: None, tier: Some(id("child")) };
+    let hold = l.place_hold(&visitor(1), None, &named, T0, hold_id(1)).unwrap().hold;
+    assert_eq!(hold.tier, Some(id("child")));
+    let best = HoldRequest::BestAvailable {
+        quantity: 2,
+        section: None,
+        zone: None,
+        accessibility: None,
+        tier: None,
+    };
+    let hold = l.place_hold(&visitor(2), None, &best, T0, hold_id(2)).unwrap().hold;
+    assert_eq!(hold.tier, Some(id("adult")), "the first seated tier when none is named");
+    let ga = HoldRequest::GeneralAdmission { tier: id("floor"), quantity: 1 };
+    assert_eq!(l.place_hold(&visitor(3), None, &ga, T0, hold_id(3)).unwrap().hold.tier, None);
+    // A tier the event does not sell seats under (a GA tier's id, or none at all) is refused and
+    // changes nothing.
+    let version = l.version();
+    for tier in ["floor", "nope"] {
+        let bad = HoldRequest::Seats { seats: vec![seat("S0-0-5")], section: None, tier: Some(id(tier)) };
+        assert_eq!(
+            l.place_hold(&visitor(4), None, &bad, T0, hold_id(4)),
+            Err(HoldError::UnknownTier { tier: id(tier) })
+        );
+    }
+    assert_eq!(l.version(), version);
+    // An inventory without seated tiers sells seats at their zone's price: a hold names none.
+    let mut old = Ledger::new(&inventory(1, 1, 10, 0, SETTINGS));
+    assert_eq!(
+        old.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap().hold.tier,
+        None
+    );
+    let named = HoldRequest::Seats { seats: vec![seat("S0-0-2")], section: None, tier: Some(id("adult")) };
+    assert!(matches!(
+        old.place_hold(&visitor(1), None, &named, T0, hold_id(2)),
+        Err(HoldError::UnknownTier { .. })
+    ));
+    // A request that names no tier reads as it did before tiers (stored idempotency fingerprints
+    // still match).
+    assert_eq!(serde_json::to_string(&seats(&["S0-0-1"])).unwrap(), r#"{"kind":"seats","seats":["S0-0-1"]}"#);
 }

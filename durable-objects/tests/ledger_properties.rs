@@ -197,12 +197,22 @@ impl World {
             Op::Seats { visitor: v, seats, key } => self.place(
                 v,
                 key,
-                HoldRequest::Seats { seats: seats.into_iter().map(seat_at).collect(), section: None },
+                HoldRequest::Seats {
+                    seats: seats.into_iter().map(seat_at).collect(),
+                    section: None,
+                    tier: None,
+                },
             )?,
             Op::Best { visitor: v, quantity, key } => self.place(
                 v,
                 key,
-                HoldRequest::BestAvailable { quantity, section: None, zone: None, accessibility: None },
+                HoldRequest::BestAvailable {
+                    quantity,
+                    section: None,
+                    zone: None,
+                    accessibility: None,
+                    tier: None,
+                },
             )?,
             Op::Ga { visitor: v, quantity, key } => {
                 self.place(v, key, HoldRequest::GeneralAdmission { tier: id("floor"), quantity })?

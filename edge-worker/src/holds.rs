@@ -85,6 +85,7 @@ pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
             seats: hold.seats.clone(),
             ga_tier: hold.ga.as_ref().map(|g| g.tier.clone()),
             ga_quantity: hold.ga.as_ref().map_or(0, |g| g.quantity),
+            seated_tier: hold.tier.clone(),
             expires_at_ms: hold.expires_at,
         },
     };
@@ -113,36 +114,40 @@ pub async fn hold_object(ev: &EventCtx<'_>, hold: &str) -> Result<String> {
 }
 
 /// Availability of the whole event, merged across shards (seats in seat-map order, sections and
-/// tiers in layout order, version = sum of the shards' versions, so it only grows).
-pub async fn availability(ev: &EventCtx<'_>) -> Result<Response> {
+/// tiers in layout order, version = sum of the shards' versions, so it only grows), as JSON: kept
+/// by the isolate [`AVAILABILITY_TTL_MS`], so that viewers cost the objects nothing more.
+pub async fn snapshot(ev: &EventCtx<'_>) -> Result<String> {
     let event = &ev.event;
     let now = durable_objects::now_ms() as f64;
     let cached = AVAILABILITY.with(|c| {
         c.borrow().get(event).filter(|(at, _)| now - at < AVAILABILITY_TTL_MS).map(|(_, b)| b.clone())
     });
-    let body = match cached {
-        Some(body) => body,
-        None => {
-            let (_, parts): (_, Vec<Availability>) =
-                objects::every_shard(ev, &Caller::Edge, "/availability", "this event is not on sale").await?;
-            let mut merged: Option<Availability> = None;
-            for part in parts {
-                merged = Some(match merged {
-                    None => part,
-                    Some(mut m) => {
-                        m.version += part.version;
-                        m.seats.push_str(&part.seats);
-                        m.sections.extend(part.sections);
-                        m.tiers.extend(part.tiers);
-                        m
-                    }
-                });
+    if let Some(body) = cached {
+        return Ok(body);
+    }
+    let (_, parts): (_, Vec<Availability>) =
+        objects::every_shard(ev, &Caller::Edge, "/availability", "this event is not on sale").await?;
+    let mut merged: Option<Availability> = None;
+    for part in parts {
+        merged = Some(match merged {
+            None => part,
+            Some(mut m) => {
+                m.version += part.version;
+                m.seats.push_str(&part.seats);
+                m.sections.extend(part.sections);
+                m.tiers.extend(part.tiers);
+                m
             }
-            let body = serde_json::to_string(&merged)?;
-            AVAILABILITY.with(|c| c.borrow_mut().insert(event.clone(), (now, body.clone())));
-            body
-        }
-    };
+        });
+    }
+    let body = serde_json::to_string(&merged)?;
+    AVAILABILITY.with(|c| c.borrow_mut().insert(event.clone(), (now, body.clone())));
+    Ok(body)
+}
+
+/// `GET /availability`: [`snapshot`], which browsers may keep a second as well.
+pub async fn availability(ev: &EventCtx<'_>) -> Result<Response> {
+    let body = snapshot(ev).await?;
     let mut resp = Response::ok(body)?;
     resp.headers_mut().set("content-type", "application/json")?;
     resp.headers_mut().set("cache-control", "public, max-age=1")?;
@@ -181,6 +186,7 @@ mod tests {
         let seats = |section: Option<&str>| HoldRequest::Seats {
             seats: vec![SeatId::parse("B-1-1").unwrap()],
             section: section.map(|s| SectionId::parse(s).unwrap()),
+            tier: None,
         };
         assert_eq!(shard_for(&l, &seats(Some("B"))), Ok(1));
         assert!(shard_for(&l, &seats(None)).is_err());

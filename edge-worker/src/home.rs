@@ -1,41 +1,20 @@
 //! `GET /`: the shop's front page. Events not yet over from the core's public catalog
 //! (`GET /api/v1/catalog/events`), searchable by words, city, genre and dates (whole days in UTC),
 //! each linking to its event's page. A crowd on the front page costs the core little: each
-//! isolate keeps the core's answer to a search for [`TTL_MS`] (at most [`MAX_CACHED`] searches, the
-//! oldest dropped first; searches that differ only in case or spacing are one), and the page may
-//! be kept by browsers as long. The core gets [`CORE_TIMEOUT_MS`] to answer; when it does not, or
-//! fails, an answer kept from earlier (up to [`STALE_MS`] old) is shown rather than nothing.
-//!
-//! Not yet: concurrent misses of one search in an isolate each ask the core (no shared in-flight
-//! request), and a failure is not remembered.
-
-use std::cell::RefCell;
-use std::collections::HashMap;
+//! isolate keeps the core's answer to a search (`catalog.rs`: 30 s, an older answer when the core
+//! fails; searches that differ only in case or spacing are one), and the page may be kept by
+//! browsers as long.
 
 use askama::Template;
 use serde::Deserialize;
-use worker::{Fetch, Headers, Method, Request, RequestInit, Response};
+use worker::{Request, Response};
 
+use crate::catalog::{self, Answer};
 use crate::context::{Ctx, Result};
 use crate::web;
 
-/// How long an isolate keeps the core's answer to one search (the core's own `max-age`).
-const TTL_MS: f64 = 30_000.0;
-/// How old a kept answer may be to stand in when the core fails.
-const STALE_MS: f64 = 600_000.0;
-/// How long the core gets to answer.
-const CORE_TIMEOUT_MS: u64 = 3_000;
-/// The largest answer read from the core (24 events with their descriptions fit many times over).
-const MAX_ANSWER: usize = 1024 * 1024;
-/// Searches one isolate keeps answers for.
-const MAX_CACHED: usize = 256;
 /// Events on the page.
 const PAGE: u32 = 24;
-
-thread_local! {
-    /// The core's answers by search (the core's query string), with when they were fetched.
-    static CATALOG: RefCell<HashMap<String, (f64, Vec<Listed>)>> = RefCell::new(HashMap::new());
-}
 
 /// An event as the catalog lists it (the fields the page shows).
 #[derive(Debug, Clone, Deserialize)]
@@ -176,68 +155,12 @@ struct Home {
     unavailable: bool,
 }
 
-/// The catalog's answer to `query`: from this isolate's cache, else from the core, else (the core
-/// failing) an older kept answer; why not, in words.
+/// The events the catalog lists for `query` (kept by `catalog.rs`); why not, in words.
 async fn listed(cx: &Ctx<'_>, query: &str) -> std::result::Result<Vec<Listed>, String> {
-    let now = durable_objects::now_ms() as f64;
-    let kept = CATALOG.with(|c| c.borrow().get(query).cloned());
-    if let Some((at, events)) = &kept {
-        if now - at < TTL_MS {
-            return Ok(events.clone());
-        }
-    }
-    let fetched = match crate::health::with_timeout(CORE_TIMEOUT_MS, ask_core(cx, query)).await {
-        Some(answer) => answer,
-        None => Err(format!("the core did not answer within {CORE_TIMEOUT_MS} ms")),
+    let Answer::Found(text) = catalog::get(cx, &format!("/api/v1/catalog/events?{query}")).await? else {
+        return Err("the catalog has no event listing".to_owned());
     };
-    match (fetched, kept) {
-        (Ok(events), _) => {
-            CATALOG.with(|c| {
-                let mut c = c.borrow_mut();
-                c.retain(|_, (at, _)| now - *at < STALE_MS);
-                if c.len() >= MAX_CACHED {
-                    if let Some(oldest) =
-                        c.iter().min_by(|a, b| a.1 .0.total_cmp(&b.1 .0)).map(|(k, _)| k.clone())
-                    {
-                        c.remove(&oldest);
-                    }
-                }
-                c.insert(query.to_owned(), (now, events.clone()));
-            });
-            Ok(events)
-        }
-        (Err(e), Some((at, events))) if now - at < STALE_MS => {
-            durable_objects::log::error(
-                "the catalog could not be read; an older answer shown",
-                serde_json::json!({ "error": e }),
-            );
-            Ok(events)
-        }
-        (Err(e), _) => Err(e),
-    }
-}
-
-async fn ask_core(cx: &Ctx<'_>, query: &str) -> std::result::Result<Vec<Listed>, String> {
-    let core = crate::settings::CORE_URL.read(cx.env).ok_or("CORE_URL is not configured")?;
-    let fail = |e: worker::Error| e.to_string();
-    let headers = Headers::new();
-    headers.set("accept", "application/json").map_err(fail)?;
-    if let Ok(trace) = web::trace_onward() {
-        headers.set("traceparent", &trace.to_string()).map_err(fail)?;
-    }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    let url = format!("{}/api/v1/catalog/events?{query}", core.trim_end_matches('/'));
-    let request = Request::new_with_init(&url, &init).map_err(fail)?;
-    let mut resp = Fetch::Request(request).send().await.map_err(fail)?;
-    if resp.status_code() != 200 {
-        return Err(format!("the catalog answered {}", resp.status_code()));
-    }
-    let body = resp.bytes().await.map_err(fail)?;
-    if body.len() > MAX_ANSWER {
-        return Err(format!("the catalog's answer is too large ({} bytes)", body.len()));
-    }
-    let listing: Listing = serde_json::from_slice(&body).map_err(|e| format!("the catalog's answer: {e}"))?;
+    let listing: Listing = serde_json::from_str(&text).map_err(|e| format!("the catalog's answer: {e}"))?;
     // Only ids that are ids reach a link.
     Ok(listing.items.into_iter().filter(|e| shared_types::ids::EventId::parse(&e.id).is_ok()).collect())
 }

@@ -7,14 +7,17 @@
 //! - `keys.rs`     the edge's keys: sign and verify its tokens
 //! - `body.rs`     every body read within a bound
 //! - `room/`       the waiting room (screen, credentials, the line's steps, its JSON routes)
-//! - `home.rs`     `GET /`: the events, searchable (the core's catalog, cached per isolate)
-//! - `pages.rs`    the buyer's pages (templates in `templates/`, scripts and styles in `assets/`)
+//! - `home.rs`     `GET /`: the events, searchable;  `catalog.rs` the core's catalog, kept per isolate
+//! - `pages.rs`    the buyer's pages (templates in `templates/`, scripts and styles in `assets/`);
+//!   `about.rs` what an event's page says about the event
 //! - `holds.rs`    holds and availability;  `proxy.rs` the buyer's routes the core answers
 //! - `internal.rs` the core's signed calls;  `objects.rs` calling the event's Durable Objects
 //! - `health.rs`   `GET /healthz` through every tier
 
+mod about;
 mod assets;
 mod body;
+mod catalog;
 mod context;
 mod health;
 mod holds;

@@ -4,8 +4,9 @@
 //! JavaScript where they can (the waiting page refreshes itself with `<meta http-equiv="refresh">`;
 //! scripts only solve the proof of work, animate the clock and talk to the API).
 //!
-//! - `GET  /events/{event}`       the line: join form, or place and wait, or on to the purchase page
-//!   (`Accept: application/json` gets the same as JSON)
+//! - `GET  /events/{event}`       the event (`about.rs`: details, tiers, prices, what is left) and
+//!   its line: join form, or place and wait, or on to the purchase page (`Accept:
+//!   application/json` gets the line's state as JSON)
 //! - `POST /events/{event}/join`  the join form
 //! - `GET  /events/{event}/buy`   the purchase page (admitted buyers): hold, check out, pay
 //! - `GET  /orders/{order}`       the buyer's order (needs JavaScript: the order token stays in the
@@ -22,6 +23,7 @@ use shared_types::waiting_room::{BotCheck, Phase, QueueStatus, RoomView, StatusS
 use shared_types::Problem;
 use worker::{Request, Response};
 
+use crate::about::{about, About};
 use crate::context::{EventCtx, Result, Stop};
 use crate::room::credentials::{credentials, held_admission, Credentials};
 use crate::room::line::{self, Challenge, Standing};
@@ -62,6 +64,8 @@ struct Landing {
     refresh: Option<u64>,
     name: String,
     event: String,
+    /// The catalog's details, tiers and what is left (`about.rs`), when it has them.
+    about: Option<About>,
     error: Option<(String, String)>,
     line: Line,
 }
@@ -148,10 +152,15 @@ fn event_name<'a>(ev: &'a EventCtx<'_>, view: Option<&'a RoomView>) -> &'a str {
 fn landing(
     ev: &EventCtx<'_>,
     view: &RoomView,
+    about: Option<About>,
     challenge: Option<Challenge>,
     error: Option<&Problem>,
 ) -> Landing {
-    let name = event_name(ev, Some(view)).to_owned();
+    // The organizer's name for the line, else the catalog's title, else the id.
+    let name = match (&about, view.settings.display_name.trim()) {
+        (Some(a), "") => a.title.clone(),
+        _ => event_name(ev, Some(view)).to_owned(),
+    };
     let (title, refresh, line) = match view.phase {
         Phase::SoldOut => ("Sold out".to_owned(), None, Line::SoldOut),
         Phase::Closed => ("Line closed".to_owned(), None, Line::Closed),
@@ -179,6 +188,7 @@ fn landing(
         refresh,
         name,
         event: ev.event.to_string(),
+        about,
         error: error.map(|p| (p.title.clone(), p.detail.clone().unwrap_or_default())),
         line,
     }
@@ -197,21 +207,27 @@ async fn landing_page(
         Some(Stop::Answer(mut resp)) => (resp.status_code(), resp.json::<Problem>().await.ok()),
         Some(fault @ Stop::Fault(_)) => return Err(fault),
     };
-    let mut cookies = Vec::new();
-    let mut challenge = None;
-    if view.phase.accepts_joins() && matches!(view.settings.bot.check, BotCheck::ProofOfWork { .. }) {
+    let wants_challenge =
+        view.phase.accepts_joins() && matches!(view.settings.bot.check, BotCheck::ProofOfWork { .. });
+    let challenge = async {
+        if !wants_challenge {
+            return Ok(None);
+        }
         // A refused challenge (this address's rate, say) leaves the form without one; the join
         // then says why.
         match line::challenge(ev, req).await {
-            Ok((issued, cookie)) => {
-                cookies.extend(cookie);
-                challenge = Some(issued);
-            }
-            Err(Stop::Answer(_)) => {}
-            Err(fault) => return Err(fault),
+            Ok(issued) => Ok(Some(issued)),
+            Err(Stop::Answer(_)) => Ok(None),
+            Err(fault) => Err(fault),
         }
-    }
-    page(status, &landing(ev, view, challenge, error.as_ref()), &cookies)
+    };
+    // The catalog and the snapshot are asked while the challenge is made.
+    let (about, challenge) = futures_util::future::join(about(ev), challenge).await;
+    let (challenge, cookies) = match challenge? {
+        Some((issued, cookie)) => (Some(issued), cookie.into_iter().collect()),
+        None => (None, Vec::new()),
+    };
+    page(status, &landing(ev, view, about, challenge, error.as_ref()), &cookies)
 }
 
 /// The waiting page of someone in line.

@@ -85,8 +85,11 @@ pub fn see_other(location: &str, cookies: &[String]) -> Result<Response> {
 /// The Content-Security-Policy of every page: nothing runs or loads but the edge's own asset files
 /// (and Turnstile's, when an event uses it), pages talk only to this origin, and no other site may
 /// frame them (clickjacking on the buy and transfer pages). Pages carry no inline script or style.
+/// Images may come from any https origin: an event's images are the organizer's URLs (the core
+/// takes only http(s) ones, the page shows only https ones); an image runs nothing, and the
+/// referrer policy keeps the page's address from their hosts.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
-     script-src 'self' https://challenges.cloudflare.com; style-src 'self'; img-src 'self' data:; \
+     script-src 'self' https://challenges.cloudflare.com; style-src 'self'; img-src 'self' data: https:; \
      connect-src 'self'; frame-src https://challenges.cloudflare.com; form-action 'self'; \
      base-uri 'none'; frame-ancestors 'none'";
 

@@ -37,6 +37,7 @@ pub fn seat_map(event: &str, sections: usize, rows: usize, per_row: usize) -> In
                 price: Money { amount_minor: 4500, currency: eur },
             }],
             ga_tiers: vec![],
+            seated_tiers: vec![],
         },
         settings: HoldSettings { hold_seconds: 600, extension_seconds: 300, max_tickets_per_visitor: 8 },
         sharding: Sharding::None,
@@ -48,8 +49,10 @@ pub fn run(rounds: usize) -> LedgerReport {
     let seats: Vec<SeatId> = inventory.seat_map.seats().map(|(_, _, s)| s.id.clone()).collect();
     let visitors: Vec<VisitorId> =
         (0..seats.len() / 2).map(|i| VisitorId::parse(&format!("v{i}")).expect("id")).collect();
-    let requests: Vec<HoldRequest> =
-        seats.chunks(2).map(|pair| HoldRequest::Seats { seats: pair.to_vec(), section: None }).collect();
+    let requests: Vec<HoldRequest> = seats
+        .chunks(2)
+        .map(|pair| HoldRequest::Seats { seats: pair.to_vec(), section: None, tier: None })
+        .collect();
     let ids: Vec<HoldId> =
         (0..requests.len()).map(|i| HoldId::parse(&format!("h0-{i:08x}")).expect("id")).collect();
     let now = 1_800_000_000_000i64;
@@ -76,7 +79,13 @@ pub fn run(rounds: usize) -> LedgerReport {
         assert_eq!(expired.len(), requests.len());
     }
     // Best-available 2-seat holds (the scan for an adjacent pair) until the map is full.
-    let best = HoldRequest::BestAvailable { quantity: 2, section: None, zone: None, accessibility: None };
+    let best = HoldRequest::BestAvailable {
+        quantity: 2,
+        section: None,
+        zone: None,
+        accessibility: None,
+        tier: None,
+    };
     let mut ledger = Ledger::new(&inventory);
     let start = Instant::now();
     for (visitor, id) in visitors.iter().zip(&ids) {

@@ -4,6 +4,7 @@
 //!
 //! - `GET /api/v1/catalog/events?q=&city=&genre=&from=&to=&limit=&cursor=`  by start time
 //! - `GET /api/v1/catalog/events/{id}`                                      with tiers and prices
+//!   (each tier's `price_range`), and the venue's price zones
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -11,12 +12,13 @@ use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::api::{Listing, PageQuery};
 use crate::error::{ApiError, Result};
 use crate::models::event::{EventDetails, TierOffer, TIER_OFFER_COLUMNS};
+use crate::models::venue::ZoneIn;
 use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -100,6 +102,19 @@ async fn search(State(state): State<AppState>, Query(s): Query<Search>) -> Resul
     Ok(([(header::CACHE_CONTROL, CACHE)], Json(listing)))
 }
 
+/// The lowest and highest price of a tier: a GA tier has one; a seated tier costs its zone's price
+/// in each of the venue's zones, or its base price in a zone it gives none.
+fn price_range(tier: &TierOffer, zones: &[ZoneIn]) -> (i64, i64) {
+    if tier.kind != "seated" || zones.is_empty() {
+        return (tier.price_minor, tier.price_minor);
+    }
+    let prices = zones
+        .iter()
+        .map(|z| tier.zone_prices.get(z.id.as_str()).and_then(Value::as_i64).unwrap_or(tier.price_minor));
+    let (min, max) = prices.fold((i64::MAX, i64::MIN), |(lo, hi), p| (lo.min(p), hi.max(p)));
+    (min, max)
+}
+
 #[utoipa::path(get, path = "/api/v1/catalog/events/{id}", tag = "public", params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the event with its tiers and prices", body = Object), crate::api::Problems))]
 async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
@@ -117,8 +132,23 @@ async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<im
     .bind(id)
     .fetch_all(&state.db)
     .await?;
+    let zones: Value =
+        sqlx::query_scalar("SELECT v.zones FROM events e JOIN venues v ON v.id = e.venue_id WHERE e.id = $1")
+            .bind(id)
+            .fetch_one(&state.db)
+            .await?;
+    let zones: Vec<ZoneIn> = serde_json::from_value(zones).unwrap_or_default();
     let mut answer = serde_json::to_value(&event).unwrap_or_default();
-    answer["tiers"] = serde_json::to_value(&tiers).unwrap_or_default();
+    answer["tiers"] = tiers
+        .iter()
+        .map(|t| {
+            let mut tier = serde_json::to_value(t).unwrap_or_default();
+            let (min_minor, max_minor) = price_range(t, &zones);
+            tier["price_range"] = json!({ "min_minor": min_minor, "max_minor": max_minor });
+            tier
+        })
+        .collect();
+    answer["zones"] = serde_json::to_value(&zones).unwrap_or_default();
     answer["buy_path"] = Value::String(format!("/events/{id}"));
     Ok(([(header::CACHE_CONTROL, CACHE)], Json(answer)))
 }

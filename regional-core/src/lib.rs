@@ -21,7 +21,6 @@ pub mod limits;
 pub mod metrics;
 pub mod middleware;
 pub mod models;
-pub mod money;
 pub mod notifications;
 pub mod payments;
 pub mod promotions;

@@ -25,7 +25,8 @@ use serde_json::{json, Value};
 use shared_types::ids::{EventId, TierId};
 use shared_types::internal_api::{InternalRoute, LayoutAnswer};
 use shared_types::inventory::{
-    Currency, GaTier, HoldSettings, Inventory, Money, PriceZone, Row, Seat, SeatMap, Section, Sharding,
+    Currency, GaTier, HoldSettings, Inventory, Money, PriceZone, Row, Seat, SeatMap, SeatedTier, Section,
+    Sharding, ZonePrice,
 };
 use shared_types::waiting_room::{QueueMode, WaitingRoomSettings};
 use sqlx::{PgConnection, PgPool};
@@ -144,18 +145,30 @@ pub async fn definition(db: &PgPool, event: Uuid) -> Result<(Inventory, WaitingR
     let money = |amount_minor: i64| Money { amount_minor, currency };
     let zones: Vec<ZoneIn> = serde_json::from_value(e.zones).map_err(|e| e.to_string())?;
     let areas: Vec<GaArea> = serde_json::from_value(e.ga_areas).map_err(|e| e.to_string())?;
-    // Seats are on sale when a seated tier prices them (its zone price, or its base price).
-    let seated = tiers.iter().find(|t| t.kind == "seated");
+    // Seats are on sale when a seated tier prices them. Each seated tier costs its zone price in
+    // a zone, or its base price; every one goes to the edge (the buyer picks one per hold), and a
+    // zone's own price is the first tier's (what an older object sells at).
+    let price_in = |tier: &TierRow, zone: &ZoneIn| {
+        money(tier.zone_prices.get(zone.id.as_str()).and_then(Value::as_i64).unwrap_or(tier.price_minor))
+    };
+    let seated: Vec<&TierRow> = tiers.iter().filter(|t| t.kind == "seated").collect();
     let mut seat_map = SeatMap::default();
-    if let Some(tier) = seated {
+    if let Some(first) = seated.first() {
         seat_map.zones = zones
             .iter()
-            .map(|z| PriceZone {
-                id: z.id.clone(),
-                name: z.name.clone(),
-                price: money(
-                    tier.zone_prices.get(z.id.as_str()).and_then(Value::as_i64).unwrap_or(tier.price_minor),
-                ),
+            .map(|z| PriceZone { id: z.id.clone(), name: z.name.clone(), price: price_in(first, z) })
+            .collect();
+        seat_map.seated_tiers = seated
+            .iter()
+            .filter_map(|t| {
+                Some(SeatedTier {
+                    id: TierId::parse(&t.id.to_string()).ok()?,
+                    name: t.name.clone(),
+                    prices: zones
+                        .iter()
+                        .map(|z| ZonePrice { zone: z.id.clone(), price: price_in(t, z) })
+                        .collect(),
+                })
             })
             .collect();
         let sections = load_sections(db, e.venue_id).await.map_err(|e| e.to_string())?;

@@ -124,15 +124,47 @@ pub struct GaTier {
     pub price: Money,
 }
 
+/// A seated tier: a kind of ticket for the event's seats (full price, reduced, a VIP package…)
+/// with its price in every zone. Every seat can be sold under every seated tier; the buyer chooses
+/// one per hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeatedTier {
+    pub id: TierId,
+    pub name: String,
+    /// One price per price zone of the map.
+    pub prices: Vec<ZonePrice>,
+}
+
+/// What a seated tier costs in one zone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZonePrice {
+    pub zone: ZoneId,
+    pub price: Money,
+}
+
+impl SeatedTier {
+    /// Its price in `zone`.
+    pub fn price_in(&self, zone: &ZoneId) -> Option<Money> {
+        self.prices.iter().find(|p| &p.zone == zone).map(|p| p.price)
+    }
+}
+
 /// The seat map of one event (or of one shard of it).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SeatMap {
     #[serde(default)]
     pub sections: Vec<Section>,
+    /// Price zones. A zone's own `price` is the first seated tier's there (what a definition
+    /// without `seated_tiers` sells every seat at).
     #[serde(default)]
     pub zones: Vec<PriceZone>,
     #[serde(default)]
     pub ga_tiers: Vec<GaTier>,
+    /// The tiers the seats are sold under, in the organizer's order (the first is the default of a
+    /// hold that names none). Empty in a definition from before tiers: its seats sell at their
+    /// zone's price.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seated_tiers: Vec<SeatedTier>,
 }
 
 impl SeatMap {
@@ -284,7 +316,16 @@ impl Inventory {
             Sharding::None => vec![(MAIN_SHARD.to_owned(), self.clone())],
             Sharding::BySection => {
                 let piece = |sections: Vec<Section>, ga_tiers: Vec<GaTier>| Inventory {
-                    seat_map: SeatMap { sections, zones: self.seat_map.zones.clone(), ga_tiers },
+                    seat_map: SeatMap {
+                        seated_tiers: if sections.is_empty() {
+                            Vec::new()
+                        } else {
+                            self.seat_map.seated_tiers.clone()
+                        },
+                        sections,
+                        zones: self.seat_map.zones.clone(),
+                        ga_tiers,
+                    },
                     ..self.clone()
                 };
                 let mut shards: Vec<(String, Inventory)> = self
@@ -325,6 +366,25 @@ impl Inventory {
                 err(format!("seat_map.ga_tiers[{i}].capacity"), "must be between 1 and 1000000");
             }
             check_price(&t.price, self.currency, format!("seat_map.ga_tiers[{i}].price"), &mut err);
+        }
+        for (i, t) in map.seated_tiers.iter().enumerate() {
+            let at = format!("seat_map.seated_tiers[{i}]");
+            if !tier_ids.insert(&t.id) {
+                err(format!("{at}.id"), "duplicate tier id");
+            }
+            check_name(&t.name, format!("{at}.name"), &mut err);
+            let mut priced = HashSet::new();
+            for (j, p) in t.prices.iter().enumerate() {
+                if !zone_ids.contains(&p.zone) {
+                    err(format!("{at}.prices[{j}].zone"), "no such price zone");
+                } else if !priced.insert(&p.zone) {
+                    err(format!("{at}.prices[{j}].zone"), "the zone is priced twice");
+                }
+                check_price(&p.price, self.currency, format!("{at}.prices[{j}].price"), &mut err);
+            }
+            if priced.len() < zone_ids.len() {
+                err(format!("{at}.prices"), "every price zone needs a price");
+            }
         }
 
         let mut section_ids = HashSet::new();
@@ -437,6 +497,7 @@ pub(crate) mod tests {
                     capacity: 100,
                     price: Money { amount_minor: 3000, currency: eur },
                 }],
+                seated_tiers: vec![],
             },
             settings: HoldSettings::default(),
             sharding: Sharding::None,
@@ -487,6 +548,55 @@ pub(crate) mod tests {
         ] {
             assert!(fields.iter().any(|f| f == want), "{want} missing from {fields:?}");
         }
+    }
+
+    #[test]
+    fn seated_tiers_price_every_zone_once_in_the_events_currency() {
+        let mut inv = sample(1, 1, 2);
+        let eur = inv.currency;
+        let std = ZoneId::parse("std").unwrap();
+        let price = |amount_minor| Money { amount_minor, currency: eur };
+        inv.seat_map.seated_tiers = vec![
+            SeatedTier {
+                id: TierId::parse("adult").unwrap(),
+                name: "Adult".into(),
+                prices: vec![ZonePrice { zone: std.clone(), price: price(4500) }],
+            },
+            SeatedTier {
+                id: TierId::parse("child").unwrap(),
+                name: "Child".into(),
+                prices: vec![ZonePrice { zone: std.clone(), price: price(2000) }],
+            },
+        ];
+        assert_eq!(inv.validate(), Ok(()));
+        assert_eq!(inv.seat_map.seated_tiers[1].price_in(&std), Some(price(2000)));
+        let mut bad = inv.clone();
+        bad.seat_map.seated_tiers[0].prices.clear();
+        bad.seat_map.seated_tiers[1].id = TierId::parse("floor").unwrap();
+        bad.seat_map.seated_tiers[1].prices.push(ZonePrice { zone: std.clone(), price: price(1) });
+        bad.seat_map.seated_tiers[1].prices.push(ZonePrice {
+            zone: ZoneId::parse("vip").unwrap(),
+            price: Money { amount_minor: 1, currency: Currency::parse("USD").unwrap() },
+        });
+        let fields: Vec<String> = bad.validate().unwrap_err().into_iter().map(|e| e.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "seat_map.seated_tiers[0].prices",
+                "seat_map.seated_tiers[1].id",
+                "seat_map.seated_tiers[1].prices[1].zone",
+                "seat_map.seated_tiers[1].prices[2].zone",
+                "seat_map.seated_tiers[1].prices[2].price.currency",
+            ]
+        );
+        // Every section's shard carries the tiers; the GA shard has no seats to sell under them.
+        inv.sharding = Sharding::BySection;
+        let shards = inv.shards();
+        assert_eq!(shards[0].1.seat_map.seated_tiers.len(), 2);
+        assert!(shards.last().unwrap().1.seat_map.seated_tiers.is_empty());
+        // A definition without tiers reads and writes as before.
+        let old = sample(1, 1, 1);
+        assert!(!serde_json::to_string(&old).unwrap().contains("seated_tiers"));
     }
 
     #[test]

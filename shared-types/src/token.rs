@@ -73,6 +73,9 @@ pub struct HoldGrant {
     pub ga_tier: Option<crate::ids::TierId>,
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ga_quantity: u32,
+    /// The seated tier the seats are sold under (absent: the event's first seated tier).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seated_tier: Option<crate::ids::TierId>,
     /// The hold's expiry in milliseconds (the token's `exp` is the same, in seconds, rounded up).
     pub expires_at_ms: i64,
 }

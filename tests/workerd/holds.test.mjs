@@ -73,6 +73,28 @@ test('a buyer with an admission token holds seats and gets a hold token the core
   assert.equal(availability.body.seats.slice(3, 5), 'hh');
 });
 
+test('a seat hold names its seated tier and the hold token carries it; a tier the event does not sell seats under is refused', async () => {
+  const inv = inventory('evt-tiers');
+  const price = (amount_minor) => ({ amount_minor, currency: 'EUR' });
+  inv.seat_map.seated_tiers = [
+    { id: 'adult', name: 'Adult', prices: [{ zone: 'std', price: price(4500) }] },
+    { id: 'child', name: 'Child', prices: [{ zone: 'std', price: price(2000) }] },
+  ];
+  await publish(inv);
+  const { token } = await admit(mf, core, 'evt-tiers');
+  const child = await buyer('POST', '/api/v1/events/evt-tiers/holds', token, { kind: 'seats', seats: ['S0-0-1'], tier: 'child' });
+  assert.equal(child.status, 201, JSON.stringify(child.body));
+  assert.equal(child.body.hold.tier, 'child');
+  assert.equal(readToken(child.body.hold_token, edgeKey.pub).claims.seated_tier, 'child');
+  const best = await buyer('POST', '/api/v1/events/evt-tiers/holds', token, { kind: 'best_available', quantity: 1 });
+  assert.equal(readToken(best.body.hold_token, edgeKey.pub).claims.seated_tier, 'adult', 'the first tier by default');
+  for (const tier of ['floor', 'nope']) {
+    const bad = await buyer('POST', '/api/v1/events/evt-tiers/holds', token, { kind: 'seats', seats: ['S0-0-5'], tier });
+    assert.equal(bad.status, 422, JSON.stringify(bad.body));
+    assert.equal(bad.type, 'application/problem+json');
+  }
+});
+
 test('forged, expired, wrong-event, wrong-kind and missing admission tokens are refused and change nothing', async () => {
   await publish(inventory('evt-tok'));
   const path = '/api/v1/events/evt-tok/holds';

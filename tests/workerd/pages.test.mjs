@@ -49,7 +49,7 @@ test('joining from the keyboard, waiting with a visible place, and being moved o
   page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) violations.push(m.text()); });
   await page.goto(`${url}/events/${event}`);
   assert.equal(await page.getAttribute('html', 'lang'), 'en');
-  assert.match(await page.textContent('h1'), /Tickets for Opening Night/, 'the organizer\'s name for the event');
+  assert.match(await page.textContent('h1'), /^Opening Night$/, 'the organizer\'s name for the event');
   // Keyboard only: tab to the button and press Enter; the page solves the proof of work and joins.
   await page.keyboard.press('Tab');
   assert.equal(await page.evaluate(() => document.activeElement.textContent), 'Join the line');

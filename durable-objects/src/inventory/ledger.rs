@@ -42,6 +42,9 @@ pub enum HoldRequest {
         seats: Vec<SeatId>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         section: Option<SectionId>,
+        /// The seated tier to sell them under (the inventory's first when not given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tier: Option<TierId>,
     },
     /// The best `quantity` available seats, in one section and/or zone when given; adjacent in
     /// one row when possible.
@@ -54,6 +57,9 @@ pub enum HoldRequest {
         /// Only seats with this accessibility feature.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         accessibility: Option<Accessibility>,
+        /// The seated tier to sell them under (the inventory's first when not given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tier: Option<TierId>,
     },
     /// `quantity` places of a general-admission tier.
     GeneralAdmission { tier: TierId, quantity: u32 },
@@ -94,6 +100,10 @@ pub struct Hold {
     pub seats: Vec<SeatId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ga: Option<GaPlaces>,
+    /// The seated tier its seats are sold under (none for GA places, or when the inventory has no
+    /// seated tiers: the seats then sell at their zone's price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<TierId>,
     pub created_at: Millis,
     pub expires_at: Millis,
     /// The one extension for checkout has been used.
@@ -196,7 +206,7 @@ pub enum Releaser<'a> {
 }
 
 /// Counts for one section, zone or tier.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub capacity: u32,
     pub available: u32,
@@ -290,6 +300,8 @@ pub struct Ledger {
     row_free: Vec<u32>,
     sections: Vec<SectionId>,
     zones: Vec<ZoneId>,
+    /// The seated tiers, in the inventory's order (the first is a hold's default).
+    seated_tiers: Vec<TierId>,
     tiers: Vec<TierEntry>,
     holds: FastMap<HoldId, Hold>,
     /// Live holds by expiry, earliest first; the sequence number orders holds that expire in the
@@ -325,6 +337,7 @@ impl Ledger {
             row_free: Vec::new(),
             sections: Vec::new(),
             zones: Vec::new(),
+            seated_tiers: Vec::new(),
             tiers: Vec::new(),
             holds: FastMap::default(),
             expiries: BTreeMap::new(),
@@ -370,6 +383,7 @@ impl Ledger {
     fn load_inventory(&mut self, inventory: &Inventory) {
         let map = &inventory.seat_map;
         self.zones = map.zones.iter().map(|z| z.id.clone()).collect();
+        self.seated_tiers = map.seated_tiers.iter().map(|t| t.id.clone()).collect();
         self.sections = map.sections.iter().map(|s| s.id.clone()).collect();
         let zone_of: HashMap<&ZoneId, u32> =
             self.zones.iter().enumerate().map(|(i, z)| (z, i as u32)).collect();
@@ -582,13 +596,17 @@ impl Ledger {
             // The caller's id generator repeated itself: refuse rather than overwrite a hold.
             return Err(HoldError::DuplicateHoldId);
         }
-        let (seats, ga) = match request {
-            HoldRequest::Seats { seats, section } => (self.pick_named(seats, section.as_ref())?, None),
-            HoldRequest::BestAvailable { quantity, section, zone, accessibility } => {
-                (self.pick_best(*quantity, section.as_ref(), zone.as_ref(), *accessibility)?, None)
+        let (seats, ga, seated_tier) = match request {
+            HoldRequest::Seats { seats, section, tier } => {
+                let tier = self.seated_tier(tier.as_ref())?;
+                (self.pick_named(seats, section.as_ref())?, None, tier)
+            }
+            HoldRequest::BestAvailable { quantity, section, zone, accessibility, tier } => {
+                let tier = self.seated_tier(tier.as_ref())?;
+                (self.pick_best(*quantity, section.as_ref(), zone.as_ref(), *accessibility)?, None, tier)
             }
             HoldRequest::GeneralAdmission { tier, quantity } => {
-                (Vec::new(), Some(self.pick_ga(tier, *quantity)?))
+                (Vec::new(), Some(self.pick_ga(tier, *quantity)?), None)
             }
         };
         let requested = seats.len() as u32 + ga.as_ref().map_or(0, |(_, q)| *q);
@@ -602,6 +620,7 @@ impl Ledger {
             visitor: visitor.clone(),
             seats: seats.iter().map(|&i| self.seats[i as usize].id.clone()).collect(),
             ga: ga.map(|(t, quantity)| GaPlaces { tier: self.tiers[t].id.clone(), quantity }),
+            tier: seated_tier,
             created_at: now,
             expires_at: now + Millis::from(self.settings.hold_seconds) * 1000,
             extended: false,
@@ -624,6 +643,16 @@ impl Ledger {
         self.stats.live_holds += 1;
         self.version += 1;
         Ok(hold)
+    }
+
+    /// The seated tier a hold's seats are sold under: the one named, which must be one of the
+    /// inventory's, else its first (none when it has none: the seats sell at their zone's price).
+    fn seated_tier(&self, named: Option<&TierId>) -> Result<Option<TierId>, HoldError> {
+        match named {
+            None => Ok(self.seated_tiers.first().cloned()),
+            Some(t) if self.seated_tiers.contains(t) => Ok(Some(t.clone())),
+            Some(t) => Err(HoldError::UnknownTier { tier: t.clone() }),
+        }
     }
 
     fn pick_named(&self, seats: &[SeatId], section: Option<&SectionId>) -> Result<Vec<u32>, HoldError> {

@@ -8,7 +8,7 @@ pub mod store;
 
 pub use crate::caller::{Caller, CALLER_HEADER, NONCE_HEADER, SHARD_INDEX_HEADER};
 pub use ledger::{
-    Availability, Hold, HoldError, HoldRequest, HoldState, IdempotencyRecord, Ledger, Millis, Placed,
+    Availability, Counts, Hold, HoldError, HoldRequest, HoldState, IdempotencyRecord, Ledger, Millis, Placed,
     Releaser, Stats,
 };
 pub use object::{shard_of_hold, InventoryObject};

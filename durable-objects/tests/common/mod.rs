@@ -53,6 +53,7 @@ pub fn inventory(sections: usize, rows: usize, seats: usize, ga: u32, settings: 
             } else {
                 vec![]
             },
+            seated_tiers: vec![],
         },
         settings,
         sharding: Default::default(),

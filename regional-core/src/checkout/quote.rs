@@ -91,10 +91,18 @@ pub(super) async fn price_hold(
     // (tier, seat, zone, price) per line.
     let mut lines: Vec<(TierOffer, Option<String>, Option<String>, i64)> = Vec::new();
     if !grant.seats.is_empty() {
-        let tier = tiers
-            .iter()
-            .find(|t| t.kind == "seated")
-            .ok_or_else(|| ApiError::conflict("not_priced", "the seats of this event have no price"))?;
+        // The tier the hold names (the edge checked it was one of the event's when it was
+        // placed; it may have been removed since), or the event's first seated tier.
+        let tier = match &grant.seated_tier {
+            Some(named) => tiers
+                .iter()
+                .find(|t| t.kind == "seated" && t.id.to_string() == named.as_str())
+                .ok_or_else(|| ApiError::conflict("not_priced", "this tier is not sold any more"))?,
+            None => tiers
+                .iter()
+                .find(|t| t.kind == "seated")
+                .ok_or_else(|| ApiError::conflict("not_priced", "the seats of this event have no price"))?,
+        };
         for seat in seats {
             let zone = zones.get(&seat).ok_or_else(|| {
                 ApiError::conflict("not_priced", format!("seat {seat} is not in this event's venue"))

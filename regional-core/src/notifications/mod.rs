@@ -23,8 +23,8 @@ use uuid::Uuid;
 
 use crate::bus::{Consumer, ConsumerError, HandleFuture, Message};
 use crate::models::event::Schedule;
-use crate::money::money;
 use crate::tokens::{order_token, transfer_token};
+use shared_types::money::money;
 
 /// What every mail's links and sender need.
 #[derive(Clone)]

@@ -30,9 +30,9 @@ use super::{report_of, EventReport};
 use crate::auth::{authenticate, Caller, Permission};
 use crate::error::{ApiError, Result};
 use crate::models::event::{find_event, local_time};
-use crate::money::decimal;
 use crate::state::AppState;
 use crate::templates;
+use shared_types::money::decimal;
 
 const COOKIE: &str = "ticketing_dashboard";
 /// A sign-in lasts a working day.

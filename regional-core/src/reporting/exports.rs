@@ -22,8 +22,8 @@ use crate::auth::{need, Can};
 use crate::checkout::pricing::Totals;
 use crate::error::{ApiError, Result};
 use crate::models::event::find_event;
-use crate::money::decimal;
 use crate::state::AppState;
+use shared_types::money::decimal;
 
 /// Rows per query.
 const PAGE: i64 = 2000;

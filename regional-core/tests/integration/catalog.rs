@@ -313,6 +313,12 @@ async fn buyers_search_published_events_without_a_key_and_see_tiers_and_prices(d
     let (s, one) = get(format!("/api/v1/catalog/events/{}", published[0])).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(one["tiers"][0]["zone_prices"]["front"], 6500);
+    assert_eq!(
+        one["tiers"][0]["price_range"],
+        json!({ "min_minor": 4500, "max_minor": 6500 }),
+        "the base price in the zone the tier gives no price, its own in the other"
+    );
+    assert_eq!(one["zones"][0], json!({ "id": "front", "name": "Front" }));
     assert_eq!(one["buy_path"], format!("/events/{}", published[0]));
     assert_eq!(one["city"], "Berlin");
     // Drafts are not public.

@@ -36,6 +36,19 @@ fn hold_for(
     seats: &[&str],
     visitor: &str,
 ) -> String {
+    hold_under(signer, event, exp_from_now, hold, seats, visitor, None)
+}
+
+/// A hold token for `seats` sold under `seated_tier` (the event's first seated tier when `None`).
+fn hold_under(
+    signer: &TokenSigner,
+    event: &str,
+    exp_from_now: i64,
+    hold: &str,
+    seats: &[&str],
+    visitor: &str,
+    seated_tier: Option<&str>,
+) -> String {
     let now = chrono::Utc::now().timestamp();
     let hold = HoldId::parse(hold).unwrap();
     signer.sign(
@@ -52,6 +65,7 @@ fn hold_for(
                 seats: seats.iter().map(|s| shared_types::ids::SeatId::parse(s).unwrap()).collect(),
                 ga_tier: None,
                 ga_quantity: 0,
+                seated_tier: seated_tier.map(|t| shared_types::ids::TierId::parse(t).unwrap()),
                 expires_at_ms: (now + exp_from_now) * 1000,
             },
         },
@@ -236,6 +250,55 @@ async fn post_checkout(api: &Api, key: &str, body: Value) -> (u16, Value) {
         .await
         .unwrap();
     (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[sqlx::test]
+async fn seats_are_priced_under_the_seated_tier_their_hold_names(db: PgPool) {
+    let (api, edge, _core) = checkout_api(&db).await;
+    let (event, key) = on_sale(&api, 12).await;
+    let (s, reduced) = api
+        .call(
+            &key,
+            reqwest::Method::POST,
+            &format!("/api/v1/events/{event}/tiers"),
+            Some(json!({ "name": "Reduced", "kind": "seated", "currency": "EUR", "price_minor": 1200, "quantity": 12 })),
+        )
+        .await;
+    assert_eq!(s, 201, "{reduced}");
+    let reduced = reduced["id"].as_str().unwrap();
+    let visitor = "v0123456789abcdef";
+    let cases = [
+        ("h0-00000a01", ["A-1", "A-2"], Some(reduced), 201, 2400),
+        ("h0-00000a02", ["A-3", "A-4"], None, 201, 6000),
+        ("h0-00000a03", ["A-5", "A-6"], Some("00000000-0000-0000-0000-000000000bad"), 409, 0),
+    ];
+    for (n, (hold, seats, tier, status, total)) in cases.into_iter().enumerate() {
+        let token = hold_under(&edge, &event, 600, hold, &seats, visitor, tier);
+        let (s, answer) = post_checkout(
+            &api,
+            &format!("tier-{n}"),
+            json!({ "hold_token": token, "email": "fan@example.test" }),
+        )
+        .await;
+        if status == 409 {
+            assert_eq!((s, answer["reason"].as_str()), (409, Some("not_priced")), "{answer}");
+            continue;
+        }
+        // The order is made (its payment cannot start here: no edge to extend the hold).
+        assert!(matches!(s, 201 | 503), "{tier:?}: {answer}");
+        let (recorded,): (i64,) = sqlx::query_as("SELECT total_minor FROM orders WHERE hold_id = $1")
+            .bind(hold)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(recorded, total, "{tier:?}");
+    }
+    let (priced_under,): (i64,) = sqlx::query_as("SELECT count(*) FROM order_lines WHERE tier_id = $1::uuid")
+        .bind(reduced)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(priced_under, 2, "each line records the tier it was sold under");
 }
 
 #[sqlx::test]

@@ -54,6 +54,7 @@ async fn a_published_event_becomes_a_valid_inventory_and_waiting_room(db: PgPool
         inventory.seat_map.zones.iter().find(|z| z.id.as_str() == zone).unwrap().price.amount_minor
     };
     assert_eq!((price("front"), price("back")), (5000, 3000), "zone price, else the tier's price");
+    assert_eq!(inventory.seat_map.seated_tiers.len(), 1);
     assert_eq!(inventory.seat_map.ga_tiers.len(), 1);
     assert_eq!(inventory.seat_map.ga_tiers[0].capacity, 80);
     assert_eq!(room.admit_per_minute, 120);
@@ -64,6 +65,23 @@ async fn a_published_event_becomes_a_valid_inventory_and_waiting_room(db: PgPool
     let (_, sync) = api.get(&acme, &format!("/api/v1/events/{id}/sync")).await;
     assert_eq!(sync["state"], "pending");
     assert_eq!(sync["wanted_version"], event["version"]);
+    // A second seated tier goes to the edge with its own prices: buyers choose it per hold.
+    let tiers = format!("/api/v1/events/{id}/tiers");
+    let vip = json!({ "name": "VIP", "kind": "seated", "currency": "EUR", "price_minor": 9000, "zone_prices": { "back": 7000 }, "quantity": 2 });
+    let (s, vip) = api.call(&acme, Method::POST, &tiers, Some(vip)).await;
+    assert_eq!(s, StatusCode::CREATED, "{vip}");
+    let (with_vip, _) = publishing::definition(&db, id.parse().unwrap()).await.unwrap();
+    with_vip.validate().expect("the edge accepts every seated tier");
+    let prices: Vec<(String, Vec<i64>)> = with_vip
+        .seat_map
+        .seated_tiers
+        .iter()
+        .map(|t| (t.name.clone(), t.prices.iter().map(|p| p.price.amount_minor).collect()))
+        .collect();
+    assert_eq!(prices, [("Seats".to_owned(), vec![5000, 3000]), ("VIP".to_owned(), vec![9000, 7000])]);
+    assert_eq!(with_vip.seat_map.seated_tiers[1].id.as_str(), vip["id"].as_str().unwrap());
+    let front = with_vip.seat_map.zones.iter().find(|z| z.id.as_str() == "front").unwrap();
+    assert_eq!(front.price.amount_minor, 5000, "a zone's own price stays the first tier's");
 }
 
 #[sqlx::test]

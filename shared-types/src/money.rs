@@ -1,4 +1,5 @@
-//! Amounts in minor units as people and spreadsheets read them.
+//! Amounts in minor units as people and spreadsheets read them (the core's mails and exports, the
+//! edge's pages).
 
 /// An amount in minor units in the currency's major unit (`12.50`; `1250` for zero-decimal
 /// currencies), as exports and mails show it.

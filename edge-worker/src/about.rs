@@ -1,0 +1,286 @@
+//! What an event's page says about the event, above its line: the catalog's details (title, start
+//! in the venue's zone, venue, description, images), its tiers with their prices, and how many
+//! places are left.
+//!
+//! - The details come from the core's public catalog (`GET /api/v1/catalog/events/{id}`), kept by
+//!   each isolate (`catalog.rs`): a crowd on the page costs the core one request per isolate per
+//!   30 s. An event the catalog does not know, or a core that cannot be reached, leaves the page
+//!   with its line alone.
+//! - What is left comes from the edge's availability snapshot (`holds::snapshot`: one request to
+//!   each inventory shard per isolate per second, whatever the number of viewers); the page's
+//!   script (`assets/event.js`) follows it every few seconds.
+
+use std::collections::HashMap;
+
+use durable_objects::inventory::{Availability, Counts};
+use serde::Deserialize;
+use shared_types::money::{decimal, money};
+
+use crate::catalog::{self, Answer};
+use crate::context::EventCtx;
+
+/// Images shown on the page (the catalog allows 20).
+const MAX_IMAGES: usize = 4;
+
+/// The event as the catalog gives it (the fields the page shows).
+#[derive(Debug, Deserialize)]
+struct Details {
+    title: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    genre: String,
+    #[serde(default)]
+    starts_local: String,
+    #[serde(default)]
+    time_zone: String,
+    #[serde(default)]
+    venue_name: String,
+    #[serde(default)]
+    city: String,
+    #[serde(default)]
+    organizer: String,
+    #[serde(default)]
+    images: Vec<String>,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    tiers: Vec<TierIn>,
+}
+
+#[derive(Debug, Deserialize)]
+struct TierIn {
+    id: String,
+    name: String,
+    kind: String,
+    currency: String,
+    price_minor: i64,
+    #[serde(default)]
+    price_range: Option<PriceRange>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PriceRange {
+    min_minor: i64,
+    max_minor: i64,
+}
+
+/// The event, as its page shows it.
+#[derive(Debug, PartialEq)]
+pub struct About {
+    pub title: String,
+    /// `Fri 12 Jun 2026, 20:00 (Europe/Berlin)`.
+    pub when: String,
+    /// `Globe Hall, Berlin`.
+    pub place: String,
+    pub organizer: String,
+    pub genre: String,
+    /// The description's paragraphs (its lines kept within each).
+    pub paragraphs: Vec<String>,
+    /// `https` images only: a page served over https shows no other.
+    pub images: Vec<String>,
+    pub tiers: Vec<TierLine>,
+    pub cancelled: bool,
+}
+
+/// A tier on the page.
+#[derive(Debug, PartialEq)]
+pub struct TierLine {
+    /// What the page's script matches in the availability snapshot: the tier's id for a GA tier,
+    /// `seated` for a seated one (every seated tier sells the same seats).
+    pub key: String,
+    pub name: String,
+    pub seated: bool,
+    /// `45.00 EUR`, or `45.00–65.00 EUR` for a seated tier whose zones differ.
+    pub price: String,
+    pub left: Left,
+}
+
+/// How many places of a tier are left, as the page says it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Left {
+    /// The snapshot could not be had (the event is not on sale here yet, say).
+    Unknown,
+    SoldOut,
+    /// Few enough to say how many.
+    Few(u32),
+    Plenty,
+}
+
+impl Left {
+    /// From a tier's counts: "few" is at most 10, or at most a tenth of its capacity.
+    fn of(counts: Counts) -> Self {
+        match counts.available {
+            0 => Left::SoldOut,
+            n if n <= 10 || u64::from(n) * 10 <= u64::from(counts.capacity) => Left::Few(n),
+            _ => Left::Plenty,
+        }
+    }
+
+    /// What the page says (`assets/event.js` says the same).
+    pub fn text(self) -> String {
+        match self {
+            Left::Unknown => String::new(),
+            Left::SoldOut => "Sold out".to_owned(),
+            Left::Few(n) => format!("Only {n} left"),
+            Left::Plenty => "Available".to_owned(),
+        }
+    }
+}
+
+/// What the page says about `ev`'s event, or `None` when the catalog has nothing (or cannot be
+/// read: the page then shows the line alone, and the log says why).
+pub async fn about(ev: &EventCtx<'_>) -> Option<About> {
+    let path = format!("/api/v1/catalog/events/{}", ev.event);
+    let text = match catalog::get(ev, &path).await {
+        Ok(Answer::Found(text)) => text,
+        Ok(Answer::Missing) => return None,
+        Err(e) => {
+            durable_objects::log::error(
+                "the event's details could not be read",
+                serde_json::json!({ "error": e, "event": ev.event.as_str() }),
+            );
+            return None;
+        }
+    };
+    let details: Details = match serde_json::from_str(&text) {
+        Ok(details) => details,
+        Err(e) => {
+            durable_objects::log::error(
+                "the catalog's event is not readable",
+                serde_json::json!({ "error": e.to_string(), "event": ev.event.as_str() }),
+            );
+            return None;
+        }
+    };
+    // The snapshot is best effort: an event not yet on sale here has none.
+    let availability = match crate::holds::snapshot(ev).await {
+        Ok(body) => serde_json::from_str::<Option<Availability>>(&body).ok().flatten(),
+        Err(_) => None,
+    };
+    Some(describe(details, availability.as_ref()))
+}
+
+/// The page's view of `details`, with what `availability` says is left.
+fn describe(details: Details, availability: Option<&Availability>) -> About {
+    let ga_left: HashMap<&str, Counts> =
+        availability.map(|a| a.tiers.iter().map(|(t, c)| (t.as_str(), *c)).collect()).unwrap_or_default();
+    let seats_left = availability.filter(|a| !a.sections.is_empty()).map(|a| {
+        a.sections.iter().fold(Counts::default(), |sum, (_, c)| Counts {
+            capacity: sum.capacity + c.capacity,
+            available: sum.available + c.available,
+            held: sum.held + c.held,
+            sold: sum.sold + c.sold,
+        })
+    });
+    let tiers = details
+        .tiers
+        .iter()
+        .map(|t| {
+            let seated = t.kind == "seated";
+            let (lo, hi) =
+                t.price_range.as_ref().map_or((t.price_minor, t.price_minor), |r| (r.min_minor, r.max_minor));
+            let price = if lo == hi {
+                money(lo, &t.currency)
+            } else {
+                format!("{}–{}", decimal(lo, &t.currency), money(hi, &t.currency))
+            };
+            let counts = if seated { seats_left } else { ga_left.get(t.id.as_str()).copied() };
+            TierLine {
+                key: if seated { "seated".to_owned() } else { t.id.clone() },
+                name: t.name.clone(),
+                seated,
+                price,
+                left: counts.map_or(Left::Unknown, Left::of),
+            }
+        })
+        .collect();
+    let place = [details.venue_name.trim(), details.city.trim()]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let when = match details.time_zone.trim() {
+        "" => details.starts_local.clone(),
+        zone => format!("{} ({zone})", details.starts_local),
+    };
+    About {
+        title: details.title,
+        when,
+        place,
+        organizer: details.organizer,
+        genre: details.genre,
+        paragraphs: details
+            .description
+            .split("\n\n")
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        images: details.images.into_iter().filter(|u| u.starts_with("https://")).take(MAX_IMAGES).collect(),
+        tiers,
+        cancelled: details.state == "cancelled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_types::ids::{EventId, SectionId, TierId};
+
+    fn details() -> Details {
+        serde_json::from_value(serde_json::json!({
+            "title": "Opening Night", "description": "First.\n\n\n Second,\nstill second. ",
+            "starts_local": "Fri 12 Jun 2026, 20:00", "time_zone": "Europe/Berlin",
+            "venue_name": "Globe Hall", "city": "Berlin", "organizer": "Acme", "state": "on_sale",
+            "images": ["https://img.test/1.jpg", "http://img.test/2.jpg", "javascript:alert(1)"],
+            "tiers": [
+                { "id": "t-seated", "name": "Standard", "kind": "seated", "currency": "EUR", "price_minor": 4500,
+                  "price_range": { "min_minor": 4500, "max_minor": 6500 } },
+                { "id": "t-floor", "name": "Floor", "kind": "ga", "currency": "EUR", "price_minor": 3000,
+                  "price_range": { "min_minor": 3000, "max_minor": 3000 } },
+                { "id": "t-jpy", "name": "Yen", "kind": "ga", "currency": "JPY", "price_minor": 5000 },
+            ],
+        }))
+        .unwrap()
+    }
+
+    fn counts(capacity: u32, available: u32) -> Counts {
+        Counts { capacity, available, held: 0, sold: capacity - available }
+    }
+
+    #[test]
+    fn the_page_says_when_where_what_and_for_how_much() {
+        let about = describe(details(), None);
+        assert_eq!(about.when, "Fri 12 Jun 2026, 20:00 (Europe/Berlin)");
+        assert_eq!(about.place, "Globe Hall, Berlin");
+        assert_eq!(about.paragraphs, ["First.", "Second,\nstill second."]);
+        assert_eq!(about.images, ["https://img.test/1.jpg"], "only https images");
+        let prices: Vec<&str> = about.tiers.iter().map(|t| t.price.as_str()).collect();
+        assert_eq!(prices, ["45.00–65.00 EUR", "30.00 EUR", "5000 JPY"]);
+        assert!(about.tiers.iter().all(|t| t.left == Left::Unknown));
+        assert_eq!(about.tiers[0].key, "seated");
+    }
+
+    #[test]
+    fn what_is_left_comes_from_the_snapshot_seated_tiers_sharing_the_seats() {
+        let availability = Availability {
+            event: EventId::parse("evt").unwrap(),
+            version: 3,
+            inventory_version: 1,
+            seats: String::new(),
+            sections: vec![
+                (SectionId::parse("A").unwrap(), counts(100, 40)),
+                (SectionId::parse("B").unwrap(), counts(100, 0)),
+            ],
+            tiers: vec![(TierId::parse("t-floor").unwrap(), counts(500, 0))],
+        };
+        let about = describe(details(), Some(&availability));
+        let left: Vec<Left> = about.tiers.iter().map(|t| t.left).collect();
+        assert_eq!(left, [Left::Plenty, Left::SoldOut, Left::Unknown]);
+        assert_eq!(Left::of(counts(200, 20)), Left::Few(20), "a tenth of the capacity is few");
+        assert_eq!(Left::of(counts(1000, 11)), Left::Few(11));
+        assert_eq!(Left::of(counts(1000, 101)), Left::Plenty);
+        assert_eq!(Left::Few(3).text(), "Only 3 left");
+    }
+}
