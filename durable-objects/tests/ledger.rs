@@ -508,25 +508,40 @@ fn ten_thousand_refused_holds_under_fresh_keys_leave_the_ledger_bounded_and_the_
     assert_eq!((l.remembered(), l.next_wake()), (0, None));
 }
 
-#[test]
-fn a_seat_hold_is_sold_under_the_seated_tier_it_names_or_the_first() {
+/// `inventory(1, 2, 10, 20)` with seated tiers `adult` (capacity 20) and `child` (capacity 3,
+/// on sale from T0).
+fn tiered() -> shared_types::inventory::Inventory {
     use shared_types::inventory::{Money, SeatedTier, ZonePrice};
     let mut inv = inventory(1, 2, 10, 20, SETTINGS);
     let price = |amount_minor| Money { amount_minor, currency: inv.currency };
-    let priced = |name: &str, amount| SeatedTier {
+    let priced = |name: &str, amount, capacity, starts| SeatedTier {
         id: id(name),
         name: name.into(),
         prices: vec![
             ZonePrice { zone: id("std"), price: price(amount) },
             ZonePrice { zone: id("front"), price: price(amount * 2) },
         ],
+        capacity,
+        sale_starts_at_ms: starts,
+        sale_ends_at_ms: None,
     };
-    inv.seat_map.seated_tiers = vec![priced("adult", 4500), priced("child", 2000)];
+    inv.seat_map.seated_tiers = vec![priced("adult", 4500, 20, None), priced("child", 2000, 3, Some(T0))];
     assert_eq!(inv.validate(), Ok(()));
-    let mut l = Ledger::new(&inv);
-    let named = HoldRequest::Seats { seats: vec![seat("S0-0-1")], section: None, tier: Some(id("child")) };
-    let hold = l.place_hold(&visitor(1), None, &named, T0, hold_id(1)).unwrap().hold;
-    assert_eq!(hold.tier, Some(id("child")));
+    inv
+}
+
+fn seats_under(ids: &[&str], tier: Option<&str>) -> HoldRequest {
+    HoldRequest::Seats { seats: ids.iter().map(|s| seat(s)).collect(), section: None, tier: tier.map(id) }
+}
+
+#[test]
+fn a_seat_hold_is_sold_under_the_seated_tier_it_names_or_the_first() {
+    let mut l = Ledger::new(&tiered());
+    let hold = l
+        .place_hold(&visitor(1), None, &seats_under(&["S0-0-1"], Some("child")), T0, hold_id(1))
+        .unwrap()
+        .hold;
+    assert_eq!(hold.seated_tier, Some(id("child")));
     let best = HoldRequest::BestAvailable {
         quantity: 2,
         section: None,
@@ -535,16 +550,15 @@ fn a_seat_hold_is_sold_under_the_seated_tier_it_names_or_the_first() {
         tier: None,
     };
     let hold = l.place_hold(&visitor(2), None, &best, T0, hold_id(2)).unwrap().hold;
-    assert_eq!(hold.tier, Some(id("adult")), "the first seated tier when none is named");
+    assert_eq!(hold.seated_tier, Some(id("adult")), "the first seated tier when none is named");
     let ga = HoldRequest::GeneralAdmission { tier: id("floor"), quantity: 1 };
-    assert_eq!(l.place_hold(&visitor(3), None, &ga, T0, hold_id(3)).unwrap().hold.tier, None);
+    assert_eq!(l.place_hold(&visitor(3), None, &ga, T0, hold_id(3)).unwrap().hold.seated_tier, None);
     // A tier the event does not sell seats under (a GA tier's id, or none at all) is refused and
     // changes nothing.
     let version = l.version();
     for tier in ["floor", "nope"] {
-        let bad = HoldRequest::Seats { seats: vec![seat("S0-0-5")], section: None, tier: Some(id(tier)) };
         assert_eq!(
-            l.place_hold(&visitor(4), None, &bad, T0, hold_id(4)),
+            l.place_hold(&visitor(4), None, &seats_under(&["S0-1-9"], Some(tier)), T0, hold_id(4)),
             Err(HoldError::UnknownTier { tier: id(tier) })
         );
     }
@@ -552,15 +566,78 @@ fn a_seat_hold_is_sold_under_the_seated_tier_it_names_or_the_first() {
     // An inventory without seated tiers sells seats at their zone's price: a hold names none.
     let mut old = Ledger::new(&inventory(1, 1, 10, 0, SETTINGS));
     assert_eq!(
-        old.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap().hold.tier,
+        old.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap().hold.seated_tier,
         None
     );
-    let named = HoldRequest::Seats { seats: vec![seat("S0-0-2")], section: None, tier: Some(id("adult")) };
     assert!(matches!(
-        old.place_hold(&visitor(1), None, &named, T0, hold_id(2)),
+        old.place_hold(&visitor(1), None, &seats_under(&["S0-0-2"], Some("adult")), T0, hold_id(2)),
         Err(HoldError::UnknownTier { .. })
     ));
     // A request that names no tier reads as it did before tiers (stored idempotency fingerprints
     // still match).
     assert_eq!(serde_json::to_string(&seats(&["S0-0-1"])).unwrap(), r#"{"kind":"seats","seats":["S0-0-1"]}"#);
+}
+
+#[test]
+fn a_seated_tier_sells_no_more_than_its_capacity_and_only_in_its_window() {
+    let mut l = Ledger::new(&tiered());
+    let child = |ids: &[&str]| seats_under(ids, Some("child"));
+    assert_eq!(
+        l.place_hold(&visitor(1), None, &child(&["S0-0-1"]), T0 - 1, hold_id(1)),
+        Err(HoldError::TierNotOnSale { tier: id("child") })
+    );
+    l.place_hold(&visitor(1), None, &child(&["S0-0-1", "S0-0-2"]), T0, hold_id(1)).unwrap();
+    assert_eq!(
+        l.place_hold(&visitor(2), None, &child(&["S0-0-3", "S0-0-4"]), T0, hold_id(2)),
+        Err(HoldError::NotEnoughAvailable { requested: 2, available: 1 }),
+        "three child seats in all"
+    );
+    let counts =
+        |l: &Ledger| l.availability().seated_tiers.iter().find(|(t, _)| t.as_str() == "child").unwrap().1;
+    assert_eq!((counts(&l).available, counts(&l).held), (1, 2));
+    // Sold, the seats still count; released or expired, they do not; returned after a refund, not.
+    l.confirm(&hold_id(1), T0).unwrap();
+    assert_eq!((counts(&l).held, counts(&l).sold), (0, 2));
+    l.place_hold(&visitor(2), None, &child(&["S0-0-3"]), T0, hold_id(2)).unwrap();
+    assert_eq!(counts(&l).available, 0);
+    l.release(&hold_id(2), Releaser::Core, T0).unwrap();
+    assert_eq!(counts(&l).available, 1);
+    l.return_sold(&hold_id(1), &[seat("S0-0-1")], 0).unwrap();
+    assert_eq!(counts(&l).available, 2);
+    // A restart counts them again from the stored holds.
+    l.place_hold(&visitor(3), None, &child(&["S0-0-5"]), T0, hold_id(3)).unwrap();
+    let holds: Vec<_> = [1, 2, 3].iter().map(|&n| l.hold(&hold_id(n)).unwrap().clone()).collect();
+    let restored = Ledger::restore(&tiered(), holds, [], l.version(), l.stats().clone()).unwrap();
+    assert_eq!(counts(&restored), counts(&l));
+    // An update may not drop a tier or shrink it below what is held and sold under it.
+    let mut smaller = tiered();
+    smaller.version = 2;
+    smaller.seat_map.seated_tiers[1].capacity = 1;
+    assert!(matches!(l.update_inventory(&smaller), Err(HoldError::UpdateWouldDisturbHolds { .. })));
+    smaller.seat_map.seated_tiers.truncate(1);
+    assert!(matches!(l.update_inventory(&smaller), Err(HoldError::UpdateWouldDisturbHolds { .. })));
+    smaller.seat_map.seated_tiers = tiered().seat_map.seated_tiers;
+    smaller.seat_map.seated_tiers[1].capacity = 2;
+    l.update_inventory(&smaller).unwrap();
+    assert_eq!((counts(&l).capacity, counts(&l).available), (2, 0), "the counts survive an update");
+}
+
+#[test]
+fn a_hold_that_names_no_tier_takes_the_first_on_sale_with_room() {
+    let mut inv = tiered();
+    inv.seat_map.seated_tiers.swap(0, 1); // child (3, from T0) first, then adult
+    let mut l = Ledger::new(&inv);
+    let best = |quantity| HoldRequest::BestAvailable {
+        quantity,
+        section: None,
+        zone: None,
+        accessibility: None,
+        tier: None,
+    };
+    let before = l.place_hold(&visitor(1), None, &best(1), T0 - 1, hold_id(1)).unwrap().hold;
+    assert_eq!(before.seated_tier, Some(id("adult")), "child is not on sale yet");
+    let four = l.place_hold(&visitor(2), None, &best(4), T0, hold_id(2)).unwrap().hold;
+    assert_eq!(four.seated_tier, Some(id("adult")), "child has no room for four");
+    let two = l.place_hold(&visitor(3), None, &best(2), T0, hold_id(3)).unwrap().hold;
+    assert_eq!(two.seated_tier, Some(id("child")));
 }

@@ -57,6 +57,9 @@ struct TierIn {
     price_minor: i64,
     #[serde(default)]
     price_range: Option<PriceRange>,
+    /// `on_sale`, `not_yet` or `ended` (as of the catalog's answer).
+    #[serde(default)]
+    sale_state: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,11 +86,16 @@ pub struct About {
     pub cancelled: bool,
 }
 
+/// What the page's script matches to a seated tier when the snapshot has no counts of its own for
+/// it (an inventory from before seated tiers): the event's free seats. Not a tier id (those have
+/// no `*`).
+pub const ALL_SEATS: &str = "*seats";
+
 /// A tier on the page.
 #[derive(Debug, PartialEq)]
 pub struct TierLine {
-    /// What the page's script matches in the availability snapshot: the tier's id for a GA tier,
-    /// `seated` for a seated one (every seated tier sells the same seats).
+    /// What the page's script matches in the availability snapshot: the tier's id, or
+    /// [`ALL_SEATS`].
     pub key: String,
     pub name: String,
     pub seated: bool,
@@ -101,6 +109,9 @@ pub struct TierLine {
 pub enum Left {
     /// The snapshot could not be had (the event is not on sale here yet, say).
     Unknown,
+    /// Its sale has not started, or is over.
+    NotYet,
+    Ended,
     SoldOut,
     /// Few enough to say how many.
     Few(u32),
@@ -117,10 +128,17 @@ impl Left {
         }
     }
 
+    /// Its sale is not open: the page's script leaves it as it is.
+    pub fn is_closed(self) -> bool {
+        matches!(self, Left::NotYet | Left::Ended)
+    }
+
     /// What the page says (`assets/event.js` says the same).
     pub fn text(self) -> String {
         match self {
             Left::Unknown => String::new(),
+            Left::NotYet => "Not on sale yet".to_owned(),
+            Left::Ended => "No longer on sale".to_owned(),
             Left::SoldOut => "Sold out".to_owned(),
             Left::Few(n) => format!("Only {n} left"),
             Left::Plenty => "Available".to_owned(),
@@ -134,14 +152,8 @@ pub async fn about(ev: &EventCtx<'_>) -> Option<About> {
     let path = format!("/api/v1/catalog/events/{}", ev.event);
     let text = match catalog::get(ev, &path).await {
         Ok(Answer::Found(text)) => text,
-        Ok(Answer::Missing) => return None,
-        Err(e) => {
-            durable_objects::log::error(
-                "the event's details could not be read",
-                serde_json::json!({ "error": e, "event": ev.event.as_str() }),
-            );
-            return None;
-        }
+        // `catalog.rs` logs a failure when it asks the core.
+        Ok(Answer::Missing) | Err(_) => return None,
     };
     let details: Details = match serde_json::from_str(&text) {
         Ok(details) => details,
@@ -155,7 +167,7 @@ pub async fn about(ev: &EventCtx<'_>) -> Option<About> {
     };
     // The snapshot is best effort: an event not yet on sale here has none.
     let availability = match crate::holds::snapshot(ev).await {
-        Ok(body) => serde_json::from_str::<Option<Availability>>(&body).ok().flatten(),
+        Ok(snapshot) => serde_json::from_str::<Option<Availability>>(&snapshot.counts).ok().flatten(),
         Err(_) => None,
     };
     Some(describe(details, availability.as_ref()))
@@ -163,8 +175,9 @@ pub async fn about(ev: &EventCtx<'_>) -> Option<About> {
 
 /// The page's view of `details`, with what `availability` says is left.
 fn describe(details: Details, availability: Option<&Availability>) -> About {
-    let ga_left: HashMap<&str, Counts> =
-        availability.map(|a| a.tiers.iter().map(|(t, c)| (t.as_str(), *c)).collect()).unwrap_or_default();
+    let tier_left: HashMap<&str, Counts> = availability
+        .map(|a| a.tiers.iter().chain(&a.seated_tiers).map(|(t, c)| (t.as_str(), *c)).collect())
+        .unwrap_or_default();
     let seats_left = availability.filter(|a| !a.sections.is_empty()).map(|a| {
         a.sections.iter().fold(Counts::default(), |sum, (_, c)| Counts {
             capacity: sum.capacity + c.capacity,
@@ -185,14 +198,17 @@ fn describe(details: Details, availability: Option<&Availability>) -> About {
             } else {
                 format!("{}–{}", decimal(lo, &t.currency), money(hi, &t.currency))
             };
-            let counts = if seated { seats_left } else { ga_left.get(t.id.as_str()).copied() };
-            TierLine {
-                key: if seated { "seated".to_owned() } else { t.id.clone() },
-                name: t.name.clone(),
-                seated,
-                price,
-                left: counts.map_or(Left::Unknown, Left::of),
-            }
+            let own = tier_left.get(t.id.as_str()).copied();
+            let (key, counts) = match own {
+                None if seated => (ALL_SEATS.to_owned(), seats_left),
+                _ => (t.id.clone(), own),
+            };
+            let left = match t.sale_state.as_str() {
+                "not_yet" => Left::NotYet,
+                "ended" => Left::Ended,
+                _ => counts.map_or(Left::Unknown, Left::of),
+            };
+            TierLine { key, name: t.name.clone(), seated, price, left }
         })
         .collect();
     let place = [details.venue_name.trim(), details.city.trim()]
@@ -259,7 +275,7 @@ mod tests {
         let prices: Vec<&str> = about.tiers.iter().map(|t| t.price.as_str()).collect();
         assert_eq!(prices, ["45.00–65.00 EUR", "30.00 EUR", "5000 JPY"]);
         assert!(about.tiers.iter().all(|t| t.left == Left::Unknown));
-        assert_eq!(about.tiers[0].key, "seated");
+        assert_eq!(about.tiers[0].key, ALL_SEATS);
     }
 
     #[test]
@@ -274,10 +290,24 @@ mod tests {
                 (SectionId::parse("B").unwrap(), counts(100, 0)),
             ],
             tiers: vec![(TierId::parse("t-floor").unwrap(), counts(500, 0))],
+            seated_tiers: vec![],
         };
         let about = describe(details(), Some(&availability));
         let left: Vec<Left> = about.tiers.iter().map(|t| t.left).collect();
         assert_eq!(left, [Left::Plenty, Left::SoldOut, Left::Unknown]);
+        // A seated tier with counts of its own (its capacity) shows them, under its id.
+        let with_tiers = Availability {
+            seated_tiers: vec![(TierId::parse("t-seated").unwrap(), counts(30, 3))],
+            ..availability
+        };
+        let about = describe(details(), Some(&with_tiers));
+        assert_eq!((about.tiers[0].key.as_str(), about.tiers[0].left), ("t-seated", Left::Few(3)));
+        // A tier whose sale has not started or is over says so, whatever is left.
+        let mut closed = details();
+        closed.tiers[0].sale_state = "ended".into();
+        closed.tiers[1].sale_state = "not_yet".into();
+        let about = describe(closed, Some(&with_tiers));
+        assert_eq!((about.tiers[0].left, about.tiers[1].left), (Left::Ended, Left::NotYet));
         assert_eq!(Left::of(counts(200, 20)), Left::Few(20), "a tenth of the capacity is few");
         assert_eq!(Left::of(counts(1000, 11)), Left::Few(11));
         assert_eq!(Left::of(counts(1000, 101)), Left::Plenty);

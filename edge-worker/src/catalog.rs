@@ -7,7 +7,8 @@
 //!   the last [`STALE_MS`] stands in, and the failure is remembered [`FAILURE_MS`], so that a
 //!   core that is down does not make every page wait for its timeout;
 //! - a 404 is an answer too (an event that is not in the catalog), kept like the others;
-//! - at most [`MAX_KEPT`] answers (the oldest dropped first), each at most [`MAX_ANSWER`] bytes.
+//! - at most [`MAX_KEPT`] answers and [`MAX_KEPT_BYTES`] in all (the oldest dropped first), each
+//!   at most [`MAX_ANSWER`] bytes: an isolate has 128 MB, and searches are the visitor's to vary.
 //!
 //! Answers are kept as the core's JSON text and parsed by the page that shows them: one parse per
 //! view is cheap next to a request, and it keeps this cache free of every page's types.
@@ -35,6 +36,8 @@ const CORE_TIMEOUT_MS: u64 = 3_000;
 const MAX_ANSWER: usize = 1024 * 1024;
 /// Answers one isolate keeps.
 const MAX_KEPT: usize = 256;
+/// The bytes of all the answers one isolate keeps.
+const MAX_KEPT_BYTES: usize = 8 * 1024 * 1024;
 
 /// The catalog's answer to one path.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,6 +54,15 @@ struct Kept {
     answer: Option<Answer>,
     /// When asking the core last failed, if after `at`.
     failed_at: Option<f64>,
+}
+
+impl Kept {
+    fn bytes(&self) -> usize {
+        match &self.answer {
+            Some(Answer::Found(text)) => text.len(),
+            _ => 0,
+        }
+    }
 }
 
 thread_local! {
@@ -90,14 +102,15 @@ pub async fn get(cx: &Ctx<'_>, path: &str) -> Result<Answer, String> {
             if !failed_recently {
                 remember_failure(path, now);
             }
+            // Logged when the core was asked, not for each view while the failure is remembered.
+            if !failed_recently {
+                durable_objects::log::error(
+                    "the catalog could not be read",
+                    serde_json::json!({ "error": e, "path": path, "older_answer_shown": kept.is_some() }),
+                );
+            }
             match kept {
-                Some((at, answer)) if now - at < STALE_MS => {
-                    durable_objects::log::error(
-                        "the catalog could not be read; an older answer shown",
-                        serde_json::json!({ "error": e, "path": path }),
-                    );
-                    Ok(answer)
-                }
+                Some((at, answer)) if now - at < STALE_MS => Ok(answer),
                 _ => Err(e),
             }
         }
@@ -112,16 +125,21 @@ fn remember_failure(path: &str, now: f64) {
     }
 }
 
-/// Keeps `entry` for `path`, dropping answers too old to stand in and, when full, the oldest.
+/// Keeps `entry` for `path`, dropping answers too old to stand in and, while over a bound, the
+/// oldest.
 fn keep(path: &str, entry: Kept) {
     let now = entry.at;
     KEPT.with(|k| {
         let mut k = k.borrow_mut();
+        k.remove(path);
         k.retain(|_, e| now - e.at < STALE_MS);
-        if k.len() >= MAX_KEPT && !k.contains_key(path) {
-            if let Some(oldest) = k.iter().min_by(|a, b| a.1.at.total_cmp(&b.1.at)).map(|(p, _)| p.clone()) {
-                k.remove(&oldest);
-            }
+        let mut bytes: usize = k.values().map(Kept::bytes).sum();
+        while !k.is_empty() && (k.len() >= MAX_KEPT || bytes + entry.bytes() > MAX_KEPT_BYTES) {
+            let Some(oldest) = k.iter().min_by(|a, b| a.1.at.total_cmp(&b.1.at)).map(|(p, _)| p.clone())
+            else {
+                break;
+            };
+            bytes -= k.remove(&oldest).map_or(0, |e| e.bytes());
         }
         k.insert(path.to_owned(), entry);
     });

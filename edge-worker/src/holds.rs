@@ -3,10 +3,12 @@
 //!
 //! - `POST   /api/v1/events/{event}/holds`         (admission token; `Idempotency-Key`)
 //! - `DELETE /api/v1/events/{event}/holds/{hold}`  (admission token; only one's own)
-//! - `GET    /api/v1/events/{event}/availability`  (public; served from a one-second isolate cache)
+//! - `GET    /api/v1/events/{event}/availability`  (public; served from a one-second isolate cache;
+//!   `?counts` leaves out the per-seat string)
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use durable_objects::directory::Layout;
 use durable_objects::http;
@@ -26,7 +28,8 @@ use crate::room::credentials::{admitted, Admitted};
 const AVAILABILITY_TTL_MS: f64 = 1_000.0;
 
 thread_local! {
-    static AVAILABILITY: RefCell<HashMap<EventId, (f64, String)>> = RefCell::new(HashMap::new());
+    /// Each event's snapshot, with when it was taken: in full, and without `seats` (`?counts`).
+    static AVAILABILITY: RefCell<HashMap<EventId, (f64, Snapshot)>> = RefCell::new(HashMap::new());
 }
 
 /// The answer to a placed hold.
@@ -85,7 +88,7 @@ pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
             seats: hold.seats.clone(),
             ga_tier: hold.ga.as_ref().map(|g| g.tier.clone()),
             ga_quantity: hold.ga.as_ref().map_or(0, |g| g.quantity),
-            seated_tier: hold.tier.clone(),
+            seated_tier: hold.seated_tier.clone(),
             expires_at_ms: hold.expires_at,
         },
     };
@@ -113,10 +116,18 @@ pub async fn hold_object(ev: &EventCtx<'_>, hold: &str) -> Result<String> {
     layout.object_name(shard).ok_or_else(not_found)
 }
 
+/// An availability snapshot as JSON: in full, and its counts alone (no `seats` string, which is a
+/// character per seat: pages that show counts need not download a stadium's).
+#[derive(Clone)]
+pub struct Snapshot {
+    pub full: Rc<str>,
+    pub counts: Rc<str>,
+}
+
 /// Availability of the whole event, merged across shards (seats in seat-map order, sections and
 /// tiers in layout order, version = sum of the shards' versions, so it only grows), as JSON: kept
 /// by the isolate [`AVAILABILITY_TTL_MS`], so that viewers cost the objects nothing more.
-pub async fn snapshot(ev: &EventCtx<'_>) -> Result<String> {
+pub async fn snapshot(ev: &EventCtx<'_>) -> Result<Snapshot> {
     let event = &ev.event;
     let now = durable_objects::now_ms() as f64;
     let cached = AVAILABILITY.with(|c| {
@@ -136,19 +147,42 @@ pub async fn snapshot(ev: &EventCtx<'_>) -> Result<String> {
                 m.seats.push_str(&part.seats);
                 m.sections.extend(part.sections);
                 m.tiers.extend(part.tiers);
+                // Each section's shard sells its share of every seated tier: add them up.
+                for (tier, counts) in part.seated_tiers {
+                    match m.seated_tiers.iter_mut().find(|(t, _)| *t == tier) {
+                        Some((_, sum)) => {
+                            sum.capacity += counts.capacity;
+                            sum.available += counts.available;
+                            sum.held += counts.held;
+                            sum.sold += counts.sold;
+                        }
+                        None => m.seated_tiers.push((tier, counts)),
+                    }
+                }
                 m
             }
         });
     }
-    let body = serde_json::to_string(&merged)?;
-    AVAILABILITY.with(|c| c.borrow_mut().insert(event.clone(), (now, body.clone())));
-    Ok(body)
+    let full: Rc<str> = serde_json::to_string(&merged)?.into();
+    let counts: Rc<str> = match merged {
+        Some(mut m) => {
+            m.seats.clear();
+            serde_json::to_string(&m)?.into()
+        }
+        None => "null".into(),
+    };
+    let snapshot = Snapshot { full, counts };
+    AVAILABILITY.with(|c| c.borrow_mut().insert(event.clone(), (now, snapshot.clone())));
+    Ok(snapshot)
 }
 
-/// `GET /availability`: [`snapshot`], which browsers may keep a second as well.
-pub async fn availability(ev: &EventCtx<'_>) -> Result<Response> {
-    let body = snapshot(ev).await?;
-    let mut resp = Response::ok(body)?;
+/// `GET /availability`: [`snapshot`] (`?counts`: without `seats`), which browsers may keep a
+/// second as well.
+pub async fn availability(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
+    let snapshot = snapshot(ev).await?;
+    let counts_only = req.url()?.query_pairs().any(|(k, _)| k == "counts");
+    let body = if counts_only { snapshot.counts } else { snapshot.full };
+    let mut resp = Response::ok(body.to_string())?;
     resp.headers_mut().set("content-type", "application/json")?;
     resp.headers_mut().set("cache-control", "public, max-age=1")?;
     Ok(resp)

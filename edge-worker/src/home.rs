@@ -160,7 +160,14 @@ async fn listed(cx: &Ctx<'_>, query: &str) -> std::result::Result<Vec<Listed>, S
     let Answer::Found(text) = catalog::get(cx, &format!("/api/v1/catalog/events?{query}")).await? else {
         return Err("the catalog has no event listing".to_owned());
     };
-    let listing: Listing = serde_json::from_str(&text).map_err(|e| format!("the catalog's answer: {e}"))?;
+    let listing: Listing = serde_json::from_str(&text).map_err(|e| {
+        let e = format!("the catalog's answer: {e}");
+        durable_objects::log::error(
+            "the catalog's listing is not readable",
+            serde_json::json!({ "error": e }),
+        );
+        e
+    })?;
     // Only ids that are ids reach a link.
     Ok(listing.items.into_iter().filter(|e| shared_types::ids::EventId::parse(&e.id).is_ok()).collect())
 }
@@ -170,10 +177,8 @@ pub async fn home(cx: &Ctx<'_>, req: &Request) -> Result<Response> {
     let search = Search::from_url(&req.url()?);
     let (events, unavailable) = match listed(cx, &search.core_query()).await {
         Ok(events) => (events, false),
-        Err(e) => {
-            durable_objects::log::error("the catalog could not be read", serde_json::json!({ "error": e }));
-            (Vec::new(), true)
-        }
+        // Logged where it failed (`catalog.rs`, or above), once rather than for every view.
+        Err(_) => (Vec::new(), true),
     };
     let title =
         if search.is_empty() { "Events".to_owned() } else { format!("Events found: {}", events.len()) };

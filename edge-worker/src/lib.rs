@@ -10,7 +10,8 @@
 //! - `home.rs`     `GET /`: the events, searchable;  `catalog.rs` the core's catalog, kept per isolate
 //! - `pages.rs`    the buyer's pages (templates in `templates/`, scripts and styles in `assets/`);
 //!   `about.rs` what an event's page says about the event
-//! - `holds.rs`    holds and availability;  `proxy.rs` the buyer's routes the core answers
+//! - `holds.rs`    holds and availability;  `seatmap.rs` the seats the buyer's map is drawn from
+//! - `proxy.rs`    the buyer's routes the core answers
 //! - `internal.rs` the core's signed calls;  `objects.rs` calling the event's Durable Objects
 //! - `health.rs`   `GET /healthz` through every tier
 
@@ -28,6 +29,7 @@ mod objects;
 mod pages;
 mod proxy;
 mod room;
+mod seatmap;
 mod settings;
 mod web;
 
@@ -109,16 +111,17 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
                 (Method::Post, ["queue"]) => api::join(&ev, req).await,
                 (Method::Get, ["queue"]) => api::status(&ev, &req).await,
                 (Method::Delete, ["queue"]) => api::leave(&ev, &req).await,
-                (Method::Get, ["availability"]) => holds::availability(&ev).await,
+                (Method::Get, ["availability"]) => holds::availability(&ev, &req).await,
+                (Method::Get, ["seatmap"]) => seatmap::seatmap(&ev).await,
                 (Method::Post, ["holds"]) => holds::place(&ev, req).await,
                 (Method::Delete, ["holds", hold]) => holds::release(&ev, req, hold).await,
-                (_, ["queue" | "challenge" | "availability" | "holds"] | ["holds", _]) => {
+                (_, ["queue" | "challenge" | "availability" | "seatmap" | "holds"] | ["holds", _]) => {
                     web::method_not_allowed(cx)
                 }
                 _ => Err(cx.problem(ProblemType::NotFound, "no such route")),
             }
         }
-        (Method::Post, ["api", "v1", "checkout"])
+        (Method::Post, ["api", "v1", "checkout"] | ["api", "v1", "checkout", "quote"])
         | (Method::Get, ["api", "v1", "keys"])
         | (Method::Get, ["api", "v1", "orders", _])
         | (Method::Get, ["api", "v1", "orders", _, "tickets"])
@@ -132,9 +135,12 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
         | (Method::Post, ["api", "v1", "transfers", _, "transfer", "cancel"]) => {
             proxy::forward(cx, req).await
         }
-        (_, ["api", "v1", "checkout"] | ["api", "v1", "orders" | "transfers", ..]) => {
-            web::method_not_allowed(cx)
-        }
+        (
+            _,
+            ["api", "v1", "checkout"]
+            | ["api", "v1", "checkout", "quote"]
+            | ["api", "v1", "orders" | "transfers", ..],
+        ) => web::method_not_allowed(cx),
         (_, ["internal", "v1", "events", event, rest @ ..]) => {
             let ev = cx.at(event_of(cx, event)?);
             internal::handle(&ev, req, rest).await

@@ -227,7 +227,9 @@ async fn landing_page(
         Some((issued, cookie)) => (Some(issued), cookie.into_iter().collect()),
         None => (None, Vec::new()),
     };
-    page(status, &landing(ev, view, about, challenge, error.as_ref()), &cookies)
+    let mut resp = page(status, &landing(ev, view, about, challenge, error.as_ref()), &cookies)?;
+    web::allow_https_images(&mut resp)?;
+    Ok(resp)
 }
 
 /// The waiting page of someone in line.

@@ -1,6 +1,7 @@
 //! The buyer's routes that the core answers, forwarded by the edge:
 //!
 //! - `POST /api/v1/checkout`              a hold token becomes an order (`Idempotency-Key`)
+//! - `POST /api/v1/checkout/quote`        what that order would cost (the price summary)
 //! - `GET  /api/v1/orders/{id}`           the order, with the buyer's order token
 //! - `POST /api/v1/orders/{id}/cancel`    the buyer cancels
 //! - `GET  /api/v1/orders/{id}/tickets[/{ticket}/qr.svg|qr.png]`  the tickets' codes and QR codes
@@ -44,7 +45,7 @@ pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
     };
     let method = req.method();
     let body = crate::body::read(&mut req, crate::body::PROXY, path).await?;
-    if path == "/api/v1/checkout" {
+    if path == "/api/v1/checkout" || path == "/api/v1/checkout/quote" {
         if let Err((detail, reason)) = check_hold_token(&body, keys) {
             let kind = if reason == "malformed" && detail.contains("JSON") {
                 ProblemType::MalformedRequest

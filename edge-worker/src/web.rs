@@ -85,13 +85,20 @@ pub fn see_other(location: &str, cookies: &[String]) -> Result<Response> {
 /// The Content-Security-Policy of every page: nothing runs or loads but the edge's own asset files
 /// (and Turnstile's, when an event uses it), pages talk only to this origin, and no other site may
 /// frame them (clickjacking on the buy and transfer pages). Pages carry no inline script or style.
-/// Images may come from any https origin: an event's images are the organizer's URLs (the core
-/// takes only http(s) ones, the page shows only https ones); an image runs nothing, and the
-/// referrer policy keeps the page's address from their hosts.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
-     script-src 'self' https://challenges.cloudflare.com; style-src 'self'; img-src 'self' data: https:; \
+     script-src 'self' https://challenges.cloudflare.com; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; frame-src https://challenges.cloudflare.com; form-action 'self'; \
      base-uri 'none'; frame-ancestors 'none'";
+
+/// Lets a page show images from any https origin: an event's page shows the organizer's images
+/// (the core takes only http(s) URLs, the page shows only https ones). Only that page: an image
+/// runs nothing, but it tells its host who looked (the referrer policy keeps the page's address
+/// from it), and the pages with orders and tickets on them load nothing from elsewhere.
+pub fn allow_https_images(resp: &mut Response) -> Result<()> {
+    let policy = CONTENT_SECURITY_POLICY.replace("img-src 'self' data:;", "img-src 'self' data: https:;");
+    resp.headers_mut().set("content-security-policy", &policy)?;
+    Ok(())
+}
 
 /// A page, with the headers every page carries, and the cookies to set.
 pub fn html(status: u16, body: String, cookies: &[String]) -> Result<Response> {

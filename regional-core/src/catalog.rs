@@ -4,7 +4,8 @@
 //!
 //! - `GET /api/v1/catalog/events?q=&city=&genre=&from=&to=&limit=&cursor=`  by start time
 //! - `GET /api/v1/catalog/events/{id}`                                      with tiers and prices
-//!   (each tier's `price_range`), and the venue's price zones
+//!   (each tier's `price_range` over the zones that have seats, and its `sale_state`), and those
+//!   zones
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -132,12 +133,20 @@ async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<im
     .bind(id)
     .fetch_all(&state.db)
     .await?;
-    let zones: Value =
-        sqlx::query_scalar("SELECT v.zones FROM events e JOIN venues v ON v.id = e.venue_id WHERE e.id = $1")
-            .bind(id)
-            .fetch_one(&state.db)
-            .await?;
-    let zones: Vec<ZoneIn> = serde_json::from_value(zones).unwrap_or_default();
+    // The venue's zones that have seats (a zone with none has no price anybody can pay).
+    let (zones, seated): (Value, Vec<String>) = sqlx::query_as(
+        "SELECT v.zones, ARRAY(SELECT DISTINCT zone_id FROM venue_seats s WHERE s.venue_id = v.id)
+         FROM events e JOIN venues v ON v.id = e.venue_id WHERE e.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&state.db)
+    .await?;
+    let zones: Vec<ZoneIn> = serde_json::from_value::<Vec<ZoneIn>>(zones)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|z| seated.iter().any(|s| s == z.id.as_str()))
+        .collect();
+    let now = Utc::now();
     let mut answer = serde_json::to_value(&event).unwrap_or_default();
     answer["tiers"] = tiers
         .iter()
@@ -145,6 +154,14 @@ async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<im
             let mut tier = serde_json::to_value(t).unwrap_or_default();
             let (min_minor, max_minor) = price_range(t, &zones);
             tier["price_range"] = json!({ "min_minor": min_minor, "max_minor": max_minor });
+            // As of this answer (kept 30 s at most): pages show it without a clock of their own.
+            tier["sale_state"] = json!(if t.sale_starts_at.is_some_and(|s| now < s) {
+                "not_yet"
+            } else if t.sale_ends_at.is_some_and(|e| now >= e) {
+                "ended"
+            } else {
+                "on_sale"
+            });
             tier
         })
         .collect();

@@ -120,6 +120,8 @@ struct TierRow {
     price_minor: i64,
     zone_prices: Value,
     quantity: i32,
+    sale_starts_at: Option<chrono::DateTime<chrono::Utc>>,
+    sale_ends_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// What the edge should hold for an event now: (inventory, waiting-room settings).
@@ -133,7 +135,7 @@ pub async fn definition(db: &PgPool, event: Uuid) -> Result<(Inventory, WaitingR
     .await
     .map_err(|e| e.to_string())?;
     let tiers: Vec<TierRow> = sqlx::query_as(
-        "SELECT id, name, kind, ga_area, currency, price_minor, zone_prices, quantity FROM ticket_tiers
+        "SELECT id, name, kind, ga_area, currency, price_minor, zone_prices, quantity, sale_starts_at, sale_ends_at FROM ticket_tiers
          WHERE event_id = $1 ORDER BY created_at, id",
     )
     .bind(event)
@@ -168,6 +170,10 @@ pub async fn definition(db: &PgPool, event: Uuid) -> Result<(Inventory, WaitingR
                         .iter()
                         .map(|z| ZonePrice { zone: z.id.clone(), price: price_in(t, z) })
                         .collect(),
+                    // Its quantity is a cap: the edge sells no more seats under it.
+                    capacity: t.quantity.max(0) as u32,
+                    sale_starts_at_ms: t.sale_starts_at.map(|at| at.timestamp_millis()),
+                    sale_ends_at_ms: t.sale_ends_at.map(|at| at.timestamp_millis()),
                 })
             })
             .collect();

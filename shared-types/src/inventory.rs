@@ -126,13 +126,23 @@ pub struct GaTier {
 
 /// A seated tier: a kind of ticket for the event's seats (full price, reduced, a VIP package…)
 /// with its price in every zone. Every seat can be sold under every seated tier; the buyer chooses
-/// one per hold.
+/// one per hold. The inventory object enforces its `capacity` and sale window; the core prices
+/// each seat from its own tables (`checkout/quote.rs`), so `prices` here is what pages show.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeatedTier {
     pub id: TierId,
     pub name: String,
     /// One price per price zone of the map.
     pub prices: Vec<ZonePrice>,
+    /// Most seats held and sold under it at once (in a sectioned event, each section's shard gets
+    /// its share: [`Inventory::shards`]).
+    pub capacity: u32,
+    /// Holds under it are taken from this instant (ms since the epoch)…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sale_starts_at_ms: Option<i64>,
+    /// …and until this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sale_ends_at_ms: Option<i64>,
 }
 
 /// What a seated tier costs in one zone.
@@ -147,6 +157,37 @@ impl SeatedTier {
     pub fn price_in(&self, zone: &ZoneId) -> Option<Money> {
         self.prices.iter().find(|p| &p.zone == zone).map(|p| p.price)
     }
+
+    /// Whether its sale window is open at `now_ms`.
+    pub fn on_sale_at(&self, now_ms: i64) -> bool {
+        self.sale_starts_at_ms.is_none_or(|s| now_ms >= s) && self.sale_ends_at_ms.is_none_or(|e| now_ms < e)
+    }
+}
+
+/// `total` split over parts of the given `sizes` in proportion, by largest remainder: the shares
+/// add up to `total` exactly (none when every size is 0), and no part gets more than its size
+/// unless `total` exceeds their sum.
+pub fn shares(total: u32, sizes: &[u32]) -> Vec<u32> {
+    let sum: u64 = sizes.iter().map(|&s| u64::from(s)).sum();
+    if sum == 0 {
+        return vec![0; sizes.len()];
+    }
+    let exact: Vec<(u64, u64)> = sizes
+        .iter()
+        .map(|&s| (u64::from(total) * u64::from(s) / sum, u64::from(total) * u64::from(s) % sum))
+        .collect();
+    let mut out: Vec<u32> = exact.iter().map(|&(q, _)| q as u32).collect();
+    let mut left = total - out.iter().sum::<u32>();
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by(|&a, &b| exact[b].1.cmp(&exact[a].1).then(a.cmp(&b)));
+    for i in order.into_iter().cycle() {
+        if left == 0 {
+            break;
+        }
+        out[i] += 1;
+        left -= 1;
+    }
+    out
 }
 
 /// The seat map of one event (or of one shard of it).
@@ -315,27 +356,45 @@ impl Inventory {
         match self.sharding {
             Sharding::None => vec![(MAIN_SHARD.to_owned(), self.clone())],
             Sharding::BySection => {
-                let piece = |sections: Vec<Section>, ga_tiers: Vec<GaTier>| Inventory {
-                    seat_map: SeatMap {
-                        seated_tiers: if sections.is_empty() {
-                            Vec::new()
-                        } else {
-                            self.seat_map.seated_tiers.clone()
+                let piece = |sections: Vec<Section>, ga_tiers: Vec<GaTier>, seated_tiers: Vec<SeatedTier>| {
+                    Inventory {
+                        seat_map: SeatMap {
+                            sections,
+                            zones: self.seat_map.zones.clone(),
+                            ga_tiers,
+                            seated_tiers,
                         },
-                        sections,
-                        zones: self.seat_map.zones.clone(),
-                        ga_tiers,
-                    },
-                    ..self.clone()
+                        ..self.clone()
+                    }
                 };
+                // Each section's object enforces its share of every seated tier's capacity, in
+                // proportion to its seats: together they never sell more than the tier allows.
+                let sizes: Vec<u32> = self
+                    .seat_map
+                    .sections
+                    .iter()
+                    .map(|s| s.rows.iter().map(|r| r.seats.len() as u32).sum())
+                    .collect();
+                let tier_shares: Vec<Vec<u32>> =
+                    self.seat_map.seated_tiers.iter().map(|t| shares(t.capacity, &sizes)).collect();
                 let mut shards: Vec<(String, Inventory)> = self
                     .seat_map
                     .sections
                     .iter()
-                    .map(|s| (s.id.as_str().to_owned(), piece(vec![s.clone()], vec![])))
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let tiers = self
+                            .seat_map
+                            .seated_tiers
+                            .iter()
+                            .zip(&tier_shares)
+                            .map(|(t, share)| SeatedTier { capacity: share[i], ..t.clone() })
+                            .collect();
+                        (s.id.as_str().to_owned(), piece(vec![s.clone()], vec![], tiers))
+                    })
                     .collect();
                 if !self.seat_map.ga_tiers.is_empty() {
-                    shards.push((GA_SHARD.to_owned(), piece(vec![], self.seat_map.ga_tiers.clone())));
+                    shards.push((GA_SHARD.to_owned(), piece(vec![], self.seat_map.ga_tiers.clone(), vec![])));
                 }
                 shards
             }
@@ -561,11 +620,17 @@ pub(crate) mod tests {
                 id: TierId::parse("adult").unwrap(),
                 name: "Adult".into(),
                 prices: vec![ZonePrice { zone: std.clone(), price: price(4500) }],
+                capacity: 10,
+                sale_starts_at_ms: None,
+                sale_ends_at_ms: None,
             },
             SeatedTier {
                 id: TierId::parse("child").unwrap(),
                 name: "Child".into(),
                 prices: vec![ZonePrice { zone: std.clone(), price: price(2000) }],
+                capacity: 3,
+                sale_starts_at_ms: Some(1000),
+                sale_ends_at_ms: Some(2000),
             },
         ];
         assert_eq!(inv.validate(), Ok(()));
@@ -589,14 +654,35 @@ pub(crate) mod tests {
                 "seat_map.seated_tiers[1].prices[2].price.currency",
             ]
         );
-        // Every section's shard carries the tiers; the GA shard has no seats to sell under them.
-        inv.sharding = Sharding::BySection;
-        let shards = inv.shards();
-        assert_eq!(shards[0].1.seat_map.seated_tiers.len(), 2);
-        assert!(shards.last().unwrap().1.seat_map.seated_tiers.is_empty());
+        assert!(!inv.seat_map.seated_tiers[1].on_sale_at(999));
+        assert!(inv.seat_map.seated_tiers[1].on_sale_at(1000));
+        assert!(!inv.seat_map.seated_tiers[1].on_sale_at(2000));
+        // Every section's shard carries the tiers, each with its share of their capacity; the GA
+        // shard has no seats to sell under them.
+        let mut big = sample(3, 1, 4);
+        big.seat_map.seated_tiers = inv.seat_map.seated_tiers.clone();
+        big.sharding = Sharding::BySection;
+        let shards = big.shards();
+        let capacities: Vec<Vec<u32>> = shards
+            .iter()
+            .map(|(_, s)| s.seat_map.seated_tiers.iter().map(|t| t.capacity).collect())
+            .collect();
+        assert_eq!(capacities, [vec![4, 1], vec![3, 1], vec![3, 1], vec![]]);
         // A definition without tiers reads and writes as before.
         let old = sample(1, 1, 1);
         assert!(!serde_json::to_string(&old).unwrap().contains("seated_tiers"));
+    }
+
+    #[test]
+    fn shares_add_up_and_follow_the_sizes() {
+        assert_eq!(shares(10, &[4, 4, 4]), [4, 3, 3]);
+        assert_eq!(shares(3, &[4, 4, 4]), [1, 1, 1]);
+        assert_eq!(shares(5, &[1, 0, 9]), [1, 0, 4]);
+        assert_eq!(shares(7, &[0, 0]), [0, 0]);
+        assert_eq!(
+            shares(u32::MAX, &[u32::MAX, u32::MAX]).iter().map(|&s| u64::from(s)).sum::<u64>(),
+            u64::from(u32::MAX)
+        );
     }
 
     #[test]

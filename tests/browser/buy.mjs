@@ -1,5 +1,6 @@
 // A buyer in headless Chromium (Debian's, driven by playwright-core) buys a seat through the real
-// stack: joins the line, is admitted, holds the best seat and checks out on the purchase page, pays
+// stack: joins the line, is admitted, holds the best seat on the purchase page, sees the core's price
+// summary and checks out, pays
 // on the test provider's page, comes back to the order page and sees it paid with its ticket.
 // With a recipient's address, it then offers the ticket to them with the order page's form.
 // Run by tests/tests/checkout.rs:  node tests/browser/buy.mjs <edge url> <event id> [<give to>]
@@ -15,9 +16,15 @@ try {
   await page.goto(`${edge}/events/${event}`);
   await Promise.all([page.waitForURL(`${edge}/events/${event}`, { waitUntil: 'load' }), page.click('button')]);
   await page.waitForURL(`${edge}/events/${event}/buy`, { timeout: 30000 });
+  // The map is drawn from the seat map; the best seat is held, and the core's price summary shown.
+  await page.waitForSelector('#map circle.seat', { timeout: 30000 });
   await page.fill('#quantity', '1');
+  await page.click('form#best button[type=submit]');
+  await page.waitForSelector('#summary:not([hidden]) #total', { timeout: 30000 });
+  const total = await page.textContent('#total');
+  if (!/^\d+\.\d\d [A-Z]{3}$/.test(total)) throw new Error(`the summary's total: ${total}`);
   await page.fill('#email', 'browser@e2e.test');
-  await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/, { timeout: 30000 }), page.click('form#buy button')]);
+  await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/, { timeout: 30000 }), page.click('form#pay button[type=submit]')]);
   await page.waitForSelector('#pay', { timeout: 30000 });
   if (!(await page.textContent('#state')).includes('Waiting for your payment')) throw new Error('not awaiting payment');
   await Promise.all([page.waitForURL(/\/testpay\/pay\//), page.click('#pay')]);

@@ -77,14 +77,14 @@ test('a seat hold names its seated tier and the hold token carries it; a tier th
   const inv = inventory('evt-tiers');
   const price = (amount_minor) => ({ amount_minor, currency: 'EUR' });
   inv.seat_map.seated_tiers = [
-    { id: 'adult', name: 'Adult', prices: [{ zone: 'std', price: price(4500) }] },
-    { id: 'child', name: 'Child', prices: [{ zone: 'std', price: price(2000) }] },
+    { id: 'adult', name: 'Adult', prices: [{ zone: 'std', price: price(4500) }], capacity: 10 },
+    { id: 'child', name: 'Child', prices: [{ zone: 'std', price: price(2000) }], capacity: 2 },
   ];
   await publish(inv);
   const { token } = await admit(mf, core, 'evt-tiers');
   const child = await buyer('POST', '/api/v1/events/evt-tiers/holds', token, { kind: 'seats', seats: ['S0-0-1'], tier: 'child' });
   assert.equal(child.status, 201, JSON.stringify(child.body));
-  assert.equal(child.body.hold.tier, 'child');
+  assert.equal(child.body.hold.seated_tier, 'child');
   assert.equal(readToken(child.body.hold_token, edgeKey.pub).claims.seated_tier, 'child');
   const best = await buyer('POST', '/api/v1/events/evt-tiers/holds', token, { kind: 'best_available', quantity: 1 });
   assert.equal(readToken(best.body.hold_token, edgeKey.pub).claims.seated_tier, 'adult', 'the first tier by default');
@@ -93,6 +93,32 @@ test('a seat hold names its seated tier and the hold token carries it; a tier th
     assert.equal(bad.status, 422, JSON.stringify(bad.body));
     assert.equal(bad.type, 'application/problem+json');
   }
+  // Two child seats in all: a third is refused, and the snapshot says what each tier has left.
+  const more = await buyer('POST', '/api/v1/events/evt-tiers/holds', token, { kind: 'seats', seats: ['S0-0-6', 'S0-0-7'], tier: 'child' });
+  assert.equal(more.status, 409, JSON.stringify(more.body));
+  assert.equal(more.body.available, 1);
+  const counts = await buyer('GET', '/api/v1/events/evt-tiers/availability?counts');
+  assert.equal(counts.body.seats, '', 'counts only: no character per seat');
+  assert.deepEqual(Object.fromEntries(counts.body.seated_tiers.map(([t, c]) => [t, c.available])), { adult: 8, child: 1 });
+});
+
+test('the seat map: every shard\'s seats in the snapshot\'s order, compact, with each seated tier\'s prices by zone', async () => {
+  const inv = inventory('evt-map', { sections: 3, rows: 2, seats: 4, sharding: 'by_section' });
+  inv.seat_map.sections[1].rows[0].seats[0].accessibility = ['wheelchair', 'hearing_loop'];
+  inv.seat_map.sections[1].rows[0].seats[1].aisle_after = true;
+  await publish(inv);
+  const map = await buyer('GET', '/api/v1/events/evt-map/seatmap');
+  assert.equal(map.status, 200, JSON.stringify(map.body));
+  assert.deepEqual(map.body.sections.map((s) => s.id), ['S0', 'S1', 'S2']);
+  assert.equal(map.body.sectioned, true);
+  assert.deepEqual(map.body.sections[1].rows[0].seats[0], ['S1-0-0', '0', 0, 0, 0, 1 | 8]);
+  assert.deepEqual(map.body.sections[1].rows[0].seats[1], ['S1-0-1', '1', 1, 0, 0, 32]);
+  assert.deepEqual(map.body.seated_tiers, [{ id: null, name: 'Seat', prices: [4500] }], 'no seated tiers: the zones\' prices');
+  assert.deepEqual(map.body.ga_tiers, [{ id: 'floor', name: 'Floor', price_minor: 3000, capacity: 5 }]);
+  const seats = map.body.sections.flatMap((s) => s.rows.flatMap((r) => r.seats.map((x) => x[0])));
+  const availability = await buyer('GET', '/api/v1/events/evt-map/availability');
+  assert.equal(availability.body.seats.length, seats.length, 'one character of the snapshot per seat of the map');
+  assert.equal((await buyer('GET', '/api/v1/events/nothing-here/seatmap')).status, 404);
 });
 
 test('forged, expired, wrong-event, wrong-kind and missing admission tokens are refused and change nothing', async () => {

@@ -103,7 +103,7 @@ pub struct Hold {
     /// The seated tier its seats are sold under (none for GA places, or when the inventory has no
     /// seated tiers: the seats then sell at their zone's price).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tier: Option<TierId>,
+    pub seated_tier: Option<TierId>,
     pub created_at: Millis,
     pub expires_at: Millis,
     /// The one extension for checkout has been used.
@@ -188,6 +188,8 @@ pub enum HoldError {
     StaleInventory { current: u64, offered: u64 },
     #[error("the update would remove or shrink what is held or sold: {detail}")]
     UpdateWouldDisturbHolds { detail: String },
+    #[error("tier {tier} is not on sale at this time")]
+    TierNotOnSale { tier: TierId },
 }
 
 /// The answer to a successful placement (what the edge turns into a hold token).
@@ -221,10 +223,15 @@ pub struct Availability {
     pub event: EventId,
     pub version: u64,
     pub inventory_version: u64,
-    /// One character per seat, in seat-map order: `a` available, `h` held, `s` sold.
+    /// One character per seat, in seat-map order: `a` available, `h` held, `s` sold, `x` off sale.
     pub seats: String,
     pub sections: Vec<(SectionId, Counts)>,
+    /// GA tiers.
     pub tiers: Vec<(TierId, Counts)>,
+    /// Seated tiers: the seats held and sold under each, and how many more it may sell (no more
+    /// than the seats available).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seated_tiers: Vec<(TierId, Counts)>,
 }
 
 /// Operational figures for the operator and reports.
@@ -264,6 +271,32 @@ struct SeatEntry {
     off_sale: bool,
 }
 
+/// A seated tier's claim on the seats: its capacity and sale window, and how many seats are held
+/// and sold under it (returned ones not counted).
+#[derive(Debug, Clone)]
+struct SeatedEntry {
+    id: TierId,
+    capacity: u32,
+    held: u32,
+    sold: u32,
+    starts: Option<Millis>,
+    ends: Option<Millis>,
+}
+
+impl SeatedEntry {
+    fn used(&self) -> u32 {
+        self.held + self.sold
+    }
+
+    fn room(&self) -> u32 {
+        self.capacity.saturating_sub(self.used())
+    }
+
+    fn on_sale_at(&self, now: Millis) -> bool {
+        self.starts.is_none_or(|s| now >= s) && self.ends.is_none_or(|e| now < e)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct TierEntry {
     id: TierId,
@@ -300,8 +333,9 @@ pub struct Ledger {
     row_free: Vec<u32>,
     sections: Vec<SectionId>,
     zones: Vec<ZoneId>,
-    /// The seated tiers, in the inventory's order (the first is a hold's default).
-    seated_tiers: Vec<TierId>,
+    /// The seated tiers, in the inventory's order (a hold that names none takes the first on sale
+    /// with room).
+    seated: Vec<SeatedEntry>,
     tiers: Vec<TierEntry>,
     holds: FastMap<HoldId, Hold>,
     /// Live holds by expiry, earliest first; the sequence number orders holds that expire in the
@@ -337,7 +371,7 @@ impl Ledger {
             row_free: Vec::new(),
             sections: Vec::new(),
             zones: Vec::new(),
-            seated_tiers: Vec::new(),
+            seated: Vec::new(),
             tiers: Vec::new(),
             holds: FastMap::default(),
             expiries: BTreeMap::new(),
@@ -383,7 +417,20 @@ impl Ledger {
     fn load_inventory(&mut self, inventory: &Inventory) {
         let map = &inventory.seat_map;
         self.zones = map.zones.iter().map(|z| z.id.clone()).collect();
-        self.seated_tiers = map.seated_tiers.iter().map(|t| t.id.clone()).collect();
+        let old_used: HashMap<TierId, (u32, u32)> =
+            self.seated.drain(..).map(|t| (t.id, (t.held, t.sold))).collect();
+        self.seated = map
+            .seated_tiers
+            .iter()
+            .map(|t| SeatedEntry {
+                id: t.id.clone(),
+                capacity: t.capacity,
+                held: old_used.get(&t.id).map_or(0, |u| u.0),
+                sold: old_used.get(&t.id).map_or(0, |u| u.1),
+                starts: t.sale_starts_at_ms,
+                ends: t.sale_ends_at_ms,
+            })
+            .collect();
         self.sections = map.sections.iter().map(|s| s.id.clone()).collect();
         let zone_of: HashMap<&ZoneId, u32> =
             self.zones.iter().enumerate().map(|(i, z)| (z, i as u32)).collect();
@@ -472,6 +519,15 @@ impl Ledger {
             return Err(HoldError::UpdateWouldDisturbHolds {
                 detail: format!("seats {dropped:?} are held or sold"),
             });
+        }
+        for tier in self.seated.iter().filter(|t| t.used() > 0) {
+            let capacity =
+                inventory.seat_map.seated_tiers.iter().find(|t| t.id == tier.id).map(|t| t.capacity);
+            if capacity.is_none_or(|c| c < tier.used()) {
+                return Err(HoldError::UpdateWouldDisturbHolds {
+                    detail: format!("seated tier {} has {} seats held or sold", tier.id, tier.used()),
+                });
+            }
         }
         for tier in &self.tiers {
             let in_use = tier.held + tier.sold;
@@ -598,11 +654,12 @@ impl Ledger {
         }
         let (seats, ga, seated_tier) = match request {
             HoldRequest::Seats { seats, section, tier } => {
-                let tier = self.seated_tier(tier.as_ref())?;
-                (self.pick_named(seats, section.as_ref())?, None, tier)
+                let picked = self.pick_named(seats, section.as_ref())?;
+                let tier = self.seated_tier(tier.as_ref(), picked.len() as u32, now)?;
+                (picked, None, tier)
             }
             HoldRequest::BestAvailable { quantity, section, zone, accessibility, tier } => {
-                let tier = self.seated_tier(tier.as_ref())?;
+                let tier = self.seated_tier(tier.as_ref(), *quantity, now)?;
                 (self.pick_best(*quantity, section.as_ref(), zone.as_ref(), *accessibility)?, None, tier)
             }
             HoldRequest::GeneralAdmission { tier, quantity } => {
@@ -620,7 +677,7 @@ impl Ledger {
             visitor: visitor.clone(),
             seats: seats.iter().map(|&i| self.seats[i as usize].id.clone()).collect(),
             ga: ga.map(|(t, quantity)| GaPlaces { tier: self.tiers[t].id.clone(), quantity }),
-            tier: seated_tier,
+            seated_tier: seated_tier.map(|t| self.seated[t].id.clone()),
             created_at: now,
             expires_at: now + Millis::from(self.settings.hold_seconds) * 1000,
             extended: false,
@@ -636,6 +693,9 @@ impl Ledger {
         if let Some((t, quantity)) = ga {
             self.tiers[t].held += quantity;
         }
+        if let Some(t) = seated_tier {
+            self.seated[t].held += seats.len() as u32;
+        }
         self.add_tickets(visitor, i64::from(requested));
         self.schedule(&hold.id, hold.expires_at);
         self.holds.insert(hold.id.clone(), hold.clone());
@@ -645,13 +705,50 @@ impl Ledger {
         Ok(hold)
     }
 
-    /// The seated tier a hold's seats are sold under: the one named, which must be one of the
-    /// inventory's, else its first (none when it has none: the seats sell at their zone's price).
-    fn seated_tier(&self, named: Option<&TierId>) -> Result<Option<TierId>, HoldError> {
+    /// The seated tier (its index) `seats` seats are sold under: the one named, which must be one
+    /// of the inventory's, on sale and with room for them; else the first that is. None when the
+    /// inventory has no seated tiers (the seats then sell at their zone's price).
+    fn seated_tier(
+        &self,
+        named: Option<&TierId>,
+        seats: u32,
+        now: Millis,
+    ) -> Result<Option<usize>, HoldError> {
+        if self.seated.is_empty() {
+            return match named {
+                None => Ok(None),
+                Some(t) => Err(HoldError::UnknownTier { tier: t.clone() }),
+            };
+        }
+        let fits = |t: &SeatedEntry| -> Result<(), HoldError> {
+            if !t.on_sale_at(now) {
+                return Err(HoldError::TierNotOnSale { tier: t.id.clone() });
+            }
+            if t.room() < seats {
+                return Err(HoldError::NotEnoughAvailable { requested: seats, available: t.room() });
+            }
+            Ok(())
+        };
         match named {
-            None => Ok(self.seated_tiers.first().cloned()),
-            Some(t) if self.seated_tiers.contains(t) => Ok(Some(t.clone())),
-            Some(t) => Err(HoldError::UnknownTier { tier: t.clone() }),
+            Some(name) => {
+                let i = self
+                    .seated
+                    .iter()
+                    .position(|t| &t.id == name)
+                    .ok_or_else(|| HoldError::UnknownTier { tier: name.clone() })?;
+                fits(&self.seated[i]).map(|()| Some(i))
+            }
+            None => match self.seated.iter().position(|t| fits(t).is_ok()) {
+                Some(i) => Ok(Some(i)),
+                None => {
+                    let on_sale = self.seated.iter().filter(|t| t.on_sale_at(now));
+                    let available = on_sale.map(SeatedEntry::room).max();
+                    match available {
+                        Some(available) => Err(HoldError::NotEnoughAvailable { requested: seats, available }),
+                        None => Err(HoldError::TierNotOnSale { tier: self.seated[0].id.clone() }),
+                    }
+                }
+            },
         }
     }
 
@@ -851,6 +948,11 @@ impl Ledger {
                 t.sold += ga.quantity;
             }
         }
+        if let Some(t) = self.seated.iter_mut().find(|t| Some(&t.id) == hold.seated_tier.as_ref()) {
+            let seats = hold.seats.len() as u32;
+            t.held = t.held.saturating_sub(seats);
+            t.sold += seats;
+        }
         let hold = self.holds.get_mut(id).ok_or(HoldError::HoldNotFound)?;
         hold.state = HoldState::Sold;
         hold.ended_at = Some(now);
@@ -899,6 +1001,14 @@ impl Ledger {
                 return Err(HoldError::NotEnoughAvailable { requested: ga.quantity, available });
             }
         }
+        // The buyer paid for this tier: its seats may not push it over its capacity either (its
+        // sale window no longer matters: the order was made inside it).
+        if let Some(tier) = self.seated.iter().find(|t| Some(&t.id) == hold.seated_tier.as_ref()) {
+            let wanted = hold.seats.len() as u32;
+            if tier.room() < wanted {
+                return Err(HoldError::NotEnoughAvailable { requested: wanted, available: tier.room() });
+            }
+        }
         // No longer an ended hold: never pruned.
         self.ended.remove(&(hold.ended_at.unwrap_or(hold.created_at), hold.id.clone()));
         hold.state = HoldState::Sold;
@@ -942,6 +1052,7 @@ impl Ledger {
         };
         let visitor = hold.visitor.clone();
         let tier = hold.ga.as_ref().map(|g| g.tier.clone());
+        let seated_tier = hold.seated_tier.clone();
         for seat in &to_return {
             if let Some(&i) = self.seat_index.get(seat) {
                 self.set_seat_state(i as usize, SeatState::Free);
@@ -951,6 +1062,9 @@ impl Ledger {
             if let Some(t) = self.tiers.iter_mut().find(|t| t.id == tier) {
                 t.sold -= ga_back;
             }
+        }
+        if let Some(t) = self.seated.iter_mut().find(|t| Some(&t.id) == seated_tier.as_ref()) {
+            t.sold = t.sold.saturating_sub(to_return.len() as u32);
         }
         self.add_tickets(&visitor, -(to_return.len() as i64 + i64::from(ga_back)));
         self.version += 1;
@@ -1070,6 +1184,20 @@ impl Ledger {
                 (t.id.clone(), counts)
             })
             .collect();
+        let free_seats: u32 = sections.iter().map(|(_, c)| c.available).sum();
+        let seated_tiers = self
+            .seated
+            .iter()
+            .map(|t| {
+                let counts = Counts {
+                    capacity: t.capacity,
+                    available: t.room().min(free_seats),
+                    held: t.held,
+                    sold: t.sold,
+                };
+                (t.id.clone(), counts)
+            })
+            .collect();
         Availability {
             event: self.event.clone(),
             version: self.version,
@@ -1077,6 +1205,7 @@ impl Ledger {
             seats,
             sections,
             tiers,
+            seated_tiers,
         }
     }
 
@@ -1129,6 +1258,13 @@ impl Ledger {
                 SeatState::Free
             };
             self.set_seat_state(i as usize, next);
+        }
+        // A seated tier the inventory no longer has (it cannot be dropped while it has seats held or
+        // sold: `update_inventory`) leaves the seats as the only claim.
+        if let Some(t) = self.seated.iter_mut().find(|t| Some(&t.id) == hold.seated_tier.as_ref()) {
+            let seats = hold.seats.iter().filter(|s| !hold.returned_seats.contains(s)).count() as u32;
+            let counter = if hold.state == HoldState::Sold { &mut t.sold } else { &mut t.held };
+            *counter = if sign > 0 { *counter + seats } else { counter.saturating_sub(seats) };
         }
         if let Some(ga) = &hold.ga {
             let t = self

@@ -91,6 +91,7 @@ pub fn hold_problem(e: &HoldError, instance: &str) -> Problem {
         HoldNotFound | NotYourHold => ProblemType::NotFound,
         SeatsUnavailable { .. }
         | NotEnoughAvailable { .. }
+        | TierNotOnSale { .. }
         | LimitExceeded { .. }
         | IdempotencyConflict
         | DuplicateHoldId
@@ -236,6 +237,15 @@ impl InventoryObject {
                     _ => http::problem_of(ProblemType::NotFound, "no such hold action", path)?,
                 }
             }
+            // The seat map as the core defined it (no state): the edge draws the buyer's map from it.
+            (Method::Get, ["layout"], _) => match self.store()?.inventory_json()? {
+                Some(json) => {
+                    let mut resp = Response::ok(json)?;
+                    resp.headers_mut().set("content-type", "application/json")?;
+                    resp
+                }
+                None => return not_on_sale(path),
+            },
             (Method::Get, ["availability"], _) => {
                 let guard = self.ledger.borrow();
                 let Some(ledger) = guard.as_ref() else { return not_on_sale(path) };
@@ -258,6 +268,7 @@ impl InventoryObject {
                         "rate_windows": self.rate.borrow().len(),
                         "sections": availability.sections,
                         "tiers": availability.tiers,
+                        "seated_tiers": availability.seated_tiers,
                         "storage_bytes": self.store()?.size(),
                         "requests": self.requests.get(),
                         "wasm_memory_bytes": crate::wasm_memory_bytes(),

@@ -98,6 +98,11 @@ impl Store {
             .map_err(|e| worker::Error::RustError(format!("stored ledger is inconsistent: {e}")))
     }
 
+    /// The inventory definition as the core sent it (JSON), or `None` before it first did.
+    pub fn inventory_json(&self) -> Result<Option<String>> {
+        self.get_large("inventory")
+    }
+
     /// Stores the inventory definition (a stadium's is several megabytes: stored in chunks).
     pub fn save_inventory(&self, inventory: &Inventory) -> Result<()> {
         self.put_large("inventory", &to_json(inventory)?)

@@ -55,6 +55,126 @@ pub(super) fn answer(status: StatusCode, replayed: bool, body: CheckoutAnswer) -
     resp
 }
 
+/// The event and claims of a hold token the edge signed, unexpired.
+fn verified_hold(co: &Checkout, token: &str) -> Result<(Uuid, Claims<HoldGrant>)> {
+    let refused =
+        |e: shared_types::token::TokenError| ApiError::Token { reason: e.reason(), detail: e.to_string() };
+    let audience = unverified_audience(token)
+        .ok_or(ApiError::Token { reason: "malformed", detail: "the hold token is malformed".into() })?;
+    let expect = Expectation {
+        kind: TokenKind::Hold,
+        issuer: "edge",
+        audience: &audience,
+        subject: None,
+        now: Utc::now().timestamp(),
+    };
+    let claims: Claims<HoldGrant> = verify(token, &co.edge_keys, &expect).map_err(refused)?;
+    let event: Uuid = audience.parse().map_err(|_| ApiError::NotFound)?;
+    Ok((event, claims))
+}
+
+/// [`price_hold`] with the promo code's guard: codes cannot be guessed without limit, so each
+/// attempt takes a slot per buyer and per hold, given back unless the code itself was refused.
+/// A quote and a checkout share the slots: a quote is no way around them.
+async fn price_guarded(db: &PgPool, event: Uuid, claims: &Claims<HoldGrant>, promo: &str) -> Result<Priced> {
+    let attempts = crate::promotions::Attempts::new(event, &claims.sub, claims.extra.hold.as_str());
+    if !promo.is_empty() {
+        attempts.take(db).await?;
+    }
+    match price_hold(db, event, &claims.extra, Some(promo)).await {
+        Err(e) if e.is_field("promo_code") => Err(e),
+        other => {
+            if !promo.is_empty() {
+                attempts.give_back(db).await?;
+            }
+            other
+        }
+    }
+}
+
+/// The body of `POST /api/v1/checkout/quote`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QuoteRequest {
+    /// The hold token the edge answered when the seats were held.
+    pub hold_token: String,
+    #[serde(default)]
+    pub promo_code: Option<String>,
+}
+
+/// One ticket of a quote.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct QuoteLine {
+    pub tier_id: Uuid,
+    pub tier_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seat: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
+    pub price_minor: i64,
+    pub discount_minor: i64,
+    pub fee_minor: i64,
+    pub tax_minor: i64,
+}
+
+/// What a hold would cost as an order now: each ticket and the totals, as checkout would charge.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Quote {
+    pub currency: String,
+    pub lines: Vec<QuoteLine>,
+    #[serde(flatten)]
+    pub totals: super::pricing::Totals,
+    /// The promo code applied, as the buyer typed it (upper case).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promo_code: Option<String>,
+    /// When the hold (and so this price) ends.
+    pub hold_expires_at_ms: i64,
+}
+
+/// `POST /api/v1/checkout/quote`: the price summary of a hold before the order exists (tickets,
+/// fees, tax, a promo code), by the rules checkout itself applies, so the order costs what the
+/// buyer saw (unless the organizer changes prices meanwhile). Changes nothing but the promo code's
+/// attempt count.
+#[utoipa::path(post, path = "/api/v1/checkout/quote", tag = "checkout",
+    request_body = QuoteRequest,
+    responses((status = 200, body = Quote), crate::api::Problems))]
+pub(super) async fn quote_checkout(State(state): State<AppState>, body: Bytes) -> Result<Json<Quote>> {
+    let co = state.checkout()?;
+    let req: QuoteRequest = api::parse_json(&body)?;
+    let (event, claims) = verified_hold(&co, &req.hold_token)?;
+    let promo = req.promo_code.as_deref().map(str::trim).unwrap_or("").to_uppercase();
+    let priced = price_guarded(&state.db, event, &claims, &promo).await?;
+    let tier_ids: Vec<Uuid> = priced.lines.iter().map(|(tier, ..)| *tier).collect();
+    let names: std::collections::HashMap<Uuid, String> =
+        sqlx::query_as::<_, (Uuid, String)>("SELECT id, name FROM ticket_tiers WHERE id = ANY($1)")
+            .bind(&tier_ids)
+            .fetch_all(&state.db)
+            .await?
+            .into_iter()
+            .collect();
+    let lines = priced
+        .lines
+        .into_iter()
+        .map(|(tier, seat, zone, p)| QuoteLine {
+            tier_id: tier,
+            tier_name: names.get(&tier).cloned().unwrap_or_default(),
+            seat,
+            zone,
+            price_minor: p.price_minor,
+            discount_minor: p.discount_minor,
+            fee_minor: p.fee_minor,
+            tax_minor: p.tax_minor,
+        })
+        .collect();
+    Ok(Json(Quote {
+        currency: priced.currency,
+        lines,
+        totals: priced.totals,
+        promo_code: priced.promo.map(|_| promo),
+        hold_expires_at_ms: claims.extra.expires_at_ms,
+    }))
+}
+
 /// `POST /api/v1/checkout`: turns a hold into an order (once per `Idempotency-Key`) and starts its
 /// payment. `201` with the order and the buyer's order token; a retry with the same key answers
 /// the same order (`200`, `Idempotent-Replayed: true`).
@@ -83,19 +203,7 @@ pub(super) async fn create_checkout(
             return Err(ApiError::field("return_url", "must be an http(s) URL of at most 300 characters"));
         }
     }
-    let refused =
-        |e: shared_types::token::TokenError| ApiError::Token { reason: e.reason(), detail: e.to_string() };
-    let audience = unverified_audience(&req.hold_token)
-        .ok_or(ApiError::Token { reason: "malformed", detail: "the hold token is malformed".into() })?;
-    let expect = Expectation {
-        kind: TokenKind::Hold,
-        issuer: "edge",
-        audience: &audience,
-        subject: None,
-        now: Utc::now().timestamp(),
-    };
-    let claims: Claims<HoldGrant> = verify(&req.hold_token, &co.edge_keys, &expect).map_err(refused)?;
-    let event: Uuid = audience.parse().map_err(|_| ApiError::NotFound)?;
+    let (event, claims) = verified_hold(&co, &req.hold_token)?;
     let visitor = claims.sub.clone();
     let hold = claims.extra.hold.to_string();
     let promo = req.promo_code.as_deref().map(str::trim).unwrap_or("").to_uppercase();
@@ -123,21 +231,7 @@ pub(super) async fn create_checkout(
         return Ok(answer(StatusCode::OK, true, CheckoutAnswer { order, order_token: token }));
     }
 
-    // Promo codes cannot be guessed without limit: each attempt takes a slot per buyer and per
-    // hold, given back unless the code itself was refused.
-    let attempts = crate::promotions::Attempts::new(event, &visitor, &hold);
-    if !promo.is_empty() {
-        attempts.take(&state.db).await?;
-    }
-    let priced = match price_hold(&state.db, event, &claims.extra, Some(promo.as_str())).await {
-        Err(e) if e.is_field("promo_code") => return Err(e),
-        other => {
-            if !promo.is_empty() {
-                attempts.give_back(&state.db).await?;
-            }
-            other?
-        }
-    };
+    let priced = price_guarded(&state.db, event, &claims, &promo).await?;
     let id = Uuid::new_v4();
     let expires_at =
         DateTime::<Utc>::from_timestamp_millis(claims.extra.expires_at_ms).unwrap_or_else(Utc::now);

@@ -28,7 +28,7 @@ use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     resource_routes! {
-        [create_checkout], [get_order], [cancel_order], [refund_order], [webhook], [set_sale_settings],
+        [create_checkout], [quote_checkout], [get_order], [cancel_order], [refund_order], [webhook], [set_sale_settings],
         [list_orders]
     }
 }

@@ -90,6 +90,10 @@ pub struct EdgePicture {
     pub seats: SeatCounts,
     /// General-admission tiers, by tier id.
     pub ga_tiers: BTreeMap<Uuid, SeatCounts>,
+    /// Seated tiers, by tier id: the seats held and sold under each, and how many more it may
+    /// sell. Empty for an inventory from before seated tiers had counts of their own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub seated_tiers: BTreeMap<Uuid, SeatCounts>,
     pub holds: HoldCounters,
     pub queue: QueueFigures,
 }
@@ -98,7 +102,9 @@ impl EdgePicture {
     /// The counts of one of the event's tiers.
     pub fn tier(&self, tier: Uuid, kind: &str) -> Option<SeatCounts> {
         if kind == "seated" {
-            Some(self.seats)
+            // Its own counts; the seat map's when the edge has none per tier (a report then
+            // shows every seated tier the whole map).
+            Some(self.seated_tiers.get(&tier).copied().unwrap_or(self.seats))
         } else {
             self.ga_tiers.get(&tier).copied()
         }
@@ -116,6 +122,11 @@ impl EdgePicture {
             for pair in shard["tiers"].as_array().into_iter().flatten() {
                 let id = pair[0].as_str().and_then(|s| s.parse().ok()).ok_or("a tier id is not a uuid")?;
                 picture.ga_tiers.entry(id).or_default().add(&pair[1]);
+            }
+            // Each section's shard sells its share of every seated tier: added up.
+            for pair in shard["seated_tiers"].as_array().into_iter().flatten() {
+                let id = pair[0].as_str().and_then(|s| s.parse().ok()).ok_or("a tier id is not a uuid")?;
+                picture.seated_tiers.entry(id).or_default().add(&pair[1]);
             }
         }
         picture.totals = picture.seats;
@@ -374,9 +385,12 @@ mod tests {
     fn a_picture_sums_the_shards_and_reads_the_line() {
         let ga = Uuid::new_v4();
         let c = |cap: u64, a: u64, h: u64, s: u64| json!({ "capacity": cap, "available": a, "held": h, "sold": s });
+        let (adult, child) = (Uuid::new_v4(), Uuid::new_v4());
         let stats = json!({ "shards": [
-            { "stats": { "sections": [["A", c(10, 6, 3, 1)]], "tiers": [[ga.to_string(), c(100, 90, 4, 6)]] } },
-            { "stats": { "sections": [["B", c(5, 5, 0, 0)]], "tiers": [] } } ],
+            { "stats": { "sections": [["A", c(10, 6, 3, 1)]], "tiers": [[ga.to_string(), c(100, 90, 4, 6)]],
+                         "seated_tiers": [[adult.to_string(), c(7, 4, 2, 1)], [child.to_string(), c(3, 2, 1, 0)]] } },
+            { "stats": { "sections": [["B", c(5, 5, 0, 0)]], "tiers": [],
+                         "seated_tiers": [[adult.to_string(), c(4, 4, 0, 0)], [child.to_string(), c(1, 1, 0, 0)]] } } ],
             "stats": { "holds_placed": 9, "holds_released": 1, "holds_expired": 2, "holds_sold": 4, "live_holds": 2,
                        "expiry_lateness_max_ms": 900, "expiry_lateness_total_ms": 1000 } });
         let room = json!({ "view": { "phase": "open", "waiting": 40, "active": 7, "admitted_total": 70,
@@ -385,6 +399,13 @@ mod tests {
         let p = EdgePicture::parse(&stats, &room).unwrap();
         assert_eq!(p.seats, SeatCounts { capacity: 15, available: 11, held: 3, sold: 1 });
         assert_eq!(p.tier(ga, "ga"), Some(SeatCounts { capacity: 100, available: 90, held: 4, sold: 6 }));
+        // Each seated tier its own counts, summed over the shards: the held seats once, not per tier.
+        assert_eq!(
+            p.tier(adult, "seated"),
+            Some(SeatCounts { capacity: 11, available: 8, held: 2, sold: 1 })
+        );
+        assert_eq!(p.tier(child, "seated"), Some(SeatCounts { capacity: 4, available: 3, held: 1, sold: 0 }));
+        assert_eq!(p.tier(Uuid::new_v4(), "seated"), Some(p.seats), "an older edge: the seat map's");
         assert_eq!(p.totals.held, 7);
         assert_eq!(p.holds.expiry_lateness_avg_ms, 500.0);
         assert_eq!(p.queue.average_wait_seconds, 12.5);

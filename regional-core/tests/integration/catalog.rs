@@ -319,6 +319,7 @@ async fn buyers_search_published_events_without_a_key_and_see_tiers_and_prices(d
         "the base price in the zone the tier gives no price, its own in the other"
     );
     assert_eq!(one["zones"][0], json!({ "id": "front", "name": "Front" }));
+    assert_eq!(one["tiers"][0]["sale_state"], "on_sale");
     assert_eq!(one["buy_path"], format!("/events/{}", published[0]));
     assert_eq!(one["city"], "Berlin");
     // Drafts are not public.

@@ -274,6 +274,25 @@ async fn seats_are_priced_under_the_seated_tier_their_hold_names(db: PgPool) {
     ];
     for (n, (hold, seats, tier, status, total)) in cases.into_iter().enumerate() {
         let token = hold_under(&edge, &event, 600, hold, &seats, visitor, tier);
+        // The price summary first: what the order will cost, each ticket under its tier.
+        let resp = api
+            .http
+            .post(format!("{}/api/v1/checkout/quote", api.base))
+            .json(&json!({ "hold_token": token }))
+            .send()
+            .await
+            .unwrap();
+        let quoted_status = resp.status().as_u16();
+        let quote: Value = resp.json().await.unwrap();
+        if status == 201 {
+            assert_eq!(quoted_status, 200, "{quote}");
+            assert_eq!(quote["total_minor"], total, "{quote}");
+            assert_eq!(quote["lines"].as_array().unwrap().len(), 2);
+            assert_eq!(quote["lines"][0]["tier_name"], if tier.is_some() { "Reduced" } else { "Seats" });
+            assert_eq!(quote["lines"][0]["seat"], seats[0]);
+        } else {
+            assert_eq!((quoted_status, quote["reason"].as_str()), (409, Some("not_priced")), "{quote}");
+        }
         let (s, answer) = post_checkout(
             &api,
             &format!("tier-{n}"),
@@ -299,6 +318,22 @@ async fn seats_are_priced_under_the_seated_tier_their_hold_names(db: PgPool) {
         .await
         .unwrap();
     assert_eq!(priced_under, 2, "each line records the tier it was sold under");
+    // A quote with a code that does not exist is the checkout's answer, and counts as a guess.
+    let token = hold_under(&edge, &event, 600, "h0-00000a09", &["B-1"], visitor, None);
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/checkout/quote", api.base))
+        .json(&json!({ "hold_token": token, "promo_code": "NOPE" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    let guesses: i32 =
+        sqlx::query_scalar("SELECT failures FROM promo_attempts WHERE scope = 'hold:h0-00000a09'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(guesses, 1, "the guess is counted like a checkout's");
 }
 
 #[sqlx::test]

@@ -57,6 +57,7 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("get", "/api/v1/catalog/events"),
         ("get", "/api/v1/catalog/events/{id}"),
         ("post", "/api/v1/checkout"),
+        ("post", "/api/v1/checkout/quote"),
         ("get", "/api/v1/orders/{id}"),
         ("post", "/api/v1/orders/{id}/cancel"),
         ("post", "/api/v1/orders/{id}/refund"),
