@@ -18,9 +18,10 @@
   var api = '/api/v1/events/' + ev;
   var SVG = 'http://www.w3.org/2000/svg';
   var ZERO_DECIMAL = ['JPY', 'KRW', 'VND', 'CLP', 'ISK', 'UGX', 'XAF', 'XOF'];
-  // Colours of the price zones: distinct for the common forms of colour blindness, and each seat's
-  // zone is also named in its title and in the list view (colour is never the only sign).
-  var PALETTE = ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00', '#f0e442', '#7f7f7f'];
+  // Colours of the price zones: distinct for the common forms of colour blindness and from the
+  // grey of held and sold seats; each zone is also named in the legend, and each seat's zone and
+  // price in the list view (colour is never the only sign).
+  var PALETTE = ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00', '#f0e442', '#332288'];
   var FLAGS = ['wheelchair space', 'companion seat', 'easy access', 'hearing loop', 'limited view'];
   var STATE_WORDS = { a: 'available', h: 'held', s: 'sold', x: 'not on sale' };
 
@@ -51,6 +52,15 @@
     return e;
   }
   function tier() { return map.seated_tiers[tierIndex]; }
+  // A performance measure from `t0` (browsers without the options form of `measure` skip it).
+  function measure(name, t0) {
+    try {
+      performance.measure(name, { start: t0 });
+      requestAnimationFrame(function () { setTimeout(function () {
+        try { performance.measure(name + '-frame', { start: t0 }); } catch (e) { /* unsupported */ }
+      }); });
+    } catch (e) { /* unsupported */ }
+  }
   function seatPrice(s) { return tier() ? tier().prices[s.zone] : 0; }
   function seatName(s) {
     return s.section.name + ', row ' + s.row + ', seat ' + s.label;
@@ -62,7 +72,11 @@
   }
 
   // ---- drawing ---------------------------------------------------------------------------------
+  // Draw and update times are recorded as performance measures (`seatmap-draw`, `seatmap-update`:
+  // the script; `…-frame`: until the frame after it is painted): scripts/bench-storefront.mjs
+  // reads them.
   function draw() {
+    var t0 = performance.now();
     var box = $('map-box');
     if (!seats.length) { box.hidden = true; $('list-view').hidden = true; $('best').hidden = true; return; }
     var minX = Infinity, minY = Infinity, maxX = -Infinity, maxY = -Infinity;
@@ -99,6 +113,7 @@
       if (i !== null && i !== undefined) toggle(+i);
     });
     box.appendChild(svg);
+    measure('seatmap-draw', t0);
   }
 
   function legend() {
@@ -120,6 +135,14 @@
     l.appendChild(el('span', { class: 'key muted' }, 'Grey: held or sold. Ringed: wheelchair space.'));
   }
 
+  function onSale(t) {
+    var now = Date.now();
+    return !(t.sale_starts_at_ms && now < t.sale_starts_at_ms) && !(t.sale_ends_at_ms && now >= t.sale_ends_at_ms);
+  }
+  function priceRange(t) {
+    var lo = Math.min.apply(null, t.prices), hi = Math.max.apply(null, t.prices);
+    return lo === hi ? money(lo, map.currency) : money(lo, map.currency).split(' ')[0] + '–' + money(hi, map.currency);
+  }
   function tierChoice() {
     var set = $('tiers');
     if (map.seated_tiers.length < 2) return;
@@ -127,7 +150,6 @@
     map.seated_tiers.forEach(function (t, i) {
       var id = 'tier-' + i;
       var input = el('input', { type: 'radio', name: 'tier', id: id, value: i });
-      if (i === 0) input.checked = true;
       input.addEventListener('change', function () {
         tierIndex = i;
         $('legend').textContent = '';
@@ -135,12 +157,43 @@
         showChosen();
         refreshList();
       });
-      var label = el('label', { for: id }, ' ' + t.name);
+      var label = el('label', { for: id }, ' ' + t.name + ', ' + priceRange(t));
+      var left = el('span', { class: 'muted', id: id + '-left' }, onSale(t) ? '' : ' (not on sale now)');
       var p = el('p');
       p.appendChild(input);
       p.appendChild(label);
+      p.appendChild(left);
       set.appendChild(p);
     });
+  }
+  // What each seated tier has left (the snapshot's counts): a tier that is full or not on sale
+  // cannot be chosen, and the choice moves to the first that can.
+  function tierCounts(a) {
+    if (map.seated_tiers.length < 2) return;
+    var left = {};
+    (a.seated_tiers || []).forEach(function (t) { left[t[0]] = t[1].available; });
+    var usable = [];
+    map.seated_tiers.forEach(function (t, i) {
+      var input = $('tier-' + i);
+      var n = left[t.id];
+      var ok = onSale(t) && n !== 0;
+      input.disabled = !ok;
+      if (ok) usable.push(i);
+      $('tier-' + i + '-left').textContent = !onSale(t) ? ' (not on sale now)' : n === 0 ? ' (sold out)' :
+        n !== undefined && n <= 10 ? ' (only ' + n + ' left)' : '';
+    });
+    if (held || !usable.length) return;
+    var first = !document.querySelector('input[name=tier]:checked');
+    if (first || usable.indexOf(tierIndex) < 0) {
+      var was = tier().name;
+      tierIndex = usable[0];
+      $('tier-' + tierIndex).checked = true;
+      $('legend').textContent = '';
+      legend();
+      showChosen();
+      refreshList();
+      if (!first) say(was + ' tickets are no longer available: ' + tier().name + ' is chosen instead.', true);
+    }
   }
 
   // ---- the list view ---------------------------------------------------------------------------
@@ -165,8 +218,7 @@
         box.checked = chosen.indexOf(i) >= 0;
         box.disabled = state(i) !== 'a' && !box.checked;
         box.addEventListener('change', function () { toggle(i); });
-        var label = el('label', { for: id }, ' Seat ' + s.label + ' — ' + map.zones[s.zone].name + ', ' +
-          money(seatPrice(s), map.currency) + (state(i) === 'a' ? '' : ' (' + STATE_WORDS[state(i)] + ')'));
+        var label = el('label', { for: id }, listWords(i));
         var line = el('span', { class: 'choice' });
         line.appendChild(box);
         line.appendChild(label);
@@ -174,6 +226,12 @@
       });
       rows.appendChild(set);
     });
+  }
+
+  function listWords(i) {
+    var s = seats[i];
+    return ' Seat ' + s.label + ' — ' + map.zones[s.zone].name + ', ' + money(seatPrice(s), map.currency) +
+      (state(i) === 'a' ? '' : ' (' + STATE_WORDS[state(i)] + ')');
   }
 
   // ---- choosing --------------------------------------------------------------------------------
@@ -200,7 +258,11 @@
     var box = document.getElementById('seat-' + i);
     var isChosen = chosen.indexOf(i) >= 0;
     s.el.setAttribute('class', 'seat seat-' + state(i) + (s.flags & 1 ? ' access' : '') + (isChosen ? ' chosen' : ''));
-    if (box) { box.checked = isChosen; box.disabled = state(i) !== 'a' && !isChosen; }
+    if (box) {
+      box.checked = isChosen;
+      box.disabled = state(i) !== 'a' && !isChosen;
+      box.nextSibling.textContent = listWords(i);
+    }
   }
   function showChosen() {
     var list = $('chosen');
@@ -230,6 +292,16 @@
       if (!r.ok) return;
       var a = await r.json();
       if (!a || typeof a.seats !== 'string') return;
+      // The map and the snapshot must describe the same seats in the same order: a new
+      // inventory changed them, so the page starts again from the new map (once per version:
+      // edges may take a few seconds to all have it).
+      if (a.seats.length !== seats.length || (a.inventory_version && a.inventory_version !== map.version)) {
+        var once = 'seatmap-reloaded-' + ev + '-' + a.inventory_version;
+        if (!held && !sessionStorage.getItem(once)) { sessionStorage.setItem(once, '1'); location.reload(); }
+        if (a.seats.length !== seats.length) return;
+      }
+      tierCounts(a);
+      var t0 = performance.now();
       var before = states;
       states = a.seats;
       var lost = [];
@@ -240,10 +312,10 @@
         if (at >= 0 && states.charAt(i) !== 'a' && !held) { chosen.splice(at, 1); mark(i); lost.push(seatName(seats[i])); }
       }
       if (lost.length) { showChosen(); say('Someone else just took ' + lost.join(', ') + '.', true); }
-      if (before !== states && $('list-view').open) refreshList();
+      if (before && before !== states) measure('seatmap-update', t0);
       (a.tiers || []).forEach(function (t) {
         var left = document.querySelector('[data-ga-left="' + CSS.escape(t[0]) + '"]');
-        if (left) left.textContent = t[1].available ? t[1].available + ' left' : 'Sold out';
+        if (left) left.textContent = t[1].available ? ' ' + t[1].available + ' left' : ' Sold out';
       });
     } catch (e) { /* the next poll tries again */ }
   }
@@ -266,6 +338,10 @@
         return;
       }
       held = b;
+      // The hold's end by this browser's clock: its length from now (the server's clock may differ).
+      held.until = Date.now() + (b.hold.expires_at - b.hold.created_at);
+      $('hold-left').textContent = '';
+      showSummary();
       await summary();
     } catch (e) {
       say('Something went wrong: ' + e, true);
@@ -274,20 +350,31 @@
     }
   }
 
-  async function summary(promo) {
-    var body = { hold_token: held.hold_token };
-    if (promo) body.promo_code = promo;
-    var r = await fetch('/api/v1/checkout/quote', {
-      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
-    });
-    var q = await json(r);
+  function showSummary() {
     $('choose').hidden = true;
     $('standing').hidden = true;
     $('summary').hidden = false;
+    $('summary').focus();
+  }
+
+  // The core's price summary of the hold (with `promo`, if it applies; a code that does not
+  // leaves the summary as it was and says why).
+  async function summary(promo) {
+    var body = { hold_token: held.hold_token };
+    if (promo) body.promo_code = promo;
+    var r, q;
+    try {
+      r = await fetch('/api/v1/checkout/quote', {
+        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body),
+      });
+      q = await json(r);
+    } catch (e) {
+      say('The price could not be worked out right now; you may still pay or change your selection.', true);
+      return;
+    }
     if (!r.ok) {
       say((promo ? 'That promo code did not work: ' : 'The price could not be worked out: ') + (q.detail || r.status), true);
-      if (!promo) return;
-      return summary();
+      return;
     }
     var lines = $('summary-lines').tBodies[0];
     lines.textContent = '';
@@ -307,17 +394,22 @@
       totals.appendChild(el('dd', { id: p[0] === 'Total' ? 'total' : null }, money(p[1], q.currency)));
     });
     held.promo = q.promo_code || '';
-    say('Held. Your order: ' + money(q.total_minor, q.currency) + '.');
-    $('summary').focus();
+    say((promo ? 'Promo code applied. ' : 'Held. ') + 'Your order: ' + money(q.total_minor, q.currency) + '.');
   }
 
   function holdClock() {
     var left = $('hold-left');
     setInterval(function () {
       if (!held) return;
-      var s = Math.max(0, Math.round((held.hold.expires_at - Date.now()) / 1000));
+      var s = Math.max(0, Math.round((held.until - Date.now()) / 1000));
       left.textContent = Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
-      if (s === 0) { held = null; say('Your hold ended: the seats are free again. Please choose again.', true); back(); }
+      if (s === 0 && !busy) {
+        // Ended at the object already; the release only tidies up after a clock that runs slow.
+        fetch(api + '/holds/' + encodeURIComponent(held.hold.id), { method: 'DELETE' }).catch(function () {});
+        held = null;
+        back();
+        say('Your hold ended: the seats are free again. Please choose again.', true);
+      }
     }, 1000);
   }
 
@@ -328,17 +420,28 @@
     $('standing').hidden = !map.ga_tiers.length;
     seats.forEach(function (_, i) { mark(i); });
     showChosen();
+    $('choose-h').focus();
     poll();
   }
 
+  // Lets the hold go (an ended or unknown hold is gone already) and goes back to choosing.
   async function release() {
-    if (!held) return;
-    var id = held.hold.id;
-    var r = await fetch(api + '/holds/' + encodeURIComponent(id), { method: 'DELETE' });
-    if (!r.ok && r.status !== 404) { say('The hold could not be released: ' + ((await json(r)).detail || r.status), true); return; }
-    held = null;
-    say('Released. Choose again.');
-    back();
+    if (!held || busy) return;
+    busy = true;
+    try {
+      var r = await fetch(api + '/holds/' + encodeURIComponent(held.hold.id), { method: 'DELETE' });
+      if (!r.ok && r.status !== 404 && r.status !== 409) {
+        say('The hold could not be released: ' + ((await json(r)).detail || r.status), true);
+        return;
+      }
+      held = null;
+      say('Released. Choose again.');
+      back();
+    } catch (e) {
+      say('The hold could not be released: ' + e, true);
+    } finally {
+      busy = false;
+    }
   }
 
   async function pay(e) {
@@ -391,6 +494,10 @@
   }
 
   function best() {
+    if (map.sectioned) {
+      $('best-section-p').hidden = false;
+      map.sections.forEach(function (s, i) { $('best-section').appendChild(el('option', { value: i }, s.name)); });
+    }
     var zone = $('best-zone');
     map.zones.forEach(function (z) { zone.appendChild(el('option', { value: z.id }, z.name)); });
     $('best').addEventListener('submit', function (e) {
@@ -399,13 +506,13 @@
       if (zone.value) body.zone = zone.value;
       if ($('best-wheelchair').checked) body.accessibility = 'wheelchair';
       if (tier() && tier().id) body.tier = tier().id;
-      if (map.sectioned) body.section = map.sections[+$('list-section').value || 0].id;
+      if (map.sectioned) body.section = map.sections[+$('best-section').value || 0].id;
       place(body);
     });
   }
 
   async function load() {
-    var r = await fetch(api + '/seatmap');
+    var r = await fetch(api + '/seatmap', { cache: 'no-cache' });
     if (!r.ok) { say('The seats cannot be shown right now: ' + ((await json(r)).detail || r.status), true); return; }
     map = await r.json();
     map.sections.forEach(function (section) {
@@ -426,7 +533,7 @@
     $('hold-chosen').addEventListener('click', function () {
       if (!chosen.length) return;
       var body = { kind: 'seats', seats: chosen.map(function (i) { return seats[i].id; }) };
-      body.section = seats[chosen[0]].section.id;
+      if (map.sectioned) body.section = seats[chosen[0]].section.id;
       if (tier() && tier().id) body.tier = tier().id;
       place(body);
     });
@@ -436,7 +543,11 @@
       was.forEach(mark);
       showChosen();
     });
-    $('apply-promo').addEventListener('click', function () { if (held) summary($('promo').value.trim()); });
+    $('apply-promo').addEventListener('click', async function () {
+      if (!held || busy) return;
+      busy = true;
+      try { await summary($('promo').value.trim()); } catch (e) { say('Something went wrong: ' + e, true); } finally { busy = false; }
+    });
     $('release').addEventListener('click', release);
     $('pay').addEventListener('submit', pay);
     holdClock();

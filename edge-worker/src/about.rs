@@ -146,6 +146,17 @@ impl Left {
     }
 }
 
+/// The event's title in the catalog (kept by `catalog.rs`), for pages that name the event.
+pub async fn catalog_title(ev: &EventCtx<'_>) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Titled {
+        title: String,
+    }
+    let path = format!("/api/v1/catalog/events/{}", ev.event);
+    let Ok(Answer::Found(text)) = catalog::get(ev, &path).await else { return None };
+    serde_json::from_str::<Titled>(&text).ok().map(|t| t.title).filter(|t| !t.trim().is_empty())
+}
+
 /// What the page says about `ev`'s event, or `None` when the catalog has nothing (or cannot be
 /// read: the page then shows the line alone, and the log says why).
 pub async fn about(ev: &EventCtx<'_>) -> Option<About> {

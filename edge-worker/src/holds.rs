@@ -30,6 +30,8 @@ const AVAILABILITY_TTL_MS: f64 = 1_000.0;
 thread_local! {
     /// Each event's snapshot, with when it was taken: in full, and without `seats` (`?counts`).
     static AVAILABILITY: RefCell<HashMap<EventId, (f64, Snapshot)>> = RefCell::new(HashMap::new());
+    /// Events whose snapshot a request of this isolate is renewing, since when.
+    static RENEWING: RefCell<HashMap<EventId, f64>> = RefCell::new(HashMap::new());
 }
 
 /// The answer to a placed hold.
@@ -124,20 +126,31 @@ pub struct Snapshot {
     pub counts: Rc<str>,
 }
 
+/// How long requests go on being answered the older snapshot while one renews it (past that, a
+/// renewal that hangs is taken over).
+const RENEWAL_GRACE_MS: f64 = 2_000.0;
+
 /// Availability of the whole event, merged across shards (seats in seat-map order, sections and
 /// tiers in layout order, version = sum of the shards' versions, so it only grows), as JSON: kept
-/// by the isolate [`AVAILABILITY_TTL_MS`], so that viewers cost the objects nothing more.
+/// by the isolate [`AVAILABILITY_TTL_MS`], so that viewers cost the objects nothing more. When it
+/// is due, one request renews it while the others are answered the one it replaces (a crowd
+/// polling every second would otherwise renew it many times over at each expiry: measured in
+/// docs/benchmarks.md).
 pub async fn snapshot(ev: &EventCtx<'_>) -> Result<Snapshot> {
     let event = &ev.event;
     let now = durable_objects::now_ms() as f64;
-    let cached = AVAILABILITY.with(|c| {
-        c.borrow().get(event).filter(|(at, _)| now - at < AVAILABILITY_TTL_MS).map(|(_, b)| b.clone())
-    });
-    if let Some(body) = cached {
-        return Ok(body);
+    let kept = AVAILABILITY.with(|c| c.borrow().get(event).cloned());
+    if let Some((at, body)) = &kept {
+        let renewing =
+            RENEWING.with(|r| r.borrow().get(event).is_some_and(|since| now - since < RENEWAL_GRACE_MS));
+        if now - at < AVAILABILITY_TTL_MS || renewing {
+            return Ok(body.clone());
+        }
     }
-    let (_, parts): (_, Vec<Availability>) =
-        objects::every_shard(ev, &Caller::Edge, "/availability", "this event is not on sale").await?;
+    RENEWING.with(|r| r.borrow_mut().insert(event.clone(), now));
+    let parts = objects::every_shard(ev, &Caller::Edge, "/availability", "this event is not on sale").await;
+    RENEWING.with(|r| r.borrow_mut().remove(event));
+    let (_, parts): (_, Vec<Availability>) = parts?;
     let mut merged: Option<Availability> = None;
     for part in parts {
         merged = Some(match merged {

@@ -112,7 +112,7 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
                 (Method::Get, ["queue"]) => api::status(&ev, &req).await,
                 (Method::Delete, ["queue"]) => api::leave(&ev, &req).await,
                 (Method::Get, ["availability"]) => holds::availability(&ev, &req).await,
-                (Method::Get, ["seatmap"]) => seatmap::seatmap(&ev).await,
+                (Method::Get, ["seatmap"]) => seatmap::seatmap(&ev, &req).await,
                 (Method::Post, ["holds"]) => holds::place(&ev, req).await,
                 (Method::Delete, ["holds", hold]) => holds::release(&ev, req, hold).await,
                 (_, ["queue" | "challenge" | "availability" | "seatmap" | "holds"] | ["holds", _]) => {

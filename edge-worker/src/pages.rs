@@ -1,8 +1,9 @@
 //! The buyer's pages: askama templates (`edge-worker/templates/`, checked when the Worker is
 //! compiled, escaped by default) with their scripts and style sheet as files (`assets/`, served by
 //! `assets.rs`). Readable by a screen reader, usable from the keyboard, and working without
-//! JavaScript where they can (the waiting page refreshes itself with `<meta http-equiv="refresh">`;
-//! scripts only solve the proof of work, animate the clock and talk to the API).
+//! JavaScript where they can (the waiting page updates in place with `refresh.js`, or refreshes
+//! itself with a `<meta http-equiv="refresh">` in `<noscript>`; scripts solve the proof of work,
+//! animate the clock, draw the seat map and talk to the API).
 //!
 //! - `GET  /events/{event}`       the event (`about.rs`: details, tiers, prices, what is left) and
 //!   its line: join form, or place and wait, or on to the purchase page (`Accept:
@@ -303,7 +304,9 @@ pub async fn buy_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
         return web::see_other(&format!("/events/{}", ev.event), &[]);
     };
     let view = view(ev.env, &ev.event).await?;
-    let name = event_name(ev, view.as_deref());
+    let named = view.as_deref().is_some_and(|v| !v.settings.display_name.trim().is_empty());
+    let title = if named { None } else { crate::about::catalog_title(ev).await };
+    let name = title.as_deref().unwrap_or_else(|| event_name(ev, view.as_deref()));
     let buy = Buy {
         title: format!("Buy tickets: {name}"),
         refresh: None,

@@ -3,9 +3,14 @@
 //! per seat, lines up with it), the price zones, every seated tier with its price in each zone,
 //! and the GA tiers. No state: that is the availability snapshot's, which the page follows.
 //!
-//! The objects keep the core's definition; the edge asks them for it once per inventory version
-//! per isolate and keeps the compact form ([`MAX_KEPT`] events), so a crowd loading the page costs
-//! the objects nothing more. Browsers may keep it [`MAX_AGE_SECS`].
+//! The objects keep the core's definition (a stadium's is megabytes); the edge builds the compact
+//! form once per inventory version and keeps it twice: in the isolate (the most recently used,
+//! within [`MAX_KEPT`] maps and [`MAX_KEPT_BYTES`]), and in the data centre's cache (the Cache API,
+//! under the page's own origin and the version), so that a crowd loading the page, however many
+//! isolates it lands on, costs the seat objects one read per data centre per version. A map made
+//! from shards that do not all have the version the directory names (a push in progress) goes to
+//! no shared cache, and its isolate keeps it only [`MIXED_TTL_MS`]. Browsers may keep it
+//! [`MAX_AGE_SECS`].
 //!
 //! Each seat is an array, to keep a 20,000-seat map small:
 //! `[id, label, x, y, zone index, flags]`, flags being [`ACCESS_FLAGS`] bits and [`AISLE_AFTER`].
@@ -18,13 +23,17 @@ use durable_objects::inventory::Caller;
 use serde::Serialize;
 use shared_types::ids::EventId;
 use shared_types::inventory::{Accessibility, Inventory};
-use worker::Response;
+use worker::{Cache, Request, Response};
 
 use crate::context::{EventCtx, Result};
 use crate::objects;
 
-/// Events whose map one isolate keeps.
+/// Maps one isolate keeps…
 const MAX_KEPT: usize = 8;
+/// …and their bytes in all (an isolate has 128 MB).
+const MAX_KEPT_BYTES: usize = 24 * 1024 * 1024;
+/// How long the data centre's cache keeps a map (it is keyed by version: never stale).
+const CACHE_SECS: u32 = 86_400;
 /// How long a browser may keep the map.
 const MAX_AGE_SECS: u32 = 30;
 
@@ -39,9 +48,17 @@ pub const ACCESS_FLAGS: [Accessibility; 5] = [
 /// The flag of a seat followed by an aisle or gap.
 pub const AISLE_AFTER: u32 = 1 << 5;
 
+/// A compact map: the inventory version it was made from, the map, when it was last used, and
+/// until when it may be used when it was made from shards of different versions (a push in
+/// progress, or a section the event no longer has).
+type Kept = (u64, Rc<str>, f64, Option<f64>);
+
+/// How long an isolate keeps a map made from shards of different versions.
+const MIXED_TTL_MS: f64 = 5_000.0;
+
 thread_local! {
-    /// Each event's compact map, with the inventory version it was made from.
-    static KEPT: RefCell<HashMap<EventId, (u64, Rc<str>)>> = RefCell::new(HashMap::new());
+    /// Each event's compact map.
+    static KEPT: RefCell<HashMap<EventId, Kept>> = RefCell::new(HashMap::new());
 }
 
 #[derive(Serialize)]
@@ -70,6 +87,10 @@ struct SeatedTier<'a> {
     id: Option<&'a str>,
     name: &'a str,
     prices: Vec<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sale_starts_at_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sale_ends_at_ms: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -107,6 +128,8 @@ fn compact(event: &EventId, shards: &[Inventory]) -> std::result::Result<String,
                 id: Some(t.id.as_str()),
                 name: &t.name,
                 prices: zones.iter().map(|z| t.price_in(&z.id).unwrap_or(z.price).amount_minor).collect(),
+                sale_starts_at_ms: t.sale_starts_at_ms,
+                sale_ends_at_ms: t.sale_ends_at_ms,
             })
             .collect(),
         None if zones.is_empty() => Vec::new(),
@@ -114,6 +137,8 @@ fn compact(event: &EventId, shards: &[Inventory]) -> std::result::Result<String,
             id: None,
             name: "Seat",
             prices: zones.iter().map(|z| z.price.amount_minor).collect(),
+            sale_starts_at_ms: None,
+            sale_ends_at_ms: None,
         }],
     };
     let flags = |seat: &shared_types::inventory::Seat| {
@@ -169,28 +194,58 @@ fn compact(event: &EventId, shards: &[Inventory]) -> std::result::Result<String,
 }
 
 /// `GET /seatmap`.
-pub async fn seatmap(ev: &EventCtx<'_>) -> Result<Response> {
+pub async fn seatmap(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
     let layout = objects::layout(ev.env, &ev.event)
         .await?
         .ok_or_else(|| ev.problem(shared_types::ProblemType::NotFound, "this event is not on sale"))?;
+    let version = layout.inventory_version;
+    let now = durable_objects::now_ms() as f64;
     let kept = KEPT.with(|k| {
-        k.borrow().get(&ev.event).filter(|(v, _)| *v == layout.inventory_version).map(|(_, m)| m.clone())
+        let mut k = k.borrow_mut();
+        let entry =
+            k.get_mut(&ev.event).filter(|(v, _, _, until)| *v == version && until.is_none_or(|u| now < u))?;
+        entry.2 = now;
+        Some(entry.1.clone())
     });
     let body = match kept {
         Some(body) => body,
         None => {
-            let (_, shards): (_, Vec<Inventory>) =
-                objects::every_shard(ev, &Caller::Edge, "/layout", "this event is not on sale").await?;
-            let body: Rc<str> = compact(&ev.event, &shards)?.into();
-            KEPT.with(|k| {
-                let mut k = k.borrow_mut();
-                if k.len() >= MAX_KEPT && !k.contains_key(&ev.event) {
-                    if let Some(any) = k.keys().next().cloned() {
-                        k.remove(&any);
+            let mut key = req.url()?;
+            key.set_query(Some(&format!("v={version}")));
+            let cache = Cache::default();
+            let cached = match cache.get(key.as_str(), true).await {
+                Ok(Some(mut resp)) => resp.text().await.ok().map(Rc::<str>::from),
+                _ => None,
+            };
+            let (body, complete) = match cached {
+                Some(body) => (body, true),
+                None => {
+                    let (_, shards): (_, Vec<Inventory>) =
+                        objects::every_shard(ev, &Caller::Edge, "/layout", "this event is not on sale")
+                            .await?;
+                    let complete = shards.iter().all(|s| s.version == version);
+                    let body: Rc<str> = compact(&ev.event, &shards)?.into();
+                    if complete {
+                        let mut stored = Response::ok(body.to_string())?;
+                        stored.headers_mut().set("content-type", "application/json")?;
+                        stored
+                            .headers_mut()
+                            .set("cache-control", &format!("public, max-age={CACHE_SECS}"))?;
+                        let (key, event) = (key.to_string(), ev.event.to_string());
+                        // Stored after the answer has gone.
+                        ev.worker.wait_until(async move {
+                            if let Err(e) = Cache::default().put(key.as_str(), stored).await {
+                                durable_objects::log::error(
+                                    "the seat map could not be cached",
+                                    serde_json::json!({ "error": e.to_string(), "event": event }),
+                                );
+                            }
+                        });
                     }
+                    (body, complete)
                 }
-                k.insert(ev.event.clone(), (layout.inventory_version, body.clone()));
-            });
+            };
+            keep(&ev.event, version, body.clone(), now, (!complete).then_some(now + MIXED_TTL_MS));
             body
         }
     };
@@ -198,6 +253,26 @@ pub async fn seatmap(ev: &EventCtx<'_>) -> Result<Response> {
     resp.headers_mut().set("content-type", "application/json")?;
     resp.headers_mut().set("cache-control", &format!("public, max-age={MAX_AGE_SECS}"))?;
     Ok(resp)
+}
+
+/// Keeps `body` as `event`'s map (until `until`, if given), dropping the least recently used while
+/// over a bound. A map larger than the bound is not kept.
+fn keep(event: &EventId, version: u64, body: Rc<str>, now: f64, until: Option<f64>) {
+    KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        k.remove(event);
+        if body.len() > MAX_KEPT_BYTES {
+            return;
+        }
+        let mut bytes: usize = k.values().map(|(_, b, ..)| b.len()).sum();
+        while !k.is_empty() && (k.len() >= MAX_KEPT || bytes + body.len() > MAX_KEPT_BYTES) {
+            let Some(lru) = k.iter().min_by(|a, b| a.1 .2.total_cmp(&b.1 .2)).map(|(e, _)| e.clone()) else {
+                break;
+            };
+            bytes -= k.remove(&lru).map_or(0, |(_, b, ..)| b.len());
+        }
+        k.insert(event.clone(), (version, body, now, until));
+    });
 }
 
 #[cfg(test)]

@@ -276,6 +276,9 @@ pub const PROMO_FAILURES_PER_VISITOR: i32 = 10;
 pub const PROMO_FAILURES_PER_HOLD: i32 = 5;
 /// The window, in seconds.
 pub const PROMO_WINDOW_SECS: i32 = 15 * 60;
+/// Price summaries one hold may ask for in one window: each costs two signature checks and a few
+/// queries, and a buyer needs a handful (one per promo code tried, one per return to the page).
+pub const QUOTES_PER_HOLD: i32 = 30;
 
 /// The bound on guessing promo codes at checkout: attempts counted per buyer of an event and per
 /// hold, in fixed windows (`promo_attempts`), across every core replica. Each attempt takes a slot
@@ -283,17 +286,26 @@ pub const PROMO_WINDOW_SECS: i32 = 15 * 60;
 /// slot; a code that works gives its slot back. A buyer over either bound is answered `429`
 /// (`reason: promo-attempts`, `Retry-After`) until the window ends, whatever code they try.
 pub struct Attempts {
-    scopes: [(String, i32); 2],
+    scopes: Vec<(String, i32)>,
+    /// The `reason` of the `429`.
+    reason: &'static str,
 }
 
 impl Attempts {
     pub fn new(event: Uuid, visitor: &str, hold: &str) -> Self {
         Self {
-            scopes: [
+            scopes: vec![
                 (format!("visitor:{event}:{visitor}"), PROMO_FAILURES_PER_VISITOR),
                 (format!("hold:{hold}"), PROMO_FAILURES_PER_HOLD),
             ],
+            reason: "promo-attempts",
         }
+    }
+
+    /// The same windows counting a hold's price summaries (`POST /api/v1/checkout/quote`), never
+    /// given back: `429` (`reason: quote-rate`) past [`QUOTES_PER_HOLD`].
+    pub fn quotes(hold: &str) -> Self {
+        Self { scopes: vec![(format!("quote:{hold}"), QUOTES_PER_HOLD)], reason: "quote-rate" }
     }
 
     fn names(&self) -> Vec<&str> {
@@ -321,7 +333,7 @@ impl Attempts {
             let limit = self.scopes.iter().find(|(s, _)| *s == scope).map_or(0, |(_, l)| *l);
             if taken > limit {
                 return Err(ApiError::RateLimited {
-                    reason: "promo-attempts",
+                    reason: self.reason,
                     retry_after_secs: left.ceil().max(1.0) as u64,
                 });
             }

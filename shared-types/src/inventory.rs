@@ -135,7 +135,8 @@ pub struct SeatedTier {
     /// One price per price zone of the map.
     pub prices: Vec<ZonePrice>,
     /// Most seats held and sold under it at once (in a sectioned event, each section's shard gets
-    /// its share: [`Inventory::shards`]).
+    /// its share: [`Inventory::shards`]). Absent: no cap but the seats.
+    #[serde(default = "no_cap")]
     pub capacity: u32,
     /// Holds under it are taken from this instant (ms since the epoch)…
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +151,10 @@ pub struct SeatedTier {
 pub struct ZonePrice {
     pub zone: ZoneId,
     pub price: Money,
+}
+
+fn no_cap() -> u32 {
+    u32::MAX
 }
 
 impl SeatedTier {
@@ -368,12 +373,13 @@ impl Inventory {
                     }
                 };
                 // Each section's object enforces its share of every seated tier's capacity, in
-                // proportion to its seats: together they never sell more than the tier allows.
+                // proportion to its seats on sale: together they never sell more than the tier
+                // allows.
                 let sizes: Vec<u32> = self
                     .seat_map
                     .sections
                     .iter()
-                    .map(|s| s.rows.iter().map(|r| r.seats.len() as u32).sum())
+                    .map(|s| s.rows.iter().flat_map(|r| &r.seats).filter(|x| !x.off_sale).count() as u32)
                     .collect();
                 let tier_shares: Vec<Vec<u32>> =
                     self.seat_map.seated_tiers.iter().map(|t| shares(t.capacity, &sizes)).collect();
@@ -668,6 +674,19 @@ pub(crate) mod tests {
             .map(|(_, s)| s.seat_map.seated_tiers.iter().map(|t| t.capacity).collect())
             .collect();
         assert_eq!(capacities, [vec![4, 1], vec![3, 1], vec![3, 1], vec![]]);
+        // Seats off sale take no share.
+        for seat in big.seat_map.sections[2].rows.iter_mut().flat_map(|r| &mut r.seats) {
+            seat.off_sale = true;
+        }
+        let capacities: Vec<Vec<u32>> = big
+            .shards()
+            .iter()
+            .map(|(_, s)| s.seat_map.seated_tiers.iter().map(|t| t.capacity).collect())
+            .collect();
+        assert_eq!(capacities, [vec![5, 2], vec![5, 1], vec![0, 0], vec![]]);
+        // A tier stored without a capacity has none but the seats.
+        let json = r#"{"id":"t","name":"T","prices":[]}"#;
+        assert_eq!(serde_json::from_str::<SeatedTier>(json).unwrap().capacity, u32::MAX);
         // A definition without tiers reads and writes as before.
         let old = sample(1, 1, 1);
         assert!(!serde_json::to_string(&old).unwrap().contains("seated_tiers"));

@@ -76,8 +76,11 @@ test('joining from the keyboard, waiting with a visible place, and being moved o
   const progress = page.locator('progress');
   assert.ok(await progress.getAttribute('aria-valuetext'));
   assert.equal(await page.locator('[role=status]').count() >= 1, true);
-  const refresh = await page.getAttribute('meta[http-equiv=refresh]', 'content');
-  assert.ok(Number(refresh) >= 1 && Number(refresh) <= 30, `refresh every ${refresh} s`);
+  // With JavaScript the page updates in place (refresh.js); the meta refresh is only in <noscript>.
+  const refresh = await page.getAttribute('body', 'data-refresh');
+  assert.ok(Number(refresh) >= 1 && Number(refresh) <= 30, `updated every ${refresh} s`);
+  assert.equal(await page.locator('meta[http-equiv=refresh]').count(), 0);
+  assert.match(await page.content(), /<noscript><meta http-equiv="refresh" content="\d+"><\/noscript>/);
   // Admission opens: the page refreshes by itself and lands on the purchase page.
   await resume(event, settings);
   await page.waitForURL(`${url}/events/${event}/buy`, { timeout: 30000 });

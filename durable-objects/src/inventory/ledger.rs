@@ -102,7 +102,7 @@ pub struct Hold {
     pub ga: Option<GaPlaces>,
     /// The seated tier its seats are sold under (none for GA places, or when the inventory has no
     /// seated tiers: the seats then sell at their zone's price).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", alias = "tier")]
     pub seated_tier: Option<TierId>,
     pub created_at: Millis,
     pub expires_at: Millis,
@@ -1002,8 +1002,14 @@ impl Ledger {
             }
         }
         // The buyer paid for this tier: its seats may not push it over its capacity either (its
-        // sale window no longer matters: the order was made inside it).
-        if let Some(tier) = self.seated.iter().find(|t| Some(&t.id) == hold.seated_tier.as_ref()) {
+        // sale window no longer matters: the order was made inside it), and a tier dropped since
+        // cannot count them.
+        if let Some(named) = &hold.seated_tier {
+            let tier = self
+                .seated
+                .iter()
+                .find(|t| &t.id == named)
+                .ok_or_else(|| HoldError::UnknownTier { tier: named.clone() })?;
             let wanted = hold.seats.len() as u32;
             if tier.room() < wanted {
                 return Err(HoldError::NotEnoughAvailable { requested: wanted, available: tier.room() });

@@ -142,6 +142,7 @@ pub(super) async fn quote_checkout(State(state): State<AppState>, body: Bytes) -
     let co = state.checkout()?;
     let req: QuoteRequest = api::parse_json(&body)?;
     let (event, claims) = verified_hold(&co, &req.hold_token)?;
+    crate::promotions::Attempts::quotes(claims.extra.hold.as_str()).take(&state.db).await?;
     let promo = req.promo_code.as_deref().map(str::trim).unwrap_or("").to_uppercase();
     let priced = price_guarded(&state.db, event, &claims, &promo).await?;
     let tier_ids: Vec<Uuid> = priced.lines.iter().map(|(tier, ..)| *tier).collect();

@@ -334,6 +334,20 @@ async fn seats_are_priced_under_the_seated_tier_their_hold_names(db: PgPool) {
             .await
             .unwrap();
     assert_eq!(guesses, 1, "the guess is counted like a checkout's");
+    // A hold may ask for its price a bounded number of times in a window.
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let resp = api
+            .http
+            .post(format!("{}/api/v1/checkout/quote", api.base))
+            .json(&json!({ "hold_token": token }))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(statuses[..29], [200; 29], "{statuses:?}");
+    assert_eq!(statuses[29], 429, "the 31st quote of this hold");
 }
 
 #[sqlx::test]
