@@ -146,15 +146,31 @@ impl Left {
     }
 }
 
-/// The event's title in the catalog (kept by `catalog.rs`), for pages that name the event.
-pub async fn catalog_title(ev: &EventCtx<'_>) -> Option<String> {
+/// How a page other than the event's own shows the event: its title and first https image in the
+/// catalog (kept by `catalog.rs`).
+#[derive(Debug, Default)]
+pub struct Brand {
+    pub title: Option<String>,
+    pub image: Option<String>,
+}
+
+/// The event's [`Brand`], empty when the catalog has nothing.
+pub async fn brand(ev: &EventCtx<'_>) -> Brand {
     #[derive(Deserialize)]
-    struct Titled {
+    struct Branded {
         title: String,
+        #[serde(default)]
+        images: Vec<String>,
     }
     let path = format!("/api/v1/catalog/events/{}", ev.event);
-    let Ok(Answer::Found(text)) = catalog::get(ev, &path).await else { return None };
-    serde_json::from_str::<Titled>(&text).ok().map(|t| t.title).filter(|t| !t.trim().is_empty())
+    let Ok(Answer::Found(text)) = catalog::get(ev, &path).await else { return Brand::default() };
+    match serde_json::from_str::<Branded>(&text) {
+        Ok(b) => Brand {
+            title: Some(b.title).filter(|t| !t.trim().is_empty()),
+            image: b.images.into_iter().find(|u| u.starts_with("https://")),
+        },
+        Err(_) => Brand::default(),
+    }
 }
 
 /// What the page says about `ev`'s event, or `None` when the catalog has nothing (or cannot be

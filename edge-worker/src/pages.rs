@@ -24,7 +24,7 @@ use shared_types::waiting_room::{BotCheck, Phase, QueueStatus, RoomView, StatusS
 use shared_types::Problem;
 use worker::{Request, Response};
 
-use crate::about::{about, About};
+use crate::about::{about, About, Brand};
 use crate::context::{EventCtx, Result, Stop};
 use crate::room::credentials::{credentials, held_admission, Credentials};
 use crate::room::line::{self, Challenge, Standing};
@@ -85,6 +85,8 @@ struct Waiting {
     title: String,
     refresh: Option<u64>,
     name: String,
+    /// The event's image from the catalog (https only).
+    image: Option<String>,
     place: Place,
     poll_secs: u64,
 }
@@ -233,8 +235,8 @@ async fn landing_page(
     Ok(resp)
 }
 
-/// The waiting page of someone in line.
-fn waiting(ev: &EventCtx<'_>, view: &RoomView, status: &QueueStatus) -> Waiting {
+/// The waiting page of someone in line, with the event's name and image.
+fn waiting(ev: &EventCtx<'_>, view: &RoomView, status: &QueueStatus, brand: Brand) -> Waiting {
     let place = match status.state {
         StatusState::SoldOut => Place::SoldOut,
         StatusState::Closed => Place::Closed,
@@ -246,9 +248,19 @@ fn waiting(ev: &EventCtx<'_>, view: &RoomView, status: &QueueStatus) -> Waiting 
             paused: status.state == StatusState::Paused,
         },
     };
-    let name = event_name(ev, Some(view)).to_owned();
+    let name = match (brand.title, view.settings.display_name.trim()) {
+        (Some(title), "") => title,
+        _ => event_name(ev, Some(view)).to_owned(),
+    };
     let poll_secs = u64::from(status.poll_after_seconds);
-    Waiting { title: format!("In line: {name}"), refresh: Some(poll_secs), name, place, poll_secs }
+    Waiting {
+        title: format!("In line: {name}"),
+        refresh: Some(poll_secs),
+        name,
+        image: brand.image,
+        place,
+        poll_secs,
+    }
 }
 
 /// `GET /events/{event}`.
@@ -282,7 +294,15 @@ pub async fn event_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
         Ok(Standing::Admitted { cookie, .. }) => {
             web::see_other(&format!("/events/{}/buy", ev.event), cookie.as_slice())
         }
-        Ok(Standing::Waiting { status, .. }) => page(200, &waiting(ev, &view, &status), &[]),
+        Ok(Standing::Waiting { status, .. }) => {
+            let brand = crate::about::brand(ev).await;
+            let has_image = brand.image.is_some();
+            let mut resp = page(200, &waiting(ev, &view, &status, brand), &[])?;
+            if has_image {
+                web::allow_https_images(&mut resp)?;
+            }
+            Ok(resp)
+        }
         Err(refused) => landing_page(ev, req, &view, Some(refused)).await,
     }
 }
@@ -305,7 +325,7 @@ pub async fn buy_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
     };
     let view = view(ev.env, &ev.event).await?;
     let named = view.as_deref().is_some_and(|v| !v.settings.display_name.trim().is_empty());
-    let title = if named { None } else { crate::about::catalog_title(ev).await };
+    let title = if named { None } else { crate::about::brand(ev).await.title };
     let name = title.as_deref().unwrap_or_else(|| event_name(ev, view.as_deref()));
     let buy = Buy {
         title: format!("Buy tickets: {name}"),

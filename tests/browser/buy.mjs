@@ -1,6 +1,6 @@
-// A buyer in headless Chromium (Debian's, driven by playwright-core) buys a seat through the real
-// stack: joins the line, is admitted, holds the best seat on the purchase page, sees the core's price
-// summary and checks out, pays
+// A buyer in headless Chromium (Debian's, driven by playwright-core) buys through the real stack:
+// finds the event on the shop's front page, joins its line from its page, is admitted, picks two
+// seats on the map, sees the core's price summary and checks out, pays
 // on the test provider's page, comes back to the order page and sees it paid with its ticket.
 // With a recipient's address, it then offers the ticket to them with the order page's form.
 // Run by tests/tests/checkout.rs:  node tests/browser/buy.mjs <edge url> <event id> [<give to>]
@@ -13,14 +13,22 @@ const browser = await chromium.launch({
 });
 const page = await browser.newPage();
 try {
-  await page.goto(`${edge}/events/${event}`);
-  await Promise.all([page.waitForURL(`${edge}/events/${event}`, { waitUntil: 'load' }), page.click('button')]);
+  // Found from the shop's front page: the event's link, its page, the line.
+  await page.goto(`${edge}/`);
+  await Promise.all([page.waitForURL(`${edge}/events/${event}`), page.click(`a[href="/events/${event}"]`)]);
+  await page.waitForSelector('table.tiers');
+  await Promise.all([page.waitForURL(`${edge}/events/${event}`, { waitUntil: 'load' }), page.click('#join button')]);
   await page.waitForURL(`${edge}/events/${event}/buy`, { timeout: 30000 });
-  // The map is drawn from the seat map; the best seat is held, and the core's price summary shown.
+  // Two specific seats on the map (A-3 and A-4: the test's later steps hold the others).
   await page.waitForSelector('#map circle.seat', { timeout: 30000 });
-  await page.fill('#quantity', '1');
-  await page.click('form#best button[type=submit]');
+  const map = await (await fetch(`${edge}/api/v1/events/${event}/seatmap`)).json();
+  const ids = map.sections.flatMap((s) => s.rows.flatMap((r) => r.seats.map((x) => x[0])));
+  for (const seat of ['A-3', 'A-4']) await page.click(`#map circle[data-i="${ids.indexOf(seat)}"]`);
+  await page.click('#hold-chosen');
+  // The core's price summary: a line per seat, and the total.
   await page.waitForSelector('#summary:not([hidden]) #total', { timeout: 30000 });
+  const lines = await page.$$eval('#summary-lines tbody tr', (rows) => rows.map((r) => r.textContent));
+  if (lines.length !== 2 || !lines.every((l) => / — seat A-[34]/.test(l))) throw new Error(`summary: ${JSON.stringify(lines)}`);
   const total = await page.textContent('#total');
   if (!/^\d+\.\d\d [A-Z]{3}$/.test(total)) throw new Error(`the summary's total: ${total}`);
   await page.fill('#email', 'browser@e2e.test');
@@ -33,7 +41,7 @@ try {
   await page.waitForFunction(() => document.getElementById('state')?.textContent === 'Paid', null, { timeout: 30000 });
   await page.waitForSelector('figure.qr svg', { timeout: 10000 });
   const tickets = await page.$$eval('#order li', (items) => items.map((li) => li.textContent));
-  if (tickets.length !== 1 || !/^Seat [A-Za-z0-9_-]+ — valid$/.test(tickets[0])) throw new Error(`tickets: ${JSON.stringify(tickets)}`);
+  if (tickets.length !== 2 || !tickets.every((t) => /^Seat A-[34] — valid$/.test(t))) throw new Error(`tickets: ${JSON.stringify(tickets)}`);
   let offered = null;
   if (giveTo) {
     await page.fill('form.give input[name=to]', giveTo);

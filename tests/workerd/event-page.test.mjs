@@ -111,3 +111,21 @@ test('an event the catalog does not know, or a core that fails, leaves the page 
   assert.equal(asked.filter((u) => u.endsWith(EVENT)).length, 1, 'a failure is remembered a few seconds: the next view does not wait for the core');
   assert.ok(Date.now() - started < 5000);
 });
+
+test('the waiting page names the event from the catalog and shows its image', async () => {
+  const { mf, core, publish, asked } = await edge();
+  await publish(inventory(EVENT));
+  const r = await core('PUT', `/internal/v1/events/${EVENT}/waiting-room`, {
+    version: 1, mode: 'fifo', queue_shards: 1, admit_per_minute: 60, max_active: 100, paused: true, bot: { check: { kind: 'off' } },
+  });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const headers = { 'user-agent': 'workerd-tests/1', 'content-type': 'application/x-www-form-urlencoded' };
+  const joined = await mf.dispatchFetch(`http://edge/events/${EVENT}/join`, { method: 'POST', headers, body: '', redirect: 'manual' });
+  assert.equal(joined.status, 303);
+  const cookie = joined.headers.getSetCookie().map((c) => c.split(';')[0]).join('; ');
+  const res = await mf.dispatchFetch(`http://edge/events/${EVENT}`, { headers: { 'user-agent': 'workerd-tests/1', cookie } });
+  const html = await res.text();
+  assert.ok(html.includes('You are in line for Opening &#60;Night&#62;') || html.includes('You are in line for Opening &lt;Night&gt;'), JSON.stringify(asked));
+  assert.ok(html.includes('<img class="hero" src="https://img.example/hero.jpg"'));
+  assert.match(res.headers.get('content-security-policy'), /img-src 'self' data: https:;/);
+});
