@@ -251,8 +251,21 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
         assert!(Instant::now() < deadline, "the edge never got the event back: {back}\n{}", core.log_tail());
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let room = client.send(&id.to_string(), &InternalRoute::WaitingRoom, vec![]).await.unwrap();
-    assert_eq!(room["view"]["settings"]["max_tickets_per_buyer"], 2, "the waiting room pushed again too");
+    // The waiting room's push follows the inventory's: wait for it too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let room = client.send(&id.to_string(), &InternalRoute::WaitingRoom, vec![]).await.ok();
+        let settings = room.as_ref().map(|r| r["view"]["settings"]["max_tickets_per_buyer"].clone());
+        if settings == Some(serde_json::json!(2)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the waiting room was not pushed again: {room:?}\n{}",
+            core.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // 8. `regional-core republish` queues a push whatever the core records; an unknown event is
     //    refused.
