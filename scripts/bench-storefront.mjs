@@ -12,7 +12,7 @@
 //    viewer lands on asks at most once a second, whatever the number of viewers.
 //
 // Usage: bash scripts/bench-storefront.sh  (builds the Worker first)   Prints one JSON document.
-import { chromium } from 'playwright-core';
+import { launch } from '../tests/browser/chromium.mjs';
 import { startEdge, newKey, keyBindings, inventory, coreClient, admit } from '../tests/workerd/harness.mjs';
 
 const VIEWERS = Number(process.env.VIEWERS ?? 1000);
@@ -36,7 +36,7 @@ await publish(inv);
 const ROOM = { max_tickets_per_buyer: 10, rate_limits: { joins_per_visitor_per_minute: 1000 } };
 await admit(mf, core, EVENT, ROOM);
 
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu'] });
+const browser = await launch();
 let held = 0;
 for (const [name, rate] of [['desktop', 1], ['phone_4x_slower_cpu', 4]]) {
   const context = await browser.newContext(name === 'desktop' ? { viewport: { width: 1280, height: 900 } } : { viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });

@@ -6,6 +6,8 @@
 # Domain events go from the outbox to their consumers in the core's process (no broker needed);
 # set KAFKA_BOOTSTRAP to relay them through a Kafka-protocol broker instead (with
 # KAFKA_REPLICATION_FACTOR=1 for a single local broker).
+# PAYMENT_PROVIDER=stripe pays through the local Stripe (scripts/fake-stripe.mjs: Checkout Sessions
+# and their hosted page, on STRIPE_PORT, default 12111) instead of the built-in test provider.
 # Ctrl-C stops everything it started. EDGE_PORT / CORE_PORT / MAIL_PORT / DATABASE_URL override the defaults.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -15,6 +17,9 @@ CORE_PORT="${CORE_PORT:-8080}"
 METRICS_PORT="${METRICS_PORT:-9464}"
 MAIL_PORT="${MAIL_PORT:-8025}"
 SMTP_PORT="${SMTP_PORT:-1025}"
+STRIPE_PORT="${STRIPE_PORT:-12111}"
+PAYMENT_PROVIDER="${PAYMENT_PROVIDER:-testpay}"
+case $PAYMENT_PROVIDER in testpay | stripe) ;; *) die "PAYMENT_PROVIDER is testpay or stripe" ;; esac
 export DATABASE_URL="${DATABASE_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/ticketing}"
 
 bash "$ROOT/scripts/bootstrap.sh" --no-kafka --no-browser
@@ -45,14 +50,32 @@ log "starting the mail sink: SMTP on 127.0.0.1:$SMTP_PORT, mailbox http://127.0.
 PIDS+=($!)
 wait_http "http://127.0.0.1:$MAIL_PORT/messages" 20 || { tail -n 30 "$LOCAL/logs/mail.log"; die "the mail sink did not start"; }
 
+if [ "$PAYMENT_PROVIDER" = stripe ]; then
+  port_open "$STRIPE_PORT" && die "port $STRIPE_PORT is already in use; set STRIPE_PORT"
+  # Keys for the local Stripe only, new at each start.
+  STRIPE_SECRET_KEY="sk_test_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+  STRIPE_WEBHOOK_SECRETS="whsec_$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+  export STRIPE_SECRET_KEY STRIPE_WEBHOOK_SECRETS
+  log "starting the local Stripe on 127.0.0.1:$STRIPE_PORT"
+  (exec setsid node "$ROOT/scripts/fake-stripe.mjs" --port "$STRIPE_PORT" --key "$STRIPE_SECRET_KEY" \
+    --webhook "http://127.0.0.1:$CORE_PORT/api/v1/webhooks/stripe" --webhook-secret "$STRIPE_WEBHOOK_SECRETS") \
+    >"$LOCAL/logs/stripe.log" 2>&1 </dev/null &
+  PIDS+=($!)
+  for _ in $(seq 1 100); do port_open "$STRIPE_PORT" && break; sleep 0.1; done
+  port_open "$STRIPE_PORT" || { tail -n 30 "$LOCAL/logs/stripe.log"; die "the local Stripe did not start"; }
+fi
+
 log "starting the regional core on 127.0.0.1:$CORE_PORT (logs: $LOCAL/logs/core.log)"
 (
   set -a && source "$LOCAL/core.env" && set +a
   export EDGE_URL="http://127.0.0.1:$EDGE_PORT"
   export SMTP_URL="${SMTP_URL:-smtp://127.0.0.1:$SMTP_PORT}"
   export CORE_PUBLIC_URL="http://127.0.0.1:$CORE_PORT"
-  # Local development: the built-in test provider (its pages mark any order paid). Never in production.
+  # Local development: the built-in test provider (its pages mark any order paid), or the local
+  # Stripe. Never in production.
   export CORE_DEV_MODE=true
+  export PAYMENT_PROVIDER BUYER_URL="http://127.0.0.1:$EDGE_PORT"
+  [ "$PAYMENT_PROVIDER" != stripe ] || export STRIPE_API_BASE="http://127.0.0.1:$STRIPE_PORT"
   export CORE_METRICS_LISTEN="127.0.0.1:$METRICS_PORT"
   exec setsid "$CARGO_TARGET_DIR/debug/regional-core" serve --listen "127.0.0.1:$CORE_PORT"
 ) >"$LOCAL/logs/core.log" 2>&1 &

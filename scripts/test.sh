@@ -5,7 +5,8 @@
 #                checkov, scripts/check-k8s.py)
 #   2. host:     unit, property and PostgreSQL tests of every crate (cargo nextest)
 #   3. workerd:  the compiled Worker and its Durable Objects in workerd (node --test + miniflare), and
-#                each deployed environment's bundle (wrangler deploy --dry-run) within its size budget
+#                each deployed environment's bundle (wrangler deploy --dry-run) within its size budget;
+#                the local Stripe (scripts/fake-stripe.mjs) against Stripe's official Node library
 #   4. e2e:      the core's image (built with buildah, started from its root filesystem), then the
 #                real stack (core binary + wrangler dev + PostgreSQL + Kafka broker)
 # Options: --only lint|host|workerd|e2e runs one stage (after the bootstrap).
@@ -56,6 +57,8 @@ fi
 if want workerd; then
   timed "edge bundles" bash "$ROOT/scripts/edge-bundle.sh"
   timed "workerd tests" node --test --test-concurrency=1 'tests/workerd/*.test.mjs'
+  # The local stand-ins for services that cannot run here, checked with their official clients.
+  timed "fakes" node --test --test-concurrency=1 'tests/fakes/*.test.mjs'
 fi
 if want e2e; then
   timed "binaries build" cargo build --locked -q --workspace --bins

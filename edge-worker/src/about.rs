@@ -152,6 +152,13 @@ impl Left {
 pub struct Brand {
     pub title: Option<String>,
     pub image: Option<String>,
+    /// `#rrggbb` (the core stores no other; the edge checks again, as it goes into a style).
+    pub color: Option<String>,
+}
+
+/// `#rrggbb` in lower case, and nothing else.
+fn is_color(c: &str) -> bool {
+    c.len() == 7 && c.starts_with('#') && c.bytes().skip(1).all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The event's [`Brand`], empty when the catalog has nothing.
@@ -161,6 +168,8 @@ pub async fn brand(ev: &EventCtx<'_>) -> Brand {
         title: String,
         #[serde(default)]
         images: Vec<String>,
+        #[serde(default)]
+        color: Option<String>,
     }
     let path = format!("/api/v1/catalog/events/{}", ev.event);
     let Ok(Answer::Found(text)) = catalog::get(ev, &path).await else { return Brand::default() };
@@ -168,6 +177,7 @@ pub async fn brand(ev: &EventCtx<'_>) -> Brand {
         Ok(b) => Brand {
             title: Some(b.title).filter(|t| !t.trim().is_empty()),
             image: b.images.into_iter().find(|u| u.starts_with("https://")),
+            color: b.color.filter(|c| is_color(c)),
         },
         Err(_) => Brand::default(),
     }
@@ -339,5 +349,13 @@ mod tests {
         assert_eq!(Left::of(counts(1000, 11)), Left::Few(11));
         assert_eq!(Left::of(counts(1000, 101)), Left::Plenty);
         assert_eq!(Left::Few(3).text(), "Only 3 left");
+    }
+
+    #[test]
+    fn only_a_plain_colour_goes_into_the_waiting_pages_style() {
+        assert!(is_color("#1a7f37"));
+        for bad in ["#1A7F37", "#abc", "red", "#1a7f37;}body{display:none", "#1a7f3", ""] {
+            assert!(!is_color(bad), "{bad}");
+        }
     }
 }

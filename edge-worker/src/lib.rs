@@ -23,6 +23,7 @@ mod context;
 mod health;
 mod holds;
 mod home;
+mod i18n;
 mod internal;
 mod keys;
 mod objects;

@@ -26,6 +26,7 @@ use worker::{Request, Response};
 
 use crate::about::{about, About, Brand};
 use crate::context::{EventCtx, Result, Stop};
+use crate::i18n::{self, Strings};
 use crate::room::credentials::{credentials, held_admission, Credentials};
 use crate::room::line::{self, Challenge, Standing};
 use crate::room::{api, view};
@@ -76,7 +77,7 @@ enum Place {
     SoldOut,
     Closed,
     BeforeTheStart { countdown: Option<Clock> },
-    InLine { position: String, wait: String, percent: u32, paused: bool },
+    InLine { position: String, wait: String, percent: u32, percent_text: String, paused: bool },
 }
 
 #[derive(Template)]
@@ -84,11 +85,15 @@ enum Place {
 struct Waiting {
     title: String,
     refresh: Option<u64>,
-    name: String,
+    /// The words, in the visitor's language (`i18n.rs`).
+    t: &'static Strings,
+    heading: String,
     /// The event's image from the catalog (https only).
     image: Option<String>,
+    /// The page's one inline style: the event's colour, as `--brand` (allowed by its hash).
+    style: Option<String>,
     place: Place,
-    poll_secs: u64,
+    updates: String,
 }
 
 #[derive(Template)]
@@ -236,17 +241,27 @@ async fn landing_page(
 }
 
 /// The waiting page of someone in line, with the event's name and image.
-fn waiting(ev: &EventCtx<'_>, view: &RoomView, status: &QueueStatus, brand: Brand) -> Waiting {
+fn waiting(
+    ev: &EventCtx<'_>,
+    view: &RoomView,
+    status: &QueueStatus,
+    brand: Brand,
+    t: &'static Strings,
+) -> Waiting {
     let place = match status.state {
         StatusState::SoldOut => Place::SoldOut,
         StatusState::Closed => Place::Closed,
         StatusState::PreQueue => Place::BeforeTheStart { countdown: status.on_sale_at_ms.map(Clock::to) },
-        _ => Place::InLine {
-            position: status.position.map_or("being worked out".to_owned(), |p| p.to_string()),
-            wait: status.estimated_wait_seconds.map_or("a moment".to_owned(), duration),
-            percent: (status.progress * 100.0).round() as u32,
-            paused: status.state == StatusState::Paused,
-        },
+        _ => {
+            let percent = ((status.progress * 100.0).round() as u32).min(100);
+            Place::InLine {
+                position: status.position.map_or(t.place_unknown.to_owned(), |p| p.to_string()),
+                wait: status.estimated_wait_seconds.map_or(t.wait_unknown.to_owned(), duration),
+                percent,
+                percent_text: i18n::fill(t.progress_text, &[("percent", &percent.to_string())]),
+                paused: status.state == StatusState::Paused,
+            }
+        }
     };
     let name = match (brand.title, view.settings.display_name.trim()) {
         (Some(title), "") => title,
@@ -254,12 +269,14 @@ fn waiting(ev: &EventCtx<'_>, view: &RoomView, status: &QueueStatus, brand: Bran
     };
     let poll_secs = u64::from(status.poll_after_seconds);
     Waiting {
-        title: format!("In line: {name}"),
+        title: i18n::fill(t.title, &[("name", &name)]),
         refresh: Some(poll_secs),
-        name,
+        t,
+        heading: i18n::fill(t.heading, &[("name", &name)]),
         image: brand.image,
+        style: brand.color.map(|c| format!(":root{{--brand:{c}}}")),
         place,
-        poll_secs,
+        updates: i18n::fill(t.updates_itself, &[("secs", &poll_secs.to_string())]),
     }
 }
 
@@ -296,11 +313,13 @@ pub async fn event_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
         }
         Ok(Standing::Waiting { status, .. }) => {
             let brand = crate::about::brand(ev).await;
-            let has_image = brand.image.is_some();
-            let mut resp = page(200, &waiting(ev, &view, &status, brand), &[])?;
-            if has_image {
-                web::allow_https_images(&mut resp)?;
-            }
+            let t = i18n::negotiate(req.headers().get("accept-language")?.as_deref());
+            let page_of = waiting(ev, &view, &status, brand, t);
+            let mut resp = page(200, &page_of, &[])?;
+            web::allow(&mut resp, page_of.image.is_some(), page_of.style.as_deref())?;
+            let headers = resp.headers_mut();
+            headers.set("content-language", t.code)?;
+            headers.set("vary", "Accept-Language")?;
             Ok(resp)
         }
         Err(refused) => landing_page(ev, req, &view, Some(refused)).await,

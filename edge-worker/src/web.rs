@@ -95,9 +95,32 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
 /// runs nothing, but it tells its host who looked (the referrer policy keeps the page's address
 /// from it), and the pages with orders and tickets on them load nothing from elsewhere.
 pub fn allow_https_images(resp: &mut Response) -> Result<()> {
-    let policy = CONTENT_SECURITY_POLICY.replace("img-src 'self' data:;", "img-src 'self' data: https:;");
+    allow(resp, true, None)
+}
+
+/// [`CONTENT_SECURITY_POLICY`] with a page's additions: images from any https origin (see
+/// [`allow_https_images`]), and one inline `<style>` element, allowed by its SHA-256 (CSP level 2's
+/// hash source) and nothing else: an event's colour is set that way, as one custom property.
+pub fn allow(resp: &mut Response, https_images: bool, inline_style: Option<&str>) -> Result<()> {
+    let mut policy = CONTENT_SECURITY_POLICY.to_owned();
+    if https_images {
+        policy = policy.replace("img-src 'self' data:;", "img-src 'self' data: https:;");
+    }
+    if let Some(css) = inline_style {
+        policy = policy.replace("style-src 'self';", &format!("style-src 'self' '{}';", style_hash(css)));
+    }
     resp.headers_mut().set("content-security-policy", &policy)?;
     Ok(())
+}
+
+/// The CSP hash source of an inline style element's text: `sha256-<base64>`.
+pub fn style_hash(css: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    format!(
+        "sha256-{}",
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(css.as_bytes()))
+    )
 }
 
 /// A page, with the headers every page carries, and the cookies to set.

@@ -58,7 +58,7 @@ impl PublicEvent {
 }
 
 const COLUMNS: &str =
-    "e.id, e.title, e.description, e.genre, e.starts_at, e.ends_at, e.time_zone, e.images, e.state, \
+    "e.id, e.title, e.description, e.genre, e.starts_at, e.ends_at, e.time_zone, e.images, e.color, e.state, \
                        v.name AS venue_name, v.city, o.name AS organizer";
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]

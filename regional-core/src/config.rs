@@ -238,7 +238,8 @@ pub struct CheckoutArgs {
     /// The test provider's webhook secret; a random one per start when unset.
     #[arg(long, env = "TESTPAY_WEBHOOK_SECRET", hide_env_values = true)]
     pub testpay_webhook_secret: Option<String>,
-    /// Stripe's API (another base only for a Stripe-compatible test double).
+    /// Stripe's API (another base only for a Stripe-compatible test double; `http://` only with
+    /// `CORE_DEV_MODE`).
     #[arg(long, env = "STRIPE_API_BASE", default_value = "https://api.stripe.com")]
     pub stripe_api_base: String,
     /// Stripe's secret API key (`sk_live_...`), with `PAYMENT_PROVIDER=stripe`.
@@ -333,6 +334,11 @@ impl ServeArgs {
             _ => {}
         }
         match (c.payment_provider.as_deref(), self.dev_mode) {
+            (Some("stripe"), false) if !c.stripe_api_base.starts_with("https://") => Err(format!(
+                "STRIPE_API_BASE={} is not https: the secret key would cross the network in the clear \
+                 (a local Stripe stand-in needs CORE_DEV_MODE=true)",
+                c.stripe_api_base
+            )),
             (Some("stripe"), _) => Ok(ProviderChoice::Stripe),
             (Some(_), true) | (None, true) => Ok(ProviderChoice::Test),
             (Some(_), false) => Err("PAYMENT_PROVIDER=testpay lets anyone mark an order paid: it needs \
@@ -637,6 +643,11 @@ mod tests {
         assert_eq!(serve_args(&named).validate(), Ok(ProviderChoice::Test));
         let mut stripe = KEYS.to_vec();
         stripe.extend(["--payment-provider", "stripe"]);
+        assert_eq!(serve_args(&stripe).validate(), Ok(ProviderChoice::Stripe));
+        // Stripe over plain HTTP (a local stand-in) only in development mode.
+        stripe.extend(["--stripe-api-base", "http://127.0.0.1:12111"]);
+        assert!(serve_args(&stripe).validate().unwrap_err().contains("STRIPE_API_BASE"));
+        stripe.extend(["--dev-mode", "true"]);
         assert_eq!(serve_args(&stripe).validate(), Ok(ProviderChoice::Stripe));
         // No checkout, no provider: nothing to charge with, nothing mounted.
         assert_eq!(serve_args(&[]).validate(), Ok(ProviderChoice::None));

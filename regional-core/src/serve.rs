@@ -69,7 +69,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             if secrets.is_empty() {
                 return Err("PAYMENT_PROVIDER=stripe needs STRIPE_WEBHOOK_SECRETS".into());
             }
-            Some(Provider::Stripe(Stripe::new(&c.stripe_api_base, key, secrets)))
+            let buyer_url = args.fulfillment.buyer_url.as_deref().unwrap_or(&args.edge_url);
+            Some(Provider::Stripe(Stripe::new(&c.stripe_api_base, key, secrets, buyer_url)))
         }
         ProviderChoice::Test => {
             tracing::warn!("development mode: the test payment provider is mounted (never in production)");

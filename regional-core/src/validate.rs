@@ -1,5 +1,30 @@
-//! Field rules shared by every resource: e-mail addresses, time zones, URLs. One rule each, so
+//! Field rules shared by every resource: e-mail addresses, time zones, URLs, colours. One rule each, so
 //! that an address an organizer may enter is one a buyer may enter too.
+
+/// A colour as stored: `#rrggbb` in lower case (`#RGB` and upper case are taken too);
+/// `None` when it is not a colour.
+pub fn normal_color(color: &str) -> Option<String> {
+    let hex = color.trim().strip_prefix('#')?;
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let full: String = match hex.len() {
+        6 => hex.to_owned(),
+        3 => hex.chars().flat_map(|c| [c, c]).collect(),
+        _ => return None,
+    };
+    Some(format!("#{}", full.to_ascii_lowercase()))
+}
+
+/// For a changeable field that may be cleared, with `#[serde(default)]`: absent is `None` (no
+/// change), `null` is `Some(None)` (cleared), a value is `Some(Some(value))`.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
 
 /// An IANA zone name's shape (`UTC`, `Europe/Berlin`, `America/Argentina/Buenos_Aires`).
 pub fn valid_time_zone(s: &str) -> bool {
@@ -49,5 +74,14 @@ mod tests {
         assert!(is_url("https://example.org/a.png"));
         assert!(!is_url("javascript:alert(1)"));
         assert!(!is_url("https://a b"));
+    }
+
+    #[test]
+    fn colours_are_stored_as_six_lower_case_hex_digits() {
+        assert_eq!(normal_color("#1A2b3C").as_deref(), Some("#1a2b3c"));
+        assert_eq!(normal_color(" #abc ").as_deref(), Some("#aabbcc"));
+        for bad in ["", "#", "123456", "#12345", "#1234567", "#ggg000", "red", "#12;x<y"] {
+            assert_eq!(normal_color(bad), None, "{bad}");
+        }
     }
 }

@@ -2,13 +2,10 @@
 // accepts it, and is shown the ticket's QR code; then offers it on to someone else and withdraws
 // that offer.
 // Run by tests/tests/checkout.rs:  node tests/browser/accept.mjs <link from the mail>
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [link] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu'],
-});
+const browser = await launch();
 const page = await browser.newPage();
 try {
   await page.goto(link);

@@ -4,13 +4,10 @@
 // on the test provider's page, comes back to the order page and sees it paid with its ticket.
 // With a recipient's address, it then offers the ticket to them with the order page's form.
 // Run by tests/tests/checkout.rs:  node tests/browser/buy.mjs <edge url> <event id> [<give to>]
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [edge, event, giveTo] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu'],
-});
+const browser = await launch();
 const page = await browser.newPage();
 try {
   // Found from the shop's front page: the event's link, its page, the line.

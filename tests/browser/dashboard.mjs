@@ -4,13 +4,10 @@
 // Run by tests/tests/checkout.rs:
 //   node tests/browser/dashboard.mjs <core url> <api key> <event id> <sold now> <sold next>
 // Prints one JSON line of what the page showed, then "REFRESHED" once it showed <sold next>.
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const [core, key, event, soldNow, soldNext] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu'],
-});
+const browser = await launch();
 const page = await browser.newPage();
 const text = async (figure) => (await page.textContent(`[data-figure="${figure}"]`))?.trim();
 try {

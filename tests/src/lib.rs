@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 /// `GET url` (with a bearer token if given), answered as JSON.
 pub async fn get_json(url: &str, bearer: Option<&str>) -> serde_json::Value {
     let mut req = reqwest::Client::new().get(url);
@@ -259,6 +261,29 @@ pub fn start_smtp_sink(port: u16, dir: &std::path::Path) -> Service {
     let service = spawn("smtp-sink", cmd, port, dir.parent().unwrap_or(dir));
     wait_listening(&service, Duration::from_secs(20));
     service
+}
+
+/// The local Stripe (`scripts/fake-stripe.mjs`) on `port`, taking `key` and sending its events to
+/// `webhook` signed with `webhook_secret`.
+pub fn start_fake_stripe(
+    port: u16,
+    dir: &std::path::Path,
+    key: &str,
+    webhook: &str,
+    webhook_secret: &str,
+) -> Service {
+    let mut cmd = Command::new("node");
+    cmd.arg(repo_root().join("scripts/fake-stripe.mjs")).args([
+        "--port",
+        &port.to_string(),
+        "--key",
+        key,
+        "--webhook",
+        webhook,
+        "--webhook-secret",
+        webhook_secret,
+    ]);
+    spawn_service("fake-stripe", cmd, port, dir)
 }
 
 /// The subjects of the mails an SMTP sink kept in `dir`, oldest first.
@@ -584,4 +609,83 @@ pub async fn run_sale(
         .env("DATABASE_URL", db_url)
         .env("CORE_SIGNING_KEY", keys.core_signing_key());
     tokio::task::spawn_blocking(move || cmd.output().expect("the load generator runs")).await.expect("joined")
+}
+
+/// A caller of the core's admin API with one API key.
+pub struct Admin {
+    pub base: String,
+    pub key: String,
+    http: reqwest::Client,
+}
+
+impl Admin {
+    pub fn new(base: &str, key: &str) -> Self {
+        Self { base: base.to_owned(), key: key.to_owned(), http: reqwest::Client::new() }
+    }
+
+    /// The platform admin of a fresh database (`regional-core create-admin`).
+    pub fn root(base: &str, database_url: &str) -> Self {
+        Self::new(base, &create_admin(database_url, "root@e2e.test"))
+    }
+
+    /// An organization (`name`, `slug`) made by this platform admin, and its organizer admin.
+    pub async fn organization(&self, name: &str, slug: &str) -> Admin {
+        let org = self
+            .ok(reqwest::Method::POST, "/api/v1/organizations", json!({ "name": name, "slug": slug }))
+            .await;
+        let user = self
+            .ok(
+                reqwest::Method::POST,
+                "/api/v1/users",
+                json!({ "email": format!("admin@{slug}.test"), "role": "organizer_admin", "organization_id": org["id"] }),
+            )
+            .await;
+        let path = format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap());
+        let key = self.ok(reqwest::Method::POST, &path, json!({})).await;
+        Admin::new(&self.base, key["key"].as_str().unwrap())
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("core answers");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A call that must succeed (2xx): its answer.
+    pub async fn ok(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let (status, answer) = self.call(method, path, Some(body)).await;
+        assert!((200..300).contains(&status), "{path}: {status} {answer}");
+        answer
+    }
+
+    /// Puts `event` on sale as the checkout tests want it: these sale settings, a line that admits
+    /// everyone at once without a bot check, a full refund until a day before; then publishes it.
+    pub async fn publish_open(&self, event: &str, sale_settings: Value) {
+        let put = reqwest::Method::PUT;
+        self.ok(put.clone(), &format!("/api/v1/events/{event}/sale-settings"), sale_settings).await;
+        let room = json!({ "mode": "passthrough", "bot": { "check": { "kind": "off" } } });
+        self.ok(put.clone(), &format!("/api/v1/events/{event}/waiting-room"), room).await;
+        let policy = json!([{ "hours_before": 24, "percent": 100 }]);
+        self.ok(put, &format!("/api/v1/events/{event}/refund-policy"), policy).await;
+        let published = json!({ "state": "published" });
+        self.ok(reqwest::Method::POST, &format!("/api/v1/events/{event}/state"), published).await;
+    }
+
+    /// Polls the event's sync state until `done` holds (or fails after `within`).
+    pub async fn sync_until(&self, event: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (_, sync) =
+                self.call(reqwest::Method::GET, &format!("/api/v1/events/{event}/sync"), None).await;
+            if done(&sync) {
+                return sync;
+            }
+            assert!(Instant::now() < deadline, "sync state never reached: {sync}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }

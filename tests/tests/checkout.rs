@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    create_admin, drop_database, free_port, get_json, start_core_with, start_edge_with_keys, Gate, Service,
-    Setup, TestKeys,
+    drop_database, free_port, get_json, start_core_with, start_edge_with_keys, Admin, Gate, Service, Setup,
+    TestKeys,
 };
 use regional_core::payments::signature;
 use reqwest::Method;
@@ -25,29 +25,6 @@ use shared_types::inventory::HoldState;
 use sqlx::PgPool;
 
 const WEBHOOK_SECRET: &str = "whsec_e2e_checkout";
-
-struct Admin {
-    base: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl Admin {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("core answers");
-        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, method: Method, path: &str, body: Value) -> Value {
-        let (status, answer) = self.call(method, path, Some(body)).await;
-        assert!((200..300).contains(&status), "{path}: {status} {answer}");
-        answer
-    }
-}
 
 fn core_env(keys: &TestKeys, edge_url: &str, public_url: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -64,24 +41,7 @@ fn core_env(keys: &TestKeys, edge_url: &str, public_url: &str) -> Vec<(&'static 
 /// An organization with a venue (six seats, a standing area) and two published, passthrough
 /// events: one with ten-minute holds, one with holds of two seconds (plus two for payment).
 async fn organize(core: &str, db: &str) -> (Admin, String, String) {
-    let root =
-        Admin { base: core.to_owned(), key: create_admin(db, "root@e2e.test"), http: reqwest::Client::new() };
-    let org = root.ok(Method::POST, "/api/v1/organizations", json!({ "name": "Acme", "slug": "acme" })).await;
-    let user = root
-        .ok(
-            Method::POST,
-            "/api/v1/users",
-            json!({ "email": "admin@acme.test", "role": "organizer_admin", "organization_id": org["id"] }),
-        )
-        .await;
-    let key = root
-        .ok(Method::POST, &format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap()), json!({}))
-        .await;
-    let acme = Admin {
-        base: core.to_owned(),
-        key: key["key"].as_str().unwrap().to_owned(),
-        http: reqwest::Client::new(),
-    };
+    let acme = Admin::root(core, db).organization("Acme", "acme").await;
     let seats: Vec<Value> = (1..=6)
         .map(|i| json!({ "id": format!("A-{i}"), "label": i.to_string(), "x": i, "y": 0, "zone": "std" }))
         .collect();
@@ -110,26 +70,10 @@ async fn organize(core: &str, db: &str) -> (Admin, String, String) {
             json!({ "name": "Seats", "kind": "seated", "currency": "EUR", "price_minor": 4000, "zone_prices": { "std": 5000 }, "quantity": 6 }),
         )
         .await;
-        acme.ok(
-            Method::PUT,
-            &format!("/api/v1/events/{id}/sale-settings"),
-            json!({ "pricing": { "service_fee": { "per_ticket_minor": 150, "percent_bps": 500 }, "tax": { "rate_bps": 1900 } },
-                    "holds": { "hold_seconds": hold_seconds, "extension_seconds": extension, "max_tickets_per_visitor": 8 } }),
-        )
-        .await;
-        acme.ok(
-            Method::PUT,
-            &format!("/api/v1/events/{id}/waiting-room"),
-            json!({ "mode": "passthrough", "bot": { "check": { "kind": "off" } } }),
-        )
-        .await;
-        acme.ok(
-            Method::PUT,
-            &format!("/api/v1/events/{id}/refund-policy"),
-            json!([{ "hours_before": 24, "percent": 100 }]),
-        )
-        .await;
-        acme.ok(Method::POST, &format!("/api/v1/events/{id}/state"), json!({ "state": "published" })).await;
+        let settings = json!({
+            "pricing": { "service_fee": { "per_ticket_minor": 150, "percent_bps": 500 }, "tax": { "rate_bps": 1900 } },
+            "holds": { "hold_seconds": hold_seconds, "extension_seconds": extension, "max_tickets_per_visitor": 8 } });
+        acme.publish_open(&id, settings).await;
         events.push(id);
     }
     (acme, events[0].clone(), events[1].clone())
@@ -137,16 +81,8 @@ async fn organize(core: &str, db: &str) -> (Admin, String, String) {
 
 /// Waits until every event is synced to the edge.
 async fn synced(acme: &Admin, events: &[&str]) {
-    let deadline = Instant::now() + Duration::from_secs(90);
     for id in events {
-        loop {
-            let (_, sync) = acme.call(Method::GET, &format!("/api/v1/events/{id}/sync"), None).await;
-            if sync["state"] == "synced" {
-                break;
-            }
-            assert!(Instant::now() < deadline, "never synced: {sync}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        acme.sync_until(id, Duration::from_secs(90), |s| s["state"] == "synced").await;
     }
 }
 

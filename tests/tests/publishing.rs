@@ -6,50 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use e2e::{
-    core_command, create_admin, drop_database, get_json, start_core_with, start_edge_with_keys, Setup,
-};
+use e2e::{core_command, drop_database, get_json, start_core_with, start_edge_with_keys, Admin, Setup};
 use regional_core::edge_client::EdgeClient;
 use serde_json::{json, Value};
 use shared_types::internal_api::InternalRoute;
-
-struct Admin {
-    base: String,
-    key: String,
-    http: reqwest::Client,
-}
-
-impl Admin {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.key);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("core answers");
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let (status, answer) = self.call(method, path, Some(body)).await;
-        assert!((200..300).contains(&status), "{path}: {status} {answer}");
-        answer
-    }
-
-    /// Polls the event's sync state until `done` holds (or fails after `within`).
-    async fn sync_until(&self, event: &str, within: Duration, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + within;
-        loop {
-            let (_, sync) =
-                self.call(reqwest::Method::GET, &format!("/api/v1/events/{event}/sync"), None).await;
-            if done(&sync) {
-                return sync;
-            }
-            assert!(Instant::now() < deadline, "sync state never reached: {sync}");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    }
-}
 
 #[tokio::test]
 async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_holds() {
@@ -67,32 +27,10 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
         ],
     );
     core.wait_ready("/healthz", Duration::from_secs(60)).await;
-    let root =
-        Admin { base: core.url(), key: create_admin(&db, "root@e2e.test"), http: reqwest::Client::new() };
+    let root = Admin::root(&core.url(), &db);
 
     // An organization, its admin, a venue with two seats and a GA area, an event with two tiers.
-    let org = root
-        .ok(reqwest::Method::POST, "/api/v1/organizations", json!({ "name": "Acme", "slug": "acme" }))
-        .await;
-    let user = root
-        .ok(
-            reqwest::Method::POST,
-            "/api/v1/users",
-            json!({ "email": "admin@acme.test", "role": "organizer_admin", "organization_id": org["id"] }),
-        )
-        .await;
-    let key = root
-        .ok(
-            reqwest::Method::POST,
-            &format!("/api/v1/users/{}/api-keys", user["id"].as_str().unwrap()),
-            json!({}),
-        )
-        .await;
-    let acme = Admin {
-        base: core.url(),
-        key: key["key"].as_str().unwrap().to_owned(),
-        http: reqwest::Client::new(),
-    };
+    let acme = root.organization("Acme", "acme").await;
     let venue = acme
         .ok(
             reqwest::Method::POST,

@@ -8,21 +8,18 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
-import { startEdge, startPeer, newKey, keyBindings, inventory, coreClient, ROOT } from './harness.mjs';
+import { browserEdge, inventory, ROOT } from './harness.mjs';
 
-const edgeKey = newKey('edge-test');
-const coreKey = newKey('core-test');
 const ARTIFACTS = process.env.ARTIFACTS ?? path.join(ROOT, 'artifacts/screenshots');
 const AXE = fs.readFileSync(path.join(ROOT, 'node_modules/axe-core/axe.min.js'), 'utf8');
 const EVENT = '0b6f8a52-6a0e-4d36-9c1e-6f0f4b1c2d3e';
 const SIZES = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } };
-let mf, url, core, publish, browser, peer;
+let url, core, publish, browser, close;
 
 const details = {
   id: EVENT, title: 'Opening Night', description: 'A night of firsts with the city orchestra.\n\nDoors open at 19:00.',
   genre: 'concert', starts_local: 'Fri 12 Mar 2027, 20:00', time_zone: 'Europe/Berlin',
-  venue_name: 'Globe Hall', city: 'Berlin', organizer: 'Acme Live', state: 'on_sale', images: [],
+  venue_name: 'Globe Hall', city: 'Berlin', organizer: 'Acme Live', state: 'on_sale', images: [], color: '#1a7f37',
   tiers: [
     { id: 'adult', name: 'Adult', kind: 'seated', currency: 'EUR', price_minor: 4500, price_range: { min_minor: 4500, max_minor: 6500 }, sale_state: 'on_sale' },
     { id: 'child', name: 'Child', kind: 'seated', currency: 'EUR', price_minor: 2000, price_range: { min_minor: 2000, max_minor: 3000 }, sale_state: 'on_sale' },
@@ -38,7 +35,7 @@ const quote = {
 };
 
 before(async () => {
-  peer = await startPeer((req, res) => {
+  ({ url, core, publish, browser, close } = await browserEdge((req, res) => {
     const send = (status, body) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify(body)); };
     req.resume();
     req.on('end', () => {
@@ -47,14 +44,7 @@ before(async () => {
       if (req.url === '/api/v1/checkout/quote') return send(200, quote);
       return send(404, { type: 'not-found' });
     });
-  });
-  mf = await startEdge({ ...keyBindings(edgeKey, coreKey), CORE_URL: peer.url }, { host: '127.0.0.1', port: 0 });
-  url = (await mf.ready).toString().replace(/\/$/, '');
-  ({ core, publish } = coreClient(mf, coreKey));
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu'],
-  });
+  }));
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   // The event: a zoned seat map with two seated tiers and a GA floor.
   const inv = inventory(EVENT, { sections: 2, rows: 6, seats: 14, ga: 200 });
@@ -70,7 +60,7 @@ before(async () => {
   ];
   await publish(inv);
 });
-after(async () => { await browser?.close(); await mf?.dispose(); await peer?.close(); });
+after(async () => { await close?.(); });
 
 async function room(settings) {
   const r = await core('PUT', `/internal/v1/events/${EVENT}/waiting-room`, {
@@ -91,9 +81,10 @@ async function violations(page) {
 const weights = {};
 
 // Checks the page and photographs it at both sizes; `ready` brings a fresh page to the state shown.
-async function check(name, ready) {
+// `locale` is the browser's language (its Accept-Language).
+async function check(name, ready, locale = 'en-GB') {
   for (const [size, viewport] of Object.entries(SIZES)) {
-    const context = await browser.newContext({ viewport });
+    const context = await browser.newContext({ viewport, locale });
     const page = await context.newPage();
     await ready(page, size);
     await page.waitForLoadState('networkidle');
@@ -118,11 +109,16 @@ test('every buyer page passes axe-core (no serious or critical violation) at pho
   await room({ version: 1, paused: false });
   await check('event', (page) => page.goto(`${url}/events/${EVENT}`));
   await room({ version: 2, paused: true });
-  await check('waiting', async (page) => {
+  const waiting = (heading) => async (page) => {
     await page.goto(`${url}/events/${EVENT}`);
     await Promise.all([page.waitForURL(`${url}/events/${EVENT}`, { waitUntil: 'load' }), page.click('#join button')]);
     await page.waitForSelector('#position');
-  });
+    assert.equal(await page.textContent('h1'), heading);
+    // The event's colour is applied: its inline style passed the page's CSP (by its hash).
+    assert.equal(await page.$eval('.band', (b) => getComputedStyle(b).backgroundColor), 'rgb(26, 127, 55)');
+  };
+  await check('waiting', waiting('You are in line for Opening Night'));
+  await check('waiting-de', waiting('Sie stehen in der Warteschlange für Opening Night'), 'de-DE');
   await room({ version: 3, mode: 'passthrough', paused: false });
   await check('buy', joinAndBuy);
   await check('buy-list', async (page) => {

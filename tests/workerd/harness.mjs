@@ -1,6 +1,7 @@
 // Starts the compiled edge Worker (edge-worker/build/) in workerd through miniflare's API, with
 // the same Durable Object classes and SQLite storage as wrangler.toml declares.
 import { Miniflare } from 'miniflare';
+import { launch } from '../browser/chromium.mjs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -156,4 +157,19 @@ export async function admit(mf, core, event, room = {}) {
   })).json();
   if (!status.admission_token) throw new Error(`admission ${event}: ${JSON.stringify(status)}`);
   return { token: status.admission_token, visitor: joined.visitor };
+}
+
+// What a page test in Chromium needs: the Worker on a loopback port (a browser cannot use
+// dispatchFetch), its core played by a loopback peer answering with `handler`, and Chromium.
+// `close()` stops the three.
+export async function browserEdge(handler) {
+  const edgeKey = newKey('edge-test');
+  const coreKey = newKey('core-test');
+  const peer = await startPeer(handler);
+  const mf = await startEdge({ ...keyBindings(edgeKey, coreKey), CORE_URL: peer.url }, { host: '127.0.0.1', port: 0 });
+  const url = (await mf.ready).toString().replace(/\/$/, '');
+  const { core, publish } = coreClient(mf, coreKey);
+  const browser = await launch();
+  const close = async () => { await browser.close(); await mf.dispose(); await peer.close(); };
+  return { mf, url, core, publish, browser, close };
 }

@@ -4,17 +4,14 @@
 // — with JavaScript, and without it.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { chromium } from 'playwright-core';
-import { startEdge, startPeer, newKey, keyBindings, inventory, coreClient } from './harness.mjs';
+import { browserEdge, inventory } from './harness.mjs';
 
-const edgeKey = newKey('edge-test');
-const coreKey = newKey('core-test');
-let mf, url, core, publish, browser, peer;
+let url, core, publish, browser, close;
 const quotes = [];
 
 before(async () => {
   // The core's price summary, played by a loopback peer: a canned quote for what it is asked.
-  peer = await startPeer((req, res) => {
+  ({ url, core, publish, browser, close } = await browserEdge((req, res) => {
     let body = '';
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
@@ -27,16 +24,9 @@ before(async () => {
         subtotal_minor: 4000, discount_minor: 0, fee_minor: 200, tax_minor: 0, tax_included: true, total_minor: 4200,
       }));
     });
-  });
-  mf = await startEdge({ ...keyBindings(edgeKey, coreKey), CORE_URL: peer.url }, { host: '127.0.0.1', port: 0 });
-  url = (await mf.ready).toString().replace(/\/$/, '');
-  ({ core, publish } = coreClient(mf, coreKey));
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu'],
-  });
+  }));
 });
-after(async () => { await browser?.close(); await mf.dispose(); await peer?.close(); });
+after(async () => { await close?.(); });
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

@@ -76,10 +76,8 @@ pub struct LineView {
 pub struct PaymentView {
     pub provider: String,
     pub state: String,
-    /// Open this to pay (test provider).
+    /// Open this to pay (the provider's page).
     pub redirect_url: Option<String>,
-    /// For Stripe.js.
-    pub client_secret: Option<String>,
     pub refunded_minor: i64,
 }
 
@@ -138,7 +136,7 @@ pub async fn view(db: &PgPool, id: Uuid) -> Result<OrderView> {
              (SELECT coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.line), '[]') FROM
                  (SELECT line, tier_id, seat_id, zone_id, price_minor, discount_minor, fee_minor, tax_minor
                   FROM order_lines WHERE order_id = $1) l),
-             (SELECT to_jsonb(p) FROM (SELECT provider, state, redirect_url, client_secret, refunded_minor
+             (SELECT to_jsonb(p) FROM (SELECT provider, state, redirect_url, refunded_minor
                   FROM payments WHERE order_id = $1) p),
              (SELECT coalesce(jsonb_agg(to_jsonb(t) ORDER BY t.seat_id, t.id), '[]') FROM
                  (SELECT t.id, t.tier_id, t.seat_id, t.state, t.version,

@@ -48,13 +48,24 @@ impl Checkout {
         } else {
             let key = format!("order-{}", o.id);
             let order_id = o.id.to_string();
+            let title: Option<String> = match sqlx::query_scalar("SELECT title FROM events WHERE id = $1")
+                .bind(o.event_id)
+                .fetch_optional(&self.db)
+                .await
+            {
+                Ok(title) => title,
+                Err(e) => return Step::Failed(e.to_string()),
+            };
+            let description = format!("Tickets: {}", title.as_deref().unwrap_or("an event"));
             let request = PaymentRequest {
                 idempotency_key: &key,
                 amount_minor: o.total_minor,
                 currency: &o.currency,
                 order_id: &order_id,
-                description: "tickets",
+                description: &description,
+                email: Some(&o.email),
                 return_url: o.return_url.as_deref(),
+                pay_by: expires_at.timestamp(),
             };
             match self.provider.create(&request).await {
                 Ok(p) => Some(p),
@@ -65,8 +76,8 @@ impl Checkout {
             let mut tx = self.db.begin().await?;
             let payment = Uuid::new_v4();
             let inserted = sqlx::query(
-                "INSERT INTO payments (id, order_id, provider, provider_ref, state, amount_minor, currency, redirect_url, client_secret)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO NOTHING",
+                "INSERT INTO payments (id, order_id, provider, provider_ref, state, amount_minor, currency, redirect_url)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (order_id) DO NOTHING",
             )
             .bind(payment)
             .bind(o.id)
@@ -76,7 +87,6 @@ impl Checkout {
             .bind(o.total_minor)
             .bind(&o.currency)
             .bind(created.as_ref().and_then(|p| p.redirect_url.clone()))
-            .bind(created.as_ref().and_then(|p| p.client_secret.clone()))
             .execute(&mut *tx)
             .await?
             .rows_affected();

@@ -32,8 +32,8 @@ use crate::models::event::{allowed, find_event, Event, EventState, EVENT_COLUMNS
 use crate::models::venue::find_venue;
 use crate::publishing::{self, touch};
 use crate::state::AppState;
-use crate::validate::is_url;
 use crate::validate::valid_time_zone;
+use crate::validate::{is_url, normal_color};
 use utoipa_axum::router::OpenApiRouter;
 
 mod sale;
@@ -63,6 +63,9 @@ struct NewEvent {
     time_zone: Option<String>,
     #[serde(default)]
     images: Vec<String>,
+    /// The event's colour on the buyer's pages: `#rrggbb`.
+    #[serde(default)]
+    color: Option<String>,
 }
 
 /// The rules of an event's descriptive fields, for creating and for changing it.
@@ -73,8 +76,12 @@ fn check_event_fields(
     starts_at: DateTime<Utc>,
     ends_at: DateTime<Utc>,
     images: &[String],
+    color: Option<&str>,
 ) -> Vec<FieldError> {
     let mut errors = Vec::new();
+    if color.is_some_and(|c| normal_color(c).is_none()) {
+        errors.push(FieldError::new("color", "must be a colour as #rrggbb"));
+    }
     if !(1..=200).contains(&title.trim().chars().count()) {
         errors.push(FieldError::new("title", "must be 1 to 200 characters"));
     }
@@ -108,8 +115,15 @@ async fn create_event(
     let venue = find_venue(&state.db, &caller, &new.venue_id.to_string())
         .await
         .map_err(|_| ApiError::field("venue_id", "no such venue in this organization"))?;
-    let mut errors =
-        check_event_fields(&new.title, &new.description, &new.genre, new.starts_at, new.ends_at, &new.images);
+    let mut errors = check_event_fields(
+        &new.title,
+        &new.description,
+        &new.genre,
+        new.starts_at,
+        new.ends_at,
+        &new.images,
+        new.color.as_deref(),
+    );
     let time_zone = new.time_zone.clone().unwrap_or(venue.time_zone.clone());
     if !valid_time_zone(&time_zone) {
         errors.push(FieldError::new("time_zone", "must be an IANA time zone name such as Europe/Berlin"));
@@ -122,8 +136,8 @@ async fn create_event(
         Box::pin(async move {
             let event: Event = sqlx::query_as(&format!(
                 "INSERT INTO events (id, organization_id, venue_id, title, description, genre, starts_at, ends_at,
-                                     time_zone, images)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {EVENT_COLUMNS}"
+                                     time_zone, images, color)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {EVENT_COLUMNS}"
             ))
             .bind(Uuid::new_v4())
             .bind(org)
@@ -135,6 +149,7 @@ async fn create_event(
             .bind(new.ends_at)
             .bind(&time_zone)
             .bind(json!(new.images))
+            .bind(new.color.as_deref().and_then(normal_color))
             .fetch_one(&mut *conn)
             .await?;
             Ok((StatusCode::CREATED, serde_json::to_value(&event).unwrap_or_default()))
@@ -248,6 +263,9 @@ struct EventChanges {
     starts_at: Option<DateTime<Utc>>,
     ends_at: Option<DateTime<Utc>>,
     images: Option<Vec<String>>,
+    /// `#rrggbb`, or `null` for none.
+    #[serde(default, deserialize_with = "crate::validate::nullable")]
+    color: Option<Option<String>>,
 }
 
 /// `PATCH /api/v1/events/{id}`: pushed to the edge like every change (the title names the event
@@ -272,13 +290,16 @@ async fn update_event(
         Some(images) => images,
         None => serde_json::from_value(event.details.images).unwrap_or_default(),
     };
-    let errors = check_event_fields(&title, &description, &genre, starts_at, ends_at, &images);
+    let color = c.color.unwrap_or(event.details.color);
+    let errors =
+        check_event_fields(&title, &description, &genre, starts_at, ends_at, &images, color.as_deref());
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let mut tx = state.db.begin().await?;
     sqlx::query(
-        "UPDATE events SET title = $2, description = $3, genre = $4, starts_at = $5, ends_at = $6, images = $7
+        "UPDATE events SET title = $2, description = $3, genre = $4, starts_at = $5, ends_at = $6, images = $7,
+                           color = $8
          WHERE id = $1",
     )
     .bind(event.id)
@@ -288,6 +309,7 @@ async fn update_event(
     .bind(starts_at)
     .bind(ends_at)
     .bind(json!(images))
+    .bind(color.as_deref().and_then(normal_color))
     .execute(&mut *tx)
     .await?;
     touch(&mut tx, event.id).await?;

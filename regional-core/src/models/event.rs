@@ -70,6 +70,8 @@ pub struct EventDetails {
     /// Image URLs.
     #[schema(value_type = Object)]
     pub images: Value,
+    /// The event's colour on the buyer's pages (`#rrggbb`), if the organizer chose one.
+    pub color: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -90,7 +92,7 @@ pub struct Event {
 
 pub(crate) const EVENT_COLUMNS: &str =
     "id, organization_id, venue_id, title, description, genre, starts_at, ends_at, time_zone, \
-                             images, refund_policy, state, version, created_at, updated_at";
+                             images, color, refund_policy, state, version, created_at, updated_at";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Tier {

@@ -31,10 +31,8 @@ pub enum RemoteState {
 pub struct CreatedPayment {
     /// The provider's id for it.
     pub reference: String,
-    /// A page the buyer opens to pay (test provider).
+    /// The page the buyer opens to pay (the test provider's, Stripe Checkout's).
     pub redirect_url: Option<String>,
-    /// What the buyer's browser needs to pay (Stripe.js).
-    pub client_secret: Option<String>,
     pub state: RemoteState,
 }
 
@@ -47,10 +45,15 @@ pub struct PaymentRequest<'a> {
     pub currency: &'a str,
     /// The order id, carried in the provider's metadata and back in webhooks.
     pub order_id: &'a str,
+    /// What the buyer sees on the provider's page (the event's title).
     pub description: &'a str,
-    /// Where the buyer goes back to after paying, with the order id appended (the provider's page
-    /// links to it; Stripe's client-side confirmation takes its own).
+    /// The buyer's address, so that the provider's page need not ask for it again.
+    pub email: Option<&'a str>,
+    /// Where the buyer goes back to after paying (or giving up), with the order id appended.
     pub return_url: Option<&'a str>,
+    /// When the hold ends (Unix seconds): the provider stops taking payment about then, as far as
+    /// it can (the saga cancels the payment at the deadline in any case).
+    pub pay_by: i64,
 }
 
 /// A verified webhook's meaning.

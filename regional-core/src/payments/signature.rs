@@ -77,23 +77,20 @@ pub struct Delivery<'a> {
     pub now: i64,
 }
 
-/// Verifies a delivery, then reads the provider's event: its `id`, its kind (its `type` looked up in
-/// `kinds`; anything else is [`WebhookKind::Other`]) and the payment it is about (`reference`).
+/// Verifies a delivery, then reads the provider's event: its `id`, and from its `type` and body
+/// (`classify`) its kind and the payment it is about (`reference`; empty when none).
 pub fn read_event(
     delivery: &Delivery<'_>,
     secrets: &[String],
-    kinds: &[(&str, WebhookKind)],
-    reference: fn(&serde_json::Value) -> Option<&str>,
+    classify: for<'e> fn(&str, &'e serde_json::Value) -> (WebhookKind, Option<&'e str>),
 ) -> Result<WebhookEvent, SignatureError> {
     let Delivery { signature: header, body, now } = *delivery;
     verify(header, body, secrets, now, DEFAULT_TOLERANCE_SECS)?;
     let event: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| SignatureError::Payload(e.to_string()))?;
     let id = event["id"].as_str().ok_or_else(|| SignatureError::Payload("no id".into()))?;
-    let kind_name = event["type"].as_str().unwrap_or("");
-    let kind = kinds.iter().find(|(name, _)| *name == kind_name).map_or(WebhookKind::Other, |(_, k)| *k);
-    let reference = reference(&event).unwrap_or("").to_owned();
-    Ok(WebhookEvent { id: id.to_owned(), kind, reference })
+    let (kind, reference) = classify(event["type"].as_str().unwrap_or(""), &event);
+    Ok(WebhookEvent { id: id.to_owned(), kind, reference: reference.unwrap_or("").to_owned() })
 }
 
 /// The header value for `body` signed at `timestamp` with `secret`.

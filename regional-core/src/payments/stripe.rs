@@ -1,8 +1,15 @@
-//! Stripe, through its documented HTTP API: PaymentIntents (create, retrieve, cancel) and
+//! Stripe, through its documented HTTP API: Checkout Sessions (create, retrieve, expire) and
 //! Refunds, form-encoded with `Authorization: Bearer <secret key>` and `Idempotency-Key` on every
 //! creating call; webhooks verified by `Stripe-Signature`. The base URL is configurable
 //! (`STRIPE_API_BASE`), which is how the tests run it against a local server that answers as
-//! Stripe documents.
+//! Stripe documents (`scripts/fake-stripe.mjs`).
+//!
+//! Why Checkout Sessions (Stripe's hosted payment page) and not the Payment Element: the buyer's
+//! card never touches our pages, so the shop stays out of PCI DSS scope beyond SAQ A, the edge's
+//! pages keep their strict Content-Security-Policy (no third-party script on them), and Stripe's
+//! page brings wallets, 3-D Secure and its own translations. The cost is a redirect, which the
+//! order page already makes for the test provider. Cards only (wallets included): a seat hold
+//! lasts minutes, so payment methods that settle days later (bank debits) cannot pay for it.
 
 use std::time::Duration;
 
@@ -13,11 +20,20 @@ use super::{
     CreatedPayment, PaymentProvider, PaymentRequest, ProviderError, RemoteState, WebhookEvent, WebhookKind,
 };
 
+/// The API version the adapter is written against (the shapes it reads).
+pub const API_VERSION: &str = "2025-03-31.basil";
+/// Stripe refuses a Checkout Session's `expires_at` less than 30 minutes or more than 24 hours
+/// after its creation; the adapter keeps inside with a minute to spare.
+const MIN_EXPIRY_SECS: i64 = 31 * 60;
+const MAX_EXPIRY_SECS: i64 = 23 * 3600;
+
 #[derive(Clone)]
 pub struct Stripe {
     base: String,
     secret_key: String,
     webhook_secrets: Vec<String>,
+    /// Where a buyer goes back to when the order named none: the shop's order pages (`…/orders/`).
+    default_return: String,
     http: reqwest::Client,
 }
 
@@ -42,25 +58,43 @@ fn form(fields: &[(&str, String)]) -> String {
     fields.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&")
 }
 
-/// A PaymentIntent's `status` as the saga sees it.
-fn state_of(status: &str) -> RemoteState {
-    match status {
-        "succeeded" => RemoteState::Succeeded,
-        "canceled" => RemoteState::Canceled,
-        // requires_payment_method after a failed attempt is still payable: pending for the saga,
-        // the failure itself arrives as `payment_intent.payment_failed`.
+/// A Checkout Session's `status` and `payment_status` as the saga sees them.
+fn state_of(session: &Value) -> RemoteState {
+    match (session["status"].as_str(), session["payment_status"].as_str()) {
+        (_, Some("paid")) => RemoteState::Succeeded,
+        (Some("expired"), _) => RemoteState::Canceled,
+        // open, or complete and waiting for a delayed method's outcome (not offered: cards only).
         _ => RemoteState::Pending,
     }
 }
 
+/// A session's id is the last path segment of every call made with it: only Stripe's characters.
+fn valid_id(reference: &str) -> Result<&str, ProviderError> {
+    let ok = !reference.is_empty()
+        && reference.len() <= 255
+        && reference.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if ok {
+        Ok(reference)
+    } else {
+        Err(ProviderError::Refused("not a Stripe id".into()))
+    }
+}
+
 impl Stripe {
-    pub fn new(base: &str, secret_key: String, webhook_secrets: Vec<String>) -> Self {
+    /// `buyer_url`: the shop's public URL, for the way back when an order named none.
+    pub fn new(base: &str, secret_key: String, webhook_secrets: Vec<String>, buyer_url: &str) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .user_agent(concat!("ticketing-core/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Self { base: base.trim_end_matches('/').to_owned(), secret_key, webhook_secrets, http }
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            secret_key,
+            webhook_secrets,
+            default_return: format!("{}/orders/", buyer_url.trim_end_matches('/')),
+            http,
+        }
     }
 
     async fn send(
@@ -74,7 +108,7 @@ impl Stripe {
             .http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.secret_key)
-            .header("Stripe-Version", "2024-06-20");
+            .header("Stripe-Version", API_VERSION);
         if let Some(key) = idempotency_key {
             req = req.header("Idempotency-Key", key);
         }
@@ -95,6 +129,11 @@ impl Stripe {
             Err(ProviderError::Refused(format!("stripe answered {status}: {message}")))
         }
     }
+
+    async fn session(&self, reference: &str) -> Result<Value, ProviderError> {
+        let path = format!("/v1/checkout/sessions/{}", valid_id(reference)?);
+        self.send(reqwest::Method::GET, &path, None, None).await
+    }
 }
 
 impl PaymentProvider for Stripe {
@@ -103,43 +142,67 @@ impl PaymentProvider for Stripe {
     }
 
     async fn create(&self, request: &PaymentRequest<'_>) -> Result<CreatedPayment, ProviderError> {
-        let body = form(&[
-            ("amount", request.amount_minor.to_string()),
-            ("currency", request.currency.to_ascii_lowercase()),
-            ("description", request.description.to_owned()),
+        let back = format!("{}{}", request.return_url.unwrap_or(&self.default_return), request.order_id);
+        let now = chrono::Utc::now().timestamp();
+        let expires_at = request.pay_by.clamp(now + MIN_EXPIRY_SECS, now + MAX_EXPIRY_SECS);
+        let mut fields = vec![
+            ("mode", "payment".to_owned()),
+            ("line_items[0][quantity]", "1".to_owned()),
+            ("line_items[0][price_data][currency]", request.currency.to_ascii_lowercase()),
+            ("line_items[0][price_data][unit_amount]", request.amount_minor.to_string()),
+            ("line_items[0][price_data][product_data][name]", request.description.to_owned()),
+            ("payment_method_types[0]", "card".to_owned()),
+            ("success_url", back.clone()),
+            ("cancel_url", back),
+            ("client_reference_id", request.order_id.to_owned()),
             ("metadata[order_id]", request.order_id.to_owned()),
-            ("automatic_payment_methods[enabled]", "true".to_owned()),
-        ]);
-        let pi = self
-            .send(reqwest::Method::POST, "/v1/payment_intents", Some(body), Some(request.idempotency_key))
+            ("payment_intent_data[metadata][order_id]", request.order_id.to_owned()),
+            ("expires_at", expires_at.to_string()),
+        ];
+        if let Some(email) = request.email {
+            fields.push(("customer_email", email.to_owned()));
+        }
+        let session = self
+            .send(
+                reqwest::Method::POST,
+                "/v1/checkout/sessions",
+                Some(form(&fields)),
+                Some(request.idempotency_key),
+            )
             .await?;
-        let reference = pi["id"].as_str().ok_or_else(|| ProviderError::Refused("no id in answer".into()))?;
+        let reference =
+            session["id"].as_str().ok_or_else(|| ProviderError::Refused("no id in answer".into()))?;
+        let url = session["url"].as_str().filter(|u| u.starts_with("https://") || u.starts_with("http://"));
         Ok(CreatedPayment {
-            reference: reference.to_owned(),
-            redirect_url: None,
-            client_secret: pi["client_secret"].as_str().map(str::to_owned),
-            state: state_of(pi["status"].as_str().unwrap_or("")),
+            reference: valid_id(reference)?.to_owned(),
+            redirect_url: url.map(str::to_owned),
+            state: state_of(&session),
         })
     }
 
     async fn retrieve(&self, reference: &str) -> Result<RemoteState, ProviderError> {
-        let pi =
-            self.send(reqwest::Method::GET, &format!("/v1/payment_intents/{reference}"), None, None).await?;
-        Ok(state_of(pi["status"].as_str().unwrap_or("")))
+        Ok(state_of(&self.session(reference).await?))
     }
 
     async fn cancel(&self, reference: &str) -> Result<RemoteState, ProviderError> {
-        let path = format!("/v1/payment_intents/{reference}/cancel");
+        let path = format!("/v1/checkout/sessions/{}/expire", valid_id(reference)?);
         match self.send(reqwest::Method::POST, &path, Some(String::new()), None).await {
-            Ok(pi) => Ok(state_of(pi["status"].as_str().unwrap_or(""))),
-            // Stripe refuses to cancel a succeeded (or already canceled) intent: ask what it is.
+            Ok(session) => Ok(state_of(&session)),
+            // Stripe refuses to expire a session that is no longer open (paid, or expired already):
+            // ask what it is.
             Err(ProviderError::Refused(_)) => self.retrieve(reference).await,
             Err(e) => Err(e),
         }
     }
 
     async fn refund(&self, reference: &str, amount_minor: i64, key: &str) -> Result<String, ProviderError> {
-        let body = form(&[("payment_intent", reference.to_owned()), ("amount", amount_minor.to_string())]);
+        // A refund names the session's PaymentIntent, which exists once the buyer has paid.
+        let session = self.session(reference).await?;
+        let intent = session["payment_intent"]
+            .as_str()
+            .or_else(|| session["payment_intent"]["id"].as_str())
+            .ok_or_else(|| ProviderError::Refused("the session has no payment to refund".into()))?;
+        let body = form(&[("payment_intent", intent.to_owned()), ("amount", amount_minor.to_string())]);
         let refund = self.send(reqwest::Method::POST, "/v1/refunds", Some(body), Some(key)).await?;
         match refund["status"].as_str() {
             Some("failed" | "canceled") => Err(ProviderError::Refused("the refund failed".into())),
@@ -150,18 +213,24 @@ impl PaymentProvider for Stripe {
     }
 
     fn verify_webhook(&self, delivery: &Delivery<'_>) -> Result<WebhookEvent, SignatureError> {
-        const KINDS: [(&str, WebhookKind); 3] = [
-            ("payment_intent.succeeded", WebhookKind::PaymentSucceeded),
-            ("payment_intent.payment_failed", WebhookKind::PaymentFailed),
-            ("payment_intent.canceled", WebhookKind::PaymentCanceled),
-        ];
-        // The payment an event is about: the intent itself, or the one a charge or refund names.
-        signature::read_event(delivery, &self.webhook_secrets, &KINDS, |e| {
-            let object = &e["data"]["object"];
-            match object["object"].as_str() {
-                Some("payment_intent") => object["id"].as_str(),
-                _ => object["payment_intent"].as_str(),
+        // The Checkout Session events an endpoint subscribes to (infra/README.md); the payment is
+        // the session. Anything else is acknowledged and ignored.
+        signature::read_event(delivery, &self.webhook_secrets, |kind, event| {
+            let session = &event["data"]["object"];
+            if session["object"].as_str() != Some("checkout.session") {
+                return (WebhookKind::Other, None);
             }
+            let kind = match kind {
+                // Completed means paid for cards; a delayed method's completion is not yet paid.
+                "checkout.session.completed" if session["payment_status"] == "paid" => {
+                    WebhookKind::PaymentSucceeded
+                }
+                "checkout.session.async_payment_succeeded" => WebhookKind::PaymentSucceeded,
+                "checkout.session.async_payment_failed" => WebhookKind::PaymentFailed,
+                "checkout.session.expired" => WebhookKind::PaymentCanceled,
+                _ => WebhookKind::Other,
+            };
+            (kind, session["id"].as_str())
         })
     }
 }
@@ -178,24 +247,57 @@ mod tests {
         );
     }
 
+    fn event(kind: &str, object: serde_json::Value) -> Vec<u8> {
+        serde_json::json!({ "id": "evt_1", "object": "event", "type": kind, "data": { "object": object } })
+            .to_string()
+            .into_bytes()
+    }
+
     #[test]
     fn webhooks_are_read_from_stripes_event_shape() {
-        let stripe = Stripe::new("http://x", "sk".into(), vec!["whsec_1".into()]);
-        let body = br#"{"id":"evt_1","object":"event","type":"payment_intent.succeeded","data":{"object":{"id":"pi_1","object":"payment_intent","status":"succeeded"}}}"#;
-        let header = signature::sign("whsec_1", 1_800_000_000, body);
-        let event =
-            stripe.verify_webhook(&Delivery { signature: Some(&header), body, now: 1_800_000_010 }).unwrap();
+        let stripe = Stripe::new("http://x", "sk".into(), vec!["whsec_1".into()], "https://shop.test");
+        let read = |body: &[u8], now: i64| {
+            let header = signature::sign("whsec_1", 1_800_000_000, body);
+            stripe.verify_webhook(&Delivery { signature: Some(&header), body, now })
+        };
+        let session = |status: &str, paid: &str| serde_json::json!({ "id": "cs_1", "object": "checkout.session", "status": status, "payment_status": paid });
+        let kind = |body: Vec<u8>| read(&body, 1_800_000_010).unwrap();
+        let paid = kind(event("checkout.session.completed", session("complete", "paid")));
         assert_eq!(
-            event,
+            paid,
             WebhookEvent {
                 id: "evt_1".into(),
                 kind: WebhookKind::PaymentSucceeded,
-                reference: "pi_1".into()
+                reference: "cs_1".into()
             }
         );
-        assert_eq!(
-            stripe.verify_webhook(&Delivery { signature: Some(&header), body, now: 1_800_000_400 }),
-            Err(SignatureError::Stale)
-        );
+        // Completed but not yet paid (a delayed method) is not a success; its outcome follows.
+        let unpaid = kind(event("checkout.session.completed", session("complete", "unpaid")));
+        assert_eq!(unpaid.kind, WebhookKind::Other);
+        for (name, expected) in [
+            ("checkout.session.async_payment_succeeded", WebhookKind::PaymentSucceeded),
+            ("checkout.session.async_payment_failed", WebhookKind::PaymentFailed),
+            ("checkout.session.expired", WebhookKind::PaymentCanceled),
+        ] {
+            assert_eq!(kind(event(name, session("complete", "unpaid"))).kind, expected, "{name}");
+        }
+        // Events about other objects (a PaymentIntent, a charge) are acknowledged and ignored.
+        let intent = serde_json::json!({ "id": "pi_1", "object": "payment_intent", "status": "succeeded" });
+        assert_eq!(kind(event("payment_intent.succeeded", intent)).kind, WebhookKind::Other);
+        let body = event("checkout.session.completed", session("complete", "paid"));
+        assert_eq!(read(&body, 1_800_000_400), Err(SignatureError::Stale));
+    }
+
+    #[test]
+    fn sessions_are_read_as_the_saga_needs() {
+        let s = |status: &str, paid: &str| serde_json::json!({ "status": status, "payment_status": paid });
+        assert_eq!(state_of(&s("open", "unpaid")), RemoteState::Pending);
+        assert_eq!(state_of(&s("complete", "paid")), RemoteState::Succeeded);
+        assert_eq!(state_of(&s("complete", "unpaid")), RemoteState::Pending);
+        assert_eq!(state_of(&s("expired", "unpaid")), RemoteState::Canceled);
+        assert!(valid_id("cs_test_a1B2").is_ok());
+        for bad in ["", "cs/../x", "cs_1?expand=x", "cs 1"] {
+            assert!(valid_id(bad).is_err(), "{bad:?}");
+        }
     }
 }

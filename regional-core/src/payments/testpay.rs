@@ -360,12 +360,7 @@ impl PaymentProvider for TestPay {
         .fetch_one(&self.db)
         .await
         .map_err(unavailable)?;
-        Ok(CreatedPayment {
-            redirect_url: Some(self.page_url(&id)),
-            reference: id,
-            client_secret: None,
-            state: remote(&state),
-        })
+        Ok(CreatedPayment { redirect_url: Some(self.page_url(&id)), reference: id, state: remote(&state) })
     }
 
     async fn retrieve(&self, reference: &str) -> Result<RemoteState, ProviderError> {
@@ -444,13 +439,14 @@ impl PaymentProvider for TestPay {
     }
 
     fn verify_webhook(&self, delivery: &Delivery<'_>) -> Result<WebhookEvent, SignatureError> {
-        const KINDS: [(&str, WebhookKind); 3] = [
-            ("payment.succeeded", WebhookKind::PaymentSucceeded),
-            ("payment.failed", WebhookKind::PaymentFailed),
-            ("payment.canceled", WebhookKind::PaymentCanceled),
-        ];
-        signature::read_event(delivery, std::slice::from_ref(&self.webhook_secret), &KINDS, |e| {
-            e["data"]["payment"]["id"].as_str()
+        signature::read_event(delivery, std::slice::from_ref(&self.webhook_secret), |kind, e| {
+            let kind = match kind {
+                "payment.succeeded" => WebhookKind::PaymentSucceeded,
+                "payment.failed" => WebhookKind::PaymentFailed,
+                "payment.canceled" => WebhookKind::PaymentCanceled,
+                _ => WebhookKind::Other,
+            };
+            (kind, e["data"]["payment"]["id"].as_str())
         })
     }
 }

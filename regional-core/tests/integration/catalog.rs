@@ -160,6 +160,39 @@ async fn events_follow_their_state_machine(db: PgPool) {
 }
 
 #[sqlx::test]
+async fn an_events_colour_is_checked_normalized_changed_and_cleared(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let venue = venue(&api, &acme).await;
+    let body = |color: Value| {
+        json!({ "venue_id": venue, "title": "Coloured", "starts_at": "2027-03-01T19:00:00Z",
+                "ends_at": "2027-03-01T22:00:00Z", "color": color })
+    };
+    // Not a colour: refused naming the field, nothing stored.
+    for bad in [json!("red"), json!("#12345"), json!("#1a7f37;}body{display:none"), json!(7)] {
+        let (s, p) = api.call(&acme, Method::POST, "/api/v1/events", Some(body(bad.clone()))).await;
+        assert!(s.is_client_error(), "{bad}: {s} {p}");
+    }
+    assert_eq!(api.count("events").await, 0);
+    let (s, p) = api.call(&acme, Method::POST, "/api/v1/events", Some(body(json!("red")))).await;
+    assert_eq!(
+        (s, p["errors"][0]["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("color")),
+        "{p}"
+    );
+    // `#ABC` is kept as `#aabbcc`; a change replaces it, `null` clears it, absent keeps it.
+    let (s, e) = api.call(&acme, Method::POST, "/api/v1/events", Some(body(json!("#ABC")))).await;
+    assert_eq!((s, e["color"].as_str()), (StatusCode::CREATED, Some("#aabbcc")), "{e}");
+    let path = format!("/api/v1/events/{}", e["id"].as_str().unwrap());
+    let (_, e) = api.call(&acme, Method::PATCH, &path, Some(json!({ "color": "#1A7F37" }))).await;
+    assert_eq!(e["color"], "#1a7f37");
+    let (_, e) = api.call(&acme, Method::PATCH, &path, Some(json!({ "title": "Renamed" }))).await;
+    assert_eq!(e["color"], "#1a7f37");
+    let (_, e) = api.call(&acme, Method::PATCH, &path, Some(json!({ "color": null }))).await;
+    assert_eq!(e["color"], Value::Null);
+}
+
+#[sqlx::test]
 async fn tiers_are_validated_against_the_venue(db: PgPool) {
     let api = Api::start(db).await;
     let (_, [(_, acme), _]) = two_tenants(&api).await;

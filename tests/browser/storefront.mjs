@@ -1,0 +1,92 @@
+// Buyers in headless Chromium (Debian's, driven by playwright-core) on the real stack with Stripe
+// as the provider (the local Stripe, scripts/fake-stripe.mjs, and its hosted payment page):
+//
+//   keyboard  finds the event from the front page, joins the line, picks the second seated tier
+//             and two seats in the list view, holds them, pays: every step by keyboard alone
+//             (Tab, arrows, Space, Enter), never a click.
+//   ga        buys three standing places of the event's general-admission tier.
+//
+// Both go to Stripe's page from the order page, pay and come back to the order, which shows the
+// tickets. Prints {"order", "token", "summary", "tickets"} as JSON.
+// Run by tests/tests/storefront.rs:  node tests/browser/storefront.mjs <edge url> <event id> keyboard|ga <seat> <seat>
+import { launch } from './chromium.mjs';
+
+const [edge, event, mode, ...seats] = process.argv.slice(2);
+const browser = await launch();
+const page = await browser.newPage();
+
+// Presses Tab until the focused element matches `selector` (at most `max` times).
+async function tabTo(selector, max = 120) {
+  for (let i = 0; i < max; i++) {
+    await page.keyboard.press('Tab');
+    if (await page.evaluate((s) => document.activeElement?.matches(s) ?? false, selector)) return;
+  }
+  throw new Error(`Tab never reached ${selector}`);
+}
+
+try {
+  let summary;
+  if (mode === 'keyboard') {
+    await page.goto(`${edge}/`);
+    await tabTo(`a[href="/events/${event}"]`);
+    await Promise.all([page.waitForURL(`${edge}/events/${event}`), page.keyboard.press('Enter')]);
+    await page.waitForSelector('table.tiers');
+    await tabTo('#join button');
+    await Promise.all([page.waitForURL(`${edge}/events/${event}/buy`, { timeout: 30000 }), page.keyboard.press('Enter')]);
+    // The second seated tier, with the arrow keys in its radio group.
+    await page.waitForSelector('#tiers:not([hidden]) input[name=tier]:checked', { timeout: 30000 });
+    await tabTo('input[name=tier]:checked');
+    await page.keyboard.press('ArrowDown');
+    if (!(await page.isChecked('#tier-1'))) throw new Error('the arrow key did not choose the second tier');
+    // The list view: open it, tick two seats with Space, hold them.
+    await tabTo('#list-view summary');
+    await page.keyboard.press('Enter');
+    const map = await (await fetch(`${edge}/api/v1/events/${event}/seatmap`)).json();
+    const ids = map.sections.flatMap((s) => s.rows.flatMap((r) => r.seats.map((x) => x[0])));
+    for (const seat of seats) {
+      await tabTo(`#seat-${ids.indexOf(seat)}`);
+      await page.keyboard.press('Space');
+    }
+    await tabTo('#hold-chosen');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#summary:not([hidden]) #total', { timeout: 30000 });
+    summary = await page.$$eval('#summary-lines tbody tr', (rows) => rows.map((r) => r.textContent));
+    await tabTo('#email');
+    await page.keyboard.type('keys@e2e.test');
+    await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/, { timeout: 30000 }), page.keyboard.press('Enter')]);
+    // The order page links to Stripe's page; the buyer pays there and comes back.
+    await page.waitForSelector('#pay', { timeout: 30000 });
+    await tabTo('#pay');
+    await Promise.all([page.waitForURL(/\/c\/pay\/cs_/), page.keyboard.press('Enter')]);
+    await tabTo('button[type=submit]');
+    await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/), page.keyboard.press('Enter')]);
+  } else if (mode === 'ga') {
+    await page.goto(`${edge}/events/${event}`);
+    await Promise.all([page.waitForURL(`${edge}/events/${event}/buy`, { timeout: 30000 }), page.click('#join button')]);
+    await page.waitForSelector('#standing:not([hidden]) #ga-0', { timeout: 30000 });
+    await page.fill('#ga-0', '3');
+    await page.click('form.ga button');
+    await page.waitForSelector('#summary:not([hidden]) #total', { timeout: 30000 });
+    summary = await page.$$eval('#summary-lines tbody tr', (rows) => rows.map((r) => r.textContent));
+    await page.fill('#email', 'standing@e2e.test');
+    await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/, { timeout: 30000 }), page.click('form#pay button[type=submit]')]);
+    await page.waitForSelector('#pay', { timeout: 30000 });
+    await Promise.all([page.waitForURL(/\/c\/pay\/cs_/), page.click('#pay')]);
+    // Stripe's page has the buyer's address already.
+    if ((await page.inputValue('input[name=email]')) !== 'standing@e2e.test') throw new Error('the e-mail was not passed to Stripe');
+    await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/), page.click('button[type=submit]')]);
+  } else {
+    throw new Error(`unknown mode ${mode}`);
+  }
+  await page.waitForFunction(() => document.getElementById('state')?.textContent === 'Paid', null, { timeout: 30000 });
+  await page.waitForSelector('figure.qr svg', { timeout: 10000 });
+  const tickets = await page.$$eval('#order li', (items) => items.map((li) => li.textContent));
+  const order = new URL(page.url()).pathname.split('/').pop();
+  const token = await page.evaluate((id) => sessionStorage.getItem(`order-${id}`), order);
+  console.log(JSON.stringify({ order, token, summary, tickets }));
+} catch (e) {
+  console.error(`${e}\n--- page ${page.url()} ---\n${await page.content()}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}

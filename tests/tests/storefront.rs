@@ -1,0 +1,187 @@
+//! The storefront end to end with Stripe as the payment provider: the core binary with
+//! `PAYMENT_PROVIDER=stripe` against the local Stripe (`scripts/fake-stripe.mjs`: Checkout Sessions,
+//! its hosted page, signed webhooks), wrangler dev, PostgreSQL, and buyers in headless Chromium
+//! (`tests/browser/storefront.mjs`):
+//!
+//! - a keyboard-only buyer finds the event from the front page, picks the second seated tier and
+//!   two seats in the list view, pays on Stripe's page and comes back to the tickets;
+//! - another buys three standing places of the event's general-admission tier the same way;
+//! - the first cancels: the refund goes to Stripe, against the session's payment.
+
+use std::time::{Duration, Instant};
+
+use e2e::{
+    drop_database, free_port, get_json, start_core_with, start_edge_with_keys, start_fake_stripe, Admin,
+    Setup,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+const STRIPE_KEY: &str = "sk_test_e2e_storefront";
+const WEBHOOK_SECRET: &str = "whsec_e2e_storefront";
+
+/// A venue with two rows (the front one dearer) and a standing floor; an event with two seated
+/// tiers (adult, reduced) and a standing tier, on sale, without a line or bot check.
+async fn organize(acme: &Admin) -> String {
+    let row = |label: &str, zone: &str| {
+        let seats: Vec<Value> = (1..=6)
+            .map(|i| json!({ "id": format!("{label}-{i}"), "label": i.to_string(), "x": i, "y": label.len(), "zone": zone }))
+            .collect();
+        json!({ "label": label, "seats": seats })
+    };
+    let venue = acme
+        .ok(
+            Method::POST,
+            "/api/v1/venues",
+            json!({ "name": "Hall", "time_zone": "Europe/Berlin",
+                    "zones": [{ "id": "front", "name": "Front" }, { "id": "back", "name": "Back" }],
+                    "ga_areas": [{ "id": "floor", "name": "Floor", "capacity": 100 }],
+                    "sections": [{ "id": "A", "name": "Stalls", "rows": [row("A", "front"), row("B", "back")] }] }),
+        )
+        .await;
+    let event = acme
+        .ok(
+            Method::POST,
+            "/api/v1/events",
+            json!({ "venue_id": venue["id"], "title": "Storefront night", "starts_at": "2027-06-01T20:00:00Z", "ends_at": "2027-06-01T23:00:00Z" }),
+        )
+        .await;
+    let id = event["id"].as_str().unwrap().to_owned();
+    let tiers = format!("/api/v1/events/{id}/tiers");
+    for tier in [
+        json!({ "name": "Adult", "kind": "seated", "currency": "EUR", "price_minor": 4000, "zone_prices": { "front": 6000 }, "quantity": 12 }),
+        json!({ "name": "Reduced", "kind": "seated", "currency": "EUR", "price_minor": 2500, "zone_prices": { "front": 4000 }, "quantity": 4 }),
+        json!({ "name": "Standing", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 3000, "quantity": 50 }),
+    ] {
+        acme.ok(Method::POST, &tiers, tier).await;
+    }
+    let settings = json!({
+        "pricing": { "service_fee": { "per_ticket_minor": 150, "percent_bps": 0 }, "tax": { "rate_bps": 0 } },
+        "holds": { "hold_seconds": 600, "extension_seconds": 600, "max_tickets_per_visitor": 8 } });
+    acme.publish_open(&id, settings).await;
+    id
+}
+
+/// A buyer in Chromium (`tests/browser/storefront.mjs <mode>`): what it printed.
+fn browser_buyer(edge: &str, event: &str, args: &[&str]) -> Value {
+    let out = std::process::Command::new("node")
+        .current_dir(e2e::repo_root())
+        .args(["tests/browser/storefront.mjs", edge, event])
+        .args(args)
+        .output()
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "the browser buyer ({args:?}) failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the buyer prints JSON")
+}
+
+async fn count(db: &sqlx::PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
+}
+
+#[tokio::test]
+async fn buyers_pay_on_stripes_page_by_keyboard_and_for_standing_places() {
+    let Setup { dir, db_name, db_url, keys, core_port, edge_port, core_url, edge_url } =
+        Setup::new("storefront");
+    let stripe_port = free_port();
+    let stripe = start_fake_stripe(
+        stripe_port,
+        &dir,
+        STRIPE_KEY,
+        &format!("{core_url}/api/v1/webhooks/stripe"),
+        WEBHOOK_SECRET,
+    );
+    let env = [
+        ("CORE_SIGNING_KEY", keys.core_signing_key()),
+        ("EDGE_VERIFYING_KEYS", keys.edge.public_config()),
+        ("EDGE_URL", edge_url.clone()),
+        ("CORE_PUBLIC_URL", core_url.clone()),
+        ("BUYER_URL", edge_url.clone()),
+        ("PAYMENT_PROVIDER", "stripe".to_owned()),
+        ("STRIPE_API_BASE", stripe.url()),
+        ("STRIPE_SECRET_KEY", STRIPE_KEY.to_owned()),
+        ("STRIPE_WEBHOOK_SECRETS", WEBHOOK_SECRET.to_owned()),
+        ("RECONCILE_INTERVAL_MS", "200".to_owned()),
+    ];
+    let core = start_core_with(core_port, &db_url, true, &dir, &env);
+    core.wait_ready("/healthz", Duration::from_secs(60)).await;
+    let edge =
+        start_edge_with_keys(edge_port, &core_url, &dir.join("do-state"), &dir, &keys.edge_env_file(&dir));
+    edge.wait_ready("/healthz", Duration::from_secs(120)).await;
+    let acme = Admin::root(&core_url, &db_url).organization("Acme", "acme").await;
+    let event = organize(&acme).await;
+    acme.sync_until(&event, Duration::from_secs(90), |s| s["state"] == "synced").await;
+    let db = sqlx::PgPool::connect(&db_url).await.unwrap();
+
+    // 1. By keyboard: two front-row seats at the reduced price (4000 + 150 fee each).
+    let keyboard = browser_buyer(&edge_url, &event, &["keyboard", "A-3", "A-4"]);
+    let summary: Vec<&str> =
+        keyboard["summary"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    assert_eq!(summary.len(), 2, "{keyboard}");
+    assert!(summary.iter().all(|l| l.contains("Reduced") && l.contains("40.00")), "{summary:?}");
+    let tickets = keyboard["tickets"].as_array().unwrap();
+    assert_eq!(tickets, &[json!("Seat A-3 — valid"), json!("Seat A-4 — valid")], "{keyboard}");
+
+    // 2. Three standing places (3 × (3000 + 150)).
+    let standing = browser_buyer(&edge_url, &event, &["ga"]);
+    assert_eq!(standing["tickets"].as_array().unwrap().len(), 3, "{standing}");
+    assert!(standing["tickets"].as_array().unwrap().iter().all(|t| t == "Standing — valid"), "{standing}");
+
+    // The core saw both payments through Stripe's webhooks; every event was acknowledged.
+    let orders: Vec<(String, i64, String, String)> = sqlx::query_as(
+        "SELECT o.state, o.total_minor, p.provider, p.provider_ref FROM orders o JOIN payments p ON p.order_id = o.id ORDER BY o.created_at",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(orders.len(), 2, "{orders:?}");
+    assert_eq!((orders[0].0.as_str(), orders[0].1), ("paid", 2 * 4150));
+    assert_eq!((orders[1].0.as_str(), orders[1].1), ("paid", 3 * 3150));
+    assert!(orders.iter().all(|o| o.2 == "stripe" && o.3.starts_with("cs_")), "{orders:?}");
+    let tiers: Vec<String> = sqlx::query_scalar(
+        "SELECT t.name FROM tickets k JOIN ticket_tiers t ON t.id = k.tier_id WHERE k.state = 'valid' ORDER BY t.name",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(tiers, ["Reduced", "Reduced", "Standing", "Standing", "Standing"]);
+    let sent = get_json(&format!("{}/_fake/events", stripe.url()), None).await;
+    let sent = sent.as_array().unwrap();
+    assert!(sent.len() >= 2 && sent.iter().all(|e| e["acknowledged"] == true), "{sent:?}");
+
+    // 3. The keyboard buyer cancels: refunded in full at Stripe, the seats back on sale.
+    let order = keyboard["order"].as_str().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("{edge_url}/api/v1/orders/{order}/cancel"))
+        .bearer_auth(keyboard["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let o = get_json(&format!("{edge_url}/api/v1/orders/{order}"), keyboard["token"].as_str()).await;
+        if o["state"] == "refunded" {
+            assert_eq!(o["refund_minor"].as_i64(), Some(2 * 4000), "fees are kept: {o}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refunded: {o}\n{}", core.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let refund: String = sqlx::query_scalar("SELECT provider_ref FROM refunds WHERE state = 'succeeded'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(refund.starts_with("re_"), "{refund}");
+    assert_eq!(count(&db, "SELECT count(*) FROM tickets WHERE state = 'valid'").await, 3);
+
+    db.close().await;
+    drop(edge);
+    core.stop();
+    drop(stripe);
+    drop_database(&db_name);
+}
