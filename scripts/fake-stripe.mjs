@@ -1,7 +1,9 @@
 // A local stand-in for the part of Stripe's API the core uses, answering as Stripe's API
 // reference documents it, for tests and the local stack (Stripe itself cannot be reached here).
 // Loopback only; state in memory. tests/fakes/stripe.test.mjs drives it with Stripe's official
-// Node library (npm `stripe`) to keep it honest.
+// Node library (npm `stripe`): what the library sends, it takes; what it answers, the library reads
+// as Stripe's objects and errors. (The library does not check parameters, so their rules here
+// follow Stripe's API reference by hand.)
 //
 //   node scripts/fake-stripe.mjs --key sk_test_... [--port 0] [--webhook URL --webhook-secret whsec_...]
 //
@@ -21,8 +23,13 @@
 // (checkout.session.completed, .expired) go to --webhook, signed with --webhook-secret by the
 // official library's test-header helper, retried with backoff until acknowledged (at most 8 times).
 //
+// A session still open at its `expires_at` expires by itself (with its event), as at Stripe.
+// Amounts under Stripe's minimum charge (50 cents or pence-equivalent in EUR and USD, 30 in GBP)
+// are refused as Stripe refuses them.
+//
 // For tests: POST /_fake/fail-next makes the next API call answer 500 (Stripe's api_error);
-// GET /_fake/events lists the events sent and whether each was acknowledged.
+// GET /_fake/events lists the events sent and whether each was acknowledged; GET /_fake/refunds
+// the refunds made.
 import { createServer } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import Stripe from 'stripe';
@@ -132,6 +139,10 @@ function createSession(p, res) {
     return invalid(res, 'line_items[0] needs quantity and price_data with currency, unit_amount and product_data[name].', { param: 'line_items' });
   }
   if (p['line_items[1][quantity]'] !== undefined) return invalid(res, 'This integration supports one line item.', { param: 'line_items' });
+  const minimum = { eur: 50, usd: 50, gbp: 30 }[currency] ?? 0;
+  if (amount * quantity < minimum) {
+    return invalid(res, `The Checkout Session's total amount due must add up to at least ${minimum} ${currency}.`, { param: 'line_items' });
+  }
   const created = now();
   const expiresAt = p.expires_at === undefined ? created + 86400 : Number(p.expires_at);
   if (!Number.isInteger(expiresAt) || expiresAt < created + 1800 || expiresAt > created + 86400) {
@@ -148,6 +159,13 @@ function createSession(p, res) {
   };
   session.url = `${base}/c/pay/${session.id}`;
   sessions.set(session.id, session);
+  // Expiry by itself at expires_at (a timer only when it falls within a day: always, here).
+  setTimeout(() => {
+    if (session.status !== 'open') return;
+    session.status = 'expired';
+    session.url = null;
+    deliver('checkout.session.expired', view(session));
+  }, Math.max(0, expiresAt * 1000 - Date.now())).unref();
   return send(res, 200, view(session));
 }
 // What the API shows of a session (the fake keeps a few private fields beside it).
@@ -283,6 +301,7 @@ const server = createServer((req, res) => {
         return send(res, 200, { fail_next: failNext });
       }
       if (req.method === 'GET' && url.pathname === '/_fake/events') return send(res, 200, events);
+      if (req.method === 'GET' && url.pathname === '/_fake/refunds') return send(res, 200, refunds);
       return fail(res, 404, 'invalid_request_error', `Unrecognized request URL (${req.method}: ${url.pathname}).`);
     } catch (e) {
       return fail(res, 500, 'api_error', String(e));

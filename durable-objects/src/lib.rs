@@ -11,6 +11,7 @@ pub mod inventory;
 pub mod log;
 pub mod stub;
 pub mod waiting_room;
+pub mod waitlist;
 
 pub use health_probe::{HealthProbe, ProbeReadBack, ProbeWrite};
 

@@ -86,22 +86,31 @@ const MAX_RANGES: usize = 16;
 /// weight wins, the earlier range on a tie; English when none matches or the header is absent.
 pub fn negotiate(accept_language: Option<&str>) -> &'static Strings {
     let Some(header) = accept_language.filter(|h| h.len() <= MAX_HEADER) else { return &EN };
+    let ranges: Vec<(String, u16)> = header
+        .split(',')
+        .take(MAX_RANGES)
+        .map(|range| {
+            let mut parts = range.split(';');
+            let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let weight = parts
+                .find_map(|p| p.trim().strip_prefix("q=").map(str::trim))
+                .map_or(Some(1000), parse_weight)
+                .unwrap_or(0);
+            (tag, weight)
+        })
+        .collect();
+    let primary = |tag: &str| tag.split('-').next().unwrap_or("").to_owned();
+    // `*` is any language the visitor did not name (and so did not refuse).
+    let unnamed = CATALOG.into_iter().find(|s| ranges.iter().all(|(tag, _)| primary(tag) != s.code));
     let mut best: Option<(u16, &'static Strings)> = None;
-    for range in header.split(',').take(MAX_RANGES) {
-        let mut parts = range.split(';');
-        let tag = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-        let weight = parts
-            .find_map(|p| p.trim().strip_prefix("q=").map(str::trim))
-            .map_or(Some(1000), parse_weight)
-            .unwrap_or(0);
-        if weight == 0 {
+    for (tag, weight) in &ranges {
+        if *weight == 0 {
             continue;
         }
-        let primary = tag.split('-').next().unwrap_or("");
-        let found = if tag == "*" { Some(&EN) } else { CATALOG.into_iter().find(|s| s.code == primary) };
+        let found = if tag == "*" { unnamed } else { CATALOG.into_iter().find(|s| s.code == primary(tag)) };
         if let Some(strings) = found {
-            if best.is_none_or(|(w, _)| weight > w) {
-                best = Some((weight, strings));
+            if best.is_none_or(|(w, _)| *weight > w) {
+                best = Some((*weight, strings));
             }
         }
     }
@@ -140,6 +149,7 @@ mod tests {
         assert_eq!(code(Some("en-GB;q=0.8, de;q=0.9")), "de", "by weight, not order");
         assert_eq!(code(Some("de;q=0, en")), "en", "q=0 means not acceptable");
         assert_eq!(code(Some("fr, *;q=0.1")), "en");
+        assert_eq!(code(Some("en;q=0, *")), "de", "any language but the refused one");
         assert_eq!(code(Some("DE-at")), "de", "tags are case-insensitive");
         assert_eq!(code(Some("de;q=2, en;q=0.5")), "en", "a weight above 1 is not a weight");
         assert_eq!(code(Some("de;q=abc")), "en");

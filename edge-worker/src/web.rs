@@ -84,7 +84,8 @@ pub fn see_other(location: &str, cookies: &[String]) -> Result<Response> {
 
 /// The Content-Security-Policy of every page: nothing runs or loads but the edge's own asset files
 /// (and Turnstile's, when an event uses it), pages talk only to this origin, and no other site may
-/// frame them (clickjacking on the buy and transfer pages). Pages carry no inline script or style.
+/// frame them (clickjacking on the buy and transfer pages). Pages carry no inline script or style
+/// (but for one style a page may allow by its hash: [`allow`]).
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
      script-src 'self' https://challenges.cloudflare.com; style-src 'self'; img-src 'self' data:; \
      connect-src 'self'; frame-src https://challenges.cloudflare.com; form-action 'self'; \

@@ -115,6 +115,8 @@ test('bad requests get Stripe’s errors', async () => {
   await assert.rejects(stripe.checkout.sessions.create(params({ expires_at: Math.floor(Date.now() / 1000) + 60 })), (e) => e.param === 'expires_at');
   await assert.rejects(stripe.checkout.sessions.create(params({ shipping_options: [{ shipping_rate: 'x' }] })), (e) => e.code === 'parameter_unknown');
   await assert.rejects(stripe.checkout.sessions.retrieve('cs_missing'), (e) => e.code === 'resource_missing');
+  const tiny = [{ quantity: 1, price_data: { currency: 'eur', unit_amount: 49, product_data: { name: 'x' } } }];
+  await assert.rejects(stripe.checkout.sessions.create(params({ line_items: tiny })), (e) => e.param === 'line_items');
   await assert.rejects(new Stripe('sk_test_wrong', { host: base.hostname, port: base.port, protocol: 'http' }).checkout.sessions.retrieve('cs_x'),
     (e) => e.type === 'StripeAuthenticationError');
   await fetch(new URL('/_fake/fail-next', base), { method: 'POST' });

@@ -35,9 +35,23 @@ fn required_env(name: &str) -> String {
         .unwrap_or_else(|_| panic!("{name} is not set: run the end-to-end tests through scripts/test.sh"))
 }
 
-/// A loopback port that nothing listens on right now.
+/// A loopback port that nothing listens on right now, and that this process has not handed out
+/// before: the kernel may give the same free port to two binds in a row, and a port handed out is
+/// bound only later by the service it was for (the core's listener and its metrics listener once
+/// got the same one, and the core failed with "address already in use").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A process group started by the harness; dropping it stops the whole group.

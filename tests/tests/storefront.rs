@@ -176,8 +176,26 @@ async fn buyers_pay_on_stripes_page_by_keyboard_and_for_standing_places() {
         .fetch_one(&db)
         .await
         .unwrap();
-    assert!(refund.starts_with("re_"), "{refund}");
+    // Stripe refunded that amount of the keyboard buyer's session's payment, once.
+    let refunds = get_json(&format!("{}/_fake/refunds", stripe.url()), None).await;
+    let session =
+        get_json(&format!("{}/v1/checkout/sessions/{}", stripe.url(), orders[0].3), Some(STRIPE_KEY)).await;
+    assert_eq!(refunds.as_array().map(Vec::len), Some(1), "{refunds}");
+    assert_eq!(refunds[0]["id"], refund.as_str());
+    assert_eq!(refunds[0]["amount"], 2 * 4000);
+    assert_eq!(refunds[0]["payment_intent"], session["payment_intent"], "{session}");
     assert_eq!(count(&db, "SELECT count(*) FROM tickets WHERE state = 'valid'").await, 3);
+    // Its seats are back on sale at the edge (A-3 and A-4: the third and fourth of row A).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = get_json(&format!("{edge_url}/api/v1/events/{event}/availability"), None).await;
+        let seats = a["seats"].as_str().unwrap_or_default().to_owned();
+        if seats.get(2..4) == Some("aa") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A-3 and A-4 never came back: {a}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     db.close().await;
     drop(edge);

@@ -241,9 +241,9 @@ pub(super) async fn create_checkout(
     let inserted = sqlx::query(
         "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
              currency, subtotal_minor, discount_minor, fee_minor, tax_minor, tax_included, total_minor, promo_code_id, hold_expires_at,
-             next_attempt_at, return_url)
+             next_attempt_at, return_url, payment_description)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $13, $14, $15, $16, $17,
-             now() + make_interval(secs => $18), $19)
+             now() + make_interval(secs => $18), $19, (SELECT 'Tickets: ' || title FROM events WHERE id = $3))
          ON CONFLICT DO NOTHING",
     )
     .bind(id)

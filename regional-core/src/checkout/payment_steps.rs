@@ -48,21 +48,12 @@ impl Checkout {
         } else {
             let key = format!("order-{}", o.id);
             let order_id = o.id.to_string();
-            let title: Option<String> = match sqlx::query_scalar("SELECT title FROM events WHERE id = $1")
-                .bind(o.event_id)
-                .fetch_optional(&self.db)
-                .await
-            {
-                Ok(title) => title,
-                Err(e) => return Step::Failed(e.to_string()),
-            };
-            let description = format!("Tickets: {}", title.as_deref().unwrap_or("an event"));
             let request = PaymentRequest {
                 idempotency_key: &key,
                 amount_minor: o.total_minor,
                 currency: &o.currency,
                 order_id: &order_id,
-                description: &description,
+                description: o.payment_description.as_deref().unwrap_or("Tickets"),
                 email: Some(&o.email),
                 return_url: o.return_url.as_deref(),
                 pay_by: expires_at.timestamp(),

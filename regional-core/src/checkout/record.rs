@@ -154,7 +154,7 @@ pub const HANDOVER_SECS: f64 = 5.0;
 
 pub const ORDER_COLUMNS: &str =
     "id, organization_id, event_id, visitor_id, hold_id, email, state, outcome, currency, \
-     total_minor, fee_minor, refund_minor, hold_expires_at, seats_after_refund, promo_code_id, attempts, return_url";
+     total_minor, fee_minor, refund_minor, hold_expires_at, seats_after_refund, promo_code_id, attempts, return_url, payment_description";
 
 /// What the driver needs of an order.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -176,4 +176,6 @@ pub struct OrderRow {
     pub promo_code_id: Option<Uuid>,
     pub attempts: i32,
     pub return_url: Option<String>,
+    /// What the buyer sees on the provider's page (`Tickets: <event>`), fixed at creation.
+    pub payment_description: Option<String>,
 }

@@ -73,7 +73,9 @@ pub(super) async fn webhook(
     let (remote, input) = match event.kind {
         WebhookKind::PaymentSucceeded => (RemoteState::Succeeded, Input::PaymentSucceeded),
         WebhookKind::PaymentFailed => (RemoteState::Failed, Input::PaymentFailed),
-        WebhookKind::PaymentCanceled => (RemoteState::Canceled, Input::PaymentFailed),
+        // Cancelled at the provider: the saga's own cancellation at the deadline (Stripe reports
+        // the session it expired), so the order was not paid in time rather than refused.
+        WebhookKind::PaymentCanceled => (RemoteState::Canceled, Input::DeadlinePassed),
         WebhookKind::Other => {
             tx.commit().await?;
             return Ok(Json(json!({ "received": true, "ignored": true })));

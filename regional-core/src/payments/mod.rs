@@ -49,10 +49,12 @@ pub struct PaymentRequest<'a> {
     pub description: &'a str,
     /// The buyer's address, so that the provider's page need not ask for it again.
     pub email: Option<&'a str>,
-    /// Where the buyer goes back to after paying (or giving up), with the order id appended.
+    /// Where the test provider's page sends the buyer back, with the order id appended. Stripe
+    /// always sends buyers to the shop's order page (`BUYER_URL/orders/<id>`): an order cannot
+    /// choose where a genuine payment page leads.
     pub return_url: Option<&'a str>,
-    /// When the hold ends (Unix seconds): the provider stops taking payment about then, as far as
-    /// it can (the saga cancels the payment at the deadline in any case).
+    /// When the hold ends (Unix seconds), the same on every retry: the provider stops taking
+    /// payment some time after it, as a backstop (the saga cancels the payment at the deadline).
     pub pay_by: i64,
 }
 

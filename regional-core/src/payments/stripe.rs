@@ -22,18 +22,22 @@ use super::{
 
 /// The API version the adapter is written against (the shapes it reads).
 pub const API_VERSION: &str = "2025-03-31.basil";
-/// Stripe refuses a Checkout Session's `expires_at` less than 30 minutes or more than 24 hours
-/// after its creation; the adapter keeps inside with a minute to spare.
-const MIN_EXPIRY_SECS: i64 = 31 * 60;
-const MAX_EXPIRY_SECS: i64 = 23 * 3600;
+/// A session stays payable this long after the hold's end (`expires_at`), as a backstop: the saga
+/// expires it itself at the deadline. Stripe takes an `expires_at` 30 minutes to 24 hours after the
+/// session's creation, and a retried creation must send the same parameters (same idempotency key),
+/// so the value is derived from the hold's end alone, never from the clock: an hour after it is
+/// at least 30 minutes after any retry (creation is not retried once the hold has ended).
+const EXPIRY_AFTER_HOLD_SECS: i64 = 3600;
 
 #[derive(Clone)]
 pub struct Stripe {
     base: String,
     secret_key: String,
     webhook_secrets: Vec<String>,
-    /// Where a buyer goes back to when the order named none: the shop's order pages (`…/orders/`).
-    default_return: String,
+    /// Where Stripe sends the buyer back: the shop's order pages (`BUYER_URL/orders/`). Never a
+    /// URL the order named: Stripe's page would then send a buyer wherever whoever made the order
+    /// wanted (an open redirect behind a genuine checkout.stripe.com link).
+    order_pages: String,
     http: reqwest::Client,
 }
 
@@ -68,6 +72,15 @@ fn state_of(session: &Value) -> RemoteState {
     }
 }
 
+/// A PaymentIntent's `status` (payments made before Checkout Sessions).
+fn intent_state(intent: &Value) -> RemoteState {
+    match intent["status"].as_str() {
+        Some("succeeded") => RemoteState::Succeeded,
+        Some("canceled") => RemoteState::Canceled,
+        _ => RemoteState::Pending,
+    }
+}
+
 /// A session's id is the last path segment of every call made with it: only Stripe's characters.
 fn valid_id(reference: &str) -> Result<&str, ProviderError> {
     let ok = !reference.is_empty()
@@ -81,7 +94,7 @@ fn valid_id(reference: &str) -> Result<&str, ProviderError> {
 }
 
 impl Stripe {
-    /// `buyer_url`: the shop's public URL, for the way back when an order named none.
+    /// `buyer_url`: the shop's public URL, where Stripe sends buyers back.
     pub fn new(base: &str, secret_key: String, webhook_secrets: Vec<String>, buyer_url: &str) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
@@ -92,7 +105,7 @@ impl Stripe {
             base: base.trim_end_matches('/').to_owned(),
             secret_key,
             webhook_secrets,
-            default_return: format!("{}/orders/", buyer_url.trim_end_matches('/')),
+            order_pages: format!("{}/orders/", buyer_url.trim_end_matches('/')),
             http,
         }
     }
@@ -130,6 +143,12 @@ impl Stripe {
         }
     }
 
+    /// A payment made before Checkout Sessions (a PaymentIntent, `pi_…`): it could never be paid
+    /// (the order page had no way to pay with it), so it only needs cancelling and reading.
+    fn legacy(reference: &str) -> bool {
+        reference.starts_with("pi_")
+    }
+
     async fn session(&self, reference: &str) -> Result<Value, ProviderError> {
         let path = format!("/v1/checkout/sessions/{}", valid_id(reference)?);
         self.send(reqwest::Method::GET, &path, None, None).await
@@ -142,9 +161,8 @@ impl PaymentProvider for Stripe {
     }
 
     async fn create(&self, request: &PaymentRequest<'_>) -> Result<CreatedPayment, ProviderError> {
-        let back = format!("{}{}", request.return_url.unwrap_or(&self.default_return), request.order_id);
-        let now = chrono::Utc::now().timestamp();
-        let expires_at = request.pay_by.clamp(now + MIN_EXPIRY_SECS, now + MAX_EXPIRY_SECS);
+        let back = format!("{}{}", self.order_pages, request.order_id);
+        let expires_at = request.pay_by + EXPIRY_AFTER_HOLD_SECS;
         let mut fields = vec![
             ("mode", "payment".to_owned()),
             ("line_items[0][quantity]", "1".to_owned()),
@@ -181,12 +199,21 @@ impl PaymentProvider for Stripe {
     }
 
     async fn retrieve(&self, reference: &str) -> Result<RemoteState, ProviderError> {
+        if Self::legacy(reference) {
+            let path = format!("/v1/payment_intents/{}", valid_id(reference)?);
+            return Ok(intent_state(&self.send(reqwest::Method::GET, &path, None, None).await?));
+        }
         Ok(state_of(&self.session(reference).await?))
     }
 
     async fn cancel(&self, reference: &str) -> Result<RemoteState, ProviderError> {
-        let path = format!("/v1/checkout/sessions/{}/expire", valid_id(reference)?);
+        let path = if Self::legacy(reference) {
+            format!("/v1/payment_intents/{}/cancel", valid_id(reference)?)
+        } else {
+            format!("/v1/checkout/sessions/{}/expire", valid_id(reference)?)
+        };
         match self.send(reqwest::Method::POST, &path, Some(String::new()), None).await {
+            Ok(answer) if Self::legacy(reference) => Ok(intent_state(&answer)),
             Ok(session) => Ok(state_of(&session)),
             // Stripe refuses to expire a session that is no longer open (paid, or expired already):
             // ask what it is.
@@ -197,12 +224,17 @@ impl PaymentProvider for Stripe {
 
     async fn refund(&self, reference: &str, amount_minor: i64, key: &str) -> Result<String, ProviderError> {
         // A refund names the session's PaymentIntent, which exists once the buyer has paid.
-        let session = self.session(reference).await?;
-        let intent = session["payment_intent"]
-            .as_str()
-            .or_else(|| session["payment_intent"]["id"].as_str())
-            .ok_or_else(|| ProviderError::Refused("the session has no payment to refund".into()))?;
-        let body = form(&[("payment_intent", intent.to_owned()), ("amount", amount_minor.to_string())]);
+        let intent = if Self::legacy(reference) {
+            reference.to_owned()
+        } else {
+            let session = self.session(reference).await?;
+            let intent =
+                session["payment_intent"].as_str().or_else(|| session["payment_intent"]["id"].as_str());
+            intent
+                .ok_or_else(|| ProviderError::Refused("the session has no payment to refund".into()))?
+                .to_owned()
+        };
+        let body = form(&[("payment_intent", intent), ("amount", amount_minor.to_string())]);
         let refund = self.send(reqwest::Method::POST, "/v1/refunds", Some(body), Some(key)).await?;
         match refund["status"].as_str() {
             Some("failed" | "canceled") => Err(ProviderError::Refused("the refund failed".into())),
@@ -217,7 +249,11 @@ impl PaymentProvider for Stripe {
         // the session. Anything else is acknowledged and ignored.
         signature::read_event(delivery, &self.webhook_secrets, |kind, event| {
             let session = &event["data"]["object"];
-            if session["object"].as_str() != Some("checkout.session") {
+            // Not a session, or not one of ours (another integration on the same Stripe account:
+            // ours carry the order's id), is acknowledged and left alone rather than refused, which
+            // would have Stripe retry it for days.
+            let ours = session["metadata"]["order_id"].as_str().is_some_and(|o| !o.is_empty());
+            if session["object"].as_str() != Some("checkout.session") || !ours {
                 return (WebhookKind::Other, None);
             }
             let kind = match kind {
@@ -260,7 +296,10 @@ mod tests {
             let header = signature::sign("whsec_1", 1_800_000_000, body);
             stripe.verify_webhook(&Delivery { signature: Some(&header), body, now })
         };
-        let session = |status: &str, paid: &str| serde_json::json!({ "id": "cs_1", "object": "checkout.session", "status": status, "payment_status": paid });
+        let session = |status: &str, paid: &str| {
+            serde_json::json!({ "id": "cs_1", "object": "checkout.session", "status": status, "payment_status": paid,
+                                "metadata": { "order_id": "o-1" } })
+        };
         let kind = |body: Vec<u8>| read(&body, 1_800_000_010).unwrap();
         let paid = kind(event("checkout.session.completed", session("complete", "paid")));
         assert_eq!(
@@ -281,6 +320,9 @@ mod tests {
         ] {
             assert_eq!(kind(event(name, session("complete", "unpaid"))).kind, expected, "{name}");
         }
+        // Another integration's session is not ours to act on.
+        let foreign = serde_json::json!({ "id": "cs_2", "object": "checkout.session", "status": "complete", "payment_status": "paid" });
+        assert_eq!(kind(event("checkout.session.completed", foreign)).kind, WebhookKind::Other);
         // Events about other objects (a PaymentIntent, a charge) are acknowledged and ignored.
         let intent = serde_json::json!({ "id": "pi_1", "object": "payment_intent", "status": "succeeded" });
         assert_eq!(kind(event("payment_intent.succeeded", intent)).kind, WebhookKind::Other);

@@ -1,0 +1,788 @@
+//! The rules of an event's waiting list, as a pure state machine (no storage, no clock, no I/O):
+//! who may join, who is offered the places that come back, in which order, and what happens when an
+//! offer is claimed, declined, left or lapses. The object that keeps the list (docs/waiting-list.md)
+//! persists what [`WaitingList`] decides; every decision is also a [`Record`], and [`replay`]
+//! recomputes the whole history from the records, which is how the order is audited after the fact.
+//!
+//! The rules, each enforced here and checked by `durable-objects/tests/waitlist_properties.rs`:
+//!
+//! - **One live entry per visitor and per e-mail.** A visitor (or an address) waiting or holding an
+//!   offer cannot join again; after leaving, lapsing or buying they may, at the back.
+//! - **Order.** Places that come back go to waiting entries in the order they joined.
+//! - **Fit.** An entry is offered its whole request or nothing: places of the pool it asked for (a
+//!   general-admission tier, or seats), or of any pool when it asked for any. A request that does
+//!   not fit is passed over, keeping its place — the **partial-fit rule**: once the first waiting
+//!   entry has been passed over [`MAX_PASSES`] times, places it could use are set aside for it
+//!   (offered to no one behind it) until it can be served in full, so a large group is not starved
+//!   by a stream of single returned seats.
+//! - **No double offer.** An entry holds at most one offer; the places offered never exceed the
+//!   places that came back and were not offered yet.
+//! - **Bounded.** At most `max_offers_out` offers stand at once; an offer lasts `claim_seconds`
+//!   and then lapses, its places going back to be offered to the next entry.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use shared_types::ids::{TierId, VisitorId};
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// How many times the first waiting entry may be passed over before places are set aside for it.
+pub const MAX_PASSES: u32 = 3;
+/// The most entries a list keeps waiting at once.
+pub const MAX_WAITING: usize = 100_000;
+
+/// Where returned places belong: the event's seats, or one general-admission tier's places.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "tier", rename_all = "snake_case")]
+pub enum Pool {
+    Seats,
+    General(TierId),
+}
+
+/// The organizer's settings of a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListSettings {
+    /// Whether the event keeps a waiting list at all.
+    pub enabled: bool,
+    /// How long an offer stands for its buyer to pay.
+    pub claim_seconds: u32,
+    /// How many offers may stand at once.
+    pub max_offers_out: u32,
+    /// The most places one entry may ask for (the event's limit per buyer).
+    pub max_quantity: u32,
+}
+
+impl Default for ListSettings {
+    fn default() -> Self {
+        Self { enabled: false, claim_seconds: 15 * 60, max_offers_out: 50, max_quantity: 8 }
+    }
+}
+
+impl ListSettings {
+    /// The settings' own rules (an organizer's error names the field).
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if !(60..=48 * 3600).contains(&self.claim_seconds) {
+            return Err(("claim_seconds", "must be 60 to 172800 (one minute to two days)"));
+        }
+        if !(1..=10_000).contains(&self.max_offers_out) {
+            return Err(("max_offers_out", "must be 1 to 10000"));
+        }
+        if !(1..=50).contains(&self.max_quantity) {
+            return Err(("max_quantity", "must be 1 to 50"));
+        }
+        Ok(())
+    }
+}
+
+/// Where an entry stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum EntryState {
+    Waiting,
+    /// Places are held for it until `until`.
+    Offered {
+        pool: Pool,
+        until: Millis,
+    },
+    /// It bought the places offered.
+    Claimed,
+    /// It said no to the offer, or let it lapse.
+    Lapsed,
+    /// It left the list (or the list was closed while it waited).
+    Left,
+}
+
+impl EntryState {
+    /// Waiting or holding an offer.
+    pub fn live(&self) -> bool {
+        matches!(self, Self::Waiting | Self::Offered { .. })
+    }
+}
+
+/// One person on the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Its place in joining order (1, 2, …; never reused).
+    pub number: u64,
+    pub visitor: VisitorId,
+    /// The e-mail address as a key (the object stores a keyed hash, never the address itself in
+    /// this rule's index).
+    pub email_key: String,
+    /// The pool it waits for; `None`: any.
+    pub pool: Option<Pool>,
+    /// The seated tier its seats are to be sold under (a seats request), if it chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seated_tier: Option<TierId>,
+    pub quantity: u32,
+    pub joined_at: Millis,
+    pub state: EntryState,
+    /// How many times places went to someone behind it.
+    #[serde(default)]
+    pub passes: u32,
+}
+
+/// What a visitor asks for when joining.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub visitor: VisitorId,
+    pub email_key: String,
+    pub pool: Option<Pool>,
+    #[serde(default)]
+    pub seated_tier: Option<TierId>,
+    pub quantity: u32,
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JoinError {
+    #[error("this event keeps no waiting list")]
+    Disabled,
+    #[error("the waiting list is closed")]
+    Closed,
+    #[error("ask for 1 to {max} tickets")]
+    Quantity { max: u32 },
+    #[error("already on the list (number {number})")]
+    AlreadyOnList { number: u64 },
+    #[error("the waiting list is full")]
+    Full,
+}
+
+impl JoinError {
+    /// A stable reason for problem+json.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Disabled => "waitlist-disabled",
+            Self::Closed => "waitlist-closed",
+            Self::Quantity { .. } => "bad-quantity",
+            Self::AlreadyOnList { .. } => "already-on-list",
+            Self::Full => "waitlist-full",
+        }
+    }
+}
+
+/// An offer to make: hold `quantity` places of `pool` for entry `number` until `until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub number: u64,
+    pub visitor: VisitorId,
+    pub pool: Pool,
+    pub seated_tier: Option<TierId>,
+    pub quantity: u32,
+    pub until: Millis,
+}
+
+/// One decision of the list, in the order it was taken: the list's history. Replaying the records
+/// from an empty list gives the same list ([`replay`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Record {
+    Joined {
+        entry: Entry,
+    },
+    /// Places came back to the list (an expired hold, a cancellation, a refund, added seats).
+    Returned {
+        pool: Pool,
+        quantity: u32,
+        at: Millis,
+    },
+    Offered {
+        offer: Offer,
+        at: Millis,
+    },
+    /// The places of an offer were not taken (declined, lapsed, or its entry left): back to the list.
+    Ended {
+        number: u64,
+        state: EntryState,
+        at: Millis,
+    },
+    Claimed {
+        number: u64,
+        at: Millis,
+    },
+    /// Places the list gave up (back on public sale): the list was closed, or nobody waits for them.
+    Released {
+        pool: Pool,
+        quantity: u32,
+        at: Millis,
+    },
+    Closed {
+        at: Millis,
+    },
+    /// The organizer changed the settings (offers after it follow the new ones).
+    Settings {
+        settings: ListSettings,
+        at: Millis,
+    },
+}
+
+/// An event's waiting list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitingList {
+    settings: ListSettings,
+    closed: bool,
+    entries: BTreeMap<u64, Entry>,
+    next_number: u64,
+    /// Places that came back and are not offered yet, per pool.
+    free: BTreeMap<Pool, u32>,
+    /// Live entries by visitor and by e-mail key.
+    by_visitor: HashMap<VisitorId, u64>,
+    by_email: HashMap<String, u64>,
+    records: Vec<Record>,
+}
+
+impl WaitingList {
+    pub fn new(settings: ListSettings) -> Self {
+        Self { settings, next_number: 1, ..Self::default() }
+    }
+
+    pub fn settings(&self) -> ListSettings {
+        self.settings
+    }
+
+    /// New settings (the organizer's); they apply to the offers made from now on.
+    pub fn set_settings(&mut self, settings: ListSettings, now: Millis) {
+        if settings != self.settings {
+            self.settings = settings;
+            self.records.push(Record::Settings { settings, at: now });
+        }
+    }
+
+    pub fn closed(&self) -> bool {
+        self.closed
+    }
+
+    pub fn entry(&self, number: u64) -> Option<&Entry> {
+        self.entries.get(&number)
+    }
+
+    /// The visitor's live entry.
+    pub fn entry_of(&self, visitor: &VisitorId) -> Option<&Entry> {
+        self.by_visitor.get(visitor).and_then(|n| self.entries.get(n))
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// Places that came back and are not offered yet.
+    pub fn free(&self) -> &BTreeMap<Pool, u32> {
+        &self.free
+    }
+
+    /// The history, oldest first.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Entries waiting (not offered yet).
+    pub fn waiting(&self) -> usize {
+        self.entries.values().filter(|e| e.state == EntryState::Waiting).count()
+    }
+
+    /// Offers standing.
+    pub fn offers_out(&self) -> usize {
+        self.entries.values().filter(|e| matches!(e.state, EntryState::Offered { .. })).count()
+    }
+
+    /// A waiting entry's place: 1 + the waiting entries ahead of it.
+    pub fn position(&self, number: u64) -> Option<u64> {
+        let entry = self.entries.get(&number)?;
+        (entry.state == EntryState::Waiting).then(|| {
+            1 + self.entries.range(..number).filter(|(_, e)| e.state == EntryState::Waiting).count() as u64
+        })
+    }
+
+    /// Adds a visitor at the back of the list.
+    pub fn join(&mut self, request: JoinRequest, now: Millis) -> Result<&Entry, JoinError> {
+        if !self.settings.enabled {
+            return Err(JoinError::Disabled);
+        }
+        if self.closed {
+            return Err(JoinError::Closed);
+        }
+        if !(1..=self.settings.max_quantity).contains(&request.quantity) {
+            return Err(JoinError::Quantity { max: self.settings.max_quantity });
+        }
+        let existing =
+            self.by_visitor.get(&request.visitor).or_else(|| self.by_email.get(&request.email_key));
+        if let Some(&number) = existing {
+            return Err(JoinError::AlreadyOnList { number });
+        }
+        if self.waiting() >= MAX_WAITING {
+            return Err(JoinError::Full);
+        }
+        let entry = Entry {
+            number: self.next_number,
+            visitor: request.visitor,
+            email_key: request.email_key,
+            pool: request.pool,
+            seated_tier: request.seated_tier,
+            quantity: request.quantity,
+            joined_at: now,
+            state: EntryState::Waiting,
+            passes: 0,
+        };
+        self.records.push(Record::Joined { entry: entry.clone() });
+        Ok(self.insert(entry))
+    }
+
+    fn insert(&mut self, entry: Entry) -> &Entry {
+        let number = entry.number;
+        self.next_number = self.next_number.max(number + 1);
+        self.by_visitor.insert(entry.visitor.clone(), number);
+        self.by_email.insert(entry.email_key.clone(), number);
+        self.entries.entry(number).or_insert(entry)
+    }
+
+    /// Places came back to the list (its object holds them for the list from now on).
+    pub fn returned(&mut self, pool: Pool, quantity: u32, now: Millis) {
+        if quantity == 0 {
+            return;
+        }
+        *self.free.entry(pool.clone()).or_default() += quantity;
+        self.records.push(Record::Returned { pool, quantity, at: now });
+    }
+
+    /// The offers to make now, in order, by the rules above; each is recorded and its places
+    /// taken from the free ones. The object holds the places for each entry and tells them.
+    pub fn offer(&mut self, now: Millis) -> Vec<Offer> {
+        let mut made = Vec::new();
+        if self.closed {
+            return made;
+        }
+        let room = (self.settings.max_offers_out as usize).saturating_sub(self.offers_out());
+        // Pools set aside for the first waiting entry, once it has been passed over too often.
+        let mut reserved: Option<Option<Pool>> = None;
+        let mut passed: Vec<u64> = Vec::new();
+        let numbers: Vec<u64> =
+            self.entries.values().filter(|e| e.state == EntryState::Waiting).map(|e| e.number).collect();
+        for number in numbers {
+            if made.len() >= room || self.free.values().all(|n| *n == 0) {
+                break;
+            }
+            let entry = &self.entries[&number];
+            let fits = self.fitting_pool(entry.pool.as_ref(), entry.quantity, reserved.as_ref());
+            let Some(pool) = fits else {
+                if reserved.is_none() && passed.is_empty() && entry.passes >= MAX_PASSES {
+                    // The head has waited long enough: nothing it could use goes past it.
+                    reserved = Some(entry.pool.clone());
+                }
+                passed.push(number);
+                continue;
+            };
+            let offer = Offer {
+                number,
+                visitor: entry.visitor.clone(),
+                pool: pool.clone(),
+                seated_tier: entry.seated_tier.clone(),
+                quantity: entry.quantity,
+                until: now + i64::from(self.settings.claim_seconds) * 1000,
+            };
+            self.apply_offer(&offer);
+            // Everyone waiting ahead of it was passed over once more.
+            for ahead in passed.iter() {
+                if let Some(e) = self.entries.get_mut(ahead) {
+                    e.passes += 1;
+                }
+            }
+            self.records.push(Record::Offered { offer: offer.clone(), at: now });
+            made.push(offer);
+        }
+        made
+    }
+
+    /// The pool whose free places can serve `quantity` for an entry wanting `want`, skipping pools
+    /// set aside for the head of the list.
+    fn fitting_pool(
+        &self,
+        want: Option<&Pool>,
+        quantity: u32,
+        reserved: Option<&Option<Pool>>,
+    ) -> Option<Pool> {
+        let blocked = |pool: &Pool| match reserved {
+            None => false,
+            Some(None) => true,
+            Some(Some(p)) => p == pool,
+        };
+        self.free
+            .iter()
+            .filter(|(pool, n)| **n >= quantity && want.is_none_or(|w| w == *pool) && !blocked(pool))
+            .map(|(pool, _)| pool.clone())
+            .next()
+    }
+
+    fn apply_offer(&mut self, offer: &Offer) {
+        if let Some(n) = self.free.get_mut(&offer.pool) {
+            *n -= offer.quantity;
+        }
+        if let Some(e) = self.entries.get_mut(&offer.number) {
+            e.state = EntryState::Offered { pool: offer.pool.clone(), until: offer.until };
+        }
+    }
+
+    /// The offers whose time is up by `now`: their entries lapse and their places come back.
+    pub fn expire_due(&mut self, now: Millis) -> Vec<u64> {
+        let due: Vec<u64> = self
+            .entries
+            .values()
+            .filter(|e| matches!(e.state, EntryState::Offered { until, .. } if until <= now))
+            .map(|e| e.number)
+            .collect();
+        for number in &due {
+            self.end(*number, EntryState::Lapsed, now);
+        }
+        due
+    }
+
+    /// The earliest time an offer lapses (for the object's alarm).
+    pub fn next_expiry(&self) -> Option<Millis> {
+        self.entries
+            .values()
+            .filter_map(|e| match e.state {
+                EntryState::Offered { until, .. } => Some(until),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The buyer said no to their offer: its places come back. `false` when it held none.
+    pub fn decline(&mut self, number: u64, now: Millis) -> bool {
+        let offered =
+            self.entries.get(&number).is_some_and(|e| matches!(e.state, EntryState::Offered { .. }));
+        if offered {
+            self.end(number, EntryState::Lapsed, now);
+        }
+        offered
+    }
+
+    /// The visitor leaves the list; an offer they held comes back. Their entry's number, if any.
+    pub fn leave(&mut self, visitor: &VisitorId, now: Millis) -> Option<u64> {
+        let number = *self.by_visitor.get(visitor)?;
+        self.end(number, EntryState::Left, now);
+        Some(number)
+    }
+
+    /// The offer was paid for: the entry is done. `false` when it held no offer.
+    pub fn claimed(&mut self, number: u64, now: Millis) -> bool {
+        let Some(entry) = self.entries.get_mut(&number) else { return false };
+        if !matches!(entry.state, EntryState::Offered { .. }) {
+            return false;
+        }
+        entry.state = EntryState::Claimed;
+        let (visitor, email) = (entry.visitor.clone(), entry.email_key.clone());
+        self.forget(&visitor, &email, number);
+        self.records.push(Record::Claimed { number, at: now });
+        true
+    }
+
+    fn end(&mut self, number: u64, to: EntryState, now: Millis) {
+        let Some(entry) = self.entries.get_mut(&number) else { return };
+        if !entry.state.live() {
+            return;
+        }
+        let was = std::mem::replace(&mut entry.state, to.clone());
+        let (visitor, email, quantity) = (entry.visitor.clone(), entry.email_key.clone(), entry.quantity);
+        if let EntryState::Offered { pool, .. } = was {
+            *self.free.entry(pool).or_default() += quantity;
+        }
+        self.forget(&visitor, &email, number);
+        self.records.push(Record::Ended { number, state: to, at: now });
+    }
+
+    fn forget(&mut self, visitor: &VisitorId, email: &str, number: u64) {
+        if self.by_visitor.get(visitor) == Some(&number) {
+            self.by_visitor.remove(visitor);
+        }
+        if self.by_email.get(email) == Some(&number) {
+            self.by_email.remove(email);
+        }
+    }
+
+    /// Places nobody waiting can use (no live entry wants their pool): given back to public sale.
+    /// The object releases them; what it released is recorded.
+    pub fn release_unwanted(&mut self, now: Millis) -> Vec<(Pool, u32)> {
+        let wanted = |pool: &Pool| {
+            self.entries
+                .values()
+                .any(|e| e.state == EntryState::Waiting && e.pool.as_ref().is_none_or(|p| p == pool))
+        };
+        let unwanted: Vec<(Pool, u32)> = if self.closed {
+            self.free.iter().filter(|(_, n)| **n > 0).map(|(p, n)| (p.clone(), *n)).collect()
+        } else {
+            self.free.iter().filter(|(p, n)| **n > 0 && !wanted(p)).map(|(p, n)| (p.clone(), *n)).collect()
+        };
+        for (pool, quantity) in &unwanted {
+            self.free.insert(pool.clone(), 0);
+            self.records.push(Record::Released { pool: pool.clone(), quantity: *quantity, at: now });
+        }
+        unwanted
+    }
+
+    /// The organizer closes the list: nobody joins, nobody else is offered anything; those waiting
+    /// are told (their entries end as left). Offers standing stand until claimed or lapsed.
+    pub fn close(&mut self, now: Millis) -> Vec<u64> {
+        if self.closed {
+            return Vec::new();
+        }
+        self.closed = true;
+        self.records.push(Record::Closed { at: now });
+        let waiting: Vec<u64> =
+            self.entries.values().filter(|e| e.state == EntryState::Waiting).map(|e| e.number).collect();
+        for number in &waiting {
+            self.end(*number, EntryState::Left, now);
+        }
+        waiting
+    }
+
+    /// Applies one record as it was taken (replay and restore): no rule is checked again.
+    fn apply(&mut self, record: &Record) -> Result<(), String> {
+        match record {
+            Record::Joined { entry } => {
+                self.insert(entry.clone());
+            }
+            Record::Returned { pool, quantity, .. } => {
+                *self.free.entry(pool.clone()).or_default() += quantity
+            }
+            Record::Offered { offer, .. } => {
+                let free = self.free.get(&offer.pool).copied().unwrap_or(0);
+                if free < offer.quantity {
+                    return Err(format!(
+                        "offer to {} of {} places when {free} were free",
+                        offer.number, offer.quantity
+                    ));
+                }
+                self.apply_offer(offer)
+            }
+            Record::Ended { number, state, at } => self.end(*number, state.clone(), *at),
+            Record::Claimed { number, at } => {
+                self.claimed(*number, *at);
+            }
+            Record::Released { pool, quantity, .. } => {
+                let n = self.free.entry(pool.clone()).or_default();
+                *n = n.saturating_sub(*quantity);
+            }
+            Record::Closed { .. } => self.closed = true,
+            Record::Settings { settings, .. } => self.settings = *settings,
+        }
+        Ok(())
+    }
+}
+
+/// Rebuilds a list from its history (a restart of its object), without checking the decisions.
+pub fn restore(settings: ListSettings, records: Vec<Record>) -> Result<WaitingList, String> {
+    let mut list = WaitingList::new(settings);
+    for record in &records {
+        list.apply(record)?;
+    }
+    // `apply` of an ending or a claim writes its own record: the history is the one given.
+    list.records = records;
+    Ok(list)
+}
+
+/// The audit: replays a list's history from nothing and checks that every offer in it is the one
+/// the rules make at that moment (same entries, same order, same pools and quantities) and that
+/// none was left out. `Ok` with the number of offers checked.
+pub fn replay(settings: ListSettings, records: &[Record]) -> Result<usize, String> {
+    let mut list = WaitingList::new(settings);
+    let mut checked = 0;
+    let mut i = 0;
+    while i < records.len() {
+        match &records[i] {
+            Record::Offered { at, .. } => {
+                // A run of offers is one decision: the rules must give exactly that run.
+                let mut run = Vec::new();
+                while let Some(Record::Offered { offer, .. }) = records.get(i) {
+                    run.push(offer.clone());
+                    i += 1;
+                }
+                let expected = list.offer(*at);
+                if expected != run {
+                    return Err(format!("at {at}: offered {run:?}, the rules give {expected:?}"));
+                }
+                checked += run.len();
+                continue;
+            }
+            record => list.apply(record)?,
+        }
+        i += 1;
+    }
+    Ok(checked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Millis = 1_800_000_000_000;
+
+    fn settings() -> ListSettings {
+        ListSettings { enabled: true, claim_seconds: 600, max_offers_out: 10, max_quantity: 4 }
+    }
+
+    fn tier(id: &str) -> Pool {
+        Pool::General(TierId::parse(id).unwrap())
+    }
+
+    fn join(list: &mut WaitingList, who: &str, pool: Option<Pool>, quantity: u32) -> u64 {
+        let request = JoinRequest {
+            visitor: VisitorId::parse(who).unwrap(),
+            email_key: format!("{who}@mail"),
+            pool,
+            seated_tier: None,
+            quantity,
+        };
+        list.join(request, T).unwrap().number
+    }
+
+    #[test]
+    fn returned_places_go_to_the_first_entry_they_fit_in_joining_order() {
+        let mut list = WaitingList::new(settings());
+        let a = join(&mut list, "a", Some(Pool::Seats), 2);
+        let b = join(&mut list, "b", Some(tier("floor")), 1);
+        let c = join(&mut list, "c", None, 1);
+        assert_eq!((list.position(a), list.position(b), list.position(c)), (Some(1), Some(2), Some(3)));
+        // One seat: too few for a (two), b wants the floor, c takes anything.
+        list.returned(Pool::Seats, 1, T);
+        let offers = list.offer(T);
+        assert_eq!(offers.iter().map(|o| o.number).collect::<Vec<_>>(), [c]);
+        assert_eq!(list.entry(a).unwrap().passes, 1, "a was passed over");
+        assert_eq!(list.entry(b).unwrap().passes, 1);
+        // Two floor places: b (one); one left that a cannot use; two seats then: a.
+        list.returned(tier("floor"), 2, T);
+        assert_eq!(list.offer(T).iter().map(|o| o.number).collect::<Vec<_>>(), [b]);
+        list.returned(Pool::Seats, 2, T);
+        let offers = list.offer(T);
+        assert_eq!(offers.len(), 1);
+        assert_eq!((offers[0].number, offers[0].quantity, offers[0].until), (a, 2, T + 600_000));
+        assert_eq!(replay(settings(), list.records()), Ok(3));
+    }
+
+    #[test]
+    fn one_live_entry_per_visitor_and_per_address() {
+        let mut list = WaitingList::new(settings());
+        let a = join(&mut list, "a", None, 1);
+        let again = JoinRequest {
+            visitor: VisitorId::parse("a").unwrap(),
+            email_key: "other@mail".into(),
+            pool: None,
+            seated_tier: None,
+            quantity: 1,
+        };
+        assert_eq!(list.join(again.clone(), T).unwrap_err(), JoinError::AlreadyOnList { number: a });
+        let same_mail =
+            JoinRequest { visitor: VisitorId::parse("z").unwrap(), email_key: "a@mail".into(), ..again };
+        assert_eq!(list.join(same_mail, T).unwrap_err(), JoinError::AlreadyOnList { number: a });
+        let too_many = JoinRequest {
+            visitor: VisitorId::parse("y").unwrap(),
+            email_key: "y@mail".into(),
+            pool: None,
+            seated_tier: None,
+            quantity: 5,
+        };
+        assert_eq!(list.join(too_many, T).unwrap_err(), JoinError::Quantity { max: 4 });
+        // After leaving, at the back.
+        assert_eq!(list.leave(&VisitorId::parse("a").unwrap(), T), Some(a));
+        let back = join(&mut list, "a", None, 1);
+        assert!(back > a);
+        assert_eq!(list.position(back), Some(1));
+    }
+
+    #[test]
+    fn an_offer_that_lapses_or_is_declined_passes_its_places_on() {
+        let mut list = WaitingList::new(settings());
+        let a = join(&mut list, "a", None, 1);
+        let b = join(&mut list, "b", None, 1);
+        let c = join(&mut list, "c", None, 1);
+        list.returned(Pool::Seats, 1, T);
+        assert_eq!(list.offer(T)[0].number, a);
+        assert_eq!(list.next_expiry(), Some(T + 600_000));
+        assert!(list.expire_due(T + 599_999).is_empty());
+        assert_eq!(list.expire_due(T + 600_000), [a]);
+        assert_eq!(list.entry(a).unwrap().state, EntryState::Lapsed);
+        assert_eq!(list.offer(T + 600_000)[0].number, b);
+        assert!(list.decline(b, T + 600_001));
+        assert!(!list.decline(b, T + 600_001), "once");
+        assert_eq!(list.offer(T + 600_001)[0].number, c);
+        assert!(list.claimed(c, T + 600_002));
+        assert!(list.offer(T + 600_002).is_empty());
+        assert_eq!(replay(settings(), list.records()), Ok(3));
+    }
+
+    #[test]
+    fn a_large_request_passed_over_often_enough_gets_places_set_aside() {
+        let mut list = WaitingList::new(settings());
+        let group = join(&mut list, "group", Some(Pool::Seats), 3);
+        let singles: Vec<u64> =
+            (0..6).map(|i| join(&mut list, &format!("s{i}"), Some(Pool::Seats), 1)).collect();
+        for (i, _) in singles.iter().enumerate().take(MAX_PASSES as usize) {
+            list.returned(Pool::Seats, 1, T);
+            assert_eq!(list.offer(T)[0].number, singles[i], "a single seat goes past the group");
+        }
+        assert_eq!(list.entry(group).unwrap().passes, MAX_PASSES);
+        // From now on seats wait for the group (floor places would still go to others).
+        list.returned(Pool::Seats, 1, T);
+        assert!(list.offer(T).is_empty());
+        list.returned(Pool::Seats, 1, T);
+        assert!(list.offer(T).is_empty());
+        list.returned(Pool::Seats, 1, T);
+        let offers = list.offer(T);
+        assert_eq!((offers[0].number, offers[0].quantity), (group, 3));
+        assert_eq!(replay(settings(), list.records()), Ok(MAX_PASSES as usize + 1));
+    }
+
+    #[test]
+    fn offers_out_are_bounded_and_unwanted_places_go_back_on_sale() {
+        let mut list = WaitingList::new(ListSettings { max_offers_out: 2, ..settings() });
+        for who in ["a", "b", "c"] {
+            join(&mut list, who, Some(tier("floor")), 1);
+        }
+        list.returned(tier("floor"), 3, T);
+        list.returned(Pool::Seats, 2, T);
+        assert_eq!(list.offer(T).len(), 2);
+        assert_eq!(list.free()[&tier("floor")], 1, "the third waits for a free slot");
+        assert_eq!(list.release_unwanted(T), [(Pool::Seats, 2)], "nobody waits for seats");
+        let closed = list.close(T);
+        assert_eq!(closed.len(), 1);
+        assert_eq!(list.release_unwanted(T), [(tier("floor"), 1)]);
+        assert!(list.offer(T).is_empty());
+        assert_eq!(
+            list.join(
+                JoinRequest {
+                    visitor: VisitorId::parse("d").unwrap(),
+                    email_key: "d".into(),
+                    pool: None,
+                    seated_tier: None,
+                    quantity: 1
+                },
+                T
+            )
+            .unwrap_err(),
+            JoinError::Closed
+        );
+    }
+
+    #[test]
+    fn a_list_restores_from_its_history_and_a_forged_offer_fails_the_audit() {
+        let mut list = WaitingList::new(settings());
+        let a = join(&mut list, "a", None, 1);
+        let b = join(&mut list, "b", None, 1);
+        list.returned(Pool::Seats, 1, T);
+        list.offer(T);
+        list.expire_due(T + 600_000);
+        let restored = restore(settings(), list.records().to_vec()).unwrap();
+        assert_eq!(restored, list);
+        // Someone edits the history to offer the seat to b first.
+        let mut forged = list.records().to_vec();
+        for r in forged.iter_mut() {
+            if let Record::Offered { offer, .. } = r {
+                if offer.number == a {
+                    offer.number = b;
+                    offer.visitor = VisitorId::parse("b").unwrap();
+                }
+            }
+        }
+        assert!(replay(settings(), &forged).is_err());
+    }
+}
