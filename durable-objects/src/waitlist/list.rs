@@ -381,12 +381,6 @@ impl WaitingList {
                 until: now + i64::from(self.settings.claim_seconds) * 1000,
             };
             self.apply_offer(&offer);
-            // Everyone waiting ahead of it was passed over once more.
-            for ahead in passed.iter() {
-                if let Some(e) = self.entries.get_mut(ahead) {
-                    e.passes += 1;
-                }
-            }
             self.records.push(Record::Offered { offer: offer.clone(), at: now });
             made.push(offer);
         }
@@ -413,9 +407,16 @@ impl WaitingList {
             .next()
     }
 
+    /// Takes an offer's places and marks its entry; everyone still waiting ahead of it was passed
+    /// over once more (the same whether the offer is made or restored from the history).
     fn apply_offer(&mut self, offer: &Offer) {
         if let Some(n) = self.free.get_mut(&offer.pool) {
             *n -= offer.quantity;
+        }
+        for (_, ahead) in self.entries.range_mut(..offer.number) {
+            if ahead.state == EntryState::Waiting {
+                ahead.passes += 1;
+            }
         }
         if let Some(e) = self.entries.get_mut(&offer.number) {
             e.state = EntryState::Offered { pool: offer.pool.clone(), until: offer.until };

@@ -1,0 +1,197 @@
+//! Property tests of the waiting list's rules (`durable-objects/src/waitlist/list.rs`): random
+//! sequences of joins, returned places, offer rounds, clock jumps (offers lapsing), declines,
+//! departures, claims, releases and closing — checked after every step:
+//!
+//! - **no double offer**: every place that came back is free, offered to exactly one entry,
+//!   bought, or released; never two of these at once;
+//! - **order**: an offer never goes past a waiting entry ahead of it that the same places would
+//!   have served;
+//! - **one live entry** per visitor and per e-mail;
+//! - **bounds**: offers standing never exceed `max_offers_out`; no offer outlives its time;
+//! - **audit**: the history replays to the same offers, and restores to the same list.
+
+use std::collections::{BTreeMap, HashSet};
+
+use durable_objects::waitlist::list::{
+    replay, restore, EntryState, JoinRequest, ListSettings, Offer, Pool, Record, WaitingList,
+};
+use proptest::prelude::*;
+use shared_types::ids::{TierId, VisitorId};
+
+const T0: i64 = 1_800_000_000_000;
+const VISITORS: u8 = 8;
+const SETTINGS: ListSettings =
+    ListSettings { enabled: true, claim_seconds: 60, max_offers_out: 3, max_quantity: 3 };
+
+fn pool(i: u8) -> Pool {
+    match i % 3 {
+        0 => Pool::Seats,
+        1 => Pool::General(TierId::parse("floor").unwrap()),
+        _ => Pool::General(TierId::parse("balcony").unwrap()),
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Join { visitor: u8, mail: u8, pool: Option<u8>, quantity: u32 },
+    Return { pool: u8, quantity: u32 },
+    Offer,
+    Wait { seconds: i64 },
+    Decline { visitor: u8 },
+    Leave { visitor: u8 },
+    Claim { visitor: u8 },
+    ReleaseUnwanted,
+    Close,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..VISITORS, 0..VISITORS, proptest::option::of(0u8..3), 0u32..5)
+            .prop_map(|(visitor, mail, pool, quantity)| Op::Join { visitor, mail, pool, quantity }),
+        4 => (0u8..3, 1u32..4).prop_map(|(pool, quantity)| Op::Return { pool, quantity }),
+        4 => Just(Op::Offer),
+        2 => (1i64..90).prop_map(|seconds| Op::Wait { seconds }),
+        1 => (0..VISITORS).prop_map(|visitor| Op::Decline { visitor }),
+        1 => (0..VISITORS).prop_map(|visitor| Op::Leave { visitor }),
+        2 => (0..VISITORS).prop_map(|visitor| Op::Claim { visitor }),
+        1 => Just(Op::ReleaseUnwanted),
+        1 => Just(Op::Close),
+    ]
+}
+
+fn visitor(i: u8) -> VisitorId {
+    VisitorId::parse(&format!("v{i}")).unwrap()
+}
+
+/// Places per pool that came back, were bought and were released, from the history.
+fn ledger(records: &[Record]) -> (BTreeMap<Pool, i64>, BTreeMap<Pool, i64>, BTreeMap<Pool, i64>) {
+    let (mut back, mut bought, mut released) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+    let mut offers: BTreeMap<u64, (Pool, u32)> = BTreeMap::new();
+    for r in records {
+        match r {
+            Record::Returned { pool, quantity, .. } => {
+                *back.entry(pool.clone()).or_insert(0) += i64::from(*quantity)
+            }
+            Record::Offered { offer, .. } => {
+                offers.insert(offer.number, (offer.pool.clone(), offer.quantity));
+            }
+            Record::Claimed { number, .. } => {
+                let (pool, quantity) = offers[number].clone();
+                *bought.entry(pool).or_insert(0) += i64::from(quantity);
+            }
+            Record::Released { pool, quantity, .. } => {
+                *released.entry(pool.clone()).or_insert(0) += i64::from(*quantity)
+            }
+            _ => {}
+        }
+    }
+    (back, bought, released)
+}
+
+fn check(list: &WaitingList, now: i64) {
+    // No double offer: what came back = free + offered + bought + released, per pool.
+    let (back, bought, released) = ledger(list.records());
+    let mut offered: BTreeMap<Pool, i64> = BTreeMap::new();
+    for e in list.entries() {
+        if let EntryState::Offered { pool, until } = &e.state {
+            *offered.entry(pool.clone()).or_insert(0) += i64::from(e.quantity);
+            assert!(*until > now, "offer {} outlived its time", e.number);
+        }
+    }
+    for p in [pool(0), pool(1), pool(2)] {
+        let free = i64::from(list.free().get(&p).copied().unwrap_or(0));
+        let sum = free
+            + offered.get(&p).copied().unwrap_or(0)
+            + bought.get(&p).copied().unwrap_or(0)
+            + released.get(&p).copied().unwrap_or(0);
+        assert_eq!(back.get(&p).copied().unwrap_or(0), sum, "places of {p:?} conserved");
+    }
+    // One live entry per visitor and per address.
+    let (mut visitors, mut mails) = (HashSet::new(), HashSet::new());
+    for e in list.entries().filter(|e| e.state.live()) {
+        assert!(visitors.insert(e.visitor.clone()), "two live entries of {}", e.visitor);
+        assert!(mails.insert(e.email_key.clone()), "two live entries of {}", e.email_key);
+    }
+    assert!(list.offers_out() <= SETTINGS.max_offers_out as usize);
+}
+
+/// An offer never passes a waiting entry ahead of it that the same places would have served.
+fn check_order(before: &WaitingList, offers: &[Offer]) {
+    let offered: HashSet<u64> = offers.iter().map(|o| o.number).collect();
+    for o in offers {
+        for a in before.entries().filter(|a| a.state == EntryState::Waiting && a.number < o.number) {
+            let would_fit = a.pool.as_ref().is_none_or(|p| *p == o.pool) && a.quantity <= o.quantity;
+            assert!(
+                !would_fit || offered.contains(&a.number),
+                "offer to {} went past {} ({:?} x{}) with {:?} x{}",
+                o.number,
+                a.number,
+                a.pool,
+                a.quantity,
+                o.pool,
+                o.quantity
+            );
+        }
+    }
+    let numbers: Vec<u64> = offers.iter().map(|o| o.number).collect();
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "one round offers in joining order: {numbers:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_lists_rules_hold_whatever_happens(ops in proptest::collection::vec(op(), 1..80)) {
+        let mut list = WaitingList::new(SETTINGS);
+        let mut now = T0;
+        let mut offers_made = 0;
+        for op in ops {
+            match op {
+                Op::Join { visitor: v, mail, pool: p, quantity } => {
+                    let request = JoinRequest {
+                        visitor: visitor(v),
+                        email_key: format!("m{mail}"),
+                        pool: p.map(pool),
+                        seated_tier: None,
+                        quantity,
+                    };
+                    let _ = list.join(request, now);
+                }
+                Op::Return { pool: p, quantity } => list.returned(pool(p), quantity, now),
+                Op::Offer => {
+                    let before = list.clone();
+                    let offers = list.offer(now);
+                    check_order(&before, &offers);
+                    offers_made += offers.len();
+                }
+                Op::Wait { seconds } => {
+                    now += seconds * 1000;
+                    list.expire_due(now);
+                }
+                Op::Decline { visitor: v } => {
+                    if let Some(n) = list.entry_of(&visitor(v)).map(|e| e.number) {
+                        list.decline(n, now);
+                    }
+                }
+                Op::Leave { visitor: v } => {
+                    list.leave(&visitor(v), now);
+                }
+                Op::Claim { visitor: v } => {
+                    if let Some(n) = list.entry_of(&visitor(v)).map(|e| e.number) {
+                        list.claimed(n, now);
+                    }
+                }
+                Op::ReleaseUnwanted => {
+                    list.release_unwanted(now);
+                }
+                Op::Close => {
+                    list.close(now);
+                }
+            }
+            check(&list, now);
+        }
+        prop_assert_eq!(replay(SETTINGS, list.records()), Ok(offers_made));
+        let restored = restore(SETTINGS, list.records().to_vec()).unwrap();
+        prop_assert_eq!(&restored, &list);
+    }
+}
