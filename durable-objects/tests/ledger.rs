@@ -147,7 +147,7 @@ fn per_visitor_limits_count_holds_and_purchases_together() {
     l.release(&hold_id(2), Releaser::Visitor(&v), T0 + 2).unwrap();
     l.place_hold(&v, None, &seats(&["S0-1-1", "S0-1-2"]), T0, hold_id(3)).unwrap();
     assert_eq!(l.tickets_of(&v), 5);
-    l.return_sold(&hold_id(1), &[seat("S0-0-1")], 0).unwrap();
+    l.return_sold(&hold_id(1), &[seat("S0-0-1")], 0, T0).unwrap();
     assert_eq!(l.tickets_of(&v), 4);
 }
 
@@ -257,12 +257,15 @@ fn release_is_idempotent_and_only_for_the_owner() {
 fn returned_seats_go_back_on_sale_once() {
     let mut l = ledger();
     l.place_hold(&visitor(1), None, &seats(&["S0-0-1", "S0-0-2"]), T0, hold_id(1)).unwrap();
-    assert_eq!(l.return_sold(&hold_id(1), &[], 0).unwrap_err(), HoldError::NotSold);
+    assert_eq!(l.return_sold(&hold_id(1), &[], 0, T0).unwrap_err(), HoldError::NotSold);
     l.confirm(&hold_id(1), T0).unwrap();
-    l.return_sold(&hold_id(1), &[seat("S0-0-2")], 0).unwrap();
-    assert!(matches!(l.return_sold(&hold_id(1), &[seat("S0-0-2")], 0), Err(HoldError::NotReturnable { .. })));
+    l.return_sold(&hold_id(1), &[seat("S0-0-2")], 0, T0).unwrap();
+    assert!(matches!(
+        l.return_sold(&hold_id(1), &[seat("S0-0-2")], 0, T0),
+        Err(HoldError::NotReturnable { .. })
+    ));
     assert!(l.place_hold(&visitor(2), None, &seats(&["S0-0-2"]), T0, hold_id(2)).is_ok());
-    l.return_sold(&hold_id(1), &[], 0).unwrap();
+    l.return_sold(&hold_id(1), &[], 0, T0).unwrap();
     assert_eq!(l.hold(&hold_id(1)).unwrap().returned_seats, [seat("S0-0-2"), seat("S0-0-1")]);
     assert_eq!(l.tickets_of(&visitor(1)), 0);
 }
@@ -317,7 +320,7 @@ fn a_restored_ledger_is_the_same_ledger() {
     l.place_hold(&visitor(3), None, &seats(&["S0-0-2", "S0-0-3"]), T0, hold_id(3)).unwrap();
     l.confirm(&hold_id(2), T0).unwrap();
     l.confirm(&hold_id(3), T0).unwrap();
-    l.return_sold(&hold_id(3), &[seat("S0-0-3")], 0).unwrap();
+    l.return_sold(&hold_id(3), &[seat("S0-0-3")], 0, T0).unwrap();
     l.place_hold(&visitor(4), None, &seats(&["S0-0-4"]), T0, hold_id(4)).unwrap();
     l.release(&hold_id(4), Releaser::Core, T0).unwrap();
 
@@ -602,7 +605,7 @@ fn a_seated_tier_sells_no_more_than_its_capacity_and_only_in_its_window() {
     assert_eq!(counts(&l).available, 0);
     l.release(&hold_id(2), Releaser::Core, T0).unwrap();
     assert_eq!(counts(&l).available, 1);
-    l.return_sold(&hold_id(1), &[seat("S0-0-1")], 0).unwrap();
+    l.return_sold(&hold_id(1), &[seat("S0-0-1")], 0, T0).unwrap();
     assert_eq!(counts(&l).available, 2);
     // A restart counts them again from the stored holds.
     l.place_hold(&visitor(3), None, &child(&["S0-0-5"]), T0, hold_id(3)).unwrap();

@@ -271,7 +271,7 @@ impl World {
                     let Some(before) = self.ledger.hold(&id).cloned() else { return Ok(()) };
                     let seats: Vec<SeatId> =
                         if first_seat_only { before.seats.iter().take(1).cloned().collect() } else { vec![] };
-                    let got = self.ledger.return_sold(&id, &seats, 0);
+                    let got = self.ledger.return_sold(&id, &seats, 0, self.now);
                     if before.state != HoldState::Sold {
                         prop_assert_eq!(got.unwrap_err(), HoldError::NotSold);
                     } else if first_seat_only

@@ -17,6 +17,9 @@ use shared_types::ids::{EventId, HoldId, SeatId, SectionId, TierId, VisitorId, Z
 pub use shared_types::inventory::HoldState;
 use shared_types::inventory::{Accessibility, HoldSettings, Inventory};
 
+mod parking;
+pub use parking::{is_waitlist, Parked, ParkedOffer, PARKED_UNTIL, WAITLIST_VISITOR};
+
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
@@ -118,6 +121,9 @@ pub struct Hold {
     /// GA places of a sold hold given back after a refund.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub returned_ga: u32,
+    /// For places parked for the waiting list: the hold they came back from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_from: Option<HoldId>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -355,6 +361,13 @@ pub struct Ledger {
     evicted: Vec<(VisitorId, String)>,
     version: u64,
     stats: Stats,
+    /// Places that come back are parked for the waiting list (`parking.rs`).
+    parking: bool,
+    /// The last parked hold's sequence (`wl-<n>`).
+    park_seq: u64,
+    /// Parked holds made or ended since the object last asked ([`Ledger::take_parked_changes`]):
+    /// an operation's answer names the hold it was about, these are the ones it parked besides.
+    park_changes: Vec<HoldId>,
 }
 
 impl Ledger {
@@ -385,6 +398,9 @@ impl Ledger {
             evicted: Vec::new(),
             version: 0,
             stats: Stats::default(),
+            parking: false,
+            park_seq: 0,
+            park_changes: Vec::new(),
         };
         ledger.load_inventory(inventory);
         ledger
@@ -411,6 +427,7 @@ impl Ledger {
         }
         ledger.version = version;
         ledger.stats = Stats { live_holds: ledger.expiries.len() as u64, ..stats };
+        ledger.restore_park_seq();
         Ok(ledger)
     }
 
@@ -603,6 +620,9 @@ impl Ledger {
         new_id: HoldId,
         admission_cap: Option<u32>,
     ) -> Result<Placed, HoldError> {
+        if is_waitlist(visitor) {
+            return Err(HoldError::NotYourHold);
+        }
         let limit = admission_cap.map_or(self.settings.max_tickets_per_visitor, |cap| {
             cap.min(self.settings.max_tickets_per_visitor)
         });
@@ -685,6 +705,7 @@ impl Ledger {
             ended_at: None,
             returned_seats: Vec::new(),
             returned_ga: 0,
+            parked_from: None,
         };
         // Claim by index: every seat and place was just checked to be free.
         for &i in &seats {
@@ -879,9 +900,9 @@ impl Ledger {
     /// Releases a live hold (the buyer's own, or any for the core). Releasing a hold that is
     /// already released or expired succeeds and changes nothing, so retries are safe.
     pub fn release(&mut self, id: &HoldId, by: Releaser<'_>, now: Millis) -> Result<&Hold, HoldError> {
-        let hold = self.holds.get(id).ok_or(HoldError::HoldNotFound)?;
+        let hold = self.not_parked(id)?;
         if let Releaser::Visitor(v) = by {
-            if &hold.visitor != v {
+            if &hold.visitor != v || is_waitlist(v) {
                 return Err(HoldError::NotYourHold);
             }
         }
@@ -889,8 +910,12 @@ impl Ledger {
             HoldState::Released | HoldState::Expired => {}
             HoldState::Sold => return Err(HoldError::HoldSold),
             HoldState::Held => {
+                let (seats, ga, parked) = (hold.seats.clone(), hold.ga.clone(), hold.parked());
                 self.end_hold(id, HoldState::Released, now);
                 self.stats.holds_released += 1;
+                if !parked {
+                    self.park(seats, ga, id, now);
+                }
             }
         }
         self.holds.get(id).ok_or(HoldError::HoldNotFound)
@@ -904,6 +929,10 @@ impl Ledger {
                 break;
             }
             self.end_hold(&id, HoldState::Expired, now);
+            if let Some(hold) = self.holds.get(&id).filter(|h| !h.parked()) {
+                let (seats, ga) = (hold.seats.clone(), hold.ga.clone());
+                self.park(seats, ga, &id, now);
+            }
             let lateness = now - at;
             self.stats.holds_expired += 1;
             self.stats.expiry_lateness_max_ms = self.stats.expiry_lateness_max_ms.max(lateness);
@@ -915,6 +944,7 @@ impl Ledger {
 
     /// Extends a live hold once, by the event's extension time, for checkout.
     pub fn extend(&mut self, id: &HoldId, now: Millis) -> Result<&Hold, HoldError> {
+        self.not_parked(id)?;
         let hold = self.live_hold(id, now)?;
         if hold.extended {
             return Err(HoldError::AlreadyExtended);
@@ -932,6 +962,7 @@ impl Ledger {
     /// Sells a live (possibly extended) hold. Confirming a sold hold again succeeds and changes
     /// nothing (a duplicate webhook); an expired or released hold cannot be sold.
     pub fn confirm(&mut self, id: &HoldId, now: Millis) -> Result<&Hold, HoldError> {
+        self.not_parked(id)?;
         if self.holds.get(id).map(|h| h.state) == Some(HoldState::Sold) {
             return self.holds.get(id).ok_or(HoldError::HoldNotFound);
         }
@@ -967,7 +998,7 @@ impl Ledger {
     /// payment without a refund. A live hold is simply confirmed; a sold one is answered as is.
     /// When anything was taken by another buyer, it is refused and nothing changes.
     pub fn reclaim(&mut self, id: &HoldId, now: Millis) -> Result<&Hold, HoldError> {
-        let hold = self.holds.get(id).ok_or(HoldError::HoldNotFound)?;
+        let hold = self.not_parked(id)?;
         match hold.state {
             HoldState::Sold => return self.holds.get(id).ok_or(HoldError::HoldNotFound),
             HoldState::Held if now < hold.expires_at => return self.confirm(id, now),
@@ -978,6 +1009,21 @@ impl Ledger {
             }
             HoldState::Released | HoldState::Expired => {}
         }
+        // Places parked for the waiting list since: back to this buyer, who paid for them; to the
+        // list again if they cannot be sold to them after all.
+        let unparked = self.unpark_for_reclaim(id, now);
+        if let Err(e) = self.reclaim_ended(id, now) {
+            for p in unparked {
+                let source = p.parked_from.clone().unwrap_or(p.id.clone());
+                self.park(p.seats, p.ga, &source, now);
+            }
+            return Err(e);
+        }
+        self.holds.get(id).ok_or(HoldError::HoldNotFound)
+    }
+
+    /// [`Ledger::reclaim`] of a hold that has ended: sold if everything it held is free.
+    fn reclaim_ended(&mut self, id: &HoldId, now: Millis) -> Result<(), HoldError> {
         let mut hold = self.holds.get(id).cloned().ok_or(HoldError::HoldNotFound)?;
         let taken: Vec<SeatId> = hold
             .seats
@@ -1025,18 +1071,19 @@ impl Ledger {
         self.stats.holds_sold += 1;
         self.version += 1;
         self.holds.insert(hold.id.clone(), hold);
-        self.holds.get(id).ok_or(HoldError::HoldNotFound)
+        Ok(())
     }
 
     /// Gives sold seats (all remaining when `seats` is empty) and GA places back to sale after
-    /// a refund. Returning something not sold in this hold, or already returned, is refused.
+    /// a refund (to the waiting list, parked, while it is parking). Returning something not sold in this hold, or already returned, is refused.
     pub fn return_sold(
         &mut self,
         id: &HoldId,
         seats: &[SeatId],
         ga_quantity: u32,
+        now: Millis,
     ) -> Result<&Hold, HoldError> {
-        let hold = self.holds.get(id).ok_or(HoldError::HoldNotFound)?;
+        let hold = self.not_parked(id)?;
         if hold.state != HoldState::Sold {
             return Err(HoldError::NotSold);
         }
@@ -1058,6 +1105,7 @@ impl Ledger {
         };
         let visitor = hold.visitor.clone();
         let tier = hold.ga.as_ref().map(|g| g.tier.clone());
+        let tier_for_park = tier.clone();
         let seated_tier = hold.seated_tier.clone();
         for seat in &to_return {
             if let Some(&i) = self.seat_index.get(seat) {
@@ -1074,6 +1122,8 @@ impl Ledger {
         }
         self.add_tickets(&visitor, -(to_return.len() as i64 + i64::from(ga_back)));
         self.version += 1;
+        let parked_ga = tier_for_park.map(|tier| GaPlaces { tier, quantity: ga_back });
+        self.park(to_return.clone(), parked_ga, id, now);
         let hold = self.holds.get_mut(id).ok_or(HoldError::HoldNotFound)?;
         hold.returned_seats.extend(to_return);
         hold.returned_ga += ga_back;
@@ -1213,6 +1263,16 @@ impl Ledger {
             tiers,
             seated_tiers,
         }
+    }
+
+    /// A hold anyone but the ledger may act on: the waiting list's parked holds change only
+    /// through parking (`parking.rs`), whoever asks.
+    fn not_parked(&self, id: &HoldId) -> Result<&Hold, HoldError> {
+        let hold = self.holds.get(id).ok_or(HoldError::HoldNotFound)?;
+        if hold.parked() {
+            return Err(HoldError::NotYourHold);
+        }
+        Ok(hold)
     }
 
     fn live_hold(&self, id: &HoldId, now: Millis) -> Result<&Hold, HoldError> {

@@ -230,8 +230,8 @@ impl InventoryObject {
                             },
                             Err(e) => return malformed(path, e),
                         };
-                        self.hold_op(path, |l, _| {
-                            l.return_sold(&id, &body.seats, body.ga_quantity).map(|h| h.id.clone())
+                        self.hold_op(path, |l, now| {
+                            l.return_sold(&id, &body.seats, body.ga_quantity, now).map(|h| h.id.clone())
                         })?
                     }
                     _ => http::problem_of(ProblemType::NotFound, "no such hold action", path)?,

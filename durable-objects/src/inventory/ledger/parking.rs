@@ -1,0 +1,292 @@
+//! Places parked for the event's waiting list (docs/waiting-list.md). While parking is on, places
+//! that come back — a hold that expires or is released, a refund's returned seats — do not become
+//! free for a moment: in the same step they go into a hold of the list's own ([`WAITLIST_VISITOR`],
+//! never expiring), so no buyer can take them before the list offers them. An offer turns parked
+//! places into a hold for the entry's visitor for the claim window; places nobody on the list wants
+//! are unparked (free again). Parked holds are ordinary holds: stored, restored and counted as held.
+
+use shared_types::ids::{HoldId, SeatId, TierId, VisitorId};
+use shared_types::inventory::HoldState;
+
+use super::{GaPlaces, Hold, HoldError, Ledger, Millis, SeatState};
+
+/// The visitor id the list's parked holds belong to. Buyers cannot be it: the edge makes visitor
+/// ids as `v` and 32 hex digits, and the ledger refuses holds and releases by it from buyers.
+pub const WAITLIST_VISITOR: &str = "_waitlist";
+/// A parked hold's expiry: never, in practice (the year 3000), yet a valid alarm time.
+pub const PARKED_UNTIL: Millis = 32_503_680_000_000;
+
+/// Parked places of one pool: seats (`tier: None`) or a general-admission tier's places.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    pub tier: Option<TierId>,
+    pub quantity: u32,
+}
+
+/// Parked places offered to a waiting-list entry: `quantity` places of a pool (seats when `tier`
+/// is `None`) become a hold of `visitor`'s until `until`, its seats sold under `seated_tier` when
+/// that one has room, else the first seated tier that has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedOffer {
+    pub visitor: VisitorId,
+    pub tier: Option<TierId>,
+    pub quantity: u32,
+    pub seated_tier: Option<TierId>,
+    pub until: Millis,
+}
+
+impl Hold {
+    /// A hold of the waiting list's (parked places).
+    pub fn parked(&self) -> bool {
+        self.visitor.as_str() == WAITLIST_VISITOR
+    }
+}
+
+/// Whether `visitor` is the waiting list (whose holds only the ledger itself places and ends).
+pub fn is_waitlist(visitor: &VisitorId) -> bool {
+    visitor.as_str() == WAITLIST_VISITOR
+}
+
+fn waitlist() -> VisitorId {
+    VisitorId::parse(WAITLIST_VISITOR).expect("a valid id")
+}
+
+impl Ledger {
+    /// Whether places that come back are parked for the waiting list.
+    pub fn parking(&self) -> bool {
+        self.parking
+    }
+
+    /// The parked holds made or ended since the last call, for the object to store with the
+    /// operation that caused them.
+    pub fn take_parked_changes(&mut self) -> Vec<HoldId> {
+        std::mem::take(&mut self.park_changes)
+    }
+
+    /// Turns parking on (the list has people waiting) or off; turning it off frees every parked
+    /// place. The holds changed.
+    pub fn set_parking(&mut self, on: bool, now: Millis) -> Vec<HoldId> {
+        self.parking = on;
+        if on {
+            return Vec::new();
+        }
+        let parked: Vec<HoldId> = self.live_parked().map(|h| h.id.clone()).collect();
+        for id in &parked {
+            self.end_hold(id, HoldState::Released, now);
+        }
+        self.park_changes.extend(parked.iter().cloned());
+        parked
+    }
+
+    fn live_parked(&self) -> impl Iterator<Item = &Hold> {
+        let mut parked: Vec<&Hold> =
+            self.holds.values().filter(|h| h.parked() && h.state == HoldState::Held).collect();
+        // Oldest first (ids are `wl-<sequence>`, compared by their sequence).
+        parked.sort_by_key(|h| (h.created_at, sequence_of(&h.id)));
+        parked.into_iter()
+    }
+
+    /// The parked places, per pool (seats first, then each GA tier in the inventory's order).
+    pub fn parked(&self) -> Vec<Parked> {
+        let mut seats = 0;
+        let mut ga: Vec<(TierId, u32)> = self.tiers.iter().map(|t| (t.id.clone(), 0)).collect();
+        for hold in self.live_parked() {
+            seats += hold.seats.len() as u32;
+            if let Some(g) = &hold.ga {
+                if let Some(slot) = ga.iter_mut().find(|(t, _)| *t == g.tier) {
+                    slot.1 += g.quantity;
+                }
+            }
+        }
+        std::iter::once(Parked { tier: None, quantity: seats })
+            .chain(ga.into_iter().map(|(t, q)| Parked { tier: Some(t), quantity: q }))
+            .filter(|p| p.quantity > 0)
+            .collect()
+    }
+
+    /// Parks places that just came back (free at this moment) when parking is on; `source` is the
+    /// hold they came from. The parked hold's id, if any was made.
+    pub(super) fn park(
+        &mut self,
+        seats: Vec<SeatId>,
+        ga: Option<GaPlaces>,
+        source: &HoldId,
+        now: Millis,
+    ) -> Option<HoldId> {
+        let seats: Vec<SeatId> = seats
+            .into_iter()
+            .filter(|s| {
+                self.seat_index.get(s).is_some_and(|&i| self.seats[i as usize].state == SeatState::Free)
+            })
+            .collect();
+        let ga = ga.filter(|g| g.quantity > 0);
+        if !self.parking || (seats.is_empty() && ga.is_none()) {
+            return None;
+        }
+        self.park_seq += 1;
+        let hold = Hold {
+            id: HoldId::parse(&format!("wl-{}", self.park_seq)).expect("a valid id"),
+            visitor: waitlist(),
+            seats,
+            ga,
+            seated_tier: None,
+            created_at: now,
+            expires_at: PARKED_UNTIL,
+            extended: false,
+            state: HoldState::Held,
+            ended_at: None,
+            returned_seats: Vec::new(),
+            returned_ga: 0,
+            parked_from: Some(source.clone()),
+        };
+        // The places were just checked free (seats) or just given back (GA): this cannot fail.
+        let _ = self.apply_hold_effects(&hold, 1);
+        self.schedule(&hold.id, hold.expires_at);
+        self.stats.live_holds += 1;
+        self.version += 1;
+        let id = hold.id.clone();
+        self.holds.insert(id.clone(), hold);
+        self.park_changes.push(id.clone());
+        Some(id)
+    }
+
+    /// Takes `quantity` parked places of a pool (seats when `tier` is `None`), oldest first: the
+    /// parked holds they came from end, and what those held beyond it is parked again. The places
+    /// taken are free when this returns; the holds changed are added to `changed`.
+    fn unpark_places(
+        &mut self,
+        tier: Option<&TierId>,
+        quantity: u32,
+        now: Millis,
+        changed: &mut Vec<HoldId>,
+    ) -> Result<(Vec<SeatId>, u32), HoldError> {
+        let available = self.parked().iter().find(|p| p.tier.as_ref() == tier).map_or(0, |p| p.quantity);
+        if quantity == 0 || quantity > available {
+            return Err(HoldError::NotEnoughAvailable { requested: quantity, available });
+        }
+        let sources: Vec<Hold> = self
+            .live_parked()
+            .filter(|h| match tier {
+                None => !h.seats.is_empty(),
+                Some(t) => h.ga.as_ref().is_some_and(|g| &g.tier == t),
+            })
+            .cloned()
+            .collect();
+        let (mut seats, mut places) = (Vec::new(), 0u32);
+        for source in sources {
+            let wanted = quantity - seats.len() as u32 - places;
+            if wanted == 0 {
+                break;
+            }
+            self.end_hold(&source.id, HoldState::Released, now);
+            self.park_changes.push(source.id.clone());
+            changed.push(source.id.clone());
+            let (keep_seats, keep_ga) = match tier {
+                None => {
+                    let n = (wanted as usize).min(source.seats.len());
+                    seats.extend(source.seats[..n].iter().cloned());
+                    (source.seats[n..].to_vec(), source.ga.clone())
+                }
+                Some(_) => {
+                    let g = source.ga.clone().expect("filtered on its GA places");
+                    let n = wanted.min(g.quantity);
+                    places += n;
+                    (source.seats.clone(), Some(GaPlaces { quantity: g.quantity - n, ..g }))
+                }
+            };
+            let from = source.parked_from.clone().unwrap_or(source.id.clone());
+            if let Some(id) = self.park(keep_seats, keep_ga, &from, now) {
+                changed.push(id);
+            }
+        }
+        Ok((seats, places))
+    }
+
+    /// Frees `quantity` parked places of a pool (nobody on the list wants them). The holds changed.
+    pub fn unpark(
+        &mut self,
+        tier: Option<&TierId>,
+        quantity: u32,
+        now: Millis,
+    ) -> Result<Vec<HoldId>, HoldError> {
+        let mut changed = Vec::new();
+        self.unpark_places(tier, quantity, now, &mut changed)?;
+        Ok(changed)
+    }
+
+    /// Offers parked places to a waiting-list entry ([`ParkedOffer`]) as a hold under the id `id`.
+    /// All or nothing. The new hold and every hold changed.
+    pub fn offer_parked(
+        &mut self,
+        offer: &ParkedOffer,
+        id: HoldId,
+        now: Millis,
+    ) -> Result<(Hold, Vec<HoldId>), HoldError> {
+        let ParkedOffer { visitor, tier, quantity, seated_tier, until } = offer;
+        let (tier, quantity, seated_tier, until) = (tier.as_ref(), *quantity, seated_tier.as_ref(), *until);
+        if is_waitlist(visitor) {
+            return Err(HoldError::NotYourHold);
+        }
+        if self.holds.contains_key(&id) {
+            return Err(HoldError::DuplicateHoldId);
+        }
+        // Checked before anything changes: the seated tier (named, or any with room).
+        let seated = match tier {
+            None => {
+                let named = seated_tier.filter(|t| {
+                    self.seated.iter().any(|s| &&s.id == t && s.on_sale_at(now) && s.room() >= quantity)
+                });
+                self.seated_tier(named, quantity, now)?
+            }
+            Some(_) => None,
+        };
+        let mut changed = Vec::new();
+        let (seats, places) = self.unpark_places(tier, quantity, now, &mut changed)?;
+        let hold = Hold {
+            id,
+            visitor: visitor.clone(),
+            seats,
+            ga: tier.map(|t| GaPlaces { tier: t.clone(), quantity: places }),
+            seated_tier: seated.map(|i| self.seated[i].id.clone()),
+            created_at: now,
+            expires_at: until,
+            extended: false,
+            state: HoldState::Held,
+            ended_at: None,
+            returned_seats: Vec::new(),
+            returned_ga: 0,
+            parked_from: None,
+        };
+        // Its places were freed just above, in this step.
+        self.apply_hold_effects(&hold, 1)?;
+        self.schedule(&hold.id, hold.expires_at);
+        self.holds.insert(hold.id.clone(), hold.clone());
+        self.stats.holds_placed += 1;
+        self.stats.live_holds += 1;
+        self.version += 1;
+        changed.push(hold.id.clone());
+        Ok((hold, changed))
+    }
+
+    /// Before a late payment reclaims an ended hold: its places, if they are still parked, are
+    /// given back to it rather than kept for the list (the buyer paid for exactly those). The
+    /// parked holds ended (as they were), to park again if the reclaim fails.
+    pub(super) fn unpark_for_reclaim(&mut self, id: &HoldId, now: Millis) -> Vec<Hold> {
+        let parked: Vec<Hold> =
+            self.live_parked().filter(|h| h.parked_from.as_ref() == Some(id)).cloned().collect();
+        for p in &parked {
+            self.end_hold(&p.id, HoldState::Released, now);
+            self.park_changes.push(p.id.clone());
+        }
+        parked
+    }
+
+    /// The next parked-hold sequence after a restart: past every `wl-<n>` id held.
+    pub(super) fn restore_park_seq(&mut self) {
+        self.park_seq = self.holds.keys().filter_map(sequence_of).max().unwrap_or(0);
+    }
+}
+
+fn sequence_of(id: &HoldId) -> Option<u64> {
+    id.as_str().strip_prefix("wl-").and_then(|n| n.parse().ok())
+}
