@@ -113,6 +113,12 @@ fn check(list: &WaitingList, now: i64) {
         assert!(mails.insert(e.email_key.clone()), "two live entries of {}", e.email_key);
     }
     assert!(list.offers_out() <= SETTINGS.max_offers_out as usize);
+    // The running counts are the counts.
+    assert_eq!(list.waiting(), list.entries().filter(|e| e.state == EntryState::Waiting).count());
+    assert_eq!(
+        list.offers_out(),
+        list.entries().filter(|e| matches!(e.state, EntryState::Offered { .. })).count()
+    );
 }
 
 /// An offer never passes a waiting entry ahead of it that the same places would have served.

@@ -426,7 +426,8 @@ impl Ledger {
             ledger.remember(record);
         }
         ledger.version = version;
-        ledger.stats = Stats { live_holds: ledger.expiries.len() as u64, ..stats };
+        let parked = ledger.holds.values().filter(|h| h.parked() && h.state == HoldState::Held).count();
+        ledger.stats = Stats { live_holds: (ledger.expiries.len() - parked) as u64, ..stats };
         ledger.restore_park_seq();
         Ok(ledger)
     }
@@ -1003,9 +1004,12 @@ impl Ledger {
             HoldState::Sold => return self.holds.get(id).ok_or(HoldError::HoldNotFound),
             HoldState::Held if now < hold.expires_at => return self.confirm(id, now),
             HoldState::Held => {
-                // Due but not yet swept: end it first, so that the seats are counted as free.
+                // Due but not yet swept: it expires now, as the sweep would have (its places parked
+                // for the waiting list when it is parking; taken back just below).
+                let (seats, ga) = (hold.seats.clone(), hold.ga.clone());
                 self.end_hold(id, HoldState::Expired, now);
                 self.stats.holds_expired += 1;
+                self.park(seats, ga, id, now);
             }
             HoldState::Released | HoldState::Expired => {}
         }
@@ -1295,7 +1299,9 @@ impl Ledger {
             self.ended.insert((now, hold.id.clone()));
             hold.state = state;
             hold.ended_at = Some(now);
-            self.stats.live_holds -= 1;
+            if !hold.parked() {
+                self.stats.live_holds -= 1;
+            }
             self.version += 1;
         }
         self.holds.insert(hold.id.clone(), hold);

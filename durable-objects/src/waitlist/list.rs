@@ -230,6 +230,9 @@ pub struct WaitingList {
     by_visitor: HashMap<VisitorId, u64>,
     by_email: HashMap<String, u64>,
     records: Vec<Record>,
+    /// Entries waiting and offers standing, kept as they change (a join must not scan the list).
+    waiting_count: usize,
+    offered_count: usize,
 }
 
 impl WaitingList {
@@ -278,12 +281,12 @@ impl WaitingList {
 
     /// Entries waiting (not offered yet).
     pub fn waiting(&self) -> usize {
-        self.entries.values().filter(|e| e.state == EntryState::Waiting).count()
+        self.waiting_count
     }
 
     /// Offers standing.
     pub fn offers_out(&self) -> usize {
-        self.entries.values().filter(|e| matches!(e.state, EntryState::Offered { .. })).count()
+        self.offered_count
     }
 
     /// A waiting entry's place: 1 + the waiting entries ahead of it.
@@ -331,6 +334,9 @@ impl WaitingList {
     fn insert(&mut self, entry: Entry) -> &Entry {
         let number = entry.number;
         self.next_number = self.next_number.max(number + 1);
+        if entry.state == EntryState::Waiting && !self.entries.contains_key(&number) {
+            self.waiting_count += 1;
+        }
         self.by_visitor.insert(entry.visitor.clone(), number);
         self.by_email.insert(entry.email_key.clone(), number);
         self.entries.entry(number).or_insert(entry)
@@ -353,8 +359,9 @@ impl WaitingList {
             return made;
         }
         let room = (self.settings.max_offers_out as usize).saturating_sub(self.offers_out());
-        // Pools set aside for the first waiting entry, once it has been passed over too often.
-        let mut reserved: Option<Option<Pool>> = None;
+        // The pool set aside for the first waiting entry, once it has been passed over too often:
+        // the one it asked for, or (asking for any) the one with the most places free.
+        let mut reserved: Option<Pool> = None;
         let mut passed: Vec<u64> = Vec::new();
         let numbers: Vec<u64> =
             self.entries.values().filter(|e| e.state == EntryState::Waiting).map(|e| e.number).collect();
@@ -366,8 +373,12 @@ impl WaitingList {
             let fits = self.fitting_pool(entry.pool.as_ref(), entry.quantity, reserved.as_ref());
             let Some(pool) = fits else {
                 if reserved.is_none() && passed.is_empty() && entry.passes >= MAX_PASSES {
-                    // The head has waited long enough: nothing it could use goes past it.
-                    reserved = Some(entry.pool.clone());
+                    // The head has waited long enough: places it could use do not go past it.
+                    reserved = entry.pool.clone().or_else(|| {
+                        let most =
+                            self.free.iter().max_by_key(|(p, n)| (**n, std::cmp::Reverse((*p).clone())));
+                        most.map(|(p, _)| p.clone())
+                    });
                 }
                 passed.push(number);
                 continue;
@@ -389,17 +400,8 @@ impl WaitingList {
 
     /// The pool whose free places can serve `quantity` for an entry wanting `want`, skipping pools
     /// set aside for the head of the list.
-    fn fitting_pool(
-        &self,
-        want: Option<&Pool>,
-        quantity: u32,
-        reserved: Option<&Option<Pool>>,
-    ) -> Option<Pool> {
-        let blocked = |pool: &Pool| match reserved {
-            None => false,
-            Some(None) => true,
-            Some(Some(p)) => p == pool,
-        };
+    fn fitting_pool(&self, want: Option<&Pool>, quantity: u32, reserved: Option<&Pool>) -> Option<Pool> {
+        let blocked = |pool: &Pool| reserved == Some(pool);
         self.free
             .iter()
             .filter(|(pool, n)| **n >= quantity && want.is_none_or(|w| w == *pool) && !blocked(pool))
@@ -414,11 +416,15 @@ impl WaitingList {
             *n -= offer.quantity;
         }
         for (_, ahead) in self.entries.range_mut(..offer.number) {
-            if ahead.state == EntryState::Waiting {
+            if ahead.state == EntryState::Waiting && ahead.pool.as_ref().is_none_or(|p| *p == offer.pool) {
                 ahead.passes += 1;
             }
         }
         if let Some(e) = self.entries.get_mut(&offer.number) {
+            if e.state == EntryState::Waiting {
+                self.waiting_count -= 1;
+                self.offered_count += 1;
+            }
             e.state = EntryState::Offered { pool: offer.pool.clone(), until: offer.until };
         }
     }
@@ -472,6 +478,7 @@ impl WaitingList {
             return false;
         }
         entry.state = EntryState::Claimed;
+        self.offered_count -= 1;
         let (visitor, email) = (entry.visitor.clone(), entry.email_key.clone());
         self.forget(&visitor, &email, number);
         self.records.push(Record::Claimed { number, at: now });
@@ -485,8 +492,12 @@ impl WaitingList {
         }
         let was = std::mem::replace(&mut entry.state, to.clone());
         let (visitor, email, quantity) = (entry.visitor.clone(), entry.email_key.clone(), entry.quantity);
-        if let EntryState::Offered { pool, .. } = was {
-            *self.free.entry(pool).or_default() += quantity;
+        match was {
+            EntryState::Offered { pool, .. } => {
+                *self.free.entry(pool).or_default() += quantity;
+                self.offered_count -= 1;
+            }
+            _ => self.waiting_count -= 1,
         }
         self.forget(&visitor, &email, number);
         self.records.push(Record::Ended { number, state: to, at: now });
@@ -649,7 +660,7 @@ mod tests {
         let offers = list.offer(T);
         assert_eq!(offers.iter().map(|o| o.number).collect::<Vec<_>>(), [c]);
         assert_eq!(list.entry(a).unwrap().passes, 1, "a was passed over");
-        assert_eq!(list.entry(b).unwrap().passes, 1);
+        assert_eq!(list.entry(b).unwrap().passes, 0, "b waits for the floor: a seat passes nobody");
         // Two floor places: b (one); one left that a cannot use; two seats then: a.
         list.returned(tier("floor"), 2, T);
         assert_eq!(list.offer(T).iter().map(|o| o.number).collect::<Vec<_>>(), [b]);

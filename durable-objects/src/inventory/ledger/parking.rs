@@ -91,7 +91,7 @@ impl Ledger {
         let mut seats = 0;
         let mut ga: Vec<(TierId, u32)> = self.tiers.iter().map(|t| (t.id.clone(), 0)).collect();
         for hold in self.live_parked() {
-            seats += hold.seats.len() as u32;
+            seats += hold.seats.iter().filter(|s| self.on_sale(s)).count() as u32;
             if let Some(g) = &hold.ga {
                 if let Some(slot) = ga.iter_mut().find(|(t, _)| *t == g.tier) {
                     slot.1 += g.quantity;
@@ -102,6 +102,11 @@ impl Ledger {
             .chain(ga.into_iter().map(|(t, q)| Parked { tier: Some(t), quantity: q }))
             .filter(|p| p.quantity > 0)
             .collect()
+    }
+
+    /// A seat still for sale (a parked seat taken off sale since is not offered: it ends withdrawn).
+    fn on_sale(&self, seat: &SeatId) -> bool {
+        self.seat_index.get(seat).is_some_and(|&i| !self.seats[i as usize].off_sale)
     }
 
     /// Parks places that just came back (free at this moment) when parking is on; `source` is the
@@ -123,9 +128,17 @@ impl Ledger {
         if !self.parking || (seats.is_empty() && ga.is_none()) {
             return None;
         }
-        self.park_seq += 1;
+        // A fresh id: never one a stored hold has (after a restart the sequence restarts from
+        // the highest held, and pruned ids are never needed again).
+        let id = loop {
+            self.park_seq += 1;
+            let id = HoldId::parse(&format!("wl-{}", self.park_seq)).expect("a valid id");
+            if !self.holds.contains_key(&id) {
+                break id;
+            }
+        };
         let hold = Hold {
-            id: HoldId::parse(&format!("wl-{}", self.park_seq)).expect("a valid id"),
+            id,
             visitor: waitlist(),
             seats,
             ga,
@@ -141,8 +154,9 @@ impl Ledger {
         };
         // The places were just checked free (seats) or just given back (GA): this cannot fail.
         let _ = self.apply_hold_effects(&hold, 1);
+        // Scheduled like any hold (so that a restore rebuilds it the same), never due in practice;
+        // not a buyer's hold: `live_holds` does not count it.
         self.schedule(&hold.id, hold.expires_at);
-        self.stats.live_holds += 1;
         self.version += 1;
         let id = hold.id.clone();
         self.holds.insert(id.clone(), hold);
@@ -183,9 +197,12 @@ impl Ledger {
             changed.push(source.id.clone());
             let (keep_seats, keep_ga) = match tier {
                 None => {
-                    let n = (wanted as usize).min(source.seats.len());
-                    seats.extend(source.seats[..n].iter().cloned());
-                    (source.seats[n..].to_vec(), source.ga.clone())
+                    // Seats taken off sale while parked end withdrawn: never offered, never kept.
+                    let sellable: Vec<SeatId> =
+                        source.seats.iter().filter(|s| self.on_sale(s)).cloned().collect();
+                    let n = (wanted as usize).min(sellable.len());
+                    seats.extend(sellable[..n].iter().cloned());
+                    (sellable[n..].to_vec(), source.ga.clone())
                 }
                 Some(_) => {
                     let g = source.ga.clone().expect("filtered on its GA places");
@@ -230,7 +247,12 @@ impl Ledger {
         if self.holds.contains_key(&id) {
             return Err(HoldError::DuplicateHoldId);
         }
-        // Checked before anything changes: the seated tier (named, or any with room).
+        // Checked before anything changes: the buyer's limit, the seated tier (named, or any with
+        // room).
+        let (limit, current) = (self.settings.max_tickets_per_visitor, self.tickets_of(visitor));
+        if current + quantity > limit {
+            return Err(HoldError::LimitExceeded { limit, current, requested: quantity });
+        }
         let seated = match tier {
             None => {
                 let named = seated_tier.filter(|t| {
