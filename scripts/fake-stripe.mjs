@@ -28,6 +28,8 @@
 // are refused as Stripe refuses them.
 //
 // For tests: POST /_fake/fail-next makes the next API call answer 500 (Stripe's api_error);
+// POST /_fake/refuse-next makes it answer 400 (an invalid_request_error, as for an amount Stripe
+// will not charge);
 // GET /_fake/events lists the events sent and whether each was acknowledged; GET /_fake/refunds
 // the refunds made.
 import { createServer } from 'node:http';
@@ -51,6 +53,7 @@ const refunds = [];
 const replies = new Map(); // Idempotency-Key → { params, status, body }
 const events = [];
 let failNext = 0;
+let refuseNext = 0;
 let base = '';
 
 const id = (prefix) => `${prefix}_test_${randomBytes(12).toString('hex')}`;
@@ -206,6 +209,10 @@ async function api(req, res, path, p) {
     failNext -= 1;
     return fail(res, 500, 'api_error', 'An unknown error occurred (the fake was told to fail).');
   }
+  if (refuseNext > 0) {
+    refuseNext -= 1;
+    return invalid(res, 'This request was refused (the fake was told to refuse).', { code: 'parameter_invalid_integer' });
+  }
   const key = req.method === 'POST' ? req.headers['idempotency-key'] : undefined;
   if (key !== undefined) {
     const seen = replies.get(key);
@@ -299,6 +306,10 @@ const server = createServer((req, res) => {
       if (req.method === 'POST' && url.pathname === '/_fake/fail-next') {
         failNext += 1;
         return send(res, 200, { fail_next: failNext });
+      }
+      if (req.method === 'POST' && url.pathname === '/_fake/refuse-next') {
+        refuseNext += 1;
+        return send(res, 200, { refuse_next: refuseNext });
       }
       if (req.method === 'GET' && url.pathname === '/_fake/events') return send(res, 200, events);
       if (req.method === 'GET' && url.pathname === '/_fake/refunds') return send(res, 200, refunds);

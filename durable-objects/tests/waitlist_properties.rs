@@ -196,8 +196,8 @@ proptest! {
             }
             check(&list, now);
         }
-        prop_assert_eq!(replay(SETTINGS, list.records()), Ok(offers_made));
-        let restored = restore(SETTINGS, list.records().to_vec()).unwrap();
+        prop_assert_eq!(replay(list.records()), Ok(offers_made));
+        let restored = restore(list.records().to_vec()).unwrap();
         prop_assert_eq!(&restored, &list);
     }
 }

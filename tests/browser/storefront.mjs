@@ -7,9 +7,15 @@
 //   ga        buys three standing places of the event's general-admission tier.
 //
 // Both go to Stripe's page from the order page, pay and come back to the order, which shows the
-// tickets. Prints {"order", "token", "summary", "tickets"} as JSON.
+// tickets; axe-core finds no serious or critical violation on that paid order page at desktop and
+// phone sizes, and it is photographed at both into $ARTIFACTS (default artifacts/screenshots).
+// Prints {"order", "token", "summary", "tickets"} as JSON.
 // Run by tests/tests/storefront.rs:  node tests/browser/storefront.mjs <edge url> <event id> keyboard|ga <seat> <seat>
+import fs from 'node:fs';
 import { launch } from './chromium.mjs';
+
+const AXE = fs.readFileSync('node_modules/axe-core/axe.min.js', 'utf8');
+const SHOTS = process.env.ARTIFACTS ?? 'artifacts/screenshots';
 
 const [edge, event, mode, ...seats] = process.argv.slice(2);
 const browser = await launch();
@@ -81,6 +87,15 @@ try {
   await page.waitForFunction(() => document.getElementById('state')?.textContent === 'Paid', null, { timeout: 30000 });
   await page.waitForSelector('figure.qr svg', { timeout: 10000 });
   const tickets = await page.$$eval('#order li', (items) => items.map((li) => li.textContent));
+  fs.mkdirSync(SHOTS, { recursive: true });
+  for (const [size, viewport] of [['desktop', { width: 1280, height: 900 }], ['phone', { width: 390, height: 844 }]]) {
+    await page.setViewportSize(viewport);
+    await page.evaluate(AXE);
+    const found = await page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+      .filter((v) => ['serious', 'critical'].includes(v.impact)).map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`));
+    if (found.length) throw new Error(`axe on the paid order page (${size}): ${found.join('; ')}`);
+    await page.screenshot({ path: `${SHOTS}/order-paid-${mode}-${size}.png`, fullPage: true });
+  }
   const order = new URL(page.url()).pathname.split('/').pop();
   const token = await page.evaluate((id) => sessionStorage.getItem(`order-${id}`), order);
   console.log(JSON.stringify({ order, token, summary, tickets }));

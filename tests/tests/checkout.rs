@@ -15,8 +15,8 @@
 use std::time::{Duration, Instant};
 
 use e2e::{
-    drop_database, free_port, get_json, start_core_with, start_edge_with_keys, Admin, Gate, Service, Setup,
-    TestKeys,
+    drop_database, free_port, get_json, hold, start_core_with, start_edge_with_keys, Admin, Gate, Service,
+    Setup, TestKeys,
 };
 use regional_core::payments::signature;
 use reqwest::Method;
@@ -86,37 +86,6 @@ async fn synced(acme: &Admin, events: &[&str]) {
     }
 }
 
-/// A new buyer, admitted through the line (at once when it is passthrough), holding `seats`:
-/// (hold id, hold token).
-async fn hold(edge: &str, event: &str, seats: &[&str]) -> (String, String) {
-    let buyer = reqwest::Client::builder().user_agent("e2e-buyer/1").build().unwrap();
-    let queue = format!("{edge}/api/v1/events/{event}/queue");
-    let joined: Value = buyer.post(&queue).json(&json!({})).send().await.unwrap().json().await.unwrap();
-    let ticket = joined["ticket"].as_str().unwrap_or_else(|| panic!("join: {joined}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let admitted = loop {
-        let polled: Value = buyer.get(&queue).bearer_auth(ticket).send().await.unwrap().json().await.unwrap();
-        if polled["admission_token"].is_string() {
-            break polled;
-        }
-        assert!(Instant::now() < deadline, "never admitted: {polled}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
-    let admission = admitted["admission_token"].as_str().unwrap();
-    let resp = buyer
-        .post(format!("{edge}/api/v1/events/{event}/holds"))
-        .bearer_auth(admission)
-        .json(&json!({ "kind": "seats", "seats": seats }))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    let held: Value = resp.json().await.unwrap();
-    assert_eq!(status, 201, "hold {seats:?}: {held}");
-    (held["hold"]["id"].as_str().unwrap().to_owned(), held["hold_token"].as_str().unwrap().to_owned())
-}
-
-/// `POST /api/v1/checkout` through the edge: (status, answer).
 async fn checkout(edge: &str, hold_token: &str, key: &str) -> (u16, Value) {
     checkout_with(edge, hold_token, key, json!(null)).await
 }

@@ -6,13 +6,14 @@
 //! - a keyboard-only buyer finds the event from the front page, picks the second seated tier and
 //!   two seats in the list view, pays on Stripe's page and comes back to the tickets;
 //! - another buys three standing places of the event's general-admission tier the same way;
-//! - the first cancels: the refund goes to Stripe, against the session's payment.
+//! - the first cancels: the refund goes to Stripe, against the session's payment;
+//! - a payment Stripe refuses to create ends its order at once (not when the hold runs out).
 
 use std::time::{Duration, Instant};
 
 use e2e::{
-    drop_database, free_port, get_json, start_core_with, start_edge_with_keys, start_fake_stripe, Admin,
-    Setup,
+    drop_database, free_port, get_json, hold, start_core_with, start_edge_with_keys, start_fake_stripe,
+    Admin, Setup,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -195,6 +196,31 @@ async fn buyers_pay_on_stripes_page_by_keyboard_and_for_standing_places() {
         }
         assert!(Instant::now() < deadline, "A-3 and A-4 never came back: {a}");
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // 4. Stripe refuses to create a payment: the order is cancelled within seconds (its hold lasts
+    // ten minutes), as payment_failed.
+    reqwest::Client::new().post(format!("{}/_fake/refuse-next", stripe.url())).send().await.unwrap();
+    let (_, token) = hold(&edge_url, &event, &["B-1"]).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{edge_url}/api/v1/checkout"))
+        .header("idempotency-key", "refused-1")
+        .json(&json!({ "hold_token": token, "email": "refused@e2e.test" }))
+        .send()
+        .await
+        .unwrap();
+    let answer: Value = resp.json().await.unwrap();
+    let (id, order_token) =
+        (answer["order"]["id"].as_str().unwrap(), answer["order_token"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = get_json(&format!("{edge_url}/api/v1/orders/{id}"), Some(order_token)).await;
+        if o["state"] == "cancelled" {
+            assert_eq!(o["outcome"], "payment_failed", "{o}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "a refused payment left the order {o}\n{}", core.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     db.close().await;

@@ -88,8 +88,10 @@ pub enum EntryState {
     },
     /// It bought the places offered.
     Claimed,
-    /// It said no to the offer, or let it lapse.
+    /// It let the offer lapse.
     Lapsed,
+    /// It said no to the offer.
+    Declined,
     /// It left the list (or the list was closed while it waited).
     Left,
 }
@@ -236,8 +238,14 @@ pub struct WaitingList {
 }
 
 impl WaitingList {
+    /// A new list; its history begins with its settings.
     pub fn new(settings: ListSettings) -> Self {
-        Self { settings, next_number: 1, ..Self::default() }
+        Self {
+            settings,
+            next_number: 1,
+            records: vec![Record::Settings { settings, at: 0 }],
+            ..Self::default()
+        }
     }
 
     pub fn settings(&self) -> ListSettings {
@@ -459,7 +467,7 @@ impl WaitingList {
         let offered =
             self.entries.get(&number).is_some_and(|e| matches!(e.state, EntryState::Offered { .. }));
         if offered {
-            self.end(number, EntryState::Lapsed, now);
+            self.end(number, EntryState::Declined, now);
         }
         offered
     }
@@ -583,8 +591,8 @@ impl WaitingList {
 }
 
 /// Rebuilds a list from its history (a restart of its object), without checking the decisions.
-pub fn restore(settings: ListSettings, records: Vec<Record>) -> Result<WaitingList, String> {
-    let mut list = WaitingList::new(settings);
+pub fn restore(records: Vec<Record>) -> Result<WaitingList, String> {
+    let mut list = WaitingList { next_number: 1, ..WaitingList::default() };
     for record in &records {
         list.apply(record)?;
     }
@@ -593,11 +601,15 @@ pub fn restore(settings: ListSettings, records: Vec<Record>) -> Result<WaitingLi
     Ok(list)
 }
 
-/// The audit: replays a list's history from nothing and checks that every offer in it is the one
-/// the rules make at that moment (same entries, same order, same pools and quantities) and that
-/// none was left out. `Ok` with the number of offers checked.
-pub fn replay(settings: ListSettings, records: &[Record]) -> Result<usize, String> {
-    let mut list = WaitingList::new(settings);
+/// The audit: replays a list's history from nothing and checks every decision in it against the
+/// rules at that moment — each join is one the rules take and numbers as recorded; each run of
+/// offers is exactly the one the rules make (same entries, order, pools, quantities, times); an
+/// offer lapses only at its time, and is declined, claimed or left only while it stands; places
+/// go back on sale only when nobody waiting wants them. `Ok` with the number of offers checked.
+/// (It does not find an offer the object failed to make at all: that the object makes its offers
+/// after every change is the object's rule, tested with it.)
+pub fn replay(records: &[Record]) -> Result<usize, String> {
+    let mut list = WaitingList { next_number: 1, ..WaitingList::default() };
     let mut checked = 0;
     let mut i = 0;
     while i < records.len() {
@@ -615,6 +627,51 @@ pub fn replay(settings: ListSettings, records: &[Record]) -> Result<usize, Strin
                 }
                 checked += run.len();
                 continue;
+            }
+            Record::Released { at, .. } => {
+                let mut run = Vec::new();
+                while let Some(Record::Released { pool, quantity, .. }) = records.get(i) {
+                    run.push((pool.clone(), *quantity));
+                    i += 1;
+                }
+                let expected = list.release_unwanted(*at);
+                if expected != run {
+                    return Err(format!("at {at}: released {run:?}, the rules release {expected:?}"));
+                }
+                continue;
+            }
+            Record::Joined { entry } => {
+                let request = JoinRequest {
+                    visitor: entry.visitor.clone(),
+                    email_key: entry.email_key.clone(),
+                    pool: entry.pool.clone(),
+                    seated_tier: entry.seated_tier.clone(),
+                    quantity: entry.quantity,
+                };
+                let joined =
+                    list.join(request, entry.joined_at).map_err(|e| format!("join {}: {e}", entry.number))?;
+                if joined != entry {
+                    return Err(format!("join recorded as {entry:?}, the rules make {joined:?}"));
+                }
+            }
+            Record::Ended { number, state, at } => {
+                let now = list.entry(*number).map(|e| e.state.clone());
+                let allowed = match (state, &now) {
+                    (EntryState::Lapsed, Some(EntryState::Offered { until, .. })) => until <= at,
+                    (EntryState::Declined, Some(EntryState::Offered { .. })) => true,
+                    (EntryState::Left, Some(s)) => s.live(),
+                    _ => false,
+                };
+                if !allowed {
+                    return Err(format!("entry {number} ended {state:?} at {at} while {now:?}"));
+                }
+                list.apply(&records[i])?;
+            }
+            Record::Claimed { number, .. } => {
+                if !matches!(list.entry(*number).map(|e| &e.state), Some(EntryState::Offered { .. })) {
+                    return Err(format!("entry {number} claimed without an offer standing"));
+                }
+                list.apply(&records[i])?;
             }
             record => list.apply(record)?,
         }
@@ -668,7 +725,7 @@ mod tests {
         let offers = list.offer(T);
         assert_eq!(offers.len(), 1);
         assert_eq!((offers[0].number, offers[0].quantity, offers[0].until), (a, 2, T + 600_000));
-        assert_eq!(replay(settings(), list.records()), Ok(3));
+        assert_eq!(replay(list.records()), Ok(3));
     }
 
     #[test]
@@ -719,7 +776,7 @@ mod tests {
         assert_eq!(list.offer(T + 600_001)[0].number, c);
         assert!(list.claimed(c, T + 600_002));
         assert!(list.offer(T + 600_002).is_empty());
-        assert_eq!(replay(settings(), list.records()), Ok(3));
+        assert_eq!(replay(list.records()), Ok(3));
     }
 
     #[test]
@@ -741,7 +798,7 @@ mod tests {
         list.returned(Pool::Seats, 1, T);
         let offers = list.offer(T);
         assert_eq!((offers[0].number, offers[0].quantity), (group, 3));
-        assert_eq!(replay(settings(), list.records()), Ok(MAX_PASSES as usize + 1));
+        assert_eq!(replay(list.records()), Ok(MAX_PASSES as usize + 1));
     }
 
     #[test]
@@ -783,7 +840,7 @@ mod tests {
         list.returned(Pool::Seats, 1, T);
         list.offer(T);
         list.expire_due(T + 600_000);
-        let restored = restore(settings(), list.records().to_vec()).unwrap();
+        let restored = restore(list.records().to_vec()).unwrap();
         assert_eq!(restored, list);
         // Someone edits the history to offer the seat to b first.
         let mut forged = list.records().to_vec();
@@ -795,6 +852,32 @@ mod tests {
                 }
             }
         }
-        assert!(replay(settings(), &forged).is_err());
+        assert!(replay(&forged).is_err());
+        // Or ends the first offer early (before its time), or sends wanted places back on sale.
+        let mut early = list.records().to_vec();
+        for r in early.iter_mut() {
+            if let Record::Ended { at, .. } = r {
+                *at -= 1;
+            }
+        }
+        assert!(replay(&early).unwrap_err().contains("ended Lapsed"));
+        let mut released = list.records().to_vec();
+        released.push(Record::Released { pool: Pool::Seats, quantity: 1, at: T + 600_001 });
+        assert!(replay(&released).unwrap_err().contains("released"));
+    }
+
+    #[test]
+    fn a_history_with_changed_settings_replays_under_each_in_turn() {
+        let mut list = WaitingList::new(settings());
+        join(&mut list, "a", None, 1);
+        join(&mut list, "b", None, 1);
+        list.returned(Pool::Seats, 1, T);
+        list.offer(T);
+        list.set_settings(ListSettings { claim_seconds: 120, ..settings() }, T + 1);
+        list.returned(Pool::Seats, 1, T + 2);
+        let offers = list.offer(T + 2);
+        assert_eq!(offers[0].until, T + 2 + 120_000, "the new claim window");
+        assert_eq!(replay(list.records()), Ok(2));
+        assert_eq!(restore(list.records().to_vec()).unwrap(), list);
     }
 }

@@ -135,6 +135,9 @@ pub fn next(state: OrderState, input: Input) -> Option<Transition> {
         (Created, HoldGone) => to(Cancelled, Some(Outcome::HoldExpired)),
         (Created, BuyerCancels) => to(Releasing, Some(Outcome::BuyerCancelled)),
         (Created, EventCancelled) => to(Releasing, Some(Outcome::EventCancelled)),
+        // The provider refused to create the payment (an amount under its minimum, say): no money
+        // can be taken, the buyer hears at once rather than when the hold runs out.
+        (Created, PaymentFailed) => to(Releasing, Some(Outcome::PaymentFailed)),
         // Money taken: it must end in tickets or a refund, whatever happened before (a late or
         // out-of-order success after a failure, a deadline or a cancellation).
         (Created | AwaitingPayment | Releasing | Cancelled, PaymentSucceeded) => to(Confirming, None),
@@ -348,6 +351,14 @@ mod tests {
                 _ => unreachable!(),
             }
         }
+    }
+
+    #[test]
+    fn a_payment_the_provider_refuses_to_create_ends_the_order_at_once() {
+        assert_eq!(
+            next(OrderState::Created, Input::PaymentFailed),
+            to(OrderState::Releasing, Some(Outcome::PaymentFailed))
+        );
     }
 
     #[test]
