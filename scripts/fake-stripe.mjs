@@ -28,8 +28,8 @@
 // are refused as Stripe refuses them.
 //
 // For tests: POST /_fake/fail-next makes the next API call answer 500 (Stripe's api_error);
-// POST /_fake/refuse-next makes it answer 400 (an invalid_request_error, as for an amount Stripe
-// will not charge);
+// POST /_fake/refuse-next makes the next session creation answer 400 (an invalid_request_error, as
+// for an amount Stripe will not charge);
 // GET /_fake/events lists the events sent and whether each was acknowledged; GET /_fake/refunds
 // the refunds made.
 import { createServer } from 'node:http';
@@ -209,7 +209,7 @@ async function api(req, res, path, p) {
     failNext -= 1;
     return fail(res, 500, 'api_error', 'An unknown error occurred (the fake was told to fail).');
   }
-  if (refuseNext > 0) {
+  if (refuseNext > 0 && req.method === 'POST' && path === '/v1/checkout/sessions') {
     refuseNext -= 1;
     return invalid(res, 'This request was refused (the fake was told to refuse).', { code: 'parameter_invalid_integer' });
   }

@@ -655,7 +655,6 @@ pub async fn hold(edge: &str, event: &str, seats: &[&str]) -> (String, String) {
     (held["hold"]["id"].as_str().unwrap().to_owned(), held["hold_token"].as_str().unwrap().to_owned())
 }
 
-/// `POST /api/v1/checkout` through the edge: (status, answer).
 /// A caller of the core's admin API with one API key.
 pub struct Admin {
     pub base: String,

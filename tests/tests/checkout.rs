@@ -86,6 +86,7 @@ async fn synced(acme: &Admin, events: &[&str]) {
     }
 }
 
+/// `POST /api/v1/checkout` through the edge: (status, answer).
 async fn checkout(edge: &str, hold_token: &str, key: &str) -> (u16, Value) {
     checkout_with(edge, hold_token, key, json!(null)).await
 }

@@ -80,6 +80,20 @@ fn browser_buyer(edge: &str, event: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("the buyer prints JSON")
 }
 
+/// Waits until the seats at `range` of the edge's availability (seat-map order) are all available.
+async fn back_on_sale(edge: &str, event: &str, range: std::ops::Range<usize>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = get_json(&format!("{edge}/api/v1/events/{event}/availability"), None).await;
+        let seats = a["seats"].as_str().unwrap_or_default().to_owned();
+        if seats.get(range.clone()).is_some_and(|s| s.bytes().all(|b| b == b'a')) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "seats {range:?} never came back on sale: {a}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 async fn count(db: &sqlx::PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(db).await.unwrap()
 }
@@ -187,16 +201,7 @@ async fn buyers_pay_on_stripes_page_by_keyboard_and_for_standing_places() {
     assert_eq!(refunds[0]["payment_intent"], session["payment_intent"], "{session}");
     assert_eq!(count(&db, "SELECT count(*) FROM tickets WHERE state = 'valid'").await, 3);
     // Its seats are back on sale at the edge (A-3 and A-4: the third and fourth of row A).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let a = get_json(&format!("{edge_url}/api/v1/events/{event}/availability"), None).await;
-        let seats = a["seats"].as_str().unwrap_or_default().to_owned();
-        if seats.get(2..4) == Some("aa") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "A-3 and A-4 never came back: {a}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    back_on_sale(&edge_url, &event, 2..4).await;
 
     // 4. Stripe refuses to create a payment: the order is cancelled within seconds (its hold lasts
     // ten minutes), as payment_failed.
@@ -222,6 +227,8 @@ async fn buyers_pay_on_stripes_page_by_keyboard_and_for_standing_places() {
         assert!(Instant::now() < deadline, "a refused payment left the order {o}\n{}", core.log_tail());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // B-1 (the first of row B) is back on sale.
+    back_on_sale(&edge_url, &event, 6..7).await;
 
     db.close().await;
     drop(edge);

@@ -7,7 +7,7 @@
 //! The rules, each enforced here and checked by `durable-objects/tests/waitlist_properties.rs`:
 //!
 //! - **One live entry per visitor and per e-mail.** A visitor (or an address) waiting or holding an
-//!   offer cannot join again; after leaving, lapsing or buying they may, at the back.
+//!   offer cannot join again; after leaving, declining, lapsing or buying they may, at the back.
 //! - **Order.** Places that come back go to waiting entries in the order they joined.
 //! - **Fit.** An entry is offered its whole request or nothing: places of the pool it asked for (a
 //!   general-admission tier, or seats), or of any pool when it asked for any. A request that does

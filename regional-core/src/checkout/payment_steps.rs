@@ -63,7 +63,7 @@ impl Checkout {
                 // Refused (not unavailable): retrying the same request cannot help.
                 Err(ProviderError::Refused(e)) => {
                     tracing::warn!(order = %o.id, error = %e, "the provider refused to create the payment");
-                    return self.simple(o, Input::PaymentFailed, json!({ "provider_refused": e })).await;
+                    return self.simple(o, Input::PaymentRefused, json!({ "provider_refused": e })).await;
                 }
                 Err(e) => return Step::Failed(e.to_string()),
             }

@@ -71,6 +71,8 @@ pub enum Input {
     PaymentSucceeded,
     /// The provider says this payment failed or was cancelled.
     PaymentFailed,
+    /// The provider refused to create the payment (nothing can be paid).
+    PaymentRefused,
     /// The payment deadline passed with no outcome; the payment was cancelled at the provider.
     DeadlinePassed,
     /// The edge sold the hold (confirmed, or reclaimed after expiry).
@@ -137,7 +139,7 @@ pub fn next(state: OrderState, input: Input) -> Option<Transition> {
         (Created, EventCancelled) => to(Releasing, Some(Outcome::EventCancelled)),
         // The provider refused to create the payment (an amount under its minimum, say): no money
         // can be taken, the buyer hears at once rather than when the hold runs out.
-        (Created, PaymentFailed) => to(Releasing, Some(Outcome::PaymentFailed)),
+        (Created, PaymentRefused) => to(Releasing, Some(Outcome::PaymentFailed)),
         // Money taken: it must end in tickets or a refund, whatever happened before (a late or
         // out-of-order success after a failure, a deadline or a cancellation).
         (Created | AwaitingPayment | Releasing | Cancelled, PaymentSucceeded) => to(Confirming, None),
@@ -193,6 +195,8 @@ mod tests {
         refunds: u32,
         /// Webhooks in flight (may be delivered in any order, more than once).
         inbox: Vec<Input>,
+        /// The provider refuses to create payments.
+        refuse: bool,
     }
 
     #[derive(Debug, Clone, Copy)]
@@ -210,6 +214,8 @@ mod tests {
         Step,
         BuyerCancels,
         EventCancelled,
+        /// The provider will refuse to create the payment.
+        Refuse,
     }
 
     fn apply(w: &mut World, input: Input) {
@@ -222,7 +228,10 @@ mod tests {
     fn step(w: &mut World) {
         match w.state {
             OrderState::Created => {
-                if w.hold == Hold::Held {
+                if w.hold == Hold::Held && w.refuse {
+                    // No payment exists: the hold is released by the `releasing` step.
+                    apply(w, Input::PaymentRefused);
+                } else if w.hold == Hold::Held {
                     w.pay = Pay::Pending;
                     apply(w, Input::PaymentCreated);
                 } else {
@@ -304,6 +313,7 @@ mod tests {
             Op::Step => step(w),
             Op::BuyerCancels => apply(w, Input::BuyerCancels),
             Op::EventCancelled => apply(w, Input::EventCancelled),
+            Op::Refuse => w.refuse = true,
             _ => {}
         }
     }
@@ -318,6 +328,7 @@ mod tests {
             4 => Just(Op::Step),
             1 => Just(Op::BuyerCancels),
             1 => Just(Op::EventCancelled),
+            1 => Just(Op::Refuse),
         ]
     }
 
@@ -327,7 +338,7 @@ mod tests {
         fn every_order_ends_with_tickets_or_its_money_back(ops in proptest::collection::vec(op(), 0..40)) {
             let mut w = World {
                 state: OrderState::Created, pay: Pay::None, hold: Hold::Held,
-                deadline_passed: false, refunds: 0, inbox: Vec::new(),
+                deadline_passed: false, refunds: 0, inbox: Vec::new(), refuse: false,
             };
             for op in ops {
                 run(&mut w, op);
@@ -356,9 +367,12 @@ mod tests {
     #[test]
     fn a_payment_the_provider_refuses_to_create_ends_the_order_at_once() {
         assert_eq!(
-            next(OrderState::Created, Input::PaymentFailed),
+            next(OrderState::Created, Input::PaymentRefused),
             to(OrderState::Releasing, Some(Outcome::PaymentFailed))
         );
+        // Only the payment step says so: a provider's failure report needs a payment to exist.
+        assert_eq!(next(OrderState::Created, Input::PaymentFailed), None);
+        assert_eq!(next(OrderState::AwaitingPayment, Input::PaymentRefused), None);
     }
 
     #[test]

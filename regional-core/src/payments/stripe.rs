@@ -135,8 +135,18 @@ impl Stripe {
             return Ok(value);
         }
         let message = value["error"]["message"].as_str().unwrap_or("").to_owned();
-        if status.as_u16() == 429 || status.is_server_error() || status.as_u16() == 409 {
-            // 409: an idempotent request still in flight at Stripe; try again.
+        let kind = value["error"]["type"].as_str().unwrap_or("");
+        // Refused means "this request will never succeed": the saga then gives up on the order.
+        // What an operator must fix (a wrong or restricted key: 401, 403; a wrong base: 404) or
+        // Stripe is busy with (409: the same idempotent request in flight; 429; 5xx), or a
+        // parameter drift of ours (an idempotency error), is retried instead, and logged.
+        let retry = matches!(status.as_u16(), 401 | 403 | 404 | 409 | 429)
+            || status.is_server_error()
+            || kind == "idempotency_error";
+        if matches!(status.as_u16(), 401 | 403) || kind == "idempotency_error" {
+            tracing::error!(%status, kind, "stripe refused the core itself: check STRIPE_SECRET_KEY and the account");
+        }
+        if retry {
             Err(ProviderError::Unavailable(format!("stripe answered {status}: {message}")))
         } else {
             Err(ProviderError::Refused(format!("stripe answered {status}: {message}")))
@@ -188,11 +198,14 @@ impl PaymentProvider for Stripe {
                 Some(request.idempotency_key),
             )
             .await?;
-        let reference =
-            session["id"].as_str().ok_or_else(|| ProviderError::Refused("no id in answer".into()))?;
+        let reference = session["id"]
+            .as_str()
+            .ok_or_else(|| ProviderError::Unavailable("no id in stripe's answer".into()))?;
         let url = session["url"].as_str().filter(|u| u.starts_with("https://") || u.starts_with("http://"));
         Ok(CreatedPayment {
-            reference: valid_id(reference)?.to_owned(),
+            reference: valid_id(reference)
+                .map_err(|_| ProviderError::Unavailable("stripe answered an id it does not make".into()))?
+                .to_owned(),
             redirect_url: url.map(str::to_owned),
             state: state_of(&session),
         })

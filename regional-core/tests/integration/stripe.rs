@@ -139,7 +139,9 @@ async fn checkout_sessions_and_refunds_follow_stripes_api() {
         Err(ProviderError::Refused(_))
     ));
 
-    // A 5xx is worth retrying; a wrong key is not; an id that is not Stripe's never reaches it.
+    // A 5xx is worth retrying, and so is a wrong key (the operator's to fix: the order must not
+    // fail for it); a request Stripe refuses as such is not; an id that is not Stripe's never
+    // reaches it.
     reqwest::Client::new().post(format!("{}/_fake/fail-next", fake.base)).send().await.unwrap();
     assert!(matches!(
         stripe.create(&request("order-4", "o-4", now + 600)).await,
@@ -148,8 +150,10 @@ async fn checkout_sessions_and_refunds_follow_stripes_api() {
     let wrong = Stripe::new(&fake.base, "sk_test_wrong".into(), vec![], "https://shop.test");
     assert!(matches!(
         wrong.create(&request("order-5", "o-5", now + 600)).await,
-        Err(ProviderError::Refused(_))
+        Err(ProviderError::Unavailable(_))
     ));
+    let tiny = PaymentRequest { amount_minor: 49, ..request("order-6", "o-6", now + 600) };
+    assert!(matches!(stripe.create(&tiny).await, Err(ProviderError::Refused(_))), "under Stripe's minimum");
     assert!(matches!(stripe.retrieve("cs_1/../../v1/refunds").await, Err(ProviderError::Refused(_))));
 }
 
