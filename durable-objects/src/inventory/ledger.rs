@@ -131,6 +131,33 @@ fn is_zero(n: &u32) -> bool {
 }
 
 impl Hold {
+    /// A new live hold (placed, offered or parked), nothing returned, not extended.
+    fn held(
+        id: HoldId,
+        visitor: VisitorId,
+        seats: Vec<SeatId>,
+        ga: Option<GaPlaces>,
+        seated_tier: Option<TierId>,
+        created_at: Millis,
+        expires_at: Millis,
+    ) -> Self {
+        Self {
+            id,
+            visitor,
+            seats,
+            ga,
+            seated_tier,
+            created_at,
+            expires_at,
+            extended: false,
+            state: HoldState::Held,
+            ended_at: None,
+            returned_seats: Vec::new(),
+            returned_ga: 0,
+            parked_from: None,
+        }
+    }
+
     /// Tickets this hold counts against its visitor's limit right now.
     pub fn tickets(&self) -> u32 {
         match self.state {
@@ -693,21 +720,15 @@ impl Ledger {
             return Err(HoldError::LimitExceeded { limit, current, requested });
         }
 
-        let hold = Hold {
+        let hold = Hold::held(
             id,
-            visitor: visitor.clone(),
-            seats: seats.iter().map(|&i| self.seats[i as usize].id.clone()).collect(),
-            ga: ga.map(|(t, quantity)| GaPlaces { tier: self.tiers[t].id.clone(), quantity }),
-            seated_tier: seated_tier.map(|t| self.seated[t].id.clone()),
-            created_at: now,
-            expires_at: now + Millis::from(self.settings.hold_seconds) * 1000,
-            extended: false,
-            state: HoldState::Held,
-            ended_at: None,
-            returned_seats: Vec::new(),
-            returned_ga: 0,
-            parked_from: None,
-        };
+            visitor.clone(),
+            seats.iter().map(|&i| self.seats[i as usize].id.clone()).collect(),
+            ga.map(|(t, quantity)| GaPlaces { tier: self.tiers[t].id.clone(), quantity }),
+            seated_tier.map(|t| self.seated[t].id.clone()),
+            now,
+            now + Millis::from(self.settings.hold_seconds) * 1000,
+        );
         // Claim by index: every seat and place was just checked to be free.
         for &i in &seats {
             self.set_seat_state(i as usize, SeatState::Held);

@@ -138,19 +138,8 @@ impl Ledger {
             }
         };
         let hold = Hold {
-            id,
-            visitor: waitlist(),
-            seats,
-            ga,
-            seated_tier: None,
-            created_at: now,
-            expires_at: PARKED_UNTIL,
-            extended: false,
-            state: HoldState::Held,
-            ended_at: None,
-            returned_seats: Vec::new(),
-            returned_ga: 0,
             parked_from: Some(source.clone()),
+            ..Hold::held(id, waitlist(), seats, ga, None, now, PARKED_UNTIL)
         };
         // The places were just checked free (seats) or just given back (GA): this cannot fail.
         let _ = self.apply_hold_effects(&hold, 1);
@@ -264,21 +253,15 @@ impl Ledger {
         };
         let mut changed = Vec::new();
         let (seats, places) = self.unpark_places(tier, quantity, now, &mut changed)?;
-        let hold = Hold {
+        let hold = Hold::held(
             id,
-            visitor: visitor.clone(),
+            visitor.clone(),
             seats,
-            ga: tier.map(|t| GaPlaces { tier: t.clone(), quantity: places }),
-            seated_tier: seated.map(|i| self.seated[i].id.clone()),
-            created_at: now,
-            expires_at: until,
-            extended: false,
-            state: HoldState::Held,
-            ended_at: None,
-            returned_seats: Vec::new(),
-            returned_ga: 0,
-            parked_from: None,
-        };
+            tier.map(|t| GaPlaces { tier: t.clone(), quantity: places }),
+            seated.map(|i| self.seated[i].id.clone()),
+            now,
+            until,
+        );
         // Its places were freed just above, in this step.
         self.apply_hold_effects(&hold, 1)?;
         self.schedule(&hold.id, hold.expires_at);
