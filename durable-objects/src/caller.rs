@@ -16,6 +16,8 @@ pub enum Caller {
     Core,
     /// The edge Worker itself, reading public data (availability).
     Edge,
+    /// The event's waiting-list object, parking and offering places at an inventory.
+    Waitlist,
 }
 
 impl Caller {
@@ -25,6 +27,7 @@ impl Caller {
             Some(("visitor", id)) => VisitorId::parse(id).ok().map(Caller::Visitor),
             None if header == "core" => Some(Caller::Core),
             None if header == "edge" => Some(Caller::Edge),
+            None if header == "waitlist" => Some(Caller::Waitlist),
             _ => None,
         }
     }
@@ -35,6 +38,7 @@ impl Caller {
             Caller::Visitor(v) => format!("visitor {v}"),
             Caller::Core => "core".into(),
             Caller::Edge => "edge".into(),
+            Caller::Waitlist => "waitlist".into(),
         }
     }
 }

@@ -37,6 +37,24 @@ pub fn malformed(instance: &str, e: impl std::fmt::Display) -> Result<Response> 
     problem_of(ProblemType::MalformedRequest, format!("the body could not be read: {e}"), instance)
 }
 
+/// Reads a JSON body of at most `limit` bytes; the problem to answer when it is too large or
+/// cannot be read.
+pub async fn read_json<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+    limit: usize,
+) -> std::result::Result<T, Result<Response>> {
+    let path = req.path();
+    let bytes = req.bytes().await.map_err(|e| malformed(&path, e))?;
+    if bytes.len() > limit {
+        return Err(problem_of(
+            ProblemType::PayloadTooLarge,
+            format!("the body is larger than {limit} bytes"),
+            &path,
+        ));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| malformed(&path, e))
+}
+
 /// What every object's `fetch` does around its routes: refuse a request without an authenticated
 /// caller (401), make sure the object's state is loaded, route, and turn a failure into a 500
 /// after which `reset` makes the object read its storage again (memory may be ahead of storage

@@ -13,6 +13,7 @@ pub const INVENTORY_BINDING: &str = "INVENTORY";
 pub const DIRECTORY_BINDING: &str = "DIRECTORY";
 pub const COORDINATOR_BINDING: &str = "QUEUE_COORDINATOR";
 pub const SHARD_BINDING: &str = "QUEUE_SHARD";
+pub const WAITLIST_BINDING: &str = "WAITLIST";
 
 /// Who is calling, and the core request's nonce and the shard's index when there are any.
 pub struct Call<'a> {

@@ -293,16 +293,16 @@ fn an_inventory_update_keeps_live_holds_and_refuses_to_drop_what_is_held() {
     let mut next = inventory(2, 4, 10, 20, SETTINGS);
     next.version = 2;
     next.seat_map.zones[0].price.amount_minor = 5000;
-    l.update_inventory(&next).unwrap();
+    l.update_inventory(&next, T0).unwrap();
     assert_eq!(l.hold(&hold_id(1)).unwrap().state, HoldState::Held);
     assert_eq!(&l.availability().seats[..2], "ah");
-    l.update_inventory(&next).expect("the same push again is accepted");
+    l.update_inventory(&next, T0).expect("the same push again is accepted");
     let mut older = next.clone();
     older.seat_map.zones[0].price.amount_minor = 1;
-    assert!(matches!(l.update_inventory(&older), Err(HoldError::StaleInventory { .. })));
+    assert!(matches!(l.update_inventory(&older, T0), Err(HoldError::StaleInventory { .. })));
     let mut smaller = inventory(1, 1, 1, 20, SETTINGS);
     smaller.version = 3;
-    assert!(matches!(l.update_inventory(&smaller), Err(HoldError::UpdateWouldDisturbHolds { .. })));
+    assert!(matches!(l.update_inventory(&smaller, T0), Err(HoldError::UpdateWouldDisturbHolds { .. })));
 }
 
 #[test]
@@ -375,7 +375,7 @@ fn a_seat_taken_off_sale_keeps_its_hold_and_is_never_held_again() {
     let mut l = ledger();
     let held = l.place_hold(&visitor(1), None, &seats(&["S0-0-1"]), T0, hold_id(1)).unwrap();
     // Taking a held and a free seat off sale disturbs nothing.
-    l.update_inventory(&with_off_sale(2, &["S0-0-1", "S0-0-2"])).unwrap();
+    l.update_inventory(&with_off_sale(2, &["S0-0-1", "S0-0-2"]), T0).unwrap();
     assert_eq!(l.hold(&hold_id(1)), Some(&held.hold), "the live hold stands");
     let avail = l.availability();
     assert_eq!(&avail.seats[1..3], "hx");
@@ -392,7 +392,7 @@ fn a_seat_taken_off_sale_keeps_its_hold_and_is_never_held_again() {
     // When a hold on an off-sale seat ends, the seat stays off sale.
     let mut l = ledger();
     l.place_hold(&visitor(1), None, &seats(&["S0-0-5"]), T0, hold_id(3)).unwrap();
-    l.update_inventory(&with_off_sale(2, &["S0-0-5"])).unwrap();
+    l.update_inventory(&with_off_sale(2, &["S0-0-5"]), T0).unwrap();
     l.release(&hold_id(3), Releaser::Visitor(&visitor(1)), T0 + 2).unwrap();
     assert_eq!(&l.availability().seats[5..6], "x");
     assert!(l.place_hold(&visitor(2), None, &seats(&["S0-0-5"]), T0 + 3, hold_id(4)).is_err());
@@ -413,7 +413,7 @@ fn a_seat_taken_off_sale_keeps_its_hold_and_is_never_held_again() {
         )
         .unwrap();
     assert!(!best.hold.seats.contains(&seat("S0-0-5")));
-    l.update_inventory(&with_off_sale(3, &[])).unwrap();
+    l.update_inventory(&with_off_sale(3, &[]), T0).unwrap();
     assert_eq!(&l.availability().seats[5..6], "a");
     assert!(l.place_hold(&visitor(3), None, &seats(&["S0-0-5"]), T0 + 5, hold_id(6)).is_ok());
 }
@@ -616,12 +616,12 @@ fn a_seated_tier_sells_no_more_than_its_capacity_and_only_in_its_window() {
     let mut smaller = tiered();
     smaller.version = 2;
     smaller.seat_map.seated_tiers[1].capacity = 1;
-    assert!(matches!(l.update_inventory(&smaller), Err(HoldError::UpdateWouldDisturbHolds { .. })));
+    assert!(matches!(l.update_inventory(&smaller, T0), Err(HoldError::UpdateWouldDisturbHolds { .. })));
     smaller.seat_map.seated_tiers.truncate(1);
-    assert!(matches!(l.update_inventory(&smaller), Err(HoldError::UpdateWouldDisturbHolds { .. })));
+    assert!(matches!(l.update_inventory(&smaller, T0), Err(HoldError::UpdateWouldDisturbHolds { .. })));
     smaller.seat_map.seated_tiers = tiered().seat_map.seated_tiers;
     smaller.seat_map.seated_tiers[1].capacity = 2;
-    l.update_inventory(&smaller).unwrap();
+    l.update_inventory(&smaller, T0).unwrap();
     assert_eq!((counts(&l).capacity, counts(&l).available), (2, 0), "the counts survive an update");
 }
 

@@ -217,7 +217,7 @@ fn a_seat_taken_off_sale_while_parked_is_never_offered_and_offers_keep_the_buyer
     let mut inv = inventory(1, 2, 5, 10, SETTINGS);
     inv.version = 2;
     inv.seat_map.sections[0].rows[0].seats[1].off_sale = true; // S0-0-1
-    l.update_inventory(&inv).unwrap();
+    l.update_inventory(&inv, T0 + 600_001).unwrap();
     assert_eq!(parked(&l), [(None, 1)], "the withdrawn seat is not offered");
     assert!(matches!(
         offer(&mut l, &visitor(7), None, 2, None, T0 + 900_000, hold_id(10), T0 + 600_001),
@@ -400,4 +400,28 @@ mod properties {
             }
         }
     }
+}
+
+#[test]
+fn seats_and_places_the_organizer_adds_are_parked_while_the_list_waits() {
+    let mut l = ledger();
+    let mut inv = inventory(1, 2, 5, 10, SETTINGS);
+    // One more seat in the second row, a seat back on sale, and the floor grows by four.
+    inv.version = 2;
+    inv.seat_map.sections[0].rows[0].seats[0].off_sale = true; // S0-0-0
+    l.update_inventory(&inv, T0).unwrap();
+    assert!(parked(&l).is_empty(), "a seat taken off sale parks nothing");
+    let mut more = inventory(1, 2, 6, 14, SETTINGS);
+    more.version = 3;
+    l.update_inventory(&more, T0 + 1).unwrap();
+    let added: Vec<String> = ["S0-0-0", "S0-0-5", "S0-1-5"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(parked(&l), [(None, 3), (Some("floor".into()), 4)], "{added:?} and four floor places");
+    assert_eq!(l.take_parked_changes().len(), 2);
+    // Nobody but the list can take them.
+    assert!(l.place_hold(&visitor(1), None, &seats(&["S0-1-5"]), T0 + 2, hold_id(1)).is_err());
+    // Without parking, what is added is simply for sale.
+    let mut open = Ledger::new(&inventory(1, 2, 5, 10, SETTINGS));
+    open.update_inventory(&more, T0).unwrap();
+    assert!(parked(&open).is_empty());
+    open.place_hold(&visitor(1), None, &seats(&["S0-1-5"]), T0 + 2, hold_id(1)).unwrap();
 }

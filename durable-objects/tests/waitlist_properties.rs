@@ -23,18 +23,25 @@ const VISITORS: u8 = 8;
 const SETTINGS: ListSettings =
     ListSettings { enabled: true, claim_seconds: 60, max_offers_out: 3, max_quantity: 3 };
 
+/// A request's pool (seats, or a GA tier) or, up to 4, a pool of places (the seats of an
+/// unsharded event, a GA tier's, or the seats of shard 1 or 2 of a sharded one).
 fn pool(i: u8) -> Pool {
-    match i % 3 {
+    match i % 5 {
         0 => Pool::Seats,
         1 => Pool::General(TierId::parse("floor").unwrap()),
-        _ => Pool::General(TierId::parse("balcony").unwrap()),
+        2 => Pool::General(TierId::parse("balcony").unwrap()),
+        n => Pool::Shard(u32::from(n) - 2),
     }
 }
+
+const POOLS: u8 = 5;
 
 #[derive(Debug, Clone)]
 enum Op {
     Join { visitor: u8, mail: u8, pool: Option<u8>, quantity: u32 },
     Return { pool: u8, quantity: u32 },
+    Take { pool: u8, quantity: u32 },
+    Lapse { visitor: u8 },
     Offer,
     Wait { seconds: i64 },
     Decline { visitor: u8 },
@@ -48,7 +55,9 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..VISITORS, 0..VISITORS, proptest::option::of(0u8..3), 0u32..5)
             .prop_map(|(visitor, mail, pool, quantity)| Op::Join { visitor, mail, pool, quantity }),
-        4 => (0u8..3, 1u32..4).prop_map(|(pool, quantity)| Op::Return { pool, quantity }),
+        4 => (0u8..POOLS, 1u32..4).prop_map(|(pool, quantity)| Op::Return { pool, quantity }),
+        1 => (0u8..POOLS, 1u32..3).prop_map(|(pool, quantity)| Op::Take { pool, quantity }),
+        1 => (0..VISITORS).prop_map(|visitor| Op::Lapse { visitor }),
         4 => Just(Op::Offer),
         2 => (1i64..90).prop_map(|seconds| Op::Wait { seconds }),
         1 => (0..VISITORS).prop_map(|visitor| Op::Decline { visitor }),
@@ -63,7 +72,7 @@ fn visitor(i: u8) -> VisitorId {
     VisitorId::parse(&format!("v{i}")).unwrap()
 }
 
-/// Places per pool that came back, were bought and were released, from the history.
+/// Places per pool that came back, were bought and were released (or taken), from the history.
 fn ledger(records: &[Record]) -> (BTreeMap<Pool, i64>, BTreeMap<Pool, i64>, BTreeMap<Pool, i64>) {
     let (mut back, mut bought, mut released) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
     let mut offers: BTreeMap<u64, (Pool, u32)> = BTreeMap::new();
@@ -79,7 +88,7 @@ fn ledger(records: &[Record]) -> (BTreeMap<Pool, i64>, BTreeMap<Pool, i64>, BTre
                 let (pool, quantity) = offers[number].clone();
                 *bought.entry(pool).or_insert(0) += i64::from(quantity);
             }
-            Record::Released { pool, quantity, .. } => {
+            Record::Released { pool, quantity, .. } | Record::Taken { pool, quantity, .. } => {
                 *released.entry(pool.clone()).or_insert(0) += i64::from(*quantity)
             }
             _ => {}
@@ -98,7 +107,7 @@ fn check(list: &WaitingList, now: i64) {
             assert!(*until > now, "offer {} outlived its time", e.number);
         }
     }
-    for p in [pool(0), pool(1), pool(2)] {
+    for p in (0..POOLS).map(pool) {
         let free = i64::from(list.free().get(&p).copied().unwrap_or(0));
         let sum = free
             + offered.get(&p).copied().unwrap_or(0)
@@ -126,7 +135,7 @@ fn check_order(before: &WaitingList, offers: &[Offer]) {
     let offered: HashSet<u64> = offers.iter().map(|o| o.number).collect();
     for o in offers {
         for a in before.entries().filter(|a| a.state == EntryState::Waiting && a.number < o.number) {
-            let would_fit = a.pool.as_ref().is_none_or(|p| *p == o.pool) && a.quantity <= o.quantity;
+            let would_fit = o.pool.serves(a.pool.as_ref()) && a.quantity <= o.quantity;
             assert!(
                 !would_fit || offered.contains(&a.number),
                 "offer to {} went past {} ({:?} x{}) with {:?} x{}",
@@ -164,6 +173,14 @@ proptest! {
                     let _ = list.join(request, now);
                 }
                 Op::Return { pool: p, quantity } => list.returned(pool(p), quantity, now),
+                Op::Take { pool: p, quantity } => {
+                    list.taken(pool(p), quantity, now);
+                }
+                Op::Lapse { visitor: v } => {
+                    if let Some(n) = list.entry_of(&visitor(v)).map(|e| e.number) {
+                        list.lapse(n, now);
+                    }
+                }
                 Op::Offer => {
                     let before = list.clone();
                     let offers = list.offer(now);

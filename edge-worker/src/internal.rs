@@ -10,7 +10,7 @@
 use durable_objects::directory::Layout;
 use durable_objects::http;
 use durable_objects::inventory::Caller;
-use durable_objects::stub::{send, DIRECTORY_BINDING};
+use durable_objects::stub::{send, DIRECTORY_BINDING, WAITLIST_BINDING};
 use durable_objects::waiting_room::{call, shard_name, EndSession, COORDINATOR_BINDING, SHARD_BINDING};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -97,6 +97,9 @@ async fn route_call(
         InternalRoute::PutWaitingRoom => put_settings(ev, body).await,
         InternalRoute::WaitingRoom => room_stats(ev).await,
         InternalRoute::EndSession => end_session(ev, body).await,
+        InternalRoute::Waitlist => waitlist_call(ev, Method::Get, "/summary").await,
+        InternalRoute::WaitlistRecords => waitlist_call(ev, Method::Get, "/records").await,
+        InternalRoute::CloseWaitlist => waitlist_call(ev, Method::Post, "/close").await,
         InternalRoute::Hold(hold) => hold_call(ev, &hold, None, &call, body).await,
         InternalRoute::HoldAction(hold, action) => hold_call(ev, &hold, Some(action), &call, body).await,
     }
@@ -267,12 +270,40 @@ async fn put_settings(ev: &EventCtx<'_>, body: &[u8]) -> Result<Response> {
     if let Err(errors) = settings.validate() {
         return Err(invalid(ev, "the waiting-room settings are not valid", &errors)?);
     }
-    let push = serde_json::to_string(&json!({ "event": ev.event, "settings": settings }))?;
+    let push = push_body(ev, &settings)?;
     let as_core = Call::by(&Caller::Core);
     let resp =
         send(ev.env, COORDINATOR_BINDING, ev.event.as_str(), Method::Put, "/settings", &as_core, Some(push));
     let resp = resp.await?;
     crate::room::forget_view(&ev.event);
+    if resp.status_code() != 200 {
+        return objects::relay(resp, ev.path).await;
+    }
+    // The waiting list's settings ride along (the push is idempotent: the core retries it whole).
+    let list = send(
+        ev.env,
+        WAITLIST_BINDING,
+        ev.event.as_str(),
+        Method::Put,
+        "/settings",
+        &as_core,
+        Some(push_body(ev, &settings)?),
+    );
+    let listed = list.await?;
+    if listed.status_code() != 200 {
+        return objects::relay(listed, ev.path).await;
+    }
+    objects::relay(resp, ev.path).await
+}
+
+fn push_body(ev: &EventCtx<'_>, settings: &WaitingRoomSettings) -> Result<String> {
+    Ok(serde_json::to_string(&json!({ "event": ev.event, "settings": settings }))?)
+}
+
+/// One call of the core's to the event's waiting list.
+async fn waitlist_call(ev: &EventCtx<'_>, method: Method, path: &str) -> Result<Response> {
+    let as_core = Call::by(&Caller::Core);
+    let resp = send(ev.env, WAITLIST_BINDING, ev.event.as_str(), method, path, &as_core, None).await?;
     objects::relay(resp, ev.path).await
 }
 

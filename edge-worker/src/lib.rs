@@ -32,12 +32,14 @@ mod proxy;
 mod room;
 mod seatmap;
 mod settings;
+mod waitlist;
 mod web;
 
 // Linking the Durable Object classes here makes one script deploy the Worker and its objects.
 pub use durable_objects::directory::EventDirectory;
 pub use durable_objects::inventory::InventoryObject;
 pub use durable_objects::waiting_room::{QueueCoordinator, QueueShard};
+pub use durable_objects::waitlist::WaitlistObject;
 pub use durable_objects::HealthProbe;
 
 use durable_objects::http;
@@ -102,7 +104,7 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
         (method, ["api", "v1", "events", event, rest @ ..]) => {
             let ev = cx.at(event_of(cx, event)?);
             // The line's routes and the holds sign or check tokens: without keys, 503 at once.
-            let signs = matches!(rest, ["queue" | "challenge"])
+            let signs = matches!(rest, ["queue" | "challenge" | "waitlist"])
                 || matches!((&method, rest), (Method::Post, ["holds"]) | (Method::Delete, ["holds", _]));
             if signs {
                 cx.keys()?;
@@ -116,9 +118,16 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
                 (Method::Get, ["seatmap"]) => seatmap::seatmap(&ev, &req).await,
                 (Method::Post, ["holds"]) => holds::place(&ev, req).await,
                 (Method::Delete, ["holds", hold]) => holds::release(&ev, req, hold).await,
-                (_, ["queue" | "challenge" | "availability" | "seatmap" | "holds"] | ["holds", _]) => {
-                    web::method_not_allowed(cx)
-                }
+                (Method::Post, ["waitlist"]) => waitlist::join(&ev, req).await,
+                (Method::Get, ["waitlist"]) => waitlist::entry(&ev, &req).await,
+                (Method::Delete, ["waitlist"]) => waitlist::leave(&ev, &req).await,
+                (Method::Post, ["waitlist", "decline"]) => waitlist::decline(&ev, &req).await,
+                (
+                    _,
+                    ["queue" | "challenge" | "availability" | "seatmap" | "holds" | "waitlist"]
+                    | ["holds", _]
+                    | ["waitlist", "decline"],
+                ) => web::method_not_allowed(cx),
                 _ => Err(cx.problem(ProblemType::NotFound, "no such route")),
             }
         }

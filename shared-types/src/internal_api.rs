@@ -10,6 +10,9 @@
 //! | [`InternalRoute::PutWaitingRoom`] | PUT | `/waiting-room` |
 //! | [`InternalRoute::WaitingRoom`] | GET | `/waiting-room` |
 //! | [`InternalRoute::EndSession`] | POST | `/waiting-room/sessions/end` |
+//! | [`InternalRoute::Waitlist`] | GET | `/waitlist` |
+//! | [`InternalRoute::WaitlistRecords`] | GET | `/waitlist/records` |
+//! | [`InternalRoute::CloseWaitlist`] | POST | `/waitlist/close` |
 //! | [`InternalRoute::Hold`] | GET | `/holds/{hold}` |
 //! | [`InternalRoute::HoldAction`] | POST | `/holds/{hold}/{extend,confirm,reclaim,release,return}` |
 
@@ -70,6 +73,12 @@ pub enum InternalRoute {
     PutWaitingRoom,
     WaitingRoom,
     EndSession,
+    /// The waiting list's counts (docs/waiting-list.md).
+    Waitlist,
+    /// The waiting list's history (every decision, for the audit and the export).
+    WaitlistRecords,
+    /// The organizer closes the waiting list.
+    CloseWaitlist,
     Hold(String),
     HoldAction(String, HoldAction),
 }
@@ -82,8 +91,12 @@ impl InternalRoute {
             InternalRoute::Stats
             | InternalRoute::Layout
             | InternalRoute::WaitingRoom
+            | InternalRoute::Waitlist
+            | InternalRoute::WaitlistRecords
             | InternalRoute::Hold(_) => "GET",
-            InternalRoute::EndSession | InternalRoute::HoldAction(..) => "POST",
+            InternalRoute::EndSession | InternalRoute::CloseWaitlist | InternalRoute::HoldAction(..) => {
+                "POST"
+            }
         }
     }
 
@@ -95,6 +108,9 @@ impl InternalRoute {
             InternalRoute::Layout => "layout".to_owned(),
             InternalRoute::PutWaitingRoom | InternalRoute::WaitingRoom => "waiting-room".to_owned(),
             InternalRoute::EndSession => "waiting-room/sessions/end".to_owned(),
+            InternalRoute::Waitlist => "waitlist".to_owned(),
+            InternalRoute::WaitlistRecords => "waitlist/records".to_owned(),
+            InternalRoute::CloseWaitlist => "waitlist/close".to_owned(),
             InternalRoute::Hold(hold) => format!("holds/{hold}"),
             InternalRoute::HoldAction(hold, action) => format!("holds/{hold}/{}", action.as_str()),
         };
@@ -111,6 +127,9 @@ impl InternalRoute {
             ("PUT", ["waiting-room"]) => InternalRoute::PutWaitingRoom,
             ("GET", ["waiting-room"]) => InternalRoute::WaitingRoom,
             ("POST", ["waiting-room", "sessions", "end"]) => InternalRoute::EndSession,
+            ("GET", ["waitlist"]) => InternalRoute::Waitlist,
+            ("GET", ["waitlist", "records"]) => InternalRoute::WaitlistRecords,
+            ("POST", ["waitlist", "close"]) => InternalRoute::CloseWaitlist,
             ("GET", ["holds", hold]) => InternalRoute::Hold((*hold).to_owned()),
             ("POST", ["holds", hold, action]) => {
                 InternalRoute::HoldAction((*hold).to_owned(), HoldAction::parse(action)?)
@@ -149,6 +168,9 @@ mod tests {
             InternalRoute::PutWaitingRoom,
             InternalRoute::WaitingRoom,
             InternalRoute::EndSession,
+            InternalRoute::Waitlist,
+            InternalRoute::WaitlistRecords,
+            InternalRoute::CloseWaitlist,
             InternalRoute::Hold("h-1".into()),
         ]
         .into_iter()

@@ -145,6 +145,25 @@ pub struct WaitingRoomSettings {
     /// How many queue shards take the joins (fixed once anyone has joined).
     pub queue_shards: u16,
     pub rate_limits: RateLimits,
+    /// The event's waiting list, for when it sells out (docs/waiting-list.md).
+    pub waitlist: WaitlistSettings,
+}
+
+/// An event's waiting list: whether it keeps one, how long an offer stands for its buyer to pay,
+/// and how many offers may stand at once. The most tickets one entry may ask for is
+/// `max_tickets_per_buyer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WaitlistSettings {
+    pub enabled: bool,
+    pub claim_seconds: u32,
+    pub max_offers_out: u32,
+}
+
+impl Default for WaitlistSettings {
+    fn default() -> Self {
+        Self { enabled: false, claim_seconds: 15 * 60, max_offers_out: 50 }
+    }
 }
 
 impl Default for WaitingRoomSettings {
@@ -164,6 +183,7 @@ impl Default for WaitingRoomSettings {
             paused: false,
             queue_shards: 4,
             rate_limits: RateLimits::default(),
+            waitlist: WaitlistSettings::default(),
         }
     }
 }
@@ -217,6 +237,16 @@ impl WaitingRoomSettings {
             ),
             BotCheck::Off => {}
         }
+        check(
+            (60..=172_800).contains(&self.waitlist.claim_seconds),
+            "waitlist.claim_seconds",
+            "must be 60 to 172800 (one minute to two days)",
+        );
+        check(
+            (1..=10_000).contains(&self.waitlist.max_offers_out),
+            "waitlist.max_offers_out",
+            "must be 1 to 10000",
+        );
         check(self.bot.max_raise <= 12, "bot.max_raise", "must be 0 to 12");
         check(
             self.bot.raise_above_joins_per_minute >= 1,

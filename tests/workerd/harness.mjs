@@ -21,6 +21,7 @@ export async function startEdge(bindings = {}, options = {}) {
       DIRECTORY: { className: 'EventDirectory', useSQLite: true },
       QUEUE_COORDINATOR: { className: 'QueueCoordinator', useSQLite: true },
       QUEUE_SHARD: { className: 'QueueShard', useSQLite: true },
+      WAITLIST: { className: 'WaitlistObject', useSQLite: true },
     },
     // The per-address limit (wrangler.toml's IP_LIMIT); tests of the limit pass a small one.
     ratelimits: { IP_LIMIT: { namespace_id: '1000', simple: { limit: 1000000, period: 60 } } },

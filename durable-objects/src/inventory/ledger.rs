@@ -534,7 +534,10 @@ impl Ledger {
     /// Replaces the inventory definition (new prices, seats, settings) without disturbing holds:
     /// refused if it is older, for another event, or would drop a held or sold seat or shrink a
     /// tier below what is held and sold. Live holds keep their expiry.
-    pub fn update_inventory(&mut self, inventory: &Inventory) -> Result<(), HoldError> {
+    ///
+    /// Seats and places it adds (new seats, seats back on sale, a GA tier's larger capacity) are
+    /// parked for the waiting list when it is parking, in the same step.
+    pub fn update_inventory(&mut self, inventory: &Inventory, now: Millis) -> Result<(), HoldError> {
         if inventory.event != self.event {
             return Err(HoldError::WrongEvent {
                 expected: self.event.clone(),
@@ -583,8 +586,12 @@ impl Ledger {
                 });
             }
         }
+        let before = self.parking().then(|| self.sellable());
         self.load_inventory(inventory);
         self.version += 1;
+        if let Some(before) = before {
+            self.park_added(before, now);
+        }
         Ok(())
     }
 

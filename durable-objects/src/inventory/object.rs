@@ -16,7 +16,9 @@ use shared_types::inventory::Inventory;
 use shared_types::{Problem, ProblemType};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
-use super::ledger::{HoldError, HoldRequest, Ledger, Millis, Releaser, IDEMPOTENCY_RETENTION_MS};
+use super::ledger::{
+    HoldError, HoldRequest, Ledger, Millis, ParkedOffer, Releaser, IDEMPOTENCY_RETENTION_MS,
+};
 use super::store::Store;
 use crate::alarm::Alarm;
 use crate::caller::{Caller, NONCE_HEADER, SHARD_INDEX_HEADER};
@@ -43,10 +45,40 @@ pub struct ReturnBody {
     pub ga_quantity: u32,
 }
 
+/// Body of `POST /waitlist/status`: the offers' holds the list asks about.
+#[derive(Debug, Deserialize)]
+pub struct StatusBody {
+    #[serde(default)]
+    pub holds: Vec<HoldId>,
+}
+
+/// Body of `PUT /waitlist/parking`.
+#[derive(Debug, Deserialize)]
+pub struct ParkingBody {
+    pub on: bool,
+}
+
+/// Body of `POST /waitlist/offers`: parked places become this hold of the entry's visitor.
+#[derive(Debug, Deserialize)]
+pub struct OfferBody {
+    pub id: HoldId,
+    #[serde(flatten)]
+    pub offer: ParkedOffer,
+}
+
+/// Body of `POST /waitlist/unpark`: parked places nobody on the list wants go back on sale.
+#[derive(Debug, Deserialize)]
+pub struct UnparkBody {
+    #[serde(default)]
+    pub tier: Option<shared_types::ids::TierId>,
+    pub quantity: u32,
+}
+
 /// The Durable Object class of an inventory.
 #[durable_object]
 pub struct InventoryObject {
     state: State,
+    env: Env,
     /// The ledger, loaded from storage on first use (`None` until an inventory arrives).
     ledger: RefCell<Option<Ledger>>,
     loaded: std::cell::Cell<bool>,
@@ -59,6 +91,8 @@ pub struct InventoryObject {
     requests: std::cell::Cell<u64>,
     /// Hold requests per visitor ([`super::rate`]).
     rate: RefCell<super::rate::HoldRate>,
+    /// Places were parked by this request or alarm: the waiting list is to be told.
+    parked_news: std::cell::Cell<bool>,
 }
 
 /// A fresh hold id: `h<shard index>-<96 random bits in hex>`, so that the edge can route any
@@ -154,13 +188,133 @@ impl InventoryObject {
         let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
         match op(ledger, crate::now_ms()) {
             Ok(id) => {
+                // An offer's hold sold, extended or released: the list learns it at once.
+                if crate::waitlist::object::is_offer_hold(&id) {
+                    self.parked_news.set(true);
+                }
                 let store = self.store()?;
                 let hold = ledger.hold(&id).cloned();
                 if let Some(hold) = &hold {
                     store.save_holds([hold])?;
                 }
+                self.save_parked(&store, ledger)?;
                 store.save_meta(ledger)?;
                 http::json(200, &hold)
+            }
+            Err(e) => http::problem(&hold_problem(&e, path)),
+        }
+    }
+
+    /// Stores the parked holds the last operation made or ended (in its write batch); the
+    /// waiting list is told once the request is done ([`Self::tell_waitlist`]).
+    fn save_parked(&self, store: &Store, ledger: &mut Ledger) -> Result<()> {
+        let changed = ledger.take_parked_changes();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        store.save_holds(changed.iter().filter_map(|id| ledger.hold(id)))?;
+        if ledger.parking() {
+            self.parked_news.set(true);
+        }
+        Ok(())
+    }
+
+    /// Places were parked: the event's waiting list is asked to look (it reads what is parked from
+    /// here, so a lost call costs only time: the list also looks on its own every minute).
+    async fn tell_waitlist(&self) {
+        if !self.parked_news.replace(false) {
+            return;
+        }
+        let Some(event) = self.ledger.borrow().as_ref().map(|l| l.event().clone()) else { return };
+        let call = crate::stub::Call::by(&Caller::Waitlist);
+        let sent = crate::stub::send(
+            &self.env,
+            crate::stub::WAITLIST_BINDING,
+            event.as_str(),
+            Method::Post,
+            "/wake",
+            &call,
+            None,
+        );
+        if let Err(e) = sent.await {
+            crate::log::error(
+                "the waiting list could not be told of parked places",
+                serde_json::json!({ "event": event.as_str(), "error": e.to_string() }),
+            );
+        }
+    }
+
+    /// The waiting list's routes (`docs/waiting-list.md`): what is parked and how the offers'
+    /// holds stand, parking on or off, an offer made of parked places, places unparked.
+    async fn waitlist_route(&self, mut req: Request, action: &str, path: &str) -> Result<Response> {
+        // The body is read before the ledger is borrowed: no borrow lives across an `await`.
+        let text = match req.text().await {
+            Ok(t) => t,
+            Err(e) => return malformed(path, e),
+        };
+        let mut guard = self.ledger.borrow_mut();
+        let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
+        let now = crate::now_ms();
+        let store = self.store()?;
+        macro_rules! body {
+            () => {
+                match serde_json::from_str(&text) {
+                    Ok(b) => b,
+                    Err(e) => return malformed(path, e),
+                }
+            };
+        }
+        let mut made = None;
+        let answer = match (req.method(), action) {
+            (Method::Post, "status") => {
+                let body: StatusBody = body!();
+                let holds: serde_json::Map<String, serde_json::Value> = body
+                    .holds
+                    .iter()
+                    .take(10_000)
+                    .map(|id| {
+                        let state = ledger.hold(id).map(|h| h.state);
+                        (id.to_string(), serde_json::to_value(state).unwrap_or_default())
+                    })
+                    .collect();
+                return http::json(
+                    200,
+                    &serde_json::json!({ "parking": ledger.parking(), "parked": ledger.parked(), "holds": holds }),
+                );
+            }
+            (Method::Put, "parking") => {
+                let body: ParkingBody = body!();
+                ledger.set_parking(body.on, now);
+                Ok(serde_json::json!({ "parking": ledger.parking(), "parked": ledger.parked() }))
+            }
+            (Method::Post, "offers") => {
+                let body: OfferBody = body!();
+                match ledger.hold(&body.id) {
+                    // The same offer again (the list retries after a restart): answered as it is.
+                    Some(hold) if hold.visitor == body.offer.visitor => return http::json(200, hold),
+                    Some(_) => Err(HoldError::DuplicateHoldId),
+                    None => ledger.offer_parked(&body.offer, body.id.clone(), now).map(|(hold, _)| {
+                        // The new hold is stored with the parked ones it came from (below).
+                        made = Some(hold.id.clone());
+                        serde_json::to_value(&hold).unwrap_or_default()
+                    }),
+                }
+            }
+            (Method::Post, "unpark") => {
+                let body: UnparkBody = body!();
+                ledger
+                    .unpark(body.tier.as_ref(), body.quantity, now)
+                    .map(|_| serde_json::json!({ "parked": ledger.parked() }))
+            }
+            _ => return http::problem_of(ProblemType::NotFound, "no such waiting-list route", path),
+        };
+        match answer {
+            Ok(value) => {
+                let changed = ledger.take_parked_changes();
+                // The parked holds changed and an offer's new hold, in this write batch.
+                store.save_holds(changed.iter().chain(made.as_ref()).filter_map(|id| ledger.hold(id)))?;
+                store.save_meta(ledger)?;
+                http::json(200, &value)
             }
             Err(e) => http::problem(&hold_problem(&e, path)),
         }
@@ -201,7 +355,11 @@ impl InventoryObject {
                     _ => http::problem(&hold_problem(&HoldError::HoldNotFound, path))?,
                 }
             }
-            (Method::Delete, ["holds", id], Caller::Visitor(_) | Caller::Core) => {
+            (_, ["waitlist", action], Caller::Waitlist) => {
+                let action = (*action).to_owned();
+                self.waitlist_route(req, &action, path).await?
+            }
+            (Method::Delete, ["holds", id], Caller::Visitor(_) | Caller::Core | Caller::Waitlist) => {
                 let Some(id) = parse_hold_id(id) else {
                     return http::problem(&hold_problem(&HoldError::HoldNotFound, path));
                 };
@@ -264,6 +422,8 @@ impl InventoryObject {
                         "stats": ledger.stats(),
                         "next_expiry": ledger.next_expiry(),
                         "next_wake": ledger.next_wake(),
+                        "parking": ledger.parking(),
+                        "parked": ledger.parked(),
                         "remembered_answers": ledger.remembered(),
                         "rate_windows": self.rate.borrow().len(),
                         "sections": availability.sections,
@@ -275,13 +435,14 @@ impl InventoryObject {
                     }),
                 )?
             }
-            (_, ["inventory" | "holds" | "availability" | "stats", ..], _) => {
+            (_, ["inventory" | "holds" | "availability" | "stats" | "waitlist", ..], _) => {
                 http::problem_of(ProblemType::Forbidden, "not allowed for this caller", path)?
             }
             _ => http::problem_of(ProblemType::NotFound, "no such route on the inventory", path)?,
         };
         // Whatever changed, the alarm follows the earliest expiry.
         self.alarm.keep(&self.state.storage(), self.next_wake()).await?;
+        self.tell_waitlist().await;
         Ok(response)
     }
 
@@ -294,7 +455,7 @@ impl InventoryObject {
         }
         let mut guard = self.ledger.borrow_mut();
         let outcome = match guard.as_mut() {
-            Some(ledger) => ledger.update_inventory(&inventory),
+            Some(ledger) => ledger.update_inventory(&inventory, crate::now_ms()),
             None => {
                 *guard = Some(Ledger::new(&inventory));
                 Ok(())
@@ -303,9 +464,10 @@ impl InventoryObject {
         if let Err(e) = outcome {
             return http::problem(&hold_problem(&e, path));
         }
-        let Some(ledger) = guard.as_ref() else { return not_on_sale(path) };
+        let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
         let store = self.store()?;
         store.save_inventory(&inventory)?;
+        self.save_parked(&store, ledger)?;
         store.save_shard(shard)?;
         self.shard.set(shard);
         store.save_meta(ledger)?;
@@ -360,15 +522,17 @@ impl InventoryObject {
 }
 
 impl DurableObject for InventoryObject {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
         Self {
             state,
+            env,
             ledger: RefCell::new(None),
             loaded: std::cell::Cell::new(false),
             alarm: Alarm::default(),
             shard: std::cell::Cell::new(0),
             requests: std::cell::Cell::new(0),
             rate: RefCell::new(Default::default()),
+            parked_news: std::cell::Cell::new(false),
         }
     }
 
@@ -398,6 +562,7 @@ impl DurableObject for InventoryObject {
             let store = self.store()?;
             let touched: Vec<_> = expired.iter().filter_map(|id| ledger.hold(id)).collect();
             store.save_holds(touched)?;
+            self.save_parked(&store, ledger)?;
             store.delete_holds(&forgotten)?;
             store.delete_idempotency_before(now - IDEMPOTENCY_RETENTION_MS)?;
             store.forget_nonces(now)?;
@@ -406,6 +571,7 @@ impl DurableObject for InventoryObject {
             ledger.next_wake()
         };
         self.alarm.keep(&self.state.storage(), next).await?;
+        self.tell_waitlist().await;
         Response::ok("expired due holds")
     }
 }

@@ -61,6 +61,10 @@ struct Body {
 struct Meta {
     version: u64,
     stats: Stats,
+    /// Whether places that come back are parked for the waiting list (a restored ledger does not
+    /// know it from its holds).
+    #[serde(default)]
+    parking: bool,
 }
 
 /// The object's tables, created in one statement batch (one call into the runtime).
@@ -90,12 +94,20 @@ impl Store {
     pub fn load(&self) -> Result<Option<Ledger>> {
         let Some(inventory) = self.get_large("inventory")? else { return Ok(None) };
         let inventory: Inventory = serde_json::from_str(&inventory)?;
-        let meta = self.meta::<Meta>("ledger")?.unwrap_or(Meta { version: 0, stats: Stats::default() });
+        let meta = self.meta::<Meta>("ledger")?.unwrap_or(Meta {
+            version: 0,
+            stats: Stats::default(),
+            parking: false,
+        });
         let holds: Vec<Hold> = self.bodies("SELECT body FROM holds", None)?;
         let records: Vec<IdempotencyRecord> = self.bodies("SELECT body FROM idempotency", None)?;
-        Ledger::restore(&inventory, holds, records, meta.version, meta.stats)
-            .map(Some)
-            .map_err(|e| worker::Error::RustError(format!("stored ledger is inconsistent: {e}")))
+        let mut ledger = Ledger::restore(&inventory, holds, records, meta.version, meta.stats)
+            .map_err(|e| worker::Error::RustError(format!("stored ledger is inconsistent: {e}")))?;
+        if meta.parking {
+            // Turning parking on changes no hold.
+            ledger.set_parking(true, 0);
+        }
+        Ok(Some(ledger))
     }
 
     /// The inventory definition as the core sent it (JSON), or `None` before it first did.
@@ -130,7 +142,9 @@ impl Store {
 
     /// Stores the ledger's version and statistics (after every change).
     pub fn save_meta(&self, ledger: &Ledger) -> Result<()> {
-        self.put_meta("ledger", &Meta { version: ledger.version(), stats: ledger.stats().clone() })
+        let meta =
+            Meta { version: ledger.version(), stats: ledger.stats().clone(), parking: ledger.parking() };
+        self.put_meta("ledger", &meta)
     }
 
     /// Inserts or replaces holds as they are now.

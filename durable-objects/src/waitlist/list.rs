@@ -33,12 +33,28 @@ pub const MAX_PASSES: u32 = 3;
 /// The most entries a list keeps waiting at once.
 pub const MAX_WAITING: usize = 100_000;
 
-/// Where returned places belong: the event's seats, or one general-admission tier's places.
+/// Where returned places belong: the event's seats, one general-admission tier's places, or (in
+/// an event sharded by section) the seats of one inventory shard: an offer is one hold, and a
+/// hold lives in one inventory object, so seats of two shards cannot serve one request.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "tier", rename_all = "snake_case")]
+#[serde(tag = "kind", content = "of", rename_all = "snake_case")]
 pub enum Pool {
+    /// As a request: seats, wherever they are. As places: the seats of an unsharded event.
     Seats,
     General(TierId),
+    /// The seats of inventory shard `n` (only as places; a request for seats says `Seats`).
+    Shard(u32),
+}
+
+impl Pool {
+    /// Whether places of `self` serve a request for `want` (`None`: anything).
+    pub fn serves(&self, want: Option<&Pool>) -> bool {
+        match want {
+            None => true,
+            Some(Pool::Seats) => matches!(self, Pool::Seats | Pool::Shard(_)),
+            Some(w) => w == self,
+        }
+    }
 }
 
 /// The organizer's settings of a list.
@@ -61,6 +77,16 @@ impl Default for ListSettings {
 }
 
 impl ListSettings {
+    /// The list's settings from the event's waiting-room settings (which the core validated).
+    pub fn of(room: &shared_types::waiting_room::WaitingRoomSettings) -> Self {
+        Self {
+            enabled: room.waitlist.enabled,
+            claim_seconds: room.waitlist.claim_seconds,
+            max_offers_out: room.waitlist.max_offers_out,
+            max_quantity: room.max_tickets_per_buyer,
+        }
+    }
+
     /// The settings' own rules (an organizer's error names the field).
     pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
         if !(60..=48 * 3600).contains(&self.claim_seconds) {
@@ -69,8 +95,8 @@ impl ListSettings {
         if !(1..=10_000).contains(&self.max_offers_out) {
             return Err(("max_offers_out", "must be 1 to 10000"));
         }
-        if !(1..=50).contains(&self.max_quantity) {
-            return Err(("max_quantity", "must be 1 to 50"));
+        if !(1..=1_000).contains(&self.max_quantity) {
+            return Err(("max_quantity", "must be 1 to 1000"));
         }
         Ok(())
     }
@@ -201,6 +227,13 @@ pub enum Record {
     },
     Claimed {
         number: u64,
+        at: Millis,
+    },
+    /// Places that left the list without being offered: a late payment took back the places its
+    /// buyer had paid for, or seats were taken off sale while parked (the inventory says so).
+    Taken {
+        pool: Pool,
+        quantity: u32,
         at: Millis,
     },
     /// Places the list gave up (back on public sale): the list was closed, or nobody waits for them.
@@ -359,6 +392,17 @@ impl WaitingList {
         self.records.push(Record::Returned { pool, quantity, at: now });
     }
 
+    /// Places the list counted as free are gone (see [`Record::Taken`]); at most those free.
+    pub fn taken(&mut self, pool: Pool, quantity: u32, now: Millis) -> u32 {
+        let Some(free) = self.free.get_mut(&pool) else { return 0 };
+        let quantity = quantity.min(*free);
+        if quantity > 0 {
+            *free -= quantity;
+            self.records.push(Record::Taken { pool, quantity, at: now });
+        }
+        quantity
+    }
+
     /// The offers to make now, in order, by the rules above; each is recorded and its places
     /// taken from the free ones. The object holds the places for each entry and tells them.
     pub fn offer(&mut self, now: Millis) -> Vec<Offer> {
@@ -409,10 +453,10 @@ impl WaitingList {
     /// The pool whose free places can serve `quantity` for an entry wanting `want`, skipping pools
     /// set aside for the head of the list.
     fn fitting_pool(&self, want: Option<&Pool>, quantity: u32, reserved: Option<&Pool>) -> Option<Pool> {
-        let blocked = |pool: &Pool| reserved == Some(pool);
+        let blocked = |pool: &Pool| reserved.is_some_and(|r| pool.serves(Some(r)));
         self.free
             .iter()
-            .filter(|(pool, n)| **n >= quantity && want.is_none_or(|w| w == *pool) && !blocked(pool))
+            .filter(|(pool, n)| **n >= quantity && pool.serves(want) && !blocked(pool))
             .map(|(pool, _)| pool.clone())
             .next()
     }
@@ -424,7 +468,7 @@ impl WaitingList {
             *n -= offer.quantity;
         }
         for (_, ahead) in self.entries.range_mut(..offer.number) {
-            if ahead.state == EntryState::Waiting && ahead.pool.as_ref().is_none_or(|p| *p == offer.pool) {
+            if ahead.state == EntryState::Waiting && offer.pool.serves(ahead.pool.as_ref()) {
                 ahead.passes += 1;
             }
         }
@@ -449,6 +493,17 @@ impl WaitingList {
             self.end(*number, EntryState::Lapsed, now);
         }
         due
+    }
+
+    /// One offer lapses (its hold ended at the inventory, by time): recorded no earlier than its
+    /// time. `false` when it held no offer.
+    pub fn lapse(&mut self, number: u64, now: Millis) -> bool {
+        let Some(EntryState::Offered { until, .. }) = self.entries.get(&number).map(|e| e.state.clone())
+        else {
+            return false;
+        };
+        self.end(number, EntryState::Lapsed, now.max(until));
+        true
     }
 
     /// The earliest time an offer lapses (for the object's alarm).
@@ -524,9 +579,7 @@ impl WaitingList {
     /// The object releases them; what it released is recorded.
     pub fn release_unwanted(&mut self, now: Millis) -> Vec<(Pool, u32)> {
         let wanted = |pool: &Pool| {
-            self.entries
-                .values()
-                .any(|e| e.state == EntryState::Waiting && e.pool.as_ref().is_none_or(|p| p == pool))
+            self.entries.values().any(|e| e.state == EntryState::Waiting && pool.serves(e.pool.as_ref()))
         };
         let unwanted: Vec<(Pool, u32)> = if self.closed {
             self.free.iter().filter(|(_, n)| **n > 0).map(|(p, n)| (p.clone(), *n)).collect()
@@ -579,7 +632,7 @@ impl WaitingList {
             Record::Claimed { number, at } => {
                 self.claimed(*number, *at);
             }
-            Record::Released { pool, quantity, .. } => {
+            Record::Released { pool, quantity, .. } | Record::Taken { pool, quantity, .. } => {
                 let n = self.free.entry(pool.clone()).or_default();
                 *n = n.saturating_sub(*quantity);
             }

@@ -2,3 +2,6 @@
 //! back, and are offered them in order (docs/waiting-list.md). The rules are pure ([`list`]).
 
 pub mod list;
+pub mod object;
+
+pub use object::WaitlistObject;

@@ -23,9 +23,16 @@ thread_local! {
     static SESSIONS: RefCell<HashMap<String, f64>> = RefCell::new(HashMap::new());
 }
 
-/// The visitor id of the `visitor` cookie, if any.
+/// The visitor id of the `visitor` cookie, if any: only an id the edge makes ([`new_visitor`]:
+/// `v` and 32 hex digits), so that no cookie can name a reserved visitor such as the waiting
+/// list's.
 pub fn visitor_cookie(req: &Request) -> Result<Option<VisitorId>> {
-    Ok(cookie(req, "visitor")?.and_then(|v| VisitorId::parse(&v).ok()))
+    Ok(cookie(req, "visitor")?.filter(|v| edge_made(v)).and_then(|v| VisitorId::parse(&v).ok()))
+}
+
+/// Whether `id` has the form of the visitor ids the edge makes.
+pub fn edge_made(id: &str) -> bool {
+    id.len() == 33 && id.starts_with('v') && id[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A new visitor id.

@@ -23,7 +23,7 @@ use crate::context::{EventCtx, Result};
 use crate::web::{self, set_cookie};
 
 /// How long the `visitor` cookie lasts.
-const VISITOR_COOKIE_SECS: i64 = 365 * 86_400;
+pub const VISITOR_COOKIE_SECS: i64 = 365 * 86_400;
 
 /// What a join must carry, for the visitor a challenge was issued to.
 #[derive(Serialize)]

@@ -18,7 +18,7 @@
 pub mod api;
 pub mod credentials;
 pub mod line;
-mod screen;
+pub mod screen;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};

@@ -84,13 +84,7 @@ async fn over_ip_limit(ev: &EventCtx<'_>, req: &Request) -> Result<bool> {
 
 /// The checks every join and challenge passes first.
 pub async fn screen(ev: &EventCtx<'_>, req: &Request, view: &RoomView) -> Result<()> {
-    if let Some(why) = insane_headers(req)? {
-        return Err(super::refuse(ev, ProblemType::BotCheckFailed, "bad-headers", why));
-    }
-    if over_ip_limit(ev, req).await? {
-        let detail = "too many requests from this address; try again in a minute";
-        return Err(super::refuse(ev, ProblemType::RateLimited, "ip-rate", detail));
-    }
+    screen_request(ev, req).await?;
     let (reason, detail) = match view.phase {
         Phase::BeforeOpening => ("not-open", "the line for this event is not open yet"),
         Phase::SoldOut => ("sold-out", "this event is sold out"),
@@ -104,6 +98,19 @@ pub async fn screen(ev: &EventCtx<'_>, req: &Request, view: &RoomView) -> Result
         problem = problem.with_extension("opens_at_ms", opens.into());
     }
     Err(Stop::problem(&problem))
+}
+
+/// The checks of the request itself (its headers, the per-address limit), which a join of the
+/// waiting list passes too.
+pub async fn screen_request(ev: &EventCtx<'_>, req: &Request) -> Result<()> {
+    if let Some(why) = insane_headers(req)? {
+        return Err(super::refuse(ev, ProblemType::BotCheckFailed, "bad-headers", why));
+    }
+    if over_ip_limit(ev, req).await? {
+        let detail = "too many requests from this address; try again in a minute";
+        return Err(super::refuse(ev, ProblemType::RateLimited, "ip-rate", detail));
+    }
+    Ok(())
 }
 
 /// What a join may carry (JSON from apps, a form from the page).

@@ -16,8 +16,14 @@ pub const WAITLIST_VISITOR: &str = "_waitlist";
 /// A parked hold's expiry: never, in practice (the year 3000), yet a valid alarm time.
 pub const PARKED_UNTIL: Millis = 32_503_680_000_000;
 
+/// What an inventory has for sale at one moment ([`Ledger::sellable`]).
+pub(super) struct Sellable {
+    seats: std::collections::HashSet<SeatId>,
+    ga: Vec<(TierId, u32)>,
+}
+
 /// Parked places of one pool: seats (`tier: None`) or a general-admission tier's places.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Parked {
     pub tier: Option<TierId>,
     pub quantity: u32,
@@ -26,7 +32,7 @@ pub struct Parked {
 /// Parked places offered to a waiting-list entry: `quantity` places of a pool (seats when `tier`
 /// is `None`) become a hold of `visitor`'s until `until`, its seats sold under `seated_tier` when
 /// that one has room, else the first seated tier that has.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ParkedOffer {
     pub visitor: VisitorId,
     pub tier: Option<TierId>,
@@ -151,6 +157,29 @@ impl Ledger {
         self.holds.insert(id.clone(), hold);
         self.park_changes.push(id.clone());
         Some(id)
+    }
+
+    /// What is for sale now: the free seats on sale, and each GA tier's free places.
+    pub(super) fn sellable(&self) -> Sellable {
+        let seats = self.seats.iter().filter(|s| s.state == SeatState::Free).map(|s| s.id.clone()).collect();
+        let ga =
+            self.tiers.iter().map(|t| (t.id.clone(), t.capacity.saturating_sub(t.held + t.sold))).collect();
+        Sellable { seats, ga }
+    }
+
+    /// After an inventory update while parking: what is for sale now and was not `before` (seats
+    /// added or back on sale, a GA tier's places added) is parked for the waiting list.
+    pub(super) fn park_added(&mut self, before: Sellable, now: Millis) {
+        let after = self.sellable();
+        let seats: Vec<SeatId> = after.seats.into_iter().filter(|s| !before.seats.contains(s)).collect();
+        let source = HoldId::parse("added").expect("a valid id");
+        self.park(seats, None, &source, now);
+        for (tier, free) in after.ga {
+            let was = before.ga.iter().find(|(t, _)| *t == tier).map_or(0, |(_, n)| *n);
+            if free > was {
+                self.park(Vec::new(), Some(GaPlaces { tier, quantity: free - was }), &source, now);
+            }
+        }
     }
 
     /// Takes `quantity` parked places of a pool (seats when `tier` is `None`), oldest first: the

@@ -1,0 +1,834 @@
+//! `WaitlistObject`: one per event (named by the event id), the single writer of the event's
+//! waiting list. The rules are [`WaitingList`]'s; this shell persists every decision (the list's
+//! records, appended in the same write batch as the change), and keeps the inventory in step:
+//!
+//! - **Parking.** While anyone waits, every inventory shard of the event parks the places that come
+//!   back (`PUT /waitlist/parking`); when nobody waits, parking stops and what is parked goes back
+//!   on sale.
+//! - **Returned places are read, not pushed.** A shard that parked something tells this object to
+//!   look (`POST /wake`); a round ([`WaitlistObject::round`]) then reads each shard's parked places
+//!   and the state of each standing offer's hold in one answer (`POST /waitlist/status`) and
+//!   settles the difference: more parked than the list counts is `Returned`, less is `Taken` (a
+//!   late payment took its places back). A lost wake costs time, never places: the object also
+//!   looks every [`POLL_MS`] while anyone waits or an offer stands.
+//! - **An offer is a hold.** Each offer the rules make is recorded, then placed at the shard as a
+//!   hold of the entry's visitor until the offer's end (`POST /waitlist/offers`, under the id
+//!   [`offer_hold_id`], so that placing it again after a restart finds it instead of doubling
+//!   it). An offer whose hold the shard refuses (the buyer already holds the most tickets allowed)
+//!   is declined on the buyer's behalf and its places go to the next entry.
+//! - **Ends.** A hold sold is a claimed offer; a hold the buyer released is a declined one; a hold
+//!   past its time is released here first (`DELETE /holds/{id}`, which parks its places) and the
+//!   offer lapses. Places nobody waiting can use are unparked (`POST /waitlist/unpark`).
+//!
+//! One round runs at a time (an async lock), and anything that ends an offer at the inventory
+//! (leaving, declining) takes the same lock, so the snapshot a round settles from is never
+//! overtaken by a change the round does not know of.
+//!
+//! Routes (`x-caller` says who): `PUT /settings` (core), `POST /join`, `GET /entry`,
+//! `DELETE /entry`, `POST /entry/decline` (visitor), `POST /wake` (an inventory shard),
+//! `GET /summary`, `GET /records` and `POST /close` (core).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+
+use futures_util::lock::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use shared_types::ids::{EventId, HoldId, TierId, VisitorId};
+use shared_types::inventory::HoldState;
+use shared_types::waiting_room::WaitingRoomSettings;
+use shared_types::ProblemType;
+use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
+
+use super::list::{EntryState, JoinRequest, ListSettings, Millis, Offer, Pool, Record, WaitingList};
+use crate::alarm::Alarm;
+use crate::caller::Caller;
+use crate::directory::Layout;
+use crate::http;
+use crate::inventory::ledger::Parked;
+use crate::stub::{send, Call, DIRECTORY_BINDING, INVENTORY_BINDING};
+
+/// How often the list looks at the inventory on its own while anyone waits or an offer stands.
+pub const POLL_MS: Millis = 60_000;
+/// The longest e-mail address taken (RFC 5321's path limit).
+pub const MAX_EMAIL: usize = 254;
+
+/// The hold an offer becomes at shard `shard`: `h<shard>-w<entry number>`. The edge routes holds by
+/// the shard in their id; the entry number makes it the same id every time the offer is placed.
+pub fn offer_hold_id(shard: usize, number: u64) -> HoldId {
+    HoldId::parse(&format!("h{shard}-w{number}")).expect("a valid id")
+}
+
+/// Whether a hold id is an offer's ([`offer_hold_id`]).
+pub fn is_offer_hold(id: &HoldId) -> bool {
+    id.as_str().split_once('-').is_some_and(|(_, rest)| rest.starts_with('w'))
+}
+
+/// Body of `PUT /settings`: the event's waiting-room settings (the list's are among them).
+#[derive(Debug, Deserialize)]
+pub struct SettingsPush {
+    pub event: EventId,
+    pub settings: WaitingRoomSettings,
+}
+
+/// Body of `POST /join`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    pub email: String,
+    /// A general-admission tier; `None` with `seats: true`: seats; neither: anything.
+    #[serde(default)]
+    pub tier: Option<TierId>,
+    #[serde(default)]
+    pub seats: bool,
+    /// The seated tier to buy seats under, if the buyer chose one.
+    #[serde(default)]
+    pub seated_tier: Option<TierId>,
+    pub quantity: u32,
+}
+
+/// What a visitor sees of their entry.
+#[derive(Debug, Serialize)]
+pub struct EntryView {
+    pub number: u64,
+    #[serde(flatten)]
+    pub state: EntryState,
+    /// 1 + the entries waiting ahead (while waiting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    pub quantity: u32,
+    /// What the entry waits for (`None`: anything); an offer's own `pool` says what it is of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wants: Option<Pool>,
+    /// The hold that carries an offer standing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldId>,
+}
+
+/// A shard's answer to `POST /waitlist/status`.
+#[derive(Debug, Deserialize)]
+struct ShardStatus {
+    parking: bool,
+    parked: Vec<Parked>,
+    holds: HashMap<HoldId, Option<HoldState>>,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    body: String,
+}
+
+/// A standing offer, as a round sees it.
+struct Standing {
+    number: u64,
+    pool: Pool,
+    quantity: u32,
+    until: Millis,
+}
+
+#[durable_object]
+pub struct WaitlistObject {
+    state: State,
+    env: Env,
+    /// The event and its list (`None` until the core first sends the settings).
+    list: RefCell<Option<(EventId, WaitingList)>>,
+    /// How many of the list's records are stored.
+    saved: Cell<usize>,
+    loaded: Cell<bool>,
+    alarm: Alarm,
+    /// One round (or one change of an offer at the inventory) at a time.
+    gate: Mutex<()>,
+    /// Which shard holds each GA tier's places (learnt from the shards' answers).
+    tier_shard: RefCell<HashMap<TierId, usize>>,
+    /// A round was asked for since the running one began.
+    wanted: Cell<bool>,
+}
+
+const SCHEMA: &str = "\
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS addresses (number INTEGER PRIMARY KEY, email TEXT NOT NULL);
+";
+
+impl WaitlistObject {
+    fn load(&self) -> Result<()> {
+        if self.loaded.get() {
+            return Ok(());
+        }
+        let sql = self.state.storage().sql();
+        sql.exec(SCHEMA, None)?;
+        let event: Vec<Body> = sql.exec("SELECT body FROM meta WHERE key = 'event'", None)?.to_array()?;
+        let list = match event.first() {
+            Some(b) => {
+                let event: EventId = serde_json::from_str(&b.body)?;
+                let rows: Vec<Body> = sql.exec("SELECT body FROM records ORDER BY seq", None)?.to_array()?;
+                let records: Vec<Record> =
+                    rows.iter().map(|r| serde_json::from_str(&r.body)).collect::<serde_json::Result<_>>()?;
+                self.saved.set(records.len());
+                let list = super::list::restore(records).map_err(|e| {
+                    worker::Error::RustError(format!("stored waiting list is inconsistent: {e}"))
+                })?;
+                Some((event, list))
+            }
+            None => None,
+        };
+        *self.list.borrow_mut() = list;
+        self.loaded.set(true);
+        Ok(())
+    }
+
+    /// Appends the records not stored yet (synchronously: in the write batch of the change).
+    fn save(&self) -> Result<()> {
+        let guard = self.list.borrow();
+        let Some((_, list)) = guard.as_ref() else { return Ok(()) };
+        let sql = self.state.storage().sql();
+        let records = list.records();
+        for (seq, record) in records.iter().enumerate().skip(self.saved.get()) {
+            sql.exec(
+                "INSERT INTO records (seq, body) VALUES (?, ?)",
+                vec![(seq as i64).into(), serde_json::to_string(record)?.into()],
+            )?;
+        }
+        self.saved.set(records.len());
+        Ok(())
+    }
+
+    /// The key an address is known by in the list's records: a hash of it under this list's own
+    /// secret (the records, which the core reads for the audit, carry no address).
+    fn email_key(&self, email: &str) -> Result<String> {
+        let sql = self.state.storage().sql();
+        let rows: Vec<Body> = sql.exec("SELECT body FROM meta WHERE key = 'secret'", None)?.to_array()?;
+        let secret = match rows.first() {
+            Some(b) => b.body.clone(),
+            None => {
+                let mut bytes = [0u8; 32];
+                getrandom::getrandom(&mut bytes)
+                    .map_err(|e| worker::Error::RustError(format!("randomness: {e}")))?;
+                let secret = hex::encode(bytes);
+                sql.exec("INSERT INTO meta (key, body) VALUES ('secret', ?)", vec![secret.clone().into()])?;
+                secret
+            }
+        };
+        let mut hash = Sha256::new();
+        hash.update(secret.as_bytes());
+        hash.update(email.trim().to_lowercase().as_bytes());
+        Ok(hex::encode(&hash.finalize()[..16]))
+    }
+
+    /// When the alarm must next run: an offer's end, or the next look while anyone waits.
+    fn next_wake(&self) -> Option<Millis> {
+        let guard = self.list.borrow();
+        let (_, list) = guard.as_ref()?;
+        let busy = list.waiting() > 0 || list.offers_out() > 0 || list.free().values().any(|n| *n > 0);
+        let poll = busy.then(|| crate::now_ms() + POLL_MS);
+        match (list.next_expiry(), poll) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs a round now (from the alarm, so the answer to the request that asked does not wait;
+    /// asked during a round, another follows it).
+    async fn round_soon(&self) -> Result<()> {
+        self.wanted.set(true);
+        self.alarm.keep(&self.state.storage(), Some(crate::now_ms())).await
+    }
+
+    async fn put_settings(&self, push: SettingsPush, path: &str) -> Result<Response> {
+        let settings = ListSettings::of(&push.settings);
+        if let Err((field, message)) = settings.validate() {
+            let problem = shared_types::Problem::new(
+                ProblemType::ValidationFailed,
+                format!("the waiting-list settings are not valid: {field} {message}"),
+            )
+            .with_instance(path);
+            return http::problem(&problem);
+        }
+        {
+            let mut guard = self.list.borrow_mut();
+            match guard.as_mut() {
+                Some((event, _)) if *event != push.event => {
+                    return http::problem_of(ProblemType::Conflict, "this list is another event's", path)
+                }
+                Some((_, list)) => list.set_settings(settings, crate::now_ms()),
+                None => {
+                    let sql = self.state.storage().sql();
+                    sql.exec(
+                        "INSERT OR REPLACE INTO meta (key, body) VALUES ('event', ?)",
+                        vec![serde_json::to_string(&push.event)?.into()],
+                    )?;
+                    *guard = Some((push.event.clone(), WaitingList::new(settings)));
+                }
+            }
+        }
+        self.save()?;
+        self.round_soon().await?;
+        http::json(200, &serde_json::json!({ "settings": settings }))
+    }
+
+    fn join(&self, visitor: &VisitorId, body: JoinBody, path: &str) -> Result<Response> {
+        let email = body.email.trim();
+        if !plausible_email(email) {
+            return http::problem(
+                &shared_types::Problem::new(ProblemType::ValidationFailed, "an e-mail address is required")
+                    .with_instance(path)
+                    .with_extension("reason", "bad-email".into()),
+            );
+        }
+        let pool = match (body.tier, body.seats) {
+            (Some(_), true) => {
+                return http::problem_of(ProblemType::ValidationFailed, "ask for seats or for a tier", path)
+            }
+            (Some(t), false) => Some(Pool::General(t)),
+            (None, true) => Some(Pool::Seats),
+            (None, false) => None,
+        };
+        let email_key = self.email_key(email)?;
+        let request = JoinRequest {
+            visitor: visitor.clone(),
+            email_key,
+            pool,
+            seated_tier: body.seated_tier,
+            quantity: body.quantity,
+        };
+        let joined = {
+            let mut guard = self.list.borrow_mut();
+            let Some((_, list)) = guard.as_mut() else {
+                return http::problem_of(ProblemType::NotFound, "this event keeps no waiting list", path);
+            };
+            list.join(request, crate::now_ms()).map(|e| e.number)
+        };
+        match joined {
+            Ok(number) => {
+                self.state.storage().sql().exec(
+                    "INSERT OR REPLACE INTO addresses (number, email) VALUES (?, ?)",
+                    vec![(number as i64).into(), email.into()],
+                )?;
+                self.save()?;
+                http::json(201, &self.view(number))
+            }
+            Err(e) => {
+                let kind = match e {
+                    super::list::JoinError::Quantity { .. } => ProblemType::ValidationFailed,
+                    super::list::JoinError::Disabled => ProblemType::NotFound,
+                    _ => ProblemType::Conflict,
+                };
+                http::problem(
+                    &shared_types::Problem::new(kind, e.to_string())
+                        .with_instance(path)
+                        .with_extension("reason", e.reason().into()),
+                )
+            }
+        }
+    }
+
+    /// What the visitor sees of entry `number`.
+    fn view(&self, number: u64) -> Option<EntryView> {
+        let guard = self.list.borrow();
+        let (_, list) = guard.as_ref()?;
+        let entry = list.entry(number)?;
+        let hold = match &entry.state {
+            EntryState::Offered { pool, .. } => Some(offer_hold_id(self.shard_of(pool), number)),
+            _ => None,
+        };
+        Some(EntryView {
+            number,
+            state: entry.state.clone(),
+            position: list.position(number),
+            quantity: entry.quantity,
+            wants: entry.pool.clone(),
+            hold,
+        })
+    }
+
+    /// The shard whose places a pool is.
+    fn shard_of(&self, pool: &Pool) -> usize {
+        match pool {
+            Pool::Seats => 0,
+            Pool::Shard(i) => *i as usize,
+            Pool::General(t) => self.tier_shard.borrow().get(t).copied().unwrap_or(0),
+        }
+    }
+
+    /// The pool a shard's parked places are: seats of an unsharded event are `Seats`.
+    fn pool_of(&self, shard: usize, sharded: bool, parked: &Parked) -> Pool {
+        match &parked.tier {
+            Some(t) => {
+                self.tier_shard.borrow_mut().insert(t.clone(), shard);
+                Pool::General(t.clone())
+            }
+            None if sharded => Pool::Shard(shard as u32),
+            None => Pool::Seats,
+        }
+    }
+
+    /// The visitor leaves (or declines their offer): an offer's hold is ended at the inventory
+    /// first (its places parked again), then the list records it.
+    async fn end_entry(&self, visitor: &VisitorId, decline: bool, path: &str) -> Result<Response> {
+        let _gate = self.gate.lock().await;
+        let found = {
+            let guard = self.list.borrow();
+            guard.as_ref().and_then(|(_, l)| l.entry_of(visitor).map(|e| (e.number, e.state.clone())))
+        };
+        let Some((number, state)) = found else {
+            return http::problem_of(ProblemType::NotFound, "not on this waiting list", path);
+        };
+        if let EntryState::Offered { pool, .. } = &state {
+            let layout = self.layout().await?;
+            let shard = self.shard_of(pool);
+            if let Some(layout) = layout {
+                let sold = self.end_offer_hold(&layout, shard, number).await?;
+                if sold {
+                    // Paid in the meantime: it is theirs.
+                    self.apply(|l, now| {
+                        l.claimed(number, now);
+                    })?;
+                    return http::json(200, &self.view(number));
+                }
+            }
+        } else if decline {
+            return http::problem_of(ProblemType::Conflict, "no offer stands for you", path);
+        }
+        self.apply(|l, now| {
+            if decline {
+                l.decline(number, now);
+            } else {
+                l.leave(visitor, now);
+            }
+        })?;
+        self.round_soon().await?;
+        http::json(200, &self.view(number))
+    }
+
+    /// Applies a change to the list and stores its records.
+    fn apply(&self, change: impl FnOnce(&mut WaitingList, Millis)) -> Result<()> {
+        if let Some((_, list)) = self.list.borrow_mut().as_mut() {
+            change(list, crate::now_ms());
+        }
+        self.save()
+    }
+
+    async fn layout(&self) -> Result<Option<Layout>> {
+        let Some(event) = self.list.borrow().as_ref().map(|(e, _)| e.clone()) else { return Ok(None) };
+        let call = Call::by(&Caller::Waitlist);
+        let mut resp =
+            send(&self.env, DIRECTORY_BINDING, event.as_str(), Method::Get, "/layout", &call, None).await?;
+        if resp.status_code() != 200 {
+            return Ok(None);
+        }
+        Ok(Some(resp.json().await?))
+    }
+
+    /// One call to a shard of the event's inventory, as the list.
+    async fn shard_call(
+        &self,
+        layout: &Layout,
+        shard: usize,
+        method: Method,
+        path: &str,
+        body: Option<String>,
+    ) -> Result<Response> {
+        let name = layout
+            .object_name(shard)
+            .ok_or_else(|| worker::Error::RustError(format!("no inventory shard {shard}")))?;
+        send(&self.env, INVENTORY_BINDING, &name, method, path, &Call::by(&Caller::Waitlist), body).await
+    }
+
+    /// Ends an offer's hold at its shard (its places are parked again). `true` when the hold was
+    /// sold instead (the buyer paid just in time).
+    async fn end_offer_hold(&self, layout: &Layout, shard: usize, number: u64) -> Result<bool> {
+        let id = offer_hold_id(shard, number);
+        let mut resp = self.shard_call(layout, shard, Method::Delete, &format!("/holds/{id}"), None).await?;
+        match resp.status_code() {
+            200 | 404 => Ok(false),
+            409 => {
+                let problem: serde_json::Value = resp.json().await.unwrap_or_default();
+                Ok(problem["reason"] == "hold-sold"
+                    || problem["detail"].as_str().is_some_and(|d| d.contains("sold")))
+            }
+            s => {
+                Err(worker::Error::RustError(format!("shard {shard} answered {s} to ending offer {number}")))
+            }
+        }
+    }
+
+    /// Places an offer as a hold at its shard. `false` when the shard refused it (the offer is
+    /// then declined on the buyer's behalf).
+    async fn place(&self, layout: &Layout, offer: &Offer) -> Result<bool> {
+        let shard = self.shard_of(&offer.pool);
+        let tier = match &offer.pool {
+            Pool::General(t) => Some(t.clone()),
+            _ => None,
+        };
+        let body = serde_json::json!({
+            "id": offer_hold_id(shard, offer.number),
+            "visitor": offer.visitor,
+            "tier": tier,
+            "quantity": offer.quantity,
+            "seated_tier": offer.seated_tier,
+            "until": offer.until,
+        });
+        let resp =
+            self.shard_call(layout, shard, Method::Post, "/waitlist/offers", Some(body.to_string())).await?;
+        match resp.status_code() {
+            200 | 201 => Ok(true),
+            400..=499 => {
+                crate::log::info(
+                    "waiting-list offer refused by the inventory",
+                    serde_json::json!({ "entry": offer.number, "shard": shard }),
+                );
+                Ok(false)
+            }
+            s => {
+                Err(worker::Error::RustError(format!("shard {shard} answered {s} to offer {}", offer.number)))
+            }
+        }
+    }
+
+    /// One round: settle with the inventory, end what is due, make and place the offers the rules
+    /// give, give back what nobody wants, and set parking. Safe to run any number of times.
+    async fn round(&self) -> Result<()> {
+        let _gate = self.gate.lock().await;
+        let Some(layout) = self.layout().await? else { return Ok(()) };
+        let sharded = layout.shards.len() > 1;
+        let standing: Vec<Standing> = {
+            let guard = self.list.borrow();
+            let Some((_, list)) = guard.as_ref() else { return Ok(()) };
+            list.entries()
+                .filter_map(|e| match &e.state {
+                    EntryState::Offered { pool, until } => Some(Standing {
+                        number: e.number,
+                        pool: pool.clone(),
+                        quantity: e.quantity,
+                        until: *until,
+                    }),
+                    _ => None,
+                })
+                .collect()
+        };
+        // 1. What each shard has parked and how each offer's hold stands: one answer per shard.
+        let mut statuses = Vec::with_capacity(layout.shards.len());
+        for shard in 0..layout.shards.len() {
+            let holds: Vec<HoldId> = standing
+                .iter()
+                .filter(|s| self.shard_of(&s.pool) == shard)
+                .map(|s| offer_hold_id(shard, s.number))
+                .collect();
+            let body = serde_json::json!({ "holds": holds }).to_string();
+            let mut resp =
+                self.shard_call(&layout, shard, Method::Post, "/waitlist/status", Some(body)).await?;
+            if resp.status_code() == 404 {
+                statuses.push(None); // no inventory there yet
+                continue;
+            }
+            if resp.status_code() != 200 {
+                return Err(worker::Error::RustError(format!(
+                    "shard {shard} answered {}",
+                    resp.status_code()
+                )));
+            }
+            statuses.push(Some(resp.json::<ShardStatus>().await?));
+        }
+        let now = crate::now_ms();
+        // 2. Offers whose hold ended at the inventory; offers due; offers not placed yet.
+        let mut due = Vec::new();
+        let mut unplaced = Vec::new();
+        let mut pending: BTreeMap<Pool, u32> = BTreeMap::new();
+        if let Some((_, list)) = self.list.borrow_mut().as_mut() {
+            for s in &standing {
+                let shard = self.shard_of(&s.pool);
+                let id = offer_hold_id(shard, s.number);
+                let state =
+                    statuses.get(shard).and_then(|st| st.as_ref()).and_then(|st| st.holds.get(&id)).cloned();
+                match state.flatten() {
+                    Some(HoldState::Sold) => {
+                        list.claimed(s.number, now);
+                    }
+                    Some(HoldState::Expired) => {
+                        list.lapse(s.number, now);
+                    }
+                    Some(HoldState::Released) => {
+                        list.decline(s.number, now);
+                    }
+                    Some(HoldState::Held) if s.until <= now => due.push((shard, s.number)),
+                    Some(HoldState::Held) => {}
+                    None => {
+                        // Recorded, never placed (a restart between the two): its places are
+                        // still parked.
+                        *pending.entry(s.pool.clone()).or_default() += s.quantity;
+                        unplaced.push(s.number);
+                    }
+                }
+            }
+            // 3. Settle: what the shards have parked against what the list counts as free.
+            let mut parked: BTreeMap<Pool, u32> = BTreeMap::new();
+            for (shard, status) in statuses.iter().enumerate() {
+                for p in status.iter().flat_map(|s| &s.parked) {
+                    *parked.entry(self.pool_of(shard, sharded, p)).or_default() += p.quantity;
+                }
+            }
+            let mut pools: Vec<Pool> =
+                parked.keys().chain(list.free().keys()).chain(pending.keys()).cloned().collect();
+            pools.sort();
+            pools.dedup();
+            for pool in pools {
+                let have = parked.get(&pool).copied().unwrap_or(0);
+                let counted =
+                    list.free().get(&pool).copied().unwrap_or(0) + pending.get(&pool).copied().unwrap_or(0);
+                if have > counted {
+                    list.returned(pool, have - counted, now);
+                } else if have < counted {
+                    list.taken(pool, counted - have, now);
+                }
+            }
+        }
+        self.save()?;
+        // 4. Offers due: their holds end at the inventory, then they lapse.
+        for (shard, number) in due {
+            let sold = self.end_offer_hold(&layout, shard, number).await?;
+            self.apply(|l, now| {
+                if sold {
+                    l.claimed(number, now);
+                } else {
+                    l.lapse(number, now);
+                }
+            })?;
+        }
+        // 5. Offers recorded but not placed, then the new ones.
+        let unplaced: Vec<Offer> = {
+            let guard = self.list.borrow();
+            let Some((_, list)) = guard.as_ref() else { return Ok(()) };
+            unplaced.iter().filter_map(|n| offer_of(list, *n)).collect()
+        };
+        let mut made = Vec::new();
+        self.apply(|l, now| made = l.offer(now))?;
+        for offer in unplaced.iter().chain(&made) {
+            if !self.place(&layout, offer).await? {
+                self.apply(|l, now| {
+                    l.decline(offer.number, now);
+                })?;
+            }
+        }
+        // 6. What nobody waiting wants goes back on sale.
+        let mut unwanted = Vec::new();
+        self.apply(|l, now| unwanted = l.release_unwanted(now))?;
+        for (pool, quantity) in unwanted {
+            let shard = self.shard_of(&pool);
+            let tier = match &pool {
+                Pool::General(t) => Some(t.clone()),
+                _ => None,
+            };
+            let body = serde_json::json!({ "tier": tier, "quantity": quantity }).to_string();
+            let resp = self.shard_call(&layout, shard, Method::Post, "/waitlist/unpark", Some(body)).await?;
+            if resp.status_code() != 200 {
+                // Settled at the next round (the places show as parked again: returned).
+                crate::log::error(
+                    "waiting list could not unpark places",
+                    serde_json::json!({ "shard": shard, "status": resp.status_code() }),
+                );
+            }
+        }
+        // 7. Parking while anyone waits.
+        let want = self
+            .list
+            .borrow()
+            .as_ref()
+            .is_some_and(|(_, l)| l.settings().enabled && !l.closed() && l.waiting() > 0);
+        for (shard, status) in statuses.iter().enumerate() {
+            if status.as_ref().is_some_and(|s| s.parking != want) {
+                let body = serde_json::json!({ "on": want }).to_string();
+                let resp =
+                    self.shard_call(&layout, shard, Method::Put, "/waitlist/parking", Some(body)).await?;
+                if resp.status_code() != 200 {
+                    return Err(worker::Error::RustError(format!(
+                        "shard {shard} answered {} to parking",
+                        resp.status_code()
+                    )));
+                }
+            }
+        }
+        if !want {
+            // Parking off frees what was parked: the list keeps nothing it counted.
+            self.apply(|l, now| {
+                l.release_unwanted(now);
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Counts for the organizer: per pool asked for, entries by state; offers made, claimed,
+    /// lapsed, declined.
+    fn summary(&self) -> serde_json::Value {
+        let guard = self.list.borrow();
+        let Some((event, list)) = guard.as_ref() else { return serde_json::Value::Null };
+        let mut by_pool: BTreeMap<String, BTreeMap<&'static str, u64>> = BTreeMap::new();
+        for e in list.entries() {
+            let pool = match &e.pool {
+                None => "any".to_owned(),
+                Some(Pool::Seats) | Some(Pool::Shard(_)) => "seats".to_owned(),
+                Some(Pool::General(t)) => t.to_string(),
+            };
+            *by_pool.entry(pool).or_default().entry(state_name(&e.state)).or_default() += 1;
+        }
+        let mut offers = BTreeMap::<&'static str, u64>::new();
+        for r in list.records() {
+            let key = match r {
+                Record::Offered { .. } => "made",
+                Record::Claimed { .. } => "claimed",
+                Record::Ended { state: EntryState::Lapsed, .. } => "lapsed",
+                Record::Ended { state: EntryState::Declined, .. } => "declined",
+                _ => continue,
+            };
+            *offers.entry(key).or_default() += 1;
+        }
+        serde_json::json!({
+            "event": event,
+            "settings": list.settings(),
+            "closed": list.closed(),
+            "waiting": list.waiting(),
+            "offers_out": list.offers_out(),
+            "free": list.free().iter().map(|(p, n)| (pool_name(p), *n)).collect::<BTreeMap<_, _>>(),
+            "by_pool": by_pool,
+            "offers": offers,
+            "records": list.records().len(),
+        })
+    }
+
+    async fn route(&self, mut req: Request, path: &str, caller: Caller) -> Result<Response> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        macro_rules! body {
+            () => {
+                match crate::http::read_json(&mut req, 4096).await {
+                    Ok(b) => b,
+                    Err(resp) => return resp,
+                }
+            };
+        }
+        let response = match (req.method(), segments.as_slice(), &caller) {
+            (Method::Put, ["settings"], Caller::Core) => {
+                let push: SettingsPush = body!();
+                self.put_settings(push, path).await?
+            }
+            (Method::Post, ["join"], Caller::Visitor(v)) => {
+                let body: JoinBody = body!();
+                let resp = self.join(v, body, path)?;
+                self.round_soon().await?;
+                resp
+            }
+            (Method::Get, ["entry"], Caller::Visitor(v)) => {
+                let number = self.list.borrow().as_ref().and_then(|(_, l)| {
+                    // The live entry, or the last one this visitor had.
+                    l.entry_of(v).or_else(|| l.entries().filter(|e| &e.visitor == v).last()).map(|e| e.number)
+                });
+                match number.and_then(|n| self.view(n)) {
+                    Some(view) => http::json(200, &view)?,
+                    None => http::problem_of(ProblemType::NotFound, "not on this waiting list", path)?,
+                }
+            }
+            (Method::Delete, ["entry"], Caller::Visitor(v)) => self.end_entry(v, false, path).await?,
+            (Method::Post, ["entry", "decline"], Caller::Visitor(v)) => self.end_entry(v, true, path).await?,
+            (Method::Post, ["wake"], _) => {
+                self.round_soon().await?;
+                http::json(200, &serde_json::json!({ "awake": true }))?
+            }
+            (Method::Get, ["summary"], Caller::Core) => match self.summary() {
+                serde_json::Value::Null => http::problem_of(ProblemType::NotFound, "no waiting list", path)?,
+                summary => http::json(200, &summary)?,
+            },
+            (Method::Get, ["records"], Caller::Core) => {
+                let guard = self.list.borrow();
+                let records = guard.as_ref().map(|(_, l)| l.records()).unwrap_or_default();
+                http::json(200, &serde_json::json!({ "records": records }))?
+            }
+            (Method::Post, ["close"], Caller::Core) => {
+                self.apply(|l, now| {
+                    l.close(now);
+                })?;
+                self.round_soon().await?;
+                http::json(200, &self.summary())?
+            }
+            _ => http::problem_of(ProblemType::NotFound, "no such route on the waiting list", path)?,
+        };
+        Ok(response)
+    }
+}
+
+/// The standing offer of entry `number`, as the rules made it (from its record).
+fn offer_of(list: &WaitingList, number: u64) -> Option<Offer> {
+    list.records().iter().rev().find_map(|r| match r {
+        Record::Offered { offer, .. } if offer.number == number => Some(offer.clone()),
+        _ => None,
+    })
+}
+
+fn state_name(state: &EntryState) -> &'static str {
+    match state {
+        EntryState::Waiting => "waiting",
+        EntryState::Offered { .. } => "offered",
+        EntryState::Claimed => "claimed",
+        EntryState::Lapsed => "lapsed",
+        EntryState::Declined => "declined",
+        EntryState::Left => "left",
+    }
+}
+
+fn pool_name(pool: &Pool) -> String {
+    match pool {
+        Pool::Seats => "seats".into(),
+        Pool::Shard(i) => format!("seats of shard {i}"),
+        Pool::General(t) => t.to_string(),
+    }
+}
+
+/// An address worth mailing: one `@`, something on each side, a dot in the domain, no spaces or
+/// control characters, at most [`MAX_EMAIL`] bytes. (The core checks it again before mailing.)
+pub fn plausible_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else { return false };
+    email.len() <= MAX_EMAIL
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains('@')
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+}
+
+impl DurableObject for WaitlistObject {
+    fn new(state: State, env: Env) -> Self {
+        Self {
+            state,
+            env,
+            list: RefCell::new(None),
+            saved: Cell::new(0),
+            loaded: Cell::new(false),
+            alarm: Alarm::default(),
+            gate: Mutex::new(()),
+            tier_shard: RefCell::new(HashMap::new()),
+            wanted: Cell::new(false),
+        }
+    }
+
+    async fn fetch(&self, req: Request) -> Result<Response> {
+        let load = async { self.load() };
+        let route = |req, path: String, caller| async move { self.route(req, &path, caller).await };
+        http::serve(req, "waiting list", load, route, || self.loaded.set(false)).await
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        self.alarm.forget();
+        self.wanted.set(false);
+        self.load()?;
+        if let Err(e) = self.round().await {
+            crate::log::error("waiting-list round failed", serde_json::json!({ "error": e.to_string() }));
+            // Memory may be ahead of storage after a failed write: read it again.
+            self.loaded.set(false);
+            self.load()?;
+            // Try again shortly.
+            self.alarm.keep(&self.state.storage(), Some(crate::now_ms() + 5_000)).await?;
+            return Response::ok("round failed");
+        }
+        let next = if self.wanted.get() { Some(crate::now_ms()) } else { self.next_wake() };
+        self.alarm.keep(&self.state.storage(), next).await?;
+        Response::ok("round")
+    }
+}
