@@ -9,8 +9,8 @@ use shared_types::inventory::{Sharding, MAIN_SHARD};
 use shared_types::{Problem, ProblemType};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
+use crate::caller::{Caller, CALLER_HEADER, NONCE_HEADER};
 use crate::http;
-use crate::inventory::{Caller, CALLER_HEADER, NONCE_HEADER};
 
 /// How an event's inventory is spread over objects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

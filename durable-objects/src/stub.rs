@@ -6,7 +6,7 @@
 use wasm_bindgen::JsValue;
 use worker::{Env, Headers, Method, Request, RequestInit, Response, Result};
 
-use crate::inventory::{Caller, CALLER_HEADER, NONCE_HEADER, SHARD_INDEX_HEADER};
+use crate::caller::{Caller, CALLER_HEADER, NONCE_HEADER, SHARD_INDEX_HEADER};
 
 /// The bindings of wrangler.toml's `durable_objects`.
 pub const INVENTORY_BINDING: &str = "INVENTORY";

@@ -189,7 +189,7 @@ impl InventoryObject {
         match op(ledger, crate::now_ms()) {
             Ok(id) => {
                 // An offer's hold sold, extended or released: the list learns it at once.
-                if crate::waitlist::object::is_offer_hold(&id) {
+                if crate::waitlist::is_offer_hold(&id) {
                     self.parked_news.set(true);
                 }
                 let store = self.store()?;

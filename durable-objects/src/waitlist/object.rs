@@ -41,6 +41,7 @@ use shared_types::ProblemType;
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
 use super::list::{EntryState, JoinRequest, ListSettings, Millis, Offer, Pool, Record, WaitingList};
+use super::offer_hold_id;
 use crate::alarm::Alarm;
 use crate::caller::Caller;
 use crate::directory::Layout;
@@ -52,17 +53,6 @@ use crate::stub::{send, Call, DIRECTORY_BINDING, INVENTORY_BINDING};
 pub const POLL_MS: Millis = 60_000;
 /// The longest e-mail address taken (RFC 5321's path limit).
 pub const MAX_EMAIL: usize = 254;
-
-/// The hold an offer becomes at shard `shard`: `h<shard>-w<entry number>`. The edge routes holds by
-/// the shard in their id; the entry number makes it the same id every time the offer is placed.
-pub fn offer_hold_id(shard: usize, number: u64) -> HoldId {
-    HoldId::parse(&format!("h{shard}-w{number}")).expect("a valid id")
-}
-
-/// Whether a hold id is an offer's ([`offer_hold_id`]).
-pub fn is_offer_hold(id: &HoldId) -> bool {
-    id.as_str().split_once('-').is_some_and(|(_, rest)| rest.starts_with('w'))
-}
 
 /// Body of `PUT /settings`: the event's waiting-room settings (the list's are among them).
 #[derive(Debug, Deserialize)]
