@@ -1,6 +1,6 @@
 //! Property tests of the waiting list's rules (`durable-objects/src/waitlist/list.rs`): random
-//! sequences of joins, returned places, offer rounds, clock jumps (offers lapsing), declines,
-//! departures, claims, releases and closing — checked after every step:
+//! sequences of joins, returned places, places taken back, offer rounds, clock jumps (offers
+//! lapsing), lapses, withdrawn offers, declines, departures, claims, releases and closing — checked after every step:
 //!
 //! - **no double offer**: every place that came back is free, offered to exactly one entry,
 //!   bought, or released; never two of these at once;
@@ -42,6 +42,7 @@ enum Op {
     Return { pool: u8, quantity: u32 },
     Take { pool: u8, quantity: u32 },
     Lapse { visitor: u8 },
+    Withdraw { visitor: u8 },
     Offer,
     Wait { seconds: i64 },
     Decline { visitor: u8 },
@@ -58,6 +59,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (0u8..POOLS, 1u32..4).prop_map(|(pool, quantity)| Op::Return { pool, quantity }),
         1 => (0u8..POOLS, 1u32..3).prop_map(|(pool, quantity)| Op::Take { pool, quantity }),
         1 => (0..VISITORS).prop_map(|visitor| Op::Lapse { visitor }),
+        1 => (0..VISITORS).prop_map(|visitor| Op::Withdraw { visitor }),
         4 => Just(Op::Offer),
         2 => (1i64..90).prop_map(|seconds| Op::Wait { seconds }),
         1 => (0..VISITORS).prop_map(|visitor| Op::Decline { visitor }),
@@ -179,6 +181,11 @@ proptest! {
                 Op::Lapse { visitor: v } => {
                     if let Some(n) = list.entry_of(&visitor(v)).map(|e| e.number) {
                         list.lapse(n, now);
+                    }
+                }
+                Op::Withdraw { visitor: v } => {
+                    if let Some(n) = list.entry_of(&visitor(v)).map(|e| e.number) {
+                        list.withdraw(n, now);
                     }
                 }
                 Op::Offer => {

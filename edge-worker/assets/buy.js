@@ -424,6 +424,20 @@
     poll();
   }
 
+  // A waiting list's offer taken from its mail (offer.js kept it in this tab): its seats are held
+  // for this buyer already, so the page opens at their summary.
+  async function resumeOffer() {
+    var kept = sessionStorage.getItem('offer-' + ev);
+    if (!kept || held) return;
+    var o = JSON.parse(kept);
+    var left = o.expires_at_ms - o.now_ms;
+    if (!(left > 0)) { sessionStorage.removeItem('offer-' + ev); return; }
+    held = { hold: o.hold, hold_token: o.hold_token, until: Date.now() + left };
+    showSummary();
+    await summary();
+    if (held && held.promo !== undefined) say('Kept for you from the waiting list. ' + $('shop-status').textContent);
+  }
+
   // Lets the hold go (an ended or unknown hold is gone already) and goes back to choosing.
   async function release() {
     if (!held || busy) return;
@@ -435,6 +449,7 @@
         return;
       }
       held = null;
+      sessionStorage.removeItem('offer-' + ev);
       say('Released. Choose again.');
       back();
     } catch (e) {
@@ -461,6 +476,7 @@
       var cb = await json(c);
       if (c.status !== 201 && c.status !== 200) { say('Your order could not be made: ' + (cb.detail || c.status), true); return; }
       sessionStorage.setItem('order-' + cb.order.id, cb.order_token);
+      sessionStorage.removeItem('offer-' + ev);
       location.href = '/orders/' + cb.order.id + '#' + cb.order_token;
     } catch (err) {
       say('Something went wrong: ' + err, true);
@@ -554,6 +570,7 @@
     await poll();
     say(seats.length ? 'Choose seats on the map or from the list.' : 'Choose your places.');
     setInterval(poll, 1000);
+    await resumeOffer();
   }
 
   load().catch(function (e) { say('The seats cannot be shown right now: ' + e, true); });

@@ -12,9 +12,9 @@ use std::rc::Rc;
 
 use durable_objects::directory::Layout;
 use durable_objects::http;
-use durable_objects::inventory::{shard_of_hold, Availability, Caller, HoldRequest, Placed};
+use durable_objects::inventory::{shard_of_hold, Availability, Caller, Hold, HoldRequest, Placed};
 use serde::Serialize;
-use shared_types::ids::{EventId, HoldId};
+use shared_types::ids::{EventId, HoldId, VisitorId};
 use shared_types::inventory::{Sharding, GA_SHARD, MAIN_SHARD};
 use shared_types::token::{Claims, HoldGrant, TokenKind};
 use shared_types::ProblemType;
@@ -78,6 +78,13 @@ pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
     let status = resp.status_code();
     let placed: Placed = resp.json().await?;
     let hold = placed.hold;
+    let hold_token = hold_token(ev, &visitor, &hold)?;
+    invalidate_availability(&ev.event);
+    Ok(http::json(status, &HoldAnswer { hold, hold_token, replayed: placed.replayed })?)
+}
+
+/// The hold token of `visitor`'s `hold`: what checkout takes (the core verifies it offline).
+pub fn hold_token(ev: &EventCtx<'_>, visitor: &VisitorId, hold: &Hold) -> Result<String> {
     let claims = Claims {
         iss: "edge".to_owned(),
         aud: ev.event.to_string(),
@@ -94,9 +101,7 @@ pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
             expires_at_ms: hold.expires_at,
         },
     };
-    let hold_token = ev.keys()?.signer.sign(TokenKind::Hold, &claims);
-    invalidate_availability(&ev.event);
-    Ok(http::json(status, &HoldAnswer { hold, hold_token, replayed: placed.replayed })?)
+    Ok(ev.keys()?.signer.sign(TokenKind::Hold, &claims))
 }
 
 /// `DELETE /holds/{hold}`: the buyer lets their own hold go.

@@ -99,7 +99,9 @@ async fn route_call(
         InternalRoute::EndSession => end_session(ev, body).await,
         InternalRoute::Waitlist => waitlist_call(ev, Method::Get, "/summary").await,
         InternalRoute::WaitlistRecords => waitlist_call(ev, Method::Get, "/records").await,
+        InternalRoute::WaitlistEntries => waitlist_call(ev, Method::Get, "/entries").await,
         InternalRoute::CloseWaitlist => waitlist_call(ev, Method::Post, "/close").await,
+        InternalRoute::WaitlistOffers => crate::waitlist::offers_to_mail(ev, req).await,
         InternalRoute::Hold(hold) => hold_call(ev, &hold, None, &call, body).await,
         InternalRoute::HoldAction(hold, action) => hold_call(ev, &hold, Some(action), &call, body).await,
     }

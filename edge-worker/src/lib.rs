@@ -97,14 +97,15 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
                 (Method::Get | Method::Head, []) => pages::event_page(&ev, &req).await,
                 (Method::Post, ["join"]) => pages::join_form(&ev, req).await,
                 (Method::Get | Method::Head, ["buy"]) => pages::buy_page(&ev, &req).await,
-                (_, [] | ["join"] | ["buy"]) => web::method_not_allowed(cx),
+                (Method::Get | Method::Head, ["offer"]) => pages::offer_page(&ev),
+                (_, [] | ["join"] | ["buy"] | ["offer"]) => web::method_not_allowed(cx),
                 _ => Err(cx.problem(ProblemType::NotFound, "no such page")),
             }
         }
         (method, ["api", "v1", "events", event, rest @ ..]) => {
             let ev = cx.at(event_of(cx, event)?);
             // The line's routes and the holds sign or check tokens: without keys, 503 at once.
-            let signs = matches!(rest, ["queue" | "challenge" | "waitlist"])
+            let signs = matches!(rest, ["queue" | "challenge" | "waitlist"] | ["waitlist", "offer"])
                 || matches!((&method, rest), (Method::Post, ["holds"]) | (Method::Delete, ["holds", _]));
             if signs {
                 cx.keys()?;
@@ -122,11 +123,12 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
                 (Method::Get, ["waitlist"]) => waitlist::entry(&ev, &req).await,
                 (Method::Delete, ["waitlist"]) => waitlist::leave(&ev, &req).await,
                 (Method::Post, ["waitlist", "decline"]) => waitlist::decline(&ev, &req).await,
+                (Method::Post, ["waitlist", "offer"]) => waitlist::take_offer(&ev, req).await,
                 (
                     _,
                     ["queue" | "challenge" | "availability" | "seatmap" | "holds" | "waitlist"]
                     | ["holds", _]
-                    | ["waitlist", "decline"],
+                    | ["waitlist", "decline" | "offer"],
                 ) => web::method_not_allowed(cx),
                 _ => Err(cx.problem(ProblemType::NotFound, "no such route")),
             }

@@ -125,6 +125,7 @@ struct App<'a> {
 /// The app pages: (kind, title, what it shows, script).
 const ORDER_APP: (&str, &str, &str, &str) = ("order", "Your order", "your order", "order.js");
 const TRANSFER_APP: (&str, &str, &str, &str) = ("transfer", "A ticket for you", "the offer", "transfer.js");
+const OFFER_APP: (&str, &str, &str, &str) = ("offer", "Places for you", "your offer", "offer.js");
 
 fn app_page(
     id: &str,
@@ -368,4 +369,10 @@ pub fn order_page(order: &str) -> Result<Response> {
 /// the ticket's QR code.
 pub fn transfer_page(transfer: &str) -> Result<Response> {
     app_page(transfer, TRANSFER_APP)
+}
+
+/// `GET /events/{event}/offer`: a waiting list's offer, from the mail's link (the offer token in
+/// the fragment); the script takes it and opens the purchase page at the places held.
+pub fn offer_page(ev: &EventCtx<'_>) -> Result<Response> {
+    app_page(ev.event.as_str(), OFFER_APP)
 }

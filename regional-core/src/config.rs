@@ -215,6 +215,9 @@ pub struct FulfillmentArgs {
     /// How often events are looked at for reminders that are due, in seconds.
     #[arg(long, env = "REMINDER_CHECK_SECS", default_value_t = 60)]
     pub reminder_check_secs: u64,
+    /// How often the edge's waiting lists are read for new offers to mail, in seconds.
+    #[arg(long, env = "WAITLIST_POLL_SECS", default_value_t = 5)]
+    pub waitlist_poll_secs: u64,
 }
 
 /// Checkout and payments.

@@ -46,6 +46,11 @@ impl EdgeClient {
         self.send_to(method, &route.path(event), body).await
     }
 
+    /// A signed `GET` of an internal path (with its query) that [`InternalRoute::path`] began.
+    pub async fn get(&self, path_and_query: &str) -> Result<Value, EdgeError> {
+        self.send_to(reqwest::Method::GET, path_and_query, Vec::new()).await
+    }
+
     /// A hold as the edge has it now.
     pub async fn hold(&self, event: &str, hold: &str) -> Result<HoldAnswer, EdgeError> {
         let answer = self.send(event, &InternalRoute::Hold(hold.to_owned()), Vec::new()).await?;

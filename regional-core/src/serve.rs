@@ -181,7 +181,7 @@ async fn start_fulfillment(
     tasks: &mut Tasks,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use crate::bus::{kafka, relay};
-    use crate::notifications::{reminders, sender, MailSettings, Notifier};
+    use crate::notifications::{reminders, sender, waitlist, MailSettings, Notifier};
     let f = &args.fulfillment;
     let mut consumers: Vec<Arc<dyn crate::bus::Consumer>> =
         vec![Arc::new(crate::reporting::projector::Projector)];
@@ -195,6 +195,10 @@ async fn start_fulfillment(
         let (pool, settings, every) =
             (db.clone(), mail.clone(), Duration::from_secs(f.reminder_check_secs.max(1)));
         tasks.spawn("reminders", move |stop| reminders::run(pool, settings, lead, every, stop));
+        let edge = crate::edge_client::EdgeClient::new(&args.edge_url, key.0.clone());
+        let (pool, settings, every) =
+            (db.clone(), mail.clone(), Duration::from_secs(f.waitlist_poll_secs.max(1)));
+        tasks.spawn("waitlist-offers", move |stop| waitlist::run(pool, edge, settings, every, stop));
         match &f.smtp_url {
             Some(url) => {
                 let from: lettre::message::Mailbox =

@@ -29,6 +29,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("mail/event_reminder.html", include_str!("../templates/mail/event_reminder.html")),
     ("mail/ticket_reissued.txt", include_str!("../templates/mail/ticket_reissued.txt")),
     ("mail/ticket_reissued.html", include_str!("../templates/mail/ticket_reissued.html")),
+    ("mail/waitlist_offer.txt", include_str!("../templates/mail/waitlist_offer.txt")),
+    ("mail/waitlist_offer.html", include_str!("../templates/mail/waitlist_offer.html")),
     ("dashboard/base.html", include_str!("../templates/dashboard/base.html")),
     ("dashboard/sign_in.html", include_str!("../templates/dashboard/sign_in.html")),
     ("dashboard/events.html", include_str!("../templates/dashboard/events.html")),

@@ -12,6 +12,8 @@
 //! | [`InternalRoute::EndSession`] | POST | `/waiting-room/sessions/end` |
 //! | [`InternalRoute::Waitlist`] | GET | `/waitlist` |
 //! | [`InternalRoute::WaitlistRecords`] | GET | `/waitlist/records` |
+//! | [`InternalRoute::WaitlistEntries`] | GET | `/waitlist/entries` |
+//! | [`InternalRoute::WaitlistOffers`] | GET | `/waitlist/offers?after={seq}` |
 //! | [`InternalRoute::CloseWaitlist`] | POST | `/waitlist/close` |
 //! | [`InternalRoute::Hold`] | GET | `/holds/{hold}` |
 //! | [`InternalRoute::HoldAction`] | POST | `/holds/{hold}/{extend,confirm,reclaim,release,return}` |
@@ -77,6 +79,11 @@ pub enum InternalRoute {
     Waitlist,
     /// The waiting list's history (every decision, for the audit and the export).
     WaitlistRecords,
+    /// Every entry of the waiting list, with its address (the organizer's export).
+    WaitlistEntries,
+    /// The offers made since a point of the list's history, with their signed links' tokens, for
+    /// the core to mail (`?after=` the last position read).
+    WaitlistOffers,
     /// The organizer closes the waiting list.
     CloseWaitlist,
     Hold(String),
@@ -93,6 +100,8 @@ impl InternalRoute {
             | InternalRoute::WaitingRoom
             | InternalRoute::Waitlist
             | InternalRoute::WaitlistRecords
+            | InternalRoute::WaitlistOffers
+            | InternalRoute::WaitlistEntries
             | InternalRoute::Hold(_) => "GET",
             InternalRoute::EndSession | InternalRoute::CloseWaitlist | InternalRoute::HoldAction(..) => {
                 "POST"
@@ -110,6 +119,8 @@ impl InternalRoute {
             InternalRoute::EndSession => "waiting-room/sessions/end".to_owned(),
             InternalRoute::Waitlist => "waitlist".to_owned(),
             InternalRoute::WaitlistRecords => "waitlist/records".to_owned(),
+            InternalRoute::WaitlistOffers => "waitlist/offers".to_owned(),
+            InternalRoute::WaitlistEntries => "waitlist/entries".to_owned(),
             InternalRoute::CloseWaitlist => "waitlist/close".to_owned(),
             InternalRoute::Hold(hold) => format!("holds/{hold}"),
             InternalRoute::HoldAction(hold, action) => format!("holds/{hold}/{}", action.as_str()),
@@ -129,6 +140,8 @@ impl InternalRoute {
             ("POST", ["waiting-room", "sessions", "end"]) => InternalRoute::EndSession,
             ("GET", ["waitlist"]) => InternalRoute::Waitlist,
             ("GET", ["waitlist", "records"]) => InternalRoute::WaitlistRecords,
+            ("GET", ["waitlist", "offers"]) => InternalRoute::WaitlistOffers,
+            ("GET", ["waitlist", "entries"]) => InternalRoute::WaitlistEntries,
             ("POST", ["waitlist", "close"]) => InternalRoute::CloseWaitlist,
             ("GET", ["holds", hold]) => InternalRoute::Hold((*hold).to_owned()),
             ("POST", ["holds", hold, action]) => {
@@ -146,6 +159,28 @@ pub struct HoldAnswer {
     pub state: HoldState,
     /// Milliseconds since the epoch.
     pub expires_at: i64,
+}
+
+/// One offer of [`InternalRoute::WaitlistOffers`]'s answer: who to write to, and the link's token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitlistOffer {
+    /// Its position in the list's history (the cursor to ask after).
+    pub seq: i64,
+    pub entry: u64,
+    pub email: String,
+    pub quantity: u32,
+    /// The offer's end, in milliseconds since the epoch.
+    pub until: i64,
+    /// The edge-signed offer token (`typ: offer`) the mail's link carries.
+    pub token: String,
+}
+
+/// What [`InternalRoute::WaitlistOffers`] answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitlistOffers {
+    pub offers: Vec<WaitlistOffer>,
+    /// The position to ask after next time.
+    pub next: i64,
 }
 
 /// What [`InternalRoute::Layout`] answers: the fields the core acts on (the answer has more).
@@ -170,6 +205,8 @@ mod tests {
             InternalRoute::EndSession,
             InternalRoute::Waitlist,
             InternalRoute::WaitlistRecords,
+            InternalRoute::WaitlistOffers,
+            InternalRoute::WaitlistEntries,
             InternalRoute::CloseWaitlist,
             InternalRoute::Hold("h-1".into()),
         ]

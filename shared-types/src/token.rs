@@ -46,6 +46,10 @@ pub enum TokenKind {
     /// offer (signed by the core; `jti` is the transfer id).
     #[serde(rename = "transfer")]
     Transfer,
+    /// A waiting list's offer, mailed to its entry: lets them take the hold that carries it (signed
+    /// by the edge; `sub` is the entry's visitor, `jti` the hold, `exp` the offer's end).
+    #[serde(rename = "offer")]
+    Offer,
 }
 
 impl TokenKind {
@@ -58,6 +62,7 @@ impl TokenKind {
             Self::Order => "order",
             Self::Ticket => "ticket",
             Self::Transfer => "transfer",
+            Self::Offer => "offer",
         }
     }
 }
@@ -78,6 +83,15 @@ pub struct HoldGrant {
     pub seated_tier: Option<crate::ids::TierId>,
     /// The hold's expiry in milliseconds (the token's `exp` is the same, in seconds, rounded up).
     pub expires_at_ms: i64,
+}
+
+/// What a waiting list's offer token grants, beyond the common claims (`jti` is the hold).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfferGrant {
+    pub hold: crate::ids::HoldId,
+    /// The entry's number on the list.
+    pub entry: u64,
+    pub quantity: u32,
 }
 
 fn is_zero(n: &u32) -> bool {

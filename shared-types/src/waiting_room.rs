@@ -22,6 +22,9 @@ use crate::inventory::FieldError;
 pub const MAX_QUEUE_SHARDS: u16 = 64;
 /// The shard number a stalling ticket carries: a line that never moves, for refused bots.
 pub const STALL_SHARD: u16 = u16::MAX;
+/// The shard number of an admission that a waiting list's offer gave (no line issued it: it is
+/// good while its token is, until the offer's end; `seq` is the entry's number).
+pub const WAITLIST_SHARD: u16 = u16::MAX - 1;
 /// How long a queue ticket stays valid, in seconds.
 pub const QUEUE_TICKET_SECS: i64 = 24 * 3600;
 /// How long a proof-of-work challenge may be solved and used, in seconds.

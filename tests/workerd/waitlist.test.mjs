@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { startEdge, newKey, keyBindings, inventory, coreClient, admit } from './harness.mjs';
+import { startEdge, newKey, keyBindings, inventory, coreClient, admit, readToken, signToken } from './harness.mjs';
 
 const edgeKey = newKey('edge-test');
 const coreKey = newKey('core-test');
@@ -33,8 +33,8 @@ async function send(mf, method, p, { token, cookie, body } = {}) {
 }
 
 // Joins the list as a new visitor; resolves to { cookie, entry }.
-async function join(mf, email, request = { seats: true, quantity: 1 }) {
-  const r = await send(mf, 'POST', `/api/v1/events/${EVENT}/waitlist`, { body: { email, ...request } });
+async function join(mf, email, request = { seats: true, quantity: 1 }, event = EVENT) {
+  const r = await send(mf, 'POST', `/api/v1/events/${event}/waitlist`, { body: { email, ...request } });
   assert.equal(r.status, 201, JSON.stringify(r.body));
   const cookie = r.cookie.split(';')[0];
   assert.match(cookie, /^visitor=v[0-9a-f]{32}$/);
@@ -55,7 +55,8 @@ async function until(mf, who, state, ms = 15_000) {
   assert.fail(`entry ${JSON.stringify(entry)} never became ${state}`);
 }
 
-const seatStates = async (mf) => (await send(mf, 'GET', `/api/v1/events/${EVENT}/availability`)).body.seats;
+const seatsOf = async (mf, event) => (await send(mf, 'GET', `/api/v1/events/${event}/availability`)).body.seats;
+const seatStates = (mf) => seatsOf(mf, EVENT);
 
 test('seats that come back are offered in joining order, by expiry, release, refund and addition; offers pass on and survive a restart', { timeout: 180_000 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'waitlist-persist-'));
@@ -160,13 +161,28 @@ test('seats that come back are offered in joining order, by expiry, release, ref
   // The organizer's view and the audit trail.
   const summary = (await core('GET', `/internal/v1/events/${EVENT}/waitlist`)).body;
   assert.equal(summary.waiting, 0);
-  assert.deepEqual(summary.offers, { made: 5, claimed: 1, declined: 1, lapsed: 1 });
+  // The first lapsed; the fourth and fifth, offered seconds later, may have lapsed too by now.
+  const { lapsed, ...others } = summary.offers;
+  assert.deepEqual(others, { made: 5, claimed: 1, declined: 1 });
+  assert.ok(lapsed >= 1 && lapsed <= 3, `${lapsed} lapsed`);
   const { records } = (await core('GET', `/internal/v1/events/${EVENT}/waitlist/records`)).body;
   assert.deepEqual(records.filter((r) => r.type === 'offered').map((r) => r.offer.number), [1, 2, 3, 4, 5], 'offers in joining order');
   assert.ok(!JSON.stringify(records).includes('@example.com'), 'the history carries no address');
 });
 
-test('joining the list takes the line\'s bot check; the organizer closes it', async () => {
+// An event of one seat, held by a buyer: sold out. `room` is the line's settings.
+async function soldOut(mf, core, publish, event, room) {
+  await publish(inventory(event, { seats: 1, ga: 0 }));
+  const { token } = await admit(mf, core, event, room);
+  const r = await send(mf, 'POST', `/api/v1/events/${event}/holds`, { token, body: { kind: 'seats', seats: ['S0-0-0'] } });
+  assert.equal(r.status, 201, JSON.stringify(r.body));
+}
+
+const joinAt = (mf, event, body, headers = {}) => mf.dispatchFetch(`http://edge/api/v1/events/${event}/waitlist`, {
+  method: 'POST', headers: { 'user-agent': 'workerd-tests/1', 'content-type': 'application/json', ...headers }, body: JSON.stringify(body),
+});
+
+test('joining the list takes the line\'s bot check, only what is sold out, and ends when the organizer closes it', async () => {
   const mf = await startEdge(keyBindings(edgeKey, coreKey));
   cleanups.push(() => mf.dispose());
   const { core, publish } = coreClient(mf, coreKey);
@@ -174,27 +190,120 @@ test('joining the list takes the line\'s bot check; the organizer closes it', as
   await publish(inventory(event, { seats: 2, ga: 0 }));
   const room = { version: 1, mode: 'passthrough', bot: { check: { kind: 'proof_of_work', difficulty: 8 } }, waitlist: { enabled: true } };
   assert.equal((await core('PUT', `/internal/v1/events/${event}/waiting-room`, room)).status, 200);
-  const headers = { 'user-agent': 'workerd-tests/1', 'content-type': 'application/json' };
-  const bot = await mf.dispatchFetch(`http://edge/api/v1/events/${event}/waitlist`, { method: 'POST', headers, body: JSON.stringify({ email: 'bot@example.com', quantity: 1 }) });
+  const bot = await joinAt(mf, event, { email: 'bot@example.com', quantity: 1 });
   assert.equal(bot.status, 403);
   assert.equal((await bot.json()).reason, 'pow-missing');
+
+  // Seats for sale: buy them through the line, not by waiting.
+  const open = 'evt-wl-open';
+  await publish(inventory(open, { seats: 2, ga: 3 }));
+  await admit(mf, core, open, { waitlist: { enabled: true } });
+  const early = await joinAt(mf, open, { email: 'a@example.com', seats: true, quantity: 1 });
+  assert.equal(early.status, 409);
+  assert.equal((await early.json()).reason, 'not-sold-out');
+  const unknown = await joinAt(mf, open, { email: 'a@example.com', tier: 'balcony', quantity: 1 });
+  assert.equal(unknown.status, 422);
+  assert.equal((await unknown.json()).reason, 'unknown-tier');
+
   // An event whose list is off refuses joins.
   const off = 'evt-wl-off';
-  await publish(inventory(off, { seats: 2, ga: 0 }));
-  assert.equal((await core('PUT', `/internal/v1/events/${off}/waiting-room`, { version: 1, mode: 'passthrough', bot: { check: { kind: 'off' } } })).status, 200);
-  const refused = await mf.dispatchFetch(`http://edge/api/v1/events/${off}/waitlist`, { method: 'POST', headers, body: JSON.stringify({ email: 'a@example.com', quantity: 1 }) });
+  await soldOut(mf, core, publish, off, {});
+  const refused = await joinAt(mf, off, { email: 'a@example.com', quantity: 1 });
   assert.equal(refused.status, 404);
   assert.equal((await refused.json()).reason, 'waitlist-disabled');
-  // Closed by the organizer: nobody joins.
+
+  // One visitor joins at most three times; closed by the organizer, the list takes nobody.
   const on = 'evt-wl-close';
-  await publish(inventory(on, { seats: 2, ga: 0 }));
-  assert.equal((await core('PUT', `/internal/v1/events/${on}/waiting-room`, { version: 1, mode: 'passthrough', bot: { check: { kind: 'off' } }, waitlist: { enabled: true } })).status, 200);
-  const a = await mf.dispatchFetch(`http://edge/api/v1/events/${on}/waitlist`, { method: 'POST', headers, body: JSON.stringify({ email: 'a@example.com', quantity: 1 }) });
+  await soldOut(mf, core, publish, on, { waitlist: { enabled: true } });
+  const a = await joinAt(mf, on, { email: 'a@example.com', quantity: 1 });
   assert.equal(a.status, 201);
+  const cookie = a.headers.get('set-cookie').split(';')[0];
+  for (let i = 0; i < 2; i++) {
+    assert.equal((await send(mf, 'DELETE', `/api/v1/events/${on}/waitlist`, { cookie })).status, 200);
+    assert.equal((await joinAt(mf, on, { email: `again${i}@example.com`, quantity: 1 }, { cookie })).status, 201);
+  }
+  assert.equal((await send(mf, 'DELETE', `/api/v1/events/${on}/waitlist`, { cookie })).status, 200);
+  const fourth = await joinAt(mf, on, { email: 'again9@example.com', quantity: 1 }, { cookie });
+  assert.equal(fourth.status, 409);
+  assert.equal((await fourth.json()).reason, 'too-many-joins');
+  const b = await joinAt(mf, on, { email: 'b@example.com', quantity: 1 });
+  assert.equal(b.status, 201);
   const closed = await core('POST', `/internal/v1/events/${on}/waitlist/close`);
   assert.equal(closed.status, 200);
   assert.equal(closed.body.closed, true);
-  const late = await mf.dispatchFetch(`http://edge/api/v1/events/${on}/waitlist`, { method: 'POST', headers, body: JSON.stringify({ email: 'b@example.com', quantity: 1 }) });
+  const late = await joinAt(mf, on, { email: 'c@example.com', quantity: 1 });
   assert.equal(late.status, 409);
   assert.equal((await late.json()).reason, 'waitlist-closed');
+  const entries = (await core('GET', `/internal/v1/events/${on}/waitlist/entries`)).body.entries;
+  assert.deepEqual(entries.map((e) => e.state), ['left', 'left', 'left', 'left']);
+  assert.ok(entries.every((e) => e.email === null), 'an ended entry keeps no address');
+});
+
+test('an offer is mailed with an edge-signed link that opens its hold, for as long as the offer stands', async () => {
+  const mf = await startEdge(keyBindings(edgeKey, coreKey));
+  cleanups.push(() => mf.dispose());
+  const { core, publish } = coreClient(mf, coreKey);
+  const event = 'evt-wl-link';
+  await publish(inventory(event, { seats: 1, ga: 0 }));
+  const { token } = await admit(mf, core, event, { waitlist: { enabled: true, claim_seconds: 300 } });
+  const held = await send(mf, 'POST', `/api/v1/events/${event}/holds`, { token, body: { kind: 'seats', seats: ['S0-0-0'] } });
+  assert.equal(held.status, 201);
+  const person = await join(mf, 'link@example.com', { seats: true, quantity: 1 }, event);
+  assert.equal((await send(mf, 'DELETE', `/api/v1/events/${event}/holds/${held.body.hold.id}`, { token })).status, 200);
+  const entryAt = async () => (await send(mf, 'GET', `/api/v1/events/${event}/waitlist`, { cookie: person.cookie })).body;
+  const end = Date.now() + 15_000;
+  while ((await entryAt()).state !== 'offered' && Date.now() < end) await new Promise((r) => setTimeout(r, 200));
+  const entry = await entryAt();
+  assert.equal(entry.state, 'offered');
+
+  // The core reads the offers to mail: the address, and a token the edge signed for the link.
+  const read = await core('GET', `/internal/v1/events/${event}/waitlist/offers?after=-1`);
+  assert.equal(read.status, 200, JSON.stringify(read.body));
+  assert.equal(read.body.offers.length, 1);
+  const offer = read.body.offers[0];
+  assert.equal(offer.email, 'link@example.com');
+  const { ok, header, claims } = readToken(offer.token, edgeKey.pub);
+  assert.ok(ok, 'the offer token verifies with the edge public key');
+  assert.deepEqual(header, { alg: 'EdDSA', kid: 'edge-test', typ: 'offer' });
+  assert.equal(claims.aud, event);
+  assert.equal(claims.jti, entry.hold);
+  assert.equal(claims.exp, Math.ceil(entry.until / 1000));
+  const again = await core('GET', `/internal/v1/events/${event}/waitlist/offers?after=${read.body.next}`);
+  assert.deepEqual(again.body.offers, [], 'read once: the position moves on');
+
+  // Forged, foreign or other-kind tokens open nothing.
+  const take = (t) => send(mf, 'POST', `/api/v1/events/${event}/waitlist/offer`, { body: { token: t } });
+  const stranger = newKey('edge-test');
+  assert.equal((await take(signToken(stranger, 'offer', claims))).status, 401);
+  assert.equal((await take(signToken(edgeKey, 'admission', claims))).status, 401);
+  assert.equal((await take(signToken(edgeKey, 'offer', { ...claims, aud: 'other-event' }))).status, 401);
+  assert.equal((await take(signToken(edgeKey, 'offer', { ...claims, exp: Math.floor(Date.now() / 1000) - 10 }))).status, 401);
+
+  // The real link: the hold, its token for checkout, and an admission as long as the offer.
+  const taken = await take(offer.token);
+  assert.equal(taken.status, 200, JSON.stringify(taken.body));
+  assert.equal(taken.body.hold.id, entry.hold);
+  assert.deepEqual(taken.body.hold.seats, ['S0-0-0']);
+  assert.equal(readToken(taken.body.hold_token, edgeKey.pub).header.typ, 'hold');
+  const admission = readToken(taken.body.admission_token, edgeKey.pub);
+  assert.equal(admission.claims.exp, Math.ceil(taken.body.expires_at_ms / 1000));
+  assert.equal(admission.claims.max_tickets, 1);
+  assert.equal(taken.body.next, `/events/${event}/buy`);
+  assert.equal((await take(offer.token)).status, 200, 'the link works again while the offer stands');
+  // The admission is a buyer's: it opens the purchase page, and may let the hold go (declining).
+  const page = await mf.dispatchFetch(`http://edge/events/${event}/buy`, { headers: { cookie: `admission_${event}=${taken.body.admission_token}`, 'user-agent': 'workerd-tests/1' } });
+  assert.equal(page.status, 200);
+  await page.text();
+  const released = await send(mf, 'DELETE', `/api/v1/events/${event}/holds/${entry.hold}`, { token: taken.body.admission_token });
+  assert.equal(released.status, 200, JSON.stringify(released.body));
+  const end2 = Date.now() + 15_000;
+  while ((await entryAt()).state !== 'declined' && Date.now() < end2) await new Promise((r) => setTimeout(r, 200));
+  assert.equal((await entryAt()).state, 'declined');
+  const ended = await take(offer.token);
+  assert.equal(ended.status, 409);
+  assert.equal(ended.body.reason, 'offer-ended');
+  // Nobody waits: the seat is for sale again.
+  const end3 = Date.now() + 15_000;
+  while ((await seatsOf(mf, event))[0] !== 'a' && Date.now() < end3) await new Promise((r) => setTimeout(r, 200));
+  assert.equal((await seatsOf(mf, event))[0], 'a');
 });

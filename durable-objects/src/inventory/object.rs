@@ -226,22 +226,27 @@ impl InventoryObject {
             return;
         }
         let Some(event) = self.ledger.borrow().as_ref().map(|l| l.event().clone()) else { return };
-        let call = crate::stub::Call::by(&Caller::Waitlist);
-        let sent = crate::stub::send(
-            &self.env,
-            crate::stub::WAITLIST_BINDING,
-            event.as_str(),
-            Method::Post,
-            "/wake",
-            &call,
-            None,
-        );
-        if let Err(e) = sent.await {
-            crate::log::error(
-                "the waiting list could not be told of parked places",
-                serde_json::json!({ "event": event.as_str(), "error": e.to_string() }),
+        let env = self.env.clone();
+        // Not awaited by the answer: a slow list never slows the inventory.
+        self.state.wait_until(async move {
+            let call = crate::stub::Call::by(&Caller::Waitlist);
+            let path = "/wake";
+            let sent = crate::stub::send(
+                &env,
+                crate::stub::WAITLIST_BINDING,
+                event.as_str(),
+                Method::Post,
+                path,
+                &call,
+                None,
             );
-        }
+            if let Err(e) = sent.await {
+                crate::log::error(
+                    "the waiting list could not be told of parked places",
+                    serde_json::json!({ "event": event.as_str(), "error": e.to_string() }),
+                );
+            }
+        });
     }
 
     /// The waiting list's routes (`docs/waiting-list.md`): what is parked and how the offers'
@@ -249,7 +254,8 @@ impl InventoryObject {
     async fn waitlist_route(&self, mut req: Request, action: &str, path: &str) -> Result<Response> {
         // The body is read before the ledger is borrowed: no borrow lives across an `await`.
         let text = match req.text().await {
-            Ok(t) => t,
+            Ok(t) if t.len() <= 256 * 1024 => t,
+            Ok(_) => return http::problem_of(ProblemType::PayloadTooLarge, "the body is too large", path),
             Err(e) => return malformed(path, e),
         };
         let mut guard = self.ledger.borrow_mut();
@@ -360,7 +366,9 @@ impl InventoryObject {
                 self.waitlist_route(req, &action, path).await?
             }
             (Method::Delete, ["holds", id], Caller::Visitor(_) | Caller::Core | Caller::Waitlist) => {
-                let Some(id) = parse_hold_id(id) else {
+                // The list ends its own offers' holds, no other.
+                let offer = parse_hold_id(id).is_some_and(|h| crate::waitlist::is_offer_hold(&h));
+                let Some(id) = parse_hold_id(id).filter(|_| caller != Caller::Waitlist || offer) else {
                     return http::problem(&hold_problem(&HoldError::HoldNotFound, path));
                 };
                 self.hold_op(path, |l, now| {
@@ -563,6 +571,10 @@ impl DurableObject for InventoryObject {
             let touched: Vec<_> = expired.iter().filter_map(|id| ledger.hold(id)).collect();
             store.save_holds(touched)?;
             self.save_parked(&store, ledger)?;
+            // An offer's hold ran out: the list passes it on at once.
+            if expired.iter().any(crate::waitlist::is_offer_hold) {
+                self.parked_news.set(true);
+            }
             store.delete_holds(&forgotten)?;
             store.delete_idempotency_before(now - IDEMPOTENCY_RETENTION_MS)?;
             store.forget_nonces(now)?;

@@ -32,6 +32,11 @@ pub type Millis = i64;
 pub const MAX_PASSES: u32 = 3;
 /// The most entries a list keeps waiting at once.
 pub const MAX_WAITING: usize = 100_000;
+/// The most entries a list ever takes (its history is kept whole, and restored on every start of
+/// its object: this bounds its storage and memory).
+pub const MAX_ENTRIES: usize = 50_000;
+/// How many times one visitor, or one address, may join the same list.
+pub const MAX_JOINS: u32 = 3;
 
 /// Where returned places belong: the event's seats, one general-admission tier's places, or (in
 /// an event sharded by section) the seats of one inventory shard: an offer is one hold, and a
@@ -175,6 +180,8 @@ pub enum JoinError {
     AlreadyOnList { number: u64 },
     #[error("the waiting list is full")]
     Full,
+    #[error("joined this list too often")]
+    TooManyJoins,
 }
 
 impl JoinError {
@@ -186,6 +193,7 @@ impl JoinError {
             Self::Quantity { .. } => "bad-quantity",
             Self::AlreadyOnList { .. } => "already-on-list",
             Self::Full => "waitlist-full",
+            Self::TooManyJoins => "too-many-joins",
         }
     }
 }
@@ -229,6 +237,12 @@ pub enum Record {
         number: u64,
         at: Millis,
     },
+    /// An offer the inventory could not hold (its places had gone meanwhile): the entry waits
+    /// again where it was, and its places count as free until the inventory says otherwise.
+    Withdrawn {
+        number: u64,
+        at: Millis,
+    },
     /// Places that left the list without being offered: a late payment took back the places its
     /// buyer had paid for, or seats were taken off sale while parked (the inventory says so).
     Taken {
@@ -268,6 +282,8 @@ pub struct WaitingList {
     /// Entries waiting and offers standing, kept as they change (a join must not scan the list).
     waiting_count: usize,
     offered_count: usize,
+    /// Joins per visitor and per address, ever.
+    joins: HashMap<String, u32>,
 }
 
 impl WaitingList {
@@ -354,8 +370,12 @@ impl WaitingList {
         if let Some(&number) = existing {
             return Err(JoinError::AlreadyOnList { number });
         }
-        if self.waiting() >= MAX_WAITING {
+        if self.waiting() >= MAX_WAITING || self.entries.len() >= MAX_ENTRIES {
             return Err(JoinError::Full);
+        }
+        let joins = |key: &str| self.joins.get(key).copied().unwrap_or(0);
+        if joins(&visitor_key(&request.visitor)) >= MAX_JOINS || joins(&request.email_key) >= MAX_JOINS {
+            return Err(JoinError::TooManyJoins);
         }
         let entry = Entry {
             number: self.next_number,
@@ -377,6 +397,10 @@ impl WaitingList {
         self.next_number = self.next_number.max(number + 1);
         if entry.state == EntryState::Waiting && !self.entries.contains_key(&number) {
             self.waiting_count += 1;
+        }
+        if !self.entries.contains_key(&number) {
+            *self.joins.entry(visitor_key(&entry.visitor)).or_default() += 1;
+            *self.joins.entry(entry.email_key.clone()).or_default() += 1;
         }
         self.by_visitor.insert(entry.visitor.clone(), number);
         self.by_email.insert(entry.email_key.clone(), number);
@@ -407,7 +431,7 @@ impl WaitingList {
     /// taken from the free ones. The object holds the places for each entry and tells them.
     pub fn offer(&mut self, now: Millis) -> Vec<Offer> {
         let mut made = Vec::new();
-        if self.closed {
+        if self.closed || !self.settings.enabled {
             return made;
         }
         let room = (self.settings.max_offers_out as usize).saturating_sub(self.offers_out());
@@ -503,6 +527,20 @@ impl WaitingList {
             return false;
         };
         self.end(number, EntryState::Lapsed, now.max(until));
+        true
+    }
+
+    /// The inventory could not hold an offer's places (they had gone): the entry waits again, where
+    /// it was, and the places count as free until the inventory's count says otherwise. `false`
+    /// when it held no offer.
+    pub fn withdraw(&mut self, number: u64, now: Millis) -> bool {
+        let Some(entry) = self.entries.get_mut(&number) else { return false };
+        let EntryState::Offered { pool, .. } = entry.state.clone() else { return false };
+        entry.state = EntryState::Waiting;
+        *self.free.entry(pool).or_default() += entry.quantity;
+        self.offered_count -= 1;
+        self.waiting_count += 1;
+        self.records.push(Record::Withdrawn { number, at: now });
         true
     }
 
@@ -632,6 +670,9 @@ impl WaitingList {
             Record::Claimed { number, at } => {
                 self.claimed(*number, *at);
             }
+            Record::Withdrawn { number, at } => {
+                self.withdraw(*number, *at);
+            }
             Record::Released { pool, quantity, .. } | Record::Taken { pool, quantity, .. } => {
                 let n = self.free.entry(pool.clone()).or_default();
                 *n = n.saturating_sub(*quantity);
@@ -641,6 +682,11 @@ impl WaitingList {
         }
         Ok(())
     }
+}
+
+/// The key a visitor's joins are counted under (apart from addresses' keys).
+fn visitor_key(visitor: &VisitorId) -> String {
+    format!("visitor:{visitor}")
 }
 
 /// Rebuilds a list from its history (a restart of its object), without checking the decisions.
@@ -720,9 +766,9 @@ pub fn replay(records: &[Record]) -> Result<usize, String> {
                 }
                 list.apply(&records[i])?;
             }
-            Record::Claimed { number, .. } => {
+            Record::Claimed { number, .. } | Record::Withdrawn { number, .. } => {
                 if !matches!(list.entry(*number).map(|e| &e.state), Some(EntryState::Offered { .. })) {
-                    return Err(format!("entry {number} claimed without an offer standing"));
+                    return Err(format!("entry {number} claimed or withdrawn without an offer standing"));
                 }
                 list.apply(&records[i])?;
             }

@@ -26,7 +26,8 @@
 //!
 //! Routes (`x-caller` says who): `PUT /settings` (core), `POST /join`, `GET /entry`,
 //! `DELETE /entry`, `POST /entry/decline` (visitor), `POST /wake` (an inventory shard),
-//! `GET /summary`, `GET /records` and `POST /close` (core).
+//! `GET /summary`, `GET /records`, `GET /entries` (with addresses, for the organizer's export),
+//! `GET /offers?after=` (what to mail) and `POST /close` (core).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +36,7 @@ use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shared_types::ids::{EventId, HoldId, TierId, VisitorId};
-use shared_types::inventory::HoldState;
+use shared_types::inventory::{HoldState, Sharding, GA_SHARD};
 use shared_types::waiting_room::WaitingRoomSettings;
 use shared_types::ProblemType;
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
@@ -108,12 +109,38 @@ struct Body {
     body: String,
 }
 
+#[derive(Deserialize)]
+struct Email {
+    email: String,
+}
+
+#[derive(Deserialize)]
+struct Address {
+    number: i64,
+    email: String,
+}
+
+/// The most offers one read of `GET /offers` answers.
+pub const OFFERS_PER_PAGE: usize = 100;
+
+/// How placing an offer at the inventory went.
+enum Placed {
+    Held,
+    /// The buyer already holds the most tickets allowed: declined on their behalf.
+    Refused,
+    /// Its places had gone (a late payment took them back): the entry waits again.
+    Gone,
+}
+
+/// The most offers one round places at the inventory (the rest, recorded, are placed by the next
+/// round: one round stays well within a Worker's subrequests).
+pub const PLACEMENTS_PER_ROUND: usize = 50;
+
 /// A standing offer, as a round sees it.
 struct Standing {
     number: u64,
     pool: Pool,
     quantity: u32,
-    until: Millis,
 }
 
 #[durable_object]
@@ -128,8 +155,8 @@ pub struct WaitlistObject {
     alarm: Alarm,
     /// One round (or one change of an offer at the inventory) at a time.
     gate: Mutex<()>,
-    /// Which shard holds each GA tier's places (learnt from the shards' answers).
-    tier_shard: RefCell<HashMap<TierId, usize>>,
+    /// The event's shard layout, as last read from its directory (it only grows).
+    layout: RefCell<Option<Layout>>,
     /// A round was asked for since the running one began.
     wanted: Cell<bool>,
 }
@@ -178,6 +205,10 @@ impl WaitlistObject {
                 "INSERT INTO records (seq, body) VALUES (?, ?)",
                 vec![(seq as i64).into(), serde_json::to_string(record)?.into()],
             )?;
+            // An address is kept while its entry is live, no longer (it bought, left or lapsed).
+            if let Record::Ended { number, .. } | Record::Claimed { number, .. } = record {
+                sql.exec("DELETE FROM addresses WHERE number = ?", vec![(*number as i64).into()])?;
+            }
         }
         self.saved.set(records.len());
         Ok(())
@@ -205,16 +236,13 @@ impl WaitlistObject {
         Ok(hex::encode(&hash.finalize()[..16]))
     }
 
-    /// When the alarm must next run: an offer's end, or the next look while anyone waits.
+    /// When the alarm must next run: the next look while anyone waits or an offer stands (the
+    /// inventory wakes the list sooner when places come back or an offer's hold ends or sells).
     fn next_wake(&self) -> Option<Millis> {
         let guard = self.list.borrow();
         let (_, list) = guard.as_ref()?;
         let busy = list.waiting() > 0 || list.offers_out() > 0 || list.free().values().any(|n| *n > 0);
-        let poll = busy.then(|| crate::now_ms() + POLL_MS);
-        match (list.next_expiry(), poll) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        busy.then(|| crate::now_ms() + POLL_MS)
     }
 
     /// Runs a round now (from the alarm, so the answer to the request that asked does not wait;
@@ -331,22 +359,27 @@ impl WaitlistObject {
         })
     }
 
-    /// The shard whose places a pool is.
+    /// The shard whose places a pool is: seats of shard `n`, or of the only shard; a GA tier's in
+    /// the GA shard of an event sharded by section, else in the only one.
     fn shard_of(&self, pool: &Pool) -> usize {
         match pool {
             Pool::Seats => 0,
             Pool::Shard(i) => *i as usize,
-            Pool::General(t) => self.tier_shard.borrow().get(t).copied().unwrap_or(0),
+            Pool::General(_) => self
+                .layout
+                .borrow()
+                .as_ref()
+                .filter(|l| l.sharding == Sharding::BySection)
+                .and_then(|l| l.index_of(GA_SHARD))
+                .unwrap_or(0),
         }
     }
 
-    /// The pool a shard's parked places are: seats of an unsharded event are `Seats`.
+    /// The pool a shard's parked places are: seats of an event sharded by section are their
+    /// shard's own pool.
     fn pool_of(&self, shard: usize, sharded: bool, parked: &Parked) -> Pool {
         match &parked.tier {
-            Some(t) => {
-                self.tier_shard.borrow_mut().insert(t.clone(), shard);
-                Pool::General(t.clone())
-            }
+            Some(t) => Pool::General(t.clone()),
             None if sharded => Pool::Shard(shard as u32),
             None => Pool::Seats,
         }
@@ -398,6 +431,7 @@ impl WaitlistObject {
         self.save()
     }
 
+    /// The event's layout, read from its directory (and kept for [`Self::shard_of`]).
     async fn layout(&self) -> Result<Option<Layout>> {
         let Some(event) = self.list.borrow().as_ref().map(|(e, _)| e.clone()) else { return Ok(None) };
         let call = Call::by(&Caller::Waitlist);
@@ -406,7 +440,17 @@ impl WaitlistObject {
         if resp.status_code() != 200 {
             return Ok(None);
         }
-        Ok(Some(resp.json().await?))
+        let layout: Layout = resp.json().await?;
+        *self.layout.borrow_mut() = Some(layout.clone());
+        Ok(Some(layout))
+    }
+
+    /// The layout as kept, read once per instance when not yet.
+    async fn known_layout(&self) -> Result<()> {
+        if self.layout.borrow().is_none() {
+            self.layout().await?;
+        }
+        Ok(())
     }
 
     /// One call to a shard of the event's inventory, as the list.
@@ -442,9 +486,9 @@ impl WaitlistObject {
         }
     }
 
-    /// Places an offer as a hold at its shard. `false` when the shard refused it (the offer is
-    /// then declined on the buyer's behalf).
-    async fn place(&self, layout: &Layout, offer: &Offer) -> Result<bool> {
+    /// Places an offer as a hold at its shard. [`Placed::Refused`] when the buyer already holds the
+    /// most tickets allowed, [`Placed::Gone`] when the places were not there any more.
+    async fn place(&self, layout: &Layout, offer: &Offer) -> Result<Placed> {
         let shard = self.shard_of(&offer.pool);
         let tier = match &offer.pool {
             Pool::General(t) => Some(t.clone()),
@@ -458,16 +502,17 @@ impl WaitlistObject {
             "seated_tier": offer.seated_tier,
             "until": offer.until,
         });
-        let resp =
+        let mut resp =
             self.shard_call(layout, shard, Method::Post, "/waitlist/offers", Some(body.to_string())).await?;
         match resp.status_code() {
-            200 | 201 => Ok(true),
+            200 | 201 => Ok(Placed::Held),
             400..=499 => {
+                let problem: serde_json::Value = resp.json().await.unwrap_or_default();
                 crate::log::info(
-                    "waiting-list offer refused by the inventory",
-                    serde_json::json!({ "entry": offer.number, "shard": shard }),
+                    "waiting-list offer not held by the inventory",
+                    serde_json::json!({ "entry": offer.number, "shard": shard, "reason": problem["reason"] }),
                 );
-                Ok(false)
+                Ok(if problem["reason"] == "limit_exceeded" { Placed::Refused } else { Placed::Gone })
             }
             s => {
                 Err(worker::Error::RustError(format!("shard {shard} answered {s} to offer {}", offer.number)))
@@ -480,18 +525,15 @@ impl WaitlistObject {
     async fn round(&self) -> Result<()> {
         let _gate = self.gate.lock().await;
         let Some(layout) = self.layout().await? else { return Ok(()) };
-        let sharded = layout.shards.len() > 1;
+        let sharded = layout.sharding == Sharding::BySection;
         let standing: Vec<Standing> = {
             let guard = self.list.borrow();
             let Some((_, list)) = guard.as_ref() else { return Ok(()) };
             list.entries()
                 .filter_map(|e| match &e.state {
-                    EntryState::Offered { pool, until } => Some(Standing {
-                        number: e.number,
-                        pool: pool.clone(),
-                        quantity: e.quantity,
-                        until: *until,
-                    }),
+                    EntryState::Offered { pool, .. } => {
+                        Some(Standing { number: e.number, pool: pool.clone(), quantity: e.quantity })
+                    }
                     _ => None,
                 })
                 .collect()
@@ -520,8 +562,9 @@ impl WaitlistObject {
             statuses.push(Some(resp.json::<ShardStatus>().await?));
         }
         let now = crate::now_ms();
-        // 2. Offers whose hold ended at the inventory; offers due; offers not placed yet.
-        let mut due = Vec::new();
+        // 2. Offers whose hold ended at the inventory, and offers not placed yet. The inventory
+        // ends an offer's hold at its time (later, if checkout extended it for a buyer paying):
+        // the list never ends one by its own clock.
         let mut unplaced = Vec::new();
         let mut pending: BTreeMap<Pool, u32> = BTreeMap::new();
         if let Some((_, list)) = self.list.borrow_mut().as_mut() {
@@ -540,11 +583,10 @@ impl WaitlistObject {
                     Some(HoldState::Released) => {
                         list.decline(s.number, now);
                     }
-                    Some(HoldState::Held) if s.until <= now => due.push((shard, s.number)),
                     Some(HoldState::Held) => {}
                     None => {
-                        // Recorded, never placed (a restart between the two): its places are
-                        // still parked.
+                        // Recorded, not placed yet (the round's cap, or a restart between the
+                        // two): its places are still parked.
                         *pending.entry(s.pool.clone()).or_default() += s.quantity;
                         unplaced.push(s.number);
                     }
@@ -571,20 +613,19 @@ impl WaitlistObject {
                     list.taken(pool, counted - have, now);
                 }
             }
+            // An offer never placed whose time has passed lapses rather than being placed late.
+            unplaced.retain(|n| {
+                let due = list
+                    .entry(*n)
+                    .is_some_and(|e| matches!(e.state, EntryState::Offered { until, .. } if until <= now));
+                if due {
+                    list.lapse(*n, now);
+                }
+                !due
+            });
         }
         self.save()?;
-        // 4. Offers due: their holds end at the inventory, then they lapse.
-        for (shard, number) in due {
-            let sold = self.end_offer_hold(&layout, shard, number).await?;
-            self.apply(|l, now| {
-                if sold {
-                    l.claimed(number, now);
-                } else {
-                    l.lapse(number, now);
-                }
-            })?;
-        }
-        // 5. Offers recorded but not placed, then the new ones.
+        // 4. Offers recorded but not placed, then the new ones (at most a round's worth).
         let unplaced: Vec<Offer> = {
             let guard = self.list.borrow();
             let Some((_, list)) = guard.as_ref() else { return Ok(()) };
@@ -592,14 +633,22 @@ impl WaitlistObject {
         };
         let mut made = Vec::new();
         self.apply(|l, now| made = l.offer(now))?;
-        for offer in unplaced.iter().chain(&made) {
-            if !self.place(&layout, offer).await? {
-                self.apply(|l, now| {
+        let to_place: Vec<&Offer> = unplaced.iter().chain(&made).collect();
+        if to_place.len() > PLACEMENTS_PER_ROUND {
+            self.wanted.set(true);
+        }
+        for offer in to_place.into_iter().take(PLACEMENTS_PER_ROUND) {
+            match self.place(&layout, offer).await? {
+                Placed::Held => {}
+                Placed::Refused => self.apply(|l, now| {
                     l.decline(offer.number, now);
-                })?;
+                })?,
+                Placed::Gone => self.apply(|l, now| {
+                    l.withdraw(offer.number, now);
+                })?,
             }
         }
-        // 6. What nobody waiting wants goes back on sale.
+        // 5. What nobody waiting wants goes back on sale.
         let mut unwanted = Vec::new();
         self.apply(|l, now| unwanted = l.release_unwanted(now))?;
         for (pool, quantity) in unwanted {
@@ -618,7 +667,7 @@ impl WaitlistObject {
                 );
             }
         }
-        // 7. Parking while anyone waits.
+        // 6. Parking while anyone waits.
         let want = self
             .list
             .borrow()
@@ -638,12 +687,86 @@ impl WaitlistObject {
             }
         }
         if !want {
-            // Parking off frees what was parked: the list keeps nothing it counted.
+            // Parking off frees what was parked: nobody waits (or the list is closed), so the
+            // list gives up every place it counted. (A list turned off with people waiting keeps
+            // counting them until the next round settles them as taken.)
             self.apply(|l, now| {
                 l.release_unwanted(now);
             })?;
         }
         Ok(())
+    }
+
+    /// The offers recorded after history position `after` that still stand, for the core to mail
+    /// (at most [`OFFERS_PER_PAGE`]), and the position to ask from next: an offer that ended
+    /// before the core read it is not mailed.
+    fn offers_after(&self, after: i64) -> Result<serde_json::Value> {
+        let guard = self.list.borrow();
+        let Some((event, list)) = guard.as_ref() else {
+            return Ok(serde_json::json!({ "offers": [], "next": after }));
+        };
+        let sql = self.state.storage().sql();
+        let start = usize::try_from(after + 1).unwrap_or(0);
+        let mut offers = Vec::new();
+        let mut next = after;
+        for (seq, record) in list.records().iter().enumerate().skip(start) {
+            if offers.len() >= OFFERS_PER_PAGE {
+                break;
+            }
+            next = seq as i64;
+            let Record::Offered { offer, .. } = record else { continue };
+            let standing = list.entry(offer.number).is_some_and(
+                |e| matches!(&e.state, EntryState::Offered { until, .. } if *until == offer.until),
+            );
+            if !standing {
+                continue;
+            }
+            let rows: Vec<Email> = sql
+                .exec("SELECT email FROM addresses WHERE number = ?", vec![(offer.number as i64).into()])?
+                .to_array()?;
+            let Some(email) = rows.into_iter().next() else { continue };
+            offers.push(serde_json::json!({
+                "seq": seq,
+                "entry": offer.number,
+                "visitor": offer.visitor,
+                "email": email.email,
+                "hold": offer_hold_id(self.shard_of(&offer.pool), offer.number),
+                "pool": offer.pool,
+                "quantity": offer.quantity,
+                "until": offer.until,
+            }));
+        }
+        Ok(serde_json::json!({ "event": event, "offers": offers, "next": next }))
+    }
+
+    /// Every entry, oldest first, with its address: the organizer's export.
+    fn entries(&self) -> Result<serde_json::Value> {
+        let guard = self.list.borrow();
+        let Some((_, list)) = guard.as_ref() else { return Ok(serde_json::json!({ "entries": [] })) };
+        let sql = self.state.storage().sql();
+        let rows: Vec<Address> = sql.exec("SELECT number, email FROM addresses", None)?.to_array()?;
+        let addresses: HashMap<i64, String> = rows.into_iter().map(|r| (r.number, r.email)).collect();
+        // Positions in one pass (not one scan per entry).
+        let mut ahead = 0u64;
+        let entries: Vec<serde_json::Value> = list
+            .entries()
+            .map(|e| {
+                let position = (e.state == EntryState::Waiting).then(|| {
+                    ahead += 1;
+                    ahead
+                });
+                serde_json::json!({
+                    "number": e.number,
+                    "joined_at": e.joined_at,
+                    "email": addresses.get(&(e.number as i64)),
+                    "wants": e.pool.as_ref().map_or("any".to_owned(), pool_name),
+                    "quantity": e.quantity,
+                    "state": state_name(&e.state),
+                    "position": position,
+                })
+            })
+            .collect();
+        Ok(serde_json::json!({ "entries": entries }))
     }
 
     /// Counts for the organizer: per pool asked for, entries by state; offers made, claimed,
@@ -688,11 +811,15 @@ impl WaitlistObject {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         macro_rules! body {
             () => {
-                match crate::http::read_json(&mut req, 4096).await {
+                match crate::http::read_json(&mut req, 8 * 1024).await {
                     Ok(b) => b,
                     Err(resp) => return resp,
                 }
             };
+        }
+        if matches!(caller, Caller::Visitor(_)) {
+            // An offer's hold id names its shard.
+            self.known_layout().await?;
         }
         let response = match (req.method(), segments.as_slice(), &caller) {
             (Method::Put, ["settings"], Caller::Core) => {
@@ -717,7 +844,7 @@ impl WaitlistObject {
             }
             (Method::Delete, ["entry"], Caller::Visitor(v)) => self.end_entry(v, false, path).await?,
             (Method::Post, ["entry", "decline"], Caller::Visitor(v)) => self.end_entry(v, true, path).await?,
-            (Method::Post, ["wake"], _) => {
+            (Method::Post, ["wake"], Caller::Waitlist) => {
                 self.round_soon().await?;
                 http::json(200, &serde_json::json!({ "awake": true }))?
             }
@@ -726,9 +853,26 @@ impl WaitlistObject {
                 summary => http::json(200, &summary)?,
             },
             (Method::Get, ["records"], Caller::Core) => {
+                let query: HashMap<String, String> = req.url()?.query_pairs().into_owned().collect();
+                let after = query.get("after").and_then(|v| v.parse::<usize>().ok());
+                let limit =
+                    query.get("limit").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1000).clamp(1, 5000);
+                let start = after.map_or(0, |a| a + 1);
                 let guard = self.list.borrow();
                 let records = guard.as_ref().map(|(_, l)| l.records()).unwrap_or_default();
-                http::json(200, &serde_json::json!({ "records": records }))?
+                let page: Vec<&Record> = records.iter().skip(start).take(limit).collect();
+                let next = (start + page.len() < records.len()).then(|| start + page.len() - 1);
+                http::json(200, &serde_json::json!({ "records": page, "from": start, "next_after": next }))?
+            }
+            (Method::Get, ["entries"], Caller::Core) => http::json(200, &self.entries()?)?,
+            (Method::Get, ["offers"], Caller::Core) => {
+                let after = req
+                    .url()?
+                    .query_pairs()
+                    .find(|(k, _)| k == "after")
+                    .and_then(|(_, v)| v.parse::<i64>().ok())
+                    .unwrap_or(-1);
+                http::json(200, &self.offers_after(after)?)?
             }
             (Method::Post, ["close"], Caller::Core) => {
                 self.apply(|l, now| {
@@ -793,7 +937,7 @@ impl DurableObject for WaitlistObject {
             loaded: Cell::new(false),
             alarm: Alarm::default(),
             gate: Mutex::new(()),
-            tier_shard: RefCell::new(HashMap::new()),
+            layout: RefCell::new(None),
             wanted: Cell::new(false),
         }
     }

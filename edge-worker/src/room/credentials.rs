@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use durable_objects::waiting_room::{call, shard_name, SessionCheck, SHARD_BINDING};
 use shared_types::ids::VisitorId;
 use shared_types::token::{Claims, TokenKind};
-use shared_types::waiting_room::{AdmissionGrant, QueuePlace, STALL_SHARD};
+use shared_types::waiting_room::{AdmissionGrant, QueuePlace, STALL_SHARD, WAITLIST_SHARD};
 use shared_types::ProblemType;
 use worker::{Method, Request};
 
@@ -189,6 +189,10 @@ pub async fn session_open(
     }
     if claims.extra.shard == STALL_SHARD {
         return Ok(false);
+    }
+    if claims.extra.shard == WAITLIST_SHARD {
+        // A waiting list's offer: the session is the offer, and ends with the token.
+        return Ok(true);
     }
     let check = SessionCheck {
         visitor: visitor.clone(),

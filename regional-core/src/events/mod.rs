@@ -1,5 +1,6 @@
 //! Events and their state machine; their ticket tiers (`tiers.rs`); what the edge sells of them
-//! (`sale.rs`: the waiting room's settings, seats off sale, the sync with the edge).
+//! (`sale.rs`: the waiting room's settings, seats off sale, the sync with the edge); the waiting
+//! list's counts, export and closing (`waitlist.rs`).
 //!
 //! - `POST  /api/v1/events`                  a draft event at one of the organization's venues
 //! - `GET   /api/v1/events[?state=]`         the organization's events (paged)
@@ -38,12 +39,14 @@ use utoipa_axum::router::OpenApiRouter;
 
 mod sale;
 mod tiers;
+mod waitlist;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     resource_routes! {
         [create_event, list_events], [get_event, update_event], [change_state],
         [tiers::create_tier, tiers::list_tiers], [tiers::update_tier], [sale::set_waiting_room],
-        [sale::set_seats_off_sale], [sale::sync_status, sale::sync_now]
+        [sale::set_seats_off_sale], [sale::sync_status, sale::sync_now],
+        [waitlist::waitlist], [waitlist::close_waitlist], [waitlist::export_waitlist]
     }
 }
 

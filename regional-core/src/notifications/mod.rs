@@ -12,6 +12,7 @@ pub mod ops;
 pub mod reminders;
 pub mod sender;
 pub mod templates;
+pub mod waitlist;
 
 use std::sync::Arc;
 

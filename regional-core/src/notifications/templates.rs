@@ -8,7 +8,7 @@ use super::Mail;
 use crate::templates;
 
 /// The kinds of mail (each has both templates).
-pub const KINDS: [&str; 7] = [
+pub const KINDS: [&str; 8] = [
     "order_confirmation",
     "order_cancelled",
     "order_refunded",
@@ -16,6 +16,7 @@ pub const KINDS: [&str; 7] = [
     "transfer_offer",
     "event_reminder",
     "ticket_reissued",
+    "waitlist_offer",
 ];
 
 /// Renders the mail `kind` with `context`.
@@ -43,6 +44,7 @@ mod tests {
             "tickets": [{ "seat": "A-1", "tier": "Floor" }, { "seat": null, "tier": "GA" }],
             "outcome": "you cancelled it",
             "transfer": { "from": "a@example.com", "link": "http://x/accept", "expires": "Sunday" },
+            "offer": { "quantity": 2, "until": "Sunday, 20:15", "link": "http://x/events/e/offer#t" },
         })
     }
 

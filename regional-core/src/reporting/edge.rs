@@ -195,6 +195,26 @@ impl EdgeStats {
         self.edge.is_some()
     }
 
+    /// The edge's answer to `route` about `event`, asked now (bounded in time).
+    pub async fn call(
+        &self,
+        event: Uuid,
+        route: &InternalRoute,
+    ) -> Result<serde_json::Value, crate::edge_client::EdgeError> {
+        use crate::edge_client::EdgeError;
+        let Some(edge) = &self.edge else {
+            return Err(EdgeError::Unreachable("the core has no edge configured".into()));
+        };
+        let body = if route.method() == "POST" { b"{}".to_vec() } else { Vec::new() };
+        match tokio::time::timeout(ASK_TIMEOUT, edge.send(&event.to_string(), route, body)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(EdgeError::Unreachable(format!(
+                "the edge did not answer within {} s",
+                ASK_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
     /// Whether anyone has joined the event's line, asked now (not from the cache: a settings
     /// change is judged by it). An event the edge does not know yet has nobody in line.
     pub async fn anyone_joined(&self, event: Uuid) -> Result<bool, String> {

@@ -82,6 +82,9 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("get", "/api/v1/events/{id}/settlement"),
         ("get", "/api/v1/events/{id}/exports/{file}"),
         ("post", "/api/v1/ops/notifications/{id}/retry"),
+        ("get", "/api/v1/events/{id}/waitlist"),
+        ("get", "/api/v1/events/{id}/waitlist/export"),
+        ("post", "/api/v1/events/{id}/waitlist/close"),
     ];
     let mut listed = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {

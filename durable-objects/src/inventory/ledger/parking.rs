@@ -13,8 +13,9 @@ use super::{GaPlaces, Hold, HoldError, Ledger, Millis, SeatState};
 /// The visitor id the list's parked holds belong to. Buyers cannot be it: the edge makes visitor
 /// ids as `v` and 32 hex digits, and the ledger refuses holds and releases by it from buyers.
 pub const WAITLIST_VISITOR: &str = "_waitlist";
-/// A parked hold's expiry: never, in practice (the year 3000), yet a valid alarm time.
-pub const PARKED_UNTIL: Millis = 32_503_680_000_000;
+/// A parked hold's expiry: never, in practice (the year 2100), yet a time the alarm API takes (workerd
+/// refuses alarms after 2189, as wrangler dev showed: an object that armed one failed every request).
+pub const PARKED_UNTIL: Millis = 4_102_444_800_000;
 
 /// What an inventory has for sale at one moment ([`Ledger::sellable`]).
 pub(super) struct Sellable {

@@ -1,0 +1,5 @@
+DELETE FROM notifications WHERE kind = 'waitlist_offer';
+ALTER TABLE notifications DROP CONSTRAINT notifications_kind_check;
+ALTER TABLE notifications ADD CONSTRAINT notifications_kind_check CHECK (kind IN ('order_confirmation',
+    'order_cancelled', 'order_refunded', 'hold_lost', 'transfer_offer', 'event_reminder', 'ticket_reissued'));
+DROP TABLE waitlist_cursors;

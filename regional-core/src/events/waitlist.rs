@@ -1,0 +1,91 @@
+//! An event's waiting list, for its organizer (docs/waiting-list.md). The list lives at the edge
+//! (its own Durable Object); these routes ask it through the signed internal API:
+//!
+//! - `GET  /api/v1/events/{id}/waitlist`             counts: waiting, offers made, claimed, lapsed
+//! - `GET  /api/v1/events/{id}/waitlist/export`      every entry as CSV (with its address)
+//! - `POST /api/v1/events/{id}/waitlist/close`       nobody joins any more; those waiting leave
+//!
+//! Its settings are the waiting room's `waitlist` (`PUT /api/v1/events/{id}/waiting-room`).
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::Value;
+use shared_types::internal_api::InternalRoute;
+
+use crate::auth::need;
+use crate::edge_client::EdgeError;
+use crate::error::{ApiError, Result};
+use crate::extract::OwnEvent;
+use crate::reporting::exports;
+use crate::state::AppState;
+
+/// The edge's answer to `route` about `event`, or the error the organizer sees.
+async fn ask(state: &AppState, event: uuid::Uuid, route: InternalRoute) -> Result<Value> {
+    match state.edge.call(event, &route).await {
+        Ok(answer) => Ok(answer),
+        Err(EdgeError::Refused { status: 404, .. }) => Err(ApiError::NotFound),
+        Err(EdgeError::Refused { reason, detail, .. }) => {
+            Err(ApiError::Unavailable(format!("the edge refused ({reason}): {detail}")))
+        }
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
+}
+
+/// `GET /api/v1/events/{id}/waitlist`: the waiting list's counts.
+#[utoipa::path(get, path = "/api/v1/events/{id}/waitlist", tag = "reporting", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "waiting, offers_out, free places per pool, entries per pool asked for by state, offers made, claimed, lapsed and declined, the settings", body = Object), crate::api::Problems))]
+pub(super) async fn waitlist(
+    State(state): State<AppState>,
+    OwnEvent { event, .. }: OwnEvent<need::Read>,
+) -> Result<Json<Value>> {
+    Ok(Json(ask(&state, event.id, InternalRoute::Waitlist).await?))
+}
+
+/// `POST /api/v1/events/{id}/waitlist/close`: closes the list (those waiting are told they left;
+/// offers standing stand until claimed or lapsed). Answers the counts.
+#[utoipa::path(post, path = "/api/v1/events/{id}/waitlist/close", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Object), crate::api::Problems))]
+pub(super) async fn close_waitlist(
+    State(state): State<AppState>,
+    OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
+) -> Result<Json<Value>> {
+    Ok(Json(ask(&state, event.id, InternalRoute::CloseWaitlist).await?))
+}
+
+const EXPORT_HEADER: &str = "number,joined_at,email,wants,quantity,state,position";
+
+/// `GET /api/v1/events/{id}/waitlist/export`: every entry of the list, oldest first, as CSV.
+#[utoipa::path(get, path = "/api/v1/events/{id}/waitlist/export", tag = "reporting", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "text/csv: number, joined_at (UTC), email, wants, quantity, state, position"), crate::api::Problems))]
+pub(super) async fn export_waitlist(
+    State(state): State<AppState>,
+    OwnEvent { event, .. }: OwnEvent<need::Read>,
+) -> Result<Response> {
+    let answer = ask(&state, event.id, InternalRoute::WaitlistEntries).await?;
+    let mut out = format!("{EXPORT_HEADER}\r\n");
+    for e in answer["entries"].as_array().into_iter().flatten() {
+        let joined = e["joined_at"]
+            .as_i64()
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        let text = |v: &Value| exports::text(v.as_str().unwrap_or_default());
+        let number = |v: &Value| v.as_u64().map(|n| n.to_string()).unwrap_or_default();
+        let row = [
+            number(&e["number"]),
+            joined,
+            text(&e["email"]),
+            text(&e["wants"]),
+            number(&e["quantity"]),
+            text(&e["state"]),
+            number(&e["position"]),
+        ];
+        out.push_str(&row.join(","));
+        out.push_str("\r\n");
+    }
+    let name = format!("attachment; filename=\"{}-waitlist.csv\"", event.id);
+    Ok((
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, name)],
+        out,
+    )
+        .into_response())
+}
