@@ -393,7 +393,11 @@ mod properties {
                 // The stored holds restore to the same ledger.
                 let holds: Vec<_> = ids.iter().filter_map(|id| l.hold(id).cloned()).collect();
                 let restored = Ledger::restore(&inventory(1, 2, 5, 10, SETTINGS), holds, [], l.version(), l.stats().clone());
-                let restored = restored.map_err(|e| TestCaseError::fail(format!("restore: {e}")))?;
+                let mut restored = restored.map_err(|e| TestCaseError::fail(format!("restore: {e}")))?;
+                // The store keeps the parking flag beside the holds, and sets it again on load.
+                if l.parking() {
+                    restored.set_parking(true, now);
+                }
                 prop_assert_eq!(restored.availability(), l.availability());
                 prop_assert_eq!(restored.parked(), l.parked());
                 prop_assert_eq!(restored.stats().live_holds, l.stats().live_holds, "buyers' live holds counted alike");
@@ -424,4 +428,22 @@ fn seats_and_places_the_organizer_adds_are_parked_while_the_list_waits() {
     open.update_inventory(&more, T0).unwrap();
     assert!(parked(&open).is_empty());
     open.place_hold(&visitor(1), None, &seats(&["S0-1-5"]), T0 + 2, hold_id(1)).unwrap();
+}
+
+#[test]
+fn places_the_list_keeps_are_counted_apart_so_that_they_do_not_reopen_the_line() {
+    let mut l = ledger();
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-1", "S0-0-2"]), T0, hold_id(1)).unwrap();
+    l.place_hold(&visitor(2), None, &seats(&["S0-0-3"]), T0, hold_id(2)).unwrap();
+    l.expire_due(T0 + 600_000); // both parked
+    assert_eq!(l.availability().waitlist_held, 3);
+    let offer_id = shared_types::ids::HoldId::parse("h0-w1").unwrap();
+    offer(&mut l, &visitor(7), None, 1, None, T0 + 900_000, offer_id, T0 + 600_001).unwrap();
+    // One offered, two parked: all three the list's; a buyer's hold is not.
+    l.place_hold(&visitor(3), None, &seats(&["S0-0-4"]), T0 + 600_002, hold_id(3)).unwrap();
+    let a = l.availability();
+    assert_eq!((a.waitlist_held, a.sections[0].1.held), (3, 4));
+    // Parking off: nothing is the list's any more (an offer's places go back on sale when it ends).
+    l.set_parking(false, T0 + 600_003);
+    assert_eq!(l.availability().waitlist_held, 0);
 }

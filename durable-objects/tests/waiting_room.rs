@@ -326,16 +326,20 @@ fn pausing_stops_admission_and_resuming_continues_it() {
 #[test]
 fn sold_out_closes_the_line_and_all_held_holds_admission() {
     let mut sim = Sim::new(open_settings(2, 600), buyers(100, T0 - 1_000, 0, 600_000), [6; 32]);
-    sim.c.stock = Some(Stock { capacity: 10, available: 0, held: 4 });
+    sim.c.stock = Some(Stock { capacity: 10, available: 0, held: 4, waitlist_held: 0 });
     for _ in 0..20 {
         sim.step();
     }
     assert_eq!(sim.c.phase(sim.now), Phase::AllHeld);
     assert!(sim.admitted.is_empty());
-    sim.c.stock = Some(Stock { capacity: 10, available: 0, held: 0 });
+    // Held only by the waiting list (parked, or offered to its entries): sold out, the line stays
+    // closed.
+    sim.c.stock = Some(Stock { capacity: 10, available: 0, held: 4, waitlist_held: 4 });
+    assert_eq!(sim.c.phase(sim.now), Phase::SoldOut);
+    sim.c.stock = Some(Stock { capacity: 10, available: 0, held: 0, waitlist_held: 0 });
     assert_eq!(sim.c.phase(sim.now), Phase::SoldOut);
     assert!(!sim.c.phase(sim.now).accepts_joins());
-    sim.c.stock = Some(Stock { capacity: 10, available: 3, held: 0 });
+    sim.c.stock = Some(Stock { capacity: 10, available: 3, held: 0, waitlist_held: 0 });
     sim.step();
     sim.step();
     assert!(!sim.admitted.is_empty());

@@ -430,7 +430,8 @@
     var kept = sessionStorage.getItem('offer-' + ev);
     if (!kept || held) return;
     var o = JSON.parse(kept);
-    var left = o.expires_at_ms - o.now_ms;
+    // What was left when the offer was taken, less the time since (a reload does not restart it).
+    var left = o.expires_at_ms - o.now_ms - (Date.now() - (o.taken_at || Date.now()));
     if (!(left > 0)) { sessionStorage.removeItem('offer-' + ev); return; }
     held = { hold: o.hold, hold_token: o.hold_token, until: Date.now() + left };
     showSummary();

@@ -31,6 +31,7 @@
         : 'This offer could not be opened: ' + (j.detail || r.status));
       return;
     }
+    j.taken_at = Date.now();
     sessionStorage.setItem('offer-' + ev, JSON.stringify(j));
     location.replace(j.next);
   }

@@ -328,6 +328,7 @@ mod tests {
             ],
             tiers: vec![(TierId::parse("t-floor").unwrap(), counts(500, 0))],
             seated_tiers: vec![],
+            waitlist_held: 0,
         };
         let about = describe(details(), Some(&availability));
         let left: Vec<Left> = about.tiers.iter().map(|t| t.left).collect();

@@ -56,7 +56,16 @@ fn shard_for(layout: &Layout, request: &HoldRequest) -> std::result::Result<usiz
 
 /// `POST /holds`: a hold, and its signed hold token.
 pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
-    let Admitted { visitor, max_tickets } = admitted(ev, &req).await?;
+    let Admitted { visitor, max_tickets, by_offer } = admitted(ev, &req).await?;
+    if by_offer {
+        // An offer's admission buys that offer (its hold, placed by the list), nothing else: the
+        // list was its line, and nothing else was.
+        return Err(ev.refusal(
+            ProblemType::Forbidden,
+            "offer-only",
+            "this admission came with a waiting list's offer: it buys the places offered, no others",
+        ));
+    }
     let idempotency_key = req.headers().get("idempotency-key")?;
     let body = crate::body::read(&mut req, crate::body::HOLD, ev.path).await?;
     let request: HoldRequest = serde_json::from_slice(&body)

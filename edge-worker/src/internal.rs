@@ -98,7 +98,10 @@ async fn route_call(
         InternalRoute::WaitingRoom => room_stats(ev).await,
         InternalRoute::EndSession => end_session(ev, body).await,
         InternalRoute::Waitlist => waitlist_call(ev, Method::Get, "/summary").await,
-        InternalRoute::WaitlistRecords => waitlist_call(ev, Method::Get, "/records").await,
+        InternalRoute::WaitlistRecords => {
+            let query = req.url()?.query().map(|q| format!("?{q}")).unwrap_or_default();
+            waitlist_call(ev, Method::Get, &format!("/records{query}")).await
+        }
         InternalRoute::WaitlistEntries => waitlist_call(ev, Method::Get, "/entries").await,
         InternalRoute::CloseWaitlist => waitlist_call(ev, Method::Post, "/close").await,
         InternalRoute::WaitlistOffers => crate::waitlist::offers_to_mail(ev, req).await,

@@ -98,7 +98,11 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
                 (Method::Post, ["join"]) => pages::join_form(&ev, req).await,
                 (Method::Get | Method::Head, ["buy"]) => pages::buy_page(&ev, &req).await,
                 (Method::Get | Method::Head, ["offer"]) => pages::offer_page(&ev),
-                (_, [] | ["join"] | ["buy"] | ["offer"]) => web::method_not_allowed(cx),
+                (Method::Post, ["waitlist"]) => pages::waitlist_form(&ev, req).await,
+                (Method::Post, ["waitlist", "leave"]) => pages::waitlist_leave_form(&ev, req).await,
+                (_, [] | ["join"] | ["buy"] | ["offer"] | ["waitlist"] | ["waitlist", "leave"]) => {
+                    web::method_not_allowed(cx)
+                }
                 _ => Err(cx.problem(ProblemType::NotFound, "no such page")),
             }
         }

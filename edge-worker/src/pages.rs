@@ -46,10 +46,31 @@ impl Clock {
 
 /// What the line is doing, as the landing page tells it.
 enum Line {
-    SoldOut,
+    /// Sold out; with the event's waiting list when it keeps one.
+    SoldOut {
+        waitlist: Option<WaitlistBox>,
+    },
     Closed,
-    NotOpen { opens_in: String },
-    Open { countdown: Option<Clock>, waiting: u64, check: Check },
+    NotOpen {
+        opens_in: String,
+    },
+    Open {
+        countdown: Option<Clock>,
+        waiting: u64,
+        check: Check,
+    },
+}
+
+/// The waiting list on a sold-out event's page: the visitor's entry, or the form to join.
+struct WaitlistBox {
+    /// Where the visitor's entry stands, said in a sentence.
+    entry: Option<String>,
+    /// Their entry is live: they may leave (and not join again).
+    live: bool,
+    check: Check,
+    /// What one may wait for: (`wants` value, label).
+    options: Vec<(String, String)>,
+    max: u32,
 }
 
 /// What the join form carries.
@@ -164,14 +185,42 @@ fn landing(
     about: Option<About>,
     challenge: Option<Challenge>,
     error: Option<&Problem>,
+    entry: Option<serde_json::Value>,
 ) -> Landing {
     // The organizer's name for the line, else the catalog's title, else the id.
     let name = match (&about, view.settings.display_name.trim()) {
         (Some(a), "") => a.title.clone(),
         _ => event_name(ev, Some(view)).to_owned(),
     };
+    let check_of = |challenge: Option<Challenge>| match (&view.settings.bot.check, challenge) {
+        (BotCheck::ProofOfWork { .. }, Some(Challenge { challenge: Some(c), difficulty: Some(d), .. })) => {
+            Check::ProofOfWork { challenge: c, difficulty: d }
+        }
+        (BotCheck::Turnstile { site_key }, _) => Check::Turnstile { site_key: site_key.clone() },
+        _ => Check::Plain,
+    };
     let (title, refresh, line) = match view.phase {
-        Phase::SoldOut => ("Sold out".to_owned(), None, Line::SoldOut),
+        Phase::SoldOut => {
+            let waitlist = view.settings.waitlist.enabled.then(|| {
+                let mut options = vec![("any".to_owned(), "Any tickets".to_owned())];
+                let tiers = about.as_ref().map(|a| a.tiers.as_slice()).unwrap_or_default();
+                if tiers.iter().any(|t| t.seated) {
+                    options.push(("seats".to_owned(), "Seats".to_owned()));
+                }
+                for t in tiers.iter().filter(|t| !t.seated) {
+                    options.push((format!("tier:{}", t.key), format!("{} (standing)", t.name)));
+                }
+                let said = entry.map(entry_sentence);
+                WaitlistBox {
+                    live: said.as_ref().is_some_and(|s| s.1),
+                    entry: said.map(|s| s.0),
+                    check: check_of(challenge),
+                    options,
+                    max: view.settings.max_tickets_per_buyer,
+                }
+            });
+            ("Sold out".to_owned(), None, Line::SoldOut { waitlist })
+        }
         Phase::Closed => ("Line closed".to_owned(), None, Line::Closed),
         Phase::BeforeOpening => {
             let left = secs_until(view.settings.pre_queue_opens_at_ms.unwrap_or_default());
@@ -181,14 +230,7 @@ fn landing(
         _ => {
             let countdown =
                 view.settings.on_sale_at_ms.filter(|&s| s > durable_objects::now_ms()).map(Clock::to);
-            let check = match (&view.settings.bot.check, challenge) {
-                (
-                    BotCheck::ProofOfWork { .. },
-                    Some(Challenge { challenge: Some(c), difficulty: Some(d), .. }),
-                ) => Check::ProofOfWork { challenge: c, difficulty: d },
-                (BotCheck::Turnstile { site_key }, _) => Check::Turnstile { site_key: site_key.clone() },
-                _ => Check::Plain,
-            };
+            let check = check_of(challenge);
             (format!("Join the line: {name}"), None, Line::Open { countdown, waiting: view.waiting, check })
         }
     };
@@ -200,6 +242,25 @@ fn landing(
         about,
         error: error.map(|p| (p.title.clone(), p.detail.clone().unwrap_or_default())),
         line,
+    }
+}
+
+/// Where a visitor's waiting-list entry stands, as the page says it; and whether it is live.
+fn entry_sentence(entry: serde_json::Value) -> (String, bool) {
+    let number = entry["number"].as_u64().unwrap_or(0);
+    match entry["state"].as_str().unwrap_or_default() {
+        "waiting" => (
+            format!(
+                "You are on the waiting list (number {number}): {} ahead of you. We will write when places come back.",
+                entry["position"].as_u64().map_or(0, |p| p.saturating_sub(1))
+            ),
+            true,
+        ),
+        "offered" => ("Places are held for you: follow the link in the mail we sent to buy them.".to_owned(), true),
+        "claimed" => ("You bought the places the waiting list offered you.".to_owned(), false),
+        "lapsed" => ("The places offered to you went to the next person when their time ran out.".to_owned(), false),
+        "declined" => ("You said no to the places offered; they went to the next person.".to_owned(), false),
+        _ => ("You left the waiting list.".to_owned(), false),
     }
 }
 
@@ -216,8 +277,13 @@ async fn landing_page(
         Some(Stop::Answer(mut resp)) => (resp.status_code(), resp.json::<Problem>().await.ok()),
         Some(fault @ Stop::Fault(_)) => return Err(fault),
     };
-    let wants_challenge =
-        view.phase.accepts_joins() && matches!(view.settings.bot.check, BotCheck::ProofOfWork { .. });
+    // A sold-out event's waiting list: the visitor's entry, and the form's puzzle.
+    let waitlist = view.phase == Phase::SoldOut && view.settings.waitlist.enabled;
+    let entry = if waitlist { crate::waitlist::entry_of(ev, req).await? } else { None };
+    let live_entry =
+        entry.as_ref().is_some_and(|e| matches!(e["state"].as_str(), Some("waiting" | "offered")));
+    let wants_challenge = (view.phase.accepts_joins() || (waitlist && !live_entry))
+        && matches!(view.settings.bot.check, BotCheck::ProofOfWork { .. });
     let challenge = async {
         if !wants_challenge {
             return Ok(None);
@@ -236,7 +302,7 @@ async fn landing_page(
         Some((issued, cookie)) => (Some(issued), cookie.into_iter().collect()),
         None => (None, Vec::new()),
     };
-    let mut resp = page(status, &landing(ev, view, about, challenge, error.as_ref()), &cookies)?;
+    let mut resp = page(status, &landing(ev, view, about, challenge, error.as_ref(), entry), &cookies)?;
     web::allow_https_images(&mut resp)?;
     Ok(resp)
 }
@@ -299,6 +365,9 @@ pub async fn event_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
                 "waiting": view.waiting,
                 "admit_rate_per_minute": view.admit_rate_per_minute,
                 "join": format!("/api/v1/events/{}/queue", ev.event),
+                // Sold out with a waiting list: where to join it instead (docs/api.md).
+                "waitlist": (view.settings.waitlist.enabled && view.phase == Phase::SoldOut)
+                    .then(|| format!("/api/v1/events/{}/waitlist", ev.event)),
             }),
         )?;
         resp.headers_mut().set("cache-control", "public, max-age=1")?;
@@ -331,6 +400,29 @@ pub async fn event_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
 pub async fn join_form(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
     match line::join(ev, &mut req).await {
         Ok((_, cookies)) => web::see_other(&format!("/events/{}", ev.event), &cookies),
+        Err(refused) => match view(ev.env, &ev.event).await? {
+            Some(view) => landing_page(ev, &req, &view, Some(refused)).await,
+            None => no_such_event(),
+        },
+    }
+}
+
+/// `POST /events/{event}/waitlist` (the sold-out page's form): joins the waiting list, then back
+/// to the page (which shows the place); a refusal is shown on the page.
+pub async fn waitlist_form(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
+    match crate::waitlist::enter(ev, &mut req).await {
+        Ok((_, cookie)) => web::see_other(&format!("/events/{}", ev.event), &[cookie]),
+        Err(refused) => match view(ev.env, &ev.event).await? {
+            Some(view) => landing_page(ev, &req, &view, Some(refused)).await,
+            None => no_such_event(),
+        },
+    }
+}
+
+/// `POST /events/{event}/waitlist/leave` (the page's button): leaves the list, back to the page.
+pub async fn waitlist_leave_form(ev: &EventCtx<'_>, req: Request) -> Result<Response> {
+    match crate::waitlist::leave(ev, &req).await {
+        Ok(_) => web::see_other(&format!("/events/{}", ev.event), &[]),
         Err(refused) => match view(ev.env, &ev.event).await? {
             Some(view) => landing_page(ev, &req, &view, Some(refused)).await,
             None => no_such_event(),

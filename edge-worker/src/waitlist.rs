@@ -66,19 +66,50 @@ async fn answer(ev: &EventCtx<'_>, mut resp: Response, cookies: &[String]) -> Re
     web::private_json(status, &body, cookies)
 }
 
-/// `POST /api/v1/events/{event}/waitlist`: joins the list (201) with the entry and its place.
-pub async fn join(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
+/// A join as sent: JSON from apps, or the event page's form (`wants`: `any`, `seats` or
+/// `tier:<id>`; `quantity`; `email`; the bot check's fields).
+fn read_join(ev: &EventCtx<'_>, raw: &[u8], form: bool) -> Result<Join> {
+    let malformed =
+        |e: String| ev.problem(ProblemType::MalformedRequest, format!("not a waiting-list join: {e}"));
+    if !form {
+        return serde_json::from_slice(raw).map_err(|e| malformed(e.to_string()));
+    }
+    let mut f = web::form_fields(raw);
+    let wants = f.remove("wants").unwrap_or_default();
+    let (tier, seats) = match wants.as_str() {
+        "" | "any" => (None, false),
+        "seats" => (None, true),
+        other => {
+            let id = other.strip_prefix("tier:").unwrap_or(other);
+            (Some(TierId::parse(id).map_err(|e| malformed(e.to_string()))?), false)
+        }
+    };
+    let turnstile = f.remove("cf-turnstile-response").or_else(|| f.remove("turnstile_token"));
+    Ok(Join {
+        email: f.remove("email").unwrap_or_default(),
+        tier,
+        seats,
+        seated_tier: None,
+        quantity: f.remove("quantity").and_then(|q| q.trim().parse().ok()).unwrap_or(0),
+        challenge: f.remove("challenge"),
+        solution: f.remove("solution"),
+        turnstile_token: turnstile,
+    })
+}
+
+/// Joins the list (the API's route and the page's form): the entry, and the `visitor` cookie.
+pub async fn enter(ev: &EventCtx<'_>, req: &mut Request) -> Result<(Value, String)> {
     let view = view_or_404(ev).await?;
-    screen_request(ev, &req).await?;
-    let raw = crate::body::read(&mut req, crate::body::JOIN, ev.path).await?;
-    let join: Join = serde_json::from_slice(&raw)
-        .map_err(|e| ev.problem(ProblemType::MalformedRequest, format!("not a waiting-list join: {e}")))?;
+    screen_request(ev, req).await?;
+    let form = web::is_form(req)?;
+    let raw = crate::body::read(req, crate::body::JOIN, ev.path).await?;
+    let join = read_join(ev, &raw, form)?;
     let answer_to_check = BotAnswer {
         challenge: join.challenge.clone(),
         solution: join.solution.clone(),
         turnstile_token: join.turnstile_token.clone(),
     };
-    let visitor = match bot_check(ev, &req, &view, &answer_to_check).await? {
+    let visitor = match bot_check(ev, req, &view, &answer_to_check).await? {
         Ok((visitor, _)) => visitor,
         // Refused whatever the line does with failures: a place on the list is mailed an offer.
         Err(Failed(reason, detail)) => return Err(refuse(ev, ProblemType::BotCheckFailed, reason, detail)),
@@ -91,9 +122,28 @@ pub async fn join(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
         "seated_tier": join.seated_tier,
         "quantity": join.quantity,
     });
-    let resp = list_call(ev, &visitor, Method::Post, "/join", Some(body.to_string())).await?;
-    let cookie = web::set_cookie(&req, "visitor", visitor.as_str(), VISITOR_COOKIE_SECS)?;
-    answer(ev, resp, &[cookie]).await
+    let mut resp = list_call(ev, &visitor, Method::Post, "/join", Some(body.to_string())).await?;
+    if resp.status_code() != 201 {
+        return Err(objects::relayed(resp, ev.path).await);
+    }
+    let entry: Value = resp.json().await?;
+    Ok((entry, web::set_cookie(req, "visitor", visitor.as_str(), VISITOR_COOKIE_SECS)?))
+}
+
+/// `POST /api/v1/events/{event}/waitlist`: joins the list (201) with the entry and its place.
+pub async fn join(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
+    let (entry, cookie) = enter(ev, &mut req).await?;
+    web::private_json(201, &entry, &[cookie])
+}
+
+/// The visitor's entry, if they have one (for the event's page).
+pub async fn entry_of(ev: &EventCtx<'_>, req: &Request) -> Result<Option<Value>> {
+    let Some(visitor) = visitor_cookie(req)? else { return Ok(None) };
+    let mut resp = list_call(ev, &visitor, Method::Get, "/entry", None).await?;
+    if resp.status_code() != 200 {
+        return Ok(None);
+    }
+    Ok(Some(resp.json().await?))
 }
 
 /// A join is for what is sold out: the tier asked for (which must be one of the event's), the

@@ -290,6 +290,10 @@ test('an offer is mailed with an edge-signed link that opens its hold, for as lo
   assert.equal(admission.claims.max_tickets, 1);
   assert.equal(taken.body.next, `/events/${event}/buy`);
   assert.equal((await take(offer.token)).status, 200, 'the link works again while the offer stands');
+  // It buys the offer, nothing else: no other hold with it (no way past the line).
+  const other = await send(mf, 'POST', `/api/v1/events/${event}/holds`, { token: taken.body.admission_token, body: { kind: 'seats', seats: ['S0-0-0'] } });
+  assert.equal(other.status, 403);
+  assert.equal(other.body.reason, 'offer-only');
   // The admission is a buyer's: it opens the purchase page, and may let the hold go (declining).
   const page = await mf.dispatchFetch(`http://edge/events/${event}/buy`, { headers: { cookie: `admission_${event}=${taken.body.admission_token}`, 'user-agent': 'workerd-tests/1' } });
   assert.equal(page.status, 200);
@@ -306,4 +310,59 @@ test('an offer is mailed with an edge-signed link that opens its hold, for as lo
   const end3 = Date.now() + 15_000;
   while ((await seatsOf(mf, event))[0] !== 'a' && Date.now() < end3) await new Promise((r) => setTimeout(r, 200));
   assert.equal((await seatsOf(mf, event))[0], 'a');
+});
+
+test('a sold-out event\'s page offers its waiting list: joined by its form, the place shown, left by its button', async () => {
+  const mf = await startEdge(keyBindings(edgeKey, coreKey));
+  cleanups.push(() => mf.dispose());
+  const { core, publish } = coreClient(mf, coreKey);
+  const event = 'evt-wl-page';
+  await publish(inventory(event, { seats: 1, ga: 0 }));
+  const { token } = await admit(mf, core, event, { waitlist: { enabled: true } });
+  const held = await send(mf, 'POST', `/api/v1/events/${event}/holds`, { token, body: { kind: 'seats', seats: ['S0-0-0'] } });
+  assert.equal((await core('POST', `/internal/v1/events/${event}/holds/${held.body.hold.id}/confirm`)).status, 200);
+  const headers = { 'user-agent': 'workerd-tests/1', accept: 'text/html' };
+  const pageOf = async (cookie) => (await mf.dispatchFetch(`http://edge/events/${event}`, { headers: { ...headers, ...(cookie ? { cookie } : {}) } })).text();
+  // Sold out once the line has read the stock (every few seconds).
+  const end = Date.now() + 20_000;
+  let html = await pageOf();
+  while (!html.includes('Join the waiting list') && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 300));
+    html = await pageOf();
+  }
+  assert.match(html, /<form method="post" action="\/events\/evt-wl-page\/waitlist" id="join">/);
+  assert.match(html, /<option value="any">Any tickets<\/option>/);
+  assert.match(html, /name="quantity" type="number" min="1" max="6"/);
+  // The line's JSON says where to join instead.
+  const json = await (await mf.dispatchFetch(`http://edge/events/${event}`, { headers: { ...headers, accept: 'application/json' } })).json();
+  assert.equal(json.phase, 'sold_out');
+  assert.equal(json.waitlist, `/api/v1/events/${event}/waitlist`);
+
+  // The form: joined, back to the page, which shows the place.
+  const form = (fields) => new URLSearchParams(fields).toString();
+  const posted = await mf.dispatchFetch(`http://edge/events/${event}/waitlist`, {
+    method: 'POST', redirect: 'manual',
+    headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
+    body: form({ email: 'page@example.com', wants: 'seats', quantity: '2' }),
+  });
+  assert.equal(posted.status, 303);
+  assert.equal(posted.headers.get('location'), `/events/${event}`);
+  const cookie = posted.headers.get('set-cookie').split(';')[0];
+  html = await pageOf(cookie);
+  assert.match(html, /You are on the waiting list \(number 1\): 0 ahead of you/);
+  assert.ok(!html.includes('Join the waiting list'), 'no second join from the page');
+  // A refused join says why on the page, and changes nothing.
+  const bad = await mf.dispatchFetch(`http://edge/events/${event}/waitlist`, {
+    method: 'POST', redirect: 'manual',
+    headers: { ...headers, 'content-type': 'application/x-www-form-urlencoded' },
+    body: form({ email: 'nope', wants: 'any', quantity: '1' }),
+  });
+  assert.equal(bad.status, 422);
+  assert.match(await bad.text(), /an e-mail address is required/);
+  // Leaving by its button.
+  const left = await mf.dispatchFetch(`http://edge/events/${event}/waitlist/leave`, { method: 'POST', redirect: 'manual', headers: { ...headers, cookie } });
+  assert.equal(left.status, 303);
+  html = await pageOf(cookie);
+  assert.match(html, /You left the waiting list/);
+  assert.match(html, /Join the waiting list/);
 });

@@ -265,6 +265,10 @@ pub struct Availability {
     /// than the seats available).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub seated_tiers: Vec<(TierId, Counts)>,
+    /// Of the places held, those the waiting list keeps while it parks (parked, or offered to an
+    /// entry): the line's coordinator counts the event sold out when they are all that is held.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waitlist_held: u32,
 }
 
 /// Operational figures for the operator and reports.
@@ -1294,6 +1298,7 @@ impl Ledger {
             sections,
             tiers,
             seated_tiers,
+            waitlist_held: self.waitlist_held(),
         }
     }
 

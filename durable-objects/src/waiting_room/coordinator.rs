@@ -125,6 +125,10 @@ pub struct Stock {
     pub capacity: u64,
     pub available: u64,
     pub held: u64,
+    /// Of those held, the places the event's waiting list keeps (parked, or offered): they never
+    /// go back on public sale while anyone waits, so they do not reopen the line.
+    #[serde(default)]
+    pub waitlist_held: u64,
 }
 
 /// The coordinator's whole state (small: it is stored as one value).
@@ -219,7 +223,7 @@ impl Coordinator {
             return Phase::Closed;
         }
         if let Some(stock) = self.stock {
-            if stock.capacity > 0 && stock.available == 0 && stock.held == 0 {
+            if stock.capacity > 0 && stock.available == 0 && stock.held == stock.waitlist_held {
                 return Phase::SoldOut;
             }
         }

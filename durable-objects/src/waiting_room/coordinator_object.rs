@@ -305,6 +305,7 @@ async fn read_stock(env: &Env, event: &EventId) -> Result<Option<Stock>> {
             return Ok(None);
         }
         let availability: Availability = resp.json().await?;
+        stock.waitlist_held += u64::from(availability.waitlist_held);
         let counts =
             availability.sections.iter().map(|s| &s.1).chain(availability.tiers.iter().map(|t| &t.1));
         for counts in counts {

@@ -534,6 +534,15 @@ impl WaitingList {
     /// it was, and the places count as free until the inventory's count says otherwise. `false`
     /// when it held no offer.
     pub fn withdraw(&mut self, number: u64, now: Millis) -> bool {
+        if self.closed {
+            // Nobody waits on a closed list: the entry leaves (its places come back as free).
+            let offered =
+                self.entries.get(&number).is_some_and(|e| matches!(e.state, EntryState::Offered { .. }));
+            if offered {
+                self.end(number, EntryState::Left, now);
+            }
+            return offered;
+        }
         let Some(entry) = self.entries.get_mut(&number) else { return false };
         let EntryState::Offered { pool, .. } = entry.state.clone() else { return false };
         entry.state = EntryState::Waiting;

@@ -16,9 +16,10 @@
 //!   [`offer_hold_id`], so that placing it again after a restart finds it instead of doubling
 //!   it). An offer whose hold the shard refuses (the buyer already holds the most tickets allowed)
 //!   is declined on the buyer's behalf and its places go to the next entry.
-//! - **Ends.** A hold sold is a claimed offer; a hold the buyer released is a declined one; a hold
-//!   past its time is released here first (`DELETE /holds/{id}`, which parks its places) and the
-//!   offer lapses. Places nobody waiting can use are unparked (`POST /waitlist/unpark`).
+//! - **Ends.** The inventory ends an offer's hold at its time (later if checkout extended it): a
+//!   hold expired is a lapsed offer, one sold a claimed offer, one the buyer released a declined
+//!   one. Places nobody waiting can use are unparked (`POST /waitlist/unpark`). An offer is
+//!   mailable once the inventory holds it (`placed`).
 //!
 //! One round runs at a time (an async lock), and anything that ends an offer at the inventory
 //! (leaving, declining) takes the same lock, so the snapshot a round settles from is never
@@ -115,6 +116,11 @@ struct Email {
 }
 
 #[derive(Deserialize)]
+struct Until {
+    until: i64,
+}
+
+#[derive(Deserialize)]
 struct Address {
     number: i64,
     email: String,
@@ -126,7 +132,8 @@ pub const OFFERS_PER_PAGE: usize = 100;
 /// How placing an offer at the inventory went.
 enum Placed {
     Held,
-    /// The buyer already holds the most tickets allowed: declined on their behalf.
+    /// The inventory will not hold it (the buyer already holds the most tickets allowed, the
+    /// tier's sale ended): declined on their behalf.
     Refused,
     /// Its places had gone (a late payment took them back): the entry waits again.
     Gone,
@@ -165,6 +172,7 @@ const SCHEMA: &str = "\
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS addresses (number INTEGER PRIMARY KEY, email TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS placed (number INTEGER PRIMARY KEY, until INTEGER NOT NULL);
 ";
 
 impl WaitlistObject {
@@ -512,7 +520,12 @@ impl WaitlistObject {
                     "waiting-list offer not held by the inventory",
                     serde_json::json!({ "entry": offer.number, "shard": shard, "reason": problem["reason"] }),
                 );
-                Ok(if problem["reason"] == "limit_exceeded" { Placed::Refused } else { Placed::Gone })
+                // Places gone (a late payment took them back meanwhile): the entry waits again.
+                // Anything else the inventory will refuse again (the buyer's limit, a tier whose
+                // sale ended): declined on the buyer's behalf, so that no offer is remade forever.
+                let gone =
+                    matches!(problem["reason"].as_str(), Some("not_enough_available" | "seats_unavailable"));
+                Ok(if gone { Placed::Gone } else { Placed::Refused })
             }
             s => {
                 Err(worker::Error::RustError(format!("shard {shard} answered {s} to offer {}", offer.number)))
@@ -566,6 +579,7 @@ impl WaitlistObject {
         // ends an offer's hold at its time (later, if checkout extended it for a buyer paying):
         // the list never ends one by its own clock.
         let mut unplaced = Vec::new();
+        let mut placed_now = Vec::new();
         let mut pending: BTreeMap<Pool, u32> = BTreeMap::new();
         if let Some((_, list)) = self.list.borrow_mut().as_mut() {
             for s in &standing {
@@ -583,7 +597,7 @@ impl WaitlistObject {
                     Some(HoldState::Released) => {
                         list.decline(s.number, now);
                     }
-                    Some(HoldState::Held) => {}
+                    Some(HoldState::Held) => placed_now.push(s.number),
                     None => {
                         // Recorded, not placed yet (the round's cap, or a restart between the
                         // two): its places are still parked.
@@ -625,6 +639,17 @@ impl WaitlistObject {
             });
         }
         self.save()?;
+        // Held at the inventory: mailable (a restart may have come between placing and marking).
+        for number in placed_now {
+            let until =
+                self.list.borrow().as_ref().and_then(|(_, l)| match l.entry(number).map(|e| &e.state) {
+                    Some(EntryState::Offered { until, .. }) => Some(*until),
+                    _ => None,
+                });
+            if let Some(until) = until {
+                self.mark_placed(number, until)?;
+            }
+        }
         // 4. Offers recorded but not placed, then the new ones (at most a round's worth).
         let unplaced: Vec<Offer> = {
             let guard = self.list.borrow();
@@ -639,7 +664,7 @@ impl WaitlistObject {
         }
         for offer in to_place.into_iter().take(PLACEMENTS_PER_ROUND) {
             match self.place(&layout, offer).await? {
-                Placed::Held => {}
+                Placed::Held => self.mark_placed(offer.number, offer.until)?,
                 Placed::Refused => self.apply(|l, now| {
                     l.decline(offer.number, now);
                 })?,
@@ -697,6 +722,15 @@ impl WaitlistObject {
         Ok(())
     }
 
+    /// Records that offer `number` (ending at `until`) is held at the inventory: it may be mailed.
+    fn mark_placed(&self, number: u64, until: Millis) -> Result<()> {
+        self.state.storage().sql().exec(
+            "INSERT OR REPLACE INTO placed (number, until) VALUES (?, ?)",
+            vec![(number as i64).into(), until.into()],
+        )?;
+        Ok(())
+    }
+
     /// The offers recorded after history position `after` that still stand, for the core to mail
     /// (at most [`OFFERS_PER_PAGE`]), and the position to ask from next: an offer that ended
     /// before the core read it is not mailed.
@@ -720,6 +754,15 @@ impl WaitlistObject {
             );
             if !standing {
                 continue;
+            }
+            // Not held at the inventory yet: not mailable yet, and neither is anything after it
+            // (the core reads from here again).
+            let held: Vec<Until> = sql
+                .exec("SELECT until FROM placed WHERE number = ?", vec![(offer.number as i64).into()])?
+                .to_array()?;
+            if held.first().is_none_or(|p| p.until != offer.until) {
+                next = seq as i64 - 1;
+                break;
             }
             let rows: Vec<Email> = sql
                 .exec("SELECT email FROM addresses WHERE number = ?", vec![(offer.number as i64).into()])?
@@ -790,6 +833,8 @@ impl WaitlistObject {
                 Record::Claimed { .. } => "claimed",
                 Record::Ended { state: EntryState::Lapsed, .. } => "lapsed",
                 Record::Ended { state: EntryState::Declined, .. } => "declined",
+                // Places gone before the offer could be held: the entry waits again.
+                Record::Withdrawn { .. } => "withdrawn",
                 _ => continue,
             };
             *offers.entry(key).or_default() += 1;
@@ -829,6 +874,17 @@ impl WaitlistObject {
             (Method::Post, ["join"], Caller::Visitor(v)) => {
                 let body: JoinBody = body!();
                 let resp = self.join(v, body, path)?;
+                let first = self.list.borrow().as_ref().is_some_and(|(_, l)| l.waiting() == 1);
+                if first && resp.status_code() == 201 {
+                    // The first to wait: parking starts before they are answered, so that nothing
+                    // coming back from now on goes past them to public sale.
+                    if let Err(e) = self.round().await {
+                        crate::log::error(
+                            "waiting-list round failed",
+                            serde_json::json!({ "error": e.to_string() }),
+                        );
+                    }
+                }
                 self.round_soon().await?;
                 resp
             }
@@ -875,6 +931,8 @@ impl WaitlistObject {
                 http::json(200, &self.offers_after(after)?)?
             }
             (Method::Post, ["close"], Caller::Core) => {
+                // Not in the middle of a round (which might withdraw an offer after the close).
+                let _gate = self.gate.lock().await;
                 self.apply(|l, now| {
                     l.close(now);
                 })?;

@@ -140,6 +140,8 @@ pub fn held_admission(ev: &EventCtx<'_>, req: &Request) -> Result<Option<(String
 pub struct Admitted {
     pub visitor: VisitorId,
     pub max_tickets: u32,
+    /// Admitted by a waiting list's offer (not by the line): good for that offer's hold only.
+    pub by_offer: bool,
 }
 
 /// The buyer the admission token of a hold request names (`Authorization: Bearer`, whatever its
@@ -172,7 +174,8 @@ pub async fn admitted(ev: &EventCtx<'_>, req: &Request) -> Result<Admitted> {
     if !session_open(ev, &visitor, &claims).await? {
         return Err(unauthorized("session-ended", "this shopping session has ended".into()));
     }
-    Ok(Admitted { visitor, max_tickets: claims.extra.max_tickets })
+    let by_offer = claims.extra.shard == WAITLIST_SHARD;
+    Ok(Admitted { visitor, max_tickets: claims.extra.max_tickets, by_offer })
 }
 
 /// True while the shopping session an admission token was issued for is open (asked of the queue

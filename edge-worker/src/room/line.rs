@@ -8,7 +8,7 @@ use serde::Serialize;
 use shared_types::ids::VisitorId;
 use shared_types::token::{Claims, TokenKind};
 use shared_types::waiting_room::{
-    shard_of_visitor, status_of, AdmissionGrant, BotCheck, BotFailure, ChallengeGrant, QueuePlace,
+    shard_of_visitor, status_of, AdmissionGrant, BotCheck, BotFailure, ChallengeGrant, Phase, QueuePlace,
     QueueStatus, RoomView, StatusState, CHALLENGE_SECS, QUEUE_TICKET_SECS, STALL_SHARD,
 };
 use shared_types::ProblemType;
@@ -17,7 +17,7 @@ use worker::{Method, Request};
 use super::credentials::{
     admission_cookie, forget_session, queue_cookie, visitor_cookie, visitor_or_new, Credentials, Ticket,
 };
-use super::screen::{bot_check, screen, Failed, JoinBody};
+use super::screen::{bot_check, screen, screen_request, Failed, JoinBody};
 use super::{count_refusal, refuse, shard_problem, shard_refused, view_or_404};
 use crate::context::{EventCtx, Result};
 use crate::web::{self, set_cookie};
@@ -45,7 +45,12 @@ pub struct Challenge {
 /// `visitor` cookie to set when they had none.
 pub async fn challenge(ev: &EventCtx<'_>, req: &Request) -> Result<(Challenge, Option<String>)> {
     let view = view_or_404(ev).await?;
-    screen(ev, req, &view).await?;
+    // A sold-out event with a waiting list still hands out puzzles: joining the list takes one.
+    if view.phase == Phase::SoldOut && view.settings.waitlist.enabled {
+        screen_request(ev, req).await?;
+    } else {
+        screen(ev, req, &view).await?;
+    }
     let (visitor, fresh) = match visitor_cookie(req)? {
         Some(v) => (v, false),
         None => (super::credentials::new_visitor()?, true),

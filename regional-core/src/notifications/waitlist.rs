@@ -94,7 +94,8 @@ async fn mail_event(
             },
         });
         let mail = templates::render("waitlist_offer", &context).map_err(|e| e.to_string())?;
-        let key = format!("waitlist_offer:{}:{}", event.id, offer.entry);
+        // One mail per offer: an entry offered again (after a withdrawn offer) gets another.
+        let key = format!("waitlist_offer:{}:{}:{}", event.id, offer.entry, offer.until);
         if queue(&mut tx, &key, "waitlist_offer", &offer.email, &mail, &[], None, Some(event.id))
             .await
             .map_err(|e| e.to_string())?

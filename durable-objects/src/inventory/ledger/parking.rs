@@ -93,6 +93,23 @@ impl Ledger {
         parked.into_iter()
     }
 
+    /// The places the waiting list keeps while it parks: parked, or held for an entry's offer (a
+    /// scan of the holds, only while parking: when it is off, an offer's places go back on sale
+    /// when it ends, like any hold's).
+    pub(super) fn waitlist_held(&self) -> u32 {
+        if !self.parking {
+            return 0;
+        }
+        self.holds
+            .values()
+            .filter(|h| h.state == HoldState::Held && (h.parked() || crate::waitlist::is_offer_hold(&h.id)))
+            .map(|h| {
+                let seats = h.seats.iter().filter(|s| self.on_sale(s)).count() as u32;
+                seats + h.ga.as_ref().map_or(0, |g| g.quantity)
+            })
+            .sum()
+    }
+
     /// The parked places, per pool (seats first, then each GA tier in the inventory's order).
     pub fn parked(&self) -> Vec<Parked> {
         let mut seats = 0;
