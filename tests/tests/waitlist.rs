@@ -260,6 +260,23 @@ async fn a_refunded_seat_goes_by_mail_to_the_first_on_the_list_who_pays_for_it_i
     assert_eq!(summary["waiting"], 2, "{summary}");
     assert_eq!(summary["offers"]["made"], 1);
     assert_eq!(summary["offers"]["claimed"], 1);
+    // The report carries the list's figures (read from the edge, kept a few seconds).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, report) = acme.call(Method::GET, &format!("/api/v1/events/{event}/report"), None).await;
+        let list = &report["waitlist"];
+        if list["offers"]["claimed"] == 1 {
+            assert_eq!(
+                (list["enabled"].as_bool(), list["waiting"].as_u64()),
+                (Some(true), Some(2)),
+                "{list}"
+            );
+            assert_eq!(list["by_pool"]["seats"]["waiting"], 2, "{list}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the report never showed the claim: {report}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // The export: the two still waiting, in order, with their addresses; the buyer's is gone.
     let csv = reqwest::Client::new()
         .get(format!("{core_url}/api/v1/events/{event}/waitlist/export"))

@@ -189,7 +189,7 @@ impl InventoryObject {
         match op(ledger, crate::now_ms()) {
             Ok(id) => {
                 // An offer's hold sold, extended or released: the list learns it at once.
-                if crate::waitlist::is_offer_hold(&id) {
+                if crate::waitlist::ids::is_offer_hold(&id) {
                     self.parked_news.set(true);
                 }
                 let store = self.store()?;
@@ -367,7 +367,7 @@ impl InventoryObject {
             }
             (Method::Delete, ["holds", id], Caller::Visitor(_) | Caller::Core | Caller::Waitlist) => {
                 // The list ends its own offers' holds, no other.
-                let offer = parse_hold_id(id).is_some_and(|h| crate::waitlist::is_offer_hold(&h));
+                let offer = parse_hold_id(id).is_some_and(|h| crate::waitlist::ids::is_offer_hold(&h));
                 let Some(id) = parse_hold_id(id).filter(|_| caller != Caller::Waitlist || offer) else {
                     return http::problem(&hold_problem(&HoldError::HoldNotFound, path));
                 };
@@ -572,7 +572,7 @@ impl DurableObject for InventoryObject {
             store.save_holds(touched)?;
             self.save_parked(&store, ledger)?;
             // An offer's hold ran out: the list passes it on at once.
-            if expired.iter().any(crate::waitlist::is_offer_hold) {
+            if expired.iter().any(crate::waitlist::ids::is_offer_hold) {
                 self.parked_news.set(true);
             }
             store.delete_holds(&forgotten)?;

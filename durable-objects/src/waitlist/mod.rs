@@ -1,20 +1,8 @@
 //! An event's waiting list: when the event is sold out, visitors queue for the places that come
 //! back, and are offered them in order (docs/waiting-list.md). The rules are pure ([`list`]).
 
+pub mod ids;
 pub mod list;
 pub mod object;
-
-use shared_types::ids::HoldId;
-
-/// The hold an offer becomes at shard `shard`: `h<shard>-w<entry number>`. The edge routes holds by
-/// the shard in their id; the entry number makes it the same id every time the offer is placed.
-pub fn offer_hold_id(shard: usize, number: u64) -> HoldId {
-    HoldId::parse(&format!("h{shard}-w{number}")).expect("a valid id")
-}
-
-/// Whether a hold id is an offer's ([`offer_hold_id`]).
-pub fn is_offer_hold(id: &HoldId) -> bool {
-    id.as_str().split_once('-').is_some_and(|(_, rest)| rest.starts_with('w'))
-}
 
 pub use object::WaitlistObject;

@@ -42,8 +42,8 @@ use shared_types::waiting_room::WaitingRoomSettings;
 use shared_types::ProblemType;
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
+use super::ids::offer_hold_id;
 use super::list::{EntryState, JoinRequest, ListSettings, Millis, Offer, Pool, Record, WaitingList};
-use super::offer_hold_id;
 use crate::alarm::Alarm;
 use crate::caller::Caller;
 use crate::directory::Layout;

@@ -266,6 +266,7 @@ struct Live {
     net: String,
     chart: Chart,
     queue: Option<Queue>,
+    waitlist: Option<Waitlist>,
     edge_error: String,
     orders: Orders,
     tiers: Vec<TierRow>,
@@ -315,6 +316,17 @@ struct Queue {
 }
 
 #[derive(Serialize)]
+struct Waitlist {
+    state: &'static str,
+    waiting: u64,
+    offers_out: u64,
+    made: u64,
+    claimed: u64,
+    lapsed: u64,
+    declined: u64,
+}
+
+#[derive(Serialize)]
 struct Orders {
     paid: i64,
     abandoned: i64,
@@ -354,6 +366,24 @@ async fn live_view(state: &AppState, event: Uuid, tz: &str) -> Result<Live> {
         average_wait: format!("{:.0} s", q.average_wait_seconds),
         refusals: q.refusals.iter().map(|(k, v)| (k.clone(), *v)).collect(),
     });
+    let waitlist = report.waitlist.as_ref().map(|w| {
+        let n = |k: &str| w.offers.get(k).copied().unwrap_or(0);
+        Waitlist {
+            state: if w.closed {
+                "closed"
+            } else if w.enabled {
+                "open"
+            } else {
+                "off"
+            },
+            waiting: w.waiting,
+            offers_out: w.offers_out,
+            made: n("made"),
+            claimed: n("claimed"),
+            lapsed: n("lapsed"),
+            declined: n("declined"),
+        }
+    });
     let orders = Orders {
         paid: report.orders.paid,
         abandoned: report.orders.abandoned,
@@ -383,6 +413,7 @@ async fn live_view(state: &AppState, event: Uuid, tz: &str) -> Result<Live> {
         chart,
         edge_error: report.edge.error.clone().unwrap_or_default(),
         queue,
+        waitlist,
         orders,
         tiers,
         generated_at: now.to_rfc3339(),
@@ -460,14 +491,22 @@ mod tests {
     fn the_chart_scales_to_the_busiest_minute() {
         let chart = chart(&[0, 2, 4, 0]);
         assert_eq!((chart.total, chart.top, chart.bars.len()), (6, 4, 2));
-        let svg = templates::render("dashboard/live.html", json!({ "live": {
+        let mut live = json!({
             "sold": 1, "capacity": 2, "bar": sold_bar(1, 0, 2), "held": "0", "gross": "–", "net": "–",
-            "chart": chart, "queue": null, "edge_error": "<down>", "tiers": [], "generated_at": "", "generated": "",
-            "orders": { "paid": 0, "abandoned": 0, "hold_to_order": "–", "conversion": "0 %" },
-        }}))
-        .unwrap();
+            "chart": chart, "queue": null, "waitlist": null, "edge_error": "<down>", "tiers": [], "generated_at": "",
+            "generated": "", "orders": { "paid": 0, "abandoned": 0, "hold_to_order": "–", "conversion": "0 %" },
+        });
+        let svg = templates::render("dashboard/live.html", json!({ "live": live })).unwrap();
         assert!(svg.contains("data-total=\"6\"") && svg.contains("4/min"), "{svg}");
         assert_eq!(svg.matches("<rect").count(), 3 + 2, "the bar's three, the chart's two");
         assert!(svg.contains("unavailable: &lt;down&gt;"));
+        assert!(!svg.contains("Waiting list"), "no list, no section");
+        live["waitlist"] = json!({ "state": "open", "waiting": 3, "offers_out": 1, "made": 4, "claimed": 2, "lapsed": 1, "declined": 0 });
+        let html = templates::render("dashboard/live.html", json!({ "live": live })).unwrap();
+        assert!(html.contains("<h2>Waiting list</h2>"), "{html}");
+        let waiting = html.find(r#"data-figure="waitlist-waiting""#).map(|i| &html[i..i + 40]);
+        assert!(waiting.is_some_and(|w| w.contains(">3<")), "{html}");
+        let lapsed = html.find(r#"data-figure="waitlist-lapsed""#).map(|i| &html[i..i + 40]);
+        assert!(lapsed.is_some_and(|w| w.contains(">1<")), "{lapsed:?}");
     }
 }

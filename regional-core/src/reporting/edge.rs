@@ -96,6 +96,39 @@ pub struct EdgePicture {
     pub seated_tiers: BTreeMap<Uuid, SeatCounts>,
     pub holds: HoldCounters,
     pub queue: QueueFigures,
+    /// The event's waiting list, when it keeps one (or kept one: it has entries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waitlist: Option<WaitlistFigures>,
+}
+
+/// An event's waiting list as the edge keeps it (docs/waiting-list.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WaitlistFigures {
+    pub enabled: bool,
+    pub closed: bool,
+    /// People waiting for an offer.
+    pub waiting: u64,
+    /// Offers standing (places held for someone on the list).
+    pub offers_out: u64,
+    /// Offers made, claimed (bought), lapsed, declined and withdrawn, since the list began.
+    pub offers: BTreeMap<String, u64>,
+    /// Entries per what they asked for (`any`, `seats`, a GA tier's id), by state.
+    pub by_pool: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+impl WaitlistFigures {
+    /// From the list's counts (`GET …/waitlist`); `None` for a list that is off and was never used.
+    pub fn parse(summary: &Value) -> Option<Self> {
+        let figures = WaitlistFigures {
+            enabled: summary["settings"]["enabled"].as_bool().unwrap_or(false),
+            closed: summary["closed"].as_bool().unwrap_or(false),
+            waiting: summary["waiting"].as_u64().unwrap_or(0),
+            offers_out: summary["offers_out"].as_u64().unwrap_or(0),
+            offers: serde_json::from_value(summary["offers"].clone()).unwrap_or_default(),
+            by_pool: serde_json::from_value(summary["by_pool"].clone()).unwrap_or_default(),
+        };
+        (figures.enabled || !figures.by_pool.is_empty()).then_some(figures)
+    }
 }
 
 impl EdgePicture {
@@ -247,11 +280,16 @@ impl EdgeStats {
         let Some(edge) = &self.edge else { return Err("the core has no edge configured".into()) };
         let event_id = event.to_string();
         let both = async {
-            let (stats, room) = tokio::join!(
+            let (stats, room, list) = tokio::join!(
                 edge.send(&event_id, &InternalRoute::Stats, Vec::new()),
-                edge.send(&event_id, &InternalRoute::WaitingRoom, Vec::new())
+                edge.send(&event_id, &InternalRoute::WaitingRoom, Vec::new()),
+                edge.send(&event_id, &InternalRoute::Waitlist, Vec::new())
             );
-            EdgePicture::parse(&stats.map_err(|e| e.to_string())?, &room.map_err(|e| e.to_string())?)
+            let mut picture =
+                EdgePicture::parse(&stats.map_err(|e| e.to_string())?, &room.map_err(|e| e.to_string())?)?;
+            // A list the edge cannot show is left out (the rest of the picture stands).
+            picture.waitlist = list.ok().as_ref().and_then(WaitlistFigures::parse);
+            Ok(picture)
         };
         let picture = match tokio::time::timeout(ASK_TIMEOUT, both).await {
             Ok(p) => p,

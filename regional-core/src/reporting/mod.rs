@@ -123,6 +123,8 @@ pub struct EventReport {
     pub edge: EdgeStatus,
     pub holds: Option<edge::HoldCounters>,
     pub waiting_room: Option<edge::QueueFigures>,
+    /// The waiting list (docs/waiting-list.md), when the event keeps one.
+    pub waitlist: Option<edge::WaitlistFigures>,
     pub generated_at: DateTime<Utc>,
 }
 
@@ -191,6 +193,7 @@ pub async fn report_of(state: &AppState, event: Uuid) -> Result<EventReport> {
             .map(|p| orders.created as f64 / p.holds.placed as f64),
         edge,
         holds: picture.as_ref().map(|p| p.holds.clone()),
+        waitlist: picture.as_ref().and_then(|p| p.waitlist.clone()),
         waiting_room: picture.map(|p| p.queue),
         tiers,
         totals,

@@ -102,7 +102,9 @@ impl Ledger {
         }
         self.holds
             .values()
-            .filter(|h| h.state == HoldState::Held && (h.parked() || crate::waitlist::is_offer_hold(&h.id)))
+            .filter(|h| {
+                h.state == HoldState::Held && (h.parked() || crate::waitlist::ids::is_offer_hold(&h.id))
+            })
             .map(|h| {
                 let seats = h.seats.iter().filter(|s| self.on_sale(s)).count() as u32;
                 seats + h.ga.as_ref().map_or(0, |g| g.quantity)
