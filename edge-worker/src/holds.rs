@@ -174,6 +174,7 @@ pub async fn snapshot(ev: &EventCtx<'_>) -> Result<Snapshot> {
                 m.seats.push_str(&part.seats);
                 m.sections.extend(part.sections);
                 m.tiers.extend(part.tiers);
+                m.waitlist_held += part.waitlist_held;
                 // Each section's shard sells its share of every seated tier: add them up.
                 for (tier, counts) in part.seated_tiers {
                     match m.seated_tiers.iter_mut().find(|(t, _)| *t == tier) {

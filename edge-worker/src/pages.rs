@@ -279,7 +279,8 @@ async fn landing_page(
     };
     // A sold-out event's waiting list: the visitor's entry, and the form's puzzle.
     let waitlist = view.phase == Phase::SoldOut && view.settings.waitlist.enabled;
-    let entry = if waitlist { crate::waitlist::entry_of(ev, req).await? } else { None };
+    // The list unreachable: the page shows the form (a join then says what is wrong).
+    let entry = if waitlist { crate::waitlist::entry_of(ev, req).await.unwrap_or(None) } else { None };
     let live_entry =
         entry.as_ref().is_some_and(|e| matches!(e["state"].as_str(), Some("waiting" | "offered")));
     let wants_challenge = (view.phase.accepts_joins() || (waitlist && !live_entry))
@@ -374,7 +375,10 @@ pub async fn event_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
         return Ok(resp);
     }
     let Some(view) = view(ev.env, &ev.event).await? else { return no_such_event() };
-    if matches!(credentials, Credentials::None(..)) {
+    // Sold out with a waiting list: everyone sees the list (those who held a place in line too:
+    // they are whom it is for).
+    let listing = view.phase == Phase::SoldOut && view.settings.waitlist.enabled;
+    if listing || matches!(credentials, Credentials::None(..)) {
         return landing_page(ev, req, &view, None).await;
     }
     match line::standing(ev, req, credentials).await {

@@ -332,6 +332,10 @@ test('a sold-out event\'s page offers its waiting list: joined by its form, the 
   }
   assert.match(html, /<form method="post" action="\/events\/evt-wl-page\/waitlist" id="join">/);
   assert.match(html, /<option value="any">Any tickets<\/option>/);
+  // Someone who was admitted from the line (the buyer) sees the list too, not the purchase page.
+  const admitted = await mf.dispatchFetch(`http://edge/events/${event}`, { redirect: 'manual', headers: { ...headers, cookie: `admission_${event}=${token}` } });
+  assert.equal(admitted.status, 200);
+  assert.match(await admitted.text(), /Join the waiting list/);
   assert.match(html, /name="quantity" type="number" min="1" max="6"/);
   // The line's JSON says where to join instead.
   const json = await (await mf.dispatchFetch(`http://edge/events/${event}`, { headers: { ...headers, accept: 'application/json' } })).json();

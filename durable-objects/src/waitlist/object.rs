@@ -135,9 +135,15 @@ enum Placed {
     /// The inventory will not hold it (the buyer already holds the most tickets allowed, the
     /// tier's sale ended): declined on their behalf.
     Refused,
-    /// Its places had gone (a late payment took them back): the entry waits again.
+    /// Its places had gone (a late payment took them back): the entry waits again (twice at
+    /// most: a third time it is declined, so that no offer is remade and withdrawn forever).
     Gone,
+    /// Not now (an unexpected refusal): placed again at the next round, or lapsed at its time.
+    Later,
 }
+
+/// How many times an entry's offer may be withdrawn before it is declined.
+pub const MAX_WITHDRAWALS: usize = 2;
 
 /// The most offers one round places at the inventory (the rest, recorded, are placed by the next
 /// round: one round stays well within a Worker's subrequests).
@@ -520,12 +526,14 @@ impl WaitlistObject {
                     "waiting-list offer not held by the inventory",
                     serde_json::json!({ "entry": offer.number, "shard": shard, "reason": problem["reason"] }),
                 );
-                // Places gone (a late payment took them back meanwhile): the entry waits again.
-                // Anything else the inventory will refuse again (the buyer's limit, a tier whose
-                // sale ended): declined on the buyer's behalf, so that no offer is remade forever.
-                let gone =
-                    matches!(problem["reason"].as_str(), Some("not_enough_available" | "seats_unavailable"));
-                Ok(if gone { Placed::Gone } else { Placed::Refused })
+                Ok(match problem["reason"].as_str() {
+                    // Places gone (a late payment took them back meanwhile): the entry waits again.
+                    Some("not_enough_available" | "seats_unavailable") => Placed::Gone,
+                    // What the inventory will refuse again: declined on the buyer's behalf.
+                    Some("limit_exceeded" | "tier_not_on_sale" | "unknown_tier") => Placed::Refused,
+                    // Anything else: tried again at the next round (it lapses at its time).
+                    _ => Placed::Later,
+                })
             }
             s => {
                 Err(worker::Error::RustError(format!("shard {shard} answered {s} to offer {}", offer.number)))
@@ -669,8 +677,18 @@ impl WaitlistObject {
                     l.decline(offer.number, now);
                 })?,
                 Placed::Gone => self.apply(|l, now| {
-                    l.withdraw(offer.number, now);
+                    let withdrawn = l
+                        .records()
+                        .iter()
+                        .filter(|r| matches!(r, Record::Withdrawn { number, .. } if *number == offer.number))
+                        .count();
+                    if withdrawn < MAX_WITHDRAWALS {
+                        l.withdraw(offer.number, now);
+                    } else {
+                        l.decline(offer.number, now);
+                    }
                 })?,
+                Placed::Later => {}
             }
         }
         // 5. What nobody waiting wants goes back on sale.
@@ -692,12 +710,11 @@ impl WaitlistObject {
                 );
             }
         }
-        // 6. Parking while anyone waits.
-        let want = self
-            .list
-            .borrow()
-            .as_ref()
-            .is_some_and(|(_, l)| l.settings().enabled && !l.closed() && l.waiting() > 0);
+        // 6. Parking while anyone waits, and while offers stand (their places come back to the
+        // list if they lapse, and the line stays closed meanwhile).
+        let want = self.list.borrow().as_ref().is_some_and(|(_, l)| {
+            l.settings().enabled && !l.closed() && (l.waiting() > 0 || l.offers_out() > 0)
+        });
         for (shard, status) in statuses.iter().enumerate() {
             if status.as_ref().is_some_and(|s| s.parking != want) {
                 let body = serde_json::json!({ "on": want }).to_string();

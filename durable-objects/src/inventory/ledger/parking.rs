@@ -105,10 +105,8 @@ impl Ledger {
             .filter(|h| {
                 h.state == HoldState::Held && (h.parked() || crate::waitlist::ids::is_offer_hold(&h.id))
             })
-            .map(|h| {
-                let seats = h.seats.iter().filter(|s| self.on_sale(s)).count() as u32;
-                seats + h.ga.as_ref().map_or(0, |g| g.quantity)
-            })
+            // Every seat, as `availability` counts them held (one taken off sale too).
+            .map(|h| h.seats.len() as u32 + h.ga.as_ref().map_or(0, |g| g.quantity))
             .sum()
     }
 
