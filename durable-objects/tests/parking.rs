@@ -129,6 +129,77 @@ fn an_offer_becomes_the_entrys_hold_and_its_lapse_parks_the_places_again() {
 }
 
 #[test]
+fn an_offer_of_seats_takes_them_side_by_side_where_it_can() {
+    let mut l = ledger();
+    // Seats come back one by one, oldest first: S0-0-0, S0-1-2, S0-0-4, S0-0-3.
+    park_one_by_one(&mut l, &["S0-0-0", "S0-1-2", "S0-0-4", "S0-0-3"], 1);
+    assert_eq!(parked(&l), [(None, 4)]);
+    let until = T0 + 900_000;
+    // Two seats: the two adjacent ones (S0-0-3, S0-0-4), not the two parked longest.
+    let (pair, _) = offer(&mut l, &visitor(7), None, 2, None, until, hold_id(10), T0 + 10).unwrap();
+    assert_eq!(pair.seats, [seat("S0-0-3"), seat("S0-0-4")]);
+    // One seat: the one parked longest.
+    let (one, _) = offer(&mut l, &visitor(8), None, 1, None, until, hold_id(11), T0 + 11).unwrap();
+    assert_eq!(one.seats, [seat("S0-0-0")]);
+    // Two more come back, none adjacent to what is parked: two seats are the ones parked longest.
+    l.place_hold(&visitor(9), None, &seats(&["S0-1-0"]), T0, hold_id(12)).unwrap();
+    l.release(&hold_id(12), Releaser::Core, T0 + 12).unwrap();
+    let (apart, _) = offer(&mut l, &visitor(10), None, 2, None, until, hold_id(13), T0 + 13).unwrap();
+    assert_eq!(apart.seats, [seat("S0-1-0"), seat("S0-1-2")]);
+    assert_eq!(parked(&l), []);
+}
+
+/// Parks `ids`' seats, one hold each, in that order (the first parked longest).
+fn park_one_by_one(l: &mut Ledger, ids: &[&str], first: u32) {
+    for (k, s) in ids.iter().enumerate() {
+        let n = first + k as u32;
+        l.place_hold(&visitor(n), None, &seats(&[s]), T0, hold_id(n.into())).unwrap();
+        l.release(&hold_id(n.into()), Releaser::Core, T0 + i64::from(n)).unwrap();
+    }
+}
+
+#[test]
+fn side_by_side_stops_at_an_aisle_and_keeps_the_rest_of_a_run_together() {
+    let mut inv = inventory(1, 2, 5, 10, SETTINGS);
+    // An aisle after S0-0-1: S0-0-1 and S0-0-2 are not side by side.
+    inv.seat_map.sections[0].rows[0].seats[1].aisle_after = true;
+    let mut l = Ledger::new(&inv);
+    l.set_parking(true, T0);
+    park_one_by_one(&mut l, &["S0-0-1", "S0-0-2", "S0-0-3"], 1);
+    let until = T0 + 900_000;
+    let (pair, _) = offer(&mut l, &visitor(7), None, 2, None, until, hold_id(10), T0 + 10).unwrap();
+    assert_eq!(pair.seats, [seat("S0-0-2"), seat("S0-0-3")], "not across the aisle");
+    // A run of four parked in the order 1, 2, 0, 3: the pair with the seat parked longest, at an
+    // end of the run (0 and 1, not 1 and 2), so that the other two stay side by side.
+    park_one_by_one(&mut l, &["S0-1-1", "S0-1-2", "S0-1-0", "S0-1-3"], 20);
+    let (pair, _) = offer(&mut l, &visitor(8), None, 2, None, until, hold_id(30), T0 + 30).unwrap();
+    assert_eq!(pair.seats, [seat("S0-1-0"), seat("S0-1-1")]);
+    let (rest, _) = offer(&mut l, &visitor(9), None, 2, None, until, hold_id(31), T0 + 31).unwrap();
+    assert_eq!(rest.seats, [seat("S0-1-2"), seat("S0-1-3")]);
+}
+
+#[test]
+fn seats_parked_again_keep_their_age() {
+    let mut l = ledger();
+    // One hold of three seats apart comes back, then a single seat.
+    l.place_hold(&visitor(1), None, &seats(&["S0-0-0", "S0-0-2", "S0-0-4"]), T0, hold_id(1)).unwrap();
+    l.release(&hold_id(1), Releaser::Core, T0 + 1).unwrap();
+    park_one_by_one(&mut l, &["S0-1-0"], 2);
+    let until = T0 + 900_000;
+    let (first, _) = offer(&mut l, &visitor(7), None, 1, None, until, hold_id(10), T0 + 10).unwrap();
+    assert_eq!(first.seats, [seat("S0-0-0")]);
+    // The rest of that hold was parked again: still older than S0-1-0.
+    let (second, _) = offer(&mut l, &visitor(8), None, 1, None, until, hold_id(11), T0 + 11).unwrap();
+    assert_eq!(second.seats, [seat("S0-0-2")]);
+    // Places nobody wants go back on sale oldest first, not as the best block.
+    park_one_by_one(&mut l, &["S0-1-1"], 12);
+    l.unpark(None, 2, T0 + 20).unwrap();
+    assert_eq!(parked(&l), [(None, 1)]);
+    let a = l.availability();
+    assert_eq!((&a.seats[4..5], &a.seats[5..7]), ("a", "ah"), "S0-0-4 and S0-1-0 freed, S0-1-1 still parked");
+}
+
+#[test]
 fn unwanted_places_go_back_on_sale_and_parking_off_frees_everything() {
     let mut l = ledger();
     l.place_hold(&visitor(1), None, &seats(&["S0-0-1", "S0-0-2"]), T0, hold_id(1)).unwrap();

@@ -23,6 +23,8 @@ use sqlx::PgPool;
 use crate::edge::core_call;
 use shared_types::internal_api::InternalRoute;
 
+pub mod waitlist;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub name: &'static str,
@@ -45,7 +47,7 @@ async fn count(db: &PgPool, sql: &str, event: &str) -> Result<i64, String> {
     sqlx::query_scalar(sql).bind(event).fetch_one(db).await.map_err(|e| format!("audit query: {e}"))
 }
 
-const UNFINISHED: &str = "SELECT count(*) FROM orders WHERE event_id = $1::uuid
+pub(crate) const UNFINISHED: &str = "SELECT count(*) FROM orders WHERE event_id = $1::uuid
     AND state IN ('created', 'awaiting_payment', 'confirming', 'releasing', 'refunding')";
 
 /// The edge's statistics of the event (signed core call).

@@ -45,9 +45,20 @@ pub async fn core_call(
     route: &InternalRoute,
     body: Vec<u8>,
 ) -> Result<(u16, Value), String> {
-    let (method, path) = (route.method(), route.path(event));
+    core_request(client, signer, base, route.method(), &route.path(event), body).await
+}
+
+/// A signed call to the edge's internal API by method and path (with its query, which is signed
+/// too): its status and JSON body.
+pub async fn core_request(
+    client: &reqwest::Client,
+    signer: &TokenSigner,
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, Value), String> {
     let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
-    let path = path.as_str();
     let signature = sign_request(signer, method.as_str(), path, &body, unix_now(), &nonce());
     let resp = client
         .request(method, format!("{base}{path}"))

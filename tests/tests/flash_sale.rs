@@ -22,6 +22,7 @@ async fn a_short_flash_sale_ends_with_a_clean_audit() {
         ("CORE_PUBLIC_URL", core_url.clone()),
         ("PAYMENT_GRACE_SECS", "5".to_owned()),
         ("RECONCILE_INTERVAL_MS", "300".to_owned()),
+        ("WAITLIST_POLL_SECS", "1".to_owned()),
         ("RUST_LOG", "warn".to_owned()),
     ];
     let core = start_core_with(core_port, &db_url, true, &dir, &env);
@@ -35,7 +36,7 @@ async fn a_short_flash_sale_ends_with_a_clean_audit() {
                 --on-sale-in 3 --difficulty 2 --bot-share 0.05 --decline-share 0.1 --abandon-share 0.1 \
                 --think-min-ms 50 --think-max-ms 300 --hold-seconds 8 --payment-seconds 10 \
                 --admit-per-minute 3000 --max-active 100 --session-seconds 60 --concurrency 64 \
-                --max-seconds 240 --baseline";
+                --max-seconds 300 --waitlist 30 --waitlist-refunds 3 --baseline";
     let run = run_sale(&edge_url, &core_url, &db_url, &keys, &admin, &dir.join("results"), plan).await;
     let stdout = String::from_utf8_lossy(&run.stdout);
     let stderr = String::from_utf8_lossy(&run.stderr);
@@ -55,11 +56,12 @@ async fn a_short_flash_sale_ends_with_a_clean_audit() {
     assert_eq!(n("timed_out"), 0, "every buyer's visit ended within the run: {outcomes}");
     assert!(n("sold_out_in_line") + n("no_seats") + n("gave_up") > 0, "300 buyers for 100 seats: {outcomes}");
     let sold = report["tickets_sold"].as_u64().unwrap();
-    assert!(sold > 0 && sold <= 100);
+    let refunded = report["waitlist"]["refunded_tickets"].as_u64().unwrap();
+    assert!(sold > 0 && sold - refunded <= 100);
     assert_eq!(
         report["audit"]["figures"]["live_tickets"].as_u64(),
-        Some(sold),
-        "what buyers saw paid is what the core holds"
+        Some(sold - refunded),
+        "what buyers saw paid, less what the organizer refunded, is what the core holds"
     );
     assert!(report["hold_conflicts"].as_u64().unwrap() > 0, "the hot block was contended");
     // Every person joined a queue shard, and every admitted one read and held at an inventory object.
@@ -70,10 +72,32 @@ async fn a_short_flash_sale_ends_with_a_clean_audit() {
         assert!(counts[key].as_u64().unwrap_or(0) > 0, "{key}: {counts}");
     }
     assert_eq!(counts["paid"], report["outcomes"]["paid"], "{counts}");
+    let orders = &report["audit"]["figures"]["orders_by_state"];
+    let refunds = report["steps"]["refund"]["statuses"]["202"].as_u64().unwrap_or(0);
     assert_eq!(
-        counts["holds_sold"], report["audit"]["figures"]["orders_by_state"]["paid"],
-        "a hold per paid order"
+        counts["holds_sold"].as_u64(),
+        Some(orders["paid"].as_u64().unwrap_or(0) + refunds),
+        "a hold per paid order (the organizer's refunds were paid too): {orders}"
     );
+    // The waiting list: 30 people joined once the sale was sold out; the seats that came back
+    // (abandoned, declined, refunded) were offered to them in order and some were bought; the
+    // audit replayed the list's records against the orders (its checks are in `audit.checks`).
+    let list = &report["waitlist"];
+    assert!(refunds > 0, "the organizer refunded orders while people waited: {}", report["steps"]);
+    assert!(list["figures"]["offers"].as_u64().unwrap_or(0) > 0, "{list}");
+    assert!(list["figures"]["tickets_sold_through_the_list"].as_u64().unwrap_or(0) > 0, "{list}");
+    assert!(list["outcomes"]["paid"].as_u64().unwrap_or(0) > 0, "{list}");
+    let checks = report["audit"]["checks"].as_array().unwrap();
+    for name in [
+        "waitlist_offers_in_order",
+        "waitlist_never_offered_more_than_came_back",
+        "waitlist_released_only_when_unwanted",
+        "waitlist_places_accounted",
+        "waitlist_claims_are_paid_orders",
+        "returned_seats_went_to_the_list",
+    ] {
+        assert!(checks.iter().any(|c| c["name"] == name && c["ok"] == true), "{name}: {checks:?}");
+    }
     assert!(counts["refused_by_reason"]["pow-invalid"].as_u64().unwrap_or(0) > 0, "the bots: {counts}");
     for step in ["challenge", "join", "poll", "hold", "checkout", "pay"] {
         assert!(report["steps"][step]["requests"].as_u64().unwrap_or(0) > 0, "{step}");

@@ -1051,7 +1051,7 @@ impl Ledger {
         if let Err(e) = self.reclaim_ended(id, now) {
             for p in unparked {
                 let source = p.parked_from.clone().unwrap_or(p.id.clone());
-                self.park(p.seats, p.ga, &source, now);
+                self.park_since(p.seats, p.ga, &source, p.created_at, now);
             }
             return Err(e);
         }

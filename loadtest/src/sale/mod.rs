@@ -8,6 +8,9 @@
 //! share declining, a share abandoning). Bots (a share of arrivals) join without solving the
 //! challenge and must be refused. Every request is timed; requests in flight are bounded.
 //!
+//! With `--waitlist N`, N more people join the event's waiting list once it is sold out and are
+//! offered the seats that come back (`waitlist.rs`; the list's audit: `crate::audit::waitlist`).
+//!
 //! At the end the run waits for the sale to settle (abandoned holds expire, orders finish) and
 //! audits it (`crate::audit`). Results: JSON and an SVG chart in `--out`.
 
@@ -26,6 +29,7 @@ use tokio::sync::Semaphore;
 use crate::edge::{core_call, nonce};
 use shared_types::internal_api::InternalRoute;
 pub mod plan;
+mod waitlist;
 
 use self::plan::*;
 use crate::baseline::BaselineReport;
@@ -80,6 +84,11 @@ struct Ctx {
     /// Per buyer who got in: ms from joining to admission.
     waits: Mutex<Vec<u64>>,
     conflicts: AtomicU64,
+    /// Each hold a buyer placed: when its request was sent (ms since the start) and its seats (as
+    /// indexes into `seat_ids`), for the waiting list's audit.
+    held: Mutex<Vec<(u32, Vec<usize>)>>,
+    /// The orders buyers saw paid.
+    paid_orders: Mutex<Vec<String>>,
     /// How long an admitted buyer who finds every seat held waits for one to come back.
     hold_wait: Duration,
 }
@@ -146,26 +155,10 @@ async fn visit(ctx: Arc<Ctx>, mut plan: Plan) -> Outcome {
             Outcome::BotRefused(reason(&a.body))
         };
     }
-    // The challenge, solved off the async threads.
-    let Some(c) = ctx.send(Step::Challenge, ctx.http.post(format!("{base}/challenge"))).await else {
-        return Outcome::Failed("challenge".into());
+    let (cookie, join) = match solve_challenge(&ctx, None).await {
+        Ok(solved) => solved,
+        Err(outcome) => return outcome,
     };
-    if c.status != 200 {
-        return Outcome::Refused(reason(&c.body));
-    }
-    let cookie = c.cookie.unwrap_or_default();
-    let mut join = json!({});
-    if let (Some(challenge), Some(difficulty)) = (c.body["challenge"].as_str(), c.body["difficulty"].as_u64())
-    {
-        let challenge = challenge.to_owned();
-        let solution = {
-            let challenge = challenge.clone();
-            tokio::task::spawn_blocking(move || pow_solve(&challenge, difficulty as u8))
-                .await
-                .unwrap_or_default()
-        };
-        join = json!({ "challenge": challenge, "solution": solution });
-    }
     let Some(j) = ctx
         .send(Step::Join, ctx.http.post(format!("{base}/queue")).header("cookie", &cookie).json(&join))
         .await
@@ -221,6 +214,36 @@ async fn visit(ctx: Arc<Ctx>, mut plan: Plan) -> Outcome {
     outcome
 }
 
+/// The bot check as the page passes it: asks for a challenge (with the visitor's `cookie`, if they
+/// have one) and solves its proof of work off the async threads. The visitor cookie, and the
+/// fields a join sends.
+async fn solve_challenge(ctx: &Ctx, cookie: Option<&str>) -> Result<(String, Value), Outcome> {
+    let mut req = ctx.http.post(format!("{}/challenge", ctx.base));
+    if let Some(cookie) = cookie {
+        req = req.header("cookie", cookie);
+    }
+    let Some(c) = ctx.send(Step::Challenge, req).await else {
+        return Err(Outcome::Failed("challenge".into()));
+    };
+    if c.status != 200 {
+        return Err(Outcome::Refused(reason(&c.body)));
+    }
+    let cookie = c.cookie.or(cookie.map(str::to_owned)).unwrap_or_default();
+    let mut join = json!({});
+    if let (Some(challenge), Some(difficulty)) = (c.body["challenge"].as_str(), c.body["difficulty"].as_u64())
+    {
+        let challenge = challenge.to_owned();
+        let solution = {
+            let challenge = challenge.clone();
+            tokio::task::spawn_blocking(move || pow_solve(&challenge, difficulty as u8))
+                .await
+                .unwrap_or_default()
+        };
+        join = json!({ "challenge": challenge, "solution": solution });
+    }
+    Ok((cookie, join))
+}
+
 /// Admitted: seats, hold, checkout, payment.
 async fn shop(ctx: &Ctx, plan: &mut Plan, admission: &str) -> Outcome {
     let base = &ctx.base;
@@ -260,7 +283,9 @@ async fn shop(ctx: &Ctx, plan: &mut Plan, admission: &str) -> Outcome {
         // Together if possible: a random free seat and the free ones right after it.
         let start = choices[(next(&mut plan.rng) % choices.len() as u64) as usize];
         choices.retain(|&i| i >= start);
-        let seats: Vec<&str> = choices.iter().take(plan.tickets).map(|&i| ctx.seat_ids[i].as_str()).collect();
+        let picked: Vec<usize> = choices.iter().take(plan.tickets).copied().collect();
+        let seats: Vec<&str> = picked.iter().map(|&i| ctx.seat_ids[i].as_str()).collect();
+        let sent = ctx.now_ms();
         let Some(h) = ctx
             .send(
                 Step::Hold,
@@ -276,6 +301,9 @@ async fn shop(ctx: &Ctx, plan: &mut Plan, admission: &str) -> Outcome {
         match h.status {
             201 => {
                 hold_token = h.body["hold_token"].as_str().map(str::to_owned);
+                if let Ok(mut held) = ctx.held.lock() {
+                    held.push((sent, picked));
+                }
                 break;
             }
             409 => {
@@ -288,8 +316,13 @@ async fn shop(ctx: &Ctx, plan: &mut Plan, admission: &str) -> Outcome {
     }
     let Some(hold_token) = hold_token else { return Outcome::GaveUp };
     tokio::time::sleep(plan.think[1]).await;
-
     let email = format!("{}@sale.test", nonce().to_lowercase().replace(['-', '_'], "x"));
+    buy(ctx, &hold_token, &email, plan.fate).await
+}
+
+/// A hold bought: checkout, then the test provider's page (paying, declining, or leaving it as
+/// `fate` says), then the order page polled until the order has an outcome.
+async fn buy(ctx: &Ctx, hold_token: &str, email: &str, fate: Fate) -> Outcome {
     let Some(o) = ctx
         .send(
             Step::Checkout,
@@ -309,7 +342,7 @@ async fn shop(ctx: &Ctx, plan: &mut Plan, admission: &str) -> Outcome {
             Outcome::Refused(reason(&o.body))
         };
     }
-    let decision = match plan.fate {
+    let decision = match fate {
         Fate::Abandon => return Outcome::Abandoned,
         Fate::Decline => "decline",
         Fate::Pay => "approve",
@@ -348,6 +381,9 @@ async fn shop(ctx: &Ctx, plan: &mut Plan, admission: &str) -> Outcome {
         };
         match order.body["state"].as_str() {
             Some("paid") => {
+                if let Ok(mut paid) = ctx.paid_orders.lock() {
+                    paid.push(id.to_owned());
+                }
                 let n = order.body["tickets"].as_array().map_or(0, Vec::len) as u64;
                 ctx.sold.fetch_add(n, Ordering::Relaxed);
                 if let Ok(mut sales) = ctx.sales.lock() {
@@ -385,6 +421,9 @@ pub struct SaleReport {
     /// Durable Object requests per buyer (queue objects and inventory objects, from their counters).
     pub do_requests_per_buyer: f64,
     pub audit: crate::audit::Audit,
+    /// The waiting-list phase (`--waitlist`): its members' outcomes and the list's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waitlist: Option<Value>,
     pub chart: String,
     /// The same plans against the baseline, and the two side by side (with `--baseline`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -473,6 +512,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         "bot": { "check": if args.difficulty == 0 { json!({ "kind": "off" }) } else { json!({ "kind": "proof_of_work", "difficulty": args.difficulty }) },
                  "raise_above_joins_per_minute": 100_000_000 },
         "rate_limits": { "joins_per_visitor_per_minute": 10 },
+        "waitlist": { "enabled": args.waitlist > 0, "claim_seconds": args.waitlist_claim_seconds, "max_offers_out": 50 },
     });
     let holds = json!({ "hold_seconds": args.hold_seconds, "extension_seconds": args.payment_seconds, "max_tickets_per_visitor": 8 });
     let event =
@@ -520,9 +560,31 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         sales: Mutex::new(Vec::new()),
         waits: Mutex::new(Vec::new()),
         conflicts: AtomicU64::new(0),
+        held: Mutex::new(Vec::new()),
+        paid_orders: Mutex::new(Vec::new()),
         hold_wait: Duration::from_secs(u64::from(args.hold_seconds.max(args.payment_seconds)) + 10),
     });
     let progress = tokio::spawn(progress(ctx.clone(), args.buyers));
+    let started_epoch_ms = chrono_ms() - started.elapsed().as_millis() as i64;
+    // The waiting list's members, its mail reader and its watcher (`waitlist.rs`).
+    let list_plans = waitlist_plans(&args);
+    let list = Arc::new(waitlist::List::new(db.clone(), event.clone(), list_plans.len()));
+    let mut list_tasks = Vec::new();
+    if !list_plans.is_empty() {
+        list_tasks.push(tokio::spawn(waitlist::read_mail(list.clone())));
+        list_tasks.push(tokio::spawn(waitlist::watch(
+            ctx.clone(),
+            list.clone(),
+            signer.clone(),
+            args.admin_key.clone(),
+            args.waitlist_refunds,
+        )));
+    }
+    let members: Vec<_> = list_plans
+        .into_iter()
+        .enumerate()
+        .map(|(n, plan)| tokio::spawn(waitlist::member(ctx.clone(), list.clone(), plan, n)))
+        .collect();
     let tasks: Vec<_> = plans(&args)
         .into_iter()
         .map(|plan| {
@@ -538,6 +600,12 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
     for t in tasks {
         outcomes.push(t.await.unwrap_or(Outcome::Failed("panic".into())));
     }
+    list.sale_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut list_outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    for m in members {
+        *list_outcomes.entry(m.await.unwrap_or_else(|_| "failed_panic".into())).or_default() += 1;
+    }
+    list_tasks.iter().for_each(|t| t.abort());
     let seconds = started.elapsed().as_secs_f64();
     progress.abort();
     eprintln!();
@@ -557,6 +625,30 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
     .await?;
 
     let records = std::mem::take(&mut *ctx.records.lock().map_err(|_| "poisoned")?);
+    let mut audit = audit;
+    let waitlist = if args.waitlist > 0 {
+        let at = |ms: u64| started_epoch_ms + ms as i64;
+        let public = list.public_at_first_entry();
+        let seen = crate::audit::waitlist::Observed {
+            first_entry_ms: list.first_entry_ms().map(at),
+            public_after_ms: public.as_ref().map(|(t, _)| at(*t)),
+            public: public.map(|(_, seats)| seats.into_iter().collect()).unwrap_or_default(),
+            holds: std::mem::take(&mut *ctx.held.lock().map_err(|_| "poisoned")?)
+                .into_iter()
+                .map(|(sent, seats)| (at(u64::from(sent)), seats))
+                .collect(),
+        };
+        let (checks, figures) =
+            crate::audit::waitlist::audit(&http, &signer, &args.edge, &db, &event, &seen).await?;
+        audit.checks.extend(checks);
+        audit.clean = audit.checks.iter().all(|c| c.ok);
+        let refunded = list.refunded_tickets.load(Ordering::Relaxed);
+        Some(
+            json!({ "members": args.waitlist, "outcomes": list_outcomes, "figures": figures, "refunded_tickets": refunded }),
+        )
+    } else {
+        None
+    };
     let steps = step_summaries(&records, seconds);
     let mut counted: BTreeMap<String, u64> = BTreeMap::new();
     let mut refused: BTreeMap<String, u64> = BTreeMap::new();
@@ -610,7 +702,8 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
             "bot_share": args.bot_share, "decline_share": args.decline_share, "abandon_share": args.abandon_share,
             "think_ms": [args.think_min_ms, args.think_max_ms], "hold_seconds": args.hold_seconds,
             "payment_seconds": args.payment_seconds, "session_seconds": args.session_seconds,
-            "concurrency": args.concurrency, "seed": args.seed,
+            "concurrency": args.concurrency, "seed": args.seed, "waitlist": args.waitlist,
+            "waitlist_claim_seconds": args.waitlist_claim_seconds, "waitlist_refunds": args.waitlist_refunds,
         }),
         seconds,
         outcomes: counted,
@@ -623,6 +716,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         wait_ms: json!({ "admitted": waits.len(), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": waits.last() }),
         do_requests_per_buyer: do_requests as f64 / people.max(1) as f64,
         audit,
+        waitlist,
         chart: chart_path.display().to_string(),
         baseline: None,
         comparison: None,

@@ -88,6 +88,19 @@ pub struct SaleArgs {
     /// Seed of the buyers' plan (arrivals, choices, fates): the same seed, the same sale.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// People who join the event's waiting list once it is sold out (0: no waiting-list phase).
+    /// Seats that come back are offered to them in order, by mail; each follows the mail's link
+    /// and pays, declines (`--decline-share`) or lets the offer lapse (`--abandon-share`). The
+    /// audit then replays the list's records (`crate::audit::waitlist`).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub waitlist: u64,
+    /// How long a waiting-list offer stands (the list's claim window: 60 s at least).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(60..=3600))]
+    pub waitlist_claim_seconds: u32,
+    /// Paid orders the organizer refunds once people wait on the list (their seats come back to
+    /// it, as the abandoned and declined ones do).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub waitlist_refunds: u64,
     /// Then play the same buyers' plans against the baseline (a Redis lock per seat and an
     /// optimistic-version update in PostgreSQL; `crate::baseline`) and compare.
     #[arg(long)]
@@ -123,9 +136,17 @@ pub(crate) enum Step {
     Order,
     Leave,
     Bot,
+    /// Joining the waiting list.
+    Waitlist,
+    /// Taking an offer's link.
+    Offer,
+    /// Saying no to an offer.
+    Decline,
+    /// The organizer refunding an order.
+    Refund,
 }
 
-const STEPS: [Step; 10] = [
+const STEPS: [Step; 14] = [
     Step::Challenge,
     Step::Join,
     Step::Poll,
@@ -136,11 +157,13 @@ const STEPS: [Step; 10] = [
     Step::Order,
     Step::Leave,
     Step::Bot,
+    Step::Waitlist,
+    Step::Offer,
+    Step::Decline,
+    Step::Refund,
 ];
 
 /// One timed request: step, status (`None`: transport error), when it ended (ms since the start),
-/// how long it took.
-/// One request: its step, status (none when it failed), when it started (ms since the start) and
 /// how long it took.
 pub(crate) type Rec = (Step, Option<u16>, u32, Duration);
 
@@ -176,6 +199,15 @@ fn unit(state: &mut u64) -> f64 {
     (next(state) >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Declines and abandons in the shares asked for; the rest pay.
+fn fate(rng: &mut u64, args: &SaleArgs) -> Fate {
+    match unit(rng) {
+        u if u < args.decline_share => Fate::Decline,
+        u if u < args.decline_share + args.abandon_share => Fate::Abandon,
+        _ => Fate::Pay,
+    }
+}
+
 pub(crate) fn plans(args: &SaleArgs) -> Vec<Plan> {
     let mut rng = args.seed;
     (0..args.buyers)
@@ -186,11 +218,7 @@ pub(crate) fn plans(args: &SaleArgs) -> Vec<Plan> {
                     Duration::from_secs_f64(args.spread_seconds as f64 * i as f64 / args.buyers as f64)
                 }
             };
-            let fate = match unit(&mut rng) {
-                u if u < args.decline_share => Fate::Decline,
-                u if u < args.decline_share + args.abandon_share => Fate::Abandon,
-                _ => Fate::Pay,
-            };
+            let fate = fate(&mut rng, args);
             let span = args.think_max_ms.saturating_sub(args.think_min_ms) + 1;
             Plan {
                 arrive_after,
@@ -201,6 +229,31 @@ pub(crate) fn plans(args: &SaleArgs) -> Vec<Plan> {
                 think: [0, 1].map(|_| Duration::from_millis(args.think_min_ms + next(&mut rng) % span)),
                 rng: next(&mut rng),
             }
+        })
+        .collect()
+}
+
+/// One waiting-list member's plan (`--waitlist`), drawn from the seed like the buyers'.
+#[derive(Debug, Clone)]
+pub(crate) struct ListPlan {
+    /// From the moment the sale is seen sold out.
+    pub arrive_after: Duration,
+    pub tickets: u32,
+    /// Pay for the offer, decline it, or let it lapse (`Abandon`).
+    pub fate: Fate,
+    pub think: Duration,
+}
+
+pub(crate) fn waitlist_plans(args: &SaleArgs) -> Vec<ListPlan> {
+    // A stream of its own, so that the buyers' plans stay those of the same seed without a list.
+    let mut rng = args.seed ^ 0x5741_4954_4c49_5354;
+    let span = args.think_max_ms.saturating_sub(args.think_min_ms) + 1;
+    (0..args.waitlist)
+        .map(|_| ListPlan {
+            arrive_after: Duration::from_millis(next(&mut rng) % 3_000),
+            tickets: 1 + (next(&mut rng) % args.max_tickets) as u32,
+            fate: fate(&mut rng, args),
+            think: Duration::from_millis(args.think_min_ms + next(&mut rng) % span),
         })
         .collect()
 }

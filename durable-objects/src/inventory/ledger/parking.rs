@@ -142,6 +142,19 @@ impl Ledger {
         source: &HoldId,
         now: Millis,
     ) -> Option<HoldId> {
+        self.park_since(seats, ga, source, now, now)
+    }
+
+    /// [`Ledger::park`] for places parked before, since `since`: parked again (the rest of a
+    /// parked hold an offer took part of), they keep their age.
+    pub(super) fn park_since(
+        &mut self,
+        seats: Vec<SeatId>,
+        ga: Option<GaPlaces>,
+        source: &HoldId,
+        since: Millis,
+        now: Millis,
+    ) -> Option<HoldId> {
         let seats: Vec<SeatId> = seats
             .into_iter()
             .filter(|s| {
@@ -163,7 +176,7 @@ impl Ledger {
         };
         let hold = Hold {
             parked_from: Some(source.clone()),
-            ..Hold::held(id, waitlist(), seats, ga, None, now, PARKED_UNTIL)
+            ..Hold::held(id, waitlist(), seats, ga, None, since.min(now), PARKED_UNTIL)
         };
         // The places were just checked free (seats) or just given back (GA): this cannot fail.
         let _ = self.apply_hold_effects(&hold, 1);
@@ -200,13 +213,68 @@ impl Ledger {
         }
     }
 
-    /// Takes `quantity` parked places of a pool (seats when `tier` is `None`), oldest first: the
-    /// parked holds they came from end, and what those held beyond it is parked again. The places
-    /// taken are free when this returns; the holds changed are added to `changed`.
+    /// Which `quantity` parked seats an offer takes: side by side when the parked seats allow it
+    /// (a block of adjacent seats in one row, no aisle between them: the block holding the
+    /// longest-parked seat; among those, one at an end of its run of parked seats, so that the
+    /// rest stays together; then the one whose newest seat was parked first), else the seats
+    /// parked longest. One seat, or not `together`: the seats parked longest. Seats off sale are
+    /// never chosen.
+    fn choose_parked_seats(&self, quantity: u32, together: bool) -> Vec<SeatId> {
+        let n = quantity as usize;
+        // Parked seats on sale, oldest first, with their age rank (0: parked longest).
+        let parked: Vec<SeatId> =
+            self.live_parked().flat_map(|h| h.seats.iter()).filter(|s| self.on_sale(s)).cloned().collect();
+        let rank: std::collections::HashMap<u32, usize> =
+            parked.iter().enumerate().filter_map(|(r, s)| self.seat_index.get(s).map(|&i| (i, r))).collect();
+        let mut best: Option<((usize, u8, usize), u32)> = None;
+        if n > 1 && together {
+            // Each run of adjacent parked seats (`start..end`), then each block of `n` in it.
+            let mut runs = Vec::new();
+            for row in &self.rows {
+                let mut run_start = row.start;
+                for i in row.start..row.end {
+                    if !rank.contains_key(&i) {
+                        if run_start < i {
+                            runs.push(run_start..i);
+                        }
+                        run_start = i + 1;
+                        continue;
+                    }
+                    if self.seats[i as usize].gap_after || i + 1 == row.end {
+                        runs.push(run_start..i + 1);
+                        run_start = i + 1;
+                    }
+                }
+            }
+            for run in runs.into_iter().filter(|r| r.len() >= n) {
+                for start in run.start..=run.end - n as u32 {
+                    let ranks = (start..start + n as u32).map(|j| rank[&j]);
+                    let splits = u8::from(start != run.start) + u8::from(start + n as u32 != run.end);
+                    let key = (ranks.clone().min().unwrap_or(0), splits, ranks.max().unwrap_or(0));
+                    if best.is_none_or(|(k, _)| key < k) {
+                        best = Some((key, start));
+                    }
+                }
+            }
+        }
+        match best {
+            Some((_, start)) => {
+                (start..start + n as u32).map(|i| self.seats[i as usize].id.clone()).collect()
+            }
+            None => parked.into_iter().take(n).collect(),
+        }
+    }
+
+    /// Takes `quantity` parked places of a pool (seats when `tier` is `None`: for an offer
+    /// (`together`), side by side where they can be, [`Ledger::choose_parked_seats`]; else, and
+    /// places of a GA tier, oldest first): the parked holds they came from end, and what those
+    /// held beyond it is parked again, as old as it was. The places taken are free when this
+    /// returns; the holds changed are added to `changed`.
     fn unpark_places(
         &mut self,
         tier: Option<&TierId>,
         quantity: u32,
+        together: bool,
         now: Millis,
         changed: &mut Vec<HoldId>,
     ) -> Result<(Vec<SeatId>, u32), HoldError> {
@@ -214,10 +282,14 @@ impl Ledger {
         if quantity == 0 || quantity > available {
             return Err(HoldError::NotEnoughAvailable { requested: quantity, available });
         }
+        let chosen: std::collections::HashSet<SeatId> = match tier {
+            None => self.choose_parked_seats(quantity, together).into_iter().collect(),
+            Some(_) => Default::default(),
+        };
         let sources: Vec<Hold> = self
             .live_parked()
             .filter(|h| match tier {
-                None => !h.seats.is_empty(),
+                None => h.seats.iter().any(|s| chosen.contains(s)),
                 Some(t) => h.ga.as_ref().is_some_and(|g| &g.tier == t),
             })
             .cloned()
@@ -234,11 +306,14 @@ impl Ledger {
             let (keep_seats, keep_ga) = match tier {
                 None => {
                     // Seats taken off sale while parked end withdrawn: never offered, never kept.
-                    let sellable: Vec<SeatId> =
-                        source.seats.iter().filter(|s| self.on_sale(s)).cloned().collect();
-                    let n = (wanted as usize).min(sellable.len());
-                    seats.extend(sellable[..n].iter().cloned());
-                    (sellable[n..].to_vec(), source.ga.clone())
+                    let (taken, kept): (Vec<SeatId>, Vec<SeatId>) = source
+                        .seats
+                        .iter()
+                        .filter(|s| self.on_sale(s))
+                        .cloned()
+                        .partition(|s| chosen.contains(s));
+                    seats.extend(taken);
+                    (kept, source.ga.clone())
                 }
                 Some(_) => {
                     let g = source.ga.clone().expect("filtered on its GA places");
@@ -248,10 +323,11 @@ impl Ledger {
                 }
             };
             let from = source.parked_from.clone().unwrap_or(source.id.clone());
-            if let Some(id) = self.park(keep_seats, keep_ga, &from, now) {
+            if let Some(id) = self.park_since(keep_seats, keep_ga, &from, source.created_at, now) {
                 changed.push(id);
             }
         }
+        seats.sort_by_key(|s| self.seat_index.get(s).copied());
         Ok((seats, places))
     }
 
@@ -263,7 +339,7 @@ impl Ledger {
         now: Millis,
     ) -> Result<Vec<HoldId>, HoldError> {
         let mut changed = Vec::new();
-        self.unpark_places(tier, quantity, now, &mut changed)?;
+        self.unpark_places(tier, quantity, false, now, &mut changed)?;
         Ok(changed)
     }
 
@@ -299,7 +375,7 @@ impl Ledger {
             Some(_) => None,
         };
         let mut changed = Vec::new();
-        let (seats, places) = self.unpark_places(tier, quantity, now, &mut changed)?;
+        let (seats, places) = self.unpark_places(tier, quantity, true, now, &mut changed)?;
         let hold = Hold::held(
             id,
             visitor.clone(),
