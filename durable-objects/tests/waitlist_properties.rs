@@ -132,12 +132,17 @@ fn check(list: &WaitingList, now: i64) {
     );
 }
 
-/// An offer never passes a waiting entry ahead of it that the same places would have served.
-fn check_order(before: &WaitingList, offers: &[Offer]) {
+/// An offer never passes a waiting entry ahead of it that the places free of the offer's pool
+/// would have served; and once the round is over with room for more offers, the first waiting
+/// entry fits no places left free (nor does anyone, unless places are set aside for it).
+fn check_order(before: &WaitingList, after: &WaitingList, offers: &[Offer], now: i64) {
     let offered: HashSet<u64> = offers.iter().map(|o| o.number).collect();
-    for o in offers {
+    for (i, o) in offers.iter().enumerate() {
+        // The pool's places free when this offer was made (the round offers in joining order).
+        let taken: u32 = offers[..i].iter().filter(|x| x.pool == o.pool).map(|x| x.quantity).sum();
+        let free = before.free().get(&o.pool).copied().unwrap_or(0) - taken;
         for a in before.entries().filter(|a| a.state == EntryState::Waiting && a.number < o.number) {
-            let would_fit = o.pool.serves(a.pool.as_ref()) && a.quantity <= o.quantity;
+            let would_fit = o.pool.serves(a.pool.as_ref()) && a.quantity <= free;
             assert!(
                 !would_fit || offered.contains(&a.number),
                 "offer to {} went past {} ({:?} x{}) with {:?} x{}",
@@ -152,6 +157,28 @@ fn check_order(before: &WaitingList, offers: &[Offer]) {
     }
     let numbers: Vec<u64> = offers.iter().map(|o| o.number).collect();
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "one round offers in joining order: {numbers:?}");
+    if after.offers_out() >= SETTINGS.max_offers_out as usize {
+        return;
+    }
+    let fits = |e: &durable_objects::waitlist::list::Entry| {
+        after.free().iter().any(|(p, n)| *n >= e.quantity && p.serves(e.pool.as_ref()))
+    };
+    let waiting: Vec<_> = after.entries().filter(|e| e.state == EntryState::Waiting).collect();
+    let claim_ms = i64::from(SETTINGS.claim_seconds) * 1000;
+    let set_aside = waiting.first().is_some_and(|h| {
+        h.passes >= durable_objects::waitlist::list::MAX_PASSES
+            && h.set_aside_from.is_some_and(|from| now < from + claim_ms)
+    });
+    for (i, e) in waiting.iter().enumerate() {
+        assert!(
+            (i > 0 && set_aside) || !fits(e),
+            "entry {} (x{} of {:?}) fits the places left free {:?} and was not offered them",
+            e.number,
+            e.quantity,
+            e.pool,
+            after.free()
+        );
+    }
 }
 
 proptest! {
@@ -191,7 +218,7 @@ proptest! {
                 Op::Offer => {
                     let before = list.clone();
                     let offers = list.offer(now);
-                    check_order(&before, &offers);
+                    check_order(&before, &list, &offers, now);
                     offers_made += offers.len();
                 }
                 Op::Wait { seconds } => {

@@ -136,9 +136,14 @@ pub async fn join(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
     web::private_json(201, &entry, &[cookie])
 }
 
-/// The visitor's entry, if they have one (for the event's page).
+/// The visitor's entry, if they have one (for the event's page). A request the screening refuses
+/// (odd headers, an address over its rate) is shown the page without it: the crowd on a sold-out
+/// page does not all reach the list's one object.
 pub async fn entry_of(ev: &EventCtx<'_>, req: &Request) -> Result<Option<Value>> {
     let Some(visitor) = visitor_cookie(req)? else { return Ok(None) };
+    if screen_request(ev, req).await.is_err() {
+        return Ok(None);
+    }
     let mut resp = list_call(ev, &visitor, Method::Get, "/entry", None).await?;
     if resp.status_code() != 200 {
         return Ok(None);
@@ -190,28 +195,32 @@ async fn sold_out(ev: &EventCtx<'_>, join: &Join) -> Result<()> {
     Ok(())
 }
 
-/// The visitor of the cookie, or 404 (someone without one is on no list).
-fn known_visitor(ev: &EventCtx<'_>, req: &Request) -> Result<VisitorId> {
-    visitor_cookie(req)?.ok_or_else(|| ev.problem(ProblemType::NotFound, "not on this waiting list"))
+/// The visitor of the cookie, or 404 (someone without one is on no list); screened as joins are
+/// (header sanity, the per-address rate), since each of these reaches the event's one list object.
+async fn known_visitor(ev: &EventCtx<'_>, req: &Request) -> Result<VisitorId> {
+    let visitor =
+        visitor_cookie(req)?.ok_or_else(|| ev.problem(ProblemType::NotFound, "not on this waiting list"))?;
+    screen_request(ev, req).await?;
+    Ok(visitor)
 }
 
 /// `GET /api/v1/events/{event}/waitlist`: the visitor's entry (its place while waiting, its offer).
 pub async fn entry(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
-    let visitor = known_visitor(ev, req)?;
+    let visitor = known_visitor(ev, req).await?;
     let resp = list_call(ev, &visitor, Method::Get, "/entry", None).await?;
     answer(ev, resp, &[]).await
 }
 
 /// `DELETE /api/v1/events/{event}/waitlist`: leaves the list (an offer standing is given up).
 pub async fn leave(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
-    let visitor = known_visitor(ev, req)?;
+    let visitor = known_visitor(ev, req).await?;
     let resp = list_call(ev, &visitor, Method::Delete, "/entry", None).await?;
     answer(ev, resp, &[]).await
 }
 
 /// `POST /api/v1/events/{event}/waitlist/decline`: says no to the offer (it goes to the next).
 pub async fn decline(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
-    let visitor = known_visitor(ev, req)?;
+    let visitor = known_visitor(ev, req).await?;
     let resp = list_call(ev, &visitor, Method::Post, "/entry/decline", None).await?;
     answer(ev, resp, &[]).await
 }

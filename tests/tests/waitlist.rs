@@ -292,10 +292,37 @@ async fn a_refunded_seat_goes_by_mail_to_the_first_on_the_list_who_pays_for_it_i
     assert!(lines[1].starts_with("1,") && lines[1].ends_with(",,seats,1,claimed,"), "{csv}");
     assert!(lines[2].contains(",second@e2e.test,seats,1,waiting,1"), "{csv}");
     assert!(lines[3].contains(",third@e2e.test,seats,1,waiting,2"), "{csv}");
+    // The history, to audit the order: three joins, the seat back, one offer to entry 1, its
+    // claim; nobody's visitor id or address hash.
+    let (status, history) =
+        acme.call(Method::GET, &format!("/api/v1/events/{event}/waitlist/history?limit=100"), None).await;
+    assert_eq!(status, 200, "{history}");
+    let records = history["records"].as_array().unwrap();
+    let of = |kind: &str| records.iter().filter(|r| r["type"] == kind).collect::<Vec<_>>();
+    assert_eq!(of("joined").len(), 3, "{history}");
+    assert_eq!(of("offered")[0]["offer"]["number"], 1, "{history}");
+    assert_eq!(of("claimed")[0]["number"], 1, "{history}");
+    assert!(
+        !history.to_string().contains("visitor") && !history.to_string().contains("email_key"),
+        "{history}"
+    );
+    let (status, _) =
+        acme.call(Method::GET, &format!("/api/v1/events/{event}/waitlist/history?limit=0"), None).await;
+    assert_eq!(status, 422);
     // Another organization sees none of it.
     let other = root.organization("Other", "other").await;
     let (status, _) = other.call(Method::GET, &format!("/api/v1/events/{event}/waitlist"), None).await;
     assert_eq!(status, 404);
+    let (status, _) =
+        other.call(Method::GET, &format!("/api/v1/events/{event}/waitlist/history"), None).await;
+    assert_eq!(status, 404);
+    let csv = reqwest::Client::new()
+        .get(format!("{core_url}/api/v1/events/{event}/waitlist/export"))
+        .bearer_auth(&other.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(csv.status(), 404, "the export is the organizer's only");
     let (status, _) = other.call(Method::POST, &format!("/api/v1/events/{event}/waitlist/close"), None).await;
     assert_eq!(status, 404);
     // The organizer closes it: those waiting leave.

@@ -303,6 +303,9 @@ test('an offer is mailed with an edge-signed link that opens its hold, for as lo
   const end2 = Date.now() + 15_000;
   while ((await entryAt()).state !== 'declined' && Date.now() < end2) await new Promise((r) => setTimeout(r, 200));
   assert.equal((await entryAt()).state, 'declined');
+  // Leaving with that admission ends the session (no queue shard holds a place for it).
+  const left = await send(mf, 'DELETE', `/api/v1/events/${event}/queue`, { token: taken.body.admission_token });
+  assert.equal(left.status, 200, JSON.stringify(left.body));
   const ended = await take(offer.token);
   assert.equal(ended.status, 409);
   assert.equal(ended.body.reason, 'offer-ended');

@@ -12,9 +12,14 @@
 //! - **Fit.** An entry is offered its whole request or nothing: places of the pool it asked for (a
 //!   general-admission tier, or seats), or of any pool when it asked for any. A request that does
 //!   not fit is passed over, keeping its place — the **partial-fit rule**: once the first waiting
-//!   entry has been passed over [`MAX_PASSES`] times, places it could use are set aside for it
-//!   (offered to no one behind it) until it can be served in full, so a large group is not starved
-//!   by a stream of single returned seats.
+//!   entry has been passed over [`MAX_PASSES`] times, places of the one pool it could use that has
+//!   the most free are set aside for it (offered to no one behind it) for one claim window, so a
+//!   large group is not starved by a stream of single returned seats; after that window it keeps
+//!   its place, first fit, and is never set aside for again (a request that cannot be served
+//!   cannot keep places off sale).
+//! - **Unwanted places go back on sale.** Places no waiting request fits are kept one claim window
+//!   from when their pool last had none free (more may come back and make a request fit), or while
+//!   set aside for the head; then they go back on public sale.
 //! - **No double offer.** An entry holds at most one offer; the places offered never exceed the
 //!   places that came back and were not offered yet.
 //! - **Bounded.** At most `max_offers_out` offers stand at once; an offer lasts `claim_seconds`
@@ -30,8 +35,6 @@ pub type Millis = i64;
 
 /// How many times the first waiting entry may be passed over before places are set aside for it.
 pub const MAX_PASSES: u32 = 3;
-/// The most entries a list keeps waiting at once.
-pub const MAX_WAITING: usize = 100_000;
 /// The most entries a list ever takes (its history is kept whole, and restored on every start of
 /// its object: this bounds its storage and memory).
 pub const MAX_ENTRIES: usize = 50_000;
@@ -154,6 +157,11 @@ pub struct Entry {
     /// How many times places went to someone behind it.
     #[serde(default)]
     pub passes: u32,
+    /// When it was passed over for the [`MAX_PASSES`]th time: places are set aside for it, as the
+    /// head of the list, for one claim window from then (derived from the offers, never joined
+    /// with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_aside_from: Option<Millis>,
 }
 
 /// What a visitor asks for when joining.
@@ -275,8 +283,13 @@ pub struct WaitingList {
     next_number: u64,
     /// Places that came back and are not offered yet, per pool.
     free: BTreeMap<Pool, u32>,
+    /// Since when each pool has had places free (without a moment at none): places nobody waiting
+    /// can use yet wait one claim window for more to come back, then go back on sale.
+    free_since: BTreeMap<Pool, Millis>,
     /// Live entries by visitor and by e-mail key.
     by_visitor: HashMap<VisitorId, u64>,
+    /// Each visitor's latest entry, live or not (what their page shows).
+    last_by_visitor: HashMap<VisitorId, u64>,
     by_email: HashMap<String, u64>,
     records: Vec<Record>,
     /// Entries waiting and offers standing, kept as they change (a join must not scan the list).
@@ -320,6 +333,11 @@ impl WaitingList {
     /// The visitor's live entry.
     pub fn entry_of(&self, visitor: &VisitorId) -> Option<&Entry> {
         self.by_visitor.get(visitor).and_then(|n| self.entries.get(n))
+    }
+
+    /// The visitor's latest entry, live or ended.
+    pub fn last_entry_of(&self, visitor: &VisitorId) -> Option<&Entry> {
+        self.last_by_visitor.get(visitor).and_then(|n| self.entries.get(n))
     }
 
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
@@ -370,7 +388,7 @@ impl WaitingList {
         if let Some(&number) = existing {
             return Err(JoinError::AlreadyOnList { number });
         }
-        if self.waiting() >= MAX_WAITING || self.entries.len() >= MAX_ENTRIES {
+        if self.entries.len() >= MAX_ENTRIES {
             return Err(JoinError::Full);
         }
         let joins = |key: &str| self.joins.get(key).copied().unwrap_or(0);
@@ -387,6 +405,7 @@ impl WaitingList {
             joined_at: now,
             state: EntryState::Waiting,
             passes: 0,
+            set_aside_from: None,
         };
         self.records.push(Record::Joined { entry: entry.clone() });
         Ok(self.insert(entry))
@@ -404,6 +423,8 @@ impl WaitingList {
         }
         self.by_visitor.insert(entry.visitor.clone(), number);
         self.by_email.insert(entry.email_key.clone(), number);
+        let last = self.last_by_visitor.entry(entry.visitor.clone()).or_insert(number);
+        *last = (*last).max(number);
         self.entries.entry(number).or_insert(entry)
     }
 
@@ -412,19 +433,47 @@ impl WaitingList {
         if quantity == 0 {
             return;
         }
-        *self.free.entry(pool.clone()).or_default() += quantity;
+        self.add_free(&pool, quantity, now);
         self.records.push(Record::Returned { pool, quantity, at: now });
     }
 
     /// Places the list counted as free are gone (see [`Record::Taken`]); at most those free.
     pub fn taken(&mut self, pool: Pool, quantity: u32, now: Millis) -> u32 {
-        let Some(free) = self.free.get_mut(&pool) else { return 0 };
-        let quantity = quantity.min(*free);
+        let quantity = quantity.min(self.free.get(&pool).copied().unwrap_or(0));
         if quantity > 0 {
-            *free -= quantity;
+            self.take_free(&pool, quantity);
             self.records.push(Record::Taken { pool, quantity, at: now });
         }
         quantity
+    }
+
+    /// Places of `pool` become free on the list.
+    fn add_free(&mut self, pool: &Pool, quantity: u32, now: Millis) {
+        let n = self.free.entry(pool.clone()).or_default();
+        if *n == 0 && quantity > 0 {
+            self.free_since.insert(pool.clone(), now);
+        }
+        *n += quantity;
+    }
+
+    /// Places of `pool` leave the free ones (offered, taken, released); at most those free.
+    fn take_free(&mut self, pool: &Pool, quantity: u32) {
+        let n = self.free.entry(pool.clone()).or_default();
+        *n = n.saturating_sub(quantity);
+        if *n == 0 {
+            self.free_since.remove(pool);
+        }
+    }
+
+    fn claim_ms(&self) -> Millis {
+        i64::from(self.settings.claim_seconds) * 1000
+    }
+
+    /// Whether places are set aside for `entry` at `now` (as the head of the list: see
+    /// [`Entry::set_aside_from`]). Bounded: one claim window, then never again for this entry
+    /// (it keeps its place, first fit).
+    fn set_aside_for(&self, entry: &Entry, now: Millis) -> bool {
+        entry.passes >= MAX_PASSES && entry.set_aside_from.is_some_and(|from| now < from + self.claim_ms())
     }
 
     /// The offers to make now, in order, by the rules above; each is recorded and its places
@@ -448,13 +497,16 @@ impl WaitingList {
             let entry = &self.entries[&number];
             let fits = self.fitting_pool(entry.pool.as_ref(), entry.quantity, reserved.as_ref());
             let Some(pool) = fits else {
-                if reserved.is_none() && passed.is_empty() && entry.passes >= MAX_PASSES {
-                    // The head has waited long enough: places it could use do not go past it.
-                    reserved = entry.pool.clone().or_else(|| {
-                        let most =
-                            self.free.iter().max_by_key(|(p, n)| (**n, std::cmp::Reverse((*p).clone())));
-                        most.map(|(p, _)| p.clone())
-                    });
+                if reserved.is_none() && passed.is_empty() && self.set_aside_for(entry, now) {
+                    // The head has waited long enough: places of the one pool it could use that
+                    // has the most free (a GA tier it asked for; for seats, one shard's) do not
+                    // go past it, for one claim window.
+                    let most = self
+                        .free
+                        .iter()
+                        .filter(|(p, _)| p.serves(entry.pool.as_ref()))
+                        .max_by_key(|(p, n)| (**n, std::cmp::Reverse((*p).clone())));
+                    reserved = most.map(|(p, _)| p.clone());
                 }
                 passed.push(number);
                 continue;
@@ -477,7 +529,7 @@ impl WaitingList {
     /// The pool whose free places can serve `quantity` for an entry wanting `want`, skipping pools
     /// set aside for the head of the list.
     fn fitting_pool(&self, want: Option<&Pool>, quantity: u32, reserved: Option<&Pool>) -> Option<Pool> {
-        let blocked = |pool: &Pool| reserved.is_some_and(|r| pool.serves(Some(r)));
+        let blocked = |pool: &Pool| reserved == Some(pool);
         self.free
             .iter()
             .filter(|(pool, n)| **n >= quantity && pool.serves(want) && !blocked(pool))
@@ -488,12 +540,15 @@ impl WaitingList {
     /// Takes an offer's places and marks its entry; everyone still waiting ahead of it was passed
     /// over once more (the same whether the offer is made or restored from the history).
     fn apply_offer(&mut self, offer: &Offer) {
-        if let Some(n) = self.free.get_mut(&offer.pool) {
-            *n -= offer.quantity;
-        }
+        self.take_free(&offer.pool, offer.quantity);
+        // When the offer was made (its end less the claim window it was given).
+        let at = offer.until - self.claim_ms();
         for (_, ahead) in self.entries.range_mut(..offer.number) {
             if ahead.state == EntryState::Waiting && offer.pool.serves(ahead.pool.as_ref()) {
                 ahead.passes += 1;
+                if ahead.passes == MAX_PASSES {
+                    ahead.set_aside_from = Some(at);
+                }
             }
         }
         if let Some(e) = self.entries.get_mut(&offer.number) {
@@ -546,7 +601,8 @@ impl WaitingList {
         let Some(entry) = self.entries.get_mut(&number) else { return false };
         let EntryState::Offered { pool, .. } = entry.state.clone() else { return false };
         entry.state = EntryState::Waiting;
-        *self.free.entry(pool).or_default() += entry.quantity;
+        let quantity = entry.quantity;
+        self.add_free(&pool, quantity, now);
         self.offered_count -= 1;
         self.waiting_count += 1;
         self.records.push(Record::Withdrawn { number, at: now });
@@ -604,7 +660,7 @@ impl WaitingList {
         let (visitor, email, quantity) = (entry.visitor.clone(), entry.email_key.clone(), entry.quantity);
         match was {
             EntryState::Offered { pool, .. } => {
-                *self.free.entry(pool).or_default() += quantity;
+                self.add_free(&pool, quantity, now);
                 self.offered_count -= 1;
             }
             _ => self.waiting_count -= 1,
@@ -622,26 +678,46 @@ impl WaitingList {
         }
     }
 
-    /// Places nobody waiting can use (no live entry wants their pool): given back to public sale.
-    /// The object releases them; what it released is recorded.
+    /// Places nobody waiting can use: given back to public sale. A pool's places are kept while a
+    /// waiting entry it serves asks for no more than are free (it is offered them as soon as an
+    /// offer may stand), while places are set aside for the head of the list, or for one claim
+    /// window from when the pool last had none free (more may come back and make a request fit);
+    /// after that, places no request fits go on sale, so that no request the list cannot serve
+    /// keeps them off sale. The object releases them; what it released is recorded.
     pub fn release_unwanted(&mut self, now: Millis) -> Vec<(Pool, u32)> {
-        let wanted = |pool: &Pool| {
-            self.entries.values().any(|e| e.state == EntryState::Waiting && pool.serves(e.pool.as_ref()))
+        let head = self.entries.values().find(|e| e.state == EntryState::Waiting);
+        let set_aside = head.is_some_and(|h| self.set_aside_for(h, now));
+        let wanted = |pool: &Pool, free: u32| {
+            let grace = self.free_since.get(pool).is_some_and(|since| now < since + self.claim_ms());
+            self.entries.values().any(|e| {
+                e.state == EntryState::Waiting
+                    && pool.serves(e.pool.as_ref())
+                    && (e.quantity <= free
+                        || grace
+                        || (set_aside && Some(e.number) == head.map(|h| h.number)))
+            })
         };
-        let unwanted: Vec<(Pool, u32)> = if self.closed {
-            self.free.iter().filter(|(_, n)| **n > 0).map(|(p, n)| (p.clone(), *n)).collect()
-        } else {
-            self.free.iter().filter(|(p, n)| **n > 0 && !wanted(p)).map(|(p, n)| (p.clone(), *n)).collect()
-        };
+        let unwanted: Vec<(Pool, u32)> = self
+            .free
+            .iter()
+            .filter(|(p, n)| **n > 0 && (self.closed || !wanted(p, **n)))
+            .map(|(p, n)| (p.clone(), *n))
+            .collect();
         for (pool, quantity) in &unwanted {
-            self.free.insert(pool.clone(), 0);
+            self.take_free(pool, *quantity);
             self.records.push(Record::Released { pool: pool.clone(), quantity: *quantity, at: now });
         }
         unwanted
     }
 
+    /// When places kept by [`WaitingList::release_unwanted`]'s grace window may go back on sale
+    /// (for the object's alarm), if any pool has places free.
+    pub fn next_release_check(&self) -> Option<Millis> {
+        self.free_since.values().map(|since| since + self.claim_ms()).min()
+    }
+
     /// The organizer closes the list: nobody joins, nobody else is offered anything; those waiting
-    /// are told (their entries end as left). Offers standing stand until claimed or lapsed.
+    /// leave it (their entries end as left). Offers standing stand until claimed or lapsed.
     pub fn close(&mut self, now: Millis) -> Vec<u64> {
         if self.closed {
             return Vec::new();
@@ -662,9 +738,7 @@ impl WaitingList {
             Record::Joined { entry } => {
                 self.insert(entry.clone());
             }
-            Record::Returned { pool, quantity, .. } => {
-                *self.free.entry(pool.clone()).or_default() += quantity
-            }
+            Record::Returned { pool, quantity, at } => self.add_free(pool, *quantity, *at),
             Record::Offered { offer, .. } => {
                 let free = self.free.get(&offer.pool).copied().unwrap_or(0);
                 if free < offer.quantity {
@@ -683,8 +757,7 @@ impl WaitingList {
                 self.withdraw(*number, *at);
             }
             Record::Released { pool, quantity, .. } | Record::Taken { pool, quantity, .. } => {
-                let n = self.free.entry(pool.clone()).or_default();
-                *n = n.saturating_sub(*quantity);
+                self.take_free(pool, *quantity)
             }
             Record::Closed { .. } => self.closed = true,
             Record::Settings { settings, .. } => self.settings = *settings,
@@ -723,9 +796,12 @@ pub fn replay(records: &[Record]) -> Result<usize, String> {
     while i < records.len() {
         match &records[i] {
             Record::Offered { at, .. } => {
-                // A run of offers is one decision: the rules must give exactly that run.
+                // A run of offers at one time is one decision: the rules must give exactly that
+                // run (two rounds may follow each other with nothing recorded between them).
                 let mut run = Vec::new();
-                while let Some(Record::Offered { offer, .. }) = records.get(i) {
+                while let Some(Record::Offered { offer, .. }) =
+                    records.get(i).filter(|r| matches!(r, Record::Offered { at: a, .. } if a == at))
+                {
                     run.push(offer.clone());
                     i += 1;
                 }
@@ -738,7 +814,9 @@ pub fn replay(records: &[Record]) -> Result<usize, String> {
             }
             Record::Released { at, .. } => {
                 let mut run = Vec::new();
-                while let Some(Record::Released { pool, quantity, .. }) = records.get(i) {
+                while let Some(Record::Released { pool, quantity, .. }) =
+                    records.get(i).filter(|r| matches!(r, Record::Released { at: a, .. } if a == at))
+                {
                     run.push((pool.clone(), *quantity));
                     i += 1;
                 }
@@ -907,6 +985,48 @@ mod tests {
         let offers = list.offer(T);
         assert_eq!((offers[0].number, offers[0].quantity), (group, 3));
         assert_eq!(replay(list.records()), Ok(MAX_PASSES as usize + 1));
+    }
+
+    #[test]
+    fn a_set_aside_lasts_one_claim_window_and_holds_one_shard() {
+        let mut list = WaitingList::new(settings());
+        let group = join(&mut list, "group", Some(Pool::Seats), 3);
+        let singles: Vec<u64> =
+            (0..6).map(|i| join(&mut list, &format!("s{i}"), Some(Pool::Seats), 1)).collect();
+        for single in singles.iter().take(MAX_PASSES as usize) {
+            list.returned(Pool::Shard(0), 1, T);
+            assert_eq!(list.offer(T)[0].number, *single);
+        }
+        assert_eq!(list.entry(group).unwrap().set_aside_from, Some(T));
+        // Two shards' seats come back: the one with the most free is set aside for the group, the
+        // other still serves the singles behind it.
+        list.returned(Pool::Shard(0), 2, T + 1);
+        list.returned(Pool::Shard(1), 1, T + 1);
+        let offers = list.offer(T + 1);
+        assert_eq!(offers.len(), 1);
+        assert_eq!((offers[0].number, &offers[0].pool), (singles[3], &Pool::Shard(1)));
+        assert_eq!(list.release_unwanted(T + 2), [], "set aside, not unwanted");
+        // One claim window later the set-aside is over: the singles get the two seats.
+        let later = T + 600_000;
+        let offers = list.offer(later);
+        assert_eq!(offers.iter().map(|o| o.number).collect::<Vec<_>>(), [singles[4], singles[5]]);
+        assert_eq!(replay(list.records()), Ok(MAX_PASSES as usize + 3));
+    }
+
+    #[test]
+    fn places_no_request_fits_go_back_on_sale_after_one_claim_window() {
+        let mut list = WaitingList::new(settings());
+        join(&mut list, "pair", Some(Pool::Seats), 2);
+        list.returned(Pool::Seats, 1, T);
+        assert!(list.offer(T).is_empty());
+        assert_eq!(list.release_unwanted(T + 1), [], "a second seat may come back");
+        assert_eq!(list.next_release_check(), Some(T + 600_000));
+        assert_eq!(list.release_unwanted(T + 600_000), [(Pool::Seats, 1)], "none did: back on sale");
+        // A seat that comes back with one parked makes a pair: offered at once.
+        list.returned(Pool::Seats, 1, T + 700_000);
+        list.returned(Pool::Seats, 1, T + 700_001);
+        assert_eq!(list.offer(T + 700_001)[0].quantity, 2);
+        assert_eq!(replay(list.records()), Ok(1));
     }
 
     #[test]

@@ -154,6 +154,7 @@ struct Standing {
     number: u64,
     pool: Pool,
     quantity: u32,
+    until: Millis,
 }
 
 #[durable_object]
@@ -256,7 +257,10 @@ impl WaitlistObject {
         let guard = self.list.borrow();
         let (_, list) = guard.as_ref()?;
         let busy = list.waiting() > 0 || list.offers_out() > 0 || list.free().values().any(|n| *n > 0);
-        busy.then(|| crate::now_ms() + POLL_MS)
+        let now = crate::now_ms();
+        // Sooner when places nobody can use are due back on sale.
+        let release = list.next_release_check().map_or(Millis::MAX, |at| at.max(now + 1));
+        busy.then(|| (now + POLL_MS).min(release))
     }
 
     /// Runs a round now (from the alarm, so the answer to the request that asked does not wait;
@@ -541,6 +545,15 @@ impl WaitlistObject {
         }
     }
 
+    /// When the offer of entry `number` held at the inventory ends, if it was held.
+    fn placed_until(&self, number: u64) -> Result<Option<Millis>> {
+        let sql = self.state.storage().sql();
+        let held: Vec<Until> = sql
+            .exec("SELECT until FROM placed WHERE number = ?", vec![(number as i64).into()])?
+            .to_array()?;
+        Ok(held.first().map(|p| p.until))
+    }
+
     /// One round: settle with the inventory, end what is due, make and place the offers the rules
     /// give, give back what nobody wants, and set parking. Safe to run any number of times.
     async fn round(&self) -> Result<()> {
@@ -552,9 +565,12 @@ impl WaitlistObject {
             let Some((_, list)) = guard.as_ref() else { return Ok(()) };
             list.entries()
                 .filter_map(|e| match &e.state {
-                    EntryState::Offered { pool, .. } => {
-                        Some(Standing { number: e.number, pool: pool.clone(), quantity: e.quantity })
-                    }
+                    EntryState::Offered { pool, until } => Some(Standing {
+                        number: e.number,
+                        pool: pool.clone(),
+                        quantity: e.quantity,
+                        until: *until,
+                    }),
                     _ => None,
                 })
                 .collect()
@@ -589,6 +605,15 @@ impl WaitlistObject {
         let mut unplaced = Vec::new();
         let mut placed_now = Vec::new();
         let mut pending: BTreeMap<Pool, u32> = BTreeMap::new();
+        // Offers held once whose hold the shard no longer knows (it forgets ended holds after an
+        // hour): ended, however they did; the counts below settle their places.
+        let mut forgotten = Vec::new();
+        for s in &standing {
+            let shard_knows = statuses.get(self.shard_of(&s.pool)).is_some_and(Option::is_some);
+            if shard_knows && self.placed_until(s.number)? == Some(s.until) {
+                forgotten.push(s.number);
+            }
+        }
         if let Some((_, list)) = self.list.borrow_mut().as_mut() {
             for s in &standing {
                 let shard = self.shard_of(&s.pool);
@@ -606,6 +631,14 @@ impl WaitlistObject {
                         list.decline(s.number, now);
                     }
                     Some(HoldState::Held) => placed_now.push(s.number),
+                    None if forgotten.contains(&s.number) => {
+                        // Not placed again (that would give the entry a second set of places).
+                        if s.until <= now {
+                            list.lapse(s.number, now);
+                        } else {
+                            list.decline(s.number, now);
+                        }
+                    }
                     None => {
                         // Recorded, not placed yet (the round's cap, or a restart between the
                         // two): its places are still parked.
@@ -760,6 +793,10 @@ impl WaitlistObject {
         let start = usize::try_from(after + 1).unwrap_or(0);
         let mut offers = Vec::new();
         let mut next = after;
+        // The position before the first standing offer not held yet: the core reads from there
+        // again (it is mailed once held), while the offers after it are mailed now (those read
+        // twice are dropped by the mail's dedup key).
+        let mut unplaced: Option<i64> = None;
         for (seq, record) in list.records().iter().enumerate().skip(start) {
             if offers.len() >= OFFERS_PER_PAGE {
                 break;
@@ -772,14 +809,10 @@ impl WaitlistObject {
             if !standing {
                 continue;
             }
-            // Not held at the inventory yet: not mailable yet, and neither is anything after it
-            // (the core reads from here again).
-            let held: Vec<Until> = sql
-                .exec("SELECT until FROM placed WHERE number = ?", vec![(offer.number as i64).into()])?
-                .to_array()?;
-            if held.first().is_none_or(|p| p.until != offer.until) {
-                next = seq as i64 - 1;
-                break;
+            // Not held at the inventory yet: not mailable yet.
+            if self.placed_until(offer.number)? != Some(offer.until) {
+                unplaced = unplaced.or(Some(seq as i64 - 1));
+                continue;
             }
             let rows: Vec<Email> = sql
                 .exec("SELECT email FROM addresses WHERE number = ?", vec![(offer.number as i64).into()])?
@@ -796,6 +829,7 @@ impl WaitlistObject {
                 "until": offer.until,
             }));
         }
+        let next = unplaced.unwrap_or(next);
         Ok(serde_json::json!({ "event": event, "offers": offers, "next": next }))
     }
 
@@ -908,7 +942,7 @@ impl WaitlistObject {
             (Method::Get, ["entry"], Caller::Visitor(v)) => {
                 let number = self.list.borrow().as_ref().and_then(|(_, l)| {
                     // The live entry, or the last one this visitor had.
-                    l.entry_of(v).or_else(|| l.entries().filter(|e| &e.visitor == v).last()).map(|e| e.number)
+                    l.entry_of(v).or_else(|| l.last_entry_of(v)).map(|e| e.number)
                 });
                 match number.and_then(|n| self.view(n)) {
                     Some(view) => http::json(200, &view)?,

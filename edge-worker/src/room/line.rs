@@ -9,7 +9,7 @@ use shared_types::ids::VisitorId;
 use shared_types::token::{Claims, TokenKind};
 use shared_types::waiting_room::{
     shard_of_visitor, status_of, AdmissionGrant, BotCheck, BotFailure, ChallengeGrant, Phase, QueuePlace,
-    QueueStatus, RoomView, StatusState, CHALLENGE_SECS, QUEUE_TICKET_SECS, STALL_SHARD,
+    QueueStatus, RoomView, StatusState, CHALLENGE_SECS, QUEUE_TICKET_SECS, STALL_SHARD, WAITLIST_SHARD,
 };
 use shared_types::ProblemType;
 use worker::{Method, Request};
@@ -256,7 +256,9 @@ pub async fn leave(ev: &EventCtx<'_>, req: &Request, credentials: Credentials) -
             return Err(refuse(ev, ProblemType::Unauthorized, reason, detail))
         }
     };
-    if shard != STALL_SHARD {
+    // No queue shard holds a place for a stalled line's admission or a waiting-list offer's (the
+    // list was that one's line: leaving it is `DELETE …/waitlist`).
+    if shard != STALL_SHARD && shard != WAITLIST_SHARD {
         let body = serde_json::to_string(&place)?;
         let resp =
             call(ev.env, SHARD_BINDING, &shard_name(&ev.event, shard), Method::Post, "/leave", Some(body))

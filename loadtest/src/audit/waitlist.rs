@@ -11,7 +11,7 @@
 //! 2. `waitlist_never_offered_more_than_came_back`: an offer's places were free on the list when it
 //!    was made (no place in two offers at once);
 //! 3. `waitlist_released_only_when_unwanted`: places went back to public sale only while nobody
-//!    waiting could use them (or once the list was closed);
+//!    waiting could be served by them (or once the list was closed);
 //! 4. `waitlist_places_accounted`: every place that came back was claimed, released, taken, or is
 //!    still parked or offered;
 //! 5. `waitlist_claims_are_paid_orders`: the entries that claimed an offer are exactly those with a
@@ -212,7 +212,9 @@ fn replay(records: &[Value]) -> Replay {
                 if kind == "released" {
                     let wanted: Vec<u64> = entries
                         .iter()
-                        .filter(|(_, e)| e.state == State::Waiting && serves(&pool, e.want.as_deref()))
+                        .filter(|(_, e)| {
+                            e.state == State::Waiting && e.quantity <= q && serves(&pool, e.want.as_deref())
+                        })
                         .map(|(k, _)| *k)
                         .collect();
                     if !closed && !wanted.is_empty() {

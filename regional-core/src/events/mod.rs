@@ -46,7 +46,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         [create_event, list_events], [get_event, update_event], [change_state],
         [tiers::create_tier, tiers::list_tiers], [tiers::update_tier], [sale::set_waiting_room],
         [sale::set_seats_off_sale], [sale::sync_status, sale::sync_now],
-        [waitlist::waitlist], [waitlist::close_waitlist], [waitlist::export_waitlist]
+        [waitlist::waitlist], [waitlist::close_waitlist], [waitlist::export_waitlist],
+        [waitlist::waitlist_history]
     }
 }
 

@@ -4,6 +4,7 @@
 //! - `GET  /api/v1/events/{id}/waitlist`             counts: waiting, offers made, claimed, lapsed
 //! - `GET  /api/v1/events/{id}/waitlist/export`      every entry as CSV (with its address)
 //! - `POST /api/v1/events/{id}/waitlist/close`       nobody joins any more; those waiting leave
+//! - `GET  /api/v1/events/{id}/waitlist/history`     the list's decisions in order (the audit)
 //!
 //! Its settings are the waiting room's `waitlist` (`PUT /api/v1/events/{id}/waiting-room`).
 
@@ -50,6 +51,50 @@ pub(super) async fn close_waitlist(
     OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
 ) -> Result<Json<Value>> {
     Ok(Json(ask(&state, event.id, InternalRoute::CloseWaitlist).await?))
+}
+
+/// The page of `GET …/waitlist/history`.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HistoryPage {
+    /// Records after this position (from the previous page's `next_after`); from the start when
+    /// absent.
+    after: Option<u64>,
+    /// At most this many records (1 to 5000, default 1000).
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/events/{id}/waitlist/history`: the list's decisions in the order taken (joins,
+/// places back, offers, claims, lapses, declines, releases; docs/waiting-list.md), a page at a
+/// time: what an organizer needs to audit that offers followed the order of joining. Who joined
+/// is their number only: visitor ids and address hashes are left out.
+#[utoipa::path(get, path = "/api/v1/events/{id}/waitlist/history", tag = "reporting", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), HistoryPage), responses((status = 200, description = "records (each with its type), from (the first one's position), next_after (the position to ask after for the next page; null at the end)", body = Object), crate::api::Problems))]
+pub(super) async fn waitlist_history(
+    State(state): State<AppState>,
+    OwnEvent { event, .. }: OwnEvent<need::Read>,
+    axum::extract::Query(page): axum::extract::Query<HistoryPage>,
+) -> Result<Json<Value>> {
+    let limit = page.limit.unwrap_or(1000);
+    if !(1..=5000).contains(&limit) {
+        return Err(ApiError::field("limit", "must be 1 to 5000"));
+    }
+    let after = page.after.map(|a| format!("&after={a}")).unwrap_or_default();
+    let path = format!("{}?limit={limit}{after}", InternalRoute::WaitlistRecords.path(&event.id.to_string()));
+    let mut answer = match state.edge.get(&path).await {
+        Ok(answer) => answer,
+        Err(EdgeError::Refused { status: 404, .. }) => return Err(ApiError::NotFound),
+        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+    };
+    for record in answer["records"].as_array_mut().into_iter().flatten() {
+        for key in ["entry", "offer"] {
+            if let Some(fields) = record.get_mut(key).and_then(Value::as_object_mut) {
+                fields.remove("visitor");
+                fields.remove("email_key");
+            }
+        }
+    }
+    Ok(Json(answer))
 }
 
 const EXPORT_HEADER: &str = "number,joined_at,email,wants,quantity,state,position";

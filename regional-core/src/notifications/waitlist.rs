@@ -1,8 +1,8 @@
 //! Waiting-list offers by mail (docs/waiting-list.md). The edge's list makes the offers; this task
 //! reads the new ones of each event that keeps a list (a signed `GET …/waitlist/offers?after=`,
 //! from the position it read last) and queues one mail per offer in the transaction that moves its
-//! position forward: an offer read is mailed, once (the dedup key is the event and the entry),
-//! whatever the number of cores and however often one restarts.
+//! position forward: an offer read is mailed, once (the dedup key is the event, the entry and the
+//! offer's end), whatever the number of cores and however often one restarts.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,7 +67,9 @@ async fn mail_event(
     let answer = edge.get(&path).await.map_err(|e| e.to_string())?;
     let read: WaitlistOffers =
         serde_json::from_value(answer).map_err(|e| format!("not a list of offers: {e}"))?;
-    if read.next <= after {
+    // Offers after one not held yet come with the position before it (read again next time):
+    // mailed now all the same, once each (the dedup key).
+    if read.next <= after && read.offers.is_empty() {
         return Ok(0);
     }
     let base = settings.buyer_url.trim_end_matches('/');

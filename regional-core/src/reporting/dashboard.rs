@@ -324,6 +324,19 @@ struct Waitlist {
     claimed: u64,
     lapsed: u64,
     declined: u64,
+    /// Entries per what they asked for (a tier by its name, seats, or any), by state.
+    by_pool: Vec<WaitlistPool>,
+}
+
+#[derive(Serialize)]
+struct WaitlistPool {
+    asked: String,
+    waiting: u64,
+    offered: u64,
+    claimed: u64,
+    lapsed: u64,
+    declined: u64,
+    left: u64,
 }
 
 #[derive(Serialize)]
@@ -382,6 +395,23 @@ async fn live_view(state: &AppState, event: Uuid, tz: &str) -> Result<Live> {
             claimed: n("claimed"),
             lapsed: n("lapsed"),
             declined: n("declined"),
+            by_pool: w
+                .by_pool
+                .iter()
+                .map(|(pool, states)| {
+                    let k = |state: &str| states.get(state).copied().unwrap_or(0);
+                    let tier = report.tiers.iter().find(|t| t.tier_id.to_string() == *pool);
+                    WaitlistPool {
+                        asked: tier.map_or_else(|| pool.clone(), |t| t.name.clone()),
+                        waiting: k("waiting"),
+                        offered: k("offered"),
+                        claimed: k("claimed"),
+                        lapsed: k("lapsed"),
+                        declined: k("declined"),
+                        left: k("left"),
+                    }
+                })
+                .collect(),
         }
     });
     let orders = Orders {
@@ -501,12 +531,18 @@ mod tests {
         assert_eq!(svg.matches("<rect").count(), 3 + 2, "the bar's three, the chart's two");
         assert!(svg.contains("unavailable: &lt;down&gt;"));
         assert!(!svg.contains("Waiting list"), "no list, no section");
-        live["waitlist"] = json!({ "state": "open", "waiting": 3, "offers_out": 1, "made": 4, "claimed": 2, "lapsed": 1, "declined": 0 });
+        live["waitlist"] = json!({ "state": "open", "waiting": 3, "offers_out": 1, "made": 4, "claimed": 2, "lapsed": 1, "declined": 0,
+                                   "by_pool": [{ "asked": "Floor", "waiting": 3, "offered": 1, "claimed": 2, "lapsed": 1, "declined": 0, "left": 0 }] });
         let html = templates::render("dashboard/live.html", json!({ "live": live })).unwrap();
         assert!(html.contains("<h2>Waiting list</h2>"), "{html}");
         let waiting = html.find(r#"data-figure="waitlist-waiting""#).map(|i| &html[i..i + 40]);
         assert!(waiting.is_some_and(|w| w.contains(">3<")), "{html}");
         let lapsed = html.find(r#"data-figure="waitlist-lapsed""#).map(|i| &html[i..i + 40]);
         assert!(lapsed.is_some_and(|w| w.contains(">1<")), "{lapsed:?}");
+        let by_pool = html.find(r#"data-figure="waitlist-by-pool""#).map(|i| &html[i..]);
+        assert!(
+            by_pool.is_some_and(|t| t.contains("<td>Floor</td><td>3</td><td>1</td><td>2</td>")),
+            "{html}"
+        );
     }
 }

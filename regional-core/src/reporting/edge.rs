@@ -228,6 +228,20 @@ impl EdgeStats {
         self.edge.is_some()
     }
 
+    /// The edge's answer to a signed `GET` of `path_and_query`, asked now (bounded in time).
+    pub async fn get(
+        &self,
+        path_and_query: &str,
+    ) -> Result<serde_json::Value, crate::edge_client::EdgeError> {
+        use crate::edge_client::EdgeError;
+        let Some(edge) = &self.edge else {
+            return Err(EdgeError::Unreachable("the core has no edge configured".into()));
+        };
+        tokio::time::timeout(ASK_TIMEOUT, edge.get(path_and_query)).await.unwrap_or_else(|_| {
+            Err(EdgeError::Unreachable(format!("the edge did not answer within {} s", ASK_TIMEOUT.as_secs())))
+        })
+    }
+
     /// The edge's answer to `route` about `event`, asked now (bounded in time).
     pub async fn call(
         &self,

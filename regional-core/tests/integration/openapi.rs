@@ -84,6 +84,7 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("post", "/api/v1/ops/notifications/{id}/retry"),
         ("get", "/api/v1/events/{id}/waitlist"),
         ("get", "/api/v1/events/{id}/waitlist/export"),
+        ("get", "/api/v1/events/{id}/waitlist/history"),
         ("post", "/api/v1/events/{id}/waitlist/close"),
     ];
     let mut listed = Vec::new();
