@@ -20,7 +20,7 @@ use worker::{Method, Request, Response};
 use crate::context::{EventCtx, Result};
 use crate::room::credentials::{admission_cookie, visitor_cookie};
 use crate::room::line::VISITOR_COOKIE_SECS;
-use crate::room::screen::{bot_check, screen_request, Failed, JoinBody as BotAnswer};
+use crate::room::screen::{bot_check, insane_headers, screen_request, Failed, JoinBody as BotAnswer};
 use crate::room::{refuse, view_or_404};
 use crate::{objects, web};
 
@@ -136,12 +136,13 @@ pub async fn join(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
     web::private_json(201, &entry, &[cookie])
 }
 
-/// The visitor's entry, if they have one (for the event's page). A request the screening refuses
-/// (odd headers, an address over its rate) is shown the page without it: the crowd on a sold-out
-/// page does not all reach the list's one object.
+/// The visitor's entry, if they have one (for the event's page). A request with odd headers (a
+/// script, not a browser) is shown the page without it: it does not reach the list's one object.
+/// No per-address rate here: a page refreshed behind a shared address must still show the entry
+/// (and its offer's link).
 pub async fn entry_of(ev: &EventCtx<'_>, req: &Request) -> Result<Option<Value>> {
     let Some(visitor) = visitor_cookie(req)? else { return Ok(None) };
-    if screen_request(ev, req).await.is_err() {
+    if insane_headers(req)?.is_some() {
         return Ok(None);
     }
     let mut resp = list_call(ev, &visitor, Method::Get, "/entry", None).await?;
@@ -195,12 +196,15 @@ async fn sold_out(ev: &EventCtx<'_>, join: &Join) -> Result<()> {
     Ok(())
 }
 
-/// The visitor of the cookie, or 404 (someone without one is on no list); screened as joins are
-/// (header sanity, the per-address rate), since each of these reaches the event's one list object.
+/// The visitor of the cookie, or 404 (someone without one is on no list); refused with odd
+/// headers (`bad-headers`, as joins are), since each of these reaches the event's one list object.
+/// Not the per-address rate joins spend: leaving or declining must work behind a shared address.
 async fn known_visitor(ev: &EventCtx<'_>, req: &Request) -> Result<VisitorId> {
     let visitor =
         visitor_cookie(req)?.ok_or_else(|| ev.problem(ProblemType::NotFound, "not on this waiting list"))?;
-    screen_request(ev, req).await?;
+    if let Some(why) = insane_headers(req)? {
+        return Err(ev.refusal(ProblemType::BotCheckFailed, "bad-headers", why));
+    }
     Ok(visitor)
 }
 

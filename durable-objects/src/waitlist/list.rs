@@ -543,13 +543,21 @@ impl WaitingList {
         self.take_free(&offer.pool, offer.quantity);
         // When the offer was made (its end less the claim window it was given).
         let at = offer.until - self.claim_ms();
+        let mut head = true;
         for (_, ahead) in self.entries.range_mut(..offer.number) {
-            if ahead.state == EntryState::Waiting && offer.pool.serves(ahead.pool.as_ref()) {
+            if ahead.state != EntryState::Waiting {
+                continue;
+            }
+            if offer.pool.serves(ahead.pool.as_ref()) {
                 ahead.passes += 1;
-                if ahead.passes == MAX_PASSES {
+                // The window opens at a pass of the head (the first waiting entry) that has been
+                // passed over often enough: an entry passed over behind someone else gets its
+                // window once it leads the list.
+                if head && ahead.passes >= MAX_PASSES && ahead.set_aside_from.is_none() {
                     ahead.set_aside_from = Some(at);
                 }
             }
+            head = false;
         }
         if let Some(e) = self.entries.get_mut(&offer.number) {
             if e.state == EntryState::Waiting {
@@ -710,10 +718,12 @@ impl WaitingList {
         unwanted
     }
 
-    /// When places kept by [`WaitingList::release_unwanted`]'s grace window may go back on sale
-    /// (for the object's alarm), if any pool has places free.
-    pub fn next_release_check(&self) -> Option<Millis> {
-        self.free_since.values().map(|since| since + self.claim_ms()).min()
+    /// The next time after `now` a grace window of [`WaitingList::release_unwanted`] ends (for the
+    /// object's alarm). Windows already over are left out: places kept past theirs (someone fits
+    /// them but no more offers may stand, or a set-aside holds them) wait for a change or the
+    /// object's regular look, never for an alarm due at once.
+    pub fn next_release_check(&self, now: Millis) -> Option<Millis> {
+        self.free_since.values().map(|since| since + self.claim_ms()).filter(|at| *at > now).min()
     }
 
     /// The organizer closes the list: nobody joins, nobody else is offered anything; those waiting
@@ -1014,13 +1024,38 @@ mod tests {
     }
 
     #[test]
+    fn a_set_aside_opens_only_once_its_entry_leads_the_list() {
+        let mut list = WaitingList::new(settings());
+        let first = join(&mut list, "floor", Some(tier("floor")), 1);
+        let group = join(&mut list, "group", Some(Pool::Seats), 3);
+        let singles: Vec<u64> =
+            (0..6).map(|i| join(&mut list, &format!("s{i}"), Some(Pool::Seats), 1)).collect();
+        for single in singles.iter().take(MAX_PASSES as usize) {
+            list.returned(Pool::Seats, 1, T);
+            assert_eq!(list.offer(T)[0].number, *single);
+        }
+        assert_eq!(list.entry(group).unwrap().set_aside_from, None, "passed over behind someone");
+        list.returned(tier("floor"), 1, T + 1);
+        assert_eq!(list.offer(T + 1)[0].number, first);
+        // Long after, the group leads: its next pass opens its window, then seats wait for it.
+        let later = T + 3_600_000;
+        list.returned(Pool::Seats, 1, later);
+        assert_eq!(list.offer(later)[0].number, singles[3]);
+        assert_eq!(list.entry(group).unwrap().set_aside_from, Some(later));
+        list.returned(Pool::Seats, 2, later + 1);
+        assert!(list.offer(later + 1).is_empty(), "set aside for the group");
+        assert_eq!(replay(list.records()), Ok(MAX_PASSES as usize + 2));
+    }
+
+    #[test]
     fn places_no_request_fits_go_back_on_sale_after_one_claim_window() {
         let mut list = WaitingList::new(settings());
         join(&mut list, "pair", Some(Pool::Seats), 2);
         list.returned(Pool::Seats, 1, T);
         assert!(list.offer(T).is_empty());
         assert_eq!(list.release_unwanted(T + 1), [], "a second seat may come back");
-        assert_eq!(list.next_release_check(), Some(T + 600_000));
+        assert_eq!(list.next_release_check(T + 1), Some(T + 600_000));
+        assert_eq!(list.next_release_check(T + 600_000), None, "a window over is no alarm");
         assert_eq!(list.release_unwanted(T + 600_000), [(Pool::Seats, 1)], "none did: back on sale");
         // A seat that comes back with one parked makes a pair: offered at once.
         list.returned(Pool::Seats, 1, T + 700_000);

@@ -259,7 +259,7 @@ impl WaitlistObject {
         let busy = list.waiting() > 0 || list.offers_out() > 0 || list.free().values().any(|n| *n > 0);
         let now = crate::now_ms();
         // Sooner when places nobody can use are due back on sale.
-        let release = list.next_release_check().map_or(Millis::MAX, |at| at.max(now + 1));
+        let release = list.next_release_check(now).unwrap_or(Millis::MAX);
         busy.then(|| (now + POLL_MS).min(release))
     }
 

@@ -19,7 +19,7 @@ use crate::{settings, web};
 pub const IP_LIMIT: &str = "IP_LIMIT";
 
 /// Basic request sanity: what browsers and real apps always send, within sane sizes.
-fn insane_headers(req: &Request) -> Result<Option<&'static str>> {
+pub fn insane_headers(req: &Request) -> Result<Option<&'static str>> {
     let headers = req.headers();
     let ua = headers.get("user-agent")?.unwrap_or_default();
     if ua.trim().is_empty() {
