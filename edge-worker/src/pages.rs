@@ -61,6 +61,18 @@ enum Line {
     },
 }
 
+impl Line {
+    /// The bot check of the page's form (the line's join, or the waiting list's), whose scripts
+    /// the page loads.
+    fn check(&self) -> Option<&Check> {
+        match self {
+            Line::Open { check, .. } => Some(check),
+            Line::SoldOut { waitlist: Some(w) } => Some(&w.check),
+            _ => None,
+        }
+    }
+}
+
 /// The waiting list on a sold-out event's page: the visitor's entry, or the form to join.
 struct WaitlistBox {
     /// Where the visitor's entry stands, said in a sentence.
