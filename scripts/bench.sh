@@ -26,7 +26,7 @@ METRICS_PORT="${BENCH_METRICS_PORT:-19464}"
 # Benchmarks pay with the built-in test provider: development mode (never in production).
 export CORE_DEV_MODE=true CORE_METRICS_LISTEN="127.0.0.1:$METRICS_PORT"
 mkdir -p "$OUT" "$LOCAL/logs"
-bash "$ROOT/scripts/bootstrap.sh" --no-kafka
+bash "$ROOT/scripts/bootstrap.sh" --no-kafka --no-fuzz
 bash "$ROOT/scripts/dev-keys.sh"
 bash "$ROOT/scripts/build-worker.sh"
 timed "build (release loadtest, core)" cargo build -q --release -p loadtest -p regional-core

@@ -6,15 +6,18 @@
 #   scripts/bootstrap.sh            everything the run and test commands need
 #   scripts/bootstrap.sh --no-kafka skip the Kafka-protocol broker (the run command does not need it)
 #   scripts/bootstrap.sh --no-browser skip headless Chromium (only the page tests need it)
+#   scripts/bootstrap.sh --no-fuzz    skip cargo-fuzz and schemathesis (only the fuzzing needs them)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 WANT_KAFKA=1
 WANT_BROWSER=1
+WANT_FUZZ=1
 for arg in "$@"; do
   case $arg in
     --no-kafka) WANT_KAFKA= ;;
     --no-browser) WANT_BROWSER= ;;
+    --no-fuzz) WANT_FUZZ= ;;
     *) die "unknown option $arg" ;;
   esac
 done
@@ -94,6 +97,16 @@ nextest() {
   rm -rf "$CACHE/tools-target"
 }
 
+# ---- cargo-fuzz (scripts/fuzz.sh: the fuzz targets, on the nightly toolchain machines of this
+# kind carry; rustup cannot fetch one here) ---------------------------------------------------------
+fuzz_tools() {
+  rustup run nightly rustc --version >/dev/null 2>&1 || die "no nightly toolchain: the fuzz targets need one"
+  "$CACHE/tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$" && return 0
+  (cd "$CACHE" && CARGO_TARGET_DIR="$CACHE/tools-target" \
+    tool_install -q --force --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root "$CACHE/tools")
+  rm -rf "$CACHE/tools-target"
+}
+
 # ---- PostgreSQL -------------------------------------------------------------------------------
 postgres() {
   # The server's programs too, even when a server answers: the TLS test starts a cluster of its own.
@@ -168,12 +181,23 @@ deploy_tools() {
   command -v stunnel4 >/dev/null || want+=(stunnel4)
   command -v openssl >/dev/null || want+=(openssl)
   [ ${#want[@]} -eq 0 ] || apt_install "${want[@]}"
-  local venv="$CACHE/pyenv" stamp="$CACHE/pyenv/.requirements.sha256" sum
-  sum=$(sha256sum "$ROOT/infra/requirements.txt" | cut -d' ' -f1)
+  python_venv "$CACHE/pyenv" "$ROOT/infra/requirements.txt"
+}
+
+# A virtual environment at $1 with the requirements file $2, made again only when the file changed.
+python_venv() {
+  local venv=$1 requirements=$2 stamp="$1/.requirements.sha256" sum
+  sum=$(sha256sum "$requirements" | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then return 0; fi
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/infra/requirements.txt"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements"
   echo "$sum" >"$stamp"
+}
+
+# ---- schemathesis (PyPI) for the API fuzzing (tests/tests/api_fuzz.rs), in a virtual environment of
+# its own: it pins what it needs apart from the deploy checks' tools ------------------------------
+api_fuzz_tools() {
+  python_venv "$CACHE/schemathesis" "$ROOT/tests/api-fuzz/requirements.txt"
 }
 
 command -v curl >/dev/null || apt_install curl ca-certificates
@@ -184,10 +208,12 @@ timed "node $NODE_VERSION" node22
 timed "npm packages" npm_packages
 timed "wasm-bindgen + worker-build" wasm_tools
 timed "cargo-nextest" nextest
+[ -z "$WANT_FUZZ" ] || timed "cargo-fuzz $CARGO_FUZZ_VERSION" fuzz_tools
 timed "postgresql" postgres
 timed "redis" redis
 timed "promtool" promtool_install
 timed "deploy tools" deploy_tools
+[ -z "$WANT_FUZZ" ] || timed "schemathesis" api_fuzz_tools
 [ -z "$WANT_KAFKA" ] || timed "tansu $TANSU_VERSION" tansu
 [ -z "$WANT_BROWSER" ] || timed "chromium" browser
 log "bootstrap done (caches in $CACHE)"

@@ -22,7 +22,7 @@ PAYMENT_PROVIDER="${PAYMENT_PROVIDER:-testpay}"
 case $PAYMENT_PROVIDER in testpay | stripe) ;; *) die "PAYMENT_PROVIDER is testpay or stripe" ;; esac
 export DATABASE_URL="${DATABASE_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/ticketing}"
 
-bash "$ROOT/scripts/bootstrap.sh" --no-kafka --no-browser
+bash "$ROOT/scripts/bootstrap.sh" --no-kafka --no-browser --no-fuzz
 bash "$ROOT/scripts/dev-keys.sh"
 for port in "$EDGE_PORT" "$CORE_PORT" "$METRICS_PORT" "$MAIL_PORT" "$SMTP_PORT"; do
   port_open "$port" && die "port $port is already in use (another dev.sh?); set EDGE_PORT / CORE_PORT / METRICS_PORT / MAIL_PORT / SMTP_PORT"

@@ -4,12 +4,13 @@
 #                the alert rules (promtool check and unit tests), the Kubernetes manifests (schemas and
 #                checkov, scripts/check-k8s.py)
 #   2. host:     unit, property and PostgreSQL tests of every crate (cargo nextest)
+#      fuzz:     every fuzz target for 10 s (scripts/fuzz.sh: the regressions replayed, a short search)
 #   3. workerd:  the compiled Worker and its Durable Objects in workerd (node --test + miniflare), and
 #                each deployed environment's bundle (wrangler deploy --dry-run) within its size budget;
 #                the local Stripe (scripts/fake-stripe.mjs) against Stripe's official Node library
 #   4. e2e:      the core's image (built with buildah, started from its root filesystem), then the
 #                real stack (core binary + wrangler dev + PostgreSQL + Kafka broker)
-# Options: --only lint|host|workerd|e2e runs one stage (after the bootstrap).
+# Options: --only lint|host|fuzz|workerd|e2e runs one stage (after the bootstrap).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -39,6 +40,8 @@ trap cleanup EXIT
 
 if want lint; then
   timed "fmt" cargo fmt --all -- --check
+  # The fuzz crate is outside the workspace (scripts/fuzz.sh builds it on nightly).
+  rustfmt --check --edition 2021 "$ROOT"/fuzz/fuzz_targets/*.rs
   timed "clippy" cargo clippy --locked --workspace --all-targets -- -D warnings
   # Imports point one way (docs/architecture.md, "The code's layers"): no loop among a crate's
   # files but a parent and its child (a module's mod.rs and one of its files).
@@ -50,6 +53,9 @@ if want lint; then
 fi
 if want host; then
   timed "host tests" "${NEXTEST[@]}" -E 'not package(e2e)'
+fi
+if want fuzz; then
+  timed "fuzz smoke" bash "$ROOT/scripts/fuzz.sh" all "${FUZZ_SECONDS:-10}"
 fi
 if want workerd || want e2e; then
   timed "worker build" bash "$ROOT/scripts/build-worker.sh"
@@ -65,7 +71,7 @@ if want e2e; then
   timed "core image" bash "$ROOT/scripts/image.sh"
   KAFKA_PORT=$KAFKA_PORT timed "kafka start" bash "$ROOT/scripts/kafka.sh" start
   E2E_CORE_BIN="$CARGO_TARGET_DIR/debug/regional-core" E2E_DATABASE_SERVER="$PG_SERVER" \
-    E2E_PYTHON="$CACHE/pyenv/bin/python" \
+    E2E_PYTHON="$CACHE/pyenv/bin/python" E2E_SCHEMATHESIS="$CACHE/schemathesis/bin/schemathesis" \
     KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT" TANSU="$TANSU" timed "e2e tests" "${NEXTEST[@]}" -E 'package(e2e)'
 fi
 log "all tests passed in $(($(date +%s) - started)) s"

@@ -307,6 +307,7 @@ impl World {
     }
 
     fn check_invariants(&self) -> Result<(), TestCaseError> {
+        self.ledger.check_consistency().map_err(TestCaseError::fail)?;
         let holds = self.holds();
         let availability = self.ledger.availability();
         let mut expected = [b'a'; ROWS * PER_ROW];

@@ -7,7 +7,8 @@
 //!   (each tier's `price_range` over the zones that have seats, and its `sale_state`), and those
 //!   zones
 
-use axum::extract::{Path, Query, State};
+use crate::api::Query;
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -69,6 +70,8 @@ struct Search {
     genre: Option<String>,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    /// Events per page (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     cursor: Option<String>,
 }

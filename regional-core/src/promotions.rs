@@ -22,6 +22,7 @@ use crate::api::{self, Creating, Listing};
 use crate::auth::{need, Can};
 use crate::error::{ApiError, Result};
 use crate::extract::OwnEvent;
+pub use crate::models::event::RefundWindow;
 use crate::models::event::{find_event, EventState};
 use crate::state::AppState;
 use axum::body::Bytes;
@@ -196,14 +197,6 @@ async fn deactivate_code(
     .fetch_optional(&state.db)
     .await?;
     row.map(Json).ok_or(ApiError::NotFound)
-}
-
-/// One window of a refund policy: until `hours_before` the start, `percent` is refunded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RefundWindow {
-    pub hours_before: u32,
-    pub percent: u8,
 }
 
 /// The rules of a policy: windows from the earliest to the latest, percentages never rising.

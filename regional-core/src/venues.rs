@@ -11,8 +11,9 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::api::Query;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
@@ -265,6 +266,9 @@ async fn replace_seats(
         return Err(ApiError::Malformed("send the seats as text/csv".into()));
     }
     let text = std::str::from_utf8(&body).map_err(|_| ApiError::Malformed("the CSV is not UTF-8".into()))?;
+    if text.contains('\0') {
+        return Err(ApiError::Malformed("the CSV may not contain NUL".into()));
+    }
     let known: Value = sqlx::query_scalar("SELECT sections FROM venues WHERE id = $1")
         .bind(venue.id)
         .fetch_one(&state.db)

@@ -128,7 +128,7 @@ pub fn precheck_request(keys: &KeyRing, header: Option<&str>, now: i64) -> Resul
     if !keys.kids().any(|k| k == parsed.kid) {
         return Err(RequestAuthError::UnknownKey(parsed.kid.to_owned()));
     }
-    if (now - parsed.ts).abs() > MAX_REQUEST_AGE_SECS {
+    if now.abs_diff(parsed.ts) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
         return Err(RequestAuthError::Stale { signed_at: parsed.ts, now });
     }
     Ok(())
@@ -151,7 +151,7 @@ pub fn verify_request(
         _ => RequestAuthError::BadSignature,
     })?;
     // Freshness after the signature, so that a forged timestamp is reported as forged.
-    if (now - ts).abs() > MAX_REQUEST_AGE_SECS {
+    if now.abs_diff(ts) > MAX_REQUEST_AGE_SECS.unsigned_abs() {
         return Err(RequestAuthError::Stale { signed_at: ts, now });
     }
     Ok(SignedRequest { kid: kid.to_owned(), signed_at: ts, nonce: nonce.to_owned() })
@@ -210,6 +210,19 @@ mod tests {
         assert_eq!(reason(Some(&stranger), 1000), "unknown-key");
         for bad in ["", "kid=core-1", "kid=a, kid=b", "kid=core-1, ts=x, nonce=abc, sig=zz", "garbage"] {
             assert_eq!(reason(Some(bad), 1000), "malformed-signature", "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_timestamp_at_the_ends_of_the_integers_is_stale_not_a_panic() {
+        // Found by reading what the fuzz target (fuzz/fuzz_targets/request_signature.rs) aims at:
+        // `now - ts` overflowed for ts = i64::MIN before the signature was even checked.
+        let ring = core().verifying_ring();
+        for ts in [i64::MIN, i64::MAX, i64::MIN + 1] {
+            let header = sign_request(&core(), "GET", "/s", b"", ts, NONCE);
+            assert_eq!(precheck_request(&ring, Some(&header), 1000).unwrap_err().reason(), "stale");
+            let got = verify_request(&ring, Some(&header), "GET", "/s", b"", 1000).unwrap_err();
+            assert_eq!(got.reason(), "stale");
         }
     }
 }

@@ -17,6 +17,7 @@ use shared_types::ids::{EventId, HoldId, SeatId, SectionId, TierId, VisitorId, Z
 pub use shared_types::inventory::HoldState;
 use shared_types::inventory::{Accessibility, HoldSettings, Inventory};
 
+mod check;
 mod parking;
 pub use parking::{is_waitlist, Parked, ParkedOffer, PARKED_UNTIL, WAITLIST_VISITOR};
 
@@ -510,16 +511,7 @@ impl Ledger {
                 self.rows.push(start..self.seats.len() as u32);
             }
         }
-        self.row_free = self
-            .rows
-            .iter()
-            .map(|r| {
-                self.seats[r.start as usize..r.end as usize]
-                    .iter()
-                    .filter(|s| s.state == SeatState::Free)
-                    .count() as u32
-            })
-            .collect();
+        self.row_free = self.free_per_row();
         let old_tiers: HashMap<TierId, (u32, u32)> =
             self.tiers.drain(..).map(|t| (t.id, (t.held, t.sold))).collect();
         self.tiers = map
@@ -622,6 +614,11 @@ impl Ledger {
 
     pub fn hold(&self, id: &HoldId) -> Option<&Hold> {
         self.holds.get(id)
+    }
+
+    /// Every hold it remembers (live, sold, and ended ones not yet pruned), in no order.
+    pub fn holds(&self) -> impl Iterator<Item = &Hold> {
+        self.holds.values()
     }
 
     /// The earliest expiry among live holds: when the object's alarm must fire next.
@@ -1406,6 +1403,19 @@ impl Ledger {
     }
 
     /// Changes one seat's state, keeping the row's free count.
+    /// Free seats per row, counted (what `row_free` keeps incrementally).
+    fn free_per_row(&self) -> Vec<u32> {
+        self.rows
+            .iter()
+            .map(|r| {
+                self.seats[r.start as usize..r.end as usize]
+                    .iter()
+                    .filter(|s| s.state == SeatState::Free)
+                    .count() as u32
+            })
+            .collect()
+    }
+
     fn set_seat_state(&mut self, i: usize, state: SeatState) {
         let entry = &mut self.seats[i];
         // A seat taken off sale never becomes free again: its hold's end withdraws it.

@@ -5,7 +5,8 @@
 //! - `GET    /api/v1/api-keys`             organizer admin: the organization's; others: their own
 //! - `DELETE /api/v1/api-keys/{id}`        revoke (same rule as creating)
 
-use axum::extract::{Path, Query, State};
+use crate::api::Query;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -50,7 +51,7 @@ pub(super) fn may_manage_keys_of(caller: &Caller, user_id: Uuid, role: Role, org
         || (caller.role.may(Permission::ManageUsers) && caller.organization_id == organization)
 }
 
-#[utoipa::path(post, path = "/api/v1/users/{id}/api-keys", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = NewKeyBody, responses((status = 201, description = "the key row and `key`, shown once", body = ApiKey), crate::api::Problems))]
+#[utoipa::path(post, path = "/api/v1/users/{id}/api-keys", tag = "accounts", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Option<NewKeyBody>, responses((status = 201, description = "the key row and `key`, shown once", body = ApiKey), crate::api::Problems))]
 pub(super) async fn create_key(
     State(state): State<AppState>,
     caller: Caller,

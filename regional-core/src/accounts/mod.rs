@@ -19,7 +19,8 @@
 //! A new key's secret is in the creating answer only: with an `Idempotency-Key`, a replay answers
 //! the key's row without it (`secret_withheld: "key"`; see [`api::Creating::run_with_secret`]).
 
-use axum::extract::{Path, Query, State};
+use crate::api::Query;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};

@@ -4,7 +4,8 @@
 //! - `GET  /api/v1/users[?role=]`  the caller's organization
 //! - `GET  /api/v1/users/{id}`
 
-use axum::extract::{Path, Query, State};
+use crate::api::Query;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -35,6 +36,7 @@ pub struct User {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewUser {
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     email: String,
     #[serde(default)]
     name: String,
@@ -110,6 +112,7 @@ pub(super) struct UserFilter {
     #[serde(default)]
     role: Option<Role>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     #[serde(default)]
     cursor: Option<String>,

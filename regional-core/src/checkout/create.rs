@@ -30,12 +30,14 @@ pub struct CheckoutRequest {
     /// The hold token the edge answered when the seats were held.
     pub hold_token: String,
     /// Where the tickets go.
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     pub email: String,
     #[serde(default)]
     pub promo_code: Option<String>,
     /// Where the payment page sends the buyer back to, with the order id appended
     /// (`https://…/orders/`); http(s), at most 300 characters.
     #[serde(default)]
+    #[schema(max_length = 300, pattern = "^https?://[^\\s]+$")]
     pub return_url: Option<String>,
 }
 
@@ -180,7 +182,7 @@ pub(super) async fn quote_checkout(State(state): State<AppState>, body: Bytes) -
 /// payment. `201` with the order and the buyer's order token; a retry with the same key answers
 /// the same order (`200`, `Idempotent-Replayed: true`).
 #[utoipa::path(post, path = "/api/v1/checkout", tag = "checkout",
-    params(("Idempotency-Key" = String, Header, description = "one order per key")),
+    params(("Idempotency-Key" = String, Header, description = "one order per key: 1 to 128 visible ASCII characters", pattern = "^[!-~]{1,128}$")),
     request_body = CheckoutRequest,
     responses((status = 201, body = CheckoutAnswer), (status = 200, body = CheckoutAnswer, description = "a retry"),
         crate::api::Problems,

@@ -1,8 +1,9 @@
 //! Orders after checkout: the buyer's view and cancel (order token), the organizer's refund and
 //! list (API key).
 
+use crate::api::Query;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};

@@ -15,7 +15,8 @@
 //! draft, published, on_sale, sold_out → cancelled; published, on_sale, sold_out → completed.
 //! Cancelled and completed are final. Publishing needs at least one tier.
 
-use axum::extract::{Path, Query, State};
+use crate::api::Query;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
@@ -168,6 +169,7 @@ struct EventFilter {
     #[serde(default)]
     state: Option<EventState>,
     #[serde(default)]
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
     #[serde(default)]
     cursor: Option<String>,

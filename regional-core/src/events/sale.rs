@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::Json;
 use chrono::Utc;
 use serde_json::{json, Value};
+use shared_types::ids::SeatId;
 use shared_types::inventory::FieldError;
 use shared_types::waiting_room::WaitingRoomSettings;
 
@@ -124,6 +125,16 @@ pub(super) async fn set_seats_off_sale(
 ) -> Result<Json<Value>> {
     if seats.len() > 100_000 {
         return Err(ApiError::field("seats", "at most 100000 seats"));
+    }
+    let malformed: Vec<FieldError> = seats
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| SeatId::parse(s).is_err())
+        .take(50)
+        .map(|(i, _)| FieldError::new(format!("[{i}]"), "is not a seat id"))
+        .collect();
+    if !malformed.is_empty() {
+        return Err(ApiError::Validation(malformed));
     }
     let known: Vec<String> =
         sqlx::query_scalar("SELECT seat_id FROM venue_seats WHERE venue_id = $1 AND seat_id = ANY($2)")

@@ -25,6 +25,8 @@ use crate::state::AppState;
 /// The edge's answer to `route` about `event`, or the error the organizer sees.
 async fn ask(state: &AppState, event: uuid::Uuid, route: InternalRoute) -> Result<Value> {
     match state.edge.call(event, &route).await {
+        // The list's object answers nothing when the event never had a waiting list set up.
+        Ok(Value::Null) => Err(ApiError::NotFound),
         Ok(answer) => Ok(answer),
         Err(EdgeError::Refused { status: 404, .. }) => Err(ApiError::NotFound),
         Err(EdgeError::Refused { reason, detail, .. }) => {
@@ -62,6 +64,7 @@ pub(super) struct HistoryPage {
     /// absent.
     after: Option<u64>,
     /// At most this many records (1 to 5000, default 1000).
+    #[param(minimum = 1, maximum = 5000)]
     limit: Option<u32>,
 }
 
@@ -73,7 +76,7 @@ pub(super) struct HistoryPage {
 pub(super) async fn waitlist_history(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::Read>,
-    axum::extract::Query(page): axum::extract::Query<HistoryPage>,
+    crate::api::Query(page): crate::api::Query<HistoryPage>,
 ) -> Result<Json<Value>> {
     let limit = page.limit.unwrap_or(1000);
     if !(1..=5000).contains(&limit) {

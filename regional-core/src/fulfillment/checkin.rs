@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use chrono::SubsecRound as _;
 use futures_util::Stream;
-use shared_types::token::{verify, Claims, Expectation, TicketGrant, TokenKind};
+use shared_types::token::{verify, Claims, Expectation, KeyRing, TicketGrant, TokenKind};
 use sqlx::PgPool;
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
@@ -136,26 +136,7 @@ impl CheckIn for Gates {
     async fn sync_scans(&self, req: Request<SyncScansRequest>) -> Result<Response<SyncScansReply>, Status> {
         let (caller, event) = self.scanner(&req, &req.get_ref().event_id).await?;
         let scans = req.into_inner().scans;
-        if scans.len() > 10_000 {
-            return Err(Status::invalid_argument("at most 10,000 scans per call"));
-        }
-        let now = chrono::Utc::now();
-        let mut timed = Vec::with_capacity(scans.len());
-        for (i, s) in scans.iter().enumerate() {
-            check_gate(&s.gate)?;
-            let at = chrono::DateTime::parse_from_rfc3339(&s.scanned_at)
-                .map_err(|_| Status::invalid_argument(format!("scans[{i}].scanned_at is not RFC 3339")))?
-                .with_timezone(&chrono::Utc)
-                .trunc_subsecs(6);
-            if at > now + chrono::Duration::minutes(5) || at < now - chrono::Duration::days(7) {
-                return Err(Status::invalid_argument(format!(
-                    "scans[{i}].scanned_at must be within the last 7 days"
-                )));
-            }
-            timed.push((at, i));
-        }
-        // In time order, so that the first use is the earliest scan.
-        timed.sort();
+        let timed = offline_batch(&scans, chrono::Utc::now())?;
         let mut results = vec![CheckInReply::default(); scans.len()];
         for (at, i) in timed {
             let s = &scans[i];
@@ -209,6 +190,46 @@ fn check_gate(gate: &str) -> Result<(), Status> {
     Ok(())
 }
 
+/// The checks of an offline batch that need no database: at most 10,000 scans, each with a gate and
+/// a time within the last 7 days (5 minutes of clock skew ahead), in the order they are to be judged
+/// (time order, so that a ticket's first use is its earliest scan): `(time, index in the batch)`.
+pub fn offline_batch(
+    scans: &[proto::OfflineScan],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<(chrono::DateTime<chrono::Utc>, usize)>, Status> {
+    if scans.len() > MAX_OFFLINE_SCANS {
+        return Err(Status::invalid_argument("at most 10,000 scans per call"));
+    }
+    let mut timed = Vec::with_capacity(scans.len());
+    for (i, s) in scans.iter().enumerate() {
+        check_gate(&s.gate)?;
+        let at = chrono::DateTime::parse_from_rfc3339(&s.scanned_at)
+            .map_err(|_| Status::invalid_argument(format!("scans[{i}].scanned_at is not RFC 3339")))?
+            .with_timezone(&chrono::Utc)
+            .trunc_subsecs(6);
+        if at > now + chrono::Duration::minutes(5) || at < now - chrono::Duration::days(7) {
+            return Err(Status::invalid_argument(format!(
+                "scans[{i}].scanned_at must be within the last 7 days"
+            )));
+        }
+        timed.push((at, i));
+    }
+    timed.sort();
+    Ok(timed)
+}
+
+/// Most scans one sync may carry.
+pub const MAX_OFFLINE_SCANS: usize = 10_000;
+
+/// A ticket code read at a gate: the ticket and the version it shows, or why it is refused (its
+/// signature, kind, event or time; a subject that is not a ticket id; a version no ticket has).
+pub fn read_code(code: &str, keys: &KeyRing, expect: &Expectation<'_>) -> Result<(Uuid, i32), &'static str> {
+    let claims: Claims<TicketGrant> = verify(code, keys, expect).map_err(|e| e.reason())?;
+    let ticket = claims.sub.parse::<Uuid>().map_err(|_| "malformed")?;
+    let version = i32::try_from(claims.extra.version).map_err(|_| "malformed")?;
+    Ok((ticket, version))
+}
+
 impl Gates {
     /// One scan: `at` is when an offline scanner admitted (now when `None`).
     async fn scan(
@@ -227,18 +248,14 @@ impl Gates {
             subject: None,
             now: chrono::Utc::now().timestamp(),
         };
-        let claims: Claims<TicketGrant> = match verify(code, &self.checkout.trusted_keys(), &expect) {
-            Ok(c) => c,
-            Err(e) => {
-                let reply = refused(e.reason());
+        let (ticket, version) = match read_code(code, &self.checkout.trusted_keys(), &expect) {
+            Ok(read) => read,
+            Err(reason) => {
+                let reply = refused(reason);
                 self.record(event, None, gate, &reply, caller.user_id).await;
                 return Ok(reply);
             }
         };
-        let Ok(ticket) = claims.sub.parse::<Uuid>() else {
-            return Ok(refused("malformed"));
-        };
-        let version = claims.extra.version as i32;
         let db_error = |e: sqlx::Error| Status::unavailable(e.to_string());
         // The one conditional write: only a valid ticket of a paid order becomes used, by a code of
         // its current version, or (offline) of an earlier version scanned before the next one

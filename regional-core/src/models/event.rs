@@ -68,7 +68,7 @@ pub struct EventDetails {
     #[sqlx(flatten)]
     pub schedule: Schedule,
     /// Image URLs.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<String>)]
     pub images: Value,
     /// The event's colour on the buyer's pages (`#rrggbb`), if the organizer chose one.
     pub color: Option<String>,
@@ -82,7 +82,7 @@ pub struct Event {
     #[serde(flatten)]
     #[sqlx(flatten)]
     pub details: EventDetails,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<RefundWindow>)]
     pub refund_policy: Value,
     pub state: EventState,
     pub version: i64,
@@ -143,4 +143,15 @@ pub async fn find_event(db: &PgPool, caller: &Caller, id: &str) -> Result<Event>
         .fetch_optional(db)
         .await?;
     row.filter(|e| e.organization_id == caller.organization_id).ok_or(ApiError::NotFound)
+}
+
+/// One window of a refund policy (`promotions.rs` has its rules): until `hours_before` the start, `percent` is refunded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundWindow {
+    /// At most a year (8760 hours).
+    #[schema(maximum = 8760)]
+    pub hours_before: u32,
+    #[schema(maximum = 100)]
+    pub percent: u8,
 }

@@ -17,23 +17,38 @@ use crate::validate::valid_time_zone;
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeatIn {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: SeatId,
+    #[schema(min_length = 1, max_length = 20)]
     pub label: String,
     pub x: f32,
     pub y: f32,
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub zone: ZoneId,
     #[serde(default)]
-    #[schema(value_type = Vec<String>)]
+    #[schema(value_type = Vec<AccessibilityFlag>)]
     pub accessibility: Vec<Accessibility>,
     #[serde(default)]
     pub aisle_after: bool,
 }
 
+/// A seat's accessibility flags as the document names them ([`Accessibility`], which the shared
+/// types define without the document's derive).
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum AccessibilityFlag {
+    Wheelchair,
+    Companion,
+    EasyAccess,
+    HearingLoop,
+    LimitedView,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RowIn {
+    #[schema(min_length = 1, max_length = 20)]
     pub label: String,
     pub seats: Vec<SeatIn>,
 }
@@ -41,7 +56,7 @@ pub struct RowIn {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SectionIn {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: SectionId,
     pub name: String,
     #[serde(default)]
@@ -51,17 +66,19 @@ pub struct SectionIn {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ZoneIn {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: ZoneId,
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GaArea {
-    #[schema(value_type = String)]
+    #[schema(value_type = String, pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub id: TierId,
     pub name: String,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub capacity: u32,
 }
 
@@ -69,11 +86,15 @@ pub struct GaArea {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VenueIn {
+    #[schema(min_length = 1, max_length = 200)]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub city: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub address: String,
+    /// An IANA time zone name such as `Europe/Berlin`.
     pub time_zone: String,
     #[serde(default)]
     pub zones: Vec<ZoneIn>,
@@ -92,9 +113,9 @@ pub struct Venue {
     pub city: String,
     pub address: String,
     pub time_zone: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<ZoneIn>)]
     pub zones: Value,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Vec<GaArea>)]
     pub ga_areas: Value,
     pub seat_count: i32,
     pub created_at: DateTime<Utc>,

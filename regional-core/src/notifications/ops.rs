@@ -1,6 +1,7 @@
 //! The operator's view of notifications: what is parked (and why), and a retry.
 
-use axum::extract::{Path, Query, State};
+use crate::api::Query;
+use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

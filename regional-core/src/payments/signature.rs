@@ -131,7 +131,7 @@ pub fn verify(
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    if (now - timestamp).abs() > tolerance_secs {
+    if now.abs_diff(timestamp) > tolerance_secs.unsigned_abs() {
         return Err(SignatureError::Stale);
     }
     // One MAC per secret, compared (in constant time) with every entry.
@@ -231,4 +231,18 @@ mod tests {
     }
 
     const EXPECTED_DIGEST: &str = "35495024f4ef3f94e5a93e22221544c4b75e9a42300cd965ab81cb85cd994e91";
+
+    #[test]
+    fn a_timestamp_at_the_ends_of_the_integers_is_stale_not_a_panic() {
+        // `now - t` overflowed for t = i64::MIN (a panic in a debug build, a wrapped difference
+        // in a release one).
+        let body = b"{}";
+        for t in [i64::MIN, i64::MAX, i64::MIN + 1] {
+            let header = sign("s3cret", t, body);
+            assert_eq!(
+                verify(Some(&header), body, &secrets(&["s3cret"]), NOW, 300),
+                Err(SignatureError::Stale)
+            );
+        }
+    }
 }

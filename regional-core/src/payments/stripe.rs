@@ -260,28 +260,30 @@ impl PaymentProvider for Stripe {
     fn verify_webhook(&self, delivery: &Delivery<'_>) -> Result<WebhookEvent, SignatureError> {
         // The Checkout Session events an endpoint subscribes to (infra/README.md); the payment is
         // the session. Anything else is acknowledged and ignored.
-        signature::read_event(delivery, &self.webhook_secrets, |kind, event| {
-            let session = &event["data"]["object"];
-            // Not a session, or not one of ours (another integration on the same Stripe account:
-            // ours carry the order's id), is acknowledged and left alone rather than refused, which
-            // would have Stripe retry it for days.
-            let ours = session["metadata"]["order_id"].as_str().is_some_and(|o| !o.is_empty());
-            if session["object"].as_str() != Some("checkout.session") || !ours {
-                return (WebhookKind::Other, None);
-            }
-            let kind = match kind {
-                // Completed means paid for cards; a delayed method's completion is not yet paid.
-                "checkout.session.completed" if session["payment_status"] == "paid" => {
-                    WebhookKind::PaymentSucceeded
-                }
-                "checkout.session.async_payment_succeeded" => WebhookKind::PaymentSucceeded,
-                "checkout.session.async_payment_failed" => WebhookKind::PaymentFailed,
-                "checkout.session.expired" => WebhookKind::PaymentCanceled,
-                _ => WebhookKind::Other,
-            };
-            (kind, session["id"].as_str())
-        })
+        signature::read_event(delivery, &self.webhook_secrets, classify)
     }
+}
+
+/// What a verified Stripe event means for us. The Checkout Session events an endpoint subscribes
+/// to (infra/README.md); the payment is the session. Anything else is acknowledged and ignored.
+pub fn classify<'e>(kind: &str, event: &'e serde_json::Value) -> (WebhookKind, Option<&'e str>) {
+    let session = &event["data"]["object"];
+    // Not a session, or not one of ours (another integration on the same Stripe account: ours
+    // carry the order's id), is acknowledged and left alone rather than refused, which would have
+    // Stripe retry it for days.
+    let ours = session["metadata"]["order_id"].as_str().is_some_and(|o| !o.is_empty());
+    if session["object"].as_str() != Some("checkout.session") || !ours {
+        return (WebhookKind::Other, None);
+    }
+    let kind = match kind {
+        // Completed means paid for cards; a delayed method's completion is not yet paid.
+        "checkout.session.completed" if session["payment_status"] == "paid" => WebhookKind::PaymentSucceeded,
+        "checkout.session.async_payment_succeeded" => WebhookKind::PaymentSucceeded,
+        "checkout.session.async_payment_failed" => WebhookKind::PaymentFailed,
+        "checkout.session.expired" => WebhookKind::PaymentCanceled,
+        _ => WebhookKind::Other,
+    };
+    (kind, session["id"].as_str())
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use crate::api::Query;
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};

@@ -15,7 +15,8 @@ pub mod projector;
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Query, State};
+use crate::api::Query;
+use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -241,6 +242,7 @@ async fn tier_reports(db: &sqlx::PgPool, event: Uuid) -> Result<Vec<TierReport>>
 #[into_params(parameter_in = Query)]
 pub struct SalesQuery {
     /// `minute`, `hour` (default) or `day`, in the event's time zone.
+    #[param(pattern = "^(minute|hour|day)$")]
     pub bucket: Option<String>,
     /// From this time (RFC 3339), inclusive.
     pub from: Option<DateTime<Utc>>,

@@ -1,0 +1,19 @@
+//! A venue as an organizer sends it (`POST /api/v1/venues`, `regional_core::models::venue`): any
+//! bytes are read or refused without a panic; a venue that passes the rules keeps them when it is
+//! written out and read again (what is stored is what was checked).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use regional_core::models::venue::{validate, VenueIn};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(venue) = serde_json::from_slice::<VenueIn>(data) else { return };
+    if validate(&venue).is_err() {
+        return;
+    }
+    let again: VenueIn = serde_json::from_slice(&serde_json::to_vec(&venue).expect("a venue serializes"))
+        .expect("a venue written out reads back");
+    assert!(validate(&again).is_ok(), "a valid venue written out and read back is refused");
+    let seats = |v: &VenueIn| v.sections.iter().flat_map(|s| &s.rows).map(|r| r.seats.len()).sum::<usize>();
+    assert_eq!(seats(&venue), seats(&again));
+});

@@ -1,0 +1,37 @@
+"""Checks of our own that schemathesis runs on every answer (tests/tests/api_fuzz.rs loads this
+module through SCHEMATHESIS_HOOKS), besides its built-in ones:
+
+- every error is an RFC 9457 problem: `application/problem+json` with `type`, `title` and `status`
+  (the status of the answer itself);
+- no answer carries another organization's data: none of the ids in FOREIGN_IDS (the other tenant's
+  organization, venue, event, tier and API key, set up by the test) appears in any body.
+"""
+
+import os
+
+import schemathesis
+
+FOREIGN = [i for i in os.environ.get("FOREIGN_IDS", "").split(",") if i]
+
+
+@schemathesis.check
+def errors_are_problem_json(ctx, response, case):
+    if response.status_code < 400:
+        return None
+    types = response.headers.get("content-type") or [""]
+    assert types[0].startswith("application/problem+json"), (
+        f"a {response.status_code} answered {types[0]!r}, not application/problem+json"
+    )
+    body = response.json()
+    for field in ("type", "title", "status"):
+        assert field in body, f"the problem has no {field!r}: {body}"
+    assert body["status"] == response.status_code, f"the problem says {body['status']}, the answer {response.status_code}"
+    return None
+
+
+@schemathesis.check
+def no_other_tenants_data(ctx, response, case):
+    text = response.text or ""
+    for foreign in FOREIGN:
+        assert foreign not in text, f"the answer holds another organization's id {foreign}"
+    return None
