@@ -100,7 +100,10 @@ nextest() {
 # ---- cargo-fuzz (scripts/fuzz.sh: the fuzz targets, on the nightly toolchain machines of this
 # kind carry; rustup cannot fetch one here) ---------------------------------------------------------
 fuzz_tools() {
-  rustup run nightly rustc --version >/dev/null 2>&1 || die "no nightly toolchain: the fuzz targets need one"
+  if ! rustup run nightly rustc --version >/dev/null 2>&1; then
+    log "warning: no nightly toolchain: cargo-fuzz is not installed and scripts/fuzz.sh cannot run"
+    return 0
+  fi
   "$CACHE/tools/bin/cargo-fuzz" --version 2>/dev/null | grep -q " $CARGO_FUZZ_VERSION\$" && return 0
   (cd "$CACHE" && CARGO_TARGET_DIR="$CACHE/tools-target" \
     tool_install -q --force --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION" --root "$CACHE/tools")

@@ -4,7 +4,8 @@
 #                the alert rules (promtool check and unit tests), the Kubernetes manifests (schemas and
 #                checkov, scripts/check-k8s.py)
 #   2. host:     unit, property and PostgreSQL tests of every crate (cargo nextest)
-#      fuzz:     every fuzz target for 10 s (scripts/fuzz.sh: the regressions replayed, a short search)
+#      fuzz:     every fuzz target for 10 s (scripts/fuzz.sh --smoke: the regressions replayed, a short
+#                search from the repository's seeds with a fixed seed)
 #   3. workerd:  the compiled Worker and its Durable Objects in workerd (node --test + miniflare), and
 #                each deployed environment's bundle (wrangler deploy --dry-run) within its size budget;
 #                the local Stripe (scripts/fake-stripe.mjs) against Stripe's official Node library
@@ -55,7 +56,7 @@ if want host; then
   timed "host tests" "${NEXTEST[@]}" -E 'not package(e2e)'
 fi
 if want fuzz; then
-  timed "fuzz smoke" bash "$ROOT/scripts/fuzz.sh" all "${FUZZ_SECONDS:-10}"
+  timed "fuzz smoke" bash "$ROOT/scripts/fuzz.sh" --smoke all "${FUZZ_SECONDS:-10}"
 fi
 if want workerd || want e2e; then
   timed "worker build" bash "$ROOT/scripts/build-worker.sh"

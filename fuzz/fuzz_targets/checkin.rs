@@ -8,15 +8,25 @@ use arbitrary::Arbitrary;
 use chrono::{TimeZone as _, Utc};
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
-use regional_core::fulfillment::checkin::proto::SyncScansRequest;
+use regional_core::fulfillment::checkin::proto::{OfflineScan, SyncScansRequest};
 use regional_core::fulfillment::checkin::{offline_batch, read_code};
 use shared_types::token::{Claims, Expectation, TicketGrant, TokenKind, TokenSigner};
 
 #[derive(Arbitrary, Debug)]
 enum Input {
-    Code { code: String },
-    Signed { ticket: Option<u128>, sub: String, version: u32, seat: Option<String> },
+    Code {
+        code: String,
+    },
+    Signed {
+        ticket: Option<u128>,
+        sub: String,
+        version: u32,
+        seat: Option<String>,
+    },
+    /// Bytes as a scanner sends them.
     Batch(Vec<u8>),
+    /// A batch of scans made some seconds before (or after) now, encoded as a scanner would.
+    Scans(Vec<(i32, String, String)>),
 }
 
 const EVENT: &str = "0b7d6b9e-1f7c-4a51-9a43-5d5c2f0f4b11";
@@ -55,8 +65,25 @@ fuzz_target!(|input: Input| match input {
             _ => assert!(got.is_err(), "a code with no ticket id or an impossible version was read"),
         }
     }
-    Input::Batch(bytes) => {
-        let Ok(request) = SyncScansRequest::decode(bytes.as_slice()) else { return };
+    Input::Scans(scans) => {
+        let now = Utc.timestamp_opt(NOW, 0).single().expect("a time");
+        let scans = scans
+            .into_iter()
+            .map(|(offset, gate, code)| OfflineScan {
+                code,
+                gate,
+                scanned_at: (now + chrono::Duration::seconds(i64::from(offset))).to_rfc3339(),
+            })
+            .collect();
+        let request = SyncScansRequest { event_id: EVENT.into(), scans };
+        batch(&request.encode_to_vec());
+    }
+    Input::Batch(bytes) => batch(&bytes),
+});
+
+fn batch(bytes: &[u8]) {
+    {
+        let Ok(request) = SyncScansRequest::decode(bytes) else { return };
         let now = Utc.timestamp_opt(NOW, 0).single().expect("a time");
         let Ok(order) = offline_batch(&request.scans, now) else { return };
         assert_eq!(order.len(), request.scans.len());
@@ -67,4 +94,4 @@ fuzz_target!(|input: Input| match input {
             assert!(*at <= now + chrono::Duration::minutes(5) && *at >= now - chrono::Duration::days(7));
         }
     }
-});
+}

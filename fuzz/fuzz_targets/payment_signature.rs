@@ -10,8 +10,21 @@ use regional_core::payments::stripe::classify;
 
 #[derive(Arbitrary, Debug)]
 enum Input {
-    Raw { header: Option<String>, body: Vec<u8>, now: i64 },
-    Signed { body: Vec<u8>, at: i64, secret: u8, extra: String, edits: Vec<(u16, u8)>, skew: i16 },
+    Raw {
+        header: Option<String>,
+        body: Vec<u8>,
+        now: i64,
+    },
+    Signed {
+        body: Vec<u8>,
+        at: i64,
+        secret: u8,
+        extra: String,
+        edits: Vec<(u16, u8)>,
+        skew: i16,
+        /// Another body sent under the signature.
+        body_edit: Option<Vec<u8>>,
+    },
 }
 
 fn secrets() -> Vec<String> {
@@ -26,7 +39,7 @@ fuzz_target!(|input: Input| {
             assert!(got.is_err(), "an unsigned webhook was accepted: {header:?}");
             let _ = got.unwrap_err().reason();
         }
-        Input::Signed { body, at, secret, extra, edits, skew } => {
+        Input::Signed { body, at, secret, extra, edits, skew, body_edit } => {
             let secret = &secrets()[secret as usize % 2];
             // Stripe may add entries of other schemes (v0) to the header.
             let extra: String = extra.chars().filter(char::is_ascii_alphanumeric).take(64).collect();
@@ -49,6 +62,11 @@ fuzz_target!(|input: Input| {
                     &secrets(),
                     classify,
                 );
+            }
+            // Nobody without the secret can sign another body.
+            if let Some(other) = body_edit.filter(|b| *b != body) {
+                let forged = verify(Some(&edited), &other, &secrets(), now, 300);
+                assert!(forged.is_err(), "another body passed as signed");
             }
         }
     }

@@ -1,13 +1,17 @@
-//! A venue as an organizer sends it (`POST /api/v1/venues`, `regional_core::models::venue`): any
-//! bytes are read or refused without a panic; a venue that passes the rules keeps them when it is
-//! written out and read again (what is stored is what was checked).
+//! A venue as an organizer sends it (`POST /api/v1/venues`, read by `regional_core::api::parse_json`
+//! as the route does, checked by `regional_core::models::venue::validate`): any bytes are read or
+//! refused without a panic; nothing read holds NUL (PostgreSQL cannot store it); a venue that passes
+//! the rules keeps them when it is written out and read again (what is stored is what was checked).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use regional_core::api::parse_json;
 use regional_core::models::venue::{validate, VenueIn};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(venue) = serde_json::from_slice::<VenueIn>(data) else { return };
+    let Ok(venue) = parse_json::<VenueIn>(data) else { return };
+    let text = serde_json::to_string(&venue).expect("a venue serializes");
+    assert!(!text.contains("\\u0000"), "a venue holding NUL was read");
     if validate(&venue).is_err() {
         return;
     }

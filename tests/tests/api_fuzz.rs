@@ -65,10 +65,14 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
         .await;
     let (_, orgs) = rival.call(Method::GET, "/api/v1/organizations", None).await;
     let rival_org = orgs["items"][0]["id"].as_str().expect("the rival's organization").to_owned();
+    let (_, keys) = rival.call(Method::GET, "/api/v1/api-keys", None).await;
+    let rival_key = keys["items"][0]["id"].as_str().expect("the rival's key").to_owned();
+    let (_, users) = rival.call(Method::GET, "/api/v1/users", None).await;
+    let rival_user = users["items"][0]["id"].as_str().expect("the rival's user").to_owned();
     let foreign: Vec<String> = [&venue["id"], &event["id"], &seated["id"], &standing["id"]]
         .iter()
         .map(|v| v.as_str().expect("an id").to_owned())
-        .chain([rival_org])
+        .chain([rival_org, rival_key, rival_user])
         .collect();
 
     // Acme's own: a venue and an event, so that its listings are not empty.
@@ -87,6 +91,49 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
         json!({ "venue_id": own["id"], "title": "Acme night", "starts_at": "2027-02-01T20:00:00Z", "ends_at": "2027-02-01T23:00:00Z" }),
     )
     .await;
+
+    // Every operation of the document with a path parameter, asked with Acme's key for each of the
+    // rival's ids: none may answer 2xx or show the id. Schemathesis cannot learn the rival's ids;
+    // this loop tries them all, every run.
+    let document = e2e::get_json(&format!("{}/api/v1/openapi.json", core.url()), None).await;
+    let http = reqwest::Client::new();
+    let mut probed = 0;
+    for (template, operations) in document["paths"].as_object().expect("paths") {
+        if !template.contains('{') {
+            continue;
+        }
+        for method in operations.as_object().expect("operations").keys() {
+            let Ok(method) = method.to_uppercase().parse::<Method>() else { continue };
+            for id in &foreign {
+                let path = fill(template, id);
+                let resp = http
+                    .request(method.clone(), format!("{}{path}", core.url()))
+                    .bearer_auth(&acme.key)
+                    .json(&json!({}))
+                    .send()
+                    .await
+                    .expect("the core answers");
+                let status = resp.status();
+                let body = resp.text().await.unwrap_or_default();
+                assert!(
+                    !status.is_success(),
+                    "{method} {path} with another organization's id answered {status}: {body}"
+                );
+                // A problem may name the request's own path (`instance`): that is the caller's, not data.
+                let mut answer: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
+                if let Some(problem) = answer.as_object_mut() {
+                    problem.remove("instance");
+                }
+                let shown = answer.to_string();
+                assert!(
+                    !shown.contains(id.as_str()),
+                    "{method} {path} showed another organization's id: {body}"
+                );
+                probed += 1;
+            }
+        }
+    }
+    assert!(probed > 100, "only {probed} cross-tenant probes");
 
     let schemathesis =
         std::env::var("E2E_SCHEMATHESIS").expect("E2E_SCHEMATHESIS: run through scripts/test.sh");
@@ -114,7 +161,11 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
         dir.join("schemathesis.log").display(),
         tail(&printed, 200)
     );
-    assert!(printed.contains("passed"), "schemathesis ran nothing:\n{}", tail(&printed, 60));
+    let generated = printed
+        .lines()
+        .find_map(|l| l.trim().split_once(" generated, ").and_then(|(n, _)| n.parse::<u32>().ok()))
+        .unwrap_or(0);
+    assert!(generated > 1000, "schemathesis made only {generated} requests:\n{}", tail(&printed, 60));
 
     // Nothing the fuzzing did with Acme's key touched the rival's event or venue.
     let (status, still) = rival.call(Method::GET, &format!("/api/v1/events/{event_id}"), None).await;
@@ -127,10 +178,27 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
     let names: Vec<&Value> =
         listed["items"].as_array().map(|a| a.iter().map(|t| &t["name"]).collect()).unwrap_or_default();
     assert_eq!(names.len(), 2, "the rival's tiers changed: {listed}");
+    let (_, hall) =
+        rival.call(Method::GET, &format!("/api/v1/venues/{}", venue["id"].as_str().unwrap()), None).await;
+    assert_eq!((hall["name"].clone(), hall["seat_count"].clone()), (json!("Rival Hall"), json!(1)), "{hall}");
 
     edge.stop();
     core.stop();
     drop_database(&db_name);
+}
+
+/// A path template with every `{parameter}` filled with `id`.
+fn fill(template: &str, id: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let end = rest[start..].find('}').map_or(rest.len(), |e| start + e + 1);
+        out.push_str(&rest[..start]);
+        out.push_str(id);
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 fn tail(text: &str, lines: usize) -> String {

@@ -211,6 +211,13 @@ test('joining the list takes the line\'s bot check, only what is sold out, and e
   const refused = await joinAt(mf, off, { email: 'a@example.com', quantity: 1 });
   assert.equal(refused.status, 404);
   assert.equal((await refused.json()).reason, 'waitlist-disabled');
+  // An event that never had a list set up has none to close: 404, and nothing is made (found by the
+  // API fuzzing: it answered 200 with no body).
+  const bare = 'evt-wl-bare';
+  await publish(inventory(bare, { seats: 1, ga: 0 }));
+  const none = await core('POST', `/internal/v1/events/${bare}/waitlist/close`);
+  assert.equal(none.status, 404);
+  assert.equal((await core('GET', `/internal/v1/events/${bare}/waitlist`)).status, 404);
 
   // One visitor joins at most three times; closed by the organizer, the list takes nobody.
   const on = 'evt-wl-close';

@@ -1402,7 +1402,6 @@ impl Ledger {
         }
     }
 
-    /// Changes one seat's state, keeping the row's free count.
     /// Free seats per row, counted (what `row_free` keeps incrementally).
     fn free_per_row(&self) -> Vec<u32> {
         self.rows
@@ -1416,6 +1415,7 @@ impl Ledger {
             .collect()
     }
 
+    /// Changes one seat's state, keeping the row's free count.
     fn set_seat_state(&mut self, i: usize, state: SeatState) {
         let entry = &mut self.seats[i];
         // A seat taken off sale never becomes free again: its hold's end withdraws it.

@@ -981,6 +981,10 @@ impl WaitlistObject {
                     .unwrap_or(-1);
                 http::json(200, &self.offers_after(after)?)?
             }
+            // A list never set up (the event never had one) is not closed: nothing to change.
+            (Method::Post, ["close"], Caller::Core) if self.list.borrow().is_none() => {
+                http::problem_of(ProblemType::NotFound, "this event has no waiting list", path)?
+            }
             (Method::Post, ["close"], Caller::Core) => {
                 // Not in the middle of a round (which might withdraw an offer after the close).
                 let _gate = self.gate.lock().await;

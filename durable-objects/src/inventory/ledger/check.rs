@@ -66,6 +66,9 @@ impl Ledger {
                     (b.held, b.sold)
                 ));
             }
+            if a.used() > a.capacity {
+                return Err(format!("seated tier {} has {} held and sold of {}", a.id, a.used(), a.capacity));
+            }
         }
         let counted = |m: &super::FastMap<shared_types::ids::VisitorId, u32>| {
             let mut v: Vec<_> = m.iter().filter(|(_, n)| **n > 0).map(|(k, n)| (k.clone(), *n)).collect();
