@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the edge Worker (edge-worker + durable-objects + shared-types) to wasm with worker-build,
 # into edge-worker/build/. Skips the build when no input changed since the last one (the Rust
-# sources, and the templates and assets compiled into the Worker).
+# sources, and the templates, assets and OpenAPI document compiled into the Worker).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 wasm_env
@@ -9,9 +9,9 @@ wasm_env
 out="$ROOT/edge-worker/build"
 stamp="$out/.inputs.sha256"
 inputs_hash() {
-  (cd "$ROOT" && find Cargo.toml Cargo.lock shared-types durable-objects edge-worker \
+  (cd "$ROOT" && find Cargo.toml Cargo.lock docs/edge-openapi.json shared-types durable-objects edge-worker \
     -path edge-worker/build -prune -o -type f \( -name '*.rs' -o -name 'Cargo.toml' -o -name Cargo.lock -o -name '*.html' \
-    -o -name '*.css' -o -name '*.js' \) -print0 |
+    -o -name '*.css' -o -name '*.js' -o -name edge-openapi.json \) -print0 |
     sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 }
 want=$(inputs_hash)

@@ -68,7 +68,7 @@ pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
     }
     let idempotency_key = req.headers().get("idempotency-key")?;
     let body = crate::body::read(&mut req, crate::body::HOLD, ev.path).await?;
-    let request: HoldRequest = serde_json::from_slice(&body)
+    let request: HoldRequest = shared_types::json::from_slice(&body)
         .map_err(|e| ev.problem(ProblemType::MalformedRequest, format!("not a hold request: {e}")))?;
     let layout = objects::layout(ev.env, &ev.event)
         .await?

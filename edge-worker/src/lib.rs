@@ -74,6 +74,18 @@ async fn fetch(req: Request, env: Env, worker: Context) -> worker::Result<Respon
     }
 }
 
+/// The OpenAPI document of the edge's own JSON routes (docs/edge-openapi.json, the one source: the
+/// API fuzzing of the test command checks the routes against it).
+const OPENAPI: &str = include_str!("../../docs/edge-openapi.json");
+
+/// `GET /api/v1/openapi.json`.
+fn openapi() -> Result<Response> {
+    let mut resp = Response::ok(OPENAPI)?;
+    resp.headers_mut().set("content-type", "application/json")?;
+    resp.headers_mut().set("cache-control", "public, max-age=300")?;
+    Ok(resp)
+}
+
 /// The event a path segment names; 404 for one that cannot be an event id.
 fn event_of(cx: &Ctx<'_>, segment: &str) -> Result<EventId> {
     EventId::parse(segment).map_err(|_| cx.problem(ProblemType::NotFound, "no such event"))
@@ -81,15 +93,19 @@ fn event_of(cx: &Ctx<'_>, segment: &str) -> Result<EventId> {
 
 async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
     let segments: Vec<&str> = cx.path.trim_matches('/').split('/').collect();
+    // worker-rs reads a method it does not know (QUERY, PROPFIND, …) as GET: such a request is one
+    // no route takes (found by the API fuzzing).
+    if req.method() == Method::Get && req.inner().method() != "GET" {
+        return unrouted(cx, &segments);
+    }
     match (req.method(), segments.as_slice()) {
         (Method::Get | Method::Head, [""]) => home::home(cx, &req).await,
-        (_, [""]) => web::method_not_allowed(cx),
         (Method::Get | Method::Head, ["healthz"]) => Ok(health::healthz(cx.env).await?),
-        (_, ["healthz"]) => Err(cx.problem(ProblemType::MethodNotAllowed, "use GET")),
+        (Method::Get | Method::Head, ["api", "v1", "openapi.json"]) => openapi(),
         (Method::Get | Method::Head, ["assets", file]) => assets::serve(cx, file),
         (Method::Get | Method::Head, ["orders", order]) => pages::order_page(order),
         (Method::Get | Method::Head, ["transfers", transfer]) => pages::transfer_page(transfer),
-        (method, ["events", event, rest @ ..]) => {
+        (method, ["events", event, rest @ ..]) if allowed(&segments).is_some() => {
             let ev = cx.at(event_of(cx, event)?);
             // Every page of the line signs or checks tokens: without keys, 503 at once.
             cx.keys()?;
@@ -100,13 +116,10 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
                 (Method::Get | Method::Head, ["offer"]) => pages::offer_page(&ev),
                 (Method::Post, ["waitlist"]) => pages::waitlist_form(&ev, req).await,
                 (Method::Post, ["waitlist", "leave"]) => pages::waitlist_leave_form(&ev, req).await,
-                (_, [] | ["join"] | ["buy"] | ["offer"] | ["waitlist"] | ["waitlist", "leave"]) => {
-                    web::method_not_allowed(cx)
-                }
-                _ => Err(cx.problem(ProblemType::NotFound, "no such page")),
+                _ => unrouted(cx, &segments),
             }
         }
-        (method, ["api", "v1", "events", event, rest @ ..]) => {
+        (method, ["api", "v1", "events", event, rest @ ..]) if allowed(&segments).is_some() => {
             let ev = cx.at(event_of(cx, event)?);
             // The line's routes and the holds sign or check tokens: without keys, 503 at once.
             let signs = matches!(rest, ["queue" | "challenge" | "waitlist"] | ["waitlist", "offer"])
@@ -128,13 +141,7 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
                 (Method::Delete, ["waitlist"]) => waitlist::leave(&ev, &req).await,
                 (Method::Post, ["waitlist", "decline"]) => waitlist::decline(&ev, &req).await,
                 (Method::Post, ["waitlist", "offer"]) => waitlist::take_offer(&ev, req).await,
-                (
-                    _,
-                    ["queue" | "challenge" | "availability" | "seatmap" | "holds" | "waitlist"]
-                    | ["holds", _]
-                    | ["waitlist", "decline" | "offer"],
-                ) => web::method_not_allowed(cx),
-                _ => Err(cx.problem(ProblemType::NotFound, "no such route")),
+                _ => unrouted(cx, &segments),
             }
         }
         (Method::Post, ["api", "v1", "checkout"] | ["api", "v1", "checkout", "quote"])
@@ -151,16 +158,54 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
         | (Method::Post, ["api", "v1", "transfers", _, "transfer", "cancel"]) => {
             proxy::forward(cx, req).await
         }
-        (
-            _,
-            ["api", "v1", "checkout"]
-            | ["api", "v1", "checkout", "quote"]
-            | ["api", "v1", "orders" | "transfers", ..],
-        ) => web::method_not_allowed(cx),
         (_, ["internal", "v1", "events", event, rest @ ..]) => {
             let ev = cx.at(event_of(cx, event)?);
             internal::handle(&ev, req, rest).await
         }
-        _ => Err(cx.problem(ProblemType::NotFound, "no such route")),
+        _ => unrouted(cx, &segments),
     }
+}
+
+/// The answer to a request no route took: `405` with the path's `Allow` when some route has the
+/// path, `404` otherwise.
+fn unrouted(cx: &Ctx<'_>, segments: &[&str]) -> Result<Response> {
+    match allowed(segments) {
+        Some(allow) => web::method_not_allowed(cx, allow),
+        None => Err(cx.problem(ProblemType::NotFound, "no such route")),
+    }
+}
+
+/// The methods the routes of a path take (a `405`'s `Allow`), or `None` for a path no route has.
+/// The one list of the public paths: keep it in step with [`route`] (a workerd test asks every path
+/// with every method, and the API fuzzing asks every documented path with undocumented methods).
+fn allowed(segments: &[&str]) -> Option<&'static str> {
+    const READ: &str = "GET, HEAD";
+    Some(match segments {
+        [""] | ["healthz"] | ["api", "v1", "openapi.json"] | ["assets", _] => READ,
+        ["orders", _] | ["transfers", _] => READ,
+        ["events", _] | ["events", _, "buy" | "offer"] => READ,
+        ["events", _, "join" | "waitlist"] | ["events", _, "waitlist", "leave"] => "POST",
+        ["api", "v1", "events", _, rest @ ..] => match rest {
+            ["challenge" | "holds"] | ["waitlist", "decline" | "offer"] => "POST",
+            ["queue" | "waitlist"] => "GET, POST, DELETE",
+            ["availability" | "seatmap"] => "GET",
+            ["holds", _] => "DELETE",
+            _ => return None,
+        },
+        ["api", "v1", "checkout"] | ["api", "v1", "checkout", "quote"] => "POST",
+        ["api", "v1", "keys"] => "GET",
+        ["api", "v1", "orders", _, rest @ ..] => match rest {
+            [] | ["tickets"] | ["tickets", _, "qr.svg" | "qr.png"] => "GET",
+            ["cancel"] | ["tickets", _, "reissue" | "transfer"] | ["tickets", _, "transfer", "cancel"] => {
+                "POST"
+            }
+            _ => return None,
+        },
+        ["api", "v1", "transfers", _, rest @ ..] => match rest {
+            [] | ["qr.svg" | "qr.png"] => "GET",
+            ["accept" | "decline" | "transfer"] | ["transfer", "cancel"] => "POST",
+            _ => return None,
+        },
+        _ => return None,
+    })
 }

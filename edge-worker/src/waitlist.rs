@@ -72,7 +72,7 @@ fn read_join(ev: &EventCtx<'_>, raw: &[u8], form: bool) -> Result<Join> {
     let malformed =
         |e: String| ev.problem(ProblemType::MalformedRequest, format!("not a waiting-list join: {e}"));
     if !form {
-        return serde_json::from_slice(raw).map_err(|e| malformed(e.to_string()));
+        return shared_types::json::from_slice(raw).map_err(|e| malformed(e.to_string()));
     }
     let mut f = web::form_fields(raw);
     let wants = f.remove("wants").unwrap_or_default();

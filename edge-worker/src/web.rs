@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use durable_objects::http;
 use serde::Serialize;
 use shared_types::traceparent::TraceParent;
-use shared_types::ProblemType;
+use shared_types::{Problem, ProblemType};
 use worker::{Request, Response};
 
-use crate::context::{Ctx, Result};
+use crate::context::{Ctx, Result, Stop};
 
 /// A cookie's value.
 pub fn cookie(req: &Request, name: &str) -> Result<Option<String>> {
@@ -140,8 +140,12 @@ pub fn html(status: u16, body: String, cookies: &[String]) -> Result<Response> {
 }
 
 /// The answer to a route called with a method it does not take.
-pub fn method_not_allowed(cx: &Ctx<'_>) -> Result<Response> {
-    Err(cx.problem(ProblemType::MethodNotAllowed, "this route does not accept that method"))
+pub fn method_not_allowed(cx: &Ctx<'_>, allow: &str) -> Result<Response> {
+    let problem = Problem::new(ProblemType::MethodNotAllowed, format!("this route takes {allow}"))
+        .with_instance(cx.path);
+    let mut resp = http::problem(&problem)?;
+    resp.headers_mut().set("allow", allow)?;
+    Err(Stop::Answer(resp))
 }
 
 /// `bytes` random bytes, in hex.

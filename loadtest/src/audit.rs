@@ -10,7 +10,10 @@
 //! 6. no order left unfinished once the sale settled;
 //! 7. every hold ended (sold, released or expired) at the edge;
 //! 8. the edge and the core agree on what is sold: the same count, and, seat by seat, the seats the
-//!    edge shows sold are exactly those with a live ticket.
+//!    edge shows sold are exactly those with a live ticket;
+//! 9. (for `loadtest sale`, from what its buyers were told) every order checkout acknowledged is in
+//!    the database, and every order a buyer saw paid is paid or refunded there
+//!    ([`acknowledged_orders`]).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -49,6 +52,52 @@ async fn count(db: &PgPool, sql: &str, event: &str) -> Result<i64, String> {
 
 pub(crate) const UNFINISHED: &str = "SELECT count(*) FROM orders WHERE event_id = $1::uuid
     AND state IN ('created', 'awaiting_payment', 'confirming', 'releasing', 'refunding')";
+
+/// Nothing acknowledged is lost: each order checkout answered `201` for exists (of this event), and
+/// each order a buyer saw `paid` is still paid (or refunded, by the organizer). Ids are the
+/// orders' UUIDs as the API gave them.
+pub async fn acknowledged_orders(
+    db: &PgPool,
+    event: &str,
+    acknowledged: &[String],
+    seen_paid: &[String],
+) -> Result<Vec<Check>, String> {
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT id::text, state::text FROM orders WHERE event_id = $1::uuid AND id::text = ANY($2)",
+    )
+    .bind(event)
+    .bind(acknowledged.iter().chain(seen_paid).cloned().collect::<Vec<_>>())
+    .fetch_all(db)
+    .await
+    .map_err(|e| format!("audit query: {e}"))?;
+    let state: std::collections::HashMap<String, String> = rows.into_iter().collect();
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !state.contains_key(*id)).collect();
+    let unpaid: Vec<String> = seen_paid
+        .iter()
+        .filter(|id| !matches!(state.get(*id).map(String::as_str), Some("paid" | "refunded")))
+        .map(|id| format!("{id}: {}", state.get(id).map_or("missing", String::as_str)))
+        .collect();
+    Ok(vec![
+        Check {
+            name: "acknowledged_orders_durable",
+            ok: lost.is_empty(),
+            detail: format!(
+                "{} acknowledged by checkout, {} not in the database {lost:?}",
+                acknowledged.len(),
+                lost.len()
+            ),
+        },
+        Check {
+            name: "orders_seen_paid_stay_paid",
+            ok: unpaid.is_empty(),
+            detail: format!(
+                "{} seen paid by their buyers, {} not paid now {unpaid:?}",
+                seen_paid.len(),
+                unpaid.len()
+            ),
+        },
+    ])
+}
 
 /// The edge's statistics of the event (signed core call).
 async fn edge_stats(

@@ -154,80 +154,11 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T> {
             return Err(ApiError::Malformed("text may not contain NUL (\\u0000)".into()));
         }
     }
-    serde_json::from_slice(body).or_else(|first| {
-        // Only a number where an integer is wanted is read again: reading into a `Value` keeps the
-        // last of two equal keys, which serde refuses as sent and must stay refused.
-        if !first.to_string().starts_with("invalid type: floating point") {
-            return Err(malformed(&first));
-        }
-        let Unique(mut value) = serde_json::from_slice(body).map_err(|_| malformed(&first))?;
-        integral_floats_to_integers(&mut value);
-        T::deserialize(value).map_err(|_| malformed(&first))
-    })
+    shared_types::json::from_slice(body).map_err(|e| malformed(&e))
 }
 
 fn malformed(e: &serde_json::Error) -> ApiError {
     ApiError::Malformed(format!("the body is not valid: {e}"))
-}
-
-/// A JSON value read like `Value`, except that an object with a key given twice is refused (as serde
-/// refuses it for a struct) rather than keeping the last.
-struct Unique(Value);
-
-impl<'de> Deserialize<'de> for Unique {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = Unique;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_bool<E>(self, v: bool) -> std::result::Result<Unique, E> {
-                Ok(Unique(v.into()))
-            }
-            fn visit_i64<E>(self, v: i64) -> std::result::Result<Unique, E> {
-                Ok(Unique(v.into()))
-            }
-            fn visit_u64<E>(self, v: u64) -> std::result::Result<Unique, E> {
-                Ok(Unique(v.into()))
-            }
-            fn visit_f64<E>(self, v: f64) -> std::result::Result<Unique, E> {
-                Ok(Unique(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)))
-            }
-            fn visit_str<E>(self, v: &str) -> std::result::Result<Unique, E> {
-                Ok(Unique(v.into()))
-            }
-            fn visit_string<E>(self, v: String) -> std::result::Result<Unique, E> {
-                Ok(Unique(v.into()))
-            }
-            fn visit_unit<E>(self) -> std::result::Result<Unique, E> {
-                Ok(Unique(Value::Null))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut seq: A,
-            ) -> std::result::Result<Unique, A::Error> {
-                let mut items = Vec::new();
-                while let Some(Unique(v)) = seq.next_element()? {
-                    items.push(v);
-                }
-                Ok(Unique(Value::Array(items)))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Unique, A::Error> {
-                let mut fields = serde_json::Map::new();
-                while let Some((k, Unique(v))) = map.next_entry::<String, Unique>()? {
-                    if fields.insert(k.clone(), v).is_some() {
-                        return Err(serde::de::Error::custom(format!("duplicate field `{k}`")));
-                    }
-                }
-                Ok(Unique(Value::Object(fields)))
-            }
-        }
-        d.deserialize_any(Visitor)
-    }
 }
 
 fn holds_nul(value: &Value) -> bool {
@@ -236,19 +167,6 @@ fn holds_nul(value: &Value) -> bool {
         Value::Array(items) => items.iter().any(holds_nul),
         Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
         _ => false,
-    }
-}
-
-fn integral_floats_to_integers(value: &mut Value) {
-    match value {
-        Value::Number(n) if n.is_f64() => {
-            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
-                *value = Value::from(f as i64);
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(integral_floats_to_integers),
-        Value::Object(fields) => fields.values_mut().for_each(integral_floats_to_integers),
-        _ => {}
     }
 }
 

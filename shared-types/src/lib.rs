@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod internal_api;
 pub mod inventory;
+pub mod json;
 pub mod money;
 pub mod problem;
 pub mod request_signing;

@@ -105,6 +105,14 @@ impl Service {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// Kills the whole process group at once (SIGKILL: no drain, no cleanup, as a crash or an
+    /// out-of-memory kill would) and waits for it to be gone.
+    pub fn crash(mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        let _ = self.child.wait();
+    }
+
     /// Stops the service and waits for it to exit.
     pub fn stop(mut self) {
         self.kill();
@@ -156,7 +164,8 @@ pub fn spawn_service(name: &'static str, cmd: Command, port: u16, log_dir: &std:
 fn spawn(name: &'static str, mut cmd: Command, port: u16, log_dir: &std::path::Path) -> Service {
     std::fs::create_dir_all(log_dir).expect("log dir");
     let log = log_dir.join(format!("{name}-{port}.log"));
-    let out = std::fs::File::create(&log).expect("log file");
+    // Appended to: a service restarted on its port (the fault campaign) keeps one log.
+    let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
     let err = out.try_clone().expect("log file");
     cmd.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
     let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
@@ -577,6 +586,189 @@ impl Gate {
 
     pub fn open(&self) {
         self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// The `message-id` header of every message in the topics under `prefix`, read from the start by
+/// a group of its own, until no more come for a while.
+pub async fn relayed_ids(bootstrap: &str, prefix: &str, expected: usize) -> Vec<i64> {
+    use rdkafka::consumer::Consumer as _;
+    use rdkafka::message::{Headers as _, Message as _};
+    let raw: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("{prefix}audit"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let topics: Vec<String> = regional_core::bus::TOPICS
+        .iter()
+        .map(|t| format!("{prefix}{t}.v{}", regional_core::bus::SCHEMA_VERSION))
+        .collect();
+    raw.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let mut ids = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        // Past the expected number, a quiet spell shows whether duplicates follow.
+        let wait = if ids.len() >= expected { Duration::from_secs(3).min(left) } else { left };
+        match tokio::time::timeout(wait, raw.recv()).await {
+            Ok(Ok(m)) => {
+                let id = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "message-id").and_then(|h| h.value))
+                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+                    .expect("every relayed message carries its message-id");
+                ids.push(id);
+            }
+            Ok(Err(e)) => panic!("reading the topics: {e}"),
+            Err(_) => return ids,
+        }
+    }
+}
+
+/// A loopback TCP balancer in front of several replicas, as a deployment's load balancer: each new
+/// connection goes to the next target in turn, and to the one after it when that one refuses (a
+/// replica that is gone costs a refused connect, not a failed request). Connections already relayed
+/// to a replica that dies are cut, as a real balancer's are.
+pub struct Balancer {
+    pub port: u16,
+}
+
+impl Balancer {
+    pub async fn start(targets: Vec<u16>) -> Self {
+        let port = free_port();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("balancer port");
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let first = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let targets = targets.clone();
+                tokio::spawn(async move {
+                    for i in 0..targets.len() {
+                        let target = targets[(first + i) % targets.len()];
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                        {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// A PostgreSQL cluster of its own (initdb under /tmp, on its own port), for a test that restarts
+/// the database: the machine's shared server is never touched. Run as the `postgres` user when
+/// the tests run as root (PostgreSQL refuses to run as root). Its log is copied to the test's
+/// scratch directory when it goes.
+pub struct Postgres {
+    pub port: u16,
+    data: PathBuf,
+    log: PathBuf,
+    /// Where the log is copied when the cluster goes (the scratch directory under /root is out of
+    /// the `postgres` user's reach).
+    keep: PathBuf,
+}
+
+impl Postgres {
+    /// The newest PostgreSQL installed (Debian's `/usr/lib/postgresql/<version>/bin`).
+    fn bin() -> PathBuf {
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL installed under /usr/lib/postgresql")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+            .collect();
+        versions.sort();
+        versions.pop().expect("a PostgreSQL version").1
+    }
+
+    fn run(args: &[&str]) -> std::process::Output {
+        let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
+        let mut cmd = if root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]);
+            c
+        } else {
+            Command::new("env")
+        };
+        cmd.arg(Self::bin().join(args[0])).args(&args[1..]).output().expect("PostgreSQL's tools run")
+    }
+
+    /// A new cluster on a free port, started (trust authentication on loopback only), logging into
+    /// `log_dir`.
+    pub fn start(name: &str, log_dir: &std::path::Path) -> Self {
+        let base = PathBuf::from(format!("/tmp/ticketing-pg-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).expect("cluster dir");
+        let _ = Command::new("chown").args(["postgres:postgres"]).arg(&base).status();
+        let data = base.join("data");
+        let out = Self::run(&[
+            "initdb",
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+        ]);
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let pg = Self {
+            port: free_port(),
+            data,
+            log: base.join("postgres.log"),
+            keep: log_dir.join("postgres.log"),
+        };
+        pg.up();
+        pg
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Starts the server and waits until it takes connections.
+    pub fn up(&self) {
+        let opts = format!("-p {} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200", self.port);
+        let out = Self::run(&[
+            "pg_ctl",
+            "-D",
+            self.data.to_str().unwrap(),
+            "-l",
+            self.log.to_str().unwrap(),
+            "-o",
+            &opts,
+            "-w",
+            "start",
+        ]);
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops the server at once, as a crash would (`-m immediate`: no checkpoint, recovery from the
+    /// WAL at the next start).
+    pub fn crash(&self) {
+        let _ = Self::run(&["pg_ctl", "-D", self.data.to_str().unwrap(), "-m", "immediate", "-w", "stop"]);
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.crash();
+        let _ = std::fs::copy(&self.log, &self.keep);
+        if let Some(base) = self.data.parent() {
+            let _ = std::fs::remove_dir_all(base);
+        }
     }
 }
 

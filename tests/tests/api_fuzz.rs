@@ -7,8 +7,12 @@
 //! - (tests/api-fuzz/hooks.py) every error is problem+json with its `type`, `title` and `status`;
 //!   no answer holds any id of another organization, which has its own venue, event and tiers.
 //!
-//! Bounded: a fixed seed and a few examples per operation (`API_FUZZ_EXAMPLES`, default 8), so the
-//! run is the same each time and takes a couple of minutes; raise it by hand to search longer.
+//! The edge's own document (`docs/edge-openapi.json`, served at the edge's `/api/v1/openapi.json`)
+//! gets the same run with `tests/api-fuzz/edge.toml`, as an admitted buyer of two events on sale.
+//!
+//! Bounded: a fixed seed and a few examples per operation (`API_FUZZ_EXAMPLES`; 8 for the core, 40
+//! for the edge), so the run is the same each time (about 2,300 requests to the core, 600 to the
+//! edge, under a minute in all); raise it by hand to search longer.
 
 use std::process::Command;
 use std::time::Duration;
@@ -135,37 +139,18 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
     }
     assert!(probed > 100, "only {probed} cross-tenant probes");
 
-    let schemathesis =
-        std::env::var("E2E_SCHEMATHESIS").expect("E2E_SCHEMATHESIS: run through scripts/test.sh");
-    let examples = std::env::var("API_FUZZ_EXAMPLES").unwrap_or_else(|_| "8".into());
-    let report = dir.join("schemathesis");
-    let out = Command::new(schemathesis)
-        .args(["--config-file", repo_root().join("tests/api-fuzz/schemathesis.toml").to_str().unwrap()])
-        .args(["run", &format!("{}/api/v1/openapi.json", core.url()), "--url", &core.url()])
-        .args(["--header", &format!("Authorization: Bearer {}", acme.key)])
-        .args(["--checks", "all"])
-        .args(["--max-examples", &examples, "--seed", "20261203", "--workers", "1"])
-        .args(["--phases", "examples,coverage,fuzzing", "--request-timeout", "20"])
-        .args(["--report", "junit", "--report-dir", report.to_str().unwrap()])
-        .args(["--no-color"])
-        .env("SCHEMATHESIS_HOOKS", "hooks")
-        .env("PYTHONPATH", repo_root().join("tests/api-fuzz"))
-        .env("FOREIGN_IDS", foreign.join(","))
-        .output()
-        .expect("schemathesis runs");
-    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    std::fs::write(dir.join("schemathesis.log"), &printed).ok();
-    assert!(
-        out.status.success(),
-        "schemathesis found failures (whole output in {}):\n{}",
-        dir.join("schemathesis.log").display(),
-        tail(&printed, 200)
+    let core_document = format!("{}/api/v1/openapi.json", core.url());
+    let auth = format!("Authorization: Bearer {}", acme.key);
+    let env = [("FOREIGN_IDS", foreign.join(","))];
+    schemathesis(
+        &dir.join("core"),
+        &core_document,
+        &core.url(),
+        "schemathesis.toml",
+        &[&auth],
+        &env,
+        (8, 1000),
     );
-    let generated = printed
-        .lines()
-        .find_map(|l| l.trim().split_once(" generated, ").and_then(|(n, _)| n.parse::<u32>().ok()))
-        .unwrap_or(0);
-    assert!(generated > 1000, "schemathesis made only {generated} requests:\n{}", tail(&printed, 60));
 
     // Nothing the fuzzing did with Acme's key touched the rival's event or venue.
     let (status, still) = rival.call(Method::GET, &format!("/api/v1/events/{event_id}"), None).await;
@@ -185,6 +170,218 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
     edge.stop();
     core.stop();
     drop_database(&db_name);
+}
+
+#[tokio::test]
+async fn the_edge_answers_anything_as_its_document_says() {
+    let Setup { dir, db_name, db_url: db, keys, core_port, edge_port, edge_url, .. } =
+        Setup::new("api_fuzz_edge");
+    let env = [
+        ("CORE_SIGNING_KEY", keys.core_signing_key()),
+        ("EDGE_VERIFYING_KEYS", keys.edge.public_config()),
+        ("EDGE_URL", edge_url.clone()),
+        ("TESTPAY_WEBHOOK_SECRET", "whsec_e2e_api_fuzz".to_owned()),
+    ];
+    let core = start_core_with(core_port, &db, true, &dir, &env);
+    let edge =
+        start_edge_with_keys(edge_port, &core.url(), &dir.join("do-state"), &dir, &keys.edge_env_file(&dir));
+    core.wait_ready("/healthz", Duration::from_secs(60)).await;
+    edge.wait_ready("/healthz", Duration::from_secs(120)).await;
+    let acme = Admin::root(&core.url(), &db).organization("Acme", "acme").await;
+
+    // An event on sale: ten seats in two price zones, under two seated tiers, and standing places.
+    let seats: Vec<Value> = (1..=10)
+        .map(|i| {
+            json!({ "id": format!("A-{i}"), "label": i.to_string(), "x": i, "y": 0,
+                          "zone": if i <= 5 { "front" } else { "back" } })
+        })
+        .collect();
+    let venue = acme
+        .ok(
+            Method::POST,
+            "/api/v1/venues",
+            json!({ "name": "Fuzz Hall", "time_zone": "UTC",
+                    "zones": [{ "id": "front", "name": "Front" }, { "id": "back", "name": "Back" }],
+                    "ga_areas": [{ "id": "floor", "name": "Floor", "capacity": 40 }],
+                    "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": seats }] }] }),
+        )
+        .await;
+    let open = event(&acme, &venue["id"], "Fuzz night").await;
+    let tiers = format!("/api/v1/events/{open}/tiers");
+    for tier in [
+        json!({ "name": "Full", "kind": "seated", "currency": "EUR", "price_minor": 4000, "quantity": 10 }),
+        json!({ "name": "Reduced", "kind": "seated", "currency": "EUR", "price_minor": 2500, "quantity": 4 }),
+    ] {
+        acme.ok(Method::POST, &tiers, tier).await;
+    }
+    let standing = acme
+        .ok(
+            Method::POST,
+            &tiers,
+            json!({ "name": "Standing", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 2000, "quantity": 40 }),
+        )
+        .await["id"]
+        .clone();
+    acme.publish_open(&open, sale_settings()).await;
+
+    // A second, sold out (its one seat held by another buyer), that keeps a waiting list.
+    let small = acme
+        .ok(
+            Method::POST,
+            "/api/v1/venues",
+            json!({ "name": "Fuzz Room", "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
+                    "sections": [{ "id": "B", "name": "B", "rows": [{ "label": "1", "seats": [
+                        { "id": "B-1", "label": "1", "x": 0, "y": 0, "zone": "std" } ] }] }] }),
+        )
+        .await;
+    let sold_out = event(&acme, &small["id"], "Fuzz matinee").await;
+    acme.ok(
+        Method::POST,
+        &format!("/api/v1/events/{sold_out}/tiers"),
+        json!({ "name": "Seat", "kind": "seated", "currency": "EUR", "price_minor": 4000, "quantity": 1 }),
+    )
+    .await;
+    acme.publish_open(&sold_out, sale_settings()).await;
+    let waitlist = json!({ "waitlist": { "enabled": true, "claim_seconds": 600, "max_offers_out": 5 } });
+    acme.ok(Method::PUT, &format!("/api/v1/events/{sold_out}/waiting-room"), waitlist).await;
+    for id in [&open, &sold_out] {
+        acme.sync_until(id, Duration::from_secs(90), |s| s["state"] == "synced").await;
+    }
+    e2e::hold(&edge_url, &sold_out, &["B-1"]).await;
+
+    // The fuzzer is a buyer admitted to the open event (tests/api-fuzz/edge.toml), and another
+    // buyer is the one who leaves the line.
+    let (visitor, admission) = admitted(&edge_url, &open).await;
+    let (leaver_visitor, leaver) = admitted(&edge_url, &open).await;
+    let held: Value = reqwest::Client::new()
+        .post(format!("{edge_url}/api/v1/events/{open}/holds"))
+        .bearer_auth(&admission)
+        .header("user-agent", "api-fuzz/1")
+        .json(&json!({ "kind": "general_admission", "tier": standing, "quantity": 1 }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hold = held["hold"]["id"].as_str().unwrap_or_else(|| panic!("the fuzzer's hold: {held}")).to_owned();
+
+    // The document the edge serves is the one in docs/.
+    let served = e2e::get_json(&format!("{edge_url}/api/v1/openapi.json"), None).await;
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("docs/edge-openapi.json")).unwrap())
+            .unwrap();
+    assert!(served == file, "the edge serves another document than docs/edge-openapi.json: rebuild it");
+
+    let env = [
+        ("EDGE_FUZZ_EVENT", open.clone()),
+        ("EDGE_FUZZ_SOLD_OUT_EVENT", sold_out.clone()),
+        ("EDGE_FUZZ_ADMISSION", admission),
+        ("EDGE_FUZZ_VISITOR", visitor),
+        ("EDGE_FUZZ_LEAVER", leaver),
+        ("EDGE_FUZZ_LEAVER_VISITOR", leaver_visitor),
+        ("EDGE_FUZZ_HOLD", hold),
+    ];
+    let document = format!("{edge_url}/api/v1/openapi.json");
+    schemathesis(&dir.join("edge"), &document, &edge_url, "edge.toml", &[], &env, (40, 500));
+
+    // Whatever the fuzzing did, the ledger's counts still add up: in each section and GA tier,
+    // every place is available, held or sold, and only one of them (no seat is off sale here).
+    let seats = e2e::get_json(&format!("{edge_url}/api/v1/events/{open}/availability"), None).await;
+    let groups = seats["sections"].as_array().unwrap().iter().chain(seats["tiers"].as_array().unwrap());
+    for group in groups {
+        let n = |k: &str| group[1][k].as_u64().unwrap();
+        assert_eq!(n("available") + n("held") + n("sold"), n("capacity"), "{group} in {seats}");
+    }
+    let free = seats["seats"].as_str().unwrap().bytes().filter(|&c| c == b'a').count() as u64;
+    assert_eq!(free, seats["sections"][0][1]["available"].as_u64().unwrap(), "{seats}");
+
+    edge.stop();
+    core.stop();
+    drop_database(&db_name);
+}
+
+/// A new buyer, admitted to `event` through its line: (visitor, admission token).
+async fn admitted(edge: &str, event: &str) -> (String, String) {
+    let buyer = reqwest::Client::builder().user_agent("api-fuzz/1").build().unwrap();
+    let queue = format!("{edge}/api/v1/events/{event}/queue");
+    let joined: Value = buyer.post(&queue).send().await.unwrap().json().await.unwrap();
+    let (ticket, visitor) = (joined["ticket"].as_str().unwrap(), joined["visitor"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let polled: Value = buyer.get(&queue).bearer_auth(ticket).send().await.unwrap().json().await.unwrap();
+        if let Some(token) = polled["admission_token"].as_str() {
+            return (visitor.to_owned(), token.to_owned());
+        }
+        assert!(std::time::Instant::now() < deadline, "never admitted: {polled}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// An event of Acme's at `venue`: its id.
+async fn event(acme: &Admin, venue: &Value, title: &str) -> String {
+    let event = acme
+        .ok(
+            Method::POST,
+            "/api/v1/events",
+            json!({ "venue_id": venue, "title": title, "starts_at": "2027-03-01T20:00:00Z", "ends_at": "2027-03-01T23:00:00Z" }),
+        )
+        .await;
+    event["id"].as_str().unwrap().to_owned()
+}
+
+fn sale_settings() -> Value {
+    json!({ "pricing": { "service_fee": { "per_ticket_minor": 150, "percent_bps": 0 }, "tax": { "rate_bps": 0 } },
+            "holds": { "hold_seconds": 600, "extension_seconds": 600, "max_tickets_per_visitor": 6 } })
+}
+
+/// Runs schemathesis (`E2E_SCHEMATHESIS`) against `document` at `base` with the settings
+/// `tests/api-fuzz/{config}`, these headers on every request, our checks (hooks.py) and `env`, with
+/// `examples` per operation and phase (`API_FUZZ_EXAMPLES` overrides it); fails on any failure it
+/// reports, or when it made fewer than `at_least` requests. Its output is kept in `dir`.
+fn schemathesis(
+    dir: &std::path::Path,
+    document: &str,
+    base: &str,
+    config: &str,
+    headers: &[&str],
+    env: &[(&str, String)],
+    (examples, at_least): (u32, u32),
+) {
+    let program = std::env::var("E2E_SCHEMATHESIS").expect("E2E_SCHEMATHESIS: run through scripts/test.sh");
+    let examples = std::env::var("API_FUZZ_EXAMPLES").unwrap_or_else(|_| examples.to_string());
+    std::fs::create_dir_all(dir).unwrap();
+    let mut cmd = Command::new(program);
+    cmd.args(["--config-file", repo_root().join("tests/api-fuzz").join(config).to_str().unwrap()])
+        .args(["run", document, "--url", base]);
+    for header in headers {
+        cmd.args(["--header", header]);
+    }
+    let out = cmd
+        .args(["--checks", "all"])
+        .args(["--max-examples", &examples, "--seed", "20261203", "--workers", "1"])
+        .args(["--phases", "examples,coverage,fuzzing", "--request-timeout", "20"])
+        .args(["--report", "junit", "--report-dir", dir.to_str().unwrap()])
+        .args(["--no-color"])
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PYTHONPATH", repo_root().join("tests/api-fuzz"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("schemathesis runs");
+    let printed = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let log = dir.join("schemathesis.log");
+    std::fs::write(&log, &printed).ok();
+    assert!(
+        out.status.success(),
+        "schemathesis found failures (whole output in {}):\n{}",
+        log.display(),
+        tail(&printed, 200)
+    );
+    let generated = printed
+        .lines()
+        .find_map(|l| l.trim().split_once(" generated, ").and_then(|(n, _)| n.parse::<u32>().ok()))
+        .unwrap_or(0);
+    assert!(generated >= at_least, "schemathesis made only {generated} requests:\n{}", tail(&printed, 60));
 }
 
 /// A path template with every `{parameter}` filled with `id`.

@@ -16,53 +16,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use e2e::{
-    create_admin, drop_database, free_port, run_sale, start_core_with, start_smtp_sink, start_workerd_edge,
-    Setup,
+    create_admin, drop_database, free_port, relayed_ids, run_sale, start_core_with, start_smtp_sink,
+    start_workerd_edge, Setup,
 };
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
-use rdkafka::message::{Headers as _, Message as _};
-use rdkafka::ClientConfig;
 use serde_json::Value;
 use sqlx::PgPool;
 
 async fn count(db: &PgPool, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(db).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// The `message-id` header of every message in the topics under `prefix`, read from the start by
-/// a group of its own, until no more come for a while.
-async fn relayed_ids(bootstrap: &str, prefix: &str, expected: usize) -> Vec<i64> {
-    let raw: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("{prefix}audit"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let topics: Vec<String> = regional_core::bus::TOPICS
-        .iter()
-        .map(|t| format!("{prefix}{t}.v{}", regional_core::bus::SCHEMA_VERSION))
-        .collect();
-    raw.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
-    let mut ids = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        // Past the expected number, a quiet spell shows whether duplicates follow.
-        let wait = if ids.len() >= expected { Duration::from_secs(3).min(left) } else { left };
-        match tokio::time::timeout(wait, raw.recv()).await {
-            Ok(Ok(m)) => {
-                let id = m
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "message-id").and_then(|h| h.value))
-                    .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
-                    .expect("every relayed message carries its message-id");
-                ids.push(id);
-            }
-            Ok(Err(e)) => panic!("reading the topics: {e}"),
-            Err(_) => return ids,
-        }
-    }
 }
 
 /// `(event, version)` of every "event synced to the edge" line in a core's JSON log.

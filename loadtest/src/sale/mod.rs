@@ -89,6 +89,10 @@ struct Ctx {
     held: Mutex<Vec<(u32, Vec<usize>)>>,
     /// The orders buyers saw paid.
     paid_orders: Mutex<Vec<String>>,
+    /// The orders checkout acknowledged (answered 201 with the order).
+    acknowledged: Mutex<Vec<String>>,
+    /// How long a request without an answer or with a 5xx is retried (`--retry-seconds`).
+    retry_for: Duration,
     /// How long an admitted buyer who finds every seat held waits for one to come back.
     hold_wait: Duration,
 }
@@ -105,8 +109,28 @@ impl Ctx {
         self.started.elapsed().as_millis() as u32
     }
 
-    /// Sends one request (waiting for a slot), times it, records it.
+    /// Sends one request (waiting for a slot), times it, records it; with `--retry-seconds`, sends
+    /// it again every half second while it gets no answer or a 5xx, within that time. Each attempt
+    /// is recorded.
     async fn send(&self, step: Step, req: reqwest::RequestBuilder) -> Option<Answer> {
+        let give_up = Instant::now() + self.retry_for;
+        let mut req = req;
+        loop {
+            let again = req.try_clone();
+            let answer = self.send_once(step, req).await;
+            let failed = answer.as_ref().is_none_or(|a| a.status >= 500);
+            match again {
+                Some(next) if failed && Instant::now() < give_up && !self.out_of_time() => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    req = next;
+                }
+                _ => return answer,
+            }
+        }
+    }
+
+    /// One attempt of [`Ctx::send`].
+    async fn send_once(&self, step: Step, req: reqwest::RequestBuilder) -> Option<Answer> {
         let _slot = self.slots.acquire().await.ok()?;
         let t = Instant::now();
         let answer = match req.send().await {
@@ -292,6 +316,9 @@ async fn shop(ctx: &Ctx, plan: &mut Plan, admission: &str) -> Outcome {
                 ctx.http
                     .post(format!("{base}/holds"))
                     .bearer_auth(admission)
+                    // One key per hold asked for (as the buyer's page sends): a retry of a hold
+                    // whose answer was lost gets that hold again, never a second one.
+                    .header("idempotency-key", nonce())
                     .json(&json!({ "kind": "seats", "seats": seats })),
             )
             .await
@@ -299,7 +326,7 @@ async fn shop(ctx: &Ctx, plan: &mut Plan, admission: &str) -> Outcome {
             continue;
         };
         match h.status {
-            201 => {
+            200 | 201 => {
                 hold_token = h.body["hold_token"].as_str().map(str::to_owned);
                 if let Ok(mut held) = ctx.held.lock() {
                     held.push((sent, picked));
@@ -335,7 +362,14 @@ async fn buy(ctx: &Ctx, hold_token: &str, email: &str, fate: Fate) -> Outcome {
     else {
         return Outcome::Failed("checkout".into());
     };
-    if o.status != 201 {
+    // 201, or 200 for a retry with the same key whose first answer was lost: the same order.
+    let acknowledged = matches!(o.status, 200 | 201);
+    if acknowledged {
+        if let (Ok(mut acked), Some(id)) = (ctx.acknowledged.lock(), o.body["order"]["id"].as_str()) {
+            acked.push(id.to_owned());
+        }
+    }
+    if !acknowledged {
         return if o.status >= 500 {
             Outcome::Failed("checkout".into())
         } else {
@@ -347,7 +381,28 @@ async fn buy(ctx: &Ctx, hold_token: &str, email: &str, fate: Fate) -> Outcome {
         Fate::Decline => "decline",
         Fate::Pay => "approve",
     };
-    let payment = o.body["order"]["payment"]["redirect_url"].as_str().and_then(|u| u.rsplit('/').next());
+    let (id, token) = (
+        o.body["order"]["id"].as_str().unwrap_or_default().to_owned(),
+        o.body["order_token"].as_str().unwrap_or_default().to_owned(),
+    );
+    let mut redirect = o.body["order"]["payment"]["redirect_url"].as_str().map(str::to_owned);
+    // An order whose payment is not started yet (a retry answered while the core still waits on
+    // the edge or the provider): the order page shows "Pay now" once it is, as the buyer sees it.
+    let give_up = Instant::now() + ctx.retry_for;
+    while redirect.is_none() && Instant::now() < give_up && !ctx.out_of_time() {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Some(order) = ctx
+            .send(Step::Order, ctx.http.get(format!("{}/api/v1/orders/{id}", ctx.edge)).bearer_auth(&token))
+            .await
+        else {
+            continue;
+        };
+        if matches!(order.body["state"].as_str(), Some("cancelled" | "refunded")) {
+            return Outcome::Failed("checkout".into());
+        }
+        redirect = order.body["payment"]["redirect_url"].as_str().map(str::to_owned);
+    }
+    let payment = redirect.as_deref().and_then(|u| u.rsplit('/').next());
     let Some(payment) = payment else { return Outcome::Failed("checkout".into()) };
     let Some(p) = ctx
         .send(
@@ -364,17 +419,13 @@ async fn buy(ctx: &Ctx, hold_token: &str, email: &str, fate: Fate) -> Outcome {
         return Outcome::Failed("pay".into());
     }
     // The order page: polled until the order has an outcome.
-    let (id, token) = (
-        o.body["order"]["id"].as_str().unwrap_or_default(),
-        o.body["order_token"].as_str().unwrap_or_default(),
-    );
     loop {
         if ctx.out_of_time() {
             return Outcome::TimedOut;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let Some(order) = ctx
-            .send(Step::Order, ctx.http.get(format!("{}/api/v1/orders/{id}", ctx.edge)).bearer_auth(token))
+            .send(Step::Order, ctx.http.get(format!("{}/api/v1/orders/{id}", ctx.edge)).bearer_auth(&token))
             .await
         else {
             continue;
@@ -562,6 +613,8 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         conflicts: AtomicU64::new(0),
         held: Mutex::new(Vec::new()),
         paid_orders: Mutex::new(Vec::new()),
+        acknowledged: Mutex::new(Vec::new()),
+        retry_for: Duration::from_secs(args.retry_seconds),
         hold_wait: Duration::from_secs(u64::from(args.hold_seconds.max(args.payment_seconds)) + 10),
     });
     let progress = tokio::spawn(progress(ctx.clone(), args.buyers));
@@ -626,6 +679,10 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
 
     let records = std::mem::take(&mut *ctx.records.lock().map_err(|_| "poisoned")?);
     let mut audit = audit;
+    let acknowledged = ctx.acknowledged.lock().map_err(|_| "poisoned")?.clone();
+    let paid = ctx.paid_orders.lock().map_err(|_| "poisoned")?.clone();
+    audit.checks.extend(crate::audit::acknowledged_orders(&db, &event, &acknowledged, &paid).await?);
+    audit.clean = audit.checks.iter().all(|c| c.ok);
     let waitlist = if args.waitlist > 0 {
         let at = |ms: u64| started_epoch_ms + ms as i64;
         let public = list.public_at_first_entry();

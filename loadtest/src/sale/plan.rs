@@ -101,6 +101,12 @@ pub struct SaleArgs {
     /// it, as the abandoned and declined ones do).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub waitlist_refunds: u64,
+    /// How long a buyer goes on retrying a request that got no answer or a 5xx (every half second,
+    /// the same request: checkout with the same `Idempotency-Key`, as the buyer's page does), before
+    /// giving up. 0: never retry (the benchmarks' setting). The fault campaign sets it, so that a
+    /// buyer rides out a restart as a patient person would (docs/reliability.md).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
+    pub retry_seconds: u64,
     /// Then play the same buyers' plans against the baseline (a Redis lock per seat and an
     /// optimistic-version update in PostgreSQL; `crate::baseline`) and compare.
     #[arg(long)]

@@ -57,6 +57,13 @@ struct Due {
     attempts: i32,
 }
 
+/// Why a message could not be made: for now (the database did not answer: retried with backoff),
+/// or ever (a recipient that is no address: parked at once).
+enum Unsendable {
+    Now(String),
+    Ever(String),
+}
+
 /// What became of one attempt.
 enum Sent {
     Ok,
@@ -147,7 +154,8 @@ impl Sender {
         }
         let message = match self.message(d).await {
             Ok(m) => m,
-            Err(e) => return Sent::Failed { permanent: true, error: e },
+            Err(Unsendable::Now(error)) => return Sent::Failed { permanent: false, error },
+            Err(Unsendable::Ever(error)) => return Sent::Failed { permanent: true, error },
         };
         match self.smtp.send(message).await {
             Ok(_) => Sent::Ok,
@@ -156,8 +164,8 @@ impl Sender {
     }
 
     /// The MIME message: text and HTML alternatives, each ticket's QR code attached.
-    async fn message(&self, d: &Due) -> Result<lettre::Message, String> {
-        let to: Mailbox = d.recipient.parse().map_err(|e| format!("recipient: {e}"))?;
+    async fn message(&self, d: &Due) -> Result<lettre::Message, Unsendable> {
+        let to: Mailbox = d.recipient.parse().map_err(|e| Unsendable::Ever(format!("recipient: {e}")))?;
         let digest = Sha256::digest(d.dedup_key.as_bytes());
         let id = hex::encode(&digest[..16]);
         let bodies = MultiPart::alternative_plain_html(d.text_body.clone(), d.html_body.clone());
@@ -171,16 +179,19 @@ impl Sender {
             .bind(&d.ticket_ids)
             .fetch_all(&self.db)
             .await
-            .map_err(|e| e.to_string())?;
+            // The database out of reach for a moment (a restart, a failover): try again later.
+            .map_err(|e| Unsendable::Now(e.to_string()))?;
             for (n, t) in tickets.iter().enumerate() {
-                let png = qr_png(&ticket_code(&self.signer, t)).map_err(|e| e.to_string())?;
+                let png =
+                    qr_png(&ticket_code(&self.signer, t)).map_err(|e| Unsendable::Ever(e.to_string()))?;
                 let name = match &t.seat_id {
                     Some(seat) => {
                         format!("ticket-{}.png", seat.replace(|c: char| !c.is_ascii_alphanumeric(), "-"))
                     }
                     None => format!("ticket-{}.png", n + 1),
                 };
-                let png_type = ContentType::parse("image/png").map_err(|e| e.to_string())?;
+                let png_type =
+                    ContentType::parse("image/png").map_err(|e| Unsendable::Ever(e.to_string()))?;
                 body = body.singlepart(Attachment::new(name).body(png, png_type));
             }
         }
@@ -190,7 +201,7 @@ impl Sender {
             .subject(d.subject.clone())
             .message_id(Some(format!("<{id}@{}>", self.settings.domain)))
             .multipart(body)
-            .map_err(|e| e.to_string())
+            .map_err(|e| Unsendable::Ever(e.to_string()))
     }
 
     async fn record(&self, d: &Due, outcome: Sent) -> Result<(), sqlx::Error> {

@@ -209,6 +209,32 @@ async fn a_paid_order_mails_its_tickets_once_to_a_real_smtp_server(db: PgPool) {
 }
 
 #[sqlx::test]
+async fn a_database_error_while_the_mail_is_made_is_retried_not_parked(db: PgPool) {
+    // Found by the fault campaign (tests/tests/faults.rs, PostgreSQL restarted during a sale): the
+    // tickets' QR codes are drawn when the mail is made, and a database error there parked the
+    // confirmation for good, as if its address were wrong.
+    let api = Api::start_with(with_checkout(&db, &signer())).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
+    let sink = SmtpSink::start(&[]);
+    order_paid(&db, order, &event, &tickets).await;
+    relay(&db).await;
+    sqlx::query("ALTER TABLE tickets RENAME TO tickets_away").execute(&db).await.unwrap();
+    let sender = sender(&db, &sink, 5, 20);
+    sender.send_due().await.unwrap();
+    let (state, attempts, error) = state_of(&db, "order_confirmation").await;
+    assert_eq!((state.as_str(), attempts), ("pending", 1), "{error:?}");
+    sqlx::query("ALTER TABLE tickets_away RENAME TO tickets").execute(&db).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while state_of(&db, "order_confirmation").await.0 != "sent" {
+        assert!(std::time::Instant::now() < deadline, "never sent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        sender.send_due().await.unwrap();
+    }
+    assert_eq!(sink.messages().len(), 1, "one mail");
+}
+
+#[sqlx::test]
 async fn a_failing_smtp_server_means_retries_then_a_parked_mail_the_operator_can_retry(db: PgPool) {
     let api = Api::start_with(with_checkout(&db, &signer())).await;
     let (root, [(org, key), (_, other_key)]) = two_tenants(&api).await;

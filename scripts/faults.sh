@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The fault campaign (docs/reliability.md): a sale through the whole stack with one fault injected
+# while buyers buy, then the audit, the broker's and the mails' checks, and the time to recover
+# (tests/tests/faults.rs). Each fault is one run of a minute or two, on a PostgreSQL cluster, a
+# broker and an SMTP server of its own (the machine's shared PostgreSQL is never restarted).
+#   scripts/faults.sh                 every fault, one after the other, then the table
+#   scripts/faults.sh kafka_down      one fault (postgres_restart, kafka_down, workerd_restart,
+#                                     core_killed, replica_lost, smtp_down)
+# Rows are kept in $CARGO_TARGET_DIR/faults/<fault>.json; the table is printed from all of them.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+FAULTS=(postgres_restart kafka_down workerd_restart core_killed replica_lost smtp_down)
+picked=("${@:-${FAULTS[@]}}")
+for f in "${picked[@]}"; do
+  [[ " ${FAULTS[*]} " == *" $f "* ]] || die "unknown fault $f (one of: ${FAULTS[*]})"
+done
+
+# A run stopped half-way leaves its services behind (each has a process group of its own, and
+# PostgreSQL is daemonized by pg_ctl): stop whatever a run of this script started, PostgreSQL too
+# (runuser keeps the environment), and nothing else.
+cleanup() {
+  # Every process a run started carries TICKETING_FAULT_RUN (inherited from this script).
+  for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}; pid=${pid%/environ}
+    [ "$pid" != $$ ] && tr '\0' '\n' <"$environ" 2>/dev/null | grep -qx "TICKETING_FAULT_RUN=$$" && kill -9 "$pid" 2>/dev/null
+  done
+  return 0
+}
+export TICKETING_FAULT_RUN=$$
+trap cleanup EXIT
+
+bash "$ROOT/scripts/bootstrap.sh" --no-fuzz
+cd "$ROOT"
+timed "worker build" bash "$ROOT/scripts/build-worker.sh"
+timed "binaries build" cargo build --locked -q --workspace --bins
+out="$CARGO_TARGET_DIR/faults"
+mkdir -p "$out"
+for f in "${picked[@]}"; do
+  rm -f "$out/$f.json"
+  E2E_CORE_BIN="$CARGO_TARGET_DIR/debug/regional-core" E2E_DATABASE_SERVER="postgres://$PGUSER@$PGHOST:$PGPORT" \
+    DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/postgres" TANSU="$TANSU" \
+    timed "fault $f" cargo nextest run --locked --workspace --run-ignored all --no-capture \
+    -E "package(e2e) and binary(faults) and test(=$f)"
+done
+
+python3 - "$out" <<'PY'
+import json, pathlib, sys
+rows = [json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json"))]
+print("| fault | recovered after (from the fault) | backlog when back | paid orders | requests failed (5xx or no answer) | buyers turned away (failed, refused, out of time) | events relayed (duplicates) | mails sent (resent) | audit |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+for r in rows:
+    down = " (%d s down)" % r["down_s"] if r["down_s"] else ""
+    backlog = r["backlog_at_restore"] if r["backlog_at_restore"] is not None else "—"
+    away = "%d, %d, %d" % (r["buyers_failed"], r["buyers_refused"], r["buyers_timed_out"])
+    print("| %s (`scripts/faults.sh %s`) | %.1f s%s | %s | %d | %d | %s | %d (%d) | %d (%d) | %s |" % (
+        r["what"], r["fault"], r["recovered_after_s"], down, backlog, r["paid_orders"], r["failed_requests"], away,
+        r["events_relayed"], r["broker_duplicates"], r["mails_sent"], r["mails_resent"], "clean" if r["audit_clean"] else "FAILED"))
+PY
