@@ -18,14 +18,7 @@ done
 # A run stopped half-way leaves its services behind (each has a process group of its own, and
 # PostgreSQL is daemonized by pg_ctl): stop whatever a run of this script started, PostgreSQL too
 # (runuser keeps the environment), and nothing else.
-cleanup() {
-  # Every process a run started carries TICKETING_FAULT_RUN (inherited from this script).
-  for environ in /proc/[0-9]*/environ; do
-    pid=${environ#/proc/}; pid=${pid%/environ}
-    [ "$pid" != $$ ] && tr '\0' '\n' <"$environ" 2>/dev/null | grep -qx "TICKETING_FAULT_RUN=$$" && kill -9 "$pid" 2>/dev/null
-  done
-  return 0
-}
+cleanup() { kill_marked TICKETING_FAULT_RUN $$; }
 export TICKETING_FAULT_RUN=$$
 trap cleanup EXIT
 

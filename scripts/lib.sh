@@ -49,6 +49,17 @@ timed() {
   log "$name: $((end - start)) s"
 }
 
+# Kills (SIGKILL) every process but this shell whose environment holds $1=$2: what a run that
+# exported that marker started, PostgreSQL daemonized by pg_ctl included, and nothing else.
+kill_marked() {
+  local environ pid
+  for environ in /proc/[0-9]*/environ; do
+    pid=${environ#/proc/}; pid=${pid%/environ}
+    [ "$pid" != $$ ] && tr '\0' '\n' 2>/dev/null <"$environ" | grep -qx "$1=$2" && kill -9 "$pid" 2>/dev/null
+  done
+  return 0
+}
+
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 

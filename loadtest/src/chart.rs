@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-/// One series of a panel: its name, colour and values (one per second; `None` for no sample).
+/// One series of a panel: its name, colour and values (one per point of the time axis; `None` for
+/// no sample).
 pub struct Series<'a> {
     pub name: &'a str,
     pub colour: &'a str,
@@ -23,8 +24,8 @@ const RIGHT: f64 = 20.0;
 const TOP: f64 = 40.0;
 const GAP: f64 = 45.0;
 
-/// Draws the panels over `seconds` seconds under a title.
-pub fn svg(title: &str, seconds: usize, panels: &[Panel<'_>]) -> String {
+/// Draws the panels under a title, over `points` points of the time axis, `step` seconds apart.
+pub fn svg(title: &str, points: usize, step: usize, panels: &[Panel<'_>]) -> String {
     let height = TOP + panels.len() as f64 * (PANEL_HEIGHT + GAP) + 10.0;
     let mut out = String::new();
     let _ = write!(
@@ -35,7 +36,7 @@ pub fn svg(title: &str, seconds: usize, panels: &[Panel<'_>]) -> String {
         escape(title)
     );
     let plot_w = WIDTH - LEFT - RIGHT;
-    let x = |i: usize| LEFT + plot_w * i as f64 / seconds.max(1) as f64;
+    let x = |i: usize| LEFT + plot_w * i as f64 / points.max(1) as f64;
     for (p, panel) in panels.iter().enumerate() {
         let y0 = TOP + p as f64 * (PANEL_HEIGHT + GAP) + 18.0;
         let top = panel
@@ -73,12 +74,13 @@ pub fn svg(title: &str, seconds: usize, panels: &[Panel<'_>]) -> String {
                 y(v),
             );
         }
-        let step = (seconds / 10).max(1);
-        for t in (0..=seconds).step_by(step) {
+        for i in (0..=points).step_by((points / 10).max(1)) {
+            let t = i * step.max(1);
+            let label = if points * step >= 1200 { format!("{} min", t / 60) } else { format!("{t} s") };
             let _ = write!(
                 out,
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{t} s</text>",
-                x(t),
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#555\">{label}</text>",
+                x(i),
                 y0 + PANEL_HEIGHT + 15.0
             );
         }
@@ -162,6 +164,7 @@ mod tests {
         let s = svg(
             "t <run>",
             4,
+            1,
             &[Panel {
                 title: "rps",
                 unit: "/s",

@@ -232,11 +232,6 @@ async fn xact_commit(db: &sqlx::PgPool) -> Result<i64, String> {
         .map_err(|e| e.to_string())
 }
 
-/// `name value` from Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
-}
-
 #[derive(Default)]
 struct Steps {
     hold: Vec<Sample>,
@@ -372,10 +367,10 @@ pub async fn run(args: CheckoutArgs) -> Result<CheckoutReport, String> {
         tokio::spawn(async move {
             let (mut rss, mut conns) = (0f64, 0f64);
             while running.load(std::sync::atomic::Ordering::Relaxed) {
-                if let Ok(resp) = client.get(format!("{core}/metrics")).send().await {
-                    let text = resp.text().await.unwrap_or_default();
-                    rss = rss.max(metric(&text, "process_resident_memory_bytes").unwrap_or(0.0));
-                    conns = conns.max(metric(&text, "ticketing_db_connections_in_use").unwrap_or(0.0));
+                if let Some(scrape) = crate::sample::scrape(&client, &format!("{core}/metrics")).await {
+                    let metric = |name| crate::sample::total(&scrape, name).unwrap_or(0.0);
+                    rss = rss.max(metric("process_resident_memory_bytes"));
+                    conns = conns.max(metric("ticketing_db_connections_in_use"));
                 }
                 tokio::time::sleep(Duration::from_millis(1000)).await;
             }

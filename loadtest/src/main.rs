@@ -20,6 +20,7 @@ mod holds;
 mod ledger_bench;
 mod queue;
 mod sale;
+mod sample;
 mod summary;
 
 use std::time::{Duration, Instant};
@@ -56,7 +57,7 @@ enum Command {
     /// Buy end to end: hold, checkout, test payment, paid.
     Checkout(checkout::CheckoutArgs),
     /// Play a flash sale and audit it (exits non-zero when the audit finds a violation).
-    Sale(sale::plan::SaleArgs),
+    Sale(Box<sale::plan::SaleArgs>),
     /// Audit an event a `sale` made.
     Audit(AuditArgs),
     /// The baseline design as a service (started by `sale --baseline`, one run's seats).
@@ -110,7 +111,7 @@ async fn main() -> std::process::ExitCode {
         Command::BaselineServer(args) => {
             ("baseline-server", baseline::server::serve(args).await.map(|()| None))
         }
-        Command::Sale(args) => ("sale", sale::run(args).await.map(|r| Some((json(&r), r.audit.clean)))),
+        Command::Sale(args) => ("sale", sale::run(*args).await.map(|r| Some((json(&r), r.audit.clean)))),
         Command::Audit(args) => ("audit", run_audit(args).await.map(|a| Some((json(&a), a.clean)))),
     };
     match outcome {

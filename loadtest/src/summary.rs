@@ -78,12 +78,7 @@ pub fn summarize(samples: &[Sample], seconds: f64) -> Summary {
         latencies.push(latency.as_secs_f64() * 1000.0);
     }
     latencies.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        latencies[((latencies.len() as f64 - 1.0) * p).round() as usize]
-    };
+    let pct = |p: f64| percentile(&latencies, p).unwrap_or(0.0);
     let ok = statuses.iter().filter(|(s, _)| (200..300).contains(*s)).map(|(_, n)| n).sum();
     Summary {
         requests: samples.len() as u64,
@@ -97,6 +92,11 @@ pub fn summarize(samples: &[Sample], seconds: f64) -> Summary {
         p99_ms: pct(0.99),
         max_ms: latencies.last().copied().unwrap_or(0.0),
     }
+}
+
+/// The `p` quantile of sorted values (nearest rank), `None` when there are none.
+pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    sorted.get(((sorted.len() as f64 - 1.0) * p).round().max(0.0) as usize).copied()
 }
 
 #[cfg(test)]

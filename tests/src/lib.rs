@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+pub mod stack;
+
 /// `GET url` (with a bearer token if given), answered as JSON.
 pub async fn get_json(url: &str, bearer: Option<&str>) -> serde_json::Value {
     let mut req = reqwest::Client::new().get(url);
@@ -98,6 +100,33 @@ impl Service {
     /// The service's whole log.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The first process under this one (children, then theirs) whose name is `name`: the
+    /// workerd that miniflare starts under node, say. From `/proc/<pid>/stat` (name, parent).
+    pub fn descendant(&self, name: &str) -> Option<u32> {
+        let processes: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // `pid (comm) state ppid …`: the name may hold spaces and parentheses.
+                let (open, close) = (stat.find('(')?, stat.rfind(')')?);
+                let ppid = stat[close + 1..].split_whitespace().nth(1)?.parse().ok()?;
+                Some((pid, ppid, stat[open + 1..close].to_owned()))
+            })
+            .collect();
+        let mut todo = vec![self.child.id()];
+        while let Some(parent) = todo.pop() {
+            for (pid, _, comm) in processes.iter().filter(|p| p.1 == parent) {
+                if comm == name {
+                    return Some(*pid);
+                }
+                todo.push(*pid);
+            }
+        }
+        None
     }
 
     /// True once the process has exited.

@@ -19,10 +19,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use e2e::{
-    create_admin, free_port, relayed_ids, run_sale, start_core_with, start_smtp_sink, start_tansu,
-    start_workerd_edge, Balancer, Postgres, Service, Setup, TestKeys,
-};
+use e2e::stack::{count, drained, Stack, UNCONFIRMED_5S};
+use e2e::{create_admin, relayed_ids, run_sale, start_smtp_sink, start_tansu, Service};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use tokio::task::block_in_place;
@@ -72,184 +70,59 @@ impl Fault {
     }
 }
 
-/// The stack of one run.
-struct Stack {
-    dir: std::path::PathBuf,
-    keys: std::sync::Arc<TestKeys>,
-    pg: Postgres,
-    core_env: Vec<(&'static str, String)>,
-    core_ports: [u16; 2],
-    cores: [Option<Service>; 2],
-    balancer: Balancer,
-    edge_port: u16,
-    edge: Option<Service>,
-    kafka_port: u16,
-    kafka: Option<Service>,
-    smtp_port: u16,
-    mail_dir: std::path::PathBuf,
-    smtp: Option<Service>,
-}
-
-impl Stack {
-    async fn start(name: &str) -> Self {
-        let Setup { dir, keys, core_port, edge_port, edge_url, .. } = Setup::new(name);
-        let pg = tokio::task::block_in_place(|| Postgres::start(name, &dir));
-        let (kafka_port, smtp_port, other_port) = (free_port(), free_port(), free_port());
-        let kafka = tokio::task::block_in_place(|| start_tansu(kafka_port, &dir.join("kafka")));
-        let mail_dir = dir.join("mail");
-        let smtp = tokio::task::block_in_place(|| start_smtp_sink(smtp_port, &mail_dir));
-        let balancer = Balancer::start(vec![core_port, other_port]).await;
-        let core_env = vec![
-            ("CORE_SIGNING_KEY", keys.core_signing_key()),
-            ("EDGE_VERIFYING_KEYS", keys.edge.public_config()),
-            ("EDGE_URL", edge_url.clone()),
-            ("CORE_PUBLIC_URL", balancer.url()),
-            ("KAFKA_BOOTSTRAP", format!("127.0.0.1:{kafka_port}")),
-            ("KAFKA_TOPIC_PREFIX", format!("{name}.")),
-            ("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}")),
-            // One secret for both replicas: the test provider's webhook, sent by one, may reach the other.
-            ("TESTPAY_WEBHOOK_SECRET", format!("whsec_faults_{name}")),
-            ("PAYMENT_GRACE_SECS", "5".to_owned()),
-            ("RECONCILE_INTERVAL_MS", "300".to_owned()),
-            ("LOG_FORMAT", "json".to_owned()),
-            ("RUST_LOG", "warn,regional_core::bus=info".to_owned()),
-        ];
-        let mut stack = Stack {
-            dir,
-            keys: std::sync::Arc::new(keys),
-            pg,
-            core_env,
-            core_ports: [core_port, other_port],
-            cores: [None, None],
-            balancer,
-            edge_port,
-            edge: None,
-            kafka_port,
-            kafka: Some(kafka),
-            smtp_port,
-            mail_dir,
-            smtp: Some(smtp),
-        };
-        stack.start_core(0).await;
-        stack.start_core(1).await;
-        stack.start_edge().await;
-        stack
-    }
-
-    async fn start_core(&mut self, i: usize) {
-        let core = start_core_with(self.core_ports[i], &self.pg.url(), true, &self.dir, &self.core_env);
-        core.wait_ready("/readyz", Duration::from_secs(90)).await;
-        self.cores[i] = Some(core);
-    }
-
-    async fn start_edge(&mut self) {
-        let edge = start_workerd_edge(
-            self.edge_port,
-            &self.balancer.url(),
-            &self.dir.join("do-state"),
-            &self.dir,
-            &self.keys,
-        );
-        edge.wait_ready("/healthz", Duration::from_secs(120)).await;
-        self.edge = Some(edge);
-    }
-
-    fn edge_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.edge_port)
-    }
-
-    /// Injects `fault`; answers when the stack is whole again, timed from the fault's start, and for
-    /// a dependency that was down, the backlog it left (rows waiting when it came back).
-    async fn inject(&mut self, fault: Fault, db: &PgPool) -> (Duration, Option<i64>) {
-        let t = Instant::now();
-        let mut backlog = None;
-        match fault {
-            Fault::PostgresRestart => {
-                block_in_place(|| {
-                    self.pg.crash();
-                    self.pg.up();
-                });
-                self.healthy().await;
-            }
-            Fault::KafkaDown => {
-                let broker = self.kafka.take().expect("the broker");
-                block_in_place(|| broker.crash());
-                tokio::time::sleep(OUTAGE).await;
-                self.kafka = Some(block_in_place(|| start_tansu(self.kafka_port, &self.dir.join("kafka"))));
-                backlog = Some(count(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await);
-                drained(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await;
-            }
-            Fault::WorkerdRestart => {
-                let edge = self.edge.take().expect("the edge");
-                block_in_place(|| edge.crash());
-                self.start_edge().await;
-                self.healthy().await;
-            }
-            Fault::CoreKilled => {
-                let replicas: Vec<Service> =
-                    self.cores.iter_mut().map(|c| c.take().expect("a replica")).collect();
-                block_in_place(|| replicas.into_iter().for_each(Service::crash));
-                self.start_core(0).await;
-                self.start_core(1).await;
-                self.healthy().await;
-            }
-            Fault::ReplicaLost => {
-                let replica = self.cores[0].take().expect("replica A");
-                block_in_place(|| replica.crash());
-                self.healthy().await;
-            }
-            Fault::SmtpDown => {
-                let smtp = self.smtp.take().expect("the SMTP server");
-                block_in_place(|| smtp.crash());
-                tokio::time::sleep(OUTAGE).await;
-                self.smtp = Some(block_in_place(|| start_smtp_sink(self.smtp_port, &self.mail_dir)));
-                backlog = Some(count(db, "SELECT count(*) FROM notifications WHERE state <> 'sent'").await);
-                drained(db, "SELECT count(*) FROM notifications WHERE state <> 'sent'").await;
-            }
+/// Injects `fault`; answers when the stack is whole again, timed from the fault's start, and for
+/// a dependency that was down, the backlog it left (rows waiting when it came back).
+async fn inject(stack: &mut Stack, fault: Fault, db: &PgPool) -> (Duration, Option<i64>) {
+    let t = Instant::now();
+    let mut backlog = None;
+    match fault {
+        Fault::PostgresRestart => {
+            block_in_place(|| {
+                stack.pg.crash();
+                stack.pg.up();
+            });
+            stack.healthy().await;
         }
-        // Whole again also means the consumers caught up: no order paid more than 5 s ago is still
-        // without its confirmation (a consumer group whose members were killed rejoins first).
-        drained(db, UNCONFIRMED_5S).await;
-        (t.elapsed(), backlog)
-    }
-
-    /// Waits until the edge's health chain (edge, objects, core, database) is green.
-    async fn healthy(&self) {
-        let http = reqwest::Client::new();
-        let url = format!("{}/healthz", self.edge_url());
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let ok =
-                http.get(&url).timeout(Duration::from_secs(3)).send().await.is_ok_and(|r| r.status() == 200);
-            if ok {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the stack never became healthy again");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        Fault::KafkaDown => {
+            let broker = stack.kafka.take().expect("the broker");
+            block_in_place(|| broker.crash());
+            tokio::time::sleep(OUTAGE).await;
+            stack.kafka = Some(block_in_place(|| start_tansu(stack.kafka_port, &stack.dir.join("kafka"))));
+            backlog = Some(count(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await);
+            drained(db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await;
+        }
+        Fault::WorkerdRestart => {
+            let edge = stack.edge.take().expect("the edge");
+            block_in_place(|| edge.crash());
+            stack.start_edge().await;
+            stack.healthy().await;
+        }
+        Fault::CoreKilled => {
+            let replicas: Vec<Service> =
+                stack.cores.iter_mut().map(|c| c.take().expect("a replica")).collect();
+            block_in_place(|| replicas.into_iter().for_each(Service::crash));
+            stack.start_core(0).await;
+            stack.start_core(1).await;
+            stack.healthy().await;
+        }
+        Fault::ReplicaLost => {
+            let replica = stack.cores[0].take().expect("replica A");
+            block_in_place(|| replica.crash());
+            stack.healthy().await;
+        }
+        Fault::SmtpDown => {
+            let smtp = stack.smtp.take().expect("the SMTP server");
+            block_in_place(|| smtp.crash());
+            tokio::time::sleep(OUTAGE).await;
+            stack.smtp = Some(block_in_place(|| start_smtp_sink(stack.smtp_port, &stack.mail_dir)));
+            backlog = Some(count(db, "SELECT count(*) FROM notifications WHERE state <> 'sent'").await);
+            drained(db, "SELECT count(*) FROM notifications WHERE state <> 'sent'").await;
         }
     }
-}
-
-/// Orders paid more than 5 s ago without their confirmation mail queued.
-const UNCONFIRMED_5S: &str =
-    "SELECT count(*) FROM orders o WHERE o.state = 'paid' AND o.updated_at < now() - interval '5 seconds'
-    AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.order_id = o.id AND n.kind = 'order_confirmation')";
-
-async fn count(db: &PgPool, sql: &str) -> i64 {
-    sqlx::query_scalar(sql).fetch_one(db).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Waits until `sql` counts nothing (a backlog drained), within three minutes. The pool reconnects
-/// by itself after the database restarts.
-async fn drained(db: &PgPool, sql: &str) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        if sqlx::query_scalar::<_, i64>(sql).fetch_one(db).await.is_ok_and(|n| n == 0) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never drained: {sql}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    // Whole again also means the consumers caught up: no order paid more than 5 s ago is still
+    // without its confirmation (a consumer group whose members were killed rejoins first).
+    drained(db, UNCONFIRMED_5S).await;
+    (t.elapsed(), backlog)
 }
 
 /// The `Message-ID` of every mail the SMTP server kept (one file per mail received).
@@ -306,7 +179,7 @@ async fn campaign(fault: Fault) {
     }
     let fault_started: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT now()").fetch_one(&db).await.unwrap();
-    let (recovered, backlog) = stack.inject(fault, &db).await;
+    let (recovered, backlog) = inject(&mut stack, fault, &db).await;
     let run = sale.await.expect("the sale ran");
     let stdout = String::from_utf8_lossy(&run.stdout);
     let logs = || {

@@ -282,7 +282,7 @@ pub async fn run(
     let tickets_sold = audit.figures["tickets"].as_i64().unwrap_or(0);
     let chart = args.out.join(format!("sale-{event}-baseline.svg"));
     let title = "The same buyers against the baseline (Redis lock + optimistic PostgreSQL)";
-    std::fs::write(&chart, crate::sale::plan::chart(&records, &sales, seconds, title))
+    std::fs::write(&chart, crate::sale::plan::chart(&records, &sales, seconds, title, &[]))
         .map_err(|e| e.to_string())?;
     Ok(BaselineReport {
         run,

@@ -390,17 +390,11 @@ async fn buy(ctx: &Ctx, hold_token: &str, email: &str, fate: Fate) -> Outcome {
     // the edge or the provider): the order page shows "Pay now" once it is, as the buyer sees it.
     let give_up = Instant::now() + ctx.retry_for;
     while redirect.is_none() && Instant::now() < give_up && !ctx.out_of_time() {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let Some(order) = ctx
-            .send(Step::Order, ctx.http.get(format!("{}/api/v1/orders/{id}", ctx.edge)).bearer_auth(&token))
-            .await
-        else {
-            continue;
-        };
-        if matches!(order.body["state"].as_str(), Some("cancelled" | "refunded")) {
+        let Some(order) = order_page(ctx, &id, &token).await else { continue };
+        if matches!(order["state"].as_str(), Some("cancelled" | "refunded")) {
             return Outcome::Failed("checkout".into());
         }
-        redirect = order.body["payment"]["redirect_url"].as_str().map(str::to_owned);
+        redirect = order["payment"]["redirect_url"].as_str().map(str::to_owned);
     }
     let payment = redirect.as_deref().and_then(|u| u.rsplit('/').next());
     let Some(payment) = payment else { return Outcome::Failed("checkout".into()) };
@@ -423,19 +417,13 @@ async fn buy(ctx: &Ctx, hold_token: &str, email: &str, fate: Fate) -> Outcome {
         if ctx.out_of_time() {
             return Outcome::TimedOut;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let Some(order) = ctx
-            .send(Step::Order, ctx.http.get(format!("{}/api/v1/orders/{id}", ctx.edge)).bearer_auth(&token))
-            .await
-        else {
-            continue;
-        };
-        match order.body["state"].as_str() {
+        let Some(order) = order_page(ctx, &id, &token).await else { continue };
+        match order["state"].as_str() {
             Some("paid") => {
                 if let Ok(mut paid) = ctx.paid_orders.lock() {
                     paid.push(id.to_owned());
                 }
-                let n = order.body["tickets"].as_array().map_or(0, Vec::len) as u64;
+                let n = order["tickets"].as_array().map_or(0, Vec::len) as u64;
                 ctx.sold.fetch_add(n, Ordering::Relaxed);
                 if let Ok(mut sales) = ctx.sales.lock() {
                     sales.push((ctx.now_ms(), n));
@@ -447,6 +435,13 @@ async fn buy(ctx: &Ctx, hold_token: &str, email: &str, fate: Fate) -> Outcome {
             _ => {}
         }
     }
+}
+
+/// The order page, looked at again half a second later (`None`: no answer).
+async fn order_page(ctx: &Ctx, id: &str, token: &str) -> Option<Value> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = format!("{}/api/v1/orders/{id}", ctx.edge);
+    ctx.send(Step::Order, ctx.http.get(url).bearer_auth(token)).await.map(|o| o.body)
 }
 
 #[derive(Debug, Serialize)]
@@ -467,6 +462,11 @@ pub struct SaleReport {
     pub requests_per_second: f64,
     /// Per step: throughput and latency percentiles.
     pub steps: BTreeMap<String, Summary>,
+    /// Minute by minute: requests and latency percentiles.
+    pub timeline: Vec<Window>,
+    /// Memory and backlog every `--sample-seconds` while the buyers bought (`crate::sample`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<crate::sample::Sample>,
     /// From joining to admission, over the buyers admitted (ms).
     pub wait_ms: Value,
     /// Durable Object requests per buyer (queue objects and inventory objects, from their counters).
@@ -545,6 +545,7 @@ fn increase(last: &mut BTreeMap<String, u64>, now: Vec<(String, u64)>) -> u64 {
 
 /// Creates the event, plays the sale, settles, audits, writes the results.
 pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
+    args.sample.check()?;
     let http = crate::edge::http_client(60, args.concurrency as usize)?;
     let signer = crate::edge::core_signer(&args.core_signing_key)?;
     let db = sqlx::postgres::PgPoolOptions::new()
@@ -618,6 +619,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         hold_wait: Duration::from_secs(u64::from(args.hold_seconds.max(args.payment_seconds)) + 10),
     });
     let progress = tokio::spawn(progress(ctx.clone(), args.buyers));
+    let resources = crate::sample::Sampler::start(&args.sample, http.clone(), db.clone(), started);
     let started_epoch_ms = chrono_ms() - started.elapsed().as_millis() as i64;
     // The waiting list's members, its mail reader and its watcher (`waitlist.rs`).
     let list_plans = waitlist_plans(&args);
@@ -660,6 +662,7 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
     }
     list_tasks.iter().for_each(|t| t.abort());
     let seconds = started.elapsed().as_secs_f64();
+    let samples = resources.finish().await;
     progress.abort();
     eprintln!();
     sampler.abort();
@@ -725,13 +728,13 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
     }
     let mut waits = ctx.waits.lock().map_err(|_| "poisoned")?.clone();
     waits.sort_unstable();
-    let pct = |p: f64| waits.get(((waits.len() as f64 - 1.0) * p).round().max(0.0) as usize).copied();
+    let pct = |p: f64| crate::summary::percentile(&waits, p);
     let people =
         outcomes.iter().filter(|o| !matches!(o, Outcome::BotRefused(_) | Outcome::BotJoined)).count();
     let chart_path = args.out.join(format!("sale-{event}.svg"));
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let sales = std::mem::take(&mut *ctx.sales.lock().map_err(|_| "poisoned")?);
-    std::fs::write(&chart_path, chart(&records, &sales, seconds, &format!("Flash sale {event}")))
+    std::fs::write(&chart_path, chart(&records, &sales, seconds, &format!("Flash sale {event}"), &samples))
         .map_err(|e| e.to_string())?;
     let holds = &audit.figures["edge"]["holds"];
     let count = |key: &str| counted.get(key).copied().unwrap_or(0);
@@ -770,6 +773,8 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         requests: records.len() as u64,
         requests_per_second: records.len() as f64 / seconds.max(1e-9),
         steps,
+        timeline: timeline(&records),
+        samples,
         wait_ms: json!({ "admitted": waits.len(), "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": waits.last() }),
         do_requests_per_buyer: do_requests as f64 / people.max(1) as f64,
         audit,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use serde::Serialize;
 
-use crate::summary::{summarize, Sample, Summary};
+use crate::summary::{percentile, summarize, Sample, Summary};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -29,8 +29,9 @@ pub struct SaleArgs {
     /// Buyers (people), at most 100,000.
     #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub buyers: u64,
-    /// Seats on sale (rows of 50), at most 50,000.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(2..=50_000))]
+    /// Seats on sale (rows of 50), at most 20,000: above that the core sells an event by section
+    /// (`SHARD_ABOVE_SEATS`), and the sale's buyers hold seats without naming one.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(2..=20_000))]
     pub seats: u64,
     /// The "best" seats (the first rows) that `--hot-share` of the buyers go for.
     #[arg(long, default_value_t = 50)]
@@ -107,6 +108,9 @@ pub struct SaleArgs {
     /// buyer rides out a restart as a patient person would (docs/reliability.md).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=600))]
     pub retry_seconds: u64,
+    /// Memory and backlog sampled while the buyers buy (the soak's figures).
+    #[command(flatten)]
+    pub sample: crate::sample::SampleArgs,
     /// Then play the same buyers' plans against the baseline (a Redis lock per seat and an
     /// optimistic-version update in PostgreSQL; `crate::baseline`) and compare.
     #[arg(long)]
@@ -281,31 +285,42 @@ pub(crate) fn step_summaries(records: &[Rec], seconds: f64) -> BTreeMap<String, 
     steps
 }
 
-/// Requests per second, p50/p99 latency per second, tickets sold (paid orders seen) over time.
-pub(crate) fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, title: &str) -> String {
-    let n = seconds.ceil().max(1.0) as usize + 1;
-    let mut per_second: Vec<Vec<f64>> = vec![Vec::new(); n];
+/// Most points a chart's time axis has: a long run is drawn in steps of several seconds.
+const CHART_POINTS: usize = 450;
+
+/// Requests per second, p50/p99 latency, tickets sold (paid orders seen) over time; with
+/// `samples` (`--sample-seconds`), the processes' memory and the backlog too. A run longer than
+/// [`CHART_POINTS`] seconds is drawn in steps of several seconds (rates stay per second).
+pub(crate) fn chart(
+    records: &[Rec],
+    sales: &[(u32, u64)],
+    seconds: f64,
+    title: &str,
+    samples: &[crate::sample::Sample],
+) -> String {
+    let step = (seconds.ceil() as usize).div_ceil(CHART_POINTS).max(1);
+    let n = (seconds.ceil().max(1.0) as usize).div_ceil(step) + 1;
+    let point = |at_ms: u32| (at_ms as usize / 1000 / step).min(n - 1);
+    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); n];
     for &(_, _, at, latency) in records {
-        per_second[(at as usize / 1000).min(n - 1)].push(latency.as_secs_f64() * 1000.0);
+        latencies[point(at)].push(latency.as_secs_f64() * 1000.0);
     }
-    per_second.iter_mut().for_each(|v| v.sort_by(|a, b| a.total_cmp(b)));
-    let rps: Vec<Option<f64>> = per_second.iter().map(|v| Some(v.len() as f64)).collect();
-    let pct = |p: f64| -> Vec<Option<f64>> {
-        per_second.iter().map(|v| v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied()).collect()
-    };
+    latencies.iter_mut().for_each(|v| v.sort_by(|a, b| a.total_cmp(b)));
+    let rps: Vec<Option<f64>> = latencies.iter().map(|v| Some(v.len() as f64 / step as f64)).collect();
+    let pct = |p: f64| -> Vec<Option<f64>> { latencies.iter().map(|v| percentile(v, p)).collect() };
     let (p50, p99) = (pct(0.5), pct(0.99));
-    // Counts per second of `(ms since the start, count)` pairs.
+    // Counts per point of `(ms since the start, count)` pairs.
     let bucketed = |items: &mut dyn Iterator<Item = (u32, u64)>| {
         let mut c = vec![0u64; n];
         for (at, k) in items {
-            c[(at as usize / 1000).min(n - 1)] += k;
+            c[point(at)] += k;
         }
         c
     };
     let holds: Vec<Option<f64>> =
         bucketed(&mut records.iter().filter(|r| r.0 == Step::Hold && r.1 == Some(201)).map(|r| (r.2, 1)))
             .into_iter()
-            .map(|x| Some(x as f64))
+            .map(|x| Some(x as f64 / step as f64))
             .collect();
     let sold: Vec<Option<f64>> = bucketed(&mut sales.iter().copied())
         .into_iter()
@@ -314,10 +329,32 @@ pub(crate) fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, title: 
             Some(Some(*total as f64))
         })
         .collect();
+    // A sampled figure holds from its sample to the next (samples are seconds apart).
+    let sampled = |f: &dyn Fn(&crate::sample::Sample) -> Option<f64>| -> Vec<Option<f64>> {
+        let mut out = vec![None; n];
+        for (i, s) in samples.iter().enumerate() {
+            let from = (s.at_s as usize / step).min(n - 1);
+            let to =
+                samples.get(i + 1).map_or(n, |next| (next.at_s as usize / step).min(n - 1).max(from + 1));
+            out[from..to].fill(f(s));
+        }
+        out
+    };
+    let processes: Vec<String> = samples
+        .iter()
+        .flat_map(|s| s.rss_mib.keys().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let memory: Vec<Vec<Option<f64>>> =
+        processes.iter().map(|p| sampled(&|s: &crate::sample::Sample| s.rss_mib.get(p).copied())).collect();
+    let outbox = sampled(&|s: &crate::sample::Sample| s.outbox_unsent.map(|n| n as f64));
+    let consumers = sampled(&|s: &crate::sample::Sample| s.consumer_lag_messages);
+    let unconfirmed = sampled(&|s: &crate::sample::Sample| s.unconfirmed_paid.map(|n| n as f64));
     use crate::chart::{svg, Panel, Series};
     let line = |name, colour, values| Series { name, colour, values };
     let (blue, amber, red, green) = ("#2f6fdf", "#f0a020", "#b3261e", "#1a7f37");
-    let panels = [
+    let mut panels = vec![
         ("Requests per second", "", vec![line("all steps", blue, &rps), line("holds placed", amber, &holds)]),
         ("Latency", "ms", vec![line("p50", blue, &p50), line("p99", red, &p99)]),
         (
@@ -326,5 +363,81 @@ pub(crate) fn chart(records: &[Rec], sales: &[(u32, u64)], seconds: f64, title: 
             vec![line("tickets", green, &sold)],
         ),
     ];
-    svg(title, n - 1, &panels.map(|(title, unit, series)| Panel { title, unit, series }))
+    if !samples.is_empty() {
+        const COLOURS: [&str; 6] = ["#2f6fdf", "#7b3fbf", "#f0a020", "#1a7f37", "#b3261e", "#555555"];
+        let series = processes
+            .iter()
+            .zip(&memory)
+            .enumerate()
+            .map(|(i, (name, values))| line(name.as_str(), COLOURS[i % COLOURS.len()], values))
+            .collect();
+        panels.push(("Resident memory", "MiB", series));
+        panels.push((
+            "Backlog",
+            "",
+            vec![
+                line("outbox not relayed", blue, &outbox),
+                line("consumer lag (messages)", amber, &consumers),
+                line("paid > 5 s, unconfirmed", red, &unconfirmed),
+            ],
+        ));
+    }
+    let panels: Vec<Panel<'_>> =
+        panels.into_iter().map(|(title, unit, series)| Panel { title, unit, series }).collect();
+    svg(title, n - 1, step, &panels)
+}
+
+/// How long a timeline window lasts.
+pub(crate) const WINDOW_SECONDS: u32 = 60;
+
+/// One minute of the run: its requests and their latency percentiles (all steps, and the hold and
+/// checkout alone), so that a long run shows whether latency stays flat.
+#[derive(Debug, Clone, Serialize)]
+pub struct Window {
+    pub from_s: u32,
+    pub requests: u64,
+    /// Transport errors and 5xx answers.
+    pub failed: u64,
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub hold_p99_ms: Option<f64>,
+    pub checkout_p99_ms: Option<f64>,
+}
+
+/// The run minute by minute (by when each request ended).
+pub(crate) fn timeline(records: &[Rec]) -> Vec<Window> {
+    let windows = records.iter().map(|r| r.2 / 1000 / WINDOW_SECONDS + 1).max().unwrap_or(0) as usize;
+    let mut all: Vec<Vec<f64>> = vec![Vec::new(); windows];
+    let mut holds: Vec<Vec<f64>> = vec![Vec::new(); windows];
+    let mut checkouts: Vec<Vec<f64>> = vec![Vec::new(); windows];
+    let mut failed = vec![0u64; windows];
+    for &(step, status, at, latency) in records {
+        let w = (at / 1000 / WINDOW_SECONDS) as usize;
+        let ms = latency.as_secs_f64() * 1000.0;
+        all[w].push(ms);
+        match step {
+            Step::Hold => holds[w].push(ms),
+            Step::Checkout => checkouts[w].push(ms),
+            _ => {}
+        }
+        if status.is_none_or(|s| s >= 500) {
+            failed[w] += 1;
+        }
+    }
+    for v in all.iter_mut().chain(holds.iter_mut()).chain(checkouts.iter_mut()) {
+        v.sort_by(|a, b| a.total_cmp(b));
+    }
+    (0..windows)
+        .map(|w| Window {
+            from_s: w as u32 * WINDOW_SECONDS,
+            requests: all[w].len() as u64,
+            failed: failed[w],
+            p50_ms: percentile(&all[w], 0.5),
+            p95_ms: percentile(&all[w], 0.95),
+            p99_ms: percentile(&all[w], 0.99),
+            hold_p99_ms: percentile(&holds[w], 0.99),
+            checkout_p99_ms: percentile(&checkouts[w], 0.99),
+        })
+        .collect()
 }

@@ -5,17 +5,17 @@
 //! while the broker is down, deliveries wait, and the relay marks nothing sent. Messages are keyed by
 //! event, so one event's messages share a partition and keep their order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::{ClientContext, DefaultClientContext};
-use rdkafka::consumer::{Consumer as _, ConsumerContext, StreamConsumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
-use rdkafka::statistics::Statistics;
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sqlx::PgPool;
 
 use super::{deliver, Consumer, Message, SCHEMA_VERSION, TOPICS};
@@ -201,7 +201,7 @@ pub async fn run_consumer(
     stop: crate::shutdown::Stop,
 ) {
     let group = format!("{}{}", settings.topic_prefix, consumer.name());
-    let stream: StreamConsumer<LagContext> = match settings
+    let stream: StreamConsumer = match settings
         .client()
         .set("group.id", &group)
         .set("enable.auto.commit", "true")
@@ -212,8 +212,7 @@ pub async fn run_consumer(
         // A member that died is replaced within 10 s (the default waits 45 s).
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .set("statistics.interval.ms", super::lag::STATS_INTERVAL_MS.to_string())
-        .create_with_context(LagContext { consumer: consumer.name().to_owned() })
+        .create()
     {
         Ok(s) => s,
         Err(e) => {
@@ -228,6 +227,9 @@ pub async fn run_consumer(
         return;
     }
     tracing::info!(group, ?topics, "consumer: reading");
+    let stream = Arc::new(stream);
+    let watcher =
+        tokio::spawn(watch_lag(Arc::downgrade(&stream), topics, consumer.name().to_owned(), stop.clone()));
     loop {
         let received = tokio::select! {
             biased;
@@ -281,34 +283,232 @@ pub async fn run_consumer(
     // Dropping the consumer closes it: librdkafka commits the stored offsets (what was applied,
     // never more) and leaves the group, so that its partitions move to another replica at once.
     // Closing waits for the broker (up to the session timeout when it is down): off the runtime's
-    // threads.
+    // threads. The lag watcher holds the consumer only within a measurement (on a blocking
+    // thread too), so whichever lets it go last closes it off the runtime's threads.
+    let _ = watcher.await;
     let _ = tokio::task::spawn_blocking(move || drop(stream)).await;
     tracing::info!(group, "consumer: stopped");
 }
 
-/// Reads each consumer's lag from librdkafka's statistics: the sum over its assigned partitions.
-struct LagContext {
-    consumer: String,
-}
-
-impl ClientContext for LagContext {
-    fn stats(&self, statistics: Statistics) {
-        let behind: i64 = statistics
-            .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-            .map(|p| p.consumer_lag)
-            .sum();
-        super::lag::behind(&self.consumer, behind);
+/// Measures the consumer group's lag every [`super::lag::INTERVAL`] until asked to stop, from the
+/// broker itself: over every partition of its topics, the high watermark less the group's
+/// committed offset. Not librdkafka's statistics: they know only the partitions this member
+/// fetches, and say nothing (-1) for a partition whose fetching never started, which is exactly
+/// the stall an alert must see. So each replica reports the whole group's lag (take the largest).
+///
+/// It is also the group's watchdog: a partition that is behind and whose committed offset has not
+/// moved for [`STALL`] while it is not this member's is owned by nobody who works on it. The
+/// member then leaves the group and joins again, which makes the coordinator hand every partition
+/// out anew. (Found by the fault campaign: after both replicas were killed at once, the test
+/// broker, tansu 0.6.0, formed the group with an empty assignment and kept it; docs/reliability.md.)
+/// A stalled partition this member owns is not a lost assignment (its consumer is retrying a
+/// message), and is left to the lag alert. A partition stalled on another replica for that reason
+/// (its database down, say) looks orphaned from here: each rejoin that changes nothing doubles the
+/// wait before the next, up to [`MAX_STALL`], so that such an outage costs a few rebalances.
+async fn watch_lag(
+    stream: std::sync::Weak<StreamConsumer>,
+    topics: Vec<String>,
+    name: String,
+    stop: crate::shutdown::Stop,
+) {
+    let mut progress = Progress::default();
+    while stop.pause(super::lag::INTERVAL).await {
+        let (Some(consumer), subscribed) = (stream.upgrade(), topics.clone()) else { return };
+        let partitions = match tokio::task::spawn_blocking(move || group_lag(&consumer, &subscribed)).await {
+            Ok(Ok(partitions)) => partitions,
+            Ok(Err(e)) => {
+                // The broker unreachable: nothing moved meanwhile, and that is not a stall.
+                tracing::debug!(error = %e, consumer = name, "consumer: lag not measured");
+                progress.restart(Instant::now());
+                continue;
+            }
+            Err(_) => continue,
+        };
+        let now = Instant::now();
+        let (stalled, still) = progress.stalled(now, &partitions);
+        super::lag::behind(&name, partitions.iter().map(|p| p.behind).sum(), still);
+        if stalled.is_empty() {
+            continue;
+        }
+        let (Some(consumer), subscribed) = (stream.upgrade(), topics.clone()) else { return };
+        match tokio::task::spawn_blocking(move || rejoin_if_orphaned(&consumer, &subscribed, &stalled)).await
+        {
+            Ok(Ok(true)) => {
+                tracing::warn!(
+                    consumer = name,
+                    "consumer: partitions behind and owned by nobody; rejoined the group"
+                );
+                progress.rejoined(now);
+            }
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, consumer = name, "consumer: could not rejoin the group"),
+            Err(_) => {}
+        }
     }
 }
 
-impl ConsumerContext for LagContext {}
+/// How long a partition may be behind without its committed offset moving before the watchdog
+/// takes it for orphaned (when it is not this member's), at first; and at most, after rejoins
+/// that changed nothing.
+const STALL: Duration = Duration::from_secs(30);
+const MAX_STALL: Duration = Duration::from_secs(600);
+
+/// One partition of the group, as the broker says.
+struct PartitionLag {
+    topic: String,
+    partition: i32,
+    /// The group's committed offset (-1: none).
+    committed: i64,
+    behind: i64,
+}
+
+/// Where each partition's committed offset was last seen to move, and how long a partition may
+/// stay still before it counts as stalled (the watchdog's memory).
+struct Progress {
+    seen: HashMap<(String, i32), (i64, Instant)>,
+    wait: Duration,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress { seen: HashMap::new(), wait: STALL }
+    }
+}
+
+impl Progress {
+    /// The partitions behind whose committed offset has not moved for the wait, and the longest
+    /// any partition behind has gone without its committed offset moving.
+    fn stalled(&mut self, now: Instant, partitions: &[PartitionLag]) -> (Vec<(String, i32)>, Duration) {
+        let (mut stalled, mut longest) = (Vec::new(), Duration::ZERO);
+        for p in partitions {
+            let key = (p.topic.clone(), p.partition);
+            let seen = self.seen.entry(key.clone()).or_insert((p.committed, now));
+            if seen.0 != p.committed || p.behind == 0 {
+                *seen = (p.committed, now);
+                continue;
+            }
+            let still = now.duration_since(seen.1);
+            longest = longest.max(still);
+            if still >= self.wait {
+                stalled.push(key);
+            }
+        }
+        if longest.is_zero() {
+            // Every partition behind moved: the next stall gets the first wait.
+            self.wait = STALL;
+        }
+        (stalled, longest)
+    }
+
+    /// Nothing could be measured, or moved, for a while that says nothing about the group: every
+    /// partition's clock starts again.
+    fn restart(&mut self, now: Instant) {
+        self.seen.values_mut().for_each(|seen| seen.1 = now);
+    }
+
+    /// After a rejoin: the group gets twice the wait before the next one, unless it moves.
+    fn rejoined(&mut self, now: Instant) {
+        self.restart(now);
+        self.wait = (self.wait * 2).min(MAX_STALL);
+    }
+}
+
+/// Leaves the group and joins again when one of `stalled` is not assigned to this member; answers
+/// whether it did.
+fn rejoin_if_orphaned(
+    consumer: &StreamConsumer,
+    topics: &[String],
+    stalled: &[(String, i32)],
+) -> KafkaResult<bool> {
+    let mine = consumer.assignment()?;
+    if stalled.iter().all(|(t, p)| mine.find_partition(t, *p).is_some()) {
+        return Ok(false);
+    }
+    consumer.unsubscribe();
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    Ok(true)
+}
+
+/// Every partition of `topics` with the group's committed offset and the messages after it (a
+/// partition without a committed offset counts from its first message: the group starts there).
+fn group_lag(consumer: &StreamConsumer, topics: &[String]) -> KafkaResult<Vec<PartitionLag>> {
+    const WAIT: Duration = Duration::from_secs(2);
+    let mut partitions = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer.fetch_metadata(Some(topic), WAIT)?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                partitions.add_partition(t.name(), p.id());
+            }
+        }
+    }
+    let committed = consumer.committed_offsets(partitions, WAIT)?;
+    let mut out = Vec::new();
+    for p in committed.elements() {
+        let (low, high) = consumer.fetch_watermarks(p.topic(), p.partition(), WAIT)?;
+        out.push(PartitionLag {
+            topic: p.topic().to_owned(),
+            partition: p.partition(),
+            committed: p.offset().to_raw().unwrap_or(-1),
+            behind: unapplied(p.offset(), low, high),
+        });
+    }
+    Ok(out)
+}
+
+/// A partition's messages after the group's committed `offset`, between the watermarks.
+fn unapplied(offset: Offset, low: i64, high: i64) -> i64 {
+    let from = match offset {
+        Offset::Offset(o) => o.max(low),
+        _ => low,
+    };
+    (high - from).max(0)
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_behind_that_does_not_move_for_the_stall_time_is_stalled() {
+        let t0 = Instant::now();
+        let at = |committed, behind| PartitionLag { topic: "t".into(), partition: 0, committed, behind };
+        let mut progress = Progress::default();
+        let mut stalled = |at_time, p| progress.stalled(at_time, &[p]);
+        assert_eq!(stalled(t0, at(5, 3)), (vec![], Duration::ZERO));
+        assert_eq!(stalled(t0 + STALL / 2, at(5, 3)), (vec![], STALL / 2));
+        assert_eq!(stalled(t0 + STALL, at(5, 3)), (vec![("t".to_owned(), 0)], STALL));
+        // Moving, or caught up, is not stalled; the clock starts again from there.
+        assert_eq!(stalled(t0 + STALL, at(6, 2)), (vec![], Duration::ZERO));
+        assert!(stalled(t0 + STALL * 2 - Duration::from_secs(1), at(6, 2)).0.is_empty());
+        assert_eq!(stalled(t0 + STALL * 3, at(6, 0)), (vec![], Duration::ZERO));
+        assert!(stalled(t0 + STALL * 3 + Duration::from_secs(1), at(6, 4)).0.is_empty());
+        assert_eq!(stalled(t0 + STALL * 4 + Duration::from_secs(1), at(6, 4)).0.len(), 1);
+        // A rejoin that changes nothing doubles the wait before the next one.
+        let t1 = t0 + STALL * 5;
+        progress.rejoined(t1);
+        assert_eq!(
+            progress.stalled(t1 + Duration::from_secs(1), &[at(6, 4)]),
+            (vec![], Duration::from_secs(1))
+        );
+        assert!(progress.stalled(t1 + STALL, &[at(6, 4)]).0.is_empty());
+        assert_eq!(progress.stalled(t1 + STALL * 2, &[at(6, 4)]).0.len(), 1);
+        progress.rejoined(t1 + STALL * 2);
+        assert!(progress.stalled(t1 + STALL * 5, &[at(6, 4)]).0.is_empty());
+        assert_eq!(progress.stalled(t1 + STALL * 6, &[at(6, 4)]).0.len(), 1);
+        // Moving again: back to the first wait.
+        assert!(progress.stalled(t1 + STALL * 6, &[at(7, 4)]).0.is_empty());
+        assert_eq!(progress.stalled(t1 + STALL * 7, &[at(7, 4)]).0.len(), 1);
+    }
+
+    #[test]
+    fn a_partition_never_committed_counts_from_its_first_message() {
+        assert_eq!(unapplied(Offset::Offset(7), 0, 10), 3);
+        assert_eq!(unapplied(Offset::Invalid, 4, 10), 6);
+        assert_eq!(unapplied(Offset::Offset(2), 4, 10), 6, "committed before what is kept");
+        assert_eq!(unapplied(Offset::Offset(12), 0, 10), 0);
+    }
 
     #[test]
     fn topic_names_carry_the_prefix_and_the_schema_version() {

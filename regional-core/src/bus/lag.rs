@@ -1,22 +1,46 @@
 //! Consumer lag, for `/metrics`: how many relayed messages each consumer has not applied yet, and
-//! how old the newest one it applied was when it was behind.
+//! how far behind in time that puts it.
 //!
-//! With Kafka, librdkafka's statistics (every [`STATS_INTERVAL_MS`]) give each assigned
-//! partition's lag (high watermark − committed position); with the in-process bus the consumers
+//! With Kafka, each replica asks the broker every [`INTERVAL`] for the whole consumer group's lag
+//! (`kafka::watch_lag`: high watermarks less committed offsets, over every partition), so the
+//! replicas report the same figure: alert on the largest. With the in-process bus the consumers
 //! apply each relay batch as it is read, so their lag is the outbox's: rows not yet relayed.
+//!
+//! In time, a Kafka consumer that is behind is as far behind as the larger of: how long any
+//! partition of its group that is behind has gone without its committed offset moving (the group
+//! as the broker sees it, so the same on every replica: a stalled group's grows), and how old the
+//! messages this replica applies are when it applies them (while it applies any).
 
 use std::collections::BTreeMap;
 use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
-/// How often a Kafka consumer's statistics arrive.
-pub const STATS_INTERVAL_MS: u32 = 5_000;
+/// How often a Kafka consumer group's lag is measured.
+pub const INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Lag {
     messages: i64,
-    /// Age of the last applied message when it was applied.
+    /// The longest a partition behind has gone without its committed offset moving.
+    still: Duration,
+    /// Age of the last applied message when it was applied, and when that was.
     applied_age_secs: f64,
+    applied_at: Option<Instant>,
     in_process: bool,
+}
+
+impl Lag {
+    /// Seconds behind (Kafka consumers): 0 when caught up.
+    fn seconds(&self, now: Instant) -> f64 {
+        if self.messages == 0 {
+            return 0.0;
+        }
+        // The age of what this replica applies counts while it applies (its partitions may
+        // since have gone to another replica).
+        let applying = self.applied_at.is_some_and(|at| now.saturating_duration_since(at) <= INTERVAL * 2);
+        let age = if applying { self.applied_age_secs } else { 0.0 };
+        self.still.as_secs_f64().max(age)
+    }
 }
 
 static LAG: LazyLock<Mutex<BTreeMap<String, Lag>>> = LazyLock::new(Mutex::default);
@@ -32,14 +56,21 @@ pub fn in_process(consumer: &str) {
     update(consumer, |l| l.in_process = true);
 }
 
-/// Messages behind, from the broker's statistics.
-pub fn behind(consumer: &str, messages: i64) {
-    update(consumer, |l| l.messages = messages.max(0));
+/// Messages the group is behind, and the longest a partition behind has gone without its
+/// committed offset moving, as the broker says.
+pub fn behind(consumer: &str, messages: i64, still: Duration) {
+    update(consumer, |l| {
+        l.messages = messages.max(0);
+        l.still = still;
+    });
 }
 
 /// A message was applied `age_secs` after it was relayed.
 pub fn applied(consumer: &str, age_secs: f64) {
-    update(consumer, |l| l.applied_age_secs = age_secs.max(0.0));
+    update(consumer, |l| {
+        l.applied_age_secs = age_secs.max(0.0);
+        l.applied_at = Some(Instant::now());
+    });
 }
 
 /// Each consumer's lag into `s`; in-process consumers take the outbox's unsent rows and their lag.
@@ -54,12 +85,9 @@ pub fn collect(s: &mut crate::figures::Snapshot, outbox_unsent: i64, outbox_lag_
             n,
         );
     }
+    let now = Instant::now();
     for (name, l) in lag.iter() {
-        let secs = match (l.in_process, l.messages) {
-            (true, _) => outbox_lag_secs,
-            (false, 0) => 0.0,
-            (false, _) => l.applied_age_secs,
-        };
+        let secs = if l.in_process { outbox_lag_secs } else { l.seconds(now) };
         s.gauge(
             "ticketing_consumer_lag_seconds",
             "How far behind a consumer is in time (0 when caught up)",
@@ -74,4 +102,25 @@ pub fn render(outbox_unsent: i64, outbox_lag_secs: f64) -> String {
     let mut s = crate::figures::Snapshot::default();
     collect(&mut s, outbox_unsent, outbox_lag_secs);
     s.to_text()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stalled_consumer_falls_further_behind_in_time() {
+        let t0 = Instant::now();
+        let mut l = Lag { messages: 5, still: Duration::from_secs(30), ..Lag::default() };
+        // Behind, its committed offsets still for 30 s: 30 s behind.
+        assert_eq!(l.seconds(t0), 30.0);
+        // Applying old messages as it goes: as far behind as they are old.
+        (l.still, l.applied_at, l.applied_age_secs) = (Duration::from_secs(1), Some(t0), 4.0);
+        assert_eq!(l.seconds(t0 + Duration::from_secs(2)), 4.0);
+        // What it applied long ago says nothing now.
+        assert_eq!(l.seconds(t0 + INTERVAL * 3), 1.0);
+        // Caught up.
+        l.messages = 0;
+        assert_eq!(l.seconds(t0), 0.0);
+    }
 }
