@@ -7,10 +7,14 @@
 #   scripts/bench.sh checkout   only checkout end to end
 #   scripts/bench.sh sale       only the flash sale: 20,000 buyers for 5,000 seats, audited
 #   scripts/bench.sh import     only the 100,000-seat import (native, no stack)
+#   scripts/bench.sh edge       only holds, queue joins and polls through one workerd process
+# BENCH_AT=<commit> runs the stack (the Worker and the core) of that commit, built in a cache of its
+# own, under this commit's load generator: before and after on one machine, measured alike.
+#   BENCH_AT=3e2e978 scripts/bench.sh checkout
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 WHAT="${1:-all}"
-case $WHAT in all | checkout | sale | import) ;; *) die "usage: scripts/bench.sh [all|checkout|sale|import]" ;; esac
+case $WHAT in all | checkout | sale | import | edge) ;; *) die "usage: scripts/bench.sh [all|checkout|sale|import|edge]" ;; esac
 
 OUT="${BENCH_OUT:-$LOCAL/bench}"
 if [ "$WHAT" = all ] || [ "$WHAT" = import ]; then
@@ -32,6 +36,24 @@ bash "$ROOT/scripts/build-worker.sh"
 timed "build (release loadtest, core)" cargo build -q --release -p loadtest -p regional-core
 cargo build -q -p regional-core
 LT="$CARGO_TARGET_DIR/release/loadtest"
+# The stack measured: this tree's, or BENCH_AT's (its sources from git, its own target directory).
+STACK="$ROOT" CORE_BIN="$CARGO_TARGET_DIR/release/regional-core" BENCH_DB_NAME=ticketing_bench
+if [ -n "${BENCH_AT:-}" ]; then
+  case $WHAT in checkout | sale | edge) ;; *) die "BENCH_AT: only with checkout, sale or edge" ;; esac
+  sha=$(git -C "$ROOT" rev-parse --verify --quiet "${BENCH_AT}^{commit}") || die "BENCH_AT: $BENCH_AT is not a commit here"
+  STACK="$CACHE/bench-at/$sha"
+  if [ ! -f "$STACK/.unpacked" ]; then
+    rm -rf "$STACK" && mkdir -p "$STACK"
+    git -C "$ROOT" archive "$sha" | tar -x -C "$STACK"
+    touch "$STACK/.unpacked"
+  fi
+  ln -sfn "$ROOT/node_modules" "$STACK/node_modules"
+  at_target="$CACHE/target-bench-at"
+  CARGO_TARGET_DIR="$at_target" bash "$STACK/scripts/build-worker.sh"
+  (cd "$STACK" && CARGO_TARGET_DIR="$at_target" timed "build (release core at ${sha:0:8})" cargo build -q --release -p regional-core)
+  CORE_BIN="$at_target/release/regional-core" BENCH_DB_NAME="ticketing_bench_${sha:0:8}"
+  log "measuring the stack at ${sha:0:12} ($STACK) with this tree's load generator"
+fi
 set -a
 source "$LOCAL/edge.env"
 source "$LOCAL/core.env"
@@ -75,7 +97,7 @@ stop_edge() {
 WORKERD_PORT="${BENCH_WORKERD_PORT:-18788}"
 start_workerd() { # $1: keep storage ("keep") or start empty
   [ "${1:-}" = keep ] || rm -rf "$OUT/state-workerd"
-  (cd "$ROOT" && exec setsid node loadtest/workerd-server.mjs "$WORKERD_PORT" "$OUT/state-workerd") \
+  (cd "$STACK" && exec setsid node loadtest/workerd-server.mjs "$WORKERD_PORT" "$OUT/state-workerd") \
     >"$LOCAL/logs/bench-workerd.log" 2>&1 </dev/null &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$WORKERD_PORT/healthz" 60 || die "workerd did not start"
@@ -140,17 +162,43 @@ stop_edge
 stop_all
 fi
 
-# Checkout end to end: the release core (its own database, the built-in test provider) and the
-# Worker in one workerd process; each buyer holds two seats, checks out, pays, waits until paid.
-BENCH_DB="postgres://$PGUSER@$PGHOST:$PGPORT/ticketing_bench"
+if [ "$WHAT" = edge ]; then
+  # Holds, joins and polls through one workerd process (no core needed: the load generator signs
+  # the event's publication itself), each with a fresh isolate and storage.
+  for sharding in single sharded; do
+    for c in 32 128; do
+      start_workerd
+      flag=()
+      [ "$sharding" = sharded ] && flag=(--sharded)
+      log "holds: workerd, $sharding, concurrency $c"
+      "$LT" holds --edge "http://127.0.0.1:$WORKERD_PORT" --seats 20000 --sections 8 "${flag[@]}" \
+        --holds 5000 --concurrency "$c" >"$OUT/holds-workerd-$sharding-c$c.json"
+      stop_edge
+    done
+  done
+  start_workerd
+  log "queue: 3,000 buyers, 2 polls each, 4 shards"
+  "$LT" queue --edge "http://127.0.0.1:$WORKERD_PORT" --buyers 3000 --polls 2 --shards 4 --concurrency 32 \
+    >"$OUT/queue-4shards.json"
+  stop_all
+  log "results in $OUT"
+  exit 0
+fi
+
+# Checkout end to end: the release core (a fresh database of its own, the built-in test provider)
+# and the Worker in one workerd process; each buyer holds two seats, checks out, pays, waits until
+# paid.
+BENCH_DB="postgres://$PGUSER@$PGHOST:$PGPORT/$BENCH_DB_NAME"
+PGOPTIONS=--client-min-messages=warning psql -q -d "postgres://$PGUSER@$PGHOST:$PGPORT/postgres" \
+  -c "DROP DATABASE IF EXISTS \"$BENCH_DB_NAME\" WITH (FORCE)" >/dev/null
 (DATABASE_URL="$BENCH_DB" EDGE_URL="http://127.0.0.1:$WORKERD_PORT" CORE_PUBLIC_URL="http://127.0.0.1:$CORE_PORT" \
-  exec setsid "$CARGO_TARGET_DIR/release/regional-core" serve --listen "127.0.0.1:$CORE_PORT") \
+  exec setsid "$CORE_BIN" serve --listen "127.0.0.1:$CORE_PORT") \
   >"$LOCAL/logs/bench-core.log" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$CORE_PORT/healthz" 60 || die "core did not start"
 export CORE_URL="http://127.0.0.1:$CORE_PORT"
 start_workerd
-admin_key=$(DATABASE_URL="$BENCH_DB" "$CARGO_TARGET_DIR/release/regional-core" create-admin \
+admin_key=$(DATABASE_URL="$BENCH_DB" "$CORE_BIN" create-admin \
   --email "bench-$(date +%s%N)@bench.local" 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 if [ "$WHAT" != sale ]; then
 for c in 16 64; do

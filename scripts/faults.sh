@@ -18,11 +18,12 @@ done
 # A run stopped half-way leaves its services behind (each has a process group of its own, and
 # PostgreSQL is daemonized by pg_ctl): stop whatever a run of this script started, PostgreSQL too
 # (runuser keeps the environment), and nothing else.
+# Bootstrap first, without the marker: the services it may start for the whole machine (the
+# private PostgreSQL, Redis) are not this run's to stop.
+bash "$ROOT/scripts/bootstrap.sh" --no-fuzz
 cleanup() { kill_marked TICKETING_FAULT_RUN $$; }
 export TICKETING_FAULT_RUN=$$
 trap cleanup EXIT
-
-bash "$ROOT/scripts/bootstrap.sh" --no-fuzz
 cd "$ROOT"
 timed "worker build" bash "$ROOT/scripts/build-worker.sh"
 timed "binaries build" cargo build --locked -q --workspace --bins

@@ -49,14 +49,28 @@ timed() {
   log "$name: $((end - start)) s"
 }
 
-# Kills (SIGKILL) every process but this shell whose environment holds $1=$2: what a run that
-# exported that marker started, PostgreSQL daemonized by pg_ctl included, and nothing else.
-kill_marked() {
+# Stops every process but this shell whose environment holds $1=$2: what a run that exported that
+# marker started, PostgreSQL daemonized by pg_ctl included, and nothing else. SIGTERM first, then
+# SIGKILL for whatever is still there 5 s later.
+marked_pids() {
   local environ pid
   for environ in /proc/[0-9]*/environ; do
     pid=${environ#/proc/}; pid=${pid%/environ}
-    [ "$pid" != $$ ] && tr '\0' '\n' 2>/dev/null <"$environ" | grep -qx "$1=$2" && kill -9 "$pid" 2>/dev/null
+    [ "$pid" != $$ ] && [ "$pid" != "$BASHPID" ] && tr '\0' '\n' 2>/dev/null <"$environ" | grep -qx "$1=$2" && echo "$pid"
   done
+  return 0
+}
+kill_marked() {
+  local pids i
+  pids=$(marked_pids "$1" "$2")
+  [ -n "$pids" ] || return 0
+  kill -TERM $pids 2>/dev/null
+  for i in $(seq 1 25); do
+    pids=$(marked_pids "$1" "$2")
+    [ -n "$pids" ] || return 0
+    sleep 0.2
+  done
+  kill -KILL $pids 2>/dev/null
   return 0
 }
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The soak (docs/reliability.md, "Soak"): a steady sale of 6 buyers a second for 30 minutes
+# The soak (docs/reliability.md, "Soak"): a steady sale of 3 buyers a second for 30 minutes
 # through the whole stack (tests/tests/soak.rs), sampling memory, backlog and latency, then the
 # audit and the flatness checks. About 40 minutes in all.
 #   scripts/soak.sh            the 30-minute soak
-#   SOAK_SECONDS=600 scripts/soak.sh   a shorter one
+#   SOAK_SECONDS=600 scripts/soak.sh   a shorter one; SOAK_RATE=6 a heavier one (buyers a second)
 # The figures are kept in $CARGO_TARGET_DIR/soak/soak.json and the chart in soak.svg; the table
 # of docs/reliability.md is printed from them.
 set -euo pipefail
@@ -11,11 +11,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # Stop whatever a stopped run left behind (services have process groups of their own, PostgreSQL is
 # daemonized by pg_ctl): every process carrying this run's marker.
+# Bootstrap first, without the marker: the services it may start for the whole machine (the
+# private PostgreSQL, Redis) are not this run's to stop.
+bash "$ROOT/scripts/bootstrap.sh" --no-fuzz
 cleanup() { kill_marked TICKETING_SOAK_RUN $$; }
 export TICKETING_SOAK_RUN=$$
 trap cleanup EXIT
-
-bash "$ROOT/scripts/bootstrap.sh" --no-fuzz
 cd "$ROOT"
 timed "worker build" bash "$ROOT/scripts/build-worker.sh"
 timed "binaries build" cargo build --locked -q --workspace --bins

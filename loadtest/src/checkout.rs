@@ -1,8 +1,9 @@
 //! Checkout end to end through the local stack: buyers admitted (untimed), then each one holds two
 //! seats at the edge, checks out through the edge, pays with the test provider and waits for the
-//! order to be paid (webhook → confirmation at the edge → tickets). Reports completed checkouts per
-//! second, p50/p99 per step, PostgreSQL transactions per order, and the core's resident memory and
-//! database connections (sampled from its `/metrics`).
+//! order to be paid (webhook → confirmation at the edge → tickets). Leads with the CPU each completed
+//! order cost the core, PostgreSQL, workerd and the load generator (their `/proc` counters, `cpu.rs`),
+//! then completed checkouts per second, p50/p99 per step, PostgreSQL transactions per order, and the
+//! core's resident memory and database connections (sampled from its `/metrics`).
 //!
 //! The event is made through the admin API with a platform admin's key (`PLATFORM_ADMIN_KEY`), so
 //! the run needs nothing else prepared: a fresh organization per run.
@@ -45,6 +46,13 @@ pub struct CheckoutArgs {
 
 #[derive(Debug, Serialize)]
 pub struct CheckoutReport {
+    /// CPU per completed order by process, over the timed run (background work included), and the
+    /// cores busy on average meanwhile.
+    pub cpu_per_order: crate::cpu::Spent,
+    pub cores_busy: f64,
+    /// CPU per second by process while idle before the run (the core's loops, PostgreSQL's workers,
+    /// workerd's timers): the part of `cpu_per_order` that does not depend on the orders.
+    pub cpu_idle_per_second: crate::cpu::Spent,
     pub event: String,
     pub buyers: u64,
     pub concurrency: u64,
@@ -62,6 +70,11 @@ pub struct CheckoutReport {
     /// Committed PostgreSQL transactions during the run per completed order, and the background
     /// rate (reconciler, test provider, publisher) measured while idle, subtracted.
     pub pg_transactions_per_order: f64,
+    /// Requests the edge (the Worker) took per completed order besides the buyer's hold: the
+    /// buyer's checkout and order polls, and the core's signed calls (`ticketing_edge_calls`, all of
+    /// them, background ones included); then each part, per order.
+    pub edge_requests_per_order: f64,
+    pub edge_requests_by_kind: std::collections::BTreeMap<String, f64>,
     pub pg_transactions_per_order_raw: f64,
     pub pg_background_transactions_per_second: f64,
     pub core_rss_max_bytes: u64,
@@ -239,6 +252,8 @@ struct Steps {
     approve: Vec<Sample>,
     confirm: Vec<Sample>,
     end_to_end: Vec<Sample>,
+    /// Order polls sent to the edge.
+    polls: u64,
 }
 
 async fn timed(samples: &Mutex<Vec<Sample>>, req: reqwest::RequestBuilder) -> Option<(u16, Value)> {
@@ -270,6 +285,7 @@ async fn buy(
     let hold_samples = Mutex::new(Vec::new());
     let checkout_samples = Mutex::new(Vec::new());
     let approve_samples = Mutex::new(Vec::new());
+    let polls = std::sync::atomic::AtomicU64::new(0);
     let result = async {
         let (status, held) = timed(
             &hold_samples,
@@ -309,6 +325,7 @@ async fn buy(
         let order_token = answer["order_token"].as_str()?;
         let deadline = approved + Duration::from_secs(120);
         loop {
+            polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let order: Value = client
                 .get(format!("{edge}/api/v1/orders/{id}"))
                 .bearer_auth(order_token)
@@ -334,6 +351,7 @@ async fn buy(
     s.hold.extend(hold_samples.into_inner().ok()?);
     s.checkout.extend(checkout_samples.into_inner().ok()?);
     s.approve.extend(approve_samples.into_inner().ok()?);
+    s.polls += polls.into_inner();
     let (status, confirm) = result.map_or((None, None), |(st, c)| (Some(st), c));
     if let Some(c) = confirm {
         s.confirm.push((Some(200), c));
@@ -356,9 +374,12 @@ pub async fn run(args: CheckoutArgs) -> Result<CheckoutReport, String> {
 
     // The background rate of transactions (reconciler, provider deliveries) while nothing happens.
     let idle_from = xact_commit(&db).await?;
+    let idle_cpu = crate::cpu::Snapshot::take(&crate::cpu::STACK)?;
     let idle_started = Instant::now();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let background = (xact_commit(&db).await? - idle_from) as f64 / idle_started.elapsed().as_secs_f64();
+    let idle_seconds = idle_started.elapsed().as_secs_f64();
+    let idle_cpu = crate::cpu::Spent::between(&idle_cpu, &crate::cpu::Snapshot::take(&crate::cpu::STACK)?);
+    let background = (xact_commit(&db).await? - idle_from) as f64 / idle_seconds;
 
     // The core's memory and connections, sampled while the run lasts.
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -379,7 +400,13 @@ pub async fn run(args: CheckoutArgs) -> Result<CheckoutReport, String> {
     };
 
     let steps = Arc::new(Mutex::new(Steps::default()));
+    let metrics_url = format!("{}/metrics", args.core_metrics);
+    let edge_calls = |scrape: Option<prometheus_parse::Scrape>| {
+        scrape.map(|s| crate::sample::by_label(&s, "ticketing_edge_calls_total", "call")).unwrap_or_default()
+    };
+    let calls_before = edge_calls(crate::sample::scrape(&client, &metrics_url).await);
     let before = xact_commit(&db).await?;
+    let cpu_before = crate::cpu::Snapshot::take(&crate::cpu::STACK)?;
     let started = Instant::now();
     let work: Arc<Vec<(String, Vec<String>)>> = Arc::new(
         tokens
@@ -411,14 +438,28 @@ pub async fn run(args: CheckoutArgs) -> Result<CheckoutReport, String> {
         .await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = crate::cpu::Spent::between(&cpu_before, &crate::cpu::Snapshot::take(&crate::cpu::STACK)?);
     let after = xact_commit(&db).await?;
+    let calls_after = edge_calls(crate::sample::scrape(&client, &metrics_url).await);
     running.store(false, std::sync::atomic::Ordering::Relaxed);
     let (rss, conns) = sampler.await.unwrap_or((0, 0));
     let steps = std::mem::take(&mut *steps.lock().map_err(|_| "poisoned")?);
     let completed = steps.end_to_end.iter().filter(|(s, _)| *s == Some(200)).count() as u64;
     let raw = (after - before) as f64 / completed.max(1) as f64;
+    let per_order = |n: f64| (n / completed.max(1) as f64 * 100.0).round() / 100.0;
+    let mut edge_requests_by_kind: std::collections::BTreeMap<String, f64> = calls_after
+        .iter()
+        .map(|(call, n)| (format!("core_{call}"), per_order(n - calls_before.get(call).unwrap_or(&0.0))))
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    edge_requests_by_kind.insert("buyer_checkout".into(), per_order(steps.checkout.len() as f64));
+    edge_requests_by_kind.insert("buyer_polls".into(), per_order(steps.polls as f64));
+    let edge_requests_per_order = (edge_requests_by_kind.values().sum::<f64>() * 100.0).round() / 100.0;
     let server_steps_ms = server_steps(&db, &event).await?;
     Ok(CheckoutReport {
+        cpu_per_order: cpu.per(completed),
+        cores_busy: cpu.cores_busy(seconds),
+        cpu_idle_per_second: idle_cpu.per_second(idle_seconds),
         event,
         buyers: args.buyers,
         concurrency: args.concurrency,
@@ -432,6 +473,8 @@ pub async fn run(args: CheckoutArgs) -> Result<CheckoutReport, String> {
         confirm: summarize(&steps.confirm, seconds),
         pg_transactions_per_order: ((after - before) as f64 - background * seconds) / completed.max(1) as f64,
         pg_transactions_per_order_raw: raw,
+        edge_requests_per_order,
+        edge_requests_by_kind,
         pg_background_transactions_per_second: background,
         core_rss_max_bytes: rss,
         db_connections_in_use_max: conns,

@@ -56,6 +56,10 @@ pub struct HoldsReport {
     concurrency: u64,
     publish_seconds: f64,
     holds: Summary,
+    /// CPU per hold placed by process (workerd's is the objects' and the Worker's), and the cores
+    /// busy on average while holding.
+    cpu_per_hold: crate::cpu::Spent,
+    cores_busy: f64,
     /// Per shard, right after publishing: storage bytes and the isolate's wasm memory.
     objects_after_publish: Vec<Value>,
     /// Per shard, after the holds.
@@ -180,6 +184,8 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
     let holds = Arc::new(holds);
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let url = format!("{}/api/v1/events/{event}/holds", args.edge);
+    let cpu_before = crate::cpu::Snapshot::take(&crate::cpu::STACK)?;
+    let started = Instant::now();
     let summary = {
         let client = client.clone();
         drive(args.concurrency, total, deadline, move |i| {
@@ -191,6 +197,8 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
         })
         .await
     };
+    let cpu = crate::cpu::Spent::between(&cpu_before, &crate::cpu::Snapshot::take(&crate::cpu::STACK)?);
+    let seconds = started.elapsed().as_secs_f64();
 
     let objects = object_stats(&client, &core, &args.edge, &event).await?;
     Ok(HoldsReport {
@@ -200,6 +208,8 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
         sharded: args.sharded,
         concurrency: args.concurrency,
         publish_seconds,
+        cpu_per_hold: cpu.per(summary.ok),
+        cores_busy: cpu.cores_busy(seconds),
         holds: summary,
         objects_after_publish,
         objects,

@@ -15,6 +15,7 @@ mod audit;
 mod baseline;
 mod chart;
 mod checkout;
+mod cpu;
 mod edge;
 mod holds;
 mod ledger_bench;

@@ -57,6 +57,9 @@ pub struct QueueReport {
     pub challenges: Option<Summary>,
     pub joins: Summary,
     pub polls: Summary,
+    /// CPU per join and per status poll by process (workerd's is the objects' and the Worker's).
+    pub cpu_per_join: crate::cpu::Spent,
+    pub cpu_per_poll: crate::cpu::Spent,
     /// Durable Object requests during the joins, per join; during the polls, per poll.
     pub do_requests_per_join: f64,
     pub do_requests_per_poll: f64,
@@ -166,6 +169,7 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
     };
 
     let before_joins = stats().await?;
+    let cpu_before_joins = crate::cpu::Snapshot::take(&crate::cpu::STACK)?;
     let tickets: Arc<Vec<Mutex<Option<String>>>> = Arc::new((0..total).map(|_| Mutex::new(None)).collect());
     let joins = {
         let (client, base, solved, tickets) = (client.clone(), base.clone(), solved.clone(), tickets.clone());
@@ -193,7 +197,9 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
         })
         .await
     };
+    let cpu_after_joins = crate::cpu::Snapshot::take(&crate::cpu::STACK)?;
     let after_joins = stats().await?;
+    let cpu_before_polls = crate::cpu::Snapshot::take(&crate::cpu::STACK)?;
 
     let polls_total = total * args.polls as usize;
     let polls = {
@@ -211,6 +217,7 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
         })
         .await
     };
+    let cpu_after_polls = crate::cpu::Snapshot::take(&crate::cpu::STACK)?;
     let after_polls = stats().await?;
 
     let caused = |a: &Value, b: &Value| {
@@ -240,6 +247,8 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
         difficulty: args.difficulty,
         concurrency: args.concurrency,
         challenges,
+        cpu_per_join: crate::cpu::Spent::between(&cpu_before_joins, &cpu_after_joins).per(joins.ok),
+        cpu_per_poll: crate::cpu::Spent::between(&cpu_before_polls, &cpu_after_polls).per(polls.ok),
         do_requests_per_join: per(caused(&before_joins, &after_joins), joins.ok),
         do_requests_per_poll: per(caused(&after_joins, &after_polls), polls.ok),
         joins,

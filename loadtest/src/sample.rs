@@ -187,6 +187,17 @@ pub fn total(scrape: &prometheus_parse::Scrape, name: &str) -> Option<f64> {
     values(scrape, name).fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v))
 }
 
+/// A metric summed by the values of one of its labels.
+pub fn by_label(scrape: &prometheus_parse::Scrape, name: &str, label: &str) -> BTreeMap<String, f64> {
+    let mut sums = BTreeMap::new();
+    for s in scrape.samples.iter().filter(|s| s.metric == name) {
+        if let prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) = s.value {
+            *sums.entry(s.labels.get(label).unwrap_or("").to_owned()).or_default() += v;
+        }
+    }
+    sums
+}
+
 fn largest(scrape: &prometheus_parse::Scrape, name: &str) -> Option<f64> {
     values(scrape, name).fold(None, |acc, v| Some(acc.map_or(v, |a: f64| a.max(v))))
 }

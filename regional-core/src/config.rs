@@ -368,9 +368,13 @@ pub struct DatabaseArgs {
         hide_env_values = true
     )]
     pub database_url: DatabaseUrl,
-    /// Most connections the pool opens.
+    /// Most connections the pool for requests (and checkout's saga) opens.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,
+    /// Most connections the background work's own pool opens (the outbox relay and its consumers,
+    /// mail, reminders, publishing, pruning), so that a backlog never takes checkout's connections.
+    #[arg(long, env = "DATABASE_BACKGROUND_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
+    pub background_connections: u32,
 }
 
 /// A PostgreSQL URL whose `Debug` and `Display` hide the password.

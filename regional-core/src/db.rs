@@ -40,8 +40,19 @@ fn made_concurrently(e: &sqlx::Error) -> bool {
 /// A pool that connects on demand, so the core starts (and reports the database as down on
 /// `/healthz`) even while PostgreSQL is unreachable.
 pub fn pool(args: &DatabaseArgs) -> Result<PgPool, sqlx::Error> {
+    pool_of(args, args.max_connections)
+}
+
+/// The background work's own pool (`DATABASE_BACKGROUND_CONNECTIONS`): the outbox relay (which
+/// keeps one connection for its lock), the consumers, mail, reminders, publishing and pruning wait
+/// for these, never for checkout's.
+pub fn background_pool(args: &DatabaseArgs) -> Result<PgPool, sqlx::Error> {
+    pool_of(args, args.background_connections)
+}
+
+fn pool_of(args: &DatabaseArgs, connections: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
-        .max_connections(args.max_connections)
+        .max_connections(connections)
         .acquire_timeout(Duration::from_secs(3))
         .connect_lazy(args.database_url.expose())
 }

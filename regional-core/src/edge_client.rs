@@ -43,12 +43,16 @@ impl EdgeClient {
     /// callers can act on it.
     pub async fn send(&self, event: &str, route: &InternalRoute, body: Vec<u8>) -> Result<Value, EdgeError> {
         let method = reqwest::Method::from_bytes(route.method().as_bytes()).unwrap_or(reqwest::Method::GET);
-        self.send_to(method, &route.path(event), body).await
+        let answer = self.send_to(method, &route.path(event), body).await;
+        count(call_label(route), &answer);
+        answer
     }
 
     /// A signed `GET` of an internal path (with its query) that [`InternalRoute::path`] began.
     pub async fn get(&self, path_and_query: &str) -> Result<Value, EdgeError> {
-        self.send_to(reqwest::Method::GET, path_and_query, Vec::new()).await
+        let answer = self.send_to(reqwest::Method::GET, path_and_query, Vec::new()).await;
+        count("get", &answer);
+        answer
     }
 
     /// A hold as the edge has it now.
@@ -129,6 +133,36 @@ impl EdgeClient {
             })
         }
     }
+}
+
+/// A call's label in `ticketing_edge_calls` (a fixed set, whatever the ids).
+fn call_label(route: &InternalRoute) -> &'static str {
+    match route {
+        InternalRoute::PutInventory => "put_inventory",
+        InternalRoute::Stats => "stats",
+        InternalRoute::Layout => "layout",
+        InternalRoute::PutWaitingRoom => "put_waiting_room",
+        InternalRoute::WaitingRoom => "waiting_room",
+        InternalRoute::EndSession => "end_session",
+        InternalRoute::Waitlist => "waitlist",
+        InternalRoute::WaitlistRecords => "waitlist_records",
+        InternalRoute::WaitlistEntries => "waitlist_entries",
+        InternalRoute::WaitlistOffers => "waitlist_offers",
+        InternalRoute::CloseWaitlist => "close_waitlist",
+        InternalRoute::Hold(_) => "hold",
+        InternalRoute::HoldAction(_, action) => action.as_str(),
+    }
+}
+
+fn count(call: &'static str, answer: &Result<Value, EdgeError>) {
+    let outcome = match answer {
+        Ok(_) => "ok",
+        Err(EdgeError::Refused { .. }) => "refused",
+        Err(EdgeError::Unreachable(_)) => "unreachable",
+    };
+    crate::metrics::EDGE_CALLS
+        .get_or_create(&vec![("call", call.to_owned()), ("outcome", outcome.to_owned())])
+        .inc();
 }
 
 impl EdgeError {

@@ -44,6 +44,11 @@ static LIVE: LazyLock<Live> = LazyLock::new(|| Live {
 /// Failed attempts to send a mail since start (the sender counts them).
 pub static MAIL_FAILURES: LazyLock<Counter> = LazyLock::new(Counter::default);
 
+/// Signed calls to the edge's internal API since start, by call (`extend`, `confirm`,
+/// `end_session`…, a fixed set) and outcome (`ok`, `refused`, `unreachable`): what each order costs
+/// the edge besides the buyer's own requests (`edge_client.rs` counts them).
+pub static EDGE_CALLS: LazyLock<Family<Labels, Counter>> = LazyLock::new(Family::default);
+
 /// The middleware: times each request and counts it under its route.
 pub async fn track(req: Request, next: Next) -> Response {
     let method = method_label(req.method());
@@ -90,7 +95,7 @@ fn route_label(v: &str) -> String {
     v.replace('{', ":").replace('}', "")
 }
 
-/// The request metrics and the mail failures, followed by `snapshot`, as Prometheus text.
+/// The request metrics, the mail failures and the edge calls, followed by `snapshot`, as Prometheus text.
 pub fn render(snapshot: Snapshot) -> String {
     let mut registry = Registry::default();
     registry.register(
@@ -107,6 +112,11 @@ pub fn render(snapshot: Snapshot) -> String {
         "ticketing_notification_failures",
         "Failed attempts to send a mail since start",
         MAIL_FAILURES.clone(),
+    );
+    registry.register(
+        "ticketing_edge_calls",
+        "Signed calls to the edge by call and outcome",
+        EDGE_CALLS.clone(),
     );
     registry.register_collector(Box::new(snapshot));
     crate::figures::encode(&registry)
@@ -140,14 +150,22 @@ pub async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse> 
         vec![],
         oldest,
     );
-    let in_use = state.db.size().saturating_sub(state.db.num_idle() as u32);
-    s.gauge(
-        "ticketing_db_connections_in_use",
-        "Database connections checked out of the pool",
-        vec![],
-        in_use,
-    );
-    s.gauge("ticketing_db_connections_open", "Database connections open", vec![], state.db.size());
+    for (name, pool) in [("requests", &state.db), ("background", &state.background_db)] {
+        let in_use = pool.size().saturating_sub(pool.num_idle() as u32);
+        let labels = || vec![("pool", name.to_owned())];
+        s.gauge(
+            "ticketing_db_connections_in_use",
+            "Database connections checked out of each pool",
+            labels(),
+            in_use,
+        );
+        s.gauge(
+            "ticketing_db_connections_open",
+            "Database connections open in each pool",
+            labels(),
+            pool.size(),
+        );
+    }
     let (unsent, lag) = crate::bus::relay::backlog(&state.db).await?;
     s.gauge("ticketing_outbox_lag_seconds", "Age of the oldest outbox row not yet relayed", vec![], lag);
     // Pending and parked only (partial indexes): sent mails are history.

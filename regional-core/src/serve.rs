@@ -26,6 +26,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         db::migrate(&args.database).await?;
     }
     let mut state = AppState::new(db::pool(&args.database)?, args.health_timeout());
+    state.background_db = db::background_pool(&args.database)?;
     state.commission_bps = i64::from(args.commission_bps);
     state.request_timeout = Duration::from_secs(args.request_timeout_secs);
     let ops = &args.operations;
@@ -41,14 +42,14 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         Some(key) => {
             let edge = EdgeClient::new(&args.edge_url, key.0.clone());
             let check_every = Duration::from_secs(ops.edge_check_secs.max(1));
-            let (db, e) = (state.db.clone(), edge.clone());
+            let (db, e) = (state.background_db.clone(), edge.clone());
             tasks.spawn("publisher", |stop| publishing::run(db, e, stop));
-            let db = state.db.clone();
+            let db = state.background_db.clone();
             tasks.spawn("edge-check", move |stop| publishing::run_checks(db, edge, check_every, stop));
             state.edge =
                 crate::reporting::edge::EdgeStats::new(EdgeClient::new(&args.edge_url, key.0.clone()));
             let every = Duration::from_secs(ops.edge_scrape_secs.max(1));
-            let (stats, db) = (state.edge.clone(), state.db.clone());
+            let (stats, db) = (state.edge.clone(), state.background_db.clone());
             tasks.spawn("edge-scraper", move |stop| stats.run_scraper(db, every, stop));
             tracing::info!(edge = %args.edge_url, "publishing events to the edge");
         }
@@ -139,8 +140,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => tracing::warn!("CORE_SIGNING_KEY or EDGE_VERIFYING_KEYS is not set: checkout answers 503"),
     }
-    start_fulfillment(&args, &state.db, &mut tasks).await?;
-    let db = state.db.clone();
+    start_fulfillment(&args, &state.background_db, &mut tasks).await?;
+    let db = state.background_db.clone();
     tasks.spawn("pruner", |stop| run_pruner(db, Duration::from_secs(600), stop));
     let metrics_listener = TcpListener::bind(args.metrics_listen).await?;
     tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening (operators only)");
@@ -174,7 +175,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The outbox relay (to Kafka, or to the consumers in this process), the consumers, the mail
-/// sender and the reminders.
+/// sender and the reminders, all on `db`: the background pool.
 async fn start_fulfillment(
     args: &ServeArgs,
     db: &sqlx::PgPool,

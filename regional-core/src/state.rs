@@ -18,6 +18,8 @@ pub struct AppState {
     /// Where reports, exports and the dashboard read: the replica when one is configured
     /// (`DATABASE_REPLICA_URL`), else the primary.
     pub read_db: PgPool,
+    /// The background work's pool (`db::background_pool`); the requests' pool until `serve` sets it.
+    pub background_db: PgPool,
     pub health_timeout: Duration,
     /// Checkout, when the core has its keys (else its routes answer 503).
     pub checkout: Option<Arc<Checkout>>,
@@ -36,6 +38,7 @@ impl AppState {
     pub fn new(db: PgPool, health_timeout: Duration) -> Self {
         Self {
             read_db: db.clone(),
+            background_db: db.clone(),
             db,
             health_timeout,
             checkout: None,

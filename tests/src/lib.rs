@@ -236,6 +236,7 @@ pub async fn fresh_database(name: &str) -> sqlx::PgPool {
     let args = regional_core::DatabaseArgs {
         database_url: database_url(name).parse().expect("database url"),
         max_connections: 16,
+        background_connections: 8,
     };
     regional_core::db::migrate(&args).await.expect("migrate");
     regional_core::db::pool(&args).expect("pool")

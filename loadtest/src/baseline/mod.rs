@@ -10,9 +10,9 @@
 //! - this file: the buyers of the same plans (arrival, seat choice, think times, fates), with the
 //!   same bound on requests in flight, then the sale's audit questions asked of its tables and of
 //!   Redis. No line and no edge: that is the design being compared.
-//! - `resp`: the few Redis commands it needs, in RESP.
+//! - `locks`: the seat locks in Redis, through the `redis` crate.
 
-pub mod resp;
+pub mod locks;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ use tokio::sync::Semaphore;
 
 use crate::sale::plan::{Rec, Step};
 use crate::summary::Summary;
-use resp::Redis;
+use locks::Locks;
 
 /// The baseline's tables (created once; each run has its own `run` id).
 pub(crate) async fn prepare(db: &PgPool, run: &str, seats: &[String]) -> Result<(), String> {
@@ -232,8 +232,8 @@ pub async fn run(
     let run = format!("r{}", &uuid_v4()[..8]);
     let seat_ids = crate::sale::plan::seat_ids(args.seats);
     prepare(db, &run, &seat_ids).await?;
-    let redis = Redis::new(&args.redis);
-    redis.call(&["PING"]).await?;
+    let redis = Locks::new(&args.redis)?;
+    redis.ping().await?;
     let (server, url) = start_server(args, &run).await?;
     let http = crate::edge::http_client(30, args.concurrency as usize)?;
     let ctx = Arc::new(Ctx {
@@ -298,7 +298,7 @@ pub async fn run(
 }
 
 /// The sale's audit questions, asked of the baseline's tables and Redis.
-async fn audit(db: &PgPool, redis: &Redis, run: &str, settled: f64) -> Result<crate::audit::Audit, String> {
+async fn audit(db: &PgPool, redis: &Locks, run: &str, settled: f64) -> Result<crate::audit::Audit, String> {
     let q = |sql: &'static str| {
         let (db, run) = (db.clone(), run.to_owned());
         async move { sqlx::query_scalar::<_, i64>(sql).bind(run).fetch_one(&db).await.map_err(|e| e.to_string()) }
@@ -365,7 +365,7 @@ mod tests {
         let seats = crate::sale::plan::seat_ids(4);
         prepare(&db, &run, &seats).await.unwrap();
         let redis_addr = redis_addr();
-        let app = server::router(db.clone(), Redis::new(&redis_addr), &run, 60_000, 400);
+        let app = server::router(db.clone(), Locks::new(&redis_addr).unwrap(), &run, 60_000, 400);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -403,7 +403,7 @@ mod tests {
         let (status, refunded) = post(&http, &format!("{base}/orders/{a_id}/pay"), body).await;
         assert_eq!((status, refunded["state"].as_str()), (200, Some("refunded")));
 
-        let audit = audit(&db, &Redis::new(&redis_addr), &run, 0.0).await.unwrap();
+        let audit = audit(&db, &Locks::new(&redis_addr).unwrap(), &run, 0.0).await.unwrap();
         assert!(audit.clean, "{audit:?}");
         assert_eq!(audit.figures["tickets"], 1);
         assert_eq!(audit.figures["refunded_orders"], 1);
@@ -430,7 +430,7 @@ mod tests {
             .unwrap();
         }
         let redis_addr = redis_addr();
-        let audit = audit(&db, &Redis::new(&redis_addr), &run, 0.0).await.unwrap();
+        let audit = audit(&db, &Locks::new(&redis_addr).unwrap(), &run, 0.0).await.unwrap();
         assert!(!audit.clean);
         let failed: Vec<&str> = audit.checks.iter().filter(|c| !c.ok).map(|c| c.name).collect();
         assert!(failed.contains(&"no_seat_sold_twice"), "{failed:?}");

@@ -28,14 +28,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::resp::{Redis, Reply};
-
-/// Releases a lock only if it is still ours (a lapsed lock may belong to another buyer now).
-const RELEASE: &str =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-/// Extends a lock only if it is still ours.
-const EXTEND: &str =
-    "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end";
+use super::locks::Locks;
 
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
@@ -60,10 +53,10 @@ pub struct ServerArgs {
 
 struct Srv {
     db: PgPool,
-    redis: Redis,
+    redis: Locks,
     run: String,
-    hold_ms: String,
-    payment_ms: String,
+    hold_ms: u64,
+    payment_ms: u64,
     free: tokio::sync::Mutex<Option<(Instant, Arc<Vec<String>>)>>,
 }
 
@@ -74,7 +67,7 @@ impl Srv {
 
     async fn release(&self, buyer: &str, seats: &[String]) {
         for seat in seats {
-            let _ = self.redis.call(&["EVAL", RELEASE, "1", &self.key(seat), buyer]).await;
+            let _ = self.redis.release(&self.key(seat), buyer).await;
         }
     }
 }
@@ -97,8 +90,8 @@ pub async fn serve(args: ServerArgs) -> Result<(), String> {
         .connect(&args.database_url)
         .await
         .map_err(|e| format!("database: {e}"))?;
-    let redis = Redis::new(&args.redis);
-    redis.call(&["PING"]).await?;
+    let redis = Locks::new(&args.redis)?;
+    redis.ping().await?;
     let app = router(db, redis, &args.run, args.hold_ms, args.payment_ms);
     let listener =
         tokio::net::TcpListener::bind(&args.listen).await.map_err(|e| format!("{}: {e}", args.listen))?;
@@ -107,13 +100,13 @@ pub async fn serve(args: ServerArgs) -> Result<(), String> {
 }
 
 /// The service's routes for one run.
-pub fn router(db: PgPool, redis: Redis, run: &str, hold_ms: u64, payment_ms: u64) -> Router {
+pub fn router(db: PgPool, redis: Locks, run: &str, hold_ms: u64, payment_ms: u64) -> Router {
     let srv = Arc::new(Srv {
         db,
         redis,
         run: run.to_owned(),
-        hold_ms: hold_ms.to_string(),
-        payment_ms: payment_ms.to_string(),
+        hold_ms,
+        payment_ms,
         free: tokio::sync::Mutex::new(None),
     });
     Router::new()
@@ -144,13 +137,10 @@ async fn seats(State(srv): State<Arc<Srv>>) -> Response {
     let mut free = Vec::with_capacity(available.len());
     for chunk in available.chunks(1000) {
         let keys: Vec<String> = chunk.iter().map(|s| srv.key(s)).collect();
-        let mut args = vec!["MGET"];
-        args.extend(keys.iter().map(String::as_str));
-        match srv.redis.call(&args).await {
-            Ok(Reply::Array(locks)) => {
-                free.extend(chunk.iter().zip(locks).filter(|(_, l)| *l == Reply::Nil).map(|(s, _)| s.clone()))
+        match srv.redis.free(&keys).await {
+            Ok(unlocked) => {
+                free.extend(chunk.iter().zip(unlocked).filter(|(_, u)| *u).map(|(s, _)| s.clone()))
             }
-            Ok(other) => return unavailable(format!("MGET answered {other:?}")),
             Err(e) => return unavailable(e),
         }
     }
@@ -171,9 +161,9 @@ async fn hold(State(srv): State<Arc<Srv>>, Json(body): Json<HoldBody>) -> Respon
     }
     let mut locked = Vec::new();
     for seat in &body.seats {
-        match srv.redis.call(&["SET", &srv.key(seat), &body.buyer, "NX", "PX", &srv.hold_ms]).await {
-            Ok(Reply::Nil) => break,
-            Ok(_) => locked.push(seat.clone()),
+        match srv.redis.lock(&srv.key(seat), &body.buyer, srv.hold_ms).await {
+            Ok(false) => break,
+            Ok(true) => locked.push(seat.clone()),
             Err(e) => {
                 srv.release(&body.buyer, &locked).await;
                 return unavailable(e);
@@ -214,9 +204,9 @@ struct OrderBody {
 
 async fn order(State(srv): State<Arc<Srv>>, Json(body): Json<OrderBody>) -> Response {
     for (seat, _) in &body.seats {
-        match srv.redis.call(&["EVAL", EXTEND, "1", &srv.key(seat), &body.buyer, &srv.payment_ms]).await {
-            Ok(Reply::Text(n)) if n == "1" => {}
-            Ok(_) => return conflict("a lock lapsed and was taken"),
+        match srv.redis.extend(&srv.key(seat), &body.buyer, srv.payment_ms).await {
+            Ok(true) => {}
+            Ok(false) => return conflict("a lock lapsed and was taken"),
             Err(e) => return unavailable(e),
         }
     }

@@ -312,18 +312,31 @@ async fn watch_lag(
     stop: crate::shutdown::Stop,
 ) {
     let mut progress = Progress::default();
+    let mut failures = 0u32;
+    super::lag::watching(&name);
     while stop.pause(super::lag::INTERVAL).await {
         let (Some(consumer), subscribed) = (stream.upgrade(), topics.clone()) else { return };
         let partitions = match tokio::task::spawn_blocking(move || group_lag(&consumer, &subscribed)).await {
             Ok(Ok(partitions)) => partitions,
-            Ok(Err(e)) => {
-                // The broker unreachable: nothing moved meanwhile, and that is not a stall.
-                tracing::debug!(error = %e, consumer = name, "consumer: lag not measured");
-                progress.restart(Instant::now());
+            outcome => {
+                // The broker unreachable, or a topic without its partitions: the lag is unknown
+                // (`/metrics` says since when), and the watchdog waits for a full stall time of
+                // measurements before it acts again.
+                failures += 1;
+                let error = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the measurement stopped".to_owned(),
+                };
+                if failures == UNMEASURED_WARN_AFTER {
+                    tracing::warn!(error, consumer = name, failures, "consumer: lag not measured");
+                } else {
+                    tracing::debug!(error, consumer = name, "consumer: lag not measured");
+                }
+                progress.pause_watch(Instant::now());
                 continue;
             }
-            Err(_) => continue,
         };
+        failures = 0;
         let now = Instant::now();
         let (stalled, still) = progress.stalled(now, &partitions);
         super::lag::behind(&name, partitions.iter().map(|p| p.behind).sum(), still);
@@ -352,6 +365,8 @@ async fn watch_lag(
 /// that changed nothing.
 const STALL: Duration = Duration::from_secs(30);
 const MAX_STALL: Duration = Duration::from_secs(600);
+/// Failed measurements in a row before the watcher says so at `warn` (a blip is `debug`).
+const UNMEASURED_WARN_AFTER: u32 = 3;
 
 /// One partition of the group, as the broker says.
 struct PartitionLag {
@@ -362,24 +377,31 @@ struct PartitionLag {
     behind: i64,
 }
 
-/// Where each partition's committed offset was last seen to move, and how long a partition may
-/// stay still before it counts as stalled (the watchdog's memory).
+/// The watchdog's memory. Two clocks: where each partition's committed offset was last seen to
+/// move (only progress resets it: the lag in seconds that `/metrics` shows and the alert reads),
+/// and when the watchdog last acted or lost sight of the broker (a rejoin, a failed measurement:
+/// it waits a full stall time from there before it acts again). A rejoin that changes nothing must
+/// not hide the stall from the alert.
 struct Progress {
     seen: HashMap<(String, i32), (i64, Instant)>,
+    /// The watchdog's own clock; `None` until it first acts or loses sight.
+    watch_from: Option<Instant>,
     wait: Duration,
 }
 
 impl Default for Progress {
     fn default() -> Self {
-        Progress { seen: HashMap::new(), wait: STALL }
+        Progress { seen: HashMap::new(), watch_from: None, wait: STALL }
     }
 }
 
 impl Progress {
-    /// The partitions behind whose committed offset has not moved for the wait, and the longest
-    /// any partition behind has gone without its committed offset moving.
+    /// The partitions behind that the watchdog takes for stalled (still for the wait, and the wait
+    /// passed since it last acted or lost sight), and the longest any partition behind has gone
+    /// without its committed offset moving.
     fn stalled(&mut self, now: Instant, partitions: &[PartitionLag]) -> (Vec<(String, i32)>, Duration) {
         let (mut stalled, mut longest) = (Vec::new(), Duration::ZERO);
+        let watched_for = self.watch_from.map_or(Duration::MAX, |from| now.saturating_duration_since(from));
         for p in partitions {
             let key = (p.topic.clone(), p.partition);
             let seen = self.seen.entry(key.clone()).or_insert((p.committed, now));
@@ -387,9 +409,9 @@ impl Progress {
                 *seen = (p.committed, now);
                 continue;
             }
-            let still = now.duration_since(seen.1);
+            let still = now.saturating_duration_since(seen.1);
             longest = longest.max(still);
-            if still >= self.wait {
+            if still.min(watched_for) >= self.wait {
                 stalled.push(key);
             }
         }
@@ -400,15 +422,15 @@ impl Progress {
         (stalled, longest)
     }
 
-    /// Nothing could be measured, or moved, for a while that says nothing about the group: every
-    /// partition's clock starts again.
-    fn restart(&mut self, now: Instant) {
-        self.seen.values_mut().for_each(|seen| seen.1 = now);
+    /// The broker could not be asked: the watchdog waits a full stall time of measurements before
+    /// it acts (what it did not see says nothing about the group). Progress clocks run on.
+    fn pause_watch(&mut self, now: Instant) {
+        self.watch_from = Some(now);
     }
 
     /// After a rejoin: the group gets twice the wait before the next one, unless it moves.
     fn rejoined(&mut self, now: Instant) {
-        self.restart(now);
+        self.pause_watch(now);
         self.wait = (self.wait * 2).min(MAX_STALL);
     }
 }
@@ -438,6 +460,13 @@ fn group_lag(consumer: &StreamConsumer, topics: &[String]) -> KafkaResult<Vec<Pa
     for topic in topics {
         let metadata = consumer.fetch_metadata(Some(topic), WAIT)?;
         for t in metadata.topics() {
+            // A topic the broker cannot describe (unknown, no leader) is not a topic with no lag.
+            if let Some(e) = t.error() {
+                return Err(KafkaError::MetadataFetch(e.into()));
+            }
+            if t.partitions().is_empty() {
+                return Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition));
+            }
             for p in t.partitions() {
                 partitions.add_partition(t.name(), p.id());
             }
@@ -485,12 +514,13 @@ mod tests {
         assert_eq!(stalled(t0 + STALL * 3, at(6, 0)), (vec![], Duration::ZERO));
         assert!(stalled(t0 + STALL * 3 + Duration::from_secs(1), at(6, 4)).0.is_empty());
         assert_eq!(stalled(t0 + STALL * 4 + Duration::from_secs(1), at(6, 4)).0.len(), 1);
-        // A rejoin that changes nothing doubles the wait before the next one.
+        // A rejoin that changes nothing doubles the wait before the next one; the stall it did not
+        // cure goes on counting (the alert must see it: 2 × STALL + 1 s still, from t0 + 3 × STALL).
         let t1 = t0 + STALL * 5;
         progress.rejoined(t1);
         assert_eq!(
             progress.stalled(t1 + Duration::from_secs(1), &[at(6, 4)]),
-            (vec![], Duration::from_secs(1))
+            (vec![], STALL * 2 + Duration::from_secs(1))
         );
         assert!(progress.stalled(t1 + STALL, &[at(6, 4)]).0.is_empty());
         assert_eq!(progress.stalled(t1 + STALL * 2, &[at(6, 4)]).0.len(), 1);
@@ -500,6 +530,40 @@ mod tests {
         // Moving again: back to the first wait.
         assert!(progress.stalled(t1 + STALL * 6, &[at(7, 4)]).0.is_empty());
         assert_eq!(progress.stalled(t1 + STALL * 7, &[at(7, 4)]).0.len(), 1);
+    }
+
+    #[test]
+    fn rejoins_and_lost_sight_of_the_broker_never_reset_the_stall_the_alert_reads() {
+        // The fault the watchdog cannot cure: a partition nobody moves for 20 minutes, rejoins
+        // every time the wait allows, a measurement failing now and then. The seconds still only
+        // grow (the alert's `> 300 for 5m` fires), and the rejoins come ever further apart.
+        let t0 = Instant::now();
+        let p = PartitionLag { topic: "t".into(), partition: 0, committed: 5, behind: 3 };
+        let mut progress = Progress::default();
+        let (mut last_still, mut rejoins) = (Duration::ZERO, Vec::new());
+        for tick in 0..=240u32 {
+            let now = t0 + super::super::lag::INTERVAL * tick;
+            if tick % 50 == 49 {
+                progress.pause_watch(now);
+                continue;
+            }
+            let (stalled, still) = progress.stalled(now, std::slice::from_ref(&p));
+            assert!(still >= last_still, "the stall went back from {last_still:?} to {still:?}");
+            assert_eq!(still, now - t0);
+            last_still = still;
+            if !stalled.is_empty() {
+                progress.rejoined(now);
+                rejoins.push((now - t0).as_secs());
+            }
+        }
+        // The first after 30 s; then each gap at least twice the last wait (the lost measurements
+        // only push a rejoin later), up to 600 s.
+        assert_eq!(rejoins.first(), Some(&30), "{rejoins:?}");
+        assert!(rejoins.len() >= 4, "{rejoins:?}");
+        for (i, w) in rejoins.windows(2).enumerate() {
+            let wait = (30u64 << (i + 1)).min(600);
+            assert!(w[1] - w[0] >= wait, "gap {i} of {rejoins:?} shorter than {wait} s");
+        }
     }
 
     #[test]

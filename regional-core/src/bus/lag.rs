@@ -27,10 +27,20 @@ struct Lag {
     applied_age_secs: f64,
     applied_at: Option<Instant>,
     in_process: bool,
+    /// Kafka consumers: when the watcher began, and when the broker last answered it.
+    watched_since: Option<Instant>,
+    measured_at: Option<Instant>,
 }
 
 impl Lag {
     /// Seconds behind (Kafka consumers): 0 when caught up.
+    /// Seconds since the lag was last measured (since the watcher began, if never): the figures
+    /// above are that old. `None` for in-process consumers (nothing to ask).
+    fn unmeasured(&self, now: Instant) -> Option<f64> {
+        let since = self.measured_at.or(self.watched_since)?;
+        Some(now.saturating_duration_since(since).as_secs_f64())
+    }
+
     fn seconds(&self, now: Instant) -> f64 {
         if self.messages == 0 {
             return 0.0;
@@ -56,12 +66,20 @@ pub fn in_process(consumer: &str) {
     update(consumer, |l| l.in_process = true);
 }
 
+/// A Kafka consumer's lag watcher begins (its lag is unknown until the broker first answers).
+pub fn watching(consumer: &str) {
+    update(consumer, |l| {
+        l.watched_since.get_or_insert_with(Instant::now);
+    });
+}
+
 /// Messages the group is behind, and the longest a partition behind has gone without its
 /// committed offset moving, as the broker says.
 pub fn behind(consumer: &str, messages: i64, still: Duration) {
     update(consumer, |l| {
         l.messages = messages.max(0);
         l.still = still;
+        l.measured_at = Some(Instant::now());
     });
 }
 
@@ -95,6 +113,16 @@ pub fn collect(s: &mut crate::figures::Snapshot, outbox_unsent: i64, outbox_lag_
             secs,
         );
     }
+    for (name, l) in lag.iter() {
+        if let Some(age) = l.unmeasured(now) {
+            s.gauge(
+                "ticketing_consumer_lag_unmeasured_seconds",
+                "How long since a Kafka consumer's lag was last measured from the broker",
+                vec![("consumer", name.clone())],
+                age,
+            );
+        }
+    }
 }
 
 /// The lag alone, as Prometheus text (for tests and tools).
@@ -122,5 +150,15 @@ mod tests {
         // Caught up.
         l.messages = 0;
         assert_eq!(l.seconds(t0), 0.0);
+    }
+
+    #[test]
+    fn a_lag_never_or_long_ago_measured_says_how_old_it_is() {
+        let t0 = Instant::now();
+        assert_eq!(Lag { in_process: true, ..Lag::default() }.unmeasured(t0), None);
+        let mut l = Lag { watched_since: Some(t0), ..Lag::default() };
+        assert_eq!(l.unmeasured(t0 + Duration::from_secs(40)), Some(40.0), "never measured");
+        l.measured_at = Some(t0 + Duration::from_secs(50));
+        assert_eq!(l.unmeasured(t0 + Duration::from_secs(65)), Some(15.0));
     }
 }
