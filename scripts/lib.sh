@@ -56,7 +56,7 @@ marked_pids() {
   local environ pid
   for environ in /proc/[0-9]*/environ; do
     pid=${environ#/proc/}; pid=${pid%/environ}
-    [ "$pid" != $$ ] && [ "$pid" != "$BASHPID" ] && tr '\0' '\n' 2>/dev/null <"$environ" | grep -qx "$1=$2" && echo "$pid"
+    [ "$pid" != $$ ] && [ "$pid" != "$BASHPID" ] && grep -qzxF -- "$1=$2" "$environ" 2>/dev/null && echo "$pid"
   done
   return 0
 }
@@ -64,13 +64,13 @@ kill_marked() {
   local pids i
   pids=$(marked_pids "$1" "$2")
   [ -n "$pids" ] || return 0
-  kill -TERM $pids 2>/dev/null
+  kill -TERM $pids 2>/dev/null || true
   for i in $(seq 1 25); do
     pids=$(marked_pids "$1" "$2")
     [ -n "$pids" ] || return 0
     sleep 0.2
   done
-  kill -KILL $pids 2>/dev/null
+  kill -KILL $pids 2>/dev/null || true
   return 0
 }
 

@@ -73,7 +73,8 @@ pub struct CheckoutReport {
     /// Requests the edge (the Worker) took per completed order besides the buyer's hold: the
     /// buyer's checkout and order polls, and the core's signed calls (`ticketing_edge_calls`, all of
     /// them, background ones included); then each part, per order.
-    pub edge_requests_per_order: f64,
+    /// `None` when the core does not count its calls (older than `ticketing_edge_calls_total`).
+    pub edge_requests_per_order: Option<f64>,
     pub edge_requests_by_kind: std::collections::BTreeMap<String, f64>,
     pub pg_transactions_per_order_raw: f64,
     pub pg_background_transactions_per_second: f64,
@@ -401,8 +402,12 @@ pub async fn run(args: CheckoutArgs) -> Result<CheckoutReport, String> {
 
     let steps = Arc::new(Mutex::new(Steps::default()));
     let metrics_url = format!("{}/metrics", args.core_metrics);
+    // `None` when the core does not count its calls (an older core, `BENCH_AT`) or did not answer:
+    // the figure is then unknown, never a zero.
     let edge_calls = |scrape: Option<prometheus_parse::Scrape>| {
-        scrape.map(|s| crate::sample::by_label(&s, "ticketing_edge_calls_total", "call")).unwrap_or_default()
+        scrape
+            .map(|s| crate::sample::by_label(&s, "ticketing_edge_calls_total", "call"))
+            .filter(|calls| !calls.is_empty())
     };
     let calls_before = edge_calls(crate::sample::scrape(&client, &metrics_url).await);
     let before = xact_commit(&db).await?;
@@ -447,14 +452,21 @@ pub async fn run(args: CheckoutArgs) -> Result<CheckoutReport, String> {
     let completed = steps.end_to_end.iter().filter(|(s, _)| *s == Some(200)).count() as u64;
     let raw = (after - before) as f64 / completed.max(1) as f64;
     let per_order = |n: f64| (n / completed.max(1) as f64 * 100.0).round() / 100.0;
-    let mut edge_requests_by_kind: std::collections::BTreeMap<String, f64> = calls_after
-        .iter()
-        .map(|(call, n)| (format!("core_{call}"), per_order(n - calls_before.get(call).unwrap_or(&0.0))))
-        .filter(|(_, n)| *n > 0.0)
-        .collect();
-    edge_requests_by_kind.insert("buyer_checkout".into(), per_order(steps.checkout.len() as f64));
-    edge_requests_by_kind.insert("buyer_polls".into(), per_order(steps.polls as f64));
-    let edge_requests_per_order = (edge_requests_by_kind.values().sum::<f64>() * 100.0).round() / 100.0;
+    let mut edge_requests_by_kind = std::collections::BTreeMap::new();
+    edge_requests_by_kind.insert("buyer_checkout".to_owned(), per_order(steps.checkout.len() as f64));
+    edge_requests_by_kind.insert("buyer_polls".to_owned(), per_order(steps.polls as f64));
+    let edge_requests_per_order = match (&calls_before, &calls_after) {
+        (Some(before), Some(after)) => {
+            for (call, n) in after {
+                let n = per_order(n - before.get(call).unwrap_or(&0.0));
+                if n > 0.0 {
+                    edge_requests_by_kind.insert(format!("core_{call}"), n);
+                }
+            }
+            Some((edge_requests_by_kind.values().sum::<f64>() * 100.0).round() / 100.0)
+        }
+        _ => None,
+    };
     let server_steps_ms = server_steps(&db, &event).await?;
     Ok(CheckoutReport {
         cpu_per_order: cpu.per(completed),

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::Value;
 use shared_types::internal_api::{HoldAction, HoldAnswer, InternalRoute};
 use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
@@ -135,6 +137,12 @@ impl EdgeClient {
     }
 }
 
+/// Signed calls to the edge's internal API since start, by call (`extend`, `confirm`,
+/// `end_session`…, a fixed set) and outcome (`ok`, `refused`, `unreachable`): what each order costs
+/// the edge besides the buyer's own requests (`ticketing_edge_calls_total` in `/metrics`).
+pub static CALLS: std::sync::LazyLock<Family<crate::figures::Labels, Counter>> =
+    std::sync::LazyLock::new(Family::default);
+
 /// A call's label in `ticketing_edge_calls` (a fixed set, whatever the ids).
 fn call_label(route: &InternalRoute) -> &'static str {
     match route {
@@ -160,9 +168,7 @@ fn count(call: &'static str, answer: &Result<Value, EdgeError>) {
         Err(EdgeError::Refused { .. }) => "refused",
         Err(EdgeError::Unreachable(_)) => "unreachable",
     };
-    crate::metrics::EDGE_CALLS
-        .get_or_create(&vec![("call", call.to_owned()), ("outcome", outcome.to_owned())])
-        .inc();
+    CALLS.get_or_create(&vec![("call", call.to_owned()), ("outcome", outcome.to_owned())]).inc();
 }
 
 impl EdgeError {

@@ -44,11 +44,6 @@ static LIVE: LazyLock<Live> = LazyLock::new(|| Live {
 /// Failed attempts to send a mail since start (the sender counts them).
 pub static MAIL_FAILURES: LazyLock<Counter> = LazyLock::new(Counter::default);
 
-/// Signed calls to the edge's internal API since start, by call (`extend`, `confirm`,
-/// `end_session`…, a fixed set) and outcome (`ok`, `refused`, `unreachable`): what each order costs
-/// the edge besides the buyer's own requests (`edge_client.rs` counts them).
-pub static EDGE_CALLS: LazyLock<Family<Labels, Counter>> = LazyLock::new(Family::default);
-
 /// The middleware: times each request and counts it under its route.
 pub async fn track(req: Request, next: Next) -> Response {
     let method = method_label(req.method());
@@ -116,7 +111,7 @@ pub fn render(snapshot: Snapshot) -> String {
     registry.register(
         "ticketing_edge_calls",
         "Signed calls to the edge by call and outcome",
-        EDGE_CALLS.clone(),
+        crate::edge_client::CALLS.clone(),
     );
     registry.register_collector(Box::new(snapshot));
     crate::figures::encode(&registry)

@@ -92,14 +92,16 @@ async fn soak(name: &str, seconds: u64, every: u64, hold: u64) -> Value {
     )
     .await;
     let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{name}: the sale or its audit failed:\n{stdout}\n{}\n--- edge ---\n{}",
-        String::from_utf8_lossy(&run.stderr),
-        edge.log_tail()
-    );
-    let report: Value = serde_json::from_str(&stdout).expect("the report is JSON");
-    // The figures are written first: a run that fails below keeps them for the post-mortem.
+    let failed = || {
+        format!(
+            "{name}: the sale or its audit failed:\n{stdout}\n{}\n--- edge ---\n{}",
+            String::from_utf8_lossy(&run.stderr),
+            edge.log_tail()
+        )
+    };
+    let report: Value = serde_json::from_str(&stdout).unwrap_or_else(|_| panic!("{}", failed()));
+    // The figures are written first: a run that fails below (its audit included) keeps them for the
+    // post-mortem.
     let samples = report["samples"].as_array().cloned().unwrap_or_default();
     let figures = json!({
         "name": name,
@@ -119,6 +121,7 @@ async fn soak(name: &str, seconds: u64, every: u64, hold: u64) -> Value {
     let chart = report["chart"].as_str().expect("the chart's path");
     std::fs::copy(chart, out.join(format!("{name}.svg"))).expect("the chart");
     println!("SOAK {}", figures["flat"]);
+    assert!(run.status.success(), "{}", failed());
     assert_eq!(report["audit"]["clean"], true, "{name}: {}", report["audit"]);
     // The load was a sale: most people bought (2 % are bots, 5 % decline, 5 % abandon).
     let paid = report["counts"]["paid"].as_u64().unwrap_or(0);
