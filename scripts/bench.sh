@@ -59,6 +59,23 @@ source "$LOCAL/edge.env"
 source "$LOCAL/core.env"
 set +a
 
+# 5,000 holds on 20,000 seats through `$1` (wrangler: wrangler dev; workerd: one workerd process),
+# one section and eight, at concurrency 32 and 128, each with a fresh isolate and storage.
+bench_holds() {
+  local runtime=$1 sharding c url flag
+  for sharding in single sharded; do
+    for c in 32 128; do
+      if [ "$runtime" = wrangler ]; then start_edge; url="http://127.0.0.1:$EDGE_PORT"; else start_workerd; url="http://127.0.0.1:$WORKERD_PORT"; fi
+      flag=()
+      [ "$sharding" = sharded ] && flag=(--sharded)
+      log "holds: $runtime, $sharding, concurrency $c"
+      "$LT" holds --edge "$url" --seats 20000 --sections 8 "${flag[@]}" \
+        --holds 5000 --concurrency "$c" >"$OUT/holds-$runtime-$sharding-c$c.json"
+      stop_edge
+    done
+  done
+}
+
 if [ "$WHAT" = all ]; then
 log "ledger (native)"
 "$LT" ledger --rounds 50 | tee "$OUT/ledger.json"
@@ -117,19 +134,8 @@ stop_edge
 # The hold path through wrangler dev (what scripts/dev.sh runs) and through one workerd process
 # without wrangler's proxy (miniflare), each with a fresh isolate and storage.
 
-for runtime in wrangler workerd; do
-  for sharding in single sharded; do
-    for c in 32 128; do
-      if [ "$runtime" = wrangler ]; then start_edge; url="http://127.0.0.1:$EDGE_PORT"; else start_workerd; url="http://127.0.0.1:$WORKERD_PORT"; fi
-      flag=()
-      [ "$sharding" = sharded ] && flag=(--sharded)
-      log "holds: $runtime, $sharding, concurrency $c"
-      "$LT" holds --edge "$url" --seats 20000 --sections 8 "${flag[@]}" \
-        --holds 5000 --concurrency "$c" >"$OUT/holds-$runtime-$sharding-c$c.json"
-      stop_edge
-    done
-  done
-done
+bench_holds wrangler
+bench_holds workerd
 
 # Memory of one inventory object: fill it, restart the runtime, and read the isolate's wasm memory
 # after the object alone has loaded from storage (no publish body parsed in that isolate).
@@ -165,17 +171,7 @@ fi
 if [ "$WHAT" = edge ]; then
   # Holds, joins and polls through one workerd process (no core needed: the load generator signs
   # the event's publication itself), each with a fresh isolate and storage.
-  for sharding in single sharded; do
-    for c in 32 128; do
-      start_workerd
-      flag=()
-      [ "$sharding" = sharded ] && flag=(--sharded)
-      log "holds: workerd, $sharding, concurrency $c"
-      "$LT" holds --edge "http://127.0.0.1:$WORKERD_PORT" --seats 20000 --sections 8 "${flag[@]}" \
-        --holds 5000 --concurrency "$c" >"$OUT/holds-workerd-$sharding-c$c.json"
-      stop_edge
-    done
-  done
+  bench_holds workerd
   start_workerd
   log "queue: 3,000 buyers, 2 polls each, 4 shards"
   "$LT" queue --edge "http://127.0.0.1:$WORKERD_PORT" --buyers 3000 --polls 2 --shards 4 --concurrency 32 \

@@ -28,8 +28,9 @@ if [ "${1:-}" = "--smoke" ]; then
 fi
 which=${1:-all}
 seconds=${2:-10}
-# libFuzzer takes 0 as "no limit".
-[[ $seconds =~ ^[1-9][0-9]*$ ]] || die "seconds must be a whole number of at least 1, got $seconds"
+# libFuzzer takes 0 as "no limit"; a day per target is the most a run may ask for.
+[[ $seconds =~ ^[1-9][0-9]{0,4}$ ]] && [ "$seconds" -le 86400 ] ||
+  die "seconds must be a whole number from 1 to 86400, got $seconds"
 if [ "$which" = all ]; then
   run=("${TARGETS[@]}")
 else

@@ -49,9 +49,8 @@ timed() {
   log "$name: $((end - start)) s"
 }
 
-# Stops every process but this shell whose environment holds $1=$2: what a run that exported that
-# marker started, PostgreSQL daemonized by pg_ctl included, and nothing else. SIGTERM first, then
-# SIGKILL for whatever is still there 5 s later.
+# The processes but this shell whose environment holds $1=$2: what a run that exported that
+# marker started, PostgreSQL daemonized by pg_ctl included, and nothing else.
 marked_pids() {
   local environ pid
   for environ in /proc/[0-9]*/environ; do
@@ -60,12 +59,23 @@ marked_pids() {
   done
   return 0
 }
+# Stops every process marked $1=$2: PostgreSQL's postmaster by SIGINT (its fast shutdown: TERM
+# would wait for its clients; its backends go with it), the rest by TERM; whatever still runs after
+# 20 s (the core takes up to 15 s to drain) by KILL.
 kill_marked() {
-  local pids i
+  local pids pid parent i
   pids=$(marked_pids "$1" "$2")
   [ -n "$pids" ] || return 0
-  kill -TERM $pids 2>/dev/null || true
-  for i in $(seq 1 25); do
+  for pid in $pids; do
+    parent=$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null || true)
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = postgres ] &&
+      [ "$(cat "/proc/${parent:-0}/comm" 2>/dev/null)" != postgres ]; then
+      kill -INT "$pid" 2>/dev/null || true
+    else
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+  for i in $(seq 1 100); do
     pids=$(marked_pids "$1" "$2")
     [ -n "$pids" ] || return 0
     sleep 0.2

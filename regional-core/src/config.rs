@@ -121,6 +121,12 @@ pub struct ServeArgs {
     pub health_timeout_ms: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// Most connections the background work's own pool opens (the outbox relay and its consumers,
+    /// mail, reminders, publishing, pruning), so that a backlog never takes checkout's connections.
+    /// At least 4; each replica opens up to this plus `DATABASE_MAX_CONNECTIONS` (docs/configuration.md,
+    /// "Connections").
+    #[arg(long, env = "DATABASE_BACKGROUND_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(4..=64))]
+    pub background_connections: u32,
     /// The edge's base URL, for publishing events to it.
     #[arg(long, env = "EDGE_URL", default_value = "http://127.0.0.1:8787")]
     pub edge_url: String,
@@ -371,10 +377,6 @@ pub struct DatabaseArgs {
     /// Most connections the pool for requests (and checkout's saga) opens.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16)]
     pub max_connections: u32,
-    /// Most connections the background work's own pool opens (the outbox relay and its consumers,
-    /// mail, reminders, publishing, pruning), so that a backlog never takes checkout's connections.
-    #[arg(long, env = "DATABASE_BACKGROUND_CONNECTIONS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(2..=64))]
-    pub background_connections: u32,
 }
 
 /// A PostgreSQL URL whose `Debug` and `Display` hide the password.

@@ -46,8 +46,8 @@ pub fn pool(args: &DatabaseArgs) -> Result<PgPool, sqlx::Error> {
 /// The background work's own pool (`DATABASE_BACKGROUND_CONNECTIONS`): the outbox relay (which
 /// keeps one connection for its lock), the consumers, mail, reminders, publishing and pruning wait
 /// for these, never for checkout's.
-pub fn background_pool(args: &DatabaseArgs) -> Result<PgPool, sqlx::Error> {
-    pool_of(args, args.background_connections)
+pub fn background_pool(args: &DatabaseArgs, connections: u32) -> Result<PgPool, sqlx::Error> {
+    pool_of(args, connections)
 }
 
 fn pool_of(args: &DatabaseArgs, connections: u32) -> Result<PgPool, sqlx::Error> {

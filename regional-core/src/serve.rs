@@ -26,7 +26,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         db::migrate(&args.database).await?;
     }
     let mut state = AppState::new(db::pool(&args.database)?, args.health_timeout());
-    state.background_db = db::background_pool(&args.database)?;
+    state.background_db = db::background_pool(&args.database, args.background_connections)?;
     state.commission_bps = i64::from(args.commission_bps);
     state.request_timeout = Duration::from_secs(args.request_timeout_secs);
     let ops = &args.operations;

@@ -236,7 +236,6 @@ pub async fn fresh_database(name: &str) -> sqlx::PgPool {
     let args = regional_core::DatabaseArgs {
         database_url: database_url(name).parse().expect("database url"),
         max_connections: 16,
-        background_connections: 8,
     };
     regional_core::db::migrate(&args).await.expect("migrate");
     regional_core::db::pool(&args).expect("pool")
@@ -699,11 +698,14 @@ impl Balancer {
 }
 
 /// A PostgreSQL cluster of its own (initdb under /tmp, on its own port), for a test that restarts
-/// the database: the machine's shared server is never touched. Run as the `postgres` user when
+/// the database: the machine's shared server is never touched. Other users of the machine cannot
+/// get in: a password of its own (SCRAM) on loopback TCP, and its socket in a 0700 directory made
+/// afresh under a random name. Run as the `postgres` user when
 /// the tests run as root (PostgreSQL refuses to run as root). Its log is copied to the test's
 /// scratch directory when it goes.
 pub struct Postgres {
     pub port: u16,
+    password: String,
     data: PathBuf,
     log: PathBuf,
     /// Where the log is copied when the cluster goes (the scratch directory under /root is out of
@@ -735,13 +737,26 @@ impl Postgres {
         cmd.arg(Self::bin().join(args[0])).args(&args[1..]).output().expect("PostgreSQL's tools run")
     }
 
-    /// A new cluster on a free port, started (trust authentication on loopback only), logging into
+    /// A new cluster on a free port, started (loopback only, its own password), logging into
     /// `log_dir`.
     pub fn start(name: &str, log_dir: &std::path::Path) -> Self {
-        let base = PathBuf::from(format!("/tmp/ticketing-pg-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
-        std::fs::create_dir_all(&base).expect("cluster dir");
-        let _ = Command::new("chown").args(["postgres:postgres"]).arg(&base).status();
+        use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+        let mut secret = [0u8; 24];
+        getrandom::getrandom(&mut secret).expect("randomness");
+        let (nonce, password) = (hex::encode(&secret[..8]), hex::encode(&secret[8..]));
+        // Not there before (never one another user made), and only its owner's.
+        let base = PathBuf::from(format!("/tmp/ticketing-pg-{name}-{}-{nonce}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&base).expect("a new cluster dir");
+        let pwfile = base.join("pwfile");
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&pwfile)
+            .expect("password file");
+        std::io::Write::write_all(&mut file, password.as_bytes()).expect("password file");
+        drop(file);
+        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&base).status();
         let data = base.join("data");
         let out = Self::run(&[
             "initdb",
@@ -750,12 +765,16 @@ impl Postgres {
             "-U",
             "postgres",
             "-A",
-            "trust",
+            "scram-sha-256",
+            "--pwfile",
+            pwfile.to_str().unwrap(),
             "--no-sync",
         ]);
+        let _ = std::fs::remove_file(&pwfile);
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
         let pg = Self {
             port: free_port(),
+            password,
             data,
             log: base.join("postgres.log"),
             keep: log_dir.join("postgres.log"),
@@ -765,12 +784,14 @@ impl Postgres {
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        format!("postgres://postgres:{}@127.0.0.1:{}/postgres", self.password, self.port)
     }
 
     /// Starts the server and waits until it takes connections.
     pub fn up(&self) {
-        let opts = format!("-p {} -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=200", self.port);
+        let socket_dir = self.data.parent().expect("the cluster's directory").display().to_string();
+        let opts =
+            format!("-p {} -k {socket_dir} -c listen_addresses=127.0.0.1 -c max_connections=200", self.port);
         let out = Self::run(&[
             "pg_ctl",
             "-D",

@@ -126,6 +126,7 @@ impl Stack {
 }
 
 /// Orders paid more than 5 s ago without their confirmation mail queued: what the consumers owe.
+/// (The load generator's sampler counts the same, `loadtest/src/sample.rs`: keep the two equal.)
 pub const UNCONFIRMED_5S: &str =
     "SELECT count(*) FROM orders o WHERE o.state = 'paid' AND o.updated_at < now() - interval '5 seconds'
     AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.order_id = o.id AND n.kind = 'order_confirmation')";

@@ -374,6 +374,12 @@ async fn a_member_killed_without_leaving_does_not_take_its_partitions_with_it() 
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // And the group's lag, measured from the broker, comes back to nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lag_of("orphans") != Some(0) {
+        assert!(Instant::now() < deadline, "the group's lag: {:?}", lag_of("orphans"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     relay.abort();
     db.close().await;
     drop_database(&name);

@@ -221,8 +221,7 @@ pub async fn run_consumer(
         }
     };
     let topics: Vec<String> = consumer.topics().iter().map(|t| settings.topic(t)).collect();
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    if let Err(e) = stream.subscribe(&names) {
+    if let Err(e) = subscribe(&stream, &topics) {
         tracing::error!(error = %e, group, "consumer: could not subscribe");
         return;
     }
@@ -303,8 +302,10 @@ pub async fn run_consumer(
 /// broker, tansu 0.6.0, formed the group with an empty assignment and kept it; docs/reliability.md.)
 /// A stalled partition this member owns is not a lost assignment (its consumer is retrying a
 /// message), and is left to the lag alert. A partition stalled on another replica for that reason
-/// (its database down, say) looks orphaned from here: each rejoin that changes nothing doubles the
-/// wait before the next, up to [`MAX_STALL`], so that such an outage costs a few rebalances.
+/// (its database down, say) looks orphaned from here (the coordinator's description of the group
+/// cannot tell it from a dead member's, see [`rejoin_if_orphaned`]): each rejoin that changes
+/// nothing doubles the wait before the next, up to [`MAX_STALL`], so that such an outage costs a
+/// few rebalances.
 async fn watch_lag(
     stream: std::sync::Weak<StreamConsumer>,
     topics: Vec<String>,
@@ -313,8 +314,25 @@ async fn watch_lag(
 ) {
     let mut progress = Progress::default();
     let mut failures = 0u32;
+    // A rejoin whose subscribe failed left the member out of the group: it subscribes again at
+    // each tick until that works (it would otherwise wait for a stall to be seen again).
+    let mut unsubscribed = false;
     super::lag::watching(&name);
     while stop.pause(super::lag::INTERVAL).await {
+        if unsubscribed {
+            let (Some(consumer), subscribed) = (stream.upgrade(), topics.clone()) else { return };
+            let names = subscribed.clone();
+            match tokio::task::spawn_blocking(move || subscribe(&consumer, &names)).await {
+                Ok(Ok(())) => {
+                    unsubscribed = false;
+                    tracing::info!(consumer = name, "consumer: subscribed again");
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, consumer = name, "consumer: could not subscribe again")
+                }
+                Err(_) => {}
+            }
+        }
         let (Some(consumer), subscribed) = (stream.upgrade(), topics.clone()) else { return };
         let partitions = match tokio::task::spawn_blocking(move || group_lag(&consumer, &subscribed)).await {
             Ok(Ok(partitions)) => partitions,
@@ -344,17 +362,26 @@ async fn watch_lag(
             continue;
         }
         let (Some(consumer), subscribed) = (stream.upgrade(), topics.clone()) else { return };
-        match tokio::task::spawn_blocking(move || rejoin_if_orphaned(&consumer, &subscribed, &stalled)).await
-        {
-            Ok(Ok(true)) => {
+        let outcome =
+            tokio::task::spawn_blocking(move || rejoin_if_orphaned(&consumer, &subscribed, &stalled));
+        match outcome.await {
+            Ok(Ok(Rejoin::NotNeeded)) => {}
+            Ok(Ok(Rejoin::Done)) => {
                 tracing::warn!(
                     consumer = name,
                     "consumer: partitions behind and owned by nobody; rejoined the group"
                 );
                 progress.rejoined(now);
             }
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, consumer = name, "consumer: could not rejoin the group"),
+            Ok(Ok(Rejoin::SubscribeFailed(e))) => {
+                tracing::warn!(error = %e, consumer = name, "consumer: left the group and could not join again");
+                unsubscribed = true;
+                progress.rejoined(now);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, consumer = name, "consumer: could not read its assignment");
+                progress.pause_watch(now);
+            }
             Err(_) => {}
         }
     }
@@ -435,21 +462,39 @@ impl Progress {
     }
 }
 
-/// Leaves the group and joins again when one of `stalled` is not assigned to this member; answers
-/// whether it did.
+/// What the watchdog did about stalled partitions.
+enum Rejoin {
+    /// They are this member's.
+    NotNeeded,
+    /// Left the group and joined again.
+    Done,
+    /// Left the group and could not subscribe again.
+    SubscribeFailed(KafkaError),
+}
+
+/// Leaves the group and joins again when one of `stalled` is not assigned to this member. (The
+/// coordinator's own description of the group is no help: a member killed without leaving stays in
+/// it, with its partitions, until the coordinator notices; tansu 0.6.0 notices only when a request
+/// arrives, so the partitions of the dead look owned.)
 fn rejoin_if_orphaned(
     consumer: &StreamConsumer,
     topics: &[String],
     stalled: &[(String, i32)],
-) -> KafkaResult<bool> {
+) -> KafkaResult<Rejoin> {
     let mine = consumer.assignment()?;
     if stalled.iter().all(|(t, p)| mine.find_partition(t, *p).is_some()) {
-        return Ok(false);
+        return Ok(Rejoin::NotNeeded);
     }
     consumer.unsubscribe();
+    Ok(match subscribe(consumer, topics) {
+        Ok(()) => Rejoin::Done,
+        Err(e) => Rejoin::SubscribeFailed(e),
+    })
+}
+
+fn subscribe(consumer: &StreamConsumer, topics: &[String]) -> KafkaResult<()> {
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&names)?;
-    Ok(true)
+    consumer.subscribe(&names)
 }
 
 /// Every partition of `topics` with the group's committed offset and the messages after it (a
@@ -473,9 +518,33 @@ fn group_lag(consumer: &StreamConsumer, topics: &[String]) -> KafkaResult<Vec<Pa
         }
     }
     let committed = consumer.committed_offsets(partitions, WAIT)?;
+    // Every partition's watermarks in two requests to each broker, whatever the partitions: the
+    // log's end (the special time -1, "latest") and its start (-2, "earliest"). Asked a partition
+    // at a time they cost a round trip each (half a second each on the test broker: 12 partitions
+    // made a measurement of 6 s, longer than its interval).
+    let at = |offset: Offset| -> KafkaResult<TopicPartitionList> {
+        let mut asked = TopicPartitionList::new();
+        for p in committed.elements() {
+            asked.add_partition_offset(p.topic(), p.partition(), offset)?;
+        }
+        consumer.offsets_for_times(asked, WAIT)
+    };
+    let (ends, starts) = (at(Offset::End)?, at(Offset::Beginning)?);
+    let offset_in = |list: &TopicPartitionList, topic: &str, partition: i32| -> KafkaResult<i64> {
+        let found = list
+            .find_partition(topic, partition)
+            .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition))?;
+        found.error()?;
+        found
+            .offset()
+            .to_raw()
+            .filter(|o| *o >= 0)
+            .ok_or(KafkaError::MetadataFetch(RDKafkaErrorCode::OffsetNotAvailable))
+    };
     let mut out = Vec::new();
     for p in committed.elements() {
-        let (low, high) = consumer.fetch_watermarks(p.topic(), p.partition(), WAIT)?;
+        let high = offset_in(&ends, p.topic(), p.partition())?;
+        let low = offset_in(&starts, p.topic(), p.partition())?;
         out.push(PartitionLag {
             topic: p.topic().to_owned(),
             partition: p.partition(),

@@ -33,7 +33,12 @@ struct Lag {
 }
 
 impl Lag {
-    /// Seconds behind (Kafka consumers): 0 when caught up.
+    /// Whether there is a lag to show: an in-process consumer's is the outbox's, a Kafka
+    /// consumer's is unknown until the broker first answers (no figure, rather than a false 0).
+    fn known(&self) -> bool {
+        self.in_process || self.measured_at.is_some()
+    }
+
     /// Seconds since the lag was last measured (since the watcher began, if never): the figures
     /// above are that old. `None` for in-process consumers (nothing to ask).
     fn unmeasured(&self, now: Instant) -> Option<f64> {
@@ -41,6 +46,7 @@ impl Lag {
         Some(now.saturating_duration_since(since).as_secs_f64())
     }
 
+    /// Seconds behind (Kafka consumers): 0 when caught up.
     fn seconds(&self, now: Instant) -> f64 {
         if self.messages == 0 {
             return 0.0;
@@ -94,7 +100,7 @@ pub fn applied(consumer: &str, age_secs: f64) {
 /// Each consumer's lag into `s`; in-process consumers take the outbox's unsent rows and their lag.
 pub fn collect(s: &mut crate::figures::Snapshot, outbox_unsent: i64, outbox_lag_secs: f64) {
     let Ok(lag) = LAG.lock() else { return };
-    for (name, l) in lag.iter() {
+    for (name, l) in lag.iter().filter(|(_, l)| l.known()) {
         let n = if l.in_process { outbox_unsent } else { l.messages };
         s.gauge(
             "ticketing_consumer_lag_messages",
@@ -104,7 +110,7 @@ pub fn collect(s: &mut crate::figures::Snapshot, outbox_unsent: i64, outbox_lag_
         );
     }
     let now = Instant::now();
-    for (name, l) in lag.iter() {
+    for (name, l) in lag.iter().filter(|(_, l)| l.known()) {
         let secs = if l.in_process { outbox_lag_secs } else { l.seconds(now) };
         s.gauge(
             "ticketing_consumer_lag_seconds",
@@ -160,5 +166,23 @@ mod tests {
         assert_eq!(l.unmeasured(t0 + Duration::from_secs(40)), Some(40.0), "never measured");
         l.measured_at = Some(t0 + Duration::from_secs(50));
         assert_eq!(l.unmeasured(t0 + Duration::from_secs(65)), Some(15.0));
+    }
+
+    #[test]
+    fn a_lag_not_measured_yet_is_no_figure_rather_than_zero() {
+        watching("lag-test-unmeasured");
+        let text = render(0, 0.0);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("lag-test-unmeasured")).collect();
+        assert!(
+            lines.iter().all(|l| l.starts_with("ticketing_consumer_lag_unmeasured_seconds")),
+            "{lines:?}"
+        );
+        assert_eq!(lines.len(), 1, "{text}");
+        behind("lag-test-unmeasured", 7, Duration::from_secs(3));
+        let text = render(0, 0.0);
+        assert!(
+            text.contains("ticketing_consumer_lag_messages{consumer=\"lag-test-unmeasured\"} 7"),
+            "{text}"
+        );
     }
 }

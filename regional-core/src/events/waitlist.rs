@@ -32,8 +32,15 @@ async fn ask(state: &AppState, event: uuid::Uuid, route: InternalRoute) -> Resul
         Err(EdgeError::Refused { reason, detail, .. }) => {
             Err(ApiError::Unavailable(format!("the edge refused ({reason}): {detail}")))
         }
-        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+        Err(e) => Err(unreachable(&e)),
     }
+}
+
+/// The edge did not answer: what went wrong is logged, the organizer is told to try again (the
+/// transport's details are not theirs to see).
+fn unreachable(e: &EdgeError) -> ApiError {
+    tracing::warn!(error = %e, "the waiting list's edge call failed");
+    ApiError::Unavailable("the edge did not answer; try again shortly".into())
 }
 
 /// `GET /api/v1/events/{id}/waitlist`: the waiting list's counts.
@@ -87,7 +94,7 @@ pub(super) async fn waitlist_history(
     let mut answer = match state.edge.get(&path).await {
         Ok(answer) => answer,
         Err(EdgeError::Refused { status: 404, .. }) => return Err(ApiError::NotFound),
-        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+        Err(e) => return Err(unreachable(&e)),
     };
     for record in answer["records"].as_array_mut().into_iter().flatten() {
         for key in ["entry", "offer"] {

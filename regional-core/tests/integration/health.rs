@@ -144,7 +144,6 @@ async fn replicas_that_start_at_once_all_create_and_migrate_the_database() {
     let args = DatabaseArgs {
         database_url: format!("{server}/{name}").parse::<DatabaseUrl>().unwrap(),
         max_connections: 1,
-        background_connections: 2,
     };
     let starts = (0..4).map(|_| db::migrate(&args));
     let outcomes = futures_util::future::join_all(starts).await;

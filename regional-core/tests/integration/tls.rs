@@ -100,11 +100,7 @@ impl Drop for TlsPostgres {
 }
 
 async fn connect(url: &str) -> Result<bool, sqlx::Error> {
-    let args = DatabaseArgs {
-        database_url: url.parse::<DatabaseUrl>().unwrap(),
-        max_connections: 1,
-        background_connections: 2,
-    };
+    let args = DatabaseArgs { database_url: url.parse::<DatabaseUrl>().unwrap(), max_connections: 1 };
     let pool = db::pool(&args)?;
     sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetch_one(&pool).await
 }
