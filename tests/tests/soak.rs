@@ -1,4 +1,4 @@
-//! The soak (docs/reliability.md, "Soak"): a sale at a steady 6 buyers a second for 30 minutes
+//! The soak (docs/reliability.md, "Soak"): a sale at a steady 3 buyers a second for 30 minutes
 //! through the whole stack as a deployment runs it (`e2e::stack`: two core replicas behind a
 //! balancer, the edge and its objects in workerd, PostgreSQL, the broker, an SMTP server), with
 //! enough seats that it never sells out. Every 10 s the load generator samples each replica's
@@ -11,7 +11,7 @@
 //! memory among them); no process's memory grew by more than [`MEMORY_GROWTH`] from the middle
 //! third to the last; no backlog's mean in the last third above twice the middle third's plus
 //! [`BACKLOG_SLACK`] (messages or rows; [`LAG_SLACK_S`] for a lag in seconds), nor its trend over
-//! both thirds above its own size (or the slack) an hour. Latency is charted and reported, never
+//! both thirds rising more than the slack at a pace above its own size (or the slack) an hour. Latency is charted and reported, never
 //! asserted (the machine's speed is not the product's). The figures go to
 //! `$CARGO_TARGET_DIR/soak/` (JSON, and the chart as SVG); `scripts/soak.sh` runs the soak and
 //! prints them.

@@ -325,6 +325,9 @@ async fn watch_lag(
             match tokio::task::spawn_blocking(move || subscribe(&consumer, &names)).await {
                 Ok(Ok(())) => {
                     unsubscribed = false;
+                    // A full stall time before the watchdog looks again: the member has no
+                    // partitions until the group hands them out.
+                    progress.pause_watch(Instant::now());
                     tracing::info!(consumer = name, "consumer: subscribed again");
                 }
                 Ok(Err(e)) => {
@@ -367,6 +370,7 @@ async fn watch_lag(
         match outcome.await {
             Ok(Ok(Rejoin::NotNeeded)) => {}
             Ok(Ok(Rejoin::Done)) => {
+                unsubscribed = false;
                 tracing::warn!(
                     consumer = name,
                     "consumer: partitions behind and owned by nobody; rejoined the group"

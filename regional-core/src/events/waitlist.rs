@@ -36,11 +36,11 @@ async fn ask(state: &AppState, event: uuid::Uuid, route: InternalRoute) -> Resul
     }
 }
 
-/// The edge did not answer: what went wrong is logged, the organizer is told to try again (the
+/// The edge did not answer, or failed: what went wrong is logged, the organizer is told to try again (the
 /// transport's details are not theirs to see).
 fn unreachable(e: &EdgeError) -> ApiError {
     tracing::warn!(error = %e, "the waiting list's edge call failed");
-    ApiError::Unavailable("the edge did not answer; try again shortly".into())
+    ApiError::Unavailable("the edge is unavailable; try again shortly".into())
 }
 
 /// `GET /api/v1/events/{id}/waitlist`: the waiting list's counts.
