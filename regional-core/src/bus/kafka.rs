@@ -320,32 +320,31 @@ async fn watch_lag(
     super::lag::watching(&name);
     while stop.pause(super::lag::INTERVAL).await {
         if unsubscribed {
-            let (Some(consumer), subscribed) = (stream.upgrade(), topics.clone()) else { return };
-            let names = subscribed.clone();
-            match tokio::task::spawn_blocking(move || subscribe(&consumer, &names)).await {
-                Ok(Ok(())) => {
+            let Some(outcome) = on_consumer(&stream, &topics, subscribe).await else { return };
+            match outcome {
+                Some(Ok(())) => {
                     unsubscribed = false;
                     // A full stall time before the watchdog looks again: the member has no
                     // partitions until the group hands them out.
                     progress.pause_watch(Instant::now());
                     tracing::info!(consumer = name, "consumer: subscribed again");
                 }
-                Ok(Err(e)) => {
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, consumer = name, "consumer: could not subscribe again")
                 }
-                Err(_) => {}
+                None => {}
             }
         }
-        let (Some(consumer), subscribed) = (stream.upgrade(), topics.clone()) else { return };
-        let partitions = match tokio::task::spawn_blocking(move || group_lag(&consumer, &subscribed)).await {
-            Ok(Ok(partitions)) => partitions,
+        let Some(measured) = on_consumer(&stream, &topics, group_lag).await else { return };
+        let partitions = match measured {
+            Some(Ok(partitions)) => partitions,
             outcome => {
                 // The broker unreachable, or a topic without its partitions: the lag is unknown
                 // (`/metrics` says since when), and the watchdog waits for a full stall time of
                 // measurements before it acts again.
                 failures += 1;
                 let error = match outcome {
-                    Ok(Err(e)) => e.to_string(),
+                    Some(Err(e)) => e.to_string(),
                     _ => "the measurement stopped".to_owned(),
                 };
                 if failures == UNMEASURED_WARN_AFTER {
@@ -364,12 +363,11 @@ async fn watch_lag(
         if stalled.is_empty() {
             continue;
         }
-        let (Some(consumer), subscribed) = (stream.upgrade(), topics.clone()) else { return };
-        let outcome =
-            tokio::task::spawn_blocking(move || rejoin_if_orphaned(&consumer, &subscribed, &stalled));
-        match outcome.await {
-            Ok(Ok(Rejoin::NotNeeded)) => {}
-            Ok(Ok(Rejoin::Done)) => {
+        let rejoin = move |c: &StreamConsumer, t: &[String]| rejoin_if_orphaned(c, t, &stalled);
+        let Some(outcome) = on_consumer(&stream, &topics, rejoin).await else { return };
+        match outcome {
+            Some(Ok(Rejoin::NotNeeded)) => {}
+            Some(Ok(Rejoin::Done)) => {
                 unsubscribed = false;
                 tracing::warn!(
                     consumer = name,
@@ -377,18 +375,34 @@ async fn watch_lag(
                 );
                 progress.rejoined(now);
             }
-            Ok(Ok(Rejoin::SubscribeFailed(e))) => {
+            Some(Ok(Rejoin::SubscribeFailed(e))) => {
                 tracing::warn!(error = %e, consumer = name, "consumer: left the group and could not join again");
                 unsubscribed = true;
                 progress.rejoined(now);
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, consumer = name, "consumer: could not read its assignment");
                 progress.pause_watch(now);
             }
-            Err(_) => {}
+            None => {}
         }
     }
+}
+
+/// Runs `f` with the consumer and its topics on the blocking pool (librdkafka's calls block):
+/// `None` once the consumer is gone (the watcher then stops), `Some(None)` if `f` panicked.
+async fn on_consumer<T, F>(
+    stream: &std::sync::Weak<StreamConsumer>,
+    topics: &[String],
+    f: F,
+) -> Option<Option<T>>
+where
+    F: FnOnce(&StreamConsumer, &[String]) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let consumer = stream.upgrade()?;
+    let topics = topics.to_vec();
+    Some(tokio::task::spawn_blocking(move || f(&consumer, &topics)).await.ok())
 }
 
 /// How long a partition may be behind without its committed offset moving before the watchdog
