@@ -21,7 +21,7 @@ done
 # Bootstrap first, without the marker: the services it may start for the whole machine (the
 # private PostgreSQL, Redis) are not this run's to stop.
 bash "$ROOT/scripts/bootstrap.sh" --no-fuzz
-cleanup() { kill_marked TICKETING_FAULT_RUN $$; }
+cleanup() { kill_marked TICKETING_FAULT_RUN $$; remove_orphan_clusters; }
 export TICKETING_FAULT_RUN=$$
 trap cleanup EXIT
 cd "$ROOT"
@@ -29,17 +29,21 @@ timed "worker build" bash "$ROOT/scripts/build-worker.sh"
 timed "binaries build" cargo build --locked -q --workspace --bins
 out="$CARGO_TARGET_DIR/faults"
 mkdir -p "$out"
+# Every fault picked runs, whatever the one before it did; the table has this run's rows only, and
+# the script fails at the end if any fault did.
+failed=()
 for f in "${picked[@]}"; do
   rm -f "$out/$f.json"
   E2E_CORE_BIN="$CARGO_TARGET_DIR/debug/regional-core" E2E_DATABASE_SERVER="postgres://$PGUSER@$PGHOST:$PGPORT" \
     DATABASE_URL="postgres://$PGUSER@$PGHOST:$PGPORT/postgres" TANSU="$TANSU" \
     timed "fault $f" cargo nextest run --locked --workspace --run-ignored all --no-capture \
-    -E "package(e2e) and binary(faults) and test(=$f)"
+    -E "package(e2e) and binary(faults) and test(=$f)" || failed+=("$f")
 done
 
-python3 - "$out" <<'PY'
+python3 - "$out" "${picked[@]}" <<'PY'
 import json, pathlib, sys
-rows = [json.loads(p.read_text()) for p in sorted(pathlib.Path(sys.argv[1]).glob("*.json"))]
+out = pathlib.Path(sys.argv[1])
+rows = [json.loads((out / (f + ".json")).read_text()) for f in sys.argv[2:] if (out / (f + ".json")).exists()]
 print("| fault | recovered after (from the fault) | backlog when back | paid orders | requests failed (5xx or no answer) | buyers turned away (failed, refused, out of time) | events relayed (duplicates) | mails sent (resent) | audit |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in rows:
@@ -50,3 +54,4 @@ for r in rows:
         r["what"], r["fault"], r["recovered_after_s"], down, backlog, r["paid_orders"], r["failed_requests"], away,
         r["events_relayed"], r["broker_duplicates"], r["mails_sent"], r["mails_resent"], "clean" if r["audit_clean"] else "FAILED"))
 PY
+((${#failed[@]} == 0)) || die "faults that failed: ${failed[*]} (their logs are under $CARGO_TARGET_DIR/e2e/)"

@@ -68,9 +68,10 @@ kill_marked() {
   [ -n "$pids" ] || return 0
   for pid in $pids; do
     parent=$(awk '{print $4}' "/proc/$pid/stat" 2>/dev/null || true)
-    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = postgres ] &&
-      [ "$(cat "/proc/${parent:-0}/comm" 2>/dev/null)" != postgres ]; then
-      kill -INT "$pid" 2>/dev/null || true
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = postgres ]; then
+      # The postmaster gets SIGINT (a fast shutdown) and stops its backends itself; they are left
+      # alone (a TERM to one is a backend killed mid-query).
+      [ "$(cat "/proc/${parent:-0}/comm" 2>/dev/null)" = postgres ] || kill -INT "$pid" 2>/dev/null || true
     else
       kill -TERM "$pid" 2>/dev/null || true
     fi
@@ -82,6 +83,18 @@ kill_marked() {
   done
   kill -KILL $pids 2>/dev/null || true
   return 0
+}
+
+# Removes the test PostgreSQL clusters (tests/src/lib.rs, `Postgres`: /tmp/ticketing-pg-<name>-<pid>-<nonce>)
+# whose test process is gone: a test that was killed never ran its Drop. Call after kill_marked.
+remove_orphan_clusters() {
+  local dir pid
+  for dir in /tmp/ticketing-pg-*; do
+    [ -d "$dir" ] || continue
+    pid=$(sed -E 's/.*-([0-9]+)-[0-9a-f]+$/\1/' <<<"$dir")
+    [[ "$pid" =~ ^[0-9]+$ ]] || continue
+    kill -0 "$pid" 2>/dev/null || rm -rf "$dir"
+  done
 }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.

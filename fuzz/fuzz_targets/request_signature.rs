@@ -27,6 +27,7 @@ enum Input {
     Signed {
         request: Request,
         edits: Vec<(u16, u8)>,
+        method_edit: Option<String>,
         path_edit: Option<String>,
         body_edit: Option<Vec<u8>>,
         skew: i8,
@@ -46,7 +47,7 @@ fuzz_target!(|input: Input| {
             let got = verify_request(&ring, header.as_deref(), &r.method, &r.path, &r.body, now);
             assert!(got.is_err(), "an unsigned request was accepted: {header:?}");
         }
-        Input::Signed { request: r, edits, path_edit, body_edit, skew } => {
+        Input::Signed { request: r, edits, method_edit, path_edit, body_edit, skew } => {
             let ts = r.ts;
             let header = sign_request(&signer(), &r.method, &r.path, &r.body, ts, &r.nonce);
             let mut bytes = header.clone().into_bytes();
@@ -55,11 +56,12 @@ fuzz_target!(|input: Input| {
                 bytes[at] = *value;
             }
             let Ok(edited) = String::from_utf8(bytes) else { return };
+            let method = method_edit.unwrap_or_else(|| r.method.clone());
             let path = path_edit.unwrap_or_else(|| r.path.clone());
             let body = body_edit.unwrap_or_else(|| r.body.clone());
             let now = ts.saturating_add(i64::from(skew));
             let checked = precheck_request(&ring, Some(&edited), now);
-            match verify_request(&ring, Some(&edited), &r.method, &path, &body, now) {
+            match verify_request(&ring, Some(&edited), &method, &path, &body, now) {
                 Ok(got) => {
                     // What verified is what was signed.
                     assert_eq!(
@@ -67,6 +69,8 @@ fuzz_target!(|input: Input| {
                         (ts, r.nonce.as_str(), "core-fuzz")
                     );
                     assert_eq!((path.as_str(), body.as_slice()), (r.path.as_str(), r.body.as_slice()));
+                    // The method is signed as upper case: any other spelling of another method fails.
+                    assert_eq!(method.to_ascii_uppercase(), r.method.to_ascii_uppercase(), "another method verified");
                     assert!(checked.is_ok(), "verified but its precheck refused it: {checked:?}");
                 }
                 Err(e) => {
@@ -76,7 +80,7 @@ fuzz_target!(|input: Input| {
                     let nonce_ok = (16..=64).contains(&r.nonce.len())
                         && r.nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                     assert!(
-                        !(edited == header && path == r.path && body == r.body && nonce_ok && fresh),
+                        !(edited == header && method == r.method && path == r.path && body == r.body && nonce_ok && fresh),
                         "a request we signed was refused: {e:?}"
                     );
                 }

@@ -8,13 +8,18 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-/// `body` as a `T`, a number with a zero fraction read as an integer where one is wanted. The
-/// error is the first reading's.
+/// The largest body read a second time ([`from_slice`]): the second reading builds the whole
+/// document in memory (tens of bytes for each value), which for a 16 MiB import would be hundreds
+/// of megabytes for one request. Larger bodies keep serde's reading: `2.0` there is refused.
+pub const REREAD_MAX_BYTES: usize = 256 << 10;
+
+/// `body` as a `T`, a number with a zero fraction read as an integer where one is wanted (bodies
+/// up to [`REREAD_MAX_BYTES`]). The error is the first reading's.
 pub fn from_slice<T: DeserializeOwned>(body: &[u8]) -> Result<T, serde_json::Error> {
     serde_json::from_slice(body).or_else(|first| {
         // Only a number where an integer is wanted is read again: reading into a `Value` keeps the
         // last of two equal keys, which serde refuses as sent and must stay refused.
-        if !first.to_string().starts_with("invalid type: floating point") {
+        if body.len() > REREAD_MAX_BYTES || !first.to_string().starts_with("invalid type: floating point") {
             return Err(first);
         }
         let Ok(Unique(mut value)) = serde_json::from_slice(body) else { return Err(first) };
@@ -83,6 +88,67 @@ impl<'de> Deserialize<'de> for Unique {
     }
 }
 
+/// Whether any string or key of the JSON `body` holds NUL (`\u0000`), read without keeping the
+/// document: memory bounded by the nesting depth, whatever the body's size. `None` when the body
+/// is not JSON.
+pub fn holds_nul(body: &[u8]) -> Option<bool> {
+    serde_json::from_slice::<NulScan>(body).ok().map(|scan| scan.0)
+}
+
+/// A JSON value seen only for NUL in its strings and keys.
+struct NulScan(bool);
+
+impl<'de> Deserialize<'de> for NulScan {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = NulScan;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<NulScan, E> {
+                Ok(NulScan(false))
+            }
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<NulScan, E> {
+                Ok(NulScan(false))
+            }
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<NulScan, E> {
+                Ok(NulScan(false))
+            }
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<NulScan, E> {
+                Ok(NulScan(false))
+            }
+            fn visit_str<E>(self, v: &str) -> std::result::Result<NulScan, E> {
+                Ok(NulScan(v.contains('\0')))
+            }
+            fn visit_unit<E>(self) -> std::result::Result<NulScan, E> {
+                Ok(NulScan(false))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<NulScan, A::Error> {
+                let mut nul = false;
+                while let Some(NulScan(found)) = seq.next_element()? {
+                    nul |= found;
+                }
+                Ok(NulScan(nul))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<NulScan, A::Error> {
+                let mut nul = false;
+                while let Some((NulScan(key), NulScan(value))) = map.next_entry()? {
+                    nul |= key || value;
+                }
+                Ok(NulScan(nul))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 fn integral_floats_to_integers(value: &mut Value) {
     match value {
         Value::Number(n) if n.is_f64() => {
@@ -114,5 +180,38 @@ mod tests {
         {
             assert!(from_slice::<Join>(refused.as_bytes()).is_err(), "{refused}");
         }
+    }
+
+    #[test]
+    fn a_large_body_is_not_read_a_second_time() {
+        // Found by review: the second reading held a 16 MiB import whole in memory (hundreds of
+        // megabytes), for a body refused anyway.
+        #[derive(Debug, serde::Deserialize)]
+        struct Import {
+            #[allow(dead_code)]
+            quantity: u32,
+            #[allow(dead_code)]
+            rows: Vec<u8>,
+        }
+        let rows = vec!["0"; REREAD_MAX_BYTES / 2].join(",");
+        let small = r#"{"quantity": 2.0, "rows": [0]}"#;
+        let large = format!(r#"{{"quantity": 2.0, "rows": [{rows}]}}"#);
+        assert!(large.len() > REREAD_MAX_BYTES);
+        assert!(from_slice::<Import>(small.as_bytes()).is_ok());
+        let refused = from_slice::<Import>(large.as_bytes()).unwrap_err();
+        assert!(refused.to_string().starts_with("invalid type: floating point"), "{refused}");
+    }
+
+    #[test]
+    fn nul_is_found_in_strings_and_keys_at_any_depth() {
+        for (body, nul) in [
+            (r#"["A-1", "x\u0000"]"#, true),
+            (r#"{"a\u0000": 1}"#, true),
+            (r#"{"a": [{"b": {"c": "\u0000"}}]}"#, true),
+            (r#"["\\u0000", {"k": 1.5, "n": null, "t": true}]"#, false),
+        ] {
+            assert_eq!(holds_nul(body.as_bytes()), Some(nul), "{body}");
+        }
+        assert_eq!(holds_nul(b"{"), None);
     }
 }

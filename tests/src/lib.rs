@@ -857,15 +857,20 @@ pub async fn run_sale(
     plan: &str,
 ) -> std::process::Output {
     let loadtest = PathBuf::from(required_env("E2E_CORE_BIN")).with_file_name("loadtest");
-    let mut cmd = Command::new(loadtest);
-    cmd.args(["sale", "--edge", edge_url, "--core", core_url])
+    // Killed if the test stops waiting for it (a failed assertion drops the future): a load
+    // generator must not go on sending requests after its test.
+    tokio::process::Command::new(loadtest)
+        .args(["sale", "--edge", edge_url, "--core", core_url])
         .args(plan.split_whitespace())
         .arg("--out")
         .arg(out_dir)
         .env("PLATFORM_ADMIN_KEY", admin_key)
         .env("DATABASE_URL", db_url)
-        .env("CORE_SIGNING_KEY", keys.core_signing_key());
-    tokio::task::spawn_blocking(move || cmd.output().expect("the load generator runs")).await.expect("joined")
+        .env("CORE_SIGNING_KEY", keys.core_signing_key())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the load generator runs")
 }
 
 /// A new buyer, admitted through the line (at once when it is passthrough), holding `seats`:

@@ -179,6 +179,16 @@ async fn campaign(fault: Fault) {
     }
     let fault_started: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT now()").fetch_one(&db).await.unwrap();
+    // Sagas under way when the fault came (an order between its creation and its confirmation):
+    // a core killed "in the middle of sagas" must have had some.
+    let in_flight = count(
+        &db,
+        "SELECT count(*) FROM orders WHERE state IN ('created', 'awaiting_payment', 'confirming')",
+    )
+    .await;
+    if matches!(fault, Fault::CoreKilled | Fault::ReplicaLost) {
+        assert!(in_flight > 0, "{}: no saga was under way when the core was killed", fault.name());
+    }
     let (recovered, backlog) = inject(&mut stack, fault, &db).await;
     let run = sale.await.expect("the sale ran");
     let stdout = String::from_utf8_lossy(&run.stdout);
@@ -279,6 +289,7 @@ async fn campaign(fault: Fault) {
         "recovered_after_s": (recovered.as_secs_f64() * 10.0).round() / 10.0,
         "down_s": if backlog.is_some() { OUTAGE.as_secs() } else { 0 },
         "backlog_at_restore": backlog,
+        "sagas_in_flight_at_fault": in_flight,
         "paid_orders": paid,
         "tickets_sold": report["tickets_sold"],
         "failed_requests": failed_requests,

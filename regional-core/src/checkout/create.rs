@@ -75,21 +75,38 @@ fn verified_hold(co: &Checkout, token: &str) -> Result<(Uuid, Claims<HoldGrant>)
     Ok((event, claims))
 }
 
-/// [`price_hold`] with the promo code's guard: codes cannot be guessed without limit, so each
-/// attempt takes a slot per buyer and per hold, given back unless the code itself was refused.
-/// A quote and a checkout share the slots: a quote is no way around them.
+/// [`price_hold`] with the promo code's guard (a quote's): codes cannot be guessed without limit,
+/// so each attempt takes a slot per buyer and per hold, given back unless the code itself was
+/// refused. A quote and a checkout share the slots: a quote is no way around them.
 async fn price_guarded(db: &PgPool, event: Uuid, claims: &Claims<HoldGrant>, promo: &str) -> Result<Priced> {
-    let attempts = crate::promotions::Attempts::new(event, &claims.sub, claims.extra.hold.as_str());
-    if !promo.is_empty() {
+    let attempts = PromoGuard::take(db, event, claims, promo).await?;
+    let priced = price_hold(&mut *db.acquire().await?, event, &claims.extra, Some(promo)).await;
+    attempts.settle(db, &priced).await?;
+    priced
+}
+
+/// The slot a promo code's attempt takes (none without a code). Taken on the pool before any
+/// transaction of the checkout begins, so that a refused code's rollback cannot give it back and
+/// a request never waits for a second connection while it holds one.
+struct PromoGuard(Option<crate::promotions::Attempts>);
+
+impl PromoGuard {
+    async fn take(db: &PgPool, event: Uuid, claims: &Claims<HoldGrant>, promo: &str) -> Result<Self> {
+        if promo.is_empty() {
+            return Ok(Self(None));
+        }
+        let attempts = crate::promotions::Attempts::new(event, &claims.sub, claims.extra.hold.as_str());
         attempts.take(db).await?;
+        Ok(Self(Some(attempts)))
     }
-    match price_hold(db, event, &claims.extra, Some(promo)).await {
-        Err(e) if e.is_field("promo_code") => Err(e),
-        other => {
-            if !promo.is_empty() {
-                attempts.give_back(db).await?;
-            }
-            other
+
+    /// Gives the slot back unless the code itself was refused; after the checkout's transaction
+    /// ended.
+    async fn settle<T>(self, db: &PgPool, outcome: &Result<T>) -> Result<()> {
+        match (self.0, outcome) {
+            (None, _) => Ok(()),
+            (Some(_), Err(e)) if e.is_field("promo_code") => Ok(()),
+            (Some(attempts), _) => attempts.give_back(db).await,
         }
     }
 }
@@ -212,34 +229,90 @@ pub(super) async fn create_checkout(
     let promo = req.promo_code.as_deref().map(str::trim).unwrap_or("").to_uppercase();
     let hash = hex::encode(Sha256::digest(format!("{hold}\n{}\n{promo}", email.to_lowercase()).as_bytes()));
 
-    // A retry (same key), or the same hold under another key: the order that exists.
-    if let Some(existing) = existing_order(&state.db, &visitor, &key, &hold).await? {
-        if existing.visitor_id != visitor || (existing.hold_id == hold && existing.request_hash != hash) {
-            return Err(ApiError::conflict(
-                "idempotency_conflict",
-                "this hold is already being bought with other details",
-            ));
+    // One transaction makes the order (`insert_order`); a retry is found by the insert's
+    // conflict, not by a read before it (docs/checkout.md, "What an order costs").
+    let made = match PromoGuard::take(&state.db, event, &claims, &promo).await {
+        Ok(guard) => {
+            let order =
+                NewOrder { event, claims: &claims, email: &email, key: &key, hash: &hash, promo: &promo };
+            let made = insert_order(&state.db, &order, req.return_url.as_deref()).await;
+            guard.settle(&state.db, &made).await?;
+            made
         }
-        if existing.hold_id != hold {
-            return Err(ApiError::conflict(
-                "idempotency_conflict",
-                "this Idempotency-Key was used for another checkout",
-            ));
+        Err(e) => Err(e),
+    };
+    let claimed = match made {
+        Ok(Made::Claimed(row)) => row,
+        Ok(Made::Exists) => {
+            // A retry (same key), the same hold under another key, or a concurrent request that
+            // won (the insert waited for it to commit): the order that exists.
+            return replay(&state, &co, &visitor, &key, &hold, &hash).await?.ok_or_else(|| {
+                ApiError::Unavailable(
+                    "this checkout is being made by another request; retry with the same Idempotency-Key"
+                        .into(),
+                )
+            });
         }
-        if existing.state == OrderState::Created {
-            co.drive(existing.id).await;
+        // A retry refused now (the event closed since, the code used up by this very order, the
+        // attempts spent) still answers the order it made.
+        Err(refused) => {
+            return match replay(&state, &co, &visitor, &key, &hold, &hash).await? {
+                Some(answer) => Ok(answer),
+                None => Err(refused),
+            }
         }
-        let order = settled_view(&state.db, existing.id).await?;
-        let token = order_token(&co.signer, order.head.id, order.head.event_id, &visitor);
-        return Ok(answer(StatusCode::OK, true, CheckoutAnswer { order, order_token: token }));
-    }
+    };
+    let id = claimed.as_ref().map(|row| row.id);
 
-    let priced = price_guarded(&state.db, event, &claims, &promo).await?;
+    // Start the payment now; its transaction reads the view this answers.
+    let started = match claimed {
+        Some(row) => co.drive_claimed(row).await,
+        None => None,
+    };
+    let order = match (started, id) {
+        (Some(order), _) => order,
+        (None, Some(id)) => settled_view(&state.db, id).await?,
+        (None, None) => {
+            return Err(ApiError::Unavailable(
+                "the order could not be taken; retry with the same Idempotency-Key".into(),
+            ))
+        }
+    };
+    if order.head.state == OrderState::Created {
+        return Err(ApiError::Unavailable(
+            "the order is recorded but its payment could not be started yet; retry with the same Idempotency-Key".into(),
+        ));
+    }
+    let token = order_token(&co.signer, order.head.id, event, &visitor);
+    Ok(answer(StatusCode::CREATED, false, CheckoutAnswer { order, order_token: token }))
+}
+
+/// What a checkout asks to insert.
+struct NewOrder<'a> {
+    event: Uuid,
+    claims: &'a Claims<HoldGrant>,
+    email: &'a str,
+    key: &'a str,
+    hash: &'a str,
+    promo: &'a str,
+}
+
+enum Made {
+    /// Inserted, and claimed by this process (its row), unless another took it at once.
+    Claimed(Option<super::record::OrderRow>),
+    /// An order with this key or this hold exists.
+    Exists,
+}
+
+/// The order's one transaction: pricing's read, the insert, the buyer's limits, its lines, outbox
+/// and audit rows, the promo code's use, and this process's claim on it.
+async fn insert_order(db: &PgPool, o: &NewOrder<'_>, return_url: Option<&str>) -> Result<Made> {
+    let (visitor, hold) = (o.claims.sub.as_str(), o.claims.extra.hold.as_str());
     let id = Uuid::new_v4();
     let expires_at =
-        DateTime::<Utc>::from_timestamp_millis(claims.extra.expires_at_ms).unwrap_or_else(Utc::now);
-    let mut tx = state.db.begin().await?;
-    priced.limits.enforce(&mut tx, event, &visitor, &email).await?;
+        DateTime::<Utc>::from_timestamp_millis(o.claims.extra.expires_at_ms).unwrap_or_else(Utc::now);
+    let mut tx = db.begin().await?;
+    let priced = price_hold(&mut tx, o.event, &o.claims.extra, Some(o.promo)).await?;
     let inserted = sqlx::query(
         "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
              currency, subtotal_minor, discount_minor, fee_minor, tax_minor, tax_included, total_minor, promo_code_id, hold_expires_at,
@@ -250,12 +323,12 @@ pub(super) async fn create_checkout(
     )
     .bind(id)
     .bind(priced.organization_id)
-    .bind(event)
-    .bind(&visitor)
-    .bind(&hold)
-    .bind(&key)
-    .bind(&hash)
-    .bind(&email)
+    .bind(o.event)
+    .bind(visitor)
+    .bind(hold)
+    .bind(o.key)
+    .bind(o.hash)
+    .bind(o.email)
     .bind(&priced.currency)
     .bind(priced.totals.subtotal_minor)
     .bind(priced.totals.discount_minor)
@@ -266,15 +339,16 @@ pub(super) async fn create_checkout(
     .bind(priced.promo)
     .bind(expires_at)
     .bind(record::HANDOVER_SECS)
-    .bind(&req.return_url)
+    .bind(return_url)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if inserted == 0 {
-        // A concurrent request with the same key or hold won: answer its order.
-        drop(tx);
-        return Box::pin(create_checkout(State(state), IdempotencyHeader(idempotency), body)).await;
+        return Ok(Made::Exists);
     }
+    // The buyer's limits count their other orders, under locks that serialize one buyer's
+    // checkouts until each commits.
+    priced.limits.enforce(&mut tx, id, o.event, visitor, o.email).await?;
     // Reporting counts orders created (the hold-to-order conversion); one statement, same transaction.
     sqlx::query(
         "INSERT INTO outbox (topic, key, payload)
@@ -286,23 +360,7 @@ pub(super) async fn create_checkout(
     .bind(id)
     .execute(&mut *tx)
     .await?;
-    for (i, (tier, seat, zone, p)) in priced.lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO order_lines (order_id, line, tier_id, seat_id, zone_id, price_minor, discount_minor, fee_minor, tax_minor)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(id)
-        .bind(i as i32)
-        .bind(tier)
-        .bind(seat)
-        .bind(zone)
-        .bind(p.price_minor)
-        .bind(p.discount_minor)
-        .bind(p.fee_minor)
-        .bind(p.tax_minor)
-        .execute(&mut *tx)
-        .await?;
-    }
+    insert_lines(&mut tx, id, &priced.lines).await?;
     if let Some(promo) = priced.promo {
         let counted = sqlx::query(
             "UPDATE promo_codes SET uses = uses + 1 WHERE id = $1 AND (max_uses IS NULL OR uses < max_uses)",
@@ -326,17 +384,80 @@ pub(super) async fn create_checkout(
         json!({ "total_minor": priced.totals.total_minor }),
     )
     .await?;
+    let claimed = super::driver::claim(&mut *tx, id).await?;
     tx.commit().await?;
+    Ok(Made::Claimed(claimed))
+}
 
-    co.drive(id).await;
-    let order = settled_view(&state.db, id).await?;
-    if order.head.state == OrderState::Created {
-        return Err(ApiError::Unavailable(
-            "the order is recorded but its payment could not be started yet; retry with the same Idempotency-Key".into(),
+/// The order's lines, in one statement whatever their number.
+async fn insert_lines(
+    tx: &mut sqlx::PgConnection,
+    order: Uuid,
+    lines: &[PricedLine],
+) -> Result<(), sqlx::Error> {
+    let n = lines.len();
+    let (mut line, mut tier, mut seat, mut zone) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    let (mut price, mut discount, mut fee, mut tax) =
+        (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+    for (i, (t, s, z, p)) in lines.iter().enumerate() {
+        line.push(i as i32);
+        tier.push(*t);
+        seat.push(s.clone());
+        zone.push(z.clone());
+        price.push(p.price_minor);
+        discount.push(p.discount_minor);
+        fee.push(p.fee_minor);
+        tax.push(p.tax_minor);
+    }
+    sqlx::query(
+        "INSERT INTO order_lines (order_id, line, tier_id, seat_id, zone_id, price_minor, discount_minor, fee_minor, tax_minor)
+         SELECT $1, l.* FROM unnest($2::int4[], $3::uuid[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::int8[])
+             AS l(line, tier_id, seat_id, zone_id, price_minor, discount_minor, fee_minor, tax_minor)",
+    )
+    .bind(order)
+    .bind(line)
+    .bind(tier)
+    .bind(seat)
+    .bind(zone)
+    .bind(price)
+    .bind(discount)
+    .bind(fee)
+    .bind(tax)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// The answer to a retry (same key), or to the same hold under another key: the order that
+/// exists, or a conflict when the details differ; `None` when there is no such order.
+async fn replay(
+    state: &AppState,
+    co: &Checkout,
+    visitor: &str,
+    key: &str,
+    hold: &str,
+    hash: &str,
+) -> Result<Option<Response>> {
+    let Some(existing) = existing_order(&state.db, visitor, key, hold).await? else { return Ok(None) };
+    if existing.visitor_id != visitor || (existing.hold_id == hold && existing.request_hash != hash) {
+        return Err(ApiError::conflict(
+            "idempotency_conflict",
+            "this hold is already being bought with other details",
         ));
     }
-    let token = order_token(&co.signer, id, event, &visitor);
-    Ok(answer(StatusCode::CREATED, false, CheckoutAnswer { order, order_token: token }))
+    if existing.hold_id != hold {
+        return Err(ApiError::conflict(
+            "idempotency_conflict",
+            "this Idempotency-Key was used for another checkout",
+        ));
+    }
+    if existing.state == OrderState::Created {
+        co.drive(existing.id).await;
+    }
+    let order = settled_view(&state.db, existing.id).await?;
+    let token = order_token(&co.signer, order.head.id, order.head.event_id, visitor);
+    Ok(Some(answer(StatusCode::OK, true, CheckoutAnswer { order, order_token: token })))
 }
 
 #[derive(sqlx::FromRow)]

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::record::{apply, OrderRow, ORDER_COLUMNS};
 use super::saga::{Input, OrderState};
-use super::Checkout;
+use super::{Checkout, OrderView};
 use crate::edge_client::EdgeError;
 use shared_types::internal_api::HoldAction;
 
@@ -42,6 +42,9 @@ pub(super) enum Step {
     /// The order moved on to a state that waits for the outside world (the buyer's payment) or
     /// is final: nothing more to do now.
     Parked,
+    /// Parked after starting the payment, with the order's view as that step's transaction left
+    /// it (what checkout answers).
+    Started(Box<OrderView>),
     /// Nothing to do before this time.
     Wait(DateTime<Utc>),
     /// It failed; retry with backoff.
@@ -80,36 +83,36 @@ impl Checkout {
         self.edge.hold_action(&o.event_id.to_string(), &o.hold_id, action).await
     }
 
-    /// Takes an order for one step, if nobody else has it. (The reconciler only asks for orders
-    /// whose next attempt is due; a drive after a fresh event goes at once.)
-    async fn claim(&self, id: Uuid) -> Result<Option<OrderRow>, sqlx::Error> {
-        sqlx::query_as(&format!(
-            "UPDATE orders SET lease_until = now() + make_interval(secs => $2)
-             WHERE id = $1 AND state IN ('created', 'awaiting_payment', 'confirming', 'releasing', 'refunding')
-               AND (lease_until IS NULL OR lease_until < now())
-             RETURNING {ORDER_COLUMNS}"
-        ))
-        .bind(id)
-        .bind(LEASE_SECS)
-        .fetch_optional(&self.db)
-        .await
-    }
-
     /// Moves an order as far as it can go now.
     pub async fn drive(&self, id: Uuid) {
+        self.drive_from(id, None).await;
+    }
+
+    /// [`Checkout::drive`] for an order the caller's transaction has just claimed ([`claim`]), its
+    /// row in hand: the first step goes without a claim of its own. The order's view when the last
+    /// step recorded one (starting the payment does), so that checkout need not read it again.
+    pub async fn drive_claimed(&self, order: OrderRow) -> Option<OrderView> {
+        self.drive_from(order.id, Some(order)).await
+    }
+
+    async fn drive_from(&self, id: Uuid, mut claimed: Option<OrderRow>) -> Option<OrderView> {
         for _ in 0..MAX_STEPS {
-            let order = match self.claim(id).await {
-                Ok(Some(o)) => o,
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::error!(order = %id, error = %e, "could not claim the order");
-                    return;
-                }
+            let order = match claimed.take() {
+                Some(o) => o,
+                None => match claim(&self.db, id).await {
+                    Ok(Some(o)) => o,
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::error!(order = %id, error = %e, "could not claim the order");
+                        return None;
+                    }
+                },
             };
             let outcome = self.step(&order).await;
             let recorded = match outcome {
                 Step::Moved => continue,
-                Step::Parked => return,
+                Step::Parked => return None,
+                Step::Started(view) => return Some(*view),
                 Step::Wait(at) => {
                     sqlx::query("UPDATE orders SET next_attempt_at = $2, lease_until = NULL WHERE id = $1")
                         .bind(id)
@@ -134,8 +137,9 @@ impl Checkout {
             if let Err(e) = recorded {
                 tracing::error!(order = %id, error = %e, "could not record a step");
             }
-            return;
+            return None;
         }
+        None
     }
 
     async fn step(&self, o: &OrderRow) -> Step {
@@ -163,6 +167,26 @@ impl Checkout {
             std::process::abort();
         }
     }
+}
+
+/// Takes an order for one step, if nobody else has it: its row, or `None`. On the pool, or in the
+/// transaction that moved the order (checkout's insert, the webhook), which saves a round trip
+/// and a transaction. (The reconciler only asks for orders whose next attempt is due; a drive
+/// after a fresh event goes at once.)
+pub(super) async fn claim<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    id: Uuid,
+) -> Result<Option<OrderRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE orders SET lease_until = now() + make_interval(secs => $2)
+         WHERE id = $1 AND state IN ('created', 'awaiting_payment', 'confirming', 'releasing', 'refunding')
+           AND (lease_until IS NULL OR lease_until < now())
+         RETURNING {ORDER_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(LEASE_SECS)
+    .fetch_optional(db)
+    .await
 }
 
 /// Orders of cancelled events that still hold money or seats: the organizer's cancellation

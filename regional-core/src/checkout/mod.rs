@@ -129,7 +129,7 @@ const HEAD_COLUMNS: &str =
     fee_minor, tax_minor, tax_included, total_minor, refund_minor, hold_expires_at, created_at, updated_at";
 
 /// The full view of an order.
-pub async fn view(db: &PgPool, id: Uuid) -> Result<OrderView> {
+pub async fn view<'e, E: sqlx::PgExecutor<'e>>(db: E, id: Uuid) -> Result<OrderView> {
     // One statement: a buyer polling their order costs one round trip.
     let row: Option<(Value, Value, Option<Value>, Value)> = sqlx::query_as(&format!(
         "SELECT to_jsonb(h),

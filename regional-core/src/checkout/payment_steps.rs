@@ -109,8 +109,18 @@ impl Checkout {
                         .await?;
                 }
             }
+            // What checkout answers, read in this transaction rather than in one of its own.
+            let step = if free {
+                Step::Moved
+            } else {
+                let view = super::view(&mut *tx, o.id).await.map_err(|e| match e {
+                    crate::error::ApiError::Database(e) => e,
+                    other => sqlx::Error::Protocol(other.to_string()),
+                })?;
+                Step::Started(Box::new(view))
+            };
             tx.commit().await?;
-            Ok(if free { Step::Moved } else { Step::Parked })
+            Ok(step)
         }
         .await;
         result.unwrap_or_else(Step::from)

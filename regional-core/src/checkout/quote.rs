@@ -8,7 +8,6 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared_types::inventory::HoldSettings;
 use shared_types::token::HoldGrant;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::pricing::{Discount, LineIn, PricingSettings};
@@ -46,16 +45,19 @@ pub(super) struct Promo {
 pub(super) struct Priced {
     pub(super) organization_id: Uuid,
     pub(super) currency: String,
-    pub(super) lines: Vec<(Uuid, Option<String>, Option<String>, pricing::LinePrice)>,
+    pub(super) lines: Vec<PricedLine>,
     pub(super) totals: pricing::Totals,
     pub(super) promo: Option<Uuid>,
     pub(super) limits: BuyerLimits,
 }
 
+/// One line of a priced hold: its tier, seat and zone (for a seat), and its price.
+pub(super) type PricedLine = (Uuid, Option<String>, Option<String>, pricing::LinePrice);
+
 /// Prices the hold's seats and places with the event's current prices, checking every rule of the
 /// sale (state, tier windows, per-order limits, per-buyer cap, promo code).
 pub(super) async fn price_hold(
-    db: &PgPool,
+    db: &mut sqlx::PgConnection,
     event: Uuid,
     grant: &HoldGrant,
     promo_code: Option<&str>,
@@ -74,7 +76,7 @@ pub(super) async fn price_hold(
     ))
     .bind(event)
     .bind(&seats)
-    .fetch_optional(db)
+    .fetch_optional(&mut *db)
     .await?
     .ok_or(ApiError::NotFound)?;
     if !matches!(e.state, EventState::Published | EventState::OnSale | EventState::SoldOut) {
@@ -153,7 +155,7 @@ pub(super) async fn price_hold(
         )
         .bind(event)
         .bind(code)
-        .fetch_optional(db)
+        .fetch_optional(&mut *db)
         .await?
         .ok_or_else(|| ApiError::field("promo_code", "no such promo code"))?;
         if !promo.active
@@ -220,9 +222,12 @@ pub(super) struct BuyerLimits {
 }
 
 impl BuyerLimits {
+    /// Checks the buyer's limits in the transaction that inserts `order` (which the counts leave
+    /// out), under locks that serialize one buyer's checkouts until each commits.
     pub(super) async fn enforce(
         &self,
         tx: &mut sqlx::PgConnection,
+        order: Uuid,
         event: Uuid,
         visitor: &str,
         email: &str,
@@ -245,11 +250,12 @@ impl BuyerLimits {
         let owned: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM order_lines l JOIN orders o ON o.id = l.order_id
              WHERE o.event_id = $1 AND (o.visitor_id = $2 OR lower(o.email) = lower($3))
-               AND o.state NOT IN ('cancelled', 'refunded')",
+               AND o.state NOT IN ('cancelled', 'refunded') AND o.id <> $4",
         )
         .bind(event)
         .bind(visitor)
         .bind(email)
+        .bind(order)
         .fetch_one(&mut *tx)
         .await?;
         if owned + self.tickets > self.cap {
@@ -261,10 +267,11 @@ impl BuyerLimits {
         if let Some((promo, limit)) = self.promo {
             let used: i64 = sqlx::query_scalar(
                 "SELECT count(*) FROM orders WHERE promo_code_id = $1 AND lower(email) = lower($2)
-                   AND state NOT IN ('cancelled')",
+                   AND state NOT IN ('cancelled') AND id <> $3",
             )
             .bind(promo)
             .bind(email)
+            .bind(order)
             .fetch_one(&mut *tx)
             .await?;
             if used >= i64::from(limit) {

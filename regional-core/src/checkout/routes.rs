@@ -97,9 +97,15 @@ pub(super) async fn webhook(
     record::record_payment(&mut tx, order, remote, &actor).await?;
     let moved =
         record::apply(&mut tx, order, order_state, input, &actor, json!({ "webhook": event.id })).await?;
+    // The order moved: this process takes it for its next step (confirming the seats) in the same
+    // transaction, and drives it at once with the row in hand.
+    let claimed = match moved {
+        Some(_) => super::driver::claim(&mut *tx, order).await?,
+        None => None,
+    };
     tx.commit().await?;
-    if moved.is_some() {
-        tokio::spawn(async move { co.drive(order).await });
+    if let Some(row) = claimed {
+        tokio::spawn(async move { co.drive_claimed(row).await });
     }
     Ok(Json(json!({ "received": true, "order_state": moved.unwrap_or(order_state) })))
 }

@@ -180,7 +180,8 @@ pub(super) async fn update_tier(
     body: Bytes,
 ) -> Result<Json<Tier>> {
     let tier: Uuid = tier.parse().map_err(|_| ApiError::NotFound)?;
-    // The body is read after the event and the tier are found (404 before 422).
+    // The body is read after the event is found and the tier id parsed (a foreign event or a
+    // malformed tier id is 404 before any 400 or 422; a tier of another event is 404 at its update).
     let c: TierChanges = api::parse_json(&body)?;
     let mut errors = Vec::new();
     if c.name.as_deref().is_some_and(|n| !(1..=100).contains(&n.trim().chars().count())) {

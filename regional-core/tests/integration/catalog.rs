@@ -125,6 +125,27 @@ async fn seats_import_from_csv_and_duplicates_are_refused(db: PgPool) {
     assert_eq!(api.count("venue_seats").await, 3);
 }
 
+/// PostgreSQL's text cannot hold NUL: in a CSV, in the address or its query, it is refused as a
+/// malformed request (not a 500 from the database), and nothing changes.
+#[sqlx::test]
+async fn nul_in_a_csv_or_the_address_is_refused_before_the_database(db: PgPool) {
+    let api = Api::start(db).await;
+    let (_, [(_, acme), _]) = two_tenants(&api).await;
+    let id = venue(&api, &acme).await;
+    let seats = api.count("venue_seats").await;
+    let nul = "section,row,seat,label,x,y,zone,accessibility,aisle_after\nA,1,A-1-1,1\u{0},0,0,front,,\n";
+    let resp = put_csv(&api, &acme, &id, nul).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let problem: Value = resp.json().await.unwrap();
+    assert!(problem["type"].as_str().unwrap().ends_with("malformed-request"), "{problem}");
+    assert_eq!(api.count("venue_seats").await, seats);
+    for path in ["/api/v1/venues/%00", "/api/v1/venues?cursor=a%00b"] {
+        let (s, problem) = api.get(&acme, path).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {problem}");
+        assert!(problem["type"].as_str().unwrap().ends_with("malformed-request"), "{path}: {problem}");
+    }
+}
+
 #[sqlx::test]
 async fn events_follow_their_state_machine(db: PgPool) {
     let api = Api::start(db).await;

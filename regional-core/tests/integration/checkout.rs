@@ -514,3 +514,104 @@ async fn the_checkout_cap_is_also_what_the_waiting_room_admits_each_buyer_to(db:
     assert_eq!((s, p["reason"].as_str()), (409, Some("limit_exceeded")), "{p}");
     assert!(p["detail"].as_str().unwrap().contains("at most 2"), "{p}");
 }
+
+/// A stand-in for the edge's internal hold routes: every hold action answers the hold as held for
+/// ten more minutes, ending a session answers `{}`. Counts the calls by their last path segment.
+async fn counting_edge(hold: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = calls.clone();
+    let hold = hold.to_owned();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let (seen, hold) = (seen.clone(), hold.clone());
+        async move {
+            let last = uri.path().rsplit('/').next().unwrap_or_default().to_owned();
+            seen.lock().unwrap().push(last.clone());
+            let expires_at = chrono::Utc::now().timestamp_millis() + 600_000;
+            let state = if last == "confirm" { "sold" } else { "held" };
+            match last.as_str() {
+                "end" => axum::Json(json!({})),
+                _ => axum::Json(json!({ "id": hold, "state": state, "expires_at": expires_at })),
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, calls)
+}
+
+/// The buyer's whole path against the core alone (a stand-in edge, the test provider): checkout
+/// answers the order with its payment (the view read in the payment's transaction), the provider's
+/// webhook claims the order in its own transaction and drives it to `paid` at once (nothing else
+/// drives it here: no reconciler runs), and the core calls the edge three times an order.
+#[sqlx::test]
+async fn a_paid_order_takes_checkout_a_webhook_and_three_edge_calls(db: PgPool) {
+    let hold = "h0-0123abcd";
+    let (edge_url, edge_calls) = counting_edge(hold).await;
+    let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
+    let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let provider = regional_core::payments::provider::Provider::Test(
+        regional_core::payments::testpay::TestPay::new(db.clone(), "http://127.0.0.1:9", "whsec_test".into()),
+    );
+    let state = state_with(Checkout {
+        edge: regional_core::edge_client::EdgeClient::new(&edge_url, core.clone()),
+        provider,
+        edge_keys: edge.verifying_ring(),
+        ..checkout(&db, &core)
+    });
+    let api = Api::start_with(state).await;
+    let (event, _) = on_sale(&api, 4).await;
+
+    let (s, answer) = post_checkout(
+        &api,
+        "key-1",
+        json!({ "hold_token": hold_token(&edge, &event, 600), "email": "b@example.test" }),
+    )
+    .await;
+    assert_eq!(s, 201, "{answer}");
+    assert_eq!(answer["order"]["state"], "awaiting_payment", "{answer}");
+    assert!(
+        answer["order"]["payment"]["redirect_url"].is_string(),
+        "the answer carries the payment: {answer}"
+    );
+
+    let order: uuid::Uuid = answer["order"]["id"].as_str().unwrap().parse().unwrap();
+    let reference: String = sqlx::query_scalar("SELECT provider_ref FROM payments WHERE order_id = $1")
+        .bind(order)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    let body = serde_json::to_vec(&json!({ "id": "evt_1", "type": "payment.succeeded",
+        "created": chrono::Utc::now().timestamp(),
+        "data": { "payment": { "id": reference, "reference": "r", "status": "succeeded" } } }))
+    .unwrap();
+    let signature =
+        regional_core::payments::signature::sign("whsec_test", chrono::Utc::now().timestamp(), &body);
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/webhooks/testpay", api.base))
+        .header("content-type", "application/json")
+        .header("testpay-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Paid, and the buyer's session ended (the drive's last act).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let paid: String = sqlx::query_scalar("SELECT state FROM orders WHERE id = $1")
+            .bind(order)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        let ended = edge_calls.lock().unwrap().iter().any(|c| c == "end");
+        if paid == "paid" && ended {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the order is {paid}, session ended: {ended}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // The core's calls to the edge: extend for payment, confirm the sale, end the session.
+    assert_eq!(*edge_calls.lock().unwrap(), ["extend", "confirm", "end"]);
+}
