@@ -266,7 +266,7 @@ pub(super) async fn create_checkout(
 
     // Start the payment now; its transaction reads the view this answers.
     let started = match claimed {
-        Some(row) => co.drive_claimed(row).await,
+        Some(row) => co.drive_claimed(*row).await,
         None => None,
     };
     let order = match (started, id) {
@@ -299,7 +299,7 @@ struct NewOrder<'a> {
 
 enum Made {
     /// Inserted, and claimed by this process (its row), unless another took it at once.
-    Claimed(Option<super::record::OrderRow>),
+    Claimed(Option<Box<super::record::OrderRow>>),
     /// An order with this key or this hold exists.
     Exists,
 }
@@ -386,7 +386,7 @@ async fn insert_order(db: &PgPool, o: &NewOrder<'_>, return_url: Option<&str>) -
     .await?;
     let claimed = super::driver::claim(&mut *tx, id).await?;
     tx.commit().await?;
-    Ok(Made::Claimed(claimed))
+    Ok(Made::Claimed(claimed.map(Box::new)))
 }
 
 /// The order's lines, in one statement whatever their number.
