@@ -70,7 +70,11 @@ fuzz_target!(|input: Input| {
                     );
                     assert_eq!((path.as_str(), body.as_slice()), (r.path.as_str(), r.body.as_slice()));
                     // The method is signed as upper case: any other spelling of another method fails.
-                    assert_eq!(method.to_ascii_uppercase(), r.method.to_ascii_uppercase(), "another method verified");
+                    assert_eq!(
+                        method.to_ascii_uppercase(),
+                        r.method.to_ascii_uppercase(),
+                        "another method verified"
+                    );
                     assert!(checked.is_ok(), "verified but its precheck refused it: {checked:?}");
                 }
                 Err(e) => {
@@ -80,7 +84,12 @@ fuzz_target!(|input: Input| {
                     let nonce_ok = (16..=64).contains(&r.nonce.len())
                         && r.nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
                     assert!(
-                        !(edited == header && method == r.method && path == r.path && body == r.body && nonce_ok && fresh),
+                        !(edited == header
+                            && method == r.method
+                            && path == r.path
+                            && body == r.body
+                            && nonce_ok
+                            && fresh),
                         "a request we signed was refused: {e:?}"
                     );
                 }
