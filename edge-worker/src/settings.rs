@@ -82,11 +82,23 @@ pub const CORE_VERIFYING_KEYS: Setting = Setting {
     about: "The core's public keys (`kid:key,...`), for its signed requests. Required.",
 };
 
+/// Read by the inventory objects (`durable_objects::inventory::rate`), listed here for the docs.
+#[cfg_attr(not(test), allow(dead_code))]
+pub const HOLDS_PER_VISITOR_PER_MINUTE: Setting = Setting {
+    name: durable_objects::inventory::rate::RATE_VAR,
+    secret: false,
+    default: Some("30"),
+    about: "Hold requests one visitor may make of an event's inventory a minute (1 to 10,000); over \
+            it a hold is `429 hold-rate`. Read by the inventory objects. Leave it unset in \
+            production: the test environment of the API fuzzing raises it.",
+};
+
 /// Every setting, in the order the docs list them.
 #[cfg(test)]
 pub const ALL: &[&Setting] = &[
     &CORE_URL,
     &HEALTH_TIMEOUT_MS,
+    &HOLDS_PER_VISITOR_PER_MINUTE,
     &TURNSTILE_VERIFY_URL,
     &TURNSTILE_SECRET,
     &EDGE_SIGNING_KEY,
@@ -134,6 +146,12 @@ mod tests {
 
     /// `wrangler.toml` sets (in `[vars]` and every `[env.*.vars]`) only settings defined here, and
     /// no secret: secrets are `wrangler secret put`, never committed.
+    #[test]
+    fn the_hold_rates_documented_default_is_the_objects() {
+        let default = durable_objects::inventory::rate::HOLDS_PER_WINDOW.to_string();
+        assert_eq!(HOLDS_PER_VISITOR_PER_MINUTE.default, Some(default.as_str()));
+    }
+
     #[test]
     fn wrangler_sets_only_known_plain_variables() {
         let toml = include_str!("../../wrangler.toml");

@@ -3,7 +3,10 @@
 //! bytes are read or refused without a panic. An inventory that passes the rules splits into
 //! shards that hold every seat exactly once and never more of a seated tier than it allows, and
 //! each shard's ledger starts with every seat on sale available. Waiting-room settings that pass
-//! the rules draw a pre-queue order that is a permutation, and judge any change without a panic.
+//! the rules take an organizer's change as the route reads it (a JSON merge patch,
+//! `WaitingRoomSettings::patched`: an empty one changes nothing, and what passes reads back as
+//! validated), judge any change without a panic (and allow every one while nobody has joined), and
+//! draw a pre-queue order that is a permutation for any seed and up to 2,048 places.
 #![no_main]
 
 use std::collections::HashSet;
@@ -59,24 +62,43 @@ fn inventory(json: &[u8]) {
 }
 
 fn waiting_room(json: &[u8]) {
-    // Two settings: the current ones and a change (split at the first NUL).
-    let mut parts = json.splitn(2, |b| *b == 0);
+    // The current settings, an organizer's change as the route reads it (a JSON merge patch), and
+    // the pre-queue draw's seed: three parts split at NUL.
+    let mut parts = json.splitn(3, |b| *b == 0);
     let Ok(current) = serde_json::from_slice::<WaitingRoomSettings>(parts.next().unwrap_or_default()) else {
         return;
     };
     if current.validate().is_err() {
         return;
     }
+    // Patching with nothing changes nothing (the settings read back as they were written).
+    assert_eq!(
+        current.patched(&serde_json::json!({})).ok().as_ref(),
+        Some(&current),
+        "an empty patch changed the settings"
+    );
     let now = current.on_sale_at_ms.unwrap_or(0);
     let _ = current.is_prequeue(now);
-    if let Some(next) = parts.next().and_then(|p| serde_json::from_slice::<WaitingRoomSettings>(p).ok()) {
-        for (drawn, joined) in [(false, false), (false, true), (true, true)] {
-            let _ = current.check_change(&next, now, drawn, joined);
+    let patch = parts.next().and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok());
+    if let Some(Ok(next)) = patch.map(|p| current.patched(&p)) {
+        if next.validate().is_ok() {
+            for (drawn, joined) in [(false, false), (false, true), (true, true)] {
+                // Any change is allowed while nobody has joined the line.
+                let judged = current.check_change(&next, now, drawn, joined);
+                assert!(joined || judged.is_ok(), "a change refused before anyone joined");
+            }
+            // What a stored patched document reads back as is what was validated.
+            let stored = serde_json::to_vec(&next).unwrap();
+            assert_eq!(serde_json::from_slice::<WaitingRoomSettings>(&stored).ok(), Some(next));
         }
     }
-    // The pre-queue's draw: each shard's places (1-based) in a random order that is a permutation.
-    let seed = [current.version as u8; 32];
-    let count = 1 + current.max_active as u64 % 64;
+    // The pre-queue's draw: each shard's places (1-based) in a random order that is a permutation,
+    // for a seed and a count taken from the input.
+    let mut seed = [current.version as u8; 32];
+    for (s, b) in seed.iter_mut().zip(parts.next().unwrap_or_default()) {
+        *s = *b;
+    }
+    let count = 1 + current.max_active as u64 % 2_048;
     for shard in 0..current.queue_shards.min(4) {
         let mut ranks = HashSet::new();
         for seq in 1..=count {

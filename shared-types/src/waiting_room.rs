@@ -192,6 +192,16 @@ impl Default for WaitingRoomSettings {
 }
 
 impl WaitingRoomSettings {
+    /// These settings with an organizer's change applied as a JSON merge patch (RFC 7396, what
+    /// `PUT /api/v1/events/{id}/waiting-room` takes): members of `patch` replace these, objects
+    /// merge member by member, `null` removes one (its default applies). Not validated: the caller
+    /// validates what it gets.
+    pub fn patched(&self, patch: &serde_json::Value) -> Result<WaitingRoomSettings, serde_json::Error> {
+        let mut merged = serde_json::to_value(self)?;
+        crate::json::merge_patch(&mut merged, patch);
+        serde_json::from_value(merged)
+    }
+
     /// Every field that is not acceptable, by name.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
@@ -730,6 +740,19 @@ mod tests {
                 assert_eq!(prequeue_seq(&seed, 3, rank, count), seq);
             }
         }
+    }
+
+    #[test]
+    fn an_organizers_change_is_merged_into_the_settings() {
+        let current =
+            WaitingRoomSettings { admit_per_minute: 100, queue_shards: 4, ..WaitingRoomSettings::default() };
+        assert_eq!(current.patched(&serde_json::json!({})).unwrap(), current);
+        let next =
+            current.patched(&serde_json::json!({ "admit_per_minute": 500, "queue_shards": null })).unwrap();
+        assert_eq!(next.admit_per_minute, 500);
+        assert_eq!(next.queue_shards, WaitingRoomSettings::default().queue_shards, "null: the default again");
+        assert!(current.patched(&serde_json::json!({ "no_such_setting": 1 })).is_err());
+        assert!(current.patched(&serde_json::json!({ "admit_per_minute": "many" })).is_err());
     }
 
     #[test]

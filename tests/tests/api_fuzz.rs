@@ -5,7 +5,9 @@
 //! - no 5xx; every answer's status code, content type, headers and body as the document says;
 //!   invalid input refused, and an operation answering what it does not document is a failure;
 //! - (tests/api-fuzz/hooks.py) every error is problem+json with its `type`, `title` and `status`;
-//!   no answer holds any id of another organization, which has its own venue, event and tiers.
+//!   no answer holds any id of another organization;
+//! - before it, every operation with a path parameter asked with the other organization's ids,
+//!   placeholder by placeholder, answers exactly as for ids that exist nowhere ([`probe_cross_tenant`]).
 //!
 //! The edge's own document (`docs/edge-openapi.json`, served at the edge's `/api/v1/openapi.json`)
 //! gets the same run with `tests/api-fuzz/edge.toml`, as an admitted buyer of two events on sale.
@@ -23,13 +25,16 @@ use serde_json::{json, Value};
 
 #[tokio::test]
 async fn the_core_answers_anything_as_its_document_says_and_never_with_another_tenants_data() {
-    let Setup { dir, db_name, db_url: db, keys, core_port, edge_port, edge_url, .. } = Setup::new("api_fuzz");
-    // Configured as for a sale: keys, a payment provider, and the edge (wrangler dev), which the
-    // routes that read the waiting list and the seats ask.
+    let Setup { dir, db_name, db_url: db, keys, core_port, edge_port, edge_url, core_url } =
+        Setup::new("api_fuzz");
+    // Configured as for a sale: keys, a payment provider (whose webhooks come back to the core's
+    // public address), and the edge (wrangler dev), which the routes that read the waiting list and
+    // the seats ask.
     let env = [
         ("CORE_SIGNING_KEY", keys.core_signing_key()),
         ("EDGE_VERIFYING_KEYS", keys.edge.public_config()),
-        ("EDGE_URL", edge_url),
+        ("EDGE_URL", edge_url.clone()),
+        ("CORE_PUBLIC_URL", core_url),
         ("TESTPAY_WEBHOOK_SECRET", "whsec_e2e_api_fuzz".to_owned()),
     ];
     let core = start_core_with(core_port, &db, true, &dir, &env);
@@ -41,107 +46,24 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
     let acme = root.organization("Acme", "acme").await;
     let rival = root.organization("Rival", "rival").await;
 
-    // The other tenant's data: a venue, an event with a seated and a standing tier.
-    let venue = rival
-        .ok(
-            Method::POST,
-            "/api/v1/venues",
-            json!({ "name": "Rival Hall", "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
-                    "ga_areas": [{ "id": "floor", "name": "Floor", "capacity": 100 }],
-                    "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": [
-                        { "id": "A-1", "label": "1", "x": 0, "y": 0, "zone": "std" } ] }] }] }),
-        )
-        .await;
-    let event = rival
-        .ok(
-            Method::POST,
-            "/api/v1/events",
-            json!({ "venue_id": venue["id"], "title": "Rival night", "starts_at": "2027-01-01T20:00:00Z", "ends_at": "2027-01-01T23:00:00Z" }),
-        )
-        .await;
-    let event_id = event["id"].as_str().unwrap().to_owned();
-    let tiers = format!("/api/v1/events/{event_id}/tiers");
-    let seated = rival
-        .ok(Method::POST, &tiers, json!({ "name": "Seats", "kind": "seated", "currency": "EUR", "price_minor": 4000, "quantity": 1 }))
-        .await;
-    let standing = rival
-        .ok(Method::POST, &tiers, json!({ "name": "Standing", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 2500, "quantity": 60 }))
-        .await;
-    let (_, orgs) = rival.call(Method::GET, "/api/v1/organizations", None).await;
-    let rival_org = orgs["items"][0]["id"].as_str().expect("the rival's organization").to_owned();
-    let (_, keys) = rival.call(Method::GET, "/api/v1/api-keys", None).await;
-    let rival_key = keys["items"][0]["id"].as_str().expect("the rival's key").to_owned();
-    let (_, users) = rival.call(Method::GET, "/api/v1/users", None).await;
-    let rival_user = users["items"][0]["id"].as_str().expect("the rival's user").to_owned();
-    let foreign: Vec<String> = [&venue["id"], &event["id"], &seated["id"], &standing["id"]]
-        .iter()
-        .map(|v| v.as_str().expect("an id").to_owned())
-        .chain([rival_org, rival_key, rival_user])
-        .collect();
+    // Each organization has one of everything a path can name: the rival's to probe with, Acme's
+    // own to pair them with.
+    let sites = (core.url(), edge_url.clone());
+    let theirs = Estate::build(&rival, "rival", &sites, &keys).await;
+    let ours = Estate::build(&acme, "acme", &sites, &keys).await;
 
-    // Acme's own: a venue and an event, so that its listings are not empty.
-    let own = acme
-        .ok(
-            Method::POST,
-            "/api/v1/venues",
-            json!({ "name": "Acme Hall", "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
-                    "sections": [{ "id": "B", "name": "B", "rows": [{ "label": "1", "seats": [
-                        { "id": "B-1", "label": "1", "x": 0, "y": 0, "zone": "std" } ] }] }] }),
-        )
-        .await;
-    acme.ok(
-        Method::POST,
-        "/api/v1/events",
-        json!({ "venue_id": own["id"], "title": "Acme night", "starts_at": "2027-02-01T20:00:00Z", "ends_at": "2027-02-01T23:00:00Z" }),
-    )
-    .await;
-
-    // Every operation of the document with a path parameter, asked with Acme's key for each of the
-    // rival's ids: none may answer 2xx or show the id. Schemathesis cannot learn the rival's ids;
-    // this loop tries them all, every run.
+    // Every operation of the document with a path parameter, asked as Acme (its API key, its
+    // buyer's order token, its ticket recipient's transfer token, as the operation's security
+    // says) with the rival's ids, placeholder by placeholder: must answer exactly as for an id
+    // that does not exist, 404, and show none of the rival's ids. Schemathesis cannot learn the
+    // rival's ids; this loop tries them all, every run.
     let document = e2e::get_json(&format!("{}/api/v1/openapi.json", core.url()), None).await;
-    let http = reqwest::Client::new();
-    let mut probed = 0;
-    for (template, operations) in document["paths"].as_object().expect("paths") {
-        if !template.contains('{') {
-            continue;
-        }
-        for method in operations.as_object().expect("operations").keys() {
-            let Ok(method) = method.to_uppercase().parse::<Method>() else { continue };
-            for id in &foreign {
-                let path = fill(template, id);
-                let resp = http
-                    .request(method.clone(), format!("{}{path}", core.url()))
-                    .bearer_auth(&acme.key)
-                    .json(&json!({}))
-                    .send()
-                    .await
-                    .expect("the core answers");
-                let status = resp.status();
-                let body = resp.text().await.unwrap_or_default();
-                assert!(
-                    !status.is_success(),
-                    "{method} {path} with another organization's id answered {status}: {body}"
-                );
-                // A problem may name the request's own path (`instance`): that is the caller's, not data.
-                let mut answer: Value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
-                if let Some(problem) = answer.as_object_mut() {
-                    problem.remove("instance");
-                }
-                let shown = answer.to_string();
-                assert!(
-                    !shown.contains(id.as_str()),
-                    "{method} {path} showed another organization's id: {body}"
-                );
-                probed += 1;
-            }
-        }
-    }
-    assert!(probed > 100, "only {probed} cross-tenant probes");
+    let probed = probe_cross_tenant(&core.url(), &document, &acme.key, &ours, &theirs).await;
+    assert!(probed >= 50, "only {probed} cross-tenant probes (57 when written)");
 
     let core_document = format!("{}/api/v1/openapi.json", core.url());
     let auth = format!("Authorization: Bearer {}", acme.key);
-    let env = [("FOREIGN_IDS", foreign.join(","))];
+    let env = [("FOREIGN_IDS", theirs.ids().join(","))];
     schemathesis(
         &dir.join("core"),
         &core_document,
@@ -152,24 +74,429 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
         (8, 1000),
     );
 
-    // Nothing the fuzzing did with Acme's key touched the rival's event or venue.
-    let (status, still) = rival.call(Method::GET, &format!("/api/v1/events/{event_id}"), None).await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        (still["title"].clone(), still["state"].clone()),
-        (json!("Rival night"), event["state"].clone())
-    );
-    let (_, listed) = rival.call(Method::GET, &tiers, None).await;
-    let names: Vec<&Value> =
-        listed["items"].as_array().map(|a| a.iter().map(|t| &t["name"]).collect()).unwrap_or_default();
-    assert_eq!(names.len(), 2, "the rival's tiers changed: {listed}");
-    let (_, hall) =
-        rival.call(Method::GET, &format!("/api/v1/venues/{}", venue["id"].as_str().unwrap()), None).await;
-    assert_eq!((hall["name"].clone(), hall["seat_count"].clone()), (json!("Rival Hall"), json!(1)), "{hall}");
+    // Nothing the probes and the fuzzing did with Acme's credentials touched the rival's things.
+    theirs.unchanged(&rival, &core.url()).await;
 
     edge.stop();
     core.stop();
     drop_database(&db_name);
+}
+
+/// One of everything of an organization's that a path can name: a venue (one seat, a standing
+/// area), an event on sale with a seated and a standing tier, a promo code, an order paid for the
+/// seat, its ticket offered to a friend; the organization, its admin and the admin's API key; and
+/// the credentials of its buyer (the order's token) and of the ticket's recipient (the transfer's
+/// token, as the offer mail carries it).
+struct Estate {
+    organization: String,
+    user: String,
+    api_key: String,
+    venue: String,
+    event: String,
+    tier: String,
+    code: String,
+    order: String,
+    ticket: String,
+    transfer: String,
+    order_token: String,
+    transfer_token: String,
+    /// The event and the venue's name as they were once built, for [`Estate::unchanged`].
+    event_before: Value,
+    hall: String,
+}
+
+impl Estate {
+    async fn build(org: &Admin, slug: &str, (core, edge): &(String, String), keys: &e2e::TestKeys) -> Self {
+        let http = reqwest::Client::new();
+        let venue = org
+            .ok(
+                Method::POST,
+                "/api/v1/venues",
+                json!({ "name": format!("{slug} hall"), "time_zone": "UTC", "zones": [{ "id": "std", "name": "Standard" }],
+                        "ga_areas": [{ "id": "floor", "name": "Floor", "capacity": 100 }],
+                        "sections": [{ "id": "A", "name": "A", "rows": [{ "label": "1", "seats": [
+                            { "id": "A-1", "label": "1", "x": 0, "y": 0, "zone": "std" } ] }] }] }),
+            )
+            .await;
+        let event = event(org, &venue["id"], &format!("{slug} night")).await;
+        let tiers = format!("/api/v1/events/{event}/tiers");
+        let seated = org
+            .ok(Method::POST, &tiers, json!({ "name": "Seats", "kind": "seated", "currency": "EUR", "price_minor": 4000, "quantity": 1 }))
+            .await;
+        org.ok(Method::POST, &tiers, json!({ "name": "Standing", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 2500, "quantity": 60 }))
+            .await;
+        let code = org
+            .ok(
+                Method::POST,
+                &format!("/api/v1/events/{event}/promo-codes"),
+                json!({ "code": "TENANT10", "kind": "percent", "percent_off": 10 }),
+            )
+            .await;
+        org.publish_open(&event, sale_settings()).await;
+        org.sync_until(&event, Duration::from_secs(90), |s| s["state"] == "synced").await;
+
+        // Its buyer takes the seat and pays.
+        let (_, hold_token) = e2e::hold(edge, &event, &["A-1"]).await;
+        let resp = http
+            .post(format!("{edge}/api/v1/checkout"))
+            .header("idempotency-key", format!("{slug}-order"))
+            .json(&json!({ "hold_token": hold_token, "email": format!("buyer@{slug}.test") }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201, "{slug}'s checkout");
+        let answer: Value = resp.json().await.unwrap();
+        let order = answer["order"]["id"].as_str().expect("an order").to_owned();
+        let order_token = answer["order_token"].as_str().expect("its token").to_owned();
+        let page = answer["order"]["payment"]["redirect_url"].as_str().expect("a payment page");
+        let paid = http
+            .post(format!("{core}/testpay/pay/{}/approve", page.rsplit('/').next().unwrap()))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(paid.status(), 200, "{slug}'s payment");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let seen = e2e::get_json(&format!("{core}/api/v1/orders/{order}"), Some(&order_token)).await;
+            if seen["state"] == "paid" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{slug}'s order never paid: {seen}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let tickets =
+            e2e::get_json(&format!("{core}/api/v1/orders/{order}/tickets"), Some(&order_token)).await;
+        let ticket =
+            tickets[0]["id"].as_str().unwrap_or_else(|| panic!("{slug}'s ticket: {tickets}")).to_owned();
+
+        // The ticket offered to a friend, and the friend's token as the offer mail carries it.
+        let to_email = format!("friend@{slug}.test");
+        let offered: Value = http
+            .post(format!("{core}/api/v1/orders/{order}/tickets/{ticket}/transfer"))
+            .bearer_auth(&order_token)
+            .json(&json!({ "to_email": to_email }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let transfer =
+            offered["id"].as_str().unwrap_or_else(|| panic!("{slug}'s transfer: {offered}")).to_owned();
+        let at = |v: &Value| {
+            v.as_str().and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok()).expect("a time")
+        };
+        let (_, shown) = org.call(Method::GET, &format!("/api/v1/events/{event}"), None).await;
+        let transfer_token = regional_core::tokens::transfer_token(
+            &keys.core,
+            transfer.parse().unwrap(),
+            event.parse().unwrap(),
+            &to_email,
+            at(&offered["expires_at"]),
+            at(&shown["ends_at"]),
+        );
+
+        let first = |listing: Value, what: &str| {
+            listing["items"][0]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{slug}'s {what}: {listing}"))
+                .to_owned()
+        };
+        Estate {
+            organization: first(org.call(Method::GET, "/api/v1/organizations", None).await.1, "organization"),
+            user: first(org.call(Method::GET, "/api/v1/users", None).await.1, "user"),
+            api_key: first(org.call(Method::GET, "/api/v1/api-keys", None).await.1, "API key"),
+            venue: venue["id"].as_str().unwrap().to_owned(),
+            event,
+            tier: seated["id"].as_str().unwrap().to_owned(),
+            code: code["id"].as_str().unwrap().to_owned(),
+            order,
+            ticket,
+            transfer,
+            order_token,
+            transfer_token,
+            event_before: shown,
+            hall: format!("{slug} hall"),
+        }
+    }
+
+    /// Every id of this estate.
+    fn ids(&self) -> Vec<String> {
+        [
+            &self.organization,
+            &self.user,
+            &self.api_key,
+            &self.venue,
+            &self.event,
+            &self.tier,
+            &self.code,
+            &self.order,
+            &self.ticket,
+            &self.transfer,
+        ]
+        .into_iter()
+        .cloned()
+        .collect()
+    }
+
+    /// The id of this estate's thing that the path parameter `{name}`, after the segment `before`,
+    /// names; `None` for a parameter that names no one's thing (a file's name).
+    fn named(&self, before: &str, name: &str) -> Option<&str> {
+        let id: &String = match (before, name) {
+            (_, "file") => return None,
+            ("venues", "id") => &self.venue,
+            ("events", "id") => &self.event,
+            ("tiers", "tier") => &self.tier,
+            ("promo-codes", "code") => &self.code,
+            ("orders", "id") => &self.order,
+            ("tickets", "ticket") => &self.ticket,
+            ("transfers", "id") => &self.transfer,
+            ("organizations", "id") => &self.organization,
+            ("users", "id") => &self.user,
+            ("api-keys", "id") => &self.api_key,
+            _ => panic!("the cross-tenant probe does not know what {{{name}}} after /{before}/ names: teach Estate::named"),
+        };
+        Some(id)
+    }
+
+    /// This organization's credential for an operation secured by `scheme`.
+    fn credential<'a>(&'a self, scheme: &str, api_key: &'a str) -> &'a str {
+        match scheme {
+            "api_key" => api_key,
+            "order_token" => &self.order_token,
+            "transfer_token" => &self.transfer_token,
+            other => panic!("the cross-tenant probe has no credential for {other}: teach Estate::credential"),
+        }
+    }
+
+    /// The event, its tiers, its venue, the promo code, the paid order and the offered transfer are
+    /// as they were built.
+    async fn unchanged(&self, org: &Admin, core: &str) {
+        let (status, event) = org.call(Method::GET, &format!("/api/v1/events/{}", self.event), None).await;
+        assert_eq!(status, 200);
+        for field in ["title", "state", "starts_at", "ends_at"] {
+            assert_eq!(event[field], self.event_before[field], "the event's {field} changed: {event}");
+        }
+        let (_, tiers) = org.call(Method::GET, &format!("/api/v1/events/{}/tiers", self.event), None).await;
+        let names: Vec<&Value> =
+            tiers["items"].as_array().map(|a| a.iter().map(|t| &t["name"]).collect()).unwrap_or_default();
+        assert_eq!(names, [&json!("Seats"), &json!("Standing")], "the tiers changed: {tiers}");
+        let (_, hall) = org.call(Method::GET, &format!("/api/v1/venues/{}", self.venue), None).await;
+        assert_eq!(
+            (hall["name"].clone(), hall["seat_count"].clone()),
+            (json!(self.hall), json!(1)),
+            "{hall}"
+        );
+        let (_, codes) =
+            org.call(Method::GET, &format!("/api/v1/events/{}/promo-codes", self.event), None).await;
+        assert_eq!(codes["items"].as_array().map(Vec::len), Some(1), "{codes}");
+        assert_eq!(codes["items"][0]["active"], true, "{codes}");
+        let order =
+            e2e::get_json(&format!("{core}/api/v1/orders/{}", self.order), Some(&self.order_token)).await;
+        assert_eq!(order["state"], "paid", "{order}");
+        let transfer =
+            e2e::get_json(&format!("{core}/api/v1/transfers/{}", self.transfer), Some(&self.transfer_token))
+                .await;
+        assert_eq!(transfer["state"], "offered", "{transfer}");
+    }
+}
+
+/// Routes open to anyone (no security in the document): they name nothing of a tenant's that is
+/// not public. A route added without security fails the probe until it is listed here.
+const PUBLIC: [(&str, &str); 2] =
+    [("GET", "/api/v1/catalog/events/{id}"), ("POST", "/api/v1/webhooks/{provider}")];
+
+/// The platform operators' routes: an organizer's key is refused by its role (403) before any id
+/// is read (probed once each, with an id of no one's).
+const OPERATORS: &str = "/api/v1/ops/";
+
+/// The cross-tenant probe (see the test): every operation of `document` with a path parameter,
+/// every way of filling its placeholders with `ours` and `theirs` but all ours, with our
+/// credential for it (`api_key`, our organizer's, where an API key is wanted); each asked twice,
+/// with the rival's ids and with ids that do not exist, which must both answer 404 with the same
+/// problem and show none of the rival's ids (the operators' routes: 403). Answers the number of
+/// probes.
+async fn probe_cross_tenant(
+    core: &str,
+    document: &Value,
+    api_key: &str,
+    ours: &Estate,
+    theirs: &Estate,
+) -> usize {
+    let http = reqwest::Client::new();
+    let mut probed = 0;
+    for (template, operations) in document["paths"].as_object().expect("paths") {
+        if !template.contains('{') {
+            continue;
+        }
+        for (method, operation) in operations.as_object().expect("operations") {
+            let Ok(method) = method.to_uppercase().parse::<Method>() else { continue };
+            let scheme = operation["security"][0].as_object().and_then(|s| s.keys().next().cloned());
+            let Some(scheme) = scheme else {
+                assert!(
+                    PUBLIC.contains(&(method.as_str(), template.as_str())),
+                    "{method} {template} has no security: list it in PUBLIC if it is meant to be open"
+                );
+                continue;
+            };
+            if template.starts_with(OPERATORS) {
+                // Refused by role whatever the id: one probe, with an id of no one's.
+                let path = template.replace("{id}", &uuid::Uuid::new_v4().to_string());
+                let body = operation.get("requestBody").map(|_| valid_body(&method, template));
+                let (status, answer) = ask(&http, core, &method, &path, api_key, body).await;
+                assert_eq!(status, 403, "{method} {path} with an organizer's key: {answer}");
+                probed += 1;
+                continue;
+            }
+            let slots = slots(template, ours, theirs);
+            let owned = slots.iter().filter(|s| matches!(s, Slot::Owned(..))).count();
+            // Each owned placeholder ours or theirs, never all ours.
+            for pick in 1..(1u32 << owned) {
+                let (foreign, missing) = fill(&slots, pick);
+                let credential = ours.credential(&scheme, api_key);
+                let body = operation.get("requestBody").map(|_| valid_body(&method, template));
+                let asked = ask(&http, core, &method, &foreign, credential, body.clone()).await;
+                let baseline = ask(&http, core, &method, &missing, credential, body).await;
+                let expected = 404;
+                assert_eq!(
+                    (asked.0, &asked.1["type"]),
+                    (expected, &baseline.1["type"]),
+                    "{method} {foreign} (another organization's) answered unlike {missing} (no one's, {}): {}",
+                    baseline.0,
+                    asked.1
+                );
+                assert_eq!(baseline.0, expected, "{method} {missing}: {}", baseline.1);
+                let mut answer = asked.1;
+                // A problem may name the request's own path (`instance`): the caller's, not data.
+                if let Some(problem) = answer.as_object_mut() {
+                    problem.remove("instance");
+                }
+                let shown = answer.to_string();
+                for id in theirs.ids() {
+                    assert!(
+                        !shown.contains(&id),
+                        "{method} {foreign} showed another organization's id: {shown}"
+                    );
+                }
+                probed += 1;
+            }
+        }
+    }
+    probed
+}
+
+/// A path template's parts: literal text, a placeholder naming a tenant's thing (ours, theirs),
+/// or a file's name.
+enum Slot {
+    Text(String),
+    Owned(String, String),
+    File(&'static str),
+}
+
+fn slots(template: &str, ours: &Estate, theirs: &Estate) -> Vec<Slot> {
+    let mut slots = Vec::new();
+    let mut before = "";
+    for segment in template.split('/').skip(1) {
+        slots.push(Slot::Text("/".to_owned()));
+        match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+            None => {
+                slots.push(Slot::Text(segment.to_owned()));
+                before = segment;
+            }
+            Some(name) => match (ours.named(before, name), theirs.named(before, name)) {
+                (Some(o), Some(t)) => slots.push(Slot::Owned(o.to_owned(), t.to_owned())),
+                _ => slots.push(Slot::File(if template.contains("/exports/") {
+                    "orders.csv"
+                } else {
+                    "qr.svg"
+                })),
+            },
+        }
+    }
+    slots
+}
+
+/// The path with the `pick`ed owned placeholders (bit i for the i-th) the rival's and the rest
+/// ours; and the same with fresh ids, no one's, in place of the rival's.
+fn fill(slots: &[Slot], pick: u32) -> (String, String) {
+    let (mut foreign, mut missing) = (String::new(), String::new());
+    let mut i = 0;
+    for slot in slots {
+        match slot {
+            Slot::Text(t) => {
+                foreign.push_str(t);
+                missing.push_str(t);
+            }
+            Slot::File(f) => {
+                foreign.push_str(f);
+                missing.push_str(f);
+            }
+            Slot::Owned(ours, theirs) => {
+                if pick & (1 << i) != 0 {
+                    foreign.push_str(theirs);
+                    missing.push_str(&uuid::Uuid::new_v4().to_string());
+                } else {
+                    foreign.push_str(ours);
+                    missing.push_str(ours);
+                }
+                i += 1;
+            }
+        }
+    }
+    (foreign, missing)
+}
+
+/// A body the operation accepts, so that the probe reaches the lookup of its ids rather than
+/// stopping at the body's validation. An operation with a body not listed here fails the probe.
+fn valid_body(method: &Method, template: &str) -> String {
+    let body = match (method.as_str(), template) {
+        ("POST", "/api/v1/events/{id}/promo-codes") => {
+            json!({ "code": "PROBE", "kind": "percent", "percent_off": 10 })
+        }
+        ("PUT", "/api/v1/events/{id}/refund-policy") => json!([{ "hours_before": 24, "percent": 100 }]),
+        ("POST", "/api/v1/orders/{id}/tickets/{ticket}/transfer")
+        | ("POST", "/api/v1/transfers/{id}/transfer") => {
+            json!({ "to_email": "probe@acme.test" })
+        }
+        ("POST", "/api/v1/events/{id}/state") => json!({ "state": "cancelled" }),
+        ("PATCH", "/api/v1/events/{id}") => json!({ "title": "Probed" }),
+        ("PUT", "/api/v1/events/{id}/waiting-room") => json!({ "mode": "passthrough" }),
+        ("PUT", "/api/v1/events/{id}/seats-off-sale") => json!(["A-1"]),
+        ("POST", "/api/v1/events/{id}/tiers") => {
+            json!({ "name": "Probe", "kind": "ga", "ga_area": "floor", "currency": "EUR", "price_minor": 100, "quantity": 1 })
+        }
+        ("PATCH", "/api/v1/events/{id}/tiers/{tier}") => json!({ "name": "Probed" }),
+        ("PUT", "/api/v1/events/{id}/sale-settings") => sale_settings(),
+        ("POST", "/api/v1/orders/{id}/refund") => json!({ "include_used": false }),
+        ("POST", "/api/v1/users/{id}/api-keys") => json!({}),
+        ("PUT", "/api/v1/venues/{id}/seats") => {
+            return "section,row,seat,label,x,y,zone,accessibility,aisle_after\r\nA,1,A-1,1,0,0,std,,\r\n"
+                .to_owned()
+        }
+        _ => panic!("{method} {template} takes a body the cross-tenant probe cannot make: teach valid_body"),
+    };
+    body.to_string()
+}
+
+/// Asks `path` with `credential` (and `body`, CSV or JSON as it looks): its status and answer.
+async fn ask(
+    http: &reqwest::Client,
+    core: &str,
+    method: &Method,
+    path: &str,
+    credential: &str,
+    body: Option<String>,
+) -> (u16, Value) {
+    let mut req = http.request(method.clone(), format!("{core}{path}")).bearer_auth(credential);
+    if let Some(body) = body {
+        let kind = if body.starts_with("section,") { "text/csv" } else { "application/json" };
+        req = req.header("content-type", kind).body(body);
+    }
+    let resp = req.send().await.expect("the core answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 #[tokio::test]
@@ -183,8 +510,13 @@ async fn the_edge_answers_anything_as_its_document_says() {
         ("TESTPAY_WEBHOOK_SECRET", "whsec_e2e_api_fuzz".to_owned()),
     ];
     let core = start_core_with(core_port, &db, true, &dir, &env);
-    let edge =
-        start_edge_with_keys(edge_port, &core.url(), &dir.join("do-state"), &dir, &keys.edge_env_file(&dir));
+    // The fuzzer is one visitor and asks more holds a minute than a buyer may (30, then `429
+    // hold-rate`): the test environment raises the rate, so that its holds reach the ledger.
+    let env_file = keys.edge_env_file(&dir);
+    let mut vars = std::fs::read_to_string(&env_file).unwrap();
+    vars.push_str("HOLDS_PER_VISITOR_PER_MINUTE=600\n");
+    std::fs::write(&env_file, vars).unwrap();
+    let edge = start_edge_with_keys(edge_port, &core.url(), &dir.join("do-state"), &dir, &env_file);
     core.wait_ready("/healthz", Duration::from_secs(60)).await;
     edge.wait_ready("/healthz", Duration::from_secs(120)).await;
     let acme = Admin::root(&core.url(), &db).organization("Acme", "acme").await;
@@ -247,7 +579,8 @@ async fn the_edge_answers_anything_as_its_document_says() {
     for id in [&open, &sold_out] {
         acme.sync_until(id, Duration::from_secs(90), |s| s["state"] == "synced").await;
     }
-    e2e::hold(&edge_url, &sold_out, &["B-1"]).await;
+    // Another buyer's hold, which no answer to the fuzzer may show.
+    let (others_hold, _) = e2e::hold(&edge_url, &sold_out, &["B-1"]).await;
 
     // The fuzzer is a buyer admitted to the open event (tests/api-fuzz/edge.toml), and another
     // buyer is the one who leaves the line.
@@ -281,9 +614,19 @@ async fn the_edge_answers_anything_as_its_document_says() {
         ("EDGE_FUZZ_LEAVER", leaver),
         ("EDGE_FUZZ_LEAVER_VISITOR", leaver_visitor),
         ("EDGE_FUZZ_HOLD", hold),
+        ("FOREIGN_IDS", others_hold),
+        ("API_FUZZ_STATUSES", dir.join("edge-statuses.json").display().to_string()),
     ];
     let document = format!("{edge_url}/api/v1/openapi.json");
     schemathesis(&dir.join("edge"), &document, &edge_url, "edge.toml", &[], &env, (40, 500));
+    // The holds reached the ledger: most were answered by it, not refused by the rate (with the
+    // default rate, 48 of 80 were 429).
+    let statuses: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("edge-statuses.json")).unwrap()).unwrap();
+    let holds = statuses["place_hold"].as_object().cloned().unwrap_or_default();
+    let all: u64 = holds.values().filter_map(Value::as_u64).sum();
+    let limited = holds.get("429").and_then(Value::as_u64).unwrap_or(0);
+    assert!(all >= 50 && limited * 10 <= all, "the holds' answers: {statuses}");
 
     // Whatever the fuzzing did, the ledger's counts still add up: in each section and GA tier,
     // every place is available, held or sold, and only one of them (no seat is off sale here).
@@ -382,20 +725,6 @@ fn schemathesis(
         .find_map(|l| l.trim().split_once(" generated, ").and_then(|(n, _)| n.parse::<u32>().ok()))
         .unwrap_or(0);
     assert!(generated >= at_least, "schemathesis made only {generated} requests:\n{}", tail(&printed, 60));
-}
-
-/// A path template with every `{parameter}` filled with `id`.
-fn fill(template: &str, id: &str) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(start) = rest.find('{') {
-        let end = rest[start..].find('}').map_or(rest.len(), |e| start + e + 1);
-        out.push_str(&rest[..start]);
-        out.push_str(id);
-        rest = &rest[end..];
-    }
-    out.push_str(rest);
-    out
 }
 
 fn tail(text: &str, lines: usize) -> String {

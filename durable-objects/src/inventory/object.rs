@@ -531,6 +531,8 @@ impl InventoryObject {
 
 impl DurableObject for InventoryObject {
     fn new(state: State, env: Env) -> Self {
+        let configured = env.var(super::rate::RATE_VAR).ok().map(|v| v.to_string());
+        let rate = super::rate::HoldRate::new(super::rate::per_window(configured.as_deref()));
         Self {
             state,
             env,
@@ -539,7 +541,7 @@ impl DurableObject for InventoryObject {
             alarm: Alarm::default(),
             shard: std::cell::Cell::new(0),
             requests: std::cell::Cell::new(0),
-            rate: RefCell::new(Default::default()),
+            rate: RefCell::new(rate),
             parked_news: std::cell::Cell::new(false),
         }
     }

@@ -15,13 +15,29 @@ use super::ledger::Millis;
 /// Hold requests one visitor may make of one object per window: a buyer picks and re-picks seats a
 /// few times a minute; a script sending fresh keys is cut off here.
 pub const HOLDS_PER_WINDOW: u32 = 30;
+/// The edge's variable that changes [`HOLDS_PER_WINDOW`], for a test environment that asks more of
+/// one visitor than a buyer would (the API fuzzing); production leaves it unset.
+pub const RATE_VAR: &str = "HOLDS_PER_VISITOR_PER_MINUTE";
+/// The most [`RATE_VAR`] may allow.
+pub const MAX_HOLDS_PER_WINDOW: u32 = 10_000;
+
+/// The rate [`RATE_VAR`] sets: 1 to [`MAX_HOLDS_PER_WINDOW`]; anything else, or nothing, is
+/// [`HOLDS_PER_WINDOW`].
+pub fn per_window(configured: Option<&str>) -> u32 {
+    configured
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| (1..=MAX_HOLDS_PER_WINDOW).contains(n))
+        .unwrap_or(HOLDS_PER_WINDOW)
+}
 /// The window.
 pub const WINDOW_MS: Millis = 60_000;
 /// Ended windows are dropped once the map holds this many visitors.
 const PRUNE_ABOVE: usize = 4_096;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HoldRate {
+    /// Requests a visitor may make in a window ([`per_window`]).
+    per_window: u32,
     /// Each visitor's current window: when it started, and the requests in it.
     windows: HashMap<VisitorId, (Millis, u32)>,
     /// When ended windows were last dropped (at most once a window, so a big sale pays it once a
@@ -29,7 +45,17 @@ pub struct HoldRate {
     pruned_at: Millis,
 }
 
+impl Default for HoldRate {
+    fn default() -> Self {
+        HoldRate::new(HOLDS_PER_WINDOW)
+    }
+}
+
 impl HoldRate {
+    pub fn new(per_window: u32) -> Self {
+        HoldRate { per_window, windows: HashMap::new(), pruned_at: 0 }
+    }
+
     /// Counts one hold request of `visitor` at `now`; `Err(ms)` when over the rate, with how long
     /// until the window ends.
     pub fn attempt(&mut self, visitor: &VisitorId, now: Millis) -> Result<(), Millis> {
@@ -40,7 +66,7 @@ impl HoldRate {
         if now - window.0 >= WINDOW_MS {
             *window = (now, 0);
         }
-        if window.1 >= HOLDS_PER_WINDOW {
+        if window.1 >= self.per_window {
             return Err(window.0 + WINDOW_MS - now);
         }
         window.1 += 1;
@@ -81,6 +107,19 @@ mod tests {
         assert_eq!(rate.attempt(&visitor(1), t0 + 1_000), Err(WINDOW_MS - 1_000));
         assert_eq!(rate.attempt(&visitor(2), t0 + 1_000), Ok(()), "another visitor has their own");
         assert_eq!(rate.attempt(&visitor(1), t0 + WINDOW_MS), Ok(()), "a new window");
+    }
+
+    #[test]
+    fn the_environment_may_change_the_rate_within_bounds() {
+        assert_eq!(per_window(None), HOLDS_PER_WINDOW);
+        assert_eq!(per_window(Some("600")), 600);
+        for refused in ["0", "-1", "10001", "many", ""] {
+            assert_eq!(per_window(Some(refused)), HOLDS_PER_WINDOW, "{refused}");
+        }
+        let mut rate = HoldRate::new(2);
+        let t0 = 1_800_000_000_000;
+        assert!(rate.attempt(&visitor(1), t0).is_ok() && rate.attempt(&visitor(1), t0).is_ok());
+        assert!(rate.attempt(&visitor(1), t0).is_err());
     }
 
     #[test]

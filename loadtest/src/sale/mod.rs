@@ -619,7 +619,12 @@ pub async fn run(args: SaleArgs) -> Result<SaleReport, String> {
         hold_wait: Duration::from_secs(u64::from(args.hold_seconds.max(args.payment_seconds)) + 10),
     });
     let progress = tokio::spawn(progress(ctx.clone(), args.buyers));
-    let resources = crate::sample::Sampler::start(&args.sample, http.clone(), db.clone(), started);
+    let watched = crate::sample::EdgeEvent {
+        signer: signer.clone(),
+        edge: args.edge.clone(),
+        event: event.to_string(),
+    };
+    let resources = crate::sample::Sampler::start(&args.sample, http.clone(), db.clone(), watched, started);
     let started_epoch_ms = chrono_ms() - started.elapsed().as_millis() as i64;
     // The waiting list's members, its mail reader and its watcher (`waitlist.rs`).
     let list_plans = waitlist_plans(&args);

@@ -6,12 +6,13 @@
 //! event, so one event's messages share a partition and keep their order.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
@@ -201,7 +202,7 @@ pub async fn run_consumer(
     stop: crate::shutdown::Stop,
 ) {
     let group = format!("{}{}", settings.topic_prefix, consumer.name());
-    let stream: StreamConsumer = match settings
+    let stream: GroupConsumer = match settings
         .client()
         .set("group.id", &group)
         .set("enable.auto.commit", "true")
@@ -212,7 +213,7 @@ pub async fn run_consumer(
         // A member that died is replaced within 10 s (the default waits 45 s).
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "1000")
-        .create()
+        .create_with_context(Rebalances::default())
     {
         Ok(s) => s,
         Err(e) => {
@@ -305,25 +306,40 @@ pub async fn run_consumer(
 /// (its database down, say) looks orphaned from here (the coordinator's description of the group
 /// cannot tell it from a dead member's, see [`rejoin_if_orphaned`]): each rejoin that changes
 /// nothing doubles the wait before the next, up to [`MAX_STALL`], so that such an outage costs a
-/// few rebalances.
+/// few rebalances. The members back off together: every other member sees the group rebalance
+/// (its [`Rebalances`]) during the stall and waits as if it had rejoined itself, and each waits a
+/// share of [`STALL`] more of its own ([`member_jitter`]), so that the first to act is seen by the
+/// others before they act too. With many replicas, one stall costs one rebalance per wait, not
+/// one per replica.
 async fn watch_lag(
-    stream: std::sync::Weak<StreamConsumer>,
+    stream: std::sync::Weak<GroupConsumer>,
     topics: Vec<String>,
     name: String,
     stop: crate::shutdown::Stop,
 ) {
-    let mut progress = Progress::default();
+    let mut progress = Progress::new(member_jitter());
     let mut failures = 0u32;
     // A rejoin whose subscribe failed left the member out of the group: it subscribes again at
     // each tick until that works (it would otherwise wait for a stall to be seen again).
     let mut unsubscribed = false;
+    // The group's assignments this member was handed so far, and whether the next one is its own
+    // doing (a rejoin or a subscribe of its own, already counted by `rejoined`).
+    let (mut handed, mut own_next) = (0u64, false);
     super::lag::watching(&name);
     while stop.pause(super::lag::INTERVAL).await {
+        let Some(now_handed) = stream.upgrade().map(|c| c.context().handed()) else { return };
+        if now_handed != handed {
+            handed = now_handed;
+            if !std::mem::take(&mut own_next) {
+                progress.rebalanced(Instant::now());
+            }
+        }
         if unsubscribed {
             let Some(outcome) = on_consumer(&stream, &topics, subscribe).await else { return };
             match outcome {
                 Some(Ok(())) => {
                     unsubscribed = false;
+                    own_next = true;
                     // A full stall time before the watchdog looks again: the member has no
                     // partitions until the group hands them out.
                     progress.pause_watch(Instant::now());
@@ -363,12 +379,13 @@ async fn watch_lag(
         if stalled.is_empty() {
             continue;
         }
-        let rejoin = move |c: &StreamConsumer, t: &[String]| rejoin_if_orphaned(c, t, &stalled);
+        let rejoin = move |c: &GroupConsumer, t: &[String]| rejoin_if_orphaned(c, t, &stalled);
         let Some(outcome) = on_consumer(&stream, &topics, rejoin).await else { return };
         match outcome {
             Some(Ok(Rejoin::NotNeeded)) => {}
             Some(Ok(Rejoin::Done)) => {
                 unsubscribed = false;
+                own_next = true;
                 tracing::warn!(
                     consumer = name,
                     "consumer: partitions behind and owned by nobody; rejoined the group"
@@ -392,12 +409,12 @@ async fn watch_lag(
 /// Runs `f` with the consumer and its topics on the blocking pool (librdkafka's calls block):
 /// `None` once the consumer is gone (the watcher then stops), `Some(None)` if `f` panicked.
 async fn on_consumer<T, F>(
-    stream: &std::sync::Weak<StreamConsumer>,
+    stream: &std::sync::Weak<GroupConsumer>,
     topics: &[String],
     f: F,
 ) -> Option<Option<T>>
 where
-    F: FnOnce(&StreamConsumer, &[String]) -> T + Send + 'static,
+    F: FnOnce(&GroupConsumer, &[String]) -> T + Send + 'static,
     T: Send + 'static,
 {
     let consumer = stream.upgrade()?;
@@ -410,6 +427,39 @@ where
 /// that changed nothing.
 const STALL: Duration = Duration::from_secs(30);
 const MAX_STALL: Duration = Duration::from_secs(600);
+
+/// This member's own share of extra wait, between none and half of [`STALL`] (random, so that the
+/// members of a group that see one stall at the same moment do not all act at once).
+fn member_jitter() -> Duration {
+    let mut bytes = [0u8; 8];
+    // Without randomness every member waits the same: the back-off still works, less spread.
+    let _ = getrandom::getrandom(&mut bytes);
+    STALL / 2 * (u64::from_le_bytes(bytes) % 1_000) as u32 / 1_000
+}
+
+/// The consumer's context: counts the assignments the group handed this member (one per
+/// rebalance it took part in), which the watchdog reads to see other members' rejoins.
+#[derive(Default)]
+pub struct Rebalances(AtomicU64);
+
+impl Rebalances {
+    fn handed(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl ClientContext for Rebalances {}
+
+impl ConsumerContext for Rebalances {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A consumer of the group, with its [`Rebalances`].
+type GroupConsumer = StreamConsumer<Rebalances>;
 /// Failed measurements in a row before the watcher says so at `warn` (a blip is `debug`).
 const UNMEASURED_WARN_AFTER: u32 = 3;
 
@@ -432,15 +482,23 @@ struct Progress {
     /// The watchdog's own clock; `None` until it first acts or loses sight.
     watch_from: Option<Instant>,
     wait: Duration,
+    /// This member's extra wait ([`member_jitter`]).
+    jitter: Duration,
+    /// Whether a partition behind was standing still at the last measurement.
+    stalling: bool,
 }
 
 impl Default for Progress {
     fn default() -> Self {
-        Progress { seen: HashMap::new(), watch_from: None, wait: STALL }
+        Progress::new(Duration::ZERO)
     }
 }
 
 impl Progress {
+    fn new(jitter: Duration) -> Self {
+        Progress { seen: HashMap::new(), watch_from: None, wait: STALL, jitter, stalling: false }
+    }
+
     /// The partitions behind that the watchdog takes for stalled (still for the wait, and the wait
     /// passed since it last acted or lost sight), and the longest any partition behind has gone
     /// without its committed offset moving.
@@ -456,10 +514,11 @@ impl Progress {
             }
             let still = now.saturating_duration_since(seen.1);
             longest = longest.max(still);
-            if still.min(watched_for) >= self.wait {
+            if still.min(watched_for) >= self.wait + self.jitter {
                 stalled.push(key);
             }
         }
+        self.stalling = !longest.is_zero();
         if longest.is_zero() {
             // Every partition behind moved: the next stall gets the first wait.
             self.wait = STALL;
@@ -478,6 +537,15 @@ impl Progress {
         self.pause_watch(now);
         self.wait = (self.wait * 2).min(MAX_STALL);
     }
+
+    /// The group rebalanced, not by this member's doing: during a stall, that was another member's
+    /// rejoin (or a member come or gone, which hands the partitions out anew as well), and this
+    /// member waits as if it had rejoined itself. Outside a stall it changes nothing.
+    fn rebalanced(&mut self, now: Instant) {
+        if self.stalling {
+            self.rejoined(now);
+        }
+    }
 }
 
 /// What the watchdog did about stalled partitions.
@@ -495,7 +563,7 @@ enum Rejoin {
 /// it, with its partitions, until the coordinator notices; tansu 0.6.0 notices only when a request
 /// arrives, so the partitions of the dead look owned.)
 fn rejoin_if_orphaned(
-    consumer: &StreamConsumer,
+    consumer: &GroupConsumer,
     topics: &[String],
     stalled: &[(String, i32)],
 ) -> KafkaResult<Rejoin> {
@@ -510,14 +578,14 @@ fn rejoin_if_orphaned(
     })
 }
 
-fn subscribe(consumer: &StreamConsumer, topics: &[String]) -> KafkaResult<()> {
+fn subscribe(consumer: &GroupConsumer, topics: &[String]) -> KafkaResult<()> {
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&names)
 }
 
 /// Every partition of `topics` with the group's committed offset and the messages after it (a
 /// partition without a committed offset counts from its first message: the group starts there).
-fn group_lag(consumer: &StreamConsumer, topics: &[String]) -> KafkaResult<Vec<PartitionLag>> {
+fn group_lag(consumer: &GroupConsumer, topics: &[String]) -> KafkaResult<Vec<PartitionLag>> {
     const WAIT: Duration = Duration::from_secs(2);
     let mut partitions = TopicPartitionList::new();
     for topic in topics {
@@ -651,6 +719,77 @@ mod tests {
             let wait = (30u64 << (i + 1)).min(600);
             assert!(w[1] - w[0] >= wait, "gap {i} of {rejoins:?} shorter than {wait} s");
         }
+    }
+
+    #[test]
+    fn the_members_of_a_group_back_off_together() {
+        // Five members watch a partition that a sixth owns and cannot move for 20 minutes (its
+        // database down, say: a stall no rejoin cures, which looks orphaned from the others). Each
+        // measures every INTERVAL, at its own phase; each rejoin rebalances the group, which every
+        // member sees at its next measurement.
+        let rebalances = |together: bool| -> Vec<u64> {
+            let t0 = Instant::now();
+            let p = PartitionLag { topic: "t".into(), partition: 0, committed: 5, behind: 3 };
+            let members = 5usize;
+            let mut progress: Vec<Progress> = (0..members)
+                .map(|m| {
+                    Progress::new(if together {
+                        STALL / 2 * m as u32 / members as u32
+                    } else {
+                        Duration::ZERO
+                    })
+                })
+                .collect();
+            let (mut handed, mut own_next) = (vec![0usize; members], vec![false; members]);
+            let mut at = Vec::new();
+            for second in 0..1_200u64 {
+                let now = t0 + Duration::from_secs(second);
+                for m in (0..members).filter(|m| second % 5 == *m as u64 % 5) {
+                    if together && handed[m] != at.len() {
+                        handed[m] = at.len();
+                        if !std::mem::take(&mut own_next[m]) {
+                            progress[m].rebalanced(now);
+                        }
+                    }
+                    if !progress[m].stalled(now, std::slice::from_ref(&p)).0.is_empty() {
+                        at.push(second);
+                        progress[m].rejoined(now);
+                        own_next[m] = true;
+                    }
+                }
+            }
+            at
+        };
+        // Each on its own: every member rejoins at each of its waits (30, 90, 210, 450, 930 s).
+        let apart = rebalances(false);
+        assert!(apart.len() >= 20, "{apart:?}");
+        // Together: one rebalance per wait, the waits still doubling, the cure still tried.
+        let together = rebalances(true);
+        assert!((4..=6).contains(&together.len()), "{together:?}");
+        assert_eq!(together.first(), Some(&30), "{together:?}");
+        for w in together.windows(2) {
+            assert!(w[1] - w[0] >= 60, "{together:?}");
+        }
+        // Outside a stall a rebalance changes nothing: the first wait stays the first.
+        let mut calm = Progress::default();
+        let t0 = Instant::now();
+        let moving = PartitionLag { topic: "t".into(), partition: 0, committed: 5, behind: 0 };
+        calm.stalled(t0, std::slice::from_ref(&moving));
+        calm.rebalanced(t0);
+        assert_eq!((calm.wait, calm.watch_from), (STALL, None));
+    }
+
+    #[test]
+    fn each_member_waits_a_share_of_the_stall_of_its_own() {
+        for _ in 0..100 {
+            assert!(member_jitter() < STALL / 2);
+        }
+        let t0 = Instant::now();
+        let p = PartitionLag { topic: "t".into(), partition: 0, committed: 5, behind: 3 };
+        let mut late = Progress::new(Duration::from_secs(7));
+        late.stalled(t0, std::slice::from_ref(&p));
+        assert!(late.stalled(t0 + STALL, std::slice::from_ref(&p)).0.is_empty());
+        assert_eq!(late.stalled(t0 + STALL + Duration::from_secs(7), std::slice::from_ref(&p)).0.len(), 1);
     }
 
     #[test]

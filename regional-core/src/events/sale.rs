@@ -65,10 +65,8 @@ pub(super) async fn set_waiting_room(
     } else {
         serde_json::from_value(stored).map_err(|e| ApiError::Database(sqlx::Error::Decode(Box::new(e))))?
     };
-    let mut merged = serde_json::to_value(&current).unwrap_or_default();
-    merge_patch(&mut merged, &patch);
-    let next: WaitingRoomSettings = serde_json::from_value(merged)
-        .map_err(|e| ApiError::Malformed(format!("the change is not valid: {e}")))?;
+    let next =
+        current.patched(&patch).map_err(|e| ApiError::Malformed(format!("the change is not valid: {e}")))?;
     next.validate().map_err(ApiError::Validation)?;
     // Without an edge nothing was pushed, so nothing there can refuse.
     if publishing::visible_at_edge(event.state) && state.edge.configured() {
@@ -96,22 +94,6 @@ pub(super) async fn set_waiting_room(
     touch(&mut tx, event.id).await?;
     tx.commit().await?;
     Ok(Json(serde_json::to_value(&next).unwrap_or_default()))
-}
-
-/// JSON merge patch (RFC 7396): members of `patch` replace those of `target`, objects merge
-/// member by member, and `null` removes one (its default applies). Eight lines; no crate needed.
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let (Some(fields), Value::Object(changes)) = (target.as_object_mut(), patch) else {
-        *target = patch.clone();
-        return;
-    };
-    for (k, v) in changes {
-        if v.is_null() {
-            fields.remove(k);
-        } else {
-            merge_patch(fields.entry(k.clone()).or_insert(Value::Null), v);
-        }
-    }
 }
 
 /// `PUT /api/v1/events/{id}/seats-off-sale`: the seats of the venue this event does not sell

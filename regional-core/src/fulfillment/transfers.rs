@@ -212,10 +212,21 @@ async fn withdraw(
     .bind(order)
     .fetch_optional(&state.db)
     .await?;
-    match cancelled {
-        Some(t) => Ok(Json(view(&state.db, t).await?)),
-        None => Err(ApiError::conflict("no_open_offer", "this ticket has no open transfer offer")),
+    if let Some(t) = cancelled {
+        return Ok(Json(view(&state.db, t).await?));
     }
+    // A ticket of another order (or of no one) is not found, as it is everywhere else: not told
+    // apart from this order's ticket without an offer (found by the cross-tenant probe).
+    let its: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tickets WHERE id = $1 AND order_id = $2)")
+            .bind(ticket)
+            .bind(order)
+            .fetch_one(&state.db)
+            .await?;
+    if !its {
+        return Err(ApiError::NotFound);
+    }
+    Err(ApiError::conflict("no_open_offer", "this ticket has no open transfer offer"))
 }
 
 /// `GET /api/v1/transfers/{id}`: the offer as its recipient sees it; with the ticket's code once
