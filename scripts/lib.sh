@@ -39,14 +39,16 @@ export PGHOST PGPORT PGUSER
 log() { printf '\033[1m[%s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# Runs a step and prints how long it took.
+# Runs "$@" and logs how long it took; answers its exit status (also where the caller tests it,
+# `timed … || …`, in which set -e does not stop at the command's failure).
 timed() {
-  local name=$1 start end
+  local name=$1 start end status=0
   shift
   start=$(date +%s)
-  "$@"
+  "$@" || status=$?
   end=$(date +%s)
   log "$name: $((end - start)) s"
+  return "$status"
 }
 
 # The processes but this shell whose environment holds $1=$2: what a run that exported that

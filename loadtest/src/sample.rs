@@ -180,8 +180,15 @@ async fn sample(
     )
     .await;
     if let Ok(Ok((200, stats))) = stats {
-        for (field, key) in [("wasm_memory_bytes", "objects.wasm"), ("storage_bytes", "inventory.storage")] {
-            if let Some(bytes) = stats[field].as_f64() {
+        // Each shard's object reports its own (`shards[].stats`): the WebAssembly memory of the
+        // isolate it runs in (the largest is kept: objects that share an isolate report the same),
+        // and its storage (summed).
+        let shards: Vec<&serde_json::Value> =
+            stats["shards"].as_array().into_iter().flatten().map(|s| &s["stats"]).collect();
+        let wasm = shards.iter().filter_map(|s| s["wasm_memory_bytes"].as_f64()).reduce(f64::max);
+        let storage = shards.iter().filter_map(|s| s["storage_bytes"].as_f64()).reduce(|a, b| a + b);
+        for (key, bytes) in [("objects.wasm", wasm), ("inventory.storage", storage)] {
+            if let Some(bytes) = bytes {
                 s.memory_detail_mib.insert(key.to_owned(), bytes / MIB);
             }
         }

@@ -121,32 +121,30 @@ async fn inject(stack: &mut Stack, fault: Fault, db: &PgPool) -> (Duration, Opti
         }
     }
     // Whole again also means the consumers caught up: every order paid by now has its confirmation
-    // queued (a consumer group whose members were killed rejoins first). By the time it was paid,
-    // not its age: a consumer group that stalls at the fault leaves the orders paid a moment ago
+    // queued (a consumer group whose members were killed rejoins first). The orders paid by now,
+    // not by age: a consumer group that stalls at the fault leaves the orders paid a moment ago
     // waiting as much as the older ones.
-    let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()").fetch_one(db).await.unwrap();
-    confirmed_by(db, now).await;
+    let paid: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM orders WHERE state = 'paid'").fetch_all(db).await.unwrap();
+    confirmed(db, &paid).await;
     (t.elapsed(), backlog)
 }
 
-/// Waits until every order paid by `by` has its confirmation queued (3 minutes at most).
-async fn confirmed_by(db: &PgPool, by: chrono::DateTime<chrono::Utc>) {
+/// Waits until each of `orders` has its confirmation queued (3 minutes at most).
+async fn confirmed(db: &PgPool, orders: &[uuid::Uuid]) {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let waiting: Result<i64, _> = sqlx::query_scalar(
-            "SELECT count(*) FROM orders o WHERE o.state = 'paid' AND o.updated_at <= $1
-               AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.order_id = o.id AND n.kind = 'order_confirmation')",
+            "SELECT count(*) FROM unnest($1::uuid[]) AS o(id)
+             WHERE NOT EXISTS (SELECT 1 FROM notifications n WHERE n.order_id = o.id AND n.kind = 'order_confirmation')",
         )
-        .bind(by)
+        .bind(orders)
         .fetch_one(db)
         .await;
         if waiting.as_ref().is_ok_and(|n| *n == 0) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "orders paid by {by} still without their confirmation: {waiting:?}"
-        );
+        assert!(Instant::now() < deadline, "paid orders still without their confirmation: {waiting:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

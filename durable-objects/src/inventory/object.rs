@@ -532,7 +532,15 @@ impl InventoryObject {
 impl DurableObject for InventoryObject {
     fn new(state: State, env: Env) -> Self {
         let configured = env.var(super::rate::RATE_VAR).ok().map(|v| v.to_string());
-        let rate = super::rate::HoldRate::new(super::rate::per_window(configured.as_deref()));
+        let per_window = super::rate::per_window(configured.as_deref());
+        if let Some(value) = &configured {
+            // Set only by a test environment: said once per object, and a value out of bounds too.
+            crate::log::info(
+                "inventory: the hold rate is set by the environment",
+                serde_json::json!({ "variable": super::rate::RATE_VAR, "value": value, "holds_per_minute": per_window }),
+            );
+        }
+        let rate = super::rate::HoldRate::new(per_window);
         Self {
             state,
             env,

@@ -308,38 +308,36 @@ pub async fn run_consumer(
 /// nothing doubles the wait before the next, up to [`MAX_STALL`], so that such an outage costs a
 /// few rebalances. The members back off together: every other member sees the group rebalance
 /// (its [`Rebalances`]) during the stall and waits as if it had rejoined itself, and each waits a
-/// share of [`STALL`] more of its own ([`member_jitter`]), so that the first to act is seen by the
-/// others before they act too. With many replicas, one stall costs one rebalance per wait, not
-/// one per replica.
+/// share of [`JITTER`] more of its own, drawn anew for each wait ([`jitter_of`]), so that the first
+/// to act is mostly seen
+/// by the others before they act too. With many replicas, one stall costs a rebalance or a few
+/// per wait (those whose waits end within the seconds a rebalance takes to be seen), not one per
+/// replica.
 async fn watch_lag(
     stream: std::sync::Weak<GroupConsumer>,
     topics: Vec<String>,
     name: String,
     stop: crate::shutdown::Stop,
 ) {
-    let mut progress = Progress::new(member_jitter());
+    let mut progress = Progress::new(Some(member_seed()));
     let mut failures = 0u32;
     // A rejoin whose subscribe failed left the member out of the group: it subscribes again at
     // each tick until that works (it would otherwise wait for a stall to be seen again).
     let mut unsubscribed = false;
-    // The group's assignments this member was handed so far, and whether the next one is its own
-    // doing (a rejoin or a subscribe of its own, already counted by `rejoined`).
-    let (mut handed, mut own_next) = (0u64, false);
+    // The group's rebalances this member took part in, and which it caused.
+    let mut rebalancing = Rebalancing::default();
     super::lag::watching(&name);
     while stop.pause(super::lag::INTERVAL).await {
-        let Some(now_handed) = stream.upgrade().map(|c| c.context().handed()) else { return };
-        if now_handed != handed {
-            handed = now_handed;
-            if !std::mem::take(&mut own_next) {
-                progress.rebalanced(Instant::now());
-            }
+        let Some(handed) = stream.upgrade().map(|c| c.context().handed()) else { return };
+        if rebalancing.foreign(handed, Instant::now()) {
+            progress.rebalanced(Instant::now());
         }
         if unsubscribed {
             let Some(outcome) = on_consumer(&stream, &topics, subscribe).await else { return };
             match outcome {
                 Some(Ok(())) => {
                     unsubscribed = false;
-                    own_next = true;
+                    rebalancing.caused(Instant::now());
                     // A full stall time before the watchdog looks again: the member has no
                     // partitions until the group hands them out.
                     progress.pause_watch(Instant::now());
@@ -385,7 +383,7 @@ async fn watch_lag(
             Some(Ok(Rejoin::NotNeeded)) => {}
             Some(Ok(Rejoin::Done)) => {
                 unsubscribed = false;
-                own_next = true;
+                rebalancing.caused(now);
                 tracing::warn!(
                     consumer = name,
                     "consumer: partitions behind and owned by nobody; rejoined the group"
@@ -428,13 +426,27 @@ where
 const STALL: Duration = Duration::from_secs(30);
 const MAX_STALL: Duration = Duration::from_secs(600);
 
-/// This member's own share of extra wait, between none and half of [`STALL`] (random, so that the
-/// members of a group that see one stall at the same moment do not all act at once).
-fn member_jitter() -> Duration {
+/// A member's seed for its jitter (random, so that the members of a group that see one stall at
+/// the same moment do not all act at once).
+fn member_seed() -> u64 {
     let mut bytes = [0u8; 8];
     // Without randomness every member waits the same: the back-off still works, less spread.
     let _ = getrandom::getrandom(&mut bytes);
-    STALL / 2 * (u64::from_le_bytes(bytes) % 1_000) as u32 / 1_000
+    u64::from_le_bytes(bytes)
+}
+
+/// The most a member waits more than the others ([`jitter_of`]).
+const JITTER: Duration = STALL;
+
+/// A member's extra wait before its `step`th action (its seed and the step mixed by splitmix64),
+/// between none and [`JITTER`]: drawn anew for each wait, so that members whose waits ended
+/// together once do not end together again.
+fn jitter_of(seed: u64, step: u64) -> Duration {
+    let mut z = seed.wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    JITTER * (z % 1_000) as u32 / 1_000
 }
 
 /// The consumer's context: counts the assignments the group handed this member (one per
@@ -460,6 +472,35 @@ impl ConsumerContext for Rebalances {
 
 /// A consumer of the group, with its [`Rebalances`].
 type GroupConsumer = StreamConsumer<Rebalances>;
+
+/// How long after a member's own rejoin (or subscribe) the rebalances it sees are taken for its
+/// own doing: the group's rebalance completes within a few seconds of it (one rejoin may show as
+/// more than one assignment).
+const OWN_REBALANCE: Duration = Duration::from_secs(15);
+
+/// Which of the group's rebalances (the [`Rebalances`] count) a member caused.
+#[derive(Default)]
+struct Rebalancing {
+    seen: u64,
+    own_until: Option<Instant>,
+}
+
+impl Rebalancing {
+    /// The member rejoined or subscribed at `now`.
+    fn caused(&mut self, now: Instant) {
+        self.own_until = Some(now + OWN_REBALANCE);
+    }
+
+    /// Whether the group rebalanced since the last look (`handed`: the count now), and not by
+    /// this member's doing.
+    fn foreign(&mut self, handed: u64, now: Instant) -> bool {
+        if handed == self.seen {
+            return false;
+        }
+        self.seen = handed;
+        self.own_until.is_none_or(|until| now >= until)
+    }
+}
 /// Failed measurements in a row before the watcher says so at `warn` (a blip is `debug`).
 const UNMEASURED_WARN_AFTER: u32 = 3;
 
@@ -482,7 +523,10 @@ struct Progress {
     /// The watchdog's own clock; `None` until it first acts or loses sight.
     watch_from: Option<Instant>,
     wait: Duration,
-    /// This member's extra wait ([`member_jitter`]).
+    /// This member's seed for its extra wait (`None`: none), the waits so far, and the current
+    /// wait's extra ([`jitter_of`]).
+    seed: Option<u64>,
+    steps: u64,
     jitter: Duration,
     /// Whether a partition behind was standing still at the last measurement.
     stalling: bool,
@@ -490,13 +534,22 @@ struct Progress {
 
 impl Default for Progress {
     fn default() -> Self {
-        Progress::new(Duration::ZERO)
+        Progress::new(None)
     }
 }
 
 impl Progress {
-    fn new(jitter: Duration) -> Self {
-        Progress { seen: HashMap::new(), watch_from: None, wait: STALL, jitter, stalling: false }
+    fn new(seed: Option<u64>) -> Self {
+        let jitter = seed.map_or(Duration::ZERO, |s| jitter_of(s, 0));
+        Progress {
+            seen: HashMap::new(),
+            watch_from: None,
+            wait: STALL,
+            seed,
+            steps: 0,
+            jitter,
+            stalling: false,
+        }
     }
 
     /// The partitions behind that the watchdog takes for stalled (still for the wait, and the wait
@@ -536,6 +589,8 @@ impl Progress {
     fn rejoined(&mut self, now: Instant) {
         self.pause_watch(now);
         self.wait = (self.wait * 2).min(MAX_STALL);
+        self.steps += 1;
+        self.jitter = self.seed.map_or(Duration::ZERO, |s| jitter_of(s, self.steps));
     }
 
     /// The group rebalanced, not by this member's doing: during a stall, that was another member's
@@ -725,50 +780,44 @@ mod tests {
     fn the_members_of_a_group_back_off_together() {
         // Five members watch a partition that a sixth owns and cannot move for 20 minutes (its
         // database down, say: a stall no rejoin cures, which looks orphaned from the others). Each
-        // measures every INTERVAL, at its own phase; each rejoin rebalances the group, which every
-        // member sees at its next measurement.
-        let rebalances = |together: bool| -> Vec<u64> {
+        // measures every INTERVAL at its own phase, with its own jitters (drawn); each rejoin
+        // rebalances the group, which every member's count shows 3 s later.
+        const SEEN_AFTER: u64 = 3;
+        let rebalances = |together: bool, seed: u64| -> Vec<u64> {
             let t0 = Instant::now();
             let p = PartitionLag { topic: "t".into(), partition: 0, committed: 5, behind: 3 };
             let members = 5usize;
-            let mut progress: Vec<Progress> = (0..members)
-                .map(|m| {
-                    Progress::new(if together {
-                        STALL / 2 * m as u32 / members as u32
-                    } else {
-                        Duration::ZERO
-                    })
-                })
-                .collect();
-            let (mut handed, mut own_next) = (vec![0usize; members], vec![false; members]);
-            let mut at = Vec::new();
+            let phases: Vec<u64> =
+                (0..members).map(|m| jitter_of(!seed, m as u64).as_millis() as u64 / 30 % 5).collect();
+            let mut progress: Vec<Progress> =
+                (0..members).map(|m| Progress::new(together.then_some(seed * 1_000 + m as u64))).collect();
+            let mut rebalancing: Vec<Rebalancing> = (0..members).map(|_| Rebalancing::default()).collect();
+            let mut at: Vec<u64> = Vec::new();
             for second in 0..1_200u64 {
                 let now = t0 + Duration::from_secs(second);
-                for m in (0..members).filter(|m| second % 5 == *m as u64 % 5) {
-                    if together && handed[m] != at.len() {
-                        handed[m] = at.len();
-                        if !std::mem::take(&mut own_next[m]) {
-                            progress[m].rebalanced(now);
-                        }
+                for m in (0..members).filter(|m| second % 5 == phases[*m]) {
+                    let handed = at.iter().filter(|t| **t + SEEN_AFTER <= second).count() as u64;
+                    if together && rebalancing[m].foreign(handed, now) {
+                        progress[m].rebalanced(now);
                     }
                     if !progress[m].stalled(now, std::slice::from_ref(&p)).0.is_empty() {
                         at.push(second);
                         progress[m].rejoined(now);
-                        own_next[m] = true;
+                        rebalancing[m].caused(now);
                     }
                 }
             }
             at
         };
-        // Each on its own: every member rejoins at each of its waits (30, 90, 210, 450, 930 s).
-        let apart = rebalances(false);
-        assert!(apart.len() >= 20, "{apart:?}");
-        // Together: one rebalance per wait, the waits still doubling, the cure still tried.
-        let together = rebalances(true);
-        assert!((4..=6).contains(&together.len()), "{together:?}");
-        assert_eq!(together.first(), Some(&30), "{together:?}");
-        for w in together.windows(2) {
-            assert!(w[1] - w[0] >= 60, "{together:?}");
+        for seed in 1..=20 {
+            // Each on its own: every member rejoins at each of its waits (30, 90, 210, 450, 930 s).
+            let apart = rebalances(false, seed);
+            assert!(apart.len() >= 20, "{apart:?}");
+            // Together: the waits still double and the cure is still tried, but at each step only
+            // the members whose waits end within a few seconds of the first act.
+            let together = rebalances(true, seed);
+            assert!((4..=10).contains(&together.len()), "seed {seed}: {together:?}");
+            assert!(together[0] >= 30, "{together:?}");
         }
         // Outside a stall a rebalance changes nothing: the first wait stays the first.
         let mut calm = Progress::default();
@@ -780,16 +829,34 @@ mod tests {
     }
 
     #[test]
+    fn a_members_own_rejoin_is_not_taken_for_anothers() {
+        let t0 = Instant::now();
+        let mut r = Rebalancing::default();
+        assert!(r.foreign(1, t0), "a rebalance it did not cause");
+        assert!(!r.foreign(1, t0 + Duration::from_secs(5)), "nothing new");
+        r.caused(t0 + Duration::from_secs(10));
+        // Its own rejoin, seen as two assignments within the window.
+        assert!(!r.foreign(2, t0 + Duration::from_secs(15)));
+        assert!(!r.foreign(3, t0 + Duration::from_secs(20)));
+        assert!(r.foreign(4, t0 + Duration::from_secs(10) + OWN_REBALANCE), "after the window, another's");
+    }
+
+    #[test]
     fn each_member_waits_a_share_of_the_stall_of_its_own() {
-        for _ in 0..100 {
-            assert!(member_jitter() < STALL / 2);
-        }
+        let draws: Vec<Duration> = (0..1_000).map(|step| jitter_of(member_seed(), step)).collect();
+        assert!(draws.iter().all(|d| *d < JITTER));
+        assert!(draws.iter().any(|d| *d < JITTER / 4) && draws.iter().any(|d| *d > JITTER * 3 / 4));
+        // The first wait ends its extra after the stall time, and the next wait's extra is another.
         let t0 = Instant::now();
         let p = PartitionLag { topic: "t".into(), partition: 0, committed: 5, behind: 3 };
-        let mut late = Progress::new(Duration::from_secs(7));
+        let seed = (0..).find(|s| jitter_of(*s, 0) >= Duration::from_secs(2)).unwrap();
+        let extra = jitter_of(seed, 0);
+        let mut late = Progress::new(Some(seed));
         late.stalled(t0, std::slice::from_ref(&p));
         assert!(late.stalled(t0 + STALL, std::slice::from_ref(&p)).0.is_empty());
-        assert_eq!(late.stalled(t0 + STALL + Duration::from_secs(7), std::slice::from_ref(&p)).0.len(), 1);
+        assert_eq!(late.stalled(t0 + STALL + extra, std::slice::from_ref(&p)).0.len(), 1);
+        late.rejoined(t0 + STALL + extra);
+        assert_eq!(late.jitter, jitter_of(seed, 1));
     }
 
     #[test]

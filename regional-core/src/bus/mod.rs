@@ -157,6 +157,28 @@ pub async fn outbox(
     Ok(())
 }
 
+/// [`outbox`] for several messages in one statement (one round trip), in the order given: their
+/// ids, which the relay sends them by, follow it.
+pub async fn outbox_all(
+    conn: &mut PgConnection,
+    messages: &[(&str, Uuid, Value)],
+) -> Result<(), sqlx::Error> {
+    let topics: Vec<&str> = messages.iter().map(|m| m.0).collect();
+    let keys: Vec<String> = messages.iter().map(|m| m.1.to_string()).collect();
+    let payloads: Vec<Value> = messages.iter().map(|m| m.2.clone()).collect();
+    sqlx::query(
+        "INSERT INTO outbox (topic, key, payload)
+         SELECT topic, key, payload FROM unnest($1::text[], $2::text[], $3::jsonb[])
+           WITH ORDINALITY AS m(topic, key, payload, n) ORDER BY n",
+    )
+    .bind(topics)
+    .bind(keys)
+    .bind(payloads)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use super::record::OrderRow;
 use super::record::{apply, event_payload, record_payment};
 use super::saga::Input;
 use super::Checkout;
-use crate::bus::outbox;
+use crate::bus::{outbox, outbox_all};
 use crate::payments::{PaymentProvider, RemoteState};
 use shared_types::internal_api::{HoldAction, InternalRoute};
 
@@ -100,15 +100,9 @@ impl Checkout {
                 .iter()
                 .map(|(id, tier, seat)| json!({ "ticket_id": id, "tier_id": tier, "seat_id": seat }))
                 .collect();
-            outbox(
-                &mut tx,
-                "orders",
-                o.event_id,
-                event_payload("order.paid", o, json!({ "tickets": tickets })),
-            )
-            .await?;
+            let paid = event_payload("order.paid", o, json!({ "tickets": tickets }));
             let issued = event_payload("ticket.issued", o, json!({ "tickets": tickets }));
-            outbox(&mut tx, "tickets", o.event_id, issued).await?;
+            outbox_all(&mut tx, &[("orders", o.event_id, paid), ("tickets", o.event_id, issued)]).await?;
             tx.commit().await
         }
         .await;

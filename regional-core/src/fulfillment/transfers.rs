@@ -215,14 +215,17 @@ async fn withdraw(
     if let Some(t) = cancelled {
         return Ok(Json(view(&state.db, t).await?));
     }
-    // A ticket of another order (or of no one) is not found, as it is everywhere else: not told
-    // apart from this order's ticket without an offer (found by the cross-tenant probe).
-    let its: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM tickets WHERE id = $1 AND order_id = $2)")
-            .bind(ticket)
-            .bind(order)
-            .fetch_one(&state.db)
-            .await?;
+    // A ticket that is not this order's to give (another order's, given away, no one's) is not
+    // found, as on the order's other ticket routes; only the order's own ticket without an open
+    // offer is a conflict (found by the cross-tenant probe: another order's ticket was a 409).
+    let its: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tickets t JOIN orders o ON o.id = t.order_id
+           WHERE t.id = $1 AND t.order_id = $2 AND lower(t.holder_email) = lower(o.email))",
+    )
+    .bind(ticket)
+    .bind(order)
+    .fetch_one(&state.db)
+    .await?;
     if !its {
         return Err(ApiError::NotFound);
     }

@@ -125,6 +125,29 @@ async fn outbox_ids(db: &PgPool) -> (Vec<i64>, Vec<i64>) {
 }
 
 #[sqlx::test]
+async fn several_messages_go_into_the_outbox_in_one_statement_in_their_order(db: PgPool) {
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let messages: Vec<(&str, Uuid, Value)> = (0..5)
+        .map(|n| {
+            (
+                if n % 2 == 0 { "orders" } else { "tickets" },
+                if n < 3 { a } else { b },
+                json!({ "type": "test.message", "schema_version": 1, "n": n }),
+            )
+        })
+        .collect();
+    let mut tx = db.begin().await.unwrap();
+    regional_core::bus::outbox_all(&mut tx, &messages).await.unwrap();
+    regional_core::bus::outbox_all(&mut tx, &[]).await.unwrap();
+    tx.commit().await.unwrap();
+    let rows: Vec<(String, String, Value)> =
+        sqlx::query_as("SELECT topic, key, payload FROM outbox ORDER BY id").fetch_all(&db).await.unwrap();
+    let expected: Vec<(String, String, Value)> =
+        messages.iter().map(|(t, k, p)| (t.to_string(), k.to_string(), p.clone())).collect();
+    assert_eq!(rows, expected);
+}
+
+#[sqlx::test]
 async fn the_outbox_is_replayed_from_an_id_or_a_time_up_to_an_id(db: PgPool) {
     let event = Uuid::new_v4();
     for n in 0..5 {
