@@ -435,18 +435,22 @@ fn member_seed() -> u64 {
     u64::from_le_bytes(bytes)
 }
 
-/// The most a member waits more than the others ([`jitter_of`]).
+/// The most a member waits more than the others ([`jitter_of`]): at the first wait (one
+/// measurement's interval: the first cure of an orphaned partition is not put off), doubling with
+/// each wait after it up to the most.
+const FIRST_JITTER: Duration = Duration::from_secs(5);
 const JITTER: Duration = STALL;
 
 /// A member's extra wait before its `step`th action (its seed and the step mixed by splitmix64),
-/// between none and [`JITTER`]: drawn anew for each wait, so that members whose waits ended
-/// together once do not end together again.
+/// between none and [`FIRST_JITTER`] doubled `step` times, at most [`JITTER`]: drawn anew for each
+/// wait, so that members whose waits ended together once do not end together again.
 fn jitter_of(seed: u64, step: u64) -> Duration {
     let mut z = seed.wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
-    JITTER * (z % 1_000) as u32 / 1_000
+    let most = (FIRST_JITTER * (1u32 << step.min(8) as u32)).min(JITTER);
+    most * (z % 1_000) as u32 / 1_000
 }
 
 /// The consumer's context: counts the assignments the group handed this member (one per
@@ -809,16 +813,24 @@ mod tests {
             }
             at
         };
+        let mut counts = Vec::new();
         for seed in 1..=20 {
             // Each on its own: every member rejoins at each of its waits (30, 90, 210, 450, 930 s).
             let apart = rebalances(false, seed);
             assert!(apart.len() >= 20, "{apart:?}");
-            // Together: the waits still double and the cure is still tried, but at each step only
-            // the members whose waits end within a few seconds of the first act.
+            // Together: the waits still double and the cure is still tried from the first stall
+            // time, but at each step only the members whose waits end within a few seconds of the
+            // first act (at the first step, whose extra wait is short, most of them may).
             let together = rebalances(true, seed);
-            assert!((4..=10).contains(&together.len()), "seed {seed}: {together:?}");
-            assert!(together[0] >= 30, "{together:?}");
+            assert!(
+                together.len() <= 15 && together[0] >= 30 && together[0] < 40,
+                "seed {seed}: {together:?}"
+            );
+            counts.push(together.len());
         }
+        let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+        // 6 to 14, 9.6 on average, when written (against 25 apart).
+        assert!(mean <= 12.0, "{counts:?}");
         // Outside a stall a rebalance changes nothing: the first wait stays the first.
         let mut calm = Progress::default();
         let t0 = Instant::now();
@@ -843,13 +855,16 @@ mod tests {
 
     #[test]
     fn each_member_waits_a_share_of_the_stall_of_its_own() {
-        let draws: Vec<Duration> = (0..1_000).map(|step| jitter_of(member_seed(), step)).collect();
-        assert!(draws.iter().all(|d| *d < JITTER));
-        assert!(draws.iter().any(|d| *d < JITTER / 4) && draws.iter().any(|d| *d > JITTER * 3 / 4));
+        let first: Vec<Duration> = (0..1_000).map(|_| jitter_of(member_seed(), 0)).collect();
+        assert!(first.iter().all(|d| *d < FIRST_JITTER), "the first cure is not put off");
+        let later: Vec<Duration> = (3..1_000).map(|step| jitter_of(member_seed(), step)).collect();
+        assert!(later.iter().all(|d| *d < JITTER));
+        assert!(later.iter().any(|d| *d < JITTER / 4) && later.iter().any(|d| *d > JITTER * 3 / 4));
         // The first wait ends its extra after the stall time, and the next wait's extra is another.
         let t0 = Instant::now();
         let p = PartitionLag { topic: "t".into(), partition: 0, committed: 5, behind: 3 };
         let seed = (0..).find(|s| jitter_of(*s, 0) >= Duration::from_secs(2)).unwrap();
+        assert!(jitter_of(seed, 0) < FIRST_JITTER);
         let extra = jitter_of(seed, 0);
         let mut late = Progress::new(Some(seed));
         late.stalled(t0, std::slice::from_ref(&p));
