@@ -40,12 +40,15 @@ log() { printf '\033[1m[%s]\033[0m %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # Runs "$@" and logs how long it took; answers its exit status (also where the caller tests it,
-# `timed … || …`, in which set -e does not stop at the command's failure).
+# `timed … || …`, in which set -e does not stop at the command's failure). Not `"$@" || status=$?`:
+# that would turn set -e off inside "$@" everywhere, so a function passed in (bootstrap's steps)
+# would go on after a failing command; a plain call still stops the script there.
 timed() {
-  local name=$1 start end status=0
+  local name=$1 start end status
   shift
   start=$(date +%s)
-  "$@" || status=$?
+  "$@"
+  status=$?
   end=$(date +%s)
   log "$name: $((end - start)) s"
   return "$status"

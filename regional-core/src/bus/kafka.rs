@@ -308,11 +308,10 @@ pub async fn run_consumer(
 /// nothing doubles the wait before the next, up to [`MAX_STALL`], so that such an outage costs a
 /// few rebalances. The members back off together: every other member sees the group rebalance
 /// (its [`Rebalances`]) during the stall and waits as if it had rejoined itself, and each waits a
-/// share of [`JITTER`] more of its own, drawn anew for each wait ([`jitter_of`]), so that the first
-/// to act is mostly seen
-/// by the others before they act too. With many replicas, one stall costs a rebalance or a few
-/// per wait (those whose waits end within the seconds a rebalance takes to be seen), not one per
-/// replica.
+/// little more of its own, drawn anew for each wait ([`jitter_of`]), so that the first to act is
+/// mostly seen by the others before they act too. With many replicas, one stall costs a rebalance
+/// or a few per wait (those whose waits end within the seconds a rebalance takes to be seen), not
+/// one per replica.
 async fn watch_lag(
     stream: std::sync::Weak<GroupConsumer>,
     topics: Vec<String>,
@@ -326,6 +325,8 @@ async fn watch_lag(
     let mut unsubscribed = false;
     // The group's rebalances this member took part in, and which it caused.
     let mut rebalancing = Rebalancing::default();
+    // The member's first assignment, from `run_consumer`'s subscribe, is its own doing too.
+    rebalancing.caused(Instant::now());
     super::lag::watching(&name);
     while stop.pause(super::lag::INTERVAL).await {
         let Some(handed) = stream.upgrade().map(|c| c.context().handed()) else { return };
@@ -441,11 +442,12 @@ fn member_seed() -> u64 {
 const FIRST_JITTER: Duration = Duration::from_secs(5);
 const JITTER: Duration = STALL;
 
-/// A member's extra wait before its `step`th action (its seed and the step mixed by splitmix64),
-/// between none and [`FIRST_JITTER`] doubled `step` times, at most [`JITTER`]: drawn anew for each
-/// wait, so that members whose waits ended together once do not end together again.
-fn jitter_of(seed: u64, step: u64) -> Duration {
-    let mut z = seed.wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+/// A member's extra wait: its `draw`th (its seed and the draw mixed by splitmix64), for a wait
+/// `step` doublings into a stall, between none and [`FIRST_JITTER`] doubled `step` times, at most
+/// [`JITTER`]. Drawn anew for each wait, so that members whose waits ended together once do not end
+/// together again.
+fn jitter_of(seed: u64, draw: u64, step: u64) -> Duration {
+    let mut z = seed.wrapping_add(draw.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^= z >> 31;
@@ -497,12 +499,18 @@ impl Rebalancing {
 
     /// Whether the group rebalanced since the last look (`handed`: the count now), and not by
     /// this member's doing.
+    /// Several rebalances within [`OWN_REBALANCE`] of the first one seen are one round (members
+    /// that acted together): one back-off for them all.
     fn foreign(&mut self, handed: u64, now: Instant) -> bool {
         if handed == self.seen {
             return false;
         }
         self.seen = handed;
-        self.own_until.is_none_or(|until| now >= until)
+        if self.own_until.is_some_and(|until| now < until) {
+            return false;
+        }
+        self.own_until = Some(now + OWN_REBALANCE);
+        true
     }
 }
 /// Failed measurements in a row before the watcher says so at `warn` (a blip is `debug`).
@@ -527,9 +535,10 @@ struct Progress {
     /// The watchdog's own clock; `None` until it first acts or loses sight.
     watch_from: Option<Instant>,
     wait: Duration,
-    /// This member's seed for its extra wait (`None`: none), the waits so far, and the current
-    /// wait's extra ([`jitter_of`]).
+    /// This member's seed for its extra wait (`None`: none), the extras drawn so far, the
+    /// doublings of the wait in this stall, and the current wait's extra ([`jitter_of`]).
     seed: Option<u64>,
+    draws: u64,
     steps: u64,
     jitter: Duration,
     /// Whether a partition behind was standing still at the last measurement.
@@ -544,16 +553,23 @@ impl Default for Progress {
 
 impl Progress {
     fn new(seed: Option<u64>) -> Self {
-        let jitter = seed.map_or(Duration::ZERO, |s| jitter_of(s, 0));
+        let jitter = seed.map_or(Duration::ZERO, |s| jitter_of(s, 0, 0));
         Progress {
             seen: HashMap::new(),
             watch_from: None,
             wait: STALL,
             seed,
+            draws: 0,
             steps: 0,
             jitter,
             stalling: false,
         }
+    }
+
+    /// A new extra wait for the next action.
+    fn draw(&mut self) {
+        self.draws += 1;
+        self.jitter = self.seed.map_or(Duration::ZERO, |s| jitter_of(s, self.draws, self.steps));
     }
 
     /// The partitions behind that the watchdog takes for stalled (still for the wait, and the wait
@@ -577,8 +593,13 @@ impl Progress {
         }
         self.stalling = !longest.is_zero();
         if longest.is_zero() {
-            // Every partition behind moved: the next stall gets the first wait.
+            // Every partition behind moved: the next stall gets the first wait, and the first
+            // wait's short extra.
             self.wait = STALL;
+            if self.steps > 0 {
+                self.steps = 0;
+                self.draw();
+            }
         }
         (stalled, longest)
     }
@@ -594,7 +615,7 @@ impl Progress {
         self.pause_watch(now);
         self.wait = (self.wait * 2).min(MAX_STALL);
         self.steps += 1;
-        self.jitter = self.seed.map_or(Duration::ZERO, |s| jitter_of(s, self.steps));
+        self.draw();
     }
 
     /// The group rebalanced, not by this member's doing: during a stall, that was another member's
@@ -792,7 +813,7 @@ mod tests {
             let p = PartitionLag { topic: "t".into(), partition: 0, committed: 5, behind: 3 };
             let members = 5usize;
             let phases: Vec<u64> =
-                (0..members).map(|m| jitter_of(!seed, m as u64).as_millis() as u64 / 30 % 5).collect();
+                (0..members).map(|m| jitter_of(!seed, m as u64, 3).as_millis() as u64 / 30 % 5).collect();
             let mut progress: Vec<Progress> =
                 (0..members).map(|m| Progress::new(together.then_some(seed * 1_000 + m as u64))).collect();
             let mut rebalancing: Vec<Rebalancing> = (0..members).map(|_| Rebalancing::default()).collect();
@@ -829,7 +850,7 @@ mod tests {
             counts.push(together.len());
         }
         let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
-        // 6 to 14, 9.6 on average, when written (against 25 apart).
+        // 7 to 14, 10 on average, when written (against 25 apart).
         assert!(mean <= 12.0, "{counts:?}");
         // Outside a stall a rebalance changes nothing: the first wait stays the first.
         let mut calm = Progress::default();
@@ -842,36 +863,42 @@ mod tests {
 
     #[test]
     fn a_members_own_rejoin_is_not_taken_for_anothers() {
+        let s = Duration::from_secs;
         let t0 = Instant::now();
         let mut r = Rebalancing::default();
         assert!(r.foreign(1, t0), "a rebalance it did not cause");
-        assert!(!r.foreign(1, t0 + Duration::from_secs(5)), "nothing new");
-        r.caused(t0 + Duration::from_secs(10));
+        assert!(!r.foreign(1, t0 + s(5)), "nothing new");
+        assert!(!r.foreign(2, t0 + s(10)), "another member acting in the same round: one back-off");
+        r.caused(t0 + s(20));
         // Its own rejoin, seen as two assignments within the window.
-        assert!(!r.foreign(2, t0 + Duration::from_secs(15)));
-        assert!(!r.foreign(3, t0 + Duration::from_secs(20)));
-        assert!(r.foreign(4, t0 + Duration::from_secs(10) + OWN_REBALANCE), "after the window, another's");
+        assert!(!r.foreign(3, t0 + s(25)));
+        assert!(!r.foreign(4, t0 + s(30)));
+        assert!(r.foreign(5, t0 + s(20) + OWN_REBALANCE), "after the window, another's");
     }
 
     #[test]
     fn each_member_waits_a_share_of_the_stall_of_its_own() {
-        let first: Vec<Duration> = (0..1_000).map(|_| jitter_of(member_seed(), 0)).collect();
+        let first: Vec<Duration> = (0..1_000).map(|_| jitter_of(member_seed(), 0, 0)).collect();
         assert!(first.iter().all(|d| *d < FIRST_JITTER), "the first cure is not put off");
-        let later: Vec<Duration> = (3..1_000).map(|step| jitter_of(member_seed(), step)).collect();
+        let later: Vec<Duration> = (0..1_000).map(|draw| jitter_of(member_seed(), draw, 3)).collect();
         assert!(later.iter().all(|d| *d < JITTER));
         assert!(later.iter().any(|d| *d < JITTER / 4) && later.iter().any(|d| *d > JITTER * 3 / 4));
         // The first wait ends its extra after the stall time, and the next wait's extra is another.
         let t0 = Instant::now();
         let p = PartitionLag { topic: "t".into(), partition: 0, committed: 5, behind: 3 };
-        let seed = (0..).find(|s| jitter_of(*s, 0) >= Duration::from_secs(2)).unwrap();
-        assert!(jitter_of(seed, 0) < FIRST_JITTER);
-        let extra = jitter_of(seed, 0);
+        let seed = (0..).find(|s| jitter_of(*s, 0, 0) >= Duration::from_secs(2)).unwrap();
+        assert!(jitter_of(seed, 0, 0) < FIRST_JITTER);
+        let extra = jitter_of(seed, 0, 0);
         let mut late = Progress::new(Some(seed));
         late.stalled(t0, std::slice::from_ref(&p));
         assert!(late.stalled(t0 + STALL, std::slice::from_ref(&p)).0.is_empty());
         assert_eq!(late.stalled(t0 + STALL + extra, std::slice::from_ref(&p)).0.len(), 1);
         late.rejoined(t0 + STALL + extra);
-        assert_eq!(late.jitter, jitter_of(seed, 1));
+        assert_eq!(late.jitter, jitter_of(seed, 1, 1));
+        // The partition moves: the next stall starts again from the first wait's short extra.
+        let moved = PartitionLag { committed: 6, ..p };
+        late.stalled(t0 + STALL * 3, std::slice::from_ref(&moved));
+        assert_eq!((late.wait, late.steps, late.jitter), (STALL, 0, jitter_of(seed, 2, 0)));
     }
 
     #[test]

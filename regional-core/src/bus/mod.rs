@@ -139,7 +139,7 @@ pub async fn deliver_batch(
 /// Appends a domain event to the outbox, in the caller's transaction: it is published if and only
 /// if that transaction commits. `key` is the event the message belongs to. What a row must be (a
 /// topic of [`TOPICS`], a payload with its `type` at [`SCHEMA_VERSION`]) is the table's constraint
-/// `outbox_row`, which every writer passes: this function, and the three statements that build
+/// `outbox_row`, which every writer passes: this function, [`outbox_all`], and the three statements that build
 /// their payload in SQL to stay one statement on a hot path (`checkout/create.rs`,
 /// `checkout/record.rs` `payment_event`, `fulfillment/checkin.rs`).
 pub async fn outbox(
