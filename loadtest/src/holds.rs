@@ -110,8 +110,9 @@ pub async fn stats(args: StatsArgs) -> Result<Vec<Value>, String> {
     object_stats(&client, &core, &args.edge, &args.event).await
 }
 
-/// Each shard's live holds, storage bytes and isolate wasm memory, from the signed stats route.
-async fn object_stats(
+/// Each shard's live holds, storage bytes and the memory of the WebAssembly instance its object
+/// runs in, from the signed stats route.
+pub(crate) async fn object_stats(
     client: &reqwest::Client,
     core: &TokenSigner,
     edge: &str,

@@ -18,6 +18,7 @@ mod checkout;
 mod cpu;
 mod edge;
 mod holds;
+mod inspector;
 mod ledger_bench;
 mod queue;
 mod sale;

@@ -14,8 +14,6 @@ use serde::Serialize;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use shared_types::internal_api::InternalRoute;
-
 #[derive(Debug, Clone, Args)]
 pub struct SampleArgs {
     /// Seconds between samples of memory and backlog while the buyers buy (0: none).
@@ -27,6 +25,10 @@ pub struct SampleArgs {
     /// A local process whose resident memory to sample, as NAME=PID (Linux `/proc`; up to 8).
     #[arg(long = "sample-pid", value_name = "NAME=PID", value_parser = named_pid)]
     pub pids: Vec<(String, u32)>,
+    /// A local workerd's inspector (`http://127.0.0.1:PORT`) whose isolates' heaps to sample
+    /// (`heap.NAME` and `heap.held` in `memory_detail_mib`).
+    #[arg(long = "sample-inspector", value_name = "URL", value_parser = inspector_url)]
+    pub inspector: Option<String>,
 }
 
 impl SampleArgs {
@@ -44,6 +46,12 @@ fn metrics_url(s: &str) -> Result<String, String> {
     } else {
         Err("an http:// or https:// URL of at most 256 characters".into())
     }
+}
+
+fn inspector_url(s: &str) -> Result<String, String> {
+    let port = s.strip_prefix("http://127.0.0.1:").ok_or("http://127.0.0.1:PORT (loopback only)")?;
+    port.trim_end_matches('/').parse::<u16>().map_err(|e| format!("{port}: {e}"))?;
+    Ok(s.to_owned())
 }
 
 fn named_pid(s: &str) -> Result<(String, u32), String> {
@@ -82,7 +90,9 @@ pub struct Sample {
     /// heap, or pages of files such as the objects' SQLite databases, which the kernel may take
     /// back), and from the edge's statistics of the event the WebAssembly memory of the isolate
     /// the objects run in (`objects.wasm`: it only grows) and the inventory's storage
-    /// (`inventory.storage`).
+    /// (`inventory.storage`), and with `--sample-inspector` what each isolate's V8 heap uses
+    /// (`heap.NAME`: `heap.core-user` is the Worker's and its objects') and what V8 holds for all
+    /// of them (`heap.held`).
     pub memory_detail_mib: BTreeMap<String, f64>,
 }
 
@@ -176,21 +186,30 @@ async fn sample(
     }
     let stats = tokio::time::timeout(
         Duration::from_secs(5),
-        crate::edge::core_call(http, &event.signer, &event.edge, &event.event, &InternalRoute::Stats, vec![]),
+        crate::holds::object_stats(http, &event.signer, &event.edge, &event.event),
     )
     .await;
-    if let Ok(Ok((200, stats))) = stats {
-        // Each shard's object reports its own (`shards[].stats`): the WebAssembly memory of the
-        // isolate it runs in (the largest is kept: objects that share an isolate report the same),
-        // and its storage (summed).
-        let shards: Vec<&serde_json::Value> =
-            stats["shards"].as_array().into_iter().flatten().map(|s| &s["stats"]).collect();
+    if let Ok(Ok(shards)) = stats {
+        // Each shard's object reports the memory of the WebAssembly instance it runs in (objects
+        // sharing an isolate share one: the largest is kept) and its own storage (summed).
         let wasm = shards.iter().filter_map(|s| s["wasm_memory_bytes"].as_f64()).reduce(f64::max);
         let storage = shards.iter().filter_map(|s| s["storage_bytes"].as_f64()).reduce(|a, b| a + b);
         for (key, bytes) in [("objects.wasm", wasm), ("inventory.storage", storage)] {
             if let Some(bytes) = bytes {
                 s.memory_detail_mib.insert(key.to_owned(), bytes / MIB);
             }
+        }
+    }
+    if let Some(inspector) = &args.inspector {
+        match crate::inspector::heaps(http, inspector, Duration::from_secs(5)).await {
+            Ok(heaps) => {
+                let held: f64 = heaps.iter().map(|h| h.total).sum();
+                for h in heaps {
+                    s.memory_detail_mib.insert(format!("heap.{}", h.name), h.used / MIB);
+                }
+                s.memory_detail_mib.insert("heap.held".to_owned(), held / MIB);
+            }
+            Err(e) => eprintln!("sample: the isolates' heaps not read: {e}"),
         }
     }
     // Paid orders without their confirmation 5 s on are the e2e harness's `UNCONFIRMED_5S`

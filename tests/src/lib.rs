@@ -833,6 +833,19 @@ pub fn start_workerd_edge(
     log_dir: &std::path::Path,
     keys: &TestKeys,
 ) -> Service {
+    start_workerd_edge_inspected(port, core_url, state_dir, log_dir, keys, None)
+}
+
+/// [`start_workerd_edge`] with workerd's V8 inspector on loopback port `inspector` (the soak reads
+/// its isolates' heaps there).
+pub fn start_workerd_edge_inspected(
+    port: u16,
+    core_url: &str,
+    state_dir: &std::path::Path,
+    log_dir: &std::path::Path,
+    keys: &TestKeys,
+    inspector: Option<u16>,
+) -> Service {
     let mut cmd = Command::new("node");
     cmd.current_dir(repo_root())
         .arg("loadtest/workerd-server.mjs")
@@ -841,6 +854,9 @@ pub fn start_workerd_edge(
         .env("EDGE_SIGNING_KEY", keys.edge.secret_config())
         .env("CORE_VERIFYING_KEYS", keys.core.public_config())
         .env("CORE_URL", core_url);
+    if let Some(inspector) = inspector {
+        cmd.env("WORKERD_INSPECTOR_PORT", inspector.to_string());
+    }
     spawn("edge", cmd, port, log_dir)
 }
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::{
-    free_port, start_core_with, start_smtp_sink, start_tansu, start_workerd_edge, Balancer, Postgres,
-    Service, Setup, TestKeys,
+    free_port, start_core_with, start_smtp_sink, start_tansu, start_workerd_edge_inspected, Balancer,
+    Postgres, Service, Setup, TestKeys,
 };
 
 pub struct Stack {
@@ -25,6 +25,8 @@ pub struct Stack {
     pub balancer: Balancer,
     pub edge_port: u16,
     pub edge: Option<Service>,
+    /// workerd's V8 inspector (loopback), where the soak reads the isolates' heaps.
+    pub inspector_port: u16,
     pub kafka_port: u16,
     pub kafka: Option<Service>,
     pub smtp_port: u16,
@@ -70,6 +72,7 @@ impl Stack {
             balancer,
             edge_port,
             edge: None,
+            inspector_port: free_port(),
             kafka_port,
             kafka: Some(kafka),
             smtp_port,
@@ -93,12 +96,13 @@ impl Stack {
 
     /// Starts the edge (its objects' storage kept from any earlier run) and waits until it is up.
     pub async fn start_edge(&mut self) {
-        let edge = start_workerd_edge(
+        let edge = start_workerd_edge_inspected(
             self.edge_port,
             &self.balancer.url(),
             &self.dir.join("do-state"),
             &self.dir,
             &self.keys,
+            Some(self.inspector_port),
         );
         edge.wait_ready("/healthz", Duration::from_secs(120)).await;
         self.edge = Some(edge);

@@ -139,9 +139,9 @@ pub async fn deliver_batch(
 /// Appends a domain event to the outbox, in the caller's transaction: it is published if and only
 /// if that transaction commits. `key` is the event the message belongs to. What a row must be (a
 /// topic of [`TOPICS`], a payload with its `type` at [`SCHEMA_VERSION`]) is the table's constraint
-/// `outbox_row`, which every writer passes: this function, [`outbox_all`], and the three statements that build
-/// their payload in SQL to stay one statement on a hot path (`checkout/create.rs`,
-/// `checkout/record.rs` `payment_event`, `fulfillment/checkin.rs`).
+/// `outbox_row`, which every writer passes: this function, [`outbox_all`], and the three
+/// statements that build their payload in SQL to stay one statement on a hot path
+/// (`checkout/create.rs`, `checkout/record.rs` `payment_event`, `fulfillment/checkin.rs`).
 pub async fn outbox(
     conn: &mut PgConnection,
     topic: &str,
@@ -161,11 +161,11 @@ pub async fn outbox(
 /// ids, which the relay sends them by, follow it.
 pub async fn outbox_all(
     conn: &mut PgConnection,
-    messages: &[(&str, Uuid, Value)],
+    messages: Vec<(&str, Uuid, Value)>,
 ) -> Result<(), sqlx::Error> {
     let topics: Vec<&str> = messages.iter().map(|m| m.0).collect();
     let keys: Vec<String> = messages.iter().map(|m| m.1.to_string()).collect();
-    let payloads: Vec<Value> = messages.iter().map(|m| m.2.clone()).collect();
+    let payloads: Vec<Value> = messages.into_iter().map(|m| m.2).collect();
     sqlx::query(
         "INSERT INTO outbox (topic, key, payload)
          SELECT topic, key, payload FROM unnest($1::text[], $2::text[], $3::jsonb[])

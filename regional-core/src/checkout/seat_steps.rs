@@ -102,7 +102,7 @@ impl Checkout {
                 .collect();
             let paid = event_payload("order.paid", o, json!({ "tickets": tickets }));
             let issued = event_payload("ticket.issued", o, json!({ "tickets": tickets }));
-            outbox_all(&mut tx, &[("orders", o.event_id, paid), ("tickets", o.event_id, issued)]).await?;
+            outbox_all(&mut tx, vec![("orders", o.event_id, paid), ("tickets", o.event_id, issued)]).await?;
             tx.commit().await
         }
         .await;

@@ -137,8 +137,8 @@ async fn several_messages_go_into_the_outbox_in_one_statement_in_their_order(db:
         })
         .collect();
     let mut tx = db.begin().await.unwrap();
-    regional_core::bus::outbox_all(&mut tx, &messages).await.unwrap();
-    regional_core::bus::outbox_all(&mut tx, &[]).await.unwrap();
+    regional_core::bus::outbox_all(&mut tx, messages.clone()).await.unwrap();
+    regional_core::bus::outbox_all(&mut tx, vec![]).await.unwrap();
     tx.commit().await.unwrap();
     let rows: Vec<(String, String, Value)> =
         sqlx::query_as("SELECT topic, key, payload FROM outbox ORDER BY id").fetch_all(&db).await.unwrap();
