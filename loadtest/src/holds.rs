@@ -60,6 +60,9 @@ pub struct HoldsReport {
     /// busy on average while holding.
     cpu_per_hold: crate::cpu::Spent,
     cores_busy: f64,
+    /// The objects' write statements per hold placed (`storage_writes` of their stats, after the
+    /// holds less after publishing; `None` when an object did not say).
+    storage_writes_per_hold: Option<f64>,
     /// Per shard, right after publishing: storage bytes and the isolate's wasm memory.
     objects_after_publish: Vec<Value>,
     /// Per shard, after the holds.
@@ -131,6 +134,7 @@ pub(crate) async fn object_stats(
                 "shard": s["shard"],
                 "live_holds": s["stats"]["stats"]["live_holds"],
                 "storage_bytes": s["stats"]["storage_bytes"],
+                "storage_writes": s["stats"]["storage_writes"],
                 "wasm_memory_bytes": s["stats"]["wasm_memory_bytes"],
             })
         })
@@ -193,7 +197,18 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
             let (client, url, holds) = (client.clone(), url.clone(), holds.clone());
             async move {
                 let (token, body) = &holds[i];
-                status_of(client.post(&url).bearer_auth(token).json(body).send().await).await
+                // With a key of its own, as the buyer's page sends each hold (`assets/buy.js`).
+                let key = format!("bench-hold-{i}");
+                status_of(
+                    client
+                        .post(&url)
+                        .bearer_auth(token)
+                        .header("idempotency-key", key)
+                        .json(body)
+                        .send()
+                        .await,
+                )
+                .await
             }
         })
         .await
@@ -202,6 +217,13 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
     let seconds = started.elapsed().as_secs_f64();
 
     let objects = object_stats(&client, &core, &args.edge, &event).await?;
+    let writes = |shards: &[Value]| -> Option<f64> {
+        shards.iter().map(|s| s["storage_writes"].as_f64()).sum::<Option<f64>>()
+    };
+    let storage_writes_per_hold = writes(&objects)
+        .zip(writes(&objects_after_publish))
+        .filter(|_| summary.ok > 0)
+        .map(|(after, before)| (after - before) / summary.ok as f64);
     Ok(HoldsReport {
         event,
         seats,
@@ -211,6 +233,7 @@ pub async fn run(args: HoldsArgs) -> Result<HoldsReport, String> {
         publish_seconds,
         cpu_per_hold: cpu.per(summary.ok),
         cores_busy: cpu.cores_busy(seconds),
+        storage_writes_per_hold,
         holds: summary,
         objects_after_publish,
         objects,

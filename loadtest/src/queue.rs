@@ -63,6 +63,10 @@ pub struct QueueReport {
     /// Durable Object requests during the joins, per join; during the polls, per poll.
     pub do_requests_per_join: f64,
     pub do_requests_per_poll: f64,
+    /// The queue shards' write statements during the joins, per join, and during the polls, per
+    /// poll (`storage_writes` of their stats; the coordinator's syncs of the shards included).
+    pub storage_writes_per_join: Option<f64>,
+    pub storage_writes_per_poll: Option<f64>,
     /// The counters behind those figures: (coordinator by route, shards by route), before and after each phase.
     pub counters: Value,
     /// Per queue shard at the end: places, storage bytes, wasm memory.
@@ -76,6 +80,11 @@ fn total_requests(stats: &Value) -> u64 {
     let coordinator = sum(&stats["requests"]);
     let shards: u64 = stats["shards"].as_array().into_iter().flatten().map(|s| sum(&s["requests"])).sum();
     coordinator + shards
+}
+
+/// The queue shards' write statements so far (`None` when a shard did not say).
+fn storage_writes(stats: &Value) -> Option<u64> {
+    stats["shards"].as_array().into_iter().flatten().map(|s| s["storage_writes"].as_u64()).sum()
 }
 
 /// Requests the objects took for their own work (ticks, syncs, stats reads): not caused by buyers.
@@ -251,6 +260,12 @@ pub async fn run(args: QueueArgs) -> Result<QueueReport, String> {
         cpu_per_poll: crate::cpu::Spent::between(&cpu_before_polls, &cpu_after_polls).per(polls.ok),
         do_requests_per_join: per(caused(&before_joins, &after_joins), joins.ok),
         do_requests_per_poll: per(caused(&after_joins, &after_polls), polls.ok),
+        storage_writes_per_join: storage_writes(&after_joins)
+            .zip(storage_writes(&before_joins))
+            .map(|(b, a)| per(b.saturating_sub(a), joins.ok)),
+        storage_writes_per_poll: storage_writes(&after_polls)
+            .zip(storage_writes(&after_joins))
+            .map(|(b, a)| per(b.saturating_sub(a), polls.ok)),
         joins,
         polls,
         counters: json!({

@@ -172,6 +172,92 @@ test('holds and their alarm survive a restart of the runtime', async () => {
   assert.equal((await call('GET', `/holds/${sold.id}`, 'core')).body.state, 'sold');
   assert.equal((await call('GET', '/availability', 'visitor v4')).body.seats.slice(1, 4), 'ash');
 });
+test('a hold is one storage write, its key\'s answer included; what the meta did not record comes back after a restart', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-writes-'));
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const first = await startEdge({}, { durableObjectsPersist: dir });
+  let call = await objectFor(first, 'evt-writes');
+  assert.equal((await call('PUT', '/inventory', 'core', inventory())).status, 200);
+  const stats = async () => (await call('GET', '/stats', 'core')).body;
+  const writes = async () => (await stats()).storage_writes;
+  let before = await writes();
+  const wrote = async (expected, what) => {
+    const now = await writes();
+    assert.equal(now - before, expected, `${what}: ${now - before} write statements`);
+    before = now;
+  };
+  assert.equal((await call('POST', '/holds', 'visitor v1', hold(['A-1-1']))).status, 201);
+  await wrote(1, 'a hold');
+  const keyed = await call('POST', '/holds', 'visitor v2', hold(['A-1-2'], 'key-1'));
+  assert.equal(keyed.status, 201);
+  await wrote(1, 'a hold with a key');
+  assert.equal((await call('POST', '/holds', 'visitor v2', hold(['A-1-2'], 'key-1'))).status, 200);
+  await wrote(0, 'a retry');
+  const refused = await call('POST', '/holds', 'visitor v3', hold(['A-1-1'], 'key-2'));
+  assert.equal(refused.status, 409);
+  await wrote(1, 'a refusal under a key');
+  assert.equal((await call('POST', '/holds', 'visitor v3', hold(['A-1-1']))).status, 409);
+  await wrote(0, 'a refusal without a key');
+  const was = await stats();
+  assert.equal(was.stats.holds_placed, 2);
+  await first.dispose();
+
+  // The meta was last written by the inventory's publication: the rows say the rest.
+  const second = await startEdge({}, { durableObjectsPersist: dir });
+  cleanups.push(() => second.dispose());
+  call = await objectFor(second, 'evt-writes');
+  const now = await stats();
+  assert.equal(now.version, was.version, 'the ledger\'s version');
+  assert.equal(now.stats.holds_placed, 2);
+  assert.equal(now.stats.live_holds, 2);
+  assert.equal(now.remembered_answers, was.remembered_answers);
+  const replayed = await call('POST', '/holds', 'visitor v2', hold(['A-1-2'], 'key-1'));
+  assert.equal(replayed.status, 200);
+  assert.equal(replayed.body.hold.id, keyed.body.hold.id, 'the key\'s answer survived');
+  const again = await call('POST', '/holds', 'visitor v3', hold(['A-1-1'], 'key-2'));
+  assert.equal(again.status, 409);
+  assert.equal(again.body.reason, refused.body.reason);
+  assert.equal((await call('POST', '/holds', 'visitor v1', hold(['A-1-2']))).status, 409, 'the seat is still held');
+  assert.equal((await call('POST', '/holds', 'visitor v4', hold(['A-1-3']))).status, 201);
+  assert.equal((await stats()).version, was.version + 1);
+});
+
+test('a store written before holds carried their version and key is read, and takes new holds', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-upgrade-'));
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const first = await startEdge({}, { durableObjectsPersist: dir });
+  let call = await objectFor(first, 'evt-upgrade');
+  assert.equal((await call('PUT', '/inventory', 'core', inventory())).status, 200);
+  const old = (await call('POST', '/holds', 'visitor v1', hold(['A-1-1']))).body.hold;
+  // An earlier release's hold path wrote the meta with each hold.
+  await call('POST', `/holds/${old.id}/extend`, 'core');
+  await first.dispose();
+  // The earlier release's table: without the two columns.
+  const { DatabaseSync } = await import('node:sqlite');
+  const files = fs.readdirSync(dir, { recursive: true }).filter((f) => String(f).endsWith('.sqlite'));
+  let upgraded = 0;
+  for (const f of files) {
+    const db = new DatabaseSync(path.join(dir, String(f)));
+    const hasHolds = db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'holds'").get().n;
+    if (hasHolds) {
+      db.exec('ALTER TABLE holds DROP COLUMN idem; ALTER TABLE holds DROP COLUMN placed_version;');
+      upgraded += 1;
+    }
+    db.close();
+  }
+  assert.equal(upgraded, 1, `one inventory database among ${files.join(', ')}`);
+
+  const second = await startEdge({}, { durableObjectsPersist: dir });
+  cleanups.push(() => second.dispose());
+  call = await objectFor(second, 'evt-upgrade');
+  assert.equal((await call('GET', `/holds/${old.id}`, 'core')).body.state, 'held');
+  assert.equal((await call('POST', '/holds', 'visitor v2', hold(['A-1-1']))).status, 409);
+  assert.equal((await call('POST', '/holds', 'visitor v2', hold(['A-1-2'], 'key-1'))).status, 201);
+  const stats = (await call('GET', '/stats', 'core')).body;
+  assert.equal(stats.stats.holds_placed, 2);
+  assert.equal(stats.stats.live_holds, 2);
+});
+
 test('a core request without a nonce, or with one seen before, is refused as a replay', async () => {
   const { call } = await freshObject('evt-replay', inventory());
   const placed = (await call('POST', '/holds', 'visitor v1', hold(['A-1-1']))).body.hold;

@@ -173,6 +173,95 @@ test('joining needs a solved proof of work bound to the visitor; a solved challe
   }
 });
 
+test('a join is one storage write, its proof of work included; a spent proof is refused from the table or a place', async () => {
+  // The queue shard called as the edge calls it (x-caller: edge), with no coordinator set up, so
+  // nothing but these calls writes to it.
+  const ns = await mf.getDurableObjectNamespace('QUEUE_SHARD');
+  const stub = ns.get(ns.idFromName('wr-writes:0'));
+  const call = async (method, p, body) => {
+    const res = await stub.fetch(`https://shard${p}`, { method, headers: { 'x-caller': method === 'GET' ? 'core' : 'edge' }, body: body && JSON.stringify(body) });
+    return { status: res.status, body: await res.json() };
+  };
+  const settings = { ...base(), queue_shards: 1 };
+  const join = (visitor, jti) => call('POST', '/join', { event: 'wr-writes', shard: 0, visitor, settings, ...(jti ? { challenge: [jti, Date.now() + 60000] } : {}) });
+  const writes = async () => (await call('GET', '/stats')).body.storage_writes;
+  assert.equal((await join('v-first', 'jti-0')).status, 201);
+  let before = await writes();
+  const wrote = async (expected, what) => {
+    const now = await writes();
+    assert.equal(now - before, expected, `${what}: ${now - before} write statements`);
+    before = now;
+  };
+  const a = await join('v-a', 'jti-a');
+  assert.equal(a.status, 201, JSON.stringify(a.body));
+  await wrote(1, 'a join with its proof of work');
+  assert.equal((await join('v-b')).status, 201);
+  await wrote(1, 'a join without one');
+  // The same visitor again, with a fresh proof: the place is kept, the proof spent in the table.
+  const again = await join('v-a', 'jti-a2');
+  assert.equal(again.status, 200);
+  assert.equal(again.body.returning, true);
+  await wrote(2, 'a returning visitor');
+  // Spent proofs: one in a place's row, one in the table; by a returning visitor and a new one.
+  for (const [visitor, jti] of [['v-a', 'jti-a'], ['v-a', 'jti-a2'], ['v-c', 'jti-a'], ['v-c', 'jti-a2']]) {
+    const r = await join(visitor, jti);
+    assert.equal(r.status, 403, `${visitor} ${jti}: ${JSON.stringify(r.body)}`);
+    assert.equal(r.body.reason, 'pow-reused');
+  }
+  await wrote(0, 'refused joins');
+  const stats = (await call('GET', '/stats')).body;
+  assert.equal(stats.post_joined + stats.pre_joined, 3, 'the refused joins took no number');
+  assert.equal((await join('v-c', 'jti-c')).status, 201);
+  assert.equal((await join('v-c', 'jti-c')).status, 403, 'a returning visitor cannot spend it again either');
+});
+
+test('a shard stored before places carried their proof of work is read, and takes joins', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'shard-upgrade-'));
+  const settings = { ...base(), queue_shards: 1 };
+  const open = async (edge) => {
+    const ns = await edge.getDurableObjectNamespace('QUEUE_SHARD');
+    const stub = ns.get(ns.idFromName('wr-upgrade:0'));
+    return (visitor, jti) => stub.fetch('https://shard/join', {
+      method: 'POST', headers: { 'x-caller': 'edge' },
+      body: JSON.stringify({ event: 'wr-upgrade', shard: 0, visitor, settings, challenge: [jti, Date.now() + 60000] }),
+    }).then(async (r) => ({ status: r.status, body: await r.json() }));
+  };
+  try {
+    const first = await startEdge({}, { durableObjectsPersist: dir });
+    assert.equal((await (await open(first))('v-old', 'jti-old')).status, 201);
+    await first.dispose();
+    // The earlier release's table: no proof of work in the places (it was in `challenges`).
+    const { DatabaseSync } = await import('node:sqlite');
+    let upgraded = 0;
+    for (const f of fs.readdirSync(dir, { recursive: true }).filter((f) => String(f).endsWith('.sqlite'))) {
+      const db = new DatabaseSync(path.join(dir, String(f)));
+      if (db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'places'").get().n) {
+        const jti = db.prepare('SELECT challenge FROM places').get().challenge;
+        db.exec('DROP INDEX place_challenge; ALTER TABLE places DROP COLUMN challenge;');
+        db.prepare('INSERT INTO challenges (jti, expires_ms) VALUES (?, ?)').run(jti, Date.now() + 60000);
+        upgraded += 1;
+      }
+      db.close();
+    }
+    assert.equal(upgraded, 1);
+    const second = await startEdge({}, { durableObjectsPersist: dir });
+    try {
+      const join = await open(second);
+      assert.equal((await join('v-old', 'jti-2')).body.returning, true, 'the place survived');
+      assert.equal((await join('v-new', 'jti-old')).body.reason, 'pow-reused', 'the spent proof too');
+      assert.equal((await join('v-new', 'jti-new')).status, 201);
+      assert.equal((await join('v-other', 'jti-new')).body.reason, 'pow-reused');
+    } finally {
+      await second.dispose();
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('buyers are admitted in the order they joined, each exactly once, at the configured rate', async () => {
   const event = 'wr-fifo';
   await room(event, base({ admit_per_minute: 300 }));

@@ -19,7 +19,7 @@ use worker::{durable_object, DurableObject, Env, Method, Request, Response, Resu
 use super::ledger::{
     HoldError, HoldRequest, Ledger, Millis, ParkedOffer, Releaser, IDEMPOTENCY_RETENTION_MS,
 };
-use super::store::Store;
+use super::store::{Store, Writes};
 use crate::alarm::Alarm;
 use crate::caller::{Caller, NONCE_HEADER, SHARD_INDEX_HEADER};
 use crate::http;
@@ -89,6 +89,8 @@ pub struct InventoryObject {
     shard: std::cell::Cell<u32>,
     /// Requests this instance took (reset when it is evicted): the load generator's DO cost.
     requests: std::cell::Cell<u64>,
+    /// Write statements since the object started (`storage_writes` in its stats).
+    writes: Writes,
     /// Hold requests per visitor ([`super::rate`]).
     rate: RefCell<super::rate::HoldRate>,
     /// Places were parked by this request or alarm: the waiting list is to be told.
@@ -151,7 +153,7 @@ pub fn hold_problem(e: &HoldError, instance: &str) -> Problem {
 impl InventoryObject {
     /// The storage; its tables were created when the ledger was loaded.
     fn store(&self) -> Result<Store> {
-        Ok(Store::attach(self.state.storage().sql()))
+        Ok(Store::attach(self.state.storage().sql(), &self.writes))
     }
 
     /// Loads the ledger once per object lifetime and re-arms the alarm (a crash may have lost it).
@@ -159,8 +161,8 @@ impl InventoryObject {
         if self.loaded.get() {
             return Ok(());
         }
-        let store = Store::create(self.state.storage().sql())?;
-        let mut ledger = store.load()?;
+        let store = Store::create(self.state.storage().sql(), &self.writes)?;
+        let mut ledger = store.load(crate::now_ms())?;
         self.shard.set(store.shard()?);
         // Answers over the per-visitor bound (stored before it existed) go from storage at once.
         for (v, k) in ledger.as_mut().map(Ledger::take_evicted).unwrap_or_default() {
@@ -439,6 +441,7 @@ impl InventoryObject {
                         "seated_tiers": availability.seated_tiers,
                         "storage_bytes": self.store()?.size(),
                         "requests": self.requests.get(),
+                        "storage_writes": self.writes.get(),
                         "wasm_memory_bytes": crate::wasm_memory_bytes(),
                     }),
                 )?
@@ -506,22 +509,28 @@ impl InventoryObject {
         let key = body.idempotency_key.as_deref();
         let store = self.store()?;
         let id = new_hold_id(self.shard.get())?;
+        // A key seen before is answered as the first time, and nothing is written.
+        let new_key = key.is_some_and(|k| ledger.idempotency_record(visitor, k).is_none());
         let answer =
             ledger.place_hold_within(visitor, key, &body.request, crate::now_ms(), id, body.max_tickets);
-        // Persist before answering: the hold and the key's answer (a refusal is remembered too).
-        if let Ok(placed) = &answer {
-            if !placed.replayed {
-                store.save_holds([&placed.hold])?;
+        // Persist before answering, in one statement: the hold placed, with the key's answer in
+        // its row; or a refusal's answer under its key. The ledger's meta is not written here
+        // (the store recovers what it would say from the rows: `Store::load`).
+        let record = key.filter(|_| new_key).and_then(|k| ledger.idempotency_record(visitor, k));
+        match &answer {
+            Ok(placed) if !placed.replayed => store.insert_placed(&placed.hold, ledger.version(), record)?,
+            Ok(_) => {}
+            Err(_) => {
+                if let Some(record) = record {
+                    store.save_idempotency(record)?;
+                }
             }
         }
-        if let Some(record) = key.and_then(|k| ledger.idempotency_record(visitor, k)) {
-            store.save_idempotency(record)?;
-        }
-        // Over the per-visitor bound: the oldest answers go from storage as from memory.
+        // Over the per-visitor bound: the oldest answers go from storage as from memory (an
+        // answer kept in its hold's row is dropped again by the next load's same bound).
         for (v, k) in ledger.take_evicted() {
             store.delete_idempotency(&v, &k)?;
         }
-        store.save_meta(ledger)?;
         match answer {
             Ok(placed) => http::json(if placed.replayed { 200 } else { 201 }, &placed),
             Err(e) => http::problem(&hold_problem(&e, path)),
@@ -549,6 +558,7 @@ impl DurableObject for InventoryObject {
             alarm: Alarm::default(),
             shard: std::cell::Cell::new(0),
             requests: std::cell::Cell::new(0),
+            writes: Writes::default(),
             rate: RefCell::new(rate),
             parked_news: std::cell::Cell::new(false),
         }

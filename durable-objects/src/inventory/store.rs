@@ -5,6 +5,12 @@
 //! (output gates). So the object mutates its ledger, calls these methods with no `await` in
 //! between, and an acknowledged hold is on disk — or, if any write throws, nothing is.
 //! Seat states are never stored: they are derived from the holds on load.
+//!
+//! A hold is placed with one statement ([`Store::insert_placed`]): its row carries the ledger's
+//! version at placement (`placed_version`) and, when the buyer sent an idempotency key, the key's
+//! answer (`idem`), so the hot path writes neither the ledger's meta nor a separate answer row.
+//! Every other change writes the meta as well; so on load the rows placed after the meta's
+//! version are exactly the placements it has not counted ([`Store::load`]).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -14,7 +20,7 @@ use shared_types::request_signing::MAX_REQUEST_AGE_SECS;
 use shared_types::{Problem, ProblemType};
 use worker::{Result, SqlStorage, SqlStorageValue};
 
-use super::ledger::{Hold, HoldState, IdempotencyRecord, Ledger, Millis, Stats};
+use super::ledger::{Hold, HoldState, IdempotencyRecord, Ledger, Millis, Stats, IDEMPOTENCY_RETENTION_MS};
 
 /// Why a core request's nonce was refused.
 #[derive(Debug)]
@@ -49,11 +55,44 @@ impl NonceRefusal {
 /// The object's storage.
 pub struct Store {
     sql: SqlStorage,
+    writes: Writes,
+}
+
+/// Write statements run since the object started (its stats report them: the benchmarks divide
+/// them by the holds placed, and a test holds a placement to one).
+#[derive(Debug, Clone, Default)]
+pub struct Writes(std::rc::Rc<std::cell::Cell<u64>>);
+
+impl Writes {
+    pub fn get(&self) -> u64 {
+        self.0.get()
+    }
+
+    fn add(&self) {
+        self.0.set(self.0.get() + 1);
+    }
 }
 
 #[derive(Deserialize)]
 struct Body {
     body: String,
+}
+
+/// A hold's row as loaded.
+#[derive(Deserialize)]
+struct HoldRow {
+    body: String,
+    placed_version: i64,
+    idem: Option<String>,
+}
+
+/// The answer to a buyer's idempotency key kept in the row of the hold it placed: the record
+/// apart from the hold itself.
+#[derive(Serialize, Deserialize)]
+struct KeyOfHold {
+    key: String,
+    fingerprint: u64,
+    at: Millis,
 }
 
 /// The small facts kept beside the holds.
@@ -70,7 +109,7 @@ struct Meta {
 /// The object's tables, created in one statement batch (one call into the runtime).
 const SCHEMA: &str = "\
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, state TEXT NOT NULL, expires_at INTEGER NOT NULL, body TEXT NOT NULL, placed_version INTEGER NOT NULL DEFAULT 0, idem TEXT);
 CREATE TABLE IF NOT EXISTS idempotency (visitor TEXT NOT NULL, key TEXT NOT NULL, at INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (visitor, key));
 CREATE INDEX IF NOT EXISTS idempotency_at ON idempotency (at);
 CREATE TABLE IF NOT EXISTS chunks (key TEXT NOT NULL, part INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (key, part));
@@ -79,29 +118,65 @@ CREATE TABLE IF NOT EXISTS core_nonces (nonce TEXT PRIMARY KEY, at INTEGER NOT N
 
 impl Store {
     /// The storage, for an object whose tables exist (see [`Store::create`]): no statement runs.
-    pub fn attach(sql: SqlStorage) -> Self {
-        Self { sql }
+    pub fn attach(sql: SqlStorage, writes: &Writes) -> Self {
+        Self { sql, writes: writes.clone() }
     }
 
-    /// Opens the storage, creating the tables if needed. Once per object instance: the hold path
-    /// must not pay for schema statements.
-    pub fn create(sql: SqlStorage) -> Result<Self> {
+    /// Opens the storage, creating the tables if needed and adding the columns a table stored by
+    /// an earlier release lacks. Once per object instance: the hold path must not pay for schema
+    /// statements.
+    pub fn create(sql: SqlStorage, writes: &Writes) -> Result<Self> {
         sql.exec(SCHEMA, None)?;
-        Ok(Self { sql })
+        let columns = sql.exec("SELECT * FROM holds LIMIT 0", None)?.column_names();
+        if !columns.iter().any(|c| c == "placed_version") {
+            sql.exec(
+                "ALTER TABLE holds ADD COLUMN placed_version INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE holds ADD COLUMN idem TEXT;",
+                None,
+            )?;
+        }
+        Ok(Self { sql, writes: writes.clone() })
     }
 
-    /// The ledger as last stored, or `None` before the core first sent an inventory.
-    pub fn load(&self) -> Result<Option<Ledger>> {
+    /// The ledger as last stored, or `None` before the core first sent an inventory. `now` drops
+    /// the answers kept in hold rows that are past their retention (as the ledger's pruning would
+    /// have).
+    pub fn load(&self, now: Millis) -> Result<Option<Ledger>> {
         let Some(inventory) = self.get_large("inventory")? else { return Ok(None) };
         let inventory: Inventory = serde_json::from_str(&inventory)?;
-        let meta = self.meta::<Meta>("ledger")?.unwrap_or(Meta {
+        let mut meta = self.meta::<Meta>("ledger")?.unwrap_or(Meta {
             version: 0,
             stats: Stats::default(),
             parking: false,
         });
-        let holds: Vec<Hold> = self.bodies("SELECT body FROM holds", None)?;
-        let records: Vec<IdempotencyRecord> = self.bodies("SELECT body FROM idempotency", None)?;
-        let mut ledger = Ledger::restore(&inventory, holds, records, meta.version, meta.stats)
+        let mut records: Vec<IdempotencyRecord> = self.bodies("SELECT body FROM idempotency", None)?;
+        let rows: Vec<HoldRow> =
+            self.sql.exec("SELECT body, placed_version, idem FROM holds", None)?.to_array()?;
+        let mut holds = Vec::with_capacity(rows.len());
+        let mut version = meta.version;
+        for row in rows {
+            let hold: Hold = serde_json::from_str(&row.body)?;
+            // Placed after the meta was last stored: counted and versioned here.
+            let placed = u64::try_from(row.placed_version).unwrap_or(0);
+            if placed > meta.version {
+                meta.stats.holds_placed += 1;
+                version = version.max(placed);
+            }
+            if let Some(idem) = row.idem {
+                let k: KeyOfHold = serde_json::from_str(&idem)?;
+                if k.at > now - IDEMPOTENCY_RETENTION_MS {
+                    records.push(IdempotencyRecord {
+                        visitor: hold.visitor.clone(),
+                        key: k.key,
+                        fingerprint: k.fingerprint,
+                        answer: Ok(hold.clone()),
+                        at: k.at,
+                    });
+                }
+            }
+            holds.push(hold);
+        }
+        let mut ledger = Ledger::restore(&inventory, holds, records, version, meta.stats)
             .map_err(|e| worker::Error::RustError(format!("stored ledger is inconsistent: {e}")))?;
         if meta.parking {
             // Turning parking on changes no hold.
@@ -122,9 +197,9 @@ impl Store {
 
     /// Stores a document of any size as ordered chunks, each under the row size limit.
     fn put_large(&self, key: &str, text: &str) -> Result<()> {
-        self.sql.exec("DELETE FROM chunks WHERE key = ?", vec![key.into()])?;
+        self.write("DELETE FROM chunks WHERE key = ?", vec![key.into()])?;
         for (part, chunk) in chunks(text, CHUNK_BYTES).into_iter().enumerate() {
-            self.sql.exec(
+            self.write(
                 "INSERT INTO chunks (key, part, body) VALUES (?, ?, ?)",
                 vec![key.into(), SqlStorageValue::from(part as i64), chunk.into()],
             )?;
@@ -147,10 +222,31 @@ impl Store {
         self.put_meta("ledger", &meta)
     }
 
-    /// Inserts or replaces holds as they are now.
+    /// Stores a hold just placed, at the ledger's `version` after placing it, and the answer to the
+    /// buyer's key when there was one (`record`, whose answer is this hold): one statement, the
+    /// hold path's only write. The ledger's meta is not written ([`Store::load`] recovers it).
+    pub fn insert_placed(&self, hold: &Hold, version: u64, record: Option<&IdempotencyRecord>) -> Result<()> {
+        let idem = record
+            .map(|r| to_json(&KeyOfHold { key: r.key.clone(), fingerprint: r.fingerprint, at: r.at }))
+            .transpose()?;
+        self.write(
+            "INSERT INTO holds (id, state, expires_at, body, placed_version, idem) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                hold.id.as_str().into(),
+                state_name(hold.state).into(),
+                SqlStorageValue::from(hold.expires_at),
+                to_json(hold)?.into(),
+                SqlStorageValue::from(i64::try_from(version).unwrap_or(i64::MAX)),
+                idem.map_or(SqlStorageValue::Null, SqlStorageValue::from),
+            ],
+        )
+    }
+
+    /// Inserts or replaces holds as they are now (a replaced row keeps its placement's version
+    /// and key).
     pub fn save_holds<'a>(&self, holds: impl IntoIterator<Item = &'a Hold>) -> Result<()> {
         for hold in holds {
-            self.sql.exec(
+            self.write(
                 "INSERT INTO holds (id, state, expires_at, body) VALUES (?, ?, ?, ?)
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state, expires_at = excluded.expires_at,
                  body = excluded.body",
@@ -168,14 +264,14 @@ impl Store {
     /// Deletes holds the ledger has forgotten.
     pub fn delete_holds(&self, ids: &[HoldId]) -> Result<()> {
         for id in ids {
-            self.sql.exec("DELETE FROM holds WHERE id = ?", vec![id.as_str().into()])?;
+            self.write("DELETE FROM holds WHERE id = ?", vec![id.as_str().into()])?;
         }
         Ok(())
     }
 
     /// Stores the answer to an idempotency key.
     pub fn save_idempotency(&self, record: &IdempotencyRecord) -> Result<()> {
-        self.sql.exec(
+        self.write(
             "INSERT OR REPLACE INTO idempotency (visitor, key, at, body) VALUES (?, ?, ?, ?)",
             vec![
                 record.visitor.as_str().into(),
@@ -189,7 +285,7 @@ impl Store {
 
     /// Deletes one visitor's answer to one key (the ledger forgot it to stay within its bound).
     pub fn delete_idempotency(&self, visitor: &VisitorId, key: &str) -> Result<()> {
-        self.sql.exec(
+        self.write(
             "DELETE FROM idempotency WHERE visitor = ? AND key = ?",
             vec![visitor.as_str().into(), key.into()],
         )?;
@@ -198,7 +294,7 @@ impl Store {
 
     /// Deletes idempotency answers older than `before` (the ledger forgot them too).
     pub fn delete_idempotency_before(&self, before: Millis) -> Result<()> {
-        self.sql.exec("DELETE FROM idempotency WHERE at < ?", vec![SqlStorageValue::from(before)])?;
+        self.write("DELETE FROM idempotency WHERE at < ?", vec![SqlStorageValue::from(before)])?;
         Ok(())
     }
 
@@ -221,7 +317,7 @@ impl Store {
         if !seen.is_empty() {
             return Err(NonceRefusal::Replayed);
         }
-        self.sql.exec(
+        self.write(
             "INSERT INTO core_nonces (nonce, at) VALUES (?, ?)",
             vec![nonce.into(), SqlStorageValue::from(now)],
         )?;
@@ -231,7 +327,7 @@ impl Store {
     /// Forgets nonces older than any request could be (they would be refused as stale anyway).
     pub fn forget_nonces(&self, now: Millis) -> Result<()> {
         let horizon = now - 2 * MAX_REQUEST_AGE_SECS * 1000;
-        self.sql.exec("DELETE FROM core_nonces WHERE at < ?", vec![SqlStorageValue::from(horizon)])?;
+        self.write("DELETE FROM core_nonces WHERE at < ?", vec![SqlStorageValue::from(horizon)])?;
         Ok(())
     }
 
@@ -246,10 +342,17 @@ impl Store {
     }
 
     fn put_meta<T: Serialize>(&self, key: &str, value: &T) -> Result<()> {
-        self.sql.exec(
+        self.write(
             "INSERT OR REPLACE INTO meta (key, body) VALUES (?, ?)",
             vec![key.into(), to_json(value)?.into()],
         )?;
+        Ok(())
+    }
+
+    /// Runs a statement that writes, counted in [`Writes`].
+    fn write(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<()> {
+        self.sql.exec(query, bindings)?;
+        self.writes.add();
         Ok(())
     }
 

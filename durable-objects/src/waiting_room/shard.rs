@@ -88,13 +88,21 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS places (id INTEGER PRIMARY KEY, visitor TEXT NOT NULL,
     pre INTEGER NOT NULL, n INTEGER NOT NULL, joined_ms INTEGER NOT NULL,
     admitted_ms INTEGER, exchanged_ms INTEGER, session_end_ms INTEGER, jti TEXT, left_ms INTEGER, closed_ms INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 1, attempt_window_ms INTEGER NOT NULL, UNIQUE (pre, n));
+    attempts INTEGER NOT NULL DEFAULT 1, attempt_window_ms INTEGER NOT NULL, challenge TEXT, UNIQUE (pre, n));
 -- One open place per visitor; a visitor who left or whose session ended may join again.
 CREATE UNIQUE INDEX IF NOT EXISTS open_place ON places (visitor) WHERE left_ms IS NULL AND closed_ms IS NULL;
 -- Admitted and not yet ended: the sessions the sync closes when they time out.
 CREATE INDEX IF NOT EXISTS open_sessions ON places (admitted_ms) WHERE admitted_ms IS NOT NULL AND closed_ms IS NULL;
+-- Proofs of work already spent: a new place's in its row (so a join is one write), a returning
+-- visitor's here.
 CREATE TABLE IF NOT EXISTS challenges (jti TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL);
 ";
+
+/// What a table stored by an earlier release lacks, added once (after [`SCHEMA`]), and the index
+/// on it.
+const UPGRADE: &str = "ALTER TABLE places ADD COLUMN challenge TEXT;";
+const CHALLENGE_INDEX: &str =
+    "CREATE UNIQUE INDEX IF NOT EXISTS place_challenge ON places (challenge) WHERE challenge IS NOT NULL;";
 
 /// The shard's small state (places are rows, not here).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -169,10 +177,16 @@ pub struct QueueShard {
     loaded: Cell<bool>,
     /// Requests taken since this instance started, by route (for the benchmarks).
     requests: RefCell<std::collections::BTreeMap<&'static str, u64>>,
+    /// Write statements since this instance started (`storage_writes` in its stats).
+    writes: Cell<u64>,
 }
 
 fn int(v: u64) -> SqlStorageValue {
     SqlStorageValue::from(v as i64)
+}
+
+fn pow_reused(path: &str) -> Result<Response> {
+    refusal(ProblemType::BotCheckFailed, "this proof of work was already used", "pow-reused", path)
 }
 
 fn refusal(kind: ProblemType, detail: &str, reason: &str, path: &str) -> Result<Response> {
@@ -190,6 +204,10 @@ impl QueueShard {
         }
         let sql = self.sql();
         sql.exec(SCHEMA, None)?;
+        if !sql.exec("SELECT * FROM places LIMIT 0", None)?.column_names().iter().any(|c| c == "challenge") {
+            sql.exec(UPGRADE, None)?;
+        }
+        sql.exec(CHALLENGE_INDEX, None)?;
         let meta: Vec<Body> = sql.exec("SELECT body FROM meta WHERE key = 'shard'", None)?.to_array()?;
         let meta = match meta.first() {
             Some(b) => serde_json::from_str(&b.body)?,
@@ -211,9 +229,21 @@ impl QueueShard {
         Ok(())
     }
 
+    /// Runs a statement that writes, counted in `storage_writes` (the benchmarks divide it by the
+    /// joins; a test holds a new join to one).
+    fn write(&self, sql: &worker::SqlStorage, query: &str, params: Vec<SqlStorageValue>) -> Result<()> {
+        sql.exec(query, params)?;
+        self.writes.set(self.writes.get() + 1);
+        Ok(())
+    }
+
     fn save_meta(&self) -> Result<()> {
         let body = serde_json::to_string(&*self.meta.borrow())?;
-        self.sql().exec("INSERT OR REPLACE INTO meta (key, body) VALUES ('shard', ?)", vec![body.into()])?;
+        self.write(
+            &self.sql(),
+            "INSERT OR REPLACE INTO meta (key, body) VALUES ('shard', ?)",
+            vec![body.into()],
+        )?;
         Ok(())
     }
 
@@ -236,6 +266,18 @@ impl QueueShard {
             self.save_meta()?;
         }
         Ok(())
+    }
+
+    /// Whether a proof of work was spent already: by a place (its row) or a returning visitor.
+    fn challenge_spent(&self, sql: &worker::SqlStorage, jti: &str) -> Result<bool> {
+        let seen: Vec<Count> = sql
+            .exec(
+                "SELECT (SELECT COUNT(*) FROM places WHERE challenge = ?1)
+                      + (SELECT COUNT(*) FROM challenges WHERE jti = ?1) AS c",
+                vec![jti.into()],
+            )?
+            .to_array()?;
+        Ok(seen.first().is_some_and(|c| c.c > 0))
     }
 
     fn find_open(&self, visitor: &VisitorId) -> Result<Option<Row>> {
@@ -273,25 +315,19 @@ impl QueueShard {
             return refusal(ProblemType::Conflict, "this line is closed", "closed", path);
         }
         let sql = self.sql();
-        if let Some((jti, expires_ms)) = &body.challenge {
-            let seen: Vec<Count> = sql
-                .exec("SELECT COUNT(*) AS c FROM challenges WHERE jti = ?", vec![jti.as_str().into()])?
-                .to_array()?;
-            if seen.first().is_some_and(|c| c.c > 0) {
-                return refusal(
-                    ProblemType::BotCheckFailed,
-                    "this proof of work was already used",
-                    "pow-reused",
-                    path,
-                );
-            }
-            sql.exec(
-                "INSERT INTO challenges (jti, expires_ms) VALUES (?, ?)",
-                vec![jti.as_str().into(), SqlStorageValue::from(*expires_ms)],
-            )?;
-        }
         if let Some(row) = self.find_open(&body.visitor)? {
-            // A returning visitor keeps their place; joining again is rate limited all the same.
+            // A returning visitor keeps their place; joining again is rate limited all the same,
+            // and its proof of work is spent like any other.
+            if let Some((jti, expires_ms)) = &body.challenge {
+                if self.challenge_spent(&sql, jti)? {
+                    return pow_reused(path);
+                }
+                self.write(
+                    &sql,
+                    "INSERT INTO challenges (jti, expires_ms) VALUES (?, ?)",
+                    vec![jti.as_str().into(), SqlStorageValue::from(*expires_ms)],
+                )?;
+            }
             let window_open = now - row.attempt_window_ms < 60_000;
             let attempts = if window_open { row.attempts + 1 } else { 1 };
             if window_open && attempts > i64::from(settings.rate_limits.joins_per_visitor_per_minute) {
@@ -302,7 +338,8 @@ impl QueueShard {
                     path,
                 );
             }
-            sql.exec(
+            self.write(
+                &sql,
                 "UPDATE places SET attempts = ?, attempt_window_ms = ? WHERE pre = ? AND n = ?",
                 vec![
                     SqlStorageValue::from(attempts),
@@ -326,17 +363,30 @@ impl QueueShard {
             post_count
         };
         let admitted = (settings.mode == QueueMode::Passthrough).then_some(now);
-        sql.exec(
-            "INSERT INTO places (visitor, pre, n, joined_ms, admitted_ms, attempt_window_ms) VALUES (?, ?, ?, ?, ?, ?)",
-            vec![
-                body.visitor.as_str().into(),
-                SqlStorageValue::from(i64::from(pre)),
-                int(n),
-                SqlStorageValue::from(now),
-                admitted.map_or(SqlStorageValue::Null, SqlStorageValue::from),
-                SqlStorageValue::from(now),
-            ],
-        )?;
+        // One statement: the place, with its proof of work, unless that proof was spent already
+        // (by a place or a returning visitor), in which case nothing is written.
+        let challenge = body.challenge.as_ref().map(|(jti, _)| jti.as_str());
+        let placed: Vec<Count> = sql
+            .exec(
+                "INSERT INTO places (visitor, pre, n, joined_ms, admitted_ms, attempt_window_ms, challenge)
+                 SELECT ?1, ?2, ?3, ?4, ?5, ?4, ?6
+                 WHERE ?6 IS NULL OR (NOT EXISTS (SELECT 1 FROM places WHERE challenge = ?6)
+                                      AND NOT EXISTS (SELECT 1 FROM challenges WHERE jti = ?6))
+                 RETURNING 1 AS c",
+                vec![
+                    body.visitor.as_str().into(),
+                    SqlStorageValue::from(i64::from(pre)),
+                    int(n),
+                    SqlStorageValue::from(now),
+                    admitted.map_or(SqlStorageValue::Null, SqlStorageValue::from),
+                    challenge.map_or(SqlStorageValue::Null, SqlStorageValue::from),
+                ],
+            )?
+            .to_array()?;
+        if placed.is_empty() {
+            return pow_reused(path);
+        }
+        self.writes.set(self.writes.get() + 1);
         self.counts.set((pre_count, post_count));
         // An idle coordinator sleeps; the first join after a quiet spell wakes it.
         let wake = {
@@ -403,7 +453,8 @@ impl QueueShard {
             ends_ms: now + i64::from(settings.session_seconds) * 1000,
             max_tickets: settings.max_tickets_per_buyer,
         };
-        self.sql().exec(
+        self.write(
+            &self.sql(),
             "UPDATE places SET exchanged_ms = ?, session_end_ms = ?, jti = ? WHERE pre = ? AND n = ?",
             vec![
                 SqlStorageValue::from(now),
@@ -428,13 +479,13 @@ impl QueueShard {
         if row.admitted_ms.is_some() {
             let mut params = vec![SqlStorageValue::from(now)];
             params.extend(key);
-            sql.exec("UPDATE places SET closed_ms = ? WHERE pre = ? AND n = ?", params)?;
+            self.write(&sql, "UPDATE places SET closed_ms = ? WHERE pre = ? AND n = ?", params)?;
             self.meta.borrow_mut().ended += 1;
             self.save_meta()?;
         } else if row.left_ms.is_none() {
             let mut params = vec![SqlStorageValue::from(now)];
             params.extend(key);
-            sql.exec("UPDATE places SET left_ms = ? WHERE pre = ? AND n = ?", params)?;
+            self.write(&sql, "UPDATE places SET left_ms = ? WHERE pre = ? AND n = ?", params)?;
         }
         Ok(())
     }
@@ -534,14 +585,15 @@ impl QueueShard {
                     );
                 };
                 let n = prequeue_seq(&seed, req.shard, rank, p);
-                sql.exec(
+                self.write(
+                    &sql,
                     "UPDATE places SET admitted_ms = ? WHERE pre = 1 AND n = ? AND admitted_ms IS NULL",
                     vec![stamp.clone(), int(n)],
                 )?;
             }
             if req.admitted_through > p {
                 let (lo, hi) = (from.max(p) - p + 1, req.admitted_through - p);
-                sql.exec(
+                self.write(&sql,
                     "UPDATE places SET admitted_ms = ? WHERE pre = 0 AND n BETWEEN ? AND ? AND admitted_ms IS NULL",
                     vec![stamp, int(lo), int(hi)],
                 )?;
@@ -559,9 +611,9 @@ impl QueueShard {
         if closing > 0 {
             let mut p = vec![SqlStorageValue::from(now)];
             p.extend(params());
-            sql.exec(&format!("UPDATE places SET closed_ms = ? WHERE {due}"), p)?;
+            self.write(&sql, &format!("UPDATE places SET closed_ms = ? WHERE {due}"), p)?;
         }
-        sql.exec("DELETE FROM challenges WHERE expires_ms < ?", vec![SqlStorageValue::from(now)])?;
+        self.write(&sql, "DELETE FROM challenges WHERE expires_ms < ?", vec![SqlStorageValue::from(now)])?;
         self.meta.borrow_mut().ended += closing;
         let buckets: Vec<BucketRow> = sql
             .exec(
@@ -600,6 +652,7 @@ impl QueueShard {
                 "ended": meta.ended,
                 "requests": *self.requests.borrow(),
                 "storage_bytes": self.sql().database_size(),
+                "storage_writes": self.writes.get(),
                 "wasm_memory_bytes": crate::wasm_memory_bytes(),
             }),
         )
@@ -647,6 +700,7 @@ impl DurableObject for QueueShard {
             counts: Cell::new((0, 0)),
             loaded: Cell::new(false),
             requests: RefCell::new(Default::default()),
+            writes: Cell::new(0),
         }
     }
 
