@@ -222,6 +222,40 @@ test('a hold is one storage write, its key\'s answer included; what the meta did
   assert.equal((await stats()).version, was.version + 1);
 });
 
+test('after a restart the meta and the rows agree: placements before and after the last meta write, and a key pushed out then used again', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-boundary-'));
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const bindings = { HOLDS_PER_VISITOR_PER_MINUTE: '600' };
+  const first = await startEdge(bindings, { durableObjectsPersist: dir });
+  let call = await objectFor(first, 'evt-boundary');
+  assert.equal((await call('PUT', '/inventory', 'core', inventory({ seats: 10 }))).status, 200);
+  const a = (await call('POST', '/holds', 'visitor v1', hold(['A-1-1']))).body.hold;
+  await call('POST', `/holds/${a.id}/extend`, 'core'); // writes the meta: the first placement is in it
+  const b = await call('POST', '/holds', 'visitor v2', hold(['A-1-2'], 'old-key'));
+  assert.equal(b.status, 201);
+  // 32 newer answers push the first key out of v2's bound (refusals: the seat is taken)...
+  for (let i = 0; i < 32; i++) {
+    assert.equal((await call('POST', '/holds', 'visitor v2', hold(['A-1-1'], `k-${i}`))).status, 409);
+  }
+  // ...so the same key is a new request now: refused, and that answer is the one remembered.
+  const reused = await call('POST', '/holds', 'visitor v2', hold(['A-1-3', 'A-1-4', 'A-1-5', 'A-1-6', 'A-1-7', 'A-1-8', 'A-1-9', 'A-1-0'], 'old-key'));
+  assert.equal(reused.status, 409, JSON.stringify(reused.body));
+  const was = (await call('GET', '/stats', 'core')).body;
+  assert.equal(was.stats.holds_placed, 2);
+  await first.dispose();
+
+  const second = await startEdge(bindings, { durableObjectsPersist: dir });
+  cleanups.push(() => second.dispose());
+  call = await objectFor(second, 'evt-boundary');
+  const now = (await call('GET', '/stats', 'core')).body;
+  assert.equal(now.stats.holds_placed, 2, 'one placement counted by the meta, one by its row');
+  assert.equal(now.version, was.version);
+  assert.equal(now.remembered_answers, was.remembered_answers);
+  const again = await call('POST', '/holds', 'visitor v2', hold(['A-1-3', 'A-1-4', 'A-1-5', 'A-1-6', 'A-1-7', 'A-1-8', 'A-1-9', 'A-1-0'], 'old-key'));
+  assert.equal(again.status, 409, 'the key\'s newer answer survived the restart, not the hold it once placed');
+  assert.equal(again.body.reason, reused.body.reason);
+});
+
 test('a store written before holds carried their version and key is read, and takes new holds', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-upgrade-'));
   cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));

@@ -211,7 +211,9 @@ test('a join is one storage write, its proof of work included; a spent proof is 
   await wrote(0, 'refused joins');
   const stats = (await call('GET', '/stats')).body;
   assert.equal(stats.post_joined + stats.pre_joined, 3, 'the refused joins took no number');
-  assert.equal((await join('v-c', 'jti-c')).status, 201);
+  const c = await join('v-c', 'jti-c');
+  assert.equal(c.status, 201);
+  assert.equal(c.body.n, 4, 'numbers follow on without a gap');
   assert.equal((await join('v-c', 'jti-c')).status, 403, 'a returning visitor cannot spend it again either');
 });
 

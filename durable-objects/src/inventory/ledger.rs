@@ -389,8 +389,9 @@ pub struct Ledger {
     idempotency_by_age: BTreeSet<(Millis, VisitorId, String)>,
     /// Each visitor's remembered keys by age (at most [`MAX_REMEMBERED_PER_VISITOR`]).
     idempotency_by_visitor: HashMap<VisitorId, BTreeSet<(Millis, String)>>,
-    /// Answers forgotten to keep that bound, not yet deleted from storage ([`Ledger::take_evicted`]).
-    evicted: Vec<(VisitorId, String)>,
+    /// Answers forgotten to keep that bound, not yet deleted from storage ([`Ledger::take_evicted`]):
+    /// the visitor, the key, and the hold the answer placed (whose row keeps it).
+    evicted: Vec<(VisitorId, String, Option<HoldId>)>,
     version: u64,
     stats: Stats,
     /// Places that come back are parked for the waiting list (`parking.rs`).
@@ -1200,7 +1201,7 @@ impl Ledger {
 
     /// The answers forgotten to keep each visitor under [`MAX_REMEMBERED_PER_VISITOR`] since the
     /// last call: the object deletes their rows.
-    pub fn take_evicted(&mut self) -> Vec<(VisitorId, String)> {
+    pub fn take_evicted(&mut self) -> Vec<(VisitorId, String, Option<HoldId>)> {
         std::mem::take(&mut self.evicted)
     }
 
@@ -1222,14 +1223,26 @@ impl Ledger {
 
     fn remember(&mut self, record: IdempotencyRecord) {
         let visitor = record.visitor.clone();
+        // A key remembered again (restored twice) keeps only its newest answer.
+        if let Some(old) = self.idempotency.get(&(visitor.clone(), record.key.clone())) {
+            if old.at > record.at {
+                return;
+            }
+            let at = old.at;
+            self.forget_answer(at, &visitor, &record.key);
+        }
         self.idempotency_by_age.insert((record.at, visitor.clone(), record.key.clone()));
         let mine = self.idempotency_by_visitor.entry(visitor.clone()).or_default();
         mine.insert((record.at, record.key.clone()));
         let oldest = (mine.len() > MAX_REMEMBERED_PER_VISITOR).then(|| mine.first().cloned()).flatten();
         self.idempotency.insert((visitor.clone(), record.key.clone()), record);
         if let Some((at, key)) = oldest {
+            let hold = self
+                .idempotency
+                .get(&(visitor.clone(), key.clone()))
+                .and_then(|r| r.answer.as_ref().ok().map(|h| h.id.clone()));
             self.forget_answer(at, &visitor, &key);
-            self.evicted.push((visitor, key));
+            self.evicted.push((visitor, key, hold));
         }
     }
 

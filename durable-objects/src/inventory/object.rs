@@ -165,8 +165,8 @@ impl InventoryObject {
         let mut ledger = store.load(crate::now_ms())?;
         self.shard.set(store.shard()?);
         // Answers over the per-visitor bound (stored before it existed) go from storage at once.
-        for (v, k) in ledger.as_mut().map(Ledger::take_evicted).unwrap_or_default() {
-            store.delete_idempotency(&v, &k)?;
+        for (v, k, hold) in ledger.as_mut().map(Ledger::take_evicted).unwrap_or_default() {
+            store.delete_idempotency(&v, &k, hold.as_ref())?;
         }
         let next = ledger.as_ref().and_then(Ledger::next_wake);
         *self.ledger.borrow_mut() = ledger;
@@ -526,10 +526,10 @@ impl InventoryObject {
                 }
             }
         }
-        // Over the per-visitor bound: the oldest answers go from storage as from memory (an
-        // answer kept in its hold's row is dropped again by the next load's same bound).
-        for (v, k) in ledger.take_evicted() {
-            store.delete_idempotency(&v, &k)?;
+        // Over the per-visitor bound: the oldest answers go from storage as from memory (from
+        // the table, or from the row of the hold they placed).
+        for (v, k, hold) in ledger.take_evicted() {
+            store.delete_idempotency(&v, &k, hold.as_ref())?;
         }
         match answer {
             Ok(placed) => http::json(if placed.replayed { 200 } else { 201 }, &placed),

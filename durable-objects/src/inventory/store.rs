@@ -128,12 +128,14 @@ impl Store {
     pub fn create(sql: SqlStorage, writes: &Writes) -> Result<Self> {
         sql.exec(SCHEMA, None)?;
         let columns = sql.exec("SELECT * FROM holds LIMIT 0", None)?.column_names();
-        if !columns.iter().any(|c| c == "placed_version") {
-            sql.exec(
-                "ALTER TABLE holds ADD COLUMN placed_version INTEGER NOT NULL DEFAULT 0;
-                 ALTER TABLE holds ADD COLUMN idem TEXT;",
-                None,
-            )?;
+        // Each column on its own (a placement's version 0: counted by the meta already).
+        for (column, added) in [
+            ("placed_version", "ALTER TABLE holds ADD COLUMN placed_version INTEGER NOT NULL DEFAULT 0"),
+            ("idem", "ALTER TABLE holds ADD COLUMN idem TEXT"),
+        ] {
+            if !columns.iter().any(|c| c == column) {
+                sql.exec(added, None)?;
+            }
         }
         Ok(Self { sql, writes: writes.clone() })
     }
@@ -149,7 +151,11 @@ impl Store {
             stats: Stats::default(),
             parking: false,
         });
+        // Answers past their retention are left out, from the table as from hold rows (the
+        // alarm's pruning forgets them in memory and deletes the table's).
+        let fresh = |at: Millis| at > now - IDEMPOTENCY_RETENTION_MS;
         let mut records: Vec<IdempotencyRecord> = self.bodies("SELECT body FROM idempotency", None)?;
+        records.retain(|r: &IdempotencyRecord| fresh(r.at));
         let rows: Vec<HoldRow> =
             self.sql.exec("SELECT body, placed_version, idem FROM holds", None)?.to_array()?;
         let mut holds = Vec::with_capacity(rows.len());
@@ -164,7 +170,7 @@ impl Store {
             }
             if let Some(idem) = row.idem {
                 let k: KeyOfHold = serde_json::from_str(&idem)?;
-                if k.at > now - IDEMPOTENCY_RETENTION_MS {
+                if fresh(k.at) {
                     records.push(IdempotencyRecord {
                         visitor: hold.visitor.clone(),
                         key: k.key,
@@ -283,13 +289,16 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes one visitor's answer to one key (the ledger forgot it to stay within its bound).
-    pub fn delete_idempotency(&self, visitor: &VisitorId, key: &str) -> Result<()> {
-        self.write(
-            "DELETE FROM idempotency WHERE visitor = ? AND key = ?",
-            vec![visitor.as_str().into(), key.into()],
-        )?;
-        Ok(())
+    /// Deletes one visitor's answer to one key (the ledger forgot it to stay within its bound):
+    /// its row in the table, or the copy in the row of the hold it placed (`hold`).
+    pub fn delete_idempotency(&self, visitor: &VisitorId, key: &str, hold: Option<&HoldId>) -> Result<()> {
+        match hold {
+            Some(hold) => self.write("UPDATE holds SET idem = NULL WHERE id = ?", vec![hold.as_str().into()]),
+            None => self.write(
+                "DELETE FROM idempotency WHERE visitor = ? AND key = ?",
+                vec![visitor.as_str().into(), key.into()],
+            ),
+        }
     }
 
     /// Deletes idempotency answers older than `before` (the ledger forgot them too).
