@@ -93,12 +93,24 @@ pub const HOLDS_PER_VISITOR_PER_MINUTE: Setting = Setting {
             production: the test environment of the API fuzzing raises it.",
 };
 
+/// Read by the inventory objects (`durable_objects::inventory::retention`), listed here for the docs.
+#[cfg_attr(not(test), allow(dead_code))]
+pub const HOLD_RECORDS_RETENTION_SECONDS: Setting = Setting {
+    name: durable_objects::inventory::retention::VAR,
+    secret: false,
+    default: Some("3600"),
+    about: "Seconds an event's inventory remembers ended holds and idempotency answers (60 to \
+            3,600; it can only shorten the hour). Read by the inventory objects. Leave it unset in \
+            production: the soak shortens it to reach the objects' steady state sooner.",
+};
+
 /// Every setting, in the order the docs list them.
 #[cfg(test)]
 pub const ALL: &[&Setting] = &[
     &CORE_URL,
     &HEALTH_TIMEOUT_MS,
     &HOLDS_PER_VISITOR_PER_MINUTE,
+    &HOLD_RECORDS_RETENTION_SECONDS,
     &TURNSTILE_VERIFY_URL,
     &TURNSTILE_SECRET,
     &EDGE_SIGNING_KEY,
@@ -163,6 +175,8 @@ mod tests {
             assert!(setting.is_some_and(|s| !s.secret), "wrangler.toml sets {name}: unknown, or a secret");
             // The hold rate is raised by a test environment only, never by a deployed one.
             assert_ne!(name, HOLDS_PER_VISITOR_PER_MINUTE.name, "wrangler.toml raises the hold rate");
+            // Nor shortens what the objects remember: a test's setting too.
+            assert_ne!(name, HOLD_RECORDS_RETENTION_SECONDS.name, "wrangler.toml shortens the retention");
         }
     }
 
@@ -170,5 +184,13 @@ mod tests {
     fn the_hold_rates_documented_default_is_the_objects() {
         let default = durable_objects::inventory::rate::HOLDS_PER_WINDOW.to_string();
         assert_eq!(HOLDS_PER_VISITOR_PER_MINUTE.default, Some(default.as_str()));
+    }
+
+    #[test]
+    fn the_retentions_documented_default_is_the_objects() {
+        use durable_objects::inventory::retention::{Retention, MAX_SECONDS};
+        assert_eq!(HOLD_RECORDS_RETENTION_SECONDS.default, Some(MAX_SECONDS.to_string().as_str()));
+        let default = Retention::default();
+        assert_eq!((default.ended_holds, default.answers), (MAX_SECONDS * 1_000, MAX_SECONDS * 1_000));
     }
 }

@@ -18,9 +18,25 @@ use serde_json::{json, Value};
 
 pub mod stack;
 
+/// How long the tests' HTTP clients keep an idle connection: below workerd's 5-second
+/// `pipelineTimeout` (KJ's `HttpServerSettings`), after which workerd closes a kept-alive
+/// connection. A client that reuses a connection at the moment workerd closes it gets
+/// `IncompleteMessage` for a request the server never read.
+pub const IDLE_CONNECTION: Duration = Duration::from_secs(3);
+
+/// The tests' HTTP client builder: idle connections dropped before workerd drops them.
+pub fn http_builder() -> reqwest::ClientBuilder {
+    reqwest::Client::builder().pool_idle_timeout(IDLE_CONNECTION)
+}
+
+/// The tests' HTTP client (see [`http_builder`]).
+pub fn http() -> reqwest::Client {
+    http_builder().build().expect("an HTTP client")
+}
+
 /// `GET url` (with a bearer token if given), answered as JSON.
 pub async fn get_json(url: &str, bearer: Option<&str>) -> serde_json::Value {
-    let mut req = reqwest::Client::new().get(url);
+    let mut req = http().get(url);
     if let Some(token) = bearer {
         req = req.bearer_auth(token);
     }
@@ -163,7 +179,7 @@ impl Service {
 
     /// Waits until `path` answers HTTP (any status), or fails with the service's log.
     pub async fn wait_ready(&self, path: &str, within: Duration) {
-        let client = reqwest::Client::new();
+        let client = http();
         let url = format!("{}{path}", self.url());
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -833,11 +849,12 @@ pub fn start_workerd_edge(
     log_dir: &std::path::Path,
     keys: &TestKeys,
 ) -> Service {
-    start_workerd_edge_inspected(port, core_url, state_dir, log_dir, keys, None)
+    start_workerd_edge_inspected(port, core_url, state_dir, log_dir, keys, None, &[])
 }
 
 /// [`start_workerd_edge`] with workerd's V8 inspector on loopback port `inspector` (the soak reads
-/// its isolates' heaps there).
+/// its isolates' heaps there) and the Worker's test settings `vars` (those
+/// `loadtest/workerd-server.mjs` passes on).
 pub fn start_workerd_edge_inspected(
     port: u16,
     core_url: &str,
@@ -845,6 +862,7 @@ pub fn start_workerd_edge_inspected(
     log_dir: &std::path::Path,
     keys: &TestKeys,
     inspector: Option<u16>,
+    vars: &[(&str, String)],
 ) -> Service {
     let mut cmd = Command::new("node");
     cmd.current_dir(repo_root())
@@ -857,6 +875,7 @@ pub fn start_workerd_edge_inspected(
     if let Some(inspector) = inspector {
         cmd.env("WORKERD_INSPECTOR_PORT", inspector.to_string());
     }
+    cmd.envs(vars.iter().map(|(k, v)| (k, v)));
     spawn("edge", cmd, port, log_dir)
 }
 
@@ -892,7 +911,7 @@ pub async fn run_sale(
 /// A new buyer, admitted through the line (at once when it is passthrough), holding `seats`:
 /// (hold id, hold token).
 pub async fn hold(edge: &str, event: &str, seats: &[&str]) -> (String, String) {
-    let buyer = reqwest::Client::builder().user_agent("e2e-buyer/1").build().unwrap();
+    let buyer = http_builder().user_agent("e2e-buyer/1").build().unwrap();
     let queue = format!("{edge}/api/v1/events/{event}/queue");
     let joined: Value = buyer.post(&queue).json(&json!({})).send().await.unwrap().json().await.unwrap();
     let ticket = joined["ticket"].as_str().unwrap_or_else(|| panic!("join: {joined}"));
@@ -928,7 +947,7 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(base: &str, key: &str) -> Self {
-        Self { base: base.to_owned(), key: key.to_owned(), http: reqwest::Client::new() }
+        Self { base: base.to_owned(), key: key.to_owned(), http: http() }
     }
 
     /// The platform admin of a fresh database (`regional-core create-admin`).

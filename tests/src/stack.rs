@@ -32,12 +32,19 @@ pub struct Stack {
     pub smtp_port: u16,
     pub mail_dir: PathBuf,
     pub smtp: Option<Service>,
+    /// The edge Worker's test settings (`loadtest/workerd-server.mjs` passes them on).
+    edge_vars: Vec<(&'static str, String)>,
 }
 
 impl Stack {
     /// Starts everything; `name` names the scratch directory, the database cluster's and the
     /// topics' prefix.
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, Vec::new()).await
+    }
+
+    /// [`Stack::start`] with the edge Worker's test settings `edge_vars`.
+    pub async fn start_with(name: &str, edge_vars: Vec<(&'static str, String)>) -> Self {
         let Setup { dir, keys, core_port, edge_port, edge_url, .. } = Setup::new(name);
         let pg = tokio::task::block_in_place(|| Postgres::start(name, &dir));
         let (kafka_port, smtp_port, other_port) = (free_port(), free_port(), free_port());
@@ -78,6 +85,7 @@ impl Stack {
             smtp_port,
             mail_dir,
             smtp: Some(smtp),
+            edge_vars,
         };
         stack.start_core(0).await;
         stack.start_core(1).await;
@@ -103,6 +111,7 @@ impl Stack {
             &self.dir,
             &self.keys,
             Some(self.inspector_port),
+            &self.edge_vars,
         );
         edge.wait_ready("/healthz", Duration::from_secs(120)).await;
         self.edge = Some(edge);
@@ -114,7 +123,7 @@ impl Stack {
 
     /// Waits until the edge's health chain (edge, objects, core, database) is green.
     pub async fn healthy(&self) {
-        let http = reqwest::Client::new();
+        let http = crate::http();
         let url = format!("{}/healthz", self.edge_url());
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {

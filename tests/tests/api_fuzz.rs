@@ -114,7 +114,7 @@ struct Estate {
 
 impl Estate {
     async fn build(org: &Admin, slug: &str, (core, edge): &(String, String), keys: &e2e::TestKeys) -> Self {
-        let http = reqwest::Client::new();
+        let http = e2e::http();
         let venue = org
             .ok(
                 Method::POST,
@@ -349,7 +349,7 @@ async fn probe_cross_tenant(
     ours: &Estate,
     theirs: &Estate,
 ) -> usize {
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let mut probed = 0;
     for (template, operations) in document["paths"].as_object().expect("paths") {
         if !template.contains('{') {
@@ -611,7 +611,7 @@ async fn the_edge_answers_anything_as_its_document_says() {
     // buyer is the one who leaves the line.
     let (visitor, admission) = admitted(&edge_url, &open).await;
     let (leaver_visitor, leaver) = admitted(&edge_url, &open).await;
-    let held: Value = reqwest::Client::new()
+    let held: Value = e2e::http()
         .post(format!("{edge_url}/api/v1/events/{open}/holds"))
         .bearer_auth(&admission)
         .header("user-agent", "api-fuzz/1")
@@ -671,7 +671,7 @@ async fn the_edge_answers_anything_as_its_document_says() {
 
 /// A new buyer, admitted to `event` through its line: (visitor, admission token).
 async fn admitted(edge: &str, event: &str) -> (String, String) {
-    let buyer = reqwest::Client::builder().user_agent("api-fuzz/1").build().unwrap();
+    let buyer = e2e::http_builder().user_agent("api-fuzz/1").build().unwrap();
     let queue = format!("{edge}/api/v1/events/{event}/queue");
     let joined: Value = buyer.post(&queue).send().await.unwrap().json().await.unwrap();
     let (ticket, visitor) = (joined["ticket"].as_str().unwrap(), joined["visitor"].as_str().unwrap());

@@ -92,7 +92,7 @@ async fn checkout(edge: &str, hold_token: &str, key: &str) -> (u16, Value) {
 }
 
 async fn checkout_with(edge: &str, hold_token: &str, key: &str, promo: Value) -> (u16, Value) {
-    let resp = reqwest::Client::new()
+    let resp = e2e::http()
         .post(format!("{edge}/api/v1/checkout"))
         .header("idempotency-key", key)
         .json(&json!({ "hold_token": hold_token, "email": format!("{key}@e2e.test"), "promo_code": promo }))
@@ -107,7 +107,7 @@ async fn decide(core: &str, order: &Value, decision: &str, query: &str) {
     let page =
         order["payment"]["redirect_url"].as_str().unwrap_or_else(|| panic!("no payment page: {order}"));
     let payment = page.rsplit('/').next().unwrap();
-    let resp = reqwest::Client::new()
+    let resp = e2e::http()
         .post(format!("{core}/testpay/pay/{payment}/{decision}?{query}"))
         .header("accept", "application/json")
         .send()
@@ -291,7 +291,7 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
         (signature::sign(WEBHOOK_SECRET, now - 3600, body.as_bytes()), "stale-signature"),
         ("t=1,v1=zz".to_owned(), "malformed-signature"),
     ] {
-        let resp = reqwest::Client::new()
+        let resp = e2e::http()
             .post(format!("{core_url}/api/v1/webhooks/testpay"))
             .header("testpay-signature", header)
             .body(body.clone())
@@ -321,7 +321,7 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     let (status, problem) = checkout(&edge_url, &forged, "key-3").await;
     assert_eq!((status, problem["reason"].as_str()), (401, Some("bad-signature")), "{problem}");
     let other = declined["order_token"].as_str().unwrap();
-    let resp = reqwest::Client::new()
+    let resp = e2e::http()
         .get(format!("{edge_url}/api/v1/orders/{}", answer["order"]["id"].as_str().unwrap()))
         .bearer_auth(other)
         .send()
@@ -334,7 +334,7 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     assert_eq!(resp.status(), 401);
 
     // 6. The buyer cancels the paid order: refunded by the policy (fees kept), seats back on sale.
-    let resp = reqwest::Client::new()
+    let resp = e2e::http()
         .post(format!("{edge_url}/api/v1/orders/{}/cancel", answer["order"]["id"].as_str().unwrap()))
         .bearer_auth(answer["order_token"].as_str().unwrap())
         .send()
@@ -619,7 +619,7 @@ async fn reports_metrics_and_the_dashboard_show_the_live_sale() {
     // One id from the edge to the core's JSON log lines: the trace the edge starts (a buyer's own
     // traceparent is not continued: the edge is the trust boundary), answered as x-request-id.
     let buyer_trace = "0af7651916cd43dd8448eb211c80319c";
-    let traced = reqwest::Client::new()
+    let traced = e2e::http()
         .get(format!("{edge_url}/api/v1/orders/{}", first["order"]["id"].as_str().unwrap()))
         .bearer_auth(first["order_token"].as_str().unwrap())
         .header("traceparent", format!("00-{buyer_trace}-b7ad6b7169203331-01"))
@@ -641,7 +641,7 @@ async fn reports_metrics_and_the_dashboard_show_the_live_sale() {
     };
     assert_eq!(line["span"]["request_id"], trace, "{line}");
     let (_, second_token) = hold(&edge_url, &event, &["A-2"]).await;
-    let refused = reqwest::Client::builder()
+    let refused = e2e::http_builder()
         .user_agent("x".repeat(600))
         .build()
         .unwrap()

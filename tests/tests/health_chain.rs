@@ -9,7 +9,7 @@ use shared_types::{HealthReport, HealthStatus, Tier};
 
 async fn health(edge: &Service) -> (u16, HealthReport) {
     // The edge bounds each tier's check (1.5 s here); 10 s means "it hung".
-    let resp = reqwest::Client::new()
+    let resp = e2e::http()
         .get(format!("{}/healthz", edge.url()))
         .timeout(Duration::from_secs(10))
         .send()
@@ -105,7 +105,7 @@ async fn a_terminated_core_drains_before_it_exits() {
     let port = free_port();
     let mut core = e2e::start_core_with(port, &db, true, &dir, &[("SHUTDOWN_DRAIN_SECS", "3".to_owned())]);
     core.wait_ready("/readyz", Duration::from_secs(60)).await;
-    let http = reqwest::Client::new();
+    let http = e2e::http();
     let get = |path: &str| http.get(format!("{}{path}", core.url())).timeout(Duration::from_secs(5)).send();
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
     core.terminate();

@@ -299,6 +299,9 @@ fn ghost_member() {
 /// still for 30 s and is not its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_killed_without_leaving_does_not_take_its_partitions_with_it() {
+    // The consumer's log (its assignments, the watchdog's rejoins) with the test's output, shown
+    // when it fails (nextest runs each test in a process of its own).
+    let _logs = regional_core::telemetry::init();
     let bootstrap = std::env::var("KAFKA_BOOTSTRAP").expect("KAFKA_BOOTSTRAP: run through scripts/test.sh");
     let name = format!("e2e_outbox_ghost_{}", std::process::id());
     let db = fresh_database(&name).await;
@@ -345,19 +348,22 @@ async fn a_member_killed_without_leaving_does_not_take_its_partitions_with_it() 
         Arc::new(Recorder("orphans", Duration::ZERO)),
         never(),
     ));
-    // Both members share the partitions once the living one applies messages of its own. The
-    // broker may hand the newcomer nothing at first (the ghost's partitions then stall, for the
-    // ghost never commits): the newcomer's watchdog rejoins after 30 s and up to 5 s more, and if
-    // that round hands it nothing again, after 60 s and up to 10 s more (`kafka::watch_lag`). The
-    // deadline allows both rounds and the joins, so it follows the watchdog rather than luck (it
-    // was 60 s, and CI once saw the first round come back empty).
-    let events: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+    // Both members share the partitions once the living one applies messages of its own. Which
+    // partitions it gets is fixed: the group's leader (the ghost, first in) hands them out with
+    // librdkafka's range assignor, by member id, so the newcomer gets the last of each topic's
+    // three. Each round writes messages for new events (new keys), so that some land on its
+    // partitions: with the same few keys every round, CI twice saw every one of them hash to the
+    // ghost's partitions, and the newcomer never had anything to apply. The deadline allows the
+    // watchdog's rounds should the broker hand the newcomer nothing at first (it rejoins after
+    // 30 s and up to 5 s more, then after 60 s and up to 10 s more: `kafka::watch_lag`).
     let deadline = Instant::now() + Duration::from_secs(150);
     while applied(&db, "orphans").await == 0 {
         assert!(Instant::now() < deadline, "the living member never got partitions of its own");
-        write(&db, &events, 6).await;
+        let fresh: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
+        write(&db, &fresh, 8).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let events: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
     // SIGKILL: no LeaveGroup, as a crash or an out-of-memory kill.
     drop(ghost);
     write(&db, &events, 120).await;

@@ -102,7 +102,7 @@ async fn publishing_reaches_the_edge_retries_while_it_is_down_and_keeps_live_hol
     assert_eq!(room["view"]["settings"]["version"], version);
 
     // 3. A buyer holds a seat (through the line: passthrough lets them straight in).
-    let buyer = reqwest::Client::builder().user_agent("e2e-buyer/1").build().unwrap();
+    let buyer = e2e::http_builder().user_agent("e2e-buyer/1").build().unwrap();
     let queue = format!("{}/api/v1/events/{id}/queue", edge.url());
     let joined: Value = buyer.post(&queue).json(&json!({})).send().await.unwrap().json().await.unwrap();
     let ticket = joined["ticket"].as_str().unwrap_or_else(|| panic!("join: {joined}"));

@@ -170,7 +170,7 @@ async fn buyers_pay_on_stripes_page_by_keyboard_and_for_standing_places() {
 
     // 3. The keyboard buyer cancels: refunded in full at Stripe, the seats back on sale.
     let order = keyboard["order"].as_str().unwrap();
-    let resp = reqwest::Client::new()
+    let resp = e2e::http()
         .post(format!("{edge_url}/api/v1/orders/{order}/cancel"))
         .bearer_auth(keyboard["token"].as_str().unwrap())
         .send()
@@ -205,9 +205,9 @@ async fn buyers_pay_on_stripes_page_by_keyboard_and_for_standing_places() {
 
     // 4. Stripe refuses to create a payment: the order is cancelled within seconds (its hold lasts
     // ten minutes), as payment_failed.
-    reqwest::Client::new().post(format!("{}/_fake/refuse-next", stripe.url())).send().await.unwrap();
+    e2e::http().post(format!("{}/_fake/refuse-next", stripe.url())).send().await.unwrap();
     let (_, token) = hold(&edge_url, &event, &["B-1"]).await;
-    let resp = reqwest::Client::new()
+    let resp = e2e::http()
         .post(format!("{edge_url}/api/v1/checkout"))
         .header("idempotency-key", "refused-1")
         .json(&json!({ "hold_token": token, "email": "refused@e2e.test" }))

@@ -73,7 +73,7 @@ async fn traces_are_exported_over_otlp_and_traceparent_goes_edge_to_core_and_bac
         "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01".to_owned(),
         "junk".to_owned(),
     ] {
-        let resp = reqwest::Client::new()
+        let resp = e2e::http()
             .get(format!("{edge_url}/api/v1/keys"))
             .header("traceparent", &buyer)
             .send()

@@ -51,7 +51,7 @@ async fn organize(acme: &Admin) -> String {
 /// Buys `seat` through the API with the test provider: (order id, order token).
 async fn buy(edge: &str, core: &str, event: &str, seat: &str) -> (String, String) {
     let (_, token) = hold(edge, event, &[seat]).await;
-    let answer: Value = reqwest::Client::new()
+    let answer: Value = e2e::http()
         .post(format!("{edge}/api/v1/checkout"))
         .header("idempotency-key", format!("buy-{seat}"))
         .json(&json!({ "hold_token": token, "email": format!("buyer-{seat}@e2e.test") }))
@@ -63,7 +63,7 @@ async fn buy(edge: &str, core: &str, event: &str, seat: &str) -> (String, String
         .unwrap();
     let page = answer["order"]["payment"]["redirect_url"].as_str().unwrap_or_else(|| panic!("{answer}"));
     let payment = page.rsplit('/').next().unwrap();
-    let resp = reqwest::Client::new()
+    let resp = e2e::http()
         .post(format!("{core}/testpay/pay/{payment}/approve"))
         .header("accept", "application/json")
         .send()
@@ -97,7 +97,7 @@ struct Person {
 
 impl Person {
     fn new(email: &str) -> Self {
-        let http = reqwest::Client::builder().user_agent("e2e-person/1").build().unwrap();
+        let http = e2e::http_builder().user_agent("e2e-person/1").build().unwrap();
         Self { http, email: email.to_owned(), cookie: std::sync::Mutex::new(String::new()) }
     }
 
@@ -192,7 +192,7 @@ async fn a_refunded_seat_goes_by_mail_to_the_first_on_the_list_who_pays_for_it_i
     }
 
     // The first buyer cancels and is refunded: A-1 comes back, and is held for the first person.
-    let resp = reqwest::Client::new()
+    let resp = e2e::http()
         .post(format!("{edge_url}/api/v1/orders/{first_order}/cancel"))
         .bearer_auth(&first_token)
         .send()
@@ -278,7 +278,7 @@ async fn a_refunded_seat_goes_by_mail_to_the_first_on_the_list_who_pays_for_it_i
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // The export: the two still waiting, in order, with their addresses; the buyer's is gone.
-    let csv = reqwest::Client::new()
+    let csv = e2e::http()
         .get(format!("{core_url}/api/v1/events/{event}/waitlist/export"))
         .bearer_auth(&acme.key)
         .send()
@@ -316,7 +316,7 @@ async fn a_refunded_seat_goes_by_mail_to_the_first_on_the_list_who_pays_for_it_i
     let (status, _) =
         other.call(Method::GET, &format!("/api/v1/events/{event}/waitlist/history"), None).await;
     assert_eq!(status, 404);
-    let csv = reqwest::Client::new()
+    let csv = e2e::http()
         .get(format!("{core_url}/api/v1/events/{event}/waitlist/export"))
         .bearer_auth(&other.key)
         .send()

@@ -17,6 +17,8 @@ use shared_types::ids::{EventId, HoldId, SeatId, SectionId, TierId, VisitorId, Z
 pub use shared_types::inventory::HoldState;
 use shared_types::inventory::{Accessibility, HoldSettings, Inventory};
 
+use super::retention::Retention;
+
 mod check;
 mod parking;
 pub use parking::{is_waitlist, Parked, ParkedOffer, PARKED_UNTIL, WAITLIST_VISITOR};
@@ -24,11 +26,7 @@ pub use parking::{is_waitlist, Parked, ParkedOffer, PARKED_UNTIL, WAITLIST_VISIT
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 
-/// How long the answer to an idempotency key is remembered.
-pub const IDEMPOTENCY_RETENTION_MS: Millis = 60 * 60 * 1000;
-/// How long an ended (released or expired) hold is remembered, so that a retried release or a late
-/// confirm gets a precise answer instead of "not found".
-pub const ENDED_HOLD_RETENTION_MS: Millis = 60 * 60 * 1000;
+pub use super::retention::{ENDED_HOLD_RETENTION_MS, IDEMPOTENCY_RETENTION_MS};
 /// Most idempotency answers remembered per visitor: a buyer's retries need a handful; a visitor
 /// sending fresh keys (each refused, say) cannot grow the object past this. Past it, the visitor's
 /// oldest answer is forgotten first.
@@ -401,6 +399,8 @@ pub struct Ledger {
     /// Parked holds made or ended since the object last asked ([`Ledger::take_parked_changes`]):
     /// an operation's answer names the hold it was about, these are the ones it parked besides.
     park_changes: Vec<HoldId>,
+    /// How long ended holds and answers are remembered (`retention.rs`).
+    retention: Retention,
 }
 
 impl Ledger {
@@ -434,6 +434,7 @@ impl Ledger {
             parking: false,
             park_seq: 0,
             park_changes: Vec::new(),
+            retention: Retention::default(),
         };
         ledger.load_inventory(inventory);
         ledger
@@ -1164,12 +1165,23 @@ impl Ledger {
         Ok(hold)
     }
 
+    /// Sets how long ended holds and answers are remembered (the default unless the edge's
+    /// variable shortens it: `retention.rs`).
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.retention = retention;
+    }
+
+    /// How long ended holds and answers are remembered.
+    pub fn retention(&self) -> Retention {
+        self.retention
+    }
+
     /// Forgets ended holds and idempotency answers older than their retention; returns the ended
     /// holds forgotten (the object deletes their rows).
     pub fn prune(&mut self, now: Millis) -> Vec<HoldId> {
         let mut forgotten = Vec::new();
         while let Some((at, id)) = self.ended.first().cloned() {
-            if at > now - ENDED_HOLD_RETENTION_MS {
+            if at > now - self.retention.ended_holds {
                 break;
             }
             self.ended.remove(&(at, id.clone()));
@@ -1177,7 +1189,7 @@ impl Ledger {
             forgotten.push(id);
         }
         while let Some((at, visitor, key)) = self.idempotency_by_age.first().cloned() {
-            if at > now - IDEMPOTENCY_RETENTION_MS {
+            if at > now - self.retention.answers {
                 break;
             }
             self.forget_answer(at, &visitor, &key);
@@ -1189,8 +1201,8 @@ impl Ledger {
     /// or the moment the oldest ended hold or remembered answer may be forgotten. The object keeps
     /// its alarm here, so memory and storage shrink back even after the last hold ends.
     pub fn next_wake(&self) -> Option<Millis> {
-        let ended = self.ended.first().map(|(at, _)| at + ENDED_HOLD_RETENTION_MS);
-        let answer = self.idempotency_by_age.first().map(|(at, ..)| at + IDEMPOTENCY_RETENTION_MS);
+        let ended = self.ended.first().map(|(at, _)| at + self.retention.ended_holds);
+        let answer = self.idempotency_by_age.first().map(|(at, ..)| at + self.retention.answers);
         [self.next_expiry(), ended, answer].into_iter().flatten().min()
     }
 

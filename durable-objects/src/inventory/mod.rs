@@ -4,6 +4,7 @@
 pub mod ledger;
 pub mod object;
 pub mod rate;
+pub mod retention;
 pub mod store;
 
 pub use crate::caller::{Caller, CALLER_HEADER, NONCE_HEADER, SHARD_INDEX_HEADER};

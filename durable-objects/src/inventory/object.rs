@@ -16,9 +16,7 @@ use shared_types::inventory::Inventory;
 use shared_types::{Problem, ProblemType};
 use worker::{durable_object, DurableObject, Env, Method, Request, Response, Result, State};
 
-use super::ledger::{
-    HoldError, HoldRequest, Ledger, Millis, ParkedOffer, Releaser, IDEMPOTENCY_RETENTION_MS,
-};
+use super::ledger::{HoldError, HoldRequest, Ledger, Millis, ParkedOffer, Releaser};
 use super::store::{Store, Writes};
 use crate::alarm::Alarm;
 use crate::caller::{Caller, NONCE_HEADER, SHARD_INDEX_HEADER};
@@ -93,6 +91,8 @@ pub struct InventoryObject {
     writes: Writes,
     /// Hold requests per visitor ([`super::rate`]).
     rate: RefCell<super::rate::HoldRate>,
+    /// How long ended holds and answers are remembered (`retention.rs`).
+    retention: super::retention::Retention,
     /// Places were parked by this request or alarm: the waiting list is to be told.
     parked_news: std::cell::Cell<bool>,
 }
@@ -162,7 +162,7 @@ impl InventoryObject {
             return Ok(());
         }
         let store = Store::create(self.state.storage().sql(), &self.writes)?;
-        let mut ledger = store.load(crate::now_ms())?;
+        let mut ledger = store.load(crate::now_ms(), self.retention)?;
         self.shard.set(store.shard()?);
         // Answers over the per-visitor bound (stored before it existed) go from storage at once.
         for (v, k, hold) in ledger.as_mut().map(Ledger::take_evicted).unwrap_or_default() {
@@ -435,6 +435,10 @@ impl InventoryObject {
                         "parking": ledger.parking(),
                         "parked": ledger.parked(),
                         "remembered_answers": ledger.remembered(),
+                        "retention_ms": {
+                            "ended_holds": ledger.retention().ended_holds,
+                            "answers": ledger.retention().answers,
+                        },
                         "rate_windows": self.rate.borrow().len(),
                         "sections": availability.sections,
                         "tiers": availability.tiers,
@@ -468,7 +472,9 @@ impl InventoryObject {
         let outcome = match guard.as_mut() {
             Some(ledger) => ledger.update_inventory(&inventory, crate::now_ms()),
             None => {
-                *guard = Some(Ledger::new(&inventory));
+                let mut ledger = Ledger::new(&inventory);
+                ledger.set_retention(self.retention);
+                *guard = Some(ledger);
                 Ok(())
             }
         };
@@ -550,6 +556,20 @@ impl DurableObject for InventoryObject {
             );
         }
         let rate = super::rate::HoldRate::new(per_window);
+        let configured = env.var(super::retention::VAR).ok().map(|v| v.to_string());
+        let retention = super::retention::Retention::configured(configured.as_deref());
+        if let Some(value) = &configured {
+            // Set only by a run that must reach steady state sooner than the default (the soak):
+            // said once per object, and a value out of bounds (the default then) too.
+            crate::log::info(
+                "inventory: the retention of ended holds and answers is set by the environment",
+                serde_json::json!({
+                    "variable": super::retention::VAR,
+                    "value": value,
+                    "retention_seconds": retention.answers / 1_000,
+                }),
+            );
+        }
         Self {
             state,
             env,
@@ -560,6 +580,7 @@ impl DurableObject for InventoryObject {
             requests: std::cell::Cell::new(0),
             writes: Writes::default(),
             rate: RefCell::new(rate),
+            retention,
             parked_news: std::cell::Cell::new(false),
         }
     }
@@ -596,7 +617,7 @@ impl DurableObject for InventoryObject {
                 self.parked_news.set(true);
             }
             store.delete_holds(&forgotten)?;
-            store.delete_idempotency_before(now - IDEMPOTENCY_RETENTION_MS)?;
+            store.delete_idempotency_before(now - ledger.retention().answers)?;
             store.forget_nonces(now)?;
             store.save_meta(ledger)?;
             self.rate.borrow_mut().prune(now);

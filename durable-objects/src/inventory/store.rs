@@ -20,7 +20,8 @@ use shared_types::request_signing::MAX_REQUEST_AGE_SECS;
 use shared_types::{Problem, ProblemType};
 use worker::{Result, SqlStorage, SqlStorageValue};
 
-use super::ledger::{Hold, HoldState, IdempotencyRecord, Ledger, Millis, Stats, IDEMPOTENCY_RETENTION_MS};
+use super::ledger::{Hold, HoldState, IdempotencyRecord, Ledger, Millis, Stats};
+use super::retention::Retention;
 
 /// Why a core request's nonce was refused.
 #[derive(Debug)]
@@ -140,10 +141,10 @@ impl Store {
         Ok(Self { sql, writes: writes.clone() })
     }
 
-    /// The ledger as last stored, or `None` before the core first sent an inventory. `now` drops
-    /// the answers kept in hold rows that are past their retention (as the ledger's pruning would
+    /// The ledger as last stored, or `None` before the core first sent an inventory, remembering
+    /// for `retention`. `now` drops the answers that are past it (as the ledger's pruning would
     /// have).
-    pub fn load(&self, now: Millis) -> Result<Option<Ledger>> {
+    pub fn load(&self, now: Millis, retention: Retention) -> Result<Option<Ledger>> {
         let Some(inventory) = self.get_large("inventory")? else { return Ok(None) };
         let inventory: Inventory = serde_json::from_str(&inventory)?;
         let mut meta = self.meta::<Meta>("ledger")?.unwrap_or(Meta {
@@ -153,7 +154,7 @@ impl Store {
         });
         // Answers past their retention are left out, from the table as from hold rows (the
         // alarm's pruning forgets them in memory and deletes the table's).
-        let fresh = |at: Millis| at > now - IDEMPOTENCY_RETENTION_MS;
+        let fresh = |at: Millis| at > now - retention.answers;
         let mut records: Vec<IdempotencyRecord> = self.bodies("SELECT body FROM idempotency", None)?;
         records.retain(|r: &IdempotencyRecord| fresh(r.at));
         let rows: Vec<HoldRow> =
@@ -188,6 +189,7 @@ impl Store {
             // Turning parking on changes no hold.
             ledger.set_parking(true, 0);
         }
+        ledger.set_retention(retention);
         Ok(Some(ledger))
     }
 

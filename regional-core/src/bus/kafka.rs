@@ -470,8 +470,16 @@ impl ClientContext for Rebalances {}
 
 impl ConsumerContext for Rebalances {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(_) = rebalance {
+        if let Rebalance::Assign(assigned) = rebalance {
             self.0.fetch_add(1, Ordering::Relaxed);
+            // Which partitions this member works on, for the operator who wonders why one is not.
+            let partitions: Vec<String> =
+                assigned.elements().iter().map(|p| format!("{}/{}", p.topic(), p.partition())).collect();
+            tracing::info!(
+                count = partitions.len(),
+                partitions = partitions.join(","),
+                "consumer: partitions assigned"
+            );
         }
     }
 }

@@ -1,0 +1,70 @@
+//! How long an inventory object remembers what ended: released and expired holds (so that a
+//! retried release or a late confirm gets a precise answer rather than "not found") and the
+//! answers to idempotency keys (so that a retried hold gets its first answer). An hour each by
+//! default; the alarm forgets them after it, from memory and storage alike.
+//!
+//! The edge's [`VAR`] shortens both, for a run that must reach the objects' steady state sooner
+//! than an hour (the soak, docs/reliability.md); production leaves it unset (a unit test of the
+//! edge refuses it in `wrangler.toml`). It may not lengthen them: what an object remembers is
+//! bounded by the default.
+
+/// Milliseconds (the ledger's `Millis`).
+type Millis = i64;
+
+/// How long the answer to an idempotency key is remembered, by default.
+pub const IDEMPOTENCY_RETENTION_MS: Millis = 60 * 60 * 1000;
+/// How long an ended (released or expired) hold is remembered, by default.
+pub const ENDED_HOLD_RETENTION_MS: Millis = 60 * 60 * 1000;
+
+/// The edge's variable that shortens both retentions to its number of seconds.
+pub const VAR: &str = "HOLD_RECORDS_RETENTION_SECONDS";
+/// The least [`VAR`] may set: a buyer's retries, and the core's confirm after a payment, come
+/// within a minute of the hold's end.
+pub const MIN_SECONDS: i64 = 60;
+/// The most [`VAR`] may set: the defaults.
+pub const MAX_SECONDS: i64 = 3_600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// How long an ended hold is remembered.
+    pub ended_holds: Millis,
+    /// How long an idempotency key's answer is remembered.
+    pub answers: Millis,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { ended_holds: ENDED_HOLD_RETENTION_MS, answers: IDEMPOTENCY_RETENTION_MS }
+    }
+}
+
+impl Retention {
+    /// The retention [`VAR`] sets: [`MIN_SECONDS`] to [`MAX_SECONDS`] for both; anything else, or
+    /// nothing, is the default.
+    pub fn configured(value: Option<&str>) -> Self {
+        match value.and_then(|v| v.trim().parse::<i64>().ok()) {
+            Some(s) if (MIN_SECONDS..=MAX_SECONDS).contains(&s) => {
+                Retention { ended_holds: s * 1_000, answers: s * 1_000 }
+            }
+            _ => Retention::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_variable_shortens_both_within_bounds_and_nothing_else_changes_the_default() {
+        assert_eq!(
+            Retention::configured(Some(" 300 ")),
+            Retention { ended_holds: 300_000, answers: 300_000 }
+        );
+        assert_eq!(Retention::configured(Some("60")).answers, 60_000);
+        for bad in [None, Some(""), Some("59"), Some("3601"), Some("-1"), Some("5m"), Some("1e3")] {
+            assert_eq!(Retention::configured(bad), Retention::default(), "{bad:?}");
+        }
+        assert_eq!(Retention::configured(Some("3600")), Retention::default());
+    }
+}
