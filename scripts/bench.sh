@@ -114,7 +114,9 @@ stop_edge() {
 WORKERD_PORT="${BENCH_WORKERD_PORT:-18788}"
 start_workerd() { # $1: keep storage ("keep") or start empty
   [ "${1:-}" = keep ] || rm -rf "$OUT/state-workerd"
-  (cd "$STACK" && exec setsid node loadtest/workerd-server.mjs "$WORKERD_PORT" "$OUT/state-workerd") \
+  # The objects' test settings never from the shell: a benchmark measures production's.
+  (cd "$STACK" && exec setsid env -u HOLD_RECORDS_RETENTION_SECONDS -u HOLDS_PER_VISITOR_PER_MINUTE \
+    node loadtest/workerd-server.mjs "$WORKERD_PORT" "$OUT/state-workerd") \
     >"$LOCAL/logs/bench-workerd.log" 2>&1 </dev/null &
   PIDS+=($!)
   wait_http "http://127.0.0.1:$WORKERD_PORT/healthz" 60 || die "workerd did not start"

@@ -3,7 +3,7 @@
 # through the whole stack (tests/tests/soak.rs), sampling memory, backlog and latency, then the
 # audit and the flatness checks. About 40 minutes in all.
 #   scripts/soak.sh            the 30-minute soak
-#   SOAK_SECONDS=600 scripts/soak.sh   a shorter one; SOAK_RATE=6 a heavier one (buyers a second)
+#   SOAK_SECONDS=1260 scripts/soak.sh  a shorter one (21 minutes at least); SOAK_RATE=6 a heavier one (buyers a second)
 # The figures are kept in $CARGO_TARGET_DIR/soak/soak.json and the chart in soak.svg; the table
 # of docs/reliability.md is printed from them.
 set -euo pipefail

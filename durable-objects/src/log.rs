@@ -1,6 +1,6 @@
 //! The edge's logs: one JSON object per line, `{"level", "message", …fields}`, which Workers Logs
 //! (`[observability]` in wrangler.toml) index field by field, like the core's `LOG_FORMAT=json`.
-//! Every log line of the Worker and its Durable Objects goes through [`error`] or [`info`]; never
+//! Every log line of the Worker and its Durable Objects goes through [`error`], [`warn`] or [`info`]; never
 //! log a secret or a token (log its key id or a hash instead).
 
 use serde_json::{Map, Value};
@@ -29,6 +29,11 @@ pub fn line(level: &str, message: &str, fields: Value) -> String {
 /// Logs an error (the Worker's `console.error`).
 pub fn error(message: &str, fields: Value) {
     worker::console_error!("{}", line("error", message, fields));
+}
+
+/// Logs something an operator should look at, not an error (the Worker's `console.warn`).
+pub fn warn(message: &str, fields: Value) {
+    worker::console_warn!("{}", line("warn", message, fields));
 }
 
 /// Logs an event worth knowing (the Worker's `console.log`).

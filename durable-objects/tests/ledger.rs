@@ -151,6 +151,39 @@ fn per_visitor_limits_count_holds_and_purchases_together() {
     assert_eq!(l.tickets_of(&v), 4);
 }
 
+/// A shortened retention (the soak's `HOLD_RECORDS_RETENTION_SECONDS`) forgets ended holds after
+/// it, but never an answer whose hold may still live: a retry then is a replay, not a second hold.
+#[test]
+fn a_shortened_retention_forgets_ended_holds_after_it_and_answers_only_after_their_hold_could_live() {
+    use durable_objects::inventory::retention::Retention;
+    let mut l = ledger();
+    l.set_retention(Retention::configured(Some("300")));
+    // SETTINGS: 600 s holds, 300 s extension: an answer is kept 900 s, more than the 300 asked.
+    assert_eq!(l.answer_retention(), 900_000);
+    let v = visitor(1);
+    let best = HoldRequest::BestAvailable {
+        quantity: 1,
+        section: None,
+        zone: None,
+        accessibility: None,
+        tier: None,
+    };
+    let first = l.place_hold(&v, Some("k1"), &best, T0, hold_id(1)).unwrap();
+    l.prune(T0 + 300_001);
+    let retry = l.place_hold(&v, Some("k1"), &best, T0 + 300_001, hold_id(2)).unwrap();
+    assert!(retry.replayed, "a retry while the hold lives is a replay");
+    assert_eq!(retry.hold.id, first.hold.id);
+    assert!(l.hold(&hold_id(2)).is_none());
+    // Ended, the hold is remembered for the 300 s asked, its answer until 900 s after it was given.
+    l.release(&hold_id(1), Releaser::Core, T0 + 400_000).unwrap();
+    assert!(l.prune(T0 + 699_999).is_empty());
+    assert_eq!(l.prune(T0 + 700_000), vec![hold_id(1)]);
+    assert_eq!(l.remembered(), 1);
+    assert_eq!(l.next_wake(), Some(T0 + 900_000));
+    l.prune(T0 + 900_000);
+    assert_eq!((l.remembered(), l.next_wake()), (0, None));
+}
+
 #[test]
 fn the_same_idempotency_key_and_body_gets_the_same_answer_and_never_a_second_hold() {
     let mut l = ledger();

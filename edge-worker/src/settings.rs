@@ -99,9 +99,12 @@ pub const HOLD_RECORDS_RETENTION_SECONDS: Setting = Setting {
     name: durable_objects::inventory::retention::VAR,
     secret: false,
     default: Some("3600"),
-    about: "Seconds an event's inventory remembers ended holds and idempotency answers (60 to \
-            3,600; it can only shorten the hour). Read by the inventory objects. Leave it unset in \
-            production: the soak shortens it to reach the objects' steady state sooner.",
+    about: "Seconds an event's inventory remembers ended holds and idempotency answers (300 to \
+            3,600; it can only shorten the hour, and an answer is kept at least as long as its hold \
+            may live). Read by the inventory objects, which log it at `warn`. Leave it unset in \
+            production: a shorter memory of ended holds narrows the time in which a late payment \
+            can still take its seats back; the soak shortens it to reach the objects' steady state \
+            sooner.",
 };
 
 /// Every setting, in the order the docs list them.

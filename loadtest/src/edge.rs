@@ -14,10 +14,16 @@ fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
+/// How long a run keeps an idle connection: below workerd's 5 s `pipelineTimeout`, after which it
+/// closes a kept-alive connection; a request sent on it at that moment would fail unread
+/// (`IncompleteMessage`) and count as a failed request.
+pub const IDLE_CONNECTION: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// The HTTP client of a run: the load generator's User-Agent, `timeout_secs` per request, at most
-/// `idle_per_host` idle connections kept per host.
+/// `idle_per_host` idle connections kept per host, each at most [`IDLE_CONNECTION`].
 pub fn http_client(timeout_secs: u64, idle_per_host: usize) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
+        .pool_idle_timeout(IDLE_CONNECTION)
         .timeout(std::time::Duration::from_secs(timeout_secs))
         .user_agent(crate::USER_AGENT)
         .pool_max_idle_per_host(idle_per_host)

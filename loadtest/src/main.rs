@@ -155,7 +155,11 @@ async fn http(args: HttpArgs) -> serde_json::Value {
 }
 
 async fn run_audit(args: AuditArgs) -> Result<audit::Audit, String> {
-    let http = reqwest::Client::builder().user_agent(USER_AGENT).build().map_err(|e| e.to_string())?;
+    let http = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .pool_idle_timeout(edge::IDLE_CONNECTION)
+        .build()
+        .map_err(|e| e.to_string())?;
     let signer = shared_types::token::TokenSigner::parse(&args.core_signing_key)
         .map_err(|e| format!("CORE_SIGNING_KEY: {e}"))?;
     let db = sqlx::postgres::PgPoolOptions::new()

@@ -875,6 +875,10 @@ pub fn start_workerd_edge_inspected(
     if let Some(inspector) = inspector {
         cmd.env("WORKERD_INSPECTOR_PORT", inspector.to_string());
     }
+    // The Worker's test settings only as given here, never from the shell that runs the tests.
+    for name in ["HOLD_RECORDS_RETENTION_SECONDS", "HOLDS_PER_VISITOR_PER_MINUTE"] {
+        cmd.env_remove(name);
+    }
     cmd.envs(vars.iter().map(|(k, v)| (k, v)));
     spawn("edge", cmd, port, log_dir)
 }

@@ -1171,9 +1171,15 @@ impl Ledger {
         self.retention = retention;
     }
 
-    /// How long ended holds and answers are remembered.
+    /// How long ended holds and answers are remembered (as set).
     pub fn retention(&self) -> Retention {
         self.retention
+    }
+
+    /// How long an answer is remembered under the event's settings: at least as long as the hold
+    /// it placed may live ([`Retention::answers_under`]).
+    pub fn answer_retention(&self) -> Millis {
+        self.retention.answers_under(&self.settings)
     }
 
     /// Forgets ended holds and idempotency answers older than their retention; returns the ended
@@ -1189,7 +1195,7 @@ impl Ledger {
             forgotten.push(id);
         }
         while let Some((at, visitor, key)) = self.idempotency_by_age.first().cloned() {
-            if at > now - self.retention.answers {
+            if at > now - self.answer_retention() {
                 break;
             }
             self.forget_answer(at, &visitor, &key);
@@ -1202,7 +1208,7 @@ impl Ledger {
     /// its alarm here, so memory and storage shrink back even after the last hold ends.
     pub fn next_wake(&self) -> Option<Millis> {
         let ended = self.ended.first().map(|(at, _)| at + self.retention.ended_holds);
-        let answer = self.idempotency_by_age.first().map(|(at, ..)| at + self.retention.answers);
+        let answer = self.idempotency_by_age.first().map(|(at, ..)| at + self.answer_retention());
         [self.next_expiry(), ended, answer].into_iter().flatten().min()
     }
 

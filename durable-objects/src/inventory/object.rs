@@ -437,7 +437,7 @@ impl InventoryObject {
                         "remembered_answers": ledger.remembered(),
                         "retention_ms": {
                             "ended_holds": ledger.retention().ended_holds,
-                            "answers": ledger.retention().answers,
+                            "answers": ledger.answer_retention(),
                         },
                         "rate_windows": self.rate.borrow().len(),
                         "sections": availability.sections,
@@ -561,7 +561,7 @@ impl DurableObject for InventoryObject {
         if let Some(value) = &configured {
             // Set only by a run that must reach steady state sooner than the default (the soak):
             // said once per object, and a value out of bounds (the default then) too.
-            crate::log::info(
+            crate::log::warn(
                 "inventory: the retention of ended holds and answers is set by the environment",
                 serde_json::json!({
                     "variable": super::retention::VAR,
@@ -617,7 +617,7 @@ impl DurableObject for InventoryObject {
                 self.parked_news.set(true);
             }
             store.delete_holds(&forgotten)?;
-            store.delete_idempotency_before(now - ledger.retention().answers)?;
+            store.delete_idempotency_before(now - ledger.answer_retention())?;
             store.forget_nonces(now)?;
             store.save_meta(ledger)?;
             self.rate.borrow_mut().prune(now);

@@ -1,12 +1,18 @@
 //! How long an inventory object remembers what ended: released and expired holds (so that a
 //! retried release or a late confirm gets a precise answer rather than "not found") and the
 //! answers to idempotency keys (so that a retried hold gets its first answer). An hour each by
-//! default; the alarm forgets them after it, from memory and storage alike.
+//! default; the alarm forgets them after it, from memory and storage alike. An answer is kept at
+//! least as long as the hold it placed may live, whatever the setting ([`Retention::answers_under`]):
+//! a retry while its hold lives is always a replay, never a second hold.
 //!
 //! The edge's [`VAR`] shortens both, for a run that must reach the objects' steady state sooner
-//! than an hour (the soak, docs/reliability.md); production leaves it unset (a unit test of the
-//! edge refuses it in `wrangler.toml`). It may not lengthen them: what an object remembers is
-//! bounded by the default.
+//! than an hour (the soak, docs/reliability.md). Production leaves it unset (a unit test of the
+//! edge refuses it in `wrangler.toml`, and the objects say so at `warn` when it is set): a shorter
+//! memory of ended holds narrows the time in which a payment that completes after its hold ended
+//! can still take the seats back (the core's reclaim) rather than be refunded. It may not lengthen
+//! them: what an object remembers is bounded by the default.
+
+use shared_types::inventory::HoldSettings;
 
 /// Milliseconds (the ledger's `Millis`).
 type Millis = i64;
@@ -18,9 +24,9 @@ pub const ENDED_HOLD_RETENTION_MS: Millis = 60 * 60 * 1000;
 
 /// The edge's variable that shortens both retentions to its number of seconds.
 pub const VAR: &str = "HOLD_RECORDS_RETENTION_SECONDS";
-/// The least [`VAR`] may set: a buyer's retries, and the core's confirm after a payment, come
-/// within a minute of the hold's end.
-pub const MIN_SECONDS: i64 = 60;
+/// The least [`VAR`] may set: five minutes for the core's confirm or reclaim after a hold ended
+/// (a payment completing late), well past the test provider's webhooks and the core's retries.
+pub const MIN_SECONDS: i64 = 300;
 /// The most [`VAR`] may set: the defaults.
 pub const MAX_SECONDS: i64 = 3_600;
 
@@ -49,6 +55,14 @@ impl Retention {
             _ => Retention::default(),
         }
     }
+
+    /// How long an answer is kept for an event with `settings`: the retention, and at least as
+    /// long as the hold it placed may live (its hold time and its one extension).
+    pub fn answers_under(&self, settings: &HoldSettings) -> Millis {
+        let longest =
+            (Millis::from(settings.hold_seconds) + Millis::from(settings.extension_seconds)) * 1_000;
+        self.answers.max(longest)
+    }
 }
 
 #[cfg(test)]
@@ -61,10 +75,27 @@ mod tests {
             Retention::configured(Some(" 300 ")),
             Retention { ended_holds: 300_000, answers: 300_000 }
         );
-        assert_eq!(Retention::configured(Some("60")).answers, 60_000);
-        for bad in [None, Some(""), Some("59"), Some("3601"), Some("-1"), Some("5m"), Some("1e3")] {
+        assert_eq!(Retention::configured(Some("900")).answers, 900_000);
+        for bad in
+            [None, Some(""), Some("299"), Some("60"), Some("3601"), Some("-1"), Some("5m"), Some("1e3")]
+        {
             assert_eq!(Retention::configured(bad), Retention::default(), "{bad:?}");
         }
         assert_eq!(Retention::configured(Some("3600")), Retention::default());
+    }
+
+    #[test]
+    fn an_answer_outlives_the_hold_it_placed() {
+        let settings = |hold_seconds, extension_seconds| HoldSettings {
+            hold_seconds,
+            extension_seconds,
+            max_tickets_per_visitor: 8,
+        };
+        let short = Retention::configured(Some("300"));
+        assert_eq!(short.answers_under(&settings(600, 600)), 1_200_000);
+        assert_eq!(short.answers_under(&settings(60, 60)), 300_000);
+        // At the edge's bounds a hold may live two hours: longer than the default hour.
+        assert_eq!(Retention::default().answers_under(&settings(3_600, 3_600)), 7_200_000);
+        assert_eq!(Retention::default().answers_under(&settings(600, 600)), 3_600_000);
     }
 }

@@ -154,7 +154,8 @@ impl Store {
         });
         // Answers past their retention are left out, from the table as from hold rows (the
         // alarm's pruning forgets them in memory and deletes the table's).
-        let fresh = |at: Millis| at > now - retention.answers;
+        let kept = retention.answers_under(&inventory.settings);
+        let fresh = |at: Millis| at > now - kept;
         let mut records: Vec<IdempotencyRecord> = self.bodies("SELECT body FROM idempotency", None)?;
         records.retain(|r: &IdempotencyRecord| fresh(r.at));
         let rows: Vec<HoldRow> =
