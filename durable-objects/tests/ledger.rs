@@ -151,15 +151,16 @@ fn per_visitor_limits_count_holds_and_purchases_together() {
     assert_eq!(l.tickets_of(&v), 4);
 }
 
-/// A shortened retention (the soak's `HOLD_RECORDS_RETENTION_SECONDS`) forgets ended holds after
-/// it, but never an answer whose hold may still live: a retry then is a replay, not a second hold.
+/// A shortened retention (the soak's `HOLD_RECORDS_RETENTION_SECONDS`) never forgets an answer
+/// whose hold may still live (a retry then is a replay, not a second hold), nor a hold an answer
+/// still names (a retry gets the hold as it is, ended, never a snapshot of a hold that is gone).
 #[test]
-fn a_shortened_retention_forgets_ended_holds_after_it_and_answers_only_after_their_hold_could_live() {
+fn a_shortened_retention_keeps_answers_while_their_hold_may_live_and_holds_while_answers_name_them() {
     use durable_objects::inventory::retention::Retention;
     let mut l = ledger();
     l.set_retention(Retention::configured(Some("300")));
-    // SETTINGS: 600 s holds, 300 s extension: an answer is kept 900 s, more than the 300 asked.
-    assert_eq!(l.answer_retention(), 900_000);
+    // SETTINGS: 600 s holds, 300 s extension: answers and ended holds kept 900 s, not the 300 asked.
+    assert_eq!((l.answer_retention(), l.ended_hold_retention()), (900_000, 900_000));
     let v = visitor(1);
     let best = HoldRequest::BestAvailable {
         quantity: 1,
@@ -174,14 +175,18 @@ fn a_shortened_retention_forgets_ended_holds_after_it_and_answers_only_after_the
     assert!(retry.replayed, "a retry while the hold lives is a replay");
     assert_eq!(retry.hold.id, first.hold.id);
     assert!(l.hold(&hold_id(2)).is_none());
-    // Ended, the hold is remembered for the 300 s asked, its answer until 900 s after it was given.
-    l.release(&hold_id(1), Releaser::Core, T0 + 400_000).unwrap();
-    assert!(l.prune(T0 + 699_999).is_empty());
-    assert_eq!(l.prune(T0 + 700_000), vec![hold_id(1)]);
-    assert_eq!(l.remembered(), 1);
-    assert_eq!(l.next_wake(), Some(T0 + 900_000));
-    l.prune(T0 + 900_000);
-    assert_eq!((l.remembered(), l.next_wake()), (0, None));
+    // Released at once after: a retry just before the answer is forgotten gets the hold, ended.
+    l.release(&hold_id(1), Releaser::Core, T0 + 300_002).unwrap();
+    assert!(l.prune(T0 + 899_999).is_empty());
+    let late = l.place_hold(&v, Some("k1"), &best, T0 + 899_999, hold_id(3)).unwrap();
+    assert!(late.replayed);
+    assert_eq!(late.hold.state, HoldState::Released, "the hold as it is, not as it was placed");
+    // The answer goes first (900 s after it was given), the hold 900 s after it ended.
+    assert!(l.prune(T0 + 900_000).is_empty());
+    assert_eq!(l.remembered(), 0);
+    assert_eq!(l.next_wake(), Some(T0 + 300_002 + 900_000));
+    assert_eq!(l.prune(T0 + 1_200_002), vec![hold_id(1)]);
+    assert_eq!(l.next_wake(), None);
 }
 
 #[test]

@@ -143,7 +143,11 @@ fn passed(report: impl serde::Serialize) -> Option<(serde_json::Value, bool)> {
 }
 
 async fn http(args: HttpArgs) -> serde_json::Value {
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_idle_timeout(edge::IDLE_CONNECTION)
+        .build()
+        .unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(args.max_seconds);
     let url = args.url.clone();
     let summary = drive(args.concurrency, args.requests as usize, deadline, move |_| {

@@ -1182,12 +1182,18 @@ impl Ledger {
         self.retention.answers_under(&self.settings)
     }
 
+    /// How long an ended hold is remembered under the event's settings: at least as long as its
+    /// answer ([`Retention::ended_holds_under`]).
+    pub fn ended_hold_retention(&self) -> Millis {
+        self.retention.ended_holds_under(&self.settings)
+    }
+
     /// Forgets ended holds and idempotency answers older than their retention; returns the ended
     /// holds forgotten (the object deletes their rows).
     pub fn prune(&mut self, now: Millis) -> Vec<HoldId> {
         let mut forgotten = Vec::new();
         while let Some((at, id)) = self.ended.first().cloned() {
-            if at > now - self.retention.ended_holds {
+            if at > now - self.ended_hold_retention() {
                 break;
             }
             self.ended.remove(&(at, id.clone()));
@@ -1207,7 +1213,7 @@ impl Ledger {
     /// or the moment the oldest ended hold or remembered answer may be forgotten. The object keeps
     /// its alarm here, so memory and storage shrink back even after the last hold ends.
     pub fn next_wake(&self) -> Option<Millis> {
-        let ended = self.ended.first().map(|(at, _)| at + self.retention.ended_holds);
+        let ended = self.ended.first().map(|(at, _)| at + self.ended_hold_retention());
         let answer = self.idempotency_by_age.first().map(|(at, ..)| at + self.answer_retention());
         [self.next_expiry(), ended, answer].into_iter().flatten().min()
     }

@@ -436,7 +436,7 @@ impl InventoryObject {
                         "parked": ledger.parked(),
                         "remembered_answers": ledger.remembered(),
                         "retention_ms": {
-                            "ended_holds": ledger.retention().ended_holds,
+                            "ended_holds": ledger.ended_hold_retention(),
                             "answers": ledger.answer_retention(),
                         },
                         "rate_windows": self.rate.borrow().len(),

@@ -3,7 +3,8 @@
 //! answers to idempotency keys (so that a retried hold gets its first answer). An hour each by
 //! default; the alarm forgets them after it, from memory and storage alike. An answer is kept at
 //! least as long as the hold it placed may live, whatever the setting ([`Retention::answers_under`]):
-//! a retry while its hold lives is always a replay, never a second hold.
+//! a retry while its hold lives is always a replay, never a second hold; and an ended hold at least
+//! as long as its answer ([`Retention::ended_holds_under`]).
 //!
 //! The edge's [`VAR`] shortens both, for a run that must reach the objects' steady state sooner
 //! than an hour (the soak, docs/reliability.md). Production leaves it unset (a unit test of the
@@ -63,6 +64,15 @@ impl Retention {
             (Millis::from(settings.hold_seconds) + Millis::from(settings.extension_seconds)) * 1_000;
         self.answers.max(longest)
     }
+
+    /// How long an ended hold is kept for an event with `settings`: the retention, and at least as
+    /// long as an answer that names it ([`Retention::answers_under`]; the answer was given before
+    /// the hold ended, so the hold outlives it). An answer never names a forgotten hold: a retry
+    /// gets the hold as it is, ended, never the snapshot of a hold that is gone, and a restart
+    /// (which reads an answer from its hold's row) answers the same.
+    pub fn ended_holds_under(&self, settings: &HoldSettings) -> Millis {
+        self.ended_holds.max(self.answers_under(settings))
+    }
 }
 
 #[cfg(test)]
@@ -97,5 +107,9 @@ mod tests {
         // At the edge's bounds a hold may live two hours: longer than the default hour.
         assert_eq!(Retention::default().answers_under(&settings(3_600, 3_600)), 7_200_000);
         assert_eq!(Retention::default().answers_under(&settings(600, 600)), 3_600_000);
+        // An ended hold outlives the answers that name it.
+        assert_eq!(short.ended_holds_under(&settings(600, 600)), 1_200_000);
+        assert_eq!(short.ended_holds_under(&settings(60, 60)), 300_000);
+        assert_eq!(Retention::default().ended_holds_under(&settings(3_600, 3_600)), 7_200_000);
     }
 }
