@@ -16,7 +16,7 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-TARGETS=(token request_signature payment_signature checkin venue_json seats_csv settings ledger)
+TARGETS=(token request_signature payment_signature checkin venue_json seats_csv settings ledger readers hold_body)
 if [ "${1:-}" = "--list" ]; then
   printf '%s\n' "${TARGETS[@]}"
   exit 0

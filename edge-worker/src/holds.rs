@@ -12,6 +12,7 @@ use std::rc::Rc;
 
 use durable_objects::directory::Layout;
 use durable_objects::http;
+use durable_objects::inventory::object::PlaceHoldBody;
 use durable_objects::inventory::{shard_of_hold, Availability, Caller, Hold, HoldRequest, Placed};
 use serde::Serialize;
 use shared_types::ids::{EventId, HoldId, VisitorId};
@@ -76,11 +77,11 @@ pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
     let shard =
         shard_for(&layout, &request).map_err(|detail| ev.problem(ProblemType::ValidationFailed, detail))?;
     let name = layout.object_name(shard).unwrap_or_default();
-    let forwarded = serde_json::json!({ "request": request, "idempotency_key": idempotency_key, "max_tickets": max_tickets });
+    let forwarded = PlaceHoldBody { request, idempotency_key, max_tickets: Some(max_tickets) };
     let caller = Caller::Visitor(visitor.clone());
     let call = Call::by(&caller);
-    let mut resp =
-        objects::inventory(ev.env, &name, Method::Post, "/holds", &call, Some(forwarded.to_string())).await?;
+    let body = serde_json::to_string(&forwarded)?;
+    let mut resp = objects::inventory(ev.env, &name, Method::Post, "/holds", &call, Some(body)).await?;
     if !matches!(resp.status_code(), 200 | 201) {
         return objects::relay(resp, ev.path).await;
     }

@@ -76,7 +76,10 @@ fn bounded(value: &str, max_bytes: usize) -> String {
 /// `(year, month, day)` of a real calendar date written `YYYY-MM-DD`.
 fn date(value: &str) -> Option<(u32, u32, u32)> {
     let b = value.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+    // Digits and the two dashes only: `parse` alone would take `+1` for a month.
+    let shape =
+        b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() });
+    if b.len() != 10 || !shape {
         return None;
     }
     let (y, m, d) = (value[..4].parse().ok()?, value[5..7].parse().ok()?, value[8..].parse().ok()?);
@@ -220,5 +223,14 @@ mod tests {
         let cyrillic = search(&format!("q={}", "ж".repeat(150))).q;
         assert!(cyrillic.len() <= 200 && cyrillic.chars().all(|c| c == 'ж'), "{}", cyrillic.len());
         assert!(search("").is_empty() && search("").core_query() == "limit=24");
+    }
+
+    #[test]
+    fn a_date_is_digits_and_dashes_only() {
+        assert_eq!(date("2027-03-01"), Some((2027, 3, 1)));
+        // Found by a review: `u32::from_str` takes a leading `+`.
+        for bad in ["2027-+3-01", "2027-03-+1", "+027-03-01", "2027-03-1 ", "2027/03/01", "2027-02-29"] {
+            assert_eq!(date(bad), None, "{bad:?}");
+        }
     }
 }

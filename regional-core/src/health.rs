@@ -11,7 +11,7 @@ use shared_types::{CoreHealth, Tier, TierReport};
 use crate::db;
 use crate::state::AppState;
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the core and its database are up", body = Object), (status = 503, description = "the database is down", body = Object)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "the core and its database are up", body = CoreHealth), (status = 503, description = "the database is down", body = CoreHealth)))]
 pub async fn healthz(State(app): State<AppState>) -> (StatusCode, Json<CoreHealth>) {
     let (checked, latency_ms) = check_database(&app).await;
     let database = match checked {

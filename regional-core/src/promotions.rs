@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use shared_types::inventory::{Currency, FieldError};
 use uuid::Uuid;
 
@@ -237,12 +237,12 @@ pub fn refund_percent(windows: &[RefundWindow], starts_at: DateTime<Utc>, now: D
         .map_or(0, |w| w.percent)
 }
 
-#[utoipa::path(put, path = "/api/v1/events/{id}/refund-policy", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<RefundWindow>, responses((status = 200, body = Object), crate::api::Problems))]
+#[utoipa::path(put, path = "/api/v1/events/{id}/refund-policy", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<RefundWindow>, responses((status = 200, body = RefundPolicy, description = "the policy as it now is"), crate::api::Problems))]
 async fn set_refund_policy(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
     body: Bytes,
-) -> Result<Json<Value>> {
+) -> Result<Json<RefundPolicy>> {
     if matches!(event.state, EventState::Cancelled | EventState::Completed) {
         return Err(ApiError::conflict(
             "event_closed",
@@ -260,7 +260,14 @@ async fn set_refund_policy(
         .bind(json!(windows))
         .execute(&state.db)
         .await?;
-    Ok(Json(json!({ "refund_policy": windows })))
+    Ok(Json(RefundPolicy { refund_policy: windows }))
+}
+
+/// An event's refund policy, as `PUT /api/v1/events/{id}/refund-policy` answers it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefundPolicy {
+    pub refund_policy: Vec<RefundWindow>,
 }
 
 /// Promo code attempts that may fail per buyer (visitor) of an event in one window.

@@ -212,6 +212,7 @@ async fn start_fulfillment(
                     retry_base: Duration::from_millis(f.notify_retry_base_ms),
                     per_hour: f.notify_per_hour.max(1),
                     domain,
+                    lease: sender::LEASE,
                 };
                 let s = sender::Sender::new(db.clone(), url, settings, key.0.clone())?;
                 tasks.spawn("mail-sender", |stop| Arc::new(s).run(Duration::from_millis(500), stop));

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 /// A part of the system, in the order a buyer's request crosses them.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
@@ -21,6 +22,7 @@ pub enum Tier {
 }
 
 /// The state of one tier, or of the whole chain.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthStatus {
@@ -33,6 +35,7 @@ pub enum HealthStatus {
 }
 
 /// What one tier's check found.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TierReport {
     pub tier: Tier,
@@ -121,6 +124,7 @@ impl HealthReport {
 }
 
 /// The core's answer to its own `GET /healthz`: itself plus its database.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoreHealth {
     /// `ok` when the core can serve (its database answers), `down` otherwise.

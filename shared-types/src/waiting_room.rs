@@ -35,6 +35,7 @@ pub const MAX_POW_DIFFICULTY: u8 = 28;
 pub const MAX_POW_SOLUTION_LEN: usize = 32;
 
 /// How the line is ordered.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueMode {
@@ -50,6 +51,7 @@ pub enum QueueMode {
 }
 
 /// The check a visitor must pass before joining.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BotCheck {
@@ -65,6 +67,7 @@ pub enum BotCheck {
 }
 
 /// What happens to a visitor who fails a check.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BotFailure {
@@ -75,6 +78,7 @@ pub enum BotFailure {
 }
 
 /// The anti-bot policy of an event.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BotPolicy {
@@ -100,6 +104,7 @@ impl Default for BotPolicy {
 /// Request-rate limits of an event at the edge. The per-address limit is not here: it is the
 /// platform's, the Workers Rate Limiting binding `IP_LIMIT` (wrangler.toml, per environment),
 /// counted across every isolate and every event.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimits {
@@ -119,6 +124,7 @@ impl Default for RateLimits {
 
 /// An event's waiting-room settings. Every field has a default that works, so an event published
 /// without any is protected all the same.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WaitingRoomSettings {
@@ -155,6 +161,7 @@ pub struct WaitingRoomSettings {
 /// An event's waiting list: whether it keeps one, how long an offer stands for its buyer to pay,
 /// and how many offers may stand at once. The most tickets one entry may ask for is
 /// `max_tickets_per_buyer`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WaitlistSettings {

@@ -24,6 +24,14 @@ function inventory({ event = 'evt1', version = 1, holdSeconds = 600, seats = 10,
   };
 }
 
+// Storage that outlives the runtime: `start(bindings)` starts workerd on it, again after a
+// `dispose()` (a restart); the directory goes when the tests end.
+function persisted(prefix) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `${prefix}-`));
+  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return { dir, start: (bindings = {}) => startEdge(bindings, { durableObjectsPersist: dir }) };
+}
+
 async function objectFor(mf, name) {
   const ns = await mf.getDurableObjectNamespace('INVENTORY');
   const stub = ns.get(ns.idFromName(name));
@@ -147,9 +155,8 @@ test('a hold expires by alarm, with no client request, and its seats return with
 });
 
 test('holds and their alarm survive a restart of the runtime', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-persist-'));
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const first = await startEdge({}, { durableObjectsPersist: dir });
+  const { start } = persisted('inventory-persist');
+  const first = await start();
   let call = await objectFor(first, 'evt-restart');
   assert.equal((await call('PUT', '/inventory', 'core', inventory({ holdSeconds: 3 }))).status, 200);
   const shortHold = (await call('POST', '/holds', 'visitor v1', hold(['A-1-1']))).body.hold;
@@ -159,7 +166,7 @@ test('holds and their alarm survive a restart of the runtime', async () => {
   await call('POST', `/holds/${sold.id}/confirm`, 'core');
   await first.dispose();
 
-  const second = await startEdge({}, { durableObjectsPersist: dir });
+  const second = await start();
   cleanups.push(() => second.dispose());
   // No request until past the short hold's expiry: only the persisted alarm can expire it.
   await new Promise((r) => setTimeout(r, Math.max(0, shortHold.expires_at - Date.now()) + 1500));
@@ -173,9 +180,8 @@ test('holds and their alarm survive a restart of the runtime', async () => {
   assert.equal((await call('GET', '/availability', 'visitor v4')).body.seats.slice(1, 4), 'ash');
 });
 test('a hold is one storage write, its key\'s answer included; what the meta did not record comes back after a restart', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-writes-'));
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const first = await startEdge({}, { durableObjectsPersist: dir });
+  const { start } = persisted('inventory-writes');
+  const first = await start();
   let call = await objectFor(first, 'evt-writes');
   assert.equal((await call('PUT', '/inventory', 'core', inventory())).status, 200);
   const stats = async () => (await call('GET', '/stats', 'core')).body;
@@ -203,7 +209,7 @@ test('a hold is one storage write, its key\'s answer included; what the meta did
   await first.dispose();
 
   // The meta was last written by the inventory's publication: the rows say the rest.
-  const second = await startEdge({}, { durableObjectsPersist: dir });
+  const second = await start();
   cleanups.push(() => second.dispose());
   call = await objectFor(second, 'evt-writes');
   const now = await stats();
@@ -223,10 +229,9 @@ test('a hold is one storage write, its key\'s answer included; what the meta did
 });
 
 test('after a restart the meta and the rows agree: placements before and after the last meta write, and a key pushed out then used again', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-boundary-'));
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { start } = persisted('inventory-boundary');
   const bindings = { HOLDS_PER_VISITOR_PER_MINUTE: '600' };
-  const first = await startEdge(bindings, { durableObjectsPersist: dir });
+  const first = await start(bindings);
   let call = await objectFor(first, 'evt-boundary');
   assert.equal((await call('PUT', '/inventory', 'core', inventory({ seats: 10 }))).status, 200);
   const a = (await call('POST', '/holds', 'visitor v1', hold(['A-1-1']))).body.hold;
@@ -244,7 +249,7 @@ test('after a restart the meta and the rows agree: placements before and after t
   assert.equal(was.stats.holds_placed, 2);
   await first.dispose();
 
-  const second = await startEdge(bindings, { durableObjectsPersist: dir });
+  const second = await start(bindings);
   cleanups.push(() => second.dispose());
   call = await objectFor(second, 'evt-boundary');
   const now = (await call('GET', '/stats', 'core')).body;
@@ -257,9 +262,8 @@ test('after a restart the meta and the rows agree: placements before and after t
 });
 
 test('a store written before holds carried their version and key is read, and takes new holds', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-upgrade-'));
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const first = await startEdge({}, { durableObjectsPersist: dir });
+  const { dir, start } = persisted('inventory-upgrade');
+  const first = await start();
   let call = await objectFor(first, 'evt-upgrade');
   assert.equal((await call('PUT', '/inventory', 'core', inventory())).status, 200);
   const old = (await call('POST', '/holds', 'visitor v1', hold(['A-1-1']))).body.hold;
@@ -281,7 +285,7 @@ test('a store written before holds carried their version and key is read, and ta
   }
   assert.equal(upgraded, 1, `one inventory database among ${files.join(', ')}`);
 
-  const second = await startEdge({}, { durableObjectsPersist: dir });
+  const second = await start();
   cleanups.push(() => second.dispose());
   call = await objectFor(second, 'evt-upgrade');
   assert.equal((await call('GET', `/holds/${old.id}`, 'core')).body.state, 'held');
@@ -293,10 +297,9 @@ test('a store written before holds carried their version and key is read, and ta
 });
 
 test('HOLD_RECORDS_RETENTION_SECONDS shortens how long answers and ended holds are remembered, after a restart too, never below a hold\'s life; out of bounds it is the hour', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inv-retention-'));
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { start } = persisted('inv-retention');
   const bindings = { HOLD_RECORDS_RETENTION_SECONDS: '300' };
-  const first = await startEdge(bindings, { durableObjectsPersist: dir });
+  const first = await start(bindings);
   let call = await objectFor(first, 'evt-retention');
   // Holds of 600 s and a 60 s extension: answers and ended holds are kept 660 s, more than the
   // 300 asked (an answer outlives nothing it names, and is kept while its hold may live).
@@ -315,7 +318,7 @@ test('HOLD_RECORDS_RETENTION_SECONDS shortens how long answers and ended holds a
   assert.ok(Math.abs(now.next_wake - (given + 660000)) < 1000, `${now.next_wake} vs ${given}`);
   await first.dispose();
   // Restarted (the ledger loaded from storage): the same, and a retry is the hold as it is.
-  const second = await startEdge(bindings, { durableObjectsPersist: dir });
+  const second = await start(bindings);
   call = await objectFor(second, 'evt-retention');
   now = await stats();
   assert.deepEqual(now.retention_ms, { ended_holds: 660000, answers: 660000 });
@@ -326,7 +329,7 @@ test('HOLD_RECORDS_RETENTION_SECONDS shortens how long answers and ended holds a
   await second.dispose();
   // Below five minutes, above the hour, or not a number: the hour.
   for (const value of ['60', '7200', 'soon']) {
-    const mf = await startEdge({ HOLD_RECORDS_RETENTION_SECONDS: value }, { durableObjectsPersist: dir });
+    const mf = await start({ HOLD_RECORDS_RETENTION_SECONDS: value });
     call = await objectFor(mf, 'evt-retention');
     now = await stats();
     assert.deepEqual(now.retention_ms, { ended_holds: 3600000, answers: 3600000 }, value);
@@ -347,16 +350,15 @@ test('a core request without a nonce, or with one seen before, is refused as a r
 });
 
 test('a 50,000-seat inventory is stored (in chunks under the row limit) and reloads after a restart', async () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'inventory-large-'));
-  cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { start } = persisted('inventory-large');
   const big = inventory({ seats: 50_000, ga: 0 });
-  const first = await startEdge({}, { durableObjectsPersist: dir });
+  const first = await start();
   let call = await objectFor(first, 'evt-large');
   const put = await call('PUT', '/inventory', 'core', big);
   assert.equal(put.status, 200, JSON.stringify(put.body));
   assert.equal((await call('POST', '/holds', 'visitor v1', hold(['A-1-49999']))).status, 201);
   await first.dispose();
-  const second = await startEdge({}, { durableObjectsPersist: dir });
+  const second = await start();
   cleanups.push(() => second.dispose());
   call = await objectFor(second, 'evt-large');
   const seats = (await call('GET', '/availability', 'visitor v2')).body.seats;

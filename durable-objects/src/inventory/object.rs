@@ -10,7 +10,7 @@
 
 use std::cell::RefCell;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shared_types::ids::{HoldId, SeatId, VisitorId};
 use shared_types::inventory::Inventory;
 use shared_types::{Problem, ProblemType};
@@ -22,8 +22,8 @@ use crate::alarm::Alarm;
 use crate::caller::{Caller, NONCE_HEADER, SHARD_INDEX_HEADER};
 use crate::http;
 
-/// Body of `POST /holds`.
-#[derive(Debug, Deserialize)]
+/// Body of `POST /holds`, as the edge writes it (`holds::place`) and the object reads it.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PlaceHoldBody {
     pub request: HoldRequest,
     #[serde(default)]
@@ -566,7 +566,7 @@ impl DurableObject for InventoryObject {
                 serde_json::json!({
                     "variable": super::retention::VAR,
                     "value": value,
-                    "retention_seconds": retention.answers / 1_000,
+                    "retention_seconds": retention.ms / 1_000,
                 }),
             );
         }

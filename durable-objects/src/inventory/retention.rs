@@ -18,41 +18,41 @@ use shared_types::inventory::HoldSettings;
 /// Milliseconds (the ledger's `Millis`).
 type Millis = i64;
 
+/// How long ended holds and the answers to idempotency keys are remembered, by default.
+pub const DEFAULT_RETENTION_MS: Millis = 60 * 60 * 1000;
 /// How long the answer to an idempotency key is remembered, by default.
-pub const IDEMPOTENCY_RETENTION_MS: Millis = 60 * 60 * 1000;
+pub const IDEMPOTENCY_RETENTION_MS: Millis = DEFAULT_RETENTION_MS;
 /// How long an ended (released or expired) hold is remembered, by default.
-pub const ENDED_HOLD_RETENTION_MS: Millis = 60 * 60 * 1000;
+pub const ENDED_HOLD_RETENTION_MS: Millis = DEFAULT_RETENTION_MS;
 
 /// The edge's variable that shortens both retentions to its number of seconds.
 pub const VAR: &str = "HOLD_RECORDS_RETENTION_SECONDS";
 /// The least [`VAR`] may set: five minutes for the core's confirm or reclaim after a hold ended
 /// (a payment completing late), well past the test provider's webhooks and the core's retries.
 pub const MIN_SECONDS: i64 = 300;
-/// The most [`VAR`] may set: the defaults.
-pub const MAX_SECONDS: i64 = 3_600;
+/// The most [`VAR`] may set: the default.
+pub const MAX_SECONDS: i64 = DEFAULT_RETENTION_MS / 1_000;
 
+/// How long what ended is remembered: ended holds and the answers to idempotency keys alike, each
+/// then kept longer where the event's hold settings need it ([`Retention::answers_under`],
+/// [`Retention::ended_holds_under`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
-    /// How long an ended hold is remembered.
-    pub ended_holds: Millis,
-    /// How long an idempotency key's answer is remembered.
-    pub answers: Millis,
+    pub ms: Millis,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Retention { ended_holds: ENDED_HOLD_RETENTION_MS, answers: IDEMPOTENCY_RETENTION_MS }
+        Retention { ms: DEFAULT_RETENTION_MS }
     }
 }
 
 impl Retention {
-    /// The retention [`VAR`] sets: [`MIN_SECONDS`] to [`MAX_SECONDS`] for both; anything else, or
-    /// nothing, is the default.
+    /// The retention [`VAR`] sets: [`MIN_SECONDS`] to [`MAX_SECONDS`]; anything else, or nothing,
+    /// is the default.
     pub fn configured(value: Option<&str>) -> Self {
         match value.and_then(|v| v.trim().parse::<i64>().ok()) {
-            Some(s) if (MIN_SECONDS..=MAX_SECONDS).contains(&s) => {
-                Retention { ended_holds: s * 1_000, answers: s * 1_000 }
-            }
+            Some(s) if (MIN_SECONDS..=MAX_SECONDS).contains(&s) => Retention { ms: s * 1_000 },
             _ => Retention::default(),
         }
     }
@@ -62,16 +62,16 @@ impl Retention {
     pub fn answers_under(&self, settings: &HoldSettings) -> Millis {
         let longest =
             (Millis::from(settings.hold_seconds) + Millis::from(settings.extension_seconds)) * 1_000;
-        self.answers.max(longest)
+        self.ms.max(longest)
     }
 
-    /// How long an ended hold is kept for an event with `settings`: the retention, and at least as
-    /// long as an answer that names it ([`Retention::answers_under`]; the answer was given before
-    /// the hold ended, so the hold outlives it). An answer never names a forgotten hold: a retry
-    /// gets the hold as it is, ended, never the snapshot of a hold that is gone, and a restart
-    /// (which reads an answer from its hold's row) answers the same.
+    /// How long an ended hold is kept for an event with `settings`: at least as long as an answer
+    /// that names it ([`Retention::answers_under`]; the answer was given before the hold ended, so
+    /// the hold outlives it). An answer never names a forgotten hold: a retry gets the hold as it
+    /// is, ended, never the snapshot of a hold that is gone, and a restart (which reads an answer
+    /// from its hold's row) answers the same.
     pub fn ended_holds_under(&self, settings: &HoldSettings) -> Millis {
-        self.ended_holds.max(self.answers_under(settings))
+        self.answers_under(settings)
     }
 }
 
@@ -81,11 +81,8 @@ mod tests {
 
     #[test]
     fn the_variable_shortens_both_within_bounds_and_nothing_else_changes_the_default() {
-        assert_eq!(
-            Retention::configured(Some(" 300 ")),
-            Retention { ended_holds: 300_000, answers: 300_000 }
-        );
-        assert_eq!(Retention::configured(Some("900")).answers, 900_000);
+        assert_eq!(Retention::configured(Some(" 300 ")), Retention { ms: 300_000 });
+        assert_eq!(Retention::configured(Some("900")).ms, 900_000);
         for bad in
             [None, Some(""), Some("299"), Some("60"), Some("3601"), Some("-1"), Some("5m"), Some("1e3")]
         {

@@ -205,7 +205,7 @@ pub struct OrderFilter {
 /// `GET /api/v1/events/{id}/orders`: an event's orders, newest last (cursor pagination).
 #[utoipa::path(get, path = "/api/v1/events/{id}/orders", tag = "checkout", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id"), PageQuery, OrderFilter),
-    responses((status = 200, body = Object), crate::api::Problems))]
+    responses((status = 200, body = Listing<OrderSummary>), crate::api::Problems))]
 pub(super) async fn list_orders(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::Read>,

@@ -28,7 +28,7 @@ use crate::state::AppState;
 /// the core accepts is one the edge takes: once anyone has joined a started sale, its on-sale time,
 /// mode and shards stay (`409`, the edge's reason); when the edge cannot say whether anyone has
 /// joined, such a change waits (`503`).
-#[utoipa::path(put, path = "/api/v1/events/{id}/waiting-room", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = Object, description = "the WaitingRoomSettings fields to change (docs/api.md)"), responses((status = 200, body = Object), crate::api::Problems))]
+#[utoipa::path(put, path = "/api/v1/events/{id}/waiting-room", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = Object, description = "the WaitingRoomSettings fields to change, a JSON merge patch (docs/api.md)"), responses((status = 200, body = WaitingRoomSettings, description = "the settings as they now are"), crate::api::Problems))]
 pub(super) async fn set_waiting_room(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
@@ -99,12 +99,12 @@ pub(super) async fn set_waiting_room(
 /// `PUT /api/v1/events/{id}/seats-off-sale`: the seats of the venue this event does not sell
 /// (replacing the list; `[]` puts every seat back on sale). Pushed to the edge, where a seat held or
 /// sold when it was taken off keeps its hold or sale; when the hold ends, the seat stays off sale.
-#[utoipa::path(put, path = "/api/v1/events/{id}/seats-off-sale", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<String>, responses((status = 200, body = Object), crate::api::Problems))]
+#[utoipa::path(put, path = "/api/v1/events/{id}/seats-off-sale", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<String>, responses((status = 200, body = OffSaleSeats, description = "the seats now off sale"), crate::api::Problems))]
 pub(super) async fn set_seats_off_sale(
     State(state): State<AppState>,
     OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
     JsonBody(seats): JsonBody<Vec<String>>,
-) -> Result<Json<Value>> {
+) -> Result<Json<OffSaleSeats>> {
     if seats.len() > 100_000 {
         return Err(ApiError::field("seats", "at most 100000 seats"));
     }
@@ -143,7 +143,14 @@ pub(super) async fn set_seats_off_sale(
         .await?;
     touch(&mut tx, event.id).await?;
     tx.commit().await?;
-    Ok(Json(json!({ "off_sale_seats": seats })))
+    Ok(Json(OffSaleSeats { off_sale_seats: seats }))
+}
+
+/// The seats an event holds back from sale, as `PUT /api/v1/events/{id}/seats-off-sale` answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OffSaleSeats {
+    pub off_sale_seats: Vec<String>,
 }
 
 /// `GET /api/v1/events/{id}/sync`: what the edge holds of the event.

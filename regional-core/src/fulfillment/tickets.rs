@@ -63,7 +63,7 @@ pub struct TicketCode {
 
 /// `GET /api/v1/keys`: the core's public keys, for scanners to verify ticket codes offline.
 #[utoipa::path(get, path = "/api/v1/keys", tag = "public",
-    responses((status = 200, body = Object, description = "{\"keys\": [{\"kid\", \"alg\": \"EdDSA\", \"crv\": \"Ed25519\", \"public_key\": base64url, \"current\": bool}]}: the signing key first, then earlier keys still trusted during a rotation"), crate::api::Problems))]
+    responses((status = 200, body = KeySet, description = "the signing key first, then earlier keys still trusted during a rotation"), crate::api::Problems))]
 async fn keys(State(state): State<AppState>) -> Result<Response> {
     let co = state.checkout()?;
     // The signing key first (new codes carry it), then the earlier ones still trusted.
@@ -71,12 +71,40 @@ async fn keys(State(state): State<AppState>) -> Result<Response> {
     let mut keys: Vec<(String, String)> =
         co.trusted_keys().public_keys().map(|(kid, key)| (kid.to_owned(), key)).collect();
     keys.sort_by_key(|(kid, _)| *kid != current);
-    let keys: Vec<_> = keys
+    let keys = keys
         .into_iter()
-        .map(|(kid, key)| json!({ "kid": kid, "alg": "EdDSA", "crv": "Ed25519", "public_key": key, "current": kid == current }))
+        .map(|(kid, public_key)| PublicKey {
+            current: kid == current,
+            kid,
+            alg: "EdDSA",
+            crv: "Ed25519",
+            public_key,
+        })
         .collect();
-    let body = json!({ "keys": keys });
-    Ok(([(header::CACHE_CONTROL, "public, max-age=300")], Json(body)).into_response())
+    Ok(([(header::CACHE_CONTROL, "public, max-age=300")], Json(KeySet { keys })).into_response())
+}
+
+/// The core's public keys (`GET /api/v1/keys`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeySet {
+    pub keys: Vec<PublicKey>,
+}
+
+/// One Ed25519 public key that signs ticket codes.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKey {
+    /// The key id ticket codes name in their header.
+    pub kid: String,
+    #[schema(example = "EdDSA")]
+    pub alg: &'static str,
+    #[schema(example = "Ed25519")]
+    pub crv: &'static str,
+    /// The 32-byte public key, base64url without padding.
+    pub public_key: String,
+    /// True for the key that signs new codes.
+    pub current: bool,
 }
 
 /// `GET /api/v1/orders/{id}/tickets`: the order's live tickets with their codes (order token).

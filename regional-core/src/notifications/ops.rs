@@ -47,7 +47,7 @@ const COLUMNS: &str = "id, kind, recipient, subject, state, attempts, last_error
 /// `GET /api/v1/ops/notifications`: mails by state, oldest first (platform operators).
 #[utoipa::path(get, path = "/api/v1/ops/notifications", tag = "operations", security(("api_key" = [])),
     params(PageQuery, NotificationFilter),
-    responses((status = 200, body = Object), crate::api::Problems))]
+    responses((status = 200, body = Listing<NotificationView>), crate::api::Problems))]
 async fn list(
     State(state): State<AppState>,
     _: Can<need::ManagePlatform>,

@@ -2,15 +2,20 @@
 //! sink), `smtp://user:pass@host:587?tls=required` (STARTTLS) or `smtps://…` (TLS).
 //!
 //! - A mail is claimed with a lease, so two cores never send it at once.
-//! - Its `Message-ID` comes from its `dedup_key`: a mail sent again after a crash between the
-//!   server's acceptance and the `sent` mark carries the same id, which receivers deduplicate on.
+//! - A mail is sent once. The `sent` mark after the server's acceptance is retried (the database
+//!   restarting, a connection lost) until the claim ends, so that a database that comes back
+//!   within it never sees the mail sent again; every write names the claim, so a sender whose
+//!   claim lapsed changes nothing. A core that dies (or is stopped) between the server's
+//!   acceptance and the mark, or a database away for the whole claim, sends it again when the
+//!   claim lapses; it then carries the same `Message-ID` (from its `dedup_key`), which mail clients
+//!   deduplicate on.
 //! - A temporary failure (4xx, no connection) is retried with exponential backoff and jitter; a
 //!   permanent one (5xx) or `max_attempts` failures park the mail, for the operator to look at
 //!   (`GET /api/v1/ops/notifications?state=parked`) and retry.
 //! - At most `per_hour` mails go to one recipient in an hour; the rest wait for the window.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use lettre::message::header::ContentType;
@@ -24,6 +29,11 @@ use crate::models::ticket::{qr_png, TicketRow, TICKET_COLUMNS};
 use crate::tokens::ticket_code;
 use shared_types::token::TokenSigner;
 
+/// How long a sender holds the mails it claims, by default (no other sender takes them meanwhile).
+pub const LEASE: Duration = Duration::from_secs(120);
+/// The longest wait between two tries of a `sent` mark.
+const MARK_RETRY_MAX: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone)]
 pub struct SenderSettings {
     /// `From:`.
@@ -36,6 +46,10 @@ pub struct SenderSettings {
     pub per_hour: i64,
     /// The domain of `Message-ID`s.
     pub domain: String,
+    /// How long a claim on a batch of mails holds ([`LEASE`]). A sixth of it bounds one SMTP
+    /// transaction; a mail is sent only while a third of the lease is left, so that its `sent` mark
+    /// has time for its retries.
+    pub lease: Duration,
 }
 
 pub struct Sender {
@@ -55,6 +69,9 @@ struct Due {
     html_body: String,
     ticket_ids: Vec<Uuid>,
     attempts: i32,
+    /// This sender's claim on it, as the database wrote it: every later write names it, so that a
+    /// sender whose claim lapsed and was taken by another changes nothing.
+    lease_until: DateTime<Utc>,
 }
 
 /// Why a message could not be made: for now (the database did not answer: retried with backoff),
@@ -84,7 +101,7 @@ impl Sender {
     ) -> Result<Self, String> {
         let smtp = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
             .map_err(|e| format!("SMTP_URL: {e}"))?
-            .timeout(Some(Duration::from_secs(20)))
+            .timeout(Some(settings.lease / 6))
             .build();
         Ok(Self { db, smtp, settings, signer })
     }
@@ -106,14 +123,18 @@ impl Sender {
 
     /// Claims and sends one batch of due mails; answers how many it tried.
     pub async fn send_due(&self) -> Result<usize, sqlx::Error> {
+        // The claim ends no sooner than this, by this process's monotonic clock: taken before the
+        // database starts the lease, and blind to the two clocks' difference.
+        let lease_ends = Instant::now() + self.settings.lease;
         let due: Vec<Due> = sqlx::query_as(
-            "UPDATE notifications SET lease_until = now() + interval '2 minutes'
+            "UPDATE notifications SET lease_until = now() + make_interval(secs => $1)
              WHERE id IN (SELECT id FROM notifications
                           WHERE state = 'pending' AND next_attempt_at <= now()
                             AND (lease_until IS NULL OR lease_until < now())
                           ORDER BY next_attempt_at LIMIT 16 FOR UPDATE SKIP LOCKED)
-             RETURNING id, dedup_key, recipient, subject, text_body, html_body, ticket_ids, attempts",
+             RETURNING id, dedup_key, recipient, subject, text_body, html_body, ticket_ids, attempts, lease_until",
         )
+        .bind(self.settings.lease.as_secs_f64())
         .fetch_all(&self.db)
         .await?;
         let n = due.len();
@@ -124,8 +145,13 @@ impl Sender {
         }
         let sends = by_recipient.into_values().map(|mails| async move {
             for d in mails {
+                // Too little of the claim left to send and mark it: let it go for the next round.
+                if lease_ends.saturating_duration_since(Instant::now()) < self.settings.lease / 3 {
+                    self.release(d).await?;
+                    continue;
+                }
                 let outcome = self.send_one(d).await;
-                self.record(d, outcome).await?;
+                self.record(d, outcome, lease_ends).await?;
             }
             Ok::<(), sqlx::Error>(())
         });
@@ -133,6 +159,16 @@ impl Sender {
             r?;
         }
         Ok(n)
+    }
+
+    /// Gives up the claim on a mail not tried.
+    async fn release(&self, d: &Due) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE notifications SET lease_until = NULL WHERE id = $1 AND lease_until = $2")
+            .bind(d.id)
+            .bind(d.lease_until)
+            .execute(&self.db)
+            .await?;
+        Ok(())
     }
 
     async fn send_one(&self, d: &Due) -> Sent {
@@ -204,20 +240,18 @@ impl Sender {
             .map_err(|e| Unsendable::Ever(e.to_string()))
     }
 
-    async fn record(&self, d: &Due, outcome: Sent) -> Result<(), sqlx::Error> {
+    /// Records what became of a mail, under this sender's claim (a claim that lapsed and was
+    /// taken by another sender changes nothing).
+    async fn record(&self, d: &Due, outcome: Sent, lease_ends: Instant) -> Result<(), sqlx::Error> {
         match outcome {
-            Sent::Ok => {
-                sqlx::query("UPDATE notifications SET state = 'sent', sent_at = now(), attempts = attempts + 1, lease_until = NULL, last_error = NULL WHERE id = $1")
-                    .bind(d.id)
-                    .execute(&self.db)
-                    .await?;
-                tracing::info!(notification = %d.id, "notification sent");
-            }
+            Sent::Ok => self.mark_sent(d, lease_ends).await?,
             Sent::Deferred(at) => {
                 sqlx::query(
-                    "UPDATE notifications SET next_attempt_at = $2, lease_until = NULL WHERE id = $1",
+                    "UPDATE notifications SET next_attempt_at = $3, lease_until = NULL
+                     WHERE id = $1 AND lease_until = $2",
                 )
                 .bind(d.id)
+                .bind(d.lease_until)
                 .bind(at)
                 .execute(&self.db)
                 .await?;
@@ -229,11 +263,12 @@ impl Sender {
                 let park = permanent || attempts >= self.settings.max_attempts;
                 let next = Utc::now() + backoff(self.settings.retry_base, attempts);
                 sqlx::query(
-                    "UPDATE notifications SET attempts = $2, last_error = $3, lease_until = NULL,
-                         state = CASE WHEN $4 THEN 'parked' ELSE 'pending' END, next_attempt_at = $5
-                     WHERE id = $1",
+                    "UPDATE notifications SET attempts = $3, last_error = $4, lease_until = NULL,
+                         state = CASE WHEN $5 THEN 'parked' ELSE 'pending' END, next_attempt_at = $6
+                     WHERE id = $1 AND lease_until = $2",
                 )
                 .bind(d.id)
+                .bind(d.lease_until)
                 .bind(attempts)
                 .bind(&error)
                 .bind(park)
@@ -248,6 +283,50 @@ impl Sender {
             }
         }
         Ok(())
+    }
+
+    /// Marks a mail the server accepted as sent. A mark lost now would send it again when the claim
+    /// lapses, so it is tried until the claim ends (the database restarting, a connection lost),
+    /// each try bounded by the time left.
+    async fn mark_sent(&self, d: &Due, lease_ends: Instant) -> Result<(), sqlx::Error> {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let left = lease_ends.saturating_duration_since(Instant::now());
+            let marked = tokio::time::timeout(
+                left,
+                sqlx::query(
+                    "UPDATE notifications SET state = 'sent', sent_at = now(), attempts = attempts + 1,
+                         lease_until = NULL, last_error = NULL
+                     WHERE id = $1 AND lease_until = $2",
+                )
+                .bind(d.id)
+                .bind(d.lease_until)
+                .execute(&self.db),
+            )
+            .await;
+            let error = match marked {
+                Ok(Ok(done)) if done.rows_affected() == 1 => {
+                    tracing::info!(notification = %d.id, "notification sent");
+                    return Ok(());
+                }
+                Ok(Ok(_)) => {
+                    tracing::error!(notification = %d.id, "notification sent, but its claim was taken by another sender before the mark: it may go out twice, with the same Message-ID");
+                    return Ok(());
+                }
+                Ok(Err(e)) => e,
+                Err(_) => sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the mark took longer than the claim",
+                )),
+            };
+            if lease_ends.saturating_duration_since(Instant::now()) <= wait {
+                tracing::error!(notification = %d.id, error = %error, "notification sent, but not marked before its claim ends: it will be sent again, with the same Message-ID");
+                return Err(error);
+            }
+            tracing::warn!(notification = %d.id, error = %error, "notification sent but not yet marked: retrying the mark");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(MARK_RETRY_MAX);
+        }
     }
 }
 

@@ -77,12 +77,17 @@ fn signer() -> TokenSigner {
 }
 
 fn sender(db: &PgPool, sink: &SmtpSink, max_attempts: i32, per_hour: i64) -> Sender {
+    sender_leasing(db, sink, max_attempts, per_hour, regional_core::notifications::sender::LEASE)
+}
+
+fn sender_leasing(db: &PgPool, sink: &SmtpSink, max_attempts: i32, per_hour: i64, lease: Duration) -> Sender {
     let settings = SenderSettings {
         from: "Tickets <tickets@example.test>".parse().unwrap(),
         max_attempts,
         retry_base: Duration::from_millis(10),
         per_hour,
         domain: "example.test".into(),
+        lease,
     };
     Sender::new(db.clone(), &sink.url(), settings, signer()).unwrap()
 }
@@ -107,6 +112,17 @@ async fn order_paid(db: &PgPool, order: Uuid, event: &str, tickets: &[Uuid]) {
                           "email": "Buyer@Example.test", "tickets": tickets });
     regional_core::bus::outbox(&mut tx, "orders", event, payload).await.unwrap();
     tx.commit().await.unwrap();
+}
+
+/// A paid order of one ticket whose confirmation is queued, not sent, and an SMTP sink to send it to.
+async fn a_queued_confirmation(db: &PgPool) -> (Api, SmtpSink) {
+    let api = Api::start_with(with_checkout(db, &signer())).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
+    let sink = SmtpSink::start(&[]);
+    order_paid(db, order, &event, &tickets).await;
+    relay(db).await;
+    (api, sink)
 }
 
 async fn state_of(db: &PgPool, kind: &str) -> (String, i32, Option<String>) {
@@ -236,12 +252,7 @@ async fn a_database_error_while_the_mail_is_made_is_retried_not_parked(db: PgPoo
     // Found by the fault campaign (tests/tests/faults.rs, PostgreSQL restarted during a sale): the
     // tickets' QR codes are drawn when the mail is made, and a database error there parked the
     // confirmation for good, as if its address were wrong.
-    let api = Api::start_with(with_checkout(&db, &signer())).await;
-    let (_, [(org, key), _]) = two_tenants(&api).await;
-    let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1"]).await;
-    let sink = SmtpSink::start(&[]);
-    order_paid(&db, order, &event, &tickets).await;
-    relay(&db).await;
+    let (_api, sink) = a_queued_confirmation(&db).await;
     sqlx::query("ALTER TABLE tickets RENAME TO tickets_away").execute(&db).await.unwrap();
     let sender = sender(&db, &sink, 5, 20);
     sender.send_due().await.unwrap();
@@ -255,6 +266,98 @@ async fn a_database_error_while_the_mail_is_made_is_retried_not_parked(db: PgPoo
         sender.send_due().await.unwrap();
     }
     assert_eq!(sink.messages().len(), 1, "one mail");
+}
+
+/// Makes the database refuse every `sent` mark (as while PostgreSQL restarts) until
+/// [`take_marks`].
+async fn refuse_marks(db: &PgPool) {
+    sqlx::raw_sql(
+        "CREATE TABLE mark_refused (x int);
+         INSERT INTO mark_refused VALUES (1);
+         CREATE FUNCTION refuse_mark() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF EXISTS (SELECT 1 FROM mark_refused) THEN
+             RAISE EXCEPTION 'the database is away' USING ERRCODE = '57P03';
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER refuse_mark BEFORE UPDATE ON notifications
+           FOR EACH ROW WHEN (NEW.state = 'sent') EXECUTE FUNCTION refuse_mark();",
+    )
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+async fn take_marks(db: &PgPool) {
+    sqlx::query("DELETE FROM mark_refused").execute(db).await.unwrap();
+}
+
+/// The `Message-ID` of each mail the sink got.
+fn message_ids(sink: &SmtpSink) -> Vec<String> {
+    sink.messages()
+        .iter()
+        .map(|raw| {
+            MessageParser::default().parse(raw).and_then(|m| m.message_id().map(str::to_owned)).unwrap()
+        })
+        .collect()
+}
+
+#[sqlx::test]
+async fn a_mail_the_server_accepted_while_the_database_was_away_is_not_sent_again(db: PgPool) {
+    // Found by a review of the fault campaign's mail check (tests/tests/faults.rs): the `sent` mark
+    // was tried once, so a database that went away between the server's acceptance and the mark
+    // left the mail claimed but unmarked, and it went out a second time when the claim lapsed.
+    let (_api, sink) = a_queued_confirmation(&db).await;
+    // The database refuses the mark for a moment, then takes it.
+    refuse_marks(&db).await;
+    let back = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            take_marks(&db).await;
+        })
+    };
+    let sender = sender(&db, &sink, 5, 20);
+    let first = sender.send_due().await;
+    back.await.unwrap();
+    // Its claim lapses (two minutes later) and the sender looks again.
+    sqlx::query(
+        "UPDATE notifications SET lease_until = now() - interval '1 second' WHERE lease_until IS NOT NULL",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    sender.send_due().await.unwrap();
+    assert_eq!(sink.messages().len(), 1, "the mail was sent again (first round: {first:?})");
+    assert_eq!(state_of(&db, "order_confirmation").await.0, "sent");
+    first.expect("the mark is retried until the database takes it");
+}
+
+#[sqlx::test]
+async fn a_mark_refused_for_the_whole_claim_is_given_up_in_time_and_the_mail_goes_again_with_its_id(
+    db: PgPool,
+) {
+    // What sending once cannot cover (docs/reliability.md, "Known limits"): a database away for
+    // the whole claim. The sender stops trying within its claim, and the mail goes out again after
+    // it, under the same Message-ID (which mail clients show once).
+    let (_api, sink) = a_queued_confirmation(&db).await;
+    refuse_marks(&db).await;
+    let lease = Duration::from_secs(3);
+    let sender = sender_leasing(&db, &sink, 5, 20, lease);
+    let started = std::time::Instant::now();
+    assert!(sender.send_due().await.is_err(), "the mark cannot have been taken");
+    assert!(started.elapsed() <= lease, "tried past its claim: {:?}", started.elapsed());
+    assert_eq!(state_of(&db, "order_confirmation").await.0, "pending");
+    take_marks(&db).await;
+    // Nobody takes it while the claim holds; after it, it goes again.
+    assert_eq!(sender.send_due().await.unwrap(), 0, "taken while claimed");
+    tokio::time::sleep(lease.saturating_sub(started.elapsed()) + Duration::from_millis(200)).await;
+    assert_eq!(sender.send_due().await.unwrap(), 1);
+    assert_eq!(state_of(&db, "order_confirmation").await.0, "sent");
+    let ids = message_ids(&sink);
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert_eq!(ids[0], ids[1], "a mail sent again carries its Message-ID");
 }
 
 #[sqlx::test]
