@@ -14,7 +14,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::api::{Listing, PageQuery};
@@ -119,7 +119,7 @@ fn price_range(tier: &TierOffer, zones: &[ZoneIn]) -> (i64, i64) {
     (min, max)
 }
 
-#[utoipa::path(get, path = "/api/v1/catalog/events/{id}", tag = "public", params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the event with its tiers and prices", body = Object), crate::api::Problems))]
+#[utoipa::path(get, path = "/api/v1/catalog/events/{id}", tag = "public", params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the event with its tiers and prices", body = CatalogEvent), crate::api::Problems))]
 async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<impl IntoResponse> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
     let event: Option<PublicEvent> = sqlx::query_as(&format!(
@@ -150,25 +150,60 @@ async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Result<im
         .filter(|z| seated.iter().any(|s| s == z.id.as_str()))
         .collect();
     let now = Utc::now();
-    let mut answer = serde_json::to_value(&event).unwrap_or_default();
-    answer["tiers"] = tiers
-        .iter()
-        .map(|t| {
-            let mut tier = serde_json::to_value(t).unwrap_or_default();
-            let (min_minor, max_minor) = price_range(t, &zones);
-            tier["price_range"] = json!({ "min_minor": min_minor, "max_minor": max_minor });
+    let tiers = tiers
+        .into_iter()
+        .map(|offer| {
+            let (min_minor, max_minor) = price_range(&offer, &zones);
             // As of this answer (kept 30 s at most): pages show it without a clock of their own.
-            tier["sale_state"] = json!(if t.sale_starts_at.is_some_and(|s| now < s) {
-                "not_yet"
-            } else if t.sale_ends_at.is_some_and(|e| now >= e) {
-                "ended"
+            let sale_state = if offer.sale_starts_at.is_some_and(|s| now < s) {
+                SaleState::NotYet
+            } else if offer.sale_ends_at.is_some_and(|e| now >= e) {
+                SaleState::Ended
             } else {
-                "on_sale"
-            });
-            tier
+                SaleState::OnSale
+            };
+            CatalogTier { offer, price_range: PriceRange { min_minor, max_minor }, sale_state }
         })
         .collect();
-    answer["zones"] = serde_json::to_value(&zones).unwrap_or_default();
-    answer["buy_path"] = Value::String(format!("/events/{id}"));
+    let answer = CatalogEvent { event, tiers, zones, buy_path: format!("/events/{id}") };
     Ok(([(header::CACHE_CONTROL, CACHE)], Json(answer)))
+}
+
+/// One event as the public catalog shows it (`GET /api/v1/catalog/events/{id}`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CatalogEvent {
+    #[serde(flatten)]
+    pub event: PublicEvent,
+    /// Its tiers, in the order they were made.
+    pub tiers: Vec<CatalogTier>,
+    /// The venue's price zones that have seats.
+    pub zones: Vec<ZoneIn>,
+    /// The buyer's page of the event at the edge.
+    pub buy_path: String,
+}
+
+/// A tier as the catalog shows it: its offer, the range of its prices, and whether it sells now.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CatalogTier {
+    #[serde(flatten)]
+    pub offer: TierOffer,
+    pub price_range: PriceRange,
+    pub sale_state: SaleState,
+}
+
+/// The lowest and highest price of a tier (minor units; one price for a GA tier).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriceRange {
+    pub min_minor: i64,
+    pub max_minor: i64,
+}
+
+/// Whether a tier sells, as of the answer.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SaleState {
+    NotYet,
+    OnSale,
+    Ended,
 }

@@ -150,17 +150,23 @@ async fn list_venues(
     Ok(Json(q.fetch(query, &state.db, |v: &Venue| (v.created_at, v.id)).await?))
 }
 
-#[utoipa::path(get, path = "/api/v1/venues/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the venue with its sections, rows and seats", body = Object), crate::api::Problems))]
+#[utoipa::path(get, path = "/api/v1/venues/{id}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, description = "the venue with its sections, rows and seats", body = VenueDetail), crate::api::Problems))]
 async fn get_venue(
     State(state): State<AppState>,
     Can(caller, _): Can<need::Read>,
     Path(id): Path<String>,
-) -> Result<Json<Value>> {
+) -> Result<Json<VenueDetail>> {
     let venue = find_venue(&state.db, &caller, &id).await?;
     let sections = load_sections(&state.db, venue.id).await?;
-    let mut answer = serde_json::to_value(&venue).unwrap_or_default();
-    answer["sections"] = serde_json::to_value(&sections).unwrap_or_default();
-    Ok(Json(answer))
+    Ok(Json(VenueDetail { venue, sections }))
+}
+
+/// A venue with its seat map (`GET /api/v1/venues/{id}`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct VenueDetail {
+    #[serde(flatten)]
+    pub venue: Venue,
+    pub sections: Vec<SectionIn>,
 }
 
 /// Splits one CSV line (RFC 4180 quoting).

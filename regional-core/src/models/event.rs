@@ -118,13 +118,15 @@ pub(crate) const TIER_COLUMNS: &str =
 
 /// A tier as buyers are offered it: its price (per zone for seats), how many one order may take
 /// and when it is sold. The catalog shows it; checkout prices holds with it.
-#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct TierOffer {
     pub id: Uuid,
     pub name: String,
     pub kind: String,
     pub currency: String,
     pub price_minor: i64,
+    /// A seated tier's price per zone: the zone's id to its price in minor units.
+    #[schema(value_type = std::collections::BTreeMap<String, i64>)]
     pub zone_prices: Value,
     pub per_order_limit: i32,
     pub sale_starts_at: Option<DateTime<Utc>>,
