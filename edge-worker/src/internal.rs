@@ -14,7 +14,8 @@ use durable_objects::stub::{send, DIRECTORY_BINDING, WAITLIST_BINDING};
 use durable_objects::waiting_room::{call, shard_name, EndSession, COORDINATOR_BINDING, SHARD_BINDING};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use shared_types::internal_api::{HoldAction, InternalRoute};
+use shared_types::ids::VisitorId;
+use shared_types::internal_api::{HoldAction, InternalRoute, SaleBody};
 use shared_types::inventory::Inventory;
 use shared_types::request_signing::{precheck_request, verify_request, SignedRequest, SIGNATURE_HEADER};
 use shared_types::traceparent::TraceParent;
@@ -134,6 +135,13 @@ async fn hold_call(
     body: &[u8],
 ) -> Result<Response> {
     let name = hold_object(ev, hold).await?;
+    // A sale's body names the buyer whose session ends with it; the object reads no body there.
+    let (sale, body) = match action {
+        Some(HoldAction::Confirm | HoldAction::Reclaim) if !body.is_empty() => {
+            (parse::<SaleBody>(ev, body, "a sale's body ({\"end_session_of\"})")?, &[][..])
+        }
+        _ => (SaleBody::default(), body),
+    };
     let (method, object_path, body) = match action {
         None => (Method::Get, format!("/holds/{hold}"), None),
         Some(HoldAction::Release) => (Method::Delete, format!("/holds/{hold}"), None),
@@ -145,6 +153,17 @@ async fn hold_call(
     };
     let resp = objects::inventory(ev.env, &name, method, &object_path, call, body).await?;
     invalidate_availability(&ev.event);
+    if let (200, Some(visitor)) = (resp.status_code(), &sale.end_session_of) {
+        // Sold: the buyer's session ends now (best effort: it also ends when its time is up, and
+        // the sale stands whatever this answers).
+        let status = end_session_of(ev, visitor).await.map_or(0, |r| r.status_code());
+        if status != 200 {
+            durable_objects::log::warn(
+                "could not end the buyer's session after the sale",
+                json!({ "event": ev.event, "hold": hold, "status": status }),
+            );
+        }
+    }
     objects::relay(resp, ev.path).await
 }
 
@@ -315,10 +334,15 @@ async fn waitlist_call(ev: &EventCtx<'_>, method: Method, path: &str) -> Result<
 /// The core says a buyer is done (bought): their session ends now and frees a place under the cap.
 async fn end_session(ev: &EventCtx<'_>, body: &[u8]) -> Result<Response> {
     let end: EndSession = parse(ev, body, "{\"visitor\"}")?;
+    end_session_of(ev, &end.visitor).await
+}
+
+/// Ends `visitor`'s shopping session (the queue shard that admitted them).
+async fn end_session_of(ev: &EventCtx<'_>, visitor: &VisitorId) -> Result<Response> {
     let view = crate::room::view_or_404(ev).await?;
-    let shard = shard_name(&ev.event, shard_of_visitor(end.visitor.as_str(), view.settings.queue_shards));
+    let shard = shard_name(&ev.event, shard_of_visitor(visitor.as_str(), view.settings.queue_shards));
     let as_core = Call::by(&Caller::Core);
-    let body = serde_json::to_string(&end)?;
+    let body = serde_json::to_string(&EndSession { visitor: visitor.clone() })?;
     let resp =
         send(ev.env, SHARD_BINDING, &shard, Method::Post, "/sessions/end", &as_core, Some(body)).await?;
     objects::relay(resp, ev.path).await

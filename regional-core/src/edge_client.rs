@@ -7,7 +7,8 @@ use base64::Engine as _;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::Value;
-use shared_types::internal_api::{HoldAction, HoldAnswer, InternalRoute};
+use shared_types::ids::VisitorId;
+use shared_types::internal_api::{HoldAction, HoldAnswer, InternalRoute, SaleBody};
 use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
 use shared_types::token::TokenSigner;
 use tracing::Instrument as _;
@@ -73,6 +74,20 @@ impl EdgeClient {
     /// `action` on a hold: the hold as it is after it.
     pub async fn hold_action(&self, event: &str, hold: &str, action: HoldAction) -> Result<Value, EdgeError> {
         let body = if action == HoldAction::Return { b"{}".to_vec() } else { Vec::new() };
+        self.send(event, &InternalRoute::HoldAction(hold.to_owned(), action), body).await
+    }
+
+    /// Sells a hold (`confirm`, or `reclaim` for one that ended), ending `buyer`'s shopping session
+    /// in the same call (closed-loop admission): one call of the edge per sale, not two.
+    pub async fn sell(
+        &self,
+        event: &str,
+        hold: &str,
+        action: HoldAction,
+        buyer: &str,
+    ) -> Result<Value, EdgeError> {
+        let sale = SaleBody { end_session_of: VisitorId::parse(buyer).ok() };
+        let body = serde_json::to_vec(&sale).unwrap_or_default();
         self.send(event, &InternalRoute::HoldAction(hold.to_owned(), action), body).await
     }
 

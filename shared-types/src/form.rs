@@ -1,7 +1,7 @@
 //! `application/x-www-form-urlencoded` bodies: what the edge's pages post (a waiting-list join, the
 //! bot check's answer) and what the edge posts to Turnstile. Read and written by the
 //! `form_urlencoded` crate (the `url` crate's own); here rather than in the edge so that the fuzz
-//! target `headers` reaches the reader the edge uses (docs/fuzzing.md).
+//! target `readers` reaches the reader the edge uses (docs/fuzzing.md).
 
 use std::collections::HashMap;
 

@@ -542,7 +542,7 @@ async function sessionFor(event) {
   return status.body.admission_token;
 }
 
-test('an admission token works only while its session is open: leaving or buying ends it', async () => {
+test('an admission token works only while its session is open: leaving or buying ends it (the sale ends it in the same call)', async () => {
   const event = 'wr-session';
   await publish(inventory(event, { seats: 10, ga: 10 }));
   const hold = (c, token) => c.send('POST', `/api/v1/events/${event}/holds`, { bearer: token, body: { kind: 'general_admission', tier: 'floor', quantity: 1 } });
@@ -561,8 +561,21 @@ test('an admission token works only while its session is open: leaving or buying
   const ended = await core('POST', `/internal/v1/events/${event}/waiting-room/sessions/end`, { visitor: b.visitor });
   assert.equal(ended.status, 200, JSON.stringify(ended.body));
   assert.equal(ended.body.ended, 1);
+  // So does the sale itself: the core's confirm names the buyer whose session ends with it.
+  const d = await admit(mf, core, event);
+  const held = await hold(c, d.token);
+  assert.equal(held.status, 201);
+  const sold = await core('POST', `/internal/v1/events/${event}/holds/${held.body.hold.id}/confirm`, { end_session_of: d.visitor });
+  assert.equal(sold.status, 200, JSON.stringify(sold.body));
+  assert.equal(sold.body.state, 'sold');
+  // A sale's body that is not one is refused, and sells nothing.
+  const other = await hold(c, (await admit(mf, core, event)).token);
+  const bad = await core('POST', `/internal/v1/events/${event}/holds/${other.body.hold.id}/confirm`, { end_session: 'x' });
+  assert.equal(bad.status, 400, JSON.stringify(bad.body));
+  assert.equal((await core('GET', `/internal/v1/events/${event}/holds/${other.body.hold.id}`)).body.state, 'held');
   await sleep(5200);
   assert.equal((await hold(c, b.token)).body.reason, 'session-ended');
+  assert.equal((await hold(c, d.token)).body.reason, 'session-ended');
 });
 
 test('a buyer whose turn came keeps it for the return grace, and loses it after', async () => {

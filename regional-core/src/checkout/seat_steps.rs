@@ -12,7 +12,7 @@ use super::saga::Input;
 use super::Checkout;
 use crate::bus::{outbox, outbox_all};
 use crate::payments::{PaymentProvider, RemoteState};
-use shared_types::internal_api::{HoldAction, InternalRoute};
+use shared_types::internal_api::HoldAction;
 
 impl Checkout {
     /// A transition with no other effect.
@@ -27,13 +27,16 @@ impl Checkout {
     }
 
     /// `confirming`: sell the hold at the edge (or take its seats back if it expired and they
-    /// are still free), then mark the order paid and issue its tickets, in one transaction.
+    /// are still free), which ends the buyer's shopping session there in the same call, then mark
+    /// the order paid and issue its tickets, in one transaction.
     pub(super) async fn confirm(&self, o: &OrderRow) -> Step {
         self.fault("crash-before-confirm");
-        let sold = match self.on_hold(o, HoldAction::Confirm).await {
+        let event = o.event_id.to_string();
+        let sell = |action| self.edge.sell(&event, &o.hold_id, action, &o.visitor_id);
+        let sold = match sell(HoldAction::Confirm).await {
             Ok(_) => Ok("confirmed"),
             Err(e) if matches!(e.reason(), "hold_expired" | "hold_released") => {
-                match self.on_hold(o, HoldAction::Reclaim).await {
+                match sell(HoldAction::Reclaim).await {
                     Ok(_) => Ok("reclaimed"),
                     Err(e) if hold_lost(&e) => Err(e),
                     Err(e) => return Step::Failed(e.to_string()),
@@ -107,16 +110,7 @@ impl Checkout {
         }
         .await;
         match result {
-            Ok(()) => {
-                // Closed-loop admission: the buyer's shopping session is over (best effort: the
-                // session also ends by itself when its time is up).
-                let body = serde_json::to_vec(&json!({ "visitor": o.visitor_id })).unwrap_or_default();
-                let ended = self.edge.send(&o.event_id.to_string(), &InternalRoute::EndSession, body).await;
-                if let Err(e) = ended {
-                    tracing::info!(order = %o.id, error = %e, "could not end the buyer's session");
-                }
-                Step::Parked
-            }
+            Ok(()) => Step::Parked,
             Err(sqlx::Error::Database(e)) if e.constraint() == Some("tickets_one_live_per_seat") => {
                 // The edge sold a seat that already has a live ticket: never issue it twice.
                 tracing::error!(order = %o.id, "a seat of this order already has a live ticket: refusing to issue it twice");

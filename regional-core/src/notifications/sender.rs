@@ -3,12 +3,13 @@
 //!
 //! - A mail is claimed with a lease, so two cores never send it at once.
 //! - A mail is sent once. The `sent` mark after the server's acceptance is retried (the database
-//!   restarting, a connection lost) until the claim ends, so that a database that comes back
-//!   within it never sees the mail sent again; every write names the claim, so a sender whose
-//!   claim lapsed changes nothing. A core that dies (or is stopped) between the server's
-//!   acceptance and the mark, or a database away for the whole claim, sends it again when the
-//!   claim lapses; it then carries the same `Message-ID` (from its `dedup_key`), which mail clients
-//!   deduplicate on.
+//!   restarting, a connection lost) for as long as the claim and a lease after it, and every write
+//!   names the claim, so a late mark still lands unless another sender has taken the mail since,
+//!   and a sender whose claim lapsed changes nothing. A mail is sent again (when its claim lapses,
+//!   with the same `Message-ID`, from its `dedup_key`, which mail clients deduplicate on) only when
+//!   the core dies between the server's acceptance and the mark, the database is away for the
+//!   claim's remainder and a lease after it, or the server takes a mail without answering within a
+//!   sixth of the lease (SMTP cannot tell a lost answer from a refusal).
 //! - A temporary failure (4xx, no connection) is retried with exponential backoff and jitter; a
 //!   permanent one (5xx) or `max_attempts` failures park the mail, for the operator to look at
 //!   (`GET /api/v1/ops/notifications?state=parked`) and retry.
@@ -33,6 +34,8 @@ use shared_types::token::TokenSigner;
 pub const LEASE: Duration = Duration::from_secs(120);
 /// The longest wait between two tries of a `sent` mark.
 const MARK_RETRY_MAX: Duration = Duration::from_secs(2);
+/// The longest one try of a `sent` mark may take.
+const MARK_TRY: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct SenderSettings {
@@ -46,9 +49,9 @@ pub struct SenderSettings {
     pub per_hour: i64,
     /// The domain of `Message-ID`s.
     pub domain: String,
-    /// How long a claim on a batch of mails holds ([`LEASE`]). A sixth of it bounds one SMTP
-    /// transaction; a mail is sent only while a third of the lease is left, so that its `sent` mark
-    /// has time for its retries.
+    /// How long a claim on a batch of mails holds ([`LEASE`]). A mail is handed to the server only
+    /// while a third of it is left, and the SMTP exchange is cut off after a sixth, so that the
+    /// `sent` mark comes within the claim; the mark's retries go on for a lease after it.
     pub lease: Duration,
 }
 
@@ -84,6 +87,8 @@ enum Unsendable {
 /// What became of one attempt.
 enum Sent {
     Ok,
+    /// Too little of the claim was left to send it: given back, not an attempt.
+    NotTried,
     /// Over the recipient's cap: try again at this time (not an attempt).
     Deferred(DateTime<Utc>),
     Failed {
@@ -110,7 +115,7 @@ impl Sender {
     /// recorded).
     pub async fn run(self: Arc<Self>, poll: Duration, stop: crate::shutdown::Stop) {
         while !stop.requested() {
-            match self.send_due().await {
+            match self.send_batch(Some(&stop)).await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "notifications: could not read due mails"),
@@ -123,6 +128,11 @@ impl Sender {
 
     /// Claims and sends one batch of due mails; answers how many it tried.
     pub async fn send_due(&self) -> Result<usize, sqlx::Error> {
+        self.send_batch(None).await
+    }
+
+    /// [`Sender::send_due`], letting go of the mails not yet started once `stop` is asked.
+    async fn send_batch(&self, stop: Option<&crate::shutdown::Stop>) -> Result<usize, sqlx::Error> {
         // The claim ends no sooner than this, by this process's monotonic clock: taken before the
         // database starts the lease, and blind to the two clocks' difference.
         let lease_ends = Instant::now() + self.settings.lease;
@@ -145,12 +155,12 @@ impl Sender {
         }
         let sends = by_recipient.into_values().map(|mails| async move {
             for d in mails {
-                // Too little of the claim left to send and mark it: let it go for the next round.
-                if lease_ends.saturating_duration_since(Instant::now()) < self.settings.lease / 3 {
+                // Stopping: what is not started goes back for another core (or the next start).
+                if stop.is_some_and(|s| s.requested()) {
                     self.release(d).await?;
                     continue;
                 }
-                let outcome = self.send_one(d).await;
+                let outcome = self.send_one(d, lease_ends).await;
                 self.record(d, outcome, lease_ends).await?;
             }
             Ok::<(), sqlx::Error>(())
@@ -171,7 +181,10 @@ impl Sender {
         Ok(())
     }
 
-    async fn send_one(&self, d: &Due) -> Sent {
+    /// Sends one mail if the claim leaves time to send it and mark it: a third of the lease, checked
+    /// after the mail is made and just before the server is called; the SMTP exchange is then cut
+    /// off after a sixth (lettre's async transport bounds only the connect).
+    async fn send_one(&self, d: &Due, lease_ends: Instant) -> Sent {
         // The recipient's cap: mails sent to them in the last hour.
         let window: Result<(i64, Option<DateTime<Utc>>), _> = sqlx::query_as(
             "SELECT count(*), min(sent_at) FROM notifications
@@ -193,9 +206,16 @@ impl Sender {
             Err(Unsendable::Now(error)) => return Sent::Failed { permanent: false, error },
             Err(Unsendable::Ever(error)) => return Sent::Failed { permanent: true, error },
         };
-        match self.smtp.send(message).await {
-            Ok(_) => Sent::Ok,
-            Err(e) => Sent::Failed { permanent: e.is_permanent(), error: e.to_string() },
+        if lease_ends.saturating_duration_since(Instant::now()) < self.settings.lease / 3 {
+            return Sent::NotTried;
+        }
+        match tokio::time::timeout(self.settings.lease / 6, self.smtp.send(message)).await {
+            Ok(Ok(_)) => Sent::Ok,
+            Ok(Err(e)) => Sent::Failed { permanent: e.is_permanent(), error: e.to_string() },
+            // The server may have taken it without our seeing the answer: SMTP cannot tell.
+            Err(_) => {
+                Sent::Failed { permanent: false, error: "the SMTP server did not answer in time".into() }
+            }
         }
     }
 
@@ -245,8 +265,9 @@ impl Sender {
     async fn record(&self, d: &Due, outcome: Sent, lease_ends: Instant) -> Result<(), sqlx::Error> {
         match outcome {
             Sent::Ok => self.mark_sent(d, lease_ends).await?,
+            Sent::NotTried => self.release(d).await?,
             Sent::Deferred(at) => {
-                sqlx::query(
+                let done = sqlx::query(
                     "UPDATE notifications SET next_attempt_at = $3, lease_until = NULL
                      WHERE id = $1 AND lease_until = $2",
                 )
@@ -255,14 +276,15 @@ impl Sender {
                 .bind(at)
                 .execute(&self.db)
                 .await?;
-                tracing::info!(notification = %d.id, until = %at, "notification deferred: the recipient's hourly cap");
+                if done.rows_affected() == 1 {
+                    tracing::info!(notification = %d.id, until = %at, "notification deferred: the recipient's hourly cap");
+                }
             }
             Sent::Failed { permanent, error } => {
-                crate::metrics::MAIL_FAILURES.inc();
                 let attempts = d.attempts + 1;
                 let park = permanent || attempts >= self.settings.max_attempts;
                 let next = Utc::now() + backoff(self.settings.retry_base, attempts);
-                sqlx::query(
+                let done = sqlx::query(
                     "UPDATE notifications SET attempts = $3, last_error = $4, lease_until = NULL,
                          state = CASE WHEN $5 THEN 'parked' ELSE 'pending' END, next_attempt_at = $6
                      WHERE id = $1 AND lease_until = $2",
@@ -275,6 +297,11 @@ impl Sender {
                 .bind(next)
                 .execute(&self.db)
                 .await?;
+                // Another sender has it now (this claim lapsed): its outcome is the one that counts.
+                if done.rows_affected() == 0 {
+                    return Ok(());
+                }
+                crate::metrics::MAIL_FAILURES.inc();
                 if park {
                     tracing::error!(notification = %d.id, attempts, error, "notification parked: the operator must look at it");
                 } else {
@@ -285,15 +312,17 @@ impl Sender {
         Ok(())
     }
 
-    /// Marks a mail the server accepted as sent. A mark lost now would send it again when the claim
-    /// lapses, so it is tried until the claim ends (the database restarting, a connection lost),
-    /// each try bounded by the time left.
+    /// Marks a mail the server accepted as sent. A mark lost now sends it again once the claim
+    /// lapses and another sender takes it, so it is retried (the database restarting, a connection
+    /// lost), past the claim's end too: the mark names the claim, so a late one succeeds only while
+    /// nobody has taken the mail since. Each try is bounded; the retries stop a lease after the
+    /// claim's end.
     async fn mark_sent(&self, d: &Due, lease_ends: Instant) -> Result<(), sqlx::Error> {
+        let give_up = lease_ends + self.settings.lease;
         let mut wait = Duration::from_millis(50);
         loop {
-            let left = lease_ends.saturating_duration_since(Instant::now());
             let marked = tokio::time::timeout(
-                left,
+                MARK_TRY,
                 sqlx::query(
                     "UPDATE notifications SET state = 'sent', sent_at = now(), attempts = attempts + 1,
                          lease_until = NULL, last_error = NULL
@@ -310,17 +339,25 @@ impl Sender {
                     return Ok(());
                 }
                 Ok(Ok(_)) => {
-                    tracing::error!(notification = %d.id, "notification sent, but its claim was taken by another sender before the mark: it may go out twice, with the same Message-ID");
+                    // An earlier try that timed out may have been the one that marked it.
+                    let state: Option<String> =
+                        sqlx::query_scalar("SELECT state FROM notifications WHERE id = $1")
+                            .bind(d.id)
+                            .fetch_optional(&self.db)
+                            .await?;
+                    if state.as_deref() != Some("sent") {
+                        tracing::error!(notification = %d.id, "notification sent, but another sender took it before the mark: it may go out twice, with the same Message-ID");
+                    }
                     return Ok(());
                 }
                 Ok(Err(e)) => e,
                 Err(_) => sqlx::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
-                    "the mark took longer than the claim",
+                    "the mark did not answer in time",
                 )),
             };
-            if lease_ends.saturating_duration_since(Instant::now()) <= wait {
-                tracing::error!(notification = %d.id, error = %error, "notification sent, but not marked before its claim ends: it will be sent again, with the same Message-ID");
+            if Instant::now() + wait >= give_up {
+                tracing::error!(notification = %d.id, error = %error, "notification sent, but not marked: it will be sent again once its claim lapses, with the same Message-ID");
                 return Err(error);
             }
             tracing::warn!(notification = %d.id, error = %error, "notification sent but not yet marked: retrying the mark");

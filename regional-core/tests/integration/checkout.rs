@@ -517,15 +517,20 @@ async fn the_checkout_cap_is_also_what_the_waiting_room_admits_each_buyer_to(db:
 
 /// A stand-in for the edge's internal hold routes: every hold action answers the hold as held for
 /// ten more minutes, ending a session answers `{}`. Counts the calls by their last path segment.
-async fn counting_edge(hold: &str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen = calls.clone();
+/// The calls (the last part of each path) and their JSON bodies (`null` for none), in order.
+type Seen<T> = std::sync::Arc<std::sync::Mutex<Vec<T>>>;
+
+async fn counting_edge(hold: &str) -> (String, Seen<String>, Seen<Value>) {
+    let calls = Seen::<String>::default();
+    let bodies = Seen::<Value>::default();
+    let (seen, seen_bodies) = (calls.clone(), bodies.clone());
     let hold = hold.to_owned();
-    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-        let (seen, hold) = (seen.clone(), hold.clone());
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, body: axum::body::Bytes| {
+        let (seen, seen_bodies, hold) = (seen.clone(), seen_bodies.clone(), hold.clone());
         async move {
             let last = uri.path().rsplit('/').next().unwrap_or_default().to_owned();
             seen.lock().unwrap().push(last.clone());
+            seen_bodies.lock().unwrap().push(serde_json::from_slice(&body).unwrap_or(Value::Null));
             let expires_at = chrono::Utc::now().timestamp_millis() + 600_000;
             let state = if last == "confirm" { "sold" } else { "held" };
             match last.as_str() {
@@ -537,17 +542,18 @@ async fn counting_edge(hold: &str) -> (String, std::sync::Arc<std::sync::Mutex<V
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, calls)
+    (url, calls, bodies)
 }
 
 /// The buyer's whole path against the core alone (a stand-in edge, the test provider): checkout
 /// answers the order with its payment (the view read in the payment's transaction), the provider's
 /// webhook claims the order in its own transaction and drives it to `paid` at once (nothing else
-/// drives it here: no reconciler runs), and the core calls the edge three times an order.
+/// drives it here: no reconciler runs), and the core calls the edge twice an order: the extend for
+/// payment, and the sale, which ends the buyer's session in the same call.
 #[sqlx::test]
-async fn a_paid_order_takes_checkout_a_webhook_and_three_edge_calls(db: PgPool) {
+async fn a_paid_order_takes_checkout_a_webhook_and_two_edge_calls(db: PgPool) {
     let hold = "h0-0123abcd";
-    let (edge_url, edge_calls) = counting_edge(hold).await;
+    let (edge_url, edge_calls, edge_bodies) = counting_edge(hold).await;
     let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
     let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
     let provider = regional_core::payments::provider::Provider::Test(
@@ -597,7 +603,7 @@ async fn a_paid_order_takes_checkout_a_webhook_and_three_edge_calls(db: PgPool) 
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    // Paid, and the buyer's session ended (the drive's last act).
+    // Paid.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let paid: String = sqlx::query_scalar("SELECT state FROM orders WHERE id = $1")
@@ -605,13 +611,19 @@ async fn a_paid_order_takes_checkout_a_webhook_and_three_edge_calls(db: PgPool) 
             .fetch_one(&db)
             .await
             .unwrap();
-        let ended = edge_calls.lock().unwrap().iter().any(|c| c == "end");
-        if paid == "paid" && ended {
+        if paid == "paid" {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the order is {paid}, session ended: {ended}");
+        assert!(std::time::Instant::now() < deadline, "the order is {paid}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    // The core's calls to the edge: extend for payment, confirm the sale, end the session.
-    assert_eq!(*edge_calls.lock().unwrap(), ["extend", "confirm", "end"]);
+    // The core's calls to the edge: extend for payment, and the sale, whose body names the buyer
+    // whose session ends with it.
+    let visitor: String = sqlx::query_scalar("SELECT visitor_id FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(*edge_calls.lock().unwrap(), ["extend", "confirm"]);
+    assert_eq!(*edge_bodies.lock().unwrap().last().unwrap(), json!({ "end_session_of": visitor }));
 }
