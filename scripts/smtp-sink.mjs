@@ -25,6 +25,8 @@ let attempts = 0;
 
 const server = new SMTPServer({
   authOptional: true,
+  // No reverse DNS lookup of each client (up to 1.5 s each on a loaded machine).
+  disableReverseLookup: true,
   disabledCommands: ['STARTTLS'],
   logger: false,
   onData(stream, session, callback) {

@@ -213,6 +213,7 @@ async fn start_fulfillment(
                     per_hour: f.notify_per_hour.max(1),
                     domain,
                     lease: sender::LEASE,
+                    smtp_timeout: sender::SMTP_TIMEOUT,
                 };
                 let s = sender::Sender::new(db.clone(), url, settings, key.0.clone())?;
                 tasks.spawn("mail-sender", |stop| Arc::new(s).run(Duration::from_millis(500), stop));

@@ -25,9 +25,9 @@ use crate::inventory::HoldState;
 /// The body of a hold's `confirm` or `reclaim` from the core. `end_session_of` names the buyer
 /// whose shopping session ends with the sale (closed-loop admission): the edge ends it in the same
 /// call, once the sale is made, rather than in a call of its own. An empty body (an older core)
-/// ends nothing.
+/// ends nothing; fields a later core adds are ignored (a side effect never blocks a sale). Deploy
+/// the edge first: an older edge sells but ends no session (it ends when its time is up).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SaleBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_session_of: Option<crate::ids::VisitorId>,

@@ -32,6 +32,8 @@ use shared_types::token::TokenSigner;
 
 /// How long a sender holds the mails it claims, by default (no other sender takes them meanwhile).
 pub const LEASE: Duration = Duration::from_secs(120);
+/// How long one SMTP exchange (connect to the server's last answer) may take, by default.
+pub const SMTP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The longest wait between two tries of a `sent` mark.
 const MARK_RETRY_MAX: Duration = Duration::from_secs(2);
 /// The longest one try of a `sent` mark may take.
@@ -50,14 +52,20 @@ pub struct SenderSettings {
     /// The domain of `Message-ID`s.
     pub domain: String,
     /// How long a claim on a batch of mails holds ([`LEASE`]). A mail is handed to the server only
-    /// while a third of it is left, and the SMTP exchange is cut off after a sixth, so that the
-    /// `sent` mark comes within the claim; the mark's retries go on for a lease after it.
+    /// while a third of it is left, so that (with the default [`SMTP_TIMEOUT`]) the `sent` mark
+    /// comes within the claim; the mark's retries go on for a lease after it.
     pub lease: Duration,
+    /// How long one SMTP exchange may take ([`SMTP_TIMEOUT`]) before it is cut off.
+    pub smtp_timeout: Duration,
 }
 
 pub struct Sender {
     db: PgPool,
-    smtp: AsyncSmtpTransport<Tokio1Executor>,
+    /// The transport and its connection pool. Replaced when an exchange is cut off: the connection
+    /// it leaves half-way would otherwise go back to the pool, and the next mail would read the
+    /// late answers of this one (a refusal read as an acceptance).
+    smtp: std::sync::Mutex<AsyncSmtpTransport<Tokio1Executor>>,
+    smtp_url: String,
     settings: SenderSettings,
     signer: TokenSigner,
 }
@@ -104,11 +112,12 @@ impl Sender {
         settings: SenderSettings,
         signer: TokenSigner,
     ) -> Result<Self, String> {
-        let smtp = AsyncSmtpTransport::<Tokio1Executor>::from_url(smtp_url)
-            .map_err(|e| format!("SMTP_URL: {e}"))?
-            .timeout(Some(settings.lease / 6))
-            .build();
-        Ok(Self { db, smtp, settings, signer })
+        let smtp = std::sync::Mutex::new(transport(smtp_url, settings.smtp_timeout)?);
+        Ok(Self { db, smtp, smtp_url: smtp_url.to_owned(), settings, signer })
+    }
+
+    fn smtp(&self) -> AsyncSmtpTransport<Tokio1Executor> {
+        self.smtp.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Sends due mails until asked to stop (a batch under way is finished: its mails sent and
@@ -183,7 +192,7 @@ impl Sender {
 
     /// Sends one mail if the claim leaves time to send it and mark it: a third of the lease, checked
     /// after the mail is made and just before the server is called; the SMTP exchange is then cut
-    /// off after a sixth (lettre's async transport bounds only the connect).
+    /// off after `smtp_timeout` (lettre's async transport bounds only the connect).
     async fn send_one(&self, d: &Due, lease_ends: Instant) -> Sent {
         // The recipient's cap: mails sent to them in the last hour.
         let window: Result<(i64, Option<DateTime<Utc>>), _> = sqlx::query_as(
@@ -209,11 +218,15 @@ impl Sender {
         if lease_ends.saturating_duration_since(Instant::now()) < self.settings.lease / 3 {
             return Sent::NotTried;
         }
-        match tokio::time::timeout(self.settings.lease / 6, self.smtp.send(message)).await {
+        match tokio::time::timeout(self.settings.smtp_timeout, self.smtp().send(message)).await {
             Ok(Ok(_)) => Sent::Ok,
             Ok(Err(e)) => Sent::Failed { permanent: e.is_permanent(), error: e.to_string() },
             // The server may have taken it without our seeing the answer: SMTP cannot tell.
             Err(_) => {
+                // A fresh pool: the cut-off connection stays in the old one, closed with it.
+                if let Ok(fresh) = transport(&self.smtp_url, self.settings.smtp_timeout) {
+                    *self.smtp.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                }
                 Sent::Failed { permanent: false, error: "the SMTP server did not answer in time".into() }
             }
         }
@@ -356,15 +369,25 @@ impl Sender {
                     "the mark did not answer in time",
                 )),
             };
-            if Instant::now() + wait >= give_up {
+            let left = give_up.saturating_duration_since(Instant::now());
+            if left.is_zero() {
                 tracing::error!(notification = %d.id, error = %error, "notification sent, but not marked: it will be sent again once its claim lapses, with the same Message-ID");
                 return Err(error);
             }
             tracing::warn!(notification = %d.id, error = %error, "notification sent but not yet marked: retrying the mark");
-            tokio::time::sleep(wait).await;
+            // The last try comes at the end, however the backoff falls.
+            tokio::time::sleep(wait.min(left)).await;
             wait = (wait * 2).min(MARK_RETRY_MAX);
         }
     }
+}
+
+/// The SMTP transport for `url`, its connect bounded by `timeout`.
+fn transport(url: &str, timeout: Duration) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    Ok(AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        .map_err(|e| format!("SMTP_URL: {e}"))?
+        .timeout(Some(timeout))
+        .build())
 }
 
 /// The wait before attempt `attempts + 1`: `base · 2^(attempts-1)`, at most an hour, with up to 25 %

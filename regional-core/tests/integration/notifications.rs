@@ -88,6 +88,8 @@ fn sender_leasing(db: &PgPool, sink: &SmtpSink, max_attempts: i32, per_hour: i64
         per_hour,
         domain: "example.test".into(),
         lease,
+        // Generous: the tests' short leases are about the mark, not the server.
+        smtp_timeout: Duration::from_secs(10),
     };
     Sender::new(db.clone(), &sink.url(), settings, signer()).unwrap()
 }
