@@ -8,8 +8,8 @@
 //!   and a sender whose claim lapsed changes nothing. A mail is sent again (when its claim lapses,
 //!   with the same `Message-ID`, from its `dedup_key`, which mail clients deduplicate on) only when
 //!   the core dies between the server's acceptance and the mark, the database is away for the
-//!   claim's remainder and a lease after it, or the server takes a mail without answering within a
-//!   sixth of the lease (SMTP cannot tell a lost answer from a refusal).
+//!   claim's remainder and a lease after it, or the server takes a mail without answering within
+//!   `smtp_timeout` (SMTP cannot tell a lost answer from a refusal).
 //! - A temporary failure (4xx, no connection) is retried with exponential backoff and jitter; a
 //!   permanent one (5xx) or `max_attempts` failures park the mail, for the operator to look at
 //!   (`GET /api/v1/ops/notifications?state=parked`) and retry.
