@@ -1,5 +1,6 @@
 // The order page: the order token comes from the fragment (or this tab's storage); asks
-// /api/v1/orders/{id} and follows the order until it is final; shows the tickets' QR codes and
+// /api/v1/orders/{id} and follows the order until it is final (a long poll: the core answers when
+// the order leaves the state shown, or after 20 s); shows the tickets' QR codes and
 // offers each ticket to someone else by e-mail.
 (function(){var box=document.getElementById('order'),id=box.getAttribute('data-order');
 var t=location.hash.slice(1)||sessionStorage.getItem('order-'+id);
@@ -8,8 +9,8 @@ function esc(s){return String(s).replace(/[&<>"']/g,function(c){return '&#'+c.ch
 function money(m,c){return (m/100).toFixed(2)+' '+esc(c);}
 var words={created:'Being created',awaiting_payment:'Waiting for your payment',confirming:'Paid — confirming your seats',
  paid:'Paid',releasing:'Being cancelled',cancelled:'Cancelled',refunding:'Being refunded',refunded:'Refunded'};
-async function load(){if(!t){box.innerHTML='<p>We do not have this order\'s key in this browser.</p>';return;}
-var r=await fetch('/api/v1/orders/'+id,{headers:{authorization:'Bearer '+t}});
+async function load(shown){if(!t){box.innerHTML='<p>We do not have this order\'s key in this browser.</p>';return;}
+var asked=Date.now(),r=await fetch('/api/v1/orders/'+id+(shown?'?wait=20&while='+shown:''),{headers:{authorization:'Bearer '+t}});
 if(r.status!==200){box.innerHTML='<p>This order could not be shown ('+r.status+').</p>';return;}
 var o=await r.json(),h='<h2 id="state">'+esc(words[o.state]||o.state)+'</h2>';
 h+='<dl><dt>Total</dt><dd>'+money(o.total_minor,o.currency)+(o.tax_included?' (tax included)':'')+'</dd>';
@@ -34,5 +35,8 @@ box.querySelectorAll('form.give').forEach(function(f){f.addEventListener('submit
 live.forEach(async function(x){var q=await fetch('/api/v1/orders/'+id+'/tickets/'+x.id+'/qr.svg',{headers:{authorization:'Bearer '+t}});
  if(q.status===200){var f=document.getElementById('qr-'+x.id);var d=document.createElement('div');d.setAttribute('role','img');
  d.setAttribute('aria-label','QR code of the ticket');d.innerHTML=await q.text();f.appendChild(d);}});
-if(['paid','cancelled','refunded'].indexOf(o.state)<0)setTimeout(load,2000);}
-load();})();
+if(['paid','cancelled','refunded'].indexOf(o.state)<0)
+ setTimeout(function(){follow(o.state);},o.state===shown&&Date.now()-asked<1000?2000:0);}
+// A request that fails (the network, a restart) is tried again two seconds later.
+function follow(shown){load(shown).catch(function(){setTimeout(function(){follow(shown);},2000);});}
+follow();})();

@@ -109,6 +109,7 @@ pub fn hold_token(ev: &EventCtx<'_>, visitor: &VisitorId, hold: &Hold) -> Result
             ga_quantity: hold.ga.as_ref().map_or(0, |g| g.quantity),
             seated_tier: hold.seated_tier.clone(),
             expires_at_ms: hold.expires_at,
+            extended: hold.extended,
         },
     };
     Ok(ev.keys()?.signer.sign(TokenKind::Hold, &claims))

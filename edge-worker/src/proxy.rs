@@ -11,29 +11,81 @@
 //! - `GET  /api/v1/keys`                  the core's public keys (for scanners)
 //!
 //! The edge checks what it can offline first (a checkout's hold token is its own signature), so
-//! that junk never reaches the core; it forwards only the headers the core needs, plus the
+//! that junk never reaches the core, and extends a checkout's hold for payment on the way
+//! (`extend_for_checkout`); it forwards only the headers the core needs, plus the
 //! caller's address and a `traceparent` that names the request end to end (a trace started here,
 //! the edge being the trust boundary: `web::trace_onward`).
 
-use shared_types::token::{unverified_audience, TokenKind};
+use durable_objects::inventory::{Caller, Hold};
+use shared_types::ids::{EventId, VisitorId};
+use shared_types::inventory::HoldState;
+use shared_types::token::{unverified_audience, Claims, HoldGrant, TokenKind};
 use shared_types::{Problem, ProblemType};
 use worker::{Fetch, Headers, Method, Request, RequestInit, Response};
 
 use crate::context::{Ctx, Result, Stop};
 use crate::keys::EdgeKeys;
+use crate::objects::{self, Call};
 
 /// Headers passed on to the core.
 const FORWARDED: [&str; 4] = ["authorization", "idempotency-key", "content-type", "accept"];
 
-/// Refuses a checkout whose hold token the edge itself would not accept.
-fn check_hold_token(body: &[u8], keys: &EdgeKeys) -> std::result::Result<(), (String, &'static str)> {
+/// A checkout's hold token, verified as the edge itself would accept it (refused otherwise).
+fn check_hold_token(
+    body: &[u8],
+    keys: &EdgeKeys,
+) -> std::result::Result<(EventId, Claims<HoldGrant>), (String, &'static str)> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| ("the body is not JSON".to_owned(), "malformed"))?;
     let token = value["hold_token"].as_str().ok_or(("hold_token is required".to_owned(), "missing"))?;
     let event = unverified_audience(token).ok_or(("the hold token is malformed".to_owned(), "malformed"))?;
-    keys.verify::<serde_json::Value>(TokenKind::Hold, token, &event, None)
-        .map(|_| ())
-        .map_err(|e| (e.to_string(), e.reason()))
+    let claims = keys
+        .verify::<HoldGrant>(TokenKind::Hold, token, &event, None)
+        .map_err(|e| (e.to_string(), e.reason()))?;
+    let event =
+        EventId::parse(&event).map_err(|_| ("the hold token is malformed".to_owned(), "malformed"))?;
+    Ok((event, claims))
+}
+
+/// Extends the buyer's hold for payment as their checkout passes, and answers the body with the
+/// hold token signed again (the extended expiry, `extended` set): the core then starts the payment
+/// without a call of its own to the edge (docs/checkout.md, "What an order costs"). Only for a
+/// body that names an e-mail address (a checkout the core can take), never for a quote. Best
+/// effort: when the object refuses (the hold gone, not the buyer's) or cannot be reached, `None`,
+/// and the body goes on as it came; the core extends the hold itself, or says why it cannot.
+async fn extend_for_checkout(
+    cx: &Ctx<'_>,
+    event: EventId,
+    claims: &Claims<HoldGrant>,
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let plausible = value["email"].as_str().is_some_and(|e| e.contains('@'));
+    if claims.extra.extended || !plausible {
+        return None;
+    }
+    let visitor = VisitorId::parse(&claims.sub).ok()?;
+    let ev = cx.at(event);
+    let hold = claims.extra.hold.as_str();
+    let name = crate::holds::hold_object(&ev, hold).await.ok()?;
+    let caller = Caller::Visitor(visitor.clone());
+    let path = format!("/holds/{hold}/extend");
+    let mut resp =
+        objects::inventory(ev.env, &name, Method::Post, &path, &Call::by(&caller), None).await.ok()?;
+    if resp.status_code() != 200 {
+        // A retry of a checkout whose hold this already extended: sign what the hold is now.
+        let path = format!("/holds/{hold}");
+        resp = objects::inventory(ev.env, &name, Method::Get, &path, &Call::by(&caller), None).await.ok()?;
+        if resp.status_code() != 200 {
+            return None;
+        }
+    }
+    let hold: Hold = resp.json().await.ok()?;
+    if hold.state != HoldState::Held || !hold.extended {
+        return None;
+    }
+    value["hold_token"] = crate::holds::hold_token(&ev, &visitor, &hold).ok()?.into();
+    serde_json::to_vec(&value).ok()
 }
 
 /// Forwards a buyer's request to the core.
@@ -45,14 +97,20 @@ pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
     };
     let method = req.method();
     let body = crate::body::read(&mut req, crate::body::PROXY, path).await?;
+    let mut body = body;
     if path == "/api/v1/checkout" || path == "/api/v1/checkout/quote" {
-        if let Err((detail, reason)) = check_hold_token(&body, keys) {
+        let (event, claims) = check_hold_token(&body, keys).map_err(|(detail, reason)| {
             let kind = if reason == "malformed" && detail.contains("JSON") {
                 ProblemType::MalformedRequest
             } else {
                 ProblemType::Unauthorized
             };
-            return Err(cx.refusal(kind, reason, detail));
+            cx.refusal(kind, reason, detail)
+        })?;
+        if path == "/api/v1/checkout" {
+            if let Some(extended) = extend_for_checkout(cx, event, &claims, &body).await {
+                body = extended;
+            }
         }
     }
     let headers = Headers::new();
@@ -66,7 +124,13 @@ pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
     if let Some(ip) = req.headers().get("cf-connecting-ip")? {
         headers.set("x-forwarded-for", &ip)?;
     }
-    let url = format!("{}{}", core.trim_end_matches('/'), req.url()?.path());
+    // The query goes along (an order's long poll: `?wait=…&while=…`); the core checks it.
+    let asked = req.url()?;
+    let mut url = format!("{}{}", core.trim_end_matches('/'), asked.path());
+    if let Some(query) = asked.query() {
+        url.push('?');
+        url.push_str(query);
+    }
     let mut init = RequestInit::new();
     init.with_method(method.clone()).with_headers(headers);
     if method != Method::Get && method != Method::Head {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
+use crate::checkout::watch::OrderWatch;
 use crate::checkout::Checkout;
 use crate::error::{ApiError, Result};
 use crate::reporting::edge::EdgeStats;
@@ -31,11 +32,14 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// The longest any request may take (`CORE_REQUEST_TIMEOUT_SECS`; see [`crate::limits`]).
     pub request_timeout: Duration,
+    /// The buyers' long polls of their orders (`checkout::watch`).
+    pub order_watch: Arc<OrderWatch>,
 }
 
 impl AppState {
     /// State without checkout (admin and catalog only).
     pub fn new(db: PgPool, health_timeout: Duration) -> Self {
+        let draining = Arc::<AtomicBool>::default();
         Self {
             read_db: db.clone(),
             background_db: db.clone(),
@@ -44,7 +48,8 @@ impl AppState {
             checkout: None,
             commission_bps: crate::config::DEFAULT_COMMISSION_BPS,
             edge: EdgeStats::disabled(),
-            draining: Arc::default(),
+            order_watch: OrderWatch::new(draining.clone()),
+            draining,
             request_timeout: crate::limits::DEFAULT_TIMEOUT,
         }
     }

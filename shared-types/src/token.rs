@@ -83,6 +83,11 @@ pub struct HoldGrant {
     pub seated_tier: Option<crate::ids::TierId>,
     /// The hold's expiry in milliseconds (the token's `exp` is the same, in seconds, rounded up).
     pub expires_at_ms: i64,
+    /// The hold was already extended for payment when this token was signed: the edge extends it
+    /// as it forwards the checkout and signs the token again, so the core need not ask for the
+    /// extension itself (`expires_at_ms` is then the extended expiry).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub extended: bool,
 }
 
 /// What a waiting list's offer token grants, beyond the common claims (`jti` is the hold).
@@ -96,6 +101,10 @@ pub struct OfferGrant {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// What a ticket code says, beyond the common claims (`sub` is the ticket id, `jti` is

@@ -381,6 +381,20 @@ impl InventoryObject {
                     l.release(&id, by, now).map(|h| h.id.clone())
                 })?
             }
+            // The buyer's own hold, extended for payment as the edge forwards their checkout.
+            (Method::Post, ["holds", id, "extend"], Caller::Visitor(visitor)) => {
+                let own = parse_hold_id(id).filter(|id| {
+                    self.ledger
+                        .borrow()
+                        .as_ref()
+                        .and_then(|l| l.hold(id))
+                        .is_some_and(|h| &h.visitor == visitor)
+                });
+                let Some(id) = own else {
+                    return http::problem(&hold_problem(&HoldError::HoldNotFound, path));
+                };
+                self.hold_op(path, |l, now| l.extend(&id, now).map(|h| h.id.clone()))?
+            }
             (Method::Post, ["holds", id, action], Caller::Core) => {
                 let Some(id) = parse_hold_id(id) else {
                     return http::problem(&hold_problem(&HoldError::HoldNotFound, path));

@@ -316,9 +316,9 @@ async fn insert_order(db: &PgPool, o: &NewOrder<'_>, return_url: Option<&str>) -
     let inserted = sqlx::query(
         "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
              currency, subtotal_minor, discount_minor, fee_minor, tax_minor, tax_included, total_minor, promo_code_id, hold_expires_at,
-             next_attempt_at, return_url, payment_description)
+             next_attempt_at, return_url, payment_description, hold_extended)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $13, $14, $15, $16, $17,
-             now() + make_interval(secs => $18), $19, (SELECT 'Tickets: ' || title FROM events WHERE id = $3))
+             now() + make_interval(secs => $18), $19, (SELECT 'Tickets: ' || title FROM events WHERE id = $3), $20)
          ON CONFLICT DO NOTHING",
     )
     .bind(id)
@@ -340,6 +340,7 @@ async fn insert_order(db: &PgPool, o: &NewOrder<'_>, return_url: Option<&str>) -
     .bind(expires_at)
     .bind(record::HANDOVER_SECS)
     .bind(return_url)
+    .bind(o.claims.extra.extended)
     .execute(&mut *tx)
     .await?
     .rows_affected();

@@ -22,6 +22,7 @@ pub mod record;
 pub mod routes;
 pub mod saga;
 mod seat_steps;
+pub mod watch;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -20,14 +20,60 @@ use crate::extract::BuyerOrder;
 use crate::extract::OwnEvent;
 use crate::state::AppState;
 
-/// `GET /api/v1/orders/{id}`: the buyer's order (with the order token from checkout).
+/// How long to wait for an order to move on (the long poll, `watch`).
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct OrderWait {
+    /// Seconds to wait, at most 20, while the order is in one of the `while` states (0: answer now).
+    #[param(minimum = 0, maximum = 20)]
+    wait: Option<u64>,
+    /// The states to wait through, comma-separated (`awaiting_payment,confirming`); required with
+    /// `wait`.
+    #[serde(rename = "while")]
+    #[param(rename = "while", max_length = 200)]
+    while_states: Option<String>,
+}
+
+impl OrderWait {
+    /// The states and the time to wait, checked.
+    fn read(&self) -> Result<(Vec<OrderState>, std::time::Duration)> {
+        let wait = self.wait.unwrap_or(0);
+        if wait > super::watch::MAX_WAIT.as_secs() {
+            return Err(ApiError::field("wait", "must be at most 20 seconds"));
+        }
+        let states = match self.while_states.as_deref() {
+            None | Some("") if wait > 0 => {
+                return Err(ApiError::field("while", "name the states to wait through, comma-separated"))
+            }
+            None | Some("") => Vec::new(),
+            Some(list) if list.len() > 200 => return Err(ApiError::field("while", "at most 200 characters")),
+            Some(list) => list
+                .split(',')
+                .map(|s| {
+                    serde_json::from_value::<OrderState>(Value::String(s.trim().to_owned()))
+                        .map_err(|_| ApiError::field("while", "lists a state orders do not have"))
+                })
+                .collect::<Result<_>>()?,
+        };
+        Ok((states, std::time::Duration::from_secs(wait)))
+    }
+}
+
+/// `GET /api/v1/orders/{id}`: the buyer's order (with the order token from checkout). With
+/// `?wait=N&while=S1,S2` it answers once the order is in none of those states, or after N
+/// seconds (a long poll: one request rather than one every fraction of a second).
 #[utoipa::path(get, path = "/api/v1/orders/{id}", tag = "checkout", security(("order_token" = [])),
-    params(("id" = String, Path, description = "the order id")),
+    params(("id" = String, Path, description = "the order id"), OrderWait),
     responses((status = 200, body = OrderView), crate::api::Problems))]
 pub(super) async fn get_order(
     State(state): State<AppState>,
     BuyerOrder { id, .. }: BuyerOrder,
+    Query(wait): Query<OrderWait>,
 ) -> Result<Json<OrderView>> {
+    let (states, wait) = wait.read()?;
+    // Within the request's own bound, with room to answer.
+    let wait = wait.min(state.request_timeout.saturating_sub(std::time::Duration::from_secs(2)));
+    state.order_watch.wait(&state.db, id, states, wait).await;
     Ok(Json(view(&state.db, id).await?))
 }
 

@@ -19,29 +19,17 @@ use shared_types::internal_api::{HoldAction, HoldAnswer};
 use shared_types::inventory::HoldState;
 
 impl Checkout {
-    /// `created`: extend the hold for payment, create the payment.
+    /// `created`: extend the hold for payment (unless the edge did as it forwarded the checkout),
+    /// create the payment.
     pub(super) async fn start_payment(&self, o: &OrderRow) -> Step {
-        let extended = match self.on_hold(o, HoldAction::Extend).await {
-            Ok(hold) => {
-                serde_json::from_value::<HoldAnswer>(hold).map_err(|e| EdgeError::Unreachable(e.to_string()))
+        let expires_at = if o.hold_extended {
+            o.hold_expires_at
+        } else {
+            match self.extend_hold(o).await {
+                Ok(at) => at,
+                Err(step) => return step,
             }
-            Err(e) => Err(e),
         };
-        let hold = match extended {
-            Ok(hold) => hold,
-            Err(e) if e.reason() == "already_extended" => {
-                match self.edge.hold(&o.event_id.to_string(), &o.hold_id).await {
-                    Ok(hold) if hold.state == HoldState::Held => hold,
-                    Ok(_) => return self.simple(o, Input::HoldGone, json!({})).await,
-                    Err(e) => return Step::Failed(e.to_string()),
-                }
-            }
-            Err(e) if hold_gone(&e) => {
-                return self.simple(o, Input::HoldGone, json!({ "edge": e.reason() })).await
-            }
-            Err(e) => return Step::Failed(e.to_string()),
-        };
-        let expires_at = DateTime::<Utc>::from_timestamp_millis(hold.expires_at).unwrap_or(o.hold_expires_at);
         let free = o.total_minor == 0;
         let created = if free {
             None
@@ -124,6 +112,32 @@ impl Checkout {
         }
         .await;
         result.unwrap_or_else(Step::from)
+    }
+
+    /// Extends the order's hold for payment at the edge: its new expiry, or the step that ends
+    /// this attempt (the hold gone, the edge unreachable).
+    async fn extend_hold(&self, o: &OrderRow) -> Result<DateTime<Utc>, Step> {
+        let extended = match self.on_hold(o, HoldAction::Extend).await {
+            Ok(hold) => {
+                serde_json::from_value::<HoldAnswer>(hold).map_err(|e| EdgeError::Unreachable(e.to_string()))
+            }
+            Err(e) => Err(e),
+        };
+        let hold = match extended {
+            Ok(hold) => hold,
+            Err(e) if e.reason() == "already_extended" => {
+                match self.edge.hold(&o.event_id.to_string(), &o.hold_id).await {
+                    Ok(hold) if hold.state == HoldState::Held => hold,
+                    Ok(_) => return Err(self.simple(o, Input::HoldGone, json!({})).await),
+                    Err(e) => return Err(Step::Failed(e.to_string())),
+                }
+            }
+            Err(e) if hold_gone(&e) => {
+                return Err(self.simple(o, Input::HoldGone, json!({ "edge": e.reason() })).await)
+            }
+            Err(e) => return Err(Step::Failed(e.to_string())),
+        };
+        Ok(DateTime::<Utc>::from_timestamp_millis(hold.expires_at).unwrap_or(o.hold_expires_at))
     }
 
     /// `awaiting_payment`: at the deadline, cancel the payment at the provider (which tells us if

@@ -154,7 +154,7 @@ pub const HANDOVER_SECS: f64 = 5.0;
 
 pub const ORDER_COLUMNS: &str =
     "id, organization_id, event_id, visitor_id, hold_id, email, state, outcome, currency, \
-     total_minor, fee_minor, refund_minor, hold_expires_at, seats_after_refund, promo_code_id, attempts, return_url, payment_description";
+     total_minor, fee_minor, refund_minor, hold_expires_at, seats_after_refund, promo_code_id, attempts, return_url, payment_description, hold_extended";
 
 /// What the driver needs of an order.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -178,4 +178,6 @@ pub struct OrderRow {
     pub return_url: Option<String>,
     /// What the buyer sees on the provider's page (`Tickets: <event>`), fixed at creation.
     pub payment_description: Option<String>,
+    /// The hold came extended for payment (the edge did it as the checkout passed).
+    pub hold_extended: bool,
 }

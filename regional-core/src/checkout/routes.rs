@@ -105,7 +105,12 @@ pub(super) async fn webhook(
     };
     tx.commit().await?;
     if let Some(row) = claimed {
-        tokio::spawn(async move { co.drive_claimed(row).await });
+        // A buyer may be waiting on this order (`watch`): told as soon as it has moved on.
+        let watch = state.order_watch.clone();
+        tokio::spawn(async move {
+            co.drive_claimed(row).await;
+            watch.poke();
+        });
     }
     Ok(Json(json!({ "received": true, "order_state": moved.unwrap_or(order_state) })))
 }

@@ -67,6 +67,7 @@ fn hold_under(
                 ga_quantity: 0,
                 seated_tier: seated_tier.map(|t| shared_types::ids::TierId::parse(t).unwrap()),
                 expires_at_ms: (now + exp_from_now) * 1000,
+                extended: false,
             },
         },
     )
@@ -545,85 +546,285 @@ async fn counting_edge(hold: &str) -> (String, Seen<String>, Seen<Value>) {
     (url, calls, bodies)
 }
 
-/// The buyer's whole path against the core alone (a stand-in edge, the test provider): checkout
-/// answers the order with its payment (the view read in the payment's transaction), the provider's
-/// webhook claims the order in its own transaction and drives it to `paid` at once (nothing else
-/// drives it here: no reconciler runs), and the core calls the edge twice an order: the extend for
-/// payment, and the sale, which ends the buyer's session in the same call.
-#[sqlx::test]
-async fn a_paid_order_takes_checkout_a_webhook_and_two_edge_calls(db: PgPool) {
-    let hold = "h0-0123abcd";
-    let (edge_url, edge_calls, edge_bodies) = counting_edge(hold).await;
+/// One statement by the simple protocol: one transaction exactly (a prepared statement's parse
+/// is a transaction of its own).
+async fn one_value(c: &mut sqlx::PgConnection, sql: &str) -> String {
+    use sqlx::Row;
+    let row = sqlx::raw_sql(sql).fetch_one(c).await.unwrap();
+    row.try_get::<Option<String>, _>(0).unwrap().unwrap_or_default()
+}
+
+/// Committed transactions in the test's database, as PostgreSQL counts them once every other
+/// connection to it has ended (a backend reports its counts when it exits at the latest; until
+/// then they may wait up to 10 s), read on a connection of its own, and how many transactions that
+/// reading made itself (they are in the next reading).
+async fn commits(options: &sqlx::postgres::PgConnectOptions) -> (i64, i64) {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect_with(options).await.unwrap();
+    let mut made = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        made += 1;
+        let open = one_value(
+            &mut c,
+            "SELECT string_agg(coalesce(state, '') || ': ' || coalesce(query, ''), '; ') FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .await;
+        if open.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "other connections stay open: {open}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    made += 1;
+    let n = one_value(
+        &mut c,
+        "SELECT xact_commit::text FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .await;
+    c.close().await.unwrap();
+    (n.parse().unwrap(), made)
+}
+
+/// What paid orders took of the core alone (a stand-in edge, the test provider).
+struct PaidOrders {
+    /// The core's calls to the edge, by their last path segment, and their bodies.
+    edge_calls: Vec<String>,
+    edge_bodies: Vec<Value>,
+    /// The buyers, in order.
+    visitors: Vec<String>,
+    /// PostgreSQL transactions committed from the first checkout to the last order paid, the
+    /// test provider's own left out (Stripe's, in production).
+    transactions: i64,
+}
+
+/// `n` buyers' whole paths one after the other, on one connection of a pool of their own, every
+/// transaction counted: checkout, the provider's webhook, the confirmation. `extended`: the hold
+/// tokens say the edge extended the holds as it forwarded the checkouts.
+async fn paid_orders(
+    options: &sqlx::postgres::PgConnectOptions,
+    event: &str,
+    first: usize,
+    n: usize,
+    extended: bool,
+) -> PaidOrders {
+    let (edge_url, edge_calls, edge_bodies) = counting_edge("h0-0123abcd").await;
     let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
     let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
-    let provider = regional_core::payments::provider::Provider::Test(
-        regional_core::payments::testpay::TestPay::new(db.clone(), "http://127.0.0.1:9", "whsec_test".into()),
-    );
-    let state = state_with(Checkout {
+    // Lazy: no connection before the first reading.
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_lazy_with(options.clone());
+    let provider =
+        regional_core::payments::provider::Provider::Test(regional_core::payments::testpay::TestPay::new(
+            pool.clone(),
+            "http://127.0.0.1:9",
+            "whsec_test".into(),
+        ));
+    let api = Api::start_with(state_with(Checkout {
         edge: regional_core::edge_client::EdgeClient::new(&edge_url, core.clone()),
         provider,
         edge_keys: edge.verifying_ring(),
-        ..checkout(&db, &core)
-    });
-    let api = Api::start_with(state).await;
-    let (event, _) = on_sale(&api, 4).await;
+        ..checkout(&pool, &core)
+    }))
+    .await;
+    let (before, reading) = commits(options).await;
+    // The order's state is watched on a connection of its own, its transactions counted here.
+    let mut watching = {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect_with(options).await.unwrap()
+    };
+    let (mut watched, mut visitors) = (0, Vec::new());
+    for i in first..first + n {
+        let visitor = format!("v0123456789abc{i:03}");
+        let hold = format!("h0-0000a{i:03}");
+        let now = chrono::Utc::now().timestamp();
+        let token = hold_for(&edge, event, 600, &hold, &[&format!("A-{}", i + 1)], &visitor);
+        let mut claims: Claims<HoldGrant> = shared_types::token::verify(
+            &token,
+            &edge.verifying_ring(),
+            &shared_types::token::Expectation {
+                kind: TokenKind::Hold,
+                issuer: "edge",
+                audience: event,
+                subject: None,
+                now,
+            },
+        )
+        .unwrap();
+        claims.extra.extended = extended;
+        let token = edge.sign(TokenKind::Hold, &claims);
+        let (s, answer) = post_checkout(
+            &api,
+            &format!("key-{i}"),
+            json!({ "hold_token": token, "email": "b@example.test" }),
+        )
+        .await;
+        assert_eq!(s, 201, "{answer}");
+        assert_eq!(answer["order"]["state"], "awaiting_payment", "{answer}");
+        let order = answer["order"]["id"].as_str().unwrap().to_owned();
+        let reference =
+            answer["order"]["payment"]["redirect_url"].as_str().unwrap().rsplit('/').next().unwrap();
+        let body = serde_json::to_vec(&json!({ "id": format!("evt_{i}"), "type": "payment.succeeded",
+            "created": now,
+            "data": { "payment": { "id": reference, "reference": "r", "status": "succeeded" } } }))
+        .unwrap();
+        let signature = regional_core::payments::signature::sign("whsec_test", now, &body);
+        let resp = api
+            .http
+            .post(format!("{}/api/v1/webhooks/testpay", api.base))
+            .header("content-type", "application/json")
+            .header("testpay-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        // Paid: the confirmation runs on after the webhook's answer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            watched += 1;
+            let state =
+                one_value(&mut watching, &format!("SELECT state FROM orders WHERE id = '{order}'")).await;
+            if state == "paid" {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the order is {state}");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        visitors.push(visitor);
+    }
+    {
+        use sqlx::Connection;
+        watching.close().await.unwrap();
+    }
+    // Whatever the driver does after `paid` counts too: the pool closes once its connection is
+    // back (a step still running holds it).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    pool.close().await;
+    let (after, _) = commits(options).await;
+    let edge_calls = edge_calls.lock().unwrap().clone();
+    let edge_bodies = edge_bodies.lock().unwrap().clone();
+    // The test provider's one transaction an order (creating the payment) is not the core's.
+    PaidOrders {
+        edge_calls,
+        edge_bodies,
+        visitors,
+        transactions: after - before - reading - watched - n as i64,
+    }
+}
 
+/// The PostgreSQL transactions of one order on the buyer's path once the core runs warm (its
+/// statements prepared: a prepare on a new connection is a transaction of its own), as the
+/// difference between one order and two each on a fresh connection; and what the second order
+/// of two asked of the edge.
+async fn one_warm_order(db: PgPool, extended: bool) -> (i64, PaidOrders) {
+    let options = (*db.connect_options()).clone();
+    let setup = state_with(checkout(&db, &TokenSigner::from_seed("core-test", [4; 32]).unwrap()));
+    let (event, _) = on_sale(&Api::start_with(setup).await, 8).await;
+    db.close().await;
+    let one = paid_orders(&options, &event, 0, 1, extended).await;
+    let two = paid_orders(&options, &event, 1, 2, extended).await;
+    (two.transactions - one.transactions, two)
+}
+
+/// The buyer's whole path against the core alone, from an edge that forwards the checkout as it
+/// came (an edge older than the extension on the way): checkout answers the order with its payment
+/// (the view read in the payment's transaction), the provider's webhook claims the order in its
+/// own transaction and drives it to `paid` at once (nothing else drives it here: no reconciler
+/// runs), and the core calls the edge twice: the extend for payment, and the sale, which ends the
+/// buyer's session in the same call. Four transactions (docs/checkout.md, "What an order costs").
+#[sqlx::test]
+async fn a_paid_order_takes_checkout_a_webhook_and_two_edge_calls(db: PgPool) {
+    let (transactions, paid) = one_warm_order(db, false).await;
+    assert_eq!(paid.edge_calls, ["extend", "confirm", "extend", "confirm"]);
+    assert_eq!(*paid.edge_bodies.last().unwrap(), json!({ "end_session_of": paid.visitors[1] }));
+    assert_eq!(transactions, 4, "PostgreSQL transactions on the buyer's path");
+}
+
+/// The same path when the edge extended the hold as it forwarded the checkout (its token says
+/// so): the core calls the edge once, for the sale, and commits the same four transactions.
+#[sqlx::test]
+async fn an_order_whose_hold_the_edge_extended_takes_one_edge_call(db: PgPool) {
+    let (transactions, paid) = one_warm_order(db, true).await;
+    assert_eq!(paid.edge_calls, ["confirm", "confirm"]);
+    assert_eq!(*paid.edge_bodies.last().unwrap(), json!({ "end_session_of": paid.visitors[1] }));
+    assert_eq!(transactions, 4, "PostgreSQL transactions on the buyer's path");
+}
+
+/// The buyer's long poll (`?wait=N&while=…`): answers as soon as the order leaves the states
+/// named (here when the provider's webhook has it paid), at once when it is already past them,
+/// after `wait` when it stays; bad waits are refused naming the field.
+#[sqlx::test]
+async fn an_orders_long_poll_answers_when_the_order_moves_on(db: PgPool) {
+    let (edge_url, _, _) = counting_edge("h0-0123abcd").await;
+    let edge = TokenSigner::from_seed("edge-test", [3; 32]).unwrap();
+    let core = TokenSigner::from_seed("core-test", [4; 32]).unwrap();
+    let api = Api::start_with(state_with(Checkout {
+        edge: regional_core::edge_client::EdgeClient::new(&edge_url, core.clone()),
+        edge_keys: edge.verifying_ring(),
+        ..checkout(&db, &core)
+    }))
+    .await;
+    let (event, _) = on_sale(&api, 4).await;
     let (s, answer) = post_checkout(
         &api,
-        "key-1",
+        "k",
         json!({ "hold_token": hold_token(&edge, &event, 600), "email": "b@example.test" }),
     )
     .await;
     assert_eq!(s, 201, "{answer}");
-    assert_eq!(answer["order"]["state"], "awaiting_payment", "{answer}");
-    assert!(
-        answer["order"]["payment"]["redirect_url"].is_string(),
-        "the answer carries the payment: {answer}"
-    );
+    let (id, token) =
+        (answer["order"]["id"].as_str().unwrap().to_owned(), answer["order_token"].as_str().unwrap());
+    let get = |query: &str| {
+        let request =
+            api.http.get(format!("{}/api/v1/orders/{id}{query}", api.base)).bearer_auth(token).send();
+        async move {
+            let resp = tokio::time::timeout(std::time::Duration::from_secs(15), request)
+                .await
+                .expect("an answer")
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
+        }
+    };
 
-    let order: uuid::Uuid = answer["order"]["id"].as_str().unwrap().parse().unwrap();
-    let reference: String = sqlx::query_scalar("SELECT provider_ref FROM payments WHERE order_id = $1")
-        .bind(order)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    let body = serde_json::to_vec(&json!({ "id": "evt_1", "type": "payment.succeeded",
-        "created": chrono::Utc::now().timestamp(),
+    for (query, field) in [
+        ("?wait=21&while=awaiting_payment", "wait"),
+        ("?wait=5", "while"),
+        ("?wait=5&while=", "while"),
+        ("?wait=5&while=awaiting_payment,later", "while"),
+    ] {
+        let (s, p) = get(query).await;
+        assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some(field)), "{query}: {p}");
+    }
+    let (s, p) = get("?wait=x").await;
+    assert_eq!((s, p["type"].as_str()), (400, Some("https://errors.ticketing.dev/malformed-request")), "{p}");
+
+    // Already past the states named, or no wait: at once.
+    let (s, o) = get("?wait=20&while=created").await;
+    assert_eq!((s, o["state"].as_str()), (200, Some("awaiting_payment")));
+    // Still in them after `wait`: the order as it is.
+    let (s, o) = get("?wait=1&while=awaiting_payment").await;
+    assert_eq!((s, o["state"].as_str()), (200, Some("awaiting_payment")));
+
+    // Waiting through the payment: the answer comes once the webhook has the order paid.
+    let poll = tokio::spawn(get("?wait=20&while=awaiting_payment,confirming"));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!poll.is_finished(), "the poll waits while the order awaits its payment");
+    let reference = answer["order"]["payment"]["redirect_url"].as_str().unwrap().rsplit('/').next().unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let body = serde_json::to_vec(&json!({ "id": "evt_1", "type": "payment.succeeded", "created": now,
         "data": { "payment": { "id": reference, "reference": "r", "status": "succeeded" } } }))
     .unwrap();
-    let signature =
-        regional_core::payments::signature::sign("whsec_test", chrono::Utc::now().timestamp(), &body);
     let resp = api
         .http
         .post(format!("{}/api/v1/webhooks/testpay", api.base))
-        .header("content-type", "application/json")
-        .header("testpay-signature", signature)
+        .header("testpay-signature", regional_core::payments::signature::sign("whsec_test", now, &body))
         .body(body)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    // Paid.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let paid: String = sqlx::query_scalar("SELECT state FROM orders WHERE id = $1")
-            .bind(order)
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        if paid == "paid" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "the order is {paid}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    // The core's calls to the edge: extend for payment, and the sale, whose body names the buyer
-    // whose session ends with it.
-    let visitor: String = sqlx::query_scalar("SELECT visitor_id FROM orders WHERE id = $1")
-        .bind(order)
-        .fetch_one(&db)
-        .await
-        .unwrap();
-    assert_eq!(*edge_calls.lock().unwrap(), ["extend", "confirm"]);
-    assert_eq!(*edge_bodies.lock().unwrap().last().unwrap(), json!({ "end_session_of": visitor }));
+    let (s, o) = poll.await.unwrap();
+    assert_eq!((s, o["state"].as_str()), (200, Some("paid")), "{o}");
+    assert_eq!(o["tickets"].as_array().map(Vec::len), Some(1), "{o}");
 }
