@@ -11,6 +11,7 @@ var words={created:'Being created',awaiting_payment:'Waiting for your payment',c
  paid:'Paid',releasing:'Being cancelled',cancelled:'Cancelled',refunding:'Being refunded',refunded:'Refunded'};
 async function load(shown){if(!t){box.innerHTML='<p>We do not have this order\'s key in this browser.</p>';return;}
 var asked=Date.now(),r=await fetch('/api/v1/orders/'+id+(shown?'?wait=20&while='+shown:''),{headers:{authorization:'Bearer '+t}});
+if(r.status>=500)throw new Error('the server is unavailable ('+r.status+')');
 if(r.status!==200){box.innerHTML='<p>This order could not be shown ('+r.status+').</p>';return;}
 var o=await r.json(),h='<h2 id="state">'+esc(words[o.state]||o.state)+'</h2>';
 h+='<dl><dt>Total</dt><dd>'+money(o.total_minor,o.currency)+(o.tax_included?' (tax included)':'')+'</dd>';

@@ -88,13 +88,16 @@ pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
     let status = resp.status_code();
     let placed: Placed = resp.json().await?;
     let hold = placed.hold;
-    let hold_token = hold_token(ev, &visitor, &hold)?;
+    let hold_token = hold_token(ev, &visitor, &hold, false)?;
     invalidate_availability(&ev.event);
     Ok(http::json(status, &HoldAnswer { hold, hold_token, replayed: placed.replayed })?)
 }
 
 /// The hold token of `visitor`'s `hold`: what checkout takes (the core verifies it offline).
-pub fn hold_token(ev: &EventCtx<'_>, visitor: &VisitorId, hold: &Hold) -> Result<String> {
+/// `extended` only for the token the edge hands the core with a checkout whose hold it has just
+/// extended (`proxy.rs`), never for one a buyer gets: the core trusts it to mean the hold was live
+/// and extended when signed, and a buyer could keep such a token past the hold's release.
+pub fn hold_token(ev: &EventCtx<'_>, visitor: &VisitorId, hold: &Hold, extended: bool) -> Result<String> {
     let claims = Claims {
         iss: "edge".to_owned(),
         aud: ev.event.to_string(),
@@ -109,7 +112,7 @@ pub fn hold_token(ev: &EventCtx<'_>, visitor: &VisitorId, hold: &Hold) -> Result
             ga_quantity: hold.ga.as_ref().map_or(0, |g| g.quantity),
             seated_tier: hold.seated_tier.clone(),
             expires_at_ms: hold.expires_at,
-            extended: hold.extended,
+            extended,
         },
     };
     Ok(ev.keys()?.signer.sign(TokenKind::Hold, &claims))

@@ -50,7 +50,8 @@ fn check_hold_token(
 /// Extends the buyer's hold for payment as their checkout passes, and answers the body with the
 /// hold token signed again (the extended expiry, `extended` set): the core then starts the payment
 /// without a call of its own to the edge (docs/checkout.md, "What an order costs"). Only for a
-/// body that names an e-mail address (a checkout the core can take), never for a quote. Best
+/// checkout the core could take as far as the edge can tell (a valid `Idempotency-Key`, a valid
+/// e-mail address: the core's own rules), never for a quote. Best
 /// effort: when the object refuses (the hold gone, not the buyer's) or cannot be reached, `None`,
 /// and the body goes on as it came; the core extends the hold itself, or says why it cannot.
 async fn extend_for_checkout(
@@ -58,9 +59,11 @@ async fn extend_for_checkout(
     event: EventId,
     claims: &Claims<HoldGrant>,
     body: &[u8],
+    idempotency_key: Option<&str>,
 ) -> Option<Vec<u8>> {
     let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let plausible = value["email"].as_str().is_some_and(|e| e.contains('@'));
+    let plausible = value["email"].as_str().is_some_and(|e| shared_types::email::valid_email(e.trim()))
+        && idempotency_key.is_some_and(|k| shared_types::idempotency::IdempotencyKey::parse(k).is_ok());
     if claims.extra.extended || !plausible {
         return None;
     }
@@ -84,7 +87,7 @@ async fn extend_for_checkout(
     if hold.state != HoldState::Held || !hold.extended {
         return None;
     }
-    value["hold_token"] = crate::holds::hold_token(&ev, &visitor, &hold).ok()?.into();
+    value["hold_token"] = crate::holds::hold_token(&ev, &visitor, &hold, true).ok()?.into();
     serde_json::to_vec(&value).ok()
 }
 
@@ -108,7 +111,8 @@ pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
             cx.refusal(kind, reason, detail)
         })?;
         if path == "/api/v1/checkout" {
-            if let Some(extended) = extend_for_checkout(cx, event, &claims, &body).await {
+            let key = req.headers().get("idempotency-key")?;
+            if let Some(extended) = extend_for_checkout(cx, event, &claims, &body, key.as_deref()).await {
                 body = extended;
             }
         }

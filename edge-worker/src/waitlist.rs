@@ -341,7 +341,7 @@ pub async fn take_offer(ev: &EventCtx<'_>, mut req: Request) -> Result<Response>
         },
     };
     let admission_token = ev.keys()?.signer.sign(TokenKind::Admission, &admission);
-    let hold_token = crate::holds::hold_token(ev, &visitor, &hold)?;
+    let hold_token = crate::holds::hold_token(ev, &visitor, &hold, false)?;
     let max_age = (hold.expires_at - now) / 1000 + 1;
     let cookies = [
         web::set_cookie(&req, "visitor", visitor.as_str(), VISITOR_COOKIE_SECS)?,

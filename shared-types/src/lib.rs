@@ -3,6 +3,7 @@
 //! Everything here is plain data and pure functions: no I/O, no clocks, no randomness, so that it
 //! compiles unchanged for the host and for `wasm32-unknown-unknown` and is tested on the host.
 
+pub mod email;
 pub mod form;
 pub mod health;
 pub mod idempotency;

@@ -40,13 +40,14 @@ async function post(path, body, headers = {}) {
 async function holding(event) {
   await publish(inventory(event));
   const { token } = await admit(mf, core, event);
-  const res = await mf.dispatchFetch(`http://edge/api/v1/events/${event}/holds`, {
-    method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+  const place = () => mf.dispatchFetch(`http://edge/api/v1/events/${event}/holds`, {
+    method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': 'place-1' },
     body: JSON.stringify({ kind: 'seats', seats: [`S0-0-1`] }),
   });
+  const res = await place();
   const held = await res.json();
   assert.equal(res.status, 201, JSON.stringify(held));
-  return held;
+  return { ...held, place };
 }
 
 const holdAt = async (event, hold) => (await core('GET', `/internal/v1/events/${event}/holds/${hold}`)).body;
@@ -78,6 +79,14 @@ test('a checkout extends the buyer\'s hold once on its way and hands the core a 
   assert.equal(again.extended, true);
   assert.equal(again.expires_at_ms, token.claims.expires_at_ms);
   assert.equal((await holdAt(event, held.hold.id)).expires_at, token.claims.expires_at_ms);
+
+  // The buyer never holds a token that says `extended`: the core trusts it to mean the hold was
+  // live when signed. A replay of the placement answers the extended hold with a plain token.
+  const replayed = await (await held.place()).json();
+  assert.equal(replayed.replayed, true);
+  assert.equal(replayed.hold.extended, true);
+  const plain = readToken(replayed.hold_token, edgeKey.pub).claims;
+  assert.equal(plain.extended, undefined);
 });
 
 test('a quote, a checkout the core could not take, and a released hold go on as they came, extending nothing', async () => {
@@ -87,6 +96,8 @@ test('a quote, a checkout the core could not take, and a released hold go on as 
   assert.equal(sent.at(-1).body.hold_token, held.hold_token, 'a quote extends nothing');
   assert.equal(await post('/api/v1/checkout', { hold_token: held.hold_token, email: 'nope' }, { 'idempotency-key': 'k2' }), 201);
   assert.equal(sent.at(-1).body.hold_token, held.hold_token, 'no e-mail address: the core refuses it');
+  assert.equal(await post('/api/v1/checkout', { hold_token: held.hold_token, email: 'b@example.test' }), 201);
+  assert.equal(sent.at(-1).body.hold_token, held.hold_token, 'no Idempotency-Key: the core refuses it');
   assert.equal((await holdAt(event, held.hold.id)).extended, false);
 
   // Released: the token goes on unchanged, and the core says why it cannot sell.

@@ -2,9 +2,10 @@
 //!
 //! - `POST /api/v1/checkout` (through the edge): the buyer's hold token (verified offline with
 //!   the edge's public keys) and an `Idempotency-Key` become one order, priced here
-//!   ([`pricing`]); the hold is extended for payment and a payment created with the provider.
-//! - `GET /api/v1/orders/{id}` and `POST /api/v1/orders/{id}/cancel`: the buyer, with the order
-//!   token the checkout answered.
+//!   ([`pricing`]); the hold is extended for payment (by the edge on the way, or else asked of it
+//!   here) and a payment created with the provider.
+//! - `GET /api/v1/orders/{id}` (a long poll with `?wait=…&while=…`: [`watch`]) and
+//!   `POST /api/v1/orders/{id}/cancel`: the buyer, with the order token the checkout answered.
 //! - `POST /api/v1/webhooks/{provider}`: the provider's signed outcome.
 //! - Organizers: `PUT /api/v1/events/{id}/sale-settings` (fees, tax, holds),
 //!   `GET /api/v1/events/{id}/orders`, `POST /api/v1/orders/{id}/refund`.

@@ -28,7 +28,7 @@ pub(super) struct OrderWait {
     #[param(minimum = 0, maximum = 20)]
     wait: Option<u64>,
     /// The states to wait through, comma-separated (`awaiting_payment,confirming`); required with
-    /// `wait`.
+    /// `wait`. Not a final state (`paid`, `cancelled`, `refunded`): an order never leaves those.
     #[serde(rename = "while")]
     #[param(rename = "while", max_length = 200)]
     while_states: Option<String>,
@@ -49,9 +49,12 @@ impl OrderWait {
             Some(list) if list.len() > 200 => return Err(ApiError::field("while", "at most 200 characters")),
             Some(list) => list
                 .split(',')
-                .map(|s| {
-                    serde_json::from_value::<OrderState>(Value::String(s.trim().to_owned()))
-                        .map_err(|_| ApiError::field("while", "lists a state orders do not have"))
+                .map(|s| match serde_json::from_value::<OrderState>(Value::String(s.trim().to_owned())) {
+                    Ok(OrderState::Paid | OrderState::Cancelled | OrderState::Refunded) => {
+                        Err(ApiError::field("while", "names a final state: an order never leaves it"))
+                    }
+                    Ok(state) => Ok(state),
+                    Err(_) => Err(ApiError::field("while", "lists a state orders do not have")),
                 })
                 .collect::<Result<_>>()?,
         };

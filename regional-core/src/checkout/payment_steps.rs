@@ -19,10 +19,12 @@ use shared_types::internal_api::{HoldAction, HoldAnswer};
 use shared_types::inventory::HoldState;
 
 impl Checkout {
-    /// `created`: extend the hold for payment (unless the edge did as it forwarded the checkout),
-    /// create the payment.
+    /// `created`: extend the hold for payment (unless the edge did as it forwarded the checkout,
+    /// and this is the first try, the extended hold not yet expired: a retry asks the edge again,
+    /// which reads the hold and finds whether it still stands), create the payment.
     pub(super) async fn start_payment(&self, o: &OrderRow) -> Step {
-        let expires_at = if o.hold_extended {
+        let fresh = o.attempts == 0 && o.hold_expires_at > Utc::now();
+        let expires_at = if o.hold_extended && fresh {
             o.hold_expires_at
         } else {
             match self.extend_hold(o).await {

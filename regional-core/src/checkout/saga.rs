@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum OrderState {
-    /// Recorded; the hold is to be extended and the payment created.
+    /// Recorded; the hold is to be extended (unless the edge did as it forwarded the checkout) and
+    /// the payment created.
     Created,
     /// The buyer is paying; the deadline is the extended hold's expiry.
     AwaitingPayment,

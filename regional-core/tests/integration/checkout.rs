@@ -792,6 +792,7 @@ async fn an_orders_long_poll_answers_when_the_order_moves_on(db: PgPool) {
         ("?wait=5", "while"),
         ("?wait=5&while=", "while"),
         ("?wait=5&while=awaiting_payment,later", "while"),
+        ("?wait=5&while=confirming,paid", "while"),
     ] {
         let (s, p) = get(query).await;
         assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some(field)), "{query}: {p}");
