@@ -2,14 +2,38 @@
 
 use std::future::Future;
 
+use serde::de::DeserializeOwned;
 use shared_types::{Problem, ProblemType, PROBLEM_CONTENT_TYPE};
-use worker::{Request, Response, Result};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{Request, Response, ResponseBody, Result};
 
 use crate::caller::{Caller, CALLER_HEADER};
 
 /// A JSON response with the given status.
 pub fn json<T: serde::Serialize>(status: u16, body: &T) -> Result<Response> {
     Ok(Response::from_json(body)?.with_status(status))
+}
+
+/// The body of an answer (another object's, the core's, a fetched page's) as text, read by the
+/// runtime in one piece. `worker`'s own `Response::text` and `json` read a fetched body through a
+/// stream reader, and releasing that reader builds a JavaScript `TypeError` with a stack trace
+/// through the wasm frames: part of the 4 % of workerd's CPU such errors took on the hold path,
+/// where the inventory's answer is read (docs/benchmarks.md, "Where a hold's CPU goes"). The text
+/// is decoded as the runtime's `text()` does (invalid UTF-8 replaced, a byte-order mark dropped)
+/// where `worker`'s refused invalid UTF-8: every answer read here is JSON from our own objects,
+/// the core or Cloudflare.
+pub async fn answer_text(resp: &mut Response) -> Result<String> {
+    if let ResponseBody::Stream(stream) = resp.body() {
+        let whole = worker::web_sys::Response::new_with_opt_readable_stream(Some(stream))?;
+        let text = JsFuture::from(whole.text()?).await?;
+        return text.as_string().ok_or_else(|| worker::Error::RustError("the body is not text".into()));
+    }
+    resp.text().await
+}
+
+/// The body of an answer as JSON (see [`answer_text`]).
+pub async fn answer_json<T: DeserializeOwned>(resp: &mut Response) -> Result<T> {
+    Ok(serde_json::from_str(&answer_text(resp).await?)?)
 }
 
 /// How long a client told "too many requests" waits when the limit does not say (the per-address

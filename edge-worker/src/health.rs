@@ -58,10 +58,10 @@ async fn probe_object(env: &Env, write: &ProbeWrite) -> Result<ProbeReadBack> {
     let req = Request::new_with_init("https://health-probe/probe", &init)?;
     let mut resp = stub.fetch_with_request(req).await?;
     if resp.status_code() != 200 {
-        let body = resp.text().await.unwrap_or_default();
+        let body = durable_objects::http::answer_text(&mut resp).await.unwrap_or_default();
         return Err(worker::Error::RustError(format!("probe answered {}: {body}", resp.status_code())));
     }
-    resp.json().await
+    durable_objects::http::answer_json(&mut resp).await
 }
 
 /// The object is ok only if storage gave back exactly what was written.
@@ -99,7 +99,7 @@ async fn check_core(core_url: Option<&str>, timeout_ms: u64) -> Vec<TierReport> 
         init.with_method(Method::Get).with_headers(headers);
         let mut resp = Fetch::Request(Request::new_with_init(&url, &init)?).send_with_signal(&signal).await?;
         let status = resp.status_code();
-        let body = resp.text().await?;
+        let body = durable_objects::http::answer_text(&mut resp).await?;
         Ok::<_, worker::Error>((status, body))
     })
     .await;

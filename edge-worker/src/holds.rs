@@ -86,9 +86,9 @@ pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
         return objects::relay(resp, ev.path).await;
     }
     let status = resp.status_code();
-    let placed: Placed = resp.json().await?;
+    let placed: Placed = durable_objects::http::answer_json(&mut resp).await?;
     let hold = placed.hold;
-    let hold_token = hold_token(ev, &visitor, &hold, false)?;
+    let hold_token = hold_token(ev, &visitor, &hold, false).await?;
     invalidate_availability(&ev.event);
     Ok(http::json(status, &HoldAnswer { hold, hold_token, replayed: placed.replayed })?)
 }
@@ -97,7 +97,12 @@ pub async fn place(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
 /// `extended` only for the token the edge hands the core with a checkout whose hold it has just
 /// extended (`proxy.rs`), never for one a buyer gets: the core trusts it to mean the hold was live
 /// and extended when signed, and a buyer could keep such a token past the hold's release.
-pub fn hold_token(ev: &EventCtx<'_>, visitor: &VisitorId, hold: &Hold, extended: bool) -> Result<String> {
+pub async fn hold_token(
+    ev: &EventCtx<'_>,
+    visitor: &VisitorId,
+    hold: &Hold,
+    extended: bool,
+) -> Result<String> {
     let claims = Claims {
         iss: "edge".to_owned(),
         aud: ev.event.to_string(),
@@ -115,7 +120,7 @@ pub fn hold_token(ev: &EventCtx<'_>, visitor: &VisitorId, hold: &Hold, extended:
             extended,
         },
     };
-    Ok(ev.keys()?.signer.sign(TokenKind::Hold, &claims))
+    Ok(ev.keys()?.sign(TokenKind::Hold, &claims).await)
 }
 
 /// `DELETE /holds/{hold}`: the buyer lets their own hold go.

@@ -193,7 +193,7 @@ async fn put_inventory(ev: &EventCtx<'_>, body: &[u8], signed: &SignedRequest) -
     if resp.status_code() != 200 {
         return objects::relay(resp, path).await;
     }
-    let layout: Layout = resp.json().await?;
+    let layout: Layout = durable_objects::http::answer_json(&mut resp).await?;
     objects::remember_layout(layout.clone());
     // A published event has a waiting room, with the default settings until the core sends some.
     let ensure = serde_json::to_string(&json!({ "event": event }))?;
@@ -217,7 +217,10 @@ async fn put_inventory(ev: &EventCtx<'_>, body: &[u8], signed: &SignedRequest) -
             )
             .await;
             let (status, body) = match answer {
-                Ok(mut resp) => (resp.status_code(), resp.json::<Value>().await.unwrap_or(Value::Null)),
+                Ok(mut resp) => (
+                    resp.status_code(),
+                    durable_objects::http::answer_json::<Value>(&mut resp).await.unwrap_or(Value::Null),
+                ),
                 Err(e) => (502, json!({ "detail": e.to_string() })),
             };
             Ok::<_, worker::Error>(json!({ "shard": name, "status": status, "answer": body }))
@@ -355,7 +358,7 @@ async fn room_stats(ev: &EventCtx<'_>) -> Result<Response> {
     if resp.status_code() != 200 {
         return objects::relay(resp, ev.path).await;
     }
-    let mut stats: Value = resp.json().await?;
+    let mut stats: Value = durable_objects::http::answer_json(&mut resp).await?;
     let shards = stats["view"]["settings"]["queue_shards"].as_u64().unwrap_or(0) as u16;
     let calls = (0..shards).map(|i| {
         let name = shard_name(event, i);
@@ -363,7 +366,7 @@ async fn room_stats(ev: &EventCtx<'_>) -> Result<Response> {
             let mut resp =
                 send(env, SHARD_BINDING, &name, Method::Get, "/stats", &Call::by(&Caller::Core), None)
                     .await?;
-            resp.json::<Value>().await
+            durable_objects::http::answer_json::<Value>(&mut resp).await
         }
     });
     let answers = futures_util::future::join_all(calls).await;

@@ -9,8 +9,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde::de::DeserializeOwned;
-use shared_types::token::{verify, Claims, Expectation, KeyRing, TokenError, TokenKind, TokenSigner};
+use serde::Serialize;
+use shared_types::token::{
+    assemble, verify, Claims, Expectation, KeyRing, TokenError, TokenKind, TokenSigner, Unverified,
+};
+use wasm_bindgen::JsValue;
+use web_sys::CryptoKey;
 use worker::Env;
+use zeroize::Zeroizing;
 
 use crate::settings::{CORE_VERIFYING_KEYS, EDGE_SIGNING_KEY, EDGE_VERIFYING_KEYS};
 
@@ -23,10 +29,21 @@ thread_local! {
 
 /// The edge's keys.
 pub struct EdgeKeys {
-    pub signer: TokenSigner,
+    signer: TokenSigner,
     /// Tokens the edge accepts: its current key plus any earlier ones in `EDGE_VERIFYING_KEYS`.
-    pub edge: KeyRing,
+    edge: KeyRing,
     pub core: KeyRing,
+    /// The same keys imported into WebCrypto, on first use (`webcrypto.rs`).
+    imported: RefCell<Imported>,
+}
+
+#[derive(Default)]
+struct Imported {
+    signing: Option<CryptoKey>,
+    verifying: Vec<(String, CryptoKey)>,
+    /// An import failed: this runtime has no Ed25519 in WebCrypto, and the keys are used in wasm
+    /// from then on (said once in the log, not tried again on every request).
+    unsupported: bool,
 }
 
 /// Why the keys could not be read: a deployment error, reported to the operator, never the key.
@@ -60,14 +77,16 @@ impl EdgeKeys {
         let signer = TokenSigner::parse(signing).map_err(|e| bad("EDGE_SIGNING_KEY", e))?;
         let earlier = KeyRing::parse(earlier).map_err(|e| bad("EDGE_VERIFYING_KEYS", e))?;
         let core = KeyRing::parse(core).map_err(|e| bad("CORE_VERIFYING_KEYS", e))?;
-        Ok(Self { edge: signer.verifying_ring().merge(&earlier), signer, core })
+        Ok(Self { edge: signer.verifying_ring().merge(&earlier), signer, core, imported: Default::default() })
     }
 }
 
 impl EdgeKeys {
     /// Verifies a token of `kind` the edge issued for the event `audience` (and, when given, the
-    /// visitor `subject`), by this deployment's key or an earlier one still trusted.
-    pub fn verify<T: DeserializeOwned>(
+    /// visitor `subject`), by this deployment's key or an earlier one still trusted. The signature
+    /// is checked by WebCrypto (`webcrypto.rs`); the rest, and every reason for a refusal, is
+    /// `shared_types::token::verify`'s.
+    pub async fn verify<T: DeserializeOwned>(
         &self,
         kind: TokenKind,
         token: &str,
@@ -76,6 +95,85 @@ impl EdgeKeys {
     ) -> Result<Claims<T>, TokenError> {
         let expect =
             Expectation { kind, issuer: "edge", audience, subject, now: durable_objects::now_ms() / 1000 };
-        verify(token, &self.edge, &expect)
+        let unverified = Unverified::parse(token, kind)?;
+        let (kid, public) = unverified.key_in(&self.edge)?;
+        let signature = unverified.signature()?;
+        let Some(key) = self.verifying_key(kid, &public).await else {
+            // No WebCrypto Ed25519 here: the same check in wasm.
+            return verify(token, &self.edge, &expect);
+        };
+        match crate::webcrypto::verify(&key, &signature, unverified.signing_input()).await {
+            Ok(true) => unverified.claims_once_verified(&expect),
+            Ok(false) => Err(TokenError::BadSignature),
+            Err(_) => verify(token, &self.edge, &expect),
+        }
+    }
+
+    /// Signs `claims` as a token of `kind` with this deployment's key (by WebCrypto when the
+    /// runtime has Ed25519, as workerd does; in wasm otherwise).
+    pub async fn sign<T: Serialize>(&self, kind: TokenKind, claims: &Claims<T>) -> String {
+        let input = self.signer.signing_input(kind, claims);
+        if let Some(key) = self.signing_key().await {
+            if let Ok(signature) = crate::webcrypto::sign(&key, input.as_bytes()).await {
+                return assemble(input, &signature);
+            }
+        }
+        self.signer.sign(kind, claims)
+    }
+
+    async fn signing_key(&self) -> Option<CryptoKey> {
+        {
+            let imported = self.imported.borrow();
+            if imported.unsupported || imported.signing.is_some() {
+                return imported.signing.clone();
+            }
+        }
+        let seed = Zeroizing::new(self.signer.seed());
+        let key = self.imported_or_unsupported(crate::webcrypto::signing_key(&seed).await)?;
+        Some(self.imported.borrow_mut().signing.get_or_insert(key).clone())
+    }
+
+    async fn verifying_key(&self, kid: &str, public: &[u8; 32]) -> Option<CryptoKey> {
+        let find = |imported: &Imported| {
+            imported.verifying.iter().find(|(k, _)| k == kid).map(|(_, key)| key.clone())
+        };
+        {
+            let imported = self.imported.borrow();
+            if imported.unsupported {
+                return None;
+            }
+            if let Some(key) = find(&imported) {
+                return Some(key);
+            }
+        }
+        let key = self.imported_or_unsupported(crate::webcrypto::verifying_key(public).await)?;
+        // Another request of this isolate may have imported it meanwhile.
+        let mut imported = self.imported.borrow_mut();
+        if let Some(key) = find(&imported) {
+            return Some(key);
+        }
+        imported.verifying.push((kid.to_owned(), key.clone()));
+        Some(key)
+    }
+
+    /// The key imported, or `None` once (and from then on) when the runtime cannot import it.
+    fn imported_or_unsupported(
+        &self,
+        imported: std::result::Result<CryptoKey, JsValue>,
+    ) -> Option<CryptoKey> {
+        match imported {
+            Ok(key) => Some(key),
+            Err(e) => {
+                let mut state = self.imported.borrow_mut();
+                if !state.unsupported {
+                    state.unsupported = true;
+                    durable_objects::log::warn(
+                        "Ed25519 keys cannot be imported into WebCrypto: the edge signs and verifies in wasm",
+                        serde_json::json!({ "error": format!("{e:?}") }),
+                    );
+                }
+                None
+            }
+        }
     }
 }

@@ -34,6 +34,7 @@ mod seatmap;
 mod settings;
 mod waitlist;
 mod web;
+mod webcrypto;
 
 // Linking the Durable Object classes here makes one script deploy the Worker and its objects.
 pub use durable_objects::directory::EventDirectory;

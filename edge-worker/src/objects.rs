@@ -53,7 +53,7 @@ pub async fn every_shard<T: serde::de::DeserializeOwned>(
         if resp.status_code() != 200 {
             return Err(relayed(resp, ev.path).await);
         }
-        parts.push(resp.json().await?);
+        parts.push(durable_objects::http::answer_json(&mut resp).await?);
     }
     Ok((layout, parts))
 }
@@ -72,7 +72,7 @@ pub async fn layout(env: &Env, event: &EventId) -> Result<Option<Layout>> {
     if resp.status_code() != 200 {
         return Ok(None);
     }
-    let layout: Layout = resp.json().await?;
+    let layout: Layout = durable_objects::http::answer_json(&mut resp).await?;
     remember_layout(layout.clone());
     Ok(Some(layout))
 }
@@ -91,7 +91,7 @@ pub async fn relay(mut resp: Response, public_path: &str) -> Result<Response> {
     }
     let status = resp.status_code();
     let retry_after = resp.headers().get("retry-after")?;
-    let problem = match resp.json::<Problem>().await {
+    let problem = match durable_objects::http::answer_json::<Problem>(&mut resp).await {
         Ok(p) => p.with_instance(public_path),
         Err(_) => Problem::new(ProblemType::Internal, "an object answered an unreadable error")
             .with_instance(public_path),

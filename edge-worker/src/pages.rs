@@ -286,7 +286,9 @@ async fn landing_page(
     let (status, error) = match refused {
         None => (200, None),
         // The step cannot go further (expired turn, left, refused join…): say why, offer to join again.
-        Some(Stop::Answer(mut resp)) => (resp.status_code(), resp.json::<Problem>().await.ok()),
+        Some(Stop::Answer(mut resp)) => {
+            (resp.status_code(), durable_objects::http::answer_json::<Problem>(&mut resp).await.ok())
+        }
         Some(fault @ Stop::Fault(_)) => return Err(fault),
     };
     // A sold-out event's waiting list: the visitor's entry, and the form's puzzle.
@@ -363,7 +365,7 @@ fn waiting(
 /// `GET /events/{event}`.
 pub async fn event_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
     // The caller's tokens are read and verified once; every branch below works from them.
-    let credentials = credentials(ev, req)?;
+    let credentials = credentials(ev, req).await?;
     if web::wants_json(req)? {
         if !matches!(credentials, Credentials::None(..)) {
             return api::status_of(ev, req, credentials).await;
@@ -448,7 +450,7 @@ pub async fn waitlist_leave_form(ev: &EventCtx<'_>, req: Request) -> Result<Resp
 
 /// `GET /events/{event}/buy`: the purchase page for an admitted buyer (seat choice comes later).
 pub async fn buy_page(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
-    let Some((_, claims)) = held_admission(ev, req)? else {
+    let Some((_, claims)) = held_admission(ev, req).await? else {
         return web::see_other(&format!("/events/{}", ev.event), &[]);
     };
     let view = view(ev.env, &ev.event).await?;

@@ -31,7 +31,7 @@ use crate::objects::{self, Call};
 const FORWARDED: [&str; 4] = ["authorization", "idempotency-key", "content-type", "accept"];
 
 /// A checkout's hold token, verified as the edge itself would accept it (refused otherwise).
-fn check_hold_token(
+async fn check_hold_token(
     body: &[u8],
     keys: &EdgeKeys,
 ) -> std::result::Result<(EventId, Claims<HoldGrant>), (String, &'static str)> {
@@ -41,6 +41,7 @@ fn check_hold_token(
     let event = unverified_audience(token).ok_or(("the hold token is malformed".to_owned(), "malformed"))?;
     let claims = keys
         .verify::<HoldGrant>(TokenKind::Hold, token, &event, None)
+        .await
         .map_err(|e| (e.to_string(), e.reason()))?;
     let event =
         EventId::parse(&event).map_err(|_| ("the hold token is malformed".to_owned(), "malformed"))?;
@@ -83,11 +84,11 @@ async fn extend_for_checkout(
             return None;
         }
     }
-    let hold: Hold = resp.json().await.ok()?;
+    let hold: Hold = durable_objects::http::answer_json(&mut resp).await.ok()?;
     if hold.state != HoldState::Held || !hold.extended {
         return None;
     }
-    value["hold_token"] = crate::holds::hold_token(&ev, &visitor, &hold, true).ok()?.into();
+    value["hold_token"] = crate::holds::hold_token(&ev, &visitor, &hold, true).await.ok()?.into();
     serde_json::to_vec(&value).ok()
 }
 
@@ -102,7 +103,7 @@ pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
     let body = crate::body::read(&mut req, crate::body::PROXY, path).await?;
     let mut body = body;
     if path == "/api/v1/checkout" || path == "/api/v1/checkout/quote" {
-        let (event, claims) = check_hold_token(&body, keys).map_err(|(detail, reason)| {
+        let (event, claims) = check_hold_token(&body, keys).await.map_err(|(detail, reason)| {
             let kind = if reason == "malformed" && detail.contains("JSON") {
                 ProblemType::MalformedRequest
             } else {

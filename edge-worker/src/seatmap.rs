@@ -214,7 +214,9 @@ pub async fn seatmap(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
             key.set_query(Some(&format!("v={version}")));
             let cache = Cache::default();
             let cached = match cache.get(key.as_str(), true).await {
-                Ok(Some(mut resp)) => resp.text().await.ok().map(Rc::<str>::from),
+                Ok(Some(mut resp)) => {
+                    durable_objects::http::answer_text(&mut resp).await.ok().map(Rc::<str>::from)
+                }
                 _ => None,
             };
             let (body, complete) = match cached {

@@ -62,7 +62,7 @@ async fn answer(ev: &EventCtx<'_>, mut resp: Response, cookies: &[String]) -> Re
         return objects::relay(resp, ev.path).await;
     }
     let status = resp.status_code();
-    let body: Value = resp.json().await?;
+    let body: Value = durable_objects::http::answer_json(&mut resp).await?;
     web::private_json(status, &body, cookies)
 }
 
@@ -126,7 +126,7 @@ pub async fn enter(ev: &EventCtx<'_>, req: &mut Request) -> Result<(Value, Strin
     if resp.status_code() != 201 {
         return Err(objects::relayed(resp, ev.path).await);
     }
-    let entry: Value = resp.json().await?;
+    let entry: Value = durable_objects::http::answer_json(&mut resp).await?;
     Ok((entry, web::set_cookie(req, "visitor", visitor.as_str(), VISITOR_COOKIE_SECS)?))
 }
 
@@ -149,7 +149,7 @@ pub async fn entry_of(ev: &EventCtx<'_>, req: &Request) -> Result<Option<Value>>
     if resp.status_code() != 200 {
         return Ok(None);
     }
-    Ok(Some(resp.json().await?))
+    Ok(Some(durable_objects::http::answer_json(&mut resp).await?))
 }
 
 /// A join is for what is sold out: the tier asked for (which must be one of the event's), the
@@ -245,9 +245,9 @@ pub async fn offers_to_mail(ev: &EventCtx<'_>, req: &Request) -> Result<Response
     if resp.status_code() != 200 {
         return objects::relay(resp, ev.path).await;
     }
-    let read: Value = resp.json().await?;
+    let read: Value = durable_objects::http::answer_json(&mut resp).await?;
     let now = durable_objects::now_ms();
-    let signer = &ev.keys()?.signer;
+    let keys = ev.keys()?;
     let mut offers = Vec::new();
     for o in read["offers"].as_array().into_iter().flatten() {
         let (Some(visitor), Some(hold), Some(entry), Some(until)) =
@@ -273,7 +273,7 @@ pub async fn offers_to_mail(ev: &EventCtx<'_>, req: &Request) -> Result<Response
             email: o["email"].as_str().unwrap_or_default().to_owned(),
             quantity,
             until,
-            token: signer.sign(TokenKind::Offer, &claims),
+            token: keys.sign(TokenKind::Offer, &claims).await,
         });
     }
     let next = read["next"].as_i64().unwrap_or(after);
@@ -299,6 +299,7 @@ pub async fn take_offer(ev: &EventCtx<'_>, mut req: Request) -> Result<Response>
     let claims = ev
         .keys()?
         .verify::<OfferGrant>(TokenKind::Offer, &exchange.token, ev.event.as_str(), None)
+        .await
         .map_err(|e| refused(e.reason(), format!("this offer link is not valid: {e}")))?;
     let visitor = VisitorId::parse(&claims.sub)
         .map_err(|_| refused("malformed", "the offer names no valid visitor".into()))?;
@@ -317,7 +318,7 @@ pub async fn take_offer(ev: &EventCtx<'_>, mut req: Request) -> Result<Response>
     if resp.status_code() != 200 {
         return objects::relay(resp, ev.path).await;
     }
-    let hold: Hold = resp.json().await?;
+    let hold: Hold = durable_objects::http::answer_json(&mut resp).await?;
     let now = durable_objects::now_ms();
     if hold.state != HoldState::Held || hold.expires_at <= now {
         return Err(ev.refusal(
@@ -340,8 +341,8 @@ pub async fn take_offer(ev: &EventCtx<'_>, mut req: Request) -> Result<Response>
             max_tickets: claims.extra.quantity,
         },
     };
-    let admission_token = ev.keys()?.signer.sign(TokenKind::Admission, &admission);
-    let hold_token = crate::holds::hold_token(ev, &visitor, &hold, false)?;
+    let admission_token = ev.keys()?.sign(TokenKind::Admission, &admission).await;
+    let hold_token = crate::holds::hold_token(ev, &visitor, &hold, false).await?;
     let max_age = (hold.expires_at - now) / 1000 + 1;
     let cookies = [
         web::set_cookie(&req, "visitor", visitor.as_str(), VISITOR_COOKIE_SECS)?,

@@ -188,7 +188,7 @@ impl QueueCoordinator {
                         resp.status_code()
                     )));
                 }
-                resp.json::<ShardReport>().await
+                crate::http::answer_json::<ShardReport>(&mut resp).await
             }
         });
         let reports = futures_util::future::join_all(calls).await;
@@ -296,7 +296,7 @@ async fn read_stock(env: &Env, event: &EventId) -> Result<Option<Stock>> {
     if resp.status_code() != 200 {
         return Ok(None);
     }
-    let layout: Layout = resp.json().await?;
+    let layout: Layout = crate::http::answer_json(&mut resp).await?;
     let mut stock = Stock::default();
     for index in 0..layout.shards.len() {
         let Some(name) = layout.object_name(index) else { continue };
@@ -304,7 +304,7 @@ async fn read_stock(env: &Env, event: &EventId) -> Result<Option<Stock>> {
         if resp.status_code() != 200 {
             return Ok(None);
         }
-        let availability: Availability = resp.json().await?;
+        let availability: Availability = crate::http::answer_json(&mut resp).await?;
         stock.waitlist_held += u64::from(availability.waitlist_held);
         let counts =
             availability.sections.iter().map(|s| &s.1).chain(availability.tiers.iter().map(|t| &t.1));

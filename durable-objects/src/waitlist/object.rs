@@ -458,7 +458,7 @@ impl WaitlistObject {
         if resp.status_code() != 200 {
             return Ok(None);
         }
-        let layout: Layout = resp.json().await?;
+        let layout: Layout = crate::http::answer_json(&mut resp).await?;
         *self.layout.borrow_mut() = Some(layout.clone());
         Ok(Some(layout))
     }
@@ -494,7 +494,8 @@ impl WaitlistObject {
         match resp.status_code() {
             200 | 404 => Ok(false),
             409 => {
-                let problem: serde_json::Value = resp.json().await.unwrap_or_default();
+                let problem: serde_json::Value =
+                    crate::http::answer_json(&mut resp).await.unwrap_or_default();
                 Ok(problem["reason"] == "hold-sold"
                     || problem["detail"].as_str().is_some_and(|d| d.contains("sold")))
             }
@@ -525,7 +526,8 @@ impl WaitlistObject {
         match resp.status_code() {
             200 | 201 => Ok(Placed::Held),
             400..=499 => {
-                let problem: serde_json::Value = resp.json().await.unwrap_or_default();
+                let problem: serde_json::Value =
+                    crate::http::answer_json(&mut resp).await.unwrap_or_default();
                 crate::log::info(
                     "waiting-list offer not held by the inventory",
                     serde_json::json!({ "entry": offer.number, "shard": shard, "reason": problem["reason"] }),
@@ -596,7 +598,7 @@ impl WaitlistObject {
                     resp.status_code()
                 )));
             }
-            statuses.push(Some(resp.json::<ShardStatus>().await?));
+            statuses.push(Some(crate::http::answer_json::<ShardStatus>(&mut resp).await?));
         }
         let now = crate::now_ms();
         // 2. Offers whose hold ended at the inventory, and offers not placed yet. The inventory

@@ -22,7 +22,7 @@ pub async fn join(ev: &EventCtx<'_>, mut req: Request) -> Result<Response> {
 
 /// `GET /queue`: the caller's place, or their admission token once their turn has come.
 pub async fn status(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
-    status_of(ev, req, credentials(ev, req)?).await
+    status_of(ev, req, credentials(ev, req).await?).await
 }
 
 /// The status answer for credentials already read.
@@ -47,6 +47,6 @@ pub async fn status_of(ev: &EventCtx<'_>, req: &Request, credentials: Credential
 
 /// `DELETE /queue`: gives up the place (or ends the session of an admitted buyer).
 pub async fn leave(ev: &EventCtx<'_>, req: &Request) -> Result<Response> {
-    let cookies = line::leave(ev, req, credentials(ev, req)?).await?;
+    let cookies = line::leave(ev, req, credentials(ev, req).await?).await?;
     web::private_json(200, &json!({ "left": true }), &cookies)
 }

@@ -76,11 +76,11 @@ pub enum Credentials {
 }
 
 /// Reads the caller's admission token, else their queue ticket.
-pub fn credentials(ev: &EventCtx<'_>, req: &Request) -> Result<Credentials> {
-    if let Some((token, claims)) = held_admission(ev, req)? {
+pub async fn credentials(ev: &EventCtx<'_>, req: &Request) -> Result<Credentials> {
+    if let Some((token, claims)) = held_admission(ev, req).await? {
         return Ok(Credentials::Admission(token, claims));
     }
-    Ok(match ticket(ev, req)? {
+    Ok(match ticket(ev, req).await? {
         Ok(t) => Credentials::Ticket(t),
         Err(why) => Credentials::None(why),
     })
@@ -96,12 +96,12 @@ fn presented(req: &Request, kind: &str, cookie_name: &str) -> Result<Option<Stri
 }
 
 /// Reads and verifies the queue ticket (`Authorization: Bearer` or the event's `queue_` cookie).
-pub fn ticket(ev: &EventCtx<'_>, req: &Request) -> Result<std::result::Result<Ticket, NoTicket>> {
+pub async fn ticket(ev: &EventCtx<'_>, req: &Request) -> Result<std::result::Result<Ticket, NoTicket>> {
     let Some(token) = presented(req, "queue", &queue_cookie(ev))? else {
         return Ok(Err(("missing", "a queue ticket is required".into())));
     };
     let claims: Claims<QueuePlace> =
-        match ev.keys()?.verify(TokenKind::Queue, &token, ev.event.as_str(), None) {
+        match ev.keys()?.verify(TokenKind::Queue, &token, ev.event.as_str(), None).await {
             Ok(c) => c,
             Err(e) => return Ok(Err((e.reason(), e.to_string()))),
         };
@@ -130,9 +130,13 @@ fn token_kind(token: &str) -> Option<&'static str> {
 }
 
 /// A valid admission token for this event already held by the caller: (token, its claims).
-pub fn held_admission(ev: &EventCtx<'_>, req: &Request) -> Result<Option<(String, Claims<AdmissionGrant>)>> {
+pub async fn held_admission(
+    ev: &EventCtx<'_>,
+    req: &Request,
+) -> Result<Option<(String, Claims<AdmissionGrant>)>> {
     let Some(token) = presented(req, "admission", &admission_cookie(ev))? else { return Ok(None) };
-    let claims = ev.keys()?.verify::<AdmissionGrant>(TokenKind::Admission, &token, ev.event.as_str(), None);
+    let claims =
+        ev.keys()?.verify::<AdmissionGrant>(TokenKind::Admission, &token, ev.event.as_str(), None).await;
     Ok(claims.ok().map(|c| (token, c)))
 }
 
@@ -164,6 +168,7 @@ pub async fn admitted(ev: &EventCtx<'_>, req: &Request) -> Result<Admitted> {
             ev.event.as_str(),
             None,
         )
+        .await
         .map_err(|e| unauthorized(e.reason(), e.to_string()))?;
     let grant: AdmissionGrant = serde_json::from_value(serde_json::Value::Object(claims.extra.clone()))
         .map_err(|_| unauthorized("malformed", "the token does not name a waiting-room session".into()))?;

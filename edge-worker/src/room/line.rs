@@ -81,7 +81,7 @@ pub async fn challenge(ev: &EventCtx<'_>, req: &Request) -> Result<(Challenge, O
                 extra: ChallengeGrant { difficulty: view.difficulty },
             };
             answer.check = "proof_of_work";
-            answer.challenge = Some(ev.keys()?.signer.sign(TokenKind::Challenge, &claims));
+            answer.challenge = Some(ev.keys()?.sign(TokenKind::Challenge, &claims).await);
             answer.difficulty = Some(view.difficulty);
             answer.expires_at_ms = Some(claims.exp * 1000);
         }
@@ -135,7 +135,7 @@ pub async fn join(ev: &EventCtx<'_>, req: &mut Request) -> Result<(JoinAnswer, V
         jti: format!("{}-{}{}", place.shard, if place.pre { "p" } else { "a" }, place.seq),
         extra: place,
     };
-    let ticket = ev.keys()?.signer.sign(TokenKind::Queue, &claims);
+    let ticket = ev.keys()?.sign(TokenKind::Queue, &claims).await;
     let cookies = vec![
         set_cookie(req, "visitor", visitor.as_str(), VISITOR_COOKIE_SECS)?,
         set_cookie(req, &queue_cookie(ev), &ticket, QUEUE_TICKET_SECS)?,
@@ -165,7 +165,7 @@ async fn take_place(
     if !matches!(resp.status_code(), 200 | 201) {
         return Err(shard_refused(ev, resp).await);
     }
-    let joined: Joined = resp.json().await?;
+    let joined: Joined = durable_objects::http::answer_json(&mut resp).await?;
     Ok((QueuePlace { shard, seq: joined.n, pre: joined.pre }, joined.returning))
 }
 
@@ -218,7 +218,7 @@ async fn exchange(ev: &EventCtx<'_>, req: &Request, ticket: Ticket, status: Queu
         count_refusal(ev, super::problem_reason(&problem));
         return Err(crate::context::Stop::problem(&problem.with_instance(ev.path)));
     }
-    let session: Session = resp.json().await?;
+    let session: Session = durable_objects::http::answer_json(&mut resp).await?;
     let claims = Claims {
         iss: "edge".into(),
         aud: ev.event.to_string(),
@@ -233,7 +233,7 @@ async fn exchange(ev: &EventCtx<'_>, req: &Request, ticket: Ticket, status: Queu
             max_tickets: session.max_tickets,
         },
     };
-    let token = ev.keys()?.signer.sign(TokenKind::Admission, &claims);
+    let token = ev.keys()?.sign(TokenKind::Admission, &claims).await;
     let max_age = (session.ends_ms - durable_objects::now_ms()) / 1000;
     let cookie = set_cookie(req, &admission_cookie(ev), &token, max_age)?;
     Ok(Standing::Admitted { token, expires_at_ms: session.ends_ms, cookie: Some(cookie) })

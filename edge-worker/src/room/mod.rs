@@ -59,7 +59,7 @@ pub async fn view(env: &Env, event: &EventId) -> Result<Option<Rc<RoomView>>> {
     if resp.status_code() != 200 {
         return Ok(None);
     }
-    let view = Rc::new(resp.json::<RoomView>().await?);
+    let view = Rc::new(durable_objects::http::answer_json::<RoomView>(&mut resp).await?);
     VIEWS.with(|v| v.borrow_mut().insert(event.clone(), (now, view.clone())));
     Ok(Some(view))
 }

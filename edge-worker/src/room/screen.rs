@@ -167,7 +167,8 @@ pub async fn bot_check(
             };
             let cookie_visitor = visitor_cookie(req)?;
             let subject = cookie_visitor.as_ref().map(VisitorId::as_str);
-            let verified = ev.keys()?.verify(TokenKind::Challenge, challenge, ev.event.as_str(), subject);
+            let verified =
+                ev.keys()?.verify(TokenKind::Challenge, challenge, ev.event.as_str(), subject).await;
             let claims: Claims<ChallengeGrant> = match verified {
                 Ok(c) => c,
                 Err(e) => return failed("pow-invalid", &format!("the challenge is not valid: {e}")),
@@ -226,7 +227,7 @@ async fn turnstile_verify(env: &Env, req: &Request, token: &str) -> worker::Resu
     if resp.status_code() != 200 {
         return Err(worker::Error::RustError(format!("siteverify answered {}", resp.status_code())));
     }
-    let answer: SiteVerify = resp.json().await?;
+    let answer: SiteVerify = durable_objects::http::answer_json(&mut resp).await?;
     if !answer.success {
         durable_objects::log::info(
             "turnstile refused",

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::driver::{hold_gone, moved, Step};
 use super::record::OrderRow;
-use super::record::{apply, audit, event_payload, payment_event, record_payment};
+use super::record::{apply, apply_with, audit, event_payload, payment_event, record_payment, Also};
 use super::saga::{Input, OrderState, Outcome};
 use super::Checkout;
 use crate::bus::outbox;
@@ -80,24 +80,22 @@ impl Checkout {
                 let to = if free { "succeeded" } else { "pending" };
                 audit(&mut tx, "payment", payment, o.id, "checkout", None, to, json!({ "provider": self.provider.name() })).await?;
             }
-            sqlx::query("UPDATE orders SET hold_expires_at = $2 WHERE id = $1")
-                .bind(o.id)
-                .bind(expires_at)
-                .execute(&mut *tx)
-                .await?;
-            let moved = apply(&mut tx, o.id, o.state, Input::PaymentCreated, "checkout", json!({})).await?;
-            if moved.is_some() {
-                if free {
-                    apply(&mut tx, o.id, OrderState::AwaitingPayment, Input::PaymentSucceeded, "checkout", json!({ "free": true }))
-                        .await?;
-                } else {
-                    // Nothing to do before the deadline unless the provider reports first.
-                    sqlx::query("UPDATE orders SET next_attempt_at = $2 WHERE id = $1")
-                        .bind(o.id)
-                        .bind(expires_at + self.grace)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+            // The hold's new expiry and, unless the order is free, nothing to do before the
+            // deadline unless the provider reports first: with the state, in one statement.
+            let also = Also {
+                hold_expires_at: Some(expires_at),
+                next_attempt_at: (!free).then(|| expires_at + self.grace),
+            };
+            let moved = apply_with(&mut tx, o.id, o.state, Input::PaymentCreated, "checkout", json!({}), also).await?;
+            if moved.is_none() {
+                sqlx::query("UPDATE orders SET hold_expires_at = $2 WHERE id = $1")
+                    .bind(o.id)
+                    .bind(expires_at)
+                    .execute(&mut *tx)
+                    .await?;
+            } else if free {
+                apply(&mut tx, o.id, OrderState::AwaitingPayment, Input::PaymentSucceeded, "checkout", json!({ "free": true }))
+                    .await?;
             }
             // What checkout answers, read in this transaction rather than in one of its own.
             let step = if free {

@@ -48,30 +48,58 @@ pub async fn apply(
     actor: &str,
     details: Value,
 ) -> Result<Option<OrderState>, sqlx::Error> {
+    apply_with(conn, order, from, input, actor, details, Also::default()).await
+}
+
+/// What a transition may set on the order besides its state, in the same statement (each
+/// `UPDATE` of the order is a new row version and new index entries: docs/benchmarks.md).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Also {
+    /// The hold's expiry, as the edge extended it.
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    /// When the reconciler looks at the order next (default: [`HANDOVER_SECS`] from now).
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// [`apply`], setting `also` with the new state. The state, the columns and the audit row are
+/// one statement: the audit row is written exactly when the state changes.
+pub async fn apply_with(
+    conn: &mut PgConnection,
+    order: Uuid,
+    from: OrderState,
+    input: Input,
+    actor: &str,
+    details: Value,
+    also: Also,
+) -> Result<Option<OrderState>, sqlx::Error> {
     let Some(t) = saga::next(from, input) else { return Ok(None) };
+    let mut details = details;
+    if let (Some(outcome), Value::Object(map)) = (t.outcome, &mut details) {
+        map.insert("outcome".into(), outcome.as_str().into());
+    }
     let changed = sqlx::query(
-        "UPDATE orders SET state = $3, outcome = coalesce($4, outcome), attempts = 0, last_error = NULL,
-             next_attempt_at = now() + make_interval(secs => $5), lease_until = NULL, updated_at = now()
-         WHERE id = $1 AND state = $2",
+        "WITH moved AS (
+             UPDATE orders SET state = $3, outcome = coalesce($4, outcome), attempts = 0, last_error = NULL,
+                 next_attempt_at = coalesce($6, now() + make_interval(secs => $5)),
+                 hold_expires_at = coalesce($7, hold_expires_at), lease_until = NULL, updated_at = now()
+             WHERE id = $1 AND state = $2 RETURNING id)
+         INSERT INTO state_audit (subject_kind, subject_id, order_id, actor, from_state, to_state, details)
+         SELECT 'order', id, id, $8, $2, $3, $9 FROM moved",
     )
     .bind(order)
     .bind(from)
     .bind(t.to)
     .bind(t.outcome.map(Outcome::as_str))
     .bind(HANDOVER_SECS)
+    .bind(also.next_attempt_at)
+    .bind(also.hold_expires_at)
+    .bind(actor)
+    .bind(details)
     .execute(&mut *conn)
     .await?
     .rows_affected()
         == 1;
-    if !changed {
-        return Ok(None);
-    }
-    let mut details = details;
-    if let (Some(outcome), Value::Object(map)) = (t.outcome, &mut details) {
-        map.insert("outcome".into(), outcome.as_str().into());
-    }
-    audit(conn, "order", order, order, actor, Some(from.as_str()), t.to.as_str(), details).await?;
-    Ok(Some(t.to))
+    Ok(changed.then_some(t.to))
 }
 
 /// Records what the provider says of a payment (success is final; failure only of a pending one).
