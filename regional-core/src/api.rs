@@ -217,6 +217,15 @@ impl KeysetId for Uuid {
     }
 }
 
+impl KeysetId for i64 {
+    fn first() -> Self {
+        i64::MIN
+    }
+    fn parse(s: &str) -> Option<Self> {
+        s.parse().ok()
+    }
+}
+
 impl KeysetId for String {
     fn first() -> Self {
         String::new()

@@ -170,7 +170,21 @@ pub struct OperationsArgs {
     /// cut short (nothing is lost then: another replica resumes what was recorded).
     #[arg(long, env = "SHUTDOWN_TASKS_SECS", default_value_t = 10)]
     pub shutdown_tasks_secs: u64,
+    /// The load balancers and proxies in front of the core whose `X-Forwarded-For` names the
+    /// client for the audit log (comma-separated addresses or networks, `10.0.0.0/8,192.0.2.1`).
+    /// Empty: the connection's peer is the client, whatever a header says (docs/audit.md).
+    #[arg(long, env = "CORE_TRUSTED_PROXIES", default_value = "", value_parser = crate::origin::TrustedProxies::parse)]
+    pub trusted_proxies: crate::origin::TrustedProxies,
+    /// How many days the audit log keeps a row before the retention job deletes it (docs/audit.md,
+    /// docs/privacy.md).
+    #[arg(long, env = "CORE_AUDIT_RETENTION_DAYS", default_value_t = DEFAULT_AUDIT_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u32).range(30..=3650))]
+    pub audit_retention_days: u32,
 }
+
+/// How long the audit log keeps a row by default (`CORE_AUDIT_RETENTION_DAYS`): 400 days, a year of
+/// questions about the last season and a month to ask them (docs/audit.md).
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 400;
 
 /// The settlement's commission when `PLATFORM_COMMISSION_BPS` is not set (5 %).
 pub const DEFAULT_COMMISSION_BPS: i64 = 500;

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod bus;
 pub mod catalog;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod models;
 pub mod notifications;
+pub mod origin;
 pub mod payments;
 pub mod promotions;
 pub mod publishing;

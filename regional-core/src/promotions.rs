@@ -141,7 +141,7 @@ async fn create_code(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let (org, event_id) = (caller.organization_id, event.id);
+    let (org, event_id, c) = (event.organization_id, event.id, caller.clone());
     let path = format!("/api/v1/events/{event_id}/promo-codes");
     creating.run(&caller, &path, move |conn| {
         Box::pin(async move {
@@ -167,6 +167,8 @@ async fn create_code(
             .fetch_optional(&mut *conn)
             .await?;
             let row = row.ok_or_else(|| ApiError::conflict("code_taken", "this event already has this code"))?;
+            let details = serde_json::to_value(&row).unwrap_or_default();
+            crate::audit::by(conn, &c, org, "promo_code.create", format!("promo_code:{}", row.id), details).await?;
             Ok((StatusCode::CREATED, serde_json::to_value(&row).unwrap_or_default()))
         })
     })
@@ -189,14 +191,27 @@ async fn deactivate_code(
 ) -> Result<Json<PromoCode>> {
     let event = find_event(&state.db, &caller, &id).await?;
     let code: Uuid = code.parse().map_err(|_| ApiError::NotFound)?;
+    let mut tx = state.db.begin().await?;
     let row: Option<PromoCode> = sqlx::query_as(&format!(
         "UPDATE promo_codes SET active = false WHERE id = $1 AND event_id = $2 RETURNING {CODE_COLUMNS}"
     ))
     .bind(code)
     .bind(event.id)
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
-    row.map(Json).ok_or(ApiError::NotFound)
+    let row = row.ok_or(ApiError::NotFound)?;
+    let details = json!({ "event_id": event.id, "code": row.code });
+    crate::audit::by(
+        &mut tx,
+        &caller,
+        event.organization_id,
+        "promo_code.deactivate",
+        format!("promo_code:{code}"),
+        details,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(row))
 }
 
 /// The rules of a policy: windows from the earliest to the latest, percentages never rising.
@@ -240,7 +255,7 @@ pub fn refund_percent(windows: &[RefundWindow], starts_at: DateTime<Utc>, now: D
 #[utoipa::path(put, path = "/api/v1/events/{id}/refund-policy", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<RefundWindow>, responses((status = 200, body = RefundPolicy, description = "the policy as it now is"), crate::api::Problems))]
 async fn set_refund_policy(
     State(state): State<AppState>,
-    OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
+    OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
     body: Bytes,
 ) -> Result<Json<RefundPolicy>> {
     if matches!(event.state, EventState::Cancelled | EventState::Completed) {
@@ -255,11 +270,23 @@ async fn set_refund_policy(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    let mut tx = state.db.begin().await?;
     sqlx::query("UPDATE events SET refund_policy = $2, updated_at = now() WHERE id = $1")
         .bind(event.id)
         .bind(json!(windows))
-        .execute(&state.db)
+        .execute(&mut *tx)
         .await?;
+    let details = json!({ "from": event.refund_policy, "to": windows });
+    crate::audit::by(
+        &mut tx,
+        &caller,
+        event.organization_id,
+        "event.set_refund_policy",
+        format!("event:{}", event.id),
+        details,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(Json(RefundPolicy { refund_policy: windows }))
 }
 

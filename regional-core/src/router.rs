@@ -47,6 +47,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
                         .on_response(resp, latency, span)
                 }),
         )
+        // Where the request came from, for the audit log (after the request id is known).
+        .layer(axum::middleware::from_fn_with_state(state.trusted_proxies.clone(), crate::origin::origin))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(state)
 }
@@ -109,6 +111,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(crate::fulfillment::transfers::routes())
         .merge(crate::notifications::ops::routes())
         .merge(crate::reporting::routes())
+        .merge(crate::audit::routes())
 }
 
 #[derive(utoipa::OpenApi)]

@@ -30,6 +30,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     state.commission_bps = i64::from(args.commission_bps);
     state.request_timeout = Duration::from_secs(args.request_timeout_secs);
     let ops = &args.operations;
+    state.trusted_proxies = ops.trusted_proxies.clone();
     if let Some(replica) = &ops.replica_url {
         let replica = DatabaseArgs { database_url: replica.clone(), ..args.database.clone() };
         state.read_db = db::pool(&replica)?;
@@ -142,7 +143,8 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     start_fulfillment(&args, &state.background_db, &mut tasks).await?;
     let db = state.background_db.clone();
-    tasks.spawn("pruner", |stop| run_pruner(db, Duration::from_secs(600), stop));
+    let retention_days = ops.audit_retention_days;
+    tasks.spawn("pruner", move |stop| run_pruner(db, retention_days, Duration::from_secs(600), stop));
     let metrics_listener = TcpListener::bind(args.metrics_listen).await?;
     tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening (operators only)");
     let metrics_app = metrics_router(state.clone());
@@ -167,7 +169,9 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         // the step each is in while HTTP finishes its requests in flight.
         stop_tasks();
     };
-    axum::serve(listener, router_with(state, extra)).with_graceful_shutdown(shutdown).await?;
+    // With each connection's peer address: the audit log's client (`audit::origin`).
+    let app = router_with(state, extra).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     let total = tasks.len();
     let stopped = tasks.stop_all(Duration::from_secs(ops.shutdown_tasks_secs)).await;
     tracing::info!(tasks = total, stopped, "core stopped");
@@ -258,17 +262,24 @@ async fn start_fulfillment(
     Ok(())
 }
 
-/// Deletes expired idempotent answers ([`crate::api::prune`]) and ended promo-attempt windows
-/// ([`crate::promotions::prune_attempts`]) every `every`, until asked to stop.
-async fn run_pruner(db: sqlx::PgPool, every: Duration, stop: crate::shutdown::Stop) {
+/// Deletes expired idempotent answers ([`crate::api::prune`]), ended promo-attempt windows
+/// ([`crate::promotions::prune_attempts`]) and audit rows past their retention
+/// ([`crate::audit::prune`]) every `every`, until asked to stop.
+async fn run_pruner(db: sqlx::PgPool, audit_days: u32, every: Duration, stop: crate::shutdown::Stop) {
     while !stop.requested() {
-        let pruned = match crate::api::prune(&db).await {
-            Ok(answers) => crate::promotions::prune_attempts(&db).await.map(|attempts| answers + attempts),
-            Err(e) => Err(e),
+        let pruned = async {
+            let answers = crate::api::prune(&db).await?;
+            let attempts = crate::promotions::prune_attempts(&db).await?;
+            let audit = crate::audit::prune(&db, audit_days).await?;
+            Ok::<_, sqlx::Error>((answers + attempts, audit))
         };
-        match pruned {
-            Ok(n) if n > 0 => {
-                tracing::info!(rows = n, "pruned expired idempotency answers and attempt windows")
+        match pruned.await {
+            Ok((n, audit)) if n + audit > 0 => {
+                tracing::info!(
+                    rows = n,
+                    audit_rows = audit,
+                    "pruned expired idempotency answers, attempt windows and audit rows"
+                )
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "pruning failed; retrying later"),

@@ -34,6 +34,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// The buyers' long polls of their orders (`checkout::watch`).
     pub order_watch: Arc<OrderWatch>,
+    /// The proxies whose `X-Forwarded-For` names the client (`CORE_TRUSTED_PROXIES`).
+    pub trusted_proxies: crate::origin::TrustedProxies,
 }
 
 impl AppState {
@@ -51,6 +53,7 @@ impl AppState {
             order_watch: OrderWatch::new(draining.clone()),
             draining,
             request_timeout: crate::limits::DEFAULT_TIMEOUT,
+            trusted_proxies: crate::origin::TrustedProxies::default(),
         }
     }
 

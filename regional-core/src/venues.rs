@@ -109,7 +109,7 @@ async fn create_venue(
 ) -> Result<axum::response::Response> {
     let venue: VenueIn = creating.json()?;
     validate(&venue).map_err(ApiError::Validation)?;
-    let org = caller.organization_id;
+    let (org, c) = (caller.organization_id, caller.clone());
     creating.run(&caller, "/api/v1/venues", move |conn| {
         Box::pin(async move {
             let id = Uuid::new_v4();
@@ -130,6 +130,8 @@ async fn create_venue(
             .fetch_one(&mut *conn)
             .await?;
             insert_seats(conn, id, &venue.sections).await?;
+            let details = json!({ "name": row.name, "seat_count": row.seat_count });
+            crate::audit::by(conn, &c, org, "venue.create", format!("venue:{id}"), details).await?;
             Ok((StatusCode::CREATED, serde_json::to_value(&row).unwrap_or_default()))
         })
     })
@@ -328,9 +330,13 @@ async fn replace_seats(
     .bind(seat_total(&check.sections))
     .fetch_one(&mut *tx)
     .await?;
-    for event in live {
-        crate::publishing::touch(&mut tx, event).await?;
+    for event in &live {
+        crate::publishing::touch(&mut tx, *event).await?;
     }
+    let details = json!({ "seat_count": row.seat_count, "before": venue.seat_count, "events_pushed": live });
+    let subject = format!("venue:{}", venue.id);
+    crate::audit::by(&mut tx, &caller, venue.organization_id, "venue.replace_seats", subject, details)
+        .await?;
     tx.commit().await?;
     Ok(Json(row))
 }

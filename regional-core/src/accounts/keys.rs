@@ -76,7 +76,15 @@ pub(super) async fn create_key(
         .run_with_secret(&caller, &path, "key", move |conn| {
             Box::pin(async move {
                 let (key, row) = insert_key(conn, user.id, user.organization_id, &new.name).await?;
-                audit(conn, &actor(&c), "api_key.create", &row.id, json!({ "user": user.id })).await?;
+                audit(
+                    conn,
+                    &actor(&c),
+                    user.organization_id,
+                    "api_key.create",
+                    &row.id,
+                    json!({ "user": user.id }),
+                )
+                .await?;
                 let mut answer = serde_json::to_value(&row).unwrap_or_default();
                 answer["key"] = Value::String(key);
                 Ok((StatusCode::CREATED, answer))
@@ -150,7 +158,7 @@ pub(super) async fn revoke_key(
     .bind(&id)
     .fetch_one(&mut *tx)
     .await?;
-    audit(&mut tx, &actor(&caller), "api_key.revoke", id, json!({})).await?;
+    audit(&mut tx, &actor(&caller), organization, "api_key.revoke", id, json!({ "user": user })).await?;
     tx.commit().await?;
     Ok(Json(revoked))
 }
@@ -162,8 +170,13 @@ mod tests {
     #[test]
     fn only_a_platform_admin_manages_a_platform_admins_keys() {
         let org = Uuid::new_v4();
-        let caller =
-            |role| Caller { user_id: Uuid::new_v4(), organization_id: org, role, key_id: "k".into() };
+        let caller = |role| Caller {
+            user_id: Uuid::new_v4(),
+            organization_id: org,
+            role,
+            key_id: "k".into(),
+            origin: Default::default(),
+        };
         let admin = Uuid::new_v4();
         // Even an organizer admin of the same organization (which the database no longer allows).
         assert!(!may_manage_keys_of(&caller(Role::OrganizerAdmin), admin, Role::PlatformAdmin, org));

@@ -110,7 +110,8 @@ async fn create_organization(
                 let org = org.ok_or_else(|| {
                     ApiError::conflict("slug_taken", "an organization with this slug exists")
                 })?;
-                audit(conn, &actor(&c), "organization.create", org.id, json!({ "slug": org.slug })).await?;
+                audit(conn, &actor(&c), org.id, "organization.create", org.id, json!({ "slug": org.slug }))
+                    .await?;
                 Ok((StatusCode::CREATED, serde_json::to_value(&org).unwrap_or_default()))
             })
         })
@@ -190,14 +191,14 @@ pub async fn create_platform_admin(db: &PgPool, email: &str, name: &str) -> Resu
     .await?;
     let user = user.ok_or_else(|| ApiError::conflict("email_taken", "a user with this e-mail exists"))?;
     let (key, row) = keys::insert_key(&mut tx, user, org, "created by create-admin").await?;
-    audit(
-        &mut tx,
-        "cli:create-admin",
-        "user.create",
-        user,
-        json!({ "role": "platform_admin", "key": row.id }),
-    )
-    .await?;
+    let cli = crate::audit::Actor {
+        name: "cli:create-admin".into(),
+        role: None,
+        api_key_id: None,
+        origin: Default::default(),
+    };
+    audit(&mut tx, &cli, org, "user.create", user, json!({ "role": "platform_admin", "key": row.id }))
+        .await?;
     tx.commit().await?;
     Ok(Bootstrap { organization: org, user, key })
 }

@@ -4,7 +4,9 @@
 use serde_json::Value;
 use shared_types::inventory::FieldError;
 use sqlx::PgConnection;
+use uuid::Uuid;
 
+use crate::audit::Actor;
 use crate::auth::Caller;
 use crate::error::Result;
 
@@ -28,26 +30,21 @@ pub(super) fn valid_slug(s: &str) -> bool {
         && !s.starts_with('-')
 }
 
-/// Records an account change: `action` is `{kind}.{verb}` (`user.create`), and the subject is
-/// `{kind}:{id}`.
+/// Records an account change in `organization`'s audit log: `action` is `{kind}.{verb}`
+/// (`user.create`), and the subject is `{kind}:{id}`.
 pub(super) async fn audit(
     conn: &mut PgConnection,
-    actor: &str,
+    actor: &Actor,
+    organization: Uuid,
     action: &str,
     id: impl std::fmt::Display,
     details: Value,
 ) -> Result<()> {
     let kind = action.split_once('.').map_or(action, |(kind, _)| kind);
-    sqlx::query("INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, $2, $3, $4)")
-        .bind(actor)
-        .bind(action)
-        .bind(format!("{kind}:{id}"))
-        .bind(details)
-        .execute(conn)
-        .await?;
+    crate::audit::record(conn, actor, organization, action, format!("{kind}:{id}"), details).await?;
     Ok(())
 }
 
-pub(super) fn actor(caller: &Caller) -> String {
-    format!("user:{}", caller.user_id)
+pub(super) fn actor(caller: &Caller) -> Actor {
+    Actor::of(caller)
 }

@@ -99,7 +99,15 @@ pub(super) async fn create_user(
                 .await?;
                 let user =
                     user.ok_or_else(|| ApiError::conflict("email_taken", "a user with this e-mail exists"))?;
-                audit(conn, &actor(&c), "user.create", user.id, json!({ "role": user.role })).await?;
+                audit(
+                    conn,
+                    &actor(&c),
+                    user.organization_id,
+                    "user.create",
+                    user.id,
+                    json!({ "role": user.role }),
+                )
+                .await?;
                 Ok((StatusCode::CREATED, serde_json::to_value(&user).unwrap_or_default()))
             })
         })

@@ -88,17 +88,19 @@ pub(super) async fn get_order(
     responses((status = 202, body = OrderView), crate::api::Problems))]
 pub(super) async fn cancel_order(
     State(state): State<AppState>,
+    origin: crate::origin::Origin,
     BuyerOrder { co, id }: BuyerOrder,
 ) -> Result<(StatusCode, Json<OrderView>)> {
     let mut tx = state.db.begin().await?;
-    let (order_state, total, fee, starts_at, policy): (OrderState, i64, i64, DateTime<Utc>, Value) =
-        sqlx::query_as(
-            "SELECT o.state, o.total_minor, o.fee_minor, e.starts_at, e.refund_policy FROM orders o
-         JOIN events e ON e.id = o.event_id WHERE o.id = $1 FOR UPDATE OF o",
-        )
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
+    type Row = (OrderState, i64, i64, DateTime<Utc>, Value, Uuid);
+    let (order_state, total, fee, starts_at, policy, org): Row = sqlx::query_as(
+        "SELECT o.state, o.total_minor, o.fee_minor, e.starts_at, e.refund_policy, o.organization_id
+             FROM orders o JOIN events e ON e.id = o.event_id WHERE o.id = $1 FOR UPDATE OF o",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut refunded = None;
     match order_state {
         OrderState::Created | OrderState::AwaitingPayment => {}
         OrderState::Paid => {
@@ -124,6 +126,7 @@ pub(super) async fn cancel_order(
                 .bind(refund)
                 .execute(&mut *tx)
                 .await?;
+            refunded = Some((percent, refund));
         }
         _ => {
             return Err(ApiError::conflict(
@@ -133,6 +136,13 @@ pub(super) async fn cancel_order(
         }
     }
     record::apply(&mut tx, id, order_state, Input::BuyerCancels, "buyer", json!({})).await?;
+    let details = json!({
+        "from": order_state.as_str(),
+        "refund_percent": refunded.map(|r| r.0),
+        "refund_minor": refunded.map(|r| r.1),
+    });
+    let buyer = crate::audit::Actor::buyer(id, origin);
+    crate::audit::record(&mut tx, &buyer, org, "order.cancel", format!("order:{id}"), details).await?;
     tx.commit().await?;
     co.drive(id).await;
     Ok((StatusCode::ACCEPTED, Json(view(&state.db, id).await?)))
@@ -189,7 +199,6 @@ pub(super) async fn refund_order(
             .fetch_optional(&mut *tx)
             .await?;
     let (org, order_state, total) = row.filter(|(org, ..)| caller.sees(*org)).ok_or(ApiError::NotFound)?;
-    let _ = org;
     if order_state != OrderState::Paid {
         return Err(ApiError::conflict(
             "not_refundable",
@@ -217,15 +226,19 @@ pub(super) async fn refund_order(
         .bind(seats)
         .execute(&mut *tx)
         .await?;
+    let details = json!({ "seats": seats, "percent": percent, "used_tickets": used });
     record::apply(
         &mut tx,
         id,
         order_state,
         Input::OrganizerRefunds,
         &format!("user:{}", caller.user_id),
-        json!({ "seats": seats, "percent": percent, "used_tickets": used }),
+        details.clone(),
     )
     .await?;
+    let details =
+        json!({ "refund_minor": total * i64::from(percent) / 100, "total_minor": total, "request": details });
+    crate::audit::by(&mut tx, &caller, org, "order.refund", format!("order:{id}"), details).await?;
     tx.commit().await?;
     co.drive(id).await;
     Ok((StatusCode::ACCEPTED, Json(view(&state.db, id).await?)))

@@ -133,7 +133,7 @@ pub struct SaleSettings {
     responses((status = 200, body = SaleSettings), crate::api::Problems))]
 pub(super) async fn set_sale_settings(
     State(state): State<AppState>,
-    OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
+    OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
     JsonBody(settings): JsonBody<SaleSettings>,
 ) -> Result<Json<SaleSettings>> {
     let mut errors: Vec<shared_types::inventory::FieldError> = settings
@@ -148,13 +148,29 @@ pub(super) async fn set_sale_settings(
         return Err(ApiError::Validation(errors));
     }
     let mut tx = state.db.begin().await?;
+    let before: (serde_json::Value, serde_json::Value) =
+        sqlx::query_as("SELECT pricing, hold_settings FROM events WHERE id = $1 FOR UPDATE")
+            .bind(event.id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let (pricing, holds) = (
+        serde_json::to_value(settings.pricing).unwrap_or_default(),
+        serde_json::to_value(settings.holds).unwrap_or_default(),
+    );
     sqlx::query("UPDATE events SET pricing = $2, hold_settings = $3 WHERE id = $1")
         .bind(event.id)
-        .bind(serde_json::to_value(settings.pricing).unwrap_or_default())
-        .bind(serde_json::to_value(settings.holds).unwrap_or_default())
+        .bind(&pricing)
+        .bind(&holds)
         .execute(&mut *tx)
         .await?;
     crate::publishing::touch(&mut tx, event.id).await?;
+    let details = crate::audit::diff(
+        &serde_json::json!({ "pricing": before.0, "holds": before.1 }),
+        &serde_json::json!({ "pricing": pricing, "holds": holds }),
+    );
+    let subject = format!("event:{}", event.id);
+    crate::audit::by(&mut tx, &caller, event.organization_id, "event.set_sale_settings", subject, details)
+        .await?;
     tx.commit().await?;
     Ok(Json(settings))
 }

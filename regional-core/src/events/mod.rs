@@ -136,7 +136,7 @@ async fn create_event(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let org = caller.organization_id;
+    let (org, c) = (caller.organization_id, caller.clone());
     creating.run(&caller, "/api/v1/events", move |conn| {
         Box::pin(async move {
             let event: Event = sqlx::query_as(&format!(
@@ -157,6 +157,8 @@ async fn create_event(
             .bind(new.color.as_deref().and_then(normal_color))
             .fetch_one(&mut *conn)
             .await?;
+            let details = json!({ "title": event.details.title, "venue_id": venue.id });
+            crate::audit::by(conn, &c, org, "event.create", format!("event:{}", event.id), details).await?;
             Ok((StatusCode::CREATED, serde_json::to_value(&event).unwrap_or_default()))
         })
     })
@@ -249,12 +251,16 @@ async fn change_state(
     if publishing::visible_at_edge(updated.state) {
         publishing::enqueue(&mut tx, updated.id, updated.organization_id, updated.version).await?;
     }
-    sqlx::query("INSERT INTO audit_log (actor, action, subject, details) VALUES ($1, 'event.state', $2, $3)")
-        .bind(format!("user:{}", caller.user_id))
-        .bind(format!("event:{}", event.id))
-        .bind(json!({ "from": event.state, "to": change.state }))
-        .execute(&mut *tx)
-        .await?;
+    let details = json!({ "from": event.state, "to": change.state });
+    crate::audit::by(
+        &mut tx,
+        &caller,
+        event.organization_id,
+        "event.state",
+        format!("event:{}", event.id),
+        details,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Json(updated))
 }
@@ -285,6 +291,7 @@ async fn update_event(
     if matches!(event.state, EventState::Cancelled | EventState::Completed) {
         return Err(ApiError::conflict("event_closed", "a cancelled or completed event does not change"));
     }
+    let before = event.details.clone();
     let title = c.title.unwrap_or(event.details.title);
     let description = c.description.unwrap_or(event.details.description);
     let genre = c.genre.unwrap_or(event.details.genre);
@@ -319,8 +326,22 @@ async fn update_event(
     .execute(&mut *tx)
     .await?;
     touch(&mut tx, event.id).await?;
+    let after: Event = sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
+        .bind(event.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let details = crate::audit::diff(&before, &after.details);
+    crate::audit::by(
+        &mut tx,
+        &caller,
+        event.organization_id,
+        "event.update",
+        format!("event:{}", event.id),
+        details,
+    )
+    .await?;
     tx.commit().await?;
-    Ok(Json(find_event(&state.db, &caller, &event.id.to_string()).await?))
+    Ok(Json(after))
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use crate::state::AppState;
 #[utoipa::path(put, path = "/api/v1/events/{id}/waiting-room", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body(content = Object, description = "the WaitingRoomSettings fields to change, a JSON merge patch (docs/api.md)"), responses((status = 200, body = WaitingRoomSettings, description = "the settings as they now are"), crate::api::Problems))]
 pub(super) async fn set_waiting_room(
     State(state): State<AppState>,
-    OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
+    OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
     body: Bytes,
 ) -> Result<Json<Value>> {
     let patch: Value = api::parse_json(&body)?;
@@ -92,6 +92,10 @@ pub(super) async fn set_waiting_room(
         .execute(&mut *tx)
         .await?;
     touch(&mut tx, event.id).await?;
+    let subject = format!("event:{}", event.id);
+    let details = json!({ "patch": patch });
+    crate::audit::by(&mut tx, &caller, event.organization_id, "event.set_waiting_room", subject, details)
+        .await?;
     tx.commit().await?;
     Ok(Json(serde_json::to_value(&next).unwrap_or_default()))
 }
@@ -102,7 +106,7 @@ pub(super) async fn set_waiting_room(
 #[utoipa::path(put, path = "/api/v1/events/{id}/seats-off-sale", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), request_body = Vec<String>, responses((status = 200, body = OffSaleSeats, description = "the seats now off sale"), crate::api::Problems))]
 pub(super) async fn set_seats_off_sale(
     State(state): State<AppState>,
-    OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
+    OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
     JsonBody(seats): JsonBody<Vec<String>>,
 ) -> Result<Json<OffSaleSeats>> {
     if seats.len() > 100_000 {
@@ -136,14 +140,45 @@ pub(super) async fn set_seats_off_sale(
         return Err(ApiError::Validation(errors));
     }
     let mut tx = state.db.begin().await?;
+    let before: Value = sqlx::query_scalar("SELECT off_sale_seats FROM events WHERE id = $1 FOR UPDATE")
+        .bind(event.id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let before: Vec<String> = serde_json::from_value(before).unwrap_or_default();
     sqlx::query("UPDATE events SET off_sale_seats = $2 WHERE id = $1")
         .bind(event.id)
         .bind(json!(seats))
         .execute(&mut *tx)
         .await?;
     touch(&mut tx, event.id).await?;
+    let details = off_sale_change(&before, &seats);
+    let subject = format!("event:{}", event.id);
+    crate::audit::by(&mut tx, &caller, event.organization_id, "event.set_seats_off_sale", subject, details)
+        .await?;
     tx.commit().await?;
     Ok(Json(OffSaleSeats { off_sale_seats: seats }))
+}
+
+/// Most seat ids an audit row of a change of the seats off sale names, each way (the counts are
+/// always whole).
+const AUDITED_SEATS: usize = 500;
+
+/// What a new list of seats off sale changed: the seats taken off and put back (at most
+/// [`AUDITED_SEATS`] of each named), and how many of each.
+fn off_sale_change(before: &[String], after: &[String]) -> Value {
+    let (old, new): (std::collections::HashSet<&String>, std::collections::HashSet<&String>) =
+        (before.iter().collect(), after.iter().collect());
+    let mut taken_off: Vec<&String> = new.difference(&old).copied().collect();
+    let mut put_back: Vec<&String> = old.difference(&new).copied().collect();
+    taken_off.sort();
+    put_back.sort();
+    json!({
+        "taken_off": taken_off.len(),
+        "put_back": put_back.len(),
+        "off_sale": new.len(),
+        "taken_off_seats": &taken_off[..taken_off.len().min(AUDITED_SEATS)],
+        "put_back_seats": &put_back[..put_back.len().min(AUDITED_SEATS)],
+    })
 }
 
 /// The seats an event holds back from sale, as `PUT /api/v1/events/{id}/seats-off-sale` answers.
@@ -168,14 +203,26 @@ pub(super) async fn sync_status(
 #[utoipa::path(post, path = "/api/v1/events/{id}/sync", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Object), crate::api::Problems))]
 pub(super) async fn sync_now(
     State(state): State<AppState>,
-    OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
+    OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
 ) -> Result<Json<Value>> {
     if !publishing::visible_at_edge(event.state) {
         return Err(ApiError::conflict("not_published", "only a published event is pushed to the edge"));
     }
-    let mut conn = state.db.acquire().await?;
-    if !publishing::force(&mut conn, event.id).await? {
-        publishing::enqueue(&mut conn, event.id, event.organization_id, event.version).await?;
+    let mut tx = state.db.begin().await?;
+    let forced = publishing::force(&mut tx, event.id).await?;
+    if !forced {
+        publishing::enqueue(&mut tx, event.id, event.organization_id, event.version).await?;
     }
+    let details = json!({ "version": event.version, "forced": forced });
+    crate::audit::by(
+        &mut tx,
+        &caller,
+        event.organization_id,
+        "event.sync",
+        format!("event:{}", event.id),
+        details,
+    )
+    .await?;
+    tx.commit().await?;
     Ok(Json(publishing::status(&state.db, event.id).await?))
 }

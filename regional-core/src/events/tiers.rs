@@ -119,7 +119,7 @@ pub(super) async fn create_tier(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let (org, event_id) = (caller.organization_id, event.id);
+    let (org, event_id, c) = (event.organization_id, event.id, caller.clone());
     let path = format!("/api/v1/events/{event_id}/tiers");
     creating.run(&caller, &path, move |conn| {
         Box::pin(async move {
@@ -144,6 +144,9 @@ pub(super) async fn create_tier(
             .fetch_one(&mut *conn)
             .await?;
             touch(conn, event_id).await?;
+            let details = json!({ "event_id": event_id, "name": tier.name, "kind": tier.kind, "price_minor": tier.price_minor,
+                                  "currency": tier.currency, "quantity": tier.quantity });
+            crate::audit::by(conn, &c, org, "tier.create", format!("tier:{}", tier.id), details).await?;
             Ok((StatusCode::CREATED, serde_json::to_value(&tier).unwrap_or_default()))
         })
     })
@@ -175,7 +178,7 @@ pub(super) struct TierChanges {
 #[utoipa::path(patch, path = "/api/v1/events/{id}/tiers/{tier}", tag = "catalog", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id"), ("tier" = String, Path, description = "the tier id")), request_body = TierChanges, responses((status = 200, body = Tier), crate::api::Problems))]
 pub(super) async fn update_tier(
     State(state): State<AppState>,
-    OwnEvent { caller: _, event, .. }: OwnEvent<need::ManageCatalog>,
+    OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
     Path((_, tier)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<Json<Tier>> {
@@ -205,6 +208,14 @@ pub(super) async fn update_tier(
         return Err(ApiError::Validation(errors));
     }
     let mut tx = state.db.begin().await?;
+    let before: Option<Tier> = sqlx::query_as(&format!(
+        "SELECT {TIER_COLUMNS} FROM ticket_tiers WHERE id = $1 AND event_id = $2 FOR UPDATE"
+    ))
+    .bind(tier)
+    .bind(event.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let before = before.ok_or(ApiError::NotFound)?;
     let updated: Option<Tier> = sqlx::query_as(&format!(
         "UPDATE ticket_tiers SET name = coalesce($3, name), price_minor = coalesce($4, price_minor),
              zone_prices = coalesce($5, zone_prices), quantity = coalesce($6, quantity),
@@ -222,6 +233,9 @@ pub(super) async fn update_tier(
     .await?;
     let updated = updated.ok_or(ApiError::NotFound)?;
     touch(&mut tx, event.id).await?;
+    let details = crate::audit::diff(&before, &updated);
+    crate::audit::by(&mut tx, &caller, event.organization_id, "tier.update", format!("tier:{tier}"), details)
+        .await?;
     tx.commit().await?;
     Ok(Json(updated))
 }

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::Value;
+use serde_json::{json, Value};
 use shared_types::internal_api::InternalRoute;
 
 use crate::auth::need;
@@ -57,9 +57,18 @@ pub(super) async fn waitlist(
 #[utoipa::path(post, path = "/api/v1/events/{id}/waitlist/close", tag = "publishing", security(("api_key" = [])), params(("id" = String, Path, description = "the resource id")), responses((status = 200, body = Object), crate::api::Problems))]
 pub(super) async fn close_waitlist(
     State(state): State<AppState>,
-    OwnEvent { event, .. }: OwnEvent<need::ManageCatalog>,
+    OwnEvent { caller, event, .. }: OwnEvent<need::ManageCatalog>,
 ) -> Result<Json<Value>> {
-    Ok(Json(ask(&state, event.id, InternalRoute::CloseWaitlist).await?))
+    // The change is the edge's: its row is written first and committed once the list's object has
+    // made it (a refusal rolls it back), so that no close is left without its row but one cut off
+    // between the edge's answer and the commit.
+    let mut tx = state.db.begin().await?;
+    let subject = format!("event:{}", event.id);
+    crate::audit::by(&mut tx, &caller, event.organization_id, "event.close_waitlist", subject, json!({}))
+        .await?;
+    let counts = ask(&state, event.id, InternalRoute::CloseWaitlist).await?;
+    tx.commit().await?;
+    Ok(Json(counts))
 }
 
 /// The page of `GET …/waitlist/history`.

@@ -154,6 +154,7 @@ async fn ticket_qr(
     responses((status = 200, body = TicketCode), crate::api::Problems))]
 async fn reissue(
     State(state): State<AppState>,
+    origin: crate::origin::Origin,
     BuyerOrder { co, id: order }: BuyerOrder,
     Path((_, ticket)): Path<(String, String)>,
 ) -> Result<Json<TicketCode>> {
@@ -188,6 +189,17 @@ async fn reissue(
     let payload = json!({ "type": "ticket.reissued", "schema_version": 1, "ticket_id": ticket, "order_id": order,
                           "event_id": event, "version": version, "at": Utc::now() });
     crate::bus::outbox(&mut tx, "tickets", event, payload).await?;
+    let details = json!({ "order_id": order, "version": version });
+    let buyer = crate::audit::Actor::buyer(order, origin);
+    crate::audit::record_for_event(
+        &mut tx,
+        &buyer,
+        event,
+        "ticket.reissue",
+        format!("ticket:{ticket}"),
+        details,
+    )
+    .await?;
     tx.commit().await?;
     let row =
         tickets_of(&state.db, order, Some(ticket)).await?.into_iter().next().ok_or(ApiError::NotFound)?;

@@ -25,9 +25,11 @@ use utoipa_axum::router::OpenApiRouter;
 use uuid::Uuid;
 
 use crate::api::resource_routes;
+use crate::audit::{self, Actor};
 use crate::error::{ApiError, Result};
 use crate::extract::{BuyerOrder, Recipient};
 use crate::models::ticket::{qr_file, TicketRow, TICKET_COLUMNS};
+use crate::origin::Origin;
 use crate::state::AppState;
 use crate::tokens::ticket_code;
 use crate::validate::valid_email;
@@ -92,6 +94,7 @@ async fn view(db: &sqlx::PgPool, id: Uuid) -> Result<TransferView> {
     responses((status = 201, body = TransferView), crate::api::Problems))]
 async fn offer(
     State(state): State<AppState>,
+    origin: Origin,
     BuyerOrder { id: order, .. }: BuyerOrder,
     Path((_, ticket)): Path<(String, String)>,
     body: axum::body::Bytes,
@@ -112,6 +115,17 @@ async fn offer(
     let (event, ticket_state, from, starts_at) = found.ok_or(ApiError::NotFound)?;
     transferable(&ticket_state)?;
     let transfer = open_offer(&mut tx, ticket, order, event, &from, &to, starts_at).await?;
+    let details = json!({ "transfer_id": transfer, "order_id": order });
+    let buyer = Actor::buyer(order, origin);
+    audit::record_for_event(
+        &mut tx,
+        &buyer,
+        event,
+        "ticket.transfer_offer",
+        format!("ticket:{ticket}"),
+        details,
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(view(&state.db, transfer).await?)).into_response())
 }
@@ -199,22 +213,37 @@ async fn open_offer(
     responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn withdraw(
     State(state): State<AppState>,
+    origin: Origin,
     BuyerOrder { id: order, .. }: BuyerOrder,
     Path((_, ticket)): Path<(String, String)>,
 ) -> Result<Json<TransferView>> {
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
-    let cancelled: Option<Uuid> = sqlx::query_scalar(
+    let mut tx = state.db.begin().await?;
+    let cancelled: Option<(Uuid, Uuid)> = sqlx::query_as(
         "UPDATE ticket_transfers SET state = 'cancelled', decided_at = now()
          WHERE ticket_id = $1 AND order_id = $2 AND state = 'offered' AND expires_at > now()
-           AND lower(from_email) = (SELECT lower(email) FROM orders WHERE id = $2) RETURNING id",
+           AND lower(from_email) = (SELECT lower(email) FROM orders WHERE id = $2) RETURNING id, event_id",
     )
     .bind(ticket)
     .bind(order)
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
-    if let Some(t) = cancelled {
+    if let Some((t, event)) = cancelled {
+        let details = json!({ "transfer_id": t, "order_id": order });
+        let buyer = Actor::buyer(order, origin);
+        audit::record_for_event(
+            &mut tx,
+            &buyer,
+            event,
+            "ticket.transfer_cancel",
+            format!("ticket:{ticket}"),
+            details,
+        )
+        .await?;
+        tx.commit().await?;
         return Ok(Json(view(&state.db, t).await?));
     }
+    drop(tx);
     // A ticket that is not this order's to give (another order's, given away, no one's) is not
     // found, as on the order's other ticket routes; only the order's own ticket without an open
     // offer is a conflict (found by the cross-tenant probe: another order's ticket was a 409).
@@ -273,6 +302,7 @@ async fn held_ticket(db: &sqlx::PgPool, transfer: Uuid) -> Result<Option<TicketR
     responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn accept(
     State(state): State<AppState>,
+    origin: Origin,
     Recipient { co, id }: Recipient,
 ) -> Result<Json<TransferView>> {
     let mut tx = state.db.begin().await?;
@@ -320,6 +350,17 @@ async fn accept(
     let payload = json!({ "type": "ticket.transferred", "schema_version": 1, "transfer_id": id, "ticket_id": ticket,
         "event_id": event, "version": version, "at": Utc::now() });
     crate::bus::outbox(&mut tx, "tickets", event, payload).await?;
+    let details = json!({ "transfer_id": id, "version": version });
+    let actor = Actor::recipient(id, origin);
+    audit::record_for_event(
+        &mut tx,
+        &actor,
+        event,
+        "ticket.transfer_accept",
+        format!("ticket:{ticket}"),
+        details,
+    )
+    .await?;
     tx.commit().await?;
     show(State(state), Recipient { co, id }).await
 }
@@ -330,15 +371,31 @@ async fn accept(
     responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn decline(
     State(state): State<AppState>,
+    origin: Origin,
     Recipient { id, .. }: Recipient,
 ) -> Result<Json<TransferView>> {
-    let declined: Option<Uuid> = sqlx::query_scalar(
+    let mut tx = state.db.begin().await?;
+    let declined: Option<(Uuid, Uuid)> = sqlx::query_as(
         "UPDATE ticket_transfers SET state = 'declined', decided_at = now()
-         WHERE id = $1 AND state = 'offered' AND expires_at > now() RETURNING id",
+         WHERE id = $1 AND state = 'offered' AND expires_at > now() RETURNING ticket_id, event_id",
     )
     .bind(id)
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let Some((ticket, event)) = declined {
+        let actor = Actor::recipient(id, origin);
+        let details = json!({ "transfer_id": id });
+        audit::record_for_event(
+            &mut tx,
+            &actor,
+            event,
+            "ticket.transfer_decline",
+            format!("ticket:{ticket}"),
+            details,
+        )
+        .await?;
+    }
+    tx.commit().await?;
     let v = view(&state.db, id).await?;
     match declined {
         Some(_) => Ok(Json(v)),
@@ -367,6 +424,7 @@ async fn transfer_qr(
     responses((status = 201, body = TransferView), crate::api::Problems))]
 async fn pass_on(
     State(state): State<AppState>,
+    origin: Origin,
     Recipient { id, .. }: Recipient,
     body: axum::body::Bytes,
 ) -> Result<Response> {
@@ -389,6 +447,17 @@ async fn pass_on(
     };
     transferable(&ticket_state)?;
     let transfer = open_offer(&mut tx, ticket, order, event, &holder, &to, starts_at).await?;
+    let details = json!({ "transfer_id": transfer, "from_transfer_id": id });
+    let actor = Actor::recipient(id, origin);
+    audit::record_for_event(
+        &mut tx,
+        &actor,
+        event,
+        "ticket.transfer_offer",
+        format!("ticket:{ticket}"),
+        details,
+    )
+    .await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(view(&state.db, transfer).await?)).into_response())
 }
@@ -399,20 +468,34 @@ async fn pass_on(
     responses((status = 200, body = TransferView), crate::api::Problems))]
 async fn withdraw_onward(
     State(state): State<AppState>,
+    origin: Origin,
     Recipient { id, .. }: Recipient,
 ) -> Result<Json<TransferView>> {
-    let cancelled: Option<Uuid> = sqlx::query_scalar(
+    let mut tx = state.db.begin().await?;
+    let cancelled: Option<(Uuid, Uuid, Uuid)> = sqlx::query_as(
         "UPDATE ticket_transfers y SET state = 'cancelled', decided_at = now()
          FROM ticket_transfers x
          WHERE x.id = $1 AND x.state = 'accepted' AND y.ticket_id = x.ticket_id
            AND lower(y.from_email) = lower(x.to_email) AND y.state = 'offered' AND y.expires_at > now()
-         RETURNING y.id",
+         RETURNING y.id, y.ticket_id, y.event_id",
     )
     .bind(id)
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
-    match cancelled {
-        Some(t) => Ok(Json(view(&state.db, t).await?)),
-        None => Err(ApiError::conflict("no_open_offer", "you have no open offer of this ticket")),
-    }
+    let Some((t, ticket, event)) = cancelled else {
+        return Err(ApiError::conflict("no_open_offer", "you have no open offer of this ticket"));
+    };
+    let details = json!({ "transfer_id": t, "from_transfer_id": id });
+    let actor = Actor::recipient(id, origin);
+    audit::record_for_event(
+        &mut tx,
+        &actor,
+        event,
+        "ticket.transfer_cancel",
+        format!("ticket:{ticket}"),
+        details,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(view(&state.db, t).await?))
 }

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
@@ -73,19 +74,39 @@ async fn list(
     responses((status = 200, body = NotificationView), crate::api::Problems))]
 async fn retry(
     State(state): State<AppState>,
-    _: Can<need::ManagePlatform>,
+    Can(caller, _): Can<need::ManagePlatform>,
     Path(id): Path<String>,
 ) -> Result<Json<NotificationView>> {
     let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
+    let mut tx = state.db.begin().await?;
     let row: Option<NotificationView> = sqlx::query_as(&format!(
         "UPDATE notifications SET state = 'pending', attempts = 0, next_attempt_at = now(), last_error = NULL
          WHERE id = $1 AND state = 'parked' RETURNING {COLUMNS}"
     ))
     .bind(id)
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
     match row {
-        Some(r) => Ok(Json(r)),
+        Some(r) => {
+            // The mail's event's organization (an operator acts for it), else the operator's own.
+            let org: Option<Uuid> = sqlx::query_scalar("SELECT organization_id FROM events WHERE id = $1")
+                .bind(r.event_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let details = json!({ "kind": r.kind, "order_id": r.order_id });
+            let org = org.unwrap_or(caller.organization_id);
+            crate::audit::by(
+                &mut tx,
+                &caller,
+                org,
+                "notification.retry",
+                format!("notification:{id}"),
+                details,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Json(r))
+        }
         None => {
             let exists: Option<String> = sqlx::query_scalar("SELECT state FROM notifications WHERE id = $1")
                 .bind(id)

@@ -26,7 +26,7 @@ use crate::state::AppState;
 use shared_types::money::decimal;
 
 /// Rows per query.
-const PAGE: i64 = 2000;
+pub(crate) const PAGE: i64 = 2000;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(export))
@@ -61,11 +61,22 @@ where
     F: Fn(Cursor) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(Vec<String>, Cursor), sqlx::Error>> + Send + 'static,
 {
-    let first =
-        futures_util::stream::once(
-            async move { Ok::<Bytes, sqlx::Error>(Bytes::from(format!("{header}\r\n"))) },
-        );
-    let rest = futures_util::stream::unfold(Some(None), move |cursor: Option<Cursor>| {
+    stream_lines(Some(header), "\r\n", page)
+}
+
+/// Streams `header` (when there is one) then the lines of the pages `page` answers, each line
+/// ended by `eol`, until a page comes back short ([`PAGE`] rows a page). `page` takes where the last
+/// page ended (`None`: the beginning) and answers its lines and where it ended.
+pub(crate) fn stream_lines<C, F, Fut>(header: Option<&'static str>, eol: &'static str, page: F) -> Body
+where
+    C: Send + 'static,
+    F: Fn(Option<C>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(Vec<String>, Option<C>), sqlx::Error>> + Send + 'static,
+{
+    let first = futures_util::stream::iter(
+        header.map(|h| Ok::<Bytes, sqlx::Error>(Bytes::from(format!("{h}{eol}")))),
+    );
+    let rest = futures_util::stream::unfold(Some(None), move |cursor: Option<Option<C>>| {
         let next = cursor.map(&page);
         async move {
             let (lines, last) = match next?.await {
@@ -79,7 +90,7 @@ where
             let mut chunk = String::with_capacity(lines.len() * 160);
             for l in &lines {
                 chunk.push_str(l);
-                chunk.push_str("\r\n");
+                chunk.push_str(eol);
             }
             Some((Ok(Bytes::from(chunk)), (!done).then_some(last)))
         }

@@ -31,7 +31,9 @@ impl Api {
         tokio::spawn(async move { axum::serve(ops, metrics).await.unwrap() });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+        // With the peer's address, as `serve` does (the audit log's client address).
+        let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
             base: format!("http://{addr}"),
             metrics_base: format!("http://{ops_addr}"),

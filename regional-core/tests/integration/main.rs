@@ -3,6 +3,7 @@
 //! (`#[sqlx::test]`). Shared helpers are in `common`.
 
 mod accounts;
+mod audit;
 mod catalog;
 mod checkin;
 mod checkout;

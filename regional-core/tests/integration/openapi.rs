@@ -86,6 +86,8 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("get", "/api/v1/events/{id}/waitlist/export"),
         ("get", "/api/v1/events/{id}/waitlist/history"),
         ("post", "/api/v1/events/{id}/waitlist/close"),
+        ("get", "/api/v1/audit-log"),
+        ("get", "/api/v1/audit-log/export"),
     ];
     let mut listed = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {

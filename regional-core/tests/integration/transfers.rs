@@ -42,7 +42,7 @@ async fn offer_ticket(api: &Api, path: &str, token: &str, to: &str) -> (StatusCo
 
 /// Delivers the outbox to the notifier (in this process) and answers the link of the offer mail
 /// sent to `to`.
-async fn offer_link(db: &PgPool, to: &str) -> String {
+pub(crate) async fn offer_link(db: &PgPool, to: &str) -> String {
     let settings =
         Arc::new(MailSettings { buyer_url: "https://tickets.example.test".into(), signer: signer() });
     let notifier: Arc<dyn regional_core::bus::Consumer> = Arc::new(Notifier::new(settings));
