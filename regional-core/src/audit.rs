@@ -39,7 +39,7 @@ const FILTER_MAX: usize = 200;
 const PRUNE_BATCH: i64 = 5_000;
 
 pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
-    resource_routes!([list], [export])
+    resource_routes!([list_audit_log], [export_audit_log])
 }
 
 /// Who made a change, as the log names them.
@@ -307,7 +307,7 @@ const BEGINNING: (DateTime<Utc>, i64) = (DateTime::<Utc>::UNIX_EPOCH, i64::MIN);
 #[utoipa::path(get, path = "/api/v1/audit-log", tag = "accounts", security(("api_key" = [])),
     params(Filter),
     responses((status = 200, body = Listing<AuditEntry>), crate::api::Problems))]
-async fn list(
+async fn list_audit_log(
     State(state): State<AppState>,
     Can(caller, _): Can<need::ReadAudit>,
     Query(filter): Query<Filter>,
@@ -335,7 +335,7 @@ async fn list(
 #[utoipa::path(get, path = "/api/v1/audit-log/export", tag = "accounts", security(("api_key" = [])),
     params(Filter),
     responses((status = 200, description = "text/csv or application/x-ndjson, streamed"), crate::api::Problems))]
-async fn export(
+async fn export_audit_log(
     State(state): State<AppState>,
     Can(caller, _): Can<need::ReadAudit>,
     Query(filter): Query<Filter>,

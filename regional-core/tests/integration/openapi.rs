@@ -100,6 +100,16 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         expected.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     want.sort();
     assert_eq!(listed, want, "the document lists exactly the API's routes");
+    // Each operation has an id of its own (the fuzzing's settings name operations by it).
+    let mut ids = std::collections::BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default().to_owned();
+            if let Some(other) = ids.insert(id.clone(), format!("{method} {path}")) {
+                panic!("operationId {id:?} names both {other} and {method} {path}");
+            }
+        }
+    }
 
     // Every route but the health probes documents its failures as problem+json of the one schema.
     assert!(doc["components"]["schemas"]["Problem"].is_object(), "the problem schema is a component");
