@@ -190,30 +190,80 @@ const TENANT_ENTRY_COLUMNS: &str = "id, at, organization_id, actor, actor_role,
     CASE WHEN actor_role = 'platform_admin' THEN NULL ELSE host(ip) END AS ip,
     CASE WHEN actor_role = 'platform_admin' THEN NULL ELSE user_agent END AS user_agent, request_id";
 
-/// What to read of the log. Every filter is optional; they combine.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct Filter {
-    /// One organization (platform admins: any, or every one when absent; others: their own only).
-    pub organization: Option<Uuid>,
-    /// One actor, exactly (`user:<id>`, `buyer:order:<id>`, `recipient:transfer:<id>`).
-    pub actor: Option<String>,
-    /// One action (`order.refund`), or a family with a trailing `*` (`order.*`).
-    pub action: Option<String>,
-    /// One subject, exactly (`event:<id>`).
-    pub subject: Option<String>,
-    /// From this time on (inclusive; RFC 3339).
-    pub since: Option<DateTime<Utc>>,
-    /// Before this time (exclusive; RFC 3339).
-    pub until: Option<DateTime<Utc>>,
-    /// Rows per page (default 50; the list only).
-    #[param(minimum = 1, maximum = 200)]
-    pub limit: Option<u32>,
-    /// The previous page's `next_cursor` (the list only).
-    pub cursor: Option<String>,
-    /// `csv` (default) or `ndjson` (the export only).
-    pub format: Option<String>,
+/// The filters both routes take, as a query string gives them (the list's and the export's
+/// parameters are declared apart, each refusing the other's). An empty text filter is no filter,
+/// as a form sends it.
+macro_rules! filter_query {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fdoc:meta])* $field:ident: $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+        #[into_params(parameter_in = Query)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// One organization (platform admins: any, or every one when absent; others: their own only).
+            pub organization: Option<Uuid>,
+            /// One actor, exactly (`user:<id>`, `buyer:order:<id>`, `recipient:transfer:<id>`).
+            #[param(max_length = 200)]
+            pub actor: Option<String>,
+            /// One action (`order.refund`), or a family with a trailing `*` (`order.*`).
+            #[param(max_length = 200)]
+            pub action: Option<String>,
+            /// One subject, exactly (`event:<id>`).
+            #[param(max_length = 200)]
+            pub subject: Option<String>,
+            /// From this time on (inclusive; RFC 3339).
+            pub since: Option<DateTime<Utc>>,
+            /// Before this time (exclusive; RFC 3339).
+            pub until: Option<DateTime<Utc>>,
+            $($(#[$fdoc])* pub $field: $ty,)*
+        }
+
+        impl $name {
+            fn filter(&self) -> Filter {
+                let text = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+                Filter {
+                    organization: self.organization,
+                    actor: text(&self.actor),
+                    action: text(&self.action),
+                    subject: text(&self.subject),
+                    since: self.since,
+                    until: self.until,
+                }
+            }
+        }
+    };
+}
+
+filter_query!(
+    /// `GET /api/v1/audit-log`'s parameters.
+    ListQuery {
+        /// Rows per page (default 50).
+        #[param(minimum = 1, maximum = 200)]
+        limit: Option<u32>,
+        /// The previous page's `next_cursor`.
+        cursor: Option<String>,
+    }
+);
+
+filter_query!(
+    /// `GET /api/v1/audit-log/export`'s parameters.
+    ExportQuery {
+        /// `csv` (the default) or `ndjson`.
+        #[param(pattern = "^(csv|ndjson)?$")]
+        format: Option<String>,
+    }
+);
+
+/// What to read of the log. Every filter is optional; they combine (a window that ends before it
+/// starts selects nothing).
+#[derive(Debug, Default)]
+struct Filter {
+    organization: Option<Uuid>,
+    actor: Option<String>,
+    action: Option<String>,
+    subject: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
 }
 
 impl Filter {
@@ -232,16 +282,11 @@ impl Filter {
     fn check(&self) -> Result<()> {
         let mut errors = Vec::new();
         for (field, value) in [("actor", &self.actor), ("action", &self.action), ("subject", &self.subject)] {
-            if value
-                .as_ref()
-                .is_some_and(|v| v.is_empty() || v.chars().count() > FILTER_MAX || v.contains('\0'))
-            {
-                errors.push(shared_types::inventory::FieldError::new(field, "must be 1 to 200 characters"));
-            }
-        }
-        if let (Some(since), Some(until)) = (self.since, self.until) {
-            if since >= until {
-                errors.push(shared_types::inventory::FieldError::new("until", "must be after since"));
+            if value.as_ref().is_some_and(|v| v.chars().count() > FILTER_MAX || v.contains('\0')) {
+                errors.push(shared_types::inventory::FieldError::new(
+                    field,
+                    "must be at most 200 characters, without NUL",
+                ));
             }
         }
         if errors.is_empty() {
@@ -305,19 +350,17 @@ const BEGINNING: (DateTime<Utc>, i64) = (DateTime::<Utc>::UNIX_EPOCH, i64::MIN);
 
 /// `GET /api/v1/audit-log`: the log, filtered, a page at a time, oldest first.
 #[utoipa::path(get, path = "/api/v1/audit-log", tag = "accounts", security(("api_key" = [])),
-    params(Filter),
+    params(ListQuery),
     responses((status = 200, body = Listing<AuditEntry>), crate::api::Problems))]
 async fn list_audit_log(
     State(state): State<AppState>,
     Can(caller, _): Can<need::ReadAudit>,
-    Query(filter): Query<Filter>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<Listing<AuditEntry>>> {
-    if filter.format.is_some() {
-        return Err(ApiError::field("format", "is for the export only"));
-    }
+    let filter = query.filter();
     filter.check()?;
     let scope = filter.scope(&caller)?;
-    let page = PageQuery { limit: filter.limit, cursor: filter.cursor.clone() };
+    let page = PageQuery { limit: query.limit, cursor: query.cursor.clone() };
     let limit = page.limit()?;
     let after = match page.after()? {
         None => BEGINNING,
@@ -333,23 +376,18 @@ async fn list_audit_log(
 /// `GET /api/v1/audit-log/export`: every row the filters select, oldest first, streamed a page at a
 /// time (never all in memory): CSV (RFC 4180, `details` as JSON text) or NDJSON (one entry a line).
 #[utoipa::path(get, path = "/api/v1/audit-log/export", tag = "accounts", security(("api_key" = [])),
-    params(Filter),
+    params(ExportQuery),
     responses((status = 200, description = "text/csv or application/x-ndjson, streamed"), crate::api::Problems))]
 async fn export_audit_log(
     State(state): State<AppState>,
     Can(caller, _): Can<need::ReadAudit>,
-    Query(filter): Query<Filter>,
+    Query(query): Query<ExportQuery>,
 ) -> Result<Response> {
-    if let Some(field) = [("limit", filter.limit.is_some()), ("cursor", filter.cursor.is_some())]
-        .into_iter()
-        .find_map(|(field, given)| given.then_some(field))
-    {
-        return Err(ApiError::field(field, "the export has every row: use since and until to narrow it"));
-    }
+    let filter = query.filter();
     filter.check()?;
     let scope = filter.scope(&caller)?;
-    let ndjson = match filter.format.as_deref() {
-        None | Some("csv") => false,
+    let ndjson = match query.format.as_deref() {
+        None | Some("" | "csv") => false,
         Some("ndjson") => true,
         Some(_) => return Err(ApiError::field("format", "must be csv or ndjson")),
     };
