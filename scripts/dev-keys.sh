@@ -4,7 +4,8 @@
 # secrets (edge) and the core's secret store; no key is ever committed.
 #
 #   .local/edge.env  EDGE_SIGNING_KEY (the edge's private seed), CORE_VERIFYING_KEYS
-#   .local/core.env  CORE_SIGNING_KEY (the core's private seed), EDGE_VERIFYING_KEYS
+#   .local/core.env  CORE_SIGNING_KEY (the core's private seed), EDGE_VERIFYING_KEYS,
+#                    CORE_WEBHOOK_KEYS (the AES-256 key that seals partner webhooks' secrets)
 #
 # Format: a signing key is "<kid>:<base64url 32-byte seed>"; verifying keys are a comma-separated
 # list of "<kid>:<base64url 32-byte public key>" (several during a rotation).
@@ -12,7 +13,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 keys="$LOCAL/keys"
-if [ -f "$LOCAL/edge.env" ] && [ -f "$LOCAL/core.env" ]; then exit 0; fi
+# The webhook sealing key, added to a core.env made before it existed (never replaced: it opens
+# the secrets already sealed with it).
+webhook_key() {
+  grep -q '^CORE_WEBHOOK_KEYS=' "$LOCAL/core.env" && return 0
+  (umask 077 && echo "CORE_WEBHOOK_KEYS=webhooks-dev-$(date +%Y%m%d):$(openssl rand -base64 32)" >>"$LOCAL/core.env")
+}
+if [ -f "$LOCAL/edge.env" ] && [ -f "$LOCAL/core.env" ]; then webhook_key; exit 0; fi
 command -v openssl >/dev/null || die "openssl is needed to generate dev keys (apt-get install openssl)"
 umask 077
 mkdir -p "$keys"
@@ -42,5 +49,6 @@ cat >"$LOCAL/core.env" <<ENV
 CORE_SIGNING_KEY=$core_kid:$(cat "$keys/core.seed")
 EDGE_VERIFYING_KEYS=$edge_kid:$(cat "$keys/edge.pub")
 ENV
+webhook_key
 rm -f "$keys"/*.seed
 log "generated dev signing keys in $LOCAL (kids $edge_kid, $core_kid)"

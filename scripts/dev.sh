@@ -74,6 +74,8 @@ log "starting the regional core on 127.0.0.1:$CORE_PORT (logs: $LOCAL/logs/core.
   # Local development: the built-in test provider (its pages mark any order paid), or the local
   # Stripe. Never in production.
   export CORE_DEV_MODE=true
+  # Partner webhooks to local receivers (http://127.0.0.1:…): development only (docs/webhooks.md).
+  export CORE_WEBHOOK_ALLOW_PRIVATE=true
   export PAYMENT_PROVIDER BUYER_URL="http://127.0.0.1:$EDGE_PORT"
   [ "$PAYMENT_PROVIDER" != stripe ] || export STRIPE_API_BASE="http://127.0.0.1:$STRIPE_PORT"
   export CORE_METRICS_LISTEN="127.0.0.1:$METRICS_PORT"

@@ -69,6 +69,12 @@ impl Actor {
         Self { name: format!("buyer:order:{order}"), role: None, api_key_id: None, origin }
     }
 
+    /// The core itself (`system:<what>`), for a change no person made: an endpoint disabled after
+    /// a long failure.
+    pub fn system(what: &str) -> Self {
+        Self { name: format!("system:{what}"), role: None, api_key_id: None, origin: Origin::default() }
+    }
+
     /// The recipient of a transfer, acting with its token: named by the transfer (their address
     /// stays in the transfer's row, not in the log).
     pub fn recipient(transfer: Uuid, origin: Origin) -> Self {

@@ -68,6 +68,8 @@ pub enum Permission {
     Refund,
     /// Read the audit log (who changed what): organizer admins, for their organization.
     ReadAudit,
+    /// Partner webhooks (endpoints, deliveries whose bodies carry buyers' data): organizer admins.
+    ManageWebhooks,
 }
 
 impl Role {
@@ -230,7 +232,7 @@ pub mod need {
             }
         )*};
     }
-    needs!(ManagePlatform, ManageUsers, ManageCatalog, Read, Scan, Refund, ReadAudit);
+    needs!(ManagePlatform, ManageUsers, ManageCatalog, Read, Scan, Refund, ReadAudit, ManageWebhooks);
 }
 
 /// A caller allowed to do `P`: authenticated (401), then checked (403), before the handler runs.

@@ -132,7 +132,7 @@ pub struct ServeArgs {
     pub edge_url: String,
     /// The core's signing key (`<kid>:<base64url seed>`), for its calls to the edge. Without it
     /// nothing is published (events wait, pending).
-    #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true)]
+    #[arg(long, env = "CORE_SIGNING_KEY", hide_env_values = true, value_parser = Secret::<SecretKey>::new())]
     pub core_signing_key: Option<SecretKey>,
     #[command(flatten)]
     pub checkout: CheckoutArgs,
@@ -145,6 +145,53 @@ pub struct ServeArgs {
     pub commission_bps: u32,
     #[command(flatten)]
     pub operations: OperationsArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Partner webhooks (docs/webhooks.md).
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// The keys that seal the endpoints' signing secrets at rest (AES-256-GCM): `<kid>:<base64 of
+    /// 32 bytes>`, comma-separated; the first seals, all open (a rotation). Without them the
+    /// webhook routes answer 503 and nothing is delivered. Make one with `openssl rand -base64 32`.
+    #[arg(long, env = "CORE_WEBHOOK_KEYS", hide_env_values = true, value_parser = Secret::<crate::webhooks::settings::SealingKeys>::new())]
+    pub webhook_keys: Option<crate::webhooks::settings::SealingKeys>,
+    /// Endpoints may be `http://` and private, loopback or link-local addresses: local
+    /// receivers in development and tests. Needs `CORE_DEV_MODE` (in production it lets an
+    /// organizer make the core call inside the operator's network).
+    #[arg(long, env = "CORE_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+    /// The delays before each retry of a failed delivery, in seconds, comma-separated.
+    #[arg(long, env = "CORE_WEBHOOK_RETRY_SCHEDULE", default_value = crate::webhooks::settings::DEFAULT_RETRY_SCHEDULE)]
+    pub webhook_retry_schedule: crate::webhooks::settings::RetrySchedule,
+    /// An endpoint whose every attempt failed for this long is disabled and its organization's
+    /// admins mailed (seconds; five days by default).
+    #[arg(long, env = "CORE_WEBHOOK_DISABLE_AFTER_SECS", default_value_t = crate::webhooks::settings::DEFAULT_DISABLE_AFTER_SECS,
+          value_parser = clap::value_parser!(u64).range(1..=30 * 24 * 3600))]
+    pub webhook_disable_after_secs: u64,
+    /// The longest one attempt may take, in seconds.
+    #[arg(long, env = "CORE_WEBHOOK_TIMEOUT_SECS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub webhook_timeout_secs: u64,
+    /// How often the dispatcher looks for due deliveries, in milliseconds.
+    #[arg(long, env = "CORE_WEBHOOK_POLL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub webhook_poll_ms: u64,
+}
+
+impl WebhookArgs {
+    /// The webhooks' settings, when the keys are set.
+    pub fn settings(&self) -> Option<crate::webhooks::settings::Settings> {
+        Some(crate::webhooks::settings::Settings {
+            keys: self.webhook_keys.clone()?,
+            allow_private: self.webhook_allow_private,
+            retries: self.webhook_retry_schedule.clone(),
+            disable_after: Duration::from_secs(self.webhook_disable_after_secs),
+            timeout: Duration::from_secs(self.webhook_timeout_secs),
+            poll: Duration::from_millis(self.webhook_poll_ms),
+        })
+    }
 }
 
 /// Reading, scraping and shutting down (docs/reporting.md).
@@ -152,7 +199,7 @@ pub struct ServeArgs {
 pub struct OperationsArgs {
     /// A read replica's URL for reports, exports and the dashboard (they may lag the primary by
     /// the replication delay). Unset: they read the primary.
-    #[arg(long, env = "DATABASE_REPLICA_URL", hide_env_values = true)]
+    #[arg(long, env = "DATABASE_REPLICA_URL", hide_env_values = true, value_parser = Secret::<DatabaseUrl>::new())]
     pub replica_url: Option<DatabaseUrl>,
     /// How often the edge's figures of the events on sale are scraped into `/metrics`.
     #[arg(long, env = "EDGE_SCRAPE_SECS", default_value_t = 15)]
@@ -297,6 +344,51 @@ pub struct CheckoutArgs {
     pub fault_inject: Option<String>,
 }
 
+/// Parses a secret setting without ever repeating it: clap's own parsers quote the value they
+/// refuse in their error, which would put a key or a password in the start-up logs.
+#[derive(Clone)]
+pub struct Secret<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> Secret<T> {
+    pub fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T> Default for Secret<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for Secret<T>
+where
+    T: FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg
+            .and_then(|a| a.get_env().map(|e| e.to_string_lossy().into_owned()))
+            .or_else(|| arg.and_then(|a| a.get_long().map(|l| format!("--{l}"))))
+            .unwrap_or_else(|| "a secret setting".into());
+        let refused = |why: &str| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{name}: {why} (the value is a secret: it is not shown)\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value.to_str().ok_or_else(|| refused("not UTF-8"))?;
+        text.parse().map_err(|e: String| refused(&e))
+    }
+}
+
 /// A signing key read from configuration: parsed at start-up, never printed.
 #[derive(Clone)]
 pub struct SecretKey(pub shared_types::token::TokenSigner);
@@ -339,6 +431,13 @@ impl ServeArgs {
     /// injection need development mode, and check-in leaves loopback only over TLS or when told.
     pub fn validate(&self) -> Result<ProviderChoice, String> {
         let c = &self.checkout;
+        if self.webhooks.webhook_allow_private && !self.dev_mode {
+            return Err(
+                "CORE_WEBHOOK_ALLOW_PRIVATE lets organizers make the core call private addresses: it \
+                 needs CORE_DEV_MODE=true (never in production)"
+                    .into(),
+            );
+        }
         if c.fault_inject.is_some() && !self.dev_mode {
             return Err("CORE_FAULT_INJECT crashes the core on purpose: it needs CORE_DEV_MODE=true".into());
         }
@@ -385,7 +484,8 @@ pub struct DatabaseArgs {
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/ticketing",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = Secret::<DatabaseUrl>::new()
     )]
     pub database_url: DatabaseUrl,
     /// Most connections the pool for requests (and checkout's saga) opens.
@@ -693,6 +793,34 @@ mod tests {
         assert!(serve_args(&["--fault-inject", "crash-before-confirm"]).validate().is_err());
         let ok = serve_args(&["--fault-inject", "crash-before-confirm", "--dev-mode", "true"]);
         assert!(ok.validate().is_ok());
+    }
+
+    #[test]
+    fn a_refused_secret_is_never_repeated_in_the_error() {
+        for (flag, value) in [
+            ("--webhook-keys", "k1:c2VjcmV0LWJ1dC10b28tc2hvcnQ"),
+            ("--core-signing-key", "core-1:c2VjcmV0LWJ1dC10b28tc2hvcnQ"),
+            ("--database-url", "mysql://user:hunter2@db/x"),
+            ("--replica-url", "mysql://user:hunter2@db/x"),
+        ] {
+            let refused =
+                Config::try_parse_from(["regional-core", "serve", flag, value]).unwrap_err().to_string();
+            assert!(!refused.contains("c2VjcmV0") && !refused.contains("hunter2"), "{flag}: {refused}");
+            assert!(refused.contains("not shown"), "{flag}: {refused}");
+        }
+    }
+
+    #[test]
+    fn private_webhook_endpoints_need_development_mode() {
+        let asked = serve_args(&["--webhook-allow-private", "true"]);
+        assert!(asked.validate().unwrap_err().contains("CORE_WEBHOOK_ALLOW_PRIVATE"));
+        assert!(serve_args(&["--webhook-allow-private", "true", "--dev-mode", "true"]).validate().is_ok());
+        let default = serve_args(&[]);
+        assert!(!default.webhooks.webhook_allow_private && default.webhooks.settings().is_none());
+        let keyed = serve_args(&["--webhook-keys", "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"]);
+        let settings = keyed.webhooks.settings().expect("keys make the settings");
+        assert_eq!(settings.retries.0.len(), 7, "the default schedule");
+        assert!(!format!("{keyed:?}").contains("AAECAwQF"), "the key is never printed");
     }
 
     /// docs/configuration.md's core tables are [`reference_markdown`]'s (`UPDATE_CONFIG_DOCS=1`

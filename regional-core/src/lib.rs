@@ -37,6 +37,7 @@ pub mod templates;
 pub mod tokens;
 pub mod validate;
 pub mod venues;
+pub mod webhooks;
 
 pub use config::{Command, Config, DatabaseArgs, DatabaseUrl, ServeArgs};
 pub use router::{metrics_router, router, router_with};

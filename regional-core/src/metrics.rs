@@ -113,6 +113,11 @@ pub fn render(snapshot: Snapshot) -> String {
         "Signed calls to the edge by call and outcome",
         crate::edge_client::CALLS.clone(),
     );
+    registry.register(
+        "ticketing_webhook_attempts",
+        "Attempts to deliver partner webhooks since start, by outcome",
+        crate::webhooks::dispatch::ATTEMPTS.clone(),
+    );
     registry.register_collector(Box::new(snapshot));
     crate::figures::encode(&registry)
 }
@@ -178,6 +183,35 @@ pub async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse> 
             n,
         );
     }
+    // Partner webhooks: deliveries of enabled endpoints waiting (a partial index), how late the
+    // most overdue one is, endpoints the core disabled after a long failure.
+    let hooks: (i64, f64, i64) = sqlx::query_as(
+        "SELECT count(*),
+                coalesce(extract(epoch FROM now() - min(d.next_attempt_at) FILTER (WHERE d.next_attempt_at <= now())), 0)::float8,
+                (SELECT count(*) FROM webhook_endpoints WHERE disabled_reason = 'failing')
+         FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.enabled
+         WHERE d.state = 'pending'",
+    )
+    .fetch_one(&state.db)
+    .await?;
+    s.gauge(
+        "ticketing_webhook_deliveries_pending",
+        "Partner webhook deliveries waiting for an attempt",
+        vec![],
+        hooks.0,
+    );
+    s.gauge(
+        "ticketing_webhook_delay_seconds",
+        "How long the most overdue partner webhook delivery has been due",
+        vec![],
+        hooks.1,
+    );
+    s.gauge(
+        "ticketing_webhook_endpoints_disabled",
+        "Partner webhook endpoints disabled by the core after a long failure",
+        vec![],
+        hooks.2,
+    );
     // The push queue to the edge, by state (one row per published event).
     let sync: Vec<(String, i64)> =
         sqlx::query_as("SELECT state, count(*) FROM edge_sync WHERE state <> 'synced' GROUP BY state")

@@ -112,6 +112,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(crate::notifications::ops::routes())
         .merge(crate::reporting::routes())
         .merge(crate::audit::routes())
+        .merge(crate::webhooks::routes::routes())
 }
 
 #[derive(utoipa::OpenApi)]
@@ -127,6 +128,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         (name = "checkout", description = "orders, payments, refunds, provider webhooks"),
         (name = "reporting", description = "organizers' reports, from the outbox's projections"),
         (name = "operations", description = "health"),
+        (name = "webhooks", description = "partner webhooks: endpoints, deliveries, replays"),
     )
 )]
 struct ApiDoc;

@@ -141,7 +141,21 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => tracing::warn!("CORE_SIGNING_KEY or EDGE_VERIFYING_KEYS is not set: checkout answers 503"),
     }
-    start_fulfillment(&args, &state.background_db, &mut tasks).await?;
+    match args.webhooks.settings() {
+        Some(settings) => {
+            let hooks = crate::webhooks::Webhooks::new(settings);
+            state.webhooks = Some(hooks.clone());
+            let dispatcher =
+                Arc::new(crate::webhooks::dispatch::Dispatcher::new(state.background_db.clone(), hooks)?);
+            let every = Duration::from_millis(args.webhooks.webhook_poll_ms);
+            tasks.spawn("webhooks", move |stop| dispatcher.run(every, stop));
+            if args.webhooks.webhook_allow_private {
+                tracing::warn!("CORE_WEBHOOK_ALLOW_PRIVATE: webhook endpoints may be http and private (never in production)");
+            }
+        }
+        None => tracing::warn!("CORE_WEBHOOK_KEYS is not set: partner webhooks answer 503"),
+    }
+    start_fulfillment(&args, &state.background_db, state.webhooks.clone(), &mut tasks).await?;
     let db = state.background_db.clone();
     let retention_days = ops.audit_retention_days;
     tasks.spawn("pruner", move |stop| run_pruner(db, retention_days, Duration::from_secs(600), stop));
@@ -183,6 +197,7 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
 async fn start_fulfillment(
     args: &ServeArgs,
     db: &sqlx::PgPool,
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     tasks: &mut Tasks,
 ) -> Result<(), Box<dyn std::error::Error>> {
     use crate::bus::{kafka, relay};
@@ -190,6 +205,9 @@ async fn start_fulfillment(
     let f = &args.fulfillment;
     let mut consumers: Vec<Arc<dyn crate::bus::Consumer>> =
         vec![Arc::new(crate::reporting::projector::Projector)];
+    if let Some(hooks) = webhooks {
+        consumers.push(Arc::new(crate::webhooks::Fanout::new(hooks)));
+    }
     if let Some(key) = &args.core_signing_key {
         let mail = Arc::new(MailSettings {
             buyer_url: f.buyer_url.clone().unwrap_or_else(|| args.edge_url.clone()),
@@ -263,22 +281,24 @@ async fn start_fulfillment(
 }
 
 /// Deletes expired idempotent answers ([`crate::api::prune`]), ended promo-attempt windows
-/// ([`crate::promotions::prune_attempts`]) and audit rows past their retention
-/// ([`crate::audit::prune`]) every `every`, until asked to stop.
+/// ([`crate::promotions::prune_attempts`]), webhook deliveries past their retention
+/// ([`crate::webhooks::dispatch::prune`]) and audit rows past theirs ([`crate::audit::prune`])
+/// every `every`, until asked to stop.
 async fn run_pruner(db: sqlx::PgPool, audit_days: u32, every: Duration, stop: crate::shutdown::Stop) {
     while !stop.requested() {
         let pruned = async {
             let answers = crate::api::prune(&db).await?;
             let attempts = crate::promotions::prune_attempts(&db).await?;
+            let deliveries = crate::webhooks::dispatch::prune(&db).await?;
             let audit = crate::audit::prune(&db, audit_days).await?;
-            Ok::<_, sqlx::Error>((answers + attempts, audit))
+            Ok::<_, sqlx::Error>((answers + attempts + deliveries, audit))
         };
         match pruned.await {
             Ok((n, audit)) if n + audit > 0 => {
                 tracing::info!(
                     rows = n,
                     audit_rows = audit,
-                    "pruned expired idempotency answers, attempt windows and audit rows"
+                    "pruned expired idempotency answers, attempt windows, webhook deliveries and audit rows"
                 )
             }
             Ok(_) => {}

@@ -36,6 +36,8 @@ pub struct AppState {
     pub order_watch: Arc<OrderWatch>,
     /// The proxies whose `X-Forwarded-For` names the client (`CORE_TRUSTED_PROXIES`).
     pub trusted_proxies: crate::origin::TrustedProxies,
+    /// Partner webhooks, when the core has `CORE_WEBHOOK_KEYS` (else their routes answer 503).
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 impl AppState {
@@ -54,6 +56,7 @@ impl AppState {
             draining,
             request_timeout: crate::limits::DEFAULT_TIMEOUT,
             trusted_proxies: crate::origin::TrustedProxies::default(),
+            webhooks: None,
         }
     }
 

@@ -31,6 +31,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("mail/ticket_reissued.html", include_str!("../templates/mail/ticket_reissued.html")),
     ("mail/waitlist_offer.txt", include_str!("../templates/mail/waitlist_offer.txt")),
     ("mail/waitlist_offer.html", include_str!("../templates/mail/waitlist_offer.html")),
+    ("mail/webhook_disabled.txt", include_str!("../templates/mail/webhook_disabled.txt")),
+    ("mail/webhook_disabled.html", include_str!("../templates/mail/webhook_disabled.html")),
     ("dashboard/base.html", include_str!("../templates/dashboard/base.html")),
     ("dashboard/sign_in.html", include_str!("../templates/dashboard/sign_in.html")),
     ("dashboard/events.html", include_str!("../templates/dashboard/events.html")),

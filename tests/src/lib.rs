@@ -331,6 +331,26 @@ pub fn start_smtp_sink(port: u16, dir: &std::path::Path) -> Service {
     service
 }
 
+/// A partner's webhook receiver (`tests/fakes/webhook-receiver.mjs`) on `port`: it verifies every
+/// delivery with the Standard Webhooks' own library (npm `standardwebhooks`). Tell it the secret
+/// with [`webhook_receiver_control`]; read what it got with [`webhooks_received`].
+pub fn start_webhook_receiver(port: u16, log_dir: &std::path::Path) -> Service {
+    let mut cmd = Command::new("node");
+    cmd.arg(repo_root().join("tests/fakes/webhook-receiver.mjs")).arg(port.to_string());
+    spawn_service("webhook-receiver", cmd, port, log_dir)
+}
+
+/// Tells the receiver on `port` what to verify with and how to answer (`{"secret": "whsec_…"}`).
+pub async fn webhook_receiver_control(port: u16, control: Value) {
+    let resp = http().put(format!("http://127.0.0.1:{port}/control")).json(&control).send().await.unwrap();
+    assert!(resp.status().is_success());
+}
+
+/// Every delivery the receiver on `port` got: `{id, type, verified, answered, body, …}`.
+pub async fn webhooks_received(port: u16) -> Vec<Value> {
+    get_json(&format!("http://127.0.0.1:{port}/received"), None).await.as_array().cloned().unwrap_or_default()
+}
+
 /// The local Stripe (`scripts/fake-stripe.mjs`) on `port`, taking `key` and sending its events to
 /// `webhook` signed with `webhook_secret`.
 pub fn start_fake_stripe(

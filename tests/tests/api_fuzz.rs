@@ -36,6 +36,8 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
         ("EDGE_URL", edge_url.clone()),
         ("CORE_PUBLIC_URL", core_url),
         ("TESTPAY_WEBHOOK_SECRET", "whsec_e2e_api_fuzz".to_owned()),
+        // Partner webhooks (endpoints stay public https: no CORE_WEBHOOK_ALLOW_PRIVATE).
+        ("CORE_WEBHOOK_KEYS", "fuzz-1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".to_owned()),
     ];
     let core = start_core_with(core_port, &db, true, &dir, &env);
     let edge =
@@ -62,7 +64,7 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
     let probed = probe_cross_tenant(&core.url(), &document, &acme.key, &ours, &theirs).await;
     // Every probe the document's routes make today: a route added or removed changes it (update it
     // after checking the new route's probes are the ones it needs).
-    assert_eq!(probed, 57, "cross-tenant probes");
+    assert_eq!(probed, 66, "cross-tenant probes");
 
     let core_document = format!("{}/api/v1/openapi.json", core.url());
     let auth = format!("Authorization: Bearer {}", acme.key);
@@ -105,6 +107,10 @@ struct Estate {
     order: String,
     ticket: String,
     transfer: String,
+    /// A webhook endpoint (disabled, so that nothing about it moves during the probe) and a
+    /// delivery of its test ping.
+    webhook_endpoint: String,
+    webhook_delivery: String,
     order_token: String,
     transfer_token: String,
     /// Its name (`acme`, `rival`): the venue's, the event's, the buyer's and the friend's
@@ -205,6 +211,25 @@ impl Estate {
             at(&shown["ends_at"]),
         );
 
+        // A partner's endpoint, its test ping, then disabled (its record stays as it is).
+        let hook = org
+            .ok(
+                Method::POST,
+                "/api/v1/webhook-endpoints",
+                json!({ "url": format!("https://hooks.{slug}.example/in"), "event_types": ["order.paid"] }),
+            )
+            .await;
+        let webhook_endpoint = hook["id"].as_str().expect("an endpoint").to_owned();
+        let ping = org
+            .ok(Method::POST, &format!("/api/v1/webhook-endpoints/{webhook_endpoint}/test"), json!(null))
+            .await;
+        org.ok(
+            Method::PATCH,
+            &format!("/api/v1/webhook-endpoints/{webhook_endpoint}"),
+            json!({ "enabled": false }),
+        )
+        .await;
+
         let first = |listing: Value, what: &str| {
             listing["items"][0]["id"]
                 .as_str()
@@ -223,6 +248,8 @@ impl Estate {
             order,
             ticket,
             transfer,
+            webhook_endpoint,
+            webhook_delivery: ping["id"].as_str().expect("a delivery").to_owned(),
             order_token,
             transfer_token,
             slug: slug.to_owned(),
@@ -241,6 +268,8 @@ impl Estate {
             &self.order,
             &self.ticket,
             &self.transfer,
+            &self.webhook_endpoint,
+            &self.webhook_delivery,
             &self.order_token,
             &self.transfer_token,
         ];
@@ -277,6 +306,7 @@ impl Estate {
             format!("/api/v1/users/{}", self.user),
             format!("/api/v1/organizations/{}", self.organization),
             "/api/v1/api-keys".to_owned(),
+            format!("/api/v1/webhook-endpoints/{}", self.webhook_endpoint),
         ] {
             let (status, mut answer) = org.call(Method::GET, &path, None).await;
             // When a key was last used moves with this very reading (the rival's own key): not the
@@ -311,6 +341,8 @@ impl Estate {
             ("organizations", "id") => &self.organization,
             ("users", "id") => &self.user,
             ("api-keys", "id") => &self.api_key,
+            ("webhook-endpoints", "id") => &self.webhook_endpoint,
+            ("webhook-deliveries", "id") => &self.webhook_delivery,
             _ => panic!("the cross-tenant probe does not know what {{{name}}} after /{before}/ names: teach Estate::named"),
         };
         Some(id)
@@ -495,6 +527,9 @@ fn valid_body(method: &Method, template: &str) -> String {
         ("PUT", "/api/v1/events/{id}/sale-settings") => sale_settings(),
         ("POST", "/api/v1/orders/{id}/refund") => json!({ "include_used": false }),
         ("POST", "/api/v1/users/{id}/api-keys") => json!({}),
+        ("PATCH", "/api/v1/webhook-endpoints/{id}") => json!({ "description": "probed" }),
+        ("POST", "/api/v1/webhook-endpoints/{id}/rotate-secret") => json!({}),
+        ("POST", "/api/v1/webhook-endpoints/{id}/replay") => json!({ "since": "2020-01-01T00:00:00Z" }),
         ("PUT", "/api/v1/venues/{id}/seats") => {
             return "section,row,seat,label,x,y,zone,accessibility,aisle_after\r\nA,1,A-1,1,0,0,std,,\r\n"
                 .to_owned()

@@ -218,6 +218,12 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     env.push(("KAFKA_BOOTSTRAP", bootstrap));
     env.push(("KAFKA_TOPIC_PREFIX", format!("e2e{}.", std::process::id())));
     env.push(("SMTP_URL", format!("smtp://127.0.0.1:{smtp_port}")));
+    // A partner listens (partner webhooks, to a receiver on loopback: development mode's rule).
+    env.push(("CORE_WEBHOOK_KEYS", "e2e-1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".to_owned()));
+    env.push(("CORE_WEBHOOK_ALLOW_PRIVATE", "true".to_owned()));
+    env.push(("CORE_WEBHOOK_POLL_MS", "200".to_owned()));
+    let hook_port = free_port();
+    let _receiver = e2e::start_webhook_receiver(hook_port, &dir);
     let core = start_core_with(core_port, &db_url, true, &dir, &env);
     core.wait_ready("/healthz", Duration::from_secs(60)).await;
     let edge =
@@ -225,6 +231,11 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     edge.wait_ready("/healthz", Duration::from_secs(120)).await;
     let db = pool(&db_url).await;
     let (acme, event, _) = organize(&core_url, &db_url).await;
+    let hook = acme
+        .ok(Method::POST, "/api/v1/webhook-endpoints", json!({
+            "url": format!("http://127.0.0.1:{hook_port}/partner"), "event_types": ["order.paid", "order.refunded"] }))
+        .await;
+    e2e::webhook_receiver_control(hook_port, json!({ "secret": hook["secret"] })).await;
     synced(&acme, &[&event]).await;
 
     // 1. Hold two seats; the same checkout key sent twice at once, then again: one order, one payment.
@@ -363,6 +374,28 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert_eq!(count(&db, "SELECT count(*) FROM outbox WHERE sent_at IS NULL").await, 0, "all relayed");
+
+    // The partner heard of the order too, through Kafka and the webhooks' consumer group: paid,
+    // then refunded, once each, each signature verified by the Standard Webhooks' library.
+    let paid_order = answer["order"]["id"].clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got = e2e::webhooks_received(hook_port).await;
+        let of_order: Vec<&Value> = got
+            .iter()
+            .filter(|d| {
+                serde_json::from_str::<Value>(d["body"].as_str().unwrap_or("{}"))
+                    .is_ok_and(|b| b["data"]["order_id"] == paid_order)
+            })
+            .collect();
+        let types: Vec<&str> = of_order.iter().filter_map(|d| d["type"].as_str()).collect();
+        if types == ["order.paid", "order.refunded"] {
+            assert!(got.iter().all(|d| d["verified"] == true && d["answered"] == 200), "{got:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the partner got {got:?}\n{}", core.log_tail());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 
     // 7. A buyer in Chromium: the line, the purchase page, the test provider's page, the order page.
     let out = std::process::Command::new("node")

@@ -56,5 +56,29 @@ fn generated_dev_keys_pair_up_and_sign_verifiable_tokens() {
         .unwrap();
     assert!(again.success());
     assert_eq!(read_env(&dir.join("edge.env")), edge);
+    assert_eq!(read_env(&dir.join("core.env")), core);
+
+    // The partner webhooks' sealing key: made with the others, and added to a core.env made
+    // before it existed, the rest kept.
+    let sealing: regional_core::webhooks::settings::SealingKeys =
+        core["CORE_WEBHOOK_KEYS"].parse().expect("an AES-256 sealing key");
+    let sealed = sealing.seal(b"whsec", b"endpoint");
+    assert_eq!(sealing.open(&sealed, b"endpoint").unwrap(), b"whsec");
+    let older: String = std::fs::read_to_string(dir.join("core.env"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("CORE_WEBHOOK_KEYS="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(dir.join("core.env"), older).unwrap();
+    let third = Command::new("bash")
+        .arg(e2e::repo_root().join("scripts/dev-keys.sh"))
+        .env("TICKETING_LOCAL", &dir)
+        .status()
+        .unwrap();
+    assert!(third.success());
+    let upgraded = read_env(&dir.join("core.env"));
+    assert_eq!(upgraded["CORE_SIGNING_KEY"], core["CORE_SIGNING_KEY"]);
+    assert!(upgraded["CORE_WEBHOOK_KEYS"].parse::<regional_core::webhooks::settings::SealingKeys>().is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }

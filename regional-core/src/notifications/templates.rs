@@ -8,7 +8,7 @@ use super::Mail;
 use crate::templates;
 
 /// The kinds of mail (each has both templates).
-pub const KINDS: [&str; 8] = [
+pub const KINDS: [&str; 9] = [
     "order_confirmation",
     "order_cancelled",
     "order_refunded",
@@ -17,6 +17,7 @@ pub const KINDS: [&str; 8] = [
     "event_reminder",
     "ticket_reissued",
     "waitlist_offer",
+    "webhook_disabled",
 ];
 
 /// Renders the mail `kind` with `context`.
@@ -45,6 +46,11 @@ mod tests {
             "outcome": "you cancelled it",
             "transfer": { "from": "a@example.com", "link": "http://x/accept", "expires": "Sunday" },
             "offer": { "quantity": 2, "until": "Sunday, 20:15", "link": "http://x/events/e/offer#t" },
+            "endpoint": {
+                "id": "w-1", "url": "https://hooks.example/in", "description": "CRM", "organization": "Rock <& Roll>",
+                "failing_since": "Monday", "failing_since_rfc3339": "2026-12-01T00:00:00Z", "disabled_at": "Saturday",
+                "last_error": "HTTP 500", "retention_days": 30,
+            },
         })
     }
 
@@ -56,7 +62,7 @@ mod tests {
             assert!(!mail.text.trim().is_empty(), "{kind}");
             assert!(
                 mail.html.contains("<html") && mail.html.contains("Rock &lt;&amp; Roll&gt;"),
-                "{kind}: html escapes"
+                "{kind}: html escapes (the event's title, or the webhook's organization)"
             );
         }
         let confirmation = render("order_confirmation", &context()).unwrap();

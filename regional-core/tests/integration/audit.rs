@@ -133,6 +133,8 @@ async fn every_change_an_api_key_makes_is_one_audit_row_with_who_and_from_where(
     let mut state = with_checkout(&db, &signer());
     let edge = regional_core::edge_client::EdgeClient::new(&fake_edge().await, signer());
     state.edge = regional_core::reporting::edge::EdgeStats::new(edge);
+    let hooks = common::webhook_settings(false, "", std::time::Duration::from_secs(3600));
+    state.webhooks = Some(regional_core::webhooks::Webhooks::new(hooks));
     let api = Api::start_with(state).await;
     let (root, [(org, key), _]) = two_tenants(&api).await;
     let mut done = BTreeSet::new();
@@ -467,6 +469,130 @@ async fn every_change_an_api_key_makes_is_one_audit_row_with_who_and_from_where(
             None,
             "notification.retry",
             format!("notification:{mail}"),
+        ),
+        &mut done,
+    )
+    .await;
+
+    // Partner webhooks: an endpoint registered, changed, its secret rotated, a test sent, its
+    // failed deliveries replayed, one delivery replayed, and the endpoint deleted.
+    let hook = change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/webhook-endpoints",
+            "/api/v1/webhook-endpoints",
+            Some(json!({ "url": "https://hooks.example.com/in", "event_types": ["order.paid"] })),
+            "webhook_endpoint.create",
+            "webhook_endpoint:",
+        ),
+        &mut done,
+    )
+    .await;
+    let w = hook["id"].as_str().unwrap().to_owned();
+    let hook_subject = format!("webhook_endpoint:{w}");
+    assert!(
+        !rows_after(&db, 0).await.iter().any(|r| r.to_string().contains(hook["secret"].as_str().unwrap())),
+        "no webhook secret in the log"
+    );
+    change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::PATCH,
+            "/api/v1/webhook-endpoints/{id}",
+            format!("/api/v1/webhook-endpoints/{w}"),
+            Some(json!({ "description": "CRM" })),
+            "webhook_endpoint.update",
+            &hook_subject,
+        ),
+        &mut done,
+    )
+    .await;
+    change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/webhook-endpoints/{id}/rotate-secret",
+            format!("/api/v1/webhook-endpoints/{w}/rotate-secret"),
+            None,
+            "webhook_endpoint.rotate_secret",
+            &hook_subject,
+        ),
+        &mut done,
+    )
+    .await;
+    let ping = change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/webhook-endpoints/{id}/test",
+            format!("/api/v1/webhook-endpoints/{w}/test"),
+            None,
+            "webhook_endpoint.test",
+            &hook_subject,
+        ),
+        &mut done,
+    )
+    .await;
+    sqlx::query("UPDATE webhook_deliveries SET state = 'failed'").execute(&db).await.unwrap();
+    change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/webhook-endpoints/{id}/replay",
+            format!("/api/v1/webhook-endpoints/{w}/replay"),
+            Some(json!({ "since": "2020-01-01T00:00:00Z" })),
+            "webhook_endpoint.replay",
+            &hook_subject,
+        ),
+        &mut done,
+    )
+    .await;
+    sqlx::query("UPDATE webhook_deliveries SET state = 'failed'").execute(&db).await.unwrap();
+    let d = ping["id"].as_str().unwrap();
+    change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/webhook-deliveries/{id}/replay",
+            format!("/api/v1/webhook-deliveries/{d}/replay"),
+            None,
+            "webhook_delivery.replay",
+            format!("webhook_delivery:{d}"),
+        ),
+        &mut done,
+    )
+    .await;
+    change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::DELETE,
+            "/api/v1/webhook-endpoints/{id}",
+            format!("/api/v1/webhook-endpoints/{w}"),
+            None,
+            "webhook_endpoint.delete",
+            &hook_subject,
         ),
         &mut done,
     )

@@ -259,3 +259,20 @@ pub fn test_pki(dir: &std::path::Path) {
     let made = std::process::Command::new("sh").arg(script).arg(dir).output().unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
 }
+
+/// Partner webhooks' settings for a test: a fixed sealing key, `retries` (seconds), endpoints
+/// on loopback allowed when `local` (development mode's `CORE_WEBHOOK_ALLOW_PRIVATE`).
+pub fn webhook_settings(
+    local: bool,
+    retries: &str,
+    disable_after: Duration,
+) -> regional_core::webhooks::settings::Settings {
+    regional_core::webhooks::settings::Settings {
+        keys: "test-1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8".parse().unwrap(),
+        allow_private: local,
+        retries: retries.parse().unwrap(),
+        disable_after,
+        timeout: Duration::from_secs(5),
+        poll: Duration::from_secs(1),
+    }
+}

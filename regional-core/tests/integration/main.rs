@@ -19,3 +19,4 @@ mod stripe;
 mod tickets;
 mod tls;
 mod transfers;
+mod webhooks;

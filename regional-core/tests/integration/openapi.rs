@@ -88,6 +88,17 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("post", "/api/v1/events/{id}/waitlist/close"),
         ("get", "/api/v1/audit-log"),
         ("get", "/api/v1/audit-log/export"),
+        ("post", "/api/v1/webhook-endpoints"),
+        ("get", "/api/v1/webhook-endpoints"),
+        ("get", "/api/v1/webhook-endpoints/{id}"),
+        ("patch", "/api/v1/webhook-endpoints/{id}"),
+        ("delete", "/api/v1/webhook-endpoints/{id}"),
+        ("post", "/api/v1/webhook-endpoints/{id}/rotate-secret"),
+        ("post", "/api/v1/webhook-endpoints/{id}/test"),
+        ("post", "/api/v1/webhook-endpoints/{id}/replay"),
+        ("get", "/api/v1/webhook-endpoints/{id}/deliveries"),
+        ("get", "/api/v1/webhook-deliveries/{id}"),
+        ("post", "/api/v1/webhook-deliveries/{id}/replay"),
     ];
     let mut listed = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
