@@ -183,11 +183,17 @@ pub async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse> 
             n,
         );
     }
-    // Partner webhooks: deliveries of enabled endpoints waiting (a partial index), how late the
-    // most overdue one is, endpoints the core disabled after a long failure.
+    // Partner webhooks: deliveries of enabled endpoints waiting (a partial index); how long the
+    // most overdue one of an organization with no attempt in flight has been due (nobody is
+    // sending: a slow partner, whose attempts are in flight, does not move it); endpoints the
+    // core disabled after a long failure.
     let hooks: (i64, f64, i64) = sqlx::query_as(
         "SELECT count(*),
-                coalesce(extract(epoch FROM now() - min(d.next_attempt_at) FILTER (WHERE d.next_attempt_at <= now())), 0)::float8,
+                coalesce(extract(epoch FROM now() - min(d.next_attempt_at) FILTER (
+                    WHERE d.next_attempt_at <= now() AND NOT EXISTS (
+                        SELECT 1 FROM webhook_deliveries x
+                        WHERE x.organization_id = d.organization_id AND x.state = 'pending'
+                          AND x.lease_until > now()))), 0)::float8,
                 (SELECT count(*) FROM webhook_endpoints WHERE disabled_reason = 'failing')
          FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.enabled
          WHERE d.state = 'pending'",
@@ -202,7 +208,7 @@ pub async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse> 
     );
     s.gauge(
         "ticketing_webhook_delay_seconds",
-        "How long the most overdue partner webhook delivery has been due",
+        "How long the most overdue partner webhook delivery of an organization with none in flight has been due",
         vec![],
         hooks.1,
     );

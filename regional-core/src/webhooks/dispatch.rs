@@ -1,9 +1,10 @@
 //! Sends due deliveries (docs/webhooks.md, "Delivery").
 //!
-//! Every core runs a dispatcher: a pool of [`CONCURRENCY`] attempts at once. Each tick it claims
-//! as many due deliveries of enabled endpoints as it has free slots, never more than
-//! [`PER_ENDPOINT`] of one endpoint nor [`PER_ORGANIZATION`] of one organization in flight (over
-//! every core: the claims are rows), so a slow partner holds up only its own deliveries. A claim is
+//! Every core runs a dispatcher: a pool of [`CONCURRENCY`] attempts at once. Whenever an attempt
+//! ends (and at least every poll) it claims as many due deliveries of enabled endpoints as it has
+//! free slots, about [`PER_ENDPOINT`] of one endpoint and [`PER_ORGANIZATION`] of one
+//! organization in flight at most (over every core: the claims are rows; two cores claiming in the
+//! same instant may briefly exceed them), so a slow partner holds up mostly itself. A claim is
 //! a token and a lease (the attempt's longest time and a margin): only the claim's holder records
 //! the outcome, and a core that dies mid-attempt leaves the delivery to be claimed again when the
 //! lease ends (at least once).
@@ -35,6 +36,8 @@ pub const PER_ENDPOINT: i64 = 4;
 pub const PER_ORGANIZATION: i64 = 16;
 /// The part of an answer kept.
 pub const RESPONSE_MAX: usize = 2048;
+/// Outcomes recorded at once (database connections of the background pool).
+const RECORDING: usize = 4;
 
 /// Attempts since start, by outcome (`succeeded`, `failed`): `ticketing_webhook_attempts_total`.
 pub static ATTEMPTS: std::sync::LazyLock<
@@ -95,6 +98,11 @@ pub struct Dispatcher {
     hooks: Arc<Webhooks>,
     client: reqwest::Client,
     slots: Arc<Semaphore>,
+    /// Told each time an attempt ends (a slot is free: claim again at once).
+    freed: Arc<tokio::sync::Notify>,
+    /// Outcomes recorded at once: a few connections of the background pool, never all of them
+    /// (the others wait here, holding none).
+    recording: Semaphore,
 }
 
 impl Dispatcher {
@@ -111,16 +119,30 @@ impl Dispatcher {
         if !s.allow_private {
             client = client.dns_resolver(Arc::new(target::PublicOnly)).no_proxy();
         }
-        Ok(Self { db, hooks, client: client.build()?, slots: Arc::new(Semaphore::new(CONCURRENCY)) })
+        Ok(Self {
+            db,
+            hooks,
+            client: client.build()?,
+            slots: Arc::new(Semaphore::new(CONCURRENCY)),
+            freed: Arc::new(tokio::sync::Notify::new()),
+            recording: Semaphore::new(RECORDING),
+        })
     }
 
-    /// Every `every`: reads the subscriptions again and claims what its free slots can send (at
-    /// once again while there was more), each attempt in a task of its own; until asked to stop,
-    /// then waits for the attempts in flight.
+    /// Claims what its free slots can send, each attempt in a task of its own, again as soon as an
+    /// attempt ends or after `every` (reading the subscriptions again at most every `every`);
+    /// until asked to stop, then waits for the attempts in flight (those cut short by the
+    /// process's end are claimed again when their lease ends).
     pub async fn run(self: Arc<Self>, every: Duration, stop: crate::shutdown::Stop) {
+        let mut refreshed: Option<Instant> = None;
         while !stop.requested() {
-            if let Err(e) = self.hooks.refresh(&self.db).await {
-                tracing::warn!(error = %e, "webhooks: could not read the subscriptions; retrying");
+            if refreshed.is_none_or(|at| at.elapsed() >= every) {
+                match self.hooks.refresh(&self.db).await {
+                    Ok(()) => refreshed = Some(Instant::now()),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "webhooks: could not read the subscriptions; retrying")
+                    }
+                }
             }
             let free = self.slots.available_permits();
             let mut full = false;
@@ -134,15 +156,25 @@ impl Dispatcher {
                             tokio::spawn(async move {
                                 me.deliver(d).await;
                                 drop(slot);
+                                me.freed.notify_one();
                             });
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "webhooks: claiming failed; retrying"),
                 }
             }
-            let pause = if full { Duration::from_millis(20) } else { every };
-            if !stop.pause(pause).await {
+            // At most 50 claims a second, whatever ends when.
+            if !stop.pause(Duration::from_millis(20)).await {
                 break;
+            }
+            if !full {
+                let go_on = tokio::select! {
+                    go_on = stop.pause(every) => go_on,
+                    _ = self.freed.notified() => true,
+                };
+                if !go_on {
+                    break;
+                }
             }
         }
         let _ = self.slots.acquire_many(CONCURRENCY as u32).await;
@@ -167,23 +199,28 @@ impl Dispatcher {
                  WHERE state = 'pending' AND lease_until > now() GROUP BY endpoint_id, organization_id
              ),
              busy_org AS (SELECT organization_id, sum(n) AS n FROM busy GROUP BY organization_id),
-             ranked AS (
-                 SELECT d.id, d.next_attempt_at,
+             of_endpoint AS (
+                 SELECT d.id, d.organization_id, d.next_attempt_at,
                         row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id)
-                            + coalesce(b.n, 0) AS of_endpoint,
-                        row_number() OVER (PARTITION BY d.organization_id ORDER BY d.next_attempt_at, d.id)
-                            + coalesce(o.n, 0) AS of_organization
+                            + coalesce(b.n, 0) AS n
                  FROM webhook_deliveries d
                  JOIN webhook_endpoints w ON w.id = d.endpoint_id AND w.enabled
                  LEFT JOIN busy b ON b.endpoint_id = d.endpoint_id
-                 LEFT JOIN busy_org o ON o.organization_id = d.organization_id
                  WHERE d.state = 'pending' AND d.next_attempt_at <= now()
                    AND (d.lease_until IS NULL OR d.lease_until <= now())
              ),
+             -- The organization's cap counts only what the endpoints' caps let through: one
+             -- endpoint's backlog does not hold up the organization's other endpoints.
+             of_organization AS (
+                 SELECT e.id, e.next_attempt_at,
+                        row_number() OVER (PARTITION BY e.organization_id ORDER BY e.next_attempt_at, e.id)
+                            + coalesce(o.n, 0) AS n
+                 FROM of_endpoint e LEFT JOIN busy_org o ON o.organization_id = e.organization_id
+                 WHERE e.n <= $2
+             ),
              due AS (
                  SELECT d.id FROM webhook_deliveries d
-                 WHERE d.id IN (SELECT id FROM ranked WHERE of_endpoint <= $2 AND of_organization <= $3
-                                ORDER BY next_attempt_at LIMIT $1)
+                 WHERE d.id IN (SELECT id FROM of_organization WHERE n <= $3 ORDER BY next_attempt_at LIMIT $1)
                  FOR UPDATE SKIP LOCKED
              )
              UPDATE webhook_deliveries d SET claim = gen_random_uuid(), lease_until = now() + $4 * interval '1 millisecond'
@@ -295,6 +332,7 @@ impl Dispatcher {
     /// the delivery's state is not this attempt's to set). Locks the endpoint before the delivery,
     /// as every route does.
     async fn record(&self, d: &Claimed, outcome: &Outcome) -> Result<(), sqlx::Error> {
+        let _turn = self.recording.acquire().await.map_err(|_| sqlx::Error::PoolClosed)?;
         let mut tx = self.db.begin().await?;
         let endpoint: Option<(bool, Option<DateTime<Utc>>)> = sqlx::query_as(
             "SELECT enabled, failing_since FROM webhook_endpoints WHERE id = $1 FOR NO KEY UPDATE",

@@ -144,6 +144,9 @@ async fn fan_out(tx: &mut PgConnection, message: &Message, event: uuid::Uuid) ->
          SELECT gen_random_uuid(), w.id, w.organization_id, $3, $2, $4
          FROM webhook_endpoints w JOIN events e ON e.organization_id = w.organization_id
          WHERE e.id = $1 AND w.enabled AND $2 = ANY (w.event_types)
+         -- Waits for an endpoint being disabled and reads it again: none lands after its
+         -- pending deliveries were failed.
+         FOR SHARE OF w
          ON CONFLICT (endpoint_id, outbox_id) DO NOTHING",
     )
     .bind(event)

@@ -524,11 +524,16 @@ async fn test_webhook_endpoint(
     creating
         .run(&caller, &path, move |conn| {
             Box::pin(async move {
-                // The endpoint's row locked: concurrent tests count one after the other.
-                sqlx::query("SELECT id FROM webhook_endpoints WHERE id = $1 FOR UPDATE")
+                // The endpoint's row locked: concurrent tests count one after the other, and one
+                // disabled meanwhile gets none.
+                let enabled: bool = sqlx::query_scalar("SELECT enabled FROM webhook_endpoints WHERE id = $1 FOR UPDATE")
                     .bind(endpoint.id)
-                    .execute(&mut *conn)
-                    .await?;
+                    .fetch_optional(&mut *conn)
+                    .await?
+                    .ok_or(ApiError::NotFound)?;
+                if !enabled {
+                    return Err(ApiError::conflict("endpoint_disabled", "enable the endpoint first"));
+                }
                 let (waiting, lately): (i64, i64) = sqlx::query_as(
                     "SELECT count(*) FILTER (WHERE state = 'pending'),
                             count(*) FILTER (WHERE created_at > now() - interval '1 hour')

@@ -66,25 +66,29 @@ impl FromStr for SealingKeys {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Errors name a key by its place in the list, never by its text (a key written the wrong
+        // way round would put its secret half in the log).
         let mut keys: Vec<(String, Key<Aes256Gcm>)> = Vec::new();
-        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (kid, key) = part.split_once(':').ok_or("each key is <kid>:<base64 of 32 bytes>")?;
+        for (i, part) in s.split(',').map(str::trim).filter(|p| !p.is_empty()).enumerate() {
+            let n = i + 1;
+            let (kid, key) =
+                part.split_once(':').ok_or(format!("key {n}: not <kid>:<base64 of 32 bytes>"))?;
             let kid = kid.trim();
             if kid.is_empty()
                 || kid.len() > 32
                 || !kid.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             {
-                return Err(format!("key id {kid:?}: 1 to 32 letters, digits and '-'"));
+                return Err(format!("key {n}: its id must be 1 to 32 letters, digits and '-'"));
             }
             if keys.iter().any(|(k, _)| k == kid) {
-                return Err(format!("key id {kid:?} appears twice"));
+                return Err(format!("key {n}: its id appears twice"));
             }
             let bytes = URL_SAFE_NO_PAD
                 .decode(key.trim().trim_end_matches('='))
                 .or_else(|_| STANDARD.decode(key.trim()))
-                .map_err(|_| format!("key {kid}: not base64"))?;
+                .map_err(|_| format!("key {n}: not base64"))?;
             if bytes.len() != 32 {
-                return Err(format!("key {kid}: {} bytes, not 32 (AES-256)", bytes.len()));
+                return Err(format!("key {n}: {} bytes, not 32 (AES-256)", bytes.len()));
             }
             keys.push((kid.to_owned(), *Key::<Aes256Gcm>::from_slice(&bytes)));
         }
@@ -201,6 +205,8 @@ mod tests {
         ] {
             assert!(bad.parse::<SealingKeys>().is_err(), "{bad:?}");
         }
+        let reversed = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8:k1".parse::<SealingKeys>().unwrap_err();
+        assert!(!reversed.contains("AAEC"), "an error never repeats a key: {reversed}");
         let debug = format!("{:?}", keys(K1));
         assert!(debug.contains("k1") && !debug.contains("AAEC"), "never printed: {debug}");
     }

@@ -672,3 +672,41 @@ async fn an_attempt_in_flight_when_its_endpoint_is_disabled_leaves_the_delivery_
         sqlx::query_scalar("SELECT failing_since::text FROM webhook_endpoints").fetch_one(&db).await.unwrap();
     assert_eq!(failing, None, "a failure recorded after the disabling is not held against it");
 }
+
+#[sqlx::test]
+async fn one_endpoints_backlog_does_not_hold_up_its_organizations_other_endpoints(db: PgPool) {
+    let (state, hooks) = with_hooks(&db, true, "", Duration::from_secs(3600));
+    let api = Api::start_with(state).await;
+    let (_, [(org, key), _]) = two_tenants(&api).await;
+    let receiver = Receiver::start().await;
+    let mut secrets = Vec::new();
+    for (path, kind) in [("busy", "order.paid"), ("quiet", "order.refunded")] {
+        let (s, made) = api
+            .call(
+                &key,
+                Method::POST,
+                "/api/v1/webhook-endpoints",
+                Some(json!({
+                "url": format!("{}/{path}", receiver.base), "event_types": [kind] })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{made}");
+        secrets.push(made["secret"].clone());
+    }
+    // The receiver verifies with one secret: the busy endpoint's deliveries are refused (400) and
+    // the quiet one's are not verified either; what matters is who was attempted in the round.
+    receiver.control(json!({ "secret": secrets[1] })).await;
+    let event = an_event(&api, &key, &org).await;
+    for _ in 0..20 {
+        domain_event(&db, &hooks, "orders", "order.paid", event).await;
+    }
+    domain_event(&db, &hooks, "orders", "order.refunded", event).await;
+    // One round: four of the busy endpoint (its cap), and the quiet one's delivery too, although
+    // twenty older deliveries of its organization wait.
+    let dispatcher = Dispatcher::new(db.clone(), hooks.clone()).unwrap();
+    assert_eq!(dispatcher.run_once().await.unwrap(), 5);
+    let got = receiver.received().await;
+    let quiet: Vec<&Value> = got.iter().filter(|d| d["path"] == "/quiet").collect();
+    assert_eq!((quiet.len(), got.len()), (1, 5), "{got:?}");
+    assert_eq!((&quiet[0]["verified"], &quiet[0]["answered"]), (&json!(true), &json!(200)));
+}
