@@ -22,7 +22,7 @@ struct Asset {
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 
-const ASSETS: [Asset; 9] = [
+const ASSETS: [Asset; 10] = [
     Asset { name: "shop.css", body: include_str!("../assets/shop.css"), content_type: CSS },
     Asset { name: "pow.js", body: include_str!("../assets/pow.js"), content_type: JS },
     Asset { name: "clock.js", body: include_str!("../assets/clock.js"), content_type: JS },
@@ -32,6 +32,7 @@ const ASSETS: [Asset; 9] = [
     Asset { name: "event.js", body: include_str!("../assets/event.js"), content_type: JS },
     Asset { name: "refresh.js", body: include_str!("../assets/refresh.js"), content_type: JS },
     Asset { name: "offer.js", body: include_str!("../assets/offer.js"), content_type: JS },
+    Asset { name: "mine.js", body: include_str!("../assets/mine.js"), content_type: JS },
 ];
 
 /// 64-bit FNV-1a: a content fingerprint for cache busting (not a security boundary).

@@ -98,17 +98,29 @@ async fn route_call(
         InternalRoute::PutWaitingRoom => put_settings(ev, body).await,
         InternalRoute::WaitingRoom => room_stats(ev).await,
         InternalRoute::EndSession => end_session(ev, body).await,
-        InternalRoute::Waitlist => waitlist_call(ev, Method::Get, "/summary").await,
+        InternalRoute::Waitlist => waitlist_call(ev, Method::Get, "/summary", None).await,
         InternalRoute::WaitlistRecords => {
             let query = req.url()?.query().map(|q| format!("?{q}")).unwrap_or_default();
-            waitlist_call(ev, Method::Get, &format!("/records{query}")).await
+            waitlist_call(ev, Method::Get, &format!("/records{query}"), None).await
         }
-        InternalRoute::WaitlistEntries => waitlist_call(ev, Method::Get, "/entries").await,
-        InternalRoute::CloseWaitlist => waitlist_call(ev, Method::Post, "/close").await,
+        InternalRoute::WaitlistEntries => waitlist_call(ev, Method::Get, "/entries", None).await,
+        InternalRoute::CloseWaitlist => waitlist_call(ev, Method::Post, "/close", None).await,
+        InternalRoute::ForgetWaitlistAddress => {
+            let forget: ForgetAddress = parse(ev, body, "{\"email\"}")?;
+            let body = json!({ "email": forget.email }).to_string();
+            waitlist_call(ev, Method::Post, "/forget", Some(body)).await
+        }
         InternalRoute::WaitlistOffers => crate::waitlist::offers_to_mail(ev, req).await,
         InternalRoute::Hold(hold) => hold_call(ev, &hold, None, &call, body).await,
         InternalRoute::HoldAction(hold, action) => hold_call(ev, &hold, Some(action), &call, body).await,
     }
+}
+
+/// The body of [`InternalRoute::ForgetWaitlistAddress`] (an erasure request).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForgetAddress {
+    email: String,
 }
 
 /// The body of a call of the core's, or a 400 naming what it should have been.
@@ -328,9 +340,14 @@ fn push_body(ev: &EventCtx<'_>, settings: &WaitingRoomSettings) -> Result<String
 }
 
 /// One call of the core's to the event's waiting list.
-async fn waitlist_call(ev: &EventCtx<'_>, method: Method, path: &str) -> Result<Response> {
+async fn waitlist_call(
+    ev: &EventCtx<'_>,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+) -> Result<Response> {
     let as_core = Call::by(&Caller::Core);
-    let resp = send(ev.env, WAITLIST_BINDING, ev.event.as_str(), method, path, &as_core, None).await?;
+    let resp = send(ev.env, WAITLIST_BINDING, ev.event.as_str(), method, path, &as_core, body).await?;
     objects::relay(resp, ev.path).await
 }
 

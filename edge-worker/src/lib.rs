@@ -106,6 +106,7 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
         (Method::Get | Method::Head, ["assets", file]) => assets::serve(cx, file),
         (Method::Get | Method::Head, ["orders", order]) => pages::order_page(order),
         (Method::Get | Method::Head, ["transfers", transfer]) => pages::transfer_page(transfer),
+        (Method::Get | Method::Head, ["my-tickets"]) => pages::my_tickets_page(),
         (method, ["events", event, rest @ ..]) if allowed(&segments).is_some() => {
             let ev = cx.at(event_of(cx, event)?);
             // Every page of the line signs or checks tokens: without keys, 503 at once.
@@ -156,9 +157,9 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
         | (Method::Get, ["api", "v1", "transfers", _])
         | (Method::Get, ["api", "v1", "transfers", _, "qr.svg" | "qr.png"])
         | (Method::Post, ["api", "v1", "transfers", _, "accept" | "decline" | "transfer"])
-        | (Method::Post, ["api", "v1", "transfers", _, "transfer", "cancel"]) => {
-            proxy::forward(cx, req).await
-        }
+        | (Method::Post, ["api", "v1", "transfers", _, "transfer", "cancel"])
+        | (Method::Post, ["api", "v1", "buyer", "sign-in"])
+        | (Method::Get, ["api", "v1", "buyer", "orders"]) => proxy::forward(cx, req).await,
         (_, ["internal", "v1", "events", event, rest @ ..]) => {
             let ev = cx.at(event_of(cx, event)?);
             internal::handle(&ev, req, rest).await
@@ -183,7 +184,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
     const READ: &str = "GET, HEAD";
     Some(match segments {
         [""] | ["healthz"] | ["api", "v1", "openapi.json"] | ["assets", _] => READ,
-        ["orders", _] | ["transfers", _] => READ,
+        ["orders", _] | ["transfers", _] | ["my-tickets"] => READ,
         ["events", _] | ["events", _, "buy" | "offer"] => READ,
         ["events", _, "join" | "waitlist"] | ["events", _, "waitlist", "leave"] => "POST",
         ["api", "v1", "events", _, rest @ ..] => match rest {
@@ -194,7 +195,8 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
             _ => return None,
         },
         ["api", "v1", "checkout"] | ["api", "v1", "checkout", "quote"] => "POST",
-        ["api", "v1", "keys"] => "GET",
+        ["api", "v1", "keys"] | ["api", "v1", "buyer", "orders"] => "GET",
+        ["api", "v1", "buyer", "sign-in"] => "POST",
         ["api", "v1", "orders", _, rest @ ..] => match rest {
             [] | ["tickets"] | ["tickets", _, "qr.svg" | "qr.png"] => "GET",
             ["cancel"] | ["tickets", _, "reissue" | "transfer"] | ["tickets", _, "transfer", "cancel"] => {

@@ -159,6 +159,7 @@ struct App<'a> {
 const ORDER_APP: (&str, &str, &str, &str) = ("order", "Your order", "your order", "order.js");
 const TRANSFER_APP: (&str, &str, &str, &str) = ("transfer", "A ticket for you", "the offer", "transfer.js");
 const OFFER_APP: (&str, &str, &str, &str) = ("offer", "Places for you", "your offer", "offer.js");
+const MINE_APP: (&str, &str, &str, &str) = ("mine", "My tickets", "your orders", "mine.js");
 
 fn app_page(
     id: &str,
@@ -479,6 +480,12 @@ pub fn order_page(order: &str) -> Result<Response> {
 /// the ticket's QR code.
 pub fn transfer_page(transfer: &str) -> Result<Response> {
     app_page(transfer, TRANSFER_APP)
+}
+
+/// `GET /my-tickets`: a buyer's orders and the tickets given to them, from a sign-in link (its
+/// token in the fragment); without one, the form that mails such a link (docs/privacy.md).
+pub fn my_tickets_page() -> Result<Response> {
+    app_page("", MINE_APP)
 }
 
 /// `GET /events/{event}/offer`: a waiting list's offer, from the mail's link (the offer token in

@@ -9,6 +9,7 @@
 //! - `POST /api/v1/orders/{id}/tickets/{ticket}/transfer[/cancel]`  offer a ticket by e-mail, or withdraw the offer
 //! - `GET  /api/v1/transfers/{id}[/qr.svg|qr.png]`, `POST …/accept|decline|transfer[/cancel]`  the recipient's side
 //! - `GET  /api/v1/keys`                  the core's public keys (for scanners)
+//! - `POST /api/v1/buyer/sign-in`, `GET /api/v1/buyer/orders`  a sign-in link by mail, and what it lists
 //!
 //! The edge checks what it can offline first (a checkout's hold token is its own signature), so
 //! that junk never reaches the core, and extends a checkout's hold for payment on the way
@@ -92,9 +93,33 @@ async fn extend_for_checkout(
     serde_json::to_vec(&value).ok()
 }
 
+/// A request for a sign-in link (a mail to whoever's address is given) passes the line's request
+/// checks: sane headers, and the per-address budget joins spend (`IP_LIMIT`). The core bounds it
+/// per address it mails (docs/privacy.md).
+async fn screen_sign_in(cx: &Ctx<'_>, req: &Request) -> Result<()> {
+    use crate::room::screen::{insane_headers, ip_budget, IpBudget};
+    if let Some(why) = insane_headers(req)? {
+        return Err(cx.refusal(ProblemType::BotCheckFailed, "bad-headers", why));
+    }
+    match ip_budget(cx.env, req).await {
+        Err(()) => {
+            Err(cx.problem(ProblemType::Internal, "the edge is not configured to take sign-in requests"))
+        }
+        Ok(IpBudget::Spent) => Err(cx.refusal(
+            ProblemType::RateLimited,
+            "ip-rate",
+            "too many requests from this address; try again in a minute",
+        )),
+        Ok(IpBudget::Left | IpBudget::Unknown) => Ok(()),
+    }
+}
+
 /// Forwards a buyer's request to the core.
 pub async fn forward(cx: &Ctx<'_>, mut req: Request) -> Result<Response> {
     let path = cx.path;
+    if path == "/api/v1/buyer/sign-in" {
+        screen_sign_in(cx, &req).await?;
+    }
     let keys = cx.keys()?;
     let Some(core) = crate::settings::CORE_URL.read(cx.env) else {
         return Err(cx.problem(ProblemType::DependencyUnavailable, "the core is not configured"));

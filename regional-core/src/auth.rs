@@ -70,6 +70,9 @@ pub enum Permission {
     ReadAudit,
     /// Partner webhooks (endpoints, deliveries whose bodies carry buyers' data): organizer admins.
     ManageWebhooks,
+    /// Answer privacy requests (everything kept about a person; erasure): organizer admins, for
+    /// their organization's buyers.
+    HandlePersonalData,
 }
 
 impl Role {
@@ -232,7 +235,17 @@ pub mod need {
             }
         )*};
     }
-    needs!(ManagePlatform, ManageUsers, ManageCatalog, Read, Scan, Refund, ReadAudit, ManageWebhooks);
+    needs!(
+        ManagePlatform,
+        ManageUsers,
+        ManageCatalog,
+        Read,
+        Scan,
+        Refund,
+        ReadAudit,
+        ManageWebhooks,
+        HandlePersonalData
+    );
 }
 
 /// A caller allowed to do `P`: authenticated (401), then checked (403), before the handler runs.

@@ -227,7 +227,18 @@ pub struct OperationsArgs {
     #[arg(long, env = "CORE_AUDIT_RETENTION_DAYS", default_value_t = DEFAULT_AUDIT_RETENTION_DAYS,
           value_parser = clap::value_parser!(u32).range(30..=3650))]
     pub audit_retention_days: u32,
+    /// How many days after an event ended its buyers' addresses are kept (orders, tickets,
+    /// transfers, mails) before the retention job makes them anonymous; the amounts stay
+    /// (docs/privacy.md).
+    #[arg(long, env = "CORE_PERSONAL_DATA_RETENTION_DAYS", default_value_t = DEFAULT_PERSONAL_DATA_RETENTION_DAYS,
+          value_parser = clap::value_parser!(u32).range(30..=3650))]
+    pub personal_data_retention_days: u32,
 }
+
+/// How long after an event its buyers' addresses are kept by default
+/// (`CORE_PERSONAL_DATA_RETENTION_DAYS`): two years, the usual time for a buyer's claim about
+/// their purchase (docs/privacy.md).
+pub const DEFAULT_PERSONAL_DATA_RETENTION_DAYS: u32 = 730;
 
 /// How long the audit log keeps a row by default (`CORE_AUDIT_RETENTION_DAYS`): 400 days, a year of
 /// questions about the last season and a month to ask them (docs/audit.md).

@@ -194,6 +194,7 @@ fn call_label(route: &InternalRoute) -> &'static str {
         InternalRoute::WaitlistEntries => "waitlist_entries",
         InternalRoute::WaitlistOffers => "waitlist_offers",
         InternalRoute::CloseWaitlist => "close_waitlist",
+        InternalRoute::ForgetWaitlistAddress => "forget_waitlist_address",
         InternalRoute::Hold(_) => "hold",
         InternalRoute::HoldAction(_, action) => action.as_str(),
     }

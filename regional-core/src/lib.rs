@@ -25,6 +25,7 @@ pub mod models;
 pub mod notifications;
 pub mod origin;
 pub mod payments;
+pub mod privacy;
 pub mod promotions;
 pub mod publishing;
 pub mod reporting;

@@ -113,6 +113,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(crate::reporting::routes())
         .merge(crate::audit::routes())
         .merge(crate::webhooks::routes::routes())
+        .merge(crate::privacy::routes::routes())
 }
 
 #[derive(utoipa::OpenApi)]
@@ -129,6 +130,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         (name = "reporting", description = "organizers' reports, from the outbox's projections"),
         (name = "operations", description = "health"),
         (name = "webhooks", description = "partner webhooks: endpoints, deliveries, replays"),
+        (name = "privacy", description = "personal data: access and erasure requests (docs/privacy.md)"),
     )
 )]
 struct ApiDoc;
@@ -152,6 +154,15 @@ impl utoipa::Modify for BearerKeys {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWS (EdDSA), from checkout")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "sign_in_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWS (EdDSA), from the sign-in link's mail")
                     .build(),
             ),
         );

@@ -153,12 +153,16 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
                 tracing::warn!("CORE_WEBHOOK_ALLOW_PRIVATE: webhook endpoints may be http and private (never in production)");
             }
         }
-        None => tracing::warn!("CORE_WEBHOOK_KEYS is not set: partner webhooks answer 503"),
+        None => tracing::warn!("CORE_WEBHOOK_KEYS is not set: partner webhooks are off (nothing is delivered; registering answers 503)"),
     }
-    start_fulfillment(&args, &state.background_db, state.webhooks.clone(), &mut tasks).await?;
+    state.mail = start_fulfillment(&args, &state.background_db, state.webhooks.clone(), &mut tasks).await?;
     let db = state.background_db.clone();
     let retention_days = ops.audit_retention_days;
-    tasks.spawn("pruner", move |stop| run_pruner(db, retention_days, Duration::from_secs(600), stop));
+    let personal =
+        crate::privacy::retention::Retention { after_event_days: ops.personal_data_retention_days };
+    tasks.spawn("pruner", move |stop| {
+        run_pruner(db, retention_days, personal, Duration::from_secs(600), stop)
+    });
     let metrics_listener = TcpListener::bind(args.metrics_listen).await?;
     tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening (operators only)");
     let metrics_app = metrics_router(state.clone());
@@ -199,7 +203,7 @@ async fn start_fulfillment(
     db: &sqlx::PgPool,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     tasks: &mut Tasks,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<Option<Arc<crate::notifications::MailSettings>>, Box<dyn std::error::Error>> {
     use crate::bus::{kafka, relay};
     use crate::notifications::{reminders, sender, waitlist, MailSettings, Notifier};
     let f = &args.fulfillment;
@@ -208,11 +212,13 @@ async fn start_fulfillment(
     if let Some(hooks) = webhooks {
         consumers.push(Arc::new(crate::webhooks::Fanout::new(hooks)));
     }
-    if let Some(key) = &args.core_signing_key {
-        let mail = Arc::new(MailSettings {
+    let mail = args.core_signing_key.as_ref().map(|key| {
+        Arc::new(MailSettings {
             buyer_url: f.buyer_url.clone().unwrap_or_else(|| args.edge_url.clone()),
             signer: key.0.clone(),
-        });
+        })
+    });
+    if let (Some(key), Some(mail)) = (&args.core_signing_key, &mail) {
         consumers.push(Arc::new(Notifier::new(mail.clone())));
         let lead = chrono::Duration::hours(f.reminder_lead_hours);
         let (pool, settings, every) =
@@ -277,28 +283,37 @@ async fn start_fulfillment(
     };
     let relay = relay::Relay::new(db.clone(), sink);
     tasks.spawn("relay", move |stop| relay.run(poll, stop));
-    Ok(())
+    Ok(mail)
 }
 
 /// Deletes expired idempotent answers ([`crate::api::prune`]), ended promo-attempt windows
 /// ([`crate::promotions::prune_attempts`]), webhook deliveries past their retention
-/// ([`crate::webhooks::dispatch::prune`]) and audit rows past theirs ([`crate::audit::prune`])
-/// every `every`, until asked to stop.
-async fn run_pruner(db: sqlx::PgPool, audit_days: u32, every: Duration, stop: crate::shutdown::Stop) {
+/// ([`crate::webhooks::dispatch::prune`]) and audit rows past theirs ([`crate::audit::prune`]),
+/// and runs the personal data's retention job ([`crate::privacy::retention`]), every `every`,
+/// until asked to stop.
+async fn run_pruner(
+    db: sqlx::PgPool,
+    audit_days: u32,
+    personal: crate::privacy::retention::Retention,
+    every: Duration,
+    stop: crate::shutdown::Stop,
+) {
     while !stop.requested() {
         let pruned = async {
             let answers = crate::api::prune(&db).await?;
             let attempts = crate::promotions::prune_attempts(&db).await?;
             let deliveries = crate::webhooks::dispatch::prune(&db).await?;
             let audit = crate::audit::prune(&db, audit_days).await?;
-            Ok::<_, sqlx::Error>((answers + attempts + deliveries, audit))
+            let personal = crate::privacy::retention::run(&db, personal).await?;
+            Ok::<_, sqlx::Error>((answers + attempts + deliveries, audit, personal))
         };
         match pruned.await {
-            Ok((n, audit)) if n + audit > 0 => {
+            Ok((n, audit, personal)) if n + audit + personal.total() > 0 => {
                 tracing::info!(
                     rows = n,
                     audit_rows = audit,
-                    "pruned expired idempotency answers, attempt windows, webhook deliveries and audit rows"
+                    personal_data = ?personal,
+                    "pruned expired idempotency answers, attempt windows, webhook deliveries, audit rows and personal data"
                 )
             }
             Ok(_) => {}

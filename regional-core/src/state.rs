@@ -38,6 +38,9 @@ pub struct AppState {
     pub trusted_proxies: crate::origin::TrustedProxies,
     /// Partner webhooks, when the core has `CORE_WEBHOOK_KEYS` (else their routes answer 503).
     pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// What buyers' mails link to and are signed with, when the core has `CORE_SIGNING_KEY` (else
+    /// sign-in links answer 503).
+    pub mail: Option<Arc<crate::notifications::MailSettings>>,
 }
 
 impl AppState {
@@ -57,6 +60,7 @@ impl AppState {
             request_timeout: crate::limits::DEFAULT_TIMEOUT,
             trusted_proxies: crate::origin::TrustedProxies::default(),
             webhooks: None,
+            mail: None,
         }
     }
 

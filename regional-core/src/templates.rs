@@ -33,6 +33,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("mail/waitlist_offer.html", include_str!("../templates/mail/waitlist_offer.html")),
     ("mail/webhook_disabled.txt", include_str!("../templates/mail/webhook_disabled.txt")),
     ("mail/webhook_disabled.html", include_str!("../templates/mail/webhook_disabled.html")),
+    ("mail/sign_in_link.txt", include_str!("../templates/mail/sign_in_link.txt")),
+    ("mail/sign_in_link.html", include_str!("../templates/mail/sign_in_link.html")),
     ("dashboard/base.html", include_str!("../templates/dashboard/base.html")),
     ("dashboard/sign_in.html", include_str!("../templates/dashboard/sign_in.html")),
     ("dashboard/events.html", include_str!("../templates/dashboard/events.html")),

@@ -66,15 +66,10 @@ pub fn authorize_token(trusted: &KeyRing, headers: &HeaderMap, kind: TokenKind, 
         TokenKind::Transfer => ("a", "transfer"),
         _ => ("an", "order"),
     };
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::Token {
-            reason: "missing",
-            detail: format!("{a} {what} token is required (Authorization: Bearer)"),
-        })?
-        .trim();
+    let token = bearer(headers).ok_or_else(|| ApiError::Token {
+        reason: "missing",
+        detail: format!("{a} {what} token is required (Authorization: Bearer)"),
+    })?;
     let refused =
         |e: shared_types::token::TokenError| ApiError::Token { reason: e.reason(), detail: e.to_string() };
     let audience = unverified_audience(token).ok_or_else(|| ApiError::Token {
@@ -87,6 +82,54 @@ pub fn authorize_token(trusted: &KeyRing, headers: &HeaderMap, kind: TokenKind, 
         return Err(ApiError::NotFound);
     }
     id.parse().map_err(|_| ApiError::NotFound)
+}
+
+/// How long a sign-in link works (minutes): long enough to open the mail, short enough that a
+/// forwarded or leaked mail is soon useless.
+pub const SIGN_IN_MINUTES: i64 = 30;
+
+/// A buyer's sign-in token for `address` (lower case): lists their orders and tickets for
+/// [`SIGN_IN_MINUTES`].
+pub fn sign_in_token(signer: &TokenSigner, address: &str) -> String {
+    let now = now_secs();
+    let claims = Claims {
+        iss: "core".to_owned(),
+        aud: "buyer".to_owned(),
+        sub: address.to_owned(),
+        iat: now,
+        exp: now + SIGN_IN_MINUTES * 60,
+        jti: Uuid::new_v4().to_string(),
+        extra: json!({}),
+    };
+    signer.sign(TokenKind::SignIn, &claims)
+}
+
+/// The address a sign-in token in `Authorization: Bearer` was mailed to, and when it expires
+/// (seconds since the epoch).
+pub fn signed_in(trusted: &KeyRing, headers: &HeaderMap) -> Result<(String, i64)> {
+    let token = bearer(headers).ok_or_else(|| ApiError::Token {
+        reason: "missing",
+        detail: "a sign-in token is required (Authorization: Bearer)".into(),
+    })?;
+    let expect = Expectation {
+        kind: TokenKind::SignIn,
+        issuer: "core",
+        audience: "buyer",
+        subject: None,
+        now: now_secs(),
+    };
+    let claims: Claims<Value> = verify(token, trusted, &expect)
+        .map_err(|e| ApiError::Token { reason: e.reason(), detail: e.to_string() })?;
+    Ok((claims.sub, claims.exp))
+}
+
+/// The token in `Authorization: Bearer`, when there is one.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 /// The recipient's token for transfer `id` (what the offer mail links to). Once accepted it is how

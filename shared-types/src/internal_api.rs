@@ -15,6 +15,7 @@
 //! | [`InternalRoute::WaitlistEntries`] | GET | `/waitlist/entries` |
 //! | [`InternalRoute::WaitlistOffers`] | GET | `/waitlist/offers?after={seq}` |
 //! | [`InternalRoute::CloseWaitlist`] | POST | `/waitlist/close` |
+//! | [`InternalRoute::ForgetWaitlistAddress`] | POST | `/waitlist/forget` |
 //! | [`InternalRoute::Hold`] | GET | `/holds/{hold}` |
 //! | [`InternalRoute::HoldAction`] | POST | `/holds/{hold}/{extend,confirm,reclaim,release,return}` |
 
@@ -97,6 +98,9 @@ pub enum InternalRoute {
     WaitlistOffers,
     /// The organizer closes the waiting list.
     CloseWaitlist,
+    /// An erasure request: the live entries of an address leave the list, and their address is
+    /// deleted (body `{"email"}`; answers `{"forgotten": n}`).
+    ForgetWaitlistAddress,
     Hold(String),
     HoldAction(String, HoldAction),
 }
@@ -114,9 +118,10 @@ impl InternalRoute {
             | InternalRoute::WaitlistOffers
             | InternalRoute::WaitlistEntries
             | InternalRoute::Hold(_) => "GET",
-            InternalRoute::EndSession | InternalRoute::CloseWaitlist | InternalRoute::HoldAction(..) => {
-                "POST"
-            }
+            InternalRoute::EndSession
+            | InternalRoute::CloseWaitlist
+            | InternalRoute::ForgetWaitlistAddress
+            | InternalRoute::HoldAction(..) => "POST",
         }
     }
 
@@ -133,6 +138,7 @@ impl InternalRoute {
             InternalRoute::WaitlistOffers => "waitlist/offers".to_owned(),
             InternalRoute::WaitlistEntries => "waitlist/entries".to_owned(),
             InternalRoute::CloseWaitlist => "waitlist/close".to_owned(),
+            InternalRoute::ForgetWaitlistAddress => "waitlist/forget".to_owned(),
             InternalRoute::Hold(hold) => format!("holds/{hold}"),
             InternalRoute::HoldAction(hold, action) => format!("holds/{hold}/{}", action.as_str()),
         };
@@ -154,6 +160,7 @@ impl InternalRoute {
             ("GET", ["waitlist", "offers"]) => InternalRoute::WaitlistOffers,
             ("GET", ["waitlist", "entries"]) => InternalRoute::WaitlistEntries,
             ("POST", ["waitlist", "close"]) => InternalRoute::CloseWaitlist,
+            ("POST", ["waitlist", "forget"]) => InternalRoute::ForgetWaitlistAddress,
             ("GET", ["holds", hold]) => InternalRoute::Hold((*hold).to_owned()),
             ("POST", ["holds", hold, action]) => {
                 InternalRoute::HoldAction((*hold).to_owned(), HoldAction::parse(action)?)
@@ -219,6 +226,7 @@ mod tests {
             InternalRoute::WaitlistOffers,
             InternalRoute::WaitlistEntries,
             InternalRoute::CloseWaitlist,
+            InternalRoute::ForgetWaitlistAddress,
             InternalRoute::Hold("h-1".into()),
         ]
         .into_iter()

@@ -50,6 +50,10 @@ pub enum TokenKind {
     /// by the edge; `sub` is the entry's visitor, `jti` the hold, `exp` the offer's end).
     #[serde(rename = "offer")]
     Offer,
+    /// A buyer's sign-in link, mailed to their address: lets them list their orders and tickets
+    /// for a short while (signed by the core; `aud` is `buyer`, `sub` the address in lower case).
+    #[serde(rename = "sign_in")]
+    SignIn,
 }
 
 impl TokenKind {
@@ -63,6 +67,7 @@ impl TokenKind {
             Self::Ticket => "ticket",
             Self::Transfer => "transfer",
             Self::Offer => "offer",
+            Self::SignIn => "sign_in",
         }
     }
 }

@@ -3,7 +3,9 @@
 //! at the edge; one buyer cancels and is refunded, which returns a seat; the first person on the
 //! list — and nobody else — gets the offer by mail, follows its link in Chromium
 //! (`tests/browser/waitlist.mjs`), lands on the summary of the seat held for them, pays and gets
-//! the ticket. The list's history shows the offer went to the first in line, and was claimed.
+//! the ticket. The list's history shows the offer went to the first in line, and was claimed. One
+//! of those waiting has their address erased (their entry leaves the list at the edge); a buyer
+//! gets their order again by a sign-in link, in Chromium (`tests/browser/my-tickets.mjs`).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -325,6 +327,50 @@ async fn a_refunded_seat_goes_by_mail_to_the_first_on_the_list_who_pays_for_it_i
     assert_eq!(csv.status(), 404, "the export is the organizer's only");
     let (status, _) = other.call(Method::POST, &format!("/api/v1/events/{event}/waitlist/close"), None).await;
     assert_eq!(status, 404);
+    // Personal data (docs/privacy.md). The second person asks to be forgotten: their entry leaves
+    // the list at the edge, its address with it, and the third waits first.
+    let erased = acme
+        .ok(Method::POST, "/api/v1/privacy/erasure-requests", json!({ "email": "Second@e2e.test" }))
+        .await;
+    assert_eq!(erased["waitlist_entries"], 1, "{erased}");
+    assert_eq!(people[1].entry(&edge_url, &event).await["state"], "left");
+    assert_eq!(people[2].entry(&edge_url, &event).await["position"], 1);
+    let found =
+        acme.ok(Method::POST, "/api/v1/privacy/access-requests", json!({ "email": "third@e2e.test" })).await;
+    assert_eq!(found["waitlist_entries"][0]["event_id"], event.as_str(), "{found}");
+    let found =
+        acme.ok(Method::POST, "/api/v1/privacy/access-requests", json!({ "email": "second@e2e.test" })).await;
+    assert_eq!(found["waitlist_entries"], json!([]), "{found}");
+    // A buyer who lost their mails asks for a sign-in link on "My tickets" and follows it, in
+    // Chromium: their order is listed and opens, paid.
+    let browse = |args: &[&str]| {
+        let out = std::process::Command::new("node")
+            .current_dir(e2e::repo_root())
+            .arg("tests/browser/my-tickets.mjs")
+            .args(args)
+            .output()
+            .expect("node runs");
+        let said =
+            format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "the browser failed:\n{said}\n{}", core.log_tail());
+        serde_json::from_slice::<Value>(&out.stdout).expect("the browser prints JSON")
+    };
+    let asked = browse(&["ask", &edge_url, "buyer-A-2@e2e.test"]);
+    assert!(asked["sent"].as_str().unwrap().contains("Check your mailbox"), "{asked}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let link = loop {
+        if let Some(link) =
+            e2e::mail_link(&mail_dir, "Your orders and tickets", &format!("{edge_url}/my-tickets#"))
+        {
+            break link;
+        }
+        assert!(Instant::now() < deadline, "no sign-in link mailed\n{}", core.log_tail());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let mine = browse(&["open", &link]);
+    assert_eq!(mine["orders"].as_array().map(Vec::len), Some(1), "{mine}");
+    assert!(mine["orders"][0].as_str().unwrap().contains("Waiting list night"), "{mine}");
+    assert_eq!(mine["tickets"], json!(["Seat A-2 — valid"]), "{mine}");
     // The organizer closes it: those waiting leave.
     let closed = acme.ok(Method::POST, &format!("/api/v1/events/{event}/waitlist/close"), json!({})).await;
     assert_eq!((closed["closed"].as_bool(), closed["waiting"].as_u64()), (Some(true), Some(0)), "{closed}");

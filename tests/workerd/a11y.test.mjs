@@ -136,5 +136,9 @@ test('every buyer page passes axe-core (no serious or critical violation) at pho
   });
   await check('order', (page) => page.goto(`${url}/orders/00000000-0000-0000-0000-000000000001`));
   await check('transfer', (page) => page.goto(`${url}/transfers/00000000-0000-0000-0000-000000000002`));
+  await check('my-tickets', async (page) => {
+    await page.goto(`${url}/my-tickets`);
+    await page.waitForSelector('#ask #email');
+  });
   console.log(`page weights ${JSON.stringify(weights)}`);
 });

@@ -65,6 +65,9 @@ test('the pages and forwarded routes name their methods too; a path no route has
     ['/api/v1/orders/ord-1/tickets', 'POST', 'GET'],
     ['/api/v1/orders/ord-1/tickets/t-1/transfer/cancel', 'GET', 'POST'],
     ['/api/v1/transfers/tr-1/qr.svg', 'PUT', 'GET'],
+    ['/my-tickets', 'POST', 'GET, HEAD'],
+    ['/api/v1/buyer/sign-in', 'GET', 'POST'],
+    ['/api/v1/buyer/orders', 'DELETE', 'GET'],
   ];
   for (const [p, method, allow] of cases) {
     const res = await mf.dispatchFetch(`http://edge${p}`, { method });

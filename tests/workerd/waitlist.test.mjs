@@ -246,6 +246,32 @@ test('joining the list takes the line\'s bot check, only what is sold out, and e
   assert.ok(entries.every((e) => e.email === null), 'an ended entry keeps no address');
 });
 
+test('an erasure request takes an address off the list: its live entries leave, its address is deleted', async () => {
+  const mf = await startEdge(keyBindings(edgeKey, coreKey));
+  cleanups.push(() => mf.dispose());
+  const { core, publish } = coreClient(mf, coreKey);
+  const event = 'evt-wl-forget';
+  await soldOut(mf, core, publish, event, { waitlist: { enabled: true } });
+  const a = await joinAt(mf, event, { email: 'Erase.Me@example.com', quantity: 1 });
+  assert.equal(a.status, 201);
+  const b = await joinAt(mf, event, { email: 'keep@example.com', quantity: 1 });
+  assert.equal(b.status, 201);
+  // Only the core may ask, with a body naming the address (compared without regard to case).
+  const bad = await core('POST', `/internal/v1/events/${event}/waitlist/forget`, { address: 'x' });
+  assert.equal(bad.status, 400);
+  const forgot = await core('POST', `/internal/v1/events/${event}/waitlist/forget`, { email: ' erase.me@EXAMPLE.com' });
+  assert.equal(forgot.status, 200, JSON.stringify(forgot.body));
+  assert.equal(forgot.body.forgotten, 1);
+  const entries = (await core('GET', `/internal/v1/events/${event}/waitlist/entries`)).body.entries;
+  assert.deepEqual(entries.map((e) => [e.state, e.email]), [['left', null], ['waiting', 'keep@example.com']]);
+  // The one left waits first now; asking again finds nothing; the records carry no address.
+  assert.equal((await core('POST', `/internal/v1/events/${event}/waitlist/forget`, { email: 'erase.me@example.com' })).body.forgotten, 0);
+  const records = await core('GET', `/internal/v1/events/${event}/waitlist/records`);
+  assert.ok(!JSON.stringify(records.body).toLowerCase().includes('erase.me'), 'no address in the history');
+  const cookie = a.headers.get('set-cookie').split(';')[0];
+  assert.equal((await send(mf, 'GET', `/api/v1/events/${event}/waitlist`, { cookie })).body.state, 'left');
+});
+
 test('an offer is mailed with an edge-signed link that opens its hold, for as long as the offer stands', async () => {
   const mf = await startEdge(keyBindings(edgeKey, coreKey));
   cleanups.push(() => mf.dispose());

@@ -28,7 +28,7 @@
 //! Routes (`x-caller` says who): `PUT /settings` (core), `POST /join`, `GET /entry`,
 //! `DELETE /entry`, `POST /entry/decline` (visitor), `POST /wake` (an inventory shard),
 //! `GET /summary`, `GET /records`, `GET /entries` (with addresses, for the organizer's export),
-//! `GET /offers?after=` (what to mail) and `POST /close` (core).
+//! `GET /offers?after=` (what to mail), `POST /close` and `POST /forget` (an erasure) (core).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -61,6 +61,13 @@ pub const MAX_EMAIL: usize = 254;
 pub struct SettingsPush {
     pub event: EventId,
     pub settings: WaitingRoomSettings,
+}
+
+/// Body of `POST /forget` (an erasure request, from the core).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetBody {
+    pub email: String,
 }
 
 /// Body of `POST /join`.
@@ -835,6 +842,33 @@ impl WaitlistObject {
         Ok(serde_json::json!({ "event": event, "offers": offers, "next": next }))
     }
 
+    /// An erasure request (`POST /forget`): every live entry of `email` leaves the list as if its
+    /// visitor had left (a standing offer's hold ended), and the address is deleted; answers how
+    /// many entries had it. The list's records keep only the address's keyed hash.
+    async fn forget(&self, email: &str, path: &str) -> Result<u64> {
+        let wanted = email.trim().to_lowercase();
+        let rows: Vec<Address> =
+            self.state.storage().sql().exec("SELECT number, email FROM addresses", None)?.to_array()?;
+        let mut forgotten = 0;
+        for row in rows.into_iter().filter(|r| r.email.trim().to_lowercase() == wanted) {
+            let live = self.list.borrow().as_ref().and_then(|(_, l)| {
+                l.entry(row.number as u64)
+                    .filter(|e| l.entry_of(&e.visitor).is_some_and(|live| live.number == e.number))
+                    .map(|e| e.visitor.clone())
+            });
+            if let Some(visitor) = live {
+                // Its answer is the entry's view, or "not on the list" for one that just ended.
+                self.end_entry(&visitor, false, path).await?;
+            }
+            self.state
+                .storage()
+                .sql()
+                .exec("DELETE FROM addresses WHERE number = ?", vec![row.number.into()])?;
+            forgotten += 1;
+        }
+        Ok(forgotten)
+    }
+
     /// Every entry, oldest first, with its address: the organizer's export.
     fn entries(&self) -> Result<serde_json::Value> {
         let guard = self.list.borrow();
@@ -974,6 +1008,11 @@ impl WaitlistObject {
                 http::json(200, &serde_json::json!({ "records": page, "from": start, "next_after": next }))?
             }
             (Method::Get, ["entries"], Caller::Core) => http::json(200, &self.entries()?)?,
+            (Method::Post, ["forget"], Caller::Core) => {
+                let body: ForgetBody = body!();
+                let forgotten = self.forget(&body.email, path).await?;
+                http::json(200, &serde_json::json!({ "forgotten": forgotten }))?
+            }
             (Method::Get, ["offers"], Caller::Core) => {
                 let after = req
                     .url()?

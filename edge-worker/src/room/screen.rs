@@ -61,23 +61,44 @@ fn limit_key(ip: &str) -> String {
 /// alert `TicketingEdgeRateLimiterFailing` watches): the bot check and the per-visitor limit still
 /// stand, and a buyer is not turned away for the platform's hiccup.
 async fn over_ip_limit(ev: &EventCtx<'_>, req: &Request) -> Result<bool> {
-    let ip = req.headers().get("cf-connecting-ip")?.unwrap_or_else(|| "unknown".into());
-    let limiter = ev.env.rate_limiter(IP_LIMIT).map_err(|e| {
+    match ip_budget(ev.env, req).await {
+        Err(()) => Err(ev.problem(ProblemType::Internal, "the edge is not configured to take joins")),
+        Ok(IpBudget::Left) => Ok(false),
+        Ok(IpBudget::Spent) => Ok(true),
+        Ok(IpBudget::Unknown) => {
+            super::count_refusal(ev, "ip-limit-unavailable");
+            Ok(false)
+        }
+    }
+}
+
+/// What the per-address budget says of a request.
+pub enum IpBudget {
+    Left,
+    Spent,
+    /// The binding failed (logged): let through.
+    Unknown,
+}
+
+/// Counts a request against its client address's budget; `Err` when the binding is missing
+/// (logged). Joins ([`over_ip_limit`]) and requests for a sign-in link (`proxy.rs`) spend it.
+pub async fn ip_budget(env: &worker::Env, req: &Request) -> std::result::Result<IpBudget, ()> {
+    let ip = req.headers().get("cf-connecting-ip").ok().flatten().unwrap_or_else(|| "unknown".into());
+    let limiter = env.rate_limiter(IP_LIMIT).map_err(|e| {
         durable_objects::log::error(
             "the rate limiting binding is missing",
             serde_json::json!({ "binding": IP_LIMIT, "error": e.to_string() }),
         );
-        ev.problem(ProblemType::Internal, "the edge is not configured to take joins")
     })?;
     match limiter.limit(limit_key(&ip)).await {
-        Ok(outcome) => Ok(!outcome.success),
+        Ok(outcome) if outcome.success => Ok(IpBudget::Left),
+        Ok(_) => Ok(IpBudget::Spent),
         Err(e) => {
             durable_objects::log::error(
                 "the rate limiter failed; let through",
                 serde_json::json!({ "error": e.to_string() }),
             );
-            super::count_refusal(ev, "ip-limit-unavailable");
-            Ok(false)
+            Ok(IpBudget::Unknown)
         }
     }
 }

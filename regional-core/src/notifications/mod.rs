@@ -158,7 +158,8 @@ pub struct Mail {
     pub html: String,
 }
 
-/// Queues a mail once per `dedup_key` (a second one with the same key changes nothing).
+/// Queues a mail once per `dedup_key` (a second one with the same key changes nothing). An erased
+/// address ([`crate::privacy::is_erased`]) is never mailed: answers `false`.
 #[allow(clippy::too_many_arguments)]
 pub async fn queue(
     conn: &mut PgConnection,
@@ -170,6 +171,9 @@ pub async fn queue(
     order: Option<Uuid>,
     event: Option<Uuid>,
 ) -> Result<bool, sqlx::Error> {
+    if crate::privacy::is_erased(recipient) {
+        return Ok(false);
+    }
     let done = sqlx::query(
         "INSERT INTO notifications (id, dedup_key, kind, recipient, subject, text_body, html_body, ticket_ids, order_id, event_id)
          VALUES (gen_random_uuid(), $1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dedup_key) DO NOTHING",

@@ -8,7 +8,7 @@ use super::Mail;
 use crate::templates;
 
 /// The kinds of mail (each has both templates).
-pub const KINDS: [&str; 9] = [
+pub const KINDS: [&str; 10] = [
     "order_confirmation",
     "order_cancelled",
     "order_refunded",
@@ -18,6 +18,7 @@ pub const KINDS: [&str; 9] = [
     "ticket_reissued",
     "waitlist_offer",
     "webhook_disabled",
+    "sign_in_link",
 ];
 
 /// Renders the mail `kind` with `context`.
@@ -45,6 +46,7 @@ mod tests {
             "tickets": [{ "seat": "A-1", "tier": "Floor" }, { "seat": null, "tier": "GA" }],
             "outcome": "you cancelled it",
             "transfer": { "from": "a@example.com", "link": "http://x/accept", "expires": "Sunday" },
+            "sign_in": { "link": "http://x/my-tickets?a=<1>&b=2#t", "minutes": 30 },
             "offer": { "quantity": 2, "until": "Sunday, 20:15", "link": "http://x/events/e/offer#t" },
             "endpoint": {
                 "id": "w-1", "url": "https://hooks.example/in", "description": "CRM", "organization": "Rock <& Roll>",
@@ -60,10 +62,11 @@ mod tests {
             let mail = render(kind, &context()).unwrap_or_else(|e| panic!("{kind}: {e:#}"));
             assert!(!mail.subject.is_empty() && !mail.subject.contains('\n'), "{kind}");
             assert!(!mail.text.trim().is_empty(), "{kind}");
-            assert!(
-                mail.html.contains("<html") && mail.html.contains("Rock &lt;&amp; Roll&gt;"),
-                "{kind}: html escapes (the event's title, or the webhook's organization)"
-            );
+            // What each kind shows of the data, escaped: the event's title, the webhook's
+            // organization, the sign-in link.
+            let escaped =
+                if kind == "sign_in_link" { "a=&lt;1&gt;&amp;b=2" } else { "Rock &lt;&amp; Roll&gt;" };
+            assert!(mail.html.contains("<html") && mail.html.contains(escaped), "{kind}: html escapes");
         }
         let confirmation = render("order_confirmation", &context()).unwrap();
         assert_eq!(confirmation.subject, "Your tickets for Rock <& Roll>");

@@ -598,6 +598,21 @@ async fn every_change_an_api_key_makes_is_one_audit_row_with_who_and_from_where(
     )
     .await;
 
+    // Privacy requests (docs/privacy.md): the person is named by a hash, never by the address.
+    let person = format!("person:{}", regional_core::tokens::holder_of("buyer@example.test"));
+    for (route, action) in [
+        ("/api/v1/privacy/access-requests", "privacy.access"),
+        ("/api/v1/privacy/erasure-requests", "privacy.erasure"),
+    ] {
+        let body = Some(json!({ "email": "Buyer@Example.test" }));
+        change(&api, &key, &org, admin, step(Method::POST, route, route, body, action, &person), &mut done)
+            .await;
+    }
+    assert!(
+        !rows_after(&db, 0).await.iter().any(|r| r.to_string().to_lowercase().contains("buyer@example.test")),
+        "no address in the log"
+    );
+
     // Every route an API key may change something with is above: a new one fails here until it
     // records its changes and is added.
     let (_, doc) = api.get("", "/api/v1/openapi.json").await;

@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod notifications;
 mod openapi;
+mod privacy;
 mod publishing;
 mod reporting;
 mod stripe;

@@ -1,0 +1,70 @@
+//! Personal data (docs/privacy.md): what the core keeps about a person, found by their e-mail
+//! address, given back ([`access`]), erased ([`erase`]) and aged out ([`retention`]); and the
+//! buyers' sign-in links that give them their orders again without a password ([`sign_in`]).
+//!
+//! Who may ask: an organizer admin for their organization's buyers, the platform admin for every
+//! organization ([`Scope`]). Every request is in the audit log, named by the address's hash (never
+//! the address: the log outlives an erasure).
+//!
+//! - `POST /api/v1/privacy/access-requests`    everything kept about an address, as JSON
+//! - `POST /api/v1/privacy/erasure-requests`   the address removed or made anonymous
+//! - `POST /api/v1/buyer/sign-in`              a buyer asks for a sign-in link by mail
+//! - `GET  /api/v1/buyer/orders`               the buyer's orders and tickets, with the link's token
+
+pub mod access;
+pub mod erase;
+pub mod retention;
+pub mod routes;
+pub mod sign_in;
+
+use uuid::Uuid;
+
+use crate::auth::{Caller, Role};
+
+/// The domain every erased address is given (RFC 2606's `.invalid`: nothing is ever delivered to
+/// it). An address in it is never mailed ([`crate::notifications::queue`]).
+pub const ERASED_DOMAIN: &str = "erased.invalid";
+
+/// True for an address the core made anonymous.
+pub fn is_erased(email: &str) -> bool {
+    email.rsplit_once('@').is_some_and(|(_, domain)| domain.eq_ignore_ascii_case(ERASED_DOMAIN))
+}
+
+/// Whose data a request may reach: one organization's, or (the platform admin) every one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope(pub Option<Uuid>);
+
+impl Scope {
+    pub fn of(caller: &Caller) -> Self {
+        match caller.role {
+            Role::PlatformAdmin => Self(None),
+            _ => Self(Some(caller.organization_id)),
+        }
+    }
+
+    /// Every organization.
+    pub fn all() -> Self {
+        Self(None)
+    }
+}
+
+/// The address a request is about, as the core compares addresses: trimmed and lower case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject(String);
+
+impl Subject {
+    /// `None` for something that is not an address.
+    pub fn parse(email: &str) -> Option<Self> {
+        let email = email.trim();
+        crate::validate::valid_email(email).then(|| Self(email.to_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// How the audit log names it: the hash ticket codes carry (never the address itself).
+    pub fn audit_name(&self) -> String {
+        format!("person:{}", crate::tokens::holder_of(&self.0))
+    }
+}

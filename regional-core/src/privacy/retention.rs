@@ -1,0 +1,240 @@
+//! The retention job (docs/privacy.md, "How long"): run by the core's pruner every ten minutes, on
+//! every core at once (each step is a statement over rows nobody else changes the same way, so two
+//! cores running it together erase each row once and the second finds nothing), in small batches,
+//! each its own transaction:
+//!
+//! 1. addresses whose erasure waited for their event ([`super::erase`]): erased once it is over;
+//! 2. the buyers' addresses of an event [`Retention::after_event_days`] after it ended (orders,
+//!    tickets, transfers, mails); the amounts stay;
+//! 3. orders never paid (cancelled): their address after [`CANCELLED_DAYS`];
+//! 4. mails after [`MAIL_DAYS`] (a sign-in link's after a day: it opens the buyer's orders);
+//! 5. the outbox's messages a week after they were published ([`OUTBOX_DAYS`]);
+//! 6. sign-in requests' rate records after a day.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{erase, Scope, Subject};
+
+/// Days an order never paid keeps its address (to answer the buyer who asks what happened).
+pub const CANCELLED_DAYS: i64 = 30;
+/// Days a mail is kept after it was queued (the operator's view of what was sent, and parked
+/// mails to send again).
+pub const MAIL_DAYS: i64 = 30;
+/// Days a published domain event stays in the outbox (the topics keep theirs as long).
+pub const OUTBOX_DAYS: i64 = 7;
+/// Rows one statement changes.
+const BATCH: i64 = 500;
+/// Most batches of one step in one run (the next run goes on).
+const MAX_BATCHES: usize = 200;
+
+/// The retention settings (`CORE_PERSONAL_DATA_RETENTION_DAYS`).
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Days after an event ended that its buyers' addresses are kept.
+    pub after_event_days: u32,
+}
+
+/// What one run did, by step.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub deferred_erasures: u64,
+    pub orders: u64,
+    pub tickets: u64,
+    pub transfers: u64,
+    pub events_done: u64,
+    pub cancelled_orders: u64,
+    pub mails: u64,
+    pub outbox_messages: u64,
+    pub sign_in_requests: u64,
+}
+
+impl Pruned {
+    pub fn total(&self) -> u64 {
+        self.deferred_erasures
+            + self.orders
+            + self.tickets
+            + self.transfers
+            + self.cancelled_orders
+            + self.mails
+            + self.outbox_messages
+            + self.sign_in_requests
+    }
+}
+
+/// Runs every step once.
+pub async fn run(db: &PgPool, settings: Retention) -> Result<Pruned, sqlx::Error> {
+    let mut out = Pruned { deferred_erasures: deferred(db).await?, ..Pruned::default() };
+    events(db, settings, &mut out).await?;
+    let cancelled = format!(
+        "UPDATE orders SET email = erased_address(id), visitor_id = 'erased:' || id, last_error = NULL,
+                           erased_at = now()
+         WHERE id IN (SELECT id FROM orders WHERE state = 'cancelled' AND erased_at IS NULL
+                      AND updated_at < now() - interval '{CANCELLED_DAYS} days' LIMIT {BATCH})"
+    );
+    let mails = format!(
+        "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications
+           WHERE created_at < now() - interval '{MAIL_DAYS} days'
+              OR (kind = 'sign_in_link' AND created_at < now() - interval '1 day') LIMIT {BATCH})"
+    );
+    let messages = format!(
+        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
+           WHERE sent_at < now() - interval '{OUTBOX_DAYS} days' LIMIT {BATCH})"
+    );
+    let requests = format!(
+        "DELETE FROM sign_in_requests WHERE id IN (SELECT id FROM sign_in_requests
+           WHERE at < now() - interval '1 day' LIMIT {BATCH})"
+    );
+    for (count, statement) in [
+        (&mut out.cancelled_orders, cancelled),
+        (&mut out.mails, mails),
+        (&mut out.outbox_messages, messages),
+        (&mut out.sign_in_requests, requests),
+    ] {
+        *count += batches(db, &statement, None).await?;
+    }
+    Ok(out)
+}
+
+/// Runs `statement` (which changes at most [`BATCH`] rows, binding `event` as `$1` when given)
+/// until it changes fewer; answers how many rows it changed in all, and whether it got to the end
+/// (else the next run goes on).
+async fn batches_to_end(
+    db: &PgPool,
+    statement: &str,
+    event: Option<Uuid>,
+) -> Result<(u64, bool), sqlx::Error> {
+    let mut total = 0;
+    for _ in 0..MAX_BATCHES {
+        let mut query = sqlx::query(statement);
+        if let Some(event) = event {
+            query = query.bind(event);
+        }
+        let changed = query.execute(db).await?.rows_affected();
+        total += changed;
+        if changed < BATCH as u64 {
+            return Ok((total, true));
+        }
+    }
+    Ok((total, false))
+}
+
+/// [`batches_to_end`], for the steps that simply go on at the next run.
+async fn batches(db: &PgPool, statement: &str, event: Option<Uuid>) -> Result<u64, sqlx::Error> {
+    Ok(batches_to_end(db, statement, event).await?.0)
+}
+
+/// Step 1: erasures that waited for their event, now over: each (event, address) erased as a
+/// request for that event alone would.
+async fn deferred(db: &PgPool) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    for _ in 0..MAX_BATCHES {
+        let due: Vec<(Uuid, String)> = sqlx::query_as(&format!(
+            "SELECT DISTINCT d.event_id, d.address FROM (
+                 SELECT o.event_id, lower(o.email) AS address FROM orders o JOIN events e ON e.id = o.event_id
+                 WHERE o.erase_requested_at IS NOT NULL AND o.erased_at IS NULL AND e.ends_at <= now()
+                 UNION ALL
+                 SELECT t.event_id, lower(t.holder_email) FROM tickets t JOIN events e ON e.id = t.event_id
+                 WHERE t.erase_requested_at IS NOT NULL AND t.erased_at IS NULL AND e.ends_at <= now()
+             ) d LIMIT {BATCH}"
+        ))
+        .fetch_all(db)
+        .await?;
+        if due.is_empty() {
+            break;
+        }
+        let mut progressed = false;
+        for (event, address) in due {
+            let mut tx = db.begin().await?;
+            let erased = match Subject::parse(&address) {
+                Some(subject) => {
+                    let done =
+                        erase::erase(&mut tx, Scope::all(), &subject, erase::Upcoming::Keep, Some(event))
+                            .await?;
+                    done.orders + done.tickets
+                }
+                None => 0,
+            };
+            if erased == 0 {
+                // An address the rules no longer take (stored before they changed): erased row by row.
+                sqlx::query(
+                    "UPDATE orders SET email = erased_address(id), visitor_id = 'erased:' || id, erased_at = now()
+                     WHERE event_id = $1 AND lower(email) = $2 AND erase_requested_at IS NOT NULL AND erased_at IS NULL",
+                )
+                .bind(event)
+                .bind(&address)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE tickets SET holder_email = erased_address(id), erased_at = now()
+                     WHERE event_id = $1 AND lower(holder_email) = $2 AND erase_requested_at IS NOT NULL AND erased_at IS NULL",
+                )
+                .bind(event)
+                .bind(&address)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            total += 1;
+            progressed = true;
+        }
+        if !progressed {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Step 2: the events over for longer than the retention: their buyers' addresses, then the event
+/// marked done (it is never looked at again).
+async fn events(db: &PgPool, settings: Retention, out: &mut Pruned) -> Result<(), sqlx::Error> {
+    let due: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM events WHERE personal_data_erased_at IS NULL
+           AND ends_at < now() - make_interval(days => $1) ORDER BY ends_at LIMIT 20",
+    )
+    .bind(settings.after_event_days as i32)
+    .fetch_all(db)
+    .await?;
+    for event in due {
+        let steps = [
+            format!(
+                "UPDATE tickets SET holder_email = erased_address(id), erased_at = now()
+                 WHERE id IN (SELECT id FROM tickets WHERE event_id = $1 AND erased_at IS NULL LIMIT {BATCH})"
+            ),
+            format!(
+                "UPDATE ticket_transfers SET from_email = erased_address(id), to_email = erased_address(id)
+                 WHERE id IN (SELECT id FROM ticket_transfers WHERE event_id = $1
+                              AND (from_email NOT LIKE '%@erased.invalid' OR to_email NOT LIKE '%@erased.invalid')
+                              LIMIT {BATCH})"
+            ),
+            format!(
+                "UPDATE orders SET email = erased_address(id), visitor_id = 'erased:' || id, last_error = NULL,
+                                   erased_at = now()
+                 WHERE id IN (SELECT id FROM orders WHERE event_id = $1 AND erased_at IS NULL LIMIT {BATCH})"
+            ),
+            format!("DELETE FROM notifications WHERE id IN (SELECT id FROM notifications WHERE event_id = $1 LIMIT {BATCH})"),
+        ];
+        let mut finished = true;
+        let mut counts = [0u64; 4];
+        for (i, step) in steps.iter().enumerate() {
+            let (n, done) = batches_to_end(db, step, Some(event)).await?;
+            counts[i] = n;
+            finished &= done;
+        }
+        let [tickets, transfers, orders, mails] = counts;
+        out.tickets += tickets;
+        out.transfers += transfers;
+        out.orders += orders;
+        out.mails += mails;
+        if !finished {
+            // More than one run's share: the next run goes on with this event.
+            continue;
+        }
+        sqlx::query("UPDATE events SET personal_data_erased_at = now() WHERE id = $1")
+            .bind(event)
+            .execute(db)
+            .await?;
+        out.events_done += 1;
+    }
+    Ok(())
+}
