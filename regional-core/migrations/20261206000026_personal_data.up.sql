@@ -32,7 +32,7 @@ CREATE INDEX notifications_event ON notifications (event_id) WHERE event_id IS N
 CREATE INDEX ticket_transfers_event ON ticket_transfers (event_id);
 CREATE INDEX outbox_sent ON outbox (sent_at) WHERE sent_at IS NOT NULL;
 
--- Sign-in link requests, for their rate limits only: a keyed hash of the address and the client's
+-- Sign-in link requests, for their rate limits only: a SHA-256 of the address and the client's
 -- address, kept a day.
 CREATE TABLE sign_in_requests (
     id          BIGSERIAL PRIMARY KEY,

@@ -21,9 +21,9 @@ use sqlx::PgPool;
 
 use super::{deliver, Consumer, Message, SCHEMA_VERSION, TOPICS};
 
-/// How long a topic keeps a message: as long as the outbox keeps its copy
-/// ([`crate::privacy::retention::OUTBOX_DAYS`], 7 days).
-const RETENTION_MS: &str = "604800000";
+/// How long a topic keeps a message (milliseconds): as long as the outbox keeps its copy
+/// ([`crate::privacy::retention::OUTBOX_DAYS`]).
+const RETENTION_MS: i64 = crate::privacy::retention::OUTBOX_DAYS * 86_400_000;
 
 /// Where the broker is and how topics are named.
 #[derive(Debug, Clone)]
@@ -107,6 +107,7 @@ impl KafkaSettings {
     /// Creates the topics (those that exist are left as they are: an operator who made them
     /// sets their retention).
     pub async fn create_topics(&self) -> Result<(), KafkaError> {
+        let retention = RETENTION_MS.to_string();
         let admin: AdminClient<DefaultClientContext> = self.client().create()?;
         let names: Vec<String> = TOPICS.iter().map(|t| self.topic(t)).collect();
         let topics: Vec<NewTopic> = names
@@ -115,7 +116,7 @@ impl KafkaSettings {
                 // Messages carry buyers' addresses: a topic keeps them as long as the outbox does
                 // (docs/privacy.md), not the broker's default.
                 NewTopic::new(n, self.partitions, TopicReplication::Fixed(self.replication_factor))
-                    .set("retention.ms", RETENTION_MS)
+                    .set("retention.ms", &retention)
             })
             .collect();
         let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));

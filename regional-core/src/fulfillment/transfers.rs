@@ -322,9 +322,10 @@ async fn accept(
         ("offered", true) => return Err(ApiError::conflict("offer_expired", "this offer has expired")),
         (s, _) => return Err(ApiError::conflict("offer_closed", format!("this offer was {s}"))),
     }
-    // Still the giver's and valid (a used, refunded or re-given ticket cannot move).
+    // Still the giver's and valid (a used, refunded or re-given ticket cannot move). A new holder
+    // starts afresh: an erasure the giver asked for (docs/privacy.md) is not theirs.
     let moved: Option<i32> = sqlx::query_scalar(
-        "UPDATE tickets SET holder_email = $3, version = version + 1, updated_at = now()
+        "UPDATE tickets SET holder_email = $3, version = version + 1, updated_at = now(), erase_requested_at = NULL
          WHERE id = $1 AND state = 'valid' AND lower(holder_email) = lower($2) RETURNING version",
     )
     .bind(ticket)

@@ -86,7 +86,7 @@ const SECTIONS: [(&str, &str); 9] = [
         "webhook_deliveries",
         "SELECT d.id, d.endpoint_id, w.url AS endpoint_url, d.event_type, d.state, d.created_at, d.updated_at
          FROM webhook_deliveries d JOIN webhook_endpoints w ON w.id = d.endpoint_id
-         WHERE strpos(lower(d.body), $1) > 0 AND ($2::uuid IS NULL OR w.organization_id = $2)
+         WHERE strpos(lower(d.body), '\"' || $1 || '\"') > 0 AND ($2::uuid IS NULL OR w.organization_id = $2)
          ORDER BY d.created_at, d.id LIMIT $3",
     ),
     (
@@ -104,11 +104,13 @@ const SECTIONS: [(&str, &str); 9] = [
 ];
 
 /// Where else the address may be, outside the core's database (docs/privacy.md).
-const ELSEWHERE: [&str; 4] = [
+const ELSEWHERE: [&str; 6] = [
     "the payment provider: the address given at payment (Stripe's own records; erase it there)",
     "the message bus: domain events already published stay in their topics until the topics' retention (7 days)",
     "partners' systems: what their webhook endpoints received",
     "mail providers and mailboxes: mails already sent",
+    "database backups: until they age out under the operator's backup retention",
+    "CSV exports the organizer downloaded (orders, tickets, waiting list)",
 ];
 
 /// Everything the core keeps about `subject` within `scope`.
@@ -120,7 +122,7 @@ pub async fn report(conn: &mut PgConnection, scope: Scope, subject: &Subject) ->
             "SELECT coalesce(jsonb_agg(to_jsonb(r)), '[]'::jsonb) FROM ({query}) r"
         ))
         .bind(subject.as_str())
-        .bind(scope.0)
+        .bind(scope.organization())
         .bind(SECTION_MAX + 1)
         .fetch_one(&mut *conn)
         .await?;

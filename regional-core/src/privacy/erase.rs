@@ -44,8 +44,9 @@ pub struct Erased {
     /// Open transfer offers from or to the address, withdrawn.
     pub transfers_withdrawn: u64,
     /// Mails to the address deleted (their bodies carry it).
-    pub notifications: u64,
-    /// Domain events already published whose copy here no longer carries the address.
+    pub mails: u64,
+    /// Domain events whose copy here no longer carries the address (all but those still to be
+    /// published about what is kept).
     pub outbox_messages: u64,
     /// Partner webhook deliveries that carried the address, deleted.
     pub webhook_deliveries: u64,
@@ -72,7 +73,7 @@ pub struct Deferred {
 const UNFINISHED: &str = "('created', 'awaiting_payment', 'confirming', 'releasing', 'refunding')";
 
 /// What a statement of [`erase`] binds: `$1` the address, `$2` the organization (none: all), `$3`
-/// the event (none: all), and `$4` when given.
+/// the event (none: all), and `$4` whether everything goes now (`upcoming: void`) when given.
 struct Reach<'a> {
     who: &'a str,
     org: Option<Uuid>,
@@ -85,11 +86,11 @@ impl Reach<'_> {
         &self,
         conn: &mut PgConnection,
         statement: &str,
-        fourth: Option<bool>,
+        void: Option<bool>,
     ) -> Result<u64, sqlx::Error> {
         let mut query = sqlx::query(statement).bind(self.who).bind(self.org).bind(self.event);
-        if let Some(fourth) = fourth {
-            query = query.bind(fourth);
+        if let Some(void) = void {
+            query = query.bind(void);
         }
         Ok(query.execute(conn).await?.rows_affected())
     }
@@ -103,7 +104,7 @@ pub async fn erase(
     upcoming: Upcoming,
     event: Option<Uuid>,
 ) -> Result<Erased, sqlx::Error> {
-    let (who, org) = (subject.as_str(), scope.0);
+    let (who, org) = (subject.as_str(), scope.organization());
     let reach = Reach { who, org, event };
     let void = upcoming == Upcoming::Void;
     // Which rows are in reach: `$2` the organization (none: all), `$3` the event (none: all).
@@ -189,44 +190,50 @@ pub async fn erase(
            AND NOT (e.ends_at > now() AND (o.state IN {UNFINISHED}{keep_paid}))"
     );
     out.orders = reach.change(conn, &orders, None).await?;
-    // A transfer's addresses go with its event's tickets: now when the event is over (or its
-    // tickets were voided), else with the retention job (the recipient's link reads them).
+    // Transfers: now, but for the one that gave the address a ticket it keeps (the recipient's
+    // link reads its address: the retention job erases it with the ticket).
     let transfers = format!(
         "UPDATE ticket_transfers x SET
              from_email = CASE WHEN lower(x.from_email) = $1 THEN erased_address(x.id) ELSE x.from_email END,
              to_email = CASE WHEN lower(x.to_email) = $1 THEN erased_address(x.id) ELSE x.to_email END
          FROM ({events_in_reach}) e
          WHERE e.id = x.event_id AND (lower(x.from_email) = $1 OR lower(x.to_email) = $1)
-           AND (e.ends_at <= now() OR $4)"
+           AND NOT (x.state = 'accepted' AND lower(x.to_email) = $1 AND EXISTS (
+                   SELECT 1 FROM tickets t WHERE t.id = x.ticket_id AND lower(t.holder_email) = $1
+                     AND t.erase_requested_at IS NOT NULL AND t.erased_at IS NULL))"
     );
-    out.transfers = reach.change(conn, &transfers, Some(void)).await?;
+    out.transfers = reach.change(conn, &transfers, None).await?;
 
-    // Mails: their bodies carry the address (and links). Those waiting to be sent stay while
-    // tickets are kept (they deliver them), unless everything goes now.
+    // Mails: their bodies carry the address (and links). Those waiting to be sent that deliver
+    // tickets kept (a confirmation, a reminder, a re-issued code) stay, unless everything goes now.
     let mails = "DELETE FROM notifications n
-         WHERE lower(n.recipient) = $1 AND ($4 OR n.state <> 'pending' OR n.event_id IN
-                   (SELECT id FROM events WHERE ends_at <= now()))
+         WHERE lower(n.recipient) = $1
+           AND ($4 OR n.state <> 'pending' OR n.kind NOT IN ('order_confirmation', 'event_reminder', 'ticket_reissued')
+                OR n.event_id IN (SELECT id FROM events WHERE ends_at <= now()))
            AND CASE WHEN n.event_id IS NULL THEN $2::uuid IS NULL AND $3::uuid IS NULL
                     ELSE n.event_id IN (SELECT id FROM events WHERE ($2::uuid IS NULL OR organization_id = $2)
                                                                AND ($3::uuid IS NULL OR id = $3)) END";
-    out.notifications = reach.change(conn, mails, Some(void)).await?;
+    out.mails = reach.change(conn, mails, Some(void)).await?;
 
-    // The outbox's copies of messages already published (those still to go are sent as they
-    // are, and pruned a week later like every sent message).
+    // The outbox's copies of messages, published or not, but for those still to be published
+    // about an order kept (its confirmation must still reach the buyer): from now on, nothing
+    // carries the address out (consumers, partners' webhooks) but what delivers what is kept.
     let messages = "UPDATE outbox SET payload = payload
                || CASE WHEN lower(payload->>'email') = $1 THEN jsonb_build_object('email', 'erased@erased.invalid') ELSE '{}' END
                || CASE WHEN lower(payload->>'from_email') = $1 THEN jsonb_build_object('from_email', 'erased@erased.invalid') ELSE '{}' END
                || CASE WHEN lower(payload->>'to_email') = $1 THEN jsonb_build_object('to_email', 'erased@erased.invalid') ELSE '{}' END
-         WHERE sent_at IS NOT NULL
+         WHERE (sent_at IS NOT NULL OR NOT coalesce(payload->>'order_id' IN
+                    (SELECT id::text FROM orders WHERE lower(email) = $1 AND erase_requested_at IS NOT NULL AND erased_at IS NULL), false))
            AND (lower(payload->>'email') = $1 OR lower(payload->>'from_email') = $1 OR lower(payload->>'to_email') = $1)
            AND payload->>'event_id' IN (SELECT id::text FROM events WHERE ($2::uuid IS NULL OR organization_id = $2)
                                                                       AND ($3::uuid IS NULL OR id = $3))";
     out.outbox_messages = reach.change(conn, messages, None).await?;
 
-    // Partner deliveries whose body names the address, sent or not: none goes out after an
-    // erasure. (A partner that received one keeps its copy: docs/privacy.md.)
+    // Partner deliveries whose body names the address (as a whole JSON string: not another
+    // address that contains it), sent or not: none goes out after an erasure. (A partner that
+    // received one keeps its copy: docs/privacy.md.)
     let deliveries = "DELETE FROM webhook_deliveries d
-         WHERE ($2::uuid IS NULL OR d.organization_id = $2) AND strpos(lower(d.body), $1) > 0
+         WHERE ($2::uuid IS NULL OR d.organization_id = $2) AND strpos(lower(d.body), '\"' || $1 || '\"') > 0
            AND ($3::uuid IS NULL OR d.body::jsonb -> 'data' ->> 'event_id' = $3::text)";
     out.webhook_deliveries = reach.change(conn, deliveries, None).await?;
 

@@ -30,21 +30,29 @@ pub fn is_erased(email: &str) -> bool {
     email.rsplit_once('@').is_some_and(|(_, domain)| domain.eq_ignore_ascii_case(ERASED_DOMAIN))
 }
 
-/// Whose data a request may reach: one organization's, or (the platform admin) every one.
+/// Whose data a request may reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scope(pub Option<Uuid>);
+pub enum Scope {
+    /// One organization's (an organizer admin's request).
+    Organization(Uuid),
+    /// Every organization's (the platform admin's request, the retention job).
+    Platform,
+}
 
 impl Scope {
     pub fn of(caller: &Caller) -> Self {
         match caller.role {
-            Role::PlatformAdmin => Self(None),
-            _ => Self(Some(caller.organization_id)),
+            Role::PlatformAdmin => Self::Platform,
+            _ => Self::Organization(caller.organization_id),
         }
     }
 
-    /// Every organization.
-    pub fn all() -> Self {
-        Self(None)
+    /// The organization the statements filter on (`$2`): none for the platform.
+    pub fn organization(self) -> Option<Uuid> {
+        match self {
+            Self::Organization(id) => Some(id),
+            Self::Platform => None,
+        }
     }
 }
 
@@ -63,7 +71,8 @@ impl Subject {
         &self.0
     }
 
-    /// How the audit log names it: the hash ticket codes carry (never the address itself).
+    /// How the audit log names it: the hash ticket codes carry (never the address itself; the
+    /// organization's admins, who may ask for the address's data anyway, can compare it).
     pub fn audit_name(&self) -> String {
         format!("person:{}", crate::tokens::holder_of(&self.0))
     }

@@ -1,7 +1,6 @@
-//! The retention job (docs/privacy.md, "How long"): run by the core's pruner every ten minutes, on
-//! every core at once (each step is a statement over rows nobody else changes the same way, so two
-//! cores running it together erase each row once and the second finds nothing), in small batches,
-//! each its own transaction:
+//! The retention job (docs/privacy.md, "What is kept"): run by the core's pruner every ten minutes,
+//! by one core at a time (an advisory lock; the others skip that run), in small batches, each its
+//! own transaction:
 //!
 //! 1. addresses whose erasure waited for their event ([`super::erase`]): erased once it is over;
 //! 2. the buyers' addresses of an event [`Retention::after_event_days`] after it ended (orders,
@@ -62,8 +61,23 @@ impl Pruned {
     }
 }
 
-/// Runs every step once.
+/// Runs every step once, unless another core is running them (then nothing: the next run goes on).
 pub async fn run(db: &PgPool, settings: Retention) -> Result<Pruned, sqlx::Error> {
+    // A session lock on a connection of its own, closed at the end whatever happens (so the lock
+    // can never stay behind on a pooled connection).
+    let mut lock = db.acquire().await?.detach();
+    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('privacy-retention'))")
+        .fetch_one(&mut lock)
+        .await?;
+    if !mine {
+        return Ok(Pruned::default());
+    }
+    let done = run_steps(db, settings).await;
+    let _ = sqlx::Connection::close(lock).await;
+    done
+}
+
+async fn run_steps(db: &PgPool, settings: Retention) -> Result<Pruned, sqlx::Error> {
     let mut out = Pruned { deferred_erasures: deferred(db).await?, ..Pruned::default() };
     events(db, settings, &mut out).await?;
     let cancelled = format!(
@@ -149,7 +163,7 @@ async fn deferred(db: &PgPool) -> Result<u64, sqlx::Error> {
             let erased = match Subject::parse(&address) {
                 Some(subject) => {
                     let done =
-                        erase::erase(&mut tx, Scope::all(), &subject, erase::Upcoming::Keep, Some(event))
+                        erase::erase(&mut tx, Scope::Platform, &subject, erase::Upcoming::Keep, Some(event))
                             .await?;
                     done.orders + done.tickets
                 }

@@ -58,24 +58,28 @@ fn subject_of(email: &str) -> Result<Subject> {
     Subject::parse(email).ok_or_else(|| ApiError::field("email", "must be an e-mail address"))
 }
 
-/// The live waiting lists in reach: events of the scope still to come that keep one.
+/// The waiting lists in reach that may still hold addresses: events of the scope not over (or
+/// over within a day: offers outlive the close) that were ever given a list, whatever their state
+/// or the list's now (closed or disabled, its standing offers keep their addresses until they end).
 async fn live_lists(state: &AppState, scope: Scope) -> Result<Vec<Uuid>> {
+    if !state.edge.configured() {
+        // No edge (no `CORE_SIGNING_KEY`): nothing was ever published to one.
+        return Ok(Vec::new());
+    }
     Ok(sqlx::query_scalar(
         "SELECT id FROM events WHERE ($1::uuid IS NULL OR organization_id = $1)
-           AND state IN ('published', 'on_sale', 'sold_out') AND ends_at > now()
-           AND waiting_room -> 'waitlist' ->> 'enabled' = 'true'
+           AND ends_at > now() - interval '1 day' AND waiting_room ? 'waitlist'
          ORDER BY id",
     )
-    .bind(scope.0)
+    .bind(scope.organization())
     .fetch_all(&state.db)
     .await?)
 }
 
 /// The edge's answer to `route` about `event` (a list never set up answers nothing).
 async fn ask_edge(state: &AppState, event: Uuid, route: InternalRoute, body: Value) -> Result<Value> {
-    let co = state.checkout()?;
     let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-    match co.edge.send(&event.to_string(), &route, body).await {
+    match state.edge.call_with(event, &route, body).await {
         Ok(answer) => Ok(answer),
         Err(EdgeError::Refused { status: 404, .. }) => Ok(Value::Null),
         Err(e) => {
@@ -125,7 +129,7 @@ async fn access_request(
     let mut answer = json!({
         "email": subject.as_str(),
         "generated_at": Utc::now(),
-        "organization_id": scope.0,
+        "organization_id": scope.organization(),
     });
     if let (Some(a), Value::Object(d)) = (answer.as_object_mut(), doc) {
         a.extend(d);

@@ -8,7 +8,8 @@
 //! requests an address an hour, [`PER_CLIENT`] a client an hour (`429` beyond, with
 //! `Retry-After`), and the mail sender's own per-recipient cap. The client bound holds only where
 //! the core tells clients apart (`CORE_TRUSTED_PROXIES` names the edge): without it every buyer
-//! comes from the edge's address, and one bound for all would let anyone lock everyone out.
+//! comes from the edge's address, and one bound for all would let anyone lock everyone out. Every
+//! answer waits for the same floor ([`ANSWER_FLOOR`]), so that its time does not tell either.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -30,6 +31,9 @@ use crate::tokens::{order_token, sign_in_token, signed_in, transfer_token, SIGN_
 pub const PER_ADDRESS: i64 = 3;
 /// Sign-in requests from one client address in an hour.
 pub const PER_CLIENT: i64 = 20;
+/// The least time a sign-in request takes to answer (far above what its work takes), so that the
+/// time does not tell a known address from an unknown one.
+const ANSWER_FLOOR: std::time::Duration = std::time::Duration::from_millis(250);
 /// Most orders (and, apart, transfers) the list shows, newest first.
 pub const LIST_MAX: i64 = 200;
 
@@ -65,17 +69,32 @@ pub async fn request_sign_in(
         Subject::parse(&req.email).ok_or_else(|| ApiError::field("email", "must be an e-mail address"))?;
     let address_key = hex::encode(Sha256::digest(subject.as_str().as_bytes()));
     let client = origin.ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    // Every request takes as long, whether the address is known or not (the mail is rendered for
+    // each, and the answer waits for the same floor): its time tells nobody who bought.
+    let answer_at = tokio::time::Instant::now() + ANSWER_FLOOR;
+    let token = sign_in_token(&mail.signer, subject.as_str());
+    let context = json!({
+        "sign_in": {
+            "link": format!("{}/my-tickets#{token}", mail.buyer_url.trim_end_matches('/')),
+            "minutes": SIGN_IN_MINUTES,
+        },
+    });
+    let rendered = crate::notifications::templates::render("sign_in_link", &context)?;
+    let by_client = !state.trusted_proxies.0.is_empty();
     let mut tx = state.db.begin().await?;
-    // One request of an address or client at a time, so that the bounds hold under concurrency.
+    // One request of an address (and of a client, where clients are told apart) at a time, so
+    // that the bounds hold under concurrency.
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sign-in:' || $1))")
         .bind(&address_key)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sign-in-client:' || $1))")
-        .bind(&client)
-        .execute(&mut *tx)
-        .await?;
-    let (by_address, by_client): (i64, i64) = sqlx::query_as(
+    if by_client {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sign-in-client:' || $1))")
+            .bind(&client)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let (from_address, from_client): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE address_key = $1), count(*) FILTER (WHERE client = $2)
          FROM sign_in_requests WHERE at > now() - interval '1 hour' AND (address_key = $1 OR client = $2)",
     )
@@ -83,10 +102,10 @@ pub async fn request_sign_in(
     .bind(&client)
     .fetch_one(&mut *tx)
     .await?;
-    if by_address >= PER_ADDRESS {
+    if from_address >= PER_ADDRESS {
         return Err(ApiError::RateLimited { reason: "sign_in_address", retry_after_secs: 3600 });
     }
-    if by_client >= PER_CLIENT && !state.trusted_proxies.0.is_empty() {
+    if by_client && from_client >= PER_CLIENT {
         return Err(ApiError::RateLimited { reason: "sign_in_client", retry_after_secs: 3600 });
     }
     sqlx::query("INSERT INTO sign_in_requests (address_key, client) VALUES ($1, $2)")
@@ -103,27 +122,12 @@ pub async fn request_sign_in(
     .fetch_one(&mut *tx)
     .await?;
     if known {
-        let token = sign_in_token(&mail.signer, subject.as_str());
-        let context = json!({
-            "sign_in": {
-                "link": format!("{}/my-tickets#{token}", mail.buyer_url.trim_end_matches('/')),
-                "minutes": SIGN_IN_MINUTES,
-            },
-        });
-        let rendered = crate::notifications::templates::render("sign_in_link", &context)?;
-        crate::notifications::queue(
-            &mut tx,
-            &format!("sign_in:{}", Uuid::new_v4()),
-            "sign_in_link",
-            req.email.trim(),
-            &rendered,
-            &[],
-            None,
-            None,
-        )
-        .await?;
+        let dedup = format!("sign_in:{}", Uuid::new_v4());
+        let to = req.email.trim();
+        crate::notifications::queue(&mut tx, &dedup, "sign_in_link", to, &rendered, &[], None, None).await?;
     }
     tx.commit().await?;
+    tokio::time::sleep_until(answer_at).await;
     Ok((
         StatusCode::ACCEPTED,
         Json(SignInAccepted {

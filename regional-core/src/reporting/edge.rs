@@ -248,11 +248,21 @@ impl EdgeStats {
         event: Uuid,
         route: &InternalRoute,
     ) -> Result<serde_json::Value, crate::edge_client::EdgeError> {
+        let body = if route.method() == "POST" { b"{}".to_vec() } else { Vec::new() };
+        self.call_with(event, route, body).await
+    }
+
+    /// [`Self::call`] with this body.
+    pub async fn call_with(
+        &self,
+        event: Uuid,
+        route: &InternalRoute,
+        body: Vec<u8>,
+    ) -> Result<serde_json::Value, crate::edge_client::EdgeError> {
         use crate::edge_client::EdgeError;
         let Some(edge) = &self.edge else {
             return Err(EdgeError::Unreachable("the core has no edge configured".into()));
         };
-        let body = if route.method() == "POST" { b"{}".to_vec() } else { Vec::new() };
         match tokio::time::timeout(ASK_TIMEOUT, edge.send(&event.to_string(), route, body)).await {
             Ok(answer) => answer,
             Err(_) => Err(EdgeError::Unreachable(format!(

@@ -128,12 +128,13 @@ async fn still_holding(db: &PgPool, org: &str) -> Vec<String> {
         ("orders", "SELECT count(*) FROM orders WHERE lower(email) = 'buyer@example.test' AND organization_id = $1::uuid"),
         ("tickets", "SELECT count(*) FROM tickets WHERE lower(holder_email) = 'buyer@example.test' AND organization_id = $1::uuid"),
         ("transfers", "SELECT count(*) FROM ticket_transfers x JOIN events e ON e.id = x.event_id
-                       WHERE lower(x.from_email) = 'buyer@example.test' AND e.organization_id = $1::uuid"),
+                       WHERE 'buyer@example.test' IN (lower(x.from_email), lower(x.to_email))
+                         AND e.organization_id = $1::uuid"),
         ("mails", "SELECT count(*) FROM notifications n JOIN events e ON e.id = n.event_id
                    WHERE lower(n.recipient) = 'buyer@example.test' AND e.organization_id = $1::uuid"),
         ("outbox", "SELECT count(*) FROM outbox WHERE lower(payload::text) LIKE '%buyer@example.test%'
                     AND payload->>'organization_id' = $1"),
-        ("deliveries", "SELECT count(*) FROM webhook_deliveries WHERE lower(body) LIKE '%buyer@example.test%'
+        ("deliveries", "SELECT count(*) FROM webhook_deliveries WHERE lower(body) LIKE '%\"buyer@example.test\"%'
                         AND organization_id = $1::uuid"),
     ] {
         let n: i64 = sqlx::query_scalar(query).bind(org).fetch_one(db).await.unwrap();
@@ -245,15 +246,47 @@ async fn an_erasure_keeps_tickets_still_to_be_used_valid_until_their_event_is_ov
     let (coming, coming_order, coming_tickets) = paid_tickets(&api, &key, &acme, &["A-1", "A-2"]).await;
     let (theirs, theirs_order, theirs_tickets) = paid_tickets(&api, &globex_key, &globex, &["A-1"]).await;
     traces(&db, &globex, &theirs, theirs_order, theirs_tickets[0]).await;
+    // An open offer of a ticket to come (withdrawn, its address erased now), and a partner
+    // delivery naming another person whose address contains the buyer's (not theirs to erase).
+    sqlx::query(
+        "INSERT INTO ticket_transfers (id, ticket_id, order_id, event_id, from_email, to_email, expires_at)
+         VALUES (gen_random_uuid(), $1, $2, $3::uuid, $4, 'friend@example.test', now() + interval '1 day')",
+    )
+    .bind(coming_tickets[1])
+    .bind(coming_order)
+    .bind(&coming)
+    .bind(BUYER)
+    .execute(&db)
+    .await
+    .unwrap();
+    let endpoint: Uuid =
+        sqlx::query_scalar("SELECT endpoint_id FROM webhook_deliveries WHERE organization_id = $1::uuid")
+            .bind(&acme)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let other = json!({ "type": "order.paid", "data": { "email": "xbuyer@example.test" } }).to_string();
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, organization_id, event_type, body)
+         VALUES (gen_random_uuid(), $1, $2::uuid, 'order.paid', $3)",
+    )
+    .bind(endpoint)
+    .bind(&acme)
+    .bind(other)
+    .execute(&db)
+    .await
+    .unwrap();
 
     let (s, erased) = erase(&api, &key, json!({ "email": "BUYER@example.test" })).await;
     assert_eq!(s, StatusCode::OK, "{erased}");
     assert_eq!((erased["orders"].as_u64(), erased["tickets"].as_u64()), (Some(1), Some(1)), "{erased}");
     assert_eq!(erased["tickets_voided"], 0);
-    assert_eq!(erased["transfers"], 1, "the past event's offer");
-    assert_eq!(erased["notifications"], 1);
+    assert_eq!(erased["transfers"], 2, "both offers, the past event's and the one to come");
+    assert_eq!(erased["transfers_withdrawn"], 2);
+    assert_eq!(erased["mails"], 1);
     assert_eq!(erased["outbox_messages"], 1);
-    assert_eq!(erased["webhook_deliveries"], 1);
+    assert_eq!(erased["webhook_deliveries"], 1, "only the buyer's own");
+    assert_eq!(api.count("webhook_deliveries").await, 2, "the other person's and globex's stay");
     assert_eq!(
         erased["deferred"],
         json!([{ "event_id": coming, "ends_at": erased["deferred"][0]["ends_at"], "orders": 1, "tickets": 2 }])
@@ -308,6 +341,33 @@ async fn an_erasure_keeps_tickets_still_to_be_used_valid_until_their_event_is_ov
     assert_eq!((again["orders"].as_u64(), again["tickets"].as_u64()), (Some(0), Some(0)));
     assert_eq!(again["deferred"][0]["tickets"], 2);
 
+    // The buyer gives a kept ticket away: its new holder is not the one who asked to be erased.
+    let token = common::order_token(&signer(), coming_order, &coming);
+    let path = format!("/api/v1/orders/{coming_order}/tickets/{}/transfer", coming_tickets[0]);
+    let (s, offer) =
+        api.call(&token, Method::POST, &path, Some(json!({ "to_email": "Friend2@example.test" }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{offer}");
+    let gift: Uuid = offer["id"].as_str().unwrap().parse().unwrap();
+    let (expires, ends): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT x.expires_at, e.ends_at FROM ticket_transfers x JOIN events e ON e.id = x.event_id WHERE x.id = $1",
+    )
+    .bind(gift)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let coming_id: Uuid = coming.parse().unwrap();
+    let friend = regional_core::tokens::transfer_token(
+        &signer(),
+        gift,
+        coming_id,
+        "Friend2@example.test",
+        expires,
+        ends,
+    );
+    let (s, accepted) =
+        api.call(&friend, Method::POST, &format!("/api/v1/transfers/{gift}/accept"), None).await;
+    assert_eq!(s, StatusCode::OK, "{accepted}");
+
     // Once the event is over, the retention job erases what waited for it.
     let settings = Retention { after_event_days: 730 };
     let nothing = retention::run(&db, settings).await.unwrap();
@@ -322,10 +382,15 @@ async fn an_erasure_keeps_tickets_still_to_be_used_valid_until_their_event_is_ov
         .await
         .unwrap();
     assert_eq!(states, vec!["valid"; 2], "used or not, a ticket's record stays");
+    let holder: String = sqlx::query_scalar("SELECT holder_email FROM tickets WHERE id = $1")
+        .bind(coming_tickets[0])
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(holder, "Friend2@example.test", "the friend's address is theirs, kept");
     let again = retention::run(&db, settings).await.unwrap();
     assert_eq!(again.deferred_erasures, 0, "done once");
     assert_eq!(still_holding(&db, &globex).await.len(), 6);
-    let _ = coming_tickets;
 
     // The erasure is in the log: counts, the choice, the person's hash.
     let details: Value = sqlx::query_scalar(
