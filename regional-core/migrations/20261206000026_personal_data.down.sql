@@ -12,6 +12,8 @@ DROP INDEX orders_cancelled_not_erased;
 ALTER TABLE events DROP COLUMN personal_data_erased_at;
 DROP INDEX tickets_erase_requested;
 DROP INDEX orders_erase_requested;
+DROP INDEX ticket_transfers_erase_requested;
+ALTER TABLE ticket_transfers DROP COLUMN erase_requested_at;
 ALTER TABLE tickets DROP COLUMN erase_requested_at;
 ALTER TABLE orders DROP COLUMN erase_requested_at;
 ALTER TABLE tickets DROP COLUMN erased_at;

@@ -20,8 +20,11 @@ ALTER TABLE tickets ADD COLUMN erased_at TIMESTAMPTZ;
 -- kept to deliver them and erased by the retention job once the event is over.
 ALTER TABLE orders ADD COLUMN erase_requested_at TIMESTAMPTZ;
 ALTER TABLE tickets ADD COLUMN erase_requested_at TIMESTAMPTZ;
+-- The transfer that gave such a kept ticket to the person (its recipient's link reads it).
+ALTER TABLE ticket_transfers ADD COLUMN erase_requested_at TIMESTAMPTZ;
 CREATE INDEX orders_erase_requested ON orders (event_id) WHERE erase_requested_at IS NOT NULL AND erased_at IS NULL;
 CREATE INDEX tickets_erase_requested ON tickets (event_id) WHERE erase_requested_at IS NOT NULL AND erased_at IS NULL;
+CREATE INDEX ticket_transfers_erase_requested ON ticket_transfers (event_id) WHERE erase_requested_at IS NOT NULL;
 
 -- The retention job's reads: events whose buyers' addresses are due (each done once), cancelled
 -- orders (never paid) still carrying an address, old mails, sent messages.

@@ -45,8 +45,7 @@ pub struct Erased {
     pub transfers_withdrawn: u64,
     /// Mails to the address deleted (their bodies carry it).
     pub mails: u64,
-    /// Domain events whose copy here no longer carries the address (all but those still to be
-    /// published about what is kept).
+    /// Domain events whose copy here no longer carries the address (published or not).
     pub outbox_messages: u64,
     /// Partner webhook deliveries that carried the address, deleted.
     pub webhook_deliveries: u64,
@@ -190,8 +189,24 @@ pub async fn erase(
            AND NOT (e.ends_at > now() AND (o.state IN {UNFINISHED}{keep_paid}))"
     );
     out.orders = reach.change(conn, &orders, None).await?;
+    // Mails offering the person's tickets to others name them as the giver: deleted, sent or not.
+    let offers = format!(
+        "DELETE FROM notifications n USING ticket_transfers x, ({events_in_reach}) e
+         WHERE e.id = x.event_id AND lower(x.from_email) = $1
+           AND n.kind = 'transfer_offer' AND n.dedup_key = 'transfer_offer:' || x.id"
+    );
+    out.mails += reach.change(conn, &offers, None).await?;
+
     // Transfers: now, but for the one that gave the address a ticket it keeps (the recipient's
-    // link reads its address: the retention job erases it with the ticket).
+    // link reads its address): marked, the retention job erases it with the ticket.
+    let mark = format!(
+        "UPDATE ticket_transfers x SET erase_requested_at = coalesce(x.erase_requested_at, now())
+         FROM ({events_in_reach}) e
+         WHERE e.id = x.event_id AND x.state = 'accepted' AND lower(x.to_email) = $1 AND EXISTS (
+                   SELECT 1 FROM tickets t WHERE t.id = x.ticket_id AND lower(t.holder_email) = $1
+                     AND t.erase_requested_at IS NOT NULL AND t.erased_at IS NULL)"
+    );
+    reach.change(conn, &mark, None).await?;
     let transfers = format!(
         "UPDATE ticket_transfers x SET
              from_email = CASE WHEN lower(x.from_email) = $1 THEN erased_address(x.id) ELSE x.from_email END,
@@ -213,18 +228,16 @@ pub async fn erase(
            AND CASE WHEN n.event_id IS NULL THEN $2::uuid IS NULL AND $3::uuid IS NULL
                     ELSE n.event_id IN (SELECT id FROM events WHERE ($2::uuid IS NULL OR organization_id = $2)
                                                                AND ($3::uuid IS NULL OR id = $3)) END";
-    out.mails = reach.change(conn, mails, Some(void)).await?;
+    out.mails += reach.change(conn, mails, Some(void)).await?;
 
-    // The outbox's copies of messages, published or not, but for those still to be published
-    // about an order kept (its confirmation must still reach the buyer): from now on, nothing
-    // carries the address out (consumers, partners' webhooks) but what delivers what is kept.
+    // The outbox's copies of messages, published or not: nothing carries the address out any more
+    // (partners' webhooks, the bus). What delivers a kept order's tickets reads the address from
+    // the order's row, not from the message.
     let messages = "UPDATE outbox SET payload = payload
                || CASE WHEN lower(payload->>'email') = $1 THEN jsonb_build_object('email', 'erased@erased.invalid') ELSE '{}' END
                || CASE WHEN lower(payload->>'from_email') = $1 THEN jsonb_build_object('from_email', 'erased@erased.invalid') ELSE '{}' END
                || CASE WHEN lower(payload->>'to_email') = $1 THEN jsonb_build_object('to_email', 'erased@erased.invalid') ELSE '{}' END
-         WHERE (sent_at IS NOT NULL OR NOT coalesce(payload->>'order_id' IN
-                    (SELECT id::text FROM orders WHERE lower(email) = $1 AND erase_requested_at IS NOT NULL AND erased_at IS NULL), false))
-           AND (lower(payload->>'email') = $1 OR lower(payload->>'from_email') = $1 OR lower(payload->>'to_email') = $1)
+         WHERE (lower(payload->>'email') = $1 OR lower(payload->>'from_email') = $1 OR lower(payload->>'to_email') = $1)
            AND payload->>'event_id' IN (SELECT id::text FROM events WHERE ($2::uuid IS NULL OR organization_id = $2)
                                                                       AND ($3::uuid IS NULL OR id = $3))";
     out.outbox_messages = reach.change(conn, messages, None).await?;

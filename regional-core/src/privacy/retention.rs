@@ -66,9 +66,10 @@ pub async fn run(db: &PgPool, settings: Retention) -> Result<Pruned, sqlx::Error
     // A session lock on a connection of its own, closed at the end whatever happens (so the lock
     // can never stay behind on a pooled connection).
     let mut lock = db.acquire().await?.detach();
-    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('privacy-retention'))")
-        .fetch_one(&mut lock)
-        .await?;
+    let mine: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtextextended('privacy-retention', 0))")
+            .fetch_one(&mut lock)
+            .await?;
     if !mine {
         return Ok(Pruned::default());
     }
@@ -150,6 +151,10 @@ async fn deferred(db: &PgPool) -> Result<u64, sqlx::Error> {
                  UNION ALL
                  SELECT t.event_id, lower(t.holder_email) FROM tickets t JOIN events e ON e.id = t.event_id
                  WHERE t.erase_requested_at IS NOT NULL AND t.erased_at IS NULL AND e.ends_at <= now()
+                 UNION ALL
+                 SELECT x.event_id, lower(x.to_email) FROM ticket_transfers x JOIN events e ON e.id = x.event_id
+                 WHERE x.erase_requested_at IS NOT NULL AND x.to_email NOT LIKE '%@erased.invalid'
+                   AND e.ends_at <= now()
              ) d LIMIT {BATCH}"
         ))
         .fetch_all(db)
@@ -165,7 +170,7 @@ async fn deferred(db: &PgPool) -> Result<u64, sqlx::Error> {
                     let done =
                         erase::erase(&mut tx, Scope::Platform, &subject, erase::Upcoming::Keep, Some(event))
                             .await?;
-                    done.orders + done.tickets
+                    done.orders + done.tickets + done.transfers
                 }
                 None => 0,
             };
@@ -182,6 +187,14 @@ async fn deferred(db: &PgPool) -> Result<u64, sqlx::Error> {
                 sqlx::query(
                     "UPDATE tickets SET holder_email = erased_address(id), erased_at = now()
                      WHERE event_id = $1 AND lower(holder_email) = $2 AND erase_requested_at IS NOT NULL AND erased_at IS NULL",
+                )
+                .bind(event)
+                .bind(&address)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE ticket_transfers SET to_email = erased_address(id)
+                     WHERE event_id = $1 AND lower(to_email) = $2 AND erase_requested_at IS NOT NULL",
                 )
                 .bind(event)
                 .bind(&address)

@@ -58,37 +58,54 @@ fn subject_of(email: &str) -> Result<Subject> {
     Subject::parse(email).ok_or_else(|| ApiError::field("email", "must be an e-mail address"))
 }
 
-/// The waiting lists in reach that may still hold addresses: events of the scope not over (or
-/// over within a day: offers outlive the close) that were ever given a list, whatever their state
-/// or the list's now (closed or disabled, its standing offers keep their addresses until they end).
-async fn live_lists(state: &AppState, scope: Scope) -> Result<Vec<Uuid>> {
+/// How many waiting lists are asked at once.
+const LISTS_AT_ONCE: usize = 8;
+
+/// Asks every waiting list in reach that may still hold addresses (`route`, with `body`), a few
+/// at once: answers each list's answer with its event (a list never set up answers nothing). The
+/// lists: events of the scope not over (or over within a day: offers outlive the close) whose
+/// waiting-room settings name a list, whatever their state or the list's now (a closed or
+/// disabled list's standing offers keep their addresses until they end). Any failure: a 503 that
+/// says nothing was changed.
+async fn ask_lists(
+    state: &AppState,
+    scope: Scope,
+    route: InternalRoute,
+    body: Value,
+) -> Result<Vec<(Uuid, Value)>> {
+    use futures_util::{StreamExt as _, TryStreamExt as _};
     if !state.edge.configured() {
         // No edge (no `CORE_SIGNING_KEY`): nothing was ever published to one.
         return Ok(Vec::new());
     }
-    Ok(sqlx::query_scalar(
+    let events: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM events WHERE ($1::uuid IS NULL OR organization_id = $1)
            AND ends_at > now() - interval '1 day' AND waiting_room ? 'waitlist'
          ORDER BY id",
     )
     .bind(scope.organization())
     .fetch_all(&state.db)
-    .await?)
-}
-
-/// The edge's answer to `route` about `event` (a list never set up answers nothing).
-async fn ask_edge(state: &AppState, event: Uuid, route: InternalRoute, body: Value) -> Result<Value> {
+    .await?;
     let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-    match state.edge.call_with(event, &route, body).await {
-        Ok(answer) => Ok(answer),
-        Err(EdgeError::Refused { status: 404, .. }) => Ok(Value::Null),
-        Err(e) => {
-            tracing::warn!(error = %e, %event, "a privacy request's waiting-list call failed");
-            Err(ApiError::Unavailable(
-                "the edge is unavailable; nothing was changed, try again shortly".into(),
-            ))
-        }
-    }
+    futures_util::stream::iter(events)
+        .map(|event| {
+            let (route, body) = (route.clone(), body.clone());
+            async move {
+                match state.edge.call_with(event, &route, body).await {
+                    Ok(answer) => Ok((event, answer)),
+                    Err(EdgeError::Refused { status: 404, .. }) => Ok((event, Value::Null)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, %event, "a privacy request's waiting-list call failed");
+                        Err(ApiError::Unavailable(
+                            "the edge is unavailable; nothing was changed, try again shortly".into(),
+                        ))
+                    }
+                }
+            }
+        })
+        .buffer_unordered(LISTS_AT_ONCE)
+        .try_collect()
+        .await
 }
 
 /// `POST /api/v1/privacy/access-requests`: everything kept about an address (orders with their
@@ -107,8 +124,7 @@ async fn access_request(
     let subject = subject_of(&req.email)?;
     let scope = Scope::of(&caller);
     let mut waitlist = Vec::new();
-    for event in live_lists(&state, scope).await? {
-        let answer = ask_edge(&state, event, InternalRoute::WaitlistEntries, Value::Null).await?;
+    for (event, answer) in ask_lists(&state, scope, InternalRoute::WaitlistEntries, Value::Null).await? {
         for entry in answer["entries"].as_array().into_iter().flatten() {
             if entry["email"].as_str().and_then(Subject::parse).as_ref() == Some(&subject) {
                 let mut entry = entry.clone();
@@ -152,17 +168,9 @@ async fn erasure_request(
     let subject = subject_of(&req.email)?;
     let scope = Scope::of(&caller);
     // The edge first: if it cannot be reached, nothing has changed.
-    let mut waitlist_entries = 0;
-    for event in live_lists(&state, scope).await? {
-        let answer = ask_edge(
-            &state,
-            event,
-            InternalRoute::ForgetWaitlistAddress,
-            json!({ "email": subject.as_str() }),
-        )
-        .await?;
-        waitlist_entries += answer["forgotten"].as_u64().unwrap_or(0);
-    }
+    let forget = json!({ "email": subject.as_str() });
+    let answers = ask_lists(&state, scope, InternalRoute::ForgetWaitlistAddress, forget).await?;
+    let waitlist_entries = answers.iter().map(|(_, a)| a["forgotten"].as_u64().unwrap_or(0)).sum();
     let mut tx = state.db.begin().await?;
     let mut erased = erase::erase(&mut tx, scope, &subject, req.upcoming, None).await?;
     erased.waitlist_entries = waitlist_entries;

@@ -9,7 +9,7 @@
 //! `Retry-After`), and the mail sender's own per-recipient cap. The client bound holds only where
 //! the core tells clients apart (`CORE_TRUSTED_PROXIES` names the edge): without it every buyer
 //! comes from the edge's address, and one bound for all would let anyone lock everyone out. Every
-//! answer waits for the same floor ([`ANSWER_FLOOR`]), so that its time does not tell either.
+//! `202` waits for the same floor ([`ANSWER_FLOOR`]), so that its time does not tell either.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -84,12 +84,12 @@ pub async fn request_sign_in(
     let mut tx = state.db.begin().await?;
     // One request of an address (and of a client, where clients are told apart) at a time, so
     // that the bounds hold under concurrency.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sign-in:' || $1))")
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('sign-in:' || $1, 0))")
         .bind(&address_key)
         .execute(&mut *tx)
         .await?;
     if by_client {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sign-in-client:' || $1))")
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('sign-in-client:' || $1, 0))")
             .bind(&client)
             .execute(&mut *tx)
             .await?;

@@ -246,16 +246,29 @@ async fn an_erasure_keeps_tickets_still_to_be_used_valid_until_their_event_is_ov
     let (coming, coming_order, coming_tickets) = paid_tickets(&api, &key, &acme, &["A-1", "A-2"]).await;
     let (theirs, theirs_order, theirs_tickets) = paid_tickets(&api, &globex_key, &globex, &["A-1"]).await;
     traces(&db, &globex, &theirs, theirs_order, theirs_tickets[0]).await;
-    // An open offer of a ticket to come (withdrawn, its address erased now), and a partner
-    // delivery naming another person whose address contains the buyer's (not theirs to erase).
+    // An open offer of a ticket to come (withdrawn, its address erased now, the mail that offered
+    // it to the friend deleted: it names the buyer), and a partner delivery naming another person
+    // whose address contains the buyer's (not theirs to erase).
+    let offered = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO notifications (id, dedup_key, kind, recipient, subject, text_body, html_body, event_id, state)
+         VALUES (gen_random_uuid(), $1, 'transfer_offer', 'friend@example.test', 'A ticket', $2, $2, $3::uuid, 'sent')",
+    )
+    .bind(format!("transfer_offer:{offered}"))
+    .bind(format!("{BUYER} wants to give you a ticket"))
+    .bind(&coming)
+    .execute(&db)
+    .await
+    .unwrap();
     sqlx::query(
         "INSERT INTO ticket_transfers (id, ticket_id, order_id, event_id, from_email, to_email, expires_at)
-         VALUES (gen_random_uuid(), $1, $2, $3::uuid, $4, 'friend@example.test', now() + interval '1 day')",
+         VALUES ($5, $1, $2, $3::uuid, $4, 'friend@example.test', now() + interval '1 day')",
     )
     .bind(coming_tickets[1])
     .bind(coming_order)
     .bind(&coming)
     .bind(BUYER)
+    .bind(offered)
     .execute(&db)
     .await
     .unwrap();
@@ -283,7 +296,7 @@ async fn an_erasure_keeps_tickets_still_to_be_used_valid_until_their_event_is_ov
     assert_eq!(erased["tickets_voided"], 0);
     assert_eq!(erased["transfers"], 2, "both offers, the past event's and the one to come");
     assert_eq!(erased["transfers_withdrawn"], 2);
-    assert_eq!(erased["mails"], 1);
+    assert_eq!(erased["mails"], 2, "the buyer's confirmation and the offer's mail to the friend");
     assert_eq!(erased["outbox_messages"], 1);
     assert_eq!(erased["webhook_deliveries"], 1, "only the buyer's own");
     assert_eq!(api.count("webhook_deliveries").await, 2, "the other person's and globex's stay");
@@ -402,6 +415,72 @@ async fn an_erasure_keeps_tickets_still_to_be_used_valid_until_their_event_is_ov
     .unwrap();
     assert_eq!((details["orders"].as_u64(), details["upcoming"].as_str()), (Some(1), Some("keep")));
     assert!(!details.to_string().to_lowercase().contains("buyer@"));
+}
+
+/// Offers `ticket` (held through `path`'s token) to `to`, who accepts: answers the new transfer.
+async fn give(api: &Api, token: &str, path: &str, to: &str, event: &str) -> (Uuid, String) {
+    let (s, offer) = api.call(token, Method::POST, path, Some(json!({ "to_email": to }))).await;
+    assert_eq!(s, StatusCode::CREATED, "{offer}");
+    let id: Uuid = offer["id"].as_str().unwrap().parse().unwrap();
+    let (expires, ends): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+        "SELECT x.expires_at, e.ends_at FROM ticket_transfers x JOIN events e ON e.id = x.event_id WHERE x.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&api.db)
+    .await
+    .unwrap();
+    let theirs =
+        regional_core::tokens::transfer_token(&signer(), id, event.parse().unwrap(), to, expires, ends);
+    let (s, accepted) =
+        api.call(&theirs, Method::POST, &format!("/api/v1/transfers/{id}/accept"), None).await;
+    assert_eq!(s, StatusCode::OK, "{accepted}");
+    (id, theirs)
+}
+
+#[sqlx::test]
+async fn an_erasure_of_someone_given_a_ticket_follows_the_ticket_they_pass_on(db: PgPool) {
+    let api = start(&db).await;
+    let (_, [(acme, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &acme, &["A-1"]).await;
+    let token = common::order_token(&signer(), order, &event);
+    let path = format!("/api/v1/orders/{order}/tickets/{}/transfer", tickets[0]);
+    let (gift, friend_token) = give(&api, &token, &path, "friend@example.test", &event).await;
+
+    // The friend asks to be erased: the ticket they hold is kept, and so is the transfer that gave
+    // it to them (their link reads it), both marked.
+    let (s, erased) = erase(&api, &key, json!({ "email": "friend@example.test" })).await;
+    assert_eq!(s, StatusCode::OK, "{erased}");
+    assert_eq!(
+        (erased["transfers"].as_u64(), erased["deferred"][0]["tickets"].as_u64()),
+        (Some(0), Some(1)),
+        "{erased}"
+    );
+    // They pass it on; the new holder did not ask.
+    let onward = format!("/api/v1/transfers/{gift}/transfer");
+    give(&api, &friend_token, &onward, "third@example.test", &event).await;
+
+    ended(&db, &event, 0).await;
+    let run = retention::run(&db, Retention { after_event_days: 730 }).await.unwrap();
+    assert_eq!(run.deferred_erasures, 1, "{run:?}");
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ticket_transfers WHERE 'friend@example.test' IN (lower(from_email), lower(to_email))",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(left, 0, "neither the transfer to them nor the one from them keeps their address");
+    let holder: String = sqlx::query_scalar("SELECT holder_email FROM tickets WHERE id = $1")
+        .bind(tickets[0])
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(holder, "third@example.test");
+    let buyer: String = sqlx::query_scalar("SELECT email FROM orders WHERE id = $1")
+        .bind(order)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(buyer, BUYER, "the buyer did not ask");
 }
 
 #[sqlx::test]
