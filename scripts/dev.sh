@@ -3,6 +3,7 @@
 #   edge (Worker + Durable Objects in workerd, via wrangler dev)  http://127.0.0.1:8787
 #   regional core (against PostgreSQL, migrations applied)        http://127.0.0.1:8080
 #   mail sink (a real SMTP server keeping what the core sends)     http://127.0.0.1:8025
+#   local Twilio (texts the core sends, their delivery reports)    http://127.0.0.1:13111/_fake/messages
 # Domain events go from the outbox to their consumers in the core's process (no broker needed);
 # set KAFKA_BOOTSTRAP to relay them through a Kafka-protocol broker instead (with
 # KAFKA_REPLICATION_FACTOR=1 for a single local broker).
@@ -18,14 +19,15 @@ METRICS_PORT="${METRICS_PORT:-9464}"
 MAIL_PORT="${MAIL_PORT:-8025}"
 SMTP_PORT="${SMTP_PORT:-1025}"
 STRIPE_PORT="${STRIPE_PORT:-12111}"
+TWILIO_PORT="${TWILIO_PORT:-13111}"
 PAYMENT_PROVIDER="${PAYMENT_PROVIDER:-testpay}"
 case $PAYMENT_PROVIDER in testpay | stripe) ;; *) die "PAYMENT_PROVIDER is testpay or stripe" ;; esac
 export DATABASE_URL="${DATABASE_URL:-postgres://$PGUSER@$PGHOST:$PGPORT/ticketing}"
 
 bash "$ROOT/scripts/bootstrap.sh" --no-kafka --no-browser --no-fuzz
 bash "$ROOT/scripts/dev-keys.sh"
-for port in "$EDGE_PORT" "$CORE_PORT" "$METRICS_PORT" "$MAIL_PORT" "$SMTP_PORT"; do
-  port_open "$port" && die "port $port is already in use (another dev.sh?); set EDGE_PORT / CORE_PORT / METRICS_PORT / MAIL_PORT / SMTP_PORT"
+for port in "$EDGE_PORT" "$CORE_PORT" "$METRICS_PORT" "$MAIL_PORT" "$SMTP_PORT" "$TWILIO_PORT"; do
+  port_open "$port" && die "port $port is already in use (another dev.sh?); set EDGE_PORT / CORE_PORT / METRICS_PORT / MAIL_PORT / SMTP_PORT / TWILIO_PORT"
 done
 bash "$ROOT/scripts/build-worker.sh"
 timed "cargo build regional-core" cargo build -q -p regional-core
@@ -65,6 +67,18 @@ if [ "$PAYMENT_PROVIDER" = stripe ]; then
   port_open "$STRIPE_PORT" || { tail -n 30 "$LOCAL/logs/stripe.log"; die "the local Stripe did not start"; }
 fi
 
+# Texts through the local Twilio: an account of its own, new at each start. Reply as a buyer with
+# curl -d '{"from":"+447700900123","body":"STOP"}' http://127.0.0.1:$TWILIO_PORT/_fake/reply
+TWILIO_ACCOUNT_SID="AC$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+TWILIO_AUTH_TOKEN="$(python3 -c 'import secrets; print(secrets.token_hex(16))')"
+export TWILIO_ACCOUNT_SID TWILIO_AUTH_TOKEN
+log "starting the local Twilio on 127.0.0.1:$TWILIO_PORT"
+(exec setsid node "$ROOT/scripts/fake-twilio.mjs" --port "$TWILIO_PORT" --sid "$TWILIO_ACCOUNT_SID" \
+  --token "$TWILIO_AUTH_TOKEN" --incoming "http://127.0.0.1:$CORE_PORT/api/v1/sms/incoming") \
+  >"$LOCAL/logs/twilio.log" 2>&1 </dev/null &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$TWILIO_PORT/_fake/messages" 20 || { tail -n 30 "$LOCAL/logs/twilio.log"; die "the local Twilio did not start"; }
+
 log "starting the regional core on 127.0.0.1:$CORE_PORT (logs: $LOCAL/logs/core.log)"
 (
   set -a && source "$LOCAL/core.env" && set +a
@@ -78,6 +92,7 @@ log "starting the regional core on 127.0.0.1:$CORE_PORT (logs: $LOCAL/logs/core.
   export CORE_WEBHOOK_ALLOW_PRIVATE=true
   export PAYMENT_PROVIDER BUYER_URL="http://127.0.0.1:$EDGE_PORT"
   [ "$PAYMENT_PROVIDER" != stripe ] || export STRIPE_API_BASE="http://127.0.0.1:$STRIPE_PORT"
+  export SMS_API_BASE="http://127.0.0.1:$TWILIO_PORT" SMS_FROM="+15005550006"
   export CORE_METRICS_LISTEN="127.0.0.1:$METRICS_PORT"
   exec setsid "$CARGO_TARGET_DIR/debug/regional-core" serve --listen "127.0.0.1:$CORE_PORT"
 ) >"$LOCAL/logs/core.log" 2>&1 &
@@ -124,6 +139,7 @@ cat <<MSG
   regional core      http://127.0.0.1:$CORE_PORT   (/healthz, /readyz)
   metrics            http://127.0.0.1:$METRICS_PORT/metrics   (operators only: its own listener)
   mail sent          http://127.0.0.1:$MAIL_PORT   (every mail the core sent, as received over SMTP)
+  texts sent         http://127.0.0.1:$TWILIO_PORT/_fake/messages   (the local Twilio: texts and their reports)
   database           ${DATABASE_URL%%\?*}
   logs               $LOCAL/logs/
 

@@ -394,6 +394,8 @@
       totals.appendChild(el('dd', { id: p[0] === 'Total' ? 'total' : null }, money(p[1], q.currency)));
     });
     held.promo = q.promo_code || '';
+    // The number field only where the shop sends texts (the core says so in the quote).
+    $('phone-box').hidden = !q.sms;
     say((promo ? 'Promo code applied. ' : 'Held. ') + 'Your order: ' + money(q.total_minor, q.currency) + '.');
   }
 
@@ -471,6 +473,7 @@
       if (!k) { k = crypto.randomUUID(); sessionStorage.setItem('checkout-' + held.hold.id, k); }
       var body = { hold_token: held.hold_token, email: f.email.value, return_url: location.origin + '/orders/' };
       if (held.promo) body.promo_code = held.promo;
+      if (!$('phone-box').hidden && f.phone.value.trim()) body.phone = f.phone.value.trim();
       var c = await fetch('/api/v1/checkout', {
         method: 'POST', headers: { 'content-type': 'application/json', 'idempotency-key': k }, body: JSON.stringify(body),
       });

@@ -147,6 +147,80 @@ pub struct ServeArgs {
     pub operations: OperationsArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+    #[command(flatten)]
+    pub sms: SmsArgs,
+}
+
+/// SMS (docs/sms.md): on when the account SID, the auth token and the sender are all set.
+#[derive(Debug, Clone, Args)]
+pub struct SmsArgs {
+    /// The provider's Messages API (Twilio's, or a provider speaking it; `http://` only with
+    /// `CORE_DEV_MODE`, for a local stand-in).
+    #[arg(long, env = "SMS_API_BASE", default_value = "https://api.twilio.com")]
+    pub sms_api_base: String,
+    /// The provider's account SID (`AC…`).
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub twilio_account_sid: Option<String>,
+    /// The provider's auth token: authenticates the core's requests and signs the provider's.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true, value_parser = Secret::<crate::sms::twilio::AuthToken>::new())]
+    pub twilio_auth_token: Option<crate::sms::twilio::AuthToken>,
+    /// Who texts come from: a number in international form (`+44…`) or a Messaging Service (`MG…`).
+    #[arg(long, env = "SMS_FROM")]
+    pub sms_from: Option<String>,
+    /// Country calling codes numbers must start with, comma-separated (`+44,+353`); empty for any.
+    /// Texts cost money per country: a shop selling in a few countries lists them, and no one can
+    /// make it text premium numbers elsewhere.
+    #[arg(long, env = "SMS_ALLOWED_PREFIXES", default_value = "")]
+    pub sms_allowed_prefixes: String,
+    /// Most texts to one number in 24 hours (the rest wait).
+    #[arg(long, env = "SMS_PER_NUMBER_PER_DAY", default_value_t = 6,
+          value_parser = clap::value_parser!(i64).range(1..=100))]
+    pub sms_per_number_per_day: i64,
+    /// Failed attempts before a text fails for good.
+    #[arg(long, env = "SMS_MAX_ATTEMPTS", default_value_t = 6,
+          value_parser = clap::value_parser!(i32).range(1..=20))]
+    pub sms_max_attempts: i32,
+}
+
+impl SmsArgs {
+    /// SMS as configured (with the core's public URL, where the provider calls): `None` when off,
+    /// or why the settings cannot be served.
+    pub fn settings(&self, public_url: &str, dev_mode: bool) -> Result<Option<crate::sms::Sms>, String> {
+        let (sid, token, from) = match (&self.twilio_account_sid, &self.twilio_auth_token, &self.sms_from) {
+            (None, None, None) => return Ok(None),
+            (Some(sid), Some(token), Some(from)) => (sid, token, from),
+            _ => return Err("SMS needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and SMS_FROM together".into()),
+        };
+        if !dev_mode && !self.sms_api_base.starts_with("https://") {
+            return Err(format!(
+                "SMS_API_BASE={} is not https: the auth token would cross the network in the clear \
+                 (a local stand-in needs CORE_DEV_MODE=true)",
+                self.sms_api_base
+            ));
+        }
+        let any = crate::sms::Reach::default();
+        if !from.starts_with("MG") {
+            any.phone(from).map_err(|why| format!("SMS_FROM: {why}, or a Messaging Service SID (MG…)"))?;
+        }
+        let mut allowed = Vec::new();
+        for p in self.sms_allowed_prefixes.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let digits = p.strip_prefix('+').unwrap_or("");
+            if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(format!("SMS_ALLOWED_PREFIXES: {p} is not a country calling code such as +44"));
+            }
+            allowed.push(p.to_owned());
+        }
+        Ok(Some(crate::sms::Sms {
+            provider: crate::sms::twilio::TwilioSettings {
+                api_base: self.sms_api_base.clone(),
+                account_sid: sid.clone(),
+                auth_token: token.0.clone(),
+                from: from.clone(),
+                public_url: public_url.to_owned(),
+            },
+            reach: crate::sms::Reach { allowed_prefixes: allowed },
+        }))
+    }
 }
 
 /// Partner webhooks (docs/webhooks.md).
@@ -442,6 +516,7 @@ impl ServeArgs {
     /// injection need development mode, and check-in leaves loopback only over TLS or when told.
     pub fn validate(&self) -> Result<ProviderChoice, String> {
         let c = &self.checkout;
+        self.sms.settings(&c.public_url, self.dev_mode)?;
         if self.webhooks.webhook_allow_private && !self.dev_mode {
             return Err(
                 "CORE_WEBHOOK_ALLOW_PRIVATE lets organizers make the core call private addresses: it \

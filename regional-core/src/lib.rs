@@ -32,6 +32,7 @@ pub mod reporting;
 pub mod router;
 pub mod serve;
 pub mod shutdown;
+pub mod sms;
 pub mod state;
 pub mod telemetry;
 pub mod templates;

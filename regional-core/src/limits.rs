@@ -21,6 +21,8 @@ pub const MAX_BODY: usize = 16 << 20;
 /// A provider's webhook: Stripe's events are a few kilobytes; kept apart from the default so that
 /// either can change alone.
 pub const WEBHOOK_BODY: usize = 256 << 10;
+/// The SMS provider's delivery reports and incoming messages: a form of about 20 short fields.
+pub const SMS_BODY: usize = 16 << 10;
 /// Everything else: JSON documents an organizer or a buyer sends.
 pub const DEFAULT_BODY: usize = 256 << 10;
 
@@ -29,6 +31,7 @@ pub fn body_limit(method: &Method, route: &str) -> usize {
     match (method.as_str(), route) {
         ("POST", "/api/v1/venues") | ("PUT", "/api/v1/venues/{id}/seats") => MAX_BODY,
         ("POST", "/api/v1/webhooks/{provider}") => WEBHOOK_BODY,
+        ("POST", "/api/v1/sms/status" | "/api/v1/sms/incoming") => SMS_BODY,
         _ => DEFAULT_BODY,
     }
 }
@@ -87,6 +90,7 @@ mod tests {
         assert_eq!(body_limit(&Method::PUT, "/api/v1/venues/{id}/seats"), MAX_BODY);
         assert_eq!(body_limit(&Method::POST, "/api/v1/webhooks/{provider}"), WEBHOOK_BODY);
         assert_eq!(body_limit(&Method::POST, "/api/v1/checkout"), DEFAULT_BODY);
+        assert_eq!(body_limit(&Method::POST, "/api/v1/sms/status"), SMS_BODY);
         assert_eq!(body_limit(&Method::GET, ""), DEFAULT_BODY);
     }
 }

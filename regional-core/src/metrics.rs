@@ -44,6 +44,14 @@ static LIVE: LazyLock<Live> = LazyLock::new(|| Live {
 /// Failed attempts to send a mail since start (the sender counts them).
 pub static MAIL_FAILURES: LazyLock<Counter> = LazyLock::new(Counter::default);
 
+/// What became of the SMS sender's attempts since start, by outcome (`sent`, `retried`, `failed`,
+/// `suppressed`, `deferred`): `ticketing_sms_sends_total` (`crate::sms::sender`).
+pub static SMS_SENDS: LazyLock<Family<Labels, Counter>> = LazyLock::new(Family::default);
+
+/// The SMS provider's delivery reports since start, by status (a fixed set: others are refused):
+/// `ticketing_sms_delivery_reports_total` (`crate::sms::routes`).
+pub static SMS_REPORTS: LazyLock<Family<Labels, Counter>> = LazyLock::new(Family::default);
+
 /// The middleware: times each request and counts it under its route.
 pub async fn track(req: Request, next: Next) -> Response {
     let method = method_label(req.method());
@@ -117,6 +125,16 @@ pub fn render(snapshot: Snapshot) -> String {
         "ticketing_webhook_attempts",
         "Attempts to deliver partner webhooks since start, by outcome",
         crate::webhooks::dispatch::ATTEMPTS.clone(),
+    );
+    registry.register(
+        "ticketing_sms_sends",
+        "Attempts to send text messages since start, by outcome",
+        SMS_SENDS.clone(),
+    );
+    registry.register(
+        "ticketing_sms_delivery_reports",
+        "The provider's delivery reports since start, by status",
+        SMS_REPORTS.clone(),
     );
     registry.register_collector(Box::new(snapshot));
     crate::figures::encode(&registry)
@@ -217,6 +235,21 @@ pub async fn scrape(State(state): State<AppState>) -> Result<impl IntoResponse> 
         "Partner webhook endpoints disabled by the core after a long failure",
         vec![],
         hooks.2,
+    );
+    // Texts: how many wait, and how long the most overdue has been due (a partial index).
+    let texts: (i64, f64) = sqlx::query_as(
+        "SELECT count(*), coalesce(extract(epoch FROM now() - min(next_attempt_at) FILTER (
+                    WHERE next_attempt_at <= now() AND (lease_until IS NULL OR lease_until < now()))), 0)::float8
+         FROM sms_messages WHERE state = 'pending'",
+    )
+    .fetch_one(&state.db)
+    .await?;
+    s.gauge("ticketing_sms_pending", "Text messages waiting to be sent", vec![], texts.0);
+    s.gauge(
+        "ticketing_sms_delay_seconds",
+        "How long the most overdue text message nobody is sending has been due",
+        vec![],
+        texts.1,
     );
     // The push queue to the edge, by state (one row per published event).
     let sync: Vec<(String, i64)> =

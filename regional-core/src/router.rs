@@ -114,6 +114,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(crate::audit::routes())
         .merge(crate::webhooks::routes::routes())
         .merge(crate::privacy::routes::routes())
+        .merge(crate::sms::routes::routes())
 }
 
 #[derive(utoipa::OpenApi)]

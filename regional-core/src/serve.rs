@@ -155,6 +155,22 @@ pub async fn serve(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         None => tracing::warn!("CORE_WEBHOOK_KEYS is not set: partner webhooks are off (nothing is delivered; registering answers 503)"),
     }
+    match args.sms.settings(&args.checkout.public_url, args.dev_mode)? {
+        Some(sms) => {
+            use crate::sms::sender::{SmsSender, SmsSenderSettings};
+            let provider = crate::sms::twilio::Twilio::new(sms.provider.clone(), Duration::from_secs(15));
+            let settings = SmsSenderSettings {
+                max_attempts: args.sms.sms_max_attempts,
+                retry_base: Duration::from_millis(args.fulfillment.notify_retry_base_ms),
+                per_day: args.sms.sms_per_number_per_day,
+            };
+            let sender = Arc::new(SmsSender::new(state.background_db.clone(), provider, settings));
+            tasks.spawn("sms-sender", move |stop| sender.run(Duration::from_millis(500), stop));
+            tracing::info!(api = %sms.provider.api_base, "sms: texts sent through the provider");
+            state.sms = Some(Arc::new(sms));
+        }
+        None => tracing::info!("TWILIO_ACCOUNT_SID is not set: SMS is off (checkout takes no phone number)"),
+    }
     state.mail = start_fulfillment(&args, &state.background_db, state.webhooks.clone(), &mut tasks).await?;
     let db = state.background_db.clone();
     let retention_days = ops.audit_retention_days;

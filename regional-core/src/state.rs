@@ -41,6 +41,9 @@ pub struct AppState {
     /// What buyers' mails link to and are signed with, when the core has `CORE_SIGNING_KEY` (else
     /// sign-in links answer 503).
     pub mail: Option<Arc<crate::notifications::MailSettings>>,
+    /// SMS, when the core has the provider's account (`TWILIO_ACCOUNT_SID`…; else checkout refuses
+    /// a phone number and the provider's routes answer 404).
+    pub sms: Option<Arc<crate::sms::Sms>>,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
             trusted_proxies: crate::origin::TrustedProxies::default(),
             webhooks: None,
             mail: None,
+            sms: None,
         }
     }
 

@@ -1,5 +1,5 @@
 //! Every template the core renders (`regional-core/templates/`), compiled into the binary and kept
-//! in one minijinja environment: the mail (`mail/`), the organizers' dashboard (`dashboard/`) and
+//! in one minijinja environment: the mail (`mail/`), the text messages (`sms/`), the organizers' dashboard (`dashboard/`) and
 //! the test payment provider's pages (`testpay/`).
 //!
 //! One escaper per output kind: a template whose name ends in `.html` has every value escaped for
@@ -35,6 +35,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("mail/webhook_disabled.html", include_str!("../templates/mail/webhook_disabled.html")),
     ("mail/sign_in_link.txt", include_str!("../templates/mail/sign_in_link.txt")),
     ("mail/sign_in_link.html", include_str!("../templates/mail/sign_in_link.html")),
+    ("sms/order_confirmation.txt", include_str!("../templates/sms/order_confirmation.txt")),
+    ("sms/event_reminder.txt", include_str!("../templates/sms/event_reminder.txt")),
+    ("sms/transfer_offer.txt", include_str!("../templates/sms/transfer_offer.txt")),
     ("dashboard/base.html", include_str!("../templates/dashboard/base.html")),
     ("dashboard/sign_in.html", include_str!("../templates/dashboard/sign_in.html")),
     ("dashboard/events.html", include_str!("../templates/dashboard/events.html")),

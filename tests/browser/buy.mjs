@@ -2,11 +2,12 @@
 // finds the event on the shop's front page, joins its line from its page, is admitted, picks two
 // seats on the map, sees the core's price summary and checks out, pays
 // on the test provider's page, comes back to the order page and sees it paid with its ticket.
-// With a recipient's address, it then offers the ticket to them with the order page's form.
-// Run by tests/tests/checkout.rs:  node tests/browser/buy.mjs <edge url> <event id> [<give to>]
+// With a recipient's address, it then offers the ticket to them with the order page's form; with a
+// phone number, it gives it for a text (the field is there only where the shop sends texts).
+// Run by tests/tests/checkout.rs:  node tests/browser/buy.mjs <edge url> <event id> [<give to> [<phone>]]
 import { launch } from './chromium.mjs';
 
-const [edge, event, giveTo] = process.argv.slice(2);
+const [edge, event, giveTo, phone] = process.argv.slice(2);
 const browser = await launch();
 const page = await browser.newPage();
 try {
@@ -29,6 +30,12 @@ try {
   const total = await page.textContent('#total');
   if (!/^\d+\.\d\d [A-Z]{3}$/.test(total)) throw new Error(`the summary's total: ${total}`);
   await page.fill('#email', 'browser@e2e.test');
+  if (phone) {
+    await page.waitForSelector('#phone-box:not([hidden]) #phone', { timeout: 10000 });
+    await page.fill('#phone', phone);
+  } else if (await page.isVisible('#phone')) {
+    throw new Error('a phone field on a shop that sends no texts');
+  }
   await Promise.all([page.waitForURL(/\/orders\/[0-9a-f-]+$/, { timeout: 30000 }), page.click('form#pay button[type=submit]')]);
   await page.waitForSelector('#pay', { timeout: 30000 });
   if (!(await page.textContent('#state')).includes('Waiting for your payment')) throw new Error('not awaiting payment');

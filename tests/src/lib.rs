@@ -374,6 +374,29 @@ pub fn start_fake_stripe(
     spawn_service("fake-stripe", cmd, port, dir)
 }
 
+/// The local Twilio (`scripts/fake-twilio.mjs`) on `port`, for account `sid` with auth `token`,
+/// posting the texts people send back to `incoming`.
+pub fn start_fake_twilio(
+    port: u16,
+    dir: &std::path::Path,
+    sid: &str,
+    token: &str,
+    incoming: &str,
+) -> Service {
+    let mut cmd = Command::new("node");
+    cmd.arg(repo_root().join("scripts/fake-twilio.mjs")).args([
+        "--port",
+        &port.to_string(),
+        "--sid",
+        sid,
+        "--token",
+        token,
+        "--incoming",
+        incoming,
+    ]);
+    spawn_service("fake-twilio", cmd, port, dir)
+}
+
 /// The subjects of the mails an SMTP sink kept in `dir`, oldest first.
 pub fn mail_subjects(dir: &std::path::Path) -> Vec<String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)

@@ -224,6 +224,15 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     env.push(("CORE_WEBHOOK_POLL_MS", "200".to_owned()));
     let hook_port = free_port();
     let _receiver = e2e::start_webhook_receiver(hook_port, &dir);
+    // Texts go through the local Twilio, whose signed reports come back to the core.
+    let twilio_port = free_port();
+    let (sid, token) = ("AC00000000000000000000000000000e2e", "e2e-auth-token-0123456789");
+    let _twilio =
+        e2e::start_fake_twilio(twilio_port, &dir, sid, token, &format!("{core_url}/api/v1/sms/incoming"));
+    env.push(("SMS_API_BASE", format!("http://127.0.0.1:{twilio_port}")));
+    env.push(("TWILIO_ACCOUNT_SID", sid.to_owned()));
+    env.push(("TWILIO_AUTH_TOKEN", token.to_owned()));
+    env.push(("SMS_FROM", "+15005550006".to_owned()));
     let core = start_core_with(core_port, &db_url, true, &dir, &env);
     core.wait_ready("/healthz", Duration::from_secs(60)).await;
     let edge =
@@ -400,7 +409,7 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     // 7. A buyer in Chromium: the line, the purchase page, the test provider's page, the order page.
     let out = std::process::Command::new("node")
         .current_dir(e2e::repo_root())
-        .args(["tests/browser/buy.mjs", &edge_url, &event, "friend@e2e.test"])
+        .args(["tests/browser/buy.mjs", &edge_url, &event, "friend@e2e.test", "+44 7700 900123"])
         .output()
         .expect("node runs");
     assert!(
@@ -411,6 +420,32 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     );
     let bought: Value = serde_json::from_slice(&out.stdout).expect("the script reports its order");
     let seat = bought["tickets"][0].as_str().unwrap().split(' ').nth(1).unwrap().to_owned();
+
+    // 7a. The number the buyer gave gets the confirmation by text through the local Twilio, which
+    //     reports it delivered to the core (signed, answered 204), with the order's link.
+    let order_path = bought["order"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let text = loop {
+        let sent = get_json(&format!("http://127.0.0.1:{twilio_port}/_fake/messages"), None).await;
+        let delivered = sent.as_array().into_iter().flatten().find(|m| {
+            m["to"] == "+447700900123"
+                && m["status"] == "delivered"
+                && m["callbacks"].as_array().is_some_and(|c| c.len() == 2)
+        });
+        if let Some(m) = delivered {
+            break m.clone();
+        }
+        assert!(Instant::now() < deadline, "no text delivered: {sent}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(text["body"].as_str().unwrap().contains(&format!("{edge_url}{order_path}#")), "{text}");
+    assert!(text["callbacks"].as_array().unwrap().iter().all(|c| c["answer"] == 204), "{text}");
+    let state: String =
+        sqlx::query_scalar("SELECT state FROM sms_messages WHERE recipient = '+447700900123'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(state, "delivered");
 
     // 7b. The browser buyer gave the ticket to a friend, who gets the offer by mail, opens its link
     //     in Chromium, accepts, and sees the ticket's QR code; the ticket is theirs with a new code.

@@ -34,6 +34,11 @@ pub struct CheckoutRequest {
     pub email: String,
     #[serde(default)]
     pub promo_code: Option<String>,
+    /// A mobile number in international form (`+447700900123`) for the confirmation and the
+    /// reminder by text message, where the shop sends them (the quote's `sms`); refused otherwise.
+    #[serde(default)]
+    #[schema(max_length = 32)]
+    pub phone: Option<String>,
     /// Where the payment page sends the buyer back to, with the order id appended
     /// (`https://…/orders/`); http(s), at most 300 characters.
     #[serde(default)]
@@ -148,6 +153,8 @@ pub struct Quote {
     pub promo_code: Option<String>,
     /// When the hold (and so this price) ends.
     pub hold_expires_at_ms: i64,
+    /// Whether this shop sends text messages: checkout then takes a `phone`.
+    pub sms: bool,
 }
 
 /// `POST /api/v1/checkout/quote`: the price summary of a hold before the order exists (tickets,
@@ -192,6 +199,7 @@ pub(super) async fn quote_checkout(State(state): State<AppState>, body: Bytes) -
         totals: priced.totals,
         promo_code: priced.promo.map(|_| promo),
         hold_expires_at_ms: claims.extra.expires_at_ms,
+        sms: state.sms.is_some(),
     }))
 }
 
@@ -223,18 +231,40 @@ pub(super) async fn create_checkout(
             return Err(ApiError::field("return_url", "must be an http(s) URL of at most 300 characters"));
         }
     }
+    let phone = match req.phone.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        None => None,
+        Some(raw) => {
+            let sms = state.sms.as_ref().ok_or_else(|| {
+                ApiError::field("phone", "this shop does not send text messages: leave the phone number out")
+            })?;
+            Some(sms.reach.phone(raw).map_err(|why| ApiError::field("phone", &why))?)
+        }
+    };
     let (event, claims) = verified_hold(&co, &req.hold_token)?;
     let visitor = claims.sub.clone();
     let hold = claims.extra.hold.to_string();
     let promo = req.promo_code.as_deref().map(str::trim).unwrap_or("").to_uppercase();
-    let hash = hex::encode(Sha256::digest(format!("{hold}\n{}\n{promo}", email.to_lowercase()).as_bytes()));
+    // A phone number is part of the request (a retry with another is another request); an order
+    // without one hashes as before the field existed.
+    let mut request = format!("{hold}\n{}\n{promo}", email.to_lowercase());
+    if let Some(phone) = &phone {
+        request.push_str(&format!("\n{phone}"));
+    }
+    let hash = hex::encode(Sha256::digest(request.as_bytes()));
 
     // One transaction makes the order (`insert_order`); a retry is found by the insert's
     // conflict, not by a read before it (docs/checkout.md, "What an order costs").
     let made = match PromoGuard::take(&state.db, event, &claims, &promo).await {
         Ok(guard) => {
-            let order =
-                NewOrder { event, claims: &claims, email: &email, key: &key, hash: &hash, promo: &promo };
+            let order = NewOrder {
+                event,
+                claims: &claims,
+                email: &email,
+                phone: phone.as_deref(),
+                key: &key,
+                hash: &hash,
+                promo: &promo,
+            };
             let made = insert_order(&state.db, &order, req.return_url.as_deref()).await;
             guard.settle(&state.db, &made).await?;
             made
@@ -292,6 +322,7 @@ struct NewOrder<'a> {
     event: Uuid,
     claims: &'a Claims<HoldGrant>,
     email: &'a str,
+    phone: Option<&'a str>,
     key: &'a str,
     hash: &'a str,
     promo: &'a str,
@@ -316,9 +347,9 @@ async fn insert_order(db: &PgPool, o: &NewOrder<'_>, return_url: Option<&str>) -
     let inserted = sqlx::query(
         "INSERT INTO orders (id, organization_id, event_id, visitor_id, hold_id, idempotency_key, request_hash, email, state,
              currency, subtotal_minor, discount_minor, fee_minor, tax_minor, tax_included, total_minor, promo_code_id, hold_expires_at,
-             next_attempt_at, return_url, payment_description, hold_extended)
+             next_attempt_at, return_url, payment_description, hold_extended, phone)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, $11, $12, $13, $14, $15, $16, $17,
-             now() + make_interval(secs => $18), $19, (SELECT 'Tickets: ' || title FROM events WHERE id = $3), $20)
+             now() + make_interval(secs => $18), $19, (SELECT 'Tickets: ' || title FROM events WHERE id = $3), $20, $21)
          ON CONFLICT DO NOTHING",
     )
     .bind(id)
@@ -341,6 +372,7 @@ async fn insert_order(db: &PgPool, o: &NewOrder<'_>, return_url: Option<&str>) -
     .bind(record::HANDOVER_SECS)
     .bind(return_url)
     .bind(o.claims.extra.extended)
+    .bind(o.phone)
     .execute(&mut *tx)
     .await?
     .rows_affected();

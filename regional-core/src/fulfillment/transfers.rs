@@ -47,6 +47,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 pub struct TransferRequest {
     /// Who receives the ticket.
     pub to_email: String,
+    /// The recipient's mobile number in international form, for the offer by text message too,
+    /// where the shop sends them (refused otherwise).
+    #[serde(default)]
+    #[schema(max_length = 32)]
+    pub to_phone: Option<String>,
 }
 
 /// A transfer as its giver and recipient see it.
@@ -100,7 +105,7 @@ async fn offer(
     body: axum::body::Bytes,
 ) -> Result<Response> {
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
-    let to = recipient(&body)?;
+    let to = recipient(&state, &body)?;
     let mut tx = state.db.begin().await?;
     // The ticket, still its order's (not given away), valid, and its event not started.
     let found: Option<(Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
@@ -130,14 +135,32 @@ async fn offer(
     Ok((StatusCode::CREATED, Json(view(&state.db, transfer).await?)).into_response())
 }
 
+/// An offer's recipient: an address, and a number where the shop sends texts.
+struct OfferedTo {
+    email: String,
+    phone: Option<String>,
+}
+
 /// The offer's recipient from a [`TransferRequest`] body.
-fn recipient(body: &[u8]) -> Result<String> {
+fn recipient(state: &AppState, body: &[u8]) -> Result<OfferedTo> {
     let req: TransferRequest = crate::api::parse_json(body)?;
-    let to = req.to_email.trim().to_owned();
-    if !valid_email(&to) {
+    let email = req.to_email.trim().to_owned();
+    if !valid_email(&email) {
         return Err(ApiError::field("to_email", "must be an e-mail address"));
     }
-    Ok(to)
+    let phone = match req.to_phone.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+        None => None,
+        Some(raw) => {
+            let sms = state.sms.as_ref().ok_or_else(|| {
+                ApiError::field(
+                    "to_phone",
+                    "this shop does not send text messages: leave the phone number out",
+                )
+            })?;
+            Some(sms.reach.phone(raw).map_err(|why| ApiError::field("to_phone", &why))?)
+        }
+    };
+    Ok(OfferedTo { email, phone })
 }
 
 /// Only a valid ticket (not used, not void) can change hands.
@@ -159,9 +182,10 @@ async fn open_offer(
     order: Uuid,
     event: Uuid,
     from: &str,
-    to: &str,
+    to: &OfferedTo,
     starts_at: DateTime<Utc>,
 ) -> Result<Uuid> {
+    let (to, to_phone) = (to.email.as_str(), to.phone.as_deref());
     if to.eq_ignore_ascii_case(from) {
         return Err(ApiError::field("to_email", "is the ticket's holder already"));
     }
@@ -179,8 +203,8 @@ async fn open_offer(
         .await?;
     let transfer = Uuid::new_v4();
     let inserted = sqlx::query(
-        "INSERT INTO ticket_transfers (id, ticket_id, order_id, event_id, from_email, to_email, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO ticket_transfers (id, ticket_id, order_id, event_id, from_email, to_email, expires_at, to_phone)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(transfer)
     .bind(ticket)
@@ -189,6 +213,7 @@ async fn open_offer(
     .bind(from)
     .bind(to)
     .bind(expires_at)
+    .bind(to_phone)
     .execute(&mut **tx)
     .await;
     match inserted {
@@ -429,7 +454,7 @@ async fn pass_on(
     Recipient { id, .. }: Recipient,
     body: axum::body::Bytes,
 ) -> Result<Response> {
-    let to = recipient(&body)?;
+    let to = recipient(&state, &body)?;
     let mut tx = state.db.begin().await?;
     // Accepted, and the ticket still this recipient's.
     let found: Option<(Uuid, Uuid, Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(

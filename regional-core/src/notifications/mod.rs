@@ -138,6 +138,24 @@ impl Consumer for Notifier {
             let attach =
                 if matches!(kind, "order_confirmation" | "ticket_reissued") { tickets } else { vec![] };
             queue(tx, &dedup, kind, &recipient, &mail, &attach, Some(order), Some(facts.event_id)).await?;
+            // The same news by text, where a number was given for it (docs/sms.md).
+            let phone = match kind {
+                "order_confirmation" => facts.phone.clone(),
+                "transfer_offer" => {
+                    let transfer = p["transfer_id"].as_str().and_then(|s| s.parse::<Uuid>().ok());
+                    sqlx::query_scalar("SELECT to_phone FROM ticket_transfers WHERE id = $1")
+                        .bind(transfer)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .flatten()
+                }
+                _ => None,
+            };
+            if let Some(phone) = phone {
+                let text =
+                    crate::sms::render(kind, &context).map_err(|e| ConsumerError::from(e.to_string()))?;
+                crate::sms::queue(tx, &dedup, kind, &phone, &text, Some(order), Some(facts.event_id)).await?;
+            }
             Ok(())
         })
     }
@@ -213,6 +231,8 @@ pub(crate) struct OrderFacts {
     pub event_id: Uuid,
     pub visitor_id: String,
     pub email: String,
+    /// The buyer's mobile number, for texts (docs/sms.md).
+    pub phone: Option<String>,
     pub currency: String,
     pub total_minor: i64,
     pub refund_minor: i64,
@@ -227,7 +247,7 @@ pub(crate) async fn order_facts(
     order: Uuid,
 ) -> Result<Option<OrderFacts>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT o.id AS order_id, o.event_id, o.visitor_id, o.email, o.currency, o.total_minor, o.refund_minor,
+        "SELECT o.id AS order_id, o.event_id, o.visitor_id, o.email, o.phone, o.currency, o.total_minor, o.refund_minor,
                 e.title, v.name AS venue, e.starts_at, e.ends_at, e.time_zone
          FROM orders o JOIN events e ON e.id = o.event_id JOIN venues v ON v.id = e.venue_id WHERE o.id = $1",
     )

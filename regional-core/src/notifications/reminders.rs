@@ -51,6 +51,26 @@ pub async fn queue_due(
                 queued += 1;
             }
         }
+        // By text too, to buyers who gave a number, for the tickets they still hold (docs/sms.md).
+        let texts: Vec<(String, Vec<Uuid>, Uuid)> = sqlx::query_as(
+            "SELECT o.phone, array_agg(t.id ORDER BY t.seat_id, t.id), (array_agg(o.id ORDER BY o.created_at))[1]
+             FROM orders o JOIN tickets t ON t.order_id = o.id
+             WHERE o.event_id = $1 AND o.phone IS NOT NULL AND t.state = 'valid' AND lower(t.holder_email) = lower(o.email)
+             GROUP BY o.phone",
+        )
+        .bind(event)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
+        for (phone, tickets, order) in texts {
+            let Some(facts) = order_facts(&mut tx, order).await.map_err(|e| e.to_string())? else { continue };
+            let context = facts.context(settings, &tickets, &mut tx).await.map_err(|e| e.to_string())?;
+            let text = crate::sms::render("event_reminder", &context).map_err(|e| e.to_string())?;
+            let key = format!("event_reminder:{event}:{phone}");
+            crate::sms::queue(&mut tx, &key, "event_reminder", &phone, &text, Some(order), Some(event))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
         sqlx::query("UPDATE events SET reminders_queued_at = now() WHERE id = $1")
             .bind(event)
             .execute(&mut *tx)

@@ -392,7 +392,7 @@ fn transport(url: &str, timeout: Duration) -> Result<AsyncSmtpTransport<Tokio1Ex
 
 /// The wait before attempt `attempts + 1`: `base · 2^(attempts-1)`, at most an hour, with up to 25 %
 /// jitter so that a recovering server is not hit by every retry at once.
-fn backoff(base: Duration, attempts: i32) -> chrono::Duration {
+pub(crate) fn backoff(base: Duration, attempts: i32) -> chrono::Duration {
     let exp = base.as_millis() as u64 * (1u64 << (attempts - 1).clamp(0, 20));
     let capped = exp.min(3_600_000);
     let mut r = [0u8; 2];

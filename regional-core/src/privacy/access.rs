@@ -16,11 +16,11 @@ pub const SECTION_MAX: i64 = 1_000;
 
 /// The sections, each a query of `$1` the address, `$2` the organization (none: every one),
 /// `$3` the most rows: what the core keeps about the address.
-const SECTIONS: [(&str, &str); 9] = [
+const SECTIONS: [(&str, &str); 10] = [
     (
         "orders",
         "SELECT o.id, o.organization_id, o.event_id, e.title AS event_title, e.starts_at AS event_starts_at,
-                o.email, o.visitor_id, o.state, o.outcome, o.currency, o.subtotal_minor, o.discount_minor,
+                o.email, o.phone, o.visitor_id, o.state, o.outcome, o.currency, o.subtotal_minor, o.discount_minor,
                 o.fee_minor, o.tax_minor, o.total_minor, o.refund_minor, o.created_at, o.updated_at,
                 o.erase_requested_at,
                 (SELECT jsonb_agg(jsonb_build_object('tier_id', l.tier_id, 'seat_id', l.seat_id,
@@ -44,7 +44,7 @@ const SECTIONS: [(&str, &str); 9] = [
     ),
     (
         "transfers",
-        "SELECT x.id, x.ticket_id, x.event_id, x.from_email, x.to_email, x.state, x.expires_at, x.created_at,
+        "SELECT x.id, x.ticket_id, x.event_id, x.from_email, x.to_email, x.to_phone, x.state, x.expires_at, x.created_at,
                 x.decided_at
          FROM ticket_transfers x JOIN events e ON e.id = x.event_id
          WHERE (lower(x.from_email) = $1 OR lower(x.to_email) = $1)
@@ -60,6 +60,22 @@ const SECTIONS: [(&str, &str); 9] = [
            AND CASE WHEN n.event_id IS NULL THEN $2::uuid IS NULL
                     ELSE $2::uuid IS NULL OR n.event_id IN (SELECT id FROM events WHERE organization_id = $2) END
          ORDER BY n.created_at, n.id LIMIT $3",
+    ),
+    (
+        "texts",
+        "SELECT s.id, s.kind, s.recipient, s.state, s.provider_status, s.order_id, s.event_id, s.attempts,
+                s.created_at, s.sent_at, s.status_at,
+                EXISTS (SELECT 1 FROM sms_opt_outs z WHERE z.phone = s.recipient) AS opted_out
+         FROM sms_messages s
+         WHERE s.id IN (SELECT s2.id FROM sms_messages s2 JOIN orders o ON o.id = s2.order_id
+                        WHERE lower(o.email) = $1 AND s2.kind <> 'transfer_offer'
+                          AND ($2::uuid IS NULL OR o.organization_id = $2)
+                        UNION ALL
+                        SELECT s3.id FROM sms_messages s3 JOIN ticket_transfers x ON s3.dedup_key = 'transfer_offer:' || x.id
+                          JOIN events e ON e.id = x.event_id
+                        WHERE (lower(x.to_email) = $1 OR lower(x.from_email) = $1)
+                          AND ($2::uuid IS NULL OR e.organization_id = $2))
+         ORDER BY s.created_at, s.id LIMIT $3",
     ),
     (
         "audit_log",
@@ -104,11 +120,12 @@ const SECTIONS: [(&str, &str); 9] = [
 ];
 
 /// Where else the address may be, outside the core's database (docs/privacy.md).
-const ELSEWHERE: [&str; 6] = [
+const ELSEWHERE: [&str; 7] = [
     "the payment provider: the address given at payment (Stripe's own records; erase it there)",
     "the message bus: domain events already published stay in their topics until the topics' retention (7 days)",
     "partners' systems: what their webhook endpoints received",
     "mail providers and mailboxes: mails already sent",
+    "the SMS provider and phones: texts already sent (the provider's message logs; erase them there)",
     "database backups: until they age out under the operator's backup retention",
     "CSV exports the organizer downloaded (orders, tickets, waiting list)",
 ];

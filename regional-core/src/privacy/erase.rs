@@ -45,6 +45,9 @@ pub struct Erased {
     pub transfers_withdrawn: u64,
     /// Mails to the address deleted (their bodies carry it).
     pub mails: u64,
+    /// Text messages of the address's orders and transfers deleted (their bodies carry links and
+    /// names; the numbers are removed from the orders and offers with them).
+    pub texts: u64,
     /// Domain events whose copy here no longer carries the address (published or not).
     pub outbox_messages: u64,
     /// Partner webhook deliveries that carried the address, deleted.
@@ -181,8 +184,17 @@ pub async fn erase(
          WHERE e.id = t.event_id AND lower(t.holder_email) = $1 AND (e.ends_at <= now() OR t.state = 'void')"
     );
     out.tickets = reach.change(conn, &tickets, None).await?;
+    // Texts of the address's orders (docs/sms.md), as its mails: all but those waiting to deliver
+    // tickets that are kept. (Read before the orders lose the address.)
+    let texts = format!(
+        "DELETE FROM sms_messages s USING orders o, ({events_in_reach}) e
+         WHERE s.order_id = o.id AND e.id = o.event_id AND lower(o.email) = $1
+           AND NOT (s.state = 'pending' AND s.kind IN ('order_confirmation', 'event_reminder')
+                    AND e.ends_at > now() AND (o.state IN {UNFINISHED}{keep_paid}))"
+    );
+    out.texts = reach.change(conn, &texts, None).await?;
     let orders = format!(
-        "UPDATE orders o SET email = erased_address(o.id), visitor_id = 'erased:' || o.id,
+        "UPDATE orders o SET email = erased_address(o.id), visitor_id = 'erased:' || o.id, phone = NULL,
                              last_error = NULL, erased_at = now()
          FROM ({events_in_reach}) e
          WHERE e.id = o.event_id AND lower(o.email) = $1
@@ -207,9 +219,17 @@ pub async fn erase(
                      AND t.erase_requested_at IS NOT NULL AND t.erased_at IS NULL)"
     );
     reach.change(conn, &mark, None).await?;
+    // Text offers from or to the address (they name the giver, and reach the recipient's number).
+    let offered = format!(
+        "DELETE FROM sms_messages s USING ticket_transfers x, ({events_in_reach}) e
+         WHERE e.id = x.event_id AND (lower(x.from_email) = $1 OR lower(x.to_email) = $1)
+           AND s.kind = 'transfer_offer' AND s.dedup_key = 'transfer_offer:' || x.id"
+    );
+    out.texts += reach.change(conn, &offered, None).await?;
     let transfers = format!(
         "UPDATE ticket_transfers x SET
              from_email = CASE WHEN lower(x.from_email) = $1 THEN erased_address(x.id) ELSE x.from_email END,
+             to_phone = CASE WHEN lower(x.to_email) = $1 THEN NULL ELSE x.to_phone END,
              to_email = CASE WHEN lower(x.to_email) = $1 THEN erased_address(x.id) ELSE x.to_email END
          FROM ({events_in_reach}) e
          WHERE e.id = x.event_id AND (lower(x.from_email) = $1 OR lower(x.to_email) = $1)

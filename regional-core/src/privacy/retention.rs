@@ -6,7 +6,8 @@
 //! 2. the buyers' addresses of an event [`Retention::after_event_days`] after it ended (orders,
 //!    tickets, transfers, mails); the amounts stay;
 //! 3. orders never paid (cancelled): their address after [`CANCELLED_DAYS`];
-//! 4. mails after [`MAIL_DAYS`] (a sign-in link's after a day: it opens the buyer's orders);
+//! 4. mails and text messages after [`MAIL_DAYS`] (a sign-in link's after a day: it opens the
+//!    buyer's orders);
 //! 5. the outbox's messages a week after they were published ([`OUTBOX_DAYS`]);
 //! 6. sign-in requests' rate records after a day.
 
@@ -44,6 +45,7 @@ pub struct Pruned {
     pub events_done: u64,
     pub cancelled_orders: u64,
     pub mails: u64,
+    pub texts: u64,
     pub outbox_messages: u64,
     pub sign_in_requests: u64,
 }
@@ -56,6 +58,7 @@ impl Pruned {
             + self.transfers
             + self.cancelled_orders
             + self.mails
+            + self.texts
             + self.outbox_messages
             + self.sign_in_requests
     }
@@ -83,7 +86,7 @@ async fn run_steps(db: &PgPool, settings: Retention) -> Result<Pruned, sqlx::Err
     events(db, settings, &mut out).await?;
     let cancelled = format!(
         "UPDATE orders SET email = erased_address(id), visitor_id = 'erased:' || id, last_error = NULL,
-                           erased_at = now()
+                           phone = NULL, erased_at = now()
          WHERE id IN (SELECT id FROM orders WHERE state = 'cancelled' AND erased_at IS NULL
                       AND updated_at < now() - interval '{CANCELLED_DAYS} days' LIMIT {BATCH})"
     );
@@ -91,6 +94,10 @@ async fn run_steps(db: &PgPool, settings: Retention) -> Result<Pruned, sqlx::Err
         "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications
            WHERE created_at < now() - interval '{MAIL_DAYS} days'
               OR (kind = 'sign_in_link' AND created_at < now() - interval '1 day') LIMIT {BATCH})"
+    );
+    let texts = format!(
+        "DELETE FROM sms_messages WHERE id IN (SELECT id FROM sms_messages
+           WHERE created_at < now() - interval '{MAIL_DAYS} days' LIMIT {BATCH})"
     );
     let messages = format!(
         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
@@ -103,6 +110,7 @@ async fn run_steps(db: &PgPool, settings: Retention) -> Result<Pruned, sqlx::Err
     for (count, statement) in [
         (&mut out.cancelled_orders, cancelled),
         (&mut out.mails, mails),
+        (&mut out.texts, texts),
         (&mut out.outbox_messages, messages),
         (&mut out.sign_in_requests, requests),
     ] {
@@ -177,7 +185,7 @@ async fn deferred(db: &PgPool) -> Result<u64, sqlx::Error> {
             if erased == 0 {
                 // An address the rules no longer take (stored before they changed): erased row by row.
                 sqlx::query(
-                    "UPDATE orders SET email = erased_address(id), visitor_id = 'erased:' || id, erased_at = now()
+                    "UPDATE orders SET email = erased_address(id), visitor_id = 'erased:' || id, phone = NULL, erased_at = now()
                      WHERE event_id = $1 AND lower(email) = $2 AND erase_requested_at IS NOT NULL AND erased_at IS NULL",
                 )
                 .bind(event)
@@ -229,26 +237,29 @@ async fn events(db: &PgPool, settings: Retention, out: &mut Pruned) -> Result<()
                  WHERE id IN (SELECT id FROM tickets WHERE event_id = $1 AND erased_at IS NULL LIMIT {BATCH})"
             ),
             format!(
-                "UPDATE ticket_transfers SET from_email = erased_address(id), to_email = erased_address(id)
+                "UPDATE ticket_transfers SET from_email = erased_address(id), to_email = erased_address(id), to_phone = NULL
                  WHERE id IN (SELECT id FROM ticket_transfers WHERE event_id = $1
-                              AND (from_email NOT LIKE '%@erased.invalid' OR to_email NOT LIKE '%@erased.invalid')
+                              AND (from_email NOT LIKE '%@erased.invalid' OR to_email NOT LIKE '%@erased.invalid'
+                                   OR to_phone IS NOT NULL)
                               LIMIT {BATCH})"
             ),
             format!(
                 "UPDATE orders SET email = erased_address(id), visitor_id = 'erased:' || id, last_error = NULL,
-                                   erased_at = now()
+                                   phone = NULL, erased_at = now()
                  WHERE id IN (SELECT id FROM orders WHERE event_id = $1 AND erased_at IS NULL LIMIT {BATCH})"
             ),
             format!("DELETE FROM notifications WHERE id IN (SELECT id FROM notifications WHERE event_id = $1 LIMIT {BATCH})"),
+            format!("DELETE FROM sms_messages WHERE id IN (SELECT id FROM sms_messages WHERE event_id = $1 LIMIT {BATCH})"),
         ];
         let mut finished = true;
-        let mut counts = [0u64; 4];
+        let mut counts = [0u64; 5];
         for (i, step) in steps.iter().enumerate() {
             let (n, done) = batches_to_end(db, step, Some(event)).await?;
             counts[i] = n;
             finished &= done;
         }
-        let [tickets, transfers, orders, mails] = counts;
+        let [tickets, transfers, orders, mails, texts] = counts;
+        out.texts += texts;
         out.tickets += tickets;
         out.transfers += transfers;
         out.orders += orders;

@@ -957,3 +957,63 @@ async fn the_checkouts_reads_stay_the_buyers_own_rows_under_a_generic_plan(db: P
         .unwrap();
     assert_eq!(owned, 2);
 }
+
+#[sqlx::test]
+async fn a_phone_number_is_taken_where_texts_are_sent_and_refused_elsewhere(db: PgPool) {
+    let quote = |api: &Api, token: &str| {
+        api.http
+            .post(format!("{}/api/v1/checkout/quote", api.base))
+            .json(&json!({ "hold_token": token }))
+            .send()
+    };
+    // A shop without SMS: the quote says so, and a number is refused naming the field (nothing made).
+    let (api, edge, core) = checkout_api(&db).await;
+    let (event, _) = on_sale(&api, 12).await;
+    let token = hold_of(&edge, &event, 600, "h0-00000c01", &["A-1"]);
+    let q: Value = quote(&api, &token).await.unwrap().json().await.unwrap();
+    assert_eq!(q["sms"], false, "{q}");
+    let body = json!({ "hold_token": token, "email": "fan@example.test", "phone": "+447700900123" });
+    let (s, p) = post_checkout(&api, "phone-1", body.clone()).await;
+    assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("phone")), "{p}");
+    assert_eq!(api.count("orders").await, 0);
+
+    // A shop texting numbers of the UK only.
+    let mut state = state_with(Checkout { edge_keys: edge.verifying_ring(), ..checkout(&db, &core) });
+    state.sms = Some(std::sync::Arc::new(regional_core::sms::Sms {
+        provider: regional_core::sms::twilio::TwilioSettings {
+            api_base: "http://127.0.0.1:9".into(),
+            account_sid: "AC00000000000000000000000000000001".into(),
+            auth_token: "local-auth-token-0123456789".into(),
+            from: "+15005550006".into(),
+            public_url: "http://127.0.0.1:9".into(),
+        },
+        reach: regional_core::sms::Reach { allowed_prefixes: vec!["+44".into()] },
+    }));
+    let api = Api::start_with(state).await;
+    let q: Value = quote(&api, &token).await.unwrap().json().await.unwrap();
+    assert_eq!(q["sms"], true, "{q}");
+    for (phone, says) in
+        [("+1 415 555 0100", "+44"), ("07700 900123", "international form"), ("+44", "international form")]
+    {
+        let (s, p) = post_checkout(
+            &api,
+            "phone-2",
+            json!({ "hold_token": token, "email": "fan@example.test", "phone": phone }),
+        )
+        .await;
+        assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some("phone")), "{phone}: {p}");
+        assert!(p["errors"][0]["message"].as_str().unwrap().contains(says), "{phone}: {p}");
+    }
+    assert_eq!(api.count("orders").await, 0);
+    let body = json!({ "hold_token": token, "email": "fan@example.test", "phone": "+44 7700 900123" });
+    let (s, answer) = post_checkout(&api, "phone-3", body.clone()).await;
+    // The order is made (its payment cannot start here: no edge to extend the hold).
+    assert!(matches!(s, 201 | 503), "{answer}");
+    let stored: Option<String> = sqlx::query_scalar("SELECT phone FROM orders").fetch_one(&db).await.unwrap();
+    assert_eq!(stored.as_deref(), Some("+447700900123"));
+    // A retry is the same order; the same hold with another number is another request.
+    assert!(matches!(post_checkout(&api, "phone-3", body).await.0, 200 | 503));
+    let other = json!({ "hold_token": token, "email": "fan@example.test", "phone": "+447700900999" });
+    let (s, p) = post_checkout(&api, "phone-3", other).await;
+    assert_eq!((s, p["reason"].as_str()), (409, Some("idempotency_conflict")), "{p}");
+}

@@ -24,12 +24,17 @@ impl Api {
 
     /// The core with this state (e.g. with checkout configured).
     pub async fn start_with(state: AppState) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, state).await
+    }
+
+    /// The core with this state on `listener` (bound first when the state must name its own URL).
+    pub async fn start_on(listener: tokio::net::TcpListener, state: AppState) -> Self {
         let db = state.db.clone();
         let ops = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ops_addr = ops.local_addr().unwrap();
         let metrics = regional_core::metrics_router(state.clone());
         tokio::spawn(async move { axum::serve(ops, metrics).await.unwrap() });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         // With the peer's address, as `serve` does (the audit log's client address).
         let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -16,6 +16,7 @@ mod openapi;
 mod privacy;
 mod publishing;
 mod reporting;
+mod sms;
 mod stripe;
 mod tickets;
 mod tls;

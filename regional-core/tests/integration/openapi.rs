@@ -103,6 +103,9 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("post", "/api/v1/privacy/erasure-requests"),
         ("post", "/api/v1/buyer/sign-in"),
         ("get", "/api/v1/buyer/orders"),
+        ("post", "/api/v1/sms/status"),
+        ("post", "/api/v1/sms/incoming"),
+        ("get", "/api/v1/ops/sms"),
     ];
     let mut listed = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {

@@ -86,6 +86,35 @@ async fn traces(db: &PgPool, org: &str, event: &str, order: Uuid, ticket: Uuid) 
     .execute(db)
     .await
     .unwrap();
+    // The buyer's number, a text confirming the order and one offering the ticket to the friend's.
+    sqlx::query("UPDATE orders SET phone = '+447700900123' WHERE id = $1")
+        .bind(order)
+        .execute(db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE ticket_transfers SET to_phone = '+447700900456' WHERE order_id = $1")
+        .bind(order)
+        .execute(db)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO sms_messages (id, dedup_key, kind, recipient, body, order_id, event_id, state, sent_at)
+         VALUES (gen_random_uuid(), 'order_confirmation:' || $1, 'order_confirmation', '+447700900123', 'Your tickets', $1, $2, 'delivered', now())",
+    )
+    .bind(order)
+    .bind(event)
+    .execute(db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sms_messages (id, dedup_key, kind, recipient, body, order_id, event_id)
+         SELECT gen_random_uuid(), 'transfer_offer:' || id, 'transfer_offer', to_phone, 'An offer', order_id, event_id
+         FROM ticket_transfers WHERE order_id = $1",
+    )
+    .bind(order)
+    .execute(db)
+    .await
+    .unwrap();
     let endpoint = Uuid::new_v4();
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, organization_id, url, event_types, secret_key_id, secret_sealed)
@@ -164,6 +193,7 @@ async fn an_access_request_answers_everything_kept_about_an_address_within_the_c
         ("tickets", 2),
         ("transfers", 1),
         ("mails", 1),
+        ("texts", 2),
         ("audit_log", 1),
         ("domain_events", 1),
         ("webhook_deliveries", 1),
@@ -174,6 +204,9 @@ async fn an_access_request_answers_everything_kept_about_an_address_within_the_c
         assert_eq!(count(&doc, section), n, "{section}: {doc:#}");
     }
     assert_eq!(doc["orders"][0]["id"], json!(order));
+    assert_eq!(doc["orders"][0]["phone"], "+447700900123");
+    assert_eq!(doc["transfers"][0]["to_phone"], "+447700900456");
+    assert!(doc["texts"][0].get("body").is_none(), "a text's link is not in the answer");
     assert_eq!(doc["orders"][0]["payment"], Value::Null, "no payment row in this order");
     assert_eq!(doc["orders"][0]["lines"], Value::Null);
     assert_eq!(doc["audit_log"][0]["ip"], "192.0.2.7");
@@ -498,6 +531,18 @@ async fn an_erasure_that_voids_tickets_still_to_come_erases_everything_now(db: P
     assert_eq!((erased["orders"].as_u64(), erased["tickets"].as_u64()), (Some(1), Some(2)));
     assert_eq!(erased["transfers_withdrawn"], 1, "the open offer to a friend");
     assert_eq!(erased["deferred"], json!([]));
+    // Texts: both deleted (the offer's names the buyer as giver); the buyer's number gone from
+    // the order, the friend's kept on the offer (theirs, not the buyer's).
+    assert_eq!(erased["texts"], 2, "{erased}");
+    assert_eq!(api.count("sms_messages").await, 0);
+    let numbers: (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT o.phone, x.to_phone FROM orders o JOIN ticket_transfers x ON x.order_id = o.id WHERE o.id = $1",
+    )
+    .bind(order)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(numbers, (None, Some("+447700900456".to_owned())));
     let states: Vec<String> = sqlx::query_scalar("SELECT state FROM tickets WHERE order_id = $1")
         .bind(order)
         .fetch_all(&db)
@@ -571,6 +616,15 @@ async fn the_retention_job_ages_out_addresses_mails_and_messages(db: PgPool) {
     .execute(&db)
     .await
     .unwrap();
+    // Texts a month old and a day old (of no event), besides the old event's two.
+    sqlx::query(
+        "INSERT INTO sms_messages (id, dedup_key, kind, recipient, body, state, created_at)
+         VALUES (gen_random_uuid(), 'old-text', 'event_reminder', '+447700900999', 'b', 'delivered', now() - interval '31 days'),
+                (gen_random_uuid(), 'new-text', 'event_reminder', '+447700900999', 'b', 'delivered', now() - interval '1 day')",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
     let outbox_before = api.count("outbox").await;
 
     let run = retention::run(&db, Retention { after_event_days: 730 }).await.unwrap();
@@ -581,6 +635,18 @@ async fn the_retention_job_ages_out_addresses_mails_and_messages(db: PgPool) {
     assert_eq!(run.sign_in_requests, 1, "{run:?}");
     // The old event's mail, the month-old mail and the day-old sign-in link.
     assert_eq!(run.mails, 3, "{run:?}");
+    assert_eq!(run.texts, 3, "the old event's two and the month-old one: {run:?}");
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT dedup_key FROM sms_messages").fetch_all(&db).await.unwrap();
+    assert_eq!(kept, ["new-text"]);
+    let (phone, to_phone): (Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT o.phone, x.to_phone FROM orders o JOIN ticket_transfers x ON x.order_id = o.id WHERE o.id = $1",
+    )
+    .bind(old_order)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!((phone, to_phone), (None, None), "numbers go with the addresses");
     assert_eq!(api.count("outbox").await, outbox_before - 1, "a message not yet published stays");
 
     let erased = |order: Uuid| {
