@@ -19,11 +19,16 @@ CREATE TABLE sms_messages (
                     CHECK (state IN ('pending', 'sent', 'delivered', 'undelivered', 'failed', 'suppressed')),
     provider_sid    TEXT UNIQUE,
     provider_status TEXT,
+    -- How far along provider_status is (sms::routes::rank): a report only moves a text forward.
+    status_rank     SMALLINT NOT NULL DEFAULT 0,
     error_code      BIGINT,
     last_error      TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
     lease_until     TIMESTAMPTZ,
+    -- Set by the sender that is about to hand the text to the provider, under a lock on the number:
+    -- the per-number cap counts texts being sent by any core, not only those sent.
+    sending_at      TIMESTAMPTZ,
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     sent_at         TIMESTAMPTZ,
     status_at       TIMESTAMPTZ
@@ -33,6 +38,13 @@ CREATE INDEX sms_messages_due ON sms_messages (next_attempt_at) WHERE state = 'p
 CREATE INDEX sms_messages_recipient ON sms_messages (recipient, sent_at);
 CREATE INDEX sms_messages_created ON sms_messages (created_at);
 CREATE INDEX sms_messages_order ON sms_messages (order_id) WHERE order_id IS NOT NULL;
+
+-- Texts people sent the shop's number, by the provider's id: a signed request replayed (Twilio's
+-- signatures carry no time) changes nothing the second time. Kept 30 days.
+CREATE TABLE sms_incoming (
+    message_sid TEXT PRIMARY KEY CHECK (length(message_sid) BETWEEN 1 AND 64),
+    received_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
 
 -- Numbers that asked for no more texts (a STOP, or the provider's refusal of an unsubscribed
 -- number), kept for as long as they stand: they are how the opt-out is honoured.

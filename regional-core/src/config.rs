@@ -167,18 +167,19 @@ pub struct SmsArgs {
     /// Who texts come from: a number in international form (`+44…`) or a Messaging Service (`MG…`).
     #[arg(long, env = "SMS_FROM")]
     pub sms_from: Option<String>,
-    /// Country calling codes numbers must start with, comma-separated (`+44,+353`); empty for any.
-    /// Texts cost money per country: a shop selling in a few countries lists them, and no one can
-    /// make it text premium numbers elsewhere.
+    /// Country calling codes numbers must start with, comma-separated (`+44,+353`), or `any`.
+    /// Texts cost money per country and some ranges are premium (SMS pumping): with SMS on, a core
+    /// outside development mode needs the list (or `any`, asked for explicitly).
     #[arg(long, env = "SMS_ALLOWED_PREFIXES", default_value = "")]
     pub sms_allowed_prefixes: String,
     /// Most texts to one number in 24 hours (the rest wait).
     #[arg(long, env = "SMS_PER_NUMBER_PER_DAY", default_value_t = 6,
           value_parser = clap::value_parser!(i64).range(1..=100))]
     pub sms_per_number_per_day: i64,
-    /// Failed attempts before a text fails for good.
-    #[arg(long, env = "SMS_MAX_ATTEMPTS", default_value_t = 6,
-          value_parser = clap::value_parser!(i32).range(1..=20))]
+    /// Failed attempts before a text fails for good (retried after `NOTIFY_RETRY_BASE_MS`,
+    /// doubled each time, at most an hour apart: 12 is about five hours).
+    #[arg(long, env = "SMS_MAX_ATTEMPTS", default_value_t = 12,
+          value_parser = clap::value_parser!(i32).range(1..=30))]
     pub sms_max_attempts: i32,
 }
 
@@ -198,12 +199,28 @@ impl SmsArgs {
                 self.sms_api_base
             ));
         }
+        if !dev_mode && !public_url.starts_with("https://") {
+            return Err(format!(
+                "CORE_PUBLIC_URL={public_url} is not https: the SMS provider's reports and STOPs are \
+                 signed over the URL it calls, which must be the core's public https address \
+                 (CORE_DEV_MODE=true for a local stand-in)"
+            ));
+        }
         let any = crate::sms::Reach::default();
         if !from.starts_with("MG") {
             any.phone(from).map_err(|why| format!("SMS_FROM: {why}, or a Messaging Service SID (MG…)"))?;
         }
+        let prefixes = self.sms_allowed_prefixes.trim();
+        if prefixes.is_empty() && !dev_mode {
+            return Err(
+                "SMS_ALLOWED_PREFIXES is not set: list the country calling codes texted (+44,+353), \
+                 or `any` (every country, premium ranges too: docs/sms.md)"
+                    .into(),
+            );
+        }
         let mut allowed = Vec::new();
-        for p in self.sms_allowed_prefixes.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let listed = if prefixes.eq_ignore_ascii_case("any") { "" } else { prefixes };
+        for p in listed.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let digits = p.strip_prefix('+').unwrap_or("");
             if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(format!("SMS_ALLOWED_PREFIXES: {p} is not a country calling code such as +44"));
@@ -894,6 +911,61 @@ mod tests {
             assert!(!refused.contains("c2VjcmV0") && !refused.contains("hunter2"), "{flag}: {refused}");
             assert!(refused.contains("not shown"), "{flag}: {refused}");
         }
+    }
+
+    #[test]
+    fn sms_is_all_or_nothing_over_https_to_the_countries_listed() {
+        const SMS: [&str; 6] = [
+            "--twilio-account-sid",
+            "AC00000000000000000000000000000001",
+            "--twilio-auth-token",
+            "secret-token-0123456789",
+            "--sms-from",
+            "+15005550006",
+        ];
+        let with = |more: &[&str]| {
+            let mut all = SMS.to_vec();
+            all.extend_from_slice(more);
+            serve_args(&all)
+        };
+        let https = ["--public-url", "https://core.example"];
+        assert!(serve_args(&[]).sms.settings("http://x", false).unwrap().is_none(), "off by default");
+        let partial = serve_args(&SMS[..4]).validate().unwrap_err();
+        assert!(partial.contains("together"), "{partial}");
+        let unlisted = with(&https).validate().unwrap_err();
+        assert!(unlisted.contains("SMS_ALLOWED_PREFIXES"), "{unlisted}");
+        let plain = with(&["--sms-allowed-prefixes", "+44"]).validate().unwrap_err();
+        assert!(plain.contains("CORE_PUBLIC_URL"), "{plain}");
+        let api = with(&[
+            "--sms-allowed-prefixes",
+            "+44",
+            "--sms-api-base",
+            "http://127.0.0.1:1",
+            "--public-url",
+            "https://c.example",
+        ]);
+        assert!(api.validate().unwrap_err().contains("SMS_API_BASE"));
+        let bad = with(&["--sms-allowed-prefixes", "+44,44", "--public-url", "https://c.example"]);
+        assert!(bad.validate().unwrap_err().contains("44 is not a country calling code"));
+        let ok = with(&["--sms-allowed-prefixes", " +44, +353 ", "--public-url", "https://c.example"]);
+        let sms = ok.sms.settings("https://c.example", false).unwrap().expect("on");
+        assert_eq!(sms.reach.allowed_prefixes, ["+44", "+353"]);
+        assert!(!format!("{ok:?} {:?}", sms.provider).contains("secret-token"), "the token is never printed");
+        let any = with(&["--sms-allowed-prefixes", "any", "--public-url", "https://c.example"]);
+        assert!(any
+            .sms
+            .settings("https://c.example", false)
+            .unwrap()
+            .unwrap()
+            .reach
+            .allowed_prefixes
+            .is_empty());
+        // Development mode: a local stand-in over http, any country.
+        let local = with(&["--sms-api-base", "http://127.0.0.1:1", "--dev-mode", "true"]);
+        assert!(local.validate().is_ok());
+        let refused =
+            Config::try_parse_from(["regional-core", "serve", "--twilio-auth-token", "short"]).unwrap_err();
+        assert!(!refused.to_string().contains("short"), "{refused}");
     }
 
     #[test]

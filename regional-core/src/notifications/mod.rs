@@ -151,6 +151,19 @@ impl Consumer for Notifier {
                 }
                 _ => None,
             };
+            let phone = match (phone, kind) {
+                (Some(phone), "transfer_offer") => {
+                    let texted: i64 = sqlx::query_scalar(
+                        "SELECT count(*) FROM sms_messages WHERE order_id = $1 AND kind = 'transfer_offer'
+                           AND created_at > now() - interval '24 hours'",
+                    )
+                    .bind(order)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    (texted < crate::sms::OFFER_TEXTS_PER_ORDER_PER_DAY).then_some(phone)
+                }
+                (phone, _) => phone,
+            };
             if let Some(phone) = phone {
                 let text =
                     crate::sms::render(kind, &context).map_err(|e| ConsumerError::from(e.to_string()))?;

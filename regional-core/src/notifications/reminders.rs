@@ -51,12 +51,13 @@ pub async fn queue_due(
                 queued += 1;
             }
         }
-        // By text too, to buyers who gave a number, for the tickets they still hold (docs/sms.md).
+        // By text too, to buyers who gave a number, for the tickets they still hold (docs/sms.md):
+        // one per buyer and number (a number typed on two buyers' orders gets each their own).
         let texts: Vec<(String, Vec<Uuid>, Uuid)> = sqlx::query_as(
             "SELECT o.phone, array_agg(t.id ORDER BY t.seat_id, t.id), (array_agg(o.id ORDER BY o.created_at))[1]
              FROM orders o JOIN tickets t ON t.order_id = o.id
              WHERE o.event_id = $1 AND o.phone IS NOT NULL AND t.state = 'valid' AND lower(t.holder_email) = lower(o.email)
-             GROUP BY o.phone",
+             GROUP BY o.phone, lower(o.email)",
         )
         .bind(event)
         .fetch_all(&mut *tx)
@@ -66,7 +67,7 @@ pub async fn queue_due(
             let Some(facts) = order_facts(&mut tx, order).await.map_err(|e| e.to_string())? else { continue };
             let context = facts.context(settings, &tickets, &mut tx).await.map_err(|e| e.to_string())?;
             let text = crate::sms::render("event_reminder", &context).map_err(|e| e.to_string())?;
-            let key = format!("event_reminder:{event}:{phone}");
+            let key = format!("event_reminder:{event}:{phone}:{order}");
             crate::sms::queue(&mut tx, &key, "event_reminder", &phone, &text, Some(order), Some(event))
                 .await
                 .map_err(|e| e.to_string())?;

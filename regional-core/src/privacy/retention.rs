@@ -46,6 +46,8 @@ pub struct Pruned {
     pub cancelled_orders: u64,
     pub mails: u64,
     pub texts: u64,
+    /// Ids of texts people sent (their replay guard), after 30 days.
+    pub texts_received: u64,
     pub outbox_messages: u64,
     pub sign_in_requests: u64,
 }
@@ -59,6 +61,7 @@ impl Pruned {
             + self.cancelled_orders
             + self.mails
             + self.texts
+            + self.texts_received
             + self.outbox_messages
             + self.sign_in_requests
     }
@@ -99,6 +102,10 @@ async fn run_steps(db: &PgPool, settings: Retention) -> Result<Pruned, sqlx::Err
         "DELETE FROM sms_messages WHERE id IN (SELECT id FROM sms_messages
            WHERE created_at < now() - interval '{MAIL_DAYS} days' LIMIT {BATCH})"
     );
+    let incoming = format!(
+        "DELETE FROM sms_incoming WHERE message_sid IN (SELECT message_sid FROM sms_incoming
+           WHERE received_at < now() - interval '{MAIL_DAYS} days' LIMIT {BATCH})"
+    );
     let messages = format!(
         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
            WHERE sent_at < now() - interval '{OUTBOX_DAYS} days' LIMIT {BATCH})"
@@ -111,6 +118,7 @@ async fn run_steps(db: &PgPool, settings: Retention) -> Result<Pruned, sqlx::Err
         (&mut out.cancelled_orders, cancelled),
         (&mut out.mails, mails),
         (&mut out.texts, texts),
+        (&mut out.texts_received, incoming),
         (&mut out.outbox_messages, messages),
         (&mut out.sign_in_requests, requests),
     ] {
@@ -201,7 +209,7 @@ async fn deferred(db: &PgPool) -> Result<u64, sqlx::Error> {
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
-                    "UPDATE ticket_transfers SET to_email = erased_address(id)
+                    "UPDATE ticket_transfers SET to_email = erased_address(id), to_phone = NULL
                      WHERE event_id = $1 AND lower(to_email) = $2 AND erase_requested_at IS NOT NULL",
                 )
                 .bind(event)

@@ -24,7 +24,8 @@ use crate::templates;
 pub const KINDS: [&str; 3] = ["order_confirmation", "event_reminder", "transfer_offer"];
 
 /// Three concatenated GSM-7 segments (153 characters each): what a text with the longest title,
-/// venue and giver and a link of about 300 characters stays within.
+/// venue and giver and a link of about 300 characters stays within (a title with characters
+/// outside GSM-7 makes the text UCS-2: 67 characters a segment).
 pub const MAX_BODY_CHARS: usize = 459;
 
 /// SMS as the core is configured for it (`AppState::sms`; `None` when it is off).
@@ -81,8 +82,19 @@ pub fn render(kind: &str, context: &Value) -> Result<String, minijinja::Error> {
         }
     }
     let text = templates::render(&format!("sms/{kind}.txt"), &short)?;
-    Ok(text.split_whitespace().collect::<Vec<_>>().join(" "))
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // The provider's limit (1,600 characters), which only a link of absurd length could reach:
+    // cut rather than fail the transaction that queues the mail too.
+    Ok(text.chars().take(MAX_PROVIDER_CHARS).collect())
 }
+
+/// The longest body the Messages API takes.
+pub const MAX_PROVIDER_CHARS: usize = 1600;
+
+/// Transfer offers texted from one order in 24 hours: an offer withdrawn and made again to another
+/// number texts each time, and a ticket is no licence to text numbers without end (the mail still
+/// goes).
+pub const OFFER_TEXTS_PER_ORDER_PER_DAY: i64 = 3;
 
 /// Queues a text once per `dedup_key` (a second one with the same key changes nothing). A number
 /// that opted out gets nothing: answers `false`.
@@ -113,7 +125,7 @@ pub async fn queue(
 }
 
 /// Opts `phone` out (`source`: `keyword`, a STOP the person sent, or `provider`, the provider's
-/// refusal to text an unsubscribed number): nothing more is sent, and what is waiting is
+/// refusal to text an unsubscribed number): nothing more is queued or sent, and what is waiting is
 /// suppressed.
 pub async fn opt_out(conn: &mut PgConnection, phone: &str, source: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO sms_opt_outs (phone, source) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING")
@@ -121,9 +133,11 @@ pub async fn opt_out(conn: &mut PgConnection, phone: &str, source: &str) -> Resu
         .bind(source)
         .execute(&mut *conn)
         .await?;
+    // Texts a sender holds are left to it: it checks again under the number's lock before it sends
+    // (one being handed over now went before the STOP was read).
     sqlx::query(
-        "UPDATE sms_messages SET state = 'suppressed', last_error = 'the number opted out', lease_until = NULL
-         WHERE recipient = $1 AND state = 'pending'",
+        "UPDATE sms_messages SET state = 'suppressed', last_error = 'the number opted out', status_at = now()
+         WHERE recipient = $1 AND state = 'pending' AND (lease_until IS NULL OR lease_until < now())",
     )
     .bind(phone)
     .execute(conn)

@@ -68,9 +68,9 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
 }
 
-/// How far along a provider status is: a report only moves a message forward (reports may arrive
-/// out of order).
-fn rank(status: &str) -> i32 {
+/// How far along an outgoing text's provider status is (stored as `status_rank`): a report only
+/// moves a text forward (reports may arrive out of order). 0: not a status of an outgoing text.
+pub fn rank(status: &str) -> i16 {
     match status {
         "accepted" | "scheduled" | "queued" => 1,
         "sending" => 2,
@@ -80,6 +80,10 @@ fn rank(status: &str) -> i32 {
         _ => 0,
     }
 }
+
+/// Statuses of the Messages API that are not an outgoing text's (incoming ones, and an MMS's
+/// partial delivery): answered `204`, recorded nowhere.
+const OTHER_STATUSES: [&str; 3] = ["receiving", "received", "partially_delivered"];
 
 /// `POST /api/v1/sms/status`: the provider's delivery report of a message (Twilio's
 /// `StatusCallback`: form parameters `MessageSid`, `MessageStatus`, `ErrorCode`…, signed with
@@ -96,21 +100,25 @@ async fn delivery_report(
     let params = signed_params(&state, "/api/v1/sms/status", &headers, &body)?;
     let sid = param(&params, "MessageSid");
     let status = param(&params, "MessageStatus");
+    if sid.is_empty() || sid.len() > 64 {
+        return Err(ApiError::field("MessageSid", "must be the provider's message id"));
+    }
+    if OTHER_STATUSES.contains(&status) {
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let new_rank = rank(status);
-    if sid.is_empty() || new_rank == 0 {
+    if new_rank == 0 {
         return Err(ApiError::field("MessageStatus", "must be a message status of the Messages API"));
     }
     crate::metrics::SMS_REPORTS.get_or_create(&vec![("status", status.to_owned())]).inc();
     let code: Option<i64> = param(&params, "ErrorCode").parse().ok();
     sqlx::query(
-        "UPDATE sms_messages SET provider_status = $2, status_at = now(), error_code = COALESCE($3, error_code),
+        "UPDATE sms_messages SET provider_status = $2, status_rank = $4, status_at = now(),
+             error_code = COALESCE($3, error_code),
              state = CASE WHEN $2 IN ('delivered', 'read') THEN 'delivered'
                           WHEN $2 = 'undelivered' THEN 'undelivered'
                           WHEN $2 IN ('failed', 'canceled') THEN 'failed' ELSE state END
-         WHERE provider_sid = $1 AND state IN ('sent', 'delivered', 'undelivered', 'failed')
-           AND (CASE provider_status WHEN 'accepted' THEN 1 WHEN 'scheduled' THEN 1 WHEN 'queued' THEN 1
-                    WHEN 'sending' THEN 2 WHEN 'sent' THEN 3 WHEN 'read' THEN 5 WHEN 'delivered' THEN 4
-                    WHEN 'undelivered' THEN 4 WHEN 'failed' THEN 4 WHEN 'canceled' THEN 4 ELSE 0 END) < $4",
+         WHERE provider_sid = $1 AND state IN ('sent', 'delivered', 'undelivered', 'failed') AND status_rank < $4",
     )
     .bind(sid)
     .bind(status)
@@ -122,10 +130,10 @@ async fn delivery_report(
 }
 
 /// `POST /api/v1/sms/incoming`: a message someone sent to the shop's number (Twilio's messaging
-/// webhook: `From`, `Body`, and `OptOutType` with Advanced Opt-Out). `STOP` (and the other
-/// opt-out words) opts the number out: nothing more is sent to it, and what waits is suppressed;
-/// `START` opts it back in. Answered with empty TwiML: the provider sends the carriers'
-/// confirmation itself.
+/// webhook: `MessageSid`, `From`, `Body`, and `OptOutType` with Advanced Opt-Out). `STOP` (and
+/// the other opt-out words) opts the number out: nothing more is sent to it, and what waits is
+/// suppressed; `START` opts it back in. Each message counts once (by `MessageSid`). Answered with
+/// empty TwiML: the provider sends the carriers' confirmation itself.
 #[utoipa::path(post, path = "/api/v1/sms/incoming", tag = "operations",
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's incoming message parameters"),
     responses((status = 200, description = "TwiML, empty", content_type = "text/xml", body = String), crate::api::Problems))]
@@ -135,10 +143,23 @@ async fn incoming(State(state): State<AppState>, headers: HeaderMap, body: Bytes
     let from = super::Reach { allowed_prefixes: vec![] }
         .phone(param(&params, "From"))
         .map_err(|why| ApiError::field("From", &why))?;
+    let sid = param(&params, "MessageSid");
+    if sid.is_empty() || sid.len() > 64 {
+        return Err(ApiError::field("MessageSid", "must be the provider's message id"));
+    }
     let word = param(&params, "Body").split_whitespace().collect::<Vec<_>>().join(" ").to_uppercase();
     let kind = param(&params, "OptOutType").to_uppercase();
     let mut tx = state.db.begin().await?;
-    if kind == "STOP" || STOP_WORDS.contains(&word.as_str()) {
+    // Once per message: a signed request replayed (the signature carries no time) changes nothing.
+    let fresh = sqlx::query("INSERT INTO sms_incoming (message_sid) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(sid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+        == 1;
+    if !fresh {
+        tracing::info!("sms: an incoming text seen before; ignored");
+    } else if kind == "STOP" || STOP_WORDS.contains(&word.as_str()) {
         super::opt_out(&mut tx, &from, "keyword").await?;
         tracing::info!("sms: a number opted out");
     } else if kind == "START" || START_WORDS.contains(&word.as_str()) {
@@ -218,7 +239,8 @@ mod tests {
 
     #[test]
     fn statuses_only_move_forward() {
-        assert!(rank("queued") < rank("sent"));
+        assert!(rank("accepted") > 0 && rank("queued") < rank("sent"));
+        assert!(OTHER_STATUSES.iter().all(|s| rank(s) == 0));
         assert!(rank("sent") < rank("delivered"));
         assert!(rank("delivered") < rank("read"));
         assert_eq!(rank("delivered"), rank("undelivered"));

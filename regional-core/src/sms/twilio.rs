@@ -69,17 +69,19 @@ impl TwilioSettings {
     }
 }
 
-/// A message the provider took.
-#[derive(Debug, Clone, Deserialize)]
+/// A message the provider took (its id and status, when its answer could be read).
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct Accepted {
-    pub sid: String,
-    pub status: String,
+    pub sid: Option<String>,
+    pub status: Option<String>,
 }
 
 /// Why the provider did not take a message.
 #[derive(Debug, Clone)]
 pub struct Refused {
-    /// Retrying cannot help (a 4xx other than 429: a number that is none, unsubscribed, …).
+    /// Retrying cannot help: a 4xx about the message (a number that is none, a landline,
+    /// unsubscribed). Not 401, 403, 404 (the account's credentials or SID, being fixed or rotated)
+    /// nor 429 (too many requests): those are retried.
     pub permanent: bool,
     /// The provider's error code (`21610`…), when it gave one.
     pub code: Option<i64>,
@@ -137,11 +139,8 @@ impl Twilio {
             })?;
         let status = resp.status();
         if status.is_success() {
-            return resp.json::<Accepted>().await.map_err(|e| Refused {
-                permanent: false,
-                code: None,
-                message: format!("the provider's answer is not a message: {e}"),
-            });
+            // Taken, whatever the body says: an answer that cannot be read must not send it again.
+            return Ok(resp.json::<Accepted>().await.unwrap_or_default());
         }
         let error: Option<ErrorBody> = resp.json().await.ok();
         let (code, message) = match error {
@@ -149,7 +148,7 @@ impl Twilio {
             None => (None, String::new()),
         };
         Err(Refused {
-            permanent: status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS,
+            permanent: status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 404 | 429),
             code,
             message: format!(
                 "the provider answered {status}: {}",

@@ -371,7 +371,7 @@ async fn refusals_opt_out_end_or_retry_as_the_provider_says(db: PgPool) {
 
 #[sqlx::test]
 async fn a_transfer_offer_is_texted_to_the_number_its_giver_gives_and_reminders_to_buyers(db: PgPool) {
-    let (api, _twilio, sms) = with_sms(&db).await;
+    let (api, twilio, sms) = with_sms(&db).await;
     let (_, [(org, key), _]) = two_tenants(&api).await;
     let (event, order, tickets) = paid_tickets(&api, &key, &org, &["A-1", "A-2"]).await;
     sqlx::query("UPDATE orders SET phone = $2 WHERE id = $1")
@@ -396,10 +396,39 @@ async fn a_transfer_offer_is_texted_to_the_number_its_giver_gives_and_reminders_
     relay(&db).await;
     let (state, to, _, _, body) = text_of(&db, "transfer_offer").await;
     assert_eq!((state.as_str(), to.as_str()), ("pending", "+447700900456"));
+    sqlx::query("UPDATE sms_messages SET created_at = now() - interval '2 days'").execute(&db).await.unwrap();
     assert!(
         body.contains("https://tickets.example.test/transfers/") && body.contains("Buyer@Example.test"),
         "{body}"
     );
+
+    // Withdrawn before it was sent: the text is not sent.
+    let withdraw = api
+        .http
+        .post(format!("{}/api/v1/orders/{order}/tickets/{}/transfer/cancel", api.base, tickets[0]))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(withdraw.status(), StatusCode::OK);
+    assert_eq!(sender(&db, &sms, 5).send_due().await.unwrap(), 1);
+    assert_eq!(text_of(&db, "transfer_offer").await.0, "suppressed");
+    // Offered again and again to new numbers: three texts from an order a day, then mail only.
+    for n in 0..4 {
+        let phone = format!("+44770090050{n}");
+        let resp = offer(json!({ "to_email": "friend@example.test", "to_phone": phone })).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        relay(&db).await;
+        let url = format!("{}/api/v1/orders/{order}/tickets/{}/transfer/cancel", api.base, tickets[0]);
+        api.http.post(url).bearer_auth(&token).send().await.unwrap();
+    }
+    let offers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sms_messages WHERE kind = 'transfer_offer' AND created_at > now() - interval '1 day'",
+    )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(offers, regional_core::sms::OFFER_TEXTS_PER_ORDER_PER_DAY);
 
     // The event's reminder: by text to the buyer for the ticket they still hold.
     sqlx::query("UPDATE events SET starts_at = now() + interval '2 hours', ends_at = now() + interval '5 hours', state = 'on_sale' WHERE id = $1::uuid")
@@ -430,5 +459,114 @@ async fn a_transfer_offer_is_texted_to_the_number_its_giver_gives_and_reminders_
     let problem: Value = resp.json().await.unwrap();
     assert_eq!(problem["errors"][0]["field"], "to_phone", "{problem}");
     assert!(problem["errors"][0]["message"].as_str().unwrap().contains("does not send text messages"));
-    drop(sms);
+    assert!(twilio.messages().await.is_empty());
+}
+
+#[sqlx::test]
+async fn a_stop_while_a_text_is_claimed_is_honoured_before_it_is_sent_and_replays_change_nothing(db: PgPool) {
+    let (api, twilio, sms) = with_sms(&db).await;
+    let mut conn = db.acquire().await.unwrap();
+    assert!(regional_core::sms::queue(&mut conn, "held", "event_reminder", BUYER, "Hi STOP", None, None)
+        .await
+        .unwrap());
+    // A sender has claimed it (its lease) when the STOP arrives: the STOP leaves the claimed text
+    // to the sender, which checks again under the number's lock and does not send it.
+    sqlx::query("UPDATE sms_messages SET lease_until = now() + interval '2 minutes'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let stop = [("AccountSid", SID), ("MessageSid", "SM0001"), ("From", BUYER), ("Body", "stop")];
+    assert_eq!(provider_post(&api, &sms, "/api/v1/sms/incoming", &stop, TOKEN).await, StatusCode::OK);
+    assert_eq!(text_of(&db, "event_reminder").await.0, "pending", "a claimed text is the sender's to end");
+    sqlx::query("UPDATE sms_messages SET lease_until = NULL").execute(&db).await.unwrap();
+    assert_eq!(sender(&db, &sms, 5).send_due().await.unwrap(), 1);
+    assert_eq!(text_of(&db, "event_reminder").await.0, "suppressed");
+    assert!(twilio.messages().await.is_empty(), "nothing reached the provider");
+
+    // START, then the STOP's signed request replayed: it counts once, the number stays opted in.
+    let start = [("AccountSid", SID), ("MessageSid", "SM0002"), ("From", BUYER), ("Body", "START")];
+    assert_eq!(provider_post(&api, &sms, "/api/v1/sms/incoming", &start, TOKEN).await, StatusCode::OK);
+    assert_eq!(api.count("sms_opt_outs").await, 0);
+    assert_eq!(provider_post(&api, &sms, "/api/v1/sms/incoming", &stop, TOKEN).await, StatusCode::OK);
+    assert_eq!(api.count("sms_opt_outs").await, 0, "a replayed STOP changes nothing");
+    let no_id = [("AccountSid", SID), ("From", BUYER), ("Body", "STOP")];
+    assert_eq!(
+        provider_post(&api, &sms, "/api/v1/sms/incoming", &no_id, TOKEN).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    // A status the Messages API has for incoming texts is acknowledged and ignored.
+    let incoming = [("AccountSid", SID), ("MessageSid", "SM0003"), ("MessageStatus", "received")];
+    assert_eq!(
+        provider_post(&api, &sms, "/api/v1/sms/status", &incoming, TOKEN).await,
+        StatusCode::NO_CONTENT
+    );
+}
+
+#[sqlx::test]
+async fn texts_another_core_is_sending_count_toward_the_cap_and_a_wrong_token_is_retried(db: PgPool) {
+    let (_api, twilio, sms) = with_sms(&db).await;
+    let mut conn = db.acquire().await.unwrap();
+    for n in 0..6 {
+        regional_core::sms::queue(
+            &mut conn,
+            &format!("t{n}"),
+            "event_reminder",
+            BUYER,
+            "Hi STOP",
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    }
+    // Another core is handing two of them to the provider right now (its claim, marked as being
+    // sent): with a cap of 2, this core's four wait, though none was sent yet.
+    sqlx::query(
+        "UPDATE sms_messages SET lease_until = now() + interval '2 minutes', sending_at = now()
+         WHERE dedup_key IN ('t0', 't1')",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let settings = SmsSenderSettings { max_attempts: 3, retry_base: Duration::from_millis(10), per_day: 2 };
+    let this =
+        SmsSender::new(db.clone(), Twilio::new(sms.provider.clone(), Duration::from_secs(5)), settings);
+    assert_eq!(this.send_due().await.unwrap(), 4);
+    let waiting: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM next_attempt_at - now())::float8 FROM sms_messages WHERE sending_at IS NULL",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(waiting.len(), 4);
+    assert!(
+        waiting.iter().all(|w| (30.0..=61.0).contains(w)),
+        "a minute: only texts in flight fill the cap: {waiting:?}"
+    );
+    assert!(twilio.messages().await.is_empty());
+    // The other core's claim lapses without a send (it died): its texts go, within the cap.
+    sqlx::query("UPDATE sms_messages SET lease_until = NULL, sending_at = NULL, next_attempt_at = now()")
+        .execute(&db)
+        .await
+        .unwrap();
+    assert_eq!(this.send_due().await.unwrap(), 6);
+    assert_eq!(twilio.messages().await.len(), 2, "two a day to the number, whichever core sends");
+
+    // The provider refuses the credentials (a token being rotated): retried, not failed.
+    let mut wrong = sms.provider.clone();
+    wrong.auth_token = "not-the-token-0123456789".into();
+    regional_core::sms::queue(&mut conn, "other", "event_reminder", "+447700900777", "Hi STOP", None, None)
+        .await
+        .unwrap();
+    let settings = SmsSenderSettings { max_attempts: 3, retry_base: Duration::from_millis(10), per_day: 2 };
+    SmsSender::new(db.clone(), Twilio::new(wrong, Duration::from_secs(5)), settings)
+        .send_due()
+        .await
+        .unwrap();
+    let (state, code, attempts): (String, Option<i64>, i32) =
+        sqlx::query_as("SELECT state, error_code, attempts FROM sms_messages WHERE dedup_key = 'other'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), code, attempts), ("pending", Some(20003), 1));
 }
