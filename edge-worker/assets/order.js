@@ -17,6 +17,7 @@ var o=await r.json(),h='<h2 id="state">'+esc(words[o.state]||o.state)+'</h2>';
 h+='<dl><dt>Total</dt><dd>'+money(o.total_minor,o.currency)+(o.tax_included?' (tax included)':'')+'</dd>';
 if(o.refund_minor>0)h+='<dt>Refunded</dt><dd>'+money(o.refund_minor,o.currency)+'</dd>';
 if(o.outcome)h+='<dt>Why</dt><dd>'+esc(o.outcome.replace(/_/g,' '))+'</dd>';
+if(o.phone)h+='<dt>Texts to</dt><dd>'+esc(o.phone)+' (reply STOP to any to get no more)</dd>';
 h+='</dl>';
 if(o.state==='awaiting_payment'&&o.payment&&o.payment.redirect_url){
  h+='<p>Please pay before '+esc(new Date(o.hold_expires_at).toLocaleTimeString())+'.</p><p><a id="pay" href="'+esc(o.payment.redirect_url)+'">Pay now</a></p>';}
@@ -26,11 +27,15 @@ if(o.tickets&&o.tickets.length){h+='<h2>Your tickets</h2><ul>';o.tickets.forEach
  live=live.filter(function(x){return !x.transferred;});
  live.forEach(function(x){h+='<figure class="qr" id="qr-'+esc(x.id)+'"><figcaption>'+(x.seat_id?'Seat '+esc(x.seat_id):'Standing')+
   ': show this at the gate</figcaption></figure><form class="give" data-ticket="'+esc(x.id)+'"><label>Give this ticket to (e-mail) '+
-  '<input type="email" name="to" required></label> <button>Send</button> <span class="said" role="status"></span></form>';});}
+  '<input type="email" name="to" required></label> '+
+  // Where the shop texts (this order has a number), the offer can go by text too.
+  (o.phone?'<label>and their mobile (optional) <input type="tel" name="phone" autocomplete="off" inputmode="tel" maxlength="32"></label> ':'')+
+  '<button>Send</button> <span class="said" role="status"></span></form>';});}
 box.innerHTML=h;
 box.querySelectorAll('form.give').forEach(function(f){f.addEventListener('submit',async function(e){e.preventDefault();
  var said=f.querySelector('.said'),r=await fetch('/api/v1/orders/'+id+'/tickets/'+f.getAttribute('data-ticket')+'/transfer',
- {method:'POST',headers:{authorization:'Bearer '+t,'content-type':'application/json'},body:JSON.stringify({to_email:f.to.value})});
+ {method:'POST',headers:{authorization:'Bearer '+t,'content-type':'application/json'},
+  body:JSON.stringify(f.phone&&f.phone.value.trim()?{to_email:f.to.value,to_phone:f.phone.value.trim()}:{to_email:f.to.value})});
  var j=await r.json();said.textContent=r.status===201?'Offered to '+j.to_email+' until '+new Date(j.expires_at).toLocaleString()+
  '. It stays yours until they accept.':(j.detail||('Could not offer it ('+r.status+')'));});});
 live.forEach(async function(x){var q=await fetch('/api/v1/orders/'+id+'/tickets/'+x.id+'/qr.svg',{headers:{authorization:'Bearer '+t}});

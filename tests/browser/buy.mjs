@@ -3,7 +3,8 @@
 // seats on the map, sees the core's price summary and checks out, pays
 // on the test provider's page, comes back to the order page and sees it paid with its ticket.
 // With a recipient's address, it then offers the ticket to them with the order page's form; with a
-// phone number, it gives it for a text (the field is there only where the shop sends texts).
+// phone number, it gives it for a text (the field is there only where the shop sends texts), and
+// the recipient's number (+44 7700 900124) for the offer's text.
 // Run by tests/tests/checkout.rs:  node tests/browser/buy.mjs <edge url> <event id> [<give to> [<phone>]]
 import { launch } from './chromium.mjs';
 
@@ -49,6 +50,8 @@ try {
   let offered = null;
   if (giveTo) {
     await page.fill('form.give input[name=to]', giveTo);
+    // The order has a number: the offer can go by text to the recipient's too.
+    if (phone) await page.fill('form.give input[name=phone]', '+44 7700 900124');
     await page.click('form.give button');
     await page.waitForFunction(() => /^Offered to /.test(document.querySelector('form.give .said')?.textContent ?? ''), null, { timeout: 10000 });
     offered = await page.textContent('form.give .said');

@@ -440,6 +440,18 @@ async fn checkout_pays_declines_cancels_and_refuses_bad_webhooks() {
     };
     assert!(text["body"].as_str().unwrap().contains(&format!("{edge_url}{order_path}#")), "{text}");
     assert!(text["callbacks"].as_array().unwrap().iter().all(|c| c["answer"] == 204), "{text}");
+    // The friend's number, given on the order page's offer form, gets the offer by text.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let sent = get_json(&format!("http://127.0.0.1:{twilio_port}/_fake/messages"), None).await;
+        let offer = sent.as_array().into_iter().flatten().find(|m| m["to"] == "+447700900124");
+        if let Some(m) = offer {
+            assert!(m["body"].as_str().unwrap().contains(&format!("{edge_url}/transfers/")), "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no offer text: {sent}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let state: String =
         sqlx::query_scalar("SELECT state FROM sms_messages WHERE recipient = '+447700900123'")
             .fetch_one(&db)

@@ -109,6 +109,9 @@ pub struct OrderHead {
     /// Why it ended as it did (`payment_failed`, `abandoned`, `hold_lost`, `buyer_cancelled`, ...).
     pub outcome: Option<String>,
     pub email: String,
+    /// The mobile number texts about the order go to (docs/sms.md), if the buyer gave one.
+    #[serde(default)]
+    pub phone: Option<String>,
     pub hold_id: String,
     pub currency: String,
     #[serde(flatten)]
@@ -131,7 +134,7 @@ pub struct OrderView {
 }
 
 const HEAD_COLUMNS: &str =
-    "id, event_id, state, outcome, email, hold_id, currency, subtotal_minor, discount_minor, \
+    "id, event_id, state, outcome, email, phone, hold_id, currency, subtotal_minor, discount_minor, \
     fee_minor, tax_minor, tax_included, total_minor, refund_minor, hold_expires_at, created_at, updated_at";
 
 /// The full view of an order.

@@ -68,6 +68,30 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
     params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).unwrap_or("")
 }
 
+/// The parameters of the provider's delivery report the core reads (the document's; the route reads
+/// the form itself, for the signature covers every parameter).
+#[derive(utoipa::ToSchema)]
+#[allow(non_snake_case, dead_code)]
+pub struct StatusReport {
+    AccountSid: Option<String>,
+    MessageSid: String,
+    /// `queued`, `sending`, `sent`, `delivered`, `undelivered`, `failed`, `read`…
+    MessageStatus: String,
+    ErrorCode: Option<String>,
+}
+
+/// The parameters of a text someone sent the shop's number that the core reads.
+#[derive(utoipa::ToSchema)]
+#[allow(non_snake_case, dead_code)]
+pub struct IncomingText {
+    AccountSid: Option<String>,
+    MessageSid: String,
+    From: String,
+    Body: Option<String>,
+    /// `STOP`, `START` or `HELP` (Twilio's Advanced Opt-Out).
+    OptOutType: Option<String>,
+}
+
 /// How far along an outgoing text's provider status is (stored as `status_rank`): a report only
 /// moves a text forward (reports may arrive out of order). 0: not a status of an outgoing text.
 pub fn rank(status: &str) -> i16 {
@@ -90,7 +114,7 @@ const OTHER_STATUSES: [&str; 3] = ["receiving", "received", "partially_delivered
 /// `X-Twilio-Signature`). A report of a message not ours, or older than what is known, changes
 /// nothing and is answered `204` too.
 #[utoipa::path(post, path = "/api/v1/sms/status", tag = "operations",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's status callback parameters"),
+    request_body(content = StatusReport, content_type = "application/x-www-form-urlencoded", description = "Twilio's status callback parameters (others are taken and signed too)"),
     responses((status = 204, description = "recorded (or nothing to record)"), crate::api::Problems))]
 async fn delivery_report(
     State(state): State<AppState>,
@@ -135,7 +159,7 @@ async fn delivery_report(
 /// suppressed; `START` opts it back in. Each message counts once (by `MessageSid`). Answered with
 /// empty TwiML: the provider sends the carriers' confirmation itself.
 #[utoipa::path(post, path = "/api/v1/sms/incoming", tag = "operations",
-    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's incoming message parameters"),
+    request_body(content = IncomingText, content_type = "application/x-www-form-urlencoded", description = "Twilio's incoming message parameters (others are taken and signed too)"),
     responses((status = 200, description = "TwiML, empty", content_type = "text/xml", body = String), crate::api::Problems))]
 async fn incoming(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Result<Response> {
     let params = signed_params(&state, "/api/v1/sms/incoming", &headers, &body)?;
