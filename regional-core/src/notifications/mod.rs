@@ -153,6 +153,13 @@ impl Consumer for Notifier {
             };
             let phone = match (phone, kind) {
                 (Some(phone), "transfer_offer") => {
+                    // Counted under a lock on the order: two offers at once cannot both be the third.
+                    sqlx::query(
+                        "SELECT pg_advisory_xact_lock(hashtextextended('sms-offers:' || $1::text, 0))",
+                    )
+                    .bind(order)
+                    .execute(&mut *tx)
+                    .await?;
                     let texted: i64 = sqlx::query_scalar(
                         "SELECT count(*) FROM sms_messages WHERE order_id = $1 AND kind = 'transfer_offer'
                            AND created_at > now() - interval '24 hours'",

@@ -21,6 +21,9 @@ pub const CANCELLED_DAYS: i64 = 30;
 /// Days a mail is kept after it was queued (the operator's view of what was sent, and parked
 /// mails to send again).
 pub const MAIL_DAYS: i64 = 30;
+/// Days the ids of texts people sent are kept: a signed STOP or START replayed (Twilio's signatures
+/// carry no time) is recognised for as long. Ids only: no number, no words.
+pub const INCOMING_TEXT_DAYS: i64 = 400;
 /// Days a published domain event stays in the outbox (the topics keep theirs as long).
 pub const OUTBOX_DAYS: i64 = 7;
 /// Rows one statement changes.
@@ -46,7 +49,7 @@ pub struct Pruned {
     pub cancelled_orders: u64,
     pub mails: u64,
     pub texts: u64,
-    /// Ids of texts people sent (their replay guard), after 30 days.
+    /// Ids of texts people sent (their replay guard), after [`INCOMING_TEXT_DAYS`].
     pub texts_received: u64,
     pub outbox_messages: u64,
     pub sign_in_requests: u64,
@@ -104,7 +107,7 @@ async fn run_steps(db: &PgPool, settings: Retention) -> Result<Pruned, sqlx::Err
     );
     let incoming = format!(
         "DELETE FROM sms_incoming WHERE message_sid IN (SELECT message_sid FROM sms_incoming
-           WHERE received_at < now() - interval '{MAIL_DAYS} days' LIMIT {BATCH})"
+           WHERE received_at < now() - interval '{INCOMING_TEXT_DAYS} days' LIMIT {BATCH})"
     );
     let messages = format!(
         "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox
@@ -191,7 +194,26 @@ async fn deferred(db: &PgPool) -> Result<u64, sqlx::Error> {
                 None => 0,
             };
             if erased == 0 {
-                // An address the rules no longer take (stored before they changed): erased row by row.
+                // An address the rules no longer take (stored before they changed): erased row by row,
+                // texts first (they are found through the rows' addresses).
+                sqlx::query(
+                    "DELETE FROM sms_messages s USING orders o
+                     WHERE s.order_id = o.id AND o.event_id = $1 AND lower(o.email) = $2
+                       AND o.erase_requested_at IS NOT NULL AND o.erased_at IS NULL",
+                )
+                .bind(event)
+                .bind(&address)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM sms_messages s USING ticket_transfers x
+                     WHERE x.event_id = $1 AND lower(x.to_email) = $2 AND x.erase_requested_at IS NOT NULL
+                       AND s.kind = 'transfer_offer' AND s.dedup_key = 'transfer_offer:' || x.id",
+                )
+                .bind(event)
+                .bind(&address)
+                .execute(&mut *tx)
+                .await?;
                 sqlx::query(
                     "UPDATE orders SET email = erased_address(id), visitor_id = 'erased:' || id, phone = NULL, erased_at = now()
                      WHERE event_id = $1 AND lower(email) = $2 AND erase_requested_at IS NOT NULL AND erased_at IS NULL",

@@ -128,6 +128,11 @@ pub async fn queue(
 /// refusal to text an unsubscribed number): nothing more is queued or sent, and what is waiting is
 /// suppressed.
 pub async fn opt_out(conn: &mut PgConnection, phone: &str, source: &str) -> Result<(), sqlx::Error> {
+    // The lock the sender's last check takes: a STOP and that check never interleave.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('sms:' || $1, 0))")
+        .bind(phone)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("INSERT INTO sms_opt_outs (phone, source) VALUES ($1, $2) ON CONFLICT (phone) DO NOTHING")
         .bind(phone)
         .bind(source)

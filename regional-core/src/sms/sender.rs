@@ -107,6 +107,9 @@ impl SmsSender {
              WHERE id IN (SELECT id FROM sms_messages
                           WHERE state = 'pending' AND next_attempt_at <= now()
                             AND (lease_until IS NULL OR lease_until < now())
+                            -- Handed to the provider by a sender whose mark may still land: not
+                            -- before it has had a lease past its claim to write it.
+                            AND (sending_at IS NULL OR sending_at < now() - make_interval(secs => $1 * 2))
                           ORDER BY next_attempt_at LIMIT 16 FOR UPDATE SKIP LOCKED)
              RETURNING id, dedup_key, kind, recipient, body, attempts, lease_until",
         )
@@ -191,11 +194,14 @@ impl SmsSender {
             );
             return Ok(Reserved::Wait(at));
         }
+        // Handed over only while a third of the claim is left (by the database's clock as well).
         let mine = sqlx::query(
-            "UPDATE sms_messages SET sending_at = now() WHERE id = $1 AND lease_until = $2 AND state = 'pending'",
+            "UPDATE sms_messages SET sending_at = now()
+             WHERE id = $1 AND lease_until = $2 AND state = 'pending' AND lease_until > now() + make_interval(secs => $3)",
         )
         .bind(d.id)
         .bind(d.lease_until)
+        .bind((LEASE / 3).as_secs_f64())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -269,7 +275,17 @@ impl SmsSender {
                     return Ok(());
                 }
                 Ok(_) => {
-                    tracing::error!(sms = %d.id, "sms sent, but another sender took it before the mark: it may go out twice");
+                    // An earlier try whose answer was lost may have been the one that marked it.
+                    let (state, sid): (String, Option<String>) =
+                        sqlx::query_as("SELECT state, provider_sid FROM sms_messages WHERE id = $1")
+                            .bind(d.id)
+                            .fetch_one(&self.db)
+                            .await?;
+                    if state == "sent" && sid.is_some() && sid == accepted.sid {
+                        count("sent");
+                    } else {
+                        tracing::error!(sms = %d.id, "sms sent, but another sender took it before the mark: it may go out twice");
+                    }
                     return Ok(());
                 }
                 Err(e) if Instant::now() + wait < give_up => {
@@ -290,7 +306,7 @@ impl SmsSender {
         let done = sqlx::query(
             "UPDATE sms_messages SET state = $3, error_code = $4, last_error = $5, lease_until = NULL, sending_at = NULL,
                  status_at = now()
-             WHERE id = $1 AND lease_until = $2",
+             WHERE id = $1 AND lease_until = $2 AND state = 'pending'",
         )
         .bind(d.id)
         .bind(d.lease_until)

@@ -17,6 +17,8 @@ use subtle::ConstantTimeEq as _;
 /// The provider's error code for a number that replied STOP (Twilio's 21610, "Attempt to send to
 /// unsubscribed recipient"): the number is opted out here too.
 pub const UNSUBSCRIBED: i64 = 21610;
+/// The provider's error code for a sender whose queue is full: retried.
+pub const QUEUE_FULL: i64 = 21611;
 /// The longest signature header taken (Base64 of 20 bytes is 28 characters).
 const MAX_SIGNATURE_BYTES: usize = 64;
 
@@ -148,7 +150,10 @@ impl Twilio {
             None => (None, String::new()),
         };
         Err(Refused {
-            permanent: status.is_client_error() && !matches!(status.as_u16(), 401 | 403 | 404 | 429),
+            // 21611: the sender's queue is full (a 400 that is a 429 in all but name).
+            permanent: status.is_client_error()
+                && !matches!(status.as_u16(), 401 | 403 | 404 | 429)
+                && code != Some(QUEUE_FULL),
             code,
             message: format!(
                 "the provider answered {status}: {}",
