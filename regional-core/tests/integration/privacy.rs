@@ -784,3 +784,77 @@ async fn a_buyer_gets_their_orders_again_by_a_sign_in_link_and_nobody_learns_who
         sqlx::query_scalar("SELECT address_key FROM sign_in_requests").fetch_all(&db).await.unwrap();
     assert!(keys.iter().all(|k| k.len() == 64 && !k.contains('@')));
 }
+
+#[sqlx::test]
+async fn an_address_the_rules_no_longer_take_is_still_erased_row_by_row_when_its_event_ends(db: PgPool) {
+    let api = start(&db).await;
+    let (_, [(acme, key), _]) = two_tenants(&api).await;
+    let (event, order, tickets) = paid_tickets(&api, &key, &acme, &["A-1"]).await;
+    // An address stored before the rules refused it (no dot in its domain), its erasure asked for
+    // while the event was to come, with a number, a text, and a ticket given to it with its own.
+    let old = "old@localhost";
+    sqlx::query(
+        "UPDATE orders SET email = $2, phone = '+447700900123', erase_requested_at = now() WHERE id = $1",
+    )
+    .bind(order)
+    .bind(old)
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query("UPDATE tickets SET holder_email = $2, erase_requested_at = now() WHERE id = $1")
+        .bind(tickets[0])
+        .bind(old)
+        .execute(&db)
+        .await
+        .unwrap();
+    let transfer = Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO ticket_transfers (id, ticket_id, order_id, event_id, from_email, to_email, to_phone, state, expires_at, erase_requested_at)
+         VALUES ($1, $2, $3, $4::uuid, 'giver@example.test', $5, '+447700900456', 'accepted', now(), now())",
+    )
+    .bind(transfer)
+    .bind(tickets[0])
+    .bind(order)
+    .bind(&event)
+    .bind(old)
+    .execute(&db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO sms_messages (id, dedup_key, kind, recipient, body, order_id, state)
+         VALUES (gen_random_uuid(), 'order_confirmation:' || $1, 'order_confirmation', '+447700900123', 'b', $1, 'delivered'),
+                (gen_random_uuid(), 'transfer_offer:' || $2, 'transfer_offer', '+447700900456', 'b', $1, 'delivered')",
+    )
+    .bind(order)
+    .bind(transfer)
+    .execute(&db)
+    .await
+    .unwrap();
+    ended(&db, &event, 1).await;
+
+    let run = retention::run(&db, Retention { after_event_days: 730 }).await.unwrap();
+    assert_eq!(run.deferred_erasures, 1, "{run:?}");
+    let (email, phone): (String, Option<String>) =
+        sqlx::query_as("SELECT email, phone FROM orders WHERE id = $1")
+            .bind(order)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(email.ends_with("@erased.invalid") && phone.is_none(), "{email} {phone:?}");
+    let holder: String = sqlx::query_scalar("SELECT holder_email FROM tickets WHERE id = $1")
+        .bind(tickets[0])
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(holder.ends_with("@erased.invalid"), "{holder}");
+    let (to, to_phone): (String, Option<String>) =
+        sqlx::query_as("SELECT to_email, to_phone FROM ticket_transfers WHERE id = $1")
+            .bind(transfer)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(to.ends_with("@erased.invalid") && to_phone.is_none(), "{to} {to_phone:?}");
+    assert_eq!(api.count("sms_messages").await, 0, "the texts go with the rows");
+    // Done: a second run finds nothing more.
+    assert_eq!(retention::run(&db, Retention { after_event_days: 730 }).await.unwrap().deferred_erasures, 0);
+}
