@@ -203,6 +203,12 @@ api_fuzz_tools() {
   python_venv "$CACHE/schemathesis" "$ROOT/tests/api-fuzz/requirements.txt"
 }
 
+# ---- a PDF renderer independent of the core's own code, for the printed tickets' test
+# (regional-core/tests/integration/box_office.rs): poppler's pdftoppm and pdftotext ---------------
+pdf_tools() {
+  { command -v pdftoppm >/dev/null && command -v pdftotext >/dev/null; } || apt_install poppler-utils
+}
+
 command -v curl >/dev/null || apt_install curl ca-certificates
 command -v cc >/dev/null || apt_install build-essential
 { command -v python3 >/dev/null && python3 -c "import ensurepip, venv" 2>/dev/null; } || apt_install python3 python3-venv
@@ -214,6 +220,7 @@ timed "cargo-nextest" nextest
 [ -z "$WANT_FUZZ" ] || timed "cargo-fuzz $CARGO_FUZZ_VERSION" fuzz_tools
 timed "postgresql" postgres
 timed "redis" redis
+timed "pdf tools" pdf_tools
 timed "promtool" promtool_install
 timed "deploy tools" deploy_tools
 [ -z "$WANT_FUZZ" ] || timed "schemathesis" api_fuzz_tools

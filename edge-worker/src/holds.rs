@@ -44,7 +44,7 @@ struct HoldAnswer {
 }
 
 /// Which shard of the layout a hold request goes to.
-fn shard_for(layout: &Layout, request: &HoldRequest) -> std::result::Result<usize, String> {
+pub(crate) fn shard_for(layout: &Layout, request: &HoldRequest) -> std::result::Result<usize, String> {
     let name = match (layout.sharding, request) {
         (Sharding::None, _) => MAIN_SHARD,
         (Sharding::BySection, HoldRequest::GeneralAdmission { .. }) => GA_SHARD,

@@ -3,19 +3,20 @@
 //! signature and freshness, the receiving object refuses a nonce it has seen (replay).
 //!
 //! The routes are [`InternalRoute`] (shared with the core, which builds them): publish or update an
-//! inventory (split into shards), one hold and its actions (extend, confirm, reclaim, release,
+//! inventory (split into shards), a box-office hold, one hold and its actions (extend, confirm, reclaim, release,
 //! return), the stats (summed over shards), the waiting room's settings and its line, and the end
 //! of a buyer's session (closed-loop admission).
 
 use durable_objects::directory::Layout;
 use durable_objects::http;
 use durable_objects::inventory::Caller;
+use durable_objects::inventory::HoldRequest;
 use durable_objects::stub::{send, DIRECTORY_BINDING, WAITLIST_BINDING};
 use durable_objects::waiting_room::{call, shard_name, EndSession, COORDINATOR_BINDING, SHARD_BINDING};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use shared_types::ids::VisitorId;
-use shared_types::internal_api::{HoldAction, InternalRoute, SaleBody};
+use shared_types::internal_api::{CoreHoldBody, HoldAction, InternalRoute, SaleBody};
 use shared_types::inventory::Inventory;
 use shared_types::request_signing::{precheck_request, verify_request, SignedRequest, SIGNATURE_HEADER};
 use shared_types::traceparent::TraceParent;
@@ -111,6 +112,7 @@ async fn route_call(
             waitlist_call(ev, Method::Post, "/forget", Some(body)).await
         }
         InternalRoute::WaitlistOffers => crate::waitlist::offers_to_mail(ev, req).await,
+        InternalRoute::PlaceHold => place_hold(ev, &call, body).await,
         InternalRoute::Hold(hold) => hold_call(ev, &hold, None, &call, body).await,
         InternalRoute::HoldAction(hold, action) => hold_call(ev, &hold, Some(action), &call, body).await,
     }
@@ -136,6 +138,24 @@ fn invalid<E: serde::Serialize>(ev: &EventCtx<'_>, detail: &str, errors: &E) -> 
             .with_instance(ev.path)
             .with_extension("errors", serde_json::to_value(errors)?),
     ))
+}
+
+/// A box-office hold (docs/box-office.md): to the shard its request names, as the core's call;
+/// the object checks the visitor and the request and answers `{"hold", "replayed"}`.
+async fn place_hold(ev: &EventCtx<'_>, call: &Call<'_>, body: &[u8]) -> Result<Response> {
+    let placed: CoreHoldBody = parse(ev, body, "a box-office hold ({\"visitor\", \"request\"})")?;
+    let request: HoldRequest = serde_json::from_value(placed.request.clone())
+        .map_err(|e| ev.problem(ProblemType::MalformedRequest, format!("not a hold request: {e}")))?;
+    let layout = objects::layout(ev.env, &ev.event)
+        .await?
+        .ok_or_else(|| ev.problem(ProblemType::NotFound, "this event is not on sale"))?;
+    let shard = crate::holds::shard_for(&layout, &request)
+        .map_err(|detail| ev.problem(ProblemType::ValidationFailed, detail))?;
+    let name = layout.object_name(shard).unwrap_or_default();
+    let body = serde_json::to_string(&placed)?;
+    let resp = objects::inventory(ev.env, &name, Method::Post, "/holds", call, Some(body)).await?;
+    invalidate_availability(&ev.event);
+    objects::relay(resp, ev.path).await
 }
 
 /// One hold, or an action on it, passed to the inventory object that has it.

@@ -73,6 +73,9 @@ pub enum Permission {
     /// Answer privacy requests (everything kept about a person; erasure): organizer admins, for
     /// their organization's buyers.
     HandlePersonalData,
+    /// Sell at the venue (hold without the line, take cash or a card on the venue's terminal,
+    /// print tickets, re-issue a lost one): the box office and organizer admins.
+    SellAtVenue,
 }
 
 impl Role {
@@ -84,7 +87,7 @@ impl Role {
             PlatformAdmin => true,
             OrganizerAdmin => what != ManagePlatform,
             OrganizerStaff => matches!(what, ManageCatalog | Read | Scan),
-            BoxOffice => matches!(what, Read | Scan),
+            BoxOffice => matches!(what, Read | Scan | SellAtVenue),
             Scanner => what == Scan,
         }
     }
@@ -244,7 +247,8 @@ pub mod need {
         Refund,
         ReadAudit,
         ManageWebhooks,
-        HandlePersonalData
+        HandlePersonalData,
+        SellAtVenue
     );
 }
 
@@ -296,5 +300,12 @@ mod tests {
         for role in [Role::OrganizerStaff, Role::BoxOffice, Role::Scanner] {
             assert!(!role.may(Permission::ReadAudit), "{role:?}");
         }
+        assert!(
+            Role::BoxOffice.may(Permission::SellAtVenue) && Role::OrganizerAdmin.may(Permission::SellAtVenue)
+        );
+        for role in [Role::OrganizerStaff, Role::Scanner] {
+            assert!(!role.may(Permission::SellAtVenue), "{role:?}");
+        }
+        assert!(!Role::BoxOffice.may(Permission::Refund), "money back is the organizer admin's");
     }
 }

@@ -8,7 +8,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::Value;
 use shared_types::ids::VisitorId;
-use shared_types::internal_api::{HoldAction, HoldAnswer, InternalRoute, SaleBody};
+use shared_types::internal_api::{
+    HoldAction, HoldAnswer, InternalRoute, SaleBody, BOX_OFFICE_VISITOR_PREFIX,
+};
 use shared_types::request_signing::{sign_request, SIGNATURE_HEADER};
 use shared_types::token::TokenSigner;
 use tracing::Instrument as _;
@@ -86,7 +88,10 @@ impl EdgeClient {
         action: HoldAction,
         buyer: &str,
     ) -> Result<Value, EdgeError> {
-        let sale = SaleBody { end_session_of: VisitorId::parse(buyer).ok() };
+        // A box-office sale has no shopping session to end.
+        let buyer =
+            VisitorId::parse(buyer).ok().filter(|v| !v.as_str().starts_with(BOX_OFFICE_VISITOR_PREFIX));
+        let sale = SaleBody { end_session_of: buyer };
         let body = serde_json::to_vec(&sale).unwrap_or_default();
         self.send(event, &InternalRoute::HoldAction(hold.to_owned(), action), body).await
     }
@@ -195,6 +200,7 @@ fn call_label(route: &InternalRoute) -> &'static str {
         InternalRoute::WaitlistOffers => "waitlist_offers",
         InternalRoute::CloseWaitlist => "close_waitlist",
         InternalRoute::ForgetWaitlistAddress => "forget_waitlist_address",
+        InternalRoute::PlaceHold => "place_hold",
         InternalRoute::Hold(_) => "hold",
         InternalRoute::HoldAction(_, action) => action.as_str(),
     }

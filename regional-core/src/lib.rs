@@ -5,6 +5,7 @@ pub mod accounts;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod box_office;
 pub mod bus;
 pub mod catalog;
 pub mod checkout;

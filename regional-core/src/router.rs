@@ -115,6 +115,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(crate::webhooks::routes::routes())
         .merge(crate::privacy::routes::routes())
         .merge(crate::sms::routes::routes())
+        .merge(crate::box_office::routes())
 }
 
 #[derive(utoipa::OpenApi)]
@@ -132,6 +133,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         (name = "operations", description = "health"),
         (name = "webhooks", description = "partner webhooks: endpoints, deliveries, replays"),
         (name = "privacy", description = "personal data: access and erasure requests (docs/privacy.md)"),
+        (name = "box office", description = "selling at the venue: holds without the line, cash and card-present sales, printed tickets, re-issues (docs/box-office.md)"),
     )
 )]
 struct ApiDoc;

@@ -16,6 +16,7 @@
 //! | [`InternalRoute::WaitlistOffers`] | GET | `/waitlist/offers?after={seq}` |
 //! | [`InternalRoute::CloseWaitlist`] | POST | `/waitlist/close` |
 //! | [`InternalRoute::ForgetWaitlistAddress`] | POST | `/waitlist/forget` |
+//! | [`InternalRoute::PlaceHold`] | POST | `/holds` (the box office's: [`CoreHoldBody`]) |
 //! | [`InternalRoute::Hold`] | GET | `/holds/{hold}` |
 //! | [`InternalRoute::HoldAction`] | POST | `/holds/{hold}/{extend,confirm,reclaim,release,return}` |
 
@@ -32,6 +33,22 @@ use crate::inventory::HoldState;
 pub struct SaleBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_session_of: Option<crate::ids::VisitorId>,
+}
+
+/// What every visitor id of a box-office hold starts with: the inventory places a hold for the
+/// core only under such an id, and the core sells a box-office hold only under one.
+pub const BOX_OFFICE_VISITOR_PREFIX: &str = "box-office_";
+
+/// The body of [`InternalRoute::PlaceHold`]: a hold the box office places for a walk-up buyer,
+/// without the line (docs/box-office.md). `request` is a buyer's hold request as the inventory
+/// reads it (`{"kind": "seats" | "best_available" | "general_admission", …}`); `visitor` starts
+/// with [`BOX_OFFICE_VISITOR_PREFIX`]; `idempotency_key` makes a retry answer the same hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CoreHoldBody {
+    pub visitor: crate::ids::VisitorId,
+    pub request: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Where every internal route starts.
@@ -101,6 +118,8 @@ pub enum InternalRoute {
     /// An erasure request: the live entries of an address leave the list, and their address is
     /// deleted (body `{"email"}`; answers `{"forgotten": n}`).
     ForgetWaitlistAddress,
+    /// A box-office hold ([`CoreHoldBody`]): answers the inventory's `{"hold", "replayed"}`.
+    PlaceHold,
     Hold(String),
     HoldAction(String, HoldAction),
 }
@@ -121,6 +140,7 @@ impl InternalRoute {
             InternalRoute::EndSession
             | InternalRoute::CloseWaitlist
             | InternalRoute::ForgetWaitlistAddress
+            | InternalRoute::PlaceHold
             | InternalRoute::HoldAction(..) => "POST",
         }
     }
@@ -139,6 +159,7 @@ impl InternalRoute {
             InternalRoute::WaitlistEntries => "waitlist/entries".to_owned(),
             InternalRoute::CloseWaitlist => "waitlist/close".to_owned(),
             InternalRoute::ForgetWaitlistAddress => "waitlist/forget".to_owned(),
+            InternalRoute::PlaceHold => "holds".to_owned(),
             InternalRoute::Hold(hold) => format!("holds/{hold}"),
             InternalRoute::HoldAction(hold, action) => format!("holds/{hold}/{}", action.as_str()),
         };
@@ -161,6 +182,7 @@ impl InternalRoute {
             ("GET", ["waitlist", "entries"]) => InternalRoute::WaitlistEntries,
             ("POST", ["waitlist", "close"]) => InternalRoute::CloseWaitlist,
             ("POST", ["waitlist", "forget"]) => InternalRoute::ForgetWaitlistAddress,
+            ("POST", ["holds"]) => InternalRoute::PlaceHold,
             ("GET", ["holds", hold]) => InternalRoute::Hold((*hold).to_owned()),
             ("POST", ["holds", hold, action]) => {
                 InternalRoute::HoldAction((*hold).to_owned(), HoldAction::parse(action)?)
@@ -177,6 +199,39 @@ pub struct HoldAnswer {
     pub state: HoldState,
     /// Milliseconds since the epoch.
     pub expires_at: i64,
+    /// Whose hold it is (the box office sells only its own).
+    #[serde(default)]
+    pub visitor: String,
+    #[serde(default)]
+    pub seats: Vec<crate::ids::SeatId>,
+    /// General-admission places held.
+    #[serde(default)]
+    pub ga: Option<GaHeld>,
+    /// The seated tier the seats are sold under.
+    #[serde(default)]
+    pub seated_tier: Option<crate::ids::TierId>,
+}
+
+/// General-admission places of a [`HoldAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GaHeld {
+    pub tier: crate::ids::TierId,
+    pub quantity: u32,
+}
+
+impl HoldAnswer {
+    /// What a hold token would grant for this hold (how checkout prices it).
+    pub fn grant(&self) -> Option<crate::token::HoldGrant> {
+        Some(crate::token::HoldGrant {
+            hold: crate::ids::HoldId::parse(&self.id).ok()?,
+            seats: self.seats.clone(),
+            ga_tier: self.ga.as_ref().map(|g| g.tier.clone()),
+            ga_quantity: self.ga.as_ref().map_or(0, |g| g.quantity),
+            seated_tier: self.seated_tier.clone(),
+            expires_at_ms: self.expires_at,
+            extended: false,
+        })
+    }
 }
 
 /// One offer of [`InternalRoute::WaitlistOffers`]'s answer: who to write to, and the link's token.
@@ -227,6 +282,7 @@ mod tests {
             InternalRoute::WaitlistEntries,
             InternalRoute::CloseWaitlist,
             InternalRoute::ForgetWaitlistAddress,
+            InternalRoute::PlaceHold,
             InternalRoute::Hold("h-1".into()),
         ]
         .into_iter()
@@ -247,5 +303,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!((hold.state, hold.expires_at), (HoldState::Held, 2));
+        let ga: HoldAnswer = serde_json::from_str(
+            r#"{"id":"h-2","visitor":"box-office_1","ga":{"tier":"floor","quantity":3},"created_at":1,"expires_at":2,"extended":false,"state":"held"}"#,
+        )
+        .unwrap();
+        let grant = ga.grant().unwrap();
+        assert_eq!((grant.ga_tier.unwrap().as_str(), grant.ga_quantity, grant.seats.len()), ("floor", 3, 0));
+        assert_eq!(ga.visitor, "box-office_1");
     }
 }

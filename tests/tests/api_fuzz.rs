@@ -64,7 +64,7 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
     let probed = probe_cross_tenant(&core.url(), &document, &acme.key, &ours, &theirs).await;
     // Every probe the document's routes make today: a route added or removed changes it (update it
     // after checking the new route's probes are the ones it needs).
-    assert_eq!(probed, 66, "cross-tenant probes");
+    assert_eq!(probed, 80, "cross-tenant probes");
 
     let core_document = format!("{}/api/v1/openapi.json", core.url());
     let auth = format!("Authorization: Bearer {}", acme.key);
@@ -92,7 +92,8 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
 
 /// One of everything of an organization's that a path can name: a venue (one seat, a standing
 /// area), an event on sale with a seated and a standing tier, a promo code, an order paid for the
-/// seat, its ticket offered to a friend; the organization, its admin and the admin's API key; and
+/// seat, its ticket offered to a friend, a standing place held at the box office; the organization,
+/// its admin and the admin's API key; and
 /// the credentials of its buyer (the order's token) and of the ticket's recipient (the transfer's
 /// token, as the offer mail carries it).
 struct Estate {
@@ -111,6 +112,8 @@ struct Estate {
     /// delivery of its test ping.
     webhook_endpoint: String,
     webhook_delivery: String,
+    /// A box-office hold of a standing place (docs/box-office.md).
+    hold: String,
     order_token: String,
     transfer_token: String,
     /// Its name (`acme`, `rival`): the venue's, the event's, the buyer's and the friend's
@@ -230,6 +233,16 @@ impl Estate {
         )
         .await;
 
+        // A standing place held at the box office.
+        let counter = org
+            .ok(
+                Method::POST,
+                &format!("/api/v1/events/{event}/box-office/holds"),
+                json!({ "kind": "general_admission", "tier": standing["id"], "quantity": 1 }),
+            )
+            .await;
+        let hold = counter["hold_id"].as_str().expect("a box-office hold").to_owned();
+
         let first = |listing: Value, what: &str| {
             listing["items"][0]["id"]
                 .as_str()
@@ -250,6 +263,7 @@ impl Estate {
             transfer,
             webhook_endpoint,
             webhook_delivery: ping["id"].as_str().expect("a delivery").to_owned(),
+            hold,
             order_token,
             transfer_token,
             slug: slug.to_owned(),
@@ -270,6 +284,7 @@ impl Estate {
             &self.transfer,
             &self.webhook_endpoint,
             &self.webhook_delivery,
+            &self.hold,
             &self.order_token,
             &self.transfer_token,
         ];
@@ -343,6 +358,8 @@ impl Estate {
             ("api-keys", "id") => &self.api_key,
             ("webhook-endpoints", "id") => &self.webhook_endpoint,
             ("webhook-deliveries", "id") => &self.webhook_delivery,
+            ("holds", "hold") => &self.hold,
+            ("orders", "order") => &self.order,
             _ => panic!("the cross-tenant probe does not know what {{{name}}} after /{before}/ names: teach Estate::named"),
         };
         Some(id)
@@ -517,6 +534,11 @@ fn valid_body(method: &Method, template: &str) -> String {
             json!({ "to_email": "probe@acme.test" })
         }
         ("POST", "/api/v1/events/{id}/state") => json!({ "state": "cancelled" }),
+        ("POST", "/api/v1/events/{id}/box-office/holds") => {
+            json!({ "kind": "general_admission", "tier": "floor", "quantity": 1 })
+        }
+        ("POST", "/api/v1/events/{id}/box-office/sales") => json!({ "hold": "h0-probe", "payment": "cash" }),
+        ("POST", "/api/v1/events/{id}/box-office/tickets/{ticket}/reissue") => json!({ "reason": "probe" }),
         ("PATCH", "/api/v1/events/{id}") => json!({ "title": "Probed" }),
         ("PUT", "/api/v1/events/{id}/waiting-room") => json!({ "mode": "passthrough" }),
         ("PUT", "/api/v1/events/{id}/seats-off-sale") => json!(["A-1"]),

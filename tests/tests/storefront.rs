@@ -7,7 +7,8 @@
 //!   two seats in the list view, pays on Stripe's page and comes back to the tickets;
 //! - another buys three standing places of the event's general-admission tier the same way;
 //! - the first cancels: the refund goes to Stripe, against the session's payment;
-//! - a payment Stripe refuses to create ends its order at once (not when the hold runs out).
+//! - a payment Stripe refuses to create ends its order at once (not when the hold runs out);
+//! - the box office sells two seats for cash at the counter, without the line, and prints them.
 
 use std::time::{Duration, Instant};
 
@@ -229,6 +230,55 @@ async fn buyers_pay_on_stripes_page_by_keyboard_and_for_standing_places() {
     }
     // B-1 (the first of row B) is back on sale.
     back_on_sale(&edge_url, &event, 6..7).await;
+
+    // 5. The box office sells B-5 and B-6 to someone at the counter for cash: held at the real
+    // edge without the line, sold there, tickets issued and printed (the PDF read by poppler).
+    let desk = acme
+        .ok(Method::POST, "/api/v1/users", json!({ "email": "desk@acme.test", "role": "box_office" }))
+        .await;
+    let key = acme
+        .ok(Method::POST, &format!("/api/v1/users/{}/api-keys", desk["id"].as_str().unwrap()), json!({}))
+        .await;
+    let clerk = Admin::new(&core_url, key["key"].as_str().unwrap());
+    let counter = format!("/api/v1/events/{event}/box-office");
+    let held = clerk
+        .ok(Method::POST, &format!("{counter}/holds"), json!({ "kind": "seats", "seats": ["B-5", "B-6"] }))
+        .await;
+    assert_eq!(held["quote"]["total_minor"], 2 * (4000 + 150), "{held}");
+    let sold = clerk
+        .ok(Method::POST, &format!("{counter}/sales"), json!({ "hold": held["hold_id"], "payment": "cash" }))
+        .await;
+    assert_eq!(sold["order"]["state"], "paid", "{sold}");
+    assert_eq!(sold["tickets"].as_array().map(Vec::len), Some(2), "{sold}");
+    // B-5 and B-6 (the last two of row B) are sold at the edge (its availability is cached a second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = get_json(&format!("{edge_url}/api/v1/events/{event}/availability"), None).await;
+        if a["seats"].as_str().and_then(|s| s.get(10..12)) == Some("ss") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "B-5 and B-6 not sold at the edge: {a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let pdf = e2e::http()
+        .get(format!("{core_url}{}", sold["tickets_pdf"].as_str().unwrap()))
+        .bearer_auth(&clerk.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pdf.headers()["content-type"], "application/pdf");
+    let file = dir.join("box-office.pdf");
+    std::fs::write(&file, pdf.bytes().await.unwrap()).unwrap();
+    let text = std::process::Command::new("pdftotext")
+        .arg(&file)
+        .arg("-")
+        .output()
+        .expect("pdftotext (poppler-utils)");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("Storefront night") && text.contains("Seat B-5") && text.contains("Seat B-6"),
+        "{text}"
+    );
 
     db.close().await;
     drop(edge);

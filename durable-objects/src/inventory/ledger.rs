@@ -658,12 +658,38 @@ impl Ledger {
         new_id: HoldId,
         admission_cap: Option<u32>,
     ) -> Result<Placed, HoldError> {
-        if is_waitlist(visitor) {
-            return Err(HoldError::NotYourHold);
-        }
         let limit = admission_cap.map_or(self.settings.max_tickets_per_visitor, |cap| {
             cap.min(self.settings.max_tickets_per_visitor)
         });
+        self.place_within_limit(visitor, idempotency_key, request, now, new_id, limit)
+    }
+
+    /// A box-office hold (the core's, for a walk-up buyer under a visitor id of its own): the
+    /// event's per-buyer limit does not apply (a school's group buys at the counter), the largest
+    /// hold does ([`MAX_HOLD_QUANTITY`]).
+    pub fn place_box_office_hold(
+        &mut self,
+        visitor: &VisitorId,
+        idempotency_key: Option<&str>,
+        request: &HoldRequest,
+        now: Millis,
+        new_id: HoldId,
+    ) -> Result<Placed, HoldError> {
+        self.place_within_limit(visitor, idempotency_key, request, now, new_id, MAX_HOLD_QUANTITY)
+    }
+
+    fn place_within_limit(
+        &mut self,
+        visitor: &VisitorId,
+        idempotency_key: Option<&str>,
+        request: &HoldRequest,
+        now: Millis,
+        new_id: HoldId,
+        limit: u32,
+    ) -> Result<Placed, HoldError> {
+        if is_waitlist(visitor) {
+            return Err(HoldError::NotYourHold);
+        }
         let Some(key) = idempotency_key else {
             return self
                 .place_new(visitor, request, now, new_id, limit)

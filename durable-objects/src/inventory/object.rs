@@ -34,6 +34,14 @@ pub struct PlaceHoldBody {
     pub max_tickets: Option<u32>,
 }
 
+/// Who places a hold: a buyer through the edge (the hold rate and the buyer's ticket limit
+/// apply), or the box office through the core (a sale's limit is the largest hold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placer {
+    Buyer,
+    BoxOffice,
+}
+
 /// Body of `POST /holds/{id}/return`.
 #[derive(Debug, Default, Deserialize)]
 pub struct ReturnBody {
@@ -351,7 +359,28 @@ impl InventoryObject {
                     Ok(b) => b,
                     Err(e) => return malformed(path, e),
                 };
-                self.place_hold(visitor, body, path)?
+                self.place_hold(visitor, body, Placer::Buyer, path)?
+            }
+            // A box-office hold (docs/box-office.md): the core names the walk-up buyer's visitor.
+            (Method::Post, ["holds"], Caller::Core) => {
+                let body: shared_types::internal_api::CoreHoldBody = match req.json().await {
+                    Ok(b) => b,
+                    Err(e) => return malformed(path, e),
+                };
+                if !body.visitor.as_str().starts_with(shared_types::internal_api::BOX_OFFICE_VISITOR_PREFIX) {
+                    return http::problem_of(
+                        ProblemType::ValidationFailed,
+                        "the core places holds for the box office's visitors only",
+                        path,
+                    );
+                }
+                let request: HoldRequest = match serde_json::from_value(body.request) {
+                    Ok(r) => r,
+                    Err(e) => return malformed(path, e),
+                };
+                let forwarded =
+                    PlaceHoldBody { request, idempotency_key: body.idempotency_key, max_tickets: None };
+                self.place_hold(&body.visitor, forwarded, Placer::BoxOffice, path)?
             }
             (Method::Get, ["holds", id], _) => {
                 let id = parse_hold_id(id);
@@ -512,10 +541,21 @@ impl InventoryObject {
         )
     }
 
-    fn place_hold(&self, visitor: &VisitorId, body: PlaceHoldBody, path: &str) -> Result<Response> {
+    fn place_hold(
+        &self,
+        visitor: &VisitorId,
+        body: PlaceHoldBody,
+        placer: Placer,
+        path: &str,
+    ) -> Result<Response> {
         let mut guard = self.ledger.borrow_mut();
         let Some(ledger) = guard.as_mut() else { return not_on_sale(path) };
-        if let Err(wait_ms) = self.rate.borrow_mut().attempt(visitor, crate::now_ms()) {
+        // The box office's holds are bounded by the core (live holds per clerk), not by this rate.
+        let limited = match placer {
+            Placer::Buyer => self.rate.borrow_mut().attempt(visitor, crate::now_ms()).err(),
+            Placer::BoxOffice => None,
+        };
+        if let Some(wait_ms) = limited {
             let secs = (wait_ms + 999) / 1000;
             let mut resp = http::problem(
                 &Problem::new(ProblemType::RateLimited, "too many hold requests; try again shortly")
@@ -531,8 +571,14 @@ impl InventoryObject {
         let id = new_hold_id(self.shard.get())?;
         // A key seen before is answered as the first time, and nothing is written.
         let new_key = key.is_some_and(|k| ledger.idempotency_record(visitor, k).is_none());
-        let answer =
-            ledger.place_hold_within(visitor, key, &body.request, crate::now_ms(), id, body.max_tickets);
+        let answer = match placer {
+            Placer::Buyer => {
+                ledger.place_hold_within(visitor, key, &body.request, crate::now_ms(), id, body.max_tickets)
+            }
+            Placer::BoxOffice => {
+                ledger.place_box_office_hold(visitor, key, &body.request, crate::now_ms(), id)
+            }
+        };
         // Persist before answering, in one statement: the hold placed, with the key's answer in
         // its row; or a refusal's answer under its key. The ledger's meta is not written here
         // (the store recovers what it would say from the rows: `Store::load`).

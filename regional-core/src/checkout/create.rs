@@ -171,11 +171,23 @@ pub(super) async fn quote_checkout(State(state): State<AppState>, body: Bytes) -
     crate::promotions::Attempts::quotes(claims.extra.hold.as_str()).take(&state.db).await?;
     let promo = req.promo_code.as_deref().map(str::trim).unwrap_or("").to_uppercase();
     let priced = price_guarded(&state.db, event, &claims, &promo).await?;
+    let promo = priced.promo.map(|_| promo);
+    Ok(Json(quote_of(&state.db, priced, promo, claims.extra.expires_at_ms, state.sms.is_some()).await?))
+}
+
+/// A priced hold as a [`Quote`] (its lines named by their tiers).
+pub(super) async fn quote_of(
+    db: &PgPool,
+    priced: Priced,
+    promo_code: Option<String>,
+    hold_expires_at_ms: i64,
+    sms: bool,
+) -> Result<Quote> {
     let tier_ids: Vec<Uuid> = priced.lines.iter().map(|(tier, ..)| *tier).collect();
     let names: std::collections::HashMap<Uuid, String> =
         sqlx::query_as::<_, (Uuid, String)>("SELECT id, name FROM ticket_tiers WHERE id = ANY($1)")
             .bind(&tier_ids)
-            .fetch_all(&state.db)
+            .fetch_all(db)
             .await?
             .into_iter()
             .collect();
@@ -193,14 +205,7 @@ pub(super) async fn quote_checkout(State(state): State<AppState>, body: Bytes) -
             tax_minor: p.tax_minor,
         })
         .collect();
-    Ok(Json(Quote {
-        currency: priced.currency,
-        lines,
-        totals: priced.totals,
-        promo_code: priced.promo.map(|_| promo),
-        hold_expires_at_ms: claims.extra.expires_at_ms,
-        sms: state.sms.is_some(),
-    }))
+    Ok(Quote { currency: priced.currency, lines, totals: priced.totals, promo_code, hold_expires_at_ms, sms })
 }
 
 /// `POST /api/v1/checkout`: turns a hold into an order (once per `Idempotency-Key`) and starts its
@@ -383,16 +388,7 @@ async fn insert_order(db: &PgPool, o: &NewOrder<'_>, return_url: Option<&str>) -
     // checkouts until each commits.
     priced.limits.enforce(&mut tx, id, o.event, visitor, o.email).await?;
     // Reporting counts orders created (the hold-to-order conversion); one statement, same transaction.
-    sqlx::query(
-        "INSERT INTO outbox (topic, key, payload)
-         SELECT 'orders', event_id::text, jsonb_build_object('type', 'order.created', 'schema_version', 1,
-             'order_id', id, 'event_id', event_id, 'organization_id', organization_id, 'email', email,
-             'currency', currency, 'total_minor', total_minor, 'at', created_at)
-         FROM orders WHERE id = $1",
-    )
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+    order_created(&mut tx, id).await?;
     insert_lines(&mut tx, id, &priced.lines).await?;
     if let Some(promo) = priced.promo {
         let counted = sqlx::query(
@@ -422,8 +418,23 @@ async fn insert_order(db: &PgPool, o: &NewOrder<'_>, return_url: Option<&str>) -
     Ok(Made::Claimed(claimed.map(Box::new)))
 }
 
+/// The `order.created` event of an order just inserted, in one statement.
+pub(super) async fn order_created(tx: &mut sqlx::PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO outbox (topic, key, payload)
+         SELECT 'orders', event_id::text, jsonb_build_object('type', 'order.created', 'schema_version', 1,
+             'order_id', id, 'event_id', event_id, 'organization_id', organization_id, 'email', email,
+             'currency', currency, 'total_minor', total_minor, 'at', created_at)
+         FROM orders WHERE id = $1",
+    )
+    .bind(id)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// The order's lines, in one statement whatever their number.
-async fn insert_lines(
+pub(super) async fn insert_lines(
     tx: &mut sqlx::PgConnection,
     order: Uuid,
     lines: &[PricedLine],

@@ -31,6 +31,8 @@ const MAX_STEPS: usize = 8;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub(super) struct PaymentRow {
     pub(super) id: Uuid,
+    /// `testpay`, `stripe`, or [`super::counter::PROVIDER`] (money taken at the box office).
+    pub(super) provider: String,
     pub(super) provider_ref: Option<String>,
     pub(super) state: String,
 }
@@ -154,7 +156,7 @@ impl Checkout {
     }
 
     pub(super) async fn payment(&self, order: Uuid) -> Result<Option<PaymentRow>, sqlx::Error> {
-        sqlx::query_as("SELECT id, provider_ref, state FROM payments WHERE order_id = $1")
+        sqlx::query_as("SELECT id, provider, provider_ref, state FROM payments WHERE order_id = $1")
             .bind(order)
             .fetch_optional(&self.db)
             .await

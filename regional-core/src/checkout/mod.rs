@@ -13,7 +13,8 @@
 //! The saga ([`saga`]) is persisted in `orders.state`; [`driver`] performs its steps and the
 //! reconciler resumes them after any crash.
 
-mod create;
+pub mod counter;
+pub mod create;
 pub mod driver;
 mod orders;
 mod payment_steps;

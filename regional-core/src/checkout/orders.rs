@@ -92,9 +92,10 @@ pub(super) async fn cancel_order(
     BuyerOrder { co, id }: BuyerOrder,
 ) -> Result<(StatusCode, Json<OrderView>)> {
     let mut tx = state.db.begin().await?;
-    type Row = (OrderState, i64, i64, DateTime<Utc>, Value, Uuid);
-    let (order_state, total, fee, starts_at, policy, org): Row = sqlx::query_as(
-        "SELECT o.state, o.total_minor, o.fee_minor, e.starts_at, e.refund_policy, o.organization_id
+    type Row = (OrderState, i64, i64, DateTime<Utc>, Value, Uuid, bool);
+    let (order_state, total, fee, starts_at, policy, org, at_counter): Row = sqlx::query_as(
+        "SELECT o.state, o.total_minor, o.fee_minor, e.starts_at, e.refund_policy, o.organization_id,
+                o.sold_by IS NOT NULL
              FROM orders o JOIN events e ON e.id = o.event_id WHERE o.id = $1 FOR UPDATE OF o",
     )
     .bind(id)
@@ -103,6 +104,14 @@ pub(super) async fn cancel_order(
     let mut refunded = None;
     match order_state {
         OrderState::Created | OrderState::AwaitingPayment => {}
+        // Paid at the box office: its money is given back there, by hand (an organizer admin's
+        // refund records it), never by a click that nobody pays out.
+        OrderState::Paid if at_counter => {
+            return Err(ApiError::conflict(
+                "paid_at_box_office",
+                "this order was paid at the box office: refunds are made there",
+            ));
+        }
         OrderState::Paid => {
             // Scanned in, then refunded: a used ticket is not the buyer's to give back.
             if used_tickets(&mut tx, id).await? > 0 {
@@ -262,9 +271,13 @@ pub struct OrderSummary {
 pub struct OrderFilter {
     /// Only orders in this state.
     pub state: Option<OrderState>,
+    /// Only orders of this buyer (any case): the box office finds a buyer's order by it.
+    #[param(max_length = 254)]
+    pub email: Option<String>,
 }
 
-/// `GET /api/v1/events/{id}/orders`: an event's orders, newest last (cursor pagination).
+/// `GET /api/v1/events/{id}/orders[?state=&email=]`: an event's orders, newest last (cursor
+/// pagination).
 #[utoipa::path(get, path = "/api/v1/events/{id}/orders", tag = "checkout", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id"), PageQuery, OrderFilter),
     responses((status = 200, body = Listing<OrderSummary>), crate::api::Problems))]
@@ -274,12 +287,18 @@ pub(super) async fn list_orders(
     Query(page): Query<PageQuery>,
     Query(filter): Query<OrderFilter>,
 ) -> Result<Json<Listing<OrderSummary>>> {
+    let email = filter.email.as_deref().map(str::trim).filter(|e| !e.is_empty());
+    if email.is_some_and(|e| e.chars().count() > 254) {
+        return Err(ApiError::field("email", "must be at most 254 characters"));
+    }
     let query = sqlx::query_as(
         "SELECT id, state, outcome, email, currency, total_minor, refund_minor, created_at FROM orders
-         WHERE event_id = $1 AND ($2::text IS NULL OR state = $2) AND (created_at, id) > ($3, $4)
-         ORDER BY created_at, id LIMIT $5",
+         WHERE event_id = $1 AND ($2::text IS NULL OR state = $2) AND ($3::text IS NULL OR lower(email) = lower($3))
+           AND (created_at, id) > ($4, $5)
+         ORDER BY created_at, id LIMIT $6",
     )
     .bind(event.id)
-    .bind(filter.state.map(OrderState::as_str));
+    .bind(filter.state.map(OrderState::as_str))
+    .bind(email);
     Ok(Json(page.fetch(query, &state.db, |r: &OrderSummary| (r.created_at, r.id)).await?))
 }

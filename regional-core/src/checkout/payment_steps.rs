@@ -205,13 +205,19 @@ impl Checkout {
                     return e.into();
                 }
                 let key = format!("refund-{}", o.id);
-                let refund_ref = match self.provider.refund(reference, o.refund_minor, &key).await {
-                    Ok(r) => r,
-                    Err(ProviderError::Refused(e)) => {
-                        tracing::error!(order = %o.id, error = %e, "the provider refused a refund: the operator must look at it");
-                        return Step::Failed(format!("refund refused: {e}"));
+                let refund_ref = if payment.provider == super::counter::PROVIDER {
+                    // Taken at the box office: paid back there (cash, or the venue's terminal),
+                    // by whoever refunds the order; no provider to call.
+                    key
+                } else {
+                    match self.provider.refund(reference, o.refund_minor, &key).await {
+                        Ok(r) => r,
+                        Err(ProviderError::Refused(e)) => {
+                            tracing::error!(order = %o.id, error = %e, "the provider refused a refund: the operator must look at it");
+                            return Step::Failed(format!("refund refused: {e}"));
+                        }
+                        Err(e) => return Step::Failed(e.to_string()),
                     }
-                    Err(e) => return Step::Failed(e.to_string()),
                 };
                 let result: Result<(), sqlx::Error> = async {
                     let mut tx = self.db.begin().await?;

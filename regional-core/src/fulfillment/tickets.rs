@@ -32,7 +32,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     resource_routes! { [keys], [order_tickets], [ticket_qr], [reissue] }
 }
 
-async fn tickets_of(
+/// An order's live tickets its buyer holds (or the one named), in seat order.
+pub async fn tickets_of(
     db: &sqlx::PgPool,
     order: Uuid,
     ticket: Option<Uuid>,
@@ -116,18 +117,7 @@ async fn order_tickets(
     BuyerOrder { co, id: order }: BuyerOrder,
 ) -> Result<Json<Vec<TicketCode>>> {
     let rows = tickets_of(&state.db, order, None).await?;
-    Ok(Json(
-        rows.iter()
-            .map(|t| TicketCode {
-                id: t.id,
-                seat_id: t.seat_id.clone(),
-                tier_id: t.tier_id,
-                version: t.version,
-                state: t.state.clone(),
-                code: ticket_code(&co.signer, t),
-            })
-            .collect(),
-    ))
+    Ok(Json(rows.iter().map(|t| code_of(&co.signer, t)).collect()))
 }
 
 /// `GET /api/v1/orders/{id}/tickets/{ticket}/{file}`: `qr.svg` or `qr.png` (order token).
@@ -160,6 +150,28 @@ async fn reissue(
 ) -> Result<Json<TicketCode>> {
     let ticket: Uuid = ticket.parse().map_err(|_| ApiError::NotFound)?;
     let mut tx = state.db.begin().await?;
+    let (version, event) = new_version(&mut tx, ticket, order).await?;
+    let details = json!({ "order_id": order, "version": version });
+    let buyer = crate::audit::Actor::buyer(order, origin);
+    crate::audit::record_for_event(
+        &mut tx,
+        &buyer,
+        event,
+        "ticket.reissue",
+        format!("ticket:{ticket}"),
+        details,
+    )
+    .await?;
+    tx.commit().await?;
+    let row =
+        tickets_of(&state.db, order, Some(ticket)).await?.into_iter().next().ok_or(ApiError::NotFound)?;
+    Ok(Json(code_of(&co.signer, &row)))
+}
+
+/// A ticket of `order` (held by the order's buyer) gets a new version, so its old code no longer
+/// admits, with its `ticket.reissued` event; in the caller's transaction (which audits who asked).
+/// The new version and the ticket's event; 404 for no such ticket, 409 for one not valid.
+pub async fn new_version(tx: &mut sqlx::PgConnection, ticket: Uuid, order: Uuid) -> Result<(i32, Uuid)> {
     let bumped: Option<(i32, Uuid)> = sqlx::query_as(
         "UPDATE tickets t SET version = version + 1, updated_at = now() FROM orders o
          WHERE t.id = $1 AND t.order_id = $2 AND t.state = 'valid' AND o.id = t.order_id
@@ -188,27 +200,18 @@ async fn reissue(
     };
     let payload = json!({ "type": "ticket.reissued", "schema_version": 1, "ticket_id": ticket, "order_id": order,
                           "event_id": event, "version": version, "at": Utc::now() });
-    crate::bus::outbox(&mut tx, "tickets", event, payload).await?;
-    let details = json!({ "order_id": order, "version": version });
-    let buyer = crate::audit::Actor::buyer(order, origin);
-    crate::audit::record_for_event(
-        &mut tx,
-        &buyer,
-        event,
-        "ticket.reissue",
-        format!("ticket:{ticket}"),
-        details,
-    )
-    .await?;
-    tx.commit().await?;
-    let row =
-        tickets_of(&state.db, order, Some(ticket)).await?.into_iter().next().ok_or(ApiError::NotFound)?;
-    Ok(Json(TicketCode {
+    crate::bus::outbox(&mut *tx, "tickets", event, payload).await?;
+    Ok((version, event))
+}
+
+/// A ticket with its code.
+pub fn code_of(signer: &shared_types::token::TokenSigner, row: &TicketRow) -> TicketCode {
+    TicketCode {
         id: row.id,
         seat_id: row.seat_id.clone(),
         tier_id: row.tier_id,
         version: row.version,
         state: row.state.clone(),
-        code: ticket_code(&co.signer, &row),
-    }))
+        code: ticket_code(signer, row),
+    }
 }

@@ -32,7 +32,7 @@ pub struct TicketRow {
     pub ends_at: DateTime<Utc>,
 }
 
-fn qr(code: &str) -> Result<QrCode> {
+pub fn qr(code: &str) -> Result<QrCode> {
     // Medium error correction: a phone screen with a scratch or glare still reads.
     QrCode::with_error_correction_level(code.as_bytes(), EcLevel::M)
         .map_err(|e| ApiError::Unavailable(format!("the code does not fit a QR code: {e}")))

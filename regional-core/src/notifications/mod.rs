@@ -196,8 +196,8 @@ pub struct Mail {
     pub html: String,
 }
 
-/// Queues a mail once per `dedup_key` (a second one with the same key changes nothing). An erased
-/// address ([`crate::privacy::is_erased`]) is never mailed: answers `false`.
+/// Queues a mail once per `dedup_key` (a second one with the same key changes nothing). An address
+/// nothing can reach ([`crate::privacy::undeliverable`]: erased, a walk-up buyer's) is never mailed: answers `false`.
 #[allow(clippy::too_many_arguments)]
 pub async fn queue(
     conn: &mut PgConnection,
@@ -209,7 +209,7 @@ pub async fn queue(
     order: Option<Uuid>,
     event: Option<Uuid>,
 ) -> Result<bool, sqlx::Error> {
-    if crate::privacy::is_erased(recipient) {
+    if crate::privacy::undeliverable(recipient) {
         return Ok(false);
     }
     let done = sqlx::query(

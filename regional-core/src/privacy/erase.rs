@@ -4,7 +4,7 @@
 //! each kind of row and why.
 //!
 //! An address becomes `erased-<row id>@erased.invalid` (the SQL function `erased_address`): unique
-//! per row (nothing links two erased rows), never deliverable, never mailed ([`super::is_erased`]).
+//! per row (nothing links two erased rows), never deliverable, never mailed ([`super::undeliverable`]).
 //!
 //! Tickets still to be used: with [`Upcoming::Keep`] (the default) a valid ticket of an event still
 //! to come stays valid, and its address with it, until the event is over: the row is marked

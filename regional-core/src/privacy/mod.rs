@@ -22,12 +22,17 @@ use uuid::Uuid;
 use crate::auth::{Caller, Role};
 
 /// The domain every erased address is given (RFC 2606's `.invalid`: nothing is ever delivered to
-/// it). An address in it is never mailed ([`crate::notifications::queue`]).
+/// it). An address in it is never mailed ([`undeliverable`]).
 pub const ERASED_DOMAIN: &str = "erased.invalid";
 
-/// True for an address the core made anonymous.
-pub fn is_erased(email: &str) -> bool {
-    email.rsplit_once('@').is_some_and(|(_, domain)| domain.eq_ignore_ascii_case(ERASED_DOMAIN))
+/// True for an address nothing can be delivered to: an erased one, a walk-up buyer's who gave
+/// none at the box office (`walk-up-<order>@box-office.invalid`), any in RFC 2606's `.invalid`.
+/// Never mailed ([`crate::notifications::queue`]).
+pub fn undeliverable(email: &str) -> bool {
+    email.rsplit_once('@').is_some_and(|(_, domain)| {
+        let domain = domain.to_ascii_lowercase();
+        domain == "invalid" || domain.ends_with(".invalid")
+    })
 }
 
 /// Whose data a request may reach.

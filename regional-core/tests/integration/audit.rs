@@ -613,6 +613,103 @@ async fn every_change_an_api_key_makes_is_one_audit_row_with_who_and_from_where(
         "no address in the log"
     );
 
+    // The box office (docs/box-office.md), through a core whose edge keeps holds (a stand-in).
+    let (counter_url, _) = crate::box_office::counter_edge().await;
+    let co = regional_core::checkout::Checkout {
+        edge: regional_core::edge_client::EdgeClient::new(&counter_url, signer()),
+        ..common::checkout(&db, &signer())
+    };
+    let desk = Api::start_with(common::state_with(co)).await;
+    let (ev, _) = crate::box_office::counter_event(&desk, &key).await;
+    let counter = |rest: &str| format!("/api/v1/events/{ev}/box-office/{rest}");
+    let seats = Some(json!({ "kind": "seats", "seats": ["A-1"] }));
+    let held = change(
+        &desk,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/events/{id}/box-office/holds",
+            counter("holds"),
+            seats.clone(),
+            "box_office.hold",
+            "hold:",
+        ),
+        &mut done,
+    )
+    .await;
+    let hold = held["hold_id"].as_str().unwrap();
+    let route = "/api/v1/events/{id}/box-office/holds/{hold}";
+    change(
+        &desk,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::DELETE,
+            route,
+            counter(&format!("holds/{hold}")),
+            None,
+            "box_office.release",
+            format!("hold:{hold}"),
+        ),
+        &mut done,
+    )
+    .await;
+    let held = change(
+        &desk,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/events/{id}/box-office/holds",
+            counter("holds"),
+            seats,
+            "box_office.hold",
+            "hold:",
+        ),
+        &mut done,
+    )
+    .await;
+    let sale = Some(json!({ "hold": held["hold_id"], "payment": "cash" }));
+    let sold = change(
+        &desk,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/events/{id}/box-office/sales",
+            counter("sales"),
+            sale,
+            "box_office.sale",
+            "order:",
+        ),
+        &mut done,
+    )
+    .await;
+    let t = sold["tickets"][0]["id"].as_str().unwrap();
+    let route = "/api/v1/events/{id}/box-office/tickets/{ticket}/reissue";
+    let reason = Some(json!({ "reason": "lost" }));
+    change(
+        &desk,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            route,
+            counter(&format!("tickets/{t}/reissue")),
+            reason,
+            "ticket.reissue",
+            format!("ticket:{t}"),
+        ),
+        &mut done,
+    )
+    .await;
+
     // Every route an API key may change something with is above: a new one fails here until it
     // records its changes and is added.
     let (_, doc) = api.get("", "/api/v1/openapi.json").await;

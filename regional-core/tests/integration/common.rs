@@ -228,15 +228,20 @@ pub async fn paid_tickets(
     (event_id, order, tickets)
 }
 
-/// Reads a QR code out of a greyscale PNG with an independent decoder.
+/// Reads a QR code out of an 8-bit greyscale (or grey RGB) PNG with an independent decoder.
 pub fn decode_png(bytes: &[u8]) -> String {
     let decoder = png::Decoder::new(bytes);
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size()];
     let info = reader.next_frame(&mut pixels).unwrap();
-    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    let channels = match info.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::Rgb => 3,
+        other => panic!("a {other:?} PNG"),
+    };
+    assert_eq!(info.bit_depth, png::BitDepth::Eight);
     let (w, h) = (info.width as usize, info.height as usize);
-    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[(y * w + x) * channels]);
     let grids = image.detect_grids();
     assert_eq!(grids.len(), 1, "one QR code in the image");
     grids[0].decode().unwrap().1
@@ -244,11 +249,21 @@ pub fn decode_png(bytes: &[u8]) -> String {
 
 /// The order token checkout gives the buyer of `order` (the visitor of [`paid_tickets`]).
 pub fn order_token(signer: &shared_types::token::TokenSigner, order: uuid::Uuid, event: &str) -> String {
+    order_token_as(signer, order, event, "v0123456789abcdef")
+}
+
+/// The order token checkout gives the buyer of `order`, the visitor `visitor`.
+pub fn order_token_as(
+    signer: &shared_types::token::TokenSigner,
+    order: uuid::Uuid,
+    event: &str,
+    visitor: &str,
+) -> String {
     let now = chrono::Utc::now().timestamp();
     let claims = shared_types::token::Claims {
         iss: "core".into(),
         aud: event.into(),
-        sub: "v0123456789abcdef".into(),
+        sub: visitor.into(),
         iat: now,
         exp: now + 3600,
         jti: order.to_string(),

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod audit;
+mod box_office;
 mod catalog;
 mod checkin;
 mod checkout;

@@ -94,12 +94,12 @@ fn sender_leasing(db: &PgPool, sink: &SmtpSink, max_attempts: i32, per_hour: i64
     Sender::new(db.clone(), &sink.url(), settings, signer()).unwrap()
 }
 
-fn mail_settings() -> Arc<MailSettings> {
+pub(crate) fn mail_settings() -> Arc<MailSettings> {
     Arc::new(MailSettings { buyer_url: "https://tickets.example.test".into(), signer: signer() })
 }
 
 /// Delivers the outbox to the notifier, in this process (as the core does without a broker).
-async fn relay(db: &PgPool) {
+pub(crate) async fn relay(db: &PgPool) {
     let notifier: Arc<dyn regional_core::bus::Consumer> = Arc::new(Notifier::new(mail_settings()));
     let mut relay = Relay::new(db.clone(), Sink::InProcess(vec![notifier]));
     relay.relay_batch().await.expect("relay");

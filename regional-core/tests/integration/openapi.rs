@@ -106,6 +106,12 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("post", "/api/v1/sms/status"),
         ("post", "/api/v1/sms/incoming"),
         ("get", "/api/v1/ops/sms"),
+        ("post", "/api/v1/events/{id}/box-office/holds"),
+        ("delete", "/api/v1/events/{id}/box-office/holds/{hold}"),
+        ("post", "/api/v1/events/{id}/box-office/sales"),
+        ("get", "/api/v1/events/{id}/box-office/orders/{order}/tickets"),
+        ("get", "/api/v1/events/{id}/box-office/orders/{order}/tickets.pdf"),
+        ("post", "/api/v1/events/{id}/box-office/tickets/{ticket}/reissue"),
     ];
     let mut listed = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
