@@ -49,7 +49,8 @@ pub const LIVE_HOLDS_PER_CLERK: i64 = 10;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     resource_routes! {
-        [box_office_hold], [box_office_release], [box_office_sale], [box_office_tickets], [box_office_print], [box_office_reissue]
+        [box_office_hold], [box_office_release], [box_office_sale], [box_office_tickets], [box_office_print], [box_office_reissue],
+        [box_office_paid_back], [box_office_refunds]
     }
 }
 
@@ -97,6 +98,9 @@ impl CounterHold {
     /// The inventory's hold request (`{"kind", …}`), or the fields that are wrong (answered here,
     /// without a call to the edge).
     fn request(&self) -> std::result::Result<Value, Vec<FieldError>> {
+        if self.seats.len() > 50 {
+            return Err(vec![FieldError::new("seats", "at most 50 seats a hold")]);
+        }
         let mut errors = Vec::new();
         let mut id = |field: &str, value: &str| {
             if SeatId::parse(value).is_err() {
@@ -212,26 +216,29 @@ async fn box_office_hold(
     let asked: CounterHold = api::parse_json(&body)?;
     let request = asked.request().map_err(ApiError::Validation)?;
     // A key names one visitor (so the edge's idempotency answers a retry with the same hold);
-    // without one, every hold is a visitor of its own.
-    let visitor = match &key {
-        Some(key) => {
-            let digest = Sha256::digest(format!("{}:{}:{key}", caller.user_id, event.id));
-            format!("{BOX_OFFICE_VISITOR_PREFIX}{}", &hex::encode(digest)[..40])
-        }
-        None => format!("{BOX_OFFICE_VISITOR_PREFIX}{}", Uuid::new_v4().simple()),
-    };
-    // One clerk's holds are counted under a lock on the clerk, held across the edge's call (a
-    // clerk's requests are few; the lock is theirs alone).
+    // without one, the core makes a key of its own (so that the edge client's resend of a
+    // request that never arrived places no second hold).
+    let key = key.unwrap_or_else(|| format!("core-{}", Uuid::new_v4().simple()));
+    let digest = Sha256::digest(format!("{}:{}:{key}", caller.user_id, event.id));
+    let visitor = format!("{BOX_OFFICE_VISITOR_PREFIX}{}", &hex::encode(digest)[..40]);
+    // One clerk's holds are counted under a lock on the clerk, held across the edge's call. Only
+    // tried: a clerk's second request while one is under way is refused at once rather than
+    // holding a connection while it waits.
     let mut tx = state.db.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
         .bind(format!("box-office:{}", caller.user_id))
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-    let retry: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM box_office_holds WHERE visitor_id = $1)")
-            .bind(&visitor)
-            .fetch_one(&mut *tx)
-            .await?;
+    if !locked {
+        return Err(ApiError::RateLimited { reason: "clerk-busy", retry_after_secs: 1 });
+    }
+    // A retry of a hold still live is answered by the edge as it was; anything else counts.
+    let retry: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM box_office_holds WHERE visitor_id = $1 AND ended_at IS NULL AND expires_at > now())",
+    )
+    .bind(&visitor)
+    .fetch_one(&mut *tx)
+    .await?;
     if !retry {
         let live: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM box_office_holds WHERE user_id = $1 AND ended_at IS NULL AND expires_at > now()",
@@ -249,7 +256,7 @@ async fn box_office_hold(
     let placing = CoreHoldBody {
         visitor: VisitorId::parse(&visitor).map_err(|e| ApiError::Unavailable(e.to_string()))?,
         request: request.clone(),
-        idempotency_key: key,
+        idempotency_key: Some(key),
     };
     let body = serde_json::to_vec(&placing).unwrap_or_default();
     let answer =
@@ -258,10 +265,27 @@ async fn box_office_hold(
     let hold: HoldAnswer = serde_json::from_value(answer.get("hold").cloned().unwrap_or(Value::Null))
         .map_err(|e| ApiError::Unavailable(format!("the edge's hold is not one: {e}")))?;
     let grant = hold.grant().ok_or_else(|| ApiError::Unavailable("the edge's hold id is not one".into()))?;
+    if hold.state != HoldState::Held {
+        // A retry of a hold that ended (or was sold) since: the clerk places a new one.
+        return Err(ApiError::conflict("hold_ended", "this key's hold has ended: hold again with a new key"));
+    }
+    // Priced before it is recorded: a hold the event cannot price (a tier's per-order limit, a
+    // closed sale window) is released at once, and the refusal said.
+    let quote = match co.counter_quote(event.id, &grant, state.sms.is_some()).await {
+        Ok(quote) => quote,
+        Err(refused) => {
+            let route =
+                InternalRoute::HoldAction(hold.id.clone(), shared_types::internal_api::HoldAction::Release);
+            if let Err(e) = co.edge.send(&event.id.to_string(), &route, Vec::new()).await {
+                tracing::warn!(hold = %hold.id, error = %e, "a box-office hold the event cannot price was not released: it expires");
+            }
+            return Err(refused);
+        }
+    };
     let quantity = hold.seats.len() as i32 + hold.ga.as_ref().map_or(0, |g| g.quantity as i32);
     let expires_at =
         chrono::DateTime::from_timestamp_millis(hold.expires_at).unwrap_or_else(chrono::Utc::now);
-    sqlx::query(
+    let recorded = sqlx::query(
         "INSERT INTO box_office_holds (hold_id, event_id, organization_id, user_id, visitor_id, quantity, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hold_id) DO NOTHING",
     )
@@ -273,8 +297,9 @@ async fn box_office_hold(
     .bind(quantity.max(1))
     .bind(expires_at)
     .execute(&mut *tx)
-    .await?;
-    if !replayed {
+    .await?
+    .rows_affected();
+    if recorded == 1 {
         let details = json!({ "request": request, "seats": hold.seats, "ga": hold.ga, "expires_at_ms": hold.expires_at });
         crate::audit::by(
             &mut tx,
@@ -287,9 +312,6 @@ async fn box_office_hold(
         .await?;
     }
     tx.commit().await?;
-    // Priced after the hold is recorded: a price the event cannot give (a tier off sale) still
-    // leaves a hold the clerk can release.
-    let quote = co.counter_quote(event.id, &grant).await?;
     let status = if replayed { StatusCode::OK } else { StatusCode::CREATED };
     let answer = CounterHoldAnswer {
         hold_id: hold.id,
@@ -334,13 +356,10 @@ fn edge_refusal(e: EdgeError) -> ApiError {
     }
 }
 
-/// A box-office hold of this event (404 for any other hold: a buyer's is never the clerk's).
-async fn counter_hold(
-    db: &sqlx::PgPool,
-    event: &Event,
-    hold: &str,
-) -> Result<(String, Option<chrono::DateTime<chrono::Utc>>)> {
-    sqlx::query_as("SELECT visitor_id, ended_at FROM box_office_holds WHERE hold_id = $1 AND event_id = $2")
+/// The visitor of a box-office hold of this event (404 for any other hold: a buyer's is never
+/// the box office's).
+async fn counter_hold(db: &sqlx::PgPool, event: &Event, hold: &str) -> Result<String> {
+    sqlx::query_scalar("SELECT visitor_id FROM box_office_holds WHERE hold_id = $1 AND event_id = $2")
         .bind(hold)
         .bind(event.id)
         .fetch_optional(db)
@@ -349,7 +368,9 @@ async fn counter_hold(
 }
 
 /// `DELETE /api/v1/events/{id}/box-office/holds/{hold}`: the buyer changed their mind; the seats
-/// go back on sale now. `204`, also for a hold already gone; `409 hold_sold` for one sold.
+/// go back on sale now. `204`, also for a hold already released or ended; `409 hold_sold` for one
+/// whose sale is recorded (even before the edge has sold it). Any clerk of the organization may
+/// release its box office's holds (a counter hands over to the next).
 #[utoipa::path(delete, path = "/api/v1/events/{id}/box-office/holds/{hold}", tag = "box office", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id"), ("hold" = String, Path, description = "the hold id")),
     responses((status = 204, description = "released"), crate::api::Problems))]
@@ -359,32 +380,44 @@ async fn box_office_release(
     Path((_, hold)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     let co = state.checkout()?;
-    counter_hold(&state.db, &event, &hold).await?;
+    // The hold's row, locked across the edge's call: a sale of it waits (and then finds it
+    // released), or was recorded first (and this is refused).
+    let mut tx = state.db.begin().await?;
+    let row: Option<(Option<chrono::DateTime<chrono::Utc>>, bool)> = sqlx::query_as(
+        "SELECT h.ended_at, EXISTS (SELECT 1 FROM orders o WHERE o.hold_id = h.hold_id)
+         FROM box_office_holds h WHERE h.hold_id = $1 AND h.event_id = $2 FOR UPDATE",
+    )
+    .bind(&hold)
+    .bind(event.id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (ended, sold) = row.ok_or(ApiError::NotFound)?;
+    if sold {
+        return Err(ApiError::conflict("hold_sold", "this hold is sold: refund its order instead"));
+    }
+    if ended.is_some() {
+        return Ok(StatusCode::NO_CONTENT);
+    }
     let route = InternalRoute::HoldAction(hold.clone(), shared_types::internal_api::HoldAction::Release);
     match co.edge.send(&event.id.to_string(), &route, Vec::new()).await {
         Ok(_) => {}
-        // Expired or released already: nothing held, as asked.
-        Err(e) if matches!(e.reason(), "hold_expired" | "hold_released") => {}
+        // Ended at the edge already (expired, or forgotten an hour after): nothing held, as asked.
+        Err(e) if matches!(e.reason(), "hold_expired" | "hold_released" | "hold_not_found") => {}
         Err(e) => return Err(edge_refusal(e)),
     }
-    let mut tx = state.db.begin().await?;
-    let ended =
-        sqlx::query("UPDATE box_office_holds SET ended_at = now() WHERE hold_id = $1 AND ended_at IS NULL")
-            .bind(&hold)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-    if ended == 1 {
-        crate::audit::by(
-            &mut tx,
-            &caller,
-            event.organization_id,
-            "box_office.release",
-            format!("hold:{hold}"),
-            json!({}),
-        )
+    sqlx::query("UPDATE box_office_holds SET ended_at = now() WHERE hold_id = $1")
+        .bind(&hold)
+        .execute(&mut *tx)
         .await?;
-    }
+    crate::audit::by(
+        &mut tx,
+        &caller,
+        event.organization_id,
+        "box_office.release",
+        format!("hold:{hold}"),
+        json!({}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -398,6 +431,10 @@ pub struct SaleRequest {
     pub hold: String,
     /// How the buyer paid: `cash`, or `card_present` (the venue's own card terminal).
     pub payment: CounterMethod,
+    /// What was charged: the hold's quoted total. A price changed since is refused
+    /// (`409 price_changed`) rather than recorded as something else.
+    #[schema(minimum = 0)]
+    pub total_minor: i64,
     /// The card terminal's receipt number (card payments only), for the day's reconciliation.
     #[serde(default)]
     #[schema(max_length = 64)]
@@ -425,8 +462,12 @@ pub struct SaleAnswer {
 /// counter, who paid cash or by card on the venue's terminal: the order is recorded paid, the
 /// hold sold at the edge and the tickets issued before this answers (`201`). One sale per hold:
 /// the same request again answers the same order (`200`); another request for a sold hold is
-/// `409 hold_sold`. When the edge cannot be reached the order is recorded and finishes on its own
-/// (`202`, the order `confirming`): ask the order's tickets again shortly.
+/// `409 hold_sold`; a hold released or ended first `409 hold_released` / `hold_expired` (nothing
+/// recorded); a price changed since the quote `409 price_changed`. When the edge cannot be
+/// reached the order is recorded and finishes on its own (`202`, the order `confirming`): ask the
+/// order's tickets again shortly. Should the hold's seats be lost before the edge sells it, the
+/// order is refunded and the answer is `409 hold_lost` naming it: give the money back and record
+/// it (`…/orders/{order}/paid-back`).
 #[utoipa::path(post, path = "/api/v1/events/{id}/box-office/sales", tag = "box office", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id")),
     request_body = SaleRequest,
@@ -444,15 +485,12 @@ async fn box_office_sale(
     if email.is_some_and(|e| !crate::validate::valid_email(e)) {
         errors.push(FieldError::new("email", "must be an e-mail address"));
     }
-    let reference = sale.reference.as_deref().map(str::trim).filter(|r| !r.is_empty());
-    match (sale.payment, reference) {
-        (CounterMethod::Cash, Some(_)) => {
-            errors.push(FieldError::new("reference", "a cash payment has no terminal receipt"))
-        }
-        (_, Some(r)) if r.len() > 64 || !r.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
-            errors.push(FieldError::new("reference", "must be 1 to 64 printable ASCII characters"))
-        }
-        _ => {}
+    let reference = receipt(sale.payment, sale.reference.as_deref()).unwrap_or_else(|e| {
+        errors.push(e);
+        None
+    });
+    if sale.total_minor < 0 {
+        errors.push(FieldError::new("total_minor", "must be the amount charged, 0 or more"));
     }
     let phone = match sale.phone.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
         None => None,
@@ -479,11 +517,12 @@ async fn box_office_sale(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let (visitor, _) = counter_hold(&state.db, &event, &sale.hold).await?;
+    let visitor = counter_hold(&state.db, &event, &sale.hold).await?;
     let request = format!(
-        "{}\n{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}\n{}",
         sale.hold,
         sale.payment.as_str(),
+        sale.total_minor,
         reference.unwrap_or(""),
         email.map(str::to_lowercase).unwrap_or_default(),
         phone.as_deref().unwrap_or("")
@@ -530,6 +569,7 @@ async fn box_office_sale(
         method: sale.payment,
         reference,
         request_hash: &hash,
+        charged_minor: sale.total_minor,
     };
     let id = match co.record_counter_sale(&counter).await? {
         Sold::Recorded(id, claimed) => {
@@ -539,7 +579,7 @@ async fn box_office_sale(
             id
         }
         // A concurrent request with the same hold won.
-        Sold::Before(..) => {
+        Sold::Before => {
             return sold_before(&state, &co, &event, &sale.hold, &hash).await?.ok_or(ApiError::NotFound);
         }
     };
@@ -577,13 +617,24 @@ async fn sale_answer(
     id: Uuid,
     replayed: bool,
 ) -> Result<Response> {
+    use crate::checkout::saga::OrderState;
     let order = crate::checkout::view(&state.db, id).await?;
-    let tickets = tickets_of(&state.db, id, None).await?.iter().map(|t| code_of(&co.signer, t)).collect();
     let status = match (order.head.state, replayed) {
-        (crate::checkout::saga::OrderState::Paid, false) => StatusCode::CREATED,
-        (crate::checkout::saga::OrderState::Paid, true) => StatusCode::OK,
-        _ => StatusCode::ACCEPTED,
+        (OrderState::Paid, false) => StatusCode::CREATED,
+        (OrderState::Paid, true) => StatusCode::OK,
+        (OrderState::Confirming, _) => StatusCode::ACCEPTED,
+        // The seats were lost before the edge sold them (or the order was refunded since).
+        _ => {
+            return Err(ApiError::conflict(
+                "hold_lost",
+                format!(
+                    "order {id} is {}: its seats were not sold; give the money back and record it (…/orders/{id}/paid-back)",
+                    order.head.state.as_str()
+                ),
+            ))
+        }
     };
+    let tickets = tickets_of(&state.db, id, None).await?.iter().map(|t| code_of(&co.signer, t)).collect();
     let pdf = format!("/api/v1/events/{}/box-office/orders/{id}/tickets.pdf", event.id);
     Ok((status, Json(SaleAnswer { order, tickets, tickets_pdf: pdf })).into_response())
 }
@@ -727,8 +778,8 @@ async fn box_office_reissue(
         api::parse_json(&body)?
     };
     let reason = request.reason.as_deref().map(str::trim).unwrap_or("");
-    if reason.chars().count() > 200 {
-        return Err(ApiError::field("reason", "must be at most 200 characters"));
+    if reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+        return Err(ApiError::field("reason", "must be at most 200 characters, on one line"));
     }
     let order: Option<Uuid> =
         sqlx::query_scalar("SELECT order_id FROM tickets WHERE id = $1 AND event_id = $2")
@@ -753,4 +804,109 @@ async fn box_office_reissue(
     let row =
         tickets_of(&state.db, order, Some(ticket)).await?.into_iter().next().ok_or(ApiError::NotFound)?;
     Ok(Json(code_of(&co.signer, &row)))
+}
+
+/// The body of a refund given back at the counter.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaidBackRequest {
+    /// How it was given back: `cash`, or `card_present` (a refund on the venue's terminal).
+    pub method: CounterMethod,
+    /// The terminal's refund receipt (card only).
+    #[serde(default)]
+    #[schema(max_length = 64)]
+    pub reference: Option<String>,
+}
+
+/// The receipt rules of a counter payment or refund: none for cash; for a card, 1 to 64 printable
+/// ASCII characters.
+fn receipt(method: CounterMethod, reference: Option<&str>) -> std::result::Result<Option<&str>, FieldError> {
+    let reference = reference.map(str::trim).filter(|r| !r.is_empty());
+    match (method, reference) {
+        (CounterMethod::Cash, Some(_)) => Err(FieldError::new("reference", "cash has no terminal receipt")),
+        (_, Some(r)) if r.len() > 64 || !r.bytes().all(|b| b.is_ascii_graphic() || b == b' ') => {
+            Err(FieldError::new("reference", "must be 1 to 64 printable ASCII characters"))
+        }
+        _ => Ok(reference),
+    }
+}
+
+/// `POST /api/v1/events/{id}/box-office/orders/{order}/paid-back`: the refund of a counter sale
+/// (an organizer admin's refund, a lost hold, a cancelled event) was given back at the counter:
+/// recorded `succeeded` with the `payment.refunded` event (until then it is `pending`: docs/box-office.md).
+/// Again for one recorded: the order as it is; `409 no_refund_due` for an order with no counter
+/// refund. Audited.
+#[utoipa::path(post, path = "/api/v1/events/{id}/box-office/orders/{order}/paid-back", tag = "box office", security(("api_key" = [])),
+    params(("id" = String, Path, description = "the event id"), ("order" = String, Path, description = "the order id")),
+    request_body = PaidBackRequest,
+    responses((status = 200, body = OrderView), crate::api::Problems))]
+async fn box_office_paid_back(
+    State(state): State<AppState>,
+    OwnEvent { caller, event, .. }: OwnEvent<need::SellAtVenue>,
+    Path((_, order)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Json<OrderView>> {
+    let co = state.checkout()?;
+    let order = own_order(&state.db, &event, &order).await?;
+    let paid: PaidBackRequest = api::parse_json(&body)?;
+    let reference =
+        receipt(paid.method, paid.reference.as_deref()).map_err(|e| ApiError::Validation(vec![e]))?;
+    co.record_counter_payout(order, &caller, paid.method, reference).await?;
+    Ok(Json(crate::checkout::view(&state.db, order).await?))
+}
+
+/// A counter sale's refund.
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct CounterRefund {
+    pub id: Uuid,
+    pub order_id: Uuid,
+    pub amount_minor: i64,
+    pub currency: String,
+    /// `pending` (to give back at the counter) or `succeeded` (given back).
+    pub state: String,
+    /// Why: `refund` (an organizer's), `hold_lost`, `event_cancelled`…
+    pub reason: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RefundFilter {
+    /// `pending` (still to give back) or `succeeded`.
+    state: Option<RefundState>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum RefundState {
+    Pending,
+    Succeeded,
+}
+
+/// `GET /api/v1/events/{id}/box-office/refunds[?state=pending]`: the event's counter sales'
+/// refunds, oldest first (paged): what is still to give back at the counter.
+#[utoipa::path(get, path = "/api/v1/events/{id}/box-office/refunds", tag = "box office", security(("api_key" = [])),
+    params(("id" = String, Path, description = "the event id"), crate::api::PageQuery, RefundFilter),
+    responses((status = 200, body = crate::api::Listing<CounterRefund>), crate::api::Problems))]
+async fn box_office_refunds(
+    State(state): State<AppState>,
+    OwnEvent { event, .. }: OwnEvent<need::SellAtVenue>,
+    crate::api::Query(page): crate::api::Query<crate::api::PageQuery>,
+    crate::api::Query(filter): crate::api::Query<RefundFilter>,
+) -> Result<Json<crate::api::Listing<CounterRefund>>> {
+    let wanted = filter.state.map(|s| match s {
+        RefundState::Pending => "pending",
+        RefundState::Succeeded => "succeeded",
+    });
+    let query = sqlx::query_as(
+        "SELECT r.id, r.order_id, r.amount_minor, p.currency, r.state, r.reason, r.created_at, r.updated_at
+         FROM refunds r JOIN payments p ON p.id = r.payment_id JOIN orders o ON o.id = r.order_id
+         WHERE o.event_id = $1 AND p.provider = 'box_office' AND ($2::text IS NULL OR r.state = $2)
+           AND (r.created_at, r.id) > ($3, $4)
+         ORDER BY r.created_at, r.id LIMIT $5",
+    )
+    .bind(event.id)
+    .bind(wanted);
+    Ok(Json(page.fetch(query, &state.db, |r: &CounterRefund| (r.created_at, r.id)).await?))
 }

@@ -23,7 +23,7 @@ use super::quote::price_hold;
 use super::record::{audit, payment_event, HANDOVER_SECS};
 use super::Checkout;
 use crate::auth::Caller;
-use crate::error::Result;
+use crate::error::{ApiError, Result};
 
 /// The payment provider a box-office payment is recorded under.
 pub const PROVIDER: &str = "box_office";
@@ -60,21 +60,103 @@ pub struct CounterSale<'a> {
     pub reference: Option<&'a str>,
     /// A digest of what was asked (a retry asking for something else is refused).
     pub request_hash: &'a str,
+    /// The total the clerk charged (the hold's quote): a price changed since is refused.
+    pub charged_minor: i64,
 }
 
 /// What recording a sale did.
 pub enum Sold {
     /// Recorded now, and claimed by this process (its row) unless another took it at once.
     Recorded(Uuid, Option<Box<super::record::OrderRow>>),
-    /// This hold was sold before: that order, and the digest of the request that sold it.
-    Before(Uuid, String),
+    /// This hold was sold before (the caller answers that order, or refuses).
+    Before,
+}
+
+/// True for a payment taken at the box office (its refund is paid back there).
+pub fn at_counter(provider: &str) -> bool {
+    provider == PROVIDER
+}
+
+/// What recording a refund paid back at the counter did.
+pub enum PaidBack {
+    /// Recorded now: the amount.
+    Now(i64),
+    /// Recorded before.
+    Before,
 }
 
 impl Checkout {
+    /// The clerk gave a counter sale's refund back (cash, or on the venue's terminal): the refund
+    /// the saga left `pending` is recorded `succeeded`, the payment's refunded amount set, the
+    /// `payment.refunded` event written and the clerk's audit row, in one transaction.
+    pub async fn record_counter_payout(
+        &self,
+        order: Uuid,
+        clerk: &Caller,
+        method: CounterMethod,
+        reference: Option<&str>,
+    ) -> Result<PaidBack> {
+        let mut tx = self.db.begin().await?;
+        let due: Option<(Uuid, Uuid, i64, String, Uuid)> = sqlx::query_as(
+            "SELECT r.id, r.payment_id, r.amount_minor, r.state, o.organization_id
+             FROM refunds r JOIN payments p ON p.id = r.payment_id JOIN orders o ON o.id = r.order_id
+             WHERE r.order_id = $1 AND p.provider = $2 FOR UPDATE OF r",
+        )
+        .bind(order)
+        .bind(PROVIDER)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((refund, payment, amount, state, organization)) = due else {
+            return Err(ApiError::conflict(
+                "no_refund_due",
+                "this order has no refund to give back at the counter",
+            ));
+        };
+        if state == "succeeded" {
+            return Ok(PaidBack::Before);
+        }
+        let reference = reference.map(str::to_owned).unwrap_or_else(|| format!("counter-refund-{order}"));
+        sqlx::query(
+            "UPDATE refunds SET state = 'succeeded', provider_ref = $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(refund)
+        .bind(&reference)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE payments SET refunded_minor = $2, updated_at = now() WHERE id = $1")
+            .bind(payment)
+            .bind(amount)
+            .execute(&mut *tx)
+            .await?;
+        let actor = format!("user:{}", clerk.user_id);
+        let details = json!({ "amount_minor": amount, "method": method });
+        audit(&mut tx, "refund", refund, order, &actor, Some("pending"), "succeeded", details.clone())
+            .await?;
+        payment_event(&mut tx, order, "payment.refunded", json!({ "refund_id": refund })).await?;
+        let details = json!({ "amount_minor": amount, "method": method, "reference": reference });
+        crate::audit::by(
+            &mut tx,
+            clerk,
+            organization,
+            "box_office.paid_back",
+            format!("order:{order}"),
+            details,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(PaidBack::Now(amount))
+    }
+
     /// What the clerk's hold costs, by the rules [`Checkout::record_counter_sale`] applies.
-    pub async fn counter_quote(&self, event: Uuid, grant: &HoldGrant) -> Result<super::create::Quote> {
+    /// `sms`: whether the shop sends texts (the sale then takes a `phone`).
+    pub async fn counter_quote(
+        &self,
+        event: Uuid,
+        grant: &HoldGrant,
+        sms: bool,
+    ) -> Result<super::create::Quote> {
         let priced = price_hold(&mut *self.db.acquire().await?, event, grant, None).await?;
-        super::create::quote_of(&self.db, priced, None, grant.expires_at_ms, false).await
+        super::create::quote_of(&self.db, priced, None, grant.expires_at_ms, sms).await
     }
 
     /// Records a box-office sale (one transaction: the order in `confirming`, its lines, the
@@ -84,7 +166,36 @@ impl Checkout {
         let id = Uuid::new_v4();
         let hold = sale.grant.hold.as_str();
         let mut tx = self.db.begin().await?;
+        // The hold's row, locked: a release waits for this sale, or this sale for the release
+        // (`box_office::release`), so a hold is never both released and sold at the counter.
+        let ended: Option<Option<DateTime<Utc>>> = sqlx::query_scalar(
+            "SELECT ended_at FROM box_office_holds WHERE hold_id = $1 AND event_id = $2 FOR UPDATE",
+        )
+        .bind(hold)
+        .bind(sale.event)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(ended) = ended else { return Err(ApiError::NotFound) };
+        let before: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE hold_id = $1)")
+            .bind(hold)
+            .fetch_one(&mut *tx)
+            .await?;
+        if before {
+            return Ok(Sold::Before);
+        }
+        if ended.is_some() {
+            return Err(ApiError::conflict("hold_released", "this hold was released: place a new one"));
+        }
         let priced = price_hold(&mut tx, sale.event, sale.grant, None).await?;
+        if priced.totals.total_minor != sale.charged_minor {
+            return Err(ApiError::conflict(
+                "price_changed",
+                format!(
+                    "the hold now costs {} {} (prices changed since it was quoted): charge that, or release it",
+                    priced.totals.total_minor, priced.currency
+                ),
+            ));
+        }
         let email = match sale.email {
             Some(email) => email.to_owned(),
             None => format!("walk-up-{id}@box-office.invalid"),
@@ -97,7 +208,7 @@ impl Checkout {
                  next_attempt_at, payment_description, phone, sold_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'confirming', $9, $10, $11, $12, $13, $14, $15, $16,
                  now() + make_interval(secs => $17), (SELECT 'Tickets: ' || title FROM events WHERE id = $3), $18, $19)
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT (hold_id) DO NOTHING",
         )
         .bind(id)
         .bind(priced.organization_id)
@@ -122,13 +233,8 @@ impl Checkout {
         .await?
         .rows_affected();
         if inserted == 0 {
-            drop(tx);
-            let (before, hash): (Uuid, String) =
-                sqlx::query_as("SELECT id, request_hash FROM orders WHERE hold_id = $1")
-                    .bind(hold)
-                    .fetch_one(&self.db)
-                    .await?;
-            return Ok(Sold::Before(before, hash));
+            // Sold by a concurrent request meanwhile (the hold's row lock makes this rare).
+            return Ok(Sold::Before);
         }
         order_created(&mut tx, id).await?;
         insert_lines(&mut tx, id, &priced.lines).await?;

@@ -95,10 +95,11 @@ pub(super) async fn cancel_order(
     type Row = (OrderState, i64, i64, DateTime<Utc>, Value, Uuid, bool);
     let (order_state, total, fee, starts_at, policy, org, at_counter): Row = sqlx::query_as(
         "SELECT o.state, o.total_minor, o.fee_minor, e.starts_at, e.refund_policy, o.organization_id,
-                o.sold_by IS NOT NULL
+                EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id AND p.provider = $2)
              FROM orders o JOIN events e ON e.id = o.event_id WHERE o.id = $1 FOR UPDATE OF o",
     )
     .bind(id)
+    .bind(super::counter::PROVIDER)
     .fetch_one(&mut *tx)
     .await?;
     let mut refunded = None;

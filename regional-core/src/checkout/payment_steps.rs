@@ -204,58 +204,21 @@ impl Checkout {
                 if let Err(e) = inserted {
                     return e.into();
                 }
-                let key = format!("refund-{}", o.id);
-                let refund_ref = if payment.provider == super::counter::PROVIDER {
-                    // Taken at the box office: paid back there (cash, or the venue's terminal),
-                    // by whoever refunds the order; no provider to call.
-                    key
-                } else {
-                    match self.provider.refund(reference, o.refund_minor, &key).await {
+                // Taken at the box office: no provider to call. The refund stays `pending` until
+                // a clerk records it paid back at the counter (`Checkout::record_counter_payout`).
+                if !super::counter::at_counter(&payment.provider) {
+                    let key = format!("refund-{}", o.id);
+                    let refund_ref = match self.provider.refund(reference, o.refund_minor, &key).await {
                         Ok(r) => r,
                         Err(ProviderError::Refused(e)) => {
                             tracing::error!(order = %o.id, error = %e, "the provider refused a refund: the operator must look at it");
                             return Step::Failed(format!("refund refused: {e}"));
                         }
                         Err(e) => return Step::Failed(e.to_string()),
+                    };
+                    if let Err(e) = self.refund_succeeded(o, payment.id, &refund_ref).await {
+                        return e.into();
                     }
-                };
-                let result: Result<(), sqlx::Error> = async {
-                    let mut tx = self.db.begin().await?;
-                    let changed: Option<Uuid> = sqlx::query_scalar(
-                        "UPDATE refunds SET state = 'succeeded', provider_ref = $2, updated_at = now()
-                         WHERE order_id = $1 AND state <> 'succeeded' RETURNING id",
-                    )
-                    .bind(o.id)
-                    .bind(&refund_ref)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(refund) = changed {
-                        audit(
-                            &mut tx,
-                            "refund",
-                            refund,
-                            o.id,
-                            "checkout",
-                            Some("pending"),
-                            "succeeded",
-                            json!({ "amount_minor": o.refund_minor }),
-                        )
-                        .await?;
-                        sqlx::query(
-                            "UPDATE payments SET refunded_minor = $2, updated_at = now() WHERE id = $1",
-                        )
-                        .bind(payment.id)
-                        .bind(o.refund_minor)
-                        .execute(&mut *tx)
-                        .await?;
-                        payment_event(&mut tx, o.id, "payment.refunded", json!({ "refund_id": refund }))
-                            .await?;
-                    }
-                    tx.commit().await
-                }
-                .await;
-                if let Err(e) = result {
-                    return e.into();
                 }
             }
         }
@@ -294,5 +257,44 @@ impl Checkout {
         }
         .await;
         moved(result)
+    }
+
+    /// Records a provider's refund as done: the refund `succeeded` with its reference, the
+    /// payment's refunded amount, the `payment.refunded` event (once).
+    async fn refund_succeeded(
+        &self,
+        o: &OrderRow,
+        payment: Uuid,
+        refund_ref: &str,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.begin().await?;
+        let changed: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE refunds SET state = 'succeeded', provider_ref = $2, updated_at = now()
+             WHERE order_id = $1 AND state <> 'succeeded' RETURNING id",
+        )
+        .bind(o.id)
+        .bind(refund_ref)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(refund) = changed {
+            audit(
+                &mut tx,
+                "refund",
+                refund,
+                o.id,
+                "checkout",
+                Some("pending"),
+                "succeeded",
+                json!({ "amount_minor": o.refund_minor }),
+            )
+            .await?;
+            sqlx::query("UPDATE payments SET refunded_minor = $2, updated_at = now() WHERE id = $1")
+                .bind(payment)
+                .bind(o.refund_minor)
+                .execute(&mut *tx)
+                .await?;
+            payment_event(&mut tx, o.id, "payment.refunded", json!({ "refund_id": refund })).await?;
+        }
+        tx.commit().await
     }
 }

@@ -673,7 +673,9 @@ async fn every_change_an_api_key_makes_is_one_audit_row_with_who_and_from_where(
         &mut done,
     )
     .await;
-    let sale = Some(json!({ "hold": held["hold_id"], "payment": "cash" }));
+    let sale = Some(
+        json!({ "hold": held["hold_id"], "payment": "cash", "total_minor": held["quote"]["total_minor"] }),
+    );
     let sold = change(
         &desk,
         &key,
@@ -709,6 +711,27 @@ async fn every_change_an_api_key_makes_is_one_audit_row_with_who_and_from_where(
         &mut done,
     )
     .await;
+
+    // A counter sale refunded by the organizer, its money given back at the counter.
+    let sold_order = sold["order"]["id"].as_str().unwrap();
+    let refund = step(
+        Method::POST,
+        "/api/v1/orders/{id}/refund",
+        format!("/api/v1/orders/{sold_order}/refund"),
+        Some(json!({})),
+        "order.refund",
+        format!("order:{sold_order}"),
+    );
+    change(&desk, &key, &org, admin, refund, &mut done).await;
+    let paid_back = step(
+        Method::POST,
+        "/api/v1/events/{id}/box-office/orders/{order}/paid-back",
+        counter(&format!("orders/{sold_order}/paid-back")),
+        Some(json!({ "method": "cash" })),
+        "box_office.paid_back",
+        format!("order:{sold_order}"),
+    );
+    change(&desk, &key, &org, admin, paid_back, &mut done).await;
 
     // Every route an API key may change something with is above: a new one fails here until it
     // records its changes and is added.

@@ -23,6 +23,8 @@ pub(crate) struct Holds {
     keys: HashMap<(String, String), String>,
     /// Every confirm's body (a box-office sale ends no buyer's session).
     confirms: Vec<Value>,
+    /// Confirms answer 503 (the edge unreachable for a while).
+    failing_confirms: bool,
 }
 
 /// The edge's internal hold routes as the inventory answers them: a placed hold (`POST /holds`,
@@ -99,6 +101,7 @@ pub(crate) async fn counter_edge() -> (String, Arc<Mutex<Holds>>) {
                         let (id, action) = (id.to_string(), action.to_string());
                         let state = h.by_id[&id]["state"].as_str().unwrap().to_owned();
                         match (action.as_str(), state.as_str()) {
+                            ("confirm", _) if h.failing_confirms => return problem(503, "unavailable"),
                             ("confirm", "held") => {
                                 h.confirms.push(body);
                                 h.by_id.get_mut(&id).unwrap()["state"] = json!("sold");
@@ -308,7 +311,7 @@ async fn the_box_office_holds_sells_for_cash_and_card_prints_tickets_that_scan_a
     assert_eq!((s, p["reason"].as_str()), (409, Some("seats_unavailable")), "{p}");
 
     // Sold for cash to a walk-up buyer who gave no address: paid, tickets issued at once.
-    let sale = json!({ "hold": hold, "payment": "cash" });
+    let sale = json!({ "hold": hold, "payment": "cash", "total_minor": 6000 });
     let (s, sold) = c.sell(sale.clone()).await;
     assert_eq!(s, 201, "{sold}");
     assert_eq!(sold["order"]["state"], "paid", "{sold}");
@@ -326,8 +329,12 @@ async fn the_box_office_holds_sells_for_cash_and_card_prints_tickets_that_scan_a
     // The same sale again is the same order; another for the sold hold is refused.
     let (s, replay) = c.sell(sale).await;
     assert_eq!((s, replay["order"]["id"].as_str()), (200, Some(order.as_str())), "{replay}");
-    let (s, p) = c.sell(json!({ "hold": hold, "payment": "card_present" })).await;
+    let (s, p) = c.sell(json!({ "hold": hold, "payment": "card_present", "total_minor": 6000 })).await;
     assert_eq!((s, p["reason"].as_str()), (409, Some("hold_sold")), "{p}");
+    // A sold hold is not released (its seats would go back on sale with the money kept).
+    let (s, p) = c.api.call(&c.clerk, Method::DELETE, &c.path(&format!("holds/{hold}")), None).await;
+    assert_eq!((s.as_u16(), p["reason"].as_str()), (409, Some("hold_sold")), "{p}");
+    assert_eq!(c.edge.lock().unwrap().by_id[&hold]["state"], "sold");
     let (orders, payments): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM orders WHERE sold_by IS NOT NULL), (SELECT count(*) FROM payments WHERE method = 'cash')",
     )
@@ -387,7 +394,7 @@ async fn the_box_office_holds_sells_for_cash_and_card_prints_tickets_that_scan_a
     let (s, held) = c.hold(ga, None).await;
     assert_eq!((s, held["quote"]["total_minor"].as_i64()), (201, Some(7500)), "{held}");
     let (s, sold) = c
-        .sell(json!({ "hold": held["hold_id"], "payment": "card_present", "reference": "R-0042", "email": "Walk.In@Example.test" }))
+        .sell(json!({ "hold": held["hold_id"], "payment": "card_present", "reference": "R-0042", "email": "Walk.In@Example.test", "total_minor": 7500 }))
         .await;
     assert_eq!(s, 201, "{sold}");
     assert_eq!(sold["tickets"].as_array().unwrap().len(), 3);
@@ -440,18 +447,67 @@ async fn the_box_office_holds_sells_for_cash_and_card_prints_tickets_that_scan_a
         .call(&c.admin, Method::POST, &format!("/api/v1/orders/{card_order}/refund"), Some(json!({})))
         .await;
     assert_eq!(s, 202, "{refunded}");
-    let (state, refund_state): (String, String) = sqlx::query_as(
-        "SELECT o.state, r.state FROM orders o JOIN refunds r ON r.order_id = o.id WHERE o.id = $1::uuid",
-    )
-    .bind(&card_order)
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    let refund_of = |order: String| {
+        let db = db.clone();
+        async move {
+            sqlx::query_as::<_, (String, String, i64)>(
+                "SELECT o.state, r.state, p.refunded_minor FROM orders o JOIN refunds r ON r.order_id = o.id
+                 JOIN payments p ON p.order_id = o.id WHERE o.id = $1::uuid",
+            )
+            .bind(order)
+            .fetch_one(&db)
+            .await
+            .unwrap()
+        }
+    };
+    // Refunded (the tickets void, the seats back), the money due at the counter until a clerk
+    // gives it back: no provider was called (the test provider is unreachable here).
+    assert_eq!(refund_of(card_order.clone()).await, ("refunded".to_owned(), "pending".to_owned(), 0));
+    let (s, due) = c.api.get(&c.clerk, &format!("{}?state=pending", c.path("refunds"))).await;
     assert_eq!(
-        (state.as_str(), refund_state.as_str()),
-        ("refunded", "succeeded"),
-        "paid back without a provider"
+        (s.as_u16(), due["items"][0]["order_id"].as_str(), due["items"][0]["amount_minor"].as_i64()),
+        (200, Some(card_order.as_str()), Some(7500)),
+        "{due}"
     );
+    let (s, p) =
+        c.api.call(&c.clerk, Method::GET, &c.path(&format!("orders/{card_order}/tickets.pdf")), None).await;
+    assert_eq!((s.as_u16(), p["reason"].as_str()), (409, Some("no_tickets")), "{p}");
+    let paid_back = c.path(&format!("orders/{card_order}/paid-back"));
+    let (s, p) = c
+        .api
+        .call(&c.clerk, Method::POST, &paid_back, Some(json!({ "method": "cash", "reference": "X" })))
+        .await;
+    assert_eq!((s.as_u16(), p["errors"][0]["field"].as_str()), (422, Some("reference")), "{p}");
+    let (s, view) = c
+        .api
+        .call(
+            &c.clerk,
+            Method::POST,
+            &paid_back,
+            Some(json!({ "method": "card_present", "reference": "RF-0042" })),
+        )
+        .await;
+    assert_eq!((s.as_u16(), view["payment"]["refunded_minor"].as_i64()), (200, Some(7500)), "{view}");
+    assert_eq!(refund_of(card_order.clone()).await, ("refunded".to_owned(), "succeeded".to_owned(), 7500));
+    let (s, _) =
+        c.api.call(&c.clerk, Method::POST, &paid_back, Some(json!({ "method": "card_present" }))).await;
+    assert_eq!(s, 200, "given back once: again answers the order");
+    let (s, p) = c
+        .api
+        .call(
+            &c.clerk,
+            Method::POST,
+            &c.path(&format!("orders/{order}/paid-back")),
+            Some(json!({ "method": "cash" })),
+        )
+        .await;
+    assert_eq!((s.as_u16(), p["reason"].as_str()), (409, Some("no_refund_due")), "{p}");
+    let refunded_events: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE payload->>'type' = 'payment.refunded'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(refunded_events, 1, "told once, when it was given back");
 
     // Everything the clerk did, in the audit log under their name.
     let clerk = format!("user:{}", c.clerk_id);
@@ -466,7 +522,8 @@ async fn the_box_office_holds_sells_for_cash_and_card_prints_tickets_that_scan_a
             "ticket.reissue",
             "box_office.print",
             "box_office.hold",
-            "box_office.sale"
+            "box_office.sale",
+            "box_office.paid_back"
         ],
         "{actions:?}"
     );
@@ -524,37 +581,131 @@ async fn the_box_office_sells_only_its_own_holds_in_its_organization_within_its_
     assert_eq!(c.api.count("box_office_holds").await, 0);
 
     // A buyer's hold (not the box office's) cannot be sold at the counter.
-    let (s, _) = c.sell(json!({ "hold": "h0-0000beef", "payment": "cash" })).await;
+    let (s, _) = c.sell(json!({ "hold": "h0-0000beef", "payment": "cash", "total_minor": 3000 })).await;
     assert_eq!(s, 404);
     let (s, held) = c.hold(seats.clone(), None).await;
     assert_eq!(s, 201, "{held}");
     let hold = held["hold_id"].as_str().unwrap().to_owned();
     for (body, field) in [
-        (json!({ "hold": hold, "payment": "cash", "reference": "R-1" }), "reference"),
-        (json!({ "hold": hold, "payment": "card_present", "reference": "R\n1" }), "reference"),
-        (json!({ "hold": hold, "payment": "cash", "email": "not an address" }), "email"),
-        (json!({ "hold": hold, "payment": "cash", "phone": "+447700900123" }), "phone"),
+        (json!({ "hold": hold, "payment": "cash", "reference": "R-1", "total_minor": 3000 }), "reference"),
+        (
+            json!({ "hold": hold, "payment": "card_present", "reference": "R\n1", "total_minor": 3000 }),
+            "reference",
+        ),
+        (json!({ "hold": hold, "payment": "cash", "email": "not an address", "total_minor": 3000 }), "email"),
+        (json!({ "hold": hold, "payment": "cash", "phone": "+447700900123", "total_minor": 3000 }), "phone"),
     ] {
         let (s, p) = c.sell(body.clone()).await;
         assert_eq!((s, p["errors"][0]["field"].as_str()), (422, Some(field)), "{body}: {p}");
     }
-    let (s, p) = c.sell(json!({ "hold": hold, "payment": "cheque" })).await;
+    let (s, p) = c.sell(json!({ "hold": hold, "payment": "cheque", "total_minor": 3000 })).await;
     assert_eq!(s, 400, "{p}");
     // Another organization's admin cannot sell this event's hold.
     let (s, _) = c
         .api
-        .call(&c.stranger, Method::POST, &c.path("sales"), Some(json!({ "hold": hold, "payment": "cash" })))
+        .call(
+            &c.stranger,
+            Method::POST,
+            &c.path("sales"),
+            Some(json!({ "hold": hold, "payment": "cash", "total_minor": 3000 })),
+        )
         .await;
     assert_eq!(s, 404);
 
     // An ended hold is refused before any money is recorded.
     c.edge.lock().unwrap().by_id.get_mut(&hold).unwrap()["state"] = json!("expired");
-    let (s, p) = c.sell(json!({ "hold": hold, "payment": "cash" })).await;
+    let (s, p) = c.sell(json!({ "hold": hold, "payment": "cash", "total_minor": 3000 })).await;
     assert_eq!((s, p["reason"].as_str()), (409, Some("hold_expired")), "{p}");
     assert_eq!(c.api.count("orders").await, 0);
     assert_eq!(c.api.count("payments").await, 0);
 
-    // At most ten live holds a clerk; releasing one makes room (and is audited).
+    // A hold the event cannot price (over the tier's per-order limit of 8) is released at once.
+    let (s, p) = c.hold(json!({ "kind": "general_admission", "tier": c.ga_tier, "quantity": 9 }), None).await;
+    assert_eq!((s, p["reason"].as_str()), (409, Some("per_order_limit")), "{p}");
+    let states: Vec<String> = c
+        .edge
+        .lock()
+        .unwrap()
+        .by_id
+        .values()
+        .filter(|h| h["ga"]["quantity"] == 9)
+        .map(|h| h["state"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(states, ["released"]);
+    assert_eq!(c.api.count("box_office_holds").await, 1, "the unpriced hold is not the clerk's");
+
+    // A price changed between the quote and the sale is refused, not recorded otherwise.
+    let (s, held) = c.hold(json!({ "kind": "seats", "seats": ["A-2"] }), None).await;
+    assert_eq!((s, held["quote"]["total_minor"].as_i64()), (201, Some(3000)), "{held}");
+    sqlx::query("UPDATE ticket_tiers SET price_minor = 3500 WHERE kind = 'seated'")
+        .execute(&db)
+        .await
+        .unwrap();
+    let (s, p) = c.sell(json!({ "hold": held["hold_id"], "payment": "cash", "total_minor": 3000 })).await;
+    assert_eq!((s, p["reason"].as_str()), (409, Some("price_changed")), "{p}");
+    assert_eq!(c.api.count("orders").await, 0);
+    let (s, sold) = c.sell(json!({ "hold": held["hold_id"], "payment": "cash", "total_minor": 3500 })).await;
+    assert_eq!(s, 201, "{sold}");
+    // The edge unreachable when the sale is made: recorded (202, the order confirming) and the
+    // hold, still held at the edge, can no longer be released (the money is in the till); the
+    // same request later finds the order paid.
+    let (_, held) = c.hold(json!({ "kind": "seats", "seats": ["A-3"] }), None).await;
+    let hold3 = held["hold_id"].as_str().unwrap().to_owned();
+    c.edge.lock().unwrap().failing_confirms = true;
+    let sale3 = json!({ "hold": hold3, "payment": "cash", "total_minor": 3500 });
+    let (s, pending) = c.sell(sale3.clone()).await;
+    assert_eq!((s, pending["order"]["state"].as_str()), (202, Some("confirming")), "{pending}");
+    let (s, p) = c.api.call(&c.clerk, Method::DELETE, &c.path(&format!("holds/{hold3}")), None).await;
+    assert_eq!((s.as_u16(), p["reason"].as_str()), (409, Some("hold_sold")), "{p}");
+    assert_eq!(c.edge.lock().unwrap().by_id[&hold3]["state"], "held", "not released at the edge");
+    c.edge.lock().unwrap().failing_confirms = false;
+    sqlx::query("UPDATE orders SET lease_until = NULL, next_attempt_at = now()").execute(&db).await.unwrap();
+    let (s, done) = c.sell(sale3).await;
+    assert_eq!((s, done["order"]["state"].as_str()), (200, Some("paid")), "{done}");
+    // A re-issue of a ticket that is not valid, or of no ticket of this event, changes nothing.
+    let ticket = sold["tickets"][0]["id"].as_str().unwrap().to_owned();
+    sqlx::query("UPDATE tickets SET state = 'used' WHERE id = $1::uuid")
+        .bind(&ticket)
+        .execute(&db)
+        .await
+        .unwrap();
+    let counter = &c;
+    let reissue = |t: String| {
+        let path = counter.path(&format!("tickets/{t}/reissue"));
+        async move {
+            counter.api.call(&counter.clerk, Method::POST, &path, Some(json!({ "reason": "lost" }))).await
+        }
+    };
+    let (s, p) = reissue(ticket.clone()).await;
+    assert_eq!((s.as_u16(), p["reason"].as_str()), (409, Some("not_reissuable")), "{p}");
+    let (s, _) = reissue(uuid::Uuid::new_v4().to_string()).await;
+    assert_eq!(s, 404);
+    let (s, p) = c
+        .api
+        .call(
+            &c.clerk,
+            Method::POST,
+            &c.path(&format!("tickets/{ticket}/reissue")),
+            Some(json!({ "reason": "lost\nat the bar" })),
+        )
+        .await;
+    assert_eq!((s.as_u16(), p["errors"][0]["field"].as_str()), (422, Some("reason")), "{p}");
+
+    // At most ten live holds a clerk, whatever keys they use; releasing one makes room (and is
+    // audited).
+    let (s, old) = c
+        .hold(json!({ "kind": "general_admission", "tier": c.ga_tier, "quantity": 1 }), Some("old-key"))
+        .await;
+    assert_eq!(s, 201, "{old}");
+    let (s, _) = c
+        .api
+        .call(&c.clerk, Method::DELETE, &c.path(&format!("holds/{}", old["hold_id"].as_str().unwrap())), None)
+        .await;
+    assert_eq!(s, 204);
+    sqlx::query("UPDATE box_office_holds SET ended_at = now() WHERE ended_at IS NULL")
+        .execute(&db)
+        .await
+        .unwrap();
     let mut live = Vec::new();
     for _ in 0..10 {
         let (s, held) =
@@ -562,6 +713,12 @@ async fn the_box_office_sells_only_its_own_holds_in_its_organization_within_its_
         assert_eq!(s, 201, "{held}");
         live.push(held["hold_id"].as_str().unwrap().to_owned());
     }
+    // An old key the edge has forgotten (its answers are kept an hour) is a new hold, and counts.
+    c.edge.lock().unwrap().keys.clear();
+    let (s, p) = c
+        .hold(json!({ "kind": "general_admission", "tier": c.ga_tier, "quantity": 1 }), Some("old-key"))
+        .await;
+    assert_eq!((s, p["reason"].as_str()), (409, Some("too_many_holds")), "{p}");
     let ga = json!({ "kind": "general_admission", "tier": c.ga_tier, "quantity": 1 });
     let (s, p) = c.hold(ga.clone(), None).await;
     assert_eq!((s, p["reason"].as_str()), (409, Some("too_many_holds")), "{p}");
@@ -575,5 +732,5 @@ async fn the_box_office_sells_only_its_own_holds_in_its_organization_within_its_
     let (s, _) = c.api.call(&c.clerk, Method::DELETE, &c.path("holds/h0-0000beef"), None).await;
     assert_eq!(s, 404, "not a box-office hold");
     let releases = c.audit_actions().await.iter().filter(|(a, _)| a == "box_office.release").count();
-    assert_eq!(releases, 1);
+    assert_eq!(releases, 2);
 }

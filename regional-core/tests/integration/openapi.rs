@@ -112,6 +112,8 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         ("get", "/api/v1/events/{id}/box-office/orders/{order}/tickets"),
         ("get", "/api/v1/events/{id}/box-office/orders/{order}/tickets.pdf"),
         ("post", "/api/v1/events/{id}/box-office/tickets/{ticket}/reissue"),
+        ("post", "/api/v1/events/{id}/box-office/orders/{order}/paid-back"),
+        ("get", "/api/v1/events/{id}/box-office/refunds"),
     ];
     let mut listed = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
