@@ -20,6 +20,24 @@ FOREIGN = [i for i in os.environ.get("FOREIGN_IDS", "").split(",") if i]
 # Of those, what the core's public catalog shows of a published event (its id, its tiers', its title,
 # its venue's name): the catalog may show them, nothing else may.
 PUBLIC = {i for i in os.environ.get("FOREIGN_PUBLIC", "").split(",") if i}
+# Of those, the names (not the ids) the fuzzer itself has sent (it reuses what the public catalog
+# showed it, as anyone may): an answer showing the caller's own input (an event it named
+# "rival night") leaks nothing. An id is excused only in the answer to the request that sent it.
+ECHOED = set()
+
+
+def _sent(case):
+    return json.dumps([case.body, case.path_parameters, case.query, case.headers], default=str)
+
+
+def _is_id(value):
+    return len(value) == 36 and value.count("-") == 4
+
+
+@schemathesis.hook
+def before_call(ctx, case, **kwargs):
+    sent = _sent(case)
+    ECHOED.update(p for p in PUBLIC if not _is_id(p) and p in sent)
 
 
 @schemathesis.check
@@ -45,8 +63,9 @@ def no_other_tenants_data(ctx, response, case):
     # The core's public catalog lists what every organizer published, the other's too.
     public = case.path.startswith("/api/v1/catalog/")
     text = response.text or ""
+    sent = _sent(case)
     for foreign in FOREIGN:
-        if public and foreign in PUBLIC:
+        if (public and foreign in PUBLIC) or foreign in ECHOED or (foreign in PUBLIC and foreign in sent):
             continue
         assert foreign not in text, f"the answer holds another's {foreign!r}"
     return None

@@ -230,13 +230,15 @@ async fn box_office_hold(
         .fetch_one(&mut *tx)
         .await?;
     if !locked {
-        return Err(ApiError::RateLimited { reason: "clerk-busy", retry_after_secs: 1 });
+        return Err(ApiError::RateLimited { reason: "clerk_busy", retry_after_secs: 1 });
     }
     // A retry of a hold still live is answered by the edge as it was; anything else counts.
     let retry: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM box_office_holds WHERE visitor_id = $1 AND ended_at IS NULL AND expires_at > now())",
+        "SELECT EXISTS (SELECT 1 FROM box_office_holds
+                        WHERE user_id = $2 AND visitor_id = $1 AND ended_at IS NULL AND expires_at > now())",
     )
     .bind(&visitor)
+    .bind(caller.user_id)
     .fetch_one(&mut *tx)
     .await?;
     if !retry {
@@ -265,19 +267,33 @@ async fn box_office_hold(
     let hold: HoldAnswer = serde_json::from_value(answer.get("hold").cloned().unwrap_or(Value::Null))
         .map_err(|e| ApiError::Unavailable(format!("the edge's hold is not one: {e}")))?;
     let grant = hold.grant().ok_or_else(|| ApiError::Unavailable("the edge's hold id is not one".into()))?;
-    if hold.state != HoldState::Held {
-        // A retry of a hold that ended (or was sold) since: the clerk places a new one.
+    // A retry of a hold that ended, or whose sale is recorded (the edge may not have sold it yet):
+    // the clerk places a new one.
+    let ended: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM box_office_holds WHERE hold_id = $1 AND ended_at IS NOT NULL)
+             OR EXISTS (SELECT 1 FROM orders WHERE hold_id = $1)",
+    )
+    .bind(&hold.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if hold.state != HoldState::Held || ended {
         return Err(ApiError::conflict("hold_ended", "this key's hold has ended: hold again with a new key"));
     }
-    // Priced before it is recorded: a hold the event cannot price (a tier's per-order limit, a
-    // closed sale window) is released at once, and the refusal said.
-    let quote = match co.counter_quote(event.id, &grant, state.sms.is_some()).await {
+    // Priced before it is recorded, in this transaction: a hold this request placed that the
+    // event cannot price (a tier's per-order limit, a closed sale window) is released at once, and
+    // the refusal said; a retry's hold is left as it is (it is recorded, and released only by
+    // `DELETE`, under its row's lock).
+    let quote = match co.counter_quote(&mut tx, event.id, &grant, state.sms.is_some()).await {
         Ok(quote) => quote,
         Err(refused) => {
-            let route =
-                InternalRoute::HoldAction(hold.id.clone(), shared_types::internal_api::HoldAction::Release);
-            if let Err(e) = co.edge.send(&event.id.to_string(), &route, Vec::new()).await {
-                tracing::warn!(hold = %hold.id, error = %e, "a box-office hold the event cannot price was not released: it expires");
+            if !replayed {
+                let route = InternalRoute::HoldAction(
+                    hold.id.clone(),
+                    shared_types::internal_api::HoldAction::Release,
+                );
+                if let Err(e) = co.edge.send(&event.id.to_string(), &route, Vec::new()).await {
+                    tracing::warn!(hold = %hold.id, error = %e, "a box-office hold the event cannot price was not released: it expires");
+                }
             }
             return Err(refused);
         }
@@ -368,9 +384,13 @@ async fn counter_hold(db: &sqlx::PgPool, event: &Event, hold: &str) -> Result<St
 }
 
 /// `DELETE /api/v1/events/{id}/box-office/holds/{hold}`: the buyer changed their mind; the seats
-/// go back on sale now. `204`, also for a hold already released or ended; `409 hold_sold` for one
-/// whose sale is recorded (even before the edge has sold it). Any clerk of the organization may
-/// release its box office's holds (a counter hands over to the next).
+/// go back on sale now. `204`, also for a hold released or ended before; `409 hold_sold` once its
+/// sale is recorded (even before the edge has sold it). Any clerk of the organization may release
+/// its box office's holds (a counter hands over to the next).
+///
+/// The hold is ended here first (its row locked, as a sale locks it: a hold is released or sold,
+/// never both), then at the edge: an edge that cannot be reached leaves it held there until its
+/// expiry at the latest (`503`: ask again to let it go sooner); no sale can take it meanwhile.
 #[utoipa::path(delete, path = "/api/v1/events/{id}/box-office/holds/{hold}", tag = "box office", security(("api_key" = [])),
     params(("id" = String, Path, description = "the event id"), ("hold" = String, Path, description = "the hold id")),
     responses((status = 204, description = "released"), crate::api::Problems))]
@@ -380,46 +400,54 @@ async fn box_office_release(
     Path((_, hold)): Path<(String, String)>,
 ) -> Result<StatusCode> {
     let co = state.checkout()?;
-    // The hold's row, locked across the edge's call: a sale of it waits (and then finds it
-    // released), or was recorded first (and this is refused).
     let mut tx = state.db.begin().await?;
-    let row: Option<(Option<chrono::DateTime<chrono::Utc>>, bool)> = sqlx::query_as(
-        "SELECT h.ended_at, EXISTS (SELECT 1 FROM orders o WHERE o.hold_id = h.hold_id)
-         FROM box_office_holds h WHERE h.hold_id = $1 AND h.event_id = $2 FOR UPDATE",
+    let ended: Option<Option<chrono::DateTime<chrono::Utc>>> = sqlx::query_scalar(
+        "SELECT ended_at FROM box_office_holds WHERE hold_id = $1 AND event_id = $2 FOR UPDATE",
     )
     .bind(&hold)
     .bind(event.id)
     .fetch_optional(&mut *tx)
     .await?;
-    let (ended, sold) = row.ok_or(ApiError::NotFound)?;
+    let ended = ended.ok_or(ApiError::NotFound)?;
+    // Its own statement, after the lock: it sees a sale that committed while this waited.
+    let sold: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE hold_id = $1)")
+        .bind(&hold)
+        .fetch_one(&mut *tx)
+        .await?;
     if sold {
         return Err(ApiError::conflict("hold_sold", "this hold is sold: refund its order instead"));
     }
-    if ended.is_some() {
-        return Ok(StatusCode::NO_CONTENT);
+    if ended.is_none() {
+        sqlx::query("UPDATE box_office_holds SET ended_at = now() WHERE hold_id = $1")
+            .bind(&hold)
+            .execute(&mut *tx)
+            .await?;
+        crate::audit::by(
+            &mut tx,
+            &caller,
+            event.organization_id,
+            "box_office.release",
+            format!("hold:{hold}"),
+            json!({}),
+        )
+        .await?;
     }
+    tx.commit().await?;
     let route = InternalRoute::HoldAction(hold.clone(), shared_types::internal_api::HoldAction::Release);
     match co.edge.send(&event.id.to_string(), &route, Vec::new()).await {
-        Ok(_) => {}
-        // Ended at the edge already (expired, or forgotten an hour after): nothing held, as asked.
-        Err(e) if matches!(e.reason(), "hold_expired" | "hold_released" | "hold_not_found") => {}
-        Err(e) => return Err(edge_refusal(e)),
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        // Ended at the edge already (expired, released, or forgotten an hour after).
+        Err(e) if matches!(e.reason(), "hold_expired" | "hold_released" | "hold_not_found") => {
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(EdgeError::Unreachable(why)) => {
+            tracing::warn!(%hold, error = %why, "a released box-office hold could not be released at the edge yet");
+            Err(ApiError::Unavailable(
+                "released here, but the edge could not be told: ask again (the seats come back at the hold's expiry at the latest)".into(),
+            ))
+        }
+        Err(e) => Err(edge_refusal(e)),
     }
-    sqlx::query("UPDATE box_office_holds SET ended_at = now() WHERE hold_id = $1")
-        .bind(&hold)
-        .execute(&mut *tx)
-        .await?;
-    crate::audit::by(
-        &mut tx,
-        &caller,
-        event.organization_id,
-        "box_office.release",
-        format!("hold:{hold}"),
-        json!({}),
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The body of a sale.
@@ -623,15 +651,19 @@ async fn sale_answer(
         (OrderState::Paid, false) => StatusCode::CREATED,
         (OrderState::Paid, true) => StatusCode::OK,
         (OrderState::Confirming, _) => StatusCode::ACCEPTED,
-        // The seats were lost before the edge sold them (or the order was refunded since).
+        // The seats were lost before the edge sold them, or the order was refunded since.
         _ => {
+            let why = match order.head.outcome.as_deref() {
+                Some("hold_lost") | None => "its seats were lost before the edge sold them".to_owned(),
+                Some(outcome) => format!("it was refunded since ({outcome})"),
+            };
             return Err(ApiError::conflict(
                 "hold_lost",
                 format!(
-                    "order {id} is {}: its seats were not sold; give the money back and record it (…/orders/{id}/paid-back)",
+                    "order {id} is {}: {why}; give the money back and record it (…/orders/{id}/paid-back)",
                     order.head.state.as_str()
                 ),
-            ))
+            ));
         }
     };
     let tickets = tickets_of(&state.db, id, None).await?.iter().map(|t| code_of(&co.signer, t)).collect();
@@ -864,7 +896,7 @@ pub struct CounterRefund {
     pub currency: String,
     /// `pending` (to give back at the counter) or `succeeded` (given back).
     pub state: String,
-    /// Why: `refund` (an organizer's), `hold_lost`, `event_cancelled`…
+    /// Why: the order's outcome (`organizer_refunded`, `hold_lost`, `event_cancelled`…).
     pub reason: String,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
@@ -902,11 +934,12 @@ async fn box_office_refunds(
     let query = sqlx::query_as(
         "SELECT r.id, r.order_id, r.amount_minor, p.currency, r.state, r.reason, r.created_at, r.updated_at
          FROM refunds r JOIN payments p ON p.id = r.payment_id JOIN orders o ON o.id = r.order_id
-         WHERE o.event_id = $1 AND p.provider = 'box_office' AND ($2::text IS NULL OR r.state = $2)
-           AND (r.created_at, r.id) > ($3, $4)
-         ORDER BY r.created_at, r.id LIMIT $5",
+         WHERE o.event_id = $1 AND ($2::text IS NULL OR r.state = $2) AND p.provider = $3
+           AND (r.created_at, r.id) > ($4, $5)
+         ORDER BY r.created_at, r.id LIMIT $6",
     )
     .bind(event.id)
-    .bind(wanted);
+    .bind(wanted)
+    .bind(crate::checkout::counter::PROVIDER);
     Ok(Json(page.fetch(query, &state.db, |r: &CounterRefund| (r.created_at, r.id)).await?))
 }

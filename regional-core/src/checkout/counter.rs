@@ -26,7 +26,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, Result};
 
 /// The payment provider a box-office payment is recorded under.
-pub const PROVIDER: &str = "box_office";
+pub const PROVIDER: &str = crate::payments::BOX_OFFICE;
 
 /// How the walk-up buyer paid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -112,10 +112,22 @@ impl Checkout {
                 "this order has no refund to give back at the counter",
             ));
         };
-        if state == "succeeded" {
-            return Ok(PaidBack::Before);
-        }
         let reference = reference.map(str::to_owned).unwrap_or_else(|| format!("counter-refund-{order}"));
+        if state == "succeeded" {
+            // The same record again is a retry; anything else is a second payout being recorded.
+            let same: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM refunds WHERE id = $1 AND provider_ref = $2)",
+            )
+            .bind(refund)
+            .bind(&reference)
+            .fetch_one(&mut *tx)
+            .await?;
+            return if same {
+                Ok(PaidBack::Before)
+            } else {
+                Err(ApiError::conflict("already_paid_back", "this refund was recorded as given back already"))
+            };
+        }
         sqlx::query(
             "UPDATE refunds SET state = 'succeeded', provider_ref = $2, updated_at = now() WHERE id = $1",
         )
@@ -149,14 +161,16 @@ impl Checkout {
 
     /// What the clerk's hold costs, by the rules [`Checkout::record_counter_sale`] applies.
     /// `sms`: whether the shop sends texts (the sale then takes a `phone`).
+    /// On the caller's connection (a hold request prices in its own transaction).
     pub async fn counter_quote(
         &self,
+        conn: &mut sqlx::PgConnection,
         event: Uuid,
         grant: &HoldGrant,
         sms: bool,
     ) -> Result<super::create::Quote> {
-        let priced = price_hold(&mut *self.db.acquire().await?, event, grant, None).await?;
-        super::create::quote_of(&self.db, priced, None, grant.expires_at_ms, sms).await
+        let priced = price_hold(&mut *conn, event, grant, None).await?;
+        super::create::quote_of(conn, priced, None, grant.expires_at_ms, sms).await
     }
 
     /// Records a box-office sale (one transaction: the order in `confirming`, its lines, the

@@ -172,12 +172,13 @@ pub(super) async fn quote_checkout(State(state): State<AppState>, body: Bytes) -
     let promo = req.promo_code.as_deref().map(str::trim).unwrap_or("").to_uppercase();
     let priced = price_guarded(&state.db, event, &claims, &promo).await?;
     let promo = priced.promo.map(|_| promo);
-    Ok(Json(quote_of(&state.db, priced, promo, claims.extra.expires_at_ms, state.sms.is_some()).await?))
+    let mut conn = state.db.acquire().await?;
+    Ok(Json(quote_of(&mut conn, priced, promo, claims.extra.expires_at_ms, state.sms.is_some()).await?))
 }
 
 /// A priced hold as a [`Quote`] (its lines named by their tiers).
 pub(super) async fn quote_of(
-    db: &PgPool,
+    db: &mut sqlx::PgConnection,
     priced: Priced,
     promo_code: Option<String>,
     hold_expires_at_ms: i64,

@@ -95,6 +95,8 @@ pub(crate) const EVENT_COLUMNS: &str =
                              images, color, refund_policy, state, version, created_at, updated_at";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+// Its own name in the OpenAPI document: the health report's `Tier` (edge, core…) is another schema.
+#[schema(as = TicketTier)]
 pub struct Tier {
     pub id: Uuid,
     pub event_id: Uuid,

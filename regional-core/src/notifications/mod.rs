@@ -258,6 +258,8 @@ pub(crate) struct OrderFacts {
     pub refund_minor: i64,
     pub title: String,
     pub venue: String,
+    /// Paid at the box office: its refund is collected there (docs/box-office.md).
+    pub at_counter: bool,
     #[sqlx(flatten)]
     pub schedule: Schedule,
 }
@@ -268,10 +270,12 @@ pub(crate) async fn order_facts(
 ) -> Result<Option<OrderFacts>, sqlx::Error> {
     sqlx::query_as(
         "SELECT o.id AS order_id, o.event_id, o.visitor_id, o.email, o.phone, o.currency, o.total_minor, o.refund_minor,
-                e.title, v.name AS venue, e.starts_at, e.ends_at, e.time_zone
+                e.title, v.name AS venue, e.starts_at, e.ends_at, e.time_zone,
+                EXISTS (SELECT 1 FROM payments p WHERE p.order_id = o.id AND p.provider = $2) AS at_counter
          FROM orders o JOIN events e ON e.id = o.event_id JOIN venues v ON v.id = e.venue_id WHERE o.id = $1",
     )
     .bind(order)
+    .bind(crate::payments::BOX_OFFICE)
     .fetch_optional(conn)
     .await
 }
@@ -313,6 +317,7 @@ impl OrderFacts {
                 "id": self.order_id,
                 "total": money(self.total_minor, &self.currency),
                 "refund": money(self.refund_minor, &self.currency),
+                "at_counter": self.at_counter,
                 "link": format!("{base}/orders/{}#{token}", self.order_id),
             },
             "tickets": rows.iter().map(|(seat, tier)| json!({ "seat": seat, "tier": tier })).collect::<Vec<_>>(),

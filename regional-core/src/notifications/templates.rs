@@ -42,7 +42,7 @@ mod tests {
     fn context() -> Value {
         json!({
             "event": { "title": "Rock <& Roll>", "venue": "Hall", "starts": "Friday", "link": "http://x/events/e" },
-            "order": { "id": "o-1", "total": "12.50 EUR", "refund": "10.00 EUR", "link": "http://x/orders/o-1#t" },
+            "order": { "id": "o-1", "total": "12.50 EUR", "refund": "10.00 EUR", "link": "http://x/orders/o-1#t", "at_counter": false },
             "tickets": [{ "seat": "A-1", "tier": "Floor" }, { "seat": null, "tier": "GA" }],
             "outcome": "you cancelled it",
             "transfer": { "from": "a@example.com", "link": "http://x/accept", "expires": "Sunday" },
@@ -72,6 +72,25 @@ mod tests {
         assert_eq!(confirmation.subject, "Your tickets for Rock <& Roll>");
         assert!(confirmation.text.contains("- Floor, seat A-1") && confirmation.text.contains("- GA\n"));
         assert!(confirmation.html.contains("o-1#t"), "the link is in the HTML body");
+    }
+
+    #[test]
+    fn a_refund_of_a_box_office_sale_is_collected_there() {
+        let mut c = context();
+        let online = render("order_refunded", &c).unwrap();
+        assert!(online.text.contains("depending on your bank") && !online.text.contains("box office"));
+        c["order"]["at_counter"] = json!(true);
+        for kind in ["order_refunded", "hold_lost"] {
+            let mail = render(kind, &c).unwrap();
+            assert!(
+                mail.text.contains("at the box office") && mail.html.contains("at the box office"),
+                "{kind}"
+            );
+            assert!(
+                !mail.text.contains("depending on your bank") && !mail.text.contains("Your payment"),
+                "{kind}"
+            );
+        }
     }
 
     #[test]

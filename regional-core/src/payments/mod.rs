@@ -15,6 +15,10 @@ use signature::Delivery;
 
 use serde::{Deserialize, Serialize};
 
+/// The provider a payment taken at the box office is recorded under (cash, or the venue's own card
+/// terminal: docs/box-office.md); no provider is called for it.
+pub const BOX_OFFICE: &str = "box_office";
+
 /// Where a payment stands at the provider.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -72,6 +72,8 @@ const FIGURES: &str = "COALESCE(sum(tickets_sold), 0)::int8 AS tickets_sold,
     COALESCE(sum(gross_minor - fee_minor - refunded_minor + fee_refunded_minor), 0)::int8 AS net_minor";
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+// Its own name in the OpenAPI document: the health report's `TierReport` is another schema.
+#[schema(as = TierSales)]
 pub struct TierReport {
     pub tier_id: Uuid,
     pub name: String,

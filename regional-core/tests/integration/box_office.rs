@@ -335,6 +335,9 @@ async fn the_box_office_holds_sells_for_cash_and_card_prints_tickets_that_scan_a
     let (s, p) = c.api.call(&c.clerk, Method::DELETE, &c.path(&format!("holds/{hold}")), None).await;
     assert_eq!((s.as_u16(), p["reason"].as_str()), (409, Some("hold_sold")), "{p}");
     assert_eq!(c.edge.lock().unwrap().by_id[&hold]["state"], "sold");
+    // Its key again does not answer it as a live hold.
+    let (s, p) = c.hold(json!({ "kind": "seats", "seats": ["A-1", "A-2"] }), Some("desk-1")).await;
+    assert_eq!((s, p["reason"].as_str()), (409, Some("hold_ended")), "{p}");
     let (orders, payments): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM orders WHERE sold_by IS NOT NULL), (SELECT count(*) FROM payments WHERE method = 'cash')",
     )
@@ -463,6 +466,14 @@ async fn the_box_office_holds_sells_for_cash_and_card_prints_tickets_that_scan_a
     // Refunded (the tickets void, the seats back), the money due at the counter until a clerk
     // gives it back: no provider was called (the test provider is unreachable here).
     assert_eq!(refund_of(card_order.clone()).await, ("refunded".to_owned(), "pending".to_owned(), 0));
+    // The buyer is told to collect it at the box office, not to wait for their bank.
+    crate::notifications::relay(&db).await;
+    let (text,): (String,) =
+        sqlx::query_as("SELECT text_body FROM notifications WHERE kind = 'order_refunded'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(text.contains("collect your refund there") && !text.contains("your bank"), "{text}");
     let (s, due) = c.api.get(&c.clerk, &format!("{}?state=pending", c.path("refunds"))).await;
     assert_eq!(
         (s.as_u16(), due["items"][0]["order_id"].as_str(), due["items"][0]["amount_minor"].as_i64()),
@@ -489,9 +500,11 @@ async fn the_box_office_holds_sells_for_cash_and_card_prints_tickets_that_scan_a
         .await;
     assert_eq!((s.as_u16(), view["payment"]["refunded_minor"].as_i64()), (200, Some(7500)), "{view}");
     assert_eq!(refund_of(card_order.clone()).await, ("refunded".to_owned(), "succeeded".to_owned(), 7500));
-    let (s, _) =
-        c.api.call(&c.clerk, Method::POST, &paid_back, Some(json!({ "method": "card_present" }))).await;
-    assert_eq!(s, 200, "given back once: again answers the order");
+    let again = json!({ "method": "card_present", "reference": "RF-0042" });
+    let (s, _) = c.api.call(&c.clerk, Method::POST, &paid_back, Some(again)).await;
+    assert_eq!(s, 200, "the same record again answers the order");
+    let (s, p) = c.api.call(&c.clerk, Method::POST, &paid_back, Some(json!({ "method": "cash" }))).await;
+    assert_eq!((s.as_u16(), p["reason"].as_str()), (409, Some("already_paid_back")), "a second payout: {p}");
     let (s, p) = c
         .api
         .call(

@@ -137,6 +137,15 @@ async fn the_openapi_document_is_3_1_and_lists_every_route(db: PgPool) {
         }
     }
 
+    // Two types of one name would share a component (the last one registered wins, and answers of
+    // the other are checked against it): the health report's tier and the catalog's, the health
+    // check's tier report and the sales report's, each have their own.
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["Tier"]["enum"].is_array(), "the health report's tier: {}", schemas["Tier"]);
+    assert!(schemas["TicketTier"]["properties"]["price_minor"].is_object(), "{}", schemas["TicketTier"]);
+    assert!(schemas["TierReport"]["properties"]["latency_ms"].is_object(), "{}", schemas["TierReport"]);
+    assert!(schemas["TierSales"].to_string().contains("\"capacity\""), "{}", schemas["TierSales"]);
+
     // Every route but the health probes documents its failures as problem+json of the one schema.
     assert!(doc["components"]["schemas"]["Problem"].is_object(), "the problem schema is a component");
     for (method, path) in listed.iter().filter(|(_, p)| p.starts_with("/api/")) {
