@@ -46,6 +46,68 @@ struct Details {
     state: String,
     #[serde(default)]
     tiers: Vec<TierIn>,
+    /// The event's series and its next dates (docs/series.md), when it is a date of one.
+    #[serde(default)]
+    series: Option<SeriesIn>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SeriesIn {
+    id: String,
+    /// How many of its dates the catalog lists.
+    #[serde(default)]
+    dates: u32,
+    #[serde(default)]
+    next: Vec<DateIn>,
+}
+
+/// A date of a series as the catalog gives it (`catalog/series` answers these too).
+#[derive(Debug, Clone, Deserialize)]
+pub struct DateIn {
+    pub id: String,
+    #[serde(default)]
+    pub starts_local: String,
+    #[serde(default)]
+    pub day_local: String,
+    #[serde(default)]
+    pub time_local: String,
+    #[serde(default)]
+    pub state: String,
+}
+
+impl DateIn {
+    /// What the date's link says of its sale besides its time: nothing while it sells.
+    pub fn note(&self) -> &'static str {
+        match self.state.as_str() {
+            "sold_out" => "Sold out",
+            "published" => "Not on sale yet",
+            _ => "",
+        }
+    }
+
+    /// Only a date whose id is an event id becomes a link.
+    pub fn is_linkable(&self) -> bool {
+        shared_types::ids::EventId::parse(&self.id).is_ok()
+    }
+}
+
+/// The other dates of the event's series, as its page shows them.
+#[derive(Debug, PartialEq)]
+pub struct OtherDates {
+    /// The series' page at the edge (`/series/{id}`).
+    pub path: String,
+    /// How many dates the series has on sale or coming.
+    pub total: u32,
+    /// Its next dates (this one among them), each with whether it is this one.
+    pub dates: Vec<(DateLink, bool)>,
+}
+
+/// A date a page links to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DateLink {
+    pub id: String,
+    pub when: String,
+    pub note: &'static str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +146,8 @@ pub struct About {
     pub images: Vec<String>,
     pub tiers: Vec<TierLine>,
     pub cancelled: bool,
+    /// The series' other dates (more than this one), when the event is a date of a series.
+    pub dates: Option<OtherDates>,
 }
 
 /// What the page's script matches to a seated tier when the snapshot has no counts of its own for
@@ -207,11 +271,11 @@ pub async fn about(ev: &EventCtx<'_>) -> Option<About> {
         Ok(snapshot) => serde_json::from_str::<Option<Availability>>(&snapshot.counts).ok().flatten(),
         Err(_) => None,
     };
-    Some(describe(details, availability.as_ref()))
+    Some(describe(details, ev.event.as_str(), availability.as_ref()))
 }
 
 /// The page's view of `details`, with what `availability` says is left.
-fn describe(details: Details, availability: Option<&Availability>) -> About {
+fn describe(details: Details, this: &str, availability: Option<&Availability>) -> About {
     let tier_left: HashMap<&str, Counts> = availability
         .map(|a| a.tiers.iter().chain(&a.seated_tiers).map(|(t, c)| (t.as_str(), *c)).collect())
         .unwrap_or_default();
@@ -248,6 +312,24 @@ fn describe(details: Details, availability: Option<&Availability>) -> About {
             TierLine { key, name: t.name.clone(), seated, price, left }
         })
         .collect();
+    let dates = details.series.as_ref().and_then(|series| {
+        // A series id goes into a link: only one that is a plain id does.
+        let plain = crate::series::plain_id(&series.id);
+        let links: Vec<(DateLink, bool)> = series
+            .next
+            .iter()
+            .filter(|d| d.is_linkable())
+            .map(|d| {
+                let link = DateLink { id: d.id.clone(), when: d.starts_local.clone(), note: d.note() };
+                (link, d.id == this)
+            })
+            .collect();
+        (plain && (series.dates > 1 || links.iter().any(|(_, current)| !current))).then(|| OtherDates {
+            path: format!("/series/{}", series.id),
+            total: series.dates,
+            dates: links,
+        })
+    });
     let place = [details.venue_name.trim(), details.city.trim()]
         .into_iter()
         .filter(|p| !p.is_empty())
@@ -273,6 +355,7 @@ fn describe(details: Details, availability: Option<&Availability>) -> About {
         images: details.images.into_iter().filter(|u| u.starts_with("https://")).take(MAX_IMAGES).collect(),
         tiers,
         cancelled: details.state == "cancelled",
+        dates,
     }
 }
 
@@ -304,7 +387,7 @@ mod tests {
 
     #[test]
     fn the_page_says_when_where_what_and_for_how_much() {
-        let about = describe(details(), None);
+        let about = describe(details(), "evt", None);
         assert_eq!(about.when, "Fri 12 Jun 2026, 20:00 (Europe/Berlin)");
         assert_eq!(about.place, "Globe Hall, Berlin");
         assert_eq!(about.paragraphs, ["First.", "Second,\nstill second."]);
@@ -330,7 +413,7 @@ mod tests {
             seated_tiers: vec![],
             waitlist_held: 0,
         };
-        let about = describe(details(), Some(&availability));
+        let about = describe(details(), "evt", Some(&availability));
         let left: Vec<Left> = about.tiers.iter().map(|t| t.left).collect();
         assert_eq!(left, [Left::Plenty, Left::SoldOut, Left::Unknown]);
         // A seated tier with counts of its own (its capacity) shows them, under its id.
@@ -338,18 +421,54 @@ mod tests {
             seated_tiers: vec![(TierId::parse("t-seated").unwrap(), counts(30, 3))],
             ..availability
         };
-        let about = describe(details(), Some(&with_tiers));
+        let about = describe(details(), "evt", Some(&with_tiers));
         assert_eq!((about.tiers[0].key.as_str(), about.tiers[0].left), ("t-seated", Left::Few(3)));
         // A tier whose sale has not started or is over says so, whatever is left.
         let mut closed = details();
         closed.tiers[0].sale_state = "ended".into();
         closed.tiers[1].sale_state = "not_yet".into();
-        let about = describe(closed, Some(&with_tiers));
+        let about = describe(closed, "evt", Some(&with_tiers));
         assert_eq!((about.tiers[0].left, about.tiers[1].left), (Left::Ended, Left::NotYet));
         assert_eq!(Left::of(counts(200, 20)), Left::Few(20), "a tenth of the capacity is few");
         assert_eq!(Left::of(counts(1000, 11)), Left::Few(11));
         assert_eq!(Left::of(counts(1000, 101)), Left::Plenty);
         assert_eq!(Left::Few(3).text(), "Only 3 left");
+    }
+
+    #[test]
+    fn a_date_of_a_series_links_its_other_dates_and_marks_its_own() {
+        let mut d = details();
+        d.series = Some(
+            serde_json::from_value(serde_json::json!({
+                "id": "0b8f7c52-8a3e-4c7e-9d1e-3f2a1b0c9d8e", "dates": 14,
+                "next": [
+                    { "id": "evt", "starts_local": "Sat 2 Jan 2027, 10:00", "state": "on_sale" },
+                    { "id": "evt-2", "starts_local": "Sat 2 Jan 2027, 12:00", "state": "sold_out" },
+                    { "id": "not an id!", "starts_local": "x", "state": "on_sale" },
+                ],
+            }))
+            .unwrap(),
+        );
+        let about = describe(d, "evt", None);
+        let dates = about.dates.expect("other dates");
+        assert_eq!(dates.path, "/series/0b8f7c52-8a3e-4c7e-9d1e-3f2a1b0c9d8e");
+        assert_eq!(dates.total, 14);
+        let shown: Vec<(&str, &str, bool)> =
+            dates.dates.iter().map(|(l, current)| (l.id.as_str(), l.note, *current)).collect();
+        assert_eq!(shown, [("evt", "", true), ("evt-2", "Sold out", false)], "no link from a bad id");
+        // A series of one date, this one, has no other dates to show; nor one whose id is no id.
+        let mut alone = details();
+        alone.series = Some(
+            serde_json::from_value(serde_json::json!({
+            "id": "0b8f7c52-aaaa-4c7e-9d1e-3f2a1b0c9d8e", "dates": 1, "next": [{ "id": "evt", "starts_local": "x", "state": "on_sale" }] }))
+            .unwrap(),
+        );
+        assert_eq!(describe(alone, "evt", None).dates, None);
+        let mut bad = details();
+        bad.series = Some(serde_json::from_value(serde_json::json!({
+            "id": "\"><script>", "dates": 3, "next": [{ "id": "evt-2", "starts_local": "x", "state": "on_sale" }] })).unwrap());
+        assert_eq!(describe(bad, "evt", None).dates, None);
+        assert_eq!(describe(details(), "evt", None).dates, None, "not a date of a series");
     }
 
     #[test]

@@ -31,6 +31,20 @@ struct Listed {
     city: String,
     #[serde(default)]
     state: String,
+    /// A date of a series (listed once, at its first date found): its series and how many dates
+    /// it lists.
+    #[serde(default)]
+    series_id: Option<String>,
+    #[serde(default)]
+    series_dates: Option<u32>,
+}
+
+impl Listed {
+    /// The series' page, when the event is one of several dates of a series with a plain id.
+    fn series_path(&self) -> Option<String> {
+        let id = self.series_id.as_deref()?;
+        (crate::series::plain_id(id) && self.series_dates.unwrap_or(0) > 1).then(|| format!("/series/{id}"))
+    }
 }
 
 #[derive(Deserialize)]
@@ -74,7 +88,7 @@ fn bounded(value: &str, max_bytes: usize) -> String {
 }
 
 /// `(year, month, day)` of a real calendar date written `YYYY-MM-DD`.
-fn date(value: &str) -> Option<(u32, u32, u32)> {
+pub(crate) fn date(value: &str) -> Option<(u32, u32, u32)> {
     let b = value.as_bytes();
     // Digits and the two dashes only: `parse` alone would take `+1` for a month.
     let shape =
@@ -139,6 +153,8 @@ impl Search {
         if let Some(to) = date(&self.to) {
             q.append_pair("to", &format!("{}T00:00:00Z", next_day(to)));
         }
+        // A series' dates once, at the first the search finds: its page lists the others.
+        q.append_pair("one_per_series", "true");
         q.append_pair("limit", &PAGE.to_string());
         q.finish()
     }
@@ -212,17 +228,23 @@ mod tests {
         assert_eq!(s.q, "jazz night");
         assert_eq!(
             s.core_query(),
-            "q=jazz+night&city=berlin&from=2027-03-01T00%3A00%3A00Z&to=2027-04-01T00%3A00%3A00Z&limit=24"
+            "q=jazz+night&city=berlin&from=2027-03-01T00%3A00%3A00Z&to=2027-04-01T00%3A00%3A00Z&one_per_series=true&limit=24"
         );
         let bad = search("from=2027-3-1&to=2027-02-29&q=%0Aevil");
         assert_eq!((bad.from.as_str(), bad.to.as_str(), bad.q.as_str()), ("", "", "evil"));
-        assert_eq!(search("to=2028-02-29").core_query(), "to=2028-03-01T00%3A00%3A00Z&limit=24");
-        assert_eq!(search("to=2027-12-31").core_query(), "to=2028-01-01T00%3A00%3A00Z&limit=24");
+        assert_eq!(
+            search("to=2028-02-29").core_query(),
+            "to=2028-03-01T00%3A00%3A00Z&one_per_series=true&limit=24"
+        );
+        assert_eq!(
+            search("to=2027-12-31").core_query(),
+            "to=2028-01-01T00%3A00%3A00Z&one_per_series=true&limit=24"
+        );
         assert_eq!(search(&format!("q={}", "a".repeat(500))).q.len(), 200);
         // Bytes, not characters, and never half a character.
         let cyrillic = search(&format!("q={}", "ж".repeat(150))).q;
         assert!(cyrillic.len() <= 200 && cyrillic.chars().all(|c| c == 'ж'), "{}", cyrillic.len());
-        assert!(search("").is_empty() && search("").core_query() == "limit=24");
+        assert!(search("").is_empty() && search("").core_query() == "one_per_series=true&limit=24");
     }
 
     #[test]

@@ -31,6 +31,7 @@ mod pages;
 mod proxy;
 mod room;
 mod seatmap;
+mod series;
 mod settings;
 mod waitlist;
 mod web;
@@ -107,6 +108,7 @@ async fn route(cx: &Ctx<'_>, req: Request) -> Result<Response> {
         (Method::Get | Method::Head, ["orders", order]) => pages::order_page(order),
         (Method::Get | Method::Head, ["transfers", transfer]) => pages::transfer_page(transfer),
         (Method::Get | Method::Head, ["my-tickets"]) => pages::my_tickets_page(),
+        (Method::Get | Method::Head, ["series", id]) => series::series_page(cx, &req, id).await,
         (method, ["events", event, rest @ ..]) if allowed(&segments).is_some() => {
             let ev = cx.at(event_of(cx, event)?);
             // Every page of the line signs or checks tokens: without keys, 503 at once.
@@ -184,7 +186,7 @@ fn allowed(segments: &[&str]) -> Option<&'static str> {
     const READ: &str = "GET, HEAD";
     Some(match segments {
         [""] | ["healthz"] | ["api", "v1", "openapi.json"] | ["assets", _] => READ,
-        ["orders", _] | ["transfers", _] | ["my-tickets"] => READ,
+        ["orders", _] | ["transfers", _] | ["my-tickets"] | ["series", _] => READ,
         ["events", _] | ["events", _, "buy" | "offer"] => READ,
         ["events", _, "join" | "waitlist"] | ["events", _, "waitlist", "leave"] => "POST",
         ["api", "v1", "events", _, rest @ ..] => match rest {

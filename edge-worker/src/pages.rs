@@ -170,14 +170,14 @@ fn app_page(
 
 #[derive(Template)]
 #[template(path = "message.html")]
-struct Message {
-    title: &'static str,
-    refresh: Option<u64>,
-    message: &'static str,
+pub(crate) struct Message {
+    pub(crate) title: &'static str,
+    pub(crate) refresh: Option<u64>,
+    pub(crate) message: &'static str,
 }
 
 /// A rendered page, with the headers every page carries.
-fn page(status: u16, template: &impl Template, cookies: &[String]) -> Result<Response> {
+pub(crate) fn page(status: u16, template: &impl Template, cookies: &[String]) -> Result<Response> {
     let body = template.render().map_err(|e| worker::Error::RustError(format!("template: {e}")))?;
     web::html(status, body, cookies)
 }

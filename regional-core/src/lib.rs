@@ -31,6 +31,7 @@ pub mod promotions;
 pub mod publishing;
 pub mod reporting;
 pub mod router;
+pub mod series;
 pub mod serve;
 pub mod shutdown;
 pub mod sms;

@@ -116,6 +116,7 @@ fn documented_routes() -> OpenApiRouter<AppState> {
         .merge(crate::privacy::routes::routes())
         .merge(crate::sms::routes::routes())
         .merge(crate::box_office::routes())
+        .merge(crate::series::routes())
 }
 
 #[derive(utoipa::OpenApi)]

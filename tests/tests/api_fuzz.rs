@@ -64,7 +64,7 @@ async fn the_core_answers_anything_as_its_document_says_and_never_with_another_t
     let probed = probe_cross_tenant(&core.url(), &document, &acme.key, &ours, &theirs).await;
     // Every probe the document's routes make today: a route added or removed changes it (update it
     // after checking the new route's probes are the ones it needs).
-    assert_eq!(probed, 84, "cross-tenant probes");
+    assert_eq!(probed, 90, "cross-tenant probes");
 
     let core_document = format!("{}/api/v1/openapi.json", core.url());
     let auth = format!("Authorization: Bearer {}", acme.key);
@@ -114,6 +114,8 @@ struct Estate {
     webhook_delivery: String,
     /// A box-office hold of a standing place (docs/box-office.md).
     hold: String,
+    /// A series whose template (and only date) is the event (docs/series.md).
+    series: String,
     order_token: String,
     transfer_token: String,
     /// Its name (`acme`, `rival`): the venue's, the event's, the buyer's and the friend's
@@ -243,6 +245,10 @@ impl Estate {
             .await;
         let hold = counter["hold_id"].as_str().expect("a box-office hold").to_owned();
 
+        // The event as a series' template (the series public with it).
+        let series = org.ok(Method::POST, "/api/v1/series", json!({ "from_event": event })).await;
+        let series = series["id"].as_str().expect("a series").to_owned();
+
         let first = |listing: Value, what: &str| {
             listing["items"][0]["id"]
                 .as_str()
@@ -264,6 +270,7 @@ impl Estate {
             webhook_endpoint,
             webhook_delivery: ping["id"].as_str().expect("a delivery").to_owned(),
             hold,
+            series,
             order_token,
             transfer_token,
             slug: slug.to_owned(),
@@ -301,6 +308,7 @@ impl Estate {
             self.event.clone(),
             self.tier.clone(),
             self.standing.clone(),
+            self.series.clone(),
             format!("{slug} night"),
             format!("{slug} hall"),
         ]
@@ -318,6 +326,8 @@ impl Estate {
             format!("/api/v1/events/{e}/orders"),
             format!("/api/v1/events/{e}/waitlist"),
             format!("/api/v1/venues/{v}"),
+            format!("/api/v1/series/{}", self.series),
+            format!("/api/v1/series/{}/dates", self.series),
             format!("/api/v1/users/{}", self.user),
             format!("/api/v1/organizations/{}", self.organization),
             "/api/v1/api-keys".to_owned(),
@@ -360,6 +370,7 @@ impl Estate {
             ("webhook-deliveries", "id") => &self.webhook_delivery,
             ("holds", "hold") => &self.hold,
             ("orders", "order") => &self.order,
+            ("series", "id") => &self.series,
             _ => panic!("the cross-tenant probe does not know what {{{name}}} after /{before}/ names: teach Estate::named"),
         };
         Some(id)
@@ -378,8 +389,11 @@ impl Estate {
 
 /// Routes open to anyone (no security in the document): they name nothing of a tenant's that is
 /// not public. A route added without security fails the probe until it is listed here.
-const PUBLIC: [(&str, &str); 2] =
-    [("GET", "/api/v1/catalog/events/{id}"), ("POST", "/api/v1/webhooks/{provider}")];
+const PUBLIC: [(&str, &str); 3] = [
+    ("GET", "/api/v1/catalog/events/{id}"),
+    ("GET", "/api/v1/catalog/series/{id}"),
+    ("POST", "/api/v1/webhooks/{provider}"),
+];
 
 /// The platform operators' routes: an organizer's key is refused by its role (403) before any id
 /// is read (probed once each, with an id of no one's).
@@ -543,6 +557,11 @@ fn valid_body(method: &Method, template: &str) -> String {
         ("POST", "/api/v1/events/{id}/box-office/tickets/{ticket}/reissue") => json!({ "reason": "probe" }),
         ("POST", "/api/v1/events/{id}/box-office/orders/{order}/paid-back") => json!({ "method": "cash" }),
         ("PATCH", "/api/v1/events/{id}") => json!({ "title": "Probed" }),
+        ("PATCH", "/api/v1/series/{id}") => json!({ "title": "Probed" }),
+        ("POST", "/api/v1/series/{id}/dates") => {
+            json!({ "dates": [{ "starts_at": "2030-01-01T10:00:00Z" }] })
+        }
+        ("POST", "/api/v1/series/{id}/state") => json!({ "state": "published" }),
         ("PUT", "/api/v1/events/{id}/waiting-room") => json!({ "mode": "passthrough" }),
         ("PUT", "/api/v1/events/{id}/seats-off-sale") => json!(["A-1"]),
         ("POST", "/api/v1/events/{id}/tiers") => {

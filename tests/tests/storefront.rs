@@ -8,7 +8,9 @@
 //! - another buys three standing places of the event's general-admission tier the same way;
 //! - the first cancels: the refund goes to Stripe, against the session's payment;
 //! - a payment Stripe refuses to create ends its order at once (not when the hold runs out);
-//! - the box office sells two seats for cash at the counter, without the line, and prints them.
+//! - the box office sells two seats for cash at the counter, without the line, and prints them;
+//! - the event becomes a series with two more dates, published at once; a buyer goes from the
+//!   front page to the series' dates, picks the last, and buys a standing place of that date.
 
 use std::time::{Duration, Instant};
 
@@ -278,6 +280,42 @@ async fn buyers_pay_on_stripes_page_by_keyboard_and_for_standing_places() {
     assert!(
         text.contains("Storefront night") && text.contains("Seat B-5") && text.contains("Seat B-6"),
         "{text}"
+    );
+
+    // 6. A series: the event is its template and first date; a rule adds the next two days at the
+    // same local hour (Berlin, 22:00), published in one call; a buyer in Chromium picks the last
+    // date from the series' page and pays for a standing place of it, that date's own.
+    let series = acme.ok(Method::POST, "/api/v1/series", json!({ "from_event": event })).await;
+    let sid = series["id"].as_str().unwrap().to_owned();
+    let added = acme
+        .ok(
+            Method::POST,
+            &format!("/api/v1/series/{sid}/dates"),
+            json!({ "rule": "FREQ=DAILY;COUNT=3", "first": "2027-06-01T22:00:00" }),
+        )
+        .await;
+    assert_eq!(
+        (added["created"].as_array().map(Vec::len), added["existing"][0]["id"].as_str()),
+        (Some(2), Some(event.as_str())),
+        "{added}"
+    );
+    let last = added["created"][1]["id"].as_str().unwrap().to_owned();
+    assert_eq!(added["created"][1]["starts_at"], "2027-06-03T20:00:00Z");
+    let moved =
+        acme.ok(Method::POST, &format!("/api/v1/series/{sid}/state"), json!({ "state": "published" })).await;
+    assert_eq!(moved["changed"].as_array().map(Vec::len), Some(2), "{moved}");
+    acme.sync_until(&last, Duration::from_secs(90), |s| s["state"] == "synced").await;
+    let picked = browser_buyer(&edge_url, &last, &["series", &sid]);
+    assert_eq!(picked["summary"].as_array().map(Vec::len), Some(1), "{picked}");
+    let paid = format!("SELECT count(*) FROM orders WHERE event_id = '{last}' AND state = 'paid'");
+    assert_eq!(count(&db, &paid).await, 1, "the standing place is the picked date's: {picked}");
+    assert_eq!(
+        count(
+            &db,
+            &format!("SELECT count(*) FROM orders WHERE event_id = '{event}' AND email = 'series@e2e.test'")
+        )
+        .await,
+        0
     );
 
     db.close().await;

@@ -26,7 +26,16 @@ const details = {
     { id: 'floor', name: 'Floor', kind: 'ga', currency: 'EUR', price_minor: 3000, price_range: { min_minor: 3000, max_minor: 3000 }, sale_state: 'on_sale' },
   ],
 };
-const listing = { items: [details, { ...details, id: '1b4e28ba-2fa1-11d2-883f-0016d3cca427', title: 'Rock Festival', state: 'sold_out' }] };
+// The event is a date of a series (docs/series.md): its page lists the series' dates.
+const SERIES = '3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f';
+const slot = (id, day, time, state = 'on_sale') => ({ id, day_local: day, time_local: time, starts_local: `${day}, ${time}`, state });
+const slots = [
+  slot(EVENT, 'Fri 12 Mar 2027', '20:00'), slot('2c5f39cb-3fb2-42e3-994f-1127e4ddb538', 'Sat 13 Mar 2027', '15:00', 'sold_out'),
+  slot('3d6a4adc-40c3-43f4-aa5f-2238f5eec649', 'Sat 13 Mar 2027', '20:00'),
+];
+details.series = { id: SERIES, title: 'Opening week', dates: 3, next: slots, path: `/series/${SERIES}` };
+const series = { id: SERIES, title: 'Opening week', venue_name: 'Globe Hall', city: 'Berlin', organizer: 'Acme Live', dates: 3, items: slots, next_cursor: 'more' };
+const listing = { items: [{ ...details, series_id: SERIES, series_dates: 3 }, { ...details, id: '1b4e28ba-2fa1-11d2-883f-0016d3cca427', title: 'Rock Festival', state: 'sold_out' }] };
 const quote = {
   currency: 'EUR', promo_code: null, hold_expires_at_ms: Date.now() + 600000,
   lines: [{ tier_id: 'adult', tier_name: 'Adult', seat: 'S0-0-4', price_minor: 6500, discount_minor: 0, fee_minor: 150, tax_minor: 0 },
@@ -41,6 +50,7 @@ before(async () => {
     req.on('end', () => {
       if (req.url.startsWith('/api/v1/catalog/events?')) return send(200, listing);
       if (req.url === `/api/v1/catalog/events/${EVENT}`) return send(200, details);
+      if (req.url.startsWith(`/api/v1/catalog/series/${SERIES}?`)) return send(200, series);
       if (req.url === '/api/v1/checkout/quote') return send(200, quote);
       return send(404, { type: 'not-found' });
     });
@@ -136,6 +146,7 @@ test('every buyer page passes axe-core (no serious or critical violation) at pho
   });
   await check('order', (page) => page.goto(`${url}/orders/00000000-0000-0000-0000-000000000001`));
   await check('transfer', (page) => page.goto(`${url}/transfers/00000000-0000-0000-0000-000000000002`));
+  await check('series', (page) => page.goto(`${url}/series/${SERIES}`));
   await check('my-tickets', async (page) => {
     await page.goto(`${url}/my-tickets`);
     await page.waitForSelector('#ask #email');

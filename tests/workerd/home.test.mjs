@@ -46,7 +46,7 @@ test('the front page lists the events, escaped, each linking to its page', async
   assert.ok(html.includes('Fri 12 Mar 2027, 20:00 · Blue Hall, Berlin') && html.includes('On sale'));
   assert.ok(html.includes('Sold out'));
   assert.equal(asked.length, 1);
-  assert.equal(asked[0].url, '/api/v1/catalog/events?limit=24');
+  assert.equal(asked[0].url, '/api/v1/catalog/events?one_per_series=true&limit=24');
   assert.match(asked[0].traceparent, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'the edge starts a trace');
 });
 
@@ -62,10 +62,10 @@ test('a search is checked, bounded and passed on; the same search again is answe
   }
   assert.equal(asked.length, 1, 'one request to the core for five visitors');
   assert.equal(asked[0].url,
-    '/api/v1/catalog/events?q=jazz&city=berlin&from=2027-03-01T00%3A00%3A00Z&to=2027-04-01T00%3A00%3A00Z&limit=24');
+    '/api/v1/catalog/events?q=jazz&city=berlin&from=2027-03-01T00%3A00%3A00Z&to=2027-04-01T00%3A00%3A00Z&one_per_series=true&limit=24');
   // What is not a date, or too long, is not passed on.
   await mf.dispatchFetch(`http://edge/?from=yesterday&q=${'a'.repeat(500)}`);
-  assert.equal(asked[1].url, `/api/v1/catalog/events?q=${'a'.repeat(200)}&limit=24`);
+  assert.equal(asked[1].url, `/api/v1/catalog/events?q=${'a'.repeat(200)}&one_per_series=true&limit=24`);
 });
 
 test('a catalog that cannot be read gives a page that says so (503), and only GET is taken', async () => {

@@ -66,6 +66,7 @@ test('the pages and forwarded routes name their methods too; a path no route has
     ['/api/v1/orders/ord-1/tickets/t-1/transfer/cancel', 'GET', 'POST'],
     ['/api/v1/transfers/tr-1/qr.svg', 'PUT', 'GET'],
     ['/my-tickets', 'POST', 'GET, HEAD'],
+    ['/series/s-1', 'DELETE', 'GET, HEAD'],
     ['/api/v1/buyer/sign-in', 'GET', 'POST'],
     ['/api/v1/buyer/orders', 'DELETE', 'GET'],
   ];

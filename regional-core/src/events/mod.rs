@@ -215,18 +215,33 @@ async fn change_state(
     if event.state == change.state {
         return Ok(Json(event));
     }
-    if !allowed(event.state).contains(&change.state) {
-        let to: Vec<_> = allowed(event.state).to_vec();
+    let mut tx = state.db.begin().await?;
+    let updated = transition(&mut tx, &caller, &event, change.state).await?;
+    tx.commit().await?;
+    Ok(Json(updated))
+}
+
+/// Moves `event` (read in its current state) to `to`, which [`allowed`] permits, in `conn`'s
+/// transaction: publishing needs a tier; an event the edge shows is pushed to it; audited. The
+/// state it was read in must still be its state (a concurrent change wins: `409`). Also the series'
+/// bulk change of its dates (`series/mod.rs`).
+pub(crate) async fn transition(
+    conn: &mut sqlx::PgConnection,
+    caller: &crate::auth::Caller,
+    event: &Event,
+    to: EventState,
+) -> Result<Event> {
+    if !allowed(event.state).contains(&to) {
+        let allowed: Vec<_> = allowed(event.state).to_vec();
         return Err(ApiError::conflict(
             "invalid_transition",
-            format!("an event in state {:?} may go to {to:?} only", event.state),
+            format!("an event in state {:?} may go to {allowed:?} only", event.state),
         ));
     }
-    let mut tx = state.db.begin().await?;
-    if change.state == EventState::Published {
+    if to == EventState::Published {
         let tiers: i64 = sqlx::query_scalar("SELECT count(*) FROM ticket_tiers WHERE event_id = $1")
             .bind(event.id)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *conn)
             .await?;
         if tiers == 0 {
             return Err(ApiError::conflict(
@@ -241,28 +256,27 @@ async fn change_state(
          WHERE id = $1 AND state = $3 RETURNING {EVENT_COLUMNS}"
     ))
     .bind(event.id)
-    .bind(change.state)
+    .bind(to)
     .bind(event.state)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let updated = updated.ok_or_else(|| {
         ApiError::conflict("concurrent_change", "the event changed meanwhile; read it again")
     })?;
     if publishing::visible_at_edge(updated.state) {
-        publishing::enqueue(&mut tx, updated.id, updated.organization_id, updated.version).await?;
+        publishing::enqueue(conn, updated.id, updated.organization_id, updated.version).await?;
     }
-    let details = json!({ "from": event.state, "to": change.state });
+    let details = json!({ "from": event.state, "to": to });
     crate::audit::by(
-        &mut tx,
-        &caller,
+        conn,
+        caller,
         event.organization_id,
         "event.state",
         format!("event:{}", event.id),
         details,
     )
     .await?;
-    tx.commit().await?;
-    Ok(Json(updated))
+    Ok(updated)
 }
 
 /// The fields of an event an organizer may change (absent: unchanged).
@@ -324,7 +338,15 @@ async fn update_event(
     .bind(json!(images))
     .bind(color.as_deref().and_then(normal_color))
     .execute(&mut *tx)
-    .await?;
+    .await
+    .map_err(|e| match &e {
+        // `events_series_start`: a series has one date at each start.
+        sqlx::Error::Database(d) if d.constraint() == Some("events_series_start") => ApiError::conflict(
+            "date_taken",
+            "another date of this event's series starts at that time",
+        ),
+        _ => e.into(),
+    })?;
     touch(&mut tx, event.id).await?;
     let after: Event = sqlx::query_as(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
         .bind(event.id)

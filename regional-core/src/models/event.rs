@@ -85,6 +85,8 @@ pub struct Event {
     #[schema(value_type = Vec<RefundWindow>)]
     pub refund_policy: Value,
     pub state: EventState,
+    /// The series the event is a date of (docs/series.md), if any.
+    pub series_id: Option<Uuid>,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -92,7 +94,7 @@ pub struct Event {
 
 pub(crate) const EVENT_COLUMNS: &str =
     "id, organization_id, venue_id, title, description, genre, starts_at, ends_at, time_zone, \
-                             images, color, refund_policy, state, version, created_at, updated_at";
+                             images, color, refund_policy, state, series_id, version, created_at, updated_at";
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 // Its own name in the OpenAPI document: the health report's `Tier` (edge, core…) is another schema.

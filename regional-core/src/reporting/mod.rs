@@ -63,7 +63,7 @@ impl Figures {
     }
 }
 
-const FIGURES: &str = "COALESCE(sum(tickets_sold), 0)::int8 AS tickets_sold,
+pub(crate) const FIGURES: &str = "COALESCE(sum(tickets_sold), 0)::int8 AS tickets_sold,
     COALESCE(sum(tickets_refunded), 0)::int8 AS tickets_refunded,
     COALESCE(sum(gross_minor), 0)::int8 AS gross_minor, COALESCE(sum(discount_minor), 0)::int8 AS discount_minor,
     COALESCE(sum(fee_minor), 0)::int8 AS fee_minor, COALESCE(sum(tax_minor), 0)::int8 AS tax_minor,
@@ -140,7 +140,7 @@ pub struct EdgeStatus {
     pub error: Option<String>,
 }
 
-const ORDERS: &str = "COALESCE(sum(orders_created), 0)::int8 AS created, COALESCE(sum(orders_paid), 0)::int8 AS paid,
+pub(crate) const ORDERS: &str = "COALESCE(sum(orders_created), 0)::int8 AS created, COALESCE(sum(orders_paid), 0)::int8 AS paid,
     COALESCE(sum(orders_cancelled), 0)::int8 AS cancelled, COALESCE(sum(orders_abandoned), 0)::int8 AS abandoned,
     COALESCE(sum(orders_refunded), 0)::int8 AS refunded";
 

@@ -412,6 +412,75 @@ async fn every_change_an_api_key_makes_is_one_audit_row_with_who_and_from_where(
         &mut done,
     )
     .await;
+    // The event as a series' template: the series, its dates, their states.
+    let series = change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/series",
+            "/api/v1/series",
+            Some(json!({ "from_event": e })),
+            "series.create",
+            "series:",
+        ),
+        &mut done,
+    )
+    .await;
+    let sid = series["id"].as_str().unwrap();
+    let series_subject = format!("series:{sid}");
+    change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::PATCH,
+            "/api/v1/series/{id}",
+            format!("/api/v1/series/{sid}"),
+            Some(json!({ "title": "The season" })),
+            "series.update",
+            &series_subject,
+        ),
+        &mut done,
+    )
+    .await;
+    let later = chrono::Utc::now() + chrono::Duration::days(40);
+    change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/series/{id}/dates",
+            format!("/api/v1/series/{sid}/dates"),
+            Some(json!({ "dates": [{ "starts_at": later }] })),
+            "series.dates",
+            &series_subject,
+        ),
+        &mut done,
+    )
+    .await;
+    change(
+        &api,
+        &key,
+        &org,
+        admin,
+        step(
+            Method::POST,
+            "/api/v1/series/{id}/state",
+            format!("/api/v1/series/{sid}/state"),
+            // (The date already published: a date moved is one more row, its own `event.state`.)
+            Some(json!({ "state": "published", "dates": [e] })),
+            "series.state",
+            &series_subject,
+        ),
+        &mut done,
+    )
+    .await;
     change(
         &api,
         &key,

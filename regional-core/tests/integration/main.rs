@@ -17,6 +17,7 @@ mod openapi;
 mod privacy;
 mod publishing;
 mod reporting;
+mod series;
 mod sms;
 mod stripe;
 mod tickets;
