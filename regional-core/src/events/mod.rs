@@ -263,7 +263,9 @@ pub(crate) async fn transition(
     let updated = updated.ok_or_else(|| {
         ApiError::conflict("concurrent_change", "the event changed meanwhile; read it again")
     })?;
-    if publishing::visible_at_edge(updated.state) {
+    // A draft was never at the edge: its cancellation has nothing to tell it.
+    let never_at_edge = event.state == EventState::Draft && to == EventState::Cancelled;
+    if publishing::visible_at_edge(updated.state) && !never_at_edge {
         publishing::enqueue(conn, updated.id, updated.organization_id, updated.version).await?;
     }
     let details = json!({ "from": event.state, "to": to });

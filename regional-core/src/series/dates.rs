@@ -47,6 +47,9 @@ const EXPANSION_BUDGET: std::time::Duration = std::time::Duration::from_millis(2
 /// A date's start and end.
 pub type Span = (DateTime<Utc>, DateTime<Utc>);
 
+/// Rule expansions running at once in this core (each on a blocking thread).
+static EXPANSIONS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// One date given by its start (and end).
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -196,30 +199,41 @@ fn expand(
     if rule.is_empty() || rule.len() > MAX_RULE || !rule.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(FieldError::new("rule", "must be one RRULE value (FREQ=…), at most 500 characters"));
     }
-    // Dates a second apart are nobody's series, and the costliest rules to step through.
-    if rule.to_ascii_uppercase().contains("FREQ=SECONDLY") {
+    // Dates a second apart are nobody's series, and the costliest rules to step through; so are
+    // the n-th of a set of minutes or hours (BYSETPOS steps through every candidate of a period).
+    let upper = rule.to_ascii_uppercase();
+    if upper.contains("FREQ=SECONDLY")
+        || (upper.contains("BYSETPOS") && (upper.contains("FREQ=MINUTELY") || upper.contains("FREQ=HOURLY")))
+    {
         return Err(FieldError::new(
             "rule",
-            "FREQ=SECONDLY is not taken: use MINUTELY, HOURLY or DAILY with BYHOUR and BYMINUTE",
+            "FREQ=SECONDLY, and BYSETPOS with MINUTELY or HOURLY, are not taken: use DAILY with BYHOUR and BYMINUTE",
         ));
     }
     let tz: chrono_tz::Tz =
         zone.parse().map_err(|_| FieldError::new("first", "the series' time zone is not known"))?;
-    if tz.from_local_datetime(&first).earliest().is_none() {
+    if tz.from_local_datetime(&first).single().is_none() {
         return Err(FieldError::new(
             "first",
-            "does not exist in the series' time zone (a daylight-saving gap)",
+            "does not exist, or exists twice, in the series' time zone (a change of daylight-saving time)",
         ));
     }
     let text = format!("DTSTART;TZID={zone}:{}\nRRULE:{rule}", first.format("%Y%m%dT%H%M%S"));
+    // `limit`: the crate gives up on a date after 100,000 steps (else a rule that never makes one
+    // would step on to the year 9999).
     let set: rrule::RRuleSet = text
         .parse()
         .map_err(|e: rrule::RRuleError| FieldError::new("rule", format!("is not a valid rule: {e}")))?;
+    let set = set.limit();
+    let too_slow =
+        || FieldError::new("rule", "takes too long to work out: make it simpler (fewer BY… parts)");
     let started = std::time::Instant::now();
     let mut starts = Vec::new();
+    let mut past_horizon = false;
     for at in &set {
         let at = at.with_timezone(&Utc);
         if at > horizon {
+            past_horizon = true;
             break;
         }
         starts.push(at);
@@ -230,11 +244,13 @@ fn expand(
             ));
         }
         if started.elapsed() > EXPANSION_BUDGET {
-            return Err(FieldError::new(
-                "rule",
-                "takes too long to work out: make it simpler (fewer BY… parts)",
-            ));
+            return Err(too_slow());
         }
+    }
+    // The iterator also stops where the crate gave up; only `all` tells the two apart (asked for
+    // one date more than found, it says `limited` only when it gave up).
+    if !past_horizon && set.all(starts.len() as u16 + 1).limited {
+        return Err(too_slow());
     }
     Ok(starts)
 }
@@ -319,24 +335,34 @@ pub(super) async fn add_dates(
             .bind(series.template_event_id)
             .fetch_one(&state.db)
             .await?;
-    // Worked out before any transaction, off the async workers (a rule may take a moment).
+    // Worked out before any transaction, off the async workers, one at a time per core (a rule
+    // may take a moment: `EXPANSION_BUDGET`).
     let planning = (zone.clone(), ends - starts);
+    let permit = EXPANSIONS.acquire().await.map_err(|_| ApiError::Unavailable("shutting down".into()))?;
     let (req, wanted) = tokio::task::spawn_blocking(move || {
         let wanted = plan(&req, &planning.0, planning.1, Utc::now());
         (req, wanted)
     })
     .await
     .map_err(|e| ApiError::Unavailable(format!("the dates could not be worked out: {e}")))?;
-    let wanted = wanted.map_err(ApiError::Validation)?;
+    drop(permit);
     let tz: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::UTC);
     let path = format!("/api/v1/series/{}/dates", series.id);
-    let c = caller.clone();
+    let (c, template) = (caller.clone(), series.template_event_id);
     creating
         .run(&caller, &path, move |conn| {
             Box::pin(async move {
-                // Locked: two calls count the series' dates one after the other. The template is
-                // the one read above (a change of template meanwhile applies to the next call).
+                // Refused here, after the key's replay was looked up: a replay gets the first
+                // answer even once its dates are past.
+                let wanted = wanted.map_err(ApiError::Validation)?;
+                // Locked: two calls count the series' dates one after the other.
                 let series = find_series(conn, &c, &series.id.to_string(), true).await?;
+                if series.template_event_id != template {
+                    return Err(ApiError::conflict(
+                        "template_changed",
+                        "the series' template changed meanwhile: send the request again",
+                    ));
+                }
                 // A cancelled date holds neither its start nor a place among the series' dates.
                 let (count,): (i64,) =
                     sqlx::query_as("SELECT count(*) FROM events WHERE series_id = $1 AND state <> 'cancelled'")
@@ -369,8 +395,6 @@ pub(super) async fn add_dates(
                 let new_starts: Vec<DateTime<Utc>> = new.iter().map(|(s, _)| *s).collect();
                 let new_ends: Vec<DateTime<Utc>> = new.iter().map(|(_, e)| *e).collect();
                 let rooms: Vec<Value> = new.iter().map(|(s, _)| line_settings(&room, shift(*s), tz)).collect();
-                let shifts_ms: Vec<i64> =
-                    new.iter().map(|(s, _)| shift(*s).map_or(0, |d| d.num_milliseconds())).collect();
                 // A start taken meanwhile (the index) is skipped here and answered as existing.
                 let created: Vec<DateRef> = sqlx::query_as(
                     "INSERT INTO events (id, organization_id, venue_id, title, description, genre, starts_at, ends_at,
@@ -393,25 +417,42 @@ pub(super) async fn add_dates(
                 .fetch_all(&mut *conn)
                 .await?;
                 // Their tiers, in the template's order, each with its own id; sale windows moved on
-                // the local clocks (`AT TIME ZONE` twice: local wall time, moved, back to an instant).
+                // the local clocks by `shift_local` (as the line's times), per date and tier.
+                type Window = (Uuid, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+                let template_tiers: Vec<Window> =
+                    sqlx::query_as("SELECT id, sale_starts_at, sale_ends_at FROM ticket_tiers WHERE event_id = $1")
+                        .bind(series.template_event_id)
+                        .fetch_all(&mut *conn)
+                        .await?;
+                let made_at: BTreeMap<Uuid, DateTime<Utc>> = created.iter().map(|d| (d.id, d.starts_at)).collect();
+                let (mut date_ids, mut tier_ids, mut opens, mut closes) = (vec![], vec![], vec![], vec![]);
+                for (date, start) in &made_at {
+                    for (tier, opens_at, closes_at) in &template_tiers {
+                        let moved = |at: &Option<DateTime<Utc>>| match shift(*start) {
+                            Some(by) => at.map(|at| shift_local(at, by, tz)),
+                            None => *at,
+                        };
+                        date_ids.push(*date);
+                        tier_ids.push(*tier);
+                        opens.push(moved(opens_at));
+                        closes.push(moved(closes_at));
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO ticket_tiers (id, event_id, organization_id, name, kind, ga_area, currency, price_minor,
                                                zone_prices, quantity, per_order_limit, sale_starts_at, sale_ends_at, created_at)
-                     SELECT gen_random_uuid(), n.id, t.organization_id, t.name, t.kind, t.ga_area, t.currency, t.price_minor,
-                            t.zone_prices, t.quantity, t.per_order_limit,
-                            ((t.sale_starts_at AT TIME ZONE $4) + n.shift_ms * interval '1 millisecond') AT TIME ZONE $4,
-                            ((t.sale_ends_at AT TIME ZONE $4) + n.shift_ms * interval '1 millisecond') AT TIME ZONE $4,
+                     SELECT gen_random_uuid(), n.event_id, t.organization_id, t.name, t.kind, t.ga_area, t.currency,
+                            t.price_minor, t.zone_prices, t.quantity, t.per_order_limit, n.opens, n.closes,
                             now() + (t.created_at - f.at)
-                     FROM unnest($2::uuid[], $3::int8[]) AS n(id, shift_ms)
-                     JOIN events e ON e.id = n.id
-                     CROSS JOIN ticket_tiers t
-                     CROSS JOIN (SELECT min(created_at) AS at FROM ticket_tiers WHERE event_id = $1) f
-                     WHERE t.event_id = $1",
+                     FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[], $5::timestamptz[]) AS n(event_id, tier_id, opens, closes)
+                     JOIN ticket_tiers t ON t.id = n.tier_id AND t.event_id = $1
+                     CROSS JOIN (SELECT min(created_at) AS at FROM ticket_tiers WHERE event_id = $1) f",
                 )
                 .bind(series.template_event_id)
-                .bind(&ids)
-                .bind(&shifts_ms)
-                .bind(tz.name())
+                .bind(&date_ids)
+                .bind(&tier_ids)
+                .bind(&opens)
+                .bind(&closes)
                 .execute(&mut *conn)
                 .await?;
                 let made: Vec<Uuid> = created.iter().map(|d| d.id).collect();

@@ -8,7 +8,8 @@
 //!   `PATCH /api/v1/series/{id}` (title, template, sale windows)
 //! - `GET   /api/v1/series/{id}/dates`      its dates by start (paged)
 //! - `POST  /api/v1/series/{id}/dates`      dates in bulk: a list, or an RFC 5545 recurrence rule
-//! - `POST  /api/v1/series/{id}/state`      publish (or put on sale) its dates at once
+//! - `POST  /api/v1/series/{id}/state`      publish, or put on sale, its dates at once; cancel its
+//!   drafts
 //! - `GET   /api/v1/series/{id}/report`     figures per date and summed (`report.rs`)
 //!
 //! Buyers see a series in the public catalog (`catalog.rs`: each date names its series, an event's
@@ -28,7 +29,7 @@ use uuid::Uuid;
 use crate::api::{self, resource_routes, Creating, JsonBody, Listing, Query};
 use crate::auth::{need, Can};
 use crate::error::{ApiError, Result};
-use crate::models::event::{find_event, Event, EventState, EVENT_COLUMNS};
+use crate::models::event::{allowed, find_event, Event, EventState, EVENT_COLUMNS};
 use crate::state::AppState;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -322,11 +323,13 @@ async fn change_states(
     }
     let mut tx = state.db.begin().await?;
     let series = find_series(&mut tx, &caller, &id, true).await?;
-    // Locked in one order (by start): two bulk changes do not deadlock. `NO KEY UPDATE`: orders and
-    // tickets being recorded for these dates (their foreign keys' `KEY SHARE`) do not wait for it.
+    // Read first; then only the dates that may move are locked, in one order (by start), `FOR NO
+    // KEY UPDATE`: orders and tickets being recorded for them (their foreign keys' `KEY SHARE`)
+    // do not wait, and dates left as they are are not locked at all. (Two bulk changes of a
+    // series are already one after the other: the series' row is locked.)
     let dates: Vec<Event> = sqlx::query_as(&format!(
         "SELECT {EVENT_COLUMNS} FROM events WHERE series_id = $1 AND ($2::uuid[] IS NULL OR id = ANY($2))
-         ORDER BY starts_at, id FOR NO KEY UPDATE"
+         ORDER BY starts_at, id"
     ))
     .bind(series.id)
     .bind(change.dates.as_deref())
@@ -338,7 +341,8 @@ async fn change_states(
             answer.left.push(DateLeft { id: *named, state: None, reason: "not_in_series".into() });
         }
     }
-    for date in dates {
+    let mut movable = Vec::new();
+    for date in &dates {
         let refused = if date.state == change.state {
             Some("already")
         } else if change.state == EventState::Cancelled && date.state != EventState::Draft {
@@ -347,13 +351,26 @@ async fn change_states(
         } else if date.state == EventState::SoldOut && change.dates.is_none() {
             // The organizer may have closed it: it opens again only when named.
             Some("not_named")
+        } else if !allowed(date.state).contains(&change.state) {
+            Some("invalid_transition")
         } else {
             None
         };
-        if let Some(reason) = refused {
-            answer.left.push(DateLeft { id: date.id, state: Some(date.state), reason: reason.into() });
-            continue;
+        match refused {
+            Some(reason) => {
+                answer.left.push(DateLeft { id: date.id, state: Some(date.state), reason: reason.into() })
+            }
+            None => movable.push(date.id),
         }
+    }
+    let locked: Vec<Event> = sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM events WHERE id = ANY($1) ORDER BY starts_at, id FOR NO KEY UPDATE"
+    ))
+    .bind(&movable)
+    .fetch_all(&mut *tx)
+    .await?;
+    for date in locked {
+        // The event's own rule, on the state it has now (`concurrent_change` if it moved since).
         match crate::events::transition(&mut tx, &caller, &date, change.state).await {
             Ok(moved) => answer.changed.push(dates::DateRef::of(&moved)),
             Err(ApiError::Conflict { reason, .. }) => {

@@ -58,8 +58,8 @@ pub struct SeriesReport {
     pub totals: SaleFigures,
     /// The dates of this page, by start.
     pub per_date: Vec<DateReport>,
-    /// The next page's `from` (the next date's start), when there are more dates.
-    pub next_from: Option<DateTime<Utc>>,
+    /// The next page's `cursor`, when there are more dates.
+    pub next_cursor: Option<String>,
     pub generated_at: DateTime<Utc>,
 }
 
@@ -68,9 +68,19 @@ pub struct SeriesReport {
 pub(super) struct ReportQuery {
     /// The dates starting at or after this time (RFC 3339).
     from: Option<DateTime<Utc>>,
-    /// Dates per page (default 100, at most 500).
-    #[param(minimum = 1, maximum = 500)]
+    /// Dates per page (default 100, at most 200).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// Where the page starts: the previous page's `next_cursor`.
+    cursor: Option<String>,
+}
+
+/// A date of the page.
+#[derive(sqlx::FromRow)]
+struct DateRow {
+    id: Uuid,
+    starts_at: DateTime<Utc>,
+    state: EventState,
 }
 
 /// The figures of the events `ids` (`None`: every date of `series`), keyed by event (`None` for
@@ -132,40 +142,35 @@ pub(super) async fn series_report(
     Path(id): Path<String>,
     Query(q): Query<ReportQuery>,
 ) -> Result<Json<SeriesReport>> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(crate::error::ApiError::field("limit", "must be 1 to 500"));
-    }
     // Found on the primary (a series made a moment ago is there); its figures from the replica.
     let series = find_series(&mut *state.db.acquire().await?, &caller, &id, false).await?;
     let dates: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE series_id = $1")
         .bind(series.id)
         .fetch_one(&state.read_db)
         .await?;
-    let mut page: Vec<(Uuid, DateTime<Utc>, EventState)> = sqlx::query_as(
+    // Paged by (start, id): a cancelled date and its replacement may share a start.
+    let paging = crate::api::PageQuery { limit: Some(q.limit.unwrap_or(100)), cursor: q.cursor };
+    let query = sqlx::query_as(
         "SELECT id, starts_at, state FROM events WHERE series_id = $1 AND ($2::timestamptz IS NULL OR starts_at >= $2)
-         ORDER BY starts_at, id LIMIT $3",
+           AND (starts_at, id) > ($3, $4)
+         ORDER BY starts_at, id LIMIT $5",
     )
     .bind(series.id)
-    .bind(q.from)
-    .bind(i64::from(limit) + 1)
-    .fetch_all(&state.read_db)
-    .await?;
-    // A series has one date at each start: the next page starts at the first date left out.
-    let next_from = (page.len() > limit as usize).then(|| page[limit as usize].1);
-    page.truncate(limit as usize);
-    let ids: Vec<Uuid> = page.iter().map(|p| p.0).collect();
+    .bind(q.from);
+    let page = paging.fetch(query, &state.read_db, |d: &DateRow| (d.starts_at, d.id)).await?;
+    let (page, next_cursor) = (page.items, page.next_cursor);
+    let ids: Vec<Uuid> = page.iter().map(|d| d.id).collect();
     let (totals, mut each) = tokio::try_join!(
         figures(&state.read_db, series.id, None, false),
         figures(&state.read_db, series.id, Some(&ids), true),
     )?;
     let per_date = page
         .into_iter()
-        .map(|(event_id, starts_at, state)| DateReport {
-            event_id,
-            starts_at,
-            state,
-            figures: each.remove(&Some(event_id)).unwrap_or_default(),
+        .map(|d| DateReport {
+            event_id: d.id,
+            starts_at: d.starts_at,
+            state: d.state,
+            figures: each.remove(&Some(d.id)).unwrap_or_default(),
         })
         .collect();
     Ok(Json(SeriesReport {
@@ -173,7 +178,7 @@ pub(super) async fn series_report(
         dates,
         totals: totals.into_values().next().unwrap_or_default(),
         per_date,
-        next_from,
+        next_cursor,
         generated_at: Utc::now(),
     }))
 }

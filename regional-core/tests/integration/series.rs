@@ -424,9 +424,8 @@ async fn a_series_publishes_at_once_shows_its_dates_to_buyers_and_reports_per_da
         .map(|d| (d["event_id"].as_str(), d["live_tickets"].as_i64()))
         .collect();
     assert_eq!(per_date, [(Some(dates[0].as_str()), Some(3)), (Some(dates[1].as_str()), Some(2))]);
-    let next = report["next_from"].as_str().unwrap();
-    let (_, rest) =
-        api.get(&acme, &format!("/api/v1/series/{sid}/report?limit=2&from={}", urlencode(next))).await;
+    let next = report["next_cursor"].as_str().unwrap();
+    let (_, rest) = api.get(&acme, &format!("/api/v1/series/{sid}/report?limit=2&cursor={next}")).await;
     assert_eq!(rest["per_date"][0]["event_id"].as_str(), Some(dates[2].as_str()));
     assert_eq!(rest["per_date"][0]["live_tickets"], 0);
     assert_eq!(rest["totals"], *totals, "the totals are the whole series' on every page");
@@ -489,6 +488,12 @@ async fn dates_keep_local_times_across_a_clock_change_free_cancelled_starts_and_
     let (s, cancelled) =
         api.call(&acme, Method::POST, &state, Some(json!({ "state": "cancelled", "dates": [last] }))).await;
     assert_eq!((s, cancelled["changed"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)), "{cancelled}");
+    let pushed: i64 = sqlx::query_scalar("SELECT count(*) FROM edge_sync WHERE event_id = $1::uuid")
+        .bind(&last)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(pushed, 0, "a draft was never at the edge: its cancellation is not pushed there");
     let (_, again) = api.call(&acme, Method::POST, &path, Some(rule)).await;
     assert_eq!(
         (again["created"].as_array().map(Vec::len), again["existing"].as_array().map(Vec::len)),
